@@ -1,0 +1,59 @@
+-- The session book: what the phones told cphub, kept so billing can trust it.
+--
+-- Times are the phones' own clock (the `time` field of each callback) unless the column
+-- says `received_at`/`last_seen_at`, which are cphub's clock at arrival.
+
+-- One row per game session. Created by the first event cphub hears about it (enter, or a
+-- quit that overtook its enter), then changed only by applying further events.
+CREATE TABLE sessions (
+    session_id        TEXT PRIMARY KEY,
+    phone_id          TEXT NOT NULL,
+    app_id            TEXT NOT NULL,
+    state             TEXT NOT NULL CHECK (state IN ('playing', 'ended', 'abandoned')),
+    started_at        TIMESTAMPTZ,            -- NULL while only the quit has arrived
+    ended_at          TIMESTAMPTZ,
+    reported_run_time BIGINT,                 -- as the phone reported it; unit unverified
+    duration_seconds  BIGINT,                 -- measured: ended_at - started_at; billing uses this
+    run_time_mismatch BOOLEAN NOT NULL DEFAULT FALSE,
+    end_reason        TEXT CHECK (end_reason IN ('quit', 'abandoned')),
+    error_msg         TEXT,
+    last_heartbeat_at TIMESTAMPTZ,
+    created_at        TIMESTAMPTZ NOT NULL,
+    updated_at        TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX sessions_by_phone ON sessions (phone_id, created_at);
+CREATE INDEX sessions_by_start ON sessions (started_at);
+
+-- Every enter/quit delivery that changed something ('accepted') or contradicted what was
+-- already accepted ('conflict'). Exact re-deliveries are not stored: they change nothing.
+CREATE TABLE session_events (
+    id          BIGSERIAL PRIMARY KEY,
+    session_id  TEXT NOT NULL,
+    status      SMALLINT NOT NULL CHECK (status IN (0, 1)),   -- 0 enter, 1 quit (chapter 6)
+    phone_id    TEXT NOT NULL,
+    app_id      TEXT NOT NULL,
+    event_time  TIMESTAMPTZ NOT NULL,
+    run_time    BIGINT,
+    error_msg   TEXT,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('accepted', 'conflict')),
+    received_at TIMESTAMPTZ NOT NULL
+);
+-- At most one accepted enter and one accepted quit per session. This index, not a
+-- read-then-write check, is what makes a concurrent re-delivery a no-op.
+CREATE UNIQUE INDEX session_events_once ON session_events (session_id, status)
+    WHERE outcome = 'accepted';
+CREATE INDEX session_events_by_session ON session_events (session_id, id);
+
+-- One row per phone cphub has heard from.
+CREATE TABLE phones (
+    phone_id                   TEXT PRIMARY KEY,
+    last_heartbeat_at          TIMESTAMPTZ,
+    last_seen_at               TIMESTAMPTZ,
+    heartbeat_session_id       TEXT,          -- session named by the last heartbeat; NULL = idle
+    heartbeat_app_id           TEXT,
+    current_session_id         TEXT,          -- from enter/quit events
+    current_app_id             TEXT,
+    current_session_started_at TIMESTAMPTZ,   -- lets a late enter of an older session lose
+    created_at                 TIMESTAMPTZ NOT NULL,
+    updated_at                 TIMESTAMPTZ NOT NULL
+);

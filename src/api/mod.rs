@@ -1,0 +1,60 @@
+//! The operator API under `/api/v1`: bearer token from `api.tokens` on every route.
+
+mod auth;
+mod phones;
+mod sessions;
+
+use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
+use actix_web::{HttpResponse, ResponseError, web};
+
+pub use auth::BearerTokens;
+
+use crate::config::ApiSettings;
+use crate::domain::ParseError;
+use crate::http::{ErrorCode, error::server_error_response, error_response, json};
+use crate::store::StoreError;
+
+pub fn routes(cfg: &mut web::ServiceConfig, settings: &ApiSettings) {
+    cfg.service(
+        web::scope("/api/v1")
+            .app_data(json::config(settings.body_limit))
+            .wrap(from_fn(auth::require_bearer_token))
+            .route("/sessions/{session_id}", web::get().to(sessions::show))
+            .route("/phones/{phone_id}", web::get().to(phones::show)),
+    );
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Invalid(#[from] ParseError),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("query failed")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Invalid(_) => ErrorCode::InvalidField,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::Store(e) if e.is_unavailable() => ErrorCode::Unavailable,
+            ApiError::Store(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code().status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            ApiError::Store(_) => server_error_response(self.code(), "query failed", self),
+            _ => error_response(self.code(), &self.to_string()),
+        }
+    }
+}

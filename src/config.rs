@@ -1,0 +1,281 @@
+//! Layered, validated configuration (DESIGN.md "Interface contract").
+//!
+//! Every value is parsed into its final type here, so a bad setting stops start-up with a
+//! message naming its key instead of surfacing later as a runtime error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+/// The defaults, built into the binary so that `cphub serve` works from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub callbacks: CallbackSettings,
+    pub heartbeats: HeartbeatSettings,
+    pub api: ApiSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub sqlite_synchronous: SqliteSynchronous,
+    pub migrate_on_start: bool,
+}
+
+impl DatabaseSettings {
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms)
+    }
+}
+
+/// Which backend a `database.url` selects; the scheme decides.
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    Sqlite(String),
+    Postgres(SecretString),
+}
+
+// The PostgreSQL URL usually carries a password: never print it.
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(url) => write!(f, "Sqlite({url:?})"),
+            DatabaseUrl::Postgres(_) => f.write_str("Postgres([REDACTED])"),
+        }
+    }
+}
+
+impl TryFrom<String> for DatabaseUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, Self::Error> {
+        if url.starts_with("sqlite:") {
+            Ok(DatabaseUrl::Sqlite(url))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(url.into()))
+        } else {
+            Err("expected a sqlite://PATH or postgres://… URL".into())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        DatabaseUrl::try_from(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    Normal,
+    Full,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CallbackSettings {
+    pub base_path: BasePath,
+    pub events_body_limit: usize,
+    pub heartbeat_body_limit: usize,
+    pub event_batch_max: usize,
+    pub run_time_tolerance_secs: u32,
+}
+
+/// `callbacks.base_path`: it ends up inside phone property URLs, so it obeys their character
+/// rules (letters, digits and `_.,/:-`) and must start with `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasePath(String);
+
+impl BasePath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BasePath {
+    type Error = String;
+
+    fn try_from(path: String) -> Result<Self, Self::Error> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "_.,/:-".contains(c);
+        if !path.starts_with('/') || path.len() < 2 || path.ends_with('/') {
+            return Err("must start with '/', not end with '/', and not be '/' alone".into());
+        }
+        if path.len() > 128 || !path.chars().all(allowed) {
+            return Err("at most 128 characters, letters, digits and _.,/:- only".into());
+        }
+        Ok(BasePath(path))
+    }
+}
+
+impl<'de> Deserialize<'de> for BasePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BasePath::try_from(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeartbeatSettings {
+    pub flush_interval_ms: u64,
+}
+
+impl HeartbeatSettings {
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms.max(1))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiSettings {
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub tokens: Vec<SecretString>,
+    pub body_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Environment variables carry lists as `a,b,c`; files carry real arrays. Accept both.
+fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    let items = match ListOrString::deserialize(d)? {
+        ListOrString::List(items) => items,
+        ListOrString::String(s) => s.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .map(SecretString::from)
+        .collect())
+}
+
+impl Settings {
+    /// Loads the layers in the documented order. `config_dir` holds `$CPHUB_ENV.toml`.
+    pub fn load(config_dir: &Path, extra_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Ok(env) = std::env::var("CPHUB_ENV") {
+            figment = figment.merge(Toml::file(config_dir.join(format!("{env}.toml"))));
+        }
+        if let Some(file) = extra_file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(Env::prefixed("CPHUB__").split("__"));
+        Self::from_figment(figment)
+    }
+
+    /// The built-in defaults with `overrides` (TOML) on top: what tests and the simulator use.
+    pub fn with_overrides(overrides: &str) -> Result<Settings, ConfigError> {
+        let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(overrides));
+        Self::from_figment(figment)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+}
+
+/// Default directory for `$CPHUB_ENV.toml`: `./config`, or `CPHUB_CONFIG_DIR`.
+pub fn default_config_dir() -> PathBuf {
+    std::env::var_os("CPHUB_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("config"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn defaults_parse_and_match_the_interface_contract() {
+        let s = Settings::with_overrides("").unwrap();
+        assert_eq!(s.server.listen.to_string(), "0.0.0.0:8080");
+        assert!(matches!(&s.database.url, DatabaseUrl::Sqlite(u) if u == "sqlite://cphub.db"));
+        assert_eq!(s.callbacks.base_path.as_str(), "/cph");
+        assert!(s.api.tokens.is_empty());
+    }
+
+    #[test]
+    fn tokens_accept_a_comma_separated_string() {
+        let s = Settings::with_overrides("[api]\ntokens = \"a, b,,c\"").unwrap();
+        let tokens: Vec<_> = s
+            .api
+            .tokens
+            .iter()
+            .map(|t| t.expose_secret().to_owned())
+            .collect();
+        assert_eq!(tokens, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[server]\nlisten = \"nonsense\"", "server.listen"),
+            ("[database]\nurl = \"mysql://x\"", "database.url"),
+            ("[callbacks]\nbase_path = \"/a?b=c\"", "callbacks.base_path"),
+            ("[callbacks]\nbase_path = \"cph\"", "callbacks.base_path"),
+            ("[log]\nformat = \"xml\"", "log.format"),
+        ];
+        for (toml, key) in cases {
+            let err = Settings::with_overrides(toml).unwrap_err().to_string();
+            assert!(
+                err.contains(key),
+                "error for {toml:?} should name {key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn postgres_url_is_redacted_in_debug() {
+        let url = DatabaseUrl::try_from("postgres://u:hunter2@h/db".to_string()).unwrap();
+        assert!(!format!("{url:?}").contains("hunter2"));
+    }
+}

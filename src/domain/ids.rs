@@ -1,0 +1,113 @@
+//! Identifiers as reported by the phones. Huawei's ids are 32 hex characters; cphub accepts a
+//! little more (other engines, hand-configured phones) but never anything that could smuggle
+//! control characters into logs or exceed a column.
+
+use super::{ParseError, Problem};
+
+fn parse_id(field: &'static str, raw: String, max: usize) -> Result<String, ParseError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
+    if raw.is_empty() {
+        Err(ParseError::new(field, Problem::Empty))
+    } else if raw.len() > max {
+        Err(ParseError::new(field, Problem::TooLong(max)))
+    } else if !raw.chars().all(allowed) {
+        Err(ParseError::new(field, Problem::BadCharacters))
+    } else {
+        Ok(raw)
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const MAX_LEN: usize = $max;
+
+            pub fn parse(field: &'static str, raw: String) -> Result<Self, ParseError> {
+                parse_id(field, raw, Self::MAX_LEN).map($name)
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A cloud phone's id (`phone_id` in chapter 4 and 6).
+    PhoneId,
+    64
+);
+id_type!(
+    /// A game session's id: minted by cphub, or chosen by the platform in direct mode.
+    SessionId,
+    64
+);
+id_type!(
+    /// An application (game) id; may be a package name such as `com.example.game`.
+    AppId,
+    128
+);
+
+/// The phone's free-text error description. Kept verbatim, but bounded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct ErrorMsg(String);
+
+impl ErrorMsg {
+    pub const MAX_LEN: usize = 1024;
+
+    pub fn parse(field: &'static str, raw: String) -> Result<Self, ParseError> {
+        if raw.chars().count() > Self::MAX_LEN {
+            return Err(ParseError::new(field, Problem::TooLong(Self::MAX_LEN)));
+        }
+        Ok(ErrorMsg(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_huawei_ids_and_package_names() {
+        assert!(PhoneId::parse("p", "a7f3a1c5258347d6b6f1def79e11f2bc".into()).is_ok());
+        assert!(AppId::parse("a", "com.example.game_2-x:1".into()).is_ok());
+    }
+
+    #[test]
+    fn refuses_empty_long_and_odd_ids() {
+        let cases: [(String, Problem); 5] = [
+            (String::new(), Problem::Empty),
+            ("x".repeat(65), Problem::TooLong(64)),
+            ("a b".into(), Problem::BadCharacters),
+            ("a\nb".into(), Problem::BadCharacters),
+            ("é".into(), Problem::BadCharacters),
+        ];
+        for (raw, problem) in cases {
+            let err = PhoneId::parse("event.phone_id", raw.clone()).unwrap_err();
+            assert_eq!(err.problem, problem, "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn error_msg_is_bounded_in_characters_not_bytes() {
+        assert!(ErrorMsg::parse("m", "é".repeat(1024)).is_ok());
+        assert!(ErrorMsg::parse("m", "x".repeat(1025)).is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! Domain types. Wire input is parsed into these once, at the edge; everything behind the
+//! handlers only ever sees valid values.
+
+mod event;
+mod ids;
+mod session;
+mod time;
+
+pub use event::{EventKind, GameEvent, Heartbeat};
+pub use ids::{AppId, ErrorMsg, PhoneId, SessionId};
+pub use session::{EndReason, Session, SessionState};
+pub use time::UtcTime;
+
+/// Why a wire value was refused. `field` is the JSON path, so the caller can fix its input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ParseError {
+    pub field: &'static str,
+    pub problem: Problem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("must not be empty")]
+    Empty,
+    #[error("longer than {0} characters")]
+    TooLong(usize),
+    #[error("only letters, digits and _.:- are allowed")]
+    BadCharacters,
+    #[error("expected an RFC 3339 time such as 2019-11-14T19:38:49Z")]
+    BadTime,
+    #[error("time out of range (years 1970 to 9999)")]
+    TimeOutOfRange,
+    #[error("unknown event_type {0:?}")]
+    UnknownEventType(String),
+    #[error("unknown status {0} (0 = enter, 1 = quit)")]
+    UnknownStatus(i64),
+    #[error("required when event.status is 1 (quit)")]
+    Required,
+    #[error("must not be negative")]
+    Negative,
+}
+
+impl ParseError {
+    pub fn new(field: &'static str, problem: Problem) -> Self {
+        ParseError { field, problem }
+    }
+}

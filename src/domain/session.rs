@@ -1,0 +1,194 @@
+//! A session as the book keeps it, and how each enter/quit event changes it. Pure logic: the
+//! stores load a session, call [`Session::apply`], and save the result in one transaction.
+
+use super::{EventKind, GameEvent, UtcTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    /// Entered and not yet quit.
+    Playing,
+    /// Quit received.
+    Ended,
+    /// Closed by cphub because its phone stopped sending heartbeats.
+    Abandoned,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Playing => "playing",
+            SessionState::Ended => "ended",
+            SessionState::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Option<Self> {
+        match s {
+            "playing" => Some(SessionState::Playing),
+            "ended" => Some(SessionState::Ended),
+            "abandoned" => Some(SessionState::Abandoned),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    Quit,
+    Abandoned,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Quit => "quit",
+            EndReason::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Option<Self> {
+        match s {
+            "quit" => Some(EndReason::Quit),
+            "abandoned" => Some(EndReason::Abandoned),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Session {
+    pub session_id: String,
+    pub phone_id: String,
+    pub app_id: String,
+    pub state: SessionState,
+    /// Enter time as reported by the phone; absent while only the quit has arrived.
+    pub started_at: Option<UtcTime>,
+    pub ended_at: Option<UtcTime>,
+    /// `run_time` of the quit event, stored as reported.
+    pub reported_run_time: Option<i64>,
+    /// Measured by cphub from enter and quit times; what billing uses.
+    pub duration_seconds: Option<i64>,
+    /// The reported run_time and the measured duration disagree beyond the tolerance.
+    pub run_time_mismatch: bool,
+    pub end_reason: Option<EndReason>,
+    pub error_msg: Option<String>,
+    pub last_heartbeat_at: Option<UtcTime>,
+}
+
+impl Session {
+    /// A session first heard of through `event` (enter, or a quit that overtook its enter).
+    pub fn from_first_event(event: &GameEvent, tolerance_secs: u32) -> Session {
+        let blank = Session {
+            session_id: event.session_id.to_string(),
+            phone_id: event.phone_id.to_string(),
+            app_id: event.app_id.to_string(),
+            state: SessionState::Playing,
+            started_at: None,
+            ended_at: None,
+            reported_run_time: None,
+            duration_seconds: None,
+            run_time_mismatch: false,
+            end_reason: None,
+            error_msg: None,
+            last_heartbeat_at: None,
+        };
+        blank.apply(event, tolerance_secs)
+    }
+
+    /// The session after `event`. Order-independent: enter then quit and quit then enter
+    /// give the same session.
+    pub fn apply(mut self, event: &GameEvent, tolerance_secs: u32) -> Session {
+        match event.kind {
+            EventKind::Enter => self.started_at = Some(event.time),
+            EventKind::Quit => {
+                self.ended_at = Some(event.time);
+                self.reported_run_time = event.run_time;
+                // A session already abandoned keeps that verdict; the late quit only adds facts.
+                if self.state != SessionState::Abandoned {
+                    self.state = SessionState::Ended;
+                    self.end_reason = Some(EndReason::Quit);
+                }
+            }
+        }
+        if let Some(msg) = &event.error_msg {
+            self.error_msg = Some(msg.as_str().to_owned());
+        }
+        self.measure(tolerance_secs);
+        self
+    }
+
+    /// True while the quit has arrived but the enter has not.
+    pub fn missing_start(&self) -> bool {
+        self.started_at.is_none() && self.ended_at.is_some()
+    }
+
+    fn measure(&mut self, tolerance_secs: u32) {
+        let (Some(start), Some(end)) = (self.started_at, self.ended_at) else {
+            return;
+        };
+        let duration = end.seconds_since(start);
+        self.duration_seconds = Some(duration);
+        self.run_time_mismatch = self
+            .reported_run_time
+            .is_some_and(|reported| reported.abs_diff(duration) > u64::from(tolerance_secs));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AppId, PhoneId, SessionId};
+
+    fn event(kind: EventKind, time: &str, run_time: Option<i64>) -> GameEvent {
+        GameEvent {
+            kind,
+            session_id: SessionId::parse("s", "s1".into()).unwrap(),
+            phone_id: PhoneId::parse("p", "p1".into()).unwrap(),
+            app_id: AppId::parse("a", "a1".into()).unwrap(),
+            time: UtcTime::parse("t", time).unwrap(),
+            run_time,
+            error_msg: None,
+        }
+    }
+
+    #[test]
+    fn enter_then_quit_and_quit_then_enter_agree() {
+        let enter = event(EventKind::Enter, "2019-11-14T19:00:00Z", None);
+        let quit = event(EventKind::Quit, "2019-11-14T19:10:00Z", Some(600));
+        let forward = Session::from_first_event(&enter, 60).apply(&quit, 60);
+        let backward = Session::from_first_event(&quit, 60).apply(&enter, 60);
+        assert_eq!(forward, backward);
+        assert_eq!(forward.state, SessionState::Ended);
+        assert_eq!(forward.duration_seconds, Some(600));
+        assert!(!forward.run_time_mismatch);
+    }
+
+    #[test]
+    fn quit_first_is_ended_and_missing_its_start() {
+        let quit = event(EventKind::Quit, "2019-11-14T19:10:00Z", Some(600));
+        let s = Session::from_first_event(&quit, 60);
+        assert_eq!(s.state, SessionState::Ended);
+        assert!(s.missing_start());
+        assert_eq!(s.duration_seconds, None);
+    }
+
+    #[test]
+    fn reported_run_time_far_from_measured_is_flagged() {
+        let enter = event(EventKind::Enter, "2019-11-14T19:00:00Z", None);
+        let quit = event(EventKind::Quit, "2019-11-14T19:00:41Z", Some(41000));
+        let s = Session::from_first_event(&enter, 60).apply(&quit, 60);
+        assert_eq!(s.duration_seconds, Some(41));
+        assert_eq!(s.reported_run_time, Some(41000));
+        assert!(s.run_time_mismatch);
+    }
+
+    #[test]
+    fn quit_before_enter_in_time_measures_zero_not_negative() {
+        let enter = event(EventKind::Enter, "2019-11-14T19:10:00Z", None);
+        let quit = event(EventKind::Quit, "2019-11-14T19:00:00Z", Some(0));
+        let s = Session::from_first_event(&enter, 60).apply(&quit, 60);
+        assert_eq!(s.duration_seconds, Some(0));
+    }
+}

@@ -1,0 +1,95 @@
+//! Times on the wire are UTC like `2019-11-14T19:38:49Z`. cphub accepts any RFC 3339 time
+//! (fractions, offsets) and normalises it to UTC; anything else is refused, never defaulted.
+
+use chrono::{DateTime, Datelike, Utc};
+
+use super::{ParseError, Problem};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct UtcTime(DateTime<Utc>);
+
+impl UtcTime {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, ParseError> {
+        let time = DateTime::parse_from_rfc3339(raw.trim())
+            .map_err(|_| ParseError::new(field, Problem::BadTime))?
+            .with_timezone(&Utc);
+        // Both backends store and compare these; keep them inside four-digit years after
+        // the epoch so every backend orders them the same way.
+        if !(1970..=9999).contains(&time.year()) {
+            return Err(ParseError::new(field, Problem::TimeOutOfRange));
+        }
+        Ok(UtcTime(time))
+    }
+
+    pub fn now() -> Self {
+        UtcTime(Utc::now())
+    }
+
+    pub fn from_datetime(time: DateTime<Utc>) -> Self {
+        UtcTime(time)
+    }
+
+    pub fn datetime(self) -> DateTime<Utc> {
+        self.0
+    }
+
+    /// Milliseconds since the Unix epoch: SQLite's storage format.
+    pub fn epoch_millis(self) -> i64 {
+        self.0.timestamp_millis()
+    }
+
+    pub fn from_epoch_millis(ms: i64) -> Option<Self> {
+        DateTime::from_timestamp_millis(ms).map(UtcTime)
+    }
+
+    /// Whole seconds from `earlier` to `self`, never negative.
+    pub fn seconds_since(self, earlier: UtcTime) -> i64 {
+        (self.0 - earlier.0).num_seconds().max(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_reference_format_fractions_and_offsets() {
+        let z = UtcTime::parse("t", "2019-11-14T19:38:49Z").unwrap();
+        let offset = UtcTime::parse("t", "2019-11-14T21:38:49+02:00").unwrap();
+        let fraction = UtcTime::parse("t", "2019-11-14T19:38:49.250Z").unwrap();
+        assert_eq!(z, offset);
+        assert_eq!(fraction.epoch_millis() - z.epoch_millis(), 250);
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        for raw in [
+            "",
+            "2019-11-14",
+            "2019-11-14 19:38:49",
+            "1573760329",
+            "2019-13-14T19:38:49Z",
+            "2019-11-14T19:38:49",
+            "yesterday",
+        ] {
+            assert_eq!(
+                UtcTime::parse("t", raw).unwrap_err().problem,
+                Problem::BadTime,
+                "{raw:?}"
+            );
+        }
+        assert_eq!(
+            UtcTime::parse("t", "1969-12-31T23:59:59Z")
+                .unwrap_err()
+                .problem,
+            Problem::TimeOutOfRange
+        );
+    }
+
+    #[test]
+    fn epoch_millis_round_trips() {
+        let t = UtcTime::parse("t", "2024-02-29T23:59:59.999Z").unwrap();
+        assert_eq!(UtcTime::from_epoch_millis(t.epoch_millis()), Some(t));
+    }
+}

@@ -1,0 +1,126 @@
+//! Error bodies follow chapter 7.1.1: `{"request_id", "error_code", "error_msg"}`. The codes
+//! are cphub's own, stable, and listed in the README; clients may switch on them.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CacheControl, CacheDirective, RETRY_AFTER};
+use serde::Serialize;
+
+use super::request_id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedJson,
+    InvalidField,
+    InvalidTime,
+    UnknownEventType,
+    UnknownStatus,
+    PayloadTooLarge,
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::MalformedJson,
+        ErrorCode::InvalidField,
+        ErrorCode::InvalidTime,
+        ErrorCode::UnknownEventType,
+        ErrorCode::UnknownStatus,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "CPHUB.MALFORMED_JSON",
+            ErrorCode::InvalidField => "CPHUB.INVALID_FIELD",
+            ErrorCode::InvalidTime => "CPHUB.INVALID_TIME",
+            ErrorCode::UnknownEventType => "CPHUB.UNKNOWN_EVENT_TYPE",
+            ErrorCode::UnknownStatus => "CPHUB.UNKNOWN_STATUS",
+            ErrorCode::PayloadTooLarge => "CPHUB.PAYLOAD_TOO_LARGE",
+            ErrorCode::Unauthorized => "CPHUB.UNAUTHORIZED",
+            ErrorCode::NotFound => "CPHUB.NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "CPHUB.METHOD_NOT_ALLOWED",
+            ErrorCode::Unavailable => "CPHUB.UNAVAILABLE",
+            ErrorCode::Internal => "CPHUB.INTERNAL",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::MalformedJson
+            | ErrorCode::InvalidField
+            | ErrorCode::InvalidTime
+            | ErrorCode::UnknownEventType
+            | ErrorCode::UnknownStatus => StatusCode::BAD_REQUEST,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    request_id: String,
+    error_code: &'static str,
+    error_msg: &'a str,
+}
+
+/// Seconds a client should wait before retrying a 503.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// The response for `code`, with `message` for people. 503s carry `Retry-After`.
+pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {
+    let mut res = HttpResponse::build(code.status());
+    res.insert_header(CacheControl(vec![CacheDirective::NoStore]));
+    if code == ErrorCode::Unavailable {
+        res.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+    }
+    res.json(ErrorBody {
+        request_id: request_id::current(),
+        error_code: code.as_str(),
+        error_msg: message,
+    })
+}
+
+/// Errors that are ours (5xx) are logged with their whole cause chain; the body says only
+/// what the caller can act on.
+pub fn server_error_response(
+    code: ErrorCode,
+    public_message: &str,
+    error: &(dyn std::error::Error + 'static),
+) -> HttpResponse {
+    tracing::error!(
+        error_code = code.as_str(),
+        error = %crate::telemetry::ErrorChain(error),
+        "request failed"
+    );
+    error_response(code, public_message)
+}
+
+/// The answer for routes that do not exist and methods a route does not take.
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    error_response(
+        ErrorCode::NotFound,
+        &format!("no route for {} {}", req.method(), req.path()),
+    )
+}
+
+pub async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    error_response(
+        ErrorCode::MethodNotAllowed,
+        &format!("{} is not allowed on {}", req.method(), req.path()),
+    )
+}

@@ -1,0 +1,39 @@
+//! Every response carries a request id: in the JSON body (`request_id`, 32 lowercase hex, as
+//! chapter 6 shows) and in the `x-request-id` header. It is the id tracing-actix-web puts on
+//! the request's log span, so a body can be matched to its log lines.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage};
+use uuid::Uuid;
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being handled. Error bodies are rendered inside the request's
+/// scope, so they find it here without every handler passing it down.
+pub fn current() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| Uuid::new_v4().simple().to_string())
+}
+
+/// Middleware: must run inside `TracingLogger`, which assigns the id.
+pub async fn scope(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = req
+        .extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .map(|id| id.simple().to_string())
+        .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+    let header = HeaderValue::from_str(&id).expect("hex is a valid header value");
+    let mut res = REQUEST_ID.scope(id, next.call(req)).await?;
+    res.headers_mut()
+        .insert(HeaderName::from_static("x-request-id"), header);
+    Ok(res)
+}

@@ -1,0 +1,14 @@
+//! cphub: the operator-side service for cloud mobile gaming on Huawei Cloud Phone.
+//! See DESIGN.md for the components; each is one module here.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod receiver;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,35 @@
+//! `POST {base_path}/events`: enter (status 0) and quit (status 1). The answer is sent only
+//! after the event is committed; a re-delivery is answered 200 and changes nothing.
+
+use actix_web::{HttpResponse, web};
+
+use super::{EventEnvelope, ReceiverError, acknowledged};
+use crate::domain::{GameEvent, UtcTime};
+use crate::store::{EventOutcome, EventWriter, ReceivedEvent};
+
+#[tracing::instrument(
+    name = "game event",
+    skip_all,
+    fields(session_id, phone_id, kind, outcome)
+)]
+pub(super) async fn receive(
+    body: web::Json<EventEnvelope>,
+    writer: web::Data<EventWriter>,
+) -> Result<HttpResponse, ReceiverError> {
+    let received_at = UtcTime::now();
+    let event = GameEvent::try_from(body.into_inner())?;
+    let span = tracing::Span::current();
+    span.record("session_id", event.session_id.as_str());
+    span.record("phone_id", event.phone_id.as_str());
+    span.record("kind", tracing::field::debug(event.kind));
+
+    let outcome = writer
+        .submit(ReceivedEvent { event, received_at })
+        .await
+        .map_err(ReceiverError::Store)?;
+    span.record("outcome", tracing::field::debug(outcome));
+    if outcome == EventOutcome::Conflict {
+        tracing::warn!("event contradicts the one already accepted; recorded, not applied");
+    }
+    Ok(acknowledged())
+}

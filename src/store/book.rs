@@ -1,0 +1,219 @@
+//! The write logic of the session book, shared by both backends.
+//!
+//! Both SQLite and PostgreSQL take `$N` placeholders, `ON CONFLICT … DO UPDATE … WHERE` and
+//! `RETURNING`, and [`UtcTime`](crate::domain::UtcTime) encodes natively on each, so the SQL
+//! below is written once. sqlx cannot be generic over the database without a wall of trait
+//! bounds, so this macro instantiates the same code for each backend; `$lock` is the only
+//! difference (PostgreSQL row locks; SQLite already has its single writer).
+
+macro_rules! session_book {
+    ($db:ty, lock = $lock:literal) => {
+        use crate::domain::{GameEvent, Session, SessionState, UtcTime};
+        use crate::store::codec::{EventRecord, Phone, SessionRow, StoredEvent};
+        use crate::store::{EventOutcome, ReceivedEvent, StoreError};
+
+        type Tx = sqlx::Transaction<'static, $db>;
+
+        /// Applies one delivery inside the caller's transaction.
+        pub(super) async fn apply_event(
+            tx: &mut Tx,
+            received: &ReceivedEvent,
+            tolerance_secs: u32,
+        ) -> Result<EventOutcome, StoreError> {
+            let event = &received.event;
+            if !insert_event(tx, received, "accepted").await? {
+                // The unique index already holds this (session, status): a re-delivery.
+                let accepted: StoredEvent = sqlx::query_as(
+                    "SELECT phone_id, app_id, event_time, run_time FROM session_events \
+                     WHERE session_id = $1 AND status = $2 AND outcome = 'accepted'",
+                )
+                .bind(event.session_id.as_str())
+                .bind(i64::from(event.kind.status()))
+                .fetch_one(&mut **tx)
+                .await?;
+                if accepted.describes(event) {
+                    return Ok(EventOutcome::Duplicate);
+                }
+                insert_event(tx, received, "conflict").await?;
+                return Ok(EventOutcome::Conflict);
+            }
+            let session = lock_session(tx, received).await?.apply(event, tolerance_secs);
+            save_session(tx, &session, received.received_at).await?;
+            update_phone(tx, &session, event, received.received_at).await?;
+            Ok(EventOutcome::Accepted)
+        }
+
+        /// True when the row was inserted; false when an accepted row already exists.
+        async fn insert_event(
+            tx: &mut Tx,
+            received: &ReceivedEvent,
+            outcome: &'static str,
+        ) -> Result<bool, StoreError> {
+            let event = &received.event;
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO session_events \
+                   (session_id, status, phone_id, app_id, event_time, run_time, error_msg, \
+                    outcome, received_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (session_id, status) WHERE outcome = 'accepted' DO NOTHING \
+                 RETURNING id",
+            )
+            .bind(event.session_id.as_str())
+            .bind(i64::from(event.kind.status()))
+            .bind(event.phone_id.as_str())
+            .bind(event.app_id.as_str())
+            .bind(event.time)
+            .bind(event.run_time)
+            .bind(event.error_msg.as_ref().map(|m| m.as_str()))
+            .bind(outcome)
+            .bind(received.received_at)
+            .fetch_optional(&mut **tx)
+            .await?;
+            Ok(id.is_some())
+        }
+
+        /// The session row, created blank if this is the first cphub hears of it. Creating
+        /// before locking means two concurrent first events serialise on the row instead of
+        /// both starting from nothing.
+        async fn lock_session(tx: &mut Tx, received: &ReceivedEvent) -> Result<Session, StoreError> {
+            let event = &received.event;
+            sqlx::query(
+                "INSERT INTO sessions (session_id, phone_id, app_id, state, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'playing', $4, $4) ON CONFLICT (session_id) DO NOTHING",
+            )
+            .bind(event.session_id.as_str())
+            .bind(event.phone_id.as_str())
+            .bind(event.app_id.as_str())
+            .bind(received.received_at)
+            .execute(&mut **tx)
+            .await?;
+            let row: SessionRow = sqlx::query_as(concat!(
+                "SELECT ",
+                $crate::store::book::session_columns!(),
+                " FROM sessions WHERE session_id = $1",
+                $lock
+            ))
+            .bind(event.session_id.as_str())
+            .fetch_one(&mut **tx)
+            .await?;
+            Session::try_from(row)
+        }
+
+        async fn save_session(tx: &mut Tx, s: &Session, now: UtcTime) -> Result<(), StoreError> {
+            sqlx::query(
+                "UPDATE sessions SET state = $2, started_at = $3, ended_at = $4, \
+                   reported_run_time = $5, duration_seconds = $6, run_time_mismatch = $7, \
+                   end_reason = $8, error_msg = $9, updated_at = $10 \
+                 WHERE session_id = $1",
+            )
+            .bind(&s.session_id)
+            .bind(s.state.as_str())
+            .bind(s.started_at)
+            .bind(s.ended_at)
+            .bind(s.reported_run_time)
+            .bind(s.duration_seconds)
+            .bind(s.run_time_mismatch)
+            .bind(s.end_reason.map(|r| r.as_str()))
+            .bind(s.error_msg.as_deref())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        /// A playing session becomes the phone's current one unless the phone already runs a
+        /// later-started session (a late enter loses); an ended one stops being current.
+        async fn update_phone(
+            tx: &mut Tx,
+            s: &Session,
+            event: &GameEvent,
+            now: UtcTime,
+        ) -> Result<(), StoreError> {
+            let query = if s.state == SessionState::Playing {
+                sqlx::query(
+                    "INSERT INTO phones (phone_id, current_session_id, current_app_id, \
+                       current_session_started_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5) \
+                     ON CONFLICT (phone_id) DO UPDATE SET \
+                       current_session_id = excluded.current_session_id, \
+                       current_app_id = excluded.current_app_id, \
+                       current_session_started_at = excluded.current_session_started_at, \
+                       updated_at = excluded.updated_at \
+                     WHERE phones.current_session_started_at IS NULL \
+                        OR phones.current_session_started_at <= excluded.current_session_started_at",
+                )
+                .bind(event.phone_id.as_str())
+                .bind(&s.session_id)
+                .bind(&s.app_id)
+                .bind(s.started_at)
+                .bind(now)
+            } else {
+                sqlx::query(
+                    "INSERT INTO phones (phone_id, created_at, updated_at) VALUES ($1, $2, $2) \
+                     ON CONFLICT (phone_id) DO UPDATE SET current_session_id = NULL, \
+                       current_app_id = NULL, current_session_started_at = NULL, \
+                       updated_at = excluded.updated_at \
+                     WHERE phones.current_session_id = $3",
+                )
+                .bind(event.phone_id.as_str())
+                .bind(now)
+                .bind(&s.session_id)
+            };
+            query.execute(&mut **tx).await?;
+            Ok(())
+        }
+
+        pub(super) async fn session(
+            pool: &sqlx::Pool<$db>,
+            session_id: &str,
+        ) -> Result<Option<Session>, StoreError> {
+            let row: Option<SessionRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                $crate::store::book::session_columns!(),
+                " FROM sessions WHERE session_id = $1"
+            ))
+            .bind(session_id)
+            .fetch_optional(pool)
+            .await?;
+            row.map(Session::try_from).transpose()
+        }
+
+        pub(super) async fn session_events(
+            pool: &sqlx::Pool<$db>,
+            session_id: &str,
+        ) -> Result<Vec<EventRecord>, StoreError> {
+            Ok(sqlx::query_as(
+                "SELECT id, CASE status WHEN 0 THEN 'enter' ELSE 'quit' END AS kind, phone_id, \
+                   app_id, event_time AS time, run_time, error_msg, outcome, received_at \
+                 FROM session_events WHERE session_id = $1 ORDER BY id",
+            )
+            .bind(session_id)
+            .fetch_all(pool)
+            .await?)
+        }
+
+        pub(super) async fn phone(
+            pool: &sqlx::Pool<$db>,
+            phone_id: &str,
+        ) -> Result<Option<Phone>, StoreError> {
+            Ok(sqlx::query_as(
+                "SELECT phone_id, last_heartbeat_at, last_seen_at, heartbeat_session_id, \
+                   heartbeat_app_id, current_session_id, current_app_id, created_at, updated_at \
+                 FROM phones WHERE phone_id = $1",
+            )
+            .bind(phone_id)
+            .fetch_optional(pool)
+            .await?)
+        }
+    };
+}
+
+/// The columns of [`SessionRow`](crate::store::codec::SessionRow), in one place.
+macro_rules! session_columns {
+    () => {
+        "session_id, phone_id, app_id, state, started_at, ended_at, reported_run_time, \
+         duration_seconds, run_time_mismatch, end_reason, error_msg, last_heartbeat_at"
+    };
+}
+
+pub(crate) use {session_book, session_columns};

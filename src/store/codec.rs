@@ -1,0 +1,158 @@
+//! How domain values map to columns. [`UtcTime`] is INTEGER epoch milliseconds on SQLite and
+//! TIMESTAMPTZ on PostgreSQL; with that one mapping the same row structs and most of the same
+//! SQL serve both backends.
+
+use chrono::{DateTime, Utc};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
+
+use super::StoreError;
+use crate::domain::{EndReason, Session, SessionState, UtcTime};
+
+impl Type<Sqlite> for UtcTime {
+    fn type_info() -> <Sqlite as sqlx::Database>::TypeInfo {
+        <i64 as Type<Sqlite>>::type_info()
+    }
+    fn compatible(ty: &<Sqlite as sqlx::Database>::TypeInfo) -> bool {
+        <i64 as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl Encode<'_, Sqlite> for UtcTime {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Sqlite as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        <i64 as Encode<Sqlite>>::encode(self.epoch_millis(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for UtcTime {
+    fn decode(value: <Sqlite as sqlx::Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        let ms = <i64 as Decode<Sqlite>>::decode(value)?;
+        UtcTime::from_epoch_millis(ms).ok_or_else(|| format!("time out of range: {ms}").into())
+    }
+}
+
+impl Type<Postgres> for UtcTime {
+    fn type_info() -> <Postgres as sqlx::Database>::TypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+}
+
+impl Encode<'_, Postgres> for UtcTime {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Postgres as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        <DateTime<Utc> as Encode<Postgres>>::encode(self.datetime(), buf)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for UtcTime {
+    fn decode(value: <Postgres as sqlx::Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        <DateTime<Utc> as Decode<Postgres>>::decode(value).map(UtcTime::from_datetime)
+    }
+}
+
+/// `sessions` as stored. Turned into a [`Session`] with its enums checked.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    session_id: String,
+    phone_id: String,
+    app_id: String,
+    state: String,
+    started_at: Option<UtcTime>,
+    ended_at: Option<UtcTime>,
+    reported_run_time: Option<i64>,
+    duration_seconds: Option<i64>,
+    run_time_mismatch: bool,
+    end_reason: Option<String>,
+    error_msg: Option<String>,
+    last_heartbeat_at: Option<UtcTime>,
+}
+
+impl TryFrom<SessionRow> for Session {
+    type Error = StoreError;
+
+    fn try_from(row: SessionRow) -> Result<Self, Self::Error> {
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("session {}: {what}", row.session_id));
+        let state = SessionState::from_db(&row.state).ok_or_else(|| corrupt("state"))?;
+        let end_reason = match row.end_reason.as_deref() {
+            None => None,
+            Some(reason) => Some(EndReason::from_db(reason).ok_or_else(|| corrupt("end_reason"))?),
+        };
+        Ok(Session {
+            session_id: row.session_id,
+            phone_id: row.phone_id,
+            app_id: row.app_id,
+            state,
+            started_at: row.started_at,
+            ended_at: row.ended_at,
+            reported_run_time: row.reported_run_time,
+            duration_seconds: row.duration_seconds,
+            run_time_mismatch: row.run_time_mismatch,
+            end_reason,
+            error_msg: row.error_msg,
+            last_heartbeat_at: row.last_heartbeat_at,
+        })
+    }
+}
+
+/// An accepted event as stored, to tell a re-delivery from a contradiction.
+#[derive(sqlx::FromRow)]
+pub(crate) struct StoredEvent {
+    pub phone_id: String,
+    pub app_id: String,
+    pub event_time: UtcTime,
+    pub run_time: Option<i64>,
+}
+
+impl StoredEvent {
+    pub fn describes(&self, event: &crate::domain::GameEvent) -> bool {
+        self.phone_id == event.phone_id.as_str()
+            && self.app_id == event.app_id.as_str()
+            && self.event_time == event.time
+            && self.run_time == event.run_time
+    }
+}
+
+/// One line of a session's event log, as the operator API shows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct EventRecord {
+    pub id: i64,
+    /// "enter" or "quit".
+    pub kind: String,
+    pub phone_id: String,
+    pub app_id: String,
+    pub time: UtcTime,
+    pub run_time: Option<i64>,
+    pub error_msg: Option<String>,
+    /// "accepted", or "conflict" for a re-delivery that contradicted the accepted one.
+    pub outcome: String,
+    pub received_at: UtcTime,
+}
+
+/// A phone as the book knows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Phone {
+    pub phone_id: String,
+    /// Phone clock of the newest heartbeat.
+    pub last_heartbeat_at: Option<UtcTime>,
+    /// cphub clock when that heartbeat arrived.
+    pub last_seen_at: Option<UtcTime>,
+    pub heartbeat_session_id: Option<String>,
+    pub heartbeat_app_id: Option<String>,
+    pub current_session_id: Option<String>,
+    pub current_app_id: Option<String>,
+    pub created_at: UtcTime,
+    pub updated_at: UtcTime,
+}
+
+impl sqlx::postgres::PgHasArrayType for UtcTime {
+    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+        <DateTime<Utc> as sqlx::postgres::PgHasArrayType>::array_type_info()
+    }
+}

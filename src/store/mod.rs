@@ -1,0 +1,130 @@
+//! The session book: one [`Store`] trait, a SQLite and a PostgreSQL implementation, picked
+//! from the `database.url` scheme. Each backend has its own migrations under `migrations/`.
+//!
+//! Writes reach the store through two adaptors that decide how often it is touched:
+//! [`EventWriter`] commits enter/quit events in groups, [`HeartbeatBuffer`] coalesces
+//! heartbeats in memory and flushes them in batches.
+
+mod book;
+mod codec;
+mod event_writer;
+mod heartbeat_buffer;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::{DatabaseSettings, DatabaseUrl};
+use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
+
+pub use codec::{EventRecord, Phone};
+pub use event_writer::EventWriter;
+pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is saturated: worth retrying later.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database query failed")]
+    Query(#[source] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored row is invalid: {0}")]
+    Corrupt(String),
+    #[error("the event writer has stopped")]
+    WriterStopped,
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::WriterStopped)
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_transient(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Query(e)
+        }
+    }
+}
+
+/// Errors that say "not now" rather than "never": connection trouble, a full pool, a busy
+/// SQLite file, a PostgreSQL shutting down or refusing connections.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // SQLite: 5 BUSY, 6 LOCKED. PostgreSQL: class 08 connection, 53 resources,
+            // 57P0x operator intervention (shutdown, crash recovery).
+            matches!(code.as_ref(), "5" | "6" | "517" | "262")
+                || code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+        }),
+        _ => false,
+    }
+}
+
+/// What applying one delivery of an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventOutcome {
+    /// First delivery: the session changed.
+    Accepted,
+    /// Same event again: nothing changed.
+    Duplicate,
+    /// Same session and status but different facts: logged, not applied.
+    Conflict,
+}
+
+/// An event with the time cphub received it.
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent {
+    pub event: GameEvent,
+    pub received_at: UtcTime,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Applies `events` in one transaction (group commit): all commit or none do.
+    async fn apply_events(
+        &self,
+        events: &[ReceivedEvent],
+        run_time_tolerance_secs: u32,
+    ) -> Result<Vec<EventOutcome>, StoreError>;
+
+    /// Records the latest heartbeat of each phone (at most one per phone) in one transaction.
+    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError>;
+
+    async fn session(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
+
+    /// The session's event log, oldest first.
+    async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError>;
+
+    async fn phone(&self, phone_id: &str) -> Result<Option<Phone>, StoreError>;
+}
+
+/// Opens the backend that `settings.url` names.
+pub async fn connect(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match &settings.url {
+        DatabaseUrl::Sqlite(url) => Arc::new(SqliteStore::connect(url, settings).await?),
+        DatabaseUrl::Postgres(url) => Arc::new(PostgresStore::connect(url, settings).await?),
+    })
+}

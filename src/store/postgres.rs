@@ -1,0 +1,130 @@
+//! PostgreSQL backend: for production and for several cphub replicas on one database.
+//! Sessions are row-locked (`FOR UPDATE`) while an event is applied, so replicas applying
+//! the enter and quit of one session at once serialise instead of overwriting each other.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::{EventOutcome, ReceivedEvent, Store, StoreError};
+use crate::config::DatabaseSettings;
+use crate::domain::{Heartbeat, Session, UtcTime};
+use crate::store::{EventRecord, Phone};
+
+mod book {
+    crate::store::book::session_book!(sqlx::Postgres, lock = " FOR UPDATE");
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(
+        url: &SecretString,
+        settings: &DatabaseSettings,
+    ) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url.expose_secret())?.application_name("cphub");
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout())
+            .connect_with(options)
+            .await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn apply_events(
+        &self,
+        events: &[ReceivedEvent],
+        tolerance_secs: u32,
+    ) -> Result<Vec<EventOutcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for received in events {
+            outcomes.push(book::apply_event(&mut tx, received, tolerance_secs).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// One statement per table for the whole batch (arrays + UNNEST), so a flush of tens of
+    /// thousands of phones is two round trips, not tens of thousands.
+    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError> {
+        let column = |f: fn(&Heartbeat) -> Option<&str>| -> Vec<Option<String>> {
+            heartbeats
+                .iter()
+                .map(|hb| f(hb).map(str::to_owned))
+                .collect()
+        };
+        let phone_ids = column(|hb| Some(hb.phone_id.as_str()));
+        let session_ids = column(|hb| hb.session_id.as_ref().map(|s| s.as_str()));
+        let app_ids = column(|hb| hb.app_id.as_ref().map(|a| a.as_str()));
+        let times: Vec<UtcTime> = heartbeats.iter().map(|hb| hb.time).collect();
+        let received: Vec<UtcTime> = heartbeats.iter().map(|hb| hb.received_at).collect();
+
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO phones (phone_id, last_heartbeat_at, last_seen_at, \
+               heartbeat_session_id, heartbeat_app_id, created_at, updated_at) \
+             SELECT p, t, r, s, a, r, r \
+             FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[]) \
+               AS u(p, t, r, s, a) \
+             ON CONFLICT (phone_id) DO UPDATE SET \
+               last_heartbeat_at = excluded.last_heartbeat_at, \
+               last_seen_at = excluded.last_seen_at, \
+               heartbeat_session_id = excluded.heartbeat_session_id, \
+               heartbeat_app_id = excluded.heartbeat_app_id, updated_at = excluded.updated_at \
+             WHERE phones.last_heartbeat_at IS NULL \
+                OR phones.last_heartbeat_at <= excluded.last_heartbeat_at",
+        )
+        .bind(&phone_ids)
+        .bind(&times)
+        .bind(&received)
+        .bind(&session_ids)
+        .bind(&app_ids)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE sessions SET last_heartbeat_at = u.t \
+             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(s, t) \
+             WHERE sessions.session_id = u.s \
+               AND (sessions.last_heartbeat_at IS NULL OR sessions.last_heartbeat_at < u.t)",
+        )
+        .bind(&session_ids)
+        .bind(&times)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
+        book::session(&self.pool, session_id).await
+    }
+
+    async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
+        book::session_events(&self.pool, session_id).await
+    }
+
+    async fn phone(&self, phone_id: &str) -> Result<Option<Phone>, StoreError> {
+        book::phone(&self.pool, phone_id).await
+    }
+}

@@ -1,0 +1,132 @@
+//! SQLite backend: one file, zero set-up. WAL mode; all writes go through a single
+//! connection with `BEGIN IMMEDIATE` (SQLite has one writer anyway, and taking the write lock
+//! up front avoids busy errors in the middle of a transaction); reads use a separate pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Sqlite, SqlitePool};
+
+use super::{EventOutcome, ReceivedEvent, Store, StoreError};
+use crate::config::{DatabaseSettings, SqliteSynchronous};
+use crate::domain::{Heartbeat, Session};
+use crate::store::{EventRecord, Phone};
+
+mod book {
+    crate::store::book::session_book!(sqlx::Sqlite, lock = "");
+}
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, settings: &DatabaseSettings) -> Result<Self, StoreError> {
+        let synchronous = match settings.sqlite_synchronous {
+            SqliteSynchronous::Normal => sqlx::sqlite::SqliteSynchronous::Normal,
+            SqliteSynchronous::Full => sqlx::sqlite::SqliteSynchronous::Full,
+        };
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.acquire_timeout())
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout())
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn apply_events(
+        &self,
+        events: &[ReceivedEvent],
+        tolerance_secs: u32,
+    ) -> Result<Vec<EventOutcome>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for received in events {
+            outcomes.push(book::apply_event(&mut tx, received, tolerance_secs).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for hb in heartbeats {
+            sqlx::query(UPSERT_PHONE_HEARTBEAT)
+                .bind(hb.phone_id.as_str())
+                .bind(hb.time)
+                .bind(hb.received_at)
+                .bind(hb.session_id.as_ref().map(|s| s.as_str()))
+                .bind(hb.app_id.as_ref().map(|a| a.as_str()))
+                .execute(&mut *tx)
+                .await?;
+            if let Some(session_id) = &hb.session_id {
+                sqlx::query(
+                    "UPDATE sessions SET last_heartbeat_at = $2 WHERE session_id = $1 \
+                     AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $2)",
+                )
+                .bind(session_id.as_str())
+                .bind(hb.time)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
+        book::session(&self.reader, session_id).await
+    }
+
+    async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
+        book::session_events(&self.reader, session_id).await
+    }
+
+    async fn phone(&self, phone_id: &str) -> Result<Option<Phone>, StoreError> {
+        book::phone(&self.reader, phone_id).await
+    }
+}
+
+/// A heartbeat older than the one stored (reordered delivery) changes nothing.
+const UPSERT_PHONE_HEARTBEAT: &str = "INSERT INTO phones \
+      (phone_id, last_heartbeat_at, last_seen_at, heartbeat_session_id, heartbeat_app_id, \
+       created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $3, $3) \
+    ON CONFLICT (phone_id) DO UPDATE SET \
+      last_heartbeat_at = excluded.last_heartbeat_at, last_seen_at = excluded.last_seen_at, \
+      heartbeat_session_id = excluded.heartbeat_session_id, \
+      heartbeat_app_id = excluded.heartbeat_app_id, updated_at = excluded.updated_at \
+    WHERE phones.last_heartbeat_at IS NULL \
+       OR phones.last_heartbeat_at <= excluded.last_heartbeat_at";
