@@ -17,8 +17,9 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    // The figment error is the whole message (it names the key); not repeated as a source.
     #[error("invalid configuration: {0}")]
-    Invalid(#[from] Box<figment::Error>),
+    Invalid(Box<figment::Error>),
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,6 +11,7 @@ pub fn config(limit: usize) -> JsonConfig {
     JsonConfig::default()
         .limit(limit)
         .content_type_required(false)
+        .content_type(|_| true)
         .error_handler(|err, _req| {
             let (code, message) = classify(&err);
             let response = error_response(code, &message);

@@ -1,0 +1,226 @@
+//! Enter and quit events (chapter 6.2, 6.3): recorded once, whatever the delivery order or
+//! the number of deliveries.
+
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TestApp, enter, quit};
+
+const PHONE: &str = "a7f3a1c5258347d6b6f1def79e11f2bc";
+const SESSION: &str = "856f5555806443e98b7ed04c5a9d6a9a";
+
+/// Chapter 6.2's example request, verbatim.
+fn reference_enter() -> Value {
+    serde_json::from_str(
+        r#"{
+          "event_type": "app",
+          "event": {
+            "phone_id": "a7f3a1c5258347d6b6f1def79e11f2bc",
+            "status": 0,
+            "session_id": "856f5555806443e98b7ed04c5a9d6a9a",
+            "ticket": "5558064856f5555806443e98b7ed04c5a9d6a9ab7ed04c5a9d6a806443e98",
+            "time": "2019-11-14T19:38:49Z",
+            "app_id": "856f5555806443e98b7ed04c5a9d6a9a",
+            "error_msg": null
+          }
+        }"#,
+    )
+    .unwrap()
+}
+
+/// Chapter 6.3's example request, verbatim (same time as the enter, run_time 41000).
+fn reference_quit() -> Value {
+    serde_json::from_str(
+        r#"{
+          "event_type": "app",
+          "event": {
+            "phone_id": "a7f3a1c5258347d6b6f1def79e11f2bc",
+            "status": 1,
+            "session_id": "856f5555806443e98b7ed04c5a9d6a9a",
+            "ticket": "5558064856f5555806443e98b7ed04c5a9d6a9ab7ed04c5a9d6a806443e98",
+            "time": "2019-11-14T19:38:49Z",
+            "run_time": 41000,
+            "app_id": "856f5555806443e98b7ed04c5a9d6a9a",
+            "error_msg": null
+          }
+        }"#,
+    )
+    .unwrap()
+}
+
+async fn reference_enter_example_starts_a_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    app.send_event(&reference_enter()).await;
+
+    let session = app.session(SESSION).await.expect("session recorded");
+    assert_eq!(session["state"], "playing");
+    assert_eq!(session["phone_id"], PHONE);
+    assert_eq!(session["app_id"], "856f5555806443e98b7ed04c5a9d6a9a");
+    assert_eq!(session["started_at"], "2019-11-14T19:38:49Z");
+    assert_eq!(session["ended_at"], Value::Null);
+    assert_eq!(session["missing_start"], false);
+    let events = session["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["kind"], "enter");
+    assert_eq!(events[0]["outcome"], "accepted");
+    assert!(events[0]["received_at"].is_string());
+    assert_eq!(
+        app.phone(PHONE).await.unwrap()["current_session_id"],
+        SESSION
+    );
+}
+
+async fn reference_quit_example_ends_the_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    app.send_event(&reference_enter()).await;
+    app.send_event(&reference_quit()).await;
+
+    let session = app.session(SESSION).await.unwrap();
+    assert_eq!(session["state"], "ended");
+    assert_eq!(session["end_reason"], "quit");
+    assert_eq!(session["ended_at"], "2019-11-14T19:38:49Z");
+    // Stored as reported; billing uses the measured duration, and the gap is flagged.
+    assert_eq!(session["reported_run_time"], 41000);
+    assert_eq!(session["duration_seconds"], 0);
+    assert_eq!(session["run_time_mismatch"], true);
+    assert_eq!(
+        app.phone(PHONE).await.unwrap()["current_session_id"],
+        Value::Null
+    );
+}
+
+async fn a_played_session_measures_its_duration(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+    app.send_event(&quit("s-1", "p-1", "2026-11-28T10:20:30.500+00:00", 1230))
+        .await;
+
+    let session = app.session("s-1").await.unwrap();
+    assert_eq!(session["duration_seconds"], 1230);
+    assert_eq!(session["run_time_mismatch"], false);
+    assert_eq!(session["ended_at"], "2026-11-28T10:20:30.500Z");
+}
+
+async fn a_repeated_event_changes_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+    app.send_event(&quit("s-1", "p-1", "2026-11-28T10:05:00Z", 300))
+        .await;
+    let before = app.session("s-1").await.unwrap();
+
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+    app.send_event(&quit("s-1", "p-1", "2026-11-28T10:05:00Z", 300))
+        .await;
+
+    assert_eq!(app.session("s-1").await.unwrap(), before);
+    assert_eq!(before["events"].as_array().unwrap().len(), 2);
+}
+
+async fn a_conflicting_repeat_is_logged_but_not_applied(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+
+    // Same session and status, different time: answered 200 so the phone stops retrying.
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T11:00:00Z"))
+        .await;
+
+    let session = app.session("s-1").await.unwrap();
+    assert_eq!(session["started_at"], "2026-11-28T10:00:00Z");
+    let outcomes: Vec<_> = session["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("accepted"), json!("conflict")]);
+    assert_eq!(session["events"][1]["time"], "2026-11-28T11:00:00Z");
+}
+
+async fn quit_before_enter_still_yields_the_right_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    app.send_event(&quit("s-1", "p-1", "2026-11-28T10:10:00Z", 600))
+        .await;
+    let half = app.session("s-1").await.unwrap();
+    assert_eq!(half["state"], "ended");
+    assert_eq!(half["missing_start"], true);
+    assert_eq!(half["duration_seconds"], Value::Null);
+
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+    let whole = app.session("s-1").await.unwrap();
+    assert_eq!(whole["state"], "ended");
+    assert_eq!(whole["missing_start"], false);
+    assert_eq!(whole["duration_seconds"], 600);
+    // A late enter of an ended session must not make it the phone's current session.
+    assert_eq!(
+        app.phone("p-1").await.unwrap()["current_session_id"],
+        Value::Null
+    );
+}
+
+async fn concurrent_redeliveries_apply_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let deliveries = (0..8).flat_map(|_| {
+        [
+            enter("s-1", "p-1", "2026-11-28T10:00:00Z"),
+            quit("s-1", "p-1", "2026-11-28T10:01:00Z", 60),
+        ]
+    });
+
+    let sends = deliveries.map(|body| {
+        let app = &app;
+        async move { app.send_event(&body).await }
+    });
+    futures_util::future::join_all(sends).await;
+
+    let session = app.session("s-1").await.unwrap();
+    assert_eq!(session["state"], "ended");
+    assert_eq!(session["duration_seconds"], 60);
+    let events = session["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|e| e["outcome"] == "accepted"));
+}
+
+async fn events_survive_a_restart(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+    let db = app.stop().await;
+
+    let app = TestApp::spawn_on(db, "").await;
+    app.send_event(&quit("s-1", "p-1", "2026-11-28T10:02:00Z", 120))
+        .await;
+
+    assert_eq!(app.session("s-1").await.unwrap()["duration_seconds"], 120);
+}
+
+async fn a_late_enter_of_an_older_session_does_not_take_the_phone(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.send_event(&enter("new", "p-1", "2026-11-28T11:00:00Z"))
+        .await;
+
+    app.send_event(&enter("old", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+
+    assert_eq!(app.phone("p-1").await.unwrap()["current_session_id"], "new");
+}
+
+backend_tests!(
+    reference_enter_example_starts_a_session,
+    reference_quit_example_ends_the_session,
+    a_played_session_measures_its_duration,
+    a_repeated_event_changes_nothing,
+    a_conflicting_repeat_is_logged_but_not_applied,
+    quit_before_enter_still_yields_the_right_session,
+    concurrent_redeliveries_apply_once,
+    events_survive_a_restart,
+    a_late_enter_of_an_older_session_does_not_take_the_phone,
+);

@@ -1,0 +1,115 @@
+//! Heartbeats (chapter 6.4): answered from memory, written with the next flush.
+
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TestApp, enter, heartbeat};
+
+async fn reference_heartbeat_example_reaches_phone_and_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.send_event(&enter(
+        "36728337b89f22122af4a6e08bb1e7c0",
+        "a7f3a1c5258347d6b6f1def79e11f2bc",
+        "2019-11-14T19:30:00Z",
+    ))
+    .await;
+
+    // Chapter 6.4's example, verbatim but for the comments JSON cannot carry.
+    let example: Value = serde_json::from_str(
+        r#"{
+          "event_type": "heartbeat",
+          "event": {
+            "phone_id": "a7f3a1c5258347d6b6f1def79e11f2bc",
+            "app_id": "282fd613e04651a48225f1b2034de7",
+            "session_id": "36728337b89f22122af4a6e08bb1e7c0",
+            "time": "2019-11-14T19:38:49Z"
+          }
+        }"#,
+    )
+    .unwrap();
+    app.send_heartbeat(&example).await;
+
+    let session = app
+        .wait_for_session("36728337b89f22122af4a6e08bb1e7c0", |s| {
+            !s["last_heartbeat_at"].is_null()
+        })
+        .await;
+    assert_eq!(session["last_heartbeat_at"], "2019-11-14T19:38:49Z");
+    let phone = app.phone("a7f3a1c5258347d6b6f1def79e11f2bc").await.unwrap();
+    assert_eq!(phone["last_heartbeat_at"], "2019-11-14T19:38:49Z");
+    assert_eq!(
+        phone["heartbeat_session_id"],
+        "36728337b89f22122af4a6e08bb1e7c0"
+    );
+    assert_eq!(phone["heartbeat_app_id"], "282fd613e04651a48225f1b2034de7");
+    assert!(phone["last_seen_at"].is_string());
+}
+
+async fn a_blank_heartbeat_means_alive_and_idle(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    // The table's spelling of event_type ("app") is accepted on this route too.
+    let body = json!({"event_type": "app", "event": {"phone_id": "p-idle", "app_id": "",
+                      "session_id": "", "time": "2026-11-28T10:00:00Z"}});
+    app.send_heartbeat(&body).await;
+
+    let phone = app.wait_for_phone("p-idle", |_| true).await;
+    assert_eq!(phone["last_heartbeat_at"], "2026-11-28T10:00:00Z");
+    assert_eq!(phone["heartbeat_session_id"], Value::Null);
+    assert_eq!(phone["heartbeat_app_id"], Value::Null);
+}
+
+async fn missing_ids_read_as_idle_too(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let body = json!({"event_type": "heartbeat", "event": {"phone_id": "p-1", "time": "2026-11-28T10:00:00Z", "session_id": null}});
+    app.send_heartbeat(&body).await;
+
+    let phone = app.wait_for_phone("p-1", |_| true).await;
+    assert_eq!(phone["heartbeat_session_id"], Value::Null);
+}
+
+async fn an_older_heartbeat_never_replaces_a_newer_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.send_heartbeat(&heartbeat("p-1", Some("s-2"), "2026-11-28T10:00:10Z"))
+        .await;
+    app.wait_for_phone("p-1", |p| p["last_heartbeat_at"] == "2026-11-28T10:00:10Z")
+        .await;
+
+    // Delivered late: older than what is stored.
+    app.send_heartbeat(&heartbeat("p-1", Some("s-1"), "2026-11-28T10:00:05Z"))
+        .await;
+    app.send_heartbeat(&heartbeat("p-2", None, "2026-11-28T10:00:06Z"))
+        .await;
+    app.wait_for_phone("p-2", |_| true).await; // the late one was flushed with it
+
+    let phone = app.phone("p-1").await.unwrap();
+    assert_eq!(phone["last_heartbeat_at"], "2026-11-28T10:00:10Z");
+    assert_eq!(phone["heartbeat_session_id"], "s-2");
+}
+
+async fn many_heartbeats_coalesce_to_the_newest_per_phone(backend: Backend) {
+    // A long flush interval: everything below lands in one batch.
+    let app = TestApp::spawn_with(backend, "[heartbeats]\nflush_interval_ms = 400").await;
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+
+    for second in [3, 1, 5, 2, 4] {
+        let time = format!("2026-11-28T10:00:0{second}Z");
+        app.send_heartbeat(&heartbeat("p-1", Some("s-1"), &time))
+            .await;
+    }
+
+    let session = app
+        .wait_for_session("s-1", |s| !s["last_heartbeat_at"].is_null())
+        .await;
+    assert_eq!(session["last_heartbeat_at"], "2026-11-28T10:00:05Z");
+}
+
+backend_tests!(
+    reference_heartbeat_example_reaches_phone_and_session,
+    a_blank_heartbeat_means_alive_and_idle,
+    missing_ids_read_as_idle_too,
+    an_older_heartbeat_never_replaces_a_newer_one,
+    many_heartbeats_coalesce_to_the_newest_per_phone,
+);

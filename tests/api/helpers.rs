@@ -1,0 +1,310 @@
+//! Test harness: [`TestApp`] starts cphub in-process on port 0 against a fresh database of
+//! the chosen backend. PostgreSQL tests need `CPHUB_TEST_DATABASE_URL` (an account that may
+//! create databases); the README's test command sets it up.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use cphub::config::Settings;
+use cphub::startup::Application;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const TOKEN: &str = "test-operator-token-0123456789abcdef";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for each `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+static LOGGING: LazyLock<()> = LazyLock::new(|| {
+    // Quiet by default; TEST_LOG=1 shows the application's logs.
+    if std::env::var_os("TEST_LOG").is_some() {
+        let settings = Settings::with_overrides("[log]\nlevel = \"debug\"").unwrap();
+        cphub::telemetry::init(&settings.log, std::io::stdout);
+    }
+});
+
+/// A fresh, empty database. SQLite: a file in a temporary directory removed on drop.
+/// PostgreSQL: a new database named after a random id.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("cphub.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("CPHUB_TEST_DATABASE_URL").expect(
+                    "CPHUB_TEST_DATABASE_URL is not set: run the test command from the README \
+                     (scripts/test), which starts PostgreSQL and sets it",
+                );
+                let name = format!("cphub_test_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = sqlx_connect(&admin_url).await;
+                use sqlx::Executor;
+                admin
+                    .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .await
+                    .unwrap();
+                let (base, _) = admin_url.rsplit_once('/').unwrap();
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+async fn sqlx_connect(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url)
+        .await
+        .expect("cannot reach the test PostgreSQL")
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, "").await
+    }
+
+    /// `overrides` is TOML layered over the test defaults.
+    pub async fn spawn_with(backend: Backend, overrides: &str) -> TestApp {
+        Self::spawn_on(TestDb::new(backend).await, overrides).await
+    }
+
+    /// Starts an app on an existing database (to restart "the same" service).
+    pub async fn spawn_on(db: TestDb, overrides: &str) -> TestApp {
+        LazyLock::force(&LOGGING);
+        let base = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nshutdown_timeout_secs = 5\n\
+             [database]\nurl = \"{url}\"\nmax_connections = 4\n\
+             [heartbeats]\nflush_interval_ms = 50\n\
+             [api]\ntokens = [\"{TOKEN}\"]\n",
+            url = db.url
+        );
+        let settings = figment_merge(&base, overrides);
+        let app = Application::build(settings)
+            .await
+            .expect("application starts");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        let task = tokio::spawn(app.run_until_stopped());
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            db,
+            handle,
+            task,
+        }
+    }
+
+    /// Graceful stop, as on SIGTERM; returns the database for a restart.
+    pub async fn stop(self) -> TestDb {
+        self.handle.stop(true).await;
+        self.task.await.unwrap().unwrap();
+        self.db
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_event(&self, body: &Value) -> reqwest::Response {
+        self.post("/cph/events", body.to_string()).await
+    }
+
+    pub async fn post_heartbeat(&self, body: &Value) -> reqwest::Response {
+        self.post("/cph/heartbeat", body.to_string()).await
+    }
+
+    /// Posts an event and asserts the acknowledgement of chapter 6.
+    pub async fn send_event(&self, body: &Value) {
+        let res = self.post_event(body).await;
+        assert_acknowledged(res).await;
+    }
+
+    pub async fn send_heartbeat(&self, body: &Value) {
+        let res = self.post_heartbeat(body).await;
+        assert_acknowledged(res).await;
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.get(format!("{}{path}", self.address));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// `GET /api/v1/sessions/{id}` as the operator; None on 404.
+    pub async fn session(&self, session_id: &str) -> Option<Value> {
+        self.get_json(&format!("/api/v1/sessions/{session_id}"))
+            .await
+    }
+
+    pub async fn phone(&self, phone_id: &str) -> Option<Value> {
+        self.get_json(&format!("/api/v1/phones/{phone_id}")).await
+    }
+
+    async fn get_json(&self, path: &str) -> Option<Value> {
+        let res = self.get(path, Some(TOKEN)).await;
+        match res.status().as_u16() {
+            200 => Some(res.json().await.unwrap()),
+            404 => None,
+            other => panic!(
+                "GET {path}: unexpected {other}: {}",
+                res.text().await.unwrap()
+            ),
+        }
+    }
+
+    /// Polls until `check` holds for the session (heartbeats arrive with the next flush).
+    pub async fn wait_for_session(
+        &self,
+        session_id: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.wait_for(|| self.session(session_id), check).await
+    }
+
+    pub async fn wait_for_phone(&self, phone_id: &str, check: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(|| self.phone(phone_id), check).await
+    }
+
+    async fn wait_for<F, Fut>(&self, fetch: F, check: impl Fn(&Value) -> bool) -> Value
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Option<Value>>,
+    {
+        let mut last = None;
+        for _ in 0..200 {
+            last = fetch().await;
+            if let Some(value) = &last
+                && check(value)
+            {
+                return value.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("condition never held; last seen: {last:?}");
+    }
+}
+
+fn figment_merge(base: &str, overrides: &str) -> Settings {
+    // Later tables win key by key, as in the real layering.
+    use figment::providers::{Format, Toml};
+    let figment = figment::Figment::from(Toml::string(cphub::config::DEFAULT_TOML))
+        .merge(Toml::string(base))
+        .merge(Toml::string(overrides));
+    figment.extract().expect("test settings are valid")
+}
+
+/// Asserts a 200 whose body is exactly `{"request_id": <32 lowercase hex>}`.
+pub async fn assert_acknowledged(res: reqwest::Response) {
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "body: {body}");
+    let object = body.as_object().unwrap();
+    assert_eq!(object.len(), 1, "only request_id expected: {body}");
+    assert_request_id(&body["request_id"]);
+}
+
+pub fn assert_request_id(id: &Value) {
+    let id = id.as_str().expect("request_id is a string");
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(
+        id.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+        "{id}"
+    );
+}
+
+/// Asserts an error answer of chapter 7.1.1's shape with cphub's `code`.
+pub async fn assert_error(res: reqwest::Response, status: u16, code: &str) -> Value {
+    let actual = res.status().as_u16();
+    let body: Value = res.json().await.expect("error body is JSON");
+    assert_eq!(actual, status, "body: {body}");
+    assert_eq!(body["error_code"], code, "body: {body}");
+    assert!(
+        body["error_msg"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_request_id(&body["request_id"]);
+    body
+}
+
+/// An enter event (chapter 6.2) for `session` on `phone` at `time`.
+pub fn enter(session: &str, phone: &str, time: &str) -> Value {
+    json!({
+        "event_type": "app",
+        "event": {"phone_id": phone, "status": 0, "session_id": session,
+                  "time": time, "app_id": "com.example.game", "error_msg": null}
+    })
+}
+
+/// A quit event (chapter 6.3).
+pub fn quit(session: &str, phone: &str, time: &str, run_time: i64) -> Value {
+    json!({
+        "event_type": "app",
+        "event": {"phone_id": phone, "status": 1, "session_id": session,
+                  "time": time, "run_time": run_time, "app_id": "com.example.game",
+                  "error_msg": null}
+    })
+}
+
+/// A heartbeat (chapter 6.4); `session` None means idle (blank ids).
+pub fn heartbeat(phone: &str, session: Option<&str>, time: &str) -> Value {
+    json!({
+        "event_type": "heartbeat",
+        "event": {"phone_id": phone, "app_id": session.map_or("", |_| "com.example.game"),
+                  "session_id": session.unwrap_or(""), "time": time}
+    })
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real application on a random port, a real SQLite file or a real
+//! PostgreSQL database per test, driven over HTTP. See helpers.rs for the set-up.
+
+mod helpers;
+
+mod auth;
+mod bad_input;
+mod binary;
+mod events;
+mod health;
+mod heartbeat;
