@@ -124,3 +124,17 @@ pub async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
         &format!("{} is not allowed on {}", req.method(), req.path()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn every_code_is_documented_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        for code in ErrorCode::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(readme.contains(&row), "README.md lacks the row {row:?}");
+        }
+    }
+}
