@@ -28,6 +28,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub callbacks: CallbackSettings,
     pub heartbeats: HeartbeatSettings,
+    pub access: AccessSettings,
+    pub fleet: FleetSettings,
     pub api: ApiSettings,
     pub log: LogSettings,
 }
@@ -103,8 +105,10 @@ pub struct CallbackSettings {
     pub base_path: BasePath,
     pub events_body_limit: usize,
     pub heartbeat_body_limit: usize,
+    pub sign_check_body_limit: usize,
     pub event_batch_max: usize,
     pub run_time_tolerance_secs: u32,
+    pub record_unknown_sessions: bool,
 }
 
 /// `callbacks.base_path`: it ends up inside phone property URLs, so it obeys their character
@@ -147,6 +151,55 @@ pub struct HeartbeatSettings {
 impl HeartbeatSettings {
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms.max(1))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessSettings {
+    pub ticket_ttl_secs: u64,
+    pub enter_timeout_secs: u64,
+    pub clock_skew_secs: u64,
+    pub replay_grace_secs: u64,
+    pub require_encrypted_data: bool,
+    pub key_encoding: Encoding,
+    pub iv_encoding: Encoding,
+    pub data_encoding: Encoding,
+    pub sweep_interval_ms: u64,
+}
+
+impl AccessSettings {
+    pub fn ticket_ttl(&self) -> Duration {
+        Duration::from_secs(self.ticket_ttl_secs)
+    }
+    pub fn enter_timeout(&self) -> Duration {
+        Duration::from_secs(self.enter_timeout_secs)
+    }
+    pub fn clock_skew(&self) -> Duration {
+        Duration::from_secs(self.clock_skew_secs)
+    }
+    pub fn replay_grace(&self) -> Duration {
+        Duration::from_secs(self.replay_grace_secs)
+    }
+}
+
+/// How a binary value (key, IV, ciphertext) is written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    Hex,
+    Base64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FleetSettings {
+    pub heartbeat_interval_secs: u64,
+    pub miss_threshold: u32,
+}
+
+impl FleetSettings {
+    /// Silence longer than this makes a phone stale.
+    pub fn stale_after(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_interval_secs * u64::from(self.miss_threshold.max(1)))
     }
 }
 

@@ -10,11 +10,15 @@ use actix_web::{App, HttpServer, web};
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
+use crate::access::HoldSweeper;
 use crate::api::{self, BearerTokens};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::http::{error::not_found, health, request_id};
 use crate::receiver;
-use crate::store::{self, EventWriter, HeartbeatBuffer, HeartbeatFlusher, Store, StoreError};
+use crate::store::{
+    self, ApplyRules, EventWriter, HeartbeatBuffer, HeartbeatFlusher, Store, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -32,6 +36,7 @@ pub struct Application {
     port: u16,
     server: Server,
     flusher: HeartbeatFlusher,
+    sweeper: HoldSweeper,
     writer_task: JoinHandle<()>,
 }
 
@@ -40,6 +45,14 @@ impl Application {
     /// binds the listener and starts the background tasks. The server runs once
     /// [`Application::run_until_stopped`] is awaited.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`], reading time from `clock` (tests, the simulator).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, StartupError> {
         let store = store::connect(&settings.database).await?;
         if settings.database.migrate_on_start {
             store.migrate().await?;
@@ -55,7 +68,10 @@ impl Application {
         let (writer, writer_task) = EventWriter::spawn(
             Arc::clone(&store),
             settings.callbacks.event_batch_max,
-            settings.callbacks.run_time_tolerance_secs,
+            ApplyRules {
+                run_time_tolerance_secs: settings.callbacks.run_time_tolerance_secs,
+                record_unknown_sessions: settings.callbacks.record_unknown_sessions,
+            },
         );
         let buffer = Arc::new(HeartbeatBuffer::default());
         let flusher = HeartbeatFlusher::spawn(
@@ -63,15 +79,27 @@ impl Application {
             Arc::clone(&store),
             settings.heartbeats.flush_interval(),
         );
+        let sweeper = HoldSweeper::spawn(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            std::time::Duration::from_millis(settings.access.sweep_interval_ms),
+        );
         if settings.api.tokens.is_empty() {
             tracing::warn!("api.tokens is empty: the operator API will refuse every request");
         }
-        let server = http_server(&settings, listener, store, writer, buffer).map_err(bind_error)?;
+        let shared = Shared {
+            store,
+            writer,
+            buffer,
+            clock,
+        };
+        let server = http_server(&settings, listener, shared).map_err(bind_error)?;
         tracing::info!(%addr, port, "cphub listening");
         Ok(Application {
             port,
             server,
             flusher,
+            sweeper,
             writer_task,
         })
     }
@@ -91,6 +119,7 @@ impl Application {
     /// buffered heartbeats and waits for the last event batch to commit.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        self.sweeper.stop();
         self.flusher.stop().await;
         // The writer ends when the server's workers drop their handles to it.
         if tokio::time::timeout(Duration::from_secs(10), self.writer_task)
@@ -104,17 +133,26 @@ impl Application {
     }
 }
 
-fn http_server(
-    settings: &Settings,
-    listener: TcpListener,
+/// What every HTTP worker shares.
+struct Shared {
     store: Arc<dyn Store>,
     writer: EventWriter,
     buffer: Arc<HeartbeatBuffer>,
+    clock: Arc<dyn Clock>,
+}
+
+fn http_server(
+    settings: &Settings,
+    listener: TcpListener,
+    shared: Shared,
 ) -> std::io::Result<Server> {
-    let store = web::Data::from(store);
-    let buffer = web::Data::from(buffer);
-    let writer = web::Data::new(writer);
+    let store = web::Data::from(shared.store);
+    let buffer = web::Data::from(shared.buffer);
+    let clock = web::Data::from(shared.clock);
+    let writer = web::Data::new(shared.writer);
     let tokens = web::Data::new(BearerTokens::new(settings.api.tokens.clone()));
+    let access = web::Data::new(settings.access.clone());
+    let fleet = web::Data::new(settings.fleet.clone());
     let callbacks = settings.callbacks.clone();
     let api_settings = settings.api.clone();
     let mut server = HttpServer::new(move || {
@@ -125,6 +163,9 @@ fn http_server(
             .app_data(writer.clone())
             .app_data(buffer.clone())
             .app_data(tokens.clone())
+            .app_data(clock.clone())
+            .app_data(access.clone())
+            .app_data(fleet.clone())
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
             .configure(|cfg| receiver::routes(cfg, &callbacks))

@@ -5,13 +5,19 @@
 -- Times are the phones' own clock (the `time` field of each callback) unless the column
 -- says `received_at`/`last_seen_at`, which are cphub's clock at arrival.
 
--- One row per game session. Created by the first event cphub hears about it (enter, or a
--- quit that overtook its enter), then changed only by applying further events.
+-- One row per game session: minted by cphub for a player (state 'minted', then 'verified'
+-- by the sign check), or created by the first event cphub hears about it (enter, or a quit
+-- that overtook its enter; direct mode). Then changed only by applying further events.
 CREATE TABLE sessions (
     session_id        TEXT PRIMARY KEY,
     phone_id          TEXT NOT NULL,
     app_id            TEXT NOT NULL,
-    state             TEXT NOT NULL CHECK (state IN ('playing', 'ended', 'abandoned')),
+    user_id           TEXT,
+    issued            INTEGER NOT NULL DEFAULT 0,
+    state             TEXT NOT NULL CHECK (state IN
+                        ('minted', 'verified', 'expired', 'playing', 'ended', 'abandoned')),
+    minted_at         INTEGER,
+    verified_at       INTEGER,
     started_at        INTEGER,                -- NULL while only the quit has arrived
     ended_at          INTEGER,
     reported_run_time INTEGER,                -- as the phone reported it; unit unverified
@@ -20,11 +26,21 @@ CREATE TABLE sessions (
     end_reason        TEXT CHECK (end_reason IN ('quit', 'abandoned')),
     error_msg         TEXT,
     last_heartbeat_at INTEGER,
+    -- Access secrets of minted sessions. The ticket is kept only as its SHA-256 (hex): a
+    -- database leak does not reveal live tickets. The AES key must be handed out again at
+    -- sign check, so it is kept (hex of the raw 32 bytes, whatever the configured encoding).
+    ticket_hash       TEXT,
+    aes_key           TEXT,
+    auth_ts           INTEGER,                -- ticket expiry, epoch ms, exactly as issued
+    hold_until        INTEGER,                -- phone held for this session until then
+    sign_check_digest TEXT,                   -- SHA-256 of the accepted sign check, for retries
     created_at        INTEGER NOT NULL,
     updated_at        INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX sessions_by_phone ON sessions (phone_id, created_at);
 CREATE INDEX sessions_by_start ON sessions (started_at);
+-- The background release of lapsed holds only looks at sessions still waiting.
+CREATE INDEX sessions_waiting ON sessions (hold_until) WHERE state IN ('minted', 'verified');
 
 -- Every enter/quit delivery that changed something ('accepted') or contradicted what was
 -- already accepted ('conflict'). Exact re-deliveries are not stored: they change nothing.
@@ -56,6 +72,8 @@ CREATE TABLE phones (
     current_session_id         TEXT,          -- from enter/quit events
     current_app_id             TEXT,
     current_session_started_at INTEGER,       -- lets a late enter of an older session lose
+    allocated_session_id       TEXT,          -- minted session the phone is held for
+    allocated_until            INTEGER,       -- hold lapses then
     created_at                 INTEGER NOT NULL,
     updated_at                 INTEGER NOT NULL
 ) STRICT;

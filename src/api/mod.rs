@@ -20,6 +20,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, settings: &ApiSettings) {
         web::scope("/api/v1")
             .app_data(json::config(settings.body_limit))
             .wrap(from_fn(auth::require_bearer_token))
+            .route("/sessions", web::post().to(sessions::mint))
             .route("/sessions/{session_id}", web::get().to(sessions::show))
             .route("/phones/{phone_id}", web::get().to(phones::show)),
     );
@@ -31,6 +32,10 @@ pub enum ApiError {
     Invalid(#[from] ParseError),
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("no idle phone is free; retry later")]
+    NoFreePhone,
+    #[error("the phone is not free (in a session, held for one, or stale)")]
+    PhoneBusy,
     #[error("query failed")]
     Store(#[from] StoreError),
 }
@@ -40,6 +45,8 @@ impl ApiError {
         match self {
             ApiError::Invalid(_) => ErrorCode::InvalidField,
             ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::NoFreePhone => ErrorCode::NoFreePhone,
+            ApiError::PhoneBusy => ErrorCode::PhoneBusy,
             ApiError::Store(e) if e.is_unavailable() => ErrorCode::Unavailable,
             ApiError::Store(_) => ErrorCode::Internal,
         }

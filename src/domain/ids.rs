@@ -60,6 +60,12 @@ id_type!(
     128
 );
 
+id_type!(
+    /// The operator platform's id of a player.
+    UserId,
+    128
+);
+
 /// The phone's free-text error description. Kept verbatim, but bounded.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]

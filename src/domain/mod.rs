@@ -7,7 +7,7 @@ mod session;
 mod time;
 
 pub use event::{EventKind, GameEvent, Heartbeat};
-pub use ids::{AppId, ErrorMsg, PhoneId, SessionId};
+pub use ids::{AppId, ErrorMsg, PhoneId, SessionId, UserId};
 pub use session::{EndReason, Session, SessionState};
 pub use time::UtcTime;
 
@@ -39,6 +39,8 @@ pub enum Problem {
     Required,
     #[error("must not be negative")]
     Negative,
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 impl ParseError {

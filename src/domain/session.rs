@@ -6,6 +6,12 @@ use super::{EventKind, GameEvent, UtcTime};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionState {
+    /// Minted by cphub for a player; the phone is held for it. Waiting for the sign check.
+    Minted,
+    /// Sign check passed; waiting for the enter event.
+    Verified,
+    /// Minted but never entered within the hold: the phone was released.
+    Expired,
     /// Entered and not yet quit.
     Playing,
     /// Quit received.
@@ -17,6 +23,9 @@ pub enum SessionState {
 impl SessionState {
     pub fn as_str(self) -> &'static str {
         match self {
+            SessionState::Minted => "minted",
+            SessionState::Verified => "verified",
+            SessionState::Expired => "expired",
             SessionState::Playing => "playing",
             SessionState::Ended => "ended",
             SessionState::Abandoned => "abandoned",
@@ -25,11 +34,22 @@ impl SessionState {
 
     pub fn from_db(s: &str) -> Option<Self> {
         match s {
+            "minted" => Some(SessionState::Minted),
+            "verified" => Some(SessionState::Verified),
+            "expired" => Some(SessionState::Expired),
             "playing" => Some(SessionState::Playing),
             "ended" => Some(SessionState::Ended),
             "abandoned" => Some(SessionState::Abandoned),
             _ => None,
         }
+    }
+
+    /// Issued by cphub, not yet entered.
+    pub fn awaiting_enter(self) -> bool {
+        matches!(
+            self,
+            SessionState::Minted | SessionState::Verified | SessionState::Expired
+        )
     }
 }
 
@@ -62,7 +82,13 @@ pub struct Session {
     pub session_id: String,
     pub phone_id: String,
     pub app_id: String,
+    /// The platform's player id; only for sessions cphub minted.
+    pub user_id: Option<String>,
+    /// Minted by cphub (true) or first heard of through an event (direct mode).
+    pub issued: bool,
     pub state: SessionState,
+    pub minted_at: Option<UtcTime>,
+    pub verified_at: Option<UtcTime>,
     /// Enter time as reported by the phone; absent while only the quit has arrived.
     pub started_at: Option<UtcTime>,
     pub ended_at: Option<UtcTime>,
@@ -84,7 +110,11 @@ impl Session {
             session_id: event.session_id.to_string(),
             phone_id: event.phone_id.to_string(),
             app_id: event.app_id.to_string(),
+            user_id: None,
+            issued: false,
             state: SessionState::Playing,
+            minted_at: None,
+            verified_at: None,
             started_at: None,
             ended_at: None,
             reported_run_time: None,
@@ -101,7 +131,12 @@ impl Session {
     /// give the same session.
     pub fn apply(mut self, event: &GameEvent, tolerance_secs: u32) -> Session {
         match event.kind {
-            EventKind::Enter => self.started_at = Some(event.time),
+            EventKind::Enter => {
+                self.started_at = Some(event.time);
+                if self.state.awaiting_enter() {
+                    self.state = SessionState::Playing;
+                }
+            }
             EventKind::Quit => {
                 self.ended_at = Some(event.time);
                 self.reported_run_time = event.run_time;
@@ -163,6 +198,25 @@ mod tests {
         assert_eq!(forward.state, SessionState::Ended);
         assert_eq!(forward.duration_seconds, Some(600));
         assert!(!forward.run_time_mismatch);
+    }
+
+    #[test]
+    fn enter_moves_a_minted_session_to_playing() {
+        let enter = event(EventKind::Enter, "2019-11-14T19:00:00Z", None);
+        for state in [
+            SessionState::Minted,
+            SessionState::Verified,
+            SessionState::Expired,
+        ] {
+            let mut minted = Session::from_first_event(&enter, 60);
+            minted.started_at = None;
+            minted.state = state;
+            assert_eq!(
+                minted.apply(&enter, 60).state,
+                SessionState::Playing,
+                "{state:?}"
+            );
+        }
     }
 
     #[test]

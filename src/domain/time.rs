@@ -43,6 +43,14 @@ impl UtcTime {
         DateTime::from_timestamp_millis(ms).map(UtcTime)
     }
 
+    pub fn plus(self, by: std::time::Duration) -> Self {
+        UtcTime(self.0 + chrono::TimeDelta::from_std(by).unwrap_or(chrono::TimeDelta::MAX))
+    }
+
+    pub fn minus(self, by: std::time::Duration) -> Self {
+        UtcTime(self.0 - chrono::TimeDelta::from_std(by).unwrap_or(chrono::TimeDelta::MAX))
+    }
+
     /// Whole seconds from `earlier` to `self`, never negative.
     pub fn seconds_since(self, earlier: UtcTime) -> i64 {
         (self.0 - earlier.0).num_seconds().max(0)

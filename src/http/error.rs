@@ -19,12 +19,21 @@ pub enum ErrorCode {
     Unauthorized,
     NotFound,
     MethodNotAllowed,
+    UnknownSession,
+    BadTicket,
+    BadAuthTs,
+    TicketExpired,
+    EncryptedDataRequired,
+    DecryptFailed,
+    TicketReplayed,
+    PhoneBusy,
+    NoFreePhone,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -34,6 +43,15 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::UnknownSession,
+        ErrorCode::BadTicket,
+        ErrorCode::BadAuthTs,
+        ErrorCode::TicketExpired,
+        ErrorCode::EncryptedDataRequired,
+        ErrorCode::DecryptFailed,
+        ErrorCode::TicketReplayed,
+        ErrorCode::PhoneBusy,
+        ErrorCode::NoFreePhone,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -49,6 +67,15 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "CPHUB.UNAUTHORIZED",
             ErrorCode::NotFound => "CPHUB.NOT_FOUND",
             ErrorCode::MethodNotAllowed => "CPHUB.METHOD_NOT_ALLOWED",
+            ErrorCode::UnknownSession => "CPHUB.UNKNOWN_SESSION",
+            ErrorCode::BadTicket => "CPHUB.BAD_TICKET",
+            ErrorCode::BadAuthTs => "CPHUB.BAD_AUTH_TS",
+            ErrorCode::TicketExpired => "CPHUB.TICKET_EXPIRED",
+            ErrorCode::EncryptedDataRequired => "CPHUB.ENCRYPTED_DATA_REQUIRED",
+            ErrorCode::DecryptFailed => "CPHUB.DECRYPT_FAILED",
+            ErrorCode::TicketReplayed => "CPHUB.TICKET_REPLAYED",
+            ErrorCode::PhoneBusy => "CPHUB.PHONE_BUSY",
+            ErrorCode::NoFreePhone => "CPHUB.NO_FREE_PHONE",
             ErrorCode::Unavailable => "CPHUB.UNAVAILABLE",
             ErrorCode::Internal => "CPHUB.INTERNAL",
         }
@@ -65,7 +92,15 @@ impl ErrorCode {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::UnknownSession
+            | ErrorCode::BadTicket
+            | ErrorCode::BadAuthTs
+            | ErrorCode::TicketExpired
+            | ErrorCode::EncryptedDataRequired
+            | ErrorCode::DecryptFailed
+            | ErrorCode::TicketReplayed => StatusCode::FORBIDDEN,
+            ErrorCode::PhoneBusy => StatusCode::CONFLICT,
+            ErrorCode::NoFreePhone | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,7 +120,7 @@ const RETRY_AFTER_SECS: &str = "1";
 pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {
     let mut res = HttpResponse::build(code.status());
     res.insert_header(CacheControl(vec![CacheDirective::NoStore]));
-    if code == ErrorCode::Unavailable {
+    if code.status() == StatusCode::SERVICE_UNAVAILABLE {
         res.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
     }
     res.json(ErrorBody {

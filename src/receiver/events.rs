@@ -4,7 +4,8 @@
 use actix_web::{HttpResponse, web};
 
 use super::{EventEnvelope, ReceiverError, acknowledged};
-use crate::domain::{GameEvent, UtcTime};
+use crate::clock::Clock;
+use crate::domain::GameEvent;
 use crate::store::{EventOutcome, EventWriter, ReceivedEvent};
 
 #[tracing::instrument(
@@ -15,8 +16,9 @@ use crate::store::{EventOutcome, EventWriter, ReceivedEvent};
 pub(super) async fn receive(
     body: web::Json<EventEnvelope>,
     writer: web::Data<EventWriter>,
+    clock: web::Data<dyn Clock>,
 ) -> Result<HttpResponse, ReceiverError> {
-    let received_at = UtcTime::now();
+    let received_at = clock.now();
     let event = GameEvent::try_from(body.into_inner())?;
     let span = tracing::Span::current();
     span.record("session_id", event.session_id.as_str());

@@ -4,14 +4,15 @@
 use actix_web::{HttpResponse, web};
 
 use super::{HeartbeatEnvelope, ReceiverError, acknowledged};
-use crate::domain::UtcTime;
+use crate::clock::Clock;
 use crate::store::HeartbeatBuffer;
 
 pub(super) async fn receive(
     body: web::Json<HeartbeatEnvelope>,
     buffer: web::Data<HeartbeatBuffer>,
+    clock: web::Data<dyn Clock>,
 ) -> Result<HttpResponse, ReceiverError> {
-    let heartbeat = body.into_inner().parse(UtcTime::now())?;
+    let heartbeat = body.into_inner().parse(clock.now())?;
     buffer.record(heartbeat);
     Ok(acknowledged())
 }

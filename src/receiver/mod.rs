@@ -3,6 +3,7 @@
 
 mod events;
 mod heartbeat;
+mod sign_check;
 mod wire;
 
 use std::sync::Arc;
@@ -11,17 +12,24 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
 use serde_json::json;
 
+use crate::access::Refusal;
 use crate::config::CallbackSettings;
 use crate::domain::{ParseError, Problem};
 use crate::http::error::{method_not_allowed, server_error_response};
 use crate::http::{ErrorCode, error_response, json, request_id};
 use crate::store::StoreError;
 
-pub use wire::{EventEnvelope, HeartbeatEnvelope};
+pub use wire::{EventEnvelope, HeartbeatEnvelope, SignCheckBody};
 
 pub fn routes(cfg: &mut web::ServiceConfig, settings: &CallbackSettings) {
     cfg.service(
         web::scope(settings.base_path.as_str())
+            .service(
+                web::resource("/sign-check")
+                    .app_data(json::config(settings.sign_check_body_limit))
+                    .route(web::post().to(sign_check::receive))
+                    .default_service(web::to(method_not_allowed)),
+            )
             .service(
                 web::resource("/events")
                     .app_data(json::config(settings.events_body_limit))
@@ -41,7 +49,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, settings: &CallbackSettings) {
 pub enum ReceiverError {
     #[error(transparent)]
     Invalid(#[from] ParseError),
-    #[error("event not recorded")]
+    #[error("sign check refused: {0}")]
+    Refused(#[from] Refusal),
+    #[error("not recorded")]
     Store(#[source] Arc<StoreError>),
 }
 
@@ -53,6 +63,15 @@ impl ReceiverError {
                 Problem::UnknownEventType(_) => ErrorCode::UnknownEventType,
                 Problem::UnknownStatus(_) => ErrorCode::UnknownStatus,
                 _ => ErrorCode::InvalidField,
+            },
+            ReceiverError::Refused(refusal) => match refusal {
+                Refusal::UnknownSession => ErrorCode::UnknownSession,
+                Refusal::BadTicket => ErrorCode::BadTicket,
+                Refusal::BadAuthTs => ErrorCode::BadAuthTs,
+                Refusal::Expired => ErrorCode::TicketExpired,
+                Refusal::EncryptedDataRequired => ErrorCode::EncryptedDataRequired,
+                Refusal::DecryptFailed => ErrorCode::DecryptFailed,
+                Refusal::Replayed => ErrorCode::TicketReplayed,
             },
             ReceiverError::Store(e) if e.is_unavailable() => ErrorCode::Unavailable,
             ReceiverError::Store(_) => ErrorCode::Internal,
@@ -68,6 +87,11 @@ impl ResponseError for ReceiverError {
     fn error_response(&self) -> HttpResponse {
         match self {
             ReceiverError::Invalid(e) => error_response(self.code(), &e.to_string()),
+            ReceiverError::Refused(refusal) => {
+                // The reason is logged (never the ticket or key) for operators to alert on.
+                tracing::warn!(reason = self.code().as_str(), "sign check refused");
+                error_response(self.code(), &refusal.to_string())
+            }
             ReceiverError::Store(_) if self.code() == ErrorCode::Unavailable => {
                 server_error_response(self.code(), "database unavailable, retry later", self)
             }

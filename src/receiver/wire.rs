@@ -1,10 +1,13 @@
 //! The callback bodies of chapter 6 exactly as they arrive, and their parsing into domain
 //! types. serde checks shape and types; `TryFrom` checks meaning and names the bad field.
-//! Unknown fields are ignored: the engine may add some, and `ticket` is deliberately not
-//! read here (it is a secret and events do not need it).
+//! Unknown fields are ignored: the engine may add some, and the `ticket` of events is
+//! deliberately not read (it is a secret and events do not need it). None of these structs
+//! derives `Debug`: the sign-check body carries the ticket.
 
 use serde::{Deserialize, Deserializer};
 
+use crate::access::{self, SignCheck, Ticket};
+use crate::config::AccessSettings;
 use crate::domain::{
     AppId, ErrorMsg, EventKind, GameEvent, Heartbeat, ParseError, PhoneId, Problem, SessionId,
     UtcTime,
@@ -115,4 +118,101 @@ impl HeartbeatEnvelope {
             received_at,
         })
     }
+}
+
+/// `POST {base_path}/sign-check` (chapter 6.1). The reference's example spells
+/// `encypted_data`; both spellings are read (both at once is a 400).
+#[derive(Deserialize)]
+pub struct SignCheckBody {
+    session_id: String,
+    ticket: String,
+    #[serde(deserialize_with = "string_or_integer")]
+    auth_ts: String,
+    #[serde(default, alias = "encypted_data")]
+    encrypted_data: Option<String>,
+    #[serde(default)]
+    aes_iv: Option<String>,
+}
+
+/// `auth_ts` is a string in the reference; a JSON integer is read the same way.
+fn string_or_integer<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum StringOrInteger {
+        String(String),
+        Integer(u64),
+    }
+    Ok(match StringOrInteger::deserialize(d)? {
+        StringOrInteger::String(s) => s,
+        StringOrInteger::Integer(n) => n.to_string(),
+    })
+}
+
+impl SignCheckBody {
+    pub fn parse(self, settings: &AccessSettings) -> Result<(SessionId, SignCheck), ParseError> {
+        let session_id = SessionId::parse("session_id", self.session_id)?;
+        let ticket = Ticket::presented(self.ticket).ok_or(ParseError::new(
+            "ticket",
+            Problem::Invalid("must be 1 to 256 characters"),
+        ))?;
+        let auth_ts = parse_epoch_millis(&self.auth_ts)?;
+        let encrypted = match self.encrypted_data.filter(|d| !d.is_empty()) {
+            None => None,
+            Some(data) => Some(decode_encrypted(&data, self.aes_iv.as_deref(), settings)?),
+        };
+        Ok((
+            session_id,
+            SignCheck {
+                ticket,
+                auth_ts,
+                encrypted,
+            },
+        ))
+    }
+}
+
+fn parse_epoch_millis(raw: &str) -> Result<i64, ParseError> {
+    let invalid = || {
+        ParseError::new(
+            "auth_ts",
+            Problem::Invalid("expected epoch milliseconds as decimal digits"),
+        )
+    };
+    if raw.is_empty() || raw.len() > 19 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    raw.parse().map_err(|_| invalid())
+}
+
+fn decode_encrypted(
+    data: &str,
+    iv: Option<&str>,
+    settings: &AccessSettings,
+) -> Result<(Vec<u8>, [u8; 12]), ParseError> {
+    const DATA: &str = "encrypted_data";
+    let iv = iv.filter(|iv| !iv.is_empty()).ok_or(ParseError::new(
+        "aes_iv",
+        Problem::Invalid("required with encrypted_data"),
+    ))?;
+    let iv = access::decode(settings.iv_encoding, iv)
+        .ok_or(ParseError::new(
+            "aes_iv",
+            Problem::Invalid("not in the configured encoding"),
+        ))?
+        .try_into()
+        .map_err(|_| ParseError::new("aes_iv", Problem::Invalid("must be 12 bytes")))?;
+    if data.len() > 8192 {
+        return Err(ParseError::new(DATA, Problem::TooLong(8192)));
+    }
+    let data = access::decode(settings.data_encoding, data).ok_or(ParseError::new(
+        DATA,
+        Problem::Invalid("not in the configured encoding"),
+    ))?;
+    if data.len() < 16 {
+        return Err(ParseError::new(
+            DATA,
+            Problem::Invalid("shorter than the 16-byte GCM tag"),
+        ));
+    }
+    Ok((data, iv))
 }

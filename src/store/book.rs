@@ -3,14 +3,16 @@
 //! Both SQLite and PostgreSQL take `$N` placeholders, `ON CONFLICT … DO UPDATE … WHERE` and
 //! `RETURNING`, and [`UtcTime`](crate::domain::UtcTime) encodes natively on each, so the SQL
 //! below is written once. sqlx cannot be generic over the database without a wall of trait
-//! bounds, so this macro instantiates the same code for each backend; `$lock` is the only
-//! difference (PostgreSQL row locks; SQLite already has its single writer).
+//! bounds, so this macro instantiates the same code for each backend; the row-locking
+//! clauses are the only difference (PostgreSQL locks rows; SQLite has one writer anyway).
 
 macro_rules! session_book {
-    ($db:ty, lock = $lock:literal) => {
+    ($db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal) => {
         use crate::domain::{GameEvent, Session, SessionState, UtcTime};
-        use crate::store::codec::{EventRecord, Phone, SessionRow, StoredEvent};
-        use crate::store::{EventOutcome, ReceivedEvent, StoreError};
+        use crate::store::codec::{EventRecord, IssuedAccessRow, Phone, SessionRow, StoredEvent};
+        use crate::store::{
+            Allocation, ApplyRules, EventOutcome, MintRequest, ReceivedEvent, StoreError,
+        };
 
         type Tx = sqlx::Transaction<'static, $db>;
 
@@ -18,9 +20,12 @@ macro_rules! session_book {
         pub(super) async fn apply_event(
             tx: &mut Tx,
             received: &ReceivedEvent,
-            tolerance_secs: u32,
+            rules: ApplyRules,
         ) -> Result<EventOutcome, StoreError> {
             let event = &received.event;
+            if !rules.record_unknown_sessions && !session_exists(tx, event.session_id.as_str()).await? {
+                return Ok(EventOutcome::Ignored);
+            }
             if !insert_event(tx, received, "accepted").await? {
                 // The unique index already holds this (session, status): a re-delivery.
                 let accepted: StoredEvent = sqlx::query_as(
@@ -37,10 +42,18 @@ macro_rules! session_book {
                 insert_event(tx, received, "conflict").await?;
                 return Ok(EventOutcome::Conflict);
             }
-            let session = lock_session(tx, received).await?.apply(event, tolerance_secs);
+            let session = lock_session(tx, received).await?.apply(event, rules.run_time_tolerance_secs);
             save_session(tx, &session, received.received_at).await?;
             update_phone(tx, &session, event, received.received_at).await?;
             Ok(EventOutcome::Accepted)
+        }
+
+        async fn session_exists(tx: &mut Tx, session_id: &str) -> Result<bool, StoreError> {
+            let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM sessions WHERE session_id = $1")
+                .bind(session_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            Ok(found.is_some())
         }
 
         /// True when the row was inserted; false when an accepted row already exists.
@@ -160,6 +173,15 @@ macro_rules! session_book {
                 .bind(&s.session_id)
             };
             query.execute(&mut **tx).await?;
+            // Entered or quit: the hold taken at minting has served its purpose.
+            sqlx::query(
+                "UPDATE phones SET allocated_session_id = NULL, allocated_until = NULL, \
+                   updated_at = $2 WHERE allocated_session_id = $1",
+            )
+            .bind(&s.session_id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
             Ok(())
         }
 
@@ -198,12 +220,130 @@ macro_rules! session_book {
         ) -> Result<Option<Phone>, StoreError> {
             Ok(sqlx::query_as(
                 "SELECT phone_id, last_heartbeat_at, last_seen_at, heartbeat_session_id, \
-                   heartbeat_app_id, current_session_id, current_app_id, created_at, updated_at \
+                   heartbeat_app_id, current_session_id, current_app_id, allocated_session_id, \
+                   allocated_until, created_at, updated_at \
                  FROM phones WHERE phone_id = $1",
             )
             .bind(phone_id)
             .fetch_optional(pool)
             .await?)
+        }
+
+        pub(super) async fn mint_session(tx: &mut Tx, req: &MintRequest) -> Result<Allocation, StoreError> {
+            release_lapsed_holds(tx, req.now).await?;
+            let session_id = req.access.session_id.as_str();
+            let phone: Option<String> = sqlx::query_scalar(concat!(
+                "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, updated_at = $3 \
+                 WHERE phone_id = (SELECT phone_id FROM phones \
+                   WHERE allocated_session_id IS NULL AND current_session_id IS NULL \
+                     AND heartbeat_session_id IS NULL AND last_seen_at >= $4 \
+                     AND ($5 IS NULL OR phone_id = $5) \
+                   ORDER BY last_seen_at DESC LIMIT 1",
+                $skip_locked,
+                ") RETURNING phone_id"
+            ))
+            .bind(session_id)
+            .bind(req.hold_until)
+            .bind(req.now)
+            .bind(req.fresh_since)
+            .bind(req.pinned_phone.as_deref())
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(phone_id) = phone else {
+                return refusal(tx, req.pinned_phone.as_deref()).await;
+            };
+            sqlx::query(
+                "INSERT INTO sessions (session_id, phone_id, app_id, user_id, issued, state, \
+                   minted_at, ticket_hash, aes_key, auth_ts, hold_until, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, TRUE, 'minted', $5, $6, $7, $8, $9, $5, $5)",
+            )
+            .bind(session_id)
+            .bind(&phone_id)
+            .bind(&req.app_id)
+            .bind(&req.user_id)
+            .bind(req.now)
+            .bind(req.access.ticket.hash_hex())
+            .bind(req.access.aes_key.to_hex())
+            .bind(req.auth_ts)
+            .bind(req.hold_until)
+            .execute(&mut **tx)
+            .await?;
+            Ok(Allocation::Allocated { phone_id })
+        }
+
+        async fn refusal(tx: &mut Tx, pinned: Option<&str>) -> Result<Allocation, StoreError> {
+            let Some(phone_id) = pinned else {
+                return Ok(Allocation::NoFreePhone);
+            };
+            let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM phones WHERE phone_id = $1")
+                .bind(phone_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            Ok(if known.is_some() { Allocation::PhoneBusy } else { Allocation::UnknownPhone })
+        }
+
+        pub(super) async fn release_lapsed_holds(tx: &mut Tx, now: UtcTime) -> Result<u64, StoreError> {
+            let expired = sqlx::query(
+                "UPDATE sessions SET state = 'expired', updated_at = $1 \
+                 WHERE state IN ('minted', 'verified') AND hold_until < $1",
+            )
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "UPDATE phones SET allocated_session_id = NULL, allocated_until = NULL, \
+                   updated_at = $1 WHERE allocated_until < $1",
+            )
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            Ok(expired)
+        }
+
+        pub(super) async fn issued_access(
+            pool: &sqlx::Pool<$db>,
+            session_id: &str,
+        ) -> Result<Option<crate::access::Issued>, StoreError> {
+            let row: Option<IssuedAccessRow> = sqlx::query_as(
+                "SELECT session_id, state, ticket_hash, aes_key, auth_ts, verified_at, \
+                   sign_check_digest \
+                 FROM sessions WHERE session_id = $1 AND issued AND ticket_hash IS NOT NULL",
+            )
+            .bind(session_id)
+            .fetch_optional(pool)
+            .await?;
+            row.map(crate::access::Issued::try_from).transpose()
+        }
+
+        pub(super) async fn mark_verified(
+            tx: &mut Tx,
+            session_id: &str,
+            digest: &str,
+            now: UtcTime,
+            hold_until: UtcTime,
+        ) -> Result<bool, StoreError> {
+            let consumed = sqlx::query(
+                "UPDATE sessions SET state = 'verified', verified_at = $2, sign_check_digest = $3, \
+                   hold_until = $4, updated_at = $2 \
+                 WHERE session_id = $1 AND state = 'minted'",
+            )
+            .bind(session_id)
+            .bind(now)
+            .bind(digest)
+            .bind(hold_until)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if consumed {
+                sqlx::query("UPDATE phones SET allocated_until = $2 WHERE allocated_session_id = $1")
+                    .bind(session_id)
+                    .bind(hold_until)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(consumed)
         }
     };
 }
@@ -211,8 +351,9 @@ macro_rules! session_book {
 /// The columns of [`SessionRow`](crate::store::codec::SessionRow), in one place.
 macro_rules! session_columns {
     () => {
-        "session_id, phone_id, app_id, state, started_at, ended_at, reported_run_time, \
-         duration_seconds, run_time_mismatch, end_reason, error_msg, last_heartbeat_at"
+        "session_id, phone_id, app_id, user_id, issued, state, minted_at, verified_at, \
+         started_at, ended_at, reported_run_time, duration_seconds, run_time_mismatch, \
+         end_reason, error_msg, last_heartbeat_at"
     };
 }
 

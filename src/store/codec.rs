@@ -62,7 +62,11 @@ pub(crate) struct SessionRow {
     session_id: String,
     phone_id: String,
     app_id: String,
+    user_id: Option<String>,
+    issued: bool,
     state: String,
+    minted_at: Option<UtcTime>,
+    verified_at: Option<UtcTime>,
     started_at: Option<UtcTime>,
     ended_at: Option<UtcTime>,
     reported_run_time: Option<i64>,
@@ -88,7 +92,11 @@ impl TryFrom<SessionRow> for Session {
             session_id: row.session_id,
             phone_id: row.phone_id,
             app_id: row.app_id,
+            user_id: row.user_id,
+            issued: row.issued,
             state,
+            minted_at: row.minted_at,
+            verified_at: row.verified_at,
             started_at: row.started_at,
             ended_at: row.ended_at,
             reported_run_time: row.reported_run_time,
@@ -97,6 +105,36 @@ impl TryFrom<SessionRow> for Session {
             end_reason,
             error_msg: row.error_msg,
             last_heartbeat_at: row.last_heartbeat_at,
+        })
+    }
+}
+
+/// The access columns of a minted session.
+#[derive(sqlx::FromRow)]
+pub(crate) struct IssuedAccessRow {
+    session_id: String,
+    state: String,
+    ticket_hash: String,
+    aes_key: String,
+    auth_ts: i64,
+    verified_at: Option<UtcTime>,
+    sign_check_digest: Option<String>,
+}
+
+impl TryFrom<IssuedAccessRow> for crate::access::Issued {
+    type Error = StoreError;
+
+    fn try_from(row: IssuedAccessRow) -> Result<Self, Self::Error> {
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("session {}: {what}", row.session_id));
+        Ok(crate::access::Issued {
+            state: SessionState::from_db(&row.state).ok_or_else(|| corrupt("state"))?,
+            aes_key: crate::access::AesKey::from_hex(&row.aes_key)
+                .ok_or_else(|| corrupt("aes_key"))?,
+            ticket_hash: row.ticket_hash,
+            auth_ts: row.auth_ts,
+            verified_at: row.verified_at,
+            sign_check_digest: row.sign_check_digest,
         })
     }
 }
@@ -147,6 +185,9 @@ pub struct Phone {
     pub heartbeat_app_id: Option<String>,
     pub current_session_id: Option<String>,
     pub current_app_id: Option<String>,
+    /// The minted session the phone is held for, waiting for its sign check or enter.
+    pub allocated_session_id: Option<String>,
+    pub allocated_until: Option<UtcTime>,
     pub created_at: UtcTime,
     pub updated_at: UtcTime,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{EventOutcome, ReceivedEvent, Store, StoreError};
+use super::{ApplyRules, EventOutcome, ReceivedEvent, Store, StoreError};
 
 type Reply = oneshot::Sender<Result<EventOutcome, Arc<StoreError>>>;
 
@@ -23,11 +23,11 @@ impl EventWriter {
     pub fn spawn(
         store: Arc<dyn Store>,
         max_batch: usize,
-        run_time_tolerance_secs: u32,
+        rules: ApplyRules,
     ) -> (EventWriter, JoinHandle<()>) {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
-        let task = tokio::spawn(run(store, rx, max_batch, run_time_tolerance_secs));
+        let task = tokio::spawn(run(store, rx, max_batch, rules));
         (EventWriter { queue }, task)
     }
 
@@ -47,12 +47,12 @@ async fn run(
     store: Arc<dyn Store>,
     mut rx: mpsc::Receiver<(ReceivedEvent, Reply)>,
     max_batch: usize,
-    tolerance_secs: u32,
+    rules: ApplyRules,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let (events, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-        match store.apply_events(&events, tolerance_secs).await {
+        match store.apply_events(&events, rules).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // The requester may have gone away (client timeout): the event is

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::access::{Issued, MintedAccess};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
 
@@ -87,6 +88,40 @@ pub enum EventOutcome {
     Duplicate,
     /// Same session and status but different facts: logged, not applied.
     Conflict,
+    /// A session cphub did not mint, with `callbacks.record_unknown_sessions` off.
+    Ignored,
+}
+
+/// How events are applied (from `callbacks.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyRules {
+    pub run_time_tolerance_secs: u32,
+    pub record_unknown_sessions: bool,
+}
+
+/// A session to mint and the phone to hold for it.
+#[derive(Debug)]
+pub struct MintRequest {
+    pub access: MintedAccess,
+    pub app_id: String,
+    pub user_id: String,
+    /// Allocate exactly this phone, if free.
+    pub pinned_phone: Option<String>,
+    /// Ticket expiry as issued: epoch ms.
+    pub auth_ts: i64,
+    /// The phone is held until then unless the sign check extends it.
+    pub hold_until: UtcTime,
+    pub now: UtcTime,
+    /// Phones not heard from since then are stale and not allocated.
+    pub fresh_since: UtcTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allocation {
+    Allocated { phone_id: String },
+    NoFreePhone,
+    PhoneBusy,
+    UnknownPhone,
 }
 
 /// An event with the time cphub received it.
@@ -107,7 +142,7 @@ pub trait Store: Send + Sync + 'static {
     async fn apply_events(
         &self,
         events: &[ReceivedEvent],
-        run_time_tolerance_secs: u32,
+        rules: ApplyRules,
     ) -> Result<Vec<EventOutcome>, StoreError>;
 
     /// Records the latest heartbeat of each phone (at most one per phone) in one transaction.
@@ -119,6 +154,26 @@ pub trait Store: Send + Sync + 'static {
     async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError>;
 
     async fn phone(&self, phone_id: &str) -> Result<Option<Phone>, StoreError>;
+
+    /// Releases lapsed holds, then atomically picks an idle phone (or the pinned one), holds
+    /// it and records the minted session; concurrent calls never get the same phone.
+    async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError>;
+
+    /// The access data of a session cphub minted; None for unknown or direct-mode sessions.
+    async fn issued_access(&self, session_id: &str) -> Result<Option<Issued>, StoreError>;
+
+    /// Consumes the ticket: `minted` becomes `verified` and the phone's hold is extended to
+    /// `hold_until`. False if another sign check consumed it first.
+    async fn mark_verified(
+        &self,
+        session_id: &str,
+        digest: &str,
+        now: UtcTime,
+        hold_until: UtcTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Expires minted/verified sessions whose hold lapsed and frees their phones.
+    async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError>;
 }
 
 /// Opens the backend that `settings.url` names.

@@ -9,13 +9,17 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{EventOutcome, ReceivedEvent, Store, StoreError};
+use super::{Allocation, ApplyRules, EventOutcome, MintRequest, ReceivedEvent, Store, StoreError};
 use crate::config::DatabaseSettings;
 use crate::domain::{Heartbeat, Session, UtcTime};
 use crate::store::{EventRecord, Phone};
 
 mod book {
-    crate::store::book::session_book!(sqlx::Postgres, lock = " FOR UPDATE");
+    crate::store::book::session_book!(
+        sqlx::Postgres,
+        lock = " FOR UPDATE",
+        skip_locked = " FOR UPDATE SKIP LOCKED"
+    );
 }
 
 pub struct PostgresStore {
@@ -54,12 +58,12 @@ impl Store for PostgresStore {
     async fn apply_events(
         &self,
         events: &[ReceivedEvent],
-        tolerance_secs: u32,
+        rules: ApplyRules,
     ) -> Result<Vec<EventOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for received in events {
-            outcomes.push(book::apply_event(&mut tx, received, tolerance_secs).await?);
+            outcomes.push(book::apply_event(&mut tx, received, rules).await?);
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -122,6 +126,40 @@ impl Store for PostgresStore {
 
     async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
         book::session_events(&self.pool, session_id).await
+    }
+
+    async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let allocation = book::mint_session(&mut tx, request).await?;
+        tx.commit().await?;
+        Ok(allocation)
+    }
+
+    async fn issued_access(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<crate::access::Issued>, StoreError> {
+        book::issued_access(&self.pool, session_id).await
+    }
+
+    async fn mark_verified(
+        &self,
+        session_id: &str,
+        digest: &str,
+        now: UtcTime,
+        hold_until: UtcTime,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let consumed = book::mark_verified(&mut tx, session_id, digest, now, hold_until).await?;
+        tx.commit().await?;
+        Ok(consumed)
+    }
+
+    async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let released = book::release_lapsed_holds(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(released)
     }
 
     async fn phone(&self, phone_id: &str) -> Result<Option<Phone>, StoreError> {

@@ -9,13 +9,13 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::{EventOutcome, ReceivedEvent, Store, StoreError};
+use super::{Allocation, ApplyRules, EventOutcome, MintRequest, ReceivedEvent, Store, StoreError};
 use crate::config::{DatabaseSettings, SqliteSynchronous};
-use crate::domain::{Heartbeat, Session};
+use crate::domain::{Heartbeat, Session, UtcTime};
 use crate::store::{EventRecord, Phone};
 
 mod book {
-    crate::store::book::session_book!(sqlx::Sqlite, lock = "");
+    crate::store::book::session_book!(sqlx::Sqlite, lock = "", skip_locked = "");
 }
 
 pub struct SqliteStore {
@@ -69,12 +69,12 @@ impl Store for SqliteStore {
     async fn apply_events(
         &self,
         events: &[ReceivedEvent],
-        tolerance_secs: u32,
+        rules: ApplyRules,
     ) -> Result<Vec<EventOutcome>, StoreError> {
         let mut tx = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for received in events {
-            outcomes.push(book::apply_event(&mut tx, received, tolerance_secs).await?);
+            outcomes.push(book::apply_event(&mut tx, received, rules).await?);
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -112,6 +112,40 @@ impl Store for SqliteStore {
 
     async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
         book::session_events(&self.reader, session_id).await
+    }
+
+    async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let allocation = book::mint_session(&mut tx, request).await?;
+        tx.commit().await?;
+        Ok(allocation)
+    }
+
+    async fn issued_access(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<crate::access::Issued>, StoreError> {
+        book::issued_access(&self.reader, session_id).await
+    }
+
+    async fn mark_verified(
+        &self,
+        session_id: &str,
+        digest: &str,
+        now: UtcTime,
+        hold_until: UtcTime,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let consumed = book::mark_verified(&mut tx, session_id, digest, now, hold_until).await?;
+        tx.commit().await?;
+        Ok(consumed)
+    }
+
+    async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let released = book::release_lapsed_holds(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(released)
     }
 
     async fn phone(&self, phone_id: &str) -> Result<Option<Phone>, StoreError> {

@@ -2,9 +2,10 @@
 //! the chosen backend. PostgreSQL tests need `CPHUB_TEST_DATABASE_URL` (an account that may
 //! create databases); the README's test command sets it up.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use cphub::clock::{Clock, ManualClock, SystemClock};
 use cphub::config::Settings;
 use cphub::startup::Application;
 use serde_json::{Value, json};
@@ -116,6 +117,20 @@ impl TestApp {
 
     /// Starts an app on an existing database (to restart "the same" service).
     pub async fn spawn_on(db: TestDb, overrides: &str) -> TestApp {
+        Self::spawn_full(db, overrides, Arc::new(SystemClock)).await
+    }
+
+    /// Starts an app whose clock only moves when the test says so. Heartbeats, events,
+    /// ticket expiry and allocation holds all read this clock.
+    pub async fn spawn_with_clock(
+        backend: Backend,
+        overrides: &str,
+        clock: Arc<ManualClock>,
+    ) -> TestApp {
+        Self::spawn_full(TestDb::new(backend).await, overrides, clock).await
+    }
+
+    async fn spawn_full(db: TestDb, overrides: &str, clock: Arc<dyn Clock>) -> TestApp {
         LazyLock::force(&LOGGING);
         let base = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nshutdown_timeout_secs = 5\n\
@@ -182,6 +197,42 @@ impl TestApp {
             req = req.bearer_auth(token);
         }
         req.send().await.expect("request sent")
+    }
+
+    /// `POST /api/v1/sessions` as the operator.
+    pub async fn mint(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/v1/sessions", self.address))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Mints a session for `app_id`/`user_id` and asserts 201; returns the answer.
+    pub async fn mint_ok(&self, body: &Value) -> Value {
+        let res = self.mint(body).await;
+        let status = res.status();
+        let answer: Value = res.json().await.unwrap();
+        assert_eq!(status, 201, "{answer}");
+        answer
+    }
+
+    /// `POST /cph/sign-check` (chapter 6.1).
+    pub async fn sign_check(&self, body: &Value) -> reqwest::Response {
+        self.post("/cph/sign-check", body.to_string()).await
+    }
+
+    /// Makes `phones` known and idle (one heartbeat each) and waits until they are stored.
+    pub async fn idle_phones(&self, phones: &[&str]) {
+        for phone in phones {
+            self.send_heartbeat(&heartbeat(phone, None, "2026-11-28T10:00:00Z"))
+                .await;
+        }
+        for phone in phones {
+            self.wait_for_phone(phone, |_| true).await;
+        }
     }
 
     /// `GET /api/v1/sessions/{id}` as the operator; None on 404.

@@ -1,0 +1,54 @@
+//! `POST {base_path}/sign-check` (chapter 6.1): the phone asks whether a player may use the
+//! session, and gets the session's AES key if every rule of DESIGN.md "Access verification"
+//! holds. The first success consumes the ticket.
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::{ReceiverError, SignCheckBody};
+use crate::access::{self, Refusal, Rules, Verdict, verify};
+use crate::clock::Clock;
+use crate::config::AccessSettings;
+use crate::http::request_id;
+use crate::store::Store;
+
+#[tracing::instrument(name = "sign check", skip_all, fields(session_id, verdict))]
+pub(super) async fn receive(
+    body: web::Json<SignCheckBody>,
+    store: web::Data<dyn Store>,
+    clock: web::Data<dyn Clock>,
+    settings: web::Data<AccessSettings>,
+) -> Result<HttpResponse, ReceiverError> {
+    let now = clock.now();
+    let (session_id, presented) = body.into_inner().parse(&settings)?;
+    tracing::Span::current().record("session_id", session_id.as_str());
+    let rules = Rules::from(settings.as_ref());
+    let store_error = |e| ReceiverError::Store(std::sync::Arc::new(e));
+
+    let issued = store
+        .issued_access(session_id.as_str())
+        .await
+        .map_err(store_error)?;
+    let mut issued = issued.ok_or(Refusal::UnknownSession)?;
+    let mut verdict = verify(&issued, &presented, now, &rules)?;
+    if verdict == Verdict::FirstUse {
+        let hold_until = now.plus(settings.enter_timeout());
+        let digest = presented.digest();
+        let consumed = store
+            .mark_verified(session_id.as_str(), &digest, now, hold_until)
+            .await
+            .map_err(store_error)?;
+        if !consumed {
+            // A concurrent sign check won: this one is its retry or a replay.
+            let reread = store
+                .issued_access(session_id.as_str())
+                .await
+                .map_err(store_error)?;
+            issued = reread.ok_or(Refusal::UnknownSession)?;
+            verdict = verify(&issued, &presented, now, &rules)?;
+        }
+    }
+    tracing::Span::current().record("verdict", tracing::field::debug(verdict));
+    let aes_key = access::encode(settings.key_encoding, issued.aes_key.bytes());
+    Ok(HttpResponse::Ok().json(json!({ "request_id": request_id::current(), "aes_key": aes_key })))
+}
