@@ -1,10 +1,11 @@
-//! The `cphub` binary itself: configuration errors, `migrate`, and SIGTERM.
+//! The `cphub` binary itself: configuration errors, `migrate`, SIGTERM, and what it logs.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TOKEN, TestApp, TestDb, enter, heartbeat};
@@ -21,43 +22,61 @@ fn cphub(db: &TestDb) -> Command {
     cmd
 }
 
+/// A running `cphub serve` and every line it has logged so far.
+struct Served {
+    child: Child,
+    address: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
 /// Starts `cphub serve` and reads its log until it reports the port it bound.
-fn start_serve(db: &TestDb, flush_ms: u64) -> (Child, String) {
-    let mut child = cphub(db)
+fn start_serve(cmd: &mut Command) -> Served {
+    let mut child = cmd
         .arg("serve")
-        .env("CPHUB__HEARTBEATS__FLUSH_INTERVAL_MS", flush_ms.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
+    let log = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
+    let lines = Arc::clone(&log);
     std::thread::spawn(move || {
         for line in stdout.lines().map_while(Result::ok) {
             let parsed: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
             if parsed["fields"]["message"] == "cphub listening" {
                 let _ = tx.send(parsed["fields"]["port"].as_u64().unwrap());
             }
+            lines.lock().unwrap().push(line);
         }
     });
     let port = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("cphub reports its port");
-    (child, format!("http://127.0.0.1:{port}"))
+    Served {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+        log,
+    }
 }
 
-fn send_sigterm(child: &Child) {
+/// SIGTERM, then the exit status.
+async fn stop(mut child: Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 async fn sigterm_flushes_buffered_heartbeats_and_exits_0(backend: Backend) {
     let db = TestDb::new(backend).await;
     // Heartbeats would wait an hour for the periodic flush: only the shutdown flush can save them.
-    let (mut child, address) = start_serve(&db, 3_600_000);
+    let served = start_serve(cphub(&db).env("CPHUB__HEARTBEATS__FLUSH_INTERVAL_MS", "3600000"));
     let client = reqwest::Client::new();
     for (path, body) in [
         ("/cph/events", enter("s-1", "p-1", "2026-11-28T10:00:00Z")),
@@ -71,7 +90,7 @@ async fn sigterm_flushes_buffered_heartbeats_and_exits_0(backend: Backend) {
         ),
     ] {
         let res = client
-            .post(format!("{address}{path}"))
+            .post(format!("{}{path}", served.address))
             .json(&body)
             .send()
             .await
@@ -79,11 +98,7 @@ async fn sigterm_flushes_buffered_heartbeats_and_exits_0(backend: Backend) {
         assert_eq!(res.status(), 200);
     }
 
-    send_sigterm(&child);
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = stop(served.child).await;
 
     assert!(status.success(), "exit status {status:?}");
     let app = TestApp::spawn_on(db, "").await;
@@ -95,6 +110,70 @@ async fn sigterm_flushes_buffered_heartbeats_and_exits_0(backend: Backend) {
         app.phone("p-2").await.unwrap()["last_heartbeat_at"],
         "2026-11-28T10:00:06Z"
     );
+}
+
+/// Mints a session on the only phone, retrying while its first heartbeat is not yet stored.
+async fn mint_when_ready(client: &reqwest::Client, address: &str) -> Value {
+    for _ in 0..100 {
+        let res = client
+            .post(format!("{address}/api/v1/sessions"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"app_id": "game", "user_id": "player-1"}))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 201 {
+            return res.json().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no session could be minted");
+}
+
+async fn tickets_and_keys_never_reach_the_logs(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let served = start_serve(
+        cphub(&db)
+            .env("RUST_LOG", "trace")
+            .env("CPHUB__HEARTBEATS__FLUSH_INTERVAL_MS", "20"),
+    );
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{}{path}", served.address))
+            .json(&body)
+            .send()
+    };
+    post(
+        "/cph/heartbeat",
+        heartbeat("p-1", None, "2026-11-28T10:00:00Z"),
+    )
+    .await
+    .unwrap();
+    let minted = mint_when_ready(&client, &served.address).await;
+    let (session, ticket, key) = (&minted["session_id"], &minted["ticket"], &minted["aes_key"]);
+
+    let wrong = json!({"session_id": session, "ticket": "wrong-ticket-value", "auth_ts": minted["auth_ts"]});
+    assert_eq!(post("/cph/sign-check", wrong).await.unwrap().status(), 403);
+    let right = json!({"session_id": session, "ticket": ticket, "auth_ts": minted["auth_ts"]});
+    assert_eq!(post("/cph/sign-check", right).await.unwrap().status(), 200);
+    let mut entered = enter(session.as_str().unwrap(), "p-1", "2026-11-28T10:00:01Z");
+    entered["event"]["ticket"] = ticket.clone();
+    assert_eq!(post("/cph/events", entered).await.unwrap().status(), 200);
+    assert!(stop(served.child).await.success());
+
+    let log = served.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("sign check refused"),
+        "the log was captured: {log}"
+    );
+    for secret in [
+        ticket.as_str().unwrap(),
+        key.as_str().unwrap(),
+        "wrong-ticket-value",
+    ] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
 }
 
 async fn migrate_prepares_the_database_and_is_repeatable(backend: Backend) {
@@ -116,6 +195,7 @@ async fn migrate_prepares_the_database_and_is_repeatable(backend: Backend) {
 
 backend_tests!(
     sigterm_flushes_buffered_heartbeats_and_exits_0,
+    tickets_and_keys_never_reach_the_logs,
     migrate_prepares_the_database_and_is_repeatable,
 );
 
@@ -134,6 +214,11 @@ async fn a_bad_setting_stops_startup_naming_its_key() {
             "CPHUB__HEARTBEATS__FLUSH_INTERVAL_MS",
             "soon",
             "heartbeats.flush_interval_ms",
+        ),
+        (
+            "CPHUB__ACCESS__KEY_ENCODING",
+            "base32",
+            "access.key_encoding",
         ),
     ];
     for (var, value, key) in cases {

@@ -140,7 +140,7 @@ impl TestApp {
             url = db.url
         );
         let settings = figment_merge(&base, overrides);
-        let app = Application::build(settings)
+        let app = Application::build_with_clock(settings, clock)
             .await
             .expect("application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
