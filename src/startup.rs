@@ -153,12 +153,13 @@ fn http_server(
     let tokens = web::Data::new(BearerTokens::new(settings.api.tokens.clone()));
     let access = web::Data::new(settings.access.clone());
     let fleet = web::Data::new(settings.fleet.clone());
+    let base_path = web::Data::new(settings.callbacks.base_path.clone());
     let callbacks = settings.callbacks.clone();
     let api_settings = settings.api.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(from_fn(request_id::scope))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<request_id::RootSpan>::new())
             .app_data(store.clone())
             .app_data(writer.clone())
             .app_data(buffer.clone())
@@ -166,6 +167,7 @@ fn http_server(
             .app_data(clock.clone())
             .app_data(access.clone())
             .app_data(fleet.clone())
+            .app_data(base_path.clone())
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
             .configure(|cfg| receiver::routes(cfg, &callbacks))

@@ -9,6 +9,8 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use uuid::Uuid;
 
+use crate::config::BasePath;
+
 tokio::task_local! {
     static REQUEST_ID: String;
 }
@@ -36,4 +38,50 @@ pub async fn scope(
     res.headers_mut()
         .insert(HeaderName::from_static("x-request-id"), header);
     Ok(res)
+}
+
+/// The log span of every request. Unlike tracing-actix-web's default it carries the request
+/// id in the same 32-hex form as the response body, and it never logs the raw path: the
+/// callback base path may hold a secret segment, so the route is logged as a pattern with
+/// the base path replaced by `{base_path}`.
+pub struct RootSpan;
+
+impl tracing_actix_web::RootSpanBuilder for RootSpan {
+    fn on_request_start(request: &ServiceRequest) -> tracing::Span {
+        use tracing::field::Empty;
+        let id = request
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .map(|id| id.simple().to_string())
+            .unwrap_or_default();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %request.method(),
+            http.route = %route_label(request),
+            request_id = %id,
+            http.status_code = Empty,
+            otel.status_code = Empty,
+            exception.message = Empty,
+            exception.details = Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<ServiceResponse<B>, Error>,
+    ) {
+        tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+/// The matched route pattern with the callback base path hidden; "unmatched" otherwise.
+pub fn route_label(request: &ServiceRequest) -> String {
+    let Some(pattern) = request.match_pattern() else {
+        return "unmatched".into();
+    };
+    let base = request.app_data::<actix_web::web::Data<BasePath>>();
+    match base.and_then(|base| pattern.strip_prefix(base.as_str())) {
+        Some(rest) => format!("{{base_path}}{rest}"),
+        None => pattern,
+    }
 }

@@ -130,36 +130,37 @@ async fn mint_when_ready(client: &reqwest::Client, address: &str) -> Value {
     panic!("no session could be minted");
 }
 
-async fn tickets_and_keys_never_reach_the_logs(backend: Backend) {
+async fn secrets_never_reach_the_logs(backend: Backend) {
     let db = TestDb::new(backend).await;
     let served = start_serve(
         cphub(&db)
             .env("RUST_LOG", "trace")
-            .env("CPHUB__HEARTBEATS__FLUSH_INTERVAL_MS", "20"),
+            .env("CPHUB__HEARTBEATS__FLUSH_INTERVAL_MS", "20")
+            .env("CPHUB__CALLBACKS__BASE_PATH", "/cph/S3cr3tSegment"),
     );
     let client = reqwest::Client::new();
     let post = |path: &str, body: Value| {
-        client
-            .post(format!("{}{path}", served.address))
-            .json(&body)
-            .send()
+        let url = format!("{}/cph/S3cr3tSegment{path}", served.address);
+        client.post(url).json(&body).send()
     };
-    post(
-        "/cph/heartbeat",
-        heartbeat("p-1", None, "2026-11-28T10:00:00Z"),
-    )
-    .await
-    .unwrap();
+    post("/heartbeat", heartbeat("p-1", None, "2026-11-28T10:00:00Z"))
+        .await
+        .unwrap();
     let minted = mint_when_ready(&client, &served.address).await;
     let (session, ticket, key) = (&minted["session_id"], &minted["ticket"], &minted["aes_key"]);
 
     let wrong = json!({"session_id": session, "ticket": "wrong-ticket-value", "auth_ts": minted["auth_ts"]});
-    assert_eq!(post("/cph/sign-check", wrong).await.unwrap().status(), 403);
+    let refused: Value = post("/sign-check", wrong)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let right = json!({"session_id": session, "ticket": ticket, "auth_ts": minted["auth_ts"]});
-    assert_eq!(post("/cph/sign-check", right).await.unwrap().status(), 200);
+    assert_eq!(post("/sign-check", right).await.unwrap().status(), 200);
     let mut entered = enter(session.as_str().unwrap(), "p-1", "2026-11-28T10:00:01Z");
     entered["event"]["ticket"] = ticket.clone();
-    assert_eq!(post("/cph/events", entered).await.unwrap().status(), 200);
+    assert_eq!(post("/events", entered).await.unwrap().status(), 200);
     assert!(stop(served.child).await.success());
 
     let log = served.log.lock().unwrap().join("\n");
@@ -167,11 +168,23 @@ async fn tickets_and_keys_never_reach_the_logs(backend: Backend) {
         log.contains("sign check refused"),
         "the log was captured: {log}"
     );
-    for secret in [
+    let request_id = refused["request_id"].as_str().unwrap();
+    assert!(
+        log.contains(request_id),
+        "the refusal's log lines carry its request id"
+    );
+    assert!(
+        log.contains("{base_path}/sign-check"),
+        "routes are logged as patterns"
+    );
+    let secrets = [
         ticket.as_str().unwrap(),
         key.as_str().unwrap(),
         "wrong-ticket-value",
-    ] {
+        "S3cr3tSegment",
+        TOKEN,
+    ];
+    for secret in secrets {
         assert!(!log.contains(secret), "a secret reached the log");
     }
 }
@@ -195,7 +208,7 @@ async fn migrate_prepares_the_database_and_is_repeatable(backend: Backend) {
 
 backend_tests!(
     sigterm_flushes_buffered_heartbeats_and_exits_0,
-    tickets_and_keys_never_reach_the_logs,
+    secrets_never_reach_the_logs,
     migrate_prepares_the_database_and_is_repeatable,
 );
 
