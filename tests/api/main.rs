@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod access;
 mod auth;
 mod bad_input;
 mod binary;
