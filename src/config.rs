@@ -30,6 +30,7 @@ pub struct Settings {
     pub heartbeats: HeartbeatSettings,
     pub access: AccessSettings,
     pub fleet: FleetSettings,
+    pub cph: CphSettings,
     pub api: ApiSettings,
     pub log: LogSettings,
 }
@@ -201,6 +202,43 @@ impl FleetSettings {
     pub fn stale_after(&self) -> Duration {
         Duration::from_secs(self.heartbeat_interval_secs * u64::from(self.miss_threshold.max(1)))
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CphSettings {
+    pub endpoint: Option<String>,
+    pub project_id: Option<String>,
+    pub region: Option<String>,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub breaker_failures: u32,
+    pub breaker_open_secs: u64,
+    pub page_limit: u32,
+    pub job_poll_interval_ms: u64,
+    pub job_deadline_secs: u64,
+    pub sync_interval_secs: u64,
+    pub auth: CphAuthSettings,
+}
+
+impl CphSettings {
+    /// The management API is used only when an endpoint is configured.
+    pub fn is_configured(&self) -> bool {
+        self.endpoint.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CphAuthSettings {
+    pub ak: Option<String>,
+    pub sk: Option<SecretString>,
+    pub iam_endpoint: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub domain: Option<String>,
+    pub token_refresh_margin_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,431 @@
+//! Client of the CPH management API (chapters 2, 4, 7): phones, properties, restart, reset,
+//! stop, and the asynchronous jobs they start.
+//!
+//! Retries only where repeating is safe: reads, requests that never left (connection
+//! failures), and 429/503 answers (the control plane did not act). A POST that timed out
+//! after it was sent has an unknown outcome and is reported as such, never resent blindly.
+
+mod auth;
+mod error;
+pub mod model;
+mod retry;
+pub mod signer;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use auth::Auth;
+pub use error::CphError;
+pub use model::{BatchItem, Job, Phone, PhoneDetail, PhoneItem};
+pub use retry::{Backoff, CircuitBreaker};
+
+use crate::config::CphSettings;
+use model::{BatchAnswer, ErrorBody, JobList, PhoneIdsBody, PhoneList, PhonesBody};
+
+const USER_AGENT: &str = concat!("cphub/", env!("CARGO_PKG_VERSION"));
+
+pub struct CphClient {
+    http: reqwest::Client,
+    endpoint: reqwest::Url,
+    project_id: String,
+    auth: Auth,
+    backoff: Backoff,
+    max_attempts: u32,
+    breaker: CircuitBreaker,
+    page_limit: u32,
+    job_poll: Duration,
+    job_deadline: Duration,
+}
+
+/// Filters of `list_phones` (chapter 4.3.1).
+#[derive(Debug, Clone, Default)]
+pub struct PhoneFilter {
+    pub server_id: Option<String>,
+    pub status: Option<i32>,
+}
+
+/// A batch operation's answer, per phone: a job id, or the error the control plane gave.
+#[derive(Debug, Clone)]
+pub struct BatchOutcome {
+    pub request_id: Option<String>,
+    pub items: Vec<BatchItem>,
+}
+
+impl BatchOutcome {
+    /// Items the control plane refused inside its 200 answer: not successes.
+    pub fn failures(&self) -> impl Iterator<Item = &BatchItem> {
+        self.items
+            .iter()
+            .filter(|item| item.error_code.is_some() || item.job_id.is_none())
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.items
+            .iter()
+            .filter(|item| item.error_code.is_none())
+            .filter_map(|item| {
+                Some((
+                    item.phone_id.as_deref().unwrap_or_default(),
+                    item.job_id.as_deref()?,
+                ))
+            })
+    }
+}
+
+/// Whether a request may be sent again after a failure that left its outcome open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeatable {
+    Yes,
+    OnlyIfNotProcessed,
+}
+
+impl CphClient {
+    pub fn new(settings: &CphSettings) -> Result<CphClient, CphError> {
+        let endpoint = settings
+            .endpoint
+            .as_deref()
+            .ok_or_else(|| CphError::Config("cph.endpoint is not set".into()))?;
+        let endpoint = reqwest::Url::parse(endpoint)
+            .map_err(|e| CphError::Config(format!("cph.endpoint: {e}")))?;
+        let project_id = settings
+            .project_id
+            .clone()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| CphError::Config("cph.project_id is not set".into()))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .timeout(Duration::from_millis(settings.request_timeout_ms))
+            .build()
+            .map_err(|e| CphError::Config(format!("HTTP client: {e}")))?;
+        let auth = Auth::from_settings(&settings.auth, &project_id, http.clone())?;
+        Ok(CphClient {
+            http,
+            endpoint,
+            project_id,
+            auth,
+            backoff: Backoff {
+                base: Duration::from_millis(settings.retry_base_ms),
+                max: Duration::from_millis(settings.retry_max_ms),
+            },
+            max_attempts: settings.max_attempts.max(1),
+            breaker: CircuitBreaker::new(
+                settings.breaker_failures,
+                Duration::from_secs(settings.breaker_open_secs),
+            ),
+            page_limit: settings.page_limit.clamp(1, 100),
+            job_poll: Duration::from_millis(settings.job_poll_interval_ms),
+            job_deadline: Duration::from_secs(settings.job_deadline_secs),
+        })
+    }
+
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// Every phone, all pages (chapter 4.3.1).
+    pub async fn list_phones(&self, filter: &PhoneFilter) -> Result<Vec<Phone>, CphError> {
+        let mut phones = Vec::new();
+        loop {
+            let mut query = vec![
+                ("offset".to_owned(), phones.len().to_string()),
+                ("limit".to_owned(), self.page_limit.to_string()),
+            ];
+            if let Some(server_id) = &filter.server_id {
+                query.push(("server_id".into(), server_id.clone()));
+            }
+            if let Some(status) = filter.status {
+                query.push(("status".into(), status.to_string()));
+            }
+            let page: PhoneList = self.get("cloud-phone/phones", &query).await?;
+            let full_page = page.phones.len() >= self.page_limit as usize;
+            phones.extend(page.phones);
+            if !full_page {
+                return Ok(phones);
+            }
+        }
+    }
+
+    /// Chapter 4.3.2.
+    pub async fn phone(&self, phone_id: &str) -> Result<PhoneDetail, CphError> {
+        self.get(&format!("cloud-phone/phones/{phone_id}"), &[])
+            .await
+    }
+
+    /// Chapter 4.3.9: `property` is a JSON object serialised into a string, per phone.
+    pub async fn update_property(&self, phones: Vec<PhoneItem>) -> Result<BatchOutcome, CphError> {
+        self.batch(
+            "cloud-phone/phones/batch-update-property",
+            &PhonesBody { phones },
+        )
+        .await
+    }
+
+    /// Chapter 4.3.6.
+    pub async fn restart(&self, phone_ids: &[String]) -> Result<BatchOutcome, CphError> {
+        let phones = phone_ids
+            .iter()
+            .map(|id| PhoneItem {
+                phone_id: id.clone(),
+                property: None,
+            })
+            .collect();
+        self.batch("cloud-phone/phones/batch-restart", &PhonesBody { phones })
+            .await
+    }
+
+    /// Chapter 4.3.5: reset restores factory settings, so the properties to keep (the
+    /// callback URLs) go in the same call.
+    pub async fn reset(&self, phones: Vec<PhoneItem>) -> Result<BatchOutcome, CphError> {
+        self.batch("cloud-phone/phones/batch-reset", &PhonesBody { phones })
+            .await
+    }
+
+    /// Chapter 4.3.7.
+    pub async fn stop(&self, phone_ids: &[String]) -> Result<BatchOutcome, CphError> {
+        self.batch(
+            "cloud-phone/phones/batch-stop",
+            &PhoneIdsBody {
+                phone_ids: phone_ids.to_vec(),
+            },
+        )
+        .await
+    }
+
+    /// Chapter 4.4.1.
+    pub async fn job(&self, job_id: &str) -> Result<Job, CphError> {
+        self.get(&format!("cloud-phone/jobs/{job_id}"), &[]).await
+    }
+
+    /// Chapter 4.4.2: the jobs one batch request started. Also how an unknown outcome is
+    /// reconciled: the request id of a batch that timed out shows what it did.
+    pub async fn jobs_by_request(&self, request_id: &str) -> Result<Vec<Job>, CphError> {
+        let list: JobList = self
+            .get(
+                "cloud-phone/jobs",
+                &[("request_id".into(), request_id.into())],
+            )
+            .await?;
+        Ok(list.jobs)
+    }
+
+    /// Polls a job until it succeeds (2) or fails (-1), up to `cph.job_deadline_secs`.
+    pub async fn follow_job(&self, job_id: &str) -> Result<Job, CphError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let job = self.job(job_id).await?;
+            if job.is_finished() {
+                return Ok(job);
+            }
+            if started.elapsed() + self.job_poll > self.job_deadline {
+                return Err(CphError::JobDeadline {
+                    job_id: job_id.to_owned(),
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(self.job_poll).await;
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<T, CphError> {
+        self.call(Method::GET, path, query, None, Repeatable::Yes)
+            .await
+    }
+
+    async fn batch(&self, path: &str, body: &impl Serialize) -> Result<BatchOutcome, CphError> {
+        let body = serde_json::to_vec(body).map_err(CphError::BadResponse)?;
+        let answer: BatchAnswer = self
+            .call(
+                Method::POST,
+                path,
+                &[],
+                Some(body),
+                Repeatable::OnlyIfNotProcessed,
+            )
+            .await?;
+        Ok(BatchOutcome {
+            request_id: answer.request_id,
+            items: answer.jobs,
+        })
+    }
+
+    /// One logical call: attempts with backoff while the failure is retryable and the
+    /// request repeatable; one extra attempt after a 401 with a fresh IAM token.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<Vec<u8>>,
+        repeatable: Repeatable,
+    ) -> Result<T, CphError> {
+        let path = format!("/v1/{}/{path}", self.project_id);
+        let mut refreshed_token = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if !self.breaker.allow() {
+                return Err(CphError::CircuitOpen);
+            }
+            let result = self.attempt(&method, &path, query, body.as_deref()).await;
+            match &result {
+                Ok(_) => self.breaker.record_success(),
+                Err(e) if e.is_control_plane_failure() => self.breaker.record_failure(),
+                Err(_) => self.breaker.record_success(),
+            }
+            let error = match result {
+                Ok(answer) => return parse(&answer),
+                Err(error) => error,
+            };
+            if let (CphError::Api { status: 401, .. }, Auth::Iam(tokens), false) =
+                (&error, &self.auth, refreshed_token)
+            {
+                tokens.invalidate().await;
+                refreshed_token = true;
+                attempt -= 1;
+                continue;
+            }
+            let retry =
+                error.is_transient() && (repeatable == Repeatable::Yes || not_processed(&error));
+            if !retry {
+                return Err(error);
+            }
+            if attempt >= self.max_attempts {
+                return Err(CphError::RetriesExhausted {
+                    attempts: attempt,
+                    last: Box::new(error),
+                });
+            }
+            let server_wait = match &error {
+                CphError::Api { retry_after, .. } => retry_after.unwrap_or_default(),
+                _ => Duration::ZERO,
+            };
+            let wait = self.backoff.delay(attempt).max(server_wait);
+            tracing::debug!(%path, attempt, ?wait, error = %error, "retrying CPH API call");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One HTTP exchange. Ok is a 2xx body; everything else is a typed error.
+    async fn attempt(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&[u8]>,
+    ) -> Result<Vec<u8>, CphError> {
+        let wire_query = signer::canonical_query(query);
+        let mut url = self.endpoint.clone();
+        url.set_path(path);
+        url.set_query((!wire_query.is_empty()).then_some(wire_query.as_str()));
+        let mut headers = vec![
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("User-Agent".to_owned(), USER_AGENT.to_owned()),
+        ];
+        match &self.auth {
+            Auth::AkSk { ak, sk } => {
+                let signing = signer::Signing {
+                    ak,
+                    sk: sk.expose_secret(),
+                    project_id: Some(&self.project_id),
+                    host: &host_header(&self.endpoint),
+                    now: chrono::Utc::now(),
+                };
+                signing.sign(
+                    method.as_str(),
+                    path,
+                    query,
+                    &mut headers,
+                    body.unwrap_or_default(),
+                );
+            }
+            Auth::Iam(tokens) => {
+                headers.push((
+                    "X-Auth-Token".into(),
+                    tokens.token().await?.expose_secret().to_owned(),
+                ));
+            }
+        }
+        let mut request = self.http.request(method.clone(), url);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = body {
+            request = request.body(body.to_vec());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| classify_send_error(e, method))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("Retry-After")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| classify_send_error(e, method))?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        Err(api_error(status, &bytes, retry_after))
+    }
+}
+
+/// `host[:port]` as the signature must see it (the port only when the URL names one).
+fn host_header(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, CphError> {
+    serde_json::from_slice(body).map_err(CphError::BadResponse)
+}
+
+/// Not sent at all → Unreachable (safe to retry). Sent, no answer → outcome unknown for a
+/// POST; a GET may simply be repeated, so it counts as unreachable.
+fn classify_send_error(error: reqwest::Error, method: &Method) -> CphError {
+    if error.is_connect() || *method == Method::GET {
+        CphError::Unreachable(error)
+    } else {
+        CphError::OutcomeUnknown(error)
+    }
+}
+
+/// 429 and 503 mean the control plane did not act on the request.
+fn not_processed(error: &CphError) -> bool {
+    match error {
+        CphError::Api { status, .. } => *status == 429 || *status == 503,
+        CphError::Unreachable(e) => e.is_connect(),
+        _ => false,
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8], retry_after: Option<String>) -> CphError {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    CphError::Api {
+        status: status.as_u16(),
+        code: parsed
+            .error_code
+            .unwrap_or_else(|| format!("HTTP.{}", status.as_u16())),
+        message: parsed
+            .error_msg
+            .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect()),
+        request_id: parsed.request_id,
+        retry_after: retry_after
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(60))),
+    }
+}

@@ -1,0 +1,198 @@
+//! The management API's bodies (chapters 4.3, 4.4, 7.1.1), field for field. Fields the
+//! reference marks optional, or that vary between API versions, default rather than fail.
+
+use serde::{Deserialize, Serialize};
+
+/// Control-plane phone status (chapter 4.3.1).
+pub mod status {
+    pub const RUNNING: i32 = 2;
+    pub const RESETTING: i32 = 3;
+    pub const RESTARTING: i32 = 4;
+    pub const RESET_FAILED: i32 = -5;
+    pub const RESTART_FAILED: i32 = -6;
+    pub const ABNORMAL: i32 = -7;
+
+    pub fn name(status: i32) -> &'static str {
+        match status {
+            0 | 1 => "creating",
+            2 => "running",
+            3 => "resetting",
+            4 => "restarting",
+            6 => "frozen",
+            7 => "stopping",
+            8 => "stopped",
+            -5 => "reset failed",
+            -6 => "restart failed",
+            -7 => "abnormal",
+            -8 => "creation failed",
+            -9 => "stopping failed",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Job status (chapter 4.4.1).
+pub mod job_status {
+    pub const RUNNING: i32 = 1;
+    pub const SUCCEEDED: i32 = 2;
+    pub const FAILED: i32 = -1;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phone {
+    pub phone_id: String,
+    #[serde(default)]
+    pub phone_name: String,
+    #[serde(default)]
+    pub server_id: String,
+    pub status: i32,
+    #[serde(default)]
+    pub phone_model_name: String,
+    #[serde(default)]
+    pub image_id: String,
+    #[serde(rename = "type", default)]
+    pub phone_type: i32,
+    #[serde(default)]
+    pub create_time: Option<String>,
+    #[serde(default)]
+    pub update_time: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PhoneList {
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub phones: Vec<Phone>,
+}
+
+/// Chapter 4.3.2: the list fields plus the property string and access details.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhoneDetail {
+    #[serde(flatten)]
+    pub phone: Phone,
+    /// A JSON object serialised into a string ("jsonString").
+    #[serde(default)]
+    pub property: Option<String>,
+    #[serde(default)]
+    pub access_infos: Vec<serde_json::Value>,
+}
+
+/// One phone of a batch request. `property` is a JSON object serialised into a string.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhoneItem {
+    pub phone_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhonesBody {
+    pub phones: Vec<PhoneItem>,
+}
+
+/// Chapter 4.3.7 takes ids, not objects.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhoneIdsBody {
+    pub phone_ids: Vec<String>,
+}
+
+/// The answer of every batch operation: one entry per phone, a job or an error.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BatchAnswer {
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub jobs: Vec<BatchItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    #[serde(default)]
+    pub phone_id: Option<String>,
+    #[serde(default)]
+    pub job_id: Option<String>,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub error_msg: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub job_id: String,
+    pub status: i32,
+    #[serde(default)]
+    pub phone_id: Option<String>,
+    #[serde(default)]
+    pub begin_time: Option<String>,
+    #[serde(default)]
+    pub end_time: Option<String>,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub error_msg: Option<String>,
+    #[serde(default)]
+    pub execute_msg: Option<String>,
+}
+
+impl Job {
+    pub fn is_finished(&self) -> bool {
+        self.status == job_status::SUCCEEDED || self.status == job_status::FAILED
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct JobList {
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub jobs: Vec<Job>,
+}
+
+/// Chapter 7.1.1 (and IAM's) error body.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub error_msg: Option<String>,
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_reference_examples() {
+        let list: PhoneList = serde_json::from_str(
+            r#"{"request_id": "6a63a18b8bab40ffb71ebd9cb80d0085", "phones": [{
+                "phone_name": "mobile-0001", "server_id": "88b8449b896f3a4f0ad57222dd91909",
+                "phone_id": "1234567b8bab40ffb711234cb80d0234", "phone_model_name": "AOSP-1U4G15G-001",
+                "image_id": "88b8449b896f3a4f0ad57222dd91909", "vnc_enable": "true", "status": 2,
+                "type": 0, "metadata": {"order_id": "CS1710111105S8IPB", "product_id": "00301-25217-0--0"},
+                "create_time": "2017-10-10T00:00:00Z", "update_time": "2018-10-10T00:00:00Z"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(list.phones[0].status, status::RUNNING);
+
+        let batch: BatchAnswer = serde_json::from_str(
+            r#"{"request_id": "6837531fd3f54550927b930180a706bf", "jobs": [
+                {"phone_id": "1234567b8bab40ffb711234cb80d0234", "job_id": "1564567b8bab40f34711234cb80d0123"},
+                {"phone_id": "1678567b8bab40f93711234cb80d0764", "error_code": "CPS.0004",
+                 "error_msg": "Parameter: phone_id is invalid."}]}"#,
+        )
+        .unwrap();
+        assert_eq!(batch.jobs[1].error_code.as_deref(), Some("CPS.0004"));
+
+        let job: Job = serde_json::from_str(
+            r#"{"error_msg": null, "execute_msg": null, "job_id": "6837531fd3f54550927b930180a706bf",
+                "end_time": "2019-04-26T07:00:06Z", "begin_time": "2019-04-26T07:00:00Z",
+                "error_code": null, "request_id": "2676a3b4f7df49c297c6775989806d32", "status": 2}"#,
+        )
+        .unwrap();
+        assert!(job.is_finished());
+    }
+}
