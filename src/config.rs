@@ -104,6 +104,7 @@ pub enum SqliteSynchronous {
 #[derive(Debug, Clone, Deserialize)]
 pub struct CallbackSettings {
     pub base_path: BasePath,
+    pub public_url: Option<String>,
     pub events_body_limit: usize,
     pub heartbeat_body_limit: usize,
     pub sign_check_body_limit: usize,

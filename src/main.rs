@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cphub::cli::{Cli, Command};
+use cphub::cli::{self, Cli, Command, Outcome};
 use cphub::config::{Settings, default_config_dir};
 use cphub::startup::Application;
 use cphub::telemetry::{self, ErrorChain};
@@ -18,13 +18,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log, std::io::stdout);
+    // Commands print their results on stdout; their logs must not mix in.
+    match cli.command {
+        Command::Serve => telemetry::init(&settings.log, std::io::stdout),
+        _ => telemetry::init(&settings.log, std::io::stderr),
+    }
     let result = match cli.command {
-        Command::Serve => serve(settings).await,
-        Command::Migrate => migrate(settings).await,
+        Command::Serve => serve(settings).await.map(|()| Outcome::AllSucceeded),
+        Command::Migrate => migrate(settings).await.map(|()| Outcome::AllSucceeded),
+        Command::Phones(command) => cli::phones::run(&settings, command)
+            .await
+            .map_err(Into::into),
+        Command::Jobs(command) => cli::jobs::run(&settings, command).await.map_err(Into::into),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::AllSucceeded) => ExitCode::SUCCESS,
+        Ok(Outcome::SomeFailed) => ExitCode::FAILURE,
         Err(error) => {
             tracing::error!(error = %ErrorChain(error.as_ref()), "cphub failed");
             eprintln!("cphub: {}", ErrorChain(error.as_ref()));

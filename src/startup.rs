@@ -14,6 +14,7 @@ use crate::access::HoldSweeper;
 use crate::api::{self, BearerTokens};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::cph::{CphClient, CphError, sync::PhoneSync};
 use crate::http::{error::not_found, health, request_id};
 use crate::receiver;
 use crate::store::{
@@ -24,6 +25,8 @@ use crate::store::{
 pub enum StartupError {
     #[error("cannot open the database")]
     Store(#[from] StoreError),
+    #[error("cannot set up the CPH management client")]
+    Cph(#[from] CphError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -37,6 +40,7 @@ pub struct Application {
     server: Server,
     flusher: HeartbeatFlusher,
     sweeper: HoldSweeper,
+    phone_sync: Option<PhoneSync>,
     writer_task: JoinHandle<()>,
 }
 
@@ -84,6 +88,15 @@ impl Application {
             Arc::clone(&clock),
             std::time::Duration::from_millis(settings.access.sweep_interval_ms),
         );
+        let phone_sync = match settings.cph.is_configured() {
+            true => Some(PhoneSync::spawn(
+                Arc::new(CphClient::new(&settings.cph)?),
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                std::time::Duration::from_secs(settings.cph.sync_interval_secs),
+            )),
+            false => None,
+        };
         if settings.api.tokens.is_empty() {
             tracing::warn!("api.tokens is empty: the operator API will refuse every request");
         }
@@ -100,6 +113,7 @@ impl Application {
             server,
             flusher,
             sweeper,
+            phone_sync,
             writer_task,
         })
     }
@@ -120,6 +134,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
         self.sweeper.stop();
+        if let Some(sync) = self.phone_sync {
+            sync.stop();
+        }
         self.flusher.stop().await;
         // The writer ends when the server's workers drop their handles to it.
         if tokio::time::timeout(Duration::from_secs(10), self.writer_task)

@@ -62,9 +62,13 @@ CREATE UNIQUE INDEX session_events_once ON session_events (session_id, status)
     WHERE outcome = 'accepted';
 CREATE INDEX session_events_by_session ON session_events (session_id, id);
 
--- One row per phone cphub has heard from.
+-- One row per phone cphub has heard from, through callbacks or the control plane.
 CREATE TABLE phones (
     phone_id                   TEXT PRIMARY KEY,
+    phone_name                 TEXT,          -- from the control plane (phone sync)
+    server_id                  TEXT,
+    cph_status                 INTEGER,       -- chapter 4.3.1 status: 2 running, -7 abnormal, …
+    cph_synced_at              INTEGER,       -- last time the control plane listed it
     last_heartbeat_at          INTEGER,
     last_seen_at               INTEGER,
     heartbeat_session_id       TEXT,          -- session named by the last heartbeat; NULL = idle

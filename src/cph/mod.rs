@@ -8,8 +8,10 @@
 mod auth;
 mod error;
 pub mod model;
+pub mod properties;
 mod retry;
 pub mod signer;
+pub mod sync;
 
 use std::time::Duration;
 

@@ -219,9 +219,10 @@ macro_rules! session_book {
             phone_id: &str,
         ) -> Result<Option<Phone>, StoreError> {
             Ok(sqlx::query_as(
-                "SELECT phone_id, last_heartbeat_at, last_seen_at, heartbeat_session_id, \
-                   heartbeat_app_id, current_session_id, current_app_id, allocated_session_id, \
-                   allocated_until, created_at, updated_at \
+                "SELECT phone_id, phone_name, server_id, cph_status, cph_synced_at, \
+                   last_heartbeat_at, last_seen_at, heartbeat_session_id, heartbeat_app_id, \
+                   current_session_id, current_app_id, allocated_session_id, allocated_until, \
+                   created_at, updated_at \
                  FROM phones WHERE phone_id = $1",
             )
             .bind(phone_id)
@@ -237,6 +238,7 @@ macro_rules! session_book {
                  WHERE phone_id = (SELECT phone_id FROM phones \
                    WHERE allocated_session_id IS NULL AND current_session_id IS NULL \
                      AND heartbeat_session_id IS NULL AND last_seen_at >= $4 \
+                     AND (cph_status IS NULL OR cph_status = 2) \
                      AND ($5 IS NULL OR phone_id = $5) \
                    ORDER BY last_seen_at DESC LIMIT 1",
                 $skip_locked,
@@ -280,6 +282,31 @@ macro_rules! session_book {
                 .fetch_optional(&mut **tx)
                 .await?;
             Ok(if known.is_some() { Allocation::PhoneBusy } else { Allocation::UnknownPhone })
+        }
+
+        /// Records what the control plane says about each phone (name, server, status).
+        pub(super) async fn sync_phones(
+            tx: &mut Tx,
+            phones: &[crate::store::ControlPlanePhone],
+            now: UtcTime,
+        ) -> Result<(), StoreError> {
+            for phone in phones {
+                sqlx::query(
+                    "INSERT INTO phones (phone_id, phone_name, server_id, cph_status, cph_synced_at, \
+                       created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5, $5) \
+                     ON CONFLICT (phone_id) DO UPDATE SET phone_name = excluded.phone_name, \
+                       server_id = excluded.server_id, cph_status = excluded.cph_status, \
+                       cph_synced_at = excluded.cph_synced_at, updated_at = excluded.updated_at",
+                )
+                .bind(&phone.phone_id)
+                .bind(&phone.phone_name)
+                .bind(&phone.server_id)
+                .bind(phone.status)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
         }
 
         pub(super) async fn release_lapsed_holds(tx: &mut Tx, now: UtcTime) -> Result<u64, StoreError> {

@@ -177,6 +177,11 @@ pub struct EventRecord {
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct Phone {
     pub phone_id: String,
+    pub phone_name: Option<String>,
+    pub server_id: Option<String>,
+    /// Control-plane status (chapter 4.3.1), from the last phone sync.
+    pub cph_status: Option<i32>,
+    pub cph_synced_at: Option<UtcTime>,
     /// Phone clock of the newest heartbeat.
     pub last_heartbeat_at: Option<UtcTime>,
     /// cphub clock when that heartbeat arrived.

@@ -116,6 +116,15 @@ pub struct MintRequest {
     pub fresh_since: UtcTime,
 }
 
+/// A phone as the control plane lists it (chapter 4.3.1), the part the book keeps.
+#[derive(Debug, Clone)]
+pub struct ControlPlanePhone {
+    pub phone_id: String,
+    pub phone_name: String,
+    pub server_id: String,
+    pub status: i32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allocation {
     Allocated { phone_id: String },
@@ -171,6 +180,13 @@ pub trait Store: Send + Sync + 'static {
         now: UtcTime,
         hold_until: UtcTime,
     ) -> Result<bool, StoreError>;
+
+    /// Records the control plane's view of the phones (one transaction).
+    async fn sync_phones(
+        &self,
+        phones: &[ControlPlanePhone],
+        now: UtcTime,
+    ) -> Result<(), StoreError>;
 
     /// Expires minted/verified sessions whose hold lapsed and frees their phones.
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError>;

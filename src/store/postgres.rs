@@ -9,7 +9,10 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{Allocation, ApplyRules, EventOutcome, MintRequest, ReceivedEvent, Store, StoreError};
+use super::{
+    Allocation, ApplyRules, ControlPlanePhone, EventOutcome, MintRequest, ReceivedEvent, Store,
+    StoreError,
+};
 use crate::config::DatabaseSettings;
 use crate::domain::{Heartbeat, Session, UtcTime};
 use crate::store::{EventRecord, Phone};
@@ -153,6 +156,17 @@ impl Store for PostgresStore {
         let consumed = book::mark_verified(&mut tx, session_id, digest, now, hold_until).await?;
         tx.commit().await?;
         Ok(consumed)
+    }
+
+    async fn sync_phones(
+        &self,
+        phones: &[ControlPlanePhone],
+        now: UtcTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        book::sync_phones(&mut tx, phones, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {

@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::{Allocation, ApplyRules, EventOutcome, MintRequest, ReceivedEvent, Store, StoreError};
+use super::{
+    Allocation, ApplyRules, ControlPlanePhone, EventOutcome, MintRequest, ReceivedEvent, Store,
+    StoreError,
+};
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::domain::{Heartbeat, Session, UtcTime};
 use crate::store::{EventRecord, Phone};
@@ -139,6 +142,17 @@ impl Store for SqliteStore {
         let consumed = book::mark_verified(&mut tx, session_id, digest, now, hold_until).await?;
         tx.commit().await?;
         Ok(consumed)
+    }
+
+    async fn sync_phones(
+        &self,
+        phones: &[ControlPlanePhone],
+        now: UtcTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        book::sync_phones(&mut tx, phones, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {

@@ -231,7 +231,8 @@ impl TestApp {
                 .await;
         }
         for phone in phones {
-            self.wait_for_phone(phone, |_| true).await;
+            self.wait_for_phone(phone, |p| !p["last_seen_at"].is_null())
+                .await;
         }
     }
 

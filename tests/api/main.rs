@@ -7,6 +7,8 @@ mod access;
 mod auth;
 mod bad_input;
 mod binary;
+mod cli;
 mod events;
 mod health;
 mod heartbeat;
+mod phone_sync;

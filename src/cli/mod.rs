@@ -1,0 +1,143 @@
+//! The `cphub` command line. Every subcommand reads the same layered configuration.
+
+pub mod jobs;
+pub mod phones;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cphub",
+    version,
+    about = "Callbacks, sessions and fleet care for Huawei Cloud Phone gaming"
+)]
+pub struct Cli {
+    /// A TOML file layered over config/default.toml and config/$CPHUB_ENV.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the callback receiver and operator API (applies migrations first).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Phones, through the CPH management API (needs the [cph] settings).
+    #[command(subcommand)]
+    Phones(PhonesCommand),
+    /// Asynchronous CPH jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PhonesCommand {
+    /// List phones as the control plane knows them.
+    List {
+        #[arg(long)]
+        server_id: Option<String>,
+        /// Control-plane status, e.g. 2 (running), -7 (abnormal).
+        #[arg(long, allow_hyphen_values = true)]
+        status: Option<i32>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Point phones' callback properties at this cphub.
+    ConfigureCallbacks {
+        /// Where phones reach cphub (default: callbacks.public_url).
+        #[arg(long)]
+        public_url: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Seconds between heartbeats (default: fleet.heartbeat_interval_secs).
+        #[arg(long)]
+        heartbeat_interval: Option<u64>,
+        /// Show what would be written and call nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Restart phones.
+    Restart {
+        #[arg(required = true)]
+        phone_ids: Vec<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Reset phones to factory settings, re-applying the callback properties in the same call.
+    Reset {
+        #[arg(required = true)]
+        phone_ids: Vec<String>,
+        /// Where phones reach cphub (default: callbacks.public_url).
+        #[arg(long)]
+        public_url: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Stop phones.
+    Stop {
+        #[arg(required = true)]
+        phone_ids: Vec<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+/// Which phones a command acts on.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// Every phone of the project.
+    #[arg(long)]
+    pub all: bool,
+    /// Every phone of one cloud phone server.
+    #[arg(long)]
+    pub server_id: Option<String>,
+    /// These phones (repeatable).
+    #[arg(long = "phone-id")]
+    pub phone_ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Wait {
+    /// Follow the started jobs until they end (cph.job_deadline_secs at most).
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// One job.
+    Show {
+        job_id: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// The jobs one batch request started.
+    List {
+        #[arg(long)]
+        request_id: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// What a finished command reports: success, or that some phone or job failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    AllSucceeded,
+    SomeFailed,
+}

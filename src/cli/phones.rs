@@ -1,0 +1,261 @@
+//! `cphub phones …`: the fleet as the control plane sees it, and the batch operations on it.
+//! Prints one line per phone and reports whether every phone succeeded.
+
+use futures_util::StreamExt;
+
+use super::{Format, Outcome, PhonesCommand, Target};
+use crate::config::Settings;
+use crate::cph::properties::{CallbackUrls, PropertyError};
+use crate::cph::{BatchOutcome, CphClient, CphError, Job, PhoneFilter, PhoneItem, model};
+
+/// Phones per batch request (the reference sets no limit; this keeps bodies small).
+const BATCH: usize = 100;
+/// Jobs followed at once with --wait.
+const FOLLOW_CONCURRENCY: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Cph(#[from] CphError),
+    #[error(transparent)]
+    Property(#[from] PropertyError),
+    #[error("no public URL: pass --public-url or set callbacks.public_url")]
+    MissingPublicUrl,
+}
+
+pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome, CliError> {
+    match command {
+        PhonesCommand::List {
+            server_id,
+            status,
+            format,
+        } => {
+            let client = CphClient::new(&settings.cph)?;
+            let phones = client
+                .list_phones(&PhoneFilter { server_id, status })
+                .await?;
+            print_phones(&phones, format);
+            Ok(Outcome::AllSucceeded)
+        }
+        PhonesCommand::ConfigureCallbacks {
+            public_url,
+            target,
+            heartbeat_interval,
+            dry_run,
+            wait,
+        } => {
+            // Checked before any call: a bad URL must not reach a single phone.
+            let property = callback_property(settings, public_url, heartbeat_interval)?;
+            let client = CphClient::new(&settings.cph)?;
+            let phone_ids = resolve(&client, target).await?;
+            if dry_run {
+                println!("property {property}");
+                phone_ids
+                    .iter()
+                    .for_each(|id| println!("{id}\twould configure"));
+                return Ok(Outcome::AllSucceeded);
+            }
+            let items = with_property(&phone_ids, &property);
+            run_batches(&client, BatchOp::UpdateProperty, items, wait.wait).await
+        }
+        PhonesCommand::Restart { phone_ids, wait } => {
+            let client = CphClient::new(&settings.cph)?;
+            let items = with_property(&phone_ids, "");
+            run_batches(&client, BatchOp::Restart, items, wait.wait).await
+        }
+        PhonesCommand::Reset {
+            phone_ids,
+            public_url,
+            wait,
+        } => {
+            let property = callback_property(settings, public_url, None)?;
+            let client = CphClient::new(&settings.cph)?;
+            let items = with_property(&phone_ids, &property);
+            run_batches(&client, BatchOp::Reset, items, wait.wait).await
+        }
+        PhonesCommand::Stop { phone_ids, wait } => {
+            let client = CphClient::new(&settings.cph)?;
+            let items = with_property(&phone_ids, "");
+            run_batches(&client, BatchOp::Stop, items, wait.wait).await
+        }
+    }
+}
+
+/// The callback properties for this cphub: its public URL, `callbacks.base_path`, and the
+/// heartbeat interval.
+pub fn callback_property(
+    settings: &Settings,
+    public_url: Option<String>,
+    heartbeat_interval: Option<u64>,
+) -> Result<String, CliError> {
+    let public_url = public_url
+        .or_else(|| settings.callbacks.public_url.clone())
+        .ok_or(CliError::MissingPublicUrl)?;
+    let urls = CallbackUrls::new(&public_url, &settings.callbacks.base_path)?;
+    let interval = heartbeat_interval.unwrap_or(settings.fleet.heartbeat_interval_secs);
+    Ok(urls.property_json(interval)?)
+}
+
+async fn resolve(client: &CphClient, target: Target) -> Result<Vec<String>, CphError> {
+    if !target.phone_ids.is_empty() {
+        return Ok(target.phone_ids);
+    }
+    let filter = PhoneFilter {
+        server_id: target.server_id,
+        status: None,
+    };
+    Ok(client
+        .list_phones(&filter)
+        .await?
+        .into_iter()
+        .map(|p| p.phone_id)
+        .collect())
+}
+
+fn with_property(phone_ids: &[String], property: &str) -> Vec<PhoneItem> {
+    let property = (!property.is_empty()).then(|| property.to_owned());
+    phone_ids
+        .iter()
+        .map(|id| PhoneItem {
+            phone_id: id.clone(),
+            property: property.clone(),
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+enum BatchOp {
+    UpdateProperty,
+    Restart,
+    Reset,
+    Stop,
+}
+
+async fn send(
+    client: &CphClient,
+    op: BatchOp,
+    items: Vec<PhoneItem>,
+) -> Result<BatchOutcome, CphError> {
+    let ids = || items.iter().map(|i| i.phone_id.clone()).collect::<Vec<_>>();
+    match op {
+        BatchOp::UpdateProperty => client.update_property(items).await,
+        BatchOp::Restart => client.restart(&ids()).await,
+        BatchOp::Reset => client.reset(items).await,
+        BatchOp::Stop => client.stop(&ids()).await,
+    }
+}
+
+/// Sends `items` in batches, prints one line per phone, optionally follows the jobs.
+async fn run_batches(
+    client: &CphClient,
+    op: BatchOp,
+    items: Vec<PhoneItem>,
+    wait: bool,
+) -> Result<Outcome, CliError> {
+    let mut outcome = Outcome::AllSucceeded;
+    for chunk in items.chunks(BATCH) {
+        let requested: Vec<String> = chunk.iter().map(|i| i.phone_id.clone()).collect();
+        let answer = send(client, op, chunk.to_vec()).await?;
+        if report_batch(client, &requested, &answer, wait).await == Outcome::SomeFailed {
+            outcome = Outcome::SomeFailed;
+        }
+    }
+    Ok(outcome)
+}
+
+async fn report_batch(
+    client: &CphClient,
+    requested: &[String],
+    answer: &BatchOutcome,
+    wait: bool,
+) -> Outcome {
+    let mut outcome = Outcome::AllSucceeded;
+    for item in answer.failures() {
+        let phone = item.phone_id.as_deref().unwrap_or("?");
+        let code = item.error_code.as_deref().unwrap_or("NO_JOB");
+        println!(
+            "{phone}\tfailed\t{code}\t{}",
+            item.error_msg.as_deref().unwrap_or("")
+        );
+        outcome = Outcome::SomeFailed;
+    }
+    let answered: Vec<&str> = answer
+        .items
+        .iter()
+        .filter_map(|i| i.phone_id.as_deref())
+        .collect();
+    for missing in requested
+        .iter()
+        .filter(|id| !answered.contains(&id.as_str()))
+    {
+        println!("{missing}\tfailed\tNO_ANSWER\tthe control plane did not answer for this phone");
+        outcome = Outcome::SomeFailed;
+    }
+    let jobs: Vec<(String, String)> = answer
+        .jobs()
+        .map(|(p, j)| (p.to_owned(), j.to_owned()))
+        .collect();
+    if !wait {
+        jobs.iter()
+            .for_each(|(phone, job)| println!("{phone}\tsubmitted\tjob={job}"));
+        return outcome;
+    }
+    let ended = futures_util::stream::iter(jobs)
+        .map(|(phone, job)| async move { (phone, job.clone(), client.follow_job(&job).await) })
+        .buffered(FOLLOW_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    for (phone, job_id, result) in ended {
+        if !print_job_end(&phone, &job_id, &result) {
+            outcome = Outcome::SomeFailed;
+        }
+    }
+    outcome
+}
+
+/// Prints how a followed job ended; true when it succeeded.
+pub fn print_job_end(phone: &str, job_id: &str, result: &Result<Job, CphError>) -> bool {
+    match result {
+        Ok(job) if job.status == model::job_status::SUCCEEDED => {
+            println!("{phone}\tsucceeded\tjob={job_id}");
+            true
+        }
+        Ok(job) => {
+            let code = job.error_code.as_deref().unwrap_or("JOB_FAILED");
+            println!(
+                "{phone}\tfailed\tjob={job_id}\t{code}\t{}",
+                job.error_msg.as_deref().unwrap_or("")
+            );
+            false
+        }
+        Err(error) => {
+            println!(
+                "{phone}\tunknown\tjob={job_id}\t{}",
+                crate::telemetry::ErrorChain(error)
+            );
+            false
+        }
+    }
+}
+
+fn print_phones(phones: &[crate::cph::Phone], format: Format) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(phones).unwrap_or_default()
+        ),
+        Format::Table => {
+            println!(
+                "{:<34} {:<24} {:<34} STATUS",
+                "PHONE_ID", "NAME", "SERVER_ID"
+            );
+            for p in phones {
+                let status = format!("{} ({})", p.status, model::status::name(p.status));
+                println!(
+                    "{:<34} {:<24} {:<34} {status}",
+                    p.phone_id, p.phone_name, p.server_id
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The phone properties that point a phone's engine at cphub (appendix A.1), built once and
+//! checked against the property rules before any call: `http`/`https`, at most 256
+//! characters, letters, digits and `_.,/:-` only (so no query string; a shared secret goes
+//! into `callbacks.base_path`).
+
+use serde_json::{Map, Value};
+
+use crate::config::BasePath;
+
+pub const SIGN_CHECK_URL: &str = "com.cph.cg.sign_check_url";
+pub const EVENT_NOTIFY_URL: &str = "com.cph.cg.event_notify_url";
+pub const HEARTBEAT_URL: &str = "com.cph.cg.heartbeat_url";
+pub const HEARTBEAT_INTERVAL: &str = "com.cph.cg.heartbeat_interval";
+
+const MAX_URL_LEN: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PropertyError {
+    #[error("{url:?} is not a valid phone property URL: {reason}")]
+    InvalidUrl { url: String, reason: &'static str },
+    #[error("heartbeat interval must be 1 to 9999999999 seconds")]
+    InvalidInterval,
+}
+
+/// The three callback URLs cphub serves, as phones must be configured with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackUrls {
+    pub sign_check: String,
+    pub events: String,
+    pub heartbeat: String,
+}
+
+impl CallbackUrls {
+    /// `public_url` is where phones reach cphub, e.g. `https://cphub.example.com`.
+    pub fn new(public_url: &str, base_path: &BasePath) -> Result<CallbackUrls, PropertyError> {
+        let base = format!("{}{}", public_url.trim_end_matches('/'), base_path.as_str());
+        let urls = CallbackUrls {
+            sign_check: format!("{base}/sign-check"),
+            events: format!("{base}/events"),
+            heartbeat: format!("{base}/heartbeat"),
+        };
+        for url in [&urls.sign_check, &urls.events, &urls.heartbeat] {
+            check_url(url)?;
+        }
+        Ok(urls)
+    }
+
+    /// The `property` value of chapter 4.3.5/4.3.9: a JSON object serialised into a string.
+    pub fn property_json(&self, heartbeat_interval_secs: u64) -> Result<String, PropertyError> {
+        let interval = heartbeat_interval_secs.to_string();
+        if heartbeat_interval_secs == 0 || interval.len() > 10 {
+            return Err(PropertyError::InvalidInterval);
+        }
+        let mut map = Map::new();
+        map.insert(
+            SIGN_CHECK_URL.into(),
+            Value::String(self.sign_check.clone()),
+        );
+        map.insert(EVENT_NOTIFY_URL.into(), Value::String(self.events.clone()));
+        map.insert(HEARTBEAT_URL.into(), Value::String(self.heartbeat.clone()));
+        map.insert(HEARTBEAT_INTERVAL.into(), Value::String(interval));
+        Ok(Value::Object(map).to_string())
+    }
+}
+
+fn check_url(url: &str) -> Result<(), PropertyError> {
+    let invalid = |reason| {
+        Err(PropertyError::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        })
+    };
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_.,/:-".contains(c);
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        invalid("must start with http:// or https://")
+    } else if url.len() > MAX_URL_LEN {
+        invalid("longer than 256 characters")
+    } else if !url.chars().all(allowed) {
+        invalid("only letters, digits and _.,/:- are allowed (no ?, =, spaces)")
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(path: &str) -> BasePath {
+        BasePath::try_from(path.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn builds_the_three_routes_and_the_property_string() {
+        let urls = CallbackUrls::new("https://cphub.example.com/", &base("/cph")).unwrap();
+        assert_eq!(urls.sign_check, "https://cphub.example.com/cph/sign-check");
+        let property: Value = serde_json::from_str(&urls.property_json(5).unwrap()).unwrap();
+        assert_eq!(
+            property[EVENT_NOTIFY_URL],
+            "https://cphub.example.com/cph/events"
+        );
+        assert_eq!(
+            property[HEARTBEAT_URL],
+            "https://cphub.example.com/cph/heartbeat"
+        );
+        assert_eq!(property[HEARTBEAT_INTERVAL], "5");
+    }
+
+    #[test]
+    fn refuses_urls_a_phone_would_refuse() {
+        for public in [
+            "ftp://cphub.example.com",
+            "cphub.example.com",
+            "https://cphub.example.com/?token=1",
+            "https://cphub example.com",
+            &format!("https://{}.com", "a".repeat(250)),
+        ] {
+            assert!(
+                CallbackUrls::new(public, &base("/cph")).is_err(),
+                "{public}"
+            );
+        }
+        assert!(CallbackUrls::new("http://10.0.0.1:8080", &base("/cph/s3cr3t")).is_ok());
+        let urls = CallbackUrls::new("http://h", &base("/cph")).unwrap();
+        assert_eq!(urls.property_json(0), Err(PropertyError::InvalidInterval));
+    }
+}
