@@ -32,7 +32,14 @@ pub struct Settings {
     pub fleet: FleetSettings,
     pub cph: CphSettings,
     pub api: ApiSettings,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    pub listen: Option<SocketAddr>,
+    pub per_app_labels: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

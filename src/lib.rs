@@ -11,6 +11,7 @@ pub mod config;
 pub mod cph;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod receiver;
 pub mod startup;
 pub mod store;

@@ -16,6 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::cph::{CphClient, CphError, sync::PhoneSync};
 use crate::http::{error::not_found, health, request_id};
+use crate::metrics::{self, Metrics};
 use crate::receiver;
 use crate::store::{
     self, ApplyRules, EventWriter, HeartbeatBuffer, HeartbeatFlusher, Store, StoreError,
@@ -38,6 +39,7 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    metrics_server: Option<Server>,
     flusher: HeartbeatFlusher,
     sweeper: HoldSweeper,
     phone_sync: Option<PhoneSync>,
@@ -88,9 +90,10 @@ impl Application {
             Arc::clone(&clock),
             std::time::Duration::from_millis(settings.access.sweep_interval_ms),
         );
+        let metrics = Arc::new(Metrics::new(settings.metrics.per_app_labels));
         let phone_sync = match settings.cph.is_configured() {
             true => Some(PhoneSync::spawn(
-                Arc::new(CphClient::new(&settings.cph)?),
+                Arc::new(CphClient::new(&settings.cph)?.with_metrics(Arc::clone(&metrics))),
                 Arc::clone(&store),
                 Arc::clone(&clock),
                 std::time::Duration::from_secs(settings.cph.sync_interval_secs),
@@ -105,12 +108,18 @@ impl Application {
             writer,
             buffer,
             clock,
+            metrics,
+        };
+        let metrics_server = match settings.metrics.listen {
+            Some(addr) => Some(metrics_server(&settings, addr, &shared)?),
+            None => None,
         };
         let server = http_server(&settings, listener, shared).map_err(bind_error)?;
         tracing::info!(%addr, port, "cphub listening");
         Ok(Application {
             port,
             server,
+            metrics_server,
             flusher,
             sweeper,
             phone_sync,
@@ -132,7 +141,15 @@ impl Application {
     /// in-flight requests finish (up to `server.shutdown_timeout_secs`), writes the
     /// buffered heartbeats and waits for the last event batch to commit.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics_server = self.metrics_server.map(|server| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let served = self.server.await;
+        if let Some((handle, task)) = metrics_server {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         self.sweeper.stop();
         if let Some(sync) = self.phone_sync {
             sync.stop();
@@ -156,6 +173,41 @@ struct Shared {
     writer: EventWriter,
     buffer: Arc<HeartbeatBuffer>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+/// `/metrics` on its own listener (`metrics.listen`), e.g. reachable only by Prometheus.
+fn metrics_server(
+    settings: &Settings,
+    addr: std::net::SocketAddr,
+    shared: &Shared,
+) -> Result<Server, StartupError> {
+    let bind_error = |source| StartupError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let (store, clock) = (
+        web::Data::from(Arc::clone(&shared.store)),
+        web::Data::from(Arc::clone(&shared.clock)),
+    );
+    let (metrics, fleet) = (
+        web::Data::from(Arc::clone(&shared.metrics)),
+        web::Data::new(settings.fleet.clone()),
+    );
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(store.clone())
+            .app_data(clock.clone())
+            .app_data(metrics.clone())
+            .app_data(fleet.clone())
+            .route("/metrics", web::get().to(metrics::serve_metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)
+    .map_err(bind_error)?
+    .run();
+    Ok(server)
 }
 
 fn http_server(
@@ -171,10 +223,13 @@ fn http_server(
     let access = web::Data::new(settings.access.clone());
     let fleet = web::Data::new(settings.fleet.clone());
     let base_path = web::Data::new(settings.callbacks.base_path.clone());
+    let metrics = web::Data::from(shared.metrics);
+    let metrics_here = settings.metrics.listen.is_none();
     let callbacks = settings.callbacks.clone();
     let api_settings = settings.api.clone();
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(metrics::record_http))
             .wrap(from_fn(request_id::scope))
             .wrap(TracingLogger::<request_id::RootSpan>::new())
             .app_data(store.clone())
@@ -185,8 +240,14 @@ fn http_server(
             .app_data(access.clone())
             .app_data(fleet.clone())
             .app_data(base_path.clone())
+            .app_data(metrics.clone())
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
+            .configure(|cfg| {
+                if metrics_here {
+                    cfg.route("/metrics", web::get().to(metrics::serve_metrics));
+                }
+            })
             .configure(|cfg| receiver::routes(cfg, &callbacks))
             .configure(|cfg| api::routes(cfg, &api_settings))
             .default_service(web::to(not_found))

@@ -37,6 +37,8 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_by_phone ON sessions (phone_id, created_at);
 CREATE INDEX sessions_by_start ON sessions (started_at);
+-- The active-sessions gauge counts playing sessions per app at every scrape.
+CREATE INDEX sessions_playing ON sessions (app_id) WHERE state = 'playing';
 -- The background release of lapsed holds only looks at sessions still waiting.
 CREATE INDEX sessions_waiting ON sessions (hold_until) WHERE state IN ('minted', 'verified');
 

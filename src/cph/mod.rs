@@ -13,7 +13,8 @@ mod retry;
 pub mod signer;
 pub mod sync;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
@@ -26,6 +27,7 @@ pub use model::{BatchItem, Job, Phone, PhoneDetail, PhoneItem};
 pub use retry::{Backoff, CircuitBreaker};
 
 use crate::config::CphSettings;
+use crate::metrics::Metrics;
 use model::{BatchAnswer, ErrorBody, JobList, PhoneIdsBody, PhoneList, PhonesBody};
 
 const USER_AGENT: &str = concat!("cphub/", env!("CARGO_PKG_VERSION"));
@@ -41,6 +43,7 @@ pub struct CphClient {
     page_limit: u32,
     job_poll: Duration,
     job_deadline: Duration,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Filters of `list_phones` (chapter 4.3.1).
@@ -121,7 +124,14 @@ impl CphClient {
             page_limit: settings.page_limit.clamp(1, 100),
             job_poll: Duration::from_millis(settings.job_poll_interval_ms),
             job_deadline: Duration::from_secs(settings.job_deadline_secs),
+            metrics: None,
         })
+    }
+
+    /// Counts requests in `cphub_cph_requests_total` and their latency.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn breaker_open(&self) -> bool {
@@ -142,7 +152,9 @@ impl CphClient {
             if let Some(status) = filter.status {
                 query.push(("status".into(), status.to_string()));
             }
-            let page: PhoneList = self.get("cloud-phone/phones", &query).await?;
+            let page: PhoneList = self
+                .get("list_phones", "cloud-phone/phones", &query)
+                .await?;
             let full_page = page.phones.len() >= self.page_limit as usize;
             phones.extend(page.phones);
             if !full_page {
@@ -153,13 +165,14 @@ impl CphClient {
 
     /// Chapter 4.3.2.
     pub async fn phone(&self, phone_id: &str) -> Result<PhoneDetail, CphError> {
-        self.get(&format!("cloud-phone/phones/{phone_id}"), &[])
+        self.get("show_phone", &format!("cloud-phone/phones/{phone_id}"), &[])
             .await
     }
 
     /// Chapter 4.3.9: `property` is a JSON object serialised into a string, per phone.
     pub async fn update_property(&self, phones: Vec<PhoneItem>) -> Result<BatchOutcome, CphError> {
         self.batch(
+            "update_property",
             "cloud-phone/phones/batch-update-property",
             &PhonesBody { phones },
         )
@@ -175,20 +188,29 @@ impl CphClient {
                 property: None,
             })
             .collect();
-        self.batch("cloud-phone/phones/batch-restart", &PhonesBody { phones })
-            .await
+        self.batch(
+            "restart",
+            "cloud-phone/phones/batch-restart",
+            &PhonesBody { phones },
+        )
+        .await
     }
 
     /// Chapter 4.3.5: reset restores factory settings, so the properties to keep (the
     /// callback URLs) go in the same call.
     pub async fn reset(&self, phones: Vec<PhoneItem>) -> Result<BatchOutcome, CphError> {
-        self.batch("cloud-phone/phones/batch-reset", &PhonesBody { phones })
-            .await
+        self.batch(
+            "reset",
+            "cloud-phone/phones/batch-reset",
+            &PhonesBody { phones },
+        )
+        .await
     }
 
     /// Chapter 4.3.7.
     pub async fn stop(&self, phone_ids: &[String]) -> Result<BatchOutcome, CphError> {
         self.batch(
+            "stop",
             "cloud-phone/phones/batch-stop",
             &PhoneIdsBody {
                 phone_ids: phone_ids.to_vec(),
@@ -199,7 +221,8 @@ impl CphClient {
 
     /// Chapter 4.4.1.
     pub async fn job(&self, job_id: &str) -> Result<Job, CphError> {
-        self.get(&format!("cloud-phone/jobs/{job_id}"), &[]).await
+        self.get("show_job", &format!("cloud-phone/jobs/{job_id}"), &[])
+            .await
     }
 
     /// Chapter 4.4.2: the jobs one batch request started. Also how an unknown outcome is
@@ -207,6 +230,7 @@ impl CphClient {
     pub async fn jobs_by_request(&self, request_id: &str) -> Result<Vec<Job>, CphError> {
         let list: JobList = self
             .get(
+                "list_jobs",
                 "cloud-phone/jobs",
                 &[("request_id".into(), request_id.into())],
             )
@@ -234,24 +258,39 @@ impl CphClient {
 
     async fn get<T: DeserializeOwned>(
         &self,
+        operation: &'static str,
         path: &str,
         query: &[(String, String)],
     ) -> Result<T, CphError> {
-        self.call(Method::GET, path, query, None, Repeatable::Yes)
-            .await
+        let repeatable = Repeatable::Yes;
+        self.call(Call {
+            operation,
+            method: Method::GET,
+            path,
+            query,
+            body: None,
+            repeatable,
+        })
+        .await
     }
 
-    async fn batch(&self, path: &str, body: &impl Serialize) -> Result<BatchOutcome, CphError> {
-        let body = serde_json::to_vec(body).map_err(CphError::BadResponse)?;
-        let answer: BatchAnswer = self
-            .call(
-                Method::POST,
-                path,
-                &[],
-                Some(body),
-                Repeatable::OnlyIfNotProcessed,
-            )
-            .await?;
+    async fn batch(
+        &self,
+        operation: &'static str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<BatchOutcome, CphError> {
+        let body = Some(serde_json::to_vec(body).map_err(CphError::BadResponse)?);
+        let repeatable = Repeatable::OnlyIfNotProcessed;
+        let call = Call {
+            operation,
+            method: Method::POST,
+            path,
+            query: &[],
+            body,
+            repeatable,
+        };
+        let answer: BatchAnswer = self.call(call).await?;
         Ok(BatchOutcome {
             request_id: answer.request_id,
             items: answer.jobs,
@@ -260,23 +299,27 @@ impl CphClient {
 
     /// One logical call: attempts with backoff while the failure is retryable and the
     /// request repeatable; one extra attempt after a 401 with a fresh IAM token.
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(String, String)],
-        body: Option<Vec<u8>>,
-        repeatable: Repeatable,
-    ) -> Result<T, CphError> {
+    async fn call<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, CphError> {
+        let Call {
+            operation,
+            method,
+            path,
+            query,
+            body,
+            repeatable,
+        } = call;
         let path = format!("/v1/{}/{path}", self.project_id);
         let mut refreshed_token = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
             if !self.breaker.allow() {
+                self.count(operation, "circuit_open", None);
                 return Err(CphError::CircuitOpen);
             }
+            let started = Instant::now();
             let result = self.attempt(&method, &path, query, body.as_deref()).await;
+            self.count(operation, &status_label(&result), Some(started.elapsed()));
             match &result {
                 Ok(_) => self.breaker.record_success(),
                 Err(e) if e.is_control_plane_failure() => self.breaker.record_failure(),
@@ -312,6 +355,20 @@ impl CphClient {
             let wait = self.backoff.delay(attempt).max(server_wait);
             tracing::debug!(%path, attempt, ?wait, error = %error, "retrying CPH API call");
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn count(&self, operation: &str, status: &str, took: Option<Duration>) {
+        let Some(metrics) = &self.metrics else { return };
+        metrics
+            .cph_requests
+            .with_label_values(&[operation, status])
+            .inc();
+        if let Some(took) = took {
+            metrics
+                .cph_duration
+                .with_label_values(&[operation])
+                .observe(took.as_secs_f64());
         }
     }
 
@@ -380,6 +437,27 @@ impl CphClient {
             return Ok(bytes.to_vec());
         }
         Err(api_error(status, &bytes, retry_after))
+    }
+}
+
+/// One logical API call.
+struct Call<'a> {
+    operation: &'static str,
+    method: Method,
+    path: &'a str,
+    query: &'a [(String, String)],
+    body: Option<Vec<u8>>,
+    repeatable: Repeatable,
+}
+
+/// The status label of one attempt: the HTTP status, or what kept it from having one.
+fn status_label(result: &Result<Vec<u8>, CphError>) -> String {
+    match result {
+        Ok(_) => "200".into(),
+        Err(CphError::Api { status, .. }) => status.to_string(),
+        Err(CphError::OutcomeUnknown(_)) => "timeout".into(),
+        Err(CphError::Unreachable(_)) => "unreachable".into(),
+        Err(_) => "error".into(),
     }
 }
 

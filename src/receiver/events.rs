@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use super::{EventEnvelope, ReceiverError, acknowledged};
 use crate::clock::Clock;
 use crate::domain::GameEvent;
+use crate::metrics::Metrics;
 use crate::store::{EventOutcome, EventWriter, ReceivedEvent};
 
 #[tracing::instrument(
@@ -17,20 +18,23 @@ pub(super) async fn receive(
     body: web::Json<EventEnvelope>,
     writer: web::Data<EventWriter>,
     clock: web::Data<dyn Clock>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ReceiverError> {
     let received_at = clock.now();
-    let event = GameEvent::try_from(body.into_inner())?;
-    let span = tracing::Span::current();
+    let event =
+        GameEvent::try_from(body.into_inner()).inspect_err(|_| metrics.record_rejected_event())?;
+    let (kind, span) = (event.kind, tracing::Span::current());
     span.record("session_id", event.session_id.as_str());
     span.record("phone_id", event.phone_id.as_str());
-    span.record("kind", tracing::field::debug(event.kind));
+    span.record("kind", tracing::field::debug(kind));
 
-    let outcome = writer
+    let applied = writer
         .submit(ReceivedEvent { event, received_at })
         .await
         .map_err(ReceiverError::Store)?;
-    span.record("outcome", tracing::field::debug(outcome));
-    if outcome == EventOutcome::Conflict {
+    span.record("outcome", tracing::field::debug(applied.outcome));
+    metrics.record_event(kind, applied.outcome, applied.session.as_ref());
+    if applied.outcome == EventOutcome::Conflict {
         tracing::warn!("event contradicts the one already accepted; recorded, not applied");
     }
     Ok(acknowledged())

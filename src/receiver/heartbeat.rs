@@ -5,14 +5,17 @@ use actix_web::{HttpResponse, web};
 
 use super::{HeartbeatEnvelope, ReceiverError, acknowledged};
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::store::HeartbeatBuffer;
 
 pub(super) async fn receive(
     body: web::Json<HeartbeatEnvelope>,
     buffer: web::Data<HeartbeatBuffer>,
     clock: web::Data<dyn Clock>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ReceiverError> {
     let heartbeat = body.into_inner().parse(clock.now())?;
     buffer.record(heartbeat);
+    metrics.heartbeats.inc();
     Ok(acknowledged())
 }

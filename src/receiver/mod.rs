@@ -56,7 +56,7 @@ pub enum ReceiverError {
 }
 
 impl ReceiverError {
-    fn code(&self) -> ErrorCode {
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
             ReceiverError::Invalid(e) => match e.problem {
                 Problem::BadTime | Problem::TimeOutOfRange => ErrorCode::InvalidTime,

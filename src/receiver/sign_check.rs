@@ -10,15 +10,38 @@ use crate::access::{self, Refusal, Rules, Verdict, verify};
 use crate::clock::Clock;
 use crate::config::AccessSettings;
 use crate::http::request_id;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
-#[tracing::instrument(name = "sign check", skip_all, fields(session_id, verdict))]
+/// Counts every sign check by result: `ok`, `retry`, or the refusal's code.
 pub(super) async fn receive(
     body: web::Json<SignCheckBody>,
     store: web::Data<dyn Store>,
     clock: web::Data<dyn Clock>,
     settings: web::Data<AccessSettings>,
+    metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ReceiverError> {
+    let result = check(body, store, clock, settings).await;
+    let label = match &result {
+        Ok((Verdict::FirstUse, _)) => "ok".to_owned(),
+        Ok((Verdict::Retry, _)) => "retry".to_owned(),
+        Err(error) => error
+            .code()
+            .as_str()
+            .trim_start_matches("CPHUB.")
+            .to_ascii_lowercase(),
+    };
+    metrics.sign_checks.with_label_values(&[&label]).inc();
+    result.map(|(_, response)| response)
+}
+
+#[tracing::instrument(name = "sign check", skip_all, fields(session_id, verdict))]
+async fn check(
+    body: web::Json<SignCheckBody>,
+    store: web::Data<dyn Store>,
+    clock: web::Data<dyn Clock>,
+    settings: web::Data<AccessSettings>,
+) -> Result<(Verdict, HttpResponse), ReceiverError> {
     let now = clock.now();
     let (session_id, presented) = body.into_inner().parse(&settings)?;
     tracing::Span::current().record("session_id", session_id.as_str());
@@ -50,5 +73,6 @@ pub(super) async fn receive(
     }
     tracing::Span::current().record("verdict", tracing::field::debug(verdict));
     let aes_key = access::encode(settings.key_encoding, issued.aes_key.bytes());
-    Ok(HttpResponse::Ok().json(json!({ "request_id": request_id::current(), "aes_key": aes_key })))
+    let answer = json!({ "request_id": request_id::current(), "aes_key": aes_key });
+    Ok((verdict, HttpResponse::Ok().json(answer)))
 }

@@ -11,7 +11,7 @@ macro_rules! session_book {
         use crate::domain::{GameEvent, Session, SessionState, UtcTime};
         use crate::store::codec::{EventRecord, IssuedAccessRow, Phone, SessionRow, StoredEvent};
         use crate::store::{
-            Allocation, ApplyRules, EventOutcome, MintRequest, ReceivedEvent, StoreError,
+            Allocation, Applied, ApplyRules, EventOutcome, MintRequest, ReceivedEvent, StoreError,
         };
 
         type Tx = sqlx::Transaction<'static, $db>;
@@ -21,10 +21,11 @@ macro_rules! session_book {
             tx: &mut Tx,
             received: &ReceivedEvent,
             rules: ApplyRules,
-        ) -> Result<EventOutcome, StoreError> {
+        ) -> Result<Applied, StoreError> {
             let event = &received.event;
+            let unchanged = |outcome| Ok(Applied { outcome, session: None });
             if !rules.record_unknown_sessions && !session_exists(tx, event.session_id.as_str()).await? {
-                return Ok(EventOutcome::Ignored);
+                return unchanged(EventOutcome::Ignored);
             }
             if !insert_event(tx, received, "accepted").await? {
                 // The unique index already holds this (session, status): a re-delivery.
@@ -37,15 +38,15 @@ macro_rules! session_book {
                 .fetch_one(&mut **tx)
                 .await?;
                 if accepted.describes(event) {
-                    return Ok(EventOutcome::Duplicate);
+                    return unchanged(EventOutcome::Duplicate);
                 }
                 insert_event(tx, received, "conflict").await?;
-                return Ok(EventOutcome::Conflict);
+                return unchanged(EventOutcome::Conflict);
             }
             let session = lock_session(tx, received).await?.apply(event, rules.run_time_tolerance_secs);
             save_session(tx, &session, received.received_at).await?;
             update_phone(tx, &session, event, received.received_at).await?;
-            Ok(EventOutcome::Accepted)
+            Ok(Applied { outcome: EventOutcome::Accepted, session: Some(session) })
         }
 
         async fn session_exists(tx: &mut Tx, session_id: &str) -> Result<bool, StoreError> {
@@ -284,6 +285,30 @@ macro_rules! session_book {
             Ok(if known.is_some() { Allocation::PhoneBusy } else { Allocation::UnknownPhone })
         }
 
+        pub(super) async fn active_sessions_by_app(
+            pool: &sqlx::Pool<$db>,
+        ) -> Result<Vec<(String, i64)>, StoreError> {
+            Ok(sqlx::query_as(
+                "SELECT app_id, COUNT(*) FROM sessions WHERE state = 'playing' GROUP BY app_id",
+            )
+            .fetch_all(pool)
+            .await?)
+        }
+
+        pub(super) async fn phones_by_state(
+            pool: &sqlx::Pool<$db>,
+            fresh_since: UtcTime,
+        ) -> Result<Vec<(String, i64)>, StoreError> {
+            Ok(sqlx::query_as(concat!(
+                "SELECT ",
+                $crate::store::book::phone_state_sql!(),
+                " AS state, COUNT(*) FROM phones GROUP BY 1"
+            ))
+            .bind(fresh_since)
+            .fetch_all(pool)
+            .await?)
+        }
+
         /// Records what the control plane says about each phone (name, server, status).
         pub(super) async fn sync_phones(
             tx: &mut Tx,
@@ -384,4 +409,17 @@ macro_rules! session_columns {
     };
 }
 
-pub(crate) use {session_book, session_columns};
+/// A phone's state as the operator sees it, from its row; `$1` is the freshness cut-off.
+/// One expression, so the gauge and the phone views can never disagree.
+macro_rules! phone_state_sql {
+    () => {
+        "CASE \
+           WHEN cph_status IS NOT NULL AND cph_status <> 2 THEN 'unavailable' \
+           WHEN last_seen_at IS NULL OR last_seen_at < $1 THEN 'stale' \
+           WHEN current_session_id IS NOT NULL OR heartbeat_session_id IS NOT NULL THEN 'occupied' \
+           WHEN allocated_session_id IS NOT NULL THEN 'allocated' \
+           ELSE 'idle' END"
+    };
+}
+
+pub(crate) use {phone_state_sql, session_book, session_columns};

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{ApplyRules, EventOutcome, ReceivedEvent, Store, StoreError};
+use super::{Applied, ApplyRules, ReceivedEvent, Store, StoreError};
 
-type Reply = oneshot::Sender<Result<EventOutcome, Arc<StoreError>>>;
+type Reply = oneshot::Sender<Result<Applied, Arc<StoreError>>>;
 
 #[derive(Clone)]
 pub struct EventWriter {
@@ -32,7 +32,7 @@ impl EventWriter {
     }
 
     /// Applies `event` and returns once it is committed (or the commit failed).
-    pub async fn submit(&self, event: ReceivedEvent) -> Result<EventOutcome, Arc<StoreError>> {
+    pub async fn submit(&self, event: ReceivedEvent) -> Result<Applied, Arc<StoreError>> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || Arc::new(StoreError::WriterStopped);
         self.queue

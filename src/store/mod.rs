@@ -133,6 +133,16 @@ pub enum Allocation {
     UnknownPhone,
 }
 
+/// What applying one delivery did, and the session after it when it was accepted.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub outcome: EventOutcome,
+    pub session: Option<Session>,
+}
+
+/// The states a phone can be in as the operator sees it (see `book::phone_state_sql!`).
+pub const PHONE_STATES: [&str; 5] = ["idle", "allocated", "occupied", "stale", "unavailable"];
+
 /// An event with the time cphub received it.
 #[derive(Debug, Clone)]
 pub struct ReceivedEvent {
@@ -152,7 +162,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         events: &[ReceivedEvent],
         rules: ApplyRules,
-    ) -> Result<Vec<EventOutcome>, StoreError>;
+    ) -> Result<Vec<Applied>, StoreError>;
 
     /// Records the latest heartbeat of each phone (at most one per phone) in one transaction.
     async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError>;
@@ -180,6 +190,13 @@ pub trait Store: Send + Sync + 'static {
         now: UtcTime,
         hold_until: UtcTime,
     ) -> Result<bool, StoreError>;
+
+    /// Sessions playing now, per app.
+    async fn active_sessions_by_app(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Phones per state; those not heard from since `fresh_since` are stale.
+    async fn phones_by_state(&self, fresh_since: UtcTime)
+    -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Records the control plane's view of the phones (one transaction).
     async fn sync_phones(

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::{
-    Allocation, ApplyRules, ControlPlanePhone, EventOutcome, MintRequest, ReceivedEvent, Store,
+    Allocation, Applied, ApplyRules, ControlPlanePhone, MintRequest, ReceivedEvent, Store,
     StoreError,
 };
 use crate::config::DatabaseSettings;
@@ -62,7 +62,7 @@ impl Store for PostgresStore {
         &self,
         events: &[ReceivedEvent],
         rules: ApplyRules,
-    ) -> Result<Vec<EventOutcome>, StoreError> {
+    ) -> Result<Vec<Applied>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for received in events {
@@ -156,6 +156,17 @@ impl Store for PostgresStore {
         let consumed = book::mark_verified(&mut tx, session_id, digest, now, hold_until).await?;
         tx.commit().await?;
         Ok(consumed)
+    }
+
+    async fn active_sessions_by_app(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        book::active_sessions_by_app(&self.pool).await
+    }
+
+    async fn phones_by_state(
+        &self,
+        fresh_since: UtcTime,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        book::phones_by_state(&self.pool, fresh_since).await
     }
 
     async fn sync_phones(

@@ -10,7 +10,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Sqlite, SqlitePool};
 
 use super::{
-    Allocation, ApplyRules, ControlPlanePhone, EventOutcome, MintRequest, ReceivedEvent, Store,
+    Allocation, Applied, ApplyRules, ControlPlanePhone, MintRequest, ReceivedEvent, Store,
     StoreError,
 };
 use crate::config::{DatabaseSettings, SqliteSynchronous};
@@ -73,7 +73,7 @@ impl Store for SqliteStore {
         &self,
         events: &[ReceivedEvent],
         rules: ApplyRules,
-    ) -> Result<Vec<EventOutcome>, StoreError> {
+    ) -> Result<Vec<Applied>, StoreError> {
         let mut tx = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for received in events {
@@ -142,6 +142,17 @@ impl Store for SqliteStore {
         let consumed = book::mark_verified(&mut tx, session_id, digest, now, hold_until).await?;
         tx.commit().await?;
         Ok(consumed)
+    }
+
+    async fn active_sessions_by_app(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        book::active_sessions_by_app(&self.reader).await
+    }
+
+    async fn phones_by_state(
+        &self,
+        fresh_since: UtcTime,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        book::phones_by_state(&self.reader, fresh_since).await
     }
 
     async fn sync_phones(

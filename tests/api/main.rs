@@ -11,4 +11,5 @@ mod cli;
 mod events;
 mod health;
 mod heartbeat;
+mod metrics;
 mod phone_sync;

@@ -1,0 +1,57 @@
+//! Request metrics, labelled by route pattern (never the raw path: ids would explode the
+//! series count, and the callback base path may hold a secret), and the `/metrics` route.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpResponse, web};
+
+use super::Metrics;
+use crate::clock::Clock;
+use crate::config::FleetSettings;
+use crate::http::{ErrorCode, error::server_error_response, request_id::route_label};
+use crate::store::Store;
+
+pub async fn record_http(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let method = req.method().to_string();
+    let route = route_label(&req);
+    let response = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        let status = response.status().as_u16().to_string();
+        metrics
+            .http_requests
+            .with_label_values(&[&method, &route, &status])
+            .inc();
+        let seconds = started.elapsed().as_secs_f64();
+        metrics
+            .http_duration
+            .with_label_values(&[&method, &route])
+            .observe(seconds);
+    }
+    Ok(response)
+}
+
+/// `GET /metrics`.
+pub async fn serve_metrics(
+    metrics: web::Data<Metrics>,
+    store: web::Data<dyn Store>,
+    clock: web::Data<dyn Clock>,
+    fleet: web::Data<FleetSettings>,
+) -> HttpResponse {
+    match metrics
+        .render(&**store, clock.now(), fleet.stale_after())
+        .await
+    {
+        Ok(text) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(text),
+        Err(error) => server_error_response(ErrorCode::Unavailable, "database unavailable", &error),
+    }
+}

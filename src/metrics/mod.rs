@@ -1,0 +1,243 @@
+//! Prometheus metrics (DESIGN.md "Metrics"). One registry per application, so tests and
+//! replicas never share counters. Counters move where things happen; gauges that describe
+//! the fleet are recomputed from the store at scrape time, so every replica reports the same.
+
+mod http;
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub use http::{record_http, serve_metrics};
+
+use crate::domain::{EventKind, Session, UtcTime};
+use crate::store::{EventOutcome, Store, StoreError};
+
+/// Session lengths from one minute to six hours.
+const SESSION_BUCKETS: [f64; 10] = [
+    60.0, 300.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0, 14400.0, 21600.0,
+];
+/// Request latencies, 0.5 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    per_app_labels: bool,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub sessions_started: IntCounterVec,
+    pub sessions_ended: IntCounterVec,
+    pub session_duration: HistogramVec,
+    pub run_time_mismatches: IntCounter,
+    pub sign_checks: IntCounterVec,
+    pub events: IntCounterVec,
+    pub heartbeats: IntCounter,
+    pub recoveries: IntCounterVec,
+    pub cph_requests: IntCounterVec,
+    pub cph_duration: HistogramVec,
+    sessions_active: IntGaugeVec,
+    phones: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    let metric = HistogramVec::new(opts, labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+impl Metrics {
+    /// `per_app_labels`: false folds every `app_id` label into "all" (fleets with very many
+    /// games would otherwise create a series per game).
+    pub fn new(per_app_labels: bool) -> Metrics {
+        let r = Registry::new();
+        let single =
+            |name: &str, help: &str| counter(&r, name, help, &[]).with_label_values(&[] as &[&str]);
+        Metrics {
+            per_app_labels,
+            http_requests: counter(
+                &r,
+                "cphub_http_requests_total",
+                "HTTP requests by route pattern",
+                &["method", "route", "status"],
+            ),
+            http_duration: histogram(
+                &r,
+                "cphub_http_request_duration_seconds",
+                "HTTP request latency",
+                &["method", "route"],
+                &LATENCY_BUCKETS,
+            ),
+            sessions_started: counter(
+                &r,
+                "cphub_sessions_started_total",
+                "Sessions entered",
+                &["app_id"],
+            ),
+            sessions_ended: counter(
+                &r,
+                "cphub_sessions_ended_total",
+                "Sessions ended",
+                &["app_id", "reason"],
+            ),
+            session_duration: histogram(
+                &r,
+                "cphub_session_duration_seconds",
+                "Measured session durations",
+                &["app_id"],
+                &SESSION_BUCKETS,
+            ),
+            run_time_mismatches: single(
+                "cphub_run_time_mismatches_total",
+                "Quits whose run_time disagrees with the measured duration",
+            ),
+            sign_checks: counter(
+                &r,
+                "cphub_sign_checks_total",
+                "Sign checks by result",
+                &["result"],
+            ),
+            events: counter(
+                &r,
+                "cphub_events_total",
+                "Enter/quit deliveries by outcome",
+                &["type", "outcome"],
+            ),
+            heartbeats: single("cphub_heartbeats_total", "Heartbeats accepted"),
+            recoveries: counter(
+                &r,
+                "cphub_recoveries_total",
+                "Recovery actions by result",
+                &["action", "result"],
+            ),
+            cph_requests: counter(
+                &r,
+                "cphub_cph_requests_total",
+                "CPH management API requests",
+                &["operation", "status"],
+            ),
+            cph_duration: histogram(
+                &r,
+                "cphub_cph_request_duration_seconds",
+                "CPH management API latency",
+                &["operation"],
+                &LATENCY_BUCKETS,
+            ),
+            sessions_active: gauge(
+                &r,
+                "cphub_sessions_active",
+                "Sessions playing now (from the store)",
+                &["app_id"],
+            ),
+            phones: gauge(
+                &r,
+                "cphub_phones",
+                "Phones by state (from the store)",
+                &["state"],
+            ),
+            registry: r,
+        }
+    }
+
+    fn app<'a>(&self, app_id: &'a str) -> &'a str {
+        if self.per_app_labels { app_id } else { "all" }
+    }
+
+    /// Counts one enter/quit delivery; `session` is the session after an accepted event.
+    pub fn record_event(&self, kind: EventKind, outcome: EventOutcome, session: Option<&Session>) {
+        let kind_label = match kind {
+            EventKind::Enter => "enter",
+            EventKind::Quit => "quit",
+        };
+        let outcome_label = match outcome {
+            EventOutcome::Accepted => "accepted",
+            EventOutcome::Duplicate => "duplicate",
+            EventOutcome::Conflict => "conflict",
+            EventOutcome::Ignored => "ignored",
+        };
+        self.events
+            .with_label_values(&[kind_label, outcome_label])
+            .inc();
+        let Some(session) = session.filter(|_| outcome == EventOutcome::Accepted) else {
+            return;
+        };
+        let app = self.app(&session.app_id);
+        match kind {
+            EventKind::Enter => self.sessions_started.with_label_values(&[app]).inc(),
+            EventKind::Quit => self.sessions_ended.with_label_values(&[app, "quit"]).inc(),
+        }
+        // The duration becomes known with the second of the two events, whichever it is.
+        if let Some(seconds) = session.duration_seconds {
+            self.session_duration
+                .with_label_values(&[app])
+                .observe(seconds as f64);
+            if session.run_time_mismatch {
+                self.run_time_mismatches.inc();
+            }
+        }
+    }
+
+    pub fn record_rejected_event(&self) {
+        self.events
+            .with_label_values(&["unknown", "rejected"])
+            .inc();
+    }
+
+    /// Refreshes the store-backed gauges and renders the text exposition format.
+    pub async fn render(
+        &self,
+        store: &dyn Store,
+        now: UtcTime,
+        stale_after: Duration,
+    ) -> Result<String, StoreError> {
+        let active = store.active_sessions_by_app().await?;
+        let phones = store.phones_by_state(now.minus(stale_after)).await?;
+        self.sessions_active.reset();
+        for (app, count) in active {
+            self.sessions_active
+                .with_label_values(&[self.app(&app)])
+                .add(count);
+        }
+        self.phones.reset();
+        for state in crate::store::PHONE_STATES {
+            self.phones.with_label_values(&[state]).set(0);
+        }
+        for (state, count) in phones {
+            self.phones.with_label_values(&[&state]).set(count);
+        }
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut text)
+            .expect("text encoding cannot fail");
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    }
+}

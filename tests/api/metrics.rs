@@ -1,0 +1,224 @@
+//! `GET /metrics`: valid Prometheus text, counters that move with what is sent, route
+//! patterns instead of raw paths, and an optional listener of its own.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TestApp, enter, heartbeat, quit};
+
+/// Parses the text exposition format strictly enough to catch malformed output:
+/// `name{label="value",…} number` per sample, `# HELP`/`# TYPE` comments.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix("# ") {
+            assert!(
+                comment.starts_with("HELP ") || comment.starts_with("TYPE "),
+                "bad comment: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name: {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+            assert!(
+                labels.starts_with('{') && labels.ends_with('}'),
+                "bad labels: {line}"
+            );
+        }
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+    let res = app.get("/metrics", None).await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    parse(&res.text().await.unwrap())
+}
+
+fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
+}
+
+async fn counters_move_with_what_is_sent(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = scrape(&app).await;
+
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+    app.send_event(&enter("s-2", "p-2", "2026-11-28T10:00:00Z"))
+        .await;
+    app.send_event(&quit("s-1", "p-1", "2026-11-28T10:30:00Z", 1800))
+        .await;
+    app.send_heartbeat(&heartbeat("p-2", Some("s-2"), "2026-11-28T10:00:05Z"))
+        .await;
+    app.post("/cph/events", "{").await;
+    app.wait_for_phone("p-2", |p| !p["last_seen_at"].is_null())
+        .await;
+    let after = scrape(&app).await;
+
+    let delta = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(
+        delta(r#"cphub_events_total{outcome="accepted",type="enter"}"#),
+        2.0
+    );
+    assert_eq!(
+        delta(r#"cphub_events_total{outcome="duplicate",type="enter"}"#),
+        1.0
+    );
+    assert_eq!(
+        delta(r#"cphub_events_total{outcome="accepted",type="quit"}"#),
+        1.0
+    );
+    assert_eq!(
+        delta(r#"cphub_sessions_started_total{app_id="com.example.game"}"#),
+        2.0
+    );
+    assert_eq!(
+        delta(r#"cphub_sessions_ended_total{app_id="com.example.game",reason="quit"}"#),
+        1.0
+    );
+    assert_eq!(
+        delta(r#"cphub_session_duration_seconds_count{app_id="com.example.game"}"#),
+        1.0
+    );
+    assert_eq!(
+        delta(r#"cphub_session_duration_seconds_bucket{app_id="com.example.game",le="1800"}"#),
+        1.0
+    );
+    assert_eq!(
+        delta(r#"cphub_session_duration_seconds_bucket{app_id="com.example.game",le="1200"}"#),
+        0.0
+    );
+    assert_eq!(delta("cphub_heartbeats_total"), 1.0);
+    assert_eq!(
+        value(
+            &after,
+            r#"cphub_sessions_active{app_id="com.example.game"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&after, r#"cphub_phones{state="occupied"}"#),
+        1.0,
+        "p-2 plays s-2"
+    );
+    assert_eq!(
+        value(&after, r#"cphub_phones{state="stale"}"#),
+        1.0,
+        "p-1 never heartbeated"
+    );
+    // Routes are patterns with the base path hidden, never raw paths.
+    assert!(
+        delta(
+            r#"cphub_http_requests_total{method="POST",route="{base_path}/events",status="200"}"#
+        ) >= 4.0
+    );
+    assert_eq!(
+        delta(
+            r#"cphub_http_requests_total{method="POST",route="{base_path}/events",status="400"}"#
+        ),
+        1.0
+    );
+    assert!(
+        after.keys().all(|series| !series.contains("/cph/")),
+        "raw paths leaked into labels"
+    );
+}
+
+async fn sign_checks_are_counted_by_result(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.idle_phones(&["p-1"]).await;
+    let minted = app
+        .mint_ok(&json!({"app_id": "game", "user_id": "u-1"}))
+        .await;
+    let check = |ticket: &serde_json::Value| json!({"session_id": minted["session_id"], "ticket": ticket, "auth_ts": minted["auth_ts"]});
+
+    app.sign_check(&check(&json!("wrong"))).await;
+    app.sign_check(&check(&minted["ticket"])).await;
+    app.sign_check(&check(&minted["ticket"])).await;
+    let samples = scrape(&app).await;
+
+    assert_eq!(
+        value(&samples, r#"cphub_sign_checks_total{result="bad_ticket"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, r#"cphub_sign_checks_total{result="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, r#"cphub_sign_checks_total{result="retry"}"#),
+        1.0
+    );
+    assert_eq!(value(&samples, r#"cphub_phones{state="allocated"}"#), 1.0);
+}
+
+async fn per_app_labels_can_be_folded(backend: Backend) {
+    let app = TestApp::spawn_with(backend, "[metrics]\nper_app_labels = false").await;
+
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+
+    let samples = scrape(&app).await;
+    assert_eq!(
+        value(&samples, r#"cphub_sessions_started_total{app_id="all"}"#),
+        1.0
+    );
+    assert!(samples.keys().all(|s| !s.contains("com.example.game")));
+}
+
+async fn metrics_can_have_a_listener_of_their_own(backend: Backend) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = TestApp::spawn_with(
+        backend,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\""),
+    )
+    .await;
+
+    let separate = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap();
+
+    assert_eq!(separate.status(), 200);
+    assert!(
+        separate
+            .text()
+            .await
+            .unwrap()
+            .contains("cphub_heartbeats_total")
+    );
+    assert_eq!(app.get("/metrics", None).await.status(), 404);
+}
+
+backend_tests!(
+    counters_move_with_what_is_sent,
+    sign_checks_are_counted_by_result,
+    per_app_labels_can_be_folded,
+    metrics_can_have_a_listener_of_their_own,
+);
