@@ -13,6 +13,7 @@ pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod receiver;
+pub mod simulator;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -21,6 +21,14 @@ async fn main() -> ExitCode {
     // Commands print their results on stdout; their logs must not mix in.
     match cli.command {
         Command::Serve => telemetry::init(&settings.log, std::io::stdout),
+        // The demo's own output is the point; only warnings and errors join it.
+        Command::Demo(_) => {
+            let quiet = cphub::config::LogSettings {
+                level: "warn".into(),
+                ..settings.log.clone()
+            };
+            telemetry::init(&quiet, std::io::stderr)
+        }
         _ => telemetry::init(&settings.log, std::io::stderr),
     }
     let result = match cli.command {
@@ -30,6 +38,11 @@ async fn main() -> ExitCode {
             .await
             .map_err(Into::into),
         Command::Jobs(command) => cli::jobs::run(&settings, command).await.map_err(Into::into),
+        Command::Simulate(options) => cphub::simulator::run(options)
+            .await
+            .map(|()| Outcome::AllSucceeded)
+            .map_err(Into::into),
+        Command::Demo(options) => cli::demo::run(options).await.map_err(Into::into),
     };
     match result {
         Ok(Outcome::AllSucceeded) => ExitCode::SUCCESS,

@@ -12,6 +12,11 @@ use crate::config::{AccessSettings, FleetSettings};
 use crate::domain::{AppId, PhoneId, Session, SessionId, UserId, UtcTime};
 use crate::store::{Allocation, EventRecord, MintRequest, Store};
 
+fn refusal(error: ApiError) -> HttpResponse {
+    use actix_web::ResponseError;
+    error.error_response()
+}
+
 #[derive(Deserialize)]
 pub(super) struct MintBody {
     app_id: String,
@@ -51,10 +56,12 @@ pub(super) async fn mint(
         now,
         fresh_since: now.minus(fleet.stale_after()),
     };
+    // A full fleet is an everyday answer, not a failure: sent as a plain response so it is
+    // not logged as an error.
     let phone_id = match store.mint_session(&request).await? {
         Allocation::Allocated { phone_id } => phone_id,
-        Allocation::NoFreePhone => return Err(ApiError::NoFreePhone),
-        Allocation::PhoneBusy => return Err(ApiError::PhoneBusy),
+        Allocation::NoFreePhone => return Ok(refusal(ApiError::NoFreePhone)),
+        Allocation::PhoneBusy => return Ok(refusal(ApiError::PhoneBusy)),
         Allocation::UnknownPhone => return Err(ApiError::NotFound("phone")),
     };
     let minted = &request.access;

@@ -1,5 +1,6 @@
 //! The `cphub` command line. Every subcommand reads the same layered configuration.
 
+pub mod demo;
 pub mod jobs;
 pub mod phones;
 
@@ -34,6 +35,10 @@ pub enum Command {
     /// Asynchronous CPH jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Run a fake CPH control plane and a fleet of virtual phones.
+    Simulate(crate::simulator::SimOptions),
+    /// cphub on a fresh SQLite file plus the simulator, wired together: sessions flow.
+    Demo(demo::DemoOptions),
 }
 
 #[derive(Debug, Subcommand)]

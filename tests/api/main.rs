@@ -13,3 +13,5 @@ mod health;
 mod heartbeat;
 mod metrics;
 mod phone_sync;
+mod simulation;
+mod simulator_control_plane;

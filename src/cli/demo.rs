@@ -1,0 +1,133 @@
+//! `cphub demo`: the whole loop on one machine with no flags. cphub runs on a fresh SQLite
+//! file, the simulator runs a fake control plane and phones, the phones' callbacks are
+//! configured through the real `configure-callbacks` path, and players start sessions.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::time::Duration;
+
+use clap::Args;
+
+use super::phones::{self, CliError};
+use super::{Outcome, PhonesCommand, Target, Wait};
+use crate::config::Settings;
+use crate::simulator::{SimOptions, Simulator};
+use crate::startup::Application;
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoOptions {
+    /// Virtual phones.
+    #[arg(long, default_value_t = 8)]
+    pub phones: usize,
+    /// Stop after this long (0: run until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    pub duration_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("could not start: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Startup(#[from] crate::startup::StartupError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Cli(#[from] CliError),
+}
+
+pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
+    let port = free_port()?;
+    let token = hex::encode(rand::random::<[u8; 24]>());
+    let simulator = Simulator::start(simulator_options(&options, port, &token)).await?;
+    let database = std::env::temp_dir().join(format!("cphub-demo-{}.db", std::process::id()));
+    let settings = Settings::with_overrides(&demo_settings(port, &database, &token, &simulator))?;
+    let app = Application::build(settings.clone()).await?;
+    let server = app.handle();
+    let serving = tokio::spawn(app.run_until_stopped());
+
+    println!(
+        "cphub listening on http://127.0.0.1:{port} (database {})",
+        database.display()
+    );
+    println!(
+        "configuring the phones' callbacks through `cphub phones configure-callbacks --all --wait`:"
+    );
+    let configure = PhonesCommand::ConfigureCallbacks {
+        public_url: None,
+        target: Target {
+            all: true,
+            server_id: None,
+            phone_ids: vec![],
+        },
+        heartbeat_interval: None,
+        dry_run: false,
+        wait: Wait { wait: true },
+    };
+    let configured = phones::run(&settings, configure).await?;
+    println!(
+        "operator API: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/api/v1/phones/<phone_id>"
+    );
+    println!("sessions start every second; Ctrl-C stops the demo.");
+    watch(&simulator, options.duration_secs).await;
+
+    simulator.stop().await;
+    server.stop(true).await;
+    let _ = serving.await;
+    Ok(configured)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+fn simulator_options(options: &DemoOptions, cphub_port: u16, token: &str) -> SimOptions {
+    let mut sim = SimOptions::defaults();
+    sim.phones = options.phones;
+    sim.cph_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    sim.cphub = format!("http://127.0.0.1:{cphub_port}");
+    sim.token = Some(token.to_owned());
+    sim.job_delay_ms = 300;
+    sim
+}
+
+fn demo_settings(
+    port: u16,
+    database: &std::path::Path,
+    token: &str,
+    simulator: &Simulator,
+) -> String {
+    let options = SimOptions::defaults();
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\
+         [database]\nurl = \"sqlite://{}\"\n\
+         [callbacks]\npublic_url = \"http://127.0.0.1:{port}\"\n\
+         [fleet]\nheartbeat_interval_secs = 2\n\
+         [api]\ntokens = [\"{token}\"]\n\
+         [log]\nlevel = \"warn\"\n\
+         [cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\nsync_interval_secs = 5\njob_poll_interval_ms = 100\n\
+         [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n",
+        database.display(),
+        simulator.cph_endpoint(),
+        options.project_id,
+        options.ak,
+        options.sk,
+    )
+}
+
+async fn watch(simulator: &Simulator, duration_secs: u64) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(3));
+    let stop_at = (duration_secs > 0)
+        .then(|| tokio::time::Instant::now() + Duration::from_secs(duration_secs));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => println!("{}", simulator.stats.summary(&simulator.fleet)),
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        if stop_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            break;
+        }
+    }
+    println!("{}", simulator.stats.summary(&simulator.fleet));
+}

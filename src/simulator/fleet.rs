@@ -1,0 +1,113 @@
+//! The simulated fleet: what the fake control plane changes (properties, status, jobs) and
+//! what the virtual phones read (where to call back, whether they are up).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::cph::model::status;
+
+/// Faults a phone can be given (DESIGN.md "Simulator"; the watchdog must recover them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhoneFaults {
+    /// Sends no heartbeats and plays nothing, until restarted or reset.
+    pub silent: bool,
+    /// Stuck: as silent, but a restart does not help; only a reset does.
+    pub stuck: bool,
+    /// Every restart job of this phone fails (status -6); a reset is needed.
+    pub restart_fails: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimPhone {
+    pub phone_id: String,
+    pub phone_name: String,
+    pub server_id: String,
+    /// Chapter 4.3.1 status: 2 running, 3 resetting, 4 restarting, -5/-6 failed, 8 stopped.
+    pub status: i32,
+    /// The phone properties (appendix A.1), e.g. `com.cph.cg.heartbeat_url`.
+    pub properties: BTreeMap<String, String>,
+    pub faults: PhoneFaults,
+    /// Bumped by every restart or reset: a phone task that sees it change starts over
+    /// (its session, if any, is lost, as on a real reboot).
+    pub boots: u64,
+}
+
+impl SimPhone {
+    /// Up and sending callbacks.
+    pub fn is_alive(&self) -> bool {
+        self.status == status::RUNNING && !self.faults.silent && !self.faults.stuck
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    UpdateProperty,
+    Restart,
+    Reset,
+    Stop,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimJob {
+    pub job_id: String,
+    pub request_id: String,
+    pub phone_id: String,
+    pub kind: JobKind,
+    /// 1 running, 2 succeeded, -1 failed (chapter 4.4.1).
+    pub status: i32,
+    pub begin_time: String,
+    pub end_time: Option<String>,
+    pub error_code: Option<String>,
+    pub error_msg: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Fleet {
+    /// In creation order (the list API pages through them in this order).
+    pub phones: Vec<SimPhone>,
+    pub jobs: HashMap<String, SimJob>,
+}
+
+impl Fleet {
+    /// `count` running phones named `mobile-0001`…, ids derived from `seed`, spread over
+    /// servers of 16 phones.
+    pub fn new(count: usize, seed: u64) -> Fleet {
+        let phones = (0..count)
+            .map(|i| SimPhone {
+                phone_id: format!("{seed:08x}{i:024x}"),
+                phone_name: format!("mobile-{:04}", i + 1),
+                server_id: format!("{seed:08x}{:024x}", 0xffff_0000 + i / 16),
+                status: status::RUNNING,
+                properties: BTreeMap::new(),
+                faults: PhoneFaults::default(),
+                boots: 0,
+            })
+            .collect();
+        Fleet {
+            phones,
+            jobs: HashMap::new(),
+        }
+    }
+
+    pub fn phone(&self, phone_id: &str) -> Option<&SimPhone> {
+        self.phones.iter().find(|p| p.phone_id == phone_id)
+    }
+
+    pub fn phone_mut(&mut self, phone_id: &str) -> Option<&mut SimPhone> {
+        self.phones.iter_mut().find(|p| p.phone_id == phone_id)
+    }
+}
+
+/// The fleet shared by the control plane and the phone tasks.
+#[derive(Clone, Default)]
+pub struct SharedFleet(Arc<Mutex<Fleet>>);
+
+impl SharedFleet {
+    pub fn new(fleet: Fleet) -> Self {
+        SharedFleet(Arc::new(Mutex::new(fleet)))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Fleet> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,186 @@
+//! The simulator: a fake CPH control plane and a fleet of virtual phones, so the whole loop
+//! (properties, callbacks, sessions, recovery) runs on one machine without a Huawei account.
+
+pub mod control_plane;
+pub mod fleet;
+mod options;
+mod phone;
+mod player;
+mod stats;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use options::SimOptions;
+pub use stats::{PlayedSession, Stats};
+
+use control_plane::ControlPlaneSettings;
+use fleet::{Fleet, SharedFleet};
+use phone::VirtualPhone;
+use player::Players;
+
+pub struct Simulator {
+    pub fleet: SharedFleet,
+    pub stats: Arc<Stats>,
+    cph_port: u16,
+    control_plane: ServerHandle,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Starts the control plane, the phones and the players.
+    pub async fn start(options: SimOptions) -> std::io::Result<Simulator> {
+        let fleet = SharedFleet::new(Fleet::new(options.phones, options.seed));
+        for (i, phone) in fleet.lock().phones.iter_mut().enumerate() {
+            phone.faults.restart_fails = i < options.restart_fails;
+        }
+        let listener = TcpListener::bind(options.cph_listen)?;
+        let cph_port = listener.local_addr()?.port();
+        let server =
+            control_plane::start(listener, control_plane_settings(&options), fleet.clone())?;
+        let control_plane = server.handle();
+        let mut tasks = vec![tokio::spawn(async move {
+            let _ = server.await;
+        })];
+        let options = Arc::new(options);
+        let stats = Arc::new(Stats::default());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(std::io::Error::other)?;
+        let mut inboxes = HashMap::new();
+        for index in 0..options.phones {
+            let (inbox, assignments) = mpsc::channel(4);
+            inboxes.insert(fleet.lock().phones[index].phone_id.clone(), inbox);
+            let phone = VirtualPhone {
+                index,
+                fleet: fleet.clone(),
+                http: http.clone(),
+                stats: Arc::clone(&stats),
+                options: Arc::clone(&options),
+                assignments,
+            };
+            tasks.push(tokio::spawn(phone.run()));
+        }
+        let players = Players {
+            options: Arc::clone(&options),
+            http,
+            stats: Arc::clone(&stats),
+            phones: inboxes,
+        };
+        tasks.push(tokio::spawn(players.run()));
+        tasks.push(tokio::spawn(break_phones_later(
+            fleet.clone(),
+            Arc::clone(&options),
+        )));
+        Ok(Simulator {
+            fleet,
+            stats,
+            cph_port,
+            control_plane,
+            tasks,
+        })
+    }
+
+    /// Base URL of the fake management API, for `cph.endpoint`.
+    pub fn cph_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.cph_port)
+    }
+
+    pub fn phone_ids(&self) -> Vec<String> {
+        self.fleet
+            .lock()
+            .phones
+            .iter()
+            .map(|p| p.phone_id.clone())
+            .collect()
+    }
+
+    pub async fn stop(self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+        self.control_plane.stop(false).await;
+    }
+}
+
+fn control_plane_settings(options: &SimOptions) -> ControlPlaneSettings {
+    ControlPlaneSettings {
+        project_id: options.project_id.clone(),
+        ak: options.ak.clone(),
+        sk: options.sk.clone().into(),
+        iam_user: None,
+        job_delay: Duration::from_millis(options.job_delay_ms),
+        job_failure_rate: options.job_failure_rate,
+        max_date_skew: Duration::from_secs(15 * 60),
+    }
+}
+
+/// The first `silent` phones go silent and the next `stuck` get stuck, a while after start.
+async fn break_phones_later(fleet: SharedFleet, options: Arc<SimOptions>) {
+    if options.silent + options.stuck == 0 {
+        return;
+    }
+    tokio::time::sleep(Duration::from_secs(options.faults_after_secs)).await;
+    let mut fleet = fleet.lock();
+    for (i, phone) in fleet.phones.iter_mut().enumerate() {
+        phone.faults.silent |= i < options.silent;
+        phone.faults.stuck |= (options.silent..options.silent + options.stuck).contains(&i);
+    }
+    tracing::info!(
+        silent = options.silent,
+        stuck = options.stuck,
+        "simulated phones broke"
+    );
+}
+
+/// `cphub simulate`: runs until Ctrl-C/SIGTERM or `--duration-secs`, printing a summary
+/// every `--summary-secs` and once at the end.
+pub async fn run(options: SimOptions) -> std::io::Result<()> {
+    let summary_every = Duration::from_secs(options.summary_secs.max(1));
+    let duration = options.duration_secs;
+    let simulator = Simulator::start(options).await?;
+    println!(
+        "simulator: fake CPH API at {} ({} phones)",
+        simulator.cph_endpoint(),
+        simulator.phone_ids().len()
+    );
+    let deadline = async {
+        match duration {
+            0 => std::future::pending::<()>().await,
+            secs => tokio::time::sleep(Duration::from_secs(secs)).await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut ticks = tokio::time::interval(summary_every);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => println!("{}", simulator.stats.summary(&simulator.fleet)),
+            _ = &mut deadline => break,
+            _ = shutdown_signal() => break,
+        }
+    }
+    println!("{}", simulator.stats.summary(&simulator.fleet));
+    simulator.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

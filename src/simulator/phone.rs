@@ -1,0 +1,229 @@
+//! A virtual phone: what Huawei's engine does once its `com.cph.cg.*` properties are set.
+//! It heartbeats every `heartbeat_interval` (idle, or naming its session) and plays the
+//! sessions the players bring it: sign check with `encrypted_data` sealed the way a client
+//! SDK does, enter, heartbeats, quit with `run_time`. A restart or reset ends its session
+//! without a quit, as a reboot would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aes_gcm::aead::Aead;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::SimOptions;
+use super::fleet::SharedFleet;
+use super::stats::{PlayedSession, Stats};
+use crate::cph::properties::{EVENT_NOTIFY_URL, HEARTBEAT_INTERVAL, HEARTBEAT_URL, SIGN_CHECK_URL};
+
+/// A session a player obtained from cphub and hands to the phone it was allocated.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub session_id: String,
+    pub ticket: String,
+    pub aes_key_hex: String,
+    pub auth_ts: String,
+    pub app_id: String,
+}
+
+/// Where and how often the phone calls back; present only while it is up and configured.
+struct Callbacks {
+    sign_check: String,
+    events: String,
+    heartbeat: String,
+    interval: Duration,
+    boots: u64,
+}
+
+pub struct VirtualPhone {
+    pub index: usize,
+    pub fleet: SharedFleet,
+    pub http: reqwest::Client,
+    pub stats: Arc<Stats>,
+    pub options: Arc<SimOptions>,
+    pub assignments: mpsc::Receiver<Assignment>,
+}
+
+impl VirtualPhone {
+    pub async fn run(mut self) {
+        loop {
+            let Some(callbacks) = self.callbacks() else {
+                // Down or unconfigured: a session handed over now is never started.
+                while self.assignments.try_recv().is_ok() {}
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            tokio::select! {
+                Some(assignment) = self.assignments.recv() => self.play(&callbacks, assignment).await,
+                _ = tokio::time::sleep(callbacks.interval) => self.heartbeat(&callbacks, None).await,
+            }
+        }
+    }
+
+    fn phone_id(&self) -> String {
+        self.fleet.lock().phones[self.index].phone_id.clone()
+    }
+
+    fn callbacks(&self) -> Option<Callbacks> {
+        let fleet = self.fleet.lock();
+        let phone = &fleet.phones[self.index];
+        if !phone.is_alive() {
+            return None;
+        }
+        let property = |key: &str| phone.properties.get(key).cloned();
+        let seconds = property(HEARTBEAT_INTERVAL)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5u64);
+        Some(Callbacks {
+            sign_check: property(SIGN_CHECK_URL)?,
+            events: property(EVENT_NOTIFY_URL)?,
+            heartbeat: property(HEARTBEAT_URL)?,
+            interval: Duration::from_secs(seconds.max(1)),
+            boots: phone.boots,
+        })
+    }
+
+    /// Still up, and not rebooted since `boots`.
+    fn still_running(&self, boots: u64) -> bool {
+        self.callbacks().is_some_and(|c| c.boots == boots)
+    }
+
+    async fn play(&self, callbacks: &Callbacks, session: Assignment) {
+        if !self.sign_check(callbacks, &session).await {
+            Stats::count(&self.stats.sign_checks_refused);
+            return;
+        }
+        Stats::count(&self.stats.sessions_started);
+        let (min, max) = self.options.session_range();
+        let length = rand::random_range(min.as_secs()..=max.as_secs());
+        // Whole seconds, so cphub's measured duration equals the length exactly.
+        let entered = Utc::now().with_nanosecond_zero();
+        let quit_at = entered + chrono::TimeDelta::seconds(length as i64);
+        let reorder = rand::random_bool(self.options.reorder_rate.clamp(0.0, 1.0));
+        let enter = self.event(&session, 0, entered, None);
+        if !reorder {
+            self.deliver(&callbacks.events, &enter).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(length);
+        while tokio::time::Instant::now() < deadline {
+            let left = deadline - tokio::time::Instant::now();
+            tokio::time::sleep(left.min(callbacks.interval)).await;
+            if !self.still_running(callbacks.boots) {
+                return; // rebooted or gone silent mid-game: no quit, as on a real phone
+            }
+            self.heartbeat(callbacks, Some(&session)).await;
+        }
+        let quit = self.event(&session, 1, quit_at, Some(length));
+        self.deliver(&callbacks.events, &quit).await;
+        if reorder {
+            self.deliver(&callbacks.events, &enter).await;
+        }
+        self.stats.record_played(PlayedSession {
+            session_id: session.session_id.clone(),
+            phone_id: self.phone_id(),
+            duration_secs: length as i64,
+        });
+    }
+
+    async fn sign_check(&self, callbacks: &Callbacks, session: &Assignment) -> bool {
+        let Some((data, iv)) = seal(&session.aes_key_hex) else {
+            return false;
+        };
+        let body = json!({
+            "session_id": session.session_id, "ticket": session.ticket, "auth_ts": session.auth_ts,
+            "encrypted_data": data, "aes_iv": iv,
+        });
+        let answer = self.post(&callbacks.sign_check, &body).await;
+        answer.is_some_and(|a| a["aes_key"] == session.aes_key_hex.as_str())
+    }
+
+    async fn heartbeat(&self, callbacks: &Callbacks, session: Option<&Assignment>) {
+        let body = json!({"event_type": "heartbeat", "event": {
+            "phone_id": self.phone_id(),
+            "app_id": session.map_or("", |s| s.app_id.as_str()),
+            "session_id": session.map_or("", |s| s.session_id.as_str()),
+            "time": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        }});
+        if self.post(&callbacks.heartbeat, &body).await.is_some() {
+            Stats::count(&self.stats.heartbeats);
+        }
+    }
+
+    fn event(
+        &self,
+        session: &Assignment,
+        status: i32,
+        time: DateTime<Utc>,
+        run_time: Option<u64>,
+    ) -> Value {
+        let mut event = json!({
+            "phone_id": self.phone_id(), "status": status, "session_id": session.session_id,
+            "ticket": session.ticket, "time": time.to_rfc3339_opts(SecondsFormat::Secs, true),
+            "app_id": session.app_id, "error_msg": null,
+        });
+        if let Some(run_time) = run_time {
+            event["run_time"] = json!(run_time);
+        }
+        json!({"event_type": "app", "event": event})
+    }
+
+    /// At-least-once, like the engine: retried until acknowledged; sometimes twice.
+    async fn deliver(&self, url: &str, body: &Value) {
+        for _ in 0..20 {
+            if self.post(url, body).await.is_some() {
+                if rand::random_bool(self.options.duplicate_rate.clamp(0.0, 1.0)) {
+                    self.post(url, body).await;
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// One callback; None (and a counted error) unless cphub answered 200.
+    async fn post(&self, url: &str, body: &Value) -> Option<Value> {
+        if self.options.callback_delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.options.callback_delay_ms)).await;
+        }
+        if rand::random_bool(self.options.drop_rate.clamp(0.0, 1.0)) {
+            Stats::count(&self.stats.callback_errors);
+            return None;
+        }
+        match self.http.post(url).json(body).send().await {
+            Ok(res) if res.status().is_success() => res.json().await.ok(),
+            Ok(_) | Err(_) => {
+                Stats::count(&self.stats.callback_errors);
+                None
+            }
+        }
+    }
+}
+
+/// The client SDK's side of the sign check: something sealed under the session key with a
+/// fresh IV, in cphub's default encodings (base64 data + tag, hex IV).
+fn seal(key_hex: &str) -> Option<(String, String)> {
+    let key = hex::decode(key_hex).ok()?;
+    let cipher = Aes256Gcm::new_from_slice(&key).ok()?;
+    let iv: [u8; 12] = rand::random();
+    let sealed = cipher
+        .encrypt(&Nonce::from(iv), b"cphub simulator client hello".as_ref())
+        .ok()?;
+    Some((
+        base64::engine::general_purpose::STANDARD.encode(sealed),
+        hex::encode(iv),
+    ))
+}
+
+trait WholeSeconds {
+    fn with_nanosecond_zero(self) -> Self;
+}
+
+impl WholeSeconds for DateTime<Utc> {
+    fn with_nanosecond_zero(self) -> Self {
+        use chrono::Timelike;
+        self.with_nanosecond(0).unwrap_or(self)
+    }
+}

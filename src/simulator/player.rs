@@ -1,0 +1,78 @@
+//! Players: each asks cphub for a session the way the operator's game platform does
+//! (`POST /api/v1/sessions`), then hands what it got to the phone cphub allocated, as a
+//! client SDK connecting to that phone would.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::SimOptions;
+use super::phone::Assignment;
+use super::stats::Stats;
+
+pub struct Players {
+    pub options: Arc<SimOptions>,
+    pub http: reqwest::Client,
+    pub stats: Arc<Stats>,
+    /// The phone tasks' inboxes, by phone id.
+    pub phones: HashMap<String, mpsc::Sender<Assignment>>,
+}
+
+impl Players {
+    pub async fn run(self) {
+        let Some(token) = self.options.token.clone() else {
+            tracing::info!("no operator token (--token): the simulator only heartbeats");
+            return;
+        };
+        let url = format!(
+            "{}/api/v1/sessions",
+            self.options.cphub.trim_end_matches('/')
+        );
+        let mut minted = 0u64;
+        while self.options.sessions == 0 || minted < self.options.sessions {
+            tokio::time::sleep(Duration::from_millis(self.options.player_interval_ms)).await;
+            let body = json!({"app_id": "sim.game", "user_id": format!("player-{minted}")});
+            let answer = self
+                .http
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await;
+            match answer {
+                Ok(res) if res.status() == 201 => {
+                    let Ok(session) = res.json::<Value>().await else {
+                        continue;
+                    };
+                    minted += 1;
+                    self.hand_over(&session).await;
+                }
+                Ok(res) if res.status() == 503 => Stats::count(&self.stats.no_free_phone),
+                Ok(res) => tracing::warn!(status = %res.status(), "cphub refused a session"),
+                Err(error) => tracing::warn!(%error, "cphub unreachable"),
+            }
+        }
+    }
+
+    async fn hand_over(&self, session: &Value) {
+        let text = |field: &str| session[field].as_str().unwrap_or_default().to_owned();
+        let assignment = Assignment {
+            session_id: text("session_id"),
+            ticket: text("ticket"),
+            aes_key_hex: text("aes_key"),
+            auth_ts: text("auth_ts"),
+            app_id: "sim.game".into(),
+        };
+        match self.phones.get(&text("phone_id")) {
+            Some(inbox) => {
+                let _ = inbox.send(assignment).await;
+            }
+            None => {
+                tracing::warn!(phone_id = %text("phone_id"), "cphub allocated a phone this simulator does not run")
+            }
+        }
+    }
+}

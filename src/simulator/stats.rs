@@ -1,0 +1,80 @@
+//! What the simulator has seen: counters for the summary line, and the sessions it played
+//! (so a test can compare them with cphub's records).
+
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::fleet::SharedFleet;
+
+/// A session as the simulated phone and player played it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayedSession {
+    pub session_id: String,
+    pub phone_id: String,
+    /// Measured between the `time`s of the enter and quit events sent.
+    pub duration_secs: i64,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub heartbeats: AtomicU64,
+    pub sessions_started: AtomicU64,
+    pub no_free_phone: AtomicU64,
+    pub sign_checks_refused: AtomicU64,
+    pub callback_errors: AtomicU64,
+    played: Mutex<Vec<PlayedSession>>,
+}
+
+impl Stats {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_played(&self, session: PlayedSession) {
+        self.played
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(session);
+    }
+
+    pub fn played(&self) -> Vec<PlayedSession> {
+        self.played
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `phones: 8 running, 2 silent, 1 restarting | sessions: 12 played, 1 playing | …`
+    pub fn summary(&self, fleet: &SharedFleet) -> String {
+        let (mut alive, mut down, mut configured) = (0, 0, 0);
+        for phone in &fleet.lock().phones {
+            if phone.is_alive() {
+                alive += 1
+            } else {
+                down += 1
+            }
+            if phone
+                .properties
+                .contains_key(crate::cph::properties::HEARTBEAT_URL)
+            {
+                configured += 1;
+            }
+        }
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let played = self
+            .played
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len() as u64;
+        format!(
+            "phones: {alive} alive, {down} down, {configured} configured | sessions: {played} played, \
+             {} playing, {} refused (no free phone) | heartbeats: {} | sign checks refused: {} | callback errors: {}",
+            load(&self.sessions_started).saturating_sub(played),
+            load(&self.no_free_phone),
+            load(&self.heartbeats),
+            load(&self.sign_checks_refused),
+            load(&self.callback_errors),
+        )
+    }
+}

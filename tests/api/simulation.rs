@@ -1,0 +1,145 @@
+//! cphub and the simulator against each other: cphub's own client configures the simulated
+//! phones' callbacks, the phones heartbeat and play sessions minted by simulated players, and
+//! cphub's records must match what the simulator played.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use cphub::config::Settings;
+use cphub::cph::{CphClient, PhoneItem, model::job_status};
+use cphub::simulator::{SimOptions, Simulator};
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TOKEN, TestApp};
+
+fn simulator_options(app: &TestApp, phones: usize) -> SimOptions {
+    let mut options = SimOptions::defaults();
+    options.phones = phones;
+    options.cph_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    options.cphub = app.address.clone();
+    options.job_delay_ms = 50;
+    options.token = None;
+    options
+}
+
+/// cphub's settings for talking to the simulator's control plane.
+fn cph_settings(simulator: &Simulator, options: &SimOptions) -> Settings {
+    Settings::with_overrides(&format!(
+        "[cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 20\n\
+         [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n",
+        simulator.cph_endpoint(),
+        options.project_id,
+        options.ak,
+        options.sk
+    ))
+    .unwrap()
+}
+
+/// Points every simulated phone at `app` through cphub's own client, as
+/// `phones configure-callbacks --all --wait` does, and waits for the jobs.
+async fn configure_callbacks(app: &TestApp, simulator: &Simulator, options: &SimOptions) {
+    let mut settings = cph_settings(simulator, options);
+    settings.fleet.heartbeat_interval_secs = 1;
+    let property =
+        cphub::cli::phones::callback_property(&settings, Some(app.address.clone()), None).unwrap();
+    let client = CphClient::new(&settings.cph).unwrap();
+    let phones = client.list_phones(&Default::default()).await.unwrap();
+    assert_eq!(phones.len(), options.phones);
+    let items = phones
+        .iter()
+        .map(|p| PhoneItem {
+            phone_id: p.phone_id.clone(),
+            property: Some(property.clone()),
+        })
+        .collect();
+    let batch = client.update_property(items).await.unwrap();
+    assert_eq!(batch.failures().count(), 0);
+    for (_, job_id) in batch.jobs() {
+        assert_eq!(
+            client.follow_job(job_id).await.unwrap().status,
+            job_status::SUCCEEDED
+        );
+    }
+}
+
+async fn configured_phones_heartbeat_to_cphub(backend: Backend) {
+    let app = TestApp::spawn_with(backend, "[fleet]\nheartbeat_interval_secs = 1").await;
+    let options = simulator_options(&app, 5);
+    let simulator = Simulator::start(options.clone()).await.unwrap();
+
+    configure_callbacks(&app, &simulator, &options).await;
+
+    for phone_id in simulator.phone_ids() {
+        let phone = app
+            .wait_for_phone(&phone_id, |p| !p["last_seen_at"].is_null())
+            .await;
+        assert_eq!(phone["heartbeat_session_id"], serde_json::Value::Null);
+    }
+    simulator.stop().await;
+}
+
+async fn cphub_records_what_the_simulator_played(backend: Backend) {
+    let app = TestApp::spawn_with(backend, "[fleet]\nheartbeat_interval_secs = 1").await;
+    let mut options = simulator_options(&app, 3);
+    options.token = Some(TOKEN.to_owned());
+    options.sessions = 5;
+    options.player_interval_ms = 100;
+    options.session_min_secs = 1;
+    options.session_max_secs = 2;
+    // The engine's habits: re-deliveries and a quit overtaking its enter.
+    options.duplicate_rate = 0.5;
+    options.reorder_rate = 0.3;
+    let simulator = Simulator::start(options.clone()).await.unwrap();
+    configure_callbacks(&app, &simulator, &options).await;
+
+    let played = wait_for_played(&simulator, 5).await;
+
+    for session in &played {
+        let recorded = app
+            .wait_for_session(&session.session_id, |s| {
+                s["missing_start"] == false && s["state"] == "ended"
+            })
+            .await;
+        assert_eq!(
+            recorded["duration_seconds"], session.duration_secs,
+            "{recorded}"
+        );
+        assert_eq!(recorded["phone_id"], session.phone_id.as_str());
+        assert_eq!(recorded["issued"], true);
+        assert!(recorded["verified_at"].is_string(), "{recorded}");
+        let accepted = recorded["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["outcome"] == "accepted")
+            .count();
+        assert_eq!(
+            accepted, 2,
+            "one enter and one quit, however often delivered: {recorded}"
+        );
+    }
+    simulator.stop().await;
+}
+
+async fn wait_for_played(
+    simulator: &Simulator,
+    count: usize,
+) -> Vec<cphub::simulator::PlayedSession> {
+    for _ in 0..300 {
+        let played = simulator.stats.played();
+        if played.len() >= count {
+            return played;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the simulator played only {:?}: {}",
+        simulator.stats.played(),
+        simulator.stats.summary(&simulator.fleet)
+    );
+}
+
+backend_tests!(
+    configured_phones_heartbeat_to_cphub,
+    cphub_records_what_the_simulator_played
+);

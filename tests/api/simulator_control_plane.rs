@@ -1,0 +1,984 @@
+//! The simulator's fake CPH management API, driven by three independent clients: cphub's own
+//! `CphClient` (AK/SK and IAM token), raw signed requests for the refusals, and Huawei's
+//! official Python SDK.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use chrono::{TimeDelta, Utc};
+use cphub::config::Settings;
+use cphub::cph::model::{job_status, status};
+use cphub::cph::signer::Signing;
+use cphub::cph::{CphClient, CphError, PhoneFilter, PhoneItem};
+use cphub::simulator::control_plane::{self, ControlPlaneSettings, DEFAULT_MAX_DATE_SKEW};
+use cphub::simulator::fleet::{Fleet, SharedFleet, SimPhone};
+use serde_json::{Value, json};
+
+const PROJECT_ID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+const AK: &str = "SIMULATORTESTAK00001";
+const SK: &str = "simulatorTestSecretKey0123456789abcdef";
+const IAM_USER: &str = "cphub-operator";
+const IAM_PASSWORD: &str = "correct horse battery staple";
+const IAM_DOMAIN: &str = "cphub-domain";
+
+/// A running fake control plane over a fresh fleet.
+struct FakeCph {
+    endpoint: String,
+    fleet: SharedFleet,
+    server: ServerHandle,
+}
+
+impl FakeCph {
+    async fn start(phones: usize) -> FakeCph {
+        Self::start_with(phones, |_| {}).await
+    }
+
+    async fn start_with(phones: usize, adjust: impl FnOnce(&mut ControlPlaneSettings)) -> FakeCph {
+        let mut settings = ControlPlaneSettings {
+            project_id: PROJECT_ID.into(),
+            ak: AK.into(),
+            sk: SK.into(),
+            iam_user: Some((IAM_USER.into(), IAM_PASSWORD.into(), IAM_DOMAIN.into())),
+            job_delay: Duration::from_millis(50),
+            job_failure_rate: 0.0,
+            max_date_skew: DEFAULT_MAX_DATE_SKEW,
+        };
+        adjust(&mut settings);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let fleet = SharedFleet::new(Fleet::new(phones, 0x5eed));
+        let server = control_plane::start(listener, settings, fleet.clone()).unwrap();
+        let handle = server.handle();
+        tokio::spawn(server);
+        FakeCph {
+            endpoint,
+            fleet,
+            server: handle,
+        }
+    }
+
+    /// cphub's client, signing with AK/SK.
+    fn client(&self) -> CphClient {
+        self.client_with(&format!("[cph.auth]\nak = \"{AK}\"\nsk = \"{SK}\"\n"))
+    }
+
+    fn client_with(&self, auth_toml: &str) -> CphClient {
+        let settings = Settings::with_overrides(&format!(
+            "[cph]\nendpoint = \"{}\"\nproject_id = \"{PROJECT_ID}\"\njob_poll_interval_ms = 20\n\
+             job_deadline_secs = 10\nmax_attempts = 1\n{auth_toml}",
+            self.endpoint
+        ))
+        .unwrap();
+        CphClient::new(&settings.cph).unwrap()
+    }
+
+    fn phone_id(&self, index: usize) -> String {
+        self.phone(index).phone_id
+    }
+
+    /// A copy of the simulated phone: no lock is held while the test goes on.
+    fn phone(&self, index: usize) -> SimPhone {
+        self.fleet.lock().phones[index].clone()
+    }
+
+    fn host(&self) -> &str {
+        self.endpoint.trim_start_matches("http://")
+    }
+
+    /// A GET of `/v1/{project}/{path}` signed as the official SDK signs it.
+    fn signed_get(
+        &self,
+        path: &str,
+        sk: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> reqwest::RequestBuilder {
+        self.signed_query(path, &[], sk, now)
+    }
+
+    /// As `signed_get`, with a query sent as the signer encodes it.
+    fn signed_query(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        sk: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> reqwest::RequestBuilder {
+        let path = format!("/v1/{PROJECT_ID}/{path}");
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+        let signing = Signing {
+            ak: AK,
+            sk,
+            project_id: Some(PROJECT_ID),
+            host: self.host(),
+            now,
+        };
+        signing.sign("GET", &path, &query, &mut headers, b"");
+        let wire_query = cphub::cph::signer::canonical_query(&query);
+        let url = format!("{}{path}?{wire_query}", self.endpoint);
+        let mut request = reqwest::Client::new().get(url.trim_end_matches('?'));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request
+    }
+
+    async fn stop(self) {
+        self.server.stop(false).await;
+    }
+}
+
+/// Asserts a refusal: `status` and chapter 7.1.1's body with `code`; returns the message.
+async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(response.status().as_u16(), status);
+    let header_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error_code"], code, "{body}");
+    assert_eq!(body["request_id"], header_id.as_str());
+    assert_eq!(header_id.len(), 32);
+    body["error_msg"].as_str().unwrap().to_owned()
+}
+
+fn item(phone_id: &str, property: Option<Value>) -> PhoneItem {
+    PhoneItem {
+        phone_id: phone_id.to_owned(),
+        property: property.map(|p| p.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn cphub_lists_every_phone_over_pages_and_reads_details() {
+    let fake = FakeCph::start(250).await;
+    let client = fake.client();
+
+    let phones = client.list_phones(&PhoneFilter::default()).await.unwrap();
+    let expected: Vec<String> = fake
+        .fleet
+        .lock()
+        .phones
+        .iter()
+        .map(|p| p.phone_id.clone())
+        .collect();
+    assert_eq!(
+        phones
+            .iter()
+            .map(|p| p.phone_id.clone())
+            .collect::<Vec<_>>(),
+        expected
+    );
+    assert!(
+        phones
+            .iter()
+            .all(|p| p.status == status::RUNNING && !p.server_id.is_empty())
+    );
+    assert_eq!(phones[0].phone_name, "mobile-0001");
+
+    let server = PhoneFilter {
+        server_id: Some(phones[20].server_id.clone()),
+        status: None,
+    };
+    assert_eq!(client.list_phones(&server).await.unwrap().len(), 16);
+    let stopped = PhoneFilter {
+        server_id: None,
+        status: Some(8),
+    };
+    assert!(client.list_phones(&stopped).await.unwrap().is_empty());
+
+    fake.fleet.lock().phones[3]
+        .properties
+        .insert("com.cph.cg.heartbeat_interval".into(), "30".into());
+    let detail = client.phone(&phones[3].phone_id).await.unwrap();
+    assert_eq!(detail.phone, phones[3]);
+    assert_eq!(
+        detail.property.as_deref(),
+        Some(r#"{"com.cph.cg.heartbeat_interval":"30"}"#)
+    );
+    assert_eq!(detail.access_infos.len(), 1);
+    assert!(detail.access_infos[0]["listen_port"].is_u64());
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn the_list_answers_the_count_and_filters_by_name() {
+    let fake = FakeCph::start(30).await;
+    let list = |query: &[(&str, &str)]| {
+        fake.signed_query("cloud-phone/phones", query, SK, Utc::now())
+            .send()
+    };
+
+    let page: Value = list(&[("limit", "5"), ("offset", "10")])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["count"], 30);
+    assert_eq!(page["phones"].as_array().unwrap().len(), 5);
+    assert_eq!(page["phones"][0]["phone_name"], "mobile-0011");
+    assert_eq!(page["request_id"].as_str().unwrap().len(), 32);
+    let phone = &page["phones"][0];
+    for field in [
+        "phone_name",
+        "server_id",
+        "phone_id",
+        "phone_model_name",
+        "image_id",
+        "vnc_enable",
+        "status",
+        "type",
+        "metadata",
+        "create_time",
+        "update_time",
+    ] {
+        assert!(!phone[field].is_null(), "{field} missing in {phone}");
+    }
+
+    let named: Value = list(&[("phone_name", "mobile-002")])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(named["count"], 10);
+    assert_eq!(named["phones"][0]["phone_name"], "mobile-0020");
+    // Characters the signer percent-encodes verify too (and match nothing).
+    let odd = list(&[("phone_name", "a b/c*~é"), ("server_id", "x+y=z&")])
+        .await
+        .unwrap();
+    assert_eq!(odd.status().as_u16(), 200);
+    assert_eq!(odd.json::<Value>().await.unwrap()["count"], 0);
+
+    for bad in ["0", "201", "ten"] {
+        assert_error(list(&[("limit", bad)]).await.unwrap(), 400, "CPS.0002").await;
+    }
+    assert_error(list(&[("offset", "-1")]).await.unwrap(), 400, "CPS.0002").await;
+    assert_error(
+        list(&[("status", "running")]).await.unwrap(),
+        400,
+        "CPS.0010",
+    )
+    .await;
+
+    // The query changed after signing: refused, so the query is covered by the signature.
+    let mut tampered = fake
+        .signed_query("cloud-phone/phones", &[("limit", "5")], SK, Utc::now())
+        .build()
+        .unwrap();
+    tampered.url_mut().set_query(Some("limit=6"));
+    let response = reqwest::Client::new().execute(tampered).await.unwrap();
+    assert_error(response, 401, "APIGW.0301").await;
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn update_property_merges_the_properties_when_its_job_ends() {
+    let fake = FakeCph::start(3).await;
+    let client = fake.client();
+    let phone = fake.phone_id(1);
+    fake.fleet.lock().phones[1]
+        .properties
+        .insert("kept".into(), "yes".into());
+
+    let property = json!({
+        "com.cph.cg.heartbeat_url": "http://127.0.0.1:1/cph/heartbeat",
+        "com.cph.mainkeys": 1,
+    });
+    let batch = client
+        .update_property(vec![item(&phone, Some(property))])
+        .await
+        .unwrap();
+    assert_eq!(batch.failures().count(), 0);
+    let (job_phone, job_id) = batch.jobs().next().unwrap();
+    assert_eq!(job_phone, phone);
+    assert!(!fake.phone(1).properties.contains_key("com.cph.mainkeys"));
+
+    let job = client.follow_job(job_id).await.unwrap();
+    assert_eq!(job.status, job_status::SUCCEEDED);
+    assert_eq!(job.phone_id.as_deref(), Some(phone.as_str()));
+    assert!(job.begin_time.is_some() && job.end_time.is_some());
+    let sim = fake.phone(1);
+    let properties = &sim.properties;
+    assert_eq!(
+        properties["com.cph.cg.heartbeat_url"],
+        "http://127.0.0.1:1/cph/heartbeat"
+    );
+    assert_eq!(properties["com.cph.mainkeys"], "1");
+    assert_eq!(properties["kept"], "yes");
+    assert_eq!(sim.boots, 0);
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn restart_reboots_the_phone_and_wakes_a_silent_one() {
+    let fake = FakeCph::start(2).await;
+    let client = fake.client();
+    let phone = fake.phone_id(0);
+    fake.fleet.lock().phones[0].faults.silent = true;
+
+    let batch = client.restart(std::slice::from_ref(&phone)).await.unwrap();
+    assert_eq!(fake.phone(0).status, status::RESTARTING);
+    let job = client
+        .follow_job(batch.jobs().next().unwrap().1)
+        .await
+        .unwrap();
+
+    assert_eq!(job.status, job_status::SUCCEEDED);
+    let sim = fake.phone(0);
+    assert_eq!((sim.status, sim.boots), (status::RUNNING, 1));
+    assert!(sim.is_alive());
+    assert_eq!(fake.phone(1).boots, 0);
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn restart_of_a_restart_fails_phone_fails_and_stuck_needs_a_reset() {
+    let fake = FakeCph::start(2).await;
+    let client = fake.client();
+    let (failing, stuck) = (fake.phone_id(0), fake.phone_id(1));
+    {
+        let mut fleet = fake.fleet.lock();
+        fleet.phones[0].faults.restart_fails = true;
+        fleet.phones[1].faults.stuck = true;
+    }
+
+    let batch = client
+        .restart(&[failing.clone(), stuck.clone()])
+        .await
+        .unwrap();
+    let jobs: Vec<_> = batch
+        .jobs()
+        .map(|(p, j)| (p.to_owned(), j.to_owned()))
+        .collect();
+    assert_eq!(
+        jobs.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        [failing.clone(), stuck.clone()]
+    );
+    let failed = client.follow_job(&jobs[0].1).await.unwrap();
+    assert_eq!(failed.status, job_status::FAILED);
+    assert_eq!(failed.error_code.as_deref(), Some("CPS.0003"));
+    assert!(failed.error_msg.is_some());
+    assert_eq!(
+        client.follow_job(&jobs[1].1).await.unwrap().status,
+        job_status::SUCCEEDED
+    );
+    let (failed, restarted) = (fake.phone(0), fake.phone(1));
+    assert_eq!((failed.status, failed.boots), (status::RESTART_FAILED, 0));
+    assert_eq!((restarted.status, restarted.boots), (status::RUNNING, 1));
+    assert!(restarted.faults.stuck && !restarted.is_alive());
+
+    let batch = client
+        .reset(vec![item(&failing, None), item(&stuck, None)])
+        .await
+        .unwrap();
+    for (_, job_id) in batch.jobs() {
+        assert_eq!(
+            client.follow_job(job_id).await.unwrap().status,
+            job_status::SUCCEEDED
+        );
+    }
+    for sim in [fake.phone(0), fake.phone(1)] {
+        assert!(sim.is_alive() && sim.faults == Default::default());
+    }
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn reset_replaces_the_properties_and_clears_the_faults() {
+    let fake = FakeCph::start(1).await;
+    let client = fake.client();
+    let phone = fake.phone_id(0);
+    {
+        let mut fleet = fake.fleet.lock();
+        let sim = &mut fleet.phones[0];
+        sim.properties
+            .insert("old".into(), "gone after reset".into());
+        sim.faults.silent = true;
+        sim.faults.restart_fails = true;
+    }
+
+    let property = json!({"com.cph.cg.heartbeat_interval": "30"});
+    let batch = client
+        .reset(vec![item(&phone, Some(property))])
+        .await
+        .unwrap();
+    assert_eq!(fake.phone(0).status, status::RESETTING);
+    let job = client
+        .follow_job(batch.jobs().next().unwrap().1)
+        .await
+        .unwrap();
+
+    assert_eq!(job.status, job_status::SUCCEEDED);
+    let sim = fake.phone(0);
+    assert_eq!(sim.properties.len(), 1);
+    assert_eq!(sim.properties["com.cph.cg.heartbeat_interval"], "30");
+    assert_eq!(sim.faults, Default::default());
+    assert_eq!((sim.status, sim.boots), (status::RUNNING, 1));
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_reset_leaves_the_phone_reset_failed() {
+    let fake = FakeCph::start_with(1, |s| s.job_failure_rate = 1.0).await;
+    let client = fake.client();
+    let phone = fake.phone_id(0);
+
+    let batch = client.reset(vec![item(&phone, None)]).await.unwrap();
+    let job = client
+        .follow_job(batch.jobs().next().unwrap().1)
+        .await
+        .unwrap();
+
+    assert_eq!(job.status, job_status::FAILED);
+    assert_eq!(fake.phone(0).status, status::RESET_FAILED);
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn stop_takes_a_phone_to_stopped_and_restart_starts_it() {
+    let fake = FakeCph::start_with(2, |s| s.job_delay = Duration::from_millis(300)).await;
+    let client = fake.client();
+    let phone = fake.phone_id(1);
+
+    let batch = client.stop(std::slice::from_ref(&phone)).await.unwrap();
+    let job_id = batch.jobs().next().unwrap().1.to_owned();
+    assert_eq!(fake.phone(1).status, 7);
+    assert_eq!(
+        client.job(&job_id).await.unwrap().status,
+        job_status::RUNNING
+    );
+    assert_eq!(
+        client.follow_job(&job_id).await.unwrap().status,
+        job_status::SUCCEEDED
+    );
+    assert_eq!(fake.phone(1).status, 8);
+    let stopped = PhoneFilter {
+        server_id: None,
+        status: Some(8),
+    };
+    assert_eq!(client.list_phones(&stopped).await.unwrap().len(), 1);
+
+    let batch = client.restart(std::slice::from_ref(&phone)).await.unwrap();
+    client
+        .follow_job(batch.jobs().next().unwrap().1)
+        .await
+        .unwrap();
+    assert_eq!(fake.phone(1).status, status::RUNNING);
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_by_request_lists_the_jobs_of_one_batch() {
+    let fake = FakeCph::start(5).await;
+    let client = fake.client();
+    let phones: Vec<String> = (0..3).map(|i| fake.phone_id(i)).collect();
+    client.restart(&phones[..1]).await.unwrap();
+
+    let batch = client
+        .restart(&[phones[2].clone(), phones[1].clone()])
+        .await
+        .unwrap();
+    let request_id = batch.request_id.clone().unwrap();
+    assert_eq!(request_id.len(), 32);
+    let jobs = client.jobs_by_request(&request_id).await.unwrap();
+
+    let listed: Vec<_> = jobs.iter().map(|j| j.phone_id.clone().unwrap()).collect();
+    assert_eq!(
+        listed,
+        [phones[1].clone(), phones[2].clone()],
+        "fleet order"
+    );
+    let mut started: Vec<_> = batch.jobs().map(|(_, j)| j.to_owned()).collect();
+    let mut found: Vec<_> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    started.sort();
+    found.sort();
+    assert_eq!(started, found);
+    assert!(
+        client
+            .jobs_by_request("00000000000000000000000000000000")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_phone_in_a_batch_fails_only_its_own_item() {
+    let fake = FakeCph::start(2).await;
+    let client = fake.client();
+    let good = fake.phone_id(0);
+    let unknown = "ffffffffffffffffffffffffffffffff";
+
+    let batch = client
+        .update_property(vec![
+            item(&good, Some(json!({"a": "1"}))),
+            item(unknown, Some(json!({"a": "1"}))),
+            item("not-a-phone", Some(json!({"a": "1"}))),
+            PhoneItem {
+                phone_id: fake.phone_id(1),
+                property: Some("[1, 2]".into()),
+            },
+            PhoneItem {
+                phone_id: fake.phone_id(1),
+                property: None,
+            },
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        batch.jobs().map(|(p, _)| p).collect::<Vec<_>>(),
+        [good.as_str()]
+    );
+    let failures: Vec<_> = batch
+        .failures()
+        .map(|f| (f.phone_id.clone().unwrap(), f.error_code.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            (unknown.to_owned(), "CPS.0005".to_owned()),
+            ("not-a-phone".into(), "CPS.0004".into()),
+            (fake.phone_id(1), "CPS.0001".into()),
+            (fake.phone_id(1), "CPS.0001".into()),
+        ]
+    );
+    assert!(
+        batch
+            .failures()
+            .all(|f| f.error_msg.is_some() && f.job_id.is_none())
+    );
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_phones_jobs_and_malformed_bodies_get_error_bodies() {
+    let fake = FakeCph::start(1).await;
+    let client = fake.client();
+
+    match client.phone("ffffffffffffffffffffffffffffffff").await {
+        Err(CphError::Api {
+            status: 404,
+            code,
+            message,
+            request_id,
+            ..
+        }) => {
+            assert_eq!(
+                (code.as_str(), message.as_str()),
+                ("CPS.0005", "Phone is not found.")
+            );
+            assert_eq!(request_id.map(|id| id.len()), Some(32));
+        }
+        other => panic!("expected a 404, got {other:?}"),
+    }
+    assert!(matches!(
+        client.job("nope").await,
+        Err(CphError::Api { status: 404, .. })
+    ));
+    let empty = client.restart(&[]).await;
+    assert!(matches!(empty, Err(CphError::Api { status: 400, code, .. }) if code == "CPS.0009"));
+
+    let token = iam_token(&fake).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: &'static str| {
+        http.post(format!(
+            "{}/v1/{PROJECT_ID}/cloud-phone/phones/{path}",
+            fake.endpoint
+        ))
+        .header("X-Auth-Token", token.clone())
+        .body(body)
+        .send()
+    };
+    for body in [
+        "{",
+        "",
+        "{\"phones\": 3}",
+        "{\"phones\": [{\"property\": \"{}\"}]}",
+        "\u{0}",
+    ] {
+        assert_error(post("batch-restart", body).await.unwrap(), 400, "CPS.0001").await;
+    }
+    assert_error(
+        post("batch-stop", "{\"phones\": []}").await.unwrap(),
+        400,
+        "CPS.0001",
+    )
+    .await;
+    let response = http
+        .delete(format!(
+            "{}/v1/{PROJECT_ID}/cloud-phone/phones",
+            fake.endpoint
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 404, "APIGW.0101").await;
+    let response = http
+        .get(format!(
+            "{}/v1/{PROJECT_ID}/cloud-phone/jobs",
+            fake.endpoint
+        ))
+        .header("X-Auth-Token", token.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "CPS.0001").await;
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_signature_are_refused() {
+    let fake = FakeCph::start(1).await;
+    let http = reqwest::Client::new();
+    let phones = format!("{}/v1/{PROJECT_ID}/cloud-phone/phones", fake.endpoint);
+
+    let ok = http
+        .execute(
+            fake.signed_get("cloud-phone/phones", SK, Utc::now())
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+
+    let missing = assert_error(http.get(&phones).send().await.unwrap(), 401, "APIGW.0301").await;
+    let wrong_sk = fake.signed_get("cloud-phone/phones", "another-secret", Utc::now());
+    let bad_signature = assert_error(wrong_sk.send().await.unwrap(), 401, "APIGW.0301").await;
+    let stale = fake.signed_get(
+        "cloud-phone/phones",
+        SK,
+        Utc::now() - TimeDelta::minutes(20),
+    );
+    let stale = assert_error(stale.send().await.unwrap(), 401, "APIGW.0301").await;
+    let future = fake.signed_get(
+        "cloud-phone/phones",
+        SK,
+        Utc::now() + TimeDelta::minutes(20),
+    );
+    assert_error(future.send().await.unwrap(), 401, "APIGW.0301").await;
+    let unknown_ak = http
+        .get(&phones)
+        .header("X-Sdk-Date", cphub::cph::signer::sdk_date(Utc::now()))
+        .header(
+            "Authorization",
+            "SDK-HMAC-SHA256 Access=OTHER, SignedHeaders=host, Signature=00",
+        )
+        .send()
+        .await
+        .unwrap();
+    let unknown_ak = assert_error(unknown_ak, 401, "APIGW.0301").await;
+    let garbled = http
+        .get(&phones)
+        .header("Authorization", "Basic eDp5")
+        .send()
+        .await
+        .unwrap();
+    let garbled = assert_error(garbled, 401, "APIGW.0301").await;
+    let unsent_header = http
+        .get(&phones)
+        .header("X-Sdk-Date", cphub::cph::signer::sdk_date(Utc::now()))
+        .header(
+            "Authorization",
+            format!("SDK-HMAC-SHA256 Access={AK}, SignedHeaders=host;not a name, Signature=00"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let unsent_header = assert_error(unsent_header, 401, "APIGW.0301").await;
+    assert!(unsent_header.contains("not a name"), "{unsent_header}");
+
+    let messages = [
+        &missing,
+        &bad_signature,
+        &stale,
+        &unknown_ak,
+        &garbled,
+        &unsent_header,
+    ];
+    for (i, a) in messages.iter().enumerate() {
+        assert!(
+            a.starts_with("Incorrect IAM authentication information: "),
+            "{a}"
+        );
+        for b in &messages[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+
+    // A body changed after signing.
+    let path = format!("/v1/{PROJECT_ID}/cloud-phone/phones/batch-restart");
+    let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+    let signing = Signing {
+        ak: AK,
+        sk: SK,
+        project_id: Some(PROJECT_ID),
+        host: fake.host(),
+        now: Utc::now(),
+    };
+    signing.sign("POST", &path, &[], &mut headers, br#"{"phones": []}"#);
+    let mut tampered = http.post(format!("{}{path}", fake.endpoint));
+    for (name, value) in headers {
+        tampered = tampered.header(name, value);
+    }
+    let body = format!(r#"{{"phones": [{{"phone_id": "{}"}}]}}"#, fake.phone_id(0));
+    assert_error(tampered.body(body).send().await.unwrap(), 401, "APIGW.0301").await;
+    assert_eq!(fake.phone(0).status, status::RUNNING);
+
+    // Another project, correctly signed.
+    let other = "ffffffffffffffffffffffffffffffff";
+    let path = format!("/v1/{other}/cloud-phone/phones");
+    let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+    let signing = Signing {
+        ak: AK,
+        sk: SK,
+        project_id: Some(other),
+        host: fake.host(),
+        now: Utc::now(),
+    };
+    signing.sign("GET", &path, &[], &mut headers, b"");
+    let mut request = http.get(format!("{}{path}", fake.endpoint));
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    assert_error(request.send().await.unwrap(), 404, "APIGW.0101").await;
+    fake.stop().await;
+}
+
+/// A token from the fake's IAM endpoint, for the configured user.
+async fn iam_token(fake: &FakeCph) -> String {
+    let response = token_request(fake, IAM_PASSWORD, json!({"project": {"id": PROJECT_ID}})).await;
+    assert_eq!(response.status().as_u16(), 201);
+    response.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn token_request(fake: &FakeCph, password: &str, scope: Value) -> reqwest::Response {
+    let body = json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": IAM_USER, "password": password, "domain": {"name": IAM_DOMAIN}}}},
+        "scope": scope,
+    }});
+    reqwest::Client::new()
+        .post(format!("{}/v3/auth/tokens", fake.endpoint))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn iam_tokens_are_issued_for_the_right_password_and_authenticate() {
+    let fake = FakeCph::start(2).await;
+
+    let response = token_request(
+        &fake,
+        IAM_PASSWORD,
+        json!({"project": {"name": PROJECT_ID}}),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 201);
+    let token = response.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(body["token"]["expires_at"].as_str().unwrap())
+            .unwrap();
+    let lifetime = expires_at.with_timezone(&Utc) - Utc::now();
+    assert!(
+        lifetime > TimeDelta::hours(23) && lifetime <= TimeDelta::hours(24),
+        "{lifetime}"
+    );
+    assert_eq!(body["token"]["methods"], json!(["password"]));
+
+    let phones = format!("{}/v1/{PROJECT_ID}/cloud-phone/phones", fake.endpoint);
+    let http = reqwest::Client::new();
+    let listed = http
+        .get(&phones)
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status().as_u16(), 200);
+    let other = http
+        .get(&phones)
+        .header("X-Auth-Token", "made-up")
+        .send()
+        .await
+        .unwrap();
+    assert_error(other, 401, "APIGW.0301").await;
+
+    let wrong_password =
+        token_request(&fake, "wrong", json!({"project": {"id": PROJECT_ID}})).await;
+    assert_error(wrong_password, 401, "APIGW.0301").await;
+    let other_project =
+        token_request(&fake, IAM_PASSWORD, json!({"project": {"id": "other"}})).await;
+    assert_error(other_project, 401, "APIGW.0301").await;
+    let domain_scope =
+        token_request(&fake, IAM_PASSWORD, json!({"domain": {"name": IAM_DOMAIN}})).await;
+    assert_error(domain_scope, 401, "APIGW.0301").await;
+
+    // cphub's client in IAM mode: fetches a token here, then uses it.
+    let client = fake.client_with(&format!(
+        "[cph.auth]\niam_endpoint = \"{}\"\nusername = \"{IAM_USER}\"\n\
+         password = \"{IAM_PASSWORD}\"\ndomain = \"{IAM_DOMAIN}\"\n",
+        fake.endpoint
+    ));
+    assert_eq!(
+        client
+            .list_phones(&PhoneFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let batch = client.restart(&[fake.phone_id(0)]).await.unwrap();
+    let job = client
+        .follow_job(batch.jobs().next().unwrap().1)
+        .await
+        .unwrap();
+    assert_eq!(job.status, job_status::SUCCEEDED);
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn iam_login_is_refused_when_no_user_is_configured() {
+    let fake = FakeCph::start_with(1, |s| s.iam_user = None).await;
+    let response = token_request(&fake, IAM_PASSWORD, json!({"project": {"id": PROJECT_ID}})).await;
+    assert_error(response, 401, "APIGW.0301").await;
+    fake.stop().await;
+}
+
+/// Runs tools/huawei-sdk/sdk_against_simulator.py with the venv's Python; returns the exit
+/// status and the JSON lines it printed.
+async fn run_python_sdk(args: Vec<String>) -> (std::process::ExitStatus, Vec<Value>, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test creates the venv with Huawei's Python SDK \
+         (from tools/huawei-sdk/requirements.txt); run it once",
+        python.display()
+    );
+    let script = root.join("tools/huawei-sdk/sdk_against_simulator.py");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args(args)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let lines = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}\n{stderr}")))
+        .collect();
+    (
+        output.status,
+        lines,
+        format!("stdout:\n{stdout}\nstderr:\n{stderr}"),
+    )
+}
+
+fn sdk_args(fake: &FakeCph, sk: &str) -> Vec<String> {
+    [
+        "--endpoint",
+        &fake.endpoint,
+        "--ak",
+        AK,
+        "--sk",
+        sk,
+        "--project-id",
+        PROJECT_ID,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_works_against_the_fake() {
+    let fake = FakeCph::start(120).await;
+    let phone = fake.phone_id(117);
+
+    let mut args = sdk_args(&fake, SK);
+    args.extend(["--phone-id".into(), phone.clone()]);
+    args.extend([
+        "--property".into(),
+        "sys.prop.writewifissid=sdk_wifi".into(),
+    ]);
+    args.extend([
+        "--reset-property".into(),
+        "com.cph.cg.heartbeat_interval=45".into(),
+    ]);
+    let (exit, lines, output) = run_python_sdk(args).await;
+
+    assert!(exit.success(), "the SDK run failed:\n{output}");
+    let calls: Vec<&str> = lines.iter().map(|l| l["call"].as_str().unwrap()).collect();
+    assert_eq!(
+        calls,
+        [
+            "ListCloudPhones",
+            "ShowCloudPhoneDetail",
+            "UpdateCloudPhoneProperty",
+            "ShowJob",
+            "RestartCloudPhone",
+            "ShowJob",
+            "ResetCloudPhone",
+            "ShowJob",
+            "ListJobs",
+            "ShowCloudPhoneDetail",
+        ],
+        "{output}"
+    );
+    assert!(lines.iter().all(|l| l["ok"] == true), "{output}");
+    assert_eq!(lines[0]["response"]["count"], 120);
+    assert_eq!(
+        lines[0]["response"]["phones"].as_array().unwrap().len(),
+        100
+    );
+    assert_eq!(lines[1]["response"]["phone_id"], phone.as_str());
+    for job in lines.iter().filter(|l| l["call"] == "ShowJob") {
+        assert_eq!(job["response"]["status"], 2, "{output}");
+        assert_eq!(job["response"]["phone_id"], phone.as_str());
+    }
+    assert_eq!(lines[8]["response"]["jobs"][0]["phone_id"], phone.as_str());
+    assert_eq!(
+        lines[9]["response"]["property"],
+        r#"{"com.cph.cg.heartbeat_interval":"45"}"#
+    );
+    let sim = fake.phone(117);
+    assert_eq!((sim.status, sim.boots), (status::RUNNING, 2));
+
+    let mut args = sdk_args(&fake, "not-the-secret");
+    args.push("--expect-auth-failure".into());
+    let (exit, lines, output) = run_python_sdk(args).await;
+    assert!(exit.success(), "the refusal was not reported:\n{output}");
+    assert_eq!(lines[0]["call"], "ListCloudPhones");
+    assert_eq!(lines[0]["status_code"], 401, "{output}");
+    assert_eq!(lines[0]["error_code"], "APIGW.0301");
+    assert_eq!(lines.last().unwrap()["call"], "expect-auth-failure");
+
+    // And --expect-auth-failure with the right key fails.
+    let mut args = sdk_args(&fake, SK);
+    args.push("--expect-auth-failure".into());
+    let (exit, _, output) = run_python_sdk(args).await;
+    assert!(!exit.success(), "{output}");
+    fake.stop().await;
+}
