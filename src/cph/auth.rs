@@ -103,7 +103,7 @@ impl IamTokens {
         let res = self
             .http
             .post(&self.url)
-            .header("Content-Type", "application/json;charset=utf8")
+            .header("Content-Type", "application/json;charset=utf-8")
             .body(self.request_body.expose_secret().to_owned())
             .send()
             .await

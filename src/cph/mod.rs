@@ -320,13 +320,14 @@ impl CphClient {
             let started = Instant::now();
             let result = self.attempt(&method, &path, query, body.as_deref()).await;
             self.count(operation, &status_label(&result), Some(started.elapsed()));
+            // Parsed before the breaker hears of it: a 200 with garbage is a failure too.
+            let result = result.and_then(|answer| parse::<T>(&answer));
             match &result {
-                Ok(_) => self.breaker.record_success(),
                 Err(e) if e.is_control_plane_failure() => self.breaker.record_failure(),
-                Err(_) => self.breaker.record_success(),
+                _ => self.breaker.record_success(),
             }
             let error = match result {
-                Ok(answer) => return parse(&answer),
+                Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
             if let (CphError::Api { status: 401, .. }, Auth::Iam(tokens), false) =

@@ -71,11 +71,22 @@ pub struct PhoneList {
 pub struct PhoneDetail {
     #[serde(flatten)]
     pub phone: Phone,
-    /// A JSON object serialised into a string ("jsonString").
-    #[serde(default)]
+    /// A JSON object serialised into a string ("jsonString"), as the official SDK reads it.
+    /// The reference's own example sends the object itself; it is kept as its JSON text.
+    #[serde(default, deserialize_with = "json_string_or_object")]
     pub property: Option<String>,
     #[serde(default)]
     pub access_infos: Vec<serde_json::Value>,
+}
+
+fn json_string_or_object<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) => Some(text),
+        Some(other) => Some(other.to_string()),
+    })
 }
 
 /// One phone of a batch request. `property` is a JSON object serialised into a string.

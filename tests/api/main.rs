@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod binary;
 mod cli;
+mod cph_client;
 mod events;
 mod health;
 mod heartbeat;
