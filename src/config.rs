@@ -31,6 +31,7 @@ pub struct Settings {
     pub access: AccessSettings,
     pub fleet: FleetSettings,
     pub cph: CphSettings,
+    pub watchdog: WatchdogSettings,
     pub api: ApiSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
@@ -247,6 +248,28 @@ pub struct CphAuthSettings {
     pub password: Option<SecretString>,
     pub domain: Option<String>,
     pub token_refresh_margin_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WatchdogSettings {
+    pub enabled: bool,
+    pub dry_run: bool,
+    pub interval_ms: u64,
+    pub startup_grace_secs: u64,
+    pub grace_after_recovery_secs: u64,
+    pub cooldown_secs: u64,
+    pub hourly_cap: u32,
+    pub max_in_flight: usize,
+    #[serde(deserialize_with = "plain_list_or_comma_separated")]
+    pub exclude: Vec<String>,
+}
+
+fn plain_list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use secrecy::ExposeSecret;
+    Ok(list_or_comma_separated(d)?
+        .iter()
+        .map(|s| s.expose_secret().to_owned())
+        .collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]

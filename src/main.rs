@@ -38,6 +38,9 @@ async fn main() -> ExitCode {
             .await
             .map_err(Into::into),
         Command::Jobs(command) => cli::jobs::run(&settings, command).await.map_err(Into::into),
+        Command::Recoveries(command) => cli::recoveries::run(&settings, command)
+            .await
+            .map_err(Into::into),
         Command::Simulate(options) => cphub::simulator::run(options)
             .await
             .map(|()| Outcome::AllSucceeded)

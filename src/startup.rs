@@ -21,6 +21,7 @@ use crate::receiver;
 use crate::store::{
     self, ApplyRules, EventWriter, HeartbeatBuffer, HeartbeatFlusher, Store, StoreError,
 };
+use crate::watchdog::{Watchdog, WatchdogTask};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -43,6 +44,7 @@ pub struct Application {
     flusher: HeartbeatFlusher,
     sweeper: HoldSweeper,
     phone_sync: Option<PhoneSync>,
+    watchdog_task: Option<WatchdogTask>,
     writer_task: JoinHandle<()>,
 }
 
@@ -91,15 +93,32 @@ impl Application {
             std::time::Duration::from_millis(settings.access.sweep_interval_ms),
         );
         let metrics = Arc::new(Metrics::new(settings.metrics.per_app_labels));
-        let phone_sync = match settings.cph.is_configured() {
-            true => Some(PhoneSync::spawn(
-                Arc::new(CphClient::new(&settings.cph)?.with_metrics(Arc::clone(&metrics))),
-                Arc::clone(&store),
-                Arc::clone(&clock),
-                std::time::Duration::from_secs(settings.cph.sync_interval_secs),
-            )),
-            false => None,
+        let (phone_sync, watchdog) = match settings.cph.is_configured() {
+            true => {
+                let client =
+                    Arc::new(CphClient::new(&settings.cph)?.with_metrics(Arc::clone(&metrics)));
+                let sync = PhoneSync::spawn(
+                    Arc::clone(&client),
+                    Arc::clone(&store),
+                    Arc::clone(&clock),
+                    std::time::Duration::from_secs(settings.cph.sync_interval_secs),
+                );
+                let watchdog = settings.watchdog.enabled.then(|| {
+                    Watchdog::new(
+                        Arc::clone(&store),
+                        client,
+                        Arc::clone(&clock),
+                        Arc::clone(&metrics),
+                        settings.watchdog.clone(),
+                        &settings.fleet,
+                        crate::cli::phones::callback_property(&settings, None, None).ok(),
+                    )
+                });
+                (Some(sync), watchdog)
+            }
+            false => (None, None),
         };
+        let watchdog_task = watchdog.as_ref().map(Watchdog::spawn);
         if settings.api.tokens.is_empty() {
             tracing::warn!("api.tokens is empty: the operator API will refuse every request");
         }
@@ -109,6 +128,7 @@ impl Application {
             buffer,
             clock,
             metrics,
+            watchdog,
         };
         let metrics_server = match settings.metrics.listen {
             Some(addr) => Some(metrics_server(&settings, addr, &shared)?),
@@ -123,6 +143,7 @@ impl Application {
             flusher,
             sweeper,
             phone_sync,
+            watchdog_task,
             writer_task,
         })
     }
@@ -154,6 +175,9 @@ impl Application {
         if let Some(sync) = self.phone_sync {
             sync.stop();
         }
+        if let Some(watchdog) = self.watchdog_task {
+            watchdog.stop();
+        }
         self.flusher.stop().await;
         // The writer ends when the server's workers drop their handles to it.
         if tokio::time::timeout(Duration::from_secs(10), self.writer_task)
@@ -174,6 +198,7 @@ struct Shared {
     buffer: Arc<HeartbeatBuffer>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    watchdog: Option<Arc<Watchdog>>,
 }
 
 /// `/metrics` on its own listener (`metrics.listen`), e.g. reachable only by Prometheus.
@@ -225,6 +250,7 @@ fn http_server(
     let base_path = web::Data::new(settings.callbacks.base_path.clone());
     let metrics = web::Data::from(shared.metrics);
     let metrics_here = settings.metrics.listen.is_none();
+    let watchdog = shared.watchdog.map(web::Data::new);
     let callbacks = settings.callbacks.clone();
     let api_settings = settings.api.clone();
     let mut server = HttpServer::new(move || {
@@ -241,6 +267,11 @@ fn http_server(
             .app_data(fleet.clone())
             .app_data(base_path.clone())
             .app_data(metrics.clone())
+            .configure(|cfg| {
+                if let Some(watchdog) = &watchdog {
+                    cfg.app_data(watchdog.clone());
+                }
+            })
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))
             .configure(|cfg| {

@@ -76,8 +76,28 @@ CREATE TABLE phones (
     current_session_id         TEXT,          -- from enter/quit events
     current_app_id             TEXT,
     current_session_started_at TIMESTAMPTZ,   -- lets a late enter of an older session lose
+    recovery_state             TEXT CHECK (recovery_state IN ('recovering', 'broken')),
     allocated_session_id       TEXT,          -- minted session the phone is held for
     allocated_until            TIMESTAMPTZ,   -- hold lapses then
     created_at                 TIMESTAMPTZ NOT NULL,
     updated_at                 TIMESTAMPTZ NOT NULL
 );
+
+-- Every decision of the fleet watchdog and every manual restart/reset: what it saw, what it
+-- did, and how the job ended. Budgets (cooldown, hourly cap, jobs in flight) are counted
+-- here, so they hold across restarts of cphub and across replicas.
+CREATE TABLE recoveries (
+    id          BIGSERIAL PRIMARY KEY,
+    phone_id    TEXT NOT NULL,
+    reason      TEXT NOT NULL,            -- stale, abnormal, restart_failed, reset_failed, manual
+    action      TEXT NOT NULL CHECK (action IN ('restart', 'reset', 'mark_broken')),
+    dry_run     BOOLEAN NOT NULL,
+    request_id  TEXT,                     -- of the control plane's batch answer
+    job_id      TEXT,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('pending', 'succeeded', 'failed', 'error', 'dry_run')),
+    error       TEXT,
+    started_at  TIMESTAMPTZ NOT NULL,
+    ended_at    TIMESTAMPTZ
+);
+CREATE INDEX recoveries_by_phone ON recoveries (phone_id, started_at);
+CREATE INDEX recoveries_pending ON recoveries (outcome) WHERE outcome = 'pending';

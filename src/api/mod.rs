@@ -22,7 +22,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, settings: &ApiSettings) {
             .wrap(from_fn(auth::require_bearer_token))
             .route("/sessions", web::post().to(sessions::mint))
             .route("/sessions/{session_id}", web::get().to(sessions::show))
-            .route("/phones/{phone_id}", web::get().to(phones::show)),
+            .route("/phones", web::get().to(phones::list))
+            .route("/phones/{phone_id}", web::get().to(phones::show))
+            .route(
+                "/phones/{phone_id}/restart",
+                web::post().to(phones::restart),
+            )
+            .route("/phones/{phone_id}/reset", web::post().to(phones::reset))
+            .route("/recoveries", web::get().to(phones::recoveries)),
     );
 }
 
@@ -38,6 +45,19 @@ pub enum ApiError {
     PhoneBusy,
     #[error("query failed")]
     Store(#[from] StoreError),
+    #[error("the CPH management API is not configured (cph.endpoint)")]
+    CphNotConfigured,
+    #[error(transparent)]
+    RecoveryRefused(crate::watchdog::WatchdogError),
+}
+
+impl From<crate::watchdog::WatchdogError> for ApiError {
+    fn from(error: crate::watchdog::WatchdogError) -> Self {
+        match error {
+            crate::watchdog::WatchdogError::Store(e) => ApiError::Store(e),
+            refused => ApiError::RecoveryRefused(refused),
+        }
+    }
 }
 
 impl ApiError {
@@ -47,6 +67,8 @@ impl ApiError {
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::NoFreePhone => ErrorCode::NoFreePhone,
             ApiError::PhoneBusy => ErrorCode::PhoneBusy,
+            ApiError::CphNotConfigured => ErrorCode::CphNotConfigured,
+            ApiError::RecoveryRefused(_) => ErrorCode::RecoveryRefused,
             ApiError::Store(e) if e.is_unavailable() => ErrorCode::Unavailable,
             ApiError::Store(_) => ErrorCode::Internal,
         }

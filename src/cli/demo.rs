@@ -123,7 +123,7 @@ async fn watch(simulator: &Simulator, duration_secs: u64) {
     loop {
         tokio::select! {
             _ = ticks.tick() => println!("{}", simulator.stats.summary(&simulator.fleet)),
-            _ = tokio::signal::ctrl_c() => break,
+            _ = crate::simulator::shutdown_signal() => break,
         }
         if stop_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
             break;

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod jobs;
 pub mod phones;
+pub mod recoveries;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,9 @@ pub enum Command {
     /// Asynchronous CPH jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// The watchdog's recovery log (read from the database).
+    #[command(subcommand)]
+    Recoveries(RecoveriesCommand),
     /// Run a fake CPH control plane and a fleet of virtual phones.
     Simulate(crate::simulator::SimOptions),
     /// cphub on a fresh SQLite file plus the simulator, wired together: sessions flow.
@@ -131,6 +135,19 @@ pub enum JobsCommand {
         request_id: String,
         #[command(flatten)]
         wait: Wait,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecoveriesCommand {
+    /// Newest first.
+    List {
+        #[arg(long)]
+        phone_id: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 

@@ -138,10 +138,11 @@ impl Session {
                 }
             }
             EventKind::Quit => {
-                self.ended_at = Some(event.time);
                 self.reported_run_time = event.run_time;
-                // A session already abandoned keeps that verdict; the late quit only adds facts.
+                // An abandoned session keeps its verdict and its end at the last heartbeat
+                // (what is billed); a late quit only adds the reported run_time.
                 if self.state != SessionState::Abandoned {
+                    self.ended_at = Some(event.time);
                     self.state = SessionState::Ended;
                     self.end_reason = Some(EndReason::Quit);
                 }
@@ -151,6 +152,19 @@ impl Session {
             self.error_msg = Some(msg.as_str().to_owned());
         }
         self.measure(tolerance_secs);
+        self
+    }
+
+    /// Closed by cphub because the phone went silent: it ends at its last heartbeat (or at
+    /// its start if none came), and is billed until then.
+    pub fn abandon(mut self) -> Session {
+        self.state = SessionState::Abandoned;
+        self.end_reason = Some(EndReason::Abandoned);
+        self.ended_at = self.last_heartbeat_at.or(self.started_at);
+        self.duration_seconds = match (self.started_at, self.ended_at) {
+            (Some(start), Some(end)) => Some(end.seconds_since(start)),
+            _ => None,
+        };
         self
     }
 
@@ -236,6 +250,20 @@ mod tests {
         assert_eq!(s.duration_seconds, Some(41));
         assert_eq!(s.reported_run_time, Some(41000));
         assert!(s.run_time_mismatch);
+    }
+
+    #[test]
+    fn an_abandoned_session_ends_at_its_last_heartbeat_even_if_a_quit_comes_late() {
+        let enter = event(EventKind::Enter, "2019-11-14T19:00:00Z", None);
+        let mut playing = Session::from_first_event(&enter, 60);
+        playing.last_heartbeat_at = Some(UtcTime::parse("t", "2019-11-14T19:07:00Z").unwrap());
+        let abandoned = playing.abandon();
+        assert_eq!(abandoned.duration_seconds, Some(420));
+        let late_quit = event(EventKind::Quit, "2019-11-14T19:30:00Z", Some(1800));
+        let after = abandoned.apply(&late_quit, 60);
+        assert_eq!(after.state, SessionState::Abandoned);
+        assert_eq!(after.duration_seconds, Some(420));
+        assert_eq!(after.reported_run_time, Some(1800));
     }
 
     #[test]

@@ -28,12 +28,14 @@ pub enum ErrorCode {
     TicketReplayed,
     PhoneBusy,
     NoFreePhone,
+    RecoveryRefused,
+    CphNotConfigured,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -52,6 +54,8 @@ impl ErrorCode {
         ErrorCode::TicketReplayed,
         ErrorCode::PhoneBusy,
         ErrorCode::NoFreePhone,
+        ErrorCode::RecoveryRefused,
+        ErrorCode::CphNotConfigured,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -76,6 +80,8 @@ impl ErrorCode {
             ErrorCode::TicketReplayed => "CPHUB.TICKET_REPLAYED",
             ErrorCode::PhoneBusy => "CPHUB.PHONE_BUSY",
             ErrorCode::NoFreePhone => "CPHUB.NO_FREE_PHONE",
+            ErrorCode::RecoveryRefused => "CPHUB.RECOVERY_REFUSED",
+            ErrorCode::CphNotConfigured => "CPHUB.CPH_NOT_CONFIGURED",
             ErrorCode::Unavailable => "CPHUB.UNAVAILABLE",
             ErrorCode::Internal => "CPHUB.INTERNAL",
         }
@@ -99,8 +105,10 @@ impl ErrorCode {
             | ErrorCode::EncryptedDataRequired
             | ErrorCode::DecryptFailed
             | ErrorCode::TicketReplayed => StatusCode::FORBIDDEN,
-            ErrorCode::PhoneBusy => StatusCode::CONFLICT,
-            ErrorCode::NoFreePhone | ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::PhoneBusy | ErrorCode::RecoveryRefused => StatusCode::CONFLICT,
+            ErrorCode::NoFreePhone | ErrorCode::CphNotConfigured | ErrorCode::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub recoveries: IntCounterVec,
     pub cph_requests: IntCounterVec,
     pub cph_duration: HistogramVec,
+    /// 1 on the replica whose watchdog acts.
+    pub watchdog_leader: prometheus::IntGauge,
     sessions_active: IntGaugeVec,
     phones: IntGaugeVec,
 }
@@ -152,6 +154,13 @@ impl Metrics {
                 &["operation"],
                 &LATENCY_BUCKETS,
             ),
+            watchdog_leader: gauge(
+                &r,
+                "cphub_watchdog_leader",
+                "1 on the replica whose watchdog acts",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
             sessions_active: gauge(
                 &r,
                 "cphub_sessions_active",
@@ -203,6 +212,19 @@ impl Metrics {
             if session.run_time_mismatch {
                 self.run_time_mismatches.inc();
             }
+        }
+    }
+
+    /// A session the watchdog closed because its phone went silent.
+    pub fn record_abandoned(&self, session: &Session) {
+        let app = self.app(&session.app_id);
+        self.sessions_ended
+            .with_label_values(&[app, "abandoned"])
+            .inc();
+        if let Some(seconds) = session.duration_seconds {
+            self.session_duration
+                .with_label_values(&[app])
+                .observe(seconds as f64);
         }
     }
 

@@ -218,17 +218,191 @@ macro_rules! session_book {
         pub(super) async fn phone(
             pool: &sqlx::Pool<$db>,
             phone_id: &str,
+            fresh_since: UtcTime,
         ) -> Result<Option<Phone>, StoreError> {
-            Ok(sqlx::query_as(
-                "SELECT phone_id, phone_name, server_id, cph_status, cph_synced_at, \
-                   last_heartbeat_at, last_seen_at, heartbeat_session_id, heartbeat_app_id, \
-                   current_session_id, current_app_id, allocated_session_id, allocated_until, \
-                   created_at, updated_at \
-                 FROM phones WHERE phone_id = $1",
-            )
+            Ok(sqlx::query_as(concat!(
+                "SELECT ", $crate::store::book::phone_columns!(), " FROM phones WHERE phone_id = $2"
+            ))
+            .bind(fresh_since)
             .bind(phone_id)
             .fetch_optional(pool)
             .await?)
+        }
+
+        /// Phones in id order, after `after` (keyset paging).
+        pub(super) async fn phones(
+            pool: &sqlx::Pool<$db>,
+            fresh_since: UtcTime,
+            after: &str,
+            limit: i64,
+        ) -> Result<Vec<Phone>, StoreError> {
+            Ok(sqlx::query_as(concat!(
+                "SELECT ", $crate::store::book::phone_columns!(),
+                " FROM phones WHERE phone_id > $2 ORDER BY phone_id LIMIT $3"
+            ))
+            .bind(fresh_since)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
+        }
+
+        /// Phones heard from before but silent since `fresh_since`, or that the control
+        /// plane reports abnormal, restart failed or reset failed.
+        pub(super) async fn unhealthy_phones(
+            pool: &sqlx::Pool<$db>,
+            fresh_since: UtcTime,
+        ) -> Result<Vec<crate::store::PhoneHealth>, StoreError> {
+            Ok(sqlx::query_as(
+                "SELECT phone_id, last_seen_at, cph_status, recovery_state FROM phones \
+                 WHERE (last_seen_at IS NOT NULL AND last_seen_at < $1) OR cph_status IN (-5, -6, -7) \
+                 ORDER BY phone_id",
+            )
+            .bind(fresh_since)
+            .fetch_all(pool)
+            .await?)
+        }
+
+        /// Closes playing sessions whose phone went silent, at their last heartbeat.
+        pub(super) async fn abandon_sessions_on_stale_phones(
+            tx: &mut Tx,
+            fresh_since: UtcTime,
+            now: UtcTime,
+        ) -> Result<Vec<Session>, StoreError> {
+            let rows: Vec<SessionRow> = sqlx::query_as(concat!(
+                "SELECT ", $crate::store::book::session_columns!(),
+                " FROM sessions WHERE state = 'playing' AND phone_id IN \
+                   (SELECT phone_id FROM phones WHERE last_seen_at < $1)"
+            ))
+            .bind(fresh_since)
+            .fetch_all(&mut **tx)
+            .await?;
+            let mut abandoned = Vec::with_capacity(rows.len());
+            for row in rows {
+                let session = Session::try_from(row)?.abandon();
+                save_session(tx, &session, now).await?;
+                sqlx::query(
+                    "UPDATE phones SET current_session_id = NULL, current_app_id = NULL, \
+                       current_session_started_at = NULL, updated_at = $2 \
+                     WHERE current_session_id = $1",
+                )
+                .bind(&session.session_id)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                abandoned.push(session);
+            }
+            Ok(abandoned)
+        }
+
+        pub(super) async fn recoveries(
+            pool: &sqlx::Pool<$db>,
+            phone_id: Option<&str>,
+            since: Option<UtcTime>,
+            limit: i64,
+        ) -> Result<Vec<crate::store::Recovery>, StoreError> {
+            Ok(sqlx::query_as(concat!(
+                "SELECT ", $crate::store::book::recovery_columns!(),
+                " FROM recoveries WHERE ($1 IS NULL OR phone_id = $1) AND ($2 IS NULL OR started_at >= $2) \
+                 ORDER BY id DESC LIMIT $3"
+            ))
+            .bind(phone_id)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
+        }
+
+        pub(super) async fn pending_recoveries(
+            pool: &sqlx::Pool<$db>,
+        ) -> Result<Vec<crate::store::Recovery>, StoreError> {
+            Ok(sqlx::query_as(concat!(
+                "SELECT ", $crate::store::book::recovery_columns!(),
+                " FROM recoveries WHERE outcome = 'pending' ORDER BY id"
+            ))
+            .fetch_all(pool)
+            .await?)
+        }
+
+        /// Logs a decision and marks the phone `recovering` (or `broken`) in one transaction.
+        pub(super) async fn start_recovery(
+            tx: &mut Tx,
+            r: &crate::store::NewRecovery,
+        ) -> Result<crate::store::Recovery, StoreError> {
+            let recovery: crate::store::Recovery = sqlx::query_as(concat!(
+                "INSERT INTO recoveries (phone_id, reason, action, dry_run, outcome, error, started_at, ended_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+                $crate::store::book::recovery_columns!()
+            ))
+            .bind(&r.phone_id)
+            .bind(r.reason)
+            .bind(r.action)
+            .bind(r.dry_run)
+            .bind(r.outcome)
+            .bind(r.error.as_deref())
+            .bind(r.started_at)
+            .bind(r.ended_at)
+            .fetch_one(&mut **tx)
+            .await?;
+            if let Some(state) = r.phone_state {
+                sqlx::query("UPDATE phones SET recovery_state = $2, updated_at = $3 WHERE phone_id = $1")
+                    .bind(&r.phone_id)
+                    .bind(state)
+                    .bind(r.started_at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(recovery)
+        }
+
+        pub(super) async fn finish_recovery(
+            tx: &mut Tx,
+            f: &crate::store::FinishedRecovery,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "UPDATE recoveries SET outcome = $2, request_id = COALESCE($3, request_id), \
+                   job_id = COALESCE($4, job_id), error = $5, ended_at = $6 \
+                 WHERE id = $1 AND outcome = 'pending'",
+            )
+            .bind(f.id)
+            .bind(f.outcome)
+            .bind(f.request_id.as_deref())
+            .bind(f.job_id.as_deref())
+            .bind(f.error.as_deref())
+            .bind(f.ended_at)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        /// Job accepted but not finished: remember its ids, keep the outcome pending.
+        pub(super) async fn note_recovery_job(
+            pool: &sqlx::Pool<$db>,
+            id: i64,
+            request_id: Option<&str>,
+            job_id: &str,
+        ) -> Result<(), StoreError> {
+            sqlx::query("UPDATE recoveries SET request_id = $2, job_id = $3 WHERE id = $1")
+                .bind(id)
+                .bind(request_id)
+                .bind(job_id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+
+        /// Phones heard from again while running are no longer recovering or broken.
+        pub(super) async fn clear_recovered(tx: &mut Tx, fresh_since: UtcTime) -> Result<u64, StoreError> {
+            Ok(sqlx::query(
+                "UPDATE phones SET recovery_state = NULL WHERE recovery_state IS NOT NULL \
+                 AND last_seen_at >= $1 AND (cph_status IS NULL OR cph_status = 2) \
+                 AND NOT EXISTS (SELECT 1 FROM recoveries r WHERE r.phone_id = phones.phone_id \
+                   AND r.outcome = 'pending')",
+            )
+            .bind(fresh_since)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected())
         }
 
         pub(super) async fn mint_session(tx: &mut Tx, req: &MintRequest) -> Result<Allocation, StoreError> {
@@ -414,6 +588,7 @@ macro_rules! session_columns {
 macro_rules! phone_state_sql {
     () => {
         "CASE \
+           WHEN recovery_state IS NOT NULL THEN recovery_state \
            WHEN cph_status IS NOT NULL AND cph_status <> 2 THEN 'unavailable' \
            WHEN last_seen_at IS NULL OR last_seen_at < $1 THEN 'stale' \
            WHEN current_session_id IS NOT NULL OR heartbeat_session_id IS NOT NULL THEN 'occupied' \
@@ -422,4 +597,25 @@ macro_rules! phone_state_sql {
     };
 }
 
-pub(crate) use {phone_state_sql, session_book, session_columns};
+/// The columns of [`Phone`](crate::store::Phone); `$1` is the freshness cut-off.
+macro_rules! phone_columns {
+    () => {
+        concat!(
+            "phone_id, ",
+            $crate::store::book::phone_state_sql!(),
+            " AS state, phone_name, server_id, cph_status, cph_synced_at, last_heartbeat_at, \
+             last_seen_at, heartbeat_session_id, heartbeat_app_id, current_session_id, \
+             current_app_id, recovery_state, allocated_session_id, allocated_until, created_at, \
+             updated_at"
+        )
+    };
+}
+
+/// The columns of [`Recovery`](crate::store::Recovery).
+macro_rules! recovery_columns {
+    () => {
+        "id, phone_id, reason, action, dry_run, request_id, job_id, outcome, error, started_at, ended_at"
+    };
+}
+
+pub(crate) use {phone_columns, phone_state_sql, recovery_columns, session_book, session_columns};

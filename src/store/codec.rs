@@ -177,6 +177,8 @@ pub struct EventRecord {
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct Phone {
     pub phone_id: String,
+    /// idle, allocated, occupied, stale, unavailable, recovering, broken.
+    pub state: String,
     pub phone_name: Option<String>,
     pub server_id: Option<String>,
     /// Control-plane status (chapter 4.3.1), from the last phone sync.
@@ -190,6 +192,8 @@ pub struct Phone {
     pub heartbeat_app_id: Option<String>,
     pub current_session_id: Option<String>,
     pub current_app_id: Option<String>,
+    /// `recovering` or `broken` while the watchdog deals with the phone.
+    pub recovery_state: Option<String>,
     /// The minted session the phone is held for, waiting for its sign check or enter.
     pub allocated_session_id: Option<String>,
     pub allocated_until: Option<UtcTime>,
@@ -201,4 +205,32 @@ impl sqlx::postgres::PgHasArrayType for UtcTime {
     fn array_type_info() -> sqlx::postgres::PgTypeInfo {
         <DateTime<Utc> as sqlx::postgres::PgHasArrayType>::array_type_info()
     }
+}
+
+/// One line of the recovery log.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct Recovery {
+    pub id: i64,
+    pub phone_id: String,
+    /// stale, abnormal, restart_failed, reset_failed, manual
+    pub reason: String,
+    /// restart, reset, mark_broken
+    pub action: String,
+    pub dry_run: bool,
+    pub request_id: Option<String>,
+    pub job_id: Option<String>,
+    /// pending, succeeded, failed, error, dry_run
+    pub outcome: String,
+    pub error: Option<String>,
+    pub started_at: UtcTime,
+    pub ended_at: Option<UtcTime>,
+}
+
+/// What the watchdog needs to know about a phone that looks unwell.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PhoneHealth {
+    pub phone_id: String,
+    pub last_seen_at: Option<UtcTime>,
+    pub cph_status: Option<i32>,
+    pub recovery_state: Option<String>,
 }

@@ -20,7 +20,7 @@ use crate::access::{Issued, MintedAccess};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
 
-pub use codec::{EventRecord, Phone};
+pub use codec::{EventRecord, Phone, PhoneHealth, Recovery};
 pub use event_writer::EventWriter;
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use postgres::PostgresStore;
@@ -141,7 +141,47 @@ pub struct Applied {
 }
 
 /// The states a phone can be in as the operator sees it (see `book::phone_state_sql!`).
-pub const PHONE_STATES: [&str; 5] = ["idle", "allocated", "occupied", "stale", "unavailable"];
+pub const PHONE_STATES: [&str; 7] = [
+    "idle",
+    "allocated",
+    "occupied",
+    "stale",
+    "unavailable",
+    "recovering",
+    "broken",
+];
+
+/// A decision to log (see `recoveries` in the migration).
+#[derive(Debug, Clone)]
+pub struct NewRecovery {
+    pub phone_id: String,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub dry_run: bool,
+    pub outcome: &'static str,
+    pub error: Option<String>,
+    pub started_at: UtcTime,
+    pub ended_at: Option<UtcTime>,
+    /// `recovering` or `broken` to set on the phone, if any.
+    pub phone_state: Option<&'static str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FinishedRecovery {
+    pub id: i64,
+    pub outcome: &'static str,
+    pub request_id: Option<String>,
+    pub job_id: Option<String>,
+    pub error: Option<String>,
+    pub ended_at: UtcTime,
+}
+
+/// Being the one replica whose watchdog acts. Held until dropped or until the connection
+/// that holds it is lost.
+#[async_trait]
+pub trait Lease: Send {
+    async fn held(&mut self) -> bool;
+}
 
 /// An event with the time cphub received it.
 #[derive(Debug, Clone)]
@@ -172,7 +212,57 @@ pub trait Store: Send + Sync + 'static {
     /// The session's event log, oldest first.
     async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError>;
 
-    async fn phone(&self, phone_id: &str) -> Result<Option<Phone>, StoreError>;
+    /// The phone with its state; phones unheard-of since `fresh_since` are stale.
+    async fn phone(
+        &self,
+        phone_id: &str,
+        fresh_since: UtcTime,
+    ) -> Result<Option<Phone>, StoreError>;
+
+    /// Phones in id order after `after` (keyset paging).
+    async fn phones(
+        &self,
+        fresh_since: UtcTime,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Phone>, StoreError>;
+
+    /// Phones the watchdog should look at: silent since `fresh_since`, or reported unwell.
+    async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError>;
+
+    /// Closes, at their last heartbeat, playing sessions of phones silent since `fresh_since`.
+    async fn abandon_sessions_on_stale_phones(
+        &self,
+        fresh_since: UtcTime,
+        now: UtcTime,
+    ) -> Result<Vec<Session>, StoreError>;
+
+    /// The recovery log, newest first, optionally of one phone and since a time.
+    async fn recoveries(
+        &self,
+        phone_id: Option<&str>,
+        since: Option<UtcTime>,
+        limit: i64,
+    ) -> Result<Vec<Recovery>, StoreError>;
+
+    async fn pending_recoveries(&self) -> Result<Vec<Recovery>, StoreError>;
+
+    async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError>;
+
+    async fn note_recovery_job(
+        &self,
+        id: i64,
+        request_id: Option<&str>,
+        job_id: &str,
+    ) -> Result<(), StoreError>;
+
+    async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError>;
+
+    /// Clears `recovering`/`broken` from phones that heartbeat and run again.
+    async fn clear_recovered(&self, fresh_since: UtcTime) -> Result<u64, StoreError>;
+
+    /// Tries to become the acting replica; None while another holds it.
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError>;
 
     /// Releases lapsed holds, then atomically picks an idle phone (or the pinned one), holds
     /// it and records the minted session; concurrent calls never get the same phone.

@@ -15,7 +15,9 @@ use super::{
 };
 use crate::config::DatabaseSettings;
 use crate::domain::{Heartbeat, Session, UtcTime};
-use crate::store::{EventRecord, Phone};
+use crate::store::{
+    EventRecord, FinishedRecovery, Lease, NewRecovery, Phone, PhoneHealth, Recovery,
+};
 
 mod book {
     crate::store::book::session_book!(
@@ -187,7 +189,101 @@ impl Store for PostgresStore {
         Ok(released)
     }
 
-    async fn phone(&self, phone_id: &str) -> Result<Option<Phone>, StoreError> {
-        book::phone(&self.pool, phone_id).await
+    async fn phone(
+        &self,
+        phone_id: &str,
+        fresh_since: UtcTime,
+    ) -> Result<Option<Phone>, StoreError> {
+        book::phone(&self.pool, phone_id, fresh_since).await
+    }
+
+    async fn phones(
+        &self,
+        fresh_since: UtcTime,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Phone>, StoreError> {
+        book::phones(&self.pool, fresh_since, after, limit).await
+    }
+
+    async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError> {
+        book::unhealthy_phones(&self.pool, fresh_since).await
+    }
+
+    async fn abandon_sessions_on_stale_phones(
+        &self,
+        fresh_since: UtcTime,
+        now: UtcTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let abandoned = book::abandon_sessions_on_stale_phones(&mut tx, fresh_since, now).await?;
+        tx.commit().await?;
+        Ok(abandoned)
+    }
+
+    async fn recoveries(
+        &self,
+        phone_id: Option<&str>,
+        since: Option<UtcTime>,
+        limit: i64,
+    ) -> Result<Vec<Recovery>, StoreError> {
+        book::recoveries(&self.pool, phone_id, since, limit).await
+    }
+
+    async fn pending_recoveries(&self) -> Result<Vec<Recovery>, StoreError> {
+        book::pending_recoveries(&self.pool).await
+    }
+
+    async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let started = book::start_recovery(&mut tx, recovery).await?;
+        tx.commit().await?;
+        Ok(started)
+    }
+
+    async fn note_recovery_job(
+        &self,
+        id: i64,
+        request_id: Option<&str>,
+        job_id: &str,
+    ) -> Result<(), StoreError> {
+        book::note_recovery_job(&self.pool, id, request_id, job_id).await
+    }
+
+    async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        book::finish_recovery(&mut tx, finished).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn clear_recovered(&self, fresh_since: UtcTime) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let cleared = book::clear_recovered(&mut tx, fresh_since).await?;
+        tx.commit().await?;
+        Ok(cleared)
+    }
+
+    /// A session-level advisory lock on a connection taken out of the pool: it is released
+    /// when this replica dies or loses the connection, and another replica takes over.
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        let mut conn = self.pool.acquire().await?.detach();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(WATCHDOG_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(got.then(|| Box::new(AdvisoryLease(conn)) as Box<dyn Lease>))
+    }
+}
+
+/// Key of the advisory lock the acting watchdog holds ("cphw").
+const WATCHDOG_LOCK: i64 = 0x6370_6877;
+
+struct AdvisoryLease(sqlx::PgConnection);
+
+#[async_trait]
+impl Lease for AdvisoryLease {
+    async fn held(&mut self) -> bool {
+        sqlx::query("SELECT 1").execute(&mut self.0).await.is_ok()
     }
 }

@@ -15,7 +15,9 @@ use super::{
 };
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::domain::{Heartbeat, Session, UtcTime};
-use crate::store::{EventRecord, Phone};
+use crate::store::{
+    EventRecord, FinishedRecovery, Lease, NewRecovery, Phone, PhoneHealth, Recovery,
+};
 
 mod book {
     crate::store::book::session_book!(sqlx::Sqlite, lock = "", skip_locked = "");
@@ -173,8 +175,84 @@ impl Store for SqliteStore {
         Ok(released)
     }
 
-    async fn phone(&self, phone_id: &str) -> Result<Option<Phone>, StoreError> {
-        book::phone(&self.reader, phone_id).await
+    async fn phone(
+        &self,
+        phone_id: &str,
+        fresh_since: UtcTime,
+    ) -> Result<Option<Phone>, StoreError> {
+        book::phone(&self.reader, phone_id, fresh_since).await
+    }
+
+    async fn phones(
+        &self,
+        fresh_since: UtcTime,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Phone>, StoreError> {
+        book::phones(&self.reader, fresh_since, after, limit).await
+    }
+
+    async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError> {
+        book::unhealthy_phones(&self.reader, fresh_since).await
+    }
+
+    async fn abandon_sessions_on_stale_phones(
+        &self,
+        fresh_since: UtcTime,
+        now: UtcTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let abandoned = book::abandon_sessions_on_stale_phones(&mut tx, fresh_since, now).await?;
+        tx.commit().await?;
+        Ok(abandoned)
+    }
+
+    async fn recoveries(
+        &self,
+        phone_id: Option<&str>,
+        since: Option<UtcTime>,
+        limit: i64,
+    ) -> Result<Vec<Recovery>, StoreError> {
+        book::recoveries(&self.reader, phone_id, since, limit).await
+    }
+
+    async fn pending_recoveries(&self) -> Result<Vec<Recovery>, StoreError> {
+        book::pending_recoveries(&self.reader).await
+    }
+
+    async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let started = book::start_recovery(&mut tx, recovery).await?;
+        tx.commit().await?;
+        Ok(started)
+    }
+
+    async fn note_recovery_job(
+        &self,
+        id: i64,
+        request_id: Option<&str>,
+        job_id: &str,
+    ) -> Result<(), StoreError> {
+        book::note_recovery_job(&self.writer, id, request_id, job_id).await
+    }
+
+    async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        book::finish_recovery(&mut tx, finished).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn clear_recovered(&self, fresh_since: UtcTime) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let cleared = book::clear_recovered(&mut tx, fresh_since).await?;
+        tx.commit().await?;
+        Ok(cleared)
+    }
+
+    /// SQLite serves one process: it always leads.
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        Ok(Some(Box::new(SingleProcess)))
     }
 }
 
@@ -189,3 +267,12 @@ const UPSERT_PHONE_HEARTBEAT: &str = "INSERT INTO phones \
       heartbeat_app_id = excluded.heartbeat_app_id, updated_at = excluded.updated_at \
     WHERE phones.last_heartbeat_at IS NULL \
        OR phones.last_heartbeat_at <= excluded.last_heartbeat_at";
+
+struct SingleProcess;
+
+#[async_trait]
+impl Lease for SingleProcess {
+    async fn held(&mut self) -> bool {
+        true
+    }
+}

@@ -90,6 +90,16 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Another handle on the same database, for a second replica (PostgreSQL).
+    pub fn same_database(&self) -> TestDb {
+        TestDb {
+            url: self.url.clone(),
+            _dir: None,
+        }
+    }
+}
+
 async fn sqlx_connect(url: &str) -> sqlx::PgConnection {
     use sqlx::Connection;
     sqlx::PgConnection::connect(url)
@@ -148,7 +158,11 @@ impl TestApp {
         let task = tokio::spawn(app.run_until_stopped());
         TestApp {
             address,
-            client: reqwest::Client::new(),
+            // A request that hangs fails the test instead of stalling the suite.
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             db,
             handle,
             task,

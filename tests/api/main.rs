@@ -16,3 +16,4 @@ mod metrics;
 mod phone_sync;
 mod simulation;
 mod simulator_control_plane;
+mod watchdog;

@@ -12,7 +12,7 @@ use cphub::simulator::{SimOptions, Simulator};
 use crate::backend_tests;
 use crate::helpers::{Backend, TOKEN, TestApp};
 
-fn simulator_options(app: &TestApp, phones: usize) -> SimOptions {
+pub(crate) fn simulator_options(app: &TestApp, phones: usize) -> SimOptions {
     let mut options = SimOptions::defaults();
     options.phones = phones;
     options.cph_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -23,7 +23,7 @@ fn simulator_options(app: &TestApp, phones: usize) -> SimOptions {
 }
 
 /// cphub's settings for talking to the simulator's control plane.
-fn cph_settings(simulator: &Simulator, options: &SimOptions) -> Settings {
+pub(crate) fn cph_settings(simulator: &Simulator, options: &SimOptions) -> Settings {
     Settings::with_overrides(&format!(
         "[cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 20\n\
          [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n",
@@ -37,7 +37,11 @@ fn cph_settings(simulator: &Simulator, options: &SimOptions) -> Settings {
 
 /// Points every simulated phone at `app` through cphub's own client, as
 /// `phones configure-callbacks --all --wait` does, and waits for the jobs.
-async fn configure_callbacks(app: &TestApp, simulator: &Simulator, options: &SimOptions) {
+pub(crate) async fn configure_callbacks(
+    app: &TestApp,
+    simulator: &Simulator,
+    options: &SimOptions,
+) {
     let mut settings = cph_settings(simulator, options);
     settings.fleet.heartbeat_interval_secs = 1;
     let property =

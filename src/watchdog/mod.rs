@@ -1,0 +1,466 @@
+//! The fleet watchdog (DESIGN.md "Fleet watchdog"). Each pass, on the one replica that
+//! holds the lease: sessions of silent phones are closed as abandoned; unhealthy phones are
+//! restarted, then reset, then marked broken, within budgets; every decision goes to the
+//! recovery log, and the jobs are followed to their end.
+
+mod policy;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+pub use policy::{Action, Budgets, Decision, Outcome, Past, Reason, decide};
+
+use crate::clock::Clock;
+use crate::config::{FleetSettings, WatchdogSettings};
+use crate::cph::{CphClient, CphError, PhoneItem, model::job_status};
+use crate::domain::UtcTime;
+use crate::metrics::Metrics;
+use crate::store::{FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError};
+use crate::telemetry::ErrorChain;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchdogError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("phone {0} is excluded from recovery (watchdog.exclude)")]
+    Excluded(String),
+    #[error("a recovery of phone {0} is already in progress")]
+    InProgress(String),
+    #[error("phone {0} reached watchdog.hourly_cap recoveries in the last hour")]
+    HourlyCap(String),
+    #[error("watchdog.max_in_flight recovery jobs are already running")]
+    InFlightCap,
+}
+
+pub struct Watchdog {
+    store: Arc<dyn Store>,
+    client: Arc<CphClient>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    settings: WatchdogSettings,
+    stale_after: Duration,
+    /// The callback properties a reset re-applies; None when callbacks.public_url is unset.
+    reset_property: Option<String>,
+    started: Instant,
+    /// Recovery ids whose job this process is following.
+    following: Mutex<HashSet<i64>>,
+}
+
+pub struct WatchdogTask(JoinHandle<()>);
+
+impl WatchdogTask {
+    pub fn stop(self) {
+        self.0.abort();
+    }
+}
+
+impl Watchdog {
+    pub fn new(
+        store: Arc<dyn Store>,
+        client: Arc<CphClient>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        settings: WatchdogSettings,
+        fleet: &FleetSettings,
+        reset_property: Option<String>,
+    ) -> Arc<Watchdog> {
+        if reset_property.is_none() {
+            tracing::warn!(
+                "callbacks.public_url is unset: the watchdog will restart phones but not reset them"
+            );
+        }
+        Arc::new(Watchdog {
+            store,
+            client,
+            clock,
+            metrics,
+            settings,
+            stale_after: fleet.stale_after(),
+            reset_property,
+            started: Instant::now(),
+            following: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Runs passes every `watchdog.interval_ms` while this replica holds the lease.
+    pub fn spawn(self: &Arc<Self>) -> WatchdogTask {
+        let watchdog = Arc::clone(self);
+        WatchdogTask(tokio::spawn(async move { watchdog.run().await }))
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut lease = None;
+        let mut ticks =
+            tokio::time::interval(Duration::from_millis(self.settings.interval_ms.max(10)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if lease.is_none() {
+                lease = self.store.try_lead().await.unwrap_or_else(|error| {
+                    tracing::warn!(error = %ErrorChain(&error), "watchdog cannot ask for the lease");
+                    None
+                });
+                if lease.is_some() {
+                    tracing::info!("this replica runs the watchdog");
+                    self.metrics.watchdog_leader.set(1);
+                }
+            }
+            let Some(held) = lease.as_mut() else { continue };
+            if !held.held().await {
+                tracing::warn!("watchdog lease lost");
+                self.metrics.watchdog_leader.set(0);
+                lease = None;
+                continue;
+            }
+            if let Err(error) = self.pass().await {
+                tracing::warn!(error = %ErrorChain(&error), "watchdog pass failed; will retry");
+            }
+        }
+    }
+
+    /// One look at the fleet.
+    pub async fn pass(self: &Arc<Self>) -> Result<(), WatchdogError> {
+        let now = self.clock.now();
+        let fresh_since = now.minus(self.stale_after);
+        let pending = self.store.pending_recoveries().await?;
+        self.follow_pending(&pending);
+        self.store.clear_recovered(fresh_since).await?;
+        // Monotonic: a wall-clock jump cannot end the grace early.
+        if self.started.elapsed() < Duration::from_secs(self.settings.startup_grace_secs) {
+            return Ok(());
+        }
+        self.abandon_sessions(fresh_since, now).await?;
+        let mut in_flight = pending.len();
+        for phone in self.store.unhealthy_phones(fresh_since).await? {
+            if self.settings.exclude.contains(&phone.phone_id)
+                || phone.recovery_state.as_deref() == Some("broken")
+            {
+                continue;
+            }
+            in_flight += self.consider(&phone, now, in_flight).await? as usize;
+        }
+        Ok(())
+    }
+
+    async fn abandon_sessions(
+        &self,
+        fresh_since: UtcTime,
+        now: UtcTime,
+    ) -> Result<(), WatchdogError> {
+        for session in self
+            .store
+            .abandon_sessions_on_stale_phones(fresh_since, now)
+            .await?
+        {
+            tracing::info!(session_id = %session.session_id, phone_id = %session.phone_id, "session abandoned: its phone went silent");
+            self.metrics.record_abandoned(&session);
+        }
+        Ok(())
+    }
+
+    /// Decides for one phone; true when a job was started.
+    async fn consider(
+        self: &Arc<Self>,
+        phone: &PhoneHealth,
+        now: UtcTime,
+        in_flight: usize,
+    ) -> Result<bool, WatchdogError> {
+        let history = self.history(&phone.phone_id, now).await?;
+        let reason = Reason::from_status(phone.cph_status);
+        match decide(reason, &history, now, &self.budgets()) {
+            Decision::Wait(why) => {
+                tracing::debug!(phone_id = %phone.phone_id, why, "watchdog waits");
+                Ok(false)
+            }
+            Decision::Act(Action::MarkBroken) => {
+                self.mark_broken(&phone.phone_id, reason, now).await?;
+                Ok(false)
+            }
+            Decision::Act(_) if in_flight >= self.settings.max_in_flight => {
+                tracing::debug!(phone_id = %phone.phone_id, "watchdog waits: jobs in flight at the cap");
+                Ok(false)
+            }
+            Decision::Act(action) => {
+                self.recover(&phone.phone_id, reason, action).await?;
+                Ok(!self.settings.dry_run)
+            }
+        }
+    }
+
+    /// A restart or reset asked for by an operator (`POST /api/v1/phones/{id}/restart`):
+    /// the same log and budgets, but no waiting out cooldowns or grace periods.
+    pub async fn manual(
+        self: &Arc<Self>,
+        phone_id: &str,
+        action: Action,
+    ) -> Result<Recovery, WatchdogError> {
+        let now = self.clock.now();
+        if self.settings.exclude.iter().any(|p| p == phone_id) {
+            return Err(WatchdogError::Excluded(phone_id.to_owned()));
+        }
+        let history = self.history(phone_id, now).await?;
+        if history
+            .first()
+            .is_some_and(|p| p.outcome == Outcome::Pending)
+        {
+            return Err(WatchdogError::InProgress(phone_id.to_owned()));
+        }
+        let acted = history
+            .iter()
+            .filter(|p| p.action != Action::MarkBroken)
+            .count();
+        if acted as u32 >= self.settings.hourly_cap {
+            return Err(WatchdogError::HourlyCap(phone_id.to_owned()));
+        }
+        if self.store.pending_recoveries().await?.len() >= self.settings.max_in_flight {
+            return Err(WatchdogError::InFlightCap);
+        }
+        self.recover(phone_id, Reason::Manual, action).await
+    }
+
+    fn budgets(&self) -> Budgets {
+        Budgets {
+            grace_after_recovery: Duration::from_secs(self.settings.grace_after_recovery_secs),
+            cooldown: Duration::from_secs(self.settings.cooldown_secs),
+            hourly_cap: self.settings.hourly_cap,
+        }
+    }
+
+    async fn history(&self, phone_id: &str, now: UtcTime) -> Result<Vec<Past>, WatchdogError> {
+        let hour_ago = now.minus(Duration::from_secs(3600));
+        let log = self
+            .store
+            .recoveries(Some(phone_id), Some(hour_ago), 50)
+            .await?;
+        Ok(log.iter().map(past).collect())
+    }
+
+    async fn mark_broken(
+        &self,
+        phone_id: &str,
+        reason: Reason,
+        now: UtcTime,
+    ) -> Result<(), WatchdogError> {
+        tracing::error!(
+            phone_id,
+            "phone marked broken: recoveries keep failing; left alone until it heartbeats again"
+        );
+        let record = NewRecovery {
+            phone_id: phone_id.to_owned(),
+            reason: reason.as_str(),
+            action: Action::MarkBroken.as_str(),
+            dry_run: self.settings.dry_run,
+            outcome: if self.settings.dry_run {
+                Outcome::DryRun
+            } else {
+                Outcome::Succeeded
+            }
+            .as_str(),
+            error: None,
+            started_at: now,
+            ended_at: Some(now),
+            phone_state: (!self.settings.dry_run).then_some("broken"),
+        };
+        self.store.start_recovery(&record).await?;
+        self.metrics
+            .recoveries
+            .with_label_values(&["mark_broken", record.outcome])
+            .inc();
+        Ok(())
+    }
+
+    /// Logs the decision, then (unless dry run) calls the control plane and follows the job.
+    async fn recover(
+        self: &Arc<Self>,
+        phone_id: &str,
+        reason: Reason,
+        action: Action,
+    ) -> Result<Recovery, WatchdogError> {
+        let now = self.clock.now();
+        let dry_run = self.settings.dry_run;
+        let record = NewRecovery {
+            phone_id: phone_id.to_owned(),
+            reason: reason.as_str(),
+            action: action.as_str(),
+            dry_run,
+            outcome: if dry_run {
+                Outcome::DryRun
+            } else {
+                Outcome::Pending
+            }
+            .as_str(),
+            error: None,
+            started_at: now,
+            ended_at: dry_run.then_some(now),
+            phone_state: (!dry_run).then_some("recovering"),
+        };
+        let recovery = self.store.start_recovery(&record).await?;
+        tracing::info!(
+            phone_id,
+            reason = reason.as_str(),
+            action = action.as_str(),
+            dry_run,
+            "watchdog recovers a phone"
+        );
+        if dry_run {
+            self.metrics
+                .recoveries
+                .with_label_values(&[action.as_str(), "dry_run"])
+                .inc();
+            return Ok(recovery);
+        }
+        match self.start_job(phone_id, action).await {
+            Ok((request_id, job_id)) => {
+                self.store
+                    .note_recovery_job(recovery.id, request_id.as_deref(), &job_id)
+                    .await?;
+                self.follow(recovery.id, action, job_id);
+            }
+            Err((outcome, error)) => {
+                self.finish(recovery.id, action, outcome, None, Some(error))
+                    .await?
+            }
+        }
+        Ok(recovery)
+    }
+
+    /// Starts the control-plane job: `(request_id, job_id)`, or why there is none.
+    async fn start_job(
+        &self,
+        phone_id: &str,
+        action: Action,
+    ) -> Result<(Option<String>, String), (Outcome, String)> {
+        let batch = match action {
+            Action::Restart => self.client.restart(&[phone_id.to_owned()]).await,
+            Action::Reset => {
+                let Some(property) = self.reset_property.clone() else {
+                    return Err((
+                        Outcome::Error,
+                        "callbacks.public_url is unset: a reset would erase the callback URLs"
+                            .into(),
+                    ));
+                };
+                let item = PhoneItem {
+                    phone_id: phone_id.to_owned(),
+                    property: Some(property),
+                };
+                self.client.reset(vec![item]).await
+            }
+            Action::MarkBroken => unreachable!("marking broken starts no job"),
+        };
+        let batch =
+            batch.map_err(|error: CphError| (Outcome::Error, ErrorChain(&error).to_string()))?;
+        if let Some(item) = batch.failures().next() {
+            let code = item.error_code.clone().unwrap_or_default();
+            return Err((
+                Outcome::Failed,
+                format!("{code}: {}", item.error_msg.clone().unwrap_or_default()),
+            ));
+        }
+        let job = batch.jobs().next().map(|(_, job)| job.to_owned());
+        job.map(|job| (batch.request_id.clone(), job))
+            .ok_or((Outcome::Failed, "no job in the answer".into()))
+    }
+
+    /// Follows pending recoveries this process is not following yet (after a restart of
+    /// cphub or a change of leader), so each ends up with an outcome.
+    fn follow_pending(self: &Arc<Self>, pending: &[Recovery]) {
+        for recovery in pending {
+            let action = if recovery.action == "reset" {
+                Action::Reset
+            } else {
+                Action::Restart
+            };
+            if let Some(job_id) = &recovery.job_id {
+                self.follow(recovery.id, action, job_id.clone());
+            }
+        }
+    }
+
+    fn follow(self: &Arc<Self>, id: i64, action: Action, job_id: String) {
+        if !self
+            .following
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id)
+        {
+            return;
+        }
+        let watchdog = Arc::clone(self);
+        tokio::spawn(async move {
+            let (outcome, error) = match watchdog.client.follow_job(&job_id).await {
+                Ok(job) if job.status == job_status::SUCCEEDED => (Outcome::Succeeded, None),
+                Ok(job) => (
+                    Outcome::Failed,
+                    Some(format!(
+                        "{}: {}",
+                        job.error_code.unwrap_or_default(),
+                        job.error_msg.unwrap_or_default()
+                    )),
+                ),
+                Err(error) => (Outcome::Error, Some(ErrorChain(&error).to_string())),
+            };
+            if let Err(error) = watchdog
+                .finish(id, action, outcome, Some(job_id), error)
+                .await
+            {
+                tracing::warn!(error = %ErrorChain(&error), "recovery outcome not recorded; will follow again");
+            }
+            watchdog
+                .following
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        });
+    }
+
+    async fn finish(
+        &self,
+        id: i64,
+        action: Action,
+        outcome: Outcome,
+        job_id: Option<String>,
+        error: Option<String>,
+    ) -> Result<(), WatchdogError> {
+        if let Some(error) = &error {
+            tracing::warn!(
+                recovery = id,
+                action = action.as_str(),
+                outcome = outcome.as_str(),
+                error,
+                "recovery did not succeed"
+            );
+        }
+        let finished = FinishedRecovery {
+            id,
+            outcome: outcome.as_str(),
+            request_id: None,
+            job_id,
+            error,
+            ended_at: self.clock.now(),
+        };
+        self.store.finish_recovery(&finished).await?;
+        self.metrics
+            .recoveries
+            .with_label_values(&[action.as_str(), outcome.as_str()])
+            .inc();
+        Ok(())
+    }
+}
+
+fn past(recovery: &Recovery) -> Past {
+    let action = match recovery.action.as_str() {
+        "restart" => Action::Restart,
+        "reset" => Action::Reset,
+        _ => Action::MarkBroken,
+    };
+    Past {
+        action,
+        outcome: Outcome::from_db(&recovery.outcome),
+        started_at: recovery.started_at,
+        ended_at: recovery.ended_at,
+    }
+}

@@ -1,0 +1,416 @@
+//! The fleet watchdog against the simulator: silent phones are restarted, phones whose
+//! restart fails are reset with their callbacks, sessions on silent phones end abandoned,
+//! budgets hold, dry-run calls nothing, and one replica acts at a time.
+//! Timings are shortened (1 s heartbeats, stale after 2 s), never asserted.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use cphub::cph::properties::HEARTBEAT_URL;
+use cphub::simulator::{SimOptions, Simulator};
+use serde_json::Value;
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error};
+use crate::simulation::configure_callbacks;
+
+/// A simulator and a cphub (with its watchdog) wired to each other.
+struct Fleet {
+    app: TestApp,
+    simulator: Simulator,
+    options: SimOptions,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn simulator_options(port: u16, phones: usize, tune: impl FnOnce(&mut SimOptions)) -> SimOptions {
+    let mut options = SimOptions::defaults();
+    options.phones = phones;
+    options.cph_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    options.cphub = format!("http://127.0.0.1:{port}");
+    options.job_delay_ms = 100;
+    options.faults_after_secs = 2;
+    options.token = None;
+    tune(&mut options);
+    options
+}
+
+fn cphub_settings(
+    port: u16,
+    simulator: &Simulator,
+    options: &SimOptions,
+    watchdog: &str,
+) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\
+         [callbacks]\npublic_url = \"http://127.0.0.1:{port}\"\n\
+         [fleet]\nheartbeat_interval_secs = 1\nmiss_threshold = 2\n\
+         [cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 50\nsync_interval_secs = 1\n\
+         [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n\
+         [watchdog]\ninterval_ms = 100\nstartup_grace_secs = 0\ngrace_after_recovery_secs = 2\n\
+         cooldown_secs = 2\nhourly_cap = 3\n{watchdog}",
+        simulator.cph_endpoint(),
+        options.project_id,
+        options.ak,
+        options.sk,
+    )
+}
+
+async fn start(
+    backend: Backend,
+    phones: usize,
+    watchdog: &str,
+    tune: impl FnOnce(&mut SimOptions),
+) -> Fleet {
+    start_on(TestDb::new(backend).await, phones, watchdog, tune).await
+}
+
+async fn start_on(
+    db: TestDb,
+    phones: usize,
+    watchdog: &str,
+    tune: impl FnOnce(&mut SimOptions),
+) -> Fleet {
+    let port = free_port();
+    let options = simulator_options(port, phones, tune);
+    let simulator = Simulator::start(options.clone()).await.unwrap();
+    let app = TestApp::spawn_on(db, &cphub_settings(port, &simulator, &options, watchdog)).await;
+    configure_callbacks(&app, &simulator, &options).await;
+    Fleet {
+        app,
+        simulator,
+        options,
+    }
+}
+
+async fn recoveries(app: &TestApp, phone_id: &str) -> Vec<Value> {
+    let res = app
+        .get(
+            &format!("/api/v1/recoveries?phone_id={phone_id}"),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    body["recoveries"].as_array().unwrap().clone()
+}
+
+/// Polls the recovery log of `phone_id` until `check` holds (up to 30 s).
+async fn wait_for_recoveries(
+    app: &TestApp,
+    phone_id: &str,
+    check: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    for _ in 0..300 {
+        let log = recoveries(app, phone_id).await;
+        if check(&log) {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "recovery log never matched: {:?}",
+        recoveries(app, phone_id).await
+    );
+}
+
+fn has(log: &[Value], action: &str, outcome: &str) -> bool {
+    log.iter()
+        .any(|r| r["action"] == action && r["outcome"] == outcome)
+}
+
+async fn a_silent_phone_is_restarted_and_comes_back(backend: Backend) {
+    let fleet = start(backend, 3, "", |o| o.silent = 1).await;
+    let silent = fleet.simulator.phone_ids()[0].clone();
+
+    let log =
+        wait_for_recoveries(&fleet.app, &silent, |log| has(log, "restart", "succeeded")).await;
+
+    assert_eq!(log.last().unwrap()["reason"], "stale");
+    assert!(log.last().unwrap()["job_id"].is_string());
+    let phone = fleet
+        .app
+        .wait_for_phone(&silent, |p| p["state"] == "idle")
+        .await;
+    assert!(phone["last_recovery"]["action"] == "restart", "{phone}");
+    assert!(fleet.simulator.fleet.lock().phones[0].boots >= 1);
+    for healthy in &fleet.simulator.phone_ids()[1..] {
+        assert!(
+            recoveries(&fleet.app, healthy).await.is_empty(),
+            "no false recovery of {healthy}"
+        );
+    }
+    let url = fleet.app.db.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cphub"))
+            .env_clear()
+            .env("CPHUB_CONFIG_DIR", "/nonexistent")
+            .env("DATABASE_URL", url)
+            .args(["recoveries", "list", "--format", "json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["phone_id"] == silent.as_str() && r["action"] == "restart")
+    );
+    fleet.simulator.stop().await;
+}
+
+async fn a_phone_whose_restart_fails_is_reset_with_its_callbacks(backend: Backend) {
+    let fleet = start(backend, 2, "", |o| {
+        o.silent = 1;
+        o.restart_fails = 1;
+    })
+    .await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let log =
+        wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "reset", "succeeded")).await;
+
+    assert!(has(&log, "restart", "failed"), "{log:?}");
+    fleet
+        .app
+        .wait_for_phone(&phone_id, |p| p["state"] == "idle")
+        .await;
+    let heartbeat_url = fleet.simulator.fleet.lock().phones[0]
+        .properties
+        .get(HEARTBEAT_URL)
+        .cloned();
+    assert_eq!(
+        heartbeat_url,
+        Some(format!("{}/cph/heartbeat", fleet.options.cphub))
+    );
+    fleet.simulator.stop().await;
+}
+
+async fn a_session_on_a_silent_phone_ends_abandoned_at_its_last_heartbeat(backend: Backend) {
+    let fleet = start(backend, 1, "", |o| {
+        o.silent = 1;
+        o.faults_after_secs = 4;
+        o.token = Some(TOKEN.to_owned());
+        o.sessions = 1;
+        o.player_interval_ms = 100;
+        o.session_min_secs = 60;
+        o.session_max_secs = 60;
+    })
+    .await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let phone = fleet
+        .app
+        .wait_for_phone(&phone_id, |p| !p["current_session_id"].is_null())
+        .await;
+    let session_id = phone["current_session_id"].as_str().unwrap().to_owned();
+    let session = fleet
+        .app
+        .wait_for_session(&session_id, |s| s["state"] == "abandoned")
+        .await;
+
+    assert_eq!(session["end_reason"], "abandoned");
+    assert!(session["last_heartbeat_at"].is_string(), "{session}");
+    assert_eq!(session["ended_at"], session["last_heartbeat_at"]);
+    let started =
+        chrono::DateTime::parse_from_rfc3339(session["started_at"].as_str().unwrap()).unwrap();
+    let ended =
+        chrono::DateTime::parse_from_rfc3339(session["ended_at"].as_str().unwrap()).unwrap();
+    assert_eq!(session["duration_seconds"], (ended - started).num_seconds());
+    fleet.simulator.stop().await;
+}
+
+async fn dry_run_records_decisions_and_calls_nothing(backend: Backend) {
+    let fleet = start(backend, 2, "dry_run = true\n", |o| o.silent = 1).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let log =
+        wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "restart", "dry_run")).await;
+
+    assert_eq!(log.last().unwrap()["dry_run"], true);
+    assert_eq!(
+        fleet.simulator.fleet.lock().phones[0].boots,
+        0,
+        "no restart reached the control plane"
+    );
+    fleet.simulator.stop().await;
+}
+
+async fn a_phone_that_keeps_failing_is_marked_broken_and_left_alone(backend: Backend) {
+    let fleet = start(backend, 1, "", |o| {
+        o.silent = 1;
+        o.restart_fails = 1;
+        o.job_failure_rate = 1.0;
+    })
+    .await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let log = wait_for_recoveries(&fleet.app, &phone_id, |log| {
+        has(log, "mark_broken", "succeeded")
+    })
+    .await;
+
+    let actions = log.iter().filter(|r| r["action"] != "mark_broken").count();
+    assert_eq!(actions, 3, "the hourly cap of 3 held: {log:?}");
+    fleet
+        .app
+        .wait_for_phone(&phone_id, |p| p["state"] == "broken")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        recoveries(&fleet.app, &phone_id).await.len(),
+        log.len(),
+        "a broken phone is left alone"
+    );
+    fleet.simulator.stop().await;
+}
+
+async fn an_operator_can_restart_a_phone_through_the_same_log(backend: Backend) {
+    let fleet = start(backend, 1, "", |_| {}).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    let url = format!("{}/api/v1/phones/{phone_id}/restart", fleet.app.address);
+
+    let res = fleet
+        .app
+        .client
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(res.status(), 202);
+    let recovery: Value = res.json().await.unwrap();
+    assert_eq!(recovery["reason"], "manual");
+    let again = fleet
+        .app
+        .client
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_error(again, 409, "CPHUB.RECOVERY_REFUSED").await;
+    wait_for_recoveries(&fleet.app, &phone_id, |log| {
+        has(log, "restart", "succeeded")
+    })
+    .await;
+    assert_eq!(fleet.simulator.fleet.lock().phones[0].boots, 1);
+    fleet.simulator.stop().await;
+}
+
+async fn without_a_control_plane_manual_recovery_is_unavailable(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let res = app
+        .client
+        .post(format!("{}/api/v1/phones/p-1/reset", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+
+    assert_error(res, 503, "CPHUB.CPH_NOT_CONFIGURED").await;
+}
+
+async fn the_in_flight_cap_holds_when_many_phones_go_silent_at_once(backend: Backend) {
+    let fleet = start(backend, 5, "max_in_flight = 2\n", |o| {
+        o.silent = 5;
+        o.job_delay_ms = 700;
+    })
+    .await;
+
+    let mut restarted = 0;
+    for _ in 0..300 {
+        let res = fleet
+            .app
+            .get("/api/v1/recoveries?limit=100", Some(TOKEN))
+            .await;
+        let log: Value = res.json().await.unwrap();
+        let log = log["recoveries"].as_array().unwrap();
+        let pending = log.iter().filter(|r| r["outcome"] == "pending").count();
+        assert!(pending <= 2, "{pending} jobs in flight: {log:?}");
+        restarted = log
+            .iter()
+            .filter(|r| r["action"] == "restart" && r["outcome"] == "succeeded")
+            .count();
+        if restarted == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(restarted, 5, "every silent phone was restarted in the end");
+    fleet.simulator.stop().await;
+}
+
+backend_tests!(
+    the_in_flight_cap_holds_when_many_phones_go_silent_at_once,
+    a_silent_phone_is_restarted_and_comes_back,
+    a_phone_whose_restart_fails_is_reset_with_its_callbacks,
+    a_session_on_a_silent_phone_ends_abandoned_at_its_last_heartbeat,
+    dry_run_records_decisions_and_calls_nothing,
+    a_phone_that_keeps_failing_is_marked_broken_and_left_alone,
+    an_operator_can_restart_a_phone_through_the_same_log,
+    without_a_control_plane_manual_recovery_is_unavailable,
+);
+
+async fn is_leader(app: &TestApp) -> bool {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines().any(|line| line == "cphub_watchdog_leader 1")
+}
+
+/// Two replicas on one PostgreSQL: one acts; when it dies the other takes over; no phone is
+/// restarted twice for one incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_acts_and_another_takes_over_when_it_dies() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let second_db = db.same_database();
+    let fleet = start_on(db, 2, "", |o| o.silent = 1).await;
+    let other_port = free_port();
+    let second = TestApp::spawn_on(
+        second_db,
+        &cphub_settings(other_port, &fleet.simulator, &fleet.options, ""),
+    )
+    .await;
+    let [first_phone, second_phone] = [0, 1].map(|i| fleet.simulator.phone_ids()[i].clone());
+
+    let log = wait_for_recoveries(&fleet.app, &first_phone, |log| {
+        has(log, "restart", "succeeded")
+    })
+    .await;
+    assert_eq!(
+        log.iter().filter(|r| r["action"] == "restart").count(),
+        1,
+        "one restart for one incident: {log:?}"
+    );
+    let (leader, survivor) = match (is_leader(&fleet.app).await, is_leader(&second).await) {
+        (true, false) => (fleet.app, second),
+        (false, true) => (second, fleet.app),
+        both => panic!("exactly one replica must lead, saw {both:?}"),
+    };
+
+    leader.stop().await;
+    fleet.simulator.fleet.lock().phones[1].faults.silent = true;
+
+    let log = wait_for_recoveries(&survivor, &second_phone, |log| {
+        has(log, "restart", "succeeded")
+    })
+    .await;
+    assert_eq!(
+        log.iter().filter(|r| r["action"] == "restart").count(),
+        1,
+        "{log:?}"
+    );
+    assert!(is_leader(&survivor).await);
+    fleet.simulator.stop().await;
+}
