@@ -19,8 +19,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, settings: &ApiSettings) {
     cfg.service(
         web::scope("/api/v1")
             .app_data(json::config(settings.body_limit))
+            .app_data(json::query_config())
             .wrap(from_fn(auth::require_bearer_token))
             .route("/sessions", web::post().to(sessions::mint))
+            .route("/sessions", web::get().to(sessions::list))
             .route("/sessions/{session_id}", web::get().to(sessions::show))
             .route("/phones", web::get().to(phones::list))
             .route("/phones/{phone_id}", web::get().to(phones::show))

@@ -10,7 +10,8 @@ use crate::access::{self, MintedAccess};
 use crate::clock::Clock;
 use crate::config::{AccessSettings, FleetSettings};
 use crate::domain::{AppId, PhoneId, Session, SessionId, UserId, UtcTime};
-use crate::store::{Allocation, EventRecord, MintRequest, Store};
+use crate::domain::{ParseError, Problem, SessionState};
+use crate::store::{Allocation, EventRecord, MintRequest, SessionFilter, Store};
 
 fn refusal(error: ApiError) -> HttpResponse {
     use actix_web::ResponseError;
@@ -103,4 +104,101 @@ pub(super) async fn show(
         session,
         events,
     }))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    app_id: Option<String>,
+    phone_id: Option<String>,
+    user_id: Option<String>,
+    state: Option<String>,
+    /// Sessions created at or after (RFC 3339).
+    from: Option<String>,
+    /// Sessions created before (RFC 3339).
+    to: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SessionPage {
+    sessions: Vec<Session>,
+    /// Pass as `cursor` for the next (older) page; null on the last one.
+    next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/sessions`: newest first, by creation. The cursor is a position, not an
+/// offset, so sessions created while paging never shift or repeat a page.
+pub(super) async fn list(
+    query: web::Query<ListQuery>,
+    store: web::Data<dyn Store>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let time = |field, raw: Option<String>| raw.map(|t| UtcTime::parse(field, &t)).transpose();
+    let filter = SessionFilter {
+        app_id: q
+            .app_id
+            .map(|a| AppId::parse("app_id", a))
+            .transpose()?
+            .map(|a| a.to_string()),
+        phone_id: q
+            .phone_id
+            .map(|p| PhoneId::parse("phone_id", p))
+            .transpose()?
+            .map(|p| p.to_string()),
+        user_id: q
+            .user_id
+            .map(|u| UserId::parse("user_id", u))
+            .transpose()?
+            .map(|u| u.to_string()),
+        state: q.state.map(parse_state).transpose()?,
+        from: time("from", q.from)?,
+        to: time("to", q.to)?,
+        before: q.cursor.as_deref().map(decode_cursor).transpose()?,
+    };
+    let sessions = store.sessions(&filter, limit).await?;
+    let next_cursor = (sessions.len() as i64 == limit)
+        .then(|| {
+            sessions
+                .last()
+                .map(|s| encode_cursor(s.created_at, &s.session_id))
+        })
+        .flatten();
+    Ok(HttpResponse::Ok().json(SessionPage {
+        sessions,
+        next_cursor,
+    }))
+}
+
+fn parse_state(state: String) -> Result<String, ParseError> {
+    SessionState::from_db(&state)
+        .map(|s| s.as_str().to_owned())
+        .ok_or(ParseError::new(
+            "state",
+            Problem::Invalid("one of minted, verified, expired, playing, ended, abandoned"),
+        ))
+}
+
+fn encode_cursor(created_at: UtcTime, session_id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}.{session_id}", created_at.epoch_millis()))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(UtcTime, String), ParseError> {
+    use base64::Engine;
+    let invalid = || ParseError::new("cursor", Problem::Invalid("not a cursor this API returned"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (millis, session_id) = text.split_once('.').ok_or_else(invalid)?;
+    let at = millis
+        .parse()
+        .ok()
+        .and_then(UtcTime::from_epoch_millis)
+        .ok_or_else(invalid)?;
+    let session_id = SessionId::parse("cursor", session_id.to_owned()).map_err(|_| invalid())?;
+    Ok((at, session_id.to_string()))
 }

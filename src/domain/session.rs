@@ -101,6 +101,8 @@ pub struct Session {
     pub end_reason: Option<EndReason>,
     pub error_msg: Option<String>,
     pub last_heartbeat_at: Option<UtcTime>,
+    /// When cphub first recorded the session (its clock): the order of the session list.
+    pub created_at: UtcTime,
 }
 
 impl Session {
@@ -123,6 +125,7 @@ impl Session {
             end_reason: None,
             error_msg: None,
             last_heartbeat_at: None,
+            created_at: event.time,
         };
         blank.apply(event, tolerance_secs)
     }
@@ -207,7 +210,9 @@ mod tests {
         let enter = event(EventKind::Enter, "2019-11-14T19:00:00Z", None);
         let quit = event(EventKind::Quit, "2019-11-14T19:10:00Z", Some(600));
         let forward = Session::from_first_event(&enter, 60).apply(&quit, 60);
-        let backward = Session::from_first_event(&quit, 60).apply(&enter, 60);
+        let mut backward = Session::from_first_event(&quit, 60).apply(&enter, 60);
+        // created_at is bookkeeping (the store's clock), not a fact of the session.
+        backward.created_at = forward.created_at;
         assert_eq!(forward, backward);
         assert_eq!(forward.state, SessionState::Ended);
         assert_eq!(forward.duration_seconds, Some(600));

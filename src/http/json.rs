@@ -3,7 +3,7 @@
 //! error body with a stable code instead of actix's plain-text default.
 
 use actix_web::error::{InternalError, JsonPayloadError};
-use actix_web::web::JsonConfig;
+use actix_web::web::{JsonConfig, QueryConfig};
 
 use super::{ErrorCode, error_response};
 
@@ -30,4 +30,12 @@ fn classify(err: &JsonPayloadError) -> (ErrorCode, String) {
         JsonPayloadError::Deserialize(e) => (ErrorCode::MalformedJson, e.to_string()),
         other => (ErrorCode::MalformedJson, other.to_string()),
     }
+}
+
+/// Query strings that do not parse (e.g. `limit=ten`) get an error body too.
+pub fn query_config() -> QueryConfig {
+    QueryConfig::default().error_handler(|err, _req| {
+        let response = error_response(ErrorCode::InvalidField, &format!("query string: {err}"));
+        InternalError::from_response(err, response).into()
+    })
 }

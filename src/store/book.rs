@@ -201,6 +201,38 @@ macro_rules! session_book {
             row.map(Session::try_from).transpose()
         }
 
+        /// Newest first (created_at, then session_id), after the cursor `before`.
+        pub(super) async fn sessions(
+            pool: &sqlx::Pool<$db>,
+            f: &crate::store::SessionFilter,
+            limit: i64,
+        ) -> Result<Vec<Session>, StoreError> {
+            let (before_at, before_id) = match &f.before {
+                Some((at, id)) => (Some(*at), Some(id.as_str())),
+                None => (None, None),
+            };
+            let rows: Vec<SessionRow> = sqlx::query_as(concat!(
+                "SELECT ", $crate::store::book::session_columns!(), " FROM sessions \
+                 WHERE ($1 IS NULL OR app_id = $1) AND ($2 IS NULL OR phone_id = $2) \
+                   AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR state = $4) \
+                   AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6) \
+                   AND ($7 IS NULL OR created_at < $7 OR (created_at = $7 AND session_id < $8)) \
+                 ORDER BY created_at DESC, session_id DESC LIMIT $9"
+            ))
+            .bind(f.app_id.as_deref())
+            .bind(f.phone_id.as_deref())
+            .bind(f.user_id.as_deref())
+            .bind(f.state.as_deref())
+            .bind(f.from)
+            .bind(f.to)
+            .bind(before_at)
+            .bind(before_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter().map(Session::try_from).collect()
+        }
+
         pub(super) async fn session_events(
             pool: &sqlx::Pool<$db>,
             session_id: &str,
@@ -579,7 +611,7 @@ macro_rules! session_columns {
     () => {
         "session_id, phone_id, app_id, user_id, issued, state, minted_at, verified_at, \
          started_at, ended_at, reported_run_time, duration_seconds, run_time_mismatch, \
-         end_reason, error_msg, last_heartbeat_at"
+         end_reason, error_msg, last_heartbeat_at, created_at"
     };
 }
 

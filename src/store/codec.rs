@@ -75,6 +75,7 @@ pub(crate) struct SessionRow {
     end_reason: Option<String>,
     error_msg: Option<String>,
     last_heartbeat_at: Option<UtcTime>,
+    created_at: UtcTime,
 }
 
 impl TryFrom<SessionRow> for Session {
@@ -105,6 +106,7 @@ impl TryFrom<SessionRow> for Session {
             end_reason,
             error_msg: row.error_msg,
             last_heartbeat_at: row.last_heartbeat_at,
+            created_at: row.created_at,
         })
     }
 }

@@ -99,6 +99,18 @@ pub struct ApplyRules {
     pub record_unknown_sessions: bool,
 }
 
+/// Filters of the session list; `before` is the keyset cursor (created_at, session_id).
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub app_id: Option<String>,
+    pub phone_id: Option<String>,
+    pub user_id: Option<String>,
+    pub state: Option<String>,
+    pub from: Option<UtcTime>,
+    pub to: Option<UtcTime>,
+    pub before: Option<(UtcTime, String)>,
+}
+
 /// A session to mint and the phone to hold for it.
 #[derive(Debug)]
 pub struct MintRequest {
@@ -208,6 +220,13 @@ pub trait Store: Send + Sync + 'static {
     async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError>;
 
     async fn session(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
+
+    /// Sessions newest first, filtered, after the cursor.
+    async fn sessions(
+        &self,
+        filter: &SessionFilter,
+        limit: i64,
+    ) -> Result<Vec<Session>, StoreError>;
 
     /// The session's event log, oldest first.
     async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError>;

@@ -129,6 +129,14 @@ impl Store for PostgresStore {
         book::session(&self.pool, session_id).await
     }
 
+    async fn sessions(
+        &self,
+        filter: &crate::store::SessionFilter,
+        limit: i64,
+    ) -> Result<Vec<Session>, StoreError> {
+        book::sessions(&self.pool, filter, limit).await
+    }
+
     async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
         book::session_events(&self.pool, session_id).await
     }

@@ -115,6 +115,14 @@ impl Store for SqliteStore {
         book::session(&self.reader, session_id).await
     }
 
+    async fn sessions(
+        &self,
+        filter: &crate::store::SessionFilter,
+        limit: i64,
+    ) -> Result<Vec<Session>, StoreError> {
+        book::sessions(&self.reader, filter, limit).await
+    }
+
     async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
         book::session_events(&self.reader, session_id).await
     }

@@ -14,6 +14,7 @@ mod health;
 mod heartbeat;
 mod metrics;
 mod phone_sync;
+mod session_list;
 mod simulation;
 mod simulator_control_plane;
 mod watchdog;

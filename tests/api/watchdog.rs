@@ -353,7 +353,25 @@ async fn the_in_flight_cap_holds_when_many_phones_go_silent_at_once(backend: Bac
     fleet.simulator.stop().await;
 }
 
+async fn an_excluded_phone_is_never_touched(backend: Backend) {
+    let seed = SimOptions::defaults().seed;
+    let excluded = format!("{seed:08x}{:024x}", 0);
+    let fleet = start(backend, 2, &format!("exclude = [\"{excluded}\"]\n"), |o| {
+        o.silent = 2
+    })
+    .await;
+    let other = fleet.simulator.phone_ids()[1].clone();
+    assert_eq!(fleet.simulator.phone_ids()[0], excluded);
+
+    wait_for_recoveries(&fleet.app, &other, |log| has(log, "restart", "succeeded")).await;
+
+    assert!(recoveries(&fleet.app, &excluded).await.is_empty());
+    assert_eq!(fleet.simulator.fleet.lock().phones[0].boots, 0);
+    fleet.simulator.stop().await;
+}
+
 backend_tests!(
+    an_excluded_phone_is_never_touched,
     the_in_flight_cap_holds_when_many_phones_go_silent_at_once,
     a_silent_phone_is_restarted_and_comes_back,
     a_phone_whose_restart_fails_is_reset_with_its_callbacks,

@@ -1,0 +1,105 @@
+//! `GET /api/v1/sessions`: newest first, filters, and a cursor that returns every session
+//! exactly once while new ones keep arriving.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TOKEN, TestApp, assert_error, enter, quit};
+
+async fn page(app: &TestApp, query: &str) -> Value {
+    let res = app
+        .get(&format!("/api/v1/sessions?{query}"), Some(TOKEN))
+        .await;
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn paging_returns_every_session_once_while_new_ones_arrive(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let existing: Vec<String> = (0..7).map(|i| format!("old-{i}")).collect();
+    for id in &existing {
+        app.send_event(&enter(id, "p-1", "2026-11-28T10:00:00Z"))
+            .await;
+    }
+
+    let mut seen = Vec::new();
+    let mut query = "limit=3".to_owned();
+    for round in 0.. {
+        let page = page(&app, &query).await;
+        seen.extend(ids(&page));
+        // Newer sessions arrive between pages.
+        app.send_event(&enter(
+            &format!("new-{round}"),
+            "p-2",
+            "2026-11-28T10:00:00Z",
+        ))
+        .await;
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+
+    let unique: HashSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no session twice: {seen:?}");
+    assert_eq!(
+        unique,
+        existing.into_iter().collect::<HashSet<_>>(),
+        "exactly the sessions that existed"
+    );
+    assert_eq!(seen.first().unwrap(), "old-6", "newest first");
+}
+
+async fn filters_narrow_the_list(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+    app.send_event(&enter("s-2", "p-2", "2026-11-28T10:00:00Z"))
+        .await;
+    app.send_event(&quit("s-2", "p-2", "2026-11-28T10:05:00Z", 300))
+        .await;
+
+    assert_eq!(ids(&page(&app, "state=ended").await), ["s-2"]);
+    assert_eq!(ids(&page(&app, "phone_id=p-1").await), ["s-1"]);
+    assert_eq!(ids(&page(&app, "app_id=com.example.game").await).len(), 2);
+    assert!(ids(&page(&app, "to=2000-01-01T00:00:00Z").await).is_empty());
+    assert_eq!(
+        page(&app, "state=playing").await["sessions"][0]["state"],
+        "playing"
+    );
+}
+
+async fn bad_queries_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    for query in [
+        "state=sleeping",
+        "cursor=not-a-cursor",
+        "limit=ten",
+        "from=yesterday",
+        "phone_id=a%20b",
+    ] {
+        let res = app
+            .get(&format!("/api/v1/sessions?{query}"), Some(TOKEN))
+            .await;
+        let body = assert_error(res, 400, "CPHUB.INVALID_FIELD").await;
+        assert!(!body["error_msg"].as_str().unwrap().is_empty(), "{query}");
+    }
+}
+
+backend_tests!(
+    paging_returns_every_session_once_while_new_ones_arrive,
+    filters_narrow_the_list,
+    bad_queries_are_refused,
+);
