@@ -35,6 +35,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, settings: &ApiSettings) {
     );
 }
 
+/// The position to continue after a full page; None after the last page.
+fn next_position<T>(page: &[T], limit: i64, position: impl Fn(&T) -> String) -> Option<String> {
+    (page.len() as i64 == limit)
+        .then(|| page.last().map(position))
+        .flatten()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]

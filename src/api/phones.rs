@@ -44,9 +44,7 @@ pub(super) async fn list(
     let after = query.after.clone().unwrap_or_default();
     let fresh_since = clock.now().minus(fleet.stale_after());
     let phones = store.phones(fresh_since, &after, limit).await?;
-    let next = (phones.len() as i64 == limit)
-        .then(|| phones.last().map(|p| p.phone_id.clone()))
-        .flatten();
+    let next = super::next_position(&phones, limit, |p| p.phone_id.clone());
     Ok(HttpResponse::Ok().json(PhonePage { phones, next }))
 }
 

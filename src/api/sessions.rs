@@ -158,13 +158,9 @@ pub(super) async fn list(
         before: q.cursor.as_deref().map(decode_cursor).transpose()?,
     };
     let sessions = store.sessions(&filter, limit).await?;
-    let next_cursor = (sessions.len() as i64 == limit)
-        .then(|| {
-            sessions
-                .last()
-                .map(|s| encode_cursor(s.created_at, &s.session_id))
-        })
-        .flatten();
+    let next_cursor = super::next_position(&sessions, limit, |s| {
+        encode_cursor(s.created_at, &s.session_id)
+    });
     Ok(HttpResponse::Ok().json(SessionPage {
         sessions,
         next_cursor,
