@@ -102,6 +102,11 @@ impl Simulator {
             .collect()
     }
 
+    /// A control-plane outage: the fake management API stops answering (phones go on).
+    pub async fn stop_control_plane(&self) {
+        self.control_plane.stop(false).await;
+    }
+
     pub async fn stop(self) {
         self.tasks.iter().for_each(JoinHandle::abort);
         self.control_plane.stop(false).await;

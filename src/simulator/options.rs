@@ -63,6 +63,9 @@ pub struct SimOptions {
     /// Chance that a callback attempt fails before reaching cphub (it is retried).
     #[arg(long, default_value_t = 0.0)]
     pub drop_rate: f64,
+    /// Heartbeats come up to this much later than the interval (random per beat).
+    #[arg(long, default_value_t = 0)]
+    pub heartbeat_jitter_ms: u64,
     /// Delay before every callback.
     #[arg(long, default_value_t = 0)]
     pub callback_delay_ms: u64,

@@ -56,11 +56,16 @@ impl VirtualPhone {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
+            let next_beat = callbacks.interval + self.jitter();
             tokio::select! {
                 Some(assignment) = self.assignments.recv() => self.play(&callbacks, assignment).await,
-                _ = tokio::time::sleep(callbacks.interval) => self.heartbeat(&callbacks, None).await,
+                _ = tokio::time::sleep(next_beat) => self.heartbeat(&callbacks, None).await,
             }
         }
+    }
+
+    fn jitter(&self) -> Duration {
+        Duration::from_millis(rand::random_range(0..=self.options.heartbeat_jitter_ms))
     }
 
     fn phone_id(&self) -> String {

@@ -16,6 +16,7 @@ use crate::simulation::configure_callbacks;
 
 /// A simulator and a cphub (with its watchdog) wired to each other.
 struct Fleet {
+    port: u16,
     app: TestApp,
     simulator: Simulator,
     options: SimOptions,
@@ -53,12 +54,17 @@ fn cphub_settings(
          [fleet]\nheartbeat_interval_secs = 1\nmiss_threshold = 2\n\
          [cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 50\nsync_interval_secs = 1\n\
          [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n\
-         [watchdog]\ninterval_ms = 100\nstartup_grace_secs = 0\ngrace_after_recovery_secs = 2\n\
-         cooldown_secs = 2\nhourly_cap = 3\n{watchdog}",
+         [watchdog]\ninterval_ms = 100\ngrace_after_recovery_secs = 2\n\
+         cooldown_secs = 2\nhourly_cap = 3\n{grace}{watchdog}",
         simulator.cph_endpoint(),
         options.project_id,
         options.ak,
         options.sk,
+        grace = if watchdog.contains("startup_grace_secs") {
+            ""
+        } else {
+            "startup_grace_secs = 0\n"
+        },
     )
 }
 
@@ -83,6 +89,7 @@ async fn start_on(
     let app = TestApp::spawn_on(db, &cphub_settings(port, &simulator, &options, watchdog)).await;
     configure_callbacks(&app, &simulator, &options).await;
     Fleet {
+        port,
         app,
         simulator,
         options,
@@ -370,7 +377,90 @@ async fn an_excluded_phone_is_never_touched(backend: Backend) {
     fleet.simulator.stop().await;
 }
 
+async fn assert_no_recoveries(fleet: &Fleet, app: &TestApp) {
+    for phone in fleet.simulator.phone_ids() {
+        assert_eq!(
+            recoveries(app, &phone).await,
+            Vec::<Value>::new(),
+            "false recovery of {phone}"
+        );
+    }
+}
+
+async fn jittered_heartbeats_within_the_threshold_recover_nothing(backend: Backend) {
+    // Stale after 2 s; heartbeats every 1 s plus up to 0.9 s.
+    let fleet = start(backend, 4, "", |o| o.heartbeat_jitter_ms = 900).await;
+
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    assert_no_recoveries(&fleet, &fleet.app).await;
+    fleet.simulator.stop().await;
+}
+
+async fn restarting_cphub_mid_run_recovers_nothing(backend: Backend) {
+    let fleet = start(backend, 3, "startup_grace_secs = 4\n", |_| {}).await;
+    for phone in fleet.simulator.phone_ids() {
+        fleet
+            .app
+            .wait_for_phone(&phone, |p| !p["last_seen_at"].is_null())
+            .await;
+    }
+    let settings = cphub_settings(
+        fleet.port,
+        &fleet.simulator,
+        &fleet.options,
+        "startup_grace_secs = 4\n",
+    );
+    let Fleet {
+        app,
+        simulator,
+        options,
+        port,
+    } = fleet;
+
+    let db = app.stop().await;
+    // Down longer than the stale threshold: every phone looks silent when cphub returns.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let app = TestApp::spawn_on(db, &settings).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let fleet = Fleet {
+        port,
+        app,
+        simulator,
+        options,
+    };
+    for phone in fleet.simulator.phone_ids() {
+        fleet
+            .app
+            .wait_for_phone(&phone, |p| p["state"] == "idle")
+            .await;
+    }
+    assert_no_recoveries(&fleet, &fleet.app).await;
+    fleet.simulator.stop().await;
+}
+
+async fn a_control_plane_outage_recovers_nothing(backend: Backend) {
+    let fleet = start(backend, 3, "", |_| {}).await;
+
+    fleet.simulator.stop_control_plane().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    assert_no_recoveries(&fleet, &fleet.app).await;
+    for phone in fleet.simulator.phone_ids() {
+        assert_eq!(
+            fleet.app.phone(&phone).await.unwrap()["state"],
+            "idle",
+            "phones still heartbeat"
+        );
+    }
+    fleet.simulator.stop().await;
+}
+
 backend_tests!(
+    jittered_heartbeats_within_the_threshold_recover_nothing,
+    restarting_cphub_mid_run_recovers_nothing,
+    a_control_plane_outage_recovers_nothing,
     an_excluded_phone_is_never_touched,
     the_in_flight_cap_holds_when_many_phones_go_silent_at_once,
     a_silent_phone_is_restarted_and_comes_back,
