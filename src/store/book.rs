@@ -650,4 +650,16 @@ macro_rules! recovery_columns {
     };
 }
 
-pub(crate) use {phone_columns, phone_state_sql, recovery_columns, session_book, session_columns};
+/// Runs `book::$call(&mut tx, args…)` in one write transaction of `$store` and commits it.
+macro_rules! in_transaction {
+    ($store:ident, $call:ident($($arg:expr),* $(,)?)) => {{
+        let mut tx = $store.begin_write().await?;
+        let result = book::$call(&mut tx, $($arg),*).await?;
+        tx.commit().await?;
+        Ok(result)
+    }};
+}
+
+pub(crate) use {
+    in_transaction, phone_columns, phone_state_sql, recovery_columns, session_book, session_columns,
+};

@@ -19,6 +19,8 @@ use crate::store::{
     EventRecord, FinishedRecovery, Lease, NewRecovery, Phone, PhoneHealth, Recovery,
 };
 
+use crate::store::book::in_transaction;
+
 mod book {
     crate::store::book::session_book!(
         sqlx::Postgres,
@@ -32,6 +34,10 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
     pub async fn connect(
         url: &SecretString,
         settings: &DatabaseSettings,
@@ -142,10 +148,7 @@ impl Store for PostgresStore {
     }
 
     async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let allocation = book::mint_session(&mut tx, request).await?;
-        tx.commit().await?;
-        Ok(allocation)
+        in_transaction!(self, mint_session(request))
     }
 
     async fn issued_access(
@@ -162,10 +165,7 @@ impl Store for PostgresStore {
         now: UtcTime,
         hold_until: UtcTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let consumed = book::mark_verified(&mut tx, session_id, digest, now, hold_until).await?;
-        tx.commit().await?;
-        Ok(consumed)
+        in_transaction!(self, mark_verified(session_id, digest, now, hold_until))
     }
 
     async fn active_sessions_by_app(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -184,17 +184,11 @@ impl Store for PostgresStore {
         phones: &[ControlPlanePhone],
         now: UtcTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        book::sync_phones(&mut tx, phones, now).await?;
-        tx.commit().await?;
-        Ok(())
+        in_transaction!(self, sync_phones(phones, now))
     }
 
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let released = book::release_lapsed_holds(&mut tx, now).await?;
-        tx.commit().await?;
-        Ok(released)
+        in_transaction!(self, release_lapsed_holds(now))
     }
 
     async fn phone(
@@ -223,10 +217,7 @@ impl Store for PostgresStore {
         fresh_since: UtcTime,
         now: UtcTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let abandoned = book::abandon_sessions_on_stale_phones(&mut tx, fresh_since, now).await?;
-        tx.commit().await?;
-        Ok(abandoned)
+        in_transaction!(self, abandon_sessions_on_stale_phones(fresh_since, now))
     }
 
     async fn recoveries(
@@ -243,10 +234,7 @@ impl Store for PostgresStore {
     }
 
     async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let started = book::start_recovery(&mut tx, recovery).await?;
-        tx.commit().await?;
-        Ok(started)
+        in_transaction!(self, start_recovery(recovery))
     }
 
     async fn note_recovery_job(
@@ -259,17 +247,11 @@ impl Store for PostgresStore {
     }
 
     async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        book::finish_recovery(&mut tx, finished).await?;
-        tx.commit().await?;
-        Ok(())
+        in_transaction!(self, finish_recovery(finished))
     }
 
     async fn clear_recovered(&self, fresh_since: UtcTime) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let cleared = book::clear_recovered(&mut tx, fresh_since).await?;
-        tx.commit().await?;
-        Ok(cleared)
+        in_transaction!(self, clear_recovered(fresh_since))
     }
 
     /// A session-level advisory lock on a connection taken out of the pool: it is released

@@ -19,6 +19,8 @@ use crate::store::{
     EventRecord, FinishedRecovery, Lease, NewRecovery, Phone, PhoneHealth, Recovery,
 };
 
+use crate::store::book::in_transaction;
+
 mod book {
     crate::store::book::session_book!(sqlx::Sqlite, lock = "", skip_locked = "");
 }
@@ -128,10 +130,7 @@ impl Store for SqliteStore {
     }
 
     async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let allocation = book::mint_session(&mut tx, request).await?;
-        tx.commit().await?;
-        Ok(allocation)
+        in_transaction!(self, mint_session(request))
     }
 
     async fn issued_access(
@@ -148,10 +147,7 @@ impl Store for SqliteStore {
         now: UtcTime,
         hold_until: UtcTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let consumed = book::mark_verified(&mut tx, session_id, digest, now, hold_until).await?;
-        tx.commit().await?;
-        Ok(consumed)
+        in_transaction!(self, mark_verified(session_id, digest, now, hold_until))
     }
 
     async fn active_sessions_by_app(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -170,17 +166,11 @@ impl Store for SqliteStore {
         phones: &[ControlPlanePhone],
         now: UtcTime,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        book::sync_phones(&mut tx, phones, now).await?;
-        tx.commit().await?;
-        Ok(())
+        in_transaction!(self, sync_phones(phones, now))
     }
 
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let released = book::release_lapsed_holds(&mut tx, now).await?;
-        tx.commit().await?;
-        Ok(released)
+        in_transaction!(self, release_lapsed_holds(now))
     }
 
     async fn phone(
@@ -209,10 +199,7 @@ impl Store for SqliteStore {
         fresh_since: UtcTime,
         now: UtcTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let abandoned = book::abandon_sessions_on_stale_phones(&mut tx, fresh_since, now).await?;
-        tx.commit().await?;
-        Ok(abandoned)
+        in_transaction!(self, abandon_sessions_on_stale_phones(fresh_since, now))
     }
 
     async fn recoveries(
@@ -229,10 +216,7 @@ impl Store for SqliteStore {
     }
 
     async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let started = book::start_recovery(&mut tx, recovery).await?;
-        tx.commit().await?;
-        Ok(started)
+        in_transaction!(self, start_recovery(recovery))
     }
 
     async fn note_recovery_job(
@@ -245,17 +229,11 @@ impl Store for SqliteStore {
     }
 
     async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        book::finish_recovery(&mut tx, finished).await?;
-        tx.commit().await?;
-        Ok(())
+        in_transaction!(self, finish_recovery(finished))
     }
 
     async fn clear_recovered(&self, fresh_since: UtcTime) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let cleared = book::clear_recovered(&mut tx, fresh_since).await?;
-        tx.commit().await?;
-        Ok(cleared)
+        in_transaction!(self, clear_recovered(fresh_since))
     }
 
     /// SQLite serves one process: it always leads.
