@@ -33,6 +33,7 @@ pub struct Settings {
     pub cph: CphSettings,
     pub watchdog: WatchdogSettings,
     pub api: ApiSettings,
+    pub usage: UsageSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
 }
@@ -277,6 +278,13 @@ pub struct ApiSettings {
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub tokens: Vec<SecretString>,
     pub body_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UsageSettings {
+    /// IANA name, parsed at start-up so a typo stops cphub instead of a report.
+    pub time_zone: chrono_tz::Tz,
+    pub billing_rounding: crate::usage::Rounding,
 }
 
 #[derive(Debug, Clone, Deserialize)]

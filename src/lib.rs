@@ -17,4 +17,5 @@ pub mod simulator;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod usage;
 pub mod watchdog;

@@ -41,6 +41,9 @@ async fn main() -> ExitCode {
         Command::Recoveries(command) => cli::recoveries::run(&settings, command)
             .await
             .map_err(Into::into),
+        Command::Usage(command) => cli::usage::run(&settings, command)
+            .await
+            .map_err(Into::into),
         Command::Simulate(options) => cphub::simulator::run(options)
             .await
             .map(|()| Outcome::AllSucceeded)

@@ -247,6 +247,7 @@ fn http_server(
     let tokens = web::Data::new(BearerTokens::new(settings.api.tokens.clone()));
     let access = web::Data::new(settings.access.clone());
     let fleet = web::Data::new(settings.fleet.clone());
+    let usage = web::Data::new(settings.usage.clone());
     let base_path = web::Data::new(settings.callbacks.base_path.clone());
     let metrics = web::Data::from(shared.metrics);
     let metrics_here = settings.metrics.listen.is_none();
@@ -265,6 +266,7 @@ fn http_server(
             .app_data(clock.clone())
             .app_data(access.clone())
             .app_data(fleet.clone())
+            .app_data(usage.clone())
             .app_data(base_path.clone())
             .app_data(metrics.clone())
             .configure(|cfg| {

@@ -3,6 +3,7 @@
 mod auth;
 mod phones;
 mod sessions;
+mod usage;
 
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
@@ -31,7 +32,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, settings: &ApiSettings) {
                 web::post().to(phones::restart),
             )
             .route("/phones/{phone_id}/reset", web::post().to(phones::reset))
-            .route("/recoveries", web::get().to(phones::recoveries)),
+            .route("/recoveries", web::get().to(phones::recoveries))
+            .route("/usage", web::get().to(usage::usage)),
     );
 }
 
@@ -58,6 +60,17 @@ pub enum ApiError {
     CphNotConfigured,
     #[error(transparent)]
     RecoveryRefused(crate::watchdog::WatchdogError),
+    #[error("could not render the report: {0}")]
+    Render(String),
+}
+
+impl From<crate::usage::UsageError> for ApiError {
+    fn from(error: crate::usage::UsageError) -> Self {
+        match error {
+            crate::usage::UsageError::Invalid(e) => ApiError::Invalid(e),
+            crate::usage::UsageError::Store(e) => ApiError::Store(e),
+        }
+    }
 }
 
 impl From<crate::watchdog::WatchdogError> for ApiError {
@@ -79,7 +92,7 @@ impl ApiError {
             ApiError::CphNotConfigured => ErrorCode::CphNotConfigured,
             ApiError::RecoveryRefused(_) => ErrorCode::RecoveryRefused,
             ApiError::Store(e) if e.is_unavailable() => ErrorCode::Unavailable,
-            ApiError::Store(_) => ErrorCode::Internal,
+            ApiError::Store(_) | ApiError::Render(_) => ErrorCode::Internal,
         }
     }
 }
@@ -91,7 +104,9 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            ApiError::Store(_) => server_error_response(self.code(), "query failed", self),
+            ApiError::Store(_) | ApiError::Render(_) => {
+                server_error_response(self.code(), "query failed", self)
+            }
             _ => error_response(self.code(), &self.to_string()),
         }
     }

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod jobs;
 pub mod phones;
 pub mod recoveries;
+pub mod usage;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,8 @@ pub enum Command {
     /// The watchdog's recovery log (read from the database).
     #[command(subcommand)]
     Recoveries(RecoveriesCommand),
+    /// Usage for billing over a window, grouped (read from the database).
+    Usage(usage::UsageCommand),
     /// Run a fake CPH control plane and a fleet of virtual phones.
     Simulate(crate::simulator::SimOptions),
     /// cphub on a fresh SQLite file plus the simulator, wired together: sessions flow.

@@ -607,6 +607,30 @@ macro_rules! session_book {
 }
 
 /// The columns of [`SessionRow`](crate::store::codec::SessionRow), in one place.
+/// How a heartbeat updates a phone that already has a row. `last_seen_at` is cphub's clock
+/// and moves on any heartbeat: a phone whose own clock stepped back is still alive and must
+/// not look stale to the watchdog. What the heartbeat says (its time, session, app) only
+/// replaces older news, so a delayed heartbeat cannot undo a newer one.
+macro_rules! heartbeat_upsert {
+    () => {
+        " ON CONFLICT (phone_id) DO UPDATE SET \
+           last_seen_at = CASE WHEN phones.last_seen_at IS NULL \
+               OR phones.last_seen_at < excluded.last_seen_at \
+             THEN excluded.last_seen_at ELSE phones.last_seen_at END, \
+           updated_at = excluded.updated_at, \
+           last_heartbeat_at = CASE WHEN phones.last_heartbeat_at IS NULL \
+               OR phones.last_heartbeat_at <= excluded.last_heartbeat_at \
+             THEN excluded.last_heartbeat_at ELSE phones.last_heartbeat_at END, \
+           heartbeat_session_id = CASE WHEN phones.last_heartbeat_at IS NULL \
+               OR phones.last_heartbeat_at <= excluded.last_heartbeat_at \
+             THEN excluded.heartbeat_session_id ELSE phones.heartbeat_session_id END, \
+           heartbeat_app_id = CASE WHEN phones.last_heartbeat_at IS NULL \
+               OR phones.last_heartbeat_at <= excluded.last_heartbeat_at \
+             THEN excluded.heartbeat_app_id ELSE phones.heartbeat_app_id END"
+    };
+}
+pub(crate) use heartbeat_upsert;
+
 macro_rules! session_columns {
     () => {
         "session_id, phone_id, app_id, user_id, issued, state, minted_at, verified_at, \

@@ -11,6 +11,7 @@ mod event_writer;
 mod heartbeat_buffer;
 mod postgres;
 mod sqlite;
+mod usage;
 
 use std::sync::Arc;
 
@@ -19,12 +20,15 @@ use async_trait::async_trait;
 use crate::access::{Issued, MintedAccess};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
+use crate::usage::{UsageQuery, UsageRow};
 
 pub use codec::{EventRecord, Phone, PhoneHealth, Recovery};
 pub use event_writer::EventWriter;
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+/// The SQLite usage query, public so a test can check its plan.
+pub use usage::SQLITE as USAGE_SQLITE_SQL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -316,6 +320,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Expires minted/verified sessions whose hold lapsed and frees their phones.
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError>;
+
+    /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`).
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
 }
 
 /// Opens the backend that `settings.url` names.

@@ -20,6 +20,8 @@ use crate::store::{
 };
 
 use crate::store::book::in_transaction;
+use crate::store::usage;
+use crate::usage::{UsageQuery, UsageRow};
 
 mod book {
     crate::store::book::session_book!(
@@ -61,6 +63,22 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        let starts: Vec<UtcTime> = query.pieces.iter().map(|p| p.start).collect();
+        let ends: Vec<UtcTime> = query.pieces.iter().map(|p| p.end).collect();
+        let [app, phone, user] = usage::grouped(query);
+        Ok(sqlx::query_as(usage::POSTGRES)
+            .bind(usage::day_labels(query))
+            .bind(app)
+            .bind(phone)
+            .bind(user)
+            .bind(query.rounding.offset_secs())
+            .bind(&starts)
+            .bind(&ends)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -96,20 +114,14 @@ impl Store for PostgresStore {
         let received: Vec<UtcTime> = heartbeats.iter().map(|hb| hb.received_at).collect();
 
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        sqlx::query(concat!(
             "INSERT INTO phones (phone_id, last_heartbeat_at, last_seen_at, \
                heartbeat_session_id, heartbeat_app_id, created_at, updated_at) \
              SELECT p, t, r, s, a, r, r \
              FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[]) \
-               AS u(p, t, r, s, a) \
-             ON CONFLICT (phone_id) DO UPDATE SET \
-               last_heartbeat_at = excluded.last_heartbeat_at, \
-               last_seen_at = excluded.last_seen_at, \
-               heartbeat_session_id = excluded.heartbeat_session_id, \
-               heartbeat_app_id = excluded.heartbeat_app_id, updated_at = excluded.updated_at \
-             WHERE phones.last_heartbeat_at IS NULL \
-                OR phones.last_heartbeat_at <= excluded.last_heartbeat_at",
-        )
+               AS u(p, t, r, s, a)",
+            crate::store::book::heartbeat_upsert!()
+        ))
         .bind(&phone_ids)
         .bind(&times)
         .bind(&received)

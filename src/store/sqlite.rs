@@ -20,6 +20,9 @@ use crate::store::{
 };
 
 use crate::store::book::in_transaction;
+use crate::store::usage;
+use crate::usage::{UsageQuery, UsageRow};
+use serde_json::json;
 
 mod book {
     crate::store::book::session_book!(sqlx::Sqlite, lock = "", skip_locked = "");
@@ -66,6 +69,23 @@ impl Store for SqliteStore {
             .run(&self.writer)
             .await?;
         Ok(())
+    }
+
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        let pieces: Vec<_> = usage::day_labels(query)
+            .into_iter()
+            .zip(&query.pieces)
+            .map(|(day, p)| json!([day, p.start.epoch_millis(), p.end.epoch_millis()]))
+            .collect();
+        let [app, phone, user] = usage::grouped(query);
+        Ok(sqlx::query_as(usage::SQLITE)
+            .bind(serde_json::Value::Array(pieces).to_string())
+            .bind(app)
+            .bind(phone)
+            .bind(user)
+            .bind(query.rounding.offset_secs())
+            .fetch_all(&self.reader)
+            .await?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -243,16 +263,13 @@ impl Store for SqliteStore {
 }
 
 /// A heartbeat older than the one stored (reordered delivery) changes nothing.
-const UPSERT_PHONE_HEARTBEAT: &str = "INSERT INTO phones \
-      (phone_id, last_heartbeat_at, last_seen_at, heartbeat_session_id, heartbeat_app_id, \
-       created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $3, $3) \
-    ON CONFLICT (phone_id) DO UPDATE SET \
-      last_heartbeat_at = excluded.last_heartbeat_at, last_seen_at = excluded.last_seen_at, \
-      heartbeat_session_id = excluded.heartbeat_session_id, \
-      heartbeat_app_id = excluded.heartbeat_app_id, updated_at = excluded.updated_at \
-    WHERE phones.last_heartbeat_at IS NULL \
-       OR phones.last_heartbeat_at <= excluded.last_heartbeat_at";
+const UPSERT_PHONE_HEARTBEAT: &str = concat!(
+    "INSERT INTO phones \
+       (phone_id, last_heartbeat_at, last_seen_at, heartbeat_session_id, heartbeat_app_id, \
+        created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $3, $3)",
+    crate::store::book::heartbeat_upsert!()
+);
 
 struct SingleProcess;
 

@@ -1,5 +1,10 @@
 //! Heartbeats (chapter 6.4): answered from memory, written with the next flush.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use cphub::clock::ManualClock;
+use cphub::domain::UtcTime;
 use serde_json::{Value, json};
 
 use crate::backend_tests;
@@ -88,6 +93,29 @@ async fn an_older_heartbeat_never_replaces_a_newer_one(backend: Backend) {
     assert_eq!(phone["heartbeat_session_id"], "s-2");
 }
 
+/// A phone whose clock steps back (an NTP correction) is still alive: cphub's own
+/// `last_seen_at` moves on, so the watchdog does not restart a healthy phone.
+async fn a_phone_whose_clock_steps_back_stays_fresh(backend: Backend) {
+    let clock = Arc::new(ManualClock::new(
+        UtcTime::parse("t", "2026-11-28T12:00:00Z").unwrap(),
+    ));
+    let app = TestApp::spawn_with_clock(backend, "", Arc::clone(&clock)).await;
+    app.send_heartbeat(&heartbeat("p-1", None, "2026-11-28T10:00:10Z"))
+        .await;
+    app.wait_for_phone("p-1", |p| p["last_seen_at"] == "2026-11-28T12:00:00Z")
+        .await;
+
+    clock.advance(Duration::from_secs(60));
+    app.send_heartbeat(&heartbeat("p-1", None, "2026-11-28T09:00:00Z"))
+        .await;
+    let phone = app
+        .wait_for_phone("p-1", |p| p["last_seen_at"] == "2026-11-28T12:01:00Z")
+        .await;
+
+    assert_eq!(phone["last_heartbeat_at"], "2026-11-28T10:00:10Z");
+    assert_eq!(phone["state"], "idle");
+}
+
 async fn many_heartbeats_coalesce_to_the_newest_per_phone(backend: Backend) {
     // A long flush interval: everything below lands in one batch.
     let app = TestApp::spawn_with(backend, "[heartbeats]\nflush_interval_ms = 400").await;
@@ -111,5 +139,6 @@ backend_tests!(
     a_blank_heartbeat_means_alive_and_idle,
     missing_ids_read_as_idle_too,
     an_older_heartbeat_never_replaces_a_newer_one,
+    a_phone_whose_clock_steps_back_stays_fresh,
     many_heartbeats_coalesce_to_the_newest_per_phone,
 );

@@ -17,4 +17,5 @@ mod phone_sync;
 mod session_list;
 mod simulation;
 mod simulator_control_plane;
+mod usage;
 mod watchdog;

@@ -1,0 +1,98 @@
+//! The usage query (see `crate::usage` for the rules it implements), aggregated in the
+//! database so a month of millions of sessions never crosses the wire row by row.
+//!
+//! Shape, on both backends: the pieces of time (the window, or its days) are a small
+//! table; each piece is joined to the sessions that overlap it, found through the
+//! `sessions_by_start` index. A session overlapping a piece started before its end and at
+//! most the longest recorded duration before its start, so the index range is bounded by
+//! `max(duration_seconds)` (itself read from the `sessions_by_duration` index) instead of
+//! reaching back to the first session ever recorded.
+//!
+//! Each (piece, session) pair yields `sa`/`sb`: whole seconds from the session's start to
+//! where the piece clips it. Seconds of the part are `sb - sa`, billable minutes
+//! `minutes(sb) - minutes(sa)` with the configured rounding, so parts always add up to the
+//! session's rounded total. Only the time arithmetic differs between the backends.
+
+use crate::usage::{GroupKey, UsageQuery};
+
+/// The aggregation over the (piece, session) pairs, common to both backends.
+/// `$5` is the rounding offset in seconds.
+macro_rules! usage_sql {
+    (pairs = $pairs:literal) => {
+        concat!(
+            "SELECT day, app_id, phone_id, user_id, \
+               CAST(coalesce(sum(CASE WHEN closed AND starts_here THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                 AS sessions, \
+               CAST(coalesce(sum(CASE WHEN closed THEN sb - sa ELSE 0 END), 0) AS BIGINT) AS seconds, \
+               CAST(coalesce(sum(CASE WHEN closed THEN (sb + $5) / 60 - (sa + $5) / 60 ELSE 0 END), 0) \
+                 AS BIGINT) AS billable_minutes, \
+               CAST(coalesce(sum(CASE WHEN closed AND starts_here AND abandoned THEN 1 ELSE 0 END), 0) \
+                 AS BIGINT) AS abandoned, \
+               CAST(coalesce(sum(CASE WHEN closed AND starts_here AND mismatch THEN 1 ELSE 0 END), 0) \
+                 AS BIGINT) AS run_time_mismatches, \
+               CAST(coalesce(sum(CASE WHEN NOT closed AND starts_here THEN 1 ELSE 0 END), 0) \
+                 AS BIGINT) AS open_sessions \
+             FROM (",
+            $pairs,
+            ") AS pairs GROUP BY day, app_id, phone_id, user_id"
+        )
+    };
+}
+
+/// SQLite: times are INTEGER milliseconds; the pieces arrive as a JSON array of
+/// `[day, start_ms, end_ms]`. `CROSS JOIN` keeps the pieces as the outer loop (SQLite's
+/// rule for CROSS JOIN), so each piece is one index range scan.
+pub const SQLITE: &str = usage_sql!(
+    pairs = "SELECT p.day AS day, \
+       CASE WHEN $2 THEN s.app_id END AS app_id, \
+       CASE WHEN $3 THEN s.phone_id END AS phone_id, \
+       CASE WHEN $4 THEN s.user_id END AS user_id, \
+       s.ended_at IS NOT NULL AS closed, \
+       s.started_at >= p.d0 AS starts_here, \
+       coalesce(s.end_reason = 'abandoned', 0) AS abandoned, \
+       s.run_time_mismatch AS mismatch, \
+       (max(s.started_at, p.d0) - s.started_at) / 1000 AS sa, \
+       (min(max(s.ended_at, s.started_at), p.d1) - s.started_at) / 1000 AS sb \
+     FROM (SELECT json_extract(value, '$[0]') AS day, json_extract(value, '$[1]') AS d0, \
+                  json_extract(value, '$[2]') AS d1 FROM json_each($1)) AS p \
+     CROSS JOIN sessions AS s \
+     WHERE s.started_at >= p.d0 - \
+             (SELECT coalesce(max(duration_seconds), 0) + 1 FROM sessions) * 1000 \
+       AND s.started_at < p.d1 \
+       AND (s.started_at >= p.d0 OR s.ended_at > p.d0)"
+);
+
+/// PostgreSQL: TIMESTAMPTZ; the pieces arrive as three arrays.
+pub(super) const POSTGRES: &str = usage_sql!(
+    pairs = "SELECT p.day AS day, \
+       CASE WHEN $2::boolean THEN s.app_id END AS app_id, \
+       CASE WHEN $3::boolean THEN s.phone_id END AS phone_id, \
+       CASE WHEN $4::boolean THEN s.user_id END AS user_id, \
+       s.ended_at IS NOT NULL AS closed, \
+       s.started_at >= p.d0 AS starts_here, \
+       coalesce(s.end_reason = 'abandoned', false) AS abandoned, \
+       s.run_time_mismatch AS mismatch, \
+       floor(extract(epoch FROM greatest(s.started_at, p.d0) - s.started_at))::bigint AS sa, \
+       floor(extract(epoch FROM least(greatest(s.ended_at, s.started_at), p.d1) \
+         - s.started_at))::bigint AS sb \
+     FROM unnest($1::text[], $6::timestamptz[], $7::timestamptz[]) AS p(day, d0, d1) \
+     JOIN sessions AS s \
+       ON s.started_at >= p.d0 - make_interval(secs => \
+            (SELECT coalesce(max(duration_seconds), 0) + 1 FROM sessions)) \
+      AND s.started_at < p.d1 \
+     WHERE s.started_at >= p.d0 OR s.ended_at > p.d0"
+);
+
+/// Which keys to group by, as the `$2..$4` flags (day grouping is in the pieces).
+pub(super) fn grouped(query: &UsageQuery) -> [bool; 3] {
+    [GroupKey::App, GroupKey::Phone, GroupKey::User].map(|k| query.group_by.has(k))
+}
+
+/// The day label of each piece (None when not grouping by day).
+pub(super) fn day_labels(query: &UsageQuery) -> Vec<Option<String>> {
+    query
+        .pieces
+        .iter()
+        .map(|p| p.day.map(|d| d.to_string()))
+        .collect()
+}
