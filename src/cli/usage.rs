@@ -14,6 +14,10 @@ pub struct UsageCommand {
     params: UsageParams,
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     format: ReportFormat,
+    /// Print the database's plan for the query instead of the report (PostgreSQL runs it:
+    /// EXPLAIN ANALYZE).
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,6 +41,15 @@ pub async fn run(settings: &Settings, command: UsageCommand) -> Result<Outcome, 
     let store = store::connect(&settings.database)
         .await
         .map_err(UsageError::from)?;
+    if command.explain {
+        let plan = usage::plan(&settings.usage, &command.params).map_err(UsageError::from)?;
+        let steps = store
+            .explain_usage(&plan.query)
+            .await
+            .map_err(UsageError::from)?;
+        steps.iter().for_each(|step| println!("{step}"));
+        return Ok(Outcome::AllSucceeded);
+    }
     let report = usage::report(store.as_ref(), &settings.usage, &command.params).await?;
     match command.format {
         ReportFormat::Table => print!("{}", usage::to_table(&report)),

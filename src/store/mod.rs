@@ -27,8 +27,6 @@ pub use event_writer::EventWriter;
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-/// The SQLite usage query, public so a test can check its plan.
-pub use usage::SQLITE as USAGE_SQLITE_SQL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -323,6 +321,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`).
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
+
+    /// The database's plan for [`Store::usage`], one line per step.
+    async fn explain_usage(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError>;
 }
 
 /// Opens the backend that `settings.url` names.

@@ -64,19 +64,16 @@ impl Store for PostgresStore {
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
-        let starts: Vec<UtcTime> = query.pieces.iter().map(|p| p.start).collect();
-        let ends: Vec<UtcTime> = query.pieces.iter().map(|p| p.end).collect();
-        let [app, phone, user] = usage::grouped(query);
-        Ok(sqlx::query_as(usage::POSTGRES)
-            .bind(usage::day_labels(query))
-            .bind(app)
-            .bind(phone)
-            .bind(user)
-            .bind(query.rounding.offset_secs())
-            .bind(&starts)
-            .bind(&ends)
+        Ok(bind_usage(sqlx::query_as(usage::POSTGRES), query)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    async fn explain_usage(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError> {
+        let steps: Vec<(String,)> = bind_usage(sqlx::query_as(usage::POSTGRES_EXPLAIN), query)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(steps.into_iter().map(|(step,)| step).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -288,4 +285,23 @@ impl Lease for AdvisoryLease {
     async fn held(&mut self) -> bool {
         sqlx::query("SELECT 1").execute(&mut self.0).await.is_ok()
     }
+}
+
+/// The usage query's parameters: day labels, grouping flags, rounding offset, then the
+/// pieces' bounds as arrays.
+fn bind_usage<'q, O>(
+    statement: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    query: &UsageQuery,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    let starts: Vec<UtcTime> = query.pieces.iter().map(|p| p.start).collect();
+    let ends: Vec<UtcTime> = query.pieces.iter().map(|p| p.end).collect();
+    let [app, phone, user] = usage::grouped(query);
+    statement
+        .bind(usage::day_labels(query))
+        .bind(app)
+        .bind(phone)
+        .bind(user)
+        .bind(query.rounding.offset_secs())
+        .bind(starts)
+        .bind(ends)
 }

@@ -72,20 +72,17 @@ impl Store for SqliteStore {
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
-        let pieces: Vec<_> = usage::day_labels(query)
-            .into_iter()
-            .zip(&query.pieces)
-            .map(|(day, p)| json!([day, p.start.epoch_millis(), p.end.epoch_millis()]))
-            .collect();
-        let [app, phone, user] = usage::grouped(query);
-        Ok(sqlx::query_as(usage::SQLITE)
-            .bind(serde_json::Value::Array(pieces).to_string())
-            .bind(app)
-            .bind(phone)
-            .bind(user)
-            .bind(query.rounding.offset_secs())
+        Ok(bind_usage(sqlx::query_as(usage::SQLITE), query)
             .fetch_all(&self.reader)
             .await?)
+    }
+
+    async fn explain_usage(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError> {
+        let steps: Vec<(i64, i64, i64, String)> =
+            bind_usage(sqlx::query_as(usage::SQLITE_EXPLAIN), query)
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(steps.into_iter().map(|(.., detail)| detail).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -263,6 +260,26 @@ impl Store for SqliteStore {
 }
 
 /// A heartbeat older than the one stored (reordered delivery) changes nothing.
+/// The usage query's parameters: the pieces as JSON `[day, start_ms, end_ms]`, the
+/// grouping flags, the rounding offset.
+fn bind_usage<'q, O>(
+    statement: sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments>,
+    query: &UsageQuery,
+) -> sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments> {
+    let pieces: Vec<_> = usage::day_labels(query)
+        .into_iter()
+        .zip(&query.pieces)
+        .map(|(day, p)| json!([day, p.start.epoch_millis(), p.end.epoch_millis()]))
+        .collect();
+    let [app, phone, user] = usage::grouped(query);
+    statement
+        .bind(serde_json::Value::Array(pieces).to_string())
+        .bind(app)
+        .bind(phone)
+        .bind(user)
+        .bind(query.rounding.offset_secs())
+}
+
 const UPSERT_PHONE_HEARTBEAT: &str = concat!(
     "INSERT INTO phones \
        (phone_id, last_heartbeat_at, last_seen_at, heartbeat_session_id, heartbeat_app_id, \

@@ -42,8 +42,10 @@ macro_rules! usage_sql {
 /// SQLite: times are INTEGER milliseconds; the pieces arrive as a JSON array of
 /// `[day, start_ms, end_ms]`. `CROSS JOIN` keeps the pieces as the outer loop (SQLite's
 /// rule for CROSS JOIN), so each piece is one index range scan.
-pub const SQLITE: &str = usage_sql!(
-    pairs = "SELECT p.day AS day, \
+macro_rules! sqlite_sql {
+    () => {
+        usage_sql!(
+            pairs = "SELECT p.day AS day, \
        CASE WHEN $2 THEN s.app_id END AS app_id, \
        CASE WHEN $3 THEN s.phone_id END AS phone_id, \
        CASE WHEN $4 THEN s.user_id END AS user_id, \
@@ -60,11 +62,18 @@ pub const SQLITE: &str = usage_sql!(
              (SELECT coalesce(max(duration_seconds), 0) + 1 FROM sessions) * 1000 \
        AND s.started_at < p.d1 \
        AND (s.started_at >= p.d0 OR s.ended_at > p.d0)"
-);
+        )
+    };
+}
+pub(super) const SQLITE: &str = sqlite_sql!();
+/// The plan, as `cphub usage --explain` shows it.
+pub(super) const SQLITE_EXPLAIN: &str = concat!("EXPLAIN QUERY PLAN ", sqlite_sql!());
 
 /// PostgreSQL: TIMESTAMPTZ; the pieces arrive as three arrays.
-pub(super) const POSTGRES: &str = usage_sql!(
-    pairs = "SELECT p.day AS day, \
+macro_rules! postgres_sql {
+    () => {
+        usage_sql!(
+            pairs = "SELECT p.day AS day, \
        CASE WHEN $2::boolean THEN s.app_id END AS app_id, \
        CASE WHEN $3::boolean THEN s.phone_id END AS phone_id, \
        CASE WHEN $4::boolean THEN s.user_id END AS user_id, \
@@ -81,7 +90,12 @@ pub(super) const POSTGRES: &str = usage_sql!(
             (SELECT coalesce(max(duration_seconds), 0) + 1 FROM sessions)) \
       AND s.started_at < p.d1 \
      WHERE s.started_at >= p.d0 OR s.ended_at > p.d0"
-);
+        )
+    };
+}
+pub(super) const POSTGRES: &str = postgres_sql!();
+/// Runs the query and reports the plan with real row counts and buffer use.
+pub(super) const POSTGRES_EXPLAIN: &str = concat!("EXPLAIN (ANALYZE, BUFFERS) ", postgres_sql!());
 
 /// Which keys to group by, as the `$2..$4` flags (day grouping is in the pieces).
 pub(super) fn grouped(query: &UsageQuery) -> [bool; 3] {

@@ -224,12 +224,15 @@ pub enum UsageError {
     Store(#[from] StoreError),
 }
 
-/// Parses what the operator typed, asks the store, and sorts and totals the answer.
-pub async fn report(
-    store: &dyn Store,
-    settings: &UsageSettings,
-    params: &UsageParams,
-) -> Result<UsageReport, UsageError> {
+/// What the operator typed, parsed: the window, the zone of its days, the store's query.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub window: Window,
+    pub time_zone: Tz,
+    pub query: UsageQuery,
+}
+
+pub fn plan(settings: &UsageSettings, params: &UsageParams) -> Result<Plan, ParseError> {
     let time_zone = match params.time_zone.as_deref() {
         None => settings.time_zone,
         Some(name) => name.parse::<Tz>().map_err(|_| {
@@ -240,10 +243,29 @@ pub async fn report(
     let group_by = GroupBy::parse(&params.group_by)?;
     let query = UsageQuery {
         pieces: pieces(window, group_by.has(GroupKey::Day), time_zone)?,
-        group_by: group_by.clone(),
+        group_by,
         rounding: settings.billing_rounding,
     };
+    Ok(Plan {
+        window,
+        time_zone,
+        query,
+    })
+}
+
+/// Parses what the operator typed, asks the store, and sorts and totals the answer.
+pub async fn report(
+    store: &dyn Store,
+    settings: &UsageSettings,
+    params: &UsageParams,
+) -> Result<UsageReport, UsageError> {
+    let Plan {
+        window,
+        time_zone,
+        query,
+    } = plan(settings, params)?;
     let mut rows = store.usage(&query).await?;
+    let group_by = query.group_by;
     rows.sort_by(|a, b| {
         let keys = group_by.keys().iter();
         keys.map(|k| a.key(*k).cmp(&b.key(*k)))
@@ -256,7 +278,7 @@ pub async fn report(
         from: window.from,
         to: window.to,
         time_zone,
-        rounding: settings.billing_rounding,
+        rounding: query.rounding,
         group_by,
         rows,
         totals,

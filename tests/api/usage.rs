@@ -351,20 +351,14 @@ async fn bad_usage_queries_are_400_with_the_field_named(backend: Backend) {
     assert_eq!(res.status(), 401);
 }
 
-/// SQLite's plan for the usage query: one index range per piece of time, never a scan of
-/// the whole table (the PostgreSQL plan is shown by the benchmark in docs/benchmarks.md).
+/// SQLite's plan for the usage query (`cphub usage --explain`): one index range per piece
+/// of time, never a scan of the whole table. (PostgreSQL's plan on 10 million sessions is in
+/// docs/benchmarks.md: on a tiny table it rightly prefers a sequential scan.)
 #[tokio::test]
 async fn the_sqlite_usage_query_is_an_index_range_scan() {
-    use sqlx::Connection;
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
-    let sql = format!("EXPLAIN QUERY PLAN {}", cphub::store::USAGE_SQLITE_SQL);
-    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    let plan: Vec<String> = rows.into_iter().map(|r| r.3).collect();
-    assert_plan(&plan.join("\n"));
+    let plan = cli_usage(&app, &["--group-by", "app,day", "--explain"]).await;
+    assert_plan(&plan);
 }
 
 fn assert_plan(plan: &str) {
