@@ -15,9 +15,10 @@ use crate::api::{self, BearerTokens};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::cph::{CphClient, CphError, sync::PhoneSync};
-use crate::http::{error::not_found, health, request_id};
+use crate::http::{error::not_found, request_id};
 use crate::metrics::{self, Metrics};
 use crate::receiver;
+use crate::routes;
 use crate::store::{
     self, ApplyRules, EventWriter, HeartbeatBuffer, HeartbeatFlusher, Store, StoreError,
 };
@@ -225,7 +226,7 @@ fn metrics_server(
             .app_data(clock.clone())
             .app_data(metrics.clone())
             .app_data(fleet.clone())
-            .route("/metrics", web::get().to(metrics::serve_metrics))
+            .configure(|cfg| routes::register(cfg, vec![routes::metrics()]))
     })
     .workers(1)
     .disable_signals()
@@ -274,11 +275,10 @@ fn http_server(
                     cfg.app_data(watchdog.clone());
                 }
             })
-            .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz))
+            .configure(|cfg| routes::register(cfg, routes::health()))
             .configure(|cfg| {
                 if metrics_here {
-                    cfg.route("/metrics", web::get().to(metrics::serve_metrics));
+                    routes::register(cfg, vec![routes::metrics()]);
                 }
             })
             .configure(|cfg| receiver::routes(cfg, &callbacks))

@@ -1,41 +1,70 @@
 //! The operator API under `/api/v1`: bearer token from `api.tokens` on every route.
 
 mod auth;
+mod openapi;
 mod phones;
 mod sessions;
 mod usage;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, ResponseError, web};
+use utoipa::OpenApi;
 
 pub use auth::BearerTokens;
 
 use crate::config::ApiSettings;
 use crate::domain::ParseError;
 use crate::http::{ErrorCode, error::server_error_response, error_response, json};
+use crate::routes::{self, Endpoint};
 use crate::store::StoreError;
+
+/// Where the operator API lives.
+pub const PREFIX: &str = "/api/v1";
 
 pub fn routes(cfg: &mut web::ServiceConfig, settings: &ApiSettings) {
     cfg.service(
-        web::scope("/api/v1")
+        web::scope(PREFIX)
             .app_data(json::config(settings.body_limit))
             .app_data(json::query_config())
             .wrap(from_fn(auth::require_bearer_token))
-            .route("/sessions", web::post().to(sessions::mint))
-            .route("/sessions", web::get().to(sessions::list))
-            .route("/sessions/{session_id}", web::get().to(sessions::show))
-            .route("/phones", web::get().to(phones::list))
-            .route("/phones/{phone_id}", web::get().to(phones::show))
-            .route(
-                "/phones/{phone_id}/restart",
-                web::post().to(phones::restart),
-            )
-            .route("/phones/{phone_id}/reset", web::post().to(phones::reset))
-            .route("/recoveries", web::get().to(phones::recoveries))
-            .route("/usage", web::get().to(usage::usage)),
+            .configure(|cfg| routes::register(cfg, endpoints())),
     );
 }
+
+/// Every operator route, relative to [`PREFIX`]: the scope above is built from this list.
+/// Each one must also be in [`OperatorDoc`]'s `paths` (tests/api/openapi.rs checks).
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::POST, "/sessions", sessions::mint),
+        Endpoint::new(Method::GET, "/sessions", sessions::list),
+        Endpoint::new(Method::GET, "/sessions/{session_id}", sessions::show),
+        Endpoint::new(Method::GET, "/phones", phones::list),
+        Endpoint::new(Method::GET, "/phones/{phone_id}", phones::show),
+        Endpoint::new(Method::POST, "/phones/{phone_id}/restart", phones::restart),
+        Endpoint::new(Method::POST, "/phones/{phone_id}/reset", phones::reset),
+        Endpoint::new(Method::GET, "/recoveries", phones::recoveries),
+        Endpoint::new(Method::GET, "/usage", usage::usage),
+        Endpoint::new(Method::GET, "/openapi.json", openapi::serve),
+    ]
+}
+
+/// The operator routes' part of the OpenAPI document, paths relative to [`PREFIX`]. Every
+/// operation gets the bearer requirement and the 401 answer from [`crate::openapi`].
+#[derive(OpenApi)]
+#[openapi(paths(
+    sessions::mint,
+    sessions::list,
+    sessions::show,
+    phones::list,
+    phones::show,
+    phones::restart,
+    phones::reset,
+    phones::recoveries,
+    usage::usage,
+    openapi::serve,
+))]
+pub struct OperatorDoc;
 
 /// The position to continue after a full page; None after the last page.
 fn next_position<T>(page: &[T], limit: i64, position: impl Fn(&T) -> String) -> Option<String> {

@@ -6,20 +6,25 @@ use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use super::ApiError;
 use crate::clock::Clock;
 use crate::config::FleetSettings;
 use crate::domain::PhoneId;
+use crate::http::error::ErrorBody;
 use crate::store::{Phone, Recovery, Store};
 use crate::watchdog::{Action, Watchdog};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct Page {
     /// Phones after this id (the `next` of the previous page).
     #[serde(default)]
     after: Option<String>,
+    /// 1 to 1000.
     #[serde(default = "default_limit")]
+    #[param(default = 100)]
     limit: i64,
 }
 
@@ -27,13 +32,24 @@ fn default_limit() -> i64 {
     100
 }
 
-#[derive(Serialize)]
-struct PhonePage {
+#[derive(Serialize, ToSchema)]
+pub(super) struct PhonePage {
     phones: Vec<Phone>,
     /// Pass as `after` for the next page; null on the last one.
     next: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/phones",
+    tag = "operator",
+    params(Page),
+    responses(
+        (status = 200, description = "Phones in id order", body = PhonePage),
+        (status = 400, description = "`CPHUB.INVALID_FIELD`", body = ErrorBody),
+        (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn list(
     query: web::Query<Page>,
     store: web::Data<dyn Store>,
@@ -48,13 +64,25 @@ pub(super) async fn list(
     Ok(HttpResponse::Ok().json(PhonePage { phones, next }))
 }
 
-#[derive(Serialize)]
-struct PhoneView {
+#[derive(Serialize, ToSchema)]
+pub(super) struct PhoneView {
     #[serde(flatten)]
     phone: Phone,
     last_recovery: Option<Recovery>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/phones/{phone_id}",
+    tag = "operator",
+    params(("phone_id" = String, Path, description = "The phone's id")),
+    responses(
+        (status = 200, description = "The phone and its last recovery", body = PhoneView),
+        (status = 400, description = "`CPHUB.INVALID_FIELD`: not a valid id", body = ErrorBody),
+        (status = 404, description = "`CPHUB.NOT_FOUND`", body = ErrorBody),
+        (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn show(
     path: web::Path<String>,
     store: web::Data<dyn Store>,
@@ -74,6 +102,16 @@ pub(super) async fn show(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/phones/{phone_id}/restart",
+    tag = "operator",
+    params(("phone_id" = String, Path, description = "The phone's id")),
+    responses(
+        (status = 202, description = "Restart job started; the record as logged", body = Recovery),
+        ManualRefusal,
+    ),
+)]
 pub(super) async fn restart(
     path: web::Path<String>,
     watchdog: Option<web::Data<Arc<Watchdog>>>,
@@ -81,11 +119,36 @@ pub(super) async fn restart(
     manual(path, watchdog, Action::Restart).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/phones/{phone_id}/reset",
+    tag = "operator",
+    params(("phone_id" = String, Path, description = "The phone's id")),
+    responses(
+        (status = 202, description = "Reset job started; the record as logged", body = Recovery),
+        ManualRefusal,
+    ),
+)]
 pub(super) async fn reset(
     path: web::Path<String>,
     watchdog: Option<web::Data<Arc<Watchdog>>>,
 ) -> Result<HttpResponse, ApiError> {
     manual(path, watchdog, Action::Reset).await
+}
+
+/// Why a manual restart or reset is refused; only describes the answers for the document.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(super) enum ManualRefusal {
+    /// `CPHUB.INVALID_FIELD`: not a valid id
+    #[response(status = 400)]
+    InvalidId(ErrorBody<'static>),
+    /// `CPHUB.RECOVERY_REFUSED`: excluded, already recovering, or at a cap
+    #[response(status = 409)]
+    Refused(ErrorBody<'static>),
+    /// `CPHUB.CPH_NOT_CONFIGURED` or `CPHUB.UNAVAILABLE`, with `Retry-After`
+    #[response(status = 503)]
+    Unavailable(ErrorBody<'static>),
 }
 
 /// 202 with the recovery record: the job runs on; `GET /api/v1/recoveries` shows its end.
@@ -100,14 +163,36 @@ async fn manual(
     Ok(HttpResponse::Accepted().json(recovery))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct RecoveryQuery {
+    /// Only this phone's recoveries.
     #[serde(default)]
     phone_id: Option<String>,
+    /// 1 to 1000.
     #[serde(default = "default_limit")]
+    #[param(default = 100)]
     limit: i64,
 }
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct RecoveryLog {
+    /// Newest first.
+    recoveries: Vec<Recovery>,
+}
+
+/// The recovery log, newest first.
+#[utoipa::path(
+    get,
+    path = "/recoveries",
+    tag = "operator",
+    params(RecoveryQuery),
+    responses(
+        (status = 200, description = "The recovery log", body = RecoveryLog),
+        (status = 400, description = "`CPHUB.INVALID_FIELD`", body = ErrorBody),
+        (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn recoveries(
     query: web::Query<RecoveryQuery>,
     store: web::Data<dyn Store>,
@@ -124,5 +209,5 @@ pub(super) async fn recoveries(
             query.limit.clamp(1, 1000),
         )
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "recoveries": log })))
+    Ok(HttpResponse::Ok().json(RecoveryLog { recoveries: log }))
 }

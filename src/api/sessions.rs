@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::ApiError;
 use crate::access::{self, MintedAccess};
@@ -11,6 +11,7 @@ use crate::clock::Clock;
 use crate::config::{AccessSettings, FleetSettings};
 use crate::domain::{AppId, PhoneId, Session, SessionId, UserId, UtcTime};
 use crate::domain::{ParseError, Problem, SessionState};
+use crate::http::error::ErrorBody;
 use crate::store::{Allocation, EventRecord, MintRequest, SessionFilter, Store};
 
 fn refusal(error: ApiError) -> HttpResponse {
@@ -18,16 +19,49 @@ fn refusal(error: ApiError) -> HttpResponse {
     error.error_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct MintBody {
     app_id: String,
+    /// The platform's id of the player.
     user_id: String,
+    /// Take exactly this phone (if free) instead of the most recently heard-from idle one.
     #[serde(default)]
     phone_id: Option<String>,
 }
 
+/// What the platform hands to the player's client SDK.
+#[derive(Serialize, ToSchema)]
+pub(super) struct MintedSession {
+    /// 32 lowercase hex characters.
+    session_id: String,
+    /// Single-use; URL-safe base64 without padding.
+    ticket: String,
+    /// In `access.key_encoding` (64 lowercase hex characters by default).
+    aes_key: String,
+    /// The ticket's expiry in epoch milliseconds, as a string.
+    auth_ts: String,
+    expires_at: UtcTime,
+    phone_id: String,
+    /// Always `minted`.
+    state: SessionState,
+}
+
 /// Answers 201 with what the platform hands to the player's client: `session_id`, `ticket`,
 /// `aes_key`, `auth_ts`, and the phone.
+#[utoipa::path(
+    post,
+    path = "/sessions",
+    tag = "operator",
+    request_body = MintBody,
+    responses(
+        (status = 201, description = "Minted; the phone is held for the session", body = MintedSession),
+        (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD`", body = ErrorBody),
+        (status = 404, description = "`CPHUB.NOT_FOUND`: the pinned `phone_id` is unknown", body = ErrorBody),
+        (status = 409, description = "`CPHUB.PHONE_BUSY`: the pinned phone is not free", body = ErrorBody),
+        (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 503, description = "`CPHUB.NO_FREE_PHONE` or `CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(name = "mint session", skip_all, fields(session_id, phone_id))]
 pub(super) async fn mint(
     body: web::Json<MintBody>,
@@ -69,19 +103,19 @@ pub(super) async fn mint(
     let span = tracing::Span::current();
     span.record("session_id", minted.session_id.as_str());
     span.record("phone_id", phone_id.as_str());
-    Ok(HttpResponse::Created().json(json!({
-        "session_id": minted.session_id,
-        "ticket": minted.ticket.expose(),
-        "aes_key": access::encode(access.key_encoding, minted.aes_key.bytes()),
-        "auth_ts": auth_ts.to_string(),
-        "expires_at": expires_at,
-        "phone_id": phone_id,
-        "state": "minted",
-    })))
+    Ok(HttpResponse::Created().json(MintedSession {
+        session_id: minted.session_id.clone(),
+        ticket: minted.ticket.expose().to_owned(),
+        aes_key: access::encode(access.key_encoding, minted.aes_key.bytes()),
+        auth_ts: auth_ts.to_string(),
+        expires_at,
+        phone_id,
+        state: SessionState::Minted,
+    }))
 }
 
-#[derive(Serialize)]
-struct SessionView {
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionView {
     #[serde(flatten)]
     session: Session,
     /// The quit arrived but the enter has not (yet).
@@ -89,6 +123,18 @@ struct SessionView {
     events: Vec<EventRecord>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/sessions/{session_id}",
+    tag = "operator",
+    params(("session_id" = String, Path, description = "The session's id")),
+    responses(
+        (status = 200, description = "The session as recorded, with its event log", body = SessionView),
+        (status = 400, description = "`CPHUB.INVALID_FIELD`: not a valid id", body = ErrorBody),
+        (status = 404, description = "`CPHUB.NOT_FOUND`", body = ErrorBody),
+        (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn show(
     path: web::Path<String>,
     store: web::Data<dyn Store>,
@@ -106,22 +152,26 @@ pub(super) async fn show(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
     app_id: Option<String>,
     phone_id: Option<String>,
     user_id: Option<String>,
+    #[param(value_type = Option<SessionState>)]
     state: Option<String>,
     /// Sessions created at or after (RFC 3339).
     from: Option<String>,
     /// Sessions created before (RFC 3339).
     to: Option<String>,
+    /// 1 to 1000 (default 100).
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct SessionPage {
+#[derive(Serialize, ToSchema)]
+pub(super) struct SessionPage {
     sessions: Vec<Session>,
     /// Pass as `cursor` for the next (older) page; null on the last one.
     next_cursor: Option<String>,
@@ -129,6 +179,17 @@ struct SessionPage {
 
 /// `GET /api/v1/sessions`: newest first, by creation. The cursor is a position, not an
 /// offset, so sessions created while paging never shift or repeat a page.
+#[utoipa::path(
+    get,
+    path = "/sessions",
+    tag = "operator",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Sessions newest first", body = SessionPage),
+        (status = 400, description = "`CPHUB.INVALID_FIELD`: a bad filter, time or cursor", body = ErrorBody),
+        (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn list(
     query: web::Query<ListQuery>,
     store: web::Data<dyn Store>,

@@ -1,13 +1,17 @@
 //! `GET /api/v1/usage`: usage for billing over a window, grouped (see `crate::usage`).
 
+use std::collections::BTreeMap;
+
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::ApiError;
 use crate::config::UsageSettings;
 use crate::domain::{ParseError, Problem};
+use crate::http::error::ErrorBody;
 use crate::store::Store;
-use crate::usage::{self, UsageParams};
+use crate::usage::{self, Counts, UsageParams};
 
 #[derive(Debug, Clone, Copy)]
 enum Format {
@@ -25,20 +29,70 @@ impl Format {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct UsageRequest {
-    #[serde(flatten)]
-    params: UsageParams,
+    /// Start of the window: RFC 3339, or a date (midnight in the time zone).
+    from: String,
+    /// End of the window, excluded: RFC 3339, or a date.
+    to: String,
+    /// Comma-separated: `app`, `day`, `phone`, `user`, in the order rows are sorted.
+    /// Empty: one row of totals.
+    group_by: Option<String>,
+    /// IANA zone whose midnights cut `day` (default: `usage.time_zone`).
+    time_zone: Option<String>,
+    /// `json` (default) or `csv`.
     format: Option<String>,
 }
 
+/// The JSON answer (documentation only: `usage::UsageReport` serialises itself).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct UsageReportDoc {
+    /// The window's start, UTC.
+    from: String,
+    /// The window's end (excluded), UTC.
+    to: String,
+    time_zone: String,
+    /// `started_minute`, `completed_minute` or `nearest_minute`.
+    billing_rounding: String,
+    /// Column names of the keys grouped by: `app_id`, `day`, `phone_id`, `user_id`.
+    group_by: Vec<String>,
+    /// One object per group: its keys (null for a session without one, e.g. no user),
+    /// then the figures of `totals`.
+    rows: Vec<BTreeMap<String, serde_json::Value>>,
+    totals: Counts,
+}
+
+#[utoipa::path(
+    get,
+    path = "/usage",
+    tag = "operator",
+    params(UsageRequest),
+    responses(
+        (status = 200, description = "Usage per group, sorted by the keys; CSV has the same columns",
+         content(
+            (UsageReportDoc = "application/json"),
+            (String = "text/csv"),
+         )),
+        (status = 400, description = "`CPHUB.INVALID_FIELD`: the field is named in the message", body = ErrorBody),
+        (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn usage(
     request: web::Query<UsageRequest>,
     store: web::Data<dyn Store>,
     settings: web::Data<UsageSettings>,
 ) -> Result<HttpResponse, ApiError> {
+    let request = request.into_inner();
     let format = Format::parse(request.format.as_deref())?;
-    let report = usage::report(store.get_ref(), &settings, &request.params).await?;
+    let params = UsageParams {
+        from: request.from,
+        to: request.to,
+        group_by: request.group_by.unwrap_or_default(),
+        time_zone: request.time_zone,
+    };
+    let report = usage::report(store.get_ref(), &settings, &params).await?;
     Ok(match format {
         Format::Json => HttpResponse::Ok().json(report),
         Format::Csv => HttpResponse::Ok()

@@ -5,7 +5,10 @@ use chrono::{DateTime, Datelike, Utc};
 
 use super::{ParseError, Problem};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+/// RFC 3339 in UTC on the wire, e.g. `2019-11-14T19:38:49Z`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct UtcTime(DateTime<Utc>);
 

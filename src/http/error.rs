@@ -5,6 +5,7 @@ use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CacheControl, CacheDirective, RETRY_AFTER};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::request_id;
 
@@ -114,11 +115,24 @@ impl ErrorCode {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error answer (chapter 7.1.1's shape).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    /// 32 lowercase hex characters; also the `x-request-id` header and on the log lines.
     request_id: String,
+    /// cphub's stable code, listed in the README.
+    #[schema(schema_with = error_code_schema)]
     error_code: &'static str,
+    /// For people; may change.
     error_msg: &'a str,
+}
+
+/// Every [`ErrorCode`], so clients generated from the document can switch on them.
+fn error_code_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(ErrorCode::ALL.map(ErrorCode::as_str)))
+        .build()
 }
 
 /// Seconds a client should wait before retrying a 503.

@@ -39,6 +39,16 @@ pub async fn record_http(
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    description = "On `server.listen`, or only on `metrics.listen` when that is set.",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = crate::http::error::ErrorBody),
+    ),
+)]
 pub async fn serve_metrics(
     metrics: web::Data<Metrics>,
     store: web::Data<dyn Store>,

@@ -2,7 +2,7 @@
 //! replicas never share counters. Counters move where things happen; gauges that describe
 //! the fleet are recomputed from the store at scrape time, so every replica reports the same.
 
-mod http;
+pub(crate) mod http;
 
 use std::time::Duration;
 

@@ -3,12 +3,27 @@
 
 use actix_web::{HttpResponse, web};
 
-use super::{EventEnvelope, ReceiverError, acknowledged};
+use super::{Acknowledged, EventEnvelope, ReceiverError, acknowledged};
 use crate::clock::Clock;
 use crate::domain::GameEvent;
+use crate::http::error::ErrorBody;
 use crate::metrics::Metrics;
 use crate::store::{EventOutcome, EventWriter, ReceivedEvent};
 
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "callbacks",
+    description = "Chapter 6.2 (enter, `status` 0) and 6.3 (quit, `status` 1). Answered once \
+                   committed; a re-delivery is answered 200 and changes nothing.",
+    request_body = EventEnvelope,
+    responses(
+        (status = 200, description = "Recorded", body = Acknowledged),
+        (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD`, `CPHUB.INVALID_TIME`, `CPHUB.UNKNOWN_EVENT_TYPE`, `CPHUB.UNKNOWN_STATUS`", body = ErrorBody),
+        (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+    ),
+)]
 #[tracing::instrument(
     name = "game event",
     skip_all,

@@ -3,11 +3,25 @@
 
 use actix_web::{HttpResponse, web};
 
-use super::{HeartbeatEnvelope, ReceiverError, acknowledged};
+use super::{Acknowledged, HeartbeatEnvelope, ReceiverError, acknowledged};
 use crate::clock::Clock;
+use crate::http::error::ErrorBody;
 use crate::metrics::Metrics;
 use crate::store::HeartbeatBuffer;
 
+#[utoipa::path(
+    post,
+    path = "/heartbeat",
+    tag = "callbacks",
+    description = "Chapter 6.4. Blank `app_id`/`session_id` mean the phone is alive and idle.",
+    request_body = HeartbeatEnvelope,
+    responses(
+        (status = 200, description = "Received (written with the next flush)", body = Acknowledged),
+        (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD`, `CPHUB.INVALID_TIME`, `CPHUB.UNKNOWN_EVENT_TYPE`", body = ErrorBody),
+        (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn receive(
     body: web::Json<HeartbeatEnvelope>,
     buffer: web::Data<HeartbeatBuffer>,

@@ -8,15 +8,17 @@ mod wire;
 
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, ResponseError, web};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::access::Refusal;
 use crate::config::CallbackSettings;
 use crate::domain::{ParseError, Problem};
-use crate::http::error::{method_not_allowed, server_error_response};
-use crate::http::{ErrorCode, error_response, json, request_id};
+use crate::http::error::server_error_response;
+use crate::http::{ErrorCode, error_response, request_id};
+use crate::routes::{self, Endpoint};
 use crate::store::StoreError;
 
 pub use wire::{EventEnvelope, HeartbeatEnvelope, SignCheckBody};
@@ -24,26 +26,27 @@ pub use wire::{EventEnvelope, HeartbeatEnvelope, SignCheckBody};
 pub fn routes(cfg: &mut web::ServiceConfig, settings: &CallbackSettings) {
     cfg.service(
         web::scope(settings.base_path.as_str())
-            .service(
-                web::resource("/sign-check")
-                    .app_data(json::config(settings.sign_check_body_limit))
-                    .route(web::post().to(sign_check::receive))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/events")
-                    .app_data(json::config(settings.events_body_limit))
-                    .route(web::post().to(events::receive))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/heartbeat")
-                    .app_data(json::config(settings.heartbeat_body_limit))
-                    .route(web::post().to(heartbeat::receive))
-                    .default_service(web::to(method_not_allowed)),
-            ),
+            .configure(|cfg| routes::register(cfg, endpoints(settings))),
     );
 }
+
+/// Every callback route, relative to `callbacks.base_path`, each with its body limit. Each
+/// one must also be in [`CallbackDoc`]'s `paths` (tests/api/openapi.rs checks).
+pub fn endpoints(settings: &CallbackSettings) -> Vec<Endpoint> {
+    vec![
+        Endpoint::new(Method::POST, "/sign-check", sign_check::receive)
+            .with_body_limit(settings.sign_check_body_limit),
+        Endpoint::new(Method::POST, "/events", events::receive)
+            .with_body_limit(settings.events_body_limit),
+        Endpoint::new(Method::POST, "/heartbeat", heartbeat::receive)
+            .with_body_limit(settings.heartbeat_body_limit),
+    ]
+}
+
+/// The callbacks' part of the OpenAPI document, paths relative to `callbacks.base_path`.
+#[derive(OpenApi)]
+#[openapi(paths(sign_check::receive, events::receive, heartbeat::receive))]
+pub struct CallbackDoc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
@@ -100,7 +103,15 @@ impl ResponseError for ReceiverError {
     }
 }
 
-/// The success answer of every callback: `{"request_id": …}`.
+/// The success answer of the events and heartbeat callbacks.
+#[derive(Serialize, ToSchema)]
+pub struct Acknowledged {
+    /// 32 lowercase hex characters.
+    request_id: String,
+}
+
 fn acknowledged() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "request_id": request_id::current() }))
+    HttpResponse::Ok().json(Acknowledged {
+        request_id: request_id::current(),
+    })
 }

@@ -3,17 +3,42 @@
 //! holds. The first success consumes the ticket.
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{ReceiverError, SignCheckBody};
 use crate::access::{self, Refusal, Rules, Verdict, verify};
 use crate::clock::Clock;
 use crate::config::AccessSettings;
-use crate::http::request_id;
+use crate::http::{error::ErrorBody, request_id};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// A passed sign check.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SignCheckAnswer {
+    /// 32 lowercase hex characters.
+    request_id: String,
+    /// The session's AES-256-GCM key, in `access.key_encoding` (hex by default).
+    aes_key: String,
+}
+
 /// Counts every sign check by result: `ok`, `retry`, or the refusal's code.
+#[utoipa::path(
+    post,
+    path = "/sign-check",
+    tag = "callbacks",
+    description = "Chapter 6.1. The first success consumes the ticket; the identical request again \
+                   within `access.replay_grace_secs` gets the same answer.",
+    request_body = SignCheckBody,
+    responses(
+        (status = 200, description = "The player may use the session", body = SignCheckAnswer),
+        (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD`", body = ErrorBody),
+        (status = 403, description = "Refused: `CPHUB.UNKNOWN_SESSION`, `CPHUB.BAD_TICKET`, `CPHUB.BAD_AUTH_TS`, `CPHUB.TICKET_EXPIRED`, `CPHUB.ENCRYPTED_DATA_REQUIRED`, `CPHUB.DECRYPT_FAILED`, `CPHUB.TICKET_REPLAYED`", body = ErrorBody),
+        (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
+        (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn receive(
     body: web::Json<SignCheckBody>,
     store: web::Data<dyn Store>,
@@ -73,6 +98,9 @@ async fn check(
     }
     tracing::Span::current().record("verdict", tracing::field::debug(verdict));
     let aes_key = access::encode(settings.key_encoding, issued.aes_key.bytes());
-    let answer = json!({ "request_id": request_id::current(), "aes_key": aes_key });
+    let answer = SignCheckAnswer {
+        request_id: request_id::current(),
+        aes_key,
+    };
     Ok((verdict, HttpResponse::Ok().json(answer)))
 }

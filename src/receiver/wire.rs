@@ -5,6 +5,7 @@
 //! derives `Debug`: the sign-check body carries the ticket.
 
 use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
 
 use crate::access::{self, SignCheck, Ticket};
 use crate::config::AccessSettings;
@@ -14,19 +15,23 @@ use crate::domain::{
 };
 
 /// `POST {base_path}/events` (chapter 6.2 enter, 6.3 quit).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct EventEnvelope {
+    /// `app`.
     event_type: String,
     event: WireGameEvent,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct WireGameEvent {
+    /// 0 enter, 1 quit.
     status: i64,
     phone_id: String,
     app_id: String,
     session_id: String,
+    /// RFC 3339, e.g. `2019-11-14T19:38:49Z`.
     time: String,
+    /// Required on quit; stored as reported (billing uses the measured duration).
     #[serde(default)]
     run_time: Option<i64>,
     #[serde(default)]
@@ -34,15 +39,17 @@ struct WireGameEvent {
 }
 
 /// `POST {base_path}/heartbeat` (chapter 6.4).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct HeartbeatEnvelope {
+    /// `heartbeat` or `app`.
     event_type: String,
     event: WireHeartbeat,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct WireHeartbeat {
     phone_id: String,
+    /// RFC 3339, e.g. `2019-11-14T19:38:49Z`.
     time: String,
     // Blank while no game runs; missing or null is read the same way.
     #[serde(default, deserialize_with = "blank_as_none")]
@@ -122,14 +129,18 @@ impl HeartbeatEnvelope {
 
 /// `POST {base_path}/sign-check` (chapter 6.1). The reference's example spells
 /// `encypted_data`; both spellings are read (both at once is a 400).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SignCheckBody {
     session_id: String,
     ticket: String,
+    /// Epoch milliseconds as minted, as a string (a JSON integer is read the same way).
     #[serde(deserialize_with = "string_or_integer")]
     auth_ts: String,
+    /// In `access.data_encoding`: ciphertext followed by the 16-byte GCM tag. Also read as
+    /// `encypted_data`, the reference's spelling.
     #[serde(default, alias = "encypted_data")]
     encrypted_data: Option<String>,
+    /// 12 bytes in `access.iv_encoding`; required with `encrypted_data`.
     #[serde(default)]
     aes_iv: Option<String>,
 }

@@ -160,7 +160,7 @@ impl StoredEvent {
 }
 
 /// One line of a session's event log, as the operator API shows it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct EventRecord {
     pub id: i64,
     /// "enter" or "quit".
@@ -176,7 +176,7 @@ pub struct EventRecord {
 }
 
 /// A phone as the book knows it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Phone {
     pub phone_id: String,
     /// idle, allocated, occupied, stale, unavailable, recovering, broken.
@@ -210,7 +210,7 @@ impl sqlx::postgres::PgHasArrayType for UtcTime {
 }
 
 /// One line of the recovery log.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Recovery {
     pub id: i64,
     pub phone_id: String,

@@ -122,13 +122,21 @@ pub struct UsageQuery {
 }
 
 /// The figures of one group.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema,
+)]
 pub struct Counts {
+    /// Sessions that started in the group (each counted once, where it started).
     pub sessions: i64,
+    /// Measured seconds falling in the group (sessions are split at its bounds).
     pub seconds: i64,
+    /// Billed minutes falling in the group, by `usage.billing_rounding`.
     pub billable_minutes: i64,
+    /// Sessions that started in the group and were closed by the watchdog.
     pub abandoned: i64,
+    /// Sessions whose reported run_time disagrees with the measured duration.
     pub run_time_mismatches: i64,
+    /// Sessions still playing that started in the group (not billed yet).
     pub open_sessions: i64,
 }
 
@@ -187,7 +195,7 @@ impl UsageRow {
 }
 
 /// What the operator asks for, as typed (query string or command line).
-#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct UsageParams {
     /// Start of the window: RFC 3339, or a date (midnight in the time zone).
     #[arg(long)]
@@ -197,7 +205,6 @@ pub struct UsageParams {
     pub to: String,
     /// Comma-separated: app, day, phone, user. Empty: one row of totals.
     #[arg(long, default_value = "")]
-    #[serde(default)]
     pub group_by: String,
     /// IANA zone whose midnights split days (default: usage.time_zone).
     #[arg(long)]

@@ -13,6 +13,7 @@ mod events;
 mod health;
 mod heartbeat;
 mod metrics;
+mod openapi;
 mod phone_sync;
 mod session_list;
 mod simulation;
