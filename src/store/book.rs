@@ -577,7 +577,19 @@ macro_rules! session_book {
             row.map(crate::access::Issued::try_from).transpose()
         }
 
+        /// Consumes each ticket in order; false where it was consumed already.
         pub(super) async fn mark_verified(
+            tx: &mut Tx,
+            verifications: &[crate::store::Verification],
+        ) -> Result<Vec<bool>, StoreError> {
+            let mut consumed = Vec::with_capacity(verifications.len());
+            for v in verifications {
+                consumed.push(consume_ticket(tx, &v.session_id, &v.digest, v.now, v.hold_until).await?);
+            }
+            Ok(consumed)
+        }
+
+        async fn consume_ticket(
             tx: &mut Tx,
             session_id: &str,
             digest: &str,
