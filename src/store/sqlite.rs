@@ -92,16 +92,20 @@ impl Store for SqliteStore {
     /// longer than the flush interval (each statement is a round trip to sqlx's SQLite
     /// thread), holding the only writer while events waited.
     async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError> {
-        let batch = serde_json::Value::from_iter(heartbeats.iter().map(|hb| {
-            serde_json::json!([
-                hb.phone_id.as_str(),
-                hb.time.epoch_millis(),
-                hb.received_at.epoch_millis(),
-                hb.session_id.as_ref().map(|s| s.as_str()),
-                hb.app_id.as_ref().map(|a| a.as_str()),
-            ])
-        }))
-        .to_string();
+        // Tuples serialise as JSON arrays straight into the string: no JSON tree in memory.
+        let rows: Vec<_> = heartbeats
+            .iter()
+            .map(|hb| {
+                (
+                    hb.phone_id.as_str(),
+                    hb.time.epoch_millis(),
+                    hb.received_at.epoch_millis(),
+                    hb.session_id.as_ref().map(|s| s.as_str()),
+                    hb.app_id.as_ref().map(|a| a.as_str()),
+                )
+            })
+            .collect();
+        let batch = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.begin_write().await?;
         sqlx::query(UPSERT_PHONE_HEARTBEATS)
             .bind(&batch)
