@@ -8,8 +8,9 @@ a fresh database migrated by `cphub migrate`, starts `cphub serve` on it and tim
 same month by app and day, and the whole year (all 10M sessions) by app. Prints the plan
 of the month query (`cphub usage --explain`) and a Markdown table.
 
-Usage: bench/usage_query.py --cphub target/release/cphub [--sessions N] [--backends sqlite,postgres]
-PostgreSQL: set BENCH_PG_ADMIN_URL (default: the test cluster's cphub_test role, as
+`bench/run` calls it for its usage figure (in databases of its own). Alone:
+  bench/usage_query.py --cphub target/release/cphub [--sessions N] [--backends sqlite,postgres]
+PostgreSQL alone: BENCH_PG_ADMIN_URL (default: the test cluster's cphub_test role, as
 scripts/postgres-for-tests prints it); the database cphub_bench_usage is recreated.
 """
 
@@ -149,31 +150,49 @@ def explain(cphub, url):
     return out.stdout
 
 
-def run_backend(backend, cphub, n, runs, workdir):
+def run_backend(backend, cphub, n, runs, url):
+    """Fills the empty database at `url` with `n` sessions and measures the queries."""
+    subprocess.run([cphub, "migrate"], env=cphub_env(url), check=True)
+    started = time.perf_counter()
     if backend == "sqlite":
-        path = os.path.join(workdir, "usage-bench.db")
-        url = f"sqlite://{path}"
-        subprocess.run([cphub, "migrate"], env=cphub_env(url), check=True)
-        started = time.perf_counter()
-        generate_sqlite(path, n)
+        generate_sqlite(url.removeprefix("sqlite://"), n)
     else:
-        admin = os.environ.get("BENCH_PG_ADMIN_URL",
-                               "postgres://cphub_test:cphub_test@127.0.0.1:5432/postgres")
-        base = admin.rsplit("/", 1)[0]
-        for sql in ("DROP DATABASE IF EXISTS cphub_bench_usage", "CREATE DATABASE cphub_bench_usage"):
-            subprocess.run(["psql", "-X", "-q", admin, "-c", sql], check=True)
-        url = f"{base}/cphub_bench_usage"
-        subprocess.run([cphub, "migrate"], env=cphub_env(url), check=True)
-        started = time.perf_counter()
         generate_postgres(url, n)
     generated_s = time.perf_counter() - started
     print(f"[{backend}] {n} sessions generated in {generated_s:.0f} s", file=sys.stderr)
-    plan = explain(cphub, url)
-    results = measure(cphub, url, runs)
-    if backend == "postgres":
-        subprocess.run(["psql", "-X", "-q", admin, "-c", "DROP DATABASE cphub_bench_usage"],
-                       check=True)
-    return {"backend": backend, "generated_s": generated_s, "plan": plan, "results": results}
+    return {"backend": backend, "generated_s": generated_s, "plan": explain(cphub, url),
+            "results": measure(cphub, url, runs)}
+
+
+def standalone(backend, cphub, n, runs, workdir):
+    if backend == "sqlite":
+        return run_backend(backend, cphub, n, runs, f"sqlite://{workdir}/usage-bench.db")
+    admin = os.environ.get("BENCH_PG_ADMIN_URL",
+                           "postgres://cphub_test:cphub_test@127.0.0.1:5432/postgres")
+    psql = lambda sql: subprocess.run(["psql", "-X", "-q", admin, "-c", sql], check=True)  # noqa: E731
+    psql("DROP DATABASE IF EXISTS cphub_bench_usage")
+    psql("CREATE DATABASE cphub_bench_usage")
+    try:
+        return run_backend(backend, cphub, n, runs,
+                           f"{admin.rsplit('/', 1)[0]}/cphub_bench_usage")
+    finally:
+        psql("DROP DATABASE cphub_bench_usage")
+
+
+def markdown(report, n):
+    lines = []
+    for r in report:
+        lines.append(f"\n### Plan of the one-month query, {r['backend']}\n\n```text\n"
+                     f"{r['plan'].rstrip()}\n```")
+    lines.append(f"\n| backend | query ({n:,} sessions in the book) | sessions counted "
+                 "| rows | first run | median of warm runs | slowest warm run |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|")
+    for r in report:
+        for q in r["results"]:
+            lines.append(f"| {r['backend']} | {q['query']} | {q['sessions']:,} | {q['rows']} "
+                         f"| {q['cold_s'] * 1000:.0f} ms | {q['median_s'] * 1000:.0f} ms "
+                         f"| {q['max_s'] * 1000:.0f} ms |")
+    return "\n".join(lines)
 
 
 def main():
@@ -186,18 +205,9 @@ def main():
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="cphub-usage-bench-") as workdir:
-        report = [run_backend(b, args.cphub, args.sessions, args.runs, workdir)
+        report = [standalone(b, args.cphub, args.sessions, args.runs, workdir)
                   for b in args.backends.split(",")]
-    for r in report:
-        print(f"\n### Plan of the one-month query, {r['backend']}\n\n```text\n{r['plan'].rstrip()}\n```")
-    print(f"\n| backend | query ({args.sessions:,} sessions in the book) | sessions counted "
-          "| rows | first run | median of warm runs | slowest warm run |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for r in report:
-        for q in r["results"]:
-            print(f"| {r['backend']} | {q['query']} | {q['sessions']:,} | {q['rows']} "
-                  f"| {q['cold_s'] * 1000:.0f} ms | {q['median_s'] * 1000:.0f} ms "
-                  f"| {q['max_s'] * 1000:.0f} ms |")
+    print(markdown(report, args.sessions))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

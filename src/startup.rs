@@ -20,7 +20,8 @@ use crate::metrics::{self, Metrics};
 use crate::receiver;
 use crate::routes;
 use crate::store::{
-    self, ApplyRules, EventWriter, HeartbeatBuffer, HeartbeatFlusher, Store, StoreError,
+    self, ApplyEvents, ApplyRules, ConsumeTickets, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
+    Store, StoreError, TicketWriter,
 };
 use crate::watchdog::{Watchdog, WatchdogTask};
 
@@ -46,7 +47,7 @@ pub struct Application {
     sweeper: HoldSweeper,
     phone_sync: Option<PhoneSync>,
     watchdog_task: Option<WatchdogTask>,
-    writer_task: JoinHandle<()>,
+    writer_tasks: [JoinHandle<()>; 2],
 }
 
 impl Application {
@@ -74,13 +75,22 @@ impl Application {
         let listener = TcpListener::bind(addr).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
 
-        let (writer, writer_task) = EventWriter::spawn(
-            Arc::clone(&store),
-            settings.callbacks.event_batch_max,
-            ApplyRules {
-                run_time_tolerance_secs: settings.callbacks.run_time_tolerance_secs,
-                record_unknown_sessions: settings.callbacks.record_unknown_sessions,
+        let rules = ApplyRules {
+            run_time_tolerance_secs: settings.callbacks.run_time_tolerance_secs,
+            record_unknown_sessions: settings.callbacks.record_unknown_sessions,
+        };
+        let (writer, events_task) = EventWriter::spawn(
+            ApplyEvents {
+                store: Arc::clone(&store),
+                rules,
             },
+            settings.callbacks.event_batch_max,
+        );
+        // Sign checks come in at most as fast as sessions start: the event batch limit
+        // bounds their transactions just as well.
+        let (tickets, tickets_task) = TicketWriter::spawn(
+            ConsumeTickets(Arc::clone(&store)),
+            settings.callbacks.event_batch_max,
         );
         let buffer = Arc::new(HeartbeatBuffer::default());
         let flusher = HeartbeatFlusher::spawn(
@@ -126,6 +136,7 @@ impl Application {
         let shared = Shared {
             store,
             writer,
+            tickets,
             buffer,
             clock,
             metrics,
@@ -145,7 +156,7 @@ impl Application {
             sweeper,
             phone_sync,
             watchdog_task,
-            writer_task,
+            writer_tasks: [events_task, tickets_task],
         })
     }
 
@@ -180,12 +191,13 @@ impl Application {
             watchdog.stop();
         }
         self.flusher.stop().await;
-        // The writer ends when the server's workers drop their handles to it.
-        if tokio::time::timeout(Duration::from_secs(10), self.writer_task)
+        // The writers end when the server's workers drop their handles to them.
+        let writers = futures_util::future::join_all(self.writer_tasks);
+        if tokio::time::timeout(Duration::from_secs(10), writers)
             .await
             .is_err()
         {
-            tracing::error!("event writer did not finish in time");
+            tracing::error!("event or sign-check writer did not finish in time");
         }
         tracing::info!("cphub stopped");
         served
@@ -196,6 +208,7 @@ impl Application {
 struct Shared {
     store: Arc<dyn Store>,
     writer: EventWriter,
+    tickets: TicketWriter,
     buffer: Arc<HeartbeatBuffer>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -245,6 +258,7 @@ fn http_server(
     let buffer = web::Data::from(shared.buffer);
     let clock = web::Data::from(shared.clock);
     let writer = web::Data::new(shared.writer);
+    let tickets = web::Data::new(shared.tickets);
     let tokens = web::Data::new(BearerTokens::new(settings.api.tokens.clone()));
     let access = web::Data::new(settings.access.clone());
     let fleet = web::Data::new(settings.fleet.clone());
@@ -262,6 +276,7 @@ fn http_server(
             .wrap(TracingLogger::<request_id::RootSpan>::new())
             .app_data(store.clone())
             .app_data(writer.clone())
+            .app_data(tickets.clone())
             .app_data(buffer.clone())
             .app_data(tokens.clone())
             .app_data(clock.clone())

@@ -1,6 +1,7 @@
 //! `POST {base_path}/sign-check` (chapter 6.1): the phone asks whether a player may use the
 //! session, and gets the session's AES key if every rule of DESIGN.md "Access verification"
-//! holds. The first success consumes the ticket.
+//! holds. The first success consumes the ticket, committed (in a group with concurrent sign
+//! checks) before the answer.
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
@@ -12,7 +13,7 @@ use crate::clock::Clock;
 use crate::config::AccessSettings;
 use crate::http::{error::ErrorBody, request_id};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, TicketWriter, Verification};
 
 /// A passed sign check.
 #[derive(Serialize, ToSchema)]
@@ -42,11 +43,12 @@ pub(super) struct SignCheckAnswer {
 pub(super) async fn receive(
     body: web::Json<SignCheckBody>,
     store: web::Data<dyn Store>,
+    tickets: web::Data<TicketWriter>,
     clock: web::Data<dyn Clock>,
     settings: web::Data<AccessSettings>,
     metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ReceiverError> {
-    let result = check(body, store, clock, settings).await;
+    let result = check(body, store, tickets, clock, settings).await;
     let label = match &result {
         Ok((Verdict::FirstUse, _)) => "ok".to_owned(),
         Ok((Verdict::Retry, _)) => "retry".to_owned(),
@@ -64,6 +66,7 @@ pub(super) async fn receive(
 async fn check(
     body: web::Json<SignCheckBody>,
     store: web::Data<dyn Store>,
+    tickets: web::Data<TicketWriter>,
     clock: web::Data<dyn Clock>,
     settings: web::Data<AccessSettings>,
 ) -> Result<(Verdict, HttpResponse), ReceiverError> {
@@ -80,12 +83,15 @@ async fn check(
     let mut issued = issued.ok_or(Refusal::UnknownSession)?;
     let mut verdict = verify(&issued, &presented, now, &rules)?;
     if verdict == Verdict::FirstUse {
-        let hold_until = now.plus(settings.enter_timeout());
-        let digest = presented.digest();
-        let consumed = store
-            .mark_verified(session_id.as_str(), &digest, now, hold_until)
+        let consumed = tickets
+            .submit(Verification {
+                session_id: session_id.as_str().to_owned(),
+                digest: presented.digest(),
+                now,
+                hold_until: now.plus(settings.enter_timeout()),
+            })
             .await
-            .map_err(store_error)?;
+            .map_err(ReceiverError::Store)?;
         if !consumed {
             // A concurrent sign check won: this one is its retry or a replay.
             let reread = store

@@ -174,13 +174,16 @@ macro_rules! session_book {
                 .bind(&s.session_id)
             };
             query.execute(&mut **tx).await?;
-            // Entered or quit: the hold taken at minting has served its purpose.
+            // Entered or quit: the hold taken at minting has served its purpose. Minting held
+            // the session's own phone; naming it keeps this a key lookup (allocated_session_id
+            // has no index: a scan of every phone per event).
             sqlx::query(
                 "UPDATE phones SET allocated_session_id = NULL, allocated_until = NULL, \
-                   updated_at = $2 WHERE allocated_session_id = $1",
+                   updated_at = $2 WHERE phone_id = $3 AND allocated_session_id = $1",
             )
             .bind(&s.session_id)
             .bind(now)
+            .bind(&s.phone_id)
             .execute(&mut **tx)
             .await?;
             Ok(())
@@ -574,7 +577,19 @@ macro_rules! session_book {
             row.map(crate::access::Issued::try_from).transpose()
         }
 
+        /// Consumes each ticket in order; false where it was consumed already.
         pub(super) async fn mark_verified(
+            tx: &mut Tx,
+            verifications: &[crate::store::Verification],
+        ) -> Result<Vec<bool>, StoreError> {
+            let mut consumed = Vec::with_capacity(verifications.len());
+            for v in verifications {
+                consumed.push(consume_ticket(tx, &v.session_id, &v.digest, v.now, v.hold_until).await?);
+            }
+            Ok(consumed)
+        }
+
+        async fn consume_ticket(
             tx: &mut Tx,
             session_id: &str,
             digest: &str,
@@ -595,7 +610,11 @@ macro_rules! session_book {
             .rows_affected()
                 == 1;
             if consumed {
-                sqlx::query("UPDATE phones SET allocated_until = $2 WHERE allocated_session_id = $1")
+                // The phone minting held is the session's; a key lookup, not a scan.
+                sqlx::query(
+                    "UPDATE phones SET allocated_until = $2 WHERE allocated_session_id = $1 \
+                     AND phone_id = (SELECT phone_id FROM sessions WHERE session_id = $1)",
+                )
                     .bind(session_id)
                     .bind(hold_until)
                     .execute(&mut **tx)

@@ -2,12 +2,13 @@
 //! from the `database.url` scheme. Each backend has its own migrations under `migrations/`.
 //!
 //! Writes reach the store through two adaptors that decide how often it is touched:
-//! [`EventWriter`] commits enter/quit events in groups, [`HeartbeatBuffer`] coalesces
-//! heartbeats in memory and flushes them in batches.
+//! [`EventWriter`] and [`TicketWriter`] commit enter/quit events and sign-check ticket
+//! consumptions in groups, [`HeartbeatBuffer`] coalesces heartbeats in memory and flushes
+//! them in batches.
 
 mod book;
 mod codec;
-mod event_writer;
+mod group_commit;
 mod heartbeat_buffer;
 mod postgres;
 mod sqlite;
@@ -23,7 +24,7 @@ use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
 
 pub use codec::{EventRecord, Phone, PhoneHealth, Recovery};
-pub use event_writer::EventWriter;
+pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -197,6 +198,16 @@ pub trait Lease: Send {
     async fn held(&mut self) -> bool;
 }
 
+/// A first successful sign check, to be recorded (see [`Store::mark_verified`]).
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub session_id: String,
+    /// Identifies the request, so an identical retry can be told from a replay.
+    pub digest: String,
+    pub now: UtcTime,
+    pub hold_until: UtcTime,
+}
+
 /// An event with the time cphub received it.
 #[derive(Debug, Clone)]
 pub struct ReceivedEvent {
@@ -292,15 +303,10 @@ pub trait Store: Send + Sync + 'static {
     /// The access data of a session cphub minted; None for unknown or direct-mode sessions.
     async fn issued_access(&self, session_id: &str) -> Result<Option<Issued>, StoreError>;
 
-    /// Consumes the ticket: `minted` becomes `verified` and the phone's hold is extended to
-    /// `hold_until`. False if another sign check consumed it first.
-    async fn mark_verified(
-        &self,
-        session_id: &str,
-        digest: &str,
-        now: UtcTime,
-        hold_until: UtcTime,
-    ) -> Result<bool, StoreError>;
+    /// Consumes the tickets, in order, in one transaction: `minted` becomes `verified` and
+    /// the phone's hold is extended to `hold_until`. False where another sign check
+    /// consumed the ticket first.
+    async fn mark_verified(&self, verifications: &[Verification]) -> Result<Vec<bool>, StoreError>;
 
     /// Sessions playing now, per app.
     async fn active_sessions_by_app(&self) -> Result<Vec<(String, i64)>, StoreError>;

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, MintRequest, ReceivedEvent, Store,
-    StoreError,
+    StoreError, Verification,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::{Heartbeat, Session, UtcTime};
@@ -167,14 +167,8 @@ impl Store for PostgresStore {
         book::issued_access(&self.pool, session_id).await
     }
 
-    async fn mark_verified(
-        &self,
-        session_id: &str,
-        digest: &str,
-        now: UtcTime,
-        hold_until: UtcTime,
-    ) -> Result<bool, StoreError> {
-        in_transaction!(self, mark_verified(session_id, digest, now, hold_until))
+    async fn mark_verified(&self, verifications: &[Verification]) -> Result<Vec<bool>, StoreError> {
+        in_transaction!(self, mark_verified(verifications))
     }
 
     async fn active_sessions_by_app(&self) -> Result<Vec<(String, i64)>, StoreError> {

@@ -11,7 +11,7 @@ use sqlx::{Sqlite, SqlitePool};
 
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, MintRequest, ReceivedEvent, Store,
-    StoreError,
+    StoreError, Verification,
 };
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::domain::{Heartbeat, Session, UtcTime};
@@ -104,28 +104,39 @@ impl Store for SqliteStore {
         Ok(outcomes)
     }
 
+    /// Two statements for the whole batch, the phones as one JSON array (`json_each`), as
+    /// PostgreSQL does with UNNEST. One statement per phone made a flush of 70k phones take
+    /// longer than the flush interval (each statement is a round trip to sqlx's SQLite
+    /// thread), holding the only writer while events waited.
     async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        for hb in heartbeats {
-            sqlx::query(UPSERT_PHONE_HEARTBEAT)
-                .bind(hb.phone_id.as_str())
-                .bind(hb.time)
-                .bind(hb.received_at)
-                .bind(hb.session_id.as_ref().map(|s| s.as_str()))
-                .bind(hb.app_id.as_ref().map(|a| a.as_str()))
-                .execute(&mut *tx)
-                .await?;
-            if let Some(session_id) = &hb.session_id {
-                sqlx::query(
-                    "UPDATE sessions SET last_heartbeat_at = $2 WHERE session_id = $1 \
-                     AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $2)",
+        // Tuples serialise as JSON arrays straight into the string: no JSON tree in memory.
+        let rows: Vec<_> = heartbeats
+            .iter()
+            .map(|hb| {
+                (
+                    hb.phone_id.as_str(),
+                    hb.time.epoch_millis(),
+                    hb.received_at.epoch_millis(),
+                    hb.session_id.as_ref().map(|s| s.as_str()),
+                    hb.app_id.as_ref().map(|a| a.as_str()),
                 )
-                .bind(session_id.as_str())
-                .bind(hb.time)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+            })
+            .collect();
+        let batch = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(UPSERT_PHONE_HEARTBEATS)
+            .bind(&batch)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE sessions SET last_heartbeat_at = hb.t \
+             FROM (SELECT value ->> 3 AS s, value ->> 1 AS t FROM json_each($1)) AS hb \
+             WHERE sessions.session_id = hb.s \
+               AND (sessions.last_heartbeat_at IS NULL OR sessions.last_heartbeat_at < hb.t)",
+        )
+        .bind(&batch)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -157,14 +168,8 @@ impl Store for SqliteStore {
         book::issued_access(&self.reader, session_id).await
     }
 
-    async fn mark_verified(
-        &self,
-        session_id: &str,
-        digest: &str,
-        now: UtcTime,
-        hold_until: UtcTime,
-    ) -> Result<bool, StoreError> {
-        in_transaction!(self, mark_verified(session_id, digest, now, hold_until))
+    async fn mark_verified(&self, verifications: &[Verification]) -> Result<Vec<bool>, StoreError> {
+        in_transaction!(self, mark_verified(verifications))
     }
 
     async fn active_sessions_by_app(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -259,7 +264,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// A heartbeat older than the one stored (reordered delivery) changes nothing.
 /// The usage query's parameters: the pieces as JSON `[day, start_ms, end_ms]`, the
 /// grouping flags, the rounding offset.
 fn bind_usage<'q, O>(
@@ -280,11 +284,14 @@ fn bind_usage<'q, O>(
         .bind(query.rounding.offset_secs())
 }
 
-const UPSERT_PHONE_HEARTBEAT: &str = concat!(
+/// `$1` is a JSON array of `[phone_id, time_ms, received_ms, session_id, app_id]`, one per
+/// phone. (`WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.)
+const UPSERT_PHONE_HEARTBEATS: &str = concat!(
     "INSERT INTO phones \
        (phone_id, last_heartbeat_at, last_seen_at, heartbeat_session_id, heartbeat_app_id, \
         created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $3, $3)",
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+       value ->> 2, value ->> 2 FROM json_each($1) WHERE true",
     crate::store::book::heartbeat_upsert!()
 );
 

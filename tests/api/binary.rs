@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, TestApp, TestDb, enter, heartbeat};
+use crate::helpers::{Backend, TOKEN, TestApp, TestDb, enter, heartbeat, quit};
 
 fn cphub(db: &TestDb) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cphub"));
@@ -206,7 +206,69 @@ async fn migrate_prepares_the_database_and_is_repeatable(backend: Backend) {
         .await;
 }
 
+/// Issue #8 "Must hold": a 200 to an enter or quit means committed. Players enter and quit
+/// concurrently; the moment enough events are acknowledged the process gets SIGKILL (no
+/// shutdown, no flush) while others are still in flight. After a restart on the same
+/// database every acknowledged event is in the book.
+async fn acknowledged_events_survive_sigkill(backend: Backend) {
+    const PLAYERS: usize = 16;
+    let db = TestDb::new(backend).await;
+    let mut served = start_serve(&mut cphub(&db));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let enough = Arc::new(tokio::sync::Notify::new());
+    let client = reqwest::Client::new();
+    let mut players = tokio::task::JoinSet::new();
+    for i in 0..PLAYERS {
+        let (client, address) = (client.clone(), served.address.clone());
+        let (acknowledged, enough) = (Arc::clone(&acknowledged), Arc::clone(&enough));
+        players.spawn(async move {
+            let (session, phone) = (format!("s-{i}"), format!("p-{i}"));
+            let events = [
+                ("enter", enter(&session, &phone, "2026-11-28T10:00:00Z")),
+                ("quit", quit(&session, &phone, "2026-11-28T10:20:00Z", 1200)),
+            ];
+            for (kind, body) in events {
+                let url = format!("{address}/cph/events");
+                let Ok(res) = client.post(url).json(&body).send().await else {
+                    return; // killed while this one was in flight: not acknowledged
+                };
+                if res.status() != 200 {
+                    return;
+                }
+                let mut acked = acknowledged.lock().unwrap();
+                acked.push((session.clone(), kind));
+                if acked.len() == PLAYERS {
+                    enough.notify_one();
+                }
+            }
+        });
+    }
+
+    enough.notified().await;
+    served.child.kill().unwrap(); // SIGKILL
+    served.child.wait().unwrap();
+    players.join_all().await;
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= PLAYERS);
+    let app = TestApp::spawn_on(db, "").await;
+    for (session, kind) in acknowledged {
+        let stored = app.session(&session).await;
+        let events = stored.as_ref().map(|s| s["events"].clone());
+        let found = events
+            .as_ref()
+            .and_then(Value::as_array)
+            .is_some_and(|events| {
+                events
+                    .iter()
+                    .any(|e| e["kind"] == kind && e["outcome"] == "accepted")
+            });
+        assert!(found, "acknowledged {kind} of {session} lost: {stored:?}");
+    }
+}
+
 backend_tests!(
+    acknowledged_events_survive_sigkill,
     sigterm_flushes_buffered_heartbeats_and_exits_0,
     secrets_never_reach_the_logs,
     migrate_prepares_the_database_and_is_repeatable,

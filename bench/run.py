@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+"""Measures cphub's hot paths against the ceiling, in one run, on this machine.
+
+Called by `bench/run` after the release build. Everything listens on 127.0.0.1; each load
+is bounded by --duration. Figures are ratios to the ceiling measured in the same run, so
+they stay comparable on a machine shared with other work (DESIGN.md "Performance targets").
+Prints a Markdown table and writes it, with the raw numbers, under target/bench/.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import usage_query  # bench/usage_query.py
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RELEASE = ROOT / "target" / "release"
+OUT = ROOT / "target" / "bench"
+TOKEN = "bench-operator-token-" + secrets.token_hex(8)
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers: listening
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"bench: nothing answers at {url}")
+
+
+def wrk(args, script, url, extra_env=None):
+    """One bounded wrk run; returns report.lua's BENCH_RESULT plus requests/s."""
+    env = dict(os.environ, BENCH_DIR=str(BENCH), BENCH_THREADS=str(args.threads))
+    env.update(extra_env or {})
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s",
+           "--timeout", "10s", "--latency", "-s", str(BENCH / script), url]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("BENCH_RESULT "))
+    result = json.loads(line.removeprefix("BENCH_RESULT "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def metric(base, name, labels=""):
+    """Sum of one Prometheus series family from /metrics (optionally label-filtered)."""
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=30).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and labels in line and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def rss_mb(pid):
+    status = Path(f"/proc/{pid}/status").read_text()
+    kb = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1))
+    return kb("VmRSS") / 1024, kb("VmHWM") / 1024
+
+
+# ---------------------------------------------------------------- PostgreSQL, throwaway db
+
+def postgres_admin(sql):
+    """psql as the cluster's superuser (root uses runuser, like scripts/postgres-for-tests)."""
+    port = postgres_cluster()
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", port, "-d", "postgres", "-c", sql]
+    if os.getuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return port
+
+
+def postgres_cluster():
+    """Starts the newest Debian cluster if it is down; returns its port."""
+    if not shutil.which("pg_lsclusters"):
+        raise SystemExit("bench: no Debian PostgreSQL (pg_lsclusters); use --backends sqlite")
+    rows = subprocess.run(["pg_lsclusters", "-h"], check=True, capture_output=True,
+                          text=True).stdout.split("\n")
+    version, cluster, port, status = sorted(
+        (r.split() for r in rows if r.strip()), key=lambda r: [int(x) for x in r[0].split(".")]
+    )[-1][:4]
+    if status != "online":
+        subprocess.run(["pg_ctlcluster", version, cluster, "start"], check=True)
+    return port
+
+
+def postgres_database():
+    """A new cphub_bench_* database owned by the role cphub_bench. Never touches the
+    cphub_test_* databases of concurrent test runs."""
+    name = f"cphub_bench_{secrets.token_hex(6)}"
+    postgres_admin(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cphub_bench') THEN "
+        "CREATE ROLE cphub_bench LOGIN PASSWORD 'cphub_bench'; END IF; END $$")
+    port = postgres_admin(f'CREATE DATABASE "{name}" OWNER cphub_bench')
+    return name, f"postgres://cphub_bench:cphub_bench@127.0.0.1:{port}/{name}"
+
+
+# ---------------------------------------------------------------- the measurements
+
+def ceiling(args):
+    port = free_port()
+    proc = subprocess.Popen([RELEASE / "examples" / "bench_ceiling", f"127.0.0.1:{port}"])
+    try:
+        wait_for(f"http://127.0.0.1:{port}/")
+        return wrk(args, "heartbeat.lua", f"http://127.0.0.1:{port}/cph/heartbeat")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def serve(database_url, logfile):
+    port = free_port()
+    env = dict(
+        os.environ,
+        CPHUB_CONFIG_DIR="/nonexistent",  # defaults only: what a fresh install runs
+        DATABASE_URL=database_url,
+        CPHUB__SERVER__LISTEN=f"127.0.0.1:{port}",
+        CPHUB__API__TOKENS=TOKEN,
+        # Tickets and phones must outlive the minting pre-step, which takes longer than the
+        # default 2-minute ticket and 15-second staleness.
+        CPHUB__ACCESS__TICKET_TTL_SECS="3600",
+        CPHUB__FLEET__MISS_THRESHOLD="100000",
+    )
+    env.pop("RUST_LOG", None)
+    proc = subprocess.Popen([RELEASE / "cphub", "serve"], env=env,
+                            stdout=logfile, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(f"{base}/healthz")
+    return proc, base
+
+
+def backend(args, name, database_url):
+    log(f"{name}: starting cphub")
+    rows, notes = {}, {}
+    with open(OUT / f"cphub-{name}.log", "w") as logfile:
+        proc, base = serve(database_url, logfile)
+        try:
+            # Sign checks first: minting picks a phone by scanning the phones table, so
+            # it is quickest while only the phones it needs exist.
+            log(f"{name}: minting {args.sessions} sessions for sign checks")
+            bodies = OUT / f"sign-check-{name}.jsonl"
+            subprocess.run([RELEASE / "examples" / "bench_prep", base, TOKEN,
+                            str(args.sessions), bodies], check=True)
+            log(f"{name}: sign checks")
+            rows["sign checks"] = first_uses(args, base, bodies)
+
+            log(f"{name}: heartbeats")
+            rows["heartbeats"] = wrk(args, "heartbeat.lua", f"{base}/cph/heartbeat")
+            time.sleep(2.5)  # two flush intervals: every phone is in the store
+            rss, hwm = rss_mb(proc.pid)
+            stored = metric(base, "cphub_phones{")
+            notes["rss"] = {"rss_mb": rss, "hwm_mb": hwm, "phones_stored": stored}
+
+            log(f"{name}: enter/quit events")
+            rows["events"] = wrk(args, "events.lua", f"{base}/cph/events",
+                                 {"BENCH_RUN": secrets.token_hex(3)})
+            notes["events_accepted"] = metric(base, "cphub_events_total", 'outcome="accepted"')
+
+            notes["rss_end_mb"] = rss_mb(proc.pid)[0]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    return rows, notes
+
+
+def first_uses(args, base, bodies):
+    """Sign checks until every minted ticket was used once. wrk's threads stop when their
+    bodies run out but wrk's clock runs the full --duration, so the rate comes from cphub's
+    own count of first uses (cphub_sign_checks_total{result="ok"}), sampled every 100 ms:
+    the slope of its rising part."""
+    ok = lambda: metric(base, "cphub_sign_checks_total", 'result="ok"')
+    samples, done = [], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append((time.monotonic(), ok()))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = wrk(args, "sign_check.lua", f"{base}/cph/sign-check",
+                     {"BENCH_SIGN_BODIES": str(bodies)})
+    finally:
+        done.set()
+        sampler.join()
+    first, last = samples[0][1], samples[-1][1]
+    rising = [(t, c) for t, c in samples if first < c < last]
+    if len(rising) < 2:
+        raise SystemExit("bench: sign checks ran out too fast to time; raise --sessions")
+    (t1, c1), (t2, c2) = rising[0], rising[-1]
+    result["first_use"] = last - first
+    result["first_use_rps"] = (c2 - c1) / (t2 - t1)
+    result["first_use_secs"] = result["first_use"] / result["first_use_rps"]
+    return result
+
+
+def usage_figure(args, name, database_url):
+    """The one-month usage query by app over 10M generated sessions (bench/usage_query.py),
+    in a database of its own. Returns {"seconds", "sessions"} and keeps the full detail
+    (plans, other queries) for the report."""
+    log(f"{name}: usage query over {args.usage_sessions:,} generated sessions")
+    detail = usage_query.run_backend(name, str(RELEASE / "cphub"), args.usage_sessions,
+                                     5, database_url)
+    month = detail["results"][0]
+    return {"seconds": month["median_s"], "sessions": month["sessions"], "detail": detail}
+
+
+# ---------------------------------------------------------------- report
+
+TARGETS = {
+    # (figure, backend): (minimum ratio to ceiling, minimum req/s, maximum p99 in ms)
+    ("heartbeats", "sqlite"): (0.6, None, 5),
+    ("events", "sqlite"): (0.1, 10_000, 25),
+    ("events", "postgres"): (None, 5_000, None),
+    ("sign checks", "sqlite"): (0.2, None, None),
+    ("sign checks", "postgres"): (0.2, None, None),
+}
+
+
+def verdict(figure, name, r, ceiling_rps):
+    target = TARGETS.get((figure, name))
+    if not target:
+        return "—", "—"
+    ratio, rps, p99 = target
+    rate = r.get("first_use_rps", r["rps"])
+    text, ok = [], True
+    if ratio is not None:
+        text.append(f"≥ {ratio}×")
+        ok &= rate / ceiling_rps >= ratio
+    if rps is not None:
+        text.append(f"≥ {rps // 1000}k/s")
+        ok &= rate >= rps
+    if p99 is not None:
+        text.append(f"p99 ≤ {p99} ms")
+        ok &= r["p99_us"] / 1000 <= p99
+    return ", ".join(text), "met" if ok else "**missed**"
+
+
+def ms(us):
+    return f"{us / 1000:.2f}"
+
+
+def machine():
+    cpu = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    mem = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+    rustc = subprocess.run(["rustc", "-V"], capture_output=True, text=True).stdout.strip()
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu.group(1) if cpu else platform.processor(),
+        "ram_gib": round(int(mem.group(1)) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "rustc": rustc,
+        "wrk": wrk_v.strip(),
+    }
+
+
+def report(args, info, ceil, results):
+    c = ceil["rps"]
+    lines = [
+        f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_gib']} GiB RAM, "
+        f"Linux {info['kernel']}, {info['rustc']}, {info['wrk']}.",
+        f"Load: wrk -t{args.threads} -c{args.connections} -d{args.duration}s on 127.0.0.1; "
+        f"load average before/after: {info['load_before']} / {info['load_after']}.",
+        "",
+        "| figure | backend | req/s | × ceiling | p50 ms | p99 ms | p99.9 ms | non-2xx | target | |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        f"| ceiling (bare actix-web, heartbeat JSON) | — | {c:,.0f} | 1.00 | {ms(ceil['p50_us'])} "
+        f"| {ms(ceil['p99_us'])} | {ms(ceil['p999_us'])} | {ceil['non_2xx']} | | |",
+    ]
+    for name, (rows, notes) in results.items():
+        for figure, r in rows.items():
+            rate = r.get("first_use_rps", r["rps"])
+            target, met = verdict(figure, name, r, c)
+            label = figure
+            if figure == "sign checks":
+                label = (f"sign checks ({r['first_use']:,.0f} tickets used, each once, "
+                         f"in {r['first_use_secs']:.1f} s)")
+            lines.append(
+                f"| {label} | {name} | {rate:,.0f} | {rate / c:.2f} | {ms(r['p50_us'])} "
+                f"| {ms(r['p99_us'])} | {ms(r['p999_us'])} | {r['non_2xx']} | {target} | {met} |")
+    lines += ["", "| memory / query | backend | value | target | |", "|---|---|---:|---|---|"]
+    for name, (rows, notes) in results.items():
+        m = notes["rss"]
+        lines.append(
+            f"| RSS after {args.phones:,} phones heartbeated (VmRSS; peak VmHWM "
+            f"{m['hwm_mb']:.0f} MB; {m['phones_stored']:,.0f} phones in the store) | {name} "
+            f"| {m['rss_mb']:.0f} MB | ≤ 150 MB | {'met' if m['rss_mb'] <= 150 else '**missed**'} |")
+        u = notes["usage"]
+        value = "not measured yet" if u is None else f"{u['seconds']:.2f} s ({u['sessions']:,})"
+        met = "—" if u is None else ("met" if u["seconds"] <= 1 else "**missed**")
+        lines.append(f"| one-month usage query by app, 10M sessions | {name} | {value} "
+                     f"| ≤ 1 s | {met} |")
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--duration", type=int, default=10, help="seconds of load per figure")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections")
+    p.add_argument("--sessions", type=int, default=30_000,
+                   help="sessions minted for the sign-check figure (one per request)")
+    p.add_argument("--phones", type=int, default=100_000, help="distinct heartbeating phones")
+    p.add_argument("--backends", default="sqlite,postgres")
+    p.add_argument("--usage-sessions", type=int, default=10_000_000,
+                   help="sessions generated for the usage-query figure (0: skip it)")
+    args = p.parse_args()
+    os.environ["BENCH_PHONES"] = str(args.phones)
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    info = machine()
+    info["load_before"] = open("/proc/loadavg").read().split()[0]
+    log("ceiling")
+    ceil = ceiling(args)
+    results = {}
+    for name in args.backends.split(","):
+        if name == "sqlite":
+            db = OUT / "cphub-bench.db"
+            for f in OUT.glob("cphub-bench.db*"):
+                f.unlink()
+            results[name] = backend(args, name, f"sqlite://{db}")
+        elif name == "postgres":
+            dbname, url = postgres_database()
+            try:
+                results[name] = backend(args, name, url)
+            finally:
+                postgres_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        else:
+            raise SystemExit(f"bench: unknown backend {name}")
+        results[name][1]["usage"] = None
+        if args.usage_sessions:
+            if name == "sqlite":
+                for f in OUT.glob("usage-bench.db*"):
+                    f.unlink()
+                results[name][1]["usage"] = usage_figure(
+                    args, name, f"sqlite://{OUT / 'usage-bench.db'}")
+                for f in OUT.glob("usage-bench.db*"):
+                    f.unlink()
+            else:
+                dbname, url = postgres_database()
+                try:
+                    results[name][1]["usage"] = usage_figure(args, name, url)
+                finally:
+                    postgres_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    info["load_after"] = open("/proc/loadavg").read().split()[0]
+
+    table = report(args, info, ceil, results)
+    details = [n["usage"]["detail"] for _, n in results.values() if n.get("usage")]
+    if details:
+        table += "\n" + usage_query.markdown(details, args.usage_sessions)
+    (OUT / "results.md").write_text(table + "\n")
+    (OUT / "results.json").write_text(json.dumps(
+        {"machine": info, "ceiling": ceil, "results": results}, indent=2, default=str))
+    print(table)
+    log(f"written to {OUT / 'results.md'} and results.json")
+
+
+if __name__ == "__main__":
+    main()
