@@ -18,8 +18,9 @@ use crate::usage::{GroupKey, UsageQuery};
 /// The aggregation over the (piece, session) pairs, common to both backends.
 /// `$5` is the rounding offset in seconds.
 macro_rules! usage_sql {
-    (pairs = $pairs:literal) => {
+    (with = $with:literal, pairs = $pairs:literal) => {
         concat!(
+            $with,
             "SELECT day, app_id, phone_id, user_id, \
                CAST(coalesce(sum(CASE WHEN closed AND starts_here THEN 1 ELSE 0 END), 0) AS BIGINT) \
                  AS sessions, \
@@ -40,11 +41,16 @@ macro_rules! usage_sql {
 }
 
 /// SQLite: times are INTEGER milliseconds; the pieces arrive as a JSON array of
-/// `[day, start_ms, end_ms]`. `CROSS JOIN` keeps the pieces as the outer loop (SQLite's
-/// rule for CROSS JOIN), so each piece is one index range scan.
+/// `[day, start_ms, end_ms]`, unpacked once: inlined, SQLite would call json_extract again
+/// for every session row, which cost more than the rest of the query. `CROSS JOIN` keeps
+/// the pieces as the outer loop (SQLite's rule for CROSS JOIN), so each piece is one index
+/// range scan.
 macro_rules! sqlite_sql {
     () => {
         usage_sql!(
+            with = "WITH p AS MATERIALIZED (SELECT json_extract(value, '$[0]') AS day, \
+       json_extract(value, '$[1]') AS d0, json_extract(value, '$[2]') AS d1 \
+       FROM json_each($1)) ",
             pairs = "SELECT p.day AS day, \
        CASE WHEN $2 THEN s.app_id END AS app_id, \
        CASE WHEN $3 THEN s.phone_id END AS phone_id, \
@@ -55,9 +61,7 @@ macro_rules! sqlite_sql {
        s.run_time_mismatch AS mismatch, \
        (max(s.started_at, p.d0) - s.started_at) / 1000 AS sa, \
        (min(max(s.ended_at, s.started_at), p.d1) - s.started_at) / 1000 AS sb \
-     FROM (SELECT json_extract(value, '$[0]') AS day, json_extract(value, '$[1]') AS d0, \
-                  json_extract(value, '$[2]') AS d1 FROM json_each($1)) AS p \
-     CROSS JOIN sessions AS s \
+     FROM p CROSS JOIN sessions AS s \
      WHERE s.started_at >= p.d0 - \
              (SELECT coalesce(max(duration_seconds), 0) + 1 FROM sessions) * 1000 \
        AND s.started_at < p.d1 \
@@ -73,6 +77,7 @@ pub(super) const SQLITE_EXPLAIN: &str = concat!("EXPLAIN QUERY PLAN ", sqlite_sq
 macro_rules! postgres_sql {
     () => {
         usage_sql!(
+            with = "",
             pairs = "SELECT p.day AS day, \
        CASE WHEN $2::boolean THEN s.app_id END AS app_id, \
        CASE WHEN $3::boolean THEN s.phone_id END AS phone_id, \
