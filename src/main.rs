@@ -41,6 +41,9 @@ async fn main() -> ExitCode {
         Command::Recoveries(command) => cli::recoveries::run(&settings, command)
             .await
             .map_err(Into::into),
+        Command::Sessions(command) => cli::sessions::run(&settings, command)
+            .await
+            .map_err(Into::into),
         Command::Usage(command) => cli::usage::run(&settings, command)
             .await
             .map_err(Into::into),

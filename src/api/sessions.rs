@@ -12,7 +12,7 @@ use crate::config::{AccessSettings, FleetSettings};
 use crate::domain::{AppId, PhoneId, Session, SessionId, UserId, UtcTime};
 use crate::domain::{ParseError, Problem, SessionState};
 use crate::http::error::ErrorBody;
-use crate::store::{Allocation, EventRecord, MintRequest, SessionFilter, Store};
+use crate::store::{Allocation, EventRecord, MintRequest, SessionFilter, SessionFilterArgs, Store};
 
 fn refusal(error: ApiError) -> HttpResponse {
     use actix_web::ResponseError;
@@ -196,27 +196,17 @@ pub(super) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let time = |field, raw: Option<String>| raw.map(|t| UtcTime::parse(field, &t)).transpose();
     let filter = SessionFilter {
-        app_id: q
-            .app_id
-            .map(|a| AppId::parse("app_id", a))
-            .transpose()?
-            .map(|a| a.to_string()),
-        phone_id: q
-            .phone_id
-            .map(|p| PhoneId::parse("phone_id", p))
-            .transpose()?
-            .map(|p| p.to_string()),
-        user_id: q
-            .user_id
-            .map(|u| UserId::parse("user_id", u))
-            .transpose()?
-            .map(|u| u.to_string()),
-        state: q.state.map(parse_state).transpose()?,
-        from: time("from", q.from)?,
-        to: time("to", q.to)?,
         before: q.cursor.as_deref().map(decode_cursor).transpose()?,
+        ..SessionFilterArgs {
+            app_id: q.app_id,
+            phone_id: q.phone_id,
+            user_id: q.user_id,
+            state: q.state,
+            from: q.from,
+            to: q.to,
+        }
+        .parse()?
     };
     let sessions = store.sessions(&filter, limit).await?;
     let next_cursor = super::next_position(&sessions, limit, |s| {
@@ -226,15 +216,6 @@ pub(super) async fn list(
         sessions,
         next_cursor,
     }))
-}
-
-fn parse_state(state: String) -> Result<String, ParseError> {
-    SessionState::from_db(&state)
-        .map(|s| s.as_str().to_owned())
-        .ok_or(ParseError::new(
-            "state",
-            Problem::Invalid("one of minted, verified, expired, playing, ended, abandoned"),
-        ))
 }
 
 fn encode_cursor(created_at: UtcTime, session_id: &str) -> String {

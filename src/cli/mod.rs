@@ -4,6 +4,7 @@ pub mod demo;
 pub mod jobs;
 pub mod phones;
 pub mod recoveries;
+pub mod sessions;
 pub mod usage;
 
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ pub enum Command {
     /// The watchdog's recovery log (read from the database).
     #[command(subcommand)]
     Recoveries(RecoveriesCommand),
+    /// The session book (read from the database).
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
     /// Usage for billing over a window, grouped (read from the database).
     Usage(usage::UsageCommand),
     /// Run a fake CPH control plane and a fleet of virtual phones.

@@ -8,6 +8,7 @@
 
 mod book;
 mod codec;
+mod filter;
 mod group_commit;
 mod heartbeat_buffer;
 mod postgres;
@@ -24,6 +25,7 @@ use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
 
 pub use codec::{EventRecord, Phone, PhoneHealth, Recovery};
+pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use postgres::PostgresStore;
@@ -100,18 +102,6 @@ pub enum EventOutcome {
 pub struct ApplyRules {
     pub run_time_tolerance_secs: u32,
     pub record_unknown_sessions: bool,
-}
-
-/// Filters of the session list; `before` is the keyset cursor (created_at, session_id).
-#[derive(Debug, Clone, Default)]
-pub struct SessionFilter {
-    pub app_id: Option<String>,
-    pub phone_id: Option<String>,
-    pub user_id: Option<String>,
-    pub state: Option<String>,
-    pub from: Option<UtcTime>,
-    pub to: Option<UtcTime>,
-    pub before: Option<(UtcTime, String)>,
 }
 
 /// A session to mint and the phone to hold for it.

@@ -250,6 +250,19 @@ impl TestApp {
         }
     }
 
+    /// Runs the `cphub` binary against this app's database (the commands that read the
+    /// book directly), off the async runtime.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
+        cmd.env_clear()
+            .env("CPHUB_CONFIG_DIR", "/nonexistent")
+            .env("DATABASE_URL", &self.db.url)
+            .args(args);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+
     /// `GET /api/v1/sessions/{id}` as the operator; None on 404.
     pub async fn session(&self, session_id: &str) -> Option<Value> {
         self.get_json(&format!("/api/v1/sessions/{session_id}"))

@@ -98,7 +98,56 @@ async fn bad_queries_are_refused(backend: Backend) {
     }
 }
 
+/// `cphub sessions list|show` read the database directly and agree with the API.
+async fn the_cli_lists_what_the_api_lists(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for i in 0..5 {
+        app.send_event(&enter(
+            &format!("s-{i}"),
+            &format!("p-{i}"),
+            "2026-11-28T10:00:00Z",
+        ))
+        .await;
+    }
+    app.send_event(&quit("s-4", "p-4", "2026-11-28T10:01:40Z", 100))
+        .await;
+    let cli_json = |args: &'static [&'static str]| {
+        let app = &app;
+        async move {
+            let out = app.cli(args).await;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        }
+    };
+
+    let api = page(&app, "limit=3&phone_id=p-4").await;
+    let cli = cli_json(&["sessions", "list", "--phone-id", "p-4", "--format", "json"]).await;
+    assert_eq!(cli, api["sessions"]);
+    let newest = ids(&page(&app, "limit=2").await);
+    let cli = cli_json(&["sessions", "list", "--limit", "2", "--format", "json"]).await;
+    let cli: Vec<&str> = cli
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(cli, newest);
+
+    let shown = cli_json(&["sessions", "show", "s-4"]).await;
+    assert_eq!(shown["duration_seconds"], 100);
+    assert_eq!(shown["events"].as_array().unwrap().len(), 2);
+
+    let out = app.cli(&["sessions", "list", "--state", "sleeping"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("state"));
+}
+
 backend_tests!(
+    the_cli_lists_what_the_api_lists,
     paging_returns_every_session_once_while_new_ones_arrive,
     filters_narrow_the_list,
     bad_queries_are_refused,

@@ -287,15 +287,8 @@ fn csv_as_json(csv: &str) -> Value {
 }
 
 async fn cli_usage(app: &TestApp, args: &[&str]) -> String {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
-    cmd.env_clear()
-        .env("CPHUB_CONFIG_DIR", "/nonexistent")
-        .env("DATABASE_URL", &app.db.url)
-        .args(["usage", "--from", "2026-11-01", "--to", "2026-11-03"])
-        .args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let window = ["usage", "--from", "2026-11-01", "--to", "2026-11-03"];
+    let out = app.cli(&[&window[..], args].concat()).await;
     assert!(
         out.status.success(),
         "{}",
