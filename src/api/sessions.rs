@@ -24,7 +24,7 @@ pub(super) struct MintBody {
     app_id: String,
     /// The platform's id of the player.
     user_id: String,
-    /// Take exactly this phone (if free) instead of the most recently heard-from idle one.
+    /// Take exactly this phone (if free) instead of any free one.
     #[serde(default)]
     phone_id: Option<String>,
 }

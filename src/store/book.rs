@@ -443,24 +443,36 @@ macro_rules! session_book {
         pub(super) async fn mint_session(tx: &mut Tx, req: &MintRequest) -> Result<Allocation, StoreError> {
             release_lapsed_holds(tx, req.now).await?;
             let session_id = req.access.session_id.as_str();
-            let phone: Option<String> = sqlx::query_scalar(concat!(
-                "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, updated_at = $3 \
-                 WHERE phone_id = (SELECT phone_id FROM phones \
-                   WHERE allocated_session_id IS NULL AND current_session_id IS NULL \
-                     AND heartbeat_session_id IS NULL AND last_seen_at >= $4 \
-                     AND (cph_status IS NULL OR cph_status = 2) \
-                     AND ($5 IS NULL OR phone_id = $5) \
-                   ORDER BY last_seen_at DESC LIMIT 1",
-                $skip_locked,
-                ") RETURNING phone_id"
-            ))
-            .bind(session_id)
-            .bind(req.hold_until)
-            .bind(req.now)
-            .bind(req.fresh_since)
-            .bind(req.pinned_phone.as_deref())
-            .fetch_optional(&mut **tx)
-            .await?;
+            // Two statements rather than `$5 IS NULL OR phone_id = $5`: that form hides the
+            // key from the planner, so even a pinned mint scanned every phone.
+            let statement = match req.pinned_phone {
+                Some(_) => concat!(
+                    "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, \
+                       updated_at = $3 \
+                     WHERE phone_id = (SELECT phone_id FROM phones WHERE phone_id = $5 AND ",
+                    $crate::store::book::free_phone_sql!(),
+                    $skip_locked,
+                    ") RETURNING phone_id"
+                ),
+                None => concat!(
+                    "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, \
+                       updated_at = $3 \
+                     WHERE phone_id = (SELECT phone_id FROM phones WHERE ",
+                    $crate::store::book::free_phone_sql!(),
+                    " LIMIT 1",
+                    $skip_locked,
+                    ") RETURNING phone_id"
+                ),
+            };
+            let mut pick = sqlx::query_scalar(statement)
+                .bind(session_id)
+                .bind(req.hold_until)
+                .bind(req.now)
+                .bind(req.fresh_since);
+            if let Some(pinned) = &req.pinned_phone {
+                pick = pick.bind(pinned.as_str());
+            }
+            let phone: Option<String> = pick.fetch_optional(&mut **tx).await?;
             let Some(phone_id) = phone else {
                 return refusal(tx, req.pinned_phone.as_deref()).await;
             };
@@ -660,6 +672,18 @@ macro_rules! session_columns {
 
 /// A phone's state as the operator sees it, from its row; `$1` is the freshness cut-off.
 /// One expression, so the gauge and the phone views can never disagree.
+/// A phone that may be given to a new session: in no session, held for none (the part
+/// the `phones_free` index covers, so the pick never walks busy phones), heard from since
+/// `$4`, and running as far as the control plane knows.
+macro_rules! free_phone_sql {
+    () => {
+        "allocated_session_id IS NULL AND current_session_id IS NULL \
+           AND heartbeat_session_id IS NULL \
+           AND last_seen_at >= $4 AND (cph_status IS NULL OR cph_status = 2)"
+    };
+}
+pub(crate) use free_phone_sql;
+
 macro_rules! phone_state_sql {
     () => {
         "CASE \
