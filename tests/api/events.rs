@@ -213,7 +213,67 @@ async fn a_late_enter_of_an_older_session_does_not_take_the_phone(backend: Backe
     assert_eq!(app.phone("p-1").await.unwrap()["current_session_id"], "new");
 }
 
+/// Phones retry, duplicate and reorder: here every enter and quit of 40 sessions arrives 1
+/// to 5 times, all shuffled and sent 16 at a time. Each session is counted once with its
+/// true duration, and the usage report equals the one of a single clean delivery.
+async fn replays_and_reordering_change_no_count_or_duration(backend: Backend) {
+    use futures_util::StreamExt;
+    let app = TestApp::spawn(backend).await;
+    // A fixed pseudo-random sequence (an LCG): the same deliveries on every run.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |bound: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) % bound
+    };
+    let duration = |i: u64| 30 + i * 7;
+    let mut deliveries = Vec::new();
+    for i in 0..40 {
+        let (session, phone) = (format!("replay-{i}"), format!("replay-phone-{i}"));
+        let start = format!("2026-11-28T10:{:02}:00Z", i);
+        let end = format!(
+            "2026-11-28T10:{:02}:{:02}Z",
+            i + duration(i) / 60,
+            duration(i) % 60
+        );
+        for event in [
+            enter(&session, &phone, &start),
+            quit(&session, &phone, &end, duration(i) as i64),
+        ] {
+            deliveries.extend(std::iter::repeat_n(event, 1 + next(5) as usize));
+        }
+    }
+    for i in (1..deliveries.len()).rev() {
+        deliveries.swap(i, next(i as u64 + 1) as usize);
+    }
+
+    futures_util::stream::iter(deliveries)
+        .for_each_concurrent(16, |body| {
+            let app = &app;
+            async move { app.send_event(&body).await }
+        })
+        .await;
+
+    for i in 0..40 {
+        let session = app.session(&format!("replay-{i}")).await.unwrap();
+        assert_eq!(session["state"], "ended", "{session}");
+        assert_eq!(session["duration_seconds"], duration(i), "{session}");
+        let accepted = session["events"].as_array().unwrap().iter();
+        assert_eq!(accepted.filter(|e| e["outcome"] == "accepted").count(), 2);
+    }
+    let res = app
+        .get(
+            "/api/v1/usage?from=2026-11-28&to=2026-11-29",
+            Some(crate::helpers::TOKEN),
+        )
+        .await;
+    let usage: Value = res.json().await.unwrap();
+    let seconds: u64 = (0..40).map(duration).sum();
+    assert_eq!(usage["totals"]["sessions"], 40);
+    assert_eq!(usage["totals"]["seconds"], seconds);
+}
+
 backend_tests!(
+    replays_and_reordering_change_no_count_or_duration,
     reference_enter_example_starts_a_session,
     reference_quit_example_ends_the_session,
     a_played_session_measures_its_duration,
