@@ -66,10 +66,13 @@ impl From<sqlx::Error> for StoreError {
 /// SQLite file, a PostgreSQL shutting down or refusing connections.
 fn is_transient(e: &sqlx::Error) -> bool {
     match e {
+        // Protocol: a connection cut mid-handshake (a restarting server, a proxy or load
+        // balancer dropping it) reads as garbage, not as a query that can never work.
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // SQLite: 5 BUSY, 6 LOCKED. PostgreSQL: class 08 connection, 53 resources,

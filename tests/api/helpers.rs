@@ -93,10 +93,12 @@ impl TestDb {
 impl TestDb {
     /// Another handle on the same database, for a second replica (PostgreSQL).
     pub fn same_database(&self) -> TestDb {
-        TestDb {
-            url: self.url.clone(),
-            _dir: None,
-        }
+        self.reached_at(self.url.clone())
+    }
+
+    /// The same database reached through another URL (e.g. a proxy in front of it).
+    pub fn reached_at(&self, url: String) -> TestDb {
+        TestDb { url, _dir: None }
     }
 }
 

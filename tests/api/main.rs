@@ -9,6 +9,7 @@ mod bad_input;
 mod binary;
 mod cli;
 mod cph_client;
+mod db_faults;
 mod events;
 mod health;
 mod heartbeat;
