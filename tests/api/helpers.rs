@@ -389,3 +389,61 @@ pub fn heartbeat(phone: &str, session: Option<&str>, time: &str) -> Value {
                   "session_id": session.unwrap_or(""), "time": time}
     })
 }
+
+/// Another client holding the database's write lock, as a backup tool or a stuck migration
+/// would: SQLite `BEGIN IMMEDIATE` on the file, PostgreSQL `LOCK TABLE sessions`. cphub's
+/// writes wait behind it (holding their connection) until [`WriteLock::release`].
+pub enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    pub async fn take(db: &TestDb) -> WriteLock {
+        use sqlx::{Connection, Executor};
+        if db.url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            conn.execute("BEGIN IMMEDIATE").await.unwrap();
+            WriteLock::Sqlite(conn)
+        } else {
+            let mut conn = sqlx_connect(&db.url).await;
+            conn.execute("BEGIN").await.unwrap();
+            conn.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            WriteLock::Postgres(conn)
+        }
+    }
+
+    /// Waits until one of cphub's writes is queued behind the lock. PostgreSQL shows it;
+    /// SQLite cannot, so there a short pause lets the request reach the busy handler.
+    pub async fn wait_for_a_waiter(&mut self) {
+        let WriteLock::Postgres(conn) = self else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return;
+        };
+        for _ in 0..400 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no write of cphub ever waited for the lock");
+    }
+
+    pub async fn release(self) {
+        use sqlx::Executor;
+        match self {
+            WriteLock::Sqlite(mut conn) => conn.execute("ROLLBACK").await.map(drop),
+            WriteLock::Postgres(mut conn) => conn.execute("ROLLBACK").await.map(drop),
+        }
+        .unwrap();
+    }
+}
