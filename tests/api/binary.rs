@@ -2,13 +2,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, TestApp, TestDb, enter, heartbeat, quit};
+use crate::helpers::{Backend, TOKEN, TestApp, TestDb, WriteLock, enter, heartbeat, quit};
 
 fn cphub(db: &TestDb) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cphub"));
@@ -110,6 +111,124 @@ async fn sigterm_flushes_buffered_heartbeats_and_exits_0(backend: Backend) {
         app.phone("p-2").await.unwrap()["last_heartbeat_at"],
         "2026-11-28T10:00:06Z"
     );
+}
+
+/// What one load task got acknowledged before cphub went away.
+#[derive(Default)]
+struct Drained {
+    /// Entered sessions, and whether the 200 came after SIGTERM had been sent.
+    events: Vec<(String, bool)>,
+    /// The phone time of the last acknowledged heartbeat.
+    last_heartbeat: Option<String>,
+    /// HTTP answers other than 200 (the transport failing after the stop is fine).
+    refused: Vec<u16>,
+}
+
+/// One phone under load: a heartbeat, then an enter of a new session, again and again,
+/// until the first request cphub no longer takes.
+async fn load_until_stopped(address: String, n: usize, terminated: Arc<AtomicBool>) -> Drained {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30)) // a hang guard, not a measure
+        .build()
+        .unwrap();
+    let mut drained = Drained::default();
+    let phone = format!("load-{n}");
+    for k in 0.. {
+        let time = format!("2026-11-28T10:{:02}:{:02}Z", k / 60 % 60, k % 60);
+        let session = format!("s-{n}-{k}");
+        let requests = [
+            ("/cph/heartbeat", heartbeat(&phone, None, &time)),
+            ("/cph/events", enter(&session, &phone, &time)),
+        ];
+        for (path, body) in requests {
+            let url = format!("{address}{path}");
+            let Ok(res) = client.post(url).json(&body).send().await else {
+                return drained;
+            };
+            match res.status().as_u16() {
+                200 if path == "/cph/events" => drained
+                    .events
+                    .push((session.clone(), terminated.load(Ordering::SeqCst))),
+                200 => drained.last_heartbeat = Some(time.clone()),
+                other => drained.refused.push(other),
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// SIGTERM while requests are in flight: writes are held behind another client's lock so
+/// some enter events are still inside cphub when the signal arrives; the lock goes after
+/// it. Every request cphub answered got a 200 (none cut off with a 5xx), events in flight
+/// at the signal were completed and acknowledged, every acknowledged event and heartbeat
+/// is stored, and the exit status is 0 — within the drain timeout, or the test would
+/// hang on the wait (guarded).
+async fn sigterm_under_load_completes_in_flight_requests(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let served = start_serve(
+        cphub(&db)
+            .env("CPHUB__HEARTBEATS__FLUSH_INTERVAL_MS", "3600000")
+            .env("CPHUB__SERVER__SHUTDOWN_TIMEOUT_SECS", "20"),
+    );
+    let terminated = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..8)
+        .map(|n| {
+            let (address, terminated) = (served.address.clone(), Arc::clone(&terminated));
+            tokio::spawn(load_until_stopped(address, n, terminated))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut lock = WriteLock::take(&db).await;
+    lock.wait_for_a_waiter().await;
+
+    terminated.store(true, Ordering::SeqCst);
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = served.child;
+    let exited = tokio::task::spawn_blocking(move || child.wait());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.release().await;
+    let status = tokio::time::timeout(Duration::from_secs(60), exited)
+        .await
+        .expect("cphub exits after the drain")
+        .unwrap()
+        .unwrap();
+    let drained: Vec<Drained> = futures_util::future::join_all(load)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    assert!(status.success(), "exit status {status:?}");
+    let refused: Vec<_> = drained.iter().flat_map(|d| &d.refused).collect();
+    assert!(refused.is_empty(), "answers other than 200: {refused:?}");
+    let after_signal = drained.iter().flat_map(|d| &d.events).filter(|e| e.1);
+    assert!(
+        after_signal.count() > 0,
+        "no event was in flight at the signal"
+    );
+    let app = TestApp::spawn_on(db, "").await;
+    for (n, load) in drained.iter().enumerate() {
+        for (session, _) in &load.events {
+            assert!(
+                app.session(session).await.is_some(),
+                "acknowledged {session} lost"
+            );
+        }
+        let phone = app.phone(&format!("load-{n}")).await;
+        let stored = phone.as_ref().and_then(|p| p["last_heartbeat_at"].as_str());
+        assert_eq!(
+            stored,
+            load.last_heartbeat.as_deref(),
+            "heartbeat of load-{n}"
+        );
+    }
 }
 
 /// Mints a session on the only phone, retrying while its first heartbeat is not yet stored.
@@ -270,6 +389,7 @@ async fn acknowledged_events_survive_sigkill(backend: Backend) {
 backend_tests!(
     acknowledged_events_survive_sigkill,
     sigterm_flushes_buffered_heartbeats_and_exits_0,
+    sigterm_under_load_completes_in_flight_requests,
     secrets_never_reach_the_logs,
     migrate_prepares_the_database_and_is_repeatable,
 );
