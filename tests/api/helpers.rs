@@ -447,3 +447,28 @@ impl WriteLock {
         .unwrap();
     }
 }
+
+/// Session `k` of phone `p-{n}` in a load test: its id, then its enter and quit (60 s).
+pub fn played_session(n: usize, k: usize) -> (String, [(&'static str, Value); 2]) {
+    let (session, phone) = (format!("s-{n}-{k}"), format!("p-{n}"));
+    let events = [
+        ("enter", enter(&session, &phone, "2026-11-28T10:00:00Z")),
+        ("quit", quit(&session, &phone, "2026-11-28T10:01:00Z", 60)),
+    ];
+    (session, events)
+}
+
+/// Every acknowledged (session, "enter" | "quit") is in the book, accepted exactly once:
+/// none lost, none of its redeliveries counted again.
+pub async fn assert_applied_once(app: &TestApp, acked: &[(String, &'static str)]) {
+    for (session, kind) in acked {
+        let stored = app.session(session).await;
+        let accepted = stored.as_ref().map_or(0, |s| {
+            let events = s["events"].as_array().unwrap().iter();
+            events
+                .filter(|e| e["kind"] == *kind && e["outcome"] == "accepted")
+                .count()
+        });
+        assert_eq!(accepted, 1, "acknowledged {kind} of {session}: {stored:?}");
+    }
+}
