@@ -1043,6 +1043,35 @@ async fn an_error_without_a_json_body_is_named_after_its_status() {
     );
 }
 
+/// A 2xx whose body is garbage (a proxy's page, a truncated answer, the wrong shape, a
+/// nesting bomb) is a typed error, sent once — repeating it would not change the answer —
+/// and never a panic.
+#[tokio::test]
+async fn a_2xx_with_garbage_is_a_bad_response_sent_once() {
+    let server = MockServer::start().await;
+    let bodies = [
+        String::new(),
+        "<html>502 Bad Gateway</html>".into(),
+        r#"{"job_id": "j-1", "status": "#.into(),
+        r#"{"job_id": ["j-1"], "status": "running"}"#.into(),
+        "[".repeat(100_000),
+    ];
+    for body in bodies {
+        server.reset().await;
+        Mock::given(method("GET"))
+            .and(path(api("jobs/j-1")))
+            .respond_with(json_answer(200, &body))
+            .expect(1)
+            .mount(&server)
+            .await;
+
+        let error = client(&server).job("j-1").await.unwrap_err();
+
+        assert!(matches!(error, CphError::BadResponse(_)), "{error:?}");
+        server.verify().await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. Retries
 // ---------------------------------------------------------------------------------------
@@ -1295,6 +1324,44 @@ async fn the_breaker_opens_after_consecutive_failures_and_stops_calls() {
     assert!(matches!(error, CphError::CircuitOpen), "{error:?}");
     assert!(client.breaker_open());
     assert_eq!(received(&server).await.len(), 2, "no request while open");
+}
+
+/// After `breaker_open_secs` one trial call goes out; when it succeeds the breaker closes
+/// and calls flow again (the half-open steps themselves: `cph::retry`'s unit tests).
+#[tokio::test]
+async fn the_breaker_closes_again_when_the_control_plane_is_back() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(api("jobs/j-1")))
+        .respond_with(cps_error(500))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api("jobs/j-1")))
+        .respond_with(job_answer(2))
+        .mount(&server)
+        .await;
+    let tweaks = [
+        ("breaker_failures", "2"),
+        ("max_attempts", "1"),
+        ("breaker_open_secs", "1"),
+    ];
+    let client = tweaked_client(&server, &tweaks);
+    for _ in 0..2 {
+        client.job("j-1").await.unwrap_err();
+    }
+    assert!(client.breaker_open());
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    client
+        .job("j-1")
+        .await
+        .expect("the trial call goes through");
+    assert!(!client.breaker_open());
+    client.job("j-1").await.expect("closed: calls flow again");
+    assert_eq!(received(&server).await.len(), 4);
 }
 
 #[tokio::test]
