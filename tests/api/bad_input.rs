@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, assert_error, heartbeat};
+use crate::helpers::{Backend, TOKEN, TestApp, assert_error, heartbeat};
 
 struct Case {
     what: &'static str,
@@ -404,8 +404,95 @@ async fn content_type_is_not_required(backend: Backend) {
     crate::helpers::assert_acknowledged(res).await;
 }
 
+/// The sign check and the operator API have limits of their own
+/// (`callbacks.sign_check_body_limit`, `api.body_limit`): over them 413, deep nesting and
+/// overlong strings 400 — never a 5xx — and nothing is minted.
+async fn sign_check_and_operator_bodies_are_bounded_too(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let nested = |field: &str, depth| {
+        let (open, close) = ("[".repeat(depth), "]".repeat(depth));
+        format!(r#"{{"{field}": {open}{close}, "app_id": "g", "user_id": "u"}}"#)
+    };
+    let sign_check = |changes: Value| {
+        let mut body = json!({"session_id": "s-1", "ticket": "t", "auth_ts": "1"});
+        merge(&mut body, changes);
+        body.to_string()
+    };
+    let mint = |changes: Value| {
+        let mut body = json!({"app_id": "g", "user_id": "u"});
+        merge(&mut body, changes);
+        body.to_string()
+    };
+    let cases = [
+        (
+            "sign check over 4096 bytes",
+            "/cph/sign-check",
+            sign_check(json!({"padding": "x".repeat(5000)})),
+            413,
+            "CPHUB.PAYLOAD_TOO_LARGE",
+        ),
+        (
+            "sign check nested 2000 deep",
+            "/cph/sign-check",
+            nested("session_id", 2000),
+            400,
+            "CPHUB.INVALID_FIELD",
+        ),
+        (
+            "sign check session_id of 65",
+            "/cph/sign-check",
+            sign_check(json!({"session_id": "s".repeat(65)})),
+            400,
+            "CPHUB.INVALID_FIELD",
+        ),
+        (
+            "mint over 65536 bytes",
+            "/api/v1/sessions",
+            mint(json!({"padding": "x".repeat(70_000)})),
+            413,
+            "CPHUB.PAYLOAD_TOO_LARGE",
+        ),
+        (
+            "mint nested 30000 deep",
+            "/api/v1/sessions",
+            nested("user_id", 30_000),
+            400,
+            "CPHUB.INVALID_FIELD",
+        ),
+        (
+            "mint user_id of 60000",
+            "/api/v1/sessions",
+            mint(json!({"user_id": "u".repeat(60_000)})),
+            400,
+            "CPHUB.INVALID_FIELD",
+        ),
+    ];
+
+    for (what, route, body, status, code) in cases {
+        let res = app
+            .client
+            .post(format!("{}{route}", app.address))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let actual = res.status().as_u16();
+        let answer: Value = res.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (actual, answer["error_code"].as_str()),
+            (status, Some(code)),
+            "case {what:?}: {answer}"
+        );
+    }
+    let listed = app.get("/api/v1/sessions", Some(TOKEN)).await;
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["sessions"], json!([]), "nothing minted");
+}
+
 backend_tests!(
     bad_input_is_refused_with_a_code_and_stores_nothing,
     the_error_message_names_the_field,
     content_type_is_not_required,
+    sign_check_and_operator_bodies_are_bounded_too,
 );
