@@ -56,6 +56,7 @@ pub struct DatabaseSettings {
     pub url: DatabaseUrl,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    pub write_timeout_ms: u64,
     pub sqlite_synchronous: SqliteSynchronous,
     pub migrate_on_start: bool,
 }
@@ -63,6 +64,10 @@ pub struct DatabaseSettings {
 impl DatabaseSettings {
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.acquire_timeout_ms)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
     }
 }
 

@@ -85,18 +85,21 @@ impl Application {
                 rules,
             },
             settings.callbacks.event_batch_max,
+            settings.database.write_timeout(),
         );
         // Sign checks come in at most as fast as sessions start: the event batch limit
         // bounds their transactions just as well.
         let (tickets, tickets_task) = TicketWriter::spawn(
             ConsumeTickets(Arc::clone(&store)),
             settings.callbacks.event_batch_max,
+            settings.database.write_timeout(),
         );
         let buffer = Arc::new(HeartbeatBuffer::default());
         let flusher = HeartbeatFlusher::spawn(
             Arc::clone(&buffer),
             Arc::clone(&store),
             settings.heartbeats.flush_interval(),
+            settings.database.write_timeout(),
         );
         let sweeper = HoldSweeper::spawn(
             Arc::clone(&store),

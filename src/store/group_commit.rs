@@ -5,12 +5,13 @@
 //! of writes, and every 200 still means "committed".
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Applied, ApplyRules, ReceivedEvent, Store, StoreError, Verification};
+use super::{Applied, ApplyRules, ReceivedEvent, Store, StoreError, Verification, within};
 
 /// One kind of write that is committed in groups.
 #[async_trait]
@@ -40,11 +41,11 @@ impl<C: Commit> Clone for GroupCommit<C> {
 
 impl<C: Commit> GroupCommit<C> {
     /// Starts the writer task. It ends once every handle has been dropped and the queue is
-    /// drained.
-    pub fn spawn(committer: C, max_batch: usize) -> (Self, JoinHandle<()>) {
+    /// drained. A commit taking longer than `limit` fails its batch (see [`within`]).
+    pub fn spawn(committer: C, max_batch: usize, limit: Duration) -> (Self, JoinHandle<()>) {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
-        let task = tokio::spawn(run(committer, rx, max_batch));
+        let task = tokio::spawn(run(committer, rx, max_batch, limit));
         (GroupCommit { queue }, task)
     }
 
@@ -61,11 +62,12 @@ async fn run<C: Commit>(
     committer: C,
     mut rx: mpsc::Receiver<(C::Job, Reply<C::Done>)>,
     max_batch: usize,
+    limit: Duration,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let (jobs, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-        match committer.commit(&jobs).await {
+        match within(limit, committer.commit(&jobs)).await {
             Ok(done) => {
                 for (reply, done) in replies.into_iter().zip(done) {
                     // The requester may have gone away (client timeout): the write is

@@ -35,9 +35,10 @@ impl HeartbeatBuffer {
         self.len() == 0
     }
 
-    /// Writes everything pending. On failure the heartbeats go back into the buffer (unless
-    /// newer ones arrived meanwhile), so a database outage delays them but loses none.
-    pub async fn flush(&self, store: &dyn Store) -> Result<usize, StoreError> {
+    /// Writes everything pending, within `limit`. On failure the heartbeats go back into the
+    /// buffer (unless newer ones arrived meanwhile), so a database outage delays them but
+    /// loses none.
+    pub async fn flush(&self, store: &dyn Store, limit: Duration) -> Result<usize, StoreError> {
         let batch: Vec<Heartbeat> = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             std::mem::take(&mut *pending).into_values().collect()
@@ -45,7 +46,7 @@ impl HeartbeatBuffer {
         if batch.is_empty() {
             return Ok(0);
         }
-        match store.record_heartbeats(&batch).await {
+        match super::within(limit, store.record_heartbeats(&batch)).await {
             Ok(()) => Ok(batch.len()),
             Err(error) => {
                 let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
@@ -74,18 +75,24 @@ pub struct HeartbeatFlusher {
 }
 
 impl HeartbeatFlusher {
-    pub fn spawn(buffer: Arc<HeartbeatBuffer>, store: Arc<dyn Store>, every: Duration) -> Self {
+    /// Flushes every `every`; each flush within `limit`.
+    pub fn spawn(
+        buffer: Arc<HeartbeatBuffer>,
+        store: Arc<dyn Store>,
+        every: Duration,
+        limit: Duration,
+    ) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = ticks.tick() => flush_logged(&buffer, &*store).await,
+                    _ = ticks.tick() => flush_logged(&buffer, &*store, limit).await,
                     _ = stopped.changed() => break,
                 }
             }
-            flush_logged(&buffer, &*store).await;
+            flush_logged(&buffer, &*store, limit).await;
         });
         HeartbeatFlusher { stop, task }
     }
@@ -98,8 +105,8 @@ impl HeartbeatFlusher {
     }
 }
 
-async fn flush_logged(buffer: &HeartbeatBuffer, store: &dyn Store) {
-    match buffer.flush(store).await {
+async fn flush_logged(buffer: &HeartbeatBuffer, store: &dyn Store, limit: Duration) {
+    match buffer.flush(store, limit).await {
         Ok(0) => {}
         Ok(n) => tracing::debug!(heartbeats = n, "heartbeats flushed"),
         Err(error) => tracing::warn!(

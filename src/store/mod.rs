@@ -44,12 +44,32 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the event writer has stopped")]
     WriterStopped,
+    /// The database stopped answering in the middle of a write (a network dropping packets
+    /// answers nothing, not even an error). The write may or may not have committed.
+    #[error("database did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 impl StoreError {
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::WriterStopped)
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::WriterStopped | StoreError::TimedOut(_)
+        )
     }
+}
+
+/// Runs a write within `limit` (`database.write_timeout_ms`). Without it a silent network
+/// would hold the single writer, and every request queued behind it, until the kernel gives
+/// up on the connection — many minutes. Dropping the write mid-way is safe: the
+/// transaction never commits, or it did and its redelivery is recognised as a duplicate.
+pub async fn within<T>(
+    limit: std::time::Duration,
+    write: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, write)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut(limit)))
 }
 
 impl From<sqlx::Error> for StoreError {

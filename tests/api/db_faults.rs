@@ -4,7 +4,7 @@
 //! through a proxy the test cuts and restores, so the shared cluster keeps running.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -18,50 +18,70 @@ use crate::helpers::{
     played_session, quit,
 };
 
-/// A TCP proxy to `target` that can be cut: cutting closes every open connection and
-/// refuses new ones until restored.
+/// The state of the [`Proxy`]'s link to PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Up,
+    /// As a stopped server: open connections closed, new ones refused.
+    Cut,
+    /// As a network dropping packets: connections stay open, nothing goes through.
+    Silent,
+}
+
+/// A TCP proxy to `target` whose link the test cuts, silences and restores. A connection
+/// lives only while the link stays up: once it changes, the connection stops forwarding
+/// and closes when the link changes again (at once if cut).
 struct Proxy {
     port: u16,
-    up: Arc<AtomicBool>,
-    cut: watch::Sender<u64>,
+    link: watch::Sender<Link>,
 }
 
 impl Proxy {
     async fn start(target: String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let (cut, cuts) = watch::channel(0u64);
-        let accepting = Arc::clone(&up);
+        let (link, links) = watch::channel(Link::Up);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if !accepting.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection closes at once
-                }
-                let (target, mut cuts) = (target.clone(), cuts.clone());
-                cuts.borrow_and_update(); // only cuts from now on end this connection
+                let (target, mut links) = (target.clone(), links.clone());
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    let (mut client, mut server) = (client, server);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cuts.changed() => {}
-                    }
+                    let now = *links.borrow_and_update();
+                    if now == Link::Up {
+                        forward(client, &target, &mut links).await;
+                    } else if now == Link::Silent {
+                        let _held = client;
+                        let _ = links.changed().await;
+                    } // cut: dropped, the connection closes at once
                 });
             }
         });
-        Proxy { port, up, cut }
+        Proxy { port, link }
     }
 
     fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
+        self.link.send_replace(Link::Cut);
+    }
+
+    fn silence(&self) {
+        self.link.send_replace(Link::Silent);
     }
 
     fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.link.send_replace(Link::Up);
+    }
+}
+
+/// Copies both ways while the link is up.
+async fn forward(mut client: TcpStream, target: &str, links: &mut watch::Receiver<Link>) {
+    let Ok(mut server) = TcpStream::connect(target).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+        _ = links.changed() => {}
+    }
+    if *links.borrow_and_update() == Link::Silent {
+        let _ = links.changed().await; // open, silent, until the link changes again
     }
 }
 
@@ -184,67 +204,92 @@ async fn an_exhausted_pool_means_503_with_retry_after(backend: Backend) {
 
 backend_tests!(an_exhausted_pool_means_503_with_retry_after);
 
-/// What a player saw for one delivery under the outage.
+/// The players of an outage test: told when to stop, counting the 503s they get.
 #[derive(Default)]
-struct Seen {
-    acked: Vec<(String, &'static str)>,
-    unavailable: usize,
+struct Load {
+    stop: AtomicBool,
+    unavailable: AtomicUsize,
 }
 
-/// Plays sessions on its own phone, redelivering on 503 as a phone would, until `stop`.
-async fn play_through_outage(app: Arc<TestApp>, n: usize, stop: Arc<AtomicBool>) -> Seen {
-    let mut seen = Seen::default();
+/// Plays sessions on its own phone, redelivering on 503 as a phone would, until told to
+/// stop; returns what was acknowledged.
+async fn play_through_outage(
+    app: Arc<TestApp>,
+    n: usize,
+    load: Arc<Load>,
+) -> Vec<(String, &'static str)> {
+    let mut acked = Vec::new();
     for k in 0.. {
         let (session, events) = played_session(n, k);
         for (kind, body) in events {
             loop {
                 let res = app.post_event(&body).await;
                 if res.status() == 200 {
-                    seen.acked.push((session.clone(), kind));
+                    acked.push((session.clone(), kind));
                     break;
                 }
                 assert_unavailable(res).await;
-                seen.unavailable += 1;
+                load.unavailable.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        if stop.load(Ordering::SeqCst) {
+        if load.stop.load(Ordering::SeqCst) {
             break;
         }
     }
-    seen
+    acked
 }
 
-/// Players keep playing while the proxy to PostgreSQL is cut twice and restored: every
-/// answer is a 200 or a 503 with `Retry-After` (the client's 30 s timeout guards against a
-/// hang), every acknowledged event is in the book exactly once, and cphub serves again
-/// after each cut without a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_cut_under_load_acknowledges_only_commits() {
-    let (proxy, app) = behind_a_proxy("[database]\nacquire_timeout_ms = 300\n").await;
-    let app = Arc::new(app);
-    let stop = Arc::new(AtomicBool::new(false));
+/// Eight players keep playing while `fault` strikes the link to PostgreSQL twice. Each
+/// time the link is restored only after the players have been answered 503 sixteen more
+/// times — if cphub hung on the fault they would not be, and the 20 s guard fails the
+/// test. Every answer is a 200 or a 503 with `Retry-After`, every acknowledged event is
+/// in the book exactly once (no 200 without a commit), and cphub serves again after each
+/// fault without a restart.
+async fn outage_under_load(fault: fn(&Proxy)) {
+    let (proxy, app) =
+        behind_a_proxy("[database]\nacquire_timeout_ms = 300\nwrite_timeout_ms = 1000\n").await;
+    let (app, load) = (Arc::new(app), Arc::new(Load::default()));
     let players: Vec<_> = (0..8)
-        .map(|n| tokio::spawn(play_through_outage(Arc::clone(&app), n, Arc::clone(&stop))))
+        .map(|n| tokio::spawn(play_through_outage(Arc::clone(&app), n, Arc::clone(&load))))
         .collect();
 
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        proxy.cut();
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        let before = load.unavailable.load(Ordering::SeqCst);
+        fault(&proxy);
+        let answered = async {
+            while load.unavailable.load(Ordering::SeqCst) < before + 16 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), answered)
+            .await
+            .expect("503s during the fault, not a hang");
         proxy.restore();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-    let mut seen = Seen::default();
+    load.stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
     for player in players {
-        let mine = player.await.unwrap();
-        seen.acked.extend(mine.acked);
-        seen.unavailable += mine.unavailable;
+        acked.extend(player.await.unwrap());
     }
 
-    assert!(seen.unavailable > 0, "the cuts were never noticed");
-    assert_applied_once(&app, &seen.acked).await;
+    assert_applied_once(&app, &acked).await;
     let res = app.get("/api/v1/sessions?limit=1", Some(TOKEN)).await;
-    assert_eq!(res.status(), 200, "serves again after the cuts");
+    assert_eq!(res.status(), 200, "serves again after the faults");
+}
+
+/// PostgreSQL stopped (connections closed, new ones refused) under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cut_under_load_acknowledges_only_commits() {
+    outage_under_load(Proxy::cut).await;
+}
+
+/// The network to PostgreSQL drops everything silently (a partition, not a stopped
+/// server) under load: writes in the middle of a transaction wait for an answer that never
+/// comes, so only cphub's own bound (`database.write_timeout_ms`) turns them into 503s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_postgres_under_load_means_503_not_a_hang() {
+    outage_under_load(Proxy::silence).await;
 }
