@@ -17,8 +17,13 @@ impl UtcTime {
         let time = DateTime::parse_from_rfc3339(raw.trim())
             .map_err(|_| ParseError::new(field, Problem::BadTime))?
             .with_timezone(&Utc);
-        // Both backends store and compare these; keep them inside four-digit years after
-        // the epoch so every backend orders them the same way.
+        Self::in_range(field, time)
+    }
+
+    /// Both backends store and compare these; keep them inside four-digit years after the
+    /// epoch so every backend orders them the same way. Every time taken from input passes
+    /// here.
+    pub fn in_range(field: &'static str, time: DateTime<Utc>) -> Result<Self, ParseError> {
         if !(1970..=9999).contains(&time.year()) {
             return Err(ParseError::new(field, Problem::TimeOutOfRange));
         }

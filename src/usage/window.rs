@@ -40,7 +40,8 @@ impl Window {
 
 fn parse_bound(field: &'static str, raw: &str, zone: Tz) -> Result<UtcTime, ParseError> {
     match NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d") {
-        Ok(date) => Ok(midnight(date, zone)),
+        // A date is checked like a time: `0002-11-01` must not reach the store.
+        Ok(date) => UtcTime::in_range(field, midnight(date, zone).datetime()),
         Err(_) => UtcTime::parse(field, raw).map_err(|e| match e.problem {
             Problem::BadTime => ParseError::new(
                 field,
@@ -160,6 +161,20 @@ mod tests {
         let p = pieces(w, true, zone).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].end.seconds_since(p[0].start), 25 * 3600);
+    }
+
+    #[test]
+    fn dates_outside_the_time_range_are_refused() {
+        // Found by fuzz/fuzz_targets/time.rs: a date bound skipped the 1970..=9999 check.
+        for (from, to, zone) in [
+            ("2-11-01", "2026-12-02", chrono_tz::Asia::Shanghai),
+            ("1970-01-01", "2026-12-02", chrono_tz::Asia::Shanghai), // 1969-12-31T16:00Z
+            ("2026-11-01", "+10000-01-01", Tz::UTC),
+        ] {
+            let e = Window::parse(from, to, zone).unwrap_err();
+            assert_eq!(e.problem, Problem::TimeOutOfRange, "{from} {to}");
+        }
+        assert!(Window::parse("1970-01-01", "9999-12-31", Tz::UTC).is_ok());
     }
 
     #[test]
