@@ -5,7 +5,7 @@
 //! Registering a route any other way (a `.route(...)` on an App or scope) fails a test too.
 
 use actix_web::http::Method;
-use actix_web::{FromRequest, Handler, Responder, Route, web};
+use actix_web::{FromRequest, Handler, HttpRequest, Responder, Route, web};
 
 use crate::config::Settings;
 use crate::http::{error::method_not_allowed, health, json};
@@ -35,32 +35,48 @@ impl Endpoint {
         }
     }
 
-    /// A route of its own resource with this JSON body limit, answering other methods with
-    /// `405 CPHUB.METHOD_NOT_ALLOWED` (the callbacks: the phones' engine gets a clear answer).
+    /// This JSON body limit for the route's path instead of its scope's (the callbacks: each
+    /// has its own).
     pub fn with_body_limit(mut self, limit: usize) -> Endpoint {
         self.body_limit = Some(limit);
         self
     }
 }
 
-/// Registers `endpoints` in `cfg` (an App's or a scope's configuration). A plain endpoint
-/// guards its resource by method, so another method falls through to the app's 404.
+/// Registers `endpoints` in `cfg` (an App's or a scope's configuration): one resource per
+/// path holding all its methods, so a method the path lacks is answered `405
+/// CPHUB.METHOD_NOT_ALLOWED` with the `Allow` header RFC 9110 asks for, not a 404 that
+/// would tell a client the path does not exist.
 pub fn register(cfg: &mut web::ServiceConfig, endpoints: Vec<Endpoint>) {
+    for (path, endpoints) in by_path(endpoints) {
+        let mut methods: Vec<_> = endpoints.iter().map(|e| e.method.as_str()).collect();
+        methods.sort_unstable();
+        let allow = methods.join(", ");
+        let mut resource = web::resource(path);
+        // Paths that set a limit have a single route (the callbacks).
+        if let Some(limit) = endpoints.iter().find_map(|e| e.body_limit) {
+            resource = resource.app_data(json::config(limit));
+        }
+        for endpoint in endpoints {
+            resource = resource.route(endpoint.route);
+        }
+        cfg.service(resource.default_service(web::to(move |req: HttpRequest| {
+            let allow = allow.clone();
+            async move { method_not_allowed(&req, &allow) }
+        })));
+    }
+}
+
+/// `endpoints` grouped by path, in the order the paths first appear.
+fn by_path(endpoints: Vec<Endpoint>) -> Vec<(&'static str, Vec<Endpoint>)> {
+    let mut groups: Vec<(&'static str, Vec<Endpoint>)> = Vec::new();
     for endpoint in endpoints {
-        match endpoint.body_limit {
-            None => {
-                cfg.route(endpoint.path, endpoint.route);
-            }
-            Some(limit) => {
-                cfg.service(
-                    web::resource(endpoint.path)
-                        .app_data(json::config(limit))
-                        .route(endpoint.route)
-                        .default_service(web::to(method_not_allowed)),
-                );
-            }
+        match groups.iter_mut().find(|(path, _)| *path == endpoint.path) {
+            Some((_, group)) => group.push(endpoint),
+            None => groups.push((endpoint.path, vec![endpoint])),
         }
     }
+    groups
 }
 
 /// `/healthz` and `/readyz`, at the root of the main listener.

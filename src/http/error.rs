@@ -175,11 +175,18 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     )
 }
 
-pub async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
-    error_response(
+/// A method the path does not take; `allow` lists those it does (`GET, POST`).
+pub fn method_not_allowed(req: &actix_web::HttpRequest, allow: &str) -> HttpResponse {
+    let mut response = error_response(
         ErrorCode::MethodNotAllowed,
         &format!("{} is not allowed on {}", req.method(), req.path()),
-    )
+    );
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 #[cfg(test)]

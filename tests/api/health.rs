@@ -1,7 +1,7 @@
 //! `/healthz`, `/readyz`, and the answers for routes that do not exist.
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, assert_error};
+use crate::helpers::{Backend, TOKEN, TestApp, assert_error};
 
 async fn healthz_and_readyz_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -31,6 +31,37 @@ async fn unknown_routes_and_methods_get_error_bodies(backend: Backend) {
     .await;
 }
 
+/// RFC 9110: a path that exists answers a method it lacks with 405 and `Allow`, on every
+/// group of routes (a 404 would say the path does not exist).
+async fn a_method_a_path_lacks_is_a_405_naming_those_it_has(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    for (method, path, allow) in [
+        ("TRACE", "/healthz", "GET"),
+        ("POST", "/metrics", "GET"),
+        ("PUT", "/cph/sign-check", "POST"),
+        ("DELETE", "/api/v1/sessions", "GET, POST"),
+        ("PATCH", "/api/v1/phones/p-1", "GET"),
+        ("GET", "/api/v1/phones/p-1/restart", "POST"),
+    ] {
+        let res = app
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", app.address))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.headers().get("allow").map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {path}"
+        );
+        assert_error(res, 405, "CPHUB.METHOD_NOT_ALLOWED").await;
+    }
+    // Both methods of a shared path still reach their handlers.
+    assert_eq!(app.get("/api/v1/sessions", Some(TOKEN)).await.status(), 200);
+}
+
 async fn callbacks_move_with_the_base_path(backend: Backend) {
     let app = TestApp::spawn_with(backend, "[callbacks]\nbase_path = \"/hooks/Zq3xv9TqW\"").await;
 
@@ -43,5 +74,6 @@ async fn callbacks_move_with_the_base_path(backend: Backend) {
 backend_tests!(
     healthz_and_readyz_answer,
     unknown_routes_and_methods_get_error_bodies,
+    a_method_a_path_lacks_is_a_405_naming_those_it_has,
     callbacks_move_with_the_base_path,
 );
