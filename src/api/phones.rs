@@ -21,6 +21,7 @@ use crate::watchdog::{Action, Watchdog};
 pub(super) struct Page {
     /// Phones after this id (the `next` of the previous page).
     #[serde(default)]
+    #[param(value_type = Option<PhoneId>)]
     after: Option<String>,
     /// 1 to 1000.
     #[serde(default = "default_limit")]
@@ -57,7 +58,11 @@ pub(super) async fn list(
     fleet: web::Data<FleetSettings>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.clamp(1, 1000);
-    let after = query.after.clone().unwrap_or_default();
+    // A position is a phone id; parsed like one, it cannot carry what a database refuses.
+    let after = match &query.after {
+        Some(after) => PhoneId::parse("after", after.clone())?.to_string(),
+        None => String::new(),
+    };
     let fresh_since = clock.now().minus(fleet.stale_after());
     let phones = store.phones(fresh_since, &after, limit).await?;
     let next = super::next_position(&phones, limit, |p| p.phone_id.clone());
@@ -75,7 +80,7 @@ pub(super) struct PhoneView {
     get,
     path = "/phones/{phone_id}",
     tag = "operator",
-    params(("phone_id" = String, Path, description = "The phone's id")),
+    params(("phone_id" = PhoneId, Path, description = "The phone's id")),
     responses(
         (status = 200, description = "The phone and its last recovery", body = PhoneView),
         (status = 400, description = "`CPHUB.INVALID_FIELD`: not a valid id", body = ErrorBody),
@@ -106,7 +111,7 @@ pub(super) async fn show(
     post,
     path = "/phones/{phone_id}/restart",
     tag = "operator",
-    params(("phone_id" = String, Path, description = "The phone's id")),
+    params(("phone_id" = PhoneId, Path, description = "The phone's id")),
     responses(
         (status = 202, description = "Restart job started; the record as logged", body = Recovery),
         ManualRefusal,
@@ -123,7 +128,7 @@ pub(super) async fn restart(
     post,
     path = "/phones/{phone_id}/reset",
     tag = "operator",
-    params(("phone_id" = String, Path, description = "The phone's id")),
+    params(("phone_id" = PhoneId, Path, description = "The phone's id")),
     responses(
         (status = 202, description = "Reset job started; the record as logged", body = Recovery),
         ManualRefusal,
@@ -168,6 +173,7 @@ async fn manual(
 pub(super) struct RecoveryQuery {
     /// Only this phone's recoveries.
     #[serde(default)]
+    #[param(value_type = Option<PhoneId>)]
     phone_id: Option<String>,
     /// 1 to 1000.
     #[serde(default = "default_limit")]

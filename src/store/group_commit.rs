@@ -68,26 +68,48 @@ async fn run<C: Commit>(
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let (jobs, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         match within(limit, committer.commit(&jobs)).await {
-            Ok(done) => {
-                for (reply, done) in replies.into_iter().zip(done) {
-                    // The requester may have gone away (client timeout): the write is
-                    // committed all the same, and a retry will be recognised as such.
-                    let _ = reply.send(Ok(done));
-                }
-            }
-            Err(error) => {
-                let error = Arc::new(error);
-                tracing::error!(
-                    error = %crate::telemetry::ErrorChain(&*error),
+            Ok(done) => answer(replies, done),
+            // The database refused something in the batch, and rolled all of it back. One
+            // job's fault must not fail the others: commit them one at a time, in order, so
+            // only the culprit is refused. (When the database is away, every one would fail
+            // the same way: no point.)
+            Err(error) if !error.is_unavailable() && jobs.len() > 1 => {
+                tracing::warn!(
+                    error = %crate::telemetry::ErrorChain(&error),
                     size = jobs.len(),
-                    "{} not committed",
+                    "{} batch refused; committing its jobs one by one",
                     C::WHAT
                 );
-                for reply in replies {
-                    let _ = reply.send(Err(Arc::clone(&error)));
+                for (i, reply) in replies.into_iter().enumerate() {
+                    let job = std::slice::from_ref(&jobs[i]);
+                    match within(limit, committer.commit(job)).await {
+                        Ok(done) => answer(vec![reply], done),
+                        Err(error) => fail(C::WHAT, vec![reply], error),
+                    }
                 }
             }
+            Err(error) => fail(C::WHAT, replies, error),
         }
+    }
+}
+
+fn answer<T>(replies: Vec<Reply<T>>, done: Vec<T>) {
+    for (reply, done) in replies.into_iter().zip(done) {
+        // The requester may have gone away (client timeout): the write is committed all
+        // the same, and a retry will be recognised as such.
+        let _ = reply.send(Ok(done));
+    }
+}
+
+fn fail<T>(what: &str, replies: Vec<Reply<T>>, error: StoreError) {
+    let error = Arc::new(error);
+    tracing::error!(
+        error = %crate::telemetry::ErrorChain(&*error),
+        size = replies.len(),
+        "{what} not committed"
+    );
+    for reply in replies {
+        let _ = reply.send(Err(Arc::clone(&error)));
     }
 }
 
@@ -126,3 +148,71 @@ impl Commit for ConsumeTickets {
 }
 
 pub type TicketWriter = GroupCommit<ConsumeTickets>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Commits numbers, refusing any batch that holds a negative one (as a database refuses
+    /// a batch with one row it cannot store); records each call and what it committed.
+    #[derive(Clone, Default)]
+    struct Numbers {
+        calls: Arc<Mutex<Vec<Vec<i64>>>>,
+        committed: Arc<Mutex<Vec<i64>>>,
+        unavailable: bool,
+    }
+
+    #[async_trait]
+    impl Commit for Numbers {
+        type Job = i64;
+        type Done = i64;
+        const WHAT: &'static str = "number batch";
+
+        async fn commit(&self, jobs: &[i64]) -> Result<Vec<i64>, StoreError> {
+            self.calls.lock().unwrap().push(jobs.to_vec());
+            if self.unavailable {
+                return Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut));
+            }
+            if jobs.iter().any(|n| *n < 0) {
+                return Err(StoreError::Corrupt("negative".into()));
+            }
+            self.committed.lock().unwrap().extend_from_slice(jobs);
+            Ok(jobs.to_vec())
+        }
+    }
+
+    /// Submits `jobs` at once (all queued before the writer wakes: one batch); whether each
+    /// was committed.
+    async fn submit_together(numbers: &Numbers, jobs: Vec<i64>) -> Vec<bool> {
+        let (writer, task) = GroupCommit::spawn(numbers.clone(), 64, Duration::from_secs(5));
+        let outcomes = futures_util::future::join_all(jobs.into_iter().map(|n| writer.submit(n)));
+        let outcomes = outcomes.await.iter().map(Result::is_ok).collect();
+        drop(writer);
+        task.await.unwrap();
+        outcomes
+    }
+
+    #[tokio::test]
+    async fn one_refused_job_fails_alone_and_the_rest_commit_in_order() {
+        let numbers = Numbers::default();
+        let outcomes = submit_together(&numbers, vec![1, 2, -3, 4, 5]).await;
+        assert_eq!(outcomes, [true, true, false, true, true]);
+        assert_eq!(*numbers.committed.lock().unwrap(), [1, 2, 4, 5]);
+        let calls = numbers.calls.lock().unwrap();
+        assert_eq!(calls[0], [1, 2, -3, 4, 5], "first tried as one batch");
+        assert_eq!(calls.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_database_fails_the_batch_without_one_by_one_retries() {
+        let numbers = Numbers {
+            unavailable: true,
+            ..Numbers::default()
+        };
+        let outcomes = submit_together(&numbers, vec![1, 2, 3]).await;
+        assert_eq!(outcomes, [false, false, false]);
+        assert_eq!(numbers.calls.lock().unwrap().len(), 1);
+    }
+}

@@ -490,7 +490,37 @@ async fn sign_check_and_operator_bodies_are_bounded_too(backend: Backend) {
     assert_eq!(listed["sessions"], json!([]), "nothing minted");
 }
 
+/// Found by schemathesis: a NUL character, which PostgreSQL cannot store in text, reached
+/// the database (500, and for events the whole group-commit batch with it). An error
+/// message keeps its event, NUL replaced; a position parameter is parsed as an id.
+async fn a_nul_character_never_reaches_the_database(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut events = Vec::new();
+    for n in 0..8 {
+        let mut enter = crate::helpers::enter(
+            &format!("nul-s{n}"),
+            &format!("nul-p{n}"),
+            "2026-11-28T10:00:00Z",
+        );
+        if n == 0 {
+            enter["event"]["error_msg"] = json!("engine\u{0}failed");
+        }
+        events.push(enter);
+    }
+    let answers = futures_util::future::join_all(events.iter().map(|e| app.post_event(e))).await;
+    for answer in answers {
+        assert_eq!(answer.status(), 200);
+    }
+    let session = app.session("nul-s0").await.unwrap();
+    assert_eq!(session["error_msg"], "engine\u{FFFD}failed");
+    assert!(app.session("nul-s7").await.is_some());
+
+    let res = app.get("/api/v1/phones?after=%00", Some(TOKEN)).await;
+    assert_error(res, 400, "CPHUB.INVALID_FIELD").await;
+}
+
 backend_tests!(
+    a_nul_character_never_reaches_the_database,
     bad_input_is_refused_with_a_code_and_stores_nothing,
     the_error_message_names_the_field,
     content_type_is_not_required,
