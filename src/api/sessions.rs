@@ -21,11 +21,14 @@ fn refusal(error: ApiError) -> HttpResponse {
 
 #[derive(Deserialize, ToSchema)]
 pub(super) struct MintBody {
+    #[schema(value_type = AppId)]
     app_id: String,
     /// The platform's id of the player.
+    #[schema(value_type = UserId)]
     user_id: String,
     /// Take exactly this phone (if free) instead of any free one.
     #[serde(default)]
+    #[schema(value_type = Option<PhoneId>)]
     phone_id: Option<String>,
 }
 
@@ -127,7 +130,7 @@ pub(super) struct SessionView {
     get,
     path = "/sessions/{session_id}",
     tag = "operator",
-    params(("session_id" = String, Path, description = "The session's id")),
+    params(("session_id" = SessionId, Path, description = "The session's id")),
     responses(
         (status = 200, description = "The session as recorded, with its event log", body = SessionView),
         (status = 400, description = "`CPHUB.INVALID_FIELD`: not a valid id", body = ErrorBody),
@@ -155,16 +158,21 @@ pub(super) async fn show(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    #[param(value_type = Option<AppId>)]
     app_id: Option<String>,
+    #[param(value_type = Option<PhoneId>)]
     phone_id: Option<String>,
+    #[param(value_type = Option<UserId>)]
     user_id: Option<String>,
     #[param(value_type = Option<SessionState>)]
     state: Option<String>,
     /// Sessions created at or after (RFC 3339).
+    #[param(format = DateTime, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
     from: Option<String>,
     /// Sessions created before (RFC 3339).
+    #[param(format = DateTime, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
     to: Option<String>,
-    /// 1 to 1000 (default 100).
+    /// Page size, default 100; brought into 1 to 1000.
     limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,

@@ -32,16 +32,20 @@ impl Format {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct UsageRequest {
-    /// Start of the window: RFC 3339, or a date (midnight in the time zone).
+    /// Start of the window: RFC 3339, or a date (midnight in the time zone); 1970 to 9999.
+    #[param(pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])")]
     from: String,
-    /// End of the window, excluded: RFC 3339, or a date.
+    /// End of the window, excluded: RFC 3339, or a date; after `from`.
+    #[param(pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])")]
     to: String,
     /// Comma-separated: `app`, `day`, `phone`, `user`, in the order rows are sorted.
     /// Empty: one row of totals.
+    #[param(pattern = "^\\s*(app|day|phone|user)?\\s*(,\\s*(app|day|phone|user)?\\s*)*$")]
     group_by: Option<String>,
     /// IANA zone whose midnights cut `day` (default: `usage.time_zone`).
     time_zone: Option<String>,
     /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 

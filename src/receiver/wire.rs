@@ -18,44 +18,121 @@ use crate::domain::{
 #[derive(Deserialize, ToSchema)]
 pub struct EventEnvelope {
     /// `app`.
+    #[schema(pattern = "^app$")]
     event_type: String,
+    #[schema(value_type = GameEventDoc)]
     event: WireGameEvent,
 }
 
-#[derive(Deserialize, ToSchema)]
+/// What the events route parses; [`GameEventDoc`] tells clients the same more exactly.
+#[derive(Deserialize)]
 struct WireGameEvent {
-    /// 0 enter, 1 quit.
+    #[serde(deserialize_with = "integer")]
     status: i64,
     phone_id: String,
     app_id: String,
     session_id: String,
-    /// RFC 3339, e.g. `2019-11-14T19:38:49Z`.
     time: String,
-    /// Required on quit; stored as reported (billing uses the measured duration).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_integer")]
     run_time: Option<i64>,
     #[serde(default)]
     error_msg: Option<String>,
+}
+
+/// Chapter 6.2 or 6.3, told apart by `status`.
+// The `*Doc` types only describe the body in the OpenAPI document; `Serialize` is derived
+// for utoipa to read `untagged`.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum GameEventDoc {
+    Enter(EnterEventDoc),
+    Quit(QuitEventDoc),
+}
+
+/// Chapter 6.2. A `run_time` here is ignored.
+#[derive(serde::Serialize, ToSchema)]
+#[allow(dead_code)]
+struct EnterEventDoc {
+    /// 0: enter.
+    #[schema(minimum = 0, maximum = 0)]
+    status: i64,
+    #[serde(flatten)]
+    about: EventAboutDoc,
+}
+
+/// Chapter 6.3.
+#[derive(serde::Serialize, ToSchema)]
+#[allow(dead_code)]
+struct QuitEventDoc {
+    /// 1: quit.
+    #[schema(minimum = 1, maximum = 1)]
+    status: i64,
+    /// Seconds in the game as the phone counted them; stored as reported (billing uses the
+    /// measured duration).
+    #[schema(minimum = 0)]
+    run_time: i64,
+    #[serde(flatten)]
+    about: EventAboutDoc,
+}
+
+/// What enter and quit both carry.
+#[derive(serde::Serialize, ToSchema)]
+#[allow(dead_code)]
+struct EventAboutDoc {
+    phone_id: PhoneId,
+    app_id: AppId,
+    session_id: SessionId,
+    /// RFC 3339, e.g. `2019-11-14T19:38:49Z`; years 1970 to 9999.
+    #[schema(format = DateTime, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
+    time: String,
+    error_msg: Option<ErrorMsg>,
 }
 
 /// `POST {base_path}/heartbeat` (chapter 6.4).
 #[derive(Deserialize, ToSchema)]
 pub struct HeartbeatEnvelope {
     /// `heartbeat` or `app`.
+    #[schema(pattern = "^(heartbeat|app)$")]
     event_type: String,
     event: WireHeartbeat,
 }
 
 #[derive(Deserialize, ToSchema)]
 struct WireHeartbeat {
+    #[schema(value_type = PhoneId)]
     phone_id: String,
-    /// RFC 3339, e.g. `2019-11-14T19:38:49Z`.
+    /// RFC 3339, e.g. `2019-11-14T19:38:49Z`; years 1970 to 9999.
+    #[schema(format = DateTime, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
     time: String,
-    // Blank while no game runs; missing or null is read the same way.
+    /// Blank while no game runs; missing or null is read the same way.
     #[serde(default, deserialize_with = "blank_as_none")]
+    #[schema(pattern = "^([A-Za-z0-9_.:-]*|\\s*)$", max_length = 128)]
     app_id: Option<String>,
+    /// Blank while no game runs.
     #[serde(default, deserialize_with = "blank_as_none")]
+    #[schema(pattern = "^([A-Za-z0-9_.:-]*|\\s*)$", max_length = 64)]
     session_id: Option<String>,
+}
+
+/// JSON has one number type: `41000.0` is the integer 41000 (JSON Schema agrees), and an
+/// engine that writes it so is not refused. A fraction or an out-of-range value is.
+fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_i64()
+        .or_else(|| {
+            let f = n.as_f64()?;
+            // `i64::MAX as f64` rounds up to 2^63, itself out of range: hence `<`.
+            let whole = f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64;
+            whole.then_some(f as i64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("invalid value: {n}, expected an integer")))
+}
+
+fn optional_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Integer(#[serde(deserialize_with = "integer")] i64);
+    Ok(Option::<Integer>::deserialize(d)?.map(|Integer(n)| n))
 }
 
 fn blank_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -131,10 +208,12 @@ impl HeartbeatEnvelope {
 /// `encypted_data`; both spellings are read (both at once is a 400).
 #[derive(Deserialize, ToSchema)]
 pub struct SignCheckBody {
+    #[schema(value_type = SessionId)]
     session_id: String,
     ticket: String,
     /// Epoch milliseconds as minted, as a string (a JSON integer is read the same way).
     #[serde(deserialize_with = "string_or_integer")]
+    #[schema(pattern = "^[0-9]{1,20}$")]
     auth_ts: String,
     /// In `access.data_encoding`: ciphertext followed by the 16-byte GCM tag. Also read as
     /// `encypted_data`, the reference's spelling.

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, enter, quit};
+use crate::helpers::{Backend, TestApp, assert_error, enter, quit};
 
 const PHONE: &str = "a7f3a1c5258347d6b6f1def79e11f2bc";
 const SESSION: &str = "856f5555806443e98b7ed04c5a9d6a9a";
@@ -103,6 +103,28 @@ async fn a_played_session_measures_its_duration(backend: Backend) {
     assert_eq!(session["duration_seconds"], 1230);
     assert_eq!(session["run_time_mismatch"], false);
     assert_eq!(session["ended_at"], "2026-11-28T10:20:30.500Z");
+}
+
+/// JSON has one number type: `1230.0` is the integer 1230 (schemathesis sends such). A
+/// fraction is not.
+async fn integers_written_with_a_zero_fraction_are_integers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut enter = enter("s-1", "p-1", "2026-11-28T10:00:00Z");
+    enter["event"]["status"] = json!(0.0);
+    app.send_event(&enter).await;
+    let mut quit = quit("s-1", "p-1", "2026-11-28T10:20:30Z", 0);
+    for (status, run_time) in [(json!(1.0), json!(12.5)), (json!("1"), json!(1230))] {
+        quit["event"]["status"] = status;
+        quit["event"]["run_time"] = run_time;
+        assert_error(app.post_event(&quit).await, 400, "CPHUB.INVALID_FIELD").await;
+    }
+    quit["event"]["status"] = json!(1.0);
+    quit["event"]["run_time"] = json!(1230.0);
+    app.send_event(&quit).await;
+
+    let session = app.session("s-1").await.unwrap();
+    assert_eq!(session["reported_run_time"], 1230);
+    assert_eq!(session["duration_seconds"], 1230);
 }
 
 async fn a_repeated_event_changes_nothing(backend: Backend) {
@@ -277,6 +299,7 @@ backend_tests!(
     reference_enter_example_starts_a_session,
     reference_quit_example_ends_the_session,
     a_played_session_measures_its_duration,
+    integers_written_with_a_zero_fraction_are_integers,
     a_repeated_event_changes_nothing,
     a_conflicting_repeat_is_logged_but_not_applied,
     quit_before_enter_still_yields_the_right_session,
