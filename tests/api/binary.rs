@@ -14,7 +14,7 @@ use crate::helpers::{
     played_session,
 };
 
-fn cphub(db: &TestDb) -> Command {
+pub(crate) fn cphub(db: &TestDb) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cphub"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -26,23 +26,32 @@ fn cphub(db: &TestDb) -> Command {
     cmd
 }
 
-/// A running `cphub serve` and every line it has logged so far.
-struct Served {
-    child: Child,
-    address: String,
-    log: Arc<Mutex<Vec<String>>>,
+/// A running `cphub serve` and every line it has written so far (its log on stdout, and
+/// stderr, where a panic would go).
+pub(crate) struct Served {
+    pub child: Child,
+    pub address: String,
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 /// Starts `cphub serve` and reads its log until it reports the port it bound.
-fn start_serve(cmd: &mut Command) -> Served {
+pub(crate) fn start_serve(cmd: &mut Command) -> Served {
     let mut child = cmd
         .arg("serve")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
+    let stderr = BufReader::new(child.stderr.take().unwrap());
     let log = Arc::new(Mutex::new(Vec::new()));
+    let lines = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            lines.lock().unwrap().push(line);
+        }
+    });
     let (tx, rx) = std::sync::mpsc::channel();
     let lines = Arc::clone(&log);
     std::thread::spawn(move || {
@@ -65,7 +74,7 @@ fn start_serve(cmd: &mut Command) -> Served {
 }
 
 /// SIGTERM, then the exit status.
-async fn stop(mut child: Child) -> std::process::ExitStatus {
+pub(crate) async fn stop(mut child: Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

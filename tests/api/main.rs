@@ -16,6 +16,7 @@ mod heartbeat;
 mod metrics;
 mod openapi;
 mod phone_sync;
+mod schemathesis;
 mod session_list;
 mod simulation;
 mod simulator_control_plane;

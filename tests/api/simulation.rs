@@ -35,17 +35,17 @@ pub(crate) fn cph_settings(simulator: &Simulator, options: &SimOptions) -> Setti
     .unwrap()
 }
 
-/// Points every simulated phone at `app` through cphub's own client, as
+/// Points every simulated phone at the cphub at `address` through cphub's own client, as
 /// `phones configure-callbacks --all --wait` does, and waits for the jobs.
 pub(crate) async fn configure_callbacks(
-    app: &TestApp,
+    address: &str,
     simulator: &Simulator,
     options: &SimOptions,
 ) {
     let mut settings = cph_settings(simulator, options);
     settings.fleet.heartbeat_interval_secs = 1;
     let property =
-        cphub::cli::phones::callback_property(&settings, Some(app.address.clone()), None).unwrap();
+        cphub::cli::phones::callback_property(&settings, Some(address.to_owned()), None).unwrap();
     let client = CphClient::new(&settings.cph).unwrap();
     let phones = client.list_phones(&Default::default()).await.unwrap();
     assert_eq!(phones.len(), options.phones);
@@ -71,7 +71,7 @@ async fn configured_phones_heartbeat_to_cphub(backend: Backend) {
     let options = simulator_options(&app, 5);
     let simulator = Simulator::start(options.clone()).await.unwrap();
 
-    configure_callbacks(&app, &simulator, &options).await;
+    configure_callbacks(&app.address, &simulator, &options).await;
 
     for phone_id in simulator.phone_ids() {
         let phone = app
@@ -94,7 +94,7 @@ async fn cphub_records_what_the_simulator_played(backend: Backend) {
     options.duplicate_rate = 0.5;
     options.reorder_rate = 0.3;
     let simulator = Simulator::start(options.clone()).await.unwrap();
-    configure_callbacks(&app, &simulator, &options).await;
+    configure_callbacks(&app.address, &simulator, &options).await;
 
     let played = wait_for_played(&simulator, 5).await;
 

@@ -870,7 +870,7 @@ async fn run_python_sdk(args: Vec<String>) -> (std::process::ExitStatus, Vec<Val
     assert!(
         python.exists(),
         "{} is missing: scripts/test creates the venv with Huawei's Python SDK \
-         (from tools/huawei-sdk/requirements.txt); run it once",
+         (from tools/*/requirements.txt); run it once",
         python.display()
     );
     let script = root.join("tools/huawei-sdk/sdk_against_simulator.py");

@@ -87,7 +87,7 @@ async fn start_on(
     let options = simulator_options(port, phones, tune);
     let simulator = Simulator::start(options.clone()).await.unwrap();
     let app = TestApp::spawn_on(db, &cphub_settings(port, &simulator, &options, watchdog)).await;
-    configure_callbacks(&app, &simulator, &options).await;
+    configure_callbacks(&app.address, &simulator, &options).await;
     Fleet {
         port,
         app,
