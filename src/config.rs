@@ -23,6 +23,7 @@ pub enum ConfigError {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
@@ -39,12 +40,14 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
     pub per_app_labels: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub workers: usize,
@@ -52,10 +55,13 @@ pub struct ServerSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: DatabaseUrl,
     pub max_connections: u32,
+    #[serde(deserialize_with = "positive")]
     pub acquire_timeout_ms: u64,
+    #[serde(deserialize_with = "positive")]
     pub write_timeout_ms: u64,
     pub sqlite_synchronous: SqliteSynchronous,
     pub migrate_on_start: bool,
@@ -116,6 +122,7 @@ pub enum SqliteSynchronous {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CallbackSettings {
     pub base_path: BasePath,
     pub public_url: Option<String>,
@@ -160,7 +167,9 @@ impl<'de> Deserialize<'de> for BasePath {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeartbeatSettings {
+    #[serde(deserialize_with = "positive")]
     pub flush_interval_ms: u64,
 }
 
@@ -171,6 +180,7 @@ impl HeartbeatSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AccessSettings {
     pub ticket_ttl_secs: u64,
     pub enter_timeout_secs: u64,
@@ -180,6 +190,7 @@ pub struct AccessSettings {
     pub key_encoding: Encoding,
     pub iv_encoding: Encoding,
     pub data_encoding: Encoding,
+    #[serde(deserialize_with = "positive")]
     pub sweep_interval_ms: u64,
 }
 
@@ -207,7 +218,9 @@ pub enum Encoding {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FleetSettings {
+    #[serde(deserialize_with = "positive")]
     pub heartbeat_interval_secs: u64,
     pub miss_threshold: u32,
 }
@@ -220,11 +233,14 @@ impl FleetSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CphSettings {
     pub endpoint: Option<String>,
     pub project_id: Option<String>,
     pub region: Option<String>,
+    #[serde(deserialize_with = "positive")]
     pub connect_timeout_ms: u64,
+    #[serde(deserialize_with = "positive")]
     pub request_timeout_ms: u64,
     pub max_attempts: u32,
     pub retry_base_ms: u64,
@@ -232,8 +248,10 @@ pub struct CphSettings {
     pub breaker_failures: u32,
     pub breaker_open_secs: u64,
     pub page_limit: u32,
+    #[serde(deserialize_with = "positive")]
     pub job_poll_interval_ms: u64,
     pub job_deadline_secs: u64,
+    #[serde(deserialize_with = "positive")]
     pub sync_interval_secs: u64,
     pub auth: CphAuthSettings,
 }
@@ -246,6 +264,7 @@ impl CphSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CphAuthSettings {
     pub ak: Option<String>,
     pub sk: Option<SecretString>,
@@ -257,9 +276,11 @@ pub struct CphAuthSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WatchdogSettings {
     pub enabled: bool,
     pub dry_run: bool,
+    #[serde(deserialize_with = "positive")]
     pub interval_ms: u64,
     pub startup_grace_secs: u64,
     pub grace_after_recovery_secs: u64,
@@ -279,6 +300,7 @@ fn plain_list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub tokens: Vec<SecretString>,
@@ -286,6 +308,7 @@ pub struct ApiSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UsageSettings {
     /// IANA name, parsed at start-up so a typo stops cphub instead of a report.
     pub time_zone: chrono_tz::Tz,
@@ -293,6 +316,7 @@ pub struct UsageSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub level: String,
     pub format: LogFormat,
@@ -323,6 +347,16 @@ fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret
         .filter(|s| !s.is_empty())
         .map(SecretString::from)
         .collect())
+}
+
+/// Intervals and timeouts: 0 would be a loop that never rests or a deadline already past
+/// (every write a 503), so it is refused at start, naming the key.
+fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(d)?;
+    if n == 0 {
+        return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(n)
 }
 
 impl Settings {

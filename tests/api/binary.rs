@@ -450,6 +450,20 @@ async fn a_bad_setting_stops_startup_naming_its_key() {
             "base32",
             "access.key_encoding",
         ),
+        // 0 was read as 1 ms (a flush loop that never rests), or as a deadline already past.
+        (
+            "CPHUB__HEARTBEATS__FLUSH_INTERVAL_MS",
+            "0",
+            "heartbeats.flush_interval_ms",
+        ),
+        (
+            "CPHUB__DATABASE__WRITE_TIMEOUT_MS",
+            "0",
+            "database.write_timeout_ms",
+        ),
+        // A misspelt key was silently ignored, leaving the default in force.
+        ("CPHUB__HEARTBEATS__FLUSH_INTERVAL", "500", "flush_interval"),
+        ("CPHUB__SERVR__LISTEN", "127.0.0.1:0", "servr"),
     ];
     for (var, value, key) in cases {
         let out = cphub(&db).arg("serve").env(var, value).output().unwrap();
