@@ -5,113 +5,17 @@
 //! below is written once. sqlx cannot be generic over the database without a wall of trait
 //! bounds, so this macro instantiates the same code for each backend; the row-locking
 //! clauses are the only difference (PostgreSQL locks rows; SQLite has one writer anyway).
+//! Enter/quit events are the exception: they are applied a batch at a time with statements
+//! over whole lists (`json_each` on SQLite, `UNNEST` on PostgreSQL), which each backend
+//! writes in its own file, around the logic of `event_batch`.
 
 macro_rules! session_book {
-    ($db:ty, lock = $lock:literal, skip_locked = $skip_locked:literal) => {
-        use crate::domain::{GameEvent, Session, SessionState, UtcTime};
-        use crate::store::codec::{EventRecord, IssuedAccessRow, Phone, SessionRow, StoredEvent};
-        use crate::store::{
-            Allocation, Applied, ApplyRules, EventOutcome, MintRequest, ReceivedEvent, StoreError,
-        };
+    ($db:ty, skip_locked = $skip_locked:literal) => {
+        use crate::domain::{Session, UtcTime};
+        use crate::store::codec::{EventRecord, IssuedAccessRow, Phone, SessionRow};
+        use crate::store::{Allocation, MintRequest, StoreError};
 
         type Tx = sqlx::Transaction<'static, $db>;
-
-        /// Applies one delivery inside the caller's transaction.
-        pub(super) async fn apply_event(
-            tx: &mut Tx,
-            received: &ReceivedEvent,
-            rules: ApplyRules,
-        ) -> Result<Applied, StoreError> {
-            let event = &received.event;
-            let unchanged = |outcome| Ok(Applied { outcome, session: None });
-            if !rules.record_unknown_sessions && !session_exists(tx, event.session_id.as_str()).await? {
-                return unchanged(EventOutcome::Ignored);
-            }
-            if !insert_event(tx, received, "accepted").await? {
-                // The unique index already holds this (session, status): a re-delivery.
-                let accepted: StoredEvent = sqlx::query_as(
-                    "SELECT phone_id, app_id, event_time, run_time FROM session_events \
-                     WHERE session_id = $1 AND status = $2 AND outcome = 'accepted'",
-                )
-                .bind(event.session_id.as_str())
-                .bind(i64::from(event.kind.status()))
-                .fetch_one(&mut **tx)
-                .await?;
-                if accepted.describes(event) {
-                    return unchanged(EventOutcome::Duplicate);
-                }
-                insert_event(tx, received, "conflict").await?;
-                return unchanged(EventOutcome::Conflict);
-            }
-            let session = lock_session(tx, received).await?.apply(event, rules.run_time_tolerance_secs);
-            save_session(tx, &session, received.received_at).await?;
-            update_phone(tx, &session, event, received.received_at).await?;
-            Ok(Applied { outcome: EventOutcome::Accepted, session: Some(session) })
-        }
-
-        async fn session_exists(tx: &mut Tx, session_id: &str) -> Result<bool, StoreError> {
-            let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM sessions WHERE session_id = $1")
-                .bind(session_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-            Ok(found.is_some())
-        }
-
-        /// True when the row was inserted; false when an accepted row already exists.
-        async fn insert_event(
-            tx: &mut Tx,
-            received: &ReceivedEvent,
-            outcome: &'static str,
-        ) -> Result<bool, StoreError> {
-            let event = &received.event;
-            let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO session_events \
-                   (session_id, status, phone_id, app_id, event_time, run_time, error_msg, \
-                    outcome, received_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (session_id, status) WHERE outcome = 'accepted' DO NOTHING \
-                 RETURNING id",
-            )
-            .bind(event.session_id.as_str())
-            .bind(i64::from(event.kind.status()))
-            .bind(event.phone_id.as_str())
-            .bind(event.app_id.as_str())
-            .bind(event.time)
-            .bind(event.run_time)
-            .bind(event.error_msg.as_ref().map(|m| m.as_str()))
-            .bind(outcome)
-            .bind(received.received_at)
-            .fetch_optional(&mut **tx)
-            .await?;
-            Ok(id.is_some())
-        }
-
-        /// The session row, created blank if this is the first cphub hears of it. Creating
-        /// before locking means two concurrent first events serialise on the row instead of
-        /// both starting from nothing.
-        async fn lock_session(tx: &mut Tx, received: &ReceivedEvent) -> Result<Session, StoreError> {
-            let event = &received.event;
-            sqlx::query(
-                "INSERT INTO sessions (session_id, phone_id, app_id, state, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'playing', $4, $4) ON CONFLICT (session_id) DO NOTHING",
-            )
-            .bind(event.session_id.as_str())
-            .bind(event.phone_id.as_str())
-            .bind(event.app_id.as_str())
-            .bind(received.received_at)
-            .execute(&mut **tx)
-            .await?;
-            let row: SessionRow = sqlx::query_as(concat!(
-                "SELECT ",
-                $crate::store::book::session_columns!(),
-                " FROM sessions WHERE session_id = $1",
-                $lock
-            ))
-            .bind(event.session_id.as_str())
-            .fetch_one(&mut **tx)
-            .await?;
-            Session::try_from(row)
-        }
 
         async fn save_session(tx: &mut Tx, s: &Session, now: UtcTime) -> Result<(), StoreError> {
             sqlx::query(
@@ -130,60 +34,6 @@ macro_rules! session_book {
             .bind(s.end_reason.map(|r| r.as_str()))
             .bind(s.error_msg.as_deref())
             .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            Ok(())
-        }
-
-        /// A playing session becomes the phone's current one unless the phone already runs a
-        /// later-started session (a late enter loses); an ended one stops being current.
-        async fn update_phone(
-            tx: &mut Tx,
-            s: &Session,
-            event: &GameEvent,
-            now: UtcTime,
-        ) -> Result<(), StoreError> {
-            let query = if s.state == SessionState::Playing {
-                sqlx::query(
-                    "INSERT INTO phones (phone_id, current_session_id, current_app_id, \
-                       current_session_started_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $5) \
-                     ON CONFLICT (phone_id) DO UPDATE SET \
-                       current_session_id = excluded.current_session_id, \
-                       current_app_id = excluded.current_app_id, \
-                       current_session_started_at = excluded.current_session_started_at, \
-                       updated_at = excluded.updated_at \
-                     WHERE phones.current_session_started_at IS NULL \
-                        OR phones.current_session_started_at <= excluded.current_session_started_at",
-                )
-                .bind(event.phone_id.as_str())
-                .bind(&s.session_id)
-                .bind(&s.app_id)
-                .bind(s.started_at)
-                .bind(now)
-            } else {
-                sqlx::query(
-                    "INSERT INTO phones (phone_id, created_at, updated_at) VALUES ($1, $2, $2) \
-                     ON CONFLICT (phone_id) DO UPDATE SET current_session_id = NULL, \
-                       current_app_id = NULL, current_session_started_at = NULL, \
-                       updated_at = excluded.updated_at \
-                     WHERE phones.current_session_id = $3",
-                )
-                .bind(event.phone_id.as_str())
-                .bind(now)
-                .bind(&s.session_id)
-            };
-            query.execute(&mut **tx).await?;
-            // Entered or quit: the hold taken at minting has served its purpose. Minting held
-            // the session's own phone; naming it keeps this a key lookup (allocated_session_id
-            // has no index: a scan of every phone per event).
-            sqlx::query(
-                "UPDATE phones SET allocated_session_id = NULL, allocated_until = NULL, \
-                   updated_at = $2 WHERE phone_id = $3 AND allocated_session_id = $1",
-            )
-            .bind(&s.session_id)
-            .bind(now)
-            .bind(&s.phone_id)
             .execute(&mut **tx)
             .await?;
             Ok(())

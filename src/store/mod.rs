@@ -8,6 +8,7 @@
 
 mod book;
 mod codec;
+mod event_batch;
 mod filter;
 mod group_commit;
 mod heartbeat_buffer;
@@ -44,6 +45,11 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the event writer has stopped")]
     WriterStopped,
+    /// Another writer accepted one of a batch's events between the batch's read and its
+    /// write (a cphub replica of a version that did not lock sessions first). Nothing of
+    /// the batch is committed; applied again, it is decided afresh.
+    #[error("another writer accepted one of the batch's events first")]
+    Raced,
     /// The database stopped answering in the middle of a write (a network dropping packets
     /// answers nothing, not even an error). The write may or may not have committed.
     #[error("database did not answer within {0:?}")]

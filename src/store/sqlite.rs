@@ -20,12 +20,16 @@ use crate::store::{
 };
 
 use crate::store::book::in_transaction;
+use crate::store::codec::SessionRow;
+use crate::store::event_batch::{
+    self, AcceptedEvent, BatchTx, EventRow, PhoneLinks, SessionUpdate,
+};
 use crate::store::usage;
 use crate::usage::{UsageQuery, UsageRow};
 use serde_json::json;
 
 mod book {
-    crate::store::book::session_book!(sqlx::Sqlite, lock = "", skip_locked = "");
+    crate::store::book::session_book!(sqlx::Sqlite, skip_locked = "");
 }
 
 pub struct SqliteStore {
@@ -96,12 +100,9 @@ impl Store for SqliteStore {
         rules: ApplyRules,
     ) -> Result<Vec<Applied>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let mut outcomes = Vec::with_capacity(events.len());
-        for received in events {
-            outcomes.push(book::apply_event(&mut tx, received, rules).await?);
-        }
+        let applied = event_batch::apply(&mut tx, events, rules).await?;
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(applied)
     }
 
     /// Two statements for the whole batch, the phones as one JSON array (`json_each`), as
@@ -122,7 +123,7 @@ impl Store for SqliteStore {
                 )
             })
             .collect();
-        let batch = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let batch = json(&rows)?;
         let mut tx = self.begin_write().await?;
         sqlx::query(UPSERT_PHONE_HEARTBEATS)
             .bind(&batch)
@@ -294,6 +295,202 @@ const UPSERT_PHONE_HEARTBEATS: &str = concat!(
        value ->> 2, value ->> 2 FROM json_each($1) WHERE true",
     crate::store::book::heartbeat_upsert!()
 );
+
+/// A list as the one JSON parameter a statement reads with `json_each`.
+fn json(rows: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The batch's lists go in as JSON arrays (`json_each`), rows as arrays of their columns,
+/// times as epoch milliseconds; `WHERE true` as in [`UPSERT_PHONE_HEARTBEATS`]. Nothing is
+/// locked: SQLite has one writer, and the transaction took the write lock up front.
+#[async_trait]
+impl BatchTx for sqlx::Transaction<'static, Sqlite> {
+    fn stored(time: UtcTime) -> UtcTime {
+        UtcTime::from_epoch_millis(time.epoch_millis()).unwrap_or(time)
+    }
+
+    async fn create_sessions(&mut self, firsts: &[&ReceivedEvent]) -> Result<(), StoreError> {
+        let rows: Vec<_> = firsts
+            .iter()
+            .map(|r| {
+                let e = &r.event;
+                let at = r.received_at.epoch_millis();
+                (
+                    e.session_id.as_str(),
+                    e.phone_id.as_str(),
+                    e.app_id.as_str(),
+                    at,
+                )
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO sessions (session_id, phone_id, app_id, state, created_at, updated_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, 'playing', value ->> 3, value ->> 3 \
+             FROM json_each($1) WHERE true ON CONFLICT (session_id) DO NOTHING",
+        )
+        .bind(json(&rows)?)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn lock_sessions(&mut self, ids: &[&str]) -> Result<Vec<Session>, StoreError> {
+        let rows: Vec<SessionRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            crate::store::book::session_columns!(),
+            " FROM sessions WHERE session_id IN (SELECT value FROM json_each($1))"
+        ))
+        .bind(json(&ids)?)
+        .fetch_all(&mut **self)
+        .await?;
+        rows.into_iter().map(Session::try_from).collect()
+    }
+
+    async fn accepted_events(&mut self, ids: &[&str]) -> Result<Vec<AcceptedEvent>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT session_id, status, phone_id, app_id, event_time, run_time \
+             FROM session_events WHERE outcome = 'accepted' \
+               AND session_id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json(&ids)?)
+        .fetch_all(&mut **self)
+        .await?)
+    }
+
+    async fn insert_events(&mut self, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                let (e, at) = (&row.received.event, row.received.received_at);
+                (
+                    e.session_id.as_str(),
+                    e.kind.status(),
+                    e.phone_id.as_str(),
+                    e.app_id.as_str(),
+                    e.time.epoch_millis(),
+                    e.run_time,
+                    e.error_msg.as_ref().map(|m| m.as_str()),
+                    row.outcome,
+                    at.epoch_millis(),
+                )
+            })
+            .collect();
+        Ok(sqlx::query(
+            "INSERT INTO session_events (session_id, status, phone_id, app_id, event_time, \
+               run_time, error_msg, outcome, received_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+               value ->> 5, value ->> 6, value ->> 7, value ->> 8 \
+             FROM json_each($1) WHERE true ORDER BY key \
+             ON CONFLICT (session_id, status) WHERE outcome = 'accepted' DO NOTHING",
+        )
+        .bind(json(&rows)?)
+        .execute(&mut **self)
+        .await?
+        .rows_affected())
+    }
+
+    async fn create_phones(&mut self, firsts: &[(&str, UtcTime)]) -> Result<(), StoreError> {
+        let rows: Vec<_> = firsts
+            .iter()
+            .map(|(phone, at)| (phone, at.epoch_millis()))
+            .collect();
+        sqlx::query(
+            "INSERT INTO phones (phone_id, created_at, updated_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 1 FROM json_each($1) WHERE true \
+             ON CONFLICT (phone_id) DO NOTHING",
+        )
+        .bind(json(&rows)?)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn lock_phones(&mut self, ids: &[&str]) -> Result<Vec<PhoneLinks>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT phone_id, current_session_id, current_app_id, current_session_started_at, \
+               allocated_session_id, allocated_until, updated_at \
+             FROM phones WHERE phone_id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json(&ids)?)
+        .fetch_all(&mut **self)
+        .await?)
+    }
+
+    async fn save_sessions(&mut self, sessions: &[SessionUpdate<'_>]) -> Result<(), StoreError> {
+        let millis = |t: Option<UtcTime>| t.map(UtcTime::epoch_millis);
+        let rows: Vec<_> = sessions
+            .iter()
+            .map(|u| {
+                let s = u.session;
+                (
+                    s.session_id.as_str(),
+                    s.state.as_str(),
+                    millis(s.started_at),
+                    millis(s.ended_at),
+                    s.reported_run_time,
+                    s.duration_seconds,
+                    i64::from(s.run_time_mismatch),
+                    s.end_reason.map(|r| r.as_str()),
+                    s.error_msg.as_deref(),
+                    u.updated_at.epoch_millis(),
+                )
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE sessions SET state = u.state, started_at = u.started_at, \
+               ended_at = u.ended_at, reported_run_time = u.reported_run_time, \
+               duration_seconds = u.duration_seconds, run_time_mismatch = u.run_time_mismatch, \
+               end_reason = u.end_reason, error_msg = u.error_msg, updated_at = u.updated_at \
+             FROM (SELECT value ->> 0 AS session_id, value ->> 1 AS state, \
+                 value ->> 2 AS started_at, value ->> 3 AS ended_at, \
+                 value ->> 4 AS reported_run_time, value ->> 5 AS duration_seconds, \
+                 value ->> 6 AS run_time_mismatch, value ->> 7 AS end_reason, \
+                 value ->> 8 AS error_msg, value ->> 9 AS updated_at \
+               FROM json_each($1)) AS u \
+             WHERE sessions.session_id = u.session_id",
+        )
+        .bind(json(&rows)?)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn save_phones(&mut self, phones: &[&PhoneLinks]) -> Result<(), StoreError> {
+        let millis = |t: Option<UtcTime>| t.map(UtcTime::epoch_millis);
+        let rows: Vec<_> = phones
+            .iter()
+            .map(|p| {
+                (
+                    p.phone_id.as_str(),
+                    p.current_session_id.as_deref(),
+                    p.current_app_id.as_deref(),
+                    millis(p.current_session_started_at),
+                    p.allocated_session_id.as_deref(),
+                    millis(p.allocated_until),
+                    p.updated_at.epoch_millis(),
+                )
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE phones SET current_session_id = u.current_session_id, \
+               current_app_id = u.current_app_id, \
+               current_session_started_at = u.current_session_started_at, \
+               allocated_session_id = u.allocated_session_id, \
+               allocated_until = u.allocated_until, updated_at = u.updated_at \
+             FROM (SELECT value ->> 0 AS phone_id, value ->> 1 AS current_session_id, \
+                 value ->> 2 AS current_app_id, value ->> 3 AS current_session_started_at, \
+                 value ->> 4 AS allocated_session_id, value ->> 5 AS allocated_until, \
+                 value ->> 6 AS updated_at \
+               FROM json_each($1)) AS u \
+             WHERE phones.phone_id = u.phone_id",
+        )
+        .bind(json(&rows)?)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+}
 
 struct SingleProcess;
 

@@ -1,10 +1,14 @@
 //! Enter and quit events (chapter 6.2, 6.3): recorded once, whatever the delivery order or
 //! the number of deliveries.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, assert_error, enter, quit};
+use crate::helpers::{
+    Backend, TestApp, WriteLock, assert_acknowledged, assert_error, enter, heartbeat, quit,
+};
 
 const PHONE: &str = "a7f3a1c5258347d6b6f1def79e11f2bc";
 const SESSION: &str = "856f5555806443e98b7ed04c5a9d6a9a";
@@ -294,7 +298,150 @@ async fn replays_and_reordering_change_no_count_or_duration(backend: Backend) {
     assert_eq!(usage["totals"]["seconds"], seconds);
 }
 
+/// Delivers `deliveries` so that they are committed together, in this order, as one
+/// batch: while another client holds the write lock, a first event (of a session and phone
+/// of its own) keeps the writer waiting, and the deliveries queue behind it one by one.
+async fn deliver_in_one_batch(app: &TestApp, deliveries: &[Value]) {
+    let post = |body: Value| {
+        let (client, url) = (app.client.clone(), format!("{}/cph/events", app.address));
+        tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() })
+    };
+    let mut lock = WriteLock::take(&app.db).await;
+    let mut sends = vec![post(enter("blocker", "p-blocker", "2026-11-28T09:00:00Z"))];
+    lock.wait_for_a_waiter().await;
+    for body in deliveries {
+        sends.push(post(body.clone()));
+        // Time for the request to reach the writer's queue before the next one is sent.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lock.release().await;
+    for send in sends {
+        assert_acknowledged(send.await.unwrap()).await;
+    }
+}
+
+/// The value of one series in `GET /metrics` (0 when absent).
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Several deliveries of one session in one batch see each other as they would one by
+/// one: each is accepted, a duplicate or a conflict by what came before it, the log keeps
+/// their arrival order, and a quit overtaking its enter in the batch still measures.
+async fn one_batch_decides_each_event_by_those_before_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    deliver_in_one_batch(
+        &app,
+        &[
+            enter("s-1", "p-1", "2026-11-28T10:00:00Z"),
+            enter("s-1", "p-1", "2026-11-28T11:00:00Z"),
+            quit("s-1", "p-1", "2026-11-28T10:05:00Z", 300),
+            enter("s-1", "p-1", "2026-11-28T10:00:00Z"),
+            quit("s-1", "p-1", "2026-11-28T10:05:00Z", 999),
+            quit("s-1", "p-1", "2026-11-28T10:05:00Z", 300),
+            quit("s-2", "p-2", "2026-11-28T10:10:00Z", 600),
+            enter("s-2", "p-2", "2026-11-28T10:00:00Z"),
+        ],
+    )
+    .await;
+
+    let session = app.session("s-1").await.unwrap();
+    assert_eq!(session["state"], "ended", "{session}");
+    assert_eq!(session["started_at"], "2026-11-28T10:00:00Z");
+    assert_eq!(session["duration_seconds"], 300);
+    assert_eq!(session["reported_run_time"], 300);
+    let log: Vec<_> = session["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].clone(),
+                e["outcome"].clone(),
+                e["run_time"].clone(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("enter", "accepted", Value::Null),
+        ("enter", "conflict", Value::Null),
+        ("quit", "accepted", json!(300)),
+        ("quit", "conflict", json!(999)),
+    ]
+    .map(|(kind, outcome, run_time)| (json!(kind), json!(outcome), run_time));
+    assert_eq!(log, expected);
+    let session = app.session("s-2").await.unwrap();
+    assert_eq!(session["state"], "ended", "{session}");
+    assert_eq!(session["missing_start"], false);
+    assert_eq!(session["duration_seconds"], 600);
+    for phone in ["p-1", "p-2"] {
+        let current = &app.phone(phone).await.unwrap()["current_session_id"];
+        assert_eq!(*current, Value::Null, "{phone}");
+    }
+    for (kind, outcome, count) in [
+        ("enter", "accepted", 3.0), // with the batch's blocker
+        ("enter", "duplicate", 1.0),
+        ("enter", "conflict", 1.0),
+        ("quit", "accepted", 2.0),
+        ("quit", "duplicate", 1.0),
+        ("quit", "conflict", 1.0),
+    ] {
+        let series = format!(r#"cphub_events_total{{outcome="{outcome}",type="{kind}"}}"#);
+        assert_eq!(metric(&app, &series).await, count, "{series}");
+    }
+    let ended = r#"cphub_session_duration_seconds_count{app_id="com.example.game"}"#;
+    assert_eq!(metric(&app, ended).await, 2.0);
+}
+
+/// Phones in one batch move as they would one event at a time: a late enter of an older
+/// session does not take the phone, a quit frees it for the next session, and entering a
+/// minted session clears the hold minting took.
+async fn one_batch_moves_phones_as_one_by_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.send_heartbeat(&heartbeat("p-1", None, "2026-11-28T10:00:00Z"))
+        .await;
+    app.wait_for_phone("p-1", |p| p["state"] == "idle").await;
+    let minted = app
+        .mint_ok(&json!({"app_id": "com.example.game", "user_id": "u-1"}))
+        .await;
+    let held = minted["session_id"].as_str().unwrap();
+    assert_eq!(
+        app.phone("p-1").await.unwrap()["allocated_session_id"],
+        held
+    );
+
+    deliver_in_one_batch(
+        &app,
+        &[
+            enter("new", "p-2", "2026-11-28T11:00:00Z"),
+            enter("old", "p-2", "2026-11-28T10:00:00Z"),
+            enter(held, "p-1", "2026-11-28T10:00:00Z"),
+            quit(held, "p-1", "2026-11-28T10:30:00Z", 1800),
+            enter("next", "p-1", "2026-11-28T10:40:00Z"),
+        ],
+    )
+    .await;
+
+    let p2 = app.phone("p-2").await.unwrap();
+    assert_eq!(p2["current_session_id"], "new", "{p2}");
+    let p1 = app.phone("p-1").await.unwrap();
+    assert_eq!(p1["current_session_id"], "next", "{p1}");
+    assert_eq!(p1["allocated_session_id"], Value::Null, "{p1}");
+    assert_eq!(p1["allocated_until"], Value::Null, "{p1}");
+    let minted = app.session(held).await.unwrap();
+    assert_eq!(minted["state"], "ended", "{minted}");
+    assert_eq!(minted["issued"], true);
+    assert_eq!(minted["duration_seconds"], 1800);
+    assert_eq!(app.session("old").await.unwrap()["state"], "playing");
+}
+
 backend_tests!(
+    one_batch_decides_each_event_by_those_before_it,
+    one_batch_moves_phones_as_one_by_one,
     replays_and_reordering_change_no_count_or_duration,
     reference_enter_example_starts_a_session,
     reference_quit_example_ends_the_session,
