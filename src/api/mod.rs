@@ -120,7 +120,7 @@ impl ApiError {
             ApiError::PhoneBusy => ErrorCode::PhoneBusy,
             ApiError::CphNotConfigured => ErrorCode::CphNotConfigured,
             ApiError::RecoveryRefused(_) => ErrorCode::RecoveryRefused,
-            ApiError::Store(e) if e.is_unavailable() => ErrorCode::Unavailable,
+            ApiError::Store(e) if e.is_retryable() => ErrorCode::Unavailable,
             ApiError::Store(_) | ApiError::Render(_) => ErrorCode::Internal,
         }
     }

@@ -76,7 +76,7 @@ impl ReceiverError {
                 Refusal::DecryptFailed => ErrorCode::DecryptFailed,
                 Refusal::Replayed => ErrorCode::TicketReplayed,
             },
-            ReceiverError::Store(e) if e.is_unavailable() => ErrorCode::Unavailable,
+            ReceiverError::Store(e) if e.is_retryable() => ErrorCode::Unavailable,
             ReceiverError::Store(_) => ErrorCode::Internal,
         }
     }

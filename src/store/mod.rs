@@ -63,6 +63,13 @@ impl StoreError {
             StoreError::Unavailable(_) | StoreError::WriterStopped | StoreError::TimedOut(_)
         )
     }
+
+    /// Whether the client should simply send the request again (503 with `Retry-After`):
+    /// the database is away, or a race left nothing committed and a redelivery will be
+    /// decided afresh.
+    pub fn is_retryable(&self) -> bool {
+        self.is_unavailable() || matches!(self, StoreError::Raced)
+    }
 }
 
 /// Runs a write within `limit` (`database.write_timeout_ms`). Without it a silent network
@@ -102,8 +109,11 @@ fn is_transient(e: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // SQLite: 5 BUSY, 6 LOCKED. PostgreSQL: class 08 connection, 53 resources,
-            // 57P0x operator intervention (shutdown, crash recovery).
-            matches!(code.as_ref(), "5" | "6" | "517" | "262")
+            // 57P0x operator intervention (shutdown, crash recovery), and 40P01 / 40001:
+            // a deadlock (the heartbeat flush locks phones then sessions, event batches
+            // sessions then phones) or serialization failure aborts one side, which is
+            // simply sent again.
+            matches!(code.as_ref(), "5" | "6" | "517" | "262" | "40P01" | "40001")
                 || code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")
