@@ -8,16 +8,15 @@
 //! CI runs a few examples per operation with a fixed seed. The long run of docs/fuzzing.md:
 //! `CPHUB_SCHEMATHESIS_EXAMPLES=500 CPHUB_SCHEMATHESIS_SEED=random scripts/test --test api -- schemathesis`.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use cphub::simulator::{SimOptions, Simulator};
+use cphub::simulator::Simulator;
 
 use crate::backend_tests;
 use crate::binary::{cphub, start_serve, stop};
 use crate::helpers::{Backend, TOKEN, TestDb};
-use crate::simulation::configure_callbacks;
+use crate::simulation::{configure_callbacks, simulator_options};
 
 /// Enough phones that minting never runs out while schemathesis holds some of them: a
 /// minted session holds its phone for `ticket_ttl_secs` (1 s here).
@@ -43,12 +42,7 @@ async fn schemathesis_finds_no_server_error_and_no_departure_from_the_document(b
         .port();
     let address = format!("http://127.0.0.1:{port}");
 
-    let mut options = SimOptions::defaults();
-    options.phones = PHONES;
-    options.cph_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    options.cphub = address.clone();
-    options.job_delay_ms = 20;
-    options.token = None;
+    let options = simulator_options(&address, PHONES);
     let simulator = Simulator::start(options.clone()).await.unwrap();
 
     let mut command = cphub(&db);

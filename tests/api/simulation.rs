@@ -12,11 +12,12 @@ use cphub::simulator::{SimOptions, Simulator};
 use crate::backend_tests;
 use crate::helpers::{Backend, TOKEN, TestApp};
 
-pub(crate) fn simulator_options(app: &TestApp, phones: usize) -> SimOptions {
+/// A simulator of `phones` phones whose callbacks go to the cphub at `cphub`, no players.
+pub(crate) fn simulator_options(cphub: &str, phones: usize) -> SimOptions {
     let mut options = SimOptions::defaults();
     options.phones = phones;
     options.cph_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    options.cphub = app.address.clone();
+    options.cphub = cphub.to_owned();
     options.job_delay_ms = 50;
     options.token = None;
     options
@@ -68,7 +69,7 @@ pub(crate) async fn configure_callbacks(
 
 async fn configured_phones_heartbeat_to_cphub(backend: Backend) {
     let app = TestApp::spawn_with(backend, "[fleet]\nheartbeat_interval_secs = 1").await;
-    let options = simulator_options(&app, 5);
+    let options = simulator_options(&app.address, 5);
     let simulator = Simulator::start(options.clone()).await.unwrap();
 
     configure_callbacks(&app.address, &simulator, &options).await;
@@ -84,7 +85,7 @@ async fn configured_phones_heartbeat_to_cphub(backend: Backend) {
 
 async fn cphub_records_what_the_simulator_played(backend: Backend) {
     let app = TestApp::spawn_with(backend, "[fleet]\nheartbeat_interval_secs = 1").await;
-    let mut options = simulator_options(&app, 3);
+    let mut options = simulator_options(&app.address, 3);
     options.token = Some(TOKEN.to_owned());
     options.sessions = 5;
     options.player_interval_ms = 100;
