@@ -1,7 +1,6 @@
 //! The operator API under `/api/v1`: bearer token from `api.tokens` on every route.
 
 mod auth;
-mod openapi;
 mod phones;
 mod sessions;
 mod usage;
@@ -15,8 +14,9 @@ pub use auth::BearerTokens;
 
 use crate::config::ApiSettings;
 use crate::domain::ParseError;
+use crate::http::api_document;
+use crate::http::route::{self, Endpoint};
 use crate::http::{ErrorCode, error::server_error_response, error_response, json};
-use crate::routes::{self, Endpoint};
 use crate::store::StoreError;
 
 /// Where the operator API lives.
@@ -28,7 +28,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, settings: &ApiSettings) {
             .app_data(json::config(settings.body_limit))
             .app_data(json::query_config())
             .wrap(from_fn(auth::require_bearer_token))
-            .configure(|cfg| routes::register(cfg, endpoints())),
+            .configure(|cfg| route::register(cfg, endpoints())),
     );
 }
 
@@ -45,7 +45,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::POST, "/phones/{phone_id}/reset", phones::reset),
         Endpoint::new(Method::GET, "/recoveries", phones::recoveries),
         Endpoint::new(Method::GET, "/usage", usage::usage),
-        Endpoint::new(Method::GET, "/openapi.json", openapi::serve),
+        Endpoint::new(Method::GET, "/openapi.json", api_document::serve),
     ]
 }
 
@@ -62,7 +62,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     phones::reset,
     phones::recoveries,
     usage::usage,
-    openapi::serve,
+    crate::http::api_document::serve,
 ))]
 pub struct OperatorDoc;
 
@@ -91,15 +91,6 @@ pub enum ApiError {
     RecoveryRefused(crate::watchdog::WatchdogError),
     #[error("could not render the report: {0}")]
     Render(String),
-}
-
-impl From<crate::usage::UsageError> for ApiError {
-    fn from(error: crate::usage::UsageError) -> Self {
-        match error {
-            crate::usage::UsageError::Invalid(e) => ApiError::Invalid(e),
-            crate::usage::UsageError::Store(e) => ApiError::Store(e),
-        }
-    }
 }
 
 impl From<crate::watchdog::WatchdogError> for ApiError {

@@ -17,8 +17,8 @@ use crate::access::Refusal;
 use crate::config::CallbackSettings;
 use crate::domain::{ParseError, Problem};
 use crate::http::error::server_error_response;
+use crate::http::route::{self, Endpoint};
 use crate::http::{ErrorCode, error_response, request_id};
-use crate::routes::{self, Endpoint};
 use crate::store::StoreError;
 
 pub use wire::{EventEnvelope, HeartbeatEnvelope, SignCheckBody};
@@ -26,7 +26,7 @@ pub use wire::{EventEnvelope, HeartbeatEnvelope, SignCheckBody};
 pub fn routes(cfg: &mut web::ServiceConfig, settings: &CallbackSettings) {
     cfg.service(
         web::scope(settings.base_path.as_str())
-            .configure(|cfg| routes::register(cfg, endpoints(settings))),
+            .configure(|cfg| route::register(cfg, endpoints(settings))),
     );
 }
 
