@@ -1,4 +1,4 @@
-//! Layered, validated configuration (DESIGN.md "Interface contract").
+//! Layered, validated configuration (docs/configuration.md lists every key).
 //!
 //! Every value is parsed into its final type here, so a bad setting stops start-up with a
 //! message naming its key instead of surfacing later as a runtime error.
@@ -12,6 +12,10 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
+// Sections whose types live with the module they configure (lower layers than this one).
+pub use crate::telemetry::{LogFormat, LogSettings};
+pub use crate::usage::UsageSettings;
+
 /// The defaults, built into the binary so that `cphub serve` works from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -20,6 +24,9 @@ pub enum ConfigError {
     // The figment error is the whole message (it names the key); not repeated as a source.
     #[error("invalid configuration: {0}")]
     Invalid(Box<figment::Error>),
+    /// A value that is well-formed alone but not with the others (checked after parsing).
+    #[error("invalid configuration: {key}: {reason}")]
+    Inconsistent { key: &'static str, reason: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -307,28 +314,6 @@ pub struct ApiSettings {
     pub body_limit: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UsageSettings {
-    /// IANA name, parsed at start-up so a typo stops cphub instead of a report.
-    pub time_zone: chrono_tz::Tz,
-    pub billing_rounding: crate::usage::Rounding,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    pub level: String,
-    pub format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 /// Environment variables carry lists as `a,b,c`; files carry real arrays. Accept both.
 fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
     #[derive(Deserialize)]
@@ -386,11 +371,52 @@ impl Settings {
     }
 
     fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
-        figment
+        let settings: Settings = figment
             .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        settings.check_callback_urls()?;
+        Ok(settings)
+    }
+
+    /// The three callback URLs built from `callbacks.public_url` and `base_path` must be
+    /// valid phone property URLs: otherwise `configure-callbacks` and the watchdog's resets
+    /// would fail much later, far from the mistake.
+    fn check_callback_urls(&self) -> Result<(), ConfigError> {
+        let Some(public_url) = &self.callbacks.public_url else {
+            return Ok(());
+        };
+        // "/sign-check" is the longest of the three routes.
+        let longest = format!(
+            "{}{}/sign-check",
+            public_url.trim_end_matches('/'),
+            self.callbacks.base_path.as_str()
+        );
+        match property_url_problem(&longest) {
+            None => Ok(()),
+            Some(reason) => Err(ConfigError::Inconsistent {
+                key: "callbacks.public_url",
+                reason: format!("{longest:?} is not a valid phone property URL: {reason}"),
+            }),
+        }
     }
 }
+
+/// Phone property URLs (appendix A.1): `http`/`https`, at most 256 characters, letters,
+/// digits and `_.,/:-` only. None when `url` obeys; else what it breaks.
+pub fn property_url_problem(url: &str) -> Option<&'static str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_.,/:-".contains(c);
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        Some("must start with http:// or https://")
+    } else if url.len() > MAX_PROPERTY_URL_LEN {
+        Some("longer than 256 characters")
+    } else if !url.chars().all(allowed) {
+        Some("only letters, digits and _.,/:- are allowed (no ?, =, spaces)")
+    } else {
+        None
+    }
+}
+
+const MAX_PROPERTY_URL_LEN: usize = 256;
 
 /// Default directory for `$CPHUB_ENV.toml`: `./config`, or `CPHUB_CONFIG_DIR`.
 pub fn default_config_dir() -> PathBuf {
@@ -433,6 +459,14 @@ mod tests {
             ("[callbacks]\nbase_path = \"/a?b=c\"", "callbacks.base_path"),
             ("[callbacks]\nbase_path = \"cph\"", "callbacks.base_path"),
             ("[log]\nformat = \"xml\"", "log.format"),
+            (
+                "[callbacks]\npublic_url = \"ftp://h\"",
+                "callbacks.public_url",
+            ),
+            (
+                "[callbacks]\npublic_url = \"https://h/?token=1\"",
+                "callbacks.public_url",
+            ),
         ];
         for (toml, key) in cases {
             let err = Settings::with_overrides(toml).unwrap_err().to_string();

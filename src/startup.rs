@@ -10,12 +10,13 @@ use actix_web::{App, HttpServer, web};
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
-use crate::access::HoldSweeper;
 use crate::api::{self, BearerTokens};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
+use crate::cph::properties::{PropertyError, callback_property};
 use crate::cph::{CphClient, CphError, sync::PhoneSync};
-use crate::http::{error::not_found, request_id};
+use crate::http::api_document::ApiDocument;
+use crate::http::{error::not_found, request_id, route};
 use crate::metrics::{self, Metrics};
 use crate::receiver;
 use crate::routes;
@@ -23,7 +24,7 @@ use crate::store::{
     self, ApplyEvents, ApplyRules, ConsumeTickets, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
     Store, StoreError, TicketWriter,
 };
-use crate::watchdog::{Watchdog, WatchdogTask};
+use crate::watchdog::{HoldSweeper, Watchdog, WatchdogTask};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -31,12 +32,23 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("cannot set up the CPH management client")]
     Cph(#[from] CphError),
+    #[error("cannot build the callback properties a reset re-applies")]
+    Property(#[from] PropertyError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The callback properties the watchdog re-applies with a reset; None while
+/// `callbacks.public_url` is unset (the configuration checked it when it loaded).
+fn reset_property(settings: &Settings) -> Result<Option<String>, PropertyError> {
+    match settings.callbacks.public_url {
+        Some(_) => callback_property(settings, None, None).map(Some),
+        None => Ok(None),
+    }
 }
 
 pub struct Application {
@@ -117,6 +129,7 @@ impl Application {
                     Arc::clone(&clock),
                     std::time::Duration::from_secs(settings.cph.sync_interval_secs),
                 );
+                let reset_property = reset_property(&settings)?;
                 let watchdog = settings.watchdog.enabled.then(|| {
                     Watchdog::new(
                         Arc::clone(&store),
@@ -125,7 +138,7 @@ impl Application {
                         Arc::clone(&metrics),
                         settings.watchdog.clone(),
                         &settings.fleet,
-                        crate::cli::phones::callback_property(&settings, None, None).ok(),
+                        reset_property,
                     )
                 });
                 (Some(sync), watchdog)
@@ -242,7 +255,7 @@ fn metrics_server(
             .app_data(clock.clone())
             .app_data(metrics.clone())
             .app_data(fleet.clone())
-            .configure(|cfg| routes::register(cfg, vec![routes::metrics()]))
+            .configure(|cfg| route::register(cfg, vec![routes::metrics()]))
     })
     .workers(1)
     .disable_signals()
@@ -267,6 +280,9 @@ fn http_server(
     let fleet = web::Data::new(settings.fleet.clone());
     let usage = web::Data::new(settings.usage.clone());
     let base_path = web::Data::new(settings.callbacks.base_path.clone());
+    let document = web::Data::new(ApiDocument::new(&crate::openapi::document(
+        &settings.callbacks.base_path,
+    )));
     let metrics = web::Data::from(shared.metrics);
     let metrics_here = settings.metrics.listen.is_none();
     let watchdog = shared.watchdog.map(web::Data::new);
@@ -287,16 +303,17 @@ fn http_server(
             .app_data(fleet.clone())
             .app_data(usage.clone())
             .app_data(base_path.clone())
+            .app_data(document.clone())
             .app_data(metrics.clone())
             .configure(|cfg| {
                 if let Some(watchdog) = &watchdog {
                     cfg.app_data(watchdog.clone());
                 }
             })
-            .configure(|cfg| routes::register(cfg, routes::health()))
+            .configure(|cfg| route::register(cfg, routes::health()))
             .configure(|cfg| {
                 if metrics_here {
-                    routes::register(cfg, vec![routes::metrics()]);
+                    route::register(cfg, vec![routes::metrics()]);
                 }
             })
             .configure(|cfg| receiver::routes(cfg, &callbacks))

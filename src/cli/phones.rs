@@ -5,7 +5,7 @@ use futures_util::StreamExt;
 
 use super::{Format, Outcome, PhonesCommand, Target};
 use crate::config::Settings;
-use crate::cph::properties::{CallbackUrls, PropertyError};
+use crate::cph::properties::{PropertyError, callback_property};
 use crate::cph::{BatchOutcome, CphClient, CphError, Job, PhoneFilter, PhoneItem, model};
 
 /// Phones per batch request (the reference sets no limit; this keeps bodies small).
@@ -19,8 +19,6 @@ pub enum CliError {
     Cph(#[from] CphError),
     #[error(transparent)]
     Property(#[from] PropertyError),
-    #[error("no public URL: pass --public-url or set callbacks.public_url")]
-    MissingPublicUrl,
 }
 
 pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome, CliError> {
@@ -45,7 +43,7 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
             wait,
         } => {
             // Checked before any call: a bad URL must not reach a single phone.
-            let property = callback_property(settings, public_url, heartbeat_interval)?;
+            let property = callback_property(settings, public_url.as_deref(), heartbeat_interval)?;
             let client = CphClient::new(&settings.cph)?;
             let phone_ids = resolve(&client, target).await?;
             if dry_run {
@@ -68,7 +66,7 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
             public_url,
             wait,
         } => {
-            let property = callback_property(settings, public_url, None)?;
+            let property = callback_property(settings, public_url.as_deref(), None)?;
             let client = CphClient::new(&settings.cph)?;
             let items = with_property(&phone_ids, &property);
             run_batches(&client, BatchOp::Reset, items, wait.wait).await
@@ -79,21 +77,6 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
             run_batches(&client, BatchOp::Stop, items, wait.wait).await
         }
     }
-}
-
-/// The callback properties for this cphub: its public URL, `callbacks.base_path`, and the
-/// heartbeat interval.
-pub fn callback_property(
-    settings: &Settings,
-    public_url: Option<String>,
-    heartbeat_interval: Option<u64>,
-) -> Result<String, CliError> {
-    let public_url = public_url
-        .or_else(|| settings.callbacks.public_url.clone())
-        .ok_or(CliError::MissingPublicUrl)?;
-    let urls = CallbackUrls::new(&public_url, &settings.callbacks.base_path)?;
-    let interval = heartbeat_interval.unwrap_or(settings.fleet.heartbeat_interval_secs);
-    Ok(urls.property_json(interval)?)
 }
 
 async fn resolve(client: &CphClient, target: Target) -> Result<Vec<String>, CphError> {

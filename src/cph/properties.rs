@@ -5,14 +5,12 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::BasePath;
+use crate::config::{BasePath, Settings, property_url_problem};
 
 pub const SIGN_CHECK_URL: &str = "com.cph.cg.sign_check_url";
 pub const EVENT_NOTIFY_URL: &str = "com.cph.cg.event_notify_url";
 pub const HEARTBEAT_URL: &str = "com.cph.cg.heartbeat_url";
 pub const HEARTBEAT_INTERVAL: &str = "com.cph.cg.heartbeat_interval";
-
-const MAX_URL_LEN: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PropertyError {
@@ -20,6 +18,8 @@ pub enum PropertyError {
     InvalidUrl { url: String, reason: &'static str },
     #[error("heartbeat interval must be 1 to 9999999999 seconds")]
     InvalidInterval,
+    #[error("no public URL: pass --public-url or set callbacks.public_url")]
+    MissingPublicUrl,
 }
 
 /// The three callback URLs cphub serves, as phones must be configured with them.
@@ -64,22 +64,29 @@ impl CallbackUrls {
 }
 
 fn check_url(url: &str) -> Result<(), PropertyError> {
-    let invalid = |reason| {
-        Err(PropertyError::InvalidUrl {
+    match property_url_problem(url) {
+        None => Ok(()),
+        Some(reason) => Err(PropertyError::InvalidUrl {
             url: url.to_owned(),
             reason,
-        })
-    };
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "_.,/:-".contains(c);
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        invalid("must start with http:// or https://")
-    } else if url.len() > MAX_URL_LEN {
-        invalid("longer than 256 characters")
-    } else if !url.chars().all(allowed) {
-        invalid("only letters, digits and _.,/:- are allowed (no ?, =, spaces)")
-    } else {
-        Ok(())
+        }),
     }
+}
+
+/// The `property` string that points phones at this service: the callback URLs under
+/// `public_url` (default `callbacks.public_url`) and the heartbeat interval (default
+/// `fleet.heartbeat_interval_secs`).
+pub fn callback_property(
+    settings: &Settings,
+    public_url: Option<&str>,
+    heartbeat_interval: Option<u64>,
+) -> Result<String, PropertyError> {
+    let public_url = public_url
+        .or(settings.callbacks.public_url.as_deref())
+        .ok_or(PropertyError::MissingPublicUrl)?;
+    let urls = CallbackUrls::new(public_url, &settings.callbacks.base_path)?;
+    let interval = heartbeat_interval.unwrap_or(settings.fleet.heartbeat_interval_secs);
+    urls.property_json(interval)
 }
 
 #[cfg(test)]

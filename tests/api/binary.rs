@@ -464,6 +464,17 @@ async fn a_bad_setting_stops_startup_naming_its_key() {
         // A misspelt key was silently ignored, leaving the default in force.
         ("CPHUB__HEARTBEATS__FLUSH_INTERVAL", "500", "flush_interval"),
         ("CPHUB__SERVR__LISTEN", "127.0.0.1:0", "servr"),
+        // Swallowed until the watchdog said "public_url is unset" (appendix A.1's URL rules).
+        (
+            "CPHUB__CALLBACKS__PUBLIC_URL",
+            "https://cphub.example.com/?token=1",
+            "callbacks.public_url",
+        ),
+        (
+            "CPHUB__CALLBACKS__PUBLIC_URL",
+            "cphub.example.com",
+            "callbacks.public_url",
+        ),
     ];
     for (var, value, key) in cases {
         let out = cphub(&db).arg("serve").env(var, value).output().unwrap();

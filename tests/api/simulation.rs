@@ -46,7 +46,7 @@ pub(crate) async fn configure_callbacks(
     let mut settings = cph_settings(simulator, options);
     settings.fleet.heartbeat_interval_secs = 1;
     let property =
-        cphub::cli::phones::callback_property(&settings, Some(address.to_owned()), None).unwrap();
+        cphub::cph::properties::callback_property(&settings, Some(address), None).unwrap();
     let client = CphClient::new(&settings.cph).unwrap();
     let phones = client.list_phones(&Default::default()).await.unwrap();
     assert_eq!(phones.len(), options.phones);
