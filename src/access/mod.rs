@@ -1,13 +1,12 @@
-//! Access verification (DESIGN.md "Access verification"): what cphub mints for a session,
-//! and the rules a sign check must pass before the phone gets the session's AES key.
+//! Access verification (docs/api.md "Access verification"): what cphub mints for a session,
+//! and the rules a sign check must pass before the phone gets the session's AES key. Pure:
+//! no I/O; the store records what is minted, the receiver asks [`verify`] for a verdict.
 
 mod encoding;
-mod holds;
 mod secrets;
 mod verify;
 
 pub use encoding::{decode, encode};
-pub use holds::HoldSweeper;
 pub use secrets::{AesKey, MintedAccess, Ticket};
 pub use verify::{Issued, Refusal, Rules, SignCheck, Verdict, verify};
 

@@ -1,8 +1,10 @@
-//! The fleet watchdog (DESIGN.md "Fleet watchdog"). Each pass, on the one replica that
+//! The fleet watchdog (docs/architecture.md "Background tasks"). Each pass, on the one replica that
 //! holds the lease: sessions of silent phones are closed as abandoned; unhealthy phones are
 //! restarted, then reset, then marked broken, within budgets; every decision goes to the
-//! recovery log, and the jobs are followed to their end.
+//! recovery log, and the jobs are followed to their end. The hold sweeper, the other loop
+//! that frees phones, lives here too ([`HoldSweeper`]).
 
+mod holds;
 mod policy;
 
 use std::collections::HashSet;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+pub use holds::HoldSweeper;
 pub use policy::{Action, Budgets, Decision, Outcome, Past, Reason, decide};
 
 use crate::clock::Clock;
