@@ -7,7 +7,22 @@ use std::fmt;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
-use crate::config::{LogFormat, LogSettings};
+use serde::Deserialize;
+
+/// `[log]` in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global subscriber writing to `sink`. `RUST_LOG` overrides `log.level`.
 /// Returns quietly if a subscriber is already installed (tests start many apps).

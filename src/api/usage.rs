@@ -96,7 +96,9 @@ pub(super) async fn usage(
         group_by: request.group_by.unwrap_or_default(),
         time_zone: request.time_zone,
     };
-    let report = usage::report(store.get_ref(), &settings, &params).await?;
+    let plan = usage::plan(&settings, &params)?;
+    let rows = store.usage(&plan.query).await?;
+    let report = usage::UsageReport::new(plan, rows);
     Ok(match format {
         Format::Json => HttpResponse::Ok().json(report),
         Format::Csv => HttpResponse::Ok()

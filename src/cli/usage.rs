@@ -1,12 +1,14 @@
 //! `cphub usage`: the billing report of `GET /api/v1/usage`, straight from the database.
-//! Both call `usage::report`, so the numbers are the same.
+//! Both plan with `usage::plan` and build a `usage::UsageReport`, so the numbers are the same.
 
 use clap::{Args, ValueEnum};
 
 use super::Outcome;
 use crate::config::Settings;
+use crate::domain::ParseError;
 use crate::store;
-use crate::usage::{self, UsageError, UsageParams};
+use crate::store::StoreError;
+use crate::usage::{self, UsageParams};
 
 #[derive(Debug, Args)]
 pub struct UsageCommand {
@@ -30,7 +32,9 @@ pub enum ReportFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum UsageCommandError {
     #[error(transparent)]
-    Usage(#[from] UsageError),
+    Invalid(#[from] ParseError),
+    #[error("usage query failed")]
+    Store(#[from] StoreError),
     #[error("could not write CSV")]
     Csv(#[from] csv::Error),
     #[error("could not write JSON")]
@@ -38,19 +42,15 @@ pub enum UsageCommandError {
 }
 
 pub async fn run(settings: &Settings, command: UsageCommand) -> Result<Outcome, UsageCommandError> {
-    let store = store::connect(&settings.database)
-        .await
-        .map_err(UsageError::from)?;
+    let store = store::connect(&settings.database).await?;
+    let plan = usage::plan(&settings.usage, &command.params)?;
     if command.explain {
-        let plan = usage::plan(&settings.usage, &command.params).map_err(UsageError::from)?;
-        let steps = store
-            .explain_usage(&plan.query)
-            .await
-            .map_err(UsageError::from)?;
+        let steps = store.explain_usage(&plan.query).await?;
         steps.iter().for_each(|step| println!("{step}"));
         return Ok(Outcome::AllSucceeded);
     }
-    let report = usage::report(store.as_ref(), &settings.usage, &command.params).await?;
+    let rows = store.usage(&plan.query).await?;
+    let report = usage::UsageReport::new(plan, rows);
     match command.format {
         ReportFormat::Table => print!("{}", usage::to_table(&report)),
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),

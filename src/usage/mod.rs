@@ -1,6 +1,7 @@
 //! Usage for billing: sessions, seconds and billable minutes per app, day, phone or user,
 //! over a window. The operator API (`GET /api/v1/usage`) and the CLI (`cphub usage`) both
-//! call [`report`], so they give the same numbers.
+//! [`plan`] the query, ask `Store::usage`, and build a [`UsageReport`], so they give the same
+//! numbers. Pure: no I/O here.
 //!
 //! The rules, chosen so that reports add up (two halves of a month sum to the month, the
 //! days of a month sum to the month):
@@ -25,9 +26,7 @@ use serde::{Deserialize, Serialize, Serializer};
 pub use render::{to_csv, to_table};
 pub use window::{MAX_DAYS, Piece, Window, pieces};
 
-use crate::config::UsageSettings;
 use crate::domain::{ParseError, Problem, UtcTime};
-use crate::store::{Store, StoreError};
 
 /// What one report may be grouped by, in the order the operator asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,6 +83,15 @@ impl GroupBy {
     pub fn has(&self, key: GroupKey) -> bool {
         self.0.contains(&key)
     }
+}
+
+/// `[usage]` in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageSettings {
+    /// IANA name, parsed at start-up so a typo stops cphub instead of a report.
+    pub time_zone: Tz,
+    pub billing_rounding: Rounding,
 }
 
 /// How measured seconds become billable minutes (`usage.billing_rounding`).
@@ -223,14 +231,6 @@ pub struct UsageReport {
     pub totals: Counts,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum UsageError {
-    #[error(transparent)]
-    Invalid(#[from] ParseError),
-    #[error("usage query failed")]
-    Store(#[from] StoreError),
-}
-
 /// What the operator typed, parsed: the window, the zone of its days, the store's query.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -260,36 +260,34 @@ pub fn plan(settings: &UsageSettings, params: &UsageParams) -> Result<Plan, Pars
     })
 }
 
-/// Parses what the operator typed, asks the store, and sorts and totals the answer.
-pub async fn report(
-    store: &dyn Store,
-    settings: &UsageSettings,
-    params: &UsageParams,
-) -> Result<UsageReport, UsageError> {
-    let Plan {
-        window,
-        time_zone,
-        query,
-    } = plan(settings, params)?;
-    let mut rows = store.usage(&query).await?;
-    let group_by = query.group_by;
-    rows.sort_by(|a, b| {
-        let keys = group_by.keys().iter();
-        keys.map(|k| a.key(*k).cmp(&b.key(*k)))
-            .find(|order| order.is_ne())
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    let mut totals = Counts::default();
-    rows.iter().for_each(|r| totals.add(&r.counts));
-    Ok(UsageReport {
-        from: window.from,
-        to: window.to,
-        time_zone,
-        rounding: query.rounding,
-        group_by,
-        rows,
-        totals,
-    })
+impl UsageReport {
+    /// The store's answer to `plan.query` (`Store::usage`), sorted by the group keys in the
+    /// order asked, with the totals.
+    pub fn new(plan: Plan, mut rows: Vec<UsageRow>) -> UsageReport {
+        let Plan {
+            window,
+            time_zone,
+            query,
+        } = plan;
+        let group_by = query.group_by;
+        rows.sort_by(|a, b| {
+            let keys = group_by.keys().iter();
+            keys.map(|k| a.key(*k).cmp(&b.key(*k)))
+                .find(|order| order.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let mut totals = Counts::default();
+        rows.iter().for_each(|r| totals.add(&r.counts));
+        UsageReport {
+            from: window.from,
+            to: window.to,
+            time_zone,
+            rounding: query.rounding,
+            group_by,
+            rows,
+            totals,
+        }
+    }
 }
 
 impl Serialize for UsageReport {
