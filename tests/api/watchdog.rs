@@ -481,6 +481,9 @@ async fn is_leader(app: &TestApp) -> bool {
 /// restarted twice for one incident.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_acts_and_another_takes_over_when_it_dies() {
+    if !crate::helpers::postgres_available() {
+        return;
+    }
     let db = TestDb::new(Backend::Postgres).await;
     let second_db = db.same_database();
     let fleet = start_on(db, 2, "", |o| o.silent = 1).await;
