@@ -40,19 +40,6 @@ pub struct GameEvent {
     pub error_msg: Option<ErrorMsg>,
 }
 
-impl GameEvent {
-    /// Two deliveries describe the same event when everything that identifies it agrees;
-    /// `error_msg` is commentary and may differ between retries.
-    pub fn same_event_as(&self, other: &GameEvent) -> bool {
-        self.kind == other.kind
-            && self.session_id == other.session_id
-            && self.phone_id == other.phone_id
-            && self.app_id == other.app_id
-            && self.time == other.time
-            && self.run_time == other.run_time
-    }
-}
-
 /// A heartbeat. Blank `session_id`/`app_id` on the wire mean the phone is alive and idle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {

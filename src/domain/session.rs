@@ -106,30 +106,6 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session first heard of through `event` (enter, or a quit that overtook its enter).
-    pub fn from_first_event(event: &GameEvent, tolerance_secs: u32) -> Session {
-        let blank = Session {
-            session_id: event.session_id.to_string(),
-            phone_id: event.phone_id.to_string(),
-            app_id: event.app_id.to_string(),
-            user_id: None,
-            issued: false,
-            state: SessionState::Playing,
-            minted_at: None,
-            verified_at: None,
-            started_at: None,
-            ended_at: None,
-            reported_run_time: None,
-            duration_seconds: None,
-            run_time_mismatch: false,
-            end_reason: None,
-            error_msg: None,
-            last_heartbeat_at: None,
-            created_at: event.time,
-        };
-        blank.apply(event, tolerance_secs)
-    }
-
     /// The session after `event`. Order-independent: enter then quit and quit then enter
     /// give the same session.
     pub fn apply(mut self, event: &GameEvent, tolerance_secs: u32) -> Session {
@@ -205,12 +181,37 @@ mod tests {
         }
     }
 
+    /// A session first heard of through `event`, as the store creates one for a session it
+    /// did not mint (enter, or a quit that overtook its enter).
+    fn first_heard(event: &GameEvent, tolerance_secs: u32) -> Session {
+        let blank = Session {
+            session_id: event.session_id.to_string(),
+            phone_id: event.phone_id.to_string(),
+            app_id: event.app_id.to_string(),
+            user_id: None,
+            issued: false,
+            state: SessionState::Playing,
+            minted_at: None,
+            verified_at: None,
+            started_at: None,
+            ended_at: None,
+            reported_run_time: None,
+            duration_seconds: None,
+            run_time_mismatch: false,
+            end_reason: None,
+            error_msg: None,
+            last_heartbeat_at: None,
+            created_at: event.time,
+        };
+        blank.apply(event, tolerance_secs)
+    }
+
     #[test]
     fn enter_then_quit_and_quit_then_enter_agree() {
         let enter = event(EventKind::Enter, "2019-11-14T19:00:00Z", None);
         let quit = event(EventKind::Quit, "2019-11-14T19:10:00Z", Some(600));
-        let forward = Session::from_first_event(&enter, 60).apply(&quit, 60);
-        let mut backward = Session::from_first_event(&quit, 60).apply(&enter, 60);
+        let forward = first_heard(&enter, 60).apply(&quit, 60);
+        let mut backward = first_heard(&quit, 60).apply(&enter, 60);
         // created_at is bookkeeping (the store's clock), not a fact of the session.
         backward.created_at = forward.created_at;
         assert_eq!(forward, backward);
@@ -227,7 +228,7 @@ mod tests {
             SessionState::Verified,
             SessionState::Expired,
         ] {
-            let mut minted = Session::from_first_event(&enter, 60);
+            let mut minted = first_heard(&enter, 60);
             minted.started_at = None;
             minted.state = state;
             assert_eq!(
@@ -241,7 +242,7 @@ mod tests {
     #[test]
     fn quit_first_is_ended_and_missing_its_start() {
         let quit = event(EventKind::Quit, "2019-11-14T19:10:00Z", Some(600));
-        let s = Session::from_first_event(&quit, 60);
+        let s = first_heard(&quit, 60);
         assert_eq!(s.state, SessionState::Ended);
         assert!(s.missing_start());
         assert_eq!(s.duration_seconds, None);
@@ -251,7 +252,7 @@ mod tests {
     fn reported_run_time_far_from_measured_is_flagged() {
         let enter = event(EventKind::Enter, "2019-11-14T19:00:00Z", None);
         let quit = event(EventKind::Quit, "2019-11-14T19:00:41Z", Some(41000));
-        let s = Session::from_first_event(&enter, 60).apply(&quit, 60);
+        let s = first_heard(&enter, 60).apply(&quit, 60);
         assert_eq!(s.duration_seconds, Some(41));
         assert_eq!(s.reported_run_time, Some(41000));
         assert!(s.run_time_mismatch);
@@ -260,7 +261,7 @@ mod tests {
     #[test]
     fn an_abandoned_session_ends_at_its_last_heartbeat_even_if_a_quit_comes_late() {
         let enter = event(EventKind::Enter, "2019-11-14T19:00:00Z", None);
-        let mut playing = Session::from_first_event(&enter, 60);
+        let mut playing = first_heard(&enter, 60);
         playing.last_heartbeat_at = Some(UtcTime::parse("t", "2019-11-14T19:07:00Z").unwrap());
         let abandoned = playing.abandon();
         assert_eq!(abandoned.duration_seconds, Some(420));
@@ -275,7 +276,7 @@ mod tests {
     fn quit_before_enter_in_time_measures_zero_not_negative() {
         let enter = event(EventKind::Enter, "2019-11-14T19:10:00Z", None);
         let quit = event(EventKind::Quit, "2019-11-14T19:00:00Z", Some(0));
-        let s = Session::from_first_event(&enter, 60).apply(&quit, 60);
+        let s = first_heard(&enter, 60).apply(&quit, 60);
         assert_eq!(s.duration_seconds, Some(0));
     }
 }

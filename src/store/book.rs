@@ -487,7 +487,6 @@ macro_rules! session_book {
     };
 }
 
-/// The columns of [`SessionRow`](crate::store::codec::SessionRow), in one place.
 /// How a heartbeat updates a phone that already has a row. `last_seen_at` is cphub's clock
 /// and moves on any heartbeat: a phone whose own clock stepped back is still alive and must
 /// not look stale to the watchdog. What the heartbeat says (its time, session, app) only
@@ -512,6 +511,7 @@ macro_rules! heartbeat_upsert {
 }
 pub(crate) use heartbeat_upsert;
 
+/// The columns of [`SessionRow`](crate::store::codec::SessionRow), in one place.
 macro_rules! session_columns {
     () => {
         "session_id, phone_id, app_id, user_id, issued, state, minted_at, verified_at, \
@@ -520,8 +520,6 @@ macro_rules! session_columns {
     };
 }
 
-/// A phone's state as the operator sees it, from its row; `$1` is the freshness cut-off.
-/// One expression, so the gauge and the phone views can never disagree.
 /// A phone that may be given to a new session: in no session, held for none (the part
 /// the `phones_free` index covers, so the pick never walks busy phones), heard from since
 /// `$4`, and running as far as the control plane knows.
@@ -534,6 +532,8 @@ macro_rules! free_phone_sql {
 }
 pub(crate) use free_phone_sql;
 
+/// A phone's state as the operator sees it, from its row; `$1` is the freshness cut-off.
+/// One expression, so the gauge and the phone views can never disagree.
 macro_rules! phone_state_sql {
     () => {
         "CASE \
