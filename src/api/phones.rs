@@ -19,9 +19,13 @@ use crate::watchdog::{Action, Watchdog};
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct Page {
-    /// Phones after this id (the `next` of the previous page).
+    /// The `next_cursor` of the previous page: phones after it.
     #[serde(default)]
-    #[param(value_type = Option<PhoneId>)]
+    #[param(value_type = Option<String>)]
+    cursor: Option<String>,
+    /// Deprecated spelling of `cursor`, still accepted.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
     after: Option<String>,
     /// 1 to 1000.
     #[serde(default = "default_limit")]
@@ -36,7 +40,9 @@ fn default_limit() -> i64 {
 #[derive(Serialize, ToSchema)]
 pub(super) struct PhonePage {
     phones: Vec<Phone>,
-    /// Pass as `after` for the next page; null on the last one.
+    /// Pass as `cursor` for the next page; null on the last one.
+    next_cursor: Option<String>,
+    /// Deprecated: the same as `next_cursor`, for clients of the older spelling.
     next: Option<String>,
 }
 
@@ -59,14 +65,19 @@ pub(super) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.clamp(1, 1000);
     // A position is a phone id; parsed like one, it cannot carry what a database refuses.
-    let after = match &query.after {
-        Some(after) => PhoneId::parse("after", after.clone())?.to_string(),
-        None => String::new(),
+    let position = match (&query.cursor, &query.after) {
+        (Some(cursor), _) => PhoneId::parse("cursor", cursor.clone())?.to_string(),
+        (None, Some(after)) => PhoneId::parse("after", after.clone())?.to_string(),
+        (None, None) => String::new(),
     };
     let fresh_since = clock.now().minus(fleet.stale_after());
-    let phones = store.phones(fresh_since, &after, limit).await?;
-    let next = super::next_position(&phones, limit, |p| p.phone_id.clone());
-    Ok(HttpResponse::Ok().json(PhonePage { phones, next }))
+    let phones = store.phones(fresh_since, &position, limit).await?;
+    let next_cursor = super::next_position(&phones, limit, |p| p.phone_id.clone());
+    Ok(HttpResponse::Ok().json(PhonePage {
+        phones,
+        next: next_cursor.clone(),
+        next_cursor,
+    }))
 }
 
 #[derive(Serialize, ToSchema)]

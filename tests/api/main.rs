@@ -15,6 +15,7 @@ mod health;
 mod heartbeat;
 mod metrics;
 mod openapi;
+mod pagination;
 mod phone_sync;
 mod schemathesis;
 mod session_list;
