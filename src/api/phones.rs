@@ -21,11 +21,11 @@ use crate::watchdog::{Action, Watchdog};
 pub(super) struct Page {
     /// The `next_cursor` of the previous page: phones after it.
     #[serde(default)]
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<PhoneId>)]
     cursor: Option<String>,
     /// Deprecated spelling of `cursor`, still accepted.
     #[serde(default)]
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<PhoneId>)]
     after: Option<String>,
     /// 1 to 1000.
     #[serde(default = "default_limit")]
@@ -66,12 +66,12 @@ pub(super) async fn list(
     let limit = query.limit.clamp(1, 1000);
     // A position is a phone id; parsed like one, it cannot carry what a database refuses.
     let position = match (&query.cursor, &query.after) {
-        (Some(cursor), _) => PhoneId::parse("cursor", cursor.clone())?.to_string(),
-        (None, Some(after)) => PhoneId::parse("after", after.clone())?.to_string(),
-        (None, None) => String::new(),
+        (Some(cursor), _) => Some(PhoneId::parse("cursor", cursor.clone())?),
+        (None, Some(after)) => Some(PhoneId::parse("after", after.clone())?),
+        (None, None) => None,
     };
     let fresh_since = clock.now().minus(fleet.stale_after());
-    let phones = store.phones(fresh_since, &position, limit).await?;
+    let phones = store.phones(fresh_since, position.as_ref(), limit).await?;
     let next_cursor = super::next_position(&phones, limit, |p| p.phone_id.clone());
     Ok(HttpResponse::Ok().json(PhonePage {
         phones,
@@ -108,10 +108,10 @@ pub(super) async fn show(
     let id = PhoneId::parse("phone_id", path.into_inner())?;
     let fresh_since = clock.now().minus(fleet.stale_after());
     let phone = store
-        .phone(id.as_str(), fresh_since)
+        .phone(&id, fresh_since)
         .await?
         .ok_or(ApiError::NotFound("phone"))?;
-    let last_recovery = store.recoveries(Some(id.as_str()), None, 1).await?.pop();
+    let last_recovery = store.recoveries(Some(&id), None, 1).await?.pop();
     Ok(HttpResponse::Ok().json(PhoneView {
         phone,
         last_recovery,
@@ -175,7 +175,7 @@ async fn manual(
 ) -> Result<HttpResponse, ApiError> {
     let id = PhoneId::parse("phone_id", path.into_inner())?;
     let watchdog = watchdog.ok_or(ApiError::CphNotConfigured)?;
-    let recovery = watchdog.manual(id.as_str(), action).await?;
+    let recovery = watchdog.manual(&id, action).await?;
     Ok(HttpResponse::Accepted().json(recovery))
 }
 
@@ -220,11 +220,7 @@ pub(super) async fn recoveries(
         .map(|p| PhoneId::parse("phone_id", p))
         .transpose()?;
     let log = store
-        .recoveries(
-            phone.as_ref().map(PhoneId::as_str),
-            None,
-            query.limit.clamp(1, 1000),
-        )
+        .recoveries(phone.as_ref(), None, query.limit.clamp(1, 1000))
         .await?;
     Ok(HttpResponse::Ok().json(RecoveryLog { recoveries: log }))
 }

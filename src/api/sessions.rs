@@ -44,7 +44,7 @@ pub(super) struct MintedSession {
     /// The ticket's expiry in epoch milliseconds, as a string.
     auth_ts: String,
     expires_at: UtcTime,
-    phone_id: String,
+    phone_id: PhoneId,
     /// Always `minted`.
     state: SessionState,
 }
@@ -85,9 +85,9 @@ pub(super) async fn mint(
     let expires_at = UtcTime::from_epoch_millis(auth_ts).unwrap_or(now);
     let request = MintRequest {
         access: MintedAccess::mint(),
-        app_id: app_id.to_string(),
-        user_id: user_id.to_string(),
-        pinned_phone: pinned.map(|p| p.to_string()),
+        app_id,
+        user_id,
+        pinned_phone: pinned,
         auth_ts,
         // The sign check may come as late as auth_ts plus the allowed skew.
         hold_until: expires_at.plus(access.clock_skew()),
@@ -144,10 +144,10 @@ pub(super) async fn show(
 ) -> Result<HttpResponse, ApiError> {
     let id = SessionId::parse("session_id", path.into_inner())?;
     let session = store
-        .session(id.as_str())
+        .session(&id)
         .await?
         .ok_or(ApiError::NotFound("session"))?;
-    let events = store.session_events(id.as_str()).await?;
+    let events = store.session_events(&id).await?;
     Ok(HttpResponse::Ok().json(SessionView {
         missing_start: session.missing_start(),
         session,
@@ -218,7 +218,7 @@ pub(super) async fn list(
     };
     let sessions = store.sessions(&filter, limit).await?;
     let next_cursor = super::next_position(&sessions, limit, |s| {
-        encode_cursor(s.created_at, &s.session_id)
+        encode_cursor(s.created_at, s.session_id.as_str())
     });
     Ok(HttpResponse::Ok().json(SessionPage {
         sessions,
@@ -232,7 +232,7 @@ fn encode_cursor(created_at: UtcTime, session_id: &str) -> String {
         .encode(format!("{}.{session_id}", created_at.epoch_millis()))
 }
 
-fn decode_cursor(cursor: &str) -> Result<(UtcTime, String), ParseError> {
+fn decode_cursor(cursor: &str) -> Result<(UtcTime, SessionId), ParseError> {
     use base64::Engine;
     let invalid = || ParseError::new("cursor", Problem::Invalid("not a cursor this API returned"));
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -246,5 +246,5 @@ fn decode_cursor(cursor: &str) -> Result<(UtcTime, String), ParseError> {
         .and_then(UtcTime::from_epoch_millis)
         .ok_or_else(invalid)?;
     let session_id = SessionId::parse("cursor", session_id.to_owned()).map_err(|_| invalid())?;
-    Ok((at, session_id.to_string()))
+    Ok((at, session_id))
 }

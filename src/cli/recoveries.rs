@@ -3,17 +3,32 @@
 
 use super::{Format, Outcome, RecoveriesCommand};
 use crate::config::Settings;
+use crate::domain::{ParseError, PhoneId};
 use crate::store::{self, StoreError};
 
-pub async fn run(settings: &Settings, command: RecoveriesCommand) -> Result<Outcome, StoreError> {
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveriesError {
+    #[error(transparent)]
+    Invalid(#[from] ParseError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub async fn run(
+    settings: &Settings,
+    command: RecoveriesCommand,
+) -> Result<Outcome, RecoveriesError> {
     let RecoveriesCommand::List {
         phone_id,
         limit,
         format,
     } = command;
+    let phone_id = phone_id
+        .map(|p| PhoneId::parse("--phone-id", p))
+        .transpose()?;
     let store = store::connect(&settings.database).await?;
     let log = store
-        .recoveries(phone_id.as_deref(), None, limit.clamp(1, 10_000))
+        .recoveries(phone_id.as_ref(), None, limit.clamp(1, 10_000))
         .await?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&log).unwrap_or_default()),

@@ -66,10 +66,10 @@ pub async fn run(settings: &Settings, command: SessionsCommand) -> Result<Outcom
         SessionsCommand::Show { session_id } => {
             let id = SessionId::parse("session_id", session_id)?;
             let session = store
-                .session(id.as_str())
+                .session(&id)
                 .await?
                 .ok_or_else(|| SessionsError::NotFound(id.to_string()))?;
-            let events = store.session_events(id.as_str()).await?;
+            let events = store.session_events(&id).await?;
             let mut view = serde_json::to_value(&session)?;
             view["events"] = serde_json::to_value(events)?;
             println!("{}", serde_json::to_string_pretty(&view)?);
@@ -95,7 +95,7 @@ fn print_sessions(sessions: &[Session], format: Format) -> Result<(), serde_json
             s.state.as_str(),
             s.app_id,
             s.phone_id,
-            s.user_id.as_deref().unwrap_or("-"),
+            s.user_id.as_ref().map_or("-", |u| u.as_str()),
             started.as_str().unwrap_or("-"),
             s.duration_seconds.map_or("-".to_owned(), |d| d.to_string())
         );

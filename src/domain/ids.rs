@@ -52,6 +52,16 @@ macro_rules! id_type {
             }
         }
 
+        /// For rows read back from the book (`#[sqlx(try_from = "String")]`): what was
+        /// stored was parsed on the way in, so a failure here means a corrupt row.
+        impl TryFrom<String> for $name {
+            type Error = ParseError;
+
+            fn try_from(raw: String) -> Result<Self, Self::Error> {
+                $name::parse("stored id", raw)
+            }
+        }
+
         impl utoipa::PartialSchema for $name {
             fn schema() -> RefOr<Schema> {
                 id_schema(Self::MAX_LEN)

@@ -1,7 +1,7 @@
 //! A session as the book keeps it, and how each enter/quit event changes it. Pure logic: the
 //! stores load a session, call [`Session::apply`], and save the result in one transaction.
 
-use super::{EventKind, GameEvent, UtcTime};
+use super::{AppId, EventKind, GameEvent, PhoneId, SessionId, UserId, UtcTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -79,11 +79,11 @@ impl EndReason {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Session {
-    pub session_id: String,
-    pub phone_id: String,
-    pub app_id: String,
+    pub session_id: SessionId,
+    pub phone_id: PhoneId,
+    pub app_id: AppId,
     /// The platform's player id; only for sessions cphub minted.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// Minted by cphub (true) or first heard of through an event (direct mode).
     pub issued: bool,
     pub state: SessionState,
@@ -185,9 +185,9 @@ mod tests {
     /// did not mint (enter, or a quit that overtook its enter).
     fn first_heard(event: &GameEvent, tolerance_secs: u32) -> Session {
         let blank = Session {
-            session_id: event.session_id.to_string(),
-            phone_id: event.phone_id.to_string(),
-            app_id: event.app_id.to_string(),
+            session_id: event.session_id.clone(),
+            phone_id: event.phone_id.clone(),
+            app_id: event.app_id.clone(),
             user_id: None,
             issued: false,
             state: SessionState::Playing,

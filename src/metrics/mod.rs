@@ -199,7 +199,7 @@ impl Metrics {
         let Some(session) = session.filter(|_| outcome == EventOutcome::Accepted) else {
             return;
         };
-        let app = self.app(&session.app_id);
+        let app = self.app(session.app_id.as_str());
         match kind {
             EventKind::Enter => self.sessions_started.with_label_values(&[app]).inc(),
             EventKind::Quit => self.sessions_ended.with_label_values(&[app, "quit"]).inc(),
@@ -217,7 +217,7 @@ impl Metrics {
 
     /// A session the watchdog closed because its phone went silent.
     pub fn record_abandoned(&self, session: &Session) {
-        let app = self.app(&session.app_id);
+        let app = self.app(session.app_id.as_str());
         self.sessions_ended
             .with_label_values(&[app, "abandoned"])
             .inc();

@@ -77,7 +77,7 @@ async fn check(
     let store_error = |e| ReceiverError::Store(std::sync::Arc::new(e));
 
     let issued = store
-        .issued_access(session_id.as_str())
+        .issued_access(&session_id)
         .await
         .map_err(store_error)?;
     let mut issued = issued.ok_or(Refusal::UnknownSession)?;
@@ -85,7 +85,7 @@ async fn check(
     if verdict == Verdict::FirstUse {
         let consumed = tickets
             .submit(Verification {
-                session_id: session_id.as_str().to_owned(),
+                session_id: session_id.clone(),
                 digest: presented.digest(),
                 now,
                 hold_until: now.plus(settings.enter_timeout()),
@@ -95,7 +95,7 @@ async fn check(
         if !consumed {
             // A concurrent sign check won: this one is its retry or a replay.
             let reread = store
-                .issued_access(session_id.as_str())
+                .issued_access(&session_id)
                 .await
                 .map_err(store_error)?;
             issued = reread.ok_or(Refusal::UnknownSession)?;

@@ -1,491 +1,18 @@
-//! The write logic of the session book, shared by both backends.
-//!
-//! Both SQLite and PostgreSQL take `$N` placeholders, `ON CONFLICT … DO UPDATE … WHERE` and
-//! `RETURNING`, and [`UtcTime`](crate::domain::UtcTime) encodes natively on each, so the SQL
-//! below is written once. sqlx cannot be generic over the database without a wall of trait
-//! bounds, so this macro instantiates the same code for each backend; the row-locking
-//! clauses are the only difference (PostgreSQL locks rows; SQLite has one writer anyway).
+//! The SQL of the session book that both backends share, as plain functions over [`Sql`]
+//! (a write transaction or a pool of either driver; see `sql.rs`). The row-locking clause of
+//! the mint's pick is the only difference (PostgreSQL locks rows; SQLite has one writer).
 //! Enter/quit events are the exception: they are applied a batch at a time with statements
 //! over whole lists (`json_each` on SQLite, `UNNEST` on PostgreSQL), which each backend
 //! writes in its own file, around the logic of `event_batch`.
 
-macro_rules! session_book {
-    ($db:ty, skip_locked = $skip_locked:literal) => {
-        use crate::domain::{Session, UtcTime};
-        use crate::store::codec::{EventRecord, IssuedAccessRow, Phone, SessionRow};
-        use crate::store::{Allocation, MintRequest, StoreError};
-
-        type Tx = sqlx::Transaction<'static, $db>;
-
-        async fn save_session(tx: &mut Tx, s: &Session, now: UtcTime) -> Result<(), StoreError> {
-            sqlx::query(
-                "UPDATE sessions SET state = $2, started_at = $3, ended_at = $4, \
-                   reported_run_time = $5, duration_seconds = $6, run_time_mismatch = $7, \
-                   end_reason = $8, error_msg = $9, updated_at = $10 \
-                 WHERE session_id = $1",
-            )
-            .bind(&s.session_id)
-            .bind(s.state.as_str())
-            .bind(s.started_at)
-            .bind(s.ended_at)
-            .bind(s.reported_run_time)
-            .bind(s.duration_seconds)
-            .bind(s.run_time_mismatch)
-            .bind(s.end_reason.map(|r| r.as_str()))
-            .bind(s.error_msg.as_deref())
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            Ok(())
-        }
-
-        pub(super) async fn session(
-            pool: &sqlx::Pool<$db>,
-            session_id: &str,
-        ) -> Result<Option<Session>, StoreError> {
-            let row: Option<SessionRow> = sqlx::query_as(concat!(
-                "SELECT ",
-                $crate::store::book::session_columns!(),
-                " FROM sessions WHERE session_id = $1"
-            ))
-            .bind(session_id)
-            .fetch_optional(pool)
-            .await?;
-            row.map(Session::try_from).transpose()
-        }
-
-        /// Newest first (created_at, then session_id), after the cursor `before`.
-        pub(super) async fn sessions(
-            pool: &sqlx::Pool<$db>,
-            f: &crate::store::SessionFilter,
-            limit: i64,
-        ) -> Result<Vec<Session>, StoreError> {
-            let (before_at, before_id) = match &f.before {
-                Some((at, id)) => (Some(*at), Some(id.as_str())),
-                None => (None, None),
-            };
-            let rows: Vec<SessionRow> = sqlx::query_as(concat!(
-                "SELECT ", $crate::store::book::session_columns!(), " FROM sessions \
-                 WHERE ($1 IS NULL OR app_id = $1) AND ($2 IS NULL OR phone_id = $2) \
-                   AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR state = $4) \
-                   AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6) \
-                   AND ($7 IS NULL OR created_at < $7 OR (created_at = $7 AND session_id < $8)) \
-                 ORDER BY created_at DESC, session_id DESC LIMIT $9"
-            ))
-            .bind(f.app_id.as_deref())
-            .bind(f.phone_id.as_deref())
-            .bind(f.user_id.as_deref())
-            .bind(f.state.as_deref())
-            .bind(f.from)
-            .bind(f.to)
-            .bind(before_at)
-            .bind(before_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
-            rows.into_iter().map(Session::try_from).collect()
-        }
-
-        pub(super) async fn session_events(
-            pool: &sqlx::Pool<$db>,
-            session_id: &str,
-        ) -> Result<Vec<EventRecord>, StoreError> {
-            Ok(sqlx::query_as(
-                "SELECT id, CASE status WHEN 0 THEN 'enter' ELSE 'quit' END AS kind, phone_id, \
-                   app_id, event_time AS time, run_time, error_msg, outcome, received_at \
-                 FROM session_events WHERE session_id = $1 ORDER BY id",
-            )
-            .bind(session_id)
-            .fetch_all(pool)
-            .await?)
-        }
-
-        pub(super) async fn phone(
-            pool: &sqlx::Pool<$db>,
-            phone_id: &str,
-            fresh_since: UtcTime,
-        ) -> Result<Option<Phone>, StoreError> {
-            Ok(sqlx::query_as(concat!(
-                "SELECT ", $crate::store::book::phone_columns!(), " FROM phones WHERE phone_id = $2"
-            ))
-            .bind(fresh_since)
-            .bind(phone_id)
-            .fetch_optional(pool)
-            .await?)
-        }
-
-        /// Phones in id order, after `after` (keyset paging).
-        pub(super) async fn phones(
-            pool: &sqlx::Pool<$db>,
-            fresh_since: UtcTime,
-            after: &str,
-            limit: i64,
-        ) -> Result<Vec<Phone>, StoreError> {
-            Ok(sqlx::query_as(concat!(
-                "SELECT ", $crate::store::book::phone_columns!(),
-                " FROM phones WHERE phone_id > $2 ORDER BY phone_id LIMIT $3"
-            ))
-            .bind(fresh_since)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?)
-        }
-
-        /// Phones heard from before but silent since `fresh_since`, or that the control
-        /// plane reports abnormal, restart failed or reset failed.
-        pub(super) async fn unhealthy_phones(
-            pool: &sqlx::Pool<$db>,
-            fresh_since: UtcTime,
-        ) -> Result<Vec<crate::store::PhoneHealth>, StoreError> {
-            Ok(sqlx::query_as(
-                "SELECT phone_id, last_seen_at, cph_status, recovery_state FROM phones \
-                 WHERE (last_seen_at IS NOT NULL AND last_seen_at < $1) OR cph_status IN (-5, -6, -7) \
-                 ORDER BY phone_id",
-            )
-            .bind(fresh_since)
-            .fetch_all(pool)
-            .await?)
-        }
-
-        /// Closes playing sessions whose phone went silent, at their last heartbeat.
-        pub(super) async fn abandon_sessions_on_stale_phones(
-            tx: &mut Tx,
-            fresh_since: UtcTime,
-            now: UtcTime,
-        ) -> Result<Vec<Session>, StoreError> {
-            let rows: Vec<SessionRow> = sqlx::query_as(concat!(
-                "SELECT ", $crate::store::book::session_columns!(),
-                " FROM sessions WHERE state = 'playing' AND phone_id IN \
-                   (SELECT phone_id FROM phones WHERE last_seen_at < $1)"
-            ))
-            .bind(fresh_since)
-            .fetch_all(&mut **tx)
-            .await?;
-            let mut abandoned = Vec::with_capacity(rows.len());
-            for row in rows {
-                let session = Session::try_from(row)?.abandon();
-                save_session(tx, &session, now).await?;
-                sqlx::query(
-                    "UPDATE phones SET current_session_id = NULL, current_app_id = NULL, \
-                       current_session_started_at = NULL, updated_at = $2 \
-                     WHERE current_session_id = $1",
-                )
-                .bind(&session.session_id)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-                abandoned.push(session);
-            }
-            Ok(abandoned)
-        }
-
-        pub(super) async fn recoveries(
-            pool: &sqlx::Pool<$db>,
-            phone_id: Option<&str>,
-            since: Option<UtcTime>,
-            limit: i64,
-        ) -> Result<Vec<crate::store::Recovery>, StoreError> {
-            Ok(sqlx::query_as(concat!(
-                "SELECT ", $crate::store::book::recovery_columns!(),
-                " FROM recoveries WHERE ($1 IS NULL OR phone_id = $1) AND ($2 IS NULL OR started_at >= $2) \
-                 ORDER BY id DESC LIMIT $3"
-            ))
-            .bind(phone_id)
-            .bind(since)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?)
-        }
-
-        pub(super) async fn pending_recoveries(
-            pool: &sqlx::Pool<$db>,
-        ) -> Result<Vec<crate::store::Recovery>, StoreError> {
-            Ok(sqlx::query_as(concat!(
-                "SELECT ", $crate::store::book::recovery_columns!(),
-                " FROM recoveries WHERE outcome = 'pending' ORDER BY id"
-            ))
-            .fetch_all(pool)
-            .await?)
-        }
-
-        /// Logs a decision and marks the phone `recovering` (or `broken`) in one transaction.
-        pub(super) async fn start_recovery(
-            tx: &mut Tx,
-            r: &crate::store::NewRecovery,
-        ) -> Result<crate::store::Recovery, StoreError> {
-            let recovery: crate::store::Recovery = sqlx::query_as(concat!(
-                "INSERT INTO recoveries (phone_id, reason, action, dry_run, outcome, error, started_at, ended_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
-                $crate::store::book::recovery_columns!()
-            ))
-            .bind(&r.phone_id)
-            .bind(r.reason)
-            .bind(r.action)
-            .bind(r.dry_run)
-            .bind(r.outcome)
-            .bind(r.error.as_deref())
-            .bind(r.started_at)
-            .bind(r.ended_at)
-            .fetch_one(&mut **tx)
-            .await?;
-            if let Some(state) = r.phone_state {
-                sqlx::query("UPDATE phones SET recovery_state = $2, updated_at = $3 WHERE phone_id = $1")
-                    .bind(&r.phone_id)
-                    .bind(state)
-                    .bind(r.started_at)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Ok(recovery)
-        }
-
-        pub(super) async fn finish_recovery(
-            tx: &mut Tx,
-            f: &crate::store::FinishedRecovery,
-        ) -> Result<(), StoreError> {
-            sqlx::query(
-                "UPDATE recoveries SET outcome = $2, request_id = COALESCE($3, request_id), \
-                   job_id = COALESCE($4, job_id), error = $5, ended_at = $6 \
-                 WHERE id = $1 AND outcome = 'pending'",
-            )
-            .bind(f.id)
-            .bind(f.outcome)
-            .bind(f.request_id.as_deref())
-            .bind(f.job_id.as_deref())
-            .bind(f.error.as_deref())
-            .bind(f.ended_at)
-            .execute(&mut **tx)
-            .await?;
-            Ok(())
-        }
-
-        /// Job accepted but not finished: remember its ids, keep the outcome pending.
-        pub(super) async fn note_recovery_job(
-            pool: &sqlx::Pool<$db>,
-            id: i64,
-            request_id: Option<&str>,
-            job_id: &str,
-        ) -> Result<(), StoreError> {
-            sqlx::query("UPDATE recoveries SET request_id = $2, job_id = $3 WHERE id = $1")
-                .bind(id)
-                .bind(request_id)
-                .bind(job_id)
-                .execute(pool)
-                .await?;
-            Ok(())
-        }
-
-        /// Phones heard from again while running are no longer recovering or broken.
-        pub(super) async fn clear_recovered(tx: &mut Tx, fresh_since: UtcTime) -> Result<u64, StoreError> {
-            Ok(sqlx::query(
-                "UPDATE phones SET recovery_state = NULL WHERE recovery_state IS NOT NULL \
-                 AND last_seen_at >= $1 AND (cph_status IS NULL OR cph_status = 2) \
-                 AND NOT EXISTS (SELECT 1 FROM recoveries r WHERE r.phone_id = phones.phone_id \
-                   AND r.outcome = 'pending')",
-            )
-            .bind(fresh_since)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected())
-        }
-
-        pub(super) async fn mint_session(tx: &mut Tx, req: &MintRequest) -> Result<Allocation, StoreError> {
-            release_lapsed_holds(tx, req.now).await?;
-            let session_id = req.access.session_id.as_str();
-            // Two statements rather than `$5 IS NULL OR phone_id = $5`: that form hides the
-            // key from the planner, so even a pinned mint scanned every phone.
-            let statement = match req.pinned_phone {
-                Some(_) => concat!(
-                    "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, \
-                       updated_at = $3 \
-                     WHERE phone_id = (SELECT phone_id FROM phones WHERE phone_id = $5 AND ",
-                    $crate::store::book::free_phone_sql!(),
-                    $skip_locked,
-                    ") RETURNING phone_id"
-                ),
-                None => concat!(
-                    "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, \
-                       updated_at = $3 \
-                     WHERE phone_id = (SELECT phone_id FROM phones WHERE ",
-                    $crate::store::book::free_phone_sql!(),
-                    " LIMIT 1",
-                    $skip_locked,
-                    ") RETURNING phone_id"
-                ),
-            };
-            let mut pick = sqlx::query_scalar(statement)
-                .bind(session_id)
-                .bind(req.hold_until)
-                .bind(req.now)
-                .bind(req.fresh_since);
-            if let Some(pinned) = &req.pinned_phone {
-                pick = pick.bind(pinned.as_str());
-            }
-            let phone: Option<String> = pick.fetch_optional(&mut **tx).await?;
-            let Some(phone_id) = phone else {
-                return refusal(tx, req.pinned_phone.as_deref()).await;
-            };
-            sqlx::query(
-                "INSERT INTO sessions (session_id, phone_id, app_id, user_id, issued, state, \
-                   minted_at, ticket_hash, aes_key, auth_ts, hold_until, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, TRUE, 'minted', $5, $6, $7, $8, $9, $5, $5)",
-            )
-            .bind(session_id)
-            .bind(&phone_id)
-            .bind(&req.app_id)
-            .bind(&req.user_id)
-            .bind(req.now)
-            .bind(req.access.ticket.hash_hex())
-            .bind(req.access.aes_key.to_hex())
-            .bind(req.auth_ts)
-            .bind(req.hold_until)
-            .execute(&mut **tx)
-            .await?;
-            Ok(Allocation::Allocated { phone_id })
-        }
-
-        async fn refusal(tx: &mut Tx, pinned: Option<&str>) -> Result<Allocation, StoreError> {
-            let Some(phone_id) = pinned else {
-                return Ok(Allocation::NoFreePhone);
-            };
-            let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM phones WHERE phone_id = $1")
-                .bind(phone_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-            Ok(if known.is_some() { Allocation::PhoneBusy } else { Allocation::UnknownPhone })
-        }
-
-        pub(super) async fn active_sessions_by_app(
-            pool: &sqlx::Pool<$db>,
-        ) -> Result<Vec<(String, i64)>, StoreError> {
-            Ok(sqlx::query_as(
-                "SELECT app_id, COUNT(*) FROM sessions WHERE state = 'playing' GROUP BY app_id",
-            )
-            .fetch_all(pool)
-            .await?)
-        }
-
-        pub(super) async fn phones_by_state(
-            pool: &sqlx::Pool<$db>,
-            fresh_since: UtcTime,
-        ) -> Result<Vec<(String, i64)>, StoreError> {
-            Ok(sqlx::query_as(concat!(
-                "SELECT ",
-                $crate::store::book::phone_state_sql!(),
-                " AS state, COUNT(*) FROM phones GROUP BY 1"
-            ))
-            .bind(fresh_since)
-            .fetch_all(pool)
-            .await?)
-        }
-
-        /// Records what the control plane says about each phone (name, server, status).
-        pub(super) async fn sync_phones(
-            tx: &mut Tx,
-            phones: &[crate::store::ControlPlanePhone],
-            now: UtcTime,
-        ) -> Result<(), StoreError> {
-            for phone in phones {
-                sqlx::query(
-                    "INSERT INTO phones (phone_id, phone_name, server_id, cph_status, cph_synced_at, \
-                       created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5, $5) \
-                     ON CONFLICT (phone_id) DO UPDATE SET phone_name = excluded.phone_name, \
-                       server_id = excluded.server_id, cph_status = excluded.cph_status, \
-                       cph_synced_at = excluded.cph_synced_at, updated_at = excluded.updated_at",
-                )
-                .bind(&phone.phone_id)
-                .bind(&phone.phone_name)
-                .bind(&phone.server_id)
-                .bind(phone.status)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-            }
-            Ok(())
-        }
-
-        pub(super) async fn release_lapsed_holds(tx: &mut Tx, now: UtcTime) -> Result<u64, StoreError> {
-            let expired = sqlx::query(
-                "UPDATE sessions SET state = 'expired', updated_at = $1 \
-                 WHERE state IN ('minted', 'verified') AND hold_until < $1",
-            )
-            .bind(now)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            sqlx::query(
-                "UPDATE phones SET allocated_session_id = NULL, allocated_until = NULL, \
-                   updated_at = $1 WHERE allocated_until < $1",
-            )
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            Ok(expired)
-        }
-
-        pub(super) async fn issued_access(
-            pool: &sqlx::Pool<$db>,
-            session_id: &str,
-        ) -> Result<Option<crate::access::Issued>, StoreError> {
-            let row: Option<IssuedAccessRow> = sqlx::query_as(
-                "SELECT session_id, state, ticket_hash, aes_key, auth_ts, verified_at, \
-                   sign_check_digest \
-                 FROM sessions WHERE session_id = $1 AND issued AND ticket_hash IS NOT NULL",
-            )
-            .bind(session_id)
-            .fetch_optional(pool)
-            .await?;
-            row.map(crate::access::Issued::try_from).transpose()
-        }
-
-        /// Consumes each ticket in order; false where it was consumed already.
-        pub(super) async fn mark_verified(
-            tx: &mut Tx,
-            verifications: &[crate::store::Verification],
-        ) -> Result<Vec<bool>, StoreError> {
-            let mut consumed = Vec::with_capacity(verifications.len());
-            for v in verifications {
-                consumed.push(consume_ticket(tx, &v.session_id, &v.digest, v.now, v.hold_until).await?);
-            }
-            Ok(consumed)
-        }
-
-        async fn consume_ticket(
-            tx: &mut Tx,
-            session_id: &str,
-            digest: &str,
-            now: UtcTime,
-            hold_until: UtcTime,
-        ) -> Result<bool, StoreError> {
-            let consumed = sqlx::query(
-                "UPDATE sessions SET state = 'verified', verified_at = $2, sign_check_digest = $3, \
-                   hold_until = $4, updated_at = $2 \
-                 WHERE session_id = $1 AND state = 'minted'",
-            )
-            .bind(session_id)
-            .bind(now)
-            .bind(digest)
-            .bind(hold_until)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if consumed {
-                // The phone minting held is the session's; a key lookup, not a scan.
-                sqlx::query(
-                    "UPDATE phones SET allocated_until = $2 WHERE allocated_session_id = $1 \
-                     AND phone_id = (SELECT phone_id FROM sessions WHERE session_id = $1)",
-                )
-                    .bind(session_id)
-                    .bind(hold_until)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Ok(consumed)
-        }
-    };
-}
+use super::codec::{EventRecord, IssuedAccessRow, Phone, PhoneHealth, Recovery, SessionRow};
+use super::sql::{Sql, args};
+use super::{
+    Allocation, ControlPlanePhone, FinishedRecovery, MintRequest, NewRecovery, SessionFilter,
+    StoreError, Verification,
+};
+use crate::access::Issued;
+use crate::domain::{PhoneId, Session, SessionId, UtcTime};
 
 /// How a heartbeat updates a phone that already has a row. `last_seen_at` is cphub's clock
 /// and moves on any heartbeat: a phone whose own clock stepped back is still alive and must
@@ -530,7 +57,6 @@ macro_rules! free_phone_sql {
            AND last_seen_at >= $4 AND (cph_status IS NULL OR cph_status = 2)"
     };
 }
-pub(crate) use free_phone_sql;
 
 /// A phone's state as the operator sees it, from its row; `$1` is the freshness cut-off.
 /// One expression, so the gauge and the phone views can never disagree.
@@ -551,7 +77,7 @@ macro_rules! phone_columns {
     () => {
         concat!(
             "phone_id, ",
-            $crate::store::book::phone_state_sql!(),
+            phone_state_sql!(),
             " AS state, phone_name, server_id, cph_status, cph_synced_at, last_heartbeat_at, \
              last_seen_at, heartbeat_session_id, heartbeat_app_id, current_session_id, \
              current_app_id, recovery_state, allocated_session_id, allocated_until, created_at, \
@@ -567,16 +93,433 @@ macro_rules! recovery_columns {
     };
 }
 
-/// Runs `book::$call(&mut tx, args…)` in one write transaction of `$store` and commits it.
-macro_rules! in_transaction {
-    ($store:ident, $call:ident($($arg:expr),* $(,)?)) => {{
-        let mut tx = $store.begin_write().await?;
-        let result = book::$call(&mut tx, $($arg),*).await?;
-        tx.commit().await?;
-        Ok(result)
-    }};
+pub(crate) use session_columns;
+
+async fn save_session(db: &mut impl Sql, s: &Session, now: UtcTime) -> Result<(), StoreError> {
+    let sql = "UPDATE sessions SET state = $2, started_at = $3, ended_at = $4, \
+                 reported_run_time = $5, duration_seconds = $6, run_time_mismatch = $7, \
+                 end_reason = $8, error_msg = $9, updated_at = $10 \
+               WHERE session_id = $1";
+    let args = args![
+        s.session_id.as_str(),
+        s.state.as_str(),
+        s.started_at,
+        s.ended_at,
+        s.reported_run_time,
+        s.duration_seconds,
+        s.run_time_mismatch,
+        s.end_reason.map(|r| r.as_str()),
+        s.error_msg.as_deref(),
+        now,
+    ];
+    db.execute(sql, &args).await?;
+    Ok(())
 }
 
-pub(crate) use {
-    in_transaction, phone_columns, phone_state_sql, recovery_columns, session_book, session_columns,
-};
+pub(super) async fn session(
+    db: &mut impl Sql,
+    session_id: &SessionId,
+) -> Result<Option<Session>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE session_id = $1"
+    );
+    let row: Option<SessionRow> = db.fetch_optional(sql, &args![session_id.as_str()]).await?;
+    row.map(Session::try_from).transpose()
+}
+
+/// Newest first (created_at, then session_id), after the cursor `before`.
+pub(super) async fn sessions(
+    db: &mut impl Sql,
+    f: &SessionFilter,
+    limit: i64,
+) -> Result<Vec<Session>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions \
+         WHERE ($1 IS NULL OR app_id = $1) AND ($2 IS NULL OR phone_id = $2) \
+           AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR state = $4) \
+           AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6) \
+           AND ($7 IS NULL OR created_at < $7 OR (created_at = $7 AND session_id < $8)) \
+         ORDER BY created_at DESC, session_id DESC LIMIT $9"
+    );
+    let (before_at, before_id) = match &f.before {
+        Some((at, id)) => (Some(*at), Some(id.as_str())),
+        None => (None, None),
+    };
+    let args = args![
+        f.app_id.as_ref().map(|a| a.as_str()),
+        f.phone_id.as_ref().map(|p| p.as_str()),
+        f.user_id.as_ref().map(|u| u.as_str()),
+        f.state.map(|s| s.as_str()),
+        f.from,
+        f.to,
+        before_at,
+        before_id,
+        limit,
+    ];
+    let rows: Vec<SessionRow> = db.fetch_all(sql, &args).await?;
+    rows.into_iter().map(Session::try_from).collect()
+}
+
+pub(super) async fn session_events(
+    db: &mut impl Sql,
+    session_id: &SessionId,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let sql = "SELECT id, CASE status WHEN 0 THEN 'enter' ELSE 'quit' END AS kind, phone_id, \
+                 app_id, event_time AS time, run_time, error_msg, outcome, received_at \
+               FROM session_events WHERE session_id = $1 ORDER BY id";
+    Ok(db.fetch_all(sql, &args![session_id.as_str()]).await?)
+}
+
+pub(super) async fn phone(
+    db: &mut impl Sql,
+    phone_id: &PhoneId,
+    fresh_since: UtcTime,
+) -> Result<Option<Phone>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        phone_columns!(),
+        " FROM phones WHERE phone_id = $2"
+    );
+    let args = args![fresh_since, phone_id.as_str()];
+    Ok(db.fetch_optional(sql, &args).await?)
+}
+
+/// Phones in id order, after `after` (keyset paging).
+pub(super) async fn phones(
+    db: &mut impl Sql,
+    fresh_since: UtcTime,
+    after: Option<&PhoneId>,
+    limit: i64,
+) -> Result<Vec<Phone>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        phone_columns!(),
+        " FROM phones WHERE phone_id > $2 ORDER BY phone_id LIMIT $3"
+    );
+    let after = after.map_or("", |p| p.as_str());
+    Ok(db.fetch_all(sql, &args![fresh_since, after, limit]).await?)
+}
+
+/// Phones heard from before but silent since `fresh_since`, or that the control plane
+/// reports abnormal, restart failed or reset failed.
+pub(super) async fn unhealthy_phones(
+    db: &mut impl Sql,
+    fresh_since: UtcTime,
+) -> Result<Vec<PhoneHealth>, StoreError> {
+    let sql = "SELECT phone_id, last_seen_at, cph_status, recovery_state FROM phones \
+               WHERE (last_seen_at IS NOT NULL AND last_seen_at < $1) \
+                 OR cph_status IN (-5, -6, -7) \
+               ORDER BY phone_id";
+    Ok(db.fetch_all(sql, &args![fresh_since]).await?)
+}
+
+/// Closes playing sessions whose phone went silent, at their last heartbeat.
+pub(super) async fn abandon_sessions_on_stale_phones(
+    tx: &mut impl Sql,
+    fresh_since: UtcTime,
+    now: UtcTime,
+) -> Result<Vec<Session>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        session_columns!(),
+        " FROM sessions WHERE state = 'playing' AND phone_id IN \
+           (SELECT phone_id FROM phones WHERE last_seen_at < $1)"
+    );
+    let rows: Vec<SessionRow> = tx.fetch_all(sql, &args![fresh_since]).await?;
+    let mut abandoned = Vec::with_capacity(rows.len());
+    for row in rows {
+        let session = Session::try_from(row)?.abandon();
+        save_session(tx, &session, now).await?;
+        let free = "UPDATE phones SET current_session_id = NULL, current_app_id = NULL, \
+                      current_session_started_at = NULL, updated_at = $2 \
+                    WHERE current_session_id = $1";
+        tx.execute(free, &args![session.session_id.as_str(), now])
+            .await?;
+        abandoned.push(session);
+    }
+    Ok(abandoned)
+}
+
+pub(super) async fn recoveries(
+    db: &mut impl Sql,
+    phone_id: Option<&PhoneId>,
+    since: Option<UtcTime>,
+    limit: i64,
+) -> Result<Vec<Recovery>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        recovery_columns!(),
+        " FROM recoveries \
+         WHERE ($1 IS NULL OR phone_id = $1) AND ($2 IS NULL OR started_at >= $2) \
+         ORDER BY id DESC LIMIT $3"
+    );
+    let args = args![phone_id.map(|p| p.as_str()), since, limit];
+    Ok(db.fetch_all(sql, &args).await?)
+}
+
+pub(super) async fn pending_recoveries(db: &mut impl Sql) -> Result<Vec<Recovery>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        recovery_columns!(),
+        " FROM recoveries WHERE outcome = 'pending' ORDER BY id"
+    );
+    Ok(db.fetch_all(sql, &[]).await?)
+}
+
+/// Logs a decision and marks the phone `recovering` (or `broken`) in one transaction.
+pub(super) async fn start_recovery(
+    tx: &mut impl Sql,
+    r: &NewRecovery,
+) -> Result<Recovery, StoreError> {
+    let sql = concat!(
+        "INSERT INTO recoveries \
+           (phone_id, reason, action, dry_run, outcome, error, started_at, ended_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+        recovery_columns!()
+    );
+    let args = args![
+        r.phone_id.as_str(),
+        r.reason,
+        r.action,
+        r.dry_run,
+        r.outcome,
+        r.error.as_deref(),
+        r.started_at,
+        r.ended_at,
+    ];
+    let recovery: Option<Recovery> = tx.fetch_optional(sql, &args).await?;
+    let recovery = recovery.ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?;
+    if let Some(state) = r.phone_state {
+        let mark = "UPDATE phones SET recovery_state = $2, updated_at = $3 WHERE phone_id = $1";
+        tx.execute(mark, &args![r.phone_id.as_str(), state, r.started_at])
+            .await?;
+    }
+    Ok(recovery)
+}
+
+pub(super) async fn finish_recovery(
+    tx: &mut impl Sql,
+    f: &FinishedRecovery,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE recoveries SET outcome = $2, request_id = COALESCE($3, request_id), \
+                 job_id = COALESCE($4, job_id), error = $5, ended_at = $6 \
+               WHERE id = $1 AND outcome = 'pending'";
+    let args = args![
+        f.id,
+        f.outcome,
+        f.request_id.as_deref(),
+        f.job_id.as_deref(),
+        f.error.as_deref(),
+        f.ended_at,
+    ];
+    tx.execute(sql, &args).await?;
+    Ok(())
+}
+
+/// Job accepted but not finished: remember its ids, keep the outcome pending.
+pub(super) async fn note_recovery_job(
+    db: &mut impl Sql,
+    id: i64,
+    request_id: Option<&str>,
+    job_id: &str,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE recoveries SET request_id = $2, job_id = $3 WHERE id = $1";
+    db.execute(sql, &args![id, request_id, job_id]).await?;
+    Ok(())
+}
+
+/// Phones heard from again while running are no longer recovering or broken.
+pub(super) async fn clear_recovered(
+    tx: &mut impl Sql,
+    fresh_since: UtcTime,
+) -> Result<u64, StoreError> {
+    let sql = "UPDATE phones SET recovery_state = NULL WHERE recovery_state IS NOT NULL \
+                 AND last_seen_at >= $1 AND (cph_status IS NULL OR cph_status = 2) \
+                 AND NOT EXISTS (SELECT 1 FROM recoveries r WHERE r.phone_id = phones.phone_id \
+                   AND r.outcome = 'pending')";
+    Ok(tx.execute(sql, &args![fresh_since]).await?)
+}
+
+/// The pick of a mint: hold one free phone (the pinned one, or any) for the new session.
+/// Two statements rather than `$5 IS NULL OR phone_id = $5`: that form hides the key from
+/// the planner, so even a pinned mint scanned every phone. PostgreSQL skips rows another
+/// mint has locked, so concurrent mints never wait for, or get, the same phone.
+macro_rules! pick_phone_sql {
+    (pinned, $lock:literal) => {
+        concat!(
+            "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, updated_at = $3 \
+             WHERE phone_id = (SELECT phone_id FROM phones WHERE phone_id = $5 AND ",
+            free_phone_sql!(),
+            $lock,
+            ") RETURNING phone_id"
+        )
+    };
+    (any, $lock:literal) => {
+        concat!(
+            "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, updated_at = $3 \
+             WHERE phone_id = (SELECT phone_id FROM phones WHERE ",
+            free_phone_sql!(),
+            " LIMIT 1",
+            $lock,
+            ") RETURNING phone_id"
+        )
+    };
+}
+
+fn pick_phone_sql<D: Sql>(pinned: bool) -> &'static str {
+    match (pinned, D::LOCKS_ROWS) {
+        (true, true) => pick_phone_sql!(pinned, " FOR UPDATE SKIP LOCKED"),
+        (true, false) => pick_phone_sql!(pinned, ""),
+        (false, true) => pick_phone_sql!(any, " FOR UPDATE SKIP LOCKED"),
+        (false, false) => pick_phone_sql!(any, ""),
+    }
+}
+
+pub(super) async fn mint_session<D: Sql>(
+    tx: &mut D,
+    req: &MintRequest,
+) -> Result<Allocation, StoreError> {
+    release_lapsed_holds(tx, req.now).await?;
+    let session_id = req.access.session_id.as_str();
+    let pinned = req.pinned_phone.as_ref().map(|p| p.as_str());
+    let sql = pick_phone_sql::<D>(pinned.is_some());
+    let mut args = args![session_id, req.hold_until, req.now, req.fresh_since, pinned].to_vec();
+    if pinned.is_none() {
+        args.pop(); // the any-phone statement has no `$5`
+    }
+    let picked: Option<(String,)> = tx.fetch_optional(sql, &args).await?;
+    let Some((phone_id,)) = picked else {
+        return refusal(tx, req.pinned_phone.as_ref()).await;
+    };
+    let insert = "INSERT INTO sessions (session_id, phone_id, app_id, user_id, issued, state, \
+                    minted_at, ticket_hash, aes_key, auth_ts, hold_until, created_at, updated_at) \
+                  VALUES ($1, $2, $3, $4, TRUE, 'minted', $5, $6, $7, $8, $9, $5, $5)";
+    let ticket_hash = req.access.ticket.hash_hex();
+    let aes_key = req.access.aes_key.to_hex();
+    let args = args![
+        session_id,
+        phone_id.as_str(),
+        req.app_id.as_str(),
+        req.user_id.as_str(),
+        req.now,
+        ticket_hash.as_str(),
+        aes_key.as_str(),
+        req.auth_ts,
+        req.hold_until,
+    ];
+    tx.execute(insert, &args).await?;
+    let phone_id = PhoneId::parse("phone_id", phone_id)
+        .map_err(|e| StoreError::Corrupt(format!("allocated phone: {e}")))?;
+    Ok(Allocation::Allocated { phone_id })
+}
+
+async fn refusal(tx: &mut impl Sql, pinned: Option<&PhoneId>) -> Result<Allocation, StoreError> {
+    let Some(phone_id) = pinned else {
+        return Ok(Allocation::NoFreePhone);
+    };
+    let sql = "SELECT 1 FROM phones WHERE phone_id = $1";
+    let known: Option<(i32,)> = tx.fetch_optional(sql, &args![phone_id.as_str()]).await?;
+    Ok(match known {
+        Some(_) => Allocation::PhoneBusy,
+        None => Allocation::UnknownPhone,
+    })
+}
+
+pub(super) async fn active_sessions_by_app(
+    db: &mut impl Sql,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let sql = "SELECT app_id, COUNT(*) FROM sessions WHERE state = 'playing' GROUP BY app_id";
+    Ok(db.fetch_all(sql, &[]).await?)
+}
+
+pub(super) async fn phones_by_state(
+    db: &mut impl Sql,
+    fresh_since: UtcTime,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        phone_state_sql!(),
+        " AS state, COUNT(*) FROM phones GROUP BY 1"
+    );
+    Ok(db.fetch_all(sql, &args![fresh_since]).await?)
+}
+
+/// Records what the control plane says about each phone (name, server, status).
+pub(super) async fn sync_phones(
+    tx: &mut impl Sql,
+    phones: &[ControlPlanePhone],
+    now: UtcTime,
+) -> Result<(), StoreError> {
+    let sql = "INSERT INTO phones (phone_id, phone_name, server_id, cph_status, cph_synced_at, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5, $5) \
+               ON CONFLICT (phone_id) DO UPDATE SET phone_name = excluded.phone_name, \
+                 server_id = excluded.server_id, cph_status = excluded.cph_status, \
+                 cph_synced_at = excluded.cph_synced_at, updated_at = excluded.updated_at";
+    for phone in phones {
+        let args = args![
+            phone.phone_id.as_str(),
+            phone.phone_name.as_str(),
+            phone.server_id.as_str(),
+            phone.status,
+            now,
+        ];
+        tx.execute(sql, &args).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn release_lapsed_holds(
+    tx: &mut impl Sql,
+    now: UtcTime,
+) -> Result<u64, StoreError> {
+    let expire = "UPDATE sessions SET state = 'expired', updated_at = $1 \
+                  WHERE state IN ('minted', 'verified') AND hold_until < $1";
+    let expired = tx.execute(expire, &args![now]).await?;
+    let release = "UPDATE phones SET allocated_session_id = NULL, allocated_until = NULL, \
+                     updated_at = $1 WHERE allocated_until < $1";
+    tx.execute(release, &args![now]).await?;
+    Ok(expired)
+}
+
+pub(super) async fn issued_access(
+    db: &mut impl Sql,
+    session_id: &SessionId,
+) -> Result<Option<Issued>, StoreError> {
+    let sql = "SELECT session_id, state, ticket_hash, aes_key, auth_ts, verified_at, \
+                 sign_check_digest \
+               FROM sessions WHERE session_id = $1 AND issued AND ticket_hash IS NOT NULL";
+    let row: Option<IssuedAccessRow> = db.fetch_optional(sql, &args![session_id.as_str()]).await?;
+    row.map(Issued::try_from).transpose()
+}
+
+/// Consumes each ticket in order; false where it was consumed already.
+pub(super) async fn mark_verified(
+    tx: &mut impl Sql,
+    verifications: &[Verification],
+) -> Result<Vec<bool>, StoreError> {
+    let mut consumed = Vec::with_capacity(verifications.len());
+    for v in verifications {
+        consumed.push(consume_ticket(tx, v).await?);
+    }
+    Ok(consumed)
+}
+
+async fn consume_ticket(tx: &mut impl Sql, v: &Verification) -> Result<bool, StoreError> {
+    let session_id = v.session_id.as_str();
+    let consume = "UPDATE sessions SET state = 'verified', verified_at = $2, \
+                     sign_check_digest = $3, hold_until = $4, updated_at = $2 \
+                   WHERE session_id = $1 AND state = 'minted'";
+    let args = args![session_id, v.now, v.digest.as_str(), v.hold_until];
+    let consumed = tx.execute(consume, &args).await? == 1;
+    if consumed {
+        // The phone minting held is the session's; a key lookup, not a scan.
+        let extend = "UPDATE phones SET allocated_until = $2 WHERE allocated_session_id = $1 \
+                        AND phone_id = (SELECT phone_id FROM sessions WHERE session_id = $1)";
+        tx.execute(extend, &args![session_id, v.hold_until]).await?;
+    }
+    Ok(consumed)
+}

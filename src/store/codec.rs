@@ -8,7 +8,7 @@ use sqlx::error::BoxDynError;
 use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
 
 use super::StoreError;
-use crate::domain::{EndReason, Session, SessionState, UtcTime};
+use crate::domain::{EndReason, PhoneId, Session, SessionState, UtcTime};
 
 impl Type<Sqlite> for UtcTime {
     fn type_info() -> <Sqlite as sqlx::Database>::TypeInfo {
@@ -90,10 +90,10 @@ impl TryFrom<SessionRow> for Session {
             Some(reason) => Some(EndReason::from_db(reason).ok_or_else(|| corrupt("end_reason"))?),
         };
         Ok(Session {
-            session_id: row.session_id,
-            phone_id: row.phone_id,
-            app_id: row.app_id,
-            user_id: row.user_id,
+            phone_id: stored_id(row.phone_id).map_err(|_| corrupt("phone_id"))?,
+            app_id: stored_id(row.app_id).map_err(|_| corrupt("app_id"))?,
+            user_id: (row.user_id.map(stored_id).transpose()).map_err(|_| corrupt("user_id"))?,
+            session_id: stored_id(row.session_id.clone()).map_err(|_| corrupt("session_id"))?,
             issued: row.issued,
             state,
             minted_at: row.minted_at,
@@ -109,6 +109,11 @@ impl TryFrom<SessionRow> for Session {
             created_at: row.created_at,
         })
     }
+}
+
+/// An id read back from the book, parsed again: only a corrupt row fails.
+fn stored_id<T: TryFrom<String>>(raw: String) -> Result<T, T::Error> {
+    T::try_from(raw)
 }
 
 /// The access columns of a minted session.
@@ -231,7 +236,8 @@ pub struct Recovery {
 /// What the watchdog needs to know about a phone that looks unwell.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PhoneHealth {
-    pub phone_id: String,
+    #[sqlx(try_from = "String")]
+    pub phone_id: PhoneId,
     pub last_seen_at: Option<UtcTime>,
     pub cph_status: Option<i32>,
     pub recovery_state: Option<String>,

@@ -147,7 +147,7 @@ impl<'a> Book<'a> {
         Book {
             sessions: sessions
                 .into_iter()
-                .map(|s| (s.session_id.clone(), s))
+                .map(|s| (s.session_id.to_string(), s))
                 .collect(),
             accepted: accepted
                 .into_iter()
@@ -210,7 +210,7 @@ impl<'a> Book<'a> {
             ..after.clone()
         };
         self.changed
-            .insert(session.session_id.clone(), received.received_at);
+            .insert(session.session_id.to_string(), received.received_at);
         Ok(Applied {
             outcome: EventOutcome::Accepted,
             session: Some(after),
@@ -284,8 +284,8 @@ fn settle_phone<T: BatchTx>(
                 (Some(_), None) => false,
             };
             if later {
-                p.current_session_id = Some(s.session_id.clone());
-                p.current_app_id = Some(s.app_id.clone());
+                p.current_session_id = Some(s.session_id.to_string());
+                p.current_app_id = Some(s.app_id.to_string());
                 p.current_session_started_at = started;
                 (p.updated_at, *changed) = (now, true);
             }
@@ -296,7 +296,7 @@ fn settle_phone<T: BatchTx>(
             (p.updated_at, *changed) = (now, true);
         }
     }
-    if let Some((p, changed)) = phones.get_mut(&s.phone_id)
+    if let Some((p, changed)) = phones.get_mut(s.phone_id.as_str())
         && p.allocated_session_id.as_deref() == Some(s.session_id.as_str())
     {
         p.allocated_session_id = None;

@@ -1,18 +1,20 @@
 //! Which sessions to list: typed by the operator (query string or command line), parsed
 //! once into the filter the store runs.
 
-use crate::domain::{AppId, ParseError, PhoneId, Problem, SessionState, UserId, UtcTime};
+use crate::domain::{
+    AppId, ParseError, PhoneId, Problem, SessionId, SessionState, UserId, UtcTime,
+};
 
 /// Filters of the session list; `before` is the keyset cursor (created_at, session_id).
 #[derive(Debug, Clone, Default)]
 pub struct SessionFilter {
-    pub app_id: Option<String>,
-    pub phone_id: Option<String>,
-    pub user_id: Option<String>,
-    pub state: Option<String>,
+    pub app_id: Option<AppId>,
+    pub phone_id: Option<PhoneId>,
+    pub user_id: Option<UserId>,
+    pub state: Option<SessionState>,
     pub from: Option<UtcTime>,
     pub to: Option<UtcTime>,
-    pub before: Option<(UtcTime, String)>,
+    pub before: Option<(UtcTime, SessionId)>,
 }
 
 /// The filter as typed, shared by `GET /api/v1/sessions` and `cphub sessions list`.
@@ -39,21 +41,15 @@ impl SessionFilterArgs {
     pub fn parse(self) -> Result<SessionFilter, ParseError> {
         let time = |field, raw: Option<String>| raw.map(|t| UtcTime::parse(field, &t)).transpose();
         Ok(SessionFilter {
-            app_id: self
-                .app_id
-                .map(|a| AppId::parse("app_id", a))
-                .transpose()?
-                .map(|a| a.to_string()),
+            app_id: self.app_id.map(|a| AppId::parse("app_id", a)).transpose()?,
             phone_id: self
                 .phone_id
                 .map(|p| PhoneId::parse("phone_id", p))
-                .transpose()?
-                .map(|p| p.to_string()),
+                .transpose()?,
             user_id: self
                 .user_id
                 .map(|u| UserId::parse("user_id", u))
-                .transpose()?
-                .map(|u| u.to_string()),
+                .transpose()?,
             state: self.state.map(parse_state).transpose()?,
             from: time("from", self.from)?,
             to: time("to", self.to)?,
@@ -62,11 +58,9 @@ impl SessionFilterArgs {
     }
 }
 
-fn parse_state(state: String) -> Result<String, ParseError> {
-    SessionState::from_db(&state)
-        .map(|s| s.as_str().to_owned())
-        .ok_or(ParseError::new(
-            "state",
-            Problem::Invalid("one of minted, verified, expired, playing, ended, abandoned"),
-        ))
+fn parse_state(state: String) -> Result<SessionState, ParseError> {
+    SessionState::from_db(&state).ok_or(ParseError::new(
+        "state",
+        Problem::Invalid("one of minted, verified, expired, playing, ended, abandoned"),
+    ))
 }

@@ -173,7 +173,7 @@ mod tests {
         async fn commit(&self, jobs: &[i64]) -> Result<Vec<i64>, StoreError> {
             self.calls.lock().unwrap().push(jobs.to_vec());
             if self.unavailable {
-                return Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut));
+                return Err(StoreError::from(sqlx::Error::PoolTimedOut));
             }
             if jobs.iter().any(|n| *n < 0) {
                 return Err(StoreError::Corrupt("negative".into()));

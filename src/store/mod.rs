@@ -6,6 +6,7 @@
 //! consumptions in groups, [`HeartbeatBuffer`] coalesces heartbeats in memory and flushes
 //! them in batches.
 
+mod backend;
 mod book;
 mod codec;
 mod event_batch;
@@ -13,6 +14,7 @@ mod filter;
 mod group_commit;
 mod heartbeat_buffer;
 mod postgres;
+mod sql;
 mod sqlite;
 mod usage;
 
@@ -22,9 +24,10 @@ use async_trait::async_trait;
 
 use crate::access::{Issued, MintedAccess};
 use crate::config::{DatabaseSettings, DatabaseUrl};
-use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
+use crate::domain::{AppId, GameEvent, Heartbeat, PhoneId, Session, SessionId, UserId, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
 
+pub(crate) use backend::Backend;
 pub use codec::{EventRecord, Phone, PhoneHealth, Recovery};
 pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
@@ -35,10 +38,19 @@ pub use sqlite::SqliteStore;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or is saturated: worth retrying later.
-    #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("database query failed")]
-    Query(#[source] sqlx::Error),
+    #[error("database unavailable (in {op})")]
+    Unavailable {
+        /// The store operation, e.g. `mint_session` (see [`StoreError::during`]).
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database query failed (in {op})")]
+    Query {
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is invalid: {0}")]
@@ -56,11 +68,29 @@ pub enum StoreError {
     TimedOut(std::time::Duration),
 }
 
+/// What a database error carries until the store names the operation it happened in.
+const UNNAMED: &str = "unnamed operation";
+
 impl StoreError {
+    /// Names the store operation this error happened in, unless an inner one already did.
+    pub fn during(self, op: &'static str) -> StoreError {
+        match self {
+            StoreError::Unavailable {
+                op: UNNAMED,
+                source,
+            } => StoreError::Unavailable { op, source },
+            StoreError::Query {
+                op: UNNAMED,
+                source,
+            } => StoreError::Query { op, source },
+            other => other,
+        }
+    }
+
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable(_) | StoreError::WriterStopped | StoreError::TimedOut(_)
+            StoreError::Unavailable { .. } | StoreError::WriterStopped | StoreError::TimedOut(_)
         )
     }
 
@@ -88,9 +118,15 @@ pub async fn within<T>(
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if is_transient(&e) {
-            StoreError::Unavailable(e)
+            StoreError::Unavailable {
+                op: UNNAMED,
+                source: e,
+            }
         } else {
-            StoreError::Query(e)
+            StoreError::Query {
+                op: UNNAMED,
+                source: e,
+            }
         }
     }
 }
@@ -147,10 +183,10 @@ pub struct ApplyRules {
 #[derive(Debug)]
 pub struct MintRequest {
     pub access: MintedAccess,
-    pub app_id: String,
-    pub user_id: String,
+    pub app_id: AppId,
+    pub user_id: UserId,
     /// Allocate exactly this phone, if free.
-    pub pinned_phone: Option<String>,
+    pub pinned_phone: Option<PhoneId>,
     /// Ticket expiry as issued: epoch ms.
     pub auth_ts: i64,
     /// The phone is held until then unless the sign check extends it.
@@ -171,7 +207,7 @@ pub struct ControlPlanePhone {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allocation {
-    Allocated { phone_id: String },
+    Allocated { phone_id: PhoneId },
     NoFreePhone,
     PhoneBusy,
     UnknownPhone,
@@ -198,7 +234,7 @@ pub const PHONE_STATES: [&str; 7] = [
 /// A decision to log (see `recoveries` in the migration).
 #[derive(Debug, Clone)]
 pub struct NewRecovery {
-    pub phone_id: String,
+    pub phone_id: PhoneId,
     pub reason: &'static str,
     pub action: &'static str,
     pub dry_run: bool,
@@ -230,7 +266,7 @@ pub trait Lease: Send {
 /// A first successful sign check, to be recorded (see [`Store::mark_verified`]).
 #[derive(Debug, Clone)]
 pub struct Verification {
-    pub session_id: String,
+    pub session_id: SessionId,
     /// Identifies the request, so an identical retry can be told from a replay.
     pub digest: String,
     pub now: UtcTime,
@@ -261,7 +297,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records the latest heartbeat of each phone (at most one per phone) in one transaction.
     async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError>;
 
-    async fn session(&self, session_id: &str) -> Result<Option<Session>, StoreError>;
+    async fn session(&self, session_id: &SessionId) -> Result<Option<Session>, StoreError>;
 
     /// Sessions newest first, filtered, after the cursor.
     async fn sessions(
@@ -271,20 +307,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Session>, StoreError>;
 
     /// The session's event log, oldest first.
-    async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError>;
+    async fn session_events(&self, session_id: &SessionId) -> Result<Vec<EventRecord>, StoreError>;
 
     /// The phone with its state; phones unheard-of since `fresh_since` are stale.
     async fn phone(
         &self,
-        phone_id: &str,
+        phone_id: &PhoneId,
         fresh_since: UtcTime,
     ) -> Result<Option<Phone>, StoreError>;
 
-    /// Phones in id order after `after` (keyset paging).
+    /// Phones in id order after `after` (keyset paging; None: from the first).
     async fn phones(
         &self,
         fresh_since: UtcTime,
-        after: &str,
+        after: Option<&PhoneId>,
         limit: i64,
     ) -> Result<Vec<Phone>, StoreError>;
 
@@ -301,7 +337,7 @@ pub trait Store: Send + Sync + 'static {
     /// The recovery log, newest first, optionally of one phone and since a time.
     async fn recoveries(
         &self,
-        phone_id: Option<&str>,
+        phone_id: Option<&PhoneId>,
         since: Option<UtcTime>,
         limit: i64,
     ) -> Result<Vec<Recovery>, StoreError>;
@@ -330,7 +366,7 @@ pub trait Store: Send + Sync + 'static {
     async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError>;
 
     /// The access data of a session cphub minted; None for unknown or direct-mode sessions.
-    async fn issued_access(&self, session_id: &str) -> Result<Option<Issued>, StoreError>;
+    async fn issued_access(&self, session_id: &SessionId) -> Result<Option<Issued>, StoreError>;
 
     /// Consumes the tickets, in order, in one transaction: `minted` becomes `verified` and
     /// the phone's hold is extended to `hold_until`. False where another sign check
@@ -361,7 +397,7 @@ pub trait Store: Send + Sync + 'static {
     async fn explain_usage(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError>;
 }
 
-/// Opens the backend that `settings.url` names.
+/// Opens the backend that `settings.url` names. Every [`Backend`] is a [`Store`].
 pub async fn connect(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match &settings.url {
         DatabaseUrl::Sqlite(url) => Arc::new(SqliteStore::connect(url, settings).await?),

@@ -7,40 +7,21 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
 
-use super::{
-    Allocation, Applied, ApplyRules, ControlPlanePhone, MintRequest, ReceivedEvent, Store,
-    StoreError, Verification,
-};
+use super::codec::SessionRow;
+use super::event_batch::{self, AcceptedEvent, BatchTx, EventRow, PhoneLinks, SessionUpdate};
+use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, StoreError, usage};
 use crate::config::DatabaseSettings;
 use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
-use crate::store::{
-    EventRecord, FinishedRecovery, Lease, NewRecovery, Phone, PhoneHealth, Recovery,
-};
-
-use crate::store::book::in_transaction;
-use crate::store::codec::SessionRow;
-use crate::store::event_batch::{
-    self, AcceptedEvent, BatchTx, EventRow, PhoneLinks, SessionUpdate,
-};
-use crate::store::usage;
 use crate::usage::{UsageQuery, UsageRow};
-
-mod book {
-    crate::store::book::session_book!(sqlx::Postgres, skip_locked = " FOR UPDATE SKIP LOCKED");
-}
 
 pub struct PostgresStore {
     pool: PgPool,
 }
 
 impl PostgresStore {
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        Ok(self.pool.begin().await?)
-    }
-
     pub async fn connect(
         url: &SecretString,
         settings: &DatabaseSettings,
@@ -56,7 +37,22 @@ impl PostgresStore {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl Backend for PostgresStore {
+    type Tx = sqlx::Transaction<'static, Postgres>;
+    type Reader = PgPool;
+
+    async fn begin_write(&self) -> Result<Self::Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
+        Ok(tx.commit().await?)
+    }
+
+    fn reader(&self) -> PgPool {
+        self.pool.clone()
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)
@@ -138,125 +134,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn session(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
-        book::session(&self.pool, session_id).await
-    }
-
-    async fn sessions(
-        &self,
-        filter: &crate::store::SessionFilter,
-        limit: i64,
-    ) -> Result<Vec<Session>, StoreError> {
-        book::sessions(&self.pool, filter, limit).await
-    }
-
-    async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
-        book::session_events(&self.pool, session_id).await
-    }
-
-    async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
-        in_transaction!(self, mint_session(request))
-    }
-
-    async fn issued_access(
-        &self,
-        session_id: &str,
-    ) -> Result<Option<crate::access::Issued>, StoreError> {
-        book::issued_access(&self.pool, session_id).await
-    }
-
-    async fn mark_verified(&self, verifications: &[Verification]) -> Result<Vec<bool>, StoreError> {
-        in_transaction!(self, mark_verified(verifications))
-    }
-
-    async fn active_sessions_by_app(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        book::active_sessions_by_app(&self.pool).await
-    }
-
-    async fn phones_by_state(
-        &self,
-        fresh_since: UtcTime,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        book::phones_by_state(&self.pool, fresh_since).await
-    }
-
-    async fn sync_phones(
-        &self,
-        phones: &[ControlPlanePhone],
-        now: UtcTime,
-    ) -> Result<(), StoreError> {
-        in_transaction!(self, sync_phones(phones, now))
-    }
-
-    async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
-        in_transaction!(self, release_lapsed_holds(now))
-    }
-
-    async fn phone(
-        &self,
-        phone_id: &str,
-        fresh_since: UtcTime,
-    ) -> Result<Option<Phone>, StoreError> {
-        book::phone(&self.pool, phone_id, fresh_since).await
-    }
-
-    async fn phones(
-        &self,
-        fresh_since: UtcTime,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<Phone>, StoreError> {
-        book::phones(&self.pool, fresh_since, after, limit).await
-    }
-
-    async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError> {
-        book::unhealthy_phones(&self.pool, fresh_since).await
-    }
-
-    async fn abandon_sessions_on_stale_phones(
-        &self,
-        fresh_since: UtcTime,
-        now: UtcTime,
-    ) -> Result<Vec<Session>, StoreError> {
-        in_transaction!(self, abandon_sessions_on_stale_phones(fresh_since, now))
-    }
-
-    async fn recoveries(
-        &self,
-        phone_id: Option<&str>,
-        since: Option<UtcTime>,
-        limit: i64,
-    ) -> Result<Vec<Recovery>, StoreError> {
-        book::recoveries(&self.pool, phone_id, since, limit).await
-    }
-
-    async fn pending_recoveries(&self) -> Result<Vec<Recovery>, StoreError> {
-        book::pending_recoveries(&self.pool).await
-    }
-
-    async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError> {
-        in_transaction!(self, start_recovery(recovery))
-    }
-
-    async fn note_recovery_job(
-        &self,
-        id: i64,
-        request_id: Option<&str>,
-        job_id: &str,
-    ) -> Result<(), StoreError> {
-        book::note_recovery_job(&self.pool, id, request_id, job_id).await
-    }
-
-    async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError> {
-        in_transaction!(self, finish_recovery(finished))
-    }
-
-    async fn clear_recovered(&self, fresh_since: UtcTime) -> Result<u64, StoreError> {
-        in_transaction!(self, clear_recovered(fresh_since))
-    }
-
-    /// A session-level advisory lock on a connection taken out of the pool: it is released
-    /// when this replica dies or loses the connection, and another replica takes over.
     async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError> {
         let mut conn = self.pool.acquire().await?.detach();
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")

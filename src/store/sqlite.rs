@@ -6,31 +6,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::{
-    Allocation, Applied, ApplyRules, ControlPlanePhone, MintRequest, ReceivedEvent, Store,
-    StoreError, Verification,
-};
+use super::codec::SessionRow;
+use super::event_batch::{self, AcceptedEvent, BatchTx, EventRow, PhoneLinks, SessionUpdate};
+use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, StoreError, usage};
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::domain::{Heartbeat, Session, UtcTime};
-use crate::store::{
-    EventRecord, FinishedRecovery, Lease, NewRecovery, Phone, PhoneHealth, Recovery,
-};
-
-use crate::store::book::in_transaction;
-use crate::store::codec::SessionRow;
-use crate::store::event_batch::{
-    self, AcceptedEvent, BatchTx, EventRow, PhoneLinks, SessionUpdate,
-};
-use crate::store::usage;
 use crate::usage::{UsageQuery, UsageRow};
-use serde_json::json;
-
-mod book {
-    crate::store::book::session_book!(sqlx::Sqlite, skip_locked = "");
-}
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -60,14 +45,26 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore { writer, reader })
     }
-
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
-    }
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Backend for SqliteStore {
+    type Tx = sqlx::Transaction<'static, Sqlite>;
+    type Reader = SqlitePool;
+
+    /// `BEGIN IMMEDIATE` takes the write lock up front, on the one writer connection.
+    async fn begin_write(&self) -> Result<Self::Tx, StoreError> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
+        Ok(tx.commit().await?)
+    }
+
+    fn reader(&self) -> SqlitePool {
+        self.reader.clone()
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.writer)
@@ -140,123 +137,6 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn session(&self, session_id: &str) -> Result<Option<Session>, StoreError> {
-        book::session(&self.reader, session_id).await
-    }
-
-    async fn sessions(
-        &self,
-        filter: &crate::store::SessionFilter,
-        limit: i64,
-    ) -> Result<Vec<Session>, StoreError> {
-        book::sessions(&self.reader, filter, limit).await
-    }
-
-    async fn session_events(&self, session_id: &str) -> Result<Vec<EventRecord>, StoreError> {
-        book::session_events(&self.reader, session_id).await
-    }
-
-    async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
-        in_transaction!(self, mint_session(request))
-    }
-
-    async fn issued_access(
-        &self,
-        session_id: &str,
-    ) -> Result<Option<crate::access::Issued>, StoreError> {
-        book::issued_access(&self.reader, session_id).await
-    }
-
-    async fn mark_verified(&self, verifications: &[Verification]) -> Result<Vec<bool>, StoreError> {
-        in_transaction!(self, mark_verified(verifications))
-    }
-
-    async fn active_sessions_by_app(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        book::active_sessions_by_app(&self.reader).await
-    }
-
-    async fn phones_by_state(
-        &self,
-        fresh_since: UtcTime,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
-        book::phones_by_state(&self.reader, fresh_since).await
-    }
-
-    async fn sync_phones(
-        &self,
-        phones: &[ControlPlanePhone],
-        now: UtcTime,
-    ) -> Result<(), StoreError> {
-        in_transaction!(self, sync_phones(phones, now))
-    }
-
-    async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
-        in_transaction!(self, release_lapsed_holds(now))
-    }
-
-    async fn phone(
-        &self,
-        phone_id: &str,
-        fresh_since: UtcTime,
-    ) -> Result<Option<Phone>, StoreError> {
-        book::phone(&self.reader, phone_id, fresh_since).await
-    }
-
-    async fn phones(
-        &self,
-        fresh_since: UtcTime,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<Phone>, StoreError> {
-        book::phones(&self.reader, fresh_since, after, limit).await
-    }
-
-    async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError> {
-        book::unhealthy_phones(&self.reader, fresh_since).await
-    }
-
-    async fn abandon_sessions_on_stale_phones(
-        &self,
-        fresh_since: UtcTime,
-        now: UtcTime,
-    ) -> Result<Vec<Session>, StoreError> {
-        in_transaction!(self, abandon_sessions_on_stale_phones(fresh_since, now))
-    }
-
-    async fn recoveries(
-        &self,
-        phone_id: Option<&str>,
-        since: Option<UtcTime>,
-        limit: i64,
-    ) -> Result<Vec<Recovery>, StoreError> {
-        book::recoveries(&self.reader, phone_id, since, limit).await
-    }
-
-    async fn pending_recoveries(&self) -> Result<Vec<Recovery>, StoreError> {
-        book::pending_recoveries(&self.reader).await
-    }
-
-    async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError> {
-        in_transaction!(self, start_recovery(recovery))
-    }
-
-    async fn note_recovery_job(
-        &self,
-        id: i64,
-        request_id: Option<&str>,
-        job_id: &str,
-    ) -> Result<(), StoreError> {
-        book::note_recovery_job(&self.writer, id, request_id, job_id).await
-    }
-
-    async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError> {
-        in_transaction!(self, finish_recovery(finished))
-    }
-
-    async fn clear_recovered(&self, fresh_since: UtcTime) -> Result<u64, StoreError> {
-        in_transaction!(self, clear_recovered(fresh_since))
     }
 
     /// SQLite serves one process: it always leads.

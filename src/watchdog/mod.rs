@@ -19,7 +19,7 @@ pub use policy::{Action, Budgets, Decision, Outcome, Past, Reason, decide};
 use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
 use crate::cph::{CphClient, CphError, PhoneItem, model::job_status};
-use crate::domain::UtcTime;
+use crate::domain::{PhoneId, UtcTime};
 use crate::metrics::Metrics;
 use crate::store::{FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError};
 use crate::telemetry::ErrorChain;
@@ -138,9 +138,7 @@ impl Watchdog {
         self.abandon_sessions(fresh_since, now).await?;
         let mut in_flight = pending.len();
         for phone in self.store.unhealthy_phones(fresh_since).await? {
-            if self.settings.exclude.contains(&phone.phone_id)
-                || phone.recovery_state.as_deref() == Some("broken")
-            {
+            if self.excluded(&phone.phone_id) || phone.recovery_state.as_deref() == Some("broken") {
                 continue;
             }
             in_flight += self.consider(&phone, now, in_flight).await? as usize;
@@ -197,31 +195,36 @@ impl Watchdog {
     /// the same log and budgets, but no waiting out cooldowns or grace periods.
     pub async fn manual(
         self: &Arc<Self>,
-        phone_id: &str,
+        phone_id: &PhoneId,
         action: Action,
     ) -> Result<Recovery, WatchdogError> {
         let now = self.clock.now();
-        if self.settings.exclude.iter().any(|p| p == phone_id) {
-            return Err(WatchdogError::Excluded(phone_id.to_owned()));
+        if self.excluded(phone_id) {
+            return Err(WatchdogError::Excluded(phone_id.to_string()));
         }
         let history = self.history(phone_id, now).await?;
         if history
             .first()
             .is_some_and(|p| p.outcome == Outcome::Pending)
         {
-            return Err(WatchdogError::InProgress(phone_id.to_owned()));
+            return Err(WatchdogError::InProgress(phone_id.to_string()));
         }
         let acted = history
             .iter()
             .filter(|p| p.action != Action::MarkBroken)
             .count();
         if acted as u32 >= self.settings.hourly_cap {
-            return Err(WatchdogError::HourlyCap(phone_id.to_owned()));
+            return Err(WatchdogError::HourlyCap(phone_id.to_string()));
         }
         if self.store.pending_recoveries().await?.len() >= self.settings.max_in_flight {
             return Err(WatchdogError::InFlightCap);
         }
         self.recover(phone_id, Reason::Manual, action).await
+    }
+
+    /// On `watchdog.exclude`: never acted on, automatically or by hand.
+    fn excluded(&self, phone_id: &PhoneId) -> bool {
+        self.settings.exclude.iter().any(|p| p == phone_id.as_str())
     }
 
     fn budgets(&self) -> Budgets {
@@ -232,7 +235,7 @@ impl Watchdog {
         }
     }
 
-    async fn history(&self, phone_id: &str, now: UtcTime) -> Result<Vec<Past>, WatchdogError> {
+    async fn history(&self, phone_id: &PhoneId, now: UtcTime) -> Result<Vec<Past>, WatchdogError> {
         let hour_ago = now.minus(Duration::from_secs(3600));
         let log = self
             .store
@@ -243,16 +246,16 @@ impl Watchdog {
 
     async fn mark_broken(
         &self,
-        phone_id: &str,
+        phone_id: &PhoneId,
         reason: Reason,
         now: UtcTime,
     ) -> Result<(), WatchdogError> {
         tracing::error!(
-            phone_id,
+            %phone_id,
             "phone marked broken: recoveries keep failing; left alone until it heartbeats again"
         );
         let record = NewRecovery {
-            phone_id: phone_id.to_owned(),
+            phone_id: phone_id.clone(),
             reason: reason.as_str(),
             action: Action::MarkBroken.as_str(),
             dry_run: self.settings.dry_run,
@@ -278,14 +281,14 @@ impl Watchdog {
     /// Logs the decision, then (unless dry run) calls the control plane and follows the job.
     async fn recover(
         self: &Arc<Self>,
-        phone_id: &str,
+        phone_id: &PhoneId,
         reason: Reason,
         action: Action,
     ) -> Result<Recovery, WatchdogError> {
         let now = self.clock.now();
         let dry_run = self.settings.dry_run;
         let record = NewRecovery {
-            phone_id: phone_id.to_owned(),
+            phone_id: phone_id.clone(),
             reason: reason.as_str(),
             action: action.as_str(),
             dry_run,
@@ -302,7 +305,7 @@ impl Watchdog {
         };
         let recovery = self.store.start_recovery(&record).await?;
         tracing::info!(
-            phone_id,
+            %phone_id,
             reason = reason.as_str(),
             action = action.as_str(),
             dry_run,
@@ -333,11 +336,11 @@ impl Watchdog {
     /// Starts the control-plane job: `(request_id, job_id)`, or why there is none.
     async fn start_job(
         &self,
-        phone_id: &str,
+        phone_id: &PhoneId,
         action: Action,
     ) -> Result<(Option<String>, String), (Outcome, String)> {
         let batch = match action {
-            Action::Restart => self.client.restart(&[phone_id.to_owned()]).await,
+            Action::Restart => self.client.restart(&[phone_id.to_string()]).await,
             Action::Reset => {
                 let Some(property) = self.reset_property.clone() else {
                     return Err((
@@ -347,7 +350,7 @@ impl Watchdog {
                     ));
                 };
                 let item = PhoneItem {
-                    phone_id: phone_id.to_owned(),
+                    phone_id: phone_id.to_string(),
                     property: Some(property),
                 };
                 self.client.reset(vec![item]).await

@@ -1,0 +1,233 @@
+//! What differs between SQLite and PostgreSQL ([`Backend`]), and the one implementation of
+//! [`Store`] on top of it: the shared SQL of `book.rs` run on the backend's reader or in its
+//! write transaction, each method's errors named after it, so a log says which query failed.
+
+use async_trait::async_trait;
+
+use super::sql::Sql;
+use super::{
+    Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
+    MintRequest, NewRecovery, Phone, PhoneHealth, ReceivedEvent, Recovery, SessionFilter, Store,
+    StoreError, Verification, book,
+};
+use crate::access::Issued;
+use crate::domain::{Heartbeat, PhoneId, Session, SessionId, UtcTime};
+use crate::usage::{UsageQuery, UsageRow};
+
+/// A database the session book can live in. The connection handling (SQLite's single writer
+/// with `BEGIN IMMEDIATE`, PostgreSQL's pool), the migrations, the set-wise statements over
+/// lists (`json_each` vs `UNNEST`), the usage query and leadership are the backend's own.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// A write transaction.
+    type Tx: Sql;
+    /// Where reads go (a cheap handle on a pool).
+    type Reader: Sql;
+
+    async fn begin_write(&self) -> Result<Self::Tx, StoreError>;
+    async fn commit(tx: Self::Tx) -> Result<(), StoreError>;
+    fn reader(&self) -> Self::Reader;
+
+    async fn migrate(&self) -> Result<(), StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn apply_events(
+        &self,
+        events: &[ReceivedEvent],
+        rules: ApplyRules,
+    ) -> Result<Vec<Applied>, StoreError>;
+    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError>;
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
+    async fn explain_usage(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError>;
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError>;
+}
+
+/// Runs `$call(&mut tx, args…)` from `book` in one write transaction of `$backend` and
+/// commits it.
+macro_rules! in_transaction {
+    ($backend:ident, $call:ident($($arg:expr),* $(,)?)) => {
+        async {
+            let mut tx = $backend.begin_write().await?;
+            let result = book::$call(&mut tx, $($arg),*).await?;
+            B::commit(tx).await?;
+            Ok::<_, StoreError>(result)
+        }
+        .await
+    };
+}
+
+/// `.map_err(during("op"))`: names the operation in which a store error happened.
+fn during(op: &'static str) -> impl Fn(StoreError) -> StoreError {
+    move |error| error.during(op)
+}
+
+#[async_trait]
+impl<B: Backend> Store for B {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Backend::migrate(self).await.map_err(during("migrate"))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Backend::ping(self).await.map_err(during("ping"))
+    }
+
+    async fn apply_events(
+        &self,
+        events: &[ReceivedEvent],
+        rules: ApplyRules,
+    ) -> Result<Vec<Applied>, StoreError> {
+        let applied = Backend::apply_events(self, events, rules).await;
+        applied.map_err(during("apply_events"))
+    }
+
+    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError> {
+        let recorded = Backend::record_heartbeats(self, heartbeats).await;
+        recorded.map_err(during("record_heartbeats"))
+    }
+
+    async fn session(&self, session_id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let found = book::session(&mut self.reader(), session_id).await;
+        found.map_err(during("session"))
+    }
+
+    async fn sessions(
+        &self,
+        filter: &SessionFilter,
+        limit: i64,
+    ) -> Result<Vec<Session>, StoreError> {
+        let found = book::sessions(&mut self.reader(), filter, limit).await;
+        found.map_err(during("sessions"))
+    }
+
+    async fn session_events(&self, session_id: &SessionId) -> Result<Vec<EventRecord>, StoreError> {
+        let found = book::session_events(&mut self.reader(), session_id).await;
+        found.map_err(during("session_events"))
+    }
+
+    async fn phone(
+        &self,
+        phone_id: &PhoneId,
+        fresh_since: UtcTime,
+    ) -> Result<Option<Phone>, StoreError> {
+        let found = book::phone(&mut self.reader(), phone_id, fresh_since).await;
+        found.map_err(during("phone"))
+    }
+
+    async fn phones(
+        &self,
+        fresh_since: UtcTime,
+        after: Option<&PhoneId>,
+        limit: i64,
+    ) -> Result<Vec<Phone>, StoreError> {
+        let found = book::phones(&mut self.reader(), fresh_since, after, limit).await;
+        found.map_err(during("phones"))
+    }
+
+    async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError> {
+        let found = book::unhealthy_phones(&mut self.reader(), fresh_since).await;
+        found.map_err(during("unhealthy_phones"))
+    }
+
+    async fn abandon_sessions_on_stale_phones(
+        &self,
+        fresh_since: UtcTime,
+        now: UtcTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        let abandoned = in_transaction!(self, abandon_sessions_on_stale_phones(fresh_since, now));
+        abandoned.map_err(during("abandon_sessions_on_stale_phones"))
+    }
+
+    async fn recoveries(
+        &self,
+        phone_id: Option<&PhoneId>,
+        since: Option<UtcTime>,
+        limit: i64,
+    ) -> Result<Vec<Recovery>, StoreError> {
+        let found = book::recoveries(&mut self.reader(), phone_id, since, limit).await;
+        found.map_err(during("recoveries"))
+    }
+
+    async fn pending_recoveries(&self) -> Result<Vec<Recovery>, StoreError> {
+        let found = book::pending_recoveries(&mut self.reader()).await;
+        found.map_err(during("pending_recoveries"))
+    }
+
+    async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError> {
+        let started = in_transaction!(self, start_recovery(recovery));
+        started.map_err(during("start_recovery"))
+    }
+
+    async fn note_recovery_job(
+        &self,
+        id: i64,
+        request_id: Option<&str>,
+        job_id: &str,
+    ) -> Result<(), StoreError> {
+        let noted = in_transaction!(self, note_recovery_job(id, request_id, job_id));
+        noted.map_err(during("note_recovery_job"))
+    }
+
+    async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError> {
+        let done = in_transaction!(self, finish_recovery(finished));
+        done.map_err(during("finish_recovery"))
+    }
+
+    async fn clear_recovered(&self, fresh_since: UtcTime) -> Result<u64, StoreError> {
+        let cleared = in_transaction!(self, clear_recovered(fresh_since));
+        cleared.map_err(during("clear_recovered"))
+    }
+
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        Backend::try_lead(self).await.map_err(during("try_lead"))
+    }
+
+    async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
+        let minted = in_transaction!(self, mint_session(request));
+        minted.map_err(during("mint_session"))
+    }
+
+    async fn issued_access(&self, session_id: &SessionId) -> Result<Option<Issued>, StoreError> {
+        let found = book::issued_access(&mut self.reader(), session_id).await;
+        found.map_err(during("issued_access"))
+    }
+
+    async fn mark_verified(&self, verifications: &[Verification]) -> Result<Vec<bool>, StoreError> {
+        let marked = in_transaction!(self, mark_verified(verifications));
+        marked.map_err(during("mark_verified"))
+    }
+
+    async fn active_sessions_by_app(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let found = book::active_sessions_by_app(&mut self.reader()).await;
+        found.map_err(during("active_sessions_by_app"))
+    }
+
+    async fn phones_by_state(
+        &self,
+        fresh_since: UtcTime,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let found = book::phones_by_state(&mut self.reader(), fresh_since).await;
+        found.map_err(during("phones_by_state"))
+    }
+
+    async fn sync_phones(
+        &self,
+        phones: &[ControlPlanePhone],
+        now: UtcTime,
+    ) -> Result<(), StoreError> {
+        let synced = in_transaction!(self, sync_phones(phones, now));
+        synced.map_err(during("sync_phones"))
+    }
+
+    async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
+        let released = in_transaction!(self, release_lapsed_holds(now));
+        released.map_err(during("release_lapsed_holds"))
+    }
+
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        Backend::usage(self, query).await.map_err(during("usage"))
+    }
+
+    async fn explain_usage(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError> {
+        let plan = Backend::explain_usage(self, query).await;
+        plan.map_err(during("explain_usage"))
+    }
+}
