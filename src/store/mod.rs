@@ -404,3 +404,20 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Arc<dyn Store>, Stor
         DatabaseUrl::Postgres(url) => Arc::new(PostgresStore::connect(url, settings).await?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn an_error_names_the_operation_it_happened_in_once() {
+        let error = StoreError::from(sqlx::Error::PoolTimedOut).during("mint_session");
+        assert!(error.is_unavailable());
+        assert_eq!(error.to_string(), "database unavailable (in mint_session)");
+        // The innermost name wins: an outer caller cannot relabel it.
+        let error = error.during("outer");
+        assert_eq!(error.to_string(), "database unavailable (in mint_session)");
+        let error = StoreError::from(sqlx::Error::RowNotFound).during("session");
+        assert_eq!(error.to_string(), "database query failed (in session)");
+    }
+}
