@@ -1,0 +1,388 @@
+//! Batch operations: chapters 4.3.5 (reset), 4.3.6 (restart), 4.3.7 (stop) and 4.3.9
+//! (update properties). Each answers at once with one job per phone, or a per-phone error
+//! in its place; a task per job finishes it after `job_delay`, which is when the phone
+//! changes.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::auth::ControlPlane;
+use super::error::{ControlPlaneError, ItemError};
+use super::wire::{ok_json, parse_json, timestamp};
+use crate::cph::model::{job_status, status};
+use crate::http::request_id;
+use crate::simulator::fleet::{Fleet, JobKind, PhoneFaults, SimJob, SimPhone};
+
+/// Chapter 4.3.1 statuses that `cph::model::status` has no name for.
+const STOPPING: i32 = 7;
+const STOPPED: i32 = 8;
+
+type Properties = BTreeMap<String, String>;
+
+/// `{"phones": [{"phone_id", "property"?}]}` of update-property, restart and reset. The
+/// property is kept raw so that a bad one fails only its own phone.
+#[derive(Deserialize)]
+struct PhonesBody {
+    phones: Vec<PhoneItem>,
+}
+
+#[derive(Deserialize)]
+struct PhoneItem {
+    phone_id: String,
+    #[serde(default)]
+    property: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct PhoneIdsBody {
+    phone_ids: Vec<String>,
+}
+
+/// What a job does to its phone when it ends; decided (and validated) when it is accepted.
+#[derive(Debug, Clone, PartialEq)]
+enum Operation {
+    UpdateProperty(Properties),
+    /// A restart may set properties too (chapter 4.3.6).
+    Restart(Option<Properties>),
+    /// A reset restores factory settings: these properties replace all others.
+    Reset(Properties),
+    Stop,
+}
+
+impl Operation {
+    fn kind(&self) -> JobKind {
+        match self {
+            Operation::UpdateProperty(_) => JobKind::UpdateProperty,
+            Operation::Restart(_) => JobKind::Restart,
+            Operation::Reset(_) => JobKind::Reset,
+            Operation::Stop => JobKind::Stop,
+        }
+    }
+
+    /// The phone's status while the job runs; `None` leaves it as it is.
+    fn running_status(&self) -> Option<i32> {
+        match self {
+            Operation::UpdateProperty(_) => None,
+            Operation::Restart(_) => Some(status::RESTARTING),
+            Operation::Reset(_) => Some(status::RESETTING),
+            Operation::Stop => Some(STOPPING),
+        }
+    }
+
+    /// Restarts fail always on a `restart_fails` phone, and restarts and resets at the
+    /// configured rate.
+    fn fails(&self, phone: &SimPhone, failure_rate: f64) -> bool {
+        let roll = || rand::random_bool(failure_rate.clamp(0.0, 1.0));
+        match self {
+            Operation::Restart(_) => phone.faults.restart_fails || roll(),
+            Operation::Reset(_) => roll(),
+            Operation::UpdateProperty(_) | Operation::Stop => false,
+        }
+    }
+
+    fn succeed(self, phone: &mut SimPhone) {
+        match self {
+            Operation::UpdateProperty(properties) => phone.properties.extend(properties),
+            Operation::Restart(properties) => {
+                phone.properties.extend(properties.unwrap_or_default());
+                phone.status = status::RUNNING;
+                // A stuck phone stays stuck: only a reset helps it.
+                phone.faults.silent = false;
+                phone.boots += 1;
+            }
+            Operation::Reset(properties) => {
+                phone.properties = properties;
+                phone.status = status::RUNNING;
+                phone.faults = PhoneFaults::default();
+                phone.boots += 1;
+            }
+            Operation::Stop => phone.status = STOPPED,
+        }
+    }
+
+    /// Marks the phone failed; returns the job's `error_msg`.
+    fn fail(&self, phone: &mut SimPhone) -> &'static str {
+        match self {
+            Operation::Restart(_) => {
+                phone.status = status::RESTART_FAILED;
+                "Service internal error. The phone failed to restart."
+            }
+            Operation::Reset(_) => {
+                phone.status = status::RESET_FAILED;
+                "Service internal error. The phone failed to reset."
+            }
+            Operation::UpdateProperty(_) | Operation::Stop => "Service internal error.",
+        }
+    }
+}
+
+/// `error_code` of a failed job (chapter 7.2: "System error").
+const JOB_FAILED: &str = "CPS.0003";
+
+/// One phone of a batch, with the operation to start on it or why none can start.
+struct Order {
+    phone_id: String,
+    operation: Result<Operation, ItemError>,
+}
+
+pub(super) async fn update_property(
+    req: HttpRequest,
+    body: web::Bytes,
+    cp: web::Data<ControlPlane>,
+) -> Result<HttpResponse, ControlPlaneError> {
+    cp.admit(&req, &body)?;
+    let body: PhonesBody = parse_json(&body)?;
+    let orders = body.phones.into_iter().map(|item| {
+        let operation = match item.property {
+            None | Some(Value::Null) => Err(ItemError::MissingProperty),
+            Some(property) => parse_property(&property).map(Operation::UpdateProperty),
+        };
+        Order {
+            phone_id: item.phone_id,
+            operation,
+        }
+    });
+    cp.run_batch(orders.collect())
+}
+
+pub(super) async fn restart(
+    req: HttpRequest,
+    body: web::Bytes,
+    cp: web::Data<ControlPlane>,
+) -> Result<HttpResponse, ControlPlaneError> {
+    cp.admit(&req, &body)?;
+    let body: PhonesBody = parse_json(&body)?;
+    let orders = body.phones.into_iter().map(|item| Order {
+        operation: optional_property(item.property).map(Operation::Restart),
+        phone_id: item.phone_id,
+    });
+    cp.run_batch(orders.collect())
+}
+
+pub(super) async fn reset(
+    req: HttpRequest,
+    body: web::Bytes,
+    cp: web::Data<ControlPlane>,
+) -> Result<HttpResponse, ControlPlaneError> {
+    cp.admit(&req, &body)?;
+    let body: PhonesBody = parse_json(&body)?;
+    let orders = body.phones.into_iter().map(|item| Order {
+        operation: optional_property(item.property)
+            .map(|properties| Operation::Reset(properties.unwrap_or_default())),
+        phone_id: item.phone_id,
+    });
+    cp.run_batch(orders.collect())
+}
+
+pub(super) async fn stop(
+    req: HttpRequest,
+    body: web::Bytes,
+    cp: web::Data<ControlPlane>,
+) -> Result<HttpResponse, ControlPlaneError> {
+    cp.admit(&req, &body)?;
+    let body: PhoneIdsBody = parse_json(&body)?;
+    let orders = body.phone_ids.into_iter().map(|phone_id| Order {
+        phone_id,
+        operation: Ok(Operation::Stop),
+    });
+    cp.run_batch(orders.collect())
+}
+
+fn optional_property(property: Option<Value>) -> Result<Option<Properties>, ItemError> {
+    match property {
+        None | Some(Value::Null) => Ok(None),
+        Some(property) => parse_property(&property).map(Some),
+    }
+}
+
+/// A `property` must be a string holding a JSON object; values are kept as strings (the
+/// appendix's integer ones, e.g. `com.cph.mainkeys`, as their decimal text).
+fn parse_property(property: &Value) -> Result<Properties, ItemError> {
+    let invalid = |why: &str| ItemError::InvalidProperty(why.to_owned());
+    let Value::String(text) = property else {
+        return Err(invalid("expected a JSON object serialised into a string"));
+    };
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text) else {
+        return Err(invalid("the string is not a JSON object"));
+    };
+    object
+        .into_iter()
+        .map(|(key, value)| match value {
+            Value::String(text) => Ok((key, text)),
+            Value::Number(number) => Ok((key, number.to_string())),
+            Value::Bool(flag) => Ok((key, flag.to_string())),
+            _ => Err(invalid(&format!("the value of {key} is not a string"))),
+        })
+        .collect()
+}
+
+impl ControlPlane {
+    /// Starts a job per acceptable phone and answers `{"request_id", "jobs": [...]}`, one
+    /// entry per phone in the order given. Each job ends `job_delay` later in its own task.
+    fn run_batch(&self, orders: Vec<Order>) -> Result<HttpResponse, ControlPlaneError> {
+        if orders.is_empty() {
+            return Err(ControlPlaneError::NoPhones);
+        }
+        let request_id = request_id::current();
+        let mut started = Vec::new();
+        let mut answers = Vec::new();
+        {
+            let mut fleet = self.fleet.lock();
+            for order in orders {
+                match accept(&mut fleet, &request_id, &order) {
+                    Ok(job_id) => {
+                        answers.push(json!({"phone_id": order.phone_id, "job_id": job_id}));
+                        if let Ok(operation) = order.operation {
+                            started.push((job_id, order.phone_id, operation));
+                        }
+                    }
+                    Err(error) => answers.push(error.answer(&order.phone_id)),
+                }
+            }
+        }
+        for (job_id, phone_id, operation) in started {
+            self.finish_later(job_id, phone_id, operation);
+        }
+        Ok(ok_json(json!({"request_id": request_id, "jobs": answers})))
+    }
+
+    fn finish_later(&self, job_id: String, phone_id: String, operation: Operation) {
+        let fleet = self.fleet.clone();
+        let delay = self.settings.job_delay;
+        let failure_rate = self.settings.job_failure_rate;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            finish(
+                &mut fleet.lock(),
+                &job_id,
+                &phone_id,
+                operation,
+                failure_rate,
+            );
+        });
+    }
+}
+
+/// Records a running job for the order's phone and puts the phone in the job's status.
+fn accept(fleet: &mut Fleet, request_id: &str, order: &Order) -> Result<String, ItemError> {
+    let Some(phone) = fleet.phone_mut(&order.phone_id) else {
+        return Err(unknown_phone(&order.phone_id));
+    };
+    let operation = order.operation.as_ref().map_err(Clone::clone)?;
+    if let Some(running) = operation.running_status() {
+        phone.status = running;
+    }
+    let job = SimJob {
+        job_id: new_id(),
+        request_id: request_id.to_owned(),
+        phone_id: order.phone_id.clone(),
+        kind: operation.kind(),
+        status: job_status::RUNNING,
+        begin_time: timestamp(Utc::now()),
+        end_time: None,
+        error_code: None,
+        error_msg: None,
+    };
+    let job_id = job.job_id.clone();
+    fleet.jobs.insert(job_id.clone(), job);
+    Ok(job_id)
+}
+
+/// Ids are 32 lowercase hex characters; anything else is not even a possible phone.
+fn unknown_phone(phone_id: &str) -> ItemError {
+    let well_formed = phone_id.len() == 32
+        && phone_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if well_formed {
+        ItemError::PhoneNotFound
+    } else {
+        ItemError::InvalidPhoneId
+    }
+}
+
+/// Ends a job: the phone changes (or fails), the job records the outcome.
+fn finish(fleet: &mut Fleet, job_id: &str, phone_id: &str, operation: Operation, rate: f64) {
+    let outcome = match fleet.phone_mut(phone_id) {
+        None => Err(ItemError::PhoneNotFound.to_string()),
+        Some(phone) if operation.fails(phone, rate) => Err(operation.fail(phone).to_owned()),
+        Some(phone) => {
+            operation.succeed(phone);
+            Ok(())
+        }
+    };
+    let Some(job) = fleet.jobs.get_mut(job_id) else {
+        return;
+    };
+    job.end_time = Some(timestamp(Utc::now()));
+    match outcome {
+        Ok(()) => job.status = job_status::SUCCEEDED,
+        Err(message) => {
+            job.status = job_status::FAILED;
+            job.error_code = Some(JOB_FAILED.to_owned());
+            job.error_msg = Some(message);
+        }
+    }
+}
+
+fn new_id() -> String {
+    Uuid::new_v4().simple().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_property_is_a_json_object_in_a_string() {
+        let parsed = parse_property(&json!(r#"{"a": "x", "com.cph.mainkeys": 1}"#)).unwrap();
+        assert_eq!(parsed["a"], "x");
+        assert_eq!(parsed["com.cph.mainkeys"], "1");
+        for bad in [
+            json!({"a": "x"}),
+            json!("[1]"),
+            json!("{"),
+            json!(r#"{"a": {}}"#),
+        ] {
+            assert!(
+                matches!(parse_property(&bad), Err(ItemError::InvalidProperty(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_phone_ids_differ_from_unknown_ones() {
+        assert_eq!(unknown_phone(&"0".repeat(32)), ItemError::PhoneNotFound);
+        assert_eq!(unknown_phone("nope"), ItemError::InvalidPhoneId);
+    }
+
+    #[test]
+    fn restart_clears_silence_but_not_stuck_and_reset_clears_everything() {
+        let mut fleet = Fleet::new(1, 7);
+        let phone = &mut fleet.phones[0];
+        phone.faults = PhoneFaults {
+            silent: true,
+            stuck: true,
+            restart_fails: false,
+        };
+        phone.properties.insert("old".into(), "1".into());
+        Operation::Restart(None).succeed(phone);
+        assert_eq!(
+            (phone.faults.silent, phone.faults.stuck, phone.boots),
+            (false, true, 1)
+        );
+        Operation::Reset(Properties::from([("new".into(), "2".into())])).succeed(phone);
+        assert_eq!(phone.faults, PhoneFaults::default());
+        assert_eq!(
+            phone.properties,
+            Properties::from([("new".into(), "2".into())])
+        );
+        assert_eq!(phone.boots, 2);
+    }
+}

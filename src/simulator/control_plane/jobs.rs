@@ -1,0 +1,86 @@
+//! Jobs: chapters 4.4.1 (one job by id) and 4.4.2 (the jobs of one or more batch requests,
+//! by request id).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
+
+use super::auth::ControlPlane;
+use super::error::ControlPlaneError;
+use super::wire::{ok_json, page, query_pairs, query_param};
+use crate::http::request_id;
+use crate::simulator::fleet::{Fleet, SimJob};
+
+const MAX_JOB_PAGE: usize = 100;
+
+pub(super) async fn show_job(
+    req: HttpRequest,
+    body: web::Bytes,
+    cp: web::Data<ControlPlane>,
+) -> Result<HttpResponse, ControlPlaneError> {
+    cp.admit(&req, &body)?;
+    let job_id = req.match_info().get("job_id").unwrap_or_default();
+    let fleet = cp.fleet.lock();
+    let job = fleet
+        .jobs
+        .get(job_id)
+        .ok_or(ControlPlaneError::JobNotFound)?;
+    let mut answer = job_json(&fleet, job);
+    if let Value::Object(fields) = &mut answer {
+        fields.insert("request_id".into(), request_id::current().into());
+    }
+    Ok(ok_json(answer))
+}
+
+/// The jobs of one or more batch requests (`request_ids`, comma-separated, wins over
+/// `request_id`), in fleet order of their phones.
+pub(super) async fn list_jobs(
+    req: HttpRequest,
+    body: web::Bytes,
+    cp: web::Data<ControlPlane>,
+) -> Result<HttpResponse, ControlPlaneError> {
+    cp.admit(&req, &body)?;
+    let pairs = query_pairs(req.uri().query().unwrap_or_default());
+    let wanted: Vec<&str> = query_param(&pairs, "request_ids")
+        .or_else(|| query_param(&pairs, "request_id"))
+        .map(|ids| ids.split(',').map(str::trim).collect())
+        .ok_or_else(|| ControlPlaneError::InvalidParameter("request_id is missing.".into()))?;
+    let (offset, limit) = page(&pairs, MAX_JOB_PAGE)?;
+    let fleet = cp.fleet.lock();
+    let position = |phone_id: &str| fleet.phones.iter().position(|p| p.phone_id == phone_id);
+    let mut jobs: Vec<&SimJob> = fleet
+        .jobs
+        .values()
+        .filter(|job| wanted.contains(&job.request_id.as_str()))
+        .collect();
+    jobs.sort_by_key(|job| {
+        (
+            position(&job.phone_id),
+            job.begin_time.clone(),
+            job.job_id.clone(),
+        )
+    });
+    let jobs: Vec<Value> = jobs
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|job| job_json(&fleet, job))
+        .collect();
+    Ok(ok_json(
+        json!({"request_id": request_id::current(), "jobs": jobs}),
+    ))
+}
+
+fn job_json(fleet: &Fleet, job: &SimJob) -> Value {
+    let server_id = fleet.phone(&job.phone_id).map(|p| p.server_id.as_str());
+    json!({
+        "job_id": job.job_id,
+        "phone_id": job.phone_id,
+        "server_id": server_id,
+        "status": job.status,
+        "begin_time": job.begin_time,
+        "end_time": job.end_time,
+        "error_code": job.error_code,
+        "error_msg": job.error_msg,
+        "execute_msg": null,
+    })
+}

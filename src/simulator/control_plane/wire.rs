@@ -1,0 +1,91 @@
+//! What the handlers share to read requests and write answers: query pairs decoded as the
+//! signer needs them, JSON bodies, `offset`/`limit` paging (chapters 4.3.1 and 4.4.2), the
+//! reference's timestamps, and the `200` JSON answer.
+
+use actix_web::HttpResponse;
+use actix_web::http::header::{CacheControl, CacheDirective};
+use chrono::{DateTime, Utc};
+use percent_encoding::percent_decode_str;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::ControlPlaneError;
+
+const DEFAULT_PAGE: usize = 100;
+
+/// `a=1&b=x%20y` → `[("a","1"), ("b","x y")]`, in the order sent.
+pub(super) fn query_pairs(query: &str) -> Vec<(String, String)> {
+    let decode = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+pub(super) fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+pub(super) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ControlPlaneError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ControlPlaneError::InvalidParameter(format!("request body: {e}")))
+}
+
+pub(super) fn timestamp(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+pub(super) fn ok_json(body: Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+        .json(body)
+}
+
+/// `offset` (default 0) and `limit` (default 100, 1..=max).
+pub(super) fn page(
+    pairs: &[(String, String)],
+    max: usize,
+) -> Result<(usize, usize), ControlPlaneError> {
+    let number = |name, default| {
+        query_param(pairs, name).map_or(Ok(default), |v| {
+            v.parse::<usize>().map_err(|_| ControlPlaneError::BadPage)
+        })
+    };
+    let offset = number("offset", 0)?;
+    let limit = number("limit", DEFAULT_PAGE)?;
+    if !(1..=max).contains(&limit) {
+        return Err(ControlPlaneError::BadPage);
+    }
+    Ok((offset, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cph::signer;
+
+    #[test]
+    fn query_pairs_are_decoded_so_the_signer_can_reencode_them() {
+        let pairs = query_pairs("limit=100&name=a%20b%2Fc&flag&&x=");
+        assert_eq!(
+            pairs,
+            [
+                ("limit".to_owned(), "100".to_owned()),
+                ("name".into(), "a b/c".into()),
+                ("flag".into(), "".into()),
+                ("x".into(), "".into()),
+            ]
+        );
+        assert_eq!(
+            signer::canonical_query(&pairs),
+            "flag=&limit=100&name=a%20b%2Fc&x="
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! IAM token authentication (chapter 2.2): a token fetched once and sent on every call,
+//! renewed after a 401 or when it nears its expiry, and a token error when IAM gives none.
+
+use chrono::{SecondsFormat, TimeDelta, Utc};
+use cphub::cph::{CphClient, CphError};
+use serde_json::json;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use super::{
+    JOB_ID, PROJECT, REFERENCE_JOB, api, body_json, client_from, cph_toml, header_value,
+    json_answer, only_request, received,
+};
+
+/// `[cph.auth]` for IAM password tokens from `iam`.
+fn iam_auth(iam: &MockServer) -> String {
+    format!(
+        "[cph.auth]\niam_endpoint = \"{}\"\nusername = \"cphub-user\"\n\
+         password = \"s3cret-pass\"\ndomain = \"cphub-domain\"\n",
+        iam.uri()
+    )
+}
+
+fn iam_token_answer(token: &str, expires_in: TimeDelta) -> ResponseTemplate {
+    let expires_at = (Utc::now() + expires_in).to_rfc3339_opts(SecondsFormat::Micros, true);
+    ResponseTemplate::new(201)
+        .insert_header("X-Subject-Token", token)
+        .set_body_json(json!({"token": {"expires_at": expires_at, "methods": ["password"]}}))
+}
+
+fn iam_client(cph: &MockServer, iam: &MockServer) -> CphClient {
+    client_from(&cph_toml(cph, &[], &iam_auth(iam)))
+}
+
+#[tokio::test]
+async fn an_iam_token_is_fetched_once_and_sent_on_every_call() {
+    let (cph, iam) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(path("/v3/auth/tokens"))
+        .respond_with(iam_token_answer("tok-1", TimeDelta::hours(24)))
+        .expect(1)
+        .mount(&iam)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .respond_with(json_answer(200, REFERENCE_JOB))
+        .expect(2)
+        .mount(&cph)
+        .await;
+    let client = iam_client(&cph, &iam);
+
+    client.job(JOB_ID).await.unwrap();
+    client.job(JOB_ID).await.unwrap();
+
+    for request in received(&cph).await {
+        assert_eq!(header_value(&request, "X-Auth-Token"), "tok-1");
+        assert!(request.headers.get("Authorization").is_none());
+        assert_eq!(header_value(&request, "Content-Type"), "application/json");
+    }
+    let token_request = only_request(&iam).await;
+    assert!(token_request.headers.get("X-Auth-Token").is_none());
+    assert_eq!(
+        body_json(&token_request),
+        json!({"auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {
+                    "name": "cphub-user",
+                    "password": "s3cret-pass",
+                    "domain": {"name": "cphub-domain"}
+                }}
+            },
+            "scope": {"project": {"id": PROJECT}}
+        }})
+    );
+}
+
+#[tokio::test]
+async fn a_401_fetches_a_new_token_and_repeats_the_call_once() {
+    let (cph, iam) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(path("/v3/auth/tokens"))
+        .respond_with(iam_token_answer("tok-1", TimeDelta::hours(24)))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&iam)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v3/auth/tokens"))
+        .respond_with(iam_token_answer("tok-2", TimeDelta::hours(24)))
+        .expect(1)
+        .mount(&iam)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            json!({"error_code": "APIGW.0301", "error_msg": "Incorrect IAM authentication information"}),
+        ))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&cph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .and(header("X-Auth-Token", "tok-2"))
+        .respond_with(json_answer(200, REFERENCE_JOB))
+        .expect(1)
+        .mount(&cph)
+        .await;
+    let client = iam_client(&cph, &iam);
+
+    let job = client.job(JOB_ID).await.unwrap();
+
+    assert_eq!(job.job_id, JOB_ID);
+    let requests = received(&cph).await;
+    assert_eq!(requests.len(), 2);
+    assert_eq!(header_value(&requests[0], "X-Auth-Token"), "tok-1");
+    assert_eq!(header_value(&requests[1], "X-Auth-Token"), "tok-2");
+}
+
+#[tokio::test]
+async fn a_second_401_is_reported_not_retried_forever() {
+    let (cph, iam) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(path("/v3/auth/tokens"))
+        .respond_with(iam_token_answer("tok-1", TimeDelta::hours(24)))
+        .expect(2)
+        .mount(&iam)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(2)
+        .mount(&cph)
+        .await;
+    let client = iam_client(&cph, &iam);
+
+    let error = client.job(JOB_ID).await.unwrap_err();
+
+    assert!(
+        matches!(error, CphError::Api { status: 401, .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_expiring_within_the_margin_is_fetched_again() {
+    let (cph, iam) = (MockServer::start().await, MockServer::start().await);
+    // Default margin: 3600 s; this token has 30 minutes left.
+    Mock::given(method("POST"))
+        .and(path("/v3/auth/tokens"))
+        .respond_with(iam_token_answer("tok-short", TimeDelta::minutes(30)))
+        .expect(2)
+        .mount(&iam)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .and(header("X-Auth-Token", "tok-short"))
+        .respond_with(json_answer(200, REFERENCE_JOB))
+        .expect(2)
+        .mount(&cph)
+        .await;
+    let client = iam_client(&cph, &iam);
+
+    client.job(JOB_ID).await.unwrap();
+    client.job(JOB_ID).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_iam_answer_without_a_token_is_a_token_error() {
+    let (cph, iam) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(path("/v3/auth/tokens"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            json!({"error": {"code": 401, "message": "The username or password is wrong."}}),
+        ))
+        .mount(&iam)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(json_answer(200, REFERENCE_JOB))
+        .expect(0)
+        .mount(&cph)
+        .await;
+    let client = iam_client(&cph, &iam);
+
+    let error = client.job(JOB_ID).await.unwrap_err();
+
+    assert!(matches!(error, CphError::Token(_)), "{error:?}");
+}

@@ -1,0 +1,291 @@
+//! Every operation: the request on the wire (method, path, query, body, signed headers),
+//! and the reference's example answer read (chapters 4.3.1, 4.3.2, 4.3.5–4.3.7, 4.3.9,
+//! 4.4.1 and 4.4.2).
+
+use cphub::cph::{PhoneFilter, PhoneItem};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use super::verifier::assert_signed;
+use super::{
+    JOB_ID, REFERENCE_BATCH_ANSWER, REFERENCE_JOB, REFERENCE_JOB_LIST, REFERENCE_PHONE_DETAIL,
+    REFERENCE_PHONE_LIST, REFERENCE_RESET_REQUEST, REFERENCE_STOP_ANSWER, REFERENCE_STOP_REQUEST,
+    REFERENCE_UPDATE_PROPERTY_REQUEST, api, body_json, client, json_answer, only_request,
+};
+
+#[tokio::test]
+async fn list_phones_sends_a_signed_get_and_reads_the_reference_example() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(api("phones")))
+        .respond_with(json_answer(200, REFERENCE_PHONE_LIST))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let phones = client(&server)
+        .list_phones(&PhoneFilter::default())
+        .await
+        .unwrap();
+
+    let request = only_request(&server).await;
+    assert_eq!(request.url.path(), api("phones"));
+    assert_eq!(request.url.query(), Some("limit=100&offset=0"));
+    assert!(request.body.is_empty());
+    assert_signed(&request, &server);
+    assert_eq!(phones.len(), 1);
+    let phone = &phones[0];
+    assert_eq!(phone.phone_id, "1234567b8bab40ffb711234cb80d0234");
+    assert_eq!(phone.phone_name, "mobile-0001");
+    assert_eq!(phone.server_id, "88b8449b896f3a4f0ad57222dd91909");
+    assert_eq!(phone.status, 2);
+    assert_eq!(phone.phone_model_name, "AOSP-1U4G15G-001");
+    assert_eq!(phone.image_id, "88b8449b896f3a4f0ad57222dd91909");
+    assert_eq!(phone.phone_type, 0);
+    assert_eq!(phone.create_time.as_deref(), Some("2017-10-10T00:00:00Z"));
+    assert_eq!(phone.update_time.as_deref(), Some("2018-10-10T00:00:00Z"));
+}
+
+#[tokio::test]
+async fn phone_sends_a_signed_get_for_one_phone() {
+    let server = MockServer::start().await;
+    let phone_id = "1564567b8bab40f34711234cb80d8574";
+    // The official SDK's form: `property` is a string holding JSON.
+    let mut answer: Value = serde_json::from_str(REFERENCE_PHONE_DETAIL).unwrap();
+    answer["property"] = json!(answer["property"].to_string());
+    Mock::given(method("GET"))
+        .and(path(api(&format!("phones/{phone_id}"))))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&answer))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let detail = client(&server).phone(phone_id).await.unwrap();
+
+    let request = only_request(&server).await;
+    assert_eq!(request.method.as_str(), "GET");
+    assert_eq!(request.url.query(), None);
+    assert_signed(&request, &server);
+    assert_eq!(detail.phone.phone_id, phone_id);
+    assert_eq!(detail.phone.phone_name, "mobile-0049");
+    assert_eq!(detail.phone.phone_model_name, "aphs1.large.2.aosp");
+    assert_eq!(detail.property.as_deref(), answer["property"].as_str());
+    assert_eq!(detail.access_infos.len(), 2);
+    assert_eq!(detail.access_infos[1]["access_port"], 14328);
+}
+
+/// CPH_WIRE.md §2: "A simulator should return a string; a client should accept both."
+#[tokio::test]
+async fn phone_reads_the_reference_example_whose_property_is_an_object() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(api("phones/1564567b8bab40f34711234cb80d8574")))
+        .respond_with(json_answer(200, REFERENCE_PHONE_DETAIL))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let detail = client(&server)
+        .phone("1564567b8bab40f34711234cb80d8574")
+        .await
+        .expect("the reference's own example is readable");
+
+    assert_eq!(detail.phone.status, 2);
+    assert_eq!(detail.access_infos.len(), 2);
+    let property: Value = serde_json::from_str(detail.property.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        property,
+        json!({"phone_num": "13666666666", "imsi": "460021624617113",
+               "iccid": "42947a38410b137c", "wifi_name": "test_wifi"})
+    );
+}
+
+/// The phones of a reference request example, as the client's callers pass them.
+fn phone_items(example: &Value) -> Vec<PhoneItem> {
+    example["phones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| PhoneItem {
+            phone_id: p["phone_id"].as_str().unwrap().to_owned(),
+            property: p["property"].as_str().map(str::to_owned),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn update_property_posts_the_reference_body_signed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-update-property")))
+        .respond_with(json_answer(200, REFERENCE_BATCH_ANSWER))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let example: Value = serde_json::from_str(REFERENCE_UPDATE_PROPERTY_REQUEST).unwrap();
+
+    let outcome = client(&server)
+        .update_property(phone_items(&example))
+        .await
+        .unwrap();
+
+    let request = only_request(&server).await;
+    assert_eq!(request.method.as_str(), "POST");
+    assert_eq!(request.url.query(), None);
+    assert_eq!(body_json(&request), example);
+    assert_signed(&request, &server);
+    assert_eq!(
+        outcome.request_id.as_deref(),
+        Some("6837531fd3f54550927b930180a706bf")
+    );
+    assert_eq!(outcome.items.len(), 2);
+}
+
+#[tokio::test]
+async fn restart_posts_one_object_per_phone_signed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-restart")))
+        .respond_with(json_answer(200, REFERENCE_BATCH_ANSWER))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let ids = [
+        "a7f3a1c5258347d6b6f1def79e11f2bc".to_owned(),
+        "1678567b8bab40f93711234cb80d0764".to_owned(),
+    ];
+
+    let outcome = client(&server).restart(&ids).await.unwrap();
+
+    let request = only_request(&server).await;
+    assert_eq!(request.method.as_str(), "POST");
+    assert_eq!(
+        body_json(&request),
+        json!({"phones": [{"phone_id": ids[0]}, {"phone_id": ids[1]}]})
+    );
+    assert_signed(&request, &server);
+    assert_eq!(outcome.items.len(), 2);
+}
+
+#[tokio::test]
+async fn reset_posts_each_phone_with_its_property_string_signed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-reset")))
+        .respond_with(json_answer(200, REFERENCE_BATCH_ANSWER))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let example: Value = serde_json::from_str(REFERENCE_RESET_REQUEST).unwrap();
+
+    let outcome = client(&server).reset(phone_items(&example)).await.unwrap();
+
+    let request = only_request(&server).await;
+    assert_eq!(request.method.as_str(), "POST");
+    let body = body_json(&request);
+    assert_eq!(body, example);
+    assert!(
+        body["phones"][0]["property"].is_string(),
+        "property is JSON serialised into a string"
+    );
+    assert_signed(&request, &server);
+    assert_eq!(outcome.items.len(), 2);
+}
+
+#[tokio::test]
+async fn stop_posts_phone_ids_signed_and_reads_the_reference_answer() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-stop")))
+        .respond_with(json_answer(200, REFERENCE_STOP_ANSWER))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let example: Value = serde_json::from_str(REFERENCE_STOP_REQUEST).unwrap();
+    let ids: Vec<String> = serde_json::from_value(example["phone_ids"].clone()).unwrap();
+
+    let outcome = client(&server).stop(&ids).await.unwrap();
+
+    let request = only_request(&server).await;
+    assert_eq!(request.method.as_str(), "POST");
+    assert_eq!(body_json(&request), example);
+    assert_signed(&request, &server);
+    assert_eq!(outcome.failures().count(), 0);
+    assert_eq!(
+        outcome.jobs().collect::<Vec<_>>(),
+        [
+            (
+                "1234567b8bab40ffb711234cb80d0234",
+                "1564567b8bab40f34711234cb80d0123"
+            ),
+            (
+                "1678567b8bab40f93711234cb80d0764",
+                "1564567b8bab40f34711234cb80d5678"
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn job_sends_a_signed_get_and_reads_the_reference_example() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .respond_with(json_answer(200, REFERENCE_JOB))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let job = client(&server).job(JOB_ID).await.unwrap();
+
+    let request = only_request(&server).await;
+    assert_eq!(request.url.query(), None);
+    assert_signed(&request, &server);
+    assert_eq!(job.job_id, JOB_ID);
+    assert_eq!(job.status, 2);
+    assert!(job.is_finished());
+    assert_eq!(job.begin_time.as_deref(), Some("2019-04-26T07:00:00Z"));
+    assert_eq!(job.end_time.as_deref(), Some("2019-04-26T07:00:06Z"));
+    assert_eq!(job.error_code, None);
+    assert_eq!(job.error_msg, None);
+    assert_eq!(job.execute_msg, None);
+}
+
+#[tokio::test]
+async fn jobs_by_request_queries_the_request_id_and_reads_the_reference_example() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(api("jobs")))
+        .and(query_param(
+            "request_id",
+            "6837531fd3f54550927b930180a706bf",
+        ))
+        .respond_with(json_answer(200, REFERENCE_JOB_LIST))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let jobs = client(&server)
+        .jobs_by_request("6837531fd3f54550927b930180a706bf")
+        .await
+        .unwrap();
+
+    let request = only_request(&server).await;
+    assert_eq!(
+        request.url.query(),
+        Some("request_id=6837531fd3f54550927b930180a706bf")
+    );
+    assert_signed(&request, &server);
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0].job_id, "1564567b8bab40f34711234cb80d0123");
+    assert_eq!(
+        jobs[0].phone_id.as_deref(),
+        Some("1234567b8bab40ffb711234cb80d0234")
+    );
+    assert_eq!(jobs[0].status, -1);
+    assert_eq!(jobs[0].error_code.as_deref(), Some("CPS0005"));
+    assert_eq!(jobs[0].error_msg.as_deref(), Some("Phone not found."));
+    assert_eq!(jobs[1].status, 2);
+    assert_eq!(jobs[1].end_time.as_deref(), Some("2017-10-25T00:00:32Z"));
+}
