@@ -1,4 +1,4 @@
-//! Layered, validated configuration (DESIGN.md "Interface contract").
+//! Layered, validated configuration (docs/configuration.md).
 //!
 //! Every value is parsed into its final type here, so a bad setting stops start-up with a
 //! message naming its key instead of surfacing later as a runtime error.

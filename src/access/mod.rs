@@ -1,4 +1,4 @@
-//! Access verification (DESIGN.md "Access verification"): what cphub mints for a session,
+//! Access verification (docs/api.md): what cphub mints for a session,
 //! and the rules a sign check must pass before the phone gets the session's AES key.
 
 mod encoding;
