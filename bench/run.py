@@ -3,7 +3,7 @@
 
 Called by `bench/run` after the release build. Everything listens on 127.0.0.1; each load
 is bounded by --duration. Figures are ratios to the ceiling measured in the same run, so
-they stay comparable on a machine shared with other work (DESIGN.md "Performance targets").
+they stay comparable on a machine shared with other work (docs/benchmarks.md).
 Prints a Markdown table and writes it, with the raw numbers, under target/bench/.
 """
 

@@ -27,7 +27,7 @@ PROM_CONFIG = os.path.join(DEPLOY, "prometheus", "prometheus.yml")
 ALERTS = os.path.join(DEPLOY, "prometheus", "alerts.yml")
 ALERT_TESTS = os.path.join(DEPLOY, "prometheus", "alerts_test.yml")
 
-# What cphub exports: README.md "Metrics" and src/metrics/mod.rs. Keep in step with both.
+# What cphub exports: docs/metrics.md and src/metrics/mod.rs. Keep in step with both.
 # name -> (type, labels). Histograms add _bucket (with le), _count and _sum.
 KNOWN_METRICS = {
     "cphub_sessions_active": ("gauge", {"app_id"}),
@@ -46,7 +46,7 @@ KNOWN_METRICS = {
     "cphub_http_request_duration_seconds": ("histogram", {"method", "route"}),
 }
 
-# The refusal codes of README "Error codes", as the sign-check label carries them
+# The error codes of docs/errors.md, as the sign-check label carries them
 # (CPHUB. prefix dropped, lowercased).
 REFUSALS = {
     "malformed_json", "invalid_field", "invalid_time", "unknown_event_type", "unknown_status",

@@ -1,4 +1,4 @@
-//! The benchmark ceiling (DESIGN.md "Performance targets"): a bare actix-web handler that
+//! The benchmark ceiling (docs/benchmarks.md): a bare actix-web handler that
 //! parses the same heartbeat body as `POST /cph/heartbeat`, into cphub's own wire type, and
 //! answers the same JSON (`{"request_id": <32 hex>}`). No middleware, no domain checks, no
 //! buffer: what this machine can do for one JSON request at most, so cphub's figures can be

@@ -1,5 +1,5 @@
 //! cphub: the operator-side service for cloud mobile gaming on Huawei Cloud Phone.
-//! See DESIGN.md for the components; each is one module here.
+//! See docs/architecture.md for the components; each is one module here.
 
 #![forbid(unsafe_code)]
 

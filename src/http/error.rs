@@ -1,5 +1,5 @@
 //! Error bodies follow chapter 7.1.1: `{"request_id", "error_code", "error_msg"}`. The codes
-//! are cphub's own, stable, and listed in the README; clients may switch on them.
+//! are cphub's own, stable, and listed in docs/errors.md; clients may switch on them.
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
@@ -120,7 +120,7 @@ impl ErrorCode {
 pub struct ErrorBody<'a> {
     /// 32 lowercase hex characters; also the `x-request-id` header and on the log lines.
     request_id: String,
-    /// cphub's stable code, listed in the README.
+    /// cphub's stable code, listed in docs/errors.md.
     #[schema(schema_with = error_code_schema)]
     error_code: &'static str,
     /// For people; may change.
@@ -194,11 +194,11 @@ mod tests {
     use super::ErrorCode;
 
     #[test]
-    fn every_code_is_documented_in_the_readme() {
-        let readme = include_str!("../../README.md");
+    fn every_code_is_documented_in_docs_errors_md() {
+        let page = include_str!("../../docs/errors.md");
         for code in ErrorCode::ALL {
             let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
-            assert!(readme.contains(&row), "README.md lacks the row {row:?}");
+            assert!(page.contains(&row), "docs/errors.md lacks the row {row:?}");
         }
     }
 }

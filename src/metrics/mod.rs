@@ -1,4 +1,4 @@
-//! Prometheus metrics (DESIGN.md "Metrics"). One registry per application, so tests and
+//! Prometheus metrics (docs/metrics.md). One registry per application, so tests and
 //! replicas never share counters. Counters move where things happen; gauges that describe
 //! the fleet are recomputed from the store at scrape time, so every replica reports the same.
 

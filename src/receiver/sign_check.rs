@@ -1,5 +1,5 @@
 //! `POST {base_path}/sign-check` (chapter 6.1): the phone asks whether a player may use the
-//! session, and gets the session's AES key if every rule of DESIGN.md "Access verification"
+//! session, and gets the session's AES key if every rule of docs/api.md "Access verification"
 //! holds. The first success consumes the ticket, committed (in a group with concurrent sign
 //! checks) before the answer.
 

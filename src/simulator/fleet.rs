@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::cph::model::status;
 
-/// Faults a phone can be given (DESIGN.md "Simulator"; the watchdog must recover them).
+/// Faults a phone can be given (docs/simulator.md; the watchdog must recover them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PhoneFaults {
     /// Sends no heartbeats and plays nothing, until restarted or reset.

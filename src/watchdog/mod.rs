@@ -1,4 +1,4 @@
-//! The fleet watchdog (docs/architecture.md "Background tasks"). Each pass, on the one replica that
+//! The fleet watchdog (docs/operations.md). Each pass, on the one replica that
 //! holds the lease: sessions of silent phones are closed as abandoned; unhealthy phones are
 //! restarted, then reset, then marked broken, within budgets; every decision goes to the
 //! recovery log, and the jobs are followed to their end. The hold sweeper, the other loop

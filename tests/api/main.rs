@@ -10,6 +10,7 @@ mod binary;
 mod cli;
 mod cph_client;
 mod db_faults;
+mod docs;
 mod events;
 mod health;
 mod heartbeat;
