@@ -93,8 +93,8 @@ async fn a_redelivery_is_a_duplicate_and_changes_nothing(backend: Backend) {
     let store = open(backend).await;
     let enter = enter("s-1", "p-1", "19:00:00");
     let quit = quit("s-1", "p-1", "19:10:00", 600);
-    apply(&store, &[enter.clone()]).await;
-    apply(&store, &[quit.clone()]).await;
+    apply(&store, std::slice::from_ref(&enter)).await;
+    apply(&store, std::slice::from_ref(&quit)).await;
     let before = session(&store, "s-1").await.unwrap();
     let log_before = event_log(&store, "s-1").await;
 
@@ -119,7 +119,7 @@ async fn a_redelivery_is_a_duplicate_and_changes_nothing(backend: Backend) {
 async fn a_redelivery_with_sub_millisecond_time_is_a_duplicate(backend: Backend) {
     let store = open(backend).await;
     let precise = enter("s-1", "p-1", "2024-05-01T19:00:00.123456789Z");
-    apply(&store, &[precise.clone()]).await;
+    apply(&store, std::slice::from_ref(&precise)).await;
     let before = session(&store, "s-1").await.unwrap();
 
     let applied = apply(&store, &[redelivered(&precise, "19:05:00")]).await;
@@ -340,7 +340,7 @@ async fn duplicates_across_batches_apply_once(backend: Backend) {
     let enter = enter("s-1", "p-1", "19:00:00");
     let quit = quit("s-1", "p-1", "19:10:00", 600);
 
-    let first = apply(&store, &[enter.clone()]).await;
+    let first = apply(&store, std::slice::from_ref(&enter)).await;
     let second = apply(&store, &[redelivered(&enter, "19:10:05"), quit.clone()]).await;
     let third = apply(
         &store,
@@ -374,7 +374,7 @@ async fn unknown_session_is_ignored_unless_unknown_sessions_are_recorded(backend
     let store = open(backend).await;
     let stray = enter("s-x", "p-9", "19:00:00");
 
-    let ignored = apply_minted_only(&store, &[stray.clone()]).await;
+    let ignored = apply_minted_only(&store, std::slice::from_ref(&stray)).await;
 
     assert_eq!(outcomes(&ignored), [Ignored]);
     assert!(ignored[0].session.is_none());
@@ -435,7 +435,7 @@ async fn the_event_log_records_each_accepted_or_conflicting_delivery(backend: Ba
     let store = open(backend).await;
     let first = enter("s-1", "p-1", "19:00:00");
 
-    apply(&store, &[first.clone()]).await;
+    apply(&store, std::slice::from_ref(&first)).await;
     apply(&store, &[redelivered(&first, "19:00:30")]).await;
     apply(&store, &[enter("s-1", "p-1", "19:00:20")]).await;
     apply(&store, &[quit("s-1", "p-1", "19:10:00", 600)]).await;
