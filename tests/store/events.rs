@@ -31,6 +31,7 @@ backend_tests!(
     unknown_session_is_ignored_unless_unknown_sessions_are_recorded,
     events_of_a_minted_session_apply_even_when_unknown_ones_are_ignored,
     the_event_log_records_each_accepted_or_conflicting_delivery,
+    a_late_enter_of_an_older_session_does_not_take_the_phone,
 );
 
 /// 6.2: enter (status 0) starts the session; the first delivery is accepted.
@@ -456,4 +457,31 @@ async fn the_event_log_records_each_accepted_or_conflicting_delivery(backend: Ba
             line(Quit, Accepted, "19:10:00", Some(600), "19:10:02"),
         ]
     );
+}
+
+/// 6.3 out of order across sessions: the enter of an older session of the phone arriving
+/// after a newer one's does not make the older one the phone's current session; the later
+/// start (in the phone's time) wins whatever the arrival order.
+async fn a_late_enter_of_an_older_session_does_not_take_the_phone(backend: Backend) {
+    let store = open(backend).await;
+
+    apply(&store, &[enter("s-new", "p-1", "19:05:00")]).await;
+    let late = apply(&store, &[enter("s-old", "p-1", "19:00:00")]).await;
+
+    assert_eq!(
+        outcomes(&late),
+        [Accepted],
+        "still recorded for its own session"
+    );
+    let p = phone(&store, "p-1", at("19:00:00")).await.unwrap();
+    assert_eq!(text(&p.current_session_id).as_deref(), Some("s-new"));
+    assert_eq!(
+        session(&store, "s-old").await.unwrap().state,
+        SessionState::Playing
+    );
+
+    // A still newer session does take it.
+    apply(&store, &[enter("s-newest", "p-1", "19:10:00")]).await;
+    let p = phone(&store, "p-1", at("19:00:00")).await.unwrap();
+    assert_eq!(text(&p.current_session_id).as_deref(), Some("s-newest"));
 }
