@@ -1,0 +1,418 @@
+//! Set-up for the store contract suite: a fresh SQLite file or PostgreSQL database per test,
+//! opened with `cphub::store::connect` and migrated, and the few functions that build ids,
+//! events and requests and call the `Store` methods that take ids.
+//!
+//! Every construction of a domain value and every id-taking call lives here, so that a
+//! change of the `Store` signatures (ids as `SessionId`/`PhoneId`, enums for strings) is a
+//! handful of edits in this file, not in every test. Tests name things with plain `&str`
+//! and compare ids through `to_string()`, which reads the same for `String` and the id
+//! types.
+//!
+//! Copied in part from tests/api/helpers.rs (a test target cannot import another's
+//! modules): `Backend`, `backend_tests!`, `postgres_available()`, `TestDb`.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use cphub::access::{Issued, MintedAccess};
+use cphub::config::Settings;
+use cphub::domain::{AppId, EventKind, GameEvent, Heartbeat, PhoneId, Session, SessionId, UtcTime};
+use cphub::store::{
+    Allocation, Applied, ApplyRules, EventOutcome, MintRequest, Phone, ReceivedEvent, Store,
+    Verification,
+};
+use tempfile::TempDir;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for each `async fn name(backend: Backend)`.
+/// Attributes before a name (`#[ignore = "bug: …"]`) go on both of its tests.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($(#[$meta:meta])* $name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$meta])*
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$meta])*
+                async fn $name() {
+                    if $crate::helpers::postgres_available() {
+                        super::$name($crate::helpers::Backend::Postgres).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Whether the PostgreSQL half can run (`CPHUB_TEST_DATABASE_URL` is set). When it cannot,
+/// says so once, or fails the test when `CPHUB_TEST_REQUIRE_POSTGRES=1` (scripts/test, CI).
+pub fn postgres_available() -> bool {
+    static NOTICE: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("CPHUB_TEST_DATABASE_URL").is_some() {
+        return true;
+    }
+    if std::env::var("CPHUB_TEST_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+        panic!(
+            "CPHUB_TEST_REQUIRE_POSTGRES=1 but CPHUB_TEST_DATABASE_URL is not set: \
+             run scripts/test, which starts PostgreSQL and sets it"
+        );
+    }
+    NOTICE.call_once(|| {
+        eprintln!(
+            "skipping the PostgreSQL tests: CPHUB_TEST_DATABASE_URL is not set \
+             (run scripts/test, or eval \"$(scripts/postgres-for-tests)\" first)"
+        )
+    });
+    false
+}
+
+/// A fresh, empty database. SQLite: a file in a temporary directory removed on drop.
+/// PostgreSQL: a new database named after a random id.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("cphub.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                use sqlx::{Connection, Executor};
+                let admin_url = std::env::var("CPHUB_TEST_DATABASE_URL")
+                    .expect("CPHUB_TEST_DATABASE_URL is not set (scripts/postgres-for-tests)");
+                let name = format!("cphub_test_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("cannot reach the test PostgreSQL");
+                admin
+                    .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .await
+                    .unwrap();
+                let (base, _) = admin_url.rsplit_once('/').unwrap();
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+/// A migrated store on a fresh database; derefs to the `Store` under test.
+pub struct TestStore {
+    store: Arc<dyn Store>,
+    _db: TestDb,
+}
+
+impl Deref for TestStore {
+    type Target = dyn Store;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
+}
+
+impl TestStore {
+    /// The store as an `Arc`, to hand to spawned tasks.
+    pub fn shared(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+}
+
+/// Whatever holds the store under test: a [`TestStore`], or an `Arc` of it in a task.
+pub trait Book: Deref<Target = dyn Store> + Send + Sync {}
+
+impl<T: Deref<Target = dyn Store> + Send + Sync> Book for T {}
+
+pub async fn open(backend: Backend) -> TestStore {
+    let db = TestDb::new(backend).await;
+    let settings = Settings::with_overrides(&format!("[database]\nurl = \"{}\"\n", db.url))
+        .expect("test settings");
+    let store = cphub::store::connect(&settings.database)
+        .await
+        .expect("store opens");
+    store.migrate().await.expect("migrations run");
+    TestStore { store, _db: db }
+}
+
+// ---- times -------------------------------------------------------------------------------
+
+/// `"19:00:00"` is that time on the suite's day; a full RFC 3339 time is taken as is.
+pub fn at(time: &str) -> UtcTime {
+    let raw = if time.contains('T') {
+        time.to_owned()
+    } else {
+        format!("2024-05-01T{time}Z")
+    };
+    UtcTime::parse("time", &raw).expect("valid test time")
+}
+
+// ---- ids ---------------------------------------------------------------------------------
+
+pub const APP: &str = "com.example.game";
+
+pub fn sid(id: &str) -> SessionId {
+    SessionId::parse("session_id", id.to_owned()).expect("valid session id")
+}
+
+pub fn pid(id: &str) -> PhoneId {
+    PhoneId::parse("phone_id", id.to_owned()).expect("valid phone id")
+}
+
+pub fn aid(id: &str) -> AppId {
+    AppId::parse("app_id", id.to_owned()).expect("valid app id")
+}
+
+// ---- events ------------------------------------------------------------------------------
+
+/// A delivery of an event of `APP`, received by cphub two seconds after the phone's `time`.
+pub fn event(
+    kind: EventKind,
+    session: &str,
+    phone: &str,
+    time: &str,
+    run_time: Option<i64>,
+) -> ReceivedEvent {
+    let time = at(time);
+    ReceivedEvent {
+        event: GameEvent {
+            kind,
+            session_id: sid(session),
+            phone_id: pid(phone),
+            app_id: aid(APP),
+            time,
+            run_time,
+            error_msg: None,
+        },
+        received_at: time.plus(std::time::Duration::from_secs(2)),
+    }
+}
+
+/// 6.2: status 0.
+pub fn enter(session: &str, phone: &str, time: &str) -> ReceivedEvent {
+    event(EventKind::Enter, session, phone, time, None)
+}
+
+/// 6.3: status 1, with the reported run_time.
+pub fn quit(session: &str, phone: &str, time: &str, run_time: i64) -> ReceivedEvent {
+    event(EventKind::Quit, session, phone, time, Some(run_time))
+}
+
+/// The same delivery arriving again at another time of cphub's clock.
+pub fn redelivered(delivery: &ReceivedEvent, received_at: &str) -> ReceivedEvent {
+    ReceivedEvent {
+        event: delivery.event.clone(),
+        received_at: at(received_at),
+    }
+}
+
+pub const TOLERANCE_SECS: u32 = 60;
+
+/// Direct mode: sessions cphub did not mint are recorded from their first event.
+pub async fn apply(store: &impl Book, events: &[ReceivedEvent]) -> Vec<Applied> {
+    apply_with(store, events, true).await
+}
+
+/// Issued mode: events of sessions cphub did not mint are ignored.
+pub async fn apply_minted_only(store: &impl Book, events: &[ReceivedEvent]) -> Vec<Applied> {
+    apply_with(store, events, false).await
+}
+
+async fn apply_with(
+    store: &impl Book,
+    events: &[ReceivedEvent],
+    record_unknown_sessions: bool,
+) -> Vec<Applied> {
+    let rules = ApplyRules {
+        run_time_tolerance_secs: TOLERANCE_SECS,
+        record_unknown_sessions,
+    };
+    let applied = store
+        .apply_events(events, rules)
+        .await
+        .expect("events apply");
+    assert_eq!(applied.len(), events.len(), "one result per delivery");
+    applied
+}
+
+pub fn outcomes(applied: &[Applied]) -> Vec<EventOutcome> {
+    applied.iter().map(|a| a.outcome).collect()
+}
+
+// ---- reading the book --------------------------------------------------------------------
+
+pub async fn session(store: &impl Book, id: &str) -> Option<Session> {
+    store.session(id).await.expect("session reads")
+}
+
+/// One line of a session's event log, as behaviour: which event, what became of it, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub kind: EventKind,
+    pub outcome: EventOutcome,
+    pub time: UtcTime,
+    pub run_time: Option<i64>,
+    pub received_at: UtcTime,
+}
+
+pub async fn event_log(store: &impl Book, id: &str) -> Vec<LogLine> {
+    let records = store.session_events(id).await.expect("event log reads");
+    records
+        .into_iter()
+        .map(|r| LogLine {
+            kind: match r.kind.as_str() {
+                "enter" => EventKind::Enter,
+                "quit" => EventKind::Quit,
+                other => panic!("unknown event kind in the log: {other}"),
+            },
+            outcome: match r.outcome.as_str() {
+                "accepted" => EventOutcome::Accepted,
+                "conflict" => EventOutcome::Conflict,
+                "duplicate" => EventOutcome::Duplicate,
+                "ignored" => EventOutcome::Ignored,
+                other => panic!("unknown outcome in the log: {other}"),
+            },
+            time: r.time,
+            run_time: r.run_time,
+            received_at: r.received_at,
+        })
+        .collect()
+}
+
+pub async fn phone(store: &impl Book, id: &str, fresh_since: UtcTime) -> Option<Phone> {
+    store.phone(id, fresh_since).await.expect("phone reads")
+}
+
+/// The phone's state as the operator sees it (idle, allocated, occupied, stale, …).
+pub async fn phone_state(store: &impl Book, id: &str, fresh_since: UtcTime) -> String {
+    let phone = phone(store, id, fresh_since).await.expect("phone is known");
+    phone.state.to_string()
+}
+
+/// An optional id (session or phone) as text, whatever its type.
+pub fn text<T: ToString>(id: &Option<T>) -> Option<String> {
+    id.as_ref().map(ToString::to_string)
+}
+
+// ---- heartbeats --------------------------------------------------------------------------
+
+/// A heartbeat the phone sent at `time` (its clock), playing `session` of `APP` or idle,
+/// that cphub received at `received_at` (its clock).
+pub fn heartbeat(phone: &str, time: &str, session: Option<&str>, received_at: &str) -> Heartbeat {
+    Heartbeat {
+        phone_id: pid(phone),
+        time: at(time),
+        session_id: session.map(sid),
+        app_id: session.map(|_| aid(APP)),
+        received_at: at(received_at),
+    }
+}
+
+pub async fn record(store: &impl Book, heartbeats: &[Heartbeat]) {
+    store
+        .record_heartbeats(heartbeats)
+        .await
+        .expect("heartbeats record");
+}
+
+/// Makes the phones known and idle: one idle heartbeat each, sent and received at `time`.
+pub async fn idle_phones(store: &impl Book, phones: &[&str], time: &str) {
+    let beats: Vec<_> = phones
+        .iter()
+        .map(|p| heartbeat(p, time, None, time))
+        .collect();
+    record(store, &beats).await;
+}
+
+// ---- minting and sign checks -------------------------------------------------------------
+
+/// A mint of `session` for `APP` and player `u-1`, optionally pinned to a phone.
+pub struct Mint<'a> {
+    pub session: &'a str,
+    pub pinned: Option<&'a str>,
+    pub now: &'a str,
+    pub hold_until: &'a str,
+    /// Phones not heard from since then are stale.
+    pub fresh_since: &'a str,
+}
+
+pub const USER: &str = "u-1";
+
+pub fn mint_request(m: &Mint<'_>) -> MintRequest {
+    let mut access = MintedAccess::mint();
+    access.session_id = sid(m.session).to_string();
+    MintRequest {
+        access,
+        app_id: APP.to_owned(),
+        user_id: USER.to_owned(),
+        pinned_phone: m.pinned.map(|p| pid(p).to_string()),
+        auth_ts: at(m.hold_until).epoch_millis(),
+        hold_until: at(m.hold_until),
+        now: at(m.now),
+        fresh_since: at(m.fresh_since),
+    }
+}
+
+pub async fn mint(store: &impl Book, m: Mint<'_>) -> Allocation {
+    store
+        .mint_session(&mint_request(&m))
+        .await
+        .expect("mint runs")
+}
+
+/// The phone a mint allocated, or None when it refused.
+pub fn allocated(allocation: &Allocation) -> Option<String> {
+    match allocation {
+        Allocation::Allocated { phone_id } => Some(phone_id.to_string()),
+        _ => None,
+    }
+}
+
+pub async fn issued(store: &impl Book, session: &str) -> Option<Issued> {
+    store.issued_access(session).await.expect("access reads")
+}
+
+/// A first successful sign check of `session` at `now`, holding its phone until `hold_until`.
+pub fn verification(session: &str, digest: &str, now: &str, hold_until: &str) -> Verification {
+    Verification {
+        session_id: sid(session).to_string(),
+        digest: digest.to_owned(),
+        now: at(now),
+        hold_until: at(hold_until),
+    }
+}
+
+pub async fn mark_verified(store: &impl Book, verifications: &[Verification]) -> Vec<bool> {
+    store
+        .mark_verified(verifications)
+        .await
+        .expect("sign checks record")
+}
+
+pub async fn release_lapsed_holds(store: &impl Book, now: &str) -> u64 {
+    store
+        .release_lapsed_holds(at(now))
+        .await
+        .expect("holds release")
+}

@@ -1,0 +1,318 @@
+//! Minting and holds: `mint_session`, `issued_access`, `mark_verified`,
+//! `release_lapsed_holds`. cphub hands a player an idle, fresh phone and holds it for the
+//! minted session until the sign check and enter come, or the hold lapses; a phone is never
+//! handed to two sessions, and a ticket is consumed once.
+
+use std::collections::HashSet;
+
+use cphub::domain::SessionState;
+use cphub::store::Allocation;
+
+use crate::backend_tests;
+use crate::helpers::*;
+
+backend_tests!(
+    a_mint_allocates_an_idle_fresh_phone_and_holds_it,
+    concurrent_mints_never_share_a_phone,
+    a_pinned_phone_is_allocated_when_free_refused_when_busy_or_unknown,
+    a_stale_phone_is_not_allocated,
+    a_phone_in_a_session_is_not_allocated,
+    a_ticket_is_consumed_once,
+    a_lapsed_hold_is_released_and_the_phone_is_idle_again,
+    a_mint_releases_lapsed_holds_before_it_picks,
+    a_verified_sessions_hold_is_extended_to_its_hold_until,
+);
+
+/// A mint at 19:00 on phones heard from at 18:59, holding until 19:01, fresh since 18:58.
+fn at_seven(session: &str) -> Mint<'_> {
+    Mint {
+        session,
+        pinned: None,
+        now: "19:00:00",
+        hold_until: "19:01:00",
+        fresh_since: "18:58:00",
+    }
+}
+
+async fn a_mint_allocates_an_idle_fresh_phone_and_holds_it(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+
+    let first = mint(&store, at_seven("s-1")).await;
+
+    assert_eq!(allocated(&first).as_deref(), Some("p-1"));
+    let s = session(&store, "s-1")
+        .await
+        .expect("minted session recorded");
+    assert_eq!(s.state, SessionState::Minted);
+    assert!(s.issued);
+    assert_eq!(s.phone_id.to_string(), "p-1");
+    assert_eq!(s.app_id.to_string(), APP);
+    assert_eq!(text(&s.user_id).as_deref(), Some(USER));
+    assert_eq!(s.minted_at, Some(at("19:00:00")));
+    let p = phone(&store, "p-1", at("18:58:00")).await.unwrap();
+    assert_eq!(text(&p.allocated_session_id).as_deref(), Some("s-1"));
+    assert_eq!(p.allocated_until, Some(at("19:01:00")));
+    assert_eq!(
+        phone_state(&store, "p-1", at("18:58:00")).await,
+        "allocated"
+    );
+    let access = issued(&store, "s-1")
+        .await
+        .expect("access of a minted session");
+    assert_eq!(access.state, SessionState::Minted);
+    assert_eq!(access.verified_at, None);
+
+    // The only phone is held: the next mint finds none.
+    assert_eq!(mint(&store, at_seven("s-2")).await, Allocation::NoFreePhone);
+    assert!(
+        session(&store, "s-2").await.is_none(),
+        "a refused mint records nothing"
+    );
+}
+
+/// `Store::mint_session`: "concurrent calls never get the same phone". 20 mints at once over
+/// 5 idle phones: exactly 5 succeed, on 5 distinct phones, and every refusal says so.
+async fn concurrent_mints_never_share_a_phone(backend: Backend) {
+    let store = open(backend).await;
+    let phones = ["p-1", "p-2", "p-3", "p-4", "p-5"];
+    idle_phones(&store, &phones, "18:59:00").await;
+
+    let mut mints = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let shared = store.shared();
+        mints.spawn(async move {
+            let id = format!("s-{i}");
+            let allocation = mint(&shared, at_seven(&id)).await;
+            (id, allocation)
+        });
+    }
+    let results = mints.join_all().await;
+
+    let winners: Vec<_> = results
+        .iter()
+        .filter_map(|(id, a)| allocated(a).map(|p| (id.clone(), p)))
+        .collect();
+    assert_eq!(winners.len(), 5, "one mint per phone: {results:?}");
+    let distinct: HashSet<_> = winners.iter().map(|(_, p)| p.clone()).collect();
+    assert_eq!(distinct.len(), 5, "a phone given twice: {winners:?}");
+    assert!(
+        results
+            .iter()
+            .all(|(_, a)| matches!(a, Allocation::Allocated { .. } | Allocation::NoFreePhone)),
+        "{results:?}"
+    );
+    for (id, p) in &winners {
+        let s = session(&store, id).await.unwrap();
+        assert_eq!(&s.phone_id.to_string(), p);
+        let held = phone(&store, p, at("18:58:00")).await.unwrap();
+        assert_eq!(text(&held.allocated_session_id).as_ref(), Some(id));
+    }
+}
+
+/// A pinned mint gets exactly that phone if it is free; a busy one is PhoneBusy, one cphub
+/// never heard of is UnknownPhone, and neither records a session.
+async fn a_pinned_phone_is_allocated_when_free_refused_when_busy_or_unknown(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    let pinned = |session, phone| Mint {
+        pinned: Some(phone),
+        ..at_seven(session)
+    };
+
+    let first = mint(&store, pinned("s-1", "p-2")).await;
+    let busy = mint(&store, pinned("s-2", "p-2")).await;
+    let unknown = mint(&store, pinned("s-3", "p-9")).await;
+
+    assert_eq!(allocated(&first).as_deref(), Some("p-2"));
+    assert_eq!(busy, Allocation::PhoneBusy);
+    assert_eq!(unknown, Allocation::UnknownPhone);
+    assert!(session(&store, "s-2").await.is_none());
+    assert!(session(&store, "s-3").await.is_none());
+    assert_eq!(phone_state(&store, "p-1", at("18:58:00")).await, "idle");
+}
+
+/// A phone not heard from since `fresh_since` may be dead: it is not handed out, pinned or
+/// not.
+async fn a_stale_phone_is_not_allocated(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:50:00").await;
+
+    let any = mint(&store, at_seven("s-1")).await;
+    let pinned = mint(
+        &store,
+        Mint {
+            pinned: Some("p-1"),
+            ..at_seven("s-2")
+        },
+    )
+    .await;
+
+    assert_eq!(any, Allocation::NoFreePhone);
+    assert_eq!(allocated(&pinned), None, "{pinned:?}");
+    let p = phone(&store, "p-1", at("18:58:00")).await.unwrap();
+    assert_eq!(p.allocated_session_id, None);
+}
+
+/// A phone whose heartbeat reports a session, or that runs a session cphub saw enter, is
+/// occupied and not handed out.
+async fn a_phone_in_a_session_is_not_allocated(backend: Backend) {
+    let store = open(backend).await;
+    record(
+        &store,
+        &[heartbeat("p-1", "18:59:00", Some("s-x"), "18:59:00")],
+    )
+    .await;
+    idle_phones(&store, &["p-2"], "18:59:00").await;
+    apply(&store, &[enter("s-y", "p-2", "18:59:30")]).await;
+
+    assert_eq!(mint(&store, at_seven("s-1")).await, Allocation::NoFreePhone);
+}
+
+/// `mark_verified`: the first sign check consumes the ticket (minted → verified); any later
+/// one, in another call or the same batch, is told it came second.
+async fn a_ticket_is_consumed_once(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    mint(&store, at_seven("s-1")).await;
+    mint(&store, at_seven("s-2")).await;
+
+    let first = mark_verified(
+        &store,
+        &[verification("s-1", "digest-a", "19:00:10", "19:03:00")],
+    )
+    .await;
+    let again = mark_verified(
+        &store,
+        &[verification("s-1", "digest-b", "19:00:20", "19:04:00")],
+    )
+    .await;
+    let same_batch = mark_verified(
+        &store,
+        &[
+            verification("s-2", "digest-c", "19:00:30", "19:03:00"),
+            verification("s-2", "digest-d", "19:00:30", "19:03:00"),
+        ],
+    )
+    .await;
+
+    assert_eq!(first, [true]);
+    assert_eq!(again, [false]);
+    assert_eq!(same_batch, [true, false]);
+    let s = session(&store, "s-1").await.unwrap();
+    assert_eq!(s.state, SessionState::Verified);
+    assert_eq!(
+        s.verified_at,
+        Some(at("19:00:10")),
+        "the first check's time stays"
+    );
+    let access = issued(&store, "s-1").await.unwrap();
+    assert_eq!(access.state, SessionState::Verified);
+    assert_eq!(access.sign_check_digest.as_deref(), Some("digest-a"));
+    let p = phone(&store, "p-1", at("18:58:00")).await.unwrap();
+    assert_eq!(
+        p.allocated_until,
+        Some(at("19:03:00")),
+        "the second check extends nothing"
+    );
+    // A session cphub never minted has no ticket to consume.
+    assert_eq!(
+        mark_verified(
+            &store,
+            &[verification("s-9", "digest-e", "19:00:40", "19:03:00")]
+        )
+        .await,
+        [false]
+    );
+}
+
+/// A hold that lapses without a sign check or enter is released: the session expires and
+/// its phone is idle again, free for the next mint.
+async fn a_lapsed_hold_is_released_and_the_phone_is_idle_again(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    mint(&store, at_seven("s-1")).await; // held until 19:01
+
+    assert_eq!(release_lapsed_holds(&store, "19:00:30").await, 0);
+    assert_eq!(
+        session(&store, "s-1").await.unwrap().state,
+        SessionState::Minted
+    );
+
+    assert_eq!(release_lapsed_holds(&store, "19:01:30").await, 1);
+    assert_eq!(
+        session(&store, "s-1").await.unwrap().state,
+        SessionState::Expired
+    );
+    let p = phone(&store, "p-1", at("18:58:00")).await.unwrap();
+    assert_eq!(p.allocated_session_id, None);
+    assert_eq!(p.allocated_until, None);
+    assert_eq!(phone_state(&store, "p-1", at("18:58:00")).await, "idle");
+    let next = mint(
+        &store,
+        Mint {
+            now: "19:02:00",
+            hold_until: "19:03:00",
+            ..at_seven("s-2")
+        },
+    )
+    .await;
+    assert_eq!(allocated(&next).as_deref(), Some("p-1"));
+    // Releasing again finds nothing more to release.
+    assert_eq!(release_lapsed_holds(&store, "19:02:30").await, 0);
+}
+
+/// `mint_session` "releases lapsed holds, then picks": a phone whose hold lapsed is free to
+/// the next mint even if no sweep ran, and the session it was held for expires.
+async fn a_mint_releases_lapsed_holds_before_it_picks(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    mint(&store, at_seven("s-1")).await; // held until 19:01
+
+    let next = mint(
+        &store,
+        Mint {
+            now: "19:02:00",
+            hold_until: "19:03:00",
+            ..at_seven("s-2")
+        },
+    )
+    .await;
+
+    assert_eq!(allocated(&next).as_deref(), Some("p-1"));
+    assert_eq!(
+        session(&store, "s-1").await.unwrap().state,
+        SessionState::Expired
+    );
+}
+
+/// A passed sign check extends the phone's hold to the verification's hold_until: the
+/// sweep keeps it past the mint's hold, and releases it once that lapses.
+async fn a_verified_sessions_hold_is_extended_to_its_hold_until(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    mint(&store, at_seven("s-1")).await; // held until 19:01
+    let checked = mark_verified(
+        &store,
+        &[verification("s-1", "digest-a", "19:00:30", "19:10:00")],
+    )
+    .await;
+    assert_eq!(checked, [true]);
+
+    assert_eq!(release_lapsed_holds(&store, "19:02:00").await, 0);
+    assert_eq!(
+        session(&store, "s-1").await.unwrap().state,
+        SessionState::Verified
+    );
+    let p = phone(&store, "p-1", at("18:58:00")).await.unwrap();
+    assert_eq!(text(&p.allocated_session_id).as_deref(), Some("s-1"));
+    assert_eq!(p.allocated_until, Some(at("19:10:00")));
+
+    assert_eq!(release_lapsed_holds(&store, "19:10:30").await, 1);
+    assert_eq!(
+        session(&store, "s-1").await.unwrap().state,
+        SessionState::Expired
+    );
+    let p = phone(&store, "p-1", at("18:58:00")).await.unwrap();
+    assert_eq!(p.allocated_session_id, None);
+}
