@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use cphub::access::{Issued, MintedAccess};
 use cphub::config::Settings;
-use cphub::domain::{AppId, EventKind, GameEvent, Heartbeat, PhoneId, Session, SessionId, UtcTime};
+use cphub::domain::{
+    AppId, EventKind, GameEvent, Heartbeat, PhoneId, Session, SessionId, UserId, UtcTime,
+};
 use cphub::store::{
     Allocation, Applied, ApplyRules, EventOutcome, MintRequest, Phone, ReceivedEvent, Store,
     Verification,
@@ -263,7 +265,7 @@ pub fn outcomes(applied: &[Applied]) -> Vec<EventOutcome> {
 // ---- reading the book --------------------------------------------------------------------
 
 pub async fn session(store: &impl Book, id: &str) -> Option<Session> {
-    store.session(id).await.expect("session reads")
+    store.session(&sid(id)).await.expect("session reads")
 }
 
 /// One line of a session's event log, as behaviour: which event, what became of it, when.
@@ -277,7 +279,10 @@ pub struct LogLine {
 }
 
 pub async fn event_log(store: &impl Book, id: &str) -> Vec<LogLine> {
-    let records = store.session_events(id).await.expect("event log reads");
+    let records = store
+        .session_events(&sid(id))
+        .await
+        .expect("event log reads");
     records
         .into_iter()
         .map(|r| LogLine {
@@ -301,7 +306,10 @@ pub async fn event_log(store: &impl Book, id: &str) -> Vec<LogLine> {
 }
 
 pub async fn phone(store: &impl Book, id: &str, fresh_since: UtcTime) -> Option<Phone> {
-    store.phone(id, fresh_since).await.expect("phone reads")
+    store
+        .phone(&pid(id), fresh_since)
+        .await
+        .expect("phone reads")
 }
 
 /// The phone's state as the operator sees it (idle, allocated, occupied, stale, …).
@@ -364,9 +372,9 @@ pub fn mint_request(m: &Mint<'_>) -> MintRequest {
     access.session_id = sid(m.session).to_string();
     MintRequest {
         access,
-        app_id: APP.to_owned(),
-        user_id: USER.to_owned(),
-        pinned_phone: m.pinned.map(|p| pid(p).to_string()),
+        app_id: AppId::parse("app_id", APP.to_owned()).unwrap(),
+        user_id: UserId::parse("user_id", USER.to_owned()).unwrap(),
+        pinned_phone: m.pinned.map(pid),
         auth_ts: at(m.hold_until).epoch_millis(),
         hold_until: at(m.hold_until),
         now: at(m.now),
@@ -390,13 +398,16 @@ pub fn allocated(allocation: &Allocation) -> Option<String> {
 }
 
 pub async fn issued(store: &impl Book, session: &str) -> Option<Issued> {
-    store.issued_access(session).await.expect("access reads")
+    store
+        .issued_access(&sid(session))
+        .await
+        .expect("access reads")
 }
 
 /// A first successful sign check of `session` at `now`, holding its phone until `hold_until`.
 pub fn verification(session: &str, digest: &str, now: &str, hold_until: &str) -> Verification {
     Verification {
-        session_id: sid(session).to_string(),
+        session_id: sid(session),
         digest: digest.to_owned(),
         now: at(now),
         hold_until: at(hold_until),
