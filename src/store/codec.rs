@@ -156,10 +156,18 @@ pub(crate) struct StoredEvent {
 }
 
 impl StoredEvent {
-    pub fn describes(&self, event: &crate::domain::GameEvent) -> bool {
+    /// Whether `event` is a redelivery of this one. `stored` is the backend's precision
+    /// (`BatchTx::stored`): the stored time was cut to it, so the redelivery's is too, or an
+    /// event timed finer than a millisecond (SQLite) or microsecond (PostgreSQL) would read
+    /// as a contradiction of itself.
+    pub fn describes(
+        &self,
+        event: &crate::domain::GameEvent,
+        stored: fn(UtcTime) -> UtcTime,
+    ) -> bool {
         self.phone_id == event.phone_id.as_str()
             && self.app_id == event.app_id.as_str()
-            && self.event_time == event.time
+            && self.event_time == stored(event.time)
             && self.run_time == event.run_time
     }
 }

@@ -183,7 +183,7 @@ impl<'a> Book<'a> {
         };
         let key = (event.session_id.as_str().to_owned(), event.kind.status());
         if let Some(first) = self.accepted.get(&key) {
-            if first.describes(event) {
+            if first.describes(event, self.stored) {
                 return unchanged(EventOutcome::Duplicate);
             }
             self.rows.push(EventRow {

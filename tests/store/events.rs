@@ -15,11 +15,6 @@ backend_tests!(
     first_enter_is_accepted_and_the_session_plays,
     first_quit_is_accepted_and_ends_the_session_measured_from_event_times,
     a_redelivery_is_a_duplicate_and_changes_nothing,
-    #[ignore = "bug: StoredEvent::describes (src/store/codec.rs) compares the stored, \
-                truncated event_time (ms on SQLite, µs on PostgreSQL) with the redelivery's \
-                full-precision time, so redelivering an event whose time is finer than the \
-                backend stores is answered Conflict and logged as a conflict, not Duplicate \
-                (also within one batch: event_batch.rs Book::decide stores stored(time))"]
     a_redelivery_with_sub_millisecond_time_is_a_duplicate,
     same_session_and_status_with_other_facts_is_a_conflict_not_applied,
     quit_may_overtake_enter_and_the_session_still_ends_right,
