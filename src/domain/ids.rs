@@ -72,7 +72,7 @@ macro_rules! id_type {
 
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
     };
@@ -138,6 +138,13 @@ impl utoipa::ToSchema for ErrorMsg {}
 
 #[cfg(test)]
 mod tests {
+    /// The CLI's tables align ids with `{:<34}`: Display must honour the width.
+    #[test]
+    fn display_pads_to_the_asked_width() {
+        let id = PhoneId::parse("phone_id", "p-1".to_owned()).unwrap();
+        assert_eq!(format!("{id:<6}|"), "p-1   |");
+    }
+
     use super::*;
 
     #[test]

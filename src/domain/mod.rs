@@ -3,11 +3,13 @@
 
 mod event;
 mod ids;
+mod recovery;
 mod session;
 mod time;
 
 pub use event::{EventKind, GameEvent, Heartbeat};
 pub use ids::{AppId, ErrorMsg, PhoneId, SessionId, UserId};
+pub use recovery::{Action, Outcome, Reason, RecoveryMark};
 pub use session::{EndReason, Session, SessionState};
 pub use time::UtcTime;
 

@@ -283,10 +283,10 @@ pub(super) async fn start_recovery(
     );
     let args = args![
         r.phone_id.as_str(),
-        r.reason,
-        r.action,
+        r.reason.as_str(),
+        r.action.as_str(),
         r.dry_run,
-        r.outcome,
+        r.outcome.as_str(),
         r.error.as_deref(),
         r.started_at,
         r.ended_at,
@@ -295,8 +295,11 @@ pub(super) async fn start_recovery(
     let recovery = recovery.ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?;
     if let Some(state) = r.phone_state {
         let mark = "UPDATE phones SET recovery_state = $2, updated_at = $3 WHERE phone_id = $1";
-        tx.execute(mark, &args![r.phone_id.as_str(), state, r.started_at])
-            .await?;
+        tx.execute(
+            mark,
+            &args![r.phone_id.as_str(), state.as_str(), r.started_at],
+        )
+        .await?;
     }
     Ok(recovery)
 }
@@ -310,7 +313,7 @@ pub(super) async fn finish_recovery(
                WHERE id = $1 AND outcome = 'pending'";
     let args = args![
         f.id,
-        f.outcome,
+        f.outcome.as_str(),
         f.request_id.as_deref(),
         f.job_id.as_deref(),
         f.error.as_deref(),

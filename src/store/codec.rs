@@ -8,7 +8,7 @@ use sqlx::error::BoxDynError;
 use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
 
 use super::StoreError;
-use crate::domain::{EndReason, PhoneId, Session, SessionState, UtcTime};
+use crate::domain::{Action, EndReason, Outcome, PhoneId, Reason, Session, SessionState, UtcTime};
 
 impl Type<Sqlite> for UtcTime {
     fn type_info() -> <Sqlite as sqlx::Database>::TypeInfo {
@@ -227,15 +227,15 @@ impl sqlx::postgres::PgHasArrayType for UtcTime {
 pub struct Recovery {
     pub id: i64,
     pub phone_id: String,
-    /// stale, abnormal, restart_failed, reset_failed, manual
-    pub reason: String,
-    /// restart, reset, mark_broken
-    pub action: String,
+    #[sqlx(try_from = "String")]
+    pub reason: Reason,
+    #[sqlx(try_from = "String")]
+    pub action: Action,
     pub dry_run: bool,
     pub request_id: Option<String>,
     pub job_id: Option<String>,
-    /// pending, succeeded, failed, error, dry_run
-    pub outcome: String,
+    #[sqlx(try_from = "String")]
+    pub outcome: Outcome,
     pub error: Option<String>,
     pub started_at: UtcTime,
     pub ended_at: Option<UtcTime>,

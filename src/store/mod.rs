@@ -24,7 +24,10 @@ use async_trait::async_trait;
 
 use crate::access::{Issued, MintedAccess};
 use crate::config::{DatabaseSettings, DatabaseUrl};
-use crate::domain::{AppId, GameEvent, Heartbeat, PhoneId, Session, SessionId, UserId, UtcTime};
+use crate::domain::{
+    Action, AppId, GameEvent, Heartbeat, Outcome, PhoneId, Reason, RecoveryMark, Session,
+    SessionId, UserId, UtcTime,
+};
 use crate::usage::{UsageQuery, UsageRow};
 
 pub(crate) use backend::Backend;
@@ -235,21 +238,21 @@ pub const PHONE_STATES: [&str; 7] = [
 #[derive(Debug, Clone)]
 pub struct NewRecovery {
     pub phone_id: PhoneId,
-    pub reason: &'static str,
-    pub action: &'static str,
+    pub reason: Reason,
+    pub action: Action,
     pub dry_run: bool,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub error: Option<String>,
     pub started_at: UtcTime,
     pub ended_at: Option<UtcTime>,
     /// `recovering` or `broken` to set on the phone, if any.
-    pub phone_state: Option<&'static str>,
+    pub phone_state: Option<RecoveryMark>,
 }
 
 #[derive(Debug, Clone)]
 pub struct FinishedRecovery {
     pub id: i64,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub request_id: Option<String>,
     pub job_id: Option<String>,
     pub error: Option<String>,

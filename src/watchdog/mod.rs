@@ -19,7 +19,7 @@ pub use policy::{Action, Budgets, Decision, Outcome, Past, Reason, decide};
 use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
 use crate::cph::{CphClient, CphError, PhoneItem, model::job_status};
-use crate::domain::{PhoneId, UtcTime};
+use crate::domain::{PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
 use crate::store::{FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError};
 use crate::telemetry::ErrorChain;
@@ -256,24 +256,23 @@ impl Watchdog {
         );
         let record = NewRecovery {
             phone_id: phone_id.clone(),
-            reason: reason.as_str(),
-            action: Action::MarkBroken.as_str(),
+            reason,
+            action: Action::MarkBroken,
             dry_run: self.settings.dry_run,
             outcome: if self.settings.dry_run {
                 Outcome::DryRun
             } else {
                 Outcome::Succeeded
-            }
-            .as_str(),
+            },
             error: None,
             started_at: now,
             ended_at: Some(now),
-            phone_state: (!self.settings.dry_run).then_some("broken"),
+            phone_state: (!self.settings.dry_run).then_some(RecoveryMark::Broken),
         };
         self.store.start_recovery(&record).await?;
         self.metrics
             .recoveries
-            .with_label_values(&["mark_broken", record.outcome])
+            .with_label_values(&["mark_broken", record.outcome.as_str()])
             .inc();
         Ok(())
     }
@@ -289,19 +288,18 @@ impl Watchdog {
         let dry_run = self.settings.dry_run;
         let record = NewRecovery {
             phone_id: phone_id.clone(),
-            reason: reason.as_str(),
-            action: action.as_str(),
+            reason,
+            action,
             dry_run,
             outcome: if dry_run {
                 Outcome::DryRun
             } else {
                 Outcome::Pending
-            }
-            .as_str(),
+            },
             error: None,
             started_at: now,
             ended_at: dry_run.then_some(now),
-            phone_state: (!dry_run).then_some("recovering"),
+            phone_state: (!dry_run).then_some(RecoveryMark::Recovering),
         };
         let recovery = self.store.start_recovery(&record).await?;
         tracing::info!(
@@ -375,10 +373,10 @@ impl Watchdog {
     /// cphub or a change of leader), so each ends up with an outcome.
     fn follow_pending(self: &Arc<Self>, pending: &[Recovery]) {
         for recovery in pending {
-            let action = if recovery.action == "reset" {
-                Action::Reset
-            } else {
-                Action::Restart
+            let action = match recovery.action {
+                Action::Reset => Action::Reset,
+                // Marking broken starts no job: nothing pending to follow.
+                Action::Restart | Action::MarkBroken => Action::Restart,
             };
             if let Some(job_id) = &recovery.job_id {
                 self.follow(recovery.id, action, job_id.clone());
@@ -442,7 +440,7 @@ impl Watchdog {
         }
         let finished = FinishedRecovery {
             id,
-            outcome: outcome.as_str(),
+            outcome,
             request_id: None,
             job_id,
             error,
@@ -458,14 +456,9 @@ impl Watchdog {
 }
 
 fn past(recovery: &Recovery) -> Past {
-    let action = match recovery.action.as_str() {
-        "restart" => Action::Restart,
-        "reset" => Action::Reset,
-        _ => Action::MarkBroken,
-    };
     Past {
-        action,
-        outcome: Outcome::from_db(&recovery.outcome),
+        action: recovery.action,
+        outcome: recovery.outcome,
         started_at: recovery.started_at,
         ended_at: recovery.ended_at,
     }

@@ -7,27 +7,9 @@ use std::time::Duration;
 use crate::cph::model::status;
 use crate::domain::UtcTime;
 
-/// Why a phone needs attention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    Stale,
-    Abnormal,
-    RestartFailed,
-    ResetFailed,
-    Manual,
-}
+pub use crate::domain::{Action, Outcome, Reason};
 
 impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Stale => "stale",
-            Reason::Abnormal => "abnormal",
-            Reason::RestartFailed => "restart_failed",
-            Reason::ResetFailed => "reset_failed",
-            Reason::Manual => "manual",
-        }
-    }
-
     /// From the control plane's status; stale when it reports nothing wrong.
     pub fn from_status(cph_status: Option<i32>) -> Reason {
         match cph_status {
@@ -35,54 +17,6 @@ impl Reason {
             Some(status::RESTART_FAILED) => Reason::RestartFailed,
             Some(status::RESET_FAILED) => Reason::ResetFailed,
             _ => Reason::Stale,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Restart,
-    Reset,
-    MarkBroken,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Restart => "restart",
-            Action::Reset => "reset",
-            Action::MarkBroken => "mark_broken",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Pending,
-    Succeeded,
-    Failed,
-    Error,
-    DryRun,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Pending => "pending",
-            Outcome::Succeeded => "succeeded",
-            Outcome::Failed => "failed",
-            Outcome::Error => "error",
-            Outcome::DryRun => "dry_run",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Outcome {
-        match s {
-            "pending" => Outcome::Pending,
-            "succeeded" => Outcome::Succeeded,
-            "failed" => Outcome::Failed,
-            "dry_run" => Outcome::DryRun,
-            _ => Outcome::Error,
         }
     }
 }
