@@ -1,5 +1,8 @@
-//! The session book: one [`Store`] trait, a SQLite and a PostgreSQL implementation, picked
-//! from the `database.url` scheme. Each backend has its own migrations under `migrations/`.
+//! The session book: one [`Store`] trait, a SQLite and a PostgreSQL backend, picked from the
+//! `database.url` scheme. Each backend has its own migrations under `migrations/`. The SQL
+//! both share is `book.rs`, written once over `sql::Sql`; a backend implements only what
+//! differs (`backend::Backend`), and one blanket implementation makes every backend a
+//! [`Store`] (docs/architecture.md "Inside the store").
 //!
 //! Writes reach the store through two adaptors that decide how often it is touched:
 //! [`EventWriter`] and [`TicketWriter`] commit enter/quit events and sign-check ticket
