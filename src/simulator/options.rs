@@ -157,3 +157,50 @@ fn lost_answer_status(text: &str) -> Result<u16, String> {
         other => Err(format!("{other:?}: 502 or 504")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_plane_faults_are_off_by_default_and_parsed_from_flags() {
+        let defaults = SimOptions::defaults();
+        assert!(defaults.system_errors.is_empty() && defaults.lose_answers.is_empty());
+        assert!(!defaults.arrears);
+
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            options: SimOptions,
+        }
+        let options = Wrapper::try_parse_from([
+            "simulate",
+            "--system-errors",
+            "restart=2",
+            "--system-errors",
+            "show_job=1",
+            "--lose-answers",
+            "reset=1",
+            "--lost-answer-status",
+            "504",
+            "--arrears",
+        ])
+        .unwrap()
+        .options;
+        assert_eq!(
+            options.system_errors,
+            [(Operation::Restart, 2), (Operation::ShowJob, 1)]
+        );
+        assert_eq!(options.lose_answers, [(Operation::Reset, 1)]);
+        assert_eq!(options.lost_answer_status, 504);
+        assert!(options.arrears);
+        for bad in [
+            &["simulate", "--system-errors", "reboot=1"][..],
+            &["simulate", "--system-errors", "restart"],
+            &["simulate", "--lost-answer-status", "500"],
+        ] {
+            assert!(Wrapper::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+}
