@@ -18,6 +18,16 @@ pub enum CphError {
     /// Never resent blindly; reconcile (list jobs, look at the phone) instead.
     #[error("CPH API call timed out after it was sent; outcome unknown")]
     OutcomeUnknown(#[source] reqwest::Error),
+    /// A POST answered 502 or 504 (7.1.2: the gateway got no valid answer, or none in time):
+    /// the operation may or may not have happened. Never resent; when the answer names the
+    /// request (`request_id`, from 7.1.1's body or the `X-Request-Id` header), the client has
+    /// already asked 4.4.2 for its jobs and found none yet.
+    #[error("CPH API answered {status} to a POST; outcome unknown (request {request_id:?})")]
+    AnswerLost {
+        status: u16,
+        code: String,
+        request_id: Option<String>,
+    },
     /// Could not be sent (connection refused, DNS, TLS): nothing happened.
     #[error("CPH API unreachable")]
     Unreachable(#[source] reqwest::Error),
@@ -42,24 +52,117 @@ pub enum CphError {
     Config(String),
 }
 
+/// 7.2: "System error. … Try again later." A 400 that refused the request: nothing was done.
+pub const SYSTEM_ERROR: &str = "CPS.0003";
+
+/// 7.2: the account is in arrears (CPS.0006), frozen (CPS.0007) or not verified (CPS.0008).
+/// Every call fails until a person acts; retrying or recovering other phones cannot help.
+pub const ACCOUNT_CODES: [&str; 3] = ["CPS.0006", "CPS.0007", "CPS.0008"];
+
 impl CphError {
-    /// Worth another try (after a backoff) if the request is safe to repeat.
+    /// Worth another try (after a backoff) if the request is safe to repeat. CPS.0003 (7.2)
+    /// is transient although it comes with a 400.
     pub fn is_transient(&self) -> bool {
         match self {
-            CphError::Api { status, .. } => *status == 429 || *status >= 500,
+            CphError::Api { status, .. } if *status == 429 || *status >= 500 => true,
+            CphError::Api { .. } => self.code() == Some(SYSTEM_ERROR),
             CphError::Unreachable(_) => true,
             _ => false,
+        }
+    }
+
+    /// The control plane refused the request without doing anything, so even a POST may be
+    /// sent again: 429, 503, CPS.0003 (7.2), or a connection that never opened.
+    pub fn was_not_processed(&self) -> bool {
+        match self {
+            CphError::Api { status, .. } if *status == 429 || *status == 503 => true,
+            CphError::Api { .. } => self.code() == Some(SYSTEM_ERROR),
+            CphError::Unreachable(e) => e.is_connect(),
+            _ => false,
+        }
+    }
+
+    /// CPS.0006/0007/0008 (7.2): the account, not the request or the phone, is the problem
+    /// (arrears, frozen, unverified). Never retried; a caller acting on many phones should
+    /// pause them all until a person has fixed the account.
+    pub fn is_account_level(&self) -> bool {
+        match self {
+            CphError::RetriesExhausted { last, .. } => last.is_account_level(),
+            _ => self
+                .code()
+                .is_some_and(|code| ACCOUNT_CODES.contains(&code)),
+        }
+    }
+
+    /// Sent, but whether it was done is not known (a POST timed out or answered 502/504):
+    /// reconcile (4.4.2 by request id, or the phone's status in 4.3.2), never resend blindly.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            CphError::OutcomeUnknown(_) | CphError::AnswerLost { .. }
+        )
+    }
+
+    /// The chapter 7.2 code of an error answer (`CPS.0003`, `APIGW.0101`, …).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            CphError::Api { code, .. } | CphError::AnswerLost { code, .. } => Some(code),
+            CphError::RetriesExhausted { last, .. } => last.code(),
+            _ => None,
         }
     }
 
     /// Counts against the circuit breaker: the control plane itself looks unwell.
     pub fn is_control_plane_failure(&self) -> bool {
         match self {
-            CphError::Api { status, .. } => *status >= 500,
-            CphError::Unreachable(_) | CphError::OutcomeUnknown(_) | CphError::BadResponse(_) => {
-                true
-            }
+            CphError::Api { status, .. } => *status >= 500 || self.code() == Some(SYSTEM_ERROR),
+            CphError::Unreachable(_)
+            | CphError::OutcomeUnknown(_)
+            | CphError::AnswerLost { .. }
+            | CphError::BadResponse(_) => true,
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: &str) -> CphError {
+        CphError::Api {
+            status,
+            code: code.into(),
+            message: String::new(),
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    /// 7.2: CPS.0003 is a 400 whose handling is "Try again later".
+    #[test]
+    fn cps_0003_of_7_2_is_transient_and_not_processed() {
+        let error = api(400, "CPS.0003");
+        assert!(error.is_transient() && error.was_not_processed());
+        assert!(!error.is_account_level());
+        for other in ["CPS.0001", "CPS.0004", "CPS.0005", "CPS.0006"] {
+            assert!(!api(400, other).is_transient(), "{other}");
+        }
+    }
+
+    /// 7.2: CPS.0006 (arrears), CPS.0007 (frozen), CPS.0008 (unverified) are the account's.
+    #[test]
+    fn cps_0006_to_0008_of_7_2_are_account_level_and_not_retried() {
+        for code in ACCOUNT_CODES {
+            let error = api(400, code);
+            assert!(error.is_account_level(), "{code}");
+            assert!(
+                !error.is_transient() && !error.was_not_processed(),
+                "{code}"
+            );
+        }
+        for code in ["CPS.0001", "CPS.0003", "CPS.0005"] {
+            assert!(!api(400, code).is_account_level(), "{code}");
         }
     }
 }

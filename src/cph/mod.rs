@@ -2,8 +2,11 @@
 //! stop, and the asynchronous jobs they start.
 //!
 //! Retries only where repeating is safe: reads, requests that never left (connection
-//! failures), and 429/503 answers (the control plane did not act). A POST that timed out
-//! after it was sent has an unknown outcome and is reported as such, never resent blindly.
+//! failures), and 429/503/CPS.0003 answers (the control plane did not act, 7.2). A POST
+//! that timed out or was answered 502/504 (7.1.2) after it was sent has an unknown outcome:
+//! it is never resent. When the answer names the request, its jobs are asked for (4.4.2)
+//! and returned as the batch's answer; otherwise the outcome is reported as unknown.
+//! docs/cph.md ("How cphub reads CPH answers") has the whole story.
 
 mod auth;
 mod error;
@@ -22,7 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use auth::Auth;
-pub use error::CphError;
+pub use error::{ACCOUNT_CODES, CphError, SYSTEM_ERROR};
 pub use model::{BatchItem, Job, Phone, PhoneDetail, PhoneItem};
 pub use retry::{Backoff, CircuitBreaker};
 
@@ -238,13 +241,19 @@ impl CphClient {
         Ok(list.jobs)
     }
 
-    /// Polls a job until it succeeds (2) or fails (-1), up to `cph.job_deadline_secs`.
+    /// Polls a job until it succeeds (2) or fails (-1), up to `cph.job_deadline_secs`. A
+    /// transient failure of one poll (CPS.0003, 5xx, …, after the call's own retries) says
+    /// nothing about the job: polling goes on until the deadline.
     pub async fn follow_job(&self, job_id: &str) -> Result<Job, CphError> {
         let started = tokio::time::Instant::now();
         loop {
-            let job = self.job(job_id).await?;
-            if job.is_finished() {
-                return Ok(job);
+            match self.job(job_id).await {
+                Ok(job) if job.is_finished() => return Ok(job),
+                Ok(_) => {}
+                Err(error) if transient_poll_failure(&error) => {
+                    tracing::debug!(job_id, error = %error, "job poll failed; polling on");
+                }
+                Err(error) => return Err(error),
             }
             if started.elapsed() + self.job_poll > self.job_deadline {
                 return Err(CphError::JobDeadline {
@@ -290,10 +299,56 @@ impl CphClient {
             body,
             repeatable,
         };
-        let answer: BatchAnswer = self.call(call).await?;
+        let answer: BatchAnswer = match self.call(call).await {
+            Ok(answer) => answer,
+            Err(CphError::AnswerLost {
+                status,
+                code,
+                request_id: Some(request_id),
+            }) => return self.reconcile(status, code, request_id).await,
+            Err(error) => return Err(error),
+        };
         Ok(BatchOutcome {
             request_id: answer.request_id,
             items: answer.jobs,
+        })
+    }
+
+    /// A batch POST whose answer was lost (502/504) but whose request id is known: the jobs
+    /// it started (4.4.2) are its answer. None found (or the query failing) leaves the
+    /// outcome unknown; the POST is never sent again, so one decision never acts twice.
+    async fn reconcile(
+        &self,
+        status: u16,
+        code: String,
+        request_id: String,
+    ) -> Result<BatchOutcome, CphError> {
+        let lost = |request_id| CphError::AnswerLost {
+            status,
+            code: code.clone(),
+            request_id: Some(request_id),
+        };
+        let jobs = match self.jobs_by_request(&request_id).await {
+            Ok(jobs) if !jobs.is_empty() => jobs,
+            Ok(_) => return Err(lost(request_id)),
+            Err(error) => {
+                tracing::warn!(%request_id, error = %error, "could not reconcile a lost CPH answer");
+                return Err(lost(request_id));
+            }
+        };
+        tracing::info!(%request_id, status, jobs = jobs.len(), "lost CPH answer reconciled from its jobs");
+        let items = jobs
+            .into_iter()
+            .map(|job| BatchItem {
+                phone_id: job.phone_id,
+                job_id: Some(job.job_id),
+                error_code: job.error_code,
+                error_msg: job.error_msg,
+            })
+            .collect();
+        Ok(BatchOutcome {
+            request_id: Some(request_id),
+            items,
         })
     }
 
@@ -328,6 +383,7 @@ impl CphClient {
             }
             let error = match result {
                 Ok(answer) => return Ok(answer),
+                Err(error) if repeatable == Repeatable::OnlyIfNotProcessed => answer_lost(error),
                 Err(error) => error,
             };
             if let (CphError::Api { status: 401, .. }, Auth::Iam(tokens), false) =
@@ -338,8 +394,8 @@ impl CphClient {
                 attempt -= 1;
                 continue;
             }
-            let retry =
-                error.is_transient() && (repeatable == Repeatable::Yes || not_processed(&error));
+            let retry = error.is_transient()
+                && (repeatable == Repeatable::Yes || error.was_not_processed());
             if !retry {
                 return Err(error);
             }
@@ -425,11 +481,15 @@ impl CphClient {
             .await
             .map_err(|e| classify_send_error(e, method))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("Retry-After")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header("Retry-After");
+        let header_request_id = header("X-Request-Id");
         let bytes = response
             .bytes()
             .await
@@ -437,7 +497,7 @@ impl CphClient {
         if status.is_success() {
             return Ok(bytes.to_vec());
         }
-        Err(api_error(status, &bytes, retry_after))
+        Err(api_error(status, &bytes, retry_after, header_request_id))
     }
 }
 
@@ -457,6 +517,7 @@ fn status_label(result: &Result<Vec<u8>, CphError>) -> String {
         Ok(_) => "200".into(),
         Err(CphError::Api { status, .. }) => status.to_string(),
         Err(CphError::OutcomeUnknown(_)) => "timeout".into(),
+        Err(CphError::AnswerLost { status, .. }) => status.to_string(),
         Err(CphError::Unreachable(_)) => "unreachable".into(),
         Err(_) => "error".into(),
     }
@@ -485,16 +546,39 @@ fn classify_send_error(error: reqwest::Error, method: &Method) -> CphError {
     }
 }
 
-/// 429 and 503 mean the control plane did not act on the request.
-fn not_processed(error: &CphError) -> bool {
+/// A POST answered 502 or 504 (7.1.2: "invalid response" from behind the gateway, or the
+/// gateway timing out): it may have been done. 500 and 503 say the service failed or was
+/// unavailable, so they stay plain API errors.
+fn answer_lost(error: CphError) -> CphError {
     match error {
-        CphError::Api { status, .. } => *status == 429 || *status == 503,
-        CphError::Unreachable(e) => e.is_connect(),
-        _ => false,
+        CphError::Api {
+            status: status @ (502 | 504),
+            code,
+            request_id,
+            ..
+        } => CphError::AnswerLost {
+            status,
+            code,
+            request_id,
+        },
+        other => other,
     }
 }
 
-fn api_error(status: StatusCode, body: &[u8], retry_after: Option<String>) -> CphError {
+/// A poll of a job that failed for reasons that say nothing about the job.
+fn transient_poll_failure(error: &CphError) -> bool {
+    match error {
+        CphError::RetriesExhausted { last, .. } => last.is_transient(),
+        other => other.is_transient(),
+    }
+}
+
+fn api_error(
+    status: StatusCode,
+    body: &[u8],
+    retry_after: Option<String>,
+    header_request_id: Option<String>,
+) -> CphError {
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     CphError::Api {
         status: status.as_u16(),
@@ -504,7 +588,7 @@ fn api_error(status: StatusCode, body: &[u8], retry_after: Option<String>) -> Cp
         message: parsed
             .error_msg
             .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect()),
-        request_id: parsed.request_id,
+        request_id: parsed.request_id.or(header_request_id),
         retry_after: retry_after
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(60))),

@@ -89,6 +89,12 @@ fn json_string_or_object<'de, D: serde::Deserializer<'de>>(
     })
 }
 
+/// A string where `null`, absent and `""` all mean "none" (the reference writes each of the
+/// three for "no error": 4.3.5's example omits the fields, 4.4.1's has `null`, 4.4.2's `""`).
+fn non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|text| !text.is_empty()))
+}
+
 /// One phone of a batch request. `property` is a JSON object serialised into a string.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhoneItem {
@@ -117,15 +123,18 @@ pub struct BatchAnswer {
     pub jobs: Vec<BatchItem>,
 }
 
+/// One phone's entry in a batch answer. `error_code`/`error_msg` absent, `null` or `""` all
+/// mean "no error" (4.3.5–4.3.7 omit them, 4.4.1 writes `null`, 4.4.2 writes `""`): they are
+/// read as `None` here, so nothing downstream can take an empty code for a failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchItem {
     #[serde(default)]
     pub phone_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_empty")]
     pub job_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_empty")]
     pub error_code: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_empty")]
     pub error_msg: Option<String>,
 }
 
@@ -139,11 +148,12 @@ pub struct Job {
     pub begin_time: Option<String>,
     #[serde(default)]
     pub end_time: Option<String>,
-    #[serde(default)]
+    /// `null` (4.4.1) and `""` (4.4.2) both mean "no error": read as `None`.
+    #[serde(default, deserialize_with = "non_empty")]
     pub error_code: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_empty")]
     pub error_msg: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_empty")]
     pub execute_msg: Option<String>,
 }
 
@@ -205,5 +215,36 @@ mod tests {
         )
         .unwrap();
         assert!(job.is_finished());
+    }
+
+    /// 4.4.2's example: a succeeded job with `"error_code": ""`, a failed one with a code.
+    #[test]
+    fn empty_error_fields_of_4_4_2_mean_no_error() {
+        let list: JobList = serde_json::from_str(
+            r#"{"request_id": "6a63a18b8bab40ffb71ebd9cb80d0085", "jobs": [
+                {"phone_id": "1234567b8bab40ffb711234cb80d0234", "job_id": "1564567b8bab40f34711234cb80d0123",
+                 "status": -1, "error_code": "CPS0005", "error_msg": "Phone not found."},
+                {"phone_id": "abc4567b8bab40ffb711234cb80d0abc", "job_id": "1564567b8bab40f34711234cb80d0456",
+                 "status": 2, "error_code": "", "error_msg": ""}]}"#,
+        )
+        .unwrap();
+        assert_eq!(list.jobs[0].error_code.as_deref(), Some("CPS0005"));
+        assert_eq!(
+            (&list.jobs[1].error_code, &list.jobs[1].error_msg),
+            (&None, &None)
+        );
+
+        let batch: BatchAnswer = serde_json::from_str(
+            r#"{"request_id": "r", "jobs": [{"phone_id": "p", "job_id": "j", "error_code": "", "error_msg": ""},
+                {"phone_id": "q", "job_id": "k", "error_code": null, "error_msg": null}]}"#,
+        )
+        .unwrap();
+        for item in &batch.jobs {
+            assert_eq!(
+                (&item.error_code, &item.error_msg),
+                (&None, &None),
+                "{item:?}"
+            );
+        }
     }
 }

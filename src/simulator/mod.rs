@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 pub use options::SimOptions;
 pub use stats::{PlayedSession, Stats};
 
-use control_plane::ControlPlaneSettings;
+use control_plane::{ControlPlaneFaults, ControlPlaneSettings};
 use fleet::{Fleet, SharedFleet};
 use phone::VirtualPhone;
 use player::Players;
@@ -28,6 +28,8 @@ use player::Players;
 pub struct Simulator {
     pub fleet: SharedFleet,
     pub stats: Arc<Stats>,
+    /// The fake control plane's faults (docs/simulator.md): change them while it runs.
+    pub faults: ControlPlaneFaults,
     cph_port: u16,
     control_plane: ServerHandle,
     tasks: Vec<JoinHandle<()>>,
@@ -42,8 +44,9 @@ impl Simulator {
         }
         let listener = TcpListener::bind(options.cph_listen)?;
         let cph_port = listener.local_addr()?.port();
-        let server =
-            control_plane::start(listener, control_plane_settings(&options), fleet.clone())?;
+        let settings = control_plane_settings(&options);
+        let faults = settings.faults.clone();
+        let server = control_plane::start(listener, settings, fleet.clone())?;
         let control_plane = server.handle();
         let mut tasks = vec![tokio::spawn(async move {
             let _ = server.await;
@@ -82,6 +85,7 @@ impl Simulator {
         Ok(Simulator {
             fleet,
             stats,
+            faults,
             cph_port,
             control_plane,
             tasks,
@@ -122,6 +126,7 @@ fn control_plane_settings(options: &SimOptions) -> ControlPlaneSettings {
         job_delay: Duration::from_millis(options.job_delay_ms),
         job_failure_rate: options.job_failure_rate,
         max_date_skew: Duration::from_secs(15 * 60),
+        faults: options.control_plane_faults(),
     }
 }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::control_plane::{ControlPlaneFaults, LostAnswer, Operation};
+
 #[derive(Debug, Clone, Args)]
 pub struct SimOptions {
     /// Number of virtual phones.
@@ -75,6 +77,21 @@ pub struct SimOptions {
     /// Chance that a restart or reset job fails.
     #[arg(long, default_value_t = 0.0)]
     pub job_failure_rate: f64,
+    /// `OPERATION=N`: the next N calls of the operation (list_phones, show_phone,
+    /// update_property, restart, reset, stop, show_job, list_jobs) are answered 400 CPS.0003
+    /// (chapter 7.2 "System error", nothing done). Repeatable.
+    #[arg(long, value_parser = operation_count)]
+    pub system_errors: Vec<(Operation, u32)>,
+    /// `OPERATION=N`: the next N batch POSTs of the operation (update_property, restart,
+    /// reset, stop) are performed, then answered `--lost-answer-status`. Repeatable.
+    #[arg(long, value_parser = operation_count)]
+    pub lose_answers: Vec<(Operation, u32)>,
+    /// 502 or 504 (chapter 7.1.2), for `--lose-answers`.
+    #[arg(long, default_value_t = 502, value_parser = lost_answer_status)]
+    pub lost_answer_status: u16,
+    /// The account is in arrears: every call is answered 400 CPS.0006 (chapter 7.2).
+    #[arg(long)]
+    pub arrears: bool,
 
     /// Print a summary this often.
     #[arg(long, default_value_t = 5)]
@@ -96,11 +113,94 @@ impl SimOptions {
         Wrapper::parse_from(["simulate"]).options
     }
 
+    /// The control-plane faults these options ask for (none by default).
+    pub fn control_plane_faults(&self) -> ControlPlaneFaults {
+        let faults = ControlPlaneFaults::default();
+        for (operation, calls) in &self.system_errors {
+            faults.system_errors(*operation, *calls);
+        }
+        let how = match self.lost_answer_status {
+            504 => LostAnswer::GatewayTimeout,
+            _ => LostAnswer::BadGateway,
+        };
+        for (operation, calls) in &self.lose_answers {
+            faults.lose_answers(*operation, *calls, how);
+        }
+        faults.set_arrears(self.arrears);
+        faults
+    }
+
     pub fn session_range(&self) -> (Duration, Duration) {
         let min = self.session_min_secs.max(1);
         (
             Duration::from_secs(min),
             Duration::from_secs(self.session_max_secs.max(min)),
         )
+    }
+}
+
+/// `restart=3` → (restart, 3).
+fn operation_count(text: &str) -> Result<(Operation, u32), String> {
+    let (operation, count) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected OPERATION=N, got {text:?}"))?;
+    let count = count
+        .parse()
+        .map_err(|e| format!("{count:?} is not a count: {e}"))?;
+    Ok((operation.parse()?, count))
+}
+
+fn lost_answer_status(text: &str) -> Result<u16, String> {
+    match text {
+        "502" => Ok(502),
+        "504" => Ok(504),
+        other => Err(format!("{other:?}: 502 or 504")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_plane_faults_are_off_by_default_and_parsed_from_flags() {
+        let defaults = SimOptions::defaults();
+        assert!(defaults.system_errors.is_empty() && defaults.lose_answers.is_empty());
+        assert!(!defaults.arrears);
+
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            options: SimOptions,
+        }
+        let options = Wrapper::try_parse_from([
+            "simulate",
+            "--system-errors",
+            "restart=2",
+            "--system-errors",
+            "show_job=1",
+            "--lose-answers",
+            "reset=1",
+            "--lost-answer-status",
+            "504",
+            "--arrears",
+        ])
+        .unwrap()
+        .options;
+        assert_eq!(
+            options.system_errors,
+            [(Operation::Restart, 2), (Operation::ShowJob, 1)]
+        );
+        assert_eq!(options.lose_answers, [(Operation::Reset, 1)]);
+        assert_eq!(options.lost_answer_status, 504);
+        assert!(options.arrears);
+        for bad in [
+            &["simulate", "--system-errors", "reboot=1"][..],
+            &["simulate", "--system-errors", "restart"],
+            &["simulate", "--lost-answer-status", "500"],
+        ] {
+            assert!(Wrapper::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

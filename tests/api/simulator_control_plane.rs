@@ -12,7 +12,9 @@ use cphub::config::Settings;
 use cphub::cph::model::{job_status, status};
 use cphub::cph::signer::Signing;
 use cphub::cph::{CphClient, CphError, PhoneFilter, PhoneItem};
-use cphub::simulator::control_plane::{self, ControlPlaneSettings, DEFAULT_MAX_DATE_SKEW};
+use cphub::simulator::control_plane::{
+    self, ControlPlaneFaults, ControlPlaneSettings, DEFAULT_MAX_DATE_SKEW, LostAnswer, Operation,
+};
 use cphub::simulator::fleet::{Fleet, SharedFleet, SimPhone};
 use serde_json::{Value, json};
 
@@ -28,6 +30,8 @@ struct FakeCph {
     endpoint: String,
     fleet: SharedFleet,
     server: ServerHandle,
+    /// The running control plane's faults (off until a test turns one on).
+    faults: ControlPlaneFaults,
 }
 
 impl FakeCph {
@@ -44,8 +48,10 @@ impl FakeCph {
             job_delay: Duration::from_millis(50),
             job_failure_rate: 0.0,
             max_date_skew: DEFAULT_MAX_DATE_SKEW,
+            faults: ControlPlaneFaults::default(),
         };
         adjust(&mut settings);
+        let faults = settings.faults.clone();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let fleet = SharedFleet::new(Fleet::new(phones, 0x5eed));
@@ -56,6 +62,7 @@ impl FakeCph {
             endpoint,
             fleet,
             server: handle,
+            faults,
         }
     }
 
@@ -65,9 +72,21 @@ impl FakeCph {
     }
 
     fn client_with(&self, auth_toml: &str) -> CphClient {
+        self.tuned_client("max_attempts = 1\n", auth_toml)
+    }
+
+    /// cphub's client (AK/SK) that retries: up to 4 attempts, millisecond backoffs.
+    fn retrying_client(&self) -> CphClient {
+        self.tuned_client(
+            "max_attempts = 4\nretry_base_ms = 1\nretry_max_ms = 5\n",
+            &format!("[cph.auth]\nak = \"{AK}\"\nsk = \"{SK}\"\n"),
+        )
+    }
+
+    fn tuned_client(&self, tuning: &str, auth_toml: &str) -> CphClient {
         let settings = Settings::with_overrides(&format!(
             "[cph]\nendpoint = \"{}\"\nproject_id = \"{PROJECT_ID}\"\njob_poll_interval_ms = 20\n\
-             job_deadline_secs = 10\nmax_attempts = 1\n{auth_toml}",
+             job_deadline_secs = 10\n{tuning}{auth_toml}",
             self.endpoint
         ))
         .unwrap();
@@ -133,6 +152,46 @@ impl FakeCph {
     }
 }
 
+/// A raw POST of `body` to `phones/{path}` with an IAM token: the answer exactly as sent.
+async fn raw_post(fake: &FakeCph, token: &str, path: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!(
+            "{}/v1/{PROJECT_ID}/cloud-phone/phones/{path}",
+            fake.endpoint
+        ))
+        .header("X-Auth-Token", token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A raw GET of `/v1/{project}/cloud-phone/{path}` with an IAM token, as JSON.
+async fn raw_get(fake: &FakeCph, token: &str, path: &str) -> Value {
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/{PROJECT_ID}/cloud-phone/{path}",
+            fake.endpoint
+        ))
+        .header("X-Auth-Token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.unwrap()
+}
+
+/// Waits for the fake's job to end.
+async fn wait_for_job(fake: &FakeCph, job_id: &str) {
+    for _ in 0..200 {
+        if fake.fleet.lock().jobs[job_id].status != job_status::RUNNING {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("job {job_id} still running");
+}
+
 /// Asserts a refusal: `status` and chapter 7.1.1's body with `code`; returns the message.
 async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> String {
     assert_eq!(response.status().as_u16(), status);
@@ -154,8 +213,10 @@ fn item(phone_id: &str, property: Option<Value>) -> PhoneItem {
     }
 }
 
+/// 4.3.1: all pages, "sorted in descending order of the creation time": the fleet's newest
+/// phone (its last) first, each phone with its own `create_time`.
 #[tokio::test]
-async fn cphub_lists_every_phone_over_pages_and_reads_details() {
+async fn cphub_lists_every_phone_over_pages_newest_first_4_3_1_and_reads_details() {
     let fake = FakeCph::start(250).await;
     let client = fake.client();
 
@@ -165,6 +226,7 @@ async fn cphub_lists_every_phone_over_pages_and_reads_details() {
         .lock()
         .phones
         .iter()
+        .rev()
         .map(|p| p.phone_id.clone())
         .collect();
     assert_eq!(
@@ -179,7 +241,16 @@ async fn cphub_lists_every_phone_over_pages_and_reads_details() {
             .iter()
             .all(|p| p.status == status::RUNNING && !p.server_id.is_empty())
     );
-    assert_eq!(phones[0].phone_name, "mobile-0001");
+    assert_eq!(phones[0].phone_name, "mobile-0250");
+    let created: Vec<&str> = phones
+        .iter()
+        .map(|p| p.create_time.as_deref().unwrap())
+        .collect();
+    assert!(
+        created.windows(2).all(|pair| pair[0] > pair[1]),
+        "each phone its own create_time, newest first: {:?}",
+        &created[..3]
+    );
 
     let server = PhoneFilter {
         server_id: Some(phones[20].server_id.clone()),
@@ -192,7 +263,10 @@ async fn cphub_lists_every_phone_over_pages_and_reads_details() {
     };
     assert!(client.list_phones(&stopped).await.unwrap().is_empty());
 
-    fake.fleet.lock().phones[3]
+    fake.fleet
+        .lock()
+        .phone_mut(&phones[3].phone_id)
+        .unwrap()
         .properties
         .insert("com.cph.cg.heartbeat_interval".into(), "30".into());
     let detail = client.phone(&phones[3].phone_id).await.unwrap();
@@ -206,8 +280,10 @@ async fn cphub_lists_every_phone_over_pages_and_reads_details() {
     fake.stop().await;
 }
 
+/// 4.3.1's filters and paging; `limit` 1–100 and the listed statuses only (7.2: CPS.0002,
+/// CPS.0010).
 #[tokio::test]
-async fn the_list_answers_the_count_and_filters_by_name() {
+async fn the_list_answers_the_count_and_filters_by_name_4_3_1() {
     let fake = FakeCph::start(30).await;
     let list = |query: &[(&str, &str)]| {
         fake.signed_query("cloud-phone/phones", query, SK, Utc::now())
@@ -222,7 +298,7 @@ async fn the_list_answers_the_count_and_filters_by_name() {
         .unwrap();
     assert_eq!(page["count"], 30);
     assert_eq!(page["phones"].as_array().unwrap().len(), 5);
-    assert_eq!(page["phones"][0]["phone_name"], "mobile-0011");
+    assert_eq!(page["phones"][0]["phone_name"], "mobile-0020");
     assert_eq!(page["request_id"].as_str().unwrap().len(), 32);
     let phone = &page["phones"][0];
     for field in [
@@ -248,7 +324,7 @@ async fn the_list_answers_the_count_and_filters_by_name() {
         .await
         .unwrap();
     assert_eq!(named["count"], 10);
-    assert_eq!(named["phones"][0]["phone_name"], "mobile-0020");
+    assert_eq!(named["phones"][0]["phone_name"], "mobile-0029");
     // Characters the signer percent-encodes verify too (and match nothing).
     let odd = list(&[("phone_name", "a b/c*~é"), ("server_id", "x+y=z&")])
         .await
@@ -256,16 +332,27 @@ async fn the_list_answers_the_count_and_filters_by_name() {
     assert_eq!(odd.status().as_u16(), 200);
     assert_eq!(odd.json::<Value>().await.unwrap()["count"], 0);
 
-    for bad in ["0", "201", "ten"] {
+    let full: Value = list(&[("limit", "100")])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["phones"].as_array().unwrap().len(), 30);
+    for bad in ["0", "101", "200", "ten"] {
         assert_error(list(&[("limit", bad)]).await.unwrap(), 400, "CPS.0002").await;
     }
     assert_error(list(&[("offset", "-1")]).await.unwrap(), 400, "CPS.0002").await;
-    assert_error(
-        list(&[("status", "running")]).await.unwrap(),
-        400,
-        "CPS.0010",
-    )
-    .await;
+    for bad in ["running", "5", "9", "-1", "-10"] {
+        assert_error(list(&[("status", bad)]).await.unwrap(), 400, "CPS.0010").await;
+    }
+    let restarting: Value = list(&[("status", "-6")])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(restarting["count"], 0);
 
     // The query changed after signing: refused, so the query is covered by the signature.
     let mut tampered = fake
@@ -547,8 +634,9 @@ async fn a_bad_phone_in_a_batch_fails_only_its_own_item() {
         [
             (unknown.to_owned(), "CPS.0005".to_owned()),
             ("not-a-phone".into(), "CPS.0004".into()),
-            (fake.phone_id(1), "CPS.0001".into()),
-            (fake.phone_id(1), "CPS.0001".into()),
+            // 7.2 has no code for a bad property: its generic "Invalid parameters.".
+            (fake.phone_id(1), "CPS.0200".into()),
+            (fake.phone_id(1), "CPS.0200".into()),
         ]
     );
     assert!(
@@ -559,14 +647,17 @@ async fn a_bad_phone_in_a_batch_fails_only_its_own_item() {
     fake.stop().await;
 }
 
+/// 7.2: an unknown phone is 400 CPS.0005 (not 404); an unknown job (4.4.1 is silent) the
+/// closest documented answer, 400 CPS.0200; malformed requests CPS.0200, never CPS.0001
+/// ("no permission").
 #[tokio::test]
-async fn unknown_phones_jobs_and_malformed_bodies_get_error_bodies() {
+async fn unknown_phones_jobs_and_malformed_bodies_get_the_7_2_error_bodies() {
     let fake = FakeCph::start(1).await;
     let client = fake.client();
 
     match client.phone("ffffffffffffffffffffffffffffffff").await {
         Err(CphError::Api {
-            status: 404,
+            status: 400,
             code,
             message,
             request_id,
@@ -578,11 +669,11 @@ async fn unknown_phones_jobs_and_malformed_bodies_get_error_bodies() {
             );
             assert_eq!(request_id.map(|id| id.len()), Some(32));
         }
-        other => panic!("expected a 404, got {other:?}"),
+        other => panic!("expected a 400 CPS.0005, got {other:?}"),
     }
     assert!(matches!(
         client.job("nope").await,
-        Err(CphError::Api { status: 404, .. })
+        Err(CphError::Api { status: 400, code, .. }) if code == "CPS.0200"
     ));
     let empty = client.restart(&[]).await;
     assert!(matches!(empty, Err(CphError::Api { status: 400, code, .. }) if code == "CPS.0009"));
@@ -605,12 +696,18 @@ async fn unknown_phones_jobs_and_malformed_bodies_get_error_bodies() {
         "{\"phones\": [{\"property\": \"{}\"}]}",
         "\u{0}",
     ] {
-        assert_error(post("batch-restart", body).await.unwrap(), 400, "CPS.0001").await;
+        assert_error(post("batch-restart", body).await.unwrap(), 400, "CPS.0200").await;
     }
     assert_error(
         post("batch-stop", "{\"phones\": []}").await.unwrap(),
         400,
-        "CPS.0001",
+        "CPS.0200",
+    )
+    .await;
+    assert_error(
+        post("batch-stop", "{\"phone_ids\": []}").await.unwrap(),
+        400,
+        "CPS.0009",
     )
     .await;
     let response = http
@@ -631,7 +728,7 @@ async fn unknown_phones_jobs_and_malformed_bodies_get_error_bodies() {
         .send()
         .await
         .unwrap();
-    assert_error(response, 400, "CPS.0001").await;
+    assert_error(response, 400, "CPS.0200").await;
     fake.stop().await;
 }
 
@@ -980,5 +1077,201 @@ async fn the_official_python_sdk_works_against_the_fake() {
     args.push("--expect-auth-failure".into());
     let (exit, _, output) = run_python_sdk(args).await;
     assert!(!exit.success(), "{output}");
+    fake.stop().await;
+}
+
+/// 7.1.2: a batch POST answers 201. Its entries are as 4.3.5–4.3.7's examples show them
+/// (`phone_id` and `job_id`, no error fields); a job reads as 4.4.1's example (`null` for
+/// no error) and as 4.4.2's (`""` for no error, and `node_id`).
+#[tokio::test]
+async fn batch_posts_answer_201_and_jobs_read_as_the_4_4_1_and_4_4_2_examples() {
+    let fake = FakeCph::start(1).await;
+    let token = iam_token(&fake).await;
+    let phone = fake.phone_id(0);
+
+    let response = raw_post(
+        &fake,
+        &token,
+        "batch-restart",
+        json!({"phones": [{"phone_id": phone}]}),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 201);
+    let answer: Value = response.json().await.unwrap();
+    let entry = answer["jobs"][0].as_object().unwrap();
+    let mut keys: Vec<&str> = entry.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["job_id", "phone_id"], "{answer}");
+    let job_id = entry["job_id"].as_str().unwrap().to_owned();
+    wait_for_job(&fake, &job_id).await;
+
+    let job = raw_get(&fake, &token, &format!("jobs/{job_id}")).await;
+    assert_eq!(job["status"], 2, "{job}");
+    for field in ["error_code", "error_msg", "execute_msg"] {
+        assert!(job[field].is_null(), "4.4.1 writes null: {job}");
+    }
+    let request_id = answer["request_id"].as_str().unwrap();
+    let list = raw_get(&fake, &token, &format!("jobs?request_id={request_id}")).await;
+    let listed = &list["jobs"][0];
+    assert_eq!(
+        (&listed["error_code"], &listed["error_msg"]),
+        (&json!(""), &json!("")),
+        "{list}"
+    );
+    assert_eq!(listed["node_id"], listed["server_id"]);
+    assert_eq!(listed["status"], 2);
+    fake.stop().await;
+}
+
+/// The reference is silent on a second job for a phone that is still resetting: the fake
+/// refuses a restart, reset or stop of it (7.2's CPS.0010, "the cloud phone status is
+/// invalid"), inside the 201, and accepts a property update (4.3.9).
+#[tokio::test]
+async fn a_resetting_phone_takes_no_other_restart_reset_or_stop() {
+    let fake = FakeCph::start_with(2, |s| s.job_delay = Duration::from_millis(800)).await;
+    let client = fake.client();
+    let phone = fake.phone_id(0);
+    let reset = client.reset(vec![item(&phone, None)]).await.unwrap();
+    assert_eq!(reset.jobs().count(), 1);
+    assert_eq!(fake.phone(0).status, status::RESETTING);
+
+    for batch in [
+        client
+            .restart(&[phone.clone(), fake.phone_id(1)])
+            .await
+            .unwrap(),
+        client.reset(vec![item(&phone, None)]).await.unwrap(),
+        client.stop(std::slice::from_ref(&phone)).await.unwrap(),
+    ] {
+        let refused: Vec<_> = batch
+            .failures()
+            .map(|f| (f.phone_id.clone().unwrap(), f.error_code.clone().unwrap()))
+            .collect();
+        assert_eq!(refused, [(phone.clone(), "CPS.0010".to_owned())]);
+    }
+    let update = client
+        .update_property(vec![item(&phone, Some(json!({"a": "1"})))])
+        .await
+        .unwrap();
+    assert_eq!(update.jobs().count(), 1);
+    let jobs_of_phone = fake
+        .fleet
+        .lock()
+        .jobs
+        .values()
+        .filter(|j| j.phone_id == phone)
+        .count();
+    assert_eq!(jobs_of_phone, 2, "the reset and the property update");
+    fake.stop().await;
+}
+
+/// Fault: the next N calls of an operation answer 400 CPS.0003 (7.2) and do nothing;
+/// cphub's client retries them, the POST included, and a job follow polls through them.
+#[tokio::test]
+async fn system_errors_on_demand_answer_cps_0003_and_cphub_retries_them_7_2() {
+    let fake = FakeCph::start(1).await;
+    fake.faults.system_errors(Operation::Restart, 2);
+    fake.faults.system_errors(Operation::ShowJob, 3);
+    let token = iam_token(&fake).await;
+    let phone = fake.phone_id(0);
+
+    let refused = raw_post(
+        &fake,
+        &token,
+        "batch-restart",
+        json!({"phones": [{"phone_id": phone}]}),
+    )
+    .await;
+    assert_error(refused, 400, "CPS.0003").await;
+    assert!(fake.fleet.lock().jobs.is_empty(), "a CPS.0003 does nothing");
+
+    let batch = fake
+        .retrying_client()
+        .restart(std::slice::from_ref(&phone))
+        .await
+        .unwrap();
+    let (_, job_id) = batch.jobs().next().unwrap();
+    assert_eq!(
+        fake.fleet.lock().jobs.len(),
+        1,
+        "one restart for one decision"
+    );
+    let job = fake.client().follow_job(job_id).await.unwrap();
+    assert_eq!(job.status, job_status::SUCCEEDED);
+    assert_eq!(fake.phone(0).boots, 1);
+    fake.stop().await;
+}
+
+/// Fault: a batch POST performed, then answered 502/504 (7.1.2). The answer names its
+/// request, whose jobs (4.4.2) cphub's client returns instead of resending: one restart.
+#[tokio::test]
+async fn a_lost_answer_after_a_restart_is_reconciled_not_resent_7_1_2() {
+    let fake = FakeCph::start(1).await;
+    let phone = fake.phone_id(0);
+    fake.faults
+        .lose_answers(Operation::Restart, 1, LostAnswer::GatewayTimeout);
+    let token = iam_token(&fake).await;
+
+    let lost = raw_post(
+        &fake,
+        &token,
+        "batch-restart",
+        json!({"phones": [{"phone_id": phone}]}),
+    )
+    .await;
+    assert_error(lost, 504, "APIGW.0203").await;
+    let (job_id, request_id) = {
+        let fleet = fake.fleet.lock();
+        let job = fleet
+            .jobs
+            .values()
+            .next()
+            .expect("performed although the answer was lost");
+        (job.job_id.clone(), job.request_id.clone())
+    };
+    let found = raw_get(&fake, &token, &format!("jobs?request_id={request_id}")).await;
+    assert_eq!(found["jobs"][0]["job_id"], job_id.as_str());
+    wait_for_job(&fake, &job_id).await;
+
+    fake.faults
+        .lose_answers(Operation::Restart, 1, LostAnswer::BadGateway);
+    let client = fake.retrying_client();
+    let batch = client.restart(std::slice::from_ref(&phone)).await.unwrap();
+    let (_, job_id) = batch.jobs().next().expect("the job of the lost answer");
+    client.follow_job(job_id).await.unwrap();
+    assert_eq!(fake.fleet.lock().jobs.len(), 2, "each POST acted once");
+    assert_eq!(fake.phone(0).boots, 2);
+    fake.stop().await;
+}
+
+/// Fault: the account in arrears; every call answers 400 CPS.0006 (7.2), which cphub reads
+/// as account-level and does not retry; nothing is done until it is lifted.
+#[tokio::test]
+async fn arrears_answer_cps_0006_to_every_call_and_read_as_account_level_7_2() {
+    let fake = FakeCph::start(1).await;
+    fake.faults.set_arrears(true);
+    let client = fake.retrying_client();
+
+    let listed = client
+        .list_phones(&PhoneFilter::default())
+        .await
+        .unwrap_err();
+    assert!(listed.is_account_level(), "{listed:?}");
+    let restarted = client.restart(&[fake.phone_id(0)]).await.unwrap_err();
+    assert!(
+        restarted.is_account_level() && !restarted.is_transient(),
+        "{restarted:?}"
+    );
+    assert!(fake.fleet.lock().jobs.is_empty());
+
+    fake.faults.set_arrears(false);
+    assert_eq!(
+        client
+            .list_phones(&PhoneFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     fake.stop().await;
 }

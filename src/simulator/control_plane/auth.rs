@@ -12,7 +12,8 @@ use subtle::ConstantTimeEq;
 
 use super::ControlPlaneSettings;
 use super::error::{AuthFailure, ControlPlaneError};
-use super::wire::{query_pairs, timestamp};
+use super::faults::Operation;
+use super::wire::query_pairs;
 use crate::cph::signer::{self, CanonicalRequest};
 use crate::simulator::fleet::SharedFleet;
 
@@ -24,8 +25,8 @@ pub(super) struct ControlPlane {
     pub(super) fleet: SharedFleet,
     /// IAM tokens issued here, with their expiry.
     tokens: Mutex<HashMap<String, DateTime<Utc>>>,
-    /// Reported as every phone's creation time.
-    pub(super) started: String,
+    /// The phones' creation times are made up from it (`phones.rs`).
+    pub(super) started: DateTime<Utc>,
 }
 
 impl ControlPlane {
@@ -34,17 +35,30 @@ impl ControlPlane {
             settings,
             fleet,
             tokens: Mutex::new(HashMap::new()),
-            started: timestamp(Utc::now()),
+            started: Utc::now(),
         }
     }
 
-    /// Authenticates the request, then checks that it is for this project. Every `/v1`
-    /// handler starts with this.
-    pub(super) fn admit(&self, req: &HttpRequest, body: &[u8]) -> Result<(), ControlPlaneError> {
+    /// Authenticates the request, checks that it is for this project, then applies the
+    /// account-wide faults asked for (`faults.rs`): arrears (CPS.0006) before a system error
+    /// (CPS.0003). Every `/v1` handler starts with this.
+    pub(super) fn admit(
+        &self,
+        req: &HttpRequest,
+        body: &[u8],
+        operation: Operation,
+    ) -> Result<(), ControlPlaneError> {
         self.authenticate(req, body)?;
         let project = req.match_info().get("project_id").unwrap_or_default();
         if project != self.settings.project_id {
             return Err(ControlPlaneError::WrongProject(project.to_owned()));
+        }
+        let faults = &self.settings.faults;
+        if faults.in_arrears() {
+            return Err(ControlPlaneError::Arrears);
+        }
+        if faults.take_system_error(operation) {
+            return Err(ControlPlaneError::SystemError);
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! Batch operations: chapters 4.3.5 (reset), 4.3.6 (restart), 4.3.7 (stop) and 4.3.9
-//! (update properties). Each answers at once with one job per phone, or a per-phone error
-//! in its place; a task per job finishes it after `job_delay`, which is when the phone
+//! (update properties). Each answers at once, 201 (7.1.2: "the normal response code for the
+//! POST operation"), with one job per phone, or a per-phone error in its place, exactly as
+//! the examples show them: `{"phone_id", "job_id"}` or `{"phone_id", "error_code",
+//! "error_msg"}`. A task per job finishes it after `job_delay`, which is when the phone
 //! changes.
 
 use std::collections::BTreeMap;
@@ -13,7 +15,8 @@ use uuid::Uuid;
 
 use super::auth::ControlPlane;
 use super::error::{ControlPlaneError, ItemError};
-use super::wire::{ok_json, parse_json, timestamp};
+use super::faults::Operation as Api;
+use super::wire::{created_json, parse_json, timestamp};
 use crate::cph::model::{job_status, status};
 use crate::http::request_id;
 use crate::simulator::fleet::{Fleet, JobKind, PhoneFaults, SimJob, SimPhone};
@@ -72,6 +75,18 @@ impl Operation {
             Operation::Reset(_) => Some(status::RESETTING),
             Operation::Stop => Some(STOPPING),
         }
+    }
+
+    /// Whether the phone's own state lets it take this job now. The reference is silent;
+    /// a restart, reset or stop of a phone that is resetting, restarting or stopping is
+    /// refused (`ItemError::Busy`), as a real service cannot run both at once. Properties
+    /// may be updated in any state (4.3.9: they apply once the phone runs again).
+    fn refused_by(&self, phone: &SimPhone) -> Option<ItemError> {
+        let busy = matches!(
+            phone.status,
+            status::RESETTING | status::RESTARTING | STOPPING
+        );
+        (busy && !matches!(self, Operation::UpdateProperty(_))).then_some(ItemError::Busy)
     }
 
     /// Restarts fail always on a `restart_fails` phone, and restarts and resets at the
@@ -135,7 +150,7 @@ pub(super) async fn update_property(
     body: web::Bytes,
     cp: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, ControlPlaneError> {
-    cp.admit(&req, &body)?;
+    cp.admit(&req, &body, Api::UpdateProperty)?;
     let body: PhonesBody = parse_json(&body)?;
     let orders = body.phones.into_iter().map(|item| {
         let operation = match item.property {
@@ -147,7 +162,7 @@ pub(super) async fn update_property(
             operation,
         }
     });
-    cp.run_batch(orders.collect())
+    cp.run_batch(Api::UpdateProperty, orders.collect())
 }
 
 pub(super) async fn restart(
@@ -155,13 +170,13 @@ pub(super) async fn restart(
     body: web::Bytes,
     cp: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, ControlPlaneError> {
-    cp.admit(&req, &body)?;
+    cp.admit(&req, &body, Api::Restart)?;
     let body: PhonesBody = parse_json(&body)?;
     let orders = body.phones.into_iter().map(|item| Order {
         operation: optional_property(item.property).map(Operation::Restart),
         phone_id: item.phone_id,
     });
-    cp.run_batch(orders.collect())
+    cp.run_batch(Api::Restart, orders.collect())
 }
 
 pub(super) async fn reset(
@@ -169,14 +184,14 @@ pub(super) async fn reset(
     body: web::Bytes,
     cp: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, ControlPlaneError> {
-    cp.admit(&req, &body)?;
+    cp.admit(&req, &body, Api::Reset)?;
     let body: PhonesBody = parse_json(&body)?;
     let orders = body.phones.into_iter().map(|item| Order {
         operation: optional_property(item.property)
             .map(|properties| Operation::Reset(properties.unwrap_or_default())),
         phone_id: item.phone_id,
     });
-    cp.run_batch(orders.collect())
+    cp.run_batch(Api::Reset, orders.collect())
 }
 
 pub(super) async fn stop(
@@ -184,13 +199,13 @@ pub(super) async fn stop(
     body: web::Bytes,
     cp: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, ControlPlaneError> {
-    cp.admit(&req, &body)?;
+    cp.admit(&req, &body, Api::Stop)?;
     let body: PhoneIdsBody = parse_json(&body)?;
     let orders = body.phone_ids.into_iter().map(|phone_id| Order {
         phone_id,
         operation: Ok(Operation::Stop),
     });
-    cp.run_batch(orders.collect())
+    cp.run_batch(Api::Stop, orders.collect())
 }
 
 fn optional_property(property: Option<Value>) -> Result<Option<Properties>, ItemError> {
@@ -224,7 +239,9 @@ fn parse_property(property: &Value) -> Result<Properties, ItemError> {
 impl ControlPlane {
     /// Starts a job per acceptable phone and answers `{"request_id", "jobs": [...]}`, one
     /// entry per phone in the order given. Each job ends `job_delay` later in its own task.
-    fn run_batch(&self, orders: Vec<Order>) -> Result<HttpResponse, ControlPlaneError> {
+    /// With a lost answer asked for (`faults.rs`), the jobs start all the same and the
+    /// answer is the gateway's 502/504 naming the request.
+    fn run_batch(&self, api: Api, orders: Vec<Order>) -> Result<HttpResponse, ControlPlaneError> {
         if orders.is_empty() {
             return Err(ControlPlaneError::NoPhones);
         }
@@ -248,7 +265,12 @@ impl ControlPlane {
         for (job_id, phone_id, operation) in started {
             self.finish_later(job_id, phone_id, operation);
         }
-        Ok(ok_json(json!({"request_id": request_id, "jobs": answers})))
+        if let Some(lost) = self.settings.faults.take_lost_answer(api) {
+            return Err(ControlPlaneError::AnswerLost(lost.status()));
+        }
+        Ok(created_json(
+            json!({"request_id": request_id, "jobs": answers}),
+        ))
     }
 
     fn finish_later(&self, job_id: String, phone_id: String, operation: Operation) {
@@ -274,6 +296,9 @@ fn accept(fleet: &mut Fleet, request_id: &str, order: &Order) -> Result<String, 
         return Err(unknown_phone(&order.phone_id));
     };
     let operation = order.operation.as_ref().map_err(Clone::clone)?;
+    if let Some(refusal) = operation.refused_by(phone) {
+        return Err(refusal);
+    }
     if let Some(running) = operation.running_status() {
         phone.status = running;
     }

@@ -1,7 +1,10 @@
 //! Errors: a whole request refused ([`ControlPlaneError`], answered with chapter 7.1.1's
-//! `{request_id, error_code, error_msg}` body and chapter 7.2's codes), why authentication
-//! failed ([`AuthFailure`]), and one phone of a batch refused inside the 200 answer
-//! (`ItemError`, chapter 4.3.5's example).
+//! `{request_id, error_code, error_msg}` body and chapter 7.2's codes and statuses: every
+//! `CPS.*` code is a 400), why authentication failed ([`AuthFailure`]), and one phone of a
+//! batch refused inside the 201 answer (`ItemError`, chapter 4.3.5's example).
+//!
+//! Where 7.2 has no code for a refusal, the closest documented one is used and the choice
+//! is said where the code is given.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CacheControl, CacheDirective};
@@ -55,25 +58,47 @@ pub enum ControlPlaneError {
     NoPhones,
     #[error("Phone is not found.")]
     PhoneNotFound,
-    #[error("Job is not found.")]
+    #[error("Parameter: job_id is invalid.")]
     JobNotFound,
+    /// 7.2 CPS.0003, on demand (`faults.rs`).
+    #[error("Service internal error.")]
+    SystemError,
+    /// 7.2 CPS.0006, on demand (`faults.rs`).
+    #[error("No permission to request resources. Role is op_restricted.")]
+    Arrears,
+    /// 7.1.2's 502/504 after the request was performed (`faults.rs`): the gateway's answer.
+    #[error("The backend did not answer in time or answered badly.")]
+    AnswerLost(u16),
 }
 
 impl ControlPlaneError {
-    /// Codes of chapter 7.2 where it has one; `APIGW.*` are the API gateway's. The job code
-    /// is the simulator's own (the reference lists none for an unknown job).
+    /// Codes of chapter 7.2 where it has one; `APIGW.*` are the API gateway's (not in the
+    /// reference). The reference is silent on two refusals:
+    ///
+    /// * a malformed parameter other than paging, status or phone id (a body that is not
+    ///   JSON, a missing `request_id`, a bad `type`): CPS.0200 "Invalid parameters.", 7.2's
+    ///   only generic parameter code (CPS.0001 means "no permission", not this);
+    /// * an unknown job id (4.4.1 lists no error of its own): also 400 CPS.0200, "Parameter:
+    ///   job_id is invalid.", the way 7.2 answers an unknown phone (400 CPS.0004/CPS.0005,
+    ///   never 404): every CPS code of 7.2 is a 400.
     fn code(&self) -> &'static str {
         match self {
             ControlPlaneError::Unauthenticated(_) | ControlPlaneError::IamRefused(_) => {
                 "APIGW.0301"
             }
             ControlPlaneError::NoRoute(_) | ControlPlaneError::WrongProject(_) => "APIGW.0101",
-            ControlPlaneError::InvalidParameter(_) => "CPS.0001",
+            ControlPlaneError::InvalidParameter(_) | ControlPlaneError::JobNotFound => {
+                INVALID_PARAMETERS
+            }
             ControlPlaneError::BadPage => "CPS.0002",
+            ControlPlaneError::SystemError => "CPS.0003",
             ControlPlaneError::PhoneNotFound => "CPS.0005",
+            ControlPlaneError::Arrears => "CPS.0006",
             ControlPlaneError::NoPhones => "CPS.0009",
             ControlPlaneError::BadStatus => "CPS.0010",
-            ControlPlaneError::JobNotFound => "CPS.0011",
+            // Huawei's API gateway: backend unavailable / backend timeout.
+            ControlPlaneError::AnswerLost(504) => "APIGW.0203",
+            ControlPlaneError::AnswerLost(_) => "APIGW.0202",
         }
     }
 }
@@ -84,14 +109,21 @@ impl ResponseError for ControlPlaneError {
             ControlPlaneError::Unauthenticated(_) | ControlPlaneError::IamRefused(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            ControlPlaneError::NoRoute(_)
-            | ControlPlaneError::WrongProject(_)
-            | ControlPlaneError::PhoneNotFound
-            | ControlPlaneError::JobNotFound => StatusCode::NOT_FOUND,
+            ControlPlaneError::NoRoute(_) | ControlPlaneError::WrongProject(_) => {
+                StatusCode::NOT_FOUND
+            }
+            // 7.2: every CPS code, "not found" ones included, comes with a 400.
             ControlPlaneError::InvalidParameter(_)
             | ControlPlaneError::BadPage
             | ControlPlaneError::BadStatus
-            | ControlPlaneError::NoPhones => StatusCode::BAD_REQUEST,
+            | ControlPlaneError::NoPhones
+            | ControlPlaneError::PhoneNotFound
+            | ControlPlaneError::JobNotFound
+            | ControlPlaneError::SystemError
+            | ControlPlaneError::Arrears => StatusCode::BAD_REQUEST,
+            ControlPlaneError::AnswerLost(status) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
         }
     }
 
@@ -109,8 +141,13 @@ impl ResponseError for ControlPlaneError {
     }
 }
 
-/// A phone of a batch that could not be acted on: reported inside the 200 answer, next to
-/// the jobs of the other phones (chapter 4.3.5's example).
+/// 7.2's only generic parameter code ("Invalid parameters."), for refusals it has no own
+/// code for (see [`ControlPlaneError::code`]).
+const INVALID_PARAMETERS: &str = "CPS.0200";
+
+/// A phone of a batch that could not be acted on: reported inside the 201 answer, next to
+/// the jobs of the other phones (chapter 4.3.5's example: `phone_id`, `error_code`,
+/// `error_msg`, no `job_id`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum ItemError {
     #[error("Parameter: phone_id is invalid.")]
@@ -121,6 +158,12 @@ pub(super) enum ItemError {
     MissingProperty,
     #[error("Parameter: property is invalid: {0}")]
     InvalidProperty(String),
+    /// A restart, reset or stop of a phone whose reset, restart or stop is still running.
+    /// The reference is silent; a real service cannot run two such jobs on one phone at
+    /// once, so the phone is refused with 7.2's CPS.0010 ("The cloud phone status is
+    /// invalid"), the closest documented code.
+    #[error("Parameter: status is invalid. The phone is busy with another job.")]
+    Busy,
 }
 
 impl ItemError {
@@ -128,7 +171,8 @@ impl ItemError {
         match self {
             ItemError::InvalidPhoneId => "CPS.0004",
             ItemError::PhoneNotFound => "CPS.0005",
-            ItemError::MissingProperty | ItemError::InvalidProperty(_) => "CPS.0001",
+            ItemError::MissingProperty | ItemError::InvalidProperty(_) => INVALID_PARAMETERS,
+            ItemError::Busy => "CPS.0010",
         }
     }
 

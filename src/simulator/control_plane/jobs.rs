@@ -1,11 +1,15 @@
 //! Jobs: chapters 4.4.1 (one job by id) and 4.4.2 (the jobs of one or more batch requests,
-//! by request id).
+//! by request id), each written as its example shows it: "no error" is `null` in 4.4.1
+//! (`error_code`, `error_msg`, `execute_msg`) and `""` in 4.4.2 (`error_code`, `error_msg`),
+//! whose jobs also carry `node_id`. 4.4.1's example has no `phone_id`/`server_id`; the
+//! official SDK's model has both, so they are sent.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
 use super::auth::ControlPlane;
 use super::error::ControlPlaneError;
+use super::faults::Operation;
 use super::wire::{ok_json, page, query_pairs, query_param};
 use crate::http::request_id;
 use crate::simulator::fleet::{Fleet, SimJob};
@@ -17,7 +21,7 @@ pub(super) async fn show_job(
     body: web::Bytes,
     cp: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, ControlPlaneError> {
-    cp.admit(&req, &body)?;
+    cp.admit(&req, &body, Operation::ShowJob)?;
     let job_id = req.match_info().get("job_id").unwrap_or_default();
     let fleet = cp.fleet.lock();
     let job = fleet
@@ -27,6 +31,8 @@ pub(super) async fn show_job(
     let mut answer = job_json(&fleet, job);
     if let Value::Object(fields) = &mut answer {
         fields.insert("request_id".into(), request_id::current().into());
+        // 4.4.1's example: `null` for no error, and an `execute_msg`.
+        fields.insert("execute_msg".into(), Value::Null);
     }
     Ok(ok_json(answer))
 }
@@ -38,7 +44,7 @@ pub(super) async fn list_jobs(
     body: web::Bytes,
     cp: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, ControlPlaneError> {
-    cp.admit(&req, &body)?;
+    cp.admit(&req, &body, Operation::ListJobs)?;
     let pairs = query_pairs(req.uri().query().unwrap_or_default());
     let wanted: Vec<&str> = query_param(&pairs, "request_ids")
         .or_else(|| query_param(&pairs, "request_id"))
@@ -63,7 +69,19 @@ pub(super) async fn list_jobs(
         .into_iter()
         .skip(offset)
         .take(limit)
-        .map(|job| job_json(&fleet, job))
+        .map(|job| {
+            let mut answer = job_json(&fleet, job);
+            if let Value::Object(fields) = &mut answer {
+                // 4.4.2's example: `""` for no error, and the server as `node_id` too.
+                for field in ["error_code", "error_msg"] {
+                    if fields[field].is_null() {
+                        fields.insert(field.into(), "".into());
+                    }
+                }
+                fields.insert("node_id".into(), fields["server_id"].clone());
+            }
+            answer
+        })
         .collect();
     Ok(ok_json(
         json!({"request_id": request_id::current(), "jobs": jobs}),
@@ -81,6 +99,5 @@ fn job_json(fleet: &Fleet, job: &SimJob) -> Value {
         "end_time": job.end_time,
         "error_code": job.error_code,
         "error_msg": job.error_msg,
-        "execute_msg": null,
     })
 }

@@ -10,13 +10,14 @@
 //!
 //! One file per concern: `error.rs` (the refusals and chapter 7.1.1's body), `auth.rs` (the
 //! state, AK/SK signatures and IAM tokens), `iam.rs` (chapter 2.1), `phones.rs` (4.3.1 and
-//! 4.3.2), `batch.rs` (4.3.5–4.3.7 and 4.3.9), `jobs.rs` (4.4.1 and 4.4.2), and `wire.rs`
-//! (the query, body and paging helpers they share). This file holds the settings and the
-//! route table.
+//! 4.3.2), `batch.rs` (4.3.5–4.3.7 and 4.3.9), `jobs.rs` (4.4.1 and 4.4.2), `faults.rs`
+//! (documented failures on demand) and `wire.rs` (the query, body and paging helpers they
+//! share). This file holds the settings and the route table.
 
 mod auth;
 mod batch;
 mod error;
+mod faults;
 mod iam;
 mod jobs;
 mod phones;
@@ -36,6 +37,7 @@ use crate::http::request_id;
 use auth::ControlPlane;
 use batch::{reset, restart, stop, update_property};
 pub use error::{AuthFailure, ControlPlaneError};
+pub use faults::{ControlPlaneFaults, LostAnswer, Operation};
 use iam::create_token;
 use jobs::{list_jobs, show_job};
 use phones::{list_phones, show_phone};
@@ -57,6 +59,8 @@ pub struct ControlPlaneSettings {
     pub job_failure_rate: f64,
     /// An `X-Sdk-Date` older or newer than this is refused ([`DEFAULT_MAX_DATE_SKEW`]).
     pub max_date_skew: Duration,
+    /// Failures on demand; none by default. Keep a clone to change them while it runs.
+    pub faults: ControlPlaneFaults,
 }
 
 /// Serves the fake management API on `listener` (already bound); returns the running server.

@@ -1,19 +1,27 @@
 //! Phones: chapters 4.3.1 (the list, with its filters and paging) and 4.3.2 (one phone's
 //! details, properties and access information).
+//!
+//! 4.3.1: "sorted in descending order of the creation time". The simulated phones were
+//! created one minute apart in fleet order (`mobile-0001` first), so the list shows the
+//! newest, the fleet's last phone, first.
 
 use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 
 use super::auth::ControlPlane;
 use super::error::ControlPlaneError;
-use super::wire::{ok_json, page, query_pairs, query_param};
+use super::faults::Operation;
+use super::wire::{ok_json, page, query_pairs, query_param, timestamp};
 use crate::http::request_id;
 use crate::simulator::fleet::SimPhone;
 
-/// Chapter 4.3.1 allows 1–100; the SDK documents up to 200. The wider range is accepted.
-const MAX_PHONE_PAGE: usize = 200;
+/// Chapter 4.3.1: `limit` "Value range: 1-100"; anything else is 400 CPS.0002 (7.2).
+const MAX_PHONE_PAGE: usize = 100;
+/// Chapter 4.3.1's status values; any other is 400 CPS.0010 (7.2).
+const STATUSES: [i32; 13] = [0, 1, 2, 3, 4, 6, 7, 8, -5, -6, -7, -8, -9];
 /// Fixed descriptive fields of every simulated phone.
 const PHONE_MODEL: &str = "aphs1.large.2.aosp";
 const IMAGE_ID: &str = "1564567b8bab40f34711234cb80d8574";
@@ -32,7 +40,10 @@ impl PhoneQuery {
     fn parse(pairs: &[(String, String)]) -> Result<Self, ControlPlaneError> {
         let (offset, limit) = page(pairs, MAX_PHONE_PAGE)?;
         let status = query_param(pairs, "status")
-            .map(|s| s.parse().map_err(|_| ControlPlaneError::BadStatus))
+            .map(|s| match s.parse() {
+                Ok(status) if STATUSES.contains(&status) => Ok(status),
+                _ => Err(ControlPlaneError::BadStatus),
+            })
             .transpose()?;
         let phone_type = query_param(pairs, "type")
             .map(|t| {
@@ -69,20 +80,23 @@ pub(super) async fn list_phones(
     body: web::Bytes,
     cp: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, ControlPlaneError> {
-    cp.admit(&req, &body)?;
+    cp.admit(&req, &body, Operation::ListPhones)?;
     let query = PhoneQuery::parse(&query_pairs(req.uri().query().unwrap_or_default()))?;
     let fleet = cp.fleet.lock();
+    // Newest first (4.3.1): the reverse of the fleet's creation order.
     let matching: Vec<(usize, &SimPhone)> = fleet
         .phones
         .iter()
         .enumerate()
+        .rev()
         .filter(|(_, phone)| query.matches(phone))
         .collect();
+    let count = fleet.phones.len();
     let phones: Vec<Value> = matching
         .iter()
         .skip(query.offset)
         .take(query.limit)
-        .map(|(index, phone)| phone_summary(phone, *index, &cp.started))
+        .map(|(index, phone)| phone_summary(phone, *index, created(cp.started, *index, count)))
         .collect();
     Ok(ok_json(json!({
         "request_id": request_id::current(),
@@ -96,7 +110,7 @@ pub(super) async fn show_phone(
     body: web::Bytes,
     cp: web::Data<ControlPlane>,
 ) -> Result<HttpResponse, ControlPlaneError> {
-    cp.admit(&req, &body)?;
+    cp.admit(&req, &body, Operation::ShowPhone)?;
     let phone_id = req.match_info().get("phone_id").unwrap_or_default();
     let fleet = cp.fleet.lock();
     let (index, phone) = fleet
@@ -105,7 +119,8 @@ pub(super) async fn show_phone(
         .enumerate()
         .find(|(_, phone)| phone.phone_id == phone_id)
         .ok_or(ControlPlaneError::PhoneNotFound)?;
-    let mut detail = phone_summary(phone, index, &cp.started);
+    let created = created(cp.started, index, fleet.phones.len());
+    let mut detail = phone_summary(phone, index, created);
     if let Value::Object(fields) = &mut detail {
         fields.insert("request_id".into(), request_id::current().into());
         fields.insert("property".into(), property_string(&phone.properties).into());
@@ -114,9 +129,16 @@ pub(super) async fn show_phone(
     Ok(ok_json(detail))
 }
 
+/// When the phone at `index` of a fleet of `count` was created: one minute after the one
+/// before it, the last one a minute before the control plane started.
+fn created(started: DateTime<Utc>, index: usize, count: usize) -> String {
+    let minutes_before = i64::try_from(count - index).unwrap_or(i64::MAX);
+    timestamp(started - TimeDelta::minutes(minutes_before))
+}
+
 /// The fields chapter 4.3.1 lists for a phone. `index` (its place in the fleet) makes up
 /// stable addresses and order ids.
-fn phone_summary(phone: &SimPhone, index: usize, created: &str) -> Value {
+fn phone_summary(phone: &SimPhone, index: usize, created: String) -> Value {
     json!({
         "phone_name": phone.phone_name,
         "server_id": phone.server_id,

@@ -1,6 +1,6 @@
 //! What the handlers share to read requests and write answers: query pairs decoded as the
 //! signer needs them, JSON bodies, `offset`/`limit` paging (chapters 4.3.1 and 4.4.2), the
-//! reference's timestamps, and the `200` JSON answer.
+//! reference's timestamps, and the `200`/`201` JSON answers (7.1.2).
 
 use actix_web::HttpResponse;
 use actix_web::http::header::{CacheControl, CacheDirective};
@@ -42,8 +42,16 @@ pub(super) fn timestamp(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// 200: "the normal response code for the GET and PUT operations" (7.1.2).
 pub(super) fn ok_json(body: Value) -> HttpResponse {
     HttpResponse::Ok()
+        .insert_header(CacheControl(vec![CacheDirective::NoStore]))
+        .json(body)
+}
+
+/// 201: "the normal response code for the POST operation" (7.1.2).
+pub(super) fn created_json(body: Value) -> HttpResponse {
+    HttpResponse::Created()
         .insert_header(CacheControl(vec![CacheDirective::NoStore]))
         .json(body)
 }

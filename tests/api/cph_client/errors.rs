@@ -6,7 +6,10 @@ use cphub::cph::CphError;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use super::{REFERENCE_BATCH_ANSWER, REFERENCE_ERROR, api, client, cps_error, json_answer};
+use super::{
+    REFERENCE_BATCH_ANSWER, REFERENCE_ERROR, REFERENCE_JOB_LIST, api, client, cps_code, cps_error,
+    json_answer,
+};
 
 // ---------------------------------------------------------------------------------------
 // Per-item failures inside a 200
@@ -49,6 +52,75 @@ async fn per_phone_errors_inside_a_200_are_failures_not_jobs() {
             "1564567b8bab40f34711234cb80d0123"
         )]
     );
+}
+
+/// 4.4.2's example writes "no error" as `"error_code": ""`: a restart that is running fine
+/// must not be counted as refused (before: `Some("")` was a failure).
+#[tokio::test]
+async fn empty_error_fields_in_a_2xx_mean_no_error_4_4_2() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-restart")))
+        .respond_with(json_answer(
+            201,
+            r#"{"request_id": "6837531fd3f54550927b930180a706bf", "jobs": [
+                {"phone_id": "1234567b8bab40ffb711234cb80d0234", "job_id": "1564567b8bab40f34711234cb80d0123",
+                 "error_code": "", "error_msg": ""},
+                {"phone_id": "1678567b8bab40f93711234cb80d0764", "job_id": "1564567b8bab40f34711234cb80d5678",
+                 "error_code": null, "error_msg": null}]}"#,
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api("jobs")))
+        .respond_with(json_answer(200, REFERENCE_JOB_LIST))
+        .mount(&server)
+        .await;
+    let client = client(&server);
+
+    let outcome = client
+        .restart(&["1234567b8bab40ffb711234cb80d0234".into()])
+        .await
+        .unwrap();
+    assert_eq!(outcome.failures().count(), 0, "{:?}", outcome.items);
+    assert_eq!(outcome.jobs().count(), 2);
+
+    let jobs = client
+        .jobs_by_request("6a63a18b8bab40ffb71ebd9cb80d0085")
+        .await
+        .unwrap();
+    assert_eq!(jobs[0].error_code.as_deref(), Some("CPS0005"));
+    assert_eq!((&jobs[1].error_code, &jobs[1].error_msg), (&None, &None));
+}
+
+/// 7.2: CPS.0006 (arrears), CPS.0007 (frozen) and CPS.0008 (unverified) are the account's
+/// problem: asked once, never retried, and recognisable as such.
+#[tokio::test]
+async fn account_level_errors_are_not_retried_and_are_classified_7_2() {
+    for code in ["CPS.0006", "CPS.0007", "CPS.0008"] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(api("phones")))
+            .respond_with(cps_code(400, code))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let error = client(&server)
+            .list_phones(&Default::default())
+            .await
+            .unwrap_err();
+        assert!(error.is_account_level(), "{code}: {error:?}");
+        assert!(!error.is_transient(), "{code}");
+        assert_eq!(error.code(), Some(code));
+        server.verify().await;
+    }
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(cps_code(400, "CPS.0001"))
+        .mount(&server)
+        .await;
+    let error = client(&server).job("j").await.unwrap_err();
+    assert!(!error.is_account_level(), "{error:?}");
 }
 
 // ---------------------------------------------------------------------------------------

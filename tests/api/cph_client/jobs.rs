@@ -8,7 +8,7 @@ use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use super::{JOB_ID, api, client, job_answer, received, tweaked_client};
+use super::{JOB_ID, api, client, cps_code, job_answer, received, tweaked_client};
 
 #[tokio::test]
 async fn follow_job_polls_until_the_job_succeeds() {
@@ -30,6 +30,34 @@ async fn follow_job_polls_until_the_job_succeeds() {
     let job = client(&server).follow_job(JOB_ID).await.unwrap();
 
     assert_eq!(job.job_id, JOB_ID);
+    assert_eq!(job.status, 2);
+}
+
+/// 7.2: CPS.0003 ("System error … Try again later") while polling says nothing about the
+/// job: the follow goes on, even past the call's own retries (`max_attempts` 2 here).
+#[tokio::test]
+async fn follow_job_polls_on_through_cps_0003_7_2() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .respond_with(cps_code(400, "CPS.0003"))
+        .up_to_n_times(5)
+        .expect(5)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .respond_with(job_answer(2))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let client = tweaked_client(
+        &server,
+        &[("max_attempts", "2"), ("breaker_failures", "100")],
+    );
+    let job = client.follow_job(JOB_ID).await.unwrap();
+
     assert_eq!(job.status, 2);
 }
 

@@ -255,6 +255,12 @@ fn job_answer(status: i32) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(job)
 }
 
+/// A chapter 7.2 error: `status` with `code` (e.g. 400 CPS.0003).
+fn cps_code(status: u16, code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .set_body_json(json!({"error_code": code, "error_msg": format!("{code} as in 7.2")}))
+}
+
 fn cps_error(status: u16) -> ResponseTemplate {
     ResponseTemplate::new(status)
         .set_body_json(json!({"error_code": "CPS.0005", "error_msg": "Phone is not found."}))

@@ -1,7 +1,8 @@
 //! Retries and timeouts: a GET is repeated while repeating is safe; a POST is resent only
-//! when the control plane cannot have processed it (429, 503, or nothing sent at all), never
-//! after a 500 or a timeout, whose outcome is unknown. Chapter 7.1.1's error bodies,
-//! `Retry-After`, and `cph.max_attempts`.
+//! when the control plane cannot have processed it (429, 503, 400 CPS.0003 of 7.2, or
+//! nothing sent at all), never after a 500, a 502/504 (7.1.2) or a timeout, whose outcome is
+//! unknown: a lost answer that names its request is reconciled from its jobs (4.4.2).
+//! Chapter 7.1.1's error bodies, `Retry-After`, and `cph.max_attempts`.
 //!
 //! One table, `retry_cases!`, one `#[tokio::test]` per row so the rows run in parallel
 //! (some wait a second or more) and a failure names its row. Each row says what the control
@@ -11,13 +12,14 @@
 use std::time::{Duration, Instant};
 
 use cphub::cph::{BatchOutcome, CphClient, CphError, Job, Phone, PhoneFilter, PhoneItem};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::verifier::assert_signed;
 use super::{
-    AKSK_AUTH, JOB_ID, REFERENCE_BATCH_ANSWER, REFERENCE_JOB, REFERENCE_STOP_ANSWER, api, client,
-    client_from, cph_toml_for, cps_error, json_answer, received,
+    AKSK_AUTH, JOB_ID, REFERENCE_BATCH_ANSWER, REFERENCE_JOB, REFERENCE_JOB_LIST,
+    REFERENCE_STOP_ANSWER, api, client, client_from, cph_toml_for, cps_code, cps_error,
+    json_answer, received,
 };
 
 /// The client call a row makes.
@@ -104,6 +106,8 @@ enum Outcome {
     Exhausted { attempts: u32, last: Last },
     /// `CphError::OutcomeUnknown` from a timeout.
     TimedOut,
+    /// `CphError::AnswerLost` with this status and no request id to reconcile with.
+    Lost(u16),
 }
 
 /// One row of the table.
@@ -204,6 +208,11 @@ fn check(case: &str, result: Result<Answer, CphError>, outcome: &Outcome) {
                 panic!("{case}: expected RetriesExhausted after {attempts} attempts, got {other:?}")
             }
         },
+        (Outcome::Lost(status), Err(error)) => assert!(
+            matches!(&error, CphError::AnswerLost { status: s, request_id: None, .. } if s == status)
+                && error.is_outcome_unknown(),
+            "{case}: {error:?}"
+        ),
         (Outcome::TimedOut, Err(error)) => assert!(
             matches!(&error, CphError::OutcomeUnknown(e) if e.is_timeout()),
             "{case}: {error:?}"
@@ -266,6 +275,54 @@ retry_cases! {
         outcome: Outcome::Batch { items: 2, jobs: 1 },
         waits_at_least: Duration::ZERO,
     };
+    a_get_answering_cps_0003_is_retried_7_2: Case {
+        control_plane: Replies(vec![
+            (cps_code(400, "CPS.0003"), 2),
+            (json_answer(200, REFERENCE_JOB), 1),
+        ]),
+        call: Call::Job,
+        requests: 3,
+        outcome: Outcome::Job,
+        waits_at_least: Duration::ZERO,
+    };
+    a_post_answering_cps_0003_is_resent_because_nothing_was_done_7_2: Case {
+        control_plane: Replies(vec![
+            (cps_code(400, "CPS.0003"), 2),
+            (json_answer(201, REFERENCE_BATCH_ANSWER), 1),
+        ]),
+        call: Call::Restart,
+        requests: 3,
+        outcome: Outcome::Batch { items: 2, jobs: 1 },
+        waits_at_least: Duration::ZERO,
+    };
+    a_post_that_keeps_answering_cps_0003_gives_up_after_max_attempts_7_2: Case {
+        control_plane: Replies(vec![(cps_code(400, "CPS.0003"), 4)]),
+        call: Call::Stop,
+        requests: 4,
+        outcome: Outcome::Exhausted { attempts: 4, last: Last::Api(400) },
+        waits_at_least: Duration::ZERO,
+    };
+    a_post_answering_cps_0006_is_not_resent_7_2: Case {
+        control_plane: Replies(vec![(cps_code(400, "CPS.0006"), 1)]),
+        call: Call::Reset,
+        requests: 1,
+        outcome: Outcome::Api(400),
+        waits_at_least: Duration::ZERO,
+    };
+    a_post_answering_502_without_a_request_id_is_not_resent_7_1_2: Case {
+        control_plane: Replies(vec![(cps_error(502), 1)]),
+        call: Call::Restart,
+        requests: 1,
+        outcome: Outcome::Lost(502),
+        waits_at_least: Duration::ZERO,
+    };
+    a_post_answering_504_without_a_request_id_is_not_resent_7_1_2: Case {
+        control_plane: Replies(vec![(cps_error(504), 1)]),
+        call: Call::Stop,
+        requests: 1,
+        outcome: Outcome::Lost(504),
+        waits_at_least: Duration::ZERO,
+    };
     a_post_answering_500_is_not_resent: Case {
         control_plane: Replies(vec![(cps_error(500), 1)]),
         call: Call::Reset,
@@ -307,4 +364,80 @@ retry_cases! {
         outcome: Outcome::Job,
         waits_at_least: Duration::ZERO,
     };
+}
+
+/// 7.1.2 and 4.4.2: a restart answered 502 whose body names its request (7.1.1's
+/// `request_id`) is not resent; the jobs of that request are its answer, so one decision
+/// never restarts a phone twice.
+#[tokio::test]
+async fn a_post_answering_502_is_reconciled_from_its_request_jobs_4_4_2() {
+    let server = MockServer::start().await;
+    let request_id = "6a63a18b8bab40ffb71ebd9cb80d0085";
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-restart")))
+        .respond_with(ResponseTemplate::new(502).set_body_json(serde_json::json!({
+            "request_id": request_id, "error_code": "APIGW.0202", "error_msg": "Backend unavailable"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api("jobs")))
+        .and(query_param("request_id", request_id))
+        .respond_with(json_answer(200, REFERENCE_JOB_LIST))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let outcome = client(&server)
+        .restart(&["1234567b8bab40ffb711234cb80d0234".into()])
+        .await
+        .unwrap();
+
+    assert_eq!(outcome.request_id.as_deref(), Some(request_id));
+    assert_eq!(
+        outcome.jobs().collect::<Vec<_>>(),
+        [(
+            "abc4567b8bab40ffb711234cb80d0abc",
+            "1564567b8bab40f34711234cb80d0456"
+        )]
+    );
+    assert_eq!(outcome.failures().count(), 1, "the failed job of the list");
+    server.verify().await;
+}
+
+/// 7.1.2: a 504 naming its request (the `X-Request-Id` header the SDK reads) whose request
+/// shows no job yet: the outcome stays unknown, with the request id to look again later;
+/// the POST is never resent.
+#[tokio::test]
+async fn a_post_answering_504_whose_request_shows_no_job_stays_unknown_7_1_2() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-reset")))
+        .respond_with(ResponseTemplate::new(504).insert_header("X-Request-Id", "abc123"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api("jobs")))
+        .and(query_param("request_id", "abc123"))
+        .respond_with(json_answer(200, r#"{"request_id": "x", "jobs": []}"#))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let error = client(&server)
+        .reset(vec![PhoneItem {
+            phone_id: "p-1".into(),
+            property: None,
+        }])
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(&error, CphError::AnswerLost { status: 504, request_id: Some(id), .. } if id == "abc123"),
+        "{error:?}"
+    );
+    assert!(error.is_outcome_unknown());
+    server.verify().await;
 }

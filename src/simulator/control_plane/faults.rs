@@ -1,0 +1,154 @@
+//! Faults on demand, for tests of how cphub copes with the control plane's documented
+//! failures (docs/simulator.md). All off by default; a test (or `cphub simulate`) turns them
+//! on through the [`ControlPlaneFaults`] handle it shares with the running control plane:
+//!
+//! * the next N calls of an operation answered 400 CPS.0003 (7.2 "System error … Try again
+//!   later"): nothing is done;
+//! * the next N batch POSTs of an operation performed, then answered 502 or 504 (7.1.2): the
+//!   jobs exist, the answer is lost. The error body and `X-Request-Id` name the request, as
+//!   every answer of the fake does (7.1.1), so 4.4.2 can find its jobs;
+//! * the account in arrears: every authenticated call answered 400 CPS.0006 (7.2).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The operations of the management API, named as cphub's metrics name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    ListPhones,
+    ShowPhone,
+    UpdateProperty,
+    Restart,
+    Reset,
+    Stop,
+    ShowJob,
+    ListJobs,
+}
+
+impl FromStr for Operation {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Ok(match name {
+            "list_phones" => Operation::ListPhones,
+            "show_phone" => Operation::ShowPhone,
+            "update_property" => Operation::UpdateProperty,
+            "restart" => Operation::Restart,
+            "reset" => Operation::Reset,
+            "stop" => Operation::Stop,
+            "show_job" => Operation::ShowJob,
+            "list_jobs" => Operation::ListJobs,
+            other => {
+                return Err(format!(
+                    "unknown operation {other:?} (list_phones, show_phone, update_property, \
+                     restart, reset, stop, show_job, list_jobs)"
+                ));
+            }
+        })
+    }
+}
+
+/// How a performed POST's answer is lost (7.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostAnswer {
+    /// 502 Bad Gateway: "the server has received an invalid response".
+    BadGateway,
+    /// 504 Gateway Timeout.
+    GatewayTimeout,
+}
+
+impl LostAnswer {
+    pub fn status(self) -> u16 {
+        match self {
+            LostAnswer::BadGateway => 502,
+            LostAnswer::GatewayTimeout => 504,
+        }
+    }
+}
+
+/// Shared with the running control plane: a change applies to the next request.
+#[derive(Debug, Clone, Default)]
+pub struct ControlPlaneFaults(Arc<Mutex<FaultState>>);
+
+#[derive(Debug, Default)]
+struct FaultState {
+    system_errors: HashMap<Operation, u32>,
+    lost_answers: HashMap<Operation, (u32, LostAnswer)>,
+    arrears: bool,
+}
+
+impl ControlPlaneFaults {
+    /// The next `calls` calls of `operation` are answered 400 CPS.0003, doing nothing.
+    pub fn system_errors(&self, operation: Operation, calls: u32) {
+        self.state().system_errors.insert(operation, calls);
+    }
+
+    /// The next `calls` batch POSTs of `operation` are performed, then answered `how`.
+    pub fn lose_answers(&self, operation: Operation, calls: u32, how: LostAnswer) {
+        self.state().lost_answers.insert(operation, (calls, how));
+    }
+
+    /// While on, every authenticated call is answered 400 CPS.0006 (arrears).
+    pub fn set_arrears(&self, on: bool) {
+        self.state().arrears = on;
+    }
+
+    pub(super) fn in_arrears(&self) -> bool {
+        self.state().arrears
+    }
+
+    /// Uses up one of the operation's system errors, if any is left.
+    pub(super) fn take_system_error(&self, operation: Operation) -> bool {
+        let mut state = self.state();
+        match state.system_errors.get_mut(&operation) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Uses up one of the operation's lost answers, if any is left.
+    pub(super) fn take_lost_answer(&self, operation: Operation) -> Option<LostAnswer> {
+        let mut state = self.state();
+        match state.lost_answers.get_mut(&operation) {
+            Some((left, how)) if *left > 0 => {
+                *left -= 1;
+                Some(*how)
+            }
+            _ => None,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_are_off_by_default_and_used_up_one_call_at_a_time() {
+        let faults = ControlPlaneFaults::default();
+        assert!(!faults.in_arrears());
+        assert!(!faults.take_system_error(Operation::Restart));
+        assert_eq!(faults.take_lost_answer(Operation::Restart), None);
+        faults.system_errors(Operation::Restart, 2);
+        faults.lose_answers(Operation::Reset, 1, LostAnswer::GatewayTimeout);
+        assert!(faults.take_system_error(Operation::Restart));
+        assert!(!faults.take_system_error(Operation::Reset));
+        assert!(faults.take_system_error(Operation::Restart));
+        assert!(!faults.take_system_error(Operation::Restart));
+        assert_eq!(
+            faults.take_lost_answer(Operation::Reset),
+            Some(LostAnswer::GatewayTimeout)
+        );
+        assert_eq!(faults.take_lost_answer(Operation::Reset), None);
+        assert_eq!("list_jobs".parse(), Ok(Operation::ListJobs));
+        assert!("nope".parse::<Operation>().is_err());
+    }
+}
