@@ -347,7 +347,9 @@ pub(super) async fn record_cph_status(
 ) -> Result<u64, StoreError> {
     let sql = "UPDATE phones SET cph_status = $2, cph_synced_at = $3, updated_at = $3 \
                WHERE phone_id = $1";
-    Ok(db.execute(sql, &args![phone_id.as_str(), status, now]).await?)
+    Ok(db
+        .execute(sql, &args![phone_id.as_str(), status, now])
+        .await?)
 }
 
 /// Job accepted but not finished: remember its ids, keep the outcome pending.

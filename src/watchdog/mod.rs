@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 pub use holds::HoldSweeper;
-pub use policy::{Action, Budgets, Decision, Outcome, Past, Reason, Standing, acted, candidate, decide};
+pub use policy::{
+    Action, Budgets, Decision, Outcome, Past, Reason, Standing, acted, candidate, decide,
+};
 
 use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
@@ -451,18 +453,24 @@ impl Watchdog {
         };
         let detail = match detail {
             Some(detail) => detail,
-            None => self.client.phone(phone_id.as_str()).await.map_err(|error| {
-                format!(
-                    "the phone's properties cannot be read (chapter 4.3.2), and a reset \
+            None => self
+                .client
+                .phone(phone_id.as_str())
+                .await
+                .map_err(|error| {
+                    format!(
+                        "the phone's properties cannot be read (chapter 4.3.2), and a reset \
                      without them would wipe them: {}",
-                    ErrorChain(&error)
-                )
-            })?,
+                        ErrorChain(&error)
+                    )
+                })?,
         };
         let Some(current) = detail.property.as_deref() else {
-            return Err("the control plane did not report the phone's properties (chapter \
+            return Err(
+                "the control plane did not report the phone's properties (chapter \
                  4.3.2): a reset would wipe them"
-                .into());
+                    .into(),
+            );
         };
         let (property, kept) = merge_for_reset(current, ours)
             .map_err(|error| format!("not reset, its properties would be lost: {error}"))?;

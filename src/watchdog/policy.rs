@@ -33,9 +33,10 @@ impl Standing {
             status::ABNORMAL => Standing::Failed(Reason::Abnormal),
             status::RESTART_FAILED => Standing::Failed(Reason::RestartFailed),
             status::RESET_FAILED => Standing::Failed(Reason::ResetFailed),
-            status::FROZEN | status::STOPPED | status::CREATION_FAILED | status::STOPPING_FAILED => {
-                Standing::OutOfService
-            }
+            status::FROZEN
+            | status::STOPPED
+            | status::CREATION_FAILED
+            | status::STOPPING_FAILED => Standing::OutOfService,
             _ => Standing::Transitional,
         }
     }

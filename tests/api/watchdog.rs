@@ -539,16 +539,18 @@ async fn status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alon
         .app
         .mint_ok(&serde_json::json!({"app_id": "game", "user_id": "u-2"}))
         .await;
-    assert_eq!(minted["phone_id"], ids[4].as_str(), "only the running phone");
+    assert_eq!(
+        minted["phone_id"],
+        ids[4].as_str(),
+        "only the running phone"
+    );
     fleet.simulator.stop().await;
 }
 
 /// Chapter 4.3.2: the book's status is a phone sync old (here: synced only at start). A
 /// phone stopped since then is re-read before acting, and left alone: the skip is logged
 /// once and the fresh status is in the book at once.
-async fn status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone(
-    backend: Backend,
-) {
+async fn status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone(backend: Backend) {
     let fleet = start_synced(TestDb::new(backend).await, 2, "", 3600, |_| {}).await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
     fleet
@@ -562,10 +564,8 @@ async fn status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone(
         .lock()
         .set_status(0, cphub::cph::model::status::STOPPED);
 
-    let log = wait_for_recoveries(&fleet.app, &phone_id, |log| {
-        has(log, "restart", "skipped")
-    })
-    .await;
+    let log =
+        wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "restart", "skipped")).await;
     assert!(
         log[0]["detail"].as_str().unwrap().contains("status 8"),
         "{log:?}"
