@@ -59,8 +59,11 @@ REFUSALS = {
 # A value may also be a pattern (compiled regex, full match).
 KNOWN_VALUES = {
     ("cphub_phones", "state"): {
-        # "recovering" and "broken" come with the fleet watchdog.
-        "idle", "allocated", "occupied", "stale", "unavailable", "recovering", "broken",
+        # "recovering" and "broken" come with the fleet watchdog; "unavailable" is a
+        # control-plane status in transition or failed, "out_of_service" frozen, stopped,
+        # creation or stopping failed (docs/operations.md, the phone status table).
+        "idle", "allocated", "occupied", "stale", "unavailable", "out_of_service",
+        "recovering", "broken",
     },
     ("cphub_sign_checks_total", "result"): {"ok", "retry"} | REFUSALS,
     ("cphub_events_total", "type"): {"enter", "quit", "unknown"},

@@ -7,6 +7,9 @@ use super::{Format, Outcome, PhonesCommand, Target};
 use crate::config::Settings;
 use crate::cph::properties::{PropertyError, callback_property};
 use crate::cph::{BatchOutcome, CphClient, CphError, Job, PhoneFilter, PhoneItem, model};
+use crate::domain::{PhoneId, UtcTime};
+use crate::store::{self, Store};
+use crate::telemetry::ErrorChain;
 
 /// Phones per batch request (the reference sets no limit; this keeps bodies small).
 const BATCH: usize = 100;
@@ -54,12 +57,12 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
                 return Ok(Outcome::AllSucceeded);
             }
             let items = with_property(&phone_ids, &property);
-            run_batches(&client, BatchOp::UpdateProperty, items, wait.wait).await
+            run_batches(&client, BatchOp::UpdateProperty, items, wait.wait, None).await
         }
         PhonesCommand::Restart { phone_ids, wait } => {
             let client = CphClient::new(&settings.cph)?;
             let items = with_property(&phone_ids, "");
-            run_batches(&client, BatchOp::Restart, items, wait.wait).await
+            run_batches(&client, BatchOp::Restart, items, wait.wait, None).await
         }
         PhonesCommand::Reset {
             phone_ids,
@@ -69,12 +72,26 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
             let property = callback_property(settings, public_url.as_deref(), None)?;
             let client = CphClient::new(&settings.cph)?;
             let items = with_property(&phone_ids, &property);
-            run_batches(&client, BatchOp::Reset, items, wait.wait).await
+            run_batches(&client, BatchOp::Reset, items, wait.wait, None).await
         }
         PhonesCommand::Stop { phone_ids, wait } => {
             let client = CphClient::new(&settings.cph)?;
             let items = with_property(&phone_ids, "");
-            run_batches(&client, BatchOp::Stop, items, wait.wait).await
+            // The book learns of the stop at once, not at the next phone sync: until then
+            // the watchdog would take the stopped phone's silence for a fault and restart it
+            // (chapter 4.3.6 also starts stopped phones), and allocation would hand it out.
+            let book = match store::connect(&settings.database).await {
+                Ok(book) => Some(book),
+                Err(error) => {
+                    eprintln!(
+                        "warning: the database is unreachable ({}): stopped phones are recorded \
+                         only at the next phone sync",
+                        ErrorChain(&error)
+                    );
+                    None
+                }
+            };
+            run_batches(&client, BatchOp::Stop, items, wait.wait, book.as_deref()).await
         }
     }
 }
@@ -129,21 +146,48 @@ async fn send(
 }
 
 /// Sends `items` in batches, prints one line per phone, optionally follows the jobs.
+/// `book`: where a stop is recorded as soon as the control plane accepts it.
 async fn run_batches(
     client: &CphClient,
     op: BatchOp,
     items: Vec<PhoneItem>,
     wait: bool,
+    book: Option<&dyn Store>,
 ) -> Result<Outcome, CliError> {
     let mut outcome = Outcome::AllSucceeded;
     for chunk in items.chunks(BATCH) {
         let requested: Vec<String> = chunk.iter().map(|i| i.phone_id.clone()).collect();
         let answer = send(client, op, chunk.to_vec()).await?;
+        if let (BatchOp::Stop, Some(book)) = (op, book) {
+            record_stopped(book, &answer).await;
+        }
         if report_batch(client, &requested, &answer, wait).await == Outcome::SomeFailed {
             outcome = Outcome::SomeFailed;
         }
     }
     Ok(outcome)
+}
+
+/// Writes "stopped" (chapter 4.3.1: 8) for every phone whose stop was accepted: stopped on
+/// purpose, so never recovered nor allocated. The next phone sync writes the control
+/// plane's own view (stopping, stopped, or stopping failed) over it.
+async fn record_stopped(book: &dyn Store, answer: &BatchOutcome) {
+    let now = UtcTime::now();
+    for (phone, _) in answer.jobs() {
+        let Ok(phone_id) = PhoneId::parse("phone_id", phone.to_owned()) else {
+            continue;
+        };
+        if let Err(error) = book
+            .record_cph_status(&phone_id, model::status::STOPPED, now)
+            .await
+        {
+            eprintln!(
+                "warning: {phone} stopped but not recorded in the database ({}); the next \
+                 phone sync will",
+                ErrorChain(&error)
+            );
+        }
+    }
 }
 
 async fn report_batch(

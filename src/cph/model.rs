@@ -5,12 +5,19 @@ use serde::{Deserialize, Serialize};
 
 /// Control-plane phone status (chapter 4.3.1).
 pub mod status {
+    pub const CREATING: i32 = 0;
+    pub const CREATING_TOO: i32 = 1;
     pub const RUNNING: i32 = 2;
     pub const RESETTING: i32 = 3;
     pub const RESTARTING: i32 = 4;
+    pub const FROZEN: i32 = 6;
+    pub const STOPPING: i32 = 7;
+    pub const STOPPED: i32 = 8;
     pub const RESET_FAILED: i32 = -5;
     pub const RESTART_FAILED: i32 = -6;
     pub const ABNORMAL: i32 = -7;
+    pub const CREATION_FAILED: i32 = -8;
+    pub const STOPPING_FAILED: i32 = -9;
 
     pub fn name(status: i32) -> &'static str {
         match status {

@@ -20,6 +20,8 @@ pub enum PropertyError {
     InvalidInterval,
     #[error("no public URL: pass --public-url or set callbacks.public_url")]
     MissingPublicUrl,
+    #[error("the phone's property is not a JSON object: {0}")]
+    NotAnObject(String),
 }
 
 /// The three callback URLs cphub serves, as phones must be configured with them.
@@ -89,6 +91,29 @@ pub fn callback_property(
     urls.property_json(interval)
 }
 
+/// What a reset must send. A reset restores factory settings (chapter 4.3.5): every property
+/// not in the call is gone afterwards — screen orientation, `com.cph.cg.app_port`, bandwidth
+/// limits (appendix A.1). So the phone's current properties (`current`, the `property` of
+/// chapter 4.3.2) go in too, with cphub's callback properties (`ours`) over them. Returns the
+/// property string and the phone's own keys it keeps, sorted.
+pub fn merge_for_reset(current: &str, ours: &str) -> Result<(String, Vec<String>), PropertyError> {
+    let object = |text: &str| match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ if text.trim().is_empty() => Ok(Map::new()),
+        _ => Err(PropertyError::NotAnObject(text.chars().take(200).collect())),
+    };
+    let mut merged = object(current)?;
+    let ours = object(ours)?;
+    let mut kept: Vec<String> = merged
+        .keys()
+        .filter(|key| !ours.contains_key(*key))
+        .cloned()
+        .collect();
+    kept.sort();
+    merged.extend(ours);
+    Ok((Value::Object(merged).to_string(), kept))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +136,28 @@ mod tests {
             "https://cphub.example.com/cph/heartbeat"
         );
         assert_eq!(property[HEARTBEAT_INTERVAL], "5");
+    }
+
+    /// Chapters 4.3.5 and 4.3.2, appendix A.1: a reset keeps the phone's own properties,
+    /// and cphub's callback keys win over stale ones.
+    #[test]
+    fn reset_4_3_5_merges_the_phone_properties_under_cphubs() {
+        let urls = CallbackUrls::new("http://h", &base("/cph")).unwrap();
+        let ours = urls.property_json(5).unwrap();
+        let current = r#"{"ro.horizontal.screen":"1","com.cph.cg.app_port":"8888",
+            "com.cph.cg.heartbeat_url":"http://old/cph/heartbeat"}"#;
+        let (merged, kept) = merge_for_reset(current, &ours).unwrap();
+        let merged: Value = serde_json::from_str(&merged).unwrap();
+        assert_eq!(merged["ro.horizontal.screen"], "1");
+        assert_eq!(merged["com.cph.cg.app_port"], "8888");
+        assert_eq!(merged[HEARTBEAT_URL], "http://h/cph/heartbeat");
+        assert_eq!(merged[HEARTBEAT_INTERVAL], "5");
+        assert_eq!(kept, ["com.cph.cg.app_port", "ro.horizontal.screen"]);
+        assert_eq!(merge_for_reset("", &ours).unwrap().1, Vec::<String>::new());
+        assert!(matches!(
+            merge_for_reset("[1]", &ours),
+            Err(PropertyError::NotAnObject(_))
+        ));
     }
 
     #[test]

@@ -79,6 +79,9 @@ column_enum!(
         Failed = "failed",
         Error = "error",
         DryRun = "dry_run",
+        /// Not done after all: re-read right before acting (chapter 4.3.2), the phone was
+        /// no longer a candidate (its status had changed since the last phone sync).
+        Skipped = "skipped",
     }
 );
 

@@ -22,7 +22,8 @@ pub struct SimPhone {
     pub phone_id: String,
     pub phone_name: String,
     pub server_id: String,
-    /// Chapter 4.3.1 status: 2 running, 3 resetting, 4 restarting, -5/-6 failed, 8 stopped.
+    /// Chapter 4.3.1 status: 2 running, 3 resetting, 4 restarting, 6 frozen, 7 stopping,
+    /// 8 stopped, -5/-6 failed. Only a running phone calls back.
     pub status: i32,
     /// The phone properties (appendix A.1), e.g. `com.cph.cg.heartbeat_url`.
     pub properties: BTreeMap<String, String>,
@@ -95,6 +96,22 @@ impl Fleet {
 
     pub fn phone_mut(&mut self, phone_id: &str) -> Option<&mut SimPhone> {
         self.phones.iter_mut().find(|p| p.phone_id == phone_id)
+    }
+
+    /// Someone other than cphub changes the phone's status (chapter 4.3.1): stops, freezes
+    /// or restarts it. Any status but running silences the phone (see
+    /// [`SimPhone::is_alive`]); the control plane reports the new status at once.
+    pub fn set_status(&mut self, index: usize, status: i32) {
+        if let Some(phone) = self.phones.get_mut(index) {
+            phone.status = status;
+        }
+    }
+
+    /// Properties the phones' operator set (appendix A.1), on every phone.
+    pub fn set_operator_properties(&mut self, properties: &[(String, String)]) {
+        for phone in &mut self.phones {
+            phone.properties.extend(properties.iter().cloned());
+        }
     }
 }
 

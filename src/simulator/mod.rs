@@ -42,6 +42,7 @@ impl Simulator {
         for (i, phone) in fleet.lock().phones.iter_mut().enumerate() {
             phone.faults.restart_fails = i < options.restart_fails;
         }
+        fleet.lock().set_operator_properties(&options.properties);
         let listener = TcpListener::bind(options.cph_listen)?;
         let cph_port = listener.local_addr()?.port();
         let settings = control_plane_settings(&options);
@@ -130,9 +131,13 @@ fn control_plane_settings(options: &SimOptions) -> ControlPlaneSettings {
     }
 }
 
-/// The first `silent` phones go silent and the next `stuck` get stuck, a while after start.
+/// The first `silent` phones go silent and the next `stuck` get stuck, a while after start;
+/// the next ones are stopped, frozen, left stopping or restarted by someone else
+/// ([`SimOptions::external_statuses`]).
 async fn break_phones_later(fleet: SharedFleet, options: Arc<SimOptions>) {
-    if options.silent + options.stuck == 0 {
+    let external = options.external_statuses();
+    let externally: usize = external.iter().map(|(count, _)| count).sum();
+    if options.silent + options.stuck + externally == 0 {
         return;
     }
     tokio::time::sleep(Duration::from_secs(options.faults_after_secs)).await;
@@ -141,9 +146,17 @@ async fn break_phones_later(fleet: SharedFleet, options: Arc<SimOptions>) {
         phone.faults.silent |= i < options.silent;
         phone.faults.stuck |= (options.silent..options.silent + options.stuck).contains(&i);
     }
+    let mut next = options.silent + options.stuck;
+    for (count, status) in external {
+        for index in next..next + count {
+            fleet.set_status(index, status);
+        }
+        next += count;
+    }
     tracing::info!(
         silent = options.silent,
         stuck = options.stuck,
+        externally,
         "simulated phones broke"
     );
 }

@@ -56,6 +56,25 @@ pub struct SimOptions {
     /// Phones whose restarts fail, so that a reset is needed.
     #[arg(long, default_value_t = 0)]
     pub restart_fails: usize,
+    /// Phones someone else stops (status 8, chapter 4.3.1) when the faults start: silent on
+    /// purpose; cphub must neither restart nor allocate them. Next after the stuck ones.
+    #[arg(long, default_value_t = 0)]
+    pub stopped: usize,
+    /// Phones the control plane freezes (6) when the faults start. Next after the stopped.
+    #[arg(long, default_value_t = 0)]
+    pub frozen: usize,
+    /// Phones left stopping (7) when the faults start. Next after the frozen.
+    #[arg(long, default_value_t = 0)]
+    pub stopping: usize,
+    /// Phones someone else restarts (4) when the faults start, a restart that does not end
+    /// while the test looks. Next after the stopping.
+    #[arg(long, default_value_t = 0)]
+    pub restarting_elsewhere: usize,
+    /// A property every phone carries from the start, set by its operator (appendix A.1),
+    /// e.g. `--property ro.horizontal.screen=1`; repeatable. A reset that does not send it
+    /// again wipes it, as a real one would (chapter 4.3.5).
+    #[arg(long = "property", value_parser = key_value)]
+    pub properties: Vec<(String, String)>,
     /// Chance that an enter or quit event is delivered twice.
     #[arg(long, default_value_t = 0.0)]
     pub duplicate_rate: f64,
@@ -101,6 +120,13 @@ pub struct SimOptions {
     pub duration_secs: u64,
 }
 
+fn key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
 impl SimOptions {
     /// The documented defaults, as `cphub simulate` with no flags would use.
     pub fn defaults() -> SimOptions {
@@ -128,6 +154,18 @@ impl SimOptions {
         }
         faults.set_arrears(self.arrears);
         faults
+    }
+
+    /// The phones put out of running by someone else when the faults start, in order after
+    /// the silent and stuck ones: how many, and the status (chapter 4.3.1) each gets.
+    pub fn external_statuses(&self) -> [(usize, i32); 4] {
+        use crate::cph::model::status;
+        [
+            (self.stopped, status::STOPPED),
+            (self.frozen, status::FROZEN),
+            (self.stopping, status::STOPPING),
+            (self.restarting_elsewhere, status::RESTARTING),
+        ]
     }
 
     pub fn session_range(&self) -> (Duration, Duration) {

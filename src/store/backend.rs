@@ -217,6 +217,16 @@ impl<B: Backend> Store for B {
         synced.map_err(during("sync_phones"))
     }
 
+    async fn record_cph_status(
+        &self,
+        phone_id: &PhoneId,
+        status: i32,
+        now: UtcTime,
+    ) -> Result<u64, StoreError> {
+        let recorded = in_transaction!(self, record_cph_status(phone_id, status, now));
+        recorded.map_err(during("record_cph_status"))
+    }
+
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
         let released = in_transaction!(self, release_lapsed_holds(now));
         released.map_err(during("release_lapsed_holds"))

@@ -49,20 +49,27 @@ macro_rules! session_columns {
 
 /// A phone that may be given to a new session: in no session, held for none (the part
 /// the `phones_free` index covers, so the pick never walks busy phones), heard from since
-/// `$4`, and running as far as the control plane knows.
+/// `$4`, running as far as the control plane knows (chapter 4.3.1: 2; every other status is
+/// in transition, failed or out of service), and not being recovered or given up on.
 macro_rules! free_phone_sql {
     () => {
         "allocated_session_id IS NULL AND current_session_id IS NULL \
            AND heartbeat_session_id IS NULL \
-           AND last_seen_at >= $4 AND (cph_status IS NULL OR cph_status = 2)"
+           AND last_seen_at >= $4 AND (cph_status IS NULL OR cph_status = 2) \
+           AND recovery_state IS NULL"
     };
 }
 
 /// A phone's state as the operator sees it, from its row; `$1` is the freshness cut-off.
-/// One expression, so the gauge and the phone views can never disagree.
+/// One expression, so the gauge and the phone views can never disagree. The control plane's
+/// status (chapter 4.3.1) comes first: frozen (6), stopped (8), creation failed (-8) and
+/// stopping failed (-9) are `out_of_service`, whatever else the row says; any other status
+/// but running (2) — creating, resetting, restarting, stopping, or failed and awaiting the
+/// watchdog — is `unavailable`. See the status table in docs/operations.md.
 macro_rules! phone_state_sql {
     () => {
         "CASE \
+           WHEN cph_status IN (6, 8, -8, -9) THEN 'out_of_service' \
            WHEN recovery_state IS NOT NULL THEN recovery_state \
            WHEN cph_status IS NOT NULL AND cph_status <> 2 THEN 'unavailable' \
            WHEN last_seen_at IS NULL OR last_seen_at < $1 THEN 'stale' \
@@ -89,7 +96,8 @@ macro_rules! phone_columns {
 /// The columns of [`Recovery`](crate::store::Recovery).
 macro_rules! recovery_columns {
     () => {
-        "id, phone_id, reason, action, dry_run, request_id, job_id, outcome, error, started_at, ended_at"
+        "id, phone_id, reason, action, dry_run, request_id, job_id, outcome, error, started_at, \
+         ended_at, detail"
     };
 }
 
@@ -204,14 +212,19 @@ pub(super) async fn phones(
     Ok(db.fetch_all(sql, &args![fresh_since, after, limit]).await?)
 }
 
-/// Phones heard from before but silent since `fresh_since`, or that the control plane
-/// reports abnormal, restart failed or reset failed.
+/// The recovery candidates (chapter 4.3.1): phones heard from before but silent since
+/// `fresh_since` that the control plane reports running (or has not reported yet: the
+/// watchdog re-reads every phone before acting), and phones it reports abnormal (-7),
+/// restart failed (-6) or reset failed (-5). A silent phone in any other status is in
+/// transition (creating, resetting, restarting, stopping) or out of service (frozen,
+/// stopped, creation or stopping failed): it is silent for a reason, and left alone.
 pub(super) async fn unhealthy_phones(
     db: &mut impl Sql,
     fresh_since: UtcTime,
 ) -> Result<Vec<PhoneHealth>, StoreError> {
     let sql = "SELECT phone_id, last_seen_at, cph_status, recovery_state FROM phones \
-               WHERE (last_seen_at IS NOT NULL AND last_seen_at < $1) \
+               WHERE (last_seen_at IS NOT NULL AND last_seen_at < $1 \
+                   AND (cph_status IS NULL OR cph_status = 2)) \
                  OR cph_status IN (-5, -6, -7) \
                ORDER BY phone_id";
     Ok(db.fetch_all(sql, &args![fresh_since]).await?)
@@ -277,8 +290,8 @@ pub(super) async fn start_recovery(
 ) -> Result<Recovery, StoreError> {
     let sql = concat!(
         "INSERT INTO recoveries \
-           (phone_id, reason, action, dry_run, outcome, error, started_at, ended_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+           (phone_id, reason, action, dry_run, outcome, error, started_at, ended_at, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
         recovery_columns!()
     );
     let args = args![
@@ -290,6 +303,7 @@ pub(super) async fn start_recovery(
         r.error.as_deref(),
         r.started_at,
         r.ended_at,
+        r.detail.as_deref(),
     ];
     let recovery: Option<Recovery> = tx.fetch_optional(sql, &args).await?;
     let recovery = recovery.ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?;
@@ -321,6 +335,21 @@ pub(super) async fn finish_recovery(
     ];
     tx.execute(sql, &args).await?;
     Ok(())
+}
+
+/// What the control plane reported (or was just told) about one phone, written at once
+/// rather than at the next phone sync: a stop through cphub, a status re-read before acting.
+pub(super) async fn record_cph_status(
+    db: &mut impl Sql,
+    phone_id: &PhoneId,
+    status: i32,
+    now: UtcTime,
+) -> Result<u64, StoreError> {
+    let sql = "UPDATE phones SET cph_status = $2, cph_synced_at = $3, updated_at = $3 \
+               WHERE phone_id = $1";
+    Ok(db
+        .execute(sql, &args![phone_id.as_str(), status, now])
+        .await?)
 }
 
 /// Job accepted but not finished: remember its ids, keep the outcome pending.

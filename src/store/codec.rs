@@ -192,7 +192,9 @@ pub struct EventRecord {
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Phone {
     pub phone_id: String,
-    /// idle, allocated, occupied, stale, unavailable, recovering, broken.
+    /// idle, allocated, occupied, stale, unavailable (in transition or failed, chapter
+    /// 4.3.1), out_of_service (frozen, stopped, creation or stopping failed), recovering,
+    /// broken.
     pub state: String,
     pub phone_name: Option<String>,
     pub server_id: Option<String>,
@@ -239,6 +241,9 @@ pub struct Recovery {
     pub error: Option<String>,
     pub started_at: UtcTime,
     pub ended_at: Option<UtcTime>,
+    /// What else was done or seen: the phone properties a reset re-applied (chapter 4.3.5
+    /// restores factory settings), or why a decision was skipped.
+    pub detail: Option<String>,
 }
 
 /// What the watchdog needs to know about a phone that looks unwell.

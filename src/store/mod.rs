@@ -226,13 +226,16 @@ pub struct Applied {
     pub session: Option<Session>,
 }
 
-/// The states a phone can be in as the operator sees it (see `book::phone_state_sql!`).
-pub const PHONE_STATES: [&str; 7] = [
+/// The states a phone can be in as the operator sees it (see `book::phone_state_sql!`):
+/// `unavailable` is a control-plane status in transition or failed, `out_of_service` one
+/// the phone is out of service in (chapter 4.3.1; docs/operations.md has the table).
+pub const PHONE_STATES: [&str; 8] = [
     "idle",
     "allocated",
     "occupied",
     "stale",
     "unavailable",
+    "out_of_service",
     "recovering",
     "broken",
 ];
@@ -248,6 +251,8 @@ pub struct NewRecovery {
     pub error: Option<String>,
     pub started_at: UtcTime,
     pub ended_at: Option<UtcTime>,
+    /// What else was done or seen (the properties a reset re-applied; why it was skipped).
+    pub detail: Option<String>,
     /// `recovering` or `broken` to set on the phone, if any.
     pub phone_state: Option<RecoveryMark>,
 }
@@ -392,6 +397,16 @@ pub trait Store: Send + Sync + 'static {
         phones: &[ControlPlanePhone],
         now: UtcTime,
     ) -> Result<(), StoreError>;
+
+    /// Records one phone's control-plane status (chapter 4.3.1) now, ahead of the next
+    /// phone sync: a stop sent through cphub, a status re-read before acting. Phones the
+    /// book has no row for are left out; the number updated.
+    async fn record_cph_status(
+        &self,
+        phone_id: &PhoneId,
+        status: i32,
+        now: UtcTime,
+    ) -> Result<u64, StoreError>;
 
     /// Expires minted/verified sessions whose hold lapsed and frees their phones.
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError>;

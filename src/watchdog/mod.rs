@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 pub use holds::HoldSweeper;
-pub use policy::{Action, Budgets, Decision, Outcome, Past, Reason, decide};
+pub use policy::{
+    Action, Budgets, Decision, Outcome, Past, Reason, Standing, acted, candidate, decide,
+};
 
 use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
-use crate::cph::{CphClient, CphError, PhoneItem, model::job_status};
+use crate::cph::properties::merge_for_reset;
+use crate::cph::{CphClient, CphError, PhoneDetail, PhoneItem, model::job_status, model::status};
 use crate::domain::{PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
 use crate::store::{FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError};
@@ -141,7 +144,8 @@ impl Watchdog {
             if self.excluded(&phone.phone_id) || phone.recovery_state.as_deref() == Some("broken") {
                 continue;
             }
-            in_flight += self.consider(&phone, now, in_flight).await? as usize;
+            let silent = phone.last_seen_at.is_some_and(|seen| seen < fresh_since);
+            in_flight += self.consider(&phone, silent, now, in_flight).await? as usize;
         }
         Ok(())
     }
@@ -162,15 +166,21 @@ impl Watchdog {
         Ok(())
     }
 
-    /// Decides for one phone; true when a job was started.
+    /// Decides for one phone; true when a job was started. Only a candidate of chapter
+    /// 4.3.1 is considered, and it is re-read from the control plane (chapter 4.3.2) right
+    /// before a restart or reset: the book's status may be a phone sync old.
     async fn consider(
         self: &Arc<Self>,
         phone: &PhoneHealth,
+        silent: bool,
         now: UtcTime,
         in_flight: usize,
     ) -> Result<bool, WatchdogError> {
+        let Some(reason) = candidate(phone.cph_status, silent) else {
+            tracing::debug!(phone_id = %phone.phone_id, cph_status = phone.cph_status, "watchdog leaves a phone alone: its status is not recovered");
+            return Ok(false);
+        };
         let history = self.history(&phone.phone_id, now).await?;
-        let reason = Reason::from_status(phone.cph_status);
         match decide(reason, &history, now, &self.budgets()) {
             Decision::Wait(why) => {
                 tracing::debug!(phone_id = %phone.phone_id, why, "watchdog waits");
@@ -185,10 +195,68 @@ impl Watchdog {
                 Ok(false)
             }
             Decision::Act(action) => {
-                self.recover(&phone.phone_id, reason, action).await?;
-                Ok(!self.settings.dry_run)
+                let detail = match self.client.phone(phone.phone_id.as_str()).await {
+                    Ok(detail) => detail,
+                    Err(error) => {
+                        tracing::warn!(phone_id = %phone.phone_id, error = %ErrorChain(&error), "watchdog waits: the phone cannot be re-read before acting");
+                        return Ok(false);
+                    }
+                };
+                let fresh = detail.phone.status;
+                let Some(reason) = candidate(Some(fresh), silent) else {
+                    self.skip(&phone.phone_id, reason, action, fresh).await?;
+                    return Ok(false);
+                };
+                // The status may have changed within the candidates (running to restart
+                // failed): decided again on the fresh one.
+                match decide(reason, &history, now, &self.budgets()) {
+                    Decision::Act(action @ (Action::Restart | Action::Reset)) => {
+                        self.recover(&phone.phone_id, reason, action, Some(detail))
+                            .await?;
+                        Ok(!self.settings.dry_run)
+                    }
+                    _ => Ok(false),
+                }
             }
         }
+    }
+
+    /// The phone was re-read right before acting and is no longer a candidate: nothing is
+    /// sent; the skip goes to the log, and the fresh status to the book at once, so that
+    /// neither the next pass nor allocation goes by the old one.
+    async fn skip(
+        &self,
+        phone_id: &PhoneId,
+        reason: Reason,
+        action: Action,
+        fresh: i32,
+    ) -> Result<(), WatchdogError> {
+        let now = self.clock.now();
+        let detail = format!(
+            "re-read before the {action} (chapter 4.3.2): status {fresh} ({}), no longer a \
+             recovery candidate; left alone",
+            status::name(fresh)
+        );
+        tracing::info!(%phone_id, cph_status = fresh, action = action.as_str(), "watchdog skips a recovery: the phone's status changed since the last sync");
+        self.store.record_cph_status(phone_id, fresh, now).await?;
+        let record = NewRecovery {
+            phone_id: phone_id.clone(),
+            reason,
+            action,
+            dry_run: self.settings.dry_run,
+            outcome: Outcome::Skipped,
+            error: None,
+            started_at: now,
+            ended_at: Some(now),
+            detail: Some(detail),
+            phone_state: None,
+        };
+        self.store.start_recovery(&record).await?;
+        self.metrics
+            .recoveries
+            .with_label_values(&[action.as_str(), Outcome::Skipped.as_str()])
+            .inc();
+        Ok(())
     }
 
     /// A restart or reset asked for by an operator (`POST /api/v1/phones/{id}/restart`):
@@ -209,17 +277,13 @@ impl Watchdog {
         {
             return Err(WatchdogError::InProgress(phone_id.to_string()));
         }
-        let acted = history
-            .iter()
-            .filter(|p| p.action != Action::MarkBroken)
-            .count();
-        if acted as u32 >= self.settings.hourly_cap {
+        if acted(&history) as u32 >= self.settings.hourly_cap {
             return Err(WatchdogError::HourlyCap(phone_id.to_string()));
         }
         if self.store.pending_recoveries().await?.len() >= self.settings.max_in_flight {
             return Err(WatchdogError::InFlightCap);
         }
-        self.recover(phone_id, Reason::Manual, action).await
+        self.recover(phone_id, Reason::Manual, action, None).await
     }
 
     /// On `watchdog.exclude`: never acted on, automatically or by hand.
@@ -237,6 +301,7 @@ impl Watchdog {
 
     async fn history(&self, phone_id: &PhoneId, now: UtcTime) -> Result<Vec<Past>, WatchdogError> {
         let hour_ago = now.minus(Duration::from_secs(3600));
+        // Skipped decisions are kept: `decide` and `acted` pass over them.
         let log = self
             .store
             .recoveries(Some(phone_id), Some(hour_ago), 50)
@@ -267,6 +332,7 @@ impl Watchdog {
             error: None,
             started_at: now,
             ended_at: Some(now),
+            detail: None,
             phone_state: (!self.settings.dry_run).then_some(RecoveryMark::Broken),
         };
         self.store.start_recovery(&record).await?;
@@ -278,14 +344,23 @@ impl Watchdog {
     }
 
     /// Logs the decision, then (unless dry run) calls the control plane and follows the job.
+    /// `detail`: the phone as just re-read (chapter 4.3.2), if it was; a reset reads it if not.
     async fn recover(
         self: &Arc<Self>,
         phone_id: &PhoneId,
         reason: Reason,
         action: Action,
+        detail: Option<PhoneDetail>,
     ) -> Result<Recovery, WatchdogError> {
-        let now = self.clock.now();
         let dry_run = self.settings.dry_run;
+        let (property, note) = match action {
+            Action::Reset => match self.reset_property(phone_id, detail).await {
+                Ok((property, note)) => (Some(property), Some(note)),
+                Err(error) => return self.refuse(phone_id, reason, action, error).await,
+            },
+            Action::Restart | Action::MarkBroken => (None, None),
+        };
+        let now = self.clock.now();
         let record = NewRecovery {
             phone_id: phone_id.clone(),
             reason,
@@ -299,6 +374,7 @@ impl Watchdog {
             error: None,
             started_at: now,
             ended_at: dry_run.then_some(now),
+            detail: note,
             phone_state: (!dry_run).then_some(RecoveryMark::Recovering),
         };
         let recovery = self.store.start_recovery(&record).await?;
@@ -316,7 +392,7 @@ impl Watchdog {
                 .inc();
             return Ok(recovery);
         }
-        match self.start_job(phone_id, action).await {
+        match self.start_job(phone_id, action, property).await {
             Ok((request_id, job_id)) => {
                 self.store
                     .note_recovery_job(recovery.id, request_id.as_deref(), &job_id)
@@ -331,25 +407,97 @@ impl Watchdog {
         Ok(recovery)
     }
 
+    /// A recovery that cannot be sent safely: logged as an error, nothing called.
+    async fn refuse(
+        &self,
+        phone_id: &PhoneId,
+        reason: Reason,
+        action: Action,
+        error: String,
+    ) -> Result<Recovery, WatchdogError> {
+        tracing::warn!(%phone_id, action = action.as_str(), error, "recovery not sent");
+        let now = self.clock.now();
+        let record = NewRecovery {
+            phone_id: phone_id.clone(),
+            reason,
+            action,
+            dry_run: self.settings.dry_run,
+            outcome: Outcome::Error,
+            error: Some(error),
+            started_at: now,
+            ended_at: Some(now),
+            detail: None,
+            phone_state: None,
+        };
+        let recovery = self.store.start_recovery(&record).await?;
+        self.metrics
+            .recoveries
+            .with_label_values(&[action.as_str(), Outcome::Error.as_str()])
+            .inc();
+        Ok(recovery)
+    }
+
+    /// The property a reset sends, and what the log says about it. A reset restores factory
+    /// settings (chapter 4.3.5), so the phone's own properties (chapter 4.3.2, appendix A.1)
+    /// go in with cphub's callback ones over them. When they cannot be read, no reset: it
+    /// would wipe them.
+    async fn reset_property(
+        &self,
+        phone_id: &PhoneId,
+        detail: Option<PhoneDetail>,
+    ) -> Result<(String, String), String> {
+        let Some(ours) = self.reset_property.as_deref() else {
+            return Err(
+                "callbacks.public_url is unset: a reset would erase the callback URLs".into(),
+            );
+        };
+        let detail = match detail {
+            Some(detail) => detail,
+            None => self
+                .client
+                .phone(phone_id.as_str())
+                .await
+                .map_err(|error| {
+                    format!(
+                        "the phone's properties cannot be read (chapter 4.3.2), and a reset \
+                     without them would wipe them: {}",
+                        ErrorChain(&error)
+                    )
+                })?,
+        };
+        let Some(current) = detail.property.as_deref() else {
+            return Err(
+                "the control plane did not report the phone's properties (chapter \
+                 4.3.2): a reset would wipe them"
+                    .into(),
+            );
+        };
+        let (property, kept) = merge_for_reset(current, ours)
+            .map_err(|error| format!("not reset, its properties would be lost: {error}"))?;
+        let note = if kept.is_empty() {
+            "reset with cphub's callback properties; the phone had none of its own".to_owned()
+        } else {
+            format!(
+                "reset re-applied the phone's own properties {} and cphub's callback properties",
+                kept.join(", ")
+            )
+        };
+        Ok((property, note))
+    }
+
     /// Starts the control-plane job: `(request_id, job_id)`, or why there is none.
     async fn start_job(
         &self,
         phone_id: &PhoneId,
         action: Action,
+        property: Option<String>,
     ) -> Result<(Option<String>, String), (Outcome, String)> {
         let batch = match action {
             Action::Restart => self.client.restart(&[phone_id.to_string()]).await,
             Action::Reset => {
-                let Some(property) = self.reset_property.clone() else {
-                    return Err((
-                        Outcome::Error,
-                        "callbacks.public_url is unset: a reset would erase the callback URLs"
-                            .into(),
-                    ));
-                };
                 let item = PhoneItem {
                     phone_id: phone_id.to_string(),
-                    property: Some(property),
+                    property,
                 };
                 self.client.reset(vec![item]).await
             }

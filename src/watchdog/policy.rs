@@ -9,15 +9,47 @@ use crate::domain::UtcTime;
 
 pub use crate::domain::{Action, Outcome, Reason};
 
-impl Reason {
-    /// From the control plane's status; stale when it reports nothing wrong.
-    pub fn from_status(cph_status: Option<i32>) -> Reason {
+/// What the control plane's status (chapter 4.3.1) makes of a phone, for the watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Running (2): recovered when it falls silent.
+    Running,
+    /// Abnormal (-7), restart failed (-6), reset failed (-5): recovered, silent or not.
+    Failed(Reason),
+    /// Creating (0, 1), resetting (3), restarting (4), stopping (7), or a status the
+    /// reference does not list: something is under way (perhaps someone else's restart);
+    /// wait for it, never act.
+    Transitional,
+    /// Frozen (6), stopped (8), creation failed (-8), stopping failed (-9): out of service on
+    /// purpose or beyond a restart. Never recovered: a restart would start a phone someone
+    /// stopped (chapter 4.3.6 "restart … or start cloud phones").
+    OutOfService,
+}
+
+impl Standing {
+    pub fn of(cph_status: i32) -> Standing {
         match cph_status {
-            Some(status::ABNORMAL) => Reason::Abnormal,
-            Some(status::RESTART_FAILED) => Reason::RestartFailed,
-            Some(status::RESET_FAILED) => Reason::ResetFailed,
-            _ => Reason::Stale,
+            status::RUNNING => Standing::Running,
+            status::ABNORMAL => Standing::Failed(Reason::Abnormal),
+            status::RESTART_FAILED => Standing::Failed(Reason::RestartFailed),
+            status::RESET_FAILED => Standing::Failed(Reason::ResetFailed),
+            status::FROZEN
+            | status::STOPPED
+            | status::CREATION_FAILED
+            | status::STOPPING_FAILED => Standing::OutOfService,
+            _ => Standing::Transitional,
         }
+    }
+}
+
+/// Why a phone is a recovery candidate, or None when it must be left alone. `cph_status`
+/// is the control plane's (None: not reported yet — the watchdog re-reads the phone before
+/// acting, and that status decides); `silent`: it missed its heartbeats.
+pub fn candidate(cph_status: Option<i32>, silent: bool) -> Option<Reason> {
+    match cph_status.map(Standing::of) {
+        None | Some(Standing::Running) => silent.then_some(Reason::Stale),
+        Some(Standing::Failed(reason)) => Some(reason),
+        Some(Standing::Transitional | Standing::OutOfService) => None,
     }
 }
 
@@ -49,12 +81,12 @@ pub enum Decision {
 }
 
 /// `history`: the phone's recoveries of the last hour, newest first.
+/// A skipped decision (the phone was re-read and left alone) did nothing to the phone: it
+/// neither counts against the budgets nor starts a restart-then-reset escalation.
 pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets) -> Decision {
-    let acted = history
-        .iter()
-        .filter(|p| p.action != Action::MarkBroken)
-        .count();
-    let Some(last) = history.first() else {
+    let acted = acted(history);
+    let mut history = history.iter().filter(|p| p.outcome != Outcome::Skipped);
+    let Some(last) = history.next() else {
         return Decision::Act(first_action(reason));
     };
     if last.outcome == Outcome::Pending {
@@ -76,6 +108,15 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
         }
         Action::Reset | Action::MarkBroken => Decision::Act(first_action(reason)),
     }
+}
+
+/// Restarts and resets in `history` that reached (or, in dry run, would have reached) the
+/// control plane: what the hourly cap counts.
+pub fn acted(history: &[Past]) -> usize {
+    history
+        .iter()
+        .filter(|p| p.action != Action::MarkBroken && p.outcome != Outcome::Skipped)
+        .count()
 }
 
 /// A restart, unless the control plane says the last restart failed: then a reset.
@@ -172,6 +213,40 @@ mod tests {
         ));
         assert_eq!(
             decide(Reason::Stale, &history, at(801), &budgets()),
+            Decision::Act(Action::Restart)
+        );
+    }
+
+    /// Chapter 4.3.1: only running (when silent) and the three failed statuses are
+    /// candidates; every other status is waited out or left alone.
+    #[test]
+    fn status_4_3_1_only_running_or_failed_phones_are_candidates() {
+        assert_eq!(candidate(Some(2), true), Some(Reason::Stale));
+        assert_eq!(candidate(Some(2), false), None);
+        assert_eq!(candidate(None, true), Some(Reason::Stale));
+        assert_eq!(candidate(Some(-7), false), Some(Reason::Abnormal));
+        assert_eq!(candidate(Some(-6), true), Some(Reason::RestartFailed));
+        assert_eq!(candidate(Some(-5), false), Some(Reason::ResetFailed));
+        for transitional in [0, 1, 3, 4, 7, 5, 42] {
+            assert_eq!(Standing::of(transitional), Standing::Transitional);
+            assert_eq!(candidate(Some(transitional), true), None, "{transitional}");
+        }
+        for out in [6, 8, -8, -9] {
+            assert_eq!(Standing::of(out), Standing::OutOfService);
+            assert_eq!(candidate(Some(out), true), None, "{out}");
+        }
+    }
+
+    #[test]
+    fn skipped_decisions_neither_escalate_nor_count_against_the_cap() {
+        let history = [
+            past(Action::Reset, Outcome::Skipped, 30, Some(30)),
+            past(Action::Restart, Outcome::Skipped, 20, Some(20)),
+            past(Action::Restart, Outcome::Skipped, 10, Some(10)),
+        ];
+        assert_eq!(acted(&history), 0);
+        assert_eq!(
+            decide(Reason::Stale, &history, at(31), &budgets()),
             Decision::Act(Action::Restart)
         );
     }

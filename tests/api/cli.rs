@@ -20,6 +20,9 @@ async fn cphub(server: &MockServer, args: &[&str]) -> Output {
         .env("CPHUB__CPH__AUTH__SK", "CLITESTSK")
         .env("CPHUB__CPH__RETRY_BASE_MS", "1")
         .env("CPHUB__CPH__JOB_POLL_INTERVAL_MS", "10")
+        // No book here: `phones stop` warns that it cannot record the stop, and creates
+        // no database file in the working directory.
+        .env("DATABASE_URL", "sqlite:///nonexistent/cphub.db")
         .args(args);
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await

@@ -48,11 +48,23 @@ fn cphub_settings(
     options: &SimOptions,
     watchdog: &str,
 ) -> String {
+    cphub_settings_synced(port, simulator, options, watchdog, 1)
+}
+
+/// With phone sync every `sync_secs`: long, to see what the watchdog does on a book that
+/// lags behind the control plane.
+fn cphub_settings_synced(
+    port: u16,
+    simulator: &Simulator,
+    options: &SimOptions,
+    watchdog: &str,
+    sync_secs: u64,
+) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n\
          [callbacks]\npublic_url = \"http://127.0.0.1:{port}\"\n\
          [fleet]\nheartbeat_interval_secs = 1\nmiss_threshold = 2\n\
-         [cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 50\nsync_interval_secs = 1\n\
+         [cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 50\nsync_interval_secs = {sync_secs}\n\
          [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n\
          [watchdog]\ninterval_ms = 100\ngrace_after_recovery_secs = 2\n\
          cooldown_secs = 2\nhourly_cap = 3\n{grace}{watchdog}",
@@ -83,10 +95,21 @@ async fn start_on(
     watchdog: &str,
     tune: impl FnOnce(&mut SimOptions),
 ) -> Fleet {
+    start_synced(db, phones, watchdog, 1, tune).await
+}
+
+async fn start_synced(
+    db: TestDb,
+    phones: usize,
+    watchdog: &str,
+    sync_secs: u64,
+    tune: impl FnOnce(&mut SimOptions),
+) -> Fleet {
     let port = free_port();
     let options = simulator_options(port, phones, tune);
     let simulator = Simulator::start(options.clone()).await.unwrap();
-    let app = TestApp::spawn_on(db, &cphub_settings(port, &simulator, &options, watchdog)).await;
+    let settings = cphub_settings_synced(port, &simulator, &options, watchdog, sync_secs);
+    let app = TestApp::spawn_on(db, &settings).await;
     configure_callbacks(&app.address, &simulator, &options).await;
     Fleet {
         port,
@@ -457,7 +480,181 @@ async fn a_control_plane_outage_recovers_nothing(backend: Backend) {
     fleet.simulator.stop().await;
 }
 
+/// Restarts and resets that reached the control plane (a skipped decision did not).
+fn acted_on(log: &[Value]) -> Vec<&Value> {
+    log.iter()
+        .filter(|r| r["action"] != "mark_broken" && r["outcome"] != "skipped")
+        .collect()
+}
+
+/// Mints pinned to `phone_id`; asserts it is refused.
+async fn assert_not_allocated(app: &TestApp, phone_id: &str) {
+    let res = app
+        .mint(&serde_json::json!({"app_id": "game", "user_id": "u-1", "phone_id": phone_id}))
+        .await;
+    assert_error(res, 409, "CPHUB.PHONE_BUSY").await;
+}
+
+/// Chapter 4.3.1: a phone stopped (8), frozen (6), stopping (7) or being restarted by
+/// someone else (4) is silent for a reason: never restarted or reset, never allocated, and
+/// shown as out of service (6, 8) or unavailable (7, 4).
+async fn status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alone(
+    backend: Backend,
+) {
+    let fleet = start(backend, 5, "", |o| {
+        o.stopped = 1;
+        o.frozen = 1;
+        o.stopping = 1;
+        o.restarting_elsewhere = 1;
+    })
+    .await;
+    let ids = fleet.simulator.phone_ids();
+    let expected = [
+        (8, "out_of_service"),
+        (6, "out_of_service"),
+        (7, "unavailable"),
+        (4, "unavailable"),
+    ];
+    for (id, (status, state)) in ids.iter().zip(expected) {
+        fleet
+            .app
+            .wait_for_phone(id, |p| p["cph_status"] == status && p["state"] == state)
+            .await;
+    }
+    // Silent for longer than the stale threshold (2 s), several times over.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    for (i, id) in ids.iter().enumerate().take(4) {
+        let log = recoveries(&fleet.app, id).await;
+        assert!(acted_on(&log).is_empty(), "phone {i} was acted on: {log:?}");
+        assert_eq!(fleet.simulator.fleet.lock().phones[i].boots, 0, "phone {i}");
+        assert_not_allocated(&fleet.app, id).await;
+    }
+    let metrics = fleet.app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("cphub_phones{state=\"out_of_service\"} 2"),
+        "{metrics}"
+    );
+    let minted = fleet
+        .app
+        .mint_ok(&serde_json::json!({"app_id": "game", "user_id": "u-2"}))
+        .await;
+    assert_eq!(
+        minted["phone_id"],
+        ids[4].as_str(),
+        "only the running phone"
+    );
+    fleet.simulator.stop().await;
+}
+
+/// Chapter 4.3.2: the book's status is a phone sync old (here: synced only at start). A
+/// phone stopped since then is re-read before acting, and left alone: the skip is logged
+/// once and the fresh status is in the book at once.
+async fn status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone(backend: Backend) {
+    let fleet = start_synced(TestDb::new(backend).await, 2, "", 3600, |_| {}).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    fleet
+        .app
+        .wait_for_phone(&phone_id, |p| p["cph_status"] == 2 && p["state"] == "idle")
+        .await;
+
+    fleet
+        .simulator
+        .fleet
+        .lock()
+        .set_status(0, cphub::cph::model::status::STOPPED);
+
+    let log =
+        wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "restart", "skipped")).await;
+    assert!(
+        log[0]["detail"].as_str().unwrap().contains("status 8"),
+        "{log:?}"
+    );
+    let phone = fleet
+        .app
+        .wait_for_phone(&phone_id, |p| p["state"] == "out_of_service")
+        .await;
+    assert_eq!(phone["cph_status"], 8);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = recoveries(&fleet.app, &phone_id).await;
+    assert!(acted_on(&log).is_empty(), "{log:?}");
+    assert_eq!(log.len(), 1, "one skip, not one per pass: {log:?}");
+    assert_eq!(fleet.simulator.fleet.lock().phones[0].boots, 0);
+    assert_not_allocated(&fleet.app, &phone_id).await;
+    fleet.simulator.stop().await;
+}
+
+/// Chapters 4.3.5, 4.3.2 and appendix A.1: a reset restores factory settings, so it carries
+/// the phone's own properties (its app port, its screen orientation) and the callback ones.
+async fn reset_4_3_5_carries_the_phones_own_properties_and_the_callbacks(backend: Backend) {
+    let fleet = start(backend, 2, "", |o| {
+        o.silent = 1;
+        o.restart_fails = 1;
+        o.properties = vec![
+            ("com.cph.cg.app_port".into(), "8888".into()),
+            ("ro.horizontal.screen".into(), "1".into()),
+        ];
+    })
+    .await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let log =
+        wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "reset", "succeeded")).await;
+
+    let properties = fleet.simulator.fleet.lock().phones[0].properties.clone();
+    assert_eq!(properties.get("com.cph.cg.app_port").unwrap(), "8888");
+    assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
+    assert_eq!(
+        properties.get(HEARTBEAT_URL),
+        Some(&format!("{}/cph/heartbeat", fleet.options.cphub))
+    );
+    let reset = log.iter().find(|r| r["action"] == "reset").unwrap();
+    let detail = reset["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("com.cph.cg.app_port") && detail.contains("ro.horizontal.screen"),
+        "{detail}"
+    );
+    fleet.simulator.stop().await;
+}
+
+/// `cphub phones stop` (chapter 4.3.7) records the phone as stopped at once: out of service
+/// before the next phone sync (here: none), so neither recovered nor allocated.
+async fn a_phone_stopped_through_cphub_is_out_of_service_at_once(backend: Backend) {
+    let fleet = start_synced(TestDb::new(backend).await, 2, "", 3600, |_| {}).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    fleet
+        .app
+        .wait_for_phone(&phone_id, |p| p["cph_status"] == 2 && p["state"] == "idle")
+        .await;
+
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
+    cmd.env_clear()
+        .env("CPHUB_CONFIG_DIR", "/nonexistent")
+        .env("DATABASE_URL", &fleet.app.db.url)
+        .env("CPHUB__CPH__ENDPOINT", fleet.simulator.cph_endpoint())
+        .env("CPHUB__CPH__PROJECT_ID", &fleet.options.project_id)
+        .env("CPHUB__CPH__AUTH__AK", &fleet.options.ak)
+        .env("CPHUB__CPH__AUTH__SK", &fleet.options.sk)
+        .args(["phones", "stop", &phone_id]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let phone = fleet.app.phone(&phone_id).await.unwrap();
+    assert_eq!(phone["state"], "out_of_service", "{phone}");
+    assert_eq!(phone["cph_status"], 8);
+    assert_not_allocated(&fleet.app, &phone_id).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(recoveries(&fleet.app, &phone_id).await, Vec::<Value>::new());
+    fleet.simulator.stop().await;
+}
+
 backend_tests!(
+    status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alone,
+    status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone,
+    reset_4_3_5_carries_the_phones_own_properties_and_the_callbacks,
+    a_phone_stopped_through_cphub_is_out_of_service_at_once,
     jittered_heartbeats_within_the_threshold_recover_nothing,
     restarting_cphub_mid_run_recovers_nothing,
     a_control_plane_outage_recovers_nothing,

@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 
-use cphub::domain::SessionState;
-use cphub::store::Allocation;
+use cphub::domain::{Action, Outcome, Reason, RecoveryMark, SessionState};
+use cphub::store::{Allocation, ControlPlanePhone, NewRecovery};
 
 use crate::backend_tests;
 use crate::helpers::*;
@@ -16,6 +16,8 @@ backend_tests!(
     concurrent_mints_never_share_a_phone,
     a_pinned_phone_is_allocated_when_free_refused_when_busy_or_unknown,
     a_stale_phone_is_not_allocated,
+    a_phone_being_recovered_or_broken_is_not_allocated,
+    a_phone_out_of_service_4_3_1_is_not_allocated_and_reads_out_of_service,
     a_phone_in_a_session_is_not_allocated,
     a_ticket_is_consumed_once,
     a_lapsed_hold_is_released_and_the_phone_is_idle_again,
@@ -134,6 +136,80 @@ async fn a_pinned_phone_is_allocated_when_free_refused_when_busy_or_unknown(back
 
 /// A phone not heard from since `fresh_since` may be dead: it is not handed out, pinned or
 /// not.
+/// A fresh, idle phone the watchdog is restarting (`recovering`) or gave up on (`broken`)
+/// is not handed to a player.
+async fn a_phone_being_recovered_or_broken_is_not_allocated(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    for (phone, mark) in [
+        ("p-1", RecoveryMark::Recovering),
+        ("p-2", RecoveryMark::Broken),
+    ] {
+        let recovery = NewRecovery {
+            phone_id: pid(phone),
+            reason: Reason::Stale,
+            action: Action::Restart,
+            dry_run: false,
+            outcome: Outcome::Pending,
+            error: None,
+            started_at: at("18:59:30"),
+            ended_at: None,
+            detail: None,
+            phone_state: Some(mark),
+        };
+        store.start_recovery(&recovery).await.unwrap();
+    }
+
+    assert_eq!(mint(&store, at_seven("s-1")).await, Allocation::NoFreePhone);
+    let pinned = mint(
+        &store,
+        Mint {
+            pinned: Some("p-1"),
+            ..at_seven("s-2")
+        },
+    )
+    .await;
+    assert_eq!(allocated(&pinned), None, "{pinned:?}");
+}
+
+/// Chapter 4.3.1: frozen (6), stopped (8), creation failed (-8) and stopping failed (-9)
+/// phones are out of service: never allocated, and shown as such — also once the status
+/// is written ahead of the sync (`record_cph_status`, as `cphub phones stop` does).
+async fn a_phone_out_of_service_4_3_1_is_not_allocated_and_reads_out_of_service(backend: Backend) {
+    let store = open(backend).await;
+    let ids = ["p-6", "p-8", "p-m8", "p-m9", "p-7"];
+    idle_phones(&store, &ids, "18:59:00").await;
+    let synced: Vec<ControlPlanePhone> = ids
+        .iter()
+        .zip([6, 8, -8, -9, 2])
+        .map(|(id, status)| ControlPlanePhone {
+            phone_id: id.to_string(),
+            phone_name: id.to_string(),
+            server_id: "srv".into(),
+            status,
+        })
+        .collect();
+    store.sync_phones(&synced, at("18:59:10")).await.unwrap();
+    // p-7 was running at the sync; cphub then saw it stopping.
+    let written = store
+        .record_cph_status(&pid("p-7"), 7, at("18:59:20"))
+        .await
+        .unwrap();
+    assert_eq!(written, 1);
+
+    assert_eq!(mint(&store, at_seven("s-1")).await, Allocation::NoFreePhone);
+    for id in &ids[..4] {
+        assert_eq!(
+            phone_state(&store, id, at("18:58:00")).await,
+            "out_of_service"
+        );
+    }
+    assert_eq!(
+        phone_state(&store, "p-7", at("18:58:00")).await,
+        "unavailable"
+    );
+}
+
 async fn a_stale_phone_is_not_allocated(backend: Backend) {
     let store = open(backend).await;
     idle_phones(&store, &["p-1"], "18:50:00").await;
