@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
         Command::Usage(command) => cli::usage::run(&settings, command)
             .await
             .map_err(Into::into),
-        Command::Simulate(options) => cphub::simulator::run(options)
+        Command::Simulate(options) => cphub::simulator::run(*options)
             .await
             .map(|()| Outcome::AllSucceeded)
             .map_err(Into::into),

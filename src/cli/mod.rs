@@ -47,7 +47,7 @@ pub enum Command {
     /// Usage for billing over a window, grouped (read from the database).
     Usage(usage::UsageCommand),
     /// Run a fake CPH control plane and a fleet of virtual phones.
-    Simulate(crate::simulator::SimOptions),
+    Simulate(Box<crate::simulator::SimOptions>),
     /// cphub on a fresh SQLite file plus the simulator, wired together: sessions flow.
     Demo(demo::DemoOptions),
 }
