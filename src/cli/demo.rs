@@ -62,8 +62,27 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
         heartbeat_interval: None,
         dry_run: false,
         wait: Wait { wait: true },
+        restart_idle: false,
     };
-    let configured = phones::run(&settings, configure).await?;
+    let mut configured = phones::run(&settings, configure).await?;
+    // 4.3.9: the properties take effect at the next restart (the simulator holds them until
+    // then). The fleet is fresh, no phone has a session yet, so every phone is restarted;
+    // `--restart-idle` would skip them, as cphub has not heard from them.
+    println!("restarting the phones so the properties take effect (`cphub phones restart --wait`):");
+    let phone_ids = simulator
+        .fleet
+        .lock()
+        .phones
+        .iter()
+        .map(|p| p.phone_id.clone())
+        .collect();
+    let restart = PhonesCommand::Restart {
+        phone_ids,
+        wait: Wait { wait: true },
+    };
+    if phones::run(&settings, restart).await? == Outcome::SomeFailed {
+        configured = Outcome::SomeFailed;
+    }
     println!(
         "operator API: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/api/v1/phones/<phone_id>"
     );

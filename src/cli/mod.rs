@@ -1,5 +1,6 @@
 //! The `cphub` command line. Every subcommand reads the same layered configuration.
 
+mod configure;
 pub mod demo;
 pub mod jobs;
 pub mod phones;
@@ -77,8 +78,14 @@ pub enum PhonesCommand {
         /// Show what would be written and call nothing.
         #[arg(long)]
         dry_run: bool,
+        /// With --wait, each phone is read back and reported applied, waiting for a restart
+        /// or failed.
         #[command(flatten)]
         wait: Wait,
+        /// Restart, with the properties, the phones still waiting for a restart that are
+        /// idle in cphub's book (never one with a session), watchdog.max_in_flight at a time.
+        #[arg(long, requires = "wait")]
+        restart_idle: bool,
     },
     /// Restart phones.
     Restart {

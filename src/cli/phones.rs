@@ -44,6 +44,7 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
             heartbeat_interval,
             dry_run,
             wait,
+            restart_idle,
         } => {
             // Checked before any call: a bad URL must not reach a single phone.
             let property = callback_property(settings, public_url.as_deref(), heartbeat_interval)?;
@@ -56,8 +57,19 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
                     .for_each(|id| println!("{id}\twould configure"));
                 return Ok(Outcome::AllSucceeded);
             }
+            if wait.wait {
+                return super::configure::run(settings, &client, phone_ids, &property, restart_idle)
+                    .await;
+            }
             let items = with_property(&phone_ids, &property);
-            run_batches(&client, BatchOp::UpdateProperty, items, wait.wait, None).await
+            let outcome = run_batches(&client, BatchOp::UpdateProperty, items, false, None).await;
+            // 4.3.9: some properties take effect only after a restart; only --wait reads the
+            // phones back.
+            eprintln!(
+                "nothing was confirmed: the updates were only submitted; --wait follows them \
+                 and reads every phone back"
+            );
+            outcome
         }
         PhonesCommand::Restart { phone_ids, wait } => {
             let client = CphClient::new(&settings.cph)?;

@@ -191,6 +191,14 @@ impl CphClient {
                 property: None,
             })
             .collect();
+        self.restart_with_property(phones).await
+    }
+
+    /// Chapter 4.3.6 with a `property` per phone (Table 4-40), set as the phone restarts.
+    pub async fn restart_with_property(
+        &self,
+        phones: Vec<PhoneItem>,
+    ) -> Result<BatchOutcome, CphError> {
         self.batch(
             "restart",
             "cloud-phone/phones/batch-restart",

@@ -27,6 +27,13 @@ pub struct SimPhone {
     pub status: i32,
     /// The phone properties (appendix A.1), e.g. `com.cph.cg.heartbeat_url`.
     pub properties: BTreeMap<String, String>,
+    /// Properties a 4.3.9 update wrote that take effect only at the next restart (or are
+    /// dropped by a reset, which restores factory settings). 4.3.9 says "some attributes
+    /// take effect only after the cloud phone is restarted" and points to appendix A.1,
+    /// which does not say which ones; the simulator takes the conservative reading that
+    /// every updated property waits for a restart, so cphub is tested against the harder
+    /// case. The phone detail (4.3.2) and the engine show only `properties`.
+    pub pending_properties: BTreeMap<String, String>,
     pub faults: PhoneFaults,
     /// Bumped by every restart or reset: a phone task that sees it change starts over
     /// (its session, if any, is lost, as on a real reboot).
@@ -80,6 +87,7 @@ impl Fleet {
                 server_id: format!("{seed:08x}{:024x}", 0xffff_0000 + i / 16),
                 status: status::RUNNING,
                 properties: BTreeMap::new(),
+                pending_properties: BTreeMap::new(),
                 faults: PhoneFaults::default(),
                 boots: 0,
             })

@@ -37,7 +37,8 @@ pub(crate) fn cph_settings(simulator: &Simulator, options: &SimOptions) -> Setti
 }
 
 /// Points every simulated phone at the cphub at `address` through cphub's own client, as
-/// `phones configure-callbacks --all --wait` does, and waits for the jobs.
+/// `phones configure-callbacks --all --wait` does, and waits for the jobs; then restarts the
+/// phones, as 4.3.9's properties take effect only after a restart (4.3.6), and waits again.
 pub(crate) async fn configure_callbacks(
     address: &str,
     simulator: &Simulator,
@@ -57,7 +58,14 @@ pub(crate) async fn configure_callbacks(
             property: Some(property.clone()),
         })
         .collect();
-    let batch = client.update_property(items).await.unwrap();
+    let ids: Vec<String> = phones.iter().map(|p| p.phone_id.clone()).collect();
+    let update = client.update_property(items).await.unwrap();
+    follow_all(&client, &update).await;
+    let restart = client.restart(&ids).await.unwrap();
+    follow_all(&client, &restart).await;
+}
+
+async fn follow_all(client: &CphClient, batch: &cphub::cph::BatchOutcome) {
     assert_eq!(batch.failures().count(), 0);
     for (_, job_id) in batch.jobs() {
         assert_eq!(

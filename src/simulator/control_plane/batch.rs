@@ -102,8 +102,11 @@ impl Operation {
 
     fn succeed(self, phone: &mut SimPhone) {
         match self {
-            Operation::UpdateProperty(properties) => phone.properties.extend(properties),
+            // 4.3.9: pending until the next restart (see `SimPhone::pending_properties`).
+            Operation::UpdateProperty(properties) => phone.pending_properties.extend(properties),
             Operation::Restart(properties) => {
+                let pending = std::mem::take(&mut phone.pending_properties);
+                phone.properties.extend(pending);
                 phone.properties.extend(properties.unwrap_or_default());
                 phone.status = status::RUNNING;
                 // A stuck phone stays stuck: only a reset helps it.
@@ -112,6 +115,7 @@ impl Operation {
             }
             Operation::Reset(properties) => {
                 phone.properties = properties;
+                phone.pending_properties.clear();
                 phone.status = status::RUNNING;
                 phone.faults = PhoneFaults::default();
                 phone.boots += 1;
@@ -402,7 +406,11 @@ mod tests {
             (phone.faults.silent, phone.faults.stuck, phone.boots),
             (false, true, 1)
         );
+        Operation::UpdateProperty(Properties::from([("pending".into(), "3".into())]))
+            .succeed(phone);
+        assert!(!phone.properties.contains_key("pending"), "4.3.9: until a restart");
         Operation::Reset(Properties::from([("new".into(), "2".into())])).succeed(phone);
+        assert!(phone.pending_properties.is_empty());
         assert_eq!(phone.faults, PhoneFaults::default());
         assert_eq!(
             phone.properties,
