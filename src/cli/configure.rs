@@ -288,7 +288,8 @@ async fn submit_and_follow(
                     Ok(end) if end.status == model::job_status::SUCCEEDED => Ok(job),
                     Ok(end) => Err(Failure::new(
                         end.error_code.as_deref().unwrap_or("JOB_FAILED"),
-                        format!("job={job} {}", end.error_msg.unwrap_or_default()),
+                        format!("job={job} {}", end.error_msg.unwrap_or_default())
+                            .trim_end(),
                     )),
                     Err(error) => Err(Failure::new(
                         "OUTCOME_UNKNOWN",

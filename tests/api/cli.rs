@@ -1,5 +1,6 @@
 //! The `cphub phones …` and `cphub jobs …` commands end to end: the real binary against a
-//! wiremock control plane.
+//! wiremock control plane, or against the simulator where the control plane must behave as
+//! the reference says.
 
 use std::process::Output;
 
@@ -173,6 +174,13 @@ async fn all_phones_are_listed_then_configured_and_followed_to_their_end() {
         .expect(1)
         .mount(&server)
         .await;
+    // 4.3.2: p-1 reads back with the values written.
+    Mock::given(method("GET"))
+        .and(path(api("phones/p-1")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "phone_id": "p-1", "status": 2, "property": expected_property("5")})))
+        .mount(&server)
+        .await;
     for (job, status, error) in [("j-1", 2, Value::Null), ("j-2", -1, json!("CPS.0003"))] {
         Mock::given(method("GET"))
             .and(path(api(&format!("jobs/{job}"))))
@@ -202,7 +210,7 @@ async fn all_phones_are_listed_then_configured_and_followed_to_their_end() {
     );
     assert_eq!(
         stdout(&out),
-        "p-1\tsucceeded\tjob=j-1\np-2\tfailed\tjob=j-2\tCPS.0003\t\n"
+        "p-1\tapplied\tjob=j-1\np-2\tfailed\tCPS.0003\tjob=j-2\n"
     );
 }
 
@@ -360,3 +368,191 @@ async fn the_commands_refuse_to_run_without_cph_settings() {
         "{out:?}"
     );
 }
+
+/// Runs `cphub ARGS` against the simulator's control plane, with the book at `database`.
+async fn cphub_on_simulator(
+    simulator: &cphub::simulator::Simulator,
+    options: &cphub::simulator::SimOptions,
+    database: &str,
+    args: &[&str],
+) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
+    cmd.env_clear()
+        .env("CPHUB_CONFIG_DIR", "/nonexistent")
+        .env("CPHUB__CPH__ENDPOINT", simulator.cph_endpoint())
+        .env("CPHUB__CPH__PROJECT_ID", &options.project_id)
+        .env("CPHUB__CPH__AUTH__AK", &options.ak)
+        .env("CPHUB__CPH__AUTH__SK", &options.sk)
+        .env("CPHUB__CPH__JOB_POLL_INTERVAL_MS", "20")
+        .env("CPHUB__WATCHDOG__MAX_IN_FLIGHT", "1")
+        .env("DATABASE_URL", database)
+        .args(args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The line printed for `phone`, split at its tabs.
+fn line_of(printed: &str, phone: &str) -> Vec<String> {
+    printed
+        .lines()
+        .find(|l| l.starts_with(phone))
+        .unwrap_or_else(|| panic!("no line for {phone}: {printed}"))
+        .split('\t')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// 4.3.9 jobs end, then each phone is read back (4.3.2): one holding the values already is
+/// `applied`, one whose update waits for a restart (the simulator holds every update until
+/// then) is `waiting for a restart`, one the control plane refuses is `failed`, and a failed
+/// phone makes the command exit 1.
+#[tokio::test]
+async fn configure_callbacks_wait_reports_applied_waiting_or_failed_per_phone_4_3_2_4_3_9() {
+    let options = crate::simulation::simulator_options("http://cphub.test:8080", 2);
+    let simulator = cphub::simulator::Simulator::start(options.clone())
+        .await
+        .unwrap();
+    let [configured, fresh] = <[String; 2]>::try_from(simulator.phone_ids()).unwrap();
+    let wanted: serde_json::Map<String, Value> =
+        serde_json::from_str(&expected_property("5")).unwrap();
+    simulator.fleet.lock().phones[0].properties.extend(
+        wanted
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())),
+    );
+    let unknown = "ffffffffffffffffffffffffffffffff";
+
+    let out = cphub_on_simulator(
+        &simulator,
+        &options,
+        "sqlite:///nonexistent/cphub.db",
+        &[
+            "phones",
+            "configure-callbacks",
+            "--public-url",
+            "http://cphub.test:8080",
+            "--phone-id",
+            &configured,
+            "--phone-id",
+            &fresh,
+            "--phone-id",
+            unknown,
+            "--wait",
+        ],
+    )
+    .await;
+
+    let printed = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "a failed phone: {out:?}");
+    assert_eq!(line_of(&printed, &configured)[1], "applied", "{printed}");
+    assert_eq!(
+        line_of(&printed, &fresh)[1],
+        "waiting for a restart",
+        "{printed}"
+    );
+    assert_eq!(
+        line_of(&printed, unknown)[1..3],
+        ["failed", "CPS.0005"],
+        "{printed}"
+    );
+    assert_eq!(printed.lines().count(), 3, "{printed}");
+    simulator.stop().await;
+}
+
+/// Without --wait nothing is read back, and the command says so.
+#[tokio::test]
+async fn configure_callbacks_without_wait_says_nothing_was_confirmed() {
+    let options = crate::simulation::simulator_options("http://cphub.test:8080", 1);
+    let simulator = cphub::simulator::Simulator::start(options.clone())
+        .await
+        .unwrap();
+    let out = cphub_on_simulator(
+        &simulator,
+        &options,
+        "sqlite:///nonexistent/cphub.db",
+        &[
+            "phones",
+            "configure-callbacks",
+            "--public-url",
+            "http://cphub.test:8080",
+            "--all",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("\tsubmitted\tjob="), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing was confirmed"),
+        "{out:?}"
+    );
+    simulator.stop().await;
+}
+
+/// `--restart-idle` restarts (4.3.6, with the properties) the phones waiting for a restart
+/// that cphub's book shows idle, and leaves a phone with a minted session alone.
+async fn restart_idle_restarts_idle_phones_and_leaves_a_busy_one_4_3_6(
+    backend: crate::helpers::Backend,
+) {
+    use crate::helpers::TestApp;
+    let app = TestApp::spawn_with(backend, "[fleet]\nheartbeat_interval_secs = 1").await;
+    let options = crate::simulation::simulator_options(&app.address, 3);
+    let simulator = cphub::simulator::Simulator::start(options.clone())
+        .await
+        .unwrap();
+    crate::simulation::configure_callbacks(&app.address, &simulator, &options).await;
+    for phone in simulator.phone_ids() {
+        app.wait_for_phone(&phone, |p| p["state"] == "idle").await;
+    }
+    let minted = app
+        .mint_ok(&json!({"app_id": "com.example.game", "user_id": "u-1"}))
+        .await;
+    let busy = minted["phone_id"].as_str().unwrap().to_owned();
+    let boots = |phone: &str| {
+        simulator
+            .fleet
+            .lock()
+            .phone(phone)
+            .map(|p| p.boots)
+            .unwrap()
+    };
+    let busy_boots = boots(&busy);
+
+    // A new heartbeat interval: every phone must take a new value.
+    let out = cphub_on_simulator(
+        &simulator,
+        &options,
+        &app.db.url,
+        &[
+            "phones",
+            "configure-callbacks",
+            "--public-url",
+            &app.address,
+            "--heartbeat-interval",
+            "2",
+            "--all",
+            "--wait",
+            "--restart-idle",
+        ],
+    )
+    .await;
+
+    let printed = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        line_of(&printed, &busy)[1],
+        "waiting for a restart (busy, not restarted)",
+        "{printed}"
+    );
+    assert_eq!(boots(&busy), busy_boots, "the busy phone was not restarted");
+    for phone in simulator.phone_ids().iter().filter(|p| **p != busy) {
+        let line = line_of(&printed, phone);
+        assert_eq!(line[1], "applied", "{printed}");
+        assert!(line[3].starts_with("restart_job="), "{printed}");
+        let sim = simulator.fleet.lock().phone(phone).cloned().unwrap();
+        assert_eq!(sim.properties["com.cph.cg.heartbeat_interval"], "2");
+    }
+    simulator.stop().await;
+}
+
+crate::backend_tests!(restart_idle_restarts_idle_phones_and_leaves_a_busy_one_4_3_6);
