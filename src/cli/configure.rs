@@ -50,7 +50,10 @@ enum Report {
     },
     /// The update succeeded but the property does not show the values yet. `busy`: the
     /// book's state of a phone `--restart-idle` left alone.
-    Waiting { job: String, busy: Option<String> },
+    Waiting {
+        job: String,
+        busy: Option<String>,
+    },
     Failed(Failure),
 }
 
@@ -281,26 +284,24 @@ async fn submit_and_follow(
         .jobs()
         .map(|(phone, job)| (phone.to_owned(), job.to_owned()))
         .collect();
-    let followed: HashMap<String, Result<String, Failure>> =
-        futures_util::stream::iter(jobs)
-            .map(|(phone, job)| async move {
-                let ended = match client.follow_job(&job).await {
-                    Ok(end) if end.status == model::job_status::SUCCEEDED => Ok(job),
-                    Ok(end) => Err(Failure::new(
-                        end.error_code.as_deref().unwrap_or("JOB_FAILED"),
-                        format!("job={job} {}", end.error_msg.unwrap_or_default())
-                            .trim_end(),
-                    )),
-                    Err(error) => Err(Failure::new(
-                        "OUTCOME_UNKNOWN",
-                        format!("job={job} {}", ErrorChain(&error)),
-                    )),
-                };
-                (phone, ended)
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
+    let followed: HashMap<String, Result<String, Failure>> = futures_util::stream::iter(jobs)
+        .map(|(phone, job)| async move {
+            let ended = match client.follow_job(&job).await {
+                Ok(end) if end.status == model::job_status::SUCCEEDED => Ok(job),
+                Ok(end) => Err(Failure::new(
+                    end.error_code.as_deref().unwrap_or("JOB_FAILED"),
+                    format!("job={job} {}", end.error_msg.unwrap_or_default()).trim_end(),
+                )),
+                Err(error) => Err(Failure::new(
+                    "OUTCOME_UNKNOWN",
+                    format!("job={job} {}", ErrorChain(&error)),
+                )),
+            };
+            (phone, ended)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
     let mut followed = followed;
     Ok(requested
         .into_iter()

@@ -68,7 +68,9 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
     // 4.3.9: the properties take effect at the next restart (the simulator holds them until
     // then). The fleet is fresh, no phone has a session yet, so every phone is restarted;
     // `--restart-idle` would skip them, as cphub has not heard from them.
-    println!("restarting the phones so the properties take effect (`cphub phones restart --wait`):");
+    println!(
+        "restarting the phones so the properties take effect (`cphub phones restart --wait`):"
+    );
     let phone_ids = simulator
         .fleet
         .lock()

@@ -58,8 +58,14 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
                 return Ok(Outcome::AllSucceeded);
             }
             if wait.wait {
-                return super::configure::run(settings, &client, phone_ids, &property, restart_idle)
-                    .await;
+                return super::configure::run(
+                    settings,
+                    &client,
+                    phone_ids,
+                    &property,
+                    restart_idle,
+                )
+                .await;
             }
             let items = with_property(&phone_ids, &property);
             let outcome = run_batches(&client, BatchOp::UpdateProperty, items, false, None).await;

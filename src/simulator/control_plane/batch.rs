@@ -408,7 +408,10 @@ mod tests {
         );
         Operation::UpdateProperty(Properties::from([("pending".into(), "3".into())]))
             .succeed(phone);
-        assert!(!phone.properties.contains_key("pending"), "4.3.9: until a restart");
+        assert!(
+            !phone.properties.contains_key("pending"),
+            "4.3.9: until a restart"
+        );
         Operation::Reset(Properties::from([("new".into(), "2".into())])).succeed(phone);
         assert!(phone.pending_properties.is_empty());
         assert_eq!(phone.faults, PhoneFaults::default());
