@@ -71,9 +71,13 @@ pub struct SimJob {
 
 #[derive(Debug, Default)]
 pub struct Fleet {
-    /// In creation order (the list API pages through them in this order).
+    /// In creation order (the list API answers newest first, chapter 4.3.1).
     pub phones: Vec<SimPhone>,
     pub jobs: HashMap<String, SimJob>,
+    /// Whether the configured job failures apply yet. A simulator started with faults keeps
+    /// them off until its faults start, so setting the fleet up (pointing the phones at
+    /// cphub, which takes a restart) is not itself a fault; a bare fleet has them on.
+    pub job_failures_on: bool,
 }
 
 impl Fleet {
@@ -95,6 +99,7 @@ impl Fleet {
         Fleet {
             phones,
             jobs: HashMap::new(),
+            job_failures_on: true,
         }
     }
 

@@ -38,10 +38,11 @@ pub struct Simulator {
 impl Simulator {
     /// Starts the control plane, the phones and the players.
     pub async fn start(options: SimOptions) -> std::io::Result<Simulator> {
-        let fleet = SharedFleet::new(Fleet::new(options.phones, options.seed));
-        for (i, phone) in fleet.lock().phones.iter_mut().enumerate() {
-            phone.faults.restart_fails = i < options.restart_fails;
-        }
+        let mut phones = Fleet::new(options.phones, options.seed);
+        // Restart and job failures start with the other faults (`faults_after_secs`): until
+        // then the fleet can be set up, which takes a restart (4.3.9).
+        phones.job_failures_on = !options.has_faults();
+        let fleet = SharedFleet::new(phones);
         fleet.lock().set_operator_properties(&options.properties);
         let listener = TcpListener::bind(options.cph_listen)?;
         let cph_port = listener.local_addr()?.port();
@@ -137,14 +138,16 @@ fn control_plane_settings(options: &SimOptions) -> ControlPlaneSettings {
 async fn break_phones_later(fleet: SharedFleet, options: Arc<SimOptions>) {
     let external = options.external_statuses();
     let externally: usize = external.iter().map(|(count, _)| count).sum();
-    if options.silent + options.stuck + externally == 0 {
+    if !options.has_faults() {
         return;
     }
     tokio::time::sleep(Duration::from_secs(options.faults_after_secs)).await;
     let mut fleet = fleet.lock();
+    fleet.job_failures_on = true;
     for (i, phone) in fleet.phones.iter_mut().enumerate() {
         phone.faults.silent |= i < options.silent;
         phone.faults.stuck |= (options.silent..options.silent + options.stuck).contains(&i);
+        phone.faults.restart_fails |= i < options.restart_fails;
     }
     let mut next = options.silent + options.stuck;
     for (count, status) in external {

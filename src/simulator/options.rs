@@ -53,7 +53,7 @@ pub struct SimOptions {
     /// Phones stuck until reset (a restart does not help).
     #[arg(long, default_value_t = 0)]
     pub stuck: usize,
-    /// Phones whose restarts fail, so that a reset is needed.
+    /// Phones whose restarts fail, so that a reset is needed (from when the faults start).
     #[arg(long, default_value_t = 0)]
     pub restart_fails: usize,
     /// Phones someone else stops (status 8, chapter 4.3.1) when the faults start: silent on
@@ -93,7 +93,7 @@ pub struct SimOptions {
     /// Jobs of the fake control plane run this long.
     #[arg(long, default_value_t = 1000)]
     pub job_delay_ms: u64,
-    /// Chance that a restart or reset job fails.
+    /// Chance that a restart or reset job fails (from when the faults start).
     #[arg(long, default_value_t = 0.0)]
     pub job_failure_rate: f64,
     /// `OPERATION=N`: the next N calls of the operation (list_phones, show_phone,
@@ -154,6 +154,13 @@ impl SimOptions {
         }
         faults.set_arrears(self.arrears);
         faults
+    }
+
+    /// Whether any phone-side fault is asked for (they all start at `faults_after_secs`).
+    pub fn has_faults(&self) -> bool {
+        let externally: usize = self.external_statuses().iter().map(|(n, _)| n).sum();
+        self.silent + self.stuck + self.restart_fails + externally > 0
+            || self.job_failure_rate > 0.0
     }
 
     /// The phones put out of running by someone else when the faults start, in order after

@@ -337,6 +337,7 @@ fn unknown_phone(phone_id: &str) -> ItemError {
 
 /// Ends a job: the phone changes (or fails), the job records the outcome.
 fn finish(fleet: &mut Fleet, job_id: &str, phone_id: &str, operation: Operation, rate: f64) {
+    let rate = if fleet.job_failures_on { rate } else { 0.0 };
     let outcome = match fleet.phone_mut(phone_id) {
         None => Err(ItemError::PhoneNotFound.to_string()),
         Some(phone) if operation.fails(phone, rate) => Err(operation.fail(phone).to_owned()),
