@@ -21,7 +21,9 @@ pub use policy::{
 use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
 use crate::cph::properties::merge_for_reset;
-use crate::cph::{CphClient, CphError, PhoneDetail, PhoneItem, model::job_status, model::status};
+use crate::cph::{
+    ACCOUNT_CODES, CphClient, CphError, PhoneDetail, PhoneItem, model::job_status, model::status,
+};
 use crate::domain::{PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
 use crate::store::{FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError};
@@ -53,6 +55,16 @@ pub struct Watchdog {
     started: Instant,
     /// Recovery ids whose job this process is following.
     following: Mutex<HashSet<i64>>,
+    /// Set while the control plane refuses the account (7.2 CPS.0006/0007/0008): no
+    /// recovery is started until a call goes through again.
+    paused: Mutex<Option<Pause>>,
+}
+
+/// Why recoveries are paused, and the phone whose re-read tells when they may resume.
+#[derive(Debug, Clone)]
+struct Pause {
+    code: String,
+    probe: String,
 }
 
 pub struct WatchdogTask(JoinHandle<()>);
@@ -88,6 +100,7 @@ impl Watchdog {
             reset_property,
             started: Instant::now(),
             following: Mutex::new(HashSet::new()),
+            paused: Mutex::new(None),
         })
     }
 
@@ -139,8 +152,14 @@ impl Watchdog {
             return Ok(());
         }
         self.abandon_sessions(fresh_since, now).await?;
+        if !self.account_usable().await {
+            return Ok(());
+        }
         let mut in_flight = pending.len();
         for phone in self.store.unhealthy_phones(fresh_since).await? {
+            if self.pause().is_some() {
+                break;
+            }
             if self.excluded(&phone.phone_id) || phone.recovery_state.as_deref() == Some("broken") {
                 continue;
             }
@@ -148,6 +167,72 @@ impl Watchdog {
             in_flight += self.consider(&phone, silent, now, in_flight).await? as usize;
         }
         Ok(())
+    }
+
+    fn pause(&self) -> Option<Pause> {
+        self.paused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The control plane refused the account (7.2): pauses every recovery. Logged once per
+    /// pause, not once per phone.
+    fn pause_for_account(&self, code: &str, phone_id: &str) {
+        let mut paused = self.paused.lock().unwrap_or_else(PoisonError::into_inner);
+        if paused.is_none() {
+            tracing::warn!(
+                code,
+                phone_id,
+                "CPH refuses the account (chapter 7.2: CPS.0006 arrears, CPS.0007 frozen, \
+                 CPS.0008 unverified): all recoveries paused until a person fixes the account"
+            );
+            self.metrics.cph_account_blocked.set(1);
+            *paused = Some(Pause {
+                code: code.to_owned(),
+                probe: phone_id.to_owned(),
+            });
+        }
+    }
+
+    /// Pauses when `error` is account-level (7.2); true if it was.
+    fn pause_if_account_level(&self, error: &CphError, phone_id: &str) -> bool {
+        let code = error.code().filter(|_| error.is_account_level());
+        if let Some(code) = code {
+            self.pause_for_account(code, phone_id);
+        }
+        code.is_some()
+    }
+
+    /// While paused, one cheap call (re-reading the phone that was refused, chapter 4.3.2)
+    /// tells whether the account is usable again; false while it is not. Any answer other
+    /// than an account-level error (even a 404) means the account is served again.
+    async fn account_usable(&self) -> bool {
+        let Some(pause) = self.pause() else {
+            return true;
+        };
+        let still_refused = match self.client.phone(&pause.probe).await {
+            Ok(_) => false,
+            Err(error) if error.is_account_level() => true,
+            Err(error @ CphError::Api { .. }) => {
+                tracing::debug!(error = %ErrorChain(&error), "the account is served again");
+                false
+            }
+            Err(error) => {
+                tracing::debug!(error = %ErrorChain(&error), "recoveries stay paused: the control plane cannot be asked");
+                true
+            }
+        };
+        if still_refused {
+            return false;
+        }
+        tracing::info!(
+            code = pause.code,
+            "CPH serves the account again: recoveries resume"
+        );
+        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.metrics.cph_account_blocked.set(0);
+        true
     }
 
     async fn abandon_sessions(
@@ -198,7 +283,9 @@ impl Watchdog {
                 let detail = match self.client.phone(phone.phone_id.as_str()).await {
                     Ok(detail) => detail,
                     Err(error) => {
-                        tracing::warn!(phone_id = %phone.phone_id, error = %ErrorChain(&error), "watchdog waits: the phone cannot be re-read before acting");
+                        if !self.pause_if_account_level(&error, phone.phone_id.as_str()) {
+                            tracing::warn!(phone_id = %phone.phone_id, error = %ErrorChain(&error), "watchdog waits: the phone cannot be re-read before acting");
+                        }
                         return Ok(false);
                     }
                 };
@@ -397,7 +484,7 @@ impl Watchdog {
                 self.store
                     .note_recovery_job(recovery.id, request_id.as_deref(), &job_id)
                     .await?;
-                self.follow(recovery.id, action, job_id);
+                self.follow(recovery.id, phone_id.as_str(), action, job_id);
             }
             Err((outcome, error)) => {
                 self.finish(recovery.id, action, outcome, None, Some(error))
@@ -503,14 +590,22 @@ impl Watchdog {
             }
             Action::MarkBroken => unreachable!("marking broken starts no job"),
         };
-        let batch =
-            batch.map_err(|error: CphError| (Outcome::Error, ErrorChain(&error).to_string()))?;
+        let batch = batch.map_err(|error: CphError| {
+            if self.pause_if_account_level(&error, phone_id.as_str()) {
+                let code = error.code().unwrap_or_default();
+                (Outcome::Error, account_refusal(code, &error.to_string()))
+            } else {
+                (Outcome::Error, ErrorChain(&error).to_string())
+            }
+        })?;
         if let Some(item) = batch.failures().next() {
             let code = item.error_code.clone().unwrap_or_default();
-            return Err((
-                Outcome::Failed,
-                format!("{code}: {}", item.error_msg.clone().unwrap_or_default()),
-            ));
+            let message = item.error_msg.clone().unwrap_or_default();
+            if ACCOUNT_CODES.contains(&code.as_str()) {
+                self.pause_for_account(&code, phone_id.as_str());
+                return Err((Outcome::Error, account_refusal(&code, &message)));
+            }
+            return Err((Outcome::Failed, format!("{code}: {message}")));
         }
         let job = batch.jobs().next().map(|(_, job)| job.to_owned());
         job.map(|job| (batch.request_id.clone(), job))
@@ -527,12 +622,12 @@ impl Watchdog {
                 Action::Restart | Action::MarkBroken => Action::Restart,
             };
             if let Some(job_id) = &recovery.job_id {
-                self.follow(recovery.id, action, job_id.clone());
+                self.follow(recovery.id, &recovery.phone_id, action, job_id.clone());
             }
         }
     }
 
-    fn follow(self: &Arc<Self>, id: i64, action: Action, job_id: String) {
+    fn follow(self: &Arc<Self>, id: i64, phone_id: &str, action: Action, job_id: String) {
         if !self
             .following
             .lock()
@@ -542,6 +637,7 @@ impl Watchdog {
             return;
         }
         let watchdog = Arc::clone(self);
+        let phone_id = phone_id.to_owned();
         tokio::spawn(async move {
             let (outcome, error) = match watchdog.client.follow_job(&job_id).await {
                 Ok(job) if job.status == job_status::SUCCEEDED => (Outcome::Succeeded, None),
@@ -553,6 +649,13 @@ impl Watchdog {
                         job.error_msg.unwrap_or_default()
                     )),
                 ),
+                Err(error) if watchdog.pause_if_account_level(&error, &phone_id) => {
+                    let code = error.code().unwrap_or_default();
+                    (
+                        Outcome::Error,
+                        Some(account_refusal(code, &error.to_string())),
+                    )
+                }
                 Err(error) => (Outcome::Error, Some(ErrorChain(&error).to_string())),
             };
             if let Err(error) = watchdog
@@ -609,5 +712,16 @@ fn past(recovery: &Recovery) -> Past {
         outcome: recovery.outcome,
         started_at: recovery.started_at,
         ended_at: recovery.ended_at,
+        account_blocked: recovery.outcome == Outcome::Error
+            && recovery
+                .error
+                .as_deref()
+                .is_some_and(|error| ACCOUNT_CODES.iter().any(|code| error.starts_with(code))),
     }
+}
+
+/// The recorded error of a recovery the control plane refused for the account (7.2): it
+/// starts with the code, which is how the policy tells it from a failure of the phone.
+fn account_refusal(code: &str, message: &str) -> String {
+    format!("{code}: account-level, recoveries paused: {message}")
 }
