@@ -480,11 +480,17 @@ impl Watchdog {
             return Ok(recovery);
         }
         match self.start_job(phone_id, action, property).await {
-            Ok((request_id, job_id)) => {
+            Ok(Started::Job { request_id, job_id }) => {
                 self.store
-                    .note_recovery_job(recovery.id, request_id.as_deref(), &job_id)
+                    .note_recovery_job(recovery.id, request_id.as_deref(), Some(&job_id))
                     .await?;
                 self.follow(recovery.id, phone_id.as_str(), action, job_id);
+            }
+            Ok(Started::Unknown { request_id, error }) => {
+                tracing::warn!(%phone_id, action = action.as_str(), request_id, error, "recovery sent, its answer lost (chapter 7.1.2): pending until reconciled, never sent again");
+                self.store
+                    .note_recovery_job(recovery.id, request_id.as_deref(), None)
+                    .await?;
             }
             Err((outcome, error)) => {
                 self.finish(recovery.id, action, outcome, None, Some(error))
@@ -572,13 +578,13 @@ impl Watchdog {
         Ok((property, note))
     }
 
-    /// Starts the control-plane job: `(request_id, job_id)`, or why there is none.
+    /// Starts the control-plane job, or says why there is none.
     async fn start_job(
         &self,
         phone_id: &PhoneId,
         action: Action,
         property: Option<String>,
-    ) -> Result<(Option<String>, String), (Outcome, String)> {
+    ) -> Result<Started, (Outcome, String)> {
         let batch = match action {
             Action::Restart => self.client.restart(&[phone_id.to_string()]).await,
             Action::Reset => {
@@ -590,6 +596,18 @@ impl Watchdog {
             }
             Action::MarkBroken => unreachable!("marking broken starts no job"),
         };
+        if let Err(error) = &batch
+            && error.is_outcome_unknown()
+        {
+            let request_id = match error {
+                CphError::AnswerLost { request_id, .. } => request_id.clone(),
+                _ => None,
+            };
+            return Ok(Started::Unknown {
+                request_id,
+                error: ErrorChain(error).to_string(),
+            });
+        }
         let batch = batch.map_err(|error: CphError| {
             if self.pause_if_account_level(&error, phone_id.as_str()) {
                 let code = error.code().unwrap_or_default();
@@ -608,8 +626,11 @@ impl Watchdog {
             return Err((Outcome::Failed, format!("{code}: {message}")));
         }
         let job = batch.jobs().next().map(|(_, job)| job.to_owned());
-        job.map(|job| (batch.request_id.clone(), job))
-            .ok_or((Outcome::Failed, "no job in the answer".into()))
+        job.map(|job_id| Started::Job {
+            request_id: batch.request_id.clone(),
+            job_id,
+        })
+        .ok_or((Outcome::Failed, "no job in the answer".into()))
     }
 
     /// Follows pending recoveries this process is not following yet (after a restart of
@@ -621,10 +642,97 @@ impl Watchdog {
                 // Marking broken starts no job: nothing pending to follow.
                 Action::Restart | Action::MarkBroken => Action::Restart,
             };
-            if let Some(job_id) = &recovery.job_id {
-                self.follow(recovery.id, &recovery.phone_id, action, job_id.clone());
+            match &recovery.job_id {
+                Some(job_id) => {
+                    self.follow(recovery.id, &recovery.phone_id, action, job_id.clone())
+                }
+                None => self.reconcile(recovery.clone(), action),
             }
         }
+    }
+
+    /// A pending recovery without a job: its POST's answer was lost (chapter 7.1.2), or
+    /// cphub stopped before it noted the job. Never sent again: its jobs are looked up by
+    /// request id (chapter 4.4.2) when one is known, else the phone is re-read (chapter
+    /// 4.3.2). Left pending, for the next pass, while neither tells.
+    fn reconcile(self: &Arc<Self>, recovery: Recovery, action: Action) {
+        if !self
+            .following
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(recovery.id)
+        {
+            return;
+        }
+        let watchdog = Arc::clone(self);
+        tokio::spawn(async move {
+            let settled = watchdog.settle(&recovery, action).await;
+            watchdog
+                .following
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&recovery.id);
+            match settled {
+                Ok(Some(job_id)) => {
+                    watchdog.follow(recovery.id, &recovery.phone_id, action, job_id);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(recovery = recovery.id, error = %ErrorChain(&error), "unknown recovery outcome not reconciled; will try again");
+                }
+            }
+        });
+    }
+
+    /// What became of a recovery whose answer was lost: `Some(job)` to follow, or None
+    /// (finished here, or still unknown).
+    async fn settle(
+        &self,
+        recovery: &Recovery,
+        action: Action,
+    ) -> Result<Option<String>, WatchdogError> {
+        if let Some(request_id) = &recovery.request_id {
+            match self.client.jobs_by_request(request_id).await {
+                Ok(jobs) => {
+                    if let Some(job) = jobs
+                        .into_iter()
+                        .find(|j| j.phone_id.as_deref().is_none_or(|p| p == recovery.phone_id))
+                    {
+                        self.store
+                            .note_recovery_job(recovery.id, None, Some(&job.job_id))
+                            .await?;
+                        return Ok(Some(job.job_id));
+                    }
+                }
+                Err(error) => {
+                    self.pause_if_account_level(&error, &recovery.phone_id);
+                    return Ok(None);
+                }
+            }
+        }
+        let fresh = match self.client.phone(&recovery.phone_id).await {
+            Ok(detail) => detail.phone.status,
+            Err(error) => {
+                self.pause_if_account_level(&error, &recovery.phone_id);
+                return Ok(None);
+            }
+        };
+        let note = format!(
+            "outcome unknown (chapter 7.1.2), no job found; re-read: status {fresh} ({})",
+            status::name(fresh)
+        );
+        let outcome = match Standing::of(fresh) {
+            // Restarting or resetting: the job is under way; ask again next pass.
+            Standing::Transitional => return Ok(None),
+            // Running again: as good as a succeeded job; the grace after a recovery tells
+            // whether it came back.
+            Standing::Running => Outcome::Succeeded,
+            Standing::Failed(_) => Outcome::Failed,
+            Standing::OutOfService => Outcome::Error,
+        };
+        self.finish(recovery.id, action, outcome, None, Some(note))
+            .await?;
+        Ok(None)
     }
 
     fn follow(self: &Arc<Self>, id: i64, phone_id: &str, action: Action, job_id: String) {
@@ -704,6 +812,19 @@ impl Watchdog {
             .inc();
         Ok(())
     }
+}
+
+/// What a restart or reset POST came to.
+enum Started {
+    Job {
+        request_id: Option<String>,
+        job_id: String,
+    },
+    /// Sent, answer lost (chapter 7.1.2): maybe done. Reconciled, never resent.
+    Unknown {
+        request_id: Option<String>,
+        error: String,
+    },
 }
 
 fn past(recovery: &Recovery) -> Past {

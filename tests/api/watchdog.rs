@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use cphub::cph::properties::HEARTBEAT_URL;
+use cphub::simulator::control_plane::Operation;
 use cphub::simulator::fleet::JobKind;
 use cphub::simulator::{SimOptions, Simulator};
 use serde_json::Value;
@@ -715,7 +716,39 @@ async fn arrears_7_2_pause_recoveries_until_the_account_is_served_again(backend:
     fleet.simulator.stop().await;
 }
 
+/// 7.1.2: the restart is done but its answer lost (502). The recovery stays pending, is
+/// reconciled (4.4.2 by request id, or the phone's status) and the phone gets one restart.
+async fn a_lost_restart_answer_7_1_2_is_reconciled_not_resent(backend: Backend) {
+    let fleet = start(backend, 2, "", |o| {
+        o.silent = 1;
+        o.lose_answers = vec![(Operation::Restart, 1)];
+    })
+    .await;
+    let silent = fleet.simulator.phone_ids()[0].clone();
+
+    wait_for_recoveries(&fleet.app, &silent, |log| {
+        log.iter()
+            .any(|r| r["action"] == "restart" && r["outcome"] != "pending")
+    })
+    .await;
+    fleet
+        .app
+        .wait_for_phone(&silent, |p| p["state"] == "idle")
+        .await;
+
+    assert_eq!(jobs_of(&fleet.simulator, &silent, JobKind::Restart), 1);
+    let log = recoveries(&fleet.app, &silent).await;
+    assert_eq!(
+        log.iter().filter(|r| r["action"] == "restart").count(),
+        1,
+        "{log:?}"
+    );
+    assert!(has(&log, "restart", "succeeded"), "{log:?}");
+    fleet.simulator.stop().await;
+}
+
 backend_tests!(
+    a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
     arrears_7_2_pause_recoveries_until_the_account_is_served_again,
     status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alone,
     status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone,
