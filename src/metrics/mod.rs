@@ -42,6 +42,9 @@ pub struct Metrics {
     pub cph_duration: HistogramVec,
     /// 1 on the replica whose watchdog acts.
     pub watchdog_leader: prometheus::IntGauge,
+    /// 1 while the watchdog's recoveries are paused for an account-level error (7.2
+    /// CPS.0006/0007/0008: arrears, frozen, unverified). No labels: the code is in the log.
+    pub cph_account_blocked: prometheus::IntGauge,
     sessions_active: IntGaugeVec,
     phones: IntGaugeVec,
 }
@@ -158,6 +161,13 @@ impl Metrics {
                 &r,
                 "cphub_watchdog_leader",
                 "1 on the replica whose watchdog acts",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            cph_account_blocked: gauge(
+                &r,
+                "cphub_cph_account_blocked",
+                "1 while watchdog recoveries are paused for a CPH account-level error",
                 &[],
             )
             .with_label_values(&[] as &[&str]),

@@ -160,7 +160,7 @@ impl<B: Backend> Store for B {
         &self,
         id: i64,
         request_id: Option<&str>,
-        job_id: &str,
+        job_id: Option<&str>,
     ) -> Result<(), StoreError> {
         let noted = in_transaction!(self, note_recovery_job(id, request_id, job_id));
         noted.map_err(during("note_recovery_job"))

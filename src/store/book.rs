@@ -352,14 +352,16 @@ pub(super) async fn record_cph_status(
         .await?)
 }
 
-/// Job accepted but not finished: remember its ids, keep the outcome pending.
+/// Job accepted but not finished, or its answer lost (no job id yet): remember the ids,
+/// keep the outcome pending.
 pub(super) async fn note_recovery_job(
     db: &mut impl Sql,
     id: i64,
     request_id: Option<&str>,
-    job_id: &str,
+    job_id: Option<&str>,
 ) -> Result<(), StoreError> {
-    let sql = "UPDATE recoveries SET request_id = $2, job_id = $3 WHERE id = $1";
+    let sql = "UPDATE recoveries SET request_id = COALESCE($2, request_id), job_id = $3 \
+               WHERE id = $1";
     db.execute(sql, &args![id, request_id, job_id]).await?;
     Ok(())
 }

@@ -361,7 +361,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: i64,
         request_id: Option<&str>,
-        job_id: &str,
+        job_id: Option<&str>,
     ) -> Result<(), StoreError>;
 
     async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError>;

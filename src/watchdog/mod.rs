@@ -21,7 +21,9 @@ pub use policy::{
 use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
 use crate::cph::properties::merge_for_reset;
-use crate::cph::{CphClient, CphError, PhoneDetail, PhoneItem, model::job_status, model::status};
+use crate::cph::{
+    ACCOUNT_CODES, CphClient, CphError, PhoneDetail, PhoneItem, model::job_status, model::status,
+};
 use crate::domain::{PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
 use crate::store::{FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError};
@@ -53,6 +55,16 @@ pub struct Watchdog {
     started: Instant,
     /// Recovery ids whose job this process is following.
     following: Mutex<HashSet<i64>>,
+    /// Set while the control plane refuses the account (7.2 CPS.0006/0007/0008): no
+    /// recovery is started until a call goes through again.
+    paused: Mutex<Option<Pause>>,
+}
+
+/// Why recoveries are paused, and the phone whose re-read tells when they may resume.
+#[derive(Debug, Clone)]
+struct Pause {
+    code: String,
+    probe: String,
 }
 
 pub struct WatchdogTask(JoinHandle<()>);
@@ -88,6 +100,7 @@ impl Watchdog {
             reset_property,
             started: Instant::now(),
             following: Mutex::new(HashSet::new()),
+            paused: Mutex::new(None),
         })
     }
 
@@ -139,8 +152,14 @@ impl Watchdog {
             return Ok(());
         }
         self.abandon_sessions(fresh_since, now).await?;
+        if !self.account_usable().await {
+            return Ok(());
+        }
         let mut in_flight = pending.len();
         for phone in self.store.unhealthy_phones(fresh_since).await? {
+            if self.pause().is_some() {
+                break;
+            }
             if self.excluded(&phone.phone_id) || phone.recovery_state.as_deref() == Some("broken") {
                 continue;
             }
@@ -148,6 +167,72 @@ impl Watchdog {
             in_flight += self.consider(&phone, silent, now, in_flight).await? as usize;
         }
         Ok(())
+    }
+
+    fn pause(&self) -> Option<Pause> {
+        self.paused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The control plane refused the account (7.2): pauses every recovery. Logged once per
+    /// pause, not once per phone.
+    fn pause_for_account(&self, code: &str, phone_id: &str) {
+        let mut paused = self.paused.lock().unwrap_or_else(PoisonError::into_inner);
+        if paused.is_none() {
+            tracing::warn!(
+                code,
+                phone_id,
+                "CPH refuses the account (chapter 7.2: CPS.0006 arrears, CPS.0007 frozen, \
+                 CPS.0008 unverified): all recoveries paused until a person fixes the account"
+            );
+            self.metrics.cph_account_blocked.set(1);
+            *paused = Some(Pause {
+                code: code.to_owned(),
+                probe: phone_id.to_owned(),
+            });
+        }
+    }
+
+    /// Pauses when `error` is account-level (7.2); true if it was.
+    fn pause_if_account_level(&self, error: &CphError, phone_id: &str) -> bool {
+        let code = error.code().filter(|_| error.is_account_level());
+        if let Some(code) = code {
+            self.pause_for_account(code, phone_id);
+        }
+        code.is_some()
+    }
+
+    /// While paused, one cheap call (re-reading the phone that was refused, chapter 4.3.2)
+    /// tells whether the account is usable again; false while it is not. Any answer other
+    /// than an account-level error (even a 404) means the account is served again.
+    async fn account_usable(&self) -> bool {
+        let Some(pause) = self.pause() else {
+            return true;
+        };
+        let still_refused = match self.client.phone(&pause.probe).await {
+            Ok(_) => false,
+            Err(error) if error.is_account_level() => true,
+            Err(error @ CphError::Api { .. }) => {
+                tracing::debug!(error = %ErrorChain(&error), "the account is served again");
+                false
+            }
+            Err(error) => {
+                tracing::debug!(error = %ErrorChain(&error), "recoveries stay paused: the control plane cannot be asked");
+                true
+            }
+        };
+        if still_refused {
+            return false;
+        }
+        tracing::info!(
+            code = pause.code,
+            "CPH serves the account again: recoveries resume"
+        );
+        *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.metrics.cph_account_blocked.set(0);
+        true
     }
 
     async fn abandon_sessions(
@@ -198,7 +283,9 @@ impl Watchdog {
                 let detail = match self.client.phone(phone.phone_id.as_str()).await {
                     Ok(detail) => detail,
                     Err(error) => {
-                        tracing::warn!(phone_id = %phone.phone_id, error = %ErrorChain(&error), "watchdog waits: the phone cannot be re-read before acting");
+                        if !self.pause_if_account_level(&error, phone.phone_id.as_str()) {
+                            tracing::warn!(phone_id = %phone.phone_id, error = %ErrorChain(&error), "watchdog waits: the phone cannot be re-read before acting");
+                        }
                         return Ok(false);
                     }
                 };
@@ -393,11 +480,17 @@ impl Watchdog {
             return Ok(recovery);
         }
         match self.start_job(phone_id, action, property).await {
-            Ok((request_id, job_id)) => {
+            Ok(Started::Job { request_id, job_id }) => {
                 self.store
-                    .note_recovery_job(recovery.id, request_id.as_deref(), &job_id)
+                    .note_recovery_job(recovery.id, request_id.as_deref(), Some(&job_id))
                     .await?;
-                self.follow(recovery.id, action, job_id);
+                self.follow(recovery.id, phone_id.as_str(), action, job_id);
+            }
+            Ok(Started::Unknown { request_id, error }) => {
+                tracing::warn!(%phone_id, action = action.as_str(), request_id, error, "recovery sent, its answer lost (chapter 7.1.2): pending until reconciled, never sent again");
+                self.store
+                    .note_recovery_job(recovery.id, request_id.as_deref(), None)
+                    .await?;
             }
             Err((outcome, error)) => {
                 self.finish(recovery.id, action, outcome, None, Some(error))
@@ -485,13 +578,13 @@ impl Watchdog {
         Ok((property, note))
     }
 
-    /// Starts the control-plane job: `(request_id, job_id)`, or why there is none.
+    /// Starts the control-plane job, or says why there is none.
     async fn start_job(
         &self,
         phone_id: &PhoneId,
         action: Action,
         property: Option<String>,
-    ) -> Result<(Option<String>, String), (Outcome, String)> {
+    ) -> Result<Started, (Outcome, String)> {
         let batch = match action {
             Action::Restart => self.client.restart(&[phone_id.to_string()]).await,
             Action::Reset => {
@@ -503,18 +596,41 @@ impl Watchdog {
             }
             Action::MarkBroken => unreachable!("marking broken starts no job"),
         };
-        let batch =
-            batch.map_err(|error: CphError| (Outcome::Error, ErrorChain(&error).to_string()))?;
+        if let Err(error) = &batch
+            && error.is_outcome_unknown()
+        {
+            let request_id = match error {
+                CphError::AnswerLost { request_id, .. } => request_id.clone(),
+                _ => None,
+            };
+            return Ok(Started::Unknown {
+                request_id,
+                error: ErrorChain(error).to_string(),
+            });
+        }
+        let batch = batch.map_err(|error: CphError| {
+            if self.pause_if_account_level(&error, phone_id.as_str()) {
+                let code = error.code().unwrap_or_default();
+                (Outcome::Error, account_refusal(code, &error.to_string()))
+            } else {
+                (Outcome::Error, ErrorChain(&error).to_string())
+            }
+        })?;
         if let Some(item) = batch.failures().next() {
             let code = item.error_code.clone().unwrap_or_default();
-            return Err((
-                Outcome::Failed,
-                format!("{code}: {}", item.error_msg.clone().unwrap_or_default()),
-            ));
+            let message = item.error_msg.clone().unwrap_or_default();
+            if ACCOUNT_CODES.contains(&code.as_str()) {
+                self.pause_for_account(&code, phone_id.as_str());
+                return Err((Outcome::Error, account_refusal(&code, &message)));
+            }
+            return Err((Outcome::Failed, format!("{code}: {message}")));
         }
         let job = batch.jobs().next().map(|(_, job)| job.to_owned());
-        job.map(|job| (batch.request_id.clone(), job))
-            .ok_or((Outcome::Failed, "no job in the answer".into()))
+        job.map(|job_id| Started::Job {
+            request_id: batch.request_id.clone(),
+            job_id,
+        })
+        .ok_or((Outcome::Failed, "no job in the answer".into()))
     }
 
     /// Follows pending recoveries this process is not following yet (after a restart of
@@ -526,13 +642,100 @@ impl Watchdog {
                 // Marking broken starts no job: nothing pending to follow.
                 Action::Restart | Action::MarkBroken => Action::Restart,
             };
-            if let Some(job_id) = &recovery.job_id {
-                self.follow(recovery.id, action, job_id.clone());
+            match &recovery.job_id {
+                Some(job_id) => {
+                    self.follow(recovery.id, &recovery.phone_id, action, job_id.clone())
+                }
+                None => self.reconcile(recovery.clone(), action),
             }
         }
     }
 
-    fn follow(self: &Arc<Self>, id: i64, action: Action, job_id: String) {
+    /// A pending recovery without a job: its POST's answer was lost (chapter 7.1.2), or
+    /// cphub stopped before it noted the job. Never sent again: its jobs are looked up by
+    /// request id (chapter 4.4.2) when one is known, else the phone is re-read (chapter
+    /// 4.3.2). Left pending, for the next pass, while neither tells.
+    fn reconcile(self: &Arc<Self>, recovery: Recovery, action: Action) {
+        if !self
+            .following
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(recovery.id)
+        {
+            return;
+        }
+        let watchdog = Arc::clone(self);
+        tokio::spawn(async move {
+            let settled = watchdog.settle(&recovery, action).await;
+            watchdog
+                .following
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&recovery.id);
+            match settled {
+                Ok(Some(job_id)) => {
+                    watchdog.follow(recovery.id, &recovery.phone_id, action, job_id);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(recovery = recovery.id, error = %ErrorChain(&error), "unknown recovery outcome not reconciled; will try again");
+                }
+            }
+        });
+    }
+
+    /// What became of a recovery whose answer was lost: `Some(job)` to follow, or None
+    /// (finished here, or still unknown).
+    async fn settle(
+        &self,
+        recovery: &Recovery,
+        action: Action,
+    ) -> Result<Option<String>, WatchdogError> {
+        if let Some(request_id) = &recovery.request_id {
+            match self.client.jobs_by_request(request_id).await {
+                Ok(jobs) => {
+                    if let Some(job) = jobs
+                        .into_iter()
+                        .find(|j| j.phone_id.as_deref().is_none_or(|p| p == recovery.phone_id))
+                    {
+                        self.store
+                            .note_recovery_job(recovery.id, None, Some(&job.job_id))
+                            .await?;
+                        return Ok(Some(job.job_id));
+                    }
+                }
+                Err(error) => {
+                    self.pause_if_account_level(&error, &recovery.phone_id);
+                    return Ok(None);
+                }
+            }
+        }
+        let fresh = match self.client.phone(&recovery.phone_id).await {
+            Ok(detail) => detail.phone.status,
+            Err(error) => {
+                self.pause_if_account_level(&error, &recovery.phone_id);
+                return Ok(None);
+            }
+        };
+        let note = format!(
+            "outcome unknown (chapter 7.1.2), no job found; re-read: status {fresh} ({})",
+            status::name(fresh)
+        );
+        let outcome = match Standing::of(fresh) {
+            // Restarting or resetting: the job is under way; ask again next pass.
+            Standing::Transitional => return Ok(None),
+            // Running again: as good as a succeeded job; the grace after a recovery tells
+            // whether it came back.
+            Standing::Running => Outcome::Succeeded,
+            Standing::Failed(_) => Outcome::Failed,
+            Standing::OutOfService => Outcome::Error,
+        };
+        self.finish(recovery.id, action, outcome, None, Some(note))
+            .await?;
+        Ok(None)
+    }
+
+    fn follow(self: &Arc<Self>, id: i64, phone_id: &str, action: Action, job_id: String) {
         if !self
             .following
             .lock()
@@ -542,6 +745,7 @@ impl Watchdog {
             return;
         }
         let watchdog = Arc::clone(self);
+        let phone_id = phone_id.to_owned();
         tokio::spawn(async move {
             let (outcome, error) = match watchdog.client.follow_job(&job_id).await {
                 Ok(job) if job.status == job_status::SUCCEEDED => (Outcome::Succeeded, None),
@@ -553,6 +757,13 @@ impl Watchdog {
                         job.error_msg.unwrap_or_default()
                     )),
                 ),
+                Err(error) if watchdog.pause_if_account_level(&error, &phone_id) => {
+                    let code = error.code().unwrap_or_default();
+                    (
+                        Outcome::Error,
+                        Some(account_refusal(code, &error.to_string())),
+                    )
+                }
                 Err(error) => (Outcome::Error, Some(ErrorChain(&error).to_string())),
             };
             if let Err(error) = watchdog
@@ -603,11 +814,35 @@ impl Watchdog {
     }
 }
 
+/// What a restart or reset POST came to.
+enum Started {
+    Job {
+        request_id: Option<String>,
+        job_id: String,
+    },
+    /// Sent, answer lost (chapter 7.1.2): maybe done. Reconciled, never resent.
+    Unknown {
+        request_id: Option<String>,
+        error: String,
+    },
+}
+
 fn past(recovery: &Recovery) -> Past {
     Past {
         action: recovery.action,
         outcome: recovery.outcome,
         started_at: recovery.started_at,
         ended_at: recovery.ended_at,
+        account_blocked: recovery.outcome == Outcome::Error
+            && recovery
+                .error
+                .as_deref()
+                .is_some_and(|error| ACCOUNT_CODES.iter().any(|code| error.starts_with(code))),
     }
+}
+
+/// The recorded error of a recovery the control plane refused for the account (7.2): it
+/// starts with the code, which is how the policy tells it from a failure of the phone.
+fn account_refusal(code: &str, message: &str) -> String {
+    format!("{code}: account-level, recoveries paused: {message}")
 }

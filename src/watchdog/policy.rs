@@ -60,6 +60,16 @@ pub struct Past {
     pub outcome: Outcome,
     pub started_at: UtcTime,
     pub ended_at: Option<UtcTime>,
+    /// Refused for the account, not the phone (7.2 CPS.0006/0007/0008): recorded as an
+    /// `error`, but like a skip it neither escalates nor counts against the cap.
+    pub account_blocked: bool,
+}
+
+impl Past {
+    /// Did something to the phone, or was meant to: a skip or an account refusal did not.
+    fn counts(&self) -> bool {
+        self.outcome != Outcome::Skipped && !self.account_blocked
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,7 +95,7 @@ pub enum Decision {
 /// neither counts against the budgets nor starts a restart-then-reset escalation.
 pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets) -> Decision {
     let acted = acted(history);
-    let mut history = history.iter().filter(|p| p.outcome != Outcome::Skipped);
+    let mut history = history.iter().filter(|p| p.counts());
     let Some(last) = history.next() else {
         return Decision::Act(first_action(reason));
     };
@@ -115,7 +125,7 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
 pub fn acted(history: &[Past]) -> usize {
     history
         .iter()
-        .filter(|p| p.action != Action::MarkBroken && p.outcome != Outcome::Skipped)
+        .filter(|p| p.action != Action::MarkBroken && p.counts())
         .count()
 }
 
@@ -151,6 +161,7 @@ mod tests {
             outcome,
             started_at: at(started),
             ended_at: ended.map(at),
+            account_blocked: false,
         }
     }
 
@@ -244,6 +255,22 @@ mod tests {
             past(Action::Restart, Outcome::Skipped, 20, Some(20)),
             past(Action::Restart, Outcome::Skipped, 10, Some(10)),
         ];
+        assert_eq!(acted(&history), 0);
+        assert_eq!(
+            decide(Reason::Stale, &history, at(31), &budgets()),
+            Decision::Act(Action::Restart)
+        );
+    }
+
+    /// 7.2 CPS.0006/0007/0008: a recovery refused for the account says nothing about the
+    /// phone, so it neither escalates to a reset nor brings the phone nearer to broken.
+    #[test]
+    fn account_refusals_7_2_neither_escalate_nor_count_against_the_cap() {
+        let blocked = |started| Past {
+            account_blocked: true,
+            ..past(Action::Restart, Outcome::Error, started, Some(started))
+        };
+        let history = [blocked(30), blocked(20), blocked(10)];
         assert_eq!(acted(&history), 0);
         assert_eq!(
             decide(Reason::Stale, &history, at(31), &budgets()),

@@ -7,6 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use cphub::cph::properties::HEARTBEAT_URL;
+use cphub::simulator::control_plane::Operation;
+use cphub::simulator::fleet::JobKind;
 use cphub::simulator::{SimOptions, Simulator};
 use serde_json::Value;
 
@@ -665,7 +667,104 @@ async fn a_phone_stopped_through_cphub_is_out_of_service_at_once(backend: Backen
     fleet.simulator.stop().await;
 }
 
+/// The value of an unlabelled metric on `/metrics`.
+async fn metric_value(app: &TestApp, name: &str) -> Option<f64> {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn wait_for_metric(app: &TestApp, name: &str, value: f64) {
+    for _ in 0..300 {
+        if metric_value(app, name).await == Some(value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{name} never read {value}: {:?}",
+        metric_value(app, name).await
+    );
+}
+
+/// The jobs of `kind` the simulated control plane started for `phone_id`.
+fn jobs_of(simulator: &Simulator, phone_id: &str, kind: JobKind) -> usize {
+    simulator
+        .fleet
+        .lock()
+        .jobs
+        .values()
+        .filter(|job| job.phone_id == phone_id && job.kind == kind)
+        .count()
+}
+
+/// 7.2 CPS.0006 (arrears): every recovery pauses, nothing is restarted, nothing marked broken
+/// or failed, the gauge says so; once the account is served again recoveries resume.
+async fn arrears_7_2_pause_recoveries_until_the_account_is_served_again(backend: Backend) {
+    let fleet = start(backend, 2, "", |o| o.silent = 1).await;
+    let silent = fleet.simulator.phone_ids()[0].clone();
+    assert_eq!(
+        metric_value(&fleet.app, "cphub_cph_account_blocked").await,
+        Some(0.0)
+    );
+
+    fleet.simulator.faults.set_arrears(true);
+    wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 1.0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    assert_eq!(jobs_of(&fleet.simulator, &silent, JobKind::Restart), 0);
+    let log = recoveries(&fleet.app, &silent).await;
+    assert!(
+        log.iter()
+            .all(|r| r["outcome"] != "failed" && r["action"] != "mark_broken"),
+        "{log:?}"
+    );
+    assert_ne!(fleet.app.phone(&silent).await.unwrap()["state"], "broken");
+    assert_eq!(
+        metric_value(&fleet.app, "cphub_cph_account_blocked").await,
+        Some(1.0)
+    );
+
+    fleet.simulator.faults.set_arrears(false);
+    wait_for_recoveries(&fleet.app, &silent, |log| has(log, "restart", "succeeded")).await;
+    wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 0.0).await;
+    fleet.simulator.stop().await;
+}
+
+/// 7.1.2: the restart is done but its answer lost (502). The recovery stays pending, is
+/// reconciled (4.4.2 by request id, or the phone's status) and the phone gets one restart.
+async fn a_lost_restart_answer_7_1_2_is_reconciled_not_resent(backend: Backend) {
+    let fleet = start(backend, 2, "", |o| {
+        o.silent = 1;
+        o.lose_answers = vec![(Operation::Restart, 1)];
+    })
+    .await;
+    let silent = fleet.simulator.phone_ids()[0].clone();
+
+    wait_for_recoveries(&fleet.app, &silent, |log| {
+        log.iter()
+            .any(|r| r["action"] == "restart" && r["outcome"] != "pending")
+    })
+    .await;
+    fleet
+        .app
+        .wait_for_phone(&silent, |p| p["state"] == "idle")
+        .await;
+
+    assert_eq!(jobs_of(&fleet.simulator, &silent, JobKind::Restart), 1);
+    let log = recoveries(&fleet.app, &silent).await;
+    assert_eq!(
+        log.iter().filter(|r| r["action"] == "restart").count(),
+        1,
+        "{log:?}"
+    );
+    assert!(has(&log, "restart", "succeeded"), "{log:?}");
+    fleet.simulator.stop().await;
+}
+
 backend_tests!(
+    a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
+    arrears_7_2_pause_recoveries_until_the_account_is_served_again,
     status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alone,
     status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone,
     reset_4_3_5_carries_the_phones_own_properties_and_the_callbacks,
