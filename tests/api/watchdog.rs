@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use cphub::cph::properties::HEARTBEAT_URL;
-use cphub::simulator::control_plane::Operation;
+use cphub::simulator::control_plane::{LostAnswer, Operation};
 use cphub::simulator::fleet::JobKind;
 use cphub::simulator::{SimOptions, Simulator};
 use serde_json::Value;
@@ -703,6 +703,8 @@ fn jobs_of(simulator: &Simulator, phone_id: &str, kind: JobKind) -> usize {
 async fn arrears_7_2_pause_recoveries_until_the_account_is_served_again(backend: Backend) {
     let fleet = start(backend, 2, "", |o| o.silent = 1).await;
     let silent = fleet.simulator.phone_ids()[0].clone();
+    // Set-up restarted every phone once (4.3.9's properties take effect at a restart).
+    let setup_restarts = jobs_of(&fleet.simulator, &silent, JobKind::Restart);
     assert_eq!(
         metric_value(&fleet.app, "cphub_cph_account_blocked").await,
         Some(0.0)
@@ -712,7 +714,10 @@ async fn arrears_7_2_pause_recoveries_until_the_account_is_served_again(backend:
     wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 1.0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    assert_eq!(jobs_of(&fleet.simulator, &silent, JobKind::Restart), 0);
+    assert_eq!(
+        jobs_of(&fleet.simulator, &silent, JobKind::Restart),
+        setup_restarts
+    );
     let log = recoveries(&fleet.app, &silent).await;
     assert!(
         log.iter()
@@ -734,12 +739,12 @@ async fn arrears_7_2_pause_recoveries_until_the_account_is_served_again(backend:
 /// 7.1.2: the restart is done but its answer lost (502). The recovery stays pending, is
 /// reconciled (4.4.2 by request id, or the phone's status) and the phone gets one restart.
 async fn a_lost_restart_answer_7_1_2_is_reconciled_not_resent(backend: Backend) {
-    let fleet = start(backend, 2, "", |o| {
-        o.silent = 1;
-        o.lose_answers = vec![(Operation::Restart, 1)];
-    })
-    .await;
+    let fleet = start(backend, 2, "", |o| o.silent = 1).await;
     let silent = fleet.simulator.phone_ids()[0].clone();
+    // Lost from now on, so that it is the watchdog's restart whose answer is lost, not the
+    // set-up's (which restarted every phone once: 4.3.9's properties need a restart).
+    let setup_restarts = jobs_of(&fleet.simulator, &silent, JobKind::Restart);
+    (fleet.simulator.faults).lose_answers(Operation::Restart, 1, LostAnswer::BadGateway);
 
     wait_for_recoveries(&fleet.app, &silent, |log| {
         log.iter()
@@ -751,7 +756,10 @@ async fn a_lost_restart_answer_7_1_2_is_reconciled_not_resent(backend: Backend) 
         .wait_for_phone(&silent, |p| p["state"] == "idle")
         .await;
 
-    assert_eq!(jobs_of(&fleet.simulator, &silent, JobKind::Restart), 1);
+    assert_eq!(
+        jobs_of(&fleet.simulator, &silent, JobKind::Restart),
+        setup_restarts + 1
+    );
     let log = recoveries(&fleet.app, &silent).await;
     assert_eq!(
         log.iter().filter(|r| r["action"] == "restart").count(),
