@@ -421,11 +421,14 @@ pub(super) async fn mint_session<D: Sql>(
     let session_id = req.access.session_id.as_str();
     let pinned = req.pinned_phone.as_ref().map(|p| p.as_str());
     let sql = pick_phone_sql::<D>(pinned.is_some());
-    let mut args = args![session_id, req.hold_until, req.now, req.fresh_since, pinned].to_vec();
-    if pinned.is_none() {
-        args.pop(); // the any-phone statement has no `$5`
-    }
-    let picked: Option<(String,)> = tx.fetch_optional(sql, &args).await?;
+    let args = args![session_id, req.hold_until, req.now, req.fresh_since, pinned];
+    // The any-phone statement has no `$5`.
+    let args = if pinned.is_some() {
+        &args[..]
+    } else {
+        &args[..4]
+    };
+    let picked: Option<(String,)> = tx.fetch_optional(sql, args).await?;
     let Some((phone_id,)) = picked else {
         return refusal(tx, req.pinned_phone.as_ref()).await;
     };

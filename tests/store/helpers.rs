@@ -8,8 +8,8 @@
 //! and compare ids through `to_string()`, which reads the same for `String` and the id
 //! types.
 //!
-//! Copied in part from tests/api/helpers.rs (a test target cannot import another's
-//! modules): `Backend`, `backend_tests!`, `postgres_available()`, `TestDb`.
+//! `Backend`, `backend_tests!`, `postgres_available()` and `TestDb` are the HTTP suite's own,
+//! from tests/common/db.rs.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -23,103 +23,10 @@ use cphub::store::{
     Allocation, Applied, ApplyRules, EventOutcome, MintRequest, Phone, ReceivedEvent, Store,
     Verification,
 };
-use tempfile::TempDir;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Generates one `#[tokio::test]` per backend for each `async fn name(backend: Backend)`.
-/// Attributes before a name (`#[ignore = "bug: …"]`) go on both of its tests.
-#[macro_export]
-macro_rules! backend_tests {
-    ($($(#[$meta:meta])* $name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                $(#[$meta])*
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                $(#[$meta])*
-                async fn $name() {
-                    if $crate::helpers::postgres_available() {
-                        super::$name($crate::helpers::Backend::Postgres).await
-                    }
-                }
-            )*
-        }
-    };
-}
-
-/// Whether the PostgreSQL half can run (`CPHUB_TEST_DATABASE_URL` is set). When it cannot,
-/// says so once, or fails the test when `CPHUB_TEST_REQUIRE_POSTGRES=1` (scripts/test, CI).
-pub fn postgres_available() -> bool {
-    static NOTICE: std::sync::Once = std::sync::Once::new();
-    if std::env::var_os("CPHUB_TEST_DATABASE_URL").is_some() {
-        return true;
-    }
-    if std::env::var("CPHUB_TEST_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-        panic!(
-            "CPHUB_TEST_REQUIRE_POSTGRES=1 but CPHUB_TEST_DATABASE_URL is not set: \
-             run scripts/test, which starts PostgreSQL and sets it"
-        );
-    }
-    NOTICE.call_once(|| {
-        eprintln!(
-            "skipping the PostgreSQL tests: CPHUB_TEST_DATABASE_URL is not set \
-             (run scripts/test, or eval \"$(scripts/postgres-for-tests)\" first)"
-        )
-    });
-    false
-}
-
-/// A fresh, empty database. SQLite: a file in a temporary directory removed on drop.
-/// PostgreSQL: a new database named after a random id.
-pub struct TestDb {
-    pub url: String,
-    _dir: Option<TempDir>,
-}
-
-impl TestDb {
-    pub async fn new(backend: Backend) -> TestDb {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}", dir.path().join("cphub.db").display());
-                TestDb {
-                    url,
-                    _dir: Some(dir),
-                }
-            }
-            Backend::Postgres => {
-                use sqlx::{Connection, Executor};
-                let admin_url = std::env::var("CPHUB_TEST_DATABASE_URL")
-                    .expect("CPHUB_TEST_DATABASE_URL is not set (scripts/postgres-for-tests)");
-                let name = format!("cphub_test_{}", uuid::Uuid::new_v4().simple());
-                let mut admin = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .expect("cannot reach the test PostgreSQL");
-                admin
-                    .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                    .await
-                    .unwrap();
-                let (base, _) = admin_url.rsplit_once('/').unwrap();
-                TestDb {
-                    url: format!("{base}/{name}"),
-                    _dir: None,
-                }
-            }
-        }
-    }
-}
+#[path = "../common/db.rs"]
+mod db;
+pub use db::{Backend, TestDb, postgres_available};
 
 /// A migrated store on a fresh database; derefs to the `Store` under test.
 pub struct TestStore {

@@ -1,0 +1,124 @@
+//! The database half of the test harness, shared by the HTTP suite (`tests/api/`) and the
+//! store contract suite (`tests/store/`): each includes this file into its `helpers` module
+//! (one test target cannot import another's modules). A fresh SQLite file or PostgreSQL
+//! database per test, and `backend_tests!` to run each scenario on both.
+
+use tempfile::TempDir;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for each `async fn name(backend: Backend)`.
+/// Attributes before a name (`#[ignore = "bug: …"]`) go on both of its tests.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($(#[$meta:meta])* $name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$meta])*
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$meta])*
+                async fn $name() {
+                    if $crate::helpers::postgres_available() {
+                        super::$name($crate::helpers::Backend::Postgres).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Whether the PostgreSQL half of the suite can run (`CPHUB_TEST_DATABASE_URL` is set). When
+/// it cannot, says so once and how to enable it, or fails the test when
+/// `CPHUB_TEST_REQUIRE_POSTGRES=1`: CI must never pass by skipping half the suite.
+pub fn postgres_available() -> bool {
+    static NOTICE: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("CPHUB_TEST_DATABASE_URL").is_some() {
+        return true;
+    }
+    if std::env::var("CPHUB_TEST_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+        panic!(
+            "CPHUB_TEST_REQUIRE_POSTGRES=1 but CPHUB_TEST_DATABASE_URL is not set: \
+             run scripts/test, which starts PostgreSQL and sets it"
+        );
+    }
+    NOTICE.call_once(|| {
+        eprintln!(
+            "skipping the PostgreSQL tests: CPHUB_TEST_DATABASE_URL is not set \
+             (run scripts/test, or eval \"$(scripts/postgres-for-tests)\" first)"
+        )
+    });
+    false
+}
+
+/// A fresh, empty database. SQLite: a file in a temporary directory removed on drop.
+/// PostgreSQL: a new database named after a random id.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("cphub.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("CPHUB_TEST_DATABASE_URL").expect(
+                    "CPHUB_TEST_DATABASE_URL is not set: run the test command from the README \
+                     (scripts/test), which starts PostgreSQL and sets it",
+                );
+                let name = format!("cphub_test_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = sqlx_connect(&admin_url).await;
+                use sqlx::Executor;
+                admin
+                    .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .await
+                    .unwrap();
+                let (base, _) = admin_url.rsplit_once('/').unwrap();
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+// The HTTP suite starts replicas and proxies on one database; the store suite does not.
+#[allow(dead_code)]
+impl TestDb {
+    /// Another handle on the same database, for a second replica (PostgreSQL).
+    pub fn same_database(&self) -> TestDb {
+        self.reached_at(self.url.clone())
+    }
+
+    /// The same database reached through another URL (e.g. a proxy in front of it).
+    pub fn reached_at(&self, url: String) -> TestDb {
+        TestDb { url, _dir: None }
+    }
+}
+
+pub async fn sqlx_connect(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url)
+        .await
+        .expect("cannot reach the test PostgreSQL")
+}
