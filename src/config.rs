@@ -199,9 +199,17 @@ pub struct AccessSettings {
     pub data_encoding: Encoding,
     #[serde(deserialize_with = "positive")]
     pub sweep_interval_ms: u64,
+    /// Mint only on a phone that has the requested app (needs `cph.endpoint`).
+    pub match_app: bool,
+    /// How long an `Idempotency-Key` of `POST /api/v1/sessions` is remembered.
+    #[serde(deserialize_with = "positive")]
+    pub idempotency_ttl_secs: u64,
 }
 
 impl AccessSettings {
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_ttl_secs)
+    }
     pub fn ticket_ttl(&self) -> Duration {
         Duration::from_secs(self.ticket_ttl_secs)
     }
@@ -260,6 +268,8 @@ pub struct CphSettings {
     pub job_deadline_secs: u64,
     #[serde(deserialize_with = "positive")]
     pub sync_interval_secs: u64,
+    /// At most this many phone details (4.3.2) read per sync, for their access information.
+    pub detail_reads_per_sync: usize,
     pub auth: CphAuthSettings,
 }
 

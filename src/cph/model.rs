@@ -86,6 +86,72 @@ pub struct PhoneDetail {
     pub access_infos: Vec<serde_json::Value>,
 }
 
+impl PhoneDetail {
+    /// Where a client connects (Table 4-30), each entry read from the current field names,
+    /// or the expired ones ("the functions of new parameters are the same as those of
+    /// expired parameters") when the new are absent or empty. Entries without a public
+    /// address or port cannot be dialled and are left out.
+    pub fn access(&self) -> Vec<crate::domain::AccessInfo> {
+        self.access_infos.iter().filter_map(access_info).collect()
+    }
+}
+
+fn access_info(entry: &serde_json::Value) -> Option<crate::domain::AccessInfo> {
+    let text = |name: &str| {
+        entry
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .filter(|t| !t.is_empty())
+    };
+    // Integers in Table 4-30; read from a string too, which costs nothing.
+    let port = |name: &str| {
+        let value = entry.get(name)?;
+        value
+            .as_i64()
+            .or_else(|| value.as_str().and_then(|t| t.parse().ok()))
+    };
+    Some(crate::domain::AccessInfo {
+        port_type: text("type").unwrap_or_default().to_owned(),
+        public_ip: text("public_ip").or_else(|| text("access_ip"))?.to_owned(),
+        access_port: port("access_port")?,
+        listen_port: port("listen_port").unwrap_or_default(),
+    })
+}
+
+/// An application (chapter 5.1.3, Table 5-6); only the id is needed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct App {
+    pub app_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppList {
+    #[serde(default)]
+    pub apps: Vec<App>,
+}
+
+/// A phone an application is deployed on (chapter 5.1.2, Table 5-4). The table names the
+/// version field `app_version_id`, the example spells it `app_verison_id`: both are read.
+/// The example sends `""` for unknown values; they are read as None.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppPhone {
+    pub phone_id: String,
+    #[serde(default, alias = "app_verison_id", deserialize_with = "non_empty")]
+    pub app_version_id: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub version_code: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub version_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppPhoneList {
+    #[serde(default)]
+    pub phones: Vec<AppPhone>,
+}
+
 fn json_string_or_object<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<String>, D::Error> {

@@ -187,6 +187,7 @@ async fn a_phone_out_of_service_4_3_1_is_not_allocated_and_reads_out_of_service(
             phone_name: id.to_string(),
             server_id: "srv".into(),
             status,
+            ..ControlPlanePhone::default()
         })
         .collect();
     store.sync_phones(&synced, at("18:59:10")).await.unwrap();
