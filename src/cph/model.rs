@@ -320,4 +320,56 @@ mod tests {
             );
         }
     }
+
+    /// 4.3.2's example, first entry as given; the second with only the expired names (Table
+    /// 4-30: "the functions of new parameters are the same as those of expired parameters");
+    /// a third without a public address, which cannot be dialled.
+    #[test]
+    fn access_infos_of_4_3_2_are_read_from_new_or_expired_names() {
+        let detail: PhoneDetail = serde_json::from_str(
+            r#"{"phone_id": "1564567b8bab40f34711234cb80d8574", "status": 2,
+                "server_id": "88b8449b896f3a4f0ad5722dd91909", "access_infos": [
+                {"type": "server1", "device_ip": "10.237.0.61", "phone_ip": "10.237.0.61",
+                 "listen_port": 38080, "access_ip": "213.32.43.210", "public_ip": "213.32.43.210",
+                 "intranet_ip": "172.31.0.123", "server_ip": "172.31.0.123", "access_port": 14308},
+                {"type": "server2", "device_ip": "10.237.0.61", "listen_port": 38081,
+                 "access_ip": "213.32.43.211", "public_ip": "", "intranet_ip": "172.31.0.123",
+                 "access_port": 14328},
+                {"type": "server3", "phone_ip": "10.237.0.61", "listen_port": 38082,
+                 "access_port": 14329}]}"#,
+        )
+        .unwrap();
+        let access =
+            |port_type: &str, ip: &str, access_port, listen_port| crate::domain::AccessInfo {
+                port_type: port_type.into(),
+                public_ip: ip.into(),
+                access_port,
+                listen_port,
+            };
+        assert_eq!(
+            detail.access(),
+            [
+                access("server1", "213.32.43.210", 14308, 38080),
+                access("server2", "213.32.43.211", 14328, 38081),
+            ]
+        );
+    }
+
+    /// 5.1.2: the table's `app_version_id` and the example's `app_verison_id` both read;
+    /// the example's `""` is no value.
+    #[test]
+    fn deployments_of_5_1_2_read_either_spelling() {
+        let list: AppPhoneList = serde_json::from_str(
+            r#"{"request_id": "6a63a18b8bab40ffb71ebd9cb80d0085", "phones": [
+                {"phone_id": "88b8449b896f3a4f0ad57222dd91909", "app_verison_id": "",
+                 "version_code": "", "version_name": "", "launch_activity": "xxx"},
+                {"phone_id": "88b8449b896f3a4f0ad57222dd91910", "app_version_id": "v-2",
+                 "version_code": "7", "version_name": "1.7", "launch_activity": "xxx"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(list.phones[0].app_version_id, None);
+        assert_eq!(list.phones[0].version_code, None);
+        assert_eq!(list.phones[1].app_version_id.as_deref(), Some("v-2"));
+        assert_eq!(list.phones[1].version_name.as_deref(), Some("1.7"));
+    }
 }
