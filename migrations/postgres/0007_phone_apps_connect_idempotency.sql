@@ -24,13 +24,16 @@ ALTER TABLE phones ADD COLUMN access_infos TEXT;
 ALTER TABLE phones ADD COLUMN cph_update_time TEXT;
 
 -- One row per Idempotency-Key of POST /api/v1/sessions, inserted in the mint's transaction
--- (the primary key makes a concurrent duplicate wait, then find it). It keeps the ticket so
--- a retry gets the same answer; the row is deleted once expires_at passes (the hold sweeper).
+-- (the primary key makes a concurrent duplicate wait, then find it). It keeps the ticket and
+-- where to connect as answered, so a retry gets the same answer even if phone sync changed
+-- the phone's access since; the row is deleted once expires_at passes (the hold sweeper).
 CREATE TABLE mint_keys (
     idempotency_key TEXT PRIMARY KEY,
     request_hash    TEXT NOT NULL,        -- SHA-256 of the parsed request: same key, other body = 422
     session_id      TEXT NOT NULL,
     ticket          TEXT NOT NULL,
+    server_id       TEXT,                 -- the phone's, as the mint answered it
+    access_infos    TEXT,
     created_at      TIMESTAMPTZ NOT NULL,
     expires_at      TIMESTAMPTZ NOT NULL
 );

@@ -6,8 +6,8 @@
 //! writes in its own file, around the logic of `event_batch`.
 
 use super::codec::{
-    EventRecord, IssuedAccessRow, MintedRow, Phone, PhoneAppRow, PhoneHealth, PickedPhone,
-    Recovery, SessionRow, StoredKey, access_infos_json, connect,
+    EventRecord, IssuedAccessRow, Phone, PhoneAppRow, PhoneHealth, PickedPhone, Recovery,
+    SessionRow, StoredMint, access_infos_json, connect,
 };
 use super::sql::{Sql, args};
 use super::{
@@ -497,6 +497,16 @@ pub(super) async fn mint_session<D: Sql>(
         return refusal(tx, req.pinned_phone.as_ref()).await;
     };
     insert_minted(tx, req, &picked.phone_id).await?;
+    if let Some(key) = &req.key {
+        let answered = "UPDATE mint_keys SET server_id = $2, access_infos = $3 \
+                        WHERE idempotency_key = $1";
+        let args = args![
+            key.key.as_str(),
+            picked.server_id.as_deref(),
+            picked.access_infos.as_deref()
+        ];
+        tx.execute(answered, &args).await?;
+    }
     let phone_id = PhoneId::parse("phone_id", picked.phone_id)
         .map_err(|e| StoreError::Corrupt(format!("allocated phone: {e}")))?;
     let connect = connect(picked.server_id, picked.access_infos.as_deref())?;
@@ -554,15 +564,16 @@ async fn claim_key(
     if tx.execute(claim, &args).await? == 1 {
         return Ok(None);
     }
-    let sql = "SELECT request_hash, session_id, ticket FROM mint_keys WHERE idempotency_key = $1";
-    let stored: Option<StoredKey> = tx.fetch_optional(sql, &args![key.key.as_str()]).await?;
+    let sql = "SELECT k.request_hash, k.session_id, k.ticket, s.aes_key, s.auth_ts, s.phone_id, \
+                 k.server_id, k.access_infos \
+               FROM mint_keys k JOIN sessions s ON s.session_id = k.session_id \
+               WHERE k.idempotency_key = $1";
+    let stored: Option<StoredMint> = tx.fetch_optional(sql, &args![key.key.as_str()]).await?;
     let stored = stored.ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()))?;
     if !constant_time_eq(&stored.request_hash, &key.request_hash) {
         return Ok(Some(Allocation::KeyReused));
     }
-    Ok(Some(Allocation::Replayed(Box::new(
-        replay(tx, stored).await?,
-    ))))
+    Ok(Some(Allocation::Replayed(Box::new(replay(stored)?))))
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -570,26 +581,19 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The earlier mint's answer, from its session, its phone and the key's ticket.
-async fn replay(tx: &mut impl Sql, stored: StoredKey) -> Result<MintReplay, StoreError> {
-    let sql = "SELECT s.aes_key, s.auth_ts, s.phone_id, p.server_id, p.access_infos \
-               FROM sessions s LEFT JOIN phones p ON p.phone_id = s.phone_id \
-               WHERE s.session_id = $1";
-    let row: Option<MintedRow> = tx
-        .fetch_optional(sql, &args![stored.session_id.as_str()])
-        .await?;
+/// The earlier mint's answer, from its session and what its key row kept.
+fn replay(stored: StoredMint) -> Result<MintReplay, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("minted session {what}"));
-    let row = row.ok_or_else(|| corrupt("of an idempotency key is missing"))?;
     let access = MintedAccess {
         ticket: Ticket::presented(stored.ticket).ok_or_else(|| corrupt("ticket"))?,
-        aes_key: AesKey::from_hex(&row.aes_key).ok_or_else(|| corrupt("aes_key"))?,
+        aes_key: AesKey::from_hex(&stored.aes_key).ok_or_else(|| corrupt("aes_key"))?,
         session_id: stored.session_id,
     };
     Ok(MintReplay {
         access,
-        auth_ts: row.auth_ts,
-        phone_id: PhoneId::try_from(row.phone_id).map_err(|_| corrupt("phone_id"))?,
-        connect: connect(row.server_id, row.access_infos.as_deref())?,
+        auth_ts: stored.auth_ts,
+        phone_id: PhoneId::try_from(stored.phone_id).map_err(|_| corrupt("phone_id"))?,
+        connect: connect(stored.server_id, stored.access_infos.as_deref())?,
     })
 }
 

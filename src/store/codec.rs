@@ -284,17 +284,12 @@ pub(crate) fn access_infos_json(access: &[crate::domain::AccessInfo]) -> String 
     serde_json::to_string(access).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// An idempotency key as recorded by the mint that first used it.
+/// An idempotency key as recorded by the mint that first used it, with its session.
 #[derive(sqlx::FromRow)]
-pub(crate) struct StoredKey {
+pub(crate) struct StoredMint {
     pub request_hash: String,
     pub session_id: String,
     pub ticket: String,
-}
-
-/// What answering a mint again needs besides the ticket.
-#[derive(sqlx::FromRow)]
-pub(crate) struct MintedRow {
     pub aes_key: String,
     pub auth_ts: i64,
     pub phone_id: String,

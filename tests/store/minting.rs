@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 
+use cphub::domain::{AccessInfo, AppId, IdempotencyKey};
 use cphub::domain::{Action, Outcome, Reason, RecoveryMark, SessionState};
-use cphub::domain::{AppId, IdempotencyKey};
 use cphub::store::{Allocation, ControlPlanePhone, MintKey, NewRecovery, PhoneApp};
 
 use crate::backend_tests;
@@ -436,9 +436,28 @@ async fn a_mint_matching_the_app_takes_only_a_phone_that_has_it_5_1_2(backend: B
     assert!(store.phone_apps(&pid("p-3")).await.unwrap().is_empty());
 }
 
+/// Phone sync's view of `p-1` with one access entry on `access_port` (4.3.2).
+async fn sync_access(store: &impl Book, access_port: i64, now: &str) {
+    let phone = ControlPlanePhone {
+        phone_id: "p-1".into(),
+        server_id: "srv-1".into(),
+        status: 2,
+        update_time: Some(now.into()),
+        access: Some(vec![AccessInfo {
+            port_type: "server1".into(),
+            public_ip: "203.0.113.7".into(),
+            access_port,
+            listen_port: 38080,
+        }]),
+        ..ControlPlanePhone::default()
+    };
+    store.sync_phones(&[phone], at(now)).await.unwrap();
+}
+
 async fn a_mint_with_a_key_is_answered_again_and_another_request_refused(backend: Backend) {
     let store = open(backend).await;
     idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    sync_access(&store, 14308, "18:59:10").await;
     let keyed = |session, hash: &str| {
         let mut request = mint_request(&at_seven(session));
         request.key = Some(MintKey {
@@ -450,6 +469,8 @@ async fn a_mint_with_a_key_is_answered_again_and_another_request_refused(backend
     };
 
     let first = store.mint_session(&keyed("s-1", "h-1")).await.unwrap();
+    // The phone's ports change after the answer; the retry gets the answer as it was.
+    sync_access(&store, 20000, "19:00:10").await;
     let again = store.mint_session(&keyed("s-2", "h-1")).await.unwrap();
     let other = store.mint_session(&keyed("s-3", "h-2")).await.unwrap();
 
@@ -459,6 +480,12 @@ async fn a_mint_with_a_key_is_answered_again_and_another_request_refused(backend
     };
     assert_eq!(replay.access.session_id, sid("s-1").to_string());
     assert_eq!(replay.phone_id.to_string(), "p-1");
+    let Allocation::Allocated { connect, .. } = first else {
+        unreachable!()
+    };
+    assert_eq!(replay.connect, connect);
+    assert_eq!(connect.access[0].access_port, 14308);
+    assert_eq!(connect.server_id.as_deref(), Some("srv-1"));
     assert_eq!(other, Allocation::KeyReused);
     assert!(session(&store, "s-2").await.is_none());
     assert!(session(&store, "s-3").await.is_none());
