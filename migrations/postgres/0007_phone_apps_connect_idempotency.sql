@@ -1,9 +1,10 @@
 -- Issue #16, parts 4, 5 and 7.
 --
 -- Which application is deployed on which phone, as the control plane lists it (chapter
--- 5.1.2, one app's phones). Phone sync replaces the whole table in one transaction. The key
--- leads with app_id: a mint for an app walks only that app's phones, each checked against
--- `phones_free` by its primary key, so the pick stays an index lookup.
+-- 5.1.2, one app's phones). Phone sync replaces the whole table in one transaction. A mint
+-- for an app walks the free phones (`phones_free`, migration 0003) and probes this primary
+-- key, (app_id, phone_id), for each: index lookups only, stopping at the first free phone
+-- with the app.
 CREATE TABLE phone_apps (
     app_id          TEXT NOT NULL,
     phone_id        TEXT NOT NULL,

@@ -223,8 +223,8 @@ pub(super) async fn phones(
     let sql = concat!(
         "SELECT ",
         phone_columns!(),
-        " FROM phones WHERE phone_id > $2 \
-           AND phone_id IN (SELECT phone_id FROM phone_apps WHERE app_id = $4) \
+        " FROM phones WHERE phone_id > $2 AND EXISTS (SELECT 1 FROM phone_apps a \
+           WHERE a.app_id = $4 AND a.phone_id = phones.phone_id) \
          ORDER BY phone_id LIMIT $3"
     );
     let args = args![fresh_since, after, limit, app.as_str()];
@@ -409,12 +409,16 @@ pub(super) async fn clear_recovered(
 
 /// The pick of a mint: hold one free phone (the pinned one, one with the app, or any) for
 /// the new session. Separate statements rather than `$5 IS NULL OR phone_id = $5`: that form
-/// hides the key from the planner, so even a pinned mint scanned every phone. An app's
-/// phones come from `phone_apps` by its primary key (app_id first), each checked against
-/// the free ones. PostgreSQL skips rows another mint has locked, so concurrent mints never
-/// wait for, or get, the same phone.
+/// hides the key from the planner, so even a pinned mint scanned every phone. A pick for an
+/// app walks the free phones (`phones_free`) and probes `phone_apps` by its primary key for
+/// each, stopping at the first with the app: the walk is short when the fleet is busy (few
+/// free phones) and when it is not (most free phones have a deployed game). Written as
+/// `EXISTS`: SQLite turns `phone_id IN (…)` into a list of every phone of the app first
+/// (9 ms against 3 µs a pick with 100k phones); PostgreSQL plans both as the same
+/// semi-join. PostgreSQL skips rows another mint has locked, so concurrent mints never wait
+/// for, or get, the same phone.
 macro_rules! pick_phone_sql {
-    ($candidates:literal, $limit:literal, $lock:literal) => {
+    ($candidates:expr, $limit:literal, $lock:literal) => {
         concat!(
             "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, updated_at = $3 \
              WHERE phone_id = (SELECT phone_id FROM phones WHERE ",
@@ -424,6 +428,14 @@ macro_rules! pick_phone_sql {
             $lock,
             ") RETURNING phone_id, server_id, access_infos"
         )
+    };
+}
+
+/// The phone has the app `$5` deployed (see `pick_phone_sql!`).
+macro_rules! has_app_sql {
+    () => {
+        "EXISTS (SELECT 1 FROM phone_apps a WHERE a.app_id = $5 \
+           AND a.phone_id = phones.phone_id) AND "
     };
 }
 
@@ -441,16 +453,10 @@ fn pick_phone_sql<D: Sql>(candidates: Candidates) -> &'static str {
             pick_phone_sql!("phone_id = $5 AND ", "", " FOR UPDATE SKIP LOCKED")
         }
         (Candidates::Pinned, false) => pick_phone_sql!("phone_id = $5 AND ", "", ""),
-        (Candidates::WithApp, true) => pick_phone_sql!(
-            "phone_id IN (SELECT phone_id FROM phone_apps WHERE app_id = $5) AND ",
-            " LIMIT 1",
-            " FOR UPDATE SKIP LOCKED"
-        ),
-        (Candidates::WithApp, false) => pick_phone_sql!(
-            "phone_id IN (SELECT phone_id FROM phone_apps WHERE app_id = $5) AND ",
-            " LIMIT 1",
-            ""
-        ),
+        (Candidates::WithApp, true) => {
+            pick_phone_sql!(has_app_sql!(), " LIMIT 1", " FOR UPDATE SKIP LOCKED")
+        }
+        (Candidates::WithApp, false) => pick_phone_sql!(has_app_sql!(), " LIMIT 1", ""),
         (Candidates::Any, true) => pick_phone_sql!("", " LIMIT 1", " FOR UPDATE SKIP LOCKED"),
         (Candidates::Any, false) => pick_phone_sql!("", " LIMIT 1", ""),
     }
