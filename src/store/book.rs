@@ -495,23 +495,14 @@ pub(super) async fn mint_session<D: Sql>(
     }
     release_lapsed_holds(tx, req.now).await?;
     let Some(picked) = pick_phone(tx, req).await? else {
-        // A refusal is not an answer to replay: the retry may find a phone.
         if let Some(key) = &req.key {
-            let forget = "DELETE FROM mint_keys WHERE idempotency_key = $1";
-            tx.execute(forget, &args![key.key.as_str()]).await?;
+            forget_key(tx, key).await?;
         }
         return refusal(tx, req.pinned_phone.as_ref()).await;
     };
     insert_minted(tx, req, &picked.phone_id).await?;
     if let Some(key) = &req.key {
-        let answered = "UPDATE mint_keys SET server_id = $2, access_infos = $3 \
-                        WHERE idempotency_key = $1";
-        let args = args![
-            key.key.as_str(),
-            picked.server_id.as_deref(),
-            picked.access_infos.as_deref()
-        ];
-        tx.execute(answered, &args).await?;
+        keep_connect(tx, key, &picked).await?;
     }
     let phone_id = PhoneId::parse("phone_id", picked.phone_id)
         .map_err(|e| StoreError::Corrupt(format!("allocated phone: {e}")))?;
@@ -580,6 +571,30 @@ async fn claim_key(
         return Ok(Some(Allocation::KeyReused));
     }
     Ok(Some(Allocation::Replayed(Box::new(replay(stored)?))))
+}
+
+/// A refusal is not an answer to replay: the retry may find a phone.
+async fn forget_key(tx: &mut impl Sql, key: &MintKey) -> Result<(), StoreError> {
+    let forget = "DELETE FROM mint_keys WHERE idempotency_key = $1";
+    tx.execute(forget, &args![key.key.as_str()]).await?;
+    Ok(())
+}
+
+/// Where to connect as answered, so a replay answers the same even after phone sync changed
+/// the phone's access information.
+async fn keep_connect(
+    tx: &mut impl Sql,
+    key: &MintKey,
+    picked: &PickedPhone,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE mint_keys SET server_id = $2, access_infos = $3 WHERE idempotency_key = $1";
+    let args = args![
+        key.key.as_str(),
+        picked.server_id.as_deref(),
+        picked.access_infos.as_deref(),
+    ];
+    tx.execute(sql, &args).await?;
+    Ok(())
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
