@@ -194,3 +194,33 @@ impl SharedFleet {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Fleet;
+
+    fn with(fleet: &Fleet, app_id: &str) -> Vec<usize> {
+        (fleet.phones.iter().enumerate())
+            .filter(|(_, p)| p.apps.iter().any(|a| a == app_id))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    #[test]
+    fn deployments_take_the_phones_after_the_previous_ones_wrapping_around() {
+        let mut fleet = Fleet::new(8, 1);
+        fleet.deploy("a", 0.5);
+        fleet.deploy("b", 0.5);
+        fleet.deploy("c", 0.3);
+        fleet.deploy("all", 1.0);
+        fleet.deploy("tiny", 0.0);
+
+        assert_eq!(with(&fleet, "a"), [0, 1, 2, 3]);
+        assert_eq!(with(&fleet, "b"), [4, 5, 6, 7]);
+        assert_eq!(with(&fleet, "c"), [0, 1, 2], "0.3 of 8 rounds up to 3");
+        assert_eq!(with(&fleet, "all"), (0..8).collect::<Vec<_>>());
+        assert_eq!(with(&fleet, "tiny"), [3], "at least one phone");
+        let ids: Vec<&str> = fleet.apps.iter().map(|a| a.app_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "all", "tiny"]);
+    }
+}

@@ -271,8 +271,19 @@ mod tests {
         assert_eq!(options.lose_answers, [(Operation::Reset, 1)]);
         assert_eq!(options.lost_answer_status, 504);
         assert!(options.arrears);
+        assert_eq!(defaults.deployments(), [(DEFAULT_APP.to_owned(), 1.0)]);
+        let apps = Wrapper::try_parse_from(["simulate", "--app", "game.a:0.5", "--app", "lobby"])
+            .unwrap()
+            .options;
+        assert_eq!(
+            apps.deployments(),
+            [("game.a".to_owned(), 0.5), ("lobby".to_owned(), 1.0)]
+        );
         for bad in [
-            &["simulate", "--system-errors", "reboot=1"][..],
+            &["simulate", "--app", "game.a:1.5"][..],
+            &["simulate", "--app", ":0.5"],
+            &["simulate", "--app", "game.a:half"],
+            &["simulate", "--system-errors", "reboot=1"],
             &["simulate", "--system-errors", "restart"],
             &["simulate", "--lost-answer-status", "500"],
         ] {
