@@ -355,6 +355,13 @@ fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 impl Settings {
+    /// Whether a mint takes only a phone with the requested app: `access.match_app`, and a
+    /// control plane to learn from which apps are where (without one, matching would find no
+    /// phone at all). Every way of minting asks this.
+    pub fn matches_apps(&self) -> bool {
+        self.access.match_app && self.cph.is_configured()
+    }
+
     /// Loads the layers in the documented order. `config_dir` holds `$CPHUB_ENV.toml`.
     pub fn load(config_dir: &Path, extra_file: Option<&Path>) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));

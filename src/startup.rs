@@ -12,7 +12,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::api::{self, BearerTokens};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{AccessSettings, Settings};
 use crate::cph::properties::{PropertyError, callback_property};
 use crate::cph::sync::{PhoneSync, SyncLimits};
 use crate::cph::{CphClient, CphError};
@@ -280,11 +280,11 @@ fn http_server(
     let writer = web::Data::new(shared.writer);
     let tickets = web::Data::new(shared.tickets);
     let tokens = web::Data::new(BearerTokens::new(settings.api.tokens.clone()));
-    let mut access = settings.access.clone();
-    // Which apps are on which phones is known only from the control plane: without one,
-    // matching would find no phone at all.
-    access.match_app &= settings.cph.is_configured();
-    let access = web::Data::new(access);
+    // The handlers read the effective rule (`Settings::matches_apps`) from here.
+    let access = web::Data::new(AccessSettings {
+        match_app: settings.matches_apps(),
+        ..settings.access.clone()
+    });
     let fleet = web::Data::new(settings.fleet.clone());
     let usage = web::Data::new(settings.usage.clone());
     let base_path = web::Data::new(settings.callbacks.base_path.clone());

@@ -201,8 +201,9 @@ pub struct MintRequest {
     /// Phones not heard from since then are stale and not allocated.
     pub fresh_since: UtcTime,
     /// Take only a phone the book knows has `app_id` deployed (`phone_apps`, from phone
-    /// sync). Off without a control plane, which is the only source of that knowledge, and
-    /// with `access.match_app = false`. A pinned phone is taken as asked either way.
+    /// sync): `Settings::matches_apps`, off without a control plane (the only source of that
+    /// knowledge) and with `access.match_app = false`. A pinned phone is taken as asked
+    /// either way.
     pub match_app: bool,
     /// The request's `Idempotency-Key`, recorded in the mint's own transaction.
     pub key: Option<MintKey>,
