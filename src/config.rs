@@ -199,9 +199,17 @@ pub struct AccessSettings {
     pub data_encoding: Encoding,
     #[serde(deserialize_with = "positive")]
     pub sweep_interval_ms: u64,
+    /// Mint only on a phone that has the requested app (needs `cph.endpoint`).
+    pub match_app: bool,
+    /// How long an `Idempotency-Key` of `POST /api/v1/sessions` is remembered.
+    #[serde(deserialize_with = "positive")]
+    pub idempotency_ttl_secs: u64,
 }
 
 impl AccessSettings {
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_ttl_secs)
+    }
     pub fn ticket_ttl(&self) -> Duration {
         Duration::from_secs(self.ticket_ttl_secs)
     }
@@ -260,6 +268,8 @@ pub struct CphSettings {
     pub job_deadline_secs: u64,
     #[serde(deserialize_with = "positive")]
     pub sync_interval_secs: u64,
+    /// At most this many phone details (4.3.2) read per sync, for their access information.
+    pub detail_reads_per_sync: usize,
     pub auth: CphAuthSettings,
 }
 
@@ -345,6 +355,13 @@ fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 impl Settings {
+    /// Whether a mint takes only a phone with the requested app: `access.match_app`, and a
+    /// control plane to learn from which apps are where (without one, matching would find no
+    /// phone at all). Every way of minting asks this.
+    pub fn matches_apps(&self) -> bool {
+        self.access.match_app && self.cph.is_configured()
+    }
+
     /// Loads the layers in the documented order. `config_dir` holds `$CPHUB_ENV.toml`.
     pub fn load(config_dir: &Path, extra_file: Option<&Path>) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));

@@ -12,9 +12,10 @@ use tracing_actix_web::TracingLogger;
 
 use crate::api::{self, BearerTokens};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{AccessSettings, Settings};
 use crate::cph::properties::{PropertyError, callback_property};
-use crate::cph::{CphClient, CphError, sync::PhoneSync};
+use crate::cph::sync::{PhoneSync, SyncLimits};
+use crate::cph::{CphClient, CphError};
 use crate::http::api_document::ApiDocument;
 use crate::http::{error::not_found, request_id, route};
 use crate::metrics::{self, Metrics};
@@ -128,6 +129,9 @@ impl Application {
                     Arc::clone(&store),
                     Arc::clone(&clock),
                     std::time::Duration::from_secs(settings.cph.sync_interval_secs),
+                    SyncLimits {
+                        detail_reads_per_sync: settings.cph.detail_reads_per_sync,
+                    },
                 );
                 let reset_property = reset_property(&settings)?;
                 let watchdog = settings.watchdog.enabled.then(|| {
@@ -276,7 +280,11 @@ fn http_server(
     let writer = web::Data::new(shared.writer);
     let tickets = web::Data::new(shared.tickets);
     let tokens = web::Data::new(BearerTokens::new(settings.api.tokens.clone()));
-    let access = web::Data::new(settings.access.clone());
+    // The handlers read the effective rule (`Settings::matches_apps`) from here.
+    let access = web::Data::new(AccessSettings {
+        match_app: settings.matches_apps(),
+        ..settings.access.clone()
+    });
     let fleet = web::Data::new(settings.fleet.clone());
     let usage = web::Data::new(settings.usage.clone());
     let base_path = web::Data::new(settings.callbacks.base_path.clone());

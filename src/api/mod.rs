@@ -83,6 +83,8 @@ pub enum ApiError {
     NoFreePhone,
     #[error("the phone is not free (in a session, held for one, or stale)")]
     PhoneBusy,
+    #[error("this Idempotency-Key was used with another request body")]
+    IdempotencyKeyReused,
     #[error("query failed")]
     Store(#[from] StoreError),
     #[error("the CPH management API is not configured (cph.endpoint)")]
@@ -109,6 +111,7 @@ impl ApiError {
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::NoFreePhone => ErrorCode::NoFreePhone,
             ApiError::PhoneBusy => ErrorCode::PhoneBusy,
+            ApiError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             ApiError::CphNotConfigured => ErrorCode::CphNotConfigured,
             ApiError::RecoveryRefused(_) => ErrorCode::RecoveryRefused,
             ApiError::Store(e) if e.is_retryable() => ErrorCode::Unavailable,

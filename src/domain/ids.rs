@@ -100,6 +100,13 @@ id_type!(
     128
 );
 
+id_type!(
+    /// The `Idempotency-Key` header of a mint: the platform's name for one attempt to start
+    /// a game, repeated on its retries. A UUID fits.
+    IdempotencyKey,
+    128
+);
+
 /// The phone's free-text error description. Kept as sent, but bounded, and with any NUL
 /// character replaced by U+FFFD: PostgreSQL cannot store NUL in text, and refusing the
 /// event over its error message would lose a billing event.

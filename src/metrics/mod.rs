@@ -34,6 +34,8 @@ pub struct Metrics {
     pub sessions_ended: IntCounterVec,
     pub session_duration: HistogramVec,
     pub run_time_mismatches: IntCounter,
+    /// Accepted enters naming another app than the session was minted for.
+    pub app_mismatches: IntCounter,
     pub sign_checks: IntCounterVec,
     pub events: IntCounterVec,
     pub heartbeats: IntCounter,
@@ -136,6 +138,10 @@ impl Metrics {
                 "cphub_events_total",
                 "Enter/quit deliveries by outcome",
                 &["type", "outcome"],
+            ),
+            app_mismatches: single(
+                "cphub_enter_app_mismatches_total",
+                "Accepted enters whose app_id is not the one the session was minted for",
             ),
             heartbeats: single("cphub_heartbeats_total", "Heartbeats accepted"),
             recoveries: counter(

@@ -38,6 +38,8 @@ pub struct SimPhone {
     /// Bumped by every restart or reset: a phone task that sees it change starts over
     /// (its session, if any, is lost, as on a real reboot).
     pub boots: u64,
+    /// Ids of the applications deployed on the phone (chapter 5.1.2), in deployment order.
+    pub apps: Vec<String>,
 }
 
 impl SimPhone {
@@ -69,6 +71,29 @@ pub struct SimJob {
     pub error_msg: Option<String>,
 }
 
+/// An application of the control plane (chapter 5.1.3, Table 5-6).
+#[derive(Debug, Clone)]
+pub struct SimApp {
+    pub app_id: String,
+    pub name: String,
+    pub package_name: String,
+    pub version_code: String,
+    pub version_name: String,
+}
+
+impl SimApp {
+    /// An app whose name and package are made from its id.
+    fn new(app_id: &str) -> SimApp {
+        SimApp {
+            app_id: app_id.to_owned(),
+            name: app_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "_"),
+            package_name: format!("com.simulator.{}", app_id.replace(':', "_")),
+            version_code: "1".into(),
+            version_name: "1.0.0".into(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Fleet {
     /// In creation order (the list API answers newest first, chapter 4.3.1).
@@ -78,6 +103,10 @@ pub struct Fleet {
     /// them off until its faults start, so setting the fleet up (pointing the phones at
     /// cphub, which takes a restart) is not itself a fault; a bare fleet has them on.
     pub job_failures_on: bool,
+    /// The control plane's applications, in creation order (5.1.3 lists newest first).
+    pub apps: Vec<SimApp>,
+    /// Where the next deployment's phones start (see [`Fleet::deploy`]).
+    deployed: usize,
 }
 
 impl Fleet {
@@ -94,13 +123,37 @@ impl Fleet {
                 pending_properties: BTreeMap::new(),
                 faults: PhoneFaults::default(),
                 boots: 0,
+                apps: Vec::new(),
             })
             .collect();
         Fleet {
             phones,
             jobs: HashMap::new(),
             job_failures_on: true,
+            apps: Vec::new(),
+            deployed: 0,
         }
+    }
+
+    /// Deploys `app_id` on `share` (0.0..=1.0) of the phones, at least one: the phones after
+    /// those the previous deployment took, wrapping around, so two apps at 0.5 each split
+    /// the fleet and an app at 1.0 is on every phone.
+    pub fn deploy(&mut self, app_id: &str, share: f64) {
+        let count = self.phones.len();
+        if count == 0 {
+            return;
+        }
+        if !self.apps.iter().any(|app| app.app_id == app_id) {
+            self.apps.push(SimApp::new(app_id));
+        }
+        let phones = ((count as f64 * share.clamp(0.0, 1.0)).ceil() as usize).clamp(1, count);
+        for offset in 0..phones {
+            let phone = &mut self.phones[(self.deployed + offset) % count];
+            if !phone.apps.iter().any(|a| a == app_id) {
+                phone.apps.push(app_id.to_owned());
+            }
+        }
+        self.deployed = (self.deployed + phones) % count;
     }
 
     pub fn phone(&self, phone_id: &str) -> Option<&SimPhone> {
@@ -139,5 +192,35 @@ impl SharedFleet {
 
     pub fn lock(&self) -> MutexGuard<'_, Fleet> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fleet;
+
+    fn with(fleet: &Fleet, app_id: &str) -> Vec<usize> {
+        (fleet.phones.iter().enumerate())
+            .filter(|(_, p)| p.apps.iter().any(|a| a == app_id))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    #[test]
+    fn deployments_take_the_phones_after_the_previous_ones_wrapping_around() {
+        let mut fleet = Fleet::new(8, 1);
+        fleet.deploy("a", 0.5);
+        fleet.deploy("b", 0.5);
+        fleet.deploy("c", 0.3);
+        fleet.deploy("all", 1.0);
+        fleet.deploy("tiny", 0.0);
+
+        assert_eq!(with(&fleet, "a"), [0, 1, 2, 3]);
+        assert_eq!(with(&fleet, "b"), [4, 5, 6, 7]);
+        assert_eq!(with(&fleet, "c"), [0, 1, 2], "0.3 of 8 rounds up to 3");
+        assert_eq!(with(&fleet, "all"), (0..8).collect::<Vec<_>>());
+        assert_eq!(with(&fleet, "tiny"), [3], "at least one phone");
+        let ids: Vec<&str> = fleet.apps.iter().map(|a| a.app_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "all", "tiny"]);
     }
 }

@@ -17,7 +17,7 @@ use actix_web::dev::ServerHandle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use options::SimOptions;
+pub use options::{DEFAULT_APP, SimOptions};
 pub use stats::{PlayedSession, Stats};
 
 use control_plane::{ControlPlaneFaults, ControlPlaneSettings};
@@ -44,6 +44,9 @@ impl Simulator {
         phones.job_failures_on = !options.has_faults();
         let fleet = SharedFleet::new(phones);
         fleet.lock().set_operator_properties(&options.properties);
+        for (app_id, share) in options.deployments() {
+            fleet.lock().deploy(&app_id, share);
+        }
         let listener = TcpListener::bind(options.cph_listen)?;
         let cph_port = listener.local_addr()?.port();
         let settings = control_plane_settings(&options);

@@ -75,6 +75,11 @@ pub struct SimOptions {
     /// again wipes it, as a real one would (chapter 4.3.5).
     #[arg(long = "property", value_parser = key_value)]
     pub properties: Vec<(String, String)>,
+    /// `ID[:SHARE]`: an application deployed on SHARE (0 to 1, default 1) of the phones
+    /// (chapter 5.1.2), each app on the phones after the previous app's, wrapping around;
+    /// repeatable. Players ask for the apps in turn. Without any: `sim.game` on every phone.
+    #[arg(long = "app", value_parser = app_share)]
+    pub apps: Vec<(String, f64)>,
     /// Chance that an enter or quit event is delivered twice.
     #[arg(long, default_value_t = 0.0)]
     pub duplicate_rate: f64,
@@ -97,7 +102,8 @@ pub struct SimOptions {
     #[arg(long, default_value_t = 0.0)]
     pub job_failure_rate: f64,
     /// `OPERATION=N`: the next N calls of the operation (list_phones, show_phone,
-    /// update_property, restart, reset, stop, show_job, list_jobs) are answered 400 CPS.0003
+    /// update_property, restart, reset, stop, show_job, list_jobs, list_apps, app_phones)
+    /// are answered 400 CPS.0003
     /// (chapter 7.2 "System error", nothing done). Repeatable.
     #[arg(long, value_parser = operation_count)]
     pub system_errors: Vec<(Operation, u32)>,
@@ -127,7 +133,32 @@ fn key_value(text: &str) -> Result<(String, String), String> {
     Ok((key.to_owned(), value.to_owned()))
 }
 
+/// The app every phone has when no `--app` is given.
+pub const DEFAULT_APP: &str = "sim.game";
+
+fn app_share(text: &str) -> Result<(String, f64), String> {
+    let (app_id, share) = text.split_once(':').unwrap_or((text, "1"));
+    let share: f64 = share
+        .parse()
+        .map_err(|e| format!("{share:?} is not a share: {e}"))?;
+    if app_id.is_empty() || !(0.0..=1.0).contains(&share) {
+        return Err(format!(
+            "expected ID[:SHARE] with SHARE in 0..1, got {text:?}"
+        ));
+    }
+    Ok((app_id.to_owned(), share))
+}
+
 impl SimOptions {
+    /// The applications and their shares of the fleet (`--app`, or [`DEFAULT_APP`] on all).
+    pub fn deployments(&self) -> Vec<(String, f64)> {
+        if self.apps.is_empty() {
+            vec![(DEFAULT_APP.to_owned(), 1.0)]
+        } else {
+            self.apps.clone()
+        }
+    }
+
     /// The documented defaults, as `cphub simulate` with no flags would use.
     pub fn defaults() -> SimOptions {
         use clap::Parser;
@@ -240,8 +271,19 @@ mod tests {
         assert_eq!(options.lose_answers, [(Operation::Reset, 1)]);
         assert_eq!(options.lost_answer_status, 504);
         assert!(options.arrears);
+        assert_eq!(defaults.deployments(), [(DEFAULT_APP.to_owned(), 1.0)]);
+        let apps = Wrapper::try_parse_from(["simulate", "--app", "game.a:0.5", "--app", "lobby"])
+            .unwrap()
+            .options;
+        assert_eq!(
+            apps.deployments(),
+            [("game.a".to_owned(), 0.5), ("lobby".to_owned(), 1.0)]
+        );
         for bad in [
-            &["simulate", "--system-errors", "reboot=1"][..],
+            &["simulate", "--app", "game.a:1.5"][..],
+            &["simulate", "--app", ":0.5"],
+            &["simulate", "--app", "game.a:half"],
+            &["simulate", "--system-errors", "reboot=1"],
             &["simulate", "--system-errors", "restart"],
             &["simulate", "--lost-answer-status", "500"],
         ] {

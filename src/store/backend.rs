@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use super::sql::Sql;
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
-    MintRequest, NewRecovery, Phone, PhoneHealth, ReceivedEvent, Recovery, SessionFilter, Store,
-    StoreError, Verification, book,
+    MintRequest, NewRecovery, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery, SessionFilter,
+    Store, StoreError, Verification, book,
 };
 use crate::access::Issued;
-use crate::domain::{Heartbeat, PhoneId, Session, SessionId, UtcTime};
+use crate::domain::{AppId, Heartbeat, PhoneId, Session, SessionId, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
 
 /// A database the session book can live in. The connection handling (SQLite's single writer
@@ -116,10 +116,16 @@ impl<B: Backend> Store for B {
         &self,
         fresh_since: UtcTime,
         after: Option<&PhoneId>,
+        app: Option<&AppId>,
         limit: i64,
     ) -> Result<Vec<Phone>, StoreError> {
-        let found = book::phones(&mut self.reader(), fresh_since, after, limit).await;
+        let found = book::phones(&mut self.reader(), fresh_since, after, app, limit).await;
         found.map_err(during("phones"))
+    }
+
+    async fn phone_apps(&self, phone_id: &PhoneId) -> Result<Vec<PhoneApp>, StoreError> {
+        let found = book::phone_apps(&mut self.reader(), phone_id).await;
+        found.map_err(during("phone_apps"))
     }
 
     async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError> {
@@ -215,6 +221,16 @@ impl<B: Backend> Store for B {
     ) -> Result<(), StoreError> {
         let synced = in_transaction!(self, sync_phones(phones, now));
         synced.map_err(during("sync_phones"))
+    }
+
+    async fn sync_phone_apps(&self, apps: &[PhoneApp], now: UtcTime) -> Result<(), StoreError> {
+        let synced = in_transaction!(self, sync_phone_apps(apps, now));
+        synced.map_err(during("sync_phone_apps"))
+    }
+
+    async fn access_read(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let found = book::access_read(&mut self.reader()).await;
+        found.map_err(during("access_read"))
     }
 
     async fn record_cph_status(

@@ -554,7 +554,7 @@ async fn status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alon
     );
     let minted = fleet
         .app
-        .mint_ok(&serde_json::json!({"app_id": "game", "user_id": "u-2"}))
+        .mint_ok(&serde_json::json!({"app_id": cphub::simulator::DEFAULT_APP, "user_id": "u-2"}))
         .await;
     assert_eq!(
         minted["phone_id"],

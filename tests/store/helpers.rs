@@ -286,6 +286,8 @@ pub fn mint_request(m: &Mint<'_>) -> MintRequest {
         hold_until: at(m.hold_until),
         now: at(m.now),
         fresh_since: at(m.fresh_since),
+        match_app: false,
+        key: None,
     }
 }
 
@@ -299,7 +301,7 @@ pub async fn mint(store: &impl Book, m: Mint<'_>) -> Allocation {
 /// The phone a mint allocated, or None when it refused.
 pub fn allocated(allocation: &Allocation) -> Option<String> {
     match allocation {
-        Allocation::Allocated { phone_id } => Some(phone_id.to_string()),
+        Allocation::Allocated { phone_id, .. } => Some(phone_id.to_string()),
         _ => None,
     }
 }
