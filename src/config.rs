@@ -199,6 +199,10 @@ pub struct AccessSettings {
     pub data_encoding: Encoding,
     #[serde(deserialize_with = "positive")]
     pub sweep_interval_ms: u64,
+    #[serde(deserialize_with = "positive")]
+    pub queue_ttl_secs: u64,
+    #[serde(deserialize_with = "positive")]
+    pub queue_assign_interval_ms: u64,
 }
 
 impl AccessSettings {
@@ -213,6 +217,12 @@ impl AccessSettings {
     }
     pub fn replay_grace(&self) -> Duration {
         Duration::from_secs(self.replay_grace_secs)
+    }
+    pub fn queue_ttl(&self) -> Duration {
+        Duration::from_secs(self.queue_ttl_secs)
+    }
+    pub fn queue_assign_interval(&self) -> Duration {
+        Duration::from_millis(self.queue_assign_interval_ms)
     }
 }
 

@@ -18,6 +18,7 @@ use crate::cph::{CphClient, CphError, sync::PhoneSync};
 use crate::http::api_document::ApiDocument;
 use crate::http::{error::not_found, request_id, route};
 use crate::metrics::{self, Metrics};
+use crate::queue::{Queue, QueueTask};
 use crate::receiver;
 use crate::routes;
 use crate::store::{
@@ -59,6 +60,7 @@ pub struct Application {
     sweeper: HoldSweeper,
     phone_sync: Option<PhoneSync>,
     watchdog_task: Option<WatchdogTask>,
+    queue_task: QueueTask,
     writer_tasks: [JoinHandle<()>; 2],
 }
 
@@ -146,6 +148,14 @@ impl Application {
             false => (None, None),
         };
         let watchdog_task = watchdog.as_ref().map(Watchdog::spawn);
+        let queue = Arc::new(Queue::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            settings.access.clone(),
+            settings.fleet.clone(),
+        ));
+        let queue_task = Arc::clone(&queue).spawn();
         if settings.api.tokens.is_empty() {
             tracing::warn!("api.tokens is empty: the operator API will refuse every request");
         }
@@ -157,6 +167,7 @@ impl Application {
             clock,
             metrics,
             watchdog,
+            queue,
         };
         let metrics_server = match settings.metrics.listen {
             Some(addr) => Some(metrics_server(&settings, addr, &shared)?),
@@ -172,6 +183,7 @@ impl Application {
             sweeper,
             phone_sync,
             watchdog_task,
+            queue_task,
             writer_tasks: [events_task, tickets_task],
         })
     }
@@ -200,6 +212,7 @@ impl Application {
             let _ = task.await;
         }
         self.sweeper.stop();
+        self.queue_task.stop();
         if let Some(sync) = self.phone_sync {
             sync.stop();
         }
@@ -229,6 +242,7 @@ struct Shared {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     watchdog: Option<Arc<Watchdog>>,
+    queue: Arc<Queue>,
 }
 
 /// `/metrics` on its own listener (`metrics.listen`), e.g. reachable only by Prometheus.
@@ -286,6 +300,7 @@ fn http_server(
     let metrics = web::Data::from(shared.metrics);
     let metrics_here = settings.metrics.listen.is_none();
     let watchdog = shared.watchdog.map(web::Data::new);
+    let queue = web::Data::from(shared.queue);
     let callbacks = settings.callbacks.clone();
     let api_settings = settings.api.clone();
     let mut server = HttpServer::new(move || {
@@ -305,6 +320,7 @@ fn http_server(
             .app_data(base_path.clone())
             .app_data(document.clone())
             .app_data(metrics.clone())
+            .app_data(queue.clone())
             .configure(|cfg| {
                 if let Some(watchdog) = &watchdog {
                     cfg.app_data(watchdog.clone());

@@ -8,11 +8,13 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiError;
 use crate::access::{self, MintedAccess};
 use crate::clock::Clock;
-use crate::config::{AccessSettings, FleetSettings};
+use crate::config::{AccessSettings, Encoding, FleetSettings};
 use crate::domain::{AppId, PhoneId, Session, SessionId, UserId, UtcTime};
 use crate::domain::{ParseError, Problem, SessionState};
 use crate::http::error::ErrorBody;
-use crate::store::{Allocation, EventRecord, MintRequest, SessionFilter, SessionFilterArgs, Store};
+use crate::store::{
+    Allocation, EventRecord, MintRequest, MintTimes, SessionFilter, SessionFilterArgs, Store,
+};
 
 fn refusal(error: ApiError) -> HttpResponse {
     use actix_web::ResponseError;
@@ -62,7 +64,7 @@ pub(super) struct MintedSession {
         (status = 404, description = "`CPHUB.NOT_FOUND`: the pinned `phone_id` is unknown", body = ErrorBody),
         (status = 409, description = "`CPHUB.PHONE_BUSY`: the pinned phone is not free", body = ErrorBody),
         (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
-        (status = 503, description = "`CPHUB.NO_FREE_PHONE` or `CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`CPHUB.NO_FREE_PHONE` (players waiting in the queue for the app come first) or `CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),
 )]
 #[tracing::instrument(name = "mint session", skip_all, fields(session_id, phone_id))]
@@ -80,19 +82,17 @@ pub(super) async fn mint(
         .phone_id
         .map(|p| PhoneId::parse("phone_id", p))
         .transpose()?;
-    let now = clock.now();
-    let auth_ts = now.plus(access.ticket_ttl()).epoch_millis();
-    let expires_at = UtcTime::from_epoch_millis(auth_ts).unwrap_or(now);
+    let times = MintTimes::new(clock.now(), &access, &fleet);
     let request = MintRequest {
         access: MintedAccess::mint(),
         app_id,
         user_id,
         pinned_phone: pinned,
-        auth_ts,
+        auth_ts: times.auth_ts,
         // The sign check may come as late as auth_ts plus the allowed skew.
-        hold_until: expires_at.plus(access.clock_skew()),
-        now,
-        fresh_since: now.minus(fleet.stale_after()),
+        hold_until: times.hold_until,
+        now: times.now,
+        fresh_since: times.fresh_since,
     };
     // A full fleet is an everyday answer, not a failure: sent as a plain response so it is
     // not logged as an error.
@@ -106,15 +106,28 @@ pub(super) async fn mint(
     let span = tracing::Span::current();
     span.record("session_id", minted.session_id.as_str());
     span.record("phone_id", phone_id.as_str());
-    Ok(HttpResponse::Created().json(MintedSession {
-        session_id: minted.session_id.clone(),
-        ticket: minted.ticket.expose().to_owned(),
-        aes_key: access::encode(access.key_encoding, minted.aes_key.bytes()),
-        auth_ts: auth_ts.to_string(),
-        expires_at,
-        phone_id,
-        state: SessionState::Minted,
-    }))
+    let body = MintedSession::new(&request.access, &times, phone_id, access.key_encoding);
+    Ok(HttpResponse::Created().json(body))
+}
+
+impl MintedSession {
+    /// The answer for a session minted (or, from the queue, issued) with `minted`.
+    pub(super) fn new(
+        minted: &MintedAccess,
+        times: &MintTimes,
+        phone_id: PhoneId,
+        key_encoding: Encoding,
+    ) -> MintedSession {
+        MintedSession {
+            session_id: minted.session_id.clone(),
+            ticket: minted.ticket.expose().to_owned(),
+            aes_key: access::encode(key_encoding, minted.aes_key.bytes()),
+            auth_ts: times.auth_ts.to_string(),
+            expires_at: times.expires_at(),
+            phone_id,
+            state: SessionState::Minted,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]

@@ -3,12 +3,14 @@
 
 mod event;
 mod ids;
+mod queue;
 mod recovery;
 mod session;
 mod time;
 
 pub use event::{EventKind, GameEvent, Heartbeat};
-pub use ids::{AppId, ErrorMsg, PhoneId, SessionId, UserId};
+pub use ids::{AppId, ErrorMsg, PhoneId, QueueId, SessionId, UserId};
+pub use queue::{Priority, WaitSecs};
 pub use recovery::{Action, Outcome, Reason, RecoveryMark};
 pub use session::{EndReason, Session, SessionState};
 pub use time::UtcTime;

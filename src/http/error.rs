@@ -29,6 +29,7 @@ pub enum ErrorCode {
     TicketReplayed,
     PhoneBusy,
     NoFreePhone,
+    QueueEntryClosed,
     RecoveryRefused,
     CphNotConfigured,
     Unavailable,
@@ -36,7 +37,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -55,6 +56,7 @@ impl ErrorCode {
         ErrorCode::TicketReplayed,
         ErrorCode::PhoneBusy,
         ErrorCode::NoFreePhone,
+        ErrorCode::QueueEntryClosed,
         ErrorCode::RecoveryRefused,
         ErrorCode::CphNotConfigured,
         ErrorCode::Unavailable,
@@ -81,6 +83,7 @@ impl ErrorCode {
             ErrorCode::TicketReplayed => "CPHUB.TICKET_REPLAYED",
             ErrorCode::PhoneBusy => "CPHUB.PHONE_BUSY",
             ErrorCode::NoFreePhone => "CPHUB.NO_FREE_PHONE",
+            ErrorCode::QueueEntryClosed => "CPHUB.QUEUE_ENTRY_CLOSED",
             ErrorCode::RecoveryRefused => "CPHUB.RECOVERY_REFUSED",
             ErrorCode::CphNotConfigured => "CPHUB.CPH_NOT_CONFIGURED",
             ErrorCode::Unavailable => "CPHUB.UNAVAILABLE",
@@ -107,6 +110,7 @@ impl ErrorCode {
             | ErrorCode::DecryptFailed
             | ErrorCode::TicketReplayed => StatusCode::FORBIDDEN,
             ErrorCode::PhoneBusy | ErrorCode::RecoveryRefused => StatusCode::CONFLICT,
+            ErrorCode::QueueEntryClosed => StatusCode::GONE,
             ErrorCode::NoFreePhone | ErrorCode::CphNotConfigured | ErrorCode::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

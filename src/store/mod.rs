@@ -17,6 +17,7 @@ mod filter;
 mod group_commit;
 mod heartbeat_buffer;
 mod postgres;
+mod queue;
 mod sql;
 mod sqlite;
 mod usage;
@@ -28,7 +29,7 @@ use async_trait::async_trait;
 use crate::access::{Issued, MintedAccess};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::domain::{
-    Action, AppId, GameEvent, Heartbeat, Outcome, PhoneId, Reason, RecoveryMark, Session,
+    Action, AppId, GameEvent, Heartbeat, Outcome, PhoneId, QueueId, Reason, RecoveryMark, Session,
     SessionId, UserId, UtcTime,
 };
 use crate::usage::{UsageQuery, UsageRow};
@@ -39,6 +40,7 @@ pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use postgres::PostgresStore;
+pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, Seat};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -372,9 +374,52 @@ pub trait Store: Send + Sync + 'static {
     /// Tries to become the acting replica; None while another holds it.
     async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError>;
 
-    /// Releases lapsed holds, then atomically picks an idle phone (or the pinned one), holds
-    /// it and records the minted session; concurrent calls never get the same phone.
+    /// Releases lapsed holds, serves the wait queue (so players already waiting get free
+    /// phones first), then atomically picks an idle phone (or the pinned one), holds it and
+    /// records the minted session; concurrent calls never get the same phone.
     async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError>;
+
+    /// Adds the entry at the back of its app's queue and serves the queue in the same
+    /// transaction, so an entry that finds a free phone is assigned at once.
+    async fn join_queue(&self, entry: &NewQueueEntry, times: &MintTimes) -> Result<(), StoreError>;
+
+    /// The live entry with its place; None once it left, expired or never was.
+    async fn queue_entry(
+        &self,
+        queue_id: &QueueId,
+        now: UtcTime,
+    ) -> Result<Option<QueueEntry>, StoreError>;
+
+    /// Live entries per app in serving order (assigned ones first).
+    async fn queue_entries(&self, now: UtcTime, limit: i64) -> Result<Vec<QueueEntry>, StoreError>;
+
+    /// Moves a live entry's expiry on; false when it is gone.
+    async fn extend_queue_entry(
+        &self,
+        queue_id: &QueueId,
+        now: UtcTime,
+        expires_at: UtcTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Issues the ticket of an assigned entry's session (see `store/queue.rs`).
+    async fn issue_queued_session(&self, issue: &QueueIssue) -> Result<Issue, StoreError>;
+
+    /// Takes the entry out of the queue; false when there was none.
+    async fn leave_queue(&self, queue_id: &QueueId, now: UtcTime) -> Result<bool, StoreError>;
+
+    /// One pass of the queue: drops expired entries, then gives free phones to the heads.
+    /// The entries that expired unserved, and those assigned.
+    async fn serve_queue(&self, times: &MintTimes) -> Result<(u64, u64), StoreError>;
+
+    /// Waiting entries per app.
+    async fn queue_lengths(&self, now: UtcTime) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Sessions of the app started since then (the queue's wait estimate).
+    async fn sessions_started_since(
+        &self,
+        app_id: &AppId,
+        since: UtcTime,
+    ) -> Result<i64, StoreError>;
 
     /// The access data of a session cphub minted; None for unknown or direct-mode sessions.
     async fn issued_access(&self, session_id: &SessionId) -> Result<Option<Issued>, StoreError>;
