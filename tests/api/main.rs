@@ -18,6 +18,7 @@ mod metrics;
 mod openapi;
 mod pagination;
 mod phone_sync;
+mod queue;
 mod schemathesis;
 mod session_list;
 mod simulation;
