@@ -435,7 +435,40 @@ async fn bad_queue_input_is_refused_with_a_code(backend: Backend) {
     assert_eq!(waiting(&app, id).await["position"], 1);
 }
 
+/// `cphub queue list` reads the queue from the database: the assigned entry first, then the
+/// waiting ones in serving order, with the positions the API answers.
+async fn the_cli_lists_the_queue_in_serving_order(backend: Backend) {
+    let app = TestApp::spawn_with(backend, PATIENT_FLEET).await;
+    let playing = full_fleet(&app, 1).await;
+    let served = join(&app, "served", None).await;
+    let later = join(&app, "later", None).await;
+    let urgent = join(&app, "urgent", Some(9)).await;
+    end(&app, &playing[0]).await;
+    app.wait_for_phone("p-1", |p| p["state"] == "allocated")
+        .await;
+
+    let out = app.cli(&["queue", "list", "--format", "json"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<(&str, i64)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (field(e, "queue_id"), e["position"].as_i64().unwrap()))
+        .collect();
+    let expected = [
+        (queue_id(&urgent), 0),
+        (queue_id(&served), 1),
+        (queue_id(&later), 2),
+    ];
+    assert_eq!(rows, expected, "the urgent entry got the phone: {listed}");
+    let out = app.cli(&["queue", "list"]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(queue_id(&later)));
+}
+
 backend_tests!(
+    the_cli_lists_the_queue_in_serving_order,
     a_queue_is_served_in_order_as_sessions_end,
     a_higher_priority_is_served_first,
     leaving_frees_the_place,
