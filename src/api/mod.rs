@@ -40,7 +40,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::POST, "/sessions", sessions::mint),
         Endpoint::new(Method::GET, "/sessions", sessions::list),
         Endpoint::new(Method::GET, "/sessions/{session_id}", sessions::show),
-        Endpoint::new(Method::POST, "/queue", queue::join),
+        Endpoint::new(Method::POST, "/queue", queue::join).with_body_limit(queue::BODY_LIMIT),
         Endpoint::new(Method::GET, "/queue/{queue_id}", queue::poll),
         Endpoint::new(Method::DELETE, "/queue/{queue_id}", queue::leave),
         Endpoint::new(Method::GET, "/phones", phones::list),

@@ -14,6 +14,10 @@ use crate::domain::{AppId, Priority, QueueId, UserId, UtcTime, WaitSecs};
 use crate::http::error::ErrorBody;
 use crate::queue::{Place, Polled, Queue};
 
+/// A join is two ids of at most 128 characters and a number: 1 KiB is plenty, and a
+/// client sending more is broken or hostile, so it is refused before parsing.
+pub(super) const BODY_LIMIT: usize = 1024;
+
 #[derive(Deserialize, ToSchema)]
 pub(super) struct JoinBody {
     #[schema(value_type = AppId)]

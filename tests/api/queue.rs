@@ -416,6 +416,13 @@ async fn bad_queue_input_is_refused_with_a_code(backend: Backend) {
             "{case}: {error}"
         );
     }
+    let padded = json!({"app_id": GAME, "user_id": "u", "padding": "x".repeat(1024)});
+    assert_error(
+        post_queue(&app, &padded).await,
+        413,
+        "CPHUB.PAYLOAD_TOO_LARGE",
+    )
+    .await;
     let place = join(&app, "u", None).await;
     let id = queue_id(&place);
     for query in ["wait_secs=31", "wait_secs=-1", "wait_secs=soon"] {
