@@ -26,7 +26,8 @@ pub(super) struct JoinBody {
     #[schema(value_type = UserId)]
     user_id: String,
     /// 0 (default) to 100: higher is served first, equal priorities in arrival order.
-    #[serde(default)]
+    /// `5.0` is 5, as JSON Schema reads it.
+    #[serde(default, deserialize_with = "crate::receiver::optional_integer")]
     #[schema(minimum = 0, maximum = 100)]
     priority: Option<i64>,
 }
@@ -122,7 +123,7 @@ pub(super) struct PollQuery {
         (status = 201, description = "A phone is held for the player: the session, as `POST /sessions` answers it", body = MintedSession),
         (status = 400, description = "`CPHUB.INVALID_FIELD`: a bad id, or `wait_secs` over 30", body = ErrorBody),
         (status = 404, description = "`CPHUB.NOT_FOUND`: never joined, left, or expired", body = ErrorBody),
-        (status = 410, description = "`CPHUB.QUEUE_ENTRY_CLOSED`: served, and the session has moved on", body = ErrorBody),
+        (status = 409, description = "`CPHUB.QUEUE_ENTRY_CLOSED`: served, and the session has moved on", body = ErrorBody),
         (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),
 )]

@@ -109,8 +109,9 @@ impl ErrorCode {
             | ErrorCode::EncryptedDataRequired
             | ErrorCode::DecryptFailed
             | ErrorCode::TicketReplayed => StatusCode::FORBIDDEN,
-            ErrorCode::PhoneBusy | ErrorCode::RecoveryRefused => StatusCode::CONFLICT,
-            ErrorCode::QueueEntryClosed => StatusCode::GONE,
+            ErrorCode::PhoneBusy | ErrorCode::RecoveryRefused | ErrorCode::QueueEntryClosed => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::NoFreePhone | ErrorCode::CphNotConfigured | ErrorCode::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

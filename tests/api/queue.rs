@@ -248,7 +248,13 @@ async fn a_higher_priority_is_served_first(backend: Backend) {
     let app = TestApp::spawn_with(backend, PATIENT_FLEET).await;
     let playing = full_fleet(&app, 1).await;
     let early = join(&app, "early", None).await;
-    let urgent = join(&app, "urgent", Some(50)).await;
+    // 50.0 is the integer 50 in JSON, as JSON Schema reads it.
+    let res = post_queue(
+        &app,
+        &json!({"app_id": GAME, "user_id": "urgent", "priority": 50.0}),
+    )
+    .await;
+    let urgent: Value = res.json().await.unwrap();
     assert_eq!(urgent["position"], 1, "{urgent}");
     assert_eq!(waiting(&app, queue_id(&early)).await["position"], 2);
 
@@ -381,7 +387,7 @@ async fn a_repeated_poll_reissues_the_ticket_until_it_is_used(backend: Backend) 
     let res = app.sign_check(&check(&again)).await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     let res = poll(&app, queue_id(&place), 0).await;
-    assert_error(res, 410, "CPHUB.QUEUE_ENTRY_CLOSED").await;
+    assert_error(res, 409, "CPHUB.QUEUE_ENTRY_CLOSED").await;
 }
 
 /// Bad input gets a 4xx with a stable code, and changes nothing.
