@@ -235,6 +235,14 @@ pub(super) async fn extend(
     Ok(entry(tx, queue_id, now).await?.is_some())
 }
 
+/// Whether the table has no rows at all (live, expired or served): then a pass has nothing
+/// to do and need not take the write lock.
+pub(super) async fn is_empty(db: &mut impl Sql) -> Result<bool, StoreError> {
+    let sql = "SELECT 1 FROM queue_entries LIMIT 1";
+    let any: Option<(i32,)> = db.fetch_optional(sql, &[]).await?;
+    Ok(any.is_none())
+}
+
 /// Waiting entries per app.
 pub(super) async fn lengths(
     db: &mut impl Sql,
