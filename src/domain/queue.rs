@@ -1,8 +1,22 @@
 //! The wait queue's parsed values: how urgent an entry is, and how long a poll may wait.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::{ParseError, Problem};
+
+/// `raw` if within `range`, else a refusal naming the field and the range.
+fn within<T: PartialOrd>(
+    field: &'static str,
+    raw: T,
+    range: RangeInclusive<T>,
+    problem: &'static str,
+) -> Result<T, ParseError> {
+    match range.contains(&raw) {
+        true => Ok(raw),
+        false => Err(ParseError::new(field, Problem::Invalid(problem))),
+    }
+}
 
 /// An entry's priority: higher is served first, equal ones in arrival order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
@@ -13,10 +27,7 @@ impl Priority {
     pub const MAX: i64 = 100;
 
     pub fn parse(field: &'static str, raw: i64) -> Result<Self, ParseError> {
-        match raw {
-            0..=Self::MAX => Ok(Priority(raw)),
-            _ => Err(ParseError::new(field, Problem::Invalid("must be 0 to 100"))),
-        }
+        within(field, raw, 0..=Self::MAX, "must be 0 to 100").map(Priority)
     }
 
     pub fn value(self) -> i64 {
@@ -33,10 +44,7 @@ impl WaitSecs {
     pub const MAX: u64 = 30;
 
     pub fn parse(field: &'static str, raw: u64) -> Result<Self, ParseError> {
-        match raw {
-            0..=Self::MAX => Ok(WaitSecs(raw)),
-            _ => Err(ParseError::new(field, Problem::Invalid("must be 0 to 30"))),
-        }
+        within(field, raw, 0..=Self::MAX, "must be 0 to 30").map(WaitSecs)
     }
 
     pub fn duration(self) -> Duration {

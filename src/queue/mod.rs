@@ -14,7 +14,9 @@ use crate::clock::Clock;
 use crate::config::{AccessSettings, FleetSettings};
 use crate::domain::{AppId, Priority, QueueId, UserId, UtcTime, WaitSecs};
 use crate::metrics::Metrics;
-use crate::store::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, Store, StoreError};
+use crate::store::{
+    Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Store, StoreError,
+};
 
 /// How far back the wait estimate looks at how fast the app's phones turn over.
 const ESTIMATE_WINDOW: Duration = Duration::from_secs(600);
@@ -164,16 +166,14 @@ impl Queue {
     }
 
     /// One pass: drops unpolled entries, then gives free phones to the heads of the queue.
-    pub async fn serve(&self) -> Result<u64, StoreError> {
-        let (expired, assigned) = self
-            .store
-            .serve_queue(&self.times(self.clock.now()))
-            .await?;
-        self.metrics.queue_expired.inc_by(expired);
-        if expired > 0 {
-            tracing::info!(entries = expired, "queue entries expired unpolled");
+    pub async fn serve(&self) -> Result<QueuePass, StoreError> {
+        let now = self.clock.now();
+        let pass = self.store.serve_queue(&self.times(now)).await?;
+        self.metrics.queue_expired.inc_by(pass.expired);
+        if pass.expired > 0 {
+            tracing::info!(entries = pass.expired, "queue entries expired unpolled");
         }
-        Ok(assigned)
+        Ok(pass)
     }
 
     async fn place(&self, entry: QueueEntry, now: UtcTime) -> Result<Place, QueueError> {

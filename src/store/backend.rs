@@ -10,7 +10,7 @@ use super::{
     MintRequest, NewRecovery, Phone, PhoneHealth, ReceivedEvent, Recovery, SessionFilter, Store,
     StoreError, Verification, book, queue,
 };
-use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue};
+use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass};
 use crate::access::Issued;
 use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
@@ -233,18 +233,18 @@ impl<B: Backend> Store for B {
         left.map_err(during("leave_queue"))
     }
 
-    async fn serve_queue(&self, times: &MintTimes) -> Result<(u64, u64), StoreError> {
+    async fn serve_queue(&self, times: &MintTimes) -> Result<QueuePass, StoreError> {
         let served = async {
             // Every replica passes several times a second; on SQLite a write transaction
             // would take the one writer from the event writer for nothing.
             if queue::is_empty(&mut self.reader()).await? {
-                return Ok((0, 0));
+                return Ok(QueuePass::default());
             }
             let mut tx = self.begin_write().await?;
             let expired = queue::expire(&mut tx, times.now).await?;
             let assigned = queue::assign(&mut tx, times).await?;
             B::commit(tx).await?;
-            Ok((expired, assigned))
+            Ok(QueuePass { expired, assigned })
         };
         served.await.map_err(during("serve_queue"))
     }

@@ -40,7 +40,7 @@ pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use postgres::PostgresStore;
-pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, Seat};
+pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -408,8 +408,7 @@ pub trait Store: Send + Sync + 'static {
     async fn leave_queue(&self, queue_id: &QueueId, now: UtcTime) -> Result<bool, StoreError>;
 
     /// One pass of the queue: drops expired entries, then gives free phones to the heads.
-    /// The entries that expired unserved, and those assigned.
-    async fn serve_queue(&self, times: &MintTimes) -> Result<(u64, u64), StoreError>;
+    async fn serve_queue(&self, times: &MintTimes) -> Result<QueuePass, StoreError>;
 
     /// Waiting entries per app.
     async fn queue_lengths(&self, now: UtcTime) -> Result<Vec<(String, i64)>, StoreError>;

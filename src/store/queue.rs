@@ -94,6 +94,15 @@ pub struct QueueIssue {
     pub times: MintTimes,
 }
 
+/// What one pass of the queue did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueuePass {
+    /// Entries dropped unserved: nobody polled them in time.
+    pub expired: u64,
+    /// Entries given a phone.
+    pub assigned: u64,
+}
+
 /// What a poll of an assigned entry found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Issue {
@@ -381,44 +390,68 @@ fn assigned_sql<D: Sql>() -> &'static str {
 /// still `minted`. The book holds only the ticket's hash, so a ticket cannot be shown
 /// twice; a repeated poll (a lost answer) gets a new one, and the older stops working.
 pub(super) async fn issue<D: Sql>(tx: &mut D, req: &QueueIssue) -> Result<Issue, StoreError> {
-    let t = &req.times;
     let found: Option<Assigned> = tx
-        .fetch_optional(assigned_sql::<D>(), &args![req.queue_id.as_str(), t.now])
+        .fetch_optional(
+            assigned_sql::<D>(),
+            &args![req.queue_id.as_str(), req.times.now],
+        )
         .await?;
     let Some(entry) = found else {
         return Ok(Issue::Unknown);
     };
-    let (Some(session_id), Some(phone_id)) = (entry.session_id, entry.phone_id) else {
+    let (Some(session_id), Some(phone_id)) = (&entry.session_id, &entry.phone_id) else {
         return Ok(Issue::Waiting);
     };
-    let reissue = "UPDATE sessions SET ticket_hash = $2, aes_key = $3, auth_ts = $4, \
-                     hold_until = $5, updated_at = $6 WHERE session_id = $1 AND state = 'minted'";
+    if !reissue(tx, session_id, phone_id, req).await? {
+        return Ok(Issue::Closed);
+    }
+    let first = "UPDATE queue_entries SET issued_at = $2 WHERE seq = $1 AND issued_at IS NULL";
+    let first = tx.execute(first, &args![entry.seq, req.times.now]).await? == 1;
+    seat(entry, first)
+}
+
+/// Replaces the session's secrets and restarts its phone's hold from now; false once the
+/// session left `minted` (its ticket used, or its hold lapsed).
+async fn reissue(
+    tx: &mut impl Sql,
+    session_id: &str,
+    phone_id: &str,
+    req: &QueueIssue,
+) -> Result<bool, StoreError> {
+    let t = &req.times;
+    let sql = "UPDATE sessions SET ticket_hash = $2, aes_key = $3, auth_ts = $4, \
+                 hold_until = $5, updated_at = $6 WHERE session_id = $1 AND state = 'minted'";
     let ticket_hash = req.access.ticket.hash_hex();
     let aes_key = req.access.aes_key.to_hex();
     let args = args![
-        session_id.as_str(),
+        session_id,
         ticket_hash.as_str(),
         aes_key.as_str(),
         t.auth_ts,
         t.hold_until,
         t.now,
     ];
-    if tx.execute(reissue, &args).await? == 0 {
-        return Ok(Issue::Closed);
+    if tx.execute(sql, &args).await? == 0 {
+        return Ok(false);
     }
     let hold = "UPDATE phones SET allocated_until = $2, updated_at = $3 \
                 WHERE phone_id = $4 AND allocated_session_id = $1";
-    let args = args![session_id.as_str(), t.hold_until, t.now, phone_id.as_str()];
+    let args = args![session_id, t.hold_until, t.now, phone_id];
     tx.execute(hold, &args).await?;
-    let first = "UPDATE queue_entries SET issued_at = $2 WHERE seq = $1 AND issued_at IS NULL";
-    let first = tx.execute(first, &args![entry.seq, t.now]).await? == 1;
+    Ok(true)
+}
+
+fn seat(entry: Assigned, first: bool) -> Result<Issue, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("queue entry {}: {what}", entry.seq));
     let waited = entry
         .assigned_at
         .map(|at| at.epoch_millis() - entry.joined_at.epoch_millis());
-    let corrupt = |what: &str| StoreError::Corrupt(format!("queue entry {}: {what}", entry.seq));
+    let (session_id, phone_id) = (entry.session_id.clone(), entry.phone_id.clone());
     Ok(Issue::Issued(Seat {
-        session_id: SessionId::try_from(session_id).map_err(|_| corrupt("session_id"))?,
-        phone_id: PhoneId::try_from(phone_id).map_err(|_| corrupt("phone_id"))?,
+        session_id: SessionId::try_from(session_id.unwrap_or_default())
+            .map_err(|_| corrupt("session_id"))?,
+        phone_id: PhoneId::try_from(phone_id.unwrap_or_default())
+            .map_err(|_| corrupt("phone_id"))?,
         first_wait_ms: waited.filter(|_| first),
     }))
 }
