@@ -111,8 +111,8 @@ pub(super) struct PollQuery {
 
 /// The entry's place, or the session once a phone was assigned. Each poll keeps the entry
 /// alive for its `wait_secs` plus `access.queue_ttl_secs`. The session's ticket is issued by
-/// this poll; a repeated poll issues a new ticket for the same session and phone (the
-/// earlier one stops working) until the session is verified.
+/// this poll; a repeated poll issues a new ticket for the same session, phone and `auth_ts`
+/// (the earlier one stops working) until the session is verified.
 #[utoipa::path(
     get,
     path = "/queue/{queue_id}",

@@ -133,11 +133,10 @@ impl Queue {
     }
 
     async fn issue(&self, queue_id: &QueueId, now: UtcTime) -> Result<Polled, QueueError> {
-        let times = self.times(now);
         let issue = QueueIssue {
             queue_id: queue_id.clone(),
             access: MintedAccess::mint(),
-            times,
+            times: self.times(now),
         };
         let seat = match self.store.issue_queued_session(&issue).await? {
             Issue::Issued(seat) => seat,
@@ -153,7 +152,11 @@ impl Queue {
         Ok(Polled::Seated {
             access,
             phone_id: seat.phone_id,
-            times,
+            // A repeated issue keeps the first one's expiry.
+            times: MintTimes {
+                auth_ts: seat.auth_ts,
+                ..issue.times
+            },
         })
     }
 

@@ -121,6 +121,8 @@ pub enum Issue {
 pub struct Seat {
     pub session_id: SessionId,
     pub phone_id: PhoneId,
+    /// The ticket's expiry, epoch ms: set by the first issue and kept by every later one.
+    pub auth_ts: i64,
     /// Time from joining to assignment, set on the first issue only (so a wait is
     /// counted once however many polls re-issue).
     pub first_wait_ms: Option<i64>,
@@ -368,14 +370,15 @@ struct Assigned {
     phone_id: Option<String>,
     joined_at: UtcTime,
     assigned_at: Option<UtcTime>,
+    issued_at: Option<UtcTime>,
 }
 
 fn assigned_sql<D: Sql>() -> &'static str {
     macro_rules! assigned {
         ($lock:literal) => {
             concat!(
-                "SELECT seq, session_id, phone_id, joined_at, assigned_at FROM queue_entries \
-                 WHERE queue_id = $1 AND expires_at >= $2",
+                "SELECT seq, session_id, phone_id, joined_at, assigned_at, issued_at \
+                 FROM queue_entries WHERE queue_id = $1 AND expires_at >= $2",
                 $lock
             )
         };
@@ -389,6 +392,8 @@ fn assigned_sql<D: Sql>() -> &'static str {
 /// Hands out a fresh ticket and key for an assigned entry's session while the session is
 /// still `minted`. The book holds only the ticket's hash, so a ticket cannot be shown
 /// twice; a repeated poll (a lost answer) gets a new one, and the older stops working.
+/// The first issue restarts the hold from now; later ones keep its expiry, so polling
+/// again and again cannot hold a phone for ever.
 pub(super) async fn issue<D: Sql>(tx: &mut D, req: &QueueIssue) -> Result<Issue, StoreError> {
     let found: Option<Assigned> = tx
         .fetch_optional(
@@ -402,25 +407,29 @@ pub(super) async fn issue<D: Sql>(tx: &mut D, req: &QueueIssue) -> Result<Issue,
     let (Some(session_id), Some(phone_id)) = (&entry.session_id, &entry.phone_id) else {
         return Ok(Issue::Waiting);
     };
-    if !reissue(tx, session_id, phone_id, req).await? {
+    let first = entry.issued_at.is_none();
+    let Some(auth_ts) = reissue(tx, session_id, req, first).await? else {
         return Ok(Issue::Closed);
+    };
+    if first {
+        first_issue(tx, session_id, phone_id, req).await?;
     }
-    let first = "UPDATE queue_entries SET issued_at = $2 WHERE seq = $1 AND issued_at IS NULL";
-    let first = tx.execute(first, &args![entry.seq, req.times.now]).await? == 1;
-    seat(entry, first)
+    seat(entry, auth_ts, first)
 }
 
-/// Replaces the session's secrets and restarts its phone's hold from now; false once the
-/// session left `minted` (its ticket used, or its hold lapsed).
+/// Replaces the session's ticket and key, and on the first issue its expiry; the ticket's
+/// expiry, or None once the session left `minted` (its ticket used, or its hold lapsed).
 async fn reissue(
     tx: &mut impl Sql,
     session_id: &str,
-    phone_id: &str,
     req: &QueueIssue,
-) -> Result<bool, StoreError> {
+    first: bool,
+) -> Result<Option<i64>, StoreError> {
     let t = &req.times;
-    let sql = "UPDATE sessions SET ticket_hash = $2, aes_key = $3, auth_ts = $4, \
-                 hold_until = $5, updated_at = $6 WHERE session_id = $1 AND state = 'minted'";
+    let sql = "UPDATE sessions SET ticket_hash = $2, aes_key = $3, \
+                 auth_ts = CASE WHEN $7 THEN $4 ELSE auth_ts END, \
+                 hold_until = CASE WHEN $7 THEN $5 ELSE hold_until END, updated_at = $6 \
+               WHERE session_id = $1 AND state = 'minted' RETURNING auth_ts";
     let ticket_hash = req.access.ticket.hash_hex();
     let aes_key = req.access.aes_key.to_hex();
     let args = args![
@@ -430,18 +439,31 @@ async fn reissue(
         t.auth_ts,
         t.hold_until,
         t.now,
+        first,
     ];
-    if tx.execute(sql, &args).await? == 0 {
-        return Ok(false);
-    }
-    let hold = "UPDATE phones SET allocated_until = $2, updated_at = $3 \
-                WHERE phone_id = $4 AND allocated_session_id = $1";
-    let args = args![session_id, t.hold_until, t.now, phone_id];
-    tx.execute(hold, &args).await?;
-    Ok(true)
+    let auth_ts: Option<(i64,)> = tx.fetch_optional(sql, &args).await?;
+    Ok(auth_ts.map(|(ts,)| ts))
 }
 
-fn seat(entry: Assigned, first: bool) -> Result<Issue, StoreError> {
+/// With the first ticket issued: restarts the phone's hold, as a mint would hold it, and
+/// marks the entry issued.
+async fn first_issue(
+    tx: &mut impl Sql,
+    session_id: &str,
+    phone_id: &str,
+    req: &QueueIssue,
+) -> Result<(), StoreError> {
+    let t = &req.times;
+    let sql = "UPDATE phones SET allocated_until = $2, updated_at = $3 \
+               WHERE phone_id = $4 AND allocated_session_id = $1";
+    let args = args![session_id, t.hold_until, t.now, phone_id];
+    tx.execute(sql, &args).await?;
+    let issued = "UPDATE queue_entries SET issued_at = $2 WHERE session_id = $1";
+    tx.execute(issued, &args![session_id, t.now]).await?;
+    Ok(())
+}
+
+fn seat(entry: Assigned, auth_ts: i64, first: bool) -> Result<Issue, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("queue entry {}: {what}", entry.seq));
     let waited = entry
         .assigned_at
@@ -452,6 +474,7 @@ fn seat(entry: Assigned, first: bool) -> Result<Issue, StoreError> {
             .map_err(|_| corrupt("session_id"))?,
         phone_id: PhoneId::try_from(phone_id.unwrap_or_default())
             .map_err(|_| corrupt("phone_id"))?,
+        auth_ts,
         first_wait_ms: waited.filter(|_| first),
     }))
 }

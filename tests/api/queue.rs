@@ -362,9 +362,9 @@ async fn a_long_poll_returns_the_session_once_assigned(backend: Backend) {
 }
 
 /// A phone free right away is assigned at join; the first poll gets the session. A second
-/// poll issues a new ticket for the same session (the book keeps only ticket hashes, so
-/// the first cannot be shown again) and the first stops working; once the ticket was used
-/// (6.1 sign check), the entry is closed.
+/// poll issues a new ticket for the same session with the same expiry (the book keeps only
+/// ticket hashes, so the first cannot be shown again) and the first stops working; once
+/// the ticket was used (6.1 sign check), the entry is closed.
 async fn a_repeated_poll_reissues_the_ticket_until_it_is_used(backend: Backend) {
     let app = TestApp::spawn_with(backend, PATIENT_FLEET).await;
     app.idle_phones(&["p-1"]).await;
@@ -376,6 +376,9 @@ async fn a_repeated_poll_reissues_the_ticket_until_it_is_used(backend: Backend) 
     assert_eq!(again["session_id"], first["session_id"]);
     assert_eq!(again["phone_id"], first["phone_id"]);
     assert_ne!(again["ticket"], first["ticket"]);
+    // Polling again cannot stretch the hold: the ticket's expiry stays the first one's.
+    assert_eq!(again["auth_ts"], first["auth_ts"]);
+    assert_eq!(again["expires_at"], first["expires_at"]);
 
     let check = |s: &Value| json!({"session_id": s["session_id"], "ticket": s["ticket"], "auth_ts": s["auth_ts"]});
     assert_error(
