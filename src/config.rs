@@ -204,6 +204,10 @@ pub struct AccessSettings {
     /// How long an `Idempotency-Key` of `POST /api/v1/sessions` is remembered.
     #[serde(deserialize_with = "positive")]
     pub idempotency_ttl_secs: u64,
+    #[serde(deserialize_with = "positive")]
+    pub queue_ttl_secs: u64,
+    #[serde(deserialize_with = "positive")]
+    pub queue_assign_interval_ms: u64,
 }
 
 impl AccessSettings {
@@ -221,6 +225,12 @@ impl AccessSettings {
     }
     pub fn replay_grace(&self) -> Duration {
         Duration::from_secs(self.replay_grace_secs)
+    }
+    pub fn queue_ttl(&self) -> Duration {
+        Duration::from_secs(self.queue_ttl_secs)
+    }
+    pub fn queue_assign_interval(&self) -> Duration {
+        Duration::from_millis(self.queue_assign_interval_ms)
     }
 }
 
@@ -360,6 +370,15 @@ impl Settings {
     /// phone at all). Every way of minting asks this.
     pub fn matches_apps(&self) -> bool {
         self.access.match_app && self.cph.is_configured()
+    }
+
+    /// The access settings as every minting path uses them: `match_app` is the effective
+    /// rule ([`Settings::matches_apps`]), so a mint and a queue assignment pick alike.
+    pub fn effective_access(&self) -> AccessSettings {
+        AccessSettings {
+            match_app: self.matches_apps(),
+            ..self.access.clone()
+        }
     }
 
     /// Loads the layers in the documented order. `config_dir` holds `$CPHUB_ENV.toml`.

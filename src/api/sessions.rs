@@ -8,13 +8,13 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiError;
 use crate::access::{self, MintedAccess};
 use crate::clock::Clock;
-use crate::config::{AccessSettings, FleetSettings};
+use crate::config::{AccessSettings, Encoding, FleetSettings};
 use crate::domain::{AppId, Connect, IdempotencyKey, PhoneId, Session, SessionId, UserId, UtcTime};
 use crate::domain::{ParseError, Problem, SessionState};
 use crate::http::error::ErrorBody;
 use crate::store::{
-    Allocation, EventRecord, MintKey, MintReplay, MintRequest, SessionFilter, SessionFilterArgs,
-    Store,
+    Allocation, EventRecord, MintAnswer, MintKey, MintRequest, MintTimes, SessionFilter,
+    SessionFilterArgs, Store,
 };
 
 fn refusal(error: ApiError) -> HttpResponse {
@@ -76,7 +76,7 @@ const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
         (status = 409, description = "`CPHUB.PHONE_BUSY`: the pinned phone is not free", body = ErrorBody),
         (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 422, description = "`CPHUB.IDEMPOTENCY_KEY_REUSED`: the key came with another body", body = ErrorBody),
-        (status = 503, description = "`CPHUB.NO_FREE_PHONE` (none free, or none free with the app) or `CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`CPHUB.NO_FREE_PHONE` (none free, or none free with the app, or players waiting in the queue for the app come first) or `CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),
 )]
 #[tracing::instrument(name = "mint session", skip_all, fields(session_id, phone_id))]
@@ -93,7 +93,7 @@ pub(super) async fn mint(
     // A full fleet is an everyday answer, not a failure: sent as a plain response so it is
     // not logged as an error.
     let minted = match store.mint_session(&request).await? {
-        Allocation::Allocated { phone_id, connect } => MintReplay {
+        Allocation::Allocated { phone_id, connect } => MintAnswer {
             access: request.access,
             auth_ts: request.auth_ts,
             phone_id,
@@ -108,7 +108,7 @@ pub(super) async fn mint(
     let span = tracing::Span::current();
     span.record("session_id", minted.access.session_id.as_str());
     span.record("phone_id", minted.phone_id.as_str());
-    Ok(HttpResponse::Created().json(answer(minted, &access)))
+    Ok(HttpResponse::Created().json(MintedSession::new(minted, access.key_encoding)))
 }
 
 /// The `Idempotency-Key` header, parsed like an id: bounded, printable, no separators.
@@ -137,8 +137,7 @@ fn mint_request(
         .phone_id
         .map(|p| PhoneId::parse("phone_id", p))
         .transpose()?;
-    let auth_ts = now.plus(access.ticket_ttl()).epoch_millis();
-    let expires_at = UtcTime::from_epoch_millis(auth_ts).unwrap_or(now);
+    let times = MintTimes::new(now, access, fleet);
     let key = key.map(|key| MintKey {
         request_hash: request_hash(&app_id, &user_id, pinned.as_ref()),
         expires_at: now.plus(access.idempotency_ttl()),
@@ -149,12 +148,12 @@ fn mint_request(
         app_id,
         user_id,
         pinned_phone: pinned,
-        auth_ts,
+        auth_ts: times.auth_ts,
         // The sign check may come as late as auth_ts plus the allowed skew.
-        hold_until: expires_at.plus(access.clock_skew()),
+        hold_until: times.hold_until,
         now,
-        fresh_since: now.minus(fleet.stale_after()),
-        match_app: access.match_app,
+        fresh_since: times.fresh_since,
+        match_app: times.match_app,
         key,
     })
 }
@@ -168,16 +167,19 @@ fn request_hash(app_id: &AppId, user_id: &UserId, pinned: Option<&PhoneId>) -> S
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-fn answer(minted: MintReplay, access: &AccessSettings) -> MintedSession {
-    MintedSession {
-        expires_at: UtcTime::from_epoch_millis(minted.auth_ts).unwrap_or_else(UtcTime::now),
-        auth_ts: minted.auth_ts.to_string(),
-        aes_key: access::encode(access.key_encoding, minted.access.aes_key.bytes()),
-        ticket: minted.access.ticket.expose().to_owned(),
-        session_id: minted.access.session_id,
-        phone_id: minted.phone_id,
-        connect: minted.connect,
-        state: SessionState::Minted,
+impl MintedSession {
+    /// The answer for a session minted, replayed, or issued from the wait queue.
+    pub(super) fn new(minted: MintAnswer, key_encoding: Encoding) -> MintedSession {
+        MintedSession {
+            expires_at: UtcTime::from_epoch_millis(minted.auth_ts).unwrap_or_else(UtcTime::now),
+            auth_ts: minted.auth_ts.to_string(),
+            aes_key: access::encode(key_encoding, minted.access.aes_key.bytes()),
+            ticket: minted.access.ticket.expose().to_owned(),
+            session_id: minted.access.session_id,
+            phone_id: minted.phone_id,
+            connect: minted.connect,
+            state: SessionState::Minted,
+        }
     }
 }
 

@@ -107,6 +107,12 @@ id_type!(
     128
 );
 
+id_type!(
+    /// A place in the wait queue: minted by cphub (32 lowercase hex characters).
+    QueueId,
+    64
+);
+
 /// The phone's free-text error description. Kept as sent, but bounded, and with any NUL
 /// character replaced by U+FFFD: PostgreSQL cannot store NUL in text, and refusing the
 /// event over its error message would lose a billing event.

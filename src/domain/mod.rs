@@ -4,13 +4,15 @@
 mod connect;
 mod event;
 mod ids;
+mod queue;
 mod recovery;
 mod session;
 mod time;
 
 pub use connect::{AccessInfo, Connect};
 pub use event::{EventKind, GameEvent, Heartbeat};
-pub use ids::{AppId, ErrorMsg, IdempotencyKey, PhoneId, SessionId, UserId};
+pub use ids::{AppId, ErrorMsg, IdempotencyKey, PhoneId, QueueId, SessionId, UserId};
+pub use queue::{Priority, WaitSecs};
 pub use recovery::{Action, Outcome, Reason, RecoveryMark};
 pub use session::{EndReason, Session, SessionState};
 pub use time::UtcTime;

@@ -30,6 +30,7 @@ pub enum ErrorCode {
     PhoneBusy,
     NoFreePhone,
     IdempotencyKeyReused,
+    QueueEntryClosed,
     RecoveryRefused,
     CphNotConfigured,
     Unavailable,
@@ -37,7 +38,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -57,6 +58,7 @@ impl ErrorCode {
         ErrorCode::PhoneBusy,
         ErrorCode::NoFreePhone,
         ErrorCode::IdempotencyKeyReused,
+        ErrorCode::QueueEntryClosed,
         ErrorCode::RecoveryRefused,
         ErrorCode::CphNotConfigured,
         ErrorCode::Unavailable,
@@ -84,6 +86,7 @@ impl ErrorCode {
             ErrorCode::PhoneBusy => "CPHUB.PHONE_BUSY",
             ErrorCode::NoFreePhone => "CPHUB.NO_FREE_PHONE",
             ErrorCode::IdempotencyKeyReused => "CPHUB.IDEMPOTENCY_KEY_REUSED",
+            ErrorCode::QueueEntryClosed => "CPHUB.QUEUE_ENTRY_CLOSED",
             ErrorCode::RecoveryRefused => "CPHUB.RECOVERY_REFUSED",
             ErrorCode::CphNotConfigured => "CPHUB.CPH_NOT_CONFIGURED",
             ErrorCode::Unavailable => "CPHUB.UNAVAILABLE",
@@ -109,7 +112,9 @@ impl ErrorCode {
             | ErrorCode::EncryptedDataRequired
             | ErrorCode::DecryptFailed
             | ErrorCode::TicketReplayed => StatusCode::FORBIDDEN,
-            ErrorCode::PhoneBusy | ErrorCode::RecoveryRefused => StatusCode::CONFLICT,
+            ErrorCode::PhoneBusy | ErrorCode::RecoveryRefused | ErrorCode::QueueEntryClosed => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::NoFreePhone | ErrorCode::CphNotConfigured | ErrorCode::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE

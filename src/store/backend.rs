@@ -8,10 +8,11 @@ use super::sql::Sql;
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
     MintRequest, NewRecovery, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery, SessionFilter,
-    Store, StoreError, Verification, book,
+    Store, StoreError, Verification, book, queue,
 };
+use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass};
 use crate::access::Issued;
-use crate::domain::{AppId, Heartbeat, PhoneId, Session, SessionId, UtcTime};
+use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
 
 /// A database the session book can live in. The connection handling (SQLite's single writer
@@ -45,9 +46,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
 /// commits it.
 macro_rules! in_transaction {
     ($backend:ident, $call:ident($($arg:expr),* $(,)?)) => {
+        in_transaction!($backend, book::$call($($arg),*))
+    };
+    ($backend:ident, $module:ident::$call:ident($($arg:expr),* $(,)?)) => {
         async {
             let mut tx = $backend.begin_write().await?;
-            let result = book::$call(&mut tx, $($arg),*).await?;
+            let result = $module::$call(&mut tx, $($arg),*).await?;
             B::commit(tx).await?;
             Ok::<_, StoreError>(result)
         }
@@ -187,8 +191,82 @@ impl<B: Backend> Store for B {
     }
 
     async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
-        let minted = in_transaction!(self, mint_session(request));
+        let minted = in_transaction!(self, queue::mint_after_queue(request));
         minted.map_err(during("mint_session"))
+    }
+
+    async fn join_queue(&self, entry: &NewQueueEntry, times: &MintTimes) -> Result<(), StoreError> {
+        let joined = async {
+            let mut tx = self.begin_write().await?;
+            queue::join(&mut tx, entry).await?;
+            queue::assign(&mut tx, times).await?;
+            B::commit(tx).await
+        };
+        joined.await.map_err(during("join_queue"))
+    }
+
+    async fn queue_entry(
+        &self,
+        queue_id: &QueueId,
+        now: UtcTime,
+    ) -> Result<Option<QueueEntry>, StoreError> {
+        let found = queue::entry(&mut self.reader(), queue_id, now).await;
+        found.map_err(during("queue_entry"))
+    }
+
+    async fn queue_entries(&self, now: UtcTime, limit: i64) -> Result<Vec<QueueEntry>, StoreError> {
+        let found = queue::entries(&mut self.reader(), now, limit).await;
+        found.map_err(during("queue_entries"))
+    }
+
+    async fn extend_queue_entry(
+        &self,
+        queue_id: &QueueId,
+        now: UtcTime,
+        expires_at: UtcTime,
+    ) -> Result<bool, StoreError> {
+        let extended = in_transaction!(self, queue::extend(queue_id, now, expires_at));
+        extended.map_err(during("extend_queue_entry"))
+    }
+
+    async fn issue_queued_session(&self, issue: &QueueIssue) -> Result<Issue, StoreError> {
+        let issued = in_transaction!(self, queue::issue(issue));
+        issued.map_err(during("issue_queued_session"))
+    }
+
+    async fn leave_queue(&self, queue_id: &QueueId, now: UtcTime) -> Result<bool, StoreError> {
+        let left = in_transaction!(self, queue::leave(queue_id, now));
+        left.map_err(during("leave_queue"))
+    }
+
+    async fn serve_queue(&self, times: &MintTimes) -> Result<QueuePass, StoreError> {
+        let served = async {
+            // Every replica passes several times a second; on SQLite a write transaction
+            // would take the one writer from the event writer for nothing.
+            if queue::is_empty(&mut self.reader()).await? {
+                return Ok(QueuePass::default());
+            }
+            let mut tx = self.begin_write().await?;
+            let expired = queue::expire(&mut tx, times.now).await?;
+            let assigned = queue::assign(&mut tx, times).await?;
+            B::commit(tx).await?;
+            Ok(QueuePass { expired, assigned })
+        };
+        served.await.map_err(during("serve_queue"))
+    }
+
+    async fn queue_lengths(&self, now: UtcTime) -> Result<Vec<(String, i64)>, StoreError> {
+        let found = queue::lengths(&mut self.reader(), now).await;
+        found.map_err(during("queue_lengths"))
+    }
+
+    async fn sessions_started_since(
+        &self,
+        app_id: &AppId,
+        since: UtcTime,
+    ) -> Result<i64, StoreError> {
+        let found = queue::started_since(&mut self.reader(), app_id, since).await;
+        found.map_err(during("sessions_started_since"))
     }
 
     async fn issued_access(&self, session_id: &SessionId) -> Result<Option<Issued>, StoreError> {

@@ -11,7 +11,7 @@ use super::codec::{
 };
 use super::sql::{Sql, args};
 use super::{
-    Allocation, ControlPlanePhone, FinishedRecovery, MintKey, MintReplay, MintRequest, NewRecovery,
+    Allocation, ControlPlanePhone, FinishedRecovery, MintAnswer, MintKey, MintRequest, NewRecovery,
     PhoneApp, SessionFilter, StoreError, Verification,
 };
 use crate::access::{AesKey, Issued, MintedAccess, Ticket};
@@ -603,14 +603,14 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 }
 
 /// The earlier mint's answer, from its session and what its key row kept.
-fn replay(stored: StoredMint) -> Result<MintReplay, StoreError> {
+fn replay(stored: StoredMint) -> Result<MintAnswer, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("minted session {what}"));
     let access = MintedAccess {
         ticket: Ticket::presented(stored.ticket).ok_or_else(|| corrupt("ticket"))?,
         aes_key: AesKey::from_hex(&stored.aes_key).ok_or_else(|| corrupt("aes_key"))?,
         session_id: stored.session_id,
     };
-    Ok(MintReplay {
+    Ok(MintAnswer {
         access,
         auth_ts: stored.auth_ts,
         phone_id: PhoneId::try_from(stored.phone_id).map_err(|_| corrupt("phone_id"))?,

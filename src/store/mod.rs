@@ -17,6 +17,7 @@ mod filter;
 mod group_commit;
 mod heartbeat_buffer;
 mod postgres;
+mod queue;
 mod sql;
 mod sqlite;
 mod usage;
@@ -29,7 +30,7 @@ use crate::access::{Issued, MintedAccess};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::domain::{
     AccessInfo, Action, AppId, Connect, GameEvent, Heartbeat, IdempotencyKey, Outcome, PhoneId,
-    Reason, RecoveryMark, Session, SessionId, UserId, UtcTime,
+    QueueId, Reason, RecoveryMark, Session, SessionId, UserId, UtcTime,
 };
 use crate::usage::{UsageQuery, UsageRow};
 
@@ -39,6 +40,7 @@ pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use postgres::PostgresStore;
+pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -221,7 +223,7 @@ pub struct MintKey {
 
 /// The answer of an earlier mint with the same key and request, to be sent again.
 #[derive(Debug)]
-pub struct MintReplay {
+pub struct MintAnswer {
     pub access: MintedAccess,
     pub auth_ts: i64,
     pub phone_id: PhoneId,
@@ -229,7 +231,7 @@ pub struct MintReplay {
 }
 
 /// Two replays are the same answer; the ticket is compared by its hash, in constant time.
-impl PartialEq for MintReplay {
+impl PartialEq for MintAnswer {
     fn eq(&self, other: &Self) -> bool {
         use subtle::ConstantTimeEq;
         let tickets = (self.access.ticket.hash_hex().as_bytes())
@@ -242,7 +244,7 @@ impl PartialEq for MintReplay {
     }
 }
 
-impl Eq for MintReplay {}
+impl Eq for MintAnswer {}
 
 /// An application deployed on a phone (chapter 5.1.2, Table 5-4), as the book keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -278,7 +280,7 @@ pub enum Allocation {
     PhoneBusy,
     UnknownPhone,
     /// The key was minted with before, with the same request: that answer again.
-    Replayed(Box<MintReplay>),
+    Replayed(Box<MintAnswer>),
     /// The key was minted with before, with another request.
     KeyReused,
 }
@@ -441,11 +443,53 @@ pub trait Store: Send + Sync + 'static {
     /// Tries to become the acting replica; None while another holds it.
     async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError>;
 
-    /// Releases lapsed holds, then atomically picks an idle phone (or the pinned one) that
-    /// has the app when `match_app`, holds it and records the minted session; concurrent
-    /// calls never get the same phone. With a key, records it in the same transaction, or
-    /// answers the earlier mint of that key.
+    /// Releases lapsed holds, serves the wait queue (so players already waiting get free
+    /// phones first), then atomically picks an idle phone (or the pinned one) that has the
+    /// app when `match_app`, holds it and records the minted session; concurrent calls never
+    /// get the same phone. With a key, records it in the same transaction, or answers the
+    /// earlier mint of that key.
     async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError>;
+
+    /// Adds the entry at the back of its app's queue and serves the queue in the same
+    /// transaction, so an entry that finds a free phone is assigned at once.
+    async fn join_queue(&self, entry: &NewQueueEntry, times: &MintTimes) -> Result<(), StoreError>;
+
+    /// The live entry with its place; None once it left, expired or never was.
+    async fn queue_entry(
+        &self,
+        queue_id: &QueueId,
+        now: UtcTime,
+    ) -> Result<Option<QueueEntry>, StoreError>;
+
+    /// Live entries per app in serving order (assigned ones first).
+    async fn queue_entries(&self, now: UtcTime, limit: i64) -> Result<Vec<QueueEntry>, StoreError>;
+
+    /// Moves a live entry's expiry on; false when it is gone.
+    async fn extend_queue_entry(
+        &self,
+        queue_id: &QueueId,
+        now: UtcTime,
+        expires_at: UtcTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Issues the ticket of an assigned entry's session (see `store/queue.rs`).
+    async fn issue_queued_session(&self, issue: &QueueIssue) -> Result<Issue, StoreError>;
+
+    /// Takes the entry out of the queue; false when there was none.
+    async fn leave_queue(&self, queue_id: &QueueId, now: UtcTime) -> Result<bool, StoreError>;
+
+    /// One pass of the queue: drops expired entries, then gives free phones to the heads.
+    async fn serve_queue(&self, times: &MintTimes) -> Result<QueuePass, StoreError>;
+
+    /// Waiting entries per app.
+    async fn queue_lengths(&self, now: UtcTime) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Sessions of the app started since then (the queue's wait estimate).
+    async fn sessions_started_since(
+        &self,
+        app_id: &AppId,
+        since: UtcTime,
+    ) -> Result<i64, StoreError>;
 
     /// The access data of a session cphub minted; None for unknown or direct-mode sessions.
     async fn issued_access(&self, session_id: &SessionId) -> Result<Option<Issued>, StoreError>;

@@ -19,6 +19,7 @@ mod metrics;
 mod openapi;
 mod pagination;
 mod phone_sync;
+mod queue;
 mod schemathesis;
 mod session_list;
 mod simulation;

@@ -8,3 +8,4 @@ mod helpers;
 mod events;
 mod heartbeats;
 mod minting;
+mod queue;
