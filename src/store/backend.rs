@@ -127,6 +127,26 @@ impl<B: Backend> Store for B {
         found.map_err(during("unhealthy_phones"))
     }
 
+    async fn phones_per_server(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let found = book::phones_per_server(&mut self.reader()).await;
+        found.map_err(during("phones_per_server"))
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<Recovery>, StoreError> {
+        let found = book::open_incidents(&mut self.reader()).await;
+        found.map_err(during("open_incidents"))
+    }
+
+    async fn close_incident(
+        &self,
+        id: i64,
+        ended_at: UtcTime,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        let closed = in_transaction!(self, close_incident(id, ended_at, note));
+        closed.map_err(during("close_incident"))
+    }
+
     async fn abandon_sessions_on_stale_phones(
         &self,
         fresh_since: UtcTime,

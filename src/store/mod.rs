@@ -338,6 +338,20 @@ pub trait Store: Send + Sync + 'static {
     /// Phones the watchdog should look at: silent since `fresh_since`, or reported unwell.
     async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError>;
 
+    /// The number of phones on each server, for servers the control plane named.
+    async fn phones_per_server(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Server incidents (reason `server_incident`) still open, oldest first.
+    async fn open_incidents(&self) -> Result<Vec<Recovery>, StoreError>;
+
+    /// Ends an open server incident at `ended_at`, adding `note` to its detail.
+    async fn close_incident(
+        &self,
+        id: i64,
+        ended_at: UtcTime,
+        note: &str,
+    ) -> Result<(), StoreError>;
+
     /// Closes, at their last heartbeat, playing sessions of phones silent since `fresh_since`.
     async fn abandon_sessions_on_stale_phones(
         &self,

@@ -445,7 +445,7 @@ impl Watchdog {
                 Ok((property, note)) => (Some(property), Some(note)),
                 Err(error) => return self.refuse(phone_id, reason, action, error).await,
             },
-            Action::Restart | Action::MarkBroken => (None, None),
+            Action::Restart | Action::MarkBroken | Action::Hold => (None, None),
         };
         let now = self.clock.now();
         let record = NewRecovery {
@@ -594,7 +594,9 @@ impl Watchdog {
                 };
                 self.client.reset(vec![item]).await
             }
-            Action::MarkBroken => unreachable!("marking broken starts no job"),
+            Action::MarkBroken | Action::Hold => {
+                unreachable!("marking broken or holding starts no job")
+            }
         };
         if let Err(error) = &batch
             && error.is_outcome_unknown()
@@ -639,8 +641,8 @@ impl Watchdog {
         for recovery in pending {
             let action = match recovery.action {
                 Action::Reset => Action::Reset,
-                // Marking broken starts no job: nothing pending to follow.
-                Action::Restart | Action::MarkBroken => Action::Restart,
+                // Marking broken or holding starts no job: nothing pending to follow.
+                Action::Restart | Action::MarkBroken | Action::Hold => Action::Restart,
             };
             match &recovery.job_id {
                 Some(job_id) => {
