@@ -117,7 +117,11 @@ impl Operation {
                 phone.properties = properties;
                 phone.pending_properties.clear();
                 phone.status = status::RUNNING;
-                phone.faults = PhoneFaults::default();
+                // A reset cannot bring back a server that is down.
+                phone.faults = PhoneFaults {
+                    dark: phone.faults.dark,
+                    ..PhoneFaults::default()
+                };
                 phone.boots += 1;
             }
             Operation::Stop => phone.status = STOPPED,
@@ -400,6 +404,7 @@ mod tests {
             silent: true,
             stuck: true,
             restart_fails: false,
+            dark: false,
         };
         phone.properties.insert("old".into(), "1".into());
         Operation::Restart(None).succeed(phone);
@@ -421,5 +426,12 @@ mod tests {
             Properties::from([("new".into(), "2".into())])
         );
         assert_eq!(phone.boots, 2);
+        phone.faults.dark = true;
+        Operation::Reset(Properties::new()).succeed(phone);
+        Operation::Restart(None).succeed(phone);
+        assert!(
+            phone.faults.dark && !phone.is_alive(),
+            "its server is still down"
+        );
     }
 }
