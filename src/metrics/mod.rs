@@ -45,6 +45,10 @@ pub struct Metrics {
     /// 1 while the watchdog's recoveries are paused for an account-level error (7.2
     /// CPS.0006/0007/0008: arrears, frozen, unverified). No labels: the code is in the log.
     pub cph_account_blocked: prometheus::IntGauge,
+    /// Server incidents opened: most phones of one server silent together (issue #15).
+    pub server_incidents: IntCounter,
+    /// Server incidents open now, as the leader's watchdog last counted them.
+    pub server_incidents_open: prometheus::IntGauge,
     sessions_active: IntGaugeVec,
     phones: IntGaugeVec,
 }
@@ -168,6 +172,17 @@ impl Metrics {
                 &r,
                 "cphub_cph_account_blocked",
                 "1 while watchdog recoveries are paused for a CPH account-level error",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            server_incidents: single(
+                "cphub_server_incidents_total",
+                "Server incidents opened: most phones of one server silent together",
+            ),
+            server_incidents_open: gauge(
+                &r,
+                "cphub_server_incidents_open",
+                "Server incidents open now (on the replica whose watchdog acts)",
                 &[],
             )
             .with_label_values(&[] as &[&str]),

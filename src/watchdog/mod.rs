@@ -5,15 +5,17 @@
 //! that frees phones, lives here too ([`HoldSweeper`]).
 
 mod holds;
+mod incidents;
 mod policy;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
 pub use holds::HoldSweeper;
+use incidents::Servers;
 pub use policy::{
     Action, Budgets, Decision, Outcome, Past, Reason, Standing, acted, candidate, decide,
 };
@@ -50,6 +52,9 @@ pub struct Watchdog {
     metrics: Arc<Metrics>,
     settings: WatchdogSettings,
     stale_after: Duration,
+    /// How long a phone that fell silent on a server the incident rule watches waits for
+    /// its server-mates: one heartbeat interval (see [`Servers::waits`]).
+    incident_window: Duration,
     /// The callback properties a reset re-applies; None when callbacks.public_url is unset.
     reset_property: Option<String>,
     started: Instant,
@@ -58,6 +63,8 @@ pub struct Watchdog {
     /// Set while the control plane refuses the account (7.2 CPS.0006/0007/0008): no
     /// recovery is started until a call goes through again.
     paused: Mutex<Option<Pause>>,
+    /// Servers whose incident this replica closed, and when (see `incidents.rs`).
+    closed_incidents: Mutex<HashMap<String, UtcTime>>,
 }
 
 /// Why recoveries are paused, and the phone whose re-read tells when they may resume.
@@ -97,10 +104,12 @@ impl Watchdog {
             metrics,
             settings,
             stale_after: fleet.stale_after(),
+            incident_window: Duration::from_secs(fleet.heartbeat_interval_secs),
             reset_property,
             started: Instant::now(),
             following: Mutex::new(HashSet::new()),
             paused: Mutex::new(None),
+            closed_incidents: Mutex::new(HashMap::new()),
         })
     }
 
@@ -152,21 +161,37 @@ impl Watchdog {
             return Ok(());
         }
         self.abandon_sessions(fresh_since, now).await?;
+        let phones = self.store.unhealthy_phones(fresh_since).await?;
+        let servers = self.server_incidents(&phones, fresh_since, now).await?;
         if !self.account_usable().await {
             return Ok(());
         }
         let mut in_flight = pending.len();
-        for phone in self.store.unhealthy_phones(fresh_since).await? {
+        for phone in phones {
             if self.pause().is_some() {
                 break;
             }
-            if self.excluded(&phone.phone_id) || phone.recovery_state.as_deref() == Some("broken") {
+            if self.left_alone(&phone, &servers, fresh_since) {
                 continue;
             }
             let silent = phone.last_seen_at.is_some_and(|seen| seen < fresh_since);
             in_flight += self.consider(&phone, silent, now, in_flight).await? as usize;
         }
         Ok(())
+    }
+
+    /// Excluded and broken phones, phones of a server with an open (or just closed)
+    /// incident, and phones that just fell silent on a server the incident rule watches are
+    /// not considered.
+    fn left_alone(&self, phone: &PhoneHealth, servers: &Servers, fresh_since: UtcTime) -> bool {
+        if self.excluded(&phone.phone_id) || phone.recovery_state.as_deref() == Some("broken") {
+            return true;
+        }
+        if servers.holds(phone) {
+            tracing::debug!(phone_id = %phone.phone_id, "watchdog leaves a phone alone: its server has an incident, open or just closed");
+            return true;
+        }
+        servers.waits(phone, fresh_since, self.incident_window)
     }
 
     fn pause(&self) -> Option<Pause> {

@@ -84,7 +84,7 @@ fn cphub_settings_synced(
          [fleet]\nheartbeat_interval_secs = 1\nmiss_threshold = 2\n\
          [cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 50\nsync_interval_secs = {sync_secs}\n\
          [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n\
-         [watchdog]\ninterval_ms = 100\ngrace_after_recovery_secs = 2\n\
+         [watchdog]\ninterval_ms = 100\n{recovery_grace}\
          cooldown_secs = 2\nhourly_cap = 3\n{grace}{watchdog}",
         simulator.cph_endpoint(),
         options.project_id,
@@ -94,6 +94,11 @@ fn cphub_settings_synced(
             ""
         } else {
             "startup_grace_secs = 0\n"
+        },
+        recovery_grace = if watchdog.contains("grace_after_recovery_secs") {
+            ""
+        } else {
+            "grace_after_recovery_secs = 2\n"
         },
     )
 }
@@ -369,7 +374,10 @@ async fn without_a_control_plane_manual_recovery_is_unavailable(backend: Backend
 }
 
 async fn the_in_flight_cap_holds_when_many_phones_go_silent_at_once(backend: Backend) {
+    // Each phone on a server of its own: five silent phones of one server would be a server
+    // incident, not five recoveries.
     let fleet = start(backend, 5, "max_in_flight = 2\n", |o| {
+        o.phones_per_server = 1;
         o.silent = 5;
         o.job_delay_ms = 700;
     })
@@ -770,7 +778,128 @@ async fn a_lost_restart_answer_7_1_2_is_reconciled_not_resent(backend: Backend) 
     fleet.simulator.stop().await;
 }
 
+/// Restart and reset jobs the simulated control plane started for each of `phone_ids`.
+fn recovery_jobs(simulator: &Simulator, phone_ids: &[String]) -> Vec<usize> {
+    (phone_ids.iter())
+        .map(|p| jobs_of(simulator, p, JobKind::Restart) + jobs_of(simulator, p, JobKind::Reset))
+        .collect()
+}
+
+/// Waits until one of `phone_ids` is in a session; returns that session.
+async fn a_session_on_one_of(app: &TestApp, phone_ids: &[String]) -> String {
+    for _ in 0..300 {
+        for phone_id in phone_ids {
+            let phone = app.phone(phone_id).await;
+            if let Some(session) =
+                phone.and_then(|p| p["current_session_id"].as_str().map(str::to_owned))
+            {
+                return session;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no session ever reached {phone_ids:?}");
+}
+
+/// Issue #15 part 5, servers of chapter 4.3.1 (`server_id`): a server whose phones all go
+/// dark while the control plane still lists them running (2) is ONE incident: one recovery
+/// log row for the server, no restart or reset of any of its phones, and the sessions on
+/// them still closed as abandoned. The rule does not over-trigger: a single silent phone on
+/// a healthy server of the same size is restarted as before. When the server comes back,
+/// the incident closes and nothing was restarted: the phones that come back last get the
+/// grace after a recovery (long here, so that a slow machine cannot make it flaky).
+async fn a_dead_server_produces_one_incident_and_no_per_phone_restarts(backend: Backend) {
+    let fleet = start(backend, 8, "grace_after_recovery_secs = 10\n", |o| {
+        o.phones_per_server = 4;
+        o.dark_servers = 1;
+        o.silent = 1;
+        o.faults_after_secs = 4;
+        o.token = Some(TOKEN.to_owned());
+        o.player_interval_ms = 100;
+        o.session_min_secs = 60;
+        o.session_max_secs = 60;
+    })
+    .await;
+    let ids = fleet.simulator.phone_ids();
+    let dark = ids[4..].to_vec();
+    let server = fleet.simulator.fleet.lock().server_ids()[1].clone();
+    assert!(
+        (fleet.simulator.fleet.lock().phones[4..])
+            .iter()
+            .all(|p| p.server_id == server)
+    );
+    // Set-up restarted every phone once (4.3.9's properties take effect at a restart).
+    let setup_jobs = recovery_jobs(&fleet.simulator, &dark);
+    assert_eq!(
+        metric_value(&fleet.app, "cphub_server_incidents_total").await,
+        Some(0.0)
+    );
+    let session = a_session_on_one_of(&fleet.app, &dark).await;
+
+    let log = wait_for_recoveries(&fleet.app, &server, |log| !log.is_empty()).await;
+    fleet
+        .app
+        .wait_for_session(&session, |s| s["state"] == "abandoned")
+        .await;
+    // The silent phone of the healthy server is restarted, well after the incident began:
+    // by then any per-phone restart of the dark server's phones would have been sent too.
+    wait_for_recoveries(&fleet.app, &ids[0], |log| has(log, "restart", "succeeded")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["reason"], "server_incident");
+    assert_eq!(log[0]["action"], "hold");
+    assert_eq!(log[0]["outcome"], "open");
+    let detail = log[0]["detail"].as_str().unwrap();
+    // Opened once the share (0.5) is reached: 2, 3 or 4 of the 4 phones, as they fell silent.
+    assert!(detail.contains(" of 4 phones of server"), "{detail}");
+    assert_eq!(
+        recoveries(&fleet.app, &server).await.len(),
+        1,
+        "one incident, not one per pass"
+    );
+    for phone_id in &dark {
+        assert_eq!(
+            recoveries(&fleet.app, phone_id).await,
+            Vec::<Value>::new(),
+            "{phone_id}"
+        );
+    }
+    assert_eq!(
+        recovery_jobs(&fleet.simulator, &dark),
+        setup_jobs,
+        "no restart or reset sent"
+    );
+    assert_eq!(
+        metric_value(&fleet.app, "cphub_server_incidents_total").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&fleet.app, "cphub_server_incidents_open").await,
+        Some(1.0)
+    );
+
+    fleet.simulator.fleet.lock().set_server_dark(&server, false);
+
+    let log = wait_for_recoveries(&fleet.app, &server, |log| {
+        log.iter().any(|r| r["outcome"] == "closed")
+    })
+    .await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(log[0]["ended_at"].is_string(), "{log:?}");
+    wait_for_metric(&fleet.app, "cphub_server_incidents_open", 0.0).await;
+    for phone_id in &dark {
+        fleet
+            .app
+            .wait_for_phone(phone_id, |p| p["state"] != "stale")
+            .await;
+    }
+    assert_eq!(recovery_jobs(&fleet.simulator, &dark), setup_jobs);
+    fleet.simulator.stop().await;
+}
+
 backend_tests!(
+    a_dead_server_produces_one_incident_and_no_per_phone_restarts,
     a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
     arrears_7_2_pause_recoveries_until_the_account_is_served_again,
     status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alone,
