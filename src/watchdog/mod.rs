@@ -63,6 +63,10 @@ pub struct Watchdog {
     /// Set while the control plane refuses the account (7.2 CPS.0006/0007/0008): no
     /// recovery is started until a call goes through again.
     paused: Mutex<Option<Pause>>,
+    /// When this watchdog was made, and the newest recovery-log id it has looked at for
+    /// account refusals recorded by others ([`Watchdog::notice_account_refusals`]).
+    created_at: UtcTime,
+    account_log_seen: Mutex<i64>,
     /// Servers whose incident this replica closed, and when (see `incidents.rs`).
     closed_incidents: Mutex<HashMap<String, UtcTime>>,
 }
@@ -97,6 +101,7 @@ impl Watchdog {
                 "callbacks.public_url is unset: the watchdog will restart phones but not reset them"
             );
         }
+        let created_at = clock.now();
         Arc::new(Watchdog {
             store,
             client,
@@ -110,6 +115,8 @@ impl Watchdog {
             following: Mutex::new(HashSet::new()),
             paused: Mutex::new(None),
             closed_incidents: Mutex::new(HashMap::new()),
+            created_at,
+            account_log_seen: Mutex::new(0),
         })
     }
 
@@ -163,6 +170,7 @@ impl Watchdog {
         self.abandon_sessions(fresh_since, now).await?;
         let phones = self.store.unhealthy_phones(fresh_since).await?;
         let servers = self.server_incidents(&phones, fresh_since, now).await?;
+        self.notice_account_refusals().await?;
         if !self.account_usable().await {
             return Ok(());
         }
@@ -227,6 +235,30 @@ impl Watchdog {
             self.pause_for_account(code, phone_id);
         }
         code.is_some()
+    }
+
+    /// Account refusals (7.2) recorded in the log by others since the last look — `cphub
+    /// phones reset|restart`, run as a process of its own, records one when it hits arrears
+    /// — pause recoveries here too. Rows older than this watchdog are not looked at.
+    async fn notice_account_refusals(&self) -> Result<(), WatchdogError> {
+        let log = self
+            .store
+            .recoveries(None, Some(self.created_at), 50)
+            .await?;
+        let mut seen = self
+            .account_log_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let newer = log.iter().filter(|r| r.id > *seen);
+        let refused = newer.clone().find(|r| past(r).account_blocked).cloned();
+        *seen = newer.map(|r| r.id).max().unwrap_or(*seen);
+        drop(seen);
+        if let Some(refusal) = refused {
+            let error = refusal.error.unwrap_or_default();
+            let code = error.split(':').next().unwrap_or_default();
+            self.pause_for_account(code, &refusal.phone_id);
+        }
+        Ok(())
     }
 
     /// While paused, one cheap call (re-reading the phone that was refused, chapter 4.3.2)
@@ -575,13 +607,7 @@ impl Watchdog {
                 .client
                 .phone(phone_id.as_str())
                 .await
-                .map_err(|error| {
-                    format!(
-                        "the phone's properties cannot be read (chapter 4.3.2), and a reset \
-                     without them would wipe them: {}",
-                        ErrorChain(&error)
-                    )
-                })?,
+                .map_err(|error| self.unreadable_before_reset(phone_id, &error))?,
         };
         let Some(current) = detail.property.as_deref() else {
             return Err(
@@ -601,6 +627,22 @@ impl Watchdog {
             )
         };
         Ok((property, note))
+    }
+
+    /// Why a reset is not sent when the phone cannot be read first. A read refused for the
+    /// account (7.2) pauses recoveries, as any other call of the watchdog does, and is
+    /// recorded as an account refusal: a manual reset reads the phone here, and must not
+    /// leave the other recoveries running into the same refusal.
+    fn unreadable_before_reset(&self, phone_id: &PhoneId, error: &CphError) -> String {
+        if self.pause_if_account_level(error, phone_id.as_str()) {
+            let code = error.code().unwrap_or_default();
+            return account_refusal(code, &error.to_string());
+        }
+        format!(
+            "the phone's properties cannot be read (chapter 4.3.2), and a reset without them \
+             would wipe them: {}",
+            ErrorChain(error)
+        )
     }
 
     /// Starts the control-plane job, or says why there is none.
@@ -870,6 +912,6 @@ fn past(recovery: &Recovery) -> Past {
 
 /// The recorded error of a recovery the control plane refused for the account (7.2): it
 /// starts with the code, which is how the policy tells it from a failure of the phone.
-fn account_refusal(code: &str, message: &str) -> String {
+pub fn account_refusal(code: &str, message: &str) -> String {
     format!("{code}: account-level, recoveries paused: {message}")
 }

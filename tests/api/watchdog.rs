@@ -898,7 +898,78 @@ async fn a_dead_server_produces_one_incident_and_no_per_phone_restarts(backend: 
     fleet.simulator.stop().await;
 }
 
+/// `cphub phones reset PHONE` against the fleet's control plane and book.
+async fn cli_reset(fleet: &Fleet, phone_id: &str) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
+    cmd.env_clear()
+        .env("CPHUB_CONFIG_DIR", "/nonexistent")
+        .env("DATABASE_URL", &fleet.app.db.url)
+        .env("CPHUB__CALLBACKS__PUBLIC_URL", &fleet.options.cphub)
+        .env("CPHUB__CPH__ENDPOINT", fleet.simulator.cph_endpoint())
+        .env("CPHUB__CPH__PROJECT_ID", &fleet.options.project_id)
+        .env("CPHUB__CPH__AUTH__AK", &fleet.options.ak)
+        .env("CPHUB__CPH__AUTH__SK", &fleet.options.sk)
+        .args(["phones", "reset", phone_id]);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// 7.2 CPS.0006 (arrears): a manual reset that hits it, through the operator API or
+/// `cphub phones reset` (a process of its own, which records the refusal in the recovery
+/// log), starts the recovery pause just as the watchdog's own calls do. Here no phone is
+/// silent, so nothing but the manual reset can start it.
+async fn a_manual_reset_refused_for_arrears_7_2_pauses_recoveries(backend: Backend) {
+    let fleet = start(backend, 2, "", |_| {}).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    fleet.simulator.faults.set_arrears(true);
+
+    let res = fleet
+        .app
+        .client
+        .post(format!(
+            "{}/api/v1/phones/{phone_id}/reset",
+            fleet.app.address
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(res.status(), 202);
+    let recovery: Value = res.json().await.unwrap();
+    assert_eq!(recovery["outcome"], "error", "{recovery}");
+    assert!(
+        recovery["error"].as_str().unwrap().starts_with("CPS.0006"),
+        "{recovery}"
+    );
+    wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 1.0).await;
+    fleet.simulator.faults.set_arrears(false);
+    wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 0.0).await;
+
+    fleet.simulator.faults.set_arrears(true);
+    let out = cli_reset(&fleet, &phone_id).await;
+
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CPS.0006"),
+        "{out:?}"
+    );
+    wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 1.0).await;
+    let log = recoveries(&fleet.app, &phone_id).await;
+    assert!(
+        log.iter()
+            .all(|r| r["outcome"] == "error" && r["reason"] == "manual"),
+        "{log:?}"
+    );
+    assert_ne!(fleet.app.phone(&phone_id).await.unwrap()["state"], "broken");
+    fleet.simulator.faults.set_arrears(false);
+    wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 0.0).await;
+    fleet.simulator.stop().await;
+}
+
 backend_tests!(
+    a_manual_reset_refused_for_arrears_7_2_pauses_recoveries,
     a_dead_server_produces_one_incident_and_no_per_phone_restarts,
     a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
     arrears_7_2_pause_recoveries_until_the_account_is_served_again,
