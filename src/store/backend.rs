@@ -181,8 +181,9 @@ impl<B: Backend> Store for B {
         id: i64,
         request_id: Option<&str>,
         job_id: Option<&str>,
+        detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        let noted = in_transaction!(self, note_recovery_job(id, request_id, job_id));
+        let noted = in_transaction!(self, note_recovery_job(id, request_id, job_id, detail));
         noted.map_err(during("note_recovery_job"))
     }
 

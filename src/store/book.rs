@@ -385,16 +385,20 @@ pub(super) async fn record_cph_status(
 }
 
 /// Job accepted but not finished, or its answer lost (no job id yet): remember the ids,
-/// keep the outcome pending.
+/// keep the outcome pending. `detail`, when given, replaces what the log said was done (a
+/// reset sent again without properties it refused).
 pub(super) async fn note_recovery_job(
     db: &mut impl Sql,
     id: i64,
     request_id: Option<&str>,
     job_id: Option<&str>,
+    detail: Option<&str>,
 ) -> Result<(), StoreError> {
-    let sql = "UPDATE recoveries SET request_id = COALESCE($2, request_id), job_id = $3 \
+    let sql = "UPDATE recoveries SET request_id = COALESCE($2, request_id), job_id = $3, \
+                 detail = COALESCE($4, detail) \
                WHERE id = $1";
-    db.execute(sql, &args![id, request_id, job_id]).await?;
+    db.execute(sql, &args![id, request_id, job_id, detail])
+        .await?;
     Ok(())
 }
 

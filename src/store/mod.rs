@@ -371,11 +371,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError>;
 
+    /// Notes a recovery's request and job ids; `detail`, when given, replaces its detail.
     async fn note_recovery_job(
         &self,
         id: i64,
         request_id: Option<&str>,
         job_id: Option<&str>,
+        detail: Option<&str>,
     ) -> Result<(), StoreError>;
 
     async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError>;

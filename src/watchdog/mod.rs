@@ -7,6 +7,7 @@
 mod holds;
 mod incidents;
 mod policy;
+mod reset;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +20,7 @@ use incidents::Servers;
 pub use policy::{
     Action, Budgets, Decision, Outcome, Past, Reason, Standing, acted, candidate, decide,
 };
+use reset::ResetProperty;
 
 use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
@@ -497,12 +499,12 @@ impl Watchdog {
         detail: Option<PhoneDetail>,
     ) -> Result<Recovery, WatchdogError> {
         let dry_run = self.settings.dry_run;
-        let (property, note) = match action {
+        let mut reset = match action {
             Action::Reset => match self.reset_property(phone_id, detail).await {
-                Ok((property, note)) => (Some(property), Some(note)),
+                Ok(reset) => Some(reset),
                 Err(error) => return self.refuse(phone_id, reason, action, error).await,
             },
-            Action::Restart | Action::MarkBroken | Action::Hold => (None, None),
+            Action::Restart | Action::MarkBroken | Action::Hold => None,
         };
         let now = self.clock.now();
         let record = NewRecovery {
@@ -518,7 +520,7 @@ impl Watchdog {
             error: None,
             started_at: now,
             ended_at: dry_run.then_some(now),
-            detail: note,
+            detail: reset.as_ref().map(|r| r.note.clone()),
             phone_state: (!dry_run).then_some(RecoveryMark::Recovering),
         };
         let recovery = self.store.start_recovery(&record).await?;
@@ -536,20 +538,26 @@ impl Watchdog {
                 .inc();
             return Ok(recovery);
         }
-        match self.start_job(phone_id, action, property).await {
+        let started = self.start_job(phone_id, action, reset.as_mut()).await;
+        // The reset may have been sent again without properties it refused: say so.
+        let detail = reset.as_ref().map(|r| r.note.as_str());
+        match started {
             Ok(Started::Job { request_id, job_id }) => {
                 self.store
-                    .note_recovery_job(recovery.id, request_id.as_deref(), Some(&job_id))
+                    .note_recovery_job(recovery.id, request_id.as_deref(), Some(&job_id), detail)
                     .await?;
                 self.follow(recovery.id, phone_id.as_str(), action, job_id);
             }
             Ok(Started::Unknown { request_id, error }) => {
                 tracing::warn!(%phone_id, action = action.as_str(), request_id, error, "recovery sent, its answer lost (chapter 7.1.2): pending until reconciled, never sent again");
                 self.store
-                    .note_recovery_job(recovery.id, request_id.as_deref(), None)
+                    .note_recovery_job(recovery.id, request_id.as_deref(), None, detail)
                     .await?;
             }
             Err((outcome, error)) => {
+                self.store
+                    .note_recovery_job(recovery.id, None, None, detail)
+                    .await?;
                 self.finish(recovery.id, action, outcome, None, Some(error))
                     .await?
             }
@@ -595,7 +603,7 @@ impl Watchdog {
         &self,
         phone_id: &PhoneId,
         detail: Option<PhoneDetail>,
-    ) -> Result<(String, String), String> {
+    ) -> Result<ResetProperty, String> {
         let Some(ours) = self.reset_property.as_deref() else {
             return Err(
                 "callbacks.public_url is unset: a reset would erase the callback URLs".into(),
@@ -618,15 +626,7 @@ impl Watchdog {
         };
         let (property, kept) = merge_for_reset(current, ours)
             .map_err(|error| format!("not reset, its properties would be lost: {error}"))?;
-        let note = if kept.is_empty() {
-            "reset with cphub's callback properties; the phone had none of its own".to_owned()
-        } else {
-            format!(
-                "reset re-applied the phone's own properties {} and cphub's callback properties",
-                kept.join(", ")
-            )
-        };
-        Ok((property, note))
+        Ok(ResetProperty::new(property, kept))
     }
 
     /// Why a reset is not sent when the phone cannot be read first. A read refused for the
@@ -650,18 +650,19 @@ impl Watchdog {
         &self,
         phone_id: &PhoneId,
         action: Action,
-        property: Option<String>,
+        reset: Option<&mut ResetProperty>,
     ) -> Result<Started, (Outcome, String)> {
-        let batch = match action {
-            Action::Restart => self.client.restart(&[phone_id.to_string()]).await,
-            Action::Reset => {
+        let batch = match (action, reset) {
+            (Action::Restart, _) => self.client.restart(&[phone_id.to_string()]).await,
+            (Action::Reset, Some(reset)) => self.send_reset(phone_id, reset).await,
+            (Action::Reset, None) => {
                 let item = PhoneItem {
                     phone_id: phone_id.to_string(),
-                    property,
+                    property: None,
                 };
                 self.client.reset(vec![item]).await
             }
-            Action::MarkBroken | Action::Hold => {
+            (Action::MarkBroken | Action::Hold, _) => {
                 unreachable!("marking broken or holding starts no job")
             }
         };
@@ -768,7 +769,7 @@ impl Watchdog {
                         .find(|j| j.phone_id.as_deref().is_none_or(|p| p == recovery.phone_id))
                     {
                         self.store
-                            .note_recovery_job(recovery.id, None, Some(&job.job_id))
+                            .note_recovery_job(recovery.id, None, Some(&job.job_id), None)
                             .await?;
                         return Ok(Some(job.job_id));
                     }

@@ -642,6 +642,46 @@ async fn reset_4_3_5_carries_the_phones_own_properties_and_the_callbacks(backend
     fleet.simulator.stop().await;
 }
 
+/// Chapters 4.3.5, 7.2 and appendix A.1: the phone carries a key of its own the reset
+/// refuses (CPS.0200, the key named). cphub sends the reset again without it, keeps every
+/// other property, and the recovery's detail names the key dropped and why.
+async fn reset_4_3_5_refused_for_one_property_drops_it_and_says_so(backend: Backend) {
+    let fleet = start(backend, 2, "", |o| {
+        o.silent = 1;
+        o.restart_fails = 1;
+        o.properties = vec![
+            ("vendor.fan".into(), "2".into()),
+            ("ro.horizontal.screen".into(), "1".into()),
+        ];
+    })
+    .await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let log =
+        wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "reset", "succeeded")).await;
+
+    let reset = log.iter().find(|r| r["action"] == "reset").unwrap();
+    let detail = reset["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("vendor.fan dropped: the reset refused it (CPS.0200:"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("re-applied the phone's own properties ro.horizontal.screen and"),
+        "{detail}"
+    );
+    let properties = fleet.simulator.fleet.lock().phones[0].properties.clone();
+    assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
+    assert_eq!(properties.get("vendor.fan"), None);
+    assert!(properties.contains_key(HEARTBEAT_URL));
+    assert_eq!(
+        jobs_of(&fleet.simulator, &phone_id, JobKind::Reset),
+        1,
+        "the refused reset started nothing; the second one is the one reset"
+    );
+    fleet.simulator.stop().await;
+}
+
 /// `cphub phones stop` (chapter 4.3.7) records the phone as stopped at once: out of service
 /// before the next phone sync (here: none), so neither recovered nor allocated.
 async fn a_phone_stopped_through_cphub_is_out_of_service_at_once(backend: Backend) {
@@ -969,6 +1009,7 @@ async fn a_manual_reset_refused_for_arrears_7_2_pauses_recoveries(backend: Backe
 }
 
 backend_tests!(
+    reset_4_3_5_refused_for_one_property_drops_it_and_says_so,
     a_manual_reset_refused_for_arrears_7_2_pauses_recoveries,
     a_dead_server_produces_one_incident_and_no_per_phone_restarts,
     a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
