@@ -3,6 +3,7 @@
 //! budgets hold, dry-run calls nothing, and one replica acts at a time.
 //! Timings are shortened (1 s heartbeats, stale after 2 s), never asserted.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -609,31 +610,44 @@ async fn status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone(ba
     fleet.simulator.stop().await;
 }
 
-/// Chapters 4.3.5, 4.3.2 and appendix A.1: a reset restores factory settings, so it carries
-/// the phone's own properties (its app port, its screen orientation) and the callback ones.
-async fn reset_4_3_5_carries_the_phones_own_properties_and_the_callbacks(backend: Backend) {
+/// The recovery that reset phone 0 of a fleet whose phones carry `properties` of their own
+/// (phone 0 falls silent and fails its restart, so it is reset), with the fleet and phone
+/// 0's properties after it.
+async fn reset_carrying(
+    backend: Backend,
+    properties: &[(&str, &str)],
+) -> (Fleet, Value, BTreeMap<String, String>) {
     let fleet = start(backend, 2, "", |o| {
         o.silent = 1;
         o.restart_fails = 1;
-        o.properties = vec![
-            ("com.cph.cg.app_port".into(), "8888".into()),
-            ("ro.horizontal.screen".into(), "1".into()),
-        ];
+        o.properties = (properties.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     })
     .await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
-
     let log =
         wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "reset", "succeeded")).await;
+    let reset = log.into_iter().find(|r| r["action"] == "reset").unwrap();
+    let after = fleet.simulator.fleet.lock().phones[0].properties.clone();
+    (fleet, reset, after)
+}
 
-    let properties = fleet.simulator.fleet.lock().phones[0].properties.clone();
+/// Chapters 4.3.5, 4.3.2 and appendix A.1: a reset restores factory settings, so it carries
+/// the phone's own properties (its app port, its screen orientation) and the callback ones.
+async fn reset_4_3_5_carries_the_phones_own_properties_and_the_callbacks(backend: Backend) {
+    let own = [
+        ("com.cph.cg.app_port", "8888"),
+        ("ro.horizontal.screen", "1"),
+    ];
+    let (fleet, reset, properties) = reset_carrying(backend, &own).await;
+
     assert_eq!(properties.get("com.cph.cg.app_port").unwrap(), "8888");
     assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
     assert_eq!(
         properties.get(HEARTBEAT_URL),
         Some(&format!("{}/cph/heartbeat", fleet.options.cphub))
     );
-    let reset = log.iter().find(|r| r["action"] == "reset").unwrap();
     let detail = reset["detail"].as_str().unwrap();
     assert!(
         detail.contains("com.cph.cg.app_port") && detail.contains("ro.horizontal.screen"),
@@ -646,21 +660,9 @@ async fn reset_4_3_5_carries_the_phones_own_properties_and_the_callbacks(backend
 /// refuses (CPS.0200, the key named). cphub sends the reset again without it, keeps every
 /// other property, and the recovery's detail names the key dropped and why.
 async fn reset_4_3_5_refused_for_one_property_drops_it_and_says_so(backend: Backend) {
-    let fleet = start(backend, 2, "", |o| {
-        o.silent = 1;
-        o.restart_fails = 1;
-        o.properties = vec![
-            ("vendor.fan".into(), "2".into()),
-            ("ro.horizontal.screen".into(), "1".into()),
-        ];
-    })
-    .await;
-    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    let own = [("vendor.fan", "2"), ("ro.horizontal.screen", "1")];
+    let (fleet, reset, properties) = reset_carrying(backend, &own).await;
 
-    let log =
-        wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "reset", "succeeded")).await;
-
-    let reset = log.iter().find(|r| r["action"] == "reset").unwrap();
     let detail = reset["detail"].as_str().unwrap();
     assert!(
         detail.contains("vendor.fan dropped: the reset refused it (CPS.0200:"),
@@ -670,12 +672,12 @@ async fn reset_4_3_5_refused_for_one_property_drops_it_and_says_so(backend: Back
         detail.contains("re-applied the phone's own properties ro.horizontal.screen and"),
         "{detail}"
     );
-    let properties = fleet.simulator.fleet.lock().phones[0].properties.clone();
     assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
     assert_eq!(properties.get("vendor.fan"), None);
     assert!(properties.contains_key(HEARTBEAT_URL));
+    let phone_id = &fleet.simulator.phone_ids()[0];
     assert_eq!(
-        jobs_of(&fleet.simulator, &phone_id, JobKind::Reset),
+        jobs_of(&fleet.simulator, phone_id, JobKind::Reset),
         1,
         "the refused reset started nothing; the second one is the one reset"
     );
