@@ -326,31 +326,27 @@ async fn a_phone_that_keeps_failing_is_marked_broken_and_left_alone(backend: Bac
     fleet.simulator.stop().await;
 }
 
-async fn an_operator_can_restart_a_phone_through_the_same_log(backend: Backend) {
-    let fleet = start(backend, 1, "", |_| {}).await;
-    let phone_id = fleet.simulator.phone_ids()[0].clone();
-    let url = format!("{}/api/v1/phones/{phone_id}/restart", fleet.app.address);
-
-    let res = fleet
-        .app
-        .client
+/// `POST /api/v1/phones/{phone_id}/{action}` (restart or reset), as an operator.
+async fn manual(app: &TestApp, phone_id: &str, action: &str) -> reqwest::Response {
+    let url = format!("{}/api/v1/phones/{phone_id}/{action}", app.address);
+    app.client
         .post(&url)
         .bearer_auth(TOKEN)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn an_operator_can_restart_a_phone_through_the_same_log(backend: Backend) {
+    let fleet = start(backend, 1, "", |_| {}).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let res = manual(&fleet.app, &phone_id, "restart").await;
 
     assert_eq!(res.status(), 202);
     let recovery: Value = res.json().await.unwrap();
     assert_eq!(recovery["reason"], "manual");
-    let again = fleet
-        .app
-        .client
-        .post(&url)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let again = manual(&fleet.app, &phone_id, "restart").await;
     assert_error(again, 409, "CPHUB.RECOVERY_REFUSED").await;
     wait_for_recoveries(&fleet.app, &phone_id, |log| {
         has(log, "restart", "succeeded")
@@ -966,17 +962,7 @@ async fn a_manual_reset_refused_for_arrears_7_2_pauses_recoveries(backend: Backe
     let phone_id = fleet.simulator.phone_ids()[0].clone();
     fleet.simulator.faults.set_arrears(true);
 
-    let res = fleet
-        .app
-        .client
-        .post(format!(
-            "{}/api/v1/phones/{phone_id}/reset",
-            fleet.app.address
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let res = manual(&fleet.app, &phone_id, "reset").await;
 
     assert_eq!(res.status(), 202);
     let recovery: Value = res.json().await.unwrap();
