@@ -7,4 +7,5 @@ mod helpers;
 
 mod events;
 mod heartbeats;
+mod incidents;
 mod minting;
