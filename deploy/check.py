@@ -45,6 +45,8 @@ KNOWN_METRICS = {
     "cphub_queue_expired_total": ("counter", set()),
     "cphub_recoveries_total": ("counter", {"action", "result"}),
     "cphub_cph_account_blocked": ("gauge", set()),
+    "cphub_server_incidents_total": ("counter", set()),
+    "cphub_server_incidents_open": ("gauge", set()),
     "cphub_cph_requests_total": ("counter", {"operation", "status"}),
     "cphub_cph_request_duration_seconds": ("histogram", {"operation"}),
     "cphub_http_requests_total": ("counter", {"method", "route", "status"}),

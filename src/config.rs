@@ -316,6 +316,31 @@ pub struct WatchdogSettings {
     pub max_in_flight: usize,
     #[serde(deserialize_with = "plain_list_or_comma_separated")]
     pub exclude: Vec<String>,
+    /// Share of a server's phones that, silent together, make one server incident (0, 1].
+    pub server_incident_share: f64,
+    /// Servers with fewer phones than this never make an incident (at least 1).
+    pub server_incident_min_phones: usize,
+}
+
+impl WatchdogSettings {
+    /// The server-incident rule must be able to fire and must not fire on nothing: a share of
+    /// 0 would hold every server for good, above 1 it could never apply.
+    fn check_server_incident(&self) -> Result<(), ConfigError> {
+        let share = self.server_incident_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ConfigError::Inconsistent {
+                key: "watchdog.server_incident_share",
+                reason: format!("{share} is not a share: give a number above 0 and at most 1"),
+            });
+        }
+        if self.server_incident_min_phones == 0 {
+            return Err(ConfigError::Inconsistent {
+                key: "watchdog.server_incident_min_phones",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 fn plain_list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -411,6 +436,7 @@ impl Settings {
             .extract()
             .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
         settings.check_callback_urls()?;
+        settings.watchdog.check_server_incident()?;
         Ok(settings)
     }
 
@@ -502,6 +528,18 @@ mod tests {
             (
                 "[callbacks]\npublic_url = \"https://h/?token=1\"",
                 "callbacks.public_url",
+            ),
+            (
+                "[watchdog]\nserver_incident_share = 0.0",
+                "watchdog.server_incident_share",
+            ),
+            (
+                "[watchdog]\nserver_incident_share = 1.5",
+                "watchdog.server_incident_share",
+            ),
+            (
+                "[watchdog]\nserver_incident_min_phones = 0",
+                "watchdog.server_incident_min_phones",
             ),
         ];
         for (toml, key) in cases {

@@ -56,6 +56,10 @@ pub struct Metrics {
     pub queue_wait: prometheus::Histogram,
     /// Queue entries that expired unserved (nobody polled them).
     pub queue_expired: IntCounter,
+    /// Server incidents opened: most phones of one server silent together (issue #15).
+    pub server_incidents: IntCounter,
+    /// Server incidents open now, as the leader's watchdog last counted them.
+    pub server_incidents_open: prometheus::IntGauge,
     sessions_active: IntGaugeVec,
     phones: IntGaugeVec,
     queue_length: IntGaugeVec,
@@ -205,6 +209,17 @@ impl Metrics {
                 "Players waiting in the queue, per app (from the store)",
                 &["app_id"],
             ),
+            server_incidents: single(
+                "cphub_server_incidents_total",
+                "Server incidents opened: most phones of one server silent together",
+            ),
+            server_incidents_open: gauge(
+                &r,
+                "cphub_server_incidents_open",
+                "Server incidents open now (on the replica whose watchdog acts)",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
             sessions_active: gauge(
                 &r,
                 "cphub_sessions_active",

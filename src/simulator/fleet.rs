@@ -15,6 +15,12 @@ pub struct PhoneFaults {
     pub stuck: bool,
     /// Every restart job of this phone fails (status -6); a reset is needed.
     pub restart_fails: bool,
+    /// Its server is down: no heartbeats, no sessions, whatever is done to the phone, until
+    /// the server comes back ([`Fleet::set_server_dark`]). The control plane still lists
+    /// the phone running (2): a dead host is what it may not have noticed yet. Restart and
+    /// reset jobs run as usual (the reference is silent on jobs of a phone whose host is
+    /// down) and change nothing about it.
+    pub dark: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -45,7 +51,8 @@ pub struct SimPhone {
 impl SimPhone {
     /// Up and sending callbacks.
     pub fn is_alive(&self) -> bool {
-        self.status == status::RUNNING && !self.faults.silent && !self.faults.stuck
+        let faults = self.faults;
+        self.status == status::RUNNING && !faults.silent && !faults.stuck && !faults.dark
     }
 }
 
@@ -113,11 +120,18 @@ impl Fleet {
     /// `count` running phones named `mobile-0001`…, ids derived from `seed`, spread over
     /// servers of 16 phones.
     pub fn new(count: usize, seed: u64) -> Fleet {
+        Fleet::with_servers(count, seed, 16)
+    }
+
+    /// As [`Fleet::new`], with `per_server` phones on each server (the reference is silent on
+    /// how many a server holds: it depends on the server's and the phones' flavors).
+    pub fn with_servers(count: usize, seed: u64, per_server: usize) -> Fleet {
+        let per_server = per_server.max(1);
         let phones = (0..count)
             .map(|i| SimPhone {
                 phone_id: format!("{seed:08x}{i:024x}"),
                 phone_name: format!("mobile-{:04}", i + 1),
-                server_id: format!("{seed:08x}{:024x}", 0xffff_0000 + i / 16),
+                server_id: server_id(seed, i / per_server),
                 status: status::RUNNING,
                 properties: BTreeMap::new(),
                 pending_properties: BTreeMap::new(),
@@ -173,12 +187,35 @@ impl Fleet {
         }
     }
 
+    /// The servers, in the order of their phones.
+    pub fn server_ids(&self) -> Vec<String> {
+        let mut servers: Vec<String> = Vec::new();
+        for phone in &self.phones {
+            if servers.last() != Some(&phone.server_id) {
+                servers.push(phone.server_id.clone());
+            }
+        }
+        servers
+    }
+
+    /// A server goes down (`dark`) or comes back: its phones stop or resume calling back;
+    /// the control plane's view of them does not change.
+    pub fn set_server_dark(&mut self, server_id: &str, dark: bool) {
+        for phone in self.phones.iter_mut().filter(|p| p.server_id == server_id) {
+            phone.faults.dark = dark;
+        }
+    }
+
     /// Properties the phones' operator set (appendix A.1), on every phone.
     pub fn set_operator_properties(&mut self, properties: &[(String, String)]) {
         for phone in &mut self.phones {
             phone.properties.extend(properties.iter().cloned());
         }
     }
+}
+
+fn server_id(seed: u64, index: usize) -> String {
+    format!("{seed:08x}{:024x}", 0xffff_0000 + index)
 }
 
 /// The fleet shared by the control plane and the phone tasks.

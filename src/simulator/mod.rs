@@ -38,7 +38,8 @@ pub struct Simulator {
 impl Simulator {
     /// Starts the control plane, the phones and the players.
     pub async fn start(options: SimOptions) -> std::io::Result<Simulator> {
-        let mut phones = Fleet::new(options.phones, options.seed);
+        let mut phones =
+            Fleet::with_servers(options.phones, options.seed, options.phones_per_server);
         // Restart and job failures start with the other faults (`faults_after_secs`): until
         // then the fleet can be set up, which takes a restart (4.3.9).
         phones.job_failures_on = !options.has_faults();
@@ -137,7 +138,7 @@ fn control_plane_settings(options: &SimOptions) -> ControlPlaneSettings {
 
 /// The first `silent` phones go silent and the next `stuck` get stuck, a while after start;
 /// the next ones are stopped, frozen, left stopping or restarted by someone else
-/// ([`SimOptions::external_statuses`]).
+/// ([`SimOptions::external_statuses`]); the last `dark_servers` servers go down.
 async fn break_phones_later(fleet: SharedFleet, options: Arc<SimOptions>) {
     let external = options.external_statuses();
     let externally: usize = external.iter().map(|(count, _)| count).sum();
@@ -159,10 +160,15 @@ async fn break_phones_later(fleet: SharedFleet, options: Arc<SimOptions>) {
         }
         next += count;
     }
+    let servers = fleet.server_ids();
+    for server in servers.iter().rev().take(options.dark_servers) {
+        fleet.set_server_dark(server, true);
+    }
     tracing::info!(
         silent = options.silent,
         stuck = options.stuck,
         externally,
+        dark_servers = options.dark_servers,
         "simulated phones broke"
     );
 }

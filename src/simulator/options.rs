@@ -25,6 +25,9 @@ pub struct SimOptions {
     /// Seed of phone ids (the same seed gives the same fleet).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Phones per server (chapter 4.3.1 `server_id`), in order: the first N on the first.
+    #[arg(long, default_value_t = 16)]
+    pub phones_per_server: usize,
 
     /// cphub's base URL, where players ask for sessions (POST /api/v1/sessions).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -70,6 +73,13 @@ pub struct SimOptions {
     /// while the test looks. Next after the stopping.
     #[arg(long, default_value_t = 0)]
     pub restarting_elsewhere: usize,
+    /// Servers that go down when the faults start: every phone of the LAST N servers stops
+    /// calling back (heartbeats, sessions) while the control plane still lists it running
+    /// (2), as for a host it has not noticed is dead. Restarts and resets change nothing;
+    /// the phones come back only with their server. The last ones, so that in a small fleet
+    /// the silent and stuck phones (the first ones) are on a healthy server.
+    #[arg(long, default_value_t = 0)]
+    pub dark_servers: usize,
     /// A property every phone carries from the start, set by its operator (appendix A.1),
     /// e.g. `--property ro.horizontal.screen=1`; repeatable. A reset that does not send it
     /// again wipes it, as a real one would (chapter 4.3.5).
@@ -190,7 +200,7 @@ impl SimOptions {
     /// Whether any phone-side fault is asked for (they all start at `faults_after_secs`).
     pub fn has_faults(&self) -> bool {
         let externally: usize = self.external_statuses().iter().map(|(n, _)| n).sum();
-        self.silent + self.stuck + self.restart_fails + externally > 0
+        self.silent + self.stuck + self.restart_fails + externally + self.dark_servers > 0
             || self.job_failure_rate > 0.0
     }
 
@@ -243,6 +253,7 @@ mod tests {
         let defaults = SimOptions::defaults();
         assert!(defaults.system_errors.is_empty() && defaults.lose_answers.is_empty());
         assert!(!defaults.arrears);
+        assert_eq!((defaults.dark_servers, defaults.phones_per_server), (0, 16));
 
         use clap::Parser;
         #[derive(Parser)]
@@ -261,6 +272,10 @@ mod tests {
             "--lost-answer-status",
             "504",
             "--arrears",
+            "--dark-servers",
+            "1",
+            "--phones-per-server",
+            "4",
         ])
         .unwrap()
         .options;
@@ -279,6 +294,7 @@ mod tests {
             apps.deployments(),
             [("game.a".to_owned(), 0.5), ("lobby".to_owned(), 1.0)]
         );
+        assert_eq!((options.dark_servers, options.phones_per_server), (1, 4));
         for bad in [
             &["simulate", "--app", "game.a:1.5"][..],
             &["simulate", "--app", ":0.5"],

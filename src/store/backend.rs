@@ -137,6 +137,26 @@ impl<B: Backend> Store for B {
         found.map_err(during("unhealthy_phones"))
     }
 
+    async fn phones_per_server(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let found = book::phones_per_server(&mut self.reader()).await;
+        found.map_err(during("phones_per_server"))
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<Recovery>, StoreError> {
+        let found = book::open_incidents(&mut self.reader()).await;
+        found.map_err(during("open_incidents"))
+    }
+
+    async fn close_incident(
+        &self,
+        id: i64,
+        ended_at: UtcTime,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        let closed = in_transaction!(self, close_incident(id, ended_at, note));
+        closed.map_err(during("close_incident"))
+    }
+
     async fn abandon_sessions_on_stale_phones(
         &self,
         fresh_since: UtcTime,
@@ -171,8 +191,9 @@ impl<B: Backend> Store for B {
         id: i64,
         request_id: Option<&str>,
         job_id: Option<&str>,
+        detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        let noted = in_transaction!(self, note_recovery_job(id, request_id, job_id));
+        let noted = in_transaction!(self, note_recovery_job(id, request_id, job_id, detail));
         noted.map_err(during("note_recovery_job"))
     }
 

@@ -251,12 +251,44 @@ pub(super) async fn unhealthy_phones(
     db: &mut impl Sql,
     fresh_since: UtcTime,
 ) -> Result<Vec<PhoneHealth>, StoreError> {
-    let sql = "SELECT phone_id, last_seen_at, cph_status, recovery_state FROM phones \
+    let sql = "SELECT phone_id, server_id, last_seen_at, cph_status, recovery_state FROM phones \
                WHERE (last_seen_at IS NOT NULL AND last_seen_at < $1 \
                    AND (cph_status IS NULL OR cph_status = 2)) \
                  OR cph_status IN (-5, -6, -7) \
                ORDER BY phone_id";
     Ok(db.fetch_all(sql, &args![fresh_since]).await?)
+}
+
+/// How many phones the book knows on each server (chapter 4.3.1 `server_id`): the share of
+/// a server's phones that fell silent is taken of these.
+pub(super) async fn phones_per_server(db: &mut impl Sql) -> Result<Vec<(String, i64)>, StoreError> {
+    let sql = "SELECT server_id, COUNT(*) FROM phones WHERE server_id IS NOT NULL \
+               GROUP BY server_id";
+    Ok(db.fetch_all(sql, &[]).await?)
+}
+
+/// The server incidents that still last (see migration 0005).
+pub(super) async fn open_incidents(db: &mut impl Sql) -> Result<Vec<Recovery>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        recovery_columns!(),
+        " FROM recoveries WHERE outcome = 'open' ORDER BY id"
+    );
+    Ok(db.fetch_all(sql, &[]).await?)
+}
+
+/// Ends an open server incident; `note` is added to what its detail already says.
+pub(super) async fn close_incident(
+    tx: &mut impl Sql,
+    id: i64,
+    ended_at: UtcTime,
+    note: &str,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE recoveries SET outcome = 'closed', ended_at = $2, \
+                 detail = COALESCE(detail || '; ', '') || $3 \
+               WHERE id = $1 AND outcome = 'open'";
+    tx.execute(sql, &args![id, ended_at, note]).await?;
+    Ok(())
 }
 
 /// Closes playing sessions whose phone went silent, at their last heartbeat.
@@ -382,16 +414,20 @@ pub(super) async fn record_cph_status(
 }
 
 /// Job accepted but not finished, or its answer lost (no job id yet): remember the ids,
-/// keep the outcome pending.
+/// keep the outcome pending. `detail`, when given, replaces what the log said was done (a
+/// reset sent again without properties it refused).
 pub(super) async fn note_recovery_job(
     db: &mut impl Sql,
     id: i64,
     request_id: Option<&str>,
     job_id: Option<&str>,
+    detail: Option<&str>,
 ) -> Result<(), StoreError> {
-    let sql = "UPDATE recoveries SET request_id = COALESCE($2, request_id), job_id = $3 \
+    let sql = "UPDATE recoveries SET request_id = COALESCE($2, request_id), job_id = $3, \
+                 detail = COALESCE($4, detail) \
                WHERE id = $1";
-    db.execute(sql, &args![id, request_id, job_id]).await?;
+    db.execute(sql, &args![id, request_id, job_id, detail])
+        .await?;
     Ok(())
 }
 

@@ -253,6 +253,9 @@ pub struct Recovery {
 pub struct PhoneHealth {
     #[sqlx(try_from = "String")]
     pub phone_id: PhoneId,
+    /// The server it runs on (chapter 4.3.1, from phone sync): a server whose phones fall
+    /// silent together is one incident, not one recovery per phone.
+    pub server_id: Option<String>,
     pub last_seen_at: Option<UtcTime>,
     pub cph_status: Option<i32>,
     pub recovery_state: Option<String>,

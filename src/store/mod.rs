@@ -409,6 +409,20 @@ pub trait Store: Send + Sync + 'static {
     /// Phones the watchdog should look at: silent since `fresh_since`, or reported unwell.
     async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError>;
 
+    /// The number of phones on each server, for servers the control plane named.
+    async fn phones_per_server(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Server incidents (reason `server_incident`) still open, oldest first.
+    async fn open_incidents(&self) -> Result<Vec<Recovery>, StoreError>;
+
+    /// Ends an open server incident at `ended_at`, adding `note` to its detail.
+    async fn close_incident(
+        &self,
+        id: i64,
+        ended_at: UtcTime,
+        note: &str,
+    ) -> Result<(), StoreError>;
+
     /// Closes, at their last heartbeat, playing sessions of phones silent since `fresh_since`.
     async fn abandon_sessions_on_stale_phones(
         &self,
@@ -428,11 +442,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError>;
 
+    /// Notes a recovery's request and job ids; `detail`, when given, replaces its detail.
     async fn note_recovery_job(
         &self,
         id: i64,
         request_id: Option<&str>,
         job_id: Option<&str>,
+        detail: Option<&str>,
     ) -> Result<(), StoreError>;
 
     async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError>;

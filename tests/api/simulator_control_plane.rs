@@ -689,9 +689,9 @@ async fn a_bad_phone_in_a_batch_fails_only_its_own_item() {
 
     let batch = client
         .update_property(vec![
-            item(&good, Some(json!({"a": "1"}))),
-            item(unknown, Some(json!({"a": "1"}))),
-            item("not-a-phone", Some(json!({"a": "1"}))),
+            item(&good, Some(json!({"ro.install.auto": "1"}))),
+            item(unknown, Some(json!({"ro.install.auto": "1"}))),
+            item("not-a-phone", Some(json!({"ro.install.auto": "1"}))),
             PhoneItem {
                 phone_id: fake.phone_id(1),
                 property: Some("[1, 2]".into()),
@@ -726,6 +726,44 @@ async fn a_bad_phone_in_a_batch_fails_only_its_own_item() {
         batch
             .failures()
             .all(|f| f.error_msg.is_some() && f.job_id.is_none())
+    );
+    fake.stop().await;
+}
+
+/// Appendix A.1, 4.3.5, 7.2: a reset whose property carries a key the reference does not
+/// name is refused for that phone with the parameter error CPS.0200, naming the key; the
+/// keys of A.1 and of 4.3.5's own example are accepted.
+#[tokio::test]
+async fn a_reset_with_a_key_outside_appendix_a_1_is_refused_naming_it() {
+    let fake = FakeCph::start(2).await;
+    let client = fake.client();
+    let [refused, accepted] = [0, 1].map(|i| fake.phone_id(i));
+
+    let batch = client
+        .reset(vec![
+            item(
+                &refused,
+                Some(json!({"vendor.fan": "1", "ro.horizontal.screen": "1"})),
+            ),
+            item(
+                &accepted,
+                Some(json!({"phone_num": "13666666666", "ro.horizontal.screen": "1"})),
+            ),
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        batch.jobs().map(|(p, _)| p).collect::<Vec<_>>(),
+        [accepted.as_str()]
+    );
+    let failure = batch.failures().next().unwrap();
+    assert_eq!(failure.phone_id.as_deref(), Some(refused.as_str()));
+    assert_eq!(failure.error_code.as_deref(), Some("CPS.0200"));
+    let message = failure.error_msg.as_deref().unwrap();
+    assert!(
+        message.contains("vendor.fan") && !message.contains("ro.horizontal.screen"),
+        "{message}"
     );
     fake.stop().await;
 }
@@ -1233,7 +1271,7 @@ async fn a_resetting_phone_takes_no_other_restart_reset_or_stop() {
         assert_eq!(refused, [(phone.clone(), "CPS.0010".to_owned())]);
     }
     let update = client
-        .update_property(vec![item(&phone, Some(json!({"a": "1"})))])
+        .update_property(vec![item(&phone, Some(json!({"ro.install.auto": "1"})))])
         .await
         .unwrap();
     assert_eq!(update.jobs().count(), 1);

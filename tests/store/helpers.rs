@@ -17,11 +17,12 @@ use std::sync::Arc;
 use cphub::access::{Issued, MintedAccess};
 use cphub::config::Settings;
 use cphub::domain::{
-    AppId, EventKind, GameEvent, Heartbeat, PhoneId, Session, SessionId, UserId, UtcTime,
+    Action, AppId, EventKind, GameEvent, Heartbeat, Outcome as RecoveryOutcome, PhoneId, Reason,
+    Session, SessionId, UserId, UtcTime,
 };
 use cphub::store::{
-    Allocation, Applied, ApplyRules, EventOutcome, MintRequest, Phone, ReceivedEvent, Store,
-    Verification,
+    Allocation, Applied, ApplyRules, ControlPlanePhone, EventOutcome, MintRequest, NewRecovery,
+    Phone, ReceivedEvent, Store, Verification,
 };
 
 #[path = "../common/db.rs"]
@@ -335,4 +336,35 @@ pub async fn release_lapsed_holds(store: &impl Book, now: &str) -> u64 {
         .release_lapsed_holds(at(now))
         .await
         .expect("holds release")
+}
+
+// ---- the fleet and the recovery log ------------------------------------------------------
+
+/// Phone sync (chapter 4.3.1) of `phones` as `(phone, server)`, all running, at `time`.
+pub async fn sync(store: &impl Book, phones: &[(&str, &str)], time: &str) {
+    let listed: Vec<ControlPlanePhone> = (phones.iter())
+        .map(|(phone, server)| ControlPlanePhone {
+            phone_id: phone.to_string(),
+            phone_name: format!("name-{phone}"),
+            server_id: server.to_string(),
+            status: 2,
+        })
+        .collect();
+    store.sync_phones(&listed, at(time)).await.expect("sync");
+}
+
+/// A server incident (reason `server_incident`, action `hold`, outcome `open`) of `server`.
+pub fn server_incident(server: &str, time: &str) -> NewRecovery {
+    NewRecovery {
+        phone_id: pid(server),
+        reason: Reason::ServerIncident,
+        action: Action::Hold,
+        dry_run: false,
+        outcome: RecoveryOutcome::Open,
+        error: None,
+        started_at: at(time),
+        ended_at: None,
+        detail: Some(format!("{server} went dark")),
+        phone_state: None,
+    }
 }
