@@ -8,6 +8,7 @@ use utoipa::openapi::{OpenApi as Document, PathItem, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::config::BasePath;
+use crate::domain::IdempotencyKey;
 use crate::http::error::ErrorBody;
 
 /// The security scheme every operator route requires.
@@ -21,7 +22,8 @@ const BEARER: &str = "bearer_token";
                        the phones' callbacks, the operator API, health and metrics. Errors \
                        answer `{request_id, error_code, error_msg}` with a stable `error_code`."
     ),
-    components(schemas(ErrorBody)),
+    // IdempotencyKey is named by a header parameter only, which utoipa does not collect.
+    components(schemas(ErrorBody, IdempotencyKey)),
     modifiers(&BearerScheme)
 )]
 struct ApiDoc;

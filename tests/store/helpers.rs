@@ -348,6 +348,7 @@ pub async fn sync(store: &impl Book, phones: &[(&str, &str)], time: &str) {
             phone_name: format!("name-{phone}"),
             server_id: server.to_string(),
             status: 2,
+            ..ControlPlanePhone::default()
         })
         .collect();
     store.sync_phones(&listed, at(time)).await.expect("sync");
