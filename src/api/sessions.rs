@@ -84,7 +84,7 @@ pub(super) async fn mint(
     let auth_ts = now.plus(access.ticket_ttl()).epoch_millis();
     let expires_at = UtcTime::from_epoch_millis(auth_ts).unwrap_or(now);
     let request = MintRequest {
-        access: MintedAccess::mint(),
+        access: MintedAccess::mint(access.cipher),
         app_id,
         user_id,
         pinned_phone: pinned,

@@ -27,6 +27,7 @@ pub enum ErrorCode {
     EncryptedDataRequired,
     DecryptFailed,
     TicketReplayed,
+    TicketSessionEnded,
     PhoneBusy,
     NoFreePhone,
     RecoveryRefused,
@@ -36,7 +37,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -53,6 +54,7 @@ impl ErrorCode {
         ErrorCode::EncryptedDataRequired,
         ErrorCode::DecryptFailed,
         ErrorCode::TicketReplayed,
+        ErrorCode::TicketSessionEnded,
         ErrorCode::PhoneBusy,
         ErrorCode::NoFreePhone,
         ErrorCode::RecoveryRefused,
@@ -79,6 +81,7 @@ impl ErrorCode {
             ErrorCode::EncryptedDataRequired => "CPHUB.ENCRYPTED_DATA_REQUIRED",
             ErrorCode::DecryptFailed => "CPHUB.DECRYPT_FAILED",
             ErrorCode::TicketReplayed => "CPHUB.TICKET_REPLAYED",
+            ErrorCode::TicketSessionEnded => "CPHUB.TICKET_SESSION_ENDED",
             ErrorCode::PhoneBusy => "CPHUB.PHONE_BUSY",
             ErrorCode::NoFreePhone => "CPHUB.NO_FREE_PHONE",
             ErrorCode::RecoveryRefused => "CPHUB.RECOVERY_REFUSED",
@@ -105,7 +108,8 @@ impl ErrorCode {
             | ErrorCode::TicketExpired
             | ErrorCode::EncryptedDataRequired
             | ErrorCode::DecryptFailed
-            | ErrorCode::TicketReplayed => StatusCode::FORBIDDEN,
+            | ErrorCode::TicketReplayed
+            | ErrorCode::TicketSessionEnded => StatusCode::FORBIDDEN,
             ErrorCode::PhoneBusy | ErrorCode::RecoveryRefused => StatusCode::CONFLICT,
             ErrorCode::NoFreePhone | ErrorCode::CphNotConfigured | ErrorCode::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE

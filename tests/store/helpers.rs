@@ -20,8 +20,8 @@ use cphub::domain::{
     AppId, EventKind, GameEvent, Heartbeat, PhoneId, Session, SessionId, UserId, UtcTime,
 };
 use cphub::store::{
-    Allocation, Applied, ApplyRules, EventOutcome, MintRequest, Phone, ReceivedEvent, Store,
-    Verification,
+    Admission, Allocation, Applied, ApplyRules, EventOutcome, MintRequest, Phone, ReceivedEvent,
+    Store, Verification,
 };
 
 #[path = "../common/db.rs"]
@@ -275,7 +275,7 @@ pub struct Mint<'a> {
 pub const USER: &str = "u-1";
 
 pub fn mint_request(m: &Mint<'_>) -> MintRequest {
-    let mut access = MintedAccess::mint();
+    let mut access = MintedAccess::mint(Settings::with_overrides("").unwrap().access.cipher);
     access.session_id = sid(m.session).to_string();
     MintRequest {
         access,
@@ -317,7 +317,9 @@ pub fn verification(session: &str, digest: &str, now: &str, hold_until: &str) ->
         session_id: sid(session),
         digest: digest.to_owned(),
         now: at(now),
-        hold_until: at(hold_until),
+        admission: Admission::FirstUse {
+            hold_until: at(hold_until),
+        },
     }
 }
 
