@@ -169,10 +169,7 @@ impl TryFrom<EventEnvelope> for GameEvent {
             app_id: AppId::parse("event.app_id", e.app_id)?,
             time: UtcTime::parse("event.time", &e.time)?,
             run_time,
-            error_msg: e
-                .error_msg
-                .map(|m| ErrorMsg::parse("event.error_msg", m))
-                .transpose()?,
+            error_msg: e.error_msg.map(ErrorMsg::bounded),
         })
     }
 }
