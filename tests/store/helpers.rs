@@ -323,6 +323,16 @@ pub fn verification(session: &str, digest: &str, now: &str, hold_until: &str) ->
     }
 }
 
+/// The ticket of `session` presented again at `now` (a client reconnecting).
+pub fn reconnect(session: &str, now: &str) -> Verification {
+    Verification {
+        session_id: sid(session),
+        digest: format!("reconnect at {now}"),
+        now: at(now),
+        admission: Admission::Reconnect,
+    }
+}
+
 pub async fn mark_verified(store: &impl Book, verifications: &[Verification]) -> Vec<bool> {
     store
         .mark_verified(verifications)
