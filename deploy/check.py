@@ -32,6 +32,7 @@ ALERT_TESTS = os.path.join(DEPLOY, "prometheus", "alerts_test.yml")
 KNOWN_METRICS = {
     "cphub_sessions_active": ("gauge", {"app_id"}),
     "cphub_sessions_started_total": ("counter", {"app_id"}),
+    "cphub_enter_app_mismatches_total": ("counter", set()),
     "cphub_sessions_ended_total": ("counter", {"app_id", "reason"}),
     "cphub_session_duration_seconds": ("histogram", {"app_id"}),
     "cphub_run_time_mismatches_total": ("counter", set()),
@@ -41,8 +42,13 @@ KNOWN_METRICS = {
     "cphub_events_total": ("counter", {"type", "outcome"}),
     "cphub_heartbeats_total": ("counter", set()),
     "cphub_phones": ("gauge", {"state"}),
+    "cphub_queue_length": ("gauge", {"app_id"}),
+    "cphub_queue_wait_seconds": ("histogram", set()),
+    "cphub_queue_expired_total": ("counter", set()),
     "cphub_recoveries_total": ("counter", {"action", "result"}),
     "cphub_cph_account_blocked": ("gauge", set()),
+    "cphub_server_incidents_total": ("counter", set()),
+    "cphub_server_incidents_open": ("gauge", set()),
     "cphub_cph_requests_total": ("counter", {"operation", "status"}),
     "cphub_cph_request_duration_seconds": ("histogram", {"operation"}),
     "cphub_http_requests_total": ("counter", {"method", "route", "status"}),
@@ -55,7 +61,8 @@ REFUSALS = {
     "malformed_json", "invalid_field", "invalid_time", "unknown_event_type", "unknown_status",
     "payload_too_large", "unauthorized", "not_found", "method_not_allowed", "unknown_session",
     "bad_ticket", "bad_auth_ts", "ticket_expired", "encrypted_data_required", "decrypt_failed",
-    "ticket_replayed", "ticket_session_ended", "phone_busy", "no_free_phone", "unavailable", "internal",
+    "ticket_replayed", "ticket_session_ended", "phone_busy", "no_free_phone", "unavailable",
+    "internal",
 }
 
 # Closed label value sets; a matcher with a literal value (or a|b|c) must stay inside them.

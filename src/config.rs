@@ -199,12 +199,24 @@ pub struct AccessSettings {
     pub data_encoding: Encoding,
     #[serde(deserialize_with = "positive")]
     pub sweep_interval_ms: u64,
+    /// Mint only on a phone that has the requested app (needs `cph.endpoint`).
+    pub match_app: bool,
+    /// How long an `Idempotency-Key` of `POST /api/v1/sessions` is remembered.
+    #[serde(deserialize_with = "positive")]
+    pub idempotency_ttl_secs: u64,
+    #[serde(deserialize_with = "positive")]
+    pub queue_ttl_secs: u64,
+    #[serde(deserialize_with = "positive")]
+    pub queue_assign_interval_ms: u64,
     pub reconnect: Reconnect,
     pub encrypted_data: EncryptedDataMode,
     pub cipher: Cipher,
 }
 
 impl AccessSettings {
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_ttl_secs)
+    }
     pub fn ticket_ttl(&self) -> Duration {
         Duration::from_secs(self.ticket_ttl_secs)
     }
@@ -216,6 +228,12 @@ impl AccessSettings {
     }
     pub fn replay_grace(&self) -> Duration {
         Duration::from_secs(self.replay_grace_secs)
+    }
+    pub fn queue_ttl(&self) -> Duration {
+        Duration::from_secs(self.queue_ttl_secs)
+    }
+    pub fn queue_assign_interval(&self) -> Duration {
+        Duration::from_millis(self.queue_assign_interval_ms)
     }
 }
 
@@ -376,6 +394,8 @@ pub struct CphSettings {
     pub job_deadline_secs: u64,
     #[serde(deserialize_with = "positive")]
     pub sync_interval_secs: u64,
+    /// At most this many phone details (4.3.2) read per sync, for their access information.
+    pub detail_reads_per_sync: usize,
     pub auth: CphAuthSettings,
 }
 
@@ -412,6 +432,31 @@ pub struct WatchdogSettings {
     pub max_in_flight: usize,
     #[serde(deserialize_with = "plain_list_or_comma_separated")]
     pub exclude: Vec<String>,
+    /// Share of a server's phones that, silent together, make one server incident (0, 1].
+    pub server_incident_share: f64,
+    /// Servers with fewer phones than this never make an incident (at least 1).
+    pub server_incident_min_phones: usize,
+}
+
+impl WatchdogSettings {
+    /// The server-incident rule must be able to fire and must not fire on nothing: a share of
+    /// 0 would hold every server for good, above 1 it could never apply.
+    fn check_server_incident(&self) -> Result<(), ConfigError> {
+        let share = self.server_incident_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ConfigError::Inconsistent {
+                key: "watchdog.server_incident_share",
+                reason: format!("{share} is not a share: give a number above 0 and at most 1"),
+            });
+        }
+        if self.server_incident_min_phones == 0 {
+            return Err(ConfigError::Inconsistent {
+                key: "watchdog.server_incident_min_phones",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 fn plain_list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -461,6 +506,22 @@ fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 impl Settings {
+    /// Whether a mint takes only a phone with the requested app: `access.match_app`, and a
+    /// control plane to learn from which apps are where (without one, matching would find no
+    /// phone at all). Every way of minting asks this.
+    pub fn matches_apps(&self) -> bool {
+        self.access.match_app && self.cph.is_configured()
+    }
+
+    /// The access settings as every minting path uses them: `match_app` is the effective
+    /// rule ([`Settings::matches_apps`]), so a mint and a queue assignment pick alike.
+    pub fn effective_access(&self) -> AccessSettings {
+        AccessSettings {
+            match_app: self.matches_apps(),
+            ..self.access.clone()
+        }
+    }
+
     /// Loads the layers in the documented order. `config_dir` holds `$CPHUB_ENV.toml`.
     pub fn load(config_dir: &Path, extra_file: Option<&Path>) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
@@ -491,6 +552,7 @@ impl Settings {
             .extract()
             .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
         settings.check_callback_urls()?;
+        settings.watchdog.check_server_incident()?;
         Ok(settings)
     }
 
@@ -582,6 +644,18 @@ mod tests {
             (
                 "[callbacks]\npublic_url = \"https://h/?token=1\"",
                 "callbacks.public_url",
+            ),
+            (
+                "[watchdog]\nserver_incident_share = 0.0",
+                "watchdog.server_incident_share",
+            ),
+            (
+                "[watchdog]\nserver_incident_share = 1.5",
+                "watchdog.server_incident_share",
+            ),
+            (
+                "[watchdog]\nserver_incident_min_phones = 0",
+                "watchdog.server_incident_min_phones",
             ),
             ("[access]\nreconnect = \"always\"", "access.reconnect"),
             (

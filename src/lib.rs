@@ -13,6 +13,7 @@ pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod queue;
 pub mod receiver;
 pub mod routes;
 pub mod simulator;

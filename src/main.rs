@@ -44,6 +44,9 @@ async fn main() -> ExitCode {
         Command::Sessions(command) => cli::sessions::run(&settings, command)
             .await
             .map_err(Into::into),
+        Command::Queue(command) => cli::queue::run(&settings, command)
+            .await
+            .map_err(Into::into),
         Command::Usage(command) => cli::usage::run(&settings, command)
             .await
             .map_err(Into::into),

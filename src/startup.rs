@@ -14,10 +14,12 @@ use crate::api::{self, BearerTokens};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::cph::properties::{PropertyError, callback_property};
-use crate::cph::{CphClient, CphError, sync::PhoneSync};
+use crate::cph::sync::{PhoneSync, SyncLimits};
+use crate::cph::{CphClient, CphError};
 use crate::http::api_document::ApiDocument;
 use crate::http::{error::not_found, request_id, route};
 use crate::metrics::{self, Metrics};
+use crate::queue::{Queue, QueueTask};
 use crate::receiver;
 use crate::routes;
 use crate::store::{
@@ -59,6 +61,7 @@ pub struct Application {
     sweeper: HoldSweeper,
     phone_sync: Option<PhoneSync>,
     watchdog_task: Option<WatchdogTask>,
+    queue_task: QueueTask,
     writer_tasks: [JoinHandle<()>; 2],
 }
 
@@ -128,6 +131,9 @@ impl Application {
                     Arc::clone(&store),
                     Arc::clone(&clock),
                     std::time::Duration::from_secs(settings.cph.sync_interval_secs),
+                    SyncLimits {
+                        detail_reads_per_sync: settings.cph.detail_reads_per_sync,
+                    },
                 );
                 let reset_property = reset_property(&settings)?;
                 let watchdog = settings.watchdog.enabled.then(|| {
@@ -146,6 +152,14 @@ impl Application {
             false => (None, None),
         };
         let watchdog_task = watchdog.as_ref().map(Watchdog::spawn);
+        let queue = Arc::new(Queue::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            settings.effective_access(),
+            settings.fleet.clone(),
+        ));
+        let queue_task = Arc::clone(&queue).spawn();
         if settings.api.tokens.is_empty() {
             tracing::warn!("api.tokens is empty: the operator API will refuse every request");
         }
@@ -157,6 +171,7 @@ impl Application {
             clock,
             metrics,
             watchdog,
+            queue,
         };
         let metrics_server = match settings.metrics.listen {
             Some(addr) => Some(metrics_server(&settings, addr, &shared)?),
@@ -172,6 +187,7 @@ impl Application {
             sweeper,
             phone_sync,
             watchdog_task,
+            queue_task,
             writer_tasks: [events_task, tickets_task],
         })
     }
@@ -200,6 +216,7 @@ impl Application {
             let _ = task.await;
         }
         self.sweeper.stop();
+        self.queue_task.stop();
         if let Some(sync) = self.phone_sync {
             sync.stop();
         }
@@ -229,6 +246,7 @@ struct Shared {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     watchdog: Option<Arc<Watchdog>>,
+    queue: Arc<Queue>,
 }
 
 /// `/metrics` on its own listener (`metrics.listen`), e.g. reachable only by Prometheus.
@@ -276,7 +294,8 @@ fn http_server(
     let writer = web::Data::new(shared.writer);
     let tickets = web::Data::new(shared.tickets);
     let tokens = web::Data::new(BearerTokens::new(settings.api.tokens.clone()));
-    let access = web::Data::new(settings.access.clone());
+    // The handlers read the effective rule (`Settings::matches_apps`) from here.
+    let access = web::Data::new(settings.effective_access());
     let fleet = web::Data::new(settings.fleet.clone());
     let usage = web::Data::new(settings.usage.clone());
     let base_path = web::Data::new(settings.callbacks.base_path.clone());
@@ -286,6 +305,7 @@ fn http_server(
     let metrics = web::Data::from(shared.metrics);
     let metrics_here = settings.metrics.listen.is_none();
     let watchdog = shared.watchdog.map(web::Data::new);
+    let queue = web::Data::from(shared.queue);
     let callbacks = settings.callbacks.clone();
     let api_settings = settings.api.clone();
     let mut server = HttpServer::new(move || {
@@ -305,6 +325,7 @@ fn http_server(
             .app_data(base_path.clone())
             .app_data(document.clone())
             .app_data(metrics.clone())
+            .app_data(queue.clone())
             .configure(|cfg| {
                 if let Some(watchdog) = &watchdog {
                     cfg.app_data(watchdog.clone());

@@ -2,6 +2,7 @@
 
 mod auth;
 mod phones;
+mod queue;
 mod sessions;
 mod usage;
 
@@ -39,6 +40,9 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::POST, "/sessions", sessions::mint),
         Endpoint::new(Method::GET, "/sessions", sessions::list),
         Endpoint::new(Method::GET, "/sessions/{session_id}", sessions::show),
+        Endpoint::new(Method::POST, "/queue", queue::join).with_body_limit(queue::BODY_LIMIT),
+        Endpoint::new(Method::GET, "/queue/{queue_id}", queue::poll),
+        Endpoint::new(Method::DELETE, "/queue/{queue_id}", queue::leave),
         Endpoint::new(Method::GET, "/phones", phones::list),
         Endpoint::new(Method::GET, "/phones/{phone_id}", phones::show),
         Endpoint::new(Method::POST, "/phones/{phone_id}/restart", phones::restart),
@@ -56,6 +60,9 @@ pub fn endpoints() -> Vec<Endpoint> {
     sessions::mint,
     sessions::list,
     sessions::show,
+    queue::join,
+    queue::poll,
+    queue::leave,
     phones::list,
     phones::show,
     phones::restart,
@@ -79,10 +86,17 @@ pub enum ApiError {
     Invalid(#[from] ParseError),
     #[error("{0} not found")]
     NotFound(&'static str),
-    #[error("no idle phone is free; retry later")]
+    #[error(
+        "no idle phone is free (players waiting in the queue come first); retry later or join \
+         the queue: POST /api/v1/queue"
+    )]
     NoFreePhone,
+    #[error("the queue entry was served and its session has moved on; join again to play")]
+    QueueEntryClosed,
     #[error("the phone is not free (in a session, held for one, or stale)")]
     PhoneBusy,
+    #[error("this Idempotency-Key was used with another request body")]
+    IdempotencyKeyReused,
     #[error("query failed")]
     Store(#[from] StoreError),
     #[error("the CPH management API is not configured (cph.endpoint)")]
@@ -102,6 +116,17 @@ impl From<crate::watchdog::WatchdogError> for ApiError {
     }
 }
 
+impl From<crate::queue::QueueError> for ApiError {
+    fn from(error: crate::queue::QueueError) -> Self {
+        use crate::queue::QueueError;
+        match error {
+            QueueError::Unknown => ApiError::NotFound("queue entry"),
+            QueueError::Closed => ApiError::QueueEntryClosed,
+            QueueError::Store(e) => ApiError::Store(e),
+        }
+    }
+}
+
 impl ApiError {
     fn code(&self) -> ErrorCode {
         match self {
@@ -109,6 +134,8 @@ impl ApiError {
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::NoFreePhone => ErrorCode::NoFreePhone,
             ApiError::PhoneBusy => ErrorCode::PhoneBusy,
+            ApiError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            ApiError::QueueEntryClosed => ErrorCode::QueueEntryClosed,
             ApiError::CphNotConfigured => ErrorCode::CphNotConfigured,
             ApiError::RecoveryRefused(_) => ErrorCode::RecoveryRefused,
             ApiError::Store(e) if e.is_retryable() => ErrorCode::Unavailable,

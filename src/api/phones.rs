@@ -11,9 +11,9 @@ use utoipa::{IntoParams, IntoResponses, ToSchema};
 use super::ApiError;
 use crate::clock::Clock;
 use crate::config::FleetSettings;
-use crate::domain::PhoneId;
+use crate::domain::{AppId, PhoneId};
 use crate::http::error::ErrorBody;
-use crate::store::{Phone, Recovery, Store};
+use crate::store::{Phone, PhoneApp, Recovery, Store};
 use crate::watchdog::{Action, Watchdog};
 
 #[derive(Deserialize, IntoParams)]
@@ -27,6 +27,10 @@ pub(super) struct Page {
     #[serde(default)]
     #[param(value_type = Option<PhoneId>)]
     after: Option<String>,
+    /// Only phones with this app deployed (as phone sync last saw it, chapter 5.1.2).
+    #[serde(default)]
+    #[param(value_type = Option<AppId>)]
+    app_id: Option<String>,
     /// 1 to 1000.
     #[serde(default = "default_limit")]
     #[param(default = 100)]
@@ -70,8 +74,15 @@ pub(super) async fn list(
         (None, Some(after)) => Some(PhoneId::parse("after", after.clone())?),
         (None, None) => None,
     };
+    let app = query
+        .app_id
+        .clone()
+        .map(|a| AppId::parse("app_id", a))
+        .transpose()?;
     let fresh_since = clock.now().minus(fleet.stale_after());
-    let phones = store.phones(fresh_since, position.as_ref(), limit).await?;
+    let phones = store
+        .phones(fresh_since, position.as_ref(), app.as_ref(), limit)
+        .await?;
     let next_cursor = super::next_position(&phones, limit, |p| p.phone_id.clone());
     Ok(HttpResponse::Ok().json(PhonePage {
         phones,
@@ -85,6 +96,8 @@ pub(super) struct PhoneView {
     #[serde(flatten)]
     phone: Phone,
     last_recovery: Option<Recovery>,
+    /// The applications deployed on the phone, as phone sync last saw them (5.1.2).
+    apps: Vec<PhoneApp>,
 }
 
 #[utoipa::path(
@@ -112,9 +125,11 @@ pub(super) async fn show(
         .await?
         .ok_or(ApiError::NotFound("phone"))?;
     let last_recovery = store.recoveries(Some(&id), None, 1).await?.pop();
+    let apps = store.phone_apps(&id).await?;
     Ok(HttpResponse::Ok().json(PhoneView {
         phone,
         last_recovery,
+        apps,
     }))
 }
 

@@ -1,18 +1,21 @@
 //! `POST /api/v1/sessions`: mint a session and hold a phone for it.
 //! `GET /api/v1/sessions/{session_id}`: the session as recorded, with its event log.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::ApiError;
 use crate::access::{self, MintedAccess};
 use crate::clock::Clock;
-use crate::config::{AccessSettings, FleetSettings};
-use crate::domain::{AppId, PhoneId, Session, SessionId, UserId, UtcTime};
+use crate::config::{AccessSettings, Encoding, FleetSettings};
+use crate::domain::{AppId, Connect, IdempotencyKey, PhoneId, Session, SessionId, UserId, UtcTime};
 use crate::domain::{ParseError, Problem, SessionState};
 use crate::http::error::ErrorBody;
-use crate::store::{Allocation, EventRecord, MintRequest, SessionFilter, SessionFilterArgs, Store};
+use crate::store::{
+    Allocation, EventRecord, MintAnswer, MintKey, MintRequest, MintTimes, SessionFilter,
+    SessionFilterArgs, Store,
+};
 
 fn refusal(error: ApiError) -> HttpResponse {
     use actix_web::ResponseError;
@@ -45,76 +48,139 @@ pub(super) struct MintedSession {
     auth_ts: String,
     expires_at: UtcTime,
     phone_id: PhoneId,
+    /// Where the client connects: the phone's server and its public address and ports
+    /// (chapter 4.3.2 `access_infos`, from phone sync; empty without a control plane).
+    connect: Connect,
     /// Always `minted`.
     state: SessionState,
 }
 
+/// The header a platform sends to make its retries of one mint safe.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
 /// Answers 201 with what the platform hands to the player's client: `session_id`, `ticket`,
-/// `aes_key`, `auth_ts`, and the phone.
+/// `aes_key`, `auth_ts`, the phone and where to connect to it. With an `Idempotency-Key`,
+/// a retry of the same request gets the same answer and holds no second phone.
 #[utoipa::path(
     post,
     path = "/sessions",
     tag = "operator",
     request_body = MintBody,
+    params(
+        ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Same key and body within `access.idempotency_ttl_secs`: the first answer again (same session, ticket and phone)"),
+    ),
     responses(
         (status = 201, description = "Minted; the phone is held for the session", body = MintedSession),
-        (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD`", body = ErrorBody),
+        (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD` (also a bad `Idempotency-Key`)", body = ErrorBody),
         (status = 404, description = "`CPHUB.NOT_FOUND`: the pinned `phone_id` is unknown", body = ErrorBody),
         (status = 409, description = "`CPHUB.PHONE_BUSY`: the pinned phone is not free", body = ErrorBody),
         (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
-        (status = 503, description = "`CPHUB.NO_FREE_PHONE` or `CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+        (status = 422, description = "`CPHUB.IDEMPOTENCY_KEY_REUSED`: the key came with another body", body = ErrorBody),
+        (status = 503, description = "`CPHUB.NO_FREE_PHONE` (none free, or none free with the app, or players waiting in the queue for the app come first) or `CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),
 )]
 #[tracing::instrument(name = "mint session", skip_all, fields(session_id, phone_id))]
 pub(super) async fn mint(
+    req: HttpRequest,
     body: web::Json<MintBody>,
     store: web::Data<dyn Store>,
     clock: web::Data<dyn Clock>,
     access: web::Data<AccessSettings>,
     fleet: web::Data<FleetSettings>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let key = idempotency_key(&req)?;
+    let request = mint_request(body.into_inner(), key, clock.now(), &access, &fleet)?;
+    // A full fleet is an everyday answer, not a failure: sent as a plain response so it is
+    // not logged as an error.
+    let minted = match store.mint_session(&request).await? {
+        Allocation::Allocated { phone_id, connect } => MintAnswer {
+            access: request.access,
+            auth_ts: request.auth_ts,
+            phone_id,
+            connect,
+        },
+        Allocation::Replayed(earlier) => *earlier,
+        Allocation::NoFreePhone => return Ok(refusal(ApiError::NoFreePhone)),
+        Allocation::PhoneBusy => return Ok(refusal(ApiError::PhoneBusy)),
+        Allocation::UnknownPhone => return Err(ApiError::NotFound("phone")),
+        Allocation::KeyReused => return Err(ApiError::IdempotencyKeyReused),
+    };
+    let span = tracing::Span::current();
+    span.record("session_id", minted.access.session_id.as_str());
+    span.record("phone_id", minted.phone_id.as_str());
+    Ok(HttpResponse::Created().json(MintedSession::new(minted, access.key_encoding)))
+}
+
+/// The `Idempotency-Key` header, parsed like an id: bounded, printable, no separators.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ParseError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ParseError::new(IDEMPOTENCY_KEY, Problem::BadCharacters))?;
+    IdempotencyKey::parse(IDEMPOTENCY_KEY, text.to_owned()).map(Some)
+}
+
+/// The store's request for a mint: the one place that turns a body and the settings into
+/// it, so every way of minting allocates by the same rules (`access.match_app`).
+fn mint_request(
+    body: MintBody,
+    key: Option<IdempotencyKey>,
+    now: UtcTime,
+    access: &AccessSettings,
+    fleet: &FleetSettings,
+) -> Result<MintRequest, ParseError> {
     let app_id = AppId::parse("app_id", body.app_id)?;
     let user_id = UserId::parse("user_id", body.user_id)?;
     let pinned = body
         .phone_id
         .map(|p| PhoneId::parse("phone_id", p))
         .transpose()?;
-    let now = clock.now();
-    let auth_ts = now.plus(access.ticket_ttl()).epoch_millis();
-    let expires_at = UtcTime::from_epoch_millis(auth_ts).unwrap_or(now);
-    let request = MintRequest {
+    let times = MintTimes::new(now, access, fleet);
+    let key = key.map(|key| MintKey {
+        request_hash: request_hash(&app_id, &user_id, pinned.as_ref()),
+        expires_at: now.plus(access.idempotency_ttl()),
+        key,
+    });
+    Ok(MintRequest {
         access: MintedAccess::mint(access.cipher),
         app_id,
         user_id,
         pinned_phone: pinned,
-        auth_ts,
+        auth_ts: times.auth_ts,
         // The sign check may come as late as auth_ts plus the allowed skew.
-        hold_until: expires_at.plus(access.clock_skew()),
+        hold_until: times.hold_until,
         now,
-        fresh_since: now.minus(fleet.stale_after()),
-    };
-    // A full fleet is an everyday answer, not a failure: sent as a plain response so it is
-    // not logged as an error.
-    let phone_id = match store.mint_session(&request).await? {
-        Allocation::Allocated { phone_id } => phone_id,
-        Allocation::NoFreePhone => return Ok(refusal(ApiError::NoFreePhone)),
-        Allocation::PhoneBusy => return Ok(refusal(ApiError::PhoneBusy)),
-        Allocation::UnknownPhone => return Err(ApiError::NotFound("phone")),
-    };
-    let minted = &request.access;
-    let span = tracing::Span::current();
-    span.record("session_id", minted.session_id.as_str());
-    span.record("phone_id", phone_id.as_str());
-    Ok(HttpResponse::Created().json(MintedSession {
-        session_id: minted.session_id.clone(),
-        ticket: minted.ticket.expose().to_owned(),
-        aes_key: access::encode(access.key_encoding, minted.aes_key.bytes()),
-        auth_ts: auth_ts.to_string(),
-        expires_at,
-        phone_id,
-        state: SessionState::Minted,
-    }))
+        fresh_since: times.fresh_since,
+        match_app: times.match_app,
+        key,
+    })
+}
+
+/// What makes two mints the same request: the parsed fields, not the bytes, so a retry
+/// whose JSON is spaced or ordered differently is still the same. Ids hold no newline.
+fn request_hash(app_id: &AppId, user_id: &UserId, pinned: Option<&PhoneId>) -> String {
+    use sha2::{Digest, Sha256};
+    let pinned = pinned.map_or("", |p| p.as_str());
+    let text = format!("{app_id}\n{user_id}\n{pinned}");
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+impl MintedSession {
+    /// The answer for a session minted, replayed, or issued from the wait queue.
+    pub(super) fn new(minted: MintAnswer, key_encoding: Encoding) -> MintedSession {
+        MintedSession {
+            expires_at: UtcTime::from_epoch_millis(minted.auth_ts).unwrap_or_else(UtcTime::now),
+            auth_ts: minted.auth_ts.to_string(),
+            aes_key: access::encode(key_encoding, minted.access.aes_key.bytes()),
+            ticket: minted.access.ticket.expose().to_owned(),
+            session_id: minted.access.session_id,
+            phone_id: minted.phone_id,
+            connect: minted.connect,
+            state: SessionState::Minted,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]

@@ -4,6 +4,7 @@ mod configure;
 pub mod demo;
 pub mod jobs;
 pub mod phones;
+pub mod queue;
 pub mod recoveries;
 pub mod sessions;
 pub mod usage;
@@ -45,6 +46,9 @@ pub enum Command {
     /// The session book (read from the database).
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
+    /// The wait queue (read from the database).
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     /// Usage for billing over a window, grouped (read from the database).
     Usage(usage::UsageCommand),
     /// Run a fake CPH control plane and a fleet of virtual phones.

@@ -7,9 +7,10 @@ use super::{Format, Outcome, PhonesCommand, Target};
 use crate::config::Settings;
 use crate::cph::properties::{PropertyError, callback_property};
 use crate::cph::{BatchOutcome, CphClient, CphError, Job, PhoneFilter, PhoneItem, model};
-use crate::domain::{PhoneId, UtcTime};
-use crate::store::{self, Store};
+use crate::domain::{Action, Outcome as RecoveryOutcome, PhoneId, Reason, UtcTime};
+use crate::store::{self, NewRecovery, Store};
 use crate::telemetry::ErrorChain;
+use crate::watchdog::account_refusal;
 
 /// Phones per batch request (the reference sets no limit; this keeps bodies small).
 const BATCH: usize = 100;
@@ -80,7 +81,9 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
         PhonesCommand::Restart { phone_ids, wait } => {
             let client = CphClient::new(&settings.cph)?;
             let items = with_property(&phone_ids, "");
-            run_batches(&client, BatchOp::Restart, items, wait.wait, None).await
+            let sent = run_batches(&client, BatchOp::Restart, items, wait.wait, None).await;
+            note_account_refusal(settings, &phone_ids, Action::Restart, &sent).await;
+            sent
         }
         PhonesCommand::Reset {
             phone_ids,
@@ -90,7 +93,9 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
             let property = callback_property(settings, public_url.as_deref(), None)?;
             let client = CphClient::new(&settings.cph)?;
             let items = with_property(&phone_ids, &property);
-            run_batches(&client, BatchOp::Reset, items, wait.wait, None).await
+            let sent = run_batches(&client, BatchOp::Reset, items, wait.wait, None).await;
+            note_account_refusal(settings, &phone_ids, Action::Reset, &sent).await;
+            sent
         }
         PhonesCommand::Stop { phone_ids, wait } => {
             let client = CphClient::new(&settings.cph)?;
@@ -111,6 +116,55 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
             };
             run_batches(&client, BatchOp::Stop, items, wait.wait, book.as_deref()).await
         }
+    }
+}
+
+/// A manual restart or reset refused for the account (7.2 CPS.0006/0007/0008) goes to the
+/// recovery log, where the running watchdog finds it and pauses its own recoveries: they
+/// would all be refused too. One row for the request, on its first phone. Best effort:
+/// without the database the watchdog finds out at its own next call.
+async fn note_account_refusal(
+    settings: &Settings,
+    phone_ids: &[String],
+    action: Action,
+    sent: &Result<Outcome, CliError>,
+) {
+    let Err(CliError::Cph(error)) = sent else {
+        return;
+    };
+    let code = error.code().filter(|_| error.is_account_level());
+    let (Some(code), Some(first)) = (code, phone_ids.first()) else {
+        return;
+    };
+    let Ok(phone_id) = PhoneId::parse("phone_id", first.clone()) else {
+        return;
+    };
+    let now = UtcTime::now();
+    let record = NewRecovery {
+        phone_id,
+        reason: Reason::Manual,
+        action,
+        dry_run: false,
+        outcome: RecoveryOutcome::Error,
+        error: Some(account_refusal(code, &error.to_string())),
+        started_at: now,
+        ended_at: Some(now),
+        detail: Some(format!(
+            "cphub phones {action} of {} phone(s), refused for the account",
+            phone_ids.len()
+        )),
+        phone_state: None,
+    };
+    let recorded = match store::connect(&settings.database).await {
+        Ok(book) => book.start_recovery(&record).await.map(drop),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = recorded {
+        eprintln!(
+            "warning: the refusal is not in the recovery log ({}): the watchdog pauses only \
+             at its own next refused call",
+            ErrorChain(&error)
+        );
     }
 }
 

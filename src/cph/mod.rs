@@ -26,12 +26,14 @@ use serde::de::DeserializeOwned;
 
 pub use auth::Auth;
 pub use error::{ACCOUNT_CODES, CphError, SYSTEM_ERROR};
-pub use model::{BatchItem, Job, Phone, PhoneDetail, PhoneItem};
+pub use model::{App, AppPhone, BatchItem, Job, Phone, PhoneDetail, PhoneItem};
 pub use retry::{Backoff, CircuitBreaker};
 
 use crate::config::CphSettings;
 use crate::metrics::Metrics;
-use model::{BatchAnswer, ErrorBody, JobList, PhoneIdsBody, PhoneList, PhonesBody};
+use model::{
+    AppList, AppPhoneList, BatchAnswer, ErrorBody, JobList, PhoneIdsBody, PhoneList, PhonesBody,
+};
 
 const USER_AGENT: &str = concat!("cphub/", env!("CARGO_PKG_VERSION"));
 
@@ -143,25 +145,58 @@ impl CphClient {
 
     /// Every phone, all pages (chapter 4.3.1).
     pub async fn list_phones(&self, filter: &PhoneFilter) -> Result<Vec<Phone>, CphError> {
-        let mut phones = Vec::new();
+        let mut query = Vec::new();
+        if let Some(server_id) = &filter.server_id {
+            query.push(("server_id".into(), server_id.clone()));
+        }
+        if let Some(status) = filter.status {
+            query.push(("status".into(), status.to_string()));
+        }
+        self.all_pages(
+            "list_phones",
+            "cloud-phone/phones",
+            &query,
+            |page: PhoneList| page.phones,
+        )
+        .await
+    }
+
+    /// Every application, all pages (chapter 5.1.3).
+    pub async fn list_apps(&self) -> Result<Vec<App>, CphError> {
+        self.all_pages("list_apps", "cloud-phone/apps", &[], |page: AppList| {
+            page.apps
+        })
+        .await
+    }
+
+    /// The phones `app_id` is deployed on, all pages (chapter 5.1.2).
+    pub async fn app_phones(&self, app_id: &str) -> Result<Vec<AppPhone>, CphError> {
+        let path = format!("cloud-phone/apps/{app_id}/phones");
+        self.all_pages("app_phones", &path, &[], |page: AppPhoneList| page.phones)
+            .await
+    }
+
+    /// Reads `offset`/`limit` pages (4.3.1, 5.1.2, 5.1.3: at most 100 each) until one comes
+    /// back short.
+    async fn all_pages<P: DeserializeOwned, T>(
+        &self,
+        operation: &'static str,
+        path: &str,
+        filters: &[(String, String)],
+        items: impl Fn(P) -> Vec<T>,
+    ) -> Result<Vec<T>, CphError> {
+        let mut all = Vec::new();
         loop {
             let mut query = vec![
-                ("offset".to_owned(), phones.len().to_string()),
+                ("offset".to_owned(), all.len().to_string()),
                 ("limit".to_owned(), self.page_limit.to_string()),
             ];
-            if let Some(server_id) = &filter.server_id {
-                query.push(("server_id".into(), server_id.clone()));
-            }
-            if let Some(status) = filter.status {
-                query.push(("status".into(), status.to_string()));
-            }
-            let page: PhoneList = self
-                .get("list_phones", "cloud-phone/phones", &query)
-                .await?;
-            let full_page = page.phones.len() >= self.page_limit as usize;
-            phones.extend(page.phones);
+            query.extend_from_slice(filters);
+            let page = items(self.get(operation, path, &query).await?);
+            let full_page = page.len() >= self.page_limit as usize;
+            all.extend(page);
             if !full_page {
-                return Ok(phones);
+                return Ok(all);
             }
         }
     }

@@ -86,6 +86,72 @@ pub struct PhoneDetail {
     pub access_infos: Vec<serde_json::Value>,
 }
 
+impl PhoneDetail {
+    /// Where a client connects (Table 4-30), each entry read from the current field names,
+    /// or the expired ones ("the functions of new parameters are the same as those of
+    /// expired parameters") when the new are absent or empty. Entries without a public
+    /// address or port cannot be dialled and are left out.
+    pub fn access(&self) -> Vec<crate::domain::AccessInfo> {
+        self.access_infos.iter().filter_map(access_info).collect()
+    }
+}
+
+fn access_info(entry: &serde_json::Value) -> Option<crate::domain::AccessInfo> {
+    let text = |name: &str| {
+        entry
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .filter(|t| !t.is_empty())
+    };
+    // Integers in Table 4-30; read from a string too, which costs nothing.
+    let port = |name: &str| {
+        let value = entry.get(name)?;
+        value
+            .as_i64()
+            .or_else(|| value.as_str().and_then(|t| t.parse().ok()))
+    };
+    Some(crate::domain::AccessInfo {
+        port_type: text("type").unwrap_or_default().to_owned(),
+        public_ip: text("public_ip").or_else(|| text("access_ip"))?.to_owned(),
+        access_port: port("access_port")?,
+        listen_port: port("listen_port").unwrap_or_default(),
+    })
+}
+
+/// An application (chapter 5.1.3, Table 5-6); only the id is needed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct App {
+    pub app_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppList {
+    #[serde(default)]
+    pub apps: Vec<App>,
+}
+
+/// A phone an application is deployed on (chapter 5.1.2, Table 5-4). The table names the
+/// version field `app_version_id`, the example spells it `app_verison_id`: both are read.
+/// The example sends `""` for unknown values; they are read as None.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppPhone {
+    pub phone_id: String,
+    #[serde(default, alias = "app_verison_id", deserialize_with = "non_empty")]
+    pub app_version_id: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub version_code: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub version_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AppPhoneList {
+    #[serde(default)]
+    pub phones: Vec<AppPhone>,
+}
+
 fn json_string_or_object<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<String>, D::Error> {
@@ -253,5 +319,57 @@ mod tests {
                 "{item:?}"
             );
         }
+    }
+
+    /// 4.3.2's example, first entry as given; the second with only the expired names (Table
+    /// 4-30: "the functions of new parameters are the same as those of expired parameters");
+    /// a third without a public address, which cannot be dialled.
+    #[test]
+    fn access_infos_of_4_3_2_are_read_from_new_or_expired_names() {
+        let detail: PhoneDetail = serde_json::from_str(
+            r#"{"phone_id": "1564567b8bab40f34711234cb80d8574", "status": 2,
+                "server_id": "88b8449b896f3a4f0ad5722dd91909", "access_infos": [
+                {"type": "server1", "device_ip": "10.237.0.61", "phone_ip": "10.237.0.61",
+                 "listen_port": 38080, "access_ip": "213.32.43.210", "public_ip": "213.32.43.210",
+                 "intranet_ip": "172.31.0.123", "server_ip": "172.31.0.123", "access_port": 14308},
+                {"type": "server2", "device_ip": "10.237.0.61", "listen_port": 38081,
+                 "access_ip": "213.32.43.211", "public_ip": "", "intranet_ip": "172.31.0.123",
+                 "access_port": 14328},
+                {"type": "server3", "phone_ip": "10.237.0.61", "listen_port": 38082,
+                 "access_port": 14329}]}"#,
+        )
+        .unwrap();
+        let access =
+            |port_type: &str, ip: &str, access_port, listen_port| crate::domain::AccessInfo {
+                port_type: port_type.into(),
+                public_ip: ip.into(),
+                access_port,
+                listen_port,
+            };
+        assert_eq!(
+            detail.access(),
+            [
+                access("server1", "213.32.43.210", 14308, 38080),
+                access("server2", "213.32.43.211", 14328, 38081),
+            ]
+        );
+    }
+
+    /// 5.1.2: the table's `app_version_id` and the example's `app_verison_id` both read;
+    /// the example's `""` is no value.
+    #[test]
+    fn deployments_of_5_1_2_read_either_spelling() {
+        let list: AppPhoneList = serde_json::from_str(
+            r#"{"request_id": "6a63a18b8bab40ffb71ebd9cb80d0085", "phones": [
+                {"phone_id": "88b8449b896f3a4f0ad57222dd91909", "app_verison_id": "",
+                 "version_code": "", "version_name": "", "launch_activity": "xxx"},
+                {"phone_id": "88b8449b896f3a4f0ad57222dd91910", "app_version_id": "v-2",
+                 "version_code": "7", "version_name": "1.7", "launch_activity": "xxx"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(list.phones[0].app_version_id, None);
+        assert_eq!(list.phones[0].version_code, None);
+        assert_eq!(list.phones[1].app_version_id.as_deref(), Some("v-2"));
+        assert_eq!(list.phones[1].version_name.as_deref(), Some("1.7"));
     }
 }

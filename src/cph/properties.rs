@@ -114,6 +114,90 @@ pub fn merge_for_reset(current: &str, ours: &str) -> Result<(String, Vec<String>
     Ok((Value::Object(merged).to_string(), kept))
 }
 
+/// The attributes a phone's `property` may carry: appendix A.1's list, and the four keys of
+/// chapter 4.3.5's own example request (`phone_num`, `imsi`, `iccid`, `wifi_name`), which
+/// A.1 does not list but the reference sends in a reset. The reference is silent on what
+/// happens to any other key; the simulator refuses it (see `refused_keys`).
+pub const ATTRIBUTES: [&str; 38] = [
+    "sys.prop.writeimsi",
+    "sys.prop.writephonenumber",
+    "sys.prop.writewifissid",
+    "com.cph.mainkeys",
+    "gsm.sim.operator.iso-country",
+    "gsm.sim.operator.numeric",
+    "gsm.sim.operator.alpha",
+    "gsm.operator.iso-country",
+    "gsm.operator.numeric",
+    "gsm.operator.alpha",
+    "ro.hardware.gpurenderer",
+    "disable.status.bar",
+    "ro.permission.changed",
+    "ro.horizontal.screen",
+    "ro.install.auto",
+    "ro.board.platform",
+    "ro.build.product",
+    "ro.product.device",
+    "ro.com.cph.sfs_enable",
+    "ro.product.manufacturer",
+    "ro.product.name",
+    "ro.com.cph.non_root",
+    "ro.com.cph.audio_format",
+    "ro.com.cph.notification_disable",
+    "ro.com.cph.remote_input_method",
+    SIGN_CHECK_URL,
+    EVENT_NOTIFY_URL,
+    HEARTBEAT_URL,
+    HEARTBEAT_INTERVAL,
+    "com.cph.cg.app_port",
+    "com.cph.cg.h5_port",
+    "ro.com.cph.cloud_app_engine",
+    "ro.com.cph.toast_enable",
+    "com.cph.bandwidth_limit",
+    // Chapter 4.3.5's example request.
+    "phone_num",
+    "imsi",
+    "iccid",
+    "wifi_name",
+];
+
+/// Whether `key` is a phone attribute the reference names (appendix A.1, 4.3.5's example).
+pub fn is_attribute(key: &str) -> bool {
+    ATTRIBUTES.contains(&key)
+}
+
+/// Which of the phone's own keys (`own`) a reset refused for its property (7.2's parameter
+/// error, `CPS.0200`) should be sent without: those the refusal's message names, word for
+/// word; when it names none, those the reference does not list ([`is_attribute`]). Empty:
+/// nothing to drop, the refusal is not about the phone's own keys.
+pub fn refused_keys(own: &[String], message: &str) -> Vec<String> {
+    let words: Vec<&str> = message
+        .split(|c: char| c.is_whitespace() || ",;:'\"()[]{}".contains(c))
+        .map(|word| word.trim_end_matches('.'))
+        .collect();
+    let named: Vec<String> = (own.iter())
+        .filter(|key| words.contains(&key.as_str()))
+        .cloned()
+        .collect();
+    if !named.is_empty() {
+        return named;
+    }
+    own.iter()
+        .filter(|key| !is_attribute(key))
+        .cloned()
+        .collect()
+}
+
+/// `property` (a JSON object in a string) without `keys`.
+pub fn without_keys(property: &str, keys: &[String]) -> Result<String, PropertyError> {
+    let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(property) else {
+        return Err(PropertyError::NotAnObject(
+            property.chars().take(200).collect(),
+        ));
+    };
+    map.retain(|key, _| !keys.contains(key));
+    Ok(Value::Object(map).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +242,23 @@ mod tests {
             merge_for_reset("[1]", &ours),
             Err(PropertyError::NotAnObject(_))
         ));
+    }
+
+    /// Appendix A.1 and chapter 4.3.5: the keys a refusal names are dropped; when it names
+    /// none, the phone's keys the reference does not list.
+    #[test]
+    fn reset_refusal_4_3_5_drops_the_keys_it_names_or_those_outside_a_1() {
+        let own = ["ro.horizontal.screen".to_owned(), "vendor.fan".to_owned()];
+        let named = "Parameter: property is invalid: ro.horizontal.screen is not allowed.";
+        assert_eq!(refused_keys(&own, named), ["ro.horizontal.screen"]);
+        assert_eq!(refused_keys(&own, "Invalid parameters."), ["vendor.fan"]);
+        let screen = "Parameter: property is invalid: ro.horizontal.screens";
+        assert_eq!(refused_keys(&own, screen), ["vendor.fan"], "word for word");
+        assert!(refused_keys(&own[..1], "Invalid parameters.").is_empty());
+        assert!(is_attribute("wifi_name") && is_attribute(HEARTBEAT_URL));
+        let property = r#"{"vendor.fan":"1","ro.horizontal.screen":"1"}"#;
+        let kept = without_keys(property, &["vendor.fan".to_owned()]).unwrap();
+        assert_eq!(kept, r#"{"ro.horizontal.screen":"1"}"#);
     }
 
     #[test]

@@ -100,6 +100,19 @@ id_type!(
     128
 );
 
+id_type!(
+    /// The `Idempotency-Key` header of a mint: the platform's name for one attempt to start
+    /// a game, repeated on its retries. A UUID fits.
+    IdempotencyKey,
+    128
+);
+
+id_type!(
+    /// A place in the wait queue: minted by cphub (32 lowercase hex characters).
+    QueueId,
+    64
+);
+
 /// The phone's free-text error description (6.2, 6.3: no length set). Bounded, but never
 /// refused: an event refused over its description is sent again and refused again, and the
 /// session's billing is lost. A longer one is cut at a character boundary and says so. Any

@@ -1,14 +1,18 @@
 //! Domain types. Wire input is parsed into these once, at the edge; everything behind the
 //! handlers only ever sees valid values.
 
+mod connect;
 mod event;
 mod ids;
+mod queue;
 mod recovery;
 mod session;
 mod time;
 
+pub use connect::{AccessInfo, Connect};
 pub use event::{EventKind, GameEvent, Heartbeat};
-pub use ids::{AppId, ErrorMsg, PhoneId, SessionId, UserId};
+pub use ids::{AppId, ErrorMsg, IdempotencyKey, PhoneId, QueueId, SessionId, UserId};
+pub use queue::{Priority, WaitSecs};
 pub use recovery::{Action, Outcome, Reason, RecoveryMark};
 pub use session::{EndReason, Session, SessionState};
 pub use time::UtcTime;

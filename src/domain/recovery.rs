@@ -58,6 +58,9 @@ column_enum!(
         ResetFailed = "reset_failed",
         /// An operator asked (`POST /api/v1/phones/{id}/restart|reset`).
         Manual = "manual",
+        /// Most phones of one server fell silent together: the server, not each phone, is
+        /// the fault (the row's `phone_id` is the server id).
+        ServerIncident = "server_incident",
     }
 );
 
@@ -68,6 +71,9 @@ column_enum!(
         Reset = "reset",
         /// Given up on: recoveries kept failing.
         MarkBroken = "mark_broken",
+        /// A server incident: its phones are left alone (no restart, no reset) while it
+        /// lasts. Nothing is sent to the control plane.
+        Hold = "hold",
     }
 );
 
@@ -82,6 +88,10 @@ column_enum!(
         /// Not done after all: re-read right before acting (chapter 4.3.2), the phone was
         /// no longer a candidate (its status had changed since the last phone sync).
         Skipped = "skipped",
+        /// A server incident that still lasts.
+        Open = "open",
+        /// A server incident that ended: enough of its phones heartbeat again.
+        Closed = "closed",
     }
 );
 

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     TicketSessionEnded,
     PhoneBusy,
     NoFreePhone,
+    IdempotencyKeyReused,
+    QueueEntryClosed,
     RecoveryRefused,
     CphNotConfigured,
     Unavailable,
@@ -37,7 +39,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -57,6 +59,8 @@ impl ErrorCode {
         ErrorCode::TicketSessionEnded,
         ErrorCode::PhoneBusy,
         ErrorCode::NoFreePhone,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::QueueEntryClosed,
         ErrorCode::RecoveryRefused,
         ErrorCode::CphNotConfigured,
         ErrorCode::Unavailable,
@@ -84,6 +88,8 @@ impl ErrorCode {
             ErrorCode::TicketSessionEnded => "CPHUB.TICKET_SESSION_ENDED",
             ErrorCode::PhoneBusy => "CPHUB.PHONE_BUSY",
             ErrorCode::NoFreePhone => "CPHUB.NO_FREE_PHONE",
+            ErrorCode::IdempotencyKeyReused => "CPHUB.IDEMPOTENCY_KEY_REUSED",
+            ErrorCode::QueueEntryClosed => "CPHUB.QUEUE_ENTRY_CLOSED",
             ErrorCode::RecoveryRefused => "CPHUB.RECOVERY_REFUSED",
             ErrorCode::CphNotConfigured => "CPHUB.CPH_NOT_CONFIGURED",
             ErrorCode::Unavailable => "CPHUB.UNAVAILABLE",
@@ -110,7 +116,10 @@ impl ErrorCode {
             | ErrorCode::DecryptFailed
             | ErrorCode::TicketReplayed
             | ErrorCode::TicketSessionEnded => StatusCode::FORBIDDEN,
-            ErrorCode::PhoneBusy | ErrorCode::RecoveryRefused => StatusCode::CONFLICT,
+            ErrorCode::PhoneBusy | ErrorCode::RecoveryRefused | ErrorCode::QueueEntryClosed => {
+                StatusCode::CONFLICT
+            }
+            ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::NoFreePhone | ErrorCode::CphNotConfigured | ErrorCode::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -21,6 +21,10 @@ use crate::store::{EventOutcome, Store, StoreError};
 const SESSION_BUCKETS: [f64; 10] = [
     60.0, 300.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0, 14400.0, 21600.0,
 ];
+/// Waits in the queue, from a second to an hour.
+const QUEUE_WAIT_BUCKETS: [f64; 11] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+];
 /// Request latencies, 0.5 ms to 10 s.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
@@ -35,6 +39,8 @@ pub struct Metrics {
     pub sessions_ended: IntCounterVec,
     pub session_duration: HistogramVec,
     pub run_time_mismatches: IntCounter,
+    /// Accepted enters naming another app than the session was minted for.
+    pub app_mismatches: IntCounter,
     pub sign_checks: IntCounterVec,
     /// What decrypting `encrypted_data` showed (`access.encrypted_data` not `off`).
     pub sign_check_decrypts: IntCounterVec,
@@ -50,8 +56,18 @@ pub struct Metrics {
     /// 1 while the watchdog's recoveries are paused for an account-level error (7.2
     /// CPS.0006/0007/0008: arrears, frozen, unverified). No labels: the code is in the log.
     pub cph_account_blocked: prometheus::IntGauge,
+    /// Time from joining the wait queue to being assigned a phone, observed by the replica
+    /// that hands out the ticket, once per entry.
+    pub queue_wait: prometheus::Histogram,
+    /// Queue entries that expired unserved (nobody polled them).
+    pub queue_expired: IntCounter,
+    /// Server incidents opened: most phones of one server silent together (issue #15).
+    pub server_incidents: IntCounter,
+    /// Server incidents open now, as the leader's watchdog last counted them.
+    pub server_incidents_open: prometheus::IntGauge,
     sessions_active: IntGaugeVec,
     phones: IntGaugeVec,
+    queue_length: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -154,6 +170,10 @@ impl Metrics {
                 "Enter/quit deliveries by outcome",
                 &["type", "outcome"],
             ),
+            app_mismatches: single(
+                "cphub_enter_app_mismatches_total",
+                "Accepted enters whose app_id is not the one the session was minted for",
+            ),
             heartbeats: single("cphub_heartbeats_total", "Heartbeats accepted"),
             recoveries: counter(
                 &r,
@@ -185,6 +205,35 @@ impl Metrics {
                 &r,
                 "cphub_cph_account_blocked",
                 "1 while watchdog recoveries are paused for a CPH account-level error",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            queue_wait: histogram(
+                &r,
+                "cphub_queue_wait_seconds",
+                "Time from joining the wait queue to assignment",
+                &[],
+                &QUEUE_WAIT_BUCKETS,
+            )
+            .with_label_values(&[] as &[&str]),
+            queue_expired: single(
+                "cphub_queue_expired_total",
+                "Wait-queue entries that expired unserved",
+            ),
+            queue_length: gauge(
+                &r,
+                "cphub_queue_length",
+                "Players waiting in the queue, per app (from the store)",
+                &["app_id"],
+            ),
+            server_incidents: single(
+                "cphub_server_incidents_total",
+                "Server incidents opened: most phones of one server silent together",
+            ),
+            server_incidents_open: gauge(
+                &r,
+                "cphub_server_incidents_open",
+                "Server incidents open now (on the replica whose watchdog acts)",
                 &[],
             )
             .with_label_values(&[] as &[&str]),
@@ -286,6 +335,13 @@ impl Metrics {
     ) -> Result<String, StoreError> {
         let active = store.active_sessions_by_app().await?;
         let phones = store.phones_by_state(now.minus(stale_after)).await?;
+        let queued = store.queue_lengths(now).await?;
+        self.queue_length.reset();
+        for (app, count) in queued {
+            self.queue_length
+                .with_label_values(&[self.app(&app)])
+                .add(count);
+        }
         self.sessions_active.reset();
         for (app, count) in active {
             self.sessions_active

@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, web};
 
 use super::{Acknowledged, EventEnvelope, ReceiverError, acknowledged};
 use crate::clock::Clock;
-use crate::domain::GameEvent;
+use crate::domain::{EventKind, GameEvent};
 use crate::http::error::ErrorBody;
 use crate::metrics::Metrics;
 use crate::store::{EventOutcome, EventWriter, ReceivedEvent};
@@ -51,12 +51,20 @@ pub(super) async fn receive(
     span.record("phone_id", event.phone_id.as_str());
     span.record("kind", tracing::field::debug(kind));
 
+    let app_id = event.app_id.clone();
     let applied = writer
         .submit(ReceivedEvent { event, received_at })
         .await
         .map_err(ReceiverError::Store)?;
     span.record("outcome", tracing::field::debug(applied.outcome));
     metrics.record_event(kind, applied.outcome, applied.session.as_ref());
+    // Accepted and billed as played; flagged (here and in the event log), not refused.
+    if kind == EventKind::Enter
+        && let Some(session) = applied.session.as_ref().filter(|s| s.app_id != app_id)
+    {
+        metrics.app_mismatches.inc();
+        tracing::warn!(minted_for = %session.app_id, entered = %app_id, "enter names another app than the session was minted for");
+    }
     if applied.outcome == EventOutcome::Conflict {
         tracing::warn!("event contradicts the one already accepted; recorded, not applied");
     }

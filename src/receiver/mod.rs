@@ -6,6 +6,8 @@ mod heartbeat;
 mod sign_check;
 mod wire;
 
+pub(crate) use wire::optional_integer;
+
 use std::sync::Arc;
 
 use actix_web::http::{Method, StatusCode};

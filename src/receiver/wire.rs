@@ -129,7 +129,8 @@ fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         .ok_or_else(|| serde::de::Error::custom(format!("invalid value: {n}, expected an integer")))
 }
 
-fn optional_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+/// As [`integer`], for an optional field (the operator API's `priority` too).
+pub(crate) fn optional_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     #[derive(Deserialize)]
     struct Integer(#[serde(deserialize_with = "integer")] i64);
     Ok(Option::<Integer>::deserialize(d)?.map(|Integer(n)| n))

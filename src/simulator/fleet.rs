@@ -15,6 +15,12 @@ pub struct PhoneFaults {
     pub stuck: bool,
     /// Every restart job of this phone fails (status -6); a reset is needed.
     pub restart_fails: bool,
+    /// Its server is down: no heartbeats, no sessions, whatever is done to the phone, until
+    /// the server comes back ([`Fleet::set_server_dark`]). The control plane still lists
+    /// the phone running (2): a dead host is what it may not have noticed yet. Restart and
+    /// reset jobs run as usual (the reference is silent on jobs of a phone whose host is
+    /// down) and change nothing about it.
+    pub dark: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -38,12 +44,15 @@ pub struct SimPhone {
     /// Bumped by every restart or reset: a phone task that sees it change starts over
     /// (its session, if any, is lost, as on a real reboot).
     pub boots: u64,
+    /// Ids of the applications deployed on the phone (chapter 5.1.2), in deployment order.
+    pub apps: Vec<String>,
 }
 
 impl SimPhone {
     /// Up and sending callbacks.
     pub fn is_alive(&self) -> bool {
-        self.status == status::RUNNING && !self.faults.silent && !self.faults.stuck
+        let faults = self.faults;
+        self.status == status::RUNNING && !faults.silent && !faults.stuck && !faults.dark
     }
 }
 
@@ -69,6 +78,29 @@ pub struct SimJob {
     pub error_msg: Option<String>,
 }
 
+/// An application of the control plane (chapter 5.1.3, Table 5-6).
+#[derive(Debug, Clone)]
+pub struct SimApp {
+    pub app_id: String,
+    pub name: String,
+    pub package_name: String,
+    pub version_code: String,
+    pub version_name: String,
+}
+
+impl SimApp {
+    /// An app whose name and package are made from its id.
+    fn new(app_id: &str) -> SimApp {
+        SimApp {
+            app_id: app_id.to_owned(),
+            name: app_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "_"),
+            package_name: format!("com.simulator.{}", app_id.replace(':', "_")),
+            version_code: "1".into(),
+            version_name: "1.0.0".into(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Fleet {
     /// In creation order (the list API answers newest first, chapter 4.3.1).
@@ -78,29 +110,64 @@ pub struct Fleet {
     /// them off until its faults start, so setting the fleet up (pointing the phones at
     /// cphub, which takes a restart) is not itself a fault; a bare fleet has them on.
     pub job_failures_on: bool,
+    /// The control plane's applications, in creation order (5.1.3 lists newest first).
+    pub apps: Vec<SimApp>,
+    /// Where the next deployment's phones start (see [`Fleet::deploy`]).
+    deployed: usize,
 }
 
 impl Fleet {
     /// `count` running phones named `mobile-0001`…, ids derived from `seed`, spread over
     /// servers of 16 phones.
     pub fn new(count: usize, seed: u64) -> Fleet {
+        Fleet::with_servers(count, seed, 16)
+    }
+
+    /// As [`Fleet::new`], with `per_server` phones on each server (the reference is silent on
+    /// how many a server holds: it depends on the server's and the phones' flavors).
+    pub fn with_servers(count: usize, seed: u64, per_server: usize) -> Fleet {
+        let per_server = per_server.max(1);
         let phones = (0..count)
             .map(|i| SimPhone {
                 phone_id: format!("{seed:08x}{i:024x}"),
                 phone_name: format!("mobile-{:04}", i + 1),
-                server_id: format!("{seed:08x}{:024x}", 0xffff_0000 + i / 16),
+                server_id: server_id(seed, i / per_server),
                 status: status::RUNNING,
                 properties: BTreeMap::new(),
                 pending_properties: BTreeMap::new(),
                 faults: PhoneFaults::default(),
                 boots: 0,
+                apps: Vec::new(),
             })
             .collect();
         Fleet {
             phones,
             jobs: HashMap::new(),
             job_failures_on: true,
+            apps: Vec::new(),
+            deployed: 0,
         }
+    }
+
+    /// Deploys `app_id` on `share` (0.0..=1.0) of the phones, at least one: the phones after
+    /// those the previous deployment took, wrapping around, so two apps at 0.5 each split
+    /// the fleet and an app at 1.0 is on every phone.
+    pub fn deploy(&mut self, app_id: &str, share: f64) {
+        let count = self.phones.len();
+        if count == 0 {
+            return;
+        }
+        if !self.apps.iter().any(|app| app.app_id == app_id) {
+            self.apps.push(SimApp::new(app_id));
+        }
+        let phones = ((count as f64 * share.clamp(0.0, 1.0)).ceil() as usize).clamp(1, count);
+        for offset in 0..phones {
+            let phone = &mut self.phones[(self.deployed + offset) % count];
+            if !phone.apps.iter().any(|a| a == app_id) {
+                phone.apps.push(app_id.to_owned());
+            }
+        }
+        self.deployed = (self.deployed + phones) % count;
     }
 
     pub fn phone(&self, phone_id: &str) -> Option<&SimPhone> {
@@ -120,12 +187,35 @@ impl Fleet {
         }
     }
 
+    /// The servers, in the order of their phones.
+    pub fn server_ids(&self) -> Vec<String> {
+        let mut servers: Vec<String> = Vec::new();
+        for phone in &self.phones {
+            if servers.last() != Some(&phone.server_id) {
+                servers.push(phone.server_id.clone());
+            }
+        }
+        servers
+    }
+
+    /// A server goes down (`dark`) or comes back: its phones stop or resume calling back;
+    /// the control plane's view of them does not change.
+    pub fn set_server_dark(&mut self, server_id: &str, dark: bool) {
+        for phone in self.phones.iter_mut().filter(|p| p.server_id == server_id) {
+            phone.faults.dark = dark;
+        }
+    }
+
     /// Properties the phones' operator set (appendix A.1), on every phone.
     pub fn set_operator_properties(&mut self, properties: &[(String, String)]) {
         for phone in &mut self.phones {
             phone.properties.extend(properties.iter().cloned());
         }
     }
+}
+
+fn server_id(seed: u64, index: usize) -> String {
+    format!("{seed:08x}{:024x}", 0xffff_0000 + index)
 }
 
 /// The fleet shared by the control plane and the phone tasks.
@@ -139,5 +229,35 @@ impl SharedFleet {
 
     pub fn lock(&self) -> MutexGuard<'_, Fleet> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fleet;
+
+    fn with(fleet: &Fleet, app_id: &str) -> Vec<usize> {
+        (fleet.phones.iter().enumerate())
+            .filter(|(_, p)| p.apps.iter().any(|a| a == app_id))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    #[test]
+    fn deployments_take_the_phones_after_the_previous_ones_wrapping_around() {
+        let mut fleet = Fleet::new(8, 1);
+        fleet.deploy("a", 0.5);
+        fleet.deploy("b", 0.5);
+        fleet.deploy("c", 0.3);
+        fleet.deploy("all", 1.0);
+        fleet.deploy("tiny", 0.0);
+
+        assert_eq!(with(&fleet, "a"), [0, 1, 2, 3]);
+        assert_eq!(with(&fleet, "b"), [4, 5, 6, 7]);
+        assert_eq!(with(&fleet, "c"), [0, 1, 2], "0.3 of 8 rounds up to 3");
+        assert_eq!(with(&fleet, "all"), (0..8).collect::<Vec<_>>());
+        assert_eq!(with(&fleet, "tiny"), [3], "at least one phone");
+        let ids: Vec<&str> = fleet.apps.iter().map(|a| a.app_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "all", "tiny"]);
     }
 }

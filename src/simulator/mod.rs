@@ -17,7 +17,7 @@ use actix_web::dev::ServerHandle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use options::SimOptions;
+pub use options::{DEFAULT_APP, SimOptions};
 pub use stats::{PlayedSession, Stats};
 
 use control_plane::{ControlPlaneFaults, ControlPlaneSettings};
@@ -38,12 +38,16 @@ pub struct Simulator {
 impl Simulator {
     /// Starts the control plane, the phones and the players.
     pub async fn start(options: SimOptions) -> std::io::Result<Simulator> {
-        let mut phones = Fleet::new(options.phones, options.seed);
+        let mut phones =
+            Fleet::with_servers(options.phones, options.seed, options.phones_per_server);
         // Restart and job failures start with the other faults (`faults_after_secs`): until
         // then the fleet can be set up, which takes a restart (4.3.9).
         phones.job_failures_on = !options.has_faults();
         let fleet = SharedFleet::new(phones);
         fleet.lock().set_operator_properties(&options.properties);
+        for (app_id, share) in options.deployments() {
+            fleet.lock().deploy(&app_id, share);
+        }
         let listener = TcpListener::bind(options.cph_listen)?;
         let cph_port = listener.local_addr()?.port();
         let settings = control_plane_settings(&options);
@@ -134,7 +138,7 @@ fn control_plane_settings(options: &SimOptions) -> ControlPlaneSettings {
 
 /// The first `silent` phones go silent and the next `stuck` get stuck, a while after start;
 /// the next ones are stopped, frozen, left stopping or restarted by someone else
-/// ([`SimOptions::external_statuses`]).
+/// ([`SimOptions::external_statuses`]); the last `dark_servers` servers go down.
 async fn break_phones_later(fleet: SharedFleet, options: Arc<SimOptions>) {
     let external = options.external_statuses();
     let externally: usize = external.iter().map(|(count, _)| count).sum();
@@ -156,10 +160,15 @@ async fn break_phones_later(fleet: SharedFleet, options: Arc<SimOptions>) {
         }
         next += count;
     }
+    let servers = fleet.server_ids();
+    for server in servers.iter().rev().take(options.dark_servers) {
+        fleet.set_server_dark(server, true);
+    }
     tracing::info!(
         silent = options.silent,
         stuck = options.stuck,
         externally,
+        dark_servers = options.dark_servers,
         "simulated phones broke"
     );
 }

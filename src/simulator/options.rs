@@ -25,6 +25,9 @@ pub struct SimOptions {
     /// Seed of phone ids (the same seed gives the same fleet).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Phones per server (chapter 4.3.1 `server_id`), in order: the first N on the first.
+    #[arg(long, default_value_t = 16)]
+    pub phones_per_server: usize,
 
     /// cphub's base URL, where players ask for sessions (POST /api/v1/sessions).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -70,11 +73,23 @@ pub struct SimOptions {
     /// while the test looks. Next after the stopping.
     #[arg(long, default_value_t = 0)]
     pub restarting_elsewhere: usize,
+    /// Servers that go down when the faults start: every phone of the LAST N servers stops
+    /// calling back (heartbeats, sessions) while the control plane still lists it running
+    /// (2), as for a host it has not noticed is dead. Restarts and resets change nothing;
+    /// the phones come back only with their server. The last ones, so that in a small fleet
+    /// the silent and stuck phones (the first ones) are on a healthy server.
+    #[arg(long, default_value_t = 0)]
+    pub dark_servers: usize,
     /// A property every phone carries from the start, set by its operator (appendix A.1),
     /// e.g. `--property ro.horizontal.screen=1`; repeatable. A reset that does not send it
     /// again wipes it, as a real one would (chapter 4.3.5).
     #[arg(long = "property", value_parser = key_value)]
     pub properties: Vec<(String, String)>,
+    /// `ID[:SHARE]`: an application deployed on SHARE (0 to 1, default 1) of the phones
+    /// (chapter 5.1.2), each app on the phones after the previous app's, wrapping around;
+    /// repeatable. Players ask for the apps in turn. Without any: `sim.game` on every phone.
+    #[arg(long = "app", value_parser = app_share)]
+    pub apps: Vec<(String, f64)>,
     /// Chance that an enter or quit event is delivered twice.
     #[arg(long, default_value_t = 0.0)]
     pub duplicate_rate: f64,
@@ -97,7 +112,8 @@ pub struct SimOptions {
     #[arg(long, default_value_t = 0.0)]
     pub job_failure_rate: f64,
     /// `OPERATION=N`: the next N calls of the operation (list_phones, show_phone,
-    /// update_property, restart, reset, stop, show_job, list_jobs) are answered 400 CPS.0003
+    /// update_property, restart, reset, stop, show_job, list_jobs, list_apps, app_phones)
+    /// are answered 400 CPS.0003
     /// (chapter 7.2 "System error", nothing done). Repeatable.
     #[arg(long, value_parser = operation_count)]
     pub system_errors: Vec<(Operation, u32)>,
@@ -127,7 +143,32 @@ fn key_value(text: &str) -> Result<(String, String), String> {
     Ok((key.to_owned(), value.to_owned()))
 }
 
+/// The app every phone has when no `--app` is given.
+pub const DEFAULT_APP: &str = "sim.game";
+
+fn app_share(text: &str) -> Result<(String, f64), String> {
+    let (app_id, share) = text.split_once(':').unwrap_or((text, "1"));
+    let share: f64 = share
+        .parse()
+        .map_err(|e| format!("{share:?} is not a share: {e}"))?;
+    if app_id.is_empty() || !(0.0..=1.0).contains(&share) {
+        return Err(format!(
+            "expected ID[:SHARE] with SHARE in 0..1, got {text:?}"
+        ));
+    }
+    Ok((app_id.to_owned(), share))
+}
+
 impl SimOptions {
+    /// The applications and their shares of the fleet (`--app`, or [`DEFAULT_APP`] on all).
+    pub fn deployments(&self) -> Vec<(String, f64)> {
+        if self.apps.is_empty() {
+            vec![(DEFAULT_APP.to_owned(), 1.0)]
+        } else {
+            self.apps.clone()
+        }
+    }
+
     /// The documented defaults, as `cphub simulate` with no flags would use.
     pub fn defaults() -> SimOptions {
         use clap::Parser;
@@ -159,7 +200,7 @@ impl SimOptions {
     /// Whether any phone-side fault is asked for (they all start at `faults_after_secs`).
     pub fn has_faults(&self) -> bool {
         let externally: usize = self.external_statuses().iter().map(|(n, _)| n).sum();
-        self.silent + self.stuck + self.restart_fails + externally > 0
+        self.silent + self.stuck + self.restart_fails + externally + self.dark_servers > 0
             || self.job_failure_rate > 0.0
     }
 
@@ -212,6 +253,7 @@ mod tests {
         let defaults = SimOptions::defaults();
         assert!(defaults.system_errors.is_empty() && defaults.lose_answers.is_empty());
         assert!(!defaults.arrears);
+        assert_eq!((defaults.dark_servers, defaults.phones_per_server), (0, 16));
 
         use clap::Parser;
         #[derive(Parser)]
@@ -230,6 +272,10 @@ mod tests {
             "--lost-answer-status",
             "504",
             "--arrears",
+            "--dark-servers",
+            "1",
+            "--phones-per-server",
+            "4",
         ])
         .unwrap()
         .options;
@@ -240,8 +286,20 @@ mod tests {
         assert_eq!(options.lose_answers, [(Operation::Reset, 1)]);
         assert_eq!(options.lost_answer_status, 504);
         assert!(options.arrears);
+        assert_eq!(defaults.deployments(), [(DEFAULT_APP.to_owned(), 1.0)]);
+        let apps = Wrapper::try_parse_from(["simulate", "--app", "game.a:0.5", "--app", "lobby"])
+            .unwrap()
+            .options;
+        assert_eq!(
+            apps.deployments(),
+            [("game.a".to_owned(), 0.5), ("lobby".to_owned(), 1.0)]
+        );
+        assert_eq!((options.dark_servers, options.phones_per_server), (1, 4));
         for bad in [
-            &["simulate", "--system-errors", "reboot=1"][..],
+            &["simulate", "--app", "game.a:1.5"][..],
+            &["simulate", "--app", ":0.5"],
+            &["simulate", "--app", "game.a:half"],
+            &["simulate", "--system-errors", "reboot=1"],
             &["simulate", "--system-errors", "restart"],
             &["simulate", "--lost-answer-status", "500"],
         ] {

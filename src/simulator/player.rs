@@ -31,10 +31,13 @@ impl Players {
             "{}/api/v1/sessions",
             self.options.cphub.trim_end_matches('/')
         );
+        let apps = self.options.deployments();
         let mut minted = 0u64;
         while self.options.sessions == 0 || minted < self.options.sessions {
             tokio::time::sleep(Duration::from_millis(self.options.player_interval_ms)).await;
-            let body = json!({"app_id": "sim.game", "user_id": format!("player-{minted}")});
+            // The apps in turn, so each is asked for.
+            let app_id = &apps[minted as usize % apps.len()].0;
+            let body = json!({"app_id": app_id, "user_id": format!("player-{minted}")});
             let answer = self
                 .http
                 .post(&url)
@@ -48,7 +51,7 @@ impl Players {
                         continue;
                     };
                     minted += 1;
-                    self.hand_over(&session).await;
+                    self.hand_over(&session, app_id).await;
                 }
                 Ok(res) if res.status() == 503 => Stats::count(&self.stats.no_free_phone),
                 Ok(res) => tracing::warn!(status = %res.status(), "cphub refused a session"),
@@ -57,14 +60,14 @@ impl Players {
         }
     }
 
-    async fn hand_over(&self, session: &Value) {
+    async fn hand_over(&self, session: &Value, app_id: &str) {
         let text = |field: &str| session[field].as_str().unwrap_or_default().to_owned();
         let assignment = Assignment {
             session_id: text("session_id"),
             ticket: text("ticket"),
             aes_key_hex: text("aes_key"),
             auth_ts: text("auth_ts"),
-            app_id: "sim.game".into(),
+            app_id: app_id.to_owned(),
         };
         match self.phones.get(&text("phone_id")) {
             Some(inbox) => {

@@ -7,11 +7,12 @@ use async_trait::async_trait;
 use super::sql::Sql;
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
-    MintRequest, NewRecovery, Phone, PhoneHealth, ReceivedEvent, Recovery, SessionFilter, Store,
-    StoreError, Verification, book,
+    MintRequest, NewRecovery, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery, SessionFilter,
+    Store, StoreError, Verification, book, queue,
 };
+use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass};
 use crate::access::Issued;
-use crate::domain::{Heartbeat, PhoneId, Session, SessionId, UtcTime};
+use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
 
 /// A database the session book can live in. The connection handling (SQLite's single writer
@@ -45,9 +46,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
 /// commits it.
 macro_rules! in_transaction {
     ($backend:ident, $call:ident($($arg:expr),* $(,)?)) => {
+        in_transaction!($backend, book::$call($($arg),*))
+    };
+    ($backend:ident, $module:ident::$call:ident($($arg:expr),* $(,)?)) => {
         async {
             let mut tx = $backend.begin_write().await?;
-            let result = book::$call(&mut tx, $($arg),*).await?;
+            let result = $module::$call(&mut tx, $($arg),*).await?;
             B::commit(tx).await?;
             Ok::<_, StoreError>(result)
         }
@@ -116,15 +120,41 @@ impl<B: Backend> Store for B {
         &self,
         fresh_since: UtcTime,
         after: Option<&PhoneId>,
+        app: Option<&AppId>,
         limit: i64,
     ) -> Result<Vec<Phone>, StoreError> {
-        let found = book::phones(&mut self.reader(), fresh_since, after, limit).await;
+        let found = book::phones(&mut self.reader(), fresh_since, after, app, limit).await;
         found.map_err(during("phones"))
+    }
+
+    async fn phone_apps(&self, phone_id: &PhoneId) -> Result<Vec<PhoneApp>, StoreError> {
+        let found = book::phone_apps(&mut self.reader(), phone_id).await;
+        found.map_err(during("phone_apps"))
     }
 
     async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError> {
         let found = book::unhealthy_phones(&mut self.reader(), fresh_since).await;
         found.map_err(during("unhealthy_phones"))
+    }
+
+    async fn phones_per_server(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let found = book::phones_per_server(&mut self.reader()).await;
+        found.map_err(during("phones_per_server"))
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<Recovery>, StoreError> {
+        let found = book::open_incidents(&mut self.reader()).await;
+        found.map_err(during("open_incidents"))
+    }
+
+    async fn close_incident(
+        &self,
+        id: i64,
+        ended_at: UtcTime,
+        note: &str,
+    ) -> Result<(), StoreError> {
+        let closed = in_transaction!(self, close_incident(id, ended_at, note));
+        closed.map_err(during("close_incident"))
     }
 
     async fn abandon_sessions_on_stale_phones(
@@ -161,8 +191,9 @@ impl<B: Backend> Store for B {
         id: i64,
         request_id: Option<&str>,
         job_id: Option<&str>,
+        detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        let noted = in_transaction!(self, note_recovery_job(id, request_id, job_id));
+        let noted = in_transaction!(self, note_recovery_job(id, request_id, job_id, detail));
         noted.map_err(during("note_recovery_job"))
     }
 
@@ -181,8 +212,82 @@ impl<B: Backend> Store for B {
     }
 
     async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
-        let minted = in_transaction!(self, mint_session(request));
+        let minted = in_transaction!(self, queue::mint_after_queue(request));
         minted.map_err(during("mint_session"))
+    }
+
+    async fn join_queue(&self, entry: &NewQueueEntry, times: &MintTimes) -> Result<(), StoreError> {
+        let joined = async {
+            let mut tx = self.begin_write().await?;
+            queue::join(&mut tx, entry).await?;
+            queue::assign(&mut tx, times).await?;
+            B::commit(tx).await
+        };
+        joined.await.map_err(during("join_queue"))
+    }
+
+    async fn queue_entry(
+        &self,
+        queue_id: &QueueId,
+        now: UtcTime,
+    ) -> Result<Option<QueueEntry>, StoreError> {
+        let found = queue::entry(&mut self.reader(), queue_id, now).await;
+        found.map_err(during("queue_entry"))
+    }
+
+    async fn queue_entries(&self, now: UtcTime, limit: i64) -> Result<Vec<QueueEntry>, StoreError> {
+        let found = queue::entries(&mut self.reader(), now, limit).await;
+        found.map_err(during("queue_entries"))
+    }
+
+    async fn extend_queue_entry(
+        &self,
+        queue_id: &QueueId,
+        now: UtcTime,
+        expires_at: UtcTime,
+    ) -> Result<bool, StoreError> {
+        let extended = in_transaction!(self, queue::extend(queue_id, now, expires_at));
+        extended.map_err(during("extend_queue_entry"))
+    }
+
+    async fn issue_queued_session(&self, issue: &QueueIssue) -> Result<Issue, StoreError> {
+        let issued = in_transaction!(self, queue::issue(issue));
+        issued.map_err(during("issue_queued_session"))
+    }
+
+    async fn leave_queue(&self, queue_id: &QueueId, now: UtcTime) -> Result<bool, StoreError> {
+        let left = in_transaction!(self, queue::leave(queue_id, now));
+        left.map_err(during("leave_queue"))
+    }
+
+    async fn serve_queue(&self, times: &MintTimes) -> Result<QueuePass, StoreError> {
+        let served = async {
+            // Every replica passes several times a second; on SQLite a write transaction
+            // would take the one writer from the event writer for nothing.
+            if queue::is_empty(&mut self.reader()).await? {
+                return Ok(QueuePass::default());
+            }
+            let mut tx = self.begin_write().await?;
+            let expired = queue::expire(&mut tx, times.now).await?;
+            let assigned = queue::assign(&mut tx, times).await?;
+            B::commit(tx).await?;
+            Ok(QueuePass { expired, assigned })
+        };
+        served.await.map_err(during("serve_queue"))
+    }
+
+    async fn queue_lengths(&self, now: UtcTime) -> Result<Vec<(String, i64)>, StoreError> {
+        let found = queue::lengths(&mut self.reader(), now).await;
+        found.map_err(during("queue_lengths"))
+    }
+
+    async fn sessions_started_since(
+        &self,
+        app_id: &AppId,
+        since: UtcTime,
+    ) -> Result<i64, StoreError> {
+        let found = queue::started_since(&mut self.reader(), app_id, since).await;
+        found.map_err(during("sessions_started_since"))
     }
 
     async fn issued_access(&self, session_id: &SessionId) -> Result<Option<Issued>, StoreError> {
@@ -215,6 +320,16 @@ impl<B: Backend> Store for B {
     ) -> Result<(), StoreError> {
         let synced = in_transaction!(self, sync_phones(phones, now));
         synced.map_err(during("sync_phones"))
+    }
+
+    async fn sync_phone_apps(&self, apps: &[PhoneApp], now: UtcTime) -> Result<(), StoreError> {
+        let synced = in_transaction!(self, sync_phone_apps(apps, now));
+        synced.map_err(during("sync_phone_apps"))
+    }
+
+    async fn access_read(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let found = book::access_read(&mut self.reader()).await;
+        found.map_err(during("access_read"))
     }
 
     async fn record_cph_status(

@@ -5,14 +5,17 @@
 //! over whole lists (`json_each` on SQLite, `UNNEST` on PostgreSQL), which each backend
 //! writes in its own file, around the logic of `event_batch`.
 
-use super::codec::{EventRecord, IssuedAccessRow, Phone, PhoneHealth, Recovery, SessionRow};
+use super::codec::{
+    EventRecord, IssuedAccessRow, Phone, PhoneAppRow, PhoneHealth, PickedPhone, Recovery,
+    SessionRow, StoredMint, access_infos_json, connect,
+};
 use super::sql::{Sql, args};
 use super::{
-    Admission, Allocation, ControlPlanePhone, FinishedRecovery, MintRequest, NewRecovery,
-    SessionFilter, StoreError, Verification,
+    Admission, Allocation, ControlPlanePhone, FinishedRecovery, MintAnswer, MintKey, MintRequest,
+    NewRecovery, PhoneApp, SessionFilter, StoreError, Verification,
 };
-use crate::access::Issued;
-use crate::domain::{PhoneId, Session, SessionId, UtcTime};
+use crate::access::{AesKey, Issued, MintedAccess, Ticket};
+use crate::domain::{AppId, PhoneId, Session, SessionId, UtcTime};
 
 /// How a heartbeat updates a phone that already has a row. `last_seen_at` is cphub's clock
 /// and moves on any heartbeat: a phone whose own clock stepped back is still alive and must
@@ -176,10 +179,15 @@ pub(super) async fn session_events(
     db: &mut impl Sql,
     session_id: &SessionId,
 ) -> Result<Vec<EventRecord>, StoreError> {
-    let sql = "SELECT id, CASE status WHEN 0 THEN 'enter' WHEN 1 THEN 'quit' \
-                 ELSE 'reconnect' END AS kind, phone_id, app_id, event_time AS time, run_time, \
-                 error_msg, truncated, outcome, received_at \
-               FROM session_events WHERE session_id = $1 ORDER BY id";
+    // An event naming another app than the session was minted for is flagged, not refused:
+    // the phone ran what it ran, and the session is still billed. A reconnect line carries
+    // the session's own app.
+    let sql = "SELECT e.id, CASE e.status WHEN 0 THEN 'enter' WHEN 1 THEN 'quit' \
+                 ELSE 'reconnect' END AS kind, e.phone_id, e.app_id, e.event_time AS time, \
+                 e.run_time, e.error_msg, e.truncated, e.outcome, e.received_at, \
+                 (s.issued AND e.app_id <> s.app_id) AS app_mismatch \
+               FROM session_events e JOIN sessions s ON s.session_id = e.session_id \
+               WHERE e.session_id = $1 ORDER BY e.id";
     Ok(db.fetch_all(sql, &args![session_id.as_str()]).await?)
 }
 
@@ -197,20 +205,42 @@ pub(super) async fn phone(
     Ok(db.fetch_optional(sql, &args).await?)
 }
 
-/// Phones in id order, after `after` (keyset paging).
+/// Phones in id order, after `after` (keyset paging), optionally only those with `app`.
 pub(super) async fn phones(
     db: &mut impl Sql,
     fresh_since: UtcTime,
     after: Option<&PhoneId>,
+    app: Option<&AppId>,
     limit: i64,
 ) -> Result<Vec<Phone>, StoreError> {
+    let after = after.map_or("", |p| p.as_str());
+    let Some(app) = app else {
+        let sql = concat!(
+            "SELECT ",
+            phone_columns!(),
+            " FROM phones WHERE phone_id > $2 ORDER BY phone_id LIMIT $3"
+        );
+        return Ok(db.fetch_all(sql, &args![fresh_since, after, limit]).await?);
+    };
     let sql = concat!(
         "SELECT ",
         phone_columns!(),
-        " FROM phones WHERE phone_id > $2 ORDER BY phone_id LIMIT $3"
+        " FROM phones WHERE phone_id > $2 AND EXISTS (SELECT 1 FROM phone_apps a \
+           WHERE a.app_id = $4 AND a.phone_id = phones.phone_id) \
+         ORDER BY phone_id LIMIT $3"
     );
-    let after = after.map_or("", |p| p.as_str());
-    Ok(db.fetch_all(sql, &args![fresh_since, after, limit]).await?)
+    let args = args![fresh_since, after, limit, app.as_str()];
+    Ok(db.fetch_all(sql, &args).await?)
+}
+
+pub(super) async fn phone_apps(
+    db: &mut impl Sql,
+    phone_id: &PhoneId,
+) -> Result<Vec<PhoneApp>, StoreError> {
+    let sql = "SELECT phone_id, app_id, app_version_id, version_code, version_name \
+               FROM phone_apps WHERE phone_id = $1 ORDER BY app_id";
+    let rows: Vec<PhoneAppRow> = db.fetch_all(sql, &args![phone_id.as_str()]).await?;
+    rows.into_iter().map(PhoneApp::try_from).collect()
 }
 
 /// The recovery candidates (chapter 4.3.1): phones heard from before but silent since
@@ -223,12 +253,44 @@ pub(super) async fn unhealthy_phones(
     db: &mut impl Sql,
     fresh_since: UtcTime,
 ) -> Result<Vec<PhoneHealth>, StoreError> {
-    let sql = "SELECT phone_id, last_seen_at, cph_status, recovery_state FROM phones \
+    let sql = "SELECT phone_id, server_id, last_seen_at, cph_status, recovery_state FROM phones \
                WHERE (last_seen_at IS NOT NULL AND last_seen_at < $1 \
                    AND (cph_status IS NULL OR cph_status = 2)) \
                  OR cph_status IN (-5, -6, -7) \
                ORDER BY phone_id";
     Ok(db.fetch_all(sql, &args![fresh_since]).await?)
+}
+
+/// How many phones the book knows on each server (chapter 4.3.1 `server_id`): the share of
+/// a server's phones that fell silent is taken of these.
+pub(super) async fn phones_per_server(db: &mut impl Sql) -> Result<Vec<(String, i64)>, StoreError> {
+    let sql = "SELECT server_id, COUNT(*) FROM phones WHERE server_id IS NOT NULL \
+               GROUP BY server_id";
+    Ok(db.fetch_all(sql, &[]).await?)
+}
+
+/// The server incidents that still last (see migration 0005).
+pub(super) async fn open_incidents(db: &mut impl Sql) -> Result<Vec<Recovery>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        recovery_columns!(),
+        " FROM recoveries WHERE outcome = 'open' ORDER BY id"
+    );
+    Ok(db.fetch_all(sql, &[]).await?)
+}
+
+/// Ends an open server incident; `note` is added to what its detail already says.
+pub(super) async fn close_incident(
+    tx: &mut impl Sql,
+    id: i64,
+    ended_at: UtcTime,
+    note: &str,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE recoveries SET outcome = 'closed', ended_at = $2, \
+                 detail = COALESCE(detail || '; ', '') || $3 \
+               WHERE id = $1 AND outcome = 'open'";
+    tx.execute(sql, &args![id, ended_at, note]).await?;
+    Ok(())
 }
 
 /// Closes playing sessions whose phone went silent, at their last heartbeat.
@@ -354,16 +416,20 @@ pub(super) async fn record_cph_status(
 }
 
 /// Job accepted but not finished, or its answer lost (no job id yet): remember the ids,
-/// keep the outcome pending.
+/// keep the outcome pending. `detail`, when given, replaces what the log said was done (a
+/// reset sent again without properties it refused).
 pub(super) async fn note_recovery_job(
     db: &mut impl Sql,
     id: i64,
     request_id: Option<&str>,
     job_id: Option<&str>,
+    detail: Option<&str>,
 ) -> Result<(), StoreError> {
-    let sql = "UPDATE recoveries SET request_id = COALESCE($2, request_id), job_id = $3 \
+    let sql = "UPDATE recoveries SET request_id = COALESCE($2, request_id), job_id = $3, \
+                 detail = COALESCE($4, detail) \
                WHERE id = $1";
-    db.execute(sql, &args![id, request_id, job_id]).await?;
+    db.execute(sql, &args![id, request_id, job_id, detail])
+        .await?;
     Ok(())
 }
 
@@ -379,68 +445,122 @@ pub(super) async fn clear_recovered(
     Ok(tx.execute(sql, &args![fresh_since]).await?)
 }
 
-/// The pick of a mint: hold one free phone (the pinned one, or any) for the new session.
-/// Two statements rather than `$5 IS NULL OR phone_id = $5`: that form hides the key from
-/// the planner, so even a pinned mint scanned every phone. PostgreSQL skips rows another
-/// mint has locked, so concurrent mints never wait for, or get, the same phone.
+/// The pick of a mint: hold one free phone (the pinned one, one with the app, or any) for
+/// the new session. Separate statements rather than `$5 IS NULL OR phone_id = $5`: that form
+/// hides the key from the planner, so even a pinned mint scanned every phone. A pick for an
+/// app walks the free phones (`phones_free`) and probes `phone_apps` by its primary key for
+/// each, stopping at the first with the app: the walk is short when the fleet is busy (few
+/// free phones) and when it is not (most free phones have a deployed game). Written as
+/// `EXISTS`: SQLite turns `phone_id IN (…)` into a list of every phone of the app first
+/// (9 ms against 3 µs a pick with 100k phones); PostgreSQL plans both as the same
+/// semi-join. PostgreSQL skips rows another mint has locked, so concurrent mints never wait
+/// for, or get, the same phone.
 macro_rules! pick_phone_sql {
-    (pinned, $lock:literal) => {
-        concat!(
-            "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, updated_at = $3 \
-             WHERE phone_id = (SELECT phone_id FROM phones WHERE phone_id = $5 AND ",
-            free_phone_sql!(),
-            $lock,
-            ") RETURNING phone_id"
-        )
-    };
-    (any, $lock:literal) => {
+    ($candidates:expr, $limit:literal, $lock:literal) => {
         concat!(
             "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, updated_at = $3 \
              WHERE phone_id = (SELECT phone_id FROM phones WHERE ",
+            $candidates,
             free_phone_sql!(),
-            " LIMIT 1",
+            $limit,
             $lock,
-            ") RETURNING phone_id"
+            ") RETURNING phone_id, server_id, access_infos"
         )
     };
 }
 
-fn pick_phone_sql<D: Sql>(pinned: bool) -> &'static str {
-    match (pinned, D::LOCKS_ROWS) {
-        (true, true) => pick_phone_sql!(pinned, " FOR UPDATE SKIP LOCKED"),
-        (true, false) => pick_phone_sql!(pinned, ""),
-        (false, true) => pick_phone_sql!(any, " FOR UPDATE SKIP LOCKED"),
-        (false, false) => pick_phone_sql!(any, ""),
+/// The phone has the app `$5` deployed (see `pick_phone_sql!`).
+macro_rules! has_app_sql {
+    () => {
+        "EXISTS (SELECT 1 FROM phone_apps a WHERE a.app_id = $5 \
+           AND a.phone_id = phones.phone_id) AND "
+    };
+}
+
+/// Which phones a mint chooses from; the statement's `$5` is the pinned phone or the app.
+#[derive(Clone, Copy)]
+enum Candidates {
+    Pinned,
+    WithApp,
+    Any,
+}
+
+fn pick_phone_sql<D: Sql>(candidates: Candidates) -> &'static str {
+    match (candidates, D::LOCKS_ROWS) {
+        (Candidates::Pinned, true) => {
+            pick_phone_sql!("phone_id = $5 AND ", "", " FOR UPDATE SKIP LOCKED")
+        }
+        (Candidates::Pinned, false) => pick_phone_sql!("phone_id = $5 AND ", "", ""),
+        (Candidates::WithApp, true) => {
+            pick_phone_sql!(has_app_sql!(), " LIMIT 1", " FOR UPDATE SKIP LOCKED")
+        }
+        (Candidates::WithApp, false) => pick_phone_sql!(has_app_sql!(), " LIMIT 1", ""),
+        (Candidates::Any, true) => pick_phone_sql!("", " LIMIT 1", " FOR UPDATE SKIP LOCKED"),
+        (Candidates::Any, false) => pick_phone_sql!("", " LIMIT 1", ""),
     }
+}
+
+/// Holds a phone for the request's session: the one allocation path, for every caller.
+async fn pick_phone<D: Sql>(
+    tx: &mut D,
+    req: &MintRequest,
+) -> Result<Option<PickedPhone>, StoreError> {
+    let (candidates, fifth) = match (&req.pinned_phone, req.match_app) {
+        (Some(pinned), _) => (Candidates::Pinned, Some(pinned.as_str())),
+        (None, true) => (Candidates::WithApp, Some(req.app_id.as_str())),
+        (None, false) => (Candidates::Any, None),
+    };
+    let sql = pick_phone_sql::<D>(candidates);
+    let session_id = req.access.session_id.as_str();
+    let args = args![session_id, req.hold_until, req.now, req.fresh_since, fifth];
+    // The any-phone statement has no `$5`.
+    let args = if fifth.is_some() {
+        &args[..]
+    } else {
+        &args[..4]
+    };
+    Ok(tx.fetch_optional(sql, args).await?)
 }
 
 pub(super) async fn mint_session<D: Sql>(
     tx: &mut D,
     req: &MintRequest,
 ) -> Result<Allocation, StoreError> {
+    if let Some(key) = &req.key
+        && let Some(earlier) = claim_key(tx, key, req).await?
+    {
+        return Ok(earlier);
+    }
     release_lapsed_holds(tx, req.now).await?;
-    let session_id = req.access.session_id.as_str();
-    let pinned = req.pinned_phone.as_ref().map(|p| p.as_str());
-    let sql = pick_phone_sql::<D>(pinned.is_some());
-    let args = args![session_id, req.hold_until, req.now, req.fresh_since, pinned];
-    // The any-phone statement has no `$5`.
-    let args = if pinned.is_some() {
-        &args[..]
-    } else {
-        &args[..4]
-    };
-    let picked: Option<(String,)> = tx.fetch_optional(sql, args).await?;
-    let Some((phone_id,)) = picked else {
+    let Some(picked) = pick_phone(tx, req).await? else {
+        if let Some(key) = &req.key {
+            forget_key(tx, key).await?;
+        }
         return refusal(tx, req.pinned_phone.as_ref()).await;
     };
+    insert_minted(tx, req, &picked.phone_id).await?;
+    if let Some(key) = &req.key {
+        keep_connect(tx, key, &picked).await?;
+    }
+    let phone_id = PhoneId::parse("phone_id", picked.phone_id)
+        .map_err(|e| StoreError::Corrupt(format!("allocated phone: {e}")))?;
+    let connect = connect(picked.server_id, picked.access_infos.as_deref())?;
+    Ok(Allocation::Allocated { phone_id, connect })
+}
+
+async fn insert_minted(
+    tx: &mut impl Sql,
+    req: &MintRequest,
+    phone_id: &str,
+) -> Result<(), StoreError> {
     let insert = "INSERT INTO sessions (session_id, phone_id, app_id, user_id, issued, state, \
                     minted_at, ticket_hash, aes_key, auth_ts, hold_until, created_at, updated_at) \
                   VALUES ($1, $2, $3, $4, TRUE, 'minted', $5, $6, $7, $8, $9, $5, $5)";
     let ticket_hash = req.access.ticket.hash_hex();
     let aes_key = req.access.aes_key.to_hex();
     let args = args![
-        session_id,
-        phone_id.as_str(),
+        req.access.session_id.as_str(),
+        phone_id,
         req.app_id.as_str(),
         req.user_id.as_str(),
         req.now,
@@ -450,9 +570,90 @@ pub(super) async fn mint_session<D: Sql>(
         req.hold_until,
     ];
     tx.execute(insert, &args).await?;
-    let phone_id = PhoneId::parse("phone_id", phone_id)
-        .map_err(|e| StoreError::Corrupt(format!("allocated phone: {e}")))?;
-    Ok(Allocation::Allocated { phone_id })
+    Ok(())
+}
+
+/// Records the mint's key, or answers for the earlier mint that recorded it. The key's
+/// primary key decides, atomically: on PostgreSQL a concurrent duplicate's insert waits for
+/// the first mint's transaction and then finds its row; SQLite has one writer. A key past its
+/// time is free again.
+async fn claim_key(
+    tx: &mut impl Sql,
+    key: &MintKey,
+    req: &MintRequest,
+) -> Result<Option<Allocation>, StoreError> {
+    let lapsed = "DELETE FROM mint_keys WHERE idempotency_key = $1 AND expires_at <= $2";
+    tx.execute(lapsed, &args![key.key.as_str(), req.now])
+        .await?;
+    let claim = "INSERT INTO mint_keys (idempotency_key, request_hash, session_id, ticket, \
+                   created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (idempotency_key) DO NOTHING";
+    let args = args![
+        key.key.as_str(),
+        key.request_hash.as_str(),
+        req.access.session_id.as_str(),
+        req.access.ticket.expose(),
+        req.now,
+        key.expires_at,
+    ];
+    if tx.execute(claim, &args).await? == 1 {
+        return Ok(None);
+    }
+    let sql = "SELECT k.request_hash, k.session_id, k.ticket, s.aes_key, s.auth_ts, s.phone_id, \
+                 k.server_id, k.access_infos \
+               FROM mint_keys k JOIN sessions s ON s.session_id = k.session_id \
+               WHERE k.idempotency_key = $1";
+    let stored: Option<StoredMint> = tx.fetch_optional(sql, &args![key.key.as_str()]).await?;
+    let stored = stored.ok_or_else(|| StoreError::Corrupt("idempotency key vanished".into()))?;
+    if !constant_time_eq(&stored.request_hash, &key.request_hash) {
+        return Ok(Some(Allocation::KeyReused));
+    }
+    Ok(Some(Allocation::Replayed(Box::new(replay(stored)?))))
+}
+
+/// A refusal is not an answer to replay: the retry may find a phone.
+async fn forget_key(tx: &mut impl Sql, key: &MintKey) -> Result<(), StoreError> {
+    let forget = "DELETE FROM mint_keys WHERE idempotency_key = $1";
+    tx.execute(forget, &args![key.key.as_str()]).await?;
+    Ok(())
+}
+
+/// Where to connect as answered, so a replay answers the same even after phone sync changed
+/// the phone's access information.
+async fn keep_connect(
+    tx: &mut impl Sql,
+    key: &MintKey,
+    picked: &PickedPhone,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE mint_keys SET server_id = $2, access_infos = $3 WHERE idempotency_key = $1";
+    let args = args![
+        key.key.as_str(),
+        picked.server_id.as_deref(),
+        picked.access_infos.as_deref(),
+    ];
+    tx.execute(sql, &args).await?;
+    Ok(())
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// The earlier mint's answer, from its session and what its key row kept.
+fn replay(stored: StoredMint) -> Result<MintAnswer, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("minted session {what}"));
+    let access = MintedAccess {
+        ticket: Ticket::presented(stored.ticket).ok_or_else(|| corrupt("ticket"))?,
+        aes_key: AesKey::from_hex(&stored.aes_key).ok_or_else(|| corrupt("aes_key"))?,
+        session_id: stored.session_id,
+    };
+    Ok(MintAnswer {
+        access,
+        auth_ts: stored.auth_ts,
+        phone_id: PhoneId::try_from(stored.phone_id).map_err(|_| corrupt("phone_id"))?,
+        connect: connect(stored.server_id, stored.access_infos.as_deref())?,
+    })
 }
 
 async fn refusal(tx: &mut impl Sql, pinned: Option<&PhoneId>) -> Result<Allocation, StoreError> {
@@ -486,28 +687,69 @@ pub(super) async fn phones_by_state(
     Ok(db.fetch_all(sql, &args![fresh_since]).await?)
 }
 
-/// Records what the control plane says about each phone (name, server, status).
+/// Records what the control plane says about each phone (name, server, status), and its
+/// access information where this sync read the phone's detail (kept otherwise).
 pub(super) async fn sync_phones(
     tx: &mut impl Sql,
     phones: &[ControlPlanePhone],
     now: UtcTime,
 ) -> Result<(), StoreError> {
     let sql = "INSERT INTO phones (phone_id, phone_name, server_id, cph_status, cph_synced_at, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5, $5) \
+                 access_infos, cph_update_time, created_at, updated_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $5, $5) \
                ON CONFLICT (phone_id) DO UPDATE SET phone_name = excluded.phone_name, \
                  server_id = excluded.server_id, cph_status = excluded.cph_status, \
-                 cph_synced_at = excluded.cph_synced_at, updated_at = excluded.updated_at";
+                 cph_synced_at = excluded.cph_synced_at, updated_at = excluded.updated_at, \
+                 access_infos = COALESCE(excluded.access_infos, phones.access_infos), \
+                 cph_update_time = CASE WHEN excluded.access_infos IS NULL \
+                   THEN phones.cph_update_time ELSE excluded.cph_update_time END";
     for phone in phones {
+        let access = phone.access.as_deref().map(access_infos_json);
+        let update_time = access.as_ref().and(phone.update_time.as_deref());
         let args = args![
             phone.phone_id.as_str(),
             phone.phone_name.as_str(),
             phone.server_id.as_str(),
             phone.status,
             now,
+            access.as_deref(),
+            update_time,
         ];
         tx.execute(sql, &args).await?;
     }
     Ok(())
+}
+
+/// Replaces the whole of `phone_apps`: a sync lists every app's phones, so what it did not
+/// list is no longer deployed.
+pub(super) async fn sync_phone_apps(
+    tx: &mut impl Sql,
+    apps: &[PhoneApp],
+    now: UtcTime,
+) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM phone_apps", &[]).await?;
+    let sql = "INSERT INTO phone_apps (app_id, phone_id, app_version_id, version_code, \
+                 version_name, synced_at) VALUES ($1, $2, $3, $4, $5, $6) \
+               ON CONFLICT (app_id, phone_id) DO NOTHING";
+    for app in apps {
+        let args = args![
+            app.app_id.as_str(),
+            app.phone_id.as_str(),
+            app.app_version_id.as_deref(),
+            app.version_code.as_deref(),
+            app.version_name.as_deref(),
+            now,
+        ];
+        tx.execute(sql, &args).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn access_read(
+    db: &mut impl Sql,
+) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    let sql = "SELECT phone_id, cph_update_time FROM phones WHERE access_infos IS NOT NULL";
+    Ok(db.fetch_all(sql, &[]).await?)
 }
 
 pub(super) async fn release_lapsed_holds(
@@ -520,6 +762,8 @@ pub(super) async fn release_lapsed_holds(
     let release = "UPDATE phones SET allocated_session_id = NULL, allocated_until = NULL, \
                      updated_at = $1 WHERE allocated_until < $1";
     tx.execute(release, &args![now]).await?;
+    let forget = "DELETE FROM mint_keys WHERE expires_at <= $1";
+    tx.execute(forget, &args![now]).await?;
     Ok(expired)
 }
 

@@ -191,6 +191,8 @@ pub struct EventRecord {
     /// "admitted" for a reconnect.
     pub outcome: String,
     pub received_at: UtcTime,
+    /// The event names another app than the one the session was minted for.
+    pub app_mismatch: bool,
 }
 
 /// A phone as the book knows it.
@@ -256,7 +258,75 @@ pub struct Recovery {
 pub struct PhoneHealth {
     #[sqlx(try_from = "String")]
     pub phone_id: PhoneId,
+    /// The server it runs on (chapter 4.3.1, from phone sync): a server whose phones fall
+    /// silent together is one incident, not one recovery per phone.
+    pub server_id: Option<String>,
     pub last_seen_at: Option<UtcTime>,
     pub cph_status: Option<i32>,
     pub recovery_state: Option<String>,
+}
+
+/// The phone a mint picked, with where to connect to it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PickedPhone {
+    pub phone_id: String,
+    pub server_id: Option<String>,
+    pub access_infos: Option<String>,
+}
+
+/// A phone's `server_id` and stored `access_infos` (a JSON array) as the mint answers them.
+pub(crate) fn connect(
+    server_id: Option<String>,
+    access_infos: Option<&str>,
+) -> Result<crate::domain::Connect, StoreError> {
+    let access = access_infos
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("phones.access_infos: {e}")))?
+        .unwrap_or_default();
+    Ok(crate::domain::Connect { server_id, access })
+}
+
+/// The `access_infos` column: a JSON array; encoding plain structs cannot fail.
+pub(crate) fn access_infos_json(access: &[crate::domain::AccessInfo]) -> String {
+    serde_json::to_string(access).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// An idempotency key as recorded by the mint that first used it, with its session.
+#[derive(sqlx::FromRow)]
+pub(crate) struct StoredMint {
+    pub request_hash: String,
+    pub session_id: String,
+    pub ticket: String,
+    pub aes_key: String,
+    pub auth_ts: i64,
+    pub phone_id: String,
+    pub server_id: Option<String>,
+    pub access_infos: Option<String>,
+}
+
+/// A row of `phone_apps`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PhoneAppRow {
+    pub phone_id: String,
+    pub app_id: String,
+    pub app_version_id: Option<String>,
+    pub version_code: Option<String>,
+    pub version_name: Option<String>,
+}
+
+impl TryFrom<PhoneAppRow> for super::PhoneApp {
+    type Error = StoreError;
+
+    fn try_from(row: PhoneAppRow) -> Result<Self, Self::Error> {
+        let corrupt =
+            |e: crate::domain::ParseError| StoreError::Corrupt(format!("phone_apps: {e}"));
+        Ok(super::PhoneApp {
+            phone_id: PhoneId::try_from(row.phone_id).map_err(corrupt)?,
+            app_id: crate::domain::AppId::try_from(row.app_id).map_err(corrupt)?,
+            app_version_id: row.app_version_id,
+            version_code: row.version_code,
+            version_name: row.version_name,
+        })
+    }
 }

@@ -17,6 +17,7 @@ mod filter;
 mod group_commit;
 mod heartbeat_buffer;
 mod postgres;
+mod queue;
 mod sql;
 mod sqlite;
 mod usage;
@@ -28,8 +29,8 @@ use async_trait::async_trait;
 use crate::access::{Issued, MintedAccess};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::domain::{
-    Action, AppId, GameEvent, Heartbeat, Outcome, PhoneId, Reason, RecoveryMark, Session,
-    SessionId, UserId, UtcTime,
+    AccessInfo, Action, AppId, Connect, GameEvent, Heartbeat, IdempotencyKey, Outcome, PhoneId,
+    QueueId, Reason, RecoveryMark, Session, SessionId, UserId, UtcTime,
 };
 use crate::usage::{UsageQuery, UsageRow};
 
@@ -39,6 +40,7 @@ pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use postgres::PostgresStore;
+pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -200,23 +202,87 @@ pub struct MintRequest {
     pub now: UtcTime,
     /// Phones not heard from since then are stale and not allocated.
     pub fresh_since: UtcTime,
+    /// Take only a phone the book knows has `app_id` deployed (`phone_apps`, from phone
+    /// sync): `Settings::matches_apps`, off without a control plane (the only source of that
+    /// knowledge) and with `access.match_app = false`. A pinned phone is taken as asked
+    /// either way.
+    pub match_app: bool,
+    /// The request's `Idempotency-Key`, recorded in the mint's own transaction.
+    pub key: Option<MintKey>,
+}
+
+/// An `Idempotency-Key` as a mint records it.
+#[derive(Debug, Clone)]
+pub struct MintKey {
+    pub key: IdempotencyKey,
+    /// Identifies the request's content (SHA-256 hex): the same key with another is refused.
+    pub request_hash: String,
+    /// The key is forgotten then (`access.idempotency_ttl_secs` after the mint).
+    pub expires_at: UtcTime,
+}
+
+/// The answer of an earlier mint with the same key and request, to be sent again.
+#[derive(Debug)]
+pub struct MintAnswer {
+    pub access: MintedAccess,
+    pub auth_ts: i64,
+    pub phone_id: PhoneId,
+    pub connect: Connect,
+}
+
+/// Two replays are the same answer; the ticket is compared by its hash, in constant time.
+impl PartialEq for MintAnswer {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        let tickets = (self.access.ticket.hash_hex().as_bytes())
+            .ct_eq(other.access.ticket.hash_hex().as_bytes());
+        bool::from(tickets)
+            && self.access.session_id == other.access.session_id
+            && self.auth_ts == other.auth_ts
+            && self.phone_id == other.phone_id
+            && self.connect == other.connect
+    }
+}
+
+impl Eq for MintAnswer {}
+
+/// An application deployed on a phone (chapter 5.1.2, Table 5-4), as the book keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct PhoneApp {
+    #[serde(skip)]
+    pub phone_id: PhoneId,
+    pub app_id: AppId,
+    pub app_version_id: Option<String>,
+    pub version_code: Option<String>,
+    pub version_name: Option<String>,
 }
 
 /// A phone as the control plane lists it (chapter 4.3.1), the part the book keeps.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ControlPlanePhone {
     pub phone_id: String,
     pub phone_name: String,
     pub server_id: String,
     pub status: i32,
+    /// The list's `update_time`.
+    pub update_time: Option<String>,
+    /// From the phone's detail (4.3.2), when this sync read it; None keeps what the book has.
+    pub access: Option<Vec<AccessInfo>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Allocation {
-    Allocated { phone_id: PhoneId },
+    Allocated {
+        phone_id: PhoneId,
+        connect: Connect,
+    },
     NoFreePhone,
     PhoneBusy,
     UnknownPhone,
+    /// The key was minted with before, with the same request: that answer again.
+    Replayed(Box<MintAnswer>),
+    /// The key was minted with before, with another request.
+    KeyReused,
 }
 
 /// What applying one delivery did, and the session after it when it was accepted.
@@ -337,16 +403,35 @@ pub trait Store: Send + Sync + 'static {
         fresh_since: UtcTime,
     ) -> Result<Option<Phone>, StoreError>;
 
-    /// Phones in id order after `after` (keyset paging; None: from the first).
+    /// Phones in id order after `after` (keyset paging; None: from the first), only those
+    /// with `app` deployed when it is given.
     async fn phones(
         &self,
         fresh_since: UtcTime,
         after: Option<&PhoneId>,
+        app: Option<&AppId>,
         limit: i64,
     ) -> Result<Vec<Phone>, StoreError>;
 
+    /// The applications deployed on the phone, by app id.
+    async fn phone_apps(&self, phone_id: &PhoneId) -> Result<Vec<PhoneApp>, StoreError>;
+
     /// Phones the watchdog should look at: silent since `fresh_since`, or reported unwell.
     async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError>;
+
+    /// The number of phones on each server, for servers the control plane named.
+    async fn phones_per_server(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Server incidents (reason `server_incident`) still open, oldest first.
+    async fn open_incidents(&self) -> Result<Vec<Recovery>, StoreError>;
+
+    /// Ends an open server incident at `ended_at`, adding `note` to its detail.
+    async fn close_incident(
+        &self,
+        id: i64,
+        ended_at: UtcTime,
+        note: &str,
+    ) -> Result<(), StoreError>;
 
     /// Closes, at their last heartbeat, playing sessions of phones silent since `fresh_since`.
     async fn abandon_sessions_on_stale_phones(
@@ -367,11 +452,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError>;
 
+    /// Notes a recovery's request and job ids; `detail`, when given, replaces its detail.
     async fn note_recovery_job(
         &self,
         id: i64,
         request_id: Option<&str>,
         job_id: Option<&str>,
+        detail: Option<&str>,
     ) -> Result<(), StoreError>;
 
     async fn finish_recovery(&self, finished: &FinishedRecovery) -> Result<(), StoreError>;
@@ -382,9 +469,53 @@ pub trait Store: Send + Sync + 'static {
     /// Tries to become the acting replica; None while another holds it.
     async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError>;
 
-    /// Releases lapsed holds, then atomically picks an idle phone (or the pinned one), holds
-    /// it and records the minted session; concurrent calls never get the same phone.
+    /// Releases lapsed holds, serves the wait queue (so players already waiting get free
+    /// phones first), then atomically picks an idle phone (or the pinned one) that has the
+    /// app when `match_app`, holds it and records the minted session; concurrent calls never
+    /// get the same phone. With a key, records it in the same transaction, or answers the
+    /// earlier mint of that key.
     async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError>;
+
+    /// Adds the entry at the back of its app's queue and serves the queue in the same
+    /// transaction, so an entry that finds a free phone is assigned at once.
+    async fn join_queue(&self, entry: &NewQueueEntry, times: &MintTimes) -> Result<(), StoreError>;
+
+    /// The live entry with its place; None once it left, expired or never was.
+    async fn queue_entry(
+        &self,
+        queue_id: &QueueId,
+        now: UtcTime,
+    ) -> Result<Option<QueueEntry>, StoreError>;
+
+    /// Live entries per app in serving order (assigned ones first).
+    async fn queue_entries(&self, now: UtcTime, limit: i64) -> Result<Vec<QueueEntry>, StoreError>;
+
+    /// Moves a live entry's expiry on; false when it is gone.
+    async fn extend_queue_entry(
+        &self,
+        queue_id: &QueueId,
+        now: UtcTime,
+        expires_at: UtcTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Issues the ticket of an assigned entry's session (see `store/queue.rs`).
+    async fn issue_queued_session(&self, issue: &QueueIssue) -> Result<Issue, StoreError>;
+
+    /// Takes the entry out of the queue; false when there was none.
+    async fn leave_queue(&self, queue_id: &QueueId, now: UtcTime) -> Result<bool, StoreError>;
+
+    /// One pass of the queue: drops expired entries, then gives free phones to the heads.
+    async fn serve_queue(&self, times: &MintTimes) -> Result<QueuePass, StoreError>;
+
+    /// Waiting entries per app.
+    async fn queue_lengths(&self, now: UtcTime) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Sessions of the app started since then (the queue's wait estimate).
+    async fn sessions_started_since(
+        &self,
+        app_id: &AppId,
+        since: UtcTime,
+    ) -> Result<i64, StoreError>;
 
     /// The access data of a session cphub minted; None for unknown or direct-mode sessions.
     async fn issued_access(&self, session_id: &SessionId) -> Result<Option<Issued>, StoreError>;
@@ -409,6 +540,13 @@ pub trait Store: Send + Sync + 'static {
         now: UtcTime,
     ) -> Result<(), StoreError>;
 
+    /// Replaces the book's knowledge of which apps are on which phones (one transaction).
+    async fn sync_phone_apps(&self, apps: &[PhoneApp], now: UtcTime) -> Result<(), StoreError>;
+
+    /// Phones whose access information the book has, with the list's `update_time` when it
+    /// was read: phone sync reads a phone's detail again only when that moved.
+    async fn access_read(&self) -> Result<Vec<(String, Option<String>)>, StoreError>;
+
     /// Records one phone's control-plane status (chapter 4.3.1) now, ahead of the next
     /// phone sync: a stop sent through cphub, a status re-read before acting. Phones the
     /// book has no row for are left out; the number updated.
@@ -419,7 +557,8 @@ pub trait Store: Send + Sync + 'static {
         now: UtcTime,
     ) -> Result<u64, StoreError>;
 
-    /// Expires minted/verified sessions whose hold lapsed and frees their phones.
+    /// Expires minted/verified sessions whose hold lapsed and frees their phones; forgets
+    /// idempotency keys past their time.
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError>;
 
     /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`).

@@ -5,18 +5,22 @@
 //! that frees phones, lives here too ([`HoldSweeper`]).
 
 mod holds;
+mod incidents;
 mod policy;
+mod reset;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
 pub use holds::HoldSweeper;
+use incidents::Servers;
 pub use policy::{
     Action, Budgets, Decision, Outcome, Past, Reason, Standing, acted, candidate, decide,
 };
+use reset::ResetProperty;
 
 use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
@@ -50,6 +54,9 @@ pub struct Watchdog {
     metrics: Arc<Metrics>,
     settings: WatchdogSettings,
     stale_after: Duration,
+    /// How long a phone that fell silent on a server the incident rule watches waits for
+    /// its server-mates: one heartbeat interval (see [`Servers::waits`]).
+    incident_window: Duration,
     /// The callback properties a reset re-applies; None when callbacks.public_url is unset.
     reset_property: Option<String>,
     started: Instant,
@@ -58,6 +65,12 @@ pub struct Watchdog {
     /// Set while the control plane refuses the account (7.2 CPS.0006/0007/0008): no
     /// recovery is started until a call goes through again.
     paused: Mutex<Option<Pause>>,
+    /// When this watchdog was made, and the newest recovery-log id it has looked at for
+    /// account refusals recorded by others ([`Watchdog::notice_account_refusals`]).
+    created_at: UtcTime,
+    account_log_seen: Mutex<i64>,
+    /// Servers whose incident this replica closed, and when (see `incidents.rs`).
+    closed_incidents: Mutex<HashMap<String, UtcTime>>,
 }
 
 /// Why recoveries are paused, and the phone whose re-read tells when they may resume.
@@ -90,6 +103,7 @@ impl Watchdog {
                 "callbacks.public_url is unset: the watchdog will restart phones but not reset them"
             );
         }
+        let created_at = clock.now();
         Arc::new(Watchdog {
             store,
             client,
@@ -97,10 +111,14 @@ impl Watchdog {
             metrics,
             settings,
             stale_after: fleet.stale_after(),
+            incident_window: Duration::from_secs(fleet.heartbeat_interval_secs),
             reset_property,
             started: Instant::now(),
             following: Mutex::new(HashSet::new()),
             paused: Mutex::new(None),
+            closed_incidents: Mutex::new(HashMap::new()),
+            created_at,
+            account_log_seen: Mutex::new(0),
         })
     }
 
@@ -152,21 +170,38 @@ impl Watchdog {
             return Ok(());
         }
         self.abandon_sessions(fresh_since, now).await?;
+        let phones = self.store.unhealthy_phones(fresh_since).await?;
+        let servers = self.server_incidents(&phones, fresh_since, now).await?;
+        self.notice_account_refusals().await?;
         if !self.account_usable().await {
             return Ok(());
         }
         let mut in_flight = pending.len();
-        for phone in self.store.unhealthy_phones(fresh_since).await? {
+        for phone in phones {
             if self.pause().is_some() {
                 break;
             }
-            if self.excluded(&phone.phone_id) || phone.recovery_state.as_deref() == Some("broken") {
+            if self.left_alone(&phone, &servers, fresh_since) {
                 continue;
             }
             let silent = phone.last_seen_at.is_some_and(|seen| seen < fresh_since);
             in_flight += self.consider(&phone, silent, now, in_flight).await? as usize;
         }
         Ok(())
+    }
+
+    /// Excluded and broken phones, phones of a server with an open (or just closed)
+    /// incident, and phones that just fell silent on a server the incident rule watches are
+    /// not considered.
+    fn left_alone(&self, phone: &PhoneHealth, servers: &Servers, fresh_since: UtcTime) -> bool {
+        if self.excluded(&phone.phone_id) || phone.recovery_state.as_deref() == Some("broken") {
+            return true;
+        }
+        if servers.holds(phone) {
+            tracing::debug!(phone_id = %phone.phone_id, "watchdog leaves a phone alone: its server has an incident, open or just closed");
+            return true;
+        }
+        servers.waits(phone, fresh_since, self.incident_window)
     }
 
     fn pause(&self) -> Option<Pause> {
@@ -202,6 +237,30 @@ impl Watchdog {
             self.pause_for_account(code, phone_id);
         }
         code.is_some()
+    }
+
+    /// Account refusals (7.2) recorded in the log by others since the last look — `cphub
+    /// phones reset|restart`, run as a process of its own, records one when it hits arrears
+    /// — pause recoveries here too. Rows older than this watchdog are not looked at.
+    async fn notice_account_refusals(&self) -> Result<(), WatchdogError> {
+        let log = self
+            .store
+            .recoveries(None, Some(self.created_at), 50)
+            .await?;
+        let mut seen = self
+            .account_log_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let newer = log.iter().filter(|r| r.id > *seen);
+        let refused = newer.clone().find(|r| past(r).account_blocked).cloned();
+        *seen = newer.map(|r| r.id).max().unwrap_or(*seen);
+        drop(seen);
+        if let Some(refusal) = refused {
+            let error = refusal.error.unwrap_or_default();
+            let code = error.split(':').next().unwrap_or_default();
+            self.pause_for_account(code, &refusal.phone_id);
+        }
+        Ok(())
     }
 
     /// While paused, one cheap call (re-reading the phone that was refused, chapter 4.3.2)
@@ -440,12 +499,12 @@ impl Watchdog {
         detail: Option<PhoneDetail>,
     ) -> Result<Recovery, WatchdogError> {
         let dry_run = self.settings.dry_run;
-        let (property, note) = match action {
+        let mut reset = match action {
             Action::Reset => match self.reset_property(phone_id, detail).await {
-                Ok((property, note)) => (Some(property), Some(note)),
+                Ok(reset) => Some(reset),
                 Err(error) => return self.refuse(phone_id, reason, action, error).await,
             },
-            Action::Restart | Action::MarkBroken => (None, None),
+            Action::Restart | Action::MarkBroken | Action::Hold => None,
         };
         let now = self.clock.now();
         let record = NewRecovery {
@@ -461,7 +520,7 @@ impl Watchdog {
             error: None,
             started_at: now,
             ended_at: dry_run.then_some(now),
-            detail: note,
+            detail: reset.as_ref().map(|r| r.note.clone()),
             phone_state: (!dry_run).then_some(RecoveryMark::Recovering),
         };
         let recovery = self.store.start_recovery(&record).await?;
@@ -479,20 +538,26 @@ impl Watchdog {
                 .inc();
             return Ok(recovery);
         }
-        match self.start_job(phone_id, action, property).await {
+        let started = self.start_job(phone_id, action, reset.as_mut()).await;
+        // The reset may have been sent again without properties it refused: say so.
+        let detail = reset.as_ref().map(|r| r.note.as_str());
+        match started {
             Ok(Started::Job { request_id, job_id }) => {
                 self.store
-                    .note_recovery_job(recovery.id, request_id.as_deref(), Some(&job_id))
+                    .note_recovery_job(recovery.id, request_id.as_deref(), Some(&job_id), detail)
                     .await?;
                 self.follow(recovery.id, phone_id.as_str(), action, job_id);
             }
             Ok(Started::Unknown { request_id, error }) => {
                 tracing::warn!(%phone_id, action = action.as_str(), request_id, error, "recovery sent, its answer lost (chapter 7.1.2): pending until reconciled, never sent again");
                 self.store
-                    .note_recovery_job(recovery.id, request_id.as_deref(), None)
+                    .note_recovery_job(recovery.id, request_id.as_deref(), None, detail)
                     .await?;
             }
             Err((outcome, error)) => {
+                self.store
+                    .note_recovery_job(recovery.id, None, None, detail)
+                    .await?;
                 self.finish(recovery.id, action, outcome, None, Some(error))
                     .await?
             }
@@ -538,7 +603,7 @@ impl Watchdog {
         &self,
         phone_id: &PhoneId,
         detail: Option<PhoneDetail>,
-    ) -> Result<(String, String), String> {
+    ) -> Result<ResetProperty, String> {
         let Some(ours) = self.reset_property.as_deref() else {
             return Err(
                 "callbacks.public_url is unset: a reset would erase the callback URLs".into(),
@@ -550,13 +615,7 @@ impl Watchdog {
                 .client
                 .phone(phone_id.as_str())
                 .await
-                .map_err(|error| {
-                    format!(
-                        "the phone's properties cannot be read (chapter 4.3.2), and a reset \
-                     without them would wipe them: {}",
-                        ErrorChain(&error)
-                    )
-                })?,
+                .map_err(|error| self.unreadable_before_reset(phone_id, &error))?,
         };
         let Some(current) = detail.property.as_deref() else {
             return Err(
@@ -567,15 +626,23 @@ impl Watchdog {
         };
         let (property, kept) = merge_for_reset(current, ours)
             .map_err(|error| format!("not reset, its properties would be lost: {error}"))?;
-        let note = if kept.is_empty() {
-            "reset with cphub's callback properties; the phone had none of its own".to_owned()
-        } else {
-            format!(
-                "reset re-applied the phone's own properties {} and cphub's callback properties",
-                kept.join(", ")
-            )
-        };
-        Ok((property, note))
+        Ok(ResetProperty::new(property, kept))
+    }
+
+    /// Why a reset is not sent when the phone cannot be read first. A read refused for the
+    /// account (7.2) pauses recoveries, as any other call of the watchdog does, and is
+    /// recorded as an account refusal: a manual reset reads the phone here, and must not
+    /// leave the other recoveries running into the same refusal.
+    fn unreadable_before_reset(&self, phone_id: &PhoneId, error: &CphError) -> String {
+        if self.pause_if_account_level(error, phone_id.as_str()) {
+            let code = error.code().unwrap_or_default();
+            return account_refusal(code, &error.to_string());
+        }
+        format!(
+            "the phone's properties cannot be read (chapter 4.3.2), and a reset without them \
+             would wipe them: {}",
+            ErrorChain(error)
+        )
     }
 
     /// Starts the control-plane job, or says why there is none.
@@ -583,18 +650,21 @@ impl Watchdog {
         &self,
         phone_id: &PhoneId,
         action: Action,
-        property: Option<String>,
+        reset: Option<&mut ResetProperty>,
     ) -> Result<Started, (Outcome, String)> {
-        let batch = match action {
-            Action::Restart => self.client.restart(&[phone_id.to_string()]).await,
-            Action::Reset => {
+        let batch = match (action, reset) {
+            (Action::Restart, _) => self.client.restart(&[phone_id.to_string()]).await,
+            (Action::Reset, Some(reset)) => self.send_reset(phone_id, reset).await,
+            (Action::Reset, None) => {
                 let item = PhoneItem {
                     phone_id: phone_id.to_string(),
-                    property,
+                    property: None,
                 };
                 self.client.reset(vec![item]).await
             }
-            Action::MarkBroken => unreachable!("marking broken starts no job"),
+            (Action::MarkBroken | Action::Hold, _) => {
+                unreachable!("marking broken or holding starts no job")
+            }
         };
         if let Err(error) = &batch
             && error.is_outcome_unknown()
@@ -639,8 +709,8 @@ impl Watchdog {
         for recovery in pending {
             let action = match recovery.action {
                 Action::Reset => Action::Reset,
-                // Marking broken starts no job: nothing pending to follow.
-                Action::Restart | Action::MarkBroken => Action::Restart,
+                // Marking broken or holding starts no job: nothing pending to follow.
+                Action::Restart | Action::MarkBroken | Action::Hold => Action::Restart,
             };
             match &recovery.job_id {
                 Some(job_id) => {
@@ -699,7 +769,7 @@ impl Watchdog {
                         .find(|j| j.phone_id.as_deref().is_none_or(|p| p == recovery.phone_id))
                     {
                         self.store
-                            .note_recovery_job(recovery.id, None, Some(&job.job_id))
+                            .note_recovery_job(recovery.id, None, Some(&job.job_id), None)
                             .await?;
                         return Ok(Some(job.job_id));
                     }
@@ -843,6 +913,6 @@ fn past(recovery: &Recovery) -> Past {
 
 /// The recorded error of a recovery the control plane refused for the account (7.2): it
 /// starts with the code, which is how the policy tells it from a failure of the phone.
-fn account_refusal(code: &str, message: &str) -> String {
+pub fn account_refusal(code: &str, message: &str) -> String {
     format!("{code}: account-level, recoveries paused: {message}")
 }

@@ -66,9 +66,10 @@ pub struct Past {
 }
 
 impl Past {
-    /// Did something to the phone, or was meant to: a skip or an account refusal did not.
+    /// Did something to the phone, or was meant to: a skip, an account refusal or a hold
+    /// (a server incident) did not.
     fn counts(&self) -> bool {
-        self.outcome != Outcome::Skipped && !self.account_blocked
+        self.outcome != Outcome::Skipped && !self.account_blocked && self.action != Action::Hold
     }
 }
 
@@ -116,7 +117,7 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
         Action::Reset if now < last.started_at.plus(budgets.cooldown) => {
             Decision::Wait("cooldown after a reset")
         }
-        Action::Reset | Action::MarkBroken => Decision::Act(first_action(reason)),
+        Action::Reset | Action::MarkBroken | Action::Hold => Decision::Act(first_action(reason)),
     }
 }
 

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod access;
+mod allocation;
 mod auth;
 mod bad_input;
 mod binary;
@@ -18,6 +19,7 @@ mod metrics;
 mod openapi;
 mod pagination;
 mod phone_sync;
+mod queue;
 mod reconnect;
 mod schemathesis;
 mod session_list;

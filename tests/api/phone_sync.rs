@@ -7,13 +7,29 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::backend_tests;
 use crate::helpers::{Backend, TestApp, assert_error};
 
+const PROJECT: &str = "/v1/0a1b2c3d4e5f60718293a4b5c6d7e8f9/cloud-phone";
+
+/// Answers the phone list (4.3.1) with `phones`, and one app, `game`, deployed on all of them
+/// (5.1.3, 5.1.2).
 async fn control_plane(phones: serde_json::Value) -> MockServer {
     let server = MockServer::start().await;
+    let json = |body| ResponseTemplate::new(200).set_body_json(body);
+    let deployed: Vec<_> = (phones.as_array().unwrap().iter())
+        .map(|p| json!({"phone_id": p["phone_id"], "app_version_id": ""}))
+        .collect();
     Mock::given(method("GET"))
-        .and(path(
-            "/v1/0a1b2c3d4e5f60718293a4b5c6d7e8f9/cloud-phone/phones",
-        ))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"phones": phones})))
+        .and(path(format!("{PROJECT}/phones")))
+        .respond_with(json(json!({"phones": phones})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{PROJECT}/apps")))
+        .respond_with(json(json!({"apps": [{"app_id": "game", "name": "game"}]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{PROJECT}/apps/game/phones")))
+        .respond_with(json(json!({"phones": deployed})))
         .mount(&server)
         .await;
     server
@@ -42,6 +58,11 @@ async fn phones_are_synced_and_only_running_ones_allocated(backend: Backend) {
     assert_eq!(abnormal["phone_name"], "mobile-0002");
     assert_eq!(abnormal["server_id"], "srv-1");
     assert!(abnormal["cph_synced_at"].is_string());
+    // Which apps are on which phones is written after the phones (5.1.2).
+    let running = app
+        .wait_for_phone("p-run", |p| p["apps"] != json!([]))
+        .await;
+    assert_eq!(running["apps"][0]["app_id"], "game");
     app.idle_phones(&["p-run", "p-abnormal"]).await;
     let minted = app
         .mint_ok(&json!({"app_id": "game", "user_id": "u-1"}))

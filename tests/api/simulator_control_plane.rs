@@ -365,6 +365,79 @@ async fn the_list_answers_the_count_and_filters_by_name_4_3_1() {
     fake.stop().await;
 }
 
+/// 5.1.3 lists the apps newest first, 5.1.2 an app's phones with Table 5-4's fields as the
+/// example spells them; both page by `limit` 1–100 (CPS.0002). cphub's client reads them
+/// through every page.
+#[tokio::test]
+async fn apps_and_their_phones_are_listed_as_the_reference_shows_5_1_2_5_1_3() {
+    let fake = FakeCph::start(150).await;
+    {
+        let mut fleet = fake.fleet.lock();
+        fleet.deploy("game.a", 1.0);
+        fleet.deploy("game.b", 0.1);
+    }
+    let get = |path: &'static str, query: &'static [(&'static str, &'static str)]| {
+        fake.signed_query(path, query, SK, Utc::now()).send()
+    };
+
+    let apps: Value = get("cloud-phone/apps", &[])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(apps["request_id"].as_str().unwrap().len(), 32);
+    let ids: Vec<&str> = (apps["apps"].as_array().unwrap().iter())
+        .map(|a| a["app_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["game.b", "game.a"], "newest first");
+    for field in [
+        "name",
+        "package_name",
+        "launch_activity",
+        "app_id",
+        "description",
+        "create_time",
+        "update_time",
+    ] {
+        assert!(apps["apps"][0][field].is_string(), "{field} in {apps}");
+    }
+    let page: Value = get("cloud-phone/apps/game.b/phones", &[("limit", "100")])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let phones = page["phones"].as_array().unwrap();
+    assert_eq!(phones.len(), 15);
+    assert_eq!(phones[0]["phone_id"], fake.phone_id(0));
+    assert_eq!(phones[0]["app_verison_id"], "");
+    assert_eq!(phones[0]["version_code"], "1");
+    assert!(phones[0]["launch_activity"].is_string());
+    let nowhere: Value = get("cloud-phone/apps/unknown/phones", &[])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(nowhere["phones"], json!([]));
+    for path in ["cloud-phone/apps", "cloud-phone/apps/game.a/phones"] {
+        let res = get(path, &[("limit", "101")]).await.unwrap();
+        assert_error(res, 400, "CPS.0002").await;
+    }
+
+    let client = fake.tuned_client(
+        "max_attempts = 1\npage_limit = 40\n",
+        &format!("[cph.auth]\nak = \"{AK}\"\nsk = \"{SK}\"\n"),
+    );
+    assert_eq!(client.list_apps().await.unwrap().len(), 2);
+    let everywhere = client.app_phones("game.a").await.unwrap();
+    assert_eq!(everywhere.len(), 150, "all four pages");
+    assert_eq!(everywhere[0].app_version_id, None, "\"\" is no value");
+    assert_eq!(everywhere[0].version_name.as_deref(), Some("1.0.0"));
+    fake.stop().await;
+}
+
 /// 4.3.9: "some attributes take effect only after the cloud phone is restarted", and A.1
 /// does not say which: the simulator holds every update until the next restart (4.3.6).
 #[tokio::test]
@@ -616,9 +689,9 @@ async fn a_bad_phone_in_a_batch_fails_only_its_own_item() {
 
     let batch = client
         .update_property(vec![
-            item(&good, Some(json!({"a": "1"}))),
-            item(unknown, Some(json!({"a": "1"}))),
-            item("not-a-phone", Some(json!({"a": "1"}))),
+            item(&good, Some(json!({"ro.install.auto": "1"}))),
+            item(unknown, Some(json!({"ro.install.auto": "1"}))),
+            item("not-a-phone", Some(json!({"ro.install.auto": "1"}))),
             PhoneItem {
                 phone_id: fake.phone_id(1),
                 property: Some("[1, 2]".into()),
@@ -653,6 +726,44 @@ async fn a_bad_phone_in_a_batch_fails_only_its_own_item() {
         batch
             .failures()
             .all(|f| f.error_msg.is_some() && f.job_id.is_none())
+    );
+    fake.stop().await;
+}
+
+/// Appendix A.1, 4.3.5, 7.2: a reset whose property carries a key the reference does not
+/// name is refused for that phone with the parameter error CPS.0200, naming the key; the
+/// keys of A.1 and of 4.3.5's own example are accepted.
+#[tokio::test]
+async fn a_reset_with_a_key_outside_appendix_a_1_is_refused_naming_it() {
+    let fake = FakeCph::start(2).await;
+    let client = fake.client();
+    let [refused, accepted] = [0, 1].map(|i| fake.phone_id(i));
+
+    let batch = client
+        .reset(vec![
+            item(
+                &refused,
+                Some(json!({"vendor.fan": "1", "ro.horizontal.screen": "1"})),
+            ),
+            item(
+                &accepted,
+                Some(json!({"phone_num": "13666666666", "ro.horizontal.screen": "1"})),
+            ),
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        batch.jobs().map(|(p, _)| p).collect::<Vec<_>>(),
+        [accepted.as_str()]
+    );
+    let failure = batch.failures().next().unwrap();
+    assert_eq!(failure.phone_id.as_deref(), Some(refused.as_str()));
+    assert_eq!(failure.error_code.as_deref(), Some("CPS.0200"));
+    let message = failure.error_msg.as_deref().unwrap();
+    assert!(
+        message.contains("vendor.fan") && !message.contains("ro.horizontal.screen"),
+        "{message}"
     );
     fake.stop().await;
 }
@@ -1160,7 +1271,7 @@ async fn a_resetting_phone_takes_no_other_restart_reset_or_stop() {
         assert_eq!(refused, [(phone.clone(), "CPS.0010".to_owned())]);
     }
     let update = client
-        .update_property(vec![item(&phone, Some(json!({"a": "1"})))])
+        .update_property(vec![item(&phone, Some(json!({"ro.install.auto": "1"})))])
         .await
         .unwrap();
     assert_eq!(update.jobs().count(), 1);

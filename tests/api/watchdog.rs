@@ -3,6 +3,7 @@
 //! budgets hold, dry-run calls nothing, and one replica acts at a time.
 //! Timings are shortened (1 s heartbeats, stale after 2 s), never asserted.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -84,7 +85,7 @@ fn cphub_settings_synced(
          [fleet]\nheartbeat_interval_secs = 1\nmiss_threshold = 2\n\
          [cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 50\nsync_interval_secs = {sync_secs}\n\
          [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n\
-         [watchdog]\ninterval_ms = 100\ngrace_after_recovery_secs = 2\n\
+         [watchdog]\ninterval_ms = 100\n{recovery_grace}\
          cooldown_secs = 2\nhourly_cap = 3\n{grace}{watchdog}",
         simulator.cph_endpoint(),
         options.project_id,
@@ -94,6 +95,11 @@ fn cphub_settings_synced(
             ""
         } else {
             "startup_grace_secs = 0\n"
+        },
+        recovery_grace = if watchdog.contains("grace_after_recovery_secs") {
+            ""
+        } else {
+            "grace_after_recovery_secs = 2\n"
         },
     )
 }
@@ -320,31 +326,27 @@ async fn a_phone_that_keeps_failing_is_marked_broken_and_left_alone(backend: Bac
     fleet.simulator.stop().await;
 }
 
-async fn an_operator_can_restart_a_phone_through_the_same_log(backend: Backend) {
-    let fleet = start(backend, 1, "", |_| {}).await;
-    let phone_id = fleet.simulator.phone_ids()[0].clone();
-    let url = format!("{}/api/v1/phones/{phone_id}/restart", fleet.app.address);
-
-    let res = fleet
-        .app
-        .client
+/// `POST /api/v1/phones/{phone_id}/{action}` (restart or reset), as an operator.
+async fn manual(app: &TestApp, phone_id: &str, action: &str) -> reqwest::Response {
+    let url = format!("{}/api/v1/phones/{phone_id}/{action}", app.address);
+    app.client
         .post(&url)
         .bearer_auth(TOKEN)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn an_operator_can_restart_a_phone_through_the_same_log(backend: Backend) {
+    let fleet = start(backend, 1, "", |_| {}).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let res = manual(&fleet.app, &phone_id, "restart").await;
 
     assert_eq!(res.status(), 202);
     let recovery: Value = res.json().await.unwrap();
     assert_eq!(recovery["reason"], "manual");
-    let again = fleet
-        .app
-        .client
-        .post(&url)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let again = manual(&fleet.app, &phone_id, "restart").await;
     assert_error(again, 409, "CPHUB.RECOVERY_REFUSED").await;
     wait_for_recoveries(&fleet.app, &phone_id, |log| {
         has(log, "restart", "succeeded")
@@ -369,7 +371,10 @@ async fn without_a_control_plane_manual_recovery_is_unavailable(backend: Backend
 }
 
 async fn the_in_flight_cap_holds_when_many_phones_go_silent_at_once(backend: Backend) {
+    // Each phone on a server of its own: five silent phones of one server would be a server
+    // incident, not five recoveries.
     let fleet = start(backend, 5, "max_in_flight = 2\n", |o| {
+        o.phones_per_server = 1;
         o.silent = 5;
         o.job_delay_ms = 700;
     })
@@ -554,7 +559,7 @@ async fn status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alon
     );
     let minted = fleet
         .app
-        .mint_ok(&serde_json::json!({"app_id": "game", "user_id": "u-2"}))
+        .mint_ok(&serde_json::json!({"app_id": cphub::simulator::DEFAULT_APP, "user_id": "u-2"}))
         .await;
     assert_eq!(
         minted["phone_id"],
@@ -601,35 +606,76 @@ async fn status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone(ba
     fleet.simulator.stop().await;
 }
 
-/// Chapters 4.3.5, 4.3.2 and appendix A.1: a reset restores factory settings, so it carries
-/// the phone's own properties (its app port, its screen orientation) and the callback ones.
-async fn reset_4_3_5_carries_the_phones_own_properties_and_the_callbacks(backend: Backend) {
+/// The recovery that reset phone 0 of a fleet whose phones carry `properties` of their own
+/// (phone 0 falls silent and fails its restart, so it is reset), with the fleet and phone
+/// 0's properties after it.
+async fn reset_carrying(
+    backend: Backend,
+    properties: &[(&str, &str)],
+) -> (Fleet, Value, BTreeMap<String, String>) {
     let fleet = start(backend, 2, "", |o| {
         o.silent = 1;
         o.restart_fails = 1;
-        o.properties = vec![
-            ("com.cph.cg.app_port".into(), "8888".into()),
-            ("ro.horizontal.screen".into(), "1".into()),
-        ];
+        o.properties = (properties.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     })
     .await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
-
     let log =
         wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "reset", "succeeded")).await;
+    let reset = log.into_iter().find(|r| r["action"] == "reset").unwrap();
+    let after = fleet.simulator.fleet.lock().phones[0].properties.clone();
+    (fleet, reset, after)
+}
 
-    let properties = fleet.simulator.fleet.lock().phones[0].properties.clone();
+/// Chapters 4.3.5, 4.3.2 and appendix A.1: a reset restores factory settings, so it carries
+/// the phone's own properties (its app port, its screen orientation) and the callback ones.
+async fn reset_4_3_5_carries_the_phones_own_properties_and_the_callbacks(backend: Backend) {
+    let own = [
+        ("com.cph.cg.app_port", "8888"),
+        ("ro.horizontal.screen", "1"),
+    ];
+    let (fleet, reset, properties) = reset_carrying(backend, &own).await;
+
     assert_eq!(properties.get("com.cph.cg.app_port").unwrap(), "8888");
     assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
     assert_eq!(
         properties.get(HEARTBEAT_URL),
         Some(&format!("{}/cph/heartbeat", fleet.options.cphub))
     );
-    let reset = log.iter().find(|r| r["action"] == "reset").unwrap();
     let detail = reset["detail"].as_str().unwrap();
     assert!(
         detail.contains("com.cph.cg.app_port") && detail.contains("ro.horizontal.screen"),
         "{detail}"
+    );
+    fleet.simulator.stop().await;
+}
+
+/// Chapters 4.3.5, 7.2 and appendix A.1: the phone carries a key of its own the reset
+/// refuses (CPS.0200, the key named). cphub sends the reset again without it, keeps every
+/// other property, and the recovery's detail names the key dropped and why.
+async fn reset_4_3_5_refused_for_one_property_drops_it_and_says_so(backend: Backend) {
+    let own = [("vendor.fan", "2"), ("ro.horizontal.screen", "1")];
+    let (fleet, reset, properties) = reset_carrying(backend, &own).await;
+
+    let detail = reset["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("vendor.fan dropped: the reset refused it (CPS.0200:"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("re-applied the phone's own properties ro.horizontal.screen and"),
+        "{detail}"
+    );
+    assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
+    assert_eq!(properties.get("vendor.fan"), None);
+    assert!(properties.contains_key(HEARTBEAT_URL));
+    let phone_id = &fleet.simulator.phone_ids()[0];
+    assert_eq!(
+        jobs_of(&fleet.simulator, phone_id, JobKind::Reset),
+        1,
+        "the refused reset started nothing; the second one is the one reset"
     );
     fleet.simulator.stop().await;
 }
@@ -770,7 +816,190 @@ async fn a_lost_restart_answer_7_1_2_is_reconciled_not_resent(backend: Backend) 
     fleet.simulator.stop().await;
 }
 
+/// Restart and reset jobs the simulated control plane started for each of `phone_ids`.
+fn recovery_jobs(simulator: &Simulator, phone_ids: &[String]) -> Vec<usize> {
+    (phone_ids.iter())
+        .map(|p| jobs_of(simulator, p, JobKind::Restart) + jobs_of(simulator, p, JobKind::Reset))
+        .collect()
+}
+
+/// Waits until one of `phone_ids` is in a session; returns that session.
+async fn a_session_on_one_of(app: &TestApp, phone_ids: &[String]) -> String {
+    for _ in 0..300 {
+        for phone_id in phone_ids {
+            let phone = app.phone(phone_id).await;
+            if let Some(session) =
+                phone.and_then(|p| p["current_session_id"].as_str().map(str::to_owned))
+            {
+                return session;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no session ever reached {phone_ids:?}");
+}
+
+/// Issue #15 part 5, servers of chapter 4.3.1 (`server_id`): a server whose phones all go
+/// dark while the control plane still lists them running (2) is ONE incident: one recovery
+/// log row for the server, no restart or reset of any of its phones, and the sessions on
+/// them still closed as abandoned. The rule does not over-trigger: a single silent phone on
+/// a healthy server of the same size is restarted as before. When the server comes back,
+/// the incident closes and nothing was restarted: the phones that come back last get the
+/// grace after a recovery (long here, so that a slow machine cannot make it flaky).
+async fn a_dead_server_produces_one_incident_and_no_per_phone_restarts(backend: Backend) {
+    let fleet = start(backend, 8, "grace_after_recovery_secs = 10\n", |o| {
+        o.phones_per_server = 4;
+        o.dark_servers = 1;
+        o.silent = 1;
+        o.faults_after_secs = 4;
+        o.token = Some(TOKEN.to_owned());
+        o.player_interval_ms = 100;
+        o.session_min_secs = 60;
+        o.session_max_secs = 60;
+    })
+    .await;
+    let ids = fleet.simulator.phone_ids();
+    let dark = ids[4..].to_vec();
+    let server = fleet.simulator.fleet.lock().server_ids()[1].clone();
+    assert!(
+        (fleet.simulator.fleet.lock().phones[4..])
+            .iter()
+            .all(|p| p.server_id == server)
+    );
+    // Set-up restarted every phone once (4.3.9's properties take effect at a restart).
+    let setup_jobs = recovery_jobs(&fleet.simulator, &dark);
+    assert_eq!(
+        metric_value(&fleet.app, "cphub_server_incidents_total").await,
+        Some(0.0)
+    );
+    let session = a_session_on_one_of(&fleet.app, &dark).await;
+
+    let log = wait_for_recoveries(&fleet.app, &server, |log| !log.is_empty()).await;
+    fleet
+        .app
+        .wait_for_session(&session, |s| s["state"] == "abandoned")
+        .await;
+    // The silent phone of the healthy server is restarted, well after the incident began:
+    // by then any per-phone restart of the dark server's phones would have been sent too.
+    wait_for_recoveries(&fleet.app, &ids[0], |log| has(log, "restart", "succeeded")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["reason"], "server_incident");
+    assert_eq!(log[0]["action"], "hold");
+    assert_eq!(log[0]["outcome"], "open");
+    let detail = log[0]["detail"].as_str().unwrap();
+    // Opened once the share (0.5) is reached: 2, 3 or 4 of the 4 phones, as they fell silent.
+    assert!(detail.contains(" of 4 phones of server"), "{detail}");
+    assert_eq!(
+        recoveries(&fleet.app, &server).await.len(),
+        1,
+        "one incident, not one per pass"
+    );
+    for phone_id in &dark {
+        assert_eq!(
+            recoveries(&fleet.app, phone_id).await,
+            Vec::<Value>::new(),
+            "{phone_id}"
+        );
+    }
+    assert_eq!(
+        recovery_jobs(&fleet.simulator, &dark),
+        setup_jobs,
+        "no restart or reset sent"
+    );
+    assert_eq!(
+        metric_value(&fleet.app, "cphub_server_incidents_total").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&fleet.app, "cphub_server_incidents_open").await,
+        Some(1.0)
+    );
+
+    fleet.simulator.fleet.lock().set_server_dark(&server, false);
+
+    let log = wait_for_recoveries(&fleet.app, &server, |log| {
+        log.iter().any(|r| r["outcome"] == "closed")
+    })
+    .await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(log[0]["ended_at"].is_string(), "{log:?}");
+    wait_for_metric(&fleet.app, "cphub_server_incidents_open", 0.0).await;
+    for phone_id in &dark {
+        fleet
+            .app
+            .wait_for_phone(phone_id, |p| p["state"] != "stale")
+            .await;
+    }
+    assert_eq!(recovery_jobs(&fleet.simulator, &dark), setup_jobs);
+    fleet.simulator.stop().await;
+}
+
+/// `cphub phones reset PHONE` against the fleet's control plane and book.
+async fn cli_reset(fleet: &Fleet, phone_id: &str) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
+    cmd.env_clear()
+        .env("CPHUB_CONFIG_DIR", "/nonexistent")
+        .env("DATABASE_URL", &fleet.app.db.url)
+        .env("CPHUB__CALLBACKS__PUBLIC_URL", &fleet.options.cphub)
+        .env("CPHUB__CPH__ENDPOINT", fleet.simulator.cph_endpoint())
+        .env("CPHUB__CPH__PROJECT_ID", &fleet.options.project_id)
+        .env("CPHUB__CPH__AUTH__AK", &fleet.options.ak)
+        .env("CPHUB__CPH__AUTH__SK", &fleet.options.sk)
+        .args(["phones", "reset", phone_id]);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// 7.2 CPS.0006 (arrears): a manual reset that hits it, through the operator API or
+/// `cphub phones reset` (a process of its own, which records the refusal in the recovery
+/// log), starts the recovery pause just as the watchdog's own calls do. Here no phone is
+/// silent, so nothing but the manual reset can start it.
+async fn a_manual_reset_refused_for_arrears_7_2_pauses_recoveries(backend: Backend) {
+    let fleet = start(backend, 2, "", |_| {}).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    fleet.simulator.faults.set_arrears(true);
+
+    let res = manual(&fleet.app, &phone_id, "reset").await;
+
+    assert_eq!(res.status(), 202);
+    let recovery: Value = res.json().await.unwrap();
+    assert_eq!(recovery["outcome"], "error", "{recovery}");
+    assert!(
+        recovery["error"].as_str().unwrap().starts_with("CPS.0006"),
+        "{recovery}"
+    );
+    wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 1.0).await;
+    fleet.simulator.faults.set_arrears(false);
+    wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 0.0).await;
+
+    fleet.simulator.faults.set_arrears(true);
+    let out = cli_reset(&fleet, &phone_id).await;
+
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CPS.0006"),
+        "{out:?}"
+    );
+    wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 1.0).await;
+    let log = recoveries(&fleet.app, &phone_id).await;
+    assert!(
+        log.iter()
+            .all(|r| r["outcome"] == "error" && r["reason"] == "manual"),
+        "{log:?}"
+    );
+    assert_ne!(fleet.app.phone(&phone_id).await.unwrap()["state"], "broken");
+    fleet.simulator.faults.set_arrears(false);
+    wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 0.0).await;
+    fleet.simulator.stop().await;
+}
+
 backend_tests!(
+    reset_4_3_5_refused_for_one_property_drops_it_and_says_so,
+    a_manual_reset_refused_for_arrears_7_2_pauses_recoveries,
+    a_dead_server_produces_one_incident_and_no_per_phone_restarts,
     a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
     arrears_7_2_pause_recoveries_until_the_account_is_served_again,
     status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alone,

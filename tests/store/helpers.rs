@@ -17,11 +17,12 @@ use std::sync::Arc;
 use cphub::access::{Issued, MintedAccess};
 use cphub::config::Settings;
 use cphub::domain::{
-    AppId, EventKind, GameEvent, Heartbeat, PhoneId, Session, SessionId, UserId, UtcTime,
+    Action, AppId, EventKind, GameEvent, Heartbeat, Outcome as RecoveryOutcome, PhoneId, Reason,
+    Session, SessionId, UserId, UtcTime,
 };
 use cphub::store::{
-    Admission, Allocation, Applied, ApplyRules, EventOutcome, MintRequest, Phone, ReceivedEvent,
-    Store, Verification,
+    Admission, Allocation, Applied, ApplyRules, ControlPlanePhone, EventOutcome, MintRequest,
+    NewRecovery, Phone, ReceivedEvent, Store, Verification,
 };
 
 #[path = "../common/db.rs"]
@@ -286,6 +287,8 @@ pub fn mint_request(m: &Mint<'_>) -> MintRequest {
         hold_until: at(m.hold_until),
         now: at(m.now),
         fresh_since: at(m.fresh_since),
+        match_app: false,
+        key: None,
     }
 }
 
@@ -299,7 +302,7 @@ pub async fn mint(store: &impl Book, m: Mint<'_>) -> Allocation {
 /// The phone a mint allocated, or None when it refused.
 pub fn allocated(allocation: &Allocation) -> Option<String> {
     match allocation {
-        Allocation::Allocated { phone_id } => Some(phone_id.to_string()),
+        Allocation::Allocated { phone_id, .. } => Some(phone_id.to_string()),
         _ => None,
     }
 }
@@ -345,4 +348,37 @@ pub async fn release_lapsed_holds(store: &impl Book, now: &str) -> u64 {
         .release_lapsed_holds(at(now))
         .await
         .expect("holds release")
+}
+
+// ---- the fleet and the recovery log ------------------------------------------------------
+
+/// Phone sync (chapter 4.3.1) of `phones` as `(phone, server)`, all running, at `time`.
+pub async fn sync(store: &impl Book, phones: &[(&str, &str)], time: &str) {
+    let listed: Vec<ControlPlanePhone> = (phones.iter())
+        .map(|(phone, server)| ControlPlanePhone {
+            phone_id: phone.to_string(),
+            phone_name: format!("name-{phone}"),
+            server_id: server.to_string(),
+            status: 2,
+            update_time: None,
+            access: None,
+        })
+        .collect();
+    store.sync_phones(&listed, at(time)).await.expect("sync");
+}
+
+/// A server incident (reason `server_incident`, action `hold`, outcome `open`) of `server`.
+pub fn server_incident(server: &str, time: &str) -> NewRecovery {
+    NewRecovery {
+        phone_id: pid(server),
+        reason: Reason::ServerIncident,
+        action: Action::Hold,
+        dry_run: false,
+        outcome: RecoveryOutcome::Open,
+        error: None,
+        started_at: at(time),
+        ended_at: None,
+        detail: Some(format!("{server} went dark")),
+        phone_state: None,
+    }
 }

@@ -7,4 +7,6 @@ mod helpers;
 
 mod events;
 mod heartbeats;
+mod incidents;
 mod minting;
+mod queue;

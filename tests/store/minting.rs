@@ -5,8 +5,9 @@
 
 use std::collections::HashSet;
 
+use cphub::domain::{AccessInfo, AppId, IdempotencyKey};
 use cphub::domain::{Action, Outcome, Reason, RecoveryMark, SessionState};
-use cphub::store::{Allocation, ControlPlanePhone, NewRecovery};
+use cphub::store::{Allocation, ControlPlanePhone, MintKey, NewRecovery, PhoneApp};
 
 use crate::backend_tests;
 use crate::helpers::*;
@@ -23,6 +24,8 @@ backend_tests!(
     a_lapsed_hold_is_released_and_the_phone_is_idle_again,
     a_mint_releases_lapsed_holds_before_it_picks,
     a_verified_sessions_hold_is_extended_to_its_hold_until,
+    a_mint_matching_the_app_takes_only_a_phone_that_has_it_5_1_2,
+    a_mint_with_a_key_is_answered_again_and_another_request_refused,
     a_reconnect_is_logged_only_while_the_session_is_live,
 );
 
@@ -188,6 +191,7 @@ async fn a_phone_out_of_service_4_3_1_is_not_allocated_and_reads_out_of_service(
             phone_name: id.to_string(),
             server_id: "srv".into(),
             status,
+            ..ControlPlanePhone::default()
         })
         .collect();
     store.sync_phones(&synced, at("18:59:10")).await.unwrap();
@@ -392,6 +396,100 @@ async fn a_verified_sessions_hold_is_extended_to_its_hold_until(backend: Backend
     );
     let p = phone(&store, "p-1", at("18:58:00")).await.unwrap();
     assert_eq!(p.allocated_session_id, None);
+}
+
+/// The wait queue and the mint route share this pick: `match_app` is all they set.
+async fn a_mint_matching_the_app_takes_only_a_phone_that_has_it_5_1_2(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2", "p-3"], "18:59:00").await;
+    let deployed = |phone: &str, app: &str| PhoneApp {
+        phone_id: pid(phone),
+        app_id: AppId::parse("app_id", app.to_owned()).unwrap(),
+        app_version_id: None,
+        version_code: Some("1".into()),
+        version_name: None,
+    };
+    let apps = [deployed("p-2", APP), deployed("p-3", "other.game")];
+    store.sync_phone_apps(&apps, at("18:59:30")).await.unwrap();
+    let matching = |session| {
+        let mut request = mint_request(&at_seven(session));
+        request.match_app = true;
+        request
+    };
+
+    let first = store.mint_session(&matching("s-1")).await.unwrap();
+    let second = store.mint_session(&matching("s-2")).await.unwrap();
+    let unmatched = mint(&store, at_seven("s-3")).await;
+
+    assert_eq!(allocated(&first).as_deref(), Some("p-2"));
+    assert_eq!(second, Allocation::NoFreePhone);
+    assert!(matches!(
+        allocated(&unmatched).as_deref(),
+        Some("p-1" | "p-3")
+    ));
+    let listed = store.phone_apps(&pid("p-2")).await.unwrap();
+    assert_eq!(listed, apps[..1]);
+    // A later sync that no longer lists the app on p-3 forgets it there.
+    store
+        .sync_phone_apps(&apps[..1], at("18:59:40"))
+        .await
+        .unwrap();
+    assert!(store.phone_apps(&pid("p-3")).await.unwrap().is_empty());
+}
+
+/// Phone sync's view of `p-1` with one access entry on `access_port` (4.3.2).
+async fn sync_access(store: &impl Book, access_port: i64, now: &str) {
+    let phone = ControlPlanePhone {
+        phone_id: "p-1".into(),
+        server_id: "srv-1".into(),
+        status: 2,
+        update_time: Some(now.into()),
+        access: Some(vec![AccessInfo {
+            port_type: "server1".into(),
+            public_ip: "203.0.113.7".into(),
+            access_port,
+            listen_port: 38080,
+        }]),
+        ..ControlPlanePhone::default()
+    };
+    store.sync_phones(&[phone], at(now)).await.unwrap();
+}
+
+async fn a_mint_with_a_key_is_answered_again_and_another_request_refused(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    sync_access(&store, 14308, "18:59:10").await;
+    let keyed = |session, hash: &str| {
+        let mut request = mint_request(&at_seven(session));
+        request.key = Some(MintKey {
+            key: IdempotencyKey::parse("key", "k-1".into()).unwrap(),
+            request_hash: hash.into(),
+            expires_at: at("19:10:00"),
+        });
+        request
+    };
+
+    let first = store.mint_session(&keyed("s-1", "h-1")).await.unwrap();
+    // The phone's ports change after the answer; the retry gets the answer as it was.
+    sync_access(&store, 20000, "19:00:10").await;
+    let again = store.mint_session(&keyed("s-2", "h-1")).await.unwrap();
+    let other = store.mint_session(&keyed("s-3", "h-2")).await.unwrap();
+
+    assert_eq!(allocated(&first).as_deref(), Some("p-1"));
+    let Allocation::Replayed(replay) = again else {
+        panic!("not replayed: {again:?}");
+    };
+    assert_eq!(replay.access.session_id, sid("s-1").to_string());
+    assert_eq!(replay.phone_id.to_string(), "p-1");
+    let Allocation::Allocated { connect, .. } = first else {
+        unreachable!()
+    };
+    assert_eq!(replay.connect, connect);
+    assert_eq!(connect.access[0].access_port, 14308);
+    assert_eq!(connect.server_id.as_deref(), Some("srv-1"));
+    assert_eq!(other, Allocation::KeyReused);
+    assert!(session(&store, "s-2").await.is_none());
+    assert!(session(&store, "s-3").await.is_none());
 }
 
 /// A reconnect (`access.reconnect`) is a line of the session's event log, written only

@@ -18,6 +18,7 @@ use super::error::{ControlPlaneError, ItemError};
 use super::faults::Operation as Api;
 use super::wire::{created_json, parse_json, timestamp};
 use crate::cph::model::{job_status, status};
+use crate::cph::properties::is_attribute;
 use crate::http::request_id;
 use crate::simulator::fleet::{Fleet, JobKind, PhoneFaults, SimJob, SimPhone};
 
@@ -117,7 +118,11 @@ impl Operation {
                 phone.properties = properties;
                 phone.pending_properties.clear();
                 phone.status = status::RUNNING;
-                phone.faults = PhoneFaults::default();
+                // A reset cannot bring back a server that is down.
+                phone.faults = PhoneFaults {
+                    dark: phone.faults.dark,
+                    ..PhoneFaults::default()
+                };
                 phone.boots += 1;
             }
             Operation::Stop => phone.status = STOPPED,
@@ -221,6 +226,12 @@ fn optional_property(property: Option<Value>) -> Result<Option<Properties>, Item
 
 /// A `property` must be a string holding a JSON object; values are kept as strings (the
 /// appendix's integer ones, e.g. `com.cph.mainkeys`, as their decimal text).
+///
+/// Its keys must be attributes the reference names (appendix A.1, and the four of 4.3.5's
+/// example request): the reference is silent on what the service does with any other key
+/// and has no per-key refusal code, so the phone is refused with 7.2's parameter error
+/// (`CPS.0200`, as every bad property here), its message naming the unknown keys. The
+/// reference does not say a refusal names them either; cphub copes when it does not.
 fn parse_property(property: &Value) -> Result<Properties, ItemError> {
     let invalid = |why: &str| ItemError::InvalidProperty(why.to_owned());
     let Value::String(text) = property else {
@@ -229,6 +240,16 @@ fn parse_property(property: &Value) -> Result<Properties, ItemError> {
     let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text) else {
         return Err(invalid("the string is not a JSON object"));
     };
+    let unknown: Vec<&str> = (object.keys())
+        .map(String::as_str)
+        .filter(|key| !is_attribute(key))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(invalid(&format!(
+            "{} is not a cloud phone attribute",
+            unknown.join(", ")
+        )));
+    }
     object
         .into_iter()
         .map(|(key, value)| match value {
@@ -370,14 +391,15 @@ mod tests {
 
     #[test]
     fn a_property_is_a_json_object_in_a_string() {
-        let parsed = parse_property(&json!(r#"{"a": "x", "com.cph.mainkeys": 1}"#)).unwrap();
-        assert_eq!(parsed["a"], "x");
+        let parsed = parse_property(&json!(r#"{"imsi": "x", "com.cph.mainkeys": 1}"#)).unwrap();
+        assert_eq!(parsed["imsi"], "x");
         assert_eq!(parsed["com.cph.mainkeys"], "1");
         for bad in [
             json!({"a": "x"}),
             json!("[1]"),
             json!("{"),
-            json!(r#"{"a": {}}"#),
+            json!(r#"{"imsi": {}}"#),
+            json!(r#"{"vendor.fan": "1"}"#),
         ] {
             assert!(
                 matches!(parse_property(&bad), Err(ItemError::InvalidProperty(_))),
@@ -400,6 +422,7 @@ mod tests {
             silent: true,
             stuck: true,
             restart_fails: false,
+            dark: false,
         };
         phone.properties.insert("old".into(), "1".into());
         Operation::Restart(None).succeed(phone);
@@ -421,5 +444,12 @@ mod tests {
             Properties::from([("new".into(), "2".into())])
         );
         assert_eq!(phone.boots, 2);
+        phone.faults.dark = true;
+        Operation::Reset(Properties::new()).succeed(phone);
+        Operation::Restart(None).succeed(phone);
+        assert!(
+            phone.faults.dark && !phone.is_alive(),
+            "its server is still down"
+        );
     }
 }

@@ -24,6 +24,8 @@ pub enum Operation {
     Stop,
     ShowJob,
     ListJobs,
+    ListApps,
+    AppPhones,
 }
 
 impl FromStr for Operation {
@@ -39,10 +41,12 @@ impl FromStr for Operation {
             "stop" => Operation::Stop,
             "show_job" => Operation::ShowJob,
             "list_jobs" => Operation::ListJobs,
+            "list_apps" => Operation::ListApps,
+            "app_phones" => Operation::AppPhones,
             other => {
                 return Err(format!(
                     "unknown operation {other:?} (list_phones, show_phone, update_property, \
-                     restart, reset, stop, show_job, list_jobs)"
+                     restart, reset, stop, show_job, list_jobs, list_apps, app_phones)"
                 ));
             }
         })

@@ -1,6 +1,6 @@
 //! The fake CPH management API: the routes, bodies and authentication of the real one
-//! (chapters 2, 4.3, 4.4 and 7.1.1; `tools/huawei-sdk/CPH_WIRE.md` for what the official SDK
-//! sends), acting on the simulated [`Fleet`](super::fleet::Fleet). Both cphub's own client
+//! (chapters 2, 4.3, 4.4, 5.1.2, 5.1.3 and 7.1.1; `tools/huawei-sdk/CPH_WIRE.md` for what the
+//! official SDK sends), acting on the simulated [`Fleet`](super::fleet::Fleet). Both cphub's own client
 //! and Huawei's Python SDK must work against it unchanged, so requests are checked the way
 //! the real service checks them: AK/SK signatures recomputed from what arrived, or IAM
 //! tokens issued here.
@@ -10,10 +10,11 @@
 //!
 //! One file per concern: `error.rs` (the refusals and chapter 7.1.1's body), `auth.rs` (the
 //! state, AK/SK signatures and IAM tokens), `iam.rs` (chapter 2.1), `phones.rs` (4.3.1 and
-//! 4.3.2), `batch.rs` (4.3.5–4.3.7 and 4.3.9), `jobs.rs` (4.4.1 and 4.4.2), `faults.rs`
-//! (documented failures on demand) and `wire.rs` (the query, body and paging helpers they
-//! share). This file holds the settings and the route table.
+//! 4.3.2), `apps.rs` (5.1.3 and 5.1.2), `batch.rs` (4.3.5–4.3.7 and 4.3.9), `jobs.rs` (4.4.1
+//! and 4.4.2), `faults.rs` (documented failures on demand) and `wire.rs` (the query, body and
+//! paging helpers they share). This file holds the settings and the route table.
 
+mod apps;
 mod auth;
 mod batch;
 mod error;
@@ -34,6 +35,7 @@ use tracing_actix_web::TracingLogger;
 
 use super::fleet::SharedFleet;
 use crate::http::request_id;
+use apps::{app_phones, list_apps};
 use auth::ControlPlane;
 use batch::{reset, restart, stop, update_property};
 pub use error::{AuthFailure, ControlPlaneError};
@@ -90,6 +92,7 @@ pub fn start(
 fn routes(cfg: &mut web::ServiceConfig) {
     const PHONES: &str = "/v1/{project_id}/cloud-phone/phones";
     const JOBS: &str = "/v1/{project_id}/cloud-phone/jobs";
+    const APPS: &str = "/v1/{project_id}/cloud-phone/apps";
     cfg.service(resource("/v3/auth/tokens").route(web::post().to(create_token)))
         .service(resource(PHONES).route(web::get().to(list_phones)))
         // The batch paths come before `{phone_id}`, which would match them too.
@@ -102,7 +105,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource(&format!("{PHONES}/batch-stop")).route(web::post().to(stop)))
         .service(resource(&format!("{PHONES}/{{phone_id}}")).route(web::get().to(show_phone)))
         .service(resource(JOBS).route(web::get().to(list_jobs)))
-        .service(resource(&format!("{JOBS}/{{job_id}}")).route(web::get().to(show_job)));
+        .service(resource(&format!("{JOBS}/{{job_id}}")).route(web::get().to(show_job)))
+        .service(resource(APPS).route(web::get().to(list_apps)))
+        .service(resource(&format!("{APPS}/{{app_id}}/phones")).route(web::get().to(app_phones)));
 }
 
 /// A route whose other methods get the gateway's "no such API" answer, not an empty 405.

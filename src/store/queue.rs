@@ -1,0 +1,565 @@
+//! The wait queue's SQL, shared by both backends as plain functions over [`Sql`] (like
+//! `book.rs`). docs/architecture.md "The wait queue" explains the design: entries live in
+//! `queue_entries`; assignment mints a session for the head of an app's queue through the
+//! ordinary mint (so the phone is held the usual way and the pick's rules apply); the poll
+//! that finds the assignment issues the ticket, which the book keeps only as a hash.
+//!
+//! Fairness across replicas on PostgreSQL rests on one row lock: a pass locks the head of an
+//! app's queue (`FOR UPDATE`, never `SKIP LOCKED`, which would let a pass jump the head while
+//! another holds it) before minting for it. A second pass waits on that row, and when the
+//! first commits, PostgreSQL re-reads the row, finds it assigned, and hands the second pass
+//! the next entry in the same order. SQLite has one writer, which serialises the passes.
+
+use super::book;
+use super::codec::connect;
+use super::sql::{Sql, args};
+use super::{Allocation, MintRequest, StoreError};
+use crate::access::MintedAccess;
+use crate::config::{AccessSettings, Cipher, FleetSettings, GcmIv, KeySize};
+use crate::domain::{AppId, Connect, PhoneId, Priority, QueueId, SessionId, UserId, UtcTime};
+
+/// The placeholder key's cipher: any; the issue replaces the key.
+const PLACEHOLDER_CIPHER: Cipher = Cipher::Gcm {
+    key: KeySize::Aes256,
+    iv: GcmIv::Twelve,
+};
+
+/// An entry to add at the back of its app's queue.
+#[derive(Debug, Clone)]
+pub struct NewQueueEntry {
+    pub queue_id: QueueId,
+    pub app_id: AppId,
+    pub user_id: UserId,
+    pub priority: Priority,
+    pub now: UtcTime,
+    pub expires_at: UtcTime,
+}
+
+/// An entry as the book holds it, with its place.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueEntry {
+    pub queue_id: QueueId,
+    pub app_id: AppId,
+    pub user_id: UserId,
+    pub priority: Priority,
+    pub joined_at: UtcTime,
+    pub expires_at: UtcTime,
+    /// 1 for the head of the app's queue; 0 once a phone is assigned.
+    pub position: i64,
+    /// The session minted for the entry, once assigned.
+    pub session_id: Option<SessionId>,
+    pub phone_id: Option<PhoneId>,
+    pub assigned_at: Option<UtcTime>,
+}
+
+/// The holds of the sessions assignment mints: those of a plain mint at `now`.
+#[derive(Debug, Clone, Copy)]
+pub struct MintTimes {
+    pub now: UtcTime,
+    /// Phones not heard from since then are stale and not allocated.
+    pub fresh_since: UtcTime,
+    /// Ticket expiry as issued: epoch ms.
+    pub auth_ts: i64,
+    pub hold_until: UtcTime,
+    /// Take only a phone that has the app (`MintRequest::match_app`).
+    pub match_app: bool,
+}
+
+impl MintTimes {
+    /// A mint at `now`: the ticket lives `access.ticket_ttl_secs`, and the phone is held
+    /// until then plus the allowed clock skew, the latest a sign check may come.
+    pub fn new(now: UtcTime, access: &AccessSettings, fleet: &FleetSettings) -> MintTimes {
+        let auth_ts = now.plus(access.ticket_ttl()).epoch_millis();
+        let expires_at = UtcTime::from_epoch_millis(auth_ts).unwrap_or(now);
+        MintTimes {
+            now,
+            fresh_since: now.minus(fleet.stale_after()),
+            auth_ts,
+            hold_until: expires_at.plus(access.clock_skew()),
+            match_app: access.match_app,
+        }
+    }
+
+    /// The ticket's expiry as a time.
+    pub fn expires_at(&self) -> UtcTime {
+        UtcTime::from_epoch_millis(self.auth_ts).unwrap_or(self.now)
+    }
+
+    pub fn of(request: &MintRequest) -> MintTimes {
+        MintTimes {
+            now: request.now,
+            fresh_since: request.fresh_since,
+            auth_ts: request.auth_ts,
+            hold_until: request.hold_until,
+            match_app: request.match_app,
+        }
+    }
+}
+
+/// A poll of an assigned entry: the secrets to issue for its session. Only
+/// `access.ticket` and `access.aes_key` are used; the session is the entry's.
+#[derive(Debug)]
+pub struct QueueIssue {
+    pub queue_id: QueueId,
+    pub access: MintedAccess,
+    pub times: MintTimes,
+}
+
+/// What one pass of the queue did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueuePass {
+    /// Entries dropped unserved: nobody polled them in time.
+    pub expired: u64,
+    /// Entries given a phone.
+    pub assigned: u64,
+}
+
+/// What a poll of an assigned entry found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Issue {
+    /// No such entry (never joined, left, or expired).
+    Unknown,
+    /// Not assigned yet.
+    Waiting,
+    /// The session holds its phone and now has the issued ticket.
+    Issued(Seat),
+    /// The entry's session moved on (verified, played, ended, expired): nothing to issue.
+    Closed,
+}
+
+/// A session issued to a queued player.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seat {
+    pub session_id: SessionId,
+    pub phone_id: PhoneId,
+    /// The ticket's expiry, epoch ms: set by the first issue and kept by every later one.
+    pub auth_ts: i64,
+    /// Time from joining to assignment, set on the first issue only (so a wait is
+    /// counted once however many polls re-issue).
+    pub first_wait_ms: Option<i64>,
+    /// Where to connect to the phone (chapter 4.3.2 `access_infos`, from phone sync).
+    pub connect: Connect,
+}
+
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    queue_id: String,
+    app_id: String,
+    user_id: String,
+    priority: i64,
+    joined_at: UtcTime,
+    expires_at: UtcTime,
+    position: i64,
+    session_id: Option<String>,
+    phone_id: Option<String>,
+    assigned_at: Option<UtcTime>,
+}
+
+impl TryFrom<EntryRow> for QueueEntry {
+    type Error = StoreError;
+
+    fn try_from(row: EntryRow) -> Result<Self, Self::Error> {
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("queue entry {}: {what}", row.queue_id));
+        Ok(QueueEntry {
+            app_id: AppId::try_from(row.app_id.clone()).map_err(|_| corrupt("app_id"))?,
+            user_id: UserId::try_from(row.user_id.clone()).map_err(|_| corrupt("user_id"))?,
+            priority: Priority::parse("priority", row.priority).map_err(|_| corrupt("priority"))?,
+            session_id: (row.session_id.clone().map(SessionId::try_from).transpose())
+                .map_err(|_| corrupt("session_id"))?,
+            phone_id: (row.phone_id.clone().map(PhoneId::try_from).transpose())
+                .map_err(|_| corrupt("phone_id"))?,
+            queue_id: QueueId::try_from(row.queue_id)
+                .map_err(|e| StoreError::Corrupt(format!("queue entry: queue_id: {e}")))?,
+            joined_at: row.joined_at,
+            expires_at: row.expires_at,
+            position: row.position,
+            assigned_at: row.assigned_at,
+        })
+    }
+}
+
+/// The columns of [`EntryRow`] for entry `q`; `$1` is now. The position counts the live
+/// waiting entries of the same app served before this one.
+macro_rules! entry_columns {
+    () => {
+        "q.queue_id, q.app_id, q.user_id, q.priority, q.joined_at, q.expires_at, \
+         q.session_id, q.phone_id, q.assigned_at, \
+         CASE WHEN q.session_id IS NOT NULL THEN 0 ELSE 1 + (SELECT COUNT(*) \
+           FROM queue_entries a WHERE a.app_id = q.app_id AND a.session_id IS NULL \
+             AND a.expires_at >= $1 \
+             AND (a.priority > q.priority OR (a.priority = q.priority AND a.seq < q.seq))) \
+         END AS position"
+    };
+}
+
+pub(super) async fn join(tx: &mut impl Sql, e: &NewQueueEntry) -> Result<(), StoreError> {
+    let sql = "INSERT INTO queue_entries (queue_id, app_id, user_id, priority, joined_at, \
+                 expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+    let args = args![
+        e.queue_id.as_str(),
+        e.app_id.as_str(),
+        e.user_id.as_str(),
+        e.priority.value(),
+        e.now,
+        e.expires_at,
+    ];
+    tx.execute(sql, &args).await?;
+    Ok(())
+}
+
+/// The live entry (not past its expiry), with its place.
+pub(super) async fn entry(
+    db: &mut impl Sql,
+    queue_id: &QueueId,
+    now: UtcTime,
+) -> Result<Option<QueueEntry>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        entry_columns!(),
+        " FROM queue_entries q WHERE q.queue_id = $2 AND q.expires_at >= $1"
+    );
+    let row: Option<EntryRow> = db
+        .fetch_optional(sql, &args![now, queue_id.as_str()])
+        .await?;
+    row.map(QueueEntry::try_from).transpose()
+}
+
+/// Live entries in serving order per app.
+pub(super) async fn entries(
+    db: &mut impl Sql,
+    now: UtcTime,
+    limit: i64,
+) -> Result<Vec<QueueEntry>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        entry_columns!(),
+        " FROM queue_entries q WHERE q.expires_at >= $1 \
+         ORDER BY q.app_id, q.session_id IS NULL, q.priority DESC, q.seq LIMIT $2"
+    );
+    let rows: Vec<EntryRow> = db.fetch_all(sql, &args![now, limit]).await?;
+    rows.into_iter().map(QueueEntry::try_from).collect()
+}
+
+/// Moves a live entry's expiry on (a poll); false when it is gone or already expired, so a
+/// late poll cannot bring back an entry whose place was freed.
+pub(super) async fn extend(
+    tx: &mut impl Sql,
+    queue_id: &QueueId,
+    now: UtcTime,
+    expires_at: UtcTime,
+) -> Result<bool, StoreError> {
+    let sql = "UPDATE queue_entries SET expires_at = $3 \
+               WHERE queue_id = $1 AND expires_at >= $2 AND expires_at < $3";
+    let args = args![queue_id.as_str(), now, expires_at];
+    if tx.execute(sql, &args).await? == 1 {
+        return Ok(true);
+    }
+    // Already extended further (a concurrent poll): still live.
+    Ok(entry(tx, queue_id, now).await?.is_some())
+}
+
+/// Whether the table has no rows at all (live, expired or served): then a pass has nothing
+/// to do and need not take the write lock.
+pub(super) async fn is_empty(db: &mut impl Sql) -> Result<bool, StoreError> {
+    let sql = "SELECT 1 FROM queue_entries LIMIT 1";
+    let any: Option<(i32,)> = db.fetch_optional(sql, &[]).await?;
+    Ok(any.is_none())
+}
+
+/// Waiting entries per app.
+pub(super) async fn lengths(
+    db: &mut impl Sql,
+    now: UtcTime,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let sql = "SELECT app_id, COUNT(*) FROM queue_entries \
+               WHERE session_id IS NULL AND expires_at >= $1 GROUP BY app_id";
+    Ok(db.fetch_all(sql, &args![now]).await?)
+}
+
+/// Sessions of `app_id` started since `since`: how fast the app's phones turn over.
+pub(super) async fn started_since(
+    db: &mut impl Sql,
+    app_id: &AppId,
+    since: UtcTime,
+) -> Result<i64, StoreError> {
+    let sql = "SELECT COUNT(*) FROM sessions WHERE started_at >= $2 AND app_id = $1";
+    let (count,): (i64,) = db
+        .fetch_optional(sql, &args![app_id.as_str(), since])
+        .await?
+        .unwrap_or((0,));
+    Ok(count)
+}
+
+/// Gives free phones to the heads of the queues, app by app, until an app's head finds no
+/// phone. The number of entries assigned.
+pub(super) async fn assign<D: Sql>(tx: &mut D, times: &MintTimes) -> Result<u64, StoreError> {
+    let sql = "SELECT DISTINCT app_id FROM queue_entries \
+               WHERE session_id IS NULL AND expires_at >= $1 ORDER BY app_id";
+    let apps: Vec<(String,)> = tx.fetch_all(sql, &args![times.now]).await?;
+    let mut assigned = 0;
+    for (app_id,) in apps {
+        assigned += assign_app(tx, &app_id, times).await?;
+    }
+    Ok(assigned)
+}
+
+#[derive(sqlx::FromRow)]
+struct Head {
+    seq: i64,
+    app_id: String,
+    user_id: String,
+}
+
+/// The head of `app_id`'s queue, locked on PostgreSQL until the transaction ends.
+fn head_sql<D: Sql>() -> &'static str {
+    macro_rules! head {
+        ($lock:literal) => {
+            concat!(
+                "SELECT seq, app_id, user_id FROM queue_entries \
+                 WHERE app_id = $1 AND session_id IS NULL AND expires_at >= $2 \
+                 ORDER BY priority DESC, seq LIMIT 1",
+                $lock
+            )
+        };
+    }
+    match D::LOCKS_ROWS {
+        true => head!(" FOR UPDATE"),
+        false => head!(""),
+    }
+}
+
+async fn assign_app<D: Sql>(tx: &mut D, app_id: &str, t: &MintTimes) -> Result<u64, StoreError> {
+    let mut assigned = 0;
+    loop {
+        let head: Option<Head> = tx
+            .fetch_optional(head_sql::<D>(), &args![app_id, t.now])
+            .await?;
+        let Some(head) = head else {
+            return Ok(assigned);
+        };
+        // A ticket and key nobody will ever see: the session needs them to exist, and the
+        // poll replaces both with the ones it hands out (the key of `access.cipher`'s size).
+        let request = MintRequest {
+            access: MintedAccess::mint(PLACEHOLDER_CIPHER),
+            app_id: AppId::try_from(head.app_id).map_err(corrupt_head)?,
+            user_id: UserId::try_from(head.user_id).map_err(corrupt_head)?,
+            pinned_phone: None,
+            auth_ts: t.auth_ts,
+            hold_until: t.hold_until,
+            now: t.now,
+            fresh_since: t.fresh_since,
+            match_app: t.match_app,
+            key: None,
+        };
+        let Allocation::Allocated { phone_id, .. } = book::mint_session(tx, &request).await? else {
+            return Ok(assigned);
+        };
+        let sql = "UPDATE queue_entries SET session_id = $2, phone_id = $3, assigned_at = $4 \
+                   WHERE seq = $1";
+        let session_id = request.access.session_id.as_str();
+        let args = args![head.seq, session_id, phone_id.as_str(), t.now];
+        tx.execute(sql, &args).await?;
+        assigned += 1;
+    }
+}
+
+fn corrupt_head(e: crate::domain::ParseError) -> StoreError {
+    StoreError::Corrupt(format!("queue entry: {e}"))
+}
+
+/// A plain mint: the queue is served first, so a phone that became free goes to the
+/// players already waiting for its app before anyone new (docs/api.md "The wait queue").
+pub(super) async fn mint_after_queue<D: Sql>(
+    tx: &mut D,
+    request: &MintRequest,
+) -> Result<Allocation, StoreError> {
+    assign(tx, &MintTimes::of(request)).await?;
+    book::mint_session(tx, request).await
+}
+
+#[derive(sqlx::FromRow)]
+struct Assigned {
+    seq: i64,
+    session_id: Option<String>,
+    phone_id: Option<String>,
+    joined_at: UtcTime,
+    assigned_at: Option<UtcTime>,
+    issued_at: Option<UtcTime>,
+}
+
+fn assigned_sql<D: Sql>() -> &'static str {
+    macro_rules! assigned {
+        ($lock:literal) => {
+            concat!(
+                "SELECT seq, session_id, phone_id, joined_at, assigned_at, issued_at \
+                 FROM queue_entries WHERE queue_id = $1 AND expires_at >= $2",
+                $lock
+            )
+        };
+    }
+    match D::LOCKS_ROWS {
+        true => assigned!(" FOR UPDATE"),
+        false => assigned!(""),
+    }
+}
+
+/// Hands out a fresh ticket and key for an assigned entry's session while the session is
+/// still `minted`. The book holds only the ticket's hash, so a ticket cannot be shown
+/// twice; a repeated poll (a lost answer) gets a new one, and the older stops working.
+/// The first issue restarts the hold from now; later ones keep its expiry, so polling
+/// again and again cannot hold a phone for ever.
+pub(super) async fn issue<D: Sql>(tx: &mut D, req: &QueueIssue) -> Result<Issue, StoreError> {
+    let found: Option<Assigned> = tx
+        .fetch_optional(
+            assigned_sql::<D>(),
+            &args![req.queue_id.as_str(), req.times.now],
+        )
+        .await?;
+    let Some(entry) = found else {
+        return Ok(Issue::Unknown);
+    };
+    let (Some(session_id), Some(phone_id)) = (&entry.session_id, &entry.phone_id) else {
+        return Ok(Issue::Waiting);
+    };
+    let first = entry.issued_at.is_none();
+    let Some(auth_ts) = reissue(tx, session_id, req, first).await? else {
+        return Ok(Issue::Closed);
+    };
+    if first {
+        first_issue(tx, session_id, phone_id, req).await?;
+    }
+    let connect = phone_connect(tx, phone_id).await?;
+    seat(entry, auth_ts, first, connect)
+}
+
+/// Where to connect to the phone, as a plain mint answers it.
+async fn phone_connect(tx: &mut impl Sql, phone_id: &str) -> Result<Connect, StoreError> {
+    let sql = "SELECT server_id, access_infos FROM phones WHERE phone_id = $1";
+    let row: Option<(Option<String>, Option<String>)> =
+        tx.fetch_optional(sql, &args![phone_id]).await?;
+    let (server_id, access_infos) = row.unwrap_or_default();
+    connect(server_id, access_infos.as_deref())
+}
+
+/// Replaces the session's ticket and key, and on the first issue its expiry; the ticket's
+/// expiry, or None once the session left `minted` (its ticket used, or its hold lapsed).
+async fn reissue(
+    tx: &mut impl Sql,
+    session_id: &str,
+    req: &QueueIssue,
+    first: bool,
+) -> Result<Option<i64>, StoreError> {
+    let t = &req.times;
+    let sql = "UPDATE sessions SET ticket_hash = $2, aes_key = $3, \
+                 auth_ts = CASE WHEN $7 THEN $4 ELSE auth_ts END, \
+                 hold_until = CASE WHEN $7 THEN $5 ELSE hold_until END, updated_at = $6 \
+               WHERE session_id = $1 AND state = 'minted' RETURNING auth_ts";
+    let ticket_hash = req.access.ticket.hash_hex();
+    let aes_key = req.access.aes_key.to_hex();
+    let args = args![
+        session_id,
+        ticket_hash.as_str(),
+        aes_key.as_str(),
+        t.auth_ts,
+        t.hold_until,
+        t.now,
+        first,
+    ];
+    let auth_ts: Option<(i64,)> = tx.fetch_optional(sql, &args).await?;
+    Ok(auth_ts.map(|(ts,)| ts))
+}
+
+/// With the first ticket issued: restarts the phone's hold, as a mint would hold it, and
+/// marks the entry issued.
+async fn first_issue(
+    tx: &mut impl Sql,
+    session_id: &str,
+    phone_id: &str,
+    req: &QueueIssue,
+) -> Result<(), StoreError> {
+    let t = &req.times;
+    let sql = "UPDATE phones SET allocated_until = $2, updated_at = $3 \
+               WHERE phone_id = $4 AND allocated_session_id = $1";
+    let args = args![session_id, t.hold_until, t.now, phone_id];
+    tx.execute(sql, &args).await?;
+    let issued = "UPDATE queue_entries SET issued_at = $2 WHERE session_id = $1";
+    tx.execute(issued, &args![session_id, t.now]).await?;
+    Ok(())
+}
+
+fn seat(entry: Assigned, auth_ts: i64, first: bool, connect: Connect) -> Result<Issue, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("queue entry {}: {what}", entry.seq));
+    let waited = entry
+        .assigned_at
+        .map(|at| at.epoch_millis() - entry.joined_at.epoch_millis());
+    let (session_id, phone_id) = (entry.session_id.clone(), entry.phone_id.clone());
+    Ok(Issue::Issued(Seat {
+        session_id: SessionId::try_from(session_id.unwrap_or_default())
+            .map_err(|_| corrupt("session_id"))?,
+        phone_id: PhoneId::try_from(phone_id.unwrap_or_default())
+            .map_err(|_| corrupt("phone_id"))?,
+        auth_ts,
+        first_wait_ms: waited.filter(|_| first),
+        connect,
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct Removed {
+    session_id: Option<String>,
+    issued_at: Option<UtcTime>,
+}
+
+/// Takes the entry out of the queue; false when there was none. A session assigned to it
+/// but never issued is expired and its phone freed at once for the next in line.
+pub(super) async fn leave(
+    tx: &mut impl Sql,
+    queue_id: &QueueId,
+    now: UtcTime,
+) -> Result<bool, StoreError> {
+    let sql = "DELETE FROM queue_entries WHERE queue_id = $1 AND expires_at >= $2 \
+               RETURNING session_id, issued_at";
+    let removed: Option<Removed> = tx
+        .fetch_optional(sql, &args![queue_id.as_str(), now])
+        .await?;
+    let Some(removed) = removed else {
+        return Ok(false);
+    };
+    release_unissued(tx, &removed, now).await?;
+    Ok(true)
+}
+
+/// Drops entries past their expiry. Those never served (no ticket issued) are the expired
+/// ones and are counted; entries already served simply leave the table.
+pub(super) async fn expire(tx: &mut impl Sql, now: UtcTime) -> Result<u64, StoreError> {
+    let sql = "DELETE FROM queue_entries WHERE expires_at < $1 RETURNING session_id, issued_at";
+    let removed: Vec<Removed> = tx.fetch_all(sql, &args![now]).await?;
+    let mut expired = 0;
+    for entry in &removed {
+        if entry.issued_at.is_none() {
+            expired += 1;
+        }
+        release_unissued(tx, entry, now).await?;
+    }
+    Ok(expired)
+}
+
+async fn release_unissued(
+    tx: &mut impl Sql,
+    removed: &Removed,
+    now: UtcTime,
+) -> Result<(), StoreError> {
+    let (Some(session_id), None) = (removed.session_id.as_deref(), removed.issued_at) else {
+        return Ok(());
+    };
+    let expire = "UPDATE sessions SET state = 'expired', updated_at = $2 \
+                  WHERE session_id = $1 AND state = 'minted'";
+    tx.execute(expire, &args![session_id, now]).await?;
+    // The phone by its key (the session names it), not a scan for the session.
+    let free = "UPDATE phones SET allocated_session_id = NULL, allocated_until = NULL, \
+                  updated_at = $2 WHERE allocated_session_id = $1 \
+                  AND phone_id = (SELECT phone_id FROM sessions WHERE session_id = $1)";
+    tx.execute(free, &args![session_id, now]).await?;
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Server incidents in the recovery log (migration 0005): the store counts each server's
+//! phones (chapter 4.3.1 `server_id`), hands the watchdog each unhealthy phone's server,
+//! keeps an incident `open` apart from the `pending` jobs, and closes it once.
+
+use crate::backend_tests;
+use crate::helpers::*;
+
+backend_tests!(
+    phones_are_counted_per_server_and_unhealthy_ones_carry_theirs,
+    an_incident_stays_open_apart_from_pending_jobs_until_closed_once,
+);
+
+async fn phones_are_counted_per_server_and_unhealthy_ones_carry_theirs(backend: Backend) {
+    let store = open(backend).await;
+    sync(
+        &store,
+        &[("p-1", "s-1"), ("p-2", "s-1"), ("p-3", "s-2")],
+        "19:00:00",
+    )
+    .await;
+    record(&store, &[heartbeat("p-1", "19:00:00", None, "19:00:00")]).await;
+
+    let mut counts = store.phones_per_server().await.unwrap();
+    counts.sort();
+
+    assert_eq!(counts, [("s-1".to_owned(), 2), ("s-2".to_owned(), 1)]);
+    let unhealthy = store.unhealthy_phones(at("19:01:00")).await.unwrap();
+    assert_eq!(
+        unhealthy.len(),
+        1,
+        "only p-1 was heard from, and is silent since"
+    );
+    assert_eq!(unhealthy[0].server_id.as_deref(), Some("s-1"));
+}
+
+async fn an_incident_stays_open_apart_from_pending_jobs_until_closed_once(backend: Backend) {
+    let store = open(backend).await;
+    let opened = store
+        .start_recovery(&server_incident("s-1", "19:00:00"))
+        .await
+        .unwrap();
+
+    assert!(store.pending_recoveries().await.unwrap().is_empty());
+    let open = store.open_incidents().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!((open[0].id, open[0].phone_id.as_str()), (opened.id, "s-1"));
+
+    store
+        .close_incident(opened.id, at("19:05:00"), "closed: 0 of 4 phones silent")
+        .await
+        .unwrap();
+    store
+        .close_incident(opened.id, at("19:09:00"), "again")
+        .await
+        .unwrap();
+
+    assert!(store.open_incidents().await.unwrap().is_empty());
+    let log = store.recoveries(None, None, 10).await.unwrap();
+    assert_eq!(log[0].outcome.as_str(), "closed");
+    assert_eq!(log[0].ended_at, Some(at("19:05:00")), "closed once");
+    assert_eq!(
+        log[0].detail.as_deref(),
+        Some("s-1 went dark; closed: 0 of 4 phones silent")
+    );
+}

@@ -1,0 +1,119 @@
+//! The wait queue's store contract (`store/queue.rs`): concurrent passes and mints hand
+//! each free phone to exactly one entry, strictly in serving order, and never to a
+//! newcomer's mint while entries wait.
+
+use std::collections::HashSet;
+
+use cphub::domain::{Priority, QueueId, UserId};
+use cphub::store::{Allocation, MintTimes, NewQueueEntry};
+
+use crate::backend_tests;
+use crate::helpers::*;
+
+fn times() -> MintTimes {
+    MintTimes {
+        now: at("19:00:00"),
+        fresh_since: at("18:58:00"),
+        auth_ts: at("19:02:00").epoch_millis(),
+        hold_until: at("19:02:05"),
+        // The phones of these tests are not synced from a control plane: no app knowledge.
+        match_app: false,
+    }
+}
+
+fn entry(i: usize, priority: i64) -> NewQueueEntry {
+    NewQueueEntry {
+        queue_id: QueueId::parse("queue_id", format!("q-{i:02}")).unwrap(),
+        app_id: aid(APP),
+        user_id: UserId::parse("user_id", format!("u-{i:02}")).unwrap(),
+        priority: Priority::parse("priority", priority).unwrap(),
+        now: at("18:59:30"),
+        expires_at: at("19:10:00"),
+    }
+}
+
+/// 30 entries (every third urgent) wait while no phone is known; then 10 phones come up
+/// and 8 passes and 8 newcomers' mints race for them. The 10 entries
+/// first in serving order get one phone each; no mint gets any.
+async fn racing_passes_and_mints_serve_the_queue_in_order_once(backend: Backend) {
+    let store = open(backend).await;
+    let joined_empty = times();
+    for i in 0..30 {
+        let priority = if i % 3 == 2 { 7 } else { 0 };
+        store
+            .join_queue(&entry(i, priority), &joined_empty)
+            .await
+            .unwrap();
+    }
+    let phones: Vec<String> = (1..=10).map(|i| format!("p-{i}")).collect();
+    idle_phones(
+        &store,
+        &phones.iter().map(String::as_str).collect::<Vec<_>>(),
+        "18:59:00",
+    )
+    .await;
+
+    // Mints first: without the queue served first, they would win the phones.
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let shared = store.shared();
+        racers.spawn(async move {
+            let session = format!("newcomer-{i}");
+            let request = mint_request(&Mint {
+                session: &session,
+                pinned: None,
+                now: "19:00:00",
+                hold_until: "19:01:00",
+                fresh_since: "18:58:00",
+            });
+            Some(shared.mint_session(&request).await.unwrap())
+        });
+        let shared = store.shared();
+        racers.spawn(async move {
+            shared.serve_queue(&times()).await.unwrap();
+            None
+        });
+    }
+    let mints: Vec<Allocation> = racers.join_all().await.into_iter().flatten().collect();
+    assert!(
+        mints.iter().all(|a| *a == Allocation::NoFreePhone),
+        "{mints:?}"
+    );
+
+    let listed = store.queue_entries(at("19:00:00"), 100).await.unwrap();
+    let assigned: Vec<&str> = listed
+        .iter()
+        .filter(|e| e.session_id.is_some())
+        .map(|e| e.queue_id.as_str())
+        .collect();
+    // Serving order: the ten urgent ones (2, 5, …, 29), then none of the others.
+    let expected: Vec<String> = (0..30)
+        .filter(|i| i % 3 == 2)
+        .map(|i| format!("q-{i:02}"))
+        .collect();
+    let mut sorted = assigned.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, expected,
+        "the first ten in serving order, each once"
+    );
+    let used: HashSet<String> = listed
+        .iter()
+        .filter_map(|e| e.phone_id.as_ref())
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(used.len(), 10, "one phone per entry: {listed:?}");
+    let waiting: Vec<(String, i64)> = listed
+        .iter()
+        .filter(|e| e.session_id.is_none())
+        .map(|e| (e.queue_id.to_string(), e.position))
+        .collect();
+    let in_order: Vec<(String, i64)> = (0..30)
+        .filter(|i| i % 3 != 2)
+        .enumerate()
+        .map(|(k, i)| (format!("q-{i:02}"), k as i64 + 1))
+        .collect();
+    assert_eq!(waiting, in_order, "the rest keep their order");
+}
+
+backend_tests!(racing_passes_and_mints_serve_the_queue_in_order_once);
