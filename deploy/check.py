@@ -37,6 +37,8 @@ KNOWN_METRICS = {
     "cphub_session_duration_seconds": ("histogram", {"app_id"}),
     "cphub_run_time_mismatches_total": ("counter", set()),
     "cphub_sign_checks_total": ("counter", {"result"}),
+    "cphub_sign_check_decrypt_total": ("counter", {"result"}),
+    "cphub_event_fields_truncated_total": ("counter", {"field"}),
     "cphub_events_total": ("counter", {"type", "outcome"}),
     "cphub_heartbeats_total": ("counter", set()),
     "cphub_phones": ("gauge", {"state"}),
@@ -59,7 +61,8 @@ REFUSALS = {
     "malformed_json", "invalid_field", "invalid_time", "unknown_event_type", "unknown_status",
     "payload_too_large", "unauthorized", "not_found", "method_not_allowed", "unknown_session",
     "bad_ticket", "bad_auth_ts", "ticket_expired", "encrypted_data_required", "decrypt_failed",
-    "ticket_replayed", "phone_busy", "no_free_phone", "unavailable", "internal",
+    "ticket_replayed", "ticket_session_ended", "phone_busy", "no_free_phone", "unavailable",
+    "internal",
 }
 
 # Closed label value sets; a matcher with a literal value (or a|b|c) must stay inside them.
@@ -72,7 +75,9 @@ KNOWN_VALUES = {
         "idle", "allocated", "occupied", "stale", "unavailable", "out_of_service",
         "recovering", "broken",
     },
-    ("cphub_sign_checks_total", "result"): {"ok", "retry"} | REFUSALS,
+    ("cphub_sign_checks_total", "result"): {"ok", "retry", "reconnect"} | REFUSALS,
+    ("cphub_sign_check_decrypt_total", "result"): {"ok", "failed", "absent"},
+    ("cphub_event_fields_truncated_total", "field"): {"error_msg"},
     ("cphub_events_total", "type"): {"enter", "quit", "unknown"},
     ("cphub_events_total", "outcome"): {"accepted", "duplicate", "conflict", "ignored", "rejected"},
     # mark_broken: the watchdog giving up on a phone (hourly cap reached).
@@ -548,8 +553,9 @@ def check_dashboard(c):
         "session duration p50/p90/p99": lambda: all(
             any(re.search(rf"histogram_quantile\(\s*{q}\s*,.*cphub_session_duration_seconds_bucket", e)
                 for e in exprs) for q in ("0.5", "0.9", "0.99")),
-        "sign-check refusals excluding ok and retry": lambda: any(
-            re.search(r'cphub_sign_checks_total\{[^}]*result!~"ok\|retry"', e) for e in exprs),
+        "sign-check refusals excluding ok, retry and reconnect": lambda: any(
+            re.search(r'cphub_sign_checks_total\{[^}]*result!~"ok\|retry\|reconnect"', e)
+            for e in exprs),
         "CPH API non-2xx errors": lambda: any(
             re.search(r'cphub_cph_requests_total\{[^}]*status!~"2\.\."', e) for e in exprs),
         "CPH API p99 latency": lambda: any(

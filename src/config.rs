@@ -208,6 +208,9 @@ pub struct AccessSettings {
     pub queue_ttl_secs: u64,
     #[serde(deserialize_with = "positive")]
     pub queue_assign_interval_ms: u64,
+    pub reconnect: Reconnect,
+    pub encrypted_data: EncryptedDataMode,
+    pub cipher: Cipher,
 }
 
 impl AccessSettings {
@@ -231,6 +234,119 @@ impl AccessSettings {
     }
     pub fn queue_assign_interval(&self) -> Duration {
         Duration::from_millis(self.queue_assign_interval_ms)
+    }
+}
+
+/// Whether a ticket already used may be presented again (`access.reconnect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reconnect {
+    /// The same ticket and `auth_ts` admit the player again until the session ends: the
+    /// client SDK reconnecting after a network drop makes the phone verify again.
+    WhileLive,
+    /// Single use: only an identical retry within `replay_grace_secs` is answered again.
+    Never,
+}
+
+/// What the sign check does with `encrypted_data` (`access.encrypted_data`). Huawei does not
+/// publish the SDK's cipher (6.1), so an operator can watch before refusing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptedDataMode {
+    /// Refuse what does not decrypt (and, with `require_encrypted_data`, what is absent).
+    Enforce,
+    /// Decrypt and count the result, never refuse.
+    Observe,
+    /// Do not even decode it.
+    Off,
+}
+
+/// The cipher of `encrypted_data` and the size of the minted key (`[access.cipher]`),
+/// parsed from `algorithm` and `iv_bytes` so no other layout can exist past start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "CipherTable")]
+pub enum Cipher {
+    /// AES-GCM: the tag authenticates the data under the key.
+    Gcm { key: KeySize, iv: GcmIv },
+    /// AES-CBC with PKCS#7 padding and a 16-byte IV: a weaker check, which proves only that
+    /// the padding decodes.
+    Cbc { key: KeySize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySize {
+    Aes128,
+    Aes256,
+}
+
+/// The IV (nonce) lengths AES-GCM is accepted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcmIv {
+    Twelve,
+    Sixteen,
+}
+
+impl Cipher {
+    pub fn key_bytes(self) -> usize {
+        match self {
+            Cipher::Gcm { key, .. } | Cipher::Cbc { key } => match key {
+                KeySize::Aes128 => 16,
+                KeySize::Aes256 => 32,
+            },
+        }
+    }
+
+    pub fn iv_bytes(self) -> usize {
+        match self {
+            Cipher::Gcm {
+                iv: GcmIv::Twelve, ..
+            } => 12,
+            Cipher::Gcm { .. } | Cipher::Cbc { .. } => 16,
+        }
+    }
+}
+
+/// `[access.cipher]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CipherTable {
+    algorithm: String,
+    iv_bytes: u8,
+}
+
+impl TryFrom<CipherTable> for Cipher {
+    type Error = String;
+
+    fn try_from(table: CipherTable) -> Result<Self, Self::Error> {
+        let (gcm, key) = match table.algorithm.as_str() {
+            "aes-128-gcm" => (true, KeySize::Aes128),
+            "aes-256-gcm" => (true, KeySize::Aes256),
+            "aes-128-cbc" => (false, KeySize::Aes128),
+            "aes-256-cbc" => (false, KeySize::Aes256),
+            other => {
+                return Err(format!(
+                    "access.cipher.algorithm: expected aes-128-gcm, aes-256-gcm, aes-128-cbc \
+                     or aes-256-cbc, not {other:?}"
+                ));
+            }
+        };
+        match (gcm, table.iv_bytes) {
+            (true, 12) => Ok(Cipher::Gcm {
+                key,
+                iv: GcmIv::Twelve,
+            }),
+            (true, 16) => Ok(Cipher::Gcm {
+                key,
+                iv: GcmIv::Sixteen,
+            }),
+            (false, 16) => Ok(Cipher::Cbc { key }),
+            (true, n) => Err(format!(
+                "access.cipher.iv_bytes: AES-GCM takes a 12- or 16-byte IV, not {n}"
+            )),
+            (false, n) => Err(format!(
+                "access.cipher.iv_bytes: AES-CBC takes a 16-byte IV, not {n}"
+            )),
+        }
     }
 }
 
@@ -541,6 +657,20 @@ mod tests {
                 "[watchdog]\nserver_incident_min_phones = 0",
                 "watchdog.server_incident_min_phones",
             ),
+            ("[access]\nreconnect = \"always\"", "access.reconnect"),
+            (
+                "[access]\nencrypted_data = \"warn\"",
+                "access.encrypted_data",
+            ),
+            (
+                "[access.cipher]\nalgorithm = \"aes-192-gcm\"",
+                "access.cipher.algorithm",
+            ),
+            ("[access.cipher]\niv_bytes = 8", "access.cipher.iv_bytes"),
+            (
+                "[access.cipher]\nalgorithm = \"aes-128-cbc\"\niv_bytes = 12",
+                "access.cipher.iv_bytes",
+            ),
         ];
         for (toml, key) in cases {
             let err = Settings::with_overrides(toml).unwrap_err().to_string();
@@ -549,6 +679,30 @@ mod tests {
                 "error for {toml:?} should name {key}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_cipher_parses_into_its_type_with_the_sizes_it_implies() {
+        let cipher = |toml: &str| Settings::with_overrides(toml).unwrap().access.cipher;
+        let default = cipher("");
+        assert_eq!(
+            default,
+            Cipher::Gcm {
+                key: KeySize::Aes256,
+                iv: GcmIv::Twelve
+            }
+        );
+        assert_eq!((default.key_bytes(), default.iv_bytes()), (32, 12));
+        let gcm = cipher("[access.cipher]\nalgorithm = \"aes-128-gcm\"\niv_bytes = 16");
+        assert_eq!((gcm.key_bytes(), gcm.iv_bytes()), (16, 16));
+        let cbc = cipher("[access.cipher]\nalgorithm = \"aes-256-cbc\"\niv_bytes = 16");
+        assert_eq!(
+            cbc,
+            Cipher::Cbc {
+                key: KeySize::Aes256
+            }
+        );
+        assert_eq!((cbc.key_bytes(), cbc.iv_bytes()), (32, 16));
     }
 
     #[test]

@@ -8,6 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use crate::config::Cipher;
+
 /// A ticket: 32 random bytes, URL-safe base64 without padding (43 characters).
 pub struct Ticket(SecretString);
 
@@ -40,26 +42,29 @@ impl fmt::Debug for Ticket {
     }
 }
 
-/// An AES-256-GCM key.
+/// An AES key, 16 or 32 bytes (`access.cipher`). A key minted under another cipher
+/// setting stays as long as it was minted; the cipher refuses it if it does not fit.
 #[derive(Clone)]
-pub struct AesKey([u8; 32]);
+pub struct AesKey(Vec<u8>);
 
 impl AesKey {
-    fn mint() -> AesKey {
-        AesKey(rand::random())
+    fn mint(cipher: Cipher) -> AesKey {
+        let bytes: [u8; 32] = rand::random();
+        AesKey(bytes[..cipher.key_bytes()].to_vec())
     }
 
-    pub fn bytes(&self) -> &[u8; 32] {
+    pub fn bytes(&self) -> &[u8] {
         &self.0
     }
 
     /// The store's form, independent of the configured encoding.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        hex::encode(&self.0)
     }
 
     pub fn from_hex(text: &str) -> Option<AesKey> {
-        hex::decode(text).ok()?.try_into().ok().map(AesKey)
+        let bytes = hex::decode(text).ok()?;
+        matches!(bytes.len(), 16 | 32).then_some(AesKey(bytes))
     }
 }
 
@@ -79,11 +84,13 @@ pub struct MintedAccess {
 }
 
 impl MintedAccess {
-    pub fn mint() -> MintedAccess {
+    /// The key has the size `cipher` takes. The IV is not minted: the SDK picks one per
+    /// sign check and sends it as `aes_iv` (6.1).
+    pub fn mint(cipher: Cipher) -> MintedAccess {
         MintedAccess {
             session_id: uuid::Uuid::new_v4().simple().to_string(),
             ticket: Ticket::mint(),
-            aes_key: AesKey::mint(),
+            aes_key: AesKey::mint(cipher),
         }
     }
 }
@@ -91,11 +98,17 @@ impl MintedAccess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{GcmIv, KeySize};
+
+    const DEFAULT: Cipher = Cipher::Gcm {
+        key: KeySize::Aes256,
+        iv: GcmIv::Twelve,
+    };
 
     #[test]
     fn minted_values_have_the_documented_shape() {
-        let a = MintedAccess::mint();
-        let b = MintedAccess::mint();
+        let a = MintedAccess::mint(DEFAULT);
+        let b = MintedAccess::mint(DEFAULT);
         assert_eq!(a.session_id.len(), 32);
         assert!(
             a.session_id
@@ -118,8 +131,18 @@ mod tests {
     }
 
     #[test]
+    fn the_key_has_the_size_of_the_configured_cipher() {
+        let short = MintedAccess::mint(Cipher::Cbc {
+            key: KeySize::Aes128,
+        });
+        assert_eq!(short.aes_key.bytes().len(), 16);
+        assert_eq!(MintedAccess::mint(DEFAULT).aes_key.bytes().len(), 32);
+        assert!(AesKey::from_hex(&"ab".repeat(24)).is_none());
+    }
+
+    #[test]
     fn debug_output_reveals_no_secret() {
-        let a = MintedAccess::mint();
+        let a = MintedAccess::mint(DEFAULT);
         let printed = format!("{a:?}");
         assert!(!printed.contains(a.ticket.expose()));
         assert!(!printed.contains(&a.aes_key.to_hex()));

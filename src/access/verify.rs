@@ -1,14 +1,16 @@
-//! The sign-check rules, as a pure function of what was issued, what is presented and the
-//! time. The caller consumes the ticket only on [`Verdict::FirstUse`].
+//! The sign-check rules, as pure functions of what was issued, what is presented and the
+//! time. [`verify`] decides what the ticket allows; [`Rules::check_data`] and
+//! [`Rules::admit`] what `encrypted_data` proves. The caller consumes the ticket only on
+//! [`Verdict::FirstUse`].
 
 use std::time::Duration;
 
-use aes_gcm::aead::Aead;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::cipher::decrypts;
 use super::{AesKey, Ticket};
+use crate::config::{Cipher, EncryptedDataMode, Reconnect};
 use crate::domain::{SessionState, UtcTime};
 
 /// What the book holds about a minted session's access.
@@ -21,25 +23,48 @@ pub struct Issued {
     pub sign_check_digest: Option<String>,
 }
 
+/// `encrypted_data` and `aes_iv` as presented.
+pub enum Sealed {
+    /// Empty or missing (6.1's example sends both empty).
+    Absent,
+    /// Not in the configured encoding or of the wrong length; refused at parsing only
+    /// under `enforce`.
+    Garbled,
+    Present {
+        data: Vec<u8>,
+        iv: Vec<u8>,
+    },
+}
+
 /// A sign check as presented, already decoded.
 pub struct SignCheck {
     pub ticket: Ticket,
     pub auth_ts: i64,
-    /// `(ciphertext with tag, 12-byte IV)`, when `encrypted_data` is not empty.
-    pub encrypted: Option<(Vec<u8>, [u8; 12])>,
+    pub sealed: Sealed,
+    digest: String,
 }
 
 impl SignCheck {
-    /// Identifies the request, so an identical retry can be told from another use.
-    pub fn digest(&self) -> String {
+    /// `raw` is `encrypted_data` and `aes_iv` as sent: what identifies the request.
+    pub fn new(ticket: Ticket, auth_ts: i64, sealed: Sealed, raw: [&str; 2]) -> SignCheck {
         let mut hash = Sha256::new();
-        hash.update(self.ticket.expose().as_bytes());
-        hash.update(self.auth_ts.to_be_bytes());
-        if let Some((data, iv)) = &self.encrypted {
-            hash.update(iv);
-            hash.update(data);
+        hash.update(ticket.expose().as_bytes());
+        hash.update(auth_ts.to_be_bytes());
+        for field in raw {
+            hash.update((field.len() as u64).to_be_bytes());
+            hash.update(field.as_bytes());
         }
-        hex::encode(hash.finalize())
+        SignCheck {
+            ticket,
+            auth_ts,
+            sealed,
+            digest: hex::encode(hash.finalize()),
+        }
+    }
+
+    /// Identifies the request, so an identical retry can be told from another use.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 }
 
@@ -47,6 +72,9 @@ pub struct Rules {
     pub clock_skew: Duration,
     pub replay_grace: Duration,
     pub require_encrypted_data: bool,
+    pub reconnect: Reconnect,
+    pub encrypted_data: EncryptedDataMode,
+    pub cipher: Cipher,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +83,28 @@ pub enum Verdict {
     FirstUse,
     /// The same request again shortly after it succeeded: answer the same.
     Retry,
+    /// The ticket again while its session is live (`access.reconnect = "while_live"`).
+    Reconnect,
+}
+
+/// What decrypting `encrypted_data` showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataCheck {
+    Ok,
+    Failed,
+    Absent,
+}
+
+impl DataCheck {
+    pub const ALL: [DataCheck; 3] = [DataCheck::Ok, DataCheck::Failed, DataCheck::Absent];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataCheck::Ok => "ok",
+            DataCheck::Failed => "failed",
+            DataCheck::Absent => "absent",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -69,19 +119,22 @@ pub enum Refusal {
     Expired,
     #[error("encrypted_data is required")]
     EncryptedDataRequired,
-    #[error("encrypted_data does not authenticate under the session key and aes_iv")]
+    #[error("encrypted_data does not decrypt under the session key and aes_iv")]
     DecryptFailed,
     #[error("ticket already used")]
     Replayed,
+    #[error("the ticket's session has ended")]
+    SessionEnded,
 }
 
+/// The ticket rules: which ticket, which `auth_ts`, and what the session's state allows.
 pub fn verify(
     issued: &Issued,
     presented: &SignCheck,
     now: UtcTime,
     rules: &Rules,
 ) -> Result<Verdict, Refusal> {
-    let presented_hash = hex::encode(Sha256::digest(presented.ticket.expose().as_bytes()));
+    let presented_hash = presented.ticket.hash_hex();
     if !bool::from(
         presented_hash
             .as_bytes()
@@ -92,23 +145,24 @@ pub fn verify(
     if presented.auth_ts != issued.auth_ts {
         return Err(Refusal::BadAuthTs);
     }
-    if issued.state != SessionState::Minted && issued.state != SessionState::Expired {
-        return retry_or_replay(issued, presented, now, rules);
-    }
-    let deadline = UtcTime::from_epoch_millis(issued.auth_ts).map(|t| t.plus(rules.clock_skew));
-    if issued.state == SessionState::Expired || deadline.is_none_or(|deadline| now > deadline) {
-        return Err(Refusal::Expired);
-    }
-    match &presented.encrypted {
-        None if rules.require_encrypted_data => Err(Refusal::EncryptedDataRequired),
-        None => Ok(Verdict::FirstUse),
-        Some((data, iv)) => decrypts(&issued.aes_key, data, iv)
-            .then_some(Verdict::FirstUse)
-            .ok_or(Refusal::DecryptFailed),
+    match issued.state {
+        SessionState::Minted => first_use(issued, now, rules),
+        SessionState::Expired => Err(Refusal::Expired),
+        _ => used_again(issued, presented, now, rules),
     }
 }
 
-fn retry_or_replay(
+/// `auth_ts` (plus the skew) bounds the first sign check only.
+fn first_use(issued: &Issued, now: UtcTime, rules: &Rules) -> Result<Verdict, Refusal> {
+    let deadline = UtcTime::from_epoch_millis(issued.auth_ts).map(|t| t.plus(rules.clock_skew));
+    if deadline.is_none_or(|deadline| now > deadline) {
+        return Err(Refusal::Expired);
+    }
+    Ok(Verdict::FirstUse)
+}
+
+/// A ticket already used: an identical prompt retry, a reconnect, or a refusal.
+fn used_again(
     issued: &Issued,
     presented: &SignCheck,
     now: UtcTime,
@@ -121,40 +175,76 @@ fn retry_or_replay(
     let within_grace = issued
         .verified_at
         .is_some_and(|at| now <= at.plus(rules.replay_grace));
-    if same_request && within_grace {
-        Ok(Verdict::Retry)
-    } else {
-        Err(Refusal::Replayed)
+    let live = matches!(issued.state, SessionState::Verified | SessionState::Playing);
+    match rules.reconnect {
+        _ if same_request && within_grace => Ok(Verdict::Retry),
+        Reconnect::WhileLive if live => Ok(Verdict::Reconnect),
+        Reconnect::WhileLive => Err(Refusal::SessionEnded),
+        Reconnect::Never => Err(Refusal::Replayed),
     }
 }
 
-/// The GCM tag check; the plaintext itself carries nothing cphub needs.
-fn decrypts(key: &AesKey, data: &[u8], iv: &[u8; 12]) -> bool {
-    let cipher = Aes256Gcm::new(key.bytes().into());
-    cipher.decrypt(&Nonce::from(*iv), data).is_ok()
+impl Rules {
+    /// None with `access.encrypted_data = "off"`: the data is not even decrypted.
+    pub fn check_data(&self, key: &AesKey, sealed: &Sealed) -> Option<DataCheck> {
+        Some(match sealed {
+            _ if self.encrypted_data == EncryptedDataMode::Off => return None,
+            Sealed::Absent => DataCheck::Absent,
+            Sealed::Garbled => DataCheck::Failed,
+            Sealed::Present { data, iv } if decrypts(self.cipher, key.bytes(), iv, data) => {
+                DataCheck::Ok
+            }
+            Sealed::Present { .. } => DataCheck::Failed,
+        })
+    }
+
+    /// Only `enforce` refuses; absent data only with `require_encrypted_data` too.
+    pub fn admit(&self, data: Option<DataCheck>) -> Result<(), Refusal> {
+        if self.encrypted_data != EncryptedDataMode::Enforce {
+            return Ok(());
+        }
+        match data {
+            Some(DataCheck::Failed) => Err(Refusal::DecryptFailed),
+            Some(DataCheck::Absent) if self.require_encrypted_data => {
+                Err(Refusal::EncryptedDataRequired)
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use aes_gcm::aead::Aead;
+    use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+
     use super::*;
     use crate::access::MintedAccess;
+    use crate::config::{GcmIv, KeySize};
 
     const T0: i64 = 1_764_324_000_000;
+    const GCM: Cipher = Cipher::Gcm {
+        key: KeySize::Aes256,
+        iv: GcmIv::Twelve,
+    };
 
     fn at(ms: i64) -> UtcTime {
         UtcTime::from_epoch_millis(ms).unwrap()
     }
 
-    fn rules() -> Rules {
+    fn rules(reconnect: Reconnect) -> Rules {
         Rules {
             clock_skew: Duration::from_secs(5),
             replay_grace: Duration::from_secs(10),
             require_encrypted_data: false,
+            reconnect,
+            encrypted_data: EncryptedDataMode::Enforce,
+            cipher: GCM,
         }
     }
 
     fn issue() -> (MintedAccess, Issued) {
-        let minted = MintedAccess::mint();
+        let minted = MintedAccess::mint(GCM);
         let issued = Issued {
             state: SessionState::Minted,
             ticket_hash: minted.ticket.hash_hex(),
@@ -166,97 +256,170 @@ mod tests {
         (minted, issued)
     }
 
-    fn presented(minted: &MintedAccess, plaintext: Option<&[u8]>) -> SignCheck {
-        let encrypted = plaintext.map(|p| {
-            let iv: [u8; 12] = rand::random();
-            let cipher = Aes256Gcm::new(minted.aes_key.bytes().into());
-            (cipher.encrypt(&Nonce::from(iv), p).unwrap(), iv)
-        });
-        let ticket = Ticket::presented(minted.ticket.expose().to_owned()).unwrap();
-        SignCheck {
-            ticket,
-            auth_ts: T0,
-            encrypted,
+    fn seal(minted: &MintedAccess, plaintext: &[u8]) -> Sealed {
+        let iv: [u8; 12] = rand::random();
+        let cipher = Aes256Gcm::new_from_slice(minted.aes_key.bytes()).unwrap();
+        let data = cipher.encrypt(&Nonce::from(iv), plaintext).unwrap();
+        Sealed::Present {
+            data,
+            iv: iv.to_vec(),
         }
     }
 
-    #[test]
-    fn a_correct_first_use_passes_with_and_without_data() {
-        let (minted, issued) = issue();
-        assert_eq!(
-            verify(
-                &issued,
-                &presented(&minted, Some(b"hi")),
-                at(T0 - 1000),
-                &rules()
-            ),
-            Ok(Verdict::FirstUse)
-        );
-        assert_eq!(
-            verify(&issued, &presented(&minted, None), at(T0 + 5000), &rules()),
-            Ok(Verdict::FirstUse)
-        );
+    /// A request with a fresh random `raw`, so no two are identical.
+    fn presented(minted: &MintedAccess, sealed: Sealed) -> SignCheck {
+        let ticket = Ticket::presented(minted.ticket.expose().to_owned()).unwrap();
+        let nonce = hex::encode(rand::random::<[u8; 8]>());
+        SignCheck::new(ticket, T0, sealed, [&nonce, ""])
     }
 
     #[test]
-    fn each_rule_refuses_on_its_own() {
+    fn a_first_use_passes_until_auth_ts_and_the_skew() {
         let (minted, issued) = issue();
-        let mut wrong_ticket = presented(&minted, None);
-        wrong_ticket.ticket = Ticket::presented("x".repeat(43)).unwrap();
+        let rules = rules(Reconnect::WhileLive);
+        let check = presented(&minted, Sealed::Absent);
         assert_eq!(
-            verify(&issued, &wrong_ticket, at(T0), &rules()),
-            Err(Refusal::BadTicket)
+            verify(&issued, &check, at(T0 - 1000), &rules),
+            Ok(Verdict::FirstUse)
         );
-
-        let mut wrong_ts = presented(&minted, None);
-        wrong_ts.auth_ts += 1;
         assert_eq!(
-            verify(&issued, &wrong_ts, at(T0), &rules()),
-            Err(Refusal::BadAuthTs)
+            verify(&issued, &check, at(T0 + 5000), &rules),
+            Ok(Verdict::FirstUse)
         );
-
         assert_eq!(
-            verify(&issued, &presented(&minted, None), at(T0 + 5001), &rules()),
+            verify(&issued, &check, at(T0 + 5001), &rules),
             Err(Refusal::Expired)
         );
-
-        let mut tampered = presented(&minted, Some(b"hello"));
-        tampered.encrypted.as_mut().unwrap().0[0] ^= 1;
-        assert_eq!(
-            verify(&issued, &tampered, at(T0), &rules()),
-            Err(Refusal::DecryptFailed)
-        );
-
-        let strict = Rules {
-            require_encrypted_data: true,
-            ..rules()
-        };
-        assert_eq!(
-            verify(&issued, &presented(&minted, None), at(T0), &strict),
-            Err(Refusal::EncryptedDataRequired)
-        );
     }
 
     #[test]
-    fn after_success_only_an_identical_prompt_retry_passes() {
-        let (minted, mut issued) = issue();
-        let first = presented(&minted, Some(b"hello"));
-        issued.state = SessionState::Verified;
+    fn a_wrong_ticket_or_auth_ts_is_refused() {
+        let (minted, issued) = issue();
+        let rules = rules(Reconnect::WhileLive);
+        let mut wrong_ticket = presented(&minted, Sealed::Absent);
+        wrong_ticket.ticket = Ticket::presented("x".repeat(43)).unwrap();
+        assert_eq!(
+            verify(&issued, &wrong_ticket, at(T0), &rules),
+            Err(Refusal::BadTicket)
+        );
+        let mut wrong_ts = presented(&minted, Sealed::Absent);
+        wrong_ts.auth_ts += 1;
+        assert_eq!(
+            verify(&issued, &wrong_ts, at(T0), &rules),
+            Err(Refusal::BadAuthTs)
+        );
+    }
+
+    /// `issued` after `first` succeeded at `T0 - 60 s`, now in `state`.
+    fn used(issued: &mut Issued, first: &SignCheck, state: SessionState) {
+        issued.state = state;
         issued.verified_at = Some(at(T0 - 60_000));
-        issued.sign_check_digest = Some(first.digest());
+        issued.sign_check_digest = Some(first.digest().to_owned());
+    }
+
+    #[test]
+    fn never_answers_only_an_identical_prompt_retry() {
+        let (minted, mut issued) = issue();
+        let first = presented(&minted, Sealed::Absent);
+        used(&mut issued, &first, SessionState::Verified);
+        let rules = rules(Reconnect::Never);
 
         assert_eq!(
-            verify(&issued, &first, at(T0 - 55_000), &rules()),
+            verify(&issued, &first, at(T0 - 55_000), &rules),
             Ok(Verdict::Retry)
         );
         assert_eq!(
-            verify(&issued, &first, at(T0 - 49_999), &rules()),
+            verify(&issued, &first, at(T0 - 49_999), &rules),
             Err(Refusal::Replayed)
         );
-        let other = presented(&minted, Some(b"hello"));
+        let other = presented(&minted, Sealed::Absent);
         assert_eq!(
-            verify(&issued, &other, at(T0 - 55_000), &rules()),
+            verify(&issued, &other, at(T0 - 55_000), &rules),
             Err(Refusal::Replayed)
         );
+    }
+
+    #[test]
+    fn while_live_admits_the_ticket_again_until_the_session_ends() {
+        let (minted, mut issued) = issue();
+        let first = presented(&minted, Sealed::Absent);
+        let rules = rules(Reconnect::WhileLive);
+        let again = presented(&minted, Sealed::Absent);
+        // Hours past auth_ts: it bounds only the first sign check.
+        let later = at(T0 + 3 * 3_600_000);
+        for state in [SessionState::Verified, SessionState::Playing] {
+            used(&mut issued, &first, state);
+            assert_eq!(
+                verify(&issued, &again, later, &rules),
+                Ok(Verdict::Reconnect)
+            );
+            assert_eq!(
+                verify(&issued, &first, later, &rules),
+                Ok(Verdict::Reconnect)
+            );
+        }
+        assert_eq!(
+            verify(&issued, &first, at(T0 - 55_000), &rules),
+            Ok(Verdict::Retry)
+        );
+        for state in [SessionState::Ended, SessionState::Abandoned] {
+            used(&mut issued, &first, state);
+            assert_eq!(
+                verify(&issued, &again, later, &rules),
+                Err(Refusal::SessionEnded)
+            );
+        }
+        issued.state = SessionState::Expired;
+        assert_eq!(
+            verify(&issued, &again, later, &rules),
+            Err(Refusal::Expired)
+        );
+    }
+
+    #[test]
+    fn the_data_check_sees_ok_failed_and_absent() {
+        let (minted, issued) = issue();
+        let rules = rules(Reconnect::WhileLive);
+        let check = |sealed| rules.check_data(&issued.aes_key, &sealed);
+        assert_eq!(check(seal(&minted, b"hello")), Some(DataCheck::Ok));
+        let Sealed::Present { mut data, iv } = seal(&minted, b"hello") else {
+            unreachable!()
+        };
+        data[0] ^= 1;
+        assert_eq!(check(Sealed::Present { data, iv }), Some(DataCheck::Failed));
+        assert_eq!(check(Sealed::Garbled), Some(DataCheck::Failed));
+        assert_eq!(check(Sealed::Absent), Some(DataCheck::Absent));
+        let off = Rules {
+            encrypted_data: EncryptedDataMode::Off,
+            ..rules
+        };
+        assert_eq!(off.check_data(&issued.aes_key, &Sealed::Garbled), None);
+    }
+
+    #[test]
+    fn only_enforce_refuses_and_absent_data_only_when_required() {
+        let with = |encrypted_data, require_encrypted_data| Rules {
+            encrypted_data,
+            require_encrypted_data,
+            ..rules(Reconnect::WhileLive)
+        };
+        let enforce = with(EncryptedDataMode::Enforce, false);
+        assert_eq!(enforce.admit(Some(DataCheck::Ok)), Ok(()));
+        assert_eq!(
+            enforce.admit(Some(DataCheck::Failed)),
+            Err(Refusal::DecryptFailed)
+        );
+        assert_eq!(enforce.admit(Some(DataCheck::Absent)), Ok(()));
+        let strict = with(EncryptedDataMode::Enforce, true);
+        assert_eq!(
+            strict.admit(Some(DataCheck::Absent)),
+            Err(Refusal::EncryptedDataRequired)
+        );
+        for mode in [EncryptedDataMode::Observe, EncryptedDataMode::Off] {
+            let lenient = with(mode, true);
+            assert_eq!(lenient.admit(Some(DataCheck::Failed)), Ok(()));
+            assert_eq!(lenient.admit(Some(DataCheck::Absent)), Ok(()));
+            assert_eq!(lenient.admit(None), Ok(()));
+        }
     }
 }

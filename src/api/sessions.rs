@@ -144,7 +144,7 @@ fn mint_request(
         key,
     });
     Ok(MintRequest {
-        access: MintedAccess::mint(),
+        access: MintedAccess::mint(access.cipher),
         app_id,
         user_id,
         pinned_phone: pinned,

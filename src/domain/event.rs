@@ -40,6 +40,13 @@ pub struct GameEvent {
     pub error_msg: Option<ErrorMsg>,
 }
 
+impl GameEvent {
+    /// Whether `error_msg` was cut to its bound (flagged in the event log, counted).
+    pub fn error_msg_truncated(&self) -> bool {
+        self.error_msg.as_ref().is_some_and(ErrorMsg::truncated)
+    }
+}
+
 /// A heartbeat. Blank `session_id`/`app_id` on the wire mean the phone is alive and idle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {

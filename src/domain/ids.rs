@@ -113,28 +113,47 @@ id_type!(
     64
 );
 
-/// The phone's free-text error description. Kept as sent, but bounded, and with any NUL
-/// character replaced by U+FFFD: PostgreSQL cannot store NUL in text, and refusing the
-/// event over its error message would lose a billing event.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(transparent)]
-pub struct ErrorMsg(String);
+/// The phone's free-text error description (6.2, 6.3: no length set). Bounded, but never
+/// refused: an event refused over its description is sent again and refused again, and the
+/// session's billing is lost. A longer one is cut at a character boundary and says so. Any
+/// NUL character is replaced by U+FFFD: PostgreSQL cannot store NUL in text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorMsg {
+    text: String,
+    truncated: bool,
+}
 
 impl ErrorMsg {
+    /// In characters, not bytes.
     pub const MAX_LEN: usize = 1024;
 
-    pub fn parse(field: &'static str, raw: String) -> Result<Self, ParseError> {
-        if raw.chars().count() > Self::MAX_LEN {
-            return Err(ParseError::new(field, Problem::TooLong(Self::MAX_LEN)));
+    pub fn bounded(mut raw: String) -> Self {
+        let cut = raw.char_indices().nth(Self::MAX_LEN).map(|(at, _)| at);
+        if let Some(at) = cut {
+            raw.truncate(at);
         }
         if raw.contains('\0') {
-            return Ok(ErrorMsg(raw.replace('\0', "\u{FFFD}")));
+            raw = raw.replace('\0', "\u{FFFD}");
         }
-        Ok(ErrorMsg(raw))
+        ErrorMsg {
+            text: raw,
+            truncated: cut.is_some(),
+        }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// Whether the phone sent more than [`ErrorMsg::MAX_LEN`] characters.
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+}
+
+impl serde::Serialize for ErrorMsg {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
     }
 }
 
@@ -183,7 +202,15 @@ mod tests {
 
     #[test]
     fn error_msg_is_bounded_in_characters_not_bytes() {
-        assert!(ErrorMsg::parse("m", "é".repeat(1024)).is_ok());
-        assert!(ErrorMsg::parse("m", "x".repeat(1025)).is_err());
+        let fits = ErrorMsg::bounded("é".repeat(1024));
+        assert_eq!(
+            (fits.as_str().chars().count(), fits.truncated()),
+            (1024, false)
+        );
+        let long = ErrorMsg::bounded(format!("{}€😀tail", "x".repeat(1022)));
+        assert!(long.truncated());
+        assert_eq!(long.as_str(), format!("{}€😀", "x".repeat(1022)));
+        let nul = ErrorMsg::bounded("a\0b".to_owned());
+        assert_eq!((nul.as_str(), nul.truncated()), ("a\u{FFFD}b", false));
     }
 }

@@ -27,6 +27,7 @@ pub enum ErrorCode {
     EncryptedDataRequired,
     DecryptFailed,
     TicketReplayed,
+    TicketSessionEnded,
     PhoneBusy,
     NoFreePhone,
     IdempotencyKeyReused,
@@ -38,7 +39,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -55,6 +56,7 @@ impl ErrorCode {
         ErrorCode::EncryptedDataRequired,
         ErrorCode::DecryptFailed,
         ErrorCode::TicketReplayed,
+        ErrorCode::TicketSessionEnded,
         ErrorCode::PhoneBusy,
         ErrorCode::NoFreePhone,
         ErrorCode::IdempotencyKeyReused,
@@ -83,6 +85,7 @@ impl ErrorCode {
             ErrorCode::EncryptedDataRequired => "CPHUB.ENCRYPTED_DATA_REQUIRED",
             ErrorCode::DecryptFailed => "CPHUB.DECRYPT_FAILED",
             ErrorCode::TicketReplayed => "CPHUB.TICKET_REPLAYED",
+            ErrorCode::TicketSessionEnded => "CPHUB.TICKET_SESSION_ENDED",
             ErrorCode::PhoneBusy => "CPHUB.PHONE_BUSY",
             ErrorCode::NoFreePhone => "CPHUB.NO_FREE_PHONE",
             ErrorCode::IdempotencyKeyReused => "CPHUB.IDEMPOTENCY_KEY_REUSED",
@@ -111,7 +114,8 @@ impl ErrorCode {
             | ErrorCode::TicketExpired
             | ErrorCode::EncryptedDataRequired
             | ErrorCode::DecryptFailed
-            | ErrorCode::TicketReplayed => StatusCode::FORBIDDEN,
+            | ErrorCode::TicketReplayed
+            | ErrorCode::TicketSessionEnded => StatusCode::FORBIDDEN,
             ErrorCode::PhoneBusy | ErrorCode::RecoveryRefused | ErrorCode::QueueEntryClosed => {
                 StatusCode::CONFLICT
             }

@@ -13,6 +13,7 @@ use prometheus::{
 
 pub use http::{record_http, serve_metrics};
 
+use crate::access::DataCheck;
 use crate::domain::{EventKind, Session, UtcTime};
 use crate::store::{EventOutcome, Store, StoreError};
 
@@ -41,7 +42,11 @@ pub struct Metrics {
     /// Accepted enters naming another app than the session was minted for.
     pub app_mismatches: IntCounter,
     pub sign_checks: IntCounterVec,
+    /// What decrypting `encrypted_data` showed (`access.encrypted_data` not `off`).
+    pub sign_check_decrypts: IntCounterVec,
     pub events: IntCounterVec,
+    /// Descriptive event fields cut to their bound instead of refused.
+    pub event_fields_truncated: IntCounterVec,
     pub heartbeats: IntCounter,
     pub recoveries: IntCounterVec,
     pub cph_requests: IntCounterVec,
@@ -103,7 +108,7 @@ impl Metrics {
         let r = Registry::new();
         let single =
             |name: &str, help: &str| counter(&r, name, help, &[]).with_label_values(&[] as &[&str]);
-        Metrics {
+        let metrics = Metrics {
             per_app_labels,
             http_requests: counter(
                 &r,
@@ -146,6 +151,18 @@ impl Metrics {
                 "cphub_sign_checks_total",
                 "Sign checks by result",
                 &["result"],
+            ),
+            sign_check_decrypts: counter(
+                &r,
+                "cphub_sign_check_decrypt_total",
+                "Sign checks by what decrypting encrypted_data showed",
+                &["result"],
+            ),
+            event_fields_truncated: counter(
+                &r,
+                "cphub_event_fields_truncated_total",
+                "Enter/quit deliveries with a descriptive field cut to its bound",
+                &["field"],
             ),
             events: counter(
                 &r,
@@ -233,7 +250,23 @@ impl Metrics {
                 &["state"],
             ),
             registry: r,
+        };
+        metrics.export_known_at_zero();
+        metrics
+    }
+
+    /// Series whose labels are known from the start are exported at 0, so a rate over them
+    /// exists before the first occurrence.
+    fn export_known_at_zero(&self) {
+        for result in ["ok", "retry", "reconnect"] {
+            self.sign_checks.with_label_values(&[result]);
         }
+        for result in DataCheck::ALL {
+            self.sign_check_decrypts
+                .with_label_values(&[result.as_str()]);
+        }
+        self.event_fields_truncated
+            .with_label_values(&["error_msg"]);
     }
 
     fn app<'a>(&self, app_id: &'a str) -> &'a str {

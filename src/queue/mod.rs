@@ -132,7 +132,7 @@ impl Queue {
     async fn issue(&self, queue_id: &QueueId, now: UtcTime) -> Result<Polled, QueueError> {
         let issue = QueueIssue {
             queue_id: queue_id.clone(),
-            access: MintedAccess::mint(),
+            access: MintedAccess::mint(self.access.cipher),
             times: self.times(now),
         };
         let seat = match self.store.issue_queued_session(&issue).await? {

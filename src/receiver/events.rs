@@ -1,5 +1,7 @@
 //! `POST {base_path}/events`: enter (status 0) and quit (status 1). The answer is sent only
-//! after the event is committed; a re-delivery is answered 200 and changes nothing.
+//! after the event is committed; a re-delivery is answered 200 and changes nothing. Only
+//! the identity fields, `time` and `status` may refuse an event: a description over its
+//! bound is cut and flagged, never refused (a refused event is a lost billing event).
 
 use actix_web::{HttpResponse, web};
 
@@ -38,6 +40,12 @@ pub(super) async fn receive(
     let received_at = clock.now();
     let event =
         GameEvent::try_from(body.into_inner()).inspect_err(|_| metrics.record_rejected_event())?;
+    if event.error_msg_truncated() {
+        metrics
+            .event_fields_truncated
+            .with_label_values(&["error_msg"])
+            .inc();
+    }
     let (kind, span) = (event.kind, tracing::Span::current());
     span.record("session_id", event.session_id.as_str());
     span.record("phone_id", event.phone_id.as_str());

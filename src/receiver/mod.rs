@@ -77,6 +77,7 @@ impl ReceiverError {
                 Refusal::EncryptedDataRequired => ErrorCode::EncryptedDataRequired,
                 Refusal::DecryptFailed => ErrorCode::DecryptFailed,
                 Refusal::Replayed => ErrorCode::TicketReplayed,
+                Refusal::SessionEnded => ErrorCode::TicketSessionEnded,
             },
             ReceiverError::Store(e) if e.is_retryable() => ErrorCode::Unavailable,
             ReceiverError::Store(_) => ErrorCode::Internal,

@@ -1,41 +1,45 @@
 //! `POST {base_path}/sign-check` (chapter 6.1): the phone asks whether a player may use the
 //! session, and gets the session's AES key if every rule of docs/api.md "Access verification"
-//! holds. The first success consumes the ticket, committed (in a group with concurrent sign
-//! checks) before the answer.
+//! holds. The first success consumes the ticket, and a reconnect is logged, committed (in a
+//! group with concurrent sign checks) before the answer.
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ReceiverError, SignCheckBody};
-use crate::access::{self, Refusal, Rules, Verdict, verify};
+use crate::access::{self, DataCheck, Issued, Refusal, Rules, SignCheck, Verdict, verify};
 use crate::clock::Clock;
 use crate::config::AccessSettings;
+use crate::domain::{SessionId, UtcTime};
 use crate::http::{error::ErrorBody, request_id};
 use crate::metrics::Metrics;
-use crate::store::{Store, TicketWriter, Verification};
+use crate::store::{Admission, Store, TicketWriter, Verification};
 
 /// A passed sign check.
 #[derive(Serialize, ToSchema)]
 pub(super) struct SignCheckAnswer {
     /// 32 lowercase hex characters.
     request_id: String,
-    /// The session's AES-256-GCM key, in `access.key_encoding` (hex by default).
+    /// The session's AES key (`access.cipher`; AES-256 by default), in
+    /// `access.key_encoding` (hex by default). The same on every success of the session.
     aes_key: String,
 }
 
-/// Counts every sign check by result: `ok`, `retry`, or the refusal's code.
+/// Counts every sign check by result: `ok`, `retry`, `reconnect`, or the refusal's code.
 #[utoipa::path(
     post,
     path = "/sign-check",
     tag = "callbacks",
     description = "Chapter 6.1. The first success consumes the ticket; the identical request again \
-                   within `access.replay_grace_secs` gets the same answer.",
+                   within `access.replay_grace_secs` gets the same answer; with \
+                   `access.reconnect = \"while_live\"` the ticket admits its player again until \
+                   the session ends.",
     request_body = SignCheckBody,
     responses(
         (status = 200, description = "The player may use the session", body = SignCheckAnswer),
         (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD`", body = ErrorBody),
-        (status = 403, description = "Refused: `CPHUB.UNKNOWN_SESSION`, `CPHUB.BAD_TICKET`, `CPHUB.BAD_AUTH_TS`, `CPHUB.TICKET_EXPIRED`, `CPHUB.ENCRYPTED_DATA_REQUIRED`, `CPHUB.DECRYPT_FAILED`, `CPHUB.TICKET_REPLAYED`", body = ErrorBody),
+        (status = 403, description = "Refused: `CPHUB.UNKNOWN_SESSION`, `CPHUB.BAD_TICKET`, `CPHUB.BAD_AUTH_TS`, `CPHUB.TICKET_EXPIRED`, `CPHUB.ENCRYPTED_DATA_REQUIRED`, `CPHUB.DECRYPT_FAILED`, `CPHUB.TICKET_REPLAYED`, `CPHUB.TICKET_SESSION_ENDED`", body = ErrorBody),
         (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),
@@ -48,10 +52,18 @@ pub(super) async fn receive(
     settings: web::Data<AccessSettings>,
     metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ReceiverError> {
-    let result = check(body, store, tickets, clock, settings).await;
+    let context = Context {
+        store: store.as_ref(),
+        tickets: &tickets,
+        settings: &settings,
+        metrics: &metrics,
+        now: clock.now(),
+    };
+    let result = check(body.into_inner(), &context).await;
     let label = match &result {
         Ok((Verdict::FirstUse, _)) => "ok".to_owned(),
         Ok((Verdict::Retry, _)) => "retry".to_owned(),
+        Ok((Verdict::Reconnect, _)) => "reconnect".to_owned(),
         Err(error) => error
             .code()
             .as_str()
@@ -62,51 +74,100 @@ pub(super) async fn receive(
     result.map(|(_, response)| response)
 }
 
-#[tracing::instrument(name = "sign check", skip_all, fields(session_id, verdict))]
-async fn check(
-    body: web::Json<SignCheckBody>,
-    store: web::Data<dyn Store>,
-    tickets: web::Data<TicketWriter>,
-    clock: web::Data<dyn Clock>,
-    settings: web::Data<AccessSettings>,
-) -> Result<(Verdict, HttpResponse), ReceiverError> {
-    let now = clock.now();
-    let (session_id, presented) = body.into_inner().parse(&settings)?;
-    tracing::Span::current().record("session_id", session_id.as_str());
-    let rules = Rules::from(settings.as_ref());
-    let store_error = |e| ReceiverError::Store(std::sync::Arc::new(e));
+/// What deciding one sign check reads and writes.
+struct Context<'a> {
+    store: &'a dyn Store,
+    tickets: &'a TicketWriter,
+    settings: &'a AccessSettings,
+    metrics: &'a Metrics,
+    now: UtcTime,
+}
 
-    let issued = store
-        .issued_access(&session_id)
-        .await
-        .map_err(store_error)?;
-    let mut issued = issued.ok_or(Refusal::UnknownSession)?;
-    let mut verdict = verify(&issued, &presented, now, &rules)?;
-    if verdict == Verdict::FirstUse {
-        let consumed = tickets
-            .submit(Verification {
-                session_id: session_id.clone(),
-                digest: presented.digest(),
-                now,
-                hold_until: now.plus(settings.enter_timeout()),
-            })
-            .await
-            .map_err(ReceiverError::Store)?;
-        if !consumed {
-            // A concurrent sign check won: this one is its retry or a replay.
-            let reread = store
-                .issued_access(&session_id)
-                .await
-                .map_err(store_error)?;
-            issued = reread.ok_or(Refusal::UnknownSession)?;
-            verdict = verify(&issued, &presented, now, &rules)?;
-        }
+#[tracing::instrument(name = "sign check", skip_all, fields(session_id, verdict, data))]
+async fn check(
+    body: SignCheckBody,
+    cx: &Context<'_>,
+) -> Result<(Verdict, HttpResponse), ReceiverError> {
+    let (session_id, presented) = body.parse(cx.settings)?;
+    tracing::Span::current().record("session_id", session_id.as_str());
+    let rules = Rules::from(cx.settings);
+    let mut issued = issued_access(cx.store, &session_id).await?;
+    let mut verdict = verify(&issued, &presented, cx.now, &rules)?;
+    if verdict != Verdict::Retry {
+        // A retry repeats a request that passed: its data was checked then.
+        check_data(&rules, &issued, &presented, cx.metrics)?;
     }
-    tracing::Span::current().record("verdict", tracing::field::debug(verdict));
-    let aes_key = access::encode(settings.key_encoding, issued.aes_key.bytes());
-    let answer = SignCheckAnswer {
-        request_id: request_id::current(),
-        aes_key,
+    // Each lost race means the session moved on (minted → verified → ended), so deciding
+    // afresh ends within three passes: recorded, a retry, or refused.
+    for _ in 0..3 {
+        if verdict == Verdict::Retry || record(cx, &session_id, &presented, verdict).await? {
+            tracing::Span::current().record("verdict", tracing::field::debug(verdict));
+            return Ok((verdict, answer(cx.settings, &issued)));
+        }
+        issued = issued_access(cx.store, &session_id).await?;
+        verdict = verify(&issued, &presented, cx.now, &rules)?;
+    }
+    Err(Refusal::Replayed.into())
+}
+
+async fn issued_access(store: &dyn Store, session_id: &SessionId) -> Result<Issued, ReceiverError> {
+    let issued = store.issued_access(session_id).await;
+    let issued = issued.map_err(|e| ReceiverError::Store(std::sync::Arc::new(e)))?;
+    Ok(issued.ok_or(Refusal::UnknownSession)?)
+}
+
+/// Counts what `encrypted_data` showed and refuses it under `enforce` only.
+fn check_data(
+    rules: &Rules,
+    issued: &Issued,
+    presented: &SignCheck,
+    metrics: &Metrics,
+) -> Result<(), Refusal> {
+    let data = rules.check_data(&issued.aes_key, &presented.sealed);
+    if let Some(data) = data {
+        tracing::Span::current().record("data", data.as_str());
+        metrics
+            .sign_check_decrypts
+            .with_label_values(&[data.as_str()])
+            .inc();
+    }
+    let admitted = rules.admit(data);
+    if admitted.is_ok() && data == Some(DataCheck::Failed) {
+        // What `enforce` would refuse: the operator's evidence before switching to it.
+        tracing::info!("encrypted_data does not decrypt; admitted (access.encrypted_data)");
+    }
+    admitted
+}
+
+/// Commits a first use or a reconnect with concurrent sign checks; false when the session
+/// changed since it was read (another sign check consumed the ticket, a quit ended it).
+async fn record(
+    cx: &Context<'_>,
+    session_id: &SessionId,
+    presented: &SignCheck,
+    verdict: Verdict,
+) -> Result<bool, ReceiverError> {
+    let admission = match verdict {
+        Verdict::Reconnect => Admission::Reconnect,
+        _ => Admission::FirstUse {
+            hold_until: cx.now.plus(cx.settings.enter_timeout()),
+        },
     };
-    Ok((verdict, HttpResponse::Ok().json(answer)))
+    let verification = Verification {
+        session_id: session_id.clone(),
+        digest: presented.digest().to_owned(),
+        now: cx.now,
+        admission,
+    };
+    cx.tickets
+        .submit(verification)
+        .await
+        .map_err(ReceiverError::Store)
+}
+
+fn answer(settings: &AccessSettings, issued: &Issued) -> HttpResponse {
+    HttpResponse::Ok().json(SignCheckAnswer {
+        request_id: request_id::current(),
+        aes_key: access::encode(settings.key_encoding, issued.aes_key.bytes()),
+    })
 }

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
-use crate::access::{self, SignCheck, Ticket};
-use crate::config::AccessSettings;
+use crate::access::{self, Sealed, SignCheck, Ticket};
+use crate::config::{AccessSettings, EncryptedDataMode};
 use crate::domain::{
     AppId, ErrorMsg, EventKind, GameEvent, Heartbeat, ParseError, PhoneId, Problem, SessionId,
     UtcTime,
@@ -170,10 +170,7 @@ impl TryFrom<EventEnvelope> for GameEvent {
             app_id: AppId::parse("event.app_id", e.app_id)?,
             time: UtcTime::parse("event.time", &e.time)?,
             run_time,
-            error_msg: e
-                .error_msg
-                .map(|m| ErrorMsg::parse("event.error_msg", m))
-                .transpose()?,
+            error_msg: e.error_msg.map(ErrorMsg::bounded),
         })
     }
 }
@@ -216,11 +213,12 @@ pub struct SignCheckBody {
     #[serde(deserialize_with = "string_or_integer")]
     #[schema(pattern = "^[0-9]{1,20}$")]
     auth_ts: String,
-    /// In `access.data_encoding`: ciphertext followed by the 16-byte GCM tag. Also read as
-    /// `encypted_data`, the reference's spelling.
+    /// In `access.data_encoding`, under `access.cipher` (by default AES-256-GCM: ciphertext
+    /// followed by the 16-byte tag). Also read as `encypted_data`, the reference's spelling.
     #[serde(default, alias = "encypted_data")]
     encrypted_data: Option<String>,
-    /// 12 bytes in `access.iv_encoding`; required with `encrypted_data`.
+    /// `access.cipher.iv_bytes` (12 by default) in `access.iv_encoding`; required with
+    /// `encrypted_data`.
     #[serde(default)]
     aes_iv: Option<String>,
 }
@@ -247,18 +245,21 @@ impl SignCheckBody {
             Problem::Invalid("must be 1 to 256 characters"),
         ))?;
         let auth_ts = parse_epoch_millis(&self.auth_ts)?;
-        let encrypted = match self.encrypted_data.filter(|d| !d.is_empty()) {
-            None => None,
-            Some(data) => Some(decode_encrypted(&data, self.aes_iv.as_deref(), settings)?),
+        let (data, iv) = (
+            self.encrypted_data.unwrap_or_default(),
+            self.aes_iv.unwrap_or_default(),
+        );
+        let sealed = match settings.encrypted_data {
+            _ if data.is_empty() => Sealed::Absent,
+            EncryptedDataMode::Off => Sealed::Absent,
+            EncryptedDataMode::Enforce => decode_sealed(&data, &iv, settings)?,
+            // Observe never refuses: what does not decode is counted as failed.
+            EncryptedDataMode::Observe => {
+                decode_sealed(&data, &iv, settings).unwrap_or(Sealed::Garbled)
+            }
         };
-        Ok((
-            session_id,
-            SignCheck {
-                ticket,
-                auth_ts,
-                encrypted,
-            },
-        ))
+        let sign_check = SignCheck::new(ticket, auth_ts, sealed, [&data, &iv]);
+        Ok((session_id, sign_check))
     }
 }
 
@@ -275,35 +276,36 @@ fn parse_epoch_millis(raw: &str) -> Result<i64, ParseError> {
     raw.parse().map_err(|_| invalid())
 }
 
-fn decode_encrypted(
-    data: &str,
-    iv: Option<&str>,
-    settings: &AccessSettings,
-) -> Result<(Vec<u8>, [u8; 12]), ParseError> {
+/// `encrypted_data` and `aes_iv` in their encodings, the IV of the configured cipher's
+/// length, the data at least as long as the cipher's smallest output.
+fn decode_sealed(data: &str, iv: &str, settings: &AccessSettings) -> Result<Sealed, ParseError> {
     const DATA: &str = "encrypted_data";
-    let iv = iv.filter(|iv| !iv.is_empty()).ok_or(ParseError::new(
-        "aes_iv",
-        Problem::Invalid("required with encrypted_data"),
-    ))?;
-    let iv = access::decode(settings.iv_encoding, iv)
-        .ok_or(ParseError::new(
+    let not_encoded =
+        |field| ParseError::new(field, Problem::Invalid("not in the configured encoding"));
+    if iv.is_empty() {
+        return Err(ParseError::new(
             "aes_iv",
-            Problem::Invalid("not in the configured encoding"),
-        ))?
-        .try_into()
-        .map_err(|_| ParseError::new("aes_iv", Problem::Invalid("must be 12 bytes")))?;
+            Problem::Invalid("required with encrypted_data"),
+        ));
+    }
+    let iv = access::decode(settings.iv_encoding, iv).ok_or(not_encoded("aes_iv"))?;
+    if iv.len() != settings.cipher.iv_bytes() {
+        let length = match settings.cipher.iv_bytes() {
+            12 => "must be 12 bytes (access.cipher.iv_bytes)",
+            _ => "must be 16 bytes (access.cipher.iv_bytes)",
+        };
+        return Err(ParseError::new("aes_iv", Problem::Invalid(length)));
+    }
     if data.len() > 8192 {
         return Err(ParseError::new(DATA, Problem::TooLong(8192)));
     }
-    let data = access::decode(settings.data_encoding, data).ok_or(ParseError::new(
-        DATA,
-        Problem::Invalid("not in the configured encoding"),
-    ))?;
+    let data = access::decode(settings.data_encoding, data).ok_or(not_encoded(DATA))?;
+    // A GCM tag, or one CBC block, is 16 bytes.
     if data.len() < 16 {
         return Err(ParseError::new(
             DATA,
-            Problem::Invalid("shorter than the 16-byte GCM tag"),
+            Problem::Invalid("shorter than 16 bytes (a GCM tag or a CBC block)"),
         ));
     }
-    Ok((data, iv))
+    Ok(Sealed::Present { data, iv })
 }

@@ -11,8 +11,8 @@ use super::codec::{
 };
 use super::sql::{Sql, args};
 use super::{
-    Allocation, ControlPlanePhone, FinishedRecovery, MintAnswer, MintKey, MintRequest, NewRecovery,
-    PhoneApp, SessionFilter, StoreError, Verification,
+    Admission, Allocation, ControlPlanePhone, FinishedRecovery, MintAnswer, MintKey, MintRequest,
+    NewRecovery, PhoneApp, SessionFilter, StoreError, Verification,
 };
 use crate::access::{AesKey, Issued, MintedAccess, Ticket};
 use crate::domain::{AppId, PhoneId, Session, SessionId, UtcTime};
@@ -180,10 +180,12 @@ pub(super) async fn session_events(
     session_id: &SessionId,
 ) -> Result<Vec<EventRecord>, StoreError> {
     // An event naming another app than the session was minted for is flagged, not refused:
-    // the phone ran what it ran, and the session is still billed.
-    let sql = "SELECT e.id, CASE e.status WHEN 0 THEN 'enter' ELSE 'quit' END AS kind, \
-                 e.phone_id, e.app_id, e.event_time AS time, e.run_time, e.error_msg, e.outcome, \
-                 e.received_at, (s.issued AND e.app_id <> s.app_id) AS app_mismatch \
+    // the phone ran what it ran, and the session is still billed. A reconnect line carries
+    // the session's own app.
+    let sql = "SELECT e.id, CASE e.status WHEN 0 THEN 'enter' WHEN 1 THEN 'quit' \
+                 ELSE 'reconnect' END AS kind, e.phone_id, e.app_id, e.event_time AS time, \
+                 e.run_time, e.error_msg, e.truncated, e.outcome, e.received_at, \
+                 (s.issued AND e.app_id <> s.app_id) AS app_mismatch \
                FROM session_events e JOIN sessions s ON s.session_id = e.session_id \
                WHERE e.session_id = $1 ORDER BY e.id";
     Ok(db.fetch_all(sql, &args![session_id.as_str()]).await?)
@@ -776,30 +778,52 @@ pub(super) async fn issued_access(
     row.map(Issued::try_from).transpose()
 }
 
-/// Consumes each ticket in order; false where it was consumed already.
+/// Records each sign check in order; false where its session was no longer in the state it
+/// was checked in (the ticket consumed already, the session ended).
 pub(super) async fn mark_verified(
     tx: &mut impl Sql,
     verifications: &[Verification],
 ) -> Result<Vec<bool>, StoreError> {
-    let mut consumed = Vec::with_capacity(verifications.len());
+    let mut recorded = Vec::with_capacity(verifications.len());
     for v in verifications {
-        consumed.push(consume_ticket(tx, v).await?);
+        recorded.push(match v.admission {
+            Admission::FirstUse { hold_until } => consume_ticket(tx, v, hold_until).await?,
+            Admission::Reconnect => log_reconnect(tx, v).await?,
+        });
     }
-    Ok(consumed)
+    Ok(recorded)
 }
 
-async fn consume_ticket(tx: &mut impl Sql, v: &Verification) -> Result<bool, StoreError> {
+async fn consume_ticket(
+    tx: &mut impl Sql,
+    v: &Verification,
+    hold_until: UtcTime,
+) -> Result<bool, StoreError> {
     let session_id = v.session_id.as_str();
     let consume = "UPDATE sessions SET state = 'verified', verified_at = $2, \
                      sign_check_digest = $3, hold_until = $4, updated_at = $2 \
                    WHERE session_id = $1 AND state = 'minted'";
-    let args = args![session_id, v.now, v.digest.as_str(), v.hold_until];
+    let args = args![session_id, v.now, v.digest.as_str(), hold_until];
     let consumed = tx.execute(consume, &args).await? == 1;
     if consumed {
         // The phone minting held is the session's; a key lookup, not a scan.
         let extend = "UPDATE phones SET allocated_until = $2 WHERE allocated_session_id = $1 \
                         AND phone_id = (SELECT phone_id FROM sessions WHERE session_id = $1)";
-        tx.execute(extend, &args![session_id, v.hold_until]).await?;
+        tx.execute(extend, &args![session_id, hold_until]).await?;
     }
     Ok(consumed)
+}
+
+/// Status 2 and outcome `admitted` (migration 0006): a sign check, not a chapter 6 event.
+/// Inserted only while the session is live, so a quit committed since the sign check read
+/// it wins.
+async fn log_reconnect(tx: &mut impl Sql, v: &Verification) -> Result<bool, StoreError> {
+    let log = "INSERT INTO session_events (session_id, status, phone_id, app_id, event_time, \
+                 outcome, received_at) \
+               SELECT session_id, 2, phone_id, app_id, $2, 'admitted', $2 FROM sessions \
+               WHERE session_id = $1 AND state IN ('verified', 'playing')";
+    Ok(tx
+        .execute(log, &args![v.session_id.as_str(), v.now])
+        .await?
+        == 1)
 }

@@ -176,14 +176,19 @@ impl StoredEvent {
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct EventRecord {
     pub id: i64,
-    /// "enter" or "quit".
+    /// "enter" or "quit" (chapter 6.2, 6.3), or "reconnect": a sign check admitted again
+    /// while the session was live (`access.reconnect`).
     pub kind: String,
     pub phone_id: String,
     pub app_id: String,
+    /// The event's time as the phone sent it; a reconnect's is cphub's time of the sign check.
     pub time: UtcTime,
     pub run_time: Option<i64>,
     pub error_msg: Option<String>,
-    /// "accepted", or "conflict" for a re-delivery that contradicted the accepted one.
+    /// Whether `error_msg` was cut to its bound (see `ErrorMsg`) rather than refused.
+    pub truncated: bool,
+    /// "accepted", or "conflict" for a re-delivery that contradicted the accepted one;
+    /// "admitted" for a reconnect.
     pub outcome: String,
     pub received_at: UtcTime,
     /// The event names another app than the one the session was minted for.

@@ -340,14 +340,24 @@ pub trait Lease: Send {
     async fn held(&mut self) -> bool;
 }
 
-/// A first successful sign check, to be recorded (see [`Store::mark_verified`]).
+/// A successful sign check to be recorded (see [`Store::mark_verified`]).
 #[derive(Debug, Clone)]
 pub struct Verification {
     pub session_id: SessionId,
     /// Identifies the request, so an identical retry can be told from a replay.
     pub digest: String,
     pub now: UtcTime,
-    pub hold_until: UtcTime,
+    pub admission: Admission,
+}
+
+/// What a successful sign check records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The first: the ticket is consumed and the phone held until `hold_until`.
+    FirstUse { hold_until: UtcTime },
+    /// The ticket again while the session is live (a client reconnecting): a `reconnect`
+    /// line in the session's event log.
+    Reconnect,
 }
 
 /// An event with the time cphub received it.
@@ -510,9 +520,10 @@ pub trait Store: Send + Sync + 'static {
     /// The access data of a session cphub minted; None for unknown or direct-mode sessions.
     async fn issued_access(&self, session_id: &SessionId) -> Result<Option<Issued>, StoreError>;
 
-    /// Consumes the tickets, in order, in one transaction: `minted` becomes `verified` and
-    /// the phone's hold is extended to `hold_until`. False where another sign check
-    /// consumed the ticket first.
+    /// Records sign checks, in order, in one transaction. A first use consumes the ticket:
+    /// `minted` becomes `verified` and the phone's hold is extended to `hold_until`; false
+    /// where another sign check consumed it first. A reconnect is logged; false where the
+    /// session is no longer verified or playing.
     async fn mark_verified(&self, verifications: &[Verification]) -> Result<Vec<bool>, StoreError>;
 
     /// Sessions playing now, per app.

@@ -211,15 +211,17 @@ impl BatchTx for sqlx::Transaction<'static, sqlx::Postgres> {
             .iter()
             .map(|e| e.error_msg.as_ref().map(|m| m.as_str()))
             .collect();
+        let truncated: Vec<bool> = events.iter().map(|e| e.error_msg_truncated()).collect();
         let outcomes: Vec<&str> = rows.iter().map(|row| row.outcome).collect();
         let received: Vec<UtcTime> = rows.iter().map(|row| row.received.received_at).collect();
         Ok(sqlx::query(
             "INSERT INTO session_events (session_id, status, phone_id, app_id, event_time, \
-               run_time, error_msg, outcome, received_at) \
-             SELECT s, st, p, a, t, rt, m, o, r \
+               run_time, error_msg, outcome, received_at, truncated) \
+             SELECT s, st, p, a, t, rt, m, o, r, tr \
              FROM UNNEST($1::text[], $2::smallint[], $3::text[], $4::text[], \
-               $5::timestamptz[], $6::bigint[], $7::text[], $8::text[], $9::timestamptz[]) \
-               WITH ORDINALITY AS u(s, st, p, a, t, rt, m, o, r, n) \
+               $5::timestamptz[], $6::bigint[], $7::text[], $8::text[], $9::timestamptz[], \
+               $10::boolean[]) \
+               WITH ORDINALITY AS u(s, st, p, a, t, rt, m, o, r, tr, n) \
              ORDER BY n \
              ON CONFLICT (session_id, status) WHERE outcome = 'accepted' DO NOTHING",
         )
@@ -232,6 +234,7 @@ impl BatchTx for sqlx::Transaction<'static, sqlx::Postgres> {
         .bind(messages)
         .bind(outcomes)
         .bind(received)
+        .bind(truncated)
         .execute(&mut **self)
         .await?
         .rows_affected())

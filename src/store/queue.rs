@@ -15,8 +15,14 @@ use super::codec::connect;
 use super::sql::{Sql, args};
 use super::{Allocation, MintRequest, StoreError};
 use crate::access::MintedAccess;
-use crate::config::{AccessSettings, FleetSettings};
+use crate::config::{AccessSettings, Cipher, FleetSettings, GcmIv, KeySize};
 use crate::domain::{AppId, Connect, PhoneId, Priority, QueueId, SessionId, UserId, UtcTime};
+
+/// The placeholder key's cipher: any; the issue replaces the key.
+const PLACEHOLDER_CIPHER: Cipher = Cipher::Gcm {
+    key: KeySize::Aes256,
+    iv: GcmIv::Twelve,
+};
 
 /// An entry to add at the back of its app's queue.
 #[derive(Debug, Clone)]
@@ -332,10 +338,10 @@ async fn assign_app<D: Sql>(tx: &mut D, app_id: &str, t: &MintTimes) -> Result<u
         let Some(head) = head else {
             return Ok(assigned);
         };
-        // A ticket nobody will ever see: the session needs one to exist, and the poll
-        // replaces it with the one it hands out.
+        // A ticket and key nobody will ever see: the session needs them to exist, and the
+        // poll replaces both with the ones it hands out (the key of `access.cipher`'s size).
         let request = MintRequest {
-            access: MintedAccess::mint(),
+            access: MintedAccess::mint(PLACEHOLDER_CIPHER),
             app_id: AppId::try_from(head.app_id).map_err(corrupt_head)?,
             user_id: UserId::try_from(head.user_id).map_err(corrupt_head)?,
             pinned_phone: None,

@@ -253,14 +253,15 @@ impl BatchTx for sqlx::Transaction<'static, Sqlite> {
                     e.error_msg.as_ref().map(|m| m.as_str()),
                     row.outcome,
                     at.epoch_millis(),
+                    i64::from(e.error_msg_truncated()),
                 )
             })
             .collect();
         Ok(sqlx::query(
             "INSERT INTO session_events (session_id, status, phone_id, app_id, event_time, \
-               run_time, error_msg, outcome, received_at) \
+               run_time, error_msg, outcome, received_at, truncated) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-               value ->> 5, value ->> 6, value ->> 7, value ->> 8 \
+               value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9 \
              FROM json_each($1) WHERE true ORDER BY key \
              ON CONFLICT (session_id, status) WHERE outcome = 'accepted' DO NOTHING",
         )

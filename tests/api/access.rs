@@ -70,6 +70,12 @@ const SWAPPED_ENCODINGS: Encodings = Encodings {
 const SWAPPED_CONFIG: &str =
     "[access]\nkey_encoding = \"base64\"\niv_encoding = \"base64\"\ndata_encoding = \"hex\"\n";
 
+/// `encrypted_data` refused unless it decrypts (the default only observes it).
+const ENFORCE: &str = "[access]\nencrypted_data = \"enforce\"\n";
+
+/// The strict single use of tickets (the default admits reconnects of a live session).
+const SINGLE_USE: &str = "[access]\nreconnect = \"never\"\n";
+
 fn mint_request(user: &str) -> Value {
     json!({"app_id": GAME, "user_id": user})
 }
@@ -289,7 +295,8 @@ async fn base64_key_and_iv_with_hex_data_can_be_configured(backend: Backend) {
 }
 
 async fn the_configured_iv_encoding_is_the_one_read(backend: Backend) {
-    let app = TestApp::spawn_with(backend, SWAPPED_CONFIG).await;
+    let config = format!("{SWAPPED_CONFIG}encrypted_data = \"enforce\"\n");
+    let app = TestApp::spawn_with(backend, &config).await;
     app.idle_phones(&["p-1"]).await;
     let minted = app.mint_ok(&mint_request("u-1")).await;
     let iv: [u8; 12] = rand::random();
@@ -467,7 +474,7 @@ fn refusals() -> Vec<Refusal> {
 }
 
 async fn each_rule_refuses_with_its_code_and_keeps_the_ticket(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_with(backend, ENFORCE).await;
     let cases = refusals();
     idle_fleet(&app, cases.len()).await;
 
@@ -524,7 +531,8 @@ async fn a_ticket_past_auth_ts_and_the_skew_is_refused(backend: Backend) {
 }
 
 async fn strict_mode_requires_encrypted_data(backend: Backend) {
-    let app = TestApp::spawn_with(backend, "[access]\nrequire_encrypted_data = true\n").await;
+    let config = format!("{ENFORCE}require_encrypted_data = true\n");
+    let app = TestApp::spawn_with(backend, &config).await;
     app.idle_phones(&["p-1"]).await;
     let minted = app.mint_ok(&mint_request("u-1")).await;
     let empty = with(
@@ -579,7 +587,7 @@ async fn lenient_forms_of_the_request_are_accepted(backend: Backend) {
 }
 
 async fn the_misspelled_encypted_data_is_checked_too(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_with(backend, ENFORCE).await;
     app.idle_phones(&["p-1"]).await;
     let minted = app.mint_ok(&mint_request("u-1")).await;
     let iv: [u8; 12] = rand::random();
@@ -599,9 +607,10 @@ async fn the_misspelled_encypted_data_is_checked_too(backend: Backend) {
     assert_admitted(app.sign_check(&good).await, &minted).await;
 }
 
-async fn a_used_ticket_only_answers_a_prompt_identical_retry(backend: Backend) {
+async fn without_reconnects_a_used_ticket_only_answers_a_prompt_identical_retry(backend: Backend) {
     let clock = manual_clock();
-    let app = TestApp::spawn_with_clock(backend, PATIENT_FLEET, Arc::clone(&clock)).await;
+    let config = format!("{PATIENT_FLEET}{SINGLE_USE}");
+    let app = TestApp::spawn_with_clock(backend, &config, Arc::clone(&clock)).await;
     app.idle_phones(&["p-1", "p-2"]).await;
     let retried = app.mint_ok(&mint_request("u-1")).await;
     let reused = app.mint_ok(&mint_request("u-2")).await;
@@ -803,7 +812,7 @@ backend_tests!(
     strict_mode_requires_encrypted_data,
     lenient_forms_of_the_request_are_accepted,
     the_misspelled_encypted_data_is_checked_too,
-    a_used_ticket_only_answers_a_prompt_identical_retry,
+    without_reconnects_a_used_ticket_only_answers_a_prompt_identical_retry,
     concurrent_mints_never_share_a_phone,
     a_pinned_phone_is_allocated_only_while_free,
     an_unverified_allocation_lapses_after_auth_ts,

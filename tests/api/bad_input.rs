@@ -271,13 +271,6 @@ fn cases() -> Vec<Case> {
             "CPHUB.INVALID_FIELD",
         ),
         case(
-            "error_msg too long",
-            E,
-            event_with(json!({"event": {"error_msg": "e".repeat(1025)}})),
-            400,
-            "CPHUB.INVALID_FIELD",
-        ),
-        case(
             "body over the limit",
             E,
             event_with(json!({"event": {"padding": "x".repeat(17_000)}})),

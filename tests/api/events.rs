@@ -9,6 +9,7 @@ use crate::backend_tests;
 use crate::helpers::{
     Backend, TestApp, WriteLock, assert_acknowledged, assert_error, enter, heartbeat, quit,
 };
+use crate::metrics::{scrape, value};
 
 const PHONE: &str = "a7f3a1c5258347d6b6f1def79e11f2bc";
 const SESSION: &str = "856f5555806443e98b7ed04c5a9d6a9a";
@@ -439,7 +440,55 @@ async fn one_batch_moves_phones_as_one_by_one(backend: Backend) {
     assert_eq!(app.session("old").await.unwrap()["state"], "playing");
 }
 
+/// 6.2 and 6.3 set no length on `error_msg`: a long one is cut at a character boundary,
+/// flagged and counted, and the event, a billing event, is recorded.
+async fn a_5000_character_error_msg_is_recorded_truncated(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // The 1023rd and 1024th characters are 3 and 4 bytes long: a byte cut would split one.
+    let kept = format!("{}€😀", "e".repeat(1022));
+    let long = format!("{kept}ü{}", "x".repeat(3975));
+    assert_eq!(long.chars().count(), 5000);
+    let mut enter_event = enter(SESSION, PHONE, "2026-11-28T10:00:00Z");
+    enter_event["event"]["error_msg"] = json!(long);
+    let mut quit_event = quit(SESSION, PHONE, "2026-11-28T10:01:00Z", 60);
+    quit_event["event"]["error_msg"] = json!(long);
+
+    assert_acknowledged(app.post_event(&enter_event).await).await;
+    assert_acknowledged(app.post_event(&quit_event).await).await;
+
+    let session = app.session(SESSION).await.expect("session recorded");
+    assert_eq!(session["state"], "ended");
+    assert_eq!(session["duration_seconds"], 60);
+    for event in session["events"].as_array().unwrap() {
+        assert_eq!(event["error_msg"], kept.as_str(), "{}", event["kind"]);
+        assert_eq!(event["truncated"], true, "{}", event["kind"]);
+    }
+    let samples = scrape(&app).await;
+    let truncated = r#"cphub_event_fields_truncated_total{field="error_msg"}"#;
+    assert_eq!(value(&samples, truncated), 2.0);
+}
+
+/// A description within its bound is kept whole and not flagged.
+async fn a_short_error_msg_is_kept_whole(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut enter_event = enter(SESSION, PHONE, "2026-11-28T10:00:00Z");
+    enter_event["event"]["error_msg"] = json!("é".repeat(1024));
+
+    assert_acknowledged(app.post_event(&enter_event).await).await;
+
+    let session = app.session(SESSION).await.unwrap();
+    let event = &session["events"][0];
+    assert_eq!(event["error_msg"], "é".repeat(1024).as_str());
+    assert_eq!(event["truncated"], false);
+    let samples = scrape(&app).await;
+    let truncated = r#"cphub_event_fields_truncated_total{field="error_msg"}"#;
+    assert!(samples.contains_key(truncated), "exported at 0");
+    assert_eq!(value(&samples, truncated), 0.0);
+}
+
 backend_tests!(
+    a_5000_character_error_msg_is_recorded_truncated,
+    a_short_error_msg_is_kept_whole,
     one_batch_decides_each_event_by_those_before_it,
     one_batch_moves_phones_as_one_by_one,
     replays_and_reordering_change_no_count_or_duration,

@@ -43,7 +43,7 @@ fn parse(text: &str) -> HashMap<String, f64> {
     samples
 }
 
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+pub(crate) async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let res = app.get("/metrics", None).await;
     assert_eq!(res.status(), 200);
     assert!(
@@ -55,7 +55,7 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     parse(&res.text().await.unwrap())
 }
 
-fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+pub(crate) fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
     samples.get(series).copied().unwrap_or(0.0)
 }
 

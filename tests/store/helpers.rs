@@ -21,8 +21,8 @@ use cphub::domain::{
     Session, SessionId, UserId, UtcTime,
 };
 use cphub::store::{
-    Allocation, Applied, ApplyRules, ControlPlanePhone, EventOutcome, MintRequest, NewRecovery,
-    Phone, ReceivedEvent, Store, Verification,
+    Admission, Allocation, Applied, ApplyRules, ControlPlanePhone, EventOutcome, MintRequest,
+    NewRecovery, Phone, ReceivedEvent, Store, Verification,
 };
 
 #[path = "../common/db.rs"]
@@ -276,7 +276,7 @@ pub struct Mint<'a> {
 pub const USER: &str = "u-1";
 
 pub fn mint_request(m: &Mint<'_>) -> MintRequest {
-    let mut access = MintedAccess::mint();
+    let mut access = MintedAccess::mint(Settings::with_overrides("").unwrap().access.cipher);
     access.session_id = sid(m.session).to_string();
     MintRequest {
         access,
@@ -320,7 +320,19 @@ pub fn verification(session: &str, digest: &str, now: &str, hold_until: &str) ->
         session_id: sid(session),
         digest: digest.to_owned(),
         now: at(now),
-        hold_until: at(hold_until),
+        admission: Admission::FirstUse {
+            hold_until: at(hold_until),
+        },
+    }
+}
+
+/// The ticket of `session` presented again at `now` (a client reconnecting).
+pub fn reconnect(session: &str, now: &str) -> Verification {
+    Verification {
+        session_id: sid(session),
+        digest: format!("reconnect at {now}"),
+        now: at(now),
+        admission: Admission::Reconnect,
     }
 }
 

@@ -26,6 +26,7 @@ backend_tests!(
     a_verified_sessions_hold_is_extended_to_its_hold_until,
     a_mint_matching_the_app_takes_only_a_phone_that_has_it_5_1_2,
     a_mint_with_a_key_is_answered_again_and_another_request_refused,
+    a_reconnect_is_logged_only_while_the_session_is_live,
 );
 
 /// A mint at 19:00 on phones heard from at 18:59, holding until 19:01, fresh since 18:58.
@@ -489,4 +490,53 @@ async fn a_mint_with_a_key_is_answered_again_and_another_request_refused(backend
     assert_eq!(other, Allocation::KeyReused);
     assert!(session(&store, "s-2").await.is_none());
     assert!(session(&store, "s-3").await.is_none());
+}
+
+/// A reconnect (`access.reconnect`) is a line of the session's event log, written only
+/// while the session is verified or playing: a quit committed between the sign check's read
+/// and its write wins, and the receiver then decides the sign check afresh.
+async fn a_reconnect_is_logged_only_while_the_session_is_live(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    mint(&store, at_seven("s-1")).await;
+
+    assert_eq!(
+        mark_verified(&store, &[reconnect("s-1", "19:00:10")]).await,
+        [false],
+        "minted: not yet verified"
+    );
+    let first = verification("s-1", "digest-a", "19:00:20", "19:10:00");
+    assert_eq!(mark_verified(&store, &[first]).await, [true]);
+    assert_eq!(
+        mark_verified(&store, &[reconnect("s-1", "19:00:30")]).await,
+        [true],
+        "verified"
+    );
+    apply(&store, &[enter("s-1", "p-1", "19:00:40")]).await;
+    assert_eq!(
+        mark_verified(&store, &[reconnect("s-1", "19:01:00")]).await,
+        [true],
+        "playing"
+    );
+    apply(&store, &[quit("s-1", "p-1", "19:02:00", 80)]).await;
+    assert_eq!(
+        mark_verified(&store, &[reconnect("s-1", "19:03:00")]).await,
+        [false],
+        "ended"
+    );
+
+    let log = store.session_events(&sid("s-1")).await.unwrap();
+    let kinds: Vec<&str> = log.iter().map(|line| line.kind.as_str()).collect();
+    assert_eq!(kinds, ["reconnect", "enter", "reconnect", "quit"]);
+    let first_reconnect = &log[0];
+    assert_eq!(first_reconnect.time, at("19:00:30"));
+    assert_eq!(first_reconnect.received_at, at("19:00:30"));
+    assert_eq!(first_reconnect.phone_id, "p-1");
+    assert_eq!(first_reconnect.app_id, APP);
+    assert_eq!(first_reconnect.outcome, "admitted");
+    assert!(!first_reconnect.truncated);
+    assert_eq!(
+        session(&store, "s-1").await.unwrap().state,
+        SessionState::Ended
+    );
 }
