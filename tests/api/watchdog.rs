@@ -381,7 +381,8 @@ async fn the_in_flight_cap_holds_when_many_phones_go_silent_at_once(backend: Bac
     .await;
 
     let mut restarted = 0;
-    for _ in 0..300 {
+    // Up to a minute: five restarts two at a time take a few seconds, more on a busy machine.
+    for _ in 0..1200 {
         let res = fleet
             .app
             .get("/api/v1/recoveries?limit=100", Some(TOKEN))
