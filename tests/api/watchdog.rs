@@ -936,8 +936,8 @@ async fn a_dead_server_produces_one_incident_and_no_per_phone_restarts(backend: 
     fleet.simulator.stop().await;
 }
 
-/// `cphub phones reset PHONE` against the fleet's control plane and book.
-async fn cli_reset(fleet: &Fleet, phone_id: &str) -> std::process::Output {
+/// `cphub phones reset PHONE ARGS` against the fleet's control plane and book.
+async fn cli_reset(fleet: &Fleet, phone_id: &str, args: &[&str]) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
     cmd.env_clear()
         .env("CPHUB_CONFIG_DIR", "/nonexistent")
@@ -947,7 +947,8 @@ async fn cli_reset(fleet: &Fleet, phone_id: &str) -> std::process::Output {
         .env("CPHUB__CPH__PROJECT_ID", &fleet.options.project_id)
         .env("CPHUB__CPH__AUTH__AK", &fleet.options.ak)
         .env("CPHUB__CPH__AUTH__SK", &fleet.options.sk)
-        .args(["phones", "reset", phone_id]);
+        .args(["phones", "reset", phone_id])
+        .args(args);
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
@@ -976,7 +977,7 @@ async fn a_manual_reset_refused_for_arrears_7_2_pauses_recoveries(backend: Backe
     wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 0.0).await;
 
     fleet.simulator.faults.set_arrears(true);
-    let out = cli_reset(&fleet, &phone_id).await;
+    let out = cli_reset(&fleet, &phone_id, &[]).await;
 
     assert!(!out.status.success(), "{out:?}");
     assert!(
@@ -996,7 +997,90 @@ async fn a_manual_reset_refused_for_arrears_7_2_pauses_recoveries(backend: Backe
     fleet.simulator.stop().await;
 }
 
+/// `cphub phones reset --wait` of phone 0 of a fleet whose phones carry `properties` of
+/// their own (none falls silent: the CLI is the only one to reset): the fleet, the line
+/// printed for the phone (split at its tabs), and phone 0's properties after it.
+async fn cli_reset_carrying(
+    backend: Backend,
+    properties: &[(&str, &str)],
+) -> (Fleet, Vec<String>, BTreeMap<String, String>) {
+    let fleet = start(backend, 2, "", |o| {
+        o.properties = (properties.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    })
+    .await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let out = cli_reset(&fleet, &phone_id, &["--wait"]).await;
+
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    let line: Vec<String> = printed.trim_end().split('\t').map(str::to_owned).collect();
+    assert_eq!(line[0], phone_id, "{printed}");
+    let after = fleet.simulator.fleet.lock().phones[0].properties.clone();
+    (fleet, line, after)
+}
+
+/// Chapters 4.3.5, 4.3.2 and appendix A.1, through the CLI: `cphub phones reset` takes the
+/// watchdog's path, so the reset carries the phone's own properties and the callback ones,
+/// says which it re-applied, and is in the recovery log as a manual reset.
+async fn cli_reset_4_3_5_keeps_the_phones_own_properties_and_is_logged(backend: Backend) {
+    let own = [
+        ("com.cph.cg.app_port", "8888"),
+        ("ro.horizontal.screen", "1"),
+    ];
+    let (fleet, line, properties) = cli_reset_carrying(backend, &own).await;
+
+    let reapplied = "reset re-applied the phone's own properties com.cph.cg.app_port, \
+                     ro.horizontal.screen and cphub's callback properties";
+    assert_eq!(line[1], "succeeded", "{line:?}");
+    assert!(line[3].starts_with("job="), "{line:?}");
+    assert_eq!(line[4], reapplied, "{line:?}");
+    assert_eq!(properties.get("com.cph.cg.app_port").unwrap(), "8888");
+    assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
+    assert_eq!(
+        properties.get(HEARTBEAT_URL),
+        Some(&format!("{}/cph/heartbeat", fleet.options.cphub))
+    );
+    let phone_id = &fleet.simulator.phone_ids()[0];
+    assert_eq!(jobs_of(&fleet.simulator, phone_id, JobKind::Reset), 1);
+    let log = recoveries(&fleet.app, phone_id).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (&log[0]["reason"], &log[0]["action"], &log[0]["outcome"]),
+        (&"manual".into(), &"reset".into(), &"succeeded".into()),
+        "{log:?}"
+    );
+    assert_eq!(log[0]["detail"], reapplied);
+    fleet.simulator.stop().await;
+}
+
+/// Chapters 4.3.5, 7.2 and appendix A.1, through the CLI: a key of the phone's own that the
+/// reset refuses (CPS.0200) is dropped, and the line printed names it and the refusal.
+async fn cli_reset_4_3_5_reports_a_refused_key(backend: Backend) {
+    let own = [("vendor.fan", "2"), ("ro.horizontal.screen", "1")];
+    let (fleet, line, properties) = cli_reset_carrying(backend, &own).await;
+
+    assert_eq!(line[1], "succeeded", "{line:?}");
+    assert!(
+        line[4].contains("vendor.fan dropped: the reset refused it (CPS.0200:"),
+        "{line:?}"
+    );
+    assert!(
+        line[4].contains("re-applied the phone's own properties ro.horizontal.screen and"),
+        "{line:?}"
+    );
+    assert_eq!(properties.get("vendor.fan"), None);
+    assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
+    assert!(properties.contains_key(HEARTBEAT_URL));
+    fleet.simulator.stop().await;
+}
+
 backend_tests!(
+    cli_reset_4_3_5_keeps_the_phones_own_properties_and_is_logged,
+    cli_reset_4_3_5_reports_a_refused_key,
     reset_4_3_5_refused_for_one_property_drops_it_and_says_so,
     a_manual_reset_refused_for_arrears_7_2_pauses_recoveries,
     a_dead_server_produces_one_incident_and_no_per_phone_restarts,
