@@ -259,10 +259,16 @@ pub(super) async fn unhealthy_phones(
     Ok(db.fetch_all(sql, &args![fresh_since]).await?)
 }
 
-/// How many phones the book knows on each server (chapter 4.3.1 `server_id`): the share of
-/// a server's phones that fell silent is taken of these.
+/// How many phones in service the book knows on each server (chapter 4.3.1 `server_id`):
+/// the share of a server's phones that fell silent is taken of these. Only phones whose
+/// silence would be a fault count — reported running (2) or failed (-5, -6, -7), or not
+/// reported yet — as only those are counted silent: a phone stopped on purpose (8), frozen
+/// or in transition never heartbeats, and counted here it would dilute the share until a
+/// server with many stopped phones could die without an incident, its running phones
+/// restarted one by one.
 pub(super) async fn phones_per_server(db: &mut impl Sql) -> Result<Vec<(String, i64)>, StoreError> {
     let sql = "SELECT server_id, COUNT(*) FROM phones WHERE server_id IS NOT NULL \
+                 AND (cph_status IS NULL OR cph_status IN (2, -5, -6, -7)) \
                GROUP BY server_id";
     Ok(db.fetch_all(sql, &[]).await?)
 }

@@ -409,7 +409,8 @@ pub trait Store: Send + Sync + 'static {
     /// Phones the watchdog should look at: silent since `fresh_since`, or reported unwell.
     async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError>;
 
-    /// The number of phones on each server, for servers the control plane named.
+    /// The number of phones in service (reported running or failed, or not reported yet) on
+    /// each server, for servers the control plane named.
     async fn phones_per_server(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Server incidents (reason `server_incident`) still open, oldest first.
