@@ -680,6 +680,70 @@ async fn reset_4_3_5_refused_for_one_property_drops_it_and_says_so(backend: Back
     fleet.simulator.stop().await;
 }
 
+/// The book of `app`, opened as cphub opens it, to read what phone sync recorded.
+async fn book_of(app: &TestApp) -> std::sync::Arc<dyn cphub::store::Store> {
+    let settings = format!("[database]\nurl = \"{}\"\n", app.db.url);
+    let settings = cphub::config::Settings::with_overrides(&settings).unwrap();
+    cphub::store::connect(&settings.database).await.unwrap()
+}
+
+/// Issue #15 part 2, chapters 4.3.5 and 4.3.2: when the phone cannot be read right before
+/// a reset (400 CPS.0003 on every attempt), the reset re-applies the properties phone sync
+/// last read from the phone's detail, with cphub's callback ones, and the log says so.
+async fn reset_4_3_5_falls_back_to_the_properties_phone_sync_read(backend: Backend) {
+    let own = [
+        ("com.cph.cg.app_port", "8888"),
+        ("ro.horizontal.screen", "1"),
+    ];
+    let fleet = start(backend, 2, "", |o| {
+        o.properties = (own.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    })
+    .await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    let book = book_of(&fleet.app).await;
+    let id = cphub::domain::PhoneId::parse("phone_id", phone_id.clone()).unwrap();
+    let mut synced = None;
+    for _ in 0..300 {
+        synced = book.synced_property(&id).await.unwrap();
+        if synced
+            .as_ref()
+            .is_some_and(|s| s.property.contains("ro.horizontal.screen"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(synced.is_some(), "phone sync never read the phone's detail");
+    // The simulator's update_time never moves, so sync read each detail once, already:
+    // these errors meet the reset's read alone, each of its attempts (cph.max_attempts).
+    (fleet.simulator.faults).system_errors(Operation::ShowPhone, 4);
+
+    let res = manual(&fleet.app, &phone_id, "reset").await;
+
+    assert_eq!(res.status(), 202);
+    let log =
+        wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "reset", "succeeded")).await;
+    let detail = log[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(
+            "reset re-applied the phone's own properties com.cph.cg.app_port, \
+             ro.horizontal.screen and cphub's callback properties (the phone's properties \
+             cannot be read (chapter 4.3.2): "
+        ) && detail.contains("; as phone sync read them at "),
+        "{detail}"
+    );
+    let properties = fleet.simulator.fleet.lock().phones[0].properties.clone();
+    assert_eq!(properties.get("com.cph.cg.app_port").unwrap(), "8888");
+    assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
+    assert_eq!(
+        properties.get(HEARTBEAT_URL),
+        Some(&format!("{}/cph/heartbeat", fleet.options.cphub))
+    );
+    fleet.simulator.stop().await;
+}
+
 /// `cphub phones stop` (chapter 4.3.7) records the phone as stopped at once: out of service
 /// before the next phone sync (here: none), so neither recovered nor allocated.
 async fn a_phone_stopped_through_cphub_is_out_of_service_at_once(backend: Backend) {
@@ -1079,6 +1143,7 @@ async fn cli_reset_4_3_5_reports_a_refused_key(backend: Backend) {
 }
 
 backend_tests!(
+    reset_4_3_5_falls_back_to_the_properties_phone_sync_read,
     cli_reset_4_3_5_keeps_the_phones_own_properties_and_is_logged,
     cli_reset_4_3_5_reports_a_refused_key,
     reset_4_3_5_refused_for_one_property_drops_it_and_says_so,
