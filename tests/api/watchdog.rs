@@ -606,6 +606,44 @@ async fn status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone(ba
     fleet.simulator.stop().await;
 }
 
+/// Properties of a phone's own that a reset must keep (appendix A.1): its app port and its
+/// screen orientation.
+const APP_PORT_AND_SCREEN: [(&str, &str); 2] = [
+    ("com.cph.cg.app_port", "8888"),
+    ("ro.horizontal.screen", "1"),
+];
+
+/// A phone's `properties` after a reset hold [`APP_PORT_AND_SCREEN`] and point the phone
+/// at the fleet's cphub.
+fn assert_kept_with_the_callbacks(fleet: &Fleet, properties: &BTreeMap<String, String>) {
+    for (key, value) in APP_PORT_AND_SCREEN {
+        assert_eq!(
+            properties.get(key).map(String::as_str),
+            Some(value),
+            "{properties:?}"
+        );
+    }
+    assert_eq!(
+        properties.get(HEARTBEAT_URL),
+        Some(&format!("{}/cph/heartbeat", fleet.options.cphub))
+    );
+}
+
+/// A fleet of two phones that carry `properties` of their own, tuned by `tune`.
+async fn start_carrying(
+    backend: Backend,
+    properties: &[(&str, &str)],
+    tune: impl FnOnce(&mut SimOptions),
+) -> Fleet {
+    start(backend, 2, "", |o| {
+        o.properties = (properties.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tune(o);
+    })
+    .await
+}
+
 /// The recovery that reset phone 0 of a fleet whose phones carry `properties` of their own
 /// (phone 0 falls silent and fails its restart, so it is reset), with the fleet and phone
 /// 0's properties after it.
@@ -613,12 +651,9 @@ async fn reset_carrying(
     backend: Backend,
     properties: &[(&str, &str)],
 ) -> (Fleet, Value, BTreeMap<String, String>) {
-    let fleet = start(backend, 2, "", |o| {
+    let fleet = start_carrying(backend, properties, |o| {
         o.silent = 1;
         o.restart_fails = 1;
-        o.properties = (properties.iter())
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
     })
     .await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
@@ -632,18 +667,9 @@ async fn reset_carrying(
 /// Chapters 4.3.5, 4.3.2 and appendix A.1: a reset restores factory settings, so it carries
 /// the phone's own properties (its app port, its screen orientation) and the callback ones.
 async fn reset_4_3_5_carries_the_phones_own_properties_and_the_callbacks(backend: Backend) {
-    let own = [
-        ("com.cph.cg.app_port", "8888"),
-        ("ro.horizontal.screen", "1"),
-    ];
-    let (fleet, reset, properties) = reset_carrying(backend, &own).await;
+    let (fleet, reset, properties) = reset_carrying(backend, &APP_PORT_AND_SCREEN).await;
 
-    assert_eq!(properties.get("com.cph.cg.app_port").unwrap(), "8888");
-    assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
-    assert_eq!(
-        properties.get(HEARTBEAT_URL),
-        Some(&format!("{}/cph/heartbeat", fleet.options.cphub))
-    );
+    assert_kept_with_the_callbacks(&fleet, &properties);
     let detail = reset["detail"].as_str().unwrap();
     assert!(
         detail.contains("com.cph.cg.app_port") && detail.contains("ro.horizontal.screen"),
@@ -691,16 +717,7 @@ async fn book_of(app: &TestApp) -> std::sync::Arc<dyn cphub::store::Store> {
 /// a reset (400 CPS.0003 on every attempt), the reset re-applies the properties phone sync
 /// last read from the phone's detail, with cphub's callback ones, and the log says so.
 async fn reset_4_3_5_falls_back_to_the_properties_phone_sync_read(backend: Backend) {
-    let own = [
-        ("com.cph.cg.app_port", "8888"),
-        ("ro.horizontal.screen", "1"),
-    ];
-    let fleet = start(backend, 2, "", |o| {
-        o.properties = (own.iter())
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-    })
-    .await;
+    let fleet = start_carrying(backend, &APP_PORT_AND_SCREEN, |_| {}).await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
     let book = book_of(&fleet.app).await;
     let id = cphub::domain::PhoneId::parse("phone_id", phone_id.clone()).unwrap();
@@ -735,12 +752,7 @@ async fn reset_4_3_5_falls_back_to_the_properties_phone_sync_read(backend: Backe
         "{detail}"
     );
     let properties = fleet.simulator.fleet.lock().phones[0].properties.clone();
-    assert_eq!(properties.get("com.cph.cg.app_port").unwrap(), "8888");
-    assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
-    assert_eq!(
-        properties.get(HEARTBEAT_URL),
-        Some(&format!("{}/cph/heartbeat", fleet.options.cphub))
-    );
+    assert_kept_with_the_callbacks(&fleet, &properties);
     fleet.simulator.stop().await;
 }
 
@@ -1068,12 +1080,7 @@ async fn cli_reset_carrying(
     backend: Backend,
     properties: &[(&str, &str)],
 ) -> (Fleet, Vec<String>, BTreeMap<String, String>) {
-    let fleet = start(backend, 2, "", |o| {
-        o.properties = (properties.iter())
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-    })
-    .await;
+    let fleet = start_carrying(backend, properties, |_| {}).await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
 
     let out = cli_reset(&fleet, &phone_id, &["--wait"]).await;
@@ -1091,23 +1098,14 @@ async fn cli_reset_carrying(
 /// watchdog's path, so the reset carries the phone's own properties and the callback ones,
 /// says which it re-applied, and is in the recovery log as a manual reset.
 async fn cli_reset_4_3_5_keeps_the_phones_own_properties_and_is_logged(backend: Backend) {
-    let own = [
-        ("com.cph.cg.app_port", "8888"),
-        ("ro.horizontal.screen", "1"),
-    ];
-    let (fleet, line, properties) = cli_reset_carrying(backend, &own).await;
+    let (fleet, line, properties) = cli_reset_carrying(backend, &APP_PORT_AND_SCREEN).await;
 
     let reapplied = "reset re-applied the phone's own properties com.cph.cg.app_port, \
                      ro.horizontal.screen and cphub's callback properties";
     assert_eq!(line[1], "succeeded", "{line:?}");
     assert!(line[3].starts_with("job="), "{line:?}");
     assert_eq!(line[4], reapplied, "{line:?}");
-    assert_eq!(properties.get("com.cph.cg.app_port").unwrap(), "8888");
-    assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
-    assert_eq!(
-        properties.get(HEARTBEAT_URL),
-        Some(&format!("{}/cph/heartbeat", fleet.options.cphub))
-    );
+    assert_kept_with_the_callbacks(&fleet, &properties);
     let phone_id = &fleet.simulator.phone_ids()[0];
     assert_eq!(jobs_of(&fleet.simulator, phone_id, JobKind::Reset), 1);
     let log = recoveries(&fleet.app, phone_id).await;
