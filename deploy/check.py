@@ -23,6 +23,7 @@ import tempfile
 
 DEPLOY = os.path.dirname(os.path.abspath(__file__))
 DASHBOARD = os.path.join(DEPLOY, "grafana", "cphub.json")
+METRICS_SOURCE = os.path.join(DEPLOY, os.pardir, "src", "metrics")
 PROM_CONFIG = os.path.join(DEPLOY, "prometheus", "prometheus.yml")
 ALERTS = os.path.join(DEPLOY, "prometheus", "alerts.yml")
 ALERT_TESTS = os.path.join(DEPLOY, "prometheus", "alerts_test.yml")
@@ -49,6 +50,7 @@ KNOWN_METRICS = {
     "cphub_cph_account_blocked": ("gauge", set()),
     "cphub_server_incidents_total": ("counter", set()),
     "cphub_server_incidents_open": ("gauge", set()),
+    "cphub_watchdog_leader": ("gauge", set()),
     "cphub_cph_requests_total": ("counter", {"operation", "status"}),
     "cphub_cph_request_duration_seconds": ("histogram", {"operation"}),
     "cphub_http_requests_total": ("counter", {"method", "route", "status"}),
@@ -395,6 +397,22 @@ class Checker:
         return ok
 
 
+def check_known_metrics(c):
+    """KNOWN_METRICS names every metric src/metrics/ registers, and nothing else: a metric
+    missing here would make every rule or panel on it fail this check, and one listed but
+    gone would let them pass while Prometheus finds nothing."""
+    registered = set()
+    for name in sorted(os.listdir(METRICS_SOURCE)):
+        if name.endswith(".rs"):
+            with open(os.path.join(METRICS_SOURCE, name), encoding="utf-8") as source:
+                registered |= set(re.findall(r'"(cphub_[a-z_]+)"', source.read()))
+    for name in sorted(registered - KNOWN_METRICS.keys()):
+        c.check(False, f"src/metrics/ registers {name}, which KNOWN_METRICS does not list")
+    for name in sorted(KNOWN_METRICS.keys() - registered):
+        c.check(False, f"KNOWN_METRICS lists {name}, which src/metrics/ does not register")
+    c.check(bool(registered), "no metric found in src/metrics/")
+
+
 def check_expr(c, where, expr, variables=None):
     """Metric names, label names and label values of one PromQL expression."""
     if variables is not None:
@@ -686,6 +704,7 @@ def main(argv):
         except ImportError:
             use_pyyaml = False
     c = Checker()
+    check_known_metrics(c)
     exprs = check_dashboard(c)
     config = check_prometheus_config(c, use_pyyaml)
     rules = check_alerts(c, use_pyyaml)

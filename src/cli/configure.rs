@@ -266,6 +266,12 @@ async fn submit_and_follow(
     restart: bool,
 ) -> Result<Vec<(String, Result<String, Failure>)>, CphError> {
     let requested: Vec<String> = items.iter().map(|i| i.phone_id.clone()).collect();
+    // A restart with a property (4.3.6, Table 4-40) sends only cphub's callback keys. The
+    // reference is silent on whether a restart's property replaces the phone's others or
+    // merges with them; only a reset says it restores factory settings (4.3.5), and 4.3.9's
+    // update of "some attributes" leaves the rest alone. Read so, sending cphub's keys
+    // alone keeps the phone's own, as the simulator models it; were a service to replace
+    // them, the read-back would still show cphub's values and not the loss.
     let answer = if restart {
         client.restart_with_property(items).await?
     } else {

@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod phones;
 pub mod queue;
 pub mod recoveries;
+mod reset;
 pub mod sessions;
 pub mod usage;
 
@@ -98,7 +99,9 @@ pub enum PhonesCommand {
         #[command(flatten)]
         wait: Wait,
     },
-    /// Reset phones to factory settings, re-applying the callback properties in the same call.
+    /// Reset phones to factory settings, re-applying each phone's own properties and the
+    /// callback properties in the same call (as the watchdog does; recorded in the recovery
+    /// log, within the watchdog's budgets; needs the database).
     Reset {
         #[arg(required = true)]
         phone_ids: Vec<String>,

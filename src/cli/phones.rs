@@ -23,6 +23,12 @@ pub enum CliError {
     Cph(#[from] CphError),
     #[error(transparent)]
     Property(#[from] PropertyError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Watchdog(#[from] crate::watchdog::WatchdogError),
+    #[error("{0}")]
+    InvalidPhone(String),
 }
 
 pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome, CliError> {
@@ -80,6 +86,9 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
         }
         PhonesCommand::Restart { phone_ids, wait } => {
             let client = CphClient::new(&settings.cph)?;
+            // No property in a restart: the phone keeps its own. (4.3.6 accepts one, and is
+            // silent on whether it replaces the phone's or merges with them; see
+            // cli/configure.rs for the one restart that sends properties.)
             let items = with_property(&phone_ids, "");
             let sent = run_batches(&client, BatchOp::Restart, items, wait.wait, None).await;
             note_account_refusal(settings, &phone_ids, Action::Restart, &sent).await;
@@ -91,11 +100,7 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
             wait,
         } => {
             let property = callback_property(settings, public_url.as_deref(), None)?;
-            let client = CphClient::new(&settings.cph)?;
-            let items = with_property(&phone_ids, &property);
-            let sent = run_batches(&client, BatchOp::Reset, items, wait.wait, None).await;
-            note_account_refusal(settings, &phone_ids, Action::Reset, &sent).await;
-            sent
+            super::reset::run(settings, phone_ids, property, wait.wait).await
         }
         PhonesCommand::Stop { phone_ids, wait } => {
             let client = CphClient::new(&settings.cph)?;
@@ -119,7 +124,7 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
     }
 }
 
-/// A manual restart or reset refused for the account (7.2 CPS.0006/0007/0008) goes to the
+/// A manual restart refused for the account (7.2 CPS.0006/0007/0008) goes to the
 /// recovery log, where the running watchdog finds it and pauses its own recoveries: they
 /// would all be refused too. One row for the request, on its first phone. Best effort:
 /// without the database the watchdog finds out at its own next call.
@@ -199,7 +204,6 @@ fn with_property(phone_ids: &[String], property: &str) -> Vec<PhoneItem> {
 enum BatchOp {
     UpdateProperty,
     Restart,
-    Reset,
     Stop,
 }
 
@@ -212,7 +216,6 @@ async fn send(
     match op {
         BatchOp::UpdateProperty => client.update_property(items).await,
         BatchOp::Restart => client.restart(&ids()).await,
-        BatchOp::Reset => client.reset(items).await,
         BatchOp::Stop => client.stop(&ids()).await,
     }
 }

@@ -12,6 +12,8 @@
 //! Where to connect: `access_infos` is only in a phone's detail (4.3.2), not in the list
 //! (4.3.1), so it costs a call per phone. It is read for phones the book has none for, and
 //! again when the list's `update_time` moves; at most `cph.detail_reads_per_sync` a sync.
+//! The same read keeps the phone's properties (`property`), which a reset falls back to
+//! when it cannot read the phone right before (chapter 4.3.5 restores factory settings).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use std::time::Duration;
 use futures_util::{StreamExt, stream};
 use tokio::task::JoinHandle;
 
-use super::{CphClient, Phone, PhoneFilter};
+use super::{CphClient, Phone, PhoneDetail, PhoneFilter};
 use crate::clock::Clock;
 use crate::domain::{AppId, PhoneId};
 use crate::store::{ControlPlanePhone, PhoneApp, Store};
@@ -102,13 +104,18 @@ async fn with_access(
     });
     let phones = stream::iter(phones)
         .map(|(phone, wanted)| async move {
-            let access = if wanted {
-                access(client, &phone.phone_id).await
+            let detail = if wanted {
+                detail(client, &phone.phone_id).await
             } else {
                 None
             };
+            let (access, property) = match detail {
+                Some(detail) => (Some(detail.access()), detail.property),
+                None => (None, None),
+            };
             ControlPlanePhone {
                 access,
+                property,
                 phone_id: phone.phone_id,
                 phone_name: phone.phone_name,
                 server_id: phone.server_id,
@@ -122,12 +129,14 @@ async fn with_access(
     Ok(phones)
 }
 
-/// One phone's access information; a failed read is left for the next sync.
-async fn access(client: &CphClient, phone_id: &str) -> Option<Vec<crate::domain::AccessInfo>> {
+/// One phone's detail (4.3.2): its access information, and its properties, which a reset
+/// falls back to when it cannot read the phone itself. A failed read is left for the next
+/// sync.
+async fn detail(client: &CphClient, phone_id: &str) -> Option<PhoneDetail> {
     match client.phone(phone_id).await {
-        Ok(detail) => Some(detail.access()),
+        Ok(detail) => Some(detail),
         Err(error) => {
-            tracing::warn!(phone_id, error = %crate::telemetry::ErrorChain(&error), "phone detail not read; access information kept as it was");
+            tracing::warn!(phone_id, error = %crate::telemetry::ErrorChain(&error), "phone detail not read; access information and properties kept as they were");
             None
         }
     }

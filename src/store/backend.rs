@@ -10,7 +10,7 @@ use super::{
     MintRequest, NewRecovery, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery, SessionFilter,
     Store, StoreError, Verification, book, queue,
 };
-use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass};
+use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use crate::access::Issued;
 use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
@@ -325,6 +325,14 @@ impl<B: Backend> Store for B {
     async fn sync_phone_apps(&self, apps: &[PhoneApp], now: UtcTime) -> Result<(), StoreError> {
         let synced = in_transaction!(self, sync_phone_apps(apps, now));
         synced.map_err(during("sync_phone_apps"))
+    }
+
+    async fn synced_property(
+        &self,
+        phone_id: &PhoneId,
+    ) -> Result<Option<SyncedProperty>, StoreError> {
+        let found = book::synced_property(&mut self.reader(), phone_id).await;
+        found.map_err(during("synced_property"))
     }
 
     async fn access_read(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {

@@ -7,7 +7,7 @@
 
 use super::codec::{
     EventRecord, IssuedAccessRow, Phone, PhoneAppRow, PhoneHealth, PickedPhone, Recovery,
-    SessionRow, StoredMint, access_infos_json, connect,
+    SessionRow, StoredMint, SyncedProperty, access_infos_json, connect,
 };
 use super::sql::{Sql, args};
 use super::{
@@ -261,10 +261,16 @@ pub(super) async fn unhealthy_phones(
     Ok(db.fetch_all(sql, &args![fresh_since]).await?)
 }
 
-/// How many phones the book knows on each server (chapter 4.3.1 `server_id`): the share of
-/// a server's phones that fell silent is taken of these.
+/// How many phones in service the book knows on each server (chapter 4.3.1 `server_id`):
+/// the share of a server's phones that fell silent is taken of these. Only phones whose
+/// silence would be a fault count — reported running (2) or failed (-5, -6, -7), or not
+/// reported yet — as only those are counted silent: a phone stopped on purpose (8), frozen
+/// or in transition never heartbeats, and counted here it would dilute the share until a
+/// server with many stopped phones could die without an incident, its running phones
+/// restarted one by one.
 pub(super) async fn phones_per_server(db: &mut impl Sql) -> Result<Vec<(String, i64)>, StoreError> {
     let sql = "SELECT server_id, COUNT(*) FROM phones WHERE server_id IS NOT NULL \
+                 AND (cph_status IS NULL OR cph_status IN (2, -5, -6, -7)) \
                GROUP BY server_id";
     Ok(db.fetch_all(sql, &[]).await?)
 }
@@ -695,17 +701,21 @@ pub(super) async fn sync_phones(
     now: UtcTime,
 ) -> Result<(), StoreError> {
     let sql = "INSERT INTO phones (phone_id, phone_name, server_id, cph_status, cph_synced_at, \
-                 access_infos, cph_update_time, created_at, updated_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $5, $5) \
+                 access_infos, cph_update_time, cph_property, cph_property_at, created_at, \
+                 updated_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $5, $5) \
                ON CONFLICT (phone_id) DO UPDATE SET phone_name = excluded.phone_name, \
                  server_id = excluded.server_id, cph_status = excluded.cph_status, \
                  cph_synced_at = excluded.cph_synced_at, updated_at = excluded.updated_at, \
                  access_infos = COALESCE(excluded.access_infos, phones.access_infos), \
                  cph_update_time = CASE WHEN excluded.access_infos IS NULL \
-                   THEN phones.cph_update_time ELSE excluded.cph_update_time END";
+                   THEN phones.cph_update_time ELSE excluded.cph_update_time END, \
+                 cph_property = COALESCE(excluded.cph_property, phones.cph_property), \
+                 cph_property_at = COALESCE(excluded.cph_property_at, phones.cph_property_at)";
     for phone in phones {
         let access = phone.access.as_deref().map(access_infos_json);
         let update_time = access.as_ref().and(phone.update_time.as_deref());
+        let property_at = phone.property.as_ref().map(|_| now);
         let args = args![
             phone.phone_id.as_str(),
             phone.phone_name.as_str(),
@@ -714,6 +724,8 @@ pub(super) async fn sync_phones(
             now,
             access.as_deref(),
             update_time,
+            phone.property.as_deref(),
+            property_at,
         ];
         tx.execute(sql, &args).await?;
     }
@@ -743,6 +755,17 @@ pub(super) async fn sync_phone_apps(
         tx.execute(sql, &args).await?;
     }
     Ok(())
+}
+
+/// The phone's properties as phone sync last read them (4.3.2), and when; None when it
+/// never read any.
+pub(super) async fn synced_property(
+    db: &mut impl Sql,
+    phone_id: &PhoneId,
+) -> Result<Option<SyncedProperty>, StoreError> {
+    let sql = "SELECT cph_property AS property, cph_property_at AS read_at FROM phones \
+               WHERE phone_id = $1 AND cph_property IS NOT NULL";
+    Ok(db.fetch_optional(sql, &args![phone_id.as_str()]).await?)
 }
 
 pub(super) async fn access_read(

@@ -253,6 +253,14 @@ pub struct Recovery {
     pub detail: Option<String>,
 }
 
+/// A phone's properties (chapter 4.3.2 `property`, appendix A.1) as phone sync last read
+/// them: what a reset re-applies when the phone cannot be read right before it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SyncedProperty {
+    pub property: String,
+    pub read_at: UtcTime,
+}
+
 /// What the watchdog needs to know about a phone that looks unwell.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PhoneHealth {

@@ -35,7 +35,7 @@ use crate::domain::{
 use crate::usage::{UsageQuery, UsageRow};
 
 pub(crate) use backend::Backend;
-pub use codec::{EventRecord, Phone, PhoneHealth, Recovery};
+pub use codec::{EventRecord, Phone, PhoneHealth, Recovery, SyncedProperty};
 pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
@@ -268,6 +268,9 @@ pub struct ControlPlanePhone {
     pub update_time: Option<String>,
     /// From the phone's detail (4.3.2), when this sync read it; None keeps what the book has.
     pub access: Option<Vec<AccessInfo>>,
+    /// The detail's `property` (appendix A.1), when this sync read it and it had one; None
+    /// keeps what the book has. A reset falls back to it when the phone cannot be read.
+    pub property: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -419,7 +422,8 @@ pub trait Store: Send + Sync + 'static {
     /// Phones the watchdog should look at: silent since `fresh_since`, or reported unwell.
     async fn unhealthy_phones(&self, fresh_since: UtcTime) -> Result<Vec<PhoneHealth>, StoreError>;
 
-    /// The number of phones on each server, for servers the control plane named.
+    /// The number of phones in service (reported running or failed, or not reported yet) on
+    /// each server, for servers the control plane named.
     async fn phones_per_server(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Server incidents (reason `server_incident`) still open, oldest first.
@@ -546,6 +550,12 @@ pub trait Store: Send + Sync + 'static {
     /// Phones whose access information the book has, with the list's `update_time` when it
     /// was read: phone sync reads a phone's detail again only when that moved.
     async fn access_read(&self) -> Result<Vec<(String, Option<String>)>, StoreError>;
+
+    /// The phone's properties (4.3.2) as phone sync last read them, and when.
+    async fn synced_property(
+        &self,
+        phone_id: &PhoneId,
+    ) -> Result<Option<SyncedProperty>, StoreError>;
 
     /// Records one phone's control-plane status (chapter 4.3.1) now, ahead of the next
     /// phone sync: a stop sent through cphub, a status re-read before acting. Phones the

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use chrono::SecondsFormat;
 use tokio::task::JoinHandle;
 
 pub use holds::HoldSweeper;
@@ -597,7 +598,7 @@ impl Watchdog {
 
     /// The property a reset sends, and what the log says about it. A reset restores factory
     /// settings (chapter 4.3.5), so the phone's own properties (chapter 4.3.2, appendix A.1)
-    /// go in with cphub's callback ones over them. When they cannot be read, no reset: it
+    /// go in with cphub's callback ones over them. When they cannot be had, no reset: it
     /// would wipe them.
     async fn reset_property(
         &self,
@@ -609,40 +610,61 @@ impl Watchdog {
                 "callbacks.public_url is unset: a reset would erase the callback URLs".into(),
             );
         };
-        let detail = match detail {
-            Some(detail) => detail,
-            None => self
-                .client
-                .phone(phone_id.as_str())
-                .await
-                .map_err(|error| self.unreadable_before_reset(phone_id, &error))?,
-        };
-        let Some(current) = detail.property.as_deref() else {
-            return Err(
-                "the control plane did not report the phone's properties (chapter \
-                 4.3.2): a reset would wipe them"
-                    .into(),
-            );
-        };
-        let (property, kept) = merge_for_reset(current, ours)
+        let (current, fallback) = self.own_property(phone_id, detail).await?;
+        let (property, kept) = merge_for_reset(&current, ours)
             .map_err(|error| format!("not reset, its properties would be lost: {error}"))?;
-        Ok(ResetProperty::new(property, kept))
+        Ok(ResetProperty::new(property, kept, fallback))
     }
 
-    /// Why a reset is not sent when the phone cannot be read first. A read refused for the
-    /// account (7.2) pauses recoveries, as any other call of the watchdog does, and is
-    /// recorded as an account refusal: a manual reset reads the phone here, and must not
-    /// leave the other recoveries running into the same refusal.
-    fn unreadable_before_reset(&self, phone_id: &PhoneId, error: &CphError) -> String {
-        if self.pause_if_account_level(error, phone_id.as_str()) {
-            let code = error.code().unwrap_or_default();
-            return account_refusal(code, &error.to_string());
+    /// The phone's own properties: from `detail` (just re-read) or a read now (4.3.2). When
+    /// that read fails or reports none, the properties phone sync last read instead, with
+    /// why (the second value); a phone sync never read, neither. A read refused for the
+    /// account (7.2) has no fallback: it pauses recoveries, as any other call of the
+    /// watchdog does, and is recorded as an account refusal — a manual reset reads the phone
+    /// here, and must not leave the other recoveries running into the same refusal.
+    async fn own_property(
+        &self,
+        phone_id: &PhoneId,
+        detail: Option<PhoneDetail>,
+    ) -> Result<(String, Option<String>), String> {
+        let read = match detail {
+            Some(detail) => Ok(detail),
+            None => self.client.phone(phone_id.as_str()).await,
+        };
+        let why = match read {
+            Ok(PhoneDetail {
+                property: Some(current),
+                ..
+            }) => return Ok((current, None)),
+            Ok(_) => {
+                "the control plane did not report the phone's properties (chapter 4.3.2)".to_owned()
+            }
+            Err(error) if self.pause_if_account_level(&error, phone_id.as_str()) => {
+                let code = error.code().unwrap_or_default();
+                return Err(account_refusal(code, &error.to_string()));
+            }
+            Err(error) => format!(
+                "the phone's properties cannot be read (chapter 4.3.2): {}",
+                ErrorChain(&error)
+            ),
+        };
+        match self.store.synced_property(phone_id).await {
+            Ok(Some(synced)) => {
+                let at = synced
+                    .read_at
+                    .datetime()
+                    .to_rfc3339_opts(SecondsFormat::Secs, true);
+                let source = format!("{why}; as phone sync read them at {at}");
+                Ok((synced.property, Some(source)))
+            }
+            Ok(None) => Err(format!(
+                "{why}, and phone sync never read them: a reset would wipe them"
+            )),
+            Err(error) => Err(format!(
+                "{why}, nor can phone sync's last read of them be ({}): a reset would wipe them",
+                ErrorChain(&error)
+            )),
         }
-        format!(
-            "the phone's properties cannot be read (chapter 4.3.2), and a reset without them \
-             would wipe them: {}",
-            ErrorChain(error)
-        )
     }
 
     /// Starts the control-plane job, or says why there is none.

@@ -19,15 +19,19 @@ pub(super) struct ResetProperty {
     pub property: String,
     /// The phone's own keys it re-applies (cphub's callback keys excluded).
     pub own: Vec<String>,
+    /// Why the phone's own properties are phone sync's last read of them rather than a read
+    /// right before the reset; None when they were read then.
+    pub fallback: Option<String>,
     pub note: String,
 }
 
 impl ResetProperty {
-    pub fn new(property: String, own: Vec<String>) -> ResetProperty {
-        let note = reapplied(&own);
+    pub fn new(property: String, own: Vec<String>, fallback: Option<String>) -> ResetProperty {
+        let note = reapplied(&own, fallback.as_deref());
         ResetProperty {
             property,
             own,
+            fallback,
             note,
         }
     }
@@ -43,19 +47,24 @@ impl ResetProperty {
                 format!("{key} dropped: the reset refused it ({PARAMETER_ERROR}: {message})")
             })
             .collect();
-        self.note = format!("{}; {}", reapplied(&self.own), dropped.join("; "));
+        let reapplied = reapplied(&self.own, self.fallback.as_deref());
+        self.note = format!("{reapplied}; {}", dropped.join("; "));
         Ok(())
     }
 }
 
-fn reapplied(own: &[String]) -> String {
-    if own.is_empty() {
+fn reapplied(own: &[String], fallback: Option<&str>) -> String {
+    let note = if own.is_empty() {
         "reset with cphub's callback properties; the phone had none of its own".to_owned()
     } else {
         format!(
             "reset re-applied the phone's own properties {} and cphub's callback properties",
             own.join(", ")
         )
+    };
+    match fallback {
+        Some(why) => format!("{note} ({why})"),
+        None => note,
     }
 }
 
@@ -111,7 +120,7 @@ mod tests {
     fn a_refused_key_is_dropped_and_named_4_3_5() {
         let own = vec!["ro.horizontal.screen".to_owned(), "vendor.fan".to_owned()];
         let property = r#"{"ro.horizontal.screen":"1","vendor.fan":"2","com.cph.cg.heartbeat_url":"http://h"}"#;
-        let mut reset = ResetProperty::new(property.to_owned(), own);
+        let mut reset = ResetProperty::new(property.to_owned(), own, None);
         assert!(reset.note.contains("ro.horizontal.screen, vendor.fan"));
 
         reset

@@ -1,6 +1,7 @@
 //! Issue #16, parts 4, 5 and 7, against the simulator's control plane: a mint lands only on a
 //! phone that has the game (5.1.2), says where to connect (4.3.2 `access_infos`), and is
 //! idempotent under an `Idempotency-Key`; an enter for another game is accepted and flagged.
+//! Parts 4 and 6 together: the wait queue, too, gives a player only a phone with the game.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use cphub::simulator::control_plane::{self, ControlPlaneFaults, ControlPlaneSett
 use cphub::simulator::fleet::{Fleet, SharedFleet};
 use serde_json::{Value, json};
 
-use crate::backend_tests;
 use crate::helpers::{Backend, TOKEN, TestApp, assert_error, enter};
+use crate::{backend_tests, queue};
 
 const PROJECT_ID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 const AK: &str = "ALLOCATIONTESTAK0001";
@@ -450,7 +451,58 @@ async fn bad_idempotency_keys_are_refused_400(backend: Backend) {
     assert_eq!(held_and_minted(&app).await, (0, 0));
 }
 
+/// Joins the wait queue for `app_id`; returns the entry's id.
+async fn join_for(app: &TestApp, app_id: &str, user: &str) -> String {
+    let res = queue::post_queue(app, &mint_body(app_id, user)).await;
+    let status = res.status();
+    let place: Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{place}");
+    queue::queue_id(&place).to_owned()
+}
+
+/// Issue #16 parts 4 and 6 (chapter 5.1.2): the queue gives an entry for game.a only a phone
+/// with game.a deployed. While both of game.a's phones are in games, the game.a entry at the
+/// head of the line is passed over for the free game.b phones, which go to the game.b
+/// players who joined after it; the game.a phone freed next is the one it gets.
+async fn the_queue_gives_an_entry_only_a_phone_with_its_app_5_1_2(backend: Backend) {
+    let apps = [("game.a", 0.5), ("game.b", 0.5)];
+    let synced = Synced::start(backend, 4, &apps, queue::PATIENT_FLEET).await;
+    let app = &synced.app;
+    let with_a = synced.phones_with("game.a");
+    let with_b = synced.phones_with("game.b");
+    assert_eq!((with_a.len(), with_b.len()), (2, 2));
+    let mut playing = Vec::new();
+    for user in ["a-1", "a-2"] {
+        let session = app.mint_ok(&mint_body("game.a", user)).await;
+        queue::play(app, &session).await;
+        playing.push(session);
+    }
+
+    let waits_for_a = join_for(app, "game.a", "q-a").await;
+    let mut seated_b = Vec::new();
+    for user in ["q-b1", "q-b2"] {
+        let id = join_for(app, "game.b", user).await;
+        let session = queue::seated(app, &id).await;
+        let phone = session["phone_id"].as_str().unwrap().to_owned();
+        assert!(with_b.contains(&phone), "{phone} does not have game.b");
+        // Served after q-a joined, with a game.b phone free: q-a was passed over for it.
+        let place = queue::waiting(app, &waits_for_a).await;
+        assert_eq!(place["position"], 1, "{place}");
+        seated_b.push(phone);
+    }
+    assert_ne!(seated_b[0], seated_b[1]);
+
+    queue::end(app, &playing[0]).await;
+    let session = queue::seated(app, &waits_for_a).await;
+    assert_eq!(
+        session["phone_id"], playing[0]["phone_id"],
+        "the freed game.a phone"
+    );
+    synced.stop().await;
+}
+
 backend_tests!(
+    the_queue_gives_an_entry_only_a_phone_with_its_app_5_1_2,
     minting_for_an_app_lands_only_on_phones_that_have_it_5_1_2,
     with_match_app_off_any_free_phone_is_taken,
     phones_filter_by_app_and_the_detail_lists_its_apps_5_1_2,

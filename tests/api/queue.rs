@@ -16,7 +16,7 @@ use crate::helpers::{Backend, TOKEN, TestApp, assert_error, enter, quit};
 
 const GAME: &str = "com.example.game";
 /// Phones never go stale, so long tests and moved clocks only see the queue's rules.
-const PATIENT_FLEET: &str = "[fleet]\nmiss_threshold = 100000\n";
+pub(crate) const PATIENT_FLEET: &str = "[fleet]\nmiss_threshold = 100000\n";
 
 fn queue_entry(user: &str, priority: Option<i64>) -> Value {
     match priority {
@@ -25,7 +25,7 @@ fn queue_entry(user: &str, priority: Option<i64>) -> Value {
     }
 }
 
-async fn post_queue(app: &TestApp, body: &Value) -> reqwest::Response {
+pub(crate) async fn post_queue(app: &TestApp, body: &Value) -> reqwest::Response {
     let url = format!("{}/api/v1/queue", app.address);
     let req = app.client.post(url).bearer_auth(TOKEN).json(body);
     req.send().await.expect("request sent")
@@ -40,7 +40,7 @@ async fn join(app: &TestApp, user: &str, priority: Option<i64>) -> Value {
     place
 }
 
-fn queue_id(place: &Value) -> &str {
+pub(crate) fn queue_id(place: &Value) -> &str {
     place["queue_id"].as_str().expect("queue_id")
 }
 
@@ -50,7 +50,7 @@ async fn poll(app: &TestApp, id: &str, wait_secs: u64) -> reqwest::Response {
 }
 
 /// Polls without waiting and asserts the entry still waits; returns the place.
-async fn waiting(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn waiting(app: &TestApp, id: &str) -> Value {
     let res = poll(app, id, 0).await;
     let status = res.status();
     let place: Value = res.json().await.unwrap();
@@ -60,7 +60,7 @@ async fn waiting(app: &TestApp, id: &str) -> Value {
 }
 
 /// Long-polls and asserts the session (201, the body of `POST /api/v1/sessions`).
-async fn seated(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn seated(app: &TestApp, id: &str) -> Value {
     let res = poll(app, id, 20).await;
     let status = res.status();
     let session: Value = res.json().await.unwrap();
@@ -85,14 +85,14 @@ fn field<'a>(value: &'a Value, name: &str) -> &'a str {
 }
 
 /// The player's game starts on the phone (chapter 6.2 enter).
-async fn play(app: &TestApp, session: &Value) {
+pub(crate) async fn play(app: &TestApp, session: &Value) {
     let (id, phone) = (field(session, "session_id"), field(session, "phone_id"));
     app.send_event(&enter(id, phone, "2026-11-28T10:00:00Z"))
         .await;
 }
 
 /// The game ends (chapter 6.3 quit): the phone becomes free.
-async fn end(app: &TestApp, session: &Value) {
+pub(crate) async fn end(app: &TestApp, session: &Value) {
     let (id, phone) = (field(session, "session_id"), field(session, "phone_id"));
     app.send_event(&quit(id, phone, "2026-11-28T10:05:00Z", 300))
         .await;

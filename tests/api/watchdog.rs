@@ -607,6 +607,44 @@ async fn status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone(ba
     fleet.simulator.stop().await;
 }
 
+/// Properties of a phone's own that a reset must keep (appendix A.1): its app port and its
+/// screen orientation.
+const APP_PORT_AND_SCREEN: [(&str, &str); 2] = [
+    ("com.cph.cg.app_port", "8888"),
+    ("ro.horizontal.screen", "1"),
+];
+
+/// A phone's `properties` after a reset hold [`APP_PORT_AND_SCREEN`] and point the phone
+/// at the fleet's cphub.
+fn assert_kept_with_the_callbacks(fleet: &Fleet, properties: &BTreeMap<String, String>) {
+    for (key, value) in APP_PORT_AND_SCREEN {
+        assert_eq!(
+            properties.get(key).map(String::as_str),
+            Some(value),
+            "{properties:?}"
+        );
+    }
+    assert_eq!(
+        properties.get(HEARTBEAT_URL),
+        Some(&format!("{}/cph/heartbeat", fleet.options.cphub))
+    );
+}
+
+/// A fleet of two phones that carry `properties` of their own, tuned by `tune`.
+async fn start_carrying(
+    backend: Backend,
+    properties: &[(&str, &str)],
+    tune: impl FnOnce(&mut SimOptions),
+) -> Fleet {
+    start(backend, 2, "", |o| {
+        o.properties = (properties.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tune(o);
+    })
+    .await
+}
+
 /// The recovery that reset phone 0 of a fleet whose phones carry `properties` of their own
 /// (phone 0 falls silent and fails its restart, so it is reset), with the fleet and phone
 /// 0's properties after it.
@@ -614,12 +652,9 @@ async fn reset_carrying(
     backend: Backend,
     properties: &[(&str, &str)],
 ) -> (Fleet, Value, BTreeMap<String, String>) {
-    let fleet = start(backend, 2, "", |o| {
+    let fleet = start_carrying(backend, properties, |o| {
         o.silent = 1;
         o.restart_fails = 1;
-        o.properties = (properties.iter())
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
     })
     .await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
@@ -633,18 +668,9 @@ async fn reset_carrying(
 /// Chapters 4.3.5, 4.3.2 and appendix A.1: a reset restores factory settings, so it carries
 /// the phone's own properties (its app port, its screen orientation) and the callback ones.
 async fn reset_4_3_5_carries_the_phones_own_properties_and_the_callbacks(backend: Backend) {
-    let own = [
-        ("com.cph.cg.app_port", "8888"),
-        ("ro.horizontal.screen", "1"),
-    ];
-    let (fleet, reset, properties) = reset_carrying(backend, &own).await;
+    let (fleet, reset, properties) = reset_carrying(backend, &APP_PORT_AND_SCREEN).await;
 
-    assert_eq!(properties.get("com.cph.cg.app_port").unwrap(), "8888");
-    assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
-    assert_eq!(
-        properties.get(HEARTBEAT_URL),
-        Some(&format!("{}/cph/heartbeat", fleet.options.cphub))
-    );
+    assert_kept_with_the_callbacks(&fleet, &properties);
     let detail = reset["detail"].as_str().unwrap();
     assert!(
         detail.contains("com.cph.cg.app_port") && detail.contains("ro.horizontal.screen"),
@@ -678,6 +704,56 @@ async fn reset_4_3_5_refused_for_one_property_drops_it_and_says_so(backend: Back
         1,
         "the refused reset started nothing; the second one is the one reset"
     );
+    fleet.simulator.stop().await;
+}
+
+/// The book of `app`, opened as cphub opens it, to read what phone sync recorded.
+async fn book_of(app: &TestApp) -> std::sync::Arc<dyn cphub::store::Store> {
+    let settings = format!("[database]\nurl = \"{}\"\n", app.db.url);
+    let settings = cphub::config::Settings::with_overrides(&settings).unwrap();
+    cphub::store::connect(&settings.database).await.unwrap()
+}
+
+/// Issue #15 part 2, chapters 4.3.5 and 4.3.2: when the phone cannot be read right before
+/// a reset (400 CPS.0003 on every attempt), the reset re-applies the properties phone sync
+/// last read from the phone's detail, with cphub's callback ones, and the log says so.
+async fn reset_4_3_5_falls_back_to_the_properties_phone_sync_read(backend: Backend) {
+    let fleet = start_carrying(backend, &APP_PORT_AND_SCREEN, |_| {}).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    let book = book_of(&fleet.app).await;
+    let id = cphub::domain::PhoneId::parse("phone_id", phone_id.clone()).unwrap();
+    let mut synced = None;
+    for _ in 0..300 {
+        synced = book.synced_property(&id).await.unwrap();
+        if synced
+            .as_ref()
+            .is_some_and(|s| s.property.contains("ro.horizontal.screen"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(synced.is_some(), "phone sync never read the phone's detail");
+    // The simulator's update_time never moves, so sync read each detail once, already:
+    // these errors meet the reset's read alone, each of its attempts (cph.max_attempts).
+    (fleet.simulator.faults).system_errors(Operation::ShowPhone, 4);
+
+    let res = manual(&fleet.app, &phone_id, "reset").await;
+
+    assert_eq!(res.status(), 202);
+    let log =
+        wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "reset", "succeeded")).await;
+    let detail = log[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(
+            "reset re-applied the phone's own properties com.cph.cg.app_port, \
+             ro.horizontal.screen and cphub's callback properties (the phone's properties \
+             cannot be read (chapter 4.3.2): "
+        ) && detail.contains("; as phone sync read them at "),
+        "{detail}"
+    );
+    let properties = fleet.simulator.fleet.lock().phones[0].properties.clone();
+    assert_kept_with_the_callbacks(&fleet, &properties);
     fleet.simulator.stop().await;
 }
 
@@ -937,8 +1013,8 @@ async fn a_dead_server_produces_one_incident_and_no_per_phone_restarts(backend: 
     fleet.simulator.stop().await;
 }
 
-/// `cphub phones reset PHONE` against the fleet's control plane and book.
-async fn cli_reset(fleet: &Fleet, phone_id: &str) -> std::process::Output {
+/// `cphub phones reset PHONE ARGS` against the fleet's control plane and book.
+async fn cli_reset(fleet: &Fleet, phone_id: &str, args: &[&str]) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
     cmd.env_clear()
         .env("CPHUB_CONFIG_DIR", "/nonexistent")
@@ -948,7 +1024,8 @@ async fn cli_reset(fleet: &Fleet, phone_id: &str) -> std::process::Output {
         .env("CPHUB__CPH__PROJECT_ID", &fleet.options.project_id)
         .env("CPHUB__CPH__AUTH__AK", &fleet.options.ak)
         .env("CPHUB__CPH__AUTH__SK", &fleet.options.sk)
-        .args(["phones", "reset", phone_id]);
+        .args(["phones", "reset", phone_id])
+        .args(args);
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
@@ -977,7 +1054,7 @@ async fn a_manual_reset_refused_for_arrears_7_2_pauses_recoveries(backend: Backe
     wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 0.0).await;
 
     fleet.simulator.faults.set_arrears(true);
-    let out = cli_reset(&fleet, &phone_id).await;
+    let out = cli_reset(&fleet, &phone_id, &[]).await;
 
     assert!(!out.status.success(), "{out:?}");
     assert!(
@@ -997,7 +1074,77 @@ async fn a_manual_reset_refused_for_arrears_7_2_pauses_recoveries(backend: Backe
     fleet.simulator.stop().await;
 }
 
+/// `cphub phones reset --wait` of phone 0 of a fleet whose phones carry `properties` of
+/// their own (none falls silent: the CLI is the only one to reset): the fleet, the line
+/// printed for the phone (split at its tabs), and phone 0's properties after it.
+async fn cli_reset_carrying(
+    backend: Backend,
+    properties: &[(&str, &str)],
+) -> (Fleet, Vec<String>, BTreeMap<String, String>) {
+    let fleet = start_carrying(backend, properties, |_| {}).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let out = cli_reset(&fleet, &phone_id, &["--wait"]).await;
+
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    let line: Vec<String> = printed.trim_end().split('\t').map(str::to_owned).collect();
+    assert_eq!(line[0], phone_id, "{printed}");
+    let after = fleet.simulator.fleet.lock().phones[0].properties.clone();
+    (fleet, line, after)
+}
+
+/// Chapters 4.3.5, 4.3.2 and appendix A.1, through the CLI: `cphub phones reset` takes the
+/// watchdog's path, so the reset carries the phone's own properties and the callback ones,
+/// says which it re-applied, and is in the recovery log as a manual reset.
+async fn cli_reset_4_3_5_keeps_the_phones_own_properties_and_is_logged(backend: Backend) {
+    let (fleet, line, properties) = cli_reset_carrying(backend, &APP_PORT_AND_SCREEN).await;
+
+    let reapplied = "reset re-applied the phone's own properties com.cph.cg.app_port, \
+                     ro.horizontal.screen and cphub's callback properties";
+    assert_eq!(line[1], "succeeded", "{line:?}");
+    assert!(line[3].starts_with("job="), "{line:?}");
+    assert_eq!(line[4], reapplied, "{line:?}");
+    assert_kept_with_the_callbacks(&fleet, &properties);
+    let phone_id = &fleet.simulator.phone_ids()[0];
+    assert_eq!(jobs_of(&fleet.simulator, phone_id, JobKind::Reset), 1);
+    let log = recoveries(&fleet.app, phone_id).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (&log[0]["reason"], &log[0]["action"], &log[0]["outcome"]),
+        (&"manual".into(), &"reset".into(), &"succeeded".into()),
+        "{log:?}"
+    );
+    assert_eq!(log[0]["detail"], reapplied);
+    fleet.simulator.stop().await;
+}
+
+/// Chapters 4.3.5, 7.2 and appendix A.1, through the CLI: a key of the phone's own that the
+/// reset refuses (CPS.0200) is dropped, and the line printed names it and the refusal.
+async fn cli_reset_4_3_5_reports_a_refused_key(backend: Backend) {
+    let own = [("vendor.fan", "2"), ("ro.horizontal.screen", "1")];
+    let (fleet, line, properties) = cli_reset_carrying(backend, &own).await;
+
+    assert_eq!(line[1], "succeeded", "{line:?}");
+    assert!(
+        line[4].contains("vendor.fan dropped: the reset refused it (CPS.0200:"),
+        "{line:?}"
+    );
+    assert!(
+        line[4].contains("re-applied the phone's own properties ro.horizontal.screen and"),
+        "{line:?}"
+    );
+    assert_eq!(properties.get("vendor.fan"), None);
+    assert_eq!(properties.get("ro.horizontal.screen").unwrap(), "1");
+    assert!(properties.contains_key(HEARTBEAT_URL));
+    fleet.simulator.stop().await;
+}
+
 backend_tests!(
+    reset_4_3_5_falls_back_to_the_properties_phone_sync_read,
+    cli_reset_4_3_5_keeps_the_phones_own_properties_and_is_logged,
+    cli_reset_4_3_5_reports_a_refused_key,
     reset_4_3_5_refused_for_one_property_drops_it_and_says_so,
     a_manual_reset_refused_for_arrears_7_2_pauses_recoveries,
     a_dead_server_produces_one_incident_and_no_per_phone_restarts,

@@ -7,6 +7,7 @@ use crate::helpers::*;
 
 backend_tests!(
     phones_are_counted_per_server_and_unhealthy_ones_carry_theirs,
+    only_phones_in_service_count_towards_a_server_4_3_1,
     an_incident_stays_open_apart_from_pending_jobs_until_closed_once,
 );
 
@@ -31,6 +32,41 @@ async fn phones_are_counted_per_server_and_unhealthy_ones_carry_theirs(backend: 
         "only p-1 was heard from, and is silent since"
     );
     assert_eq!(unhealthy[0].server_id.as_deref(), Some("s-1"));
+}
+
+/// Chapter 4.3.1 statuses: a server's share of silent phones is taken of the phones whose
+/// silence would be a fault (running 2, failed -5/-6/-7, not reported yet), the same ones
+/// counted silent. A phone stopped (8), frozen (6) or restarting (4) never heartbeats: were
+/// it counted, a server with most of its phones stopped could die without an incident.
+async fn only_phones_in_service_count_towards_a_server_4_3_1(backend: Backend) {
+    let phones = [
+        ("p-1", "s-1"),
+        ("p-2", "s-1"),
+        ("p-3", "s-1"),
+        ("p-4", "s-1"),
+        ("p-5", "s-1"),
+        ("p-6", "s-1"),
+        ("p-7", "s-1"),
+    ];
+    let store = open(backend).await;
+    sync(&store, &phones, "19:00:00").await;
+    for (phone, status) in [("p-2", -7), ("p-3", -6), ("p-4", -5)] {
+        record_status(&store, phone, status).await;
+    }
+    for (phone, status) in [("p-5", 8), ("p-6", 6), ("p-7", 4)] {
+        record_status(&store, phone, status).await;
+    }
+
+    let counts = store.phones_per_server().await.unwrap();
+
+    assert_eq!(counts, [("s-1".to_owned(), 4)], "p-1 to p-4 of the seven");
+}
+
+async fn record_status(store: &impl Book, phone: &str, status: i32) {
+    store
+        .record_cph_status(&pid(phone), status, at("19:00:01"))
+        .await
+        .unwrap();
 }
 
 async fn an_incident_stays_open_apart_from_pending_jobs_until_closed_once(backend: Backend) {

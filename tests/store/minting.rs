@@ -13,6 +13,7 @@ use crate::backend_tests;
 use crate::helpers::*;
 
 backend_tests!(
+    phone_sync_keeps_the_properties_it_read_for_a_reset_4_3_2,
     a_mint_allocates_an_idle_fresh_phone_and_holds_it,
     concurrent_mints_never_share_a_phone,
     a_pinned_phone_is_allocated_when_free_refused_when_busy_or_unknown,
@@ -538,5 +539,47 @@ async fn a_reconnect_is_logged_only_while_the_session_is_live(backend: Backend) 
     assert_eq!(
         session(&store, "s-1").await.unwrap().state,
         SessionState::Ended
+    );
+}
+
+/// Chapters 4.3.2 and 4.3.5: the properties a sync read from a phone's detail are kept, with
+/// when, for a reset that cannot read the phone; a sync that did not read the detail keeps
+/// them as they were, and one that did replaces them.
+async fn phone_sync_keeps_the_properties_it_read_for_a_reset_4_3_2(backend: Backend) {
+    let store = open(backend).await;
+    let synced = |property: Option<&str>| ControlPlanePhone {
+        phone_id: "p-1".into(),
+        phone_name: "name-p-1".into(),
+        server_id: "s-1".into(),
+        status: 2,
+        property: property.map(str::to_owned),
+        ..ControlPlanePhone::default()
+    };
+    assert_eq!(store.synced_property(&pid("p-1")).await.unwrap(), None);
+
+    let first = r#"{"ro.horizontal.screen":"1"}"#;
+    store
+        .sync_phones(&[synced(Some(first))], at("19:00:00"))
+        .await
+        .unwrap();
+    store
+        .sync_phones(&[synced(None)], at("19:01:00"))
+        .await
+        .unwrap();
+
+    let kept = store.synced_property(&pid("p-1")).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.property.as_str(), kept.read_at),
+        (first, at("19:00:00"))
+    );
+    let second = r#"{"ro.horizontal.screen":"0"}"#;
+    store
+        .sync_phones(&[synced(Some(second))], at("19:02:00"))
+        .await
+        .unwrap();
+    let kept = store.synced_property(&pid("p-1")).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.property.as_str(), kept.read_at),
+        (second, at("19:02:00"))
     );
 }

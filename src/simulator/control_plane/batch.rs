@@ -51,7 +51,9 @@ struct PhoneIdsBody {
 #[derive(Debug, Clone, PartialEq)]
 enum Operation {
     UpdateProperty(Properties),
-    /// A restart may set properties too (chapter 4.3.6).
+    /// A restart may set properties too (chapter 4.3.6). The reference is silent on whether
+    /// they replace the phone's others; unlike a reset (4.3.5) a restart restores no
+    /// factory settings, so they are merged over the phone's own.
     Restart(Option<Properties>),
     /// A reset restores factory settings: these properties replace all others.
     Reset(Properties),
