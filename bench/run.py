@@ -398,10 +398,11 @@ def report(args, info, ceil, results):
             lines.append(
                 f"| {label} | {name} | {rate:,.0f} | {rate / c:.2f} | {ms(r['p50_us'])} "
                 f"| {ms(r['p99_us'])} | {ms(r['p999_us'])} | {r['non_2xx']} | {target} | {met} |")
-    lines += ["", "| memory / query | backend | value | target | |", "|---|---|---:|---|---|"]
+    if any("rss" in notes for _, notes in results.values()):  # not with --only-capacity
+        lines += ["", "| memory / query | backend | value | target | |", "|---|---|---:|---|---|"]
     for name, (rows, notes) in results.items():
         if "rss" not in notes:
-            continue  # --only-capacity
+            continue
         m = notes["rss"]
         lines.append(
             f"| RSS after {args.phones:,} phones heartbeated (VmRSS; peak VmHWM "
@@ -435,9 +436,10 @@ def capacity_report(args, ceil, results):
             continue
         ratio = cap["phones"] / c_phones
         target = targets.get(name)
+        why = next((r["why"] for r in cap["runs"] if r["phones"] == cap["not_carried"]),
+                   "the ceiling")
         lines.append(
-            f"| {name} | {cap['phones']:,} | {cap['not_carried']:,} "
-            f"({cap['runs'][-1]['why'] if cap['runs'] and not cap['runs'][-1]['carried'] else '—'}) "
+            f"| {name} | {cap['phones']:,} | {cap['not_carried']:,} ({why}) "
             f"| {c_phones:,.0f} | {ratio:.2f} | ≥ {target}× | "
             f"{'met' if ratio >= target else '**missed**'} |")
     lines += ["", f"Flash crowd: 10 % of {args.flash_phones:,} phones start sessions within 10 s "
