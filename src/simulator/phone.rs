@@ -204,7 +204,7 @@ impl VirtualPhone {
     }
 }
 
-/// A heartbeat callback (chapter 6), idle or naming the session being played.
+/// A heartbeat callback (6.4): `app_id` and `session_id` blank when no game is running.
 pub(super) fn heartbeat_body(phone_id: &str, session: Option<&Assignment>) -> Value {
     json!({"event_type": "heartbeat", "event": {
         "phone_id": phone_id,
@@ -214,7 +214,8 @@ pub(super) fn heartbeat_body(phone_id: &str, session: Option<&Assignment>) -> Va
     }})
 }
 
-/// An app event callback (chapter 6): enter (`status` 0) or quit (1, with `run_time`).
+/// An app event callback: entering the game (6.2, `status` 0) or quitting it (6.3, `status`
+/// 1, with `run_time`).
 pub(super) fn event_body(
     phone_id: &str,
     session: &Assignment,
@@ -233,7 +234,7 @@ pub(super) fn event_body(
     json!({"event_type": "app", "event": event})
 }
 
-/// The sign-check callback the phone sends when the player's client connects (chapter 6),
+/// The access verification the phone sends when the player's client connects (6.1),
 /// carrying what the client sealed under the session key; None if the key is not AES-256.
 pub(super) fn sign_check_body(session: &Assignment) -> Option<Value> {
     let (data, iv) = seal(&session.aes_key_hex)?;

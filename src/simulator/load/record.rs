@@ -11,8 +11,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::time::Instant;
 
-/// The requests a fleet makes: the phones' three callbacks (chapter 6) and the game
-/// platform's mint.
+/// The requests a fleet makes: the phones' callbacks (heartbeat 6.4, sign check 6.1, enter
+/// 6.2, quit 6.3) and the game platform's mint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
