@@ -232,6 +232,98 @@ def usage_figure(args, name, database_url):
     return {"seconds": month["median_s"], "sessions": month["sessions"], "detail": detail}
 
 
+# ---------------------------------------------------------------- capacity (open loop)
+
+# A fleet is carried when, over the window, every request kind meets these (issue #17).
+CAPACITY_P99_MS = 25
+CAPACITY_P999_MS = 100
+
+
+def fresh_database(name):
+    """A new empty database of the backend: (url, drop). SQLite: a new file."""
+    if name == "sqlite":
+        for f in OUT.glob("cphub-load.db*"):
+            f.unlink()
+        return f"sqlite://{OUT / 'cphub-load.db'}", lambda: None
+    dbname, url = postgres_database()
+    return url, lambda: postgres_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+def load_run(args, name, phones, extra=()):
+    """One open-loop run (`cphub simulate --load --json`) of `phones` phones against a
+    fresh cphub on a fresh database; returns the generator's JSON report."""
+    url, drop = fresh_database(name)
+    try:
+        with open(OUT / f"cphub-load-{name}.log", "w") as logfile:
+            proc, base = serve(url, logfile)
+            try:
+                # The busy share's sessions are minted during the ramp, at 2,500 a second up to
+                # a 20 s ramp, and the window opens 12 s after it: the ramp's mints are
+                # warm-up, not measured (a steady fleet mints only phones / 40 min a second).
+                ramp = min(20, max(10, round(phones * args.busy_share / 2500)))
+                cmd = [RELEASE / "cphub", "simulate", "--load", "--json",
+                       "--phones", str(phones), "--cphub", base, "--token", TOKEN,
+                       "--busy-share", str(args.busy_share),
+                       "--ramp-secs", str(ramp), "--warmup-secs", str(ramp + 12),
+                       "--window-secs", str(args.capacity_window), *extra]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                     env=dict(os.environ, RUST_LOG="warn")).stdout
+                return json.loads(out.strip().splitlines()[-1])
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+    finally:
+        drop()
+
+
+def carried(report):
+    """Whether the run meets the capacity criteria; with the reason when it does not."""
+    if not report["schedule_kept"]:
+        return False, f"generator behind its schedule (lag p99.9 {report['lag']['p999_ms']:.0f} ms)"
+    for kind, f in report["kinds"]:
+        if f["non_2xx"] or f["transport_errors"]:
+            return False, f"{kind}: {f['non_2xx']} non-2xx {f['statuses']}, {f['transport_errors']} transport"
+        if f["p99_ms"] > CAPACITY_P99_MS or f["p999_ms"] > CAPACITY_P999_MS:
+            return False, f"{kind}: p99 {f['p99_ms']:.1f} ms, p99.9 {f['p999_ms']:.1f} ms"
+    return True, "all kinds within p99 ≤ 25 ms, p99.9 ≤ 100 ms, no errors"
+
+
+def capacity(args, name, ceiling_phones):
+    """A rising ladder, then bisection: from --capacity-start phones, doubling while the fleet
+    is carried (up to the ceiling in phones), then halving the gap between the largest fleet
+    carried and the smallest not; --capacity-steps runs in all (each a fresh cphub and
+    database, about warm-up + window + 15 s)."""
+    lo, hi, runs = 0, int(ceiling_phones), []
+    phones = min(args.capacity_start, hi)
+    for _ in range(args.capacity_steps):
+        log(f"{name}: capacity run with {phones:,} phones")
+        report = load_run(args, name, phones)
+        ok, why = carried(report)
+        log(f"{name}: {phones:,} phones {'carried' if ok else 'not carried'}: {why}")
+        runs.append({"phones": phones, "carried": ok, "why": why, "report": report})
+        lo, hi = (phones, hi) if ok else (lo, phones)
+        if all(r["carried"] for r in runs):
+            nxt = min(2 * phones, hi)  # still rising, up to the ceiling
+            if nxt == phones:
+                break
+        else:
+            nxt = round((lo + hi) / 2 / 1000) * 1000
+            if not lo < nxt < hi:
+                break
+        phones = nxt
+    return {"phones": lo, "not_carried": hi, "runs": runs}
+
+
+def flash_crowd(args, name):
+    """10 % of a fleet of --flash-phones start sessions within 10 s, inside the window."""
+    log(f"{name}: flash crowd, 10 % of {args.flash_phones:,} phones within 10 s")
+    ramp = min(20, max(10, round(args.flash_phones * args.busy_share / 2500)))
+    report = load_run(args, name, args.flash_phones, [
+        "--flash-share", "0.1", "--flash-within-secs", "10",
+        "--flash-at-secs", str(ramp + 12 + 5)])
+    return report
+
+
 # ---------------------------------------------------------------- report
 
 TARGETS = {
@@ -306,8 +398,11 @@ def report(args, info, ceil, results):
             lines.append(
                 f"| {label} | {name} | {rate:,.0f} | {rate / c:.2f} | {ms(r['p50_us'])} "
                 f"| {ms(r['p99_us'])} | {ms(r['p999_us'])} | {r['non_2xx']} | {target} | {met} |")
-    lines += ["", "| memory / query | backend | value | target | |", "|---|---|---:|---|---|"]
+    if any("rss" in notes for _, notes in results.values()):  # not with --only-capacity
+        lines += ["", "| memory / query | backend | value | target | |", "|---|---|---:|---|---|"]
     for name, (rows, notes) in results.items():
+        if "rss" not in notes:
+            continue
         m = notes["rss"]
         lines.append(
             f"| RSS after {args.phones:,} phones heartbeated (VmRSS; peak VmHWM "
@@ -318,6 +413,53 @@ def report(args, info, ceil, results):
         met = "—" if u is None else ("met" if u["seconds"] <= 1 else "**missed**")
         lines.append(f"| one-month usage query by app, 10M sessions | {name} | {value} "
                      f"| ≤ 1 s | {met} |")
+    return "\n".join(lines)
+
+
+def capacity_report(args, ceil, results):
+    """The capacity table: the largest fleet carried on each backend beside the ceiling in
+    phones, and the flash crowd."""
+    c_phones = ceil["rps"] * args.heartbeat_interval
+    lines = [
+        "", f"Capacity: open-loop fleet (`cphub simulate --load`, on this machine), "
+        f"{args.busy_share:.0%} of the phones busy, sessions of 20 min on average; "
+        f"window {args.capacity_window} s; carried = every kind p99 ≤ {CAPACITY_P99_MS} ms, "
+        f"p99.9 ≤ {CAPACITY_P999_MS} ms, no errors, generator on schedule.",
+        "",
+        "| backend | phones carried | not carried at | ceiling in phones | × ceiling | target | |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    targets = {"sqlite": 0.5, "postgres": 0.3}
+    for name, (rows, notes) in results.items():
+        cap = notes.get("capacity")
+        if not cap:
+            continue
+        ratio = cap["phones"] / c_phones
+        target = targets.get(name)
+        why = next((r["why"] for r in cap["runs"] if r["phones"] == cap["not_carried"]),
+                   "the ceiling")
+        lines.append(
+            f"| {name} | {cap['phones']:,} | {cap['not_carried']:,} ({why}) "
+            f"| {c_phones:,.0f} | {ratio:.2f} | ≥ {target}× | "
+            f"{'met' if ratio >= target else '**missed**'} |")
+    lines += ["", f"Flash crowd: 10 % of {args.flash_phones:,} phones start sessions within 10 s "
+              "(their mints, sign checks and enters together; heartbeats beside).", "",
+              "| backend | sessions | p99 ms | p99.9 ms | max ms | errors | heartbeat p99 ms "
+              "| schedule kept | target | |",
+              "|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    for name, (rows, notes) in results.items():
+        r = notes.get("flash")
+        if not r:
+            continue
+        f = r["flash"]
+        hb = dict(r["kinds"])["heartbeat"]
+        errors = f["non_2xx"] + f["transport_errors"]
+        met = f["p99_ms"] <= 100 and errors == 0 and r["schedule_kept"]
+        lines.append(
+            f"| {name} | {r['flash_phones']:,} | {f['p99_ms']:.1f} | {f['p999_ms']:.1f} "
+            f"| {f['max_ms']:.1f} | {errors} {f['statuses'] or ''} | {hb['p99_ms']:.1f} "
+            f"| {'yes' if r['schedule_kept'] else '**no: invalid**'} | p99 ≤ 100 ms, no errors "
+            f"| {'met' if met else '**missed**'} |")
     return "\n".join(lines)
 
 
@@ -332,7 +474,27 @@ def main():
     p.add_argument("--backends", default="sqlite,postgres")
     p.add_argument("--usage-sessions", type=int, default=10_000_000,
                    help="sessions generated for the usage-query figure (0: skip it)")
+    p.add_argument("--capacity-window", type=int, default=60,
+                   help="seconds measured per capacity run (after its warm-up)")
+    p.add_argument("--capacity-steps", type=int, default=6,
+                   help="bisection runs per backend (0: no capacity search)")
+    p.add_argument("--capacity-start", type=int, default=20_000,
+                   help="first fleet of the capacity ladder")
+    p.add_argument("--flash-phones", type=int, default=100_000,
+                   help="fleet of the flash-crowd run (0: skip it)")
+    p.add_argument("--busy-share", type=float, default=0.5,
+                   help="share of the fleet playing in the load runs")
+    p.add_argument("--heartbeat-interval", type=int, default=5,
+                   help="cphub's fleet.heartbeat_interval_secs, for the ceiling in phones")
+    p.add_argument("--only-capacity", action="store_true",
+                   help="the ceiling, the capacity search and the flash crowd only")
+    p.add_argument("--quick", action="store_true",
+                   help="a few minutes: 3 s figures, 20 s capacity windows, 4 steps, "
+                        "no usage query")
     args = p.parse_args()
+    if args.quick:
+        args.duration, args.sessions, args.usage_sessions = 3, 5_000, 0
+        args.capacity_window, args.capacity_steps = 20, 4
     os.environ["BENCH_PHONES"] = str(args.phones)
     OUT.mkdir(parents=True, exist_ok=True)
 
@@ -342,7 +504,9 @@ def main():
     ceil = ceiling(args)
     results = {}
     for name in args.backends.split(","):
-        if name == "sqlite":
+        if args.only_capacity:
+            results[name] = ({}, {"usage": None})
+        elif name == "sqlite":
             db = OUT / "cphub-bench.db"
             for f in OUT.glob("cphub-bench.db*"):
                 f.unlink()
@@ -355,8 +519,13 @@ def main():
                 postgres_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         else:
             raise SystemExit(f"bench: unknown backend {name}")
-        results[name][1]["usage"] = None
-        if args.usage_sessions:
+        notes = results[name][1]
+        if args.capacity_steps:
+            notes["capacity"] = capacity(args, name, ceil["rps"] * args.heartbeat_interval)
+        if args.flash_phones:
+            notes["flash"] = flash_crowd(args, name)
+        notes.setdefault("usage", None)
+        if args.usage_sessions and not args.only_capacity:
             if name == "sqlite":
                 for f in OUT.glob("usage-bench.db*"):
                     f.unlink()
@@ -372,7 +541,7 @@ def main():
                     postgres_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     info["load_after"] = open("/proc/loadavg").read().split()[0]
 
-    table = report(args, info, ceil, results)
+    table = report(args, info, ceil, results) + capacity_report(args, ceil, results)
     details = [n["usage"]["detail"] for _, n in results.values() if n.get("usage")]
     if details:
         table += "\n" + usage_query.markdown(details, args.usage_sessions)

@@ -3,6 +3,7 @@
 
 pub mod control_plane;
 pub mod fleet;
+pub mod load;
 mod options;
 mod phone;
 mod player;
@@ -176,6 +177,9 @@ async fn break_phones_later(fleet: SharedFleet, options: Arc<SimOptions>) {
 /// `cphub simulate`: runs until Ctrl-C/SIGTERM or `--duration-secs`, printing a summary
 /// every `--summary-secs` and once at the end.
 pub async fn run(options: SimOptions) -> std::io::Result<()> {
+    if options.load.load {
+        return load::run_and_print(options.load.clone(), options.load_target()).await;
+    }
     let summary_every = Duration::from_secs(options.summary_secs.max(1));
     let duration = options.duration_secs;
     let simulator = Simulator::start(options).await?;

@@ -134,6 +134,11 @@ pub struct SimOptions {
     /// Stop after this long (0: run until Ctrl-C / SIGTERM).
     #[arg(long, default_value_t = 0)]
     pub duration_secs: u64,
+
+    /// `--load`: the open-loop load generator instead (it plays `--phones` phones and
+    /// their players against `--cphub`; see docs/benchmarks.md).
+    #[command(flatten)]
+    pub load: super::load::LoadOptions,
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {
@@ -214,6 +219,18 @@ impl SimOptions {
             (self.stopping, status::STOPPING),
             (self.restarting_elsewhere, status::RESTARTING),
         ]
+    }
+
+    /// Where and what the load generator plays: `--phones` phones of `--seed`, the first
+    /// app, sessions minted with `--token`.
+    pub fn load_target(&self) -> super::load::Target {
+        super::load::Target {
+            cphub: self.cphub.clone(),
+            token: self.token.clone(),
+            app_id: self.deployments()[0].0.clone(),
+            phones: self.phones,
+            seed: self.seed,
+        }
     }
 
     pub fn session_range(&self) -> (Duration, Duration) {

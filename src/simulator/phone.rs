@@ -29,6 +29,20 @@ pub struct Assignment {
     pub app_id: String,
 }
 
+impl Assignment {
+    /// What a mint answered (`POST /api/v1/sessions`, 201), for the phone it allocated.
+    pub fn from_mint(answer: &Value, app_id: &str) -> Assignment {
+        let text = |field: &str| answer[field].as_str().unwrap_or_default().to_owned();
+        Assignment {
+            session_id: text("session_id"),
+            ticket: text("ticket"),
+            aes_key_hex: text("aes_key"),
+            auth_ts: text("auth_ts"),
+            app_id: app_id.to_owned(),
+        }
+    }
+}
+
 /// Where and how often the phone calls back; present only while it is up and configured.
 struct Callbacks {
     sign_check: String,
@@ -134,24 +148,15 @@ impl VirtualPhone {
     }
 
     async fn sign_check(&self, callbacks: &Callbacks, session: &Assignment) -> bool {
-        let Some((data, iv)) = seal(&session.aes_key_hex) else {
+        let Some(body) = sign_check_body(session) else {
             return false;
         };
-        let body = json!({
-            "session_id": session.session_id, "ticket": session.ticket, "auth_ts": session.auth_ts,
-            "encrypted_data": data, "aes_iv": iv,
-        });
         let answer = self.post(&callbacks.sign_check, &body).await;
         answer.is_some_and(|a| a["aes_key"] == session.aes_key_hex.as_str())
     }
 
     async fn heartbeat(&self, callbacks: &Callbacks, session: Option<&Assignment>) {
-        let body = json!({"event_type": "heartbeat", "event": {
-            "phone_id": self.phone_id(),
-            "app_id": session.map_or("", |s| s.app_id.as_str()),
-            "session_id": session.map_or("", |s| s.session_id.as_str()),
-            "time": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-        }});
+        let body = heartbeat_body(&self.phone_id(), session);
         if self.post(&callbacks.heartbeat, &body).await.is_some() {
             Stats::count(&self.stats.heartbeats);
         }
@@ -164,15 +169,7 @@ impl VirtualPhone {
         time: DateTime<Utc>,
         run_time: Option<u64>,
     ) -> Value {
-        let mut event = json!({
-            "phone_id": self.phone_id(), "status": status, "session_id": session.session_id,
-            "ticket": session.ticket, "time": time.to_rfc3339_opts(SecondsFormat::Secs, true),
-            "app_id": session.app_id, "error_msg": null,
-        });
-        if let Some(run_time) = run_time {
-            event["run_time"] = json!(run_time);
-        }
-        json!({"event_type": "app", "event": event})
+        event_body(&self.phone_id(), session, status, time, run_time)
     }
 
     /// At-least-once, like the engine: retried until acknowledged; sometimes twice.
@@ -207,6 +204,46 @@ impl VirtualPhone {
     }
 }
 
+/// A heartbeat callback (6.4): `app_id` and `session_id` blank when no game is running.
+pub(super) fn heartbeat_body(phone_id: &str, session: Option<&Assignment>) -> Value {
+    json!({"event_type": "heartbeat", "event": {
+        "phone_id": phone_id,
+        "app_id": session.map_or("", |s| s.app_id.as_str()),
+        "session_id": session.map_or("", |s| s.session_id.as_str()),
+        "time": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+    }})
+}
+
+/// An app event callback: entering the game (6.2, `status` 0) or quitting it (6.3, `status`
+/// 1, with `run_time`).
+pub(super) fn event_body(
+    phone_id: &str,
+    session: &Assignment,
+    status: i32,
+    time: DateTime<Utc>,
+    run_time: Option<u64>,
+) -> Value {
+    let mut event = json!({
+        "phone_id": phone_id, "status": status, "session_id": session.session_id,
+        "ticket": session.ticket, "time": time.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "app_id": session.app_id, "error_msg": null,
+    });
+    if let Some(run_time) = run_time {
+        event["run_time"] = json!(run_time);
+    }
+    json!({"event_type": "app", "event": event})
+}
+
+/// The access verification the phone sends when the player's client connects (6.1),
+/// carrying what the client sealed under the session key; None if the key is not AES-256.
+pub(super) fn sign_check_body(session: &Assignment) -> Option<Value> {
+    let (data, iv) = seal(&session.aes_key_hex)?;
+    Some(json!({
+        "session_id": session.session_id, "ticket": session.ticket, "auth_ts": session.auth_ts,
+        "encrypted_data": data, "aes_iv": iv,
+    }))
+}
+
 /// The client SDK's side of the sign check: something sealed under the session key with a
 /// fresh IV, in cphub's default encodings (base64 data + tag, hex IV).
 fn seal(key_hex: &str) -> Option<(String, String)> {
@@ -222,7 +259,7 @@ fn seal(key_hex: &str) -> Option<(String, String)> {
     ))
 }
 
-trait WholeSeconds {
+pub(super) trait WholeSeconds {
     fn with_nanosecond_zero(self) -> Self;
 }
 

@@ -61,20 +61,14 @@ impl Players {
     }
 
     async fn hand_over(&self, session: &Value, app_id: &str) {
-        let text = |field: &str| session[field].as_str().unwrap_or_default().to_owned();
-        let assignment = Assignment {
-            session_id: text("session_id"),
-            ticket: text("ticket"),
-            aes_key_hex: text("aes_key"),
-            auth_ts: text("auth_ts"),
-            app_id: app_id.to_owned(),
-        };
-        match self.phones.get(&text("phone_id")) {
+        let assignment = Assignment::from_mint(session, app_id);
+        let phone_id = session["phone_id"].as_str().unwrap_or_default();
+        match self.phones.get(phone_id) {
             Some(inbox) => {
                 let _ = inbox.send(assignment).await;
             }
             None => {
-                tracing::warn!(phone_id = %text("phone_id"), "cphub allocated a phone this simulator does not run")
+                tracing::warn!(%phone_id, "cphub allocated a phone this simulator does not run")
             }
         }
     }

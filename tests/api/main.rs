@@ -15,6 +15,7 @@ mod docs;
 mod events;
 mod health;
 mod heartbeat;
+mod load;
 mod metrics;
 mod openapi;
 mod pagination;

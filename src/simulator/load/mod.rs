@@ -1,0 +1,407 @@
+//! `cphub simulate --load`: an open-loop fleet load generator (docs/benchmarks.md). It plays
+//! the simulator's phones and players at the design rates against a running cphub, sends
+//! every request at the time its schedule fixes whatever the answers do, and measures each
+//! latency from that intended time.
+
+mod plan;
+mod record;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use clap::Args;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use serde_json::{Value, json};
+use tokio::time::{Instant, sleep_until};
+
+pub use plan::{FleetPlan, PhonePlan, plan};
+pub use record::{Figures, Kind, LoadReport};
+
+use super::fleet::Fleet;
+use super::phone::{Assignment, WholeSeconds, event_body, heartbeat_body, sign_check_body};
+use record::{Outcome, Recorder, ReportHeader, Timing};
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadOptions {
+    /// Run the open-loop load generator against `--cphub` instead of the simulator.
+    #[arg(long)]
+    pub load: bool,
+    /// Seconds between a phone's heartbeats (cphub's `fleet.heartbeat_interval_secs`).
+    #[arg(long, default_value_t = 5.0)]
+    pub heartbeat_interval_secs: f64,
+    /// Mean session length (exponential distribution).
+    #[arg(long, default_value_t = 1200.0)]
+    pub session_mean_secs: f64,
+    /// Share of the fleet playing once the ramp is over; sets the mean idle time between
+    /// sessions to session_mean × (1 − share) / share unless `--idle-mean-secs` is given.
+    #[arg(long, default_value_t = 0.5)]
+    pub busy_share: f64,
+    /// Mean idle time between a phone's sessions (exponential).
+    #[arg(long)]
+    pub idle_mean_secs: Option<f64>,
+    /// The busy share's sessions start spread evenly over this long.
+    #[arg(long, default_value_t = 20.0)]
+    pub ramp_secs: f64,
+    /// Nothing sent before this is measured (the phones' first heartbeats and the ramp).
+    #[arg(long, default_value_t = 30.0)]
+    pub warmup_secs: f64,
+    /// The measured window, after the warm-up; the run ends with it.
+    #[arg(long, default_value_t = 60.0)]
+    pub window_secs: f64,
+    /// Share of the fleet, taken from the idle phones, that starts a session at once.
+    #[arg(long, default_value_t = 0.0)]
+    pub flash_share: f64,
+    /// The flash crowd's first session starts this long after the run's start…
+    #[arg(long, default_value_t = 40.0)]
+    pub flash_at_secs: f64,
+    /// …and its last this long after that, evenly spread.
+    #[arg(long, default_value_t = 10.0)]
+    pub flash_within_secs: f64,
+    /// The schedule counts as kept while the generator's lag p99.9 stays within this.
+    #[arg(long, default_value_t = 20)]
+    pub max_lag_ms: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl LoadOptions {
+    /// The documented defaults, as `cphub simulate --load` with no other flags would use.
+    pub fn defaults() -> LoadOptions {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            options: LoadOptions,
+        }
+        Wrapper::parse_from(["simulate"]).options
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_interval_secs.max(0.001))
+    }
+
+    /// Sessions start once every phone's first heartbeat reached cphub's store (one
+    /// interval, plus two seconds for the flush): a mint pins a phone cphub must know.
+    pub fn sessions_from(&self) -> Duration {
+        self.interval() + Duration::from_secs(2)
+    }
+
+    fn idle_mean_secs(&self) -> f64 {
+        let busy = self.busy_share.clamp(0.001, 1.0);
+        self.idle_mean_secs
+            .unwrap_or(self.session_mean_secs * (1.0 - busy) / busy)
+    }
+
+    fn idle(&self, rng: &mut SmallRng) -> Duration {
+        plan::exponential(rng, self.idle_mean_secs())
+    }
+
+    /// cphub frees a phone for the next mint once an idle heartbeat after the quit reached
+    /// its store, so no session follows the last sooner than two intervals.
+    fn gap(&self, rng: &mut SmallRng) -> Duration {
+        self.interval() * 2 + self.idle(rng)
+    }
+
+    /// A session's length in whole seconds (so the quit's `run_time` is exact), at least 1.
+    fn session_length(&self, rng: &mut SmallRng) -> Duration {
+        let secs = plan::exponential(rng, self.session_mean_secs).as_secs_f64();
+        Duration::from_secs(secs.round().max(1.0) as u64)
+    }
+}
+
+/// What the generator needs of the simulator's options.
+pub struct Target {
+    pub cphub: String,
+    pub token: Option<String>,
+    pub app_id: String,
+    pub phones: usize,
+    pub seed: u64,
+}
+
+/// Everything the phones' and players' tasks share.
+struct Run {
+    http: reqwest::Client,
+    recorder: Recorder,
+    options: LoadOptions,
+    target: Target,
+    phone_ids: Vec<String>,
+    /// The session each phone plays (entered, not yet quit): its heartbeats name it.
+    playing: Vec<Mutex<Option<Arc<Assignment>>>>,
+    start: Instant,
+    end: Instant,
+    /// Heartbeats sent and not yet answered.
+    in_flight: AtomicUsize,
+}
+
+/// Plays the fleet for the warm-up and the window, then waits (at most the client timeout)
+/// for the answers still due.
+pub async fn run(options: LoadOptions, target: Target) -> std::io::Result<LoadReport> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(4096)
+        .build()
+        .map_err(std::io::Error::other)?;
+    let plan = plan(&options, target.phones, target.seed);
+    let start = Instant::now();
+    let from = start + Duration::from_secs_f64(options.warmup_secs);
+    let end = from + Duration::from_secs_f64(options.window_secs);
+    let fleet = Fleet::new(target.phones, target.seed);
+    let run = Arc::new(Run {
+        http,
+        recorder: Recorder::new(from, end),
+        phone_ids: fleet.phones.into_iter().map(|p| p.phone_id).collect(),
+        playing: (0..target.phones).map(|_| Mutex::new(None)).collect(),
+        options,
+        target,
+        start,
+        end,
+        in_flight: AtomicUsize::new(0),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(Arc::clone(&run).heartbeats());
+    if run.target.token.is_some() {
+        for (index, phone) in plan.phones.iter().enumerate() {
+            tasks.spawn(Arc::clone(&run).player(index, *phone));
+        }
+    }
+    let grace = end + Duration::from_secs(11);
+    while tokio::time::timeout_at(grace, tasks.join_next())
+        .await
+        .is_ok_and(|next| next.is_some())
+    {}
+    tasks.abort_all();
+    while run.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let header = ReportHeader {
+        phones: run.target.phones,
+        heartbeat_interval_secs: run.options.heartbeat_interval_secs,
+        busy_at_start: plan.busy_at_start,
+        flash_phones: plan.flash_phones,
+    };
+    let max_lag = Duration::from_millis(run.options.max_lag_ms);
+    Ok(run.recorder.report(header, max_lag))
+}
+
+/// `cphub simulate --load`: runs and prints the report.
+pub async fn run_and_print(options: LoadOptions, target: Target) -> std::io::Result<()> {
+    let json = options.json;
+    let report = run(options, target).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(std::io::Error::other)?
+        );
+    } else {
+        println!("{}", report.human());
+    }
+    Ok(())
+}
+
+impl Run {
+    /// Heartbeat `n` is phone `n % phones`'s, due at `n × interval / phones`: every phone
+    /// once per interval, the fleet's beats spread evenly rather than in bursts. Each is
+    /// sent in a task of its own, so a slow answer never holds up the next beat.
+    async fn heartbeats(self: Arc<Self>) {
+        let phones = self.phone_ids.len();
+        if phones == 0 {
+            return;
+        }
+        let step = self.options.interval().div_f64(phones as f64);
+        let mut n: u64 = 0;
+        loop {
+            let due = self.start + step.mul_f64(n as f64);
+            if due >= self.end {
+                return;
+            }
+            // Tokio's timer has a millisecond's resolution: a wake-up sends every beat due.
+            sleep_until(due).await;
+            let now = Instant::now();
+            let mut due = due;
+            while due <= now && due < self.end {
+                let run = Arc::clone(&self);
+                // Counted before the spawn, so the end of the run waits for this beat.
+                self.in_flight.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    run.heartbeat(n as usize % phones, due).await;
+                    run.in_flight.fetch_sub(1, Ordering::Relaxed);
+                });
+                n += 1;
+                due = self.start + step.mul_f64(n as f64);
+            }
+        }
+    }
+
+    async fn heartbeat(&self, index: usize, intended: Instant) {
+        let session = self.slot(index).clone();
+        let body = heartbeat_body(&self.phone_ids[index], session.as_deref());
+        let url = format!("{}/cph/heartbeat", self.base());
+        let request = self.http.post(url).json(&body);
+        self.send(Kind::Heartbeat, false, intended, 200, request)
+            .await;
+    }
+
+    fn base(&self) -> &str {
+        self.target.cphub.trim_end_matches('/')
+    }
+
+    /// One request, timed from `intended`; the answer's body when it had `expected` status.
+    async fn send(
+        &self,
+        kind: Kind,
+        flash: bool,
+        intended: Instant,
+        expected: u16,
+        request: reqwest::RequestBuilder,
+    ) -> Option<Value> {
+        let sent = Instant::now();
+        let (outcome, body) = match request.send().await {
+            Ok(res) if res.status().as_u16() == expected => match res.bytes().await {
+                Ok(bytes) => (Outcome::Ok, serde_json::from_slice(&bytes).ok()),
+                Err(_) => (Outcome::Transport, None),
+            },
+            Ok(res) => {
+                let status = res.status().as_u16();
+                let _ = res.bytes().await; // read it, so the connection is reused
+                (Outcome::Refused(status), None)
+            }
+            Err(_) => (Outcome::Transport, None),
+        };
+        let done = Instant::now();
+        let timing = Timing {
+            intended,
+            sent,
+            done,
+        };
+        self.recorder.record(kind, flash, timing, outcome);
+        body.or((outcome == Outcome::Ok).then_some(Value::Null))
+    }
+
+    /// One phone's player side: sessions one after another, idle gaps between, for as long
+    /// as the run lasts. Steps of a session depend on the previous answer (no sign check
+    /// without a ticket), so a step is due when the previous one was answered; the first
+    /// step (mint) and the quit are due at the times the schedule drew.
+    async fn player(self: Arc<Self>, index: usize, phone: PhonePlan) {
+        let mut rng = SmallRng::seed_from_u64(self.target.seed ^ (index as u64) << 8);
+        let mut next = self.start + phone.first_start;
+        let mut flash = phone.flash;
+        let mut round = 0;
+        while next < self.end {
+            sleep_until(next).await;
+            let length = self.options.session_length(&mut rng);
+            let ended = self.session(index, round, flash, next, length).await;
+            next = ended.max(next) + self.options.gap(&mut rng);
+            flash = false;
+            round += 1;
+        }
+    }
+
+    /// Mint → sign check → enter → (heartbeats naming it) → quit. Returns when it ended,
+    /// or when a step failed (the player gives up on the session).
+    async fn session(
+        &self,
+        index: usize,
+        round: usize,
+        flash: bool,
+        intended: Instant,
+        length: Duration,
+    ) -> Instant {
+        let Some(session) = self.mint(index, round, flash, intended).await else {
+            return Instant::now();
+        };
+        let Some(body) = sign_check_body(&session) else {
+            return Instant::now();
+        };
+        let url = format!("{}/cph/sign-check", self.base());
+        let request = self.http.post(url).json(&body);
+        if self.step(Kind::SignCheck, flash, request).await.is_none() {
+            return Instant::now();
+        }
+        let entered = Utc::now().with_nanosecond_zero();
+        let enter = event_body(&self.phone_ids[index], &session, 0, entered, None);
+        if self
+            .event(Kind::Enter, flash, Instant::now(), &enter)
+            .await
+            .is_none()
+        {
+            return Instant::now();
+        }
+        let session = Arc::new(session);
+        *self.slot(index) = Some(Arc::clone(&session));
+        let quit_due = Instant::now() + length;
+        if quit_due >= self.end {
+            return quit_due; // the run ends first: the session is left playing
+        }
+        sleep_until(quit_due).await;
+        *self.slot(index) = None;
+        let quit_at = entered + chrono::TimeDelta::seconds(length.as_secs() as i64);
+        let quit = event_body(
+            &self.phone_ids[index],
+            &session,
+            1,
+            quit_at,
+            Some(length.as_secs()),
+        );
+        self.event(Kind::Quit, false, quit_due, &quit).await;
+        Instant::now()
+    }
+
+    /// `POST /api/v1/sessions` pinned to the phone, as the game platform asks for a session.
+    async fn mint(
+        &self,
+        index: usize,
+        round: usize,
+        flash: bool,
+        intended: Instant,
+    ) -> Option<Assignment> {
+        let token = self.target.token.as_deref().unwrap_or_default();
+        let app_id = &self.target.app_id;
+        let body = json!({
+            "app_id": app_id, "user_id": format!("load-{index}-{round}"),
+            "phone_id": self.phone_ids[index],
+        });
+        let url = format!("{}/api/v1/sessions", self.base());
+        let request = self.http.post(url).bearer_auth(token).json(&body);
+        let answer = self.send(Kind::Mint, flash, intended, 201, request).await?;
+        Some(Assignment::from_mint(&answer, app_id))
+    }
+
+    /// A step due now (its previous step was just answered), unless the run is over.
+    async fn step(
+        &self,
+        kind: Kind,
+        flash: bool,
+        request: reqwest::RequestBuilder,
+    ) -> Option<Value> {
+        let now = Instant::now();
+        if now >= self.end {
+            return None;
+        }
+        self.send(kind, flash, now, 200, request).await
+    }
+
+    async fn event(
+        &self,
+        kind: Kind,
+        flash: bool,
+        intended: Instant,
+        body: &Value,
+    ) -> Option<Value> {
+        if intended >= self.end {
+            return None;
+        }
+        let url = format!("{}/cph/events", self.base());
+        self.send(kind, flash, intended, 200, self.http.post(url).json(body))
+            .await
+    }
+
+    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Option<Arc<Assignment>>> {
+        self.playing[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,99 @@
+//! The open-loop load generator (`cphub simulate --load`) against the real app: it keeps its
+//! schedule for a small fleet (every request the schedule fixes is sent, answered, and
+//! counted once by cphub too), plays every kind of request, and the flash crowd plays.
+
+use cphub::simulator::load::{self, Kind, LoadOptions, Target};
+
+use crate::helpers::{Backend, TOKEN, TestApp};
+
+const PHONES: usize = 200;
+
+/// 200 phones beating every second over a 12 s run: sessions from 3 s (one interval and
+/// two seconds for the flush), half of the fleet busy from a 1 s ramp, a flash crowd of 20 %
+/// at 4 s within 1 s, sessions of 1 s on average so that quits happen within the run, and an
+/// idle time so long that no phone plays twice: the schedule (seeded) fixes 140 sessions,
+/// each with seven seconds or more to be played, however slow the machine.
+fn small_fleet() -> LoadOptions {
+    let mut options = LoadOptions::defaults();
+    options.heartbeat_interval_secs = 1.0;
+    options.session_mean_secs = 1.0;
+    options.busy_share = 0.5;
+    options.idle_mean_secs = Some(1e9);
+    options.ramp_secs = 1.0;
+    options.warmup_secs = 0.0;
+    options.window_secs = 12.0;
+    options.flash_share = 0.2;
+    options.flash_at_secs = 4.0;
+    options.flash_within_secs = 1.0;
+    options
+}
+
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .filter(|line| line.starts_with(name))
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+async fn load_generator_keeps_its_schedule_for_a_small_fleet(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let target = Target {
+        cphub: app.address.clone(),
+        token: Some(TOKEN.to_owned()),
+        app_id: "load.game".to_owned(),
+        phones: PHONES,
+        seed: 17,
+    };
+    let report = load::run(small_fleet(), target).await.unwrap();
+
+    // The schedule fixes the heartbeats exactly: every phone once a second for 12 s.
+    let beats = report.kind(Kind::Heartbeat);
+    assert_eq!(beats.ok, (PHONES * 12) as u64, "{}", report.human());
+    assert_eq!(
+        metric(&app, "cphub_heartbeats_total").await,
+        beats.ok as f64
+    );
+    assert_eq!(
+        (report.header.busy_at_start, report.header.flash_phones),
+        (100, 40)
+    );
+    for kind in Kind::ALL {
+        let figures = report.kind(kind);
+        assert_eq!(figures.errors(), 0, "{kind:?}: {}", report.human());
+        assert!(figures.ok > 0, "{kind:?} never played: {}", report.human());
+    }
+    // Every session the schedule holds was played through: the ramp's 100 and the flash
+    // crowd's 40, each minted, checked and entered once; cphub counts the same.
+    for kind in [Kind::Mint, Kind::SignCheck, Kind::Enter] {
+        assert_eq!(report.kind(kind).ok, 140, "{kind:?}: {}", report.human());
+    }
+    assert_eq!(
+        report.flash.ok,
+        3 * 40,
+        "the flash crowd's mints, checks, enters"
+    );
+    let started = metric(&app, "cphub_sessions_started_total").await;
+    assert_eq!(started, 140.0);
+    let ended = metric(&app, "cphub_sessions_ended_total").await;
+    assert_eq!(ended, report.kind(Kind::Quit).ok as f64);
+    app.stop().await;
+}
+
+// On PostgreSQL the generator finds two defects of the write path under the mix (issue #17
+// part 3, not fixed here): a mint pinned to a phone picks it `FOR UPDATE SKIP LOCKED`, so
+// while the heartbeat flush holds the phone's row it answers 409 CPHUB.PHONE_BUSY for a free
+// phone; and the heartbeat flush and the event writer deadlock ("deadlock detected"), the
+// aborted event batch being answered 503. Its PostgreSQL run is ignored until they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: on PostgreSQL pinned mints get 409 and events 503 (flush deadlocks)"]
+async fn load_generator_keeps_its_schedule_for_a_small_fleet_on_postgres() {
+    if crate::helpers::postgres_available() {
+        load_generator_keeps_its_schedule_for_a_small_fleet(Backend::Postgres).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_generator_keeps_its_schedule_for_a_small_fleet_on_sqlite() {
+    load_generator_keeps_its_schedule_for_a_small_fleet(Backend::Sqlite).await
+}
