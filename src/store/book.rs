@@ -493,9 +493,9 @@ enum Candidates {
 
 fn pick_phone_sql<D: Sql>(candidates: Candidates) -> &'static str {
     match (candidates, D::LOCKS_ROWS) {
-        (Candidates::Pinned, true) => {
-            pick_phone_sql!("phone_id = $5 AND ", "", " FOR UPDATE SKIP LOCKED")
-        }
+        // A pinned phone is waited for, not skipped: its row may be locked only by a
+        // heartbeat flush, and skipping it would answer PHONE_BUSY for a free phone.
+        (Candidates::Pinned, true) => pick_phone_sql!("phone_id = $5 AND ", "", " FOR UPDATE"),
         (Candidates::Pinned, false) => pick_phone_sql!("phone_id = $5 AND ", "", ""),
         (Candidates::WithApp, true) => {
             pick_phone_sql!(has_app_sql!(), " LIMIT 1", " FOR UPDATE SKIP LOCKED")

@@ -92,6 +92,12 @@ impl Backend for PostgresStore {
     /// One statement per table for the whole batch (arrays + UNNEST), so a flush of tens of
     /// thousands of phones is two round trips, not tens of thousands.
     async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError> {
+        // Rows are locked in the order every other writer uses — sessions before phones,
+        // each in key order (the event batch, the ticket writer, hold release) — so a flush
+        // never waits in a cycle with them: taken in the buffer's hash order, a flush and an
+        // event batch deadlocked under the mixed load of the fleet generator.
+        let mut heartbeats: Vec<&Heartbeat> = heartbeats.iter().collect();
+        heartbeats.sort_unstable_by(|a, b| a.phone_id.as_str().cmp(b.phone_id.as_str()));
         let column = |f: fn(&Heartbeat) -> Option<&str>| -> Vec<Option<String>> {
             heartbeats
                 .iter()
@@ -105,19 +111,11 @@ impl Backend for PostgresStore {
         let received: Vec<UtcTime> = heartbeats.iter().map(|hb| hb.received_at).collect();
 
         let mut tx = self.pool.begin().await?;
-        sqlx::query(concat!(
-            "INSERT INTO phones (phone_id, last_heartbeat_at, last_seen_at, \
-               heartbeat_session_id, heartbeat_app_id, created_at, updated_at) \
-             SELECT p, t, r, s, a, r, r \
-             FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[]) \
-               AS u(p, t, r, s, a)",
-            crate::store::book::heartbeat_upsert!()
-        ))
-        .bind(&phone_ids)
-        .bind(&times)
-        .bind(&received)
+        sqlx::query(
+            "SELECT 1 FROM sessions WHERE session_id = ANY($1::text[]) \
+             ORDER BY session_id FOR UPDATE",
+        )
         .bind(&session_ids)
-        .bind(&app_ids)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -128,6 +126,21 @@ impl Backend for PostgresStore {
         )
         .bind(&session_ids)
         .bind(&times)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(concat!(
+            "INSERT INTO phones (phone_id, last_heartbeat_at, last_seen_at, \
+               heartbeat_session_id, heartbeat_app_id, created_at, updated_at) \
+             SELECT p, t, r, s, a, r, r \
+             FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[]) \
+               AS u(p, t, r, s, a) ORDER BY p",
+            crate::store::book::heartbeat_upsert!()
+        ))
+        .bind(&phone_ids)
+        .bind(&times)
+        .bind(&received)
+        .bind(&session_ids)
+        .bind(&app_ids)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -80,13 +80,11 @@ async fn load_generator_keeps_its_schedule_for_a_small_fleet(backend: Backend) {
     app.stop().await;
 }
 
-// On PostgreSQL the generator finds two defects of the write path under the mix (issue #17
-// part 3, not fixed here): a mint pinned to a phone picks it `FOR UPDATE SKIP LOCKED`, so
-// while the heartbeat flush holds the phone's row it answers 409 CPHUB.PHONE_BUSY for a free
-// phone; and the heartbeat flush and the event writer deadlock ("deadlock detected"), the
-// aborted event batch being answered 503. Its PostgreSQL run is ignored until they are.
+// On PostgreSQL this run found two defects of the write path under the mix, since fixed: a
+// mint pinned to a phone skipped the row a heartbeat flush held (409 CPHUB.PHONE_BUSY for a
+// free phone), and the flush, locking phones before sessions in hash order, deadlocked with
+// the event writer (503 to the phone). Zero errors here is what holds them fixed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: on PostgreSQL pinned mints get 409 and events 503 (flush deadlocks)"]
 async fn load_generator_keeps_its_schedule_for_a_small_fleet_on_postgres() {
     if crate::helpers::postgres_available() {
         load_generator_keeps_its_schedule_for_a_small_fleet(Backend::Postgres).await
