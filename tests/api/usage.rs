@@ -256,6 +256,17 @@ async fn json_csv_and_the_cli_agree(backend: Backend) {
     assert_eq!(cli, report);
     let cli_csv = cli_usage(&app, &["--group-by", "phone,day", "--format", "csv"]).await;
     assert_eq!(cli_csv, csv);
+    // The rollups' answer (by app and day) and the sessions' own agree to the second.
+    let by_app_day = usage_json(&app, &format!("{WINDOW}&group_by=app,day")).await;
+    let raw = [
+        "--group-by",
+        "app,day",
+        "--format",
+        "json",
+        "--from-sessions",
+    ];
+    let raw: Value = serde_json::from_str(&cli_usage(&app, &raw).await).unwrap();
+    assert_eq!(raw, by_app_day);
     let table = cli_usage(&app, &["--group-by", "phone,day"]).await;
     let total_line = table.lines().last().unwrap();
     let total: Vec<&str> = total_line.split_whitespace().collect();
