@@ -138,5 +138,17 @@ CREATE TRIGGER usage_rollup_sessions_removed AFTER DELETE ON sessions
     REFERENCING OLD TABLE AS removed
     FOR EACH STATEMENT EXECUTE FUNCTION usage_rollup_sessions_removed();
 
--- Sessions closed before this migration.
-SELECT usage_rollup_add(ARRAY(SELECT usage_rollup_change(s, 1) FROM sessions AS s));
+-- Sessions closed before this migration, a month of starts at a time: one array of
+-- every session ever would have to fit in memory at once.
+DO $$
+DECLARE
+    month TIMESTAMPTZ;
+BEGIN
+    FOR month IN SELECT generate_series(date_trunc('month', min(started_at)),
+                                        max(started_at), interval '1 month') FROM sessions
+    LOOP
+        PERFORM usage_rollup_add(ARRAY(
+            SELECT usage_rollup_change(s, 1) FROM sessions AS s
+            WHERE s.started_at >= month AND s.started_at < month + interval '1 month'));
+    END LOOP;
+END $$;

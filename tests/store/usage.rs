@@ -8,7 +8,10 @@
 //! arriving afterwards. Windows cut at random milliseconds or at midnights of zones with
 //! whole, half and three-quarter hour offsets and DST changes, grouped every way.
 
+use std::str::FromStr;
+
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use cphub::config::Settings;
 use cphub::domain::{EventKind, GameEvent, UtcTime};
 use cphub::store::ReceivedEvent;
 use cphub::usage::{self, Rounding, UsageParams, UsageRow, UsageSettings};
@@ -16,7 +19,10 @@ use cphub::usage::{self, Rounding, UsageParams, UsageRow, UsageSettings};
 use crate::backend_tests;
 use crate::helpers::*;
 
-backend_tests!(rollups_answer_exactly_what_the_sessions_answer);
+backend_tests!(
+    rollups_answer_exactly_what_the_sessions_answer,
+    sessions_closed_before_the_rollups_are_rolled_up_by_their_migration,
+);
 
 /// A seeded SplitMix64: the same seed builds the same book, so a failure can be replayed.
 struct Dice(u64);
@@ -159,7 +165,7 @@ fn sorted(mut rows: Vec<UsageRow>) -> Vec<UsageRow> {
 
 /// Compares the two answers on random windows; returns the raw totals seen, so the caller
 /// can check the book really held what the comparison is about.
-async fn compare_windows(store: &TestStore, dice: &mut Dice, seed: u64) -> usage::Counts {
+async fn compare_windows(store: &impl Book, dice: &mut Dice, seed: u64) -> usage::Counts {
     let mut seen = usage::Counts::default();
     for _ in 0..25 {
         let params = random_params(dice);
@@ -185,6 +191,59 @@ async fn compare_windows(store: &TestStore, dice: &mut Dice, seed: u64) -> usage
         raw.iter().for_each(|r| seen.add(&r.counts));
     }
     seen
+}
+
+/// A book played before migration 0011 existed: the migration's backfill rolls its closed
+/// sessions up, and later quits keep them exact.
+async fn sessions_closed_before_the_rollups_are_rolled_up_by_their_migration(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    migrate_before_rollups(backend, &db.url).await;
+    let settings = Settings::with_overrides(&format!("[database]\nurl = \"{}\"\n", db.url))
+        .expect("test settings");
+    let store = cphub::store::connect(&settings.database)
+        .await
+        .expect("store opens");
+    let mut dice = Dice(7);
+    let (mut played, mut pending) = (Vec::new(), Vec::new());
+    for n in 0..60 {
+        let (session, events) = deliveries(&mut dice, n);
+        played.push(session);
+        pending.extend(events);
+    }
+    let late = pending.split_off(pending.len() / 2);
+    apply(&store, &pending).await;
+    store.migrate().await.expect("0011 runs");
+
+    let seen = compare_windows(&store, &mut dice, 7).await;
+    assert!(seen.sessions > 0 && seen.seconds > 0, "{seen:?}");
+    apply(&store, &late).await;
+    compare_windows(&store, &mut dice, 7).await;
+}
+
+/// The schema as it was before the rollups: every migration below 0011.
+async fn migrate_before_rollups(backend: Backend, url: &str) {
+    let mut migrator = match backend {
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+    };
+    let before: Vec<_> = migrator
+        .iter()
+        .filter(|m| m.version < 11)
+        .cloned()
+        .collect();
+    migrator.migrations = before.into();
+    let ran = match backend {
+        Backend::Sqlite => {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).expect("test url");
+            let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true)).await;
+            migrator.run(&pool.expect("test database")).await
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.expect("test database");
+            migrator.run(&pool).await
+        }
+    };
+    ran.expect("migrations before 0011");
 }
 
 /// Several rounds per seed: a batch of deliveries in shuffled order, sometimes the watchdog
