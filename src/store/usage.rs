@@ -18,7 +18,7 @@ use crate::usage::{GroupKey, UsageQuery};
 /// The aggregation over the (piece, session) pairs, common to both backends.
 /// `$5` is the rounding offset in seconds.
 macro_rules! usage_sql {
-    (with = $with:literal, pairs = $pairs:literal) => {
+    (with = $with:expr, pairs = $pairs:literal) => {
         concat!(
             $with,
             "SELECT day, app_id, phone_id, user_id, \
@@ -40,6 +40,15 @@ macro_rules! usage_sql {
     };
 }
 
+/// SQLite's pieces of time as a table `p(day, d0, d1)`, from the JSON array `$1`.
+macro_rules! sqlite_pieces {
+    () => {
+        "WITH p AS MATERIALIZED (SELECT json_extract(value, '$[0]') AS day, \
+       json_extract(value, '$[1]') AS d0, json_extract(value, '$[2]') AS d1 \
+       FROM json_each($1)) "
+    };
+}
+
 /// SQLite: times are INTEGER milliseconds; the pieces arrive as a JSON array of
 /// `[day, start_ms, end_ms]`, unpacked once: inlined, SQLite would call json_extract again
 /// for every session row, which cost more than the rest of the query. `CROSS JOIN` keeps
@@ -48,9 +57,7 @@ macro_rules! usage_sql {
 macro_rules! sqlite_sql {
     () => {
         usage_sql!(
-            with = "WITH p AS MATERIALIZED (SELECT json_extract(value, '$[0]') AS day, \
-       json_extract(value, '$[1]') AS d0, json_extract(value, '$[2]') AS d1 \
-       FROM json_each($1)) ",
+            with = sqlite_pieces!(),
             pairs = "SELECT p.day AS day, \
        CASE WHEN $2 THEN s.app_id END AS app_id, \
        CASE WHEN $3 THEN s.phone_id END AS phone_id, \
@@ -122,7 +129,7 @@ pub(super) fn day_labels(query: &UsageQuery) -> Vec<Option<String>> {
 /// group is reported when a session overlaps it (`touching`), as the raw query does.
 /// `$2` groups by app, `$3` is the rounding offset, which picks the minutes column.
 macro_rules! rollup_sql {
-    (with = $with:literal, cast = $cast:literal, null = $null:literal) => {
+    (with = $with:expr, cast = $cast:literal, null = $null:literal) => {
         concat!(
             $with,
             "SELECT day, app_id, ",
@@ -160,13 +167,7 @@ macro_rules! rollup_sql {
 
 macro_rules! sqlite_rollup_sql {
     () => {
-        rollup_sql!(
-            with = "WITH p AS MATERIALIZED (SELECT json_extract(value, '$[0]') AS day, \
-       json_extract(value, '$[1]') AS d0, json_extract(value, '$[2]') AS d1 \
-       FROM json_each($1)) ",
-            cast = "",
-            null = "NULL"
-        )
+        rollup_sql!(with = sqlite_pieces!(), cast = "", null = "NULL")
     };
 }
 pub(super) const SQLITE_ROLLUPS: &str = sqlite_rollup_sql!();
