@@ -17,6 +17,10 @@
 --   the `sessions_open` index, since they change as they end.
 -- - Only the app: by phone or by user a bucket holds about one session, so those groupings
 --   read the sessions.
+-- - Not sessions longer than 31 days (2976 buckets): a phone whose clock jumped years
+--   would make one quit write hundreds of thousands of rows inside the event writer's
+--   transaction. While the book holds such a session, reports read the sessions (cphub
+--   checks max(duration_seconds) first), so they stay exact.
 -- Maintained by statement-level triggers, in the transaction that changes the sessions,
 -- whichever path it is: the old contributions are subtracted, the new added, with
 -- `x = x + excluded.x`, so concurrent replicas add up exactly under the row locks. Each
@@ -49,10 +53,11 @@ CREATE TYPE usage_rollup_change AS (
     mismatch   BOOLEAN
 );
 
--- NULL for a session not closed (nothing billed yet).
+-- NULL for a session not closed (nothing billed yet), or longer than 31 days.
 CREATE FUNCTION usage_rollup_change(s sessions, sign INTEGER) RETURNS usage_rollup_change
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN s.started_at IS NOT NULL AND s.ended_at IS NOT NULL THEN
+    SELECT CASE WHEN s.started_at IS NOT NULL AND s.ended_at IS NOT NULL
+                     AND s.ended_at - s.started_at <= interval '31 days' THEN
         ROW(sign, s.app_id, s.started_at, greatest(s.ended_at, s.started_at),
             coalesce(s.end_reason = 'abandoned', false), s.run_time_mismatch)::usage_rollup_change
     END

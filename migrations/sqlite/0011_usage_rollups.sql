@@ -17,6 +17,10 @@
 --   the `sessions_open` index, since they change as they end.
 -- - Only the app: by phone or by user a bucket holds about one session, so those groupings
 --   read the sessions.
+-- - Not sessions longer than 31 days (2976 buckets): a phone whose clock jumped years
+--   would make one quit write hundreds of thousands of rows inside the event writer's
+--   transaction. While the book holds such a session, reports read the sessions (cphub
+--   checks max(duration_seconds) first), so they stay exact.
 -- Maintained by triggers, in the transaction that changes the session, whichever path it is
 -- (an event batch, the watchdog abandoning, a late quit replacing an abandonment): the old
 -- contribution is subtracted, the new added. SQLite has one writer, so the upsert is exact.
@@ -70,6 +74,7 @@ BEGIN
         FROM (
             WITH RECURSIVE q(b) AS (
                 SELECT NEW.started_at / 900000 * 900000
+                WHERE NEW.ended_at - NEW.started_at <= 2678400000
                 UNION ALL
                 SELECT b + 900000 FROM q WHERE b + 900000 < NEW.ended_at
             )

@@ -25,7 +25,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
 pub use render::{to_csv, to_table};
-pub use rollup::{BUCKET_MILLIS, Split, merge};
+pub use rollup::{BUCKET_MILLIS, LONGEST_ROLLED_UP_SECS, Split, merge};
 pub use window::{MAX_DAYS, Piece, Window, pieces};
 
 use crate::domain::{ParseError, Problem, UtcTime};

@@ -17,6 +17,10 @@ use crate::domain::UtcTime;
 /// The rollups' bucket: a quarter hour, on which every time zone in use has its midnights.
 pub const BUCKET_MILLIS: i64 = 15 * 60 * 1000;
 
+/// Longer sessions are not rolled up (migration 0011: one quit must not write a bucket per
+/// quarter hour of years); while the book holds one, reports read the sessions.
+pub const LONGEST_ROLLED_UP_SECS: i64 = 31 * 86_400;
+
 /// A usage query cut in two: what the rollups answer and what the sessions answer.
 #[derive(Debug, Clone)]
 pub struct Split {

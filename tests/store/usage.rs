@@ -22,6 +22,7 @@ use crate::helpers::*;
 backend_tests!(
     rollups_answer_exactly_what_the_sessions_answer,
     sessions_closed_before_the_rollups_are_rolled_up_by_their_migration,
+    a_session_of_years_is_counted_from_the_sessions,
 );
 
 /// A seeded SplitMix64: the same seed builds the same book, so a failure can be replayed.
@@ -218,6 +219,47 @@ async fn sessions_closed_before_the_rollups_are_rolled_up_by_their_migration(bac
     assert!(seen.sessions > 0 && seen.seconds > 0, "{seen:?}");
     apply(&store, &late).await;
     compare_windows(&store, &mut dice, 7).await;
+}
+
+/// A phone whose clock jumped years: its session is too long to roll up (one bucket per
+/// quarter hour of years, written by the quit), so reports read the sessions while it is in
+/// the book, and still count it, exactly as the raw computation does.
+async fn a_session_of_years_is_counted_from_the_sessions(backend: Backend) {
+    let store = open(backend).await;
+    let mut dice = Dice(3);
+    let mut events = Vec::new();
+    for n in 0..20 {
+        events.extend(deliveries(&mut dice, n).1);
+    }
+    let wild = Played {
+        id: "s-wild".to_owned(),
+        phone: "p-wild".to_owned(),
+        app: APPS[0],
+        start: "2021-03-27T10:00:00Z".parse().unwrap(),
+        end: at_millis(3_600_000),
+        run_time: 60,
+    };
+    events.push(delivery(EventKind::Enter, &wild, wild.start));
+    events.push(delivery(EventKind::Quit, &wild, wild.end));
+    apply(&store, &events).await;
+
+    let seen = compare_windows(&store, &mut dice, 3).await;
+    assert!(seen.seconds > 0, "{seen:?}");
+    let params = UsageParams {
+        from: "2021-01-01".to_owned(),
+        to: "2027-01-01".to_owned(),
+        group_by: "app".to_owned(),
+        time_zone: None,
+    };
+    let settings = UsageSettings {
+        time_zone: chrono_tz::Tz::UTC,
+        billing_rounding: Rounding::CompletedMinute,
+    };
+    let query = usage::plan(&settings, &params).unwrap().query;
+    let rows = store.usage(&query).await.expect("usage");
+    let alpha = rows.iter().find(|r| r.app_id.as_deref() == Some(APPS[0]));
+    let wild_secs = (wild.end - wild.start).num_seconds();
+    assert!(alpha.unwrap().counts.seconds >= wild_secs, "{rows:?}");
 }
 
 /// The schema as it was before the rollups: every migration below 0011.
