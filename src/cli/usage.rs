@@ -20,6 +20,10 @@ pub struct UsageCommand {
     /// EXPLAIN ANALYZE).
     #[arg(long)]
     explain: bool,
+    /// Compute from the sessions alone, without the rollups: slower over long windows, the
+    /// same numbers (to check the rollups, and the benchmark's before).
+    #[arg(long, conflicts_with = "explain")]
+    from_sessions: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,7 +53,10 @@ pub async fn run(settings: &Settings, command: UsageCommand) -> Result<Outcome, 
         steps.iter().for_each(|step| println!("{step}"));
         return Ok(Outcome::AllSucceeded);
     }
-    let rows = store.usage(&plan.query).await?;
+    let rows = match command.from_sessions {
+        true => store.usage_raw(&plan.query).await?,
+        false => store.usage(&plan.query).await?,
+    };
     let report = usage::UsageReport::new(plan, rows);
     match command.format {
         ReportFormat::Table => print!("{}", usage::to_table(&report)),

@@ -13,7 +13,7 @@ use super::{
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use crate::access::Issued;
 use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
-use crate::usage::{UsageQuery, UsageRow};
+use crate::usage::{self, UsageQuery, UsageRow};
 
 /// A database the session book can live in. The connection handling (SQLite's single writer
 /// with `BEGIN IMMEDIATE`, PostgreSQL's pool), the migrations, the set-wise statements over
@@ -39,6 +39,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError>;
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
     async fn explain_usage(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError>;
+    /// The whole buckets of a query split for the rollups (`crate::usage::Split`).
+    async fn usage_rollups(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
+    async fn explain_usage_rollups(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError>;
     async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError>;
 }
 
@@ -356,11 +359,46 @@ impl<B: Backend> Store for B {
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        let longest = book::longest_session_secs(&mut self.reader()).await;
+        let rolled_up = longest.map_err(during("usage"))? < usage::LONGEST_ROLLED_UP_SECS;
+        let split = query.split_for_rollups().filter(|_| rolled_up);
+        let Some(split) = split else {
+            return Store::usage_raw(self, query).await;
+        };
+        let mut rows = Vec::new();
+        if !split.raw.pieces.is_empty() {
+            rows = Backend::usage(self, &split.raw)
+                .await
+                .map_err(during("usage"))?;
+        }
+        if !split.rollups.pieces.is_empty() {
+            let rolled = Backend::usage_rollups(self, &split.rollups).await;
+            rows.extend(rolled.map_err(during("usage (rollups)"))?);
+        }
+        Ok(usage::merge(rows))
+    }
+
+    async fn usage_raw(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
         Backend::usage(self, query).await.map_err(during("usage"))
     }
 
+    /// The plans of the parts [`Store::usage`] runs, the edges' first.
     async fn explain_usage(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError> {
-        let plan = Backend::explain_usage(self, query).await;
-        plan.map_err(during("explain_usage"))
+        let Some(split) = query.split_for_rollups() else {
+            let plan = Backend::explain_usage(self, query).await;
+            return plan.map_err(during("explain_usage"));
+        };
+        let mut steps = Vec::new();
+        if !split.raw.pieces.is_empty() {
+            steps.push("-- the edges, from the sessions".to_owned());
+            let plan = Backend::explain_usage(self, &split.raw).await;
+            steps.extend(plan.map_err(during("explain_usage"))?);
+        }
+        if !split.rollups.pieces.is_empty() {
+            steps.push("-- the whole buckets, from the rollups".to_owned());
+            let plan = Backend::explain_usage_rollups(self, &split.rollups).await;
+            steps.extend(plan.map_err(during("explain_usage (rollups)"))?);
+        }
+        Ok(steps)
     }
 }

@@ -571,8 +571,13 @@ pub trait Store: Send + Sync + 'static {
     /// idempotency keys past their time.
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError>;
 
-    /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`).
+    /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`): whole
+    /// rollup buckets from `usage_rollups`, the rest from the sessions.
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
+
+    /// The same figures computed from the sessions alone, which [`Store::usage`] must equal
+    /// exactly (the rollup tests compare them).
+    async fn usage_raw(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
 
     /// The database's plan for [`Store::usage`], one line per step.
     async fn explain_usage(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError>;

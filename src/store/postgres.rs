@@ -73,6 +73,18 @@ impl Backend for PostgresStore {
         Ok(steps.into_iter().map(|(step,)| step).collect())
     }
 
+    async fn usage_rollups(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        Ok(bind_rollups(sqlx::query_as(usage::POSTGRES_ROLLUPS), query)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn explain_usage_rollups(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError> {
+        let statement = sqlx::query_as(usage::POSTGRES_ROLLUPS_EXPLAIN);
+        let steps: Vec<(String,)> = bind_rollups(statement, query).fetch_all(&self.pool).await?;
+        Ok(steps.into_iter().map(|(step,)| step).collect())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -363,14 +375,36 @@ impl Lease for AdvisoryLease {
     }
 }
 
+type UsageStatement<'q, O> =
+    sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>;
+
+/// The pieces' bounds as two arrays.
+fn bounds(query: &UsageQuery) -> (Vec<UtcTime>, Vec<UtcTime>) {
+    query.pieces.iter().map(|p| (p.start, p.end)).unzip()
+}
+
+/// The rollups' query parameters: day labels, grouping by app, rounding offset, bounds.
+fn bind_rollups<'q, O>(
+    statement: UsageStatement<'q, O>,
+    query: &UsageQuery,
+) -> UsageStatement<'q, O> {
+    let (starts, ends) = bounds(query);
+    let [app, ..] = usage::grouped(query);
+    statement
+        .bind(usage::day_labels(query))
+        .bind(app)
+        .bind(query.rounding.offset_secs())
+        .bind(starts)
+        .bind(ends)
+}
+
 /// The usage query's parameters: day labels, grouping flags, rounding offset, then the
 /// pieces' bounds as arrays.
 fn bind_usage<'q, O>(
-    statement: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    statement: UsageStatement<'q, O>,
     query: &UsageQuery,
-) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-    let starts: Vec<UtcTime> = query.pieces.iter().map(|p| p.start).collect();
-    let ends: Vec<UtcTime> = query.pieces.iter().map(|p| p.end).collect();
+) -> UsageStatement<'q, O> {
+    let (starts, ends) = bounds(query);
     let [app, phone, user] = usage::grouped(query);
     statement
         .bind(usage::day_labels(query))

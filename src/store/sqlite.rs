@@ -86,6 +86,20 @@ impl Backend for SqliteStore {
         Ok(steps.into_iter().map(|(.., detail)| detail).collect())
     }
 
+    async fn usage_rollups(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        Ok(bind_rollups(sqlx::query_as(usage::SQLITE_ROLLUPS), query)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn explain_usage_rollups(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError> {
+        let steps: Vec<(i64, i64, i64, String)> =
+            bind_rollups(sqlx::query_as(usage::SQLITE_ROLLUPS_EXPLAIN), query)
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(steps.into_iter().map(|(.., detail)| detail).collect())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
@@ -145,24 +159,43 @@ impl Backend for SqliteStore {
     }
 }
 
+type UsageStatement<'q, O> = sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments>;
+
 /// The usage query's parameters: the pieces as JSON `[day, start_ms, end_ms]`, the
 /// grouping flags, the rounding offset.
 fn bind_usage<'q, O>(
-    statement: sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments>,
+    statement: UsageStatement<'q, O>,
     query: &UsageQuery,
-) -> sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments> {
+) -> UsageStatement<'q, O> {
+    let [app, phone, user] = usage::grouped(query);
+    statement
+        .bind(pieces_json(query))
+        .bind(app)
+        .bind(phone)
+        .bind(user)
+        .bind(query.rounding.offset_secs())
+}
+
+/// The rollups' query parameters: the pieces, grouping by app, the rounding offset.
+fn bind_rollups<'q, O>(
+    statement: UsageStatement<'q, O>,
+    query: &UsageQuery,
+) -> UsageStatement<'q, O> {
+    let [app, ..] = usage::grouped(query);
+    statement
+        .bind(pieces_json(query))
+        .bind(app)
+        .bind(query.rounding.offset_secs())
+}
+
+/// A query's pieces as a JSON array of `[day, start_ms, end_ms]`.
+fn pieces_json(query: &UsageQuery) -> String {
     let pieces: Vec<_> = usage::day_labels(query)
         .into_iter()
         .zip(&query.pieces)
         .map(|(day, p)| json!([day, p.start.epoch_millis(), p.end.epoch_millis()]))
         .collect();
-    let [app, phone, user] = usage::grouped(query);
-    statement
-        .bind(serde_json::Value::Array(pieces).to_string())
-        .bind(app)
-        .bind(phone)
-        .bind(user)
-        .bind(query.rounding.offset_secs())
+    serde_json::Value::Array(pieces).to_string()
 }
 
 /// `$1` is a JSON array of `[phone_id, time_ms, received_ms, session_id, app_id]`, one per

@@ -18,7 +18,7 @@ use crate::usage::{GroupKey, UsageQuery};
 /// The aggregation over the (piece, session) pairs, common to both backends.
 /// `$5` is the rounding offset in seconds.
 macro_rules! usage_sql {
-    (with = $with:literal, pairs = $pairs:literal) => {
+    (with = $with:expr, pairs = $pairs:literal) => {
         concat!(
             $with,
             "SELECT day, app_id, phone_id, user_id, \
@@ -40,6 +40,15 @@ macro_rules! usage_sql {
     };
 }
 
+/// SQLite's pieces of time as a table `p(day, d0, d1)`, from the JSON array `$1`.
+macro_rules! sqlite_pieces {
+    () => {
+        "WITH p AS MATERIALIZED (SELECT json_extract(value, '$[0]') AS day, \
+       json_extract(value, '$[1]') AS d0, json_extract(value, '$[2]') AS d1 \
+       FROM json_each($1)) "
+    };
+}
+
 /// SQLite: times are INTEGER milliseconds; the pieces arrive as a JSON array of
 /// `[day, start_ms, end_ms]`, unpacked once: inlined, SQLite would call json_extract again
 /// for every session row, which cost more than the rest of the query. `CROSS JOIN` keeps
@@ -48,9 +57,7 @@ macro_rules! usage_sql {
 macro_rules! sqlite_sql {
     () => {
         usage_sql!(
-            with = "WITH p AS MATERIALIZED (SELECT json_extract(value, '$[0]') AS day, \
-       json_extract(value, '$[1]') AS d0, json_extract(value, '$[2]') AS d1 \
-       FROM json_each($1)) ",
+            with = sqlite_pieces!(),
             pairs = "SELECT p.day AS day, \
        CASE WHEN $2 THEN s.app_id END AS app_id, \
        CASE WHEN $3 THEN s.phone_id END AS phone_id, \
@@ -115,3 +122,68 @@ pub(super) fn day_labels(query: &UsageQuery) -> Vec<Option<String>> {
         .map(|p| p.day.map(|d| d.to_string()))
         .collect()
 }
+
+/// The rollups' part of a query (see `crate::usage::Split`): its pieces are whole buckets
+/// of `usage_rollups`, read through the table's primary key, plus the sessions still open
+/// that started in them (the `sessions_open` index), which the rollups do not hold. A
+/// group is reported when a session overlaps it (`touching`), as the raw query does.
+/// `$2` groups by app, `$3` is the rounding offset, which picks the minutes column.
+macro_rules! rollup_sql {
+    (with = $with:expr, cast = $cast:literal, null = $null:literal) => {
+        concat!(
+            $with,
+            "SELECT day, app_id, ",
+            $null,
+            " AS phone_id, ",
+            $null,
+            " AS user_id, \
+               CAST(sum(sessions) AS BIGINT) AS sessions, \
+               CAST(sum(seconds) AS BIGINT) AS seconds, \
+               CAST(sum(billable_minutes) AS BIGINT) AS billable_minutes, \
+               CAST(sum(abandoned) AS BIGINT) AS abandoned, \
+               CAST(sum(run_time_mismatches) AS BIGINT) AS run_time_mismatches, \
+               CAST(sum(open) AS BIGINT) AS open_sessions \
+             FROM (\
+               SELECT p.day AS day, CASE WHEN $2",
+            $cast,
+            " THEN r.app_id END AS app_id, \
+                 r.touching AS touching, r.sessions AS sessions, r.seconds AS seconds, \
+                 CASE $3 WHEN 59 THEN r.minutes_started WHEN 30 THEN r.minutes_nearest \
+                   ELSE r.minutes_completed END AS billable_minutes, \
+                 r.abandoned AS abandoned, r.run_time_mismatches AS run_time_mismatches, \
+                 0 AS open \
+               FROM p CROSS JOIN usage_rollups AS r \
+               WHERE r.bucket_start >= p.d0 AND r.bucket_start < p.d1 \
+               UNION ALL \
+               SELECT p.day, CASE WHEN $2",
+            $cast,
+            " THEN s.app_id END, 1, 0, 0, 0, 0, 0, 1 \
+               FROM p CROSS JOIN sessions AS s \
+               WHERE s.ended_at IS NULL AND s.started_at >= p.d0 AND s.started_at < p.d1\
+             ) AS parts GROUP BY day, app_id HAVING sum(touching) > 0"
+        )
+    };
+}
+
+macro_rules! sqlite_rollup_sql {
+    () => {
+        rollup_sql!(with = sqlite_pieces!(), cast = "", null = "NULL")
+    };
+}
+pub(super) const SQLITE_ROLLUPS: &str = sqlite_rollup_sql!();
+pub(super) const SQLITE_ROLLUPS_EXPLAIN: &str =
+    concat!("EXPLAIN QUERY PLAN ", sqlite_rollup_sql!());
+
+macro_rules! postgres_rollup_sql {
+    () => {
+        rollup_sql!(
+            with = "WITH p AS (SELECT * FROM unnest($1::text[], $4::timestamptz[], \
+       $5::timestamptz[]) AS p(day, d0, d1)) ",
+            cast = "::boolean",
+            null = "NULL::text"
+        )
+    };
+}
+pub(super) const POSTGRES_ROLLUPS: &str = postgres_rollup_sql!();
+pub(super) const POSTGRES_ROLLUPS_EXPLAIN: &str =
+    concat!("EXPLAIN (ANALYZE, BUFFERS) ", postgres_rollup_sql!());

@@ -17,6 +17,7 @@
 //! - Sessions without a start (only the quit arrived) are not counted: nothing was measured.
 
 mod render;
+mod rollup;
 mod window;
 
 use chrono_tz::Tz;
@@ -24,6 +25,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
 pub use render::{to_csv, to_table};
+pub use rollup::{BUCKET_MILLIS, LONGEST_ROLLED_UP_SECS, Split, merge};
 pub use window::{MAX_DAYS, Piece, Window, pieces};
 
 use crate::domain::{ParseError, Problem, UtcTime};
@@ -169,7 +171,7 @@ impl Counts {
         ]
     }
 
-    fn add(&mut self, other: &Counts) {
+    pub fn add(&mut self, other: &Counts) {
         self.sessions += other.sessions;
         self.seconds += other.seconds;
         self.billable_minutes += other.billable_minutes;

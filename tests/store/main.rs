@@ -10,3 +10,4 @@ mod heartbeats;
 mod incidents;
 mod minting;
 mod queue;
+mod usage;
