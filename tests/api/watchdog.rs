@@ -570,16 +570,23 @@ async fn status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alon
     fleet.simulator.stop().await;
 }
 
-/// Chapter 4.3.2: the book's status is a phone sync old (here: synced only at start). A
-/// phone stopped since then is re-read before acting, and left alone: the skip is logged
-/// once and the fresh status is in the book at once.
-async fn status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone(backend: Backend) {
+/// Two phones synced once at start (the next sync an hour away), the first running and idle:
+/// what the book then says of it is a sync old.
+async fn two_phones_synced_once(backend: Backend) -> (Fleet, String) {
     let fleet = start_synced(TestDb::new(backend).await, 2, "", 3600, |_| {}).await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
     fleet
         .app
         .wait_for_phone(&phone_id, |p| p["cph_status"] == 2 && p["state"] == "idle")
         .await;
+    (fleet, phone_id)
+}
+
+/// Chapter 4.3.2: the book's status is a phone sync old (here: synced only at start). A
+/// phone stopped since then is re-read before acting, and left alone: the skip is logged
+/// once and the fresh status is in the book at once.
+async fn status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone(backend: Backend) {
+    let (fleet, phone_id) = two_phones_synced_once(backend).await;
 
     fleet
         .simulator
@@ -760,12 +767,7 @@ async fn reset_4_3_5_falls_back_to_the_properties_phone_sync_read(backend: Backe
 /// `cphub phones stop` (chapter 4.3.7) records the phone as stopped at once: out of service
 /// before the next phone sync (here: none), so neither recovered nor allocated.
 async fn a_phone_stopped_through_cphub_is_out_of_service_at_once(backend: Backend) {
-    let fleet = start_synced(TestDb::new(backend).await, 2, "", 3600, |_| {}).await;
-    let phone_id = fleet.simulator.phone_ids()[0].clone();
-    fleet
-        .app
-        .wait_for_phone(&phone_id, |p| p["cph_status"] == 2 && p["state"] == "idle")
-        .await;
+    let (fleet, phone_id) = two_phones_synced_once(backend).await;
 
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
     cmd.env_clear()
