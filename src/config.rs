@@ -178,11 +178,17 @@ impl<'de> Deserialize<'de> for BasePath {
 pub struct HeartbeatSettings {
     #[serde(deserialize_with = "positive")]
     pub flush_interval_ms: u64,
+    #[serde(deserialize_with = "positive")]
+    pub flush_chunk: u64,
 }
 
 impl HeartbeatSettings {
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms.max(1))
+    }
+
+    pub fn flush_chunk(&self) -> usize {
+        usize::try_from(self.flush_chunk).unwrap_or(usize::MAX)
     }
 }
 

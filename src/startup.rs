@@ -109,7 +109,7 @@ impl Application {
             settings.callbacks.event_batch_max,
             settings.database.write_timeout(),
         );
-        let buffer = Arc::new(HeartbeatBuffer::default());
+        let buffer = Arc::new(HeartbeatBuffer::new(settings.heartbeats.flush_chunk()));
         let flusher = HeartbeatFlusher::spawn(
             Arc::clone(&buffer),
             Arc::clone(&store),

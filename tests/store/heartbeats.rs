@@ -2,7 +2,10 @@
 //! 6.3), so what a heartbeat says only replaces older news, while cphub's own receive clock
 //! (`last_seen_at`, what staleness is judged by) moves forward on any heartbeat.
 
+use std::time::Duration;
+
 use cphub::domain::SessionState;
+use cphub::store::HeartbeatBuffer;
 
 use crate::backend_tests;
 use crate::helpers::*;
@@ -12,6 +15,8 @@ backend_tests!(
     a_delayed_older_heartbeat_does_not_undo_newer_news,
     last_seen_at_never_moves_back,
     a_sessions_last_heartbeat_only_moves_forward,
+    an_event_is_written_between_the_chunks_of_a_large_flush,
+    a_chunked_flush_writes_every_phone_once,
 );
 
 async fn a_heartbeat_makes_a_phone_known_and_idle(backend: Backend) {
@@ -113,5 +118,75 @@ async fn a_sessions_last_heartbeat_only_moves_forward(backend: Backend) {
     assert_eq!(
         session(&store, "s-1").await.unwrap().last_heartbeat_at,
         Some(at("19:07:00"))
+    );
+}
+
+/// The flush and the events share SQLite's one writer. A whole fleet's flush written as one
+/// transaction made an enter wait for all of it (the 134 ms event p99 after a heartbeat
+/// flood); written in chunks, an event that arrives during the flush is committed before the
+/// flush's last chunk. Shown by order, not by time: when the enter's write returns, the phone
+/// of the last chunk (highest id, chunks go in key order) has not been written yet.
+async fn an_event_is_written_between_the_chunks_of_a_large_flush(backend: Backend) {
+    const PHONES: usize = 20_000;
+    let store = open(backend).await;
+    let buffer = std::sync::Arc::new(HeartbeatBuffer::new(200));
+    for n in 0..PHONES {
+        buffer.record(heartbeat(
+            &format!("p-{n:05}"),
+            "19:00:00",
+            None,
+            "19:00:01",
+        ));
+    }
+    let flush = {
+        let (buffer, store) = (std::sync::Arc::clone(&buffer), store.shared());
+        tokio::spawn(async move { buffer.flush(&*store, Duration::from_secs(60)).await })
+    };
+    // Wait for the first chunk: the flush holds (or is about to take) the writer.
+    while phone(&store, "p-00000", at("18:00:00")).await.is_none() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    apply(&store, &[enter("s-1", "p-event", "19:00:00")]).await;
+
+    let last = format!("p-{:05}", PHONES - 1);
+    let last_written = phone(&store, &last, at("18:00:00")).await.is_some();
+    assert!(
+        !last_written,
+        "the enter waited for the whole flush instead of one chunk"
+    );
+    assert_eq!(flush.await.unwrap().expect("flush writes"), PHONES);
+    assert!(phone(&store, &last, at("18:00:00")).await.is_some());
+}
+
+/// Chunks are a detail of the write: every buffered phone is written exactly once, with its
+/// newest heartbeat, and the buffer is empty afterwards (a chunk boundary inside the batch,
+/// and a last chunk shorter than the others).
+async fn a_chunked_flush_writes_every_phone_once(backend: Backend) {
+    let store = open(backend).await;
+    let buffer = HeartbeatBuffer::new(3);
+    for n in 0..10 {
+        buffer.record(heartbeat(&format!("p-{n}"), "19:00:00", None, "19:00:01"));
+    }
+    buffer.record(heartbeat("p-4", "19:00:05", Some("s-1"), "19:00:06"));
+    buffer.record(heartbeat("p-4", "19:00:02", None, "19:00:07")); // older: ignored
+
+    let written = buffer.flush(&*store, Duration::from_secs(60)).await;
+
+    assert_eq!(written.expect("flush writes"), 10);
+    assert!(buffer.is_empty());
+    for n in 0..10 {
+        let p = phone(&store, &format!("p-{n}"), at("18:00:00")).await;
+        assert!(p.is_some(), "p-{n} written");
+    }
+    let p4 = phone(&store, "p-4", at("18:00:00")).await.unwrap();
+    assert_eq!(p4.last_heartbeat_at, Some(at("19:00:05")));
+    assert_eq!(text(&p4.heartbeat_session_id).as_deref(), Some("s-1"));
+    assert_eq!(
+        buffer
+            .flush(&*store, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        0
     );
 }
