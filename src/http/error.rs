@@ -97,6 +97,17 @@ impl ErrorCode {
         }
     }
 
+    /// The code as a metric label, without the `CPHUB.` prefix and in lower case
+    /// (`ticket_expired`): built once, so counting a refused request allocates nothing.
+    pub fn label(self) -> &'static str {
+        static LABELS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+            let label = |code: &ErrorCode| code.as_str()["CPHUB.".len()..].to_ascii_lowercase();
+            ErrorCode::ALL.iter().map(label).collect()
+        });
+        let index = ErrorCode::ALL.iter().position(|code| *code == self);
+        index.map_or("unlisted", |i| LABELS[i].as_str())
+    }
+
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::MalformedJson
@@ -213,5 +224,15 @@ mod tests {
             let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
             assert!(page.contains(&row), "docs/errors.md lacks the row {row:?}");
         }
+    }
+
+    /// The sign-check counter's `result` label values, as docs/metrics.md lists them.
+    #[test]
+    fn a_codes_metric_label_is_its_name_in_lower_case() {
+        assert_eq!(ErrorCode::TicketExpired.label(), "ticket_expired");
+        assert_eq!(ErrorCode::DecryptFailed.label(), "decrypt_failed");
+        let labels: std::collections::HashSet<_> =
+            ErrorCode::ALL.iter().map(|c| c.label()).collect();
+        assert_eq!(labels.len(), ErrorCode::ALL.len());
     }
 }

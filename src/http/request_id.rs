@@ -12,28 +12,67 @@ use uuid::Uuid;
 use crate::config::BasePath;
 
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static REQUEST_ID: RequestId;
 }
+
+/// A request id as its 32 lowercase hex digits, kept inline: formatted once per request (in
+/// the log span) and copied from there, never allocated.
+#[derive(Clone, Copy)]
+pub struct RequestId([u8; 32]);
+
+impl RequestId {
+    fn new(uuid: Uuid) -> Self {
+        let mut hex = [0; 32];
+        uuid.simple().encode_lower(&mut hex);
+        RequestId(hex)
+    }
+
+    fn random() -> Self {
+        RequestId::new(Uuid::new_v4())
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// The matched route's label, computed once per request by the log span and taken over by
+/// the HTTP metrics.
+pub struct RouteLabel(pub String);
 
 /// The id of the request being handled. Error bodies are rendered inside the request's
 /// scope, so they find it here without every handler passing it down.
-pub fn current() -> String {
+pub fn current_id() -> RequestId {
     REQUEST_ID
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| Uuid::new_v4().simple().to_string())
+        .try_with(|id| *id)
+        .unwrap_or_else(|_| RequestId::random())
 }
 
-/// Middleware: must run inside `TracingLogger`, which assigns the id.
+/// [`current_id`] as a `String`, for bodies built as JSON values.
+pub fn current() -> String {
+    current_id().to_string()
+}
+
+/// Middleware: must run inside `TracingLogger`, whose [`RootSpan`] formats the id.
 pub async fn scope(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let id = req
-        .extensions()
-        .get::<tracing_actix_web::RequestId>()
-        .map(|id| id.simple().to_string())
-        .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
-    let header = HeaderValue::from_str(&id).expect("hex is a valid header value");
+    let id = req.extensions().get::<RequestId>().copied();
+    let id = id.unwrap_or_else(RequestId::random);
+    let header = HeaderValue::from_str(id.as_str()).expect("hex is a valid header value");
     let mut res = REQUEST_ID.scope(id, next.call(req)).await?;
     res.headers_mut()
         .insert(HeaderName::from_static("x-request-id"), header);
@@ -52,18 +91,23 @@ impl tracing_actix_web::RootSpanBuilder for RootSpan {
         let id = request
             .extensions()
             .get::<tracing_actix_web::RequestId>()
-            .map(|id| id.simple().to_string())
-            .unwrap_or_default();
-        tracing::info_span!(
+            .map(|id| RequestId::new(**id))
+            .unwrap_or_else(RequestId::random);
+        let route = route_label(request);
+        let span = tracing::info_span!(
             "HTTP request",
             http.method = %request.method(),
-            http.route = %route_label(request),
+            http.route = %route,
             request_id = %id,
             http.status_code = Empty,
             otel.status_code = Empty,
             exception.message = Empty,
             exception.details = Empty,
-        )
+        );
+        let mut extensions = request.extensions_mut();
+        extensions.insert(id);
+        extensions.insert(RouteLabel(route));
+        span
     }
 
     fn on_request_end<B: MessageBody>(

@@ -6,12 +6,16 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpResponse, web};
+use actix_web::{Error, HttpMessage, HttpResponse, web};
 
 use super::Metrics;
 use crate::clock::Clock;
 use crate::config::FleetSettings;
-use crate::http::{ErrorCode, error::server_error_response, request_id::route_label};
+use crate::http::{
+    ErrorCode,
+    error::server_error_response,
+    request_id::{RouteLabel, route_label},
+};
 use crate::store::Store;
 
 pub async fn record_http(
@@ -20,19 +24,22 @@ pub async fn record_http(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    let method = req.method().to_string();
-    let route = route_label(&req);
+    // Standard methods clone without allocating; the route label was computed by the log
+    // span (which runs first) and is taken over, not computed again.
+    let method = req.method().clone();
+    let route = req.extensions_mut().remove::<RouteLabel>();
+    let route = route.map_or_else(|| route_label(&req), |label| label.0);
     let response = next.call(req).await?;
     if let Some(metrics) = metrics {
-        let status = response.status().as_u16().to_string();
+        let (method, status) = (method.as_str(), response.status());
         metrics
             .http_requests
-            .with_label_values(&[&method, &route, &status])
+            .with_label_values(&[method, &route, status.as_str()])
             .inc();
         let seconds = started.elapsed().as_secs_f64();
         metrics
             .http_duration
-            .with_label_values(&[&method, &route])
+            .with_label_values(&[method, &route])
             .observe(seconds);
     }
     Ok(response)

@@ -110,11 +110,12 @@ impl ResponseError for ReceiverError {
 #[derive(Serialize, ToSchema)]
 pub struct Acknowledged {
     /// 32 lowercase hex characters.
-    request_id: String,
+    #[schema(value_type = String)]
+    request_id: request_id::RequestId,
 }
 
 fn acknowledged() -> HttpResponse {
     HttpResponse::Ok().json(Acknowledged {
-        request_id: request_id::current(),
+        request_id: request_id::current_id(),
     })
 }

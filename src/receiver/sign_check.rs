@@ -61,16 +61,12 @@ pub(super) async fn receive(
     };
     let result = check(body.into_inner(), &context).await;
     let label = match &result {
-        Ok((Verdict::FirstUse, _)) => "ok".to_owned(),
-        Ok((Verdict::Retry, _)) => "retry".to_owned(),
-        Ok((Verdict::Reconnect, _)) => "reconnect".to_owned(),
-        Err(error) => error
-            .code()
-            .as_str()
-            .trim_start_matches("CPHUB.")
-            .to_ascii_lowercase(),
+        Ok((Verdict::FirstUse, _)) => "ok",
+        Ok((Verdict::Retry, _)) => "retry",
+        Ok((Verdict::Reconnect, _)) => "reconnect",
+        Err(error) => error.code().label(),
     };
-    metrics.sign_checks.with_label_values(&[&label]).inc();
+    metrics.sign_checks.with_label_values(&[label]).inc();
     result.map(|(_, response)| response)
 }
 
