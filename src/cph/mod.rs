@@ -26,13 +26,14 @@ use serde::de::DeserializeOwned;
 
 pub use auth::Auth;
 pub use error::{ACCOUNT_CODES, CphError, SYSTEM_ERROR};
-pub use model::{App, AppPhone, BatchItem, Job, Phone, PhoneDetail, PhoneItem};
+pub use model::{App, AppPhone, BatchItem, DeployedApp, Job, Phone, PhoneDetail, PhoneItem};
 pub use retry::{Backoff, CircuitBreaker};
 
 use crate::config::CphSettings;
 use crate::metrics::Metrics;
 use model::{
-    AppList, AppPhoneList, BatchAnswer, ErrorBody, JobList, PhoneIdsBody, PhoneList, PhonesBody,
+    AppList, AppPhoneList, BatchAnswer, DeployedAppList, ErrorBody, JobList, PhoneIdsBody,
+    PhoneList, PhonesBody, PushBody, PushVersions, UpdateBody, UpdateVersions,
 };
 
 const USER_AGENT: &str = concat!("cphub/", env!("CARGO_PKG_VERSION"));
@@ -174,6 +175,52 @@ impl CphClient {
         let path = format!("cloud-phone/apps/{app_id}/phones");
         self.all_pages("app_phones", &path, &[], |page: AppPhoneList| page.phones)
             .await
+    }
+
+    /// The application versions deployed on a server, all pages (chapter 5.3.1).
+    pub async fn server_apps(&self, server_id: &str) -> Result<Vec<DeployedApp>, CphError> {
+        let path = format!("cloud-phone/servers/{server_id}/apps");
+        self.all_pages("server_apps", &path, &[], |page: DeployedAppList| page.apps)
+            .await
+    }
+
+    /// The applications on a phone with their installed versions, all pages (5.3.6).
+    pub async fn phone_apps(&self, phone_id: &str) -> Result<Vec<DeployedApp>, CphError> {
+        let path = format!("cloud-phone/phones/{phone_id}/apps");
+        self.all_pages("phone_apps", &path, &[], |page: DeployedAppList| page.apps)
+            .await
+    }
+
+    /// Chapter 5.3.4: one job (type 31) per server and version.
+    pub async fn push_app_version(
+        &self,
+        app_version_ids: &[String],
+        server_ids: &[String],
+    ) -> Result<BatchOutcome, CphError> {
+        let batch_push_app_version = PushVersions {
+            app_version_ids: app_version_ids.to_vec(),
+            server_ids: server_ids.to_vec(),
+        };
+        let body = PushBody {
+            batch_push_app_version,
+        };
+        self.batch("push_app_version", "cloud-phone/servers/action", &body)
+            .await
+    }
+
+    /// Chapter 5.3.7: one job (type 32) per version; the versions must have been pushed to
+    /// the phone's server (5.3.4).
+    pub async fn update_app_version(
+        &self,
+        phone_id: &str,
+        app_version_ids: &[String],
+    ) -> Result<BatchOutcome, CphError> {
+        let update_app_version = UpdateVersions {
+            app_version_ids: app_version_ids.to_vec(),
+        };
+        let path = format!("cloud-phone/phones/{phone_id}/action");
+        let body = UpdateBody { update_app_version };
+        self.batch("update_app_version", &path, &body).await
     }
 
     /// Reads `offset`/`limit` pages (4.3.1, 5.1.2, 5.1.3: at most 100 each) until one comes
@@ -384,6 +431,8 @@ impl CphClient {
             .into_iter()
             .map(|job| BatchItem {
                 phone_id: job.phone_id,
+                server_id: job.server_id,
+                app_version_id: None,
                 job_id: Some(job.job_id),
                 error_code: job.error_code,
                 error_msg: job.error_msg,

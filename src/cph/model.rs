@@ -146,6 +146,51 @@ pub struct AppPhone {
     pub version_name: Option<String>,
 }
 
+/// An application version deployed on a server (chapter 5.3.1, Table 5-15) or installed on a
+/// phone (5.3.6, Table 5-33). 5.3.1's example spells the id `app_verison_id`, 5.3.6's
+/// `app_version_id`: both are read, and `""` as none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DeployedApp {
+    pub app_id: String,
+    #[serde(default, alias = "app_verison_id", deserialize_with = "non_empty")]
+    pub app_version_id: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub package_name: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub version_code: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub version_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeployedAppList {
+    #[serde(default)]
+    pub apps: Vec<DeployedApp>,
+}
+
+/// 5.3.4's body.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushBody {
+    pub batch_push_app_version: PushVersions,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PushVersions {
+    pub app_version_ids: Vec<String>,
+    pub server_ids: Vec<String>,
+}
+
+/// 5.3.7's body.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateBody {
+    pub update_app_version: UpdateVersions,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateVersions {
+    pub app_version_ids: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct AppPhoneList {
     #[serde(default)]
@@ -203,6 +248,12 @@ pub struct BatchAnswer {
 pub struct BatchItem {
     #[serde(default)]
     pub phone_id: Option<String>,
+    /// Server jobs (5.3.4, Table 5-26) name their server instead of a phone.
+    #[serde(default, deserialize_with = "non_empty")]
+    pub server_id: Option<String>,
+    /// Jobs of 5.3.4 and 5.3.7 (Tables 5-26, 5-36) name their application version.
+    #[serde(default, deserialize_with = "non_empty")]
+    pub app_version_id: Option<String>,
     #[serde(default, deserialize_with = "non_empty")]
     pub job_id: Option<String>,
     #[serde(default, deserialize_with = "non_empty")]
@@ -217,6 +268,9 @@ pub struct Job {
     pub status: i32,
     #[serde(default)]
     pub phone_id: Option<String>,
+    /// Table 4-50: in jobs of servers (5.3.4); the simulator also sends it for phone jobs.
+    #[serde(default, deserialize_with = "non_empty")]
+    pub server_id: Option<String>,
     #[serde(default)]
     pub begin_time: Option<String>,
     #[serde(default)]

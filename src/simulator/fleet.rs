@@ -1,7 +1,7 @@
 //! The simulated fleet: what the fake control plane changes (properties, status, jobs) and
 //! what the virtual phones read (where to call back, whether they are up).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::cph::model::status;
@@ -46,6 +46,8 @@ pub struct SimPhone {
     pub boots: u64,
     /// Ids of the applications deployed on the phone (chapter 5.1.2), in deployment order.
     pub apps: Vec<String>,
+    /// The version installed of each of those apps: app id → `app_version_id` (5.3.6).
+    pub versions: BTreeMap<String, String>,
 }
 
 impl SimPhone {
@@ -62,13 +64,20 @@ pub enum JobKind {
     Restart,
     Reset,
     Stop,
+    /// 5.3.4, job type 31: a version's package pushed to a server.
+    PushAppVersion,
+    /// 5.3.7, job type 32: a version installed on a phone.
+    UpdateAppVersion,
 }
 
 #[derive(Debug, Clone)]
 pub struct SimJob {
     pub job_id: String,
     pub request_id: String,
-    pub phone_id: String,
+    /// Table 4-50: "contained in tasks related to cloud phones" — absent from server jobs.
+    pub phone_id: Option<String>,
+    /// The server of a server job (5.3.4); a phone job's is its phone's.
+    pub server_id: Option<String>,
     pub kind: JobKind,
     /// 1 running, 2 succeeded, -1 failed (chapter 4.4.1).
     pub status: i32,
@@ -84,20 +93,54 @@ pub struct SimApp {
     pub app_id: String,
     pub name: String,
     pub package_name: String,
+    /// Its versions (chapter 5.2), oldest first; never empty.
+    pub versions: Vec<SimVersion>,
+}
+
+/// A version of an application (chapter 5.2.1).
+#[derive(Debug, Clone)]
+pub struct SimVersion {
+    pub app_version_id: String,
     pub version_code: String,
     pub version_name: String,
 }
 
 impl SimApp {
-    /// An app whose name and package are made from its id.
+    /// An app whose name and package are made from its id, with its first version.
     fn new(app_id: &str) -> SimApp {
-        SimApp {
+        let mut app = SimApp {
             app_id: app_id.to_owned(),
             name: app_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "_"),
             package_name: format!("com.simulator.{}", app_id.replace(':', "_")),
-            version_code: "1".into(),
-            version_name: "1.0.0".into(),
-        }
+            versions: Vec::new(),
+        };
+        app.add_version();
+        app
+    }
+
+    /// A new version, code n and name "n.0.0"; its id is 32 hex characters, as the
+    /// reference's ids are, derived from the app and n so a seed gives the same ids.
+    fn add_version(&mut self) -> &SimVersion {
+        use sha2::Digest;
+        let n = self.versions.len() + 1;
+        let digest = sha2::Sha256::digest(format!("{}#{n}", self.app_id));
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        self.versions.push(SimVersion {
+            app_version_id: hex,
+            version_code: n.to_string(),
+            version_name: format!("{n}.0.0"),
+        });
+        self.latest()
+    }
+
+    pub fn latest(&self) -> &SimVersion {
+        self.versions.last().expect("an app has a version")
+    }
+
+    pub fn version(&self, app_version_id: &str) -> Option<&SimVersion> {
+        self.versions
+            .iter()
+            .find(|v| v.app_version_id == app_version_id)
     }
 }
 
@@ -112,6 +155,9 @@ pub struct Fleet {
     pub job_failures_on: bool,
     /// The control plane's applications, in creation order (5.1.3 lists newest first).
     pub apps: Vec<SimApp>,
+    /// The versions pushed to each server (5.3.4), which 5.3.1 lists and which a phone of
+    /// the server can be updated to (5.3.7): server id → version ids.
+    pub pushed: BTreeMap<String, BTreeSet<String>>,
     /// Where the next deployment's phones start (see [`Fleet::deploy`]).
     deployed: usize,
 }
@@ -138,6 +184,7 @@ impl Fleet {
                 faults: PhoneFaults::default(),
                 boots: 0,
                 apps: Vec::new(),
+                versions: BTreeMap::new(),
             })
             .collect();
         Fleet {
@@ -145,13 +192,15 @@ impl Fleet {
             jobs: HashMap::new(),
             job_failures_on: true,
             apps: Vec::new(),
+            pushed: BTreeMap::new(),
             deployed: 0,
         }
     }
 
     /// Deploys `app_id` on `share` (0.0..=1.0) of the phones, at least one: the phones after
     /// those the previous deployment took, wrapping around, so two apps at 0.5 each split
-    /// the fleet and an app at 1.0 is on every phone.
+    /// the fleet and an app at 1.0 is on every phone. They get the app's latest version,
+    /// which counts as pushed to their servers (it had to be, to be installed: 5.3.7).
     pub fn deploy(&mut self, app_id: &str, share: f64) {
         let count = self.phones.len();
         if count == 0 {
@@ -160,14 +209,41 @@ impl Fleet {
         if !self.apps.iter().any(|app| app.app_id == app_id) {
             self.apps.push(SimApp::new(app_id));
         }
+        let version = self
+            .app(app_id)
+            .expect("just added")
+            .latest()
+            .app_version_id
+            .clone();
         let phones = ((count as f64 * share.clamp(0.0, 1.0)).ceil() as usize).clamp(1, count);
         for offset in 0..phones {
             let phone = &mut self.phones[(self.deployed + offset) % count];
             if !phone.apps.iter().any(|a| a == app_id) {
                 phone.apps.push(app_id.to_owned());
             }
+            phone.versions.insert(app_id.to_owned(), version.clone());
+            let server = self.pushed.entry(phone.server_id.clone()).or_default();
+            server.insert(version.clone());
         }
         self.deployed = (self.deployed + phones) % count;
+    }
+
+    pub fn app(&self, app_id: &str) -> Option<&SimApp> {
+        self.apps.iter().find(|app| app.app_id == app_id)
+    }
+
+    /// The operator uploads a new version of `app_id` (chapter 5.2.2); pushed nowhere yet.
+    /// Returns its id, or `None` for an unknown app.
+    pub fn new_version(&mut self, app_id: &str) -> Option<String> {
+        let app = self.apps.iter_mut().find(|app| app.app_id == app_id)?;
+        Some(app.add_version().app_version_id.clone())
+    }
+
+    /// The app and version of a version id.
+    pub fn find_version(&self, app_version_id: &str) -> Option<(&SimApp, &SimVersion)> {
+        self.apps
+            .iter()
+            .find_map(|app| app.version(app_version_id).map(|v| (app, v)))
     }
 
     pub fn phone(&self, phone_id: &str) -> Option<&SimPhone> {

@@ -438,6 +438,119 @@ async fn apps_and_their_phones_are_listed_as_the_reference_shows_5_1_2_5_1_3() {
     fake.stop().await;
 }
 
+/// A rollout's calls, as chapter 5.3 shows them: a new version is installed on a phone
+/// (5.3.7, job type 32) only once pushed to the phone's server (5.3.4, job type 31); 5.3.1
+/// lists what a server holds, 5.3.6 what a phone runs. (Huawei's Python SDK has no call of
+/// chapter 5.3, so only cphub's client and raw requests speak to it here.)
+#[tokio::test]
+async fn a_version_is_installed_only_after_its_push_to_the_server_5_3_1_5_3_4_5_3_6_5_3_7() {
+    let fake = FakeCph::start(20).await; // two servers: 16 phones and 4
+    let (phone, other_server) = (fake.phone_id(0), fake.phone(16).server_id);
+    let server = fake.phone(0).server_id;
+    let (v1, v2) = {
+        let mut fleet = fake.fleet.lock();
+        fleet.deploy("game.a", 1.0);
+        let v1 = fleet.app("game.a").unwrap().latest().app_version_id.clone();
+        (v1, fleet.new_version("game.a").unwrap())
+    };
+    let client = fake.client();
+    let version_ids = |apps: Vec<cphub::cph::DeployedApp>| -> Vec<Option<String>> {
+        apps.into_iter().map(|a| a.app_version_id).collect()
+    };
+    assert_eq!(
+        version_ids(client.server_apps(&server).await.unwrap()),
+        [Some(v1.clone())]
+    );
+    let raw: Value = (fake.signed_get(
+        &format!("cloud-phone/servers/{server}/apps"),
+        SK,
+        Utc::now(),
+    ))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        raw["apps"][0]["app_verison_id"],
+        v1.as_str(),
+        "5.3.1's example's spelling"
+    );
+
+    // Not pushed yet: the update's job fails, the phone keeps v1.
+    let update = client
+        .update_app_version(&phone, std::slice::from_ref(&v2))
+        .await
+        .unwrap();
+    assert_eq!(update.items[0].app_version_id.as_deref(), Some(v2.as_str()));
+    let (_, job_id) = update.jobs().next().expect("a job");
+    let job = client.follow_job(job_id).await.unwrap();
+    assert_eq!(
+        (job.status, job.error_code.as_deref()),
+        (job_status::FAILED, Some("CPS.0003"))
+    );
+    assert_eq!(
+        version_ids(client.phone_apps(&phone).await.unwrap()),
+        [Some(v1.clone())]
+    );
+
+    let push = client
+        .push_app_version(std::slice::from_ref(&v2), std::slice::from_ref(&server))
+        .await
+        .unwrap();
+    assert_eq!(push.items.len(), 1);
+    assert_eq!(push.items[0].server_id.as_deref(), Some(server.as_str()));
+    assert_eq!(
+        push.items[0].phone_id, None,
+        "a server job names no phone (Table 5-26)"
+    );
+    let job_id = push.items[0].job_id.clone().unwrap();
+    assert_eq!(
+        client.follow_job(&job_id).await.unwrap().status,
+        job_status::SUCCEEDED
+    );
+    let pushed = version_ids(client.server_apps(&server).await.unwrap());
+    assert!(pushed.contains(&Some(v2.clone())), "{pushed:?}");
+    assert_eq!(
+        version_ids(client.server_apps(&other_server).await.unwrap()),
+        [Some(v1.clone())]
+    );
+
+    let boots = fake.phone(0).boots;
+    let update = client
+        .update_app_version(&phone, std::slice::from_ref(&v2))
+        .await
+        .unwrap();
+    let (_, job_id) = update.jobs().next().expect("a job");
+    assert_eq!(
+        client.follow_job(job_id).await.unwrap().status,
+        job_status::SUCCEEDED
+    );
+    let apps = client.phone_apps(&phone).await.unwrap();
+    assert_eq!(apps[0].app_version_id.as_deref(), Some(v2.as_str()));
+    assert_eq!(apps[0].version_code.as_deref(), Some("2"));
+    assert_eq!(
+        fake.phone(0).boots,
+        boots + 1,
+        "installing restarts the game"
+    );
+    assert_eq!(
+        version_ids(client.phone_apps(&fake.phone_id(1)).await.unwrap()),
+        [Some(v1)]
+    );
+
+    // Refusals: an unknown version (400 CPS.0200, as every bad parameter), an unknown phone.
+    let token = iam_token(&fake).await;
+    let body = json!({"update_app_version": {"app_version_ids": ["0".repeat(32)]}});
+    let res = raw_post(&fake, &token, &format!("{phone}/action"), body).await;
+    assert_error(res, 400, "CPS.0200").await;
+    let body = json!({"update_app_version": {"app_version_ids": [v2]}});
+    let res = raw_post(&fake, &token, &format!("{}/action", "0".repeat(32)), body).await;
+    assert_error(res, 400, "CPS.0005").await;
+    fake.stop().await;
+}
+
 /// 4.3.9: "some attributes take effect only after the cloud phone is restarted", and A.1
 /// does not say which: the simulator holds every update until the next restart (4.3.6).
 #[tokio::test]
@@ -1280,7 +1393,7 @@ async fn a_resetting_phone_takes_no_other_restart_reset_or_stop() {
         .lock()
         .jobs
         .values()
-        .filter(|j| j.phone_id == phone)
+        .filter(|j| j.phone_id.as_deref() == Some(phone.as_str()))
         .count();
     assert_eq!(jobs_of_phone, 2, "the reset and the property update");
     fake.stop().await;

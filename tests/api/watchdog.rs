@@ -819,7 +819,7 @@ fn jobs_of(simulator: &Simulator, phone_id: &str, kind: JobKind) -> usize {
         .lock()
         .jobs
         .values()
-        .filter(|job| job.phone_id == phone_id && job.kind == kind)
+        .filter(|job| job.phone_id.as_deref() == Some(phone_id) && job.kind == kind)
         .count()
 }
 

@@ -14,7 +14,7 @@ use super::error::ControlPlaneError;
 use super::faults::Operation;
 use super::wire::{ok_json, page, query_pairs, query_param, timestamp};
 use crate::http::request_id;
-use crate::simulator::fleet::SimApp;
+use crate::simulator::fleet::{SimApp, SimPhone};
 
 /// 5.1.2 and 5.1.3: "A maximum of 100 records can be returned for each request"; `limit`
 /// "Value range: 1–100", anything else is 400 CPS.0002 (7.2).
@@ -52,7 +52,7 @@ fn app_summary(app: &SimApp, created: String) -> Value {
     json!({
         "name": app.name,
         "package_name": app.package_name,
-        "launch_activity": format!("{}.MainActivity", app.package_name),
+        "launch_activity": launch_activity(app),
         "app_id": app.app_id,
         "description": "",
         "create_time": created,
@@ -83,7 +83,7 @@ pub(super) async fn app_phones(
         .filter(|phone| phone.apps.iter().any(|a| a == app_id))
         .skip(offset)
         .take(limit)
-        .map(|phone| deployment(&phone.phone_id, app))
+        .map(|phone| deployment(phone, app))
         .collect();
     Ok(phone_page(phones))
 }
@@ -94,12 +94,20 @@ fn phone_page(phones: Vec<Value>) -> HttpResponse {
 
 /// Table 5-4, spelt as the reference's example spells it: `app_verison_id` (the table says
 /// `app_version_id`; cphub reads both), `""` for the version id, as in the example.
-fn deployment(phone_id: &str, app: &SimApp) -> Value {
+fn deployment(phone: &SimPhone, app: &SimApp) -> Value {
+    let installed = phone.versions.get(&app.app_id);
+    let version = installed
+        .and_then(|id| app.version(id))
+        .unwrap_or(app.latest());
     json!({
-        "phone_id": phone_id,
+        "phone_id": phone.phone_id,
         "app_verison_id": "",
-        "version_code": app.version_code,
-        "version_name": app.version_name,
-        "launch_activity": format!("{}.MainActivity", app.package_name),
+        "version_code": version.version_code,
+        "version_name": version.version_name,
+        "launch_activity": launch_activity(app),
     })
+}
+
+pub(super) fn launch_activity(app: &SimApp) -> String {
+    format!("{}.MainActivity", app.package_name)
 }

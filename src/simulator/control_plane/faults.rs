@@ -26,6 +26,10 @@ pub enum Operation {
     ListJobs,
     ListApps,
     AppPhones,
+    ServerApps,
+    PushAppVersion,
+    PhoneApps,
+    UpdateAppVersion,
 }
 
 impl FromStr for Operation {
@@ -43,10 +47,15 @@ impl FromStr for Operation {
             "list_jobs" => Operation::ListJobs,
             "list_apps" => Operation::ListApps,
             "app_phones" => Operation::AppPhones,
+            "server_apps" => Operation::ServerApps,
+            "push_app_version" => Operation::PushAppVersion,
+            "phone_apps" => Operation::PhoneApps,
+            "update_app_version" => Operation::UpdateAppVersion,
             other => {
                 return Err(format!(
                     "unknown operation {other:?} (list_phones, show_phone, update_property, \
-                     restart, reset, stop, show_job, list_jobs, list_apps, app_phones)"
+                     restart, reset, stop, show_job, list_jobs, list_apps, app_phones, server_apps, \
+                     push_app_version, phone_apps, update_app_version)"
                 ));
             }
         })

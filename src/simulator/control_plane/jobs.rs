@@ -52,7 +52,10 @@ pub(super) async fn list_jobs(
         .ok_or_else(|| ControlPlaneError::InvalidParameter("request_id is missing.".into()))?;
     let (offset, limit) = page(&pairs, MAX_JOB_PAGE)?;
     let fleet = cp.fleet.lock();
-    let position = |phone_id: &str| fleet.phones.iter().position(|p| p.phone_id == phone_id);
+    let position = |phone_id: &Option<String>| {
+        let phone_id = phone_id.as_deref()?;
+        fleet.phones.iter().position(|p| p.phone_id == phone_id)
+    };
     let mut jobs: Vec<&SimJob> = fleet
         .jobs
         .values()
@@ -88,16 +91,25 @@ pub(super) async fn list_jobs(
     ))
 }
 
+/// A server job (5.3.4) has no `phone_id` (Table 4-50: it is "contained in tasks related to
+/// cloud phones"); a phone job's server is its phone's.
 fn job_json(fleet: &Fleet, job: &SimJob) -> Value {
-    let server_id = fleet.phone(&job.phone_id).map(|p| p.server_id.as_str());
-    json!({
+    let phone = job.phone_id.as_deref().and_then(|id| fleet.phone(id));
+    let server_id = job
+        .server_id
+        .as_deref()
+        .or(phone.map(|p| p.server_id.as_str()));
+    let mut answer = json!({
         "job_id": job.job_id,
-        "phone_id": job.phone_id,
         "server_id": server_id,
         "status": job.status,
         "begin_time": job.begin_time,
         "end_time": job.end_time,
         "error_code": job.error_code,
         "error_msg": job.error_msg,
-    })
+    });
+    if let (Some(phone_id), Value::Object(fields)) = (&job.phone_id, &mut answer) {
+        fields.insert("phone_id".into(), phone_id.clone().into());
+    }
+    answer
 }

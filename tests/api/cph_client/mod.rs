@@ -15,6 +15,7 @@
 
 mod breaker;
 mod config;
+mod deployment;
 mod errors;
 mod iam;
 mod jobs;

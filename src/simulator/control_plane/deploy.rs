@@ -1,0 +1,319 @@
+//! Application deployment: chapters 5.3.1 (the versions deployed on a server), 5.3.4
+//! (pushing a version to servers, job type 31), 5.3.6 (the apps on a phone) and 5.3.7
+//! (updating a phone to a version, job type 32), the calls a game rollout makes.
+//!
+//! The POSTs answer 201 (7.1.2) with one job per server × version or phone × version, as
+//! their examples show (`job_type`, `job_id`, `server_id`/`phone_id`, `app_version_id`); a
+//! task per job finishes it after `job_delay`, as the batch operations do. Where the
+//! reference is silent, the choices are said where they are made.
+
+use std::collections::BTreeSet;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::apps::launch_activity;
+use super::auth::ControlPlane;
+use super::error::ControlPlaneError;
+use super::faults::Operation;
+use super::wire::{created_json, ok_json, page, parse_json, query_pairs, timestamp};
+use crate::cph::model::job_status;
+use crate::http::request_id;
+use crate::simulator::fleet::{Fleet, JobKind, SimApp, SimJob, SimVersion};
+
+/// 5.3.1 and 5.3.6: "A maximum of 100 records can be returned for each request".
+const MAX_PAGE: usize = 100;
+/// Table 5-26 and Table 5-36.
+const PUSH_JOB: u8 = 31;
+const UPDATE_JOB: u8 = 32;
+/// `error_code` of a failed job (7.2 "System error", as the batch jobs use).
+const JOB_FAILED: &str = "CPS.0003";
+
+#[derive(Deserialize)]
+struct PushBody {
+    batch_push_app_version: PushVersions,
+}
+
+/// Table 5-25: both lists mandatory.
+#[derive(Deserialize)]
+struct PushVersions {
+    app_version_ids: Vec<String>,
+    server_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct UpdateBody {
+    update_app_version: UpdateVersions,
+}
+
+/// Table 5-35.
+#[derive(Deserialize)]
+struct UpdateVersions {
+    app_version_ids: Vec<String>,
+}
+
+/// `GET /v1/{project_id}/cloud-phone/servers/{server_id}/apps` (5.3.1): the versions pushed
+/// to the server, in push order. The reference names no error for an unknown server (7.2
+/// has no server code): it is answered as a server with nothing deployed, an empty list.
+pub(super) async fn server_apps(
+    req: HttpRequest,
+    body: web::Bytes,
+    cp: web::Data<ControlPlane>,
+) -> Result<HttpResponse, ControlPlaneError> {
+    cp.admit(&req, &body, Operation::ServerApps)?;
+    let (offset, limit) = page(
+        &query_pairs(req.uri().query().unwrap_or_default()),
+        MAX_PAGE,
+    )?;
+    let server_id = req.match_info().get("server_id").unwrap_or_default();
+    let fleet = cp.fleet.lock();
+    let pushed = fleet.pushed.get(server_id).cloned().unwrap_or_default();
+    let apps: Vec<Value> = (pushed.iter())
+        .filter_map(|id| fleet.find_version(id))
+        .skip(offset)
+        .take(limit)
+        // 5.3.1's example spells the version id `app_verison_id` (Table 5-15 says
+        // `app_version_id`), as 5.1.2's does; cphub reads both.
+        .map(|(app, version)| app_json(app, version, "app_verison_id"))
+        .collect();
+    Ok(ok_json(
+        json!({"request_id": request_id::current(), "apps": apps}),
+    ))
+}
+
+/// `GET /v1/{project_id}/cloud-phone/phones/{phone_id}/apps` (5.3.6): the phone's apps, each
+/// at its installed version, in deployment order.
+pub(super) async fn phone_apps(
+    req: HttpRequest,
+    body: web::Bytes,
+    cp: web::Data<ControlPlane>,
+) -> Result<HttpResponse, ControlPlaneError> {
+    cp.admit(&req, &body, Operation::PhoneApps)?;
+    let (offset, limit) = page(
+        &query_pairs(req.uri().query().unwrap_or_default()),
+        MAX_PAGE,
+    )?;
+    let phone_id = req.match_info().get("phone_id").unwrap_or_default();
+    let fleet = cp.fleet.lock();
+    let phone = fleet
+        .phone(phone_id)
+        .ok_or(ControlPlaneError::PhoneNotFound)?;
+    let apps: Vec<Value> = (phone.apps.iter())
+        .filter_map(|app_id| {
+            let app = fleet.app(app_id)?;
+            let version = phone.versions.get(app_id).and_then(|id| app.version(id));
+            Some(app_json(
+                app,
+                version.unwrap_or(app.latest()),
+                "app_version_id",
+            ))
+        })
+        .skip(offset)
+        .take(limit)
+        .collect();
+    Ok(ok_json(
+        json!({"request_id": request_id::current(), "apps": apps}),
+    ))
+}
+
+/// Table 5-15 / Table 5-33, with the version id under `id_field`.
+fn app_json(app: &SimApp, version: &SimVersion, id_field: &str) -> Value {
+    json!({
+        "app_id": app.app_id,
+        id_field: version.app_version_id,
+        "package_name": app.package_name,
+        "name": app.name,
+        "description": "",
+        "version_code": version.version_code,
+        "version_name": version.version_name,
+        "launch_activity": launch_activity(app),
+    })
+}
+
+/// `POST /v1/{project_id}/cloud-phone/servers/action` with `batch_push_app_version` (5.3.4).
+/// An unknown version id or server id is refused whole with 7.2's parameter error: the
+/// reference has no per-item error for this call.
+pub(super) async fn push_app_version(
+    req: HttpRequest,
+    body: web::Bytes,
+    cp: web::Data<ControlPlane>,
+) -> Result<HttpResponse, ControlPlaneError> {
+    cp.admit(&req, &body, Operation::PushAppVersion)?;
+    let body: PushBody = parse_json(&body)?;
+    let PushVersions {
+        app_version_ids,
+        server_ids,
+    } = body.batch_push_app_version;
+    if app_version_ids.is_empty() || server_ids.is_empty() {
+        return Err(invalid("app_version_ids and server_ids must not be empty"));
+    }
+    let request_id = request_id::current();
+    let mut jobs = Vec::new();
+    {
+        let mut fleet = cp.fleet.lock();
+        known_versions(&fleet, &app_version_ids)?;
+        let servers: BTreeSet<String> = fleet.phones.iter().map(|p| p.server_id.clone()).collect();
+        if let Some(unknown) = server_ids.iter().find(|id| !servers.contains(*id)) {
+            return Err(invalid(&format!("server_id {unknown} is invalid")));
+        }
+        for server_id in &server_ids {
+            for version in &app_version_ids {
+                let job = new_job(&request_id, JobKind::PushAppVersion, None, server_id);
+                jobs.push(json!({
+                    "job_type": PUSH_JOB, "job_id": job.job_id,
+                    "server_id": server_id, "app_version_id": version,
+                }));
+                cp.finish_deployment_later(&mut fleet, job, version.clone());
+            }
+        }
+    }
+    Ok(created_json(
+        json!({"request_id": request_id, "jobs": jobs}),
+    ))
+}
+
+/// `POST /v1/{project_id}/cloud-phone/phones/{phone_id}/action` with `update_app_version`
+/// (5.3.7), one job per version.
+pub(super) async fn update_app_version(
+    req: HttpRequest,
+    body: web::Bytes,
+    cp: web::Data<ControlPlane>,
+) -> Result<HttpResponse, ControlPlaneError> {
+    cp.admit(&req, &body, Operation::UpdateAppVersion)?;
+    let body: UpdateBody = parse_json(&body)?;
+    let versions = body.update_app_version.app_version_ids;
+    if versions.is_empty() {
+        return Err(invalid("app_version_ids must not be empty"));
+    }
+    let phone_id = req.match_info().get("phone_id").unwrap_or_default();
+    let request_id = request_id::current();
+    let mut jobs = Vec::new();
+    {
+        let mut fleet = cp.fleet.lock();
+        let server_id = (fleet.phone(phone_id).map(|p| p.server_id.clone()))
+            .ok_or(ControlPlaneError::PhoneNotFound)?;
+        known_versions(&fleet, &versions)?;
+        for version in &versions {
+            let job = new_job(
+                &request_id,
+                JobKind::UpdateAppVersion,
+                Some(phone_id),
+                &server_id,
+            );
+            jobs.push(json!({
+                "job_type": UPDATE_JOB, "job_id": job.job_id,
+                "phone_id": phone_id, "app_version_id": version,
+            }));
+            cp.finish_deployment_later(&mut fleet, job, version.clone());
+        }
+    }
+    Ok(created_json(
+        json!({"request_id": request_id, "jobs": jobs}),
+    ))
+}
+
+fn known_versions(fleet: &Fleet, ids: &[String]) -> Result<(), ControlPlaneError> {
+    match ids.iter().find(|id| fleet.find_version(id).is_none()) {
+        Some(unknown) => Err(invalid(&format!("app_version_id {unknown} is invalid"))),
+        None => Ok(()),
+    }
+}
+
+fn invalid(why: &str) -> ControlPlaneError {
+    ControlPlaneError::InvalidParameter(why.to_owned())
+}
+
+fn new_job(request_id: &str, kind: JobKind, phone_id: Option<&str>, server_id: &str) -> SimJob {
+    SimJob {
+        job_id: uuid::Uuid::new_v4().simple().to_string(),
+        request_id: request_id.to_owned(),
+        phone_id: phone_id.map(str::to_owned),
+        server_id: Some(server_id.to_owned()),
+        kind,
+        status: job_status::RUNNING,
+        begin_time: timestamp(Utc::now()),
+        end_time: None,
+        error_code: None,
+        error_msg: None,
+    }
+}
+
+impl ControlPlane {
+    /// Records the running job and ends it `job_delay` later in its own task.
+    fn finish_deployment_later(&self, fleet: &mut Fleet, job: SimJob, version: String) {
+        let job_id = job.job_id.clone();
+        fleet.jobs.insert(job_id.clone(), job);
+        let (shared, delay) = (self.fleet.clone(), self.settings.job_delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            finish(&mut shared.lock(), &job_id, &version);
+        });
+    }
+}
+
+/// Ends a push (the server holds the version) or an update (the phone runs it).
+fn finish(fleet: &mut Fleet, job_id: &str, version: &str) {
+    let Some(job) = fleet.jobs.get(job_id).cloned() else {
+        return;
+    };
+    let server_id = job.server_id.clone().unwrap_or_default();
+    let outcome = match (job.kind, job.phone_id.as_deref()) {
+        (JobKind::UpdateAppVersion, Some(phone_id)) => {
+            install(fleet, phone_id, &server_id, version)
+        }
+        _ => {
+            fleet
+                .pushed
+                .entry(server_id)
+                .or_default()
+                .insert(version.to_owned());
+            Ok(())
+        }
+    };
+    let Some(job) = fleet.jobs.get_mut(job_id) else {
+        return;
+    };
+    job.end_time = Some(timestamp(Utc::now()));
+    match outcome {
+        Ok(()) => job.status = job_status::SUCCEEDED,
+        Err(message) => {
+            job.status = job_status::FAILED;
+            job.error_code = Some(JOB_FAILED.to_owned());
+            job.error_msg = Some(message.to_owned());
+        }
+    }
+}
+
+/// 5.3.7: "Ensure that the application version has been pushed to the server." The
+/// reference does not say how a version that was not fails; here the job fails (7.2's
+/// system error) with a message saying so. Installing restarts the game, so whatever
+/// session the phone was playing is lost (the reference is silent; a rollout must drain
+/// the phone first): the phone's task starts over, as after a restart.
+fn install(
+    fleet: &mut Fleet,
+    phone_id: &str,
+    server_id: &str,
+    version: &str,
+) -> Result<(), &'static str> {
+    let pushed = fleet
+        .pushed
+        .get(server_id)
+        .is_some_and(|s| s.contains(version));
+    if !pushed {
+        return Err("The application version has not been pushed to the server.");
+    }
+    let app_id = fleet
+        .find_version(version)
+        .map(|(app, _)| app.app_id.clone());
+    let (Some(app_id), Some(phone)) = (app_id, fleet.phone_mut(phone_id)) else {
+        return Err("Phone is not found.");
+    };
+    if !phone.apps.contains(&app_id) {
+        phone.apps.push(app_id.clone());
+    }
+    phone.versions.insert(app_id, version.to_owned());
+    phone.boots += 1;
+    Ok(())
+}
