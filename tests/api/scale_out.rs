@@ -1,0 +1,523 @@
+//! Scale-out: three `cphub serve` replicas (the built binary) on one PostgreSQL database,
+//! behind a real haproxy balancing round-robin with health checks on `/readyz`, and the
+//! simulator's fleet and control plane. Every callback and mint goes through haproxy, so one
+//! session's mint, sign check (6.1), enter (6.2), heartbeats (6.4) and quit (6.3) land on
+//! different replicas. Meanwhile the watchdog's leader is `kill -9`ed and later restarted,
+//! and another replica is stopped with SIGTERM. Then the book must hold everything cphub
+//! acknowledged, count nothing twice, never have given a phone to two sessions at once, and
+//! have had one watchdog leader at a time, which restarted the phone that fell silent once.
+//!
+//! Needs haproxy on PATH (`scripts/test` installs it); without it the test says so in one
+//! line and passes, unless `CPHUB_TEST_REQUIRE_HAPROXY=1` (set by CI) makes that a failure.
+//! `scripts/scale-out` runs the same scenario longer with more phones
+//! (`CPHUB_SCALE_OUT_PHONES`, `CPHUB_SCALE_OUT_SESSIONS`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cphub::simulator::{Acked, Acknowledged, SimOptions, Simulator};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::binary::{Served, cphub, start_serve, stop};
+use crate::helpers::{Backend, TOKEN, TestDb, postgres_available};
+use crate::simulation::{configure_callbacks, simulator_options};
+
+const REPLICAS: usize = 3;
+
+/// Whether haproxy can be run; without it, one line on stderr, or a failure under
+/// `CPHUB_TEST_REQUIRE_HAPROXY=1`: CI must not pass by skipping the scale-out test.
+fn haproxy_available() -> bool {
+    if Command::new("haproxy").arg("-v").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("CPHUB_TEST_REQUIRE_HAPROXY").as_deref() != Ok("1"),
+        "CPHUB_TEST_REQUIRE_HAPROXY=1 but haproxy is not on PATH: apt-get install -y haproxy"
+    );
+    eprintln!("skipping the scale-out test: haproxy is not installed (apt-get install -y haproxy)");
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The balancer as docs/scaling.md recommends it for callbacks: round-robin, a replica out
+/// after two failed `/readyz` checks; retries only on connection failures (the request never
+/// reached cphub, so resending it is safe for every route), sent to another replica.
+fn haproxy_config(front: u16, replicas: &[u16]) -> String {
+    let servers: String = replicas
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("  server r{i} 127.0.0.1:{port} check\n"))
+        .collect();
+    format!(
+        "defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n\
+         \x20 retries 3\n  option redispatch 1\n  retry-on conn-failure empty-response\n\
+         frontend callbacks\n  bind 127.0.0.1:{front}\n  default_backend cphub\n\
+         backend cphub\n  balance roundrobin\n  option httpchk GET /readyz\n\
+         \x20 http-check expect status 200\n  default-server inter 250ms fall 2 rise 2\n{servers}"
+    )
+}
+
+struct Haproxy {
+    child: Child,
+    address: String,
+    _dir: TempDir,
+}
+
+impl Haproxy {
+    fn start(replicas: &[u16]) -> Haproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let front = free_port();
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, haproxy_config(front, replicas)).unwrap();
+        // -db: foreground, no daemon; its warnings go to the test's output.
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("haproxy starts");
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", front)).is_ok() {
+                return Haproxy {
+                    child,
+                    address: format!("http://127.0.0.1:{front}"),
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("haproxy did not listen on {front}");
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One replica's port (fixed, as haproxy's configuration names it) and process, if running.
+struct Replica {
+    port: u16,
+    served: Option<Served>,
+}
+
+/// How each replica is started: the simulator's control plane for phone sync and the
+/// watchdog, shortened timings (1 s heartbeats, stale after 5 missed: a heartbeat lost with a
+/// killed replica's buffer must not make a healthy phone stale), short holds so a mint
+/// whose answer died with its replica frees its phone soon.
+fn replica_command(db: &TestDb, port: u16, simulator: &Simulator, options: &SimOptions) -> Command {
+    let mut cmd = cphub(db);
+    for (key, value) in [
+        ("SERVER__LISTEN", format!("127.0.0.1:{port}")),
+        ("SERVER__WORKERS", "2".into()),
+        ("SERVER__SHUTDOWN_TIMEOUT_SECS", "5".into()),
+        ("DATABASE__MAX_CONNECTIONS", "4".into()),
+        ("HEARTBEATS__FLUSH_INTERVAL_MS", "200".into()),
+        ("FLEET__HEARTBEAT_INTERVAL_SECS", "1".into()),
+        ("FLEET__MISS_THRESHOLD", "5".into()),
+        ("ACCESS__TICKET_TTL_SECS", "10".into()),
+        ("ACCESS__ENTER_TIMEOUT_SECS", "10".into()),
+        ("CPH__ENDPOINT", simulator.cph_endpoint()),
+        ("CPH__PROJECT_ID", options.project_id.clone()),
+        ("CPH__JOB_POLL_INTERVAL_MS", "50".into()),
+        ("CPH__SYNC_INTERVAL_SECS", "1".into()),
+        ("CPH__AUTH__AK", options.ak.clone()),
+        ("CPH__AUTH__SK", options.sk.clone()),
+        ("WATCHDOG__INTERVAL_MS", "100".into()),
+        ("WATCHDOG__STARTUP_GRACE_SECS", "0".into()),
+    ] {
+        cmd.env(format!("CPHUB__{key}"), value);
+    }
+    cmd
+}
+
+/// The replicas and what is needed to restart one.
+struct Cluster {
+    db: TestDb,
+    replicas: Vec<Replica>,
+    simulator: Simulator,
+    options: SimOptions,
+    client: reqwest::Client,
+    /// The most replicas seen leading at once, over every scrape.
+    most_leaders: usize,
+}
+
+impl Cluster {
+    /// Started one after the other, so that only the first applies the migrations.
+    fn start_replica(&mut self, i: usize) {
+        let port = self.replicas[i].port;
+        let mut cmd = replica_command(&self.db, port, &self.simulator, &self.options);
+        self.replicas[i].served = Some(start_serve(&mut cmd));
+    }
+
+    /// Which live replicas report `cphub_watchdog_leader 1`. Scraped between kills and
+    /// restarts, never during one, so a replica cannot die between two scrapes.
+    async fn leaders(&mut self) -> Vec<usize> {
+        let mut leaders = Vec::new();
+        for (i, replica) in self.replicas.iter().enumerate() {
+            let Some(served) = &replica.served else {
+                continue;
+            };
+            let url = format!("{}/metrics", served.address);
+            let text = self
+                .client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.lines().any(|line| line == "cphub_watchdog_leader 1") {
+                leaders.push(i);
+            }
+        }
+        self.most_leaders = self.most_leaders.max(leaders.len());
+        leaders
+    }
+
+    /// Scrapes every 200 ms for `secs`, then waits (without bound on the scrapes, within a
+    /// minute) until one replica leads.
+    async fn watch(&mut self, secs: u64) -> usize {
+        for _ in 0..secs * 5 {
+            self.leaders().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for _ in 0..300 {
+            if let [leader] = self.leaders().await[..] {
+                return leader;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("no replica took the watchdog's lease");
+    }
+
+    fn kill_9(&mut self, i: usize) {
+        let mut served = self.replicas[i].served.take().unwrap();
+        served.child.kill().unwrap();
+        served.child.wait().unwrap();
+    }
+
+    async fn sigterm(&mut self, i: usize) {
+        let served = self.replicas[i].served.take().unwrap();
+        let status = stop(served.child).await;
+        assert!(
+            status.success(),
+            "SIGTERM ends a replica with 0: {status:?}"
+        );
+    }
+}
+
+/// The scenario's size: the test's is small; `scripts/scale-out` raises it.
+fn sizes() -> (usize, u64) {
+    let read = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    (
+        read("CPHUB_SCALE_OUT_PHONES", 8) as usize,
+        read("CPHUB_SCALE_OUT_SESSIONS", 60),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
+    if !postgres_available() || !haproxy_available() {
+        return;
+    }
+    let (phones, sessions) = sizes();
+    let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
+    let proxy = Haproxy::start(&ports);
+    let mut cluster = start_cluster(&ports, &proxy.address, phones, sessions).await;
+    configure_callbacks(&proxy.address, &cluster.simulator, &cluster.options).await;
+    let setup_boots = boots(&cluster.simulator);
+
+    let leader = cluster.watch(3).await;
+    // The silent phone's recovery straddles the change of leader: it must happen once.
+    cluster.simulator.fleet.lock().phones[0].faults.silent = true;
+    cluster.kill_9(leader);
+    let next = cluster.watch(4).await;
+    cluster.start_replica(leader);
+    cluster.watch(3).await;
+    cluster.sigterm(next).await;
+    cluster.watch(2).await;
+    cluster.start_replica(next);
+
+    let api = Api::new(&proxy.address);
+    api.wait_until_quiet(&cluster, sessions).await;
+    let acked = cluster.simulator.stats.acknowledged();
+    let played = cluster.simulator.stats.played();
+    let book = api.all_sessions().await;
+    eprintln!(
+        "scale-out: {} acknowledgements, {} sessions played, {} in the book; {}",
+        acked.len(),
+        played.len(),
+        book.len(),
+        cluster.simulator.stats.summary(&cluster.simulator.fleet)
+    );
+
+    assert_acknowledged_kept(&acked, &book);
+    assert_played_as_recorded(&played, &book);
+    assert_counted_once(&book, &api.usage_totals().await);
+    assert_no_phone_shared(&book);
+    assert_eq!(cluster.most_leaders, 1, "one watchdog leader at a time");
+    assert_eq!(cluster.leaders().await.len(), 1);
+    let restarts = restarts_by_phone(&cluster.simulator, &setup_boots);
+    assert_one_recovery(&api.recoveries().await, &restarts, &cluster.simulator);
+    cluster.simulator.stop().await;
+}
+
+/// The simulator first (the replicas need its control plane), its players minting through
+/// haproxy from the start (answered 503 until phones heartbeat), then the replicas.
+async fn start_cluster(ports: &[u16], proxy: &str, phones: usize, sessions: u64) -> Cluster {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut options = simulator_options(proxy, phones);
+    options.token = Some(TOKEN.to_owned());
+    options.sessions = sessions;
+    options.player_interval_ms = 100;
+    options.session_min_secs = 1;
+    options.session_max_secs = 3;
+    // The engine's habits: re-deliveries, a quit overtaking its enter.
+    options.duplicate_rate = 0.2;
+    options.reorder_rate = 0.1;
+    let simulator = Simulator::start(options.clone()).await.unwrap();
+    let mut cluster = Cluster {
+        db,
+        replicas: ports
+            .iter()
+            .map(|&port| Replica { port, served: None })
+            .collect(),
+        simulator,
+        options,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        most_leaders: 0,
+    };
+    for i in 0..REPLICAS {
+        cluster.start_replica(i);
+    }
+    cluster
+}
+
+/// Each phone's boot count now.
+fn boots(simulator: &Simulator) -> Vec<u64> {
+    simulator
+        .fleet
+        .lock()
+        .phones
+        .iter()
+        .map(|p| p.boots)
+        .collect()
+}
+
+/// Restarts and resets each phone went through since the fleet was set up, by phone id.
+fn restarts_by_phone(simulator: &Simulator, setup: &[u64]) -> BTreeMap<String, u64> {
+    let fleet = simulator.fleet.lock();
+    let pairs = fleet.phones.iter().zip(setup);
+    pairs
+        .map(|(p, before)| (p.phone_id.clone(), p.boots - before))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// The operator API through haproxy, as an operator would read it.
+struct Api {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    fn new(proxy: &str) -> Api {
+        Api {
+            base: format!("{proxy}/api/v1"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn get(&self, path_and_query: &str) -> Value {
+        let res = self
+            .client
+            .get(format!("{}{path_and_query}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "GET {path_and_query}");
+        res.json().await.unwrap()
+    }
+
+    /// Every session of the book, paging through the list.
+    async fn all_sessions(&self) -> Vec<Value> {
+        let mut sessions = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self.get(&format!("/sessions?limit=1000{cursor}")).await;
+            sessions.extend(page["sessions"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => return sessions,
+            }
+        }
+    }
+
+    async fn recoveries(&self) -> Vec<Value> {
+        let log = self.get("/recoveries?limit=1000").await;
+        log["recoveries"].as_array().unwrap().clone()
+    }
+
+    async fn usage_totals(&self) -> Value {
+        let usage = self.get("/usage?from=2000-01-01&to=2100-01-01").await;
+        usage["totals"].clone()
+    }
+
+    /// Until the players minted every session and no session is minted, verified or
+    /// playing any more (quit, expired or abandoned): then nothing is still on its way.
+    async fn wait_until_quiet(&self, cluster: &Cluster, sessions: u64) {
+        for _ in 0..900 {
+            let minted = cluster
+                .simulator
+                .stats
+                .acknowledged()
+                .iter()
+                .filter(|a| a.what == Acked::Mint)
+                .count() as u64;
+            if minted >= sessions && self.open_sessions().await == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "the fleet never settled: {}",
+            cluster.simulator.stats.summary(&cluster.simulator.fleet)
+        );
+    }
+
+    async fn open_sessions(&self) -> usize {
+        let mut open = 0;
+        for state in ["minted", "verified", "playing"] {
+            let page = self.get(&format!("/sessions?state={state}")).await;
+            open += page["sessions"].as_array().unwrap().len();
+        }
+        open
+    }
+}
+
+fn by_id(book: &[Value]) -> HashMap<&str, &Value> {
+    book.iter()
+        .map(|s| (s["session_id"].as_str().unwrap(), s))
+        .collect()
+}
+
+/// Every 2xx the fleet got is in the book, whichever replica gave it and whatever became of
+/// that replica: a mint's session on its phone, a sign check's `verified_at`, an enter's
+/// start, a quit's end.
+fn assert_acknowledged_kept(acked: &[Acknowledged], book: &[Value]) {
+    let book = by_id(book);
+    for ack in acked {
+        let session = book
+            .get(ack.session_id.as_str())
+            .unwrap_or_else(|| panic!("{ack:?} acknowledged, not in the book"));
+        assert_eq!(
+            session["phone_id"],
+            ack.phone_id.as_str(),
+            "{ack:?}: {session}"
+        );
+        let kept = match ack.what {
+            Acked::Mint => true,
+            Acked::SignCheck => session["verified_at"].is_string(),
+            Acked::Enter => session["started_at"].is_string(),
+            Acked::Quit => session["ended_at"].is_string() && session["state"] == "ended",
+        };
+        assert!(kept, "{ack:?} acknowledged, lost: {session}");
+    }
+    let kinds: HashSet<Acked> = acked.iter().map(|a| a.what).collect();
+    assert_eq!(kinds.len(), 4, "the run exercised every kind: {kinds:?}");
+}
+
+/// Each session the phones played to its quit is recorded with the length they played.
+fn assert_played_as_recorded(played: &[cphub::simulator::PlayedSession], book: &[Value]) {
+    assert!(!played.is_empty());
+    let book = by_id(book);
+    for session in played {
+        let recorded = book[session.session_id.as_str()];
+        assert_eq!(
+            recorded["duration_seconds"], session.duration_secs,
+            "{recorded}"
+        );
+    }
+}
+
+/// Sessions and seconds counted once: the usage report (rollups written by triggers in each
+/// replica's transactions) equals the book's sessions, and no session has two accepted
+/// enters or quits however often they were delivered, to whichever replicas.
+fn assert_counted_once(book: &[Value], totals: &Value) {
+    let started: Vec<&Value> = book
+        .iter()
+        .filter(|s| s["started_at"].is_string())
+        .collect();
+    let seconds: i64 = started
+        .iter()
+        .filter_map(|s| s["duration_seconds"].as_i64())
+        .sum();
+    assert_eq!(totals["sessions"], started.len(), "{totals}");
+    assert_eq!(totals["seconds"], seconds, "{totals}");
+    assert_eq!(totals["open_sessions"], 0, "{totals}");
+}
+
+/// No phone played two sessions at once: on each phone, each session started after the
+/// previous one ended (phone-clock times, whole seconds).
+fn assert_no_phone_shared(book: &[Value]) {
+    let mut by_phone: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for s in book.iter().filter(|s| s["started_at"].is_string()) {
+        let ended = s["ended_at"].as_str().expect("every started session ended");
+        by_phone
+            .entry(s["phone_id"].as_str().unwrap())
+            .or_default()
+            .push((s["started_at"].as_str().unwrap(), ended));
+    }
+    for (phone, mut spans) in by_phone {
+        spans.sort();
+        for pair in spans.windows(2) {
+            assert!(
+                pair[1].0 >= pair[0].1,
+                "{phone} played {:?} and {:?} at once",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+}
+
+/// The phone that fell silent was restarted exactly once (one incident, one action, though
+/// the leader that noticed it was killed), and no other phone was touched: the control
+/// plane's boots and the recovery log agree.
+fn assert_one_recovery(log: &[Value], restarts: &BTreeMap<String, u64>, simulator: &Simulator) {
+    let silent = simulator.phone_ids()[0].clone();
+    assert_eq!(restarts, &BTreeMap::from([(silent.clone(), 1)]), "{log:?}");
+    let actions: Vec<&Value> = log
+        .iter()
+        .filter(|r| r["action"] == "restart" || r["action"] == "reset")
+        .collect();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert_eq!(actions[0]["phone_id"], silent.as_str());
+}
