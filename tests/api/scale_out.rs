@@ -49,9 +49,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The balancer as docs/scaling.md recommends it for callbacks: round-robin, a replica out
-/// after two failed `/readyz` checks; retries only on connection failures (the request never
-/// reached cphub, so resending it is safe for every route), sent to another replica.
+/// The balancer as docs/scaling.md recommends it: round-robin, a replica out after two
+/// failed `/readyz` checks; retries only when the connection failed (the request never
+/// reached cphub, so resending it is safe on every route, a mint without `Idempotency-Key`
+/// included), sent to another replica. A request whose replica died mid-way is answered 502
+/// and resent by its sender, the phone's engine or the player, which knows what it sent.
 fn haproxy_config(front: u16, replicas: &[u16]) -> String {
     let servers: String = replicas
         .iter()
@@ -60,7 +62,7 @@ fn haproxy_config(front: u16, replicas: &[u16]) -> String {
         .collect();
     format!(
         "defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n\
-         \x20 retries 3\n  option redispatch 1\n  retry-on conn-failure empty-response\n\
+         \x20 retries 3\n  option redispatch 1\n  retry-on conn-failure\n\
          frontend callbacks\n  bind 127.0.0.1:{front}\n  default_backend cphub\n\
          backend cphub\n  balance roundrobin\n  option httpchk GET /readyz\n\
          \x20 http-check expect status 200\n  default-server inter 250ms fall 2 rise 2\n{servers}"
@@ -87,13 +89,15 @@ impl Haproxy {
             .stdout(Stdio::null())
             .spawn()
             .expect("haproxy starts");
+        // Owned by the guard at once, so a haproxy that never listens is killed too.
+        let proxy = Haproxy {
+            child,
+            address: format!("http://127.0.0.1:{front}"),
+            _dir: dir,
+        };
         for _ in 0..100 {
             if TcpStream::connect(("127.0.0.1", front)).is_ok() {
-                return Haproxy {
-                    child,
-                    address: format!("http://127.0.0.1:{front}"),
-                    _dir: dir,
-                };
+                return proxy;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -112,6 +116,16 @@ impl Drop for Haproxy {
 struct Replica {
     port: u16,
     served: Option<Served>,
+}
+
+/// A replica left running by a failed assertion would outlive the test: ended with it.
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(served) = &mut self.served {
+            let _ = served.child.kill();
+            let _ = served.child.wait();
+        }
+    }
 }
 
 /// How each replica is started: the simulator's control plane for phone sync and the
@@ -221,8 +235,9 @@ impl Cluster {
     }
 }
 
-/// The scenario's size: the test's is small; `scripts/scale-out` raises it.
-fn sizes() -> (usize, u64) {
+/// The scenario's size (phones, sessions, rounds of kill -9 and SIGTERM): the test's is
+/// small; `scripts/scale-out` raises it.
+fn sizes() -> (usize, u64, u64) {
     let read = |name: &str, default: u64| {
         std::env::var(name)
             .ok()
@@ -232,6 +247,7 @@ fn sizes() -> (usize, u64) {
     (
         read("CPHUB_SCALE_OUT_PHONES", 8) as usize,
         read("CPHUB_SCALE_OUT_SESSIONS", 60),
+        read("CPHUB_SCALE_OUT_ROUNDS", 1).max(1),
     )
 }
 
@@ -240,23 +256,30 @@ async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
     if !postgres_available() || !haproxy_available() {
         return;
     }
-    let (phones, sessions) = sizes();
+    let (phones, sessions, rounds) = sizes();
     let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
     let proxy = Haproxy::start(&ports);
     let mut cluster = start_cluster(&ports, &proxy.address, phones, sessions).await;
     configure_callbacks(&proxy.address, &cluster.simulator, &cluster.options).await;
     let setup_boots = boots(&cluster.simulator);
 
-    let leader = cluster.watch(3).await;
-    // The silent phone's recovery straddles the change of leader: it must happen once.
-    cluster.simulator.fleet.lock().phones[0].faults.silent = true;
-    cluster.kill_9(leader);
-    let next = cluster.watch(4).await;
-    cluster.start_replica(leader);
-    cluster.watch(3).await;
-    cluster.sigterm(next).await;
-    cluster.watch(2).await;
-    cluster.start_replica(next);
+    for round in 0..rounds {
+        let leader = cluster.watch(3).await;
+        if round == 0 {
+            // The silent phone's recovery straddles the change of leader: it must happen once.
+            cluster.simulator.fleet.lock().phones[0].faults.silent = true;
+        }
+        cluster.kill_9(leader);
+        let next = cluster.watch(4).await;
+        cluster.start_replica(leader);
+        cluster.watch(3).await;
+        cluster.sigterm(next).await;
+        cluster.watch(2).await;
+        cluster.start_replica(next);
+        eprintln!(
+            "round {round}: replica {leader} killed -9 and restarted, {next} stopped and restarted"
+        );
+    }
 
     let api = Api::new(&proxy.address);
     api.wait_until_quiet(&cluster, sessions).await;
@@ -273,10 +296,12 @@ async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
 
     assert_acknowledged_kept(&acked, &book);
     assert_played_as_recorded(&played, &book);
+    assert_events_once(&api, &played).await;
     assert_counted_once(&book, &api.usage_totals().await);
     assert_no_phone_shared(&book);
     assert_eq!(cluster.most_leaders, 1, "one watchdog leader at a time");
     assert_eq!(cluster.leaders().await.len(), 1);
+    checked("cphub_watchdog_leader summed over the live replicas never exceeded 1");
     let restarts = restarts_by_phone(&cluster.simulator, &setup_boots);
     assert_one_recovery(&api.recoveries().await, &restarts, &cluster.simulator);
     cluster.simulator.stop().await;
@@ -393,7 +418,8 @@ impl Api {
     /// Until the players minted every session and no session is minted, verified or
     /// playing any more (quit, expired or abandoned): then nothing is still on its way.
     async fn wait_until_quiet(&self, cluster: &Cluster, sessions: u64) {
-        for _ in 0..900 {
+        // A guard against a hang, not a timing: 60 s plus 2 s per session.
+        for _ in 0..300 + sessions * 10 {
             let minted = cluster
                 .simulator
                 .stats
@@ -452,6 +478,15 @@ fn assert_acknowledged_kept(acked: &[Acknowledged], book: &[Value]) {
     }
     let kinds: HashSet<Acked> = acked.iter().map(|a| a.what).collect();
     assert_eq!(kinds.len(), 4, "the run exercised every kind: {kinds:?}");
+    checked(&format!(
+        "{} acknowledged mints, sign checks, enters and quits are all in the book",
+        acked.len()
+    ));
+}
+
+/// What `scripts/scale-out` prints.
+fn checked(what: &str) {
+    eprintln!("checked: {what}");
 }
 
 /// Each session the phones played to its quit is recorded with the length they played.
@@ -465,11 +500,31 @@ fn assert_played_as_recorded(played: &[cphub::simulator::PlayedSession], book: &
             "{recorded}"
         );
     }
+    checked(&format!(
+        "{} played sessions recorded with the length played",
+        played.len()
+    ));
+}
+
+/// However often the phones delivered an enter or quit, and to whichever replicas, each
+/// played session has exactly one accepted enter and one accepted quit.
+async fn assert_events_once(api: &Api, played: &[cphub::simulator::PlayedSession]) {
+    for session in played {
+        let recorded = api.get(&format!("/sessions/{}", session.session_id)).await;
+        let events = recorded["events"].as_array().unwrap();
+        for kind in ["enter", "quit"] {
+            let accepted = events
+                .iter()
+                .filter(|e| e["kind"] == kind && e["outcome"] == "accepted")
+                .count();
+            assert_eq!(accepted, 1, "one accepted {kind}: {recorded}");
+        }
+    }
+    checked("each played session has one accepted enter and one accepted quit");
 }
 
 /// Sessions and seconds counted once: the usage report (rollups written by triggers in each
-/// replica's transactions) equals the book's sessions, and no session has two accepted
-/// enters or quits however often they were delivered, to whichever replicas.
+/// replica's transactions) equals the book's sessions.
 fn assert_counted_once(book: &[Value], totals: &Value) {
     let started: Vec<&Value> = book
         .iter()
@@ -482,6 +537,10 @@ fn assert_counted_once(book: &[Value], totals: &Value) {
     assert_eq!(totals["sessions"], started.len(), "{totals}");
     assert_eq!(totals["seconds"], seconds, "{totals}");
     assert_eq!(totals["open_sessions"], 0, "{totals}");
+    checked(&format!(
+        "usage counts {} sessions, {seconds} s, as the book holds them: nothing twice",
+        started.len()
+    ));
 }
 
 /// No phone played two sessions at once: on each phone, each session started after the
@@ -506,6 +565,7 @@ fn assert_no_phone_shared(book: &[Value]) {
             );
         }
     }
+    checked("no phone played two sessions at once");
 }
 
 /// The phone that fell silent was restarted exactly once (one incident, one action, though
@@ -520,4 +580,7 @@ fn assert_one_recovery(log: &[Value], restarts: &BTreeMap<String, u64>, simulato
         .collect();
     assert_eq!(actions.len(), 1, "{actions:?}");
     assert_eq!(actions[0]["phone_id"], silent.as_str());
+    checked(&format!(
+        "{silent} fell silent and was restarted once; no other phone was touched"
+    ));
 }
