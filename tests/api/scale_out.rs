@@ -17,7 +17,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cphub::simulator::{Acked, Acknowledged, SimOptions, Simulator};
+use cphub::simulator::{Acked, Acknowledged, DEFAULT_APP, SimOptions, Simulator};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -26,6 +26,8 @@ use crate::helpers::{Backend, TOKEN, TestDb, postgres_available};
 use crate::simulation::{configure_callbacks, simulator_options};
 
 const REPLICAS: usize = 3;
+/// Players who wait in the queue (through haproxy) while the replicas are killed.
+const QUEUED: usize = 6;
 
 /// Whether haproxy can be run; without it, one line on stderr, or a failure under
 /// `CPHUB_TEST_REQUIRE_HAPROXY=1`: CI must not pass by skipping the scale-out test.
@@ -170,11 +172,14 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Started one after the other, so that only the first applies the migrations.
-    fn start_replica(&mut self, i: usize) {
+    /// Started one after the other, so that only the first applies the migrations. Waiting
+    /// for its port blocks a thread: not one of the runtime's, where the simulated phones
+    /// heartbeat (stalled, they would look stale to the watchdog).
+    async fn start_replica(&mut self, i: usize) {
         let port = self.replicas[i].port;
         let mut cmd = replica_command(&self.db, port, &self.simulator, &self.options);
-        self.replicas[i].served = Some(start_serve(&mut cmd));
+        let served = tokio::task::spawn_blocking(move || start_serve(&mut cmd));
+        self.replicas[i].served = Some(served.await.unwrap());
     }
 
     /// Which live replicas report `cphub_watchdog_leader 1`. Scraped between kills and
@@ -263,6 +268,7 @@ async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
     configure_callbacks(&proxy.address, &cluster.simulator, &cluster.options).await;
     let setup_boots = boots(&cluster.simulator);
 
+    let queued = tokio::spawn(queue_players(proxy.address.clone(), QUEUED));
     for round in 0..rounds {
         let leader = cluster.watch(3).await;
         if round == 0 {
@@ -271,16 +277,17 @@ async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
         }
         cluster.kill_9(leader);
         let next = cluster.watch(4).await;
-        cluster.start_replica(leader);
+        cluster.start_replica(leader).await;
         cluster.watch(3).await;
         cluster.sigterm(next).await;
         cluster.watch(2).await;
-        cluster.start_replica(next);
+        cluster.start_replica(next).await;
         eprintln!(
             "round {round}: replica {leader} killed -9 and restarted, {next} stopped and restarted"
         );
     }
 
+    let queued = queued.await.unwrap();
     let api = Api::new(&proxy.address);
     api.wait_until_quiet(&cluster, sessions).await;
     let acked = cluster.simulator.stats.acknowledged();
@@ -299,6 +306,7 @@ async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
     assert_events_once(&api, &played).await;
     assert_counted_once(&book, &api.usage_totals().await);
     assert_no_phone_shared(&book);
+    assert_queue_served_each_once(&queued, &book);
     assert_eq!(cluster.most_leaders, 1, "one watchdog leader at a time");
     assert_eq!(cluster.leaders().await.len(), 1);
     checked("cphub_watchdog_leader summed over the live replicas never exceeded 1");
@@ -336,7 +344,7 @@ async fn start_cluster(ports: &[u16], proxy: &str, phones: usize, sessions: u64)
         most_leaders: 0,
     };
     for i in 0..REPLICAS {
-        cluster.start_replica(i);
+        cluster.start_replica(i).await;
     }
     cluster
 }
@@ -582,5 +590,90 @@ fn assert_one_recovery(log: &[Value], restarts: &BTreeMap<String, u64>, simulato
     assert_eq!(actions[0]["phone_id"], silent.as_str());
     checked(&format!(
         "{silent} fell silent and was restarted once; no other phone was touched"
+    ));
+}
+
+/// A player served from the wait queue: who, and the session and phone it was given.
+#[derive(Debug)]
+struct QueuedPlayer {
+    user_id: String,
+    session_id: String,
+    phone_id: String,
+}
+
+/// `count` players join the queue and long-poll it through haproxy until each is given a
+/// phone, resending what a dying replica did not answer (a resent poll is safe: it issues
+/// the same session again, see docs/api.md).
+async fn queue_players(proxy: String, count: usize) -> Vec<QueuedPlayer> {
+    let tasks: Vec<_> = (0..count)
+        .map(|i| tokio::spawn(wait_in_queue(proxy.clone(), format!("queued-{i}"))))
+        .collect();
+    let mut served = Vec::new();
+    for task in tasks {
+        served.push(task.await.unwrap());
+    }
+    served
+}
+
+async fn wait_in_queue(proxy: String, user_id: String) -> QueuedPlayer {
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"app_id": DEFAULT_APP, "user_id": user_id});
+    let place = until_answered(|| {
+        client
+            .post(format!("{proxy}/api/v1/queue"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+    })
+    .await;
+    let queue_id = place["queue_id"].as_str().unwrap().to_owned();
+    let session = until_answered(|| {
+        client
+            .get(format!("{proxy}/api/v1/queue/{queue_id}?wait_secs=2"))
+            .bearer_auth(TOKEN)
+    })
+    .await;
+    QueuedPlayer {
+        user_id,
+        session_id: session["session_id"].as_str().unwrap().to_owned(),
+        phone_id: session["phone_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Sends the request until it is answered 201: a 200 is a place still waiting, a 502 or
+/// 503 a replica dying or the database busy. Anything else fails the test.
+async fn until_answered(request: impl Fn() -> reqwest::RequestBuilder) -> Value {
+    for _ in 0..600 {
+        match request().send().await {
+            Ok(res) if res.status() == 201 => return res.json().await.unwrap(),
+            Ok(res) if [200, 502, 503].contains(&res.status().as_u16()) => {}
+            Ok(res) => panic!(
+                "queue answered {}: {}",
+                res.status(),
+                res.text().await.unwrap()
+            ),
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the queue never served");
+}
+
+/// Each queued player was given one session, on the phone the answer named, and the book
+/// holds exactly that one session for them: the queue served nobody twice.
+fn assert_queue_served_each_once(queued: &[QueuedPlayer], book: &[Value]) {
+    let sessions: HashSet<&str> = queued.iter().map(|q| q.session_id.as_str()).collect();
+    assert_eq!(sessions.len(), queued.len(), "{queued:?}");
+    for player in queued {
+        let theirs: Vec<&Value> = book
+            .iter()
+            .filter(|s| s["user_id"] == player.user_id.as_str())
+            .collect();
+        assert_eq!(theirs.len(), 1, "{player:?}: {theirs:?}");
+        assert_eq!(theirs[0]["session_id"], player.session_id.as_str());
+        assert_eq!(theirs[0]["phone_id"], player.phone_id.as_str());
+    }
+    checked(&format!(
+        "{} queued players served once each, through replicas that died",
+        queued.len()
     ));
 }
