@@ -24,6 +24,7 @@ use tempfile::TempDir;
 use crate::binary::{Served, cphub, start_serve, stop};
 use crate::helpers::{Backend, TOKEN, TestDb, postgres_available};
 use crate::simulation::{configure_callbacks, simulator_options};
+use crate::watchdog::free_port;
 
 const REPLICAS: usize = 3;
 /// Players who wait in the queue (through haproxy) while the replicas are killed.
@@ -43,16 +44,8 @@ fn haproxy_available() -> bool {
     false
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The balancer as docs/scaling.md recommends it: round-robin, a replica out after two
-/// failed `/readyz` checks; retries only when the connection failed (the request never
+/// failed `/readyz` checks (each given 2 s: a replica slowed by a busy machine is not dead); retries only when the connection failed (the request never
 /// reached cphub, so resending it is safe on every route, a mint without `Idempotency-Key`
 /// included), sent to another replica. A request whose replica died mid-way is answered 502
 /// and resent by its sender, the phone's engine or the player, which knows what it sent.
@@ -67,7 +60,8 @@ fn haproxy_config(front: u16, replicas: &[u16]) -> String {
          \x20 retries 3\n  option redispatch 1\n  retry-on conn-failure\n\
          frontend callbacks\n  bind 127.0.0.1:{front}\n  default_backend cphub\n\
          backend cphub\n  balance roundrobin\n  option httpchk GET /readyz\n\
-         \x20 http-check expect status 200\n  default-server inter 250ms fall 2 rise 2\n{servers}"
+         \x20 http-check expect status 200\n  timeout check 2s\n\
+         \x20 default-server inter 500ms fall 2 rise 2\n{servers}"
     )
 }
 
@@ -131,8 +125,9 @@ impl Drop for Replica {
 }
 
 /// How each replica is started: the simulator's control plane for phone sync and the
-/// watchdog, shortened timings (1 s heartbeats, stale after 5 missed: a heartbeat lost with a
-/// killed replica's buffer must not make a healthy phone stale), short holds so a mint
+/// watchdog, shortened timings (1 s heartbeats, stale after 8 missed: neither a heartbeat lost
+/// with a killed replica's buffer nor a machine busy with the rest of the suite may make a
+/// healthy phone look stale), short holds so a mint
 /// whose answer died with its replica frees its phone soon.
 fn replica_command(db: &TestDb, port: u16, simulator: &Simulator, options: &SimOptions) -> Command {
     let mut cmd = cphub(db);
@@ -143,7 +138,7 @@ fn replica_command(db: &TestDb, port: u16, simulator: &Simulator, options: &SimO
         ("DATABASE__MAX_CONNECTIONS", "4".into()),
         ("HEARTBEATS__FLUSH_INTERVAL_MS", "200".into()),
         ("FLEET__HEARTBEAT_INTERVAL_SECS", "1".into()),
-        ("FLEET__MISS_THRESHOLD", "5".into()),
+        ("FLEET__MISS_THRESHOLD", "8".into()),
         ("ACCESS__TICKET_TTL_SECS", "10".into()),
         ("ACCESS__ENTER_TIMEOUT_SECS", "10".into()),
         ("CPH__ENDPOINT", simulator.cph_endpoint()),
@@ -290,6 +285,8 @@ async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
     let queued = queued.await.unwrap();
     let api = Api::new(&proxy.address);
     api.wait_until_quiet(&cluster, sessions).await;
+    api.wait_for_restart(&cluster.simulator.phone_ids()[0])
+        .await;
     let acked = cluster.simulator.stats.acknowledged();
     let played = cluster.simulator.stats.played();
     let book = api.all_sessions().await;
@@ -444,6 +441,20 @@ impl Api {
             "the fleet never settled: {}",
             cluster.simulator.stats.summary(&cluster.simulator.fleet)
         );
+    }
+
+    /// Until the silent phone's restart succeeded (it is noticed 8 s after its last
+    /// heartbeat, possibly after the sessions settled).
+    async fn wait_for_restart(&self, phone_id: &str) {
+        for _ in 0..300 {
+            let log = self.get(&format!("/recoveries?phone_id={phone_id}")).await;
+            let mut recoveries = log["recoveries"].as_array().unwrap().iter();
+            if recoveries.any(|r| r["action"] == "restart" && r["outcome"] == "succeeded") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{phone_id} fell silent and was never restarted");
     }
 
     async fn open_sessions(&self) -> usize {
