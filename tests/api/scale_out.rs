@@ -219,6 +219,26 @@ impl Cluster {
         panic!("no replica took the watchdog's lease");
     }
 
+    /// One round: the leader `kill -9`ed, restarted once another leads, then that one
+    /// stopped with SIGTERM and restarted. In the first, a phone falls silent just before
+    /// the leader dies: it is noticed by the next leader, and must be restarted once.
+    async fn kill_and_restart(&mut self, round: u64) {
+        let leader = self.watch(3).await;
+        if round == 0 {
+            self.simulator.fleet.lock().phones[0].faults.silent = true;
+        }
+        self.kill_9(leader);
+        let next = self.watch(4).await;
+        self.start_replica(leader).await;
+        self.watch(3).await;
+        self.sigterm(next).await;
+        self.watch(2).await;
+        self.start_replica(next).await;
+        eprintln!(
+            "round {round}: replica {leader} killed -9 and restarted, {next} stopped and restarted"
+        );
+    }
+
     fn kill_9(&mut self, i: usize) {
         let mut served = self.replicas[i].served.take().unwrap();
         served.child.kill().unwrap();
@@ -265,21 +285,7 @@ async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
 
     let queued = tokio::spawn(queue_players(proxy.address.clone(), QUEUED));
     for round in 0..rounds {
-        let leader = cluster.watch(3).await;
-        if round == 0 {
-            // The silent phone's recovery straddles the change of leader: it must happen once.
-            cluster.simulator.fleet.lock().phones[0].faults.silent = true;
-        }
-        cluster.kill_9(leader);
-        let next = cluster.watch(4).await;
-        cluster.start_replica(leader).await;
-        cluster.watch(3).await;
-        cluster.sigterm(next).await;
-        cluster.watch(2).await;
-        cluster.start_replica(next).await;
-        eprintln!(
-            "round {round}: replica {leader} killed -9 and restarted, {next} stopped and restarted"
-        );
+        cluster.kill_and_restart(round).await;
     }
 
     let queued = queued.await.unwrap();
