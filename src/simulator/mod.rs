@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use options::{DEFAULT_APP, SimOptions};
-pub use stats::{PlayedSession, Stats};
+pub use stats::{Acked, Acknowledged, PlayedSession, Stats};
 
 use control_plane::{ControlPlaneFaults, ControlPlaneSettings};
 use fleet::{Fleet, SharedFleet};

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::SimOptions;
 use super::fleet::SharedFleet;
-use super::stats::{PlayedSession, Stats};
+use super::stats::{Acked, PlayedSession, Stats};
 use crate::cph::properties::{EVENT_NOTIFY_URL, HEARTBEAT_INTERVAL, HEARTBEAT_URL, SIGN_CHECK_URL};
 
 /// A session a player obtained from cphub and hands to the phone it was allocated.
@@ -124,7 +124,8 @@ impl VirtualPhone {
         let reorder = rand::random_bool(self.options.reorder_rate.clamp(0.0, 1.0));
         let enter = self.event(&session, 0, entered, None);
         if !reorder {
-            self.deliver(&callbacks.events, &enter).await;
+            self.deliver(&callbacks.events, &enter, Acked::Enter, &session)
+                .await;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(length);
         while tokio::time::Instant::now() < deadline {
@@ -136,9 +137,11 @@ impl VirtualPhone {
             self.heartbeat(callbacks, Some(&session)).await;
         }
         let quit = self.event(&session, 1, quit_at, Some(length));
-        self.deliver(&callbacks.events, &quit).await;
+        self.deliver(&callbacks.events, &quit, Acked::Quit, &session)
+            .await;
         if reorder {
-            self.deliver(&callbacks.events, &enter).await;
+            self.deliver(&callbacks.events, &enter, Acked::Enter, &session)
+                .await;
         }
         self.stats.record_played(PlayedSession {
             session_id: session.session_id.clone(),
@@ -152,7 +155,13 @@ impl VirtualPhone {
             return false;
         };
         let answer = self.post(&callbacks.sign_check, &body).await;
-        answer.is_some_and(|a| a["aes_key"] == session.aes_key_hex.as_str())
+        let admitted = answer.is_some_and(|a| a["aes_key"] == session.aes_key_hex.as_str());
+        if admitted {
+            let phone_id = self.phone_id();
+            self.stats
+                .record_acknowledged(Acked::SignCheck, &session.session_id, &phone_id);
+        }
+        admitted
     }
 
     async fn heartbeat(&self, callbacks: &Callbacks, session: Option<&Assignment>) {
@@ -173,9 +182,12 @@ impl VirtualPhone {
     }
 
     /// At-least-once, like the engine: retried until acknowledged; sometimes twice.
-    async fn deliver(&self, url: &str, body: &Value) {
+    async fn deliver(&self, url: &str, body: &Value, what: Acked, session: &Assignment) {
         for _ in 0..20 {
             if self.post(url, body).await.is_some() {
+                let phone_id = self.phone_id();
+                self.stats
+                    .record_acknowledged(what, &session.session_id, &phone_id);
                 if rand::random_bool(self.options.duplicate_rate.clamp(0.0, 1.0)) {
                     self.post(url, body).await;
                 }

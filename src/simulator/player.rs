@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::SimOptions;
 use super::phone::Assignment;
-use super::stats::Stats;
+use super::stats::{Acked, Stats};
 
 pub struct Players {
     pub options: Arc<SimOptions>,
@@ -63,6 +63,8 @@ impl Players {
     async fn hand_over(&self, session: &Value, app_id: &str) {
         let assignment = Assignment::from_mint(session, app_id);
         let phone_id = session["phone_id"].as_str().unwrap_or_default();
+        self.stats
+            .record_acknowledged(Acked::Mint, &assignment.session_id, phone_id);
         match self.phones.get(phone_id) {
             Some(inbox) => {
                 let _ = inbox.send(assignment).await;

@@ -16,6 +16,27 @@ pub struct PlayedSession {
     pub duration_secs: i64,
 }
 
+/// What cphub answered 2xx: acknowledged, so the book must hold it whatever happens to the
+/// replica that answered (a test compares the two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Acked {
+    /// `POST /api/v1/sessions` answered 201.
+    Mint,
+    /// The sign check (6.1) answered 200 with the session's key.
+    SignCheck,
+    /// The enter event (6.2) answered 200.
+    Enter,
+    /// The quit event (6.3) answered 200.
+    Quit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub what: Acked,
+    pub session_id: String,
+    pub phone_id: String,
+}
+
 #[derive(Default)]
 pub struct Stats {
     pub heartbeats: AtomicU64,
@@ -24,6 +45,7 @@ pub struct Stats {
     pub sign_checks_refused: AtomicU64,
     pub callback_errors: AtomicU64,
     played: Mutex<Vec<PlayedSession>>,
+    acknowledged: Mutex<Vec<Acknowledged>>,
 }
 
 impl Stats {
@@ -36,6 +58,24 @@ impl Stats {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(session);
+    }
+
+    pub fn record_acknowledged(&self, what: Acked, session_id: &str, phone_id: &str) {
+        self.acknowledged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Acknowledged {
+                what,
+                session_id: session_id.to_owned(),
+                phone_id: phone_id.to_owned(),
+            });
+    }
+
+    pub fn acknowledged(&self) -> Vec<Acknowledged> {
+        self.acknowledged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn played(&self) -> Vec<PlayedSession> {

@@ -41,7 +41,7 @@ fn boot_counts(simulator: &Simulator) -> Vec<u64> {
     fleet.phones.iter().map(|p| p.boots).collect()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
