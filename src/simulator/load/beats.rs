@@ -267,22 +267,22 @@ async fn read_answers(
     }
 }
 
-/// The oldest beat in flight: its write's time and its own intended time.
+/// The oldest beat in flight: its write's time and its own intended time. A write leaves
+/// the queue with its last beat, so an empty queue means nothing is awaited.
 fn oldest(
     in_flight: &mut InFlight,
     sent_rx: &mut UnboundedReceiver<Sent>,
 ) -> Option<(Instant, Instant)> {
-    loop {
-        if let Some((at, intended)) = in_flight.front_mut() {
-            if let Some(intended) = intended.pop_front() {
-                return Some((*at, intended));
-            }
-            in_flight.pop_front();
-            continue;
-        }
+    if in_flight.is_empty() {
         let sent = sent_rx.try_recv().ok()?;
         in_flight.push_back((sent.at, sent.intended.into()));
     }
+    let (at, intended) = in_flight.front_mut()?;
+    let beat = (*at, intended.pop_front()?);
+    if intended.is_empty() {
+        in_flight.pop_front();
+    }
+    Some(beat)
 }
 
 fn outcome(answer: Answer) -> Outcome {
@@ -303,5 +303,93 @@ fn record(
     if window.contains(&intended) {
         let lag = sent.saturating_duration_since(intended);
         tally.add(outcome, lag, done.saturating_duration_since(intended));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    const CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+
+    fn batch(beats: usize) -> Batch {
+        let now = Instant::now();
+        Batch {
+            bytes: b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n".repeat(beats),
+            intended: vec![now; beats],
+        }
+    }
+
+    /// Answers once on an accepted connection, then reads until the client lets go.
+    async fn answer_once(listener: &TcpListener, answer: &[u8]) {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await.unwrap();
+        stream.write_all(answer).await.unwrap();
+        while stream.read(&mut buf).await.unwrap_or(0) > 0 {}
+    }
+
+    /// A server that closes after its first answer while three beats are in flight: that
+    /// answer counts, the two others are transport errors, and the next batch goes out on
+    /// a new connection. The test's steps wait on the server, never on a clock.
+    #[tokio::test]
+    async fn connection_close_counts_the_beats_in_flight_and_the_next_batch_reconnects() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let (first_done, first_closed) = oneshot::channel();
+        let server = tokio::spawn(async move {
+            answer_once(&listener, CLOSE).await;
+            first_done.send(()).unwrap();
+            answer_once(&listener, OK).await;
+        });
+        let start = Instant::now();
+        let connection = Connection {
+            authority,
+            window: start..start + Duration::from_secs(3600),
+            grace: start + Duration::from_secs(60),
+            measured: Measured {
+                tally: Tally::new(),
+                reconnects: 0,
+            },
+        };
+        let (lane, task) = connection.open();
+        lane.send(batch(3)).unwrap_or_else(|_| panic!("lane open"));
+        // The client let go of the first connection: its next batch needs a new one.
+        first_closed.await.unwrap();
+        lane.send(batch(1)).unwrap_or_else(|_| panic!("lane open"));
+        drop(lane);
+        let measured = task.await.unwrap();
+        server.await.unwrap();
+
+        assert_eq!(measured.tally.counts(), (2, 0, 2));
+        assert_eq!(measured.reconnects, 1);
+    }
+
+    /// An answer that is not HTTP gives the connection up: every beat on it is unanswered.
+    #[tokio::test]
+    async fn a_malformed_answer_counts_every_beat_in_flight_as_unanswered() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move { answer_once(&listener, b"SSH-2.0-x\r\n").await });
+        let start = Instant::now();
+        let connection = Connection {
+            authority,
+            window: start..start + Duration::from_secs(3600),
+            grace: start + Duration::from_secs(60),
+            measured: Measured {
+                tally: Tally::new(),
+                reconnects: 0,
+            },
+        };
+        let (lane, task) = connection.open();
+        lane.send(batch(2)).unwrap_or_else(|_| panic!("lane open"));
+        drop(lane);
+        let measured = task.await.unwrap();
+        server.await.unwrap();
+        assert_eq!(measured.tally.counts(), (0, 0, 2));
     }
 }

@@ -93,6 +93,12 @@ impl Tally {
         self.latency.saturating_record(micros(latency));
     }
 
+    /// Answered as expected, answered otherwise, unanswered.
+    #[cfg(test)]
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.ok, self.refused.values().sum(), self.transport)
+    }
+
     fn merge(&mut self, other: &Tally) {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency.add(&other.latency);
