@@ -56,8 +56,9 @@ pub struct LoadOptions {
     /// The measured window, after the warm-up; the run ends with it.
     #[arg(long, default_value_t = 60.0)]
     pub window_secs: f64,
-    /// Keep-alive connections the heartbeats are pipelined over (docs/benchmarks.md).
-    #[arg(long, default_value_t = 64)]
+    /// Keep-alive connections the heartbeats are pipelined over: few enough that a write
+    /// carries several beats, enough to spread over cphub's workers (docs/benchmarks.md).
+    #[arg(long, default_value_t = 16)]
     pub connections: usize,
     /// Share of the fleet, taken from the idle phones, that starts a session at once.
     #[arg(long, default_value_t = 0.0)]
