@@ -1,6 +1,7 @@
 //! The open-loop load generator (`cphub simulate --load`) against the real app: it keeps its
 //! schedule for a small fleet (every request the schedule fixes is sent, answered, and
-//! counted once by cphub too), plays every kind of request, and the flash crowd plays.
+//! counted once by cphub too), plays every kind of request, and the flash crowd plays; and
+//! a heartbeat flood pipelined over a few keep-alive connections arrives whole.
 
 use cphub::simulator::load::{self, Kind, LoadOptions, Target};
 
@@ -94,4 +95,45 @@ async fn load_generator_keeps_its_schedule_for_a_small_fleet_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_generator_keeps_its_schedule_for_a_small_fleet_on_sqlite() {
     load_generator_keeps_its_schedule_for_a_small_fleet(Backend::Sqlite).await
+}
+
+/// 1,000 phones beating every second (6.4) for 6 s, heartbeats only (no token, so no
+/// players), pipelined over 4 connections: each write carries the beats of several phones
+/// and each connection has many answers in flight. The schedule fixes 6,000 beats.
+async fn pipelined_heartbeats_arrive_on_schedule(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut options = LoadOptions::defaults();
+    options.heartbeat_interval_secs = 1.0;
+    options.warmup_secs = 0.0;
+    options.window_secs = 6.0;
+    options.connections = 4;
+    let target = Target {
+        cphub: app.address.clone(),
+        token: None,
+        app_id: "load.game".to_owned(),
+        phones: 1000,
+        seed: 5,
+    };
+    let report = load::run(options, target).await.unwrap();
+
+    let beats = report.kind(Kind::Heartbeat);
+    assert_eq!(beats.ok, 6000, "{}", report.human());
+    assert_eq!(beats.errors(), 0, "{}", report.human());
+    assert_eq!((report.header.connections, report.reconnects), (4, 0));
+    // cphub counted each beat once: none lost or doubled by the pipelining.
+    assert_eq!(metric(&app, "cphub_heartbeats_total").await, 6000.0);
+    assert_eq!(report.kind(Kind::Mint).ok, 0, "no token, no players");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_heartbeats_arrive_on_schedule_on_postgres() {
+    if crate::helpers::postgres_available() {
+        pipelined_heartbeats_arrive_on_schedule(Backend::Postgres).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_heartbeats_arrive_on_schedule_on_sqlite() {
+    pipelined_heartbeats_arrive_on_schedule(Backend::Sqlite).await
 }

@@ -3,10 +3,12 @@
 //! every request at the time its schedule fixes whatever the answers do, and measures each
 //! latency from that intended time.
 
+mod beats;
 mod plan;
 mod record;
+mod request;
+mod response;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,14 +17,17 @@ use clap::Args;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
 pub use plan::{FleetPlan, PhonePlan, plan};
 pub use record::{Figures, Kind, LoadReport};
 
 use super::fleet::Fleet;
-use super::phone::{Assignment, WholeSeconds, event_body, heartbeat_body, sign_check_body};
-use record::{Outcome, Recorder, ReportHeader, Timing};
+use super::phone::{Assignment, WholeSeconds, event_body, sign_check_body};
+use beats::{Connection, Lane, Measured, Schedule};
+use record::{Outcome, Recorder, ReportHeader, Tally, Timing};
+use request::{BeatRequest, Endpoint};
 
 #[derive(Debug, Clone, Args)]
 pub struct LoadOptions {
@@ -51,6 +56,10 @@ pub struct LoadOptions {
     /// The measured window, after the warm-up; the run ends with it.
     #[arg(long, default_value_t = 60.0)]
     pub window_secs: f64,
+    /// Keep-alive connections the heartbeats are pipelined over: few enough that a write
+    /// carries several beats, enough to spread over cphub's workers (docs/benchmarks.md).
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
     /// Share of the fleet, taken from the idle phones, that starts a session at once.
     #[arg(long, default_value_t = 0.0)]
     pub flash_share: f64,
@@ -122,19 +131,21 @@ pub struct Target {
     pub seed: u64,
 }
 
-/// Everything the phones' and players' tasks share.
+/// Everything the pacer and the players' tasks share.
 struct Run {
     http: reqwest::Client,
     recorder: Recorder,
     options: LoadOptions,
     target: Target,
+    endpoint: Endpoint,
     phone_ids: Vec<String>,
-    /// The session each phone plays (entered, not yet quit): its heartbeats name it.
-    playing: Vec<Mutex<Option<Arc<Assignment>>>>,
+    /// Each phone's heartbeat request: idle, or naming the session it plays (entered, not
+    /// yet quit). Swapped at enter and quit, copied by the pacer at every beat.
+    beats: Vec<Mutex<BeatRequest>>,
     start: Instant,
     end: Instant,
-    /// Heartbeats sent and not yet answered.
-    in_flight: AtomicUsize,
+    /// Answers still due after the end are waited for until then.
+    grace: Instant,
 }
 
 /// Plays the fleet for the warm-up and the window, then waits (at most the client timeout)
@@ -149,42 +160,53 @@ pub async fn run(options: LoadOptions, target: Target) -> std::io::Result<LoadRe
     let start = Instant::now();
     let from = start + Duration::from_secs_f64(options.warmup_secs);
     let end = from + Duration::from_secs_f64(options.window_secs);
-    let fleet = Fleet::new(target.phones, target.seed);
+    let endpoint = Endpoint::parse(&target.cphub)?;
+    let phone_ids: Vec<String> = Fleet::new(target.phones, target.seed)
+        .phones
+        .into_iter()
+        .map(|p| p.phone_id)
+        .collect();
+    let beats = phone_ids
+        .iter()
+        .map(|id| Mutex::new(BeatRequest::new(&endpoint, id, None)))
+        .collect();
     let run = Arc::new(Run {
         http,
         recorder: Recorder::new(from, end),
-        phone_ids: fleet.phones.into_iter().map(|p| p.phone_id).collect(),
-        playing: (0..target.phones).map(|_| Mutex::new(None)).collect(),
+        endpoint,
+        phone_ids,
+        beats,
         options,
         target,
         start,
         end,
-        in_flight: AtomicUsize::new(0),
+        grace: end + Duration::from_secs(11),
     });
+    let (lanes, connections) = run.connections();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(Arc::clone(&run).heartbeats());
+    tasks.spawn(Arc::clone(&run).heartbeats(lanes));
     if run.target.token.is_some() {
         for (index, phone) in plan.phones.iter().enumerate() {
             tasks.spawn(Arc::clone(&run).player(index, *phone));
         }
     }
-    let grace = end + Duration::from_secs(11);
-    while tokio::time::timeout_at(grace, tasks.join_next())
+    while tokio::time::timeout_at(run.grace, tasks.join_next())
         .await
         .is_ok_and(|next| next.is_some())
     {}
     tasks.abort_all();
-    while run.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < grace {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let header = ReportHeader {
         phones: run.target.phones,
         heartbeat_interval_secs: run.options.heartbeat_interval_secs,
         busy_at_start: plan.busy_at_start,
         flash_phones: plan.flash_phones,
+        connections: connections.len(),
     };
+    let reconnects = run.merge_heartbeats(connections).await;
     let max_lag = Duration::from_millis(run.options.max_lag_ms);
-    Ok(run.recorder.report(header, max_lag))
+    let mut report = run.recorder.report(header, max_lag);
+    report.reconnects = reconnects;
+    Ok(report)
 }
 
 /// `cphub simulate --load`: runs and prints the report.
@@ -203,46 +225,54 @@ pub async fn run_and_print(options: LoadOptions, target: Target) -> std::io::Res
 }
 
 impl Run {
-    /// Heartbeat `n` is phone `n % phones`'s, due at `n × interval / phones`: every phone
-    /// once per interval, the fleet's beats spread evenly rather than in bursts. Each is
-    /// sent in a task of its own, so a slow answer never holds up the next beat.
-    async fn heartbeats(self: Arc<Self>) {
-        let phones = self.phone_ids.len();
-        if phones == 0 {
-            return;
-        }
-        let step = self.options.interval().div_f64(phones as f64);
-        let mut n: u64 = 0;
-        loop {
-            let due = self.start + step.mul_f64(n as f64);
-            if due >= self.end {
-                return;
-            }
-            // Tokio's timer has a millisecond's resolution: a wake-up sends every beat due.
-            sleep_until(due).await;
-            let now = Instant::now();
-            let mut due = due;
-            while due <= now && due < self.end {
-                let run = Arc::clone(&self);
-                // Counted before the spawn, so the end of the run waits for this beat.
-                self.in_flight.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    run.heartbeat(n as usize % phones, due).await;
-                    run.in_flight.fetch_sub(1, Ordering::Relaxed);
-                });
-                n += 1;
-                due = self.start + step.mul_f64(n as f64);
-            }
-        }
+    /// The heartbeat connections (no more than there are phones, so none sits idle past
+    /// cphub's keep-alive), each waiting for its first batch.
+    fn connections(&self) -> (Vec<Lane>, Vec<JoinHandle<Measured>>) {
+        let count = self
+            .options
+            .connections
+            .clamp(1, self.phone_ids.len().max(1));
+        (0..count)
+            .map(|_| {
+                Connection {
+                    authority: self.endpoint.authority.clone(),
+                    window: self.recorder.window(),
+                    grace: self.grace,
+                    measured: Measured {
+                        tally: Tally::new(),
+                        reconnects: 0,
+                    },
+                }
+                .open()
+            })
+            .unzip()
     }
 
-    async fn heartbeat(&self, index: usize, intended: Instant) {
-        let session = self.slot(index).clone();
-        let body = heartbeat_body(&self.phone_ids[index], session.as_deref());
-        let url = format!("{}/cph/heartbeat", self.base());
-        let request = self.http.post(url).json(&body);
-        self.send(Kind::Heartbeat, false, intended, 200, request)
-            .await;
+    /// Heartbeat `n` is phone `n % phones`'s, due at `n × interval / phones`: every phone
+    /// once per interval, the fleet's beats spread evenly rather than in bursts.
+    async fn heartbeats(self: Arc<Self>, lanes: Vec<Lane>) {
+        let schedule = Schedule {
+            start: self.start,
+            end: self.end,
+            step: self
+                .options
+                .interval()
+                .div_f64(self.phone_ids.len().max(1) as f64),
+        };
+        beats::pace(schedule, &self.beats, lanes).await;
+    }
+
+    /// Waits for every connection's answers (each gives up at the grace) and adds what
+    /// they measured to the report; the reconnects they made.
+    async fn merge_heartbeats(&self, connections: Vec<JoinHandle<Measured>>) -> u64 {
+        let mut reconnects = 0;
+        for connection in connections {
+            if let Ok(measured) = connection.await {
+                self.recorder.merge(Kind::Heartbeat, &measured.tally);
+                reconnects += measured.reconnects;
+            }
+        }
+        reconnects
     }
 
     fn base(&self) -> &str {
@@ -330,14 +360,13 @@ impl Run {
         {
             return Instant::now();
         }
-        let session = Arc::new(session);
-        *self.slot(index) = Some(Arc::clone(&session));
+        self.play(index, Some(&session));
         let quit_due = Instant::now() + length;
         if quit_due >= self.end {
             return quit_due; // the run ends first: the session is left playing
         }
         sleep_until(quit_due).await;
-        *self.slot(index) = None;
+        self.play(index, None);
         let quit_at = entered + chrono::TimeDelta::seconds(length.as_secs() as i64);
         let quit = event_body(
             &self.phone_ids[index],
@@ -399,9 +428,12 @@ impl Run {
             .await
     }
 
-    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Option<Arc<Assignment>>> {
-        self.playing[index]
+    /// From now on phone `index`'s heartbeats name `session` (or none): its request is
+    /// built here, once, not at each beat.
+    fn play(&self, index: usize, session: Option<&Assignment>) {
+        let request = BeatRequest::new(&self.endpoint, &self.phone_ids[index], session);
+        *self.beats[index]
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner) = request;
     }
 }

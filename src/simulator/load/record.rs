@@ -32,6 +32,10 @@ impl Kind {
         Kind::Quit,
     ];
 
+    fn index(self) -> usize {
+        Kind::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Heartbeat => "heartbeat",
@@ -58,7 +62,7 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-struct Tally {
+pub struct Tally {
     latency: Histogram<u64>,
     lag: Histogram<u64>,
     ok: u64,
@@ -68,7 +72,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn new() -> Tally {
+    pub fn new() -> Tally {
         Tally {
             latency: histogram(),
             lag: histogram(),
@@ -78,7 +82,7 @@ impl Tally {
         }
     }
 
-    fn add(&mut self, outcome: Outcome, lag: Duration, latency: Duration) {
+    pub fn add(&mut self, outcome: Outcome, lag: Duration, latency: Duration) {
         let micros = |d: Duration| (d.as_micros() as u64).clamp(1, 60_000_000);
         self.lag.saturating_record(micros(lag));
         match outcome {
@@ -87,6 +91,23 @@ impl Tally {
             Outcome::Transport => self.transport += 1,
         }
         self.latency.saturating_record(micros(latency));
+    }
+
+    /// Answered as expected, answered otherwise, unanswered.
+    #[cfg(test)]
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.ok, self.refused.values().sum(), self.transport)
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.lag.add(&other.lag);
+        self.ok += other.ok;
+        for (status, n) in &other.refused {
+            *self.refused.entry(*status).or_default() += n;
+        }
+        self.transport += other.transport;
     }
 }
 
@@ -117,14 +138,24 @@ impl Recorder {
         }
     }
 
+    /// Requests intended within it are measured.
+    pub fn window(&self) -> std::ops::Range<Instant> {
+        self.from..self.until
+    }
+
+    /// Adds what a part of the run measured on its own (a heartbeat connection), so the
+    /// beats themselves take no shared lock.
+    pub fn merge(&self, kind: Kind, tally: &Tally) {
+        lock(&self.kinds[kind.index()]).merge(tally);
+    }
+
     pub fn record(&self, kind: Kind, flash: bool, timing: Timing, outcome: Outcome) {
         if !(self.from..self.until).contains(&timing.intended) {
             return;
         }
         let lag = timing.sent.saturating_duration_since(timing.intended);
         let latency = timing.done.saturating_duration_since(timing.intended);
-        let index = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-        lock(&self.kinds[index]).add(outcome, lag, latency);
+        lock(&self.kinds[kind.index()]).add(outcome, lag, latency);
         if flash && kind != Kind::Heartbeat {
             lock(&self.flash).add(outcome, lag, latency);
         }
@@ -152,6 +183,7 @@ impl Recorder {
             lag,
             kinds,
             flash: Figures::of(&lock(&self.flash), window),
+            reconnects: 0,
             header,
         }
     }
@@ -168,6 +200,8 @@ pub struct ReportHeader {
     pub heartbeat_interval_secs: f64,
     pub busy_at_start: usize,
     pub flash_phones: usize,
+    /// Keep-alive connections the heartbeats were pipelined over.
+    pub connections: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -244,6 +278,8 @@ pub struct LoadReport {
     pub kinds: Vec<(&'static str, Figures)>,
     /// The flash crowd's mints, sign checks and enters together.
     pub flash: Figures,
+    /// Heartbeat connections opened again after cphub closed one or it broke.
+    pub reconnects: u64,
 }
 
 impl LoadReport {
@@ -279,6 +315,11 @@ impl LoadReport {
                 let _ = writeln!(out, "{:<12} non-2xx by status: {:?}", "", f.statuses);
             }
         }
+        let _ = writeln!(
+            out,
+            "heartbeats pipelined over {} connections, {} reconnects",
+            h.connections, self.reconnects
+        );
         let l = &self.lag;
         let _ = write!(
             out,
