@@ -1,9 +1,13 @@
 //! The SQL of the session book that both backends share, as plain functions over [`Sql`]
 //! (a write transaction or a pool of either driver; see `sql.rs`). The row-locking clause of
-//! the mint's pick is the only difference (PostgreSQL locks rows; SQLite has one writer).
+//! the mint's pick (PostgreSQL locks rows; SQLite has one writer) and the one statement that
+//! consumes a batch of tickets (data-modifying CTEs, or statements run as one query) are the
+//! only differences.
 //! Enter/quit events are the exception: they are applied a batch at a time with statements
 //! over whole lists (`json_each` on SQLite, `UNNEST` on PostgreSQL), which each backend
 //! writes in its own file, around the logic of `event_batch`.
+
+use std::collections::HashSet;
 
 use super::codec::{
     EventRecord, IssuedAccessRow, Phone, PhoneAppRow, PhoneHealth, PickedPhone, Recovery,
@@ -822,39 +826,115 @@ pub(super) async fn issued_access(
 
 /// Records each sign check in order; false where its session was no longer in the state it
 /// was checked in (the ticket consumed already, the session ended).
-pub(super) async fn mark_verified(
-    tx: &mut impl Sql,
+pub(super) async fn mark_verified<S: Sql>(
+    tx: &mut S,
     verifications: &[Verification],
 ) -> Result<Vec<bool>, StoreError> {
+    let firsts = first_uses::<S>(verifications);
+    let mut first = vec![false; verifications.len()];
+    firsts.iter().for_each(|f| first[f.place] = true);
+    let consumed: HashSet<String> = consume_tickets(tx, &firsts)
+        .await?
+        .into_iter()
+        .map(|(session_id,)| session_id)
+        .collect();
     let mut recorded = Vec::with_capacity(verifications.len());
-    for v in verifications {
+    for (i, v) in verifications.iter().enumerate() {
         recorded.push(match v.admission {
-            Admission::FirstUse { hold_until } => consume_ticket(tx, v, hold_until).await?,
+            Admission::FirstUse { .. } => first[i] && consumed.contains(v.session_id.as_str()),
+            // After the batch's consumptions, as if each came later in the batch: a
+            // reconnect's sign check read its session verified or playing, so no first use
+            // in the batch can consume that session's ticket, and what they leave is the
+            // same in either order.
             Admission::Reconnect => log_reconnect(tx, v).await?,
         });
     }
     Ok(recorded)
 }
 
-async fn consume_ticket(
-    tx: &mut impl Sql,
-    v: &Verification,
-    hold_until: UtcTime,
-) -> Result<bool, StoreError> {
-    let session_id = v.session_id.as_str();
-    let consume = "UPDATE sessions SET state = 'verified', verified_at = $2, \
-                     sign_check_digest = $3, hold_until = $4, updated_at = $2 \
-                   WHERE session_id = $1 AND state = 'minted'";
-    let args = args![session_id, v.now, v.digest.as_str(), hold_until];
-    let consumed = tx.execute(consume, &args).await? == 1;
-    if consumed {
-        // The phone minting held is the session's; a key lookup, not a scan.
-        let extend = "UPDATE phones SET allocated_until = $2 WHERE allocated_session_id = $1 \
-                        AND phone_id = (SELECT phone_id FROM sessions WHERE session_id = $1)";
-        tx.execute(extend, &args![session_id, hold_until]).await?;
-    }
-    Ok(consumed)
+/// A first use of a ticket: its place in the batch, the sign check, the phone's hold.
+#[derive(serde::Serialize)]
+struct FirstUse<'a> {
+    #[serde(skip)]
+    place: usize,
+    session_id: &'a str,
+    now: i64,
+    digest: &'a str,
+    hold_until: i64,
 }
+
+/// The first use of each session's ticket in the batch: a later one of the same session
+/// finds the ticket consumed, as it did one by one. Times as the statement's JSON carries
+/// them ([`Sql::json_time`]).
+fn first_uses<S: Sql>(verifications: &[Verification]) -> Vec<FirstUse<'_>> {
+    let mut seen = HashSet::new();
+    let firsts = verifications
+        .iter()
+        .enumerate()
+        .filter_map(|(place, v)| match v.admission {
+            Admission::FirstUse { hold_until } => Some(FirstUse {
+                place,
+                session_id: v.session_id.as_str(),
+                now: S::json_time(v.now),
+                digest: v.digest.as_str(),
+                hold_until: S::json_time(hold_until),
+            }),
+            Admission::Reconnect => None,
+        });
+    firsts.filter(|f| seen.insert(f.session_id)).collect()
+}
+
+/// Consumes the tickets of `firsts` in one statement, holding each consumed session's
+/// phone (the one minting held for it) until its hold; the sessions it consumed.
+async fn consume_tickets<S: Sql>(
+    tx: &mut S,
+    firsts: &[FirstUse<'_>],
+) -> Result<Vec<(String,)>, StoreError> {
+    if firsts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batch = serde_json::to_string(firsts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let sql = match S::MULTI_STATEMENT {
+        true => CONSUME_TICKETS_SQLITE,
+        false => CONSUME_TICKETS_POSTGRES,
+    };
+    Ok(tx.fetch_all(sql, &args![batch.as_str()]).await?)
+}
+
+/// The phones first, while their sessions are still `minted`, then the sessions: the
+/// same condition picks both, in the one writer's transaction. `$1` as in
+/// [`CONSUME_TICKETS_POSTGRES`], times in epoch milliseconds.
+const CONSUME_TICKETS_SQLITE: &str = "\
+    UPDATE phones SET allocated_until = b.hold_until \
+    FROM (SELECT value ->> 'session_id' AS session_id, value ->> 'hold_until' AS hold_until \
+        FROM json_each($1)) AS b, sessions \
+    WHERE sessions.session_id = b.session_id AND sessions.state = 'minted' \
+      AND phones.phone_id = sessions.phone_id AND phones.allocated_session_id = b.session_id; \
+    UPDATE sessions SET state = 'verified', verified_at = b.now, \
+      sign_check_digest = b.digest, hold_until = b.hold_until, updated_at = b.now \
+    FROM (SELECT value ->> 'session_id' AS session_id, value ->> 'now' AS now, \
+        value ->> 'digest' AS digest, value ->> 'hold_until' AS hold_until \
+      FROM json_each($1)) AS b \
+    WHERE sessions.session_id = b.session_id AND sessions.state = 'minted' \
+    RETURNING sessions.session_id";
+
+/// `$1`: a JSON array of [`FirstUse`], times in epoch microseconds. The phones' update
+/// reads what the sessions' update returns, so it holds only phones whose ticket was
+/// consumed here, locking sessions before phones as every writer does.
+const CONSUME_TICKETS_POSTGRES: &str = "\
+    WITH b AS (SELECT value ->> 'session_id' AS session_id, value ->> 'digest' AS digest, \
+        to_timestamp(0) + (value ->> 'now')::bigint * interval '1 microsecond' AS now, \
+        to_timestamp(0) + (value ->> 'hold_until')::bigint * interval '1 microsecond' \
+          AS hold_until \
+      FROM json_array_elements($1::json)), \
+    consumed AS (UPDATE sessions SET state = 'verified', verified_at = b.now, \
+        sign_check_digest = b.digest, hold_until = b.hold_until, updated_at = b.now \
+      FROM b WHERE sessions.session_id = b.session_id AND sessions.state = 'minted' \
+      RETURNING sessions.session_id, sessions.phone_id, b.hold_until), \
+    held AS (UPDATE phones SET allocated_until = consumed.hold_until FROM consumed \
+      WHERE phones.phone_id = consumed.phone_id \
+        AND phones.allocated_session_id = consumed.session_id) \
+    SELECT session_id FROM consumed";
 
 /// Status 2 and outcome `admitted` (migration 0006): a sign check, not a chapter 6 event.
 /// Inserted only while the session is live, so a quit committed since the sign check read

@@ -2,10 +2,10 @@
 //!
 //! Each statement is a round trip (to sqlx's SQLite thread, or over the socket to
 //! PostgreSQL), and round trips, not SQL work, were what limited events when each one cost
-//! six statements (docs/benchmarks.md). Here a batch costs eight, whatever its size: the
-//! batch's sessions, their accepted events and the phones they touch are read with one
-//! statement each, every delivery is decided in memory in arrival order, and what changed
-//! is written back with one statement per table. Deciding in arrival order against what
+//! six statements, and then a batch eight (docs/benchmarks.md). Here a batch costs two,
+//! whatever its size: one read returns the batch's sessions, their accepted events and the
+//! phones together, every delivery is decided in memory in arrival order, and one write
+//! stores what changed in every table. Deciding in arrival order against what
 //! the earlier deliveries of the batch left keeps the outcomes of one-by-one application,
 //! also for several events of one session in one batch (enter and quit, a redelivery, a
 //! contradiction).
@@ -14,7 +14,9 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 
-use super::codec::StoredEvent;
+use sqlx::FromRow;
+
+use super::codec::{SessionRow, StoredEvent};
 use super::{Applied, ApplyRules, EventOutcome, ReceivedEvent, StoreError};
 use crate::domain::{Session, SessionState, UtcTime};
 
@@ -44,7 +46,16 @@ pub(crate) struct PhoneLinks {
     pub current_session_started_at: Option<UtcTime>,
     pub allocated_session_id: Option<String>,
     pub allocated_until: Option<UtcTime>,
+    pub created_at: UtcTime,
     pub updated_at: UtcTime,
+}
+
+/// A phone to write back. One the read did not find is created by the write, blank but
+/// for what the batch did to it, as the upsert of a first event created it.
+pub(super) struct PhoneChange {
+    pub links: PhoneLinks,
+    /// Found (and, on PostgreSQL, locked) by the batch's read.
+    pub existed: bool,
 }
 
 /// A session to write back, with cphub's time of its last accepted event.
@@ -53,9 +64,46 @@ pub(super) struct SessionUpdate<'a> {
     pub updated_at: UtcTime,
 }
 
-/// The statements of a batch, run in one write transaction of a backend. The reads of
-/// rows the batch changes lock them on PostgreSQL (replicas share the book), in key
-/// order, so that two batches never wait for each other in a cycle.
+/// What the batch's one read asks for.
+pub(super) struct BatchRead<'a> {
+    /// The first event of each session, to create the sessions the book lacks, blank;
+    /// empty unless unknown sessions are recorded. Creating before locking makes two
+    /// writers' first events of a session wait for each other instead of both starting
+    /// from nothing.
+    pub firsts: Vec<&'a ReceivedEvent>,
+    /// The batch's sessions, in key order.
+    pub sessions: Vec<&'a str>,
+    /// The phones the batch's events name, in key order (the read adds the sessions' own).
+    pub phones: Vec<&'a str>,
+}
+
+/// What the read found: the batch's sessions, their accepted events, the phones.
+#[derive(Default)]
+pub(super) struct BatchRows {
+    pub sessions: Vec<Session>,
+    pub accepted: Vec<AcceptedEvent>,
+    pub phones: Vec<PhoneLinks>,
+}
+
+/// What the batch's one write stores.
+pub(super) struct BatchWrite<'a> {
+    pub events: &'a [EventRow<'a>],
+    pub sessions: Vec<SessionUpdate<'a>>,
+    pub phones: Vec<PhoneChange>,
+}
+
+/// How many rows the write stored: fewer events than asked when another writer accepted
+/// one of them first, fewer phones when another writer gave a phone the read did not find
+/// a session first.
+pub(super) struct Written {
+    pub events: u64,
+    pub phones: u64,
+}
+
+/// A batch costs two statements, one round trip each, in one write transaction of a
+/// backend: a read of every row the batch may change and a write of what changed. The read
+/// locks the rows on PostgreSQL (replicas share the book): sessions, then phones, each in
+/// key order, as every other writer does, so that two writers never wait in a cycle.
 #[async_trait]
 pub(super) trait BatchTx: Send {
     /// A time as the backend stores it (whole milliseconds on SQLite, microseconds on
@@ -63,27 +111,13 @@ pub(super) trait BatchTx: Send {
     /// compares as it did when each delivery read it back from the book.
     fn stored(time: UtcTime) -> UtcTime;
 
-    /// Creates the sessions the book lacks, blank, from their first event: creating before
-    /// locking makes two writers' first events of a session wait for each other instead
-    /// of both starting from nothing.
-    async fn create_sessions(&mut self, firsts: &[&ReceivedEvent]) -> Result<(), StoreError>;
+    /// Creates the missing sessions, then reads the sessions, their accepted events, and
+    /// the phones the events name and the sessions hold.
+    async fn read(&mut self, read: &BatchRead<'_>) -> Result<BatchRows, StoreError>;
 
-    async fn lock_sessions(&mut self, ids: &[&str]) -> Result<Vec<Session>, StoreError>;
-
-    async fn accepted_events(&mut self, ids: &[&str]) -> Result<Vec<AcceptedEvent>, StoreError>;
-
-    /// Inserts the rows in order, so their ids follow arrival; returns how many were
-    /// inserted (fewer when another writer accepted one of them first).
-    async fn insert_events(&mut self, rows: &[EventRow<'_>]) -> Result<u64, StoreError>;
-
-    /// Creates the phones the book lacks, blank, with their first time; as for sessions.
-    async fn create_phones(&mut self, firsts: &[(&str, UtcTime)]) -> Result<(), StoreError>;
-
-    async fn lock_phones(&mut self, ids: &[&str]) -> Result<Vec<PhoneLinks>, StoreError>;
-
-    async fn save_sessions(&mut self, sessions: &[SessionUpdate<'_>]) -> Result<(), StoreError>;
-
-    async fn save_phones(&mut self, phones: &[&PhoneLinks]) -> Result<(), StoreError>;
+    /// Inserts the event rows in order (so their ids follow arrival), saves the sessions
+    /// and creates or saves the phones.
+    async fn write(&mut self, write: &BatchWrite<'_>) -> Result<Written, StoreError>;
 }
 
 /// Applies `events` in arrival order; one result per event. The caller commits.
@@ -95,14 +129,8 @@ pub(super) async fn apply<T: BatchTx>(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = sorted_unique(events.iter().map(|r| r.event.session_id.as_str()));
-    if rules.record_unknown_sessions {
-        let firsts = first_of_each(events.iter(), |r| r.event.session_id.as_str());
-        tx.create_sessions(&firsts).await?;
-    }
-    let sessions = tx.lock_sessions(&ids).await?;
-    let accepted = tx.accepted_events(&ids).await?;
-    let mut book = Book::new(sessions, accepted, T::stored);
+    let rows = read(tx, events, rules).await?;
+    let mut book = Book::new(rows.sessions, rows.accepted, T::stored);
     let applied = events
         .iter()
         .map(|received| book.decide(received, rules))
@@ -110,21 +138,44 @@ pub(super) async fn apply<T: BatchTx>(
     if book.rows.is_empty() {
         return Ok(applied); // duplicates and ignored events only: nothing to write
     }
-    let inserted = tx.insert_events(&book.rows).await?;
-    if inserted != book.rows.len() as u64 {
-        return Err(StoreError::Raced);
-    }
     let changes: Vec<_> = events
         .iter()
         .zip(&applied)
         .filter_map(|(received, applied)| applied.session.as_ref().map(|s| (received, s)))
         .collect();
-    if changes.is_empty() {
-        return Ok(applied); // conflicts only: logged, not applied
+    let write = BatchWrite {
+        events: &book.rows,
+        sessions: book.updates(),
+        phones: settle_phones::<T>(rows.phones, &changes),
+    };
+    let written = tx.write(&write).await?;
+    if written.events != write.events.len() as u64 || written.phones != write.phones.len() as u64 {
+        return Err(StoreError::Raced);
     }
-    tx.save_sessions(&book.updates()).await?;
-    settle_phones(tx, &changes).await?;
     Ok(applied)
+}
+
+/// The batch's read. On PostgreSQL the statement's snapshot predates its own inserts and
+/// its waits: a session another writer created after the snapshot, while our insert waited
+/// for it, is neither created nor found. A second read, a new statement, sees it.
+async fn read<T: BatchTx>(
+    tx: &mut T,
+    events: &[ReceivedEvent],
+    rules: ApplyRules,
+) -> Result<BatchRows, StoreError> {
+    let read = BatchRead {
+        firsts: match rules.record_unknown_sessions {
+            true => first_of_each(events.iter(), |r| r.event.session_id.as_str()),
+            false => Vec::new(),
+        },
+        sessions: sorted_unique(events.iter().map(|r| r.event.session_id.as_str())),
+        phones: sorted_unique(events.iter().map(|r| r.event.phone_id.as_str())),
+    };
+    let rows = tx.read(&read).await?;
+    if rules.record_unknown_sessions && rows.sessions.len() < read.sessions.len() {
+        return tx.read(&read).await;
+    }
+    Ok(rows)
 }
 
 /// The batch's sessions and accepted events as the deliveries decided so far leave them.
@@ -228,40 +279,52 @@ impl<'a> Book<'a> {
     }
 }
 
-/// Moves the phones as the accepted deliveries say, in arrival order, and writes back
-/// those that changed.
-async fn settle_phones<T: BatchTx>(
-    tx: &mut T,
+/// Moves the phones as the accepted deliveries say, in arrival order: those that changed,
+/// to write back.
+fn settle_phones<T: BatchTx>(
+    found: Vec<PhoneLinks>,
     changes: &[(&ReceivedEvent, &Session)],
-) -> Result<(), StoreError> {
-    // The phone an event names gets a row, as an upsert gave it (the session's own phone,
-    // whose hold is cleared, is only updated if it has one).
-    let firsts: Vec<_> = first_of_each(changes.iter(), |(r, _)| r.event.phone_id.as_str())
+) -> Vec<PhoneChange> {
+    let mut phones: HashMap<String, (PhoneChange, bool)> = found
         .into_iter()
-        .map(|(r, _)| (r.event.phone_id.as_str(), r.received_at))
-        .collect();
-    tx.create_phones(&firsts).await?;
-    let named = changes.iter().map(|(r, _)| r.event.phone_id.as_str());
-    let held = changes.iter().map(|(_, s)| s.phone_id.as_str());
-    let ids = sorted_unique(named.chain(held));
-    let mut phones: HashMap<String, (PhoneLinks, bool)> = tx
-        .lock_phones(&ids)
-        .await?
-        .into_iter()
-        .map(|p| (p.phone_id.clone(), (p, false)))
+        .map(|links| {
+            let phone = PhoneChange {
+                links,
+                existed: true,
+            };
+            (phone.links.phone_id.clone(), (phone, false))
+        })
         .collect();
     for (received, session) in changes {
         settle_phone::<T>(&mut phones, received, session);
     }
-    let changed: Vec<_> = phones
-        .values()
-        .filter(|(_, changed)| *changed)
-        .map(|(p, _)| p)
+    let mut changed: Vec<_> = phones
+        .into_values()
+        .filter_map(|(phone, changed)| changed.then_some(phone))
         .collect();
-    if !changed.is_empty() {
-        tx.save_phones(&changed).await?;
-    }
-    Ok(())
+    changed.sort_unstable_by(|a, b| a.links.phone_id.cmp(&b.links.phone_id));
+    changed
+}
+
+/// The phone an accepted event names gets a row, as an upsert gave it (the session's own
+/// phone, whose hold is cleared, is only updated if it has one): blank, from the time the
+/// first change naming it was received.
+fn blank_phone(received: &ReceivedEvent) -> (PhoneChange, bool) {
+    let links = PhoneLinks {
+        phone_id: received.event.phone_id.as_str().to_owned(),
+        current_session_id: None,
+        current_app_id: None,
+        current_session_started_at: None,
+        allocated_session_id: None,
+        allocated_until: None,
+        created_at: received.received_at,
+        updated_at: received.received_at,
+    };
+    let phone = PhoneChange {
+        links,
+        existed: false,
+    };
+    (phone, true)
 }
 
 /// What one accepted delivery does to the phones. A playing session becomes the current
@@ -269,12 +332,16 @@ async fn settle_phones<T: BatchTx>(
 /// late enter loses); an ended one stops being current. Either way the hold minting took
 /// on the session's own phone has served its purpose.
 fn settle_phone<T: BatchTx>(
-    phones: &mut HashMap<String, (PhoneLinks, bool)>,
+    phones: &mut HashMap<String, (PhoneChange, bool)>,
     received: &ReceivedEvent,
     s: &Session,
 ) {
     let now = received.received_at;
-    if let Some((p, changed)) = phones.get_mut(received.event.phone_id.as_str()) {
+    let named = received.event.phone_id.as_str();
+    if !phones.contains_key(named) {
+        phones.insert(named.to_owned(), blank_phone(received));
+    }
+    if let Some((PhoneChange { links: p, .. }, changed)) = phones.get_mut(named) {
         if s.state == SessionState::Playing {
             // As SQL compares: nothing is later than an unknown start.
             let started = s.started_at.map(T::stored);
@@ -296,7 +363,7 @@ fn settle_phone<T: BatchTx>(
             (p.updated_at, *changed) = (now, true);
         }
     }
-    if let Some((p, changed)) = phones.get_mut(s.phone_id.as_str())
+    if let Some((PhoneChange { links: p, .. }, changed)) = phones.get_mut(s.phone_id.as_str())
         && p.allocated_session_id.as_deref() == Some(s.session_id.as_str())
     {
         p.allocated_session_id = None;
@@ -320,3 +387,63 @@ fn first_of_each<'a, I: Copy>(
     let mut seen = HashSet::new();
     items.filter(|&item| seen.insert(key(item))).collect()
 }
+
+/// The read's rows, decoded by their `kind`: the three row shapes come back as one result,
+/// padded to the same columns, so that the read is one statement on either backend.
+pub(super) fn sort_rows<R: sqlx::Row>(rows: &[R]) -> Result<BatchRows, StoreError>
+where
+    for<'r> SessionRow: sqlx::FromRow<'r, R>,
+    for<'r> AcceptedEvent: sqlx::FromRow<'r, R>,
+    for<'r> PhoneLinks: sqlx::FromRow<'r, R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let mut sorted = BatchRows::default();
+    for row in rows {
+        let kind: String = row.try_get("kind")?;
+        match kind.as_str() {
+            "s" => sorted
+                .sessions
+                .push(Session::try_from(SessionRow::from_row(row)?)?),
+            "e" => sorted.accepted.push(AcceptedEvent::from_row(row)?),
+            _ => sorted.phones.push(PhoneLinks::from_row(row)?),
+        }
+    }
+    Ok(sorted)
+}
+
+/// The end of the read on both backends: the rows of the CTEs `batch_sessions`,
+/// `batch_events` and `batch_phones` as one result, each padded with NULLs to the others'
+/// columns (the casts type the columns whose first two parts are both NULL on PostgreSQL).
+macro_rules! batch_read_rows {
+    () => {
+        "SELECT 's' AS kind, session_id, phone_id, app_id, user_id, issued, state, minted_at, \
+           verified_at, started_at, ended_at, reported_run_time, duration_seconds, \
+           run_time_mismatch, end_reason, error_msg, last_heartbeat_at, created_at, \
+           NULL AS status, NULL AS event_time, NULL AS run_time, \
+           CAST(NULL AS text) AS current_session_id, CAST(NULL AS text) AS current_app_id, \
+           CAST(NULL AS timestamptz) AS current_session_started_at, \
+           CAST(NULL AS text) AS allocated_session_id, \
+           CAST(NULL AS timestamptz) AS allocated_until, CAST(NULL AS timestamptz) AS updated_at \
+         FROM batch_sessions \
+         UNION ALL SELECT 'e', session_id, phone_id, app_id, NULL, NULL, NULL, NULL, NULL, \
+           NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, status, event_time, run_time, \
+           NULL, NULL, NULL, NULL, NULL, NULL \
+         FROM batch_events \
+         UNION ALL SELECT 'p', NULL, phone_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+           NULL, NULL, NULL, NULL, NULL, NULL, created_at, NULL, NULL, NULL, \
+           current_session_id, current_app_id, current_session_started_at, \
+           allocated_session_id, allocated_until, updated_at \
+         FROM batch_phones"
+    };
+}
+pub(super) use batch_read_rows;
+
+/// The columns of a phone the batch reads.
+macro_rules! phone_link_columns {
+    () => {
+        "phone_id, current_session_id, current_app_id, current_session_started_at, \
+         allocated_session_id, allocated_until, created_at, updated_at"
+    };
+}
+pub(super) use phone_link_columns;

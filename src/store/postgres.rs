@@ -10,8 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-use super::codec::SessionRow;
-use super::event_batch::{self, AcceptedEvent, BatchTx, EventRow, PhoneLinks, SessionUpdate};
+use super::event_batch::{self, BatchRead, BatchRows, BatchTx, BatchWrite, PhoneLinks, Written};
 use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, StoreError, usage};
 use crate::config::DatabaseSettings;
 use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
@@ -169,9 +168,10 @@ impl Backend for PostgresStore {
     }
 }
 
-/// The batch's lists go in as arrays, one per column (`UNNEST`). Rows the batch changes
-/// are locked as they are read, in key order, so two replicas' batches wait for each
-/// other in line rather than in a cycle.
+/// The batch's lists go in as arrays, one per column (`UNNEST`). The read locks the rows
+/// the batch may change, sessions then phones, each in key order, so two replicas' batches
+/// wait for each other in line rather than in a cycle; the write is one statement of
+/// data-modifying CTEs.
 #[async_trait]
 impl BatchTx for sqlx::Transaction<'static, sqlx::Postgres> {
     /// As sqlx sends it: whole microseconds from 2000-01-01, truncated towards that epoch.
@@ -184,184 +184,200 @@ impl BatchTx for sqlx::Transaction<'static, sqlx::Postgres> {
             })
     }
 
-    async fn create_sessions(&mut self, firsts: &[&ReceivedEvent]) -> Result<(), StoreError> {
+    async fn read(&mut self, read: &BatchRead<'_>) -> Result<BatchRows, StoreError> {
+        let firsts = &read.firsts;
         let column =
             |f: fn(&ReceivedEvent) -> &str| -> Vec<&str> { firsts.iter().map(|r| f(r)).collect() };
         let received: Vec<UtcTime> = firsts.iter().map(|r| r.received_at).collect();
-        sqlx::query(
-            "INSERT INTO sessions (session_id, phone_id, app_id, state, created_at, updated_at) \
-             SELECT s, p, a, 'playing', r, r \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u(s, p, a, r) \
-             ORDER BY s ON CONFLICT (session_id) DO NOTHING",
-        )
-        .bind(column(|r| r.event.session_id.as_str()))
-        .bind(column(|r| r.event.phone_id.as_str()))
-        .bind(column(|r| r.event.app_id.as_str()))
-        .bind(received)
-        .execute(&mut **self)
-        .await?;
-        Ok(())
+        let rows = sqlx::query(BATCH_READ)
+            .bind(column(|r| r.event.session_id.as_str()))
+            .bind(column(|r| r.event.phone_id.as_str()))
+            .bind(column(|r| r.event.app_id.as_str()))
+            .bind(received)
+            .bind(&read.sessions)
+            .bind(&read.phones)
+            .fetch_all(&mut **self)
+            .await?;
+        event_batch::sort_rows(&rows)
     }
 
-    async fn lock_sessions(&mut self, ids: &[&str]) -> Result<Vec<Session>, StoreError> {
-        let rows: Vec<SessionRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            crate::store::book::session_columns!(),
-            " FROM sessions WHERE session_id = ANY($1) ORDER BY session_id FOR UPDATE"
-        ))
-        .bind(ids)
-        .fetch_all(&mut **self)
-        .await?;
-        rows.into_iter().map(Session::try_from).collect()
+    async fn write(&mut self, write: &BatchWrite<'_>) -> Result<Written, StoreError> {
+        let statement = sqlx::query_as(BATCH_WRITE);
+        let statement = bind_phones(bind_sessions(bind_events(statement, write), write), write);
+        let (events, phones): (i64, i64) = statement.fetch_one(&mut **self).await?;
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        Ok(Written {
+            events: count(events),
+            phones: count(phones),
+        })
     }
+}
 
-    async fn accepted_events(&mut self, ids: &[&str]) -> Result<Vec<AcceptedEvent>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT session_id, status, phone_id, app_id, event_time, run_time \
-             FROM session_events WHERE outcome = 'accepted' AND session_id = ANY($1)",
-        )
-        .bind(ids)
-        .fetch_all(&mut **self)
-        .await?)
-    }
+type WriteStatement<'q> =
+    sqlx::query::QueryAs<'q, sqlx::Postgres, (i64, i64), sqlx::postgres::PgArguments>;
 
-    async fn insert_events(&mut self, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
-        let events: Vec<_> = rows.iter().map(|row| &row.received.event).collect();
-        let text =
-            |f: fn(&GameEvent) -> &str| -> Vec<&str> { events.iter().map(|e| f(e)).collect() };
-        let statuses: Vec<i16> = events.iter().map(|e| e.kind.status()).collect();
-        let times: Vec<UtcTime> = events.iter().map(|e| e.time).collect();
-        let run_times: Vec<Option<i64>> = events.iter().map(|e| e.run_time).collect();
-        let messages: Vec<Option<&str>> = events
-            .iter()
-            .map(|e| e.error_msg.as_ref().map(|m| m.as_str()))
-            .collect();
-        let truncated: Vec<bool> = events.iter().map(|e| e.error_msg_truncated()).collect();
-        let outcomes: Vec<&str> = rows.iter().map(|row| row.outcome).collect();
-        let received: Vec<UtcTime> = rows.iter().map(|row| row.received.received_at).collect();
-        Ok(sqlx::query(
-            "INSERT INTO session_events (session_id, status, phone_id, app_id, event_time, \
-               run_time, error_msg, outcome, received_at, truncated) \
-             SELECT s, st, p, a, t, rt, m, o, r, tr \
-             FROM UNNEST($1::text[], $2::smallint[], $3::text[], $4::text[], \
-               $5::timestamptz[], $6::bigint[], $7::text[], $8::text[], $9::timestamptz[], \
-               $10::boolean[]) \
-               WITH ORDINALITY AS u(s, st, p, a, t, rt, m, o, r, tr, n) \
-             ORDER BY n \
-             ON CONFLICT (session_id, status) WHERE outcome = 'accepted' DO NOTHING",
-        )
+/// `$1`–`$10`: the event rows, in arrival order.
+fn bind_events<'q>(statement: WriteStatement<'q>, write: &'q BatchWrite<'q>) -> WriteStatement<'q> {
+    let rows = write.events;
+    let events: Vec<&GameEvent> = rows.iter().map(|row| &row.received.event).collect();
+    let text = |f: fn(&GameEvent) -> &str| -> Vec<&str> { events.iter().map(|e| f(e)).collect() };
+    statement
         .bind(text(|e| e.session_id.as_str()))
-        .bind(statuses)
+        .bind(events.iter().map(|e| e.kind.status()).collect::<Vec<i16>>())
         .bind(text(|e| e.phone_id.as_str()))
         .bind(text(|e| e.app_id.as_str()))
-        .bind(times)
-        .bind(run_times)
-        .bind(messages)
-        .bind(outcomes)
-        .bind(received)
-        .bind(truncated)
-        .execute(&mut **self)
-        .await?
-        .rows_affected())
-    }
-
-    async fn create_phones(&mut self, firsts: &[(&str, UtcTime)]) -> Result<(), StoreError> {
-        let phones: Vec<&str> = firsts.iter().map(|(phone, _)| *phone).collect();
-        let times: Vec<UtcTime> = firsts.iter().map(|(_, at)| *at).collect();
-        sqlx::query(
-            "INSERT INTO phones (phone_id, created_at, updated_at) \
-             SELECT p, r, r FROM UNNEST($1::text[], $2::timestamptz[]) AS u(p, r) \
-             ORDER BY p ON CONFLICT (phone_id) DO NOTHING",
+        .bind(events.iter().map(|e| e.time).collect::<Vec<UtcTime>>())
+        .bind(events.iter().map(|e| e.run_time).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.error_msg.as_ref().map(|m| m.as_str()))
+                .collect::<Vec<_>>(),
         )
-        .bind(phones)
-        .bind(times)
-        .execute(&mut **self)
-        .await?;
-        Ok(())
-    }
-
-    async fn lock_phones(&mut self, ids: &[&str]) -> Result<Vec<PhoneLinks>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT phone_id, current_session_id, current_app_id, current_session_started_at, \
-               allocated_session_id, allocated_until, updated_at \
-             FROM phones WHERE phone_id = ANY($1) ORDER BY phone_id FOR UPDATE",
+        .bind(rows.iter().map(|row| row.outcome).collect::<Vec<&str>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.received.received_at)
+                .collect::<Vec<UtcTime>>(),
         )
-        .bind(ids)
-        .fetch_all(&mut **self)
-        .await?)
-    }
-
-    async fn save_sessions(&mut self, sessions: &[SessionUpdate<'_>]) -> Result<(), StoreError> {
-        let s: Vec<&Session> = sessions.iter().map(|u| u.session).collect();
-        let ids: Vec<&str> = s.iter().map(|s| s.session_id.as_str()).collect();
-        let states: Vec<&str> = s.iter().map(|s| s.state.as_str()).collect();
-        let started: Vec<Option<UtcTime>> = s.iter().map(|s| s.started_at).collect();
-        let ended: Vec<Option<UtcTime>> = s.iter().map(|s| s.ended_at).collect();
-        let reported: Vec<Option<i64>> = s.iter().map(|s| s.reported_run_time).collect();
-        let durations: Vec<Option<i64>> = s.iter().map(|s| s.duration_seconds).collect();
-        let mismatches: Vec<bool> = s.iter().map(|s| s.run_time_mismatch).collect();
-        let reasons: Vec<Option<&str>> =
-            s.iter().map(|s| s.end_reason.map(|r| r.as_str())).collect();
-        let messages: Vec<Option<&str>> = s.iter().map(|s| s.error_msg.as_deref()).collect();
-        let updated: Vec<UtcTime> = sessions.iter().map(|u| u.updated_at).collect();
-        sqlx::query(
-            "UPDATE sessions SET state = u.state, started_at = u.started_at, \
-               ended_at = u.ended_at, reported_run_time = u.reported_run_time, \
-               duration_seconds = u.duration_seconds, run_time_mismatch = u.run_time_mismatch, \
-               end_reason = u.end_reason, error_msg = u.error_msg, updated_at = u.updated_at \
-             FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
-                 $5::bigint[], $6::bigint[], $7::boolean[], $8::text[], $9::text[], \
-                 $10::timestamptz[]) \
-               AS u(session_id, state, started_at, ended_at, reported_run_time, \
-                 duration_seconds, run_time_mismatch, end_reason, error_msg, updated_at) \
-             WHERE sessions.session_id = u.session_id",
+        .bind(
+            events
+                .iter()
+                .map(|e| e.error_msg_truncated())
+                .collect::<Vec<bool>>(),
         )
-        .bind(ids)
-        .bind(states)
-        .bind(started)
-        .bind(ended)
-        .bind(reported)
-        .bind(durations)
-        .bind(mismatches)
-        .bind(reasons)
-        .bind(messages)
-        .bind(updated)
-        .execute(&mut **self)
-        .await?;
-        Ok(())
-    }
+}
 
-    async fn save_phones(&mut self, phones: &[&PhoneLinks]) -> Result<(), StoreError> {
-        let text = |f: fn(&PhoneLinks) -> Option<&str>| -> Vec<Option<&str>> {
-            phones.iter().map(|p| f(p)).collect()
-        };
-        let time = |f: fn(&PhoneLinks) -> Option<UtcTime>| -> Vec<Option<UtcTime>> {
-            phones.iter().map(|p| f(p)).collect()
-        };
-        sqlx::query(
-            "UPDATE phones SET current_session_id = u.current_session_id, \
-               current_app_id = u.current_app_id, \
-               current_session_started_at = u.current_session_started_at, \
-               allocated_session_id = u.allocated_session_id, \
-               allocated_until = u.allocated_until, updated_at = u.updated_at \
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], \
-                 $6::timestamptz[], $7::timestamptz[]) \
-               AS u(phone_id, current_session_id, current_app_id, current_session_started_at, \
-                 allocated_session_id, allocated_until, updated_at) \
-             WHERE phones.phone_id = u.phone_id",
+/// `$11`–`$20`: the sessions to save.
+fn bind_sessions<'q>(
+    statement: WriteStatement<'q>,
+    write: &'q BatchWrite<'q>,
+) -> WriteStatement<'q> {
+    let s: Vec<&Session> = write.sessions.iter().map(|u| u.session).collect();
+    let text =
+        |f: fn(&Session) -> Option<&str>| -> Vec<Option<&str>> { s.iter().map(|s| f(s)).collect() };
+    let time = |f: fn(&Session) -> Option<UtcTime>| -> Vec<Option<UtcTime>> {
+        s.iter().map(|s| f(s)).collect()
+    };
+    let int =
+        |f: fn(&Session) -> Option<i64>| -> Vec<Option<i64>> { s.iter().map(|s| f(s)).collect() };
+    statement
+        .bind(text(|s| Some(s.session_id.as_str())))
+        .bind(text(|s| Some(s.state.as_str())))
+        .bind(time(|s| s.started_at))
+        .bind(time(|s| s.ended_at))
+        .bind(int(|s| s.reported_run_time))
+        .bind(int(|s| s.duration_seconds))
+        .bind(s.iter().map(|s| s.run_time_mismatch).collect::<Vec<bool>>())
+        .bind(text(|s| s.end_reason.map(|r| r.as_str())))
+        .bind(text(|s| s.error_msg.as_deref()))
+        .bind(
+            write
+                .sessions
+                .iter()
+                .map(|u| u.updated_at)
+                .collect::<Vec<UtcTime>>(),
         )
+}
+
+/// `$21`–`$29`: the phones to save or create.
+fn bind_phones<'q>(statement: WriteStatement<'q>, write: &'q BatchWrite<'q>) -> WriteStatement<'q> {
+    let phones = &write.phones;
+    let text = |f: fn(&PhoneLinks) -> Option<&str>| -> Vec<Option<&str>> {
+        phones.iter().map(|p| f(&p.links)).collect()
+    };
+    let time = |f: fn(&PhoneLinks) -> Option<UtcTime>| -> Vec<Option<UtcTime>> {
+        phones.iter().map(|p| f(&p.links)).collect()
+    };
+    statement
         .bind(text(|p| Some(p.phone_id.as_str())))
         .bind(text(|p| p.current_session_id.as_deref()))
         .bind(text(|p| p.current_app_id.as_deref()))
         .bind(time(|p| p.current_session_started_at))
         .bind(text(|p| p.allocated_session_id.as_deref()))
         .bind(time(|p| p.allocated_until))
+        .bind(time(|p| Some(p.created_at)))
         .bind(time(|p| Some(p.updated_at)))
-        .execute(&mut **self)
-        .await?;
-        Ok(())
-    }
+        .bind(phones.iter().map(|p| p.existed).collect::<Vec<bool>>())
 }
+
+/// `$1`–`$4`: the first event of each session to create (session, phone, app, received);
+/// `$5`: the batch's session ids, `$6` the phone ids its events name, both in key order.
+/// The sessions it creates are locked by their insert and returned by it: the statement's
+/// snapshot, which the locking read sees, predates them. The phones' ids are gathered into
+/// one array first: `= ANY($6) OR IN (subquery)` made PostgreSQL scan every phone (283
+/// events/s with 100k phones), an array probes the primary key.
+const BATCH_READ: &str = concat!(
+    "WITH created AS (INSERT INTO sessions \
+       (session_id, phone_id, app_id, state, created_at, updated_at) \
+     SELECT s, p, a, 'playing', r, r \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u(s, p, a, r) \
+     ORDER BY s ON CONFLICT (session_id) DO NOTHING RETURNING ",
+    crate::store::book::session_columns!(),
+    "), locked AS MATERIALIZED (SELECT ",
+    crate::store::book::session_columns!(),
+    " FROM sessions WHERE session_id = ANY($5) ORDER BY session_id FOR UPDATE), \
+     batch_sessions AS MATERIALIZED (SELECT * FROM created UNION ALL SELECT * FROM locked), \
+     batch_events AS (SELECT session_id, status, phone_id, app_id, event_time, run_time \
+       FROM session_events WHERE outcome = 'accepted' AND session_id = ANY($5)), \
+     batch_phones AS MATERIALIZED (SELECT ",
+    event_batch::phone_link_columns!(),
+    " FROM phones WHERE phone_id = ANY(ARRAY( \
+         SELECT unnest($6::text[]) UNION SELECT phone_id FROM batch_sessions)) \
+       ORDER BY phone_id FOR UPDATE) ",
+    event_batch::batch_read_rows!()
+);
+
+/// The write as data-modifying CTEs, answering how many events were inserted (fewer when
+/// another writer accepted one first) and how many phones written. A phone the read did
+/// not find is created; if another writer created it meanwhile, it is taken over only
+/// while no session is current or held on it (a heartbeat's row, say), else the count
+/// falls short and the batch is decided afresh (`Raced`).
+const BATCH_WRITE: &str = "\
+    WITH inserted AS (INSERT INTO session_events (session_id, status, phone_id, app_id, \
+        event_time, run_time, error_msg, outcome, received_at, truncated) \
+      SELECT s, st, p, a, t, rt, m, o, r, tr \
+      FROM UNNEST($1::text[], $2::smallint[], $3::text[], $4::text[], $5::timestamptz[], \
+        $6::bigint[], $7::text[], $8::text[], $9::timestamptz[], $10::boolean[]) \
+        WITH ORDINALITY AS u(s, st, p, a, t, rt, m, o, r, tr, n) \
+      ORDER BY n \
+      ON CONFLICT (session_id, status) WHERE outcome = 'accepted' DO NOTHING RETURNING 1), \
+    saved AS (UPDATE sessions SET state = u.state, started_at = u.started_at, \
+        ended_at = u.ended_at, reported_run_time = u.reported_run_time, \
+        duration_seconds = u.duration_seconds, run_time_mismatch = u.run_time_mismatch, \
+        end_reason = u.end_reason, error_msg = u.error_msg, updated_at = u.updated_at \
+      FROM UNNEST($11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[], \
+          $15::bigint[], $16::bigint[], $17::boolean[], $18::text[], $19::text[], \
+          $20::timestamptz[]) \
+        AS u(session_id, state, started_at, ended_at, reported_run_time, \
+          duration_seconds, run_time_mismatch, end_reason, error_msg, updated_at) \
+      WHERE sessions.session_id = u.session_id), \
+    p AS (SELECT * FROM UNNEST($21::text[], $22::text[], $23::text[], $24::timestamptz[], \
+        $25::text[], $26::timestamptz[], $27::timestamptz[], $28::timestamptz[], \
+        $29::boolean[]) \
+      AS u(phone_id, current_session_id, current_app_id, current_session_started_at, \
+        allocated_session_id, allocated_until, created_at, updated_at, existed)), \
+    phones_saved AS (UPDATE phones SET current_session_id = p.current_session_id, \
+        current_app_id = p.current_app_id, \
+        current_session_started_at = p.current_session_started_at, \
+        allocated_session_id = p.allocated_session_id, allocated_until = p.allocated_until, \
+        updated_at = p.updated_at \
+      FROM p WHERE p.existed AND phones.phone_id = p.phone_id RETURNING 1), \
+    phones_created AS (INSERT INTO phones (phone_id, current_session_id, current_app_id, \
+        current_session_started_at, allocated_session_id, allocated_until, created_at, \
+        updated_at) \
+      SELECT phone_id, current_session_id, current_app_id, current_session_started_at, \
+        allocated_session_id, allocated_until, created_at, updated_at \
+      FROM p WHERE NOT p.existed ORDER BY phone_id \
+      ON CONFLICT (phone_id) DO UPDATE SET current_session_id = excluded.current_session_id, \
+        current_app_id = excluded.current_app_id, \
+        current_session_started_at = excluded.current_session_started_at, \
+        allocated_session_id = excluded.allocated_session_id, \
+        allocated_until = excluded.allocated_until, updated_at = excluded.updated_at \
+      WHERE phones.current_session_id IS NULL AND phones.allocated_session_id IS NULL \
+      RETURNING 1) \
+    SELECT (SELECT count(*) FROM inserted), \
+      (SELECT count(*) FROM phones_saved) + (SELECT count(*) FROM phones_created)";
 
 /// Key of the advisory lock the acting watchdog holds ("cphw").
 const WATCHDOG_LOCK: i64 = 0x6370_6877;

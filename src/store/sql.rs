@@ -99,6 +99,15 @@ pub(crate) trait Sql: Send {
     /// (PostgreSQL); SQLite has one writer.
     const LOCKS_ROWS: bool;
 
+    /// Whether a batch's statements go as several `;`-separated statements in one query
+    /// (sqlx-sqlite runs them in one call to its worker thread) rather than as one
+    /// statement of data-modifying CTEs (PostgreSQL).
+    const MULTI_STATEMENT: bool;
+
+    /// A time as a statement reads it from a JSON batch: whole epoch milliseconds as SQLite
+    /// stores it, whole epoch microseconds as PostgreSQL does.
+    fn json_time(time: UtcTime) -> i64;
+
     /// Runs a statement; how many rows it changed.
     fn execute(
         &mut self,
@@ -148,6 +157,14 @@ macro_rules! impl_sql {
     ($ty:ty, $db:ty, locks_rows = $locks:literal, |$this:ident| $exec:expr) => {
         impl Sql for $ty {
             const LOCKS_ROWS: bool = $locks;
+            const MULTI_STATEMENT: bool = !$locks;
+
+            fn json_time(time: UtcTime) -> i64 {
+                match $locks {
+                    true => time.datetime().timestamp_micros(),
+                    false => time.epoch_millis(),
+                }
+            }
 
             async fn execute(
                 &mut self,

@@ -10,11 +10,12 @@ use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::codec::SessionRow;
-use super::event_batch::{self, AcceptedEvent, BatchTx, EventRow, PhoneLinks, SessionUpdate};
+use super::event_batch::{
+    self, BatchRead, BatchRows, BatchTx, BatchWrite, EventRow, PhoneChange, SessionUpdate, Written,
+};
 use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, StoreError, usage};
 use crate::config::{DatabaseSettings, SqliteSynchronous};
-use crate::domain::{Heartbeat, Session, UtcTime};
+use crate::domain::{Heartbeat, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
 
 pub struct SqliteStore {
@@ -216,15 +217,20 @@ fn json(rows: &impl serde::Serialize) -> Result<String, StoreError> {
 
 /// The batch's lists go in as JSON arrays (`json_each`), rows as arrays of their columns,
 /// times as epoch milliseconds; `WHERE true` as in [`UPSERT_PHONE_HEARTBEATS`]. Nothing is
-/// locked: SQLite has one writer, and the transaction took the write lock up front.
+/// locked: SQLite has one writer, and the transaction took the write lock up front. Each
+/// of the read and the write is several statements in one query: sqlx-sqlite splits the
+/// text at `;` and runs the statements one after another in one call to its worker
+/// thread, binding the numbered parameters `$N` of each from the same arguments
+/// (`SqliteArguments::bind` in sqlx-sqlite 0.9), so the batch costs two round trips.
 #[async_trait]
 impl BatchTx for sqlx::Transaction<'static, Sqlite> {
     fn stored(time: UtcTime) -> UtcTime {
         UtcTime::from_epoch_millis(time.epoch_millis()).unwrap_or(time)
     }
 
-    async fn create_sessions(&mut self, firsts: &[&ReceivedEvent]) -> Result<(), StoreError> {
-        let rows: Vec<_> = firsts
+    async fn read(&mut self, read: &BatchRead<'_>) -> Result<BatchRows, StoreError> {
+        let firsts: Vec<_> = read
+            .firsts
             .iter()
             .map(|r| {
                 let e = &r.event;
@@ -237,174 +243,180 @@ impl BatchTx for sqlx::Transaction<'static, Sqlite> {
                 )
             })
             .collect();
-        sqlx::query(
-            "INSERT INTO sessions (session_id, phone_id, app_id, state, created_at, updated_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, 'playing', value ->> 3, value ->> 3 \
-             FROM json_each($1) WHERE true ON CONFLICT (session_id) DO NOTHING",
-        )
-        .bind(json(&rows)?)
-        .execute(&mut **self)
-        .await?;
-        Ok(())
+        let rows = sqlx::query(BATCH_READ)
+            .bind(json(&firsts)?)
+            .bind(json(&read.sessions)?)
+            .bind(json(&read.phones)?)
+            .fetch_all(&mut **self)
+            .await?;
+        event_batch::sort_rows(&rows)
     }
 
-    async fn lock_sessions(&mut self, ids: &[&str]) -> Result<Vec<Session>, StoreError> {
-        let rows: Vec<SessionRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            crate::store::book::session_columns!(),
-            " FROM sessions WHERE session_id IN (SELECT value FROM json_each($1))"
-        ))
-        .bind(json(&ids)?)
-        .fetch_all(&mut **self)
-        .await?;
-        rows.into_iter().map(Session::try_from).collect()
-    }
-
-    async fn accepted_events(&mut self, ids: &[&str]) -> Result<Vec<AcceptedEvent>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT session_id, status, phone_id, app_id, event_time, run_time \
-             FROM session_events WHERE outcome = 'accepted' \
-               AND session_id IN (SELECT value FROM json_each($1))",
-        )
-        .bind(json(&ids)?)
-        .fetch_all(&mut **self)
-        .await?)
-    }
-
-    async fn insert_events(&mut self, rows: &[EventRow<'_>]) -> Result<u64, StoreError> {
-        let rows: Vec<_> = rows
-            .iter()
-            .map(|row| {
-                let (e, at) = (&row.received.event, row.received.received_at);
-                (
-                    e.session_id.as_str(),
-                    e.kind.status(),
-                    e.phone_id.as_str(),
-                    e.app_id.as_str(),
-                    e.time.epoch_millis(),
-                    e.run_time,
-                    e.error_msg.as_ref().map(|m| m.as_str()),
-                    row.outcome,
-                    at.epoch_millis(),
-                    i64::from(e.error_msg_truncated()),
-                )
-            })
-            .collect();
-        Ok(sqlx::query(
-            "INSERT INTO session_events (session_id, status, phone_id, app_id, event_time, \
-               run_time, error_msg, outcome, received_at, truncated) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-               value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9 \
-             FROM json_each($1) WHERE true ORDER BY key \
-             ON CONFLICT (session_id, status) WHERE outcome = 'accepted' DO NOTHING",
-        )
-        .bind(json(&rows)?)
-        .execute(&mut **self)
-        .await?
-        .rows_affected())
-    }
-
-    async fn create_phones(&mut self, firsts: &[(&str, UtcTime)]) -> Result<(), StoreError> {
-        let rows: Vec<_> = firsts
-            .iter()
-            .map(|(phone, at)| (phone, at.epoch_millis()))
-            .collect();
-        sqlx::query(
-            "INSERT INTO phones (phone_id, created_at, updated_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 1 FROM json_each($1) WHERE true \
-             ON CONFLICT (phone_id) DO NOTHING",
-        )
-        .bind(json(&rows)?)
-        .execute(&mut **self)
-        .await?;
-        Ok(())
-    }
-
-    async fn lock_phones(&mut self, ids: &[&str]) -> Result<Vec<PhoneLinks>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT phone_id, current_session_id, current_app_id, current_session_started_at, \
-               allocated_session_id, allocated_until, updated_at \
-             FROM phones WHERE phone_id IN (SELECT value FROM json_each($1))",
-        )
-        .bind(json(&ids)?)
-        .fetch_all(&mut **self)
-        .await?)
-    }
-
-    async fn save_sessions(&mut self, sessions: &[SessionUpdate<'_>]) -> Result<(), StoreError> {
-        let millis = |t: Option<UtcTime>| t.map(UtcTime::epoch_millis);
-        let rows: Vec<_> = sessions
-            .iter()
-            .map(|u| {
-                let s = u.session;
-                (
-                    s.session_id.as_str(),
-                    s.state.as_str(),
-                    millis(s.started_at),
-                    millis(s.ended_at),
-                    s.reported_run_time,
-                    s.duration_seconds,
-                    i64::from(s.run_time_mismatch),
-                    s.end_reason.map(|r| r.as_str()),
-                    s.error_msg.as_deref(),
-                    u.updated_at.epoch_millis(),
-                )
-            })
-            .collect();
-        sqlx::query(
-            "UPDATE sessions SET state = u.state, started_at = u.started_at, \
-               ended_at = u.ended_at, reported_run_time = u.reported_run_time, \
-               duration_seconds = u.duration_seconds, run_time_mismatch = u.run_time_mismatch, \
-               end_reason = u.end_reason, error_msg = u.error_msg, updated_at = u.updated_at \
-             FROM (SELECT value ->> 0 AS session_id, value ->> 1 AS state, \
-                 value ->> 2 AS started_at, value ->> 3 AS ended_at, \
-                 value ->> 4 AS reported_run_time, value ->> 5 AS duration_seconds, \
-                 value ->> 6 AS run_time_mismatch, value ->> 7 AS end_reason, \
-                 value ->> 8 AS error_msg, value ->> 9 AS updated_at \
-               FROM json_each($1)) AS u \
-             WHERE sessions.session_id = u.session_id",
-        )
-        .bind(json(&rows)?)
-        .execute(&mut **self)
-        .await?;
-        Ok(())
-    }
-
-    async fn save_phones(&mut self, phones: &[&PhoneLinks]) -> Result<(), StoreError> {
-        let millis = |t: Option<UtcTime>| t.map(UtcTime::epoch_millis);
-        let rows: Vec<_> = phones
-            .iter()
-            .map(|p| {
-                (
-                    p.phone_id.as_str(),
-                    p.current_session_id.as_deref(),
-                    p.current_app_id.as_deref(),
-                    millis(p.current_session_started_at),
-                    p.allocated_session_id.as_deref(),
-                    millis(p.allocated_until),
-                    p.updated_at.epoch_millis(),
-                )
-            })
-            .collect();
-        sqlx::query(
-            "UPDATE phones SET current_session_id = u.current_session_id, \
-               current_app_id = u.current_app_id, \
-               current_session_started_at = u.current_session_started_at, \
-               allocated_session_id = u.allocated_session_id, \
-               allocated_until = u.allocated_until, updated_at = u.updated_at \
-             FROM (SELECT value ->> 0 AS phone_id, value ->> 1 AS current_session_id, \
-                 value ->> 2 AS current_app_id, value ->> 3 AS current_session_started_at, \
-                 value ->> 4 AS allocated_session_id, value ->> 5 AS allocated_until, \
-                 value ->> 6 AS updated_at \
-               FROM json_each($1)) AS u \
-             WHERE phones.phone_id = u.phone_id",
-        )
-        .bind(json(&rows)?)
-        .execute(&mut **self)
-        .await?;
-        Ok(())
+    async fn write(&mut self, write: &BatchWrite<'_>) -> Result<Written, StoreError> {
+        let inserted = sqlx::query(BATCH_WRITE)
+            .bind(json(&event_rows(write.events))?)
+            .bind(json(&session_rows(&write.sessions))?)
+            .bind(json(&phone_rows(&write.phones))?)
+            .fetch_all(&mut **self)
+            .await?;
+        // The one writer: no other can have given a phone a session meanwhile.
+        let phones = write.phones.len() as u64;
+        Ok(Written {
+            events: inserted.len() as u64,
+            phones,
+        })
     }
 }
+
+type Millis = Option<i64>;
+
+fn millis(time: Option<UtcTime>) -> Millis {
+    time.map(UtcTime::epoch_millis)
+}
+
+type EventJson<'a> = (
+    &'a str,
+    i16,
+    &'a str,
+    &'a str,
+    i64,
+    Option<i64>,
+    Option<&'a str>,
+    &'a str,
+    i64,
+    i64,
+);
+
+fn event_rows<'a>(rows: &'a [EventRow<'_>]) -> Vec<EventJson<'a>> {
+    rows.iter()
+        .map(|row| {
+            let (e, at) = (&row.received.event, row.received.received_at);
+            (
+                e.session_id.as_str(),
+                e.kind.status(),
+                e.phone_id.as_str(),
+                e.app_id.as_str(),
+                e.time.epoch_millis(),
+                e.run_time,
+                e.error_msg.as_ref().map(|m| m.as_str()),
+                row.outcome,
+                at.epoch_millis(),
+                i64::from(e.error_msg_truncated()),
+            )
+        })
+        .collect()
+}
+
+type SessionJson<'a> = (
+    &'a str,
+    &'a str,
+    Millis,
+    Millis,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    Option<&'a str>,
+    Option<&'a str>,
+    i64,
+);
+
+fn session_rows<'a>(sessions: &'a [SessionUpdate<'_>]) -> Vec<SessionJson<'a>> {
+    sessions
+        .iter()
+        .map(|u| {
+            let s = u.session;
+            (
+                s.session_id.as_str(),
+                s.state.as_str(),
+                millis(s.started_at),
+                millis(s.ended_at),
+                s.reported_run_time,
+                s.duration_seconds,
+                i64::from(s.run_time_mismatch),
+                s.end_reason.map(|r| r.as_str()),
+                s.error_msg.as_deref(),
+                u.updated_at.epoch_millis(),
+            )
+        })
+        .collect()
+}
+
+type PhoneJson<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Millis,
+    Option<&'a str>,
+    Millis,
+    i64,
+    i64,
+);
+
+fn phone_rows(phones: &[PhoneChange]) -> Vec<PhoneJson<'_>> {
+    phones
+        .iter()
+        .map(|PhoneChange { links: p, .. }| {
+            (
+                p.phone_id.as_str(),
+                p.current_session_id.as_deref(),
+                p.current_app_id.as_deref(),
+                millis(p.current_session_started_at),
+                p.allocated_session_id.as_deref(),
+                millis(p.allocated_until),
+                p.created_at.epoch_millis(),
+                p.updated_at.epoch_millis(),
+            )
+        })
+        .collect()
+}
+
+/// `$1`: the first event of each session to create, `[session, phone, app, received_ms]`;
+/// `$2`: the batch's session ids; `$3`: the phone ids its events name.
+const BATCH_READ: &str = concat!(
+    "INSERT INTO sessions (session_id, phone_id, app_id, state, created_at, updated_at) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, 'playing', value ->> 3, value ->> 3 \
+     FROM json_each($1) WHERE true ON CONFLICT (session_id) DO NOTHING; \
+     WITH batch_sessions AS (SELECT ",
+    crate::store::book::session_columns!(),
+    " FROM sessions WHERE session_id IN (SELECT value FROM json_each($2))), \
+     batch_events AS (SELECT session_id, status, phone_id, app_id, event_time, run_time \
+       FROM session_events WHERE outcome = 'accepted' \
+         AND session_id IN (SELECT value FROM json_each($2))), \
+     batch_phones AS (SELECT ",
+    event_batch::phone_link_columns!(),
+    " FROM phones WHERE phone_id IN \
+       (SELECT value FROM json_each($3) UNION SELECT phone_id FROM batch_sessions)) ",
+    event_batch::batch_read_rows!()
+);
+
+/// `$1`: the event rows in arrival order (their ids follow it; `RETURNING` counts those
+/// inserted); `$2`: the sessions to save; `$3`: the phones to create or save.
+const BATCH_WRITE: &str = "\
+    INSERT INTO session_events (session_id, status, phone_id, app_id, event_time, run_time, \
+      error_msg, outcome, received_at, truncated) \
+    SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+      value ->> 6, value ->> 7, value ->> 8, value ->> 9 \
+    FROM json_each($1) WHERE true ORDER BY key \
+    ON CONFLICT (session_id, status) WHERE outcome = 'accepted' DO NOTHING RETURNING 1; \
+    UPDATE sessions SET state = u.state, started_at = u.started_at, ended_at = u.ended_at, \
+      reported_run_time = u.reported_run_time, duration_seconds = u.duration_seconds, \
+      run_time_mismatch = u.run_time_mismatch, end_reason = u.end_reason, \
+      error_msg = u.error_msg, updated_at = u.updated_at \
+    FROM (SELECT value ->> 0 AS session_id, value ->> 1 AS state, value ->> 2 AS started_at, \
+        value ->> 3 AS ended_at, value ->> 4 AS reported_run_time, \
+        value ->> 5 AS duration_seconds, value ->> 6 AS run_time_mismatch, \
+        value ->> 7 AS end_reason, value ->> 8 AS error_msg, value ->> 9 AS updated_at \
+      FROM json_each($2)) AS u \
+    WHERE sessions.session_id = u.session_id; \
+    INSERT INTO phones (phone_id, current_session_id, current_app_id, \
+      current_session_started_at, allocated_session_id, allocated_until, created_at, updated_at) \
+    SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+      value ->> 6, value ->> 7 FROM json_each($3) WHERE true \
+    ON CONFLICT (phone_id) DO UPDATE SET current_session_id = excluded.current_session_id, \
+      current_app_id = excluded.current_app_id, \
+      current_session_started_at = excluded.current_session_started_at, \
+      allocated_session_id = excluded.allocated_session_id, \
+      allocated_until = excluded.allocated_until, updated_at = excluded.updated_at";
 
 struct SingleProcess;
 

@@ -27,6 +27,7 @@ backend_tests!(
     events_of_a_minted_session_apply_even_when_unknown_ones_are_ignored,
     the_event_log_records_each_accepted_or_conflicting_delivery,
     a_late_enter_of_an_older_session_does_not_take_the_phone,
+    one_batch_of_random_deliveries_leaves_what_one_by_one_leaves,
 );
 
 /// 6.2: enter (status 0) starts the session; the first delivery is accepted.
@@ -479,4 +480,82 @@ async fn a_late_enter_of_an_older_session_does_not_take_the_phone(backend: Backe
     apply(&store, &[enter("s-newest", "p-1", "19:10:00")]).await;
     let p = phone(&store, "p-1", at("19:00:00")).await.unwrap();
     assert_eq!(text(&p.current_session_id).as_deref(), Some("s-newest"));
+}
+
+/// 6.2/6.3 at least once and in any order, decided set-wise: a batch of random enters and
+/// quits over a few sessions and phones (redeliveries, contradictions, quits before enters,
+/// sessions moving between phones) applied in one call answers and leaves the book exactly
+/// as each delivery applied alone does, on a second store. The batch's read and write are
+/// one statement each, so this is what holds the fold to the one-by-one outcomes.
+async fn one_batch_of_random_deliveries_leaves_what_one_by_one_leaves(backend: Backend) {
+    for seed in [1_u64, 7, 42, 2024] {
+        let deliveries = random_deliveries(seed, 48);
+        let together = open(backend).await;
+        let alone = open(backend).await;
+
+        let batch = apply(&together, &deliveries).await;
+        let mut one_by_one = Vec::new();
+        for delivery in &deliveries {
+            one_by_one.extend(apply(&alone, std::slice::from_ref(delivery)).await);
+        }
+
+        assert_eq!(outcomes(&batch), outcomes(&one_by_one), "seed {seed}");
+        let carried = |applied: &[cphub::store::Applied]| -> Vec<_> {
+            applied.iter().map(|a| a.session.clone()).collect()
+        };
+        assert_eq!(carried(&batch), carried(&one_by_one), "seed {seed}");
+        for id in (0..RANDOM_SESSIONS).map(|n| format!("s-{n}")) {
+            assert_eq!(
+                session(&together, &id).await,
+                session(&alone, &id).await,
+                "{id}"
+            );
+            assert_eq!(
+                event_log(&together, &id).await,
+                event_log(&alone, &id).await,
+                "{id}"
+            );
+        }
+        for id in (0..RANDOM_PHONES).map(|n| format!("p-{n}")) {
+            let [a, b] = [&together, &alone].map(|store| phone(store, &id, at("19:00:00")));
+            let (a, b) = (a.await, b.await);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "seed {seed}, {id}");
+        }
+        assert!(
+            batch.iter().any(|a| a.outcome == Accepted)
+                && batch.iter().any(|a| a.outcome != Accepted),
+            "seed {seed} mixes accepted deliveries with duplicates or conflicts"
+        );
+    }
+}
+
+const RANDOM_SESSIONS: u64 = 6;
+const RANDOM_PHONES: u64 = 4;
+
+/// `count` deliveries drawn from `seed` (xorshift: the suite needs no random crate), a
+/// quarter of them an earlier delivery again.
+fn random_deliveries(seed: u64, count: usize) -> Vec<cphub::store::ReceivedEvent> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
+    let mut deliveries: Vec<cphub::store::ReceivedEvent> = Vec::new();
+    for _ in 0..count {
+        if !deliveries.is_empty() && next(4) == 0 {
+            let earlier = deliveries[next(deliveries.len() as u64) as usize].clone();
+            deliveries.push(earlier);
+            continue;
+        }
+        let session = format!("s-{}", next(RANDOM_SESSIONS));
+        let phone = format!("p-{}", next(RANDOM_PHONES));
+        let time = format!("19:{:02}:{:02}", next(10), next(60));
+        deliveries.push(match next(2) {
+            0 => enter(&session, &phone, &time),
+            _ => quit(&session, &phone, &time, next(700) as i64),
+        });
+    }
+    deliveries
 }
