@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use super::sql::Sql;
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
-    MintRequest, NewRecovery, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery, SessionFilter,
-    Store, StoreError, Verification, book, queue,
+    MintRequest, NewRecovery, OutboxEvent, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery,
+    SessionFilter, Store, StoreError, Verification, book, outbox, queue,
 };
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use crate::access::Issued;
@@ -356,6 +356,11 @@ impl<B: Backend> Store for B {
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
         let released = in_transaction!(self, release_lapsed_holds(now));
         released.map_err(during("release_lapsed_holds"))
+    }
+
+    async fn outbox(&self, after_seq: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
+        let found = outbox::events(&mut self.reader(), after_seq, limit).await;
+        found.map_err(during("outbox"))
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {

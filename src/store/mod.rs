@@ -16,6 +16,7 @@ mod event_batch;
 mod filter;
 mod group_commit;
 mod heartbeat_buffer;
+mod outbox;
 mod postgres;
 mod queue;
 mod sql;
@@ -39,6 +40,7 @@ pub use codec::{EventRecord, Phone, PhoneHealth, Recovery, SyncedProperty};
 pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
+pub use outbox::OutboxEvent;
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use sqlite::SqliteStore;
@@ -570,6 +572,9 @@ pub trait Store: Send + Sync + 'static {
     /// Expires minted/verified sessions whose hold lapsed and frees their phones; forgets
     /// idempotency keys past their time.
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError>;
+
+    /// The webhook outbox after `after_seq`, in commit order per subject (migration 0013).
+    async fn outbox(&self, after_seq: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError>;
 
     /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`): whole
     /// rollup buckets from `usage_rollups`, the rest from the sessions.
