@@ -167,11 +167,12 @@ CREATE TABLE webhook_deliveries (
     event_seq       BIGINT NOT NULL REFERENCES webhook_events (seq),
     subject         TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
-    attempts        INTEGER NOT NULL DEFAULT 0,
+    attempts        BIGINT NOT NULL DEFAULT 0,
     next_attempt_at TIMESTAMPTZ NOT NULL,
     -- A worker's claim: another replica (or this one after a restart) takes the delivery
     -- only once it lapsed, so each is sent once while its sender lives, again after a crash.
     leased_until    TIMESTAMPTZ,
+    leased_by       TEXT,              -- the claim that holds it
     last_error      TEXT,
     created_at      TIMESTAMPTZ NOT NULL,
     updated_at      TIMESTAMPTZ NOT NULL,
@@ -191,7 +192,7 @@ CREATE TABLE webhook_attempts (
     endpoint     TEXT NOT NULL,
     event_seq    BIGINT NOT NULL,
     attempted_at TIMESTAMPTZ NOT NULL,
-    status       INTEGER,
+    status       BIGINT,
     latency_ms   BIGINT NOT NULL,
     response     TEXT,
     error        TEXT

@@ -154,6 +154,7 @@ CREATE TABLE webhook_deliveries (
     -- A worker's claim: another replica (or this one after a restart) takes the delivery
     -- only once it lapsed, so each is sent once while its sender lives, again after a crash.
     leased_until    INTEGER,
+    leased_by       TEXT,              -- the claim that holds it
     last_error      TEXT,
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,

@@ -10,6 +10,7 @@ use super::{
     MintRequest, NewRecovery, OutboxEvent, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery,
     SessionFilter, Store, StoreError, Verification, book, outbox, queue,
 };
+use super::{AttemptRecord, Claim, ClaimedDelivery, EndpointFilter};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use crate::access::Issued;
 use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
@@ -361,6 +362,47 @@ impl<B: Backend> Store for B {
     async fn outbox(&self, after_seq: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
         let found = outbox::events(&mut self.reader(), after_seq, limit).await;
         found.map_err(during("outbox"))
+    }
+
+    async fn fan_out_webhooks(
+        &self,
+        endpoints: &[EndpointFilter],
+        now: UtcTime,
+        first_attempt_at: UtcTime,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let fanned = in_transaction!(
+            self,
+            outbox::fan_out(endpoints, now, first_attempt_at, limit)
+        );
+        fanned.map_err(during("fan_out_webhooks"))
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        claim: &Claim<'_>,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let claimed = in_transaction!(self, outbox::claim(claim));
+        claimed.map_err(during("claim_webhook_deliveries"))
+    }
+
+    async fn record_webhook_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
+        let recorded = in_transaction!(self, outbox::record_attempt(attempt));
+        recorded.map_err(during("record_webhook_attempt"))
+    }
+
+    async fn write_webhook_ticks(
+        &self,
+        interval_secs: i64,
+        now: UtcTime,
+    ) -> Result<u64, StoreError> {
+        let written = in_transaction!(self, outbox::write_ticks(interval_secs, now));
+        written.map_err(during("write_webhook_ticks"))
+    }
+
+    async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError> {
+        let pruned = in_transaction!(self, outbox::prune(before));
+        pruned.map_err(during("prune_webhook_deliveries"))
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {

@@ -40,7 +40,7 @@ pub use codec::{EventRecord, Phone, PhoneHealth, Recovery, SyncedProperty};
 pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
-pub use outbox::OutboxEvent;
+pub use outbox::{AttemptRecord, Claim, ClaimedDelivery, EndpointFilter, NextStep, OutboxEvent};
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use sqlite::SqliteStore;
@@ -575,6 +575,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// The webhook outbox after `after_seq`, in commit order per subject (migration 0013).
     async fn outbox(&self, after_seq: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// Gives outbox rows their deliveries, one per endpoint that wants the type; how many
+    /// rows were fanned out.
+    async fn fan_out_webhooks(
+        &self,
+        endpoints: &[EndpointFilter],
+        now: UtcTime,
+        first_attempt_at: UtcTime,
+        limit: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Leases an endpoint's due deliveries, at most one per subject (docs/webhooks.md).
+    async fn claim_webhook_deliveries(
+        &self,
+        claim: &Claim<'_>,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+
+    async fn record_webhook_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;
+
+    /// Writes the `session.tick` due by `now` of each playing session; how many.
+    async fn write_webhook_ticks(
+        &self,
+        interval_secs: i64,
+        now: UtcTime,
+    ) -> Result<u64, StoreError>;
+
+    /// Deletes deliveries delivered before `before`; how many.
+    async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError>;
 
     /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`): whole
     /// rollup buckets from `usage_rollups`, the rest from the sessions.

@@ -63,3 +63,286 @@ pub(super) async fn events(
     let rows: Vec<OutboxRow> = db.fetch_all(sql, &args![after_seq, limit]).await?;
     rows.into_iter().map(OutboxEvent::try_from).collect()
 }
+
+/// An endpoint as the fan-out sees it: its name and the event types it wants.
+#[derive(Debug, Clone)]
+pub struct EndpointFilter {
+    pub name: String,
+    /// Empty: every type.
+    pub events: Vec<WebhookEventType>,
+}
+
+impl EndpointFilter {
+    fn wants(&self, event_type: WebhookEventType) -> bool {
+        self.events.is_empty() || self.events.contains(&event_type)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Unfanned {
+    seq: i64,
+    r#type: String,
+    subject: String,
+}
+
+/// Gives up to `limit` outbox rows not yet fanned out a pending delivery per endpoint that
+/// wants their type. Each row by its own `seq`: a row of a transaction that commits while
+/// this runs is left for the next pass, never marked without its deliveries. Two replicas
+/// fanning out the same row insert the same keys, which `ON CONFLICT` makes one.
+pub(super) async fn fan_out(
+    tx: &mut impl Sql,
+    endpoints: &[EndpointFilter],
+    now: UtcTime,
+    first_attempt_at: UtcTime,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let sql = "SELECT seq, type, subject FROM webhook_events WHERE fanned_out = $1 \
+               ORDER BY seq LIMIT $2";
+    let rows: Vec<Unfanned> = tx.fetch_all(sql, &args![false, limit]).await?;
+    for row in &rows {
+        let event_type = WebhookEventType::try_from(row.r#type.clone())
+            .map_err(|e| StoreError::Corrupt(format!("webhook event {}: {e}", row.seq)))?;
+        for endpoint in endpoints.iter().filter(|e| e.wants(event_type)) {
+            let insert = "INSERT INTO webhook_deliveries \
+                 (endpoint, event_seq, subject, state, attempts, next_attempt_at, created_at, \
+                  updated_at) VALUES ($1, $2, $3, 'pending', 0, $5, $4, $4) \
+                 ON CONFLICT (endpoint, event_seq) DO NOTHING";
+            let (name, subject) = (endpoint.name.as_str(), row.subject.as_str());
+            let args = args![name, row.seq, subject, now, first_attempt_at];
+            tx.execute(insert, &args).await?;
+        }
+        let mark = "UPDATE webhook_events SET fanned_out = $2 WHERE seq = $1";
+        tx.execute(mark, &args![row.seq, true]).await?;
+    }
+    Ok(rows.len() as u64)
+}
+
+/// A delivery a worker holds: the event and how many attempts came before.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub event: OutboxEvent,
+    pub attempts: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    seq: i64,
+    event_id: String,
+    r#type: String,
+    subject: String,
+    occurred_at: UtcTime,
+    recorded_at: UtcTime,
+    data: String,
+    attempts: i64,
+}
+
+/// A claim on an endpoint's due deliveries until `lease_until`, under the token `by`.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub endpoint: &'a str,
+    pub now: UtcTime,
+    pub lease_until: UtcTime,
+    pub by: &'a str,
+    pub limit: i64,
+}
+
+/// Due deliveries, the earliest pending one of each subject only (so a subject's events
+/// reach the endpoint in order), not held by a live lease. On PostgreSQL the candidates are
+/// locked `SKIP LOCKED`, and the outer `WHERE` re-checked on rows another replica changed
+/// meanwhile: two replicas never claim one delivery. The candidates are MATERIALIZED: as a
+/// plain subquery PostgreSQL may run them again per row, each run skipping other rows, and
+/// claim more than the limit.
+fn claim_sql<D: Sql>() -> &'static str {
+    macro_rules! claim {
+        ($lock:literal) => {
+            concat!(
+                "WITH picked AS MATERIALIZED (SELECT d.event_seq FROM webhook_deliveries d \
+                   WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_attempt_at <= $2 \
+                     AND (d.leased_until IS NULL OR d.leased_until <= $2) \
+                     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p \
+                       WHERE p.endpoint = d.endpoint AND p.subject = d.subject \
+                         AND p.state = 'pending' AND p.event_seq < d.event_seq) \
+                   ORDER BY d.event_seq LIMIT $5",
+                $lock,
+                ") UPDATE webhook_deliveries SET leased_until = $3, leased_by = $4 \
+                 WHERE endpoint = $1 AND state = 'pending' \
+                   AND (leased_until IS NULL OR leased_until <= $2) \
+                   AND event_seq IN (SELECT event_seq FROM picked)"
+            )
+        };
+    }
+    match D::LOCKS_ROWS {
+        true => claim!(" FOR UPDATE SKIP LOCKED"),
+        false => claim!(""),
+    }
+}
+
+pub(super) async fn claim<D: Sql>(
+    tx: &mut D,
+    c: &Claim<'_>,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    let args = args![c.endpoint, c.now, c.lease_until, c.by, c.limit];
+    tx.execute(claim_sql::<D>(), &args).await?;
+    let sql = "SELECT e.seq, e.event_id, e.type, e.subject, e.occurred_at, e.recorded_at, \
+                      e.data, d.attempts \
+               FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq \
+               WHERE d.endpoint = $1 AND d.leased_by = $2 AND d.state = 'pending' \
+               ORDER BY e.seq";
+    let rows: Vec<ClaimedRow> = tx.fetch_all(sql, &args![c.endpoint, c.by]).await?;
+    rows.into_iter().map(ClaimedDelivery::try_from).collect()
+}
+
+impl TryFrom<ClaimedRow> for ClaimedDelivery {
+    type Error = StoreError;
+
+    fn try_from(row: ClaimedRow) -> Result<Self, StoreError> {
+        let event = OutboxEvent::try_from(OutboxRow {
+            seq: row.seq,
+            event_id: row.event_id,
+            r#type: row.r#type,
+            subject: row.subject,
+            occurred_at: row.occurred_at,
+            recorded_at: row.recorded_at,
+            data: row.data,
+        })?;
+        Ok(ClaimedDelivery {
+            event,
+            attempts: row.attempts,
+        })
+    }
+}
+
+/// One attempt to send a delivery, and what becomes of the delivery after it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub endpoint: String,
+    pub event_seq: i64,
+    pub attempted_at: UtcTime,
+    /// The HTTP status, when the endpoint answered at all.
+    pub status: Option<i32>,
+    pub latency_ms: i64,
+    /// A bounded excerpt of the answer's body.
+    pub response: Option<String>,
+    /// Why the attempt did not count (`None` for a 2xx).
+    pub error: Option<String>,
+    pub next: NextStep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Delivered,
+    RetryAt(UtcTime),
+    Failed,
+}
+
+/// Records the attempt and moves the delivery on, releasing its lease.
+pub(super) async fn record_attempt(tx: &mut impl Sql, a: &AttemptRecord) -> Result<(), StoreError> {
+    let insert = "INSERT INTO webhook_attempts \
+         (endpoint, event_seq, attempted_at, status, latency_ms, response, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    let status = a.status.map(i64::from);
+    let args = args![
+        a.endpoint.as_str(),
+        a.event_seq,
+        a.attempted_at,
+        status,
+        a.latency_ms,
+        a.response.as_deref(),
+        a.error.as_deref()
+    ];
+    tx.execute(insert, &args).await?;
+    let (state, next_at) = match a.next {
+        NextStep::Delivered => ("delivered", a.attempted_at),
+        NextStep::RetryAt(at) => ("pending", at),
+        NextStep::Failed => ("failed", a.attempted_at),
+    };
+    let update = "UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1, \
+                    next_attempt_at = $4, last_error = $5, leased_until = NULL, \
+                    leased_by = NULL, updated_at = $6 \
+                  WHERE endpoint = $1 AND event_seq = $2";
+    let args = args![
+        a.endpoint.as_str(),
+        a.event_seq,
+        state,
+        next_at,
+        a.error.as_deref(),
+        a.attempted_at
+    ];
+    tx.execute(update, &args).await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct Playing {
+    session_id: String,
+    phone_id: String,
+    app_id: String,
+    user_id: Option<String>,
+    started_at: UtcTime,
+}
+
+/// For each playing session, its latest `session.tick` due by `now`: tick n at n times
+/// `interval_secs` after its start, id `evt_session.tick_<session>_<n>`, so a second pass or
+/// a second replica writes nothing new. The insert reads the session again, row-locked on
+/// PostgreSQL: a session ending meanwhile gets no tick after its `session.ended`.
+pub(super) async fn write_ticks<D: Sql>(
+    tx: &mut D,
+    interval_secs: i64,
+    now: UtcTime,
+) -> Result<u64, StoreError> {
+    let sql = "SELECT session_id, phone_id, app_id, user_id, started_at FROM sessions \
+               WHERE state = 'playing' AND started_at IS NOT NULL";
+    let playing: Vec<Playing> = tx.fetch_all(sql, &args![]).await?;
+    let mut written = 0;
+    for s in playing {
+        let tick = now.seconds_since(s.started_at) / interval_secs;
+        if tick < 1 {
+            continue;
+        }
+        let played = tick * interval_secs;
+        let at = s
+            .started_at
+            .plus(std::time::Duration::from_secs(played as u64));
+        let data = serde_json::json!({
+            "session_id": s.session_id, "phone_id": s.phone_id, "app_id": s.app_id,
+            "user_id": s.user_id, "started_at": s.started_at.epoch_millis(),
+            "tick": tick, "seconds_played": played,
+        });
+        let (id, data) = (
+            format!("evt_session.tick_{}_{tick}", s.session_id),
+            data.to_string(),
+        );
+        let args = args![id.as_str(), s.session_id.as_str(), at, now, data.as_str()];
+        written += tx.execute(tick_sql::<D>(), &args).await?;
+    }
+    Ok(written)
+}
+
+fn tick_sql<D: Sql>() -> &'static str {
+    macro_rules! tick {
+        ($lock:literal) => {
+            concat!(
+                "INSERT INTO webhook_events \
+                   (event_id, type, subject, occurred_at, recorded_at, data) \
+                 SELECT $1, 'session.tick', session_id, $3, $4, $5 FROM sessions \
+                 WHERE session_id = $2 AND state = 'playing'",
+                $lock,
+                " ON CONFLICT (event_id) DO NOTHING"
+            )
+        };
+    }
+    match D::LOCKS_ROWS {
+        true => tick!(" FOR SHARE"),
+        false => tick!(""),
+    }
+}
+
+/// Deletes deliveries delivered before `before`, with their attempts; failed ones stay.
+pub(super) async fn prune(tx: &mut impl Sql, before: UtcTime) -> Result<u64, StoreError> {
+    let attempts = "DELETE FROM webhook_attempts WHERE (endpoint, event_seq) IN \
+        (SELECT endpoint, event_seq FROM webhook_deliveries \
+         WHERE state = 'delivered' AND updated_at < $1)";
+    tx.execute(attempts, &args![before]).await?;
+    let deliveries = "DELETE FROM webhook_deliveries WHERE state = 'delivered' AND updated_at < $1";
+    Ok(tx.execute(deliveries, &args![before]).await?)
+}

@@ -29,3 +29,4 @@ mod simulation;
 mod simulator_control_plane;
 mod usage;
 mod watchdog;
+mod webhooks;

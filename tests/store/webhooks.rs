@@ -17,6 +17,7 @@ backend_tests!(
     a_recovery_is_reported_once_it_has_its_outcome,
     a_server_incident_is_reported_when_it_opens_and_when_it_closes,
     a_queue_assignment_is_reported_before_its_session_starts,
+    ticks_are_written_once_each_while_playing_and_stop_when_the_session_ends,
 );
 
 async fn outbox(store: &impl Book) -> Vec<OutboxEvent> {
@@ -250,4 +251,32 @@ async fn a_queue_assignment_is_reported_before_its_session_starts(backend: Backe
     );
     assert_eq!(events[0].data["phone_id"], "p-1");
     assert_eq!(events[0].data["user_id"], "u-1");
+}
+
+async fn ticks_are_written_once_each_while_playing_and_stop_when_the_session_ends(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    apply(&store, &[enter("s-1", "p-1", "19:00:00")]).await;
+    let before_first = store.write_webhook_ticks(60, at("19:00:59")).await.unwrap();
+    let first = store.write_webhook_ticks(60, at("19:02:30")).await.unwrap();
+    let again = store.write_webhook_ticks(60, at("19:02:59")).await.unwrap();
+    apply(&store, &[quit("s-1", "p-1", "19:03:10", 190)]).await;
+    let after_end = store.write_webhook_ticks(60, at("19:05:00")).await.unwrap();
+
+    let events = outbox(&store).await;
+
+    assert_eq!((before_first, first, again, after_end), (0, 1, 0, 0));
+    let ids: Vec<_> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "evt_session.started_s-1",
+            "evt_session.tick_s-1_2",
+            "evt_session.ended_s-1"
+        ]
+    );
+    assert_eq!(events[1].event_type, WebhookEventType::SessionTick);
+    assert_eq!(events[1].data["seconds_played"], 120);
+    assert_eq!(events[1].occurred_at, at("19:02:00"));
 }

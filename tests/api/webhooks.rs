@@ -1,0 +1,248 @@
+//! Signed webhooks (docs/webhooks.md): sessions played through the callbacks (chapter 6.2
+//! enter, 6.3 quit) reach a receiver in the suite, a wiremock server recording every
+//! request, and every delivery is verified by the Standard Webhooks reference library
+//! (`standardwebhooks`, pinned in tools/standardwebhooks/requirements.txt), a verifier
+//! nobody here wrote.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::backend_tests;
+use crate::helpers::*;
+
+backend_tests!(
+    played_sessions_6_2_6_3_reach_the_endpoint_in_order_verified_with_either_secret,
+    an_endpoint_failing_its_first_attempts_gets_the_same_ids_again,
+    a_dead_endpoint_does_not_delay_a_live_one,
+);
+
+const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const NEW_SECRET: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24=";
+
+/// `[webhooks]` with one endpoint per `(name, url)`, both secrets signing side by side,
+/// immediate retries and a quick poll.
+fn webhooks(endpoints: &[(&str, String)], extra: &str) -> String {
+    let tables: Vec<String> = endpoints
+        .iter()
+        .map(|(name, url)| {
+            format!(
+                "{{ name = \"{name}\", url = \"{url}\", \
+                 secrets = [\"{OLD_SECRET}\", \"{NEW_SECRET}\"] }}"
+            )
+        })
+        .collect();
+    format!(
+        "[webhooks]\nendpoints = [{}]\npoll_interval_ms = 50\n{extra}",
+        tables.join(", ")
+    )
+}
+
+async fn receiver(answer: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(answer)
+        .mount(&server)
+        .await;
+    server
+}
+
+fn hook_url(server: &MockServer) -> String {
+    format!("{}/hook", server.uri())
+}
+
+/// Plays `sessions` on their own phones: enter at 19:00:00, quit ten minutes later.
+async fn play(app: &TestApp, sessions: &[&str]) {
+    for (i, session) in sessions.iter().enumerate() {
+        let phone = format!("phone-{i}");
+        app.send_event(&enter(session, &phone, "2026-12-01T19:00:00Z"))
+            .await;
+        app.send_event(&quit(session, &phone, "2026-12-01T19:10:00Z", 600))
+            .await;
+    }
+}
+
+/// Waits until `server` has recorded at least `n` requests (the dispatcher polls).
+async fn wait_for_requests(server: &MockServer, n: usize) -> Vec<Request> {
+    for _ in 0..600 {
+        let received = server.received_requests().await.unwrap();
+        if received.len() >= n {
+            return received;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the endpoint did not receive {n} requests");
+}
+
+fn envelope(request: &Request) -> Value {
+    serde_json::from_slice(&request.body).expect("a JSON envelope")
+}
+
+/// Runs tools/standardwebhooks/verify.py on every request with `secret`: panics unless
+/// the reference library verifies them all.
+async fn verify_with_reference_library(requests: &[Request], secret: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/python-venv creates it from tools/*/requirements.txt",
+        python.display()
+    );
+    let deliveries: Vec<Value> = (requests.iter())
+        .map(|r| {
+            let header = |name: &str| r.headers.get(name).unwrap().to_str().unwrap().to_owned();
+            json!({
+                "secret": secret,
+                "headers": {"webhook-id": header("webhook-id"),
+                            "webhook-timestamp": header("webhook-timestamp"),
+                            "webhook-signature": header("webhook-signature")},
+                "body": String::from_utf8(r.body.clone()).unwrap(),
+            })
+        })
+        .collect();
+    let script = root.join("tools/standardwebhooks/verify.py");
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(python)
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        serde_json::to_writer(stdin, &deliveries).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "standardwebhooks refused: {said}");
+}
+
+async fn played_sessions_6_2_6_3_reach_the_endpoint_in_order_verified_with_either_secret(
+    backend: Backend,
+) {
+    let server = receiver(ResponseTemplate::new(204)).await;
+    let config = webhooks(&[("billing", hook_url(&server))], "");
+    let app = TestApp::spawn_with(backend, &config).await;
+
+    play(&app, &["s-1", "s-2"]).await;
+    let requests = wait_for_requests(&server, 4).await;
+
+    verify_with_reference_library(&requests, OLD_SECRET).await;
+    verify_with_reference_library(&requests, NEW_SECRET).await;
+    let envelopes: Vec<Value> = requests.iter().map(envelope).collect();
+    for session in ["s-1", "s-2"] {
+        let ids: Vec<&str> = (envelopes.iter())
+            .filter(|e| e["data"]["session_id"] == session)
+            .map(|e| e["id"].as_str().unwrap())
+            .collect();
+        let expected = [
+            format!("evt_session.started_{session}"),
+            format!("evt_session.ended_{session}"),
+        ];
+        assert_eq!(ids, expected, "exactly these, in this order");
+    }
+    let ended = (envelopes.iter())
+        .find(|e| e["id"] == "evt_session.ended_s-1")
+        .unwrap();
+    assert_eq!(ended["type"], "session.ended");
+    assert_eq!(
+        ended["data"]["started_at"], "2026-12-01T19:00:00Z",
+        "{ended}"
+    );
+    assert_eq!(ended["data"]["ended_at"], "2026-12-01T19:10:00Z");
+    assert_eq!(
+        (
+            &ended["data"]["duration_seconds"],
+            &ended["data"]["billable_minutes"]
+        ),
+        (&json!(600), &json!(10))
+    );
+    assert_eq!(ended["data"]["end_reason"], "quit");
+    let header = |r: &Request| {
+        r.headers
+            .get("webhook-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        header(&requests[0]),
+        envelopes[0]["id"],
+        "webhook-id is the event id"
+    );
+    assert_eq!(requests.len(), 4, "nothing else sent");
+}
+
+async fn an_endpoint_failing_its_first_attempts_gets_the_same_ids_again(backend: Backend) {
+    let server = MockServer::start().await;
+    // Two failures for every event before it is taken: a 500, then a 429.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("down"))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429))
+        .up_to_n_times(2)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(3)
+        .mount(&server)
+        .await;
+    let config = webhooks(
+        &[("billing", hook_url(&server))],
+        "retry_schedule_secs = [0, 0, 0, 0, 0]\nconcurrency = 1\n",
+    );
+    let app = TestApp::spawn_with(backend, &config).await;
+
+    play(&app, &["s-1"]).await;
+    wait_for_requests(&server, 6).await;
+    // Anything sent after the sixth would be a duplicate: give it a poll to show up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let requests = server.received_requests().await.unwrap();
+
+    let ids: Vec<String> = (requests.iter())
+        .map(|r| envelope(r)["id"].as_str().unwrap().to_owned())
+        .collect();
+    let statuses: Vec<u16> = [500, 500, 429, 429, 200, 200].to_vec();
+    let mut expected = vec!["evt_session.started_s-1"; 5];
+    expected.push("evt_session.ended_s-1");
+    assert_eq!(
+        ids, expected,
+        "answered {statuses:?}: the start again under its id until taken, then the end"
+    );
+    drop(app);
+}
+
+async fn a_dead_endpoint_does_not_delay_a_live_one(backend: Backend) {
+    // The dead one accepts the connection and never answers within the test.
+    let dead = receiver(ResponseTemplate::new(200).set_delay(Duration::from_secs(600))).await;
+    let live = receiver(ResponseTemplate::new(200)).await;
+    let config = webhooks(
+        &[("dead", hook_url(&dead)), ("live", hook_url(&live))],
+        "timeout_ms = 600000\nconcurrency = 1\n",
+    );
+    let app = TestApp::spawn_with(backend, &config).await;
+
+    play(&app, &["s-1", "s-2", "s-3"]).await;
+    let delivered = wait_for_requests(&live, 6).await;
+
+    let at_dead = dead.received_requests().await.unwrap();
+    assert_eq!(delivered.len(), 6, "every event reached the live endpoint");
+    assert!(
+        at_dead.len() <= 1,
+        "the dead endpoint's one worker is still waiting on its first request: {}",
+        at_dead.len()
+    );
+    drop(app);
+}
