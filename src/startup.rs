@@ -167,6 +167,7 @@ impl Application {
         let webhook_tasks = WebhookDispatcher::new(
             Arc::clone(&store),
             Arc::clone(&clock),
+            Arc::clone(&metrics),
             &settings.webhooks,
             settings.usage.billing_rounding,
         )?

@@ -10,7 +10,7 @@ use super::{
     MintRequest, NewRecovery, OutboxEvent, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery,
     SessionFilter, Store, StoreError, Verification, book, outbox, queue,
 };
-use super::{AttemptRecord, Claim, ClaimedDelivery, EndpointFilter};
+use super::{AttemptRecord, Claim, ClaimedDelivery, EndpointFilter, WebhookBacklog};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use crate::access::Issued;
 use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
@@ -398,6 +398,11 @@ impl<B: Backend> Store for B {
     ) -> Result<u64, StoreError> {
         let written = in_transaction!(self, outbox::write_ticks(interval_secs, now));
         written.map_err(during("write_webhook_ticks"))
+    }
+
+    async fn webhook_backlog(&self) -> Result<WebhookBacklog, StoreError> {
+        let found = outbox::backlog(&mut self.reader()).await;
+        found.map_err(during("webhook_backlog"))
     }
 
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError> {

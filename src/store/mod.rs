@@ -40,7 +40,9 @@ pub use codec::{EventRecord, Phone, PhoneHealth, Recovery, SyncedProperty};
 pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
-pub use outbox::{AttemptRecord, Claim, ClaimedDelivery, EndpointFilter, NextStep, OutboxEvent};
+pub use outbox::{
+    AttemptRecord, Claim, ClaimedDelivery, EndpointFilter, NextStep, OutboxEvent, WebhookBacklog,
+};
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use sqlite::SqliteStore;
@@ -600,6 +602,9 @@ pub trait Store: Send + Sync + 'static {
         interval_secs: i64,
         now: UtcTime,
     ) -> Result<u64, StoreError>;
+
+    /// The oldest event each endpoint has still to take (`cphub_webhook_oldest_undelivered_seconds`).
+    async fn webhook_backlog(&self) -> Result<WebhookBacklog, StoreError>;
 
     /// Deletes deliveries delivered before `before`; how many.
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError>;

@@ -18,6 +18,7 @@ use super::sign::signature;
 use crate::clock::Clock;
 use crate::config::{WebhookEndpoint, WebhookSettings};
 use crate::domain::UtcTime;
+use crate::metrics::Metrics;
 use crate::store::{AttemptRecord, Claim, ClaimedDelivery, EndpointFilter, NextStep, Store};
 use crate::telemetry::ErrorChain;
 use crate::usage::Rounding;
@@ -36,6 +37,7 @@ pub struct WebhookDispatcher {
     settings: Arc<WebhookSettings>,
     rounding: Rounding,
     http: reqwest::Client,
+    metrics: Arc<Metrics>,
     /// Names this process's claims.
     replica: String,
 }
@@ -54,6 +56,7 @@ impl WebhookDispatcher {
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
         settings: &WebhookSettings,
         rounding: Rounding,
     ) -> Result<WebhookDispatcher, reqwest::Error> {
@@ -68,6 +71,7 @@ impl WebhookDispatcher {
             settings: Arc::new(settings.clone()),
             rounding,
             http,
+            metrics,
             replica: uuid::Uuid::new_v4().simple().to_string(),
         })
     }
@@ -77,6 +81,8 @@ impl WebhookDispatcher {
         if self.settings.endpoints.is_empty() {
             return WebhookTasks(Vec::new());
         }
+        let names = self.settings.endpoints.iter().map(|e| e.name.as_str());
+        self.metrics.export_webhook_endpoints(names);
         let mut tasks = vec![tokio::spawn(self.clone().fan_out_forever())];
         for endpoint in self.settings.enabled_endpoints() {
             let worker = self.clone();
@@ -109,6 +115,7 @@ impl WebhookDispatcher {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %ErrorChain(&e), "webhook fan-out failed"),
             }
+            self.observe_backlog().await;
             tokio::time::sleep(self.settings.poll_interval()).await;
         }
     }
@@ -128,6 +135,25 @@ impl WebhookDispatcher {
             if let Err(e) = self.store.prune_webhook_deliveries(now.minus(kept)).await {
                 tracing::warn!(error = %ErrorChain(&e), "webhook deliveries not pruned");
             }
+        }
+    }
+
+    /// Sets each endpoint's oldest-undelivered age: its oldest pending delivery, or an
+    /// event not fanned out yet, whichever is older.
+    async fn observe_backlog(&self) {
+        let backlog = match self.store.webhook_backlog().await {
+            Ok(backlog) => backlog,
+            Err(e) => return tracing::warn!(error = %ErrorChain(&e), "webhook backlog unread"),
+        };
+        let now = self.clock.now();
+        for endpoint in &self.settings.endpoints {
+            let pending = (backlog.per_endpoint.iter())
+                .find(|(name, _)| *name == endpoint.name)
+                .map(|(_, oldest)| *oldest);
+            let oldest = pending.into_iter().chain(backlog.not_fanned_out).min();
+            let age = oldest.map_or(0, |t| now.seconds_since(t).max(0));
+            let gauge = &self.metrics.webhook_oldest_undelivered;
+            gauge.with_label_values(&[&endpoint.name]).set(age);
         }
     }
 
@@ -186,10 +212,29 @@ impl WebhookDispatcher {
             response: answer.excerpt,
             error: answer.error,
         };
+        self.observe_attempt(&endpoint.name, &record);
         if let Err(e) = self.store.record_webhook_attempt(&record).await {
             // The lease lapses and the delivery is sent again: at least once.
             tracing::warn!(endpoint = %endpoint.name, error = %ErrorChain(&e),
                 "webhook attempt not recorded");
+        }
+    }
+
+    fn observe_attempt(&self, endpoint: &str, record: &AttemptRecord) {
+        let m = &self.metrics;
+        m.webhook_attempts.with_label_values(&[endpoint]).inc();
+        let result = match record.next {
+            NextStep::Delivered => "delivered",
+            NextStep::RetryAt(_) => "retried",
+            NextStep::Failed => "failed",
+        };
+        m.webhook_deliveries
+            .with_label_values(&[endpoint, result])
+            .inc();
+        let in_a_row = m.webhook_failures_in_a_row.with_label_values(&[endpoint]);
+        match record.error {
+            None => in_a_row.set(0),
+            Some(_) => in_a_row.inc(),
         }
     }
 

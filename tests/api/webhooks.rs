@@ -4,6 +4,7 @@
 //! (`standardwebhooks`, pinned in tools/standardwebhooks/requirements.txt), a verifier
 //! nobody here wrote.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::backend_tests;
 use crate::helpers::*;
+use crate::metrics::{scrape, value};
 
 backend_tests!(
     played_sessions_6_2_6_3_reach_the_endpoint_in_order_verified_with_either_secret,
@@ -76,6 +78,22 @@ async fn wait_for_requests(server: &MockServer, n: usize) -> Vec<Request> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the endpoint did not receive {n} requests");
+}
+
+fn deliveries(endpoint: &str, result: &str) -> String {
+    format!("cphub_webhook_deliveries_total{{endpoint=\"{endpoint}\",result=\"{result}\"}}")
+}
+
+/// Scrapes until `series` reaches `at_least` (the counters move after the answer).
+async fn wait_for_metric(app: &TestApp, series: &str, at_least: f64) -> HashMap<String, f64> {
+    for _ in 0..200 {
+        let samples = scrape(app).await;
+        if value(&samples, series) >= at_least {
+            return samples;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{series} never reached {at_least}");
 }
 
 fn envelope(request: &Request) -> Value {
@@ -221,6 +239,14 @@ async fn an_endpoint_failing_its_first_attempts_gets_the_same_ids_again(backend:
         ids, expected,
         "answered {statuses:?}: the start again under its id until taken, then the end"
     );
+    let samples = wait_for_metric(&app, &deliveries("billing", "delivered"), 2.0).await;
+    assert_eq!(value(&samples, &deliveries("billing", "retried")), 4.0);
+    assert!(
+        samples.contains_key(&deliveries("billing", "failed")),
+        "exported at 0"
+    );
+    let in_a_row = "cphub_webhook_failures_in_a_row{endpoint=\"billing\"}";
+    assert_eq!(value(&samples, in_a_row), 0.0, "reset by the success");
     drop(app);
 }
 
@@ -238,6 +264,12 @@ async fn a_dead_endpoint_does_not_delay_a_live_one(backend: Backend) {
     let delivered = wait_for_requests(&live, 6).await;
 
     let at_dead = dead.received_requests().await.unwrap();
+    let samples = scrape(&app).await;
+    assert!(
+        samples.contains_key(&deliveries("dead", "delivered")),
+        "a configured endpoint's series exist from start"
+    );
+    assert_eq!(value(&samples, &deliveries("dead", "delivered")), 0.0);
     assert_eq!(delivered.len(), 6, "every event reached the live endpoint");
     assert!(
         at_dead.len() <= 1,
