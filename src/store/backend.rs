@@ -4,13 +4,14 @@
 
 use async_trait::async_trait;
 
+use super::WebhookBacklog;
 use super::sql::Sql;
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
     MintRequest, NewRecovery, OutboxEvent, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery,
     SessionFilter, Store, StoreError, Verification, book, outbox, queue,
 };
-use super::{AttemptRecord, Claim, ClaimedDelivery, EndpointFilter, WebhookBacklog};
+use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryView, EndpointFilter};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use crate::access::Issued;
 use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
@@ -403,6 +404,45 @@ impl<B: Backend> Store for B {
     async fn webhook_backlog(&self) -> Result<WebhookBacklog, StoreError> {
         let found = outbox::backlog(&mut self.reader()).await;
         found.map_err(during("webhook_backlog"))
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        endpoint: Option<&str>,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryView>, StoreError> {
+        let found = outbox::deliveries(&mut self.reader(), endpoint, state, limit).await;
+        found.map_err(during("webhook_deliveries"))
+    }
+
+    async fn webhook_delivery(
+        &self,
+        endpoint: &str,
+        event_id: &str,
+    ) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, StoreError> {
+        let found = outbox::delivery(&mut self.reader(), endpoint, event_id).await;
+        found.map_err(during("webhook_delivery"))
+    }
+
+    async fn retry_webhook_delivery(
+        &self,
+        endpoint: &str,
+        event_id: &str,
+        now: UtcTime,
+    ) -> Result<bool, StoreError> {
+        let retried = in_transaction!(self, outbox::retry(endpoint, event_id, now));
+        retried.map_err(during("retry_webhook_delivery"))
+    }
+
+    async fn replay_webhooks(
+        &self,
+        endpoint: &EndpointFilter,
+        since: UtcTime,
+        now: UtcTime,
+    ) -> Result<u64, StoreError> {
+        let replayed = in_transaction!(self, outbox::replay(endpoint, since, now));
+        replayed.map_err(during("replay_webhooks"))
     }
 
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError> {

@@ -41,7 +41,8 @@ pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use outbox::{
-    AttemptRecord, Claim, ClaimedDelivery, EndpointFilter, NextStep, OutboxEvent, WebhookBacklog,
+    AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryView, EndpointFilter, NextStep,
+    OutboxEvent, WebhookBacklog,
 };
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
@@ -605,6 +606,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// The oldest event each endpoint has still to take (`cphub_webhook_oldest_undelivered_seconds`).
     async fn webhook_backlog(&self) -> Result<WebhookBacklog, StoreError>;
+
+    /// Webhook deliveries, newest first (`cphub webhooks list`).
+    async fn webhook_deliveries(
+        &self,
+        endpoint: Option<&str>,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryView>, StoreError>;
+
+    /// One delivery with its attempts (`cphub webhooks show`).
+    async fn webhook_delivery(
+        &self,
+        endpoint: &str,
+        event_id: &str,
+    ) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, StoreError>;
+
+    /// Puts a delivery back to pending, due now (`cphub webhooks retry`); false if unknown.
+    async fn retry_webhook_delivery(
+        &self,
+        endpoint: &str,
+        event_id: &str,
+        now: UtcTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Delivers an endpoint's events since `since` again (`cphub webhooks replay`).
+    async fn replay_webhooks(
+        &self,
+        endpoint: &EndpointFilter,
+        since: UtcTime,
+        now: UtcTime,
+    ) -> Result<u64, StoreError>;
 
     /// Deletes deliveries delivered before `before`; how many.
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError>;

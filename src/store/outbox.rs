@@ -379,3 +379,107 @@ pub(super) async fn backlog(db: &mut impl Sql) -> Result<WebhookBacklog, StoreEr
         not_fanned_out: oldest.map(|o| o.recorded_at),
     })
 }
+
+/// A delivery as the operator sees it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct DeliveryView {
+    pub endpoint: String,
+    pub event_seq: i64,
+    pub event_id: String,
+    #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub subject: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: UtcTime,
+    pub last_error: Option<String>,
+    pub updated_at: UtcTime,
+}
+
+/// One attempt as the operator sees it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct AttemptView {
+    pub attempted_at: UtcTime,
+    pub status: Option<i64>,
+    pub latency_ms: i64,
+    pub response: Option<String>,
+    pub error: Option<String>,
+}
+
+macro_rules! delivery_view {
+    () => {
+        "SELECT d.endpoint, d.event_seq, e.event_id, e.type, d.subject, d.state, d.attempts, \
+                d.next_attempt_at, d.last_error, d.updated_at \
+         FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq "
+    };
+}
+
+/// Newest first; `endpoint` and `state` narrow it when given.
+pub(super) async fn deliveries(
+    db: &mut impl Sql,
+    endpoint: Option<&str>,
+    state: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DeliveryView>, StoreError> {
+    let sql = concat!(
+        delivery_view!(),
+        "WHERE ($1 IS NULL OR d.endpoint = $1) AND ($2 IS NULL OR d.state = $2) \
+         ORDER BY d.event_seq DESC, d.endpoint LIMIT $3"
+    );
+    Ok(db.fetch_all(sql, &args![endpoint, state, limit]).await?)
+}
+
+pub(super) async fn delivery(
+    db: &mut impl Sql,
+    endpoint: &str,
+    event_id: &str,
+) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, StoreError> {
+    let sql = concat!(
+        delivery_view!(),
+        "WHERE d.endpoint = $1 AND e.event_id = $2"
+    );
+    let found: Option<DeliveryView> = db.fetch_optional(sql, &args![endpoint, event_id]).await?;
+    let Some(found) = found else { return Ok(None) };
+    let sql = "SELECT attempted_at, status, latency_ms, response, error FROM webhook_attempts \
+               WHERE endpoint = $1 AND event_seq = $2 ORDER BY id";
+    let attempts = db.fetch_all(sql, &args![endpoint, found.event_seq]).await?;
+    Ok(Some((found, attempts)))
+}
+
+/// Puts a delivery back to pending, due now, with a fresh schedule; false when unknown.
+/// A delivery being sent keeps its lease: the attempt in flight settles it first.
+pub(super) async fn retry(
+    tx: &mut impl Sql,
+    endpoint: &str,
+    event_id: &str,
+    now: UtcTime,
+) -> Result<bool, StoreError> {
+    let sql = "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, \
+                 next_attempt_at = $3, updated_at = $3 \
+               WHERE endpoint = $1 \
+                 AND event_seq = (SELECT seq FROM webhook_events WHERE event_id = $2)";
+    Ok(tx.execute(sql, &args![endpoint, event_id, now]).await? > 0)
+}
+
+/// Sends `filter`'s endpoint again every event of its types that happened since `since`,
+/// under the same ids: new deliveries, or delivered/failed ones put back to pending.
+pub(super) async fn replay(
+    tx: &mut impl Sql,
+    filter: &EndpointFilter,
+    since: UtcTime,
+    now: UtcTime,
+) -> Result<u64, StoreError> {
+    let types: Vec<&str> = filter.events.iter().map(|t| t.as_str()).collect();
+    let types = types.join(",");
+    let sql = "INSERT INTO webhook_deliveries (endpoint, event_seq, subject, state, \
+                 attempts, next_attempt_at, created_at, updated_at) \
+               SELECT $1, seq, subject, 'pending', 0, $3, $3, $3 FROM webhook_events \
+               WHERE occurred_at >= $2 \
+                 AND ($4 = '' OR (',' || $4 || ',') LIKE ('%,' || type || ',%')) \
+               ON CONFLICT (endpoint, event_seq) DO UPDATE SET state = 'pending', \
+                 attempts = 0, next_attempt_at = excluded.next_attempt_at, \
+                 updated_at = excluded.updated_at";
+    let args = args![filter.name.as_str(), since, now, types.as_str()];
+    Ok(tx.execute(sql, &args).await?)
+}

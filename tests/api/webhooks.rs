@@ -247,6 +247,39 @@ async fn an_endpoint_failing_its_first_attempts_gets_the_same_ids_again(backend:
     );
     let in_a_row = "cphub_webhook_failures_in_a_row{endpoint=\"billing\"}";
     assert_eq!(value(&samples, in_a_row), 0.0, "reset by the success");
+
+    let shown = app
+        .cli(&["webhooks", "show", "billing", "evt_session.started_s-1"])
+        .await;
+    assert!(shown.status.success(), "{shown:?}");
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let statuses_seen: Vec<&Value> = (shown["attempts"].as_array().unwrap().iter())
+        .map(|a| &a["status"])
+        .collect();
+    assert_eq!(
+        statuses_seen,
+        [500, 500, 429, 429, 200]
+            .map(|s| json!(s))
+            .iter()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        shown["attempts"][0]["response"], "down",
+        "the answer's excerpt"
+    );
+    assert_eq!(shown["delivery"]["state"], "delivered");
+    let retried = app
+        .cli(&["webhooks", "retry", "billing", "evt_session.ended_s-1"])
+        .await;
+    assert!(retried.status.success(), "{retried:?}");
+    let again = wait_for_requests(&server, 7).await;
+    assert_eq!(
+        envelope(&again[6])["id"],
+        "evt_session.ended_s-1",
+        "the same id"
+    );
+    let unknown = app.cli(&["webhooks", "retry", "billing", "evt_nope"]).await;
+    assert!(!unknown.status.success());
     drop(app);
 }
 

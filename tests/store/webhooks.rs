@@ -4,7 +4,10 @@
 //! fact. Event kinds are chapter 6's callbacks: 6.2 enter (status 0), 6.3 quit (status 1).
 
 use cphub::domain::{Outcome as RecoveryOutcome, Priority, QueueId, UserId, WebhookEventType};
-use cphub::store::{FinishedRecovery, MintTimes, NewQueueEntry, OutboxEvent};
+use cphub::store::{
+    AttemptRecord, Claim, EndpointFilter, FinishedRecovery, MintTimes, NewQueueEntry, NextStep,
+    OutboxEvent,
+};
 use serde_json::json;
 
 use crate::backend_tests;
@@ -18,6 +21,7 @@ backend_tests!(
     a_server_incident_is_reported_when_it_opens_and_when_it_closes,
     a_queue_assignment_is_reported_before_its_session_starts,
     ticks_are_written_once_each_while_playing_and_stop_when_the_session_ends,
+    a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_again,
 );
 
 async fn outbox(store: &impl Book) -> Vec<OutboxEvent> {
@@ -279,4 +283,101 @@ async fn ticks_are_written_once_each_while_playing_and_stop_when_the_session_end
     assert_eq!(events[1].event_type, WebhookEventType::SessionTick);
     assert_eq!(events[1].data["seconds_played"], 120);
     assert_eq!(events[1].occurred_at, at("19:02:00"));
+}
+
+fn claim<'a>(by: &'a str, now: &str) -> Claim<'a> {
+    Claim {
+        endpoint: "billing",
+        now: at(now),
+        lease_until: at(now).plus(std::time::Duration::from_secs(60)),
+        by,
+        limit: 10,
+    }
+}
+
+fn delivered(seq: i64, now: &str) -> AttemptRecord {
+    AttemptRecord {
+        endpoint: "billing".to_owned(),
+        event_seq: seq,
+        attempted_at: at(now),
+        status: Some(204),
+        latency_ms: 3,
+        response: Some(String::new()),
+        error: None,
+        next: NextStep::Delivered,
+    }
+}
+
+async fn a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_again(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    apply(
+        &store,
+        &[
+            enter("s-1", "p-1", "19:00:00"),
+            enter("s-2", "p-2", "19:00:00"),
+        ],
+    )
+    .await;
+    apply(&store, &[quit("s-1", "p-1", "19:05:00", 300)]).await;
+    let billing = EndpointFilter {
+        name: "billing".to_owned(),
+        events: vec![],
+    };
+    let ends_only = EndpointFilter {
+        name: "crm".to_owned(),
+        events: vec![WebhookEventType::SessionEnded],
+    };
+    let endpoints = [billing.clone(), ends_only];
+    let fanned = store.fan_out_webhooks(&endpoints, at("19:06:00"), at("19:06:00"), 100);
+    assert_eq!(fanned.await.unwrap(), 3);
+
+    let first = store
+        .claim_webhook_deliveries(&claim("a", "19:06:00"))
+        .await
+        .unwrap();
+    let while_held = store
+        .claim_webhook_deliveries(&claim("b", "19:06:01"))
+        .await
+        .unwrap();
+    for d in &first {
+        store
+            .record_webhook_attempt(&delivered(d.event.seq, "19:06:02"))
+            .await
+            .unwrap();
+    }
+    let next = store
+        .claim_webhook_deliveries(&claim("b", "19:06:03"))
+        .await
+        .unwrap();
+    store
+        .record_webhook_attempt(&delivered(next[0].event.seq, "19:06:04"))
+        .await
+        .unwrap();
+    let crm = store
+        .webhook_deliveries(Some("crm"), None, 10)
+        .await
+        .unwrap();
+    let replayed = store
+        .replay_webhooks(&billing, at("19:04:00"), at("19:07:00"))
+        .await;
+    let again = store
+        .claim_webhook_deliveries(&claim("c", "19:07:00"))
+        .await
+        .unwrap();
+
+    let ids = |claimed: &[cphub::store::ClaimedDelivery]| -> Vec<String> {
+        claimed.iter().map(|d| d.event.id.clone()).collect()
+    };
+    assert_eq!(
+        ids(&first),
+        ["evt_session.started_s-1", "evt_session.started_s-2"],
+        "s-1's end waits behind its start"
+    );
+    assert_eq!(ids(&while_held), Vec::<String>::new(), "held by a's lease");
+    assert_eq!(ids(&next), ["evt_session.ended_s-1"]);
+    assert_eq!(crm.len(), 1, "the crm endpoint wants ends only");
+    assert_eq!(replayed.unwrap(), 1, "only s-1's end happened since 19:04");
+    assert_eq!(ids(&again), ["evt_session.ended_s-1"], "the same id again");
 }
