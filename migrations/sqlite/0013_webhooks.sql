@@ -30,101 +30,97 @@ CREATE TABLE webhook_events (
 CREATE INDEX webhook_events_to_fan_out ON webhook_events (seq) WHERE fanned_out = 0;
 CREATE INDEX webhook_events_by_time ON webhook_events (occurred_at);
 
--- The database's clock in epoch ms ('now' is fixed for the statement).
--- SQLite has no variables: the expression below is repeated in each trigger.
---   CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+-- SQLite has no functions to share between triggers: each change is staged as a row of
+-- webhook_session_changes / webhook_recovery_changes (as 0011 stages usage_rollup_changes),
+-- whose trigger writes the events once for every path. A staged row lives only while its
+-- trigger runs. `recorded_at` is the database's clock in epoch ms ('now' is fixed for the
+-- statement).
 
 -- A session starts playing when its start is known; it has ended when its start, end and
 -- end reason are. A quit that overtook its enter leaves started_at NULL: its session.ended
--- is written with the late enter, after its session.started, never before it.
+-- is written with the late enter, after its session.started, never before it. A late quit
+-- correcting an abandonment finds its session.ended already written: the id is the
+-- session's, the first end is the one reported (docs/webhooks.md).
+CREATE TABLE webhook_session_changes (
+    session_id TEXT NOT NULL,
+    started    INTEGER NOT NULL,  -- write session.started
+    ended      INTEGER NOT NULL   -- write session.ended
+) STRICT;
+
+CREATE TRIGGER webhook_session_write AFTER INSERT ON webhook_session_changes
+BEGIN
+    INSERT INTO webhook_events (event_id, type, subject, occurred_at, recorded_at, data)
+    SELECT 'evt_session.started_' || s.session_id, 'session.started', s.session_id,
+        s.started_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        json_object('session_id', s.session_id, 'phone_id', s.phone_id,
+            'app_id', s.app_id, 'user_id', s.user_id, 'started_at', s.started_at)
+    FROM sessions AS s WHERE s.session_id = NEW.session_id AND NEW.started
+    ON CONFLICT (event_id) DO NOTHING;
+    INSERT INTO webhook_events (event_id, type, subject, occurred_at, recorded_at, data)
+    SELECT 'evt_session.ended_' || s.session_id, 'session.ended', s.session_id,
+        s.ended_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        json_object('session_id', s.session_id, 'phone_id', s.phone_id,
+            'app_id', s.app_id, 'user_id', s.user_id, 'started_at', s.started_at,
+            'ended_at', s.ended_at, 'end_reason', s.end_reason,
+            'duration_seconds', s.duration_seconds, 'run_time', s.reported_run_time,
+            'run_time_mismatch', json(iif(s.run_time_mismatch, 'true', 'false')))
+    FROM sessions AS s WHERE s.session_id = NEW.session_id AND NEW.ended
+    ON CONFLICT (event_id) DO NOTHING;
+    DELETE FROM webhook_session_changes WHERE rowid = NEW.rowid;
+END;
+
 CREATE TRIGGER webhook_session_added AFTER INSERT ON sessions
 WHEN NEW.started_at IS NOT NULL
 BEGIN
-    INSERT INTO webhook_events (event_id, type, subject, occurred_at, recorded_at, data)
-    SELECT 'evt_session.started_' || NEW.session_id, 'session.started', NEW.session_id,
-        NEW.started_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
-        json_object('session_id', NEW.session_id, 'phone_id', NEW.phone_id,
-            'app_id', NEW.app_id, 'user_id', NEW.user_id, 'started_at', NEW.started_at)
-    WHERE true
-    ON CONFLICT (event_id) DO NOTHING;
-    INSERT INTO webhook_events (event_id, type, subject, occurred_at, recorded_at, data)
-    SELECT 'evt_session.ended_' || NEW.session_id, 'session.ended', NEW.session_id,
-        NEW.ended_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
-        json_object('session_id', NEW.session_id, 'phone_id', NEW.phone_id,
-            'app_id', NEW.app_id, 'user_id', NEW.user_id, 'started_at', NEW.started_at,
-            'ended_at', NEW.ended_at, 'end_reason', NEW.end_reason,
-            'duration_seconds', NEW.duration_seconds, 'run_time', NEW.reported_run_time,
-            'run_time_mismatch', json(iif(NEW.run_time_mismatch, 'true', 'false')))
-    WHERE NEW.ended_at IS NOT NULL AND NEW.end_reason IS NOT NULL
-    ON CONFLICT (event_id) DO NOTHING;
+    INSERT INTO webhook_session_changes VALUES (NEW.session_id, 1,
+        NEW.ended_at IS NOT NULL AND NEW.end_reason IS NOT NULL);
 END;
 
--- One trigger, two statements in order: a late enter completing a quit writes started,
--- then ended. Enters, heartbeats and redeliveries fail the WHEN and cost a comparison.
--- A late quit correcting an abandonment finds its session.ended already written: the id
--- is the session's, the first end is the one reported (docs/webhooks.md).
+-- Enters, heartbeats and redeliveries fail the WHEN and cost a comparison.
 CREATE TRIGGER webhook_session_changed AFTER UPDATE ON sessions
 WHEN NEW.started_at IS NOT NULL
  AND (OLD.started_at IS NULL
       OR (NEW.ended_at IS NOT NULL AND NEW.end_reason IS NOT NULL
           AND (OLD.ended_at IS NULL OR OLD.end_reason IS NULL)))
 BEGIN
-    INSERT INTO webhook_events (event_id, type, subject, occurred_at, recorded_at, data)
-    SELECT 'evt_session.started_' || NEW.session_id, 'session.started', NEW.session_id,
-        NEW.started_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
-        json_object('session_id', NEW.session_id, 'phone_id', NEW.phone_id,
-            'app_id', NEW.app_id, 'user_id', NEW.user_id, 'started_at', NEW.started_at)
-    WHERE OLD.started_at IS NULL
-    ON CONFLICT (event_id) DO NOTHING;
-    INSERT INTO webhook_events (event_id, type, subject, occurred_at, recorded_at, data)
-    SELECT 'evt_session.ended_' || NEW.session_id, 'session.ended', NEW.session_id,
-        NEW.ended_at, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
-        json_object('session_id', NEW.session_id, 'phone_id', NEW.phone_id,
-            'app_id', NEW.app_id, 'user_id', NEW.user_id, 'started_at', NEW.started_at,
-            'ended_at', NEW.ended_at, 'end_reason', NEW.end_reason,
-            'duration_seconds', NEW.duration_seconds, 'run_time', NEW.reported_run_time,
-            'run_time_mismatch', json(iif(NEW.run_time_mismatch, 'true', 'false')))
-    WHERE NEW.ended_at IS NOT NULL AND NEW.end_reason IS NOT NULL
-    ON CONFLICT (event_id) DO NOTHING;
+    INSERT INTO webhook_session_changes VALUES (NEW.session_id, OLD.started_at IS NULL,
+        NEW.ended_at IS NOT NULL AND NEW.end_reason IS NOT NULL
+        AND (OLD.started_at IS NULL OR OLD.ended_at IS NULL OR OLD.end_reason IS NULL));
 END;
 
 -- phone.recovery once a recovery has its outcome (pending is not one); fleet.incident when
 -- a server incident opens and when it closes. Server incidents are recovery rows with the
 -- server id in phone_id (0005).
+CREATE TABLE webhook_recovery_changes (id INTEGER NOT NULL) STRICT;
+
+CREATE TRIGGER webhook_recovery_write AFTER INSERT ON webhook_recovery_changes
+BEGIN
+    INSERT INTO webhook_events (event_id, type, subject, occurred_at, recorded_at, data)
+    SELECT 'evt_' || iif(r.reason = 'server_incident',
+               'fleet.incident_' || r.id || '_' || r.outcome, 'phone.recovery_' || r.id),
+        iif(r.reason = 'server_incident', 'fleet.incident', 'phone.recovery'),
+        r.phone_id, coalesce(r.ended_at, r.started_at),
+        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        json_object('recovery_id', r.id, 'subject', r.phone_id, 'reason', r.reason,
+            'action', r.action, 'outcome', r.outcome,
+            'dry_run', json(iif(r.dry_run, 'true', 'false')), 'job_id', r.job_id,
+            'error', r.error, 'detail', r.detail, 'started_at', r.started_at,
+            'ended_at', r.ended_at)
+    FROM recoveries AS r WHERE r.id = NEW.id
+    ON CONFLICT (event_id) DO NOTHING;
+    DELETE FROM webhook_recovery_changes WHERE rowid = NEW.rowid;
+END;
+
 CREATE TRIGGER webhook_recovery_added AFTER INSERT ON recoveries
 WHEN NEW.outcome <> 'pending'
 BEGIN
-    INSERT INTO webhook_events (event_id, type, subject, occurred_at, recorded_at, data)
-    SELECT 'evt_' || iif(NEW.reason = 'server_incident',
-               'fleet.incident_' || NEW.id || '_' || NEW.outcome, 'phone.recovery_' || NEW.id),
-        iif(NEW.reason = 'server_incident', 'fleet.incident', 'phone.recovery'),
-        NEW.phone_id, coalesce(NEW.ended_at, NEW.started_at),
-        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
-        json_object('recovery_id', NEW.id, 'subject', NEW.phone_id, 'reason', NEW.reason,
-            'action', NEW.action, 'outcome', NEW.outcome,
-            'dry_run', json(iif(NEW.dry_run, 'true', 'false')), 'job_id', NEW.job_id,
-            'error', NEW.error, 'detail', NEW.detail, 'started_at', NEW.started_at,
-            'ended_at', NEW.ended_at)
-    WHERE true
-    ON CONFLICT (event_id) DO NOTHING;
+    INSERT INTO webhook_recovery_changes VALUES (NEW.id);
 END;
 
 CREATE TRIGGER webhook_recovery_changed AFTER UPDATE ON recoveries
 WHEN OLD.outcome IS NOT NEW.outcome AND OLD.outcome IN ('pending', 'open')
 BEGIN
-    INSERT INTO webhook_events (event_id, type, subject, occurred_at, recorded_at, data)
-    SELECT 'evt_' || iif(NEW.reason = 'server_incident',
-               'fleet.incident_' || NEW.id || '_' || NEW.outcome, 'phone.recovery_' || NEW.id),
-        iif(NEW.reason = 'server_incident', 'fleet.incident', 'phone.recovery'),
-        NEW.phone_id, coalesce(NEW.ended_at, NEW.started_at),
-        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
-        json_object('recovery_id', NEW.id, 'subject', NEW.phone_id, 'reason', NEW.reason,
-            'action', NEW.action, 'outcome', NEW.outcome,
-            'dry_run', json(iif(NEW.dry_run, 'true', 'false')), 'job_id', NEW.job_id,
-            'error', NEW.error, 'detail', NEW.detail, 'started_at', NEW.started_at,
-            'ended_at', NEW.ended_at)
-    WHERE true
-    ON CONFLICT (event_id) DO NOTHING;
+    INSERT INTO webhook_recovery_changes VALUES (NEW.id);
 END;
 
 -- queue.assigned when an entry gets its session; ordered with that session's events.

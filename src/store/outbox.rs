@@ -126,13 +126,8 @@ pub struct ClaimedDelivery {
 
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
-    seq: i64,
-    event_id: String,
-    r#type: String,
-    subject: String,
-    occurred_at: UtcTime,
-    recorded_at: UtcTime,
-    data: String,
+    #[sqlx(flatten)]
+    event: OutboxRow,
     attempts: i64,
 }
 
@@ -196,17 +191,8 @@ impl TryFrom<ClaimedRow> for ClaimedDelivery {
     type Error = StoreError;
 
     fn try_from(row: ClaimedRow) -> Result<Self, StoreError> {
-        let event = OutboxEvent::try_from(OutboxRow {
-            seq: row.seq,
-            event_id: row.event_id,
-            r#type: row.r#type,
-            subject: row.subject,
-            occurred_at: row.occurred_at,
-            recorded_at: row.recorded_at,
-            data: row.data,
-        })?;
         Ok(ClaimedDelivery {
-            event,
+            event: OutboxEvent::try_from(row.event)?,
             attempts: row.attempts,
         })
     }
