@@ -20,6 +20,8 @@ backend_tests!(
     played_sessions_6_2_6_3_reach_the_endpoint_in_order_verified_with_either_secret,
     an_endpoint_failing_its_first_attempts_gets_the_same_ids_again,
     a_dead_endpoint_does_not_delay_a_live_one,
+    faulty_endpoints_end_failed_with_their_reason_and_no_worker_sticks,
+    a_payload_over_the_bound_fails_at_once_unsent,
 );
 
 const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -310,4 +312,110 @@ async fn a_dead_endpoint_does_not_delay_a_live_one(backend: Backend) {
         at_dead.len()
     );
     drop(app);
+}
+
+/// A server that answers every connection with bytes that are not HTTP, then hangs up.
+async fn garbage_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            let _ = socket.write_all(b"\x00\x01 not http at all\r\n\r\n").await;
+        }
+    });
+    format!("http://{address}/hook")
+}
+
+/// The failed deliveries as `cphub webhooks list --state failed` shows them, once there
+/// are `n` (each endpoint's worker went through all of its own).
+async fn wait_for_failed(app: &TestApp, n: usize) -> Vec<Value> {
+    for _ in 0..300 {
+        let out = app
+            .cli(&["webhooks", "list", "--state", "failed", "--format", "json"])
+            .await;
+        assert!(out.status.success(), "{out:?}");
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        if rows.len() >= n {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {n} deliveries failed");
+}
+
+async fn faulty_endpoints_end_failed_with_their_reason_and_no_worker_sticks(backend: Backend) {
+    let redirect =
+        receiver(ResponseTemplate::new(302).insert_header("location", "http://elsewhere/")).await;
+    let slow = receiver(ResponseTemplate::new(200).set_delay(Duration::from_secs(30))).await;
+    let endpoints = [
+        ("redirect", hook_url(&redirect)),
+        ("garbage", garbage_server().await),
+        (
+            "unresolvable",
+            "http://cphub-webhook-test.invalid/hook".to_owned(),
+        ),
+        ("slow", hook_url(&slow)),
+    ];
+    // One attempt each: every fault ends the delivery failed at once.
+    let config = webhooks(&endpoints, "retry_schedule_secs = [0]\ntimeout_ms = 300\n");
+    let app = TestApp::spawn_with(backend, &config).await;
+
+    play(&app, &["s-1"]).await;
+    let failed = wait_for_failed(&app, 8).await;
+
+    let reason = |endpoint: &str| -> Vec<String> {
+        (failed.iter())
+            .filter(|d| d["endpoint"] == endpoint)
+            .map(|d| d["last_error"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (endpoint, expected) in [
+        ("redirect", "redirect to \"http://elsewhere/\" not followed"),
+        ("garbage", "no answer"),
+        ("unresolvable", "no answer"),
+        ("slow", "no answer"),
+    ] {
+        let reasons = reason(endpoint);
+        assert_eq!(reasons.len(), 2, "{endpoint}: started and ended both tried");
+        assert!(
+            reasons.iter().all(|r| r.contains(expected)),
+            "{endpoint}: {reasons:?}"
+        );
+    }
+    let slow_reasons = reason("slow");
+    assert!(
+        slow_reasons[0].contains("timed out") || slow_reasons[0].contains("timeout"),
+        "{slow_reasons:?}"
+    );
+    assert_eq!(
+        redirect.received_requests().await.unwrap().len(),
+        2,
+        "not followed"
+    );
+}
+
+async fn a_payload_over_the_bound_fails_at_once_unsent(backend: Backend) {
+    let server = receiver(ResponseTemplate::new(200)).await;
+    // A long schedule: a payload that will not shrink must not wait for it.
+    let config = webhooks(
+        &[("billing", hook_url(&server))],
+        "max_payload_bytes = 100\nretry_schedule_secs = [0, 3600]\n",
+    );
+    let app = TestApp::spawn_with(backend, &config).await;
+
+    play(&app, &["s-1"]).await;
+    let failed = wait_for_failed(&app, 2).await;
+
+    assert!(
+        (failed.iter()).all(|d| d["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("over webhooks.max_payload_bytes (100)")),
+        "{failed:?}"
+    );
+    assert!(failed.iter().all(|d| d["attempts"] == 1));
+    assert_eq!(server.received_requests().await.unwrap().len(), 0);
 }
