@@ -24,6 +24,14 @@ backend_tests!(
     a_payload_over_the_bound_fails_at_once_unsent,
 );
 
+// Replicas share one database on PostgreSQL only (SQLite serves one process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_deliver_each_event_once() {
+    if postgres_available() {
+        two_replicas_deliver_each_event_once(Backend::Postgres).await
+    }
+}
+
 const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NEW_SECRET: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24=";
 
@@ -418,4 +426,32 @@ async fn a_payload_over_the_bound_fails_at_once_unsent(backend: Backend) {
     );
     assert!(failed.iter().all(|d| d["attempts"] == 1));
     assert_eq!(server.received_requests().await.unwrap().len(), 0);
+}
+
+async fn two_replicas_deliver_each_event_once(backend: Backend) {
+    let server = receiver(ResponseTemplate::new(200)).await;
+    let config = webhooks(&[("billing", hook_url(&server))], "concurrency = 4\n");
+    let a = TestApp::spawn_with(backend, &config).await;
+    let b = TestApp::spawn_on(a.db.same_database(), &config).await;
+    let sessions: Vec<String> = (0..12).map(|i| format!("s-{i}")).collect();
+
+    for (i, session) in sessions.iter().enumerate() {
+        let (app, phone) = (if i % 2 == 0 { &a } else { &b }, format!("phone-{i}"));
+        app.send_event(&enter(session, &phone, "2026-12-01T19:00:00Z"))
+            .await;
+        app.send_event(&quit(session, &phone, "2026-12-01T19:10:00Z", 600))
+            .await;
+    }
+    wait_for_requests(&server, 24).await;
+    // A duplicate would come from the other replica's next claims: give them a few polls.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests = server.received_requests().await.unwrap();
+
+    let mut ids: Vec<String> = (requests.iter())
+        .map(|r| envelope(r)["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 24, "every event");
+    assert_eq!(requests.len(), 24, "each once");
 }
