@@ -51,6 +51,10 @@ KNOWN_METRICS = {
     "cphub_server_incidents_total": ("counter", set()),
     "cphub_server_incidents_open": ("gauge", set()),
     "cphub_watchdog_leader": ("gauge", set()),
+    "cphub_webhook_deliveries_total": ("counter", {"endpoint", "result"}),
+    "cphub_webhook_attempts_total": ("counter", {"endpoint"}),
+    "cphub_webhook_oldest_undelivered_seconds": ("gauge", {"endpoint"}),
+    "cphub_webhook_failures_in_a_row": ("gauge", {"endpoint"}),
     "cphub_cph_requests_total": ("counter", {"operation", "status"}),
     "cphub_cph_request_duration_seconds": ("histogram", {"operation"}),
     "cphub_http_requests_total": ("counter", {"method", "route", "status"}),
@@ -85,6 +89,7 @@ KNOWN_VALUES = {
     # mark_broken: the watchdog giving up on a phone (hourly cap reached).
     ("cphub_recoveries_total", "action"): {"restart", "reset", "mark_broken"},
     ("cphub_recoveries_total", "result"): {"succeeded", "failed", "dry_run", "error", "skipped"},
+    ("cphub_webhook_deliveries_total", "result"): {"delivered", "retried", "failed"},
     ("cphub_cph_requests_total", "status"): {
         re.compile(r"[1-5][0-9][0-9]"), "timeout", "unreachable", "circuit_open", "error",
     },

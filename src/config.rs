@@ -15,6 +15,9 @@ use serde::{Deserialize, Deserializer};
 // Sections whose types live with the module they configure (lower layers than this one).
 pub use crate::telemetry::{LogFormat, LogSettings};
 pub use crate::usage::UsageSettings;
+pub use webhooks::{WebhookEndpoint, WebhookSecret, WebhookSettings};
+
+mod webhooks;
 
 /// The defaults, built into the binary so that `cphub serve` works from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -44,6 +47,7 @@ pub struct Settings {
     pub usage: UsageSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -559,6 +563,7 @@ impl Settings {
             .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
         settings.check_callback_urls()?;
         settings.watchdog.check_server_incident()?;
+        settings.webhooks.check()?;
         Ok(settings)
     }
 

@@ -22,3 +22,4 @@ pub mod store;
 pub mod telemetry;
 pub mod usage;
 pub mod watchdog;
+pub mod webhooks;

@@ -50,6 +50,9 @@ async fn main() -> ExitCode {
         Command::Usage(command) => cli::usage::run(&settings, command)
             .await
             .map_err(Into::into),
+        Command::Webhooks(command) => cli::webhooks::run(&settings, command)
+            .await
+            .map_err(Into::into),
         Command::Simulate(options) => cphub::simulator::run(*options)
             .await
             .map(|()| Outcome::AllSucceeded)

@@ -27,6 +27,7 @@ use crate::store::{
     Store, StoreError, TicketWriter,
 };
 use crate::watchdog::{HoldSweeper, Watchdog, WatchdogTask};
+use crate::webhooks::{WebhookDispatcher, WebhookTasks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -36,6 +37,8 @@ pub enum StartupError {
     Cph(#[from] CphError),
     #[error("cannot build the callback properties a reset re-applies")]
     Property(#[from] PropertyError),
+    #[error("cannot set up the webhook client")]
+    Webhooks(#[from] reqwest::Error),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -62,6 +65,7 @@ pub struct Application {
     phone_sync: Option<PhoneSync>,
     watchdog_task: Option<WatchdogTask>,
     queue_task: QueueTask,
+    webhook_tasks: WebhookTasks,
     writer_tasks: [JoinHandle<()>; 2],
 }
 
@@ -160,6 +164,14 @@ impl Application {
             settings.fleet.clone(),
         ));
         let queue_task = Arc::clone(&queue).spawn();
+        let webhook_tasks = WebhookDispatcher::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            &settings.webhooks,
+            settings.usage.billing_rounding,
+        )?
+        .spawn();
         if settings.api.tokens.is_empty() {
             tracing::warn!("api.tokens is empty: the operator API will refuse every request");
         }
@@ -188,6 +200,7 @@ impl Application {
             phone_sync,
             watchdog_task,
             queue_task,
+            webhook_tasks,
             writer_tasks: [events_task, tickets_task],
         })
     }
@@ -217,6 +230,7 @@ impl Application {
         }
         self.sweeper.stop();
         self.queue_task.stop();
+        self.webhook_tasks.stop();
         if let Some(sync) = self.phone_sync {
             sync.stop();
         }

@@ -9,6 +9,7 @@ pub mod recoveries;
 mod reset;
 pub mod sessions;
 pub mod usage;
+pub mod webhooks;
 
 use std::path::PathBuf;
 
@@ -52,6 +53,9 @@ pub enum Command {
     Queue(queue::QueueCommand),
     /// Usage for billing over a window, grouped (read from the database).
     Usage(usage::UsageCommand),
+    /// Webhook deliveries: list, show, retry, replay (in the database).
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
     /// Run a fake CPH control plane and a fleet of virtual phones.
     Simulate(Box<crate::simulator::SimOptions>),
     /// cphub on a fresh SQLite file plus the simulator, wired together: sessions flow.

@@ -8,6 +8,7 @@ mod queue;
 mod recovery;
 mod session;
 mod time;
+mod webhook;
 
 pub use connect::{AccessInfo, Connect};
 pub use event::{EventKind, GameEvent, Heartbeat};
@@ -16,6 +17,7 @@ pub use queue::{Priority, WaitSecs};
 pub use recovery::{Action, Outcome, Reason, RecoveryMark};
 pub use session::{EndReason, Session, SessionState};
 pub use time::UtcTime;
+pub use webhook::WebhookEventType;
 
 /// Why a wire value was refused. `field` is the JSON path, so the caller can fix its input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -65,6 +65,14 @@ pub struct Metrics {
     pub server_incidents: IntCounter,
     /// Server incidents open now, as the leader's watchdog last counted them.
     pub server_incidents_open: prometheus::IntGauge,
+    /// Webhook deliveries settled or put back by an attempt, by endpoint and result
+    /// (`delivered`, `retried`, `failed`).
+    pub webhook_deliveries: IntCounterVec,
+    pub webhook_attempts: IntCounterVec,
+    /// Age of the oldest event an endpoint has not yet taken, as the dispatcher last saw.
+    pub webhook_oldest_undelivered: IntGaugeVec,
+    /// Attempts failed one after another at an endpoint; 0 after any success.
+    pub webhook_failures_in_a_row: IntGaugeVec,
     sessions_active: IntGaugeVec,
     phones: IntGaugeVec,
     queue_length: IntGaugeVec,
@@ -237,6 +245,30 @@ impl Metrics {
                 &[],
             )
             .with_label_values(&[] as &[&str]),
+            webhook_deliveries: counter(
+                &r,
+                "cphub_webhook_deliveries_total",
+                "Webhook deliveries by endpoint and what their attempt came to",
+                &["endpoint", "result"],
+            ),
+            webhook_attempts: counter(
+                &r,
+                "cphub_webhook_attempts_total",
+                "Webhook attempts sent, by endpoint",
+                &["endpoint"],
+            ),
+            webhook_oldest_undelivered: gauge(
+                &r,
+                "cphub_webhook_oldest_undelivered_seconds",
+                "Age of the oldest event not yet delivered to the endpoint (0: none waiting)",
+                &["endpoint"],
+            ),
+            webhook_failures_in_a_row: gauge(
+                &r,
+                "cphub_webhook_failures_in_a_row",
+                "Webhook attempts failed one after another at the endpoint",
+                &["endpoint"],
+            ),
             sessions_active: gauge(
                 &r,
                 "cphub_sessions_active",
@@ -308,6 +340,18 @@ impl Metrics {
     }
 
     /// A session the watchdog closed because its phone went silent.
+    /// Every series of the configured endpoints at 0, so an alert sees them from start.
+    pub fn export_webhook_endpoints<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            for result in ["delivered", "retried", "failed"] {
+                self.webhook_deliveries.with_label_values(&[name, result]);
+            }
+            self.webhook_attempts.with_label_values(&[name]);
+            self.webhook_oldest_undelivered.with_label_values(&[name]);
+            self.webhook_failures_in_a_row.with_label_values(&[name]);
+        }
+    }
+
     pub fn record_abandoned(&self, session: &Session) {
         let app = self.app(session.app_id.as_str());
         self.sessions_ended

@@ -4,12 +4,14 @@
 
 use async_trait::async_trait;
 
+use super::WebhookBacklog;
 use super::sql::Sql;
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
-    MintRequest, NewRecovery, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery, SessionFilter,
-    Store, StoreError, Verification, book, queue,
+    MintRequest, NewRecovery, OutboxEvent, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery,
+    SessionFilter, Store, StoreError, Verification, book, outbox, queue,
 };
+use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryView, EndpointFilter};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use crate::access::Issued;
 use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
@@ -356,6 +358,96 @@ impl<B: Backend> Store for B {
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
         let released = in_transaction!(self, release_lapsed_holds(now));
         released.map_err(during("release_lapsed_holds"))
+    }
+
+    async fn outbox(&self, after_seq: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
+        let found = outbox::events(&mut self.reader(), after_seq, limit).await;
+        found.map_err(during("outbox"))
+    }
+
+    async fn fan_out_webhooks(
+        &self,
+        endpoints: &[EndpointFilter],
+        now: UtcTime,
+        first_attempt_at: UtcTime,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let fanned = in_transaction!(
+            self,
+            outbox::fan_out(endpoints, now, first_attempt_at, limit)
+        );
+        fanned.map_err(during("fan_out_webhooks"))
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        claim: &Claim<'_>,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let claimed = in_transaction!(self, outbox::claim(claim));
+        claimed.map_err(during("claim_webhook_deliveries"))
+    }
+
+    async fn record_webhook_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
+        let recorded = in_transaction!(self, outbox::record_attempt(attempt));
+        recorded.map_err(during("record_webhook_attempt"))
+    }
+
+    async fn write_webhook_ticks(
+        &self,
+        interval_secs: i64,
+        now: UtcTime,
+    ) -> Result<u64, StoreError> {
+        let written = in_transaction!(self, outbox::write_ticks(interval_secs, now));
+        written.map_err(during("write_webhook_ticks"))
+    }
+
+    async fn webhook_backlog(&self) -> Result<WebhookBacklog, StoreError> {
+        let found = outbox::backlog(&mut self.reader()).await;
+        found.map_err(during("webhook_backlog"))
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        endpoint: Option<&str>,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryView>, StoreError> {
+        let found = outbox::deliveries(&mut self.reader(), endpoint, state, limit).await;
+        found.map_err(during("webhook_deliveries"))
+    }
+
+    async fn webhook_delivery(
+        &self,
+        endpoint: &str,
+        event_id: &str,
+    ) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, StoreError> {
+        let found = outbox::delivery(&mut self.reader(), endpoint, event_id).await;
+        found.map_err(during("webhook_delivery"))
+    }
+
+    async fn retry_webhook_delivery(
+        &self,
+        endpoint: &str,
+        event_id: &str,
+        now: UtcTime,
+    ) -> Result<bool, StoreError> {
+        let retried = in_transaction!(self, outbox::retry(endpoint, event_id, now));
+        retried.map_err(during("retry_webhook_delivery"))
+    }
+
+    async fn replay_webhooks(
+        &self,
+        endpoint: &EndpointFilter,
+        since: UtcTime,
+        now: UtcTime,
+    ) -> Result<u64, StoreError> {
+        let replayed = in_transaction!(self, outbox::replay(endpoint, since, now));
+        replayed.map_err(during("replay_webhooks"))
+    }
+
+    async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError> {
+        let pruned = in_transaction!(self, outbox::prune(before));
+        pruned.map_err(during("prune_webhook_deliveries"))
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {

@@ -16,6 +16,7 @@ mod event_batch;
 mod filter;
 mod group_commit;
 mod heartbeat_buffer;
+mod outbox;
 mod postgres;
 mod queue;
 mod sql;
@@ -39,6 +40,10 @@ pub use codec::{EventRecord, Phone, PhoneHealth, Recovery, SyncedProperty};
 pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
+pub use outbox::{
+    AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryView, EndpointFilter, NextStep,
+    OutboxEvent, WebhookBacklog,
+};
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use sqlite::SqliteStore;
@@ -570,6 +575,71 @@ pub trait Store: Send + Sync + 'static {
     /// Expires minted/verified sessions whose hold lapsed and frees their phones; forgets
     /// idempotency keys past their time.
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError>;
+
+    /// The webhook outbox after `after_seq`, in commit order per subject (migration 0013).
+    async fn outbox(&self, after_seq: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// Gives outbox rows their deliveries, one per endpoint that wants the type; how many
+    /// rows were fanned out.
+    async fn fan_out_webhooks(
+        &self,
+        endpoints: &[EndpointFilter],
+        now: UtcTime,
+        first_attempt_at: UtcTime,
+        limit: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Leases an endpoint's due deliveries, at most one per subject (docs/webhooks.md).
+    async fn claim_webhook_deliveries(
+        &self,
+        claim: &Claim<'_>,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+
+    async fn record_webhook_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;
+
+    /// Writes the `session.tick` due by `now` of each playing session; how many.
+    async fn write_webhook_ticks(
+        &self,
+        interval_secs: i64,
+        now: UtcTime,
+    ) -> Result<u64, StoreError>;
+
+    /// The oldest event each endpoint has still to take (`cphub_webhook_oldest_undelivered_seconds`).
+    async fn webhook_backlog(&self) -> Result<WebhookBacklog, StoreError>;
+
+    /// Webhook deliveries, newest first (`cphub webhooks list`).
+    async fn webhook_deliveries(
+        &self,
+        endpoint: Option<&str>,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryView>, StoreError>;
+
+    /// One delivery with its attempts (`cphub webhooks show`).
+    async fn webhook_delivery(
+        &self,
+        endpoint: &str,
+        event_id: &str,
+    ) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, StoreError>;
+
+    /// Puts a delivery back to pending, due now (`cphub webhooks retry`); false if unknown.
+    async fn retry_webhook_delivery(
+        &self,
+        endpoint: &str,
+        event_id: &str,
+        now: UtcTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Delivers an endpoint's events since `since` again (`cphub webhooks replay`).
+    async fn replay_webhooks(
+        &self,
+        endpoint: &EndpointFilter,
+        since: UtcTime,
+        now: UtcTime,
+    ) -> Result<u64, StoreError>;
+
+    /// Deletes deliveries delivered before `before`; how many.
+    async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError>;
 
     /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`): whole
     /// rollup buckets from `usage_rollups`, the rest from the sessions.

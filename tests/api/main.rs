@@ -30,3 +30,4 @@ mod simulation;
 mod simulator_control_plane;
 mod usage;
 mod watchdog;
+mod webhooks;

@@ -11,3 +11,4 @@ mod incidents;
 mod minting;
 mod queue;
 mod usage;
+mod webhooks;

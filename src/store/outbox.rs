@@ -1,0 +1,471 @@
+//! The webhook outbox's SQL, shared by both backends as plain functions over [`Sql`] (like
+//! `book.rs`). The outbox rows are written by the triggers of migration 0013, never here:
+//! that is what keeps each in the transaction of the change it reports.
+
+use super::StoreError;
+use super::sql::{Sql, args};
+use crate::domain::{UtcTime, WebhookEventType};
+
+/// One fact of the outbox, as the triggers recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// Commit order within a subject.
+    pub seq: i64,
+    /// Stable for the fact: `evt_` + type + subject (docs/webhooks.md).
+    pub id: String,
+    pub event_type: WebhookEventType,
+    /// The session, phone or server the event is about; its deliveries are ordered by it.
+    pub subject: String,
+    pub occurred_at: UtcTime,
+    pub recorded_at: UtcTime,
+    /// The fact as the book holds it: times as epoch milliseconds.
+    pub data: serde_json::Value,
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    seq: i64,
+    event_id: String,
+    r#type: String,
+    subject: String,
+    occurred_at: UtcTime,
+    recorded_at: UtcTime,
+    data: String,
+}
+
+impl TryFrom<OutboxRow> for OutboxEvent {
+    type Error = StoreError;
+
+    fn try_from(row: OutboxRow) -> Result<Self, StoreError> {
+        let corrupt = |e: String| StoreError::Corrupt(format!("webhook event {}: {e}", row.seq));
+        let event_type = WebhookEventType::try_from(row.r#type.clone()).map_err(corrupt)?;
+        let data = serde_json::from_str(&row.data).map_err(|e| corrupt(e.to_string()))?;
+        Ok(OutboxEvent {
+            seq: row.seq,
+            id: row.event_id,
+            event_type,
+            subject: row.subject,
+            occurred_at: row.occurred_at,
+            recorded_at: row.recorded_at,
+            data,
+        })
+    }
+}
+
+/// The outbox after `after_seq`, in `seq` order.
+pub(super) async fn events(
+    db: &mut impl Sql,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<OutboxEvent>, StoreError> {
+    let sql = "SELECT seq, event_id, type, subject, occurred_at, recorded_at, data \
+               FROM webhook_events WHERE seq > $1 ORDER BY seq LIMIT $2";
+    let rows: Vec<OutboxRow> = db.fetch_all(sql, &args![after_seq, limit]).await?;
+    rows.into_iter().map(OutboxEvent::try_from).collect()
+}
+
+/// An endpoint as the fan-out sees it: its name and the event types it wants.
+#[derive(Debug, Clone)]
+pub struct EndpointFilter {
+    pub name: String,
+    /// Empty: every type.
+    pub events: Vec<WebhookEventType>,
+}
+
+impl EndpointFilter {
+    fn wants(&self, event_type: WebhookEventType) -> bool {
+        self.events.is_empty() || self.events.contains(&event_type)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Unfanned {
+    seq: i64,
+    r#type: String,
+    subject: String,
+}
+
+/// Gives up to `limit` outbox rows not yet fanned out a pending delivery per endpoint that
+/// wants their type. Each row by its own `seq`: a row of a transaction that commits while
+/// this runs is left for the next pass, never marked without its deliveries. Two replicas
+/// fanning out the same row insert the same keys, which `ON CONFLICT` makes one.
+pub(super) async fn fan_out(
+    tx: &mut impl Sql,
+    endpoints: &[EndpointFilter],
+    now: UtcTime,
+    first_attempt_at: UtcTime,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let sql = "SELECT seq, type, subject FROM webhook_events WHERE fanned_out = $1 \
+               ORDER BY seq LIMIT $2";
+    let rows: Vec<Unfanned> = tx.fetch_all(sql, &args![false, limit]).await?;
+    for row in &rows {
+        let event_type = WebhookEventType::try_from(row.r#type.clone())
+            .map_err(|e| StoreError::Corrupt(format!("webhook event {}: {e}", row.seq)))?;
+        for endpoint in endpoints.iter().filter(|e| e.wants(event_type)) {
+            let insert = "INSERT INTO webhook_deliveries \
+                 (endpoint, event_seq, subject, state, attempts, next_attempt_at, created_at, \
+                  updated_at) VALUES ($1, $2, $3, 'pending', 0, $5, $4, $4) \
+                 ON CONFLICT (endpoint, event_seq) DO NOTHING";
+            let (name, subject) = (endpoint.name.as_str(), row.subject.as_str());
+            let args = args![name, row.seq, subject, now, first_attempt_at];
+            tx.execute(insert, &args).await?;
+        }
+        let mark = "UPDATE webhook_events SET fanned_out = $2 WHERE seq = $1";
+        tx.execute(mark, &args![row.seq, true]).await?;
+    }
+    Ok(rows.len() as u64)
+}
+
+/// A delivery a worker holds: the event and how many attempts came before.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub event: OutboxEvent,
+    pub attempts: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    #[sqlx(flatten)]
+    event: OutboxRow,
+    attempts: i64,
+}
+
+/// A claim on an endpoint's due deliveries until `lease_until`, under the token `by`.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub endpoint: &'a str,
+    pub now: UtcTime,
+    pub lease_until: UtcTime,
+    pub by: &'a str,
+    pub limit: i64,
+}
+
+/// Due deliveries, the earliest pending one of each subject only (so a subject's events
+/// reach the endpoint in order), not held by a live lease. On PostgreSQL the candidates are
+/// locked `SKIP LOCKED`, and the outer `WHERE` re-checked on rows another replica changed
+/// meanwhile: two replicas never claim one delivery. The candidates are MATERIALIZED: as a
+/// plain subquery PostgreSQL may run them again per row, each run skipping other rows, and
+/// claim more than the limit.
+fn claim_sql<D: Sql>() -> &'static str {
+    macro_rules! claim {
+        ($lock:literal) => {
+            concat!(
+                "WITH picked AS MATERIALIZED (SELECT d.event_seq FROM webhook_deliveries d \
+                   WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_attempt_at <= $2 \
+                     AND (d.leased_until IS NULL OR d.leased_until <= $2) \
+                     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p \
+                       WHERE p.endpoint = d.endpoint AND p.subject = d.subject \
+                         AND p.state = 'pending' AND p.event_seq < d.event_seq) \
+                   ORDER BY d.event_seq LIMIT $5",
+                $lock,
+                ") UPDATE webhook_deliveries SET leased_until = $3, leased_by = $4 \
+                 WHERE endpoint = $1 AND state = 'pending' \
+                   AND (leased_until IS NULL OR leased_until <= $2) \
+                   AND event_seq IN (SELECT event_seq FROM picked)"
+            )
+        };
+    }
+    match D::LOCKS_ROWS {
+        true => claim!(" FOR UPDATE SKIP LOCKED"),
+        false => claim!(""),
+    }
+}
+
+pub(super) async fn claim<D: Sql>(
+    tx: &mut D,
+    c: &Claim<'_>,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    let args = args![c.endpoint, c.now, c.lease_until, c.by, c.limit];
+    tx.execute(claim_sql::<D>(), &args).await?;
+    let sql = "SELECT e.seq, e.event_id, e.type, e.subject, e.occurred_at, e.recorded_at, \
+                      e.data, d.attempts \
+               FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq \
+               WHERE d.endpoint = $1 AND d.leased_by = $2 AND d.state = 'pending' \
+               ORDER BY e.seq";
+    let rows: Vec<ClaimedRow> = tx.fetch_all(sql, &args![c.endpoint, c.by]).await?;
+    rows.into_iter().map(ClaimedDelivery::try_from).collect()
+}
+
+impl TryFrom<ClaimedRow> for ClaimedDelivery {
+    type Error = StoreError;
+
+    fn try_from(row: ClaimedRow) -> Result<Self, StoreError> {
+        Ok(ClaimedDelivery {
+            event: OutboxEvent::try_from(row.event)?,
+            attempts: row.attempts,
+        })
+    }
+}
+
+/// One attempt to send a delivery, and what becomes of the delivery after it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub endpoint: String,
+    pub event_seq: i64,
+    pub attempted_at: UtcTime,
+    /// The HTTP status, when the endpoint answered at all.
+    pub status: Option<i32>,
+    pub latency_ms: i64,
+    /// A bounded excerpt of the answer's body.
+    pub response: Option<String>,
+    /// Why the attempt did not count (`None` for a 2xx).
+    pub error: Option<String>,
+    pub next: NextStep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Delivered,
+    RetryAt(UtcTime),
+    Failed,
+}
+
+/// Records the attempt and moves the delivery on, releasing its lease.
+pub(super) async fn record_attempt(tx: &mut impl Sql, a: &AttemptRecord) -> Result<(), StoreError> {
+    let insert = "INSERT INTO webhook_attempts \
+         (endpoint, event_seq, attempted_at, status, latency_ms, response, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    let status = a.status.map(i64::from);
+    let args = args![
+        a.endpoint.as_str(),
+        a.event_seq,
+        a.attempted_at,
+        status,
+        a.latency_ms,
+        a.response.as_deref(),
+        a.error.as_deref()
+    ];
+    tx.execute(insert, &args).await?;
+    let (state, next_at) = match a.next {
+        NextStep::Delivered => ("delivered", a.attempted_at),
+        NextStep::RetryAt(at) => ("pending", at),
+        NextStep::Failed => ("failed", a.attempted_at),
+    };
+    let update = "UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1, \
+                    next_attempt_at = $4, last_error = $5, leased_until = NULL, \
+                    leased_by = NULL, updated_at = $6 \
+                  WHERE endpoint = $1 AND event_seq = $2";
+    let args = args![
+        a.endpoint.as_str(),
+        a.event_seq,
+        state,
+        next_at,
+        a.error.as_deref(),
+        a.attempted_at
+    ];
+    tx.execute(update, &args).await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct Playing {
+    session_id: String,
+    phone_id: String,
+    app_id: String,
+    user_id: Option<String>,
+    started_at: UtcTime,
+}
+
+/// For each playing session, its latest `session.tick` due by `now`: tick n at n times
+/// `interval_secs` after its start, id `evt_session.tick_<session>_<n>`, so a second pass or
+/// a second replica writes nothing new. The insert reads the session again, row-locked on
+/// PostgreSQL: a session ending meanwhile gets no tick after its `session.ended`.
+pub(super) async fn write_ticks<D: Sql>(
+    tx: &mut D,
+    interval_secs: i64,
+    now: UtcTime,
+) -> Result<u64, StoreError> {
+    let sql = "SELECT session_id, phone_id, app_id, user_id, started_at FROM sessions \
+               WHERE state = 'playing' AND started_at IS NOT NULL";
+    let playing: Vec<Playing> = tx.fetch_all(sql, &args![]).await?;
+    let mut written = 0;
+    for s in playing {
+        let tick = now.seconds_since(s.started_at) / interval_secs;
+        if tick < 1 {
+            continue;
+        }
+        let played = tick * interval_secs;
+        let at = s
+            .started_at
+            .plus(std::time::Duration::from_secs(played as u64));
+        let data = serde_json::json!({
+            "session_id": s.session_id, "phone_id": s.phone_id, "app_id": s.app_id,
+            "user_id": s.user_id, "started_at": s.started_at.epoch_millis(),
+            "tick": tick, "seconds_played": played,
+        });
+        let (id, data) = (
+            format!("evt_session.tick_{}_{tick}", s.session_id),
+            data.to_string(),
+        );
+        let args = args![id.as_str(), s.session_id.as_str(), at, now, data.as_str()];
+        written += tx.execute(tick_sql::<D>(), &args).await?;
+    }
+    Ok(written)
+}
+
+fn tick_sql<D: Sql>() -> &'static str {
+    macro_rules! tick {
+        ($lock:literal) => {
+            concat!(
+                "INSERT INTO webhook_events \
+                   (event_id, type, subject, occurred_at, recorded_at, data) \
+                 SELECT $1, 'session.tick', session_id, $3, $4, $5 FROM sessions \
+                 WHERE session_id = $2 AND state = 'playing'",
+                $lock,
+                " ON CONFLICT (event_id) DO NOTHING"
+            )
+        };
+    }
+    match D::LOCKS_ROWS {
+        true => tick!(" FOR SHARE"),
+        false => tick!(""),
+    }
+}
+
+/// Deletes deliveries delivered before `before`, with their attempts; failed ones stay.
+pub(super) async fn prune(tx: &mut impl Sql, before: UtcTime) -> Result<u64, StoreError> {
+    let attempts = "DELETE FROM webhook_attempts WHERE (endpoint, event_seq) IN \
+        (SELECT endpoint, event_seq FROM webhook_deliveries \
+         WHERE state = 'delivered' AND updated_at < $1)";
+    tx.execute(attempts, &args![before]).await?;
+    let deliveries = "DELETE FROM webhook_deliveries WHERE state = 'delivered' AND updated_at < $1";
+    Ok(tx.execute(deliveries, &args![before]).await?)
+}
+
+/// How far behind the endpoints are: the commit time of the oldest event each has pending,
+/// and of the oldest not yet fanned out (pending for every endpoint).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookBacklog {
+    pub per_endpoint: Vec<(String, UtcTime)>,
+    pub not_fanned_out: Option<UtcTime>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Oldest {
+    endpoint: String,
+    oldest: UtcTime,
+}
+
+#[derive(sqlx::FromRow)]
+struct OldestUnfanned {
+    recorded_at: UtcTime,
+}
+
+pub(super) async fn backlog(db: &mut impl Sql) -> Result<WebhookBacklog, StoreError> {
+    let sql = "SELECT d.endpoint, min(e.recorded_at) AS oldest \
+               FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq \
+               WHERE d.state = 'pending' GROUP BY d.endpoint";
+    let rows: Vec<Oldest> = db.fetch_all(sql, &args![]).await?;
+    let unfanned = "SELECT recorded_at FROM webhook_events WHERE fanned_out = $1 \
+                    ORDER BY seq LIMIT 1";
+    let oldest: Option<OldestUnfanned> = db.fetch_optional(unfanned, &args![false]).await?;
+    Ok(WebhookBacklog {
+        per_endpoint: rows.into_iter().map(|r| (r.endpoint, r.oldest)).collect(),
+        not_fanned_out: oldest.map(|o| o.recorded_at),
+    })
+}
+
+/// A delivery as the operator sees it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct DeliveryView {
+    pub endpoint: String,
+    pub event_seq: i64,
+    pub event_id: String,
+    #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub subject: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: UtcTime,
+    pub last_error: Option<String>,
+    pub updated_at: UtcTime,
+}
+
+/// One attempt as the operator sees it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct AttemptView {
+    pub attempted_at: UtcTime,
+    pub status: Option<i64>,
+    pub latency_ms: i64,
+    pub response: Option<String>,
+    pub error: Option<String>,
+}
+
+macro_rules! delivery_view {
+    () => {
+        "SELECT d.endpoint, d.event_seq, e.event_id, e.type, d.subject, d.state, d.attempts, \
+                d.next_attempt_at, d.last_error, d.updated_at \
+         FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq "
+    };
+}
+
+/// Newest first; `endpoint` and `state` narrow it when given.
+pub(super) async fn deliveries(
+    db: &mut impl Sql,
+    endpoint: Option<&str>,
+    state: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DeliveryView>, StoreError> {
+    let sql = concat!(
+        delivery_view!(),
+        "WHERE ($1 IS NULL OR d.endpoint = $1) AND ($2 IS NULL OR d.state = $2) \
+         ORDER BY d.event_seq DESC, d.endpoint LIMIT $3"
+    );
+    Ok(db.fetch_all(sql, &args![endpoint, state, limit]).await?)
+}
+
+pub(super) async fn delivery(
+    db: &mut impl Sql,
+    endpoint: &str,
+    event_id: &str,
+) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, StoreError> {
+    let sql = concat!(
+        delivery_view!(),
+        "WHERE d.endpoint = $1 AND e.event_id = $2"
+    );
+    let found: Option<DeliveryView> = db.fetch_optional(sql, &args![endpoint, event_id]).await?;
+    let Some(found) = found else { return Ok(None) };
+    let sql = "SELECT attempted_at, status, latency_ms, response, error FROM webhook_attempts \
+               WHERE endpoint = $1 AND event_seq = $2 ORDER BY id";
+    let attempts = db.fetch_all(sql, &args![endpoint, found.event_seq]).await?;
+    Ok(Some((found, attempts)))
+}
+
+/// Puts a delivery back to pending, due now, with a fresh schedule; false when unknown.
+/// A delivery being sent keeps its lease: the attempt in flight settles it first.
+pub(super) async fn retry(
+    tx: &mut impl Sql,
+    endpoint: &str,
+    event_id: &str,
+    now: UtcTime,
+) -> Result<bool, StoreError> {
+    let sql = "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, \
+                 next_attempt_at = $3, updated_at = $3 \
+               WHERE endpoint = $1 \
+                 AND event_seq = (SELECT seq FROM webhook_events WHERE event_id = $2)";
+    Ok(tx.execute(sql, &args![endpoint, event_id, now]).await? > 0)
+}
+
+/// Sends `filter`'s endpoint again every event of its types that happened since `since`,
+/// under the same ids: new deliveries, or delivered/failed ones put back to pending.
+pub(super) async fn replay(
+    tx: &mut impl Sql,
+    filter: &EndpointFilter,
+    since: UtcTime,
+    now: UtcTime,
+) -> Result<u64, StoreError> {
+    let types: Vec<&str> = filter.events.iter().map(|t| t.as_str()).collect();
+    let types = types.join(",");
+    let sql = "INSERT INTO webhook_deliveries (endpoint, event_seq, subject, state, \
+                 attempts, next_attempt_at, created_at, updated_at) \
+               SELECT $1, seq, subject, 'pending', 0, $3, $3, $3 FROM webhook_events \
+               WHERE occurred_at >= $2 \
+                 AND ($4 = '' OR (',' || $4 || ',') LIKE ('%,' || type || ',%')) \
+               ON CONFLICT (endpoint, event_seq) DO UPDATE SET state = 'pending', \
+                 attempts = 0, next_attempt_at = excluded.next_attempt_at, \
+                 updated_at = excluded.updated_at";
+    let args = args![filter.name.as_str(), since, now, types.as_str()];
+    Ok(tx.execute(sql, &args).await?)
+}

@@ -1,0 +1,334 @@
+//! The dispatcher: a fan-out task, and one worker per enabled endpoint, so a slow or dead
+//! endpoint only ever holds its own worker. A worker claims up to `webhooks.concurrency`
+//! due deliveries (at most one per subject, the earliest: a session's events go in order),
+//! sends them side by side, records each attempt and claims again.
+//!
+//! Replicas share the work through the claim's lease (`store::outbox`): a delivery is sent
+//! by the one worker that holds it; one whose sender died is taken again once the lease
+//! lapses, so after a crash an event may be sent twice, under the same id.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::CONTENT_TYPE;
+use tokio::task::JoinHandle;
+
+use super::render::{Rendered, render};
+use super::sign::signature;
+use crate::clock::Clock;
+use crate::config::{WebhookEndpoint, WebhookSettings};
+use crate::domain::UtcTime;
+use crate::metrics::Metrics;
+use crate::store::{AttemptRecord, Claim, ClaimedDelivery, EndpointFilter, NextStep, Store};
+use crate::telemetry::ErrorChain;
+use crate::usage::Rounding;
+
+/// How much of an endpoint's answer is kept with the attempt.
+const RESPONSE_EXCERPT_BYTES: usize = 1024;
+/// Outbox rows fanned out per transaction.
+const FAN_OUT_BATCH: i64 = 500;
+/// A claim outlives the attempt's timeout by this much, so a live sender never loses it.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct WebhookDispatcher {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: Arc<WebhookSettings>,
+    rounding: Rounding,
+    http: reqwest::Client,
+    metrics: Arc<Metrics>,
+    /// Names this process's claims.
+    replica: String,
+}
+
+/// The running tasks; stopping aborts them (a delivery cut short is sent again once its
+/// lease lapses).
+pub struct WebhookTasks(Vec<JoinHandle<()>>);
+
+impl WebhookTasks {
+    pub fn stop(self) {
+        self.0.iter().for_each(JoinHandle::abort);
+    }
+}
+
+impl WebhookDispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        settings: &WebhookSettings,
+        rounding: Rounding,
+    ) -> Result<WebhookDispatcher, reqwest::Error> {
+        // Redirects are answers, not deliveries: a 3xx fails the attempt with its Location.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout())
+            .build()?;
+        Ok(WebhookDispatcher {
+            store,
+            clock,
+            settings: Arc::new(settings.clone()),
+            rounding,
+            http,
+            metrics,
+            replica: uuid::Uuid::new_v4().simple().to_string(),
+        })
+    }
+
+    /// Nothing runs without endpoints.
+    pub fn spawn(self) -> WebhookTasks {
+        if self.settings.endpoints.is_empty() {
+            return WebhookTasks(Vec::new());
+        }
+        let names = self.settings.endpoints.iter().map(|e| e.name.as_str());
+        self.metrics.export_webhook_endpoints(names);
+        let mut tasks = vec![tokio::spawn(self.clone().fan_out_forever())];
+        for endpoint in self.settings.enabled_endpoints() {
+            let worker = self.clone();
+            let endpoint = endpoint.clone();
+            tasks.push(tokio::spawn(
+                async move { worker.work_forever(endpoint).await },
+            ));
+        }
+        WebhookTasks(tasks)
+    }
+
+    async fn fan_out_forever(self) {
+        // Disabled endpoints get their deliveries too: they wait, kept, until enabled.
+        let filters: Vec<EndpointFilter> = (self.settings.endpoints.iter())
+            .map(|e| EndpointFilter {
+                name: e.name.clone(),
+                events: e.events.clone(),
+            })
+            .collect();
+        loop {
+            self.housekeeping().await;
+            let now = self.clock.now();
+            let first = now.plus(self.wait_before(0));
+            match self
+                .store
+                .fan_out_webhooks(&filters, now, first, FAN_OUT_BATCH)
+                .await
+            {
+                Ok(n) if n == FAN_OUT_BATCH as u64 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %ErrorChain(&e), "webhook fan-out failed"),
+            }
+            self.observe_backlog().await;
+            tokio::time::sleep(self.settings.poll_interval()).await;
+        }
+    }
+
+    /// Ticks first, so the fan-out right after gives them their deliveries; then the
+    /// retention. Failures are logged and tried again on the next pass.
+    async fn housekeeping(&self) {
+        let now = self.clock.now();
+        let interval = self.settings.tick_interval_secs as i64;
+        if interval > 0
+            && let Err(e) = self.store.write_webhook_ticks(interval, now).await
+        {
+            tracing::warn!(error = %ErrorChain(&e), "webhook ticks not written");
+        }
+        if self.settings.retention_days > 0 {
+            let kept = Duration::from_secs(self.settings.retention_days * 86_400);
+            if let Err(e) = self.store.prune_webhook_deliveries(now.minus(kept)).await {
+                tracing::warn!(error = %ErrorChain(&e), "webhook deliveries not pruned");
+            }
+        }
+    }
+
+    /// Sets each endpoint's oldest-undelivered age: its oldest pending delivery, or an
+    /// event not fanned out yet, whichever is older.
+    async fn observe_backlog(&self) {
+        let backlog = match self.store.webhook_backlog().await {
+            Ok(backlog) => backlog,
+            Err(e) => return tracing::warn!(error = %ErrorChain(&e), "webhook backlog unread"),
+        };
+        let now = self.clock.now();
+        for endpoint in &self.settings.endpoints {
+            let pending = (backlog.per_endpoint.iter())
+                .find(|(name, _)| *name == endpoint.name)
+                .map(|(_, oldest)| *oldest);
+            let oldest = pending.into_iter().chain(backlog.not_fanned_out).min();
+            let age = oldest.map_or(0, |t| now.seconds_since(t).max(0));
+            let gauge = &self.metrics.webhook_oldest_undelivered;
+            gauge.with_label_values(&[&endpoint.name]).set(age);
+        }
+    }
+
+    async fn work_forever(self, endpoint: WebhookEndpoint) {
+        loop {
+            let claimed = self.claim(&endpoint).await;
+            if claimed.is_empty() {
+                tokio::time::sleep(self.settings.poll_interval()).await;
+                continue;
+            }
+            let sends = claimed.into_iter().map(|d| self.deliver(&endpoint, d));
+            futures_util::future::join_all(sends).await;
+        }
+    }
+
+    async fn claim(&self, endpoint: &WebhookEndpoint) -> Vec<ClaimedDelivery> {
+        let now = self.clock.now();
+        let by = format!("{}-{}", self.replica, uuid::Uuid::new_v4().simple());
+        let claim = Claim {
+            endpoint: &endpoint.name,
+            now,
+            lease_until: now.plus(self.settings.timeout() + LEASE_MARGIN),
+            by: &by,
+            limit: self.settings.concurrency as i64,
+        };
+        match self.store.claim_webhook_deliveries(&claim).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                let name = &endpoint.name;
+                tracing::warn!(endpoint = %name, error = %ErrorChain(&e), "webhook claim failed");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn deliver(&self, endpoint: &WebhookEndpoint, delivery: ClaimedDelivery) {
+        let rendered = render(&delivery.event, self.rounding);
+        let attempted_at = self.clock.now();
+        let started = Instant::now();
+        let answer = match rendered.body.len() as u64 > self.settings.max_payload_bytes {
+            true => Answer::refused(format!(
+                "payload of {} bytes is over webhooks.max_payload_bytes ({})",
+                rendered.body.len(),
+                self.settings.max_payload_bytes
+            )),
+            false => self.send(endpoint, &rendered).await,
+        };
+        let attempts = delivery.attempts + 1;
+        let record = AttemptRecord {
+            endpoint: endpoint.name.clone(),
+            event_seq: delivery.event.seq,
+            attempted_at,
+            status: answer.status,
+            latency_ms: started.elapsed().as_millis() as i64,
+            next: self.next_step(&answer, attempts, attempted_at),
+            response: answer.excerpt,
+            error: answer.error,
+        };
+        self.observe_attempt(&endpoint.name, &record);
+        if let Err(e) = self.store.record_webhook_attempt(&record).await {
+            // The lease lapses and the delivery is sent again: at least once.
+            tracing::warn!(endpoint = %endpoint.name, error = %ErrorChain(&e),
+                "webhook attempt not recorded");
+        }
+    }
+
+    fn observe_attempt(&self, endpoint: &str, record: &AttemptRecord) {
+        let m = &self.metrics;
+        m.webhook_attempts.with_label_values(&[endpoint]).inc();
+        let result = match record.next {
+            NextStep::Delivered => "delivered",
+            NextStep::RetryAt(_) => "retried",
+            NextStep::Failed => "failed",
+        };
+        m.webhook_deliveries
+            .with_label_values(&[endpoint, result])
+            .inc();
+        let in_a_row = m.webhook_failures_in_a_row.with_label_values(&[endpoint]);
+        match record.error {
+            None => in_a_row.set(0),
+            Some(_) => in_a_row.inc(),
+        }
+    }
+
+    fn next_step(&self, answer: &Answer, attempts: i64, now: UtcTime) -> NextStep {
+        let schedule = &self.settings.retry_schedule_secs;
+        match () {
+            _ if answer.error.is_none() => NextStep::Delivered,
+            _ if answer.final_ || attempts as usize >= schedule.len() => NextStep::Failed,
+            _ => NextStep::RetryAt(now.plus(self.wait_before(attempts as usize))),
+        }
+    }
+
+    /// The schedule's wait before attempt `index` (0-based), jittered by up to +10 % so
+    /// that deliveries failed together do not retry together.
+    fn wait_before(&self, index: usize) -> Duration {
+        let secs = self.settings.retry_schedule_secs.get(index).copied();
+        let wait = Duration::from_secs(secs.unwrap_or(0));
+        wait + wait.mul_f64(rand::random::<f64>() / 10.0)
+    }
+
+    async fn send(&self, endpoint: &WebhookEndpoint, rendered: &Rendered) -> Answer {
+        // The real time, whatever the application's clock: receivers compare it with
+        // theirs (Standard Webhooks verifiers refuse more than 5 minutes of difference).
+        let timestamp = chrono::Utc::now().timestamp();
+        let signed = signature(&endpoint.secrets, &rendered.id, timestamp, &rendered.body);
+        let request = (self.http.post(&endpoint.url))
+            .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", &rendered.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signed)
+            .body(rendered.body.clone());
+        match request.send().await {
+            Ok(response) => Answer::from_response(response).await,
+            Err(e) => Answer::failed(format!("no answer: {}", ErrorChain(&e))),
+        }
+    }
+}
+
+/// What one attempt came to.
+struct Answer {
+    status: Option<i32>,
+    excerpt: Option<String>,
+    /// Why it does not count; `None` for a 2xx.
+    error: Option<String>,
+    /// Not worth retrying (the payload is too large: it will not shrink).
+    final_: bool,
+}
+
+impl Answer {
+    fn failed(error: String) -> Answer {
+        Answer {
+            status: None,
+            excerpt: None,
+            error: Some(error),
+            final_: false,
+        }
+    }
+
+    fn refused(error: String) -> Answer {
+        Answer {
+            final_: true,
+            ..Answer::failed(error)
+        }
+    }
+
+    async fn from_response(mut response: reqwest::Response) -> Answer {
+        let status = response.status();
+        let location = response.headers().get(reqwest::header::LOCATION).cloned();
+        let mut body = Vec::new();
+        // Only the excerpt is read: an endpoint answering gigabytes costs one chunk.
+        let read = loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len() < RESPONSE_EXCERPT_BYTES => body.extend(chunk),
+                Ok(_) => break None,
+                Err(e) => break Some(format!("answer cut short: {}", ErrorChain(&e))),
+            }
+        };
+        body.truncate(RESPONSE_EXCERPT_BYTES);
+        let error = match () {
+            _ if status.is_success() => None,
+            _ if status.is_redirection() => Some(format!(
+                "HTTP {status}: redirect to {:?} not followed",
+                location
+                    .as_ref()
+                    .and_then(|l| l.to_str().ok())
+                    .unwrap_or("")
+            )),
+            _ => Some(format!("HTTP {status}")),
+        };
+        Answer {
+            status: Some(i32::from(status.as_u16())),
+            excerpt: Some(String::from_utf8_lossy(&body).into_owned()),
+            error: error.or(read.filter(|_| !status.is_success())),
+            final_: false,
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The webhook outbox (migration 0013): every fact a receiver bills on is written by the
+//! database's triggers in the transaction of its change, whichever path makes it (the event
+//! batch, the watchdog, the recovery log, the queue pass), once, under an id stable for the
+//! fact. Event kinds are chapter 6's callbacks: 6.2 enter (status 0), 6.3 quit (status 1).
+
+use cphub::domain::{Outcome as RecoveryOutcome, Priority, QueueId, UserId, WebhookEventType};
+use cphub::store::{
+    AttemptRecord, Claim, EndpointFilter, FinishedRecovery, MintTimes, NewQueueEntry, NextStep,
+    OutboxEvent,
+};
+use serde_json::json;
+
+use crate::backend_tests;
+use crate::helpers::*;
+
+backend_tests!(
+    a_session_played_6_2_6_3_writes_started_then_ended_once,
+    a_quit_before_its_enter_writes_ended_only_after_started,
+    an_abandoned_session_ends_once_and_a_late_quit_adds_nothing,
+    a_recovery_is_reported_once_it_has_its_outcome,
+    a_server_incident_is_reported_when_it_opens_and_when_it_closes,
+    a_queue_assignment_is_reported_before_its_session_starts,
+    ticks_are_written_once_each_while_playing_and_stop_when_the_session_ends,
+    a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_again,
+);
+
+async fn outbox(store: &impl Book) -> Vec<OutboxEvent> {
+    store.outbox(0, 1000).await.expect("outbox reads")
+}
+
+/// `(type, id)` of each outbox row, in order.
+async fn facts(store: &impl Book) -> Vec<(WebhookEventType, String)> {
+    let events = outbox(store).await;
+    events.into_iter().map(|e| (e.event_type, e.id)).collect()
+}
+
+fn ms(time: &str) -> i64 {
+    at(time).epoch_millis()
+}
+
+async fn a_session_played_6_2_6_3_writes_started_then_ended_once(backend: Backend) {
+    let store = open(backend).await;
+    apply(&store, &[enter("s-1", "p-1", "19:00:00")]).await;
+    let playing = outbox(&store).await;
+    let the_quit = quit("s-1", "p-1", "19:10:30", 630);
+    apply(&store, std::slice::from_ref(&the_quit)).await;
+    apply(&store, &[redelivered(&the_quit, "19:11:00")]).await;
+    apply(&store, &[enter("s-1", "p-1", "19:00:00")]).await;
+
+    let events = outbox(&store).await;
+
+    assert_eq!(playing.len(), 1, "started with its enter: {playing:?}");
+    let types: Vec<_> = events.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        types,
+        [
+            WebhookEventType::SessionStarted,
+            WebhookEventType::SessionEnded
+        ],
+        "redeliveries add nothing"
+    );
+    assert_eq!(events[0].id, "evt_session.started_s-1");
+    assert_eq!(events[1].id, "evt_session.ended_s-1");
+    assert!(events.iter().all(|e| e.subject == "s-1"));
+    assert_eq!(
+        events[0].data,
+        json!({"session_id": "s-1", "phone_id": "p-1", "app_id": APP, "user_id": null,
+               "started_at": ms("19:00:00")})
+    );
+    assert_eq!(
+        events[1].data,
+        json!({"session_id": "s-1", "phone_id": "p-1", "app_id": APP, "user_id": null,
+               "started_at": ms("19:00:00"), "ended_at": ms("19:10:30"),
+               "end_reason": "quit", "duration_seconds": 630, "run_time": 630,
+               "run_time_mismatch": false})
+    );
+    assert_eq!(events[1].occurred_at, at("19:10:30"));
+}
+
+async fn a_quit_before_its_enter_writes_ended_only_after_started(backend: Backend) {
+    let store = open(backend).await;
+    apply(&store, &[quit("s-1", "p-1", "19:10:00", 600)]).await;
+    let before_enter = facts(&store).await;
+    apply(&store, &[enter("s-1", "p-1", "19:00:00")]).await;
+
+    let after_enter = facts(&store).await;
+
+    assert_eq!(before_enter, [], "no start known: nothing to bill yet");
+    assert_eq!(
+        after_enter,
+        [
+            (
+                WebhookEventType::SessionStarted,
+                "evt_session.started_s-1".to_owned()
+            ),
+            (
+                WebhookEventType::SessionEnded,
+                "evt_session.ended_s-1".to_owned()
+            ),
+        ]
+    );
+}
+
+async fn an_abandoned_session_ends_once_and_a_late_quit_adds_nothing(backend: Backend) {
+    let store = open(backend).await;
+    apply(&store, &[enter("s-1", "p-1", "19:00:00")]).await;
+    record(
+        &store,
+        &[heartbeat("p-1", "19:05:00", Some("s-1"), "19:05:00")],
+    )
+    .await;
+    let abandoned = store
+        .abandon_sessions_on_stale_phones(at("19:08:00"), at("19:08:00"))
+        .await
+        .unwrap();
+    apply(&store, &[quit("s-1", "p-1", "19:09:00", 540)]).await;
+
+    let events = outbox(&store).await;
+
+    assert_eq!(abandoned.len(), 1);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].id, "evt_session.ended_s-1");
+    assert_eq!(events[1].data["end_reason"], "abandoned");
+    assert_eq!(
+        events[1].data["ended_at"],
+        ms("19:05:00"),
+        "the last heartbeat"
+    );
+    assert_eq!(events[1].data["duration_seconds"], 300);
+}
+
+async fn a_recovery_is_reported_once_it_has_its_outcome(backend: Backend) {
+    let store = open(backend).await;
+    let mut restart = server_incident("p-1", "19:00:00");
+    restart.reason = cphub::domain::Reason::Stale;
+    restart.action = cphub::domain::Action::Restart;
+    restart.outcome = RecoveryOutcome::Pending;
+    restart.detail = None;
+    let started = store.start_recovery(&restart).await.unwrap();
+    let while_pending = facts(&store).await;
+    let finished = FinishedRecovery {
+        id: started.id,
+        outcome: RecoveryOutcome::Succeeded,
+        request_id: None,
+        job_id: Some("job-1".to_owned()),
+        error: None,
+        ended_at: at("19:03:00"),
+    };
+    store.finish_recovery(&finished).await.unwrap();
+    store.finish_recovery(&finished).await.unwrap();
+
+    let events = outbox(&store).await;
+
+    assert_eq!(while_pending, []);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event_type, WebhookEventType::PhoneRecovery);
+    assert_eq!(events[0].id, format!("evt_phone.recovery_{}", started.id));
+    assert_eq!(events[0].subject, "p-1");
+    let data = &events[0].data;
+    assert_eq!(
+        (
+            &data["reason"],
+            &data["action"],
+            &data["outcome"],
+            &data["job_id"]
+        ),
+        (
+            &json!("stale"),
+            &json!("restart"),
+            &json!("succeeded"),
+            &json!("job-1")
+        )
+    );
+    assert_eq!(data["ended_at"], ms("19:03:00"));
+}
+
+async fn a_server_incident_is_reported_when_it_opens_and_when_it_closes(backend: Backend) {
+    let store = open(backend).await;
+    let opened = store
+        .start_recovery(&server_incident("s-1", "19:00:00"))
+        .await
+        .unwrap();
+    store
+        .close_incident(opened.id, at("19:05:00"), "closed: 0 of 4 phones silent")
+        .await
+        .unwrap();
+    store
+        .close_incident(opened.id, at("19:09:00"), "again")
+        .await
+        .unwrap();
+
+    let events = outbox(&store).await;
+
+    let ids: Vec<_> = events.iter().map(|e| e.id.clone()).collect();
+    let id = opened.id;
+    assert_eq!(
+        ids,
+        [
+            format!("evt_fleet.incident_{id}_open"),
+            format!("evt_fleet.incident_{id}_closed")
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event_type == WebhookEventType::FleetIncident)
+    );
+    assert!(events.iter().all(|e| e.subject == "s-1"), "the server");
+    assert_eq!(events[1].data["outcome"], "closed");
+}
+
+async fn a_queue_assignment_is_reported_before_its_session_starts(backend: Backend) {
+    let store = open(backend).await;
+    let times = MintTimes {
+        now: at("19:00:00"),
+        fresh_since: at("18:58:00"),
+        auth_ts: at("19:02:00").epoch_millis(),
+        hold_until: at("19:02:05"),
+        match_app: false,
+    };
+    let entry = NewQueueEntry {
+        queue_id: QueueId::parse("queue_id", "q-1".to_owned()).unwrap(),
+        app_id: aid(APP),
+        user_id: UserId::parse("user_id", "u-1".to_owned()).unwrap(),
+        priority: Priority::parse("priority", 0).unwrap(),
+        now: at("18:59:30"),
+        expires_at: at("19:10:00"),
+    };
+    store.join_queue(&entry, &times).await.unwrap();
+    let waiting = facts(&store).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    store.serve_queue(&times).await.unwrap();
+    let assigned = store
+        .queue_entry(&entry.queue_id, at("19:00:00"))
+        .await
+        .unwrap();
+    let session = assigned.unwrap().session_id.expect("assigned").to_string();
+    apply(&store, &[enter(&session, "p-1", "19:00:10")]).await;
+
+    let events = outbox(&store).await;
+
+    assert_eq!(waiting, [], "no phone yet");
+    let types: Vec<_> = events.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        types,
+        [
+            WebhookEventType::QueueAssigned,
+            WebhookEventType::SessionStarted
+        ]
+    );
+    assert_eq!(events[0].id, "evt_queue.assigned_q-1");
+    assert_eq!(
+        events[0].subject, session,
+        "ordered with its session's events"
+    );
+    assert_eq!(events[0].data["phone_id"], "p-1");
+    assert_eq!(events[0].data["user_id"], "u-1");
+}
+
+async fn ticks_are_written_once_each_while_playing_and_stop_when_the_session_ends(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    apply(&store, &[enter("s-1", "p-1", "19:00:00")]).await;
+    let before_first = store.write_webhook_ticks(60, at("19:00:59")).await.unwrap();
+    let first = store.write_webhook_ticks(60, at("19:02:30")).await.unwrap();
+    let again = store.write_webhook_ticks(60, at("19:02:59")).await.unwrap();
+    apply(&store, &[quit("s-1", "p-1", "19:03:10", 190)]).await;
+    let after_end = store.write_webhook_ticks(60, at("19:05:00")).await.unwrap();
+
+    let events = outbox(&store).await;
+
+    assert_eq!((before_first, first, again, after_end), (0, 1, 0, 0));
+    let ids: Vec<_> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "evt_session.started_s-1",
+            "evt_session.tick_s-1_2",
+            "evt_session.ended_s-1"
+        ]
+    );
+    assert_eq!(events[1].event_type, WebhookEventType::SessionTick);
+    assert_eq!(events[1].data["seconds_played"], 120);
+    assert_eq!(events[1].occurred_at, at("19:02:00"));
+}
+
+fn claim<'a>(by: &'a str, now: &str) -> Claim<'a> {
+    Claim {
+        endpoint: "billing",
+        now: at(now),
+        lease_until: at(now).plus(std::time::Duration::from_secs(60)),
+        by,
+        limit: 10,
+    }
+}
+
+fn delivered(seq: i64, now: &str) -> AttemptRecord {
+    AttemptRecord {
+        endpoint: "billing".to_owned(),
+        event_seq: seq,
+        attempted_at: at(now),
+        status: Some(204),
+        latency_ms: 3,
+        response: Some(String::new()),
+        error: None,
+        next: NextStep::Delivered,
+    }
+}
+
+async fn a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_again(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    apply(
+        &store,
+        &[
+            enter("s-1", "p-1", "19:00:00"),
+            enter("s-2", "p-2", "19:00:00"),
+        ],
+    )
+    .await;
+    apply(&store, &[quit("s-1", "p-1", "19:05:00", 300)]).await;
+    let billing = EndpointFilter {
+        name: "billing".to_owned(),
+        events: vec![],
+    };
+    let ends_only = EndpointFilter {
+        name: "crm".to_owned(),
+        events: vec![WebhookEventType::SessionEnded],
+    };
+    let endpoints = [billing.clone(), ends_only];
+    let fanned = store.fan_out_webhooks(&endpoints, at("19:06:00"), at("19:06:00"), 100);
+    assert_eq!(fanned.await.unwrap(), 3);
+
+    let first = store
+        .claim_webhook_deliveries(&claim("a", "19:06:00"))
+        .await
+        .unwrap();
+    let while_held = store
+        .claim_webhook_deliveries(&claim("b", "19:06:01"))
+        .await
+        .unwrap();
+    for d in &first {
+        store
+            .record_webhook_attempt(&delivered(d.event.seq, "19:06:02"))
+            .await
+            .unwrap();
+    }
+    let next = store
+        .claim_webhook_deliveries(&claim("b", "19:06:03"))
+        .await
+        .unwrap();
+    store
+        .record_webhook_attempt(&delivered(next[0].event.seq, "19:06:04"))
+        .await
+        .unwrap();
+    let crm = store
+        .webhook_deliveries(Some("crm"), None, 10)
+        .await
+        .unwrap();
+    let replayed = store
+        .replay_webhooks(&billing, at("19:04:00"), at("19:07:00"))
+        .await;
+    let again = store
+        .claim_webhook_deliveries(&claim("c", "19:07:00"))
+        .await
+        .unwrap();
+
+    let ids = |claimed: &[cphub::store::ClaimedDelivery]| -> Vec<String> {
+        claimed.iter().map(|d| d.event.id.clone()).collect()
+    };
+    assert_eq!(
+        ids(&first),
+        ["evt_session.started_s-1", "evt_session.started_s-2"],
+        "s-1's end waits behind its start"
+    );
+    assert_eq!(ids(&while_held), Vec::<String>::new(), "held by a's lease");
+    assert_eq!(ids(&next), ["evt_session.ended_s-1"]);
+    assert_eq!(crm.len(), 1, "the crm endpoint wants ends only");
+    assert_eq!(replayed.unwrap(), 1, "only s-1's end happened since 19:04");
+    assert_eq!(ids(&again), ["evt_session.ended_s-1"], "the same id again");
+}
