@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::cph::model::status;
+use crate::cph::model::{job_status, status};
 
 /// Faults a phone can be given (docs/simulator.md; the watchdog must recover them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,6 +85,22 @@ pub struct SimJob {
     pub end_time: Option<String>,
     pub error_code: Option<String>,
     pub error_msg: Option<String>,
+}
+
+impl SimJob {
+    /// Ends the job at `end_time`: succeeded, or failed with 7.2's "System error"
+    /// (`CPS.0003`, the code every failed job carries here) and `message`.
+    pub fn end(&mut self, end_time: String, outcome: Result<(), String>) {
+        self.end_time = Some(end_time);
+        match outcome {
+            Ok(()) => self.status = job_status::SUCCEEDED,
+            Err(message) => {
+                self.status = job_status::FAILED;
+                self.error_code = Some("CPS.0003".to_owned());
+                self.error_msg = Some(message);
+            }
+        }
+    }
 }
 
 /// An application of the control plane (chapter 5.1.3, Table 5-6).

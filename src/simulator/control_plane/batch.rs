@@ -147,9 +147,6 @@ impl Operation {
     }
 }
 
-/// `error_code` of a failed job (chapter 7.2: "System error").
-const JOB_FAILED: &str = "CPS.0003";
-
 /// One phone of a batch, with the operation to start on it or why none can start.
 struct Order {
     phone_id: String,
@@ -370,17 +367,8 @@ fn finish(fleet: &mut Fleet, job_id: &str, phone_id: &str, operation: Operation,
             Ok(())
         }
     };
-    let Some(job) = fleet.jobs.get_mut(job_id) else {
-        return;
-    };
-    job.end_time = Some(timestamp(Utc::now()));
-    match outcome {
-        Ok(()) => job.status = job_status::SUCCEEDED,
-        Err(message) => {
-            job.status = job_status::FAILED;
-            job.error_code = Some(JOB_FAILED.to_owned());
-            job.error_msg = Some(message);
-        }
+    if let Some(job) = fleet.jobs.get_mut(job_id) {
+        job.end(timestamp(Utc::now()), outcome);
     }
 }
 

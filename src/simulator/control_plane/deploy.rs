@@ -28,8 +28,6 @@ const MAX_PAGE: usize = 100;
 /// Table 5-26 and Table 5-36.
 const PUSH_JOB: u8 = 31;
 const UPDATE_JOB: u8 = 32;
-/// `error_code` of a failed job (7.2 "System error", as the batch jobs use).
-const JOB_FAILED: &str = "CPS.0003";
 
 #[derive(Deserialize)]
 struct PushBody {
@@ -272,17 +270,8 @@ fn finish(fleet: &mut Fleet, job_id: &str, version: &str) {
             Ok(())
         }
     };
-    let Some(job) = fleet.jobs.get_mut(job_id) else {
-        return;
-    };
-    job.end_time = Some(timestamp(Utc::now()));
-    match outcome {
-        Ok(()) => job.status = job_status::SUCCEEDED,
-        Err(message) => {
-            job.status = job_status::FAILED;
-            job.error_code = Some(JOB_FAILED.to_owned());
-            job.error_msg = Some(message.to_owned());
-        }
+    if let Some(job) = fleet.jobs.get_mut(job_id) {
+        job.end(timestamp(Utc::now()), outcome.map_err(str::to_owned));
     }
 }
 

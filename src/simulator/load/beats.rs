@@ -333,6 +333,20 @@ mod tests {
         while stream.read(&mut buf).await.unwrap_or(0) > 0 {}
     }
 
+    /// A connection to `authority` whose window covers the whole test.
+    fn connection_to(authority: String) -> Connection {
+        let start = Instant::now();
+        Connection {
+            authority,
+            window: start..start + Duration::from_secs(3600),
+            grace: start + Duration::from_secs(60),
+            measured: Measured {
+                tally: Tally::new(),
+                reconnects: 0,
+            },
+        }
+    }
+
     /// A server that closes after its first answer while three beats are in flight: that
     /// answer counts, the two others are transport errors, and the next batch goes out on
     /// a new connection. The test's steps wait on the server, never on a clock.
@@ -346,16 +360,7 @@ mod tests {
             first_done.send(()).unwrap();
             answer_once(&listener, OK).await;
         });
-        let start = Instant::now();
-        let connection = Connection {
-            authority,
-            window: start..start + Duration::from_secs(3600),
-            grace: start + Duration::from_secs(60),
-            measured: Measured {
-                tally: Tally::new(),
-                reconnects: 0,
-            },
-        };
+        let connection = connection_to(authority);
         let (lane, task) = connection.open();
         lane.send(batch(3)).unwrap_or_else(|_| panic!("lane open"));
         // The client let go of the first connection: its next batch needs a new one.
@@ -375,16 +380,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move { answer_once(&listener, b"SSH-2.0-x\r\n").await });
-        let start = Instant::now();
-        let connection = Connection {
-            authority,
-            window: start..start + Duration::from_secs(3600),
-            grace: start + Duration::from_secs(60),
-            measured: Measured {
-                tally: Tally::new(),
-                reconnects: 0,
-            },
-        };
+        let connection = connection_to(authority);
         let (lane, task) = connection.open();
         lane.send(batch(2)).unwrap_or_else(|_| panic!("lane open"));
         drop(lane);
