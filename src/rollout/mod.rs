@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::cph::{CphClient, CphError};
-use crate::domain::{AppId, PhoneId, RolloutState};
+use crate::domain::{AppId, PhoneId, RolloutState, UtcTime};
 use crate::store::{Rollout, StateChange, Store, StoreError};
 
 pub use start::{StartRollout, resolve_target};
@@ -40,7 +40,7 @@ pub enum RolloutError {
     PushFailed(String),
     #[error("the rollout is {0}: it cannot be {1}")]
     WrongState(RolloutState, &'static str),
-    #[error("the CPH management API did not answer")]
+    #[error("the CPH management API call failed: {0}")]
     Cph(#[from] CphError),
 }
 
@@ -70,46 +70,70 @@ impl Rollouts {
 
     /// Stops taking phones; the updates already sent are followed to their end.
     pub async fn pause(&self, id: i64, by: &str, why: &str) -> Result<Rollout, RolloutError> {
-        let from = &[RolloutState::Running];
-        self.set_state(id, from, RolloutState::Paused, Some((by, why)))
-            .await
+        let change = Change::Pause { by, why };
+        change_state(self.store.as_ref(), self.clock.now(), id, change).await
     }
+}
 
-    pub async fn resume(&self, id: i64) -> Result<Rollout, RolloutError> {
-        let from = &[RolloutState::Paused];
-        self.set_state(id, from, RolloutState::Running, None).await
-    }
-
+/// What a person (or the engine) does to a rollout.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// Takes no new phones; updates already sent are followed to their end, phones only
+    /// drained go back to the pool.
+    Pause { by: &'a str, why: &'a str },
+    /// Running again, from a new batch.
+    Resume,
     /// No new updates; drained phones go back to the pool (those being updated once their
     /// job ended: a job cannot be called back).
-    pub async fn abort(&self, id: i64) -> Result<Rollout, RolloutError> {
-        let from = &[RolloutState::Running, RolloutState::Paused];
-        self.set_state(id, from, RolloutState::Aborted, None).await
+    Abort,
+}
+
+impl Change<'_> {
+    fn from(self) -> &'static [RolloutState] {
+        match self {
+            Change::Pause { .. } => &[RolloutState::Running],
+            Change::Resume => &[RolloutState::Paused],
+            Change::Abort => &[RolloutState::Running, RolloutState::Paused],
+        }
     }
 
-    async fn set_state(
-        &self,
-        id: i64,
-        from: &[RolloutState],
-        to: RolloutState,
-        pause: Option<(&str, &str)>,
-    ) -> Result<Rollout, RolloutError> {
-        let change = StateChange {
-            id,
-            from,
-            to,
-            by: pause.map(|(by, _)| by),
-            why: pause.map(|(_, why)| why),
-            now: self.clock.now(),
-        };
-        if let Some(rollout) = self.store.set_rollout_state(&change).await? {
-            tracing::info!(rollout = id, state = to.as_str(), "rollout state changed");
-            return Ok(rollout);
+    fn to(self) -> RolloutState {
+        match self {
+            Change::Pause { .. } => RolloutState::Paused,
+            Change::Resume => RolloutState::Running,
+            Change::Abort => RolloutState::Aborted,
         }
-        let current = self.store.rollout(id).await?;
-        let current = current.ok_or(RolloutError::NotFound(id))?;
-        Err(RolloutError::WrongState(current.state, verb(to)))
     }
+}
+
+/// Pauses, resumes or aborts: only the book is touched (the engine acts on it at its next
+/// tick), so the operator API and the command line need no control plane for it.
+pub async fn change_state(
+    store: &dyn Store,
+    now: UtcTime,
+    id: i64,
+    change: Change<'_>,
+) -> Result<Rollout, RolloutError> {
+    let (by, why) = match change {
+        Change::Pause { by, why } => (Some(by), Some(why)),
+        Change::Resume | Change::Abort => (None, None),
+    };
+    let to = change.to();
+    let state = StateChange {
+        id,
+        from: change.from(),
+        to,
+        by,
+        why,
+        now,
+    };
+    if let Some(rollout) = store.set_rollout_state(&state).await? {
+        tracing::info!(rollout = id, state = to.as_str(), "rollout state changed");
+        return Ok(rollout);
+    }
+    let current = store.rollout(id).await?;
+    let current = current.ok_or(RolloutError::NotFound(id))?;
+    Err(RolloutError::WrongState(current.state, verb(to)))
 }
 
 fn verb(to: RolloutState) -> &'static str {
