@@ -3,8 +3,10 @@
 //! aborted; one rollout per app at a time; a phone moves only from the step it is at, so two
 //! writers never both send its update (chapter 5.3.7).
 
-use cphub::domain::{PhoneStep, Priority, QueueId, RolloutPlan, RolloutState, UserId};
-use cphub::store::{Allocation, MintTimes, NewQueueEntry, NewRollout, StateChange, StepChange};
+use cphub::domain::{Action, Outcome, PhoneStep, Priority, QueueId, Reason, RecoveryMark};
+use cphub::domain::{PhoneId, RolloutPlan, RolloutState, UserId};
+use cphub::store::{Allocation, NewQueueEntry, NewRecovery, NewRollout};
+use cphub::store::{StateChange, StepChange};
 
 use crate::backend_tests;
 use crate::helpers::*;
@@ -15,7 +17,23 @@ backend_tests!(
     one_rollout_per_app_at_a_time,
     a_phone_moves_only_from_the_step_it_is_at_so_its_update_is_sent_once_5_3_7,
     the_watchdog_does_not_see_a_phone_the_rollout_is_updating,
+    the_rollout_sees_a_phone_the_watchdog_is_recovering,
 );
+
+/// A drained phone about to be sent its update (5.3.7), at 19:00.
+fn send_update(rollout_id: i64, phone_id: &PhoneId) -> StepChange<'_> {
+    StepChange {
+        rollout_id,
+        phone_id,
+        from: PhoneStep::Draining,
+        to: PhoneStep::Updating,
+        attempt: true,
+        request_id: None,
+        job_id: None,
+        error: None,
+        now: at("19:00:00"),
+    }
+}
 
 fn new_rollout(phones: &[&str]) -> NewRollout {
     NewRollout {
@@ -43,16 +61,6 @@ async fn drain_all(store: &TestStore, phones: &[&str]) -> i64 {
     rollout.id
 }
 
-fn times() -> MintTimes {
-    MintTimes {
-        now: at("19:00:00"),
-        fresh_since: at("18:58:00"),
-        auth_ts: at("19:02:00").epoch_millis(),
-        hold_until: at("19:02:05"),
-        match_app: false,
-    }
-}
-
 async fn a_drained_phone_is_neither_minted_nor_given_to_the_queue(backend: Backend) {
     let store = open(backend).await;
     idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
@@ -71,8 +79,8 @@ async fn a_drained_phone_is_neither_minted_nor_given_to_the_queue(backend: Backe
         now: at("19:00:00"),
         expires_at: at("19:10:00"),
     };
-    store.join_queue(&entry, &times()).await.unwrap();
-    let pass = store.serve_queue(&times()).await.unwrap();
+    store.join_queue(&entry, &mint_times()).await.unwrap();
+    let pass = store.serve_queue(&mint_times()).await.unwrap();
     assert_eq!(pass.assigned, 0, "the queue skips the drained phone too");
 }
 
@@ -131,17 +139,7 @@ async fn a_phone_moves_only_from_the_step_it_is_at_so_its_update_is_sent_once_5_
     idle_phones(&store, &["p-1"], "18:59:00").await;
     let id = drain_all(&store, &["p-1"]).await;
     let phone = pid("p-1");
-    let send = StepChange {
-        rollout_id: id,
-        phone_id: &phone,
-        from: PhoneStep::Draining,
-        to: PhoneStep::Updating,
-        attempt: true,
-        request_id: None,
-        job_id: None,
-        error: None,
-        now: at("19:00:00"),
-    };
+    let send = send_update(id, &phone);
 
     let first = store.step_rollout_phone(&send).await.unwrap();
     let again = store.step_rollout_phone(&send).await.unwrap();
@@ -181,17 +179,7 @@ async fn the_watchdog_does_not_see_a_phone_the_rollout_is_updating(backend: Back
     idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
     let id = drain_all(&store, &["p-1"]).await;
     let phone = pid("p-1");
-    let send = StepChange {
-        rollout_id: id,
-        phone_id: &phone,
-        from: PhoneStep::Draining,
-        to: PhoneStep::Updating,
-        attempt: true,
-        request_id: None,
-        job_id: None,
-        error: None,
-        now: at("19:00:00"),
-    };
+    let send = send_update(id, &phone);
     let fresh_since = at("18:59:30");
     let before: Vec<String> = (store.unhealthy_phones(fresh_since).await.unwrap())
         .iter()
@@ -208,12 +196,29 @@ async fn the_watchdog_does_not_see_a_phone_the_rollout_is_updating(backend: Back
     assert_eq!(after, ["p-2"]);
 }
 
-fn at_seven(session: &str) -> Mint<'_> {
-    Mint {
-        session,
-        pinned: None,
-        now: "19:00:00",
-        hold_until: "19:01:00",
-        fresh_since: "18:58:00",
-    }
+/// The engine waits while `recovering` is true (rollout/engine.rs `drain`): a pending
+/// recovery, or the mark it leaves, counts.
+async fn the_rollout_sees_a_phone_the_watchdog_is_recovering(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    let id = drain_all(&store, &["p-1", "p-2"]).await;
+    let recovery = NewRecovery {
+        phone_id: pid("p-1"),
+        reason: Reason::Stale,
+        action: Action::Restart,
+        dry_run: false,
+        outcome: Outcome::Pending,
+        error: None,
+        started_at: at("18:59:45"),
+        ended_at: None,
+        detail: None,
+        phone_state: Some(RecoveryMark::Recovering),
+    };
+
+    store.start_recovery(&recovery).await.unwrap();
+
+    let phones = store.rollout_phones(id).await.unwrap();
+    let recovering: Vec<bool> = phones.iter().map(|p| p.recovering).collect();
+    assert_eq!(recovering, [true, false]);
+    assert!(phones.iter().all(|p| !p.in_session));
 }
