@@ -20,6 +20,10 @@ use crate::telemetry::ErrorChain;
 /// Who a pause for failures is recorded as.
 const ENGINE: &str = "cphub";
 
+/// Between the job ids of one phone's update in `rollout_phones.job_id`: 5.3.7 starts one
+/// job per version (Table 5-36). Job ids are hex (4.4.1), so a comma cannot be in one.
+const JOB_SEPARATOR: &str = ",";
+
 impl Rollouts {
     /// Drives every rollout under way one step. Errors of one rollout are logged and
     /// retried at the next tick; they do not stop the others.
@@ -113,8 +117,10 @@ impl Rollouts {
                     let error = format!("refused (5.3.7): {code}: {message}");
                     return self.fail(&updating, &error).await;
                 }
-                let job = batch.jobs().next().map(|(_, job)| job.to_owned());
-                self.note_job(&updating, batch.request_id.as_deref(), job.as_deref())
+                // One job per version (Table 5-36), all followed.
+                let jobs: Vec<&str> = batch.jobs().map(|(_, job)| job).collect();
+                let jobs = (!jobs.is_empty()).then(|| jobs.join(JOB_SEPARATOR));
+                self.note_job(&updating, batch.request_id.as_deref(), jobs.as_deref())
                     .await
             }
             Err(error @ (CphError::OutcomeUnknown(_) | CphError::AnswerLost { .. })) => {
@@ -132,34 +138,35 @@ impl Rollouts {
         }
     }
 
-    /// The job (4.4.1) of an updating phone: succeeded → verifying, failed → failed. A
-    /// phone without a job id (its answer lost, or cphub died during the call) is looked up
-    /// by request id (4.4.2), or by the versions on the phone (5.3.6).
+    /// The jobs (4.4.1) of an updating phone, one per version: all succeeded → verifying,
+    /// one failed → failed. A phone without a job id (its answer lost, or cphub died during
+    /// the call) is looked up by request id (4.4.2), or by the versions on the phone (5.3.6).
     async fn follow(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
-        let Some(job_id) = phone.job_id.as_deref() else {
+        let Some(job_ids) = phone.job_id.as_deref() else {
             return self.reconcile(rollout, phone).await;
         };
-        let job = match self.client.job(job_id).await {
-            Ok(job) => job,
-            Err(error) => {
-                tracing::debug!(job_id, error = %ErrorChain(&error), "rollout job not read; will ask again");
-                return Ok(());
-            }
-        };
-        match job.status {
-            job_status::SUCCEEDED => {
-                let verifying = self.change(phone, PhoneStep::Verifying);
-                self.store.step_rollout_phone(&verifying).await?;
-                Ok(())
-            }
-            job_status::FAILED => {
+        let mut all_succeeded = true;
+        for job_id in job_ids.split(JOB_SEPARATOR) {
+            let job = match self.client.job(job_id).await {
+                Ok(job) => job,
+                Err(error) => {
+                    tracing::debug!(job_id, error = %ErrorChain(&error), "rollout job not read; will ask again");
+                    return Ok(());
+                }
+            };
+            if job.status == job_status::FAILED {
                 let code = job.error_code.unwrap_or_default();
                 let message = job.error_msg.unwrap_or_default();
                 let error = format!("job {job_id} failed (4.4.1): {code}: {message}");
-                self.fail(phone, &error).await
+                return self.fail(phone, &error).await;
             }
-            _ => Ok(()),
+            all_succeeded &= job.status == job_status::SUCCEEDED;
         }
+        if all_succeeded {
+            let verifying = self.change(phone, PhoneStep::Verifying);
+            self.store.step_rollout_phone(&verifying).await?;
+        }
+        Ok(())
     }
 
     /// An update whose job is not known. Never sent again: its request's jobs (4.4.2) or
@@ -168,13 +175,15 @@ impl Rollouts {
     async fn reconcile(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
         if let Some(request_id) = phone.request_id.as_deref()
             && let Ok(jobs) = self.client.jobs_by_request(request_id).await
-            && let Some(job) = (jobs.into_iter()).find(|j| {
-                j.phone_id
-                    .as_deref()
-                    .is_none_or(|p| p == phone.phone_id.as_str())
-            })
         {
-            return self.note_job(phone, None, Some(&job.job_id)).await;
+            let ours: Vec<String> = (jobs.into_iter())
+                .filter(|j| (j.phone_id.as_deref()).is_none_or(|p| p == phone.phone_id.as_str()))
+                .map(|j| j.job_id)
+                .collect();
+            if !ours.is_empty() {
+                let ids = ours.join(JOB_SEPARATOR);
+                return self.note_job(phone, None, Some(&ids)).await;
+            }
         }
         if self.runs_versions(rollout, phone).await {
             let verifying = self.change(phone, PhoneStep::Verifying);
