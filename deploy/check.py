@@ -43,6 +43,7 @@ KNOWN_METRICS = {
     "cphub_events_total": ("counter", {"type", "outcome"}),
     "cphub_heartbeats_total": ("counter", set()),
     "cphub_phones": ("gauge", {"state"}),
+    "cphub_rollout_phones": ("gauge", {"state"}),
     "cphub_queue_length": ("gauge", {"app_id"}),
     "cphub_queue_wait_seconds": ("histogram", set()),
     "cphub_queue_expired_total": ("counter", set()),

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod queue;
 pub mod receiver;
+pub mod rollout;
 pub mod routes;
 pub mod simulator;
 pub mod startup;

@@ -50,6 +50,9 @@ async fn main() -> ExitCode {
         Command::Usage(command) => cli::usage::run(&settings, command)
             .await
             .map_err(Into::into),
+        Command::Rollout(command) => cli::rollout::run(&settings, command)
+            .await
+            .map_err(Into::into),
         Command::Webhooks(command) => cli::webhooks::run(&settings, command)
             .await
             .map_err(Into::into),

@@ -21,6 +21,7 @@ use crate::http::{error::not_found, request_id, route};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, QueueTask};
 use crate::receiver;
+use crate::rollout::Rollouts;
 use crate::routes;
 use crate::store::{
     self, ApplyEvents, ApplyRules, ConsumeTickets, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
@@ -126,7 +127,7 @@ impl Application {
             std::time::Duration::from_millis(settings.access.sweep_interval_ms),
         );
         let metrics = Arc::new(Metrics::new(settings.metrics.per_app_labels));
-        let (phone_sync, watchdog) = match settings.cph.is_configured() {
+        let (phone_sync, watchdog, rollouts) = match settings.cph.is_configured() {
             true => {
                 let client =
                     Arc::new(CphClient::new(&settings.cph)?.with_metrics(Arc::clone(&metrics)));
@@ -140,8 +141,16 @@ impl Application {
                     },
                 );
                 let reset_property = reset_property(&settings)?;
+                // Rollouts are driven by the watchdog's leader; without a watchdog they can be
+                // started, paused and shown, and wait for a replica that runs one.
+                let rollouts = Rollouts::new(
+                    Arc::clone(&store),
+                    Arc::clone(&client),
+                    Arc::clone(&clock),
+                    settings.watchdog.max_in_flight,
+                );
                 let watchdog = settings.watchdog.enabled.then(|| {
-                    Watchdog::new(
+                    let watchdog = Watchdog::new(
                         Arc::clone(&store),
                         client,
                         Arc::clone(&clock),
@@ -149,11 +158,13 @@ impl Application {
                         settings.watchdog.clone(),
                         &settings.fleet,
                         reset_property,
-                    )
+                    );
+                    watchdog.drive_rollouts(Arc::clone(&rollouts));
+                    watchdog
                 });
-                (Some(sync), watchdog)
+                (Some(sync), watchdog, Some(rollouts))
             }
-            false => (None, None),
+            false => (None, None, None),
         };
         let watchdog_task = watchdog.as_ref().map(Watchdog::spawn);
         let queue = Arc::new(Queue::new(
@@ -183,6 +194,7 @@ impl Application {
             clock,
             metrics,
             watchdog,
+            rollouts,
             queue,
         };
         let metrics_server = match settings.metrics.listen {
@@ -260,6 +272,7 @@ struct Shared {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     watchdog: Option<Arc<Watchdog>>,
+    rollouts: Option<Arc<Rollouts>>,
     queue: Arc<Queue>,
 }
 
@@ -319,6 +332,7 @@ fn http_server(
     let metrics = web::Data::from(shared.metrics);
     let metrics_here = settings.metrics.listen.is_none();
     let watchdog = shared.watchdog.map(web::Data::new);
+    let rollouts = shared.rollouts.map(web::Data::from);
     let queue = web::Data::from(shared.queue);
     let callbacks = settings.callbacks.clone();
     let api_settings = settings.api.clone();
@@ -343,6 +357,9 @@ fn http_server(
             .configure(|cfg| {
                 if let Some(watchdog) = &watchdog {
                     cfg.app_data(watchdog.clone());
+                }
+                if let Some(rollouts) = &rollouts {
+                    cfg.app_data(rollouts.clone());
                 }
             })
             .configure(|cfg| route::register(cfg, routes::health()))

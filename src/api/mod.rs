@@ -3,6 +3,7 @@
 mod auth;
 mod phones;
 mod queue;
+mod rollouts;
 mod sessions;
 mod usage;
 
@@ -48,6 +49,24 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::POST, "/phones/{phone_id}/restart", phones::restart),
         Endpoint::new(Method::POST, "/phones/{phone_id}/reset", phones::reset),
         Endpoint::new(Method::GET, "/recoveries", phones::recoveries),
+        Endpoint::new(Method::POST, "/rollouts", rollouts::create),
+        Endpoint::new(Method::GET, "/rollouts", rollouts::list),
+        Endpoint::new(Method::GET, "/rollouts/{rollout_id}", rollouts::show),
+        Endpoint::new(
+            Method::POST,
+            "/rollouts/{rollout_id}/pause",
+            rollouts::pause,
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/rollouts/{rollout_id}/resume",
+            rollouts::resume,
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/rollouts/{rollout_id}/abort",
+            rollouts::abort,
+        ),
         Endpoint::new(Method::GET, "/usage", usage::usage),
         Endpoint::new(Method::GET, "/openapi.json", api_document::serve),
     ]
@@ -68,6 +87,12 @@ pub fn endpoints() -> Vec<Endpoint> {
     phones::restart,
     phones::reset,
     phones::recoveries,
+    rollouts::create,
+    rollouts::list,
+    rollouts::show,
+    rollouts::pause,
+    rollouts::resume,
+    rollouts::abort,
     usage::usage,
     crate::http::api_document::serve,
 ))]
@@ -105,6 +130,17 @@ pub enum ApiError {
     RecoveryRefused(crate::watchdog::WatchdogError),
     #[error("could not render the report: {0}")]
     Render(String),
+    #[error(transparent)]
+    Rollout(crate::rollout::RolloutError),
+}
+
+impl From<crate::rollout::RolloutError> for ApiError {
+    fn from(error: crate::rollout::RolloutError) -> Self {
+        match error {
+            crate::rollout::RolloutError::Store(e) => ApiError::Store(e),
+            refused => ApiError::Rollout(refused),
+        }
+    }
 }
 
 impl From<crate::watchdog::WatchdogError> for ApiError {
@@ -138,9 +174,23 @@ impl ApiError {
             ApiError::QueueEntryClosed => ErrorCode::QueueEntryClosed,
             ApiError::CphNotConfigured => ErrorCode::CphNotConfigured,
             ApiError::RecoveryRefused(_) => ErrorCode::RecoveryRefused,
+            ApiError::Rollout(e) => rollout_code(e),
             ApiError::Store(e) if e.is_retryable() => ErrorCode::Unavailable,
             ApiError::Store(_) | ApiError::Render(_) => ErrorCode::Internal,
         }
+    }
+}
+
+fn rollout_code(error: &crate::rollout::RolloutError) -> ErrorCode {
+    use crate::rollout::RolloutError;
+    match error {
+        RolloutError::NotFound(_) => ErrorCode::NotFound,
+        RolloutError::AppBusy(_) | RolloutError::WrongState(..) => ErrorCode::RolloutConflict,
+        RolloutError::NoPhones(_) | RolloutError::PhonesWithoutApp(_) => ErrorCode::NoTargetPhones,
+        RolloutError::NotPushed(_) => ErrorCode::VersionNotPushed,
+        RolloutError::PushFailed(_) | RolloutError::Cph(_) => ErrorCode::CphFailed,
+        RolloutError::Store(e) if e.is_retryable() => ErrorCode::Unavailable,
+        RolloutError::Store(_) => ErrorCode::Internal,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod phones;
 pub mod queue;
 pub mod recoveries;
 mod reset;
+pub mod rollout;
 pub mod sessions;
 pub mod usage;
 pub mod webhooks;
@@ -53,6 +54,10 @@ pub enum Command {
     Queue(queue::QueueCommand),
     /// Usage for billing over a window, grouped (read from the database).
     Usage(usage::UsageCommand),
+    /// Game version rollouts: start (needs the [cph] settings), status, pause, resume,
+    /// abort (in the database; a running `serve` updates the phones).
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// Webhook deliveries: list, show, retry, replay (in the database).
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),

@@ -46,6 +46,7 @@ macro_rules! column_enum {
         }
     };
 }
+pub(super) use column_enum;
 
 column_enum!(
     /// Why a phone needed attention.

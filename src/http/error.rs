@@ -33,13 +33,17 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     QueueEntryClosed,
     RecoveryRefused,
+    RolloutConflict,
+    VersionNotPushed,
+    NoTargetPhones,
+    CphFailed,
     CphNotConfigured,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -62,6 +66,10 @@ impl ErrorCode {
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::QueueEntryClosed,
         ErrorCode::RecoveryRefused,
+        ErrorCode::RolloutConflict,
+        ErrorCode::VersionNotPushed,
+        ErrorCode::NoTargetPhones,
+        ErrorCode::CphFailed,
         ErrorCode::CphNotConfigured,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
@@ -91,6 +99,10 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => "CPHUB.IDEMPOTENCY_KEY_REUSED",
             ErrorCode::QueueEntryClosed => "CPHUB.QUEUE_ENTRY_CLOSED",
             ErrorCode::RecoveryRefused => "CPHUB.RECOVERY_REFUSED",
+            ErrorCode::RolloutConflict => "CPHUB.ROLLOUT_CONFLICT",
+            ErrorCode::VersionNotPushed => "CPHUB.VERSION_NOT_PUSHED",
+            ErrorCode::NoTargetPhones => "CPHUB.NO_TARGET_PHONES",
+            ErrorCode::CphFailed => "CPHUB.CPH_FAILED",
             ErrorCode::CphNotConfigured => "CPHUB.CPH_NOT_CONFIGURED",
             ErrorCode::Unavailable => "CPHUB.UNAVAILABLE",
             ErrorCode::Internal => "CPHUB.INTERNAL",
@@ -127,10 +139,14 @@ impl ErrorCode {
             | ErrorCode::DecryptFailed
             | ErrorCode::TicketReplayed
             | ErrorCode::TicketSessionEnded => StatusCode::FORBIDDEN,
-            ErrorCode::PhoneBusy | ErrorCode::RecoveryRefused | ErrorCode::QueueEntryClosed => {
-                StatusCode::CONFLICT
-            }
+            ErrorCode::PhoneBusy
+            | ErrorCode::RecoveryRefused
+            | ErrorCode::QueueEntryClosed
+            | ErrorCode::RolloutConflict
+            | ErrorCode::VersionNotPushed
+            | ErrorCode::NoTargetPhones => StatusCode::CONFLICT,
             ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::CphFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::NoFreePhone | ErrorCode::CphNotConfigured | ErrorCode::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

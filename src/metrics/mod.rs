@@ -76,6 +76,8 @@ pub struct Metrics {
     sessions_active: IntGaugeVec,
     phones: IntGaugeVec,
     queue_length: IntGaugeVec,
+    /// Phones of the rollouts under way, by step (from the store, at each scrape).
+    rollout_phones: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -281,6 +283,12 @@ impl Metrics {
                 "Phones by state (from the store)",
                 &["state"],
             ),
+            rollout_phones: gauge(
+                &r,
+                "cphub_rollout_phones",
+                "Phones of the rollouts under way, by step (from the store)",
+                &["state"],
+            ),
             registry: r,
         };
         metrics.export_known_at_zero();
@@ -299,6 +307,9 @@ impl Metrics {
         }
         self.event_fields_truncated
             .with_label_values(&["error_msg"]);
+        for step in crate::domain::PhoneStep::ALL {
+            self.rollout_phones.with_label_values(&[step.as_str()]);
+        }
     }
 
     fn app<'a>(&self, app_id: &'a str) -> &'a str {
@@ -370,6 +381,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Every step at 0 first, so a step no phone is at reads 0 rather than vanishing.
+    fn render_rollout_phones(&self, steps: Vec<(String, i64)>) {
+        for step in crate::domain::PhoneStep::ALL {
+            self.rollout_phones
+                .with_label_values(&[step.as_str()])
+                .set(0);
+        }
+        for (step, count) in steps {
+            self.rollout_phones.with_label_values(&[&step]).set(count);
+        }
+    }
+
     /// Refreshes the store-backed gauges and renders the text exposition format.
     pub async fn render(
         &self,
@@ -399,6 +422,7 @@ impl Metrics {
         for (state, count) in phones {
             self.phones.with_label_values(&[&state]).set(count);
         }
+        self.render_rollout_phones(store.rollout_phones_by_step().await?);
         let mut text = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut text)

@@ -21,6 +21,10 @@ pub struct PhoneFaults {
     /// reset jobs run as usual (the reference is silent on jobs of a phone whose host is
     /// down) and change nothing about it.
     pub dark: bool,
+    /// Every update of this phone to an application version (5.3.7, job type 32) fails:
+    /// a game build that does not install. The reference names no cause of such a failure;
+    /// the job ends as every failed job here does (7.2's system error).
+    pub update_fails: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ use super::{
 };
 use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryView, EndpointFilter};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
+use super::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange, rollout};
 use crate::access::Issued;
 use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
 use crate::usage::{self, UsageQuery, UsageRow};
@@ -448,6 +449,70 @@ impl<B: Backend> Store for B {
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError> {
         let pruned = in_transaction!(self, outbox::prune(before));
         pruned.map_err(during("prune_webhook_deliveries"))
+    }
+
+    async fn create_rollout(&self, new: &NewRollout) -> Result<Option<Rollout>, StoreError> {
+        let created = in_transaction!(self, rollout::create(new));
+        created.map_err(during("create_rollout"))
+    }
+
+    async fn rollouts(&self, limit: i64) -> Result<Vec<Rollout>, StoreError> {
+        let found = rollout::list(&mut self.reader(), limit).await;
+        found.map_err(during("rollouts"))
+    }
+
+    async fn rollout(&self, id: i64) -> Result<Option<Rollout>, StoreError> {
+        let found = rollout::get(&mut self.reader(), id).await;
+        found.map_err(during("rollout"))
+    }
+
+    async fn rollout_phones(&self, id: i64) -> Result<Vec<RolloutPhone>, StoreError> {
+        let found = rollout::phones(&mut self.reader(), id).await;
+        found.map_err(during("rollout_phones"))
+    }
+
+    async fn driven_rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
+        let found = rollout::driven(&mut self.reader()).await;
+        found.map_err(during("driven_rollouts"))
+    }
+
+    async fn set_rollout_state(
+        &self,
+        change: &StateChange<'_>,
+    ) -> Result<Option<Rollout>, StoreError> {
+        let set = in_transaction!(self, rollout::set_state(change));
+        set.map_err(during("set_rollout_state"))
+    }
+
+    async fn take_rollout_batch(
+        &self,
+        id: i64,
+        batch: i64,
+        size: i64,
+        now: UtcTime,
+    ) -> Result<u64, StoreError> {
+        let taken = in_transaction!(self, rollout::take_batch(id, batch, size, now));
+        taken.map_err(during("take_rollout_batch"))
+    }
+
+    async fn step_rollout_phone(&self, change: &StepChange<'_>) -> Result<bool, StoreError> {
+        let moved = in_transaction!(self, rollout::step(change));
+        moved.map_err(during("step_rollout_phone"))
+    }
+
+    async fn finish_rollout(&self, id: i64, now: UtcTime) -> Result<bool, StoreError> {
+        let finished = in_transaction!(self, rollout::finish(id, now));
+        finished.map_err(during("finish_rollout"))
+    }
+
+    async fn rollout_jobs_in_flight(&self) -> Result<i64, StoreError> {
+        let found = rollout::jobs_in_flight(&mut self.reader()).await;
+        found.map_err(during("rollout_jobs_in_flight"))
+    }
+
+    async fn rollout_phones_by_step(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let found = rollout::phones_by_step(&mut self.reader()).await;
+        found.map_err(during("rollout_phones_by_step"))
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {

@@ -57,13 +57,16 @@ macro_rules! session_columns {
 /// A phone that may be given to a new session: in no session, held for none (the part
 /// the `phones_free` index covers, so the pick never walks busy phones), heard from since
 /// `$4`, running as far as the control plane knows (chapter 4.3.1: 2; every other status is
-/// in transition, failed or out of service), and not being recovered or given up on.
+/// in transition, failed or out of service), not being recovered or given up on, and not
+/// drained by a rollout (a probe of `rollout_phones_drained`, migration 0016).
 macro_rules! free_phone_sql {
     () => {
         "allocated_session_id IS NULL AND current_session_id IS NULL \
            AND heartbeat_session_id IS NULL \
            AND last_seen_at >= $4 AND (cph_status IS NULL OR cph_status = 2) \
-           AND recovery_state IS NULL"
+           AND recovery_state IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM rollout_phones d WHERE d.phone_id = phones.phone_id \
+             AND d.state IN ('draining', 'updating', 'verifying'))"
     };
 }
 
@@ -252,15 +255,19 @@ pub(super) async fn phone_apps(
 /// watchdog re-reads every phone before acting), and phones it reports abnormal (-7),
 /// restart failed (-6) or reset failed (-5). A silent phone in any other status is in
 /// transition (creating, resetting, restarting, stopping) or out of service (frozen,
-/// stopped, creation or stopping failed): it is silent for a reason, and left alone.
+/// stopped, creation or stopping failed): it is silent for a reason, and left alone. A
+/// phone a rollout is updating or verifying is left to the rollout: an update restarts the
+/// game, and the rollout follows it to its end (migration 0016).
 pub(super) async fn unhealthy_phones(
     db: &mut impl Sql,
     fresh_since: UtcTime,
 ) -> Result<Vec<PhoneHealth>, StoreError> {
     let sql = "SELECT phone_id, server_id, last_seen_at, cph_status, recovery_state FROM phones \
-               WHERE (last_seen_at IS NOT NULL AND last_seen_at < $1 \
+               WHERE ((last_seen_at IS NOT NULL AND last_seen_at < $1 \
                    AND (cph_status IS NULL OR cph_status = 2)) \
-                 OR cph_status IN (-5, -6, -7) \
+                 OR cph_status IN (-5, -6, -7)) \
+                 AND NOT EXISTS (SELECT 1 FROM rollout_phones u \
+                   WHERE u.phone_id = phones.phone_id AND u.state IN ('updating', 'verifying')) \
                ORDER BY phone_id";
     Ok(db.fetch_all(sql, &args![fresh_since]).await?)
 }

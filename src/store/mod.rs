@@ -19,6 +19,7 @@ mod heartbeat_buffer;
 mod outbox;
 mod postgres;
 mod queue;
+mod rollout;
 mod sql;
 mod sqlite;
 mod usage;
@@ -46,6 +47,7 @@ pub use outbox::{
 };
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
+pub use rollout::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -640,6 +642,49 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes deliveries delivered before `before`; how many.
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError>;
+
+    /// Records a rollout and its target phones; None while another rollout of the app is
+    /// running or paused.
+    async fn create_rollout(&self, new: &NewRollout) -> Result<Option<Rollout>, StoreError>;
+
+    /// Rollouts, newest first.
+    async fn rollouts(&self, limit: i64) -> Result<Vec<Rollout>, StoreError>;
+
+    async fn rollout(&self, id: i64) -> Result<Option<Rollout>, StoreError>;
+
+    /// A rollout's phones, in phone id order, with what the engine needs of each phone.
+    async fn rollout_phones(&self, id: i64) -> Result<Vec<RolloutPhone>, StoreError>;
+
+    /// Rollouts the engine drives: running, or with phones still drained.
+    async fn driven_rollouts(&self) -> Result<Vec<Rollout>, StoreError>;
+
+    /// Pauses, resumes or aborts (see `store/rollout.rs`); None when it was in none of
+    /// `change.from`.
+    async fn set_rollout_state(
+        &self,
+        change: &StateChange<'_>,
+    ) -> Result<Option<Rollout>, StoreError>;
+
+    /// Drains the next batch's phones; how many it took.
+    async fn take_rollout_batch(
+        &self,
+        id: i64,
+        batch: i64,
+        size: i64,
+        now: UtcTime,
+    ) -> Result<u64, StoreError>;
+
+    /// Moves one rollout phone on; false when it was no longer at `change.from`.
+    async fn step_rollout_phone(&self, change: &StepChange<'_>) -> Result<bool, StoreError>;
+
+    /// Ends a running rollout whose phones are all done or failed; whether it did.
+    async fn finish_rollout(&self, id: i64, now: UtcTime) -> Result<bool, StoreError>;
+
+    /// Rollout updates sent and not ended yet, over all rollouts.
+    async fn rollout_jobs_in_flight(&self) -> Result<i64, StoreError>;
+
+    /// Phones per rollout step, over the rollouts under way.
+    async fn rollout_phones_by_step(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`): whole
     /// rollup buckets from `usage_rollups`, the rest from the sessions.

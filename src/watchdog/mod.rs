@@ -10,7 +10,7 @@ mod policy;
 mod reset;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::SecondsFormat;
@@ -31,6 +31,7 @@ use crate::cph::{
 };
 use crate::domain::{PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
+use crate::rollout::Rollouts;
 use crate::store::{FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError};
 use crate::telemetry::ErrorChain;
 
@@ -72,6 +73,9 @@ pub struct Watchdog {
     account_log_seen: Mutex<i64>,
     /// Servers whose incident this replica closed, and when (see `incidents.rs`).
     closed_incidents: Mutex<HashMap<String, UtcTime>>,
+    /// The rollout engine, run after each pass on the same lease: one replica acts on the
+    /// fleet, and a recovery and an update are never decided at the same time.
+    rollouts: OnceLock<Arc<Rollouts>>,
 }
 
 /// Why recoveries are paused, and the phone whose re-read tells when they may resume.
@@ -120,7 +124,13 @@ impl Watchdog {
             closed_incidents: Mutex::new(HashMap::new()),
             created_at,
             account_log_seen: Mutex::new(0),
+            rollouts: OnceLock::new(),
         })
+    }
+
+    /// Drives the rollouts after each pass (see the field).
+    pub fn drive_rollouts(&self, rollouts: Arc<Rollouts>) {
+        let _ = self.rollouts.set(rollouts);
     }
 
     /// Runs passes every `watchdog.interval_ms` while this replica holds the lease.
@@ -156,6 +166,11 @@ impl Watchdog {
             if let Err(error) = self.pass().await {
                 tracing::warn!(error = %ErrorChain(&error), "watchdog pass failed; will retry");
             }
+            if let Some(rollouts) = self.rollouts.get()
+                && let Err(error) = rollouts.tick().await
+            {
+                tracing::warn!(error = %ErrorChain(&error), "rollout tick failed; will retry");
+            }
         }
     }
 
@@ -177,7 +192,8 @@ impl Watchdog {
         if !self.account_usable().await {
             return Ok(());
         }
-        let mut in_flight = pending.len();
+        // Rollout updates share the budget (docs/operations.md "Rolling out a game version").
+        let mut in_flight = pending.len() + self.store.rollout_jobs_in_flight().await? as usize;
         for phone in phones {
             if self.pause().is_some() {
                 break;
@@ -427,7 +443,8 @@ impl Watchdog {
         if acted(&history) as u32 >= self.settings.hourly_cap {
             return Err(WatchdogError::HourlyCap(phone_id.to_string()));
         }
-        if self.store.pending_recoveries().await?.len() >= self.settings.max_in_flight {
+        let updates = self.store.rollout_jobs_in_flight().await? as usize;
+        if self.store.pending_recoveries().await?.len() + updates >= self.settings.max_in_flight {
             return Err(WatchdogError::InFlightCap);
         }
         self.recover(phone_id, Reason::Manual, action, None).await

@@ -22,6 +22,7 @@ mod pagination;
 mod phone_sync;
 mod queue;
 mod reconnect;
+mod rollouts;
 mod scale_out;
 mod schemathesis;
 mod session_list;

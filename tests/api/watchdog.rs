@@ -49,7 +49,11 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-fn simulator_options(port: u16, phones: usize, tune: impl FnOnce(&mut SimOptions)) -> SimOptions {
+pub(crate) fn simulator_options(
+    port: u16,
+    phones: usize,
+    tune: impl FnOnce(&mut SimOptions),
+) -> SimOptions {
     let mut options = SimOptions::defaults();
     options.phones = phones;
     options.cph_listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -61,7 +65,7 @@ fn simulator_options(port: u16, phones: usize, tune: impl FnOnce(&mut SimOptions
     options
 }
 
-fn cphub_settings(
+pub(crate) fn cphub_settings(
     port: u16,
     simulator: &Simulator,
     options: &SimOptions,

@@ -20,6 +20,7 @@ use cphub::domain::{
     Action, AppId, EventKind, GameEvent, Heartbeat, Outcome as RecoveryOutcome, PhoneId, Reason,
     Session, SessionId, UserId, UtcTime,
 };
+use cphub::store::MintTimes;
 use cphub::store::{
     Admission, Allocation, Applied, ApplyRules, ControlPlanePhone, EventOutcome, MintRequest,
     NewRecovery, Phone, ReceivedEvent, Store, Verification,
@@ -289,6 +290,29 @@ pub fn mint_request(m: &Mint<'_>) -> MintRequest {
         fresh_since: at(m.fresh_since),
         match_app: false,
         key: None,
+    }
+}
+
+/// A mint at 19:00 on phones heard from at 18:59, holding until 19:01, fresh since 18:58.
+pub fn at_seven(session: &str) -> Mint<'_> {
+    Mint {
+        session,
+        pinned: None,
+        now: "19:00:00",
+        hold_until: "19:01:00",
+        fresh_since: "18:58:00",
+    }
+}
+
+/// Mint times of the queue: at 19:00, fresh since 18:58, held until 19:02:05; no app
+/// knowledge (the phones of these tests are not synced from a control plane).
+pub fn mint_times() -> MintTimes {
+    MintTimes {
+        now: at("19:00:00"),
+        fresh_since: at("18:58:00"),
+        auth_ts: at("19:02:00").epoch_millis(),
+        hold_until: at("19:02:05"),
+        match_app: false,
     }
 }
 

@@ -10,5 +10,6 @@ mod heartbeats;
 mod incidents;
 mod minting;
 mod queue;
+mod rollouts;
 mod usage;
 mod webhooks;

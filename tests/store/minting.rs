@@ -30,17 +30,6 @@ backend_tests!(
     a_reconnect_is_logged_only_while_the_session_is_live,
 );
 
-/// A mint at 19:00 on phones heard from at 18:59, holding until 19:01, fresh since 18:58.
-fn at_seven(session: &str) -> Mint<'_> {
-    Mint {
-        session,
-        pinned: None,
-        now: "19:00:00",
-        hold_until: "19:01:00",
-        fresh_since: "18:58:00",
-    }
-}
-
 async fn a_mint_allocates_an_idle_fresh_phone_and_holds_it(backend: Backend) {
     let store = open(backend).await;
     idle_phones(&store, &["p-1"], "18:59:00").await;

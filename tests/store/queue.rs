@@ -5,21 +5,10 @@
 use std::collections::HashSet;
 
 use cphub::domain::{Priority, QueueId, UserId};
-use cphub::store::{Allocation, MintTimes, NewQueueEntry};
+use cphub::store::{Allocation, NewQueueEntry};
 
 use crate::backend_tests;
 use crate::helpers::*;
-
-fn times() -> MintTimes {
-    MintTimes {
-        now: at("19:00:00"),
-        fresh_since: at("18:58:00"),
-        auth_ts: at("19:02:00").epoch_millis(),
-        hold_until: at("19:02:05"),
-        // The phones of these tests are not synced from a control plane: no app knowledge.
-        match_app: false,
-    }
-}
 
 fn entry(i: usize, priority: i64) -> NewQueueEntry {
     NewQueueEntry {
@@ -37,7 +26,7 @@ fn entry(i: usize, priority: i64) -> NewQueueEntry {
 /// first in serving order get one phone each; no mint gets any.
 async fn racing_passes_and_mints_serve_the_queue_in_order_once(backend: Backend) {
     let store = open(backend).await;
-    let joined_empty = times();
+    let joined_empty = mint_times();
     for i in 0..30 {
         let priority = if i % 3 == 2 { 7 } else { 0 };
         store
@@ -70,7 +59,7 @@ async fn racing_passes_and_mints_serve_the_queue_in_order_once(backend: Backend)
         });
         let shared = store.shared();
         racers.spawn(async move {
-            shared.serve_queue(&times()).await.unwrap();
+            shared.serve_queue(&mint_times()).await.unwrap();
             None
         });
     }

@@ -414,6 +414,7 @@ mod tests {
             stuck: true,
             restart_fails: false,
             dark: false,
+            update_fails: false,
         };
         phone.properties.insert("old".into(), "1".into());
         Operation::Restart(None).succeed(phone);

@@ -207,6 +207,15 @@ pub(super) async fn update_app_version(
             cp.finish_deployment_later(&mut fleet, job, version.clone());
         }
     }
+    // As the batch operations: the jobs run, the answer is lost (7.1.2), and 4.4.2 finds
+    // them by the request id the error names.
+    if let Some(lost) = cp
+        .settings
+        .faults
+        .take_lost_answer(Operation::UpdateAppVersion)
+    {
+        return Err(ControlPlaneError::AnswerLost(lost.status()));
+    }
     Ok(created_json(
         json!({"request_id": request_id, "jobs": jobs}),
     ))
@@ -299,6 +308,9 @@ fn install(
     let (Some(app_id), Some(phone)) = (app_id, fleet.phone_mut(phone_id)) else {
         return Err("Phone is not found.");
     };
+    if phone.faults.update_fails {
+        return Err("The application version failed to install.");
+    }
     if !phone.apps.contains(&app_id) {
         phone.apps.push(app_id.clone());
     }

@@ -1,0 +1,198 @@
+//! The vocabulary of game version rollouts (chapter 5.3.7 applied a batch at a time): a
+//! rollout's state, each target phone's step, the target and the plan as the operator
+//! gives them, parsed once.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::recovery::column_enum;
+use super::{ParseError, PhoneId, Problem};
+
+column_enum!(
+    /// Where a rollout stands.
+    RolloutState {
+        /// Taking batches and updating phones.
+        Running = "running",
+        /// Takes no new phones (a person or a failed batch stopped it); phones already
+        /// being updated are followed to their end.
+        Paused = "paused",
+        /// Stopped for good: no new updates, drained phones returned to the pool.
+        Aborted = "aborted",
+        /// Every target phone is done or failed.
+        Done = "done",
+    }
+);
+
+impl RolloutState {
+    /// Whether it still holds its app (one active rollout per app).
+    pub fn is_active(self) -> bool {
+        matches!(self, RolloutState::Running | RolloutState::Paused)
+    }
+}
+
+column_enum!(
+    /// A target phone's step in its rollout.
+    PhoneStep {
+        /// Not taken by a batch yet.
+        Pending = "pending",
+        /// Taken: allocation and the wait queue skip it while its session plays to its end.
+        Draining = "draining",
+        /// Its 5.3.7 update (job type 32) was sent and is followed (4.4.1).
+        Updating = "updating",
+        /// The job succeeded; waiting for a fresh heartbeat and for 5.3.6 to list the version.
+        Verifying = "verifying",
+        /// Runs the new version, back in the pool.
+        Done = "done",
+        /// The update or its verification failed; back in the pool on its old version.
+        Failed = "failed",
+        /// Its session outlived the drain deadline: back in the pool, taken again by a
+        /// later batch.
+        Skipped = "skipped",
+    }
+);
+
+impl PhoneStep {
+    /// The steps in which a phone is out of the pool (allocation and the queue skip it).
+    pub const DRAINED: [PhoneStep; 3] = [
+        PhoneStep::Draining,
+        PhoneStep::Updating,
+        PhoneStep::Verifying,
+    ];
+
+    pub fn is_drained(self) -> bool {
+        Self::DRAINED.contains(&self)
+    }
+}
+
+/// Which phones with the app a rollout updates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutTarget {
+    /// Every phone the book knows has the app (`phone_apps`, from phone sync).
+    All,
+    /// Those on one server (chapter 4.3.1 `server_id`).
+    ServerId(String),
+    /// These phones (each must have the app).
+    Phones(Vec<PhoneId>),
+    /// This share of them, 1 to 100, the first in phone id order.
+    Percent(u8),
+}
+
+impl RolloutTarget {
+    pub fn percent(raw: i64) -> Result<RolloutTarget, ParseError> {
+        match u8::try_from(raw) {
+            Ok(p @ 1..=100) => Ok(RolloutTarget::Percent(p)),
+            _ => Err(ParseError::new(
+                "target.percent",
+                Problem::Invalid("must be 1 to 100"),
+            )),
+        }
+    }
+}
+
+/// How the phones are taken: a canary, then batches; when to pause; how long to wait for
+/// a session to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutPlan {
+    canary: u32,
+    batch_size: u32,
+    max_failures: u32,
+    drain_deadline_secs: u32,
+    force: bool,
+}
+
+impl RolloutPlan {
+    /// `batch_size` at least 1; the drain deadline at least 1 s and at most a day.
+    pub fn new(
+        canary: u32,
+        batch_size: u32,
+        max_failures: u32,
+        drain_deadline_secs: u32,
+        force: bool,
+    ) -> Result<RolloutPlan, ParseError> {
+        if batch_size == 0 {
+            return Err(ParseError::new(
+                "batch_size",
+                Problem::Invalid("must be at least 1"),
+            ));
+        }
+        if !(1..=86_400).contains(&drain_deadline_secs) {
+            return Err(ParseError::new(
+                "drain_deadline_secs",
+                Problem::Invalid("must be 1 to 86400"),
+            ));
+        }
+        Ok(RolloutPlan {
+            canary,
+            batch_size,
+            max_failures,
+            drain_deadline_secs,
+            force,
+        })
+    }
+
+    pub fn canary(&self) -> u32 {
+        self.canary
+    }
+
+    pub fn batch_size(&self) -> u32 {
+        self.batch_size
+    }
+
+    pub fn max_failures(&self) -> u32 {
+        self.max_failures
+    }
+
+    pub fn drain_deadline_secs(&self) -> u32 {
+        self.drain_deadline_secs
+    }
+
+    pub fn force(&self) -> bool {
+        self.force
+    }
+
+    /// How many phones batch `n` (1-based) takes: the canary first, when there is one.
+    pub fn size_of_batch(&self, n: i64) -> u32 {
+        match (n, self.canary) {
+            (1, 1..) => self.canary,
+            _ => self.batch_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_step_and_state_reads_back_from_its_column_text() {
+        for s in PhoneStep::ALL {
+            assert_eq!(PhoneStep::try_from(s.as_str().to_owned()), Ok(*s));
+        }
+        for s in RolloutState::ALL {
+            assert_eq!(RolloutState::try_from(s.as_str().to_owned()), Ok(*s));
+        }
+    }
+
+    #[test]
+    fn the_canary_is_the_first_batch_only_when_there_is_one() {
+        let plan = RolloutPlan::new(2, 5, 0, 60, false).unwrap();
+        assert_eq!(plan.size_of_batch(1), 2);
+        assert_eq!(plan.size_of_batch(2), 5);
+        let plan = RolloutPlan::new(0, 5, 0, 60, false).unwrap();
+        assert_eq!(plan.size_of_batch(1), 5);
+    }
+
+    #[test]
+    fn a_plan_refuses_empty_batches_and_unbounded_drains() {
+        assert_eq!(
+            RolloutPlan::new(1, 0, 0, 60, false).unwrap_err().field,
+            "batch_size"
+        );
+        assert!(RolloutPlan::new(1, 1, 0, 0, false).is_err());
+        assert!(RolloutPlan::new(1, 1, 0, 86_401, false).is_err());
+        assert!(RolloutTarget::percent(0).is_err());
+        assert!(RolloutTarget::percent(101).is_err());
+        assert_eq!(RolloutTarget::percent(50), Ok(RolloutTarget::Percent(50)));
+    }
+}

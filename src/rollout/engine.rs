@@ -1,0 +1,323 @@
+//! One tick of the rollout engine, on the leader after the watchdog's pass. Per phone:
+//! drained → (its session ended, or the drain deadline passed: skipped unless `force`) →
+//! `UpdateAppVersionOfPhone` (5.3.7) → its job followed (4.4.1) → a heartbeat after the job
+//! and the version listed among the phone's apps (5.3.6) → done. Per rollout: when a batch
+//! has no phone left drained, its failures decide between pausing and the next batch.
+//!
+//! Every step is written to the book before the next is taken, and a phone moves only from
+//! the step it is at: after a crash or a change of leader, a phone found `updating` is
+//! followed, never sent its update again.
+
+use std::time::Duration;
+
+use super::Rollouts;
+use crate::cph::CphError;
+use crate::cph::model::job_status;
+use crate::domain::{PhoneStep, RolloutState, UtcTime};
+use crate::store::{Rollout, RolloutPhone, StepChange, StoreError};
+use crate::telemetry::ErrorChain;
+
+/// Who a pause for failures is recorded as.
+const ENGINE: &str = "cphub";
+
+/// Between the job ids of one phone's update in `rollout_phones.job_id`: 5.3.7 starts one
+/// job per version (Table 5-36). Job ids are hex (4.4.1), so a comma cannot be in one.
+const JOB_SEPARATOR: &str = ",";
+
+impl Rollouts {
+    /// Drives every rollout under way one step. Errors of one rollout are logged and
+    /// retried at the next tick; they do not stop the others.
+    pub async fn tick(&self) -> Result<(), StoreError> {
+        let mut budget = self.budget().await?;
+        for rollout in self.store.driven_rollouts().await? {
+            if let Err(error) = self.drive(&rollout, &mut budget).await {
+                tracing::warn!(rollout = rollout.id, error = %ErrorChain(&error), "rollout step failed; will retry");
+            }
+        }
+        Ok(())
+    }
+
+    /// Jobs that may still start: `watchdog.max_in_flight` less the recoveries pending and
+    /// the rollout updates not yet ended.
+    async fn budget(&self) -> Result<usize, StoreError> {
+        let recoveries = self.store.pending_recoveries().await?.len();
+        let updates = self.store.rollout_jobs_in_flight().await? as usize;
+        Ok(self.max_in_flight.saturating_sub(recoveries + updates))
+    }
+
+    async fn drive(&self, rollout: &Rollout, budget: &mut usize) -> Result<(), StoreError> {
+        for phone in self.store.rollout_phones(rollout.id).await? {
+            match phone.state {
+                PhoneStep::Draining if rollout.state == RolloutState::Running => {
+                    self.drain(rollout, &phone, budget).await?
+                }
+                PhoneStep::Updating => self.follow(rollout, &phone).await?,
+                PhoneStep::Verifying => self.verify(rollout, &phone).await?,
+                _ => {}
+            }
+        }
+        if rollout.state == RolloutState::Running {
+            self.advance(rollout).await?;
+        }
+        Ok(())
+    }
+
+    /// A drained phone: skipped when its session outlives the deadline (unless `force`),
+    /// updated once it is free, left while the watchdog recovers it or the budget is spent.
+    async fn drain(
+        &self,
+        rollout: &Rollout,
+        phone: &RolloutPhone,
+        budget: &mut usize,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let deadline = Duration::from_secs(rollout.drain_deadline_secs.max(1) as u64);
+        let overdue = phone.drained_at.is_none_or(|at| at.plus(deadline) <= now);
+        if overdue && phone.in_session && !rollout.force {
+            let why = "its session outlived the drain deadline; a later batch takes it again";
+            tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "rollout skips a phone: {why}");
+            self.move_phone(phone, PhoneStep::Skipped, Some(why))
+                .await?;
+            return Ok(());
+        }
+        let free = !phone.in_session || (overdue && rollout.force);
+        if !free || phone.recovering || *budget == 0 {
+            return Ok(());
+        }
+        *budget -= 1;
+        self.send_update(rollout, phone).await
+    }
+
+    /// 5.3.7. `updating` (with the attempt counted) is written first: if cphub dies during
+    /// the call, the phone is found updating and followed, not sent the update again.
+    async fn send_update(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
+        let mut change = self.change(phone, PhoneStep::Updating);
+        change.attempt = true;
+        if !self.store.step_rollout_phone(&change).await? {
+            return Ok(());
+        }
+        let phone_id = phone.phone_id.as_str();
+        tracing::info!(
+            rollout = rollout.id,
+            phone_id,
+            "rollout updates a phone (5.3.7)"
+        );
+        let sent = (self.client)
+            .update_app_version(phone_id, &rollout.app_version_ids)
+            .await;
+        let updating = RolloutPhone {
+            state: PhoneStep::Updating,
+            ..phone.clone()
+        };
+        match sent {
+            Ok(batch) => {
+                if let Some(item) = batch.failures().next() {
+                    let code = item.error_code.as_deref().unwrap_or_default();
+                    let message = item.error_msg.as_deref().unwrap_or_default();
+                    let error = format!("refused (5.3.7): {code}: {message}");
+                    return self.fail(&updating, &error).await;
+                }
+                // One job per version (Table 5-36), all followed.
+                let jobs: Vec<&str> = batch.jobs().map(|(_, job)| job).collect();
+                let jobs = (!jobs.is_empty()).then(|| jobs.join(JOB_SEPARATOR));
+                self.note_job(&updating, batch.request_id.as_deref(), jobs.as_deref())
+                    .await
+            }
+            Err(error @ (CphError::OutcomeUnknown(_) | CphError::AnswerLost { .. })) => {
+                let request_id = match &error {
+                    CphError::AnswerLost { request_id, .. } => request_id.clone(),
+                    _ => None,
+                };
+                tracing::warn!(phone_id, error = %ErrorChain(&error), "update sent, its answer lost (7.1.2): followed, never sent again");
+                self.note_job(&updating, request_id.as_deref(), None).await
+            }
+            Err(error) => {
+                let error = format!("not sent (5.3.7): {}", ErrorChain(&error));
+                self.fail(&updating, &error).await
+            }
+        }
+    }
+
+    /// The jobs (4.4.1) of an updating phone, one per version: all succeeded → verifying,
+    /// one failed → failed. A phone without a job id (its answer lost, or cphub died during
+    /// the call) is looked up by request id (4.4.2), or by the versions on the phone (5.3.6).
+    async fn follow(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
+        let Some(job_ids) = phone.job_id.as_deref() else {
+            return self.reconcile(rollout, phone).await;
+        };
+        let mut all_succeeded = true;
+        for job_id in job_ids.split(JOB_SEPARATOR) {
+            let job = match self.client.job(job_id).await {
+                Ok(job) => job,
+                Err(error) => {
+                    tracing::debug!(job_id, error = %ErrorChain(&error), "rollout job not read; will ask again");
+                    return Ok(());
+                }
+            };
+            if job.status == job_status::FAILED {
+                let code = job.error_code.unwrap_or_default();
+                let message = job.error_msg.unwrap_or_default();
+                let error = format!("job {job_id} failed (4.4.1): {code}: {message}");
+                return self.fail(phone, &error).await;
+            }
+            all_succeeded &= job.status == job_status::SUCCEEDED;
+        }
+        if all_succeeded {
+            let verifying = self.change(phone, PhoneStep::Verifying);
+            self.store.step_rollout_phone(&verifying).await?;
+        }
+        Ok(())
+    }
+
+    /// An update whose job is not known. Never sent again: its request's jobs (4.4.2) or
+    /// the phone's versions (5.3.6) tell; when neither has by the drain deadline, it fails
+    /// with why, for the operator to look at.
+    async fn reconcile(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
+        if let Some(request_id) = phone.request_id.as_deref()
+            && let Ok(jobs) = self.client.jobs_by_request(request_id).await
+        {
+            let ours: Vec<String> = (jobs.into_iter())
+                .filter(|j| (j.phone_id.as_deref()).is_none_or(|p| p == phone.phone_id.as_str()))
+                .map(|j| j.job_id)
+                .collect();
+            if !ours.is_empty() {
+                let ids = ours.join(JOB_SEPARATOR);
+                return self.note_job(phone, None, Some(&ids)).await;
+            }
+        }
+        if self.runs_versions(rollout, phone).await {
+            let verifying = self.change(phone, PhoneStep::Verifying);
+            self.store.step_rollout_phone(&verifying).await?;
+            return Ok(());
+        }
+        let deadline = Duration::from_secs(rollout.drain_deadline_secs.max(1) as u64);
+        let since = phone.submitted_at.unwrap_or(phone.updated_at);
+        if since.plus(deadline) <= self.clock.now() {
+            let why = "outcome unknown (7.1.2): no job found and the version is not on the \
+                       phone; not sent again";
+            return self.fail(phone, why).await;
+        }
+        Ok(())
+    }
+
+    /// Done once the phone heartbeat after its job and lists the versions (5.3.6); failed
+    /// when that has not happened by the drain deadline.
+    async fn verify(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
+        let ended = phone.job_ended_at.unwrap_or(phone.updated_at);
+        let heard = phone.last_seen_at.is_some_and(|seen| seen > ended);
+        if heard && self.runs_versions(rollout, phone).await {
+            tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "phone updated and back in the pool");
+            self.move_phone(phone, PhoneStep::Done, None).await?;
+            return Ok(());
+        }
+        let deadline = Duration::from_secs(rollout.drain_deadline_secs.max(1) as u64);
+        if ended.plus(deadline) <= self.clock.now() {
+            let why = match heard {
+                true => "the phone does not list the new version (5.3.6) after its job",
+                false => "no heartbeat after the update job",
+            };
+            return self.fail(phone, why).await;
+        }
+        Ok(())
+    }
+
+    /// Whether 5.3.6 lists every version of the rollout on the phone.
+    async fn runs_versions(&self, rollout: &Rollout, phone: &RolloutPhone) -> bool {
+        match self.client.phone_apps(phone.phone_id.as_str()).await {
+            Ok(apps) => rollout.app_version_ids.iter().all(|version| {
+                (apps.iter()).any(|app| app.app_version_id.as_deref() == Some(version.as_str()))
+            }),
+            Err(error) => {
+                tracing::debug!(phone_id = %phone.phone_id, error = %ErrorChain(&error), "phone apps not read (5.3.6); will ask again");
+                false
+            }
+        }
+    }
+
+    /// With no phone of the rollout drained: pauses when the last batch failed more than
+    /// the plan allows, takes the next batch, or ends the rollout.
+    async fn advance(&self, rollout: &Rollout) -> Result<(), StoreError> {
+        let phones = self.store.rollout_phones(rollout.id).await?;
+        if phones.iter().any(|p| p.state.is_drained()) {
+            return Ok(());
+        }
+        let failed = (phones.iter())
+            .filter(|p| p.state == PhoneStep::Failed && p.batch == Some(rollout.batch))
+            .count() as i64;
+        if rollout.batch > 0 && failed > rollout.max_failures {
+            let why = format!(
+                "batch {} had {failed} failed phones, more than max_failures {}",
+                rollout.batch, rollout.max_failures
+            );
+            tracing::warn!(rollout = rollout.id, "rollout paused: {why}");
+            self.pause(rollout.id, ENGINE, &why).await.ok();
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let next = rollout.batch + 1;
+        let size = i64::from(rollout.plan().size_of_batch(next));
+        let taken = (self.store)
+            .take_rollout_batch(rollout.id, next, size, now)
+            .await?;
+        if taken > 0 {
+            tracing::info!(
+                rollout = rollout.id,
+                batch = next,
+                phones = taken,
+                "rollout drains a batch"
+            );
+        } else if self.store.finish_rollout(rollout.id, now).await? {
+            tracing::info!(rollout = rollout.id, "rollout done");
+        }
+        Ok(())
+    }
+
+    async fn note_job(
+        &self,
+        phone: &RolloutPhone,
+        request_id: Option<&str>,
+        job_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut change = self.change(phone, PhoneStep::Updating);
+        change.request_id = request_id;
+        change.job_id = job_id;
+        self.store.step_rollout_phone(&change).await?;
+        Ok(())
+    }
+
+    async fn fail(&self, phone: &RolloutPhone, error: &str) -> Result<(), StoreError> {
+        tracing::warn!(rollout = phone.rollout_id, phone_id = %phone.phone_id, error, "rollout update failed");
+        self.move_phone(phone, PhoneStep::Failed, Some(error)).await
+    }
+
+    async fn move_phone(
+        &self,
+        phone: &RolloutPhone,
+        to: PhoneStep,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut change = self.change(phone, to);
+        change.error = error;
+        self.store.step_rollout_phone(&change).await?;
+        Ok(())
+    }
+
+    /// From the phone's present step to `to`, now.
+    fn change<'a>(&self, phone: &'a RolloutPhone, to: PhoneStep) -> StepChange<'a> {
+        StepChange {
+            rollout_id: phone.rollout_id,
+            phone_id: &phone.phone_id,
+            from: phone.state,
+            to,
+            attempt: false,
+            request_id: None,
+            job_id: None,
+            error: None,
+            now: self.now(),
+        }
+    }
+
+    fn now(&self) -> UtcTime {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,402 @@
+//! The book of game version rollouts (migration 0016): a rollout, its target phones and the
+//! step each has reached. Written by the operator API (create, pause, resume, abort) and the
+//! rollout engine of the leader replica; read by the free-phone pick (`book::free_phone_sql!`
+//! skips drained phones) and the watchdog (`book::unhealthy_phones` skips phones being
+//! updated).
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::StoreError;
+use super::sql::{Sql, args};
+use crate::domain::{AppId, PhoneId, PhoneStep, RolloutPlan, RolloutState, UtcTime};
+
+/// A rollout to record, its target already resolved to phones.
+#[derive(Debug, Clone)]
+pub struct NewRollout {
+    pub app_id: AppId,
+    pub app_version_ids: Vec<String>,
+    /// The target as asked (JSON), kept to show it.
+    pub target: serde_json::Value,
+    pub plan: RolloutPlan,
+    pub phones: Vec<PhoneId>,
+    pub now: UtcTime,
+}
+
+/// A rollout as the book holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Rollout {
+    pub id: i64,
+    pub app_id: AppId,
+    pub app_version_ids: Vec<String>,
+    #[schema(value_type = Object)]
+    pub target: serde_json::Value,
+    pub canary: i64,
+    pub batch_size: i64,
+    pub max_failures: i64,
+    pub drain_deadline_secs: i64,
+    pub force: bool,
+    pub state: RolloutState,
+    /// The newest batch taken (0: none yet; 1 is the canary when there is one).
+    pub batch: i64,
+    pub paused_by: Option<String>,
+    pub pause_reason: Option<String>,
+    pub created_at: UtcTime,
+    pub updated_at: UtcTime,
+}
+
+impl Rollout {
+    pub fn plan(&self) -> RolloutPlan {
+        let n = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
+        RolloutPlan::new(
+            n(self.canary),
+            n(self.batch_size).max(1),
+            n(self.max_failures),
+            n(self.drain_deadline_secs).clamp(1, 86_400),
+            self.force,
+        )
+        .expect("clamped into range")
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RolloutRow {
+    id: i64,
+    app_id: String,
+    app_version_ids: String,
+    target: String,
+    canary: i64,
+    batch_size: i64,
+    max_failures: i64,
+    drain_deadline_secs: i64,
+    force: bool,
+    state: String,
+    batch: i64,
+    paused_by: Option<String>,
+    pause_reason: Option<String>,
+    created_at: UtcTime,
+    updated_at: UtcTime,
+}
+
+impl TryFrom<RolloutRow> for Rollout {
+    type Error = StoreError;
+
+    fn try_from(row: RolloutRow) -> Result<Self, StoreError> {
+        let corrupt = |e: String| StoreError::Corrupt(format!("rollout {}: {e}", row.id));
+        Ok(Rollout {
+            id: row.id,
+            app_id: AppId::try_from(row.app_id.clone()).map_err(|e| corrupt(e.to_string()))?,
+            app_version_ids: serde_json::from_str(&row.app_version_ids)
+                .map_err(|e| corrupt(e.to_string()))?,
+            target: serde_json::from_str(&row.target).map_err(|e| corrupt(e.to_string()))?,
+            canary: row.canary,
+            batch_size: row.batch_size,
+            max_failures: row.max_failures,
+            drain_deadline_secs: row.drain_deadline_secs,
+            force: row.force,
+            state: RolloutState::try_from(row.state).map_err(corrupt)?,
+            batch: row.batch,
+            paused_by: row.paused_by,
+            pause_reason: row.pause_reason,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// One target phone of a rollout, with what the engine must know of the phone itself.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
+pub struct RolloutPhone {
+    #[serde(skip)]
+    pub rollout_id: i64,
+    #[sqlx(try_from = "String")]
+    pub phone_id: PhoneId,
+    #[sqlx(try_from = "String")]
+    pub state: PhoneStep,
+    pub batch: Option<i64>,
+    /// Updates sent (or maybe sent: the count goes up before the call).
+    pub attempts: i64,
+    pub request_id: Option<String>,
+    pub job_id: Option<String>,
+    pub error: Option<String>,
+    pub drained_at: Option<UtcTime>,
+    pub submitted_at: Option<UtcTime>,
+    pub job_ended_at: Option<UtcTime>,
+    pub finished_at: Option<UtcTime>,
+    pub updated_at: UtcTime,
+    /// The phone's server (chapter 4.3.1), as phone sync last saw it.
+    pub server_id: Option<String>,
+    /// The phone's last heartbeat as cphub's clock received it.
+    pub last_seen_at: Option<UtcTime>,
+    /// In a session, or held for one: a drained phone waits for it to end.
+    pub in_session: bool,
+    /// The watchdog is recovering it (or gave up on it): the rollout leaves it alone.
+    pub recovering: bool,
+}
+
+/// A phone moving from one step to the next; only a phone still at `from` moves, so two
+/// writers can never both act on it.
+#[derive(Debug, Clone)]
+pub struct StepChange<'a> {
+    pub rollout_id: i64,
+    pub phone_id: &'a PhoneId,
+    pub from: PhoneStep,
+    pub to: PhoneStep,
+    /// Adds one to `attempts`: set when an update is about to be sent.
+    pub attempt: bool,
+    pub request_id: Option<&'a str>,
+    pub job_id: Option<&'a str>,
+    /// Replaces the phone's error (None clears it).
+    pub error: Option<&'a str>,
+    pub now: UtcTime,
+}
+
+/// A rollout's state set by a person or by the engine.
+#[derive(Debug, Clone)]
+pub struct StateChange<'a> {
+    pub id: i64,
+    /// Only a rollout in one of these states changes.
+    pub from: &'a [RolloutState],
+    pub to: RolloutState,
+    /// Who paused it (kept with a pause only).
+    pub by: Option<&'a str>,
+    pub why: Option<&'a str>,
+    pub now: UtcTime,
+}
+
+macro_rules! rollout_columns {
+    () => {
+        "id, app_id, app_version_ids, target, canary, batch_size, max_failures, \
+         drain_deadline_secs, force, state, batch, paused_by, pause_reason, created_at, \
+         updated_at"
+    };
+}
+
+/// The phones of one rollout with the phone's own facts: in a session (any of the three
+/// ways the book knows one), being recovered (marked, or a recovery still pending).
+macro_rules! rollout_phone_select {
+    () => {
+        "SELECT r.rollout_id, r.phone_id, r.state, r.batch, r.attempts, r.request_id, \
+           r.job_id, r.error, r.drained_at, r.submitted_at, r.job_ended_at, r.finished_at, \
+           r.updated_at, p.server_id, p.last_seen_at, \
+           (p.allocated_session_id IS NOT NULL OR p.current_session_id IS NOT NULL \
+             OR p.heartbeat_session_id IS NOT NULL) AS in_session, \
+           (p.recovery_state IS NOT NULL OR EXISTS (SELECT 1 FROM recoveries x \
+             WHERE x.phone_id = r.phone_id AND x.outcome = 'pending')) AS recovering \
+         FROM rollout_phones r LEFT JOIN phones p ON p.phone_id = r.phone_id "
+    };
+}
+
+/// Records the rollout and its phones (all pending); None while another rollout of the app
+/// is running or paused (the `rollouts_one_active_per_app` index decides, atomically).
+pub(super) async fn create(
+    tx: &mut impl Sql,
+    new: &NewRollout,
+) -> Result<Option<Rollout>, StoreError> {
+    let sql = concat!(
+        "INSERT INTO rollouts (app_id, app_version_ids, target, canary, batch_size, \
+           max_failures, drain_deadline_secs, force, state, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', $9, $9) \
+         ON CONFLICT (app_id) WHERE state IN ('running', 'paused') DO NOTHING \
+         RETURNING ",
+        rollout_columns!()
+    );
+    let versions = serde_json::to_string(&new.app_version_ids).map_err(corrupt_json)?;
+    let target = new.target.to_string();
+    let plan = new.plan;
+    let args = args![
+        new.app_id.as_str(),
+        versions.as_str(),
+        target.as_str(),
+        i64::from(plan.canary()),
+        i64::from(plan.batch_size()),
+        i64::from(plan.max_failures()),
+        i64::from(plan.drain_deadline_secs()),
+        plan.force(),
+        new.now,
+    ];
+    let row: Option<RolloutRow> = tx.fetch_optional(sql, &args).await?;
+    let Some(rollout) = row.map(Rollout::try_from).transpose()? else {
+        return Ok(None);
+    };
+    let add = "INSERT INTO rollout_phones (rollout_id, phone_id, state, updated_at) \
+               VALUES ($1, $2, 'pending', $3) ON CONFLICT DO NOTHING";
+    for phone in &new.phones {
+        tx.execute(add, &args![rollout.id, phone.as_str(), new.now])
+            .await?;
+    }
+    Ok(Some(rollout))
+}
+
+fn corrupt_json(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Newest first.
+pub(super) async fn list(db: &mut impl Sql, limit: i64) -> Result<Vec<Rollout>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        rollout_columns!(),
+        " FROM rollouts ORDER BY id DESC LIMIT $1"
+    );
+    let rows: Vec<RolloutRow> = db.fetch_all(sql, &args![limit]).await?;
+    rows.into_iter().map(Rollout::try_from).collect()
+}
+
+pub(super) async fn get(db: &mut impl Sql, id: i64) -> Result<Option<Rollout>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        rollout_columns!(),
+        " FROM rollouts WHERE id = $1"
+    );
+    let row: Option<RolloutRow> = db.fetch_optional(sql, &args![id]).await?;
+    row.map(Rollout::try_from).transpose()
+}
+
+/// What the engine drives: running rollouts, and any other with phones still drained
+/// (a paused or aborted rollout's updates are followed to their end).
+pub(super) async fn driven(db: &mut impl Sql) -> Result<Vec<Rollout>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        rollout_columns!(),
+        " FROM rollouts WHERE state = 'running' OR EXISTS (SELECT 1 FROM rollout_phones p \
+           WHERE p.rollout_id = rollouts.id \
+             AND p.state IN ('draining', 'updating', 'verifying')) \
+         ORDER BY id"
+    );
+    let rows: Vec<RolloutRow> = db.fetch_all(sql, &[]).await?;
+    rows.into_iter().map(Rollout::try_from).collect()
+}
+
+/// The rollout's phones in phone id order.
+pub(super) async fn phones(db: &mut impl Sql, id: i64) -> Result<Vec<RolloutPhone>, StoreError> {
+    let sql = concat!(
+        rollout_phone_select!(),
+        "WHERE r.rollout_id = $1 ORDER BY r.phone_id"
+    );
+    Ok(db.fetch_all(sql, &args![id]).await?)
+}
+
+/// Moves a rollout to `to` if it is in one of `from`. A pause or an abort returns the
+/// phones still only draining to the pool (pending: a resume takes them again); phones
+/// being updated are left to the engine to follow. A resume opens a new batch, so the one
+/// that paused the rollout is not counted against it again.
+pub(super) async fn set_state(
+    tx: &mut impl Sql,
+    change: &StateChange<'_>,
+) -> Result<Option<Rollout>, StoreError> {
+    // Up to three states, the first repeated into the unused places.
+    let from = |i: usize| {
+        change
+            .from
+            .get(i)
+            .or(change.from.first())
+            .map(|s| s.as_str())
+    };
+    let paused = change.to == RolloutState::Paused;
+    let resumed = i64::from(change.to == RolloutState::Running);
+    let sql = concat!(
+        "UPDATE rollouts SET state = $2, updated_at = $3, batch = batch + $7, \
+           paused_by = CASE WHEN $4 THEN $5 ELSE paused_by END, \
+           pause_reason = CASE WHEN $4 THEN $6 ELSE pause_reason END \
+         WHERE id = $1 AND state IN ($8, $9, $10) RETURNING ",
+        rollout_columns!()
+    );
+    let args = args![
+        change.id,
+        change.to.as_str(),
+        change.now,
+        paused,
+        change.by,
+        change.why,
+        resumed,
+        from(0),
+        from(1),
+        from(2),
+    ];
+    let row: Option<RolloutRow> = tx.fetch_optional(sql, &args).await?;
+    let Some(rollout) = row.map(Rollout::try_from).transpose()? else {
+        return Ok(None);
+    };
+    if matches!(change.to, RolloutState::Paused | RolloutState::Aborted) {
+        let undrain = "UPDATE rollout_phones SET state = 'pending', updated_at = $2 \
+                       WHERE rollout_id = $1 AND state = 'draining'";
+        tx.execute(undrain, &args![change.id, change.now]).await?;
+    }
+    Ok(Some(rollout))
+}
+
+/// Drains up to `size` phones as batch `batch`: pending ones first, then those skipped
+/// before, each in phone id order. How many it took.
+pub(super) async fn take_batch(
+    tx: &mut impl Sql,
+    id: i64,
+    batch: i64,
+    size: i64,
+    now: UtcTime,
+) -> Result<u64, StoreError> {
+    let sql = "UPDATE rollout_phones SET state = 'draining', batch = $2, drained_at = $3, \
+                 updated_at = $3, error = NULL \
+               WHERE rollout_id = $1 AND phone_id IN (SELECT phone_id FROM rollout_phones \
+                 WHERE rollout_id = $1 AND state IN ('pending', 'skipped') \
+                 ORDER BY state = 'skipped', phone_id LIMIT $4)";
+    let taken = tx.execute(sql, &args![id, batch, now, size]).await?;
+    let mark = "UPDATE rollouts SET batch = $2, updated_at = $3 WHERE id = $1";
+    tx.execute(mark, &args![id, batch, now]).await?;
+    Ok(taken)
+}
+
+/// Moves one phone on; false when it was no longer at `change.from`.
+pub(super) async fn step(tx: &mut impl Sql, c: &StepChange<'_>) -> Result<bool, StoreError> {
+    let finished = matches!(
+        c.to,
+        PhoneStep::Done | PhoneStep::Failed | PhoneStep::Skipped
+    );
+    let sql = "UPDATE rollout_phones SET state = $3, attempts = attempts + $4, \
+                 request_id = COALESCE($5, request_id), job_id = COALESCE($6, job_id), \
+                 error = $7, updated_at = $8, \
+                 submitted_at = CASE WHEN $3 = 'updating' AND $4 = 1 THEN $8 \
+                   ELSE submitted_at END, \
+                 job_ended_at = CASE WHEN $3 = 'verifying' THEN $8 ELSE job_ended_at END, \
+                 finished_at = CASE WHEN $9 THEN $8 ELSE NULL END \
+               WHERE rollout_id = $1 AND phone_id = $2 AND state = $10";
+    let args = args![
+        c.rollout_id,
+        c.phone_id.as_str(),
+        c.to.as_str(),
+        i64::from(c.attempt),
+        c.request_id,
+        c.job_id,
+        c.error,
+        c.now,
+        finished,
+        c.from.as_str(),
+    ];
+    Ok(tx.execute(sql, &args).await? == 1)
+}
+
+/// Ends a running rollout whose phones are all done or failed; whether it ended.
+pub(super) async fn finish(tx: &mut impl Sql, id: i64, now: UtcTime) -> Result<bool, StoreError> {
+    let sql = "UPDATE rollouts SET state = 'done', updated_at = $2 \
+               WHERE id = $1 AND state = 'running' AND NOT EXISTS (SELECT 1 FROM rollout_phones p \
+                 WHERE p.rollout_id = $1 AND p.state NOT IN ('done', 'failed'))";
+    Ok(tx.execute(sql, &args![id, now]).await? == 1)
+}
+
+/// Updates sent and not yet ended, over every rollout: the share of the in-flight budget
+/// (`watchdog.max_in_flight`) the rollouts take.
+pub(super) async fn jobs_in_flight(db: &mut impl Sql) -> Result<i64, StoreError> {
+    let sql = "SELECT COUNT(*) FROM rollout_phones WHERE state = 'updating'";
+    let row: Option<(i64,)> = db.fetch_optional(sql, &[]).await?;
+    Ok(row.map_or(0, |(n,)| n))
+}
+
+/// Phones per step of the rollouts still under way (`cphub_rollout_phones`).
+pub(super) async fn phones_by_step(db: &mut impl Sql) -> Result<Vec<(String, i64)>, StoreError> {
+    let sql = "SELECT p.state, COUNT(*) FROM rollout_phones p \
+               JOIN rollouts r ON r.id = p.rollout_id \
+               WHERE r.state IN ('running', 'paused') \
+                 OR p.state IN ('draining', 'updating', 'verifying') \
+               GROUP BY p.state";
+    Ok(db.fetch_all(sql, &[]).await?)
+}

@@ -1,0 +1,318 @@
+//! Game version rollouts against the simulator (chapter 5.3, 4.4): phones are drained, the
+//! sessions on them play to their end, each phone is updated once (5.3.7) and verified
+//! (5.3.6) before it goes back to the pool; a version not on the phones' servers is refused
+//! (5.3.1) unless pushed first (5.3.4); a failing canary pauses the rollout, and an abort
+//! returns the phones. Timings are shortened (1 s heartbeats, 100 ms ticks), never asserted.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cphub::simulator::fleet::JobKind;
+use cphub::simulator::{SimOptions, Simulator};
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error};
+use crate::simulation::configure_callbacks;
+use crate::watchdog::{cphub_settings, free_port, simulator_options};
+
+backend_tests!(
+    a_rollout_updates_every_phone_once_and_interrupts_no_session_5_3_7,
+    a_version_not_on_the_servers_is_refused_naming_them_5_3_1,
+    a_failing_canary_pauses_the_rollout_and_an_abort_returns_the_phones_4_4_1,
+    a_restarted_cphub_finishes_the_rollout_updating_no_phone_twice_7_1_2,
+);
+
+const APP: &str = "sim.game";
+
+struct Rig {
+    app: TestApp,
+    simulator: Simulator,
+    /// cphub's settings, to start it again on the same database and port.
+    settings: String,
+}
+
+async fn start(backend: Backend, phones: usize, tune: impl FnOnce(&mut SimOptions)) -> Rig {
+    let port = free_port();
+    let options = simulator_options(port, phones, tune);
+    let simulator = Simulator::start(options.clone()).await.unwrap();
+    let settings = cphub_settings(port, &simulator, &options, "");
+    let app = TestApp::spawn_on(TestDb::new(backend).await, &settings).await;
+    configure_callbacks(&app.address, &simulator, &options).await;
+    let rig = Rig {
+        app,
+        simulator,
+        settings,
+    };
+    rig.wait_for_phones_with_app(phones).await;
+    rig
+}
+
+impl Rig {
+    /// Phone sync has read which phones have the app (5.1.2) and each has heartbeat.
+    async fn wait_for_phones_with_app(&self, count: usize) {
+        self.wait(|| async {
+            let page = self.get(&format!("/api/v1/phones?app_id={APP}")).await;
+            let phones = page["phones"].as_array().cloned().unwrap_or_default();
+            phones.len() == count && phones.iter().all(|p| !p["last_seen_at"].is_null())
+        })
+        .await;
+    }
+
+    /// A new version of the app, uploaded (5.2) but pushed nowhere.
+    fn new_version(&self) -> String {
+        self.simulator.fleet.lock().new_version(APP).unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let res = self.app.get(path, Some(TOKEN)).await;
+        assert_eq!(res.status(), 200, "GET {path}");
+        res.json().await.unwrap()
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        (self.app.client)
+            .post(format!("{}{path}", self.app.address))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn start_rollout(&self, body: &Value) -> Value {
+        let res = self.post("/api/v1/rollouts", body).await;
+        let status = res.status();
+        let rollout: Value = res.json().await.unwrap();
+        assert_eq!(status, 201, "{rollout}");
+        rollout
+    }
+
+    async fn rollout(&self, id: &Value) -> Value {
+        self.get(&format!("/api/v1/rollouts/{id}")).await
+    }
+
+    async fn wait_for_rollout(&self, id: &Value, state: &str) -> Value {
+        self.wait(|| async { self.rollout(id).await["state"] == state })
+            .await;
+        self.rollout(id).await
+    }
+
+    async fn wait<F, Fut>(&self, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..600 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("condition never held");
+    }
+
+    /// 5.3.7 jobs the simulator ran per phone: one per call (one version per rollout).
+    fn updates_of(&self, phone_id: &str) -> usize {
+        let fleet = self.simulator.fleet.lock();
+        (fleet.jobs.values())
+            .filter(|j| j.kind == JobKind::UpdateAppVersion)
+            .filter(|j| j.phone_id.as_deref() == Some(phone_id))
+            .count()
+    }
+}
+
+fn time(value: &Value) -> Option<DateTime<Utc>> {
+    value.as_str().and_then(|t| t.parse().ok())
+}
+
+/// 8 phones, 12 sessions of 3 s coming in every 200 ms: the rollout takes all 8 in one
+/// batch, updates the free ones at once and the busy ones when their session ends.
+async fn a_rollout_updates_every_phone_once_and_interrupts_no_session_5_3_7(backend: Backend) {
+    let sessions = 12;
+    let rig = start(backend, 8, |o| {
+        o.token = Some(TOKEN.to_owned());
+        o.sessions = sessions;
+        o.player_interval_ms = 200;
+        o.session_min_secs = 3;
+        o.session_max_secs = 3;
+    })
+    .await;
+    let version = rig.new_version();
+    rig.wait(|| async { rig.simulator.stats.played().len() >= 2 })
+        .await;
+
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 8,
+            "drain_deadline_secs": 60, "push_first": true,
+        }))
+        .await;
+    let done = rig.wait_for_rollout(&rollout["id"], "done").await;
+
+    let phones = done["phones"].as_array().unwrap();
+    assert_eq!(phones.len(), 8);
+    for phone in phones {
+        let phone_id = phone["phone_id"].as_str().unwrap();
+        assert_eq!(phone["state"], "done", "{phone}");
+        assert_eq!(rig.updates_of(phone_id), 1, "updated once: {phone_id}");
+        let installed = rig.simulator.fleet.lock().phone(phone_id).unwrap().versions[APP].clone();
+        assert_eq!(installed, version);
+        // None allocated while drained: no session of the phone was minted between its
+        // drain and its return to the pool.
+        let (drained, back) = (time(&phone["drained_at"]), time(&phone["finished_at"]));
+        let list = rig
+            .get(&format!("/api/v1/sessions?phone_id={phone_id}&limit=100"))
+            .await;
+        for session in list["sessions"].as_array().unwrap() {
+            let created = time(&session["created_at"]).unwrap();
+            assert!(
+                !(drained.unwrap() < created && created < back.unwrap()),
+                "{session} minted on {phone_id} while drained ({phone})"
+            );
+        }
+    }
+    // None interrupted: an update restarts the game (the simulator loses the session, as
+    // a real phone would), so every started session ending with its quit proves none was.
+    rig.wait(|| async {
+        let stats = &rig.simulator.stats;
+        stats
+            .sessions_started
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == sessions
+            && stats.played().len() as u64 == sessions
+    })
+    .await;
+    rig.simulator.stop().await;
+}
+
+async fn a_version_not_on_the_servers_is_refused_naming_them_5_3_1(backend: Backend) {
+    let rig = start(backend, 3, |o| o.phones_per_server = 2).await;
+    let version = rig.new_version();
+
+    let res = rig
+        .post(
+            "/api/v1/rollouts",
+            &json!({"app_id": APP, "app_version_ids": [version]}),
+        )
+        .await;
+
+    let body = assert_error(res, 409, "CPHUB.VERSION_NOT_PUSHED").await;
+    let servers = rig.simulator.fleet.lock().server_ids();
+    assert_eq!(servers.len(), 2);
+    for server in servers {
+        assert!(
+            body["error_msg"].as_str().unwrap().contains(&server),
+            "{body}"
+        );
+    }
+    assert_eq!(rig.get("/api/v1/rollouts").await["rollouts"], json!([]));
+    rig.simulator.stop().await;
+}
+
+async fn a_failing_canary_pauses_the_rollout_and_an_abort_returns_the_phones_4_4_1(
+    backend: Backend,
+) {
+    let rig = start(backend, 4, |_| {}).await;
+    let version = rig.new_version();
+    // The canary is the first phone in id order.
+    let canary = {
+        let mut fleet = rig.simulator.fleet.lock();
+        fleet.phones[0].faults.update_fails = true;
+        fleet.phones[0].phone_id.clone()
+    };
+
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 1, "batch_size": 3,
+            "max_failures": 0, "push_first": true,
+        }))
+        .await;
+    let paused = rig.wait_for_rollout(&rollout["id"], "paused").await;
+
+    assert_eq!(paused["paused_by"], "cphub");
+    let phones = paused["phones"].as_array().unwrap();
+    let step = |id: &str| phones.iter().find(|p| p["phone_id"] == id).unwrap()["state"].clone();
+    assert_eq!(step(&canary), "failed");
+    assert!(
+        phones[0]["error"].as_str().unwrap().contains("4.4.1"),
+        "{paused}"
+    );
+    for phone in &phones[1..] {
+        assert_eq!(
+            phone["state"], "pending",
+            "no batch after a failed canary: {paused}"
+        );
+        assert_eq!(rig.updates_of(phone["phone_id"].as_str().unwrap()), 0);
+    }
+
+    let res = rig
+        .post(
+            &format!("/api/v1/rollouts/{}/abort", rollout["id"]),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let aborted = rig.rollout(&rollout["id"]).await;
+    assert_eq!(aborted["state"], "aborted");
+    // Every phone is in the pool again: four mints get four phones.
+    for user in 0..4 {
+        rig.app
+            .mint_ok(&json!({"app_id": APP, "user_id": format!("u-{user}")}))
+            .await;
+    }
+    let res = rig
+        .post(
+            &format!("/api/v1/rollouts/{}/resume", rollout["id"]),
+            &json!({}),
+        )
+        .await;
+    assert_error(res, 409, "CPHUB.ROLLOUT_CONFLICT").await;
+    rig.simulator.stop().await;
+}
+
+/// cphub stops while a batch's updates run (their jobs take 1.5 s), and the answers of
+/// the first two 5.3.7 calls are lost (7.1.2: performed, answered 502): a new cphub on the
+/// same database follows the updates it finds (by request id, 4.4.2) and finishes the
+/// rollout, and the simulator ran exactly one update per phone.
+async fn a_restarted_cphub_finishes_the_rollout_updating_no_phone_twice_7_1_2(backend: Backend) {
+    use cphub::simulator::control_plane::{LostAnswer, Operation};
+    let rig = start(backend, 6, |o| o.job_delay_ms = 1500).await;
+    let version = rig.new_version();
+    (rig.simulator.faults).lose_answers(Operation::UpdateAppVersion, 2, LostAnswer::BadGateway);
+
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 3,
+            "push_first": true,
+        }))
+        .await;
+    rig.wait(|| async {
+        let now = rig.rollout(&rollout["id"]).await;
+        let phones = now["phones"].as_array().cloned().unwrap_or_default();
+        phones.iter().filter(|p| p["state"] == "updating").count() == 3
+    })
+    .await;
+    let Rig {
+        app,
+        simulator,
+        settings,
+    } = rig;
+    let db = app.stop().await;
+    let app = TestApp::spawn_on(db, &settings).await;
+    let rig = Rig {
+        app,
+        simulator,
+        settings,
+    };
+
+    let done = rig.wait_for_rollout(&rollout["id"], "done").await;
+
+    for phone in done["phones"].as_array().unwrap() {
+        let phone_id = phone["phone_id"].as_str().unwrap();
+        assert_eq!(phone["state"], "done", "{phone}");
+        assert_eq!(phone["attempts"], 1, "{phone}");
+        assert_eq!(rig.updates_of(phone_id), 1, "updated once: {phone_id}");
+    }
+    rig.simulator.stop().await;
+}

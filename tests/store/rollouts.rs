@@ -1,0 +1,224 @@
+//! Rollouts in the book (`store/rollout.rs`, migration 0016): a phone drained by a rollout
+//! is skipped by a mint and by the wait queue, and returned when the rollout pauses or is
+//! aborted; one rollout per app at a time; a phone moves only from the step it is at, so two
+//! writers never both send its update (chapter 5.3.7).
+
+use cphub::domain::{Action, Outcome, PhoneStep, Priority, QueueId, Reason, RecoveryMark};
+use cphub::domain::{PhoneId, RolloutPlan, RolloutState, UserId};
+use cphub::store::{Allocation, NewQueueEntry, NewRecovery, NewRollout};
+use cphub::store::{StateChange, StepChange};
+
+use crate::backend_tests;
+use crate::helpers::*;
+
+backend_tests!(
+    a_drained_phone_is_neither_minted_nor_given_to_the_queue,
+    a_pause_or_an_abort_returns_draining_phones_to_the_pool,
+    one_rollout_per_app_at_a_time,
+    a_phone_moves_only_from_the_step_it_is_at_so_its_update_is_sent_once_5_3_7,
+    the_watchdog_does_not_see_a_phone_the_rollout_is_updating,
+    the_rollout_sees_a_phone_the_watchdog_is_recovering,
+);
+
+/// A drained phone about to be sent its update (5.3.7), at 19:00.
+fn send_update(rollout_id: i64, phone_id: &PhoneId) -> StepChange<'_> {
+    StepChange {
+        rollout_id,
+        phone_id,
+        from: PhoneStep::Draining,
+        to: PhoneStep::Updating,
+        attempt: true,
+        request_id: None,
+        job_id: None,
+        error: None,
+        now: at("19:00:00"),
+    }
+}
+
+fn new_rollout(phones: &[&str]) -> NewRollout {
+    NewRollout {
+        app_id: aid(APP),
+        app_version_ids: vec!["v2".to_owned()],
+        target: serde_json::json!("all"),
+        plan: RolloutPlan::new(0, 10, 0, 60, false).unwrap(),
+        phones: phones.iter().map(|p| pid(p)).collect(),
+        now: at("18:59:30"),
+    }
+}
+
+/// Creates the rollout and drains its first batch (every phone).
+async fn drain_all(store: &TestStore, phones: &[&str]) -> i64 {
+    let rollout = store
+        .create_rollout(&new_rollout(phones))
+        .await
+        .unwrap()
+        .expect("created");
+    let taken = store
+        .take_rollout_batch(rollout.id, 1, 10, at("18:59:40"))
+        .await
+        .unwrap();
+    assert_eq!(taken, phones.len() as u64);
+    rollout.id
+}
+
+async fn a_drained_phone_is_neither_minted_nor_given_to_the_queue(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    drain_all(&store, &["p-1"]).await;
+
+    let first = mint(&store, at_seven("s-1")).await;
+    let second = mint(&store, at_seven("s-2")).await;
+
+    assert_eq!(allocated(&first).as_deref(), Some("p-2"));
+    assert_eq!(second, Allocation::NoFreePhone, "p-1 is drained");
+    let entry = NewQueueEntry {
+        queue_id: QueueId::parse("queue_id", "q-1".to_owned()).unwrap(),
+        app_id: aid(APP),
+        user_id: UserId::parse("user_id", "u-1".to_owned()).unwrap(),
+        priority: Priority::parse("priority", 0).unwrap(),
+        now: at("19:00:00"),
+        expires_at: at("19:10:00"),
+    };
+    store.join_queue(&entry, &mint_times()).await.unwrap();
+    let pass = store.serve_queue(&mint_times()).await.unwrap();
+    assert_eq!(pass.assigned, 0, "the queue skips the drained phone too");
+}
+
+async fn a_pause_or_an_abort_returns_draining_phones_to_the_pool(backend: Backend) {
+    for to in [RolloutState::Paused, RolloutState::Aborted] {
+        let store = open(backend).await;
+        idle_phones(&store, &["p-1"], "18:59:00").await;
+        let id = drain_all(&store, &["p-1"]).await;
+        assert_eq!(mint(&store, at_seven("s-1")).await, Allocation::NoFreePhone);
+
+        let change = StateChange {
+            id,
+            from: &[RolloutState::Running],
+            to,
+            by: Some("operator"),
+            why: Some("looks wrong"),
+            now: at("18:59:50"),
+        };
+        let changed = store.set_rollout_state(&change).await.unwrap().unwrap();
+
+        assert_eq!(changed.state, to);
+        let phones = store.rollout_phones(id).await.unwrap();
+        assert_eq!(phones[0].state, PhoneStep::Pending, "{to}");
+        let minted = mint(&store, at_seven("s-1")).await;
+        assert_eq!(allocated(&minted).as_deref(), Some("p-1"), "{to}");
+        // Only from the states it names.
+        assert!(store.set_rollout_state(&change).await.unwrap().is_none());
+    }
+}
+
+async fn one_rollout_per_app_at_a_time(backend: Backend) {
+    let store = open(backend).await;
+    let first = store.create_rollout(&new_rollout(&["p-1"])).await.unwrap();
+    let id = first.expect("the first is created").id;
+
+    let second = store.create_rollout(&new_rollout(&["p-2"])).await.unwrap();
+
+    assert!(second.is_none(), "the app already has a running rollout");
+    let abort = StateChange {
+        id,
+        from: &[RolloutState::Running, RolloutState::Paused],
+        to: RolloutState::Aborted,
+        by: None,
+        why: None,
+        now: at("19:00:00"),
+    };
+    store.set_rollout_state(&abort).await.unwrap().unwrap();
+    let third = store.create_rollout(&new_rollout(&["p-2"])).await.unwrap();
+    assert!(third.is_some(), "once it ended, the app takes another");
+}
+
+async fn a_phone_moves_only_from_the_step_it_is_at_so_its_update_is_sent_once_5_3_7(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    let id = drain_all(&store, &["p-1"]).await;
+    let phone = pid("p-1");
+    let send = send_update(id, &phone);
+
+    let first = store.step_rollout_phone(&send).await.unwrap();
+    let again = store.step_rollout_phone(&send).await.unwrap();
+
+    assert!(first);
+    assert!(!again, "a second writer finds it updating already");
+    let noted = StepChange {
+        from: PhoneStep::Updating,
+        to: PhoneStep::Updating,
+        attempt: false,
+        job_id: Some("job-1"),
+        ..send.clone()
+    };
+    assert!(store.step_rollout_phone(&noted).await.unwrap());
+    let phones = store.rollout_phones(id).await.unwrap();
+    assert_eq!(phones[0].attempts, 1);
+    assert_eq!(phones[0].job_id.as_deref(), Some("job-1"));
+    assert_eq!(phones[0].submitted_at, Some(at("19:00:00")));
+    assert_eq!(store.rollout_jobs_in_flight().await.unwrap(), 1);
+    assert!(!store.finish_rollout(id, at("19:01:00")).await.unwrap());
+    let done = StepChange {
+        from: PhoneStep::Updating,
+        to: PhoneStep::Done,
+        attempt: false,
+        job_id: None,
+        ..send
+    };
+    assert!(store.step_rollout_phone(&done).await.unwrap());
+    assert!(store.finish_rollout(id, at("19:01:00")).await.unwrap());
+    let rollout = store.rollout(id).await.unwrap().unwrap();
+    assert_eq!(rollout.state, RolloutState::Done);
+}
+
+async fn the_watchdog_does_not_see_a_phone_the_rollout_is_updating(backend: Backend) {
+    let store = open(backend).await;
+    // Both silent since 18:59 (stale at 19:00 with freshness from 18:59:30).
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    let id = drain_all(&store, &["p-1"]).await;
+    let phone = pid("p-1");
+    let send = send_update(id, &phone);
+    let fresh_since = at("18:59:30");
+    let before: Vec<String> = (store.unhealthy_phones(fresh_since).await.unwrap())
+        .iter()
+        .map(|p| p.phone_id.to_string())
+        .collect();
+    assert_eq!(before, ["p-1", "p-2"], "draining is not updating yet");
+
+    store.step_rollout_phone(&send).await.unwrap();
+
+    let after: Vec<String> = (store.unhealthy_phones(fresh_since).await.unwrap())
+        .iter()
+        .map(|p| p.phone_id.to_string())
+        .collect();
+    assert_eq!(after, ["p-2"]);
+}
+
+/// The engine waits while `recovering` is true (rollout/engine.rs `drain`): a pending
+/// recovery, or the mark it leaves, counts.
+async fn the_rollout_sees_a_phone_the_watchdog_is_recovering(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    let id = drain_all(&store, &["p-1", "p-2"]).await;
+    let recovery = NewRecovery {
+        phone_id: pid("p-1"),
+        reason: Reason::Stale,
+        action: Action::Restart,
+        dry_run: false,
+        outcome: Outcome::Pending,
+        error: None,
+        started_at: at("18:59:45"),
+        ended_at: None,
+        detail: None,
+        phone_state: Some(RecoveryMark::Recovering),
+    };
+
+    store.start_recovery(&recovery).await.unwrap();
+
+    let phones = store.rollout_phones(id).await.unwrap();
+    let recovering: Vec<bool> = phones.iter().map(|p| p.recovering).collect();
+    assert_eq!(recovering, [true, false]);
+    assert!(phones.iter().all(|p| !p.in_session));
+}
