@@ -159,6 +159,7 @@ async fn note_account_refusal(
             phone_ids.len()
         )),
         phone_state: None,
+        diagnostics: Default::default(),
     };
     let recorded = match store::connect(&settings.database).await {
         Ok(book) => book.start_recovery(&record).await.map(drop),

@@ -57,6 +57,12 @@ impl EncodeServerState {
     }
 }
 
+impl From<i32> for EncodeServerState {
+    fn from(status: i32) -> Self {
+        EncodeServerState::of(status)
+    }
+}
+
 impl std::fmt::Display for EncodeServerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.pad(self.as_str())

@@ -397,6 +397,7 @@ impl Watchdog {
             ended_at: Some(now),
             detail: Some(detail),
             phone_state: None,
+            diagnostics: Default::default(),
         };
         self.store.start_recovery(&record).await?;
         self.metrics
@@ -481,6 +482,7 @@ impl Watchdog {
             ended_at: Some(now),
             detail: None,
             phone_state: (!self.settings.dry_run).then_some(RecoveryMark::Broken),
+            diagnostics: Default::default(),
         };
         self.store.start_recovery(&record).await?;
         self.metrics
@@ -523,6 +525,7 @@ impl Watchdog {
             ended_at: dry_run.then_some(now),
             detail: reset.as_ref().map(|r| r.note.clone()),
             phone_state: (!dry_run).then_some(RecoveryMark::Recovering),
+            diagnostics: Default::default(),
         };
         let recovery = self.store.start_recovery(&record).await?;
         tracing::info!(
@@ -587,6 +590,7 @@ impl Watchdog {
             ended_at: Some(now),
             detail: None,
             phone_state: None,
+            diagnostics: Default::default(),
         };
         let recovery = self.store.start_recovery(&record).await?;
         self.metrics
