@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::domain::ShellCommand;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
@@ -446,6 +447,15 @@ pub struct WatchdogSettings {
     pub server_incident_share: f64,
     /// Servers with fewer phones than this never make an incident (at least 1).
     pub server_incident_min_phones: usize,
+    #[serde(deserialize_with = "positive")]
+    pub encode_server_interval_secs: u64,
+    pub encode_server_cooldown_secs: u64,
+    pub encode_server_hourly_cap: u32,
+    /// Commands run before a reset (chapter 4.7.5), checked against its limits on load.
+    #[serde(deserialize_with = "shell_commands")]
+    pub diagnostics: Vec<ShellCommand>,
+    #[serde(deserialize_with = "positive")]
+    pub diagnostics_timeout_ms: u64,
 }
 
 impl WatchdogSettings {
@@ -467,6 +477,16 @@ impl WatchdogSettings {
         }
         Ok(())
     }
+}
+
+/// Commands within 4.7.5's limits; one beyond them fails the load, naming it.
+fn shell_commands<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ShellCommand>, D::Error> {
+    (plain_list_or_comma_separated(d)?.iter())
+        .map(|text| {
+            ShellCommand::parse(text)
+                .map_err(|e| serde::de::Error::custom(format!("diagnostic {text:?}: {e}")))
+        })
+        .collect()
 }
 
 fn plain_list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

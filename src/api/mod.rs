@@ -1,6 +1,7 @@
 //! The operator API under `/api/v1`: bearer token from `api.tokens` on every route.
 
 mod auth;
+mod encode;
 mod phones;
 mod queue;
 mod sessions;
@@ -47,7 +48,10 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::GET, "/phones/{phone_id}", phones::show),
         Endpoint::new(Method::POST, "/phones/{phone_id}/restart", phones::restart),
         Endpoint::new(Method::POST, "/phones/{phone_id}/reset", phones::reset),
+        Endpoint::new(Method::POST, "/phones/{phone_id}/exec", encode::exec),
         Endpoint::new(Method::GET, "/recoveries", phones::recoveries),
+        Endpoint::new(Method::GET, "/recoveries/{id}", encode::recovery),
+        Endpoint::new(Method::GET, "/encode-servers", encode::list),
         Endpoint::new(Method::GET, "/usage", usage::usage),
         Endpoint::new(Method::GET, "/openapi.json", api_document::serve),
     ]
@@ -68,6 +72,9 @@ pub fn endpoints() -> Vec<Endpoint> {
     phones::restart,
     phones::reset,
     phones::recoveries,
+    encode::exec,
+    encode::recovery,
+    encode::list,
     usage::usage,
     crate::http::api_document::serve,
 ))]
@@ -103,6 +110,8 @@ pub enum ApiError {
     CphNotConfigured,
     #[error(transparent)]
     RecoveryRefused(crate::watchdog::WatchdogError),
+    #[error("command: {0}")]
+    InvalidCommand(#[from] crate::domain::ShellCommandError),
     #[error("could not render the report: {0}")]
     Render(String),
 }
@@ -138,6 +147,7 @@ impl ApiError {
             ApiError::QueueEntryClosed => ErrorCode::QueueEntryClosed,
             ApiError::CphNotConfigured => ErrorCode::CphNotConfigured,
             ApiError::RecoveryRefused(_) => ErrorCode::RecoveryRefused,
+            ApiError::InvalidCommand(_) => ErrorCode::InvalidCommand,
             ApiError::Store(e) if e.is_retryable() => ErrorCode::Unavailable,
             ApiError::Store(_) | ApiError::Render(_) => ErrorCode::Internal,
         }

@@ -33,13 +33,14 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     QueueEntryClosed,
     RecoveryRefused,
+    InvalidCommand,
     CphNotConfigured,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -62,6 +63,7 @@ impl ErrorCode {
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::QueueEntryClosed,
         ErrorCode::RecoveryRefused,
+        ErrorCode::InvalidCommand,
         ErrorCode::CphNotConfigured,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
@@ -91,6 +93,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => "CPHUB.IDEMPOTENCY_KEY_REUSED",
             ErrorCode::QueueEntryClosed => "CPHUB.QUEUE_ENTRY_CLOSED",
             ErrorCode::RecoveryRefused => "CPHUB.RECOVERY_REFUSED",
+            ErrorCode::InvalidCommand => "CPHUB.INVALID_COMMAND",
             ErrorCode::CphNotConfigured => "CPHUB.CPH_NOT_CONFIGURED",
             ErrorCode::Unavailable => "CPHUB.UNAVAILABLE",
             ErrorCode::Internal => "CPHUB.INTERNAL",
@@ -112,6 +115,7 @@ impl ErrorCode {
         match self {
             ErrorCode::MalformedJson
             | ErrorCode::InvalidField
+            | ErrorCode::InvalidCommand
             | ErrorCode::InvalidTime
             | ErrorCode::UnknownEventType
             | ErrorCode::UnknownStatus => StatusCode::BAD_REQUEST,

@@ -4,6 +4,8 @@
 //! recovery log, and the jobs are followed to their end. The hold sweeper, the other loop
 //! that frees phones, lives here too ([`HoldSweeper`]).
 
+mod diagnostics;
+mod encode;
 mod holds;
 mod incidents;
 mod policy;
@@ -31,7 +33,9 @@ use crate::cph::{
 };
 use crate::domain::{PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
-use crate::store::{FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError};
+use crate::store::{
+    Diagnostics, FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError,
+};
 use crate::telemetry::ErrorChain;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,8 @@ pub struct Watchdog {
     account_log_seen: Mutex<i64>,
     /// Servers whose incident this replica closed, and when (see `incidents.rs`).
     closed_incidents: Mutex<HashMap<String, UtcTime>>,
+    /// When the encoding servers were last listed (see `encode.rs`).
+    encode_servers_listed: Mutex<Option<Instant>>,
 }
 
 /// Why recoveries are paused, and the phone whose re-read tells when they may resume.
@@ -118,6 +124,7 @@ impl Watchdog {
             following: Mutex::new(HashSet::new()),
             paused: Mutex::new(None),
             closed_incidents: Mutex::new(HashMap::new()),
+            encode_servers_listed: Mutex::new(None),
             created_at,
             account_log_seen: Mutex::new(0),
         })
@@ -178,6 +185,7 @@ impl Watchdog {
             return Ok(());
         }
         let mut in_flight = pending.len();
+        in_flight += self.watch_encode_servers(now, in_flight).await?;
         for phone in phones {
             if self.pause().is_some() {
                 break;
@@ -509,6 +517,11 @@ impl Watchdog {
             },
             Action::Restart | Action::MarkBroken | Action::Hold => None,
         };
+        // Only a reset that will be sent wipes the evidence; a dry run calls nothing.
+        let diagnostics = match (&reset, dry_run) {
+            (Some(_), false) => self.diagnose(phone_id).await,
+            _ => Diagnostics::default(),
+        };
         let now = self.clock.now();
         let record = NewRecovery {
             phone_id: phone_id.clone(),
@@ -525,7 +538,7 @@ impl Watchdog {
             ended_at: dry_run.then_some(now),
             detail: reset.as_ref().map(|r| r.note.clone()),
             phone_state: (!dry_run).then_some(RecoveryMark::Recovering),
-            diagnostics: Default::default(),
+            diagnostics,
         };
         let recovery = self.store.start_recovery(&record).await?;
         tracing::info!(
@@ -805,6 +818,13 @@ impl Watchdog {
                     return Ok(None);
                 }
             }
+        }
+        if recovery.reason == Reason::EncodeServerAbnormal {
+            if let Some((outcome, note)) = self.settle_encode_server(&recovery.phone_id).await {
+                self.finish(recovery.id, action, outcome, None, Some(note))
+                    .await?;
+            }
+            return Ok(None);
         }
         let fresh = match self.client.phone(&recovery.phone_id).await {
             Ok(detail) => detail.phone.status,

@@ -12,6 +12,7 @@ mod cli;
 mod cph_client;
 mod db_faults;
 mod docs;
+mod encode_servers;
 mod events;
 mod health;
 mod heartbeat;
