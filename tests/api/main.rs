@@ -11,6 +11,7 @@ mod binary;
 mod cli;
 mod cph_client;
 mod db_faults;
+mod diagnostics;
 mod docs;
 mod encode_servers;
 mod events;
