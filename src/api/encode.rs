@@ -65,6 +65,10 @@ pub(super) async fn recovery(
 pub(super) struct ExecRequest {
     /// An ADB shell command: at most 1,024 bytes of letters, digits, spaces and `_ . / : -`
     /// (chapter 4.7.5).
+    #[schema(
+        max_length = 1024,
+        pattern = "^[A-Za-z0-9_./: -]*[A-Za-z0-9_./:-][A-Za-z0-9_./: -]*$"
+    )]
     command: String,
 }
 
