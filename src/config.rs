@@ -639,6 +639,24 @@ mod tests {
     use super::*;
     use secrecy::ExposeSecret;
 
+    /// 4.7.5's limits hold at load: a diagnostic the API would refuse fails the start,
+    /// naming it; those within them load in order.
+    #[test]
+    fn diagnostics_beyond_the_limits_of_4_7_5_fail_the_load() {
+        let error = Settings::with_overrides("[watchdog]\ndiagnostics = [\"ls\", \"ls; rm\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("ls; rm") && error.contains("4.7.5"),
+            "{error}"
+        );
+        let s =
+            Settings::with_overrides("[watchdog]\ndiagnostics = [\"ls -l /data\", \"top -n 1\"]\n")
+                .unwrap();
+        let loaded: Vec<&str> = s.watchdog.diagnostics.iter().map(|c| c.as_str()).collect();
+        assert_eq!(loaded, ["ls -l /data", "top -n 1"]);
+    }
+
     #[test]
     fn defaults_parse_and_match_the_interface_contract() {
         let s = Settings::with_overrides("").unwrap();

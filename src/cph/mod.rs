@@ -279,9 +279,10 @@ impl CphClient {
         Ok(answer.jobs)
     }
 
-    /// One command on one phone, as a [`CommandRun`] whatever happens: at most `wait` for
-    /// the answer (4.7.5 gives each phone 2 s and the call 30 s; a control plane that hangs
-    /// must not hold the caller, who may be about to reset the phone).
+    /// One command on one phone, as a [`CommandRun`] whatever happens. One phone a call:
+    /// 4.7.5 gives each phone 2 s and the whole call at most 30 s, so a call for more than
+    /// 15 phones could run out of time. At most `wait` for the answer: a control plane that
+    /// hangs must not hold the caller, who may be about to reset the phone.
     pub async fn run_command(
         &self,
         phone_id: &str,
