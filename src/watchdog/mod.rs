@@ -1,7 +1,9 @@
 //! The fleet watchdog (docs/operations.md). Each pass, on the one replica that
 //! holds the lease: sessions of silent phones are closed as abandoned; unhealthy phones are
-//! restarted, then reset, then marked broken, within budgets; every decision goes to the
-//! recovery log, and the jobs are followed to their end. The hold sweeper, the other loop
+//! restarted, then reset (after the operator's diagnostics, `diagnostics.rs`), then marked
+//! broken, within budgets; abnormal encoding servers are restarted within their own
+//! (`encode.rs`); every decision goes to the recovery log, and the jobs are followed to
+//! their end. The hold sweeper, the other loop
 //! that frees phones, lives here too ([`HoldSweeper`]).
 
 mod diagnostics;

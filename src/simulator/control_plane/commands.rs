@@ -16,7 +16,7 @@ use super::error::ControlPlaneError;
 use super::faults::Operation;
 use super::wire::{created_json, parse_json};
 use crate::cph::model::job_status;
-use crate::domain::{MAX_OUTPUT_BYTES, ShellCommand, truncate_bytes};
+use crate::domain::{MAX_OUTPUT_BYTES, truncate_bytes};
 use crate::http::request_id;
 use crate::simulator::fleet::Fleet;
 
@@ -49,8 +49,10 @@ pub(super) async fn run_sync_command(
         );
         return Err(ControlPlaneError::InvalidParameter(why));
     }
-    ShellCommand::parse(&body.content)
-        .map_err(|e| ControlPlaneError::InvalidParameter(format!("content is invalid: {e}")))?;
+    if !within_limits(&body.content) {
+        let why = "content is invalid: at most 1024 bytes of letters, digits, _ . / : -";
+        return Err(ControlPlaneError::InvalidParameter(why.into()));
+    }
     let faults = &cp.settings.faults;
     if let Some(delay) = faults.commands_hang() {
         tokio::time::sleep(delay).await;
@@ -104,6 +106,17 @@ fn run(fleet: &Fleet, phone_id: &str, content: &str, fail: bool) -> Value {
         "error_code": code, "error_msg": message,
         "execute_msg": truncate_bytes(&output, MAX_OUTPUT_BYTES),
     })
+}
+
+/// 4.7.5's `content`, read from the reference here rather than from cphub's own check, so
+/// that the fake holds cphub to the reference: "a maximum of 1024 bytes, including only
+/// uppercase letters, lowercase letters, digits, underscores (_), periods (.), slashes (/),
+/// colons (:), and hyphens (-)". The list has no space, but its own example request is
+/// `"ls -l /system"`: the space is taken as allowed. Empty content is refused too.
+fn within_limits(content: &str) -> bool {
+    let allowed =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/' | b':' | b'-' | b' ');
+    !content.trim().is_empty() && content.len() <= 1024 && content.bytes().all(allowed)
 }
 
 fn not_found(content: &str) -> String {
