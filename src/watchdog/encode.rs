@@ -25,11 +25,11 @@ enum Wait {
     HourlyCap,
 }
 
-/// The encoding server's restarts of the last hour (newest first) against its budgets.
+/// The encoding server's restarts of the last hour (newest first) against its budgets. A
+/// restart refused for the account (7.2) did nothing to the server and counts for nothing.
 fn budget(history: &[super::Past], now: UtcTime, cooldown: Duration, cap: u32) -> Option<Wait> {
-    let acted: Vec<_> = history
-        .iter()
-        .filter(|p| p.outcome != Outcome::Skipped)
+    let acted: Vec<_> = (history.iter())
+        .filter(|p| p.outcome != Outcome::Skipped && !p.account_blocked)
         .collect();
     let last = acted.first()?;
     if last.outcome == Outcome::Pending {
@@ -281,5 +281,14 @@ mod tests {
         );
         let skipped = [restart(0, Outcome::Skipped)];
         assert_eq!(budget(&skipped, at(10), cooldown, 2), None);
+        let refused = [Past {
+            account_blocked: true,
+            ..restart(0, Outcome::Error)
+        }];
+        assert_eq!(
+            budget(&refused, at(10), cooldown, 2),
+            None,
+            "7.2: the account, not the server"
+        );
     }
 }
