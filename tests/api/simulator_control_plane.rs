@@ -1625,3 +1625,51 @@ async fn sync_commands_answer_per_phone_as_the_4_7_5_example() {
     assert_error(refused, 400, "CPS.0200").await;
     fake.stop().await;
 }
+
+/// Huawei's SDK lists the encoding servers (4.6.1), restarts one and follows its job
+/// (4.6.2, 4.4.1), and runs a synchronous command (4.7.5) against the fake: its paths,
+/// bodies and response models are the fake's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_reaches_encoding_servers_and_sync_commands() {
+    let fake = FakeCph::start(2).await;
+    let phone = fake.phone_id(1);
+    let encode_server_id = {
+        let mut fleet = fake.fleet.lock();
+        fleet
+            .command_outputs
+            .insert("getprop sys.boot_completed".into(), "1".into());
+        fleet.set_encode_server_abnormal(0);
+        fleet.encode_servers[0].encode_server_id.clone()
+    };
+
+    let mut args = sdk_args(&fake, SK);
+    args.extend(["--phone-id".into(), phone.clone()]);
+    args.extend(["--encode-server-id".into(), encode_server_id.clone()]);
+    args.extend(["--command".into(), "getprop sys.boot_completed".into()]);
+    let (exit, lines, output) = run_python_sdk(args).await;
+
+    assert!(exit.success(), "the SDK run failed:\n{output}");
+    let calls: Vec<&str> = lines.iter().map(|l| l["call"].as_str().unwrap()).collect();
+    assert_eq!(
+        calls,
+        [
+            "ListEncodeServers",
+            "RestartEncodeServer",
+            "ShowJob",
+            "RunSyncCommand"
+        ],
+        "{output}"
+    );
+    assert_eq!(lines[0]["response"]["encode_servers"][0]["status"], 2);
+    assert_eq!(
+        lines[1]["response"]["jobs"][0]["encode_server_id"],
+        encode_server_id.as_str()
+    );
+    let run = &lines[3]["response"]["jobs"][0];
+    assert_eq!(
+        (&run["phone_id"], &run["execute_msg"], &run["error_code"]),
+        (&json!(phone), &json!("1"), &json!(""))
+    );
+    assert_eq!(fake.fleet.lock().encode_servers[0].status, 1);
+    fake.stop().await;
+}
