@@ -44,6 +44,7 @@ KNOWN_METRICS = {
     "cphub_heartbeats_total": ("counter", set()),
     "cphub_phones": ("gauge", {"state"}),
     "cphub_rollout_phones": ("gauge", {"state"}),
+    "cphub_encode_servers": ("gauge", {"state"}),
     "cphub_queue_length": ("gauge", {"app_id"}),
     "cphub_queue_wait_seconds": ("histogram", set()),
     "cphub_queue_expired_total": ("counter", set()),
@@ -81,6 +82,10 @@ KNOWN_VALUES = {
         # creation or stopping failed (docs/operations.md, the phone status table).
         "idle", "allocated", "occupied", "stale", "unavailable", "out_of_service",
         "recovering", "broken",
+    },
+    # Chapter 4.6.1's statuses as cphub names them (src/domain/encode_server.rs).
+    ("cphub_encode_servers", "state"): {
+        "running", "abnormal", "restarting", "frozen", "stopped", "creating", "unknown",
     },
     ("cphub_sign_checks_total", "result"): {"ok", "retry", "reconnect"} | REFUSALS,
     ("cphub_sign_check_decrypt_total", "result"): {"ok", "failed", "absent"},

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::domain::ShellCommand;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
@@ -446,6 +447,15 @@ pub struct WatchdogSettings {
     pub server_incident_share: f64,
     /// Servers with fewer phones than this never make an incident (at least 1).
     pub server_incident_min_phones: usize,
+    #[serde(deserialize_with = "positive")]
+    pub encode_server_interval_secs: u64,
+    pub encode_server_cooldown_secs: u64,
+    pub encode_server_hourly_cap: u32,
+    /// Commands run before a reset (chapter 4.7.5), checked against its limits on load.
+    #[serde(deserialize_with = "shell_commands")]
+    pub diagnostics: Vec<ShellCommand>,
+    #[serde(deserialize_with = "positive")]
+    pub diagnostics_timeout_ms: u64,
 }
 
 impl WatchdogSettings {
@@ -467,6 +477,16 @@ impl WatchdogSettings {
         }
         Ok(())
     }
+}
+
+/// Commands within 4.7.5's limits; one beyond them fails the load, naming it.
+fn shell_commands<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ShellCommand>, D::Error> {
+    (plain_list_or_comma_separated(d)?.iter())
+        .map(|text| {
+            ShellCommand::parse(text)
+                .map_err(|e| serde::de::Error::custom(format!("diagnostic {text:?}: {e}")))
+        })
+        .collect()
 }
 
 fn plain_list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -618,6 +638,24 @@ pub fn default_config_dir() -> PathBuf {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    /// 4.7.5's limits hold at load: a diagnostic the API would refuse fails the start,
+    /// naming it; those within them load in order.
+    #[test]
+    fn diagnostics_beyond_the_limits_of_4_7_5_fail_the_load() {
+        let error = Settings::with_overrides("[watchdog]\ndiagnostics = [\"ls\", \"ls; rm\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("ls; rm") && error.contains("4.7.5"),
+            "{error}"
+        );
+        let s =
+            Settings::with_overrides("[watchdog]\ndiagnostics = [\"ls -l /data\", \"top -n 1\"]\n")
+                .unwrap();
+        let loaded: Vec<&str> = s.watchdog.diagnostics.iter().map(|c| c.as_str()).collect();
+        assert_eq!(loaded, ["ls -l /data", "top -n 1"]);
+    }
 
     #[test]
     fn defaults_parse_and_match_the_interface_contract() {

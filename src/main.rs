@@ -38,6 +38,11 @@ async fn main() -> ExitCode {
             .await
             .map_err(Into::into),
         Command::Jobs(command) => cli::jobs::run(&settings, command).await.map_err(Into::into),
+        Command::EncodeServers(cli::EncodeServersCommand::List { format }) => {
+            cli::encode::list(&settings, format)
+                .await
+                .map_err(Into::into)
+        }
         Command::Recoveries(command) => cli::recoveries::run(&settings, command)
             .await
             .map_err(Into::into),

@@ -1,6 +1,7 @@
 //! The operator API under `/api/v1`: bearer token from `api.tokens` on every route.
 
 mod auth;
+mod encode;
 mod phones;
 mod queue;
 mod rollouts;
@@ -48,6 +49,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::GET, "/phones/{phone_id}", phones::show),
         Endpoint::new(Method::POST, "/phones/{phone_id}/restart", phones::restart),
         Endpoint::new(Method::POST, "/phones/{phone_id}/reset", phones::reset),
+        Endpoint::new(Method::POST, "/phones/{phone_id}/exec", encode::exec),
         Endpoint::new(Method::GET, "/recoveries", phones::recoveries),
         Endpoint::new(Method::POST, "/rollouts", rollouts::create),
         Endpoint::new(Method::GET, "/rollouts", rollouts::list),
@@ -67,6 +69,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/rollouts/{rollout_id}/abort",
             rollouts::abort,
         ),
+        Endpoint::new(Method::GET, "/recoveries/{id}", encode::recovery),
+        Endpoint::new(Method::GET, "/encode-servers", encode::list),
         Endpoint::new(Method::GET, "/usage", usage::usage),
         Endpoint::new(Method::GET, "/openapi.json", api_document::serve),
     ]
@@ -93,6 +97,9 @@ pub fn endpoints() -> Vec<Endpoint> {
     rollouts::pause,
     rollouts::resume,
     rollouts::abort,
+    encode::exec,
+    encode::recovery,
+    encode::list,
     usage::usage,
     crate::http::api_document::serve,
 ))]
@@ -128,6 +135,8 @@ pub enum ApiError {
     CphNotConfigured,
     #[error(transparent)]
     RecoveryRefused(crate::watchdog::WatchdogError),
+    #[error("command: {0}")]
+    InvalidCommand(#[from] crate::domain::ShellCommandError),
     #[error("could not render the report: {0}")]
     Render(String),
     #[error(transparent)]
@@ -175,6 +184,7 @@ impl ApiError {
             ApiError::CphNotConfigured => ErrorCode::CphNotConfigured,
             ApiError::RecoveryRefused(_) => ErrorCode::RecoveryRefused,
             ApiError::Rollout(e) => rollout_code(e),
+            ApiError::InvalidCommand(_) => ErrorCode::InvalidCommand,
             ApiError::Store(e) if e.is_retryable() => ErrorCode::Unavailable,
             ApiError::Store(_) | ApiError::Render(_) => ErrorCode::Internal,
         }

@@ -2,6 +2,7 @@
 
 mod configure;
 pub mod demo;
+pub mod encode;
 pub mod jobs;
 pub mod phones;
 pub mod queue;
@@ -43,6 +44,9 @@ pub enum Command {
     /// Asynchronous CPH jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Encoding servers, through the CPH management API (chapter 4.6.1).
+    #[command(subcommand)]
+    EncodeServers(EncodeServersCommand),
     /// The watchdog's recovery log (read from the database).
     #[command(subcommand)]
     Recoveries(RecoveriesCommand),
@@ -126,6 +130,23 @@ pub enum PhonesCommand {
         phone_ids: Vec<String>,
         #[command(flatten)]
         wait: Wait,
+    },
+    /// Run one ADB shell command on a phone and print its output (synchronous command API,
+    /// chapter 4.7.5: at most 1,024 bytes of letters, digits, spaces and _ . / : -, checked
+    /// before the call). `cphub phones exec PHONE -- getprop sys.boot_completed`
+    Exec {
+        phone_id: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EncodeServersCommand {
+    /// Every encoding server with its state.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 

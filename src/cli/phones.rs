@@ -29,6 +29,8 @@ pub enum CliError {
     Watchdog(#[from] crate::watchdog::WatchdogError),
     #[error("{0}")]
     InvalidPhone(String),
+    #[error(transparent)]
+    Exec(#[from] super::encode::EncodeError),
 }
 
 pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome, CliError> {
@@ -102,6 +104,9 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
             let property = callback_property(settings, public_url.as_deref(), None)?;
             super::reset::run(settings, phone_ids, property, wait.wait).await
         }
+        PhonesCommand::Exec { phone_id, command } => {
+            Ok(super::encode::exec(settings, phone_id, command).await?)
+        }
         PhonesCommand::Stop { phone_ids, wait } => {
             let client = CphClient::new(&settings.cph)?;
             let items = with_property(&phone_ids, "");
@@ -159,6 +164,7 @@ async fn note_account_refusal(
             phone_ids.len()
         )),
         phone_state: None,
+        diagnostics: Default::default(),
     };
     let recorded = match store::connect(&settings.database).await {
         Ok(book) => book.start_recovery(&record).await.map(drop),

@@ -26,14 +26,20 @@ use serde::de::DeserializeOwned;
 
 pub use auth::Auth;
 pub use error::{ACCOUNT_CODES, CphError, SYSTEM_ERROR};
-pub use model::{App, AppPhone, BatchItem, DeployedApp, Job, Phone, PhoneDetail, PhoneItem};
+pub use model::{
+    App, AppPhone, BatchItem, DeployedApp, EncodeServer, Job, Phone, PhoneDetail, PhoneItem,
+};
 pub use retry::{Backoff, CircuitBreaker};
 
 use crate::config::CphSettings;
+use crate::domain::{CommandOutcome, CommandRun, MAX_OUTPUT_BYTES, ShellCommand, truncate_bytes};
 use crate::metrics::Metrics;
+use crate::telemetry;
+use model::job_status;
 use model::{
-    AppList, AppPhoneList, BatchAnswer, DeployedAppList, ErrorBody, JobList, PhoneIdsBody,
-    PhoneList, PhonesBody, PushBody, PushVersions, UpdateBody, UpdateVersions,
+    AppList, AppPhoneList, BatchAnswer, DeployedAppList, EncodeServerIdsBody, EncodeServerList,
+    ErrorBody, JobList, PhoneIdsBody, PhoneList, PhonesBody, PushBody, PushVersions,
+    SyncCommandAnswer, SyncCommandBody, SyncCommandJob, UpdateBody, UpdateVersions,
 };
 
 const USER_AGENT: &str = concat!("cphub/", env!("CARGO_PKG_VERSION"));
@@ -221,6 +227,92 @@ impl CphClient {
         let path = format!("cloud-phone/phones/{phone_id}/action");
         let body = UpdateBody { update_app_version };
         self.batch("update_app_version", &path, &body).await
+    }
+
+    /// Every encoding server with its status, all pages (chapter 4.6.1).
+    pub async fn list_encode_servers(&self) -> Result<Vec<EncodeServer>, CphError> {
+        self.all_pages(
+            "list_encode_servers",
+            "cloud-phone/encode-servers",
+            &[],
+            |page: EncodeServerList| page.encode_servers,
+        )
+        .await
+    }
+
+    /// Chapter 4.6.2: one job per encoding server, followed like a phone's (4.4).
+    pub async fn restart_encode_servers(&self, ids: &[String]) -> Result<BatchOutcome, CphError> {
+        let body = EncodeServerIdsBody {
+            encode_server_ids: ids.to_vec(),
+        };
+        self.batch(
+            "restart_encode_servers",
+            "cloud-phone/encode-servers/batch-restart",
+            &body,
+        )
+        .await
+    }
+
+    /// Chapter 4.7.5: runs `command` in the ADB shell of each phone and answers with each
+    /// phone's run. Never resent once it may have run (a command is not known to be safe to
+    /// repeat), and never reconciled: its jobs are its answer, there is nothing to follow.
+    pub async fn run_sync_command(
+        &self,
+        phone_ids: &[String],
+        command: &ShellCommand,
+    ) -> Result<Vec<SyncCommandJob>, CphError> {
+        let body = SyncCommandBody {
+            command: "shell",
+            content: command.as_str(),
+            phone_ids: phone_ids.to_vec(),
+        };
+        let body = Some(serde_json::to_vec(&body).map_err(CphError::BadResponse)?);
+        let call = Call {
+            operation: "run_sync_command",
+            method: Method::POST,
+            path: "cloud-phone/phones/sync-commands",
+            query: &[],
+            body,
+            repeatable: Repeatable::OnlyIfNotProcessed,
+        };
+        let answer: SyncCommandAnswer = self.call(call).await?;
+        Ok(answer.jobs)
+    }
+
+    /// One command on one phone, as a [`CommandRun`] whatever happens. One phone a call:
+    /// 4.7.5 gives each phone 2 s and the whole call at most 30 s, so a call for more than
+    /// 15 phones could run out of time. At most `wait` for the answer: a control plane that
+    /// hangs must not hold the caller, who may be about to reset the phone.
+    pub async fn run_command(
+        &self,
+        phone_id: &str,
+        command: &ShellCommand,
+        wait: Duration,
+    ) -> CommandRun {
+        let ids = [phone_id.to_owned()];
+        let answer = tokio::time::timeout(wait, self.run_sync_command(&ids, command)).await;
+        let jobs = match answer {
+            Err(_) => {
+                let why = format!("no answer within {} ms", wait.as_millis());
+                return CommandRun::unanswered(command, CommandOutcome::TimedOut, why);
+            }
+            Ok(Err(error)) => {
+                let why = telemetry::ErrorChain(&error).to_string();
+                return CommandRun::unanswered(command, CommandOutcome::Error, why);
+            }
+            Ok(Ok(jobs)) => jobs,
+        };
+        let job = jobs
+            .into_iter()
+            .find(|job| job.phone_id.as_deref().is_none_or(|id| id == phone_id));
+        match job {
+            Some(job) => command_run(command, job),
+            None => CommandRun::unanswered(
+                command,
+                CommandOutcome::Error,
+                "the answer has no job for the phone (chapter 4.7.5)".into(),
+            ),
+        }
     }
 
     /// Reads `offset`/`limit` pages (4.3.1, 5.1.2, 5.1.3: at most 100 each) until one comes
@@ -432,6 +524,7 @@ impl CphClient {
             .map(|job| BatchItem {
                 phone_id: job.phone_id,
                 server_id: job.server_id,
+                encode_server_id: job.encode_server_id,
                 app_version_id: None,
                 job_id: Some(job.job_id),
                 error_code: job.error_code,
@@ -590,6 +683,32 @@ impl CphClient {
             return Ok(bytes.to_vec());
         }
         Err(api_error(status, &bytes, retry_after, header_request_id))
+    }
+}
+
+/// A phone's job of 4.7.5 as a run: its output cut to the reference's 1,024 bytes.
+fn command_run(command: &ShellCommand, job: SyncCommandJob) -> CommandRun {
+    let outcome = match job.status {
+        job_status::SUCCEEDED => CommandOutcome::Succeeded,
+        job_status::FAILED => CommandOutcome::Failed,
+        _ => CommandOutcome::Error,
+    };
+    let error = (outcome != CommandOutcome::Succeeded).then(|| {
+        format!(
+            "status {}: {}: {}",
+            job.status,
+            job.error_code.unwrap_or_default(),
+            job.error_msg.unwrap_or_default()
+        )
+    });
+    let output = job
+        .execute_msg
+        .map(|text| truncate_bytes(&text, MAX_OUTPUT_BYTES).to_owned());
+    CommandRun {
+        command: command.as_str().to_owned(),
+        outcome,
+        output,
+        error,
     }
 }
 

@@ -251,6 +251,9 @@ pub struct BatchItem {
     /// Server jobs (5.3.4, Table 5-26) name their server instead of a phone.
     #[serde(default, deserialize_with = "non_empty")]
     pub server_id: Option<String>,
+    /// Jobs of 4.6.2 (Table 4-58) name their encoding server instead of a phone.
+    #[serde(default, deserialize_with = "non_empty")]
+    pub encode_server_id: Option<String>,
     /// Jobs of 5.3.4 and 5.3.7 (Tables 5-26, 5-36) name their application version.
     #[serde(default, deserialize_with = "non_empty")]
     pub app_version_id: Option<String>,
@@ -271,6 +274,9 @@ pub struct Job {
     /// Table 4-50: in jobs of servers (5.3.4); the simulator also sends it for phone jobs.
     #[serde(default, deserialize_with = "non_empty")]
     pub server_id: Option<String>,
+    /// Table 4-50: in jobs of encoding servers (4.6.2).
+    #[serde(default, deserialize_with = "non_empty")]
+    pub encode_server_id: Option<String>,
     #[serde(default)]
     pub begin_time: Option<String>,
     #[serde(default)]
@@ -296,6 +302,68 @@ pub struct JobList {
     pub request_id: Option<String>,
     #[serde(default)]
     pub jobs: Vec<Job>,
+}
+
+/// An encoding server (chapter 4.6.1, Table 4-55); its access information is not needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodeServer {
+    pub encode_server_id: String,
+    #[serde(default)]
+    pub encode_server_name: String,
+    #[serde(default)]
+    pub encode_server_ip: String,
+    #[serde(default)]
+    pub server_id: String,
+    /// 0 server, 1 container.
+    #[serde(rename = "type", default)]
+    pub server_type: i32,
+    pub status: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EncodeServerList {
+    #[serde(default)]
+    pub encode_servers: Vec<EncodeServer>,
+}
+
+/// 4.6.2's body.
+#[derive(Debug, Clone, Serialize)]
+pub struct EncodeServerIdsBody {
+    pub encode_server_ids: Vec<String>,
+}
+
+/// 4.7.5's body: `command` is always `shell` ("Currently, only shell is supported").
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncCommandBody<'a> {
+    pub command: &'static str,
+    pub content: &'a str,
+    pub phone_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SyncCommandAnswer {
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub jobs: Vec<SyncCommandJob>,
+}
+
+/// One phone's run of a synchronous command (Table 4-68): status 2 succeeded, -1 failed;
+/// `execute_msg` is "returned regardless of whether the command is successfully executed".
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SyncCommandJob {
+    #[serde(default)]
+    pub phone_id: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub job_id: Option<String>,
+    pub status: i32,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub error_code: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    pub error_msg: Option<String>,
+    /// An empty output is an output: kept as `""`, not read as none.
+    #[serde(default)]
+    pub execute_msg: Option<String>,
 }
 
 /// Chapter 7.1.1 (and IAM's) error body.

@@ -2,22 +2,29 @@
 //! handlers only ever sees valid values.
 
 mod connect;
+mod encode_server;
 mod event;
 mod ids;
 mod queue;
 mod recovery;
 mod rollout;
 mod session;
+mod shell;
 mod time;
 mod webhook;
 
 pub use connect::{AccessInfo, Connect};
+pub use encode_server::EncodeServerState;
 pub use event::{EventKind, GameEvent, Heartbeat};
 pub use ids::{AppId, ErrorMsg, IdempotencyKey, PhoneId, QueueId, SessionId, UserId};
 pub use queue::{Priority, WaitSecs};
 pub use recovery::{Action, Outcome, Reason, RecoveryMark};
 pub use rollout::{PhoneStep, RolloutPlan, RolloutState, RolloutTarget};
 pub use session::{EndReason, Session, SessionState};
+pub use shell::{
+    CommandOutcome, CommandRun, MAX_COMMAND_BYTES, MAX_OUTPUT_BYTES, ShellCommand,
+    ShellCommandError, truncate_bytes,
+};
 pub use time::UtcTime;
 pub use webhook::WebhookEventType;
 

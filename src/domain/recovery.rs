@@ -62,6 +62,9 @@ column_enum!(
         /// Most phones of one server fell silent together: the server, not each phone, is
         /// the fault (the row's `phone_id` is the server id).
         ServerIncident = "server_incident",
+        /// An encoding server reported abnormal (status 2, chapter 4.6.1): restarted with
+        /// 4.6.2 (action `restart`; the row's `phone_id` is the encoding server id).
+        EncodeServerAbnormal = "encode_server_abnormal",
     }
 );
 

@@ -37,13 +37,14 @@ pub enum ErrorCode {
     VersionNotPushed,
     NoTargetPhones,
     CphFailed,
+    InvalidCommand,
     CphNotConfigured,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -70,6 +71,7 @@ impl ErrorCode {
         ErrorCode::VersionNotPushed,
         ErrorCode::NoTargetPhones,
         ErrorCode::CphFailed,
+        ErrorCode::InvalidCommand,
         ErrorCode::CphNotConfigured,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
@@ -103,6 +105,7 @@ impl ErrorCode {
             ErrorCode::VersionNotPushed => "CPHUB.VERSION_NOT_PUSHED",
             ErrorCode::NoTargetPhones => "CPHUB.NO_TARGET_PHONES",
             ErrorCode::CphFailed => "CPHUB.CPH_FAILED",
+            ErrorCode::InvalidCommand => "CPHUB.INVALID_COMMAND",
             ErrorCode::CphNotConfigured => "CPHUB.CPH_NOT_CONFIGURED",
             ErrorCode::Unavailable => "CPHUB.UNAVAILABLE",
             ErrorCode::Internal => "CPHUB.INTERNAL",
@@ -124,6 +127,7 @@ impl ErrorCode {
         match self {
             ErrorCode::MalformedJson
             | ErrorCode::InvalidField
+            | ErrorCode::InvalidCommand
             | ErrorCode::InvalidTime
             | ErrorCode::UnknownEventType
             | ErrorCode::UnknownStatus => StatusCode::BAD_REQUEST,

@@ -14,7 +14,7 @@ use prometheus::{
 pub use http::{record_http, serve_metrics};
 
 use crate::access::DataCheck;
-use crate::domain::{EventKind, Session, UtcTime};
+use crate::domain::{EncodeServerState, EventKind, Session, UtcTime};
 use crate::store::{EventOutcome, Store, StoreError};
 
 /// Session lengths from one minute to six hours.
@@ -75,6 +75,7 @@ pub struct Metrics {
     pub webhook_failures_in_a_row: IntGaugeVec,
     sessions_active: IntGaugeVec,
     phones: IntGaugeVec,
+    encode_servers: IntGaugeVec,
     queue_length: IntGaugeVec,
     /// Phones of the rollouts under way, by step (from the store, at each scrape).
     rollout_phones: IntGaugeVec,
@@ -289,6 +290,12 @@ impl Metrics {
                 "Phones of the rollouts under way, by step (from the store)",
                 &["state"],
             ),
+            encode_servers: gauge(
+                &r,
+                "cphub_encode_servers",
+                "Encoding servers by state, as the watchdog last listed them (chapter 4.6.1)",
+                &["state"],
+            ),
             registry: r,
         };
         metrics.export_known_at_zero();
@@ -309,6 +316,21 @@ impl Metrics {
             .with_label_values(&["error_msg"]);
         for step in crate::domain::PhoneStep::ALL {
             self.rollout_phones.with_label_values(&[step.as_str()]);
+        }
+        self.count_encode_servers(&[]);
+    }
+
+    /// Every state at 0, then each server's.
+    fn count_encode_servers(&self, servers: &[crate::store::EncodeServer]) {
+        for state in EncodeServerState::ALL {
+            self.encode_servers
+                .with_label_values(&[state.as_str()])
+                .set(0);
+        }
+        for server in servers {
+            self.encode_servers
+                .with_label_values(&[server.state.as_str()])
+                .inc();
         }
     }
 
@@ -403,6 +425,7 @@ impl Metrics {
         let active = store.active_sessions_by_app().await?;
         let phones = store.phones_by_state(now.minus(stale_after)).await?;
         let queued = store.queue_lengths(now).await?;
+        self.count_encode_servers(&store.encode_servers().await?);
         self.queue_length.reset();
         for (app, count) in queued {
             self.queue_length

@@ -72,6 +72,9 @@ pub enum JobKind {
     PushAppVersion,
     /// 5.3.7, job type 32: a version installed on a phone.
     UpdateAppVersion,
+    /// 4.6.2: an encoding server restarted; the job's `server_id` holds the encoding
+    /// server's id, which 4.4 shows as `encode_server_id`.
+    RestartEncodeServer,
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +83,8 @@ pub struct SimJob {
     pub request_id: String,
     /// Table 4-50: "contained in tasks related to cloud phones" — absent from server jobs.
     pub phone_id: Option<String>,
-    /// The server of a server job (5.3.4); a phone job's is its phone's.
+    /// The server of a server job (5.3.4); a phone job's is its phone's; the encoding server
+    /// of a [`JobKind::RestartEncodeServer`].
     pub server_id: Option<String>,
     pub kind: JobKind,
     /// 1 running, 2 succeeded, -1 failed (chapter 4.4.1).
@@ -180,6 +184,23 @@ pub struct Fleet {
     pub pushed: BTreeMap<String, BTreeSet<String>>,
     /// Where the next deployment's phones start (see [`Fleet::deploy`]).
     deployed: usize,
+    /// One encoding server per server, in server order (4.6.1).
+    pub encode_servers: Vec<SimEncodeServer>,
+    /// What a synchronous ADB command prints (4.7.5): command → output. A command not
+    /// listed fails as the reference's example does, `execute_msg` saying it was not found.
+    pub command_outputs: BTreeMap<String, String>,
+}
+
+/// An encoding server (chapter 4.6.1). Its status is 1 running, 2 abnormal (a fault set by
+/// [`Fleet::set_encode_server_abnormal`]), 3 while a restart (4.6.2) runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimEncodeServer {
+    pub encode_server_id: String,
+    pub encode_server_name: String,
+    pub server_id: String,
+    pub status: i32,
+    /// Restarts (4.6.2) it went through.
+    pub restarts: u64,
 }
 
 impl Fleet {
@@ -207,13 +228,38 @@ impl Fleet {
                 versions: BTreeMap::new(),
             })
             .collect();
-        Fleet {
+        let mut fleet = Fleet {
             phones,
             jobs: HashMap::new(),
             job_failures_on: true,
             apps: Vec::new(),
             pushed: BTreeMap::new(),
             deployed: 0,
+            encode_servers: Vec::new(),
+            command_outputs: BTreeMap::new(),
+        };
+        fleet.encode_servers = (fleet.server_ids().into_iter().enumerate())
+            .map(|(i, server_id)| SimEncodeServer {
+                encode_server_id: format!("{seed:08x}{:024x}", 0xeeee_0000 + i),
+                encode_server_name: format!("ENCODE_SERVER_{}", i + 1),
+                server_id,
+                status: ENCODE_SERVER_RUNNING,
+                restarts: 0,
+            })
+            .collect();
+        fleet
+    }
+
+    pub fn encode_server_mut(&mut self, id: &str) -> Option<&mut SimEncodeServer> {
+        self.encode_servers
+            .iter_mut()
+            .find(|e| e.encode_server_id == id)
+    }
+
+    /// The encoding server turns abnormal (status 2, 4.6.1) until it is restarted (4.6.2).
+    pub fn set_encode_server_abnormal(&mut self, index: usize) {
+        if let Some(server) = self.encode_servers.get_mut(index) {
+            server.status = ENCODE_SERVER_ABNORMAL;
         }
     }
 
@@ -313,6 +359,11 @@ impl Fleet {
 fn server_id(seed: u64, index: usize) -> String {
     format!("{seed:08x}{:024x}", 0xffff_0000 + index)
 }
+
+/// Chapter 4.6.1's encoding server statuses the simulator uses.
+pub const ENCODE_SERVER_RUNNING: i32 = 1;
+pub const ENCODE_SERVER_ABNORMAL: i32 = 2;
+pub const ENCODE_SERVER_RESTARTING: i32 = 3;
 
 /// The fleet shared by the control plane and the phone tasks.
 #[derive(Clone, Default)]

@@ -12,6 +12,7 @@ use super::{
     SessionFilter, Store, StoreError, Verification, book, outbox, queue,
 };
 use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryView, EndpointFilter};
+use super::{ControlPlaneEncodeServer, EncodeServer, encode};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use super::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange, rollout};
 use crate::access::Issued;
@@ -185,6 +186,25 @@ impl<B: Backend> Store for B {
     async fn pending_recoveries(&self) -> Result<Vec<Recovery>, StoreError> {
         let found = book::pending_recoveries(&mut self.reader()).await;
         found.map_err(during("pending_recoveries"))
+    }
+
+    async fn recovery(&self, id: i64) -> Result<Option<Recovery>, StoreError> {
+        let found = book::recovery(&mut self.reader(), id).await;
+        found.map_err(during("recovery"))
+    }
+
+    async fn sync_encode_servers(
+        &self,
+        servers: &[ControlPlaneEncodeServer],
+        now: UtcTime,
+    ) -> Result<(), StoreError> {
+        let synced = in_transaction!(self, encode::sync_encode_servers(servers, now));
+        synced.map_err(during("sync_encode_servers"))
+    }
+
+    async fn encode_servers(&self) -> Result<Vec<EncodeServer>, StoreError> {
+        let found = encode::encode_servers(&mut self.reader()).await;
+        found.map_err(during("encode_servers"))
     }
 
     async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError> {

@@ -107,7 +107,7 @@ macro_rules! phone_columns {
 macro_rules! recovery_columns {
     () => {
         "id, phone_id, reason, action, dry_run, request_id, job_id, outcome, error, started_at, \
-         ended_at, detail"
+         ended_at, detail, diagnostics"
     };
 }
 
@@ -373,6 +373,15 @@ pub(super) async fn recoveries(
     Ok(db.fetch_all(sql, &args).await?)
 }
 
+pub(super) async fn recovery(db: &mut impl Sql, id: i64) -> Result<Option<Recovery>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        recovery_columns!(),
+        " FROM recoveries WHERE id = $1"
+    );
+    Ok(db.fetch_optional(sql, &args![id]).await?)
+}
+
 pub(super) async fn pending_recoveries(db: &mut impl Sql) -> Result<Vec<Recovery>, StoreError> {
     let sql = concat!(
         "SELECT ",
@@ -389,10 +398,12 @@ pub(super) async fn start_recovery(
 ) -> Result<Recovery, StoreError> {
     let sql = concat!(
         "INSERT INTO recoveries \
-           (phone_id, reason, action, dry_run, outcome, error, started_at, ended_at, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
+           (phone_id, reason, action, dry_run, outcome, error, started_at, ended_at, detail, \
+            diagnostics) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
         recovery_columns!()
     );
+    let diagnostics = r.diagnostics.to_column();
     let args = args![
         r.phone_id.as_str(),
         r.reason.as_str(),
@@ -403,6 +414,7 @@ pub(super) async fn start_recovery(
         r.started_at,
         r.ended_at,
         r.detail.as_deref(),
+        diagnostics.as_deref(),
     ];
     let recovery: Option<Recovery> = tx.fetch_optional(sql, &args).await?;
     let recovery = recovery.ok_or_else(|| StoreError::Corrupt("INSERT returned no row".into()))?;

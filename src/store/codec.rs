@@ -8,7 +8,10 @@ use sqlx::error::BoxDynError;
 use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
 
 use super::StoreError;
-use crate::domain::{Action, EndReason, Outcome, PhoneId, Reason, Session, SessionState, UtcTime};
+use crate::domain::{
+    Action, CommandRun, EncodeServerState, EndReason, Outcome, PhoneId, Reason, Session,
+    SessionState, UtcTime,
+};
 
 impl Type<Sqlite> for UtcTime {
     fn type_info() -> <Sqlite as sqlx::Database>::TypeInfo {
@@ -251,6 +254,53 @@ pub struct Recovery {
     /// What else was done or seen: the phone properties a reset re-applied (chapter 4.3.5
     /// restores factory settings), or why a decision was skipped.
     pub detail: Option<String>,
+    /// The diagnostic commands run on the phone right before a reset (chapter 4.7.5), in
+    /// order, with what each gave; empty when none ran.
+    #[sqlx(try_from = "Option<String>")]
+    #[schema(value_type = Vec<CommandRun>)]
+    pub diagnostics: Diagnostics,
+}
+
+/// The diagnostics of a recovery, stored as one JSON array (`recoveries.diagnostics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Diagnostics(pub Vec<CommandRun>);
+
+impl Diagnostics {
+    /// The column's text: NULL when none ran.
+    pub fn to_column(&self) -> Option<String> {
+        (!self.0.is_empty()).then(|| serde_json::to_string(&self.0).expect("plain data"))
+    }
+}
+
+impl TryFrom<Option<String>> for Diagnostics {
+    type Error = String;
+
+    fn try_from(text: Option<String>) -> Result<Self, String> {
+        let Some(text) = text else {
+            return Ok(Diagnostics::default());
+        };
+        serde_json::from_str(&text)
+            .map(Diagnostics)
+            .map_err(|e| format!("recoveries.diagnostics is not a list of command runs: {e}"))
+    }
+}
+
+/// An encoding server as the last sync saw it (chapter 4.6.1).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct EncodeServer {
+    pub encode_server_id: String,
+    pub encode_server_name: String,
+    /// The cloud phone server it serves.
+    pub server_id: String,
+    /// 0 server, 1 container.
+    pub server_type: i32,
+    /// The control plane's status (Table 4-55).
+    pub status: i32,
+    /// What the status means.
+    #[sqlx(try_from = "i32")]
+    pub state: EncodeServerState,
+    pub synced_at: UtcTime,
 }
 
 /// A phone's properties (chapter 4.3.2 `property`, appendix A.1) as phone sync last read

@@ -12,6 +12,7 @@
 mod backend;
 mod book;
 mod codec;
+mod encode;
 mod event_batch;
 mod filter;
 mod group_commit;
@@ -37,7 +38,9 @@ use crate::domain::{
 use crate::usage::{UsageQuery, UsageRow};
 
 pub(crate) use backend::Backend;
-pub use codec::{EventRecord, Phone, PhoneHealth, Recovery, SyncedProperty};
+pub use codec::{
+    Diagnostics, EncodeServer, EventRecord, Phone, PhoneHealth, Recovery, SyncedProperty,
+};
 pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
@@ -331,6 +334,18 @@ pub struct NewRecovery {
     pub detail: Option<String>,
     /// `recovering` or `broken` to set on the phone, if any.
     pub phone_state: Option<RecoveryMark>,
+    /// What the diagnostic commands gave, run right before a reset (chapter 4.7.5).
+    pub diagnostics: Diagnostics,
+}
+
+/// An encoding server as the control plane lists it (chapter 4.6.1), to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlaneEncodeServer {
+    pub encode_server_id: String,
+    pub encode_server_name: String,
+    pub server_id: String,
+    pub server_type: i32,
+    pub status: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -460,6 +475,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Recovery>, StoreError>;
 
     async fn pending_recoveries(&self) -> Result<Vec<Recovery>, StoreError>;
+
+    /// One line of the recovery log, with its diagnostics.
+    async fn recovery(&self, id: i64) -> Result<Option<Recovery>, StoreError>;
+
+    /// Replaces the encoding servers with those the control plane listed (chapter 4.6.1).
+    async fn sync_encode_servers(
+        &self,
+        servers: &[ControlPlaneEncodeServer],
+        now: UtcTime,
+    ) -> Result<(), StoreError>;
+
+    /// The encoding servers as last synced, in id order.
+    async fn encode_servers(&self) -> Result<Vec<EncodeServer>, StoreError>;
 
     async fn start_recovery(&self, recovery: &NewRecovery) -> Result<Recovery, StoreError>;
 

@@ -183,6 +183,7 @@ impl Watchdog {
             ended_at: None,
             detail: Some(detail),
             phone_state: None,
+            diagnostics: Default::default(),
         };
         self.store.start_recovery(&record).await?;
         self.metrics.server_incidents.inc();

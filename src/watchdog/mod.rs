@@ -1,9 +1,13 @@
 //! The fleet watchdog (docs/operations.md). Each pass, on the one replica that
 //! holds the lease: sessions of silent phones are closed as abandoned; unhealthy phones are
-//! restarted, then reset, then marked broken, within budgets; every decision goes to the
-//! recovery log, and the jobs are followed to their end. The hold sweeper, the other loop
+//! restarted, then reset (after the operator's diagnostics, `diagnostics.rs`), then marked
+//! broken, within budgets; abnormal encoding servers are restarted within their own
+//! (`encode.rs`); every decision goes to the recovery log, and the jobs are followed to
+//! their end. The hold sweeper, the other loop
 //! that frees phones, lives here too ([`HoldSweeper`]).
 
+mod diagnostics;
+mod encode;
 mod holds;
 mod incidents;
 mod policy;
@@ -32,7 +36,9 @@ use crate::cph::{
 use crate::domain::{PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
 use crate::rollout::Rollouts;
-use crate::store::{FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError};
+use crate::store::{
+    Diagnostics, FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError,
+};
 use crate::telemetry::ErrorChain;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +82,8 @@ pub struct Watchdog {
     /// The rollout engine, run after each pass on the same lease: one replica acts on the
     /// fleet, and a recovery and an update are never decided at the same time.
     rollouts: OnceLock<Arc<Rollouts>>,
+    /// When the encoding servers were last listed (see `encode.rs`).
+    encode_servers_listed: Mutex<Option<Instant>>,
 }
 
 /// Why recoveries are paused, and the phone whose re-read tells when they may resume.
@@ -122,6 +130,7 @@ impl Watchdog {
             following: Mutex::new(HashSet::new()),
             paused: Mutex::new(None),
             closed_incidents: Mutex::new(HashMap::new()),
+            encode_servers_listed: Mutex::new(None),
             created_at,
             account_log_seen: Mutex::new(0),
             rollouts: OnceLock::new(),
@@ -194,6 +203,7 @@ impl Watchdog {
         }
         // Rollout updates share the budget (docs/operations.md "Rolling out a game version").
         let mut in_flight = pending.len() + self.store.rollout_jobs_in_flight().await? as usize;
+        in_flight += self.watch_encode_servers(now, in_flight).await?;
         for phone in phones {
             if self.pause().is_some() {
                 break;
@@ -413,6 +423,7 @@ impl Watchdog {
             ended_at: Some(now),
             detail: Some(detail),
             phone_state: None,
+            diagnostics: Default::default(),
         };
         self.store.start_recovery(&record).await?;
         self.metrics
@@ -498,6 +509,7 @@ impl Watchdog {
             ended_at: Some(now),
             detail: None,
             phone_state: (!self.settings.dry_run).then_some(RecoveryMark::Broken),
+            diagnostics: Default::default(),
         };
         self.store.start_recovery(&record).await?;
         self.metrics
@@ -524,6 +536,11 @@ impl Watchdog {
             },
             Action::Restart | Action::MarkBroken | Action::Hold => None,
         };
+        // Only a reset that will be sent wipes the evidence; a dry run calls nothing.
+        let diagnostics = match (&reset, dry_run) {
+            (Some(_), false) => self.diagnose(phone_id).await,
+            _ => Diagnostics::default(),
+        };
         let now = self.clock.now();
         let record = NewRecovery {
             phone_id: phone_id.clone(),
@@ -540,6 +557,7 @@ impl Watchdog {
             ended_at: dry_run.then_some(now),
             detail: reset.as_ref().map(|r| r.note.clone()),
             phone_state: (!dry_run).then_some(RecoveryMark::Recovering),
+            diagnostics,
         };
         let recovery = self.store.start_recovery(&record).await?;
         tracing::info!(
@@ -604,6 +622,7 @@ impl Watchdog {
             ended_at: Some(now),
             detail: None,
             phone_state: None,
+            diagnostics: Default::default(),
         };
         let recovery = self.store.start_recovery(&record).await?;
         self.metrics
@@ -818,6 +837,13 @@ impl Watchdog {
                     return Ok(None);
                 }
             }
+        }
+        if recovery.reason == Reason::EncodeServerAbnormal {
+            if let Some((outcome, note)) = self.settle_encode_server(&recovery.phone_id).await {
+                self.finish(recovery.id, action, outcome, None, Some(note))
+                    .await?;
+            }
+            return Ok(None);
         }
         let fresh = match self.client.phone(&recovery.phone_id).await {
             Ok(detail) => detail.phone.status,

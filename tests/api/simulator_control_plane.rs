@@ -1509,3 +1509,167 @@ async fn arrears_answer_cps_0006_to_every_call_and_read_as_account_level_7_2() {
     );
     fake.stop().await;
 }
+
+/// 4.6.1 and 4.6.2: an abnormal encoding server is listed with status 2; its restart is a
+/// job (4.4.1) naming only its `encode_server_id`, the server restarting (3) meanwhile and
+/// running (1) after.
+#[tokio::test]
+async fn an_encoding_server_is_listed_and_restarted_as_a_job_4_6_1_4_6_2() {
+    let fake = FakeCph::start(20).await;
+    let client = fake.client();
+    let id = {
+        let mut fleet = fake.fleet.lock();
+        fleet.set_encode_server_abnormal(1);
+        fleet.encode_servers[1].encode_server_id.clone()
+    };
+
+    let listed = client.list_encode_servers().await.unwrap();
+    let restarted = client
+        .restart_encode_servers(std::slice::from_ref(&id))
+        .await
+        .unwrap();
+
+    let statuses: Vec<i32> = listed.iter().map(|e| e.status).collect();
+    assert_eq!(statuses, [1, 2]);
+    let item = &restarted.items[0];
+    assert_eq!(item.encode_server_id.as_deref(), Some(id.as_str()));
+    let job_id = item.job_id.clone().unwrap();
+    assert_eq!(fake.fleet.lock().encode_servers[1].status, 3);
+    let job = client.follow_job(&job_id).await.unwrap();
+    assert_eq!(job.status, job_status::SUCCEEDED);
+    assert_eq!(job.encode_server_id.as_deref(), Some(id.as_str()));
+    assert_eq!((job.phone_id, job.server_id), (None, None));
+    assert_eq!(fake.fleet.lock().encode_servers[1].status, 1);
+    let token = iam_token(&fake).await;
+    let unknown = json!({"encode_server_ids": ["0".repeat(32)]});
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/{PROJECT_ID}/cloud-phone/encode-servers/batch-restart",
+            fake.endpoint
+        ))
+        .header("X-Auth-Token", &token)
+        .json(&unknown)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "CPS.0200").await;
+    fake.stop().await;
+}
+
+/// 4.7.5 as its example shows it: `""` codes on success, `CPS.0191` and the output on a
+/// failure; the failure fault fails a canned command too, keeping its output; a content
+/// beyond the limits is refused with 7.2's parameter error.
+#[tokio::test]
+async fn sync_commands_answer_per_phone_as_the_4_7_5_example() {
+    let fake = FakeCph::start(2).await;
+    let phones: Vec<String> = (fake.fleet.lock().phones.iter())
+        .map(|p| p.phone_id.clone())
+        .collect();
+    fake.fleet
+        .lock()
+        .command_outputs
+        .insert("getprop ro.build.product".into(), "STF".into());
+    let token = iam_token(&fake).await;
+    let run = |content: &str| json!({"command": "shell", "content": content, "phone_ids": phones});
+
+    let answer = raw_post(
+        &fake,
+        &token,
+        "sync-commands",
+        run("getprop ro.build.product"),
+    )
+    .await;
+    assert_eq!(answer.status().as_u16(), 201);
+    let answer: Value = answer.json().await.unwrap();
+    let job = &answer["jobs"][0];
+    assert_eq!(
+        (
+            &job["status"],
+            &job["error_code"],
+            &job["error_msg"],
+            &job["execute_msg"]
+        ),
+        (&json!(2), &json!(""), &json!(""), &json!("STF"))
+    );
+    assert_eq!(answer["jobs"][1]["phone_id"], phones[1].as_str());
+
+    let missing: Value = (raw_post(&fake, &token, "sync-commands", run("ls -l /system")).await)
+        .json()
+        .await
+        .unwrap();
+    let job = &missing["jobs"][0];
+    assert_eq!(
+        (&job["status"], &job["error_code"]),
+        (&json!(-1), &json!("CPS.0191"))
+    );
+    assert_eq!(job["execute_msg"], "/system/bin/sh: ls: not found");
+
+    fake.faults.fail_commands(true);
+    let failed: Value = (raw_post(
+        &fake,
+        &token,
+        "sync-commands",
+        run("getprop ro.build.product"),
+    )
+    .await)
+        .json()
+        .await
+        .unwrap();
+    let job = &failed["jobs"][0];
+    assert_eq!(
+        (&job["status"], &job["execute_msg"]),
+        (&json!(-1), &json!("STF"))
+    );
+
+    let refused = raw_post(&fake, &token, "sync-commands", run("ls; reboot")).await;
+    assert_error(refused, 400, "CPS.0200").await;
+    fake.stop().await;
+}
+
+/// Huawei's SDK lists the encoding servers (4.6.1), restarts one and follows its job
+/// (4.6.2, 4.4.1), and runs a synchronous command (4.7.5) against the fake: its paths,
+/// bodies and response models are the fake's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_reaches_encoding_servers_and_sync_commands() {
+    let fake = FakeCph::start(2).await;
+    let phone = fake.phone_id(1);
+    let encode_server_id = {
+        let mut fleet = fake.fleet.lock();
+        fleet
+            .command_outputs
+            .insert("getprop sys.boot_completed".into(), "1".into());
+        fleet.set_encode_server_abnormal(0);
+        fleet.encode_servers[0].encode_server_id.clone()
+    };
+
+    let mut args = sdk_args(&fake, SK);
+    args.extend(["--phone-id".into(), phone.clone()]);
+    args.extend(["--encode-server-id".into(), encode_server_id.clone()]);
+    args.extend(["--command".into(), "getprop sys.boot_completed".into()]);
+    let (exit, lines, output) = run_python_sdk(args).await;
+
+    assert!(exit.success(), "the SDK run failed:\n{output}");
+    let calls: Vec<&str> = lines.iter().map(|l| l["call"].as_str().unwrap()).collect();
+    assert_eq!(
+        calls,
+        [
+            "ListEncodeServers",
+            "RestartEncodeServer",
+            "ShowJob",
+            "RunSyncCommand"
+        ],
+        "{output}"
+    );
+    assert_eq!(lines[0]["response"]["encode_servers"][0]["status"], 2);
+    assert_eq!(
+        lines[1]["response"]["jobs"][0]["encode_server_id"],
+        encode_server_id.as_str()
+    );
+    let run = &lines[3]["response"]["jobs"][0];
+    assert_eq!(
+        (&run["phone_id"], &run["execute_msg"], &run["error_code"]),
+        (&json!(phone), &json!("1"), &json!(""))
+    );
+    assert_eq!(fake.fleet.lock().encode_servers[0].status, 1);
+    fake.stop().await;
+}

@@ -18,11 +18,11 @@ use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error};
 use crate::simulation::configure_callbacks;
 
 /// A simulator and a cphub (with its watchdog) wired to each other.
-struct Fleet {
+pub(crate) struct Fleet {
     port: u16,
-    app: TestApp,
-    simulator: Simulator,
-    options: SimOptions,
+    pub(crate) app: TestApp,
+    pub(crate) simulator: Simulator,
+    pub(crate) options: SimOptions,
     /// Each phone's boots once set up: pointing the phones at cphub restarts them (4.3.9's
     /// properties take effect at the next restart), which is no recovery.
     setup_boots: Vec<u64>,
@@ -108,7 +108,7 @@ fn cphub_settings_synced(
     )
 }
 
-async fn start(
+pub(crate) async fn start(
     backend: Backend,
     phones: usize,
     watchdog: &str,
@@ -148,7 +148,7 @@ async fn start_synced(
     }
 }
 
-async fn recoveries(app: &TestApp, phone_id: &str) -> Vec<Value> {
+pub(crate) async fn recoveries(app: &TestApp, phone_id: &str) -> Vec<Value> {
     let res = app
         .get(
             &format!("/api/v1/recoveries?phone_id={phone_id}"),
@@ -161,7 +161,7 @@ async fn recoveries(app: &TestApp, phone_id: &str) -> Vec<Value> {
 }
 
 /// Polls the recovery log of `phone_id` until `check` holds (up to 30 s).
-async fn wait_for_recoveries(
+pub(crate) async fn wait_for_recoveries(
     app: &TestApp,
     phone_id: &str,
     check: impl Fn(&[Value]) -> bool,
@@ -179,7 +179,7 @@ async fn wait_for_recoveries(
     );
 }
 
-fn has(log: &[Value], action: &str, outcome: &str) -> bool {
+pub(crate) fn has(log: &[Value], action: &str, outcome: &str) -> bool {
     log.iter()
         .any(|r| r["action"] == action && r["outcome"] == outcome)
 }
@@ -331,7 +331,7 @@ async fn a_phone_that_keeps_failing_is_marked_broken_and_left_alone(backend: Bac
 }
 
 /// `POST /api/v1/phones/{phone_id}/{action}` (restart or reset), as an operator.
-async fn manual(app: &TestApp, phone_id: &str, action: &str) -> reqwest::Response {
+pub(crate) async fn manual(app: &TestApp, phone_id: &str, action: &str) -> reqwest::Response {
     let url = format!("{}/api/v1/phones/{phone_id}/{action}", app.address);
     app.client
         .post(&url)
@@ -797,13 +797,13 @@ async fn a_phone_stopped_through_cphub_is_out_of_service_at_once(backend: Backen
 }
 
 /// The value of an unlabelled metric on `/metrics`.
-async fn metric_value(app: &TestApp, name: &str) -> Option<f64> {
+pub(crate) async fn metric_value(app: &TestApp, name: &str) -> Option<f64> {
     let text = app.get("/metrics", None).await.text().await.unwrap();
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-async fn wait_for_metric(app: &TestApp, name: &str, value: f64) {
+pub(crate) async fn wait_for_metric(app: &TestApp, name: &str, value: f64) {
     for _ in 0..300 {
         if metric_value(app, name).await == Some(value) {
             return;

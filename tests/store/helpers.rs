@@ -403,5 +403,6 @@ pub fn server_incident(server: &str, time: &str) -> NewRecovery {
         ended_at: None,
         detail: Some(format!("{server} went dark")),
         phone_state: None,
+        diagnostics: Default::default(),
     }
 }

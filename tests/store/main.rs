@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod encode;
 mod events;
 mod heartbeats;
 mod incidents;

@@ -150,6 +150,7 @@ async fn a_phone_being_recovered_or_broken_is_not_allocated(backend: Backend) {
             ended_at: None,
             detail: None,
             phone_state: Some(mark),
+            diagnostics: Default::default(),
         };
         store.start_recovery(&recovery).await.unwrap();
     }

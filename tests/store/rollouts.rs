@@ -213,6 +213,7 @@ async fn the_rollout_sees_a_phone_the_watchdog_is_recovering(backend: Backend) {
         ended_at: None,
         detail: None,
         phone_state: Some(RecoveryMark::Recovering),
+        diagnostics: Default::default(),
     };
 
     store.start_recovery(&recovery).await.unwrap();

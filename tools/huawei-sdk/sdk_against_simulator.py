@@ -15,6 +15,10 @@ polls): ``{"call": NAME, "ok": true|false, "status_code": N, "response": {...}}`
 response under its JSON field names; a refused call has ``error_code``/``error_msg`` instead.
 Exit status 0 only if every call succeeded and every job ended with status 2.
 
+``--encode-server-id ID --command TEXT`` calls instead ListEncodeServers (4.6.1, the server
+must be listed), RestartEncodeServer (4.6.2) and ShowJob polls until its job ends, then
+RunSyncCommand (4.7.5) with TEXT on the phone, whose job must report status 2.
+
 ``--expect-auth-failure`` (use with a wrong SK): only the first call is made, and the exit
 status is 0 only if it was refused with HTTP 401.
 
@@ -43,6 +47,7 @@ try:
     from huaweicloudsdkcph.v1 import (
         CphClient,
         ListCloudPhonesRequest,
+        ListEncodeServersRequest,
         ListJobsRequest,
         PhoneProperty,
         PropertyToUpdate,
@@ -51,6 +56,10 @@ try:
         ResetPhoneProperty,
         RestartCloudPhoneRequest,
         RestartCloudPhoneRequestBody,
+        RestartEncodeServerRequest,
+        RestartEncodeServerRequestBody,
+        RunSyncCommandRequest,
+        RunSyncCommandRequestBody,
         ShowCloudPhoneDetailRequest,
         ShowJobRequest,
         UpdateCloudPhonePropertyRequest,
@@ -185,6 +194,27 @@ def run_all(client, args):
         raise CallFailed("ShowCloudPhoneDetail")
 
 
+def run_encode_and_command(client, args):
+    listed = call("ListEncodeServers", client.list_encode_servers,
+                  ListEncodeServersRequest(offset=0, limit=100))
+    if not any(e.encode_server_id == args.encode_server_id for e in listed.encode_servers or []):
+        report("ListEncodeServers.contains", False, encode_server_id=args.encode_server_id)
+        raise CallFailed("ListEncodeServers")
+
+    body = RestartEncodeServerRequestBody(encode_server_ids=[args.encode_server_id])
+    answer = call("RestartEncodeServer", client.restart_encode_server,
+                  RestartEncodeServerRequest(body=body))
+    wait_for_job(client, single_job("RestartEncodeServer", answer), args.job_deadline)
+
+    body = RunSyncCommandRequestBody(command="shell", content=args.command,
+                                     phone_ids=[args.phone_id])
+    answer = call("RunSyncCommand", client.run_sync_command, RunSyncCommandRequest(body=body))
+    jobs = answer.jobs or []
+    if len(jobs) != 1 or jobs[0].status != JOB_SUCCEEDED:
+        report("RunSyncCommand.jobs", False, jobs=wire(jobs))
+        raise CallFailed("RunSyncCommand")
+
+
 def expect_refusal(client, args):
     try:
         call("ListCloudPhones", client.list_cloud_phones,
@@ -218,6 +248,9 @@ def main(argv=None):
                    help="property to set with UpdateCloudPhoneProperty (repeatable)")
     p.add_argument("--reset-property", action="append", metavar="KEY=VALUE",
                    help="property to pass to ResetCloudPhone (repeatable)")
+    p.add_argument("--encode-server-id",
+                   help="with --command: run the encoding server and sync command calls")
+    p.add_argument("--command", help="the ADB shell command for RunSyncCommand")
     p.add_argument("--limit", type=int, default=100, help="ListCloudPhones page size")
     p.add_argument("--job-deadline", type=float, default=30.0, help="seconds to wait per job")
     p.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in seconds")
@@ -240,7 +273,10 @@ def main(argv=None):
     if args.expect_auth_failure:
         return expect_refusal(client, args)
     try:
-        run_all(client, args)
+        if args.encode_server_id:
+            run_encode_and_command(client, args)
+        else:
+            run_all(client, args)
     except CallFailed:
         return 1
     except argparse.ArgumentTypeError as e:

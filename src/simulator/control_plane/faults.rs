@@ -7,11 +7,15 @@
 //! * the next N batch POSTs of an operation performed, then answered 502 or 504 (7.1.2): the
 //!   jobs exist, the answer is lost. The error body and `X-Request-Id` name the request, as
 //!   every answer of the fake does (7.1.1), so 4.4.2 can find its jobs;
-//! * the account in arrears: every authenticated call answered 400 CPS.0006 (7.2).
+//! * the account in arrears: every authenticated call answered 400 CPS.0006 (7.2);
+//! * synchronous commands (4.7.5) that fail on every phone (status -1, `CPS.0191` "Run
+//!   command failed.", as the reference's example fails one), or whose answer does not come
+//!   for a while (a control plane that hangs: the reference only bounds the call at 30 s).
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 /// The operations of the management API, named as cphub's metrics name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,6 +34,9 @@ pub enum Operation {
     PushAppVersion,
     PhoneApps,
     UpdateAppVersion,
+    ListEncodeServers,
+    RestartEncodeServers,
+    RunSyncCommand,
 }
 
 impl FromStr for Operation {
@@ -51,11 +58,15 @@ impl FromStr for Operation {
             "push_app_version" => Operation::PushAppVersion,
             "phone_apps" => Operation::PhoneApps,
             "update_app_version" => Operation::UpdateAppVersion,
+            "list_encode_servers" => Operation::ListEncodeServers,
+            "restart_encode_servers" => Operation::RestartEncodeServers,
+            "run_sync_command" => Operation::RunSyncCommand,
             other => {
                 return Err(format!(
                     "unknown operation {other:?} (list_phones, show_phone, update_property, \
                      restart, reset, stop, show_job, list_jobs, list_apps, app_phones, server_apps, \
-                     push_app_version, phone_apps, update_app_version)"
+                     push_app_version, phone_apps, update_app_version, list_encode_servers, \
+                     restart_encode_servers, run_sync_command)"
                 ));
             }
         })
@@ -89,6 +100,8 @@ struct FaultState {
     system_errors: HashMap<Operation, u32>,
     lost_answers: HashMap<Operation, (u32, LostAnswer)>,
     arrears: bool,
+    commands_fail: bool,
+    commands_hang: Option<Duration>,
 }
 
 impl ControlPlaneFaults {
@@ -105,6 +118,24 @@ impl ControlPlaneFaults {
     /// While on, every authenticated call is answered 400 CPS.0006 (arrears).
     pub fn set_arrears(&self, on: bool) {
         self.state().arrears = on;
+    }
+
+    /// While on, every synchronous command (4.7.5) fails on every phone.
+    pub fn fail_commands(&self, on: bool) {
+        self.state().commands_fail = on;
+    }
+
+    /// While set, every synchronous command (4.7.5) is answered only after `delay`.
+    pub fn hang_commands(&self, delay: Option<Duration>) {
+        self.state().commands_hang = delay;
+    }
+
+    pub(super) fn commands_fail(&self) -> bool {
+        self.state().commands_fail
+    }
+
+    pub(super) fn commands_hang(&self) -> Option<Duration> {
+        self.state().commands_hang
     }
 
     pub(super) fn in_arrears(&self) -> bool {

@@ -12,7 +12,7 @@ use super::error::ControlPlaneError;
 use super::faults::Operation;
 use super::wire::{ok_json, page, query_pairs, query_param};
 use crate::http::request_id;
-use crate::simulator::fleet::{Fleet, SimJob};
+use crate::simulator::fleet::{Fleet, JobKind, SimJob};
 
 const MAX_JOB_PAGE: usize = 100;
 
@@ -81,7 +81,8 @@ pub(super) async fn list_jobs(
                         fields.insert(field.into(), "".into());
                     }
                 }
-                fields.insert("node_id".into(), fields["server_id"].clone());
+                let node = fields.get("server_id").cloned().unwrap_or(Value::Null);
+                fields.insert("node_id".into(), node);
             }
             answer
         })
@@ -92,8 +93,20 @@ pub(super) async fn list_jobs(
 }
 
 /// A server job (5.3.4) has no `phone_id` (Table 4-50: it is "contained in tasks related to
-/// cloud phones"); a phone job's server is its phone's.
+/// cloud phones"); a phone job's server is its phone's. An encoding server's restart (4.6.2)
+/// names only its `encode_server_id` ("contained in tasks related to the encoding server").
 fn job_json(fleet: &Fleet, job: &SimJob) -> Value {
+    if job.kind == JobKind::RestartEncodeServer {
+        return json!({
+            "job_id": job.job_id,
+            "encode_server_id": job.server_id,
+            "status": job.status,
+            "begin_time": job.begin_time,
+            "end_time": job.end_time,
+            "error_code": job.error_code,
+            "error_msg": job.error_msg,
+        });
+    }
     let phone = job.phone_id.as_deref().and_then(|id| fleet.phone(id));
     let server_id = job
         .server_id

@@ -1,5 +1,5 @@
 //! The fake CPH management API: the routes, bodies and authentication of the real one
-//! (chapters 2, 4.3, 4.4, 5.1.2, 5.1.3, 5.3.1, 5.3.4, 5.3.6, 5.3.7 and 7.1.1; `tools/huawei-sdk/CPH_WIRE.md` for what the
+//! (chapters 2, 4.3, 4.4, 4.6.1, 4.6.2, 4.7.5, 5.1.2, 5.1.3, 5.3.1, 5.3.4, 5.3.6, 5.3.7 and 7.1.1; `tools/huawei-sdk/CPH_WIRE.md` for what the
 //! official SDK sends), acting on the simulated [`Fleet`](super::fleet::Fleet). Both cphub's own client
 //! and Huawei's Python SDK must work against it unchanged, so requests are checked the way
 //! the real service checks them: AK/SK signatures recomputed from what arrived, or IAM
@@ -10,14 +10,16 @@
 //!
 //! One file per concern: `error.rs` (the refusals and chapter 7.1.1's body), `auth.rs` (the
 //! state, AK/SK signatures and IAM tokens), `iam.rs` (chapter 2.1), `phones.rs` (4.3.1 and
-//! 4.3.2), `apps.rs` (5.1.3 and 5.1.2), `deploy.rs` (5.3.1, 5.3.4, 5.3.6, 5.3.7), `batch.rs` (4.3.5–4.3.7 and 4.3.9), `jobs.rs` (4.4.1
+//! 4.3.2), `apps.rs` (5.1.3 and 5.1.2), `deploy.rs` (5.3.1, 5.3.4, 5.3.6, 5.3.7), `batch.rs` (4.3.5–4.3.7 and 4.3.9), `encode.rs` (4.6.1, 4.6.2), `commands.rs` (4.7.5), `jobs.rs` (4.4.1
 //! and 4.4.2), `faults.rs` (documented failures on demand) and `wire.rs` (the query, body and
 //! paging helpers they share). This file holds the settings and the route table.
 
 mod apps;
 mod auth;
 mod batch;
+mod commands;
 mod deploy;
+mod encode;
 mod error;
 mod faults;
 mod iam;
@@ -39,7 +41,9 @@ use crate::http::request_id;
 use apps::{app_phones, list_apps};
 use auth::ControlPlane;
 use batch::{reset, restart, stop, update_property};
+use commands::run_sync_command;
 use deploy::{phone_apps, push_app_version, server_apps, update_app_version};
+use encode::{list_encode_servers, restart_encode_servers};
 pub use error::{AuthFailure, ControlPlaneError};
 pub use faults::{ControlPlaneFaults, LostAnswer, Operation};
 use iam::create_token;
@@ -96,6 +100,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     const JOBS: &str = "/v1/{project_id}/cloud-phone/jobs";
     const APPS: &str = "/v1/{project_id}/cloud-phone/apps";
     const SERVERS: &str = "/v1/{project_id}/cloud-phone/servers";
+    const ENCODE: &str = "/v1/{project_id}/cloud-phone/encode-servers";
     cfg.service(resource("/v3/auth/tokens").route(web::post().to(create_token)))
         .service(resource(PHONES).route(web::get().to(list_phones)))
         // The batch paths come before `{phone_id}`, which would match them too.
@@ -106,6 +111,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource(&format!("{PHONES}/batch-restart")).route(web::post().to(restart)))
         .service(resource(&format!("{PHONES}/batch-reset")).route(web::post().to(reset)))
         .service(resource(&format!("{PHONES}/batch-stop")).route(web::post().to(stop)))
+        .service(
+            resource(&format!("{PHONES}/sync-commands")).route(web::post().to(run_sync_command)),
+        )
         .service(resource(&format!("{PHONES}/{{phone_id}}")).route(web::get().to(show_phone)))
         .service(resource(&format!("{PHONES}/{{phone_id}}/apps")).route(web::get().to(phone_apps)))
         .service(
@@ -115,6 +123,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource(&format!("{SERVERS}/action")).route(web::post().to(push_app_version)))
         .service(
             resource(&format!("{SERVERS}/{{server_id}}/apps")).route(web::get().to(server_apps)),
+        )
+        .service(resource(ENCODE).route(web::get().to(list_encode_servers)))
+        .service(
+            resource(&format!("{ENCODE}/batch-restart"))
+                .route(web::post().to(restart_encode_servers)),
         )
         .service(resource(JOBS).route(web::get().to(list_jobs)))
         .service(resource(&format!("{JOBS}/{{job_id}}")).route(web::get().to(show_job)))

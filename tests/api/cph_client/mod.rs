@@ -16,6 +16,7 @@
 mod breaker;
 mod config;
 mod deployment;
+mod encode;
 mod errors;
 mod iam;
 mod jobs;

@@ -1,0 +1,216 @@
+//! Diagnostics before a reset, and ad-hoc commands (chapter 4.7.5), against the simulator:
+//! the configured commands run on the phone right before an automatic or manual reset and
+//! their outputs stay with the recovery (`GET /api/v1/recoveries/{id}`); one that fails or
+//! times out never holds the reset back; a command beyond the API's limits is refused
+//! before any call, by the API and by `cphub phones exec`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TOKEN, TestApp, assert_error};
+use crate::watchdog::{Fleet, has, manual, start, wait_for_recoveries};
+
+backend_tests!(
+    a_manual_reset_keeps_each_diagnostics_output_and_a_failing_one_does_not_stop_it_4_7_5,
+    a_diagnostic_that_times_out_does_not_hold_the_reset_back_4_7_5,
+    an_automatic_reset_runs_the_diagnostics_first_4_7_5,
+    commands_beyond_the_limits_of_4_7_5_are_refused_before_any_call,
+);
+
+const BOOTED: &str = "getprop sys.boot_completed";
+const NOT_CANNED: &str = "dumpsys battery";
+
+fn watchdog(timeout_ms: u64) -> String {
+    format!(
+        "diagnostics = [\"{BOOTED}\", \"{NOT_CANNED}\"]\ndiagnostics_timeout_ms = {timeout_ms}\n"
+    )
+}
+
+fn can(fleet: &Fleet, command: &str, output: &str) {
+    let mut sim = fleet.simulator.fleet.lock();
+    sim.command_outputs
+        .insert(command.to_owned(), output.to_owned());
+}
+
+async fn recovery(app: &TestApp, id: &Value) -> Value {
+    let res = app
+        .get(&format!("/api/v1/recoveries/{id}"), Some(TOKEN))
+        .await;
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+async fn reset(fleet: &Fleet, phone_id: &str) -> Value {
+    let res = manual(&fleet.app, phone_id, "reset").await;
+    assert_eq!(res.status(), 202);
+    res.json().await.unwrap()
+}
+
+async fn a_manual_reset_keeps_each_diagnostics_output_and_a_failing_one_does_not_stop_it_4_7_5(
+    backend: Backend,
+) {
+    let fleet = start(backend, 2, &watchdog(5000), |_| {}).await;
+    can(&fleet, BOOTED, "1");
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let started = reset(&fleet, &phone_id).await;
+
+    let log =
+        wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "reset", "succeeded")).await;
+    assert_eq!(log[0]["id"], started["id"]);
+    let shown = recovery(&fleet.app, &started["id"]).await;
+    assert_eq!(
+        shown["diagnostics"],
+        json!([
+            {"command": BOOTED, "outcome": "succeeded", "output": "1", "error": null},
+            {"command": NOT_CANNED, "outcome": "failed",
+             "output": "/system/bin/sh: dumpsys: not found",
+             "error": "status -1: CPS.0191: Run command failed."},
+        ])
+    );
+    assert_eq!(shown["outcome"], "succeeded");
+    fleet.simulator.stop().await;
+}
+
+async fn a_diagnostic_that_times_out_does_not_hold_the_reset_back_4_7_5(backend: Backend) {
+    let fleet = start(backend, 2, &watchdog(300), |_| {}).await;
+    can(&fleet, BOOTED, "1");
+    fleet
+        .simulator
+        .faults
+        .hang_commands(Some(Duration::from_secs(30)));
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let started = reset(&fleet, &phone_id).await;
+
+    wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "reset", "succeeded")).await;
+    let shown = recovery(&fleet.app, &started["id"]).await;
+    let outcomes: Vec<&Value> = (shown["diagnostics"].as_array().unwrap().iter())
+        .map(|run| &run["outcome"])
+        .collect();
+    assert_eq!(outcomes, ["timed_out", "timed_out"], "{shown}");
+    assert_eq!(shown["diagnostics"][0]["output"], Value::Null);
+    fleet.simulator.stop().await;
+}
+
+/// A phone whose restart fails is reset by the watchdog (4.3.5); the diagnostics run first.
+/// The phone is silent, so the simulator cannot run them: each fails, the reset goes on.
+async fn an_automatic_reset_runs_the_diagnostics_first_4_7_5(backend: Backend) {
+    let fleet = start(backend, 2, &watchdog(5000), |o| {
+        o.silent = 1;
+        o.restart_fails = 1;
+    })
+    .await;
+    can(&fleet, BOOTED, "1");
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    let log =
+        wait_for_recoveries(&fleet.app, &phone_id, |log| has(log, "reset", "succeeded")).await;
+
+    let reset = log.iter().find(|r| r["action"] == "reset").unwrap();
+    let shown = recovery(&fleet.app, &reset["id"]).await;
+    let commands: Vec<(&Value, &Value)> = (shown["diagnostics"].as_array().unwrap().iter())
+        .map(|run| (&run["command"], &run["outcome"]))
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            (&Value::from(BOOTED), &Value::from("failed")),
+            (&Value::from(NOT_CANNED), &Value::from("failed")),
+        ]
+    );
+    let restart = log.iter().find(|r| r["action"] == "restart").unwrap();
+    let shown = recovery(&fleet.app, &restart["id"]).await;
+    assert_eq!(shown["diagnostics"], json!([]), "a restart wipes nothing");
+    fleet.simulator.stop().await;
+}
+
+async fn exec(app: &TestApp, phone_id: &str, command: &str) -> reqwest::Response {
+    let url = format!("{}/api/v1/phones/{phone_id}/exec", app.address);
+    let body = json!({"command": command});
+    app.client
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// How many synchronous command calls cphub made, as its own metrics count them.
+async fn command_calls(app: &TestApp) -> usize {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("cphub_cph_requests_total{"))
+        .filter(|line| line.contains("operation=\"run_sync_command\""))
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as usize)
+        .sum()
+}
+
+fn cli_exec(fleet: &Fleet, endpoint: &str, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
+    cmd.env_clear()
+        .env("CPHUB_CONFIG_DIR", "/nonexistent")
+        .env("CPHUB__CPH__ENDPOINT", endpoint)
+        .env("CPHUB__CPH__PROJECT_ID", &fleet.options.project_id)
+        .env("CPHUB__CPH__AUTH__AK", &fleet.options.ak)
+        .env("CPHUB__CPH__AUTH__SK", &fleet.options.sk)
+        .args(["phones", "exec"])
+        .args(args);
+    cmd
+}
+
+async fn output(mut cmd: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn commands_beyond_the_limits_of_4_7_5_are_refused_before_any_call(backend: Backend) {
+    let fleet = start(backend, 1, "", |_| {}).await;
+    can(&fleet, BOOTED, "1");
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    let too_long = "a".repeat(1025);
+
+    for bad in [
+        "ls; reboot",
+        "cat /a | grep b",
+        "echo $PATH",
+        too_long.as_str(),
+        " ",
+    ] {
+        let res = exec(&fleet.app, &phone_id, bad).await;
+        assert_error(res, 400, "CPHUB.INVALID_COMMAND").await;
+    }
+    assert_eq!(command_calls(&fleet.app).await, 0, "nothing was sent");
+    let res = exec(&fleet.app, &phone_id, BOOTED).await;
+    assert_eq!(res.status(), 200);
+    let run: Value = res.json().await.unwrap();
+    assert_eq!(
+        (&run["outcome"], &run["output"]),
+        (&json!("succeeded"), &json!("1"))
+    );
+    assert_eq!(command_calls(&fleet.app).await, 1);
+
+    // Nothing listens on port 9: were the command sent, the error would say unreachable.
+    let refused = output(cli_exec(
+        &fleet,
+        "http://127.0.0.1:9",
+        &[&phone_id, "--", "ls;", "reboot"],
+    ))
+    .await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("not sent") && stderr.contains("4.7.5"),
+        "{stderr}"
+    );
+    let endpoint = fleet.simulator.cph_endpoint();
+    let args = [phone_id.as_str(), "--", "getprop", "sys.boot_completed"];
+    let looked = output(cli_exec(&fleet, &endpoint, &args)).await;
+    assert!(looked.status.success(), "{looked:?}");
+    assert_eq!(String::from_utf8_lossy(&looked.stdout), "1\n");
+    fleet.simulator.stop().await;
+}
