@@ -12,12 +12,14 @@ mod webhook;
 
 pub use connect::{AccessInfo, Connect};
 pub use event::{EventKind, GameEvent, Heartbeat};
-pub use ids::{AppId, ErrorMsg, IdempotencyKey, PhoneId, QueueId, SessionId, UserId};
+pub use ids::{
+    AppId, ErrorMsg, IdempotencyKey, PhoneId, QueueId, SessionId, UserId, WebhookEventId,
+};
 pub use queue::{Priority, WaitSecs};
 pub use recovery::{Action, Outcome, Reason, RecoveryMark};
 pub use session::{EndReason, Session, SessionState};
 pub use time::UtcTime;
-pub use webhook::WebhookEventType;
+pub use webhook::{DeliveryState, WebhookEventType};
 
 /// Why a wire value was refused. `field` is the JSON path, so the caller can fix its input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

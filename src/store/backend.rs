@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 
+use super::EndpointFilter;
 use super::WebhookBacklog;
 use super::sql::Sql;
 use super::{
@@ -11,9 +12,10 @@ use super::{
     MintRequest, NewRecovery, OutboxEvent, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery,
     SessionFilter, Store, StoreError, Verification, book, outbox, queue,
 };
-use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryView, EndpointFilter};
+use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryView};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use crate::access::Issued;
+use crate::domain::WebhookEventId;
 use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
 use crate::usage::{self, UsageQuery, UsageRow};
 
@@ -408,18 +410,16 @@ impl<B: Backend> Store for B {
 
     async fn webhook_deliveries(
         &self,
-        endpoint: Option<&str>,
-        state: Option<&str>,
-        limit: i64,
+        filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryView>, StoreError> {
-        let found = outbox::deliveries(&mut self.reader(), endpoint, state, limit).await;
+        let found = outbox::deliveries(&mut self.reader(), filter).await;
         found.map_err(during("webhook_deliveries"))
     }
 
     async fn webhook_delivery(
         &self,
         endpoint: &str,
-        event_id: &str,
+        event_id: &WebhookEventId,
     ) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, StoreError> {
         let found = outbox::delivery(&mut self.reader(), endpoint, event_id).await;
         found.map_err(during("webhook_delivery"))
@@ -428,7 +428,7 @@ impl<B: Backend> Store for B {
     async fn retry_webhook_delivery(
         &self,
         endpoint: &str,
-        event_id: &str,
+        event_id: &WebhookEventId,
         now: UtcTime,
     ) -> Result<bool, StoreError> {
         let retried = in_transaction!(self, outbox::retry(endpoint, event_id, now));

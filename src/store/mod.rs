@@ -31,7 +31,7 @@ use crate::access::{Issued, MintedAccess};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::domain::{
     AccessInfo, Action, AppId, Connect, GameEvent, Heartbeat, IdempotencyKey, Outcome, PhoneId,
-    QueueId, Reason, RecoveryMark, Session, SessionId, UserId, UtcTime,
+    QueueId, Reason, RecoveryMark, Session, SessionId, UserId, UtcTime, WebhookEventId,
 };
 use crate::usage::{UsageQuery, UsageRow};
 
@@ -41,8 +41,8 @@ pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use outbox::{
-    AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryView, EndpointFilter, NextStep,
-    OutboxEvent, WebhookBacklog,
+    AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryPosition,
+    DeliveryView, EndpointFilter, NextStep, OutboxEvent, WebhookBacklog,
 };
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
@@ -607,26 +607,24 @@ pub trait Store: Send + Sync + 'static {
     /// The oldest event each endpoint has still to take (`cphub_webhook_oldest_undelivered_seconds`).
     async fn webhook_backlog(&self) -> Result<WebhookBacklog, StoreError>;
 
-    /// Webhook deliveries, newest first (`cphub webhooks list`).
+    /// Webhook deliveries, newest first (`cphub webhooks list`, `GET /api/v1/webhooks/deliveries`).
     async fn webhook_deliveries(
         &self,
-        endpoint: Option<&str>,
-        state: Option<&str>,
-        limit: i64,
+        filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryView>, StoreError>;
 
     /// One delivery with its attempts (`cphub webhooks show`).
     async fn webhook_delivery(
         &self,
         endpoint: &str,
-        event_id: &str,
+        event_id: &WebhookEventId,
     ) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, StoreError>;
 
     /// Puts a delivery back to pending, due now (`cphub webhooks retry`); false if unknown.
     async fn retry_webhook_delivery(
         &self,
         endpoint: &str,
-        event_id: &str,
+        event_id: &WebhookEventId,
         now: UtcTime,
     ) -> Result<bool, StoreError>;
 

@@ -31,3 +31,4 @@ mod simulator_control_plane;
 mod usage;
 mod watchdog;
 mod webhooks;
+mod webhooks_api;

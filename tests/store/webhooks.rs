@@ -356,7 +356,12 @@ async fn a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_
         .await
         .unwrap();
     let crm = store
-        .webhook_deliveries(Some("crm"), None, 10)
+        .webhook_deliveries(&cphub::store::DeliveryFilter {
+            endpoint: Some("crm".into()),
+            state: None,
+            before: None,
+            limit: 10,
+        })
         .await
         .unwrap();
     let replayed = store
