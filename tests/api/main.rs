@@ -32,3 +32,4 @@ mod usage;
 mod watchdog;
 mod webhooks;
 mod webhooks_api;
+mod webhooks_crash;
