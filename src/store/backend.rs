@@ -4,13 +4,14 @@
 
 use async_trait::async_trait;
 
+use super::AccountPause;
 use super::EndpointFilter;
 use super::WebhookBacklog;
 use super::sql::Sql;
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
     MintRequest, NewRecovery, OutboxEvent, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery,
-    SessionFilter, Store, StoreError, Verification, book, outbox, queue,
+    SessionFilter, Store, StoreError, Verification, book, outbox, pause, queue,
 };
 use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryView};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
@@ -443,6 +444,26 @@ impl<B: Backend> Store for B {
     ) -> Result<u64, StoreError> {
         let replayed = in_transaction!(self, outbox::replay(endpoint, since, now));
         replayed.map_err(during("replay_webhooks"))
+    }
+
+    async fn open_account_pause(
+        &self,
+        code: &str,
+        probe: &PhoneId,
+        now: UtcTime,
+    ) -> Result<bool, StoreError> {
+        let opened = in_transaction!(self, pause::open(code, probe, now));
+        opened.map_err(during("open_account_pause"))
+    }
+
+    async fn close_account_pause(&self, now: UtcTime) -> Result<bool, StoreError> {
+        let closed = in_transaction!(self, pause::close(now));
+        closed.map_err(during("close_account_pause"))
+    }
+
+    async fn account_pause(&self) -> Result<Option<AccountPause>, StoreError> {
+        let found = pause::current(&mut self.reader()).await;
+        found.map_err(during("account_pause"))
     }
 
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError> {

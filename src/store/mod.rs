@@ -17,6 +17,7 @@ mod filter;
 mod group_commit;
 mod heartbeat_buffer;
 mod outbox;
+mod pause;
 mod postgres;
 mod queue;
 mod sql;
@@ -44,6 +45,7 @@ pub use outbox::{
     AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryPosition,
     DeliveryView, EndpointFilter, NextStep, OutboxEvent, WebhookBacklog,
 };
+pub use pause::AccountPause;
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use sqlite::SqliteStore;
@@ -635,6 +637,22 @@ pub trait Store: Send + Sync + 'static {
         since: UtcTime,
         now: UtcTime,
     ) -> Result<u64, StoreError>;
+
+    /// Records that the control plane refuses the account (7.2) unless a pause is open
+    /// already; true if this call opened it (and wrote its `fleet.incident`).
+    async fn open_account_pause(
+        &self,
+        code: &str,
+        probe: &PhoneId,
+        now: UtcTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends the open pause, if any; true if this call ended it (and wrote its
+    /// `fleet.incident`).
+    async fn close_account_pause(&self, now: UtcTime) -> Result<bool, StoreError>;
+
+    /// The open pause, if any.
+    async fn account_pause(&self) -> Result<Option<AccountPause>, StoreError>;
 
     /// Deletes deliveries delivered before `before`; how many.
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError>;

@@ -33,3 +33,4 @@ mod watchdog;
 mod webhooks;
 mod webhooks_api;
 mod webhooks_crash;
+mod webhooks_fleet;

@@ -18,10 +18,10 @@ use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error};
 use crate::simulation::configure_callbacks;
 
 /// A simulator and a cphub (with its watchdog) wired to each other.
-struct Fleet {
+pub(crate) struct Fleet {
     port: u16,
-    app: TestApp,
-    simulator: Simulator,
+    pub(crate) app: TestApp,
+    pub(crate) simulator: Simulator,
     options: SimOptions,
     /// Each phone's boots once set up: pointing the phones at cphub restarts them (4.3.9's
     /// properties take effect at the next restart), which is no recovery.
@@ -104,7 +104,7 @@ fn cphub_settings_synced(
     )
 }
 
-async fn start(
+pub(crate) async fn start(
     backend: Backend,
     phones: usize,
     watchdog: &str,
@@ -799,7 +799,7 @@ async fn metric_value(app: &TestApp, name: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-async fn wait_for_metric(app: &TestApp, name: &str, value: f64) {
+pub(crate) async fn wait_for_metric(app: &TestApp, name: &str, value: f64) {
     for _ in 0..300 {
         if metric_value(app, name).await == Some(value) {
             return;
