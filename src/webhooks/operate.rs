@@ -50,6 +50,9 @@ impl<'a> Deliveries<'a> {
     /// Newest first. An endpoint filter must name an endpoint that is configured or has
     /// deliveries in the book (one since removed from the configuration keeps its history).
     pub async fn list(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>, OperateError> {
+        if let Some(name) = &filter.endpoint {
+            plain(name)?;
+        }
         let found = self.store.webhook_deliveries(filter).await?;
         if let Some(name) = &filter.endpoint
             && found.is_empty()
@@ -76,6 +79,7 @@ impl<'a> Deliveries<'a> {
         endpoint: &str,
         event_id: &WebhookEventId,
     ) -> Result<DeliveryDetail, OperateError> {
+        plain(endpoint)?;
         let found = self.store.webhook_delivery(endpoint, event_id).await?;
         let (delivery, attempts) = found.ok_or_else(|| unknown(endpoint, event_id))?;
         Ok(DeliveryDetail { delivery, attempts })
@@ -90,6 +94,7 @@ impl<'a> Deliveries<'a> {
         event_id: &WebhookEventId,
         now: UtcTime,
     ) -> Result<DeliveryDetail, OperateError> {
+        plain(endpoint)?;
         let store = self.store;
         if !store
             .retry_webhook_delivery(endpoint, event_id, now)
@@ -114,6 +119,15 @@ impl<'a> Deliveries<'a> {
             events: configured.events.clone(),
         };
         Ok(self.store.replay_webhooks(&filter, since, now).await?)
+    }
+}
+
+/// A name no endpoint can have (config/webhooks.rs) is unknown without asking the
+/// database, which must not see what it cannot store (PostgreSQL refuses NUL in text).
+fn plain(name: &str) -> Result<(), OperateError> {
+    match WebhookEndpoint::plain_name(name) {
+        true => Ok(()),
+        false => Err(OperateError::UnknownEndpoint(name.to_owned())),
     }
 }
 

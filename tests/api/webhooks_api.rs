@@ -218,6 +218,16 @@ async fn bad_filters_ids_and_times_get_their_codes(backend: Backend) {
             "CPHUB.NOT_FOUND",
         ),
         (
+            "/api/v1/webhooks/deliveries?endpoint=a%00b",
+            404,
+            "CPHUB.NOT_FOUND",
+        ),
+        (
+            "/api/v1/webhooks/a%00b/deliveries/evt_session.ended_s-1",
+            404,
+            "CPHUB.NOT_FOUND",
+        ),
+        (
             "/api/v1/webhooks/billing/deliveries/evt%20x",
             400,
             "CPHUB.INVALID_FIELD",
@@ -229,6 +239,12 @@ async fn bad_filters_ids_and_times_get_their_codes(backend: Backend) {
     let posts = [
         (
             "/webhooks/billing/deliveries/evt_session.ended_s-9/retry",
+            json!({}),
+            404,
+            "CPHUB.NOT_FOUND",
+        ),
+        (
+            "/webhooks/a%00b/deliveries/evt_session.ended_s-1/retry",
             json!({}),
             404,
             "CPHUB.NOT_FOUND",
