@@ -325,6 +325,7 @@ fn http_server(
     let access = web::Data::new(settings.effective_access());
     let fleet = web::Data::new(settings.fleet.clone());
     let usage = web::Data::new(settings.usage.clone());
+    let webhooks = web::Data::new(settings.webhooks.clone());
     let base_path = web::Data::new(settings.callbacks.base_path.clone());
     let document = web::Data::new(ApiDocument::new(&crate::openapi::document(
         &settings.callbacks.base_path,
@@ -350,6 +351,7 @@ fn http_server(
             .app_data(access.clone())
             .app_data(fleet.clone())
             .app_data(usage.clone())
+            .app_data(webhooks.clone())
             .app_data(base_path.clone())
             .app_data(document.clone())
             .app_data(metrics.clone())

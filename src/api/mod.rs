@@ -7,6 +7,7 @@ mod queue;
 mod rollouts;
 mod sessions;
 mod usage;
+mod webhooks;
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::from_fn;
@@ -72,6 +73,23 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::GET, "/recoveries/{id}", encode::recovery),
         Endpoint::new(Method::GET, "/encode-servers", encode::list),
         Endpoint::new(Method::GET, "/usage", usage::usage),
+        Endpoint::new(Method::GET, "/webhooks/deliveries", webhooks::list),
+        Endpoint::new(
+            Method::GET,
+            "/webhooks/{endpoint}/deliveries/{event_id}",
+            webhooks::show,
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/webhooks/{endpoint}/deliveries/{event_id}/retry",
+            webhooks::retry,
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/webhooks/{endpoint}/replay",
+            webhooks::replay,
+        )
+        .with_body_limit(webhooks::BODY_LIMIT),
         Endpoint::new(Method::GET, "/openapi.json", api_document::serve),
     ]
 }
@@ -101,6 +119,10 @@ pub fn endpoints() -> Vec<Endpoint> {
     encode::recovery,
     encode::list,
     usage::usage,
+    webhooks::list,
+    webhooks::show,
+    webhooks::retry,
+    webhooks::replay,
     crate::http::api_document::serve,
 ))]
 pub struct OperatorDoc;
@@ -116,6 +138,9 @@ fn next_position<T>(page: &[T], limit: i64, position: impl Fn(&T) -> String) -> 
 pub enum ApiError {
     #[error(transparent)]
     Invalid(#[from] ParseError),
+    /// A time that is not RFC 3339 in 1970–9999: the callbacks' code for it.
+    #[error(transparent)]
+    InvalidTime(ParseError),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error(
@@ -176,6 +201,7 @@ impl ApiError {
     fn code(&self) -> ErrorCode {
         match self {
             ApiError::Invalid(_) => ErrorCode::InvalidField,
+            ApiError::InvalidTime(_) => ErrorCode::InvalidTime,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::NoFreePhone => ErrorCode::NoFreePhone,
             ApiError::PhoneBusy => ErrorCode::PhoneBusy,

@@ -6,8 +6,9 @@ use clap::Subcommand;
 
 use super::{Format, Outcome};
 use crate::config::Settings;
-use crate::domain::{ParseError, UtcTime};
-use crate::store::{self, EndpointFilter, StoreError};
+use crate::domain::{DeliveryState, ParseError, UtcTime, WebhookEventId};
+use crate::store::{self, DeliveryFilter, StoreError};
+use crate::webhooks::{Deliveries, OperateError};
 
 #[derive(Debug, Subcommand)]
 pub enum WebhooksCommand {
@@ -40,18 +41,15 @@ pub enum WebhooksCommand {
 pub enum WebhooksError {
     #[error(transparent)]
     Invalid(#[from] ParseError),
-    #[error("no webhook endpoint named {0:?} in [webhooks] endpoints")]
-    UnknownEndpoint(String),
-    #[error("--state must be pending, delivered or failed, not {0:?}")]
-    UnknownState(String),
-    #[error("no delivery of {event_id} to {endpoint}")]
-    NotFound { endpoint: String, event_id: String },
+    #[error(transparent)]
+    Operate(#[from] OperateError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 pub async fn run(settings: &Settings, command: WebhooksCommand) -> Result<Outcome, WebhooksError> {
     let store = store::connect(&settings.database).await?;
+    let deliveries = Deliveries::new(store.as_ref(), &settings.webhooks);
     let now = UtcTime::now();
     match command {
         WebhooksCommand::List {
@@ -60,60 +58,44 @@ pub async fn run(settings: &Settings, command: WebhooksCommand) -> Result<Outcom
             limit,
             format,
         } => {
-            if let Some(state) = state.as_deref()
-                && !["pending", "delivered", "failed"].contains(&state)
-            {
-                return Err(WebhooksError::UnknownState(state.to_owned()));
-            }
-            let limit = limit.clamp(1, 10_000);
-            let found =
-                (store.webhook_deliveries(endpoint.as_deref(), state.as_deref(), limit)).await?;
-            print_list(&found, format);
+            let filter = DeliveryFilter {
+                endpoint,
+                state: state
+                    .map(|s| DeliveryState::parse("--state", &s))
+                    .transpose()?,
+                before: None,
+                limit: limit.clamp(1, 10_000),
+            };
+            print_list(&deliveries.list(&filter).await?, format);
         }
         WebhooksCommand::Show { endpoint, event_id } => {
-            let found = store.webhook_delivery(&endpoint, &event_id).await?;
-            let (delivery, attempts) =
-                found.ok_or(WebhooksError::NotFound { endpoint, event_id })?;
-            let shown = serde_json::json!({"delivery": delivery, "attempts": attempts});
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&shown).unwrap_or_default()
-            );
+            let event_id = WebhookEventId::parse("EVENT_ID", event_id)?;
+            print_json(&deliveries.show(&endpoint, &event_id).await?);
         }
         WebhooksCommand::Retry { endpoint, event_id } => {
-            if !store
-                .retry_webhook_delivery(&endpoint, &event_id, now)
-                .await?
-            {
-                return Err(WebhooksError::NotFound { endpoint, event_id });
-            }
+            let event_id = WebhookEventId::parse("EVENT_ID", event_id)?;
+            deliveries.retry(&endpoint, &event_id, now).await?;
             println!("{event_id} to {endpoint}: pending, due now");
         }
         WebhooksCommand::Replay { endpoint, since } => {
             let since = UtcTime::parse("--since", &since)?;
-            let configured = settings
-                .webhooks
-                .endpoints
-                .iter()
-                .find(|e| e.name == endpoint);
-            let configured = configured.ok_or(WebhooksError::UnknownEndpoint(endpoint))?;
-            let filter = EndpointFilter {
-                name: configured.name.clone(),
-                events: configured.events.clone(),
-            };
-            let replayed = store.replay_webhooks(&filter, since, now).await?;
-            println!("{replayed} deliveries to {} pending again", filter.name);
+            let replayed = deliveries.replay(&endpoint, since, now).await?;
+            println!("{replayed} deliveries to {endpoint} pending again");
         }
     }
     Ok(Outcome::AllSucceeded)
 }
 
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
 fn print_list(found: &[store::DeliveryView], format: Format) {
     if format == Format::Json {
-        return println!(
-            "{}",
-            serde_json::to_string_pretty(found).unwrap_or_default()
-        );
+        return print_json(&found);
     }
     println!(
         "{:<16} {:<48} {:<16} {:<10} {:>8} ERROR",

@@ -128,11 +128,16 @@ impl WebhookSettings {
 }
 
 impl WebhookEndpoint {
+    /// What a name may be: 1 to 64 letters, digits, - or _.
+    pub fn plain_name(name: &str) -> bool {
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        !name.is_empty() && name.len() <= 64 && name.chars().all(plain)
+    }
+
     /// The name is a metric label and a path segment: short, plain. The URL must be one
     /// reqwest can send to, over HTTP(S).
     fn problem(&self) -> Option<(&'static str, String)> {
-        let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if self.name.is_empty() || self.name.len() > 64 || !self.name.chars().all(plain) {
+        if !Self::plain_name(&self.name) {
             let reason = "1 to 64 letters, digits, - or _".to_owned();
             return Some(("webhooks.endpoints.name", reason));
         }

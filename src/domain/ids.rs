@@ -113,6 +113,13 @@ id_type!(
     64
 );
 
+id_type!(
+    /// A webhook event's id, stable for the fact (`evt_<type>_<subject>…`, docs/webhooks.md):
+    /// built from a type and ids of at most 64 characters, so 160 leaves room.
+    WebhookEventId,
+    160
+);
+
 /// The phone's free-text error description (6.2, 6.3: no length set). Bounded, but never
 /// refused: an event refused over its description is sent again and refused again, and the
 /// session's billing is lost. A longer one is cut at a character boundary and says so. Any

@@ -16,7 +16,9 @@ mod webhook;
 pub use connect::{AccessInfo, Connect};
 pub use encode_server::EncodeServerState;
 pub use event::{EventKind, GameEvent, Heartbeat};
-pub use ids::{AppId, ErrorMsg, IdempotencyKey, PhoneId, QueueId, SessionId, UserId};
+pub use ids::{
+    AppId, ErrorMsg, IdempotencyKey, PhoneId, QueueId, SessionId, UserId, WebhookEventId,
+};
 pub use queue::{Priority, WaitSecs};
 pub use recovery::{Action, Outcome, Reason, RecoveryMark};
 pub use rollout::{PhoneStep, RolloutPlan, RolloutState, RolloutTarget};
@@ -26,7 +28,7 @@ pub use shell::{
     ShellCommandError, truncate_bytes,
 };
 pub use time::UtcTime;
-pub use webhook::WebhookEventType;
+pub use webhook::{DeliveryState, WebhookEventType};
 
 /// Why a wire value was refused. `field` is the JSON path, so the caller can fix its input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::{ParseError, Problem};
+
 /// A webhook event's type, as the envelope's `type` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum WebhookEventType {
@@ -61,6 +63,54 @@ impl std::fmt::Display for WebhookEventType {
     }
 }
 
+/// Where a delivery of one event to one endpoint stands (`webhook_deliveries.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Not yet answered 2xx; due at `next_attempt_at`.
+    Pending,
+    Delivered,
+    /// Every scheduled attempt failed, or the payload is over the bound; kept.
+    Failed,
+}
+
+impl DeliveryState {
+    pub const ALL: &[DeliveryState] = &[
+        DeliveryState::Pending,
+        DeliveryState::Delivered,
+        DeliveryState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(field: &'static str, text: &str) -> Result<Self, ParseError> {
+        let found = Self::ALL.iter().find(|s| s.as_str() == text);
+        let invalid = Problem::Invalid("must be pending, delivered or failed");
+        found.copied().ok_or(ParseError::new(field, invalid))
+    }
+}
+
+impl TryFrom<String> for DeliveryState {
+    type Error = ParseError;
+
+    /// For rows read back: the column only ever holds the three names.
+    fn try_from(text: String) -> Result<Self, ParseError> {
+        Self::parse("stored delivery state", &text)
+    }
+}
+
+impl std::fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +122,15 @@ mod tests {
             assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
         }
         assert!(WebhookEventType::try_from("session.paused".to_owned()).is_err());
+    }
+
+    #[test]
+    fn each_delivery_state_reads_back_from_its_text_and_nothing_else_does() {
+        for s in DeliveryState::ALL {
+            assert_eq!(DeliveryState::parse("state", s.as_str()), Ok(*s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert!(DeliveryState::parse("state", "leased").is_err());
+        assert!(DeliveryState::parse("state", "Pending").is_err());
     }
 }

@@ -4,18 +4,21 @@
 
 use async_trait::async_trait;
 
+use super::AccountPause;
+use super::EndpointFilter;
 use super::WebhookBacklog;
 use super::sql::Sql;
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
     MintRequest, NewRecovery, OutboxEvent, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery,
-    SessionFilter, Store, StoreError, Verification, book, outbox, queue,
+    SessionFilter, Store, StoreError, Verification, book, outbox, pause, queue,
 };
-use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryView, EndpointFilter};
+use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryView};
 use super::{ControlPlaneEncodeServer, EncodeServer, encode};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use super::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange, rollout};
 use crate::access::Issued;
+use crate::domain::WebhookEventId;
 use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
 use crate::usage::{self, UsageQuery, UsageRow};
 
@@ -429,18 +432,16 @@ impl<B: Backend> Store for B {
 
     async fn webhook_deliveries(
         &self,
-        endpoint: Option<&str>,
-        state: Option<&str>,
-        limit: i64,
+        filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryView>, StoreError> {
-        let found = outbox::deliveries(&mut self.reader(), endpoint, state, limit).await;
+        let found = outbox::deliveries(&mut self.reader(), filter).await;
         found.map_err(during("webhook_deliveries"))
     }
 
     async fn webhook_delivery(
         &self,
         endpoint: &str,
-        event_id: &str,
+        event_id: &WebhookEventId,
     ) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, StoreError> {
         let found = outbox::delivery(&mut self.reader(), endpoint, event_id).await;
         found.map_err(during("webhook_delivery"))
@@ -449,7 +450,7 @@ impl<B: Backend> Store for B {
     async fn retry_webhook_delivery(
         &self,
         endpoint: &str,
-        event_id: &str,
+        event_id: &WebhookEventId,
         now: UtcTime,
     ) -> Result<bool, StoreError> {
         let retried = in_transaction!(self, outbox::retry(endpoint, event_id, now));
@@ -464,6 +465,26 @@ impl<B: Backend> Store for B {
     ) -> Result<u64, StoreError> {
         let replayed = in_transaction!(self, outbox::replay(endpoint, since, now));
         replayed.map_err(during("replay_webhooks"))
+    }
+
+    async fn open_account_pause(
+        &self,
+        code: &str,
+        probe: &PhoneId,
+        now: UtcTime,
+    ) -> Result<bool, StoreError> {
+        let opened = in_transaction!(self, pause::open(code, probe, now));
+        opened.map_err(during("open_account_pause"))
+    }
+
+    async fn close_account_pause(&self, now: UtcTime) -> Result<bool, StoreError> {
+        let closed = in_transaction!(self, pause::close(now));
+        closed.map_err(during("close_account_pause"))
+    }
+
+    async fn account_pause(&self) -> Result<Option<AccountPause>, StoreError> {
+        let found = pause::current(&mut self.reader()).await;
+        found.map_err(during("account_pause"))
     }
 
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError> {

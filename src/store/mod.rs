@@ -18,6 +18,7 @@ mod filter;
 mod group_commit;
 mod heartbeat_buffer;
 mod outbox;
+mod pause;
 mod postgres;
 mod queue;
 mod rollout;
@@ -33,7 +34,7 @@ use crate::access::{Issued, MintedAccess};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::domain::{
     AccessInfo, Action, AppId, Connect, GameEvent, Heartbeat, IdempotencyKey, Outcome, PhoneId,
-    QueueId, Reason, RecoveryMark, Session, SessionId, UserId, UtcTime,
+    QueueId, Reason, RecoveryMark, Session, SessionId, UserId, UtcTime, WebhookEventId,
 };
 use crate::usage::{UsageQuery, UsageRow};
 
@@ -45,9 +46,10 @@ pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use outbox::{
-    AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryView, EndpointFilter, NextStep,
-    OutboxEvent, WebhookBacklog,
+    AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryPosition,
+    DeliveryView, EndpointFilter, NextStep, OutboxEvent, WebhookBacklog,
 };
+pub use pause::AccountPause;
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use rollout::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange};
@@ -637,26 +639,24 @@ pub trait Store: Send + Sync + 'static {
     /// The oldest event each endpoint has still to take (`cphub_webhook_oldest_undelivered_seconds`).
     async fn webhook_backlog(&self) -> Result<WebhookBacklog, StoreError>;
 
-    /// Webhook deliveries, newest first (`cphub webhooks list`).
+    /// Webhook deliveries, newest first (`cphub webhooks list`, `GET /api/v1/webhooks/deliveries`).
     async fn webhook_deliveries(
         &self,
-        endpoint: Option<&str>,
-        state: Option<&str>,
-        limit: i64,
+        filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryView>, StoreError>;
 
     /// One delivery with its attempts (`cphub webhooks show`).
     async fn webhook_delivery(
         &self,
         endpoint: &str,
-        event_id: &str,
+        event_id: &WebhookEventId,
     ) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, StoreError>;
 
     /// Puts a delivery back to pending, due now (`cphub webhooks retry`); false if unknown.
     async fn retry_webhook_delivery(
         &self,
         endpoint: &str,
-        event_id: &str,
+        event_id: &WebhookEventId,
         now: UtcTime,
     ) -> Result<bool, StoreError>;
 
@@ -667,6 +667,22 @@ pub trait Store: Send + Sync + 'static {
         since: UtcTime,
         now: UtcTime,
     ) -> Result<u64, StoreError>;
+
+    /// Records that the control plane refuses the account (7.2) unless a pause is open
+    /// already; true if this call opened it (and wrote its `fleet.incident`).
+    async fn open_account_pause(
+        &self,
+        code: &str,
+        probe: &PhoneId,
+        now: UtcTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends the open pause, if any; true if this call ended it (and wrote its
+    /// `fleet.incident`).
+    async fn close_account_pause(&self, now: UtcTime) -> Result<bool, StoreError>;
+
+    /// The open pause, if any.
+    async fn account_pause(&self) -> Result<Option<AccountPause>, StoreError>;
 
     /// Deletes deliveries delivered before `before`; how many.
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError>;

@@ -4,7 +4,7 @@
 
 use super::StoreError;
 use super::sql::{Sql, args};
-use crate::domain::{UtcTime, WebhookEventType};
+use crate::domain::{DeliveryState, UtcTime, WebhookEventId, WebhookEventType};
 
 /// One fact of the outbox, as the triggers recorded it.
 #[derive(Debug, Clone, PartialEq)]
@@ -366,17 +366,21 @@ pub(super) async fn backlog(db: &mut impl Sql) -> Result<WebhookBacklog, StoreEr
     })
 }
 
-/// A delivery as the operator sees it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+/// A delivery as the operator sees it: no secret, no payload.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub endpoint: String,
+    /// The outbox row's place in commit order; pages are in this order, newest first.
     pub event_seq: i64,
-    pub event_id: String,
-    #[sqlx(rename = "type")]
+    #[sqlx(try_from = "String")]
+    pub event_id: WebhookEventId,
+    #[sqlx(rename = "type", try_from = "String")]
     #[serde(rename = "type")]
-    pub event_type: String,
+    pub event_type: WebhookEventType,
+    /// The ordering key: the session, phone or server the event is about.
     pub subject: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: DeliveryState,
     pub attempts: i64,
     pub next_attempt_at: UtcTime,
     pub last_error: Option<String>,
@@ -384,13 +388,31 @@ pub struct DeliveryView {
 }
 
 /// One attempt as the operator sees it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AttemptView {
     pub attempted_at: UtcTime,
+    /// The HTTP status; null when no answer came (timeout, refused, unresolvable).
     pub status: Option<i64>,
     pub latency_ms: i64,
+    /// The answer's first 1 KiB.
     pub response: Option<String>,
     pub error: Option<String>,
+}
+
+/// Which deliveries to list, newest first; `before` continues after a page's last one.
+#[derive(Debug, Clone)]
+pub struct DeliveryFilter {
+    pub endpoint: Option<String>,
+    pub state: Option<DeliveryState>,
+    pub before: Option<DeliveryPosition>,
+    pub limit: i64,
+}
+
+/// A delivery's place in the listing order: `event_seq` descending, then endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryPosition {
+    pub event_seq: i64,
+    pub endpoint: String,
 }
 
 macro_rules! delivery_view {
@@ -401,31 +423,37 @@ macro_rules! delivery_view {
     };
 }
 
-/// Newest first; `endpoint` and `state` narrow it when given.
+/// Newest first; `endpoint` and `state` narrow it, `before` pages on.
 pub(super) async fn deliveries(
     db: &mut impl Sql,
-    endpoint: Option<&str>,
-    state: Option<&str>,
-    limit: i64,
+    filter: &DeliveryFilter,
 ) -> Result<Vec<DeliveryView>, StoreError> {
     let sql = concat!(
         delivery_view!(),
         "WHERE ($1 IS NULL OR d.endpoint = $1) AND ($2 IS NULL OR d.state = $2) \
-         ORDER BY d.event_seq DESC, d.endpoint LIMIT $3"
+           AND ($3 IS NULL OR d.event_seq < $3 OR (d.event_seq = $3 AND d.endpoint > $4)) \
+         ORDER BY d.event_seq DESC, d.endpoint LIMIT $5"
     );
-    Ok(db.fetch_all(sql, &args![endpoint, state, limit]).await?)
+    let state = filter.state.map(DeliveryState::as_str);
+    let (seq, after) = match &filter.before {
+        Some(p) => (Some(p.event_seq), Some(p.endpoint.as_str())),
+        None => (None, None),
+    };
+    let args = args![filter.endpoint.as_deref(), state, seq, after, filter.limit];
+    Ok(db.fetch_all(sql, &args).await?)
 }
 
 pub(super) async fn delivery(
     db: &mut impl Sql,
     endpoint: &str,
-    event_id: &str,
+    event_id: &WebhookEventId,
 ) -> Result<Option<(DeliveryView, Vec<AttemptView>)>, StoreError> {
     let sql = concat!(
         delivery_view!(),
         "WHERE d.endpoint = $1 AND e.event_id = $2"
     );
-    let found: Option<DeliveryView> = db.fetch_optional(sql, &args![endpoint, event_id]).await?;
+    let args = args![endpoint, event_id.as_str()];
+    let found: Option<DeliveryView> = db.fetch_optional(sql, &args).await?;
     let Some(found) = found else { return Ok(None) };
     let sql = "SELECT attempted_at, status, latency_ms, response, error FROM webhook_attempts \
                WHERE endpoint = $1 AND event_seq = $2 ORDER BY id";
@@ -438,14 +466,17 @@ pub(super) async fn delivery(
 pub(super) async fn retry(
     tx: &mut impl Sql,
     endpoint: &str,
-    event_id: &str,
+    event_id: &WebhookEventId,
     now: UtcTime,
 ) -> Result<bool, StoreError> {
     let sql = "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, \
                  next_attempt_at = $3, updated_at = $3 \
                WHERE endpoint = $1 \
                  AND event_seq = (SELECT seq FROM webhook_events WHERE event_id = $2)";
-    Ok(tx.execute(sql, &args![endpoint, event_id, now]).await? > 0)
+    Ok(tx
+        .execute(sql, &args![endpoint, event_id.as_str(), now])
+        .await?
+        > 0)
 }
 
 /// Sends `filter`'s endpoint again every event of its types that happened since `since`,

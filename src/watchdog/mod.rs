@@ -33,7 +33,7 @@ use crate::cph::properties::merge_for_reset;
 use crate::cph::{
     ACCOUNT_CODES, CphClient, CphError, PhoneDetail, PhoneItem, model::job_status, model::status,
 };
-use crate::domain::{PhoneId, RecoveryMark, UtcTime};
+use crate::domain::{ParseError, PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
 use crate::rollout::Rollouts;
 use crate::store::{
@@ -53,6 +53,9 @@ pub enum WatchdogError {
     HourlyCap(String),
     #[error("watchdog.max_in_flight recovery jobs are already running")]
     InFlightCap,
+    /// A phone id the control plane gave that cphub cannot take: a bug, not a refusal.
+    #[error(transparent)]
+    Invalid(#[from] ParseError),
 }
 
 pub struct Watchdog {
@@ -87,10 +90,13 @@ pub struct Watchdog {
 }
 
 /// Why recoveries are paused, and the phone whose re-read tells when they may resume.
+/// `recorded` once the pause is in `account_pauses` (its `fleet.incident` written): a pause
+/// begins where no `.await` fits (a guard, a closure), so it is recorded just after.
 #[derive(Debug, Clone)]
 struct Pause {
     code: String,
     probe: String,
+    recorded: bool,
 }
 
 pub struct WatchdogTask(JoinHandle<()>);
@@ -198,7 +204,8 @@ impl Watchdog {
         let phones = self.store.unhealthy_phones(fresh_since).await?;
         let servers = self.server_incidents(&phones, fresh_since, now).await?;
         self.notice_account_refusals().await?;
-        if !self.account_usable().await {
+        self.record_pause().await?;
+        if !self.account_usable().await? {
             return Ok(());
         }
         // Rollout updates share the budget (docs/operations.md "Rolling out a game version").
@@ -214,7 +221,7 @@ impl Watchdog {
             let silent = phone.last_seen_at.is_some_and(|seen| seen < fresh_since);
             in_flight += self.consider(&phone, silent, now, in_flight).await? as usize;
         }
-        Ok(())
+        self.record_pause().await
     }
 
     /// Excluded and broken phones, phones of a server with an open (or just closed)
@@ -253,6 +260,7 @@ impl Watchdog {
             *paused = Some(Pause {
                 code: code.to_owned(),
                 probe: phone_id.to_owned(),
+                recorded: false,
             });
         }
     }
@@ -274,28 +282,68 @@ impl Watchdog {
             .store
             .recoveries(None, Some(self.created_at), 50)
             .await?;
-        let mut seen = self
-            .account_log_seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let newer = log.iter().filter(|r| r.id > *seen);
-        let refused = newer.clone().find(|r| past(r).account_blocked).cloned();
-        *seen = newer.map(|r| r.id).max().unwrap_or(*seen);
-        drop(seen);
+        let refused = {
+            let mut seen = self
+                .account_log_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let newer = log.iter().filter(|r| r.id > *seen);
+            let refused = newer.clone().find(|r| past(r).account_blocked).cloned();
+            *seen = newer.map(|r| r.id).max().unwrap_or(*seen);
+            refused
+        };
         if let Some(refusal) = refused {
             let error = refusal.error.unwrap_or_default();
             let code = error.split(':').next().unwrap_or_default();
             self.pause_for_account(code, &refusal.phone_id);
         }
+        self.adopt_recorded_pause().await
+    }
+
+    /// A pause recorded by another replica, or by this process before a restart, pauses
+    /// here too: the durable record, not each replica's memory, says whether the account is
+    /// refused. Adopted as recorded, so it is not opened (nor announced) a second time.
+    async fn adopt_recorded_pause(&self) -> Result<(), WatchdogError> {
+        if self.pause().is_some() {
+            return Ok(());
+        }
+        let Some(open) = self.store.account_pause().await? else {
+            return Ok(());
+        };
+        self.pause_for_account(&open.code, open.probe_phone_id.as_str());
+        self.mark_recorded();
         Ok(())
+    }
+
+    /// Writes a pause begun in memory to `account_pauses`, which writes its
+    /// `fleet.incident` in the same transaction; a pause already open there (another
+    /// replica's) is left as it is, so there is one event per pause.
+    async fn record_pause(&self) -> Result<(), WatchdogError> {
+        let Some(pause) = self.pause().filter(|p| !p.recorded) else {
+            return Ok(());
+        };
+        let probe = PhoneId::parse("probe", pause.probe.clone())?;
+        let now = self.clock.now();
+        self.store
+            .open_account_pause(&pause.code, &probe, now)
+            .await?;
+        self.mark_recorded();
+        Ok(())
+    }
+
+    fn mark_recorded(&self) {
+        let mut paused = self.paused.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = paused.as_mut() {
+            current.recorded = true;
+        }
     }
 
     /// While paused, one cheap call (re-reading the phone that was refused, chapter 4.3.2)
     /// tells whether the account is usable again; false while it is not. Any answer other
     /// than an account-level error (even a 404) means the account is served again.
-    async fn account_usable(&self) -> bool {
+    async fn account_usable(&self) -> Result<bool, WatchdogError> {
         let Some(pause) = self.pause() else {
-            return true;
+            return Ok(true);
         };
         let still_refused = match self.client.phone(&pause.probe).await {
             Ok(_) => false,
@@ -310,15 +358,18 @@ impl Watchdog {
             }
         };
         if still_refused {
-            return false;
+            return Ok(false);
         }
+        // The end is recorded (with its fleet.incident) before recoveries resume: if the
+        // write fails, the pause stays and the next pass asks again.
+        self.store.close_account_pause(self.clock.now()).await?;
         tracing::info!(
             code = pause.code,
             "CPH serves the account again: recoveries resume"
         );
         *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.metrics.cph_account_blocked.set(0);
-        true
+        Ok(true)
     }
 
     async fn abandon_sessions(
@@ -458,7 +509,9 @@ impl Watchdog {
         if self.store.pending_recoveries().await?.len() + updates >= self.settings.max_in_flight {
             return Err(WatchdogError::InFlightCap);
         }
-        self.recover(phone_id, Reason::Manual, action, None).await
+        let recovered = self.recover(phone_id, Reason::Manual, action, None).await;
+        self.record_pause().await?;
+        recovered
     }
 
     /// On `watchdog.exclude`: never acted on, automatically or by hand.

@@ -7,9 +7,11 @@
 //! each attempt. Dependencies go one way: webhooks → store, domain, config, usage.
 
 mod dispatch;
+mod operate;
 mod render;
 mod sign;
 
 pub use dispatch::{WebhookDispatcher, WebhookTasks};
+pub use operate::{Deliveries, DeliveryDetail, OperateError};
 pub use render::{Rendered, render};
 pub use sign::signature;

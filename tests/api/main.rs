@@ -34,3 +34,6 @@ mod simulator_control_plane;
 mod usage;
 mod watchdog;
 mod webhooks;
+mod webhooks_api;
+mod webhooks_crash;
+mod webhooks_fleet;

@@ -32,12 +32,12 @@ async fn two_replicas_on_postgres_deliver_each_event_once() {
     }
 }
 
-const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const NEW_SECRET: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24=";
+pub(crate) const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const NEW_SECRET: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24=";
 
 /// `[webhooks]` with one endpoint per `(name, url)`, both secrets signing side by side,
 /// immediate retries and a quick poll.
-fn webhooks(endpoints: &[(&str, String)], extra: &str) -> String {
+pub(crate) fn webhooks(endpoints: &[(&str, String)], extra: &str) -> String {
     let tables: Vec<String> = endpoints
         .iter()
         .map(|(name, url)| {
@@ -53,7 +53,7 @@ fn webhooks(endpoints: &[(&str, String)], extra: &str) -> String {
     )
 }
 
-async fn receiver(answer: ResponseTemplate) -> MockServer {
+pub(crate) async fn receiver(answer: ResponseTemplate) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/hook"))
@@ -63,12 +63,12 @@ async fn receiver(answer: ResponseTemplate) -> MockServer {
     server
 }
 
-fn hook_url(server: &MockServer) -> String {
+pub(crate) fn hook_url(server: &MockServer) -> String {
     format!("{}/hook", server.uri())
 }
 
 /// Plays `sessions` on their own phones: enter at 19:00:00, quit ten minutes later.
-async fn play(app: &TestApp, sessions: &[&str]) {
+pub(crate) async fn play(app: &TestApp, sessions: &[&str]) {
     for (i, session) in sessions.iter().enumerate() {
         let phone = format!("phone-{i}");
         app.send_event(&enter(session, &phone, "2026-12-01T19:00:00Z"))
@@ -79,7 +79,7 @@ async fn play(app: &TestApp, sessions: &[&str]) {
 }
 
 /// Waits until `server` has recorded at least `n` requests (the dispatcher polls).
-async fn wait_for_requests(server: &MockServer, n: usize) -> Vec<Request> {
+pub(crate) async fn wait_for_requests(server: &MockServer, n: usize) -> Vec<Request> {
     for _ in 0..600 {
         let received = server.received_requests().await.unwrap();
         if received.len() >= n {
@@ -106,7 +106,7 @@ async fn wait_for_metric(app: &TestApp, series: &str, at_least: f64) -> HashMap<
     panic!("{series} never reached {at_least}");
 }
 
-fn envelope(request: &Request) -> Value {
+pub(crate) fn envelope(request: &Request) -> Value {
     serde_json::from_slice(&request.body).expect("a JSON envelope")
 }
 

@@ -22,6 +22,7 @@ backend_tests!(
     a_queue_assignment_is_reported_before_its_session_starts,
     ticks_are_written_once_each_while_playing_and_stop_when_the_session_ends,
     a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_again,
+    an_account_pause_7_2_opens_and_closes_once_however_many_replicas_record_it,
 );
 
 async fn outbox(store: &impl Book) -> Vec<OutboxEvent> {
@@ -356,7 +357,12 @@ async fn a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_
         .await
         .unwrap();
     let crm = store
-        .webhook_deliveries(Some("crm"), None, 10)
+        .webhook_deliveries(&cphub::store::DeliveryFilter {
+            endpoint: Some("crm".into()),
+            state: None,
+            before: None,
+            limit: 10,
+        })
         .await
         .unwrap();
     let replayed = store
@@ -380,4 +386,69 @@ async fn a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_
     assert_eq!(crm.len(), 1, "the crm endpoint wants ends only");
     assert_eq!(replayed.unwrap(), 1, "only s-1's end happened since 19:04");
     assert_eq!(ids(&again), ["evt_session.ended_s-1"], "the same id again");
+}
+
+/// 7.2 (CPS.0006 arrears): each replica whose call is refused records the pause; one pause
+/// is open at a time, so the second record changes nothing, and only the first end counts.
+/// Migration 0015.
+async fn an_account_pause_7_2_opens_and_closes_once_however_many_replicas_record_it(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    let probe = pid("p-1");
+    let other = pid("p-2");
+
+    let first = store
+        .open_account_pause("CPS.0006", &probe, at("19:00:00"))
+        .await;
+    let second = store
+        .open_account_pause("CPS.0006", &other, at("19:00:01"))
+        .await;
+    let open = store
+        .account_pause()
+        .await
+        .unwrap()
+        .expect("one open pause");
+    let closed = store.close_account_pause(at("19:05:00")).await;
+    let closed_again = store.close_account_pause(at("19:05:01")).await;
+    let after = store.account_pause().await.unwrap();
+    let next = store
+        .open_account_pause("CPS.0007", &other, at("19:10:00"))
+        .await;
+    // Ids are the table's: a refused insert may use one up.
+    let next_id = store.account_pause().await.unwrap().expect("open").id;
+
+    assert_eq!((first.unwrap(), second.unwrap()), (true, false));
+    assert_eq!(
+        (open.code.as_str(), open.probe_phone_id.as_str()),
+        ("CPS.0006", "p-1")
+    );
+    assert_eq!(open.started_at, at("19:00:00"));
+    assert_eq!((closed.unwrap(), closed_again.unwrap()), (true, false));
+    assert_eq!(after, None);
+    assert!(next.unwrap(), "a new pause after the end");
+    let events = outbox(&store).await;
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let first_id = open.id;
+    assert_eq!(
+        ids,
+        [
+            format!("evt_fleet.incident_account_{first_id}_open"),
+            format!("evt_fleet.incident_account_{first_id}_closed"),
+            format!("evt_fleet.incident_account_{next_id}_open"),
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event_type == WebhookEventType::FleetIncident)
+    );
+    assert!(events.iter().all(|e| e.subject == "account"));
+    assert_eq!(
+        events[1].data,
+        json!({"pause_id": first_id, "subject": "account", "reason": "account_refused",
+               "code": "CPS.0006", "phone_id": "p-1", "outcome": "closed",
+               "started_at": ms("19:00:00"), "ended_at": ms("19:05:00")})
+    );
+    assert_eq!(events[1].occurred_at, at("19:05:00"));
 }
