@@ -26,7 +26,7 @@ use crate::store::{
     self, ApplyEvents, ApplyRules, ConsumeTickets, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
     Store, StoreError, TicketWriter,
 };
-use crate::watchdog::{HoldSweeper, Watchdog, WatchdogTask};
+use crate::watchdog::{BookRetention, HoldSweeper, RetentionTask, Watchdog, WatchdogTask};
 use crate::webhooks::{WebhookDispatcher, WebhookTasks};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,7 @@ pub struct Application {
     metrics_server: Option<Server>,
     flusher: HeartbeatFlusher,
     sweeper: HoldSweeper,
+    retention_task: Option<RetentionTask>,
     phone_sync: Option<PhoneSync>,
     watchdog_task: Option<WatchdogTask>,
     queue_task: QueueTask,
@@ -164,6 +165,14 @@ impl Application {
             settings.fleet.clone(),
         ));
         let queue_task = Arc::clone(&queue).spawn();
+        let retention_task = BookRetention::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            settings.book.clone(),
+            !settings.webhooks.endpoints.is_empty(),
+        )
+        .spawn();
         let webhook_tasks = WebhookDispatcher::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -197,6 +206,7 @@ impl Application {
             metrics_server,
             flusher,
             sweeper,
+            retention_task,
             phone_sync,
             watchdog_task,
             queue_task,
@@ -229,6 +239,9 @@ impl Application {
             let _ = task.await;
         }
         self.sweeper.stop();
+        if let Some(retention) = self.retention_task {
+            retention.stop();
+        }
         self.queue_task.stop();
         self.webhook_tasks.stop();
         if let Some(sync) = self.phone_sync {

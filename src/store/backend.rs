@@ -9,7 +9,8 @@ use super::sql::Sql;
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
     MintRequest, NewRecovery, OutboxEvent, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery,
-    SessionFilter, Store, StoreError, Verification, book, outbox, queue,
+    Retention, Role, SessionFilter, Store, StoreError, Verification, book, outbox, queue,
+    retention,
 };
 use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryView, EndpointFilter};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
@@ -44,7 +45,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The whole buckets of a query split for the rollups (`crate::usage::Split`).
     async fn usage_rollups(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
     async fn explain_usage_rollups(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError>;
-    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError>;
+    async fn try_lead(&self, role: Role) -> Result<Option<Box<dyn Lease>>, StoreError>;
 }
 
 /// Runs `$call(&mut tx, args…)` from `book` in one write transaction of `$backend` and
@@ -212,8 +213,10 @@ impl<B: Backend> Store for B {
         cleared.map_err(during("clear_recovered"))
     }
 
-    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError> {
-        Backend::try_lead(self).await.map_err(during("try_lead"))
+    async fn try_lead(&self, role: Role) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        Backend::try_lead(self, role)
+            .await
+            .map_err(during("try_lead"))
     }
 
     async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
@@ -448,6 +451,11 @@ impl<B: Backend> Store for B {
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError> {
         let pruned = in_transaction!(self, outbox::prune(before));
         pruned.map_err(during("prune_webhook_deliveries"))
+    }
+
+    async fn remove_old_sessions(&self, retention: &Retention) -> Result<u64, StoreError> {
+        let removed = in_transaction!(self, retention::remove_batch(retention));
+        removed.map_err(during("remove_old_sessions"))
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {

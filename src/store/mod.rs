@@ -19,6 +19,7 @@ mod heartbeat_buffer;
 mod outbox;
 mod postgres;
 mod queue;
+mod retention;
 mod sql;
 mod sqlite;
 mod usage;
@@ -46,6 +47,7 @@ pub use outbox::{
 };
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
+pub use retention::Retention;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -341,8 +343,16 @@ pub struct FinishedRecovery {
     pub ended_at: UtcTime,
 }
 
-/// Being the one replica whose watchdog acts. Held until dropped or until the connection
-/// that holds it is lost.
+/// What a replica leads: each role has its own lease, so the watchdog and the retention of
+/// the book may be led by different replicas, and neither waits for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Watchdog,
+    Retention,
+}
+
+/// Being the one replica that acts in a [`Role`]. Held until dropped or until the
+/// connection that holds it is lost.
 #[async_trait]
 pub trait Lease: Send {
     async fn held(&mut self) -> bool;
@@ -476,7 +486,7 @@ pub trait Store: Send + Sync + 'static {
     async fn clear_recovered(&self, fresh_since: UtcTime) -> Result<u64, StoreError>;
 
     /// Tries to become the acting replica; None while another holds it.
-    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError>;
+    async fn try_lead(&self, role: Role) -> Result<Option<Box<dyn Lease>>, StoreError>;
 
     /// Releases lapsed holds, serves the wait queue (so players already waiting get free
     /// phones first), then atomically picks an idle phone (or the pinned one) that has the
@@ -640,6 +650,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes deliveries delivered before `before`; how many.
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError>;
+
+    /// Removes one batch of sessions old enough for [`Retention`], with their event logs, in
+    /// one transaction; how many sessions went (fewer than the batch: nothing more to do).
+    async fn remove_old_sessions(&self, retention: &Retention) -> Result<u64, StoreError>;
 
     /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`): whole
     /// rollup buckets from `usage_rollups`, the rest from the sessions.

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 use super::event_batch::{self, BatchRead, BatchRows, BatchTx, BatchWrite, PhoneLinks, Written};
-use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, StoreError, usage};
+use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, Role, StoreError, usage};
 use crate::config::DatabaseSettings;
 use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
@@ -158,10 +158,14 @@ impl Backend for PostgresStore {
         Ok(())
     }
 
-    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError> {
+    async fn try_lead(&self, role: Role) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        let key = match role {
+            Role::Watchdog => WATCHDOG_LOCK,
+            Role::Retention => RETENTION_LOCK,
+        };
         let mut conn = self.pool.acquire().await?.detach();
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(WATCHDOG_LOCK)
+            .bind(key)
             .fetch_one(&mut conn)
             .await?;
         Ok(got.then(|| Box::new(AdvisoryLease(conn)) as Box<dyn Lease>))
@@ -381,6 +385,8 @@ const BATCH_WRITE: &str = "\
 
 /// Key of the advisory lock the acting watchdog holds ("cphw").
 const WATCHDOG_LOCK: i64 = 0x6370_6877;
+/// Key of the advisory lock the replica removing old sessions holds ("cphr").
+const RETENTION_LOCK: i64 = 0x6370_6872;
 
 struct AdvisoryLease(sqlx::PgConnection);
 

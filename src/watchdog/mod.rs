@@ -8,6 +8,7 @@ mod holds;
 mod incidents;
 mod policy;
 mod reset;
+mod retention;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,6 +23,7 @@ pub use policy::{
     Action, Budgets, Decision, Outcome, Past, Reason, Standing, acted, candidate, decide,
 };
 use reset::ResetProperty;
+pub use retention::{BookRetention, RetentionTask};
 
 use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
@@ -31,7 +33,7 @@ use crate::cph::{
 };
 use crate::domain::{PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
-use crate::store::{FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError};
+use crate::store::{FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Role, Store, StoreError};
 use crate::telemetry::ErrorChain;
 
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +139,7 @@ impl Watchdog {
         loop {
             ticks.tick().await;
             if lease.is_none() {
-                lease = self.store.try_lead().await.unwrap_or_else(|error| {
+                lease = self.store.try_lead(Role::Watchdog).await.unwrap_or_else(|error| {
                     tracing::warn!(error = %ErrorChain(&error), "watchdog cannot ask for the lease");
                     None
                 });

@@ -60,6 +60,15 @@ impl TestApp {
         Self::spawn_full(TestDb::new(backend).await, overrides, clock).await
     }
 
+    /// Starts an app with a test-driven clock on an existing database (a restart).
+    pub async fn spawn_on_with_clock(
+        db: TestDb,
+        overrides: &str,
+        clock: Arc<ManualClock>,
+    ) -> TestApp {
+        Self::spawn_full(db, overrides, clock).await
+    }
+
     async fn spawn_full(db: TestDb, overrides: &str, clock: Arc<dyn Clock>) -> TestApp {
         LazyLock::force(&LOGGING);
         let base = format!(

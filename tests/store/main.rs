@@ -10,5 +10,6 @@ mod heartbeats;
 mod incidents;
 mod minting;
 mod queue;
+mod retention;
 mod usage;
 mod webhooks;
