@@ -44,6 +44,11 @@ impl Deref for TestStore {
 }
 
 impl TestStore {
+    /// The database's URL, for a test's own connection beside the store.
+    pub fn url(&self) -> &str {
+        &self._db.url
+    }
+
     /// The store as an `Arc`, to hand to spawned tasks.
     pub fn shared(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)

@@ -10,6 +10,7 @@ mod heartbeats;
 mod incidents;
 mod minting;
 mod queue;
+mod races;
 mod retention;
 mod usage;
 mod webhooks;
