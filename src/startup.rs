@@ -62,7 +62,7 @@ pub struct Application {
     metrics_server: Option<Server>,
     flusher: HeartbeatFlusher,
     sweeper: HoldSweeper,
-    retention_task: Option<RetentionTask>,
+    retention_task: RetentionTask,
     phone_sync: Option<PhoneSync>,
     watchdog_task: Option<WatchdogTask>,
     queue_task: QueueTask,
@@ -239,9 +239,7 @@ impl Application {
             let _ = task.await;
         }
         self.sweeper.stop();
-        if let Some(retention) = self.retention_task {
-            retention.stop();
-        }
+        self.retention_task.stop();
         self.queue_task.stop();
         self.webhook_tasks.stop();
         if let Some(sync) = self.phone_sync {

@@ -46,6 +46,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn usage_rollups(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
     async fn explain_usage_rollups(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError>;
     async fn try_lead(&self, role: Role) -> Result<Option<Box<dyn Lease>>, StoreError>;
+    /// PostgreSQL's day partitions of the event log: made ahead, dropped past retention.
+    async fn maintain_event_log(
+        &self,
+        now: UtcTime,
+        drop_before: Option<UtcTime>,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Runs `$call(&mut tx, args…)` from `book` in one write transaction of `$backend` and
@@ -451,6 +457,15 @@ impl<B: Backend> Store for B {
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError> {
         let pruned = in_transaction!(self, outbox::prune(before));
         pruned.map_err(during("prune_webhook_deliveries"))
+    }
+
+    async fn maintain_event_log(
+        &self,
+        now: UtcTime,
+        drop_before: Option<UtcTime>,
+    ) -> Result<u64, StoreError> {
+        let maintained = Backend::maintain_event_log(self, now, drop_before).await;
+        maintained.map_err(during("maintain_event_log"))
     }
 
     async fn remove_old_sessions(&self, retention: &Retention) -> Result<u64, StoreError> {

@@ -655,6 +655,16 @@ pub trait Store: Send + Sync + 'static {
     /// one transaction; how many sessions went (fewer than the batch: nothing more to do).
     async fn remove_old_sessions(&self, retention: &Retention) -> Result<u64, StoreError>;
 
+    /// On PostgreSQL, the event log's day partitions (migration 0014): those of the coming
+    /// week made, those wholly before `drop_before` dropped, after moving the events of the
+    /// sessions still in the book out of them. How many were dropped. Nothing on SQLite,
+    /// whose log is one table.
+    async fn maintain_event_log(
+        &self,
+        now: UtcTime,
+        drop_before: Option<UtcTime>,
+    ) -> Result<u64, StoreError>;
+
     /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`): whole
     /// rollup buckets from `usage_rollups`, the rest from the sessions.
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;

@@ -49,6 +49,19 @@ fn pick_sql<D: Sql>() -> &'static str {
     }
 }
 
+/// The batch's events. On PostgreSQL only those outside the day partitions of the event
+/// log (0014): a day's partition is dropped whole once it is past retention
+/// (`session_events_maintain`), with the events of every session removed before.
+fn forget_events_sql<D: Sql>() -> &'static str {
+    match D::LOCKS_ROWS {
+        true => "SELECT session_events_forget()",
+        false => {
+            "DELETE FROM session_events \
+             WHERE session_id IN (SELECT session_id FROM retention_batch)"
+        }
+    }
+}
+
 /// Removes one batch in the caller's transaction; how many sessions went. The rollups keep
 /// their figures: the delete trigger leaves the sessions of `retention_batch` alone (0014).
 pub(super) async fn remove_batch<D: Sql>(tx: &mut D, r: &Retention) -> Result<u64, StoreError> {
@@ -59,9 +72,7 @@ pub(super) async fn remove_batch<D: Sql>(tx: &mut D, r: &Retention) -> Result<u6
         r.batch
     ];
     tx.execute(pick_sql::<D>(), &picked).await?;
-    let events = "DELETE FROM session_events \
-                  WHERE session_id IN (SELECT session_id FROM retention_batch)";
-    tx.execute(events, &args![]).await?;
+    tx.execute(forget_events_sql::<D>(), &args![]).await?;
     let sessions =
         "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM retention_batch)";
     let removed = tx.execute(sessions, &args![]).await?;

@@ -155,6 +155,15 @@ impl Backend for SqliteStore {
     }
 
     /// SQLite serves one process: it always leads.
+    /// One table holds the log: retention deletes its rows.
+    async fn maintain_event_log(
+        &self,
+        _now: UtcTime,
+        _drop_before: Option<UtcTime>,
+    ) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
     /// One process serves a SQLite book: it leads every role.
     async fn try_lead(&self, _role: Role) -> Result<Option<Box<dyn Lease>>, StoreError> {
         Ok(Some(Box::new(SingleProcess)))

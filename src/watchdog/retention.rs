@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::BookSettings;
+use crate::domain::UtcTime;
 use crate::metrics::Metrics;
 use crate::store::{Lease, Retention, Role, Store, StoreError};
 use crate::telemetry::ErrorChain;
@@ -48,9 +49,10 @@ impl BookRetention {
         }
     }
 
-    /// Nothing runs while `book.retention_days` is 0.
-    pub fn spawn(self) -> Option<RetentionTask> {
-        (self.settings.retention_days > 0).then(|| RetentionTask(tokio::spawn(self.run())))
+    /// Runs even while `book.retention_days` is 0: PostgreSQL's event log needs its day
+    /// partitions made ahead.
+    pub fn spawn(self) -> RetentionTask {
+        RetentionTask(tokio::spawn(self.run()))
     }
 
     async fn run(self) {
@@ -87,11 +89,29 @@ impl BookRetention {
         lease.is_some()
     }
 
-    /// Batches until one comes back short: the book holds nothing more to remove now.
+    /// Batches until one comes back short (the book holds nothing more to remove now),
+    /// then the event log's partitions: those past retention hold only the events of
+    /// sessions removed by now, and of those kept, which are moved out first.
     async fn pass(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
         let days = Duration::from_secs(self.settings.retention_days * 86_400);
+        let before = (self.settings.retention_days > 0).then(|| now.minus(days));
+        if let Some(before) = before {
+            self.remove(before).await?;
+        }
+        let dropped = self.store.maintain_event_log(now, before).await?;
+        if dropped > 0 {
+            tracing::info!(
+                partitions = dropped,
+                "dropped event-log partitions past retention"
+            );
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, before: UtcTime) -> Result<(), StoreError> {
         let retention = Retention {
-            before: self.clock.now().minus(days),
+            before,
             batch: self.settings.retention_batch as i64,
             webhooks_enabled: self.webhooks_enabled,
         };

@@ -9,6 +9,7 @@ mod events;
 mod heartbeats;
 mod incidents;
 mod minting;
+mod partitions;
 mod queue;
 mod races;
 mod retention;

@@ -286,6 +286,26 @@ async fn migrate_before_rollups(backend: Backend, url: &str) {
         }
     };
     ran.expect("migrations before 0011");
+    if backend == Backend::Postgres {
+        given_todays_event_key(url).await;
+    }
+}
+
+/// Today's code writes each event with its session's creation time, the event log's
+/// partition key on PostgreSQL (0014), and names it in its conflict target: an old event
+/// log is given the column and that key, as 0014 would, so the old book can be played.
+async fn given_todays_event_key(url: &str) {
+    use sqlx::Executor;
+    let pool = sqlx::PgPool::connect(url).await.expect("test database");
+    pool.execute(
+        "ALTER TABLE session_events ADD COLUMN session_created_at TIMESTAMPTZ NOT NULL \
+           DEFAULT '-infinity'; \
+         CREATE UNIQUE INDEX session_events_once_by_key \
+           ON session_events (session_id, status, session_created_at) \
+           WHERE outcome = 'accepted'",
+    )
+    .await
+    .expect("the event key");
 }
 
 /// Several rounds per seed: a batch of deliveries in shuffled order, sometimes the watchdog
