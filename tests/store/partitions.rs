@@ -17,19 +17,6 @@ async fn the_partitioning_migration_keeps_an_existing_book_usable() {
     }
 }
 
-/// Every migration before 0014, as an existing book has them.
-async fn migrate_before_partitions(url: &str) -> PgPool {
-    let mut migrator = sqlx::migrate!("./migrations/postgres");
-    let before: Vec<_> = (migrator.iter())
-        .filter(|m| m.version < 14)
-        .cloned()
-        .collect();
-    migrator.migrations = before.into();
-    let pool = PgPool::connect(url).await.expect("test database");
-    migrator.run(&pool).await.expect("migrations before 0014");
-    pool
-}
-
 /// Two sessions as cphub wrote them before 0014: s-old-1 played and quit, s-old-2 playing.
 const OLD_BOOK: &str = "\
     INSERT INTO sessions (session_id, phone_id, app_id, state, started_at, ended_at, \
@@ -50,7 +37,8 @@ const OLD_BOOK: &str = "\
 
 async fn an_existing_book_is_partitioned_and_stays_usable() {
     let db = TestDb::new(Backend::Postgres).await;
-    let pool = migrate_before_partitions(&db.url).await;
+    migrate_before(Backend::Postgres, &db.url, 14).await;
+    let pool = PgPool::connect(&db.url).await.expect("test database");
     pool.execute(OLD_BOOK).await.expect("the old book");
     let settings = Settings::with_overrides(&format!("[database]\nurl = \"{}\"\n", db.url))
         .expect("test settings");

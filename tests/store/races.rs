@@ -9,7 +9,6 @@
 //! same two orders run one after the other.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cphub::domain::{EventKind, Session, SessionState, WebhookEventType};
 use cphub::store::Store;
@@ -74,38 +73,19 @@ async fn race(store: &TestStore, backend: Backend, first: First) -> Vec<Session>
     let (quit, abandon) = match first {
         First::Quit => {
             let q = quit();
-            waiting_for_locks(&mut holder, 1).await;
+            wait_for_lock_waiters(&mut holder, 1).await;
             (q, abandon())
         }
         First::Abandon => {
             let a = abandon();
-            waiting_for_locks(&mut holder, 1).await;
+            wait_for_lock_waiters(&mut holder, 1).await;
             (quit(), a)
         }
     };
-    waiting_for_locks(&mut holder, 2).await;
+    wait_for_lock_waiters(&mut holder, 2).await;
     holder.execute("COMMIT").await.unwrap();
     quit.await.unwrap();
     abandon.await.unwrap()
-}
-
-/// Until `n` statements of this database wait for a lock: a condition PostgreSQL reports,
-/// polled, not a pause standing in for it.
-async fn waiting_for_locks(conn: &mut PgConnection, n: i64) {
-    for _ in 0..1000 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-        if waiting >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{n} statements never waited for the session's lock");
 }
 
 /// The `session.ended` rows of s-1's outbox.
