@@ -37,9 +37,10 @@ CREATE INDEX sessions_expired ON sessions (created_at) WHERE state = 'expired';
 -- partitioned table must contain its key. Every insert site has the session at hand (the
 -- event batch reads it, a reconnect line is inserted from it).
 --
--- `sessions` stays one table: every callback finds its session by id alone (6.1-6.4 carry
--- no time, and direct-mode ids are the platform's), and a partitioned table would probe
--- every partition for each.
+-- `sessions` stays one table: every callback finds its session by id alone (6.1 carries
+-- no time, 6.2-6.4 the phone's time of the event rather than the session's creation, and
+-- direct-mode ids are the platform's), and a partitioned table would probe every
+-- partition for each.
 --
 -- On an existing book nothing is rewritten: the old table gets the column with a constant
 -- default (no rewrite), and becomes the partition of everything created before tomorrow;
