@@ -124,10 +124,12 @@ pub async fn sqlx_connect(url: &str) -> sqlx::PgConnection {
 }
 
 /// Until `n` statements of this connection's database wait for a lock: a condition
-/// PostgreSQL reports, polled, not a pause standing in for it.
+/// PostgreSQL reports, polled, not a pause standing in for it. The bound (a minute) only
+/// keeps a statement that never queues from hanging the suite: on a loaded machine a
+/// store call may take seconds to reach its lock.
 #[allow(dead_code)]
 pub async fn wait_for_lock_waiters(conn: &mut sqlx::PgConnection, n: i64) {
-    for _ in 0..1000 {
+    for _ in 0..6000 {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock'",
