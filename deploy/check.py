@@ -53,6 +53,8 @@ KNOWN_METRICS = {
     "cphub_server_incidents_total": ("counter", set()),
     "cphub_server_incidents_open": ("gauge", set()),
     "cphub_watchdog_leader": ("gauge", set()),
+    "cphub_book_sessions_removed_total": ("counter", set()),
+    "cphub_book_retention_leader": ("gauge", set()),
     "cphub_webhook_deliveries_total": ("counter", {"endpoint", "result"}),
     "cphub_webhook_attempts_total": ("counter", {"endpoint"}),
     "cphub_webhook_oldest_undelivered_seconds": ("gauge", {"endpoint"}),

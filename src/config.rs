@@ -46,9 +46,28 @@ pub struct Settings {
     pub watchdog: WatchdogSettings,
     pub api: ApiSettings,
     pub usage: UsageSettings,
+    pub book: BookSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
     pub webhooks: WebhookSettings,
+}
+
+/// `[book]`: how long the session book keeps closed sessions (docs/scaling.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookSettings {
+    /// 0: keep forever.
+    pub retention_days: u64,
+    #[serde(deserialize_with = "positive")]
+    pub retention_interval_secs: u64,
+    #[serde(deserialize_with = "positive")]
+    pub retention_batch: u64,
+}
+
+impl BookSettings {
+    pub fn retention_interval(&self) -> Duration {
+        Duration::from_secs(self.retention_interval_secs)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

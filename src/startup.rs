@@ -27,7 +27,7 @@ use crate::store::{
     self, ApplyEvents, ApplyRules, ConsumeTickets, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
     Store, StoreError, TicketWriter,
 };
-use crate::watchdog::{HoldSweeper, Watchdog, WatchdogTask};
+use crate::watchdog::{BookRetention, HoldSweeper, RetentionTask, Watchdog, WatchdogTask};
 use crate::webhooks::{WebhookDispatcher, WebhookTasks};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,7 @@ pub struct Application {
     metrics_server: Option<Server>,
     flusher: HeartbeatFlusher,
     sweeper: HoldSweeper,
+    retention_task: RetentionTask,
     phone_sync: Option<PhoneSync>,
     watchdog_task: Option<WatchdogTask>,
     queue_task: QueueTask,
@@ -175,6 +176,14 @@ impl Application {
             settings.fleet.clone(),
         ));
         let queue_task = Arc::clone(&queue).spawn();
+        let retention_task = BookRetention::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            settings.book.clone(),
+            !settings.webhooks.endpoints.is_empty(),
+        )
+        .spawn();
         let webhook_tasks = WebhookDispatcher::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -209,6 +218,7 @@ impl Application {
             metrics_server,
             flusher,
             sweeper,
+            retention_task,
             phone_sync,
             watchdog_task,
             queue_task,
@@ -241,6 +251,7 @@ impl Application {
             let _ = task.await;
         }
         self.sweeper.stop();
+        self.retention_task.stop();
         self.queue_task.stop();
         self.webhook_tasks.stop();
         if let Some(sync) = self.phone_sync {

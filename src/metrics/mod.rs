@@ -53,6 +53,10 @@ pub struct Metrics {
     pub cph_duration: HistogramVec,
     /// 1 on the replica whose watchdog acts.
     pub watchdog_leader: prometheus::IntGauge,
+    /// Closed sessions removed by retention of the book.
+    pub book_sessions_removed: IntCounter,
+    /// 1 on the replica that leads retention of the book.
+    pub book_retention_leader: prometheus::IntGauge,
     /// 1 while the watchdog's recoveries are paused for an account-level error (7.2
     /// CPS.0006/0007/0008: arrears, frozen, unverified). No labels: the code is in the log.
     pub cph_account_blocked: prometheus::IntGauge,
@@ -209,6 +213,17 @@ impl Metrics {
                 &r,
                 "cphub_watchdog_leader",
                 "1 on the replica whose watchdog acts",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            book_sessions_removed: single(
+                "cphub_book_sessions_removed_total",
+                "Closed sessions removed from the book by retention",
+            ),
+            book_retention_leader: gauge(
+                &r,
+                "cphub_book_retention_leader",
+                "1 on the replica that leads retention of the book",
                 &[],
             )
             .with_label_values(&[] as &[&str]),

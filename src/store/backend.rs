@@ -11,7 +11,8 @@ use super::sql::Sql;
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
     MintRequest, NewRecovery, OutboxEvent, Phone, PhoneApp, PhoneHealth, ReceivedEvent, Recovery,
-    SessionFilter, Store, StoreError, Verification, book, outbox, pause, queue,
+    Retention, Role, SessionFilter, Store, StoreError, Verification, book, outbox, pause, queue,
+    retention,
 };
 use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryView};
 use super::{ControlPlaneEncodeServer, EncodeServer, encode};
@@ -49,7 +50,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The whole buckets of a query split for the rollups (`crate::usage::Split`).
     async fn usage_rollups(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
     async fn explain_usage_rollups(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError>;
-    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError>;
+    async fn try_lead(&self, role: Role) -> Result<Option<Box<dyn Lease>>, StoreError>;
+    /// PostgreSQL's day partitions of the event log: made ahead, dropped past retention.
+    async fn maintain_event_log(
+        &self,
+        now: UtcTime,
+        drop_before: Option<UtcTime>,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Runs `$call(&mut tx, args…)` from `book` in one write transaction of `$backend` and
@@ -236,8 +243,10 @@ impl<B: Backend> Store for B {
         cleared.map_err(during("clear_recovered"))
     }
 
-    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError> {
-        Backend::try_lead(self).await.map_err(during("try_lead"))
+    async fn try_lead(&self, role: Role) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        Backend::try_lead(self, role)
+            .await
+            .map_err(during("try_lead"))
     }
 
     async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
@@ -554,6 +563,20 @@ impl<B: Backend> Store for B {
     async fn rollout_phones_by_step(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let found = rollout::phones_by_step(&mut self.reader()).await;
         found.map_err(during("rollout_phones_by_step"))
+    }
+
+    async fn maintain_event_log(
+        &self,
+        now: UtcTime,
+        drop_before: Option<UtcTime>,
+    ) -> Result<u64, StoreError> {
+        let maintained = Backend::maintain_event_log(self, now, drop_before).await;
+        maintained.map_err(during("maintain_event_log"))
+    }
+
+    async fn remove_old_sessions(&self, retention: &Retention) -> Result<u64, StoreError> {
+        let removed = in_transaction!(self, retention::remove_batch(retention));
+        removed.map_err(during("remove_old_sessions"))
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {

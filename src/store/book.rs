@@ -182,20 +182,41 @@ pub(super) async fn sessions(
     rows.into_iter().map(Session::try_from).collect()
 }
 
-pub(super) async fn session_events(
-    db: &mut impl Sql,
+pub(super) async fn session_events<D: Sql>(
+    db: &mut D,
     session_id: &SessionId,
 ) -> Result<Vec<EventRecord>, StoreError> {
     // An event naming another app than the session was minted for is flagged, not refused:
     // the phone ran what it ran, and the session is still billed. A reconnect line carries
     // the session's own app.
-    let sql = "SELECT e.id, CASE e.status WHEN 0 THEN 'enter' WHEN 1 THEN 'quit' \
-                 ELSE 'reconnect' END AS kind, e.phone_id, e.app_id, e.event_time AS time, \
-                 e.run_time, e.error_msg, e.truncated, e.outcome, e.received_at, \
-                 (s.issued AND e.app_id <> s.app_id) AS app_mismatch \
-               FROM session_events e JOIN sessions s ON s.session_id = e.session_id \
-               WHERE e.session_id = $1 ORDER BY e.id";
-    Ok(db.fetch_all(sql, &args![session_id.as_str()]).await?)
+    Ok(db
+        .fetch_all(session_events_sql::<D>(), &args![session_id.as_str()])
+        .await?)
+}
+
+/// On PostgreSQL an event belongs to its session by id and creation time (the event log's
+/// partition key, 0014; `-infinity` on rows older than it): rows of a removed session
+/// wait in their day's partition until it is dropped, and must not be read as another's.
+fn session_events_sql<D: Sql>() -> &'static str {
+    macro_rules! session_events {
+        ($same_session:literal) => {
+            concat!(
+                "SELECT e.id, CASE e.status WHEN 0 THEN 'enter' WHEN 1 THEN 'quit' \
+                   ELSE 'reconnect' END AS kind, e.phone_id, e.app_id, e.event_time AS time, \
+                   e.run_time, e.error_msg, e.truncated, e.outcome, e.received_at, \
+                   (s.issued AND e.app_id <> s.app_id) AS app_mismatch \
+                 FROM session_events e JOIN sessions s ON s.session_id = e.session_id",
+                $same_session,
+                " WHERE e.session_id = $1 ORDER BY e.id"
+            )
+        };
+    }
+    match D::LOCKS_ROWS {
+        true => {
+            session_events!(" AND e.session_created_at IN (s.created_at, '-infinity'::timestamptz)")
+        }
+        false => session_events!(""),
+    }
 }
 
 pub(super) async fn phone(
@@ -958,15 +979,32 @@ const CONSUME_TICKETS_POSTGRES: &str = "\
 /// Status 2 and outcome `admitted` (migration 0006): a sign check, not a chapter 6 event.
 /// Inserted only while the session is live, so a quit committed since the sign check read
 /// it wins.
-async fn log_reconnect(tx: &mut impl Sql, v: &Verification) -> Result<bool, StoreError> {
-    let log = "INSERT INTO session_events (session_id, status, phone_id, app_id, event_time, \
-                 outcome, received_at) \
-               SELECT session_id, 2, phone_id, app_id, $2, 'admitted', $2 FROM sessions \
-               WHERE session_id = $1 AND state IN ('verified', 'playing')";
+async fn log_reconnect<D: Sql>(tx: &mut D, v: &Verification) -> Result<bool, StoreError> {
     Ok(tx
-        .execute(log, &args![v.session_id.as_str(), v.now])
+        .execute(reconnect_sql::<D>(), &args![v.session_id.as_str(), v.now])
         .await?
         == 1)
+}
+
+/// On PostgreSQL the line carries its session's creation time, the event log's partition
+/// key (0014).
+fn reconnect_sql<D: Sql>() -> &'static str {
+    macro_rules! reconnect {
+        ($key:literal, $value:literal) => {
+            concat!(
+                "INSERT INTO session_events (session_id, status, phone_id, app_id, event_time, \
+                   outcome, received_at",
+                $key,
+                ") SELECT session_id, 2, phone_id, app_id, $2, 'admitted', $2",
+                $value,
+                " FROM sessions WHERE session_id = $1 AND state IN ('verified', 'playing')"
+            )
+        };
+    }
+    match D::LOCKS_ROWS {
+        true => reconnect!(", session_created_at", ", created_at"),
+        false => reconnect!("", ""),
+    }
 }
 
 /// The longest session's measured seconds (the `sessions_by_duration` index): whether the

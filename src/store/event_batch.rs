@@ -25,6 +25,8 @@ pub(super) struct EventRow<'a> {
     pub received: &'a ReceivedEvent,
     /// `accepted`, or `conflict` for a delivery contradicting the accepted one.
     pub outcome: &'static str,
+    /// Its session's, as stored: the partition key of the event log on PostgreSQL.
+    pub session_created_at: UtcTime,
 }
 
 /// An accepted event already in the book.
@@ -240,6 +242,7 @@ impl<'a> Book<'a> {
             self.rows.push(EventRow {
                 received,
                 outcome: "conflict",
+                session_created_at: session.created_at,
             });
             return unchanged(EventOutcome::Conflict);
         }
@@ -253,6 +256,7 @@ impl<'a> Book<'a> {
         self.rows.push(EventRow {
             received,
             outcome: "accepted",
+            session_created_at: session.created_at,
         });
         let after = session.clone().apply(event, rules.run_time_tolerance_secs);
         *session = Session {

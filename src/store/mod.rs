@@ -21,6 +21,7 @@ mod outbox;
 mod pause;
 mod postgres;
 mod queue;
+mod retention;
 mod rollout;
 mod sql;
 mod sqlite;
@@ -52,6 +53,7 @@ pub use outbox::{
 pub use pause::AccountPause;
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
+pub use retention::Retention;
 pub use rollout::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange};
 pub use sqlite::SqliteStore;
 
@@ -360,8 +362,16 @@ pub struct FinishedRecovery {
     pub ended_at: UtcTime,
 }
 
-/// Being the one replica whose watchdog acts. Held until dropped or until the connection
-/// that holds it is lost.
+/// What a replica leads: each role has its own lease, so the watchdog and the retention of
+/// the book may be led by different replicas, and neither waits for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Watchdog,
+    Retention,
+}
+
+/// Being the one replica that acts in a [`Role`]. Held until dropped or until the
+/// connection that holds it is lost.
 #[async_trait]
 pub trait Lease: Send {
     async fn held(&mut self) -> bool;
@@ -508,7 +518,7 @@ pub trait Store: Send + Sync + 'static {
     async fn clear_recovered(&self, fresh_since: UtcTime) -> Result<u64, StoreError>;
 
     /// Tries to become the acting replica; None while another holds it.
-    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError>;
+    async fn try_lead(&self, role: Role) -> Result<Option<Box<dyn Lease>>, StoreError>;
 
     /// Releases lapsed holds, serves the wait queue (so players already waiting get free
     /// phones first), then atomically picks an idle phone (or the pinned one) that has the
@@ -729,6 +739,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Phones per rollout step, over the rollouts under way.
     async fn rollout_phones_by_step(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Removes one batch of sessions old enough for [`Retention`], with their event logs, in
+    /// one transaction; how many sessions went (fewer than the batch: nothing more to do).
+    async fn remove_old_sessions(&self, retention: &Retention) -> Result<u64, StoreError>;
+
+    /// On PostgreSQL, the event log's day partitions (migration 0014): those of the coming
+    /// week made, those wholly before `drop_before` dropped, after moving the events of the
+    /// sessions still in the book out of them. How many were dropped. Nothing on SQLite,
+    /// whose log is one table.
+    async fn maintain_event_log(
+        &self,
+        now: UtcTime,
+        drop_before: Option<UtcTime>,
+    ) -> Result<u64, StoreError>;
 
     /// Usage per group over the query's pieces of time, unsorted (see `crate::usage`): whole
     /// rollup buckets from `usage_rollups`, the rest from the sessions.

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 use super::event_batch::{self, BatchRead, BatchRows, BatchTx, BatchWrite, PhoneLinks, Written};
-use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, StoreError, usage};
+use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, Role, StoreError, usage};
 use crate::config::DatabaseSettings;
 use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
@@ -158,10 +158,29 @@ impl Backend for PostgresStore {
         Ok(())
     }
 
-    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError> {
+    async fn maintain_event_log(
+        &self,
+        now: UtcTime,
+        drop_before: Option<UtcTime>,
+    ) -> Result<u64, StoreError> {
+        let dropped: i32 =
+            sqlx::query_scalar("SELECT session_events_maintain($1, $2, coalesce($3, '-infinity'))")
+                .bind(now)
+                .bind(PARTITIONS_AHEAD_DAYS)
+                .bind(drop_before)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(dropped).unwrap_or_default())
+    }
+
+    async fn try_lead(&self, role: Role) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        let key = match role {
+            Role::Watchdog => WATCHDOG_LOCK,
+            Role::Retention => RETENTION_LOCK,
+        };
         let mut conn = self.pool.acquire().await?.detach();
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(WATCHDOG_LOCK)
+            .bind(key)
             .fetch_one(&mut conn)
             .await?;
         Ok(got.then(|| Box::new(AdvisoryLease(conn)) as Box<dyn Lease>))
@@ -204,6 +223,8 @@ impl BatchTx for sqlx::Transaction<'static, sqlx::Postgres> {
     async fn write(&mut self, write: &BatchWrite<'_>) -> Result<Written, StoreError> {
         let statement = sqlx::query_as(BATCH_WRITE);
         let statement = bind_phones(bind_sessions(bind_events(statement, write), write), write);
+        let keys = write.events.iter().map(|row| row.session_created_at);
+        let statement = statement.bind(keys.collect::<Vec<UtcTime>>());
         let (events, phones): (i64, i64) = statement.fetch_one(&mut **self).await?;
         let count = |n: i64| u64::try_from(n).unwrap_or_default();
         Ok(Written {
@@ -319,7 +340,9 @@ const BATCH_READ: &str = concat!(
     " FROM sessions WHERE session_id = ANY($5) ORDER BY session_id FOR UPDATE), \
      batch_sessions AS MATERIALIZED (SELECT * FROM created UNION ALL SELECT * FROM locked), \
      batch_events AS (SELECT session_id, status, phone_id, app_id, event_time, run_time \
-       FROM session_events WHERE outcome = 'accepted' AND session_id = ANY($5)), \
+       FROM session_events WHERE outcome = 'accepted' AND session_id = ANY($5) \
+         AND (session_created_at = '-infinity' OR (session_id, session_created_at) IN \
+           (SELECT session_id, created_at FROM batch_sessions))), \
      batch_phones AS MATERIALIZED (SELECT ",
     event_batch::phone_link_columns!(),
     " FROM phones WHERE phone_id = ANY(ARRAY( \
@@ -329,19 +352,22 @@ const BATCH_READ: &str = concat!(
 );
 
 /// The write as data-modifying CTEs, answering how many events were inserted (fewer when
-/// another writer accepted one first) and how many phones written. A phone the read did
+/// another writer accepted one first) and how many phones written. `$30`: each event's
+/// session's `created_at`, the event log's partition key (migration 0014). A phone the read did
 /// not find is created; if another writer created it meanwhile, it is taken over only
 /// while no session is current or held on it (a heartbeat's row, say), else the count
 /// falls short and the batch is decided afresh (`Raced`).
 const BATCH_WRITE: &str = "\
     WITH inserted AS (INSERT INTO session_events (session_id, status, phone_id, app_id, \
-        event_time, run_time, error_msg, outcome, received_at, truncated) \
-      SELECT s, st, p, a, t, rt, m, o, r, tr \
+        event_time, run_time, error_msg, outcome, received_at, truncated, session_created_at) \
+      SELECT s, st, p, a, t, rt, m, o, r, tr, ca \
       FROM UNNEST($1::text[], $2::smallint[], $3::text[], $4::text[], $5::timestamptz[], \
-        $6::bigint[], $7::text[], $8::text[], $9::timestamptz[], $10::boolean[]) \
-        WITH ORDINALITY AS u(s, st, p, a, t, rt, m, o, r, tr, n) \
+        $6::bigint[], $7::text[], $8::text[], $9::timestamptz[], $10::boolean[], \
+        $30::timestamptz[]) \
+        WITH ORDINALITY AS u(s, st, p, a, t, rt, m, o, r, tr, ca, n) \
       ORDER BY n \
-      ON CONFLICT (session_id, status) WHERE outcome = 'accepted' DO NOTHING RETURNING 1), \
+      ON CONFLICT (session_id, status, session_created_at) WHERE outcome = 'accepted' \
+      DO NOTHING RETURNING 1), \
     saved AS (UPDATE sessions SET state = u.state, started_at = u.started_at, \
         ended_at = u.ended_at, reported_run_time = u.reported_run_time, \
         duration_seconds = u.duration_seconds, run_time_mismatch = u.run_time_mismatch, \
@@ -379,8 +405,14 @@ const BATCH_WRITE: &str = "\
     SELECT (SELECT count(*) FROM inserted), \
       (SELECT count(*) FROM phones_saved) + (SELECT count(*) FROM phones_created)";
 
+/// Days of event-log partitions made ahead: a week without a retention leader before
+/// events fall into the default partition.
+const PARTITIONS_AHEAD_DAYS: i32 = 7;
+
 /// Key of the advisory lock the acting watchdog holds ("cphw").
 const WATCHDOG_LOCK: i64 = 0x6370_6877;
+/// Key of the advisory lock the replica removing old sessions holds ("cphr").
+const RETENTION_LOCK: i64 = 0x6370_6872;
 
 struct AdvisoryLease(sqlx::PgConnection);
 

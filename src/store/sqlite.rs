@@ -13,7 +13,7 @@ use sqlx::{Sqlite, SqlitePool};
 use super::event_batch::{
     self, BatchRead, BatchRows, BatchTx, BatchWrite, EventRow, PhoneChange, SessionUpdate, Written,
 };
-use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, StoreError, usage};
+use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, Role, StoreError, usage};
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::domain::{Heartbeat, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
@@ -155,7 +155,17 @@ impl Backend for SqliteStore {
     }
 
     /// SQLite serves one process: it always leads.
-    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, StoreError> {
+    /// One table holds the log: retention deletes its rows.
+    async fn maintain_event_log(
+        &self,
+        _now: UtcTime,
+        _drop_before: Option<UtcTime>,
+    ) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    /// One process serves a SQLite book: it leads every role.
+    async fn try_lead(&self, _role: Role) -> Result<Option<Box<dyn Lease>>, StoreError> {
         Ok(Some(Box::new(SingleProcess)))
     }
 }

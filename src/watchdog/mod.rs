@@ -12,6 +12,7 @@ mod holds;
 mod incidents;
 mod policy;
 mod reset;
+mod retention;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -26,6 +27,7 @@ pub use policy::{
     Action, Budgets, Decision, Outcome, Past, Reason, Standing, acted, candidate, decide,
 };
 use reset::ResetProperty;
+pub use retention::{BookRetention, RetentionTask};
 
 use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
@@ -37,7 +39,7 @@ use crate::domain::{ParseError, PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
 use crate::rollout::Rollouts;
 use crate::store::{
-    Diagnostics, FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Store, StoreError,
+    Diagnostics, FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Role, Store, StoreError,
 };
 use crate::telemetry::ErrorChain;
 
@@ -162,7 +164,7 @@ impl Watchdog {
         loop {
             ticks.tick().await;
             if lease.is_none() {
-                lease = self.store.try_lead().await.unwrap_or_else(|error| {
+                lease = self.store.try_lead(Role::Watchdog).await.unwrap_or_else(|error| {
                     tracing::warn!(error = %ErrorChain(&error), "watchdog cannot ask for the lease");
                     None
                 });

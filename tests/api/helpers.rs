@@ -16,8 +16,8 @@ pub const TOKEN: &str = "test-operator-token-0123456789abcdef";
 
 #[path = "../common/db.rs"]
 mod db;
-use db::sqlx_connect;
 pub use db::{Backend, TestDb, postgres_available};
+use db::{sqlx_connect, wait_for_lock_waiters};
 
 static LOGGING: LazyLock<()> = LazyLock::new(|| {
     // Quiet by default; TEST_LOG=1 shows the application's logs.
@@ -58,6 +58,15 @@ impl TestApp {
         clock: Arc<ManualClock>,
     ) -> TestApp {
         Self::spawn_full(TestDb::new(backend).await, overrides, clock).await
+    }
+
+    /// Starts an app with a test-driven clock on an existing database (a restart).
+    pub async fn spawn_on_with_clock(
+        db: TestDb,
+        overrides: &str,
+        clock: Arc<ManualClock>,
+    ) -> TestApp {
+        Self::spawn_full(db, overrides, clock).await
     }
 
     async fn spawn_full(db: TestDb, overrides: &str, clock: Arc<dyn Clock>) -> TestApp {
@@ -340,20 +349,7 @@ impl WriteLock {
             tokio::time::sleep(Duration::from_millis(500)).await;
             return;
         };
-        for _ in 0..400 {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("no write of cphub ever waited for the lock");
+        wait_for_lock_waiters(conn, 1).await;
     }
 
     pub async fn release(self) {

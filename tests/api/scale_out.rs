@@ -6,6 +6,10 @@
 //! and another replica is stopped with SIGTERM. Then the book must hold everything cphub
 //! acknowledged, count nothing twice, never have given a phone to two sessions at once, and
 //! have had one watchdog leader at a time, which restarted the phone that fell silent once.
+//! Every replica sends webhooks to a receiver in the test: every session.started and
+//! session.ended of the book must arrive, under one id per fact, and an event arrives twice
+//! only if a replica died between its two arrivals (the lease of a delivery cut short lapses
+//! and another replica sends it again): exactly once while no replica dies.
 //!
 //! Needs haproxy on PATH (`scripts/test` installs it); without it the test says so in one
 //! line and passes, unless `CPHUB_TEST_REQUIRE_HAPROXY=1` (set by CI) makes that a failure.
@@ -15,11 +19,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cphub::simulator::{Acked, Acknowledged, DEFAULT_APP, SimOptions, Simulator};
 use serde_json::Value;
 use tempfile::TempDir;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::binary::{Served, cphub, start_serve, stop};
 use crate::helpers::{Backend, TOKEN, TestDb, postgres_available};
@@ -129,8 +136,10 @@ impl Drop for Replica {
 /// with a killed replica's buffer nor a machine busy with the rest of the suite may make a
 /// healthy phone look stale), short holds so a mint
 /// whose answer died with its replica frees its phone soon.
-fn replica_command(db: &TestDb, port: u16, simulator: &Simulator, options: &SimOptions) -> Command {
+fn replica_command(cluster: &Cluster, port: u16) -> Command {
+    let (db, simulator, options) = (&cluster.db, &cluster.simulator, &cluster.options);
     let mut cmd = cphub(db);
+    cmd.arg("--config").arg(cluster.hooks.config());
     for (key, value) in [
         ("SERVER__LISTEN", format!("127.0.0.1:{port}")),
         ("SERVER__WORKERS", "2".into()),
@@ -164,6 +173,9 @@ struct Cluster {
     client: reqwest::Client,
     /// The most replicas seen leading at once, over every scrape.
     most_leaders: usize,
+    hooks: Hooks,
+    /// When each replica was gone (`kill -9` or SIGTERM done).
+    deaths: Vec<Instant>,
 }
 
 impl Cluster {
@@ -172,7 +184,7 @@ impl Cluster {
     /// heartbeat (stalled, they would look stale to the watchdog).
     async fn start_replica(&mut self, i: usize) {
         let port = self.replicas[i].port;
-        let mut cmd = replica_command(&self.db, port, &self.simulator, &self.options);
+        let mut cmd = replica_command(self, port);
         let served = tokio::task::spawn_blocking(move || start_serve(&mut cmd));
         self.replicas[i].served = Some(served.await.unwrap());
     }
@@ -243,6 +255,7 @@ impl Cluster {
         let mut served = self.replicas[i].served.take().unwrap();
         served.child.kill().unwrap();
         served.child.wait().unwrap();
+        self.deaths.push(Instant::now());
     }
 
     async fn sigterm(&mut self, i: usize) {
@@ -252,6 +265,7 @@ impl Cluster {
             status.success(),
             "SIGTERM ends a replica with 0: {status:?}"
         );
+        self.deaths.push(Instant::now());
     }
 }
 
@@ -310,6 +324,8 @@ async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
     assert_counted_once(&book, &api.usage_totals().await);
     assert_no_phone_shared(&book);
     assert_queue_served_each_once(&queued, &book);
+    let received = cluster.hooks.wait_for(&expected_hooks(&book)).await;
+    assert_hooks_once_but_across_deaths(&received, &cluster.deaths);
     assert_eq!(cluster.most_leaders, 1, "one watchdog leader at a time");
     assert_eq!(cluster.leaders().await.len(), 1);
     checked("cphub_watchdog_leader summed over the live replicas never exceeded 1");
@@ -345,6 +361,8 @@ async fn start_cluster(ports: &[u16], proxy: &str, phones: usize, sessions: u64)
             .build()
             .unwrap(),
         most_leaders: 0,
+        hooks: Hooks::start().await,
+        deaths: Vec::new(),
     };
     for i in 0..REPLICAS {
         cluster.start_replica(i).await;
@@ -694,5 +712,127 @@ fn assert_queue_served_each_once(queued: &[QueuedPlayer], book: &[Value]) {
     checked(&format!(
         "{} queued players served once each, through replicas that died",
         queued.len()
+    ));
+}
+
+/// The webhook receiver: a wiremock server recording each delivery with the moment it came.
+struct Hooks {
+    _server: MockServer,
+    received: Arc<Mutex<Vec<Received>>>,
+    dir: TempDir,
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    at: Instant,
+    id: String,
+    data: Value,
+}
+
+struct Record(Arc<Mutex<Vec<Received>>>);
+
+impl Respond for Record {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let envelope: Value = serde_json::from_slice(&request.body).expect("a JSON envelope");
+        self.0.lock().unwrap().push(Received {
+            at: Instant::now(),
+            id: envelope["id"].as_str().expect("an id").to_owned(),
+            data: envelope["data"].clone(),
+        });
+        ResponseTemplate::new(200)
+    }
+}
+
+impl Hooks {
+    async fn start() -> Hooks {
+        let server = MockServer::start().await;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        Mock::given(method("POST"))
+            .and(path("/hook"))
+            .respond_with(Record(Arc::clone(&received)))
+            .mount(&server)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        // Sessions only; a short attempt timeout, so the lease of a delivery whose replica
+        // died (timeout + 30 s) lapses sooner.
+        let config = format!(
+            "[webhooks]\nendpoints = [{{ name = \"billing\", url = \"{}/hook\", \
+             secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"], \
+             events = [\"session.started\", \"session.ended\"] }}]\n\
+             poll_interval_ms = 100\ntimeout_ms = 2000\n",
+            server.uri()
+        );
+        std::fs::write(dir.path().join("hooks.toml"), config).unwrap();
+        Hooks {
+            _server: server,
+            received,
+            dir,
+        }
+    }
+
+    fn config(&self) -> std::path::PathBuf {
+        self.dir.path().join("hooks.toml")
+    }
+
+    /// Until every expected id arrived (a delivery cut short by a death comes again once
+    /// its lease lapses, 32 s later); what arrived.
+    async fn wait_for(&self, expected: &HashSet<String>) -> Vec<Received> {
+        for _ in 0..600 {
+            let received = self.received.lock().unwrap().clone();
+            let ids: HashSet<String> = received.iter().map(|r| r.id.clone()).collect();
+            if expected.is_subset(&ids) {
+                assert_eq!(&ids, expected, "only the book's facts arrive");
+                checked(&format!(
+                    "{} webhook events, every one the book holds",
+                    ids.len()
+                ));
+                return received;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let ids: HashSet<String> = (self.received.lock().unwrap().iter())
+            .map(|r| r.id.clone())
+            .collect();
+        let missing: Vec<_> = expected.difference(&ids).collect();
+        panic!("webhook events never delivered: {missing:?}");
+    }
+}
+
+/// The ids of the session.started and session.ended events the book implies (docs/webhooks.md):
+/// started once a session has its start, ended once it also has its end and end reason.
+fn expected_hooks(book: &[Value]) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for s in book.iter().filter(|s| s["started_at"].is_string()) {
+        let id = s["session_id"].as_str().unwrap();
+        ids.insert(format!("evt_session.started_{id}"));
+        if s["ended_at"].is_string() && s["end_reason"].is_string() {
+            ids.insert(format!("evt_session.ended_{id}"));
+        }
+    }
+    ids
+}
+
+/// One fact per id (every arrival of an id carries the same data), and an id arrives again
+/// only across a replica's death: its first arrival before that death, the next after.
+/// Between deaths, each event arrives once.
+fn assert_hooks_once_but_across_deaths(received: &[Received], deaths: &[Instant]) {
+    let mut by_id: HashMap<&str, Vec<&Received>> = HashMap::new();
+    for r in received {
+        by_id.entry(&r.id).or_default().push(r);
+    }
+    let mut again = 0;
+    for (id, arrivals) in &by_id {
+        assert!(
+            arrivals.iter().all(|a| a.data == arrivals[0].data),
+            "{id}: one fact per id: {arrivals:?}"
+        );
+        for pair in arrivals.windows(2) {
+            let across = (deaths.iter()).any(|d| pair[0].at < *d && *d < pair[1].at);
+            assert!(across, "{id} delivered twice with no replica dying between");
+            again += 1;
+        }
+    }
+    checked(&format!(
+        "each webhook event delivered once, {again} again across a replica's death"
     ));
 }

@@ -331,6 +331,46 @@ async fn days_follow_the_time_zone_and_add_up(backend: Backend) {
     assert_eq!(by_day["rows"][1]["seconds"], 1230 + 59 + 300);
 }
 
+/// Retention of the book (`book.retention_days`) removes the closed sessions, and the
+/// report by day and app over long windows is the same before and after: the usage rollups
+/// answer it. The open session and the quit-only one stay in the book.
+async fn retention_leaves_the_report_by_day_and_app_as_it_was(backend: Backend) {
+    let (app, clock) = fixture(backend).await;
+    let windows = [
+        format!("{WINDOW}&group_by=day,app"),
+        "from=2026-10-01&to=2026-12-01&group_by=app".to_owned(),
+        "from=2026-01-01&to=2027-01-01&group_by=day".to_owned(),
+    ];
+    let mut before = Vec::new();
+    for query in &windows {
+        before.push(usage_json(&app, query).await);
+    }
+    assert!(app.session("s9").await.is_some());
+    let db = app.stop().await;
+
+    // The clock reads 2026-11-28: 20 days back is after every closed session's end.
+    let retained = "[book]\nretention_days = 20\nretention_interval_secs = 1\n";
+    let app = TestApp::spawn_on_with_clock(db, retained, clock).await;
+    for _ in 0..600 {
+        if app.session("s9").await.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    assert!(app.session("s9").await.is_none(), "retention removed s9");
+    assert!(
+        app.session("s7").await.is_some(),
+        "the quit-only session waits for its enter"
+    );
+    for (query, before) in windows.iter().zip(&before) {
+        let after = usage_json(&app, query).await;
+        assert_eq!(after["rows"], before["rows"], "{query}: {after:#}");
+        assert_eq!(after["totals"], before["totals"], "{query}");
+    }
+    assert!(before[0]["totals"]["sessions"].as_i64().unwrap() > 0);
+}
+
 async fn bad_usage_queries_are_400_with_the_field_named(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     for (query, field) in [
@@ -399,6 +439,7 @@ fn assert_plan(plan: &str, steps: &[&str]) {
 }
 
 backend_tests!(
+    retention_leaves_the_report_by_day_and_app_as_it_was,
     usage_matches_the_hand_computed_fixture,
     json_csv_and_the_cli_agree,
     days_follow_the_time_zone_and_add_up,

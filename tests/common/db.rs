@@ -122,3 +122,25 @@ pub async fn sqlx_connect(url: &str) -> sqlx::PgConnection {
         .await
         .expect("cannot reach the test PostgreSQL")
 }
+
+/// Until `n` statements of this connection's database wait for a lock: a condition
+/// PostgreSQL reports, polled, not a pause standing in for it. The bound (a minute) only
+/// keeps a statement that never queues from hanging the suite: on a loaded machine a
+/// store call may take seconds to reach its lock.
+#[allow(dead_code)]
+pub async fn wait_for_lock_waiters(conn: &mut sqlx::PgConnection, n: i64) {
+    for _ in 0..6000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{n} statements never waited for a lock");
+}

@@ -12,6 +12,7 @@
 //! from tests/common/db.rs.
 
 use std::ops::Deref;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use cphub::access::{Issued, MintedAccess};
@@ -28,7 +29,7 @@ use cphub::store::{
 
 #[path = "../common/db.rs"]
 mod db;
-pub use db::{Backend, TestDb, postgres_available};
+pub use db::{Backend, TestDb, postgres_available, wait_for_lock_waiters};
 
 /// A migrated store on a fresh database; derefs to the `Store` under test.
 pub struct TestStore {
@@ -45,6 +46,11 @@ impl Deref for TestStore {
 }
 
 impl TestStore {
+    /// The database's URL, for a test's own connection beside the store.
+    pub fn url(&self) -> &str {
+        &self._db.url
+    }
+
     /// The store as an `Arc`, to hand to spawned tasks.
     pub fn shared(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
@@ -405,4 +411,52 @@ pub fn server_incident(server: &str, time: &str) -> NewRecovery {
         phone_state: None,
         diagnostics: Default::default(),
     }
+}
+
+// ---- older schemas -----------------------------------------------------------------------
+
+/// The schema as an older cphub left it: every migration below `version`.
+pub async fn migrate_before(backend: Backend, url: &str, version: i64) {
+    let mut migrator = match backend {
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+    };
+    let before: Vec<_> = (migrator.iter())
+        .filter(|m| m.version < version)
+        .cloned()
+        .collect();
+    migrator.migrations = before.into();
+    let ran = match backend {
+        Backend::Sqlite => {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).expect("test url");
+            let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true)).await;
+            migrator.run(&pool.expect("test database")).await
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.expect("test database");
+            migrator.run(&pool).await
+        }
+    };
+    ran.unwrap_or_else(|e| panic!("migrations before {version}: {e}"));
+}
+
+/// Today's code writes each event with its session's creation time, the event log's
+/// partition key on PostgreSQL (0014), and names it in its conflict target: an event log
+/// older than 0014 is given the column and that key, as 0014 would, so that today's code
+/// can play an old book.
+pub async fn given_todays_event_key(backend: Backend, url: &str) {
+    use sqlx::Executor;
+    if backend == Backend::Sqlite {
+        return;
+    }
+    let pool = sqlx::PgPool::connect(url).await.expect("test database");
+    pool.execute(
+        "ALTER TABLE session_events ADD COLUMN session_created_at TIMESTAMPTZ NOT NULL \
+           DEFAULT '-infinity'; \
+         CREATE UNIQUE INDEX session_events_once_by_key \
+           ON session_events (session_id, status, session_created_at) \
+           WHERE outcome = 'accepted'",
+    )
+    .await
+    .expect("the event key");
 }

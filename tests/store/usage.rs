@@ -8,8 +8,6 @@
 //! arriving afterwards. Windows cut at random milliseconds or at midnights of zones with
 //! whole, half and three-quarter hour offsets and DST changes, grouped every way.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use cphub::config::Settings;
 use cphub::domain::{EventKind, GameEvent, UtcTime};
@@ -198,7 +196,8 @@ async fn compare_windows(store: &impl Book, dice: &mut Dice, seed: u64) -> usage
 /// sessions up, and later quits keep them exact.
 async fn sessions_closed_before_the_rollups_are_rolled_up_by_their_migration(backend: Backend) {
     let db = TestDb::new(backend).await;
-    migrate_before_rollups(backend, &db.url).await;
+    migrate_before(backend, &db.url, 11).await;
+    given_todays_event_key(backend, &db.url).await;
     let settings = Settings::with_overrides(&format!("[database]\nurl = \"{}\"\n", db.url))
         .expect("test settings");
     let store = cphub::store::connect(&settings.database)
@@ -260,32 +259,6 @@ async fn a_session_of_years_is_counted_from_the_sessions(backend: Backend) {
     let alpha = rows.iter().find(|r| r.app_id.as_deref() == Some(APPS[0]));
     let wild_secs = (wild.end - wild.start).num_seconds();
     assert!(alpha.unwrap().counts.seconds >= wild_secs, "{rows:?}");
-}
-
-/// The schema as it was before the rollups: every migration below 0011.
-async fn migrate_before_rollups(backend: Backend, url: &str) {
-    let mut migrator = match backend {
-        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-    };
-    let before: Vec<_> = migrator
-        .iter()
-        .filter(|m| m.version < 11)
-        .cloned()
-        .collect();
-    migrator.migrations = before.into();
-    let ran = match backend {
-        Backend::Sqlite => {
-            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).expect("test url");
-            let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true)).await;
-            migrator.run(&pool.expect("test database")).await
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(url).await.expect("test database");
-            migrator.run(&pool).await
-        }
-    };
-    ran.expect("migrations before 0011");
 }
 
 /// Several rounds per seed: a batch of deliveries in shuffled order, sometimes the watchdog
