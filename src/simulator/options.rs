@@ -108,7 +108,7 @@ pub struct SimOptions {
     /// Jobs of the fake control plane run this long.
     #[arg(long, default_value_t = 1000)]
     pub job_delay_ms: u64,
-    /// Chance that a restart or reset job fails (from when the faults start).
+    /// Chance that a restart, reset or application update (5.3.7) job fails.
     #[arg(long, default_value_t = 0.0)]
     pub job_failure_rate: f64,
     /// `OPERATION=N`: the next N calls of the operation (list_phones, show_phone,

@@ -447,12 +447,7 @@ async fn a_version_is_installed_only_after_its_push_to_the_server_5_3_1_5_3_4_5_
     let fake = FakeCph::start(20).await; // two servers: 16 phones and 4
     let (phone, other_server) = (fake.phone_id(0), fake.phone(16).server_id);
     let server = fake.phone(0).server_id;
-    let (v1, v2) = {
-        let mut fleet = fake.fleet.lock();
-        fleet.deploy("game.a", 1.0);
-        let v1 = fleet.app("game.a").unwrap().latest().app_version_id.clone();
-        (v1, fleet.new_version("game.a").unwrap())
-    };
+    let (v1, v2) = deployed_and_new_version(&fake, "game.a");
     let client = fake.client();
     let version_ids = |apps: Vec<cphub::cph::DeployedApp>| -> Vec<Option<String>> {
         apps.into_iter().map(|a| a.app_version_id).collect()
@@ -548,6 +543,47 @@ async fn a_version_is_installed_only_after_its_push_to_the_server_5_3_1_5_3_4_5_
     let body = json!({"update_app_version": {"app_version_ids": [v2]}});
     let res = raw_post(&fake, &token, &format!("{}/action", "0".repeat(32)), body).await;
     assert_error(res, 400, "CPS.0005").await;
+    fake.stop().await;
+}
+
+/// `app` deployed on every phone at its first version, and a second version created (not
+/// pushed anywhere): their ids.
+fn deployed_and_new_version(fake: &FakeCph, app: &str) -> (String, String) {
+    let mut fleet = fake.fleet.lock();
+    fleet.deploy(app, 1.0);
+    let v1 = fleet.app(app).unwrap().latest().app_version_id.clone();
+    (v1, fleet.new_version(app).unwrap())
+}
+
+/// `--job-failure-rate` fails update jobs (5.3.7, type 32) as it fails restarts and resets,
+/// so a rollout meets failures across a whole fleet; a push (5.3.4, type 31) still succeeds.
+#[tokio::test]
+async fn the_job_failure_rate_fails_an_update_5_3_7_but_not_a_push_5_3_4() {
+    let fake = FakeCph::start_with(1, |s| s.job_failure_rate = 1.0).await;
+    let (phone, server) = (fake.phone_id(0), fake.phone(0).server_id);
+    let (v1, v2) = deployed_and_new_version(&fake, "game.a");
+    let client = fake.client();
+    let push = (client.push_app_version(std::slice::from_ref(&v2), std::slice::from_ref(&server)))
+        .await
+        .unwrap();
+    let push_job = push.items[0].job_id.clone().unwrap();
+    assert_eq!(
+        client.follow_job(&push_job).await.unwrap().status,
+        job_status::SUCCEEDED
+    );
+
+    let update = client
+        .update_app_version(&phone, std::slice::from_ref(&v2))
+        .await
+        .unwrap();
+    let (_, job_id) = update.jobs().next().expect("a job");
+    let job = client.follow_job(job_id).await.unwrap();
+    assert_eq!(
+        (job.status, job.error_code.as_deref()),
+        (job_status::FAILED, Some("CPS.0003"))
+    );
+    let apps = client.phone_apps(&phone).await.unwrap();
+    assert_eq!(apps[0].app_version_id.as_deref(), Some(v1.as_str()));
     fake.stop().await;
 }
 

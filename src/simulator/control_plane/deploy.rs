@@ -248,25 +248,33 @@ fn new_job(request_id: &str, kind: JobKind, phone_id: Option<&str>, server_id: &
 }
 
 impl ControlPlane {
-    /// Records the running job and ends it `job_delay` later in its own task.
+    /// Records the running job and ends it `job_delay` later in its own task. An update
+    /// (job 32) fails at `job_failure_rate`, as restarts and resets do; a push (job 31) does
+    /// not: it is a copy to the server, and rollouts need the failures on the phones.
     fn finish_deployment_later(&self, fleet: &mut Fleet, job: SimJob, version: String) {
         let job_id = job.job_id.clone();
+        let unlucky = job.kind == JobKind::UpdateAppVersion
+            && rand::random_bool(self.settings.job_failure_rate.clamp(0.0, 1.0));
         fleet.jobs.insert(job_id.clone(), job);
         let (shared, delay) = (self.fleet.clone(), self.settings.job_delay);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            finish(&mut shared.lock(), &job_id, &version);
+            finish(&mut shared.lock(), &job_id, &version, unlucky);
         });
     }
 }
 
-/// Ends a push (the server holds the version) or an update (the phone runs it).
-fn finish(fleet: &mut Fleet, job_id: &str, version: &str) {
+/// Ends a push (the server holds the version) or an update (the phone runs it, unless the
+/// job was drawn to fail).
+fn finish(fleet: &mut Fleet, job_id: &str, version: &str, unlucky: bool) {
     let Some(job) = fleet.jobs.get(job_id).cloned() else {
         return;
     };
     let server_id = job.server_id.clone().unwrap_or_default();
     let outcome = match (job.kind, job.phone_id.as_deref()) {
+        (JobKind::UpdateAppVersion, Some(_)) if unlucky => {
+            Err("The application version failed to install.")
+        }
         (JobKind::UpdateAppVersion, Some(phone_id)) => {
             install(fleet, phone_id, &server_id, version)
         }
