@@ -93,6 +93,8 @@ impl Rollouts {
     async fn send_update(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
         let mut change = self.change(phone, PhoneStep::Updating);
         change.attempt = true;
+        // Free as read: checked again under the phone's lock. Busy: a forced update.
+        change.only_if_free = !phone.in_session;
         if !self.store.step_rollout_phone(&change).await? {
             return Ok(());
         }
@@ -310,6 +312,7 @@ impl Rollouts {
             from: phone.state,
             to,
             attempt: false,
+            only_if_free: false,
             request_id: None,
             job_id: None,
             error: None,

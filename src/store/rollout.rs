@@ -144,6 +144,9 @@ pub struct StepChange<'a> {
     pub to: PhoneStep,
     /// Adds one to `attempts`: set when an update is about to be sent.
     pub attempt: bool,
+    /// Moves only a phone in no session and held for none, read under its row's lock: an
+    /// update is never sent to a phone a mint has just given out (see [`phone_is_free`]).
+    pub only_if_free: bool,
     pub request_id: Option<&'a str>,
     pub job_id: Option<&'a str>,
     /// Replaces the phone's error (None clears it).
@@ -347,7 +350,10 @@ pub(super) async fn take_batch(
 }
 
 /// Moves one phone on; false when it was no longer at `change.from`.
-pub(super) async fn step(tx: &mut impl Sql, c: &StepChange<'_>) -> Result<bool, StoreError> {
+pub(super) async fn step<D: Sql>(tx: &mut D, c: &StepChange<'_>) -> Result<bool, StoreError> {
+    if c.only_if_free && !phone_is_free(tx, c.phone_id).await? {
+        return Ok(false);
+    }
     let finished = matches!(
         c.to,
         PhoneStep::Done | PhoneStep::Failed | PhoneStep::Skipped
@@ -373,6 +379,23 @@ pub(super) async fn step(tx: &mut impl Sql, c: &StepChange<'_>) -> Result<bool, 
         c.from.as_str(),
     ];
     Ok(tx.execute(sql, &args).await? == 1)
+}
+
+/// Whether the phone is in no session and held for none. The engine read so before, but a
+/// mint that picked the phone just before it was drained may not have committed then: on
+/// PostgreSQL the row lock waits for it (its UPDATE holds the row), so its session is seen
+/// here; SQLite has one writer, so the read is current. Rows locked stay locked to the end
+/// of the step's transaction. A phone cphub has no row of is taken as free.
+async fn phone_is_free<D: Sql>(tx: &mut D, phone_id: &PhoneId) -> Result<bool, StoreError> {
+    let sql = if D::LOCKS_ROWS {
+        "SELECT allocated_session_id IS NULL AND current_session_id IS NULL \
+           AND heartbeat_session_id IS NULL FROM phones WHERE phone_id = $1 FOR UPDATE"
+    } else {
+        "SELECT allocated_session_id IS NULL AND current_session_id IS NULL \
+           AND heartbeat_session_id IS NULL FROM phones WHERE phone_id = $1"
+    };
+    let row: Option<(bool,)> = tx.fetch_optional(sql, &args![phone_id.as_str()]).await?;
+    Ok(row.is_none_or(|(free,)| free))
 }
 
 /// Ends a running rollout whose phones are all done or failed; whether it ended.

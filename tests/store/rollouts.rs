@@ -18,6 +18,7 @@ backend_tests!(
     a_phone_moves_only_from_the_step_it_is_at_so_its_update_is_sent_once_5_3_7,
     the_watchdog_does_not_see_a_phone_the_rollout_is_updating,
     the_rollout_sees_a_phone_the_watchdog_is_recovering,
+    an_update_is_not_sent_to_a_phone_given_out_before_its_drain_unless_forced_5_3_7,
 );
 
 /// A drained phone about to be sent its update (5.3.7), at 19:00.
@@ -28,6 +29,7 @@ fn send_update(rollout_id: i64, phone_id: &PhoneId) -> StepChange<'_> {
         from: PhoneStep::Draining,
         to: PhoneStep::Updating,
         attempt: true,
+        only_if_free: true,
         request_id: None,
         job_id: None,
         error: None,
@@ -82,6 +84,35 @@ async fn a_drained_phone_is_neither_minted_nor_given_to_the_queue(backend: Backe
     store.join_queue(&entry, &mint_times()).await.unwrap();
     let pass = store.serve_queue(&mint_times()).await.unwrap();
     assert_eq!(pass.assigned, 0, "the queue skips the drained phone too");
+}
+
+/// A mint that took the phone just before the drain (on PostgreSQL, one not yet committed
+/// when the engine read the phone free): the step to `updating` reads the phone again under
+/// its lock and refuses, so the update (5.3.7, which restarts the game) never lands on the
+/// new session; a forced update (`only_if_free` off) still goes.
+async fn an_update_is_not_sent_to_a_phone_given_out_before_its_drain_unless_forced_5_3_7(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    let minted = mint(&store, at_seven("s-1")).await;
+    assert_eq!(allocated(&minted).as_deref(), Some("p-1"));
+    let id = drain_all(&store, &["p-1"]).await;
+    let phone = pid("p-1");
+
+    let sent = store.step_rollout_phone(&send_update(id, &phone)).await;
+
+    assert!(!sent.unwrap(), "the phone is held for s-1");
+    let phones = store.rollout_phones(id).await.unwrap();
+    assert_eq!(
+        (phones[0].state, phones[0].attempts),
+        (PhoneStep::Draining, 0)
+    );
+    let forced = StepChange {
+        only_if_free: false,
+        ..send_update(id, &phone)
+    };
+    assert!(store.step_rollout_phone(&forced).await.unwrap());
 }
 
 async fn a_pause_or_an_abort_returns_draining_phones_to_the_pool(backend: Backend) {
@@ -150,6 +181,7 @@ async fn a_phone_moves_only_from_the_step_it_is_at_so_its_update_is_sent_once_5_
         from: PhoneStep::Updating,
         to: PhoneStep::Updating,
         attempt: false,
+        only_if_free: false,
         job_id: Some("job-1"),
         ..send.clone()
     };
@@ -164,6 +196,7 @@ async fn a_phone_moves_only_from_the_step_it_is_at_so_its_update_is_sent_once_5_
         from: PhoneStep::Updating,
         to: PhoneStep::Done,
         attempt: false,
+        only_if_free: false,
         job_id: None,
         ..send
     };
