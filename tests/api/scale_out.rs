@@ -559,9 +559,19 @@ impl Api {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let open = self.get("/sessions?state=playing").await;
+        let rollout = match &cluster.rollout {
+            Some(url) => (cluster.client.get(url).bearer_auth(TOKEN).send().await)
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            None => String::new(),
+        };
         panic!(
-            "the fleet never settled: {}",
-            cluster.simulator.stats.summary(&cluster.simulator.fleet)
+            "the fleet never settled: {}; playing: {open}; rollout: {rollout}; phones: {}",
+            cluster.simulator.stats.summary(&cluster.simulator.fleet),
+            self.get("/phones").await
         );
     }
 
