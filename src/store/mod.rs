@@ -311,8 +311,9 @@ pub struct Applied {
 
 /// The states a phone can be in as the operator sees it (see `book::phone_state_sql!`):
 /// `unavailable` is a control-plane status in transition or failed, `out_of_service` one
-/// the phone is out of service in (chapter 4.3.1; docs/operations.md has the table).
-pub const PHONE_STATES: [&str; 8] = [
+/// the phone is out of service in (chapter 4.3.1; docs/operations.md has the table),
+/// `draining` one a rollout took from allocation.
+pub const PHONE_STATES: [&str; 9] = [
     "idle",
     "allocated",
     "occupied",
@@ -321,6 +322,7 @@ pub const PHONE_STATES: [&str; 8] = [
     "out_of_service",
     "recovering",
     "broken",
+    "draining",
 ];
 
 /// A decision to log (see `recoveries` in the migration).
