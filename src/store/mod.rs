@@ -739,6 +739,9 @@ pub trait Store: Send + Sync + 'static {
     /// Rollout updates sent and not ended yet, over all rollouts.
     async fn rollout_jobs_in_flight(&self) -> Result<i64, StoreError>;
 
+    /// The rollout updating or verifying the phone, if one is.
+    async fn rollout_updating(&self, phone: &PhoneId) -> Result<Option<i64>, StoreError>;
+
     /// Phones per rollout step, over the rollouts under way.
     async fn rollout_phones_by_step(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
