@@ -81,9 +81,10 @@ KNOWN_VALUES = {
     ("cphub_phones", "state"): {
         # "recovering" and "broken" come with the fleet watchdog; "unavailable" is a
         # control-plane status in transition or failed, "out_of_service" frozen, stopped,
-        # creation or stopping failed (docs/operations.md, the phone status table).
+        # creation or stopping failed (docs/operations.md, the phone status table);
+        # "draining" a phone a rollout took from allocation.
         "idle", "allocated", "occupied", "stale", "unavailable", "out_of_service",
-        "recovering", "broken",
+        "recovering", "broken", "draining",
     },
     # Chapter 4.6.1's statuses as cphub names them (src/domain/encode_server.rs).
     ("cphub_encode_servers", "state"): {

@@ -174,7 +174,8 @@ pub(super) enum ManualRefusal {
     /// `CPHUB.INVALID_FIELD`: not a valid id
     #[response(status = 400)]
     InvalidId(ErrorBody<'static>),
-    /// `CPHUB.RECOVERY_REFUSED`: excluded, already recovering, or at a cap
+    /// `CPHUB.RECOVERY_REFUSED`: excluded, already recovering, updated by a rollout, or at
+    /// a cap
     #[response(status = 409)]
     Refused(ErrorBody<'static>),
     /// `CPHUB.CPH_NOT_CONFIGURED` or `CPHUB.UNAVAILABLE`, with `Retry-After`

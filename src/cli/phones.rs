@@ -10,7 +10,7 @@ use crate::cph::{BatchOutcome, CphClient, CphError, Job, PhoneFilter, PhoneItem,
 use crate::domain::{Action, Outcome as RecoveryOutcome, PhoneId, Reason, UtcTime};
 use crate::store::{self, NewRecovery, Store};
 use crate::telemetry::ErrorChain;
-use crate::watchdog::account_refusal;
+use crate::watchdog::{WatchdogError, account_refusal};
 
 /// Phones per batch request (the reference sets no limit; this keeps bodies small).
 const BATCH: usize = 100;
@@ -91,10 +91,20 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
             // No property in a restart: the phone keeps its own. (4.3.6 accepts one, and is
             // silent on whether it replaces the phone's or merges with them; see
             // cli/configure.rs for the one restart that sends properties.)
+            let (phone_ids, refused) = leave_rollouts_alone(settings, phone_ids).await;
+            if phone_ids.is_empty() {
+                return Ok(Outcome::SomeFailed);
+            }
             let items = with_property(&phone_ids, "");
             let sent = run_batches(&client, BatchOp::Restart, items, wait.wait, None).await;
             note_account_refusal(settings, &phone_ids, Action::Restart, &sent).await;
-            sent
+            sent.map(|outcome| {
+                if refused {
+                    Outcome::SomeFailed
+                } else {
+                    outcome
+                }
+            })
         }
         PhonesCommand::Reset {
             phone_ids,
@@ -129,6 +139,51 @@ pub async fn run(settings: &Settings, command: PhonesCommand) -> Result<Outcome,
     }
 }
 
+/// The phones to restart, without those a rollout is updating or verifying (a restart
+/// would cut the update short; `POST /api/v1/phones/{id}/restart` refuses them alike), each
+/// of which gets a "refused" line; and whether there was one. Best effort, as the stop's
+/// record: without the database every phone is restarted, with a warning.
+async fn leave_rollouts_alone(settings: &Settings, phone_ids: Vec<String>) -> (Vec<String>, bool) {
+    let book = match store::connect(&settings.database).await {
+        Ok(book) => book,
+        Err(error) => {
+            eprintln!(
+                "warning: the database is unreachable ({}): phones a rollout is updating are \
+                 not left out",
+                ErrorChain(&error)
+            );
+            return (phone_ids, false);
+        }
+    };
+    let (mut kept, mut refused) = (Vec::new(), false);
+    for phone in phone_ids {
+        match rollout_updating(book.as_ref(), &phone).await {
+            Some(rollout) => {
+                refused = true;
+                let refusal = WatchdogError::InRollout {
+                    phone: phone.clone(),
+                    rollout,
+                };
+                println!("{phone}\trefused\t{refusal}");
+            }
+            None => kept.push(phone),
+        }
+    }
+    (kept, refused)
+}
+
+/// The rollout updating the phone; None for an id the book cannot hold (the control plane
+/// answers for it) or a failed look-up (the warning says why).
+async fn rollout_updating(book: &dyn Store, phone: &str) -> Option<i64> {
+    let phone_id = PhoneId::parse("phone_id", phone.to_owned()).ok()?;
+    match book.rollout_updating(&phone_id).await {
+        Ok(rollout) => rollout,
+        Err(error) => {
+            eprintln!("warning: {phone}: {}", ErrorChain(&error));
+            None
+        }
+    }
+}
 /// A manual restart refused for the account (7.2 CPS.0006/0007/0008) goes to the
 /// recovery log, where the running watchdog finds it and pauses its own recoveries: they
 /// would all be refused too. One row for the request, on its first phone. Best effort:

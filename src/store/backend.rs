@@ -560,6 +560,11 @@ impl<B: Backend> Store for B {
         found.map_err(during("rollout_jobs_in_flight"))
     }
 
+    async fn rollout_updating(&self, phone: &PhoneId) -> Result<Option<i64>, StoreError> {
+        let found = rollout::updating(&mut self.reader(), phone).await;
+        found.map_err(during("rollout_updating"))
+    }
+
     async fn rollout_phones_by_step(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let found = rollout::phones_by_step(&mut self.reader()).await;
         found.map_err(during("rollout_phones_by_step"))

@@ -75,7 +75,13 @@ macro_rules! free_phone_sql {
 /// status (chapter 4.3.1) comes first: frozen (6), stopped (8), creation failed (-8) and
 /// stopping failed (-9) are `out_of_service`, whatever else the row says; any other status
 /// but running (2) — creating, resetting, restarting, stopping, or failed and awaiting the
-/// watchdog — is `unavailable`. See the status table in docs/operations.md.
+/// watchdog — is `unavailable`. A phone a rollout drained (draining, updating, verifying:
+/// the same probe as the free-phone pick, so what the operator sees is what allocation
+/// skips) is `draining` when it would otherwise be idle, allocated or occupied: a fault
+/// (out of service, recovering, broken, unavailable, stale) says more about the phone than
+/// the rollout does, and the rollout waits on it anyway. A pause or an abort undrains its
+/// `draining` phones (store/rollout.rs), so only the phones it still drives show here. See
+/// the status table in docs/operations.md.
 macro_rules! phone_state_sql {
     () => {
         "CASE \
@@ -83,6 +89,8 @@ macro_rules! phone_state_sql {
            WHEN recovery_state IS NOT NULL THEN recovery_state \
            WHEN cph_status IS NOT NULL AND cph_status <> 2 THEN 'unavailable' \
            WHEN last_seen_at IS NULL OR last_seen_at < $1 THEN 'stale' \
+           WHEN EXISTS (SELECT 1 FROM rollout_phones d WHERE d.phone_id = phones.phone_id \
+             AND d.state IN ('draining', 'updating', 'verifying')) THEN 'draining' \
            WHEN current_session_id IS NOT NULL OR heartbeat_session_id IS NOT NULL THEN 'occupied' \
            WHEN allocated_session_id IS NOT NULL THEN 'allocated' \
            ELSE 'idle' END"

@@ -311,8 +311,9 @@ pub struct Applied {
 
 /// The states a phone can be in as the operator sees it (see `book::phone_state_sql!`):
 /// `unavailable` is a control-plane status in transition or failed, `out_of_service` one
-/// the phone is out of service in (chapter 4.3.1; docs/operations.md has the table).
-pub const PHONE_STATES: [&str; 8] = [
+/// the phone is out of service in (chapter 4.3.1; docs/operations.md has the table),
+/// `draining` one a rollout took from allocation.
+pub const PHONE_STATES: [&str; 9] = [
     "idle",
     "allocated",
     "occupied",
@@ -321,6 +322,7 @@ pub const PHONE_STATES: [&str; 8] = [
     "out_of_service",
     "recovering",
     "broken",
+    "draining",
 ];
 
 /// A decision to log (see `recoveries` in the migration).
@@ -736,6 +738,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Rollout updates sent and not ended yet, over all rollouts.
     async fn rollout_jobs_in_flight(&self) -> Result<i64, StoreError>;
+
+    /// The rollout updating or verifying the phone, if one is.
+    async fn rollout_updating(&self, phone: &PhoneId) -> Result<Option<i64>, StoreError>;
 
     /// Phones per rollout step, over the rollouts under way.
     async fn rollout_phones_by_step(&self) -> Result<Vec<(String, i64)>, StoreError>;

@@ -414,6 +414,19 @@ pub(super) async fn jobs_in_flight(db: &mut impl Sql) -> Result<i64, StoreError>
     Ok(row.map_or(0, |(n,)| n))
 }
 
+/// The rollout updating or verifying the phone, if one is: a manual restart or reset of it
+/// would cut its update short or undo it (see `Watchdog::manual`).
+pub(super) async fn updating(
+    db: &mut impl Sql,
+    phone: &PhoneId,
+) -> Result<Option<i64>, StoreError> {
+    let sql = "SELECT rollout_id FROM rollout_phones \
+               WHERE phone_id = $1 AND state IN ('updating', 'verifying') \
+               ORDER BY rollout_id DESC LIMIT 1";
+    let row: Option<(i64,)> = db.fetch_optional(sql, &args![phone.as_str()]).await?;
+    Ok(row.map(|(id,)| id))
+}
+
 /// Phones per step of the rollouts still under way (`cphub_rollout_phones`).
 pub(super) async fn phones_by_step(db: &mut impl Sql) -> Result<Vec<(String, i64)>, StoreError> {
     let sql = "SELECT p.state, COUNT(*) FROM rollout_phones p \

@@ -55,6 +55,10 @@ pub enum WatchdogError {
     HourlyCap(String),
     #[error("watchdog.max_in_flight recovery jobs are already running")]
     InFlightCap,
+    /// An update restarts the game and the rollout follows it to its end: a restart would
+    /// cut it short, a reset undo it (docs/operations.md, "Rolling out a game version").
+    #[error("rollout {rollout} is updating phone {phone}; retry once its update ended")]
+    InRollout { phone: String, rollout: i64 },
     /// A phone id the control plane gave that cphub cannot take: a bug, not a refusal.
     #[error(transparent)]
     Invalid(#[from] ParseError),
@@ -496,6 +500,10 @@ impl Watchdog {
         let now = self.clock.now();
         if self.excluded(phone_id) {
             return Err(WatchdogError::Excluded(phone_id.to_string()));
+        }
+        if let Some(rollout) = self.store.rollout_updating(phone_id).await? {
+            let phone = phone_id.to_string();
+            return Err(WatchdogError::InRollout { phone, rollout });
         }
         let history = self.history(phone_id, now).await?;
         if history

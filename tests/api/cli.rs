@@ -371,7 +371,7 @@ async fn the_commands_refuse_to_run_without_cph_settings() {
 }
 
 /// Runs `cphub ARGS` against the simulator's control plane, with the book at `database`.
-async fn cphub_on_simulator(
+pub(crate) async fn cphub_on_simulator(
     simulator: &cphub::simulator::Simulator,
     options: &cphub::simulator::SimOptions,
     database: &str,

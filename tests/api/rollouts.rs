@@ -21,6 +21,7 @@ backend_tests!(
     a_version_not_on_the_servers_is_refused_naming_them_5_3_1,
     a_failing_canary_pauses_the_rollout_and_an_abort_returns_the_phones_4_4_1,
     a_restarted_cphub_finishes_the_rollout_updating_no_phone_twice_7_1_2,
+    a_phone_being_updated_is_draining_and_refuses_a_manual_restart_or_reset_5_3_7,
 );
 
 const APP: &str = "sim.game";
@@ -30,6 +31,7 @@ struct Rig {
     simulator: Simulator,
     /// cphub's settings, to start it again on the same database and port.
     settings: String,
+    options: SimOptions,
 }
 
 async fn start(backend: Backend, phones: usize, tune: impl FnOnce(&mut SimOptions)) -> Rig {
@@ -43,6 +45,7 @@ async fn start(backend: Backend, phones: usize, tune: impl FnOnce(&mut SimOption
         app,
         simulator,
         settings,
+        options,
     };
     rig.wait_for_phones_with_app(phones).await;
     rig
@@ -110,6 +113,14 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("condition never held");
+    }
+
+    /// Every job the simulator ran on the phone, of any kind.
+    fn jobs_of(&self, phone_id: &str) -> usize {
+        let fleet = self.simulator.fleet.lock();
+        (fleet.jobs.values())
+            .filter(|j| j.phone_id.as_deref() == Some(phone_id))
+            .count()
     }
 
     /// 5.3.7 jobs the simulator ran per phone: one per call (one version per rollout).
@@ -297,6 +308,7 @@ async fn a_restarted_cphub_finishes_the_rollout_updating_no_phone_twice_7_1_2(ba
         app,
         simulator,
         settings,
+        options,
     } = rig;
     let db = app.stop().await;
     let app = TestApp::spawn_on(db, &settings).await;
@@ -304,6 +316,7 @@ async fn a_restarted_cphub_finishes_the_rollout_updating_no_phone_twice_7_1_2(ba
         app,
         simulator,
         settings,
+        options,
     };
 
     let done = rig.wait_for_rollout(&rollout["id"], "done").await;
@@ -314,5 +327,90 @@ async fn a_restarted_cphub_finishes_the_rollout_updating_no_phone_twice_7_1_2(ba
         assert_eq!(phone["attempts"], 1, "{phone}");
         assert_eq!(rig.updates_of(phone_id), 1, "updated once: {phone_id}");
     }
+    rig.simulator.stop().await;
+}
+
+/// The canary's update (5.3.7) runs 20 s (every simulator job does, so the callback set-up
+/// restarts take as long; the checks below take a second or two): while it runs
+/// the phone shows `draining` (the others stay `idle`) and a manual restart or reset of it,
+/// through the API or the CLI, is refused naming the rollout, and nothing is sent or logged.
+async fn a_phone_being_updated_is_draining_and_refuses_a_manual_restart_or_reset_5_3_7(
+    backend: Backend,
+) {
+    let rig = start(backend, 3, |o| o.job_delay_ms = 20_000).await;
+    let version = rig.new_version();
+    // Pushed by hand: a 5.3.4 job would take its 20 s too.
+    {
+        let mut fleet = rig.simulator.fleet.lock();
+        for server in fleet.server_ids() {
+            fleet
+                .pushed
+                .entry(server)
+                .or_default()
+                .insert(version.clone());
+        }
+    }
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 1, "batch_size": 2,
+        }))
+        .await;
+    let id = &rollout["id"];
+    rig.wait(|| async { rig.rollout(id).await["phones"][0]["state"] == "updating" })
+        .await;
+    let phones = rig.rollout(id).await["phones"].clone();
+    let canary = phones[0]["phone_id"].as_str().unwrap().to_owned();
+    let other = phones[1]["phone_id"].as_str().unwrap().to_owned();
+
+    let at = &rig;
+    let state = |phone: String| async move {
+        at.get(&format!("/api/v1/phones/{phone}")).await["state"].clone()
+    };
+    assert_eq!(state(canary.clone()).await, "draining");
+    rig.wait(|| async { state(other.clone()).await == "idle" })
+        .await;
+    let listed = rig.get("/api/v1/phones").await;
+    let listed_state = |phone: &str| {
+        let all = listed["phones"].as_array().unwrap();
+        all.iter().find(|p| p["phone_id"] == phone).unwrap()["state"].clone()
+    };
+    assert_eq!(listed_state(&canary), "draining", "{listed}");
+    let metrics = rig.app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("cphub_phones{state=\"draining\"} 1"),
+        "{metrics}"
+    );
+
+    let jobs_before = rig.jobs_of(&canary);
+    for action in ["restart", "reset"] {
+        let res = rig
+            .post(&format!("/api/v1/phones/{canary}/{action}"), &json!({}))
+            .await;
+        let body = assert_error(res, 409, "CPHUB.RECOVERY_REFUSED").await;
+        let message = body["error_msg"].as_str().unwrap();
+        assert!(message.contains(&format!("rollout {id}")), "{body}");
+    }
+    let out = crate::cli::cphub_on_simulator(
+        &rig.simulator,
+        &rig.options,
+        &rig.app.db.url,
+        &["phones", "restart", &canary],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.starts_with(&format!("{canary}\trefused\trollout {id} is updating")),
+        "{printed}"
+    );
+    let log = rig
+        .get(&format!("/api/v1/recoveries?phone_id={canary}"))
+        .await;
+    assert_eq!(log["recoveries"], json!([]), "nothing logged: {log}");
+    assert_eq!(
+        rig.jobs_of(&canary),
+        jobs_before,
+        "no restart or reset sent"
+    );
     rig.simulator.stop().await;
 }
