@@ -360,8 +360,12 @@ pub(super) async fn take_batch(
     let taken: Vec<(String,)> = tx.fetch_all(sql, &args![id, batch, now, size]).await?;
     let count = taken.len() as u64;
     mark_drained(tx, taken.into_iter().map(|(p,)| p).collect()).await?;
-    let mark = "UPDATE rollouts SET batch = $2, updated_at = $3 WHERE id = $1";
-    tx.execute(mark, &args![id, batch, now]).await?;
+    // Only a batch that took phones counts: the last look, finding none, is not a batch
+    // (the rollout's `batch` and its `fleet.rollout` events say how many there were).
+    if count > 0 {
+        let mark = "UPDATE rollouts SET batch = $2, updated_at = $3 WHERE id = $1";
+        tx.execute(mark, &args![id, batch, now]).await?;
+    }
     Ok(count)
 }
 
