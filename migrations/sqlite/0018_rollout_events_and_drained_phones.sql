@@ -74,3 +74,5 @@ CREATE INDEX phones_free ON phones (phone_id)
 -- A pause or an abort finds the phones it marked.
 CREATE INDEX phones_drained ON phones (drained_by_rollout)
     WHERE drained_by_rollout IS NOT NULL;
+-- `rollout_phones_drained` (0016) stays: the mark is recomputed from it, and the watchdog
+-- and the engine still ask which rollout updates a phone.

@@ -456,31 +456,15 @@ pub(super) async fn finish(tx: &mut impl Sql, id: i64, now: UtcTime) -> Result<b
 }
 
 /// Writes the `fleet.rollout` webhook of the transition that just brought `rollout` to its
-/// state (docs/webhooks.md), with its phones counted per step as they now are. The id is
-/// the rollout's and its transition's number, so a change made again (a replay, a second
-/// replica) writes nothing new.
+/// state (docs/webhooks.md). The id is the rollout's and its transition's number, so a
+/// change made again (a replay, a second replica) writes nothing new.
 async fn record(
     tx: &mut impl Sql,
     rollout: &Rollout,
     transition: RolloutTransition,
 ) -> Result<(), StoreError> {
-    let count = "SELECT state, COUNT(*) FROM rollout_phones WHERE rollout_id = $1 \
-                 GROUP BY state";
-    let counted: Vec<(String, i64)> = tx.fetch_all(count, &args![rollout.id]).await?;
-    let mut phones = serde_json::Map::new();
-    for step in PhoneStep::ALL {
-        let n = counted.iter().find(|(s, _)| s == step.as_str());
-        phones.insert(step.as_str().into(), n.map_or(0, |(_, n)| *n).into());
-    }
-    let paused = transition == RolloutTransition::Paused;
-    let data = serde_json::json!({
-        "rollout_id": rollout.id, "transition": transition.as_str(),
-        "state": rollout.state.as_str(), "app_id": rollout.app_id.as_str(),
-        "app_version_ids": rollout.app_version_ids, "batch": rollout.batch,
-        "paused_by": if paused { rollout.paused_by.as_deref() } else { None },
-        "reason": if paused { rollout.pause_reason.as_deref() } else { None },
-        "phones": phones, "changed_at": rollout.updated_at.epoch_millis(),
-    });
+    let phones = phones_per_step(tx, rollout.id).await?;
+    let data = payload(rollout, transition, phones).to_string();
     let id = format!(
         "evt_fleet.rollout_{}_{transition}_{}",
         rollout.id, rollout.transitions
@@ -489,13 +473,49 @@ async fn record(
     let sql = "INSERT INTO webhook_events \
                  (event_id, type, subject, occurred_at, recorded_at, data) \
                VALUES ($1, 'fleet.rollout', $2, $3, $3, $4) ON CONFLICT (event_id) DO NOTHING";
-    let (now, data) = (rollout.updated_at, data.to_string());
-    tx.execute(
-        sql,
-        &args![id.as_str(), subject.as_str(), now, data.as_str()],
-    )
-    .await?;
+    let args = args![
+        id.as_str(),
+        subject.as_str(),
+        rollout.updated_at,
+        data.as_str()
+    ];
+    tx.execute(sql, &args).await?;
     Ok(())
+}
+
+/// The rollout's phones per step as they now are, every step named (0 when none).
+async fn phones_per_step(
+    tx: &mut impl Sql,
+    id: i64,
+) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    let sql = "SELECT state, COUNT(*) FROM rollout_phones WHERE rollout_id = $1 GROUP BY state";
+    let counted: Vec<(String, i64)> = tx.fetch_all(sql, &args![id]).await?;
+    let count = |step: &PhoneStep| {
+        let found = counted.iter().find(|(s, _)| s == step.as_str());
+        found.map_or(0, |(_, n)| *n)
+    };
+    let steps = PhoneStep::ALL.iter();
+    Ok(steps
+        .map(|s| (s.as_str().to_owned(), count(s).into()))
+        .collect())
+}
+
+/// The event's data, times as epoch milliseconds like every outbox row; who paused it and
+/// why only on a pause (an older pause's reason would mislead on a resume or an abort).
+fn payload(
+    rollout: &Rollout,
+    transition: RolloutTransition,
+    phones: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let paused = transition == RolloutTransition::Paused;
+    let pause = |field: &Option<String>| field.clone().filter(|_| paused);
+    serde_json::json!({
+        "rollout_id": rollout.id, "transition": transition.as_str(),
+        "state": rollout.state.as_str(), "app_id": rollout.app_id.as_str(),
+        "app_version_ids": rollout.app_version_ids, "batch": rollout.batch,
+        "paused_by": pause(&rollout.paused_by), "reason": pause(&rollout.pause_reason),
+        "phones": phones, "changed_at": rollout.updated_at.epoch_millis(),
+    })
 }
 
 /// Updates sent and not yet ended, over every rollout: the share of the in-flight budget
