@@ -31,6 +31,33 @@ impl RolloutState {
 }
 
 column_enum!(
+    /// A change of a rollout's state, as its `fleet.rollout` webhook names it.
+    RolloutTransition {
+        /// Created, running its first batch.
+        Started = "started",
+        /// By an operator, or by cphub when a batch failed more than the plan allows.
+        Paused = "paused",
+        Resumed = "resumed",
+        Aborted = "aborted",
+        /// Every target phone done or failed.
+        Done = "done",
+    }
+);
+
+impl RolloutTransition {
+    /// The transition into `state` from another state; `Running` is a resume, since a
+    /// rollout is created running (its start is [`RolloutTransition::Started`]).
+    pub fn entering(state: RolloutState) -> Self {
+        match state {
+            RolloutState::Running => RolloutTransition::Resumed,
+            RolloutState::Paused => RolloutTransition::Paused,
+            RolloutState::Aborted => RolloutTransition::Aborted,
+            RolloutState::Done => RolloutTransition::Done,
+        }
+    }
+}
+
+column_enum!(
     /// A target phone's step in its rollout.
     PhoneStep {
         /// Not taken by a batch yet.

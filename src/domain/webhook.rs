@@ -22,6 +22,9 @@ pub enum WebhookEventType {
     FleetIncident,
     #[serde(rename = "queue.assigned")]
     QueueAssigned,
+    /// A rollout started, paused, resumed, was aborted or finished.
+    #[serde(rename = "fleet.rollout")]
+    FleetRollout,
 }
 
 impl WebhookEventType {
@@ -32,6 +35,7 @@ impl WebhookEventType {
         WebhookEventType::PhoneRecovery,
         WebhookEventType::FleetIncident,
         WebhookEventType::QueueAssigned,
+        WebhookEventType::FleetRollout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +46,7 @@ impl WebhookEventType {
             WebhookEventType::PhoneRecovery => "phone.recovery",
             WebhookEventType::FleetIncident => "fleet.incident",
             WebhookEventType::QueueAssigned => "queue.assigned",
+            WebhookEventType::FleetRollout => "fleet.rollout",
         }
     }
 }

@@ -58,15 +58,14 @@ macro_rules! session_columns {
 /// the `phones_free` index covers, so the pick never walks busy phones), heard from since
 /// `$4`, running as far as the control plane knows (chapter 4.3.1: 2; every other status is
 /// in transition, failed or out of service), not being recovered or given up on, and not
-/// drained by a rollout (a probe of `rollout_phones_drained`, migration 0016).
+/// drained by a rollout (the row's own mark, migration 0018, which `phones_free` also
+/// leaves out: the drain writes the row a mint locks, so the two cannot cross).
 macro_rules! free_phone_sql {
     () => {
         "allocated_session_id IS NULL AND current_session_id IS NULL \
            AND heartbeat_session_id IS NULL \
            AND last_seen_at >= $4 AND (cph_status IS NULL OR cph_status = 2) \
-           AND recovery_state IS NULL \
-           AND NOT EXISTS (SELECT 1 FROM rollout_phones d WHERE d.phone_id = phones.phone_id \
-             AND d.state IN ('draining', 'updating', 'verifying'))"
+           AND drained_by_rollout IS NULL AND recovery_state IS NULL"
     };
 }
 
@@ -76,7 +75,7 @@ macro_rules! free_phone_sql {
 /// stopping failed (-9) are `out_of_service`, whatever else the row says; any other status
 /// but running (2) — creating, resetting, restarting, stopping, or failed and awaiting the
 /// watchdog — is `unavailable`. A phone a rollout drained (draining, updating, verifying:
-/// the same probe as the free-phone pick, so what the operator sees is what allocation
+/// the same mark as the free-phone pick reads, so what the operator sees is what allocation
 /// skips) is `draining` when it would otherwise be idle, allocated or occupied: a fault
 /// (out of service, recovering, broken, unavailable, stale) says more about the phone than
 /// the rollout does, and the rollout waits on it anyway. A pause or an abort undrains its
@@ -89,8 +88,7 @@ macro_rules! phone_state_sql {
            WHEN recovery_state IS NOT NULL THEN recovery_state \
            WHEN cph_status IS NOT NULL AND cph_status <> 2 THEN 'unavailable' \
            WHEN last_seen_at IS NULL OR last_seen_at < $1 THEN 'stale' \
-           WHEN EXISTS (SELECT 1 FROM rollout_phones d WHERE d.phone_id = phones.phone_id \
-             AND d.state IN ('draining', 'updating', 'verifying')) THEN 'draining' \
+           WHEN drained_by_rollout IS NOT NULL THEN 'draining' \
            WHEN current_session_id IS NOT NULL OR heartbeat_session_id IS NOT NULL THEN 'occupied' \
            WHEN allocated_session_id IS NOT NULL THEN 'allocated' \
            ELSE 'idle' END"

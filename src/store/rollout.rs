@@ -1,15 +1,19 @@
 //! The book of game version rollouts (migration 0016): a rollout, its target phones and the
 //! step each has reached. Written by the operator API (create, pause, resume, abort) and the
-//! rollout engine of the leader replica; read by the free-phone pick (`book::free_phone_sql!`
-//! skips drained phones) and the watchdog (`book::unhealthy_phones` skips phones being
-//! updated).
+//! rollout engine of the leader replica; read by the watchdog (`book::unhealthy_phones`
+//! skips phones being updated). Every write that drains a phone or returns it marks its
+//! `phones` row (`drained_by_rollout`, migration 0018), which the free-phone pick
+//! (`book::free_phone_sql!`) reads; every state change writes its `fleet.rollout` webhook
+//! into the outbox, in the same transaction.
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::StoreError;
 use super::sql::{Sql, args};
-use crate::domain::{AppId, PhoneId, PhoneStep, RolloutPlan, RolloutState, UtcTime};
+use crate::domain::{
+    AppId, PhoneId, PhoneStep, RolloutPlan, RolloutState, RolloutTransition, UtcTime,
+};
 
 /// A rollout to record, its target already resolved to phones.
 #[derive(Debug, Clone)]
@@ -41,6 +45,9 @@ pub struct Rollout {
     pub batch: i64,
     pub paused_by: Option<String>,
     pub pause_reason: Option<String>,
+    /// State changes so far; numbers the `fleet.rollout` webhooks.
+    #[serde(skip)]
+    pub transitions: i64,
     pub created_at: UtcTime,
     pub updated_at: UtcTime,
 }
@@ -74,6 +81,7 @@ struct RolloutRow {
     batch: i64,
     paused_by: Option<String>,
     pause_reason: Option<String>,
+    transitions: i64,
     created_at: UtcTime,
     updated_at: UtcTime,
 }
@@ -98,6 +106,7 @@ impl TryFrom<RolloutRow> for Rollout {
             batch: row.batch,
             paused_by: row.paused_by,
             pause_reason: row.pause_reason,
+            transitions: row.transitions,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -170,8 +179,8 @@ pub struct StateChange<'a> {
 macro_rules! rollout_columns {
     () => {
         "id, app_id, app_version_ids, target, canary, batch_size, max_failures, \
-         drain_deadline_secs, force, state, batch, paused_by, pause_reason, created_at, \
-         updated_at"
+         drain_deadline_secs, force, state, batch, paused_by, pause_reason, transitions, \
+         created_at, updated_at"
     };
 }
 
@@ -228,6 +237,7 @@ pub(super) async fn create(
         tx.execute(add, &args![rollout.id, phone.as_str(), new.now])
             .await?;
     }
+    record(tx, &rollout, RolloutTransition::Started).await?;
     Ok(Some(rollout))
 }
 
@@ -283,7 +293,8 @@ pub(super) async fn phones(db: &mut impl Sql, id: i64) -> Result<Vec<RolloutPhon
 /// Moves a rollout to `to` if it is in one of `from`. A pause or an abort returns the
 /// phones still only draining to the pool (pending: a resume takes them again); phones
 /// being updated are left to the engine to follow. A resume opens a new batch, so the one
-/// that paused the rollout is not counted against it again.
+/// that paused the rollout is not counted against it again. The change's `fleet.rollout`
+/// is written with it.
 pub(super) async fn set_state(
     tx: &mut impl Sql,
     change: &StateChange<'_>,
@@ -300,6 +311,7 @@ pub(super) async fn set_state(
     let resumed = i64::from(change.to == RolloutState::Running);
     let sql = concat!(
         "UPDATE rollouts SET state = $2, updated_at = $3, batch = batch + $7, \
+           transitions = transitions + 1, \
            paused_by = CASE WHEN $4 THEN $5 ELSE paused_by END, \
            pause_reason = CASE WHEN $4 THEN $6 ELSE pause_reason END \
          WHERE id = $1 AND state IN ($8, $9, $10) RETURNING ",
@@ -323,9 +335,11 @@ pub(super) async fn set_state(
     };
     if matches!(change.to, RolloutState::Paused | RolloutState::Aborted) {
         let undrain = "UPDATE rollout_phones SET state = 'pending', updated_at = $2 \
-                       WHERE rollout_id = $1 AND state = 'draining'";
-        tx.execute(undrain, &args![change.id, change.now]).await?;
+                       WHERE rollout_id = $1 AND state = 'draining' RETURNING phone_id";
+        let returned: Vec<(String,)> = tx.fetch_all(undrain, &args![change.id, change.now]).await?;
+        mark_drained(tx, returned.into_iter().map(|(p,)| p).collect()).await?;
     }
+    record(tx, &rollout, RolloutTransition::entering(change.to)).await?;
     Ok(Some(rollout))
 }
 
@@ -342,11 +356,33 @@ pub(super) async fn take_batch(
                  updated_at = $3, error = NULL \
                WHERE rollout_id = $1 AND phone_id IN (SELECT phone_id FROM rollout_phones \
                  WHERE rollout_id = $1 AND state IN ('pending', 'skipped') \
-                 ORDER BY state = 'skipped', phone_id LIMIT $4)";
-    let taken = tx.execute(sql, &args![id, batch, now, size]).await?;
-    let mark = "UPDATE rollouts SET batch = $2, updated_at = $3 WHERE id = $1";
-    tx.execute(mark, &args![id, batch, now]).await?;
-    Ok(taken)
+                 ORDER BY state = 'skipped', phone_id LIMIT $4) RETURNING phone_id";
+    let taken: Vec<(String,)> = tx.fetch_all(sql, &args![id, batch, now, size]).await?;
+    let count = taken.len() as u64;
+    mark_drained(tx, taken.into_iter().map(|(p,)| p).collect()).await?;
+    // Only a batch that took phones counts: the last look, finding none, is not a batch
+    // (the rollout's `batch` and its `fleet.rollout` events say how many there were).
+    if count > 0 {
+        let mark = "UPDATE rollouts SET batch = $2, updated_at = $3 WHERE id = $1";
+        tx.execute(mark, &args![id, batch, now]).await?;
+    }
+    Ok(count)
+}
+
+/// Marks each phone's row with the rollout that now holds it drained, or clears the mark
+/// when none does (a phone may be in the rollouts of two apps: the lowest id is kept, and
+/// the mark goes only when both let go). Rows are written in phone id order, the order the
+/// heartbeat flush locks them in, so the two never deadlock on PostgreSQL.
+async fn mark_drained(tx: &mut impl Sql, mut phones: Vec<String>) -> Result<(), StoreError> {
+    phones.sort();
+    let sql = "UPDATE phones SET drained_by_rollout = (SELECT min(d.rollout_id) \
+                 FROM rollout_phones d WHERE d.phone_id = $1 \
+                   AND d.state IN ('draining', 'updating', 'verifying')) \
+               WHERE phone_id = $1";
+    for phone in &phones {
+        tx.execute(sql, &args![phone.as_str()]).await?;
+    }
+    Ok(())
 }
 
 /// Moves one phone on; false when it was no longer at `change.from`.
@@ -378,7 +414,11 @@ pub(super) async fn step<D: Sql>(tx: &mut D, c: &StepChange<'_>) -> Result<bool,
         finished,
         c.from.as_str(),
     ];
-    Ok(tx.execute(sql, &args).await? == 1)
+    let moved = tx.execute(sql, &args).await? == 1;
+    if moved && c.from.is_drained() != c.to.is_drained() {
+        mark_drained(tx, vec![c.phone_id.as_str().to_owned()]).await?;
+    }
+    Ok(moved)
 }
 
 /// Whether the phone is in no session and held for none. The engine read so before, but a
@@ -398,12 +438,84 @@ async fn phone_is_free<D: Sql>(tx: &mut D, phone_id: &PhoneId) -> Result<bool, S
     Ok(row.is_none_or(|(free,)| free))
 }
 
-/// Ends a running rollout whose phones are all done or failed; whether it ended.
+/// Ends a running rollout whose phones are all done or failed, with its `fleet.rollout`;
+/// whether it ended.
 pub(super) async fn finish(tx: &mut impl Sql, id: i64, now: UtcTime) -> Result<bool, StoreError> {
-    let sql = "UPDATE rollouts SET state = 'done', updated_at = $2 \
-               WHERE id = $1 AND state = 'running' AND NOT EXISTS (SELECT 1 FROM rollout_phones p \
-                 WHERE p.rollout_id = $1 AND p.state NOT IN ('done', 'failed'))";
-    Ok(tx.execute(sql, &args![id, now]).await? == 1)
+    let sql = concat!(
+        "UPDATE rollouts SET state = 'done', updated_at = $2, transitions = transitions + 1 \
+         WHERE id = $1 AND state = 'running' AND NOT EXISTS (SELECT 1 FROM rollout_phones p \
+           WHERE p.rollout_id = $1 AND p.state NOT IN ('done', 'failed')) RETURNING ",
+        rollout_columns!()
+    );
+    let row: Option<RolloutRow> = tx.fetch_optional(sql, &args![id, now]).await?;
+    let Some(rollout) = row.map(Rollout::try_from).transpose()? else {
+        return Ok(false);
+    };
+    record(tx, &rollout, RolloutTransition::Done).await?;
+    Ok(true)
+}
+
+/// Writes the `fleet.rollout` webhook of the transition that just brought `rollout` to its
+/// state (docs/webhooks.md). The id is the rollout's and its transition's number, so a
+/// change made again (a replay, a second replica) writes nothing new.
+async fn record(
+    tx: &mut impl Sql,
+    rollout: &Rollout,
+    transition: RolloutTransition,
+) -> Result<(), StoreError> {
+    let phones = phones_per_step(tx, rollout.id).await?;
+    let data = payload(rollout, transition, phones).to_string();
+    let id = format!(
+        "evt_fleet.rollout_{}_{transition}_{}",
+        rollout.id, rollout.transitions
+    );
+    let subject = format!("rollout_{}", rollout.id);
+    let sql = "INSERT INTO webhook_events \
+                 (event_id, type, subject, occurred_at, recorded_at, data) \
+               VALUES ($1, 'fleet.rollout', $2, $3, $3, $4) ON CONFLICT (event_id) DO NOTHING";
+    let args = args![
+        id.as_str(),
+        subject.as_str(),
+        rollout.updated_at,
+        data.as_str()
+    ];
+    tx.execute(sql, &args).await?;
+    Ok(())
+}
+
+/// The rollout's phones per step as they now are, every step named (0 when none).
+async fn phones_per_step(
+    tx: &mut impl Sql,
+    id: i64,
+) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    let sql = "SELECT state, COUNT(*) FROM rollout_phones WHERE rollout_id = $1 GROUP BY state";
+    let counted: Vec<(String, i64)> = tx.fetch_all(sql, &args![id]).await?;
+    let count = |step: &PhoneStep| {
+        let found = counted.iter().find(|(s, _)| s == step.as_str());
+        found.map_or(0, |(_, n)| *n)
+    };
+    let steps = PhoneStep::ALL.iter();
+    Ok(steps
+        .map(|s| (s.as_str().to_owned(), count(s).into()))
+        .collect())
+}
+
+/// The event's data, times as epoch milliseconds like every outbox row; who paused it and
+/// why only on a pause (an older pause's reason would mislead on a resume or an abort).
+fn payload(
+    rollout: &Rollout,
+    transition: RolloutTransition,
+    phones: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let paused = transition == RolloutTransition::Paused;
+    let pause = |field: &Option<String>| field.clone().filter(|_| paused);
+    serde_json::json!({
+        "rollout_id": rollout.id, "transition": transition.as_str(),
+        "state": rollout.state.as_str(), "app_id": rollout.app_id.as_str(),
+        "app_version_ids": rollout.app_version_ids, "batch": rollout.batch,
+        "paused_by": pause(&rollout.paused_by), "reason": pause(&rollout.pause_reason),
+        "phones": phones, "changed_at": rollout.updated_at.epoch_millis(),
+    })
 }
 
 /// Updates sent and not yet ended, over every rollout: the share of the in-flight budget

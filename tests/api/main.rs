@@ -24,6 +24,7 @@ mod pagination;
 mod phone_sync;
 mod queue;
 mod reconnect;
+mod rollout_webhooks;
 mod rollouts;
 mod scale_out;
 mod schemathesis;

@@ -24,21 +24,31 @@ backend_tests!(
     a_phone_being_updated_is_draining_and_refuses_a_manual_restart_or_reset_5_3_7,
 );
 
-const APP: &str = "sim.game";
+pub(crate) const APP: &str = "sim.game";
 
-struct Rig {
-    app: TestApp,
-    simulator: Simulator,
+pub(crate) struct Rig {
+    pub(crate) app: TestApp,
+    pub(crate) simulator: Simulator,
     /// cphub's settings, to start it again on the same database and port.
-    settings: String,
-    options: SimOptions,
+    pub(crate) settings: String,
+    pub(crate) options: SimOptions,
 }
 
 async fn start(backend: Backend, phones: usize, tune: impl FnOnce(&mut SimOptions)) -> Rig {
+    start_with(backend, phones, "", tune).await
+}
+
+/// With `extra` appended to cphub's settings (after its `[watchdog]` section).
+pub(crate) async fn start_with(
+    backend: Backend,
+    phones: usize,
+    extra: &str,
+    tune: impl FnOnce(&mut SimOptions),
+) -> Rig {
     let port = free_port();
     let options = simulator_options(port, phones, tune);
     let simulator = Simulator::start(options.clone()).await.unwrap();
-    let settings = cphub_settings(port, &simulator, &options, "");
+    let settings = cphub_settings(port, &simulator, &options, extra);
     let app = TestApp::spawn_on(TestDb::new(backend).await, &settings).await;
     configure_callbacks(&app.address, &simulator, &options).await;
     let rig = Rig {
@@ -63,17 +73,17 @@ impl Rig {
     }
 
     /// A new version of the app, uploaded (5.2) but pushed nowhere.
-    fn new_version(&self) -> String {
+    pub(crate) fn new_version(&self) -> String {
         self.simulator.fleet.lock().new_version(APP).unwrap()
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let res = self.app.get(path, Some(TOKEN)).await;
         assert_eq!(res.status(), 200, "GET {path}");
         res.json().await.unwrap()
     }
 
-    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         (self.app.client)
             .post(format!("{}{path}", self.app.address))
             .bearer_auth(TOKEN)
@@ -83,7 +93,7 @@ impl Rig {
             .unwrap()
     }
 
-    async fn start_rollout(&self, body: &Value) -> Value {
+    pub(crate) async fn start_rollout(&self, body: &Value) -> Value {
         let res = self.post("/api/v1/rollouts", body).await;
         let status = res.status();
         let rollout: Value = res.json().await.unwrap();
@@ -91,17 +101,17 @@ impl Rig {
         rollout
     }
 
-    async fn rollout(&self, id: &Value) -> Value {
+    pub(crate) async fn rollout(&self, id: &Value) -> Value {
         self.get(&format!("/api/v1/rollouts/{id}")).await
     }
 
-    async fn wait_for_rollout(&self, id: &Value, state: &str) -> Value {
+    pub(crate) async fn wait_for_rollout(&self, id: &Value, state: &str) -> Value {
         self.wait(|| async { self.rollout(id).await["state"] == state })
             .await;
         self.rollout(id).await
     }
 
-    async fn wait<F, Fut>(&self, check: F)
+    pub(crate) async fn wait<F, Fut>(&self, check: F)
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -124,7 +134,7 @@ impl Rig {
     }
 
     /// 5.3.7 jobs the simulator ran per phone: one per call (one version per rollout).
-    fn updates_of(&self, phone_id: &str) -> usize {
+    pub(crate) fn updates_of(&self, phone_id: &str) -> usize {
         let fleet = self.simulator.fleet.lock();
         (fleet.jobs.values())
             .filter(|j| j.kind == JobKind::UpdateAppVersion)

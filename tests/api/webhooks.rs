@@ -112,7 +112,7 @@ pub(crate) fn envelope(request: &Request) -> Value {
 
 /// Runs tools/standardwebhooks/verify.py on every request with `secret`: panics unless
 /// the reference library verifies them all.
-async fn verify_with_reference_library(requests: &[Request], secret: &str) {
+pub(crate) async fn verify_with_reference_library(requests: &[Request], secret: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
     assert!(

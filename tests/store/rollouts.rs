@@ -3,10 +3,12 @@
 //! aborted; one rollout per app at a time; a phone moves only from the step it is at, so two
 //! writers never both send its update (chapter 5.3.7).
 
+use cphub::domain::WebhookEventType;
 use cphub::domain::{Action, Outcome, PhoneStep, Priority, QueueId, Reason, RecoveryMark};
 use cphub::domain::{PhoneId, RolloutPlan, RolloutState, UserId};
 use cphub::store::{Allocation, NewQueueEntry, NewRecovery, NewRollout};
 use cphub::store::{StateChange, StepChange};
+use serde_json::json;
 
 use crate::backend_tests;
 use crate::helpers::*;
@@ -19,6 +21,10 @@ backend_tests!(
     the_watchdog_does_not_see_a_phone_the_rollout_is_updating,
     the_rollout_sees_a_phone_the_watchdog_is_recovering,
     an_update_is_not_sent_to_a_phone_given_out_before_its_drain_unless_forced_5_3_7,
+    a_phone_returned_done_failed_or_skipped_is_allocatable_again_never_while_drained,
+    a_phone_held_by_two_rollouts_is_returned_only_when_both_let_go,
+    an_abort_returns_draining_phones_and_updating_ones_once_their_job_ends,
+    each_state_change_writes_one_fleet_rollout_event_with_the_phones_per_step,
 );
 
 /// A drained phone about to be sent its update (5.3.7), at 19:00.
@@ -255,4 +261,215 @@ async fn the_rollout_sees_a_phone_the_watchdog_is_recovering(backend: Backend) {
     let recovering: Vec<bool> = phones.iter().map(|p| p.recovering).collect();
     assert_eq!(recovering, [true, false]);
     assert!(phones.iter().all(|p| !p.in_session));
+}
+
+/// Moves p-1 of rollout `id` from `from` to `to` at 19:00.
+async fn step(store: &TestStore, id: i64, from: PhoneStep, to: PhoneStep) {
+    let phone = pid("p-1");
+    let change = StepChange {
+        from,
+        to,
+        attempt: false,
+        only_if_free: false,
+        ..send_update(id, &phone)
+    };
+    assert!(
+        store.step_rollout_phone(&change).await.unwrap(),
+        "{from} → {to}"
+    );
+}
+
+/// Whether a mint pinned to p-1 gets it, and whether an unpinned one does: a drained phone
+/// is refused both ways (the pinned one as busy).
+async fn p1_allocatable(store: &TestStore, session: &str) -> bool {
+    let pinned = Mint {
+        pinned: Some("p-1"),
+        ..at_seven(session)
+    };
+    let got = allocated(&mint(store, pinned).await).as_deref() == Some("p-1");
+    if got {
+        // Give it back, so the next look starts from an idle phone again.
+        store.release_lapsed_holds(at("19:05:00")).await.unwrap();
+    }
+    got
+}
+
+/// `phones.drained_by_rollout` (migration 0018) is set by the drain and cleared by each way
+/// a phone leaves the drained steps: done, failed, skipped.
+async fn a_phone_returned_done_failed_or_skipped_is_allocatable_again_never_while_drained(
+    backend: Backend,
+) {
+    use PhoneStep::*;
+    let ways: [&[PhoneStep]; 3] = [
+        &[Draining, Updating, Verifying, Done],
+        &[Draining, Updating, Failed],
+        &[Draining, Skipped],
+    ];
+    for way in ways {
+        let store = open(backend).await;
+        idle_phones(&store, &["p-1"], "18:59:00").await;
+        let id = drain_all(&store, &["p-1"]).await;
+        for (n, pair) in way.windows(2).enumerate() {
+            let session = format!("s-{n}");
+            assert!(
+                !p1_allocatable(&store, &session).await,
+                "{way:?}: at {}",
+                pair[0]
+            );
+            step(&store, id, pair[0], pair[1]).await;
+        }
+        assert!(p1_allocatable(&store, "s-back").await, "{way:?}: returned");
+    }
+}
+
+/// A phone with two games may be in a rollout of each: it stays out of the pool until
+/// neither drains it.
+async fn a_phone_held_by_two_rollouts_is_returned_only_when_both_let_go(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    let first = drain_all(&store, &["p-1"]).await;
+    let other = NewRollout {
+        app_id: aid("com.example.other"),
+        ..new_rollout(&["p-1"])
+    };
+    let second = store.create_rollout(&other).await.unwrap().unwrap().id;
+    let taken = store
+        .take_rollout_batch(second, 1, 10, at("18:59:45"))
+        .await;
+    assert_eq!(taken.unwrap(), 1);
+
+    step(&store, first, PhoneStep::Draining, PhoneStep::Skipped).await;
+    assert!(
+        !p1_allocatable(&store, "s-1").await,
+        "the second still drains it"
+    );
+    step(&store, second, PhoneStep::Draining, PhoneStep::Skipped).await;
+    assert!(p1_allocatable(&store, "s-2").await);
+}
+
+/// An abort puts a draining phone back at once; one being updated stays out of the pool
+/// until its job ends (a job cannot be called back), then comes back.
+async fn an_abort_returns_draining_phones_and_updating_ones_once_their_job_ends(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    let id = drain_all(&store, &["p-1", "p-2"]).await;
+    step(&store, id, PhoneStep::Draining, PhoneStep::Updating).await;
+    assert_eq!(mint(&store, at_seven("s-1")).await, Allocation::NoFreePhone);
+
+    store.set_rollout_state(&abort(id)).await.unwrap().unwrap();
+
+    let first = mint(&store, at_seven("s-2")).await;
+    assert_eq!(allocated(&first).as_deref(), Some("p-2"), "draining: back");
+    assert_eq!(mint(&store, at_seven("s-3")).await, Allocation::NoFreePhone);
+    step(&store, id, PhoneStep::Updating, PhoneStep::Failed).await;
+    let second = mint(&store, at_seven("s-4")).await;
+    assert_eq!(allocated(&second).as_deref(), Some("p-1"), "its job ended");
+}
+
+fn abort(id: i64) -> StateChange<'static> {
+    StateChange {
+        id,
+        from: &[RolloutState::Running, RolloutState::Paused],
+        to: RolloutState::Aborted,
+        by: None,
+        why: None,
+        now: at("19:00:00"),
+    }
+}
+
+fn pause(id: i64) -> StateChange<'static> {
+    StateChange {
+        id,
+        from: &[RolloutState::Running],
+        to: RolloutState::Paused,
+        by: Some("cphub"),
+        why: Some("batch 1 had 1 failed phones, more than max_failures 0"),
+        now: at("19:00:10"),
+    }
+}
+
+fn resume(id: i64) -> StateChange<'static> {
+    StateChange {
+        id,
+        from: &[RolloutState::Paused],
+        to: RolloutState::Running,
+        by: None,
+        why: None,
+        now: at("19:00:20"),
+    }
+}
+
+/// The `fleet.rollout` outbox rows (docs/webhooks.md): one per transition, in the
+/// transaction of the change, numbered so a second pause is an event of its own, and none
+/// for a change refused (a replica doing it again).
+async fn each_state_change_writes_one_fleet_rollout_event_with_the_phones_per_step(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    let id = drain_all(&store, &["p-1", "p-2"]).await;
+    step(&store, id, PhoneStep::Draining, PhoneStep::Updating).await;
+
+    store.set_rollout_state(&pause(id)).await.unwrap().unwrap();
+    assert!(store.set_rollout_state(&pause(id)).await.unwrap().is_none());
+    store.set_rollout_state(&resume(id)).await.unwrap().unwrap();
+    store.set_rollout_state(&pause(id)).await.unwrap().unwrap();
+    store.set_rollout_state(&abort(id)).await.unwrap().unwrap();
+    assert!(store.set_rollout_state(&abort(id)).await.unwrap().is_none());
+
+    let events = store.outbox(0, 100).await.unwrap();
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let expected = [
+        "started_0",
+        "paused_1",
+        "resumed_2",
+        "paused_3",
+        "aborted_4",
+    ]
+    .map(|t| format!("evt_fleet.rollout_{id}_{t}"));
+    assert_eq!(ids, expected);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event_type == WebhookEventType::FleetRollout)
+    );
+    assert!(events.iter().all(|e| e.subject == format!("rollout_{id}")));
+    let phones = |i: usize| events[i].data["phones"].clone();
+    let counts = |pending: i64, draining: i64, updating: i64| {
+        json!({"pending": pending, "draining": draining, "updating": updating,
+               "verifying": 0, "done": 0, "failed": 0, "skipped": 0})
+    };
+    assert_eq!(phones(0), counts(2, 0, 0), "created: every phone pending");
+    assert_eq!(
+        phones(1),
+        counts(1, 0, 1),
+        "the pause put p-2 back; p-1 is updating"
+    );
+    let paused = &events[1].data;
+    assert_eq!(
+        (
+            &paused["transition"],
+            &paused["state"],
+            &paused["paused_by"]
+        ),
+        (&json!("paused"), &json!("paused"), &json!("cphub"))
+    );
+    assert_eq!(
+        paused["reason"],
+        "batch 1 had 1 failed phones, more than max_failures 0"
+    );
+    assert_eq!(paused["changed_at"], at("19:00:10").epoch_millis());
+    assert_eq!(paused["app_id"], APP);
+    assert_eq!(paused["app_version_ids"], json!(["v2"]));
+    let resumed = &events[2].data;
+    assert_eq!(
+        (&resumed["state"], &resumed["reason"]),
+        (&json!("running"), &json!(null))
+    );
+    assert_eq!(events[4].data["state"], "aborted");
+
+    step(&store, id, PhoneStep::Updating, PhoneStep::Done).await;
+    let done = store.finish_rollout(id, at("19:01:00")).await.unwrap();
+    assert!(!done, "an aborted rollout is not finished again");
+    assert_eq!(store.outbox(0, 100).await.unwrap().len(), 5);
 }
