@@ -26,19 +26,29 @@ backend_tests!(
 
 const APP: &str = "sim.game";
 
-struct Rig {
-    app: TestApp,
-    simulator: Simulator,
+pub(crate) struct Rig {
+    pub(crate) app: TestApp,
+    pub(crate) simulator: Simulator,
     /// cphub's settings, to start it again on the same database and port.
     settings: String,
     options: SimOptions,
 }
 
 async fn start(backend: Backend, phones: usize, tune: impl FnOnce(&mut SimOptions)) -> Rig {
+    start_with(backend, phones, tune, "").await
+}
+
+/// [`start`] with more of cphub's settings (`extra` is TOML appended to them).
+pub(crate) async fn start_with(
+    backend: Backend,
+    phones: usize,
+    tune: impl FnOnce(&mut SimOptions),
+    extra: &str,
+) -> Rig {
     let port = free_port();
     let options = simulator_options(port, phones, tune);
     let simulator = Simulator::start(options.clone()).await.unwrap();
-    let settings = cphub_settings(port, &simulator, &options, "");
+    let settings = cphub_settings(port, &simulator, &options, extra);
     let app = TestApp::spawn_on(TestDb::new(backend).await, &settings).await;
     configure_callbacks(&app.address, &simulator, &options).await;
     let rig = Rig {
@@ -63,17 +73,26 @@ impl Rig {
     }
 
     /// A new version of the app, uploaded (5.2) but pushed nowhere.
-    fn new_version(&self) -> String {
+    pub(crate) fn new_version(&self) -> String {
         self.simulator.fleet.lock().new_version(APP).unwrap()
     }
 
-    async fn get(&self, path: &str) -> Value {
+    /// `version` on every server without a 5.3.4 job (which takes the simulator's job delay).
+    pub(crate) fn push_by_hand(&self, version: &str) {
+        let mut fleet = self.simulator.fleet.lock();
+        for server in fleet.server_ids() {
+            let pushed = fleet.pushed.entry(server).or_default();
+            pushed.insert(version.to_owned());
+        }
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let res = self.app.get(path, Some(TOKEN)).await;
         assert_eq!(res.status(), 200, "GET {path}");
         res.json().await.unwrap()
     }
 
-    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         (self.app.client)
             .post(format!("{}{path}", self.app.address))
             .bearer_auth(TOKEN)
@@ -83,7 +102,7 @@ impl Rig {
             .unwrap()
     }
 
-    async fn start_rollout(&self, body: &Value) -> Value {
+    pub(crate) async fn start_rollout(&self, body: &Value) -> Value {
         let res = self.post("/api/v1/rollouts", body).await;
         let status = res.status();
         let rollout: Value = res.json().await.unwrap();
@@ -91,7 +110,7 @@ impl Rig {
         rollout
     }
 
-    async fn rollout(&self, id: &Value) -> Value {
+    pub(crate) async fn rollout(&self, id: &Value) -> Value {
         self.get(&format!("/api/v1/rollouts/{id}")).await
     }
 
@@ -101,7 +120,7 @@ impl Rig {
         self.rollout(id).await
     }
 
-    async fn wait<F, Fut>(&self, check: F)
+    pub(crate) async fn wait<F, Fut>(&self, check: F)
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -340,16 +359,7 @@ async fn a_phone_being_updated_is_draining_and_refuses_a_manual_restart_or_reset
     let rig = start(backend, 3, |o| o.job_delay_ms = 20_000).await;
     let version = rig.new_version();
     // Pushed by hand: a 5.3.4 job would take its 20 s too.
-    {
-        let mut fleet = rig.simulator.fleet.lock();
-        for server in fleet.server_ids() {
-            fleet
-                .pushed
-                .entry(server)
-                .or_default()
-                .insert(version.clone());
-        }
-    }
+    rig.push_by_hand(&version);
     let rollout = rig
         .start_rollout(&json!({
             "app_id": APP, "app_version_ids": [version], "canary": 1, "batch_size": 2,
