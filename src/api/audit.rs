@@ -95,7 +95,8 @@ pub(super) struct AuditQuery {
     since: Option<String>,
     /// Page size, default 100; brought into 1 to 1000.
     limit: Option<i64>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (a line's id: the page goes on below it).
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     cursor: Option<String>,
 }
 
