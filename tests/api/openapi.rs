@@ -160,8 +160,15 @@ async fn operator_routes_need_the_bearer_token_and_say_so(backend: Backend) {
             scope.filter(|_| is_operator)
         );
         if is_operator {
-            let forbidden = op["responses"]["403"]["description"].as_str().unwrap_or_default();
-            assert!(forbidden.contains(scope.unwrap()), "{} {}", entry.method, entry.path);
+            let forbidden = op["responses"]["403"]["description"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                forbidden.contains(scope.unwrap()),
+                "{} {}",
+                entry.method,
+                entry.path
+            );
         }
         assert_eq!(
             op["responses"]["401"].is_object(),
