@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer};
 // Sections whose types live with the module they configure (lower layers than this one).
 pub use crate::telemetry::{LogFormat, LogSettings};
 pub use crate::usage::UsageSettings;
-pub use tokens::{ApiToken, Scope, token_digest};
+pub use tokens::{ApiToken, Scope, is_token_name, token_digest};
 pub use webhooks::{WebhookEndpoint, WebhookSecret, WebhookSettings};
 
 mod tokens;

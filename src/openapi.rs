@@ -121,22 +121,15 @@ fn error_answer(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
-/// What the bearer middleware adds to every operator route, so no handler repeats it.
+/// What the bearer middleware adds to every operator route, so no handler repeats it (the
+/// route's scope comes after, from the table).
 fn require_bearer(operation: &mut utoipa::openapi::path::Operation) {
     let requirement = SecurityRequirement::new(BEARER, Vec::<String>::new());
     operation.security = Some(vec![requirement]);
-    let unauthorized = ResponseBuilder::new()
-        .description(
-            "`CPHUB.UNAUTHORIZED`: no bearer token, or not one of `api.tokens` \
-             (with `WWW-Authenticate: Bearer`)",
-        )
-        .content(
-            "application/json",
-            utoipa::openapi::ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                .build(),
-        )
-        .build();
+    let unauthorized = error_answer(
+        "`CPHUB.UNAUTHORIZED`: no bearer token, or not one of `api.tokens` \
+         (with `WWW-Authenticate: Bearer`)",
+    );
     operation
         .responses
         .responses
@@ -149,7 +142,10 @@ impl Modify for BearerScheme {
     fn modify(&self, openapi: &mut Document) {
         let scheme = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
-            .description(Some("A token from `api.tokens`"))
+            .description(Some(
+                "A token from `api.tokens`; each route needs the scope its security \
+                 requirement names (also `x-required-scope`), or `admin`",
+            ))
             .build();
         openapi
             .components

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use rand::TryRng;
 
 use super::Outcome;
-use crate::config::{Scope, token_digest};
+use crate::config::{Scope, is_token_name, token_digest};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -40,7 +40,7 @@ fn all_scopes() -> String {
 
 pub fn run(command: TokenCommand) -> Result<Outcome, TokenError> {
     let TokenCommand::New { name, scopes } = command;
-    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+    if !is_token_name(&name) {
         return Err(TokenError::BadName);
     }
     let scopes = (scopes.iter())

@@ -106,6 +106,11 @@ impl fmt::Debug for ApiToken {
     }
 }
 
+/// A name fit for the logs and the audit trail: 1 to 64 characters, none a control one.
+pub fn is_token_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && !name.chars().any(char::is_control)
+}
+
 /// The SHA-256 of a token as presented, what [`ApiToken::sha256`] is compared with.
 pub fn token_digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
@@ -182,7 +187,7 @@ fn legacy(position: usize, token: &str) -> ApiToken {
 
 fn resolve(entry: TokenEntry) -> Result<ApiToken, String> {
     let name = entry.name;
-    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+    if !is_token_name(&name) {
         return Err(format!("token name {name:?}: 1 to 64 printable characters"));
     }
     if entry.scopes.is_empty() {
