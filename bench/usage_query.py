@@ -120,6 +120,8 @@ def free_port():
 def cphub_env(url, port=None):
     env = dict(os.environ, DATABASE_URL=url, CPHUB_CONFIG_DIR="/nonexistent",
                CPHUB__API__TOKENS=TOKEN, CPHUB__LOG__LEVEL="warn",
+               # The benchmark measures queries, not the per-token rate limit.
+               CPHUB__API__RATE_LIMIT_PER_SECOND="0",
                CPHUB__WATCHDOG__ENABLED="false")
     if port:
         env["CPHUB__SERVER__LISTEN"] = f"127.0.0.1:{port}"

@@ -16,8 +16,10 @@ use serde::{Deserialize, Deserializer};
 // Sections whose types live with the module they configure (lower layers than this one).
 pub use crate::telemetry::{LogFormat, LogSettings};
 pub use crate::usage::UsageSettings;
+pub use tokens::{ApiToken, Scope, is_token_name, token_digest};
 pub use webhooks::{WebhookEndpoint, WebhookSecret, WebhookSettings};
 
+mod tokens;
 mod webhooks;
 
 /// The defaults, built into the binary so that `cphub serve` works from any directory.
@@ -519,9 +521,13 @@ fn plain_list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
-    #[serde(deserialize_with = "list_or_comma_separated")]
-    pub tokens: Vec<SecretString>,
+    #[serde(deserialize_with = "tokens::api_tokens")]
+    pub tokens: Vec<ApiToken>,
     pub body_limit: usize,
+    /// Requests per second each token may make (0: no limit); mints are not counted.
+    pub rate_limit_per_second: u32,
+    /// Requests a token may make at once before the rate applies.
+    pub rate_limit_burst: u32,
 }
 
 /// Environment variables carry lists as `a,b,c`; files carry real arrays. Accept both.
@@ -656,7 +662,6 @@ pub fn default_config_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     /// 4.7.5's limits hold at load: a diagnostic the API would refuse fails the start,
     /// naming it; those within them load in order.
@@ -688,13 +693,9 @@ mod tests {
     #[test]
     fn tokens_accept_a_comma_separated_string() {
         let s = Settings::with_overrides("[api]\ntokens = \"a, b,,c\"").unwrap();
-        let tokens: Vec<_> = s
-            .api
-            .tokens
-            .iter()
-            .map(|t| t.expose_secret().to_owned())
-            .collect();
-        assert_eq!(tokens, ["a", "b", "c"]);
+        let digests: Vec<_> = s.api.tokens.iter().map(|t| t.sha256).collect();
+        let expected: Vec<_> = ["a", "b", "c"].map(|t| token_digest(t.as_bytes())).into();
+        assert_eq!(digests, expected);
     }
 
     #[test]

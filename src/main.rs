@@ -31,6 +31,8 @@ async fn main() -> ExitCode {
         }
         _ => telemetry::init(&settings.log, std::io::stderr),
     }
+    // Serve and migrate take the settings; the audit line needs only the database.
+    let audited = cli::audit::Audited::of(&cli.command).map(|a| (a, settings.database.clone()));
     let result = match cli.command {
         Command::Serve => serve(settings).await.map(|()| Outcome::AllSucceeded),
         Command::Migrate => migrate(settings).await.map(|()| Outcome::AllSucceeded),
@@ -66,7 +68,15 @@ async fn main() -> ExitCode {
             .map(|()| Outcome::AllSucceeded)
             .map_err(Into::into),
         Command::Demo(options) => cli::demo::run(options).await.map_err(Into::into),
+        Command::Token(command) => cli::token::run(command).map_err(Into::into),
+        Command::Audit(command) => cli::audit::run(&settings, command)
+            .await
+            .map_err(Into::into),
     };
+    if let Some((audited, database)) = audited {
+        let succeeded = matches!(result, Ok(Outcome::AllSucceeded));
+        audited.record(&database, succeeded).await;
+    }
     match result {
         Ok(Outcome::AllSucceeded) => ExitCode::SUCCESS,
         Ok(Outcome::SomeFailed) => ExitCode::FAILURE,

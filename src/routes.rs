@@ -7,7 +7,7 @@
 
 use actix_web::http::Method;
 
-use crate::config::Settings;
+use crate::config::{Scope, Settings};
 use crate::http::health;
 use crate::http::route::Endpoint;
 use crate::metrics;
@@ -32,7 +32,7 @@ pub enum Group {
     Service,
     /// The phones' callbacks under `callbacks.base_path`.
     Callback,
-    /// The operator API under `/api/v1`: bearer token.
+    /// The operator API under `/api/v1`: bearer token with the route's scope.
     Operator,
 }
 
@@ -43,6 +43,10 @@ pub struct Entry {
     pub method: Method,
     /// The whole path pattern, e.g. `/api/v1/phones/{phone_id}` or `/cph/events`.
     pub path: String,
+    /// The scope a token needs (operator routes only).
+    pub scope: Option<Scope>,
+    /// Whether a call is written to the audit trail.
+    pub audited: bool,
 }
 
 /// Every route the application serves with `settings` (`/metrics` included wherever it
@@ -66,6 +70,8 @@ pub fn table(settings: &Settings) -> Vec<Entry> {
                 group,
                 method: e.method,
                 path: format!("{prefix}{}", e.path),
+                scope: e.scope,
+                audited: e.audited,
             })
         })
         .collect()

@@ -10,7 +10,7 @@ use actix_web::{App, HttpServer, web};
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
-use crate::api::{self, BearerTokens};
+use crate::api::{self, BearerTokens, RateLimit};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::cph::properties::{PropertyError, callback_property};
@@ -192,9 +192,7 @@ impl Application {
             settings.usage.billing_rounding,
         )?
         .spawn();
-        if settings.api.tokens.is_empty() {
-            tracing::warn!("api.tokens is empty: the operator API will refuse every request");
-        }
+        warn_about_tokens(&settings.api.tokens);
         let shared = Shared {
             store,
             writer,
@@ -321,6 +319,21 @@ fn metrics_server(
     Ok(server)
 }
 
+fn warn_about_tokens(tokens: &[crate::config::ApiToken]) {
+    if tokens.is_empty() {
+        tracing::warn!("api.tokens is empty: the operator API will refuse every request");
+    }
+    let legacy = tokens.iter().filter(|t| t.legacy).count();
+    if legacy > 0 {
+        tracing::warn!(
+            tokens = legacy,
+            "deprecated: api.tokens holds plain tokens, each accepted as an admin token named \
+             legacy-N; replace them with [[api.tokens]] entries (name, sha256, scopes): \
+             docs/operations.md#tokens-and-scopes"
+        );
+    }
+}
+
 fn http_server(
     settings: &Settings,
     listener: TcpListener,
@@ -332,6 +345,8 @@ fn http_server(
     let writer = web::Data::new(shared.writer);
     let tickets = web::Data::new(shared.tickets);
     let tokens = web::Data::new(BearerTokens::new(settings.api.tokens.clone()));
+    // One set of buckets for every worker: a token's limit is per process, not per worker.
+    let rate_limit = web::Data::new(RateLimit::new(&settings.api));
     // The handlers read the effective rule (`Settings::matches_apps`) from here.
     let access = web::Data::new(settings.effective_access());
     let fleet = web::Data::new(settings.fleet.clone());
@@ -358,6 +373,7 @@ fn http_server(
             .app_data(tickets.clone())
             .app_data(buffer.clone())
             .app_data(tokens.clone())
+            .app_data(rate_limit.clone())
             .app_data(clock.clone())
             .app_data(access.clone())
             .app_data(fleet.clone())

@@ -1,32 +1,49 @@
-//! Bearer-token check for the operator API. Tokens are compared in constant time, and every
-//! configured token is compared, so the answer's timing tells nothing about any of them.
+//! Who calls the operator API, and whether the route allows it.
+//!
+//! The scope's middleware ([`require_bearer_token`]) identifies the caller: the presented
+//! token's SHA-256 is compared with every configured digest in constant time, all of them,
+//! so the answer's timing tells nothing about any. Each route then checks its own scope,
+//! declared once in the route table ([`super::endpoints`]), in [`guard`]: rate limit, scope,
+//! the call itself, and its line in the audit trail.
 
-use actix_web::body::{EitherBody, MessageBody};
+use std::sync::Arc;
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
-use actix_web::middleware::Next;
-use actix_web::{Error, web};
-use secrecy::{ExposeSecret, SecretString};
-use subtle::ConstantTimeEq;
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{Error, HttpMessage, web};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
+use super::{audit, rate_limit};
+use crate::config::{ApiToken, Scope, token_digest};
+use crate::http::route::Endpoint;
 use crate::http::{ErrorCode, error_response};
 
-/// The accepted tokens (`api.tokens`).
+/// The accepted tokens (`api.tokens`), as digests.
 #[derive(Clone)]
-pub struct BearerTokens(Vec<SecretString>);
+pub struct BearerTokens(Vec<Arc<ApiToken>>);
+
+/// The caller of an operator request, put in the request's extensions once identified.
+#[derive(Clone)]
+pub(super) struct Caller(pub Arc<ApiToken>);
 
 impl BearerTokens {
-    pub fn new(tokens: Vec<SecretString>) -> Self {
-        BearerTokens(tokens)
+    pub fn new(tokens: Vec<ApiToken>) -> Self {
+        BearerTokens(tokens.into_iter().map(Arc::new).collect())
     }
 
-    fn accepts(&self, presented: &[u8]) -> bool {
-        self.0
-            .iter()
-            .fold(subtle::Choice::from(0), |found, token| {
-                found | token.expose_secret().as_bytes().ct_eq(presented)
-            })
-            .into()
+    /// The token whose digest matches, comparing with every one whatever matched.
+    fn identify(&self, presented: &[u8]) -> Option<&Arc<ApiToken>> {
+        let digest = token_digest(presented);
+        let mut index = 0u32;
+        let mut found = subtle::Choice::from(0);
+        for (i, token) in self.0.iter().enumerate() {
+            let matches = token.sha256.ct_eq(&digest);
+            index.conditional_assign(&(i as u32), matches);
+            found |= matches;
+        }
+        bool::from(found).then(|| &self.0[index as usize])
     }
 }
 
@@ -36,40 +53,102 @@ fn presented_token(header: Option<&HeaderValue>) -> Option<&[u8]> {
     scheme.eq_ignore_ascii_case(b"bearer ").then(|| &value[7..])
 }
 
+/// The scope's middleware: 401 unless the token is one of `api.tokens`; otherwise the
+/// caller goes into the request (and its name into the log span).
 pub(super) async fn require_bearer_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let accepted = match (
+    let caller = match (
         req.app_data::<web::Data<BearerTokens>>(),
         presented_token(req.headers().get(AUTHORIZATION)),
     ) {
-        (Some(tokens), Some(token)) => tokens.accepts(token),
-        _ => false,
+        (Some(tokens), Some(token)) => tokens.identify(token).cloned(),
+        _ => None,
     };
-    if accepted {
-        return Ok(next.call(req).await?.map_into_left_body());
+    let Some(caller) = caller else {
+        return Ok(req.into_response(unauthorized()).map_into_right_body());
+    };
+    if let Some(span) = req.extensions().get::<tracing_actix_web::RootSpan>() {
+        span.record("token_name", caller.name.as_str());
     }
+    req.extensions_mut().insert(Caller(caller));
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+fn unauthorized() -> actix_web::HttpResponse {
     let mut response = error_response(ErrorCode::Unauthorized, "missing or invalid bearer token");
     response
         .headers_mut()
         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Ok(req.into_response(response).map_into_right_body())
+    response
+}
+
+/// `endpoint` behind its scope check (and rate limit and audit line): how every operator
+/// route is registered.
+pub(super) fn guarded(endpoint: Endpoint) -> Endpoint {
+    let scope = endpoint
+        .scope
+        .expect("every operator route declares its scope");
+    let audited = endpoint.audited;
+    endpoint
+        .wrap_route(|route| route.wrap(from_fn(move |req, next| guard(scope, audited, req, next))))
+}
+
+async fn guard(
+    scope: Scope,
+    audited: bool,
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let caller = req.extensions().get::<Caller>().cloned();
+    let Some(Caller(caller)) = caller else {
+        return Ok(req.into_response(unauthorized()));
+    };
+    // Players' traffic (mints and the queue) is bounded by the fleet, not by this limit.
+    if scope != Scope::SessionsMint
+        && let Some(refused) = rate_limit::check(&req, &caller.name)
+    {
+        return Ok(req.into_response(refused));
+    }
+    let pending = audited.then(|| audit::Pending::of(&req, &caller.name));
+    let res = match caller.allows(scope) {
+        true => next.call(req).await?,
+        false => req.into_response(forbidden(scope)),
+    };
+    if let Some(pending) = pending {
+        pending.record(&res).await;
+    }
+    Ok(res)
+}
+
+fn forbidden(scope: Scope) -> actix_web::HttpResponse {
+    let message = format!("this token lacks the scope {scope} (or admin)");
+    error_response(ErrorCode::Forbidden, &message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn token(name: &str, secret: &str) -> ApiToken {
+        ApiToken {
+            name: name.into(),
+            sha256: token_digest(secret.as_bytes()),
+            scopes: vec![Scope::Admin],
+            legacy: false,
+        }
+    }
+
     #[test]
-    fn accepts_only_configured_tokens() {
-        let tokens = BearerTokens::new(vec!["alpha".into(), "bravo".into()]);
-        assert!(tokens.accepts(b"alpha"));
-        assert!(tokens.accepts(b"bravo"));
-        assert!(!tokens.accepts(b"alph"));
-        assert!(!tokens.accepts(b"alphaa"));
-        assert!(!tokens.accepts(b""));
-        assert!(!BearerTokens::new(vec![]).accepts(b""));
+    fn identifies_only_configured_tokens() {
+        let tokens = BearerTokens::new(vec![token("a", "alpha"), token("b", "bravo")]);
+        assert_eq!(tokens.identify(b"alpha").unwrap().name, "a");
+        assert_eq!(tokens.identify(b"bravo").unwrap().name, "b");
+        assert!(tokens.identify(b"alph").is_none());
+        assert!(tokens.identify(b"alphaa").is_none());
+        assert!(tokens.identify(b"").is_none());
+        assert!(BearerTokens::new(vec![]).identify(b"").is_none());
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The operator API under `/api/v1`: bearer token from `api.tokens` on every route.
+//! The operator API under `/api/v1`: a bearer token from `api.tokens` on every route, and
+//! on each the scope the route table below declares.
 
+mod audit;
 mod auth;
 mod encode;
 mod phones;
 mod queue;
+mod rate_limit;
 mod rollouts;
 mod sessions;
 mod usage;
@@ -15,8 +18,9 @@ use actix_web::{HttpResponse, ResponseError, web};
 use utoipa::OpenApi;
 
 pub use auth::BearerTokens;
+pub use rate_limit::RateLimit;
 
-use crate::config::ApiSettings;
+use crate::config::{ApiSettings, Scope};
 use crate::domain::ParseError;
 use crate::http::api_document;
 use crate::http::route::{self, Endpoint};
@@ -32,65 +36,84 @@ pub fn routes(cfg: &mut web::ServiceConfig, settings: &ApiSettings) {
             .app_data(json::config(settings.body_limit))
             .app_data(json::query_config())
             .wrap(from_fn(auth::require_bearer_token))
-            .configure(|cfg| route::register(cfg, endpoints())),
+            .configure(|cfg| {
+                let guarded = endpoints().into_iter().map(auth::guarded).collect();
+                route::register(cfg, guarded)
+            }),
     );
 }
 
-/// Every operator route, relative to [`PREFIX`]: the scope above is built from this list.
-/// Each one must also be in [`OperatorDoc`]'s `paths` (tests/api/openapi.rs checks).
+/// Every operator route, relative to [`PREFIX`], with the scope a token needs for it: the
+/// scope above is built from this list, and so is the OpenAPI document's `security` of each
+/// route. Each one must also be in [`OperatorDoc`]'s `paths` (tests/api/openapi.rs checks).
+/// Reading rollouts needs `phones:read` (they are the phones' versions); the document
+/// describes the callback base path, so it is `admin`'s.
 pub fn endpoints() -> Vec<Endpoint> {
+    use Scope::*;
     vec![
-        Endpoint::new(Method::POST, "/sessions", sessions::mint),
-        Endpoint::new(Method::GET, "/sessions", sessions::list),
-        Endpoint::new(Method::GET, "/sessions/{session_id}", sessions::show),
-        Endpoint::new(Method::POST, "/queue", queue::join).with_body_limit(queue::BODY_LIMIT),
-        Endpoint::new(Method::GET, "/queue/{queue_id}", queue::poll),
-        Endpoint::new(Method::DELETE, "/queue/{queue_id}", queue::leave),
-        Endpoint::new(Method::GET, "/phones", phones::list),
-        Endpoint::new(Method::GET, "/phones/{phone_id}", phones::show),
-        Endpoint::new(Method::POST, "/phones/{phone_id}/restart", phones::restart),
-        Endpoint::new(Method::POST, "/phones/{phone_id}/reset", phones::reset),
-        Endpoint::new(Method::POST, "/phones/{phone_id}/exec", encode::exec),
-        Endpoint::new(Method::GET, "/recoveries", phones::recoveries),
-        Endpoint::new(Method::POST, "/rollouts", rollouts::create),
-        Endpoint::new(Method::GET, "/rollouts", rollouts::list),
-        Endpoint::new(Method::GET, "/rollouts/{rollout_id}", rollouts::show),
+        Endpoint::new(Method::POST, "/sessions", sessions::mint)
+            .scope(SessionsMint)
+            .traffic(),
+        Endpoint::new(Method::GET, "/sessions", sessions::list).scope(SessionsRead),
+        Endpoint::new(Method::GET, "/sessions/{session_id}", sessions::show).scope(SessionsRead),
+        Endpoint::new(Method::POST, "/queue", queue::join)
+            .with_body_limit(queue::BODY_LIMIT)
+            .scope(SessionsMint),
+        Endpoint::new(Method::GET, "/queue/{queue_id}", queue::poll).scope(SessionsMint),
+        Endpoint::new(Method::DELETE, "/queue/{queue_id}", queue::leave).scope(SessionsMint),
+        Endpoint::new(Method::GET, "/phones", phones::list).scope(PhonesRead),
+        Endpoint::new(Method::GET, "/phones/{phone_id}", phones::show).scope(PhonesRead),
+        Endpoint::new(Method::POST, "/phones/{phone_id}/restart", phones::restart)
+            .scope(PhonesOperate),
+        Endpoint::new(Method::POST, "/phones/{phone_id}/reset", phones::reset).scope(PhonesOperate),
+        Endpoint::new(Method::POST, "/phones/{phone_id}/exec", encode::exec).scope(PhonesOperate),
+        Endpoint::new(Method::GET, "/recoveries", phones::recoveries).scope(PhonesRead),
+        Endpoint::new(Method::POST, "/rollouts", rollouts::create).scope(RolloutsWrite),
+        Endpoint::new(Method::GET, "/rollouts", rollouts::list).scope(PhonesRead),
+        Endpoint::new(Method::GET, "/rollouts/{rollout_id}", rollouts::show).scope(PhonesRead),
         Endpoint::new(
             Method::POST,
             "/rollouts/{rollout_id}/pause",
             rollouts::pause,
-        ),
+        )
+        .scope(RolloutsWrite),
         Endpoint::new(
             Method::POST,
             "/rollouts/{rollout_id}/resume",
             rollouts::resume,
-        ),
+        )
+        .scope(RolloutsWrite),
         Endpoint::new(
             Method::POST,
             "/rollouts/{rollout_id}/abort",
             rollouts::abort,
-        ),
-        Endpoint::new(Method::GET, "/recoveries/{id}", encode::recovery),
-        Endpoint::new(Method::GET, "/encode-servers", encode::list),
-        Endpoint::new(Method::GET, "/usage", usage::usage),
-        Endpoint::new(Method::GET, "/webhooks/deliveries", webhooks::list),
+        )
+        .scope(RolloutsWrite),
+        Endpoint::new(Method::GET, "/recoveries/{id}", encode::recovery).scope(PhonesRead),
+        Endpoint::new(Method::GET, "/encode-servers", encode::list).scope(PhonesRead),
+        Endpoint::new(Method::GET, "/usage", usage::usage).scope(UsageRead),
+        Endpoint::new(Method::GET, "/webhooks/deliveries", webhooks::list).scope(WebhooksRead),
         Endpoint::new(
             Method::GET,
             "/webhooks/{endpoint}/deliveries/{event_id}",
             webhooks::show,
-        ),
+        )
+        .scope(WebhooksRead),
         Endpoint::new(
             Method::POST,
             "/webhooks/{endpoint}/deliveries/{event_id}/retry",
             webhooks::retry,
-        ),
+        )
+        .scope(WebhooksWrite),
         Endpoint::new(
             Method::POST,
             "/webhooks/{endpoint}/replay",
             webhooks::replay,
         )
-        .with_body_limit(webhooks::BODY_LIMIT),
-        Endpoint::new(Method::GET, "/openapi.json", api_document::serve),
+        .with_body_limit(webhooks::BODY_LIMIT)
+        .scope(WebhooksWrite),
+        Endpoint::new(Method::GET, "/audit", audit::list).scope(AuditRead),
+        Endpoint::new(Method::GET, "/openapi.json", api_document::serve).scope(Admin),
     ]
 }
 
@@ -123,6 +146,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     webhooks::show,
     webhooks::retry,
     webhooks::replay,
+    audit::list,
     crate::http::api_document::serve,
 ))]
 pub struct OperatorDoc;

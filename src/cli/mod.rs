@@ -1,5 +1,6 @@
 //! The `cphub` command line. Every subcommand reads the same layered configuration.
 
+pub mod audit;
 mod configure;
 pub mod demo;
 pub mod encode;
@@ -10,6 +11,7 @@ pub mod recoveries;
 mod reset;
 pub mod rollout;
 pub mod sessions;
+pub mod token;
 pub mod usage;
 pub mod webhooks;
 
@@ -65,6 +67,12 @@ pub enum Command {
     /// Webhook deliveries: list, show, retry, replay (in the database).
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
+    /// Operator API tokens: `token new` makes one and prints its [[api.tokens]] entry.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// The audit trail of operator calls (read from the database).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Run a fake CPH control plane and a fleet of virtual phones.
     Simulate(Box<crate::simulator::SimOptions>),
     /// cphub on a fresh SQLite file plus the simulator, wired together: sessions flow.

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     UnknownStatus,
     PayloadTooLarge,
     Unauthorized,
+    Forbidden,
+    RateLimited,
     NotFound,
     MethodNotAllowed,
     UnknownSession,
@@ -44,7 +46,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -52,6 +54,8 @@ impl ErrorCode {
         ErrorCode::UnknownStatus,
         ErrorCode::PayloadTooLarge,
         ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::UnknownSession,
@@ -86,6 +90,8 @@ impl ErrorCode {
             ErrorCode::UnknownStatus => "CPHUB.UNKNOWN_STATUS",
             ErrorCode::PayloadTooLarge => "CPHUB.PAYLOAD_TOO_LARGE",
             ErrorCode::Unauthorized => "CPHUB.UNAUTHORIZED",
+            ErrorCode::Forbidden => "CPHUB.FORBIDDEN",
+            ErrorCode::RateLimited => "CPHUB.RATE_LIMITED",
             ErrorCode::NotFound => "CPHUB.NOT_FOUND",
             ErrorCode::MethodNotAllowed => "CPHUB.METHOD_NOT_ALLOWED",
             ErrorCode::UnknownSession => "CPHUB.UNKNOWN_SESSION",
@@ -133,6 +139,8 @@ impl ErrorCode {
             | ErrorCode::UnknownStatus => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::UnknownSession
@@ -189,11 +197,14 @@ pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {
     if code.status() == StatusCode::SERVICE_UNAVAILABLE {
         res.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
     }
-    res.json(ErrorBody {
+    let mut res = res.json(ErrorBody {
         request_id: request_id::current(),
         error_code: code.as_str(),
         error_msg: message,
-    })
+    });
+    // For the middleware behind the handler (the audit trail records the code).
+    res.extensions_mut().insert(code);
+    res
 }
 
 /// Errors that are ours (5xx) are logged with their whole cause chain; the body says only

@@ -99,6 +99,8 @@ impl tracing_actix_web::RootSpanBuilder for RootSpan {
             http.method = %request.method(),
             http.route = %route,
             request_id = %id,
+            // The operator API's caller: the token's name from api.tokens, never the token.
+            token_name = Empty,
             http.status_code = Empty,
             otel.status_code = Empty,
             exception.message = Empty,

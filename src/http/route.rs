@@ -6,6 +6,7 @@
 use actix_web::http::Method;
 use actix_web::{FromRequest, Handler, HttpRequest, Responder, Route, web};
 
+use crate::config::Scope;
 use crate::http::{error::method_not_allowed, json};
 
 /// One route: method, path relative to its group's prefix (actix and OpenAPI write path
@@ -13,6 +14,11 @@ use crate::http::{error::method_not_allowed, json};
 pub struct Endpoint {
     pub method: Method,
     pub path: &'static str,
+    /// What a token needs to call it (operator routes; the others take no token).
+    pub scope: Option<Scope>,
+    /// Whether a call is written to the audit trail: every operator route that changes
+    /// state, except those marked [`Endpoint::traffic`].
+    pub audited: bool,
     route: Route,
     body_limit: Option<usize>,
 }
@@ -26,10 +32,30 @@ impl Endpoint {
     {
         Endpoint {
             route: web::method(method.clone()).to(handler),
+            audited: !matches!(method, Method::GET | Method::HEAD),
             method,
             path,
+            scope: None,
             body_limit: None,
         }
+    }
+
+    /// The scope a token needs for this route.
+    pub fn scope(mut self, scope: Scope) -> Endpoint {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// Players' traffic (a mint), not an operator's action: kept out of the audit trail.
+    pub fn traffic(mut self) -> Endpoint {
+        self.audited = false;
+        self
+    }
+
+    /// The route's handler wrapped by `wrap` (a per-route middleware).
+    pub fn wrap_route(mut self, wrap: impl FnOnce(Route) -> Route) -> Endpoint {
+        self.route = wrap(self.route);
+        self
     }
 
     /// This JSON body limit for the route's path instead of its scope's (the callbacks: each

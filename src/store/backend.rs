@@ -15,6 +15,7 @@ use super::{
     retention,
 };
 use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryView};
+use super::{AuditFilter, AuditRecord, NewAuditEntry, audit};
 use super::{ControlPlaneEncodeServer, EncodeServer, encode};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use super::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange, rollout};
@@ -494,6 +495,21 @@ impl<B: Backend> Store for B {
     async fn account_pause(&self) -> Result<Option<AccountPause>, StoreError> {
         let found = pause::current(&mut self.reader()).await;
         found.map_err(during("account_pause"))
+    }
+
+    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError> {
+        let recorded = in_transaction!(self, audit::record(entry));
+        recorded.map_err(during("record_audit"))
+    }
+
+    async fn audit_log(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let found = audit::list(&mut self.reader(), filter).await;
+        found.map_err(during("audit_log"))
+    }
+
+    async fn prune_audit_log(&self, before: UtcTime) -> Result<u64, StoreError> {
+        let pruned = in_transaction!(self, audit::prune(before));
+        pruned.map_err(during("prune_audit_log"))
     }
 
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError> {

@@ -9,6 +9,7 @@
 //! consumptions in groups, [`HeartbeatBuffer`] coalesces heartbeats in memory and flushes
 //! them in batches.
 
+mod audit;
 mod backend;
 mod book;
 mod codec;
@@ -39,6 +40,7 @@ use crate::domain::{
 };
 use crate::usage::{UsageQuery, UsageRow};
 
+pub use audit::{AuditFilter, AuditRecord, NewAuditEntry};
 pub(crate) use backend::Backend;
 pub use codec::{
     Diagnostics, EncodeServer, EventRecord, Phone, PhoneHealth, Recovery, SyncedProperty,
@@ -695,6 +697,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// The open pause, if any.
     async fn account_pause(&self) -> Result<Option<AccountPause>, StoreError>;
+
+    /// Adds a line to the audit trail.
+    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError>;
+
+    /// The audit trail, newest first.
+    async fn audit_log(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Deletes audit lines older than `before` (book retention); how many.
+    async fn prune_audit_log(&self, before: UtcTime) -> Result<u64, StoreError>;
 
     /// Deletes deliveries delivered before `before`; how many.
     async fn prune_webhook_deliveries(&self, before: UtcTime) -> Result<u64, StoreError>;

@@ -98,6 +98,10 @@ impl BookRetention {
         let before = (self.settings.retention_days > 0).then(|| now.minus(days));
         if let Some(before) = before {
             self.remove(before).await?;
+            let pruned = self.store.prune_audit_log(before).await?;
+            if pruned > 0 {
+                tracing::info!(lines = pruned, "removed audit lines past retention");
+            }
         }
         let dropped = self.store.maintain_event_log(now, before).await?;
         if dropped > 0 {

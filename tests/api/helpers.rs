@@ -75,7 +75,7 @@ impl TestApp {
             "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\nshutdown_timeout_secs = 5\n\
              [database]\nurl = \"{url}\"\nmax_connections = 4\n\
              [heartbeats]\nflush_interval_ms = 50\n\
-             [api]\ntokens = [\"{TOKEN}\"]\n",
+             [api]\ntokens = [\"{TOKEN}\"]\nrate_limit_per_second = 0\n",
             url = db.url
         );
         let settings = figment_merge(&base, overrides);

@@ -5,6 +5,7 @@ mod helpers;
 
 mod access;
 mod allocation;
+mod audit;
 mod auth;
 mod bad_input;
 mod binary;
@@ -32,6 +33,7 @@ mod session_list;
 mod sign_check_data;
 mod simulation;
 mod simulator_control_plane;
+mod tokens;
 mod usage;
 mod watchdog;
 mod webhooks;

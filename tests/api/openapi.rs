@@ -149,9 +149,27 @@ async fn operator_routes_need_the_bearer_token_and_say_so(backend: Backend) {
     assert_eq!(scheme["scheme"], "bearer");
     for entry in routes() {
         let op = operation(&doc, &entry);
-        let secured = op["security"] == serde_json::json!([{"bearer_token": []}]);
+        // The route table's scope, the one place it is declared, is what the document says.
+        let scope = entry.scope.map(|s| s.as_str());
+        let required = serde_json::json!([{"bearer_token": [scope]}]);
+        let secured = op["security"] == required;
         let is_operator = entry.group == Group::Operator;
         assert_eq!(secured, is_operator, "{} {}", entry.method, entry.path);
+        assert_eq!(
+            op["x-required-scope"].as_str(),
+            scope.filter(|_| is_operator)
+        );
+        if is_operator {
+            let forbidden = op["responses"]["403"]["description"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                forbidden.contains(scope.unwrap()),
+                "{} {}",
+                entry.method,
+                entry.path
+            );
+        }
         assert_eq!(
             op["responses"]["401"].is_object(),
             is_operator,

@@ -77,6 +77,15 @@ impl Rig {
         self.simulator.fleet.lock().new_version(APP).unwrap()
     }
 
+    /// `version` on every server without a 5.3.4 job (which takes the simulator's job delay).
+    pub(crate) fn push_by_hand(&self, version: &str) {
+        let mut fleet = self.simulator.fleet.lock();
+        for server in fleet.server_ids() {
+            let pushed = fleet.pushed.entry(server).or_default();
+            pushed.insert(version.to_owned());
+        }
+    }
+
     pub(crate) async fn get(&self, path: &str) -> Value {
         let res = self.app.get(path, Some(TOKEN)).await;
         assert_eq!(res.status(), 200, "GET {path}");
@@ -350,16 +359,7 @@ async fn a_phone_being_updated_is_draining_and_refuses_a_manual_restart_or_reset
     let rig = start(backend, 3, |o| o.job_delay_ms = 20_000).await;
     let version = rig.new_version();
     // Pushed by hand: a 5.3.4 job would take its 20 s too.
-    {
-        let mut fleet = rig.simulator.fleet.lock();
-        for server in fleet.server_ids() {
-            fleet
-                .pushed
-                .entry(server)
-                .or_default()
-                .insert(version.clone());
-        }
-    }
+    rig.push_by_hand(&version);
     let rollout = rig
         .start_rollout(&json!({
             "app_id": APP, "app_version_ids": [version], "canary": 1, "batch_size": 2,

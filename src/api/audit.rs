@@ -1,0 +1,149 @@
+//! The audit trail: a line per state-changing operator call, written by the route's guard
+//! (`auth::guard`) once the call has its answer, and `GET /api/v1/audit`.
+//!
+//! Lines are written after the action, with its outcome, not inside its transaction: an
+//! answer the caller got is what the line records, whether the action wrote the book, called
+//! the control plane, or was refused. A line that cannot be written is logged as an error;
+//! the action's answer stands.
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::{HttpMessage, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, PREFIX};
+use crate::clock::Clock;
+use crate::domain::{ParseError, Problem, UtcTime};
+use crate::http::ErrorCode;
+use crate::http::error::ErrorBody;
+use crate::http::request_id::{self, RequestId};
+use crate::store::{AuditFilter, AuditRecord, NewAuditEntry, Store};
+use crate::telemetry::ErrorChain;
+
+/// What is known of a call before it runs; [`Pending::record`] adds its outcome.
+pub(super) struct Pending {
+    store: Option<web::Data<dyn Store>>,
+    clock: Option<web::Data<dyn Clock>>,
+    token_name: String,
+    request_id: String,
+    action: String,
+    target: String,
+    detail: String,
+}
+
+impl Pending {
+    pub(super) fn of(req: &ServiceRequest, token_name: &str) -> Pending {
+        let pattern = req.match_pattern().unwrap_or_default();
+        let route = pattern.strip_prefix(PREFIX).unwrap_or(&pattern);
+        let values: Vec<&str> = req.match_info().iter().map(|(_, value)| value).collect();
+        let path: serde_json::Map<String, serde_json::Value> = (req.match_info().iter())
+            .map(|(name, value)| (name.to_owned(), value.into()))
+            .collect();
+        let mut detail = serde_json::json!({ "path": path });
+        if !req.query_string().is_empty() {
+            detail["query"] = req.query_string().into();
+        }
+        let request_id = req.extensions().get::<RequestId>().copied();
+        Pending {
+            store: req.app_data::<web::Data<dyn Store>>().cloned(),
+            clock: req.app_data::<web::Data<dyn Clock>>().cloned(),
+            token_name: token_name.to_owned(),
+            request_id: request_id.map_or_else(request_id::current, |id| id.to_string()),
+            action: format!("{} {route}", req.method()),
+            target: values.join("/"),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub(super) async fn record(self, res: &ServiceResponse<BoxBody>) {
+        let (Some(store), Some(clock)) = (self.store, self.clock) else {
+            return;
+        };
+        let code = res.response().extensions().get::<ErrorCode>().copied();
+        let entry = NewAuditEntry {
+            at: clock.now(),
+            token_name: self.token_name,
+            request_id: self.request_id,
+            action: self.action,
+            target: self.target,
+            status: res.status().as_u16().into(),
+            error_code: code.map(|c| c.as_str().to_owned()),
+            detail: self.detail,
+        };
+        if let Err(error) = store.record_audit(&entry).await {
+            tracing::error!(
+                error = %ErrorChain(&error),
+                action = %entry.action,
+                "the audit line of this call was not written"
+            );
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// Only calls made with this token (its name in `api.tokens`, or `cli:<user>`).
+    token: Option<String>,
+    /// Only this action, e.g. `POST /phones/{phone_id}/restart`.
+    action: Option<String>,
+    /// Only this target (a phone id, a rollout id, `endpoint/event_id`).
+    target: Option<String>,
+    /// Only calls at or after this time (RFC 3339).
+    #[param(format = DateTime, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
+    since: Option<String>,
+    /// Page size, default 100; brought into 1 to 1000.
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page (a line's id: the page goes on below it).
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct AuditPage {
+    entries: Vec<AuditRecord>,
+    /// Pass as `cursor` for the next (older) page; null on the last one.
+    next_cursor: Option<String>,
+}
+
+/// The audit trail, newest first: every state-changing operator call (mints aside), by
+/// whom, its request id, target and outcome. Calls refused for a missing scope (403) are
+/// recorded too; unauthenticated ones (401) are not, having no token name.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "operator",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audit lines newest first", body = AuditPage),
+        (status = 400, description = "`CPHUB.INVALID_FIELD`: a bad time or cursor", body = ErrorBody),
+        (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
+    ),
+)]
+pub(super) async fn list(
+    query: web::Query<AuditQuery>,
+    store: web::Data<dyn Store>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let filter = AuditFilter {
+        token_name: q.token,
+        action: q.action,
+        target: q.target,
+        since: q.since.map(|s| UtcTime::parse("since", &s)).transpose()?,
+        before: q.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit,
+    };
+    let entries = store.audit_log(&filter).await?;
+    let next_cursor = super::next_position(&entries, limit, |e| e.id.to_string());
+    Ok(HttpResponse::Ok().json(AuditPage {
+        entries,
+        next_cursor,
+    }))
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64, ParseError> {
+    let invalid = || ParseError::new("cursor", Problem::Invalid("not a cursor this API returned"));
+    cursor.parse().ok().filter(|id| *id > 0).ok_or_else(invalid)
+}

@@ -1,0 +1,45 @@
+//! Per-token rate limits of the operator API (`api.rate_limit_per_second`, `_burst`): one
+//! GCRA bucket per token name (governor), shared by every worker of this process. Mints and
+//! the wait queue (`sessions:mint`) are not counted: they are players arriving, bounded by
+//! the fleet's free phones, and throttling them would turn a busy evening into refused
+//! players; the limit protects the fleet from an operator's runaway script.
+
+use std::num::NonZeroU32;
+
+use actix_web::dev::ServiceRequest;
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::{HttpResponse, web};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::config::ApiSettings;
+use crate::http::{ErrorCode, error_response};
+
+/// The buckets; `None` when the limit is off (`rate_limit_per_second = 0`).
+pub struct RateLimit(Option<DefaultKeyedRateLimiter<String>>);
+
+impl RateLimit {
+    pub fn new(settings: &ApiSettings) -> RateLimit {
+        let Some(rate) = NonZeroU32::new(settings.rate_limit_per_second) else {
+            return RateLimit(None);
+        };
+        let burst = NonZeroU32::new(settings.rate_limit_burst).unwrap_or(rate);
+        let quota = Quota::per_second(rate).allow_burst(burst);
+        RateLimit(Some(DefaultKeyedRateLimiter::keyed(quota)))
+    }
+}
+
+/// A 429 answer if `token_name` has spent its bucket, None if the call may go on.
+pub(super) fn check(req: &ServiceRequest, token_name: &str) -> Option<HttpResponse> {
+    let limiter = req.app_data::<web::Data<RateLimit>>()?.0.as_ref()?;
+    let refused = limiter.check_key(&token_name.to_owned()).err()?;
+    let wait = refused.wait_time_from(DefaultClock::default().now());
+    // Whole seconds (RFC 9110), rounded up so a client that obeys is let through.
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut res = error_response(
+        ErrorCode::RateLimited,
+        "too many requests with this token; retry after the Retry-After seconds",
+    );
+    res.headers_mut().insert(RETRY_AFTER, secs.max(1).into());
+    Some(res)
+}
