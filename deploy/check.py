@@ -42,6 +42,7 @@ KNOWN_METRICS = {
     "cphub_event_fields_truncated_total": ("counter", {"field"}),
     "cphub_events_total": ("counter", {"type", "outcome"}),
     "cphub_heartbeats_total": ("counter", set()),
+    "cphub_callbacks_refused_total": ("counter", set()),
     "cphub_phones": ("gauge", {"state"}),
     "cphub_rollout_phones": ("gauge", {"state"}),
     "cphub_encode_servers": ("gauge", {"state"}),
@@ -63,6 +64,7 @@ KNOWN_METRICS = {
     "cphub_cph_request_duration_seconds": ("histogram", {"operation"}),
     "cphub_http_requests_total": ("counter", {"method", "route", "status"}),
     "cphub_http_request_duration_seconds": ("histogram", {"method", "route"}),
+    "cphub_build_info": ("gauge", {"version", "git_sha"}),
 }
 
 # The error codes of docs/errors.md, as the sign-check label carries them
@@ -72,7 +74,7 @@ REFUSALS = {
     "payload_too_large", "unauthorized", "not_found", "method_not_allowed", "unknown_session",
     "bad_ticket", "bad_auth_ts", "ticket_expired", "encrypted_data_required", "decrypt_failed",
     "ticket_replayed", "ticket_session_ended", "phone_busy", "no_free_phone", "unavailable",
-    "internal",
+    "internal", "source_refused",
 }
 
 # Closed label value sets; a matcher with a literal value (or a|b|c) must stay inside them.

@@ -44,6 +44,28 @@ use model::{
 
 const USER_AGENT: &str = concat!("cphub/", env!("CARGO_PKG_VERSION"));
 
+/// The `operation` label of every call the client makes, as `cphub_cph_requests_total`
+/// counts it (docs/metrics.md).
+const OPERATIONS: [&str; 17] = [
+    "list_phones",
+    "show_phone",
+    "list_apps",
+    "app_phones",
+    "server_apps",
+    "phone_apps",
+    "push_app_version",
+    "update_app_version",
+    "list_encode_servers",
+    "restart_encode_servers",
+    "run_sync_command",
+    "update_property",
+    "restart",
+    "reset",
+    "stop",
+    "show_job",
+    "list_jobs",
+];
+
 pub struct CphClient {
     http: reqwest::Client,
     endpoint: reqwest::Url,
@@ -141,7 +163,10 @@ impl CphClient {
     }
 
     /// Counts requests in `cphub_cph_requests_total` and their latency.
+    /// Also exports every operation's series at 0, so a rate over them exists before
+    /// the first call.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.export_cph_operations(&OPERATIONS);
         self.metrics = Some(metrics);
         self
     }

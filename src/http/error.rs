@@ -39,12 +39,13 @@ pub enum ErrorCode {
     CphFailed,
     InvalidCommand,
     CphNotConfigured,
+    SourceRefused,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -73,6 +74,7 @@ impl ErrorCode {
         ErrorCode::CphFailed,
         ErrorCode::InvalidCommand,
         ErrorCode::CphNotConfigured,
+        ErrorCode::SourceRefused,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -107,6 +109,7 @@ impl ErrorCode {
             ErrorCode::CphFailed => "CPHUB.CPH_FAILED",
             ErrorCode::InvalidCommand => "CPHUB.INVALID_COMMAND",
             ErrorCode::CphNotConfigured => "CPHUB.CPH_NOT_CONFIGURED",
+            ErrorCode::SourceRefused => "CPHUB.SOURCE_REFUSED",
             ErrorCode::Unavailable => "CPHUB.UNAVAILABLE",
             ErrorCode::Internal => "CPHUB.INTERNAL",
         }
@@ -142,7 +145,8 @@ impl ErrorCode {
             | ErrorCode::EncryptedDataRequired
             | ErrorCode::DecryptFailed
             | ErrorCode::TicketReplayed
-            | ErrorCode::TicketSessionEnded => StatusCode::FORBIDDEN,
+            | ErrorCode::TicketSessionEnded
+            | ErrorCode::SourceRefused => StatusCode::FORBIDDEN,
             ErrorCode::PhoneBusy
             | ErrorCode::RecoveryRefused
             | ErrorCode::QueueEntryClosed

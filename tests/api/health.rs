@@ -22,14 +22,23 @@ async fn readyz_refuses_an_unmigrated_database_while_livez_answers(backend: Back
     for path in ["/livez", "/healthz"] {
         let res = app.get(path, None).await;
         assert_eq!(res.status(), 200, "{path}");
-        assert_eq!(res.json::<serde_json::Value>().await.unwrap()["status"], "ok");
+        assert_eq!(
+            res.json::<serde_json::Value>().await.unwrap()["status"],
+            "ok"
+        );
     }
 
-    let status = crate::binary::cphub(&app.db).arg("migrate").status().unwrap();
+    let status = crate::binary::cphub(&app.db)
+        .arg("migrate")
+        .status()
+        .unwrap();
     assert!(status.success());
     let ready = app.get("/readyz", None).await;
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["status"], "ready");
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
 }
 
 async fn unknown_routes_and_methods_get_error_bodies(backend: Backend) {

@@ -31,6 +31,7 @@ mod session_list;
 mod sign_check_data;
 mod simulation;
 mod simulator_control_plane;
+mod sources;
 mod usage;
 mod watchdog;
 mod webhooks;
