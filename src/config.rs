@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 // Sections whose types live with the module they configure (lower layers than this one).
-pub use crate::telemetry::{LogFormat, LogSettings};
+pub use crate::telemetry::{LogFormat, LogSettings, TelemetrySettings};
 pub use crate::usage::UsageSettings;
 pub use webhooks::{WebhookEndpoint, WebhookSecret, WebhookSettings};
 
@@ -49,6 +49,7 @@ pub struct Settings {
     pub book: BookSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub webhooks: WebhookSettings,
 }
 

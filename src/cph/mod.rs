@@ -564,6 +564,7 @@ impl CphClient {
 
     /// One logical call: attempts with backoff while the failure is retryable and the
     /// request repeatable; one extra attempt after a 401 with a fresh IAM token.
+    #[tracing::instrument(name = "cph call", skip_all, fields(operation = call.operation))]
     async fn call<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, CphError> {
         let Call {
             operation,
@@ -683,6 +684,8 @@ impl CphClient {
         for (name, value) in &headers {
             request = request.header(name, value);
         }
+        // After signing: the trace context is not part of what the signature covers.
+        request = request.headers(crate::telemetry::trace_headers());
         if let Some(body) = body {
             request = request.body(body.to_vec());
         }

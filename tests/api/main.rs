@@ -32,6 +32,7 @@ mod sign_check_data;
 mod simulation;
 mod simulator_control_plane;
 mod sources;
+mod traces;
 mod usage;
 mod watchdog;
 mod webhooks;
