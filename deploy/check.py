@@ -3,8 +3,10 @@
 
     python3 deploy/check.py [--no-pyyaml] [--no-promtool]
 
-Checks deploy/grafana/cphub.json, deploy/prometheus/prometheus.yml and
-deploy/prometheus/alerts.yml: structure, panel ids and layout, and that every metric, label
+Checks deploy/grafana/cphub.json, deploy/prometheus/prometheus.yml,
+deploy/prometheus/alerts.yml, deploy/systemd/cphub.service (required hardening, and
+`systemd-analyze verify` when installed) and deploy/kubernetes/cphub.yaml (probes, ports,
+the database URL from a Secret): structure, panel ids and layout, and that every metric, label
 and label value they use is one cphub exports (KNOWN_METRICS below). The YAML files are read
 with PyYAML when it is importable, else with the small parser in this file (enough for the
 subset these files use). When promtool is on PATH it also runs `promtool check config`,
@@ -27,6 +29,26 @@ METRICS_SOURCE = os.path.join(DEPLOY, os.pardir, "src", "metrics")
 PROM_CONFIG = os.path.join(DEPLOY, "prometheus", "prometheus.yml")
 ALERTS = os.path.join(DEPLOY, "prometheus", "alerts.yml")
 ALERT_TESTS = os.path.join(DEPLOY, "prometheus", "alerts_test.yml")
+SYSTEMD_UNIT = os.path.join(DEPLOY, "systemd", "cphub.service")
+KUBERNETES = os.path.join(DEPLOY, "kubernetes", "cphub.yaml")
+BINARY = "/usr/local/bin/cphub"
+
+# What the systemd unit must hold (docs/operations.md, deploy files): key -> required value,
+# or None for "present with any value".
+UNIT_REQUIRED = {
+    ("Service", "ExecStart"): f"{BINARY} serve",
+    ("Service", "DynamicUser"): "yes",
+    ("Service", "StateDirectory"): "cphub",
+    ("Service", "ProtectSystem"): "strict",
+    ("Service", "ProtectHome"): "yes",
+    ("Service", "NoNewPrivileges"): "yes",
+    ("Service", "PrivateTmp"): "yes",
+    ("Service", "CapabilityBoundingSet"): "",
+    ("Service", "EnvironmentFile"): None,
+    ("Install", "WantedBy"): "multi-user.target",
+}
+# The probes as docs/operations.md names them.
+PROBES = {"livenessProbe": "/livez", "readinessProbe": "/readyz"}
 
 # What cphub exports: docs/metrics.md and src/metrics/mod.rs. Keep in step with both.
 # name -> (type, labels). Histograms add _bucket (with le), _count and _sum.
@@ -42,6 +64,7 @@ KNOWN_METRICS = {
     "cphub_event_fields_truncated_total": ("counter", {"field"}),
     "cphub_events_total": ("counter", {"type", "outcome"}),
     "cphub_heartbeats_total": ("counter", set()),
+    "cphub_callbacks_refused_total": ("counter", set()),
     "cphub_phones": ("gauge", {"state"}),
     "cphub_rollout_phones": ("gauge", {"state"}),
     "cphub_encode_servers": ("gauge", {"state"}),
@@ -63,6 +86,7 @@ KNOWN_METRICS = {
     "cphub_cph_request_duration_seconds": ("histogram", {"operation"}),
     "cphub_http_requests_total": ("counter", {"method", "route", "status"}),
     "cphub_http_request_duration_seconds": ("histogram", {"method", "route"}),
+    "cphub_build_info": ("gauge", {"version", "git_sha"}),
 }
 
 # The error codes of docs/errors.md, as the sign-check label carries them
@@ -72,7 +96,7 @@ REFUSALS = {
     "payload_too_large", "unauthorized", "not_found", "method_not_allowed", "unknown_session",
     "bad_ticket", "bad_auth_ts", "ticket_expired", "encrypted_data_required", "decrypt_failed",
     "ticket_replayed", "ticket_session_ended", "phone_busy", "no_free_phone", "unavailable",
-    "internal",
+    "internal", "source_refused",
 }
 
 # Closed label value sets; a matcher with a literal value (or a|b|c) must stay inside them.
@@ -679,6 +703,91 @@ def check_alerts(c, use_pyyaml):
     return rules_file
 
 
+def parse_unit(path):
+    """A systemd unit as {(section, key): [values]}; a key may repeat."""
+    entries, section = {}, None
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith(("#", ";")):
+                continue
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1]
+                continue
+            key, sep, value = line.partition("=")
+            if not sep or section is None:
+                raise ValueError(f"line {number}: not a key=value inside a section: {line!r}")
+            entries.setdefault((section, key.strip()), []).append(value.strip())
+    return entries
+
+
+def check_systemd_unit(c):
+    try:
+        unit = parse_unit(SYSTEMD_UNIT)
+    except (OSError, ValueError) as e:
+        c.check(False, f"{SYSTEMD_UNIT}: {e}")
+        return
+    for (section, key), want in UNIT_REQUIRED.items():
+        values = unit.get((section, key))
+        if c.check(values is not None, f"cphub.service: [{section}] {key} missing"):
+            c.check(want is None or values[-1] == want,
+                    f"cphub.service: [{section}] {key}={values[-1]!r}, want {want!r}")
+    environment = " ".join(unit.get(("Service", "Environment"), []))
+    c.check("sqlite:///var/lib/cphub/" in environment,
+            "cphub.service: the SQLite database is not in the StateDirectory (/var/lib/cphub)")
+    verify = shutil.which("systemd-analyze")
+    if not verify:
+        c.notes.append("systemd-analyze not found: the unit was only parsed")
+        return
+    done = subprocess.run([verify, "verify", SYSTEMD_UNIT], capture_output=True, text=True,
+                          check=False)
+    # The binary is installed where the unit runs, not where this check does.
+    absent = f"Command {BINARY} is not executable: No such file or directory"
+    lines = [l for l in (done.stdout + done.stderr).splitlines()
+             if l.strip() and not (absent in l and not os.path.exists(BINARY))]
+    c.check(not lines, "systemd-analyze verify cphub.service:\n" + "\n".join(lines))
+
+
+def k8s_documents(use_pyyaml):
+    with open(KUBERNETES, encoding="utf-8") as f:
+        text = f.read()
+    if use_pyyaml:
+        import yaml  # noqa: PLC0415
+        return [d for d in yaml.safe_load_all(text) if d]
+    return [MiniYaml(part).parse() for part in re.split(r"(?m)^---\s*$", text) if part.strip()]
+
+
+def check_kubernetes(c, use_pyyaml):
+    try:
+        docs = k8s_documents(use_pyyaml)
+    except Exception as e:  # noqa: BLE001 (any parse error is the finding)
+        c.check(False, f"{KUBERNETES}: {e}")
+        return
+    kinds = {d.get("kind"): d for d in docs if isinstance(d, dict)}
+    for kind in ("Deployment", "Service", "ConfigMap"):
+        c.check(kind in kinds, f"cphub.yaml: no {kind}")
+    deployment = kinds.get("Deployment") or {}
+    spec = (deployment.get("spec") or {}).get("template", {}).get("spec") or {}
+    containers = spec.get("containers") or []
+    if not c.check(len(containers) == 1, "cphub.yaml: the Deployment needs one container"):
+        return
+    container = containers[0]
+    ports = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+    c.check(ports.get("http") == 8080, f"cphub.yaml: container port http is {ports.get('http')}")
+    for probe, path in PROBES.items():
+        get = (container.get(probe) or {}).get("httpGet") or {}
+        c.check(get.get("path") == path and get.get("port") in ("http", 8080),
+                f"cphub.yaml: {probe} is {get!r}, want GET {path} on the http port")
+    env = {e.get("name"): e for e in container.get("env") or []}
+    secret = ((env.get("DATABASE_URL") or {}).get("valueFrom") or {}).get("secretKeyRef")
+    c.check(bool(secret), "cphub.yaml: DATABASE_URL does not come from a Secret")
+    c.check(env.get("CPHUB__SERVER__LISTEN", {}).get("value") == "0.0.0.0:8080",
+            "cphub.yaml: CPHUB__SERVER__LISTEN is not 0.0.0.0:8080")
+    service_ports = ((kinds.get("Service") or {}).get("spec") or {}).get("ports") or []
+    c.check(any(p.get("targetPort") in ("http", 8080) for p in service_ports),
+            "cphub.yaml: the Service does not target the http port")
+
+
 def run_promtool(c, dashboard_exprs):
     promtool = shutil.which("promtool")
     if not promtool:
@@ -722,6 +831,8 @@ def main(argv):
     exprs = check_dashboard(c)
     config = check_prometheus_config(c, use_pyyaml)
     rules = check_alerts(c, use_pyyaml)
+    check_systemd_unit(c)
+    check_kubernetes(c, use_pyyaml)
     if use_pyyaml:
         # Keep the fallback reader honest: it must read both files as PyYAML does.
         for path, parsed in ((PROM_CONFIG, config), (ALERTS, rules)):

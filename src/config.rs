@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 // Sections whose types live with the module they configure (lower layers than this one).
-pub use crate::telemetry::{LogFormat, LogSettings};
+pub use crate::telemetry::{LogFormat, LogSettings, TelemetrySettings};
 pub use crate::usage::UsageSettings;
 pub use tokens::{ApiToken, Scope, is_token_name, token_digest};
 pub use webhooks::{WebhookEndpoint, WebhookSecret, WebhookSettings};
@@ -51,6 +51,7 @@ pub struct Settings {
     pub book: BookSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub webhooks: WebhookSettings,
 }
 
@@ -85,6 +86,50 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub workers: usize,
     pub shutdown_timeout_secs: u64,
+    /// Proxies whose `X-Forwarded-For` is believed (`http::source`).
+    pub trusted_proxies: Networks,
+}
+
+/// A list of CIDR networks (`10.0.0.0/8`, `2001:db8::/32`; a bare address is its own /32 or
+/// /128). A bad entry fails the configuration, naming it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks(Vec<ipnet::IpNet>);
+
+impl Networks {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, addr: std::net::IpAddr) -> bool {
+        // An IPv4 client reached over an IPv6 socket shows as ::ffff:a.b.c.d.
+        let addr = addr.to_canonical();
+        self.0.iter().any(|net| net.contains(&addr))
+    }
+}
+
+impl TryFrom<Vec<String>> for Networks {
+    type Error = String;
+
+    fn try_from(entries: Vec<String>) -> Result<Self, String> {
+        let parse = |entry: &String| {
+            let entry = entry.trim();
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{entry:?} is not a CIDR network such as 10.0.0.0/8"))
+        };
+        entries
+            .iter()
+            .map(parse)
+            .collect::<Result<_, _>>()
+            .map(Networks)
+    }
+}
+
+impl<'de> Deserialize<'de> for Networks {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Networks::try_from(Vec::<String>::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +210,8 @@ pub struct CallbackSettings {
     pub event_batch_max: usize,
     pub run_time_tolerance_secs: u32,
     pub record_unknown_sessions: bool,
+    /// Where callbacks may come from; empty: anywhere (`http::source`).
+    pub allowed_networks: Networks,
 }
 
 /// `callbacks.base_path`: it ends up inside phone property URLs, so it obeys their character
@@ -665,6 +712,32 @@ mod tests {
 
     /// 4.7.5's limits hold at load: a diagnostic the API would refuse fails the start,
     /// naming it; those within them load in order.
+    /// Issue #20: a bad CIDR fails the start, and the message names the key and the entry.
+    #[test]
+    fn a_bad_network_is_a_configuration_error_naming_it() {
+        for (toml, key) in [
+            (
+                "[callbacks]\nallowed_networks = [\"10.0.0.0/8\", \"10.0.0.0/99\"]",
+                "allowed_networks",
+            ),
+            (
+                "[server]\ntrusted_proxies = [\"proxy.local\"]",
+                "trusted_proxies",
+            ),
+        ] {
+            let error = Settings::with_overrides(toml).unwrap_err().to_string();
+            assert!(error.contains(key), "{error}");
+            assert!(error.contains("is not a CIDR network"), "{error}");
+        }
+        let s = Settings::with_overrides("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]");
+        assert!(
+            s.unwrap()
+                .server
+                .trusted_proxies
+                .contains("::1".parse().unwrap())
+        );
+    }
+
     #[test]
     fn diagnostics_beyond_the_limits_of_4_7_5_fail_the_load() {
         let error = Settings::with_overrides("[watchdog]\ndiagnostics = [\"ls\", \"ls; rm\"]\n")

@@ -19,8 +19,17 @@ async fn main() -> ExitCode {
         }
     };
     // Commands print their results on stdout; their logs must not mix in.
+    let mut traces = None;
     match cli.command {
-        Command::Serve => telemetry::init(&settings.log, std::io::stdout),
+        Command::Serve => {
+            match telemetry::init_with_traces(&settings.log, &settings.telemetry, std::io::stdout) {
+                Ok(pipeline) => traces = Some(pipeline),
+                Err(error) => {
+                    eprintln!("cphub: {}", ErrorChain(&error));
+                    return ExitCode::from(2);
+                }
+            }
+        }
         // The demo's own output is the point; only warnings and errors join it.
         Command::Demo(_) => {
             let quiet = cphub::config::LogSettings {
@@ -76,6 +85,9 @@ async fn main() -> ExitCode {
     if let Some((audited, database)) = audited {
         let succeeded = matches!(result, Ok(Outcome::AllSucceeded));
         audited.record(&database, succeeded).await;
+    // The last spans (the shutdown's own included) are still in the exporter's batch.
+    if let Some(traces) = traces {
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
     }
     match result {
         Ok(Outcome::AllSucceeded) => ExitCode::SUCCESS,

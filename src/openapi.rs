@@ -28,9 +28,10 @@ const BEARER: &str = "bearer_token";
 )]
 struct ApiDoc;
 
-/// `/healthz`, `/readyz`, `/metrics`.
+/// `/livez`, `/healthz`, `/readyz`, `/metrics`.
 #[derive(OpenApi)]
 #[openapi(paths(
+    crate::http::health::livez,
     crate::http::health::healthz,
     crate::http::health::readyz,
     crate::metrics::http::serve_metrics,

@@ -12,9 +12,10 @@ use crate::http::health;
 use crate::http::route::Endpoint;
 use crate::metrics;
 
-/// `/healthz` and `/readyz`, at the root of the main listener.
+/// `/livez`, `/readyz` and `/healthz` (`/livez`'s alias), at the root of the main listener.
 pub fn health() -> Vec<Endpoint> {
     vec![
+        Endpoint::new(Method::GET, "/livez", health::livez),
         Endpoint::new(Method::GET, "/healthz", health::healthz),
         Endpoint::new(Method::GET, "/readyz", health::readyz),
     ]

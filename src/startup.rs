@@ -17,6 +17,7 @@ use crate::cph::properties::{PropertyError, callback_property};
 use crate::cph::sync::{PhoneSync, SyncLimits};
 use crate::cph::{CphClient, CphError};
 use crate::http::api_document::ApiDocument;
+use crate::http::source::TrustedProxies;
 use crate::http::{error::not_found, request_id, route};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, QueueTask};
@@ -362,6 +363,12 @@ fn http_server(
     let rollouts = shared.rollouts.map(web::Data::from);
     let queue = web::Data::from(shared.queue);
     let callbacks = settings.callbacks.clone();
+    // Who sent a request (issue #20): trusted proxies for every route's log span, the
+    // allowlist for the callbacks.
+    let trusted_proxies = web::Data::new(TrustedProxies(settings.server.trusted_proxies.clone()));
+    let allowed_networks = web::Data::new(receiver::AllowedNetworks(
+        settings.callbacks.allowed_networks.clone(),
+    ));
     let api_settings = settings.api.clone();
     let mut server = HttpServer::new(move || {
         App::new()
@@ -383,6 +390,8 @@ fn http_server(
             .app_data(document.clone())
             .app_data(metrics.clone())
             .app_data(queue.clone())
+            .app_data(trusted_proxies.clone())
+            .app_data(allowed_networks.clone())
             .configure(|cfg| {
                 if let Some(watchdog) = &watchdog {
                     cfg.app_data(watchdog.clone());

@@ -44,6 +44,28 @@ use model::{
 
 const USER_AGENT: &str = concat!("cphub/", env!("CARGO_PKG_VERSION"));
 
+/// The `operation` label of every call the client makes, as `cphub_cph_requests_total`
+/// counts it (docs/metrics.md).
+const OPERATIONS: [&str; 17] = [
+    "list_phones",
+    "show_phone",
+    "list_apps",
+    "app_phones",
+    "server_apps",
+    "phone_apps",
+    "push_app_version",
+    "update_app_version",
+    "list_encode_servers",
+    "restart_encode_servers",
+    "run_sync_command",
+    "update_property",
+    "restart",
+    "reset",
+    "stop",
+    "show_job",
+    "list_jobs",
+];
+
 pub struct CphClient {
     http: reqwest::Client,
     endpoint: reqwest::Url,
@@ -141,7 +163,10 @@ impl CphClient {
     }
 
     /// Counts requests in `cphub_cph_requests_total` and their latency.
+    /// Also exports every operation's series at 0, so a rate over them exists before
+    /// the first call.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.export_cph_operations(&OPERATIONS);
         self.metrics = Some(metrics);
         self
     }
@@ -539,6 +564,7 @@ impl CphClient {
 
     /// One logical call: attempts with backoff while the failure is retryable and the
     /// request repeatable; one extra attempt after a 401 with a fresh IAM token.
+    #[tracing::instrument(name = "cph call", skip_all, fields(operation = call.operation))]
     async fn call<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, CphError> {
         let Call {
             operation,
@@ -658,6 +684,8 @@ impl CphClient {
         for (name, value) in &headers {
             request = request.header(name, value);
         }
+        // After signing: the trace context is not part of what the signature covers.
+        request = request.headers(crate::telemetry::trace_headers());
         if let Some(body) = body {
             request = request.body(body.to_vec());
         }

@@ -41,12 +41,13 @@ pub enum ErrorCode {
     CphFailed,
     InvalidCommand,
     CphNotConfigured,
+    SourceRefused,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 32] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -77,6 +78,7 @@ impl ErrorCode {
         ErrorCode::CphFailed,
         ErrorCode::InvalidCommand,
         ErrorCode::CphNotConfigured,
+        ErrorCode::SourceRefused,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -113,6 +115,7 @@ impl ErrorCode {
             ErrorCode::CphFailed => "CPHUB.CPH_FAILED",
             ErrorCode::InvalidCommand => "CPHUB.INVALID_COMMAND",
             ErrorCode::CphNotConfigured => "CPHUB.CPH_NOT_CONFIGURED",
+            ErrorCode::SourceRefused => "CPHUB.SOURCE_REFUSED",
             ErrorCode::Unavailable => "CPHUB.UNAVAILABLE",
             ErrorCode::Internal => "CPHUB.INTERNAL",
         }
@@ -150,7 +153,8 @@ impl ErrorCode {
             | ErrorCode::EncryptedDataRequired
             | ErrorCode::DecryptFailed
             | ErrorCode::TicketReplayed
-            | ErrorCode::TicketSessionEnded => StatusCode::FORBIDDEN,
+            | ErrorCode::TicketSessionEnded
+            | ErrorCode::SourceRefused => StatusCode::FORBIDDEN,
             ErrorCode::PhoneBusy
             | ErrorCode::RecoveryRefused
             | ErrorCode::QueueEntryClosed

@@ -1,4 +1,7 @@
-//! `/healthz`: the process is up. `/readyz`: and its database answers.
+//! The probes as Kubernetes names them. `/livez`: the process is up and serving (it never
+//! touches the database, so a database outage does not get every replica restarted).
+//! `/readyz`: and its database answers with every migration applied. `/healthz` is kept as
+//! an alias of `/livez`, which is what it always answered.
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
@@ -10,18 +13,29 @@ use crate::store::Store;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` from `/healthz`, `ready` from `/readyz`.
+    /// `ok` from `/livez` and `/healthz`, `ready` from `/readyz`.
     status: &'static str,
+}
+
+#[utoipa::path(
+    get,
+    path = "/livez",
+    tag = "service",
+    responses((status = 200, description = "The process runs; the database is not asked", body = Health)),
+)]
+pub async fn livez() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "service",
-    responses((status = 200, description = "The process runs", body = Health)),
+    description = "An alias of `/livez`, kept for the load balancers configured before it.",
+    responses((status = 200, description = "The process runs; the database is not asked", body = Health)),
 )]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(Health { status: "ok" })
+    livez().await
 }
 
 #[utoipa::path(
@@ -29,13 +43,17 @@ pub async fn healthz() -> HttpResponse {
     path = "/readyz",
     tag = "service",
     responses(
-        (status = 200, description = "The database answers", body = Health),
+        (status = 200, description = "The database answers and every migration is applied", body = Health),
         (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),
 )]
 pub async fn readyz(store: web::Data<dyn Store>) -> HttpResponse {
     match store.ping().await {
         Ok(()) => HttpResponse::Ok().json(Health { status: "ready" }),
-        Err(error) => server_error_response(ErrorCode::Unavailable, "database unreachable", &error),
+        Err(error) => server_error_response(
+            ErrorCode::Unavailable,
+            "database unreachable or not migrated",
+            &error,
+        ),
     }
 }

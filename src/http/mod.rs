@@ -7,5 +7,6 @@ pub mod health;
 pub mod json;
 pub mod request_id;
 pub mod route;
+pub mod source;
 
 pub use error::{ErrorCode, error_response};

@@ -82,7 +82,8 @@ pub async fn scope(
 /// The log span of every request. Unlike tracing-actix-web's default it carries the request
 /// id in the same 32-hex form as the response body, and it never logs the raw path: the
 /// callback base path may hold a secret segment, so the route is logged as a pattern with
-/// the base path replaced by `{base_path}`.
+/// the base path replaced by `{base_path}`. It names the client address
+/// (`http::source`: the peer, or what a trusted proxy forwarded).
 pub struct RootSpan;
 
 impl tracing_actix_web::RootSpanBuilder for RootSpan {
@@ -94,10 +95,12 @@ impl tracing_actix_web::RootSpanBuilder for RootSpan {
             .map(|id| RequestId::new(**id))
             .unwrap_or_else(RequestId::random);
         let route = route_label(request);
+        let client = super::source::record_client(request);
         let span = tracing::info_span!(
             "HTTP request",
             http.method = %request.method(),
             http.route = %route,
+            client.address = client.map(tracing::field::display),
             request_id = %id,
             // The operator API's caller: the token's name from api.tokens, never the token.
             token_name = Empty,

@@ -4,6 +4,8 @@
 
 pub(crate) mod http;
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
@@ -14,7 +16,8 @@ use prometheus::{
 pub use http::{record_http, serve_metrics};
 
 use crate::access::DataCheck;
-use crate::domain::{EncodeServerState, EventKind, Session, UtcTime};
+use crate::domain::{Action, EncodeServerState, EventKind, Outcome, Session, UtcTime};
+use crate::http::ErrorCode;
 use crate::store::{EventOutcome, Store, StoreError};
 
 /// Session lengths from one minute to six hours.
@@ -30,9 +33,51 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
 ];
 
+/// The sign-check refusals (chapter 6.1's answer codes other than success), each counted
+/// under its code's label.
+const SIGN_CHECK_REFUSALS: [ErrorCode; 11] = [
+    ErrorCode::UnknownSession,
+    ErrorCode::BadTicket,
+    ErrorCode::BadAuthTs,
+    ErrorCode::TicketExpired,
+    ErrorCode::EncryptedDataRequired,
+    ErrorCode::DecryptFailed,
+    ErrorCode::TicketReplayed,
+    ErrorCode::TicketSessionEnded,
+    ErrorCode::InvalidField,
+    ErrorCode::Unavailable,
+    ErrorCode::Internal,
+];
+
+/// Every `type`/`outcome` pair `cphub_events_total` counts.
+const EVENT_LABELS: [(&str, &str); 9] = [
+    ("enter", "accepted"),
+    ("enter", "duplicate"),
+    ("enter", "conflict"),
+    ("enter", "ignored"),
+    ("quit", "accepted"),
+    ("quit", "duplicate"),
+    ("quit", "conflict"),
+    ("quit", "ignored"),
+    ("unknown", "rejected"),
+];
+
+/// The results a recovery is counted under when it ends (pending, open and closed are not
+/// ends of a restart, reset or mark).
+const RECOVERY_RESULTS: [Outcome; 5] = [
+    Outcome::Succeeded,
+    Outcome::Failed,
+    Outcome::Error,
+    Outcome::DryRun,
+    Outcome::Skipped,
+];
+
 pub struct Metrics {
     registry: Registry,
     per_app_labels: bool,
+    /// The `app_id` labels seen since start: their series stay, at 0 when nothing counts
+    /// them, instead of vanishing from dashboards and `absent()` alerts.
+    apps: Mutex<HashSet<String>>,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub sessions_started: IntCounterVec,
@@ -48,6 +93,8 @@ pub struct Metrics {
     /// Descriptive event fields cut to their bound instead of refused.
     pub event_fields_truncated: IntCounterVec,
     pub heartbeats: IntCounter,
+    /// Callbacks refused for their source address (`callbacks.allowed_networks`).
+    pub callbacks_refused: IntCounter,
     pub recoveries: IntCounterVec,
     pub cph_requests: IntCounterVec,
     pub cph_duration: HistogramVec,
@@ -125,6 +172,7 @@ impl Metrics {
             |name: &str, help: &str| counter(&r, name, help, &[]).with_label_values(&[] as &[&str]);
         let metrics = Metrics {
             per_app_labels,
+            apps: Mutex::new(HashSet::new()),
             http_requests: counter(
                 &r,
                 "cphub_http_requests_total",
@@ -190,6 +238,10 @@ impl Metrics {
                 "Accepted enters whose app_id is not the one the session was minted for",
             ),
             heartbeats: single("cphub_heartbeats_total", "Heartbeats accepted"),
+            callbacks_refused: single(
+                "cphub_callbacks_refused_total",
+                "Callbacks refused because their client address is outside callbacks.allowed_networks",
+            ),
             recoveries: counter(
                 &r,
                 "cphub_recoveries_total",
@@ -314,14 +366,31 @@ impl Metrics {
             registry: r,
         };
         metrics.export_known_at_zero();
+        metrics.register_build_and_process();
         metrics
     }
 
     /// Series whose labels are known from the start are exported at 0, so a rate over them
-    /// exists before the first occurrence.
+    /// exists before the first occurrence (docs/metrics.md, and the fresh-scrape test that
+    /// reads its table).
     fn export_known_at_zero(&self) {
         for result in ["ok", "retry", "reconnect"] {
             self.sign_checks.with_label_values(&[result]);
+        }
+        for refusal in SIGN_CHECK_REFUSALS {
+            self.sign_checks.with_label_values(&[refusal.label()]);
+        }
+        for (kind, outcome) in EVENT_LABELS {
+            self.events.with_label_values(&[kind, outcome]);
+        }
+        for action in [Action::Restart, Action::Reset, Action::MarkBroken] {
+            for outcome in RECOVERY_RESULTS {
+                self.recoveries
+                    .with_label_values(&[action.as_str(), outcome.as_str()]);
+            }
+        }
+        if !self.per_app_labels {
+            self.see_app("all");
         }
         for result in DataCheck::ALL {
             self.sign_check_decrypts
@@ -333,6 +402,26 @@ impl Metrics {
             self.rollout_phones.with_label_values(&[step.as_str()]);
         }
         self.count_encode_servers(&[]);
+    }
+
+    /// `cphub_build_info` (always 1: its labels are the news) and, on Linux, the standard
+    /// `process_*` series of the Prometheus client libraries.
+    fn register_build_and_process(&self) {
+        let sha = option_env!("CPHUB_GIT_SHA").unwrap_or("unknown");
+        gauge(
+            &self.registry,
+            "cphub_build_info",
+            "1, labelled with the version and git commit of the running binary",
+            &["version", "git_sha"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), sha])
+        .set(1);
+        #[cfg(target_os = "linux")]
+        self.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
     }
 
     /// Every state at 0, then each server's.
@@ -351,6 +440,56 @@ impl Metrics {
 
     fn app<'a>(&self, app_id: &'a str) -> &'a str {
         if self.per_app_labels { app_id } else { "all" }
+    }
+
+    /// Creates every per-app series of `app` (the label already folded by [`Self::app`])
+    /// the first time it is seen; after that a set lookup.
+    fn see_app(&self, app: &str) {
+        let mut apps = self.apps.lock().expect("metrics lock");
+        if apps.contains(app) {
+            return;
+        }
+        self.sessions_started.with_label_values(&[app]);
+        for reason in ["quit", "abandoned"] {
+            self.sessions_ended.with_label_values(&[app, reason]);
+        }
+        self.session_duration.with_label_values(&[app]);
+        self.sessions_active.with_label_values(&[app]);
+        self.queue_length.with_label_values(&[app]);
+        apps.insert(app.to_owned());
+    }
+
+    /// The CPH operations the client performs, each at 0 under the status every success is
+    /// counted as (`200`), with its latency histogram.
+    pub fn export_cph_operations(&self, operations: &[&str]) {
+        for operation in operations {
+            self.cph_requests.with_label_values(&[operation, "200"]);
+            self.cph_duration.with_label_values(&[operation]);
+        }
+    }
+
+    /// Sets a per-app gauge from `counts`, every app seen before (and not in them) at 0.
+    fn set_per_app(&self, gauge: &IntGaugeVec, counts: Vec<(String, i64)>) {
+        let counts: Vec<_> = counts
+            .into_iter()
+            .map(|(app, count)| (self.app(&app).to_owned(), count))
+            .collect();
+        for (app, _) in &counts {
+            self.see_app(app);
+        }
+        let seen: Vec<String> = self
+            .apps
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .cloned()
+            .collect();
+        for app in seen {
+            gauge.with_label_values(&[&app]).set(0);
+        }
+        for (app, count) in counts {
+            gauge.with_label_values(&[&app]).add(count);
+        }
     }
 
     /// Counts one enter/quit delivery; `session` is the session after an accepted event.
@@ -372,6 +511,7 @@ impl Metrics {
             return;
         };
         let app = self.app(session.app_id.as_str());
+        self.see_app(app);
         match kind {
             EventKind::Enter => self.sessions_started.with_label_values(&[app]).inc(),
             EventKind::Quit => self.sessions_ended.with_label_values(&[app, "quit"]).inc(),
@@ -402,6 +542,7 @@ impl Metrics {
 
     pub fn record_abandoned(&self, session: &Session) {
         let app = self.app(session.app_id.as_str());
+        self.see_app(app);
         self.sessions_ended
             .with_label_values(&[app, "abandoned"])
             .inc();
@@ -441,18 +582,8 @@ impl Metrics {
         let phones = store.phones_by_state(now.minus(stale_after)).await?;
         let queued = store.queue_lengths(now).await?;
         self.count_encode_servers(&store.encode_servers().await?);
-        self.queue_length.reset();
-        for (app, count) in queued {
-            self.queue_length
-                .with_label_values(&[self.app(&app)])
-                .add(count);
-        }
-        self.sessions_active.reset();
-        for (app, count) in active {
-            self.sessions_active
-                .with_label_values(&[self.app(&app)])
-                .add(count);
-        }
+        self.set_per_app(&self.queue_length, queued);
+        self.set_per_app(&self.sessions_active, active);
         self.phones.reset();
         for state in crate::store::PHONE_STATES {
             self.phones.with_label_values(&[state]).set(0);

@@ -22,6 +22,7 @@ use crate::store::{EventOutcome, EventWriter, ReceivedEvent};
     responses(
         (status = 200, description = "Recorded", body = Acknowledged),
         (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD`, `CPHUB.INVALID_TIME`, `CPHUB.UNKNOWN_EVENT_TYPE`, `CPHUB.UNKNOWN_STATUS`", body = ErrorBody),
+        (status = 403, description = "`CPHUB.SOURCE_REFUSED`: the client address is outside `callbacks.allowed_networks`", body = ErrorBody),
         (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),

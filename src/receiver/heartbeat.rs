@@ -18,6 +18,7 @@ use crate::store::HeartbeatBuffer;
     responses(
         (status = 200, description = "Received (written with the next flush)", body = Acknowledged),
         (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD`, `CPHUB.INVALID_TIME`, `CPHUB.UNKNOWN_EVENT_TYPE`", body = ErrorBody),
+        (status = 403, description = "`CPHUB.SOURCE_REFUSED`: the client address is outside `callbacks.allowed_networks`", body = ErrorBody),
         (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),

@@ -4,7 +4,10 @@
 mod events;
 mod heartbeat;
 mod sign_check;
+mod source;
 mod wire;
+
+pub use source::AllowedNetworks;
 
 pub(crate) use wire::optional_integer;
 
@@ -28,6 +31,7 @@ pub use wire::{EventEnvelope, HeartbeatEnvelope, SignCheckBody};
 pub fn routes(cfg: &mut web::ServiceConfig, settings: &CallbackSettings) {
     cfg.service(
         web::scope(settings.base_path.as_str())
+            .wrap(actix_web::middleware::from_fn(source::admit))
             .configure(|cfg| route::register(cfg, endpoints(settings))),
     );
 }

@@ -39,7 +39,7 @@ pub(super) struct SignCheckAnswer {
     responses(
         (status = 200, description = "The player may use the session", body = SignCheckAnswer),
         (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD`", body = ErrorBody),
-        (status = 403, description = "Refused: `CPHUB.UNKNOWN_SESSION`, `CPHUB.BAD_TICKET`, `CPHUB.BAD_AUTH_TS`, `CPHUB.TICKET_EXPIRED`, `CPHUB.ENCRYPTED_DATA_REQUIRED`, `CPHUB.DECRYPT_FAILED`, `CPHUB.TICKET_REPLAYED`, `CPHUB.TICKET_SESSION_ENDED`", body = ErrorBody),
+        (status = 403, description = "Refused: `CPHUB.UNKNOWN_SESSION`, `CPHUB.BAD_TICKET`, `CPHUB.BAD_AUTH_TS`, `CPHUB.TICKET_EXPIRED`, `CPHUB.ENCRYPTED_DATA_REQUIRED`, `CPHUB.DECRYPT_FAILED`, `CPHUB.TICKET_REPLAYED`, `CPHUB.TICKET_SESSION_ENDED`; `CPHUB.SOURCE_REFUSED` when the client address is outside `callbacks.allowed_networks`", body = ErrorBody),
         (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),

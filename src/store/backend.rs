@@ -78,6 +78,25 @@ macro_rules! in_transaction {
 }
 
 /// `.map_err(during("op"))`: names the operation in which a store error happened.
+/// The newest migration recorded as applied, read the same way on both backends.
+pub(super) const APPLIED_MIGRATION: &str =
+    "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+
+/// Whether `applied` (the newest applied migration, none on an empty database) is the
+/// newest `migrator` embeds. A newer one (a later binary migrated, then rolled back) is
+/// fine: migrations only add.
+pub(super) fn schema_is_current(
+    migrator: &sqlx::migrate::Migrator,
+    applied: Option<i64>,
+) -> Result<(), StoreError> {
+    let expected = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied = applied.unwrap_or(0);
+    match applied >= expected {
+        true => Ok(()),
+        false => Err(StoreError::NotMigrated { applied, expected }),
+    }
+}
+
 fn during(op: &'static str) -> impl Fn(StoreError) -> StoreError {
     move |error| error.during(op)
 }

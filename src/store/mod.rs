@@ -77,6 +77,10 @@ pub enum StoreError {
     },
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database answers but lacks migrations this binary needs: `serve` runs with
+    /// `database.migrate_on_start` off and `cphub migrate` has not been run yet.
+    #[error("the database schema is at migration {applied}, this binary needs {expected}")]
+    NotMigrated { applied: i64, expected: i64 },
     #[error("stored row is invalid: {0}")]
     Corrupt(String),
     #[error("the event writer has stopped")]
@@ -412,7 +416,8 @@ pub struct ReceivedEvent {
 pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> Result<(), StoreError>;
 
-    /// Cheap round trip for readiness checks.
+    /// Cheap round trip for readiness checks: the database answers and holds every
+    /// migration this binary embeds ([`StoreError::NotMigrated`] otherwise).
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Applies `events` in one transaction (group commit): all commit or none do.

@@ -10,11 +10,15 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
+use super::backend;
 use super::event_batch::{self, BatchRead, BatchRows, BatchTx, BatchWrite, PhoneLinks, Written};
 use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, Role, StoreError, usage};
 use crate::config::DatabaseSettings;
 use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
+
+/// The migrations compiled into the binary, for `migrate` and for readiness.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -53,9 +57,7 @@ impl Backend for PostgresStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/postgres")
-            .run(&self.pool)
-            .await?;
+        MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
 
@@ -85,8 +87,10 @@ impl Backend for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        let applied: Option<i64> = sqlx::query_scalar(backend::APPLIED_MIGRATION)
+            .fetch_one(&self.pool)
+            .await?;
+        backend::schema_is_current(&MIGRATOR, applied)
     }
 
     async fn apply_events(

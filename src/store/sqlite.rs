@@ -10,6 +10,7 @@ use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Sqlite, SqlitePool};
 
+use super::backend;
 use super::event_batch::{
     self, BatchRead, BatchRows, BatchTx, BatchWrite, EventRow, PhoneChange, SessionUpdate, Written,
 };
@@ -17,6 +18,9 @@ use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, Role, StoreError
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::domain::{Heartbeat, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
+
+/// The migrations compiled into the binary, for `migrate` and for readiness.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -67,9 +71,7 @@ impl Backend for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.writer)
-            .await?;
+        MIGRATOR.run(&self.writer).await?;
         Ok(())
     }
 
@@ -102,8 +104,10 @@ impl Backend for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
+        let applied: Option<i64> = sqlx::query_scalar(backend::APPLIED_MIGRATION)
+            .fetch_one(&self.reader)
+            .await?;
+        backend::schema_is_current(&MIGRATOR, applied)
     }
 
     async fn apply_events(

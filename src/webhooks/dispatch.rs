@@ -255,6 +255,7 @@ impl WebhookDispatcher {
         wait + wait.mul_f64(rand::random::<f64>() / 10.0)
     }
 
+    #[tracing::instrument(name = "webhook delivery", skip_all, fields(endpoint = %endpoint.name, webhook_id = %rendered.id))]
     async fn send(&self, endpoint: &WebhookEndpoint, rendered: &Rendered) -> Answer {
         // The real time, whatever the application's clock: receivers compare it with
         // theirs (Standard Webhooks verifiers refuse more than 5 minutes of difference).
@@ -265,6 +266,7 @@ impl WebhookDispatcher {
             .header("webhook-id", &rendered.id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signed)
+            .headers(crate::telemetry::trace_headers())
             .body(rendered.body.clone());
         match request.send().await {
             Ok(response) => Answer::from_response(response).await,

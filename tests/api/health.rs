@@ -1,16 +1,44 @@
-//! `/healthz`, `/readyz`, and the answers for routes that do not exist.
+//! `/livez`, `/readyz`, `/healthz`, and the answers for routes that do not exist.
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TOKEN, TestApp, assert_error};
 
-async fn healthz_and_readyz_answer(backend: Backend) {
+async fn livez_readyz_and_healthz_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
 
-    for path in ["/healthz", "/readyz"] {
+    for path in ["/livez", "/readyz", "/healthz"] {
         let res = app.get(path, None).await;
         assert_eq!(res.status(), 200, "{path}");
         assert_eq!(res.headers()["x-request-id"].len(), 32);
     }
+}
+
+/// A database that answers but lacks the binary's migrations (`migrate_on_start` off, no
+/// `cphub migrate` yet) is not ready, yet the process is alive: restarting it would not help.
+async fn readyz_refuses_an_unmigrated_database_while_livez_answers(backend: Backend) {
+    let app = TestApp::spawn_with(backend, "[database]\nmigrate_on_start = false").await;
+
+    assert_error(app.get("/readyz", None).await, 503, "CPHUB.UNAVAILABLE").await;
+    for path in ["/livez", "/healthz"] {
+        let res = app.get(path, None).await;
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(
+            res.json::<serde_json::Value>().await.unwrap()["status"],
+            "ok"
+        );
+    }
+
+    let status = crate::binary::cphub(&app.db)
+        .arg("migrate")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
 }
 
 async fn unknown_routes_and_methods_get_error_bodies(backend: Backend) {
@@ -72,7 +100,8 @@ async fn callbacks_move_with_the_base_path(backend: Backend) {
 }
 
 backend_tests!(
-    healthz_and_readyz_answer,
+    livez_readyz_and_healthz_answer,
+    readyz_refuses_an_unmigrated_database_while_livez_answers,
     unknown_routes_and_methods_get_error_bodies,
     a_method_a_path_lacks_is_a_405_naming_those_it_has,
     callbacks_move_with_the_base_path,

@@ -33,6 +33,8 @@ mod session_list;
 mod sign_check_data;
 mod simulation;
 mod simulator_control_plane;
+mod sources;
+mod traces;
 mod tokens;
 mod usage;
 mod watchdog;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, enter, heartbeat, quit};
+use crate::helpers::{Backend, TestApp, TestDb, enter, heartbeat, quit};
 
 /// Parses the text exposition format strictly enough to catch malformed output:
 /// `name{label="value",…} number` per sample, `# HELP`/`# TYPE` comments.
@@ -216,7 +216,111 @@ async fn metrics_can_have_a_listener_of_their_own(backend: Backend) {
     assert_eq!(app.get("/metrics", None).await.status(), 404);
 }
 
+/// The metric names of docs/metrics.md's tables (the first column), so the doc and the
+/// exporter cannot drift apart.
+fn documented_metrics() -> Vec<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    let names: Vec<String> = doc
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    assert!(names.len() > 30, "docs/metrics.md lists only {names:?}");
+    names
+}
+
+/// The metric names of a scrape: histograms by their base name.
+fn exported_names(samples: &HashMap<String, f64>) -> std::collections::HashSet<String> {
+    let strip = |name: &str| {
+        ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name)
+            .to_owned()
+    };
+    samples
+        .keys()
+        .flat_map(|series| {
+            let name = series.split('{').next().unwrap();
+            [name.to_owned(), strip(name)]
+        })
+        .collect()
+}
+
+/// Issue #20: a freshly started `cphub serve`, asked nothing yet, already exports every
+/// documented series (with a webhook endpoint and the CPH API configured, whose series are
+/// labelled by them, and `app_id` folded to "all"). The HTTP request series are the
+/// documented exception: a route's status is known only once it answered.
+async fn a_fresh_binary_exports_every_documented_series(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cphub.toml");
+    std::fs::write(
+        &file,
+        "[metrics]\nper_app_labels = false\n\
+         [cph]\nendpoint = \"http://127.0.0.1:9\"\nproject_id = \"p\"\n\
+         [cph.auth]\nak = \"AK\"\nsk = \"SK\"\n\
+         [[webhooks.endpoints]]\nname = \"billing\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+         secrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n",
+    )
+    .unwrap();
+    let mut cmd = crate::binary::cphub(&db);
+    cmd.arg("--config").arg(&file);
+    let served = crate::binary::start_serve(&mut cmd);
+
+    let text = reqwest::get(format!("{}/metrics", served.address))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    crate::binary::stop(served.child).await;
+
+    let exported = exported_names(&parse(&text));
+    let missing: Vec<_> = documented_metrics()
+        .into_iter()
+        .filter(|name| !name.starts_with("cphub_http_request"))
+        .filter(|name| !exported.contains(name))
+        .collect();
+    assert!(missing.is_empty(), "not exported at start: {missing:?}");
+    let samples = parse(&text);
+    let build = samples
+        .iter()
+        .find(|(series, _)| series.starts_with("cphub_build_info{"))
+        .expect("cphub_build_info");
+    assert_eq!(*build.1, 1.0);
+    assert!(
+        build
+            .0
+            .contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+    );
+}
+
+/// Issue #20: an app's series, once seen, read 0 when its last session ends instead of
+/// disappearing (which would leave a dashboard on "no data" and an alert on nothing).
+async fn an_apps_series_stay_at_zero_after_its_last_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let active = r#"cphub_sessions_active{app_id="com.example.game"}"#;
+
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+        .await;
+    assert_eq!(scrape(&app).await.get(active), Some(&1.0));
+    app.send_event(&quit("s-1", "p-1", "2026-11-28T10:30:00Z", 1800))
+        .await;
+
+    let samples = scrape(&app).await;
+    assert_eq!(samples.get(active), Some(&0.0), "{active} absent or not 0");
+    assert_eq!(
+        samples.get(r#"cphub_queue_length{app_id="com.example.game"}"#),
+        Some(&0.0)
+    );
+}
+
 backend_tests!(
+    a_fresh_binary_exports_every_documented_series,
+    an_apps_series_stay_at_zero_after_its_last_session,
     counters_move_with_what_is_sent,
     sign_checks_are_counted_by_result,
     per_app_labels_can_be_folded,

@@ -175,9 +175,10 @@ async fn a_queue_is_served_in_order_as_sessions_end(backend: Backend) {
         metric(&app, "cphub_queue_wait_seconds_count").await,
         Some(20.0)
     );
+    // Issue #20: an app's series, once seen, stays at 0 rather than vanishing.
     assert_eq!(
         metric(&app, &format!("cphub_queue_length{{app_id=\"{GAME}\"}}")).await,
-        None,
+        Some(0.0),
         "nobody waits"
     );
 }
