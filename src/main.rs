@@ -85,6 +85,7 @@ async fn main() -> ExitCode {
     if let Some((audited, database)) = audited {
         let succeeded = matches!(result, Ok(Outcome::AllSucceeded));
         audited.record(&database, succeeded).await;
+    }
     // The last spans (the shutdown's own included) are still in the exporter's batch.
     if let Some(traces) = traces {
         let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
