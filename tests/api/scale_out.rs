@@ -245,9 +245,14 @@ impl Cluster {
     async fn kill_and_restart(&mut self, round: u64, api: &Api) {
         let leader = self.watch(3).await;
         if round == 0 {
+            let phones = self.simulator.phone_ids();
+            let rollout = api.start_rollout(&self.simulator, phones.len()).await;
+            // Updated before it falls silent: the watchdog leaves a phone the rollout is
+            // updating alone, so a phone silent during its update fails it only at the
+            // drain deadline (a minute), and the rollout pauses.
+            api.wait_until_updated(rollout, &phones[0]).await;
+            self.rollout = Some(rollout);
             self.simulator.fleet.lock().phones[0].faults.silent = true;
-            let phones = self.simulator.phone_ids().len();
-            self.rollout = Some(api.start_rollout(&self.simulator, phones).await);
         }
         self.kill_9(leader);
         let next = self.watch(4).await;
@@ -471,8 +476,8 @@ impl Api {
     /// over all of them, pushed first (5.3.4): a canary, then batches of a quarter of the
     /// fleet (at least two); a drain deadline far above a session (3 s) and the silent
     /// phone's recovery, so no phone is skipped. Its id. Started right before the first
-    /// `kill -9`, so the leader dies while it runs: started before the kills, it ended
-    /// before the first one in one run of ten under CPU load.
+    /// `kill -9` (once its canary is done), so the leader dies while it runs: started before
+    /// the kills, it ended before the first one in one run of ten under CPU load.
     async fn start_rollout(&self, simulator: &Simulator, phones: usize) -> i64 {
         // Answered 503 until haproxy has seen the replicas ready.
         let listed = || async {
@@ -509,6 +514,21 @@ impl Api {
         let rollout: Value = res.json().await.unwrap();
         assert_eq!(status, 201, "{rollout}");
         rollout["id"].as_i64().unwrap()
+    }
+
+    /// Until the rollout's phone `phone_id` is done (the canary: phones are taken in id
+    /// order), within a minute.
+    async fn wait_until_updated(&self, id: i64, phone_id: &str) {
+        for _ in 0..300 {
+            let rollout = self.get(&format!("/rollouts/{id}")).await;
+            let phones = rollout["phones"].as_array().cloned().unwrap_or_default();
+            let phone = phones.iter().find(|p| p["phone_id"] == phone_id);
+            if phone.is_some_and(|p| p["state"] == "done") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{phone_id} not updated by rollout {id} within a minute");
     }
 
     /// Until the rollout ended (done, aborted, or paused by a failure), within a minute.
