@@ -764,6 +764,13 @@ pub(super) async fn phones_by_state(
 
 /// Records what the control plane says about each phone (name, server, status), and its
 /// access information where this sync read the phone's detail (kept otherwise).
+///
+/// Written in key order, as every other writer of `phones` locks its rows on PostgreSQL.
+/// 4.3.1 lists phones newest first, and upserting them in that order locked the rows
+/// against the heartbeat flush's order: every replica's sync and flush deadlocked, each
+/// broken only after `deadlock_timeout`, and on a busy machine heartbeats reached the book
+/// seconds late, so that the watchdog took phones in play for silent and abandoned their
+/// sessions (found by the scale-out test with a rollout running).
 pub(super) async fn sync_phones(
     tx: &mut impl Sql,
     phones: &[ControlPlanePhone],
@@ -781,7 +788,9 @@ pub(super) async fn sync_phones(
                    THEN phones.cph_update_time ELSE excluded.cph_update_time END, \
                  cph_property = COALESCE(excluded.cph_property, phones.cph_property), \
                  cph_property_at = COALESCE(excluded.cph_property_at, phones.cph_property_at)";
-    for phone in phones {
+    let mut in_key_order: Vec<&ControlPlanePhone> = phones.iter().collect();
+    in_key_order.sort_unstable_by(|a, b| a.phone_id.cmp(&b.phone_id));
+    for phone in in_key_order {
         let access = phone.access.as_deref().map(access_infos_json);
         let update_time = access.as_ref().and(phone.update_time.as_deref());
         let property_at = phone.property.as_ref().map(|_| now);

@@ -6,6 +6,9 @@
 //! and another replica is stopped with SIGTERM. Then the book must hold everything cphub
 //! acknowledged, count nothing twice, never have given a phone to two sessions at once, and
 //! have had one watchdog leader at a time, which restarted the phone that fell silent once.
+//! A rollout of a new game version over every phone (5.3.7) runs through the kills, driven
+//! by whichever replica leads: it ends done, each phone updated exactly once, and no session
+//! was cut short by an update nor minted onto a drained phone.
 //! Every replica sends webhooks to a receiver in the test: every session.started and
 //! session.ended of the book must arrive, under one id per fact, and an event arrives twice
 //! only if a replica died between its two arrivals (the lease of a delivery cut short lapses
@@ -22,8 +25,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use cphub::cph::model::job_status;
+use cphub::simulator::fleet::{JobKind, SimJob};
 use cphub::simulator::{Acked, Acknowledged, DEFAULT_APP, SimOptions, Simulator};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -176,6 +182,8 @@ struct Cluster {
     hooks: Hooks,
     /// When each replica was gone (`kill -9` or SIGTERM done).
     deaths: Vec<Instant>,
+    /// The rollout's id, once started (just before the first `kill -9`).
+    rollout: Option<i64>,
 }
 
 impl Cluster {
@@ -234,9 +242,16 @@ impl Cluster {
     /// One round: the leader `kill -9`ed, restarted once another leads, then that one
     /// stopped with SIGTERM and restarted. In the first, a phone falls silent just before
     /// the leader dies: it is noticed by the next leader, and must be restarted once.
-    async fn kill_and_restart(&mut self, round: u64) {
+    async fn kill_and_restart(&mut self, round: u64, api: &Api) {
         let leader = self.watch(3).await;
         if round == 0 {
+            let phones = self.simulator.phone_ids();
+            let rollout = api.start_rollout(&self.simulator, phones.len()).await;
+            // Updated before it falls silent: the watchdog leaves a phone the rollout is
+            // updating alone, so a phone silent during its update fails it only at the
+            // drain deadline (a minute), and the rollout pauses.
+            api.wait_until_updated(rollout, &phones[0]).await;
+            self.rollout = Some(rollout);
             self.simulator.fleet.lock().phones[0].faults.silent = true;
         }
         self.kill_9(leader);
@@ -296,14 +311,15 @@ async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
     let mut cluster = start_cluster(&ports, &proxy.address, phones, sessions).await;
     configure_callbacks(&proxy.address, &cluster.simulator, &cluster.options).await;
     let setup_boots = boots(&cluster.simulator);
+    let api = Api::new(&proxy.address);
 
     let queued = tokio::spawn(queue_players(proxy.address.clone(), QUEUED));
     for round in 0..rounds {
-        cluster.kill_and_restart(round).await;
+        cluster.kill_and_restart(round, &api).await;
     }
+    let rollout = cluster.rollout.expect("started in the first round");
 
     let queued = queued.await.unwrap();
-    let api = Api::new(&proxy.address);
     api.wait_until_quiet(&cluster, sessions).await;
     api.wait_for_restart(&cluster.simulator.phone_ids()[0])
         .await;
@@ -329,6 +345,9 @@ async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
     assert_eq!(cluster.most_leaders, 1, "one watchdog leader at a time");
     assert_eq!(cluster.leaders().await.len(), 1);
     checked("cphub_watchdog_leader summed over the live replicas never exceeded 1");
+    let rolled = api.wait_for_rollout_done(rollout).await;
+    assert_rollout_acted_once(&cluster, &rolled, &book, &queued);
+    assert_no_session_cut_by_update(&cluster.simulator, &acked, &played);
     let restarts = restarts_by_phone(&cluster.simulator, &setup_boots);
     assert_one_recovery(&api.recoveries().await, &restarts, &cluster.simulator);
     cluster.simulator.stop().await;
@@ -363,6 +382,7 @@ async fn start_cluster(ports: &[u16], proxy: &str, phones: usize, sessions: u64)
         most_leaders: 0,
         hooks: Hooks::start().await,
         deaths: Vec::new(),
+        rollout: None,
     };
     for i in 0..REPLICAS {
         cluster.start_replica(i).await;
@@ -381,14 +401,32 @@ fn boots(simulator: &Simulator) -> Vec<u64> {
         .collect()
 }
 
-/// Restarts and resets each phone went through since the fleet was set up, by phone id.
+/// Restarts and resets each phone went through since the fleet was set up, by phone id: its
+/// boots less the rollout's installs (an install restarts the game too, 5.3.7).
 fn restarts_by_phone(simulator: &Simulator, setup: &[u64]) -> BTreeMap<String, u64> {
+    let installed = update_jobs(simulator, true);
     let fleet = simulator.fleet.lock();
     let pairs = fleet.phones.iter().zip(setup);
     pairs
-        .map(|(p, before)| (p.phone_id.clone(), p.boots - before))
+        .map(|(p, before)| {
+            let installs = installed.get(&p.phone_id).map_or(0, Vec::len) as u64;
+            (p.phone_id.clone(), p.boots - before - installs)
+        })
         .filter(|(_, n)| *n > 0)
         .collect()
+}
+
+/// The 5.3.7 jobs the control plane ran, by phone (one per call: the rollout has one
+/// version, Table 5-36), only those that installed when `succeeded`.
+fn update_jobs(simulator: &Simulator, succeeded: bool) -> BTreeMap<String, Vec<SimJob>> {
+    let fleet = simulator.fleet.lock();
+    let mut by_phone: BTreeMap<String, Vec<SimJob>> = BTreeMap::new();
+    let updates = (fleet.jobs.values()).filter(|j| j.kind == JobKind::UpdateAppVersion);
+    for job in updates.filter(|j| !succeeded || j.status == job_status::SUCCEEDED) {
+        let phone = job.phone_id.clone().expect("an update names its phone");
+        by_phone.entry(phone).or_default().push(job.clone());
+    }
+    by_phone
 }
 
 /// The operator API through haproxy, as an operator would read it.
@@ -434,6 +472,77 @@ impl Api {
         }
     }
 
+    /// Once phone sync lists every phone with the game (5.1.2), a rollout of a new version
+    /// over all of them, pushed first (5.3.4): a canary, then batches of a quarter of the
+    /// fleet (at least two); a drain deadline far above a session (3 s) and the silent
+    /// phone's recovery, so no phone is skipped. Its id. Started right before the first
+    /// `kill -9` (once its canary is done), so the leader dies while it runs: started before
+    /// the kills, it ended before the first one in one run of ten under CPU load.
+    async fn start_rollout(&self, simulator: &Simulator, phones: usize) -> i64 {
+        // Answered 503 until haproxy has seen the replicas ready.
+        let listed = || async {
+            let url = format!("{}/phones?app_id={DEFAULT_APP}", self.base);
+            let res = self
+                .client
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let page: Value = res.json().await.unwrap_or_default();
+            page["phones"].as_array().map_or(0, Vec::len)
+        };
+        for _ in 0..300 {
+            if listed().await == phones {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let version = simulator.fleet.lock().new_version(DEFAULT_APP).unwrap();
+        let body = json!({
+            "app_id": DEFAULT_APP, "app_version_ids": [version], "canary": 1,
+            "batch_size": (phones / 4).max(2), "max_failures": 0,
+            "drain_deadline_secs": 60, "push_first": true,
+        });
+        let res = (self.client.post(format!("{}/rollouts", self.base)))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let rollout: Value = res.json().await.unwrap();
+        assert_eq!(status, 201, "{rollout}");
+        rollout["id"].as_i64().unwrap()
+    }
+
+    /// Until the rollout's phone `phone_id` is done (the canary: phones are taken in id
+    /// order), within a minute.
+    async fn wait_until_updated(&self, id: i64, phone_id: &str) {
+        for _ in 0..300 {
+            let rollout = self.get(&format!("/rollouts/{id}")).await;
+            let phones = rollout["phones"].as_array().cloned().unwrap_or_default();
+            let phone = phones.iter().find(|p| p["phone_id"] == phone_id);
+            if phone.is_some_and(|p| p["state"] == "done") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{phone_id} not updated by rollout {id} within a minute");
+    }
+
+    /// Until the rollout ended (done, aborted, or paused by a failure), within a minute.
+    async fn wait_for_rollout_done(&self, id: i64) -> Value {
+        for _ in 0..300 {
+            let rollout = self.get(&format!("/rollouts/{id}")).await;
+            if rollout["state"] != "running" {
+                return rollout;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("rollout {id} still running after a minute");
+    }
+
     async fn recoveries(&self) -> Vec<Value> {
         let log = self.get("/recoveries?limit=1000").await;
         log["recoveries"].as_array().unwrap().clone()
@@ -461,9 +570,15 @@ impl Api {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let open = self.get("/sessions?state=playing").await;
+        let rollout = match cluster.rollout {
+            Some(id) => self.get(&format!("/rollouts/{id}")).await,
+            None => Value::Null,
+        };
         panic!(
-            "the fleet never settled: {}",
-            cluster.simulator.stats.summary(&cluster.simulator.fleet)
+            "the fleet never settled: {}; playing: {open}; rollout: {rollout}; phones: {}",
+            cluster.simulator.stats.summary(&cluster.simulator.fleet),
+            self.get("/phones").await
         );
     }
 
@@ -613,6 +728,112 @@ fn assert_no_phone_shared(book: &[Value]) {
     checked("no phone played two sessions at once");
 }
 
+/// The rollout ran through the first `kill -9` of the leader and ended done, every phone
+/// done after one attempt, and the control plane ran exactly one 5.3.7 update per phone:
+/// the replicas that led in turn never sent one twice. No session was minted onto a phone
+/// between its drain and its return to the pool, and none was being played when its phone's
+/// update installed (times in whole seconds, as the jobs show them, 4.4.1).
+fn assert_rollout_acted_once(
+    cluster: &Cluster,
+    rollout: &Value,
+    book: &[Value],
+    queued: &[QueuedPlayer],
+) {
+    assert_eq!(rollout["state"], "done", "{rollout}");
+    let updates = update_jobs(&cluster.simulator, false);
+    let phones = rollout["phones"].as_array().unwrap();
+    assert_eq!(
+        phones.len(),
+        cluster.simulator.phone_ids().len(),
+        "{rollout}"
+    );
+    for phone in phones {
+        let phone_id = phone["phone_id"].as_str().unwrap();
+        assert_eq!(phone["state"], "done", "{phone}");
+        assert_eq!(phone["attempts"], 1, "{phone}");
+        let jobs = updates.get(phone_id).map_or(&[][..], Vec::as_slice);
+        assert_eq!(jobs.len(), 1, "one 5.3.7 update of {phone_id}: {jobs:?}");
+        let on_phone: Vec<&Value> = (book.iter())
+            .filter(|s| s["phone_id"] == phone_id)
+            .collect();
+        assert_none_minted_while_drained(phone, &on_phone, queued);
+        assert_none_played_across(&jobs[0], &on_phone);
+    }
+    checked(&format!(
+        "the rollout ran through the leader's kill -9 and updated each of {} phones once; \
+         no session minted on a drained phone or cut short by its update",
+        phones.len()
+    ));
+}
+
+fn time(value: &Value) -> Option<DateTime<Utc>> {
+    value.as_str().and_then(|t| t.parse().ok())
+}
+
+/// No session of the phone was minted between its drain and its return to the pool. When
+/// the pick happened is bounded, not known: not before the session's `created_at` (the
+/// replica's clock read before its transaction, which may wait for a connection: a mint
+/// read at 48.4 s can pick at 48.7 s, after the phone came back at 48.6 s), and not after
+/// the first thing that followed it: the sign check (`verified_at`) or, for a queued
+/// player, the poll's answer. Both bounds inside the drain prove a pick inside it; a
+/// session never verified nor queued has no upper bound and is not judged here.
+fn assert_none_minted_while_drained(phone: &Value, sessions: &[&Value], queued: &[QueuedPlayer]) {
+    let drained = time(&phone["drained_at"]).expect("drained");
+    let back = time(&phone["finished_at"]).expect("finished");
+    for session in sessions {
+        let created = time(&session["created_at"]).unwrap();
+        let answered = (queued.iter())
+            .find(|q| session["session_id"] == q.session_id.as_str())
+            .map(|q| q.answered_at);
+        let Some(picked_by) = time(&session["verified_at"]).or(answered) else {
+            continue;
+        };
+        assert!(
+            !(drained < created && picked_by < back),
+            "{session} minted while drained: {phone}"
+        );
+    }
+}
+
+/// Every session started on the phone ended before its update was sent or started after
+/// it installed. Book times are cut to whole seconds as the job's are: a phone's enter time
+/// is already whole (cut down), so the cut can hide an overlap shorter than a second, never
+/// invent one.
+fn assert_none_played_across(job: &SimJob, sessions: &[&Value]) {
+    let second = |t: DateTime<Utc>| t.duration_trunc(TimeDelta::seconds(1)).unwrap();
+    let sent: DateTime<Utc> = job.begin_time.parse().unwrap();
+    let installed: DateTime<Utc> = job.end_time.as_deref().unwrap().parse().unwrap();
+    for session in sessions.iter().filter(|s| s["started_at"].is_string()) {
+        let started = second(time(&session["started_at"]).unwrap());
+        let ended = second(time(&session["ended_at"]).expect("every started session ended"));
+        assert!(
+            ended <= sent || started >= installed,
+            "{session} in play across the update {job:?}"
+        );
+    }
+}
+
+/// The simulator's own view: a session whose sign check was answered and that the phone
+/// did not play to its quit was cut short on the phone. Only the phone that fell silent
+/// may have lost one (the session it was playing then); an update that restarted a game
+/// mid-session would show here, whatever the book recorded.
+fn assert_no_session_cut_by_update(
+    simulator: &Simulator,
+    acked: &[Acknowledged],
+    played: &[cphub::simulator::PlayedSession],
+) {
+    let played: HashSet<&str> = played.iter().map(|p| p.session_id.as_str()).collect();
+    let cut: Vec<&Acknowledged> = (acked.iter())
+        .filter(|a| a.what == Acked::SignCheck && !played.contains(a.session_id.as_str()))
+        .collect();
+    let silent = &simulator.phone_ids()[0];
+    assert!(
+        cut.len() <= 1 && cut.iter().all(|a| &a.phone_id == silent),
+        "sessions cut short on the phones: {cut:?}"
+    );
+    checked("no session cut short on a phone but the silent one's");
+}
+
 /// The phone that fell silent was restarted exactly once (one incident, one action, though
 /// the leader that noticed it was killed), and no other phone was touched: the control
 /// plane's boots and the recovery log agree.
@@ -636,6 +857,8 @@ struct QueuedPlayer {
     user_id: String,
     session_id: String,
     phone_id: String,
+    /// When the poll's answer came: the phone was picked before.
+    answered_at: DateTime<Utc>,
 }
 
 /// `count` players join the queue and long-poll it through haproxy until each is given a
@@ -670,6 +893,7 @@ async fn wait_in_queue(proxy: String, user_id: String) -> QueuedPlayer {
     })
     .await;
     QueuedPlayer {
+        answered_at: Utc::now(),
         user_id,
         session_id: session["session_id"].as_str().unwrap().to_owned(),
         phone_id: session["phone_id"].as_str().unwrap().to_owned(),

@@ -9,6 +9,7 @@ mod encode;
 mod events;
 mod heartbeats;
 mod incidents;
+mod lock_order;
 mod minting;
 mod partitions;
 mod queue;

@@ -1,0 +1,61 @@
+//! Phone sync and the heartbeat flush on PostgreSQL, where replicas write `phones` at once:
+//! both lock the phones' rows in key order, so they wait for each other in line and never
+//! deadlock. 4.3.1 lists phones newest first; a sync that upserted them in that order held
+//! the newest while waiting for the oldest, which a flush (key order) held while waiting for
+//! the newest, and PostgreSQL broke the cycle only after `deadlock_timeout` by failing one.
+//! On a busy machine the flushes kept failing for seconds, the book heard no heartbeat, and
+//! the watchdog abandoned sessions of phones in play (the scale-out test's rollout run).
+//! SQLite has one writer connection, so lock order is PostgreSQL's question alone.
+
+use sqlx::{Connection, Executor, PgConnection};
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_sync_of_a_4_3_1_list_and_a_heartbeat_flush_never_deadlock() {
+    if postgres_available() {
+        sync_and_flush_wait_in_line().await
+    }
+}
+
+/// The flush's order: one transaction writing p-1 then p-3 (key order), as
+/// `record_heartbeats` does. Made by hand so the test can stop it after its first row.
+const FLUSH_FIRST_ROW: &str =
+    "UPDATE phones SET last_seen_at = '2024-05-01 19:01:00+00' WHERE phone_id = 'p-1'";
+const FLUSH_LAST_ROW: &str =
+    "UPDATE phones SET last_seen_at = '2024-05-01 19:01:00+00' WHERE phone_id = 'p-3'";
+
+async fn sync_and_flush_wait_in_line() {
+    let store = open(Backend::Postgres).await;
+    let phones = [("p-1", "srv-1"), ("p-2", "srv-1"), ("p-3", "srv-1")];
+    sync(&store, &phones, "19:00:00").await;
+    let mut flush = PgConnection::connect(store.url()).await.unwrap();
+    flush.execute("BEGIN").await.unwrap();
+    flush.execute(FLUSH_FIRST_ROW).await.unwrap();
+
+    // Listed as 4.3.1 lists them: newest first.
+    let newest_first: Vec<_> = phones.iter().rev().copied().collect();
+    let shared = store.shared();
+    let synced = tokio::spawn(async move { sync(&shared, &newest_first, "19:00:05").await });
+    // The sync waits for p-1; in key order it has locked nothing before it.
+    wait_for_lock_waiters(&mut flush, 1).await;
+    let last_row = flush.execute(FLUSH_LAST_ROW).await;
+    flush.execute("COMMIT").await.unwrap();
+
+    assert!(
+        last_row.is_ok(),
+        "the flush's last row is free while the sync waits for its first: {last_row:?}"
+    );
+    synced.await.expect("the sync commits after the flush");
+    let p3 = phone(&store, "p-3", at("19:00:00")).await.unwrap();
+    assert_eq!(
+        p3.last_seen_at,
+        Some(at("19:01:00")),
+        "the flush's write kept"
+    );
+    assert_eq!(
+        p3.cph_synced_at,
+        Some(at("19:00:05")),
+        "the sync's write after it"
+    );
+}
