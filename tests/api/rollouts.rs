@@ -4,6 +4,7 @@
 //! (5.3.1) unless pushed first (5.3.4); a failing canary pauses the rollout, and an abort
 //! returns the phones. Timings are shortened (1 s heartbeats, 100 ms ticks), never asserted.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,6 +23,7 @@ backend_tests!(
     a_failing_canary_pauses_the_rollout_and_an_abort_returns_the_phones_4_4_1,
     a_restarted_cphub_finishes_the_rollout_updating_no_phone_twice_7_1_2,
     a_phone_being_updated_is_draining_and_refuses_a_manual_restart_or_reset_5_3_7,
+    idle_phones_are_updated_at_once_and_busy_ones_only_after_their_sessions_5_3_7,
 );
 
 pub(crate) const APP: &str = "sim.game";
@@ -347,6 +349,75 @@ async fn a_restarted_cphub_finishes_the_rollout_updating_no_phone_twice_7_1_2(ba
         assert_eq!(rig.updates_of(phone_id), 1, "updated once: {phone_id}");
     }
     rig.simulator.stop().await;
+}
+
+/// Of 20 phones, 6 carry long sessions when the rollout starts (one batch of all 20): the
+/// 14 idle ones are updated (5.3.7) at once, each of the 6 only once its session has ended
+/// with its player's quit — drained, not interrupted — and every phone exactly once.
+async fn idle_phones_are_updated_at_once_and_busy_ones_only_after_their_sessions_5_3_7(
+    backend: Backend,
+) {
+    let rig = start(backend, 20, |o| {
+        o.token = Some(TOKEN.to_owned());
+        o.sessions = 6;
+        o.player_interval_ms = 100;
+        o.session_min_secs = 15;
+        o.session_max_secs = 15;
+    })
+    .await;
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+    let playing = || async {
+        let list = rig.get("/api/v1/sessions?state=playing&limit=100").await;
+        list["sessions"].as_array().unwrap().clone()
+    };
+    rig.wait(|| async { playing().await.len() == 6 }).await;
+    let busy: BTreeMap<String, String> = playing()
+        .await
+        .iter()
+        .map(|s| (text(&s["phone_id"]), text(&s["session_id"])))
+        .collect();
+
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 20,
+            "drain_deadline_secs": 120,
+        }))
+        .await;
+    let done = rig.wait_for_rollout(&rollout["id"], "done").await;
+
+    let mut first_end = None;
+    let mut ends = BTreeMap::new();
+    for (phone_id, session_id) in &busy {
+        let session = rig.get(&format!("/api/v1/sessions/{session_id}")).await;
+        assert_eq!(session["end_reason"], "quit", "not interrupted: {session}");
+        let ended = time(&session["ended_at"]).unwrap();
+        first_end = Some(first_end.map_or(ended, |first: DateTime<Utc>| first.min(ended)));
+        ends.insert(phone_id.clone(), ended);
+    }
+    let phones = done["phones"].as_array().unwrap();
+    assert_eq!(phones.len(), 20);
+    for phone in phones {
+        let phone_id = text(&phone["phone_id"]);
+        assert_eq!(phone["state"], "done", "{phone}");
+        assert_eq!(rig.updates_of(&phone_id), 1, "updated once: {phone_id}");
+        let submitted = time(&phone["submitted_at"]).unwrap();
+        match ends.get(&phone_id) {
+            Some(ended) => assert!(
+                submitted >= *ended,
+                "busy, updated after its session: {phone}"
+            ),
+            None => assert!(
+                submitted < first_end.unwrap(),
+                "idle, updated at once: {phone}"
+            ),
+        }
+    }
+    rig.simulator.stop().await;
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap().to_owned()
 }
 
 /// The canary's update (5.3.7) runs 20 s (every simulator job does, so the callback set-up
