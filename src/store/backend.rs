@@ -67,12 +67,17 @@ macro_rules! in_transaction {
         in_transaction!($backend, book::$call($($arg),*))
     };
     ($backend:ident, $module:ident::$call:ident($($arg:expr),* $(,)?)) => {
-        async {
-            let mut tx = $backend.begin_write().await?;
-            let result = $module::$call(&mut tx, $($arg),*).await?;
-            B::commit(tx).await?;
-            Ok::<_, StoreError>(result)
-        }
+        tracing::Instrument::instrument(
+            async {
+                let mut tx = $backend.begin_write().await?;
+                let result = $module::$call(&mut tx, $($arg),*).await?;
+                B::commit(tx).await?;
+                Ok::<_, StoreError>(result)
+            },
+            // A child of whatever asked for the write (a request, the watchdog's pass), so
+            // a trace shows the time spent waiting for the writer and committing.
+            tracing::info_span!("store write", op = stringify!($call)),
+        )
         .await
     };
 }

@@ -49,7 +49,9 @@ impl<C: Commit> GroupCommit<C> {
         (GroupCommit { queue }, task)
     }
 
-    /// Writes `job` and returns once it is committed (or the commit failed).
+    /// Writes `job` and returns once it is committed (or the commit failed). The span is the
+    /// request's view of its write: the wait in the queue and the batch's commit.
+    #[tracing::instrument(name = "store write", skip_all, fields(op = C::WHAT))]
     pub async fn submit(&self, job: C::Job) -> Result<C::Done, Arc<StoreError>> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || Arc::new(StoreError::WriterStopped);

@@ -108,6 +108,12 @@ async fn a_callbacks_spans_reach_an_otlp_receiver_and_webhooks_carry_traceparent
     assert_eq!(request["name"], "HTTP request");
     assert_eq!(request["traceId"], event["traceId"]);
     assert_eq!(attribute(request, "client.address").unwrap(), "127.0.0.1");
+    // The event's write to the book is a child of the handler's span.
+    let write = spans
+        .iter()
+        .find(|s| s["name"] == "store write" && s["parentSpanId"] == event["spanId"])
+        .unwrap_or_else(|| panic!("no store write under the event's span among {spans:#?}"));
+    assert_eq!(attribute(write, "op").unwrap(), "event batch");
 }
 
 backend_tests!(a_callbacks_spans_reach_an_otlp_receiver_and_webhooks_carry_traceparent,);
