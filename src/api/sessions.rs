@@ -87,6 +87,7 @@ pub(super) async fn mint(
     clock: web::Data<dyn Clock>,
     access: web::Data<AccessSettings>,
     fleet: web::Data<FleetSettings>,
+    root: tracing_actix_web::RootSpan,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let request = mint_request(body.into_inner(), key, clock.now(), &access, &fleet)?;
@@ -105,9 +106,10 @@ pub(super) async fn mint(
         Allocation::UnknownPhone => return Err(ApiError::NotFound("phone")),
         Allocation::KeyReused => return Err(ApiError::IdempotencyKeyReused),
     };
-    let span = tracing::Span::current();
-    span.record("session_id", minted.access.session_id.as_str());
-    span.record("phone_id", minted.phone_id.as_str());
+    for span in [&tracing::Span::current(), &*root] {
+        span.record("session_id", minted.access.session_id.as_str());
+        span.record("phone_id", minted.phone_id.as_str());
+    }
     Ok(HttpResponse::Created().json(MintedSession::new(minted, access.key_encoding)))
 }
 

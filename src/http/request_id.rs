@@ -104,6 +104,9 @@ impl tracing_actix_web::RootSpanBuilder for RootSpan {
             request_id = %id,
             // The operator API's caller: the token's name from api.tokens, never the token.
             token_name = Empty,
+            // What the request was about, when its handler learns it (callbacks, mints).
+            session_id = Empty,
+            phone_id = Empty,
             http.status_code = Empty,
             otel.status_code = Empty,
             exception.message = Empty,

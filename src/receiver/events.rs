@@ -37,6 +37,7 @@ pub(super) async fn receive(
     writer: web::Data<EventWriter>,
     clock: web::Data<dyn Clock>,
     metrics: web::Data<Metrics>,
+    root: tracing_actix_web::RootSpan,
 ) -> Result<HttpResponse, ReceiverError> {
     let received_at = clock.now();
     let event =
@@ -48,8 +49,10 @@ pub(super) async fn receive(
             .inc();
     }
     let (kind, span) = (event.kind, tracing::Span::current());
-    span.record("session_id", event.session_id.as_str());
-    span.record("phone_id", event.phone_id.as_str());
+    for span in [&span, &*root] {
+        span.record("session_id", event.session_id.as_str());
+        span.record("phone_id", event.phone_id.as_str());
+    }
     span.record("kind", tracing::field::debug(kind));
 
     let app_id = event.app_id.clone();

@@ -51,6 +51,7 @@ pub(super) async fn receive(
     clock: web::Data<dyn Clock>,
     settings: web::Data<AccessSettings>,
     metrics: web::Data<Metrics>,
+    root: tracing_actix_web::RootSpan,
 ) -> Result<HttpResponse, ReceiverError> {
     let context = Context {
         store: store.as_ref(),
@@ -58,6 +59,7 @@ pub(super) async fn receive(
         settings: &settings,
         metrics: &metrics,
         now: clock.now(),
+        root: &root,
     };
     let result = check(body.into_inner(), &context).await;
     let label = match &result {
@@ -77,6 +79,8 @@ struct Context<'a> {
     settings: &'a AccessSettings,
     metrics: &'a Metrics,
     now: UtcTime,
+    /// The request's span, which names the session too.
+    root: &'a tracing::Span,
 }
 
 #[tracing::instrument(name = "sign check", skip_all, fields(session_id, verdict, data))]
@@ -85,7 +89,9 @@ async fn check(
     cx: &Context<'_>,
 ) -> Result<(Verdict, HttpResponse), ReceiverError> {
     let (session_id, presented) = body.parse(cx.settings)?;
-    tracing::Span::current().record("session_id", session_id.as_str());
+    for span in [&tracing::Span::current(), cx.root] {
+        span.record("session_id", session_id.as_str());
+    }
     let rules = Rules::from(cx.settings);
     let mut issued = issued_access(cx.store, &session_id).await?;
     let mut verdict = verify(&issued, &presented, cx.now, &rules)?;

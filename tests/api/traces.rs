@@ -108,6 +108,10 @@ async fn a_callbacks_spans_reach_an_otlp_receiver_and_webhooks_carry_traceparent
     assert_eq!(request["name"], "HTTP request");
     assert_eq!(request["traceId"], event["traceId"]);
     assert_eq!(attribute(request, "client.address").unwrap(), "127.0.0.1");
+    // And the request's own span names the session and phone (#20: one span per request
+    // with the session and phone ids).
+    assert_eq!(attribute(request, "session_id").unwrap(), "s-traced");
+    assert_eq!(attribute(request, "phone_id").unwrap(), "p-traced");
     // The event's write to the book is a child of the handler's span.
     let write = spans
         .iter()
