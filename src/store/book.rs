@@ -853,19 +853,61 @@ pub(super) async fn access_read(
     Ok(db.fetch_all(sql, &[]).await?)
 }
 
-pub(super) async fn release_lapsed_holds(
-    tx: &mut impl Sql,
+pub(super) async fn release_lapsed_holds<D: Sql>(
+    tx: &mut D,
     now: UtcTime,
 ) -> Result<u64, StoreError> {
-    let expire = "UPDATE sessions SET state = 'expired', updated_at = $1 \
-                  WHERE state IN ('minted', 'verified') AND hold_until < $1";
-    let expired = tx.execute(expire, &args![now]).await?;
-    let release = "UPDATE phones SET allocated_session_id = NULL, allocated_until = NULL, \
-                     updated_at = $1 WHERE allocated_until < $1";
-    tx.execute(release, &args![now]).await?;
+    let expired = tx.execute(expire_lapsed_sql::<D>(), &args![now]).await?;
+    tx.execute(release_lapsed_sql::<D>(), &args![now]).await?;
     let forget = "DELETE FROM mint_keys WHERE expires_at <= $1";
     tx.execute(forget, &args![now]).await?;
     Ok(expired)
+}
+
+/// Lapsed holds' sessions expire. On PostgreSQL their rows are locked first, in key order
+/// as every writer of `sessions` takes them: a plain `UPDATE … WHERE hold_until < $1` takes
+/// them in scan order and can deadlock with an event batch (`ORDER BY session_id FOR UPDATE`).
+/// A row another transaction changed meanwhile is checked again once locked.
+fn expire_lapsed_sql<D: Sql>() -> &'static str {
+    macro_rules! expire {
+        ($lock:literal) => {
+            concat!(
+                "UPDATE sessions SET state = 'expired', updated_at = $1 \
+                 WHERE state IN ('minted', 'verified') AND hold_until < $1",
+                $lock
+            )
+        };
+    }
+    match D::LOCKS_ROWS {
+        true => expire!(
+            " AND session_id IN (SELECT session_id FROM sessions \
+              WHERE state IN ('minted', 'verified') AND hold_until < $1 \
+              ORDER BY session_id FOR UPDATE)"
+        ),
+        false => expire!(""),
+    }
+}
+
+/// Lapsed holds' phones go back to the pool, locked in key order on PostgreSQL as the
+/// heartbeat flush and phone sync take them (tests/store/lock_order.rs: in scan order the
+/// two deadlocked).
+fn release_lapsed_sql<D: Sql>() -> &'static str {
+    macro_rules! release {
+        ($lock:literal) => {
+            concat!(
+                "UPDATE phones SET allocated_session_id = NULL, allocated_until = NULL, \
+                 updated_at = $1 WHERE allocated_until < $1",
+                $lock
+            )
+        };
+    }
+    match D::LOCKS_ROWS {
+        true => release!(
+            " AND phone_id IN (SELECT phone_id FROM phones WHERE allocated_until < $1 \
+              ORDER BY phone_id FOR UPDATE)"
+        ),
+        false => release!(""),
+    }
 }
 
 pub(super) async fn issued_access(

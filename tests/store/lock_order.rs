@@ -59,3 +59,59 @@ async fn sync_and_flush_wait_in_line() {
         "the sync's write after it"
     );
 }
+
+/// The hold sweep (`release_lapsed_holds`, run by every mint and by the hold sweeper) against
+/// a flush: the sweep's `UPDATE … WHERE allocated_until < now` took the lapsed phones in
+/// scan order, so with p-3's hold written after p-1's it could hold p-3 while waiting for p-1,
+/// which a flush held while waiting for p-3. The sweep now locks them in key order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hold_sweep_and_a_heartbeat_flush_never_deadlock() {
+    if postgres_available() {
+        sweep_and_flush_wait_in_line().await
+    }
+}
+
+async fn sweep_and_flush_wait_in_line() {
+    let store = open(Backend::Postgres).await;
+    let phones = [("p-1", "srv-1"), ("p-2", "srv-1"), ("p-3", "srv-1")];
+    sync(&store, &phones, "19:00:00").await;
+    // Two lapsed holds, p-3's row version written before p-1's: a scan meets p-3 first.
+    let mut flush = PgConnection::connect(store.url()).await.unwrap();
+    for phone in ["p-3", "p-1"] {
+        sqlx::query(
+            "UPDATE phones SET allocated_until = '2024-05-01 19:00:30+00' WHERE phone_id = $1",
+        )
+        .bind(phone)
+        .execute(&mut flush)
+        .await
+        .unwrap();
+    }
+    flush.execute("BEGIN").await.unwrap();
+    flush.execute(FLUSH_FIRST_ROW).await.unwrap();
+
+    let shared = store.shared();
+    let swept = tokio::spawn(async move { release_lapsed_holds(&shared, "19:01:00").await });
+    // The sweep waits for p-1; in key order it has locked nothing before it.
+    wait_for_lock_waiters(&mut flush, 1).await;
+    let last_row = flush.execute(FLUSH_LAST_ROW).await;
+    flush.execute("COMMIT").await.unwrap();
+
+    assert!(
+        last_row.is_ok(),
+        "the flush's last row is free while the sweep waits for its first: {last_row:?}"
+    );
+    swept.await.expect("the sweep commits after the flush");
+    let rows: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT phone_id, allocated_until IS NULL, last_seen_at = '2024-05-01 19:01:00+00' \
+         FROM phones WHERE phone_id IN ('p-1', 'p-3') ORDER BY phone_id",
+    )
+    .fetch_all(&mut flush)
+    .await
+    .unwrap();
+    let expected = |phone: &str| (phone.to_owned(), true, true);
+    assert_eq!(
+        rows,
+        [expected("p-1"), expected("p-3")],
+        "(phone, hold released, the flush's write kept)"
+    );
+}
