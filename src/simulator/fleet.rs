@@ -52,6 +52,9 @@ pub struct SimPhone {
     pub apps: Vec<String>,
     /// The version installed of each of those apps: app id → `app_version_id` (5.3.6).
     pub versions: BTreeMap<String, String>,
+    /// Whether a heartbeat of this phone has been answered: cphub knows it. The faults wait
+    /// for it (see `break_phones_later`).
+    pub heard: bool,
 }
 
 impl SimPhone {
@@ -226,6 +229,7 @@ impl Fleet {
                 boots: 0,
                 apps: Vec::new(),
                 versions: BTreeMap::new(),
+                heard: false,
             })
             .collect();
         let mut fleet = Fleet {

@@ -147,6 +147,7 @@ async fn break_phones_later(fleet: SharedFleet, options: Arc<SimOptions>) {
         return;
     }
     tokio::time::sleep(Duration::from_secs(options.faults_after_secs)).await;
+    wait_until_heard(&fleet).await;
     let mut fleet = fleet.lock();
     fleet.job_failures_on = true;
     for (i, phone) in fleet.phones.iter_mut().enumerate() {
@@ -172,6 +173,23 @@ async fn break_phones_later(fleet: SharedFleet, options: Arc<SimOptions>) {
         dark_servers = options.dark_servers,
         "simulated phones broke"
     );
+}
+
+/// Waits (up to a minute) until cphub has answered a heartbeat of every phone (a dark server
+/// takes all of its phones, so the wait is for all). Setting a fleet up takes a 4.3.9 property update and a
+/// restart, whose jobs take `job_delay` each: on a busy machine that outlasted
+/// `faults_after_secs`, a phone broke before cphub ever heard of it, and a phone cphub never
+/// heard is not silent to it — the watchdog rightly leaves it alone, and a test meant to see
+/// a silent phone recovered saw nothing. (The reference says nothing of this; it is how the
+/// simulator stages its faults.) Without a cphub to answer, the faults start after the wait.
+async fn wait_until_heard(fleet: &SharedFleet) {
+    for _ in 0..600 {
+        let heard = fleet.lock().phones.iter().all(|p| p.heard);
+        if heard {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `cphub simulate`: runs until Ctrl-C/SIGTERM or `--duration-secs`, printing a summary

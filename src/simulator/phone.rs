@@ -168,6 +168,7 @@ impl VirtualPhone {
         let body = heartbeat_body(&self.phone_id(), session);
         if self.post(&callbacks.heartbeat, &body).await.is_some() {
             Stats::count(&self.stats.heartbeats);
+            self.fleet.lock().phones[self.index].heard = true;
         }
     }
 
