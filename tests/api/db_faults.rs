@@ -182,12 +182,27 @@ async fn an_exhausted_pool_means_503_with_retry_after(backend: Backend) {
     )
     .await;
     let mut lock = WriteLock::take(&app.db).await;
-    let stuck = {
+    // The stuck write: an event queued behind the lock, holding the one connection. Had a
+    // background write held that connection when the event asked for it (the start-up's
+    // partition upkeep can outlast the 300 ms acquire timeout on a busy machine), the event
+    // got its 503 without queueing: then it is sent again, as a phone would.
+    let mut stuck = None;
+    for _ in 0..10 {
         let (client, url) = (app.client.clone(), format!("{}/cph/events", app.address));
         let body = enter("s-1", "p-1", "2026-11-28T10:00:00Z");
-        tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() })
-    };
-    lock.wait_for_a_waiter().await;
+        let request =
+            tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() });
+        if lock.queued(&request).await {
+            stuck = Some(request);
+            break;
+        }
+        assert_eq!(
+            request.await.unwrap().status(),
+            503,
+            "answered without queueing"
+        );
+    }
+    let stuck = stuck.expect("the event queued behind the lock");
 
     // Minting writes, so on both backends it needs the connection the stuck write holds.
     assert_unavailable(app.mint(&json!({"app_id": "game", "user_id": "u-1"})).await).await;

@@ -352,6 +352,27 @@ impl WriteLock {
         wait_for_lock_waiters(conn, 1).await;
     }
 
+    /// Whether `request` queued a write behind the lock before it was answered. PostgreSQL
+    /// shows the waiter; SQLite cannot, so there a request still unanswered after a short
+    /// pause counts as queued.
+    pub async fn queued<T>(&mut self, request: &tokio::task::JoinHandle<T>) -> bool {
+        let started = std::time::Instant::now();
+        for _ in 0..6000 {
+            if request.is_finished() {
+                return false;
+            }
+            let queued = match self {
+                WriteLock::Postgres(conn) => db::lock_waiters(conn).await >= 1,
+                WriteLock::Sqlite(_) => started.elapsed() >= Duration::from_millis(500),
+            };
+            if queued {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the request neither queued a write nor was answered");
+    }
+
     pub async fn release(self) {
         use sqlx::Executor;
         match self {

@@ -130,17 +130,22 @@ pub async fn sqlx_connect(url: &str) -> sqlx::PgConnection {
 #[allow(dead_code)]
 pub async fn wait_for_lock_waiters(conn: &mut sqlx::PgConnection, n: i64) {
     for _ in 0..6000 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-        if waiting >= n {
+        if lock_waiters(conn).await >= n {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("{n} statements never waited for a lock");
+}
+
+/// How many statements of this connection's database wait for a lock now.
+#[allow(dead_code)]
+pub async fn lock_waiters(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
 }
