@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use wiremock::{MockServer, ResponseTemplate};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, TestApp};
+use crate::helpers::{Backend, TOKEN};
 use crate::rollouts::{Rig, start_with};
 use crate::webhooks::{OLD_SECRET, envelope, hook_url, receiver, verify_with_reference_library};
 
@@ -206,20 +206,7 @@ async fn a_cphub_restarted_mid_rollout_sends_no_transition_twice_7_1_2(backend: 
         phones.iter().filter(|p| p["state"] == "updating").count() == 3
     })
     .await;
-    let Rig {
-        app,
-        simulator,
-        settings,
-        options,
-    } = rig;
-    let db = app.stop().await;
-    let app = TestApp::spawn_on(db, &settings).await;
-    let rig = Rig {
-        app,
-        simulator,
-        settings,
-        options,
-    };
+    let rig = rig.restart().await;
 
     rig.wait_for_rollout(&id, "done").await;
 

@@ -80,6 +80,24 @@ impl Rig {
     }
 
     /// `version` on every server without a 5.3.4 job (which takes the simulator's job delay).
+    /// cphub stopped (as on SIGTERM) and started again on the same database and settings.
+    pub(crate) async fn restart(self) -> Rig {
+        let Rig {
+            app,
+            simulator,
+            settings,
+            options,
+        } = self;
+        let db = app.stop().await;
+        let app = TestApp::spawn_on(db, &settings).await;
+        Rig {
+            app,
+            simulator,
+            settings,
+            options,
+        }
+    }
+
     pub(crate) fn push_by_hand(&self, version: &str) {
         let mut fleet = self.simulator.fleet.lock();
         for server in fleet.server_ids() {
@@ -325,20 +343,7 @@ async fn a_restarted_cphub_finishes_the_rollout_updating_no_phone_twice_7_1_2(ba
         phones.iter().filter(|p| p["state"] == "updating").count() == 3
     })
     .await;
-    let Rig {
-        app,
-        simulator,
-        settings,
-        options,
-    } = rig;
-    let db = app.stop().await;
-    let app = TestApp::spawn_on(db, &settings).await;
-    let rig = Rig {
-        app,
-        simulator,
-        settings,
-        options,
-    };
+    let rig = rig.restart().await;
 
     let done = rig.wait_for_rollout(&rollout["id"], "done").await;
 
