@@ -20,8 +20,10 @@ use crate::store::{PresentedSignCheck, TicketWriter};
 /// A passed sign check.
 #[derive(Serialize, ToSchema)]
 pub(super) struct SignCheckAnswer {
-    /// 32 lowercase hex characters.
-    request_id: String,
+    /// 32 lowercase hex characters; serialised from the request's own id, not formatted
+    /// into a `String` first.
+    #[schema(value_type = String)]
+    request_id: request_id::RequestId,
     /// The session's AES key (`access.cipher`; AES-256 by default), in
     /// `access.key_encoding` (hex by default). The same on every success of the session.
     aes_key: String,
@@ -123,7 +125,7 @@ fn count_data(data: Option<DataCheck>, admitted: bool, metrics: &Metrics) {
 
 fn answer(settings: &AccessSettings, aes_key: &AesKey) -> HttpResponse {
     HttpResponse::Ok().json(SignCheckAnswer {
-        request_id: request_id::current(),
+        request_id: request_id::current_id(),
         aes_key: access::encode(settings.key_encoding, aes_key.bytes()),
     })
 }
