@@ -486,8 +486,9 @@ async fn a_mint_with_a_key_is_answered_again_and_another_request_refused(backend
 }
 
 /// A reconnect (`access.reconnect`) is a line of the session's event log, written only
-/// while the session is verified or playing: a quit committed between the sign check's read
-/// and its write wins, and the receiver then decides the sign check afresh.
+/// while the session is verified or playing: a quit committed before the write wins (the
+/// ticket writer reads and writes in one transaction, `check_signs`; called alone, the
+/// write still checks).
 async fn a_reconnect_is_logged_only_while_the_session_is_live(backend: Backend) {
     let store = open(backend).await;
     idle_phones(&store, &["p-1"], "18:59:00").await;
