@@ -20,8 +20,8 @@ use crate::store::{PresentedSignCheck, TicketWriter};
 /// A passed sign check.
 #[derive(Serialize, ToSchema)]
 pub(super) struct SignCheckAnswer {
-    /// 32 lowercase hex characters; serialised from the request's own id, not formatted
-    /// into a `String` first.
+    /// 32 lowercase hex characters.
+    // Serialised from the request's own id, not formatted into a `String` first.
     #[schema(value_type = String)]
     request_id: request_id::RequestId,
     /// The session's AES key (`access.cipher`; AES-256 by default), in
