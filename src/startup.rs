@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
+use crate::access::Rules;
 use crate::api::{self, BearerTokens, RateLimit};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -25,7 +26,7 @@ use crate::receiver;
 use crate::rollout::Rollouts;
 use crate::routes;
 use crate::store::{
-    self, ApplyEvents, ApplyRules, ConsumeTickets, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
+    self, ApplyEvents, ApplyRules, CheckSigns, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
     Store, StoreError, TicketWriter,
 };
 use crate::watchdog::{BookRetention, HoldSweeper, RetentionTask, Watchdog, WatchdogTask};
@@ -112,7 +113,10 @@ impl Application {
         // Sign checks come in at most as fast as sessions start: the event batch limit
         // bounds their transactions just as well.
         let (tickets, tickets_task) = TicketWriter::spawn(
-            ConsumeTickets(Arc::clone(&store)),
+            CheckSigns {
+                store: Arc::clone(&store),
+                rules: Rules::from(&settings.effective_access()),
+            },
             settings.callbacks.event_batch_max,
             settings.database.write_timeout(),
         );

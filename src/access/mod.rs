@@ -10,7 +10,9 @@ mod verify;
 pub use cipher::decrypts;
 pub use encoding::{decode, encode};
 pub use secrets::{AesKey, MintedAccess, Ticket};
-pub use verify::{DataCheck, Issued, Refusal, Rules, Sealed, SignCheck, Verdict, verify};
+pub use verify::{
+    DataCheck, Decision, Issued, Refusal, Rules, Sealed, SignCheck, Verdict, decide, verify,
+};
 
 impl From<&crate::config::AccessSettings> for Rules {
     fn from(settings: &crate::config::AccessSettings) -> Self {

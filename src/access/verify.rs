@@ -184,6 +184,42 @@ fn used_again(
     }
 }
 
+/// What one sign check gets: what `encrypted_data` showed (None when not decrypted), and
+/// the verdict or the refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub data: Option<DataCheck>,
+    pub verdict: Result<Verdict, Refusal>,
+}
+
+/// Every rule of a sign check: the ticket's ([`verify`]), then what `encrypted_data` proves
+/// (not for a retry: its data was checked when it passed). A first use leaves `issued` as
+/// consuming the ticket leaves the book, so the next sign check of the session in the same
+/// batch is decided as it would be one by one: the identical request a retry, another a
+/// reconnect or a replay.
+pub fn decide(issued: &mut Issued, presented: &SignCheck, now: UtcTime, rules: &Rules) -> Decision {
+    let verdict = match verify(issued, presented, now, rules) {
+        Ok(verdict) => verdict,
+        Err(refusal) => {
+            return Decision {
+                data: None,
+                verdict: Err(refusal),
+            };
+        }
+    };
+    let data = match verdict {
+        Verdict::Retry => None,
+        _ => rules.check_data(&issued.aes_key, &presented.sealed),
+    };
+    let verdict = rules.admit(data).map(|()| verdict);
+    if verdict == Ok(Verdict::FirstUse) {
+        issued.state = SessionState::Verified;
+        issued.verified_at = Some(now);
+        issued.sign_check_digest = Some(presented.digest().to_owned());
+    }
+    Decision { data, verdict }
+}
+
 impl Rules {
     /// None with `access.encrypted_data = "off"`: the data is not even decrypted.
     pub fn check_data(&self, key: &AesKey, sealed: &Sealed) -> Option<DataCheck> {
@@ -421,5 +457,43 @@ mod tests {
             assert_eq!(lenient.admit(Some(DataCheck::Absent)), Ok(()));
             assert_eq!(lenient.admit(None), Ok(()));
         }
+    }
+
+    /// Three sign checks of one ticket decided in a row, as one batch decides them: the
+    /// first consumes it, the identical request is a retry (data not checked again), another
+    /// is refused under `never`; a failed decryption under `enforce` consumes nothing.
+    #[test]
+    fn decide_leaves_what_consuming_the_ticket_leaves() {
+        let (minted, mut issued) = issue();
+        let rules = rules(Reconnect::Never);
+        let garbled = presented(&minted, Sealed::Garbled);
+        assert_eq!(
+            decide(&mut issued, &garbled, at(T0), &rules),
+            Decision {
+                data: Some(DataCheck::Failed),
+                verdict: Err(Refusal::DecryptFailed)
+            }
+        );
+        assert_eq!(issued.state, SessionState::Minted, "refused: not consumed");
+
+        let first = presented(&minted, seal(&minted, b"hello"));
+        let first_use = decide(&mut issued, &first, at(T0), &rules);
+        assert_eq!(first_use.data, Some(DataCheck::Ok));
+        assert_eq!(first_use.verdict, Ok(Verdict::FirstUse));
+        assert_eq!(issued.state, SessionState::Verified);
+        assert_eq!(issued.verified_at, Some(at(T0)));
+        assert_eq!(issued.sign_check_digest.as_deref(), Some(first.digest()));
+
+        let retry = decide(&mut issued, &first, at(T0 + 1), &rules);
+        assert_eq!(
+            retry,
+            Decision {
+                data: None,
+                verdict: Ok(Verdict::Retry)
+            }
+        );
+        let other = presented(&minted, Sealed::Absent);
+        let replay = decide(&mut issued, &other, at(T0 + 1), &rules);
+        assert_eq!(replay.verdict, Err(Refusal::Replayed));
     }
 }

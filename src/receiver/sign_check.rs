@@ -1,26 +1,29 @@
 //! `POST {base_path}/sign-check` (chapter 6.1): the phone asks whether a player may use the
 //! session, and gets the session's AES key if every rule of docs/api.md "Access verification"
-//! holds. The first success consumes the ticket, and a reconnect is logged, committed (in a
-//! group with concurrent sign checks) before the answer.
+//! holds. The ticket writer reads the session, decides and commits in one transaction with
+//! concurrent sign checks (`store/sign_check_batch.rs`): the first success consumes the
+//! ticket, a reconnect is logged, both committed before the answer.
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ReceiverError, SignCheckBody};
-use crate::access::{self, DataCheck, Issued, Refusal, Rules, SignCheck, Verdict, verify};
+use crate::access::{self, AesKey, DataCheck, Verdict};
 use crate::clock::Clock;
 use crate::config::AccessSettings;
-use crate::domain::{SessionId, UtcTime};
+use crate::domain::UtcTime;
 use crate::http::{error::ErrorBody, request_id};
 use crate::metrics::Metrics;
-use crate::store::{Admission, Store, TicketWriter, Verification};
+use crate::store::{PresentedSignCheck, TicketWriter};
 
 /// A passed sign check.
 #[derive(Serialize, ToSchema)]
 pub(super) struct SignCheckAnswer {
     /// 32 lowercase hex characters.
-    request_id: String,
+    // Serialised from the request's own id, not formatted into a `String` first.
+    #[schema(value_type = String)]
+    request_id: request_id::RequestId,
     /// The session's AES key (`access.cipher`; AES-256 by default), in
     /// `access.key_encoding` (hex by default). The same on every success of the session.
     aes_key: String,
@@ -46,7 +49,6 @@ pub(super) struct SignCheckAnswer {
 )]
 pub(super) async fn receive(
     body: web::Json<SignCheckBody>,
-    store: web::Data<dyn Store>,
     tickets: web::Data<TicketWriter>,
     clock: web::Data<dyn Clock>,
     settings: web::Data<AccessSettings>,
@@ -54,7 +56,6 @@ pub(super) async fn receive(
     root: tracing_actix_web::RootSpan,
 ) -> Result<HttpResponse, ReceiverError> {
     let context = Context {
-        store: store.as_ref(),
         tickets: &tickets,
         settings: &settings,
         metrics: &metrics,
@@ -72,9 +73,8 @@ pub(super) async fn receive(
     result.map(|(_, response)| response)
 }
 
-/// What deciding one sign check reads and writes.
+/// What deciding one sign check needs.
 struct Context<'a> {
-    store: &'a dyn Store,
     tickets: &'a TicketWriter,
     settings: &'a AccessSettings,
     metrics: &'a Metrics,
@@ -83,6 +83,9 @@ struct Context<'a> {
     root: &'a tracing::Span,
 }
 
+/// Hands the sign check to the ticket writer, which reads its session, decides it by every
+/// rule of `access::decide` and commits what it admits, in one transaction with concurrent
+/// sign checks; answers once that is committed.
 #[tracing::instrument(name = "sign check", skip_all, fields(session_id, verdict, data))]
 async fn check(
     body: SignCheckBody,
@@ -92,84 +95,37 @@ async fn check(
     for span in [&tracing::Span::current(), cx.root] {
         span.record("session_id", session_id.as_str());
     }
-    let rules = Rules::from(cx.settings);
-    let mut issued = issued_access(cx.store, &session_id).await?;
-    let mut verdict = verify(&issued, &presented, cx.now, &rules)?;
-    if verdict != Verdict::Retry {
-        // A retry repeats a request that passed: its data was checked then.
-        check_data(&rules, &issued, &presented, cx.metrics)?;
-    }
-    // Each lost race means the session moved on (minted → verified → ended), so deciding
-    // afresh ends within three passes: recorded, a retry, or refused.
-    for _ in 0..3 {
-        if verdict == Verdict::Retry || record(cx, &session_id, &presented, verdict).await? {
-            tracing::Span::current().record("verdict", tracing::field::debug(verdict));
-            return Ok((verdict, answer(cx.settings, &issued)));
-        }
-        issued = issued_access(cx.store, &session_id).await?;
-        verdict = verify(&issued, &presented, cx.now, &rules)?;
-    }
-    Err(Refusal::Replayed.into())
+    let check = PresentedSignCheck {
+        session_id,
+        presented,
+        now: cx.now,
+        hold_until: cx.now.plus(cx.settings.enter_timeout()),
+    };
+    let outcome = cx.tickets.submit(check).await;
+    let outcome = outcome.map_err(ReceiverError::Store)?;
+    count_data(outcome.data, outcome.verdict.is_ok(), cx.metrics);
+    let (verdict, aes_key) = outcome.verdict?;
+    tracing::Span::current().record("verdict", tracing::field::debug(verdict));
+    Ok((verdict, answer(cx.settings, &aes_key)))
 }
 
-async fn issued_access(store: &dyn Store, session_id: &SessionId) -> Result<Issued, ReceiverError> {
-    let issued = store.issued_access(session_id).await;
-    let issued = issued.map_err(|e| ReceiverError::Store(std::sync::Arc::new(e)))?;
-    Ok(issued.ok_or(Refusal::UnknownSession)?)
-}
-
-/// Counts what `encrypted_data` showed and refuses it under `enforce` only.
-fn check_data(
-    rules: &Rules,
-    issued: &Issued,
-    presented: &SignCheck,
-    metrics: &Metrics,
-) -> Result<(), Refusal> {
-    let data = rules.check_data(&issued.aes_key, &presented.sealed);
-    if let Some(data) = data {
-        tracing::Span::current().record("data", data.as_str());
-        metrics
-            .sign_check_decrypts
-            .with_label_values(&[data.as_str()])
-            .inc();
-    }
-    let admitted = rules.admit(data);
-    if admitted.is_ok() && data == Some(DataCheck::Failed) {
+/// Counts what `encrypted_data` showed (nothing when it was not decrypted).
+fn count_data(data: Option<DataCheck>, admitted: bool, metrics: &Metrics) {
+    let Some(data) = data else { return };
+    tracing::Span::current().record("data", data.as_str());
+    metrics
+        .sign_check_decrypts
+        .with_label_values(&[data.as_str()])
+        .inc();
+    if admitted && data == DataCheck::Failed {
         // What `enforce` would refuse: the operator's evidence before switching to it.
         tracing::info!("encrypted_data does not decrypt; admitted (access.encrypted_data)");
     }
-    admitted
 }
 
-/// Commits a first use or a reconnect with concurrent sign checks; false when the session
-/// changed since it was read (another sign check consumed the ticket, a quit ended it).
-async fn record(
-    cx: &Context<'_>,
-    session_id: &SessionId,
-    presented: &SignCheck,
-    verdict: Verdict,
-) -> Result<bool, ReceiverError> {
-    let admission = match verdict {
-        Verdict::Reconnect => Admission::Reconnect,
-        _ => Admission::FirstUse {
-            hold_until: cx.now.plus(cx.settings.enter_timeout()),
-        },
-    };
-    let verification = Verification {
-        session_id: session_id.clone(),
-        digest: presented.digest().to_owned(),
-        now: cx.now,
-        admission,
-    };
-    cx.tickets
-        .submit(verification)
-        .await
-        .map_err(ReceiverError::Store)
-}
-
-fn answer(settings: &AccessSettings, issued: &Issued) -> HttpResponse {
+fn answer(settings: &AccessSettings, aes_key: &AesKey) -> HttpResponse {
     HttpResponse::Ok().json(SignCheckAnswer {
-        request_id: request_id::current(),
-        aes_key: access::encode(settings.key_encoding, issued.aes_key.bytes()),
+        request_id: request_id::current_id(),
+        aes_key: access::encode(settings.key_encoding, aes_key.bytes()),
     })
 }

@@ -19,7 +19,8 @@ use super::{AuditFilter, AuditRecord, NewAuditEntry, audit};
 use super::{ControlPlaneEncodeServer, EncodeServer, encode};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use super::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange, rollout};
-use crate::access::Issued;
+use super::{PresentedSignCheck, SignCheckOutcome, sign_check_batch};
+use crate::access::{Issued, Rules};
 use crate::domain::WebhookEventId;
 use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
 use crate::usage::{self, UsageQuery, UsageRow};
@@ -356,6 +357,15 @@ impl<B: Backend> Store for B {
     async fn issued_access(&self, session_id: &SessionId) -> Result<Option<Issued>, StoreError> {
         let found = book::issued_access(&mut self.reader(), session_id).await;
         found.map_err(during("issued_access"))
+    }
+
+    async fn check_signs(
+        &self,
+        checks: &[PresentedSignCheck],
+        rules: &Rules,
+    ) -> Result<Vec<SignCheckOutcome>, StoreError> {
+        let checked = in_transaction!(self, sign_check_batch::check_signs(checks, rules));
+        checked.map_err(during("check_signs"))
     }
 
     async fn mark_verified(&self, verifications: &[Verification]) -> Result<Vec<bool>, StoreError> {

@@ -910,13 +910,23 @@ fn release_lapsed_sql<D: Sql>() -> &'static str {
     }
 }
 
+/// What a sign check reads of its session ([`IssuedAccessRow`]).
+macro_rules! issued_access_columns {
+    () => {
+        "session_id, state, ticket_hash, aes_key, auth_ts, verified_at, sign_check_digest"
+    };
+}
+pub(super) use issued_access_columns;
+
 pub(super) async fn issued_access(
     db: &mut impl Sql,
     session_id: &SessionId,
 ) -> Result<Option<Issued>, StoreError> {
-    let sql = "SELECT session_id, state, ticket_hash, aes_key, auth_ts, verified_at, \
-                 sign_check_digest \
-               FROM sessions WHERE session_id = $1 AND issued AND ticket_hash IS NOT NULL";
+    let sql = concat!(
+        "SELECT ",
+        issued_access_columns!(),
+        " FROM sessions WHERE session_id = $1 AND issued AND ticket_hash IS NOT NULL"
+    );
     let row: Option<IssuedAccessRow> = db.fetch_optional(sql, &args![session_id.as_str()]).await?;
     row.map(Issued::try_from).transpose()
 }

@@ -131,6 +131,14 @@ pub(crate) struct IssuedAccessRow {
     sign_check_digest: Option<String>,
 }
 
+impl IssuedAccessRow {
+    /// The session's id with its access, as a batch of sign checks looks them up.
+    pub(crate) fn keyed(self) -> Result<(String, crate::access::Issued), StoreError> {
+        let session_id = self.session_id.clone();
+        Ok((session_id, self.try_into()?))
+    }
+}
+
 impl TryFrom<IssuedAccessRow> for crate::access::Issued {
     type Error = StoreError;
 

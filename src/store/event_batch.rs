@@ -132,7 +132,7 @@ pub(super) async fn apply<T: BatchTx>(
         return Ok(Vec::new());
     }
     let rows = read(tx, events, rules).await?;
-    let mut book = Book::new(rows.sessions, rows.accepted, T::stored);
+    let mut book = Book::new(rows.sessions, rows.accepted, T::stored)?;
     let applied = events
         .iter()
         .map(|received| book.decide(received, rules))
@@ -182,13 +182,30 @@ async fn read<T: BatchTx>(
 
 /// The batch's sessions and accepted events as the deliveries decided so far leave them.
 struct Book<'a> {
-    sessions: HashMap<String, Session>,
-    /// Keyed by session and status: at most one accepted enter and one accepted quit.
-    accepted: HashMap<(String, i16), StoredEvent>,
+    /// Keyed by session id: the one key per session, made once by the read, so deciding a
+    /// delivery allocates no key of its own.
+    sessions: HashMap<String, Entry>,
     rows: Vec<EventRow<'a>>,
-    /// cphub's time of each changed session's last accepted event.
-    changed: HashMap<String, UtcTime>,
     stored: fn(UtcTime) -> UtcTime,
+}
+
+/// One session of the batch.
+struct Entry {
+    session: Session,
+    /// Its accepted enter and quit (at most one each), by [`slot`].
+    accepted: [Option<StoredEvent>; 2],
+    /// cphub's time of its last accepted event, once one changed it.
+    changed: Option<UtcTime>,
+}
+
+/// Where an event of `status` (0 enter, 1 quit) is kept in [`Entry::accepted`].
+fn slot(status: i16) -> Result<usize, StoreError> {
+    match status {
+        0 | 1 => Ok(status as usize),
+        _ => Err(StoreError::Corrupt(format!(
+            "accepted event of status {status}"
+        ))),
+    }
 }
 
 impl<'a> Book<'a> {
@@ -196,90 +213,121 @@ impl<'a> Book<'a> {
         sessions: Vec<Session>,
         accepted: Vec<AcceptedEvent>,
         stored: fn(UtcTime) -> UtcTime,
-    ) -> Self {
-        Book {
-            sessions: sessions
-                .into_iter()
-                .map(|s| (s.session_id.to_string(), s))
-                .collect(),
-            accepted: accepted
-                .into_iter()
-                .map(|a| ((a.session_id, a.status), a.event))
-                .collect(),
-            rows: Vec::new(),
-            changed: HashMap::new(),
-            stored,
+    ) -> Result<Self, StoreError> {
+        let mut entries: HashMap<String, Entry> = sessions
+            .into_iter()
+            .map(|session| {
+                let entry = Entry {
+                    session,
+                    accepted: [None, None],
+                    changed: None,
+                };
+                (entry.session.session_id.to_string(), entry)
+            })
+            .collect();
+        for a in accepted {
+            if let Some(entry) = entries.get_mut(a.session_id.as_str()) {
+                entry.accepted[slot(a.status)?] = Some(a.event);
+            }
         }
+        Ok(Book {
+            sessions: entries,
+            rows: Vec::new(),
+            stored,
+        })
     }
 
     /// One delivery, as it was decided alone: ignored without a session (unless unknown
     /// sessions are recorded, when it was created above), a duplicate or a conflict when
-    /// its session and status were accepted already, else accepted and applied.
+    /// its session and status were accepted already, else accepted and applied. The entry
+    /// is taken out of the map and put back with its own key, so the session moves into
+    /// `Session::apply` and is copied once, for the answer.
     fn decide(
         &mut self,
         received: &'a ReceivedEvent,
         rules: ApplyRules,
     ) -> Result<Applied, StoreError> {
         let event = &received.event;
-        let unchanged = |outcome| {
-            Ok(Applied {
-                outcome,
-                session: None,
-            })
-        };
-        let Some(session) = self.sessions.get_mut(event.session_id.as_str()) else {
+        let Some((id, entry)) = self.sessions.remove_entry(event.session_id.as_str()) else {
             if rules.record_unknown_sessions {
                 let missing = format!("session {} was not created", event.session_id.as_str());
                 return Err(StoreError::Corrupt(missing));
             }
-            return unchanged(EventOutcome::Ignored);
+            return Ok(unchanged(EventOutcome::Ignored));
         };
-        let key = (event.session_id.as_str().to_owned(), event.kind.status());
-        if let Some(first) = self.accepted.get(&key) {
-            if first.describes(event, self.stored) {
-                return unchanged(EventOutcome::Duplicate);
-            }
-            self.rows.push(EventRow {
-                received,
-                outcome: "conflict",
-                session_created_at: session.created_at,
-            });
-            return unchanged(EventOutcome::Conflict);
+        let (entry, applied) = self.decide_for(entry, received, rules)?;
+        self.sessions.insert(id, entry);
+        Ok(applied)
+    }
+
+    fn decide_for(
+        &mut self,
+        mut entry: Entry,
+        received: &'a ReceivedEvent,
+        rules: ApplyRules,
+    ) -> Result<(Entry, Applied), StoreError> {
+        let event = &received.event;
+        let session_created_at = entry.session.created_at;
+        let slot = slot(event.kind.status())?;
+        if let Some(first) = &entry.accepted[slot] {
+            let outcome = match first.describes(event, self.stored) {
+                true => EventOutcome::Duplicate,
+                false => {
+                    let row = EventRow {
+                        received,
+                        outcome: "conflict",
+                        session_created_at,
+                    };
+                    self.rows.push(row);
+                    EventOutcome::Conflict
+                }
+            };
+            return Ok((entry, unchanged(outcome)));
         }
-        let first = StoredEvent {
+        entry.accepted[slot] = Some(StoredEvent {
             phone_id: event.phone_id.as_str().to_owned(),
             app_id: event.app_id.as_str().to_owned(),
             event_time: (self.stored)(event.time),
             run_time: event.run_time,
-        };
-        self.accepted.insert(key, first);
-        self.rows.push(EventRow {
+        });
+        let row = EventRow {
             received,
             outcome: "accepted",
-            session_created_at: session.created_at,
-        });
-        let after = session.clone().apply(event, rules.run_time_tolerance_secs);
-        *session = Session {
+            session_created_at,
+        };
+        self.rows.push(row);
+        let after = entry.session.apply(event, rules.run_time_tolerance_secs);
+        entry.session = Session {
             started_at: after.started_at.map(self.stored),
             ended_at: after.ended_at.map(self.stored),
             ..after.clone()
         };
-        self.changed
-            .insert(session.session_id.to_string(), received.received_at);
-        Ok(Applied {
+        entry.changed = Some(received.received_at);
+        let applied = Applied {
             outcome: EventOutcome::Accepted,
             session: Some(after),
-        })
+        };
+        Ok((entry, applied))
     }
 
     fn updates(&self) -> Vec<SessionUpdate<'_>> {
-        self.changed
-            .iter()
-            .map(|(id, at)| SessionUpdate {
-                session: &self.sessions[id],
-                updated_at: *at,
+        self.sessions
+            .values()
+            .filter_map(|entry| {
+                entry.changed.map(|at| SessionUpdate {
+                    session: &entry.session,
+                    updated_at: at,
+                })
             })
             .collect()
+    }
+}
+
+/// A delivery that changes nothing.
+fn unchanged(outcome: EventOutcome) -> Applied {
+    Applied {
+        outcome,
+        session: None,
     }
 }
 

@@ -11,7 +11,11 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Applied, ApplyRules, ReceivedEvent, Store, StoreError, Verification, within};
+use super::{
+    Applied, ApplyRules, PresentedSignCheck, ReceivedEvent, SignCheckOutcome, Store, StoreError,
+    within,
+};
+use crate::access::Rules;
 
 /// One kind of write that is committed in groups.
 #[async_trait]
@@ -134,22 +138,29 @@ impl Commit for ApplyEvents {
 
 pub type EventWriter = GroupCommit<ApplyEvents>;
 
-/// First successful sign checks: each consumes its ticket (true) unless another sign check
-/// of the same session consumed it first (false), possibly earlier in the same batch.
-pub struct ConsumeTickets(pub Arc<dyn Store>);
+/// Sign checks: each decided against its session as the batch's earlier checks left it, a
+/// first use consuming the ticket and a reconnect logged, with one read and one write for
+/// the whole batch.
+pub struct CheckSigns {
+    pub store: Arc<dyn Store>,
+    pub rules: Rules,
+}
 
 #[async_trait]
-impl Commit for ConsumeTickets {
-    type Job = Verification;
-    type Done = bool;
+impl Commit for CheckSigns {
+    type Job = PresentedSignCheck;
+    type Done = SignCheckOutcome;
     const WHAT: &'static str = "sign-check batch";
 
-    async fn commit(&self, verifications: &[Verification]) -> Result<Vec<bool>, StoreError> {
-        self.0.mark_verified(verifications).await
+    async fn commit(
+        &self,
+        checks: &[PresentedSignCheck],
+    ) -> Result<Vec<SignCheckOutcome>, StoreError> {
+        self.store.check_signs(checks, &self.rules).await
     }
 }
 
-pub type TicketWriter = GroupCommit<ConsumeTickets>;
+pub type TicketWriter = GroupCommit<CheckSigns>;
 
 #[cfg(test)]
 mod tests {

@@ -24,6 +24,7 @@ mod postgres;
 mod queue;
 mod retention;
 mod rollout;
+mod sign_check_batch;
 mod sql;
 mod sqlite;
 mod usage;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::access::{Issued, MintedAccess};
+use crate::access::{AesKey, DataCheck, Issued, MintedAccess, Refusal, Rules, SignCheck, Verdict};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::domain::{
     AccessInfo, Action, AppId, Connect, GameEvent, Heartbeat, IdempotencyKey, Outcome, PhoneId,
@@ -46,7 +47,7 @@ pub use codec::{
     Diagnostics, EncodeServer, EventRecord, Phone, PhoneHealth, Recovery, SyncedProperty,
 };
 pub use filter::{SessionFilter, SessionFilterArgs};
-pub use group_commit::{ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, TicketWriter};
+pub use group_commit::{ApplyEvents, CheckSigns, EventWriter, GroupCommit, TicketWriter};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use outbox::{
     AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryPosition,
@@ -385,6 +386,23 @@ pub trait Lease: Send {
     async fn held(&mut self) -> bool;
 }
 
+/// A sign check as presented, decided and recorded in the ticket writer's batch (see
+/// [`Store::check_signs`]).
+pub struct PresentedSignCheck {
+    pub session_id: SessionId,
+    pub presented: SignCheck,
+    pub now: UtcTime,
+    /// How long a first use holds the session's phone.
+    pub hold_until: UtcTime,
+}
+
+/// A decided sign check: what `encrypted_data` showed, and the verdict with the session's
+/// key to answer, or the refusal.
+pub struct SignCheckOutcome {
+    pub data: Option<DataCheck>,
+    pub verdict: Result<(Verdict, AesKey), Refusal>,
+}
+
 /// A successful sign check to be recorded (see [`Store::mark_verified`]).
 #[derive(Debug, Clone)]
 pub struct Verification {
@@ -579,6 +597,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The access data of a session cphub minted; None for unknown or direct-mode sessions.
     async fn issued_access(&self, session_id: &SessionId) -> Result<Option<Issued>, StoreError>;
+
+    /// Decides sign checks and records the admitted ones, in order, in one transaction:
+    /// each is decided by every rule of `access::decide` against its session as the checks
+    /// before it in `checks` left it, and a first use or reconnect is recorded as
+    /// [`Store::mark_verified`] records it. One read of the sessions for all of `checks`.
+    async fn check_signs(
+        &self,
+        checks: &[PresentedSignCheck],
+        rules: &Rules,
+    ) -> Result<Vec<SignCheckOutcome>, StoreError>;
 
     /// Records sign checks, in order, in one transaction. A first use consumes the ticket:
     /// `minted` becomes `verified` and the phone's hold is extended to `hold_until`; false

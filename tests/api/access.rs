@@ -641,6 +641,58 @@ async fn without_reconnects_a_used_ticket_only_answers_a_prompt_identical_retry(
     assert_eq!(session["state"], "verified");
 }
 
+/// 6.1, sign checks sent together: the ticket writer reads their sessions once and decides
+/// them in arrival order against what the checks before them left, so a batch answers as
+/// one-by-one would. Of one ticket's requests exactly one kind consumes it: either the four
+/// identical requests pass (one first use, three retries with the same key) and the other
+/// request is a replay, or the other passes and the four are replays, depending on which
+/// arrived first. A session never minted is unknown and disturbs no one else in the batch.
+async fn sign_checks_sent_together_consume_each_ticket_once_6_1(backend: Backend) {
+    let config = format!("{PATIENT_FLEET}{SINGLE_USE}");
+    let app = TestApp::spawn_with(backend, &config).await;
+    app.idle_phones(&["p-1", "p-2"]).await;
+    let shared = app.mint_ok(&mint_request("u-1")).await;
+    let alone = app.mint_ok(&mint_request("u-2")).await;
+    let identical = correct(&shared);
+    let unknown = hex::encode(rand::random::<[u8; 16]>());
+    let mut bodies = vec![identical.clone(); 4];
+    bodies.extend([
+        correct(&shared),
+        with(correct(&alone), json!({"session_id": unknown})),
+        correct(&alone),
+    ]);
+
+    let sent = bodies.iter().map(|body| async {
+        let res = app.sign_check(body).await;
+        (res.status().as_u16(), res.json::<Value>().await.unwrap())
+    });
+    let answers = futures_util::future::join_all(sent).await;
+
+    let passed = |answer: &(u16, Value)| answer.0 == 200;
+    let identical_passed = answers[..4].iter().filter(|a| passed(a)).count();
+    let other_passed = passed(&answers[4]);
+    assert!(
+        (identical_passed, other_passed) == (4, false)
+            || (identical_passed, other_passed) == (0, true),
+        "one kind of request consumes the ticket: {answers:?}"
+    );
+    for answer in answers[..5].iter().filter(|a| !passed(a)) {
+        assert_eq!(answer.0, 403, "{answers:?}");
+        assert_eq!(answer.1["error_code"], "CPHUB.TICKET_REPLAYED");
+    }
+    for answer in answers[..5].iter().filter(|a| passed(a)) {
+        assert_eq!(answer.1["aes_key"], shared["aes_key"]);
+    }
+    assert_eq!(answers[5].0, 403);
+    assert_eq!(answers[5].1["error_code"], "CPHUB.UNKNOWN_SESSION");
+    assert_eq!(answers[6].0, 200, "{answers:?}");
+    assert_eq!(answers[6].1["aes_key"], alone["aes_key"]);
+    for minted in [&shared, &alone] {
+        let session = app.session(text(minted, "session_id")).await.unwrap();
+        assert_eq!(session["state"], "verified");
+    }
+}
+
 async fn concurrent_mints_never_share_a_phone(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let phones = idle_fleet(&app, 8).await;
@@ -813,6 +865,7 @@ backend_tests!(
     lenient_forms_of_the_request_are_accepted,
     the_misspelled_encypted_data_is_checked_too,
     without_reconnects_a_used_ticket_only_answers_a_prompt_identical_retry,
+    sign_checks_sent_together_consume_each_ticket_once_6_1,
     concurrent_mints_never_share_a_phone,
     a_pinned_phone_is_allocated_only_while_free,
     an_unverified_allocation_lapses_after_auth_ts,

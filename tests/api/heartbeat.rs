@@ -8,7 +8,10 @@ use cphub::domain::UtcTime;
 use serde_json::{Value, json};
 
 use crate::backend_tests;
+use futures_util::StreamExt;
+
 use crate::helpers::{Backend, TestApp, enter, heartbeat};
+use crate::metrics::scrape;
 
 async fn reference_heartbeat_example_reaches_phone_and_session(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -134,6 +137,44 @@ async fn many_heartbeats_coalesce_to_the_newest_per_phone(backend: Backend) {
     assert_eq!(session["last_heartbeat_at"], "2026-11-28T10:00:05Z");
 }
 
+/// 6.4, a fleet cphub has never heard of: the flush inserts every new phone, a chunk of
+/// `heartbeats.flush_chunk` phones per transaction (25 here, 1,000 by default), and every
+/// one is stored. Written as one transaction, the first flush of 150k new phones held
+/// SQLite's one writer for seconds, and the hold sweeper's wait for it timed out on the
+/// pool (docs/benchmarks.md, "A flood of new phones").
+async fn a_flood_of_new_phones_is_stored_chunk_by_chunk(backend: Backend) {
+    let app = TestApp::spawn_with(backend, "[heartbeats]\nflush_chunk = 25").await;
+    let phones: Vec<String> = (0..1000).map(|i| format!("new-{i:04}")).collect();
+
+    let sent = phones.iter().map(|phone| {
+        let body = heartbeat(phone, None, "2026-11-28T10:00:00Z");
+        let app = &app;
+        async move { app.send_heartbeat(&body).await }
+    });
+    futures_util::stream::iter(sent)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+
+    let mut stored = 0.0;
+    for _ in 0..400 {
+        let samples = scrape(&app).await;
+        let by_state = samples
+            .iter()
+            .filter(|(k, _)| k.starts_with("cphub_phones{"));
+        stored = by_state.map(|(_, v)| v).sum::<f64>();
+        if stored == 1000.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(stored, 1000.0, "every new phone stored");
+    for phone in [&phones[0], &phones[500], &phones[999]] {
+        let stored = app.phone(phone).await.expect("stored");
+        assert_eq!(stored["last_heartbeat_at"], "2026-11-28T10:00:00Z");
+    }
+}
+
 backend_tests!(
     reference_heartbeat_example_reaches_phone_and_session,
     a_blank_heartbeat_means_alive_and_idle,
@@ -141,4 +182,5 @@ backend_tests!(
     an_older_heartbeat_never_replaces_a_newer_one,
     a_phone_whose_clock_steps_back_stays_fresh,
     many_heartbeats_coalesce_to_the_newest_per_phone,
+    a_flood_of_new_phones_is_stored_chunk_by_chunk,
 );

@@ -15,7 +15,7 @@ use std::ops::Deref;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use cphub::access::{Issued, MintedAccess};
+use cphub::access::{Issued, MintedAccess, Rules, Sealed, SignCheck, Ticket};
 use cphub::config::Settings;
 use cphub::domain::{
     Action, AppId, EventKind, GameEvent, Heartbeat, Outcome as RecoveryOutcome, PhoneId, Reason,
@@ -24,7 +24,7 @@ use cphub::domain::{
 use cphub::store::MintTimes;
 use cphub::store::{
     Admission, Allocation, Applied, ApplyRules, ControlPlanePhone, EventOutcome, MintRequest,
-    NewRecovery, Phone, ReceivedEvent, Store, Verification,
+    NewRecovery, Phone, PresentedSignCheck, ReceivedEvent, SignCheckOutcome, Store, Verification,
 };
 
 #[path = "../common/db.rs"]
@@ -371,6 +371,45 @@ pub async fn mark_verified(store: &impl Book, verifications: &[Verification]) ->
         .mark_verified(verifications)
         .await
         .expect("sign checks record")
+}
+
+/// Mints `session` as [`at_seven`] does; its ticket and key.
+pub async fn minted(store: &impl Book, session: &str) -> MintedAccess {
+    let request = mint_request(&at_seven(session));
+    store.mint_session(&request).await.expect("mint runs");
+    request.access
+}
+
+/// `minted`'s ticket presented with the mint's `auth_ts` and no `encrypted_data`; `nonce`
+/// tells requests apart (the same nonce: an identical request).
+pub fn presented(minted: &MintedAccess, nonce: &str) -> SignCheck {
+    let ticket = Ticket::presented(minted.ticket.expose().to_owned()).unwrap();
+    let auth_ts = at(at_seven("").hold_until).epoch_millis();
+    SignCheck::new(ticket, auth_ts, Sealed::Absent, [nonce, ""])
+}
+
+/// `check` presented for `session` at 19:00:10, a first use holding its phone until 19:03.
+pub fn sign_check(session: &str, check: SignCheck) -> PresentedSignCheck {
+    PresentedSignCheck {
+        session_id: sid(session),
+        presented: check,
+        now: at("19:00:10"),
+        hold_until: at("19:03:00"),
+    }
+}
+
+/// `checks` decided as one batch, with `access.reconnect` set to `reconnect`.
+pub async fn check_signs(
+    store: &impl Book,
+    checks: &[PresentedSignCheck],
+    reconnect: &str,
+) -> Vec<SignCheckOutcome> {
+    let settings = Settings::with_overrides(&format!("[access]\nreconnect = \"{reconnect}\"\n"));
+    let rules = Rules::from(&settings.unwrap().effective_access());
+    store
+        .check_signs(checks, &rules)
+        .await
+        .expect("sign checks decide")
 }
 
 pub async fn release_lapsed_holds(store: &impl Book, now: &str) -> u64 {

@@ -1,10 +1,11 @@
-//! Minting and holds: `mint_session`, `issued_access`, `mark_verified`,
+//! Minting and holds: `mint_session`, `issued_access`, `mark_verified`, `check_signs`,
 //! `release_lapsed_holds`. cphub hands a player an idle, fresh phone and holds it for the
 //! minted session until the sign check and enter come, or the hold lapses; a phone is never
 //! handed to two sessions, and a ticket is consumed once.
 
 use std::collections::HashSet;
 
+use cphub::access::{Refusal, Verdict};
 use cphub::domain::{AccessInfo, AppId, IdempotencyKey};
 use cphub::domain::{Action, Outcome, Reason, RecoveryMark, SessionState};
 use cphub::store::{Allocation, ControlPlanePhone, MintKey, NewRecovery, PhoneApp};
@@ -28,6 +29,7 @@ backend_tests!(
     a_mint_matching_the_app_takes_only_a_phone_that_has_it_5_1_2,
     a_mint_with_a_key_is_answered_again_and_another_request_refused,
     a_reconnect_is_logged_only_while_the_session_is_live,
+    one_batch_of_sign_checks_is_decided_in_arrival_order_6_1,
 );
 
 async fn a_mint_allocates_an_idle_fresh_phone_and_holds_it(backend: Backend) {
@@ -484,8 +486,9 @@ async fn a_mint_with_a_key_is_answered_again_and_another_request_refused(backend
 }
 
 /// A reconnect (`access.reconnect`) is a line of the session's event log, written only
-/// while the session is verified or playing: a quit committed between the sign check's read
-/// and its write wins, and the receiver then decides the sign check afresh.
+/// while the session is verified or playing: a quit committed before the write wins (the
+/// ticket writer reads and writes in one transaction, `check_signs`; called alone, the
+/// write still checks).
 async fn a_reconnect_is_logged_only_while_the_session_is_live(backend: Backend) {
     let store = open(backend).await;
     idle_phones(&store, &["p-1"], "18:59:00").await;
@@ -572,4 +575,58 @@ async fn phone_sync_keeps_the_properties_it_read_for_a_reset_4_3_2(backend: Back
         (kept.property.as_str(), kept.read_at),
         (second, at("19:02:00"))
     );
+}
+
+/// `check_signs` (6.1) reads the batch's sessions once and decides each check against what
+/// the checks before it in the batch left, as one by one: under `reconnect = "never"` the
+/// first use consumes the ticket, the identical request is a retry with the same key, another
+/// request a replay; a wrong ticket is refused and leaves its session minted; a session
+/// never minted is unknown. Only the first use writes.
+async fn one_batch_of_sign_checks_is_decided_in_arrival_order_6_1(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    let first = minted(&store, "s-1").await;
+    let second = minted(&store, "s-2").await;
+    let once = presented(&first, "a");
+    let checks = [
+        sign_check("s-1", presented(&first, "a")),
+        sign_check("s-9", presented(&first, "b")),
+        sign_check("s-1", presented(&first, "a")),
+        sign_check("s-2", presented(&first, "c")),
+        sign_check("s-1", presented(&first, "d")),
+    ];
+
+    let outcomes = check_signs(&store, &checks, "never").await;
+
+    let verdicts: Vec<_> = outcomes
+        .iter()
+        .map(|o| o.verdict.as_ref().map(|v| v.0))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            Ok(Verdict::FirstUse),
+            Err(&Refusal::UnknownSession),
+            Ok(Verdict::Retry),
+            Err(&Refusal::BadTicket),
+            Err(&Refusal::Replayed),
+        ]
+    );
+    for admitted in [&outcomes[0], &outcomes[2]] {
+        let (_, key) = admitted.verdict.as_ref().unwrap();
+        assert_eq!(key.bytes(), first.aes_key.bytes());
+    }
+    let access = issued(&store, "s-1").await.unwrap();
+    assert_eq!(access.state, SessionState::Verified);
+    assert_eq!(access.verified_at, Some(at("19:00:10")));
+    assert_eq!(access.sign_check_digest.as_deref(), Some(once.digest()));
+    let p = phone(&store, "p-1", at("18:58:00")).await.unwrap();
+    assert_eq!(
+        p.allocated_until,
+        Some(at("19:03:00")),
+        "held by the first use"
+    );
+    let untouched = issued(&store, "s-2").await.unwrap();
+    assert_eq!(untouched.state, SessionState::Minted);
+    assert_eq!(untouched.ticket_hash, second.ticket.hash_hex());
 }
