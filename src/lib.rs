@@ -7,38 +7,23 @@
 #![cfg_attr(not(feature = "server"), allow(dead_code, unused_imports))]
 
 pub mod access;
-#[cfg(feature = "server")]
-pub mod api;
-#[cfg(feature = "server")]
-pub mod cli;
-#[cfg(feature = "server")]
-pub mod clock;
 pub mod config;
-#[cfg(feature = "server")]
-pub mod cph;
 pub mod domain;
-#[cfg(feature = "server")]
-pub mod http;
-#[cfg(feature = "server")]
-pub mod metrics;
-#[cfg(feature = "server")]
-pub mod openapi;
-#[cfg(feature = "server")]
-pub mod queue;
 pub mod receiver;
-#[cfg(feature = "server")]
-pub mod rollout;
-#[cfg(feature = "server")]
-pub mod routes;
-#[cfg(feature = "server")]
-pub mod simulator;
-#[cfg(feature = "server")]
-pub mod startup;
-#[cfg(feature = "server")]
-pub mod store;
 pub mod telemetry;
 pub mod usage;
-#[cfg(feature = "server")]
-pub mod watchdog;
-#[cfg(feature = "server")]
-pub mod webhooks;
+
+/// The service's modules, compiled with the `server` feature only (see Cargo.toml).
+macro_rules! server_modules {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[cfg(feature = "server")]
+            pub mod $name;
+        )*
+    };
+}
+
+server_modules!(
+    api, cli, clock, cph, http, metrics, openapi, queue, rollout, routes, simulator, startup,
+    store, watchdog, webhooks,
+);
