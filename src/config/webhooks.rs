@@ -135,13 +135,13 @@ impl WebhookEndpoint {
     }
 
     /// The name is a metric label and a path segment: short, plain. The URL must be one
-    /// reqwest can send to, over HTTP(S).
+    /// reqwest can send to, over HTTP(S) (reqwest's `Url` is this `url::Url`).
     fn problem(&self) -> Option<(&'static str, String)> {
         if !Self::plain_name(&self.name) {
             let reason = "1 to 64 letters, digits, - or _".to_owned();
             return Some(("webhooks.endpoints.name", reason));
         }
-        match reqwest::Url::parse(&self.url) {
+        match url::Url::parse(&self.url) {
             Ok(url) if ["http", "https"].contains(&url.scheme()) => {}
             Ok(_) => return Some(("webhooks.endpoints.url", "not http(s)".into())),
             Err(e) => return Some(("webhooks.endpoints.url", e.to_string())),

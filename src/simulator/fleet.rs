@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use crate::cph::model::{job_status, status};
 
@@ -192,6 +193,11 @@ pub struct Fleet {
     /// What a synchronous ADB command prints (4.7.5): command → output. A command not
     /// listed fails as the reference's example does, `execute_msg` saying it was not found.
     pub command_outputs: BTreeMap<String, String>,
+    /// How long the jobs started from now on run, instead of the configured `job_delay`.
+    /// A test sets the fleet up with quick jobs (pointing the phones at cphub is two jobs a
+    /// phone) and then slows the one it needs to catch running, a 5.3.7 update say. The
+    /// reference says nothing of how long a job runs.
+    pub job_delay_override: Option<Duration>,
 }
 
 /// An encoding server (chapter 4.6.1). Its status is 1 running, 2 abnormal (a fault set by
@@ -207,6 +213,12 @@ pub struct SimEncodeServer {
 }
 
 impl Fleet {
+    /// How long a job started now runs: `configured` (the simulator's `job_delay`) unless a
+    /// test set [`Fleet::job_delay_override`].
+    pub fn job_delay(&self, configured: Duration) -> Duration {
+        self.job_delay_override.unwrap_or(configured)
+    }
+
     /// `count` running phones named `mobile-0001`…, ids derived from `seed`, spread over
     /// servers of 16 phones.
     pub fn new(count: usize, seed: u64) -> Fleet {
@@ -241,6 +253,7 @@ impl Fleet {
             deployed: 0,
             encode_servers: Vec::new(),
             command_outputs: BTreeMap::new(),
+            job_delay_override: None,
         };
         fleet.encode_servers = (fleet.server_ids().into_iter().enumerate())
             .map(|(i, server_id)| SimEncodeServer {

@@ -132,9 +132,8 @@ pub struct UsageQuery {
 }
 
 /// The figures of one group.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "server", derive(sqlx::FromRow))]
 pub struct Counts {
     /// Sessions that started in the group (each counted once, where it started).
     pub sessions: i64,
@@ -183,13 +182,14 @@ impl Counts {
 
 /// One group as the store returns it: keys not grouped by are None. A grouped key can be
 /// None too (a session cphub did not mint has no user).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "server", derive(sqlx::FromRow))]
 pub struct UsageRow {
     pub day: Option<String>,
     pub app_id: Option<String>,
     pub phone_id: Option<String>,
     pub user_id: Option<String>,
-    #[sqlx(flatten)]
+    #[cfg_attr(feature = "server", sqlx(flatten))]
     pub counts: Counts,
 }
 

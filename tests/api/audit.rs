@@ -70,7 +70,9 @@ async fn restart_pause_and_replay_each_leave_one_audit_line_with_their_outcome(b
         tokens(),
         webhooks(&[("billing", hook_url(&billing))], "")
     );
-    let rig = start_with(backend, 3, &extra, |o| o.job_delay_ms = 20_000).await;
+    let rig = start_with(backend, 3, &extra, |_| {}).await;
+    // The canary's update runs while the calls below are made.
+    rig.slow_jobs_from_now(std::time::Duration::from_secs(20));
     let version = rig.new_version();
     rig.push_by_hand(&version);
     let rollout = rig

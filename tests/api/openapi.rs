@@ -111,6 +111,7 @@ fn no_route_is_registered_outside_the_table() {
         src.join("http/route.rs"),
         src.join("simulator"),
         src.join("telemetry.rs"),
+        src.join("telemetry"),
     ];
     let markers = [
         ".route(",

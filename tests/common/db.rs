@@ -139,8 +139,19 @@ pub async fn wait_for_lock_waiters(conn: &mut sqlx::PgConnection, n: i64) {
 }
 
 /// How many statements of this connection's database wait for a lock now.
+///
+/// The connection asking is usually the lock holder, inside its transaction, and there
+/// PostgreSQL answers `pg_stat_activity` from the list of backends it read at the
+/// transaction's first look (their wait events stay live, the list does not): a store
+/// connection opened after that look never showed, so a pool that had to open one for the
+/// second statement under load made the wait for two waiters fail after a minute.
+/// `pg_stat_clear_snapshot()` makes each look read the list afresh.
 #[allow(dead_code)]
 pub async fn lock_waiters(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity \
          WHERE datname = current_database() AND wait_event_type = 'Lock'",

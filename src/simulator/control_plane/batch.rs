@@ -299,7 +299,7 @@ impl ControlPlane {
 
     fn finish_later(&self, job_id: String, phone_id: String, operation: Operation) {
         let fleet = self.fleet.clone();
-        let delay = self.settings.job_delay;
+        let delay = fleet.lock().job_delay(self.settings.job_delay);
         let failure_rate = self.settings.job_failure_rate;
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;

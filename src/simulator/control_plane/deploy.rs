@@ -256,7 +256,7 @@ impl ControlPlane {
         let unlucky = job.kind == JobKind::UpdateAppVersion
             && rand::random_bool(self.settings.job_failure_rate.clamp(0.0, 1.0));
         fleet.jobs.insert(job_id.clone(), job);
-        let (shared, delay) = (self.fleet.clone(), self.settings.job_delay);
+        let (shared, delay) = (self.fleet.clone(), fleet.job_delay(self.settings.job_delay));
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             finish(&mut shared.lock(), &job_id, &version, unlucky);

@@ -3,6 +3,8 @@
 //! answer is shaped as its example: 4.6.1's entries with their `access_infos`, 4.6.2's
 //! `{"job_id", "encode_server_id"}` per server.
 
+use std::time::Duration;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use serde::Deserialize;
@@ -110,7 +112,8 @@ pub(super) async fn restart_encode_servers(
         if let Some(server) = fleet.encode_server_mut(&id) {
             server.status = ENCODE_SERVER_RESTARTING;
         }
-        cp.finish_restart_later(job.job_id.clone(), id);
+        let delay = fleet.job_delay(cp.settings.job_delay);
+        cp.finish_restart_later(job.job_id.clone(), id, delay);
         fleet.jobs.insert(job.job_id.clone(), job);
     }
     drop(fleet);
@@ -142,8 +145,8 @@ fn restart_job(request_id: &str, encode_server_id: &str) -> SimJob {
 }
 
 impl ControlPlane {
-    fn finish_restart_later(&self, job_id: String, encode_server_id: String) {
-        let (shared, delay) = (self.fleet.clone(), self.settings.job_delay);
+    fn finish_restart_later(&self, job_id: String, encode_server_id: String, delay: Duration) {
+        let shared = self.fleet.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let mut fleet = shared.lock();
