@@ -71,7 +71,7 @@ pub(super) async fn page(
         }
         p.muted { "Days cut at midnight in " (report.time_zone.name()) "; billing rounds by "
             code { (format!("{:?}", report.rounding)) } ". The same figures as "
-            code { "GET /api/v1/usage?" (query) "&group_by=" (GROUP_BY) } "." }
+            code { "GET /api/v1/usage?from=" (params.from) "&to=" (params.to) "&group_by=" (GROUP_BY) } "." }
         (chart(&report))
         p { a #csv href={ (PREFIX) "/usage.csv?" (query) } download { "Download CSV" } }
         (table(&report))
@@ -138,11 +138,12 @@ fn chart(report: &UsageReport) -> Markup {
         .map(|apps| apps.iter().map(|(_, s)| s).sum::<i64>())
         .max()
         .unwrap_or(0)
-        .max(3600);
+        // At least a minute high, so a quiet day's bars are not flattened to nothing.
+        .max(60);
     let plot = HEIGHT - BOTTOM - 10;
     let step = (WIDTH - LEFT - 10) / (days.len() as i64).max(1);
     let scale = |seconds: i64| seconds * plot / max;
-    let hours = |s: i64| format!("{:.1}", s as f64 / 3600.0);
+    let hours = |s: i64| format!("{:.2}", s as f64 / 3600.0);
     html! {
         figure {
             svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img"
