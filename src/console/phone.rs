@@ -1,4 +1,4 @@
-//! One phone: its state and connect information, its apps, its recoveries (the history of
+//! One phone: its state, history, connect information and properties, its apps, its recoveries (the history of
 //! what went wrong and what was done, with reasons, jobs, diagnostics and outcomes) and its
 //! sessions, current and recent. Restart and reset buttons for a token that may operate.
 
@@ -11,7 +11,7 @@ use super::layout::{self, maybe_when, when};
 use super::{ConsoleError, PREFIX};
 use crate::clock::Clock;
 use crate::config::{FleetSettings, Scope};
-use crate::domain::PhoneId;
+use crate::domain::{Connect, PhoneId, Session, UtcTime};
 use crate::store::{Phone, PhoneApp, Recovery, SessionFilter, Store};
 
 const RECENT: i64 = 20;
@@ -30,10 +30,12 @@ pub(super) async fn page(
     let recoveries = store.recoveries(Some(&id), None, RECENT).await?;
     let apps = store.phone_apps(&id).await?;
     let filter = SessionFilter {
-        phone_id: Some(id),
+        phone_id: Some(id.clone()),
         ..SessionFilter::default()
     };
     let sessions = store.sessions(&filter, RECENT).await?;
+    let connect = store.phone_connect(&id).await?.unwrap_or_default();
+    let property = store.synced_property(&id).await?;
     let body = html! {
         h1 { "Phone " (phone.phone_id) }
         @if operator.allows(Scope::PhonesOperate) {
@@ -43,6 +45,15 @@ pub(super) async fn page(
             }
         }
         (facts(&phone))
+        h2 { "History" }
+        (history(&recoveries, &sessions))
+        h2 { "Connect information (4.3.2)" }
+        (connect_table(&connect))
+        h2 { "Properties (4.3.2)" }
+        @match &property {
+            Some(p) => { p.muted { "As phone sync read them at " (when(p.read_at)) "." } pre { (p.property) } },
+            None => p.muted { "Phone sync has not read them." },
+        }
         h2 { "Apps" }
         (app_list(&apps))
         h2 #recoveries { "Recoveries" }
@@ -78,6 +89,48 @@ fn facts(phone: &Phone) -> Markup {
             dt { "Recovery" } dd { (text(&phone.recovery_state)) }
             dt { "Known since" } dd { (when(phone.created_at)) }
         }
+    }
+}
+
+/// What happened to the phone, newest first: its recoveries and its sessions starting and
+/// ending. The book keeps no log of the phone's derived state itself (it is computed from
+/// these and the heartbeats), so these are its changes of state.
+fn history(recoveries: &[Recovery], sessions: &[Session]) -> Markup {
+    let mut lines: Vec<(UtcTime, String)> = Vec::new();
+    for r in recoveries {
+        lines.push((
+            r.started_at,
+            format!("{} started ({}): recovering", r.action, r.reason),
+        ));
+        if let Some(end) = r.ended_at {
+            lines.push((end, format!("{} {}", r.action, r.outcome)));
+        }
+    }
+    for s in sessions {
+        let id = s.session_id.as_str();
+        if let Some(start) = s.started_at {
+            lines.push((start, format!("session {id} entered: occupied")));
+        }
+        if let Some(end) = s.ended_at {
+            lines.push((end, format!("session {id} {}", s.state.as_str())));
+        }
+    }
+    lines.sort_by(|a, b| b.0.cmp(&a.0));
+    html! {
+        @if lines.is_empty() { p.muted { "Nothing yet." } }
+        ol.history { @for (at, what) in &lines { li { (when(*at)) " — " (what) } } }
+    }
+}
+
+fn connect_table(connect: &Connect) -> Markup {
+    html! {
+        @if connect.access.is_empty() { p.muted { "Phone sync has not read it (or there is no control plane)." } }
+        @else { div.table-wrap { table {
+            thead { tr { th { "Type" } th { "Public IP" } th.num { "Access port" } th.num { "Listen port" } } }
+            tbody { @for a in &connect.access { tr {
+                td { (a.port_type) } td { (a.public_ip) } td.num { (a.access_port) } td.num { (a.listen_port) }
+            } } }
+        } } }
     }
 }
 

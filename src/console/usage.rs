@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
-use chrono::{Days, Utc};
+use chrono::{Days, NaiveDate};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::auth::Operator;
 use super::{ConsoleError, PREFIX, layout};
 use crate::api::ApiError;
+use crate::clock::Clock;
 use crate::config::UsageSettings;
 use crate::store::Store;
 use crate::usage::{self, UsageParams, UsageReport};
@@ -29,9 +30,8 @@ pub(super) struct Window {
 }
 
 impl Window {
-    fn params(&self) -> UsageParams {
-        let today = Utc::now().date_naive();
-        let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+    fn params(&self, today: NaiveDate) -> UsageParams {
+        let day = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
         let default_from = today.checked_sub_days(Days::new(7)).unwrap_or(today);
         let default_to = today.checked_add_days(Days::new(1)).unwrap_or(today);
         let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
@@ -47,9 +47,11 @@ impl Window {
 async fn report(
     window: &Window,
     store: &dyn Store,
+    clock: &dyn Clock,
     settings: &UsageSettings,
 ) -> Result<(UsageParams, UsageReport), ConsoleError> {
-    let params = window.params();
+    // The default window's days are UTC days; the report cuts its own in the time zone.
+    let params = window.params(clock.now().datetime().date_naive());
     let report = crate::api::usage::report(store, settings, &params).await?;
     Ok((params, report))
 }
@@ -58,9 +60,10 @@ pub(super) async fn page(
     operator: Operator,
     window: web::Query<Window>,
     store: web::Data<dyn Store>,
+    clock: web::Data<dyn Clock>,
     settings: web::Data<UsageSettings>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let (params, report) = report(&window, &**store, &settings).await?;
+    let (params, report) = report(&window, &**store, &**clock, &settings).await?;
     let query = format!("from={}&to={}", enc(&params.from), enc(&params.to));
     let body = html! {
         h1 { "Usage" }
@@ -87,9 +90,10 @@ fn enc(s: &str) -> String {
 pub(super) async fn csv(
     window: web::Query<Window>,
     store: web::Data<dyn Store>,
+    clock: web::Data<dyn Clock>,
     settings: web::Data<UsageSettings>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let (params, report) = report(&window, &**store, &settings).await?;
+    let (params, report) = report(&window, &**store, &**clock, &settings).await?;
     let text = usage::to_csv(&report).map_err(|e| ApiError::Render(e.to_string()))?;
     let name = format!("usage-{}-{}.csv", params.from, params.to).replace([':', '"', '/'], "-");
     Ok(HttpResponse::Ok()

@@ -21,7 +21,7 @@ use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, 
 use super::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange, rollout};
 use crate::access::Issued;
 use crate::domain::WebhookEventId;
-use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
+use crate::domain::{AppId, Connect, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
 use crate::usage::{self, UsageQuery, UsageRow};
 
 /// A database the session book can live in. The connection handling (SQLite's single writer
@@ -396,6 +396,11 @@ impl<B: Backend> Store for B {
     ) -> Result<Option<SyncedProperty>, StoreError> {
         let found = book::synced_property(&mut self.reader(), phone_id).await;
         found.map_err(during("synced_property"))
+    }
+
+    async fn phone_connect(&self, phone_id: &PhoneId) -> Result<Option<Connect>, StoreError> {
+        let found = book::phone_connect(&mut self.reader(), phone_id).await;
+        found.map_err(during("phone_connect"))
     }
 
     async fn access_read(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
