@@ -115,7 +115,7 @@ fn history(recoveries: &[Recovery], sessions: &[Session]) -> Markup {
             lines.push((end, format!("session {id} {}", s.state.as_str())));
         }
     }
-    lines.sort_by(|a, b| b.0.cmp(&a.0));
+    lines.sort_by_key(|line| std::cmp::Reverse(line.0));
     html! {
         @if lines.is_empty() { p.muted { "Nothing yet." } }
         ol.history { @for (at, what) in &lines { li { (when(*at)) " — " (what) } } }
