@@ -107,8 +107,25 @@ pub(super) async fn csv(
 
 /// Seconds per day and app, and the apps in order (each gets a series colour).
 struct Series<'a> {
-    days: BTreeMap<&'a str, Vec<(usize, i64)>>,
+    days: BTreeMap<String, Vec<(usize, i64)>>,
     apps: Vec<&'a str>,
+}
+
+/// Each day of the window in its time zone (at most a year's: a longer window shows only
+/// the days with usage), so a day nobody played is a gap, not a missing bar.
+fn window_days(report: &UsageReport) -> Vec<String> {
+    let day =
+        |t: crate::domain::UtcTime| t.datetime().with_timezone(&report.time_zone).date_naive();
+    let last = day(report.to.minus(std::time::Duration::from_secs(1)));
+    let days = day(report.from)
+        .iter_days()
+        .take_while(|d| *d <= last)
+        .take(367);
+    let days: Vec<String> = days.map(|d| d.format("%Y-%m-%d").to_string()).collect();
+    match days.len() {
+        367 => Vec::new(),
+        _ => days,
+    }
 }
 
 fn series(report: &UsageReport) -> Series<'_> {
@@ -119,13 +136,15 @@ fn series(report: &UsageReport) -> Series<'_> {
         .collect();
     apps.sort_unstable();
     apps.dedup();
-    let mut days: BTreeMap<&str, Vec<(usize, i64)>> = BTreeMap::new();
+    let mut days: BTreeMap<String, Vec<(usize, i64)>> = (window_days(report).into_iter())
+        .map(|d| (d, Vec::new()))
+        .collect();
     for row in &report.rows {
         let (Some(day), Some(app)) = (row.day.as_deref(), row.app_id.as_deref()) else {
             continue;
         };
         let app = apps.binary_search(&app).unwrap_or(0);
-        days.entry(day).or_default().push((app, row.counts.seconds));
+        (days.entry(day.to_owned()).or_default()).push((app, row.counts.seconds));
     }
     Series { days, apps }
 }
@@ -147,6 +166,8 @@ fn chart(report: &UsageReport) -> Markup {
     let plot = HEIGHT - BOTTOM - 10;
     let step = (WIDTH - LEFT - 10) / (days.len() as i64).max(1);
     let scale = |seconds: i64| seconds * plot / max;
+    // About fifteen day labels at most, so they do not run into each other.
+    let label_every = days.len().div_ceil(15).max(1);
     let hours = |s: i64| format!("{:.2}", s as f64 / 3600.0);
     html! {
         figure {
@@ -166,7 +187,9 @@ fn chart(report: &UsageReport) -> Markup {
                             title { (day) " " (apps[*app]) ": " (hours(*seconds)) " h" }
                         }
                     }
-                    text x=(x) y=(HEIGHT - 8) { (day.get(5..).unwrap_or(day)) }
+                    @if i % label_every == 0 {
+                        text x=(x) y=(HEIGHT - 8) { (day.get(5..).unwrap_or(day)) }
+                    }
                 }
             }
             figcaption {
