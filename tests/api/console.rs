@@ -319,11 +319,31 @@ async fn an_action_without_the_right_csrf_token_is_refused_and_audited(backend: 
         .unwrap();
     assert_eq!(no_body.status(), StatusCode::FORBIDDEN, "an empty POST");
 
+    // The right token reaches the watchdog's service, as the API's route does: this cphub
+    // has no control plane, so it is refused the API's way.
+    let csrf = csrf_in(
+        &get(&app, "/console/fleet", Some(&admin))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let sent = post_form(&app, path, &admin, &[("csrf", &csrf)]).await;
+    assert_eq!(sent.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        sent.text()
+            .await
+            .unwrap()
+            .contains("CPHUB.CPH_NOT_CONFIGURED")
+    );
+
     let audit = app.get_json("/api/v1/audit?token=admin").await.unwrap();
     let entries = audit["entries"].as_array().unwrap();
-    let refused: Vec<_> = (entries.iter())
+    let (sent, refused): (Vec<_>, Vec<_>) = (entries.iter())
         .filter(|e| e["action"] == "POST /console/phones/{phone_id}/{action}")
-        .collect();
+        .partition(|e| e["status"] == 503);
+    assert_eq!(sent.len(), 1, "{audit}");
+    assert_eq!(sent[0]["error_code"], "CPHUB.CPH_NOT_CONFIGURED");
     assert_eq!(refused.len(), 4, "{audit}");
     assert!(
         refused
@@ -333,6 +353,33 @@ async fn an_action_without_the_right_csrf_token_is_refused_and_audited(backend: 
     assert!(
         refused.iter().all(|e| e["target"] == "p-1/restart"),
         "{audit}"
+    );
+}
+
+async fn sign_in_attempts_are_rate_limited_like_api_calls(backend: Backend) {
+    let app = spawn(
+        backend,
+        "[api]\nrate_limit_per_second = 1\nrate_limit_burst = 2\n",
+    )
+    .await;
+
+    let mut statuses = Vec::new();
+    for guess in 0..6 {
+        statuses.push(
+            sign_in(&app, &format!("guess-{guess}"))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+
+    // A bucket of 2 refilled once a second: six quick guesses cannot all be tried (a machine
+    // stalled for seconds between them could make this fail, never pass wrongly).
+    assert_eq!(statuses[0], 401, "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [401, 429].contains(s)),
+        "{statuses:?}"
     );
 }
 
@@ -365,4 +412,5 @@ backend_tests!(
     only_a_token_that_may_operate_gets_the_restart_button,
     an_action_without_the_right_csrf_token_is_refused_and_audited,
     the_console_can_be_turned_off_or_served_on_its_own_address,
+    sign_in_attempts_are_rate_limited_like_api_calls,
 );
