@@ -27,14 +27,15 @@ fn phone_action(action: &str) -> Result<Action, ConsoleError> {
     }
 }
 
-/// What a phone action does, in the reference's words (4.3.3, 4.3.5).
+/// What a phone action does: 4.3.5 and 4.3.6 are asynchronous jobs, which cphub follows
+/// (4.4.1) as it does for the API's restart and reset.
 fn phone_effect(action: Action) -> &'static str {
     match action {
         Action::Reset => {
-            "Resets the phone to factory settings (4.3.5): its session ends and cphub re-applies \
-             its callback properties."
+            "Restores the phone to factory settings (4.3.5); cphub follows the job and \
+             re-applies the phone's callback properties."
         }
-        _ => "Restarts the phone (4.3.3): its session, if any, ends.",
+        _ => "Restarts the phone (4.3.6); cphub follows the job.",
     }
 }
 
