@@ -53,6 +53,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub telemetry: TelemetrySettings,
     pub webhooks: WebhookSettings,
+    pub console: ConsoleSettings,
 }
 
 /// `[book]`: how long the session book keeps closed sessions (docs/scaling.md).
@@ -78,6 +79,21 @@ impl BookSettings {
 pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
     pub per_app_labels: bool,
+}
+
+/// `[console]`: the web console under `/console` (docs/console.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    pub enabled: bool,
+    /// Serve the console only on this address instead of on `server.listen`.
+    pub listen: Option<SocketAddr>,
+    /// Mark the sign-in cookie `Secure` even when the request did not come over https (a TLS
+    /// proxy that does not say `X-Forwarded-Proto: https`).
+    pub secure_cookie: bool,
+    /// How often the live parts (the fleet grid) ask for fresh figures.
+    #[serde(deserialize_with = "positive")]
+    pub refresh_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

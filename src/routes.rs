@@ -26,6 +26,15 @@ pub fn metrics() -> Endpoint {
     Endpoint::new(Method::GET, "/metrics", metrics::serve_metrics)
 }
 
+/// The console's routes: on the main listener, or on its own (`console.listen`); none when
+/// `console.enabled` is off.
+pub fn console(settings: &Settings) -> Vec<Endpoint> {
+    match settings.console.enabled {
+        true => crate::console::endpoints(),
+        false => Vec::new(),
+    }
+}
+
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
@@ -35,6 +44,9 @@ pub enum Group {
     Callback,
     /// The operator API under `/api/v1`: bearer token with the route's scope.
     Operator,
+    /// The web console under `/console`: HTML pages for a signed-in operator, the scope
+    /// being the one the page shows or the action needs. Not in the OpenAPI document.
+    Console,
 }
 
 /// One line of [`table`]: a route as a client addresses it.
@@ -50,8 +62,8 @@ pub struct Entry {
     pub audited: bool,
 }
 
-/// Every route the application serves with `settings` (`/metrics` included wherever it
-/// listens), read from the same tables the registration uses.
+/// Every route the application serves with `settings` (`/metrics` and the console included
+/// wherever they listen), read from the same tables the registration uses.
 pub fn table(settings: &Settings) -> Vec<Entry> {
     let mut service = health();
     service.push(metrics());
@@ -63,6 +75,7 @@ pub fn table(settings: &Settings) -> Vec<Entry> {
             crate::receiver::endpoints(&settings.callbacks),
         ),
         (Group::Operator, crate::api::PREFIX, crate::api::endpoints()),
+        (Group::Console, crate::console::PREFIX, console(settings)),
     ];
     groups
         .into_iter()

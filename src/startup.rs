@@ -63,6 +63,7 @@ pub struct Application {
     port: u16,
     server: Server,
     metrics_server: Option<Server>,
+    console_server: Option<Server>,
     flusher: HeartbeatFlusher,
     sweeper: HoldSweeper,
     retention_task: RetentionTask,
@@ -213,12 +214,20 @@ impl Application {
             Some(addr) => Some(metrics_server(&settings, addr, &shared)?),
             None => None,
         };
-        let server = http_server(&settings, listener, shared).map_err(bind_error)?;
+        let data = AppData::new(&settings, shared);
+        let console_server = match settings.console.listen {
+            Some(addr) if settings.console.enabled => {
+                Some(console_server(&settings, addr, data.clone())?)
+            }
+            _ => None,
+        };
+        let server = http_server(&settings, listener, data).map_err(bind_error)?;
         tracing::info!(%addr, port, "cphub listening");
         Ok(Application {
             port,
             server,
             metrics_server,
+            console_server,
             flusher,
             sweeper,
             retention_task,
@@ -244,12 +253,12 @@ impl Application {
     /// in-flight requests finish (up to `server.shutdown_timeout_secs`), writes the
     /// buffered heartbeats and waits for the last event batch to commit.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let metrics_server = self.metrics_server.map(|server| {
-            let handle = server.handle();
-            (handle, tokio::spawn(server))
-        });
+        let side_servers: Vec<_> = (self.metrics_server.into_iter())
+            .chain(self.console_server)
+            .map(|server| (server.handle(), tokio::spawn(server)))
+            .collect();
         let served = self.server.await;
-        if let Some((handle, task)) = metrics_server {
+        for (handle, task) in side_servers {
             handle.stop(true).await;
             let _ = task.await;
         }
@@ -339,71 +348,112 @@ fn warn_about_tokens(tokens: &[crate::config::ApiToken]) {
     }
 }
 
+/// Everything the handlers read from the app, built once and cloned into each worker (of
+/// the main listener and of the console's own, when it has one).
+#[derive(Clone)]
+struct AppData {
+    store: web::Data<dyn Store>,
+    buffer: web::Data<HeartbeatBuffer>,
+    clock: web::Data<dyn Clock>,
+    writer: web::Data<EventWriter>,
+    tickets: web::Data<TicketWriter>,
+    tokens: web::Data<BearerTokens>,
+    rate_limit: web::Data<RateLimit>,
+    access: web::Data<crate::config::AccessSettings>,
+    fleet: web::Data<crate::config::FleetSettings>,
+    usage: web::Data<crate::config::UsageSettings>,
+    webhooks: web::Data<crate::config::WebhookSettings>,
+    console: web::Data<crate::config::ConsoleSettings>,
+    base_path: web::Data<crate::config::BasePath>,
+    document: web::Data<ApiDocument>,
+    metrics: web::Data<Metrics>,
+    watchdog: Option<web::Data<Arc<crate::watchdog::Watchdog>>>,
+    rollouts: Option<web::Data<Rollouts>>,
+    queue: web::Data<Queue>,
+    trusted_proxies: web::Data<TrustedProxies>,
+    allowed_networks: web::Data<receiver::AllowedNetworks>,
+}
+
+impl AppData {
+    fn new(settings: &Settings, shared: Shared) -> AppData {
+        AppData {
+            store: web::Data::from(shared.store),
+            buffer: web::Data::from(shared.buffer),
+            clock: web::Data::from(shared.clock),
+            writer: web::Data::new(shared.writer),
+            tickets: web::Data::new(shared.tickets),
+            tokens: web::Data::new(BearerTokens::new(settings.api.tokens.clone())),
+            // One set of buckets for every worker: a token's limit is per process, not per
+            // worker.
+            rate_limit: web::Data::new(RateLimit::new(&settings.api)),
+            // The handlers read the effective rule (`Settings::matches_apps`) from here.
+            access: web::Data::new(settings.effective_access()),
+            fleet: web::Data::new(settings.fleet.clone()),
+            usage: web::Data::new(settings.usage.clone()),
+            webhooks: web::Data::new(settings.webhooks.clone()),
+            console: web::Data::new(settings.console.clone()),
+            base_path: web::Data::new(settings.callbacks.base_path.clone()),
+            document: web::Data::new(ApiDocument::new(&crate::openapi::document(
+                &settings.callbacks.base_path,
+            ))),
+            metrics: web::Data::from(shared.metrics),
+            watchdog: shared.watchdog.map(web::Data::new),
+            rollouts: shared.rollouts.map(web::Data::from),
+            queue: web::Data::from(shared.queue),
+            // Who sent a request (issue #20): trusted proxies for every route's log span,
+            // the allowlist for the callbacks.
+            trusted_proxies: web::Data::new(TrustedProxies(
+                settings.server.trusted_proxies.clone(),
+            )),
+            allowed_networks: web::Data::new(receiver::AllowedNetworks(
+                settings.callbacks.allowed_networks.clone(),
+            )),
+        }
+    }
+
+    fn install(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(self.store.clone())
+            .app_data(self.writer.clone())
+            .app_data(self.tickets.clone())
+            .app_data(self.buffer.clone())
+            .app_data(self.tokens.clone())
+            .app_data(self.rate_limit.clone())
+            .app_data(self.clock.clone())
+            .app_data(self.access.clone())
+            .app_data(self.fleet.clone())
+            .app_data(self.usage.clone())
+            .app_data(self.webhooks.clone())
+            .app_data(self.console.clone())
+            .app_data(self.base_path.clone())
+            .app_data(self.document.clone())
+            .app_data(self.metrics.clone())
+            .app_data(self.queue.clone())
+            .app_data(self.trusted_proxies.clone())
+            .app_data(self.allowed_networks.clone());
+        if let Some(watchdog) = &self.watchdog {
+            cfg.app_data(watchdog.clone());
+        }
+        if let Some(rollouts) = &self.rollouts {
+            cfg.app_data(rollouts.clone());
+        }
+    }
+}
+
 fn http_server(
     settings: &Settings,
     listener: TcpListener,
-    shared: Shared,
+    data: AppData,
 ) -> std::io::Result<Server> {
-    let store = web::Data::from(shared.store);
-    let buffer = web::Data::from(shared.buffer);
-    let clock = web::Data::from(shared.clock);
-    let writer = web::Data::new(shared.writer);
-    let tickets = web::Data::new(shared.tickets);
-    let tokens = web::Data::new(BearerTokens::new(settings.api.tokens.clone()));
-    // One set of buckets for every worker: a token's limit is per process, not per worker.
-    let rate_limit = web::Data::new(RateLimit::new(&settings.api));
-    // The handlers read the effective rule (`Settings::matches_apps`) from here.
-    let access = web::Data::new(settings.effective_access());
-    let fleet = web::Data::new(settings.fleet.clone());
-    let usage = web::Data::new(settings.usage.clone());
-    let webhooks = web::Data::new(settings.webhooks.clone());
-    let base_path = web::Data::new(settings.callbacks.base_path.clone());
-    let document = web::Data::new(ApiDocument::new(&crate::openapi::document(
-        &settings.callbacks.base_path,
-    )));
-    let metrics = web::Data::from(shared.metrics);
     let metrics_here = settings.metrics.listen.is_none();
-    let watchdog = shared.watchdog.map(web::Data::new);
-    let rollouts = shared.rollouts.map(web::Data::from);
-    let queue = web::Data::from(shared.queue);
+    let console_here = settings.console.enabled && settings.console.listen.is_none();
     let callbacks = settings.callbacks.clone();
-    // Who sent a request (issue #20): trusted proxies for every route's log span, the
-    // allowlist for the callbacks.
-    let trusted_proxies = web::Data::new(TrustedProxies(settings.server.trusted_proxies.clone()));
-    let allowed_networks = web::Data::new(receiver::AllowedNetworks(
-        settings.callbacks.allowed_networks.clone(),
-    ));
     let api_settings = settings.api.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(from_fn(metrics::record_http))
             .wrap(from_fn(request_id::scope))
             .wrap(TracingLogger::<request_id::RootSpan>::new())
-            .app_data(store.clone())
-            .app_data(writer.clone())
-            .app_data(tickets.clone())
-            .app_data(buffer.clone())
-            .app_data(tokens.clone())
-            .app_data(rate_limit.clone())
-            .app_data(clock.clone())
-            .app_data(access.clone())
-            .app_data(fleet.clone())
-            .app_data(usage.clone())
-            .app_data(webhooks.clone())
-            .app_data(base_path.clone())
-            .app_data(document.clone())
-            .app_data(metrics.clone())
-            .app_data(queue.clone())
-            .app_data(trusted_proxies.clone())
-            .app_data(allowed_networks.clone())
-            .configure(|cfg| {
-                if let Some(watchdog) = &watchdog {
-                    cfg.app_data(watchdog.clone());
-                }
-                if let Some(rollouts) = &rollouts {
-                    cfg.app_data(rollouts.clone());
-                }
-            })
+            .configure(|cfg| data.install(cfg))
             .configure(|cfg| route::register(cfg, routes::health()))
             .configure(|cfg| {
                 if metrics_here {
@@ -412,6 +462,11 @@ fn http_server(
             })
             .configure(|cfg| receiver::routes(cfg, &callbacks))
             .configure(|cfg| api::routes(cfg, &api_settings))
+            .configure(|cfg| {
+                if console_here {
+                    crate::console::routes(cfg);
+                }
+            })
             .default_service(web::to(not_found))
     })
     .shutdown_timeout(settings.server.shutdown_timeout_secs);
@@ -419,4 +474,33 @@ fn http_server(
         server = server.workers(settings.server.workers);
     }
     Ok(server.listen(listener)?.run())
+}
+
+/// The console on its own listener (`console.listen`), e.g. reachable only from the
+/// operators' network.
+fn console_server(
+    settings: &Settings,
+    addr: std::net::SocketAddr,
+    data: AppData,
+) -> Result<Server, StartupError> {
+    let bind_error = |source| StartupError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(metrics::record_http))
+            .wrap(from_fn(request_id::scope))
+            .wrap(TracingLogger::<request_id::RootSpan>::new())
+            .configure(|cfg| data.install(cfg))
+            .configure(crate::console::routes)
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    .bind(addr)
+    .map_err(bind_error)?
+    .run();
+    Ok(server)
 }

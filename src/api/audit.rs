@@ -22,7 +22,7 @@ use crate::store::{AuditFilter, AuditRecord, NewAuditEntry, Store};
 use crate::telemetry::ErrorChain;
 
 /// What is known of a call before it runs; [`Pending::record`] adds its outcome.
-pub(super) struct Pending {
+pub(crate) struct Pending {
     store: Option<web::Data<dyn Store>>,
     clock: Option<web::Data<dyn Clock>>,
     token_name: String,
@@ -33,7 +33,7 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    pub(super) fn of(req: &ServiceRequest, token_name: &str) -> Pending {
+    pub(crate) fn of(req: &ServiceRequest, token_name: &str) -> Pending {
         let pattern = req.match_pattern().unwrap_or_default();
         let route = pattern.strip_prefix(PREFIX).unwrap_or(&pattern);
         let values: Vec<&str> = req.match_info().iter().map(|(_, value)| value).collect();
@@ -56,7 +56,7 @@ impl Pending {
         }
     }
 
-    pub(super) async fn record(self, res: &ServiceResponse<BoxBody>) {
+    pub(crate) async fn record(self, res: &ServiceResponse<BoxBody>) {
         let (Some(store), Some(clock)) = (self.store, self.clock) else {
             return;
         };

@@ -34,7 +34,7 @@ impl BearerTokens {
     }
 
     /// The token whose digest matches, comparing with every one whatever matched.
-    fn identify(&self, presented: &[u8]) -> Option<&Arc<ApiToken>> {
+    pub(crate) fn identify(&self, presented: &[u8]) -> Option<&Arc<ApiToken>> {
         let digest = token_digest(presented);
         let mut index = 0u32;
         let mut found = subtle::Choice::from(0);

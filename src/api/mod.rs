@@ -1,15 +1,15 @@
 //! The operator API under `/api/v1`: a bearer token from `api.tokens` on every route, and
 //! on each the scope the route table below declares.
 
-mod audit;
+pub(crate) mod audit;
 mod auth;
 mod encode;
 mod phones;
 mod queue;
-mod rate_limit;
+pub(crate) mod rate_limit;
 mod rollouts;
 mod sessions;
-mod usage;
+pub(crate) mod usage;
 mod webhooks;
 
 use actix_web::http::{Method, StatusCode};
@@ -222,7 +222,7 @@ impl From<crate::queue::QueueError> for ApiError {
 }
 
 impl ApiError {
-    fn code(&self) -> ErrorCode {
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
             ApiError::Invalid(_) => ErrorCode::InvalidField,
             ApiError::InvalidTime(_) => ErrorCode::InvalidTime,

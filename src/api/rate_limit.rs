@@ -30,16 +30,24 @@ impl RateLimit {
 }
 
 /// A 429 answer if `token_name` has spent its bucket, None if the call may go on.
-pub(super) fn check(req: &ServiceRequest, token_name: &str) -> Option<HttpResponse> {
-    let limiter = req.app_data::<web::Data<RateLimit>>()?.0.as_ref()?;
-    let refused = limiter.check_key(&token_name.to_owned()).err()?;
-    let wait = refused.wait_time_from(DefaultClock::default().now());
-    // Whole seconds (RFC 9110), rounded up so a client that obeys is let through.
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut res = error_response(
-        ErrorCode::RateLimited,
-        "too many requests with this token; retry after the Retry-After seconds",
-    );
-    res.headers_mut().insert(RETRY_AFTER, secs.max(1).into());
-    Some(res)
+pub(crate) fn check(req: &ServiceRequest, token_name: &str) -> Option<HttpResponse> {
+    req.app_data::<web::Data<RateLimit>>()?
+        .check_key(token_name)
+}
+
+impl RateLimit {
+    /// A 429 answer if `key` (a token's name, or the console's sign-in key of a client) has
+    /// spent its bucket, None if the call may go on.
+    pub fn check_key(&self, key: &str) -> Option<HttpResponse> {
+        let refused = self.0.as_ref()?.check_key(&key.to_owned()).err()?;
+        let wait = refused.wait_time_from(DefaultClock::default().now());
+        // Whole seconds (RFC 9110), rounded up so a client that obeys is let through.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut res = error_response(
+            ErrorCode::RateLimited,
+            "too many requests with this token; retry after the Retry-After seconds",
+        );
+        res.headers_mut().insert(RETRY_AFTER, secs.max(1).into());
+        Some(res)
+    }
 }

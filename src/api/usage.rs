@@ -68,6 +68,18 @@ pub(super) struct UsageReportDoc {
     totals: Counts,
 }
 
+/// The report `GET /api/v1/usage` answers with, for `params`: the console's usage page
+/// shows the same one, so its figures cannot differ from the API's.
+pub(crate) async fn report(
+    store: &dyn Store,
+    settings: &UsageSettings,
+    params: &UsageParams,
+) -> Result<usage::UsageReport, ApiError> {
+    let plan = usage::plan(settings, params)?;
+    let rows = store.usage(&plan.query).await?;
+    Ok(usage::UsageReport::new(plan, rows))
+}
+
 #[utoipa::path(
     get,
     path = "/usage",
@@ -96,9 +108,7 @@ pub(super) async fn usage(
         group_by: request.group_by.unwrap_or_default(),
         time_zone: request.time_zone,
     };
-    let plan = usage::plan(&settings, &params)?;
-    let rows = store.usage(&plan.query).await?;
-    let report = usage::UsageReport::new(plan, rows);
+    let report = report(&**store, &settings, &params).await?;
     Ok(match format {
         Format::Json => HttpResponse::Ok().json(report),
         Format::Csv => HttpResponse::Ok()

@@ -89,6 +89,8 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
         "operator API: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/api/v1/phones/<phone_id>"
     );
     println!("sessions start every second; Ctrl-C stops the demo.");
+    // Last, so it is what a person sees first: the console shows the fleet live.
+    println!("open http://127.0.0.1:{port}/console and sign in with the token {token}");
     watch(&simulator, options.duration_secs).await;
 
     simulator.stop().await;

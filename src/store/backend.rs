@@ -22,7 +22,7 @@ use super::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange, rollout}
 use super::{PresentedSignCheck, SignCheckOutcome, sign_check_batch};
 use crate::access::{Issued, Rules};
 use crate::domain::WebhookEventId;
-use crate::domain::{AppId, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
+use crate::domain::{AppId, Connect, Heartbeat, PhoneId, QueueId, Session, SessionId, UtcTime};
 use crate::usage::{self, UsageQuery, UsageRow};
 
 /// A database the session book can live in. The connection handling (SQLite's single writer
@@ -406,6 +406,11 @@ impl<B: Backend> Store for B {
     ) -> Result<Option<SyncedProperty>, StoreError> {
         let found = book::synced_property(&mut self.reader(), phone_id).await;
         found.map_err(during("synced_property"))
+    }
+
+    async fn phone_connect(&self, phone_id: &PhoneId) -> Result<Option<Connect>, StoreError> {
+        let found = book::phone_connect(&mut self.reader(), phone_id).await;
+        found.map_err(during("phone_connect"))
     }
 
     async fn access_read(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {

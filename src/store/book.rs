@@ -19,7 +19,7 @@ use super::{
     NewRecovery, PhoneApp, SessionFilter, StoreError, Verification,
 };
 use crate::access::{AesKey, Issued, MintedAccess, Ticket};
-use crate::domain::{AppId, PhoneId, Session, SessionId, UtcTime};
+use crate::domain::{AppId, Connect, PhoneId, Session, SessionId, UtcTime};
 
 /// How a heartbeat updates a phone that already has a row. `last_seen_at` is cphub's clock
 /// and moves on any heartbeat: a phone whose own clock stepped back is still alive and must
@@ -844,6 +844,19 @@ pub(super) async fn synced_property(
     let sql = "SELECT cph_property AS property, cph_property_at AS read_at FROM phones \
                WHERE phone_id = $1 AND cph_property IS NOT NULL";
     Ok(db.fetch_optional(sql, &args![phone_id.as_str()]).await?)
+}
+
+/// Where a client connects to the phone (4.3.2), as phone sync last read it; None for a
+/// phone the book does not know.
+pub(super) async fn phone_connect(
+    db: &mut impl Sql,
+    phone_id: &PhoneId,
+) -> Result<Option<Connect>, StoreError> {
+    let sql = "SELECT server_id, access_infos FROM phones WHERE phone_id = $1";
+    let row: Option<(Option<String>, Option<String>)> =
+        db.fetch_optional(sql, &args![phone_id.as_str()]).await?;
+    row.map(|(server, access)| connect(server, access.as_deref()))
+        .transpose()
 }
 
 pub(super) async fn access_read(

@@ -631,6 +631,10 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the book's knowledge of which apps are on which phones (one transaction).
     async fn sync_phone_apps(&self, apps: &[PhoneApp], now: UtcTime) -> Result<(), StoreError>;
 
+    /// Where a client connects to the phone (4.3.2: its server and access information), as
+    /// phone sync last read it; None for a phone the book does not know.
+    async fn phone_connect(&self, phone_id: &PhoneId) -> Result<Option<Connect>, StoreError>;
+
     /// Phones whose access information the book has, with the list's `update_time` when it
     /// was read: phone sync reads a phone's detail again only when that moved.
     async fn access_read(&self) -> Result<Vec<(String, Option<String>)>, StoreError>;

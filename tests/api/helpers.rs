@@ -202,7 +202,7 @@ impl TestApp {
         self.get_json(&format!("/api/v1/phones/{phone_id}")).await
     }
 
-    async fn get_json(&self, path: &str) -> Option<Value> {
+    pub async fn get_json(&self, path: &str) -> Option<Value> {
         let res = self.get(path, Some(TOKEN)).await;
         match res.status().as_u16() {
             200 => Some(res.json().await.unwrap()),

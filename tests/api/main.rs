@@ -10,6 +10,8 @@ mod auth;
 mod bad_input;
 mod binary;
 mod cli;
+mod console;
+mod console_browser;
 mod cph_client;
 mod db_faults;
 mod diagnostics;

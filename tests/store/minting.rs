@@ -15,6 +15,7 @@ use crate::helpers::*;
 
 backend_tests!(
     phone_sync_keeps_the_properties_it_read_for_a_reset_4_3_2,
+    a_phones_connect_information_is_what_sync_read_4_3_2,
     a_mint_allocates_an_idle_fresh_phone_and_holds_it,
     concurrent_mints_never_share_a_phone,
     a_pinned_phone_is_allocated_when_free_refused_when_busy_or_unknown,
@@ -446,6 +447,22 @@ async fn sync_access(store: &impl Book, access_port: i64, now: &str) {
         ..ControlPlanePhone::default()
     };
     store.sync_phones(&[phone], at(now)).await.unwrap();
+}
+
+/// 4.3.2: the console's phone page shows where a client connects to the phone, as phone
+/// sync last read it; nothing for a phone the book does not know.
+async fn a_phones_connect_information_is_what_sync_read_4_3_2(backend: Backend) {
+    let store = open(backend).await;
+    assert_eq!(store.phone_connect(&pid("p-1")).await.unwrap(), None);
+
+    sync_access(&store, 40001, "19:00:00").await;
+    sync_access(&store, 40002, "19:01:00").await;
+
+    let connect = store.phone_connect(&pid("p-1")).await.unwrap().unwrap();
+    assert_eq!(connect.server_id.as_deref(), Some("srv-1"));
+    let ports: Vec<i64> = connect.access.iter().map(|a| a.access_port).collect();
+    assert_eq!(ports, [40002]);
+    assert_eq!(connect.access[0].public_ip, "203.0.113.7");
 }
 
 async fn a_mint_with_a_key_is_answered_again_and_another_request_refused(backend: Backend) {

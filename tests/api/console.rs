@@ -1,0 +1,416 @@
+//! The web console (docs/console.md) over HTTP: sign-in and its cookie, the headers every
+//! answer carries, scopes, the CSRF check and the audit line of an action. The browser
+//! walk through the pages is in `console_browser.rs`.
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use sha2::{Digest, Sha256};
+
+use crate::backend_tests;
+use crate::helpers::{Backend, TOKEN, TestApp};
+
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                              img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+                              frame-ancestors 'none'; base-uri 'none'";
+
+/// Tokens by name: an admin, one that may only read phones, one that may only read usage.
+pub(crate) const ADMIN: &str = "console-admin-token-0123456789abcdef";
+pub(crate) const READER: &str = "console-phone-reader-0123456789abcdef";
+const USAGE_ONLY: &str = "console-usage-reader-0123456789abcdef";
+
+pub(crate) fn tokens() -> String {
+    let table = |name: &str, token: &str, scopes: &str| {
+        format!(
+            "[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = [{scopes}]\n",
+            hex::encode(Sha256::digest(token.as_bytes()))
+        )
+    };
+    [
+        table("admin", ADMIN, "\"admin\""),
+        table("reader", READER, "\"phones:read\", \"sessions:read\""),
+        table("accountant", USAGE_ONLY, "\"usage:read\""),
+        // The suite's own token, for the API calls of the tests.
+        table("tests", TOKEN, "\"admin\""),
+    ]
+    .concat()
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A form's body, as a browser encodes it.
+fn form(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let pairs: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect();
+    pairs.join("&")
+}
+
+/// A client that shows redirects instead of following them.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn spawn(backend: Backend, extra: &str) -> TestApp {
+    TestApp::spawn_with(backend, &format!("{}{extra}", tokens())).await
+}
+
+async fn sign_in(app: &TestApp, token: &str) -> reqwest::Response {
+    client()
+        .post(format!("{}/console/login", app.address))
+        .header("content-type", FORM)
+        .body(form(&[("token", token), ("next", "/console/usage")]))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `cphub_console=…` pair of a successful sign-in, to send back as `Cookie`.
+async fn cookie_of(app: &TestApp, token: &str) -> String {
+    let res = sign_in(app, token).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let line = res.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    line.split(';').next().unwrap().to_owned()
+}
+
+async fn get(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut req = client().get(format!("{}{path}", app.address));
+    if let Some(cookie) = cookie {
+        req = req.header("cookie", cookie);
+    }
+    req.send().await.unwrap()
+}
+
+async fn post_form(
+    app: &TestApp,
+    path: &str,
+    cookie: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    (client().post(format!("{}{path}", app.address)))
+        .header("cookie", cookie)
+        .header("content-type", FORM)
+        .body(self::form(form))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn assert_console_headers(headers: &HeaderMap, what: &str) {
+    assert_eq!(headers["content-security-policy"], CSP, "{what}");
+    assert_eq!(headers["x-content-type-options"], "nosniff", "{what}");
+    assert_eq!(headers["referrer-policy"], "no-referrer", "{what}");
+}
+
+/// The CSRF token of the page's forms (the sign-out form is on every page).
+fn csrf_in(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with the CSRF token");
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+async fn a_page_asked_for_without_signing_in_leads_to_the_sign_in_form(backend: Backend) {
+    let app = spawn(backend, "").await;
+
+    let res = get(&app, "/console/fleet?state=idle", None).await;
+
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let to = res.headers()[LOCATION].to_str().unwrap();
+    assert_eq!(to, "/console/login?next=%2Fconsole%2Ffleet%3Fstate%3Didle");
+    let form = get(&app, to, None).await;
+    assert_eq!(form.status(), 200);
+    assert_console_headers(form.headers(), "the sign-in form");
+    let text = form.text().await.unwrap();
+    assert!(text.contains("type=\"password\" name=\"token\""), "{text}");
+    assert!(
+        text.contains("value=\"/console/fleet?state=idle\""),
+        "{text}"
+    );
+}
+
+async fn signing_in_sets_an_http_only_strict_cookie_and_a_wrong_token_sets_none(backend: Backend) {
+    let app = spawn(backend, "").await;
+
+    let wrong = sign_in(&app, "not-a-token-of-this-cphub").await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get(SET_COOKIE).is_none());
+    assert_console_headers(wrong.headers(), "refused sign-in");
+    let page = wrong.text().await.unwrap();
+    assert!(page.contains("not an operator token"), "{page}");
+
+    let res = sign_in(&app, ADMIN).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()[LOCATION], "/console/usage");
+    let cookie = res.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(cookie.starts_with("cphub_console="), "{cookie}");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.split("; ").any(|f| f == flag), "{flag} in {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+    assert!(
+        !cookie.contains(ADMIN),
+        "the token is encoded, not in the clear"
+    );
+    let over_https = client()
+        .post(format!("{}/console/login", app.address))
+        .header("x-forwarded-proto", "https")
+        .header("content-type", FORM)
+        .body(form(&[("token", ADMIN)]))
+        .send()
+        .await
+        .unwrap();
+    let cookie = over_https.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+}
+
+async fn signing_out_clears_the_cookie_and_needs_the_csrf_token(backend: Backend) {
+    let app = spawn(backend, "").await;
+    let cookie = cookie_of(&app, ADMIN).await;
+    let page = get(&app, "/console/usage", Some(&cookie)).await;
+    let csrf = csrf_in(&page.text().await.unwrap());
+
+    let forged = post_form(&app, "/console/logout", &cookie, &[]).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(forged.headers().get(SET_COOKIE).is_none());
+
+    let res = post_form(&app, "/console/logout", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let cleared = res.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(cleared.starts_with("cphub_console=;"), "{cleared}");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+}
+
+async fn every_console_answer_carries_the_csp_and_assets_are_immutable(backend: Backend) {
+    let app = spawn(backend, "").await;
+    let cookie = cookie_of(&app, ADMIN).await;
+    let fleet = get(&app, "/console/fleet", Some(&cookie)).await;
+    assert_eq!(fleet.status(), 200);
+    assert_console_headers(fleet.headers(), "fleet");
+    assert_eq!(fleet.headers()["cache-control"], "no-store");
+    let page = fleet.text().await.unwrap();
+    assert!(
+        !page.contains("<style") && !page.contains(" style="),
+        "no inline style"
+    );
+    assert!(!page.contains("<script>"), "no inline script");
+    assert!(page.contains("name=\"viewport\""), "readable on a phone");
+
+    let htmx = asset_url(&page, "htmx.min.js");
+    let res = get(&app, &htmx, None).await;
+    assert_eq!(res.status(), 200);
+    assert_console_headers(res.headers(), "asset");
+    let cache = res.headers()["cache-control"].to_str().unwrap().to_owned();
+    assert_eq!(cache, "public, max-age=31536000, immutable");
+    assert!(res.headers()["etag"].to_str().unwrap().len() > 2);
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let body = res.bytes().await.unwrap();
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/console/assets/README.md"),
+    )
+    .unwrap();
+    let sha = hex::encode(Sha256::digest(&body));
+    assert!(
+        readme.contains(&sha),
+        "the vendored htmx is the one recorded: {sha}"
+    );
+    let stale = htmx.replace("/assets/", "/assets/0");
+    assert_eq!(get(&app, &stale, None).await.status(), 404);
+    let missing = get(&app, "/console/no-such-page", Some(&cookie)).await;
+    assert_eq!(missing.status(), 404);
+    assert_console_headers(missing.headers(), "404");
+}
+
+fn asset_url(page: &str, name: &str) -> String {
+    let end = page
+        .find(&format!("/{name}\""))
+        .expect("the asset is linked")
+        + name.len()
+        + 1;
+    let start = page[..end].rfind('"').unwrap() + 1;
+    page[start..end].to_owned()
+}
+
+async fn a_page_needs_its_scope_and_says_which_is_missing(backend: Backend) {
+    let app = spawn(backend, "").await;
+    let cookie = cookie_of(&app, USAGE_ONLY).await;
+
+    let fleet = get(&app, "/console/fleet", Some(&cookie)).await;
+    assert_eq!(fleet.status(), StatusCode::FORBIDDEN);
+    assert_console_headers(fleet.headers(), "403");
+    let page = fleet.text().await.unwrap();
+    assert!(page.contains("lacks the scope phones:read"), "{page}");
+    assert!(page.contains("CPHUB.FORBIDDEN"), "{page}");
+
+    let usage = get(&app, "/console/usage", Some(&cookie)).await;
+    assert_eq!(usage.status(), 200);
+    let page = usage.text().await.unwrap();
+    assert!(
+        !page.contains("href=\"/console/fleet\">Fleet"),
+        "no link to a page it cannot see"
+    );
+    assert!(page.contains("href=\"/console/usage\">Usage"), "{page}");
+}
+
+async fn only_a_token_that_may_operate_gets_the_restart_button(backend: Backend) {
+    let app = spawn(backend, "").await;
+    app.idle_phones(&["p-1"]).await;
+    let phone = "/console/phones/p-1";
+
+    let reader = cookie_of(&app, READER).await;
+    let page = get(&app, phone, Some(&reader)).await.text().await.unwrap();
+    assert!(page.contains("data-state=\"idle\""), "{page}");
+    assert!(!page.contains("/console/phones/p-1/restart"), "{page}");
+    let confirm = get(&app, "/console/phones/p-1/restart", Some(&reader)).await;
+    assert_eq!(confirm.status(), StatusCode::FORBIDDEN);
+
+    let admin = cookie_of(&app, ADMIN).await;
+    let page = get(&app, phone, Some(&admin)).await.text().await.unwrap();
+    assert!(
+        page.contains("href=\"/console/phones/p-1/restart\""),
+        "{page}"
+    );
+    let confirm = get(&app, "/console/phones/p-1/restart", Some(&admin)).await;
+    assert_eq!(confirm.status(), 200);
+    let form = confirm.text().await.unwrap();
+    assert!(
+        form.contains("action=\"/console/phones/p-1/restart\""),
+        "{form}"
+    );
+    assert!(form.contains("name=\"csrf\""), "{form}");
+}
+
+async fn an_action_without_the_right_csrf_token_is_refused_and_audited(backend: Backend) {
+    let app = spawn(backend, "").await;
+    app.idle_phones(&["p-1"]).await;
+    let admin = cookie_of(&app, ADMIN).await;
+    let reader_page = get(&app, "/console/fleet", Some(&cookie_of(&app, READER).await)).await;
+    let readers_csrf = csrf_in(&reader_page.text().await.unwrap());
+    let path = "/console/phones/p-1/restart";
+
+    for (why, form) in [
+        ("no token", vec![]),
+        ("garbage", vec![("csrf", "00ff")]),
+        ("another operator's", vec![("csrf", readers_csrf.as_str())]),
+    ] {
+        let res = post_form(&app, path, &admin, &form).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{why}");
+        assert_console_headers(res.headers(), why);
+        let page = res.text().await.unwrap();
+        assert!(
+            page.contains("CSRF token is missing or wrong"),
+            "{why}: {page}"
+        );
+    }
+    let no_body = (client().post(format!("{}{path}", app.address)))
+        .header("cookie", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_body.status(), StatusCode::FORBIDDEN, "an empty POST");
+
+    // The right token reaches the watchdog's service, as the API's route does: this cphub
+    // has no control plane, so it is refused the API's way.
+    let csrf = csrf_in(
+        &get(&app, "/console/fleet", Some(&admin))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let sent = post_form(&app, path, &admin, &[("csrf", &csrf)]).await;
+    assert_eq!(sent.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        sent.text()
+            .await
+            .unwrap()
+            .contains("CPHUB.CPH_NOT_CONFIGURED")
+    );
+
+    let audit = app.get_json("/api/v1/audit?token=admin").await.unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    let (sent, refused): (Vec<_>, Vec<_>) = (entries.iter())
+        .filter(|e| e["action"] == "POST /console/phones/{phone_id}/{action}")
+        .partition(|e| e["status"] == 503);
+    assert_eq!(sent.len(), 1, "{audit}");
+    assert_eq!(sent[0]["error_code"], "CPHUB.CPH_NOT_CONFIGURED");
+    assert_eq!(refused.len(), 4, "{audit}");
+    assert!(
+        refused
+            .iter()
+            .all(|e| e["status"] == 403 && e["error_code"] == "CPHUB.FORBIDDEN")
+    );
+    assert!(
+        refused.iter().all(|e| e["target"] == "p-1/restart"),
+        "{audit}"
+    );
+}
+
+async fn sign_in_attempts_are_rate_limited_like_api_calls(backend: Backend) {
+    let app = spawn(
+        backend,
+        "[api]\nrate_limit_per_second = 1\nrate_limit_burst = 2\n",
+    )
+    .await;
+
+    let mut statuses = Vec::new();
+    for guess in 0..6 {
+        statuses.push(
+            sign_in(&app, &format!("guess-{guess}"))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+
+    // A bucket of 2 refilled once a second: six quick guesses cannot all be tried (a machine
+    // stalled for seconds between them could make this fail, never pass wrongly).
+    assert_eq!(statuses[0], 401, "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [401, 429].contains(s)),
+        "{statuses:?}"
+    );
+}
+
+async fn the_console_can_be_turned_off_or_served_on_its_own_address(backend: Backend) {
+    let off = spawn(backend, "[console]\nenabled = false\n").await;
+    assert_eq!(get(&off, "/console/login", None).await.status(), 404);
+
+    let port = crate::watchdog::free_port();
+    let apart = spawn(
+        backend,
+        &format!("[console]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .await;
+    assert_eq!(get(&apart, "/console/login", None).await.status(), 404);
+    let there = client()
+        .get(format!("http://127.0.0.1:{port}/console/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(there.status(), 200);
+    assert_console_headers(there.headers(), "own listener");
+}
+
+backend_tests!(
+    a_page_asked_for_without_signing_in_leads_to_the_sign_in_form,
+    signing_in_sets_an_http_only_strict_cookie_and_a_wrong_token_sets_none,
+    signing_out_clears_the_cookie_and_needs_the_csrf_token,
+    every_console_answer_carries_the_csp_and_assets_are_immutable,
+    a_page_needs_its_scope_and_says_which_is_missing,
+    only_a_token_that_may_operate_gets_the_restart_button,
+    an_action_without_the_right_csrf_token_is_refused_and_audited,
+    the_console_can_be_turned_off_or_served_on_its_own_address,
+    sign_in_attempts_are_rate_limited_like_api_calls,
+);
