@@ -24,6 +24,6 @@ macro_rules! server_modules {
 }
 
 server_modules!(
-    api, cli, clock, console, cph, http, metrics, openapi, queue, rollout, routes, simulator, startup,
-    store, watchdog, webhooks,
+    api, cli, clock, console, cph, http, metrics, openapi, queue, rollout, routes, simulator,
+    startup, store, watchdog, webhooks,
 );
