@@ -26,7 +26,7 @@ use crate::rollout::Rollouts;
 use crate::routes;
 use crate::store::{
     self, ApplyEvents, ApplyRules, ConsumeTickets, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
-    Store, StoreError, TicketWriter,
+    MintSessions, MintWriter, Store, StoreError, TicketWriter,
 };
 use crate::watchdog::{BookRetention, HoldSweeper, RetentionTask, Watchdog, WatchdogTask};
 use crate::webhooks::{WebhookDispatcher, WebhookTasks};
@@ -69,7 +69,7 @@ pub struct Application {
     watchdog_task: Option<WatchdogTask>,
     queue_task: QueueTask,
     webhook_tasks: WebhookTasks,
-    writer_tasks: [JoinHandle<()>; 2],
+    writer_tasks: [JoinHandle<()>; 3],
 }
 
 impl Application {
@@ -113,6 +113,12 @@ impl Application {
         // bounds their transactions just as well.
         let (tickets, tickets_task) = TicketWriter::spawn(
             ConsumeTickets(Arc::clone(&store)),
+            settings.callbacks.event_batch_max,
+            settings.database.write_timeout(),
+        );
+        // Mints come at most as fast as sessions start, like sign checks.
+        let (mints, mints_task) = MintWriter::spawn(
+            MintSessions(Arc::clone(&store)),
             settings.callbacks.event_batch_max,
             settings.database.write_timeout(),
         );
@@ -198,6 +204,7 @@ impl Application {
             store,
             writer,
             tickets,
+            mints,
             buffer,
             clock,
             metrics,
@@ -222,7 +229,7 @@ impl Application {
             watchdog_task,
             queue_task,
             webhook_tasks,
-            writer_tasks: [events_task, tickets_task],
+            writer_tasks: [events_task, tickets_task, mints_task],
         })
     }
 
@@ -266,7 +273,7 @@ impl Application {
             .await
             .is_err()
         {
-            tracing::error!("event or sign-check writer did not finish in time");
+            tracing::error!("event, sign-check or mint writer did not finish in time");
         }
         tracing::info!("cphub stopped");
         served
@@ -278,6 +285,7 @@ struct Shared {
     store: Arc<dyn Store>,
     writer: EventWriter,
     tickets: TicketWriter,
+    mints: MintWriter,
     buffer: Arc<HeartbeatBuffer>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -345,6 +353,7 @@ fn http_server(
     let clock = web::Data::from(shared.clock);
     let writer = web::Data::new(shared.writer);
     let tickets = web::Data::new(shared.tickets);
+    let mints = web::Data::new(shared.mints);
     let tokens = web::Data::new(BearerTokens::new(settings.api.tokens.clone()));
     // One set of buckets for every worker: a token's limit is per process, not per worker.
     let rate_limit = web::Data::new(RateLimit::new(&settings.api));
@@ -378,6 +387,7 @@ fn http_server(
             .app_data(store.clone())
             .app_data(writer.clone())
             .app_data(tickets.clone())
+            .app_data(mints.clone())
             .app_data(buffer.clone())
             .app_data(tokens.clone())
             .app_data(rate_limit.clone())

@@ -597,7 +597,11 @@ async fn pick_phone<D: Sql>(
     Ok(tx.fetch_optional(sql, args).await?)
 }
 
-pub(super) async fn mint_session<D: Sql>(
+/// Mints one session in a transaction whose lapsed holds are already released (as of the
+/// request's `now` or later): the callers release once for a whole batch or queue pass, so
+/// that every mint's locks on PostgreSQL come after those of the release (see
+/// [`release_lapsed_holds`]).
+pub(super) async fn mint_released<D: Sql>(
     tx: &mut D,
     req: &MintRequest,
 ) -> Result<Allocation, StoreError> {
@@ -606,7 +610,6 @@ pub(super) async fn mint_session<D: Sql>(
     {
         return Ok(earlier);
     }
-    release_lapsed_holds(tx, req.now).await?;
     let Some(picked) = pick_phone(tx, req).await? else {
         if let Some(key) = &req.key {
             forget_key(tx, key).await?;
@@ -853,12 +856,24 @@ pub(super) async fn access_read(
     Ok(db.fetch_all(sql, &[]).await?)
 }
 
+/// Expires the sessions whose hold lapsed by `now` and frees their phones. On PostgreSQL the
+/// phones of `pinned` (those a batch of mints names) are locked in the same key-ordered pass
+/// as the lapsed ones: a batch then waits for phone rows only here, in key order, as the
+/// heartbeat flush and phone sync do; every later pick of the batch takes a row it already
+/// holds or skips locked ones (`pick_phone_sql`), so batches on two replicas cannot deadlock
+/// over phones.
 pub(super) async fn release_lapsed_holds<D: Sql>(
     tx: &mut D,
     now: UtcTime,
+    pinned: &[&PhoneId],
 ) -> Result<u64, StoreError> {
     let expired = tx.execute(expire_lapsed_sql::<D>(), &args![now]).await?;
-    tx.execute(release_lapsed_sql::<D>(), &args![now]).await?;
+    let pinned = serde_json::to_string(&pinned)
+        .map_err(|e| StoreError::Corrupt(format!("pinned phones: {e}")))?;
+    let args = args![now, pinned.as_str()];
+    // SQLite's statement has no `$2`: its one writer needs no locks.
+    let args = if D::LOCKS_ROWS { &args[..] } else { &args[..1] };
+    tx.execute(release_lapsed_sql::<D>(), args).await?;
     let forget = "DELETE FROM mint_keys WHERE expires_at <= $1";
     tx.execute(forget, &args![now]).await?;
     Ok(expired)
@@ -890,7 +905,7 @@ fn expire_lapsed_sql<D: Sql>() -> &'static str {
 
 /// Lapsed holds' phones go back to the pool, locked in key order on PostgreSQL as the
 /// heartbeat flush and phone sync take them (tests/store/lock_order.rs: in scan order the
-/// two deadlocked).
+/// two deadlocked), together with the pinned phones `$2` (a JSON list) of a mint batch.
 fn release_lapsed_sql<D: Sql>() -> &'static str {
     macro_rules! release {
         ($lock:literal) => {
@@ -903,7 +918,9 @@ fn release_lapsed_sql<D: Sql>() -> &'static str {
     }
     match D::LOCKS_ROWS {
         true => release!(
-            " AND phone_id IN (SELECT phone_id FROM phones WHERE allocated_until < $1 \
+            " AND phone_id IN (SELECT phone_id FROM phones WHERE phone_id IN \
+                (SELECT phone_id FROM phones WHERE allocated_until < $1 \
+                 UNION SELECT json_array_elements_text($2::json)) \
               ORDER BY phone_id FOR UPDATE)"
         ),
         false => release!(""),

@@ -1,5 +1,5 @@
-//! Group commit for the writes that must be durable before the answer: enter/quit events
-//! and the consumption of sign-check tickets. Each request hands its write to one writer
+//! Group commit for the writes that must be durable before the answer: enter/quit events,
+//! the consumption of sign-check tickets, and mints. Each request hands its write to one writer
 //! task and waits for the commit; while a transaction is committing, the next requests
 //! queue up and go into the next transaction together. Under load one fsync covers hundreds
 //! of writes, and every 200 still means "committed".
@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Applied, ApplyRules, ReceivedEvent, Store, StoreError, Verification, within};
+use super::{Allocation, MintRequest, within};
+use super::{Applied, ApplyRules, ReceivedEvent, Store, StoreError, Verification};
 
 /// One kind of write that is committed in groups.
 #[async_trait]
@@ -150,6 +151,27 @@ impl Commit for ConsumeTickets {
 }
 
 pub type TicketWriter = GroupCommit<ConsumeTickets>;
+
+/// Mints (`POST /api/v1/sessions`): a flash crowd's mints share a transaction and its
+/// fsync instead of queueing for SQLite's one writer (or a pooled connection) one by one.
+/// Each answer is what minting one by one in arrival order would have answered
+/// (`queue::mint_batch`); a refused or replayed mint is an answer, not a failed batch.
+pub struct MintSessions(pub Arc<dyn Store>);
+
+#[async_trait]
+impl Commit for MintSessions {
+    /// Shared with the requester, who answers with the request's ticket and key.
+    type Job = Arc<MintRequest>;
+    type Done = Allocation;
+    const WHAT: &'static str = "mint batch";
+
+    async fn commit(&self, requests: &[Arc<MintRequest>]) -> Result<Vec<Allocation>, StoreError> {
+        let requests: Vec<&MintRequest> = requests.iter().map(AsRef::as_ref).collect();
+        self.0.mint_sessions(&requests).await
+    }
+}
+
+pub type MintWriter = GroupCommit<MintSessions>;
 
 #[cfg(test)]
 mod tests {
