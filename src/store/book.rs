@@ -868,12 +868,8 @@ pub(super) async fn release_lapsed_holds<D: Sql>(
     pinned: &[&PhoneId],
 ) -> Result<u64, StoreError> {
     let expired = tx.execute(expire_lapsed_sql::<D>(), &args![now]).await?;
-    let pinned = serde_json::to_string(&pinned)
-        .map_err(|e| StoreError::Corrupt(format!("pinned phones: {e}")))?;
-    let args = args![now, pinned.as_str()];
-    // SQLite's statement has no `$2`: its one writer needs no locks.
-    let args = if D::LOCKS_ROWS { &args[..] } else { &args[..1] };
-    tx.execute(release_lapsed_sql::<D>(), args).await?;
+    lock_pinned(tx, now, pinned).await?;
+    tx.execute(release_lapsed_sql::<D>(), &args![now]).await?;
     let forget = "DELETE FROM mint_keys WHERE expires_at <= $1";
     tx.execute(forget, &args![now]).await?;
     Ok(expired)
@@ -903,9 +899,32 @@ fn expire_lapsed_sql<D: Sql>() -> &'static str {
     }
 }
 
+/// On PostgreSQL, locks the pinned phones and the lapsed ones in one pass in key order. A
+/// plain `SELECT … FOR UPDATE`, not a lock inside the release's `UPDATE`: PostgreSQL skips
+/// a semi-join's inner side when the outer one is empty, so with no lapsed hold the pinned
+/// phones went unlocked (tests/store/lock_order.rs caught the deadlock). SQLite has one
+/// writer and no row locks.
+async fn lock_pinned<D: Sql>(
+    tx: &mut D,
+    now: UtcTime,
+    pinned: &[&PhoneId],
+) -> Result<(), StoreError> {
+    if !D::LOCKS_ROWS || pinned.is_empty() {
+        return Ok(());
+    }
+    let pinned = serde_json::to_string(&pinned)
+        .map_err(|e| StoreError::Corrupt(format!("pinned phones: {e}")))?;
+    let sql = "SELECT phone_id FROM phones \
+               WHERE phone_id = ANY(ARRAY(SELECT json_array_elements_text($2::json))) \
+                 OR allocated_until < $1 \
+               ORDER BY phone_id FOR UPDATE";
+    let _: Vec<(String,)> = tx.fetch_all(sql, &args![now, pinned.as_str()]).await?;
+    Ok(())
+}
+
 /// Lapsed holds' phones go back to the pool, locked in key order on PostgreSQL as the
 /// heartbeat flush and phone sync take them (tests/store/lock_order.rs: in scan order the
-/// two deadlocked), together with the pinned phones `$2` (a JSON list) of a mint batch.
+/// two deadlocked).
 fn release_lapsed_sql<D: Sql>() -> &'static str {
     macro_rules! release {
         ($lock:literal) => {
@@ -918,9 +937,7 @@ fn release_lapsed_sql<D: Sql>() -> &'static str {
     }
     match D::LOCKS_ROWS {
         true => release!(
-            " AND phone_id IN (SELECT phone_id FROM phones WHERE phone_id IN \
-                (SELECT phone_id FROM phones WHERE allocated_until < $1 \
-                 UNION SELECT json_array_elements_text($2::json)) \
+            " AND phone_id IN (SELECT phone_id FROM phones WHERE allocated_until < $1 \
               ORDER BY phone_id FOR UPDATE)"
         ),
         false => release!(""),
