@@ -153,6 +153,16 @@ impl DatabaseSettings {
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
     }
+
+    /// How many write transactions of one kind may usefully run at once: one on SQLite, which
+    /// has one writer connection; half the pool on PostgreSQL, leaving the rest to reads
+    /// and to the other writers.
+    pub fn parallel_writes(&self) -> usize {
+        match self.url {
+            DatabaseUrl::Sqlite(_) => 1,
+            DatabaseUrl::Postgres(_) => (self.max_connections as usize / 2).max(1),
+        }
+    }
 }
 
 /// Which backend a `database.url` selects; the scheme decides.

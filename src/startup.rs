@@ -116,9 +116,13 @@ impl Application {
             settings.callbacks.event_batch_max,
             settings.database.write_timeout(),
         );
-        // Mints come at most as fast as sessions start, like sign checks.
-        let (mints, mints_task) = MintWriter::spawn(
+        // Mints come at most as fast as sessions start, like sign checks. A mint batch is a
+        // statement or two per mint, one after another: on PostgreSQL several batches run at
+        // once, on several connections, as single mints did (`queue::mint_batch` keeps them
+        // from deadlocking or sharing a phone).
+        let (mints, mints_task) = MintWriter::spawn_many(
             MintSessions(Arc::clone(&store)),
+            settings.database.parallel_writes(),
             settings.callbacks.event_batch_max,
             settings.database.write_timeout(),
         );

@@ -98,17 +98,11 @@ async fn fleet(store: &TestStore) {
     store.mint_session(&busy).await.unwrap();
 }
 
-/// `count` mints drawn from `seed` (xorshift, as the events test draws deliveries), a
+/// `count` mints drawn from `seed` ([`draws`]), a
 /// second apart from 19:00:00, each holding its phone until 19:05 (so no hold lapses
 /// within the batch).
 fn random_mints(seed: u64, count: usize) -> Vec<MintRequest> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move |below: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % below
-    };
+    let mut next = draws(seed);
     (0..count)
         .map(|n| {
             let session = format!("s-{n}");
