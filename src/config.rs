@@ -154,13 +154,17 @@ impl DatabaseSettings {
         Duration::from_millis(self.write_timeout_ms)
     }
 
-    /// How many write transactions of one kind may usefully run at once: one on SQLite, which
-    /// has one writer connection; half the pool on PostgreSQL, leaving the rest to reads
-    /// and to the other writers.
-    pub fn parallel_writes(&self) -> usize {
+    /// How mints are committed (`store::MintWriter`): how many writers, and at most how many
+    /// mints in one transaction. SQLite has one writer connection: one writer that puts every
+    /// waiting mint (up to `max_batch`) into its transaction and fsync. On PostgreSQL a batch
+    /// runs its mints' statements one after another while it holds its pinned phones' rows,
+    /// which stalled the heartbeat flush and every mint behind it (docs/benchmarks.md, "Mints
+    /// in groups"); PostgreSQL already shares a WAL flush among concurrent commits, so a mint
+    /// stays one transaction there, on half the pool at once, the rest left to the others.
+    pub fn mint_writers(&self, max_batch: usize) -> (usize, usize) {
         match self.url {
-            DatabaseUrl::Sqlite(_) => 1,
-            DatabaseUrl::Postgres(_) => (self.max_connections as usize / 2).max(1),
+            DatabaseUrl::Sqlite(_) => (1, max_batch),
+            DatabaseUrl::Postgres(_) => ((self.max_connections as usize / 2).max(1), 1),
         }
     }
 }

@@ -116,14 +116,14 @@ impl Application {
             settings.callbacks.event_batch_max,
             settings.database.write_timeout(),
         );
-        // Mints come at most as fast as sessions start, like sign checks. A mint batch is a
-        // statement or two per mint, one after another: on PostgreSQL several batches run at
-        // once, on several connections, as single mints did (`queue::mint_batch` keeps them
-        // from deadlocking or sharing a phone).
+        // Mints come at most as fast as sessions start, like sign checks: the same bound.
+        let (writers, max_batch) = settings
+            .database
+            .mint_writers(settings.callbacks.event_batch_max);
         let (mints, mints_task) = MintWriter::spawn_many(
             MintSessions(Arc::clone(&store)),
-            settings.database.parallel_writes(),
-            settings.callbacks.event_batch_max,
+            writers,
+            max_batch,
             settings.database.write_timeout(),
         );
         let buffer = Arc::new(HeartbeatBuffer::new(settings.heartbeats.flush_chunk()));
