@@ -154,18 +154,14 @@ impl DatabaseSettings {
         Duration::from_millis(self.write_timeout_ms)
     }
 
-    /// How mints are committed (`store::MintWriter`): how many writers, and at most how many
-    /// mints in one transaction. SQLite has one writer connection: one writer that puts every
-    /// waiting mint (up to `max_batch`) into its transaction and fsync. On PostgreSQL a batch
-    /// runs its mints' statements one after another while it holds its pinned phones' rows,
-    /// which stalled the heartbeat flush and every mint behind it (docs/benchmarks.md, "Mints
-    /// in groups"); PostgreSQL already shares a WAL flush among concurrent commits, so a mint
-    /// stays one transaction there, on half the pool at once, the rest left to the others.
-    pub fn mint_writers(&self, max_batch: usize) -> (usize, usize) {
-        match self.url {
-            DatabaseUrl::Sqlite(_) => (1, max_batch),
-            DatabaseUrl::Postgres(_) => ((self.max_connections as usize / 2).max(1), 1),
-        }
+    /// Whether mints go through a group commit (`store::Minter`). SQLite has one writer
+    /// connection: a mint of its own is an fsync of its own, and a flash crowd's mints
+    /// queued for it until they timed out. PostgreSQL mints on the whole pool at once and
+    /// shares a WAL flush among concurrent commits by itself; through a writer there, whose
+    /// batch runs its mints one after another holding their phones' rows, a flash crowd's
+    /// mints all timed out (docs/benchmarks.md, "Mints in groups").
+    pub fn groups_mints(&self) -> bool {
+        matches!(self.url, DatabaseUrl::Sqlite(_))
     }
 }
 

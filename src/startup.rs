@@ -26,7 +26,7 @@ use crate::rollout::Rollouts;
 use crate::routes;
 use crate::store::{
     self, ApplyEvents, ApplyRules, ConsumeTickets, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
-    MintSessions, MintWriter, Store, StoreError, TicketWriter,
+    MintSessions, MintWriter, Minter, Store, StoreError, TicketWriter,
 };
 use crate::watchdog::{BookRetention, HoldSweeper, RetentionTask, Watchdog, WatchdogTask};
 use crate::webhooks::{WebhookDispatcher, WebhookTasks};
@@ -117,15 +117,17 @@ impl Application {
             settings.database.write_timeout(),
         );
         // Mints come at most as fast as sessions start, like sign checks: the same bound.
-        let (writers, max_batch) = settings
-            .database
-            .mint_writers(settings.callbacks.event_batch_max);
-        let (mints, mints_task) = MintWriter::spawn_many(
-            MintSessions(Arc::clone(&store)),
-            writers,
-            max_batch,
-            settings.database.write_timeout(),
-        );
+        let (mints, mints_task) = match settings.database.groups_mints() {
+            true => {
+                let (writer, task) = MintWriter::spawn(
+                    MintSessions(Arc::clone(&store)),
+                    settings.callbacks.event_batch_max,
+                    settings.database.write_timeout(),
+                );
+                (Minter::Grouped(writer), task)
+            }
+            false => (Minter::Alone(Arc::clone(&store)), tokio::spawn(async {})),
+        };
         let buffer = Arc::new(HeartbeatBuffer::new(settings.heartbeats.flush_chunk()));
         let flusher = HeartbeatFlusher::spawn(
             Arc::clone(&buffer),
@@ -289,7 +291,7 @@ struct Shared {
     store: Arc<dyn Store>,
     writer: EventWriter,
     tickets: TicketWriter,
-    mints: MintWriter,
+    mints: Minter,
     buffer: Arc<HeartbeatBuffer>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,

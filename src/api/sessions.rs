@@ -13,8 +13,8 @@ use crate::domain::{AppId, Connect, IdempotencyKey, PhoneId, Session, SessionId,
 use crate::domain::{ParseError, Problem, SessionState};
 use crate::http::error::ErrorBody;
 use crate::store::{
-    Allocation, EventRecord, MintAnswer, MintKey, MintRequest, MintTimes, MintWriter,
-    SessionFilter, SessionFilterArgs, Store,
+    Allocation, EventRecord, MintAnswer, MintKey, MintRequest, MintTimes, Minter, SessionFilter,
+    SessionFilterArgs, Store,
 };
 
 fn refusal(error: ApiError) -> HttpResponse {
@@ -83,7 +83,7 @@ const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub(super) async fn mint(
     req: HttpRequest,
     body: web::Json<MintBody>,
-    mints: web::Data<MintWriter>,
+    mints: web::Data<Minter>,
     clock: web::Data<dyn Clock>,
     access: web::Data<AccessSettings>,
     fleet: web::Data<FleetSettings>,
@@ -94,7 +94,7 @@ pub(super) async fn mint(
     // A full fleet is an everyday answer, not a failure: sent as a plain response so it is
     // not logged as an error.
     let request = std::sync::Arc::new(request);
-    let allocation = mints.submit(std::sync::Arc::clone(&request)).await;
+    let allocation = mints.mint(std::sync::Arc::clone(&request)).await;
     let encoding = access.key_encoding;
     let minted = match allocation.map_err(ApiError::Write)? {
         Allocation::Allocated { phone_id, connect } => {

@@ -198,6 +198,23 @@ impl Commit for MintSessions {
 
 pub type MintWriter = GroupCommit<MintSessions>;
 
+/// How `POST /api/v1/sessions` mints: through the [`MintWriter`] or a transaction each
+/// (`DatabaseSettings::groups_mints` says which, and why).
+#[derive(Clone)]
+pub enum Minter {
+    Grouped(MintWriter),
+    Alone(Arc<dyn Store>),
+}
+
+impl Minter {
+    pub async fn mint(&self, request: Arc<MintRequest>) -> Result<Allocation, Arc<StoreError>> {
+        match self {
+            Minter::Grouped(writer) => writer.submit(request).await,
+            Minter::Alone(store) => store.mint_session(&request).await.map_err(Arc::new),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

@@ -47,7 +47,8 @@ pub use codec::{
 };
 pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{
-    ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, MintSessions, MintWriter, TicketWriter,
+    ApplyEvents, ConsumeTickets, EventWriter, GroupCommit, MintSessions, MintWriter, Minter,
+    TicketWriter,
 };
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use outbox::{
