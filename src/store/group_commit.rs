@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{Allocation, MintRequest, within};
@@ -44,36 +44,9 @@ impl<C: Commit> GroupCommit<C> {
     /// Starts the writer task. It ends once every handle has been dropped and the queue is
     /// drained. A commit taking longer than `limit` fails its batch (see [`within`]).
     pub fn spawn(committer: C, max_batch: usize, limit: Duration) -> (Self, JoinHandle<()>) {
-        Self::spawn_many(committer, 1, max_batch, limit)
-    }
-
-    /// Starts `writers` writer tasks taking batches from one queue in turn: while one
-    /// commits, the next collects what arrived meanwhile. One writer where the database has
-    /// one (SQLite); on PostgreSQL a batch's statements run one after another on one
-    /// connection, so a single writer would leave the rest of the pool idle under a flash
-    /// crowd. The handle ends when every writer has.
-    pub fn spawn_many(
-        committer: C,
-        writers: usize,
-        max_batch: usize,
-        limit: Duration,
-    ) -> (Self, JoinHandle<()>) {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
-        let (committer, rx) = (Arc::new(committer), Arc::new(Mutex::new(rx)));
-        let tasks: Vec<_> = (0..writers.max(1))
-            .map(|_| {
-                tokio::spawn(run(
-                    Arc::clone(&committer),
-                    Arc::clone(&rx),
-                    max_batch,
-                    limit,
-                ))
-            })
-            .collect();
-        let task = tokio::spawn(async {
-            futures_util::future::join_all(tasks).await;
-        });
+        let task = tokio::spawn(run(committer, rx, max_batch, limit));
         (GroupCommit { queue }, task)
     }
 
@@ -88,12 +61,14 @@ impl<C: Commit> GroupCommit<C> {
     }
 }
 
-type Queue<C> = Arc<Mutex<mpsc::Receiver<(<C as Commit>::Job, Reply<<C as Commit>::Done>)>>>;
-
-async fn run<C: Commit>(committer: Arc<C>, rx: Queue<C>, max_batch: usize, limit: Duration) {
+async fn run<C: Commit>(
+    committer: C,
+    mut rx: mpsc::Receiver<(C::Job, Reply<C::Done>)>,
+    max_batch: usize,
+    limit: Duration,
+) {
     let mut batch = Vec::with_capacity(max_batch);
-    // The queue is held only while collecting a batch, so other writers commit meanwhile.
-    while rx.lock().await.recv_many(&mut batch, max_batch).await > 0 {
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
         let (jobs, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         match within(limit, committer.commit(&jobs)).await {
             Ok(done) => answer(replies, done),
@@ -178,7 +153,7 @@ impl Commit for ConsumeTickets {
 pub type TicketWriter = GroupCommit<ConsumeTickets>;
 
 /// Mints (`POST /api/v1/sessions`): a flash crowd's mints share a transaction and its
-/// fsync instead of queueing for SQLite's one writer (or a pooled connection) one by one.
+/// fsync instead of queueing for SQLite's one writer one by one (on PostgreSQL see [`Minter`]).
 /// Each answer is what minting one by one in arrival order would have answered
 /// (`queue::mint_batch`); a refused or replayed mint is an answer, not a failed batch.
 pub struct MintSessions(pub Arc<dyn Store>);
@@ -269,23 +244,6 @@ mod tests {
         let calls = numbers.calls.lock().unwrap();
         assert_eq!(calls[0], [1, 2, -3, 4, 5], "first tried as one batch");
         assert_eq!(calls.len(), 6);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn several_writers_commit_every_job_once_and_end_together() {
-        let numbers = Numbers::default();
-        let (writer, task) = GroupCommit::spawn_many(numbers.clone(), 3, 8, Duration::from_secs(5));
-        let jobs = (0..200).map(|n| writer.submit(n));
-        let outcomes = futures_util::future::join_all(jobs).await;
-        drop(writer);
-        task.await.unwrap();
-
-        assert!(outcomes.iter().all(Result::is_ok));
-        let mut committed = numbers.committed.lock().unwrap().clone();
-        committed.sort_unstable();
-        assert_eq!(committed, (0..200).collect::<Vec<i64>>());
-        let calls = numbers.calls.lock().unwrap();
-        assert!(calls.iter().all(|batch| batch.len() <= 8), "{calls:?}");
     }
 
     #[tokio::test]
