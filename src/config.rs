@@ -169,6 +169,16 @@ impl DatabaseSettings {
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
     }
+
+    /// Whether mints go through a group commit (`store::Minter`). SQLite has one writer
+    /// connection: a mint of its own is an fsync of its own, and a flash crowd's mints
+    /// queued for it until they timed out. PostgreSQL mints on the whole pool at once and
+    /// shares a WAL flush among concurrent commits by itself; through a writer there, whose
+    /// batch runs its mints one after another holding their phones' rows, a flash crowd's
+    /// mints all timed out (docs/benchmarks.md, "Mints in groups").
+    pub fn groups_mints(&self) -> bool {
+        matches!(self.url, DatabaseUrl::Sqlite(_))
+    }
 }
 
 /// Which backend a `database.url` selects; the scheme decides.

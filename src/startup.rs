@@ -27,7 +27,7 @@ use crate::rollout::Rollouts;
 use crate::routes;
 use crate::store::{
     self, ApplyEvents, ApplyRules, CheckSigns, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
-    Store, StoreError, TicketWriter,
+    MintSessions, MintWriter, Minter, Store, StoreError, TicketWriter,
 };
 use crate::watchdog::{BookRetention, HoldSweeper, RetentionTask, Watchdog, WatchdogTask};
 use crate::webhooks::{WebhookDispatcher, WebhookTasks};
@@ -71,7 +71,7 @@ pub struct Application {
     watchdog_task: Option<WatchdogTask>,
     queue_task: QueueTask,
     webhook_tasks: WebhookTasks,
-    writer_tasks: [JoinHandle<()>; 2],
+    writer_tasks: [JoinHandle<()>; 3],
 }
 
 impl Application {
@@ -121,6 +121,18 @@ impl Application {
             settings.callbacks.event_batch_max,
             settings.database.write_timeout(),
         );
+        // Mints come at most as fast as sessions start, like sign checks: the same bound.
+        let (mints, mints_task) = match settings.database.groups_mints() {
+            true => {
+                let (writer, task) = MintWriter::spawn(
+                    MintSessions(Arc::clone(&store)),
+                    settings.callbacks.event_batch_max,
+                    settings.database.write_timeout(),
+                );
+                (Minter::Grouped(writer), task)
+            }
+            false => (Minter::Alone(Arc::clone(&store)), tokio::spawn(async {})),
+        };
         let buffer = Arc::new(HeartbeatBuffer::new(settings.heartbeats.flush_chunk()));
         let flusher = HeartbeatFlusher::spawn(
             Arc::clone(&buffer),
@@ -203,6 +215,7 @@ impl Application {
             store,
             writer,
             tickets,
+            mints,
             buffer,
             clock,
             metrics,
@@ -235,7 +248,7 @@ impl Application {
             watchdog_task,
             queue_task,
             webhook_tasks,
-            writer_tasks: [events_task, tickets_task],
+            writer_tasks: [events_task, tickets_task, mints_task],
         })
     }
 
@@ -279,7 +292,7 @@ impl Application {
             .await
             .is_err()
         {
-            tracing::error!("event or sign-check writer did not finish in time");
+            tracing::error!("event, sign-check or mint writer did not finish in time");
         }
         tracing::info!("cphub stopped");
         served
@@ -291,6 +304,7 @@ struct Shared {
     store: Arc<dyn Store>,
     writer: EventWriter,
     tickets: TicketWriter,
+    mints: Minter,
     buffer: Arc<HeartbeatBuffer>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -357,6 +371,7 @@ struct AppData {
     clock: web::Data<dyn Clock>,
     writer: web::Data<EventWriter>,
     tickets: web::Data<TicketWriter>,
+    mints: web::Data<Minter>,
     tokens: web::Data<BearerTokens>,
     rate_limit: web::Data<RateLimit>,
     access: web::Data<crate::config::AccessSettings>,
@@ -382,6 +397,7 @@ impl AppData {
             clock: web::Data::from(shared.clock),
             writer: web::Data::new(shared.writer),
             tickets: web::Data::new(shared.tickets),
+            mints: web::Data::new(shared.mints),
             tokens: web::Data::new(BearerTokens::new(settings.api.tokens.clone())),
             // One set of buckets for every worker: a token's limit is per process, not per
             // worker.
@@ -415,6 +431,7 @@ impl AppData {
         cfg.app_data(self.store.clone())
             .app_data(self.writer.clone())
             .app_data(self.tickets.clone())
+            .app_data(self.mints.clone())
             .app_data(self.buffer.clone())
             .app_data(self.tokens.clone())
             .app_data(self.rate_limit.clone())

@@ -180,6 +180,9 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("query failed")]
     Store(#[from] StoreError),
+    /// A write committed in a group (`store::GroupCommit`) that was not committed.
+    #[error("not committed")]
+    Write(#[source] std::sync::Arc<StoreError>),
     #[error("the CPH management API is not configured (cph.endpoint)")]
     CphNotConfigured,
     #[error(transparent)]
@@ -236,7 +239,8 @@ impl ApiError {
             ApiError::Rollout(e) => rollout_code(e),
             ApiError::InvalidCommand(_) => ErrorCode::InvalidCommand,
             ApiError::Store(e) if e.is_retryable() => ErrorCode::Unavailable,
-            ApiError::Store(_) | ApiError::Render(_) => ErrorCode::Internal,
+            ApiError::Write(e) if e.is_retryable() => ErrorCode::Unavailable,
+            ApiError::Store(_) | ApiError::Write(_) | ApiError::Render(_) => ErrorCode::Internal,
         }
     }
 }
@@ -261,7 +265,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            ApiError::Store(_) | ApiError::Render(_) => {
+            ApiError::Store(_) | ApiError::Write(_) | ApiError::Render(_) => {
                 server_error_response(self.code(), "query failed", self)
             }
             _ => error_response(self.code(), &self.to_string()),

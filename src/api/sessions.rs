@@ -13,7 +13,7 @@ use crate::domain::{AppId, Connect, IdempotencyKey, PhoneId, Session, SessionId,
 use crate::domain::{ParseError, Problem, SessionState};
 use crate::http::error::ErrorBody;
 use crate::store::{
-    Allocation, EventRecord, MintAnswer, MintKey, MintRequest, MintTimes, SessionFilter,
+    Allocation, EventRecord, MintAnswer, MintKey, MintRequest, MintTimes, Minter, SessionFilter,
     SessionFilterArgs, Store,
 };
 
@@ -83,7 +83,7 @@ const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub(super) async fn mint(
     req: HttpRequest,
     body: web::Json<MintBody>,
-    store: web::Data<dyn Store>,
+    mints: web::Data<Minter>,
     clock: web::Data<dyn Clock>,
     access: web::Data<AccessSettings>,
     fleet: web::Data<FleetSettings>,
@@ -93,24 +93,25 @@ pub(super) async fn mint(
     let request = mint_request(body.into_inner(), key, clock.now(), &access, &fleet)?;
     // A full fleet is an everyday answer, not a failure: sent as a plain response so it is
     // not logged as an error.
-    let minted = match store.mint_session(&request).await? {
-        Allocation::Allocated { phone_id, connect } => MintAnswer {
-            access: request.access,
-            auth_ts: request.auth_ts,
-            phone_id,
-            connect,
-        },
-        Allocation::Replayed(earlier) => *earlier,
+    let request = std::sync::Arc::new(request);
+    let allocation = mints.mint(std::sync::Arc::clone(&request)).await;
+    let encoding = access.key_encoding;
+    let minted = match allocation.map_err(ApiError::Write)? {
+        Allocation::Allocated { phone_id, connect } => {
+            let fresh = (&request.access, request.auth_ts);
+            MintedSession::of(fresh, phone_id, connect, encoding)
+        }
+        Allocation::Replayed(earlier) => MintedSession::new(*earlier, encoding),
         Allocation::NoFreePhone => return Ok(refusal(ApiError::NoFreePhone)),
         Allocation::PhoneBusy => return Ok(refusal(ApiError::PhoneBusy)),
         Allocation::UnknownPhone => return Err(ApiError::NotFound("phone")),
         Allocation::KeyReused => return Err(ApiError::IdempotencyKeyReused),
     };
     for span in [&tracing::Span::current(), &*root] {
-        span.record("session_id", minted.access.session_id.as_str());
+        span.record("session_id", minted.session_id.as_str());
         span.record("phone_id", minted.phone_id.as_str());
     }
-    Ok(HttpResponse::Created().json(MintedSession::new(minted, access.key_encoding)))
+    Ok(HttpResponse::Created().json(minted))
 }
 
 /// The `Idempotency-Key` header, parsed like an id: bounded, printable, no separators.
@@ -172,14 +173,25 @@ fn request_hash(app_id: &AppId, user_id: &UserId, pinned: Option<&PhoneId>) -> S
 impl MintedSession {
     /// The answer for a session minted, replayed, or issued from the wait queue.
     pub(super) fn new(minted: MintAnswer, key_encoding: Encoding) -> MintedSession {
+        let access = (&minted.access, minted.auth_ts);
+        MintedSession::of(access, minted.phone_id, minted.connect, key_encoding)
+    }
+
+    /// From the session's secrets and ticket expiry (epoch ms), and its phone.
+    fn of(
+        (access, auth_ts): (&MintedAccess, i64),
+        phone_id: PhoneId,
+        connect: Connect,
+        key_encoding: Encoding,
+    ) -> MintedSession {
         MintedSession {
-            expires_at: UtcTime::from_epoch_millis(minted.auth_ts).unwrap_or_else(UtcTime::now),
-            auth_ts: minted.auth_ts.to_string(),
-            aes_key: access::encode(key_encoding, minted.access.aes_key.bytes()),
-            ticket: minted.access.ticket.expose().to_owned(),
-            session_id: minted.access.session_id,
-            phone_id: minted.phone_id,
-            connect: minted.connect,
+            expires_at: UtcTime::from_epoch_millis(auth_ts).unwrap_or_else(UtcTime::now),
+            auth_ts: auth_ts.to_string(),
+            aes_key: access::encode(key_encoding, access.aes_key.bytes()),
+            ticket: access.ticket.expose().to_owned(),
+            session_id: access.session_id.clone(),
+            phone_id,
+            connect,
             state: SessionState::Minted,
         }
     }

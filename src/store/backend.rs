@@ -275,16 +275,19 @@ impl<B: Backend> Store for B {
             .map_err(during("try_lead"))
     }
 
-    async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
-        let minted = in_transaction!(self, queue::mint_after_queue(request));
-        minted.map_err(during("mint_session"))
+    async fn mint_sessions(
+        &self,
+        requests: &[&MintRequest],
+    ) -> Result<Vec<Allocation>, StoreError> {
+        let minted = in_transaction!(self, queue::mint_batch(requests));
+        minted.map_err(during("mint_sessions"))
     }
 
     async fn join_queue(&self, entry: &NewQueueEntry, times: &MintTimes) -> Result<(), StoreError> {
         let joined = async {
             let mut tx = self.begin_write().await?;
             queue::join(&mut tx, entry).await?;
-            queue::assign(&mut tx, times).await?;
+            queue::serve(&mut tx, times, &[]).await?;
             B::commit(tx).await
         };
         joined.await.map_err(during("join_queue"))
@@ -333,7 +336,7 @@ impl<B: Backend> Store for B {
             }
             let mut tx = self.begin_write().await?;
             let expired = queue::expire(&mut tx, times.now).await?;
-            let assigned = queue::assign(&mut tx, times).await?;
+            let assigned = queue::serve(&mut tx, times, &[]).await?;
             B::commit(tx).await?;
             Ok(QueuePass { expired, assigned })
         };
@@ -429,7 +432,7 @@ impl<B: Backend> Store for B {
     }
 
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
-        let released = in_transaction!(self, release_lapsed_holds(now));
+        let released = in_transaction!(self, release_lapsed_holds(now, &[]));
         released.map_err(during("release_lapsed_holds"))
     }
 

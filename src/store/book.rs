@@ -597,7 +597,11 @@ async fn pick_phone<D: Sql>(
     Ok(tx.fetch_optional(sql, args).await?)
 }
 
-pub(super) async fn mint_session<D: Sql>(
+/// Mints one session in a transaction whose lapsed holds are already released (as of the
+/// request's `now` or later): the callers release once for a whole batch or queue pass, so
+/// that every mint's locks on PostgreSQL come after those of the release (see
+/// [`release_lapsed_holds`]).
+pub(super) async fn mint_released<D: Sql>(
     tx: &mut D,
     req: &MintRequest,
 ) -> Result<Allocation, StoreError> {
@@ -606,7 +610,6 @@ pub(super) async fn mint_session<D: Sql>(
     {
         return Ok(earlier);
     }
-    release_lapsed_holds(tx, req.now).await?;
     let Some(picked) = pick_phone(tx, req).await? else {
         if let Some(key) = &req.key {
             forget_key(tx, key).await?;
@@ -866,11 +869,19 @@ pub(super) async fn access_read(
     Ok(db.fetch_all(sql, &[]).await?)
 }
 
+/// Expires the sessions whose hold lapsed by `now` and frees their phones. On PostgreSQL the
+/// phones of `pinned` (those a batch of mints names) are locked in the same key-ordered pass
+/// as the lapsed ones: a batch then waits for phone rows only here, in key order, as the
+/// heartbeat flush and phone sync do; every later pick of the batch takes a row it already
+/// holds or skips locked ones (`pick_phone_sql`), so batches on two replicas cannot deadlock
+/// over phones.
 pub(super) async fn release_lapsed_holds<D: Sql>(
     tx: &mut D,
     now: UtcTime,
+    pinned: &[&PhoneId],
 ) -> Result<u64, StoreError> {
     let expired = tx.execute(expire_lapsed_sql::<D>(), &args![now]).await?;
+    lock_pinned(tx, now, pinned).await?;
     tx.execute(release_lapsed_sql::<D>(), &args![now]).await?;
     let forget = "DELETE FROM mint_keys WHERE expires_at <= $1";
     tx.execute(forget, &args![now]).await?;
@@ -899,6 +910,29 @@ fn expire_lapsed_sql<D: Sql>() -> &'static str {
         ),
         false => expire!(""),
     }
+}
+
+/// On PostgreSQL, locks the pinned phones and the lapsed ones in one pass in key order. A
+/// plain `SELECT … FOR UPDATE`, not a lock inside the release's `UPDATE`: PostgreSQL skips
+/// a semi-join's inner side when the outer one is empty, so with no lapsed hold the pinned
+/// phones went unlocked (tests/store/lock_order.rs caught the deadlock). SQLite has one
+/// writer and no row locks.
+async fn lock_pinned<D: Sql>(
+    tx: &mut D,
+    now: UtcTime,
+    pinned: &[&PhoneId],
+) -> Result<(), StoreError> {
+    if !D::LOCKS_ROWS || pinned.is_empty() {
+        return Ok(());
+    }
+    let pinned = serde_json::to_string(&pinned)
+        .map_err(|e| StoreError::Corrupt(format!("pinned phones: {e}")))?;
+    let sql = "SELECT phone_id FROM phones \
+               WHERE phone_id = ANY(ARRAY(SELECT json_array_elements_text($2::json))) \
+                 OR allocated_until < $1 \
+               ORDER BY phone_id FOR UPDATE";
+    let _: Vec<(String,)> = tx.fetch_all(sql, &args![now, pinned.as_str()]).await?;
+    Ok(())
 }
 
 /// Lapsed holds' phones go back to the pool, locked in key order on PostgreSQL as the

@@ -1,5 +1,5 @@
-//! Group commit for the writes that must be durable before the answer: enter/quit events
-//! and the consumption of sign-check tickets. Each request hands its write to one writer
+//! Group commit for the writes that must be durable before the answer: enter/quit events,
+//! the consumption of sign-check tickets, and mints. Each request hands its write to one writer
 //! task and waits for the commit; while a transaction is committing, the next requests
 //! queue up and go into the next transaction together. Under load one fsync covers hundreds
 //! of writes, and every 200 still means "committed".
@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{
-    Applied, ApplyRules, PresentedSignCheck, ReceivedEvent, SignCheckOutcome, Store, StoreError,
-    within,
+    Allocation, Applied, ApplyRules, MintRequest, PresentedSignCheck, ReceivedEvent,
+    SignCheckOutcome, Store, StoreError, within,
 };
 use crate::access::Rules;
 
@@ -161,6 +161,44 @@ impl Commit for CheckSigns {
 }
 
 pub type TicketWriter = GroupCommit<CheckSigns>;
+
+/// Mints (`POST /api/v1/sessions`): a flash crowd's mints share a transaction and its
+/// fsync instead of queueing for SQLite's one writer one by one (on PostgreSQL see [`Minter`]).
+/// Each answer is what minting one by one in arrival order would have answered
+/// (`queue::mint_batch`); a refused or replayed mint is an answer, not a failed batch.
+pub struct MintSessions(pub Arc<dyn Store>);
+
+#[async_trait]
+impl Commit for MintSessions {
+    /// Shared with the requester, who answers with the request's ticket and key.
+    type Job = Arc<MintRequest>;
+    type Done = Allocation;
+    const WHAT: &'static str = "mint batch";
+
+    async fn commit(&self, requests: &[Arc<MintRequest>]) -> Result<Vec<Allocation>, StoreError> {
+        let requests: Vec<&MintRequest> = requests.iter().map(AsRef::as_ref).collect();
+        self.0.mint_sessions(&requests).await
+    }
+}
+
+pub type MintWriter = GroupCommit<MintSessions>;
+
+/// How `POST /api/v1/sessions` mints: through the [`MintWriter`] or a transaction each
+/// (`DatabaseSettings::groups_mints` says which, and why).
+#[derive(Clone)]
+pub enum Minter {
+    Grouped(MintWriter),
+    Alone(Arc<dyn Store>),
+}
+
+impl Minter {
+    pub async fn mint(&self, request: Arc<MintRequest>) -> Result<Allocation, Arc<StoreError>> {
+        match self {
+            Minter::Grouped(writer) => writer.submit(request).await,
+            Minter::Alone(store) => store.mint_session(&request).await.map_err(Arc::new),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

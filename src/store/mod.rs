@@ -4,9 +4,9 @@
 //! differs (`backend::Backend`), and one blanket implementation makes every backend a
 //! [`Store`] (docs/architecture.md "Inside the store").
 //!
-//! Writes reach the store through two adaptors that decide how often it is touched:
-//! [`EventWriter`] and [`TicketWriter`] commit enter/quit events and sign-check ticket
-//! consumptions in groups, [`HeartbeatBuffer`] coalesces heartbeats in memory and flushes
+//! Writes reach the store through adaptors that decide how often it is touched:
+//! [`EventWriter`], [`TicketWriter`] and [`MintWriter`] commit enter/quit events, sign-check
+//! ticket consumptions and mints in groups, [`HeartbeatBuffer`] coalesces heartbeats in memory and flushes
 //! them in batches.
 
 mod audit;
@@ -47,7 +47,10 @@ pub use codec::{
     Diagnostics, EncodeServer, EventRecord, Phone, PhoneHealth, Recovery, SyncedProperty,
 };
 pub use filter::{SessionFilter, SessionFilterArgs};
-pub use group_commit::{ApplyEvents, CheckSigns, EventWriter, GroupCommit, TicketWriter};
+pub use group_commit::{
+    ApplyEvents, CheckSigns, EventWriter, GroupCommit, MintSessions, MintWriter, Minter,
+    TicketWriter,
+};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use outbox::{
     AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryPosition,
@@ -552,7 +555,18 @@ pub trait Store: Send + Sync + 'static {
     /// app when `match_app`, holds it and records the minted session; concurrent calls never
     /// get the same phone. With a key, records it in the same transaction, or answers the
     /// earlier mint of that key.
-    async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError>;
+    async fn mint_session(&self, request: &MintRequest) -> Result<Allocation, StoreError> {
+        let mut minted = self.mint_sessions(&[request]).await?;
+        minted
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("a mint without an answer".into()))
+    }
+
+    /// [`Store::mint_session`] for each request, in order, in one transaction (the mint
+    /// writer's group commit): one answer per request, each what minting the requests one
+    /// by one would have answered (see `queue::mint_batch` for the one exception).
+    async fn mint_sessions(&self, requests: &[&MintRequest])
+    -> Result<Vec<Allocation>, StoreError>;
 
     /// Adds the entry at the back of its app's queue and serves the queue in the same
     /// transaction, so an entry that finds a free phone is assigned at once.

@@ -291,9 +291,22 @@ pub(super) async fn started_since(
     Ok(count)
 }
 
+/// Releases the lapsed holds, then gives free phones to the heads of the queues: a phone
+/// whose hold lapsed goes to the players waiting for its app before any new mint. The
+/// number of entries assigned. `pinned` are the phones a batch of mints names, locked with
+/// the lapsed ones (see `book::release_lapsed_holds`).
+pub(super) async fn serve<D: Sql>(
+    tx: &mut D,
+    times: &MintTimes,
+    pinned: &[&PhoneId],
+) -> Result<u64, StoreError> {
+    book::release_lapsed_holds(tx, times.now, pinned).await?;
+    assign(tx, times).await
+}
+
 /// Gives free phones to the heads of the queues, app by app, until an app's head finds no
 /// phone. The number of entries assigned.
-pub(super) async fn assign<D: Sql>(tx: &mut D, times: &MintTimes) -> Result<u64, StoreError> {
+async fn assign<D: Sql>(tx: &mut D, times: &MintTimes) -> Result<u64, StoreError> {
     let sql = "SELECT DISTINCT app_id FROM queue_entries \
                WHERE session_id IS NULL AND expires_at >= $1 ORDER BY app_id";
     let apps: Vec<(String,)> = tx.fetch_all(sql, &args![times.now]).await?;
@@ -352,7 +365,8 @@ async fn assign_app<D: Sql>(tx: &mut D, app_id: &str, t: &MintTimes) -> Result<u
             match_app: t.match_app,
             key: None,
         };
-        let Allocation::Allocated { phone_id, .. } = book::mint_session(tx, &request).await? else {
+        let Allocation::Allocated { phone_id, .. } = book::mint_released(tx, &request).await?
+        else {
             return Ok(assigned);
         };
         let sql = "UPDATE queue_entries SET session_id = $2, phone_id = $3, assigned_at = $4 \
@@ -368,14 +382,34 @@ fn corrupt_head(e: crate::domain::ParseError) -> StoreError {
     StoreError::Corrupt(format!("queue entry: {e}"))
 }
 
-/// A plain mint: the queue is served first, so a phone that became free goes to the
-/// players already waiting for its app before anyone new (docs/api.md "The wait queue").
-pub(super) async fn mint_after_queue<D: Sql>(
+/// Plain mints in arrival order, in one transaction (the mint writer's batch, or a batch of
+/// one): the queue is served first, so a phone that became free goes to the players already
+/// waiting for its app before anyone new (docs/api.md "The wait queue"). The queue is served
+/// once, at the batch's latest `now`, and every mint then picks as it would alone: each one
+/// leaves what it would have left one by one, except that a hold lapsing within the batch's
+/// few milliseconds counts as lapsed for all of it (it is, by the time the batch commits).
+/// Serving once also keeps the lock order on PostgreSQL: lapsed and pinned phones, then the
+/// queue heads, then only rows the batch holds or skips (`book::pick_phone_sql`); serving
+/// before each mint would lock heads after phones the batch already holds.
+pub(super) async fn mint_batch<D: Sql>(
     tx: &mut D,
-    request: &MintRequest,
-) -> Result<Allocation, StoreError> {
-    assign(tx, &MintTimes::of(request)).await?;
-    book::mint_session(tx, request).await
+    requests: &[&MintRequest],
+) -> Result<Vec<Allocation>, StoreError> {
+    let Some(latest) = requests.iter().max_by_key(|r| r.now) else {
+        return Ok(Vec::new());
+    };
+    let mut pinned: Vec<&PhoneId> = requests
+        .iter()
+        .filter_map(|r| r.pinned_phone.as_ref())
+        .collect();
+    pinned.sort_unstable();
+    pinned.dedup();
+    serve(tx, &MintTimes::of(latest), &pinned).await?;
+    let mut allocations = Vec::with_capacity(requests.len());
+    for request in requests {
+        allocations.push(book::mint_released(tx, request).await?);
+    }
+    Ok(allocations)
 }
 
 #[derive(sqlx::FromRow)]

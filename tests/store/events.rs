@@ -532,16 +532,10 @@ async fn one_batch_of_random_deliveries_leaves_what_one_by_one_leaves(backend: B
 const RANDOM_SESSIONS: u64 = 6;
 const RANDOM_PHONES: u64 = 4;
 
-/// `count` deliveries drawn from `seed` (xorshift: the suite needs no random crate), a
+/// `count` deliveries drawn from `seed` ([`draws`]), a
 /// quarter of them an earlier delivery again.
 fn random_deliveries(seed: u64, count: usize) -> Vec<cphub::store::ReceivedEvent> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move |below: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % below
-    };
+    let mut next = draws(seed);
     let mut deliveries: Vec<cphub::store::ReceivedEvent> = Vec::new();
     for _ in 0..count {
         if !deliveries.is_empty() && next(4) == 0 {

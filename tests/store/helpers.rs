@@ -499,3 +499,15 @@ pub async fn given_todays_event_key(backend: Backend, url: &str) {
     .await
     .expect("the event key");
 }
+
+/// Numbers drawn from `seed`: `next(n)` is one below `n`. Xorshift: the suite needs no
+/// random crate, and a seed gives the same draws on every run.
+pub fn draws(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    }
+}

@@ -115,3 +115,49 @@ async fn sweep_and_flush_wait_in_line() {
         "(phone, hold released, the flush's write kept)"
     );
 }
+
+/// A batch of mints (`Store::mint_sessions`) pinning p-3, then p-1, against a flush: minted
+/// one after the other in one transaction, the batch held p-3 while waiting for p-1, which
+/// the flush held while waiting for p-3. The batch locks its pinned phones in key order
+/// first, with the lapsed holds, and waits for no phone row after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mint_batch_pinning_phones_and_a_heartbeat_flush_never_deadlock() {
+    if postgres_available() {
+        mint_batch_and_flush_wait_in_line().await
+    }
+}
+
+async fn mint_batch_and_flush_wait_in_line() {
+    let store = open(Backend::Postgres).await;
+    idle_phones(&store, &["p-1", "p-2", "p-3"], "18:59:00").await;
+    let mut flush = PgConnection::connect(store.url()).await.unwrap();
+    flush.execute("BEGIN").await.unwrap();
+    flush.execute(FLUSH_FIRST_ROW).await.unwrap();
+
+    let shared = store.shared();
+    let minted = tokio::spawn(async move {
+        let pinned = |session, phone| {
+            mint_request(&Mint {
+                pinned: Some(phone),
+                ..at_seven(session)
+            })
+        };
+        let (first, second) = (pinned("s-3", "p-3"), pinned("s-1", "p-1"));
+        shared.mint_sessions(&[&first, &second]).await
+    });
+    // The batch waits for p-1; in key order it has locked nothing before it.
+    wait_for_lock_waiters(&mut flush, 1).await;
+    let last_row = flush.execute(FLUSH_LAST_ROW).await;
+    flush.execute("COMMIT").await.unwrap();
+
+    assert!(
+        last_row.is_ok(),
+        "the flush's last row is free while the batch waits for its first: {last_row:?}"
+    );
+    let minted = minted
+        .await
+        .unwrap()
+        .expect("the batch commits after the flush");
+    let phones: Vec<_> = minted.iter().map(allocated).collect();
+    assert_eq!(phones, [Some("p-3".into()), Some("p-1".into())]);
+}

@@ -10,6 +10,7 @@ mod events;
 mod heartbeats;
 mod incidents;
 mod lock_order;
+mod mint_batch;
 mod minting;
 mod partitions;
 mod queue;

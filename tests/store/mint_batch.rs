@@ -1,0 +1,206 @@
+//! Mints committed in groups (`Store::mint_sessions`, the mint writer's batch): a batch
+//! answers each mint and leaves the book as minting them one by one in arrival order does,
+//! and serves the wait queue before its mints.
+
+use cphub::domain::{IdempotencyKey, Priority, QueueId, UserId};
+use cphub::store::{Allocation, MintKey, MintRequest, NewQueueEntry, PhoneApp};
+
+use crate::backend_tests;
+use crate::helpers::*;
+
+backend_tests!(
+    one_batch_of_random_mints_leaves_what_one_by_one_leaves,
+    a_batch_serves_the_queue_before_its_mints,
+    a_hold_that_lapsed_goes_to_the_queue_before_a_mint,
+);
+
+/// Phones p-0 … p-11; p-12 and p-13 are unknown to the book.
+const PHONES: u64 = 14;
+const KNOWN_PHONES: u64 = 12;
+/// `APP` is on p-0 … p-5, `OTHER` on p-6 … p-8, `LONELY` on none.
+const OTHER: &str = "com.example.other";
+const LONELY: &str = "com.example.lonely";
+
+/// A random mix of mints (app-wide for an app with free phones or with none, matching the
+/// app or not, pinned to free, busy and unknown phones, some with an `Idempotency-Key`
+/// used again or with another request) committed as one batch answers each as the same
+/// mints one by one on a second store, and both books end alike: the same sessions, the
+/// same phones held for the same sessions.
+async fn one_batch_of_random_mints_leaves_what_one_by_one_leaves(backend: Backend) {
+    let mut answers = Vec::new();
+    for seed in [1_u64, 7, 42, 2024] {
+        let requests = random_mints(seed, 24);
+        let (together, alone) = (open(backend).await, open(backend).await);
+        for store in [&together, &alone] {
+            fleet(store).await;
+        }
+
+        let refs: Vec<&MintRequest> = requests.iter().collect();
+        let batch = together.mint_sessions(&refs).await.expect("batch commits");
+        let mut one_by_one = Vec::new();
+        for request in &requests {
+            one_by_one.push(alone.mint_session(request).await.expect("mint commits"));
+        }
+
+        assert_eq!(batch, one_by_one, "seed {seed}");
+        for n in 0..requests.len() {
+            let id = format!("s-{n}");
+            let [a, b] = [&together, &alone].map(|store| session(store, &id));
+            assert_eq!(a.await, b.await, "seed {seed}, {id}");
+        }
+        for n in 0..KNOWN_PHONES {
+            let id = format!("p-{n}");
+            let [a, b] = [&together, &alone].map(|store| phone(store, &id, at("18:58:00")));
+            let (a, b) = (a.await, b.await);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "seed {seed}, {id}");
+        }
+        answers.extend(batch);
+    }
+    assert_mixed(&answers);
+}
+
+/// The test means something only if the batches hold every kind of answer.
+fn assert_mixed(answers: &[Allocation]) {
+    let has = |kind: fn(&Allocation) -> bool| answers.iter().any(kind);
+    assert!(
+        has(|a| matches!(a, Allocation::Allocated { .. }))
+            && has(|a| matches!(a, Allocation::NoFreePhone))
+            && has(|a| matches!(a, Allocation::PhoneBusy))
+            && has(|a| matches!(a, Allocation::UnknownPhone))
+            && has(|a| matches!(a, Allocation::Replayed(_)))
+            && has(|a| matches!(a, Allocation::KeyReused)),
+        "the batches mix every answer: {answers:?}"
+    );
+}
+
+/// Twelve fresh phones with their apps (5.1.2), p-1 already held for an earlier session.
+async fn fleet(store: &TestStore) {
+    let phones: Vec<String> = (0..KNOWN_PHONES).map(|n| format!("p-{n}")).collect();
+    idle_phones(
+        store,
+        &phones.iter().map(String::as_str).collect::<Vec<_>>(),
+        "18:59:00",
+    )
+    .await;
+    let deployed = |phone: String, app: &str| PhoneApp {
+        phone_id: pid(&phone),
+        app_id: aid(app),
+        app_version_id: None,
+        version_code: Some("1".into()),
+        version_name: None,
+    };
+    let apps: Vec<PhoneApp> = (0..9)
+        .map(|n| deployed(format!("p-{n}"), if n < 6 { APP } else { OTHER }))
+        .collect();
+    store.sync_phone_apps(&apps, at("18:59:30")).await.unwrap();
+    let mut busy = mint_request(&at_seven("s-busy"));
+    busy.pinned_phone = Some(pid("p-1"));
+    store.mint_session(&busy).await.unwrap();
+}
+
+/// `count` mints drawn from `seed` ([`draws`]), a
+/// second apart from 19:00:00, each holding its phone until 19:05 (so no hold lapses
+/// within the batch).
+fn random_mints(seed: u64, count: usize) -> Vec<MintRequest> {
+    let mut next = draws(seed);
+    (0..count)
+        .map(|n| {
+            let session = format!("s-{n}");
+            let now = format!("19:00:{n:02}");
+            let mut request = mint_request(&Mint {
+                session: &session,
+                pinned: None,
+                now: &now,
+                hold_until: "19:05:00",
+                fresh_since: "18:58:00",
+            });
+            request.app_id = aid([APP, OTHER, LONELY][next(3) as usize]);
+            request.match_app = next(4) != 0;
+            if next(3) == 0 {
+                request.pinned_phone = Some(pid(&format!("p-{}", next(PHONES))));
+            }
+            if next(2) == 0 {
+                request.key = Some(key(next(3), next(2)));
+            }
+            request
+        })
+        .collect()
+}
+
+/// The key `k-{key}` with the request hash `h-{hash}`: the same key with another hash is
+/// another request.
+fn key(key: u64, hash: u64) -> MintKey {
+    MintKey {
+        key: IdempotencyKey::parse("key", format!("k-{key}")).unwrap(),
+        request_hash: format!("h-{hash}"),
+        expires_at: at("19:10:00"),
+    }
+}
+
+fn waiting(i: usize) -> NewQueueEntry {
+    NewQueueEntry {
+        queue_id: QueueId::parse("queue_id", format!("q-{i:02}")).unwrap(),
+        app_id: aid(APP),
+        user_id: UserId::parse("user_id", format!("u-{i:02}")).unwrap(),
+        priority: Priority::parse("priority", 0).unwrap(),
+        now: at("18:59:30"),
+        expires_at: at("19:10:00"),
+    }
+}
+
+/// A player waiting for the app comes before every mint of a batch, as before a single
+/// mint: of two phones freed for the batch, the queue's head gets one, the batch's first
+/// mint the other, and its second none.
+async fn a_batch_serves_the_queue_before_its_mints(backend: Backend) {
+    let store = open(backend).await;
+    store.join_queue(&waiting(1), &mint_times()).await.unwrap();
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+
+    let requests = [
+        mint_request(&at_seven("s-1")),
+        mint_request(&at_seven("s-2")),
+    ];
+    let minted = store.mint_sessions(&[&requests[0], &requests[1]]).await;
+
+    let minted = minted.expect("batch commits");
+    assert!(allocated(&minted[0]).is_some(), "{minted:?}");
+    assert_eq!(minted[1], Allocation::NoFreePhone);
+    let entry = store
+        .queue_entry(&waiting(1).queue_id, at("19:00:00"))
+        .await;
+    let entry = entry.unwrap().expect("entry still there");
+    assert!(entry.phone_id.is_some(), "the waiting player was served");
+    assert_ne!(entry.phone_id.map(|p| p.to_string()), allocated(&minted[0]));
+}
+
+/// docs/api.md "The wait queue": a phone freed by a lapsed hold goes to the players
+/// already waiting for its app before any new mint. The mint releases the hold before it
+/// serves the queue, so the queue sees the phone first.
+async fn a_hold_that_lapsed_goes_to_the_queue_before_a_mint(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    mint(&store, at_seven("s-old")).await;
+    store.join_queue(&waiting(1), &mint_times()).await.unwrap();
+    idle_phones(&store, &["p-1"], "19:01:00").await;
+
+    let late = mint(
+        &store,
+        Mint {
+            now: "19:01:30",
+            hold_until: "19:02:30",
+            fresh_since: "19:00:00",
+            ..at_seven("s-new")
+        },
+    )
+    .await;
+
+    assert_eq!(late, Allocation::NoFreePhone);
+    let entry = store
+        .queue_entry(&waiting(1).queue_id, at("19:01:30"))
+        .await;
+    let entry = entry.unwrap().expect("entry still there");
+    assert_eq!(
+        entry.phone_id.map(|p| p.to_string()).as_deref(),
+        Some("p-1")
+    );
+}
