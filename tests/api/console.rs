@@ -403,6 +403,68 @@ async fn the_console_can_be_turned_off_or_served_on_its_own_address(backend: Bac
     assert_console_headers(there.headers(), "own listener");
 }
 
+/// A rollout paused, resumed and aborted from the console lands in the rollout's own state,
+/// as the API's `POST /api/v1/rollouts/{id}/{action}` would (one service, `change_state`);
+/// a token without `rollouts:write` sees no button and is refused the confirm page. The
+/// updates (5.3.7) are slowed so that the rollout is still running when it is paused.
+async fn a_rollout_is_paused_resumed_and_aborted_from_the_console_5_3_7(backend: Backend) {
+    let rig = crate::rollouts::start_with(backend, 3, &tokens(), |_| {}).await;
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+    rig.slow_jobs_from_now(std::time::Duration::from_secs(30));
+    let rollout = rig
+        .start_rollout(&serde_json::json!({
+            "app_id": crate::rollouts::APP, "app_version_ids": [version], "canary": 1,
+            "batch_size": 3,
+        }))
+        .await;
+    let id = rollout["id"].to_string();
+    let page_path = format!("/console/rollouts/{id}");
+    let app = &rig.app;
+
+    let reader = cookie_of(app, READER).await;
+    let page = get(app, &page_path, Some(&reader))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains(&format!("{page_path}/pause")), "{page}");
+    let confirm = get(app, &format!("{page_path}/pause"), Some(&reader)).await;
+    assert_eq!(confirm.status(), StatusCode::FORBIDDEN);
+
+    let admin = cookie_of(app, ADMIN).await;
+    for (action, state) in [
+        ("pause", "paused"),
+        ("resume", "running"),
+        ("abort", "aborted"),
+    ] {
+        let page = get(app, &page_path, Some(&admin))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains(&format!("href=\"{page_path}/{action}\"")),
+            "{action}: {page}"
+        );
+        let confirm = get(app, &format!("{page_path}/{action}"), Some(&admin)).await;
+        assert_eq!(confirm.status(), 200, "{action}");
+        let form = confirm.text().await.unwrap();
+        let sent = post_form(
+            app,
+            &format!("{page_path}/{action}"),
+            &admin,
+            &[("csrf", &csrf_in(&form))],
+        )
+        .await;
+        assert_eq!(sent.status(), StatusCode::SEE_OTHER, "{action}");
+        assert_eq!(sent.headers()[LOCATION], page_path.as_str(), "{action}");
+        let now = rig.rollout(&rollout["id"]).await;
+        assert_eq!(now["state"], state, "{action}: {now}");
+    }
+    rig.simulator.stop().await;
+}
+
 backend_tests!(
     a_page_asked_for_without_signing_in_leads_to_the_sign_in_form,
     signing_in_sets_an_http_only_strict_cookie_and_a_wrong_token_sets_none,
@@ -413,4 +475,5 @@ backend_tests!(
     an_action_without_the_right_csrf_token_is_refused_and_audited,
     the_console_can_be_turned_off_or_served_on_its_own_address,
     sign_in_attempts_are_rate_limited_like_api_calls,
+    a_rollout_is_paused_resumed_and_aborted_from_the_console_5_3_7,
 );
