@@ -96,72 +96,79 @@ async fn behind_a_proxy(overrides: &str) -> (Proxy, TestApp) {
     (proxy, TestApp::spawn_on(proxied, overrides).await)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_down_means_503_with_retry_after_and_recovery_without_restart() {
-    if !crate::helpers::postgres_available() {
-        return;
-    }
-    let (proxy, app) = behind_a_proxy("[database]\nacquire_timeout_ms = 500\n").await;
-    app.send_event(&enter("before", "p-1", "2026-11-28T10:00:00Z"))
-        .await;
+#[test]
+fn postgres_down_means_503_with_retry_after_and_recovery_without_restart() {
+    crate::helpers::run_scenario(
+        "postgres_down_means_503_with_retry_after_and_recovery_without_restart",
+        async {
+            if !crate::helpers::postgres_available() {
+                return;
+            }
+            let (proxy, app) = behind_a_proxy("[database]\nacquire_timeout_ms = 500\n").await;
+            app.send_event(&enter("before", "p-1", "2026-11-28T10:00:00Z"))
+                .await;
 
-    proxy.cut();
-    let res = app
-        .post_event(&enter("during", "p-2", "2026-11-28T10:00:00Z"))
-        .await;
-    assert!(
-        res.headers().contains_key("retry-after"),
-        "{:?}",
-        res.headers()
-    );
-    assert_error(res, 503, "CPHUB.UNAVAILABLE").await;
-    let ready = app.get("/readyz", None).await;
-    assert_eq!(ready.status(), 503);
+            proxy.cut();
+            let res = app
+                .post_event(&enter("during", "p-2", "2026-11-28T10:00:00Z"))
+                .await;
+            assert!(
+                res.headers().contains_key("retry-after"),
+                "{:?}",
+                res.headers()
+            );
+            assert_error(res, 503, "CPHUB.UNAVAILABLE").await;
+            let ready = app.get("/readyz", None).await;
+            assert_eq!(ready.status(), 503);
 
-    proxy.restore();
-    // Back without a restart: the same delivery, retried as a phone would, is accepted.
-    let mut answer = 0;
-    for _ in 0..100 {
-        answer = app
-            .post_event(&enter("during", "p-2", "2026-11-28T10:00:00Z"))
-            .await
-            .status()
-            .as_u16();
-        if answer == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(answer, 200, "cphub did not recover");
-    app.send_event(&quit("before", "p-1", "2026-11-28T10:01:00Z", 60))
-        .await;
-    assert_eq!(app.session("before").await.unwrap()["duration_seconds"], 60);
-    assert_eq!(app.session("during").await.unwrap()["state"], "playing");
-    assert_eq!(app.get("/readyz", None).await.status(), 200);
+            proxy.restore();
+            // Back without a restart: the same delivery, retried as a phone would, is accepted.
+            let mut answer = 0;
+            for _ in 0..100 {
+                answer = app
+                    .post_event(&enter("during", "p-2", "2026-11-28T10:00:00Z"))
+                    .await
+                    .status()
+                    .as_u16();
+                if answer == 200 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(answer, 200, "cphub did not recover");
+            app.send_event(&quit("before", "p-1", "2026-11-28T10:01:00Z", 60))
+                .await;
+            assert_eq!(app.session("before").await.unwrap()["duration_seconds"], 60);
+            assert_eq!(app.session("during").await.unwrap()["state"], "playing");
+            assert_eq!(app.get("/readyz", None).await.status(), 200);
+        },
+    )
 }
 
 /// Another process holds SQLite's write lock longer than the busy timeout (a backup tool, a
 /// stuck migration): events get 503 with `Retry-After`, never a 500, and go through once
 /// the lock is released.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_locked_sqlite_file_means_503_not_500() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let other = WriteLock::take(&app.db).await;
+#[test]
+fn a_locked_sqlite_file_means_503_not_500() {
+    crate::helpers::run_scenario("a_locked_sqlite_file_means_503_not_500", async {
+        let app = TestApp::spawn(Backend::Sqlite).await;
+        let other = WriteLock::take(&app.db).await;
 
-    let res = app
-        .post_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
-        .await;
-    assert!(
-        res.headers().contains_key("retry-after"),
-        "{:?}",
-        res.headers()
-    );
-    assert_error(res, 503, "CPHUB.UNAVAILABLE").await;
+        let res = app
+            .post_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+            .await;
+        assert!(
+            res.headers().contains_key("retry-after"),
+            "{:?}",
+            res.headers()
+        );
+        assert_error(res, 503, "CPHUB.UNAVAILABLE").await;
 
-    other.release().await;
-    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
-        .await;
-    assert_eq!(app.session("s-1").await.unwrap()["state"], "playing");
+        other.release().await;
+        app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
+            .await;
+        assert_eq!(app.session("s-1").await.unwrap()["state"], "playing");
+    })
 }
 
 /// Asserts cphub's "not now": 503 `CPHUB.UNAVAILABLE` with `Retry-After`.
@@ -302,15 +309,19 @@ async fn outage_under_load(fault: fn(&Proxy)) {
 }
 
 /// PostgreSQL stopped (connections closed, new ones refused) under load.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_cut_under_load_acknowledges_only_commits() {
-    outage_under_load(Proxy::cut).await;
+#[test]
+fn postgres_cut_under_load_acknowledges_only_commits() {
+    crate::helpers::run_scenario("postgres_cut_under_load_acknowledges_only_commits", async {
+        outage_under_load(Proxy::cut).await;
+    })
 }
 
 /// The network to PostgreSQL drops everything silently (a partition, not a stopped
 /// server) under load: writes in the middle of a transaction wait for an answer that never
 /// comes, so only cphub's own bound (`database.write_timeout_ms`) turns them into 503s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_postgres_under_load_means_503_not_a_hang() {
-    outage_under_load(Proxy::silence).await;
+#[test]
+fn a_silent_postgres_under_load_means_503_not_a_hang() {
+    crate::helpers::run_scenario("a_silent_postgres_under_load_means_503_not_a_hang", async {
+        outage_under_load(Proxy::silence).await;
+    })
 }

@@ -16,7 +16,7 @@ pub const TOKEN: &str = "test-operator-token-0123456789abcdef";
 
 #[path = "../common/db.rs"]
 mod db;
-pub use db::{Backend, TestDb, postgres_available};
+pub use db::{Backend, TestDb, postgres_available, run_scenario, run_scenario_on};
 use db::{sqlx_connect, wait_for_lock_waiters};
 
 static LOGGING: LazyLock<()> = LazyLock::new(|| {

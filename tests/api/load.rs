@@ -85,16 +85,24 @@ async fn load_generator_keeps_its_schedule_for_a_small_fleet(backend: Backend) {
 // mint pinned to a phone skipped the row a heartbeat flush held (409 CPHUB.PHONE_BUSY for a
 // free phone), and the flush, locking phones before sessions in hash order, deadlocked with
 // the event writer (503 to the phone). Zero errors here is what holds them fixed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_generator_keeps_its_schedule_for_a_small_fleet_on_postgres() {
-    if crate::helpers::postgres_available() {
-        load_generator_keeps_its_schedule_for_a_small_fleet(Backend::Postgres).await
-    }
+#[test]
+fn load_generator_keeps_its_schedule_for_a_small_fleet_on_postgres() {
+    crate::helpers::run_scenario(
+        "load_generator_keeps_its_schedule_for_a_small_fleet_on_postgres",
+        async {
+            if crate::helpers::postgres_available() {
+                load_generator_keeps_its_schedule_for_a_small_fleet(Backend::Postgres).await
+            }
+        },
+    )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_generator_keeps_its_schedule_for_a_small_fleet_on_sqlite() {
-    load_generator_keeps_its_schedule_for_a_small_fleet(Backend::Sqlite).await
+#[test]
+fn load_generator_keeps_its_schedule_for_a_small_fleet_on_sqlite() {
+    crate::helpers::run_scenario(
+        "load_generator_keeps_its_schedule_for_a_small_fleet_on_sqlite",
+        async { load_generator_keeps_its_schedule_for_a_small_fleet(Backend::Sqlite).await },
+    )
 }
 
 /// 1,000 phones beating every second (6.4) for 6 s, heartbeats only (no token, so no
@@ -126,14 +134,21 @@ async fn pipelined_heartbeats_arrive_on_schedule(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_heartbeats_arrive_on_schedule_on_postgres() {
-    if crate::helpers::postgres_available() {
-        pipelined_heartbeats_arrive_on_schedule(Backend::Postgres).await
-    }
+#[test]
+fn pipelined_heartbeats_arrive_on_schedule_on_postgres() {
+    crate::helpers::run_scenario(
+        "pipelined_heartbeats_arrive_on_schedule_on_postgres",
+        async {
+            if crate::helpers::postgres_available() {
+                pipelined_heartbeats_arrive_on_schedule(Backend::Postgres).await
+            }
+        },
+    )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_heartbeats_arrive_on_schedule_on_sqlite() {
-    pipelined_heartbeats_arrive_on_schedule(Backend::Sqlite).await
+#[test]
+fn pipelined_heartbeats_arrive_on_schedule_on_sqlite() {
+    crate::helpers::run_scenario("pipelined_heartbeats_arrive_on_schedule_on_sqlite", async {
+        pipelined_heartbeats_arrive_on_schedule(Backend::Sqlite).await
+    })
 }

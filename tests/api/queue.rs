@@ -186,48 +186,50 @@ async fn a_queue_is_served_in_order_as_sessions_end(backend: Backend) {
 /// Two replicas on one PostgreSQL database, both running their assignment pass: players
 /// join and poll through either, five phones are freed at once through both, and exactly
 /// the next five in line get them — one phone each — while the rest keep their order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_replicas_serve_one_queue_in_order() {
-    if !crate::helpers::postgres_available() {
-        return;
-    }
-    let a = TestApp::spawn_with(Backend::Postgres, PATIENT_FLEET).await;
-    let b = TestApp::spawn_on(a.db.same_database(), PATIENT_FLEET).await;
-    let replicas = [&a, &b];
-    let mut playing = full_fleet(&a, 5).await;
-    let mut line = Vec::new();
-    for i in 0..20 {
-        let place = join(replicas[i % 2], &format!("q-{i:02}"), None).await;
-        assert_eq!(place["position"], i as i64 + 1, "{place}");
-        line.push(queue_id(&place).to_owned());
-    }
-    let mut served = HashSet::new();
-    while !line.is_empty() {
-        let ends = playing
-            .iter()
-            .enumerate()
-            .map(|(i, s)| end(replicas[i % 2], s));
-        futures_util::future::join_all(ends).await;
-        let heads: Vec<String> = line.drain(..5).collect();
-        let polls = heads
-            .iter()
-            .enumerate()
-            .map(|(i, id)| seated(replicas[i % 2], id));
-        let sessions = futures_util::future::join_all(polls).await;
-        let phones: HashSet<&str> = sessions.iter().map(|s| field(s, "phone_id")).collect();
-        assert_eq!(phones.len(), 5, "one phone each: {sessions:?}");
-        for session in &sessions {
-            record(&mut served, session);
+#[test]
+fn two_replicas_serve_one_queue_in_order() {
+    crate::helpers::run_scenario_on(4, "two_replicas_serve_one_queue_in_order", async {
+        if !crate::helpers::postgres_available() {
+            return;
         }
-        assert_in_line(&[&b, &a], &line).await;
-        for (i, session) in sessions.iter().enumerate() {
-            play(replicas[i % 2], session).await;
+        let a = TestApp::spawn_with(Backend::Postgres, PATIENT_FLEET).await;
+        let b = TestApp::spawn_on(a.db.same_database(), PATIENT_FLEET).await;
+        let replicas = [&a, &b];
+        let mut playing = full_fleet(&a, 5).await;
+        let mut line = Vec::new();
+        for i in 0..20 {
+            let place = join(replicas[i % 2], &format!("q-{i:02}"), None).await;
+            assert_eq!(place["position"], i as i64 + 1, "{place}");
+            line.push(queue_id(&place).to_owned());
         }
-        playing = sessions;
-    }
-    assert_eq!(served.len(), 20);
-    assert_one_live_session_per_phone(&a).await;
-    b.stop().await;
+        let mut served = HashSet::new();
+        while !line.is_empty() {
+            let ends = playing
+                .iter()
+                .enumerate()
+                .map(|(i, s)| end(replicas[i % 2], s));
+            futures_util::future::join_all(ends).await;
+            let heads: Vec<String> = line.drain(..5).collect();
+            let polls = heads
+                .iter()
+                .enumerate()
+                .map(|(i, id)| seated(replicas[i % 2], id));
+            let sessions = futures_util::future::join_all(polls).await;
+            let phones: HashSet<&str> = sessions.iter().map(|s| field(s, "phone_id")).collect();
+            assert_eq!(phones.len(), 5, "one phone each: {sessions:?}");
+            for session in &sessions {
+                record(&mut served, session);
+            }
+            assert_in_line(&[&b, &a], &line).await;
+            for (i, session) in sessions.iter().enumerate() {
+                play(replicas[i % 2], session).await;
+            }
+            playing = sessions;
+        }
+        assert_eq!(served.len(), 20);
+        assert_one_live_session_per_phone(&a).await;
+        b.stop().await;
+    })
 }
 
 /// No phone carries two sessions that are minted, verified or playing.

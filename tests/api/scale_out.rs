@@ -300,57 +300,62 @@ fn sizes() -> (usize, u64, u64) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
-    if !postgres_available() || !haproxy_available() {
-        return;
-    }
-    let (phones, sessions, rounds) = sizes();
-    let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
-    let proxy = Haproxy::start(&ports);
-    let mut cluster = start_cluster(&ports, &proxy.address, phones, sessions).await;
-    configure_callbacks(&proxy.address, &cluster.simulator, &cluster.options).await;
-    let setup_boots = boots(&cluster.simulator);
-    let api = Api::new(&proxy.address);
+#[test]
+fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
+    crate::helpers::run_scenario(
+        "three_replicas_behind_haproxy_survive_kill_9_and_sigterm",
+        async {
+            if !postgres_available() || !haproxy_available() {
+                return;
+            }
+            let (phones, sessions, rounds) = sizes();
+            let ports: Vec<u16> = (0..REPLICAS).map(|_| free_port()).collect();
+            let proxy = Haproxy::start(&ports);
+            let mut cluster = start_cluster(&ports, &proxy.address, phones, sessions).await;
+            configure_callbacks(&proxy.address, &cluster.simulator, &cluster.options).await;
+            let setup_boots = boots(&cluster.simulator);
+            let api = Api::new(&proxy.address);
 
-    let queued = tokio::spawn(queue_players(proxy.address.clone(), QUEUED));
-    for round in 0..rounds {
-        cluster.kill_and_restart(round, &api).await;
-    }
-    let rollout = cluster.rollout.expect("started in the first round");
+            let queued = tokio::spawn(queue_players(proxy.address.clone(), QUEUED));
+            for round in 0..rounds {
+                cluster.kill_and_restart(round, &api).await;
+            }
+            let rollout = cluster.rollout.expect("started in the first round");
 
-    let queued = queued.await.unwrap();
-    api.wait_until_quiet(&cluster, sessions).await;
-    api.wait_for_restart(&cluster.simulator.phone_ids()[0])
-        .await;
-    let acked = cluster.simulator.stats.acknowledged();
-    let played = cluster.simulator.stats.played();
-    let book = api.all_sessions().await;
-    eprintln!(
-        "scale-out: {} acknowledgements, {} sessions played, {} in the book; {}",
-        acked.len(),
-        played.len(),
-        book.len(),
-        cluster.simulator.stats.summary(&cluster.simulator.fleet)
-    );
+            let queued = queued.await.unwrap();
+            api.wait_until_quiet(&cluster, sessions).await;
+            api.wait_for_restart(&cluster.simulator.phone_ids()[0])
+                .await;
+            let acked = cluster.simulator.stats.acknowledged();
+            let played = cluster.simulator.stats.played();
+            let book = api.all_sessions().await;
+            eprintln!(
+                "scale-out: {} acknowledgements, {} sessions played, {} in the book; {}",
+                acked.len(),
+                played.len(),
+                book.len(),
+                cluster.simulator.stats.summary(&cluster.simulator.fleet)
+            );
 
-    assert_acknowledged_kept(&acked, &book);
-    assert_played_as_recorded(&played, &book);
-    assert_events_once(&api, &played).await;
-    assert_counted_once(&book, &api.usage_totals().await);
-    assert_no_phone_shared(&book);
-    assert_queue_served_each_once(&queued, &book);
-    let received = cluster.hooks.wait_for(&expected_hooks(&book)).await;
-    assert_hooks_once_but_across_deaths(&received, &cluster.deaths);
-    assert_eq!(cluster.most_leaders, 1, "one watchdog leader at a time");
-    assert_eq!(cluster.leaders().await.len(), 1);
-    checked("cphub_watchdog_leader summed over the live replicas never exceeded 1");
-    let rolled = api.wait_for_rollout_done(rollout).await;
-    assert_rollout_acted_once(&cluster, &rolled, &book, &queued);
-    assert_no_session_cut_by_update(&cluster.simulator, &acked, &played);
-    let restarts = restarts_by_phone(&cluster.simulator, &setup_boots);
-    assert_one_recovery(&api.recoveries().await, &restarts, &cluster.simulator);
-    cluster.simulator.stop().await;
+            assert_acknowledged_kept(&acked, &book);
+            assert_played_as_recorded(&played, &book);
+            assert_events_once(&api, &played).await;
+            assert_counted_once(&book, &api.usage_totals().await);
+            assert_no_phone_shared(&book);
+            assert_queue_served_each_once(&queued, &book);
+            let received = cluster.hooks.wait_for(&expected_hooks(&book)).await;
+            assert_hooks_once_but_across_deaths(&received, &cluster.deaths);
+            assert_eq!(cluster.most_leaders, 1, "one watchdog leader at a time");
+            assert_eq!(cluster.leaders().await.len(), 1);
+            checked("cphub_watchdog_leader summed over the live replicas never exceeded 1");
+            let rolled = api.wait_for_rollout_done(rollout).await;
+            assert_rollout_acted_once(&cluster, &rolled, &book, &queued);
+            assert_no_session_cut_by_update(&cluster.simulator, &acked, &played);
+            let restarts = restarts_by_phone(&cluster.simulator, &setup_boots);
+            assert_one_recovery(&api.recoveries().await, &restarts, &cluster.simulator);
+            cluster.simulator.stop().await;
+        },
+    )
 }
 
 /// The simulator first (the replicas need its control plane), its players minting through

@@ -1279,75 +1279,77 @@ fn sdk_args(fake: &FakeCph, sk: &str) -> Vec<String> {
     .to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_python_sdk_works_against_the_fake() {
-    let fake = FakeCph::start(120).await;
-    let phone = fake.phone_id(117);
+#[test]
+fn the_official_python_sdk_works_against_the_fake() {
+    crate::helpers::run_scenario("the_official_python_sdk_works_against_the_fake", async {
+        let fake = FakeCph::start(120).await;
+        let phone = fake.phone_id(117);
 
-    let mut args = sdk_args(&fake, SK);
-    args.extend(["--phone-id".into(), phone.clone()]);
-    args.extend([
-        "--property".into(),
-        "sys.prop.writewifissid=sdk_wifi".into(),
-    ]);
-    args.extend([
-        "--reset-property".into(),
-        "com.cph.cg.heartbeat_interval=45".into(),
-    ]);
-    let (exit, lines, output) = run_python_sdk(args).await;
+        let mut args = sdk_args(&fake, SK);
+        args.extend(["--phone-id".into(), phone.clone()]);
+        args.extend([
+            "--property".into(),
+            "sys.prop.writewifissid=sdk_wifi".into(),
+        ]);
+        args.extend([
+            "--reset-property".into(),
+            "com.cph.cg.heartbeat_interval=45".into(),
+        ]);
+        let (exit, lines, output) = run_python_sdk(args).await;
 
-    assert!(exit.success(), "the SDK run failed:\n{output}");
-    let calls: Vec<&str> = lines.iter().map(|l| l["call"].as_str().unwrap()).collect();
-    assert_eq!(
-        calls,
-        [
-            "ListCloudPhones",
-            "ShowCloudPhoneDetail",
-            "UpdateCloudPhoneProperty",
-            "ShowJob",
-            "RestartCloudPhone",
-            "ShowJob",
-            "ResetCloudPhone",
-            "ShowJob",
-            "ListJobs",
-            "ShowCloudPhoneDetail",
-        ],
-        "{output}"
-    );
-    assert!(lines.iter().all(|l| l["ok"] == true), "{output}");
-    assert_eq!(lines[0]["response"]["count"], 120);
-    assert_eq!(
-        lines[0]["response"]["phones"].as_array().unwrap().len(),
-        100
-    );
-    assert_eq!(lines[1]["response"]["phone_id"], phone.as_str());
-    for job in lines.iter().filter(|l| l["call"] == "ShowJob") {
-        assert_eq!(job["response"]["status"], 2, "{output}");
-        assert_eq!(job["response"]["phone_id"], phone.as_str());
-    }
-    assert_eq!(lines[8]["response"]["jobs"][0]["phone_id"], phone.as_str());
-    assert_eq!(
-        lines[9]["response"]["property"],
-        r#"{"com.cph.cg.heartbeat_interval":"45"}"#
-    );
-    let sim = fake.phone(117);
-    assert_eq!((sim.status, sim.boots), (status::RUNNING, 2));
+        assert!(exit.success(), "the SDK run failed:\n{output}");
+        let calls: Vec<&str> = lines.iter().map(|l| l["call"].as_str().unwrap()).collect();
+        assert_eq!(
+            calls,
+            [
+                "ListCloudPhones",
+                "ShowCloudPhoneDetail",
+                "UpdateCloudPhoneProperty",
+                "ShowJob",
+                "RestartCloudPhone",
+                "ShowJob",
+                "ResetCloudPhone",
+                "ShowJob",
+                "ListJobs",
+                "ShowCloudPhoneDetail",
+            ],
+            "{output}"
+        );
+        assert!(lines.iter().all(|l| l["ok"] == true), "{output}");
+        assert_eq!(lines[0]["response"]["count"], 120);
+        assert_eq!(
+            lines[0]["response"]["phones"].as_array().unwrap().len(),
+            100
+        );
+        assert_eq!(lines[1]["response"]["phone_id"], phone.as_str());
+        for job in lines.iter().filter(|l| l["call"] == "ShowJob") {
+            assert_eq!(job["response"]["status"], 2, "{output}");
+            assert_eq!(job["response"]["phone_id"], phone.as_str());
+        }
+        assert_eq!(lines[8]["response"]["jobs"][0]["phone_id"], phone.as_str());
+        assert_eq!(
+            lines[9]["response"]["property"],
+            r#"{"com.cph.cg.heartbeat_interval":"45"}"#
+        );
+        let sim = fake.phone(117);
+        assert_eq!((sim.status, sim.boots), (status::RUNNING, 2));
 
-    let mut args = sdk_args(&fake, "not-the-secret");
-    args.push("--expect-auth-failure".into());
-    let (exit, lines, output) = run_python_sdk(args).await;
-    assert!(exit.success(), "the refusal was not reported:\n{output}");
-    assert_eq!(lines[0]["call"], "ListCloudPhones");
-    assert_eq!(lines[0]["status_code"], 401, "{output}");
-    assert_eq!(lines[0]["error_code"], "APIGW.0301");
-    assert_eq!(lines.last().unwrap()["call"], "expect-auth-failure");
+        let mut args = sdk_args(&fake, "not-the-secret");
+        args.push("--expect-auth-failure".into());
+        let (exit, lines, output) = run_python_sdk(args).await;
+        assert!(exit.success(), "the refusal was not reported:\n{output}");
+        assert_eq!(lines[0]["call"], "ListCloudPhones");
+        assert_eq!(lines[0]["status_code"], 401, "{output}");
+        assert_eq!(lines[0]["error_code"], "APIGW.0301");
+        assert_eq!(lines.last().unwrap()["call"], "expect-auth-failure");
 
-    // And --expect-auth-failure with the right key fails.
-    let mut args = sdk_args(&fake, SK);
-    args.push("--expect-auth-failure".into());
-    let (exit, _, output) = run_python_sdk(args).await;
-    assert!(!exit.success(), "{output}");
-    fake.stop().await;
+        // And --expect-auth-failure with the right key fails.
+        let mut args = sdk_args(&fake, SK);
+        args.push("--expect-auth-failure".into());
+        let (exit, _, output) = run_python_sdk(args).await;
+        assert!(!exit.success(), "{output}");
+        fake.stop().await;
+    })
 }
 
 /// 7.1.2: a batch POST answers 201. Its entries are as 4.3.5–4.3.7's examples show them
@@ -1665,47 +1667,52 @@ async fn sync_commands_answer_per_phone_as_the_4_7_5_example() {
 /// Huawei's SDK lists the encoding servers (4.6.1), restarts one and follows its job
 /// (4.6.2, 4.4.1), and runs a synchronous command (4.7.5) against the fake: its paths,
 /// bodies and response models are the fake's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_python_sdk_reaches_encoding_servers_and_sync_commands() {
-    let fake = FakeCph::start(2).await;
-    let phone = fake.phone_id(1);
-    let encode_server_id = {
-        let mut fleet = fake.fleet.lock();
-        fleet
-            .command_outputs
-            .insert("getprop sys.boot_completed".into(), "1".into());
-        fleet.set_encode_server_abnormal(0);
-        fleet.encode_servers[0].encode_server_id.clone()
-    };
+#[test]
+fn the_official_python_sdk_reaches_encoding_servers_and_sync_commands() {
+    crate::helpers::run_scenario(
+        "the_official_python_sdk_reaches_encoding_servers_and_sync_commands",
+        async {
+            let fake = FakeCph::start(2).await;
+            let phone = fake.phone_id(1);
+            let encode_server_id = {
+                let mut fleet = fake.fleet.lock();
+                fleet
+                    .command_outputs
+                    .insert("getprop sys.boot_completed".into(), "1".into());
+                fleet.set_encode_server_abnormal(0);
+                fleet.encode_servers[0].encode_server_id.clone()
+            };
 
-    let mut args = sdk_args(&fake, SK);
-    args.extend(["--phone-id".into(), phone.clone()]);
-    args.extend(["--encode-server-id".into(), encode_server_id.clone()]);
-    args.extend(["--command".into(), "getprop sys.boot_completed".into()]);
-    let (exit, lines, output) = run_python_sdk(args).await;
+            let mut args = sdk_args(&fake, SK);
+            args.extend(["--phone-id".into(), phone.clone()]);
+            args.extend(["--encode-server-id".into(), encode_server_id.clone()]);
+            args.extend(["--command".into(), "getprop sys.boot_completed".into()]);
+            let (exit, lines, output) = run_python_sdk(args).await;
 
-    assert!(exit.success(), "the SDK run failed:\n{output}");
-    let calls: Vec<&str> = lines.iter().map(|l| l["call"].as_str().unwrap()).collect();
-    assert_eq!(
-        calls,
-        [
-            "ListEncodeServers",
-            "RestartEncodeServer",
-            "ShowJob",
-            "RunSyncCommand"
-        ],
-        "{output}"
-    );
-    assert_eq!(lines[0]["response"]["encode_servers"][0]["status"], 2);
-    assert_eq!(
-        lines[1]["response"]["jobs"][0]["encode_server_id"],
-        encode_server_id.as_str()
-    );
-    let run = &lines[3]["response"]["jobs"][0];
-    assert_eq!(
-        (&run["phone_id"], &run["execute_msg"], &run["error_code"]),
-        (&json!(phone), &json!("1"), &json!(""))
-    );
-    assert_eq!(fake.fleet.lock().encode_servers[0].status, 1);
-    fake.stop().await;
+            assert!(exit.success(), "the SDK run failed:\n{output}");
+            let calls: Vec<&str> = lines.iter().map(|l| l["call"].as_str().unwrap()).collect();
+            assert_eq!(
+                calls,
+                [
+                    "ListEncodeServers",
+                    "RestartEncodeServer",
+                    "ShowJob",
+                    "RunSyncCommand"
+                ],
+                "{output}"
+            );
+            assert_eq!(lines[0]["response"]["encode_servers"][0]["status"], 2);
+            assert_eq!(
+                lines[1]["response"]["jobs"][0]["encode_server_id"],
+                encode_server_id.as_str()
+            );
+            let run = &lines[3]["response"]["jobs"][0];
+            assert_eq!(
+                (&run["phone_id"], &run["execute_msg"], &run["error_code"]),
+                (&json!(phone), &json!("1"), &json!(""))
+            );
+            assert_eq!(fake.fleet.lock().encode_servers[0].status, 1);
+            fake.stop().await;
+        },
+    )
 }

@@ -1181,49 +1181,55 @@ async fn is_leader(app: &TestApp) -> bool {
 
 /// Two replicas on one PostgreSQL: one acts; when it dies the other takes over; no phone is
 /// restarted twice for one incident.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_replica_acts_and_another_takes_over_when_it_dies() {
-    if !crate::helpers::postgres_available() {
-        return;
-    }
-    let db = TestDb::new(Backend::Postgres).await;
-    let second_db = db.same_database();
-    let fleet = start_on(db, 2, "", |o| o.silent = 1).await;
-    let other_port = free_port();
-    let second = TestApp::spawn_on(
-        second_db,
-        &cphub_settings(other_port, &fleet.simulator, &fleet.options, ""),
+#[test]
+fn one_replica_acts_and_another_takes_over_when_it_dies() {
+    crate::helpers::run_scenario(
+        "one_replica_acts_and_another_takes_over_when_it_dies",
+        async {
+            if !crate::helpers::postgres_available() {
+                return;
+            }
+            let db = TestDb::new(Backend::Postgres).await;
+            let second_db = db.same_database();
+            let fleet = start_on(db, 2, "", |o| o.silent = 1).await;
+            let other_port = free_port();
+            let second = TestApp::spawn_on(
+                second_db,
+                &cphub_settings(other_port, &fleet.simulator, &fleet.options, ""),
+            )
+            .await;
+            let [first_phone, second_phone] =
+                [0, 1].map(|i| fleet.simulator.phone_ids()[i].clone());
+
+            let log = wait_for_recoveries(&fleet.app, &first_phone, |log| {
+                has(log, "restart", "succeeded")
+            })
+            .await;
+            assert_eq!(
+                log.iter().filter(|r| r["action"] == "restart").count(),
+                1,
+                "one restart for one incident: {log:?}"
+            );
+            let (leader, survivor) = match (is_leader(&fleet.app).await, is_leader(&second).await) {
+                (true, false) => (fleet.app, second),
+                (false, true) => (second, fleet.app),
+                both => panic!("exactly one replica must lead, saw {both:?}"),
+            };
+
+            leader.stop().await;
+            fleet.simulator.fleet.lock().phones[1].faults.silent = true;
+
+            let log = wait_for_recoveries(&survivor, &second_phone, |log| {
+                has(log, "restart", "succeeded")
+            })
+            .await;
+            assert_eq!(
+                log.iter().filter(|r| r["action"] == "restart").count(),
+                1,
+                "{log:?}"
+            );
+            assert!(is_leader(&survivor).await);
+            fleet.simulator.stop().await;
+        },
     )
-    .await;
-    let [first_phone, second_phone] = [0, 1].map(|i| fleet.simulator.phone_ids()[i].clone());
-
-    let log = wait_for_recoveries(&fleet.app, &first_phone, |log| {
-        has(log, "restart", "succeeded")
-    })
-    .await;
-    assert_eq!(
-        log.iter().filter(|r| r["action"] == "restart").count(),
-        1,
-        "one restart for one incident: {log:?}"
-    );
-    let (leader, survivor) = match (is_leader(&fleet.app).await, is_leader(&second).await) {
-        (true, false) => (fleet.app, second),
-        (false, true) => (second, fleet.app),
-        both => panic!("exactly one replica must lead, saw {both:?}"),
-    };
-
-    leader.stop().await;
-    fleet.simulator.fleet.lock().phones[1].faults.silent = true;
-
-    let log = wait_for_recoveries(&survivor, &second_phone, |log| {
-        has(log, "restart", "succeeded")
-    })
-    .await;
-    assert_eq!(
-        log.iter().filter(|r| r["action"] == "restart").count(),
-        1,
-        "{log:?}"
-    );
-    assert!(is_leader(&survivor).await);
-    fleet.simulator.stop().await;
 }

@@ -25,11 +25,13 @@ backend_tests!(
 );
 
 // Replicas share one database on PostgreSQL only (SQLite serves one process).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_on_postgres_deliver_each_event_once() {
-    if postgres_available() {
-        two_replicas_deliver_each_event_once(Backend::Postgres).await
-    }
+#[test]
+fn two_replicas_on_postgres_deliver_each_event_once() {
+    crate::helpers::run_scenario("two_replicas_on_postgres_deliver_each_event_once", async {
+        if postgres_available() {
+            two_replicas_deliver_each_event_once(Backend::Postgres).await
+        }
+    })
 }
 
 pub(crate) const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -11,32 +11,76 @@ pub enum Backend {
     Postgres,
 }
 
-/// Generates one `#[tokio::test]` per backend for each `async fn name(backend: Backend)`.
+/// Generates one test per backend for each `async fn name(backend: Backend)`, run by
+/// [`run_scenario`] (a runtime of two workers, as `#[tokio::test]` gave, and a time bound).
 /// Attributes before a name (`#[ignore = "bug: …"]`) go on both of its tests.
 #[macro_export]
 macro_rules! backend_tests {
     ($($(#[$meta:meta])* $name:ident),* $(,)?) => {
         mod sqlite {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[test]
                 $(#[$meta])*
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
+                fn $name() {
+                    $crate::helpers::run_scenario(
+                        concat!("sqlite::", stringify!($name)),
+                        super::$name($crate::helpers::Backend::Sqlite),
+                    )
                 }
             )*
         }
         mod postgres {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[test]
                 $(#[$meta])*
-                async fn $name() {
+                fn $name() {
                     if $crate::helpers::postgres_available() {
-                        super::$name($crate::helpers::Backend::Postgres).await
+                        $crate::helpers::run_scenario(
+                            concat!("postgres::", stringify!($name)),
+                            super::$name($crate::helpers::Backend::Postgres),
+                        )
                     }
                 }
             )*
         }
     };
+}
+
+/// How long one scenario may run. The slowest pass in about a minute and a half on a loaded
+/// 2-core machine; the bound is there so that a scenario that hangs fails under its own name
+/// instead of stalling the whole suite into CI's time limit, as one did once with nothing to
+/// say which.
+pub const SCENARIO_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Runs one scenario on its own runtime (as `#[tokio::test]` would), failing it when it
+/// outlives [`SCENARIO_LIMIT`]. The runtime is then shut down with a bound too: a plain drop
+/// waits for every blocking task, and one waiting on a child process that never exits would
+/// hold the test thread (and the suite) forever, panicked or not.
+pub fn run_scenario(name: &str, scenario: impl std::future::Future<Output = ()>) {
+    run_scenario_on(2, name, scenario)
+}
+
+/// [`run_scenario`] on a runtime of `workers` threads.
+pub fn run_scenario_on(
+    workers: usize,
+    name: &str,
+    scenario: impl std::future::Future<Output = ()>,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a test runtime");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // The timer must be made inside the runtime: outside it there is no clock to arm.
+        runtime.block_on(async { tokio::time::timeout(SCENARIO_LIMIT, scenario).await })
+    }));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("{name} did not finish within {SCENARIO_LIMIT:?}: it hangs"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 /// Whether the PostgreSQL half of the suite can run (`CPHUB_TEST_DATABASE_URL` is set). When

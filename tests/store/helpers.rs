@@ -29,7 +29,9 @@ use cphub::store::{
 
 #[path = "../common/db.rs"]
 mod db;
-pub use db::{Backend, TestDb, lock_waiters, postgres_available, wait_for_lock_waiters};
+pub use db::{
+    Backend, TestDb, lock_waiters, postgres_available, run_scenario, wait_for_lock_waiters,
+};
 
 /// A migrated store on a fresh database; derefs to the `Store` under test.
 pub struct TestStore {

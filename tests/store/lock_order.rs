@@ -11,11 +11,16 @@ use sqlx::{Connection, Executor, PgConnection};
 
 use crate::helpers::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn phone_sync_of_a_4_3_1_list_and_a_heartbeat_flush_never_deadlock() {
-    if postgres_available() {
-        sync_and_flush_wait_in_line().await
-    }
+#[test]
+fn phone_sync_of_a_4_3_1_list_and_a_heartbeat_flush_never_deadlock() {
+    crate::helpers::run_scenario(
+        "phone_sync_of_a_4_3_1_list_and_a_heartbeat_flush_never_deadlock",
+        async {
+            if postgres_available() {
+                sync_and_flush_wait_in_line().await
+            }
+        },
+    )
 }
 
 /// The flush's order: one transaction writing p-1 then p-3 (key order), as
@@ -64,11 +69,16 @@ async fn sync_and_flush_wait_in_line() {
 /// a flush: the sweep's `UPDATE … WHERE allocated_until < now` took the lapsed phones in
 /// scan order, so with p-3's hold written after p-1's it could hold p-3 while waiting for p-1,
 /// which a flush held while waiting for p-3. The sweep now locks them in key order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_hold_sweep_and_a_heartbeat_flush_never_deadlock() {
-    if postgres_available() {
-        sweep_and_flush_wait_in_line().await
-    }
+#[test]
+fn the_hold_sweep_and_a_heartbeat_flush_never_deadlock() {
+    crate::helpers::run_scenario(
+        "the_hold_sweep_and_a_heartbeat_flush_never_deadlock",
+        async {
+            if postgres_available() {
+                sweep_and_flush_wait_in_line().await
+            }
+        },
+    )
 }
 
 async fn sweep_and_flush_wait_in_line() {
@@ -120,11 +130,16 @@ async fn sweep_and_flush_wait_in_line() {
 /// one after the other in one transaction, the batch held p-3 while waiting for p-1, which
 /// the flush held while waiting for p-3. The batch locks its pinned phones in key order
 /// first, with the lapsed holds, and waits for no phone row after that.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mint_batch_pinning_phones_and_a_heartbeat_flush_never_deadlock() {
-    if postgres_available() {
-        mint_batch_and_flush_wait_in_line().await
-    }
+#[test]
+fn a_mint_batch_pinning_phones_and_a_heartbeat_flush_never_deadlock() {
+    crate::helpers::run_scenario(
+        "a_mint_batch_pinning_phones_and_a_heartbeat_flush_never_deadlock",
+        async {
+            if postgres_available() {
+                mint_batch_and_flush_wait_in_line().await
+            }
+        },
+    )
 }
 
 async fn mint_batch_and_flush_wait_in_line() {

@@ -10,11 +10,16 @@ use sqlx::{Executor, PgPool};
 
 use crate::helpers::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_partitioning_migration_keeps_an_existing_book_usable() {
-    if postgres_available() {
-        an_existing_book_is_partitioned_and_stays_usable().await
-    }
+#[test]
+fn the_partitioning_migration_keeps_an_existing_book_usable() {
+    crate::helpers::run_scenario(
+        "the_partitioning_migration_keeps_an_existing_book_usable",
+        async {
+            if postgres_available() {
+                an_existing_book_is_partitioned_and_stays_usable().await
+            }
+        },
+    )
 }
 
 /// Two sessions as cphub wrote them before 0014: s-old-1 played and quit, s-old-2 playing.

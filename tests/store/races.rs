@@ -26,25 +26,30 @@ backend_tests!(
 /// of a connection opened after its first look. PostgreSQL kept the backends it listed at
 /// that look, and a store pool that opened a connection for the second statement (a busy
 /// machine) left the races above waiting a minute for a waiter they could not see.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_waiter_on_a_connection_opened_after_the_first_look_is_seen() {
-    if !postgres_available() {
-        return;
-    }
-    let store = playing_on_a_silent_phone(Backend::Postgres).await;
-    let mut holder = PgConnection::connect(store.url()).await.unwrap();
-    holder.execute("BEGIN").await.unwrap();
-    holder.execute(LOCK_S1).await.unwrap();
-    assert_eq!(lock_waiters(&mut holder).await, 0, "the first look");
+#[test]
+fn a_lock_waiter_on_a_connection_opened_after_the_first_look_is_seen() {
+    crate::helpers::run_scenario(
+        "a_lock_waiter_on_a_connection_opened_after_the_first_look_is_seen",
+        async {
+            if !postgres_available() {
+                return;
+            }
+            let store = playing_on_a_silent_phone(Backend::Postgres).await;
+            let mut holder = PgConnection::connect(store.url()).await.unwrap();
+            holder.execute("BEGIN").await.unwrap();
+            holder.execute(LOCK_S1).await.unwrap();
+            assert_eq!(lock_waiters(&mut holder).await, 0, "the first look");
 
-    let mut late = PgConnection::connect(store.url()).await.unwrap();
-    let waiter = tokio::spawn(async move { late.execute(LOCK_S1).await.map(drop) });
-    wait_for_lock_waiters(&mut holder, 1).await;
-    holder.execute("COMMIT").await.unwrap();
-    waiter
-        .await
-        .unwrap()
-        .expect("the late statement takes the lock");
+            let mut late = PgConnection::connect(store.url()).await.unwrap();
+            let waiter = tokio::spawn(async move { late.execute(LOCK_S1).await.map(drop) });
+            wait_for_lock_waiters(&mut holder, 1).await;
+            holder.execute("COMMIT").await.unwrap();
+            waiter
+                .await
+                .unwrap()
+                .expect("the late statement takes the lock");
+        },
+    )
 }
 
 const LOCK_S1: &str = "SELECT 1 FROM sessions WHERE session_id = 's-1' FOR UPDATE";
