@@ -74,16 +74,31 @@ pub(crate) fn start_serve(cmd: &mut Command) -> Served {
 }
 
 /// SIGTERM, then the exit status.
-pub(crate) async fn stop(mut child: Child) -> std::process::ExitStatus {
+pub(crate) async fn stop(child: Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap()
+    exit_status(child, Duration::from_secs(60), "SIGTERM").await
+}
+
+/// The child's exit status once it exits, within `limit` of `after`. Past that the child is
+/// killed (a waiting thread would otherwise hold the test forever) and the test fails.
+pub(crate) async fn exit_status(
+    mut child: Child,
+    limit: Duration,
+    after: &str,
+) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    let exited = tokio::task::spawn_blocking(move || child.wait());
+    match tokio::time::timeout(limit, exited).await {
+        Ok(status) => status.unwrap().unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("cphub did not exit within {limit:?} of {after}");
+        }
+    }
 }
 
 async fn sigterm_flushes_buffered_heartbeats_and_exits_0(backend: Backend) {
@@ -202,15 +217,14 @@ async fn sigterm_under_load_completes_in_flight_requests(backend: Backend) {
             .unwrap()
             .success()
     );
-    let mut child = served.child;
-    let exited = tokio::task::spawn_blocking(move || child.wait());
+    let exited = exit_status(
+        served.child,
+        Duration::from_secs(60),
+        "SIGTERM and the drain",
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     lock.release().await;
-    let status = tokio::time::timeout(Duration::from_secs(60), exited)
-        .await
-        .expect("cphub exits after the drain")
-        .unwrap()
-        .unwrap();
+    let status = exited.await;
     let drained: Vec<Drained> = futures_util::future::join_all(load)
         .await
         .into_iter()

@@ -50,7 +50,12 @@ pub(crate) async fn start_with(
     let port = free_port();
     let options = simulator_options(port, phones, tune);
     let simulator = Simulator::start(options.clone()).await.unwrap();
-    let settings = cphub_settings(port, &simulator, &options, extra);
+    // Phones count as silent after ten missed heartbeats here, not the watchdog tests' two:
+    // no rollout scenario silences a phone, and on a loaded machine two seconds without a
+    // heartbeat stored is enough for the watchdog to end a healthy phone's session.
+    let settings = cphub_settings(port, &simulator, &options, extra)
+        .replace("miss_threshold = 2\n", "miss_threshold = 10\n");
+    assert!(settings.contains("miss_threshold = 10"), "{settings}");
     let app = TestApp::spawn_on(TestDb::new(backend).await, &settings).await;
     configure_callbacks(&app.address, &simulator, &options).await;
     let rig = Rig {
@@ -141,9 +146,18 @@ impl Rig {
     }
 
     pub(crate) async fn wait_for_rollout(&self, id: &Value, state: &str) -> Value {
-        self.wait(|| async { self.rollout(id).await["state"] == state })
-            .await;
-        self.rollout(id).await
+        for _ in 0..600 {
+            let rollout = self.rollout(id).await;
+            if rollout["state"] == state {
+                return rollout;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // What it is stuck at says why, where a bare "never" would not.
+        panic!(
+            "the rollout never became {state}: {}",
+            self.rollout(id).await
+        );
     }
 
     pub(crate) async fn wait<F, Fut>(&self, check: F)

@@ -50,10 +50,17 @@ macro_rules! backend_tests {
 /// 2-core machine; the bound is there so that a scenario that hangs fails under its own name
 /// instead of stalling the whole suite into CI's time limit, as one did once with nothing to
 /// say which.
-pub const SCENARIO_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// `CPHUB_TEST_SCENARIO_LIMIT_SECS` sets another (a smaller one helps hunt a hang).
+pub fn scenario_limit() -> std::time::Duration {
+    let secs = std::env::var("CPHUB_TEST_SCENARIO_LIMIT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    std::time::Duration::from_secs(secs)
+}
 
 /// Runs one scenario on its own runtime (as `#[tokio::test]` would), failing it when it
-/// outlives [`SCENARIO_LIMIT`]. The runtime is then shut down with a bound too: a plain drop
+/// outlives [`scenario_limit`]. The runtime is then shut down with a bound too: a plain drop
 /// waits for every blocking task, and one waiting on a child process that never exits would
 /// hold the test thread (and the suite) forever, panicked or not.
 pub fn run_scenario(name: &str, scenario: impl std::future::Future<Output = ()>) {
@@ -71,14 +78,15 @@ pub fn run_scenario_on(
         .enable_all()
         .build()
         .expect("a test runtime");
+    let limit = scenario_limit();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // The timer must be made inside the runtime: outside it there is no clock to arm.
-        runtime.block_on(async { tokio::time::timeout(SCENARIO_LIMIT, scenario).await })
+        runtime.block_on(async { tokio::time::timeout(limit, scenario).await })
     }));
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     match outcome {
         Ok(Ok(())) => {}
-        Ok(Err(_)) => panic!("{name} did not finish within {SCENARIO_LIMIT:?}: it hangs"),
+        Ok(Err(_)) => panic!("{name} did not finish within {limit:?}: it hangs"),
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
