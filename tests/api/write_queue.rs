@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend_tests;
 use crate::helpers::{
-    Backend, TestApp, WriteLock, assert_acknowledged, assert_error, enter, heartbeat,
+    Backend, TOKEN, TestApp, WriteLock, assert_acknowledged, assert_error, enter, heartbeat,
 };
 
 /// Small, so that a job queued behind a held writer is certainly older than it; the test
@@ -36,9 +36,11 @@ async fn metric(app: &TestApp, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("{series} is not exported"))
 }
 
+/// The operator token goes along: the callbacks ignore it, mints need it.
 fn post(app: &TestApp, path: &str, body: Value) -> JoinHandle<Response> {
     let (client, url) = (app.client.clone(), format!("{}{path}", app.address));
-    tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() })
+    let request = client.post(url).bearer_auth(TOKEN).json(&body);
+    tokio::spawn(async move { request.send().await.unwrap() })
 }
 
 /// A first request that holds `writer` (its batch waits for the lock), then a second one
@@ -76,16 +78,23 @@ async fn assert_unavailable(res: Response) {
     assert_eq!(retry_after.unwrap(), "1");
 }
 
-/// Sends `body` until it is acknowledged, as a phone redelivers after a 503; the 200's body.
+/// Sends `body` again until it is answered other than 503, as a phone redelivers.
 async fn redeliver(app: &TestApp, path: &str, body: &Value) -> Response {
+    let url = format!("{}{path}", app.address);
+    until_not_503(|| app.client.post(&url).json(body)).await
+}
+
+/// Sends what `request` builds until it is answered other than 503 (the writer took it
+/// within the bound), as phones and platforms retry a 503.
+async fn until_not_503(request: impl Fn() -> reqwest::RequestBuilder) -> Response {
     for _ in 0..100 {
-        let res = app.post(path, body.to_string()).await;
+        let res = request().send().await.unwrap();
         if res.status() != 503 {
             return res;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{path} still 503 after 100 deliveries");
+    panic!("still 503 after 100 attempts");
 }
 
 fn dropped(writer: &str) -> String {
@@ -144,16 +153,9 @@ async fn a_sign_check_queued_past_the_bound_keeps_its_ticket_for_the_redelivery_
     backend: Backend,
 ) {
     let app = spawn_app(backend).await;
-    for phone in ["p-1", "p-2"] {
-        app.send_heartbeat(&heartbeat(phone, None, "2026-11-28T10:00:00Z"))
-            .await;
-        app.wait_for_phone(phone, |p| !p["last_seen_at"].is_null())
-            .await;
-    }
-    let mint =
-        |user: &str, phone: &str| json!({"app_id": "game", "user_id": user, "phone_id": phone});
-    let first = app.mint_ok(&mint("u-1", "p-1")).await;
-    let late = app.mint_ok(&mint("u-2", "p-2")).await;
+    idle_phones(&app, &["p-1", "p-2"]).await;
+    let first = app.mint_ok(&mint_request("u-1", "p-1")).await;
+    let late = app.mint_ok(&mint_request("u-2", "p-2")).await;
     let (first_answer, second) = queue_past_the_bound(
         &app,
         "sign_checks",
@@ -177,6 +179,60 @@ async fn a_sign_check_queued_past_the_bound_keeps_its_ticket_for_the_redelivery_
     let ok = "cphub_sign_checks_total{result=\"ok\"}";
     assert_eq!(metric(&app, ok).await, 2.0);
     app.stop().await;
+}
+
+/// On SQLite mints go through a writer too (on PostgreSQL each is a transaction of its own
+/// on the pool, and does not queue): a mint queued past the bound is refused without holding
+/// its phone, and its `Idempotency-Key` is not spent — sent again, it mints, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mint_queued_past_the_bound_holds_no_phone_and_its_retry_mints_once_on_sqlite() {
+    let app = spawn_app(Backend::Sqlite).await;
+    idle_phones(&app, &["p-1", "p-2"]).await;
+    let (first, second) = queue_past_the_bound(
+        &app,
+        "mints",
+        "/api/v1/sessions",
+        mint_request("u-1", "p-1"),
+        mint_request("u-2", "p-2"),
+    )
+    .await;
+    assert_eq!(first.status(), 201);
+    assert_unavailable(second).await;
+    assert_eq!(metric(&app, &dropped("mints")).await, 1.0);
+    let phone = app.phone("p-2").await.unwrap();
+    assert_eq!(phone["state"], "idle", "not held: {phone}");
+
+    // Sent again as a platform does with a mint it had no answer to.
+    let url = format!("{}/api/v1/sessions", app.address);
+    let retry = || async {
+        let res = until_not_503(|| {
+            let request = app.client.post(&url).bearer_auth(TOKEN);
+            request
+                .header("Idempotency-Key", "u-2-play-1")
+                .json(&mint_request("u-2", "p-2"))
+        })
+        .await;
+        assert_eq!(res.status(), 201);
+        res.json::<Value>().await.unwrap()
+    };
+    let (minted, again) = (retry().await, retry().await);
+    assert_eq!(minted["session_id"], again["session_id"], "minted once");
+    let phone = app.phone("p-2").await.unwrap();
+    assert_eq!(phone["state"], "allocated", "{phone}");
+    app.stop().await;
+}
+
+async fn idle_phones(app: &TestApp, phones: &[&str]) {
+    for phone in phones {
+        app.send_heartbeat(&heartbeat(phone, None, "2026-11-28T10:00:00Z"))
+            .await;
+        app.wait_for_phone(phone, |p| !p["last_seen_at"].is_null())
+            .await;
+    }
+}
+
+fn mint_request(user: &str, phone: &str) -> Value {
+    json!({"app_id": "game", "user_id": user, "phone_id": phone})
 }
 
 backend_tests!(
