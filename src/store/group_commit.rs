@@ -97,17 +97,13 @@ impl<C: Commit> GroupCommit<C> {
     pub async fn submit(&self, job: C::Job) -> Result<C::Done, Arc<StoreError>> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || Arc::new(StoreError::WriterStopped);
-        // Stamped before the send: a full channel is part of the wait.
-        let queued = Queued {
-            job,
-            reply,
-            since: Instant::now(),
-        };
+        // Stamped before the wait for room: a full channel is part of the wait in the queue.
+        let since = Instant::now();
+        let permit = self.queue.reserve().await.map_err(|_| stopped())?;
+        // Counted once the job is certain to be queued (a request dropped while waiting for
+        // room queues nothing), and before the writer can take it out.
         self.meter.waiting.inc();
-        if self.queue.send(queued).await.is_err() {
-            self.meter.waiting.dec();
-            return Err(stopped());
-        }
+        permit.send(Queued { job, reply, since });
         outcome.await.map_err(|_| stopped())?
     }
 }
