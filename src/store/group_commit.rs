@@ -330,8 +330,17 @@ mod tests {
     }
 
     fn spawn(numbers: &Numbers, meter: &QueueMeter) -> (GroupCommit<Numbers>, JoinHandle<()>) {
+        spawn_batching(numbers, meter, 64)
+    }
+
+    /// A writer of batches of `max_batch`, whose channel holds four batches.
+    fn spawn_batching(
+        numbers: &Numbers,
+        meter: &QueueMeter,
+        max_batch: usize,
+    ) -> (GroupCommit<Numbers>, JoinHandle<()>) {
         let limits = WriterLimits {
-            max_batch: 64,
+            max_batch,
             commit: Duration::from_secs(5),
             queued: Duration::from_secs(60),
         };
@@ -373,6 +382,27 @@ mod tests {
         assert_eq!(*numbers.committed.lock().unwrap(), [1, 3]);
         assert_eq!(meter.requester_gone.get(), 1);
         assert_eq!((meter.waiting.get(), meter.queued_too_long.get()), (0, 0));
+        drop(writer);
+        task.await.unwrap();
+    }
+
+    /// A request dropped while it waits for room in a full channel queued nothing: it is
+    /// not counted as waiting, and nothing of it is written.
+    #[tokio::test]
+    async fn a_request_dropped_before_its_job_found_room_queues_nothing() {
+        let (numbers, meter) = (Numbers::default(), meter());
+        let (writer, task) = spawn_batching(&numbers, &meter, 1);
+        let mut queued: Vec<_> = (1..=5).map(|n| Box::pin(writer.submit(n))).collect();
+        for submit in &mut queued {
+            let polled = futures_util::future::poll_immediate(submit).await;
+            assert!(polled.is_none(), "answered before the writer ran");
+        }
+        assert_eq!(meter.waiting.get(), 4, "the channel holds four; the fifth waits");
+        drop(queued.pop());
+
+        futures_util::future::join_all(queued).await;
+        assert_eq!(*numbers.committed.lock().unwrap(), [1, 2, 3, 4]);
+        assert_eq!(meter.waiting.get(), 0);
         drop(writer);
         task.await.unwrap();
     }
