@@ -157,6 +157,8 @@ pub struct DatabaseSettings {
     pub acquire_timeout_ms: u64,
     #[serde(deserialize_with = "positive")]
     pub write_timeout_ms: u64,
+    #[serde(deserialize_with = "positive")]
+    pub write_queue_timeout_ms: u64,
     pub sqlite_synchronous: SqliteSynchronous,
     pub migrate_on_start: bool,
 }
@@ -168,6 +170,10 @@ impl DatabaseSettings {
 
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
+    }
+
+    pub fn write_queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_queue_timeout_ms)
     }
 
     /// Whether mints go through a group commit (`store::Minter`). SQLite has one writer

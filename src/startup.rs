@@ -27,7 +27,7 @@ use crate::rollout::Rollouts;
 use crate::routes;
 use crate::store::{
     self, ApplyEvents, ApplyRules, CheckSigns, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
-    MintSessions, MintWriter, Minter, Store, StoreError, TicketWriter,
+    MintSessions, MintWriter, Minter, Store, StoreError, TicketWriter, WriterLimits,
 };
 use crate::watchdog::{BookRetention, HoldSweeper, RetentionTask, Watchdog, WatchdogTask};
 use crate::webhooks::{WebhookDispatcher, WebhookTasks};
@@ -103,31 +103,36 @@ impl Application {
             run_time_tolerance_secs: settings.callbacks.run_time_tolerance_secs,
             record_unknown_sessions: settings.callbacks.record_unknown_sessions,
         };
+        let metrics = Arc::new(Metrics::new(settings.metrics.per_app_labels));
+        // Sign checks and mints come in at most as fast as sessions start: the event batch
+        // limit bounds their transactions just as well.
+        let limits = WriterLimits {
+            max_batch: settings.callbacks.event_batch_max,
+            commit: settings.database.write_timeout(),
+            queued: settings.database.write_queue_timeout(),
+        };
         let (writer, events_task) = EventWriter::spawn(
             ApplyEvents {
                 store: Arc::clone(&store),
                 rules,
             },
-            settings.callbacks.event_batch_max,
-            settings.database.write_timeout(),
+            limits,
+            metrics.queue_meter("events"),
         );
-        // Sign checks come in at most as fast as sessions start: the event batch limit
-        // bounds their transactions just as well.
         let (tickets, tickets_task) = TicketWriter::spawn(
             CheckSigns {
                 store: Arc::clone(&store),
                 rules: Rules::from(&settings.effective_access()),
             },
-            settings.callbacks.event_batch_max,
-            settings.database.write_timeout(),
+            limits,
+            metrics.queue_meter("sign_checks"),
         );
-        // Mints come at most as fast as sessions start, like sign checks: the same bound.
         let (mints, mints_task) = match settings.database.groups_mints() {
             true => {
                 let (writer, task) = MintWriter::spawn(
                     MintSessions(Arc::clone(&store)),
-                    settings.callbacks.event_batch_max,
-                    settings.database.write_timeout(),
+                    limits,
+                    metrics.queue_meter("mints"),
                 );
                 (Minter::Grouped(writer), task)
             }
@@ -145,7 +150,6 @@ impl Application {
             Arc::clone(&clock),
             std::time::Duration::from_millis(settings.access.sweep_interval_ms),
         );
-        let metrics = Arc::new(Metrics::new(settings.metrics.per_app_labels));
         let (phone_sync, watchdog, rollouts) = match settings.cph.is_configured() {
             true => {
                 let client =

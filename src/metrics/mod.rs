@@ -18,7 +18,7 @@ pub use http::{record_http, serve_metrics};
 use crate::access::DataCheck;
 use crate::domain::{Action, EncodeServerState, EventKind, Outcome, Session, UtcTime};
 use crate::http::ErrorCode;
-use crate::store::{EventOutcome, Store, StoreError};
+use crate::store::{EventOutcome, QueueMeter, Store, StoreError};
 
 /// Session lengths from one minute to six hours.
 const SESSION_BUCKETS: [f64; 10] = [
@@ -48,6 +48,10 @@ const SIGN_CHECK_REFUSALS: [ErrorCode; 11] = [
     ErrorCode::Unavailable,
     ErrorCode::Internal,
 ];
+
+/// The group-commit writers, as `cphub_write_queue_*` label them (mints go through one
+/// on SQLite only; their series read 0 on PostgreSQL).
+const WRITERS: [&str; 3] = ["events", "sign_checks", "mints"];
 
 /// Every `type`/`outcome` pair `cphub_events_total` counts.
 const EVENT_LABELS: [(&str, &str); 9] = [
@@ -95,6 +99,10 @@ pub struct Metrics {
     pub heartbeats: IntCounter,
     /// Callbacks refused for their source address (`callbacks.allowed_networks`).
     pub callbacks_refused: IntCounter,
+    /// Jobs waiting in each group-commit writer's queue.
+    write_queue: IntGaugeVec,
+    /// Jobs a writer dropped unwritten, by why (`store::QueueMeter`).
+    write_queue_dropped: IntCounterVec,
     pub recoveries: IntCounterVec,
     pub cph_requests: IntCounterVec,
     pub cph_duration: HistogramVec,
@@ -241,6 +249,18 @@ impl Metrics {
             callbacks_refused: single(
                 "cphub_callbacks_refused_total",
                 "Callbacks refused because their client address is outside callbacks.allowed_networks",
+            ),
+            write_queue: gauge(
+                &r,
+                "cphub_write_queue_jobs",
+                "Writes waiting in a group-commit writer's queue",
+                &["writer"],
+            ),
+            write_queue_dropped: counter(
+                &r,
+                "cphub_write_queue_dropped_total",
+                "Writes a group-commit writer dropped unwritten, by reason",
+                &["writer", "reason"],
             ),
             recoveries: counter(
                 &r,
@@ -402,6 +422,20 @@ impl Metrics {
             self.rollout_phones.with_label_values(&[step.as_str()]);
         }
         self.count_encode_servers(&[]);
+        for writer in WRITERS {
+            self.queue_meter(writer);
+        }
+    }
+
+    /// The series one group-commit writer (`events`, `sign_checks`, `mints`) reports its
+    /// queue under.
+    pub fn queue_meter(&self, writer: &str) -> QueueMeter {
+        let dropped = |reason| self.write_queue_dropped.with_label_values(&[writer, reason]);
+        QueueMeter {
+            waiting: self.write_queue.with_label_values(&[writer]),
+            requester_gone: dropped("requester_gone"),
+            queued_too_long: dropped("queued_too_long"),
+        }
     }
 
     /// `cphub_build_info` (always 1: its labels are the news) and, on Linux, the standard

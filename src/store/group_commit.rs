@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::{
     Allocation, Applied, ApplyRules, MintRequest, PresentedSignCheck, ReceivedEvent,
@@ -31,49 +33,95 @@ pub trait Commit: Send + Sync + 'static {
 
 type Reply<T> = oneshot::Sender<Result<T, Arc<StoreError>>>;
 
+/// A job waiting for its writer: what to write, where to answer, and since when it waits.
+struct Queued<C: Commit> {
+    job: C::Job,
+    reply: Reply<C::Done>,
+    since: Instant,
+}
+
+/// How a writer batches and how long its jobs may take.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterLimits {
+    /// Jobs per transaction at most.
+    pub max_batch: usize,
+    /// A commit taking longer fails its batch (see [`within`]).
+    pub commit: Duration,
+    /// A job queued longer is refused unwritten (`database.write_queue_timeout_ms`).
+    pub queued: Duration,
+}
+
+/// What a writer reports of its queue (`cphub_write_queue_jobs` and
+/// `cphub_write_queue_dropped_total`, one writer's series of each).
+#[derive(Clone)]
+pub struct QueueMeter {
+    /// Jobs submitted and not yet taken into a batch.
+    pub waiting: IntGauge,
+    /// Jobs not written because their requester had stopped waiting.
+    pub requester_gone: IntCounter,
+    /// Jobs refused unwritten because they had waited longer than [`WriterLimits::queued`].
+    pub queued_too_long: IntCounter,
+}
+
 pub struct GroupCommit<C: Commit> {
-    queue: mpsc::Sender<(C::Job, Reply<C::Done>)>,
+    queue: mpsc::Sender<Queued<C>>,
+    meter: QueueMeter,
 }
 
 impl<C: Commit> Clone for GroupCommit<C> {
     fn clone(&self) -> Self {
         GroupCommit {
             queue: self.queue.clone(),
+            meter: self.meter.clone(),
         }
     }
 }
 
 impl<C: Commit> GroupCommit<C> {
     /// Starts the writer task. It ends once every handle has been dropped and the queue is
-    /// drained. A commit taking longer than `limit` fails its batch (see [`within`]).
-    pub fn spawn(committer: C, max_batch: usize, limit: Duration) -> (Self, JoinHandle<()>) {
-        let max_batch = max_batch.max(1);
-        let (queue, rx) = mpsc::channel(max_batch * 4);
-        let task = tokio::spawn(run(committer, rx, max_batch, limit));
-        (GroupCommit { queue }, task)
+    /// drained.
+    pub fn spawn(committer: C, limits: WriterLimits, meter: QueueMeter) -> (Self, JoinHandle<()>) {
+        let limits = WriterLimits {
+            max_batch: limits.max_batch.max(1),
+            ..limits
+        };
+        let (queue, rx) = mpsc::channel(limits.max_batch * 4);
+        let task = tokio::spawn(run(committer, rx, limits, meter.clone()));
+        (GroupCommit { queue, meter }, task)
     }
 
-    /// Writes `job` and returns once it is committed (or the commit failed). The span is the
-    /// request's view of its write: the wait in the queue and the batch's commit.
+    /// Writes `job` and returns once it is committed (or the commit failed, or the job
+    /// waited too long to be tried). The span is the request's view of its write: the wait
+    /// in the queue and the batch's commit.
     #[tracing::instrument(name = "store write", skip_all, fields(op = C::WHAT))]
     pub async fn submit(&self, job: C::Job) -> Result<C::Done, Arc<StoreError>> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || Arc::new(StoreError::WriterStopped);
-        self.queue.send((job, reply)).await.map_err(|_| stopped())?;
+        // Stamped before the wait for room: a full channel is part of the wait in the queue.
+        let since = Instant::now();
+        let permit = self.queue.reserve().await.map_err(|_| stopped())?;
+        // Counted once the job is certain to be queued (a request dropped while waiting for
+        // room queues nothing), and before the writer can take it out.
+        self.meter.waiting.inc();
+        permit.send(Queued { job, reply, since });
         outcome.await.map_err(|_| stopped())?
     }
 }
 
 async fn run<C: Commit>(
     committer: C,
-    mut rx: mpsc::Receiver<(C::Job, Reply<C::Done>)>,
-    max_batch: usize,
-    limit: Duration,
+    mut rx: mpsc::Receiver<Queued<C>>,
+    limits: WriterLimits,
+    meter: QueueMeter,
 ) {
-    let mut batch = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
-        let (jobs, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-        match within(limit, committer.commit(&jobs)).await {
+    let mut batch = Vec::with_capacity(limits.max_batch);
+    while rx.recv_many(&mut batch, limits.max_batch).await > 0 {
+        meter.waiting.sub(batch.len() as i64);
+        let (jobs, replies) = still_awaited(&mut batch, limits.queued, &meter);
+        if jobs.is_empty() {
+            continue;
+        }
+        match within(limits.commit, committer.commit(&jobs)).await {
             Ok(done) => answer(replies, done),
             // The database refused something in the batch, and rolled all of it back. One
             // job's fault must not fail the others: commit them one at a time, in order, so
@@ -88,7 +136,7 @@ async fn run<C: Commit>(
                 );
                 for (i, reply) in replies.into_iter().enumerate() {
                     let job = std::slice::from_ref(&jobs[i]);
-                    match within(limit, committer.commit(job)).await {
+                    match within(limits.commit, committer.commit(job)).await {
                         Ok(done) => answer(vec![reply], done),
                         Err(error) => fail(C::WHAT, vec![reply], error),
                     }
@@ -99,10 +147,48 @@ async fn run<C: Commit>(
     }
 }
 
+/// Takes out of `batch` the jobs still worth writing. Under overload a backlog outlives
+/// the clients' timeouts; committing it would be work nobody waits for, and every later
+/// request would wait behind it. So a job whose requester has gone (its reply channel is
+/// closed: the request was dropped) is skipped, and one that waited longer than `bound` is
+/// answered [`StoreError::QueuedTooLong`] (a 503: send it again) — both unwritten, so a
+/// redelivery later is decided as if they had never come.
+fn still_awaited<C: Commit>(
+    batch: &mut Vec<Queued<C>>,
+    bound: Duration,
+    meter: &QueueMeter,
+) -> (Vec<C::Job>, Vec<Reply<C::Done>>) {
+    let (mut jobs, mut replies) = (Vec::with_capacity(batch.len()), Vec::new());
+    let mut too_long = Vec::new();
+    for queued in batch.drain(..) {
+        if queued.reply.is_closed() {
+            meter.requester_gone.inc();
+        } else if queued.since.elapsed() > bound {
+            too_long.push(queued.reply);
+        } else {
+            jobs.push(queued.job);
+            replies.push(queued.reply);
+        }
+    }
+    if !too_long.is_empty() {
+        meter.queued_too_long.inc_by(too_long.len() as u64);
+        tracing::warn!(
+            size = too_long.len(),
+            "{} jobs waited in the queue longer than {bound:?}: refused unwritten",
+            C::WHAT
+        );
+        let error = Arc::new(StoreError::QueuedTooLong(bound));
+        for reply in too_long {
+            let _ = reply.send(Err(Arc::clone(&error)));
+        }
+    }
+    (jobs, replies)
+}
+
 fn answer<T>(replies: Vec<Reply<T>>, done: Vec<T>) {
     for (reply, done) in replies.into_iter().zip(done) {
-        // The requester may have gone away (client timeout): the write is committed all
-        // the same, and a retry will be recognised as such.
+        // The requester may have gone away while the batch committed (client timeout): the
+        // write is committed all the same, and a retry will be recognised as such.
         let _ = reply.send(Ok(done));
     }
 }
@@ -234,15 +320,91 @@ mod tests {
         }
     }
 
+    fn meter() -> QueueMeter {
+        let counter = |name| IntCounter::new(name, name).unwrap();
+        QueueMeter {
+            waiting: IntGauge::new("waiting", "waiting").unwrap(),
+            requester_gone: counter("gone"),
+            queued_too_long: counter("too_long"),
+        }
+    }
+
+    fn spawn(numbers: &Numbers, meter: &QueueMeter) -> (GroupCommit<Numbers>, JoinHandle<()>) {
+        spawn_batching(numbers, meter, 64)
+    }
+
+    /// A writer of batches of `max_batch`, whose channel holds four batches.
+    fn spawn_batching(
+        numbers: &Numbers,
+        meter: &QueueMeter,
+        max_batch: usize,
+    ) -> (GroupCommit<Numbers>, JoinHandle<()>) {
+        let limits = WriterLimits {
+            max_batch,
+            commit: Duration::from_secs(5),
+            queued: Duration::from_secs(60),
+        };
+        GroupCommit::spawn(numbers.clone(), limits, meter.clone())
+    }
+
     /// Submits `jobs` at once (all queued before the writer wakes: one batch); whether each
     /// was committed.
     async fn submit_together(numbers: &Numbers, jobs: Vec<i64>) -> Vec<bool> {
-        let (writer, task) = GroupCommit::spawn(numbers.clone(), 64, Duration::from_secs(5));
+        let (writer, task) = spawn(numbers, &meter());
         let outcomes = futures_util::future::join_all(jobs.into_iter().map(|n| writer.submit(n)));
         let outcomes = outcomes.await.iter().map(Result::is_ok).collect();
         drop(writer);
         task.await.unwrap();
         outcomes
+    }
+
+    /// A job whose requester stopped waiting before the writer took it (the request was
+    /// dropped: a client timeout) is not committed; the jobs around it are.
+    #[tokio::test]
+    async fn a_job_nobody_waits_for_any_more_is_skipped_unwritten() {
+        let (numbers, meter) = (Numbers::default(), meter());
+        let (writer, task) = spawn(&numbers, &meter);
+        // Each submit is polled once: queued, its requester waiting. The writer task has
+        // not run yet (this test's runtime has one thread), so all three wait together.
+        let mut waiting: Vec<_> = [1, 2, 3]
+            .into_iter()
+            .map(|n| Box::pin(writer.submit(n)))
+            .collect();
+        for submit in &mut waiting {
+            let polled = futures_util::future::poll_immediate(submit).await;
+            assert!(polled.is_none(), "answered before the writer ran");
+        }
+        assert_eq!(meter.waiting.get(), 3);
+        drop(waiting.remove(1));
+
+        let outcomes = futures_util::future::join_all(waiting).await;
+        assert!(outcomes.iter().all(Result::is_ok));
+        assert_eq!(*numbers.committed.lock().unwrap(), [1, 3]);
+        assert_eq!(meter.requester_gone.get(), 1);
+        assert_eq!((meter.waiting.get(), meter.queued_too_long.get()), (0, 0));
+        drop(writer);
+        task.await.unwrap();
+    }
+
+    /// A request dropped while it waits for room in a full channel queued nothing: it is
+    /// not counted as waiting, and nothing of it is written.
+    #[tokio::test]
+    async fn a_request_dropped_before_its_job_found_room_queues_nothing() {
+        let (numbers, meter) = (Numbers::default(), meter());
+        let (writer, task) = spawn_batching(&numbers, &meter, 1);
+        let mut queued: Vec<_> = (1..=5).map(|n| Box::pin(writer.submit(n))).collect();
+        for submit in &mut queued {
+            let polled = futures_util::future::poll_immediate(submit).await;
+            assert!(polled.is_none(), "answered before the writer ran");
+        }
+        assert_eq!(meter.waiting.get(), 4, "the channel holds four; the fifth waits");
+        drop(queued.pop());
+
+        futures_util::future::join_all(queued).await;
+        assert_eq!(*numbers.committed.lock().unwrap(), [1, 2, 3, 4]);
+        assert_eq!(meter.waiting.get(), 0);
+        drop(writer);
+        task.await.unwrap();
     }
 
     #[tokio::test]

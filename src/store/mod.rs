@@ -48,7 +48,8 @@ pub use codec::{
 };
 pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{
-    ApplyEvents, CheckSigns, EventWriter, GroupCommit, MintSessions, MintWriter, Minter,
+    ApplyEvents, CheckSigns, EventWriter, GroupCommit, MintSessions, MintWriter, Minter, QueueMeter,
+    WriterLimits,
     TicketWriter,
 };
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
@@ -98,6 +99,10 @@ pub enum StoreError {
     /// answers nothing, not even an error). The write may or may not have committed.
     #[error("database did not answer within {0:?}")]
     TimedOut(std::time::Duration),
+    /// A write waited in its writer's queue longer than `database.write_queue_timeout_ms`
+    /// and was refused without being tried: nothing of it is written.
+    #[error("waited in the write queue longer than {0:?}; not written")]
+    QueuedTooLong(std::time::Duration),
 }
 
 /// What a database error carries until the store names the operation it happened in.
@@ -122,7 +127,10 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable { .. } | StoreError::WriterStopped | StoreError::TimedOut(_)
+            StoreError::Unavailable { .. }
+                | StoreError::WriterStopped
+                | StoreError::TimedOut(_)
+                | StoreError::QueuedTooLong(_)
         )
     }
 

@@ -475,6 +475,11 @@ async fn a_bad_setting_stops_startup_naming_its_key() {
             "0",
             "database.write_timeout_ms",
         ),
+        (
+            "CPHUB__DATABASE__WRITE_QUEUE_TIMEOUT_MS",
+            "0",
+            "database.write_queue_timeout_ms",
+        ),
         // A misspelt key was silently ignored, leaving the default in force.
         ("CPHUB__HEARTBEATS__FLUSH_INTERVAL", "500", "flush_interval"),
         ("CPHUB__SERVR__LISTEN", "127.0.0.1:0", "servr"),

@@ -327,6 +327,19 @@ pub enum WriteLock {
 
 impl WriteLock {
     pub async fn take(db: &TestDb) -> WriteLock {
+        Self::take_in_mode(db, "LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE").await
+    }
+
+    /// As [`WriteLock::take`], but plain reads of `sessions` go on (PostgreSQL's `EXCLUSIVE`
+    /// mode: writes and `SELECT … FOR UPDATE` wait, `SELECT` does not; SQLite's readers go
+    /// on in WAL mode either way), so a test can scrape `/metrics` and read sessions while
+    /// cphub's writes wait.
+    pub async fn take_letting_reads(db: &TestDb) -> WriteLock {
+        Self::take_in_mode(db, "LOCK TABLE sessions IN EXCLUSIVE MODE").await
+    }
+
+    /// `lock`: the PostgreSQL statement that takes the lock.
+    async fn take_in_mode(db: &TestDb, lock: &'static str) -> WriteLock {
         use sqlx::{Connection, Executor};
         if db.url.starts_with("sqlite:") {
             let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
@@ -335,9 +348,7 @@ impl WriteLock {
         } else {
             let mut conn = sqlx_connect(&db.url).await;
             conn.execute("BEGIN").await.unwrap();
-            conn.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
-                .await
-                .unwrap();
+            conn.execute(lock).await.unwrap();
             WriteLock::Postgres(conn)
         }
     }

@@ -1,10 +1,17 @@
 //! The open-loop load generator (`cphub simulate --load`) against the real app: it keeps its
 //! schedule for a small fleet (every request the schedule fixes is sent, answered, and
 //! counted once by cphub too), plays every kind of request, and the flash crowd plays; and
-//! a heartbeat flood pipelined over a few keep-alive connections arrives whole.
+//! a heartbeat flood pipelined over a few keep-alive connections arrives whole; and after a
+//! 503 it sends the same request again rather than pinning a phone cphub still holds.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use actix_web::{HttpRequest, HttpResponse, web};
 use cphub::simulator::load::{self, Kind, LoadOptions, Target};
+use serde_json::{Value, json};
 
+use crate::backend_tests;
 use crate::helpers::{Backend, TOKEN, TestApp};
 
 const PHONES: usize = 200;
@@ -152,3 +159,147 @@ fn pipelined_heartbeats_arrive_on_schedule_on_sqlite() {
         pipelined_heartbeats_arrive_on_schedule(Backend::Sqlite).await
     })
 }
+
+/// Between the generator and cphub: passes every request on, except that the first attempt
+/// of each mint and of each sign check is answered `503 CPHUB.UNAVAILABLE` with
+/// `Retry-After`, as cphub answers when its database does not keep up. A mint is passed on
+/// first, so cphub has minted it and holds its phone (the answer lost: the worst case); a
+/// sign check is not, so its ticket is still unused. Counts what it answered 503.
+struct FlakyProxy {
+    cphub: String,
+    http: reqwest::Client,
+    /// Mint `Idempotency-Key`s and sign-check `session_id`s seen once already.
+    seen: Mutex<HashSet<String>>,
+    refused: Mutex<Vec<Kind>>,
+}
+
+impl FlakyProxy {
+    /// Serves on a port of its own; its address.
+    fn start(cphub: &str) -> (Arc<FlakyProxy>, String) {
+        let proxy = Arc::new(FlakyProxy {
+            cphub: cphub.to_owned(),
+            http: reqwest::Client::new(),
+            seen: Mutex::default(),
+            refused: Mutex::default(),
+        });
+        let data = web::Data::from(Arc::clone(&proxy));
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(data.clone())
+                .default_service(web::to(FlakyProxy::handle))
+        })
+        .workers(2)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let address = format!("http://{}", server.addrs()[0]);
+        tokio::spawn(server.run());
+        (proxy, address)
+    }
+
+    /// The first time `key` is seen.
+    fn first(&self, key: String) -> bool {
+        self.seen.lock().unwrap().insert(key)
+    }
+
+    fn unavailable(&self, kind: Kind) -> HttpResponse {
+        self.refused.lock().unwrap().push(kind);
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(
+                json!({"request_id": "0".repeat(32), "error_code": "CPHUB.UNAVAILABLE",
+                         "error_msg": "injected by the test"}),
+            )
+    }
+
+    async fn handle(
+        proxy: web::Data<FlakyProxy>,
+        request: HttpRequest,
+        body: web::Bytes,
+    ) -> HttpResponse {
+        let path = request.path();
+        if path == "/cph/sign-check" {
+            let check: Value = serde_json::from_slice(&body).unwrap();
+            if proxy.first(format!("sign check {}", check["session_id"])) {
+                return proxy.unavailable(Kind::SignCheck);
+            }
+        }
+        let answer = proxy.pass_on(&request, body).await;
+        let key = request.headers().get("idempotency-key");
+        let minted = path == "/api/v1/sessions" && answer.status() == 201;
+        if minted && proxy.first(format!("mint {key:?}")) {
+            return proxy.unavailable(Kind::Mint);
+        }
+        answer
+    }
+
+    async fn pass_on(&self, request: &HttpRequest, body: web::Bytes) -> HttpResponse {
+        let url = format!("{}{}", self.cphub, request.path());
+        let mut forward = self.http.post(url).body(body);
+        for name in ["content-type", "authorization", "idempotency-key"] {
+            if let Some(value) = request.headers().get(name) {
+                forward = forward.header(name, value.as_bytes());
+            }
+        }
+        let res = forward.send().await.unwrap();
+        let status = actix_web::http::StatusCode::from_u16(res.status().as_u16()).unwrap();
+        HttpResponse::build(status)
+            .content_type("application/json")
+            .body(res.bytes().await.unwrap())
+    }
+}
+
+/// Every mint and sign check is answered 503 once (each mint after cphub made it), and
+/// phones play one session after another (sessions of 1 s, idle gaps of 2.5 s on average)
+/// for 16 s, each well inside the hold cphub keeps on a minted phone (the ticket's two
+/// minutes plus the skew). A player sends the 503'd request again: the mint with its
+/// `Idempotency-Key` gets its session back, the sign check its first use; so no mint is
+/// answered 409 `CPHUB.PHONE_BUSY` — the generator that gave up on such a session and
+/// pinned its phone again for the next was answered 409 for every phone's second session.
+async fn after_a_503_the_generator_retries_and_never_pins_a_phone_cphub_holds(backend: Backend) {
+    const PHONES: usize = 40;
+    let app = TestApp::spawn(backend).await;
+    let (proxy, address) = FlakyProxy::start(&app.address);
+    let mut options = small_fleet();
+    options.idle_mean_secs = Some(0.5);
+    options.flash_share = 0.0;
+    options.window_secs = 16.0;
+    let target = Target {
+        cphub: address,
+        token: Some(TOKEN.to_owned()),
+        app_id: "load.game".to_owned(),
+        phones: PHONES,
+        seed: 23,
+    };
+    let report = load::run(options, target).await.unwrap();
+
+    let refused = proxy.refused.lock().unwrap().clone();
+    for kind in [Kind::Mint, Kind::SignCheck] {
+        let injected = refused.iter().filter(|k| **k == kind).count() as u64;
+        let figures = report.kind(kind);
+        assert!(injected > 0, "{kind:?}: nothing injected");
+        assert_eq!(
+            figures.statuses.keys().collect::<Vec<_>>(),
+            [&503],
+            "{kind:?}: only the injected 503s: {}",
+            report.human()
+        );
+        assert_eq!(figures.non_2xx, injected, "{kind:?}: {}", report.human());
+        assert_eq!(figures.transport_errors, 0, "{}", report.human());
+    }
+    for kind in [Kind::Enter, Kind::Quit] {
+        assert_eq!(report.kind(kind).errors(), 0, "{}", report.human());
+    }
+    // Phones came back for more sessions: the case a generator that re-pins gets 409 for.
+    let mints = report.kind(Kind::Mint).ok;
+    assert!(
+        mints > PHONES as u64,
+        "{mints} sessions: {}",
+        report.human()
+    );
+    // Each retried mint got its first session back: cphub started as many as were entered.
+    let started = metric(&app, "cphub_sessions_started_total").await;
+    assert_eq!(started, report.kind(Kind::Enter).ok as f64);
+    app.stop().await;
+}
+
+backend_tests!(after_a_503_the_generator_retries_and_never_pins_a_phone_cphub_holds);

@@ -44,3 +44,4 @@ mod webhooks;
 mod webhooks_api;
 mod webhooks_crash;
 mod webhooks_fleet;
+mod write_queue;

@@ -12,7 +12,7 @@ mod response;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::Args;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -69,6 +69,11 @@ pub struct LoadOptions {
     /// …and its last this long after that, evenly spread.
     #[arg(long, default_value_t = 10.0)]
     pub flash_within_secs: f64,
+    /// cphub's `access.clock_skew_secs`: a session given up after its mint holds its phone
+    /// until the mint's `expires_at` plus this, and the player waits for that before it pins
+    /// the phone again.
+    #[arg(long, default_value_t = 5)]
+    pub clock_skew_secs: u64,
     /// The schedule counts as kept while the generator's lag p99.9 stays within this.
     #[arg(long, default_value_t = 20)]
     pub max_lag_ms: u64,
@@ -146,6 +151,23 @@ struct Run {
     end: Instant,
     /// Answers still due after the end are waited for until then.
     grace: Instant,
+    /// Makes this run's mint `Idempotency-Key`s its own: another run against the same
+    /// cphub, with the same seed, must not be answered this one's sessions.
+    run_id: u64,
+}
+
+/// How long to wait before sending a request again when cphub gave no `Retry-After`, or no
+/// answer at all: cphub's own `Retry-After` (docs/errors.md).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// What one attempt of a request came to.
+enum Answered {
+    /// The expected status, with the body (`Null` if it was not JSON).
+    Ok(Value),
+    /// A 503, or no answer: the same request may be sent again after this.
+    Retry(Duration),
+    /// Any other status: final.
+    Refused,
 }
 
 /// Plays the fleet for the warm-up and the window, then waits (at most the client timeout)
@@ -181,6 +203,7 @@ pub async fn run(options: LoadOptions, target: Target) -> std::io::Result<LoadRe
         start,
         end,
         grace: end + Duration::from_secs(11),
+        run_id: rand::random(),
     });
     let (lanes, connections) = run.connections();
     let mut tasks = tokio::task::JoinSet::new();
@@ -207,6 +230,13 @@ pub async fn run(options: LoadOptions, target: Target) -> std::io::Result<LoadRe
     let mut report = run.recorder.report(header, max_lag);
     report.reconnects = reconnects;
     Ok(report)
+}
+
+/// The wait a 503 asks for (`Retry-After` in seconds), or [`RETRY_AFTER`].
+fn retry_after(res: &reqwest::Response) -> Duration {
+    let header = res.headers().get(reqwest::header::RETRY_AFTER);
+    let secs = header.and_then(|v| v.to_str().ok()?.trim().parse().ok());
+    secs.map_or(RETRY_AFTER, Duration::from_secs)
 }
 
 /// `cphub simulate --load`: runs and prints the report.
@@ -279,7 +309,7 @@ impl Run {
         self.target.cphub.trim_end_matches('/')
     }
 
-    /// One request, timed from `intended`; the answer's body when it had `expected` status.
+    /// One request, timed from `intended`: what it came to.
     async fn send(
         &self,
         kind: Kind,
@@ -287,19 +317,26 @@ impl Run {
         intended: Instant,
         expected: u16,
         request: reqwest::RequestBuilder,
-    ) -> Option<Value> {
+    ) -> Answered {
         let sent = Instant::now();
-        let (outcome, body) = match request.send().await {
+        let (outcome, answered) = match request.send().await {
             Ok(res) if res.status().as_u16() == expected => match res.bytes().await {
-                Ok(bytes) => (Outcome::Ok, serde_json::from_slice(&bytes).ok()),
-                Err(_) => (Outcome::Transport, None),
+                Ok(bytes) => {
+                    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    (Outcome::Ok, Answered::Ok(body))
+                }
+                Err(_) => (Outcome::Transport, Answered::Retry(RETRY_AFTER)),
             },
             Ok(res) => {
                 let status = res.status().as_u16();
+                let answered = match status {
+                    503 => Answered::Retry(retry_after(&res)),
+                    _ => Answered::Refused,
+                };
                 let _ = res.bytes().await; // read it, so the connection is reused
-                (Outcome::Refused(status), None)
+                (Outcome::Refused(status), answered)
             }
-            Err(_) => (Outcome::Transport, None),
+            Err(_) => (Outcome::Transport, Answered::Retry(RETRY_AFTER)),
         };
         let done = Instant::now();
         let timing = Timing {
@@ -308,7 +345,35 @@ impl Run {
             done,
         };
         self.recorder.record(kind, flash, timing, outcome);
-        body.or((outcome == Outcome::Ok).then_some(Value::Null))
+        answered
+    }
+
+    /// Sends the request `build` makes until it is answered as expected, or finally
+    /// refused, or the run is over. A 503 or no answer is sent again, the same request,
+    /// after `Retry-After`: what a game platform does with a mint it has no answer to (the
+    /// same `Idempotency-Key` gets the same session, docs/api.md "Minting is idempotent"),
+    /// and a phone with a sign check (the same ticket verifies again, 6.1) or an event (a
+    /// redelivery is recognised, 6.2, 6.3). Giving up instead and pinning the phone again
+    /// for a new session is what no platform does: cphub still holds the phone for the
+    /// session the first request may have minted, and answers 409 `CPHUB.PHONE_BUSY`.
+    /// Each attempt is measured from its own intended time, its 503 counted.
+    async fn send_until_answered(
+        &self,
+        kind: Kind,
+        flash: bool,
+        mut intended: Instant,
+        expected: u16,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Option<Value> {
+        while intended < self.end {
+            match self.send(kind, flash, intended, expected, build()).await {
+                Answered::Ok(body) => return Some(body),
+                Answered::Refused => return None,
+                Answered::Retry(after) => intended = Instant::now() + after,
+            }
+            sleep_until(intended.min(self.end)).await;
+        }
+        None
     }
 
     /// One phone's player side: sessions one after another, idle gaps between, for as long
@@ -330,8 +395,9 @@ impl Run {
         }
     }
 
-    /// Mint → sign check → enter → (heartbeats naming it) → quit. Returns when it ended,
-    /// or when a step failed (the player gives up on the session).
+    /// Mint → sign check → enter → (heartbeats naming it) → quit. Returns when the phone
+    /// may be pinned again: when the session ended, or — a step after the mint finally
+    /// refused, or the run over — when cphub's hold on the phone for it lapses.
     async fn session(
         &self,
         index: usize,
@@ -340,16 +406,21 @@ impl Run {
         intended: Instant,
         length: Duration,
     ) -> Instant {
-        let Some(session) = self.mint(index, round, flash, intended).await else {
-            return Instant::now();
+        let Some(minted) = self.mint(index, round, flash, intended).await else {
+            return Instant::now(); // finally refused: nothing held
         };
+        // After a sign check the hold runs to the enter timeout instead; enters are sent
+        // until the run ends, so only a session cut short by the end gets there.
+        let released = self.hold_lapses(&minted);
+        let session = Assignment::from_mint(&minted, &self.target.app_id);
         let Some(body) = sign_check_body(&session) else {
-            return Instant::now();
+            return released;
         };
         let url = format!("{}/cph/sign-check", self.base());
-        let request = self.http.post(url).json(&body);
-        if self.step(Kind::SignCheck, flash, request).await.is_none() {
-            return Instant::now();
+        let check = || self.http.post(&url).json(&body);
+        let now = Instant::now();
+        if (self.send_until_answered(Kind::SignCheck, flash, now, 200, check).await).is_none() {
+            return released;
         }
         let entered = Utc::now().with_nanosecond_zero();
         let enter = event_body(&self.phone_ids[index], &session, 0, entered, None);
@@ -358,7 +429,7 @@ impl Run {
             .await
             .is_none()
         {
-            return Instant::now();
+            return released;
         }
         self.play(index, Some(&session));
         let quit_due = Instant::now() + length;
@@ -379,38 +450,37 @@ impl Run {
         Instant::now()
     }
 
-    /// `POST /api/v1/sessions` pinned to the phone, as the game platform asks for a session.
+    /// `POST /api/v1/sessions` pinned to the phone, as the game platform asks for a session,
+    /// with an `Idempotency-Key` of the session's own; the mint's answer.
     async fn mint(
         &self,
         index: usize,
         round: usize,
         flash: bool,
         intended: Instant,
-    ) -> Option<Assignment> {
+    ) -> Option<Value> {
         let token = self.target.token.as_deref().unwrap_or_default();
-        let app_id = &self.target.app_id;
         let body = json!({
-            "app_id": app_id, "user_id": format!("load-{index}-{round}"),
+            "app_id": self.target.app_id, "user_id": format!("load-{index}-{round}"),
             "phone_id": self.phone_ids[index],
         });
+        let key = format!("load-{:x}-{index}-{round}", self.run_id);
         let url = format!("{}/api/v1/sessions", self.base());
-        let request = self.http.post(url).bearer_auth(token).json(&body);
-        let answer = self.send(Kind::Mint, flash, intended, 201, request).await?;
-        Some(Assignment::from_mint(&answer, app_id))
+        let mint = || {
+            let request = self.http.post(&url).bearer_auth(token);
+            request.header("Idempotency-Key", &key).json(&body)
+        };
+        self.send_until_answered(Kind::Mint, flash, intended, 201, mint)
+            .await
     }
 
-    /// A step due now (its previous step was just answered), unless the run is over.
-    async fn step(
-        &self,
-        kind: Kind,
-        flash: bool,
-        request: reqwest::RequestBuilder,
-    ) -> Option<Value> {
-        let now = Instant::now();
-        if now >= self.end {
-            return None;
-        }
-        self.send(kind, flash, now, 200, request).await
+    /// When cphub's hold on the phone for `minted` lapses: the mint's `expires_at` (the
+    /// ticket's expiry) plus the clock skew cphub allows (docs/api.md, holds).
+    fn hold_lapses(&self, minted: &Value) -> Instant {
+        let expires_at = minted["expires_at"].as_str();
+        let expires_at = expires_at.and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        let left = expires_at.and_then(|t| (t.to_utc() - Utc::now()).to_std().ok());
+        Instant::now() + left.unwrap_or_default() + Duration::from_secs(self.options.clock_skew_secs)
     }
 
     async fn event(
@@ -420,11 +490,9 @@ impl Run {
         intended: Instant,
         body: &Value,
     ) -> Option<Value> {
-        if intended >= self.end {
-            return None;
-        }
         let url = format!("{}/cph/events", self.base());
-        self.send(kind, flash, intended, 200, self.http.post(url).json(body))
+        let event = || self.http.post(&url).json(body);
+        self.send_until_answered(kind, flash, intended, 200, event)
             .await
     }
 
