@@ -184,42 +184,47 @@ async fn a_sign_check_queued_past_the_bound_keeps_its_ticket_for_the_redelivery_
 /// On SQLite mints go through a writer too (on PostgreSQL each is a transaction of its own
 /// on the pool, and does not queue): a mint queued past the bound is refused without holding
 /// its phone, and its `Idempotency-Key` is not spent — sent again, it mints, once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mint_queued_past_the_bound_holds_no_phone_and_its_retry_mints_once_on_sqlite() {
-    let app = spawn_app(Backend::Sqlite).await;
-    idle_phones(&app, &["p-1", "p-2"]).await;
-    let (first, second) = queue_past_the_bound(
-        &app,
-        "mints",
-        "/api/v1/sessions",
-        mint_request("u-1", "p-1"),
-        mint_request("u-2", "p-2"),
-    )
-    .await;
-    assert_eq!(first.status(), 201);
-    assert_unavailable(second).await;
-    assert_eq!(metric(&app, &dropped("mints")).await, 1.0);
-    let phone = app.phone("p-2").await.unwrap();
-    assert_eq!(phone["state"], "idle", "not held: {phone}");
+#[test]
+fn a_mint_queued_past_the_bound_holds_no_phone_and_its_retry_mints_once_on_sqlite() {
+    crate::helpers::run_scenario(
+        "a_mint_queued_past_the_bound_holds_no_phone_and_its_retry_mints_once_on_sqlite",
+        async {
+            let app = spawn_app(Backend::Sqlite).await;
+            idle_phones(&app, &["p-1", "p-2"]).await;
+            let (first, second) = queue_past_the_bound(
+                &app,
+                "mints",
+                "/api/v1/sessions",
+                mint_request("u-1", "p-1"),
+                mint_request("u-2", "p-2"),
+            )
+            .await;
+            assert_eq!(first.status(), 201);
+            assert_unavailable(second).await;
+            assert_eq!(metric(&app, &dropped("mints")).await, 1.0);
+            let phone = app.phone("p-2").await.unwrap();
+            assert_eq!(phone["state"], "idle", "not held: {phone}");
 
-    // Sent again as a platform does with a mint it had no answer to.
-    let url = format!("{}/api/v1/sessions", app.address);
-    let retry = || async {
-        let res = until_not_503(|| {
-            let request = app.client.post(&url).bearer_auth(TOKEN);
-            request
-                .header("Idempotency-Key", "u-2-play-1")
-                .json(&mint_request("u-2", "p-2"))
-        })
-        .await;
-        assert_eq!(res.status(), 201);
-        res.json::<Value>().await.unwrap()
-    };
-    let (minted, again) = (retry().await, retry().await);
-    assert_eq!(minted["session_id"], again["session_id"], "minted once");
-    let phone = app.phone("p-2").await.unwrap();
-    assert_eq!(phone["state"], "allocated", "{phone}");
-    app.stop().await;
+            // Sent again as a platform does with a mint it had no answer to.
+            let url = format!("{}/api/v1/sessions", app.address);
+            let retry = || async {
+                let res = until_not_503(|| {
+                    let request = app.client.post(&url).bearer_auth(TOKEN);
+                    request
+                        .header("Idempotency-Key", "u-2-play-1")
+                        .json(&mint_request("u-2", "p-2"))
+                })
+                .await;
+                assert_eq!(res.status(), 201);
+                res.json::<Value>().await.unwrap()
+            };
+            let (minted, again) = (retry().await, retry().await);
+            assert_eq!(minted["session_id"], again["session_id"], "minted once");
+            let phone = app.phone("p-2").await.unwrap();
+            assert_eq!(phone["state"], "allocated", "{phone}");
+            app.stop().await;
+        },
+    )
 }
 
 async fn idle_phones(app: &TestApp, phones: &[&str]) {
