@@ -7,9 +7,9 @@ use actix_web::{HttpResponse, web};
 use maud::html;
 
 use super::auth::Operator;
+use super::book::Book;
 use super::layout::{self, maybe_when, when};
 use super::{ConsoleError, PREFIX};
-use crate::clock::Clock;
 use crate::config::{Scope, WebhookSettings};
 use crate::domain::RolloutState;
 use crate::store::{QueueEntry, Store};
@@ -18,10 +18,9 @@ const LIMIT: i64 = 500;
 
 pub(super) async fn queue(
     operator: Operator,
-    store: web::Data<dyn Store>,
-    clock: web::Data<dyn Clock>,
+    book: Book,
 ) -> Result<HttpResponse, ConsoleError> {
-    let entries = store.queue_entries(clock.now(), LIMIT).await?;
+    let entries = book.store().queue_entries(book.now, LIMIT).await?;
     let mut by_app: BTreeMap<&str, Vec<&QueueEntry>> = BTreeMap::new();
     for entry in &entries {
         by_app.entry(entry.app_id.as_str()).or_default().push(entry);

@@ -6,26 +6,24 @@ use actix_web::{HttpResponse, web};
 use maud::{Markup, html};
 
 use super::auth::Operator;
+use super::book::Book;
 use super::fleet::label;
 use super::layout::{self, maybe_when, when};
 use super::{ConsoleError, PREFIX};
-use crate::clock::Clock;
-use crate::config::{FleetSettings, Scope};
+use crate::config::Scope;
 use crate::domain::{Connect, PhoneId, Session, UtcTime};
-use crate::store::{Phone, PhoneApp, Recovery, SessionFilter, Store};
+use crate::store::{Phone, PhoneApp, Recovery, SessionFilter};
 
 const RECENT: i64 = 20;
 
 pub(super) async fn page(
     operator: Operator,
     path: web::Path<String>,
-    store: web::Data<dyn Store>,
-    clock: web::Data<dyn Clock>,
-    fleet: web::Data<FleetSettings>,
+    book: Book,
 ) -> Result<HttpResponse, ConsoleError> {
     let id = PhoneId::parse("phone_id", path.into_inner())?;
-    let fresh_since = clock.now().minus(fleet.stale_after());
-    let phone = store.phone(&id, fresh_since).await?;
+    let store = book.store();
+    let phone = store.phone(&id, book.fresh_since).await?;
     let phone = phone.ok_or(ConsoleError::NotFound("phone"))?;
     let recoveries = store.recoveries(Some(&id), None, RECENT).await?;
     let apps = store.phone_apps(&id).await?;
@@ -59,7 +57,7 @@ pub(super) async fn page(
         h2 #recoveries { "Recoveries" }
         (recovery_table(&recoveries))
         h2 { "Sessions" }
-        (super::sessions::table(&sessions, clock.now()))
+        (super::sessions::table(&sessions, book.now))
     };
     Ok(layout::html_ok(layout::page(
         &operator,
