@@ -54,7 +54,7 @@ pub use group_commit::{
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use outbox::{
     AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryPosition,
-    DeliveryView, EndpointFilter, NextStep, OutboxEvent, WebhookBacklog,
+    DeliveryView, EndpointBacklog, EndpointFilter, NextStep, OutboxEvent, WebhookBacklog,
 };
 pub use pause::AccountPause;
 pub use postgres::PostgresStore;
