@@ -12,6 +12,7 @@ mod assets;
 mod auth;
 mod book;
 mod fleet;
+mod history;
 mod layout;
 mod lists;
 mod phone;
