@@ -21,6 +21,10 @@ pub struct DemoOptions {
     /// Stop after this long (0: run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     pub duration_secs: u64,
+    /// Also send the demo's webhooks (docs/webhooks.md) to this URL, signed with a secret
+    /// made for the run, so the console's webhooks page has an endpoint to show.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,8 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Cli(#[from] CliError),
+    #[error("--webhook-url is not a URL: {0}")]
+    WebhookUrl(String),
 }
 
 pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
@@ -40,7 +46,11 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
     let token = hex::encode(rand::random::<[u8; 24]>());
     let simulator = Simulator::start(simulator_options(&options, port, &token)).await?;
     let database = std::env::temp_dir().join(format!("cphub-demo-{}.db", std::process::id()));
-    let settings = Settings::with_overrides(&demo_settings(port, &database, &token, &simulator))?;
+    let mut overrides = demo_settings(port, &database, &token, &simulator);
+    if let Some(url) = &options.webhook_url {
+        overrides.push_str(&webhook_settings(url)?);
+    }
+    let settings = Settings::with_overrides(&overrides)?;
     let app = Application::build(settings.clone()).await?;
     let server = app.handle();
     let serving = tokio::spawn(app.run_until_stopped());
@@ -88,6 +98,14 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
     println!(
         "operator API: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/api/v1/phones/<phone_id>"
     );
+    if let Some((app, version)) = upload_version(&simulator) {
+        println!(
+            "a new version {version} of {app} is uploaded (5.2.2), on no server yet; roll it out: \
+             curl -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \
+             -d '{{\"app_id\": \"{app}\", \"app_version_ids\": [\"{version}\"], \"push_first\": true}}' \
+             http://127.0.0.1:{port}/api/v1/rollouts"
+        );
+    }
     println!("sessions start every second; Ctrl-C stops the demo.");
     // Last, so it is what a person sees first: the console shows the fleet live.
     println!("open http://127.0.0.1:{port}/console and sign in with the token {token}");
@@ -97,6 +115,15 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
     server.stop(true).await;
     let _ = serving.await;
     Ok(configured)
+}
+
+/// A version of the fleet's first game to roll out, as an operator would upload one: so a
+/// person (or `tools/browser/screenshots.py`) can watch a rollout in the demo.
+fn upload_version(simulator: &Simulator) -> Option<(String, String)> {
+    let mut fleet = simulator.fleet.lock();
+    let app = fleet.apps.first()?.app_id.clone();
+    let version = fleet.new_version(&app)?;
+    Some((app, version))
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -137,6 +164,18 @@ fn demo_settings(
         options.ak,
         options.sk,
     )
+}
+
+/// One endpoint, `demo`, at `url`; its secret is made for the run and printed nowhere (the
+/// receiver of a demo has no use for checking signatures). The URL is parsed first: its
+/// serialisation percent-encodes quotes, so it cannot break out of the TOML string.
+fn webhook_settings(url: &str) -> Result<String, DemoError> {
+    use base64::Engine;
+    let url = url::Url::parse(url).map_err(|e| DemoError::WebhookUrl(e.to_string()))?;
+    let secret = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>());
+    Ok(format!(
+        "[webhooks]\nendpoints = [{{ name = \"demo\", url = \"{url}\", secrets = [\"whsec_{secret}\"] }}]\n"
+    ))
 }
 
 async fn watch(simulator: &Simulator, duration_secs: u64) {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
-use maud::{Markup, html};
+use maud::html;
 
 use super::auth::{CsrfForm, Operator, csrf_field};
 use super::{ConsoleError, PREFIX, layout};
@@ -39,15 +39,29 @@ fn phone_effect(action: Action) -> &'static str {
     }
 }
 
-fn confirm_form(operator: &Operator, action_url: &str, question: &str, effect: &str) -> Markup {
-    html! {
+/// The page that asks to confirm: what will happen, a form posting to `action_url` with
+/// the CSRF token, and the way back.
+fn confirm_page(operator: &Operator, action_url: &str, question: &str, effect: &str, back: &str) -> HttpResponse {
+    let body = html! {
         h1 { (question) }
         p { (effect) }
         form method="post" action=(action_url) {
             (csrf_field(operator))
             button.danger type="submit" { "Confirm" }
         }
-    }
+        p { a href=(back) { "Cancel" } }
+    };
+    layout::html_ok(layout::page(operator, question, body))
+}
+
+/// A confirmation's target and action, once its CSRF token is the operator's.
+fn confirmed<T>(
+    operator: &Operator,
+    form: &Option<web::Form<CsrfForm>>,
+    path: web::Path<(T, String)>,
+) -> Result<(T, String), ConsoleError> {
+    operator.check_csrf(CsrfForm::presented(form))?;
+    Ok(path.into_inner())
 }
 
 pub(super) async fn confirm_phone(
@@ -59,11 +73,8 @@ pub(super) async fn confirm_phone(
     let action = phone_action(&action)?;
     let url = format!("{PREFIX}/phones/{id}/{action}");
     let question = format!("{action} phone {id}?");
-    let body = html! {
-        (confirm_form(&operator, &url, &question, phone_effect(action)))
-        p { a href={ (PREFIX) "/phones/" (id) } { "Cancel" } }
-    };
-    Ok(layout::html_ok(layout::page(&operator, &question, body)))
+    let back = format!("{PREFIX}/phones/{id}");
+    Ok(confirm_page(&operator, &url, &question, phone_effect(action), &back))
 }
 
 pub(super) async fn phone(
@@ -72,8 +83,7 @@ pub(super) async fn phone(
     form: Option<web::Form<CsrfForm>>,
     watchdog: Option<web::Data<Arc<Watchdog>>>,
 ) -> Result<HttpResponse, ConsoleError> {
-    operator.check_csrf(CsrfForm::presented(&form))?;
-    let (phone, action) = path.into_inner();
+    let (phone, action) = confirmed(&operator, &form, path)?;
     let id = PhoneId::parse("phone_id", phone)?;
     let action = phone_action(&action)?;
     let watchdog = watchdog.ok_or(ApiError::CphNotConfigured)?;
@@ -110,11 +120,8 @@ pub(super) async fn confirm_rollout(
     let url = format!("{PREFIX}/rollouts/{id}/{action}");
     let question = format!("{action} rollout {id}?");
     let effect = "Paused and aborted rollouts follow the updates already sent to their end.";
-    let body = html! {
-        (confirm_form(&operator, &url, &question, effect))
-        p { a href={ (PREFIX) "/rollouts/" (id) } { "Cancel" } }
-    };
-    Ok(layout::html_ok(layout::page(&operator, &question, body)))
+    let back = format!("{PREFIX}/rollouts/{id}");
+    Ok(confirm_page(&operator, &url, &question, effect, &back))
 }
 
 pub(super) async fn rollout(
@@ -124,8 +131,7 @@ pub(super) async fn rollout(
     store: web::Data<dyn Store>,
     clock: web::Data<dyn Clock>,
 ) -> Result<HttpResponse, ConsoleError> {
-    operator.check_csrf(CsrfForm::presented(&form))?;
-    let (id, action) = path.into_inner();
+    let (id, action) = confirmed(&operator, &form, path)?;
     let change = rollout_change(&action)?;
     let rollout =
         (change_state(&**store, clock.now(), id, change).await).map_err(ApiError::from)?;

@@ -9,11 +9,11 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::auth::Operator;
+use super::book::Book;
 use super::{ConsoleError, PREFIX, layout};
-use crate::clock::Clock;
-use crate::config::{ConsoleSettings, FleetSettings};
+use crate::config::ConsoleSettings;
 use crate::domain::{AppId, PhoneId};
-use crate::store::{PHONE_STATES, Phone, Store};
+use crate::store::{PHONE_STATES, Phone};
 
 /// `/console`: the fleet is the first page.
 pub(super) async fn home() -> HttpResponse {
@@ -57,21 +57,17 @@ impl Filter {
 
 /// Every phone (with the app, when filtered), read a page of 1,000 at a time as the API
 /// pages them.
-async fn all_phones(
-    store: &dyn Store,
-    clock: &dyn Clock,
-    fleet: &FleetSettings,
-    app: Option<&AppId>,
-) -> Result<Vec<Phone>, ConsoleError> {
+async fn all_phones(book: &Book, app: Option<&AppId>) -> Result<Vec<Phone>, ConsoleError> {
     const PAGE: i64 = 1000;
-    let fresh_since = clock.now().minus(fleet.stale_after());
     let mut phones: Vec<Phone> = Vec::new();
     loop {
         let after = phones
             .last()
             .map(|p| PhoneId::parse("cursor", p.phone_id.clone()));
         let after = after.transpose()?;
-        let page = store.phones(fresh_since, after.as_ref(), app, PAGE).await?;
+        let page = (book.store())
+            .phones(book.fresh_since, after.as_ref(), app, PAGE)
+            .await?;
         let full = page.len() as i64 == PAGE;
         phones.extend(page);
         if !full {
@@ -81,15 +77,9 @@ async fn all_phones(
 }
 
 /// The live part: counts and cells, for the filter.
-async fn grid(
-    filter: &Filter,
-    store: &dyn Store,
-    clock: &dyn Clock,
-    fleet: &FleetSettings,
-    refresh_ms: u64,
-) -> Result<Markup, ConsoleError> {
+async fn grid(filter: &Filter, book: &Book, refresh_ms: u64) -> Result<Markup, ConsoleError> {
     let state = filter.state()?;
-    let phones = all_phones(store, clock, fleet, filter.app()?.as_ref()).await?;
+    let phones = all_phones(book, filter.app()?.as_ref()).await?;
     let mut counts: BTreeMap<&str, usize> = PHONE_STATES.iter().map(|s| (*s, 0)).collect();
     for phone in &phones {
         *counts.entry(phone.state.as_str()).or_default() += 1;
@@ -161,12 +151,10 @@ fn cell(phone: &Phone) -> Markup {
 pub(super) async fn page(
     operator: Operator,
     query: web::Query<Filter>,
-    store: web::Data<dyn Store>,
-    clock: web::Data<dyn Clock>,
-    fleet: web::Data<FleetSettings>,
+    book: Book,
     console: web::Data<ConsoleSettings>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let live = grid(&query, &**store, &**clock, &fleet, console.refresh_ms).await?;
+    let live = grid(&query, &book, console.refresh_ms).await?;
     let body = html! {
         h1 { "Fleet" }
         form.filters method="get" action={ (PREFIX) "/fleet" } {
@@ -193,11 +181,9 @@ pub(super) async fn page(
 /// The live part alone, for htmx's polling.
 pub(super) async fn live(
     query: web::Query<Filter>,
-    store: web::Data<dyn Store>,
-    clock: web::Data<dyn Clock>,
-    fleet: web::Data<FleetSettings>,
+    book: Book,
     console: web::Data<ConsoleSettings>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let live = grid(&query, &**store, &**clock, &fleet, console.refresh_ms).await?;
+    let live = grid(&query, &book, console.refresh_ms).await?;
     Ok(layout::html_ok(live))
 }

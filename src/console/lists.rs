@@ -7,9 +7,9 @@ use actix_web::{HttpResponse, web};
 use maud::html;
 
 use super::auth::Operator;
+use super::book::Book;
 use super::layout::{self, maybe_when, when};
 use super::{ConsoleError, PREFIX};
-use crate::clock::Clock;
 use crate::config::{Scope, WebhookSettings};
 use crate::domain::RolloutState;
 use crate::store::{QueueEntry, Store};
@@ -18,10 +18,9 @@ const LIMIT: i64 = 500;
 
 pub(super) async fn queue(
     operator: Operator,
-    store: web::Data<dyn Store>,
-    clock: web::Data<dyn Clock>,
+    book: Book,
 ) -> Result<HttpResponse, ConsoleError> {
-    let entries = store.queue_entries(clock.now(), LIMIT).await?;
+    let entries = book.store().queue_entries(book.now, LIMIT).await?;
     let mut by_app: BTreeMap<&str, Vec<&QueueEntry>> = BTreeMap::new();
     for entry in &entries {
         by_app.entry(entry.app_id.as_str()).or_default().push(entry);
@@ -33,7 +32,7 @@ pub(super) async fn queue(
             h2 { (app) " " span.muted { "(" (entries.len()) " waiting)" } }
             div.table-wrap { table {
                 thead { tr { th.num { "Position" } th { "User" } th { "Priority" } th { "Joined" } th { "Assigned phone" } } }
-                tbody { @for e in entries { tr {
+                tbody { @for e in entries { tr data-queue=(e.queue_id) data-app=(e.app_id) data-position=(e.position) {
                     td.num { (e.position) } td { (e.user_id) } td { (format!("{:?}", e.priority)) }
                     td { (when(e.joined_at)) } td { (e.phone_id.as_ref().map_or("—", |p| p.as_str())) }
                 } } }
@@ -80,14 +79,17 @@ pub(super) async fn rollout(
     };
     let body = html! {
         h1 { "Rollout " (rollout.id) " of " (rollout.app_id) }
-        p { "State " b { (rollout.state.as_str()) } ", batch " (rollout.batch)
+        p #rollout-state data-state=(rollout.state.as_str()) data-batch=(rollout.batch) {
+            "State " b { (rollout.state.as_str()) } ", batch " (rollout.batch)
             @if let Some(why) = &rollout.pause_reason { ", paused: " (why) } }
         @if may_change { p { @for action in actions {
             a.button href={ (PREFIX) "/rollouts/" (rollout.id) "/" (action) } { (action) "…" }
         } } }
         div.table-wrap { table {
             thead { tr { th { "Phone" } th { "Step" } th.num { "Batch" } th.num { "Attempts" } th { "Job" } th { "Finished" } th { "Error" } } }
-            tbody { @for p in &phones { tr data-step=(p.state) {
+            tbody { @for p in &phones {
+                tr data-phone=(p.phone_id) data-step=(p.state) data-attempts=(p.attempts)
+                    data-batch=(p.batch.map_or(String::new(), |b| b.to_string())) {
                 td { a href={ (PREFIX) "/phones/" (p.phone_id) } { (p.phone_id) } }
                 td { (p.state) } td.num { (p.batch.map_or(String::new(), |b| b.to_string())) }
                 td.num { (p.attempts) } td { (p.job_id.as_deref().unwrap_or("—")) }
@@ -104,19 +106,19 @@ pub(super) async fn webhooks(
     settings: web::Data<WebhookSettings>,
 ) -> Result<HttpResponse, ConsoleError> {
     let backlog = store.webhook_backlog().await?;
-    let oldest = |name: &str| {
-        let found = backlog.per_endpoint.iter().find(|(e, _)| e == name);
-        found.map(|(_, at)| *at)
-    };
     let body = html! {
         h1 { "Webhooks" }
         @if settings.endpoints.is_empty() { p.muted { "No endpoint is configured (webhooks.endpoints)." } }
         @else { div.table-wrap { table {
-            thead { tr { th { "Endpoint" } th { "Enabled" } th { "Oldest undelivered" } } }
-            tbody { @for e in &settings.endpoints { tr {
-                td { (e.name) } td { (if e.enabled { "yes" } else { "no" }) }
-                td { (maybe_when(oldest(&e.name))) }
-            } } }
+            thead { tr { th { "Endpoint" } th { "Enabled" } th.num { "Pending deliveries" } th { "Oldest undelivered" } } }
+            tbody { @for e in &settings.endpoints {
+                @let pending = backlog.of(&e.name);
+                tr data-endpoint=(e.name) data-pending=(pending.map_or(0, |b| b.pending)) {
+                    td { (e.name) } td { (if e.enabled { "yes" } else { "no" }) }
+                    td.num { (pending.map_or(0, |b| b.pending)) }
+                    td { (maybe_when(pending.map(|b| b.oldest))) }
+                }
+            } }
         } } }
         p { "Oldest event not yet fanned out: " (maybe_when(backlog.not_fanned_out)) }
     };

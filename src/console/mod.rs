@@ -10,7 +10,9 @@
 mod actions;
 mod assets;
 mod auth;
+mod book;
 mod fleet;
+mod history;
 mod layout;
 mod lists;
 mod phone;
@@ -20,7 +22,7 @@ mod usage;
 use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{FromRequest, Handler, HttpResponse, Responder, ResponseError, web};
 
 use crate::api::ApiError;
 use crate::config::Scope;
@@ -52,7 +54,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// only a signed-in operator; sign-in and the assets need nothing.
 pub fn endpoints() -> Vec<Endpoint> {
     use Scope::*;
-    vec![
+    let mut endpoints = vec![
         Endpoint::new(Method::GET, "", fleet::home),
         Endpoint::new(Method::GET, "/login", auth::login_form),
         Endpoint::new(Method::POST, "/login", auth::login).traffic(),
@@ -61,14 +63,6 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::GET, "/fleet", fleet::page).scope(PhonesRead),
         Endpoint::new(Method::GET, "/fleet/live", fleet::live).scope(PhonesRead),
         Endpoint::new(Method::GET, "/phones/{phone_id}", phone::page).scope(PhonesRead),
-        Endpoint::new(
-            Method::GET,
-            "/phones/{phone_id}/{action}",
-            actions::confirm_phone,
-        )
-        .scope(PhonesOperate),
-        Endpoint::new(Method::POST, "/phones/{phone_id}/{action}", actions::phone)
-            .scope(PhonesOperate),
         Endpoint::new(Method::GET, "/sessions", sessions::page).scope(SessionsRead),
         Endpoint::new(Method::GET, "/sessions/{session_id}", sessions::show).scope(SessionsRead),
         Endpoint::new(Method::GET, "/usage", usage::page).scope(UsageRead),
@@ -76,19 +70,29 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::GET, "/queue", lists::queue).scope(SessionsRead),
         Endpoint::new(Method::GET, "/rollouts", lists::rollouts).scope(PhonesRead),
         Endpoint::new(Method::GET, "/rollouts/{rollout_id}", lists::rollout).scope(PhonesRead),
-        Endpoint::new(
-            Method::GET,
-            "/rollouts/{rollout_id}/{action}",
-            actions::confirm_rollout,
-        )
-        .scope(RolloutsWrite),
-        Endpoint::new(
-            Method::POST,
-            "/rollouts/{rollout_id}/{action}",
-            actions::rollout,
-        )
-        .scope(RolloutsWrite),
         Endpoint::new(Method::GET, "/webhooks", lists::webhooks).scope(WebhooksRead),
+    ];
+    let phone = "/phones/{phone_id}/{action}";
+    endpoints.extend(action(phone, PhonesOperate, actions::confirm_phone, actions::phone));
+    let rollout = "/rollouts/{rollout_id}/{action}";
+    endpoints.extend(action(rollout, RolloutsWrite, actions::confirm_rollout, actions::rollout));
+    endpoints
+}
+
+/// An action's two routes on one path: the GET page that asks to confirm and the POST that
+/// acts, both needing the action's scope (actions.rs).
+fn action<C, CArgs, A, AArgs>(path: &'static str, scope: Scope, confirm: C, act: A) -> [Endpoint; 2]
+where
+    C: Handler<CArgs>,
+    CArgs: FromRequest + 'static,
+    C::Output: Responder + 'static,
+    A: Handler<AArgs>,
+    AArgs: FromRequest + 'static,
+    A::Output: Responder + 'static,
+{
+    [
+        Endpoint::new(Method::GET, path, confirm).scope(scope),
+        Endpoint::new(Method::POST, path, act).scope(scope),
     ]
 }
 
@@ -128,6 +132,9 @@ pub enum ConsoleError {
     UnknownAction(String),
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The app was built without what the console reads: a bug of the wiring.
+    #[error("the console is wired without {0}")]
+    Unwired(&'static str),
 }
 
 impl From<StoreError> for ConsoleError {
@@ -144,6 +151,7 @@ impl ConsoleError {
             ConsoleError::Forbidden(_) | ConsoleError::Csrf => ErrorCode::Forbidden,
             ConsoleError::BadToken => ErrorCode::Unauthorized,
             ConsoleError::Api(e) => e.code(),
+            ConsoleError::Unwired(_) => ErrorCode::Internal,
         }
     }
 

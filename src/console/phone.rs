@@ -1,41 +1,45 @@
-//! One phone: its state, history, connect information and properties, its apps, its recoveries (the history of
-//! what went wrong and what was done, with reasons, jobs, diagnostics and outcomes) and its
-//! sessions, current and recent. Restart and reset buttons for a token that may operate.
+//! One phone: its state, its history (`history.rs`), connect information and properties,
+//! its apps, its recoveries (what went wrong and what was done, with reasons, jobs,
+//! diagnostics and outcomes) and its sessions, current and recent. Restart and reset buttons for a token that may operate.
 
 use actix_web::{HttpResponse, web};
 use maud::{Markup, html};
 
 use super::auth::Operator;
+use super::book::Book;
 use super::fleet::label;
+use super::history;
 use super::layout::{self, maybe_when, when};
 use super::{ConsoleError, PREFIX};
-use crate::clock::Clock;
-use crate::config::{FleetSettings, Scope};
-use crate::domain::{Connect, PhoneId, Session, UtcTime};
-use crate::store::{Phone, PhoneApp, Recovery, SessionFilter, Store};
+use crate::config::Scope;
+use crate::domain::{Connect, PhoneId};
+use crate::store::{Phone, PhoneApp, Recovery, SessionFilter};
 
-const RECENT: i64 = 20;
+/// Rows the recovery and session tables show.
+const RECENT: usize = 20;
+/// Facts read of each kind for the history: as many as it shows lines, since each fact
+/// gives at least one line, so a fact past them could only add lines older than those.
+const FACTS: i64 = history::LINES as i64;
 
 pub(super) async fn page(
     operator: Operator,
     path: web::Path<String>,
-    store: web::Data<dyn Store>,
-    clock: web::Data<dyn Clock>,
-    fleet: web::Data<FleetSettings>,
+    book: Book,
 ) -> Result<HttpResponse, ConsoleError> {
     let id = PhoneId::parse("phone_id", path.into_inner())?;
-    let fresh_since = clock.now().minus(fleet.stale_after());
-    let phone = store.phone(&id, fresh_since).await?;
+    let store = book.store();
+    let phone = store.phone(&id, book.fresh_since).await?;
     let phone = phone.ok_or(ConsoleError::NotFound("phone"))?;
-    let recoveries = store.recoveries(Some(&id), None, RECENT).await?;
+    let recoveries = store.recoveries(Some(&id), None, FACTS).await?;
     let apps = store.phone_apps(&id).await?;
     let filter = SessionFilter {
         phone_id: Some(id.clone()),
         ..SessionFilter::default()
     };
-    let sessions = store.sessions(&filter, RECENT).await?;
+    let sessions = store.sessions(&filter, FACTS).await?;
     let connect = store.phone_connect(&id).await?.unwrap_or_default();
     let property = store.synced_property(&id).await?;
+    let marks = store.phone_marks(&id, phone.created_at, FACTS).await?;
     let body = html! {
         h1 { "Phone " (phone.phone_id) }
         @if operator.allows(Scope::PhonesOperate) {
@@ -46,7 +50,7 @@ pub(super) async fn page(
         }
         (facts(&phone))
         h2 { "History" }
-        (history(&recoveries, &sessions))
+        (history::render(&history::lines(&sessions, &recoveries, &marks)))
         h2 { "Connect information (4.3.2)" }
         (connect_table(&connect))
         h2 { "Properties (4.3.2)" }
@@ -57,9 +61,9 @@ pub(super) async fn page(
         h2 { "Apps" }
         (app_list(&apps))
         h2 #recoveries { "Recoveries" }
-        (recovery_table(&recoveries))
+        (recovery_table(recent(&recoveries)))
         h2 { "Sessions" }
-        (super::sessions::table(&sessions, clock.now()))
+        (super::sessions::table(recent(&sessions), book.now))
     };
     Ok(layout::html_ok(layout::page(
         &operator,
@@ -92,34 +96,8 @@ fn facts(phone: &Phone) -> Markup {
     }
 }
 
-/// What happened to the phone, newest first: its recoveries and its sessions starting and
-/// ending. The book keeps no log of the phone's derived state itself (it is computed from
-/// these and the heartbeats), so these are its changes of state.
-fn history(recoveries: &[Recovery], sessions: &[Session]) -> Markup {
-    let mut lines: Vec<(UtcTime, String)> = Vec::new();
-    for r in recoveries {
-        lines.push((
-            r.started_at,
-            format!("{} started ({}): recovering", r.action, r.reason),
-        ));
-        if let Some(end) = r.ended_at {
-            lines.push((end, format!("{} {}", r.action, r.outcome)));
-        }
-    }
-    for s in sessions {
-        let id = s.session_id.as_str();
-        if let Some(start) = s.started_at {
-            lines.push((start, format!("session {id} entered: occupied")));
-        }
-        if let Some(end) = s.ended_at {
-            lines.push((end, format!("session {id} {}", s.state.as_str())));
-        }
-    }
-    lines.sort_by_key(|line| std::cmp::Reverse(line.0));
-    html! {
-        @if lines.is_empty() { p.muted { "Nothing yet." } }
-        ol.history { @for (at, what) in &lines { li { (when(*at)) " — " (what) } } }
-    }
+fn recent<T>(rows: &[T]) -> &[T] {
+    &rows[..rows.len().min(RECENT)]
 }
 
 fn connect_table(connect: &Connect) -> Markup {

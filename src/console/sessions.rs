@@ -6,9 +6,9 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::auth::Operator;
+use super::book::Book;
 use super::layout::{self, duration, maybe_when, when};
 use super::{ConsoleError, PREFIX};
-use crate::clock::Clock;
 use crate::domain::{Session, SessionId, SessionState, UserId, UtcTime};
 use crate::store::{SessionFilter, Store};
 
@@ -30,15 +30,14 @@ pub(super) struct Search {
 pub(super) async fn page(
     operator: Operator,
     query: web::Query<Search>,
-    store: web::Data<dyn Store>,
-    clock: web::Data<dyn Clock>,
+    book: Book,
 ) -> Result<HttpResponse, ConsoleError> {
     let q = query.q.trim();
     let (heading, sessions) = match q.is_empty() {
-        true => ("Live sessions".to_owned(), live(&**store).await?),
+        true => ("Live sessions".to_owned(), live(book.store()).await?),
         false => (
             format!("Sessions matching “{q}”"),
-            search(&**store, q).await?,
+            search(book.store(), q).await?,
         ),
     };
     let body = html! {
@@ -51,7 +50,7 @@ pub(super) async fn page(
             button type="submit" { "Search" }
         }
         h2 { (heading) " " span.muted { "(" (sessions.len()) ")" } }
-        (table(&sessions, clock.now()))
+        (table(&sessions, book.now))
     };
     Ok(layout::html_ok(layout::page(&operator, "Sessions", body)))
 }
@@ -120,16 +119,16 @@ pub(super) fn table(sessions: &[Session], now: UtcTime) -> Markup {
 pub(super) async fn show(
     operator: Operator,
     path: web::Path<String>,
-    store: web::Data<dyn Store>,
-    clock: web::Data<dyn Clock>,
+    book: Book,
 ) -> Result<HttpResponse, ConsoleError> {
     let id = SessionId::parse("session_id", path.into_inner())?;
+    let store = book.store();
     let session = store.session(&id).await?;
     let session = session.ok_or(ConsoleError::NotFound("session"))?;
     let events = store.session_events(&id).await?;
     let body = html! {
         h1 { "Session " (session.session_id) }
-        (table(std::slice::from_ref(&session), clock.now()))
+        (table(std::slice::from_ref(&session), book.now))
         dl.facts {
             dt { "Minted" } dd { (maybe_when(session.minted_at)) }
             dt { "Verified" } dd { (maybe_when(session.verified_at)) }

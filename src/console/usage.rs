@@ -11,11 +11,10 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::auth::Operator;
+use super::book::Book;
 use super::{ConsoleError, PREFIX, layout};
 use crate::api::ApiError;
-use crate::clock::Clock;
 use crate::config::UsageSettings;
-use crate::store::Store;
 use crate::usage::{self, UsageParams, UsageReport};
 
 /// The grouping of the page, the chart's axes.
@@ -46,24 +45,22 @@ impl Window {
 
 async fn report(
     window: &Window,
-    store: &dyn Store,
-    clock: &dyn Clock,
+    book: &Book,
     settings: &UsageSettings,
 ) -> Result<(UsageParams, UsageReport), ConsoleError> {
     // The default window's days are UTC days; the report cuts its own in the time zone.
-    let params = window.params(clock.now().datetime().date_naive());
-    let report = crate::api::usage::report(store, settings, &params).await?;
+    let params = window.params(book.now.datetime().date_naive());
+    let report = crate::api::usage::report(book.store(), settings, &params).await?;
     Ok((params, report))
 }
 
 pub(super) async fn page(
     operator: Operator,
     window: web::Query<Window>,
-    store: web::Data<dyn Store>,
-    clock: web::Data<dyn Clock>,
+    book: Book,
     settings: web::Data<UsageSettings>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let (params, report) = report(&window, &**store, &**clock, &settings).await?;
+    let (params, report) = report(&window, &book, &settings).await?;
     let query = format!("from={}&to={}", enc(&params.from), enc(&params.to));
     let body = html! {
         h1 { "Usage" }
@@ -89,11 +86,10 @@ fn enc(s: &str) -> String {
 /// The CSV of the API (`format=csv`) for the page's window.
 pub(super) async fn csv(
     window: web::Query<Window>,
-    store: web::Data<dyn Store>,
-    clock: web::Data<dyn Clock>,
+    book: Book,
     settings: web::Data<UsageSettings>,
 ) -> Result<HttpResponse, ConsoleError> {
-    let (params, report) = report(&window, &**store, &**clock, &settings).await?;
+    let (params, report) = report(&window, &book, &settings).await?;
     let text = usage::to_csv(&report).map_err(|e| ApiError::Render(e.to_string()))?;
     let name = format!("usage-{}-{}.csv", params.from, params.to).replace([':', '"', '/'], "-");
     Ok(HttpResponse::Ok()

@@ -19,6 +19,7 @@ use super::{AuditFilter, AuditRecord, NewAuditEntry, audit};
 use super::{ControlPlaneEncodeServer, EncodeServer, encode};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use super::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange, rollout};
+use super::{PhoneMarks, phone_marks};
 use super::{PresentedSignCheck, SignCheckOutcome, sign_check_batch};
 use crate::access::{Issued, Rules};
 use crate::domain::WebhookEventId;
@@ -577,6 +578,16 @@ impl<B: Backend> Store for B {
     async fn rollout_phones(&self, id: i64) -> Result<Vec<RolloutPhone>, StoreError> {
         let found = rollout::phones(&mut self.reader(), id).await;
         found.map_err(during("rollout_phones"))
+    }
+
+    async fn phone_marks(
+        &self,
+        phone: &PhoneId,
+        since: UtcTime,
+        limit: i64,
+    ) -> Result<PhoneMarks, StoreError> {
+        let found = phone_marks::read(&mut self.reader(), phone, since, limit).await;
+        found.map_err(during("phone_marks"))
     }
 
     async fn driven_rollouts(&self) -> Result<Vec<Rollout>, StoreError> {

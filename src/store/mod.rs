@@ -20,6 +20,7 @@ mod group_commit;
 mod heartbeat_buffer;
 mod outbox;
 mod pause;
+mod phone_marks;
 mod postgres;
 mod queue;
 mod retention;
@@ -55,9 +56,10 @@ pub use group_commit::{
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use outbox::{
     AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryPosition,
-    DeliveryView, EndpointFilter, NextStep, OutboxEvent, WebhookBacklog,
+    DeliveryView, EndpointBacklog, EndpointFilter, NextStep, OutboxEvent, WebhookBacklog,
 };
 pub use pause::AccountPause;
+pub use phone_marks::{OutOfServiceMark, PausePeriod, PhoneMarks};
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use retention::Retention;
@@ -780,6 +782,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// A rollout's phones, in phone id order, with what the engine needs of each phone.
     async fn rollout_phones(&self, id: i64) -> Result<Vec<RolloutPhone>, StoreError>;
+
+    /// What else the book recorded about a phone, newest first, `limit` of each kind: its
+    /// rollout steps, when it was learned out of service, the account's pauses since `since`.
+    async fn phone_marks(
+        &self,
+        phone: &PhoneId,
+        since: UtcTime,
+        limit: i64,
+    ) -> Result<PhoneMarks, StoreError>;
 
     /// Rollouts the engine drives: running, or with phones still drained.
     async fn driven_rollouts(&self) -> Result<Vec<Rollout>, StoreError>;

@@ -333,18 +333,27 @@ pub(super) async fn prune(tx: &mut impl Sql, before: UtcTime) -> Result<u64, Sto
     Ok(tx.execute(deliveries, &args![before]).await?)
 }
 
-/// How far behind the endpoints are: the commit time of the oldest event each has pending,
-/// and of the oldest not yet fanned out (pending for every endpoint).
+/// How far behind the endpoints are: what each has pending, and the commit time of the
+/// oldest event not yet fanned out (pending for every endpoint).
 #[derive(Debug, Clone, Default)]
 pub struct WebhookBacklog {
-    pub per_endpoint: Vec<(String, UtcTime)>,
+    pub per_endpoint: Vec<EndpointBacklog>,
     pub not_fanned_out: Option<UtcTime>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Oldest {
-    endpoint: String,
-    oldest: UtcTime,
+impl WebhookBacklog {
+    /// The endpoint's backlog; `None` when it has nothing pending.
+    pub fn of(&self, endpoint: &str) -> Option<&EndpointBacklog> {
+        self.per_endpoint.iter().find(|b| b.endpoint == endpoint)
+    }
+}
+
+/// One endpoint's pending deliveries: how many, and the commit time of the oldest's event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EndpointBacklog {
+    pub endpoint: String,
+    pub pending: i64,
+    pub oldest: UtcTime,
 }
 
 #[derive(sqlx::FromRow)]
@@ -353,15 +362,15 @@ struct OldestUnfanned {
 }
 
 pub(super) async fn backlog(db: &mut impl Sql) -> Result<WebhookBacklog, StoreError> {
-    let sql = "SELECT d.endpoint, min(e.recorded_at) AS oldest \
+    let sql = "SELECT d.endpoint, count(*) AS pending, min(e.recorded_at) AS oldest \
                FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq \
                WHERE d.state = 'pending' GROUP BY d.endpoint";
-    let rows: Vec<Oldest> = db.fetch_all(sql, &args![]).await?;
+    let per_endpoint: Vec<EndpointBacklog> = db.fetch_all(sql, &args![]).await?;
     let unfanned = "SELECT recorded_at FROM webhook_events WHERE fanned_out = $1 \
                     ORDER BY seq LIMIT 1";
     let oldest: Option<OldestUnfanned> = db.fetch_optional(unfanned, &args![false]).await?;
     Ok(WebhookBacklog {
-        per_endpoint: rows.into_iter().map(|r| (r.endpoint, r.oldest)).collect(),
+        per_endpoint,
         not_fanned_out: oldest.map(|o| o.recorded_at),
     })
 }

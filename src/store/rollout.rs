@@ -281,6 +281,19 @@ pub(super) async fn driven(db: &mut impl Sql) -> Result<Vec<Rollout>, StoreError
     rows.into_iter().map(Rollout::try_from).collect()
 }
 
+/// One phone's steps in the rollouts that took it, newest rollout first.
+pub(super) async fn of_phone(
+    db: &mut impl Sql,
+    phone: &PhoneId,
+    limit: i64,
+) -> Result<Vec<RolloutPhone>, StoreError> {
+    let sql = concat!(
+        rollout_phone_select!(),
+        "WHERE r.phone_id = $1 ORDER BY r.rollout_id DESC LIMIT $2"
+    );
+    Ok(db.fetch_all(sql, &args![phone.as_str(), limit]).await?)
+}
+
 /// The rollout's phones in phone id order.
 pub(super) async fn phones(db: &mut impl Sql, id: i64) -> Result<Vec<RolloutPhone>, StoreError> {
     let sql = concat!(

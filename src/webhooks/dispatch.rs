@@ -147,9 +147,7 @@ impl WebhookDispatcher {
         };
         let now = self.clock.now();
         for endpoint in &self.settings.endpoints {
-            let pending = (backlog.per_endpoint.iter())
-                .find(|(name, _)| *name == endpoint.name)
-                .map(|(_, oldest)| *oldest);
+            let pending = backlog.of(&endpoint.name).map(|b| b.oldest);
             let oldest = pending.into_iter().chain(backlog.not_fanned_out).min();
             let age = oldest.map_or(0, |t| now.seconds_since(t).max(0));
             let gauge = &self.metrics.webhook_oldest_undelivered;

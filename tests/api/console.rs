@@ -465,7 +465,106 @@ async fn a_rollout_is_paused_resumed_and_aborted_from_the_console_5_3_7(backend:
     rig.simulator.stop().await;
 }
 
+/// The `data-became` of each line of a phone page's history, as shown (newest first), with
+/// the line's text.
+fn history_of(page: &str) -> Vec<(String, String)> {
+    let history = &page[page.find("<ol class=\"history\">").expect(page)..];
+    let history = &history[..history.find("</ol>").unwrap()];
+    (history.split("<li data-became=\"").skip(1))
+        .map(|li| {
+            let (became, rest) = li.split_once('"').unwrap();
+            (became.to_owned(), rest.to_owned())
+        })
+        .collect()
+}
+
+/// A phone's history on its page, from the facts the book records: it plays a session
+/// (minted, entered 6.2, quit 6.3), falls silent and is restarted by the watchdog (4.3.6),
+/// then is updated by a rollout (5.3.7, verified with 5.3.6); the page shows each change
+/// newest first, in the order it happened, with its reason.
+async fn a_phone_history_shows_its_session_recovery_and_rollout_in_order_5_3_7(backend: Backend) {
+    let rig = crate::rollouts::start_with(backend, 1, &tokens(), |o| {
+        o.token = Some(TOKEN.into());
+        o.sessions = 1;
+        o.session_min_secs = 1;
+        o.session_max_secs = 1;
+        o.player_interval_ms = 200;
+    })
+    .await;
+    let phone = rig.simulator.phone_ids()[0].clone();
+    let app = &rig.app;
+    rig.wait(|| async { !rig.simulator.stats.played().is_empty() })
+        .await;
+    rig.simulator.fleet.lock().phones[0].faults.silent = true;
+    let restarted = |log: &[serde_json::Value]| crate::watchdog::has(log, "restart", "succeeded");
+    crate::watchdog::wait_for_recoveries(app, &phone, restarted).await;
+    app.wait_for_phone(&phone, |p| p["state"] == "idle").await;
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+    let body = serde_json::json!({"app_id": crate::rollouts::APP, "app_version_ids": [version]});
+    let rollout = rig.start_rollout(&body).await;
+    rig.wait_for_rollout(&rollout["id"], "done").await;
+
+    let admin = cookie_of(app, ADMIN).await;
+    let page = get(app, &format!("/console/phones/{phone}"), Some(&admin)).await;
+    let history = history_of(&page.text().await.unwrap());
+
+    let oldest_first = [
+        "allocated",
+        "occupied",
+        "idle",
+        "recovering",
+        "back",
+        "draining",
+        "updating",
+        "verifying",
+        "updated",
+    ];
+    let shown: Vec<&str> = history.iter().rev().map(|(b, _)| b.as_str()).collect();
+    let mut rest = shown.iter();
+    for became in oldest_first {
+        assert!(rest.any(|s| *s == became), "{became} in order: {history:?}");
+    }
+    let line = |became: &str| &history.iter().find(|(b, _)| b == became).unwrap().1;
+    assert!(
+        line("recovering").contains("restart because stale"),
+        "{history:?}"
+    );
+    assert!(
+        line("updated").contains("rollout 1: runs the new version"),
+        "{history:?}"
+    );
+    assert!(line("occupied").contains("entered"), "{history:?}");
+    rig.simulator.stop().await;
+}
+
+/// A phone someone else stops (status 8, 4.3.1) is learned out of service by phone sync,
+/// and its history says so with the status; the watchdog leaves it alone, so no recovery
+/// follows.
+async fn a_phone_stopped_elsewhere_is_out_of_service_in_its_history_4_3_1(backend: Backend) {
+    let fleet = crate::watchdog::start(backend, 2, &tokens(), |o| o.stopped = 1).await;
+    let phone = fleet.simulator.phone_ids()[0].clone();
+    let app = &fleet.app;
+    app.wait_for_phone(&phone, |p| p["state"] == "out_of_service")
+        .await;
+
+    let admin = cookie_of(app, ADMIN).await;
+    let page = get(app, &format!("/console/phones/{phone}"), Some(&admin)).await;
+    let history = history_of(&page.text().await.unwrap());
+
+    let marked = history.iter().find(|(b, _)| b == "out_of_service");
+    let (_, line) = marked.unwrap_or_else(|| panic!("{history:?}"));
+    assert!(line.contains("status 8 (stopped)"), "{line}");
+    assert!(
+        history.iter().all(|(b, _)| b != "recovering"),
+        "{history:?}"
+    );
+    fleet.simulator.stop().await;
+}
+
 backend_tests!(
+    a_phone_stopped_elsewhere_is_out_of_service_in_its_history_4_3_1,
+    a_phone_history_shows_its_session_recovery_and_rollout_in_order_5_3_7,
     a_page_asked_for_without_signing_in_leads_to_the_sign_in_form,
     signing_in_sets_an_http_only_strict_cookie_and_a_wrong_token_sets_none,
     signing_out_clears_the_cookie_and_needs_the_csrf_token,

@@ -9,12 +9,15 @@
 use std::path::{Path, PathBuf};
 
 use cphub::simulator::Simulator;
-use serde_json::Value;
+use serde_json::{Value, json};
+use wiremock::ResponseTemplate;
 
 use crate::console::{ADMIN, READER, tokens};
 use crate::helpers::{Backend, TOKEN, TestApp, TestDb, postgres_available};
+use crate::rollouts::{APP, push_by_hand};
 use crate::simulation::configure_callbacks;
 use crate::watchdog::{cphub_settings, free_port, simulator_options};
+use crate::webhooks::{hook_url, receiver, webhooks};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,9 +58,25 @@ fn browser_available() -> bool {
 /// for longer than the console's refresh (250 ms): the browser can see both.
 const PHONES: usize = 4;
 
+/// The webhook endpoint that answers every delivery 500, and so keeps a backlog.
+const REFUSING: &str = "refusing";
+
 struct Rig {
     app: TestApp,
     simulator: Simulator,
+    /// A new version of the fleet's game, on every server (5.3.4), for the walk's rollout.
+    version: String,
+    /// Kept alive for the walk: the endpoint's socket.
+    _refusing: wiremock::MockServer,
+}
+
+/// `[webhooks]` with the one endpoint, retried only an hour after its first attempt, so its
+/// deliveries stay pending (a backlog) while the walk reads them.
+async fn refusing_endpoint() -> (wiremock::MockServer, String) {
+    let server = receiver(ResponseTemplate::new(500).set_body_string("down")).await;
+    let extra = "retry_schedule_secs = [0, 3600]\n";
+    let settings = webhooks(&[(REFUSING, hook_url(&server))], extra);
+    (server, settings)
 }
 
 async fn rig(backend: Backend) -> Rig {
@@ -76,10 +95,21 @@ async fn rig(backend: Backend) -> Rig {
         "[watchdog]\ninterval_ms = 2500\n",
     );
     assert!(settings.contains("interval_ms = 2500"), "{settings}");
-    let settings = format!("{settings}\n[console]\nrefresh_ms = 250\n{}", tokens());
+    let (refusing, hooks) = refusing_endpoint().await;
+    let settings = format!(
+        "{settings}\n[console]\nrefresh_ms = 250\n{}\n{hooks}",
+        tokens()
+    );
     let app = TestApp::spawn_on(TestDb::new(backend).await, &settings).await;
     configure_callbacks(&app.address, &simulator, &options).await;
-    Rig { app, simulator }
+    let version = simulator.fleet.lock().new_version(APP).unwrap();
+    push_by_hand(&simulator, &version);
+    Rig {
+        app,
+        simulator,
+        version,
+        _refusing: refusing,
+    }
 }
 
 /// Runs the walk; its JSON summary. The first phone is silenced (a simulator fault) once
@@ -107,6 +137,12 @@ async fn walk(rig: &Rig, extra: &[&str]) -> Value {
         PHONES.to_string(),
         "--ready".into(),
         ready_file.display().to_string(),
+        "--app".into(),
+        APP.into(),
+        "--version".into(),
+        rig.version.clone(),
+        "--webhook".into(),
+        REFUSING.into(),
     ];
     args.extend(extra.iter().map(|a| a.to_string()));
     if let Some(dir) = std::env::var_os("CPHUB_CONSOLE_SCREENSHOTS") {
@@ -143,7 +179,10 @@ async fn silence_when_watched<T>(rig: &Rig, ready: &Path, script: &tokio::task::
 /// Sign in; fleet counts as the API's; the silent phone's cell turns stale then recovering
 /// without a reload; its page shows the recovery (reason stale); a forged POST without the
 /// CSRF token gets 403; the usage chart's totals and the CSV are the API's; a token without
-/// phones:operate sees no restart button; every request went to cphub.
+/// phones:operate sees no restart button; the queue page places two waiting players as
+/// their polls do, the rollout page shows each phone's step as `GET /api/v1/rollouts/{id}`
+/// (5.3.7), the webhooks page counts the refusing endpoint's backlog as the deliveries API
+/// lists it; every request went to cphub.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_an_operator_walks_the_console_in_chromium() {
     if !browser_available() {
@@ -161,6 +200,19 @@ async fn sqlite_an_operator_walks_the_console_in_chromium() {
     assert_eq!(summary["forged_post"], 403);
     assert!(summary["usage_totals"]["sessions"].as_i64().unwrap() > 0);
     assert!(summary["requests"].as_u64().unwrap() > 10, "{summary}");
+    let positions = &summary["queue_positions"];
+    assert_eq!(positions, &json!({"walker-high": 1, "walker-low": 2}));
+    let steps = summary["rollout_steps"].as_object().unwrap();
+    let targets: u64 = steps.values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(targets, PHONES as u64, "{summary}");
+    assert!(
+        steps.keys().any(|s| s != "pending"),
+        "no progress: {summary}"
+    );
+    assert!(
+        summary["webhook_pending"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
     rig.simulator.stop().await;
 }
 

@@ -28,6 +28,15 @@ backend_tests!(
 
 pub(crate) const APP: &str = "sim.game";
 
+/// `version` on every server of the simulator as if pushed (5.3.4), without its job.
+pub(crate) fn push_by_hand(simulator: &Simulator, version: &str) {
+    let mut fleet = simulator.fleet.lock();
+    for server in fleet.server_ids() {
+        let pushed = fleet.pushed.entry(server).or_default();
+        pushed.insert(version.to_owned());
+    }
+}
+
 pub(crate) struct Rig {
     pub(crate) app: TestApp,
     pub(crate) simulator: Simulator,
@@ -110,11 +119,7 @@ impl Rig {
     }
 
     pub(crate) fn push_by_hand(&self, version: &str) {
-        let mut fleet = self.simulator.fleet.lock();
-        for server in fleet.server_ids() {
-            let pushed = fleet.pushed.entry(server).or_default();
-            pushed.insert(version.to_owned());
-        }
+        push_by_hand(&self.simulator, version);
     }
 
     pub(crate) async fn get(&self, path: &str) -> Value {

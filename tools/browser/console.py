@@ -5,11 +5,15 @@ operator would, and checks what the issue asks of it (docs/console.md, "Tests").
 Run by tests/api/console_browser.rs against cphub and the simulator's fleet:
 
     console.py --base http://127.0.0.1:PORT --admin TOKEN --reader TOKEN --api TOKEN \
-               --silent PHONE_ID --phones N [--smoke] [--screenshots DIR]
+               --silent PHONE_ID --phones N --app APP --version VERSION --webhook NAME \
+               [--smoke] [--screenshots DIR]
 
 --admin may do everything, --reader only read phones and sessions, --api is used for the
 API calls the console's figures are compared with. --silent is a phone the test silences
 (through the simulator) once this script has made the file --ready names. --smoke only signs in and compares the fleet counts (the PostgreSQL run).
+Through the API the walk then puts two players in the queue of a game no phone has, starts
+a rollout of --version, and reads the backlog of --webhook (an endpoint answering 500),
+each compared with what the page shows.
 Exits 0 when every check held, otherwise 1 with the failed check on stderr. Prints a JSON
 summary of what it saw on stdout.
 """
@@ -20,6 +24,7 @@ import datetime
 import json
 import os
 import sys
+import time
 import urllib.parse
 import urllib.request
 
@@ -66,6 +71,27 @@ class Walk:
         with urllib.request.urlopen(req, timeout=30) as res:
             body = res.read()
         return body if path.endswith("format=csv") else json.loads(body)
+
+    def api_post(self, path, body):
+        req = urllib.request.Request(
+            self.args.base + path,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": "Bearer " + self.args.api, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as res:
+            return json.loads(res.read())
+
+    def read_when_still(self, read_api, read_page, what, ready=lambda api: True):
+        """What the page shows, with the API's answer, read while the API's answer stood
+        still around the page's load (the fleet plays on as the browser reads)."""
+        for _ in range(60):
+            before = read_api()
+            shown = read_page()
+            after = read_api()
+            if before == after and ready(after):
+                return shown, after
+            time.sleep(0.25)
+        fail(f"{what} never stood still long enough to compare")
 
     def shot(self, page, name):
         if self.args.screenshots:
@@ -210,9 +236,99 @@ class Walk:
         check(page.get_by_role("link", name="Usage").count() == 0, "no Usage link without usage:read")
         context.close()
 
+    def queue(self, page):
+        """Two players wait for a game no phone has (access.match_app keeps them waiting):
+        the page lists each where its poll (GET /api/v1/queue/{id}) places it, the higher
+        priority first."""
+        app = self.args.waiting_app
+        players = [("walker-low", 0), ("walker-high", 5)]
+        joined = {
+            user: self.api_post("/api/v1/queue", {"app_id": app, "user_id": user, "priority": prio})
+            for user, prio in players
+        }
+        page.goto(self.args.base + "/console/queue")
+        rows = page.eval_on_selector_all(
+            "tr[data-queue]",
+            "rs => rs.map(r => [r.dataset.queue, [r.dataset.app, Number(r.dataset.position), r.cells[1].textContent]])",
+        )
+        shown = dict(rows)
+        for user, entry in joined.items():
+            polled = self.api(f"/api/v1/queue/{entry['queue_id']}")
+            check(polled["status"] == "waiting", f"{user} waits: {polled}")
+            row = shown.get(entry["queue_id"])
+            check(row == [app, polled["position"], user], f"{user}: the page shows {row}, the API {polled}")
+        positions = {user: shown[e["queue_id"]][1] for user, e in joined.items()}
+        check(positions == {"walker-high": 1, "walker-low": 2}, f"served by priority: {positions}")
+        self.summary["queue_positions"] = positions
+        self.shot(page, "queue")
+
+    def rollout(self, page):
+        """A rollout of a new version (5.3.7): each phone's step, attempts and batch on the
+        page are those of GET /api/v1/rollouts/{id}, as are the rollout's state and batch."""
+        body = {"app_id": self.args.app, "app_version_ids": [self.args.version], "canary": 1}
+        rollout_id = self.api_post("/api/v1/rollouts", body)["id"]
+
+        def read_page():
+            page.goto(f"{self.args.base}/console/rollouts/{rollout_id}")
+            steps = page.eval_on_selector_all(
+                "tr[data-step]",
+                """rs => rs.map(r => [r.dataset.phone, [r.dataset.step, Number(r.dataset.attempts),
+                                      r.dataset.batch === '' ? null : Number(r.dataset.batch)]])""",
+            )
+            head = page.locator("#rollout-state")
+            return dict(steps), [head.get_attribute("data-state"), int(head.get_attribute("data-batch"))]
+
+        # Compared once a batch has taken a phone, so the page shows progress, not only a plan.
+        (steps, head), api = self.read_when_still(
+            lambda: self.api(f"/api/v1/rollouts/{rollout_id}"),
+            read_page,
+            "the rollout",
+            ready=lambda api: any(p["state"] != "pending" for p in api["phones"]),
+        )
+        expected = {p["phone_id"]: [p["state"], p["attempts"], p["batch"]] for p in api["phones"]}
+        check(steps == expected, f"rollout steps: the page shows {steps}, the API {expected}")
+        check(head == [api["state"], api["batch"]], f"rollout: the page shows {head}, the API {api['state']}, {api['batch']}")
+        check(len(steps) == self.args.phones, f"every phone is a target: {steps}")
+        self.summary["rollout_steps"] = dict(collections.Counter(s[0] for s in steps.values()))
+        self.shot(page, "rollout")
+
+    def pending_deliveries(self, endpoint):
+        pending, cursor = 0, ""
+        while True:
+            page = self.api(f"/api/v1/webhooks/deliveries?endpoint={endpoint}&state=pending&limit=1000{cursor}")
+            pending += len(page["deliveries"])
+            if not page["next_cursor"]:
+                return pending
+            cursor = "&cursor=" + urllib.parse.quote(page["next_cursor"])
+
+    def webhooks(self, page):
+        """An endpoint that answers 500: its deliveries pile up pending, and the page counts
+        as many as GET /api/v1/webhooks/deliveries lists."""
+        name = self.args.webhook
+
+        def read_page():
+            page.goto(self.args.base + "/console/webhooks")
+            row = page.locator(f'tr[data-endpoint="{name}"]')
+            return int(row.get_attribute("data-pending")), row.locator("td").nth(3).inner_text()
+
+        (shown, oldest), after = self.read_when_still(
+            lambda: self.pending_deliveries(name), read_page, f"the backlog of {name}", ready=lambda n: n > 0
+        )
+        check(shown == after, f"pending deliveries: the page shows {shown}, the API lists {after}")
+        check(oldest != "—", f"the oldest undelivered of a backlog is shown: {oldest}")
+        self.summary["webhook_pending"] = shown
+        self.shot(page, "webhooks")
+
+    def lists(self, context):
+        page = context.new_page()
+        self.queue(page)
+        self.rollout(page)
+        self.webhooks(page)
+        page.close()
+
     def other_pages(self, context):
         page = context.new_page()
-        for name in ["sessions", "queue", "rollouts", "webhooks"]:
+        for name in ["rollouts", "sessions"]:
             res = page.goto(f"{self.args.base}/console/{name}")
             check(res.status == 200, f"{name}: {res.status}")
             self.shot(page, name)
@@ -240,6 +356,7 @@ class Walk:
         self.forged_post(page)
         self.usage(context)
         self.reader()
+        self.lists(context)
         self.other_pages(context)
         return self.done()
 
@@ -283,6 +400,10 @@ def main():
     parser.add_argument("--phones", type=int, required=True, help="the fleet's size")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--ready", help="a file made once the fleet page watches --silent")
+    parser.add_argument("--app", help="the fleet's game, which --version updates")
+    parser.add_argument("--version", help="a version of --app pushed to every server (5.3.4)")
+    parser.add_argument("--waiting-app", default="walk.absent", help="a game no phone has")
+    parser.add_argument("--webhook", help="a webhook endpoint that refuses every delivery")
     parser.add_argument("--screenshots")
     args = parser.parse_args()
     with sync_playwright() as p:
