@@ -183,48 +183,55 @@ async fn silence_when_watched<T>(rig: &Rig, ready: &Path, script: &tokio::task::
 /// their polls do, the rollout page shows each phone's step as `GET /api/v1/rollouts/{id}`
 /// (5.3.7), the webhooks page counts the refusing endpoint's backlog as the deliveries API
 /// lists it; every request went to cphub.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_an_operator_walks_the_console_in_chromium() {
-    if !browser_available() {
-        return;
-    }
-    let rig = rig(Backend::Sqlite).await;
+#[test]
+fn sqlite_an_operator_walks_the_console_in_chromium() {
+    crate::helpers::run_scenario("sqlite_an_operator_walks_the_console_in_chromium", async {
+        if !browser_available() {
+            return;
+        }
+        let rig = rig(Backend::Sqlite).await;
 
-    let summary = walk(&rig, &[]).await;
+        let summary = walk(&rig, &[]).await;
 
-    let seen: Vec<&str> = (summary["silent_phone_states"].as_array().unwrap().iter())
-        .map(|s| s.as_str().unwrap())
-        .collect();
-    let stale = seen.iter().position(|s| *s == "stale").unwrap();
-    assert!(seen[stale..].contains(&"recovering"), "{seen:?}");
-    assert_eq!(summary["forged_post"], 403);
-    assert!(summary["usage_totals"]["sessions"].as_i64().unwrap() > 0);
-    assert!(summary["requests"].as_u64().unwrap() > 10, "{summary}");
-    let positions = &summary["queue_positions"];
-    assert_eq!(positions, &json!({"walker-high": 1, "walker-low": 2}));
-    let steps = summary["rollout_steps"].as_object().unwrap();
-    let targets: u64 = steps.values().map(|n| n.as_u64().unwrap()).sum();
-    assert_eq!(targets, PHONES as u64, "{summary}");
-    assert!(
-        steps.keys().any(|s| s != "pending"),
-        "no progress: {summary}"
-    );
-    assert!(
-        summary["webhook_pending"].as_u64().unwrap() > 0,
-        "{summary}"
-    );
-    rig.simulator.stop().await;
+        let seen: Vec<&str> = (summary["silent_phone_states"].as_array().unwrap().iter())
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let stale = seen.iter().position(|s| *s == "stale").unwrap();
+        assert!(seen[stale..].contains(&"recovering"), "{seen:?}");
+        assert_eq!(summary["forged_post"], 403);
+        assert!(summary["usage_totals"]["sessions"].as_i64().unwrap() > 0);
+        assert!(summary["requests"].as_u64().unwrap() > 10, "{summary}");
+        let positions = &summary["queue_positions"];
+        assert_eq!(positions, &json!({"walker-high": 1, "walker-low": 2}));
+        let steps = summary["rollout_steps"].as_object().unwrap();
+        let targets: u64 = steps.values().map(|n| n.as_u64().unwrap()).sum();
+        assert_eq!(targets, PHONES as u64, "{summary}");
+        assert!(
+            steps.keys().any(|s| s != "pending"),
+            "no progress: {summary}"
+        );
+        assert!(
+            summary["webhook_pending"].as_u64().unwrap() > 0,
+            "{summary}"
+        );
+        rig.simulator.stop().await;
+    })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_the_console_signs_in_and_counts_the_fleet_in_chromium() {
-    if !postgres_available() || !browser_available() {
-        return;
-    }
-    let rig = rig(Backend::Postgres).await;
+#[test]
+fn postgres_the_console_signs_in_and_counts_the_fleet_in_chromium() {
+    crate::helpers::run_scenario(
+        "postgres_the_console_signs_in_and_counts_the_fleet_in_chromium",
+        async {
+            if !postgres_available() || !browser_available() {
+                return;
+            }
+            let rig = rig(Backend::Postgres).await;
 
-    let summary = walk(&rig, &["--smoke"]).await;
+            let summary = walk(&rig, &["--smoke"]).await;
 
-    assert_eq!(summary["fleet_counts"]["total"], PHONES, "{summary}");
-    rig.simulator.stop().await;
+            assert_eq!(summary["fleet_counts"]["total"], PHONES, "{summary}");
+            rig.simulator.stop().await;
+        },
+    )
 }
