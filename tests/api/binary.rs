@@ -26,10 +26,35 @@ pub(crate) fn cphub(db: &TestDb) -> Command {
     cmd
 }
 
+/// A child process that is killed and reaped when dropped: a test failing half-way must not
+/// leave its `cphub serve` running (one did, and kept its test database open past the run).
+/// Once the child has been waited for, the kill is a no-op: `Child` knows it has exited.
+pub(crate) struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `cphub serve` and every line it has written so far (its log on stdout, and
 /// stderr, where a panic would go).
 pub(crate) struct Served {
-    pub child: Child,
+    pub child: KillOnDrop,
     pub address: String,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -67,14 +92,14 @@ pub(crate) fn start_serve(cmd: &mut Command) -> Served {
         .recv_timeout(Duration::from_secs(30))
         .expect("cphub reports its port");
     Served {
-        child,
+        child: KillOnDrop(child),
         address: format!("http://127.0.0.1:{port}"),
         log,
     }
 }
 
 /// SIGTERM, then the exit status.
-pub(crate) async fn stop(child: Child) -> std::process::ExitStatus {
+pub(crate) async fn stop(child: KillOnDrop) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -86,7 +111,7 @@ pub(crate) async fn stop(child: Child) -> std::process::ExitStatus {
 /// The child's exit status once it exits, within `limit` of `after`. Past that the child is
 /// killed (a waiting thread would otherwise hold the test forever) and the test fails.
 pub(crate) async fn exit_status(
-    mut child: Child,
+    mut child: KillOnDrop,
     limit: Duration,
     after: &str,
 ) -> std::process::ExitStatus {
