@@ -182,7 +182,8 @@ async fn silence_when_watched<T>(rig: &Rig, ready: &Path, script: &tokio::task::
 /// phones:operate sees no restart button; the queue page places two waiting players as
 /// their polls do, the rollout page shows each phone's step as `GET /api/v1/rollouts/{id}`
 /// (5.3.7), the webhooks page counts the refusing endpoint's backlog as the deliveries API
-/// lists it; every request went to cphub.
+/// lists it; on a 390 px screen sign-in and the page links work with the keyboard alone,
+/// with focus rings, and no page is wider than the screen; every request went to cphub.
 #[test]
 fn sqlite_an_operator_walks_the_console_in_chromium() {
     crate::helpers::run_scenario("sqlite_an_operator_walks_the_console_in_chromium", async {
@@ -214,6 +215,7 @@ fn sqlite_an_operator_walks_the_console_in_chromium() {
             summary["webhook_pending"].as_u64().unwrap() > 0,
             "{summary}"
         );
+        assert_eq!(summary["keyboard_pages"], 4, "{summary}");
         rig.simulator.stop().await;
     })
 }

@@ -22,6 +22,7 @@ import argparse
 import collections
 import datetime
 import json
+import re
 import os
 import sys
 import time
@@ -358,7 +359,44 @@ class Walk:
         self.reader()
         self.lists(context)
         self.other_pages(context)
+        self.keyboard_on_a_phone_screen()
         return self.done()
+
+    def keyboard_on_a_phone_screen(self):
+        """On a phone-sized screen, sign in and move between pages with the keyboard alone
+        (Tab to a control, Enter), each focused control showing a focus ring, and no page
+        wider than the screen."""
+        context = self.context(width=390, height=844)
+        page = context.new_page()
+        page.goto(self.args.base + "/console/fleet")
+        self.tab_to(page, "[name=token]", "the token field")
+        page.keyboard.type(self.args.admin)
+        page.keyboard.press("Enter")
+        page.wait_for_url(self.args.base + "/console/fleet")
+        self.fits_the_screen(page)
+        for name in ("Sessions", "Usage", "Queue"):
+            self.tab_to(page, f'nav a:text-is("{name}")', f"the {name} link")
+            page.keyboard.press("Enter")
+            page.wait_for_url(re.compile(".*/console/" + name.lower() + r"(\?.*)?$"))
+            self.fits_the_screen(page)
+        self.summary["keyboard_pages"] = 4
+        context.close()
+
+    def tab_to(self, page, selector, what):
+        target = page.locator(selector).first
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            if target.evaluate("el => el === document.activeElement"):
+                ring = target.evaluate(
+                    "el => { const s = getComputedStyle(el); return s.outlineStyle !== 'none' && s.outlineWidth !== '0px' || s.boxShadow !== 'none'; }"
+                )
+                check(ring, f"{what} shows no focus ring")
+                return
+        fail(f"{what} is never reached with Tab")
+
+    def fits_the_screen(self, page):
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        check(wide <= 390, f"{page.url} is {wide} px wide on a 390 px screen")
 
     def count_navigation(self):
         self.navigations += 1
