@@ -143,6 +143,12 @@ impl Backend for PostgresStore {
         let received: Vec<UtcTime> = heartbeats.iter().map(|hb| hb.received_at).collect();
 
         let mut tx = self.pool.begin().await?;
+        // Heartbeats are soft state, sent again every interval: the flush's commit need not
+        // wait for its WAL flush (a server crash may lose the last few hundred milliseconds
+        // of them, never a half of a chunk). Every durable write still waits for its own.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "SELECT 1 FROM sessions WHERE session_id = ANY($1::text[]) \
              ORDER BY session_id FOR UPDATE",

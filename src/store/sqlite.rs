@@ -25,6 +25,65 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// `database.sqlite_synchronous`: what every durable commit gets.
+    synchronous: SqliteSynchronous,
+}
+
+/// The writer connection for commits that may skip their fsync: heartbeat flushes, soft
+/// state that every phone sends again within an interval. In WAL mode `synchronous = NORMAL`
+/// keeps such a commit atomic and in order and only lets a power cut lose it; the next
+/// durable commit (`FULL`) syncs the log, these frames included. A flush chunk's fsync was
+/// one more on the one writer connection that events, sign checks and mints wait for.
+///
+/// The setting is per connection: unless [`SoftCommits::restore`] set it back, the
+/// connection is closed instead of going back to the pool (an error, a flush cancelled at
+/// its time limit), so no durable write can ever commit on it without its fsync.
+struct SoftCommits {
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+    /// The durable setting to restore; None when it is `NORMAL` already.
+    durable: Option<&'static str>,
+}
+
+impl SoftCommits {
+    async fn acquire(pool: &SqlitePool, durable: SqliteSynchronous) -> Result<Self, StoreError> {
+        let conn = pool.acquire().await?;
+        let durable = match durable {
+            SqliteSynchronous::Full => Some("PRAGMA synchronous = FULL"),
+            SqliteSynchronous::Normal => None,
+        };
+        let mut soft = SoftCommits { conn, durable: None };
+        if durable.is_some() {
+            // Armed before the change: a failure from here on closes the connection.
+            soft.durable = durable;
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *soft.conn)
+                .await?;
+        }
+        Ok(soft)
+    }
+
+    async fn begin_with(
+        &mut self,
+        statement: &'static str,
+    ) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
+        Ok(sqlx::Connection::begin_with(&mut *self.conn, statement).await?)
+    }
+
+    async fn restore(mut self) -> Result<(), StoreError> {
+        if let Some(durable) = self.durable {
+            sqlx::query(durable).execute(&mut *self.conn).await?;
+            self.durable = None;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SoftCommits {
+    fn drop(&mut self) {
+        if self.durable.is_some() {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -48,7 +107,11 @@ impl SqliteStore {
             .acquire_timeout(settings.acquire_timeout())
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            synchronous: settings.sqlite_synchronous,
+        })
     }
 }
 
@@ -140,7 +203,8 @@ impl Backend for SqliteStore {
             })
             .collect();
         let batch = json(&rows)?;
-        let mut tx = self.begin_write().await?;
+        let mut writer = SoftCommits::acquire(&self.writer, self.synchronous).await?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(UPSERT_PHONE_HEARTBEATS)
             .bind(&batch)
             .execute(&mut *tx)
@@ -155,7 +219,7 @@ impl Backend for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        writer.restore().await
     }
 
     /// SQLite serves one process: it always leads.
@@ -438,5 +502,91 @@ struct SingleProcess;
 impl Lease for SingleProcess {
     async fn held(&mut self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseUrl;
+    use crate::domain::PhoneId;
+
+    async fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        let url = format!("sqlite://{}", dir.path().join("book.db").display());
+        let settings = DatabaseSettings {
+            url: DatabaseUrl::Sqlite(url.clone()),
+            max_connections: 2,
+            acquire_timeout_ms: 3_000,
+            write_timeout_ms: 3_000,
+            write_queue_timeout_ms: 3_000,
+            sqlite_synchronous: SqliteSynchronous::Full,
+            migrate_on_start: true,
+        };
+        let store = SqliteStore::connect(&url, &settings).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// 0 off, 1 normal, 2 full.
+    async fn synchronous(conn: &mut sqlx::SqliteConnection) -> i64 {
+        let sql = "PRAGMA synchronous";
+        sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
+    }
+
+    /// A heartbeat flush commits without its fsync, and every write after it on the one
+    /// writer connection gets `synchronous = FULL` again.
+    #[tokio::test]
+    async fn a_heartbeat_flush_leaves_the_writer_connection_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let mut soft = SoftCommits::acquire(&store.writer, SqliteSynchronous::Full)
+            .await
+            .unwrap();
+        assert_eq!(synchronous(&mut soft.conn).await, 1, "the flush's commits");
+        soft.restore().await.unwrap();
+
+        let now = UtcTime::now();
+        let beat = Heartbeat {
+            phone_id: PhoneId::parse("phone_id", "p-1".to_owned()).unwrap(),
+            time: now,
+            session_id: None,
+            app_id: None,
+            received_at: now,
+        };
+        store.record_heartbeats(&[beat]).await.unwrap();
+        let mut writer = store.writer.acquire().await.unwrap();
+        assert_eq!(synchronous(&mut writer).await, 2);
+        let phones: i64 = sqlx::query_scalar("SELECT count(*) FROM phones")
+            .fetch_one(&mut *writer)
+            .await
+            .unwrap();
+        assert_eq!(phones, 1, "the flush was committed");
+    }
+
+    /// A flush that never set the connection back (it failed, or was cancelled at its time
+    /// limit) closes it: the next writer is a new connection, `FULL` from its options.
+    #[tokio::test]
+    async fn a_flush_cut_short_closes_its_connection_rather_than_return_it_soft() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let mut soft = SoftCommits::acquire(&store.writer, SqliteSynchronous::Full)
+            .await
+            .unwrap();
+        // A mark only this connection sees.
+        sqlx::query("CREATE TEMP TABLE this_connection (x)")
+            .execute(&mut *soft.conn)
+            .await
+            .unwrap();
+        drop(soft);
+
+        let mut writer = store.writer.acquire().await.unwrap();
+        assert_eq!(synchronous(&mut writer).await, 2);
+        let marked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_temp_master WHERE name = 'this_connection'",
+        )
+        .fetch_one(&mut *writer)
+        .await
+        .unwrap();
+        assert_eq!(marked, 0, "the soft connection came back to the pool");
     }
 }
