@@ -16,7 +16,7 @@ use crate::console::{ADMIN, READER, tokens};
 use crate::helpers::{Backend, TOKEN, TestApp, TestDb, postgres_available};
 use crate::rollouts::{APP, push_by_hand};
 use crate::simulation::configure_callbacks;
-use crate::watchdog::{cphub_settings, free_port, simulator_options};
+use crate::watchdog::{Pace, cphub_settings_paced, free_port, simulator_options};
 use crate::webhooks::{hook_url, receiver, webhooks};
 
 fn root() -> &'static Path {
@@ -90,11 +90,11 @@ async fn rig(backend: Backend) -> Rig {
         o.player_interval_ms = 300;
     });
     let simulator = Simulator::start(options.clone()).await.unwrap();
-    let settings = cphub_settings(port, &simulator, &options, "").replace(
-        "[watchdog]\ninterval_ms = 100\n",
-        "[watchdog]\ninterval_ms = 2500\n",
-    );
-    assert!(settings.contains("interval_ms = 2500"), "{settings}");
+    let pace = Pace {
+        watchdog_interval_ms: 2500,
+        ..Pace::EAGER
+    };
+    let settings = cphub_settings_paced(port, &simulator, &options, "", pace);
     let (refusing, hooks) = refusing_endpoint().await;
     let settings = format!(
         "{settings}\n[console]\nrefresh_ms = 250\n{}\n{hooks}",

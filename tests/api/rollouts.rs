@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::backend_tests;
 use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error};
 use crate::simulation::configure_callbacks;
-use crate::watchdog::{cphub_settings, free_port, simulator_options};
+use crate::watchdog::{Pace, cphub_settings_paced, free_port, simulator_options};
 
 backend_tests!(
     a_rollout_updates_every_phone_once_and_interrupts_no_session_5_3_7,
@@ -62,9 +62,11 @@ pub(crate) async fn start_with(
     // Phones count as silent after ten missed heartbeats here, not the watchdog tests' two:
     // no rollout scenario silences a phone, and on a loaded machine two seconds without a
     // heartbeat stored is enough for the watchdog to end a healthy phone's session.
-    let settings = cphub_settings(port, &simulator, &options, extra)
-        .replace("miss_threshold = 2\n", "miss_threshold = 10\n");
-    assert!(settings.contains("miss_threshold = 10"), "{settings}");
+    let pace = Pace {
+        miss_threshold: 10,
+        ..Pace::EAGER
+    };
+    let settings = cphub_settings_paced(port, &simulator, &options, extra, pace);
     let app = TestApp::spawn_on(TestDb::new(backend).await, &settings).await;
     configure_callbacks(&app.address, &simulator, &options).await;
     let rig = Rig {

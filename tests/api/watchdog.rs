@@ -65,31 +65,55 @@ pub(crate) fn simulator_options(
     options
 }
 
+/// How quickly cphub acts in a fleet scenario.
+#[derive(Clone, Copy)]
+pub(crate) struct Pace {
+    /// Phone sync every this long.
+    pub sync_secs: u64,
+    /// Missed one-second heartbeats after which a phone is silent.
+    pub miss_threshold: u32,
+    /// The watchdog looks this often.
+    pub watchdog_interval_ms: u64,
+}
+
+impl Pace {
+    /// The watchdog tests' pace: a phone is silent after two seconds, the watchdog looks
+    /// every 100 ms and phone sync runs every second, so a scenario plays out in seconds.
+    pub(crate) const EAGER: Pace = Pace {
+        sync_secs: 1,
+        miss_threshold: 2,
+        watchdog_interval_ms: 100,
+    };
+}
+
 pub(crate) fn cphub_settings(
     port: u16,
     simulator: &Simulator,
     options: &SimOptions,
     watchdog: &str,
 ) -> String {
-    cphub_settings_synced(port, simulator, options, watchdog, 1)
+    cphub_settings_paced(port, simulator, options, watchdog, Pace::EAGER)
 }
 
-/// With phone sync every `sync_secs`: long, to see what the watchdog does on a book that
-/// lags behind the control plane.
-fn cphub_settings_synced(
+pub(crate) fn cphub_settings_paced(
     port: u16,
     simulator: &Simulator,
     options: &SimOptions,
     watchdog: &str,
-    sync_secs: u64,
+    pace: Pace,
 ) -> String {
+    let Pace {
+        sync_secs,
+        miss_threshold,
+        watchdog_interval_ms,
+    } = pace;
     format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n\
          [callbacks]\npublic_url = \"http://127.0.0.1:{port}\"\n\
-         [fleet]\nheartbeat_interval_secs = 1\nmiss_threshold = 2\n\
+         [fleet]\nheartbeat_interval_secs = 1\nmiss_threshold = {miss_threshold}\n\
          [cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 50\nsync_interval_secs = {sync_secs}\n\
          [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n\
-         [watchdog]\ninterval_ms = 100\n{recovery_grace}\
+         [watchdog]\ninterval_ms = {watchdog_interval_ms}\n{recovery_grace}\
          cooldown_secs = 2\nhourly_cap = 3\n{grace}{watchdog}",
         simulator.cph_endpoint(),
         options.project_id,
@@ -136,7 +160,11 @@ async fn start_synced(
     let port = free_port();
     let options = simulator_options(port, phones, tune);
     let simulator = Simulator::start(options.clone()).await.unwrap();
-    let settings = cphub_settings_synced(port, &simulator, &options, watchdog, sync_secs);
+    let pace = Pace {
+        sync_secs,
+        ..Pace::EAGER
+    };
+    let settings = cphub_settings_paced(port, &simulator, &options, watchdog, pace);
     let app = TestApp::spawn_on(db, &settings).await;
     configure_callbacks(&app.address, &simulator, &options).await;
     Fleet {
