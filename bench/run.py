@@ -251,6 +251,40 @@ def fresh_database(name):
     return url, lambda: postgres_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
 
+def generator(args, base, phones, busy_share, extra=()):
+    """One open-loop run of `cphub simulate --load --json` against `base`; its JSON report."""
+    # The busy share's sessions are minted during the ramp, at 2,500 a second up to a 20 s
+    # ramp, and the window opens 12 s after it: the ramp's mints are warm-up, not measured
+    # (a steady fleet mints only phones / 40 min a second).
+    ramp = min(20, max(10, round(phones * busy_share / 2500)))
+    cmd = [RELEASE / "cphub", "simulate", "--load", "--json",
+           "--phones", str(phones), "--cphub", base, "--token", TOKEN,
+           "--busy-share", str(busy_share),
+           "--ramp-secs", str(ramp), "--warmup-secs", str(ramp + 12),
+           "--window-secs", str(args.capacity_window), *extra]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         env=dict(os.environ, RUST_LOG="warn")).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def bare_run(args, phones):
+    """The generator's own limit on this machine: `phones` phones heartbeating, nobody
+    playing, against the bare ceiling server (which answers heartbeats only). The fleet the
+    rig itself can play, with the generator sharing the CPUs: no cphub can be measured
+    carrying more here."""
+    port = free_port()
+    proc = subprocess.Popen([RELEASE / "examples" / "bench_ceiling", f"127.0.0.1:{port}"])
+    try:
+        wait_for(f"http://127.0.0.1:{port}/")
+        # No session in the run: the mean idle time is far beyond it (and the bare server
+        # answers nothing but heartbeats).
+        return generator(args, f"http://127.0.0.1:{port}", phones, 0.0,
+                         ["--idle-mean-secs", "1e12"])
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def load_run(args, name, phones, extra=()):
     """One open-loop run (`cphub simulate --load --json`) of `phones` phones against a
     fresh cphub on a fresh database; returns the generator's JSON report."""
@@ -259,18 +293,7 @@ def load_run(args, name, phones, extra=()):
         with open(OUT / f"cphub-load-{name}.log", "w") as logfile:
             proc, base = serve(url, logfile)
             try:
-                # The busy share's sessions are minted during the ramp, at 2,500 a second up to
-                # a 20 s ramp, and the window opens 12 s after it: the ramp's mints are
-                # warm-up, not measured (a steady fleet mints only phones / 40 min a second).
-                ramp = min(20, max(10, round(phones * args.busy_share / 2500)))
-                cmd = [RELEASE / "cphub", "simulate", "--load", "--json",
-                       "--phones", str(phones), "--cphub", base, "--token", TOKEN,
-                       "--busy-share", str(args.busy_share),
-                       "--ramp-secs", str(ramp), "--warmup-secs", str(ramp + 12),
-                       "--window-secs", str(args.capacity_window), *extra]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                                     env=dict(os.environ, RUST_LOG="warn")).stdout
-                return json.loads(out.strip().splitlines()[-1])
+                return generator(args, base, phones, args.busy_share, extra)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
@@ -290,7 +313,7 @@ def carried(report):
     return True, "all kinds within p99 ≤ 25 ms, p99.9 ≤ 100 ms, no errors"
 
 
-def capacity(args, name, ceiling_phones):
+def capacity(args, name, ceiling_phones, run=None):
     """A rising ladder, then bisection: from --capacity-start phones, doubling while the fleet
     is carried (up to the ceiling in phones), then halving the gap between the largest fleet
     carried and the smallest not; --capacity-steps runs in all (each a fresh cphub and
@@ -299,7 +322,7 @@ def capacity(args, name, ceiling_phones):
     phones = min(args.capacity_start, hi)
     for _ in range(args.capacity_steps):
         log(f"{name}: capacity run with {phones:,} phones")
-        report = load_run(args, name, phones)
+        report = run(phones) if run else load_run(args, name, phones)
         ok, why = carried(report)
         log(f"{name}: {phones:,} phones {'carried' if ok else 'not carried'}: {why}")
         runs.append({"phones": phones, "carried": ok, "why": why, "report": report})
@@ -418,9 +441,21 @@ def report(args, info, ceil, results):
     return "\n".join(lines)
 
 
-def capacity_report(args, ceil, results):
+def capacity_row(label, cap, c_phones, target):
+    """A capacity table row: the largest fleet carried, the smallest not and why."""
+    ratio = cap["phones"] / c_phones
+    why = next((r["why"] for r in cap["runs"] if r["phones"] == cap["not_carried"]),
+               "the ceiling")
+    verdict = ("—", "") if target is None else (
+        f"≥ {target}×", "met" if ratio >= target else "**missed**")
+    return (f"| {label} | {cap['phones']:,} | {cap['not_carried']:,} ({why}) "
+            f"| {c_phones:,.0f} | {ratio:.2f} | {verdict[0]} | {verdict[1]} |")
+
+
+def capacity_report(args, ceil, rig, results):
     """The capacity table: the largest fleet carried on each backend beside the ceiling in
-    phones, and the flash crowd."""
+    phones and the rig's own limit (the generator against the bare server), and the flash
+    crowd."""
     c_phones = ceil["rps"] * args.heartbeat_interval
     lines = [
         "", f"Capacity: open-loop fleet (`cphub simulate --load`, on this machine), "
@@ -431,19 +466,12 @@ def capacity_report(args, ceil, results):
         "| backend | phones carried | not carried at | ceiling in phones | × ceiling | target | |",
         "|---|---:|---:|---:|---:|---|---|",
     ]
+    if rig:
+        lines.append(capacity_row("the rig: bare server, heartbeats only", rig, c_phones, None))
     targets = {"sqlite": 0.5, "postgres": 0.3}
     for name, (rows, notes) in results.items():
-        cap = notes.get("capacity")
-        if not cap:
-            continue
-        ratio = cap["phones"] / c_phones
-        target = targets.get(name)
-        why = next((r["why"] for r in cap["runs"] if r["phones"] == cap["not_carried"]),
-                   "the ceiling")
-        lines.append(
-            f"| {name} | {cap['phones']:,} | {cap['not_carried']:,} ({why}) "
-            f"| {c_phones:,.0f} | {ratio:.2f} | ≥ {target}× | "
-            f"{'met' if ratio >= target else '**missed**'} |")
+        if notes.get("capacity"):
+            lines.append(capacity_row(name, notes["capacity"], c_phones, targets.get(name)))
     lines += ["", f"Flash crowd: 10 % of {args.flash_phones:,} phones start sessions within 10 s "
               "(their mints, sign checks and enters together; heartbeats beside).", "",
               "| backend | sessions | p99 ms | p99.9 ms | max ms | errors | heartbeat p99 ms "
@@ -504,6 +532,11 @@ def main():
     info["load_before"] = open("/proc/loadavg").read().split()[0]
     log("ceiling")
     ceil = ceiling(args)
+    rig = None
+    if args.capacity_steps:
+        log("the rig's own limit: the generator against the bare server, heartbeats only")
+        rig = capacity(args, "bare server", ceil["rps"] * args.heartbeat_interval,
+                       run=lambda phones: bare_run(args, phones))
     results = {}
     for name in args.backends.split(","):
         if args.only_capacity:
@@ -543,13 +576,14 @@ def main():
                     postgres_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     info["load_after"] = open("/proc/loadavg").read().split()[0]
 
-    table = report(args, info, ceil, results) + capacity_report(args, ceil, results)
+    table = report(args, info, ceil, results) + capacity_report(args, ceil, rig, results)
     details = [n["usage"]["detail"] for _, n in results.values() if n.get("usage")]
     if details:
         table += "\n" + usage_query.markdown(details, args.usage_sessions)
     (OUT / "results.md").write_text(table + "\n")
     (OUT / "results.json").write_text(json.dumps(
-        {"machine": info, "ceiling": ceil, "results": results}, indent=2, default=str))
+        {"machine": info, "ceiling": ceil, "rig": rig, "results": results}, indent=2,
+        default=str))
     print(table)
     log(f"written to {OUT / 'results.md'} and results.json")
 
