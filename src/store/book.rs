@@ -56,18 +56,22 @@ macro_rules! session_columns {
 
 /// A phone that may be given to a new session: in no session, held for none (the part
 /// the `phones_free` index covers, so the pick never walks busy phones), heard from since
-/// `$4`, running as far as the control plane knows (chapter 4.3.1: 2; every other status is
+/// `$at`, running as far as the control plane knows (chapter 4.3.1: 2; every other status is
 /// in transition, failed or out of service), not being recovered or given up on, and not
 /// drained by a rollout (the row's own mark, migration 0018, which `phones_free` also
 /// leaves out: the drain writes the row a mint locks, so the two cannot cross).
 macro_rules! free_phone_sql {
-    () => {
-        "allocated_session_id IS NULL AND current_session_id IS NULL \
-           AND heartbeat_session_id IS NULL \
-           AND last_seen_at >= $4 AND (cph_status IS NULL OR cph_status = 2) \
-           AND drained_by_rollout IS NULL AND recovery_state IS NULL"
+    ($at:literal) => {
+        concat!(
+            "allocated_session_id IS NULL AND current_session_id IS NULL \
+               AND heartbeat_session_id IS NULL AND last_seen_at >= ",
+            $at,
+            " AND (cph_status IS NULL OR cph_status = 2) \
+               AND drained_by_rollout IS NULL AND recovery_state IS NULL"
+        )
     };
 }
+pub(super) use free_phone_sql;
 
 /// A phone's state as the operator sees it, from its row; `$1` is the freshness cut-off.
 /// One expression, so the gauge and the phone views can never disagree. The control plane's
@@ -531,16 +535,25 @@ pub(super) async fn clear_recovered(
 /// semi-join. PostgreSQL skips rows another mint has locked, so concurrent mints never wait
 /// for, or get, the same phone.
 macro_rules! pick_phone_sql {
-    ($candidates:expr, $limit:literal, $lock:literal) => {
+    ($candidates:expr, $limit:expr, $lock:literal) => {
         concat!(
             "UPDATE phones SET allocated_session_id = $1, allocated_until = $2, updated_at = $3 \
              WHERE phone_id = (SELECT phone_id FROM phones WHERE ",
             $candidates,
-            free_phone_sql!(),
+            free_phone_sql!("$4"),
             $limit,
             $lock,
             ") RETURNING phone_id, server_id, access_infos"
         )
+    };
+}
+
+/// The first free phone in key order (the `phones_free` index's order): the batch's set-wise
+/// pick (`mint_batch.rs`) reads the free phones in the same order, so a mint gets the same
+/// phone in a batch as alone.
+macro_rules! first_free {
+    () => {
+        " ORDER BY phone_id LIMIT 1"
     };
 }
 
@@ -567,11 +580,11 @@ fn pick_phone_sql<D: Sql>(candidates: Candidates) -> &'static str {
         (Candidates::Pinned, true) => pick_phone_sql!("phone_id = $5 AND ", "", " FOR UPDATE"),
         (Candidates::Pinned, false) => pick_phone_sql!("phone_id = $5 AND ", "", ""),
         (Candidates::WithApp, true) => {
-            pick_phone_sql!(has_app_sql!(), " LIMIT 1", " FOR UPDATE SKIP LOCKED")
+            pick_phone_sql!(has_app_sql!(), first_free!(), " FOR UPDATE SKIP LOCKED")
         }
-        (Candidates::WithApp, false) => pick_phone_sql!(has_app_sql!(), " LIMIT 1", ""),
-        (Candidates::Any, true) => pick_phone_sql!("", " LIMIT 1", " FOR UPDATE SKIP LOCKED"),
-        (Candidates::Any, false) => pick_phone_sql!("", " LIMIT 1", ""),
+        (Candidates::WithApp, false) => pick_phone_sql!(has_app_sql!(), first_free!(), ""),
+        (Candidates::Any, true) => pick_phone_sql!("", first_free!(), " FOR UPDATE SKIP LOCKED"),
+        (Candidates::Any, false) => pick_phone_sql!("", first_free!(), ""),
     }
 }
 
@@ -713,13 +726,13 @@ async fn keep_connect(
     Ok(())
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(super) fn constant_time_eq(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// The earlier mint's answer, from its session and what its key row kept.
-fn replay(stored: StoredMint) -> Result<MintAnswer, StoreError> {
+pub(super) fn replay(stored: StoredMint) -> Result<MintAnswer, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("minted session {what}"));
     let access = MintedAccess {
         ticket: Ticket::presented(stored.ticket).ok_or_else(|| corrupt("ticket"))?,

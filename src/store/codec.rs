@@ -359,7 +359,7 @@ pub(crate) fn access_infos_json(access: &[crate::domain::AccessInfo]) -> String 
 }
 
 /// An idempotency key as recorded by the mint that first used it, with its session.
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub(crate) struct StoredMint {
     pub request_hash: String,
     pub session_id: String,

@@ -18,6 +18,7 @@ mod event_batch;
 mod filter;
 mod group_commit;
 mod heartbeat_buffer;
+mod mint_batch;
 mod outbox;
 mod pause;
 mod phone_marks;

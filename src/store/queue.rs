@@ -11,6 +11,7 @@
 //! the next entry in the same order. SQLite has one writer, which serialises the passes.
 
 use super::book;
+use super::mint_batch;
 use super::codec::connect;
 use super::sql::{Sql, args};
 use super::{Allocation, MintRequest, StoreError};
@@ -385,12 +386,18 @@ fn corrupt_head(e: crate::domain::ParseError) -> StoreError {
 /// Plain mints in arrival order, in one transaction (the mint writer's batch, or a batch of
 /// one): the queue is served first, so a phone that became free goes to the players already
 /// waiting for its app before anyone new (docs/api.md "The wait queue"). The queue is served
-/// once, at the batch's latest `now`, and every mint then picks as it would alone: each one
+/// once, at the batch's latest `now`, and every mint then gets what it would alone: each one
 /// leaves what it would have left one by one, except that a hold lapsing within the batch's
 /// few milliseconds counts as lapsed for all of it (it is, by the time the batch commits).
 /// Serving once also keeps the lock order on PostgreSQL: lapsed and pinned phones, then the
 /// queue heads, then only rows the batch holds or skips (`book::pick_phone_sql`); serving
 /// before each mint would lock heads after phones the batch already holds.
+///
+/// The mints are decided set-wise (`mint_batch.rs`): a fixed number of statements for the
+/// whole batch rather than four to six per mint. Where that cannot decide, or finds that
+/// another transaction took a phone or a key first, it writes nothing and the batch mints
+/// one by one here (`book::mint_released`), as does a batch of one, whose single mint's
+/// statements are fewer.
 pub(super) async fn mint_batch<D: Sql>(
     tx: &mut D,
     requests: &[&MintRequest],
@@ -405,6 +412,12 @@ pub(super) async fn mint_batch<D: Sql>(
     pinned.sort_unstable();
     pinned.dedup();
     serve(tx, &MintTimes::of(latest), &pinned).await?;
+    // A batch of one takes the single mint's statements, fewer than the set-wise ones.
+    if requests.len() > 1
+        && let Some(allocations) = mint_batch::mint_set(tx, requests).await?
+    {
+        return Ok(allocations);
+    }
     let mut allocations = Vec::with_capacity(requests.len());
     for request in requests {
         allocations.push(book::mint_released(tx, request).await?);

@@ -10,6 +10,8 @@ use crate::helpers::*;
 
 backend_tests!(
     one_batch_of_random_mints_leaves_what_one_by_one_leaves,
+    a_batch_its_lists_cannot_decide_is_minted_one_by_one,
+    a_batch_replays_a_key_its_earlier_mint_used_and_mints_after_a_refusal,
     a_batch_serves_the_queue_before_its_mints,
     a_hold_that_lapsed_goes_to_the_queue_before_a_mint,
 );
@@ -17,7 +19,7 @@ backend_tests!(
 /// Phones p-0 … p-11; p-12 and p-13 are unknown to the book.
 const PHONES: u64 = 14;
 const KNOWN_PHONES: u64 = 12;
-/// `APP` is on p-0 … p-5, `OTHER` on p-6 … p-8, `LONELY` on none.
+/// `APP` is on p-0 … p-5, `OTHER` on p-4 … p-8 (p-4 and p-5 carry both), `LONELY` on none.
 const OTHER: &str = "com.example.other";
 const LONELY: &str = "com.example.lonely";
 
@@ -25,11 +27,14 @@ const LONELY: &str = "com.example.lonely";
 /// app or not, pinned to free, busy and unknown phones, some with an `Idempotency-Key`
 /// used again or with another request) committed as one batch answers each as the same
 /// mints one by one on a second store, and both books end alike: the same sessions, the
-/// same phones held for the same sessions.
+/// same phones held for the same sessions. The batches hold more mints for an app than it
+/// has free phones, and mints of both apps competing for the phones that carry both: the
+/// set-wise pick (`store/mint_batch.rs`) must still give each mint its one-by-one phone.
 async fn one_batch_of_random_mints_leaves_what_one_by_one_leaves(backend: Backend) {
     let mut answers = Vec::new();
-    for seed in [1_u64, 7, 42, 2024] {
-        let requests = random_mints(seed, 24);
+    let mut shared = [false; 2];
+    for seed in 0..SEEDS {
+        let requests = random_mints(seed, 6 + 6 * (seed as usize % 6));
         let (together, alone) = (open(backend).await, open(backend).await);
         for store in [&together, &alone] {
             fleet(store).await;
@@ -54,9 +59,28 @@ async fn one_batch_of_random_mints_leaves_what_one_by_one_leaves(backend: Backen
             let (a, b) = (a.await, b.await);
             assert_eq!(format!("{a:?}"), format!("{b:?}"), "seed {seed}, {id}");
         }
+        note_shared_phones(&requests, &batch, &mut shared);
         answers.extend(batch);
     }
     assert_mixed(&answers);
+    assert_eq!(
+        shared, [true; 2],
+        "both apps took a phone that carries both"
+    );
+}
+
+/// How many random batches: each size from 6 to 36 mints, several times over.
+const SEEDS: u64 = 36;
+
+/// Marks which app's app-wide mints took p-4 or p-5, the phones that carry both apps.
+fn note_shared_phones(requests: &[MintRequest], answers: &[Allocation], shared: &mut [bool; 2]) {
+    for (request, answer) in requests.iter().zip(answers) {
+        let phone = allocated(answer);
+        let on_shared = matches!(phone.as_deref(), Some("p-4" | "p-5"));
+        if on_shared && request.match_app && request.pinned_phone.is_none() {
+            shared[usize::from(request.app_id.as_str() == OTHER)] = true;
+        }
+    }
 }
 
 /// The test means something only if the batches hold every kind of answer.
@@ -90,7 +114,11 @@ async fn fleet(store: &TestStore) {
         version_name: None,
     };
     let apps: Vec<PhoneApp> = (0..9)
-        .map(|n| deployed(format!("p-{n}"), if n < 6 { APP } else { OTHER }))
+        .flat_map(|n| {
+            let app = (n < 6).then(|| deployed(format!("p-{n}"), APP));
+            let other = (n >= 4).then(|| deployed(format!("p-{n}"), OTHER));
+            app.into_iter().chain(other)
+        })
         .collect();
     store.sync_phone_apps(&apps, at("18:59:30")).await.unwrap();
     let mut busy = mint_request(&at_seven("s-busy"));
@@ -203,4 +231,79 @@ async fn a_hold_that_lapsed_goes_to_the_queue_before_a_mint(backend: Backend) {
         entry.phone_id.map(|p| p.to_string()).as_deref(),
         Some("p-1")
     );
+}
+
+/// The batch reads the first free phones in key order, as many as it has mints, from the
+/// earliest freshness cut-off of its mints. Here that list is p-0 and p-1, heard from at
+/// 18:59; the second mint takes only phones heard from since 19:00, so the list cannot
+/// tell whether a phone further on (p-2, heard from at 19:01) is free for it, and the batch
+/// is minted one by one: that mint gets p-2, where the list alone would answer
+/// `NO_FREE_PHONE`.
+async fn a_batch_its_lists_cannot_decide_is_minted_one_by_one(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-0", "p-1"], "18:59:00").await;
+    idle_phones(&store, &["p-2"], "19:01:00").await;
+    let early = Mint {
+        now: "19:02:00",
+        hold_until: "19:05:00",
+        ..at_seven("s-early")
+    };
+    let late = Mint {
+        fresh_since: "19:00:00",
+        ..early
+    };
+    let requests = [
+        mint_request(&early),
+        mint_request(&Mint {
+            session: "s-late",
+            ..late
+        }),
+    ];
+
+    let minted = store.mint_sessions(&[&requests[0], &requests[1]]).await;
+
+    let minted = minted.expect("batch commits");
+    let phones: Vec<Option<String>> = minted.iter().map(allocated).collect();
+    assert_eq!(
+        phones,
+        [Some("p-0".into()), Some("p-2".into())],
+        "{minted:?}"
+    );
+}
+
+/// As one by one (`book::mint_released`): a key the batch's first mint refused with is
+/// not kept, so the next mint with it mints; a key a mint of the batch minted with is
+/// replayed to the same request and refused to another (`KEY_REUSED`).
+async fn a_batch_replays_a_key_its_earlier_mint_used_and_mints_after_a_refusal(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-0"], "18:59:00").await;
+    let keyed = |session: &str, pinned: Option<&str>, hash: u64| {
+        let mut request = mint_request(&Mint {
+            pinned,
+            hold_until: "19:05:00",
+            ..at_seven(session)
+        });
+        request.key = Some(key(0, hash));
+        request
+    };
+    let requests = [
+        keyed("s-0", Some("p-9"), 0),
+        keyed("s-1", None, 1),
+        keyed("s-2", None, 1),
+        keyed("s-3", None, 0),
+    ];
+    let refs: Vec<&MintRequest> = requests.iter().collect();
+
+    let minted = store.mint_sessions(&refs).await.expect("batch commits");
+
+    assert_eq!(minted[0], Allocation::UnknownPhone);
+    assert_eq!(allocated(&minted[1]).as_deref(), Some("p-0"));
+    let Allocation::Replayed(replay) = &minted[2] else {
+        panic!("the same request again is replayed: {minted:?}");
+    };
+    assert_eq!(replay.access.session_id, "s-1".to_string());
+    assert_eq!(replay.phone_id, pid("p-0"));
+    assert_eq!(minted[3], Allocation::KeyReused);
+    let again = store.mint_session(&keyed("s-4", None, 1)).await.unwrap();
+    assert_eq!(again, minted[2], "the key row holds the batch's answer");
 }
