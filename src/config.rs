@@ -161,6 +161,9 @@ pub struct DatabaseSettings {
     pub write_queue_timeout_ms: u64,
     pub sqlite_synchronous: SqliteSynchronous,
     pub migrate_on_start: bool,
+    /// Group-commit writers on PostgreSQL ([`DatabaseSettings::writer_count`]).
+    #[serde(deserialize_with = "writer_count")]
+    pub writers: usize,
 }
 
 impl DatabaseSettings {
@@ -174,6 +177,18 @@ impl DatabaseSettings {
 
     pub fn write_queue_timeout(&self) -> Duration {
         Duration::from_millis(self.write_queue_timeout_ms)
+    }
+
+    /// How many group-commit writers commit the durable writes (`store::Writers`). SQLite
+    /// has one write connection: a second writer would only wait for it, and the point of
+    /// the one writer is that every kind of write shares its round's fsync. PostgreSQL
+    /// commits on its pool at once and shares WAL flushes between concurrent commits, so
+    /// `database.writers` rounds are in flight together.
+    pub fn writer_count(&self) -> usize {
+        match self.url {
+            DatabaseUrl::Sqlite(_) => 1,
+            DatabaseUrl::Postgres(_) => self.writers,
+        }
     }
 
     /// Whether mints go through a group commit (`store::Minter`). SQLite has one writer
@@ -635,6 +650,18 @@ fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let n = u64::deserialize(d)?;
     if n == 0 {
         return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(n)
+}
+
+/// `database.writers`: at least one, or nothing would commit; at most 64, as each writer
+/// holds a pool connection while it commits and more than a pool's worth only queue for one.
+fn writer_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if !(1..=64).contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "must be between 1 and 64 (group-commit writers on PostgreSQL), not {n}"
+        )));
     }
     Ok(n)
 }

@@ -22,9 +22,13 @@ const BOUND_MS: u64 = 50;
 
 async fn spawn_app(backend: Backend) -> TestApp {
     // Room in the PostgreSQL pool for the scrapes and reads while the writer and the
-    // background writes (hold sweeper, queue pass) wait behind the lock.
-    let overrides =
-        format!("[database]\nwrite_queue_timeout_ms = {BOUND_MS}\nmax_connections = 12\n");
+    // background writes (hold sweeper, queue pass) wait behind the lock. One writer on
+    // PostgreSQL too (SQLite has one anyway): each writer has its own queue, and the second
+    // request must queue behind the first one's held round, not reach a writer of its own
+    // that waits for the lock with it.
+    let overrides = format!(
+        "[database]\nwrite_queue_timeout_ms = {BOUND_MS}\nmax_connections = 12\nwriters = 1\n"
+    );
     TestApp::spawn_with(backend, &overrides).await
 }
 
