@@ -769,6 +769,30 @@ pub fn default_config_dir() -> PathBuf {
 mod tests {
     use super::*;
 
+    /// `database.writers` outside 1..=64 fails the start naming the key and the range; on
+    /// SQLite the setting is ignored (one writer), on PostgreSQL it is the count.
+    #[test]
+    fn database_writers_is_checked_at_load_and_counts_on_postgres_only() {
+        for bad in ["0", "65"] {
+            let toml = format!("[database]\nwriters = {bad}");
+            let error = Settings::with_overrides(&toml).unwrap_err().to_string();
+            assert!(error.contains("writers"), "{bad}: {error}");
+            assert!(error.contains("between 1 and 64"), "{bad}: {error}");
+        }
+        let count = |toml: &str| {
+            let settings = Settings::with_overrides(toml).unwrap();
+            settings.database.writer_count()
+        };
+        assert_eq!(
+            count("[database]\nwriters = 8"),
+            1,
+            "SQLite (the default url)"
+        );
+        let postgres = "[database]\nurl = \"postgres://u@h/db\"\n";
+        assert_eq!(count(postgres), 4, "the default");
+        assert_eq!(count(&format!("{postgres}writers = 64")), 64);
+    }
+
     /// 4.7.5's limits hold at load: a diagnostic the API would refuse fails the start,
     /// naming it; those within them load in order.
     /// Issue #20: a bad CIDR fails the start, and the message names the key and the entry.
