@@ -13,6 +13,7 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{StoreError, within};
 
@@ -23,6 +24,12 @@ pub trait Commit: Send + Sync + 'static {
     type Done: Send + 'static;
     /// Names a failed batch in the log.
     const WHAT: &'static str;
+
+    /// Names one job's write in its span (`op` of "store write"): what the batch is, unless
+    /// a batch holds several kinds of job.
+    fn what(_job: &Self::Job) -> &'static str {
+        Self::WHAT
+    }
 
     /// Commits `jobs` in one transaction, all or none: one result per job, in order.
     async fn commit(&self, jobs: &[Self::Job]) -> Result<Vec<Self::Done>, StoreError>;
@@ -91,8 +98,16 @@ impl<C: Commit> GroupCommit<C> {
     /// Writes `job` and returns once it is committed (or the commit failed, or the job
     /// waited too long to be tried), counting it in `meter`. The span is the request's view
     /// of its write: the wait in the queue and the batch's commit.
-    #[tracing::instrument(name = "store write", skip_all, fields(op = C::WHAT))]
     pub async fn submit(&self, job: C::Job, meter: &QueueMeter) -> Result<C::Done, Arc<StoreError>> {
+        let span = tracing::info_span!("store write", op = C::what(&job));
+        self.queue_and_wait(job, meter).instrument(span).await
+    }
+
+    async fn queue_and_wait(
+        &self,
+        job: C::Job,
+        meter: &QueueMeter,
+    ) -> Result<C::Done, Arc<StoreError>> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || Arc::new(StoreError::WriterStopped);
         // Stamped before the wait for room: a full channel is part of the wait in the queue.

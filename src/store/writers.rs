@@ -55,6 +55,15 @@ impl Commit for CommitRounds {
     type Done = Written;
     const WHAT: &'static str = "write round";
 
+    /// As each kind's batch was named when it had a writer of its own.
+    fn what(job: &Write) -> &'static str {
+        match job {
+            Write::Mint(_) => "mint batch",
+            Write::SignCheck(_) => "sign-check batch",
+            Write::Event(_) => "event batch",
+        }
+    }
+
     async fn commit(&self, jobs: &[Write]) -> Result<Vec<Written>, StoreError> {
         let sorted = ByKind::of(jobs);
         let done = self.store.write_round(&sorted.round(self)).await?;
