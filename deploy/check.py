@@ -67,6 +67,7 @@ KNOWN_METRICS = {
     "cphub_callbacks_refused_total": ("counter", set()),
     "cphub_write_queue_jobs": ("gauge", {"writer"}),
     "cphub_write_queue_dropped_total": ("counter", {"writer", "reason"}),
+    "cphub_write_rounds_total": ("counter", {"kinds"}),
     "cphub_phones": ("gauge", {"state"}),
     "cphub_rollout_phones": ("gauge", {"state"}),
     "cphub_encode_servers": ("gauge", {"state"}),
@@ -120,10 +121,12 @@ KNOWN_VALUES = {
     ("cphub_sign_check_decrypt_total", "result"): {"ok", "failed", "absent"},
     ("cphub_event_fields_truncated_total", "field"): {"error_msg"},
     ("cphub_events_total", "type"): {"enter", "quit", "unknown"},
-    # The group-commit writers (src/store/group_commit.rs) and why one drops a write.
+    # The kinds of write the group-commit writers take (src/store/writers.rs), why one is
+    # dropped, and how many kinds a round's transaction carried.
     ("cphub_write_queue_jobs", "writer"): {"events", "sign_checks", "mints"},
     ("cphub_write_queue_dropped_total", "writer"): {"events", "sign_checks", "mints"},
     ("cphub_write_queue_dropped_total", "reason"): {"requester_gone", "queued_too_long"},
+    ("cphub_write_rounds_total", "kinds"): {"1", "2", "3"},
     ("cphub_events_total", "outcome"): {"accepted", "duplicate", "conflict", "ignored", "rejected"},
     # mark_broken: the watchdog giving up on a phone (hourly cap reached).
     ("cphub_recoveries_total", "action"): {"restart", "reset", "mark_broken"},

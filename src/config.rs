@@ -161,6 +161,9 @@ pub struct DatabaseSettings {
     pub write_queue_timeout_ms: u64,
     pub sqlite_synchronous: SqliteSynchronous,
     pub migrate_on_start: bool,
+    /// Group-commit writers on PostgreSQL ([`DatabaseSettings::writer_count`]).
+    #[serde(deserialize_with = "writer_count")]
+    pub writers: usize,
 }
 
 impl DatabaseSettings {
@@ -174,6 +177,18 @@ impl DatabaseSettings {
 
     pub fn write_queue_timeout(&self) -> Duration {
         Duration::from_millis(self.write_queue_timeout_ms)
+    }
+
+    /// How many group-commit writers commit the durable writes (`store::Writers`). SQLite
+    /// has one write connection: a second writer would only wait for it, and the point of
+    /// the one writer is that every kind of write shares its round's fsync. PostgreSQL
+    /// commits on its pool at once and shares WAL flushes between concurrent commits, so
+    /// `database.writers` rounds are in flight together.
+    pub fn writer_count(&self) -> usize {
+        match self.url {
+            DatabaseUrl::Sqlite(_) => 1,
+            DatabaseUrl::Postgres(_) => self.writers,
+        }
     }
 
     /// Whether mints go through a group commit (`store::Minter`). SQLite has one writer
@@ -639,6 +654,18 @@ fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Ok(n)
 }
 
+/// `database.writers`: at least one, or nothing would commit; at most 64, as each writer
+/// holds a pool connection while it commits and more than a pool's worth only queue for one.
+fn writer_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if !(1..=64).contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "must be between 1 and 64 (group-commit writers on PostgreSQL), not {n}"
+        )));
+    }
+    Ok(n)
+}
+
 impl Settings {
     /// Whether a mint takes only a phone with the requested app: `access.match_app`, and a
     /// control plane to learn from which apps are where (without one, matching would find no
@@ -741,6 +768,30 @@ pub fn default_config_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `database.writers` outside 1..=64 fails the start naming the key and the range; on
+    /// SQLite the setting is ignored (one writer), on PostgreSQL it is the count.
+    #[test]
+    fn database_writers_is_checked_at_load_and_counts_on_postgres_only() {
+        for bad in ["0", "65"] {
+            let toml = format!("[database]\nwriters = {bad}");
+            let error = Settings::with_overrides(&toml).unwrap_err().to_string();
+            assert!(error.contains("writers"), "{bad}: {error}");
+            assert!(error.contains("between 1 and 64"), "{bad}: {error}");
+        }
+        let count = |toml: &str| {
+            let settings = Settings::with_overrides(toml).unwrap();
+            settings.database.writer_count()
+        };
+        assert_eq!(
+            count("[database]\nwriters = 8"),
+            1,
+            "SQLite (the default url)"
+        );
+        let postgres = "[database]\nurl = \"postgres://u@h/db\"\n";
+        assert_eq!(count(postgres), 4, "the default");
+        assert_eq!(count(&format!("{postgres}writers = 64")), 64);
+    }
 
     /// 4.7.5's limits hold at load: a diagnostic the API would refuse fails the start,
     /// naming it; those within them load in order.

@@ -26,8 +26,8 @@ use crate::receiver;
 use crate::rollout::Rollouts;
 use crate::routes;
 use crate::store::{
-    self, ApplyEvents, ApplyRules, CheckSigns, EventWriter, HeartbeatBuffer, HeartbeatFlusher,
-    MintSessions, MintWriter, Minter, Store, StoreError, TicketWriter, WriterLimits,
+    self, ApplyRules, CommitRounds, HeartbeatBuffer, HeartbeatFlusher, Minter, Store,
+    StoreError, WriteMeters, WriterLimits, Writers,
 };
 use crate::watchdog::{BookRetention, HoldSweeper, RetentionTask, Watchdog, WatchdogTask};
 use crate::webhooks::{WebhookDispatcher, WebhookTasks};
@@ -71,7 +71,7 @@ pub struct Application {
     watchdog_task: Option<WatchdogTask>,
     queue_task: QueueTask,
     webhook_tasks: WebhookTasks,
-    writer_tasks: [JoinHandle<()>; 3],
+    writer_tasks: Vec<JoinHandle<()>>,
 }
 
 impl Application {
@@ -111,32 +111,11 @@ impl Application {
             commit: settings.database.write_timeout(),
             queued: settings.database.write_queue_timeout(),
         };
-        let (writer, events_task) = EventWriter::spawn(
-            ApplyEvents {
-                store: Arc::clone(&store),
-                rules,
-            },
-            limits,
-            metrics.queue_meter("events"),
-        );
-        let (tickets, tickets_task) = TicketWriter::spawn(
-            CheckSigns {
-                store: Arc::clone(&store),
-                rules: Rules::from(&settings.effective_access()),
-            },
-            limits,
-            metrics.queue_meter("sign_checks"),
-        );
-        let (mints, mints_task) = match settings.database.groups_mints() {
-            true => {
-                let (writer, task) = MintWriter::spawn(
-                    MintSessions(Arc::clone(&store)),
-                    limits,
-                    metrics.queue_meter("mints"),
-                );
-                (Minter::Grouped(writer), task)
-            }
-            false => (Minter::Alone(Arc::clone(&store)), tokio::spawn(async {})),
+        let (writers, writer_tasks) =
+            spawn_writers(&settings, &store, rules, limits, &metrics);
+        let mints = match settings.database.groups_mints() {
+            true => Minter::Grouped(writers.clone()),
+            false => Minter::Alone(Arc::clone(&store)),
         };
         let buffer = Arc::new(HeartbeatBuffer::new(settings.heartbeats.flush_chunk()));
         let flusher = HeartbeatFlusher::spawn(
@@ -217,8 +196,7 @@ impl Application {
         warn_about_tokens(&settings.api.tokens);
         let shared = Shared {
             store,
-            writer,
-            tickets,
+            writers,
             mints,
             buffer,
             clock,
@@ -252,7 +230,7 @@ impl Application {
             watchdog_task,
             queue_task,
             webhook_tasks,
-            writer_tasks: [events_task, tickets_task, mints_task],
+            writer_tasks,
         })
     }
 
@@ -296,18 +274,42 @@ impl Application {
             .await
             .is_err()
         {
-            tracing::error!("event, sign-check or mint writer did not finish in time");
+            tracing::error!("a group-commit writer did not finish in time");
         }
         tracing::info!("cphub stopped");
         served
     }
 }
 
+/// The group-commit writers: one on SQLite, `database.writers` on PostgreSQL
+/// (`DatabaseSettings::writer_count`).
+fn spawn_writers(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    apply: ApplyRules,
+    limits: WriterLimits,
+    metrics: &Metrics,
+) -> (Writers, Vec<JoinHandle<()>>) {
+    let committer = || CommitRounds {
+        store: Arc::clone(store),
+        apply,
+        access: Rules::from(&settings.effective_access()),
+        rounds: metrics.round_meter(),
+    };
+    let meters = WriteMeters {
+        mints: metrics.queue_meter("mints"),
+        sign_checks: metrics.queue_meter("sign_checks"),
+        events: metrics.queue_meter("events"),
+    };
+    Writers::spawn(settings.database.writer_count(), committer, limits, meters)
+}
+
 /// What every HTTP worker shares.
 struct Shared {
     store: Arc<dyn Store>,
-    writer: EventWriter,
-    tickets: TicketWriter,
+    /// Enter/quit events and sign checks go to them as the `EventWriter` and `TicketWriter`
+    /// the handlers ask for: one type, registered once.
+    writers: Writers,
     mints: Minter,
     buffer: Arc<HeartbeatBuffer>,
     clock: Arc<dyn Clock>,
@@ -373,8 +375,7 @@ struct AppData {
     store: web::Data<dyn Store>,
     buffer: web::Data<HeartbeatBuffer>,
     clock: web::Data<dyn Clock>,
-    writer: web::Data<EventWriter>,
-    tickets: web::Data<TicketWriter>,
+    writers: web::Data<Writers>,
     mints: web::Data<Minter>,
     tokens: web::Data<BearerTokens>,
     rate_limit: web::Data<RateLimit>,
@@ -399,8 +400,7 @@ impl AppData {
             store: web::Data::from(shared.store),
             buffer: web::Data::from(shared.buffer),
             clock: web::Data::from(shared.clock),
-            writer: web::Data::new(shared.writer),
-            tickets: web::Data::new(shared.tickets),
+            writers: web::Data::new(shared.writers),
             mints: web::Data::new(shared.mints),
             tokens: web::Data::new(BearerTokens::new(settings.api.tokens.clone())),
             // One set of buckets for every worker: a token's limit is per process, not per
@@ -433,8 +433,7 @@ impl AppData {
 
     fn install(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(self.store.clone())
-            .app_data(self.writer.clone())
-            .app_data(self.tickets.clone())
+            .app_data(self.writers.clone())
             .app_data(self.mints.clone())
             .app_data(self.buffer.clone())
             .app_data(self.tokens.clone())

@@ -49,9 +49,14 @@ const SIGN_CHECK_REFUSALS: [ErrorCode; 11] = [
     ErrorCode::Internal,
 ];
 
-/// The group-commit writers, as `cphub_write_queue_*` label them (mints go through one
-/// on SQLite only; their series read 0 on PostgreSQL).
+/// The kinds of write the group-commit writers take, as `cphub_write_queue_*` label them
+/// (`writer`: the name from when each kind had a writer of its own). Mints go through the
+/// writers on SQLite only; their series read 0 on PostgreSQL.
 const WRITERS: [&str; 3] = ["events", "sign_checks", "mints"];
+
+/// How many kinds of write a writer's round can carry, as `cphub_write_rounds_total`'s
+/// `kinds` label counts them.
+const ROUND_KINDS: [&str; 3] = ["1", "2", "3"];
 
 /// Every `type`/`outcome` pair `cphub_events_total` counts.
 const EVENT_LABELS: [(&str, &str); 9] = [
@@ -103,6 +108,8 @@ pub struct Metrics {
     write_queue: IntGaugeVec,
     /// Jobs a writer dropped unwritten, by why (`store::QueueMeter`).
     write_queue_dropped: IntCounterVec,
+    /// Writers' rounds committed, by how many kinds of write shared the transaction.
+    write_rounds: IntCounterVec,
     pub recoveries: IntCounterVec,
     pub cph_requests: IntCounterVec,
     pub cph_duration: HistogramVec,
@@ -261,6 +268,12 @@ impl Metrics {
                 "cphub_write_queue_dropped_total",
                 "Writes a group-commit writer dropped unwritten, by reason",
                 &["writer", "reason"],
+            ),
+            write_rounds: counter(
+                &r,
+                "cphub_write_rounds_total",
+                "Group-commit rounds committed, by how many kinds of write (mints, sign checks, events) shared the round's transaction",
+                &["kinds"],
             ),
             recoveries: counter(
                 &r,
@@ -425,10 +438,16 @@ impl Metrics {
         for writer in WRITERS {
             self.queue_meter(writer);
         }
+        self.round_meter();
     }
 
-    /// The series one group-commit writer (`events`, `sign_checks`, `mints`) reports its
-    /// queue under.
+    /// `cphub_write_rounds_total`'s series, the one for rounds of `n` kinds at `n - 1`.
+    pub fn round_meter(&self) -> [IntCounter; 3] {
+        ROUND_KINDS.map(|kinds| self.write_rounds.with_label_values(&[kinds]))
+    }
+
+    /// The series the writers report one kind of write's queue under (`events`,
+    /// `sign_checks`, `mints`).
     pub fn queue_meter(&self, writer: &str) -> QueueMeter {
         let dropped = |reason| self.write_queue_dropped.with_label_values(&[writer, reason]);
         QueueMeter {

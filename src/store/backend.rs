@@ -7,6 +7,8 @@ use async_trait::async_trait;
 use super::AccountPause;
 use super::EndpointFilter;
 use super::WebhookBacklog;
+use super::event_batch::BatchTx;
+use super::round::{self, Round, RoundDone};
 use super::sql::Sql;
 use super::{
     Allocation, Applied, ApplyRules, ControlPlanePhone, EventRecord, FinishedRecovery, Lease,
@@ -30,9 +32,9 @@ use crate::usage::{self, UsageQuery, UsageRow};
 /// with `BEGIN IMMEDIATE`, PostgreSQL's pool), the migrations, the set-wise statements over
 /// lists (`json_each` vs `UNNEST`), the usage query and leadership are the backend's own.
 #[async_trait]
-pub(crate) trait Backend: Send + Sync + 'static {
-    /// A write transaction.
-    type Tx: Sql;
+pub(super) trait Backend: Send + Sync + 'static {
+    /// A write transaction, in which an event batch (`event_batch::apply`) runs too.
+    type Tx: Sql + BatchTx;
     /// Where reads go (a cheap handle on a pool).
     type Reader: Sql;
 
@@ -282,6 +284,11 @@ impl<B: Backend> Store for B {
     ) -> Result<Vec<Allocation>, StoreError> {
         let minted = in_transaction!(self, queue::mint_batch(requests));
         minted.map_err(during("mint_sessions"))
+    }
+
+    async fn write_round(&self, round: &Round<'_>) -> Result<RoundDone, StoreError> {
+        let written = in_transaction!(self, round::write(round));
+        written.map_err(during("write_round"))
     }
 
     async fn join_queue(&self, entry: &NewQueueEntry, times: &MintTimes) -> Result<(), StoreError> {

@@ -1,8 +1,9 @@
 //! Group commit for the writes that must be durable before the answer: enter/quit events,
-//! the consumption of sign-check tickets, and mints. Each request hands its write to one writer
+//! the consumption of sign-check tickets, and mints. Each request hands its write to a writer
 //! task and waits for the commit; while a transaction is committing, the next requests
 //! queue up and go into the next transaction together. Under load one fsync covers hundreds
-//! of writes, and every 200 still means "committed".
+//! of writes, and every 200 still means "committed". Which writers there are, and which
+//! write goes to which, is `writers.rs`'s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +13,9 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use super::{
-    Allocation, Applied, ApplyRules, MintRequest, PresentedSignCheck, ReceivedEvent,
-    SignCheckOutcome, Store, StoreError, within,
-};
-use crate::access::Rules;
+use super::{StoreError, within};
 
 /// One kind of write that is committed in groups.
 #[async_trait]
@@ -27,17 +25,25 @@ pub trait Commit: Send + Sync + 'static {
     /// Names a failed batch in the log.
     const WHAT: &'static str;
 
+    /// Names one job's write in its span (`op` of "store write"): what the batch is, unless
+    /// a batch holds several kinds of job.
+    fn what(_job: &Self::Job) -> &'static str {
+        Self::WHAT
+    }
+
     /// Commits `jobs` in one transaction, all or none: one result per job, in order.
     async fn commit(&self, jobs: &[Self::Job]) -> Result<Vec<Self::Done>, StoreError>;
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Arc<StoreError>>>;
 
-/// A job waiting for its writer: what to write, where to answer, and since when it waits.
+/// A job waiting for its writer: what to write, where to answer, since when it waits, and
+/// the series that count it.
 struct Queued<C: Commit> {
     job: C::Job,
     reply: Reply<C::Done>,
     since: Instant,
+    meter: QueueMeter,
 }
 
 /// How a writer batches and how long its jobs may take.
@@ -51,8 +57,9 @@ pub struct WriterLimits {
     pub queued: Duration,
 }
 
-/// What a writer reports of its queue (`cphub_write_queue_jobs` and
-/// `cphub_write_queue_dropped_total`, one writer's series of each).
+/// What the writers report of their queues for one kind of write (`cphub_write_queue_jobs`
+/// and `cphub_write_queue_dropped_total`, one kind's series of each): a writer takes jobs of
+/// several kinds, and each job carries its kind's meter.
 #[derive(Clone)]
 pub struct QueueMeter {
     /// Jobs submitted and not yet taken into a batch.
@@ -65,14 +72,12 @@ pub struct QueueMeter {
 
 pub struct GroupCommit<C: Commit> {
     queue: mpsc::Sender<Queued<C>>,
-    meter: QueueMeter,
 }
 
 impl<C: Commit> Clone for GroupCommit<C> {
     fn clone(&self) -> Self {
         GroupCommit {
             queue: self.queue.clone(),
-            meter: self.meter.clone(),
         }
     }
 }
@@ -80,21 +85,29 @@ impl<C: Commit> Clone for GroupCommit<C> {
 impl<C: Commit> GroupCommit<C> {
     /// Starts the writer task. It ends once every handle has been dropped and the queue is
     /// drained.
-    pub fn spawn(committer: C, limits: WriterLimits, meter: QueueMeter) -> (Self, JoinHandle<()>) {
+    pub fn spawn(committer: C, limits: WriterLimits) -> (Self, JoinHandle<()>) {
         let limits = WriterLimits {
             max_batch: limits.max_batch.max(1),
             ..limits
         };
         let (queue, rx) = mpsc::channel(limits.max_batch * 4);
-        let task = tokio::spawn(run(committer, rx, limits, meter.clone()));
-        (GroupCommit { queue, meter }, task)
+        let task = tokio::spawn(run(committer, rx, limits));
+        (GroupCommit { queue }, task)
     }
 
     /// Writes `job` and returns once it is committed (or the commit failed, or the job
-    /// waited too long to be tried). The span is the request's view of its write: the wait
-    /// in the queue and the batch's commit.
-    #[tracing::instrument(name = "store write", skip_all, fields(op = C::WHAT))]
-    pub async fn submit(&self, job: C::Job) -> Result<C::Done, Arc<StoreError>> {
+    /// waited too long to be tried), counting it in `meter`. The span is the request's view
+    /// of its write: the wait in the queue and the batch's commit.
+    pub async fn submit(&self, job: C::Job, meter: &QueueMeter) -> Result<C::Done, Arc<StoreError>> {
+        let span = tracing::info_span!("store write", op = C::what(&job));
+        self.queue_and_wait(job, meter).instrument(span).await
+    }
+
+    async fn queue_and_wait(
+        &self,
+        job: C::Job,
+        meter: &QueueMeter,
+    ) -> Result<C::Done, Arc<StoreError>> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || Arc::new(StoreError::WriterStopped);
         // Stamped before the wait for room: a full channel is part of the wait in the queue.
@@ -102,22 +115,22 @@ impl<C: Commit> GroupCommit<C> {
         let permit = self.queue.reserve().await.map_err(|_| stopped())?;
         // Counted once the job is certain to be queued (a request dropped while waiting for
         // room queues nothing), and before the writer can take it out.
-        self.meter.waiting.inc();
-        permit.send(Queued { job, reply, since });
+        meter.waiting.inc();
+        let meter = meter.clone();
+        permit.send(Queued {
+            job,
+            reply,
+            since,
+            meter,
+        });
         outcome.await.map_err(|_| stopped())?
     }
 }
 
-async fn run<C: Commit>(
-    committer: C,
-    mut rx: mpsc::Receiver<Queued<C>>,
-    limits: WriterLimits,
-    meter: QueueMeter,
-) {
+async fn run<C: Commit>(committer: C, mut rx: mpsc::Receiver<Queued<C>>, limits: WriterLimits) {
     let mut batch = Vec::with_capacity(limits.max_batch);
     while rx.recv_many(&mut batch, limits.max_batch).await > 0 {
-        meter.waiting.sub(batch.len() as i64);
-        let (jobs, replies) = still_awaited(&mut batch, limits.queued, &meter);
+        let (jobs, replies) = still_awaited(&mut batch, limits.queued);
         if jobs.is_empty() {
             continue;
         }
@@ -156,14 +169,15 @@ async fn run<C: Commit>(
 fn still_awaited<C: Commit>(
     batch: &mut Vec<Queued<C>>,
     bound: Duration,
-    meter: &QueueMeter,
 ) -> (Vec<C::Job>, Vec<Reply<C::Done>>) {
     let (mut jobs, mut replies) = (Vec::with_capacity(batch.len()), Vec::new());
     let mut too_long = Vec::new();
     for queued in batch.drain(..) {
+        queued.meter.waiting.dec();
         if queued.reply.is_closed() {
-            meter.requester_gone.inc();
+            queued.meter.requester_gone.inc();
         } else if queued.since.elapsed() > bound {
+            queued.meter.queued_too_long.inc();
             too_long.push(queued.reply);
         } else {
             jobs.push(queued.job);
@@ -171,7 +185,6 @@ fn still_awaited<C: Commit>(
         }
     }
     if !too_long.is_empty() {
-        meter.queued_too_long.inc_by(too_long.len() as u64);
         tracing::warn!(
             size = too_long.len(),
             "{} jobs waited in the queue longer than {bound:?}: refused unwritten",
@@ -202,87 +215,6 @@ fn fail<T>(what: &str, replies: Vec<Reply<T>>, error: StoreError) {
     );
     for reply in replies {
         let _ = reply.send(Err(Arc::clone(&error)));
-    }
-}
-
-/// Enter/quit events, applied in arrival order.
-pub struct ApplyEvents {
-    pub store: Arc<dyn Store>,
-    pub rules: ApplyRules,
-}
-
-#[async_trait]
-impl Commit for ApplyEvents {
-    type Job = ReceivedEvent;
-    type Done = Applied;
-    const WHAT: &'static str = "event batch";
-
-    async fn commit(&self, events: &[ReceivedEvent]) -> Result<Vec<Applied>, StoreError> {
-        self.store.apply_events(events, self.rules).await
-    }
-}
-
-pub type EventWriter = GroupCommit<ApplyEvents>;
-
-/// Sign checks: each decided against its session as the batch's earlier checks left it, a
-/// first use consuming the ticket and a reconnect logged, with one read and one write for
-/// the whole batch.
-pub struct CheckSigns {
-    pub store: Arc<dyn Store>,
-    pub rules: Rules,
-}
-
-#[async_trait]
-impl Commit for CheckSigns {
-    type Job = PresentedSignCheck;
-    type Done = SignCheckOutcome;
-    const WHAT: &'static str = "sign-check batch";
-
-    async fn commit(
-        &self,
-        checks: &[PresentedSignCheck],
-    ) -> Result<Vec<SignCheckOutcome>, StoreError> {
-        self.store.check_signs(checks, &self.rules).await
-    }
-}
-
-pub type TicketWriter = GroupCommit<CheckSigns>;
-
-/// Mints (`POST /api/v1/sessions`): a flash crowd's mints share a transaction and its
-/// fsync instead of queueing for SQLite's one writer one by one (on PostgreSQL see [`Minter`]).
-/// Each answer is what minting one by one in arrival order would have answered
-/// (`queue::mint_batch`); a refused or replayed mint is an answer, not a failed batch.
-pub struct MintSessions(pub Arc<dyn Store>);
-
-#[async_trait]
-impl Commit for MintSessions {
-    /// Shared with the requester, who answers with the request's ticket and key.
-    type Job = Arc<MintRequest>;
-    type Done = Allocation;
-    const WHAT: &'static str = "mint batch";
-
-    async fn commit(&self, requests: &[Arc<MintRequest>]) -> Result<Vec<Allocation>, StoreError> {
-        let requests: Vec<&MintRequest> = requests.iter().map(AsRef::as_ref).collect();
-        self.0.mint_sessions(&requests).await
-    }
-}
-
-pub type MintWriter = GroupCommit<MintSessions>;
-
-/// How `POST /api/v1/sessions` mints: through the [`MintWriter`] or a transaction each
-/// (`DatabaseSettings::groups_mints` says which, and why).
-#[derive(Clone)]
-pub enum Minter {
-    Grouped(MintWriter),
-    Alone(Arc<dyn Store>),
-}
-
-impl Minter {
-    pub async fn mint(&self, request: Arc<MintRequest>) -> Result<Allocation, Arc<StoreError>> {
-        match self {
-            Minter::Grouped(writer) => writer.submit(request).await,
-            Minter::Alone(store) => store.mint_session(&request).await.map_err(Arc::new),
-        }
     }
 }
 
@@ -329,7 +261,7 @@ mod tests {
         }
     }
 
-    fn spawn(numbers: &Numbers, meter: &QueueMeter) -> (GroupCommit<Numbers>, JoinHandle<()>) {
+    fn spawn(numbers: &Numbers, meter: &QueueMeter) -> (Metered, JoinHandle<()>) {
         spawn_batching(numbers, meter, 64)
     }
 
@@ -338,13 +270,24 @@ mod tests {
         numbers: &Numbers,
         meter: &QueueMeter,
         max_batch: usize,
-    ) -> (GroupCommit<Numbers>, JoinHandle<()>) {
+    ) -> (Metered, JoinHandle<()>) {
         let limits = WriterLimits {
             max_batch,
             commit: Duration::from_secs(5),
             queued: Duration::from_secs(60),
         };
-        GroupCommit::spawn(numbers.clone(), limits, meter.clone())
+        let (writer, task) = GroupCommit::spawn(numbers.clone(), limits);
+        let meter = meter.clone();
+        (Metered(writer, meter), task)
+    }
+
+    /// A writer whose every job counts in one meter.
+    struct Metered(GroupCommit<Numbers>, QueueMeter);
+
+    impl Metered {
+        async fn submit(&self, n: i64) -> Result<i64, Arc<StoreError>> {
+            self.0.submit(n, &self.1).await
+        }
     }
 
     /// Submits `jobs` at once (all queued before the writer wakes: one batch); whether each

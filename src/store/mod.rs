@@ -5,9 +5,9 @@
 //! [`Store`] (docs/architecture.md "Inside the store").
 //!
 //! Writes reach the store through adaptors that decide how often it is touched:
-//! [`EventWriter`], [`TicketWriter`] and [`MintWriter`] commit enter/quit events, sign-check
-//! ticket consumptions and mints in groups, [`HeartbeatBuffer`] coalesces heartbeats in memory and flushes
-//! them in batches.
+//! the [`Writers`] commit enter/quit events, sign-check ticket consumptions and mints in
+//! groups, every kind of a round in one transaction, [`HeartbeatBuffer`] coalesces heartbeats
+//! in memory and flushes them in batches.
 
 mod audit;
 mod backend;
@@ -25,11 +25,13 @@ mod phone_marks;
 mod postgres;
 mod queue;
 mod retention;
+mod round;
 mod rollout;
 mod sign_check_batch;
 mod sql;
 mod sqlite;
 mod usage;
+mod writers;
 
 use std::sync::Arc;
 
@@ -44,16 +46,12 @@ use crate::domain::{
 use crate::usage::{UsageQuery, UsageRow};
 
 pub use audit::{AuditFilter, AuditRecord, NewAuditEntry};
-pub(crate) use backend::Backend;
+use backend::Backend;
 pub use codec::{
     Diagnostics, EncodeServer, EventRecord, Phone, PhoneHealth, Recovery, SyncedProperty,
 };
 pub use filter::{SessionFilter, SessionFilterArgs};
-pub use group_commit::{
-    ApplyEvents, CheckSigns, EventWriter, GroupCommit, MintSessions, MintWriter, Minter, QueueMeter,
-    WriterLimits,
-    TicketWriter,
-};
+pub use group_commit::{Commit, GroupCommit, QueueMeter, WriterLimits};
 pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher};
 pub use outbox::{
     AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryPosition,
@@ -64,8 +62,12 @@ pub use phone_marks::{OutOfServiceMark, PausePeriod, PhoneMarks};
 pub use postgres::PostgresStore;
 pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use retention::Retention;
+pub use round::{Round, RoundDone};
 pub use rollout::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange};
 pub use sqlite::SqliteStore;
+pub use writers::{
+    CommitRounds, EventWriter, Job, Minter, TicketWriter, WriteMeters, Write, Writers, Written,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -578,6 +580,11 @@ pub trait Store: Send + Sync + 'static {
     /// by one would have answered (see `queue::mint_batch` for the one exception).
     async fn mint_sessions(&self, requests: &[&MintRequest])
     -> Result<Vec<Allocation>, StoreError>;
+
+    /// A writer's round in one transaction: its mints as [`Store::mint_sessions`], then its
+    /// sign checks as [`Store::check_signs`], then its events as [`Store::apply_events`],
+    /// all committed or none.
+    async fn write_round(&self, round: &Round<'_>) -> Result<RoundDone, StoreError>;
 
     /// Adds the entry at the back of its app's queue and serves the queue in the same
     /// transaction, so an entry that finds a free phone is assigned at once.

@@ -3,6 +3,7 @@
 //! order by `access::decide`, then one write of the first uses (`book::mark_verified`). A
 //! sign check so costs no round trip of its own, as an event costs none in `event_batch`.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use super::book::{self, issued_access_columns};
@@ -11,16 +12,17 @@ use super::sql::{Sql, args};
 use super::{Admission, PresentedSignCheck, SignCheckOutcome, StoreError, Verification};
 use crate::access::{self, Issued, Refusal, Rules, Verdict};
 
-/// Decides `checks` in order and records what they admit; one outcome per check.
-pub(super) async fn check_signs<S: Sql>(
+/// Decides `checks` in order and records what they admit; one outcome per check. Owned or
+/// borrowed: a writer's round lends the checks it holds among its other jobs.
+pub(super) async fn check_signs<S: Sql, C: Borrow<PresentedSignCheck> + Sync>(
     tx: &mut S,
-    checks: &[PresentedSignCheck],
+    checks: &[C],
     rules: &Rules,
 ) -> Result<Vec<SignCheckOutcome>, StoreError> {
     let mut issued = read_issued(tx, checks).await?;
     let mut outcomes = Vec::with_capacity(checks.len());
     let (mut places, mut verifications) = (Vec::new(), Vec::new());
-    for (place, check) in checks.iter().enumerate() {
+    for (place, check) in checks.iter().map(Borrow::borrow).enumerate() {
         let outcome = decide(issued.get_mut(check.session_id.as_str()), check, rules);
         if let Ok((verdict, _)) = &outcome.verdict
             && let Some(verification) = to_record(check, *verdict)
@@ -42,11 +44,11 @@ pub(super) async fn check_signs<S: Sql>(
 /// The batch's sessions that were issued a ticket, by id, read once. PostgreSQL locks
 /// them in key order, as every writer locks sessions, so nothing changes them between this
 /// read and the write; SQLite's one writer connection is the lock there.
-async fn read_issued<S: Sql>(
+async fn read_issued<S: Sql, C: Borrow<PresentedSignCheck>>(
     tx: &mut S,
-    checks: &[PresentedSignCheck],
+    checks: &[C],
 ) -> Result<HashMap<String, Issued>, StoreError> {
-    let ids: Vec<&str> = checks.iter().map(|c| c.session_id.as_str()).collect();
+    let ids: Vec<&str> = checks.iter().map(|c| c.borrow().session_id.as_str()).collect();
     let ids = serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let sql = match S::LOCKS_ROWS {
         true => READ_ISSUED_POSTGRES,

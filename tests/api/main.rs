@@ -45,3 +45,4 @@ mod webhooks_api;
 mod webhooks_crash;
 mod webhooks_fleet;
 mod write_queue;
+mod writers;

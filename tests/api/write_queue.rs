@@ -22,14 +22,18 @@ const BOUND_MS: u64 = 50;
 
 async fn spawn_app(backend: Backend) -> TestApp {
     // Room in the PostgreSQL pool for the scrapes and reads while the writer and the
-    // background writes (hold sweeper, queue pass) wait behind the lock.
-    let overrides =
-        format!("[database]\nwrite_queue_timeout_ms = {BOUND_MS}\nmax_connections = 12\n");
+    // background writes (hold sweeper, queue pass) wait behind the lock. One writer on
+    // PostgreSQL too (SQLite has one anyway): each writer has its own queue, and the second
+    // request must queue behind the first one's held round, not reach a writer of its own
+    // that waits for the lock with it.
+    let overrides = format!(
+        "[database]\nwrite_queue_timeout_ms = {BOUND_MS}\nmax_connections = 12\nwriters = 1\n"
+    );
     TestApp::spawn_with(backend, &overrides).await
 }
 
 /// The value of one series in `GET /metrics`.
-async fn metric(app: &TestApp, series: &str) -> f64 {
+pub(crate) async fn metric(app: &TestApp, series: &str) -> f64 {
     let text = app.get("/metrics", None).await.text().await.unwrap();
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -37,7 +41,7 @@ async fn metric(app: &TestApp, series: &str) -> f64 {
 }
 
 /// The operator token goes along: the callbacks ignore it, mints need it.
-fn post(app: &TestApp, path: &str, body: Value) -> JoinHandle<Response> {
+pub(crate) fn post(app: &TestApp, path: &str, body: Value) -> JoinHandle<Response> {
     let (client, url) = (app.client.clone(), format!("{}{path}", app.address));
     let request = client.post(url).bearer_auth(TOKEN).json(&body);
     tokio::spawn(async move { request.send().await.unwrap() })
@@ -139,7 +143,7 @@ async fn an_enter_queued_past_the_bound_is_refused_unwritten_then_applied_once_6
 
 /// The sign check of a minted session, as a phone sends it (6.1); `encrypted_data` is
 /// empty, which `access.encrypted_data = "observe"` (the default) admits.
-fn sign_check(minted: &Value) -> Value {
+pub(crate) fn sign_check(minted: &Value) -> Value {
     json!({
         "session_id": minted["session_id"], "ticket": minted["ticket"],
         "auth_ts": minted["auth_ts"], "encrypted_data": "", "aes_iv": "",

@@ -19,3 +19,4 @@ mod retention;
 mod rollouts;
 mod usage;
 mod webhooks;
+mod writers;
