@@ -191,13 +191,14 @@ impl DatabaseSettings {
         }
     }
 
-    /// Whether mints go through a group commit (`store::Minter`). SQLite has one writer
-    /// connection: a mint of its own is an fsync of its own, and a flash crowd's mints
-    /// queued for it until they timed out. PostgreSQL mints on the whole pool at once and
-    /// shares a WAL flush among concurrent commits by itself; through a writer there, whose
-    /// batch runs its mints one after another holding their phones' rows, a flash crowd's
-    /// mints all timed out (docs/benchmarks.md, "Mints in groups").
-    pub fn groups_mints(&self) -> bool {
+    /// Whether mints share the callbacks' writers (`store::Minter`) or have one of their
+    /// own. SQLite: they share its one writer, so a round's mints, sign checks and events
+    /// share one fsync. PostgreSQL: a writer of their own. A round there locks its sessions
+    /// before their phones, as every writer does, but a mint picks its phone before the
+    /// session it creates exists; in a round with callbacks that order could cross another
+    /// writer's. Alone, a mint batch takes lapsed sessions, then phones (the chosen ones
+    /// with `SKIP LOCKED`, never waiting), so it keeps the one order.
+    pub fn mints_share_the_writers(&self) -> bool {
         matches!(self.url, DatabaseUrl::Sqlite(_))
     }
 }

@@ -111,12 +111,8 @@ impl Application {
             commit: settings.database.write_timeout(),
             queued: settings.database.write_queue_timeout(),
         };
-        let (writers, writer_tasks) =
+        let (writers, mints, writer_tasks) =
             spawn_writers(&settings, &store, rules, limits, &metrics);
-        let mints = match settings.database.groups_mints() {
-            true => Minter::Grouped(writers.clone()),
-            false => Minter::Alone(Arc::clone(&store)),
-        };
         let buffer = Arc::new(HeartbeatBuffer::new(settings.heartbeats.flush_chunk()));
         let flusher = HeartbeatFlusher::spawn(
             Arc::clone(&buffer),
@@ -282,14 +278,15 @@ impl Application {
 }
 
 /// The group-commit writers: one on SQLite, `database.writers` on PostgreSQL
-/// (`DatabaseSettings::writer_count`).
+/// (`DatabaseSettings::writer_count`), and the mints' (the same on SQLite, one of their own
+/// on PostgreSQL: `DatabaseSettings::mints_share_the_writers`).
 fn spawn_writers(
     settings: &Settings,
     store: &Arc<dyn Store>,
     apply: ApplyRules,
     limits: WriterLimits,
     metrics: &Metrics,
-) -> (Writers, Vec<JoinHandle<()>>) {
+) -> (Writers, Minter, Vec<JoinHandle<()>>) {
     let committer = || CommitRounds {
         store: Arc::clone(store),
         apply,
@@ -301,7 +298,14 @@ fn spawn_writers(
         sign_checks: metrics.queue_meter("sign_checks"),
         events: metrics.queue_meter("events"),
     };
-    Writers::spawn(settings.database.writer_count(), committer, limits, meters)
+    let count = settings.database.writer_count();
+    let (writers, mut tasks) = Writers::spawn(count, committer, limits, meters.clone());
+    if settings.database.mints_share_the_writers() {
+        return (writers.clone(), Minter(writers), tasks);
+    }
+    let (mints, mint_task) = Writers::spawn(1, committer, limits, meters);
+    tasks.extend(mint_task);
+    (writers, Minter(mints), tasks)
 }
 
 /// What every HTTP worker shares.

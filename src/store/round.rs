@@ -58,9 +58,9 @@ pub(super) async fn write<T: Sql + BatchTx>(
 /// them in one transaction would lock sessions after phones, and two writers (or
 /// replicas) could then wait for each other in a cycle. Taken up front, the round's locks
 /// follow the one order, and the batch functions find their rows already held. SQLite's
-/// one writer connection is the lock there. Mints do not go through here on PostgreSQL
-/// (`DatabaseSettings::groups_mints`): their pick of a free phone locks phones before the
-/// session it creates.
+/// one writer connection is the lock there. On PostgreSQL mints have a writer of their own
+/// (`DatabaseSettings::mints_share_the_writers`), so a round holds mints or callbacks, not
+/// both: a mint's pick of a free phone locks phones before the session it creates.
 async fn lock_in_order<S: Sql>(tx: &mut S, round: &Round<'_>) -> Result<(), StoreError> {
     if !S::LOCKS_ROWS || round.checks.is_empty() || round.events.is_empty() {
         return Ok(());

@@ -521,6 +521,7 @@ mod tests {
             write_queue_timeout_ms: 3_000,
             sqlite_synchronous: SqliteSynchronous::Full,
             migrate_on_start: true,
+            writers: 1,
         };
         let store = SqliteStore::connect(&url, &settings).await.unwrap();
         store.migrate().await.unwrap();

@@ -258,20 +258,16 @@ pub fn route(session_id: &str, count: usize) -> usize {
     (hasher.finish() % count.max(1) as u64) as usize
 }
 
-/// How `POST /api/v1/sessions` mints: through the [`Writers`] or a transaction each
-/// (`DatabaseSettings::groups_mints` says which, and why).
+/// How `POST /api/v1/sessions` mints: through group-commit writers, whose rounds fold a
+/// flash crowd's mints into a few set-wise statements and one commit (`store/mint_batch.rs`).
+/// On SQLite they are the callbacks' one writer (`DatabaseSettings::mints_share_the_writers`
+/// says why); on PostgreSQL a writer of their own.
 #[derive(Clone)]
-pub enum Minter {
-    Grouped(Writers),
-    Alone(Arc<dyn Store>),
-}
+pub struct Minter(pub Writers);
 
 impl Minter {
     pub async fn mint(&self, request: Arc<MintRequest>) -> Result<Allocation, Arc<StoreError>> {
-        match self {
-            Minter::Grouped(writers) => writers.submit(request).await,
-            Minter::Alone(store) => store.mint_session(&request).await.map_err(Arc::new),
-        }
+        self.0.submit(request).await
     }
 }
 
