@@ -52,8 +52,8 @@ pub(super) async fn write<T: Sql + BatchTx>(
     })
 }
 
-/// On PostgreSQL, when a round holds both sign checks and events: locks every session of
-/// the round, then every phone they hold or the events name, each in key order. Each batch
+/// On PostgreSQL, when a round holds sign checks: locks every session of the round, then
+/// every phone they hold or the events name, each in key order. Each batch
 /// function locks its own sessions then phones in key order, as every writer does; two of
 /// them in one transaction would lock sessions after phones, and two writers (or
 /// replicas) could then wait for each other in a cycle. Taken up front, the round's locks
@@ -62,7 +62,12 @@ pub(super) async fn write<T: Sql + BatchTx>(
 /// (`DatabaseSettings::mints_share_the_writers`), so a round holds mints or callbacks, not
 /// both: a mint's pick of a free phone locks phones before the session it creates.
 async fn lock_in_order<S: Sql>(tx: &mut S, round: &Round<'_>) -> Result<(), StoreError> {
-    if !S::LOCKS_ROWS || round.checks.is_empty() || round.events.is_empty() {
+    // With sign checks alone too: a first use's consumption updates its phone in the
+    // statement's join order, not key order, and crossed a heartbeat flush's upsert (which
+    // takes phones in key order): PostgreSQL's log showed the deadlock under the capacity
+    // mix, and the round failed after `deadlock_timeout`. Events alone lock their own rows
+    // in key order (`event_batch`).
+    if !S::LOCKS_ROWS || round.checks.is_empty() {
         return Ok(());
     }
     let sessions = round.checks.iter().map(|c| c.session_id.as_str());
