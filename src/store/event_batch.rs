@@ -125,7 +125,7 @@ pub(super) trait BatchTx: Send {
 /// Applies `events` in arrival order; one result per event. The caller commits.
 pub(super) async fn apply<T: BatchTx>(
     tx: &mut T,
-    events: &[ReceivedEvent],
+    events: &[&ReceivedEvent],
     rules: ApplyRules,
 ) -> Result<Vec<Applied>, StoreError> {
     if events.is_empty() {
@@ -142,6 +142,7 @@ pub(super) async fn apply<T: BatchTx>(
     }
     let changes: Vec<_> = events
         .iter()
+        .copied()
         .zip(&applied)
         .filter_map(|(received, applied)| applied.session.as_ref().map(|s| (received, s)))
         .collect();
@@ -162,12 +163,12 @@ pub(super) async fn apply<T: BatchTx>(
 /// for it, is neither created nor found. A second read, a new statement, sees it.
 async fn read<T: BatchTx>(
     tx: &mut T,
-    events: &[ReceivedEvent],
+    events: &[&ReceivedEvent],
     rules: ApplyRules,
 ) -> Result<BatchRows, StoreError> {
     let read = BatchRead {
         firsts: match rules.record_unknown_sessions {
-            true => first_of_each(events.iter(), |r| r.event.session_id.as_str()),
+            true => first_of_each(events.iter().copied(), |r| r.event.session_id.as_str()),
             false => Vec::new(),
         },
         sessions: sorted_unique(events.iter().map(|r| r.event.session_id.as_str())),

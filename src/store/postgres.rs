@@ -116,7 +116,7 @@ impl Backend for PostgresStore {
         rules: ApplyRules,
     ) -> Result<Vec<Applied>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let applied = event_batch::apply(&mut tx, events, rules).await?;
+        let applied = event_batch::apply(&mut tx, &events.iter().collect::<Vec<_>>(), rules).await?;
         tx.commit().await?;
         Ok(applied)
     }

@@ -14,7 +14,7 @@ use crate::access::Rules;
 pub struct Round<'a> {
     pub mints: &'a [&'a MintRequest],
     pub checks: &'a [&'a PresentedSignCheck],
-    pub events: &'a [ReceivedEvent],
+    pub events: &'a [&'a ReceivedEvent],
     pub apply: ApplyRules,
     pub access: &'a Rules,
 }

@@ -179,7 +179,7 @@ impl Backend for SqliteStore {
         rules: ApplyRules,
     ) -> Result<Vec<Applied>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let applied = event_batch::apply(&mut tx, events, rules).await?;
+        let applied = event_batch::apply(&mut tx, &events.iter().collect::<Vec<_>>(), rules).await?;
         tx.commit().await?;
         Ok(applied)
     }

@@ -96,12 +96,11 @@ impl CommitRounds {
     }
 }
 
-/// A round's jobs sorted by kind, each kind in arrival order. The event batch takes a
-/// slice of events, hence their copies (a few short strings each, next to a commit).
+/// A round's jobs sorted by kind, each kind in arrival order.
 struct ByKind<'a> {
     mints: Vec<&'a MintRequest>,
     checks: Vec<&'a PresentedSignCheck>,
-    events: Vec<ReceivedEvent>,
+    events: Vec<&'a ReceivedEvent>,
 }
 
 impl<'a> ByKind<'a> {
@@ -115,7 +114,7 @@ impl<'a> ByKind<'a> {
             match job {
                 Write::Mint(request) => sorted.mints.push(request),
                 Write::SignCheck(check) => sorted.checks.push(check),
-                Write::Event(event) => sorted.events.push(event.clone()),
+                Write::Event(event) => sorted.events.push(event),
             }
         }
         sorted

@@ -100,7 +100,7 @@ async fn one_round(
     let round = Round {
         mints: &[],
         checks: &[&check],
-        events: std::slice::from_ref(&quit),
+        events: &[&quit],
         apply,
         access: &access,
     };
