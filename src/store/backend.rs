@@ -49,7 +49,7 @@ pub(super) trait Backend: Send + Sync + 'static {
         events: &[ReceivedEvent],
         rules: ApplyRules,
     ) -> Result<Vec<Applied>, StoreError>;
-    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError>;
+    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<Vec<usize>, StoreError>;
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError>;
     async fn explain_usage(&self, query: &UsageQuery) -> Result<Vec<String>, StoreError>;
     /// The whole buckets of a query split for the rollups (`crate::usage::Split`).
@@ -129,7 +129,7 @@ impl<B: Backend> Store for B {
         applied.map_err(during("apply_events"))
     }
 
-    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError> {
+    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<Vec<usize>, StoreError> {
         let recorded = Backend::record_heartbeats(self, heartbeats).await;
         recorded.map_err(during("record_heartbeats"))
     }

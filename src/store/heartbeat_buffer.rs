@@ -85,9 +85,10 @@ impl HeartbeatBuffer {
         self.len() == 0
     }
 
-    /// Writes everything pending, in chunks, each within `limit`. On failure the heartbeats
-    /// not yet written go back into the buffer (unless newer ones arrived meanwhile), so a
-    /// database outage delays them but loses none.
+    /// Writes everything pending, in chunks, each within `limit`; returns how many were
+    /// written. Those the store deferred (rows another writer held) go back into the
+    /// buffer for the next flush, and on failure so do those not yet written, unless newer
+    /// ones arrived meanwhile: a database outage or a busy row delays them, loses none.
     pub async fn flush(&self, store: &dyn Store, limit: Duration) -> Result<usize, StoreError> {
         let mut batch = self.take();
         if batch.is_empty() {
@@ -96,13 +97,19 @@ impl HeartbeatBuffer {
         // Key order: each chunk then touches a run of neighbouring rows (index pages), and on
         // PostgreSQL every writer locks rows in key order.
         batch.sort_unstable_by(|a, b| a.phone_id.as_str().cmp(b.phone_id.as_str()));
-        let mut written = 0;
+        let (mut done, mut written) = (0, 0);
         for chunk in batch.chunks(self.chunk) {
-            if let Err(error) = super::within(limit, store.record_heartbeats(chunk)).await {
-                self.give_back(batch.drain(written..));
-                return Err(error);
+            match super::within(limit, store.record_heartbeats(chunk)).await {
+                Ok(deferred) => {
+                    written += chunk.len() - deferred.len();
+                    self.give_back(deferred.iter().filter_map(|&i| chunk.get(i).cloned()));
+                }
+                Err(error) => {
+                    self.give_back(batch.drain(done..));
+                    return Err(error);
+                }
             }
-            written += chunk.len();
+            done += chunk.len();
         }
         Ok(written)
     }
@@ -159,7 +166,7 @@ impl HeartbeatFlusher {
                     _ = stopped.changed() => break,
                 }
             }
-            flush_logged(&buffer, &*store, limit).await;
+            flush_before_stopping(&buffer, &*store, limit).await;
         });
         HeartbeatFlusher { stop, task }
     }
@@ -171,6 +178,21 @@ impl HeartbeatFlusher {
         }
     }
 }
+
+/// The last flush: again while rows were busy (another writer commits within
+/// milliseconds), so that stopping leaves nothing deferred behind, unless the database fails.
+async fn flush_before_stopping(buffer: &HeartbeatBuffer, store: &dyn Store, limit: Duration) {
+    for _ in 0..LAST_FLUSH_ATTEMPTS {
+        flush_logged(buffer, store, limit).await;
+        if buffer.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(pending = buffer.len(), "stopped with heartbeats unwritten");
+}
+
+const LAST_FLUSH_ATTEMPTS: usize = 50;
 
 async fn flush_logged(buffer: &HeartbeatBuffer, store: &dyn Store, limit: Duration) {
     match buffer.flush(store, limit).await {

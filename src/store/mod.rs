@@ -23,6 +23,7 @@ mod outbox;
 mod pause;
 mod phone_marks;
 mod postgres;
+mod postgres_heartbeats;
 mod queue;
 mod retention;
 mod round;
@@ -461,8 +462,11 @@ pub trait Store: Send + Sync + 'static {
         rules: ApplyRules,
     ) -> Result<Vec<Applied>, StoreError>;
 
-    /// Records the latest heartbeat of each phone (at most one per phone) in one transaction.
-    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError>;
+    /// Records the latest heartbeat of each phone (at most one per phone) in one
+    /// transaction. Returns the indices of those deferred: on PostgreSQL, the heartbeats
+    /// whose session or phone another writer held, skipped rather than waited for (the
+    /// caller writes them again later); never any on SQLite, which has one writer.
+    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<Vec<usize>, StoreError>;
 
     async fn session(&self, session_id: &SessionId) -> Result<Option<Session>, StoreError>;
 

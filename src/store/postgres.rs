@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 use super::backend;
+use super::postgres_heartbeats;
 use super::event_batch::{self, BatchRead, BatchRows, BatchTx, BatchWrite, PhoneLinks, Written};
 use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, Role, StoreError, usage};
 use crate::config::DatabaseSettings;
@@ -122,26 +123,9 @@ impl Backend for PostgresStore {
     }
 
     /// One statement per table for the whole batch (arrays + UNNEST), so a flush of tens of
-    /// thousands of phones is two round trips, not tens of thousands.
-    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError> {
-        // Rows are locked in the order every other writer uses — sessions before phones,
-        // each in key order (the event batch, the ticket writer, hold release) — so a flush
-        // never waits in a cycle with them: taken in the buffer's hash order, a flush and an
-        // event batch deadlocked under the mixed load of the fleet generator.
-        let mut heartbeats: Vec<&Heartbeat> = heartbeats.iter().collect();
-        heartbeats.sort_unstable_by(|a, b| a.phone_id.as_str().cmp(b.phone_id.as_str()));
-        let column = |f: fn(&Heartbeat) -> Option<&str>| -> Vec<Option<String>> {
-            heartbeats
-                .iter()
-                .map(|hb| f(hb).map(str::to_owned))
-                .collect()
-        };
-        let phone_ids = column(|hb| Some(hb.phone_id.as_str()));
-        let session_ids = column(|hb| hb.session_id.as_ref().map(|s| s.as_str()));
-        let app_ids = column(|hb| hb.app_id.as_ref().map(|a| a.as_str()));
-        let times: Vec<UtcTime> = heartbeats.iter().map(|hb| hb.time).collect();
-        let received: Vec<UtcTime> = heartbeats.iter().map(|hb| hb.received_at).collect();
-
+    /// thousands of phones is a few round trips, not tens of thousands. Rows another
+    /// writer holds are skipped, not waited for, and their heartbeats deferred.
+    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<Vec<usize>, StoreError> {
         let mut tx = self.pool.begin().await?;
         // Heartbeats are soft state, sent again every interval: the flush's commit need not
         // wait for its WAL flush (a server crash may lose the last few hundred milliseconds
@@ -149,40 +133,9 @@ impl Backend for PostgresStore {
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "SELECT 1 FROM sessions WHERE session_id = ANY($1::text[]) \
-             ORDER BY session_id FOR UPDATE",
-        )
-        .bind(&session_ids)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE sessions SET last_heartbeat_at = u.t \
-             FROM UNNEST($1::text[], $2::timestamptz[]) AS u(s, t) \
-             WHERE sessions.session_id = u.s \
-               AND (sessions.last_heartbeat_at IS NULL OR sessions.last_heartbeat_at < u.t)",
-        )
-        .bind(&session_ids)
-        .bind(&times)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(concat!(
-            "INSERT INTO phones (phone_id, last_heartbeat_at, last_seen_at, \
-               heartbeat_session_id, heartbeat_app_id, created_at, updated_at) \
-             SELECT p, t, r, s, a, r, r \
-             FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[]) \
-               AS u(p, t, r, s, a) ORDER BY p",
-            crate::store::book::heartbeat_upsert!()
-        ))
-        .bind(&phone_ids)
-        .bind(&times)
-        .bind(&received)
-        .bind(&session_ids)
-        .bind(&app_ids)
-        .execute(&mut *tx)
-        .await?;
+        let deferred = postgres_heartbeats::write(&mut tx, heartbeats).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(deferred)
     }
 
     async fn maintain_event_log(

@@ -188,7 +188,7 @@ impl Backend for SqliteStore {
     /// PostgreSQL does with UNNEST. One statement per phone made a flush of 70k phones take
     /// longer than the flush interval (each statement is a round trip to sqlx's SQLite
     /// thread), holding the only writer while events waited.
-    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<(), StoreError> {
+    async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<Vec<usize>, StoreError> {
         // Tuples serialise as JSON arrays straight into the string: no JSON tree in memory.
         let rows: Vec<_> = heartbeats
             .iter()
@@ -219,7 +219,8 @@ impl Backend for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        writer.restore().await
+        writer.restore().await?;
+        Ok(Vec::new())
     }
 
     /// SQLite serves one process: it always leads.

@@ -7,6 +7,10 @@
 //! the watchdog abandoned sessions of phones in play (the scale-out test's rollout run).
 //! SQLite has one writer connection, so lock order is PostgreSQL's question alone.
 
+use std::time::Duration;
+
+use cphub::domain::Session;
+use cphub::store::HeartbeatBuffer;
 use sqlx::{Connection, Executor, PgConnection};
 
 use crate::helpers::*;
@@ -175,4 +179,71 @@ async fn mint_batch_and_flush_wait_in_line() {
         .expect("the batch commits after the flush");
     let phones: Vec<_> = minted.iter().map(allocated).collect();
     assert_eq!(phones, [Some("p-3".into()), Some("p-1".into())]);
+}
+
+/// A flush chunk never waits for a row another writer holds (an event batch, a sign check,
+/// a mint committing): it writes the rest and hands the held rows' heartbeats back to the
+/// buffer, and the next flush writes them. Waiting for each in turn, in key order, took
+/// 40-146 ms per chunk under the fleet benchmark while the chunk's own locks held events up.
+#[test]
+fn a_flush_defers_the_rows_another_writer_holds_and_writes_them_next() {
+    crate::helpers::run_scenario(
+        "a_flush_defers_the_rows_another_writer_holds_and_writes_them_next",
+        async {
+            if postgres_available() {
+                flush_skips_held_rows().await
+            }
+        },
+    )
+}
+
+async fn flush_skips_held_rows() {
+    let store = open(Backend::Postgres).await;
+    apply(
+        &store,
+        &[
+            enter("s-1", "p-1", "19:00:00"),
+            enter("s-2", "p-2", "19:00:00"),
+        ],
+    )
+    .await;
+    idle_phones(&store, &["p-3"], "19:00:00").await;
+    let mut other = PgConnection::connect(store.url()).await.unwrap();
+    other.execute("BEGIN").await.unwrap();
+    let held = "SELECT 1 FROM sessions WHERE session_id = 's-1' FOR UPDATE; \
+                SELECT 1 FROM phones WHERE phone_id = 'p-3' FOR UPDATE";
+    other.execute(held).await.unwrap();
+    let buffer = HeartbeatBuffer::new(1000);
+    for (phone, session) in [("p-1", Some("s-1")), ("p-2", Some("s-2")), ("p-3", None)] {
+        buffer.record(heartbeat(phone, "19:00:05", session, "19:00:06"));
+    }
+    buffer.record(heartbeat("p-4", "19:00:05", None, "19:00:06")); // a phone new to the book
+
+    // Bounded only so that a flush which waits fails the test instead of hanging it.
+    let flushed = buffer.flush(&*store, Duration::from_secs(60));
+    let written = tokio::time::timeout(Duration::from_secs(30), flushed).await;
+    let written = written.expect("the flush waited for a held row").unwrap();
+
+    assert_eq!(written, 2, "p-2 with s-2, and p-4");
+    assert_eq!(buffer.len(), 2, "p-1 (its session held) and p-3 wait");
+    let touched = |s: Option<Session>| s.and_then(|s| s.last_heartbeat_at);
+    assert_eq!(touched(session(&store, "s-2").await), Some(at("19:00:05")));
+    assert_eq!(touched(session(&store, "s-1").await), None);
+    let p4 = phone(&store, "p-4", at("18:00:00")).await.expect("created");
+    assert_eq!(p4.last_heartbeat_at, Some(at("19:00:05")));
+    let p3 = phone(&store, "p-3", at("18:00:00")).await.unwrap();
+    assert_eq!(
+        p3.last_heartbeat_at,
+        Some(at("19:00:00")),
+        "p-3 not written"
+    );
+
+    other.execute("COMMIT").await.unwrap();
+    let written = buffer.flush(&*store, Duration::from_secs(60)).await;
+
+    assert_eq!(written.unwrap(), 2);
+    assert!(buffer.is_empty());
+    assert_eq!(touched(session(&store, "s-1").await), Some(at("19:00:05")));
+    let p3 = phone(&store, "p-3", at("18:00:00")).await.unwrap();
+    assert_eq!(p3.last_heartbeat_at, Some(at("19:00:05")));
 }
