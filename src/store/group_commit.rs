@@ -172,11 +172,13 @@ fn still_awaited<C: Commit>(
 ) -> (Vec<C::Job>, Vec<Reply<C::Done>>) {
     let (mut jobs, mut replies) = (Vec::with_capacity(batch.len()), Vec::new());
     let mut too_long = Vec::new();
+    // One reading of the clock for the batch: `since.elapsed()` read it once per job.
+    let now = Instant::now();
     for queued in batch.drain(..) {
         queued.meter.waiting.dec();
         if queued.reply.is_closed() {
             queued.meter.requester_gone.inc();
-        } else if queued.since.elapsed() > bound {
+        } else if now.saturating_duration_since(queued.since) > bound {
             queued.meter.queued_too_long.inc();
             too_long.push(queued.reply);
         } else {
