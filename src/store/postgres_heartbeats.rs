@@ -18,21 +18,22 @@ use sqlx::{Postgres, Transaction};
 use super::StoreError;
 use crate::domain::{Heartbeat, UtcTime};
 
-/// Of `$1`, the rows that exist but another transaction holds; locks the others, in key
-/// order. The lock runs to its end (MATERIALIZED) before the difference is taken.
-const BUSY_SESSIONS: &str = "\
-    WITH locked AS MATERIALIZED (\
-        SELECT session_id FROM sessions WHERE session_id = ANY($1::text[]) \
-        ORDER BY session_id FOR UPDATE SKIP LOCKED) \
-    SELECT session_id FROM sessions WHERE session_id = ANY($1::text[]) \
-    EXCEPT SELECT session_id FROM locked";
+/// Of the keys `$1` of `$table`, those whose row exists but another transaction holds;
+/// locks the others, in key order. The lock runs to its end (MATERIALIZED) before the
+/// difference is taken.
+macro_rules! busy_rows {
+    ($table:literal, $key:literal) => {
+        concat!(
+            "WITH locked AS MATERIALIZED (SELECT ", $key, " FROM ", $table,
+            " WHERE ", $key, " = ANY($1::text[]) ORDER BY ", $key, " FOR UPDATE SKIP LOCKED) ",
+            "SELECT ", $key, " FROM ", $table, " WHERE ", $key, " = ANY($1::text[]) ",
+            "EXCEPT SELECT ", $key, " FROM locked"
+        )
+    };
+}
 
-const BUSY_PHONES: &str = "\
-    WITH locked AS MATERIALIZED (\
-        SELECT phone_id FROM phones WHERE phone_id = ANY($1::text[]) \
-        ORDER BY phone_id FOR UPDATE SKIP LOCKED) \
-    SELECT phone_id FROM phones WHERE phone_id = ANY($1::text[]) \
-    EXCEPT SELECT phone_id FROM locked";
+const BUSY_SESSIONS: &str = busy_rows!("sessions", "session_id");
+const BUSY_PHONES: &str = busy_rows!("phones", "phone_id");
 
 /// Writes what of `heartbeats` it can in `tx`; returns the indices of those deferred
 /// because their session or phone was busy. The caller commits.
