@@ -162,7 +162,9 @@ impl HeartbeatFlusher {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = ticks.tick() => flush_logged(&buffer, &*store, limit).await,
+                    _ = ticks.tick() => {
+                        flush_logged(&buffer, &*store, limit).await;
+                    }
                     _ = stopped.changed() => break,
                 }
             }
@@ -180,28 +182,37 @@ impl HeartbeatFlusher {
 }
 
 /// The last flush: again while rows were busy (another writer commits within
-/// milliseconds), so that stopping leaves nothing deferred behind, unless the database fails.
+/// milliseconds), so that stopping leaves nothing deferred behind. A failed flush is not
+/// tried again: with the database down, each attempt could take all of `limit`.
 async fn flush_before_stopping(buffer: &HeartbeatBuffer, store: &dyn Store, limit: Duration) {
     for _ in 0..LAST_FLUSH_ATTEMPTS {
-        flush_logged(buffer, store, limit).await;
-        if buffer.is_empty() {
-            return;
+        if !flush_logged(buffer, store, limit).await || buffer.is_empty() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tracing::warn!(pending = buffer.len(), "stopped with heartbeats unwritten");
+    if !buffer.is_empty() {
+        tracing::warn!(pending = buffer.len(), "stopped with heartbeats unwritten");
+    }
 }
 
 const LAST_FLUSH_ATTEMPTS: usize = 50;
 
-async fn flush_logged(buffer: &HeartbeatBuffer, store: &dyn Store, limit: Duration) {
+/// Whether the flush succeeded (whatever it deferred).
+async fn flush_logged(buffer: &HeartbeatBuffer, store: &dyn Store, limit: Duration) -> bool {
     match buffer.flush(store, limit).await {
-        Ok(0) => {}
-        Ok(n) => tracing::debug!(heartbeats = n, "heartbeats flushed"),
-        Err(error) => tracing::warn!(
-            error = %crate::telemetry::ErrorChain(&error),
-            pending = buffer.len(),
-            "heartbeat flush failed; will retry"
-        ),
+        Ok(0) => true,
+        Ok(n) => {
+            tracing::debug!(heartbeats = n, "heartbeats flushed");
+            true
+        }
+        Err(error) => {
+            tracing::warn!(
+                error = %crate::telemetry::ErrorChain(&error),
+                pending = buffer.len(),
+                "heartbeat flush failed; will retry"
+            );
+            false
+        }
     }
 }
