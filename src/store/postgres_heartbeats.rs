@@ -41,26 +41,25 @@ pub(super) async fn write(
     tx: &mut Transaction<'_, Postgres>,
     heartbeats: &[Heartbeat],
 ) -> Result<Vec<usize>, StoreError> {
-    let mut heartbeats: Vec<(usize, &Heartbeat)> = heartbeats.iter().enumerate().collect();
-    heartbeats.sort_unstable_by(|a, b| a.1.phone_id.as_str().cmp(b.1.phone_id.as_str()));
+    // Not sorted here: each statement orders its own locks (the busy queries lock in key
+    // order, the upsert inserts in key order), and the touch updates only sessions this
+    // transaction holds already.
     let session_ids: Vec<&str> = (heartbeats.iter())
-        .filter_map(|(_, hb)| hb.session_id.as_ref().map(|s| s.as_str()))
+        .filter_map(|hb| hb.session_id.as_ref().map(|s| s.as_str()))
         .collect();
-    let phone_ids: Vec<&str> = heartbeats.iter().map(|(_, hb)| hb.phone_id.as_str()).collect();
+    let phone_ids: Vec<&str> = heartbeats.iter().map(|hb| hb.phone_id.as_str()).collect();
     let busy_sessions = busy(tx, BUSY_SESSIONS, &session_ids).await?;
     let busy_phones = busy(tx, BUSY_PHONES, &phone_ids).await?;
 
     let session_busy = |hb: &Heartbeat| {
         (hb.session_id.as_ref()).is_some_and(|s| busy_sessions.contains(s.as_str()))
     };
-    touch_sessions(tx, heartbeats.iter().map(|(_, hb)| *hb).filter(|hb| !session_busy(hb)))
-        .await?;
-    let free_phones = (heartbeats.iter().map(|(_, hb)| *hb))
-        .filter(|hb| !busy_phones.contains(hb.phone_id.as_str()));
-    upsert_phones(tx, free_phones).await?;
-    Ok((heartbeats.iter())
-        .filter(|(_, hb)| session_busy(hb) || busy_phones.contains(hb.phone_id.as_str()))
-        .map(|(i, _)| *i)
+    let phone_busy = |hb: &Heartbeat| busy_phones.contains(hb.phone_id.as_str());
+    touch_sessions(tx, heartbeats.iter().filter(|hb| !session_busy(hb))).await?;
+    upsert_phones(tx, heartbeats.iter().filter(|hb| !phone_busy(hb))).await?;
+    Ok((heartbeats.iter().enumerate())
+        .filter(|(_, hb)| session_busy(hb) || phone_busy(hb))
+        .map(|(i, _)| i)
         .collect())
 }
 
