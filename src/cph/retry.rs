@@ -24,7 +24,10 @@ impl Backoff {
 }
 
 /// Closed → (N consecutive failures) → open for `open_for` → half-open: one trial request;
-/// success closes it, failure opens it again.
+/// success closes it, failure opens it again. A trial that never reports back (its caller
+/// was cancelled: a timeout around the call, a dropped request handler) is given up after
+/// another `open_for`, and the next request is the trial: otherwise the breaker would stay
+/// half-open, refusing every call, until the process restarts.
 pub struct CircuitBreaker {
     threshold: u32,
     open_for: Duration,
@@ -35,7 +38,8 @@ pub struct CircuitBreaker {
 enum BreakerState {
     Closed { failures: u32 },
     Open { until: Instant },
-    HalfOpen,
+    /// One trial is out; another may go at `retry_at` if it has not reported back by then.
+    HalfOpen { retry_at: Instant },
 }
 
 impl CircuitBreaker {
@@ -50,13 +54,18 @@ impl CircuitBreaker {
     /// May a request go out now? While open: no. When the open period ends, one trial.
     pub fn allow(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
         match *state {
             BreakerState::Closed { .. } => true,
-            BreakerState::Open { until } if Instant::now() >= until => {
-                *state = BreakerState::HalfOpen;
+            BreakerState::Open { until: due } | BreakerState::HalfOpen { retry_at: due }
+                if now >= due =>
+            {
+                *state = BreakerState::HalfOpen {
+                    retry_at: now + self.open_for,
+                };
                 true
             }
-            BreakerState::Open { .. } | BreakerState::HalfOpen => false,
+            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => false,
         }
     }
 
@@ -121,6 +130,20 @@ mod tests {
         assert!(!breaker.allow(), "a failed trial opens it again");
         std::thread::sleep(Duration::from_millis(40));
         assert!(breaker.allow());
+        breaker.record_success();
+        assert!(breaker.allow() && breaker.allow(), "closed again");
+    }
+
+    #[test]
+    fn a_trial_that_never_reports_back_is_given_up_after_the_open_period() {
+        let breaker = CircuitBreaker::new(1, Duration::from_millis(30));
+        breaker.record_failure();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow(), "the trial goes out");
+        // Its caller is cancelled: neither success nor failure is ever recorded.
+        assert!(!breaker.allow(), "no second trial while the first may still answer");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(breaker.allow(), "a new trial once the first is given up");
         breaker.record_success();
         assert!(breaker.allow() && breaker.allow(), "closed again");
     }
