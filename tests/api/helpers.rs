@@ -16,7 +16,7 @@ pub const TOKEN: &str = "test-operator-token-0123456789abcdef";
 
 #[path = "../common/db.rs"]
 mod db;
-pub use db::{Backend, TestDb, postgres_available, run_scenario, run_scenario_on};
+pub use db::{Backend, TestDb, postgres_available, run_scenario, run_scenario_on, within};
 use db::{sqlx_connect, wait_for_lock_waiters};
 
 static LOGGING: LazyLock<()> = LazyLock::new(|| {
@@ -233,7 +233,12 @@ impl TestApp {
         Fut: std::future::Future<Output = Option<Value>>,
     {
         let mut last = None;
+        // 200 polls, and never more than a minute however slow each answer is.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         for _ in 0..200 {
+            if tokio::time::Instant::now() > deadline {
+                break;
+            }
             last = fetch().await;
             if let Some(value) = &last
                 && check(value)

@@ -10,7 +10,7 @@ use cphub::cph::{CphClient, PhoneItem, model::job_status};
 use cphub::simulator::{SimOptions, Simulator};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, TestApp};
+use crate::helpers::{Backend, TOKEN, TestApp, within};
 
 /// A simulator of `phones` phones whose callbacks go to the cphub at `cphub`, no players.
 pub(crate) fn simulator_options(cphub: &str, phones: usize) -> SimOptions {
@@ -26,7 +26,7 @@ pub(crate) fn simulator_options(cphub: &str, phones: usize) -> SimOptions {
 /// cphub's settings for talking to the simulator's control plane.
 pub(crate) fn cph_settings(simulator: &Simulator, options: &SimOptions) -> Settings {
     Settings::with_overrides(&format!(
-        "[cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 20\n\
+        "[cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 20\njob_deadline_secs = 60\n\
          [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n",
         simulator.cph_endpoint(),
         options.project_id,
@@ -39,11 +39,25 @@ pub(crate) fn cph_settings(simulator: &Simulator, options: &SimOptions) -> Setti
 /// Points every simulated phone at the cphub at `address` through cphub's own client, as
 /// `phones configure-callbacks --all --wait` does, and waits for the jobs; then restarts the
 /// phones, as 4.3.9's properties take effect only after a restart (4.3.6), and waits again.
+/// Bounded well below the scenario's limit, so that a set-up that never ends says so.
 pub(crate) async fn configure_callbacks(
     address: &str,
     simulator: &Simulator,
     options: &SimOptions,
 ) {
+    let set_up = configure_and_restart(address, simulator, options);
+    within(
+        "configuring the simulated phones' callbacks",
+        SET_UP_LIMIT,
+        set_up,
+    )
+    .await
+}
+
+/// Time for [`configure_callbacks`]: two jobs per phone, each followed up to 60 s.
+const SET_UP_LIMIT: Duration = Duration::from_secs(150);
+
+async fn configure_and_restart(address: &str, simulator: &Simulator, options: &SimOptions) {
     let mut settings = cph_settings(simulator, options);
     settings.fleet.heartbeat_interval_secs = 1;
     let property =

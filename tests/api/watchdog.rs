@@ -188,13 +188,18 @@ pub(crate) async fn recoveries(app: &TestApp, phone_id: &str) -> Vec<Value> {
     body["recoveries"].as_array().unwrap().clone()
 }
 
-/// Polls the recovery log of `phone_id` until `check` holds (up to 30 s).
+/// Polls the recovery log of `phone_id` until `check` holds (300 polls, 30 s when answers
+/// are quick, and never more than 90 s however slow they are).
 pub(crate) async fn wait_for_recoveries(
     app: &TestApp,
     phone_id: &str,
     check: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     for _ in 0..300 {
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
         let log = recoveries(app, phone_id).await;
         if check(&log) {
             return log;

@@ -59,6 +59,20 @@ pub fn scenario_limit() -> std::time::Duration {
     std::time::Duration::from_secs(secs)
 }
 
+/// Awaits `step`, failing the test under `what` if it takes longer than `limit`. For set-up
+/// steps whose own bounds are long (following a job may take `cph.job_deadline_secs`): a
+/// scenario that hangs should say where.
+pub async fn within<T>(
+    what: &str,
+    limit: std::time::Duration,
+    step: impl std::future::Future<Output = T>,
+) -> T {
+    match tokio::time::timeout(limit, step).await {
+        Ok(done) => done,
+        Err(_) => panic!("{what} took longer than {limit:?}"),
+    }
+}
+
 /// Runs one scenario on its own runtime (as `#[tokio::test]` would), failing it when it
 /// outlives [`scenario_limit`]. The runtime is then shut down with a bound too: a plain drop
 /// waits for every blocking task, and one waiting on a child process that never exits would

@@ -30,7 +30,7 @@ use cphub::store::{
 #[path = "../common/db.rs"]
 mod db;
 pub use db::{
-    Backend, TestDb, lock_waiters, postgres_available, run_scenario, wait_for_lock_waiters,
+    Backend, TestDb, lock_waiters, postgres_available, run_scenario, wait_for_lock_waiters, within,
 };
 
 /// A migrated store on a fresh database; derefs to the `Store` under test.
