@@ -2,6 +2,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# sqlx-core, patched (vendor/sqlx-core/PATCHED.md): Cargo.toml's [patch.crates-io] needs it.
+COPY vendor vendor
 COPY src src
 COPY migrations migrations
 COPY config config
