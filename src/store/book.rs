@@ -1088,6 +1088,13 @@ const CONSUME_TICKETS_SQLITE: &str = "\
 /// `$1`: a JSON array of [`FirstUse`], times in epoch microseconds. The phones' update
 /// reads what the sessions' update returns, so it holds only phones whose ticket was
 /// consumed here, locking sessions before phones as every writer does.
+///
+/// The sessions are named twice: the join alone left the plan to the planner's guesses (100
+/// rows from `json_array_elements`; on a book that grew faster than autovacuum analysed it,
+/// few sessions in all), and in a flash crowd on a fresh book it scanned every minted session
+/// for each round: 22 ms a round, the most expensive statement of the run
+/// (`pg_stat_statements`; docs/benchmarks.md). `= ANY(ARRAY(…))` gives it the primary key to
+/// start from whatever it believes (bench/scaling/ticket_consume.sql).
 const CONSUME_TICKETS_POSTGRES: &str = "\
     WITH b AS (SELECT value ->> 'session_id' AS session_id, value ->> 'digest' AS digest, \
         to_timestamp(0) + (value ->> 'now')::bigint * interval '1 microsecond' AS now, \
@@ -1096,7 +1103,8 @@ const CONSUME_TICKETS_POSTGRES: &str = "\
       FROM json_array_elements($1::json)), \
     consumed AS (UPDATE sessions SET state = 'verified', verified_at = b.now, \
         sign_check_digest = b.digest, hold_until = b.hold_until, updated_at = b.now \
-      FROM b WHERE sessions.session_id = b.session_id AND sessions.state = 'minted' \
+      FROM b WHERE sessions.session_id = ANY(ARRAY(SELECT session_id FROM b)) \
+        AND sessions.session_id = b.session_id AND sessions.state = 'minted' \
       RETURNING sessions.session_id, sessions.phone_id, b.hold_until), \
     held AS (UPDATE phones SET allocated_until = consumed.hold_until FROM consumed \
       WHERE phones.phone_id = consumed.phone_id \

@@ -482,7 +482,9 @@ const WRITE_SQLITE: &str = "\
       value ->> 'now' \
     FROM json_each($1)";
 
-/// As [`WRITE_SQLITE`], times in epoch microseconds, as data-modifying CTEs.
+/// As [`WRITE_SQLITE`], times in epoch microseconds, as data-modifying CTEs. The phones are
+/// named twice, as in `book::CONSUME_TICKETS_POSTGRES` and for the same reason: the join
+/// alone lets a planner that misjudges the batch or the book scan every phone.
 const WRITE_POSTGRES: &str = "\
     WITH b AS (SELECT value ->> 'session_id' AS session_id, value ->> 'phone_id' AS phone_id, \
         value ->> 'app_id' AS app_id, value ->> 'user_id' AS user_id, \
@@ -494,7 +496,8 @@ const WRITE_POSTGRES: &str = "\
       FROM json_array_elements($1::json)), \
     held AS (UPDATE phones SET allocated_session_id = b.session_id, \
         allocated_until = b.hold_until, updated_at = b.now \
-      FROM b WHERE phones.phone_id = b.phone_id) \
+      FROM b WHERE phones.phone_id = ANY(ARRAY(SELECT phone_id FROM b)) \
+        AND phones.phone_id = b.phone_id) \
     INSERT INTO sessions (session_id, phone_id, app_id, user_id, issued, state, minted_at, \
       ticket_hash, aes_key, auth_ts, hold_until, created_at, updated_at) \
     SELECT session_id, phone_id, app_id, user_id, TRUE, 'minted', now, ticket_hash, aes_key, \
