@@ -42,6 +42,8 @@ pub enum StartupError {
     Property(#[from] PropertyError),
     #[error("cannot set up the webhook client")]
     Webhooks(#[from] reqwest::Error),
+    #[error("cannot listen for SIGTERM and SIGINT")]
+    Signals(#[source] std::io::Error),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
@@ -212,7 +214,8 @@ impl Application {
             }
             _ => None,
         };
-        let server = http_server(&settings, listener, data).map_err(bind_error)?;
+        let stop = stop_signal().map_err(StartupError::Signals)?;
+        let server = http_server(&settings, listener, data, stop).map_err(bind_error)?;
         tracing::info!(%addr, port, "cphub listening");
         Ok(Application {
             port,
@@ -463,10 +466,37 @@ impl AppData {
     }
 }
 
+/// Completes at the first SIGTERM or SIGINT; both stop `serve` gracefully. The handlers are
+/// installed here, before "cphub listening" is logged. actix-web's own are installed only
+/// when its server is first polled, and a SIGTERM sent in between met the default action:
+/// the process died by the signal, without draining and without exit code 0
+/// (`binary::*::acknowledged_events_survive_repeated_sigkill` stopped a freshly restarted
+/// `serve` at that moment).
+#[cfg(unix)]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; stopping gracefully"),
+            _ = int.recv() => tracing::info!("SIGINT received; stopping gracefully"),
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
 fn http_server(
     settings: &Settings,
     listener: TcpListener,
     data: AppData,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Server> {
     let metrics_here = settings.metrics.listen.is_none();
     let console_here = settings.console.enabled && settings.console.listen.is_none();
@@ -493,7 +523,8 @@ fn http_server(
             })
             .default_service(web::to(not_found))
     })
-    .shutdown_timeout(settings.server.shutdown_timeout_secs);
+    .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    .shutdown_signal(stop);
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);
     }

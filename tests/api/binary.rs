@@ -468,6 +468,20 @@ backend_tests!(
     migrate_prepares_the_database_and_is_repeatable,
 );
 
+/// A SIGTERM sent the moment `serve` says it listens stops it gracefully (exit code 0), as
+/// a later one does. actix-web installed its signal handlers only when its server was first
+/// polled, after that log line; a SIGTERM in between killed the process by the signal
+/// (`acknowledged_events_survive_repeated_sigkill` failed so in CI).
+#[tokio::test]
+async fn a_sigterm_right_after_listening_stops_gracefully() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    for _ in 0..5 {
+        let served = start_serve(&mut cphub(&db));
+        let status = stop(served.child).await;
+        assert!(status.success(), "exit status {status}");
+    }
+}
+
 #[tokio::test]
 async fn a_bad_setting_stops_startup_naming_its_key() {
     let db = TestDb::new(Backend::Sqlite).await;
