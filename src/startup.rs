@@ -19,7 +19,7 @@ use crate::cph::sync::{PhoneSync, SyncLimits};
 use crate::cph::{CphClient, CphError};
 use crate::http::api_document::ApiDocument;
 use crate::http::source::TrustedProxies;
-use crate::http::{error::not_found, request_id, route};
+use crate::http::{error::not_found, request_id, route, stop};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, QueueTask};
 use crate::receiver;
@@ -214,7 +214,7 @@ impl Application {
             }
             _ => None,
         };
-        let stop = stop_signal().map_err(StartupError::Signals)?;
+        let stop = stop::stop_signal().map_err(StartupError::Signals)?;
         let server = http_server(&settings, listener, data, stop).map_err(bind_error)?;
         tracing::info!(%addr, port, "cphub listening");
         Ok(Application {
@@ -464,32 +464,6 @@ impl AppData {
             cfg.app_data(rollouts.clone());
         }
     }
-}
-
-/// Completes at the first SIGTERM or SIGINT; both stop `serve` gracefully. The handlers are
-/// installed here, before "cphub listening" is logged. actix-web's own are installed only
-/// when its server is first polled, and a SIGTERM sent in between met the default action:
-/// the process died by the signal, without draining and without exit code 0
-/// (`binary::*::acknowledged_events_survive_repeated_sigkill` stopped a freshly restarted
-/// `serve` at that moment).
-#[cfg(unix)]
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received; stopping gracefully"),
-            _ = int.recv() => tracing::info!("SIGINT received; stopping gracefully"),
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }
 
 fn http_server(

@@ -109,7 +109,7 @@ pub async fn run(options: DemoOptions) -> Result<Outcome, DemoError> {
     println!("sessions start every second; Ctrl-C stops the demo.");
     // Last, so it is what a person sees first: the console shows the fleet live.
     println!("open http://127.0.0.1:{port}/console and sign in with the token {token}");
-    watch(&simulator, options.duration_secs).await;
+    watch(&simulator, options.duration_secs).await?;
 
     simulator.stop().await;
     server.stop(true).await;
@@ -181,18 +181,21 @@ fn webhook_settings(url: &str) -> Result<String, DemoError> {
     ))
 }
 
-async fn watch(simulator: &Simulator, duration_secs: u64) {
+async fn watch(simulator: &Simulator, duration_secs: u64) -> std::io::Result<()> {
+    let stop = crate::http::stop::stop_signal()?;
+    tokio::pin!(stop);
     let mut ticks = tokio::time::interval(Duration::from_secs(3));
     let stop_at = (duration_secs > 0)
         .then(|| tokio::time::Instant::now() + Duration::from_secs(duration_secs));
     loop {
         tokio::select! {
             _ = ticks.tick() => println!("{}", simulator.stats.summary(&simulator.fleet)),
-            _ = crate::simulator::shutdown_signal() => break,
+            _ = &mut stop => break,
         }
         if stop_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
             break;
         }
     }
     println!("{}", simulator.stats.summary(&simulator.fleet));
+    Ok(())
 }

@@ -213,32 +213,18 @@ pub async fn run(options: SimOptions) -> std::io::Result<()> {
         }
     };
     tokio::pin!(deadline);
+    let stop = crate::http::stop::stop_signal()?;
+    tokio::pin!(stop);
     let mut ticks = tokio::time::interval(summary_every);
     ticks.tick().await;
     loop {
         tokio::select! {
             _ = ticks.tick() => println!("{}", simulator.stats.summary(&simulator.fleet)),
             _ = &mut deadline => break,
-            _ = shutdown_signal() => break,
+            _ = &mut stop => break,
         }
     }
     println!("{}", simulator.stats.summary(&simulator.fleet));
     simulator.stop().await;
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

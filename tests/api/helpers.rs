@@ -232,23 +232,44 @@ impl TestApp {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Option<Value>>,
     {
-        let mut last = None;
-        // 200 polls, and never more than a minute however slow each answer is.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        for _ in 0..200 {
-            if tokio::time::Instant::now() > deadline {
-                break;
-            }
-            last = fetch().await;
-            if let Some(value) = &last
-                && check(value)
-            {
-                return value.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        let every = Duration::from_millis(25);
+        let found = poll_until(200, every, Duration::from_secs(60), fetch, |last| {
+            last.as_ref().is_some_and(&check)
+        });
+        match found.await {
+            Ok(value) => value.expect("checked"),
+            Err(last) => panic!("condition never held; last seen: {:?}", last.flatten()),
         }
-        panic!("condition never held; last seen: {last:?}");
     }
+}
+
+/// Fetches until `check` holds: at most `polls` times, `every` apart, and never past `cap`
+/// however slow each fetch is. The value that held, or the last one fetched.
+pub(crate) async fn poll_until<T, F, Fut>(
+    polls: usize,
+    every: Duration,
+    cap: Duration,
+    fetch: F,
+    check: impl Fn(&T) -> bool,
+) -> Result<T, Option<T>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + cap;
+    let mut last = None;
+    for _ in 0..polls {
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
+        let value = fetch().await;
+        if check(&value) {
+            return Ok(value);
+        }
+        last = Some(value);
+        tokio::time::sleep(every).await;
+    }
+    Err(last)
 }
 
 fn figment_merge(base: &str, overrides: &str) -> Settings {

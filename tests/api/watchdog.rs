@@ -14,7 +14,7 @@ use cphub::simulator::{SimOptions, Simulator};
 use serde_json::Value;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error};
+use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error, poll_until};
 use crate::simulation::configure_callbacks;
 
 /// A simulator and a cphub (with its watchdog) wired to each other.
@@ -195,21 +195,12 @@ pub(crate) async fn wait_for_recoveries(
     phone_id: &str,
     check: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    for _ in 0..300 {
-        if tokio::time::Instant::now() > deadline {
-            break;
-        }
-        let log = recoveries(app, phone_id).await;
-        if check(&log) {
-            return log;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let every = Duration::from_millis(100);
+    let fetch = || recoveries(app, phone_id);
+    match poll_until(300, every, Duration::from_secs(90), fetch, |log| check(log)).await {
+        Ok(log) => log,
+        Err(last) => panic!("recovery log never matched: {:?}", last.unwrap_or_default()),
     }
-    panic!(
-        "recovery log never matched: {:?}",
-        recoveries(app, phone_id).await
-    );
 }
 
 pub(crate) fn has(log: &[Value], action: &str, outcome: &str) -> bool {
