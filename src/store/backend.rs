@@ -440,7 +440,7 @@ impl<B: Backend> Store for B {
     }
 
     async fn release_lapsed_holds(&self, now: UtcTime) -> Result<u64, StoreError> {
-        let released = in_transaction!(self, release_lapsed_holds(now, &[]));
+        let released = in_transaction!(self, sweep_lapsed(now));
         released.map_err(during("release_lapsed_holds"))
     }
 

@@ -128,7 +128,9 @@ async fn read_earlier<D: Sql>(
         true => EARLIER_POSTGRES,
         false => EARLIER_SQLITE,
     };
-    let rows: Vec<EarlierKey> = tx.fetch_all(sql, &args![json_list(&keys)?.as_str()]).await?;
+    let now = requests.iter().map(|r| r.now).max().unwrap_or_else(UtcTime::now);
+    let keys = json_list(&keys)?;
+    let rows: Vec<EarlierKey> = tx.fetch_all(sql, &args![keys.as_str(), now]).await?;
     Ok((rows.into_iter())
         .map(|row| (row.idempotency_key, row.stored))
         .collect())
@@ -198,14 +200,17 @@ const PINNED_SQLITE: &str = pinned_sql!("IN (SELECT value FROM json_each($2))");
 const PINNED_POSTGRES: &str =
     pinned_sql!("= ANY(ARRAY(SELECT json_array_elements_text($2::json)))");
 
-/// `$1` a JSON array of keys. A lapsed key is gone already (`release_lapsed_holds`).
+/// `$1` a JSON array of keys, `$2` the batch's latest `now`. A key past its time is free
+/// again but may still have its row (the holds sweeper forgets them): it is not read, so
+/// the batch's claim of it conflicts and the batch is minted one by one, which frees it
+/// (`book::claim_key`).
 macro_rules! earlier_sql {
     ($in_list:literal) => {
         concat!(
             "SELECT k.idempotency_key, k.request_hash, k.session_id, k.ticket, s.aes_key, \
                s.auth_ts, s.phone_id, k.server_id, k.access_infos \
              FROM mint_keys k JOIN sessions s ON s.session_id = k.session_id \
-             WHERE k.idempotency_key ",
+             WHERE k.expires_at > $2 AND k.idempotency_key ",
             $in_list
         )
     };

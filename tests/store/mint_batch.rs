@@ -14,6 +14,7 @@ backend_tests!(
     a_batch_replays_a_key_its_earlier_mint_used_and_mints_after_a_refusal,
     a_batch_serves_the_queue_before_its_mints,
     a_hold_that_lapsed_goes_to_the_queue_before_a_mint,
+    a_batch_mints_anew_with_keys_past_their_time,
 );
 
 /// Phones p-0 … p-11; p-12 and p-13 are unknown to the book.
@@ -306,4 +307,55 @@ async fn a_batch_replays_a_key_its_earlier_mint_used_and_mints_after_a_refusal(b
     assert_eq!(minted[3], Allocation::KeyReused);
     let again = store.mint_session(&keyed("s-4", None, 1)).await.unwrap();
     assert_eq!(again, minted[2], "the key row holds the batch's answer");
+}
+
+/// docs/api.md "Minting is idempotent": a key past its time is free again. The batch does not
+/// sweep lapsed keys (the holds sweeper does), so their rows are still there: the batch must
+/// read past them, mint with them anew (another request with a lapsed key is no
+/// `KEY_REUSED`, the same request no replay), and keep the new answers for the next replay.
+async fn a_batch_mints_anew_with_keys_past_their_time(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-0", "p-1"], "18:59:00").await;
+    let keyed = |session: &str, now: &str, key: u64, hash: u64, expires_at: &str| {
+        let mut request = mint_request(&Mint {
+            now,
+            hold_until: "19:01:00",
+            fresh_since: "18:58:00",
+            ..at_seven(session)
+        });
+        request.key = Some(MintKey {
+            expires_at: at(expires_at),
+            ..self::key(key, hash)
+        });
+        request
+    };
+    let first = [
+        keyed("s-1", "19:00:00", 0, 0, "19:02:00"),
+        keyed("s-2", "19:00:00", 1, 0, "19:02:00"),
+    ];
+    let minted = store.mint_sessions(&[&first[0], &first[1]]).await.unwrap();
+    assert!(minted.iter().all(|m| allocated(m).is_some()), "{minted:?}");
+
+    let later = [
+        keyed("s-3", "19:03:00", 0, 1, "19:10:00"),
+        keyed("s-4", "19:03:00", 1, 0, "19:10:00"),
+    ];
+    let minted = store.mint_sessions(&[&later[0], &later[1]]).await.unwrap();
+
+    let phones: Vec<Option<String>> = minted.iter().map(allocated).collect();
+    assert_eq!(
+        phones,
+        [Some("p-0".into()), Some("p-1".into())],
+        "{minted:?}"
+    );
+    let again = [
+        keyed("s-5", "19:04:00", 0, 1, "19:10:00"),
+        keyed("s-6", "19:04:00", 1, 1, "19:10:00"),
+    ];
+    let replayed = store.mint_sessions(&[&again[0], &again[1]]).await.unwrap();
+    let Allocation::Replayed(replay) = &replayed[0] else {
+        panic!("the key keeps the new answer: {replayed:?}");
+    };
+    assert_eq!(replay.access.session_id, "s-3".to_string());
+    assert_eq!(replayed[1], Allocation::KeyReused);
 }
