@@ -13,6 +13,7 @@ use cphub::config::Settings;
 use cphub::domain::{EventKind, GameEvent, UtcTime};
 use cphub::store::ReceivedEvent;
 use cphub::usage::{self, Rounding, UsageParams, UsageRow, UsageSettings};
+use sqlx::{Executor, PgPool};
 
 use crate::backend_tests;
 use crate::helpers::*;
@@ -22,6 +23,18 @@ backend_tests!(
     sessions_closed_before_the_rollups_are_rolled_up_by_their_migration,
     a_session_of_years_is_counted_from_the_sessions,
 );
+
+#[test]
+fn sessions_inserted_whole_are_rolled_up_and_announced() {
+    crate::helpers::run_scenario(
+        "sessions_inserted_whole_are_rolled_up_and_announced",
+        async {
+            if postgres_available() {
+                a_session_inserted_whole_is_rolled_up_and_announced().await
+            }
+        },
+    )
+}
 
 /// A seeded SplitMix64: the same seed builds the same book, so a failure can be replayed.
 struct Dice(u64);
@@ -310,4 +323,34 @@ async fn abandon_some(store: &TestStore, dice: &mut Dice, played: &[Played]) {
         .abandon_sessions_on_stale_phones(fresh_since, now)
         .await
         .expect("abandon");
+}
+
+/// Sessions written by an `INSERT` with both ends (a bulk load, an operator's import) are
+/// rolled up and announced by the insert triggers, as a quit's update would (migration
+/// 0022 made those triggers skip the inserts that have nothing to record: a mint's session,
+/// an event batch's that has not started). PostgreSQL only: SQLite's rollups and outbox are
+/// written by cphub's own statements, not by triggers on `sessions`.
+async fn a_session_inserted_whole_is_rolled_up_and_announced() {
+    let store = open(Backend::Postgres).await;
+    let pool = PgPool::connect(store.url()).await.expect("test database");
+    let insert = "INSERT INTO sessions (session_id, phone_id, app_id, user_id, state, \
+          started_at, ended_at, reported_run_time, duration_seconds, end_reason, created_at, \
+          updated_at) VALUES \
+        ('s-whole', 'p-1', 'com.example.alpha', 'u-1', 'ended', '2026-03-27 10:00:00+00', \
+         '2026-03-27 10:40:30+00', 2430, 2430, 'quit', '2026-03-27 10:00:00+00', \
+         '2026-03-27 10:40:31+00'), \
+        ('s-minted', 'p-2', 'com.example.alpha', 'u-2', 'minted', NULL, NULL, NULL, NULL, \
+         NULL, '2026-03-27 10:00:00+00', '2026-03-27 10:00:00+00')";
+    pool.execute(insert).await.expect("the sessions go in");
+
+    let seen = compare_windows(&store, &mut Dice(11), 11).await;
+    assert!(seen.sessions > 0, "windows saw s-whole: {seen:?}");
+    let announced: Vec<(String, String)> =
+        sqlx::query_as("SELECT subject, type FROM webhook_events ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .expect("the outbox");
+    let expected = [("s-whole", "session.started"), ("s-whole", "session.ended")];
+    let expected = expected.map(|(s, t)| (s.to_owned(), t.to_owned()));
+    assert_eq!(announced, expected);
 }
