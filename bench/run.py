@@ -9,6 +9,7 @@ Prints a Markdown table and writes it, with the raw numbers, under target/bench/
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -253,10 +254,7 @@ def fresh_database(name):
 
 def generator(args, base, phones, busy_share, extra=()):
     """One open-loop run of `cphub simulate --load --json` against `base`; its JSON report."""
-    # The busy share's sessions are minted during the ramp, at 2,500 a second up to a 20 s
-    # ramp, and the window opens 12 s after it: the ramp's mints are warm-up, not measured
-    # (a steady fleet mints only phones / 40 min a second).
-    ramp = min(20, max(10, round(phones * busy_share / 2500)))
+    ramp = ramp_secs(args, phones, busy_share)
     cmd = [RELEASE / "cphub", "simulate", "--load", "--json",
            "--phones", str(phones), "--cphub", base, "--token", TOKEN,
            "--busy-share", str(busy_share),
@@ -265,6 +263,17 @@ def generator(args, base, phones, busy_share, extra=()):
     out = subprocess.run(cmd, check=True, capture_output=True, text=True,
                          env=dict(os.environ, RUST_LOG="warn")).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def ramp_secs(args, phones, busy_share):
+    """How long the fleet takes to reach its busy share: its sessions are minted at
+    --ramp-rate a second, over 10 s at least, and the window opens 12 s after. The ramp is
+    warm-up, not measured (a steady fleet mints only phones × busy share / 20 min a second),
+    so it must not ask more than what is measured: before 2026-12-03 it minted at 2,500 a
+    second for up to 20 s (4,000 a second at 160,000 phones), more than twice the flash
+    crowd's own 1,000 a second, and on PostgreSQL the fleet collapsed before the flash
+    began (docs/benchmarks.md)."""
+    return max(10, math.ceil(phones * busy_share / args.ramp_rate))
 
 
 def bare_run(args, phones):
@@ -342,7 +351,7 @@ def capacity(args, name, ceiling_phones, run=None):
 def flash_crowd(args, name):
     """10 % of a fleet of --flash-phones start sessions within 10 s, inside the window."""
     log(f"{name}: flash crowd, 10 % of {args.flash_phones:,} phones within 10 s")
-    ramp = min(20, max(10, round(args.flash_phones * args.busy_share / 2500)))
+    ramp = ramp_secs(args, args.flash_phones, args.busy_share)
     report = load_run(args, name, args.flash_phones, [
         "--flash-share", "0.1", "--flash-within-secs", "10",
         "--flash-at-secs", str(ramp + 12 + 5)])
@@ -514,6 +523,9 @@ def main():
                    help="fleet of the flash-crowd run (0: skip it)")
     p.add_argument("--busy-share", type=float, default=0.5,
                    help="share of the fleet playing in the load runs")
+    p.add_argument("--ramp-rate", type=int, default=500,
+                   help="mints a second while a capacity or flash fleet reaches its busy "
+                        "share (warm-up, not measured)")
     p.add_argument("--heartbeat-interval", type=int, default=5,
                    help="cphub's fleet.heartbeat_interval_secs, for the ceiling in phones")
     p.add_argument("--only-capacity", action="store_true",
