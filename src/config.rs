@@ -160,6 +160,9 @@ pub struct DatabaseSettings {
     #[serde(deserialize_with = "positive")]
     pub write_queue_timeout_ms: u64,
     pub sqlite_synchronous: SqliteSynchronous,
+    /// How often SQLite's log is checkpointed off the writer; 0 leaves it to the writer
+    /// (`store::sqlite::Checkpointer`).
+    pub sqlite_checkpoint_interval_ms: u64,
     pub migrate_on_start: bool,
     /// Group-commit writers on PostgreSQL ([`DatabaseSettings::writer_count`]).
     #[serde(deserialize_with = "writer_count")]
