@@ -295,6 +295,7 @@ fn spawn_writers(
         apply,
         access: Rules::from(&settings.effective_access()),
         rounds: metrics.round_meter(),
+        raced: metrics.write_rounds_raced.clone(),
     };
     let meters = WriteMeters {
         mints: metrics.queue_meter("mints"),

@@ -110,6 +110,8 @@ pub struct Metrics {
     write_queue_dropped: IntCounterVec,
     /// Writers' rounds committed, by how many kinds of write shared the transaction.
     write_rounds: IntCounterVec,
+    /// Rounds that raced another writer, committed nothing and were decided afresh.
+    pub write_rounds_raced: IntCounter,
     pub recoveries: IntCounterVec,
     pub cph_requests: IntCounterVec,
     pub cph_duration: HistogramVec,
@@ -274,6 +276,10 @@ impl Metrics {
                 "cphub_write_rounds_total",
                 "Group-commit rounds committed, by how many kinds of write (mints, sign checks, events) shared the round's transaction",
                 &["kinds"],
+            ),
+            write_rounds_raced: single(
+                "cphub_write_rounds_raced_total",
+                "Group-commit rounds that raced another writer for a row, committed nothing and were decided afresh",
             ),
             recoveries: counter(
                 &r,

@@ -16,7 +16,7 @@ use prometheus::IntCounter;
 use tokio::task::JoinHandle;
 
 use super::group_commit::{Commit, GroupCommit, QueueMeter, WriterLimits};
-use super::round::Round;
+use super::round::{Round, RoundDone};
 use super::{
     Allocation, Applied, ApplyRules, MintRequest, PresentedSignCheck, ReceivedEvent,
     SignCheckOutcome, Store, StoreError,
@@ -47,7 +47,16 @@ pub struct CommitRounds {
     pub access: Rules,
     /// `cphub_write_rounds_total`, by how many kinds a round carried (`Metrics::round_meter`).
     pub rounds: [IntCounter; 3],
+    /// `cphub_write_rounds_raced_total`.
+    pub raced: IntCounter,
 }
+
+/// How often a round that raced another writer is decided afresh before its jobs are answered
+/// `Raced` (a 503 the phone sends again). On PostgreSQL two writers race when their rounds
+/// both create one row, a phone cphub has not seen that two sessions enter at once: the loser
+/// committed nothing, and its second read waits for the winner's row and sees it. A third
+/// race in a row would take a third writer creating the same row meanwhile.
+const RACE_ATTEMPTS: u32 = 3;
 
 #[async_trait]
 impl Commit for CommitRounds {
@@ -66,7 +75,7 @@ impl Commit for CommitRounds {
 
     async fn commit(&self, jobs: &[Write]) -> Result<Vec<Written>, StoreError> {
         let sorted = ByKind::of(jobs);
-        let done = self.store.write_round(&sorted.round(self)).await?;
+        let done = self.write_deciding_races_afresh(&sorted.round(self)).await?;
         self.count(&sorted);
         let (mut minted, mut checked) = (done.minted.into_iter(), done.checked.into_iter());
         let mut applied = done.applied.into_iter();
@@ -83,6 +92,23 @@ impl Commit for CommitRounds {
 }
 
 impl CommitRounds {
+    async fn write_deciding_races_afresh(
+        &self,
+        round: &Round<'_>,
+    ) -> Result<RoundDone, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.store.write_round(round).await {
+                Err(StoreError::Raced) if attempt < RACE_ATTEMPTS => {
+                    self.raced.inc();
+                    tracing::debug!(attempt, "write round raced another writer; deciding it afresh");
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
     fn count(&self, sorted: &ByKind<'_>) {
         let kinds = [
             !sorted.mints.is_empty(),

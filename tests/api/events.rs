@@ -216,6 +216,51 @@ async fn concurrent_redeliveries_apply_once(backend: Backend) {
     assert!(events.iter().all(|e| e["outcome"] == "accepted"));
 }
 
+/// Two sessions entering one phone cphub has not seen yet, released together: on PostgreSQL
+/// their sessions may hash to different writers, and both find no phone row, both create it,
+/// and the second's count falls short (`Raced`, nothing of its round committed). The writer
+/// decides such a round afresh instead of answering the phone 503: 6.2's enter is a billing
+/// event the phone would have to send again. Whichever commits first, the later start holds
+/// the phone.
+async fn two_writers_entering_one_unseen_phone_are_both_acknowledged(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let phones: Vec<String> = (0..12).map(|n| format!("p-{n}")).collect();
+    let post = |body: Value| {
+        let (client, url) = (app.client.clone(), format!("{}/cph/events", app.address));
+        tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() })
+    };
+    let mut lock = WriteLock::take(&app.db).await;
+    let mut sends = Vec::new();
+    for phone in &phones {
+        sends.push(post(enter(
+            &format!("new-{phone}"),
+            phone,
+            "2026-11-28T11:00:00Z",
+        )));
+        sends.push(post(enter(
+            &format!("old-{phone}"),
+            phone,
+            "2026-11-28T10:00:00Z",
+        )));
+    }
+    // Two rounds of different writers waiting at once: released together, they race.
+    lock.wait_for_waiters(2).await;
+    lock.release().await;
+    for send in sends {
+        assert_acknowledged(send.await.unwrap()).await;
+    }
+    for phone in &phones {
+        let stored = app.phone(phone).await.unwrap();
+        assert_eq!(
+            stored["current_session_id"],
+            format!("new-{phone}"),
+            "{stored}"
+        );
+        let old = app.session(&format!("old-{phone}")).await.unwrap();
+        assert_eq!(old["state"], "playing", "{old}");
+    }
+}
+
 async fn events_survive_a_restart(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00Z"))
@@ -500,6 +545,7 @@ backend_tests!(
     a_conflicting_repeat_is_logged_but_not_applied,
     quit_before_enter_still_yields_the_right_session,
     concurrent_redeliveries_apply_once,
+    two_writers_entering_one_unseen_phone_are_both_acknowledged,
     events_survive_a_restart,
     a_late_enter_of_an_older_session_does_not_take_the_phone,
 );

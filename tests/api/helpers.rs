@@ -382,11 +382,17 @@ impl WriteLock {
     /// Waits until one of cphub's writes is queued behind the lock. PostgreSQL shows it;
     /// SQLite cannot, so there a short pause lets the request reach the busy handler.
     pub async fn wait_for_a_waiter(&mut self) {
+        self.wait_for_waiters(1).await;
+    }
+
+    /// As [`WriteLock::wait_for_a_waiter`], for `n` writes queued behind the lock at once:
+    /// on PostgreSQL, `n` writers' rounds (SQLite has one writer; there, the same pause).
+    pub async fn wait_for_waiters(&mut self, n: i64) {
         let WriteLock::Postgres(conn) = self else {
             tokio::time::sleep(Duration::from_millis(500)).await;
             return;
         };
-        wait_for_lock_waiters(conn, 1).await;
+        wait_for_lock_waiters(conn, n).await;
     }
 
     /// Whether `request` queued a write behind the lock before it was answered. PostgreSQL
