@@ -68,6 +68,7 @@ KNOWN_METRICS = {
     "cphub_write_queue_jobs": ("gauge", {"writer"}),
     "cphub_write_queue_dropped_total": ("counter", {"writer", "reason"}),
     "cphub_write_rounds_total": ("counter", {"kinds"}),
+    "cphub_write_rounds_raced_total": ("counter", set()),
     "cphub_phones": ("gauge", {"state"}),
     "cphub_rollout_phones": ("gauge", {"state"}),
     "cphub_encode_servers": ("gauge", {"state"}),
