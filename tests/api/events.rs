@@ -225,10 +225,7 @@ async fn concurrent_redeliveries_apply_once(backend: Backend) {
 async fn two_writers_entering_one_unseen_phone_are_both_acknowledged(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let phones: Vec<String> = (0..12).map(|n| format!("p-{n}")).collect();
-    let post = |body: Value| {
-        let (client, url) = (app.client.clone(), format!("{}/cph/events", app.address));
-        tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() })
-    };
+    let post = |body: Value| spawn_event(&app, body);
     let mut lock = WriteLock::take(&app.db).await;
     let mut sends = Vec::new();
     for phone in &phones {
@@ -348,10 +345,7 @@ async fn replays_and_reordering_change_no_count_or_duration(backend: Backend) {
 /// batch: while another client holds the write lock, a first event (of a session and phone
 /// of its own) keeps the writer waiting, and the deliveries queue behind it one by one.
 async fn deliver_in_one_batch(app: &TestApp, deliveries: &[Value]) {
-    let post = |body: Value| {
-        let (client, url) = (app.client.clone(), format!("{}/cph/events", app.address));
-        tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() })
-    };
+    let post = |body: Value| spawn_event(app, body);
     let mut lock = WriteLock::take(&app.db).await;
     let mut sends = vec![post(enter("blocker", "p-blocker", "2026-11-28T09:00:00Z"))];
     lock.wait_for_a_waiter().await;
@@ -364,6 +358,13 @@ async fn deliver_in_one_batch(app: &TestApp, deliveries: &[Value]) {
     for send in sends {
         assert_acknowledged(send.await.unwrap()).await;
     }
+}
+
+/// Posts `body` to the events route from a task of its own: the answer is awaited later,
+/// while the test holds the write lock the request queues behind.
+fn spawn_event(app: &TestApp, body: Value) -> tokio::task::JoinHandle<reqwest::Response> {
+    let (client, url) = (app.client.clone(), format!("{}/cph/events", app.address));
+    tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() })
 }
 
 /// The value of one series in `GET /metrics` (0 when absent).
