@@ -96,9 +96,11 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the event writer has stopped")]
     WriterStopped,
-    /// Another writer accepted one of a batch's events between the batch's read and its
-    /// write (a cphub replica of a version that did not lock sessions first). Nothing of
-    /// the batch is committed; applied again, it is decided afresh.
+    /// Another writer changed what a batch read between its read and its write: on
+    /// PostgreSQL, two of one cphub's writers each creating the row of a phone the book had
+    /// not seen (the writers retry such a round, `writers::CommitRounds`), or a replica of a
+    /// version that did not lock sessions first accepting one of its events. Nothing of the
+    /// batch is committed; applied again, it is decided afresh.
     #[error("another writer accepted one of the batch's events first")]
     Raced,
     /// The database stopped answering in the middle of a write (a network dropping packets
