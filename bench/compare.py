@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Two or more settings of one cphub binary, in alternated open-loop windows.
+
+One capacity window decides badly (a 20 s window holds ~200 mints, so its p99.9 is its
+slowest mint) and the machine drifts over minutes, so a before/after of a setting is only
+worth something when its windows alternate: round 1 runs every setting once, in the order
+given, then round 2, and so on. Each window is `bench/run.py`'s `load_run`: a fresh cphub
+on a fresh database, the fleet ramped to its busy share, then measured by
+`cphub simulate --load`. A setting is a space-separated list of `NAME=VALUE` environment
+assignments (cphub reads `CPHUB__SECTION__KEY`), or `-` for the defaults.
+
+    cargo build --release --locked --bin cphub
+    python3 bench/compare.py --backend sqlite --phones 60000 --rounds 3 \\
+        CPHUB__HEARTBEATS__FLUSH_CHUNK=1000 CPHUB__HEARTBEATS__FLUSH_CHUNK=250
+
+Prints one Markdown row per window (p99 / p99.9 ms of each session request kind, the
+heartbeat p99, and whether the window carries the fleet by the capacity criteria) and,
+at the end, how many windows of each setting carried it.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # bench/run.py: load_run, carried
+
+SESSION_KINDS = ("mint", "sign_check", "enter", "quit")
+
+
+def parse_setting(text):
+    """`A=1 B=2` → {"A": "1", "B": "2"}; `-` → {} (the defaults)."""
+    if text == "-":
+        return {}
+    pairs = {}
+    for word in text.split():
+        name, sep, value = word.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"compare: {word!r} is not NAME=VALUE")
+        pairs[name] = value
+    return pairs
+
+
+def window(args, setting):
+    """One load_run with `setting` in cphub's environment (and only in that run's)."""
+    saved = {k: os.environ.get(k) for k in setting}
+    os.environ.update(setting)
+    try:
+        return run.load_run(args, args.backend, args.phones)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def row(label, round_no, report):
+    kinds = dict(report["kinds"])
+    cells = []
+    for kind in SESSION_KINDS:
+        f = kinds.get(kind)
+        cells.append(f"{f['p99_ms']:.1f} / {f['p999_ms']:.1f}" if f else "—")
+    ok, why = run.carried(report)
+    hb = kinds.get("heartbeat")
+    return (f"| {label} | {round_no} | {' | '.join(cells)} | "
+            f"{hb['p99_ms']:.1f} | {'yes' if ok else 'no: ' + why} |"), ok
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("settings", nargs="+", help="`NAME=VALUE ...` per setting, or `-`")
+    p.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--phones", type=int, default=40_000)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--window", type=int, default=20, help="seconds measured per window")
+    p.add_argument("--busy-share", type=float, default=0.5)
+    p.add_argument("--ramp-rate", type=int, default=500)
+    args = p.parse_args()
+    # load_run reads the capacity window under bench/run.py's option name.
+    args.capacity_window = args.window
+    settings = [(s, parse_setting(s)) for s in args.settings]
+    run.OUT.mkdir(parents=True, exist_ok=True)
+
+    print(f"{args.backend}, {args.phones:,} phones, {args.busy_share:.0%} busy, "
+          f"{args.window} s windows, alternated\n")
+    print("| setting | round | mint p99 / p99.9 ms | sign check | enter | quit "
+          "| heartbeat p99 ms | carried |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    tally = {label: 0 for label, _ in settings}
+    for round_no in range(1, args.rounds + 1):
+        for label, setting in settings:
+            run.log(f"round {round_no}: {label}")
+            line, ok = row(label, round_no, window(args, setting))
+            tally[label] += ok
+            print(line, flush=True)
+    print()
+    for label, n in tally.items():
+        print(f"- `{label}`: {n} of {args.rounds} windows carried")
+
+
+if __name__ == "__main__":
+    main()
