@@ -60,7 +60,7 @@ def main():
           "| max ms | errors |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     mixed(args, 10 * args.phones)  # one transaction per flush: before
-    mixed(args, 1000)  # the default: after
+    mixed(args, 250)  # the default (config/default.toml): after
 
 
 if __name__ == "__main__":

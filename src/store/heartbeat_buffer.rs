@@ -58,7 +58,7 @@ pub struct HeartbeatBuffer {
 
 impl Default for HeartbeatBuffer {
     fn default() -> Self {
-        HeartbeatBuffer::new(1000)
+        HeartbeatBuffer::new(250) // config/default.toml's heartbeats.flush_chunk
     }
 }
 

@@ -138,7 +138,7 @@ async fn many_heartbeats_coalesce_to_the_newest_per_phone(backend: Backend) {
 }
 
 /// 6.4, a fleet cphub has never heard of: the flush inserts every new phone, a chunk of
-/// `heartbeats.flush_chunk` phones per transaction (25 here, 1,000 by default), and every
+/// `heartbeats.flush_chunk` phones per transaction (25 here, 250 by default), and every
 /// one is stored. Written as one transaction, the first flush of 150k new phones held
 /// SQLite's one writer for seconds, and the hold sweeper's wait for it timed out on the
 /// pool (docs/benchmarks.md, "A flood of new phones").
