@@ -18,6 +18,7 @@ import secrets
 import sys
 import tempfile
 import threading
+import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,7 +61,9 @@ def main():
           "| max ms | errors |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     mixed(args, 10 * args.phones)  # one transaction per flush: before
-    mixed(args, 250)  # the default (config/default.toml): after
+    with open(run.ROOT / "config" / "default.toml", "rb") as f:
+        default_chunk = tomllib.load(f)["heartbeats"]["flush_chunk"]
+    mixed(args, default_chunk)  # the default: after
 
 
 if __name__ == "__main__":

@@ -56,12 +56,6 @@ pub struct HeartbeatBuffer {
     chunk: usize,
 }
 
-impl Default for HeartbeatBuffer {
-    fn default() -> Self {
-        HeartbeatBuffer::new(250) // config/default.toml's heartbeats.flush_chunk
-    }
-}
-
 impl HeartbeatBuffer {
     pub fn new(chunk: usize) -> Self {
         HeartbeatBuffer {
