@@ -561,9 +561,10 @@ impl Api {
     /// Until the players minted every session, no session is minted, verified or playing
     /// any more (quit, expired or abandoned), and none that a quit ended still waits for
     /// its enter: then nothing is still on its way. The last matters because the phones
-    /// reorder (`reorder_rate`): a quit that overtook its enter ends the session with no
-    /// start, and the enter then starts it and bills it after the book was read (one run
-    /// in CI counted 60 sessions in the usage report and 59 in the book so).
+    /// reorder (`reorder_rate`; 6.2 and 6.3 say nothing of delivery order): a quit that
+    /// overtook its enter ends the session with no start, and the enter then starts it and
+    /// bills it after the book was read (one run in CI counted 60 sessions in the usage
+    /// report and 59 in the book so).
     async fn wait_until_quiet(&self, cluster: &Cluster, sessions: u64) {
         // A guard against a hang, not a timing: 60 s plus 2 s per session.
         for _ in 0..300 + sessions * 10 {
