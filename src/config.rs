@@ -167,6 +167,10 @@ pub struct DatabaseSettings {
     /// Group-commit writers on PostgreSQL ([`DatabaseSettings::writer_count`]).
     #[serde(deserialize_with = "writer_count")]
     pub writers: usize,
+    /// How many jobs may wait for one writer before the next takes new sessions
+    /// (`store::Writers`).
+    #[serde(deserialize_with = "positive_usize")]
+    pub writer_room: usize,
 }
 
 impl DatabaseSettings {
@@ -185,8 +189,9 @@ impl DatabaseSettings {
     /// How many group-commit writers commit the durable writes (`store::Writers`). SQLite
     /// has one write connection: a second writer would only wait for it, and the point of
     /// the one writer is that every kind of write shares its round's fsync. PostgreSQL
-    /// commits on its pool at once and shares WAL flushes between concurrent commits, so
-    /// `database.writers` rounds are in flight together.
+    /// commits on its pool at once and shares WAL flushes between concurrent commits, so up
+    /// to `database.writers` rounds are in flight together, the writers filled one after
+    /// another (`database.writer_room`).
     pub fn writer_count(&self) -> usize {
         match self.url {
             DatabaseUrl::Sqlite(_) => 1,
@@ -658,6 +663,15 @@ fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Ok(n)
 }
 
+/// A count that must leave room for one (`database.writer_room`).
+fn positive_usize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n == 0 {
+        return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(n)
+}
+
 /// `database.writers`: at least one, or nothing would commit; at most 64, as each writer
 /// holds a pool connection while it commits and more than a pool's worth only queue for one.
 fn writer_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -795,6 +809,19 @@ mod tests {
         let postgres = "[database]\nurl = \"postgres://u@h/db\"\n";
         assert_eq!(count(postgres), 4, "the default");
         assert_eq!(count(&format!("{postgres}writers = 64")), 64);
+    }
+
+    /// `database.writer_room` 0 would let no job wait for any writer: refused at load,
+    /// naming the key.
+    #[test]
+    fn database_writer_room_must_leave_room_for_one() {
+        let error = Settings::with_overrides("[database]\nwriter_room = 0").unwrap_err();
+        let error = error.to_string();
+        assert!(error.contains("writer_room"), "{error}");
+        assert!(error.contains("at least 1"), "{error}");
+        let room = |toml: &str| Settings::with_overrides(toml).unwrap().database.writer_room;
+        assert_eq!(room(""), 64, "the default");
+        assert_eq!(room("[database]\nwriter_room = 1"), 1);
     }
 
     /// 4.7.5's limits hold at load: a diagnostic the API would refuse fails the start,

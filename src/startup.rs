@@ -302,12 +302,12 @@ fn spawn_writers(
         sign_checks: metrics.queue_meter("sign_checks"),
         events: metrics.queue_meter("events"),
     };
-    let count = settings.database.writer_count();
-    let (writers, mut tasks) = Writers::spawn(count, committer, limits, meters.clone());
+    let topology = (settings.database.writer_count(), settings.database.writer_room);
+    let (writers, mut tasks) = Writers::spawn(topology, committer, limits, meters.clone());
     if settings.database.mints_share_the_writers() {
         return (writers.clone(), Minter(writers), tasks);
     }
-    let (mints, mint_task) = Writers::spawn(1, committer, limits, meters);
+    let (mints, mint_task) = Writers::spawn((1, 1), committer, limits, meters);
     tasks.extend(mint_task);
     (writers, Minter(mints), tasks)
 }

@@ -95,6 +95,12 @@ impl<C: Commit> GroupCommit<C> {
         (GroupCommit { queue }, task)
     }
 
+    /// How many jobs wait for the writer to take them into a round (those of the round it
+    /// commits are not counted).
+    pub fn waiting(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
     /// Writes `job` and returns once it is committed (or the commit failed, or the job
     /// waited too long to be tried), counting it in `meter`. The span is the request's view
     /// of its write: the wait in the queue and the batch's commit.

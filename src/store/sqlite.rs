@@ -598,6 +598,7 @@ mod tests {
             sqlite_checkpoint_interval_ms: 100,
             migrate_on_start: true,
             writers: 1,
+            writer_room: 64,
         };
         let store = SqliteStore::connect(&url, &settings).await.unwrap();
         store.migrate().await.unwrap();

@@ -217,13 +217,14 @@ async fn concurrent_redeliveries_apply_once(backend: Backend) {
 }
 
 /// Two sessions entering one phone cphub has not seen yet, released together: on PostgreSQL
-/// their sessions may hash to different writers, and both find no phone row, both create it,
-/// and the second's count falls short (`Raced`, nothing of its round committed). The writer
+/// their sessions may go to different writers (a writer with a job waiting lets the next
+/// take new sessions: `writer_room = 1`), and both find no phone row, both create it, and
+/// the second's count falls short (`Raced`, nothing of its round committed). The writer
 /// decides such a round afresh instead of answering the phone 503: 6.2's enter is a billing
 /// event the phone would have to send again. Whichever commits first, the later start holds
 /// the phone.
 async fn two_writers_entering_one_unseen_phone_are_both_acknowledged(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_with(backend, "[database]\nwriter_room = 1\n").await;
     let phones: Vec<String> = (0..12).map(|n| format!("p-{n}")).collect();
     let post = |body: Value| spawn_event(&app, body);
     let mut lock = WriteLock::take(&app.db).await;

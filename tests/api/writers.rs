@@ -1,7 +1,8 @@
 //! The writers' topology (issue #17) through the HTTP app: on SQLite one writer commits a
 //! round's mints, sign checks (6.1), enters (6.2) and quits (6.3) in one transaction; on
-//! PostgreSQL `database.writers` writers commit in parallel, each session's callbacks on
-//! the one its id hashes to. Either way every answer is what it would be alone.
+//! PostgreSQL up to `database.writers` writers commit in parallel, each session's callbacks
+//! on the writer its unanswered ones are on. Either way every answer is what it would be
+//! alone.
 
 use reqwest::Response;
 use serde_json::{Value, json};
@@ -19,10 +20,11 @@ backend_tests!(
 /// Sessions (and phones) of each kind in the burst.
 const EACH: usize = 4;
 
-/// Four writers on PostgreSQL (ignored on SQLite), and room in the pool for mints, each a
-/// transaction of its own there, waiting beside them.
+/// Four writers on PostgreSQL (ignored on SQLite), each taking new sessions only while
+/// none waits for it (`writer_room = 1`), so a burst spreads over all four; and room in the
+/// pool for mints, each a transaction of its own there, waiting beside them.
 async fn spawn_app(backend: Backend) -> TestApp {
-    let overrides = "[database]\nwriters = 4\nmax_connections = 24\n";
+    let overrides = "[database]\nwriters = 4\nwriter_room = 1\nmax_connections = 24\n";
     TestApp::spawn_with(backend, overrides).await
 }
 
