@@ -4,14 +4,14 @@
 //! whatever their kinds, in one transaction ([`Store::write_round`]). On SQLite there is one
 //! writer (`DatabaseSettings::writer_count`): the three kinds and their fsyncs no longer
 //! queue for the one write connection one after another, a round costs one fsync. On
-//! PostgreSQL there are up to `database.writers`, filled one after another
-//! (`pick`): a job goes to the first writer with fewer than `database.writer_room` jobs
-//! waiting, and the next writer takes new sessions only when that many wait. A round's cost is mostly
-//! fixed (its round trips, its commit), so a few large rounds carry more than many small
-//! ones: four writers taking a quarter of the load each committed 4.8 events a round and
-//! 1,340 events a second, one writer 16.0 and 2,170 (docs/benchmarks.md). A session's
-//! jobs stay on the writer its unanswered ones are on, so its callbacks are committed in
-//! the order they came.
+//! PostgreSQL there are up to `database.writers`, filled one after another (`pick`): a job
+//! goes to the first writer with fewer than `database.writer_room` jobs waiting, and the
+//! next writer takes new sessions only when that many wait. A round's cost is mostly fixed
+//! (its round trips, its commit), so a few large rounds carry more than many small ones:
+//! four writers taking a quarter of the load each committed 4.8 events a round and 1,340
+//! events a second, one writer 16.0 and 2,170 (docs/benchmarks.md). A session's jobs stay
+//! on the writer its unanswered ones are on, so its callbacks are committed in the order
+//! they came.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

@@ -25,9 +25,7 @@ async fn cphub(server: &MockServer, args: &[&str]) -> Output {
         // no database file in the working directory.
         .env("DATABASE_URL", "sqlite:///nonexistent/cphub.db")
         .args(args);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    crate::helpers::child_output(cmd).await
 }
 
 fn stdout(out: &Output) -> String {
@@ -388,9 +386,7 @@ pub(crate) async fn cphub_on_simulator(
         .env("CPHUB__WATCHDOG__MAX_IN_FLIGHT", "1")
         .env("DATABASE_URL", database)
         .args(args);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    crate::helpers::child_output(cmd).await
 }
 
 /// The line printed for `phone`, split at its tabs.

@@ -162,10 +162,8 @@ fn cli_exec(fleet: &Fleet, endpoint: &str, args: &[&str]) -> std::process::Comma
     cmd
 }
 
-async fn output(mut cmd: std::process::Command) -> std::process::Output {
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+async fn output(cmd: std::process::Command) -> std::process::Output {
+    crate::helpers::child_output(cmd).await
 }
 
 async fn commands_beyond_the_limits_of_4_7_5_are_refused_before_any_call(backend: Backend) {

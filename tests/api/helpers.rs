@@ -187,9 +187,7 @@ impl TestApp {
             .env("CPHUB_CONFIG_DIR", "/nonexistent")
             .env("DATABASE_URL", &self.db.url)
             .args(args);
-        tokio::task::spawn_blocking(move || cmd.output().unwrap())
-            .await
-            .unwrap()
+        child_output(cmd).await
     }
 
     /// `GET /api/v1/sessions/{id}` as the operator; None on 404.
@@ -449,4 +447,40 @@ pub async fn assert_applied_once(app: &TestApp, acked: &[(String, &'static str)]
         });
         assert_eq!(accepted, 1, "acknowledged {kind} of {session}: {stored:?}");
     }
+}
+
+/// How long a child the tests run (the `cphub` CLI) may take before it counts as hung.
+const CHILD_LIMIT: Duration = Duration::from_secs(240);
+
+/// Runs `cmd` to its end off the async runtime, capturing its output as `Command::output`
+/// does. A child still running after [`CHILD_LIMIT`] is killed and the test fails naming
+/// it, with what it printed so far: waiting for it held the scenario until its 600 s bound,
+/// which only said "it hangs".
+pub async fn child_output(mut cmd: std::process::Command) -> std::process::Output {
+    use std::process::Stdio;
+    let what = format!(
+        "{:?} {:?}",
+        cmd.get_program(),
+        cmd.get_args().collect::<Vec<_>>()
+    );
+    let child = (cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped()))
+    .spawn()
+    .unwrap();
+    let pid = child.id().to_string();
+    let mut waiting = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+    if let Ok(done) = tokio::time::timeout(CHILD_LIMIT, &mut waiting).await {
+        return done.unwrap();
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status();
+    let out = waiting.await.unwrap();
+    panic!(
+        "{what} did not exit within {CHILD_LIMIT:?} and was killed; stdout: {}; stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

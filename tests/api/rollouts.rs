@@ -13,8 +13,8 @@ use cphub::simulator::{SimOptions, Simulator};
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error};
-use crate::simulation::configure_callbacks;
+use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error, within};
+use crate::simulation::{START_LIMIT, configure_callbacks};
 use crate::watchdog::{Pace, cphub_settings_paced, free_port, simulator_options};
 
 backend_tests!(
@@ -58,7 +58,13 @@ pub(crate) async fn start_with(
 ) -> Rig {
     let port = free_port();
     let options = simulator_options(port, phones, tune);
-    let simulator = Simulator::start(options.clone()).await.unwrap();
+    let simulator = within(
+        "starting the simulator",
+        START_LIMIT,
+        Simulator::start(options.clone()),
+    )
+    .await
+    .unwrap();
     // Phones count as silent after ten missed heartbeats here, not the watchdog tests' two:
     // no rollout scenario silences a phone, and on a loaded machine two seconds without a
     // heartbeat stored is enough for the watchdog to end a healthy phone's session.
@@ -67,7 +73,13 @@ pub(crate) async fn start_with(
         ..Pace::EAGER
     };
     let settings = cphub_settings_paced(port, &simulator, &options, extra, pace);
-    let app = TestApp::spawn_on(TestDb::new(backend).await, &settings).await;
+    let db = TestDb::new(backend).await;
+    let app = within(
+        "starting cphub",
+        START_LIMIT,
+        TestApp::spawn_on(db, &settings),
+    )
+    .await;
     configure_callbacks(&app.address, &simulator, &options).await;
     let rig = Rig {
         app,
@@ -172,9 +184,15 @@ impl Rig {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
+        // A wall-clock bound as well as a count: 600 checks of a slow answer each would
+        // outlive the scenario's own limit, and fail as "it hangs" instead of here.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         for _ in 0..600 {
             if check().await {
                 return;
+            }
+            if std::time::Instant::now() > deadline {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

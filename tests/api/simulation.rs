@@ -54,6 +54,10 @@ pub(crate) async fn configure_callbacks(
     .await
 }
 
+/// Time to start the simulator or cphub in a fleet scenario: seconds when well, so that
+/// a start that never ends names itself instead of running into the scenario's limit.
+pub(crate) const START_LIMIT: Duration = Duration::from_secs(120);
+
 /// Time for [`configure_callbacks`]: two jobs per phone, each followed up to 60 s.
 const SET_UP_LIMIT: Duration = Duration::from_secs(150);
 

@@ -14,8 +14,8 @@ use cphub::simulator::{SimOptions, Simulator};
 use serde_json::Value;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error, poll_until};
-use crate::simulation::configure_callbacks;
+use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error, poll_until, within};
+use crate::simulation::{START_LIMIT, configure_callbacks};
 
 /// A simulator and a cphub (with its watchdog) wired to each other.
 pub(crate) struct Fleet {
@@ -159,13 +159,24 @@ async fn start_synced(
 ) -> Fleet {
     let port = free_port();
     let options = simulator_options(port, phones, tune);
-    let simulator = Simulator::start(options.clone()).await.unwrap();
+    let simulator = within(
+        "starting the simulator",
+        START_LIMIT,
+        Simulator::start(options.clone()),
+    )
+    .await
+    .unwrap();
     let pace = Pace {
         sync_secs,
         ..Pace::EAGER
     };
     let settings = cphub_settings_paced(port, &simulator, &options, watchdog, pace);
-    let app = TestApp::spawn_on(db, &settings).await;
+    let app = within(
+        "starting cphub",
+        START_LIMIT,
+        TestApp::spawn_on(db, &settings),
+    )
+    .await;
     configure_callbacks(&app.address, &simulator, &options).await;
     Fleet {
         port,
@@ -806,9 +817,7 @@ async fn a_phone_stopped_through_cphub_is_out_of_service_at_once(backend: Backen
         .env("CPHUB__CPH__AUTH__AK", &fleet.options.ak)
         .env("CPHUB__CPH__AUTH__SK", &fleet.options.sk)
         .args(["phones", "stop", &phone_id]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = crate::helpers::child_output(cmd).await;
     assert!(out.status.success(), "{out:?}");
 
     let phone = fleet.app.phone(&phone_id).await.unwrap();
@@ -1056,9 +1065,7 @@ async fn cli_reset(fleet: &Fleet, phone_id: &str, args: &[&str]) -> std::process
         .env("CPHUB__CPH__AUTH__SK", &fleet.options.sk)
         .args(["phones", "reset", phone_id])
         .args(args);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    crate::helpers::child_output(cmd).await
 }
 
 /// 7.2 CPS.0006 (arrears): a manual reset that hits it, through the operator API or
