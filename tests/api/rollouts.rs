@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error, within};
-use crate::simulation::{START_LIMIT, configure_callbacks};
+use crate::simulation::{START_LIMIT, configure_callbacks, start_simulator};
 use crate::watchdog::{Pace, cphub_settings_paced, free_port, simulator_options};
 
 backend_tests!(
@@ -58,13 +58,7 @@ pub(crate) async fn start_with(
 ) -> Rig {
     let port = free_port();
     let options = simulator_options(port, phones, tune);
-    let simulator = within(
-        "starting the simulator",
-        START_LIMIT,
-        Simulator::start(options.clone()),
-    )
-    .await
-    .unwrap();
+    let simulator = start_simulator(&options).await;
     // Phones count as silent after ten missed heartbeats here, not the watchdog tests' two:
     // no rollout scenario silences a phone, and on a loaded machine two seconds without a
     // heartbeat stored is enough for the watchdog to end a healthy phone's session.

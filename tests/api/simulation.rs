@@ -58,6 +58,14 @@ pub(crate) async fn configure_callbacks(
 /// a start that never ends names itself instead of running into the scenario's limit.
 pub(crate) const START_LIMIT: Duration = Duration::from_secs(120);
 
+/// The simulator of `options`, started within [`START_LIMIT`].
+pub(crate) async fn start_simulator(options: &SimOptions) -> Simulator {
+    let start = Simulator::start(options.clone());
+    within("starting the simulator", START_LIMIT, start)
+        .await
+        .unwrap()
+}
+
 /// Time for [`configure_callbacks`]: two jobs per phone, each followed up to 60 s.
 const SET_UP_LIMIT: Duration = Duration::from_secs(150);
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error, poll_until, within};
-use crate::simulation::{START_LIMIT, configure_callbacks};
+use crate::simulation::{START_LIMIT, configure_callbacks, start_simulator};
 
 /// A simulator and a cphub (with its watchdog) wired to each other.
 pub(crate) struct Fleet {
@@ -159,13 +159,7 @@ async fn start_synced(
 ) -> Fleet {
     let port = free_port();
     let options = simulator_options(port, phones, tune);
-    let simulator = within(
-        "starting the simulator",
-        START_LIMIT,
-        Simulator::start(options.clone()),
-    )
-    .await
-    .unwrap();
+    let simulator = start_simulator(&options).await;
     let pace = Pace {
         sync_secs,
         ..Pace::EAGER
