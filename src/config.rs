@@ -169,7 +169,7 @@ pub struct DatabaseSettings {
     pub writers: usize,
     /// How many jobs may wait for one writer before the next takes new sessions
     /// (`store::Writers`).
-    #[serde(deserialize_with = "positive_usize")]
+    #[serde(deserialize_with = "positive")]
     pub writer_room: usize,
 }
 
@@ -654,19 +654,15 @@ fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret
 }
 
 /// Intervals and timeouts: 0 would be a loop that never rests or a deadline already past
-/// (every write a 503), so it is refused at start, naming the key.
-fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let n = u64::deserialize(d)?;
-    if n == 0 {
-        return Err(serde::de::Error::custom("must be at least 1"));
-    }
-    Ok(n)
-}
-
-/// A count that must leave room for one (`database.writer_room`).
-fn positive_usize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let n = usize::deserialize(d)?;
-    if n == 0 {
+/// (every write a 503), so it is refused at start, naming the key. Counts alike
+/// (`database.writer_room`: 0 would leave no job room to wait).
+fn positive<'de, D, N>(d: D) -> Result<N, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    N: Deserialize<'de> + Default + PartialEq,
+{
+    let n = N::deserialize(d)?;
+    if n == N::default() {
         return Err(serde::de::Error::custom("must be at least 1"));
     }
     Ok(n)
