@@ -8,6 +8,7 @@
 //! writes in its own file, around the logic of `event_batch`.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use super::codec::{
     EventRecord, IssuedAccessRow, Phone, PhoneAppRow, PhoneHealth, PickedPhone, Recovery,
@@ -557,11 +558,14 @@ macro_rules! first_free {
     };
 }
 
-/// The phone has the app `$5` deployed (see `pick_phone_sql!`).
+/// The phone has the app `$app` deployed (see `pick_phone_sql!`).
 macro_rules! has_app_sql {
-    () => {
-        "EXISTS (SELECT 1 FROM phone_apps a WHERE a.app_id = $5 \
-           AND a.phone_id = phones.phone_id) AND "
+    ($app:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM phone_apps a WHERE a.app_id = ",
+            $app,
+            " AND a.phone_id = phones.phone_id) AND "
+        )
     };
 }
 
@@ -580,9 +584,9 @@ fn pick_phone_sql<D: Sql>(candidates: Candidates) -> &'static str {
         (Candidates::Pinned, true) => pick_phone_sql!("phone_id = $5 AND ", "", " FOR UPDATE"),
         (Candidates::Pinned, false) => pick_phone_sql!("phone_id = $5 AND ", "", ""),
         (Candidates::WithApp, true) => {
-            pick_phone_sql!(has_app_sql!(), first_free!(), " FOR UPDATE SKIP LOCKED")
+            pick_phone_sql!(has_app_sql!("$5"), first_free!(), " FOR UPDATE SKIP LOCKED")
         }
-        (Candidates::WithApp, false) => pick_phone_sql!(has_app_sql!(), first_free!(), ""),
+        (Candidates::WithApp, false) => pick_phone_sql!(has_app_sql!("$5"), first_free!(), ""),
         (Candidates::Any, true) => pick_phone_sql!("", first_free!(), " FOR UPDATE SKIP LOCKED"),
         (Candidates::Any, false) => pick_phone_sql!("", first_free!(), ""),
     }
@@ -610,6 +614,63 @@ async fn pick_phone<D: Sql>(
     Ok(tx.fetch_optional(sql, args).await?)
 }
 
+/// [`pick_phone`], looking again while the only free phones are held by another
+/// transaction. On PostgreSQL the pick skips locked rows, and a heartbeat flush or phone
+/// sync holds the phones it writes for a few milliseconds: with few free phones a mint was
+/// refused `NO_FREE_PHONE` although a phone was free (a CI run minting the last of four
+/// phones saw it). The pick never waits for a row instead (the batch's lock order, in
+/// docs/architecture.md): it sleeps a little and picks again, for [`HELD_PHONE_PATIENCE`]
+/// at most. A pinned pick already waits for its one row.
+async fn pick_phone_held_or_not<D: Sql>(
+    tx: &mut D,
+    req: &MintRequest,
+) -> Result<Option<PickedPhone>, StoreError> {
+    let may_be_held = D::LOCKS_ROWS && req.pinned_phone.is_none();
+    let mut waited = Duration::ZERO;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let picked = pick_phone(tx, req).await?;
+        if picked.is_some() || !may_be_held || waited >= HELD_PHONE_PATIENCE {
+            return Ok(picked);
+        }
+        if !free_phone_exists(tx, req).await? {
+            return Ok(None);
+        }
+        tokio::time::sleep(pause).await;
+        waited += pause;
+        pause = (pause * 2).min(Duration::from_millis(25));
+    }
+}
+
+/// How long a mint looks again for a free phone other transactions hold.
+const HELD_PHONE_PATIENCE: Duration = Duration::from_millis(500);
+
+/// Whether a phone the (unpinned) request could have is free, held by another transaction
+/// or not: the pick's conditions without its lock.
+async fn free_phone_exists(tx: &mut impl Sql, req: &MintRequest) -> Result<bool, StoreError> {
+    let found: Option<(String,)> = match req.match_app {
+        true => {
+            let sql = concat!(
+                "SELECT phone_id FROM phones WHERE ",
+                has_app_sql!("$2"),
+                free_phone_sql!("$1"),
+                " LIMIT 1"
+            );
+            let args = args![req.fresh_since, req.app_id.as_str()];
+            tx.fetch_optional(sql, &args).await?
+        }
+        false => {
+            let sql = concat!(
+                "SELECT phone_id FROM phones WHERE ",
+                free_phone_sql!("$1"),
+                " LIMIT 1"
+            );
+            tx.fetch_optional(sql, &args![req.fresh_since]).await?
+        }
+    };
+    Ok(found.is_some())
+}
+
 /// Mints one session in a transaction whose lapsed holds are already released (as of the
 /// request's `now` or later): the callers release once for a whole batch or queue pass, so
 /// that every mint's locks on PostgreSQL come after those of the release (see
@@ -623,7 +684,7 @@ pub(super) async fn mint_released<D: Sql>(
     {
         return Ok(earlier);
     }
-    let Some(picked) = pick_phone(tx, req).await? else {
+    let Some(picked) = pick_phone_held_or_not::<D>(tx, req).await? else {
         if let Some(key) = &req.key {
             forget_key(tx, key).await?;
         }

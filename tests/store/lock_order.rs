@@ -181,6 +181,73 @@ async fn mint_batch_and_flush_wait_in_line() {
     assert_eq!(phones, [Some("p-3".into()), Some("p-1".into())]);
 }
 
+/// The only free phone held by another transaction (a heartbeat flush writing it, phone
+/// sync) when a mint comes: the pick skips locked rows, so the mint was refused
+/// `NO_FREE_PHONE` for a phone that was free, as a CI run minting the last of four phones
+/// saw. The mint now looks again, without waiting for the row, and gets it once it is let go.
+#[test]
+fn a_mint_gets_the_only_free_phone_a_flush_holds_for_a_moment() {
+    crate::helpers::run_scenario(
+        "a_mint_gets_the_only_free_phone_a_flush_holds_for_a_moment",
+        async {
+            if postgres_available() {
+                mint_beside_a_held_free_phone().await
+            }
+        },
+    )
+}
+
+async fn mint_beside_a_held_free_phone() {
+    let store = open(Backend::Postgres).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    let mut flush = PgConnection::connect(store.url()).await.unwrap();
+    flush.execute("BEGIN").await.unwrap();
+    flush.execute(FLUSH_FIRST_ROW).await.unwrap();
+
+    let shared = store.shared();
+    let mut minted = tokio::spawn(async move {
+        let request = mint_request(&at_seven("s-1"));
+        shared.mint_sessions(&[&request]).await
+    });
+    // The mint has skipped the held row and found the phone free nonetheless: it is
+    // between two looks, in its transaction, waiting for no lock.
+    let mut watch = PgConnection::connect(store.url()).await.unwrap();
+    let look = async {
+        tokio::select! {
+            answered = &mut minted => panic!("answered while the phone was held: {answered:?}"),
+            () = looking_again(&mut watch) => {}
+        }
+    };
+    within("the mint looking again", Duration::from_secs(60), look).await;
+    flush.execute("COMMIT").await.unwrap();
+
+    let minted = minted.await.unwrap().expect("the mint commits");
+    assert_eq!(allocated(&minted[0]), Some("p-1".into()), "{minted:?}");
+}
+
+/// Waits until a transaction of the database has checked for a free phone without a lock
+/// (`book::free_phone_exists`): only a mint whose pick skipped a held free phone does.
+async fn looking_again(watch: &mut PgConnection) {
+    loop {
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *watch)
+            .await
+            .unwrap();
+        let looking: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+               AND state = 'idle in transaction' \
+               AND query LIKE 'SELECT phone_id FROM phones WHERE allocated_session_id%'",
+        )
+        .fetch_one(&mut *watch)
+        .await
+        .unwrap();
+        if looking > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// A flush chunk never waits for a row another writer holds (an event batch, a sign check,
 /// a mint committing): it writes the rest and hands the held rows' heartbeats back to the
 /// buffer, and the next flush writes them. Waiting for each in turn, in key order, took
