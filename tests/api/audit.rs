@@ -146,22 +146,22 @@ async fn restart_pause_and_replay_each_leave_one_audit_line_with_their_outcome(b
     the_cli_reads_and_writes_the_trail(&db.url, id).await;
 }
 
-/// The `cphub` binary on the database at `url`.
-fn cphub(url: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cphub"))
-        .env_clear()
+/// The `cphub` binary on the database at `url`, bounded as every CLI child of the suite.
+async fn cphub(url: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
+    cmd.env_clear()
         .env("CPHUB_CONFIG_DIR", "/nonexistent")
         .env("DATABASE_URL", url)
-        .args(args)
-        .output()
-        .unwrap()
+        .args(args);
+    crate::helpers::child_output(cmd).await
 }
 
-fn listed(url: &str, token: &str) -> Vec<Value> {
+async fn listed(url: &str, token: &str) -> Vec<Value> {
     let out = cphub(
         url,
         &["audit", "list", "--token", token, "--format", "json"],
-    );
+    )
+    .await;
     assert!(out.status.success(), "{out:?}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -188,22 +188,17 @@ async fn pages_newest_first(rig: &Rig, whole: &Value) {
 /// `cphub audit list` shows the API's lines; `cphub rollout resume`, which writes the book
 /// itself, adds a `cli:<user>` line (the test runs it with no `USER`: `cli:unknown`).
 async fn the_cli_reads_and_writes_the_trail(url: &str, id: &Value) {
-    let url = url.to_owned();
     let id = id.to_string();
-    tokio::task::spawn_blocking(move || {
-        assert_eq!(listed(&url, "ops").len(), 3);
-        // Resumes the paused rollout (fails if the pause above was refused: the line says so).
-        let out = cphub(&url, &["rollout", "resume", &id]);
-        let lines = listed(&url, "cli:unknown");
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert_eq!(lines[0]["action"], "cphub rollout resume");
-        assert_eq!(lines[0]["target"], id);
-        assert_eq!(
-            lines[0]["status"],
-            if out.status.success() { 0 } else { 1 },
-            "{out:?}"
-        );
-    })
-    .await
-    .unwrap();
+    assert_eq!(listed(url, "ops").await.len(), 3);
+    // Resumes the paused rollout (fails if the pause above was refused: the line says so).
+    let out = cphub(url, &["rollout", "resume", &id]).await;
+    let lines = listed(url, "cli:unknown").await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["action"], "cphub rollout resume");
+    assert_eq!(lines[0]["target"], id);
+    assert_eq!(
+        lines[0]["status"],
+        if out.status.success() { 0 } else { 1 },
+        "{out:?}"
+    );
 }

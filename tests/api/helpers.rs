@@ -20,9 +20,15 @@ pub use db::{Backend, TestDb, postgres_available, run_scenario, run_scenario_on,
 use db::{sqlx_connect, wait_for_lock_waiters};
 
 static LOGGING: LazyLock<()> = LazyLock::new(|| {
-    // Quiet by default; TEST_LOG=1 shows the application's logs.
-    if std::env::var_os("TEST_LOG").is_some() {
-        let settings = Settings::with_overrides("[log]\nlevel = \"debug\"").unwrap();
+    // Quiet by default; TEST_LOG=1 shows the application's logs at debug, TEST_LOG=info
+    // (or any other level) at that level.
+    if let Ok(level) = std::env::var("TEST_LOG") {
+        let level = if level == "1" {
+            "debug"
+        } else {
+            level.as_str()
+        };
+        let settings = Settings::with_overrides(&format!("[log]\nlevel = \"{level}\"")).unwrap();
         cphub::telemetry::init(&settings.log, std::io::stdout);
     }
 });
@@ -100,8 +106,12 @@ impl TestApp {
 
     /// Graceful stop, as on SIGTERM; returns the database for a restart.
     pub async fn stop(self) -> TestDb {
-        self.handle.stop(true).await;
-        self.task.await.unwrap().unwrap();
+        // Past the 5 s graceful stop and the writers' 10 s, something does not end.
+        within("stopping cphub", Duration::from_secs(60), async {
+            self.handle.stop(true).await;
+            self.task.await.unwrap().unwrap();
+        })
+        .await;
         self.db
     }
 

@@ -234,18 +234,10 @@ async fn a_silent_phone_is_restarted_and_comes_back(backend: Backend) {
             "no false recovery of {healthy}"
         );
     }
-    let url = fleet.app.db.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cphub"))
-            .env_clear()
-            .env("CPHUB_CONFIG_DIR", "/nonexistent")
-            .env("DATABASE_URL", url)
-            .args(["recoveries", "list", "--format", "json"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = fleet
+        .app
+        .cli(&["recoveries", "list", "--format", "json"])
+        .await;
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
     assert!(
         listed

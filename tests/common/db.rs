@@ -97,11 +97,41 @@ pub fn run_scenario_on(
         // The timer must be made inside the runtime: outside it there is no clock to arm.
         runtime.block_on(async { tokio::time::timeout(limit, scenario).await })
     }));
+    if matches!(outcome, Ok(Err(_))) {
+        print_thread_stacks(name);
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(_)) => panic!("{name} did not finish within {limit:?}: it hangs"),
         Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Prints every thread's stack (gdb attached to this process, when there is one) before a
+/// hung scenario fails: whether its threads wait on a lock or sit idle under a future that
+/// is never woken tells the two kinds of hang apart, which the timeout alone cannot.
+fn print_thread_stacks(name: &str) {
+    let pid = std::process::id().to_string();
+    let dump = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "gdb",
+            "-p",
+            &pid,
+            "-batch",
+            "-nx",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match dump {
+        Ok(out) => println!(
+            "{name} hangs; the threads of this test process:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+        Err(error) => println!("{name} hangs; no thread stacks (gdb: {error})"),
     }
 }
 
