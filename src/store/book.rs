@@ -648,26 +648,19 @@ const HELD_PHONE_PATIENCE: Duration = Duration::from_millis(500);
 /// Whether a phone the (unpinned) request could have is free, held by another transaction
 /// or not: the pick's conditions without its lock.
 async fn free_phone_exists(tx: &mut impl Sql, req: &MintRequest) -> Result<bool, StoreError> {
-    let found: Option<(String,)> = match req.match_app {
-        true => {
-            let sql = concat!(
-                "SELECT phone_id FROM phones WHERE ",
-                has_app_sql!("$2"),
-                free_phone_sql!("$1"),
-                " LIMIT 1"
-            );
-            let args = args![req.fresh_since, req.app_id.as_str()];
-            tx.fetch_optional(sql, &args).await?
-        }
-        false => {
-            let sql = concat!(
-                "SELECT phone_id FROM phones WHERE ",
-                free_phone_sql!("$1"),
-                " LIMIT 1"
-            );
-            tx.fetch_optional(sql, &args![req.fresh_since]).await?
-        }
+    let sql = match req.match_app {
+        true => concat!(
+            "SELECT phone_id FROM phones WHERE ",
+            has_app_sql!("$2"),
+            free_phone_sql!("$1"),
+            " LIMIT 1"
+        ),
+        false => concat!("SELECT phone_id FROM phones WHERE ", free_phone_sql!("$1"), " LIMIT 1"),
     };
+    let args = args![req.fresh_since, req.app_id.as_str()];
+    // The any-phone statement has no `$2`.
+    let args = if req.match_app { &args[..] } else { &args[..1] };
+    let found: Option<(String,)> = tx.fetch_optional(sql, args).await?;
     Ok(found.is_some())
 }
 

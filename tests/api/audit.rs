@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use wiremock::ResponseTemplate;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, assert_error};
+use crate::helpers::{Backend, TOKEN, assert_error, cli_on};
 use crate::rollouts::{Rig, start_with};
 use crate::webhooks::{hook_url, receiver, webhooks};
 
@@ -146,18 +146,8 @@ async fn restart_pause_and_replay_each_leave_one_audit_line_with_their_outcome(b
     the_cli_reads_and_writes_the_trail(&db.url, id).await;
 }
 
-/// The `cphub` binary on the database at `url`, bounded as every CLI child of the suite.
-async fn cphub(url: &str, args: &[&str]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
-    cmd.env_clear()
-        .env("CPHUB_CONFIG_DIR", "/nonexistent")
-        .env("DATABASE_URL", url)
-        .args(args);
-    crate::helpers::child_output(cmd).await
-}
-
 async fn listed(url: &str, token: &str) -> Vec<Value> {
-    let out = cphub(
+    let out = cli_on(
         url,
         &["audit", "list", "--token", token, "--format", "json"],
     )
@@ -191,7 +181,7 @@ async fn the_cli_reads_and_writes_the_trail(url: &str, id: &Value) {
     let id = id.to_string();
     assert_eq!(listed(url, "ops").await.len(), 3);
     // Resumes the paused rollout (fails if the pause above was refused: the line says so).
-    let out = cphub(url, &["rollout", "resume", &id]).await;
+    let out = cli_on(url, &["rollout", "resume", &id]).await;
     let lines = listed(url, "cli:unknown").await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["action"], "cphub rollout resume");

@@ -192,12 +192,7 @@ impl TestApp {
     /// Runs the `cphub` binary against this app's database (the commands that read the
     /// book directly), off the async runtime.
     pub async fn cli(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
-        cmd.env_clear()
-            .env("CPHUB_CONFIG_DIR", "/nonexistent")
-            .env("DATABASE_URL", &self.db.url)
-            .args(args);
-        child_output(cmd).await
+        cli_on(&self.db.url, args).await
     }
 
     /// `GET /api/v1/sessions/{id}` as the operator; None on 404.
@@ -457,6 +452,17 @@ pub async fn assert_applied_once(app: &TestApp, acked: &[(String, &'static str)]
         });
         assert_eq!(accepted, 1, "acknowledged {kind} of {session}: {stored:?}");
     }
+}
+
+/// Runs the `cphub` binary on the book at `url`, with no configuration file (also after the
+/// service on that book has stopped).
+pub async fn cli_on(url: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
+    cmd.env_clear()
+        .env("CPHUB_CONFIG_DIR", "/nonexistent")
+        .env("DATABASE_URL", url)
+        .args(args);
+    child_output(cmd).await
 }
 
 /// How long a child the tests run (the `cphub` CLI) may take before it counts as hung.

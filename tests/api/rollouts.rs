@@ -13,8 +13,8 @@ use cphub::simulator::{SimOptions, Simulator};
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error, within};
-use crate::simulation::{START_LIMIT, configure_callbacks, start_simulator};
+use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error};
+use crate::simulation::{configure_callbacks, start_cphub, start_simulator};
 use crate::watchdog::{Pace, cphub_settings_paced, free_port, simulator_options};
 
 backend_tests!(
@@ -68,12 +68,7 @@ pub(crate) async fn start_with(
     };
     let settings = cphub_settings_paced(port, &simulator, &options, extra, pace);
     let db = TestDb::new(backend).await;
-    let app = within(
-        "starting cphub",
-        START_LIMIT,
-        TestApp::spawn_on(db, &settings),
-    )
-    .await;
+    let app = start_cphub(db, &settings).await;
     configure_callbacks(&app.address, &simulator, &options).await;
     let rig = Rig {
         app,

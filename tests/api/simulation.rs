@@ -10,7 +10,7 @@ use cphub::cph::{CphClient, PhoneItem, model::job_status};
 use cphub::simulator::{SimOptions, Simulator};
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, TestApp, within};
+use crate::helpers::{Backend, TOKEN, TestApp, TestDb, within};
 
 /// A simulator of `phones` phones whose callbacks go to the cphub at `cphub`, no players.
 pub(crate) fn simulator_options(cphub: &str, phones: usize) -> SimOptions {
@@ -64,6 +64,16 @@ pub(crate) async fn start_simulator(options: &SimOptions) -> Simulator {
     within("starting the simulator", START_LIMIT, start)
         .await
         .unwrap()
+}
+
+/// cphub on `db` with `settings`, started within [`START_LIMIT`].
+pub(crate) async fn start_cphub(db: TestDb, settings: &str) -> TestApp {
+    within(
+        "starting cphub",
+        START_LIMIT,
+        TestApp::spawn_on(db, settings),
+    )
+    .await
 }
 
 /// Time for [`configure_callbacks`]: two jobs per phone, each followed up to 60 s.

@@ -14,8 +14,8 @@ use cphub::simulator::{SimOptions, Simulator};
 use serde_json::Value;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error, poll_until, within};
-use crate::simulation::{START_LIMIT, configure_callbacks, start_simulator};
+use crate::helpers::{Backend, TOKEN, TestApp, TestDb, assert_error, poll_until};
+use crate::simulation::{configure_callbacks, start_cphub, start_simulator};
 
 /// A simulator and a cphub (with its watchdog) wired to each other.
 pub(crate) struct Fleet {
@@ -165,12 +165,7 @@ async fn start_synced(
         ..Pace::EAGER
     };
     let settings = cphub_settings_paced(port, &simulator, &options, watchdog, pace);
-    let app = within(
-        "starting cphub",
-        START_LIMIT,
-        TestApp::spawn_on(db, &settings),
-    )
-    .await;
+    let app = start_cphub(db, &settings).await;
     configure_callbacks(&app.address, &simulator, &options).await;
     Fleet {
         port,
