@@ -25,7 +25,10 @@ use crate::domain::{AppId, Connect, PhoneId, Session, SessionId, UtcTime};
 /// How a heartbeat updates a phone that already has a row. `last_seen_at` is cphub's clock
 /// and moves on any heartbeat: a phone whose own clock stepped back is still alive and must
 /// not look stale to the watchdog. What the heartbeat says (its time, session, app) only
-/// replaces older news, so a delayed heartbeat cannot undo a newer one.
+/// replaces older news, so a delayed heartbeat cannot undo a newer one. A heartbeat naming
+/// the session a quit ended on the phone (`heartbeat_ended_session_id`, migration 0023) was
+/// sent before the quit: the game has exited, and a phone's heartbeat then names no session
+/// (chapter 6.4), so it leaves the phone in none.
 macro_rules! heartbeat_upsert {
     () => {
         " ON CONFLICT (phone_id) DO UPDATE SET \
@@ -36,12 +39,16 @@ macro_rules! heartbeat_upsert {
            last_heartbeat_at = CASE WHEN phones.last_heartbeat_at IS NULL \
                OR phones.last_heartbeat_at <= excluded.last_heartbeat_at \
              THEN excluded.last_heartbeat_at ELSE phones.last_heartbeat_at END, \
-           heartbeat_session_id = CASE WHEN phones.last_heartbeat_at IS NULL \
-               OR phones.last_heartbeat_at <= excluded.last_heartbeat_at \
-             THEN excluded.heartbeat_session_id ELSE phones.heartbeat_session_id END, \
-           heartbeat_app_id = CASE WHEN phones.last_heartbeat_at IS NULL \
-               OR phones.last_heartbeat_at <= excluded.last_heartbeat_at \
-             THEN excluded.heartbeat_app_id ELSE phones.heartbeat_app_id END"
+           heartbeat_session_id = CASE WHEN NOT (phones.last_heartbeat_at IS NULL \
+               OR phones.last_heartbeat_at <= excluded.last_heartbeat_at) \
+             THEN phones.heartbeat_session_id \
+             WHEN excluded.heartbeat_session_id = phones.heartbeat_ended_session_id THEN NULL \
+             ELSE excluded.heartbeat_session_id END, \
+           heartbeat_app_id = CASE WHEN NOT (phones.last_heartbeat_at IS NULL \
+               OR phones.last_heartbeat_at <= excluded.last_heartbeat_at) \
+             THEN phones.heartbeat_app_id \
+             WHEN excluded.heartbeat_session_id = phones.heartbeat_ended_session_id THEN NULL \
+             ELSE excluded.heartbeat_app_id END"
     };
 }
 pub(crate) use heartbeat_upsert;

@@ -50,6 +50,11 @@ pub(crate) struct PhoneLinks {
     pub allocated_until: Option<UtcTime>,
     pub created_at: UtcTime,
     pub updated_at: UtcTime,
+    /// The session a quit in this batch ended on the phone: the write clears the phone's
+    /// `heartbeat_session_id` if it names it, and keeps it as `heartbeat_ended_session_id`
+    /// (migration 0023). Not read: the write compares in SQL, against the row as it is.
+    #[sqlx(skip)]
+    pub ended_session_id: Option<String>,
 }
 
 /// A phone to write back. One the read did not find is created by the write, blank but
@@ -372,6 +377,7 @@ fn blank_phone(received: &ReceivedEvent) -> (PhoneChange, bool) {
         allocated_until: None,
         created_at: received.received_at,
         updated_at: received.received_at,
+        ended_session_id: None,
     };
     let phone = PhoneChange {
         links,
@@ -413,6 +419,12 @@ fn settle_phone<T: BatchTx>(
             p.current_session_id = None;
             p.current_app_id = None;
             p.current_session_started_at = None;
+            (p.updated_at, *changed) = (now, true);
+        }
+        if s.state == SessionState::Ended {
+            // The game has exited: the phone's heartbeats name no session from now on
+            // (chapter 6.4), so the last one that named this session no longer holds it.
+            p.ended_session_id = Some(s.session_id.to_string());
             (p.updated_at, *changed) = (now, true);
         }
     }
@@ -500,3 +512,22 @@ macro_rules! phone_link_columns {
     };
 }
 pub(super) use phone_link_columns;
+
+/// The `SET` items of a phone's write that clear the heartbeat's session once a quit ended
+/// it (`$ended`: the session id, or NULL when the batch ended none on the phone). Compared
+/// against the row as it is when written, not as the batch read it: a heartbeat flush may
+/// have written it since (SQLite between batches, PostgreSQL never while the batch holds the
+/// row). Kept as `heartbeat_ended_session_id`, which the heartbeat upsert reads.
+macro_rules! ended_session_clear {
+    ($ended:literal) => {
+        concat!(
+            "heartbeat_session_id = CASE WHEN phones.heartbeat_session_id = ", $ended,
+            " THEN NULL ELSE phones.heartbeat_session_id END, \
+             heartbeat_app_id = CASE WHEN phones.heartbeat_session_id = ", $ended,
+            " THEN NULL ELSE phones.heartbeat_app_id END, \
+             heartbeat_ended_session_id = COALESCE(", $ended,
+            ", phones.heartbeat_ended_session_id)"
+        )
+    };
+}
+pub(super) use ended_session_clear;

@@ -205,6 +205,8 @@ impl BatchTx for sqlx::Transaction<'static, sqlx::Postgres> {
         let statement = bind_phones(bind_sessions(bind_events(statement, write), write), write);
         let keys = write.events.iter().map(|row| row.session_created_at);
         let statement = statement.bind(keys.collect::<Vec<UtcTime>>());
+        let ended = write.phones.iter().map(|p| p.links.ended_session_id.as_deref());
+        let statement = statement.bind(ended.collect::<Vec<Option<&str>>>());
         let (events, phones): (i64, i64) = statement.fetch_one(&mut **self).await?;
         let count = |n: i64| u64::try_from(n).unwrap_or_default();
         Ok(Written {
@@ -281,7 +283,8 @@ fn bind_sessions<'q>(
         )
 }
 
-/// `$21`–`$29`: the phones to save or create.
+/// `$21`–`$29`: the phones to save or create (`$31`, the session a quit ended on each, is
+/// bound last).
 fn bind_phones<'q>(statement: WriteStatement<'q>, write: &'q BatchWrite<'q>) -> WriteStatement<'q> {
     let phones = &write.phones;
     let text = |f: fn(&PhoneLinks) -> Option<&str>| -> Vec<Option<&str>> {
@@ -333,11 +336,13 @@ const BATCH_READ: &str = concat!(
 
 /// The write as data-modifying CTEs, answering how many events were inserted (fewer when
 /// another writer accepted one first) and how many phones written. `$30`: each event's
-/// session's `created_at`, the event log's partition key (migration 0014). A phone the read did
+/// session's `created_at`, the event log's partition key (migration 0014). `$31`: per phone, the
+/// session a quit ended on it (`ended_session_clear!`). A phone the read did
 /// not find is created; if another writer created it meanwhile, it is taken over only
 /// while no session is current or held on it (a heartbeat's row, say), else the count
 /// falls short and the batch is decided afresh (`Raced`).
-const BATCH_WRITE: &str = "\
+const BATCH_WRITE: &str = concat!(
+    "\
     WITH inserted AS (INSERT INTO session_events (session_id, status, phone_id, app_id, \
         event_time, run_time, error_msg, outcome, received_at, truncated, session_created_at) \
       SELECT s, st, p, a, t, rt, m, o, r, tr, ca \
@@ -360,30 +365,33 @@ const BATCH_WRITE: &str = "\
       WHERE sessions.session_id = u.session_id), \
     p AS (SELECT * FROM UNNEST($21::text[], $22::text[], $23::text[], $24::timestamptz[], \
         $25::text[], $26::timestamptz[], $27::timestamptz[], $28::timestamptz[], \
-        $29::boolean[]) \
+        $29::boolean[], $31::text[]) \
       AS u(phone_id, current_session_id, current_app_id, current_session_started_at, \
-        allocated_session_id, allocated_until, created_at, updated_at, existed)), \
+        allocated_session_id, allocated_until, created_at, updated_at, existed, ended)), \
     phones_saved AS (UPDATE phones SET current_session_id = p.current_session_id, \
         current_app_id = p.current_app_id, \
         current_session_started_at = p.current_session_started_at, \
         allocated_session_id = p.allocated_session_id, allocated_until = p.allocated_until, \
-        updated_at = p.updated_at \
-      FROM p WHERE p.existed AND phones.phone_id = p.phone_id RETURNING 1), \
+        updated_at = p.updated_at, ",
+    event_batch::ended_session_clear!("p.ended"),
+    " FROM p WHERE p.existed AND phones.phone_id = p.phone_id RETURNING 1), \
     phones_created AS (INSERT INTO phones (phone_id, current_session_id, current_app_id, \
         current_session_started_at, allocated_session_id, allocated_until, created_at, \
-        updated_at) \
+        updated_at, heartbeat_ended_session_id) \
       SELECT phone_id, current_session_id, current_app_id, current_session_started_at, \
-        allocated_session_id, allocated_until, created_at, updated_at \
+        allocated_session_id, allocated_until, created_at, updated_at, ended \
       FROM p WHERE NOT p.existed ORDER BY phone_id \
       ON CONFLICT (phone_id) DO UPDATE SET current_session_id = excluded.current_session_id, \
         current_app_id = excluded.current_app_id, \
         current_session_started_at = excluded.current_session_started_at, \
         allocated_session_id = excluded.allocated_session_id, \
-        allocated_until = excluded.allocated_until, updated_at = excluded.updated_at \
-      WHERE phones.current_session_id IS NULL AND phones.allocated_session_id IS NULL \
+        allocated_until = excluded.allocated_until, updated_at = excluded.updated_at, ",
+    event_batch::ended_session_clear!("excluded.heartbeat_ended_session_id"),
+    " WHERE phones.current_session_id IS NULL AND phones.allocated_session_id IS NULL \
       RETURNING 1) \
     SELECT (SELECT count(*) FROM inserted), \
-      (SELECT count(*) FROM phones_saved) + (SELECT count(*) FROM phones_created)";
+      (SELECT count(*) FROM phones_saved) + (SELECT count(*) FROM phones_created)"
+);
 
 /// Days of event-log partitions made ahead: a week without a retention leader before
 /// events fall into the default partition.

@@ -503,6 +503,7 @@ type PhoneJson<'a> = (
     Millis,
     i64,
     i64,
+    Option<&'a str>,
 );
 
 fn phone_rows(phones: &[PhoneChange]) -> Vec<PhoneJson<'_>> {
@@ -518,6 +519,7 @@ fn phone_rows(phones: &[PhoneChange]) -> Vec<PhoneJson<'_>> {
                 millis(p.allocated_until),
                 p.created_at.epoch_millis(),
                 p.updated_at.epoch_millis(),
+                p.ended_session_id.as_deref(),
             )
         })
         .collect()
@@ -544,7 +546,8 @@ const BATCH_READ: &str = concat!(
 
 /// `$1`: the event rows in arrival order (their ids follow it; `RETURNING` counts those
 /// inserted); `$2`: the sessions to save; `$3`: the phones to create or save.
-const BATCH_WRITE: &str = "\
+const BATCH_WRITE: &str = concat!(
+    "\
     INSERT INTO session_events (session_id, status, phone_id, app_id, event_time, run_time, \
       error_msg, outcome, received_at, truncated) \
     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
@@ -562,14 +565,17 @@ const BATCH_WRITE: &str = "\
       FROM json_each($2)) AS u \
     WHERE sessions.session_id = u.session_id; \
     INSERT INTO phones (phone_id, current_session_id, current_app_id, \
-      current_session_started_at, allocated_session_id, allocated_until, created_at, updated_at) \
+      current_session_started_at, allocated_session_id, allocated_until, created_at, \
+      updated_at, heartbeat_ended_session_id) \
     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-      value ->> 6, value ->> 7 FROM json_each($3) WHERE true \
+      value ->> 6, value ->> 7, value ->> 8 FROM json_each($3) WHERE true \
     ON CONFLICT (phone_id) DO UPDATE SET current_session_id = excluded.current_session_id, \
       current_app_id = excluded.current_app_id, \
       current_session_started_at = excluded.current_session_started_at, \
       allocated_session_id = excluded.allocated_session_id, \
-      allocated_until = excluded.allocated_until, updated_at = excluded.updated_at";
+      allocated_until = excluded.allocated_until, updated_at = excluded.updated_at, ",
+    event_batch::ended_session_clear!("excluded.heartbeat_ended_session_id")
+);
 
 struct SingleProcess;
 

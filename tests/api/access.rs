@@ -795,6 +795,52 @@ async fn a_phone_in_play_stays_taken_until_quit(backend: Backend) {
     assert_eq!(app.session(id).await.unwrap()["state"], "ended");
 }
 
+/// Chapter 6.4: once the game has exited, the phone's heartbeat names no session. So the
+/// quit frees the phone at once, though its last heartbeat named the session; and a
+/// heartbeat sent before the quit but written after it does not take the phone again. Before,
+/// a mint pinned to the phone was refused `CPHUB.PHONE_BUSY` until a heartbeat without a
+/// session was flushed.
+async fn a_phone_is_free_once_its_game_quits_though_its_last_heartbeat_named_it_6_4(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(backend, PATIENT_FLEET).await;
+    app.idle_phones(&["p-1"]).await;
+    let first = app.mint_ok(&pinned_mint_request("u-1", "p-1")).await;
+    let id = text(&first, "session_id");
+    assert_admitted(app.sign_check(&correct(&first)).await, &first).await;
+    app.send_event(&enter(id, "p-1", T0)).await;
+    app.send_heartbeat(&heartbeat("p-1", Some(id), "2026-11-28T10:00:05Z"))
+        .await;
+    let phone = app
+        .wait_for_phone("p-1", |p| p["heartbeat_session_id"] == id)
+        .await;
+    assert_eq!(phone["state"], "occupied", "{phone}");
+
+    app.send_event(&quit(id, "p-1", "2026-11-28T10:00:07Z", 7))
+        .await;
+    let phone = app.phone("p-1").await.expect("the phone is known");
+    assert_eq!(phone["heartbeat_session_id"], Value::Null, "{phone}");
+    assert_eq!(phone["state"], "idle", "{phone}");
+
+    // Sent at 10:00:06, before the quit; it reaches cphub after.
+    app.send_heartbeat(&heartbeat("p-1", Some(id), "2026-11-28T10:00:06Z"))
+        .await;
+    let phone = app
+        .wait_for_phone("p-1", |p| p["last_heartbeat_at"] == "2026-11-28T10:00:06Z")
+        .await;
+    assert_eq!(phone["heartbeat_session_id"], Value::Null, "{phone}");
+    let second = app.mint_ok(&pinned_mint_request("u-2", "p-1")).await;
+    assert_eq!(second["phone_id"], "p-1");
+
+    // A heartbeat naming another session still takes the phone.
+    app.send_heartbeat(&heartbeat("p-1", Some("s-other"), "2026-11-28T10:00:11Z"))
+        .await;
+    let phone = app
+        .wait_for_phone("p-1", |p| p["heartbeat_session_id"] == "s-other")
+        .await;
+    assert_eq!(phone["state"], "occupied", "{phone}");
+}
+
 async fn a_stale_phone_is_not_allocated(backend: Backend) {
     let clock = manual_clock();
     let app = TestApp::spawn_with_clock(backend, "", Arc::clone(&clock)).await;
@@ -871,6 +917,7 @@ backend_tests!(
     an_unverified_allocation_lapses_after_auth_ts,
     a_verified_allocation_lapses_without_enter,
     a_phone_in_play_stays_taken_until_quit,
+    a_phone_is_free_once_its_game_quits_though_its_last_heartbeat_named_it_6_4,
     a_stale_phone_is_not_allocated,
     bad_mint_requests_are_refused_and_allocate_nothing,
 );

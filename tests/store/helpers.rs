@@ -502,6 +502,28 @@ pub async fn given_todays_event_key(backend: Backend, url: &str) {
     .expect("the event key");
 }
 
+/// Today's code writes a quit's phone with `heartbeat_ended_session_id` (0023): an old book
+/// is lent the column while today's code plays it (`lent` true), and gives it back before
+/// its own migrations run (`lent` false), which add it as 0023 would.
+pub async fn lend_todays_phone_column(backend: Backend, url: &str, lent: bool) {
+    use sqlx::Executor;
+    let sql = match lent {
+        true => "ALTER TABLE phones ADD COLUMN heartbeat_ended_session_id TEXT",
+        false => "ALTER TABLE phones DROP COLUMN heartbeat_ended_session_id",
+    };
+    let done = match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url).await.expect("test database");
+            pool.execute(sql).await.map(drop)
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.expect("test database");
+            pool.execute(sql).await.map(drop)
+        }
+    };
+    done.unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 /// Numbers drawn from `seed`: `next(n)` is one below `n`. Xorshift: the suite needs no
 /// random crate, and a seed gives the same draws on every run.
 pub fn draws(seed: u64) -> impl FnMut(u64) -> u64 {

@@ -211,6 +211,7 @@ async fn sessions_closed_before_the_rollups_are_rolled_up_by_their_migration(bac
     let db = TestDb::new(backend).await;
     migrate_before(backend, &db.url, 11).await;
     given_todays_event_key(backend, &db.url).await;
+    lend_todays_phone_column(backend, &db.url, true).await;
     let settings = Settings::with_overrides(&format!("[database]\nurl = \"{}\"\n", db.url))
         .expect("test settings");
     let store = cphub::store::connect(&settings.database)
@@ -225,6 +226,7 @@ async fn sessions_closed_before_the_rollups_are_rolled_up_by_their_migration(bac
     }
     let late = pending.split_off(pending.len() / 2);
     apply(&store, &pending).await;
+    lend_todays_phone_column(backend, &db.url, false).await;
     store.migrate().await.expect("0011 runs");
 
     let seen = compare_windows(&store, &mut dice, 7).await;

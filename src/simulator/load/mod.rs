@@ -114,12 +114,6 @@ impl LoadOptions {
         plan::exponential(rng, self.idle_mean_secs())
     }
 
-    /// cphub frees a phone for the next mint once an idle heartbeat after the quit reached
-    /// its store, so no session follows the last sooner than two intervals.
-    fn gap(&self, rng: &mut SmallRng) -> Duration {
-        self.interval() * 2 + self.idle(rng)
-    }
-
     /// A session's length in whole seconds (so the quit's `run_time` is exact), at least 1.
     fn session_length(&self, rng: &mut SmallRng) -> Duration {
         let secs = plan::exponential(rng, self.session_mean_secs).as_secs_f64();
@@ -389,7 +383,9 @@ impl Run {
             sleep_until(next).await;
             let length = self.options.session_length(&mut rng);
             let ended = self.session(index, round, flash, next, length).await;
-            next = ended.max(next) + self.options.gap(&mut rng);
+            // The quit frees the phone at once (its heartbeats name no session once the
+            // game has exited, chapter 6.4): the next session may follow after any idle time.
+            next = ended.max(next) + self.options.idle(&mut rng);
             flash = false;
             round += 1;
         }
