@@ -31,26 +31,38 @@ use crate::domain::{AppId, Connect, PhoneId, Session, SessionId, UtcTime};
 /// (chapter 6.4), so it leaves the phone in none.
 macro_rules! heartbeat_upsert {
     () => {
-        " ON CONFLICT (phone_id) DO UPDATE SET \
-           last_seen_at = CASE WHEN phones.last_seen_at IS NULL \
-               OR phones.last_seen_at < excluded.last_seen_at \
-             THEN excluded.last_seen_at ELSE phones.last_seen_at END, \
-           updated_at = excluded.updated_at, \
-           last_heartbeat_at = CASE WHEN phones.last_heartbeat_at IS NULL \
-               OR phones.last_heartbeat_at <= excluded.last_heartbeat_at \
-             THEN excluded.last_heartbeat_at ELSE phones.last_heartbeat_at END, \
-           heartbeat_session_id = CASE WHEN NOT (phones.last_heartbeat_at IS NULL \
-               OR phones.last_heartbeat_at <= excluded.last_heartbeat_at) \
-             THEN phones.heartbeat_session_id \
-             WHEN excluded.heartbeat_session_id = phones.heartbeat_ended_session_id THEN NULL \
-             ELSE excluded.heartbeat_session_id END, \
-           heartbeat_app_id = CASE WHEN NOT (phones.last_heartbeat_at IS NULL \
-               OR phones.last_heartbeat_at <= excluded.last_heartbeat_at) \
-             THEN phones.heartbeat_app_id \
-             WHEN excluded.heartbeat_session_id = phones.heartbeat_ended_session_id THEN NULL \
-             ELSE excluded.heartbeat_app_id END"
+        concat!(
+            " ON CONFLICT (phone_id) DO UPDATE SET \
+               last_seen_at = CASE WHEN phones.last_seen_at IS NULL \
+                   OR phones.last_seen_at < excluded.last_seen_at \
+                 THEN excluded.last_seen_at ELSE phones.last_seen_at END, \
+               updated_at = excluded.updated_at, \
+               last_heartbeat_at = CASE WHEN ", $crate::store::book::newer_heartbeat!(),
+            " THEN excluded.last_heartbeat_at ELSE phones.last_heartbeat_at END, \
+               heartbeat_session_id = CASE WHEN NOT ", $crate::store::book::newer_heartbeat!(),
+            " THEN phones.heartbeat_session_id WHEN ", $crate::store::book::names_ended_session!(),
+            " THEN NULL ELSE excluded.heartbeat_session_id END, \
+               heartbeat_app_id = CASE WHEN NOT ", $crate::store::book::newer_heartbeat!(),
+            " THEN phones.heartbeat_app_id WHEN ", $crate::store::book::names_ended_session!(),
+            " THEN NULL ELSE excluded.heartbeat_app_id END"
+        )
     };
 }
+
+/// Whether the incoming heartbeat is at least as new, by the phone's clock, as the stored one.
+macro_rules! newer_heartbeat {
+    () => {
+        "(phones.last_heartbeat_at IS NULL OR phones.last_heartbeat_at <= excluded.last_heartbeat_at)"
+    };
+}
+
+/// Whether the incoming heartbeat names the session a quit already ended on the phone.
+macro_rules! names_ended_session {
+    () => {
+        "excluded.heartbeat_session_id = phones.heartbeat_ended_session_id"
+    };
+}
+pub(crate) use {names_ended_session, newer_heartbeat};
 pub(crate) use heartbeat_upsert;
 
 /// The columns of [`SessionRow`](crate::store::codec::SessionRow), in one place.

@@ -205,8 +205,6 @@ impl BatchTx for sqlx::Transaction<'static, sqlx::Postgres> {
         let statement = bind_phones(bind_sessions(bind_events(statement, write), write), write);
         let keys = write.events.iter().map(|row| row.session_created_at);
         let statement = statement.bind(keys.collect::<Vec<UtcTime>>());
-        let ended = write.phones.iter().map(|p| p.links.ended_session_id.as_deref());
-        let statement = statement.bind(ended.collect::<Vec<Option<&str>>>());
         let (events, phones): (i64, i64) = statement.fetch_one(&mut **self).await?;
         let count = |n: i64| u64::try_from(n).unwrap_or_default();
         Ok(Written {
@@ -283,8 +281,7 @@ fn bind_sessions<'q>(
         )
 }
 
-/// `$21`–`$29`: the phones to save or create (`$31`, the session a quit ended on each, is
-/// bound last).
+/// `$21`–`$30`: the phones to save or create, with the session a quit ended on each.
 fn bind_phones<'q>(statement: WriteStatement<'q>, write: &'q BatchWrite<'q>) -> WriteStatement<'q> {
     let phones = &write.phones;
     let text = |f: fn(&PhoneLinks) -> Option<&str>| -> Vec<Option<&str>> {
@@ -303,6 +300,7 @@ fn bind_phones<'q>(statement: WriteStatement<'q>, write: &'q BatchWrite<'q>) -> 
         .bind(time(|p| Some(p.created_at)))
         .bind(time(|p| Some(p.updated_at)))
         .bind(phones.iter().map(|p| p.existed).collect::<Vec<bool>>())
+        .bind(text(|p| p.ended_session_id.as_deref()))
 }
 
 /// `$1`–`$4`: the first event of each session to create (session, phone, app, received);
@@ -335,8 +333,8 @@ const BATCH_READ: &str = concat!(
 );
 
 /// The write as data-modifying CTEs, answering how many events were inserted (fewer when
-/// another writer accepted one first) and how many phones written. `$30`: each event's
-/// session's `created_at`, the event log's partition key (migration 0014). `$31`: per phone, the
+/// another writer accepted one first) and how many phones written. `$31`: each event's
+/// session's `created_at`, the event log's partition key (migration 0014). `$30`: per phone, the
 /// session a quit ended on it (`ended_session_clear!`). A phone the read did
 /// not find is created; if another writer created it meanwhile, it is taken over only
 /// while no session is current or held on it (a heartbeat's row, say), else the count
@@ -348,7 +346,7 @@ const BATCH_WRITE: &str = concat!(
       SELECT s, st, p, a, t, rt, m, o, r, tr, ca \
       FROM UNNEST($1::text[], $2::smallint[], $3::text[], $4::text[], $5::timestamptz[], \
         $6::bigint[], $7::text[], $8::text[], $9::timestamptz[], $10::boolean[], \
-        $30::timestamptz[]) \
+        $31::timestamptz[]) \
         WITH ORDINALITY AS u(s, st, p, a, t, rt, m, o, r, tr, ca, n) \
       ORDER BY n \
       ON CONFLICT (session_id, status, session_created_at) WHERE outcome = 'accepted' \
@@ -365,7 +363,7 @@ const BATCH_WRITE: &str = concat!(
       WHERE sessions.session_id = u.session_id), \
     p AS (SELECT * FROM UNNEST($21::text[], $22::text[], $23::text[], $24::timestamptz[], \
         $25::text[], $26::timestamptz[], $27::timestamptz[], $28::timestamptz[], \
-        $29::boolean[], $31::text[]) \
+        $29::boolean[], $30::text[]) \
       AS u(phone_id, current_session_id, current_app_id, current_session_started_at, \
         allocated_session_id, allocated_until, created_at, updated_at, existed, ended)), \
     phones_saved AS (UPDATE phones SET current_session_id = p.current_session_id, \
