@@ -15,10 +15,12 @@ assignments (cphub reads `CPHUB__SECTION__KEY`), or `-` for the defaults.
 
 Prints one Markdown row per window (p99 / p99.9 ms of each session request kind, the
 heartbeat p99, and whether the window carries the fleet by the capacity criteria) and,
-at the end, how many windows of each setting carried it.
+at the end, how many windows of each setting carried it. Each window's whole report (every
+kind's p50 to max, the schedule's lag) is appended to target/bench/compare.jsonl.
 """
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -93,7 +95,12 @@ def main():
     for round_no in range(1, args.rounds + 1):
         for label, setting in settings:
             run.log(f"round {round_no}: {label}")
-            line, ok = row(label, round_no, window(args, setting))
+            report = window(args, setting)
+            with open(run.OUT / "compare.jsonl", "a") as out:
+                out.write(json.dumps({"setting": label, "round": round_no,
+                                      "backend": args.backend, "phones": args.phones,
+                                      "report": report}) + "\n")
+            line, ok = row(label, round_no, report)
             tally[label] += ok
             print(line, flush=True)
     print()

@@ -252,29 +252,6 @@ def fresh_database(name):
     return url, lambda: postgres_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
 
-def analyze_when_ramped(name, url, after_secs):
-    """PostgreSQL: `ANALYZE` the book once the fleet has reached its size, in the warm-up.
-
-    A window's database is new, and until autovacuum first analyses a table (its naptime is
-    a minute) the planner costs it as nearly empty: a statement prepared in the ramp keeps
-    a generic plan that scans the whole table (`sessions`, `phones`) for a handful of
-    keys, and the window measured whether autovacuum had come round yet. A fleet that has
-    run for more than a minute has been analysed; this is that state, reached on time.
-    `BENCH_ANALYZE=0` leaves it to autovacuum (docs/benchmarks.md, "A new book's plans").
-    Returns the timer, to cancel."""
-    if name != "postgres" or os.environ.get("BENCH_ANALYZE", "1") == "0":
-        return None
-    def analyze():
-        done = subprocess.run(["psql", "-X", "-q", "-d", url, "-c",
-                               "SET client_min_messages = error", "-c", "ANALYZE"],
-                              stdout=subprocess.DEVNULL)
-        if done.returncode:
-            log("ANALYZE failed: this window measures a book autovacuum may not have analysed")
-    timer = threading.Timer(after_secs, analyze)
-    timer.start()
-    return timer
-
-
 def generator(args, base, phones, busy_share, extra=()):
     """One open-loop run of `cphub simulate --load --json` against `base`; its JSON report."""
     ramp = ramp_secs(args, phones, busy_share)
@@ -324,13 +301,9 @@ def load_run(args, name, phones, extra=()):
     try:
         with open(OUT / f"cphub-load-{name}.log", "w") as logfile:
             proc, base = serve(url, logfile)
-            # The window opens 12 s after the ramp (`generator`): analysed 6 s before it.
-            timer = analyze_when_ramped(name, url, ramp_secs(args, phones, args.busy_share) + 6)
             try:
                 return generator(args, base, phones, args.busy_share, extra)
             finally:
-                if timer:
-                    timer.cancel()
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
     finally:

@@ -163,6 +163,9 @@ pub struct DatabaseSettings {
     /// How often SQLite's log is checkpointed off the writer; 0 leaves it to the writer
     /// (`store::sqlite::Checkpointer`).
     pub sqlite_checkpoint_interval_ms: u64,
+    /// How often PostgreSQL's tables are looked at for growth the planner has not counted;
+    /// 0: never (`store::postgres_analyze`).
+    pub postgres_analyze_interval_ms: u64,
     pub migrate_on_start: bool,
     /// Group-commit writers on PostgreSQL ([`DatabaseSettings::writer_count`]).
     #[serde(deserialize_with = "writer_count")]
@@ -184,6 +187,10 @@ impl DatabaseSettings {
 
     pub fn write_queue_timeout(&self) -> Duration {
         Duration::from_millis(self.write_queue_timeout_ms)
+    }
+
+    pub fn postgres_analyze_interval(&self) -> Duration {
+        Duration::from_millis(self.postgres_analyze_interval_ms)
     }
 
     /// How many group-commit writers commit the durable writes (`store::Writers`). SQLite

@@ -23,6 +23,7 @@ mod outbox;
 mod pause;
 mod phone_marks;
 mod postgres;
+mod postgres_analyze;
 mod postgres_heartbeats;
 mod queue;
 mod retention;

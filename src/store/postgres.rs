@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 use super::backend;
+use super::postgres_analyze::Analyser;
 use super::postgres_heartbeats;
 use super::event_batch::{self, BatchRead, BatchRows, BatchTx, BatchWrite, PhoneLinks, Written};
 use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, Role, StoreError, usage};
@@ -23,6 +24,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 pub struct PostgresStore {
     pool: PgPool,
+    _analyser: Analyser,
 }
 
 impl PostgresStore {
@@ -36,7 +38,11 @@ impl PostgresStore {
             .acquire_timeout(settings.acquire_timeout())
             .connect_with(options)
             .await?;
-        Ok(PostgresStore { pool })
+        let analyser = Analyser::start(pool.clone(), settings.postgres_analyze_interval());
+        Ok(PostgresStore {
+            pool,
+            _analyser: analyser,
+        })
     }
 
     /// A read transaction in which PostgreSQL does not JIT-compile. The rollups' query joins

@@ -602,6 +602,7 @@ mod tests {
             write_queue_timeout_ms: 3_000,
             sqlite_synchronous: SqliteSynchronous::Full,
             sqlite_checkpoint_interval_ms: 100,
+            postgres_analyze_interval_ms: 0,
             migrate_on_start: true,
             writers: 1,
             writer_room: 64,

@@ -146,15 +146,7 @@ async fn a_flood_of_new_phones_is_stored_chunk_by_chunk(backend: Backend) {
     let app = TestApp::spawn_with(backend, "[heartbeats]\nflush_chunk = 25").await;
     let phones: Vec<String> = (0..1000).map(|i| format!("new-{i:04}")).collect();
 
-    let sent = phones.iter().map(|phone| {
-        let body = heartbeat(phone, None, "2026-11-28T10:00:00Z");
-        let app = &app;
-        async move { app.send_heartbeat(&body).await }
-    });
-    futures_util::stream::iter(sent)
-        .buffer_unordered(32)
-        .collect::<Vec<()>>()
-        .await;
+    idle_heartbeats(&app, &phones).await;
 
     let mut stored = 0.0;
     for _ in 0..400 {
@@ -184,3 +176,88 @@ backend_tests!(
     many_heartbeats_coalesce_to_the_newest_per_phone,
     a_flood_of_new_phones_is_stored_chunk_by_chunk,
 );
+
+/// PostgreSQL: a fleet that fills a new book within one heartbeat interval is planned as
+/// the fleet it is, not as the empty book the connections prepared their statements on.
+/// cphub analyses a table once it holds more than twice the rows the planner counted
+/// (store/postgres_analyze.rs); autovacuum, which would do it a minute or more later, is
+/// switched off for the table here, so nothing else can. Once counted, the table is left
+/// alone: a book at its size is not analysed again and again.
+#[test]
+fn a_new_postgres_book_filled_by_a_fleet_is_analysed_at_once_and_then_left_alone() {
+    crate::helpers::run_scenario(
+        "a_new_postgres_book_filled_by_a_fleet_is_analysed_at_once_and_then_left_alone",
+        async {
+            if !crate::helpers::postgres_available() {
+                return;
+            }
+            let overrides = "[database]\npostgres_analyze_interval_ms = 100\n";
+            let app = TestApp::spawn_with(Backend::Postgres, overrides).await;
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url)
+                .await
+                .unwrap();
+            sqlx::query("ALTER TABLE phones SET (autovacuum_enabled = off)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(counted(&mut conn).await, (-1.0, 0), "never analysed");
+
+            let fleet: Vec<String> = (0..1500).map(|i| format!("fleet-{i:04}")).collect();
+            idle_heartbeats(&app, &fleet).await;
+
+            // The flush's row counts reach PostgreSQL's statistics within seconds, chunk by
+            // chunk: the analyser may count 1,000 of the 1,500 phones, and then 1,500 is not
+            // twice what it counted.
+            let mut seen = (-1.0, 0);
+            for _ in 0..600 {
+                seen = counted(&mut conn).await;
+                if seen.1 > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(seen.1, 1, "analysed once the fleet arrived");
+            assert!((1000.0..=1500.0).contains(&seen.0), "counted {}", seen.0);
+
+            let mut stored = 0;
+            for _ in 0..600 {
+                stored = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM phones")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                if stored == 1500 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(stored, 1500, "the whole fleet stored");
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let later = counted(&mut conn).await;
+            assert_eq!(later.1, 1, "ten looks later, not analysed again");
+        },
+    )
+}
+
+/// One idle heartbeat from each of `phones`, 32 at a time.
+async fn idle_heartbeats(app: &TestApp, phones: &[String]) {
+    let sent = phones.iter().map(|phone| {
+        let body = heartbeat(phone, None, "2026-11-28T10:00:00Z");
+        async move { app.send_heartbeat(&body).await }
+    });
+    futures_util::stream::iter(sent)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// `phones`' row count as the planner knows it (`reltuples`, -1 before any `ANALYZE`) and
+/// how many times it was analysed by hand (not by autovacuum).
+async fn counted(conn: &mut sqlx::PgConnection) -> (f32, i64) {
+    sqlx::query_as(
+        "SELECT c.reltuples, s.analyze_count FROM pg_class AS c \
+         JOIN pg_stat_user_tables AS s ON s.relid = c.oid WHERE c.relname = 'phones'",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
