@@ -21,6 +21,7 @@ mod heartbeat_buffer;
 mod mint_batch;
 mod outbox;
 mod pause;
+mod periodic;
 mod phone_marks;
 mod postgres;
 mod postgres_analyze;

@@ -11,7 +11,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 use super::backend;
-use super::postgres_analyze::Analyser;
+use super::periodic::Periodic;
+use super::postgres_analyze;
 use super::postgres_heartbeats;
 use super::event_batch::{self, BatchRead, BatchRows, BatchTx, BatchWrite, PhoneLinks, Written};
 use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, Role, StoreError, usage};
@@ -24,7 +25,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 pub struct PostgresStore {
     pool: PgPool,
-    _analyser: Analyser,
+    _analyser: Periodic,
 }
 
 impl PostgresStore {
@@ -38,7 +39,7 @@ impl PostgresStore {
             .acquire_timeout(settings.acquire_timeout())
             .connect_with(options)
             .await?;
-        let analyser = Analyser::start(pool.clone(), settings.postgres_analyze_interval());
+        let analyser = postgres_analyze::start(pool.clone(), settings.postgres_analyze_interval());
         Ok(PostgresStore {
             pool,
             _analyser: analyser,

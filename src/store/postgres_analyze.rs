@@ -16,9 +16,9 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
 
 use super::StoreError;
+use super::periodic::Periodic;
 
 /// Below this many rows a table is left to autovacuum: a scan of it costs little, whatever
 /// the plan.
@@ -33,42 +33,18 @@ const ANALYZE_LOCK: i64 = 0x6370_6861;
 const GROWN_TABLES: &str = "\
     SELECT format('%I.%I', s.schemaname, s.relname), s.n_live_tup, c.reltuples::bigint \
     FROM pg_stat_user_tables AS s JOIN pg_class AS c ON c.oid = s.relid \
-    WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+    WHERE c.relowner = current_user::regrole \
       AND s.n_live_tup >= $1 AND s.n_live_tup > 2 * greatest(c.reltuples, 0) \
     ORDER BY 1";
 
-/// The task; aborted when the store is dropped (an `ANALYZE` cut short changes nothing).
-pub(super) struct Analyser(Option<JoinHandle<()>>);
-
-impl Analyser {
-    /// Every `every`, the first after one `every`; none with a zero interval.
-    pub(super) fn start(pool: PgPool, every: Duration) -> Self {
-        if every.is_zero() {
-            return Analyser(None);
-        }
-        Analyser(Some(tokio::spawn(async move {
-            let start = tokio::time::Instant::now() + every;
-            let mut ticks = tokio::time::interval_at(start, every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                if let Err(error) = analyse_grown(&pool).await {
-                    tracing::warn!(
-                        error = %crate::telemetry::ErrorChain(&error),
-                        "analysing grown tables failed; will retry"
-                    );
-                }
-            }
-        })))
-    }
-}
-
-impl Drop for Analyser {
-    fn drop(&mut self) {
-        if let Some(task) = &self.0 {
-            task.abort();
-        }
-    }
+/// The chore, every `every` (the first after one `every`); none with a zero interval.
+/// Aborted when the store is dropped (an `ANALYZE` cut short changes nothing).
+pub(super) fn start(pool: PgPool, every: Duration) -> Periodic {
+    let failed = "analysing grown tables failed; will retry";
+    Periodic::start(every, every, failed, move || {
+        let pool = pool.clone();
+        async move { analyse_grown(&pool).await }
+    })
 }
 
 /// Analyses the grown tables in one transaction, unless another replica is doing so.

@@ -11,6 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Sqlite, SqlitePool};
 
 use super::backend;
+use super::periodic::Periodic;
 use super::event_batch::{
     self, BatchRead, BatchRows, BatchTx, BatchWrite, EventRow, PhoneChange, SessionUpdate, Written,
 };
@@ -45,7 +46,10 @@ const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
 /// it runs.
 /// Every `database.sqlite_checkpoint_interval_ms`; with 0 there is none, and the writer
 /// checkpoints every 1,000 pages as SQLite does by default.
-struct Checkpointer(Option<tokio::task::JoinHandle<()>>);
+struct Checkpointer {
+    /// Held for its `Drop`, which stops the checkpoints with the store.
+    _chore: Option<Periodic>,
+}
 
 impl Checkpointer {
     async fn start(
@@ -53,7 +57,7 @@ impl Checkpointer {
         settings: &DatabaseSettings,
     ) -> Result<Self, StoreError> {
         if settings.sqlite_checkpoint_interval_ms == 0 {
-            return Ok(Checkpointer(None));
+            return Ok(Checkpointer { _chore: None });
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
@@ -72,28 +76,18 @@ impl Checkpointer {
         }
     }
 
+    /// The first at once, then every `every`.
     fn spawn(pool: SqlitePool, every: Duration) -> Self {
-        Checkpointer(Some(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
+        let failed = "checkpointing the SQLite log failed; will retry";
+        let chore = Periodic::start(every, Duration::ZERO, failed, move || {
+            let pool = pool.clone();
+            async move {
                 let checkpoint = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool);
-                if let Err(error) = checkpoint.await {
-                    tracing::warn!(
-                        error = %crate::telemetry::ErrorChain(&error),
-                        "checkpointing the SQLite log failed; will retry"
-                    );
-                }
+                checkpoint.await.map(drop)
             }
-        })))
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        if let Some(task) = &self.0 {
-            task.abort();
+        });
+        Checkpointer {
+            _chore: Some(chore),
         }
     }
 }
