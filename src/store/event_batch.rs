@@ -316,8 +316,12 @@ impl<'a> Book<'a> {
         Ok((entry, applied))
     }
 
+    /// In key order: PostgreSQL's row triggers record the outbox's session facts in the
+    /// order the write updates the rows (migration 0024), so a batch's facts keep the
+    /// subject order its statement triggers gave them.
     fn updates(&self) -> Vec<SessionUpdate<'_>> {
-        self.sessions
+        let mut updates: Vec<_> = self
+            .sessions
             .values()
             .filter_map(|entry| {
                 entry.changed.map(|at| SessionUpdate {
@@ -325,7 +329,9 @@ impl<'a> Book<'a> {
                     updated_at: at,
                 })
             })
-            .collect()
+            .collect();
+        updates.sort_unstable_by(|a, b| a.session.session_id.cmp(&b.session.session_id));
+        updates
     }
 }
 
