@@ -17,6 +17,11 @@ Prints one Markdown row per window (p99 / p99.9 ms of each session request kind,
 heartbeat p99, and whether the window carries the fleet by the capacity criteria) and,
 at the end, how many windows of each setting carried it. Each window's whole report (every
 kind's p50 to max, the schedule's lag) is appended to target/bench/compare.jsonl.
+
+With `--pg-statements` (PostgreSQL), the server logs every statement of the bench role for
+the window, and each window is followed by `bench/pg_rounds.py`'s summary of its
+transactions: wall, server and commit time by kind, and by statement. The logging costs
+the window some latency, so those windows measure where time goes, not capacity.
 """
 
 import argparse
@@ -26,6 +31,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pg_rounds  # bench/pg_rounds.py: the server log's transactions
 import run  # bench/run.py: load_run, carried
 
 SESSION_KINDS = ("mint", "sign_check", "enter", "quit")
@@ -49,6 +55,8 @@ def window(args, setting):
     saved = {k: os.environ.get(k) for k in setting}
     os.environ.update(setting)
     try:
+        if args.pg_statements:
+            return logged_window(args)
         return run.load_run(args, args.backend, args.phones)
     finally:
         for k, v in saved.items():
@@ -56,6 +64,23 @@ def window(args, setting):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def logged_window(args):
+    """A window with PostgreSQL logging every statement of the bench role (set on the role,
+    so every connection of the window's fresh database has it), then its summary."""
+    log = run.newest_cluster()[6]
+    with open(log, errors="replace") as f:
+        skip = sum(1 for _ in f)
+    run.postgres_admin("ALTER ROLE cphub_bench SET log_min_duration_statement = 0")
+    try:
+        report = run.load_run(args, args.backend, args.phones)
+    finally:
+        run.postgres_admin("ALTER ROLE cphub_bench RESET log_min_duration_statement")
+    with open(log, errors="replace") as f:
+        lines = f.readlines()[skip:]
+    print("\n" + pg_rounds.summarise(lines, args.window), flush=True)
+    return report
 
 
 def row(label, round_no, report):
@@ -80,7 +105,11 @@ def main():
     p.add_argument("--window", type=int, default=20, help="seconds measured per window")
     p.add_argument("--busy-share", type=float, default=0.5)
     p.add_argument("--ramp-rate", type=int, default=500)
+    p.add_argument("--pg-statements", action="store_true",
+                   help="log PostgreSQL's statements and summarise each window's transactions")
     args = p.parse_args()
+    if args.pg_statements and args.backend != "postgres":
+        p.error("--pg-statements needs --backend postgres")
     # load_run reads the capacity window under bench/run.py's option name.
     args.capacity_window = args.window
     settings = [(s, parse_setting(s)) for s in args.settings]

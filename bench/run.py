@@ -97,15 +97,21 @@ def postgres_admin(sql):
     return port
 
 
-def postgres_cluster():
-    """Starts the newest Debian cluster if it is down; returns its port."""
+def newest_cluster():
+    """The newest Debian cluster's `pg_lsclusters` row: version, cluster, port, status,
+    owner, data directory, log file."""
     if not shutil.which("pg_lsclusters"):
         raise SystemExit("bench: no Debian PostgreSQL (pg_lsclusters); use --backends sqlite")
     rows = subprocess.run(["pg_lsclusters", "-h"], check=True, capture_output=True,
                           text=True).stdout.split("\n")
-    version, cluster, port, status = sorted(
+    return sorted(
         (r.split() for r in rows if r.strip()), key=lambda r: [int(x) for x in r[0].split(".")]
-    )[-1][:4]
+    )[-1]
+
+
+def postgres_cluster():
+    """Starts the newest Debian cluster if it is down; returns its port."""
+    version, cluster, port, status = newest_cluster()[:4]
     if status != "online":
         subprocess.run(["pg_ctlcluster", version, cluster, "start"], check=True)
     return port
