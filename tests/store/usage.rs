@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use cphub::config::Settings;
-use cphub::domain::{EventKind, GameEvent, UtcTime};
+use cphub::domain::{EndReason, EventKind, GameEvent, UtcTime};
 use cphub::store::ReceivedEvent;
 use cphub::usage::{self, Rounding, UsageParams, UsageRow, UsageSettings};
 use sqlx::{Executor, PgPool};
@@ -20,6 +20,7 @@ use crate::helpers::*;
 
 backend_tests!(
     rollups_answer_exactly_what_the_sessions_answer,
+    a_late_quit_changes_an_abandoned_sessions_usage,
     sessions_closed_before_the_rollups_are_rolled_up_by_their_migration,
     a_session_of_years_is_counted_from_the_sessions,
 );
@@ -274,6 +275,95 @@ async fn a_session_of_years_is_counted_from_the_sessions(backend: Backend) {
     let alpha = rows.iter().find(|r| r.app_id.as_deref() == Some(APPS[0]));
     let wild_secs = (wild.end - wild.start).num_seconds();
     assert!(alpha.unwrap().counts.seconds >= wild_secs, "{rows:?}");
+}
+
+/// The watchdog abandons a session at its last heartbeat; its quit (6.3) arrives later,
+/// adds its `run_time` and leaves the end where it was (docs/operations.md), so the session
+/// now disagrees with its reported run time. That is a change of a session that already had
+/// both ends: the rollups must take its old contribution back as they add the new one (the
+/// random books above rarely make one, as few of their abandoned sessions still have a quit
+/// to come).
+async fn a_late_quit_changes_an_abandoned_sessions_usage(backend: Backend) {
+    let store = open(backend).await;
+    let played = Played {
+        id: "s-late".to_owned(),
+        phone: "p-late".to_owned(),
+        app: APPS[1],
+        start: at_millis(3_600_000),
+        end: at_millis(3_600_000 + 50 * 60_000),
+        run_time: 3_000,
+    };
+    apply(&store, &[delivery(EventKind::Enter, &played, played.start)]).await;
+    let beat = rfc3339(played.start + Duration::minutes(20));
+    record(
+        &store,
+        &[heartbeat(&played.phone, &beat, Some(&played.id), &beat)],
+    )
+    .await;
+    let fresh_since = UtcTime::from_datetime(played.start + Duration::minutes(30));
+    let now = UtcTime::from_datetime(played.start + Duration::minutes(31));
+    store
+        .abandon_sessions_on_stale_phones(fresh_since, now)
+        .await
+        .expect("abandon");
+    let abandoned = session(&store, &played.id).await.expect("session");
+    assert_eq!(
+        abandoned.end_reason,
+        Some(EndReason::Abandoned),
+        "{abandoned:?}"
+    );
+    let before = compare_whole_span(&store).await;
+    assert_eq!(
+        (before.abandoned, before.seconds),
+        (1, 20 * 60),
+        "{before:?}"
+    );
+
+    assert_eq!(before.run_time_mismatches, 0, "{before:?}");
+
+    apply(&store, &[delivery(EventKind::Quit, &played, played.end)]).await;
+    let late = session(&store, &played.id).await.expect("session");
+    let seen = (
+        late.end_reason,
+        late.reported_run_time,
+        late.run_time_mismatch,
+    );
+    assert_eq!(
+        seen,
+        (Some(EndReason::Abandoned), Some(3_000), true),
+        "{late:?}"
+    );
+    let after = compare_whole_span(&store).await;
+    let counts = (
+        after.sessions,
+        after.abandoned,
+        after.seconds,
+        after.run_time_mismatches,
+    );
+    assert_eq!(counts, (1, 1, 20 * 60, 1), "{after:?}");
+    let mut dice = Dice(5);
+    compare_windows(&store, &mut dice, 5).await;
+}
+
+/// The rollups' and the raw answer over the whole span by app, compared; the raw totals.
+async fn compare_whole_span(store: &impl Book) -> usage::Counts {
+    let params = UsageParams {
+        from: base().date_naive().to_string(),
+        to: "2026-04-02".to_owned(),
+        group_by: "app".to_owned(),
+        time_zone: None,
+    };
+    let settings = UsageSettings {
+        time_zone: chrono_tz::Tz::UTC,
+        billing_rounding: Rounding::CompletedMinute,
+    };
+    let query = usage::plan(&settings, &params).unwrap().query;
+    let rolled = store.usage(&query).await.expect("usage");
+    let raw = store.usage_raw(&query).await.expect("raw usage");
+    assert_eq!(sorted(rolled), sorted(raw.clone()));
+    let mut seen = usage::Counts::default();
+    raw.iter().for_each(|r| seen.add(&r.counts));
+    seen
 }
 
 /// Several rounds per seed: a batch of deliveries in shuffled order, sometimes the watchdog
