@@ -7,7 +7,9 @@ worth something when its windows alternate: round 1 runs every setting once, in 
 given, then round 2, and so on. Each window is `bench/run.py`'s `load_run`: a fresh cphub
 on a fresh database, the fleet ramped to its busy share, then measured by
 `cphub simulate --load`. A setting is a space-separated list of `NAME=VALUE` environment
-assignments (cphub reads `CPHUB__SECTION__KEY`), or `-` for the defaults.
+assignments (cphub reads `CPHUB__SECTION__KEY`), or `-` for the defaults. Two builds compare
+the same way: `BENCH_SERVE_BIN=/path/to/other/cphub` has that binary serve the window (the
+load generator stays this tree's `target/release/cphub`).
 
     cargo build --release --locked --bin cphub
     python3 bench/compare.py --backend sqlite --phones 60000 --rounds 3 \\

@@ -157,7 +157,10 @@ def serve(database_url, logfile):
         CPHUB__FLEET__MISS_THRESHOLD="100000",
     )
     env.pop("RUST_LOG", None)
-    proc = subprocess.Popen([RELEASE / "cphub", "serve"], env=env,
+    # BENCH_SERVE_BIN: another build serves (bench/compare.py compares two builds with it);
+    # the generator stays this tree's.
+    binary = os.environ.get("BENCH_SERVE_BIN") or RELEASE / "cphub"
+    proc = subprocess.Popen([binary, "serve"], env=env,
                             stdout=logfile, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     wait_for(f"{base}/healthz")
