@@ -190,11 +190,7 @@ async fn per_app_labels_can_be_folded(backend: Backend) {
 }
 
 async fn metrics_can_have_a_listener_of_their_own(backend: Backend) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::watchdog::free_port();
     let app = TestApp::spawn_with(
         backend,
         &format!("[metrics]\nlisten = \"127.0.0.1:{port}\""),

@@ -35,11 +35,7 @@ async fn schemathesis_finds_no_server_error_and_no_departure_from_the_document(b
         st.display()
     );
     let db = TestDb::new(backend).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::watchdog::free_port();
     let address = format!("http://127.0.0.1:{port}");
 
     let options = simulator_options(&address, PHONES);

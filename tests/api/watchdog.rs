@@ -41,12 +41,19 @@ fn boot_counts(simulator: &Simulator) -> Vec<u64> {
     fleet.phones.iter().map(|p| p.boots).collect()
 }
 
+/// A port nothing listens on, for a server whose address must be known before it starts
+/// (the simulator's callbacks name cphub's). Drawn below Linux's ephemeral range
+/// (32768-60999): a port the kernel hands out for `:0` is free again once the probe
+/// closes, and the suite's own outgoing connections draw from that range too, so one of
+/// them could take it before cphub binds it (CI saw `AddrInUse`). Below it only another
+/// test's probe could, at random among 12,000 ports.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    let start = RandomState::new().hash_one(std::process::id()) % 12_000;
+    (0..12_000u64)
+        .map(|i| 20_000 + ((start + i) % 12_000) as u16)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 pub(crate) fn simulator_options(

@@ -61,14 +61,9 @@ fn config(simulator: &Simulator, options: &SimOptions, receiver: &MockServer) ->
     )
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 async fn kill_9_during_delivery_loses_no_webhook_event_and_invents_none(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let port = free_port();
+    let port = crate::watchdog::free_port();
     let address = format!("http://127.0.0.1:{port}");
     let receiver = receiver_holding_the_first_request().await;
     let mut options = simulator_options(&address, 3);
