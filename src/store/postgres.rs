@@ -133,12 +133,12 @@ impl Backend for PostgresStore {
     /// thousands of phones is a few round trips, not tens of thousands. Rows another
     /// writer holds are skipped, not waited for, and their heartbeats deferred.
     async fn record_heartbeats(&self, heartbeats: &[Heartbeat]) -> Result<Vec<usize>, StoreError> {
-        let mut tx = self.pool.begin().await?;
         // Heartbeats are soft state, sent again every interval: the flush's commit need not
         // wait for its WAL flush (a server crash may lose the last few hundred milliseconds
         // of them, never a half of a chunk). Every durable write still waits for its own.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
+        // Set in the BEGIN's round trip (one simple query), not one of its own.
+        let mut tx = (self.pool)
+            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
             .await?;
         let deferred = postgres_heartbeats::write(&mut tx, heartbeats).await?;
         tx.commit().await?;
