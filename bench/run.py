@@ -572,6 +572,8 @@ def main():
     if args.quick:
         args.duration, args.sessions, args.usage_sessions = 3, 5_000, 0
         args.capacity_window, args.capacity_steps = 20, 4
+    if shutil.which("wrk") is None:
+        sys.exit("bench/run.py: wrk is not installed; bench/run installs it (Debian `wrk`)")
     os.environ["BENCH_PHONES"] = str(args.phones)
     OUT.mkdir(parents=True, exist_ok=True)
 
