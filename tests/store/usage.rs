@@ -260,17 +260,7 @@ async fn a_session_of_years_is_counted_from_the_sessions(backend: Backend) {
 
     let seen = compare_windows(&store, &mut dice, 3).await;
     assert!(seen.seconds > 0, "{seen:?}");
-    let params = UsageParams {
-        from: "2021-01-01".to_owned(),
-        to: "2027-01-01".to_owned(),
-        group_by: "app".to_owned(),
-        time_zone: None,
-    };
-    let settings = UsageSettings {
-        time_zone: chrono_tz::Tz::UTC,
-        billing_rounding: Rounding::CompletedMinute,
-    };
-    let query = usage::plan(&settings, &params).unwrap().query;
+    let query = by_app("2021-01-01", "2027-01-01");
     let rows = store.usage(&query).await.expect("usage");
     let alpha = rows.iter().find(|r| r.app_id.as_deref() == Some(APPS[0]));
     let wild_secs = (wild.end - wild.start).num_seconds();
@@ -347,9 +337,20 @@ async fn a_late_quit_changes_an_abandoned_sessions_usage(backend: Backend) {
 
 /// The rollups' and the raw answer over the whole span by app, compared; the raw totals.
 async fn compare_whole_span(store: &impl Book) -> usage::Counts {
+    let query = by_app(&base().date_naive().to_string(), "2026-04-02");
+    let rolled = store.usage(&query).await.expect("usage");
+    let raw = store.usage_raw(&query).await.expect("raw usage");
+    assert_eq!(sorted(rolled), sorted(raw.clone()));
+    let mut seen = usage::Counts::default();
+    raw.iter().for_each(|r| seen.add(&r.counts));
+    seen
+}
+
+/// Usage by app from `from` to `to` in UTC, billed by completed minute.
+fn by_app(from: &str, to: &str) -> usage::UsageQuery {
     let params = UsageParams {
-        from: base().date_naive().to_string(),
-        to: "2026-04-02".to_owned(),
+        from: from.to_owned(),
+        to: to.to_owned(),
         group_by: "app".to_owned(),
         time_zone: None,
     };
@@ -357,13 +358,7 @@ async fn compare_whole_span(store: &impl Book) -> usage::Counts {
         time_zone: chrono_tz::Tz::UTC,
         billing_rounding: Rounding::CompletedMinute,
     };
-    let query = usage::plan(&settings, &params).unwrap().query;
-    let rolled = store.usage(&query).await.expect("usage");
-    let raw = store.usage_raw(&query).await.expect("raw usage");
-    assert_eq!(sorted(rolled), sorted(raw.clone()));
-    let mut seen = usage::Counts::default();
-    raw.iter().for_each(|r| seen.add(&r.counts));
-    seen
+    usage::plan(&settings, &params).unwrap().query
 }
 
 /// Several rounds per seed: a batch of deliveries in shuffled order, sometimes the watchdog
