@@ -26,7 +26,7 @@ use crate::receiver;
 use crate::rollout::Rollouts;
 use crate::routes;
 use crate::store::{
-    self, ApplyRules, CommitRounds, HeartbeatBuffer, HeartbeatFlusher, Minter, Store,
+    self, ApplyRules, CommitRounds, HeartbeatBuffer, HeartbeatFlusher, Minter, Store, Unchanged,
     StoreError, WriteMeters, WriterLimits, Writers,
 };
 use crate::watchdog::{BookRetention, HoldSweeper, RetentionTask, Watchdog, WatchdogTask};
@@ -115,7 +115,7 @@ impl Application {
         };
         let (writers, mints, writer_tasks) =
             spawn_writers(&settings, &store, rules, limits, &metrics);
-        let buffer = Arc::new(HeartbeatBuffer::new(settings.heartbeats.flush_chunk()));
+        let buffer = Arc::new(heartbeat_buffer(&settings, &clock));
         let flusher = HeartbeatFlusher::spawn(
             Arc::clone(&buffer),
             Arc::clone(&store),
@@ -310,6 +310,17 @@ fn spawn_writers(
     let (mints, mint_task) = Writers::spawn((1, 1), committer, limits, meters);
     tasks.extend(mint_task);
     (writers, Minter(mints), tasks)
+}
+
+/// The heartbeat buffer, holding back heartbeats that change nothing while the fleet's
+/// miss threshold leaves room for it (`store::Unchanged`).
+fn heartbeat_buffer(settings: &Settings, clock: &Arc<dyn Clock>) -> HeartbeatBuffer {
+    let buffer = HeartbeatBuffer::new(settings.heartbeats.flush_chunk());
+    let interval = std::time::Duration::from_secs(settings.fleet.heartbeat_interval_secs);
+    match Unchanged::for_fleet(interval, settings.fleet.miss_threshold) {
+        Some(rule) => buffer.holding_back_unchanged(rule, Arc::clone(clock)),
+        None => buffer,
+    }
 }
 
 /// What every HTTP worker shares.

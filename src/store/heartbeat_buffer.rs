@@ -8,10 +8,19 @@
 //! its full length, which was the 134 ms event p99 measured right after a heartbeat flood.
 //! Between chunks the connection goes back to the pool, whose waiters are served in order,
 //! so a waiting event batch is written next and waits at most one chunk.
+//!
+//! Most heartbeats say only "still here, still the same": the same session and game as the
+//! one before. Writing each of them was most of what the database did under a fleet (two
+//! thirds of PostgreSQL's time, docs/benchmarks.md), so a heartbeat that says what the
+//! phone's last written one said is held back ([`Unchanged`]) until it is news: once it is
+//! far enough behind in time that the row could start to look stale, or once no newer one
+//! has come (the phone may have gone silent, and its last heartbeat is what an abandoned
+//! session ends at). The row then always holds a heartbeat recent enough that staleness is
+//! judged exactly as before; only the time it shows can be one or two intervals old.
 
 use std::borrow::Borrow;
-use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,7 +28,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Store, StoreError};
-use crate::domain::{Heartbeat, PhoneId};
+use crate::clock::Clock;
+use crate::domain::{Heartbeat, PhoneId, UtcTime};
 
 /// A buffered heartbeat, hashed and compared by its phone alone: the set finds a phone's
 /// waiting heartbeat by id, without a second copy of the id as a map key (a cloned id was
@@ -46,6 +56,120 @@ impl Borrow<PhoneId> for Latest {
     }
 }
 
+/// When a heartbeat that changes nothing but the time is written after all. With phones
+/// beating every `I` and stale after `miss_threshold × I`, the row is written every
+/// `miss_threshold − 1` beats: the beat that is `refresh = (miss_threshold − 1.5) × I` or
+/// more newer than the written one (half an interval either side for jitter), so a live
+/// phone's row is at most `(miss_threshold − 1) × I` plus a flush behind, a whole interval
+/// short of stale. A beat held back is written once `quiet = 1.2 × I` passes without a newer
+/// one: a phone that falls silent has its last heartbeat in its row well before the row
+/// could look stale, so staleness and the end of an abandoned session are what they were.
+/// What this costs is margin: a flush may now run `0.8 × I − flush interval` late (3 s by
+/// default) before a row looks stale, instead of `(miss_threshold − 1) × I − flush interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unchanged {
+    refresh: Duration,
+    quiet: Duration,
+    /// A phone silent this long is stale and its row holds its last heartbeat: its mark is
+    /// dropped, so phones that left the fleet do not stay in memory.
+    forget: Duration,
+}
+
+impl Unchanged {
+    /// `None` below a miss threshold of 3: the budget of one skipped beat is not there.
+    pub fn for_fleet(interval: Duration, miss_threshold: u32) -> Option<Self> {
+        if miss_threshold < 3 {
+            return None;
+        }
+        let beats = f64::from(miss_threshold);
+        Some(Unchanged {
+            refresh: interval.mul_f64(beats - 1.5),
+            quiet: interval.mul_f64(1.2),
+            forget: interval.mul_f64(beats),
+        })
+    }
+}
+
+/// What the flush last wrote for each phone, and the heartbeat it holds back.
+struct Marks {
+    rule: Unchanged,
+    clock: Arc<dyn Clock>,
+    phones: HashMap<PhoneId, Mark>,
+    /// Keyed per process: which session and game a heartbeat names, compared by hash.
+    said: RandomState,
+}
+
+struct Mark {
+    /// When the last written heartbeat arrived: the row's `last_seen_at`.
+    seen: UtcTime,
+    /// The session and game it named.
+    said: u64,
+    waiting: Option<Heartbeat>,
+}
+
+impl Marks {
+    fn said(&self, hb: &Heartbeat) -> u64 {
+        self.said.hash_one((&hb.session_id, &hb.app_id))
+    }
+
+    /// Adds `hb` to `due`, or holds it back (replacing an older one held back).
+    fn sort(&mut self, hb: Heartbeat, due: &mut Vec<Heartbeat>) {
+        let said = self.said(&hb);
+        let Some(mark) = self.phones.get_mut(&hb.phone_id) else {
+            return due.push(hb);
+        };
+        let (hb, said) = match mark.waiting.take() {
+            Some(held) if !hb.newer_than(&held) => (held, mark.said),
+            _ => (hb, said),
+        };
+        if said != mark.said || hb.received_at >= mark.seen.plus(self.rule.refresh) {
+            due.push(hb);
+        } else {
+            mark.waiting = Some(hb);
+        }
+    }
+
+    /// Adds to `due` the heartbeats held back that no newer one followed within `quiet`
+    /// (or all of them), and forgets phones long silent.
+    fn release(&mut self, everything: bool, due: &mut Vec<Heartbeat>) {
+        let now = self.clock.now();
+        let rule = self.rule;
+        self.phones.retain(|_, mark| match mark.waiting.take() {
+            Some(held) if everything || now >= held.received_at.plus(rule.quiet) => {
+                due.push(held);
+                true
+            }
+            Some(held) => {
+                mark.waiting = Some(held);
+                true
+            }
+            None => now < mark.seen.plus(rule.forget),
+        });
+    }
+
+    fn wrote(&mut self, hb: Heartbeat) {
+        let said = self.said(&hb);
+        match self.phones.get_mut(&hb.phone_id) {
+            Some(mark) => {
+                mark.seen = mark.seen.max(hb.received_at);
+                mark.said = said;
+            }
+            None => {
+                let mark = Mark {
+                    seen: hb.received_at,
+                    said,
+                    waiting: None,
+                };
+                self.phones.insert(hb.phone_id, mark);
+            }
+        }
+    }
+
+    fn held_back(&self) -> usize {
+        self.phones.values().filter(|m| m.waiting.is_some()).count()
+    }
+}
+
 pub struct HeartbeatBuffer {
     pending: Mutex<HashSet<Latest>>,
     /// The set the last flush emptied, kept with its capacity: the buffer refills to the
@@ -54,15 +178,31 @@ pub struct HeartbeatBuffer {
     spare: Mutex<HashSet<Latest>>,
     /// Phones per transaction.
     chunk: usize,
+    /// Held by a flush for its whole length: one flush at a time decides what is due.
+    marks: Option<tokio::sync::Mutex<Marks>>,
 }
 
 impl HeartbeatBuffer {
+    /// A buffer that writes every heartbeat it keeps.
     pub fn new(chunk: usize) -> Self {
         HeartbeatBuffer {
             pending: Mutex::default(),
             spare: Mutex::default(),
             chunk: chunk.max(1),
+            marks: None,
         }
+    }
+
+    /// Holds back heartbeats that change nothing but the time, by `rule`, judged on `clock`
+    /// (the one the heartbeats' arrival is stamped with).
+    pub fn holding_back_unchanged(mut self, rule: Unchanged, clock: Arc<dyn Clock>) -> Self {
+        self.marks = Some(tokio::sync::Mutex::new(Marks {
+            rule,
+            clock,
+            phones: HashMap::new(),
+            said: RandomState::new(),
+        }));
+        self
     }
 
     /// Keeps `hb` unless a newer heartbeat of the same phone is already waiting.
@@ -71,6 +211,7 @@ impl HeartbeatBuffer {
         Self::keep_newest(&mut pending, hb);
     }
 
+    /// Heartbeats received and not yet looked at by a flush (not those held back).
     pub fn len(&self) -> usize {
         self.pending().len()
     }
@@ -79,33 +220,77 @@ impl HeartbeatBuffer {
         self.len() == 0
     }
 
-    /// Writes everything pending, in chunks, each within `limit`; returns how many were
-    /// written. Those the store deferred (rows another writer held) go back into the
-    /// buffer for the next flush, and on failure so do those not yet written, unless newer
-    /// ones arrived meanwhile: a database outage or a busy row delays them, loses none.
+    /// Heartbeats a flush held back because they changed nothing yet.
+    pub async fn held_back(&self) -> usize {
+        match &self.marks {
+            Some(marks) => marks.lock().await.held_back(),
+            None => 0,
+        }
+    }
+
+    /// Writes what is due, in chunks, each within `limit`; returns how many were written.
+    /// Those the store deferred (rows another writer held) go back into the buffer for the
+    /// next flush, and on failure so do those not yet written, unless newer ones arrived
+    /// meanwhile: a database outage or a busy row delays them, loses none.
     pub async fn flush(&self, store: &dyn Store, limit: Duration) -> Result<usize, StoreError> {
-        let mut batch = self.take();
-        if batch.is_empty() {
+        self.flush_some(store, limit, false).await
+    }
+
+    /// [`flush`](Self::flush), the heartbeats held back included: before stopping.
+    pub async fn flush_all(&self, store: &dyn Store, limit: Duration) -> Result<usize, StoreError> {
+        self.flush_some(store, limit, true).await
+    }
+
+    async fn flush_some(
+        &self,
+        store: &dyn Store,
+        limit: Duration,
+        everything: bool,
+    ) -> Result<usize, StoreError> {
+        let mut marks = match &self.marks {
+            Some(marks) => Some(marks.lock().await),
+            None => None,
+        };
+        let arrived = self.take();
+        let mut due = Vec::with_capacity(arrived.len());
+        match marks.as_deref_mut() {
+            Some(marks) => {
+                arrived.into_iter().for_each(|hb| marks.sort(hb, &mut due));
+                marks.release(everything, &mut due);
+            }
+            None => due = arrived,
+        }
+        if due.is_empty() {
             return Ok(0);
         }
         // Key order: each chunk then touches a run of neighbouring rows (index pages), and on
         // PostgreSQL every writer locks rows in key order.
-        batch.sort_unstable_by(|a, b| a.phone_id.as_str().cmp(b.phone_id.as_str()));
-        let (mut done, mut written) = (0, 0);
-        for chunk in batch.chunks(self.chunk) {
-            match super::within(limit, store.record_heartbeats(chunk)).await {
-                Ok(deferred) => {
-                    written += chunk.len() - deferred.len();
-                    self.give_back(deferred.iter().filter_map(|&i| chunk.get(i).cloned()));
-                }
+        due.sort_unstable_by(|a, b| a.phone_id.as_str().cmp(b.phone_id.as_str()));
+        let mut due = due.into_iter();
+        let mut written = 0;
+        loop {
+            let chunk: Vec<Heartbeat> = due.by_ref().take(self.chunk).collect();
+            if chunk.is_empty() {
+                return Ok(written);
+            }
+            let deferred = match super::within(limit, store.record_heartbeats(&chunk)).await {
+                Ok(deferred) => deferred,
                 Err(error) => {
-                    self.give_back(batch.drain(done..));
+                    self.give_back(chunk.into_iter().chain(due));
                     return Err(error);
                 }
+            };
+            written += chunk.len() - deferred.len();
+            let mut busy = Vec::with_capacity(deferred.len());
+            for (i, hb) in chunk.into_iter().enumerate() {
+                if deferred.contains(&i) {
+                    busy.push(hb);
+                } else if let Some(marks) = marks.as_deref_mut() {
+                    marks.wrote(hb);
+                }
             }
-            done += chunk.len();
+            self.give_back(busy.into_iter());
         }
-        Ok(written)
     }
 
     /// Everything pending, leaving the spare set (empty, with its capacity) in its place.
@@ -157,7 +342,7 @@ impl HeartbeatFlusher {
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {
-                        flush_logged(&buffer, &*store, limit).await;
+                        log_flush(buffer.flush(&*store, limit).await, &buffer);
                     }
                     _ = stopped.changed() => break,
                 }
@@ -180,7 +365,7 @@ impl HeartbeatFlusher {
 /// tried again: with the database down, each attempt could take all of `limit`.
 async fn flush_before_stopping(buffer: &HeartbeatBuffer, store: &dyn Store, limit: Duration) {
     for _ in 0..LAST_FLUSH_ATTEMPTS {
-        if !flush_logged(buffer, store, limit).await || buffer.is_empty() {
+        if !log_flush(buffer.flush_all(store, limit).await, buffer) || buffer.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -193,8 +378,8 @@ async fn flush_before_stopping(buffer: &HeartbeatBuffer, store: &dyn Store, limi
 const LAST_FLUSH_ATTEMPTS: usize = 50;
 
 /// Whether the flush succeeded (whatever it deferred).
-async fn flush_logged(buffer: &HeartbeatBuffer, store: &dyn Store, limit: Duration) -> bool {
-    match buffer.flush(store, limit).await {
+fn log_flush(flushed: Result<usize, StoreError>, buffer: &HeartbeatBuffer) -> bool {
+    match flushed {
         Ok(0) => true,
         Ok(n) => {
             tracing::debug!(heartbeats = n, "heartbeats flushed");

@@ -8,6 +8,7 @@ mod helpers;
 mod encode;
 mod events;
 mod heartbeats;
+mod held_heartbeats;
 mod incidents;
 mod lock_order;
 mod mint_batch;
