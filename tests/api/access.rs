@@ -822,7 +822,9 @@ async fn a_phone_is_free_once_its_game_quits_though_its_last_heartbeat_named_it_
     assert_eq!(phone["heartbeat_session_id"], Value::Null, "{phone}");
     assert_eq!(phone["state"], "idle", "{phone}");
 
-    // Sent at 10:00:06, before the quit; it reaches cphub after.
+    // Sent at 10:00:06, before the quit; it reaches cphub after. It names the session the
+    // buffer last wrote for p-1 (it knows nothing of the quit), so it is held back as no
+    // news and written once no newer heartbeat follows: the row must stay free all along.
     app.send_heartbeat(&heartbeat("p-1", Some(id), "2026-11-28T10:00:06Z"))
         .await;
     let phone = app

@@ -235,8 +235,10 @@ impl TestApp {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Option<Value>>,
     {
+        // 15 s: a heartbeat the buffer holds back as unchanged news (`store::Unchanged`) is
+        // written once 1.2 intervals (6 s at the default 5 s) pass without a newer one.
         let every = Duration::from_millis(25);
-        let found = poll_until(200, every, Duration::from_secs(60), fetch, |last| {
+        let found = poll_until(600, every, Duration::from_secs(60), fetch, |last| {
             last.as_ref().is_some_and(&check)
         });
         match found.await {
