@@ -237,7 +237,7 @@ impl HeartbeatBuffer {
     }
 
     /// [`flush`](Self::flush), the heartbeats held back included: before stopping.
-    pub async fn flush_all(&self, store: &dyn Store, limit: Duration) -> Result<usize, StoreError> {
+    async fn flush_all(&self, store: &dyn Store, limit: Duration) -> Result<usize, StoreError> {
         self.flush_some(store, limit, true).await
     }
 

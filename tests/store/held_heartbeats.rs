@@ -42,13 +42,25 @@ fn seen(p: &Option<cphub::store::Phone>) -> Option<cphub::domain::UtcTime> {
     p.as_ref().and_then(|p| p.last_seen_at)
 }
 
-async fn an_unchanged_heartbeat_is_held_back_until_it_is_news(backend: Backend) {
+/// A store, a manual clock at 19:00:00 and a buffer that has just written p-1's first
+/// heartbeat (naming `session`, which has entered a minute before, if any).
+async fn first_beat_written(
+    backend: Backend,
+    session: Option<&str>,
+) -> (TestStore, Arc<ManualClock>, HeartbeatBuffer) {
     let store = open(backend).await;
+    if let Some(id) = session {
+        apply(&store, &[enter(id, "p-1", "18:59:59")]).await;
+    }
     let clock = Arc::new(ManualClock::new(at("19:00:00")));
     let buffer = buffer(&clock);
-
-    buffer.record(beat(&clock, "19:00:00", None));
+    buffer.record(beat(&clock, "19:00:00", session));
     assert_eq!(buffer.flush(&*store, LIMIT).await.unwrap(), 1, "new phone");
+    (store, clock, buffer)
+}
+
+async fn an_unchanged_heartbeat_is_held_back_until_it_is_news(backend: Backend) {
+    let (store, clock, buffer) = first_beat_written(backend, None).await;
     buffer.record(beat(&clock, "19:00:05", None));
     assert_eq!(buffer.flush(&*store, LIMIT).await.unwrap(), 0, "same news");
     assert_eq!(buffer.held_back().await, 1);
@@ -76,11 +88,7 @@ async fn an_unchanged_heartbeat_is_held_back_until_it_is_news(backend: Backend) 
 /// Entering a game (6.4: the heartbeat now names a session) is news at once, and so is
 /// leaving it (blank again): the row says whether the phone is free, and the mint reads it.
 async fn a_heartbeat_that_names_another_session_is_written_at_once(backend: Backend) {
-    let store = open(backend).await;
-    let clock = Arc::new(ManualClock::new(at("19:00:00")));
-    let buffer = buffer(&clock);
-    buffer.record(beat(&clock, "19:00:00", None));
-    buffer.flush(&*store, LIMIT).await.unwrap();
+    let (store, clock, buffer) = first_beat_written(backend, None).await;
 
     buffer.record(beat(&clock, "19:00:01", Some("s-1")));
     assert_eq!(buffer.flush(&*store, LIMIT).await.unwrap(), 1);
@@ -95,12 +103,7 @@ async fn a_heartbeat_that_names_another_session_is_written_at_once(backend: Back
 /// must get the :05 beat, and the session its last heartbeat, before the row could look
 /// stale (15 s after :00): else the watchdog would close s-1 at :00, five seconds short.
 async fn a_silent_phones_last_heartbeat_is_written_before_its_row_looks_stale(backend: Backend) {
-    let store = open(backend).await;
-    apply(&store, &[enter("s-1", "p-1", "18:59:59")]).await;
-    let clock = Arc::new(ManualClock::new(at("19:00:00")));
-    let buffer = buffer(&clock);
-    buffer.record(beat(&clock, "19:00:00", Some("s-1")));
-    buffer.flush(&*store, LIMIT).await.unwrap();
+    let (store, clock, buffer) = first_beat_written(backend, Some("s-1")).await;
     buffer.record(beat(&clock, "19:00:05", Some("s-1")));
     buffer.flush(&*store, LIMIT).await.unwrap();
 
@@ -123,11 +126,7 @@ async fn a_silent_phones_last_heartbeat_is_written_before_its_row_looks_stale(ba
 
 /// SIGTERM flushes what is held back too (`HeartbeatFlusher::stop`): a restart loses none.
 async fn stopping_writes_what_is_held_back(backend: Backend) {
-    let store = open(backend).await;
-    let clock = Arc::new(ManualClock::new(at("19:00:00")));
-    let buffer = buffer(&clock);
-    buffer.record(beat(&clock, "19:00:00", None));
-    buffer.flush(&*store, LIMIT).await.unwrap();
+    let (store, clock, buffer) = first_beat_written(backend, None).await;
     buffer.record(beat(&clock, "19:00:05", None));
     assert_eq!(buffer.flush(&*store, LIMIT).await.unwrap(), 0);
 
