@@ -115,7 +115,9 @@ impl Application {
         };
         let (writers, mints, writer_tasks) =
             spawn_writers(&settings, &store, rules, limits, &metrics);
-        let buffer = Arc::new(heartbeat_buffer(&settings, &clock));
+        let buffer = Arc::new(
+            heartbeat_buffer(&settings, &clock).metered(metrics.heartbeat_flush.clone()),
+        );
         let flusher = HeartbeatFlusher::spawn(
             Arc::clone(&buffer),
             Arc::clone(&store),

@@ -18,7 +18,7 @@ pub use http::{record_http, serve_metrics};
 use crate::access::DataCheck;
 use crate::domain::{Action, EncodeServerState, EventKind, Outcome, Session, UtcTime};
 use crate::http::ErrorCode;
-use crate::store::{EventOutcome, QueueMeter, Store, StoreError};
+use crate::store::{EventOutcome, FlushMeter, QueueMeter, Store, StoreError};
 
 /// Session lengths from one minute to six hours.
 const SESSION_BUCKETS: [f64; 10] = [
@@ -31,6 +31,12 @@ const QUEUE_WAIT_BUCKETS: [f64; 11] = [
 /// Request latencies, 0.5 ms to 10 s.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
+];
+
+/// Heartbeat flushes, 1 ms to 10 s: past `0.8 × heartbeat_interval − flush interval` (3 s
+/// at the defaults) a late flush makes live phones look stale (docs/scaling.md).
+const FLUSH_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 10.0,
 ];
 
 /// The sign-check refusals (chapter 6.1's answer codes other than success), each counted
@@ -102,6 +108,8 @@ pub struct Metrics {
     /// Descriptive event fields cut to their bound instead of refused.
     pub event_fields_truncated: IntCounterVec,
     pub heartbeats: IntCounter,
+    /// What the heartbeat flushes take and write.
+    pub heartbeat_flush: FlushMeter,
     /// Callbacks refused for their source address (`callbacks.allowed_networks`).
     pub callbacks_refused: IntCounter,
     /// Jobs waiting in each group-commit writer's queue.
@@ -180,6 +188,37 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
     metric
 }
 
+fn flush_meter(registry: &Registry) -> FlushMeter {
+    let single = |name: &str, help: &str| {
+        counter(registry, name, help, &[]).with_label_values(&[] as &[&str])
+    };
+    FlushMeter {
+        duration: histogram(
+            registry,
+            "cphub_heartbeat_flush_seconds",
+            "Heartbeat flushes with something to write, by how long they took",
+            &[],
+            &FLUSH_BUCKETS,
+        )
+        .with_label_values(&[] as &[&str]),
+        written: single(
+            "cphub_heartbeats_written_total",
+            "Heartbeats written to their phones' rows",
+        ),
+        failed: single(
+            "cphub_heartbeat_flush_failures_total",
+            "Heartbeat flushes that failed; what they had not written waits for the next",
+        ),
+        held_back: gauge(
+            registry,
+            "cphub_heartbeats_held_back",
+            "Heartbeats held back after the last flush because they changed nothing yet",
+            &[],
+        )
+        .with_label_values(&[] as &[&str]),
+    }
+}
+
 impl Metrics {
     /// `per_app_labels`: false folds every `app_id` label into "all" (fleets with very many
     /// games would otherwise create a series per game).
@@ -255,6 +294,7 @@ impl Metrics {
                 "Accepted enters whose app_id is not the one the session was minted for",
             ),
             heartbeats: single("cphub_heartbeats_total", "Heartbeats accepted"),
+            heartbeat_flush: flush_meter(&r),
             callbacks_refused: single(
                 "cphub_callbacks_refused_total",
                 "Callbacks refused because their client address is outside callbacks.allowed_networks",

@@ -22,8 +22,9 @@ use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -130,10 +131,11 @@ impl Marks {
     }
 
     /// Adds to `due` the heartbeats held back that no newer one followed within `quiet`
-    /// (or all of them), and forgets phones long silent.
-    fn release(&mut self, everything: bool, due: &mut Vec<Heartbeat>) {
+    /// (or all of them), and forgets phones long silent. Returns how many stay held back.
+    fn release(&mut self, everything: bool, due: &mut Vec<Heartbeat>) -> usize {
         let now = self.clock.now();
         let rule = self.rule;
+        let mut held_back = 0;
         self.phones.retain(|_, mark| match mark.waiting.take() {
             Some(held) if everything || now >= held.received_at.plus(rule.quiet) => {
                 due.push(held);
@@ -141,10 +143,12 @@ impl Marks {
             }
             Some(held) => {
                 mark.waiting = Some(held);
+                held_back += 1;
                 true
             }
             None => now < mark.seen.plus(rule.forget),
         });
+        held_back
     }
 
     fn wrote(&mut self, hb: Heartbeat) {
@@ -170,6 +174,22 @@ impl Marks {
     }
 }
 
+/// What the flushes report (`cphub_heartbeat_flush_*`, docs/metrics.md), built by the
+/// metrics as the writers' [`QueueMeter`](super::QueueMeter)s are. A flush that runs late
+/// is what makes live phones look stale, sooner with heartbeats held back: its duration is
+/// what an operator alerts on.
+#[derive(Clone)]
+pub struct FlushMeter {
+    /// Seconds each flush with something due took, its chunks together, failed ones too.
+    pub duration: Histogram,
+    /// Heartbeats written to their phones' rows.
+    pub written: IntCounter,
+    /// Flushes that failed: what they had not written waits for the next.
+    pub failed: IntCounter,
+    /// Heartbeats held back after the last flush ([`Unchanged`]).
+    pub held_back: IntGauge,
+}
+
 pub struct HeartbeatBuffer {
     pending: Mutex<HashSet<Latest>>,
     /// The set the last flush emptied, kept with its capacity: the buffer refills to the
@@ -180,6 +200,7 @@ pub struct HeartbeatBuffer {
     chunk: usize,
     /// Held by a flush for its whole length: one flush at a time decides what is due.
     marks: Option<tokio::sync::Mutex<Marks>>,
+    meter: Option<FlushMeter>,
 }
 
 impl HeartbeatBuffer {
@@ -190,7 +211,14 @@ impl HeartbeatBuffer {
             spare: Mutex::default(),
             chunk: chunk.max(1),
             marks: None,
+            meter: None,
         }
+    }
+
+    /// Reports each flush to `meter`.
+    pub fn metered(mut self, meter: FlushMeter) -> Self {
+        self.meter = Some(meter);
+        self
     }
 
     /// Holds back heartbeats that change nothing but the time, by `rule`, judged on `clock`
@@ -247,18 +275,25 @@ impl HeartbeatBuffer {
         limit: Duration,
         everything: bool,
     ) -> Result<usize, StoreError> {
+        let started = Instant::now();
         let mut marks = match &self.marks {
             Some(marks) => Some(marks.lock().await),
             None => None,
         };
         let arrived = self.take();
         let mut due = Vec::with_capacity(arrived.len());
-        match marks.as_deref_mut() {
+        let held_back = match marks.as_deref_mut() {
             Some(marks) => {
                 arrived.into_iter().for_each(|hb| marks.sort(hb, &mut due));
-                marks.release(everything, &mut due);
+                marks.release(everything, &mut due)
             }
-            None => due = arrived,
+            None => {
+                due = arrived;
+                0
+            }
+        };
+        if let Some(meter) = &self.meter {
+            meter.held_back.set(held_back as i64);
         }
         if due.is_empty() {
             return Ok(0);
@@ -266,6 +301,24 @@ impl HeartbeatBuffer {
         // Key order: each chunk then touches a run of neighbouring rows (index pages), and on
         // PostgreSQL every writer locks rows in key order.
         due.sort_unstable_by(|a, b| a.phone_id.as_str().cmp(b.phone_id.as_str()));
+        let flushed = self.write(store, limit, due, marks.as_deref_mut()).await;
+        if let Some(meter) = &self.meter {
+            meter.duration.observe(started.elapsed().as_secs_f64());
+            if flushed.is_err() {
+                meter.failed.inc();
+            }
+        }
+        flushed
+    }
+
+    /// Writes `due` in chunks, noting each written heartbeat in `marks`.
+    async fn write(
+        &self,
+        store: &dyn Store,
+        limit: Duration,
+        due: Vec<Heartbeat>,
+        mut marks: Option<&mut Marks>,
+    ) -> Result<usize, StoreError> {
         let mut due = due.into_iter();
         let mut written = 0;
         loop {
@@ -280,7 +333,11 @@ impl HeartbeatBuffer {
                     return Err(error);
                 }
             };
-            written += chunk.len() - deferred.len();
+            let wrote = chunk.len() - deferred.len();
+            written += wrote;
+            if let Some(meter) = &self.meter {
+                meter.written.inc_by(wrote as u64);
+            }
             let mut busy = Vec::with_capacity(deferred.len());
             for (i, hb) in chunk.into_iter().enumerate() {
                 if deferred.contains(&i) {

@@ -55,7 +55,7 @@ pub use codec::{
 };
 pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{Commit, GroupCommit, QueueMeter, WriterLimits};
-pub use heartbeat_buffer::{HeartbeatBuffer, HeartbeatFlusher, Unchanged};
+pub use heartbeat_buffer::{FlushMeter, HeartbeatBuffer, HeartbeatFlusher, Unchanged};
 pub use outbox::{
     AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryPosition,
     DeliveryView, EndpointBacklog, EndpointFilter, NextStep, OutboxEvent, WebhookBacklog,

@@ -369,6 +369,12 @@ impl WriteLock {
         Self::take_in_mode(db, "LOCK TABLE sessions IN EXCLUSIVE MODE").await
     }
 
+    /// As [`WriteLock::take_letting_reads`], on `phones`: the table the heartbeat flush
+    /// writes (SQLite has one write lock for the file either way).
+    pub async fn take_phones_letting_reads(db: &TestDb) -> WriteLock {
+        Self::take_in_mode(db, "LOCK TABLE phones IN EXCLUSIVE MODE").await
+    }
+
     /// `lock`: the PostgreSQL statement that takes the lock.
     async fn take_in_mode(db: &TestDb, lock: &'static str) -> WriteLock {
         use sqlx::{Connection, Executor};

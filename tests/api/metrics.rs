@@ -2,11 +2,15 @@
 //! patterns instead of raw paths, and an optional listener of its own.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
+use cphub::clock::ManualClock;
+use cphub::domain::UtcTime;
 use serde_json::json;
 
 use crate::backend_tests;
-use crate::helpers::{Backend, TestApp, TestDb, enter, heartbeat, quit};
+use crate::helpers::{Backend, TestApp, TestDb, WriteLock, enter, heartbeat, poll_until, quit};
 
 /// Parses the text exposition format strictly enough to catch malformed output:
 /// `name{label="value",…} number` per sample, `# HELP`/`# TYPE` comments.
@@ -314,6 +318,79 @@ async fn an_apps_series_stay_at_zero_after_its_last_session(backend: Backend) {
     );
 }
 
+/// Scrapes until `check` holds (flushes run every 50 ms in the tests; one held back is
+/// written 6 s after it arrived), and returns that scrape.
+async fn scrape_until(
+    app: &TestApp,
+    what: &str,
+    check: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let every = Duration::from_millis(25);
+    let fetch = || scrape(app);
+    match poll_until(600, every, Duration::from_secs(60), fetch, check).await {
+        Ok(samples) => samples,
+        Err(last) => panic!("never {what}; last scrape: {last:?}"),
+    }
+}
+
+const WRITTEN: &str = "cphub_heartbeats_written_total";
+const HELD_BACK: &str = "cphub_heartbeats_held_back";
+const FLUSHES: &str = "cphub_heartbeat_flush_seconds_count";
+const FAILED: &str = "cphub_heartbeat_flush_failures_total";
+
+/// The flush reports what it wrote and held back: a phone's first heartbeat is written, the
+/// next one 5 s later says nothing new and is held back (`store::Unchanged`, 5 s interval,
+/// 3 misses), and written once 6 s pass without a newer one. A flush with nothing due is
+/// not counted as one.
+async fn heartbeat_flushes_are_counted_with_what_they_write_and_hold_back(backend: Backend) {
+    let clock = Arc::new(ManualClock::new(
+        UtcTime::parse("t", "2026-11-28T12:00:00Z").unwrap(),
+    ));
+    let app = TestApp::spawn_with_clock(backend, "", Arc::clone(&clock)).await;
+    app.send_heartbeat(&heartbeat("p-1", None, "2026-11-28T12:00:00Z"))
+        .await;
+    let first = scrape_until(&app, "written", |s| value(s, WRITTEN) == 1.0).await;
+    assert_eq!(value(&first, FLUSHES), 1.0);
+    assert_eq!(value(&first, HELD_BACK), 0.0);
+
+    clock.advance(Duration::from_secs(5));
+    app.send_heartbeat(&heartbeat("p-1", None, "2026-11-28T12:00:05Z"))
+        .await;
+    let held = scrape_until(&app, "held back", |s| value(s, HELD_BACK) == 1.0).await;
+    assert_eq!(value(&held, WRITTEN), 1.0, "no news: not written");
+    assert_eq!(value(&held, FLUSHES), 1.0, "nothing was due");
+    assert_eq!(value(&held, "cphub_heartbeats_total"), 2.0);
+
+    clock.advance(Duration::from_secs(6));
+    let quiet = scrape_until(&app, "released", |s| value(s, WRITTEN) == 2.0).await;
+    assert_eq!(value(&quiet, HELD_BACK), 0.0);
+    assert_eq!(value(&quiet, FLUSHES), 2.0);
+    assert_eq!(value(&quiet, FAILED), 0.0);
+    let phone = app.phone("p-1").await.expect("p-1");
+    assert_eq!(phone["last_seen_at"], "2026-11-28T12:00:05Z");
+}
+
+/// A flush the database does not take in time (another client holds the write lock past
+/// `database.write_timeout_ms`) is counted as failed, with its duration; its heartbeat
+/// waits in memory and is written once the lock is gone.
+async fn a_heartbeat_flush_the_database_holds_up_is_counted_and_written_later(backend: Backend) {
+    let app = TestApp::spawn_with(backend, "[database]\nwrite_timeout_ms = 300\n").await;
+    let lock = WriteLock::take_phones_letting_reads(&app.db).await;
+    app.send_heartbeat(&heartbeat("p-1", None, "2026-11-28T12:00:00Z"))
+        .await;
+    let failed = scrape_until(&app, "failed", |s| value(s, FAILED) >= 1.0).await;
+    assert_eq!(value(&failed, WRITTEN), 0.0);
+    assert!(app.phone("p-1").await.is_none(), "not written yet");
+    // Each failed flush waited the whole 300 ms limit: none is in the 250 ms bucket.
+    let within_250ms = r#"cphub_heartbeat_flush_seconds_bucket{le="0.25"}"#;
+    assert_eq!(value(&failed, within_250ms), 0.0);
+
+    lock.release().await;
+    let after = scrape_until(&app, "written", |s| value(s, WRITTEN) == 1.0).await;
+    assert!(value(&after, FLUSHES) >= value(&after, FAILED) + 1.0);
+    assert!(app.phone("p-1").await.is_some());
+}
+
 backend_tests!(
     a_fresh_binary_exports_every_documented_series,
     an_apps_series_stay_at_zero_after_its_last_session,
@@ -321,4 +398,6 @@ backend_tests!(
     sign_checks_are_counted_by_result,
     per_app_labels_can_be_folded,
     metrics_can_have_a_listener_of_their_own,
+    heartbeat_flushes_are_counted_with_what_they_write_and_hold_back,
+    a_heartbeat_flush_the_database_holds_up_is_counted_and_written_later,
 );
