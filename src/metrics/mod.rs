@@ -188,10 +188,12 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
     metric
 }
 
+/// A counter without labels.
+fn single(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    counter(registry, name, help, &[]).with_label_values(&[] as &[&str])
+}
+
 fn flush_meter(registry: &Registry) -> FlushMeter {
-    let single = |name: &str, help: &str| {
-        counter(registry, name, help, &[]).with_label_values(&[] as &[&str])
-    };
     FlushMeter {
         duration: histogram(
             registry,
@@ -202,10 +204,12 @@ fn flush_meter(registry: &Registry) -> FlushMeter {
         )
         .with_label_values(&[] as &[&str]),
         written: single(
+            registry,
             "cphub_heartbeats_written_total",
             "Heartbeats written to their phones' rows",
         ),
         failed: single(
+            registry,
             "cphub_heartbeat_flush_failures_total",
             "Heartbeat flushes that failed; what they had not written waits for the next",
         ),
@@ -224,8 +228,7 @@ impl Metrics {
     /// games would otherwise create a series per game).
     pub fn new(per_app_labels: bool) -> Metrics {
         let r = Registry::new();
-        let single =
-            |name: &str, help: &str| counter(&r, name, help, &[]).with_label_values(&[] as &[&str]);
+        let single = |name: &str, help: &str| single(&r, name, help);
         let metrics = Metrics {
             per_app_labels,
             apps: Mutex::new(HashSet::new()),
