@@ -1,5 +1,6 @@
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -22,7 +23,12 @@ async fn main() -> ExitCode {
     let mut traces = None;
     match cli.command {
         Command::Serve => {
-            match telemetry::init_with_traces(&settings.log, &settings.telemetry, std::io::stdout) {
+            match telemetry::init_with_traces(
+                &settings.log,
+                &settings.telemetry,
+                std::io::stdout,
+                std::io::stdout().is_terminal(),
+            ) {
                 Ok(pipeline) => traces = Some(pipeline),
                 Err(error) => {
                     eprintln!("cphub: {}", ErrorChain(&error));
@@ -36,9 +42,13 @@ async fn main() -> ExitCode {
                 level: "warn".into(),
                 ..settings.log.clone()
             };
-            telemetry::init(&quiet, std::io::stderr)
+            telemetry::init(&quiet, std::io::stderr, std::io::stderr().is_terminal())
         }
-        _ => telemetry::init(&settings.log, std::io::stderr),
+        _ => telemetry::init(
+            &settings.log,
+            std::io::stderr,
+            std::io::stderr().is_terminal(),
+        ),
     }
     // Serve and migrate take the settings; the audit line needs only the database.
     let audited = cli::audit::Audited::of(&cli.command).map(|a| (a, settings.database.clone()));

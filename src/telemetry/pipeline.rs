@@ -59,34 +59,37 @@ pub fn init_with_traces<W>(
     log: &LogSettings,
     telemetry: &TelemetrySettings,
     sink: W,
+    ansi: bool,
 ) -> Result<Traces, TelemetryError>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     if telemetry.otlp_endpoint.is_empty() {
-        init(log, sink);
+        init(log, sink, ansi);
         return Ok(Traces(None));
     }
     let provider = tracer_provider(&telemetry.otlp_endpoint)?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("cphub"));
-    install(log, sink, Some(layer));
+    install(log, sink, ansi, Some(layer));
     Ok(Traces(Some(provider)))
 }
 
 /// Installs the global subscriber writing to `sink`. `RUST_LOG` overrides `log.level`.
 /// Returns quietly if a subscriber is already installed (tests start many apps).
-pub fn init<W>(settings: &LogSettings, sink: W)
+/// `ansi`: colour the text format; only for a terminal, since escape codes in a log
+/// file or journal are noise to every reader and grep after it.
+pub fn init<W>(settings: &LogSettings, sink: W, ansi: bool)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    install::<W, NoTraces>(settings, sink, None);
+    install::<W, NoTraces>(settings, sink, ansi, None);
 }
 
 /// No OpenTelemetry layer: what [`init`] installs.
 type NoTraces = tracing_subscriber::layer::Identity;
 
-fn install<W, L>(settings: &LogSettings, sink: W, traces: Option<L>)
+fn install<W, L>(settings: &LogSettings, sink: W, ansi: bool, traces: Option<L>)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
     L: tracing_subscriber::Layer<
@@ -103,7 +106,11 @@ where
             .with(tracing_subscriber::fmt::layer().json().with_writer(sink))
             .try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(sink))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(sink),
+            )
             .try_init(),
     };
 }

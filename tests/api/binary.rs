@@ -468,6 +468,27 @@ backend_tests!(
     migrate_prepares_the_database_and_is_repeatable,
 );
 
+/// The text log colours its levels and fields for a terminal only: written to a pipe, a
+/// file or a journal, escape codes are noise to every reader and grep after it (and
+/// formatting them cost every request's span a few allocations). The format does not
+/// depend on the backend, so SQLite alone.
+#[tokio::test]
+async fn a_text_log_written_to_a_pipe_has_no_colour() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let out = cphub(&db)
+        .env("CPHUB__LOG__FORMAT", "text")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("INFO"), "the log was captured: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a piped log: {log:?}"
+    );
+}
+
 /// A SIGTERM sent the moment `serve` says it listens stops it gracefully (exit code 0), as
 /// a later one does. actix-web installed its signal handlers only when its server was first
 /// polled, after that log line; a SIGTERM in between killed the process by the signal
