@@ -1,6 +1,5 @@
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -23,12 +22,7 @@ async fn main() -> ExitCode {
     let mut traces = None;
     match cli.command {
         Command::Serve => {
-            match telemetry::init_with_traces(
-                &settings.log,
-                &settings.telemetry,
-                std::io::stdout,
-                std::io::stdout().is_terminal(),
-            ) {
+            match telemetry::init_with_traces(&settings.log, &settings.telemetry, std::io::stdout) {
                 Ok(pipeline) => traces = Some(pipeline),
                 Err(error) => {
                     eprintln!("cphub: {}", ErrorChain(&error));
@@ -42,13 +36,9 @@ async fn main() -> ExitCode {
                 level: "warn".into(),
                 ..settings.log.clone()
             };
-            telemetry::init(&quiet, std::io::stderr, std::io::stderr().is_terminal())
+            telemetry::init(&quiet, std::io::stderr)
         }
-        _ => telemetry::init(
-            &settings.log,
-            std::io::stderr,
-            std::io::stderr().is_terminal(),
-        ),
+        _ => telemetry::init(&settings.log, std::io::stderr),
     }
     // Serve and migrate take the settings; the audit line needs only the database.
     let audited = cli::audit::Audited::of(&cli.command).map(|a| (a, settings.database.clone()));

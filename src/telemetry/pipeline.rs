@@ -1,9 +1,10 @@
 //! The log subscriber and the optional OTLP trace pipeline (see the parent module).
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
 use super::{ErrorChain, LogFormat, LogSettings, TelemetrySettings};
@@ -55,43 +56,42 @@ fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> 
 }
 
 /// [`init`], plus the OTLP trace export when `telemetry.otlp_endpoint` is set.
-pub fn init_with_traces<W>(
+pub fn init_with_traces<S>(
     log: &LogSettings,
     telemetry: &TelemetrySettings,
-    sink: W,
-    ansi: bool,
+    sink: fn() -> S,
 ) -> Result<Traces, TelemetryError>
 where
-    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+    S: std::io::Write + IsTerminal + 'static,
 {
     if telemetry.otlp_endpoint.is_empty() {
-        init(log, sink, ansi);
+        init(log, sink);
         return Ok(Traces(None));
     }
     let provider = tracer_provider(&telemetry.otlp_endpoint)?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("cphub"));
-    install(log, sink, ansi, Some(layer));
+    install(log, sink, Some(layer));
     Ok(Traces(Some(provider)))
 }
 
 /// Installs the global subscriber writing to `sink`. `RUST_LOG` overrides `log.level`.
 /// Returns quietly if a subscriber is already installed (tests start many apps).
-/// `ansi`: colour the text format; only for a terminal, since escape codes in a log
-/// file or journal are noise to every reader and grep after it.
-pub fn init<W>(settings: &LogSettings, sink: W, ansi: bool)
+pub fn init<S>(settings: &LogSettings, sink: fn() -> S)
 where
-    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+    S: std::io::Write + IsTerminal + 'static,
 {
-    install::<W, NoTraces>(settings, sink, ansi, None);
+    install::<S, NoTraces>(settings, sink, None);
 }
 
 /// No OpenTelemetry layer: what [`init`] installs.
 type NoTraces = tracing_subscriber::layer::Identity;
 
-fn install<W, L>(settings: &LogSettings, sink: W, ansi: bool, traces: Option<L>)
+/// The text format is coloured only when `sink` is a terminal: escape codes in a log
+/// file or journal are noise to every reader and grep after it.
+fn install<S, L>(settings: &LogSettings, sink: fn() -> S, traces: Option<L>)
 where
-    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+    S: std::io::Write + IsTerminal + 'static,
     L: tracing_subscriber::Layer<
             tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>,
         > + Send
@@ -108,7 +108,7 @@ where
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_ansi(ansi)
+                    .with_ansi(sink().is_terminal())
                     .with_writer(sink),
             )
             .try_init(),

@@ -29,7 +29,7 @@ static LOGGING: LazyLock<()> = LazyLock::new(|| {
             level.as_str()
         };
         let settings = Settings::with_overrides(&format!("[log]\nlevel = \"{level}\"")).unwrap();
-        cphub::telemetry::init(&settings.log, std::io::stdout, false);
+        cphub::telemetry::init(&settings.log, std::io::stdout);
     }
 });
 
