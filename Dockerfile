@@ -19,10 +19,9 @@ RUN apt-get update \
 COPY --from=build /src/target/release/cphub /usr/local/bin/cphub
 # Defaults are built into the binary; this directory holds optional $CPHUB_ENV.toml files.
 COPY config /etc/cphub/config
-# glibc keeps one malloc arena per thread; two are enough for cphub and keep RSS down under
-# a heartbeat flood (141 MB -> 105 MB in docs/benchmarks.md).
-ENV MALLOC_ARENA_MAX=2 \
-    CPHUB_CONFIG_DIR=/etc/cphub/config \
+# No allocator settings: cphub links jemalloc, which glibc's MALLOC_ARENA_MAX does not
+# touch, and its defaults meet the memory targets (docs/benchmarks.md).
+ENV CPHUB_CONFIG_DIR=/etc/cphub/config \
     DATABASE_URL=sqlite:///data/cphub.db
 USER cphub
 WORKDIR /data
