@@ -27,11 +27,10 @@ import run  # bench/run.py: serve, wrk
 def one_run(binary, args):
     """Requests a second of one wrk run against `binary` on a fresh database."""
     with tempfile.TemporaryDirectory() as d:
-        os.environ["BENCH_SERVE_BIN"] = str(binary)
         with open(f"{d}/log", "w") as log:
-            proc, base = run.serve(f"sqlite://{d}/db.sqlite?mode=rwc", log)
+            proc, base = run.serve(f"sqlite://{d}/db.sqlite?mode=rwc", log, binary)
             try:
-                result = run.wrk(args, "heartbeat.lua", f"{base}/cph/heartbeat")
+                result = run.wrk(args, "heartbeat.lua", f"{base}{run.HEARTBEAT_PATH}")
             finally:
                 proc.terminate()
                 proc.wait()

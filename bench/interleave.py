@@ -35,7 +35,7 @@ def mixed(args, chunk):
         try:
             beats = {}
             flooding = threading.Thread(target=lambda: beats.update(run.wrk(
-                flood, "heartbeat.lua", f"{base}/cph/heartbeat",
+                flood, "heartbeat.lua", f"{base}{run.HEARTBEAT_PATH}",
                 {"BENCH_PHONES": str(args.phones)})))
             flooding.start()
             result = run.wrk(events, "events.lua", f"{base}/cph/events",

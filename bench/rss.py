@@ -94,7 +94,7 @@ def measure(args, extra_env):
                 time.sleep(2.5)
                 snapshot(f"{args.duration} s at the design rate "
                          f"({args.phones // 5:,} heartbeats/s)", proc.pid)
-            flood = run.wrk(args, "heartbeat.lua", f"{base}/cph/heartbeat",
+            flood = run.wrk(args, "heartbeat.lua", f"{base}{run.HEARTBEAT_PATH}",
                             {"BENCH_PHONES": str(args.phones)})
             time.sleep(2.5)  # two flush intervals
             snapshot(f"{args.duration} s of flood ({flood['rps']:,.0f} heartbeats/s)",

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RELEASE = ROOT / "target" / "release"
 OUT = ROOT / "target" / "bench"
+# The heartbeat route under cphub's default `callbacks.base_path`.
+HEARTBEAT_PATH = "/cph/heartbeat"
 TOKEN = "bench-operator-token-" + secrets.token_hex(8)
 
 
@@ -135,13 +137,13 @@ def ceiling(args):
     proc = subprocess.Popen([RELEASE / "examples" / "bench_ceiling", f"127.0.0.1:{port}"])
     try:
         wait_for(f"http://127.0.0.1:{port}/")
-        return wrk(args, "heartbeat.lua", f"http://127.0.0.1:{port}/cph/heartbeat")
+        return wrk(args, "heartbeat.lua", f"http://127.0.0.1:{port}{HEARTBEAT_PATH}")
     finally:
         proc.terminate()
         proc.wait()
 
 
-def serve(database_url, logfile):
+def serve(database_url, logfile, binary=None):
     port = free_port()
     env = dict(
         os.environ,
@@ -157,9 +159,9 @@ def serve(database_url, logfile):
         CPHUB__FLEET__MISS_THRESHOLD="100000",
     )
     env.pop("RUST_LOG", None)
-    # BENCH_SERVE_BIN: another build serves (bench/compare.py compares two builds with it);
-    # the generator stays this tree's.
-    binary = os.environ.get("BENCH_SERVE_BIN") or RELEASE / "cphub"
+    # `binary`, or BENCH_SERVE_BIN: another build serves (bench/compare.py and
+    # bench/heartbeat_ab.py compare two builds with it); the generator stays this tree's.
+    binary = binary or os.environ.get("BENCH_SERVE_BIN") or RELEASE / "cphub"
     proc = subprocess.Popen([binary, "serve"], env=env,
                             stdout=logfile, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -183,7 +185,7 @@ def backend(args, name, database_url):
             rows["sign checks"] = first_uses(args, base, bodies)
 
             log(f"{name}: heartbeats")
-            rows["heartbeats"] = wrk(args, "heartbeat.lua", f"{base}/cph/heartbeat")
+            rows["heartbeats"] = wrk(args, "heartbeat.lua", f"{base}{HEARTBEAT_PATH}")
             time.sleep(2.5)  # two flush intervals: every phone is in the store
             rss, hwm = rss_mb(proc.pid)
             stored = metric(base, "cphub_phones{")
