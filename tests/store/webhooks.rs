@@ -25,6 +25,36 @@ backend_tests!(
     an_account_pause_7_2_opens_and_closes_once_however_many_replicas_record_it,
 );
 
+/// PostgreSQL inlines the outbox's payload functions into the session trigger's statement
+/// (migration 0026): declared IMMUTABLE while calling STABLE functions, each call had gone
+/// through the SQL function executor, parsing and planning its body again for every session
+/// started or ended. What they write is the test above's, on both backends.
+#[test]
+fn the_session_payloads_are_inlined_on_postgres() {
+    crate::helpers::run_scenario("the_session_payloads_are_inlined_on_postgres", async {
+        if postgres_available() {
+            payload_functions_are_inlined().await
+        }
+    })
+}
+
+async fn payload_functions_are_inlined() {
+    let store = open(Backend::Postgres).await;
+    let pool = sqlx::PgPool::connect(store.url())
+        .await
+        .expect("test database");
+    let sql = "EXPLAIN (VERBOSE) \
+        SELECT webhook_session_started(s), webhook_session_ended(s) FROM sessions AS s";
+    let plan: Vec<(String,)> = sqlx::query_as(sql).fetch_all(&pool).await.expect("explain");
+    let plan: Vec<&str> = plan.iter().map(|(line,)| line.as_str()).collect();
+    let plan = plan.join("\n");
+    assert!(
+        !plan.contains("webhook_session_") && !plan.contains("webhook_ms"),
+        "a payload function is called, not inlined:\n{plan}"
+    );
+    assert!(plan.contains("jsonb_build_object"), "{plan}");
+}
+
 async fn outbox(store: &impl Book) -> Vec<OutboxEvent> {
     store.outbox(0, 1000).await.expect("outbox reads")
 }
