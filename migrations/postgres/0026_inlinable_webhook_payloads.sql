@@ -7,9 +7,9 @@
 -- its declaration, so none of the three was inlined: each call of the session trigger's
 -- INSERT (0024, a row trigger: one per session started or ended) went through the SQL
 -- function executor, which parsed and planned the body again at every call. auto_explain
--- over 10 s of enter/quit events at 32 connections timed that INSERT at 75 µs a row, a
--- quarter of each writer round (docs/benchmarks.md, "The outbox's payload, parsed per
--- row"). Declared STABLE, the bodies are inlined into the trigger's cached plan.
+-- over 10 s of enter/quit events at 32 connections timed that INSERT at 75 µs a row, about
+-- a quarter of each writer round (docs/benchmarks.md, "The hot paths, 2026-12-05").
+-- Declared STABLE, the bodies are inlined into the trigger's cached plan.
 --
 -- What they compute is unchanged: the same JSON, the same milliseconds. None of them
 -- is used in an index or a generated column, which would need IMMUTABLE.
