@@ -1,0 +1,15 @@
+-- The rollups' upsert is planned once per connection instead of at every call.
+--
+-- `usage_rollup_add` (0022) is called by the rollups' triggers once per statement that
+-- ends sessions: every event round with a quit. PL/pgSQL keeps its INSERT as a prepared
+-- statement whose one parameter is the array of changes, and PostgreSQL re-plans such a
+-- statement for each call ("custom" plans) unless the generic plan's estimate looks no
+-- dearer. Here it always looks dearer: without the array the planner guesses the rows of
+-- `unnest` and of the buckets' `generate_series` at their defaults, so it planned anew at
+-- every call, 0.29 ms of each round's 0.33 ms in the function (auto_explain over 10 s of
+-- events; docs/benchmarks.md, "The hot paths, 2026-12-05"). The plan cannot depend on the
+-- array anyway: a scan of the array, the buckets of each change, a sort, and the upsert
+-- through the primary key. So the function plans it once, generically.
+--
+-- What it writes is unchanged. The setting holds only while the function runs.
+ALTER FUNCTION usage_rollup_add(usage_rollup_change[]) SET plan_cache_mode = force_generic_plan;
