@@ -18,34 +18,37 @@ import glob
 import os
 import secrets
 import subprocess
+import sys
+from pathlib import Path
 
-import run
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # bench/run.py: serve, wrk, metric, postgres_database
 
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def stat(path):
+    """(name, CPU seconds: user + system) from a /proc stat file."""
+    text = open(path).read()
+    fields = text[text.rindex(")") + 2:].split()
+    return text[text.index("(") + 1:text.rindex(")")], (int(fields[11]) + int(fields[12])) / TICK
+
+
 def thread_cpu(pid):
     """{tid: (name, CPU seconds)} of every thread of `pid`."""
-    out = {}
-    for task in glob.glob(f"/proc/{pid}/task/*"):
-        stat = open(f"{task}/stat").read()
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[task.rsplit("/", 1)[1]] = (name, (int(fields[11]) + int(fields[12])) / TICK)
-    return out
+    return {task.rsplit("/", 1)[1]: stat(f"{task}/stat")
+            for task in glob.glob(f"/proc/{pid}/task/*")}
 
 
 def postgres_cpu():
     """CPU seconds of every process named postgres (the server shares this machine)."""
     total = 0.0
-    for proc in glob.glob("/proc/[0-9]*/stat"):
+    for path in glob.glob("/proc/[0-9]*/stat"):
         try:
-            stat = open(proc).read()
-        except OSError:
+            name, cpu = stat(path)
+        except OSError:  # the process ended meanwhile
             continue
-        if "(postgres)" in stat:
-            fields = stat[stat.rindex(")") + 2:].split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
+        total += cpu if name == "postgres" else 0.0
     return total
 
 
@@ -61,14 +64,17 @@ def written(pid):
 
 
 def sample(pid, base, url):
-    return {
+    """The counters a run is the difference of; the database's own where it has them."""
+    counters = {
         "threads": thread_cpu(pid),
-        "written": written(pid),
         "events": run.metric(base, "cphub_events_total"),
         "rounds": run.metric(base, "cphub_write_rounds_total"),
-        "pg_cpu": postgres_cpu() if url.startswith("postgres") else 0.0,
-        "wal": wal_bytes(url) if url.startswith("postgres") else 0.0,
     }
+    if url.startswith("postgres"):
+        counters.update(pg_cpu=postgres_cpu(), wal=wal_bytes(url))
+    else:  # the database file and its log are cphub's own writes
+        counters.update(written=written(pid))
+    return counters
 
 
 def one_run(args, url):
@@ -88,14 +94,14 @@ def one_run(args, url):
     print(f"c{args.c}: {result['rps']:,.0f} events/s, p50 {result['p50_us'] / 1000:.2f} ms, "
           f"p99 {result['p99_us'] / 1000:.2f} ms; {per('events'):.1f} events a round, "
           f"{1000 * args.duration / rounds:.2f} ms a round (wall)")
-    if url.startswith("sqlite"):  # the database file and its log are cphub's own writes
+    if "written" in after:
         print(f"  {per('written') / 1024:.0f} KiB written to disk a round")
     else:
         print(f"  postgres: {1000 * per('pg_cpu'):.2f} ms CPU a round, "
               f"WAL {per('wal') / 1024:.0f} KiB a round")
     threads = after["threads"]
-    spent = {tid: cpu - before["threads"].get(tid, (name, 0.0))[1]
-             for tid, (name, cpu) in threads.items()}
+    spent = {tid: cpu - before["threads"].get(tid, ("", 0.0))[1]
+             for tid, (_, cpu) in threads.items()}
     for tid in sorted(spent, key=spent.get, reverse=True):
         if spent[tid] >= 0.01 * args.duration:  # 1 % of a core or more
             print(f"  {threads[tid][0]:<16} {spent[tid]:5.2f} s CPU, "
