@@ -18,6 +18,7 @@ use super::{
 };
 use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryView};
 use super::{AuditFilter, AuditRecord, NewAuditEntry, audit};
+use super::Durable;
 use super::{ControlPlaneEncodeServer, EncodeServer, encode};
 use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use super::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange, rollout};
@@ -39,7 +40,8 @@ pub(super) trait Backend: Send + Sync + 'static {
     type Reader: Sql;
 
     async fn begin_write(&self) -> Result<Self::Tx, StoreError>;
-    async fn commit(tx: Self::Tx) -> Result<(), StoreError>;
+    /// Commits; the ticket says when the commit is durable (`log_sync`).
+    async fn commit(&self, tx: Self::Tx) -> Result<Durable, StoreError>;
     fn reader(&self) -> Self::Reader;
 
     async fn migrate(&self) -> Result<(), StoreError>;
@@ -64,20 +66,35 @@ pub(super) trait Backend: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
 }
 
-/// Runs `$call(&mut tx, args…)` from `book` in one write transaction of `$backend` and
-/// commits it.
+/// Runs `$call(&mut tx, args…)` from `book` in one write transaction of `$backend`, commits
+/// it and returns once the commit is durable; with `durable_later`, once it is committed,
+/// with its [`Durable`] ticket.
 macro_rules! in_transaction {
     ($backend:ident, $call:ident($($arg:expr),* $(,)?)) => {
         in_transaction!($backend, book::$call($($arg),*))
     };
     ($backend:ident, $module:ident::$call:ident($($arg:expr),* $(,)?)) => {
+        in_transaction!(@span $call, async {
+            let (result, durable) =
+                in_transaction!(@commit $backend, $module::$call($($arg),*)).await?;
+            durable.wait().await?;
+            Ok::<_, StoreError>(result)
+        })
+    };
+    (durable_later $backend:ident, $module:ident::$call:ident($($arg:expr),* $(,)?)) => {
+        in_transaction!(@span $call, in_transaction!(@commit $backend, $module::$call($($arg),*)))
+    };
+    (@commit $backend:ident, $module:ident::$call:ident($($arg:expr),*)) => {
+        async {
+            let mut tx = $backend.begin_write().await?;
+            let result = $module::$call(&mut tx, $($arg),*).await?;
+            let durable = $backend.commit(tx).await?;
+            Ok::<_, StoreError>((result, durable))
+        }
+    };
+    (@span $call:ident, $write:expr) => {
         tracing::Instrument::instrument(
-            async {
-                let mut tx = $backend.begin_write().await?;
-                let result = $module::$call(&mut tx, $($arg),*).await?;
-                B::commit(tx).await?;
-                Ok::<_, StoreError>(result)
-            },
+            $write,
             // A child of whatever asked for the write (a request, the watchdog's pass), so
             // a trace shows the time spent waiting for the writer and committing.
             tracing::info_span!("store write", op = stringify!($call)),
@@ -286,8 +303,8 @@ impl<B: Backend> Store for B {
         minted.map_err(during("mint_sessions"))
     }
 
-    async fn write_round(&self, round: &Round<'_>) -> Result<RoundDone, StoreError> {
-        let written = in_transaction!(self, round::write(round));
+    async fn write_round(&self, round: &Round<'_>) -> Result<(RoundDone, Durable), StoreError> {
+        let written = in_transaction!(durable_later self, round::write(round));
         written.map_err(during("write_round"))
     }
 
@@ -296,7 +313,7 @@ impl<B: Backend> Store for B {
             let mut tx = self.begin_write().await?;
             queue::join(&mut tx, entry).await?;
             queue::serve(&mut tx, times, &[]).await?;
-            B::commit(tx).await
+            self.commit(tx).await?.wait().await
         };
         joined.await.map_err(during("join_queue"))
     }
@@ -345,7 +362,7 @@ impl<B: Backend> Store for B {
             let mut tx = self.begin_write().await?;
             let expired = queue::expire(&mut tx, times.now).await?;
             let assigned = queue::serve(&mut tx, times, &[]).await?;
-            B::commit(tx).await?;
+            self.commit(tx).await?.wait().await?;
             Ok(QueuePass { expired, assigned })
         };
         served.await.map_err(during("serve_queue"))

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{StoreError, within};
+use super::{Durable, StoreError, within};
 
 /// One kind of write that is committed in groups.
 #[async_trait]
@@ -31,8 +31,10 @@ pub trait Commit: Send + Sync + 'static {
         Self::WHAT
     }
 
-    /// Commits `jobs` in one transaction, all or none: one result per job, in order.
-    async fn commit(&self, jobs: &[Self::Job]) -> Result<Vec<Self::Done>, StoreError>;
+    /// Commits `jobs` in one transaction, all or none: one result per job, in order, and
+    /// when the commit is durable. The jobs are answered then, while the next round is
+    /// already being written.
+    async fn commit(&self, jobs: &[Self::Job]) -> Result<(Vec<Self::Done>, Durable), StoreError>;
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Arc<StoreError>>>;
@@ -141,7 +143,7 @@ async fn run<C: Commit>(committer: C, mut rx: mpsc::Receiver<Queued<C>>, limits:
             continue;
         }
         match within(limits.commit, committer.commit(&jobs)).await {
-            Ok(done) => answer(replies, done),
+            Ok((done, durable)) => answer_when_durable::<C>(replies, done, durable, limits.commit),
             // The database refused something in the batch, and rolled all of it back. One
             // job's fault must not fail the others: commit them one at a time, in order, so
             // only the culprit is refused. (When the database is away, every one would fail
@@ -156,7 +158,9 @@ async fn run<C: Commit>(committer: C, mut rx: mpsc::Receiver<Queued<C>>, limits:
                 for (i, reply) in replies.into_iter().enumerate() {
                     let job = std::slice::from_ref(&jobs[i]);
                     match within(limits.commit, committer.commit(job)).await {
-                        Ok(done) => answer(vec![reply], done),
+                        Ok((done, durable)) => {
+                            answer_when_durable::<C>(vec![reply], done, durable, limits.commit)
+                        }
                         Err(error) => fail(C::WHAT, vec![reply], error),
                     }
                 }
@@ -206,6 +210,26 @@ fn still_awaited<C: Commit>(
     (jobs, replies)
 }
 
+/// Answers a committed round once it is durable. Waited for beside the writer, which goes
+/// on with the next round meanwhile: a later round's commit is durable only after this
+/// one's (`log_sync`), so no answer ever rests on a write that could still be lost.
+fn answer_when_durable<C: Commit>(
+    replies: Vec<Reply<C::Done>>,
+    done: Vec<C::Done>,
+    durable: Durable,
+    limit: Duration,
+) {
+    if !durable.is_pending() {
+        return answer(replies, done);
+    }
+    tokio::spawn(async move {
+        match within(limit, durable.wait()).await {
+            Ok(()) => answer(replies, done),
+            Err(error) => fail(C::WHAT, replies, error),
+        }
+    });
+}
+
 fn answer<T>(replies: Vec<Reply<T>>, done: Vec<T>) {
     for (reply, done) in replies.into_iter().zip(done) {
         // The requester may have gone away while the batch committed (client timeout): the
@@ -239,6 +263,8 @@ mod tests {
         calls: Arc<Mutex<Vec<Vec<i64>>>>,
         committed: Arc<Mutex<Vec<i64>>>,
         unavailable: bool,
+        /// Commits durable once this log is synced (SQLite's); durable at once without.
+        log: Option<crate::store::log_sync::LogSync>,
     }
 
     #[async_trait]
@@ -247,7 +273,7 @@ mod tests {
         type Done = i64;
         const WHAT: &'static str = "number batch";
 
-        async fn commit(&self, jobs: &[i64]) -> Result<Vec<i64>, StoreError> {
+        async fn commit(&self, jobs: &[i64]) -> Result<(Vec<i64>, Durable), StoreError> {
             self.calls.lock().unwrap().push(jobs.to_vec());
             if self.unavailable {
                 return Err(StoreError::from(sqlx::Error::PoolTimedOut));
@@ -256,7 +282,8 @@ mod tests {
                 return Err(StoreError::Corrupt("negative".into()));
             }
             self.committed.lock().unwrap().extend_from_slice(jobs);
-            Ok(jobs.to_vec())
+            let durable = self.log.as_ref().map_or_else(Durable::now, |log| log.committed());
+            Ok((jobs.to_vec(), durable))
         }
     }
 
@@ -354,6 +381,63 @@ mod tests {
         futures_util::future::join_all(queued).await;
         assert_eq!(*numbers.committed.lock().unwrap(), [1, 2, 3, 4]);
         assert_eq!(meter.waiting.get(), 0);
+        drop(writer);
+        task.await.unwrap();
+    }
+
+    /// A committed round is answered once its log sync ends, and the writer commits the
+    /// next round meanwhile: the disk's wait is no longer the writer's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_round_commits_while_the_last_waits_for_its_sync() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let begun = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (g, b) = (Arc::clone(&gate), Arc::clone(&begun));
+        let log = crate::store::log_sync::LogSync::with(move || {
+            b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let permit = tokio::runtime::Handle::current().block_on(g.acquire());
+            permit.expect("gate open").forget();
+            Ok(())
+        });
+        let numbers = Numbers {
+            log: Some(log),
+            ..Numbers::default()
+        };
+        let (writer, task) = spawn(&numbers, &meter());
+        let writer = Arc::new(writer);
+        let first = tokio::spawn({
+            let writer = Arc::clone(&writer);
+            async move { writer.submit(1).await }
+        });
+        let committed = |n: usize| {
+            let numbers = numbers.clone();
+            async move {
+                while numbers.committed.lock().unwrap().len() < n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        committed(1).await;
+        let syncing = async {
+            while begun.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let syncing = tokio::time::timeout(Duration::from_secs(5), syncing).await;
+        syncing.expect("the first round's answer waits for a sync of the log");
+        let second = tokio::spawn({
+            let writer = Arc::clone(&writer);
+            async move { writer.submit(2).await }
+        });
+        let next_round = tokio::time::timeout(Duration::from_secs(5), committed(2));
+        next_round.await.expect("the second round committed while the first waited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!first.is_finished(), "answered before its commit was synced");
+
+        gate.add_permits(1);
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert!(!second.is_finished(), "the first sync began before the second commit");
+        gate.add_permits(1);
+        assert_eq!(second.await.unwrap().unwrap(), 2);
         drop(writer);
         task.await.unwrap();
     }

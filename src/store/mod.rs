@@ -18,6 +18,7 @@ mod event_batch;
 mod filter;
 mod group_commit;
 mod heartbeat_buffer;
+mod log_sync;
 mod mint_batch;
 mod outbox;
 mod pause;
@@ -56,6 +57,7 @@ pub use codec::{
 pub use filter::{SessionFilter, SessionFilterArgs};
 pub use group_commit::{Commit, GroupCommit, QueueMeter, WriterLimits};
 pub use heartbeat_buffer::{FlushMeter, HeartbeatBuffer, HeartbeatFlusher, Unchanged};
+pub use log_sync::Durable;
 pub use outbox::{
     AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryPosition,
     DeliveryView, EndpointBacklog, EndpointFilter, NextStep, OutboxEvent, WebhookBacklog,
@@ -113,6 +115,11 @@ pub enum StoreError {
     /// and was refused without being tried: nothing of it is written.
     #[error("waited in the write queue longer than {0:?}; not written")]
     QueuedTooLong(std::time::Duration),
+    /// Syncing SQLite's write-ahead log failed (`log_sync`): what was committed since the
+    /// last good sync may not be on disk. Not worth retrying: every durable write fails
+    /// until cphub is restarted.
+    #[error("the write-ahead log could not be synced to disk: {0}")]
+    LogNotSynced(String),
 }
 
 /// What a database error carries until the store names the operation it happened in.
@@ -592,7 +599,9 @@ pub trait Store: Send + Sync + 'static {
     /// A writer's round in one transaction: its mints as [`Store::mint_sessions`], then its
     /// sign checks as [`Store::check_signs`], then its events as [`Store::apply_events`],
     /// all committed or none.
-    async fn write_round(&self, round: &Round<'_>) -> Result<RoundDone, StoreError>;
+    /// Returns once the round is committed and visible, with the ticket that says when it
+    /// is durable: its writes must not be answered before.
+    async fn write_round(&self, round: &Round<'_>) -> Result<(RoundDone, Durable), StoreError>;
 
     /// Adds the entry at the back of its app's queue and serves the queue in the same
     /// transaction, so an entry that finds a free phone is assigned at once.

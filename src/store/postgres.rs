@@ -15,7 +15,7 @@ use super::periodic::Periodic;
 use super::postgres_analyze;
 use super::postgres_heartbeats;
 use super::event_batch::{self, BatchRead, BatchRows, BatchTx, BatchWrite, PhoneLinks, Written};
-use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, Role, StoreError, usage};
+use super::{Applied, ApplyRules, Backend, Durable, Lease, ReceivedEvent, Role, StoreError, usage};
 use crate::config::DatabaseSettings;
 use crate::domain::{GameEvent, Heartbeat, Session, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
@@ -69,8 +69,11 @@ impl Backend for PostgresStore {
         Ok(self.pool.begin().await?)
     }
 
-    async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
-        Ok(tx.commit().await?)
+    /// Durable on return: COMMIT answers once its log record is flushed
+    /// (`synchronous_commit`, on unless a statement turned it off for itself).
+    async fn commit(&self, tx: Self::Tx) -> Result<Durable, StoreError> {
+        tx.commit().await?;
+        Ok(Durable::now())
     }
 
     fn reader(&self) -> PgPool {

@@ -15,7 +15,8 @@ use super::periodic::Periodic;
 use super::event_batch::{
     self, BatchRead, BatchRows, BatchTx, BatchWrite, EventRow, PhoneChange, SessionUpdate, Written,
 };
-use super::{Applied, ApplyRules, Backend, Lease, ReceivedEvent, Role, StoreError, usage};
+use super::log_sync::LogSync;
+use super::{Applied, ApplyRules, Backend, Durable, Lease, ReceivedEvent, Role, StoreError, usage};
 use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::domain::{Heartbeat, UtcTime};
 use crate::usage::{UsageQuery, UsageRow};
@@ -26,8 +27,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// `database.sqlite_synchronous`: what every durable commit gets.
-    synchronous: SqliteSynchronous,
+    /// With `database.sqlite_synchronous = full`, the sync of the log that makes each write
+    /// durable beside the writer (`log_sync`); none with `normal`, whose commits are
+    /// durable as soon as SQLite syncs the log at a checkpoint.
+    log: Option<LogSync>,
     _checkpoints: Checkpointer,
 }
 
@@ -92,81 +95,35 @@ impl Checkpointer {
     }
 }
 
-/// The writer connection for commits that may skip their fsync: heartbeat flushes, soft
-/// state that every phone sends again within an interval. In WAL mode `synchronous = NORMAL`
-/// keeps such a commit atomic and in order and only lets a power cut lose it; the next
-/// durable commit (`FULL`) syncs the log, these frames included. A flush chunk's fsync was
-/// one more on the one writer connection that events, sign checks and mints wait for.
-///
-/// The setting is per connection: unless [`SoftCommits::restore`] set it back, the
-/// connection is closed instead of going back to the pool (an error, a flush cancelled at
-/// its time limit), so no durable write can ever commit on it without its fsync.
-struct SoftCommits {
-    conn: sqlx::pool::PoolConnection<Sqlite>,
-    /// The durable setting to restore; None when it is `NORMAL` already.
-    durable: Option<&'static str>,
-}
-
-impl SoftCommits {
-    async fn acquire(pool: &SqlitePool, durable: SqliteSynchronous) -> Result<Self, StoreError> {
-        let conn = pool.acquire().await?;
-        let durable = match durable {
-            SqliteSynchronous::Full => Some("PRAGMA synchronous = FULL"),
-            SqliteSynchronous::Normal => None,
-        };
-        let mut soft = SoftCommits { conn, durable: None };
-        if durable.is_some() {
-            // Armed before the change: a failure from here on closes the connection.
-            soft.durable = durable;
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *soft.conn)
-                .await?;
-        }
-        Ok(soft)
-    }
-
-    async fn begin_with(
-        &mut self,
-        statement: &'static str,
-    ) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
-        Ok(sqlx::Connection::begin_with(&mut *self.conn, statement).await?)
-    }
-
-    async fn restore(mut self) -> Result<(), StoreError> {
-        if let Some(durable) = self.durable {
-            sqlx::query(durable).execute(&mut *self.conn).await?;
-            self.durable = None;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for SoftCommits {
-    fn drop(&mut self) {
-        if self.durable.is_some() {
-            self.conn.close_on_drop();
-        }
-    }
-}
-
 impl SqliteStore {
+    /// The writer connection commits with `synchronous = NORMAL` whatever the setting: the
+    /// log is synced beside it (`log_sync`) when the setting is `full`.
     pub async fn connect(url: &str, settings: &DatabaseSettings) -> Result<Self, StoreError> {
-        let synchronous = match settings.sqlite_synchronous {
-            SqliteSynchronous::Normal => sqlx::sqlite::SqliteSynchronous::Normal,
-            SqliteSynchronous::Full => sqlx::sqlite::SqliteSynchronous::Full,
-        };
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(synchronous)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
+        let log = match settings.sqlite_synchronous {
+            SqliteSynchronous::Full => Some(LogSync::of_database(
+                options.get_filename().to_path_buf(),
+            )),
+            SqliteSynchronous::Normal => None,
+        };
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(settings.acquire_timeout())
-            .connect_with((options.clone()).pragma(
-                "wal_autocheckpoint",
-                Checkpointer::writer_pages(settings).to_string(),
-            ))
+            .connect_with(
+                (options.clone())
+                    .pragma(
+                        "wal_autocheckpoint",
+                        Checkpointer::writer_pages(settings).to_string(),
+                    )
+                    // The statement journals of a round's multi-row statements stay in
+                    // memory: in a file they were a temporary file created, written and
+                    // deleted each round (strace), a quarter of the bytes a round wrote.
+                    .pragma("temp_store", "memory"),
+            )
             .await?;
         let checkpoints = Checkpointer::start(&options, settings).await?;
         let reader = SqlitePoolOptions::new()
@@ -177,9 +134,17 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer,
             reader,
-            synchronous: settings.sqlite_synchronous,
+            log,
             _checkpoints: checkpoints,
         })
+    }
+
+    /// The ticket of a commit that just returned.
+    fn committed(&self) -> Durable {
+        match &self.log {
+            Some(log) => log.committed(),
+            None => Durable::now(),
+        }
     }
 }
 
@@ -193,8 +158,9 @@ impl Backend for SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
-        Ok(tx.commit().await?)
+    async fn commit(&self, tx: Self::Tx) -> Result<Durable, StoreError> {
+        tx.commit().await?;
+        Ok(self.committed())
     }
 
     fn reader(&self) -> SqlitePool {
@@ -203,7 +169,7 @@ impl Backend for SqliteStore {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.writer).await?;
-        Ok(())
+        self.committed().wait().await
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
@@ -235,6 +201,9 @@ impl Backend for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if let Some(failed) = self.log.as_ref().and_then(LogSync::failure) {
+            return Err(StoreError::LogNotSynced(failed));
+        }
         let applied: Option<i64> = sqlx::query_scalar(backend::APPLIED_MIGRATION)
             .fetch_one(&self.reader)
             .await?;
@@ -248,7 +217,7 @@ impl Backend for SqliteStore {
     ) -> Result<Vec<Applied>, StoreError> {
         let mut tx = self.begin_write().await?;
         let applied = event_batch::apply(&mut tx, &events.iter().collect::<Vec<_>>(), rules).await?;
-        tx.commit().await?;
+        self.commit(tx).await?.wait().await?;
         Ok(applied)
     }
 
@@ -271,8 +240,7 @@ impl Backend for SqliteStore {
             })
             .collect();
         let batch = json(&rows)?;
-        let mut writer = SoftCommits::acquire(&self.writer, self.synchronous).await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(UPSERT_PHONE_HEARTBEATS)
             .bind(&batch)
             .execute(&mut *tx)
@@ -286,8 +254,10 @@ impl Backend for SqliteStore {
         .bind(&batch)
         .execute(&mut *tx)
         .await?;
+        // Not waited for: heartbeats are soft state, which every phone sends again within
+        // an interval. The commit is atomic and in order, and the next durable write's
+        // sync covers it.
         tx.commit().await?;
-        writer.restore().await?;
         Ok(Vec::new())
     }
 
@@ -612,17 +582,31 @@ mod tests {
         sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
     }
 
-    /// A heartbeat flush commits without its fsync, and every write after it on the one
-    /// writer connection gets `synchronous = FULL` again.
+    /// The writer commits with `synchronous = NORMAL`, its statement journals in memory; a
+    /// durable write returns after a sync of the log that began after its commit, a
+    /// heartbeat flush without one.
     #[tokio::test]
-    async fn a_heartbeat_flush_leaves_the_writer_connection_durable() {
+    async fn a_durable_write_waits_for_a_sync_of_the_log_and_a_heartbeat_flush_does_not() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
         let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let mut soft = SoftCommits::acquire(&store.writer, SqliteSynchronous::Full)
+        let mut store = store(&dir).await;
+        let mut writer = store.writer.acquire().await.unwrap();
+        assert_eq!(synchronous(&mut writer).await, 1);
+        let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(&mut *writer)
             .await
             .unwrap();
-        assert_eq!(synchronous(&mut soft.conn).await, 1, "the flush's commits");
-        soft.restore().await.unwrap();
+        assert_eq!(temp_store, 2, "memory");
+        drop(writer);
+        let syncs = Arc::new(AtomicUsize::new(0));
+        let (s, wal) = (Arc::clone(&syncs), dir.path().join("book.db-wal"));
+        assert!(wal.exists());
+        store.log = Some(LogSync::with(move || {
+            s.fetch_add(1, Ordering::SeqCst);
+            std::fs::File::open(&wal)?.sync_data()
+        }));
 
         let now = UtcTime::now();
         let beat = Heartbeat {
@@ -633,13 +617,12 @@ mod tests {
             received_at: now,
         };
         store.record_heartbeats(&[beat]).await.unwrap();
-        let mut writer = store.writer.acquire().await.unwrap();
-        assert_eq!(synchronous(&mut writer).await, 2);
-        let phones: i64 = sqlx::query_scalar("SELECT count(*) FROM phones")
-            .fetch_one(&mut *writer)
-            .await
-            .unwrap();
-        assert_eq!(phones, 1, "the flush was committed");
+        assert_eq!(syncs.load(Ordering::SeqCst), 0, "a flush waits for no sync");
+
+        let queue_id = crate::domain::QueueId::parse("queue_id", "0".repeat(32)).unwrap();
+        let left = crate::store::Store::leave_queue(&store, &queue_id, now);
+        assert!(!left.await.unwrap(), "no such entry; the transaction commits all the same");
+        assert_eq!(syncs.load(Ordering::SeqCst), 1, "the write waited for one sync");
     }
 
     /// The writer connection leaves the log to the background checkpointer (its own
@@ -677,32 +660,5 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the log was never checkpointed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    /// A flush that never set the connection back (it failed, or was cancelled at its time
-    /// limit) closes it: the next writer is a new connection, `FULL` from its options.
-    #[tokio::test]
-    async fn a_flush_cut_short_closes_its_connection_rather_than_return_it_soft() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let mut soft = SoftCommits::acquire(&store.writer, SqliteSynchronous::Full)
-            .await
-            .unwrap();
-        // A mark only this connection sees.
-        sqlx::query("CREATE TEMP TABLE this_connection (x)")
-            .execute(&mut *soft.conn)
-            .await
-            .unwrap();
-        drop(soft);
-
-        let mut writer = store.writer.acquire().await.unwrap();
-        assert_eq!(synchronous(&mut writer).await, 2);
-        let marked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_temp_master WHERE name = 'this_connection'",
-        )
-        .fetch_one(&mut *writer)
-        .await
-        .unwrap();
-        assert_eq!(marked, 0, "the soft connection came back to the pool");
     }
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use super::group_commit::{Commit, GroupCommit, QueueMeter, WriterLimits};
 use super::round::{Round, RoundDone};
 use super::{
-    Allocation, Applied, ApplyRules, MintRequest, PresentedSignCheck, ReceivedEvent,
+    Allocation, Applied, ApplyRules, Durable, MintRequest, PresentedSignCheck, ReceivedEvent,
     SignCheckOutcome, Store, StoreError,
 };
 use crate::access::Rules;
@@ -79,9 +79,9 @@ impl Commit for CommitRounds {
         }
     }
 
-    async fn commit(&self, jobs: &[Write]) -> Result<Vec<Written>, StoreError> {
+    async fn commit(&self, jobs: &[Write]) -> Result<(Vec<Written>, Durable), StoreError> {
         let sorted = ByKind::of(jobs);
-        let done = self.write_deciding_races_afresh(&sorted.round(self)).await?;
+        let (done, durable) = self.write_deciding_races_afresh(&sorted.round(self)).await?;
         self.count(&sorted);
         let (mut minted, mut checked) = (done.minted.into_iter(), done.checked.into_iter());
         let mut applied = done.applied.into_iter();
@@ -90,10 +90,10 @@ impl Commit for CommitRounds {
             Write::SignCheck(_) => checked.next().map(Written::Checked),
             Write::Event(_) => applied.next().map(Written::Applied),
         };
-        jobs.iter()
-            .map(answer)
-            .collect::<Option<_>>()
-            .ok_or_else(|| StoreError::Corrupt("a round answered fewer jobs than it had".into()))
+        let answers = jobs.iter().map(answer).collect::<Option<_>>();
+        let answers = answers
+            .ok_or_else(|| StoreError::Corrupt("a round answered fewer jobs than it had".into()))?;
+        Ok((answers, durable))
     }
 }
 
@@ -101,7 +101,7 @@ impl CommitRounds {
     async fn write_deciding_races_afresh(
         &self,
         round: &Round<'_>,
-    ) -> Result<RoundDone, StoreError> {
+    ) -> Result<(RoundDone, Durable), StoreError> {
         let mut attempt = 1;
         loop {
             match self.store.write_round(round).await {

@@ -104,5 +104,7 @@ async fn one_round(
         apply,
         access: &access,
     };
-    store.write_round(&round).await
+    let (done, durable) = store.write_round(&round).await?;
+    durable.wait().await?;
+    Ok(done)
 }
