@@ -210,9 +210,10 @@ fn still_awaited<C: Commit>(
     (jobs, replies)
 }
 
-/// Answers a committed round once it is durable. Waited for beside the writer, which goes
-/// on with the next round meanwhile: a later round's commit is durable only after this
-/// one's (`log_sync`), so no answer ever rests on a write that could still be lost.
+/// Answers a committed round once it is durable, within the commit's time limit. Waited for
+/// beside the writer, which goes on with the next round meanwhile: a later round's commit
+/// is durable only after this one's (`log_sync`), so no answer rests on a write that could
+/// still be lost.
 fn answer_when_durable<C: Commit>(
     replies: Vec<Reply<C::Done>>,
     done: Vec<C::Done>,
@@ -389,15 +390,7 @@ mod tests {
     /// next round meanwhile: the disk's wait is no longer the writer's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_next_round_commits_while_the_last_waits_for_its_sync() {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let begun = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (g, b) = (Arc::clone(&gate), Arc::clone(&begun));
-        let log = crate::store::log_sync::LogSync::with(move || {
-            b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let permit = tokio::runtime::Handle::current().block_on(g.acquire());
-            permit.expect("gate open").forget();
-            Ok(())
-        });
+        let (log, gate, syncs) = crate::store::log_sync::tests::gated();
         let numbers = Numbers {
             log: Some(log),
             ..Numbers::default()
@@ -417,13 +410,8 @@ mod tests {
             }
         };
         committed(1).await;
-        let syncing = async {
-            while begun.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        let syncing = tokio::time::timeout(Duration::from_secs(5), syncing).await;
-        syncing.expect("the first round's answer waits for a sync of the log");
+        // The first round's answer waits for a sync of the log.
+        crate::store::log_sync::tests::begun(&syncs, 1).await;
         let second = tokio::spawn({
             let writer = Arc::clone(&writer);
             async move { writer.submit(2).await }
@@ -433,10 +421,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!first.is_finished(), "answered before its commit was synced");
 
-        gate.add_permits(1);
+        gate.open(1);
         assert_eq!(first.await.unwrap().unwrap(), 1);
         assert!(!second.is_finished(), "the first sync began before the second commit");
-        gate.add_permits(1);
+        gate.open(1);
         assert_eq!(second.await.unwrap().unwrap(), 2);
         drop(writer);
         task.await.unwrap();

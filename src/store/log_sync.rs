@@ -3,45 +3,55 @@
 //!
 //! With `synchronous = FULL` SQLite fsyncs the log at the end of every commit, on the one
 //! writer connection: the next round of events, sign checks and mints waited for the disk
-//! (about 1 ms a round here, half of a round's time; docs/benchmarks.md). The writer now
+//! (about 1 ms of a 2.2 ms round at 32 connections; docs/benchmarks.md). The writer now
 //! commits with `synchronous = NORMAL`, which writes the same log frames in the same order
 //! and leaves only their fsync out, and a durable write is answered once a sync of the log
-//! *started after its commit* has finished. That sync covers its frames and every earlier
+//! *begun after its commit* has ended. That sync covers its frames and every earlier
 //! commit's, while the writer is already committing the next round. Durability is FULL's:
-//! nothing is answered before its frames are on disk, and SQLite's recovery keeps a prefix
-//! of the commits (checksummed frames, up to the last whole commit), so no later commit can
-//! survive a power cut that an earlier answered one did not. What changes is that another
-//! reader may see a commit for the millisecond before it is durable; every write that acts
-//! outside the book (a webhook, an answer to a phone) waits for its own durability first.
+//! SQLite's recovery keeps the log up to its last whole commit (each frame checksummed), so
+//! a power cut keeps a prefix of the commits, and every answered commit is in it. What
+//! changes is that a reader may see a commit in the millisecond before it is durable;
+//! whatever acts outside the book (an answer to a phone, a webhook) waits for its own
+//! durable write first.
 //!
-//! One sync at a time, for everything committed before it started: under load one fsync
-//! covers several rounds. A failed sync poisons the store: the kernel may have dropped the
-//! pages it could not write, so a later sync that succeeds proves nothing about them. Every
-//! durable write then fails, and readiness with it, until cphub is restarted and SQLite
-//! recovers the log from what is on disk.
+//! The syncs run on a thread of their own, one at a time, each for every commit counted
+//! before it began: under load one fsync covers several rounds. A failed sync poisons the
+//! log: the kernel may have dropped the pages it could not write, so a later sync that
+//! succeeds proves nothing about them. Every durable write then fails, and readiness with
+//! it, until cphub is restarted and SQLite recovers the log from what is on disk.
 
 use std::io;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
-
-use tokio::sync::Notify;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::StoreError;
 
-/// The sync of the log itself: blocking, run on tokio's blocking threads.
+/// The sync of the log itself: blocking, run on the log's own thread.
 type SyncFn = dyn Fn() -> io::Result<()> + Send + Sync;
 
-/// The log of one SQLite database and how far it is synced.
+/// What to do once a commit is durable (`Ok`) or cannot be (`Err`). Run on the log's
+/// thread: it must not block.
+type Then = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// The log of one SQLite database and how far it is synced. Its syncs run on a thread of
+/// their own, which ends once the last handle (and ticket) is dropped.
 #[derive(Clone)]
 pub(super) struct LogSync {
+    owner: Arc<Owner>,
+}
+
+/// Stops the thread on drop.
+struct Owner {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     sync: Box<SyncFn>,
+    /// The file `sync` syncs, when it is one (for the log and `file`).
+    file: Option<PathBuf>,
     state: Mutex<State>,
-    /// Woken when a sync ends.
-    synced: Notify,
+    /// Woken when a commit wants a sync, and on stop.
+    wanted: Condvar,
 }
 
 #[derive(Default)]
@@ -50,95 +60,136 @@ struct State {
     committed: u64,
     /// Every commit up to this number is on disk.
     synced: u64,
-    /// A sync is running.
-    syncing: bool,
     /// Why a sync failed, once one has.
     failed: Option<String>,
+    /// Waiting for a sync: the commit's number and what to do then.
+    waiting: Vec<(u64, Then)>,
+    stopped: bool,
 }
 
 impl LogSync {
     /// The log of the database file `database` (SQLite's `<database>-wal`).
-    pub fn of_database(database: PathBuf) -> Self {
-        let mut log = database.into_os_string();
+    pub fn of_database(database: &Path) -> io::Result<Self> {
+        let mut log = database.as_os_str().to_owned();
         log.push("-wal");
         let log = PathBuf::from(log);
-        Self::with(move || sync_file(&log))
+        let file = log.clone();
+        Self::start(Box::new(move || sync_file(&log)), Some(file))
     }
 
+    /// A log synced by `sync` (tests stand in for the disk with it).
+    #[cfg(test)]
     pub fn with(sync: impl Fn() -> io::Result<()> + Send + Sync + 'static) -> Self {
-        LogSync {
-            inner: Arc::new(Inner {
-                sync: Box::new(sync),
-                state: Mutex::default(),
-                synced: Notify::new(),
-            }),
-        }
+        Self::start(Box::new(sync), None).expect("the log's thread starts")
+    }
+
+    fn start(sync: Box<SyncFn>, file: Option<PathBuf>) -> io::Result<Self> {
+        let inner = Arc::new(Inner {
+            sync,
+            file,
+            state: Mutex::default(),
+            wanted: Condvar::new(),
+        });
+        let thread = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("cphub-log-sync".into())
+            .spawn(move || thread.run())?;
+        Ok(LogSync {
+            owner: Arc::new(Owner { inner }),
+        })
+    }
+
+    /// The file it syncs.
+    #[cfg(test)]
+    pub fn file(&self) -> Option<&Path> {
+        self.owner.inner.file.as_deref()
     }
 
     /// Counts a commit that has just returned: its frames are in the log file, maybe not on
     /// disk. The ticket waits for them.
     pub fn committed(&self) -> Durable {
-        let mut state = self.inner.lock();
+        let mut state = self.owner.inner.lock();
         state.committed += 1;
         Durable(Some((self.clone(), state.committed)))
     }
 
     /// Why the log cannot be trusted, once a sync has failed.
     pub fn failure(&self) -> Option<String> {
-        self.inner.lock().failed.clone()
+        self.owner.inner.lock().failed.clone()
     }
 
-    async fn wait(&self, commit: u64) -> Result<(), StoreError> {
-        loop {
-            // Registered before the state is read: a sync ending in between still wakes it.
-            let synced = self.inner.synced.notified();
-            tokio::pin!(synced);
-            synced.as_mut().enable();
-            {
-                let mut state = self.inner.lock();
-                if let Some(failed) = &state.failed {
-                    return Err(StoreError::LogNotSynced(failed.clone()));
-                }
-                if state.synced >= commit {
-                    return Ok(());
-                }
-                if !state.syncing {
-                    state.syncing = true;
-                    // Its own task: a waiter dropped mid-sync (a request cancelled) must not
-                    // leave `syncing` set with nobody to clear it.
-                    tokio::spawn(self.clone().sync_through(state.committed));
-                }
+    /// Runs `then` once commit `commit` is durable, or cannot be: at once if that is known.
+    fn then(&self, commit: u64, then: Then) {
+        let inner = &self.owner.inner;
+        let mut state = inner.lock();
+        let known = match &state.failed {
+            Some(failed) => Some(Err(StoreError::LogNotSynced(failed.clone()))),
+            None if state.synced >= commit => Some(Ok(())),
+            None => None,
+        };
+        match known {
+            Some(outcome) => {
+                drop(state);
+                then(outcome);
             }
-            synced.await;
+            None => {
+                state.waiting.push((commit, then));
+                inner.wanted.notify_one();
+            }
         }
     }
+}
 
-    /// Syncs the log, which covers every commit up to `through`, counted before it started.
-    async fn sync_through(self, through: u64) {
-        let inner = Arc::clone(&self.inner);
-        let outcome = tokio::task::spawn_blocking(move || (inner.sync)()).await;
-        let mut state = self.inner.lock();
-        state.syncing = false;
-        match outcome {
-            Ok(Ok(())) => state.synced = state.synced.max(through),
-            Ok(Err(error)) => {
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.inner.lock().stopped = true;
+        self.inner.wanted.notify_one();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One sync at a time, for every commit counted before it began; then what waited for
+    /// those commits. Ends once stopped with nothing waiting.
+    fn run(&self) {
+        loop {
+            let mut state = self.lock();
+            while state.waiting.is_empty() && !state.stopped {
+                state = self.wanted.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+            if state.waiting.is_empty() {
+                return;
+            }
+            let through = state.committed;
+            drop(state);
+            let synced = (self.sync)();
+            let mut state = self.lock();
+            if let Err(error) = synced {
                 tracing::error!(
                     %error,
+                    file = ?self.file,
                     "syncing SQLite's write-ahead log failed: durable writes fail until cphub \
                      is restarted"
                 );
                 state.failed = Some(error.to_string());
             }
-            Err(error) => state.failed = Some(format!("the log sync did not finish: {error}")),
+            state.synced = state.synced.max(through);
+            let failed = state.failed.clone();
+            let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut state.waiting)
+                .into_iter()
+                .partition(|(commit, _)| failed.is_some() || *commit <= through);
+            state.waiting = waiting;
+            drop(state);
+            for (_, then) in done {
+                then(match &failed {
+                    Some(failed) => Err(StoreError::LogNotSynced(failed.clone())),
+                    None => Ok(()),
+                });
+            }
         }
-        drop(state);
-        self.inner.synced.notify_waiters();
-    }
-}
-
-impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -146,7 +197,7 @@ impl Inner {
 /// connection closes (after checkpointing all of it into the database file and syncing
 /// that), and a new log is a new file; a kept handle would sync the deleted one. A log that
 /// is not there has nothing left to sync.
-fn sync_file(log: &std::path::Path) -> io::Result<()> {
+fn sync_file(log: &Path) -> io::Result<()> {
     match std::fs::File::open(log) {
         Ok(file) => file.sync_data(),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -172,34 +223,65 @@ impl Durable {
 
     /// Returns once the commit is on disk, or the error that means it may not be.
     pub async fn wait(self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.then(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        let stopped = || StoreError::LogNotSynced("the log's thread stopped".into());
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Runs `then` with the outcome: at once when it is known, else on the log's thread
+    /// right after the sync that decides it (so `then` must not block).
+    pub fn then(self, then: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
         match self.0 {
-            None => Ok(()),
-            Some((log, commit)) => log.wait(commit).await,
+            None => then(Ok(())),
+            Some((log, commit)) => log.then(commit, Box::new(then)),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
     use std::time::Duration;
-
-    use tokio::sync::Semaphore;
 
     use super::*;
 
-    /// A log whose syncs each wait for a permit, counting the syncs begun.
-    fn gated() -> (LogSync, Arc<Semaphore>, Arc<AtomicUsize>) {
-        let gate = Arc::new(Semaphore::new(0));
+    /// Opens a [`gated`] log's syncs, one per permit.
+    pub struct Gate(Mutex<mpsc::Sender<()>>);
+
+    impl Gate {
+        pub fn open(&self, syncs: usize) {
+            for _ in 0..syncs {
+                self.0.lock().unwrap().send(()).unwrap();
+            }
+        }
+    }
+
+    /// A log whose syncs each wait for the gate, counting the syncs begun.
+    pub fn gated() -> (LogSync, Gate, Arc<AtomicUsize>) {
+        let (permits, gate) = mpsc::channel();
+        let gate = Mutex::new(gate);
         let begun = Arc::new(AtomicUsize::new(0));
-        let (g, b) = (Arc::clone(&gate), Arc::clone(&begun));
+        let b = Arc::clone(&begun);
         let log = LogSync::with(move || {
             b.fetch_add(1, Ordering::SeqCst);
-            let permit = tokio::runtime::Handle::current().block_on(g.acquire());
-            permit.expect("gate open").forget();
-            Ok(())
+            gate.lock().unwrap().recv().map_err(io::Error::other)
         });
-        (log, gate, begun)
+        (log, Gate(Mutex::new(permits)), begun)
+    }
+
+    /// Waits until `n` syncs have begun.
+    pub async fn begun(count: &AtomicUsize, n: usize) {
+        let all = async {
+            while count.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        let all = tokio::time::timeout(Duration::from_secs(5), all).await;
+        all.unwrap_or_else(|_| panic!("{n} syncs never began"));
     }
 
     async fn settle() {
@@ -208,26 +290,25 @@ mod tests {
 
     /// A commit made while a sync runs is not covered by it: it waits for the next one,
     /// which covers every commit made meanwhile.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test]
     async fn a_commit_is_durable_only_after_a_sync_that_began_after_it() {
-        let (log, gate, begun) = gated();
+        let (log, gate, count) = gated();
         let first = tokio::spawn(log.committed().wait());
-        settle().await;
-        assert_eq!(begun.load(Ordering::SeqCst), 1);
+        begun(&count, 1).await;
         let second = tokio::spawn(log.committed().wait());
         let third = tokio::spawn(log.committed().wait());
         settle().await;
-        assert_eq!(begun.load(Ordering::SeqCst), 1, "one sync at a time");
+        assert_eq!(count.load(Ordering::SeqCst), 1, "one sync at a time");
 
-        gate.add_permits(1);
+        gate.open(1);
         first.await.unwrap().unwrap();
+        begun(&count, 2).await;
         settle().await;
         assert!(!second.is_finished(), "the first sync began before the second commit");
-        assert_eq!(begun.load(Ordering::SeqCst), 2, "one sync for both later commits");
-        gate.add_permits(1);
+        gate.open(1);
         second.await.unwrap().unwrap();
         third.await.unwrap().unwrap();
-        assert_eq!(begun.load(Ordering::SeqCst), 2);
+        assert_eq!(count.load(Ordering::SeqCst), 2, "one sync for both later commits");
     }
 
     /// After a failed sync no commit is durable again, not even one whose later sync would
@@ -246,14 +327,14 @@ mod tests {
         assert!(log.failure().is_some());
     }
 
-    /// A waiter that gives up mid-sync does not leave the sync marked as running.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// A waiter that gives up mid-sync does not hold up the next.
+    #[tokio::test]
     async fn a_cancelled_waiter_does_not_stall_the_next() {
-        let (log, gate, _) = gated();
+        let (log, gate, count) = gated();
         let cancelled = tokio::spawn(log.committed().wait());
-        settle().await;
+        begun(&count, 1).await;
         cancelled.abort();
-        gate.add_permits(2);
+        gate.open(2);
         let next = tokio::time::timeout(Duration::from_secs(5), log.committed().wait());
         next.await.expect("the next commit's sync ran").unwrap();
     }
@@ -261,7 +342,8 @@ mod tests {
     #[tokio::test]
     async fn a_missing_log_has_nothing_to_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let log = LogSync::of_database(dir.path().join("book.db"));
+        let log = LogSync::of_database(&dir.path().join("book.db")).unwrap();
+        assert_eq!(log.file(), Some(dir.path().join("book.db-wal").as_path()));
         log.committed().wait().await.unwrap();
         std::fs::write(dir.path().join("book.db-wal"), b"frames").unwrap();
         log.committed().wait().await.unwrap();

@@ -105,9 +105,10 @@ impl SqliteStore {
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
         let log = match settings.sqlite_synchronous {
-            SqliteSynchronous::Full => Some(LogSync::of_database(
-                options.get_filename().to_path_buf(),
-            )),
+            SqliteSynchronous::Full => Some(
+                LogSync::of_database(options.get_filename())
+                    .map_err(|e| StoreError::Corrupt(format!("starting the log's sync: {e}")))?,
+            ),
             SqliteSynchronous::Normal => None,
         };
         let writer = SqlitePoolOptions::new()
@@ -602,6 +603,7 @@ mod tests {
         drop(writer);
         let syncs = Arc::new(AtomicUsize::new(0));
         let (s, wal) = (Arc::clone(&syncs), dir.path().join("book.db-wal"));
+        assert_eq!(store.log.as_ref().unwrap().file(), Some(wal.as_path()));
         assert!(wal.exists());
         store.log = Some(LogSync::with(move || {
             s.fetch_add(1, Ordering::SeqCst);
