@@ -240,11 +240,16 @@ fn answer<T>(replies: Vec<Reply<T>>, done: Vec<T>) {
 }
 
 fn fail<T>(what: &str, replies: Vec<Reply<T>>, error: StoreError) {
+    // A round whose log sync failed or timed out was committed, only not (yet) durable.
+    let outcome = match error {
+        StoreError::LogNotSynced(_) | StoreError::TimedOut(_) => "not known to be durable",
+        _ => "not committed",
+    };
     let error = Arc::new(error);
     tracing::error!(
         error = %crate::telemetry::ErrorChain(&*error),
         size = replies.len(),
-        "{what} not committed"
+        "{what} {outcome}"
     );
     for reply in replies {
         let _ = reply.send(Err(Arc::clone(&error)));

@@ -17,8 +17,9 @@
 //! The syncs run on a thread of their own, one at a time, each for every commit counted
 //! before it began: under load one fsync covers several rounds. A failed sync poisons the
 //! log: the kernel may have dropped the pages it could not write, so a later sync that
-//! succeeds proves nothing about them. Every durable write then fails, and readiness with
-//! it, until cphub is restarted and SQLite recovers the log from what is on disk.
+//! succeeds proves nothing about them. Every durable write then fails, the writer begins
+//! no transaction (`SqliteStore::begin_write`), and readiness fails, until cphub is
+//! restarted and SQLite recovers the log from what is on disk.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -72,9 +73,13 @@ impl LogSync {
     pub fn of_database(database: &Path) -> io::Result<Self> {
         let mut log = database.as_os_str().to_owned();
         log.push("-wal");
-        let log = PathBuf::from(log);
-        let file = log.clone();
-        Self::start(Box::new(move || sync_file(&log)), Some(file))
+        let path = PathBuf::from(log);
+        let file = Mutex::new(LogFile {
+            path: path.clone(),
+            open: None,
+        });
+        let sync = move || file.lock().unwrap_or_else(PoisonError::into_inner).sync();
+        Self::start(Box::new(sync), Some(path))
     }
 
     /// A log synced by `sync` (tests stand in for the disk with it).
@@ -193,15 +198,41 @@ impl Inner {
     }
 }
 
-/// Opened afresh for each sync rather than kept open: SQLite deletes the log when its last
-/// connection closes (after checkpointing all of it into the database file and syncing
-/// that), and a new log is a new file; a kept handle would sync the deleted one. A log that
-/// is not there has nothing left to sync.
-fn sync_file(log: &Path) -> io::Result<()> {
-    match std::fs::File::open(log) {
-        Ok(file) => file.sync_data(),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(error),
+/// The log's file, kept open between syncs. Linux reports a failed write-back once to each
+/// handle that was open when it failed: a handle opened afresh for each sync would miss a
+/// failure that another handle (the checkpointer's sync) had already been told of, and call
+/// lost pages synced. The handle is opened again only when the log is another file: SQLite
+/// deletes the log when its last connection closes (after checkpointing all of it into the
+/// database file and syncing that) and creates a new one. A log that is not there has
+/// nothing left to sync.
+struct LogFile {
+    path: PathBuf,
+    open: Option<std::fs::File>,
+}
+
+impl LogFile {
+    fn sync(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+
+        let on_disk = match std::fs::metadata(&self.path) {
+            Ok(meta) => (meta.dev(), meta.ino()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        // Deleted (no links left: its inode number may already be the new log's) or
+        // another file. The old file's frames were checkpointed and synced before SQLite
+        // deleted it.
+        let stale = match &self.open {
+            None => true,
+            Some(file) => {
+                let held = file.metadata()?;
+                held.nlink() == 0 || (held.dev(), held.ino()) != on_disk
+            }
+        };
+        if stale {
+            self.open = Some(std::fs::File::open(&self.path)?);
+        }
+        self.open.as_ref().expect("opened above").sync_data()
     }
 }
 
@@ -337,6 +368,37 @@ pub(super) mod tests {
         gate.open(2);
         let next = tokio::time::timeout(Duration::from_secs(5), log.committed().wait());
         next.await.expect("the next commit's sync ran").unwrap();
+    }
+
+    /// One handle for every sync of the same file (it hears of write-back failures since
+    /// it was opened), a new one for a new file.
+    #[test]
+    fn the_log_file_is_opened_once_and_again_only_when_replaced() {
+        use std::os::unix::fs::MetadataExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.db-wal");
+        let mut log = LogFile {
+            path: path.clone(),
+            open: None,
+        };
+        let held = |log: &LogFile| log.open.as_ref().map(|f| f.metadata().unwrap());
+        log.sync().unwrap();
+        assert!(log.open.is_none(), "no log, nothing opened");
+        std::fs::write(&path, b"frames").unwrap();
+        log.sync().unwrap();
+        let first = held(&log).unwrap();
+        log.sync().unwrap();
+        let again = held(&log).unwrap();
+        assert_eq!((again.ino(), again.nlink()), (first.ino(), 1), "the same handle");
+
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"a new log").unwrap();
+        log.sync().unwrap();
+        let reopened = held(&log).unwrap();
+        assert_eq!(reopened.nlink(), 1, "not the deleted file");
+        assert_eq!(reopened.ino(), std::fs::metadata(&path).unwrap().ino());
+        assert_eq!(reopened.len(), 9, "the new file");
     }
 
     #[tokio::test]

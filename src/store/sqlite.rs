@@ -155,7 +155,13 @@ impl Backend for SqliteStore {
     type Reader = SqlitePool;
 
     /// `BEGIN IMMEDIATE` takes the write lock up front, on the one writer connection.
+    /// Refused once a sync of the log has failed: nothing written after it could be made
+    /// durable, so nothing is written (a mint, a used ticket) that its requester is then
+    /// told failed.
     async fn begin_write(&self) -> Result<Self::Tx, StoreError> {
+        if let Some(failed) = self.log.as_ref().and_then(LogSync::failure) {
+            return Err(StoreError::LogNotSynced(failed));
+        }
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
@@ -577,6 +583,16 @@ mod tests {
         store
     }
 
+    fn heartbeat(phone: &str, now: UtcTime) -> Heartbeat {
+        Heartbeat {
+            phone_id: PhoneId::parse("phone_id", phone.to_owned()).unwrap(),
+            time: now,
+            session_id: None,
+            app_id: None,
+            received_at: now,
+        }
+    }
+
     /// 0 off, 1 normal, 2 full.
     async fn synchronous(conn: &mut sqlx::SqliteConnection) -> i64 {
         let sql = "PRAGMA synchronous";
@@ -611,13 +627,7 @@ mod tests {
         }));
 
         let now = UtcTime::now();
-        let beat = Heartbeat {
-            phone_id: PhoneId::parse("phone_id", "p-1".to_owned()).unwrap(),
-            time: now,
-            session_id: None,
-            app_id: None,
-            received_at: now,
-        };
+        let beat = heartbeat("p-1", now);
         store.record_heartbeats(&[beat]).await.unwrap();
         assert_eq!(syncs.load(Ordering::SeqCst), 0, "a flush waits for no sync");
 
@@ -625,6 +635,29 @@ mod tests {
         let left = crate::store::Store::leave_queue(&store, &queue_id, now);
         assert!(!left.await.unwrap(), "no such entry; the transaction commits all the same");
         assert_eq!(syncs.load(Ordering::SeqCst), 1, "the write waited for one sync");
+    }
+
+    /// After a failed sync of the log nothing more is written: a durable write fails, and
+    /// so do a heartbeat flush and readiness, without touching the book.
+    #[tokio::test]
+    async fn after_a_failed_sync_nothing_more_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(&dir).await;
+        store.log = Some(LogSync::with(|| Err(std::io::Error::other("EIO"))));
+        let now = UtcTime::now();
+        let queue_id = crate::domain::QueueId::parse("queue_id", "0".repeat(32)).unwrap();
+        let left = crate::store::Store::leave_queue(&store, &queue_id, now).await;
+        assert!(matches!(left, Err(StoreError::LogNotSynced(_))), "{left:?}");
+
+        let beat = heartbeat("p-1", now);
+        let flushed = store.record_heartbeats(&[beat]).await;
+        assert!(matches!(flushed, Err(StoreError::LogNotSynced(_))), "{flushed:?}");
+        let phones: i64 = sqlx::query_scalar("SELECT count(*) FROM phones")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(phones, 0, "the flush wrote nothing");
+        assert!(crate::store::Store::ping(&store).await.is_err());
     }
 
     /// The writer connection leaves the log to the background checkpointer (its own
@@ -647,13 +680,7 @@ mod tests {
 
         let now = UtcTime::now();
         let beats: Vec<Heartbeat> = (0..2_000)
-            .map(|n| Heartbeat {
-                phone_id: PhoneId::parse("phone_id", format!("p-{n:05}")).unwrap(),
-                time: now,
-                session_id: None,
-                app_id: None,
-                received_at: now,
-            })
+            .map(|n| heartbeat(&format!("p-{n:05}"), now))
             .collect();
         store.record_heartbeats(&beats).await.unwrap();
 
