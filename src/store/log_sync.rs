@@ -27,8 +27,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::StoreError;
 
-/// The sync of the log itself: blocking, run on the log's own thread.
-type SyncFn = dyn Fn() -> io::Result<()> + Send + Sync;
+/// The sync of the log itself: blocking, owned and run by the log's own thread.
+type SyncFn = dyn FnMut() -> io::Result<()> + Send;
 
 /// What to do once a commit is durable (`Ok`) or cannot be (`Err`). Run on the log's
 /// thread: it must not block.
@@ -47,8 +47,7 @@ struct Owner {
 }
 
 struct Inner {
-    sync: Box<SyncFn>,
-    /// The file `sync` syncs, when it is one (for the log and `file`).
+    /// The file the thread syncs, when it is one (for the log and `file`).
     file: Option<PathBuf>,
     state: Mutex<State>,
     /// Woken when a commit wants a sync, and on stop.
@@ -74,23 +73,22 @@ impl LogSync {
         let mut log = database.as_os_str().to_owned();
         log.push("-wal");
         let path = PathBuf::from(log);
-        let file = Mutex::new(LogFile {
+        let mut file = LogFile {
             path: path.clone(),
             open: None,
-        });
-        let sync = move || file.lock().unwrap_or_else(PoisonError::into_inner).sync();
+        };
+        let sync = move || file.sync();
         Self::start(Box::new(sync), Some(path))
     }
 
     /// A log synced by `sync` (tests stand in for the disk with it).
     #[cfg(test)]
-    pub fn with(sync: impl Fn() -> io::Result<()> + Send + Sync + 'static) -> Self {
+    pub fn with(sync: impl FnMut() -> io::Result<()> + Send + 'static) -> Self {
         Self::start(Box::new(sync), None).expect("the log's thread starts")
     }
 
     fn start(sync: Box<SyncFn>, file: Option<PathBuf>) -> io::Result<Self> {
         let inner = Arc::new(Inner {
-            sync,
             file,
             state: Mutex::default(),
             wanted: Condvar::new(),
@@ -98,7 +96,7 @@ impl LogSync {
         let thread = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("cphub-log-sync".into())
-            .spawn(move || thread.run())?;
+            .spawn(move || thread.run(sync))?;
         Ok(LogSync {
             owner: Arc::new(Owner { inner }),
         })
@@ -159,7 +157,7 @@ impl Inner {
 
     /// One sync at a time, for every commit counted before it began; then what waited for
     /// those commits. Ends once stopped with nothing waiting.
-    fn run(&self) {
+    fn run(&self, mut sync: Box<SyncFn>) {
         loop {
             let mut state = self.lock();
             while state.waiting.is_empty() && !state.stopped {
@@ -170,7 +168,7 @@ impl Inner {
             }
             let through = state.committed;
             drop(state);
-            let synced = (self.sync)();
+            let synced = sync();
             let mut state = self.lock();
             if let Err(error) = synced {
                 tracing::error!(
@@ -254,21 +252,18 @@ impl Durable {
 
     /// Returns once the commit is on disk, or the error that means it may not be.
     pub async fn wait(self) -> Result<(), StoreError> {
+        let Some((log, commit)) = self.0 else {
+            return Ok(());
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.then(move |outcome| {
-            let _ = tx.send(outcome);
-        });
+        log.then(
+            commit,
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        );
         let stopped = || StoreError::LogNotSynced("the log's thread stopped".into());
         rx.await.unwrap_or_else(|_| Err(stopped()))
-    }
-
-    /// Runs `then` with the outcome: at once when it is known, else on the log's thread
-    /// right after the sync that decides it (so `then` must not block).
-    pub fn then(self, then: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
-        match self.0 {
-            None => then(Ok(())),
-            Some((log, commit)) => log.then(commit, Box::new(then)),
-        }
     }
 }
 

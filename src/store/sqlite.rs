@@ -107,7 +107,7 @@ impl SqliteStore {
         let log = match settings.sqlite_synchronous {
             SqliteSynchronous::Full => Some(
                 LogSync::of_database(options.get_filename())
-                    .map_err(|e| StoreError::Corrupt(format!("starting the log's sync: {e}")))?,
+                    .map_err(|e| StoreError::LogNotSynced(format!("its thread did not start: {e}")))?,
             ),
             SqliteSynchronous::Normal => None,
         };
@@ -140,6 +140,14 @@ impl SqliteStore {
         })
     }
 
+    /// Refuses once a sync of the log has failed (`log_sync`).
+    fn log_trusted(&self) -> Result<(), StoreError> {
+        match self.log.as_ref().and_then(LogSync::failure) {
+            Some(failed) => Err(StoreError::LogNotSynced(failed)),
+            None => Ok(()),
+        }
+    }
+
     /// The ticket of a commit that just returned.
     fn committed(&self) -> Durable {
         match &self.log {
@@ -159,9 +167,7 @@ impl Backend for SqliteStore {
     /// durable, so nothing is written (a mint, a used ticket) that its requester is then
     /// told failed.
     async fn begin_write(&self) -> Result<Self::Tx, StoreError> {
-        if let Some(failed) = self.log.as_ref().and_then(LogSync::failure) {
-            return Err(StoreError::LogNotSynced(failed));
-        }
+        self.log_trusted()?;
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
@@ -208,9 +214,7 @@ impl Backend for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        if let Some(failed) = self.log.as_ref().and_then(LogSync::failure) {
-            return Err(StoreError::LogNotSynced(failed));
-        }
+        self.log_trusted()?;
         let applied: Option<i64> = sqlx::query_scalar(backend::APPLIED_MIGRATION)
             .fetch_one(&self.reader)
             .await?;
