@@ -86,9 +86,40 @@ pub async fn scope(
 /// (`http::source`: the peer, or what a trusted proxy forwarded).
 pub struct RootSpan;
 
+/// The route patterns whose request span is at DEBUG, not INFO: chapter 6.4's heartbeats,
+/// every phone's every few seconds, the bulk of all requests. Their handler logs nothing
+/// (answered from memory; a bad body is a 4xx, not logged), so at INFO their span showed in
+/// no log line and cost a fifth of each heartbeat's CPU: 87k heartbeats a second with it,
+/// 108k without (docs/benchmarks.md). With `log.level = "debug"` they have it again, and
+/// traces export them.
+const FLOOD_ROUTES: [&str; 1] = ["{base_path}/heartbeat"];
+
+/// The request span's fields, at `$level`: `tracing` fixes a span's level where it is
+/// written, so the two levels are two call sites of the one list.
+macro_rules! request_span {
+    ($level:expr, $request:expr, $route:expr, $client:expr, $id:expr) => {
+        tracing::span!(
+            $level,
+            "HTTP request",
+            http.method = %$request.method(),
+            http.route = %$route,
+            client.address = $client.map(tracing::field::display),
+            request_id = %$id,
+            // The operator API's caller: the token's name from api.tokens, never the token.
+            token_name = tracing::field::Empty,
+            // What the request was about, when its handler learns it (callbacks, mints).
+            session_id = tracing::field::Empty,
+            phone_id = tracing::field::Empty,
+            http.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+        )
+    };
+}
+
 impl tracing_actix_web::RootSpanBuilder for RootSpan {
     fn on_request_start(request: &ServiceRequest) -> tracing::Span {
-        use tracing::field::Empty;
         let id = request
             .extensions()
             .get::<tracing_actix_web::RequestId>()
@@ -96,22 +127,10 @@ impl tracing_actix_web::RootSpanBuilder for RootSpan {
             .unwrap_or_else(RequestId::random);
         let route = route_label(request);
         let client = super::source::record_client(request);
-        let span = tracing::info_span!(
-            "HTTP request",
-            http.method = %request.method(),
-            http.route = %route,
-            client.address = client.map(tracing::field::display),
-            request_id = %id,
-            // The operator API's caller: the token's name from api.tokens, never the token.
-            token_name = Empty,
-            // What the request was about, when its handler learns it (callbacks, mints).
-            session_id = Empty,
-            phone_id = Empty,
-            http.status_code = Empty,
-            otel.status_code = Empty,
-            exception.message = Empty,
-            exception.details = Empty,
-        );
+        let span = match FLOOD_ROUTES.contains(&route.as_str()) {
+            true => request_span!(tracing::Level::DEBUG, request, route, client, id),
+            false => request_span!(tracing::Level::INFO, request, route, client, id),
+        };
         let mut extensions = request.extensions_mut();
         extensions.insert(id);
         extensions.insert(RouteLabel(route));

@@ -8,7 +8,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::backend_tests;
 use crate::binary::{cphub, start_serve, stop};
-use crate::helpers::{Backend, TestDb, enter};
+use crate::helpers::{Backend, TestDb, enter, heartbeat};
 use crate::webhooks::{OLD_SECRET, hook_url, receiver, wait_for_requests};
 
 /// Every span of every export request, flattened out of resourceSpans/scopeSpans.
@@ -43,13 +43,19 @@ fn is_traceparent(value: &str) -> bool {
         && parts[1] != "0".repeat(32)
 }
 
-async fn a_callbacks_spans_reach_an_otlp_receiver_and_webhooks_carry_traceparent(backend: Backend) {
+/// An OTLP/HTTP receiver that takes every export.
+async fn collector() -> MockServer {
     let collector = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/traces"))
         .respond_with(ResponseTemplate::new(200))
         .mount(&collector)
         .await;
+    collector
+}
+
+async fn a_callbacks_spans_reach_an_otlp_receiver_and_webhooks_carry_traceparent(backend: Backend) {
+    let collector = collector().await;
     let hooks = receiver(ResponseTemplate::new(204)).await;
     let db = TestDb::new(backend).await;
     let dir = tempfile::tempdir().unwrap();
@@ -120,4 +126,49 @@ async fn a_callbacks_spans_reach_an_otlp_receiver_and_webhooks_carry_traceparent
     assert_eq!(attribute(write, "op").unwrap(), "event batch");
 }
 
-backend_tests!(a_callbacks_spans_reach_an_otlp_receiver_and_webhooks_carry_traceparent,);
+/// The routes of the request spans `serve` exported, with `rust_log` as its filter, after
+/// one heartbeat (chapter 6.4) and one enter (6.2).
+async fn request_span_routes(db: &TestDb, rust_log: Option<&str>) -> Vec<String> {
+    let collector = collector().await;
+    let mut cmd = cphub(db);
+    cmd.env("CPHUB__TELEMETRY__OTLP_ENDPOINT", collector.uri());
+    if let Some(filter) = rust_log {
+        cmd.env("RUST_LOG", filter);
+    }
+    let served = start_serve(&mut cmd);
+    let client = reqwest::Client::new();
+    let post = |route: &str, body: Value| {
+        let url = format!("{}/cph/{route}", served.address);
+        client.post(url).json(&body).send()
+    };
+    let beat = heartbeat("p-flood", None, "2026-12-01T19:00:00Z");
+    assert_eq!(post("heartbeat", beat).await.unwrap().status(), 200);
+    let entered = enter("s-flood", "p-flood", "2026-12-01T19:00:01Z");
+    assert_eq!(post("events", entered).await.unwrap().status(), 200);
+    // Stopping flushes the exporter's batch: every span is at the receiver after it.
+    assert!(stop(served.child).await.success());
+    let requests = collector.received_requests().await.unwrap();
+    let bodies: Vec<Vec<u8>> = requests.into_iter().map(|r| r.body).collect();
+    let spans = spans(&bodies);
+    let requests = spans.iter().filter(|s| s["name"] == "HTTP request");
+    let routes = requests.filter_map(|s| attribute(s, "http.route")?.as_str());
+    routes.map(str::to_owned).collect()
+}
+
+/// Heartbeats are the flood: at the default `info` their request span is not made (nor
+/// exported), while every other request's is; at `debug` theirs is too.
+async fn a_heartbeats_request_span_is_made_only_at_debug(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (heartbeats, events) = ("{base_path}/heartbeat", "{base_path}/events");
+    let at_info = request_span_routes(&db, None).await;
+    assert!(at_info.iter().any(|r| r == events), "{at_info:?}");
+    assert!(!at_info.iter().any(|r| r == heartbeats), "{at_info:?}");
+    let at_debug = request_span_routes(&db, Some("info,cphub::http::request_id=debug")).await;
+    assert!(at_debug.iter().any(|r| r == events), "{at_debug:?}");
+    assert!(at_debug.iter().any(|r| r == heartbeats), "{at_debug:?}");
+}
+
+backend_tests!(
+    a_callbacks_spans_reach_an_otlp_receiver_and_webhooks_carry_traceparent,
+    a_heartbeats_request_span_is_made_only_at_debug,
+);
