@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""Enter/quit events alone, closed loop (wrk, bench/events.lua), and what each writer round
-costs: events per round, wall time per round, the CPU of each busy cphub thread per round,
+"""Enter/quit events or sign checks alone, closed loop (wrk, bench/events.lua or
+bench/sign_check.lua), and what each writer round and each request costs: requests per
+round, wall time per round, the CPU of each busy cphub thread per round and per request,
+how often each thread went to sleep per round (voluntary context switches: a hand-off
+between the async writer and sqlx's SQLite thread is one), how busy the whole machine was,
 bytes written per round, and on PostgreSQL the server's CPU and WAL per round.
 
-bench/run.py's events figure is one number, events a second at 32 connections; this says
-what bounds it. A closed-loop load of C connections keeps about C/2 events in each round
-(half wait for the round being committed while the other half are answered), so a series
-over C separates a round's fixed cost from its cost per event. A fresh database per run.
+bench/run.py's events and sign-check figures are one number each, requests a second at 32
+connections; this says what bounds them. A closed-loop load of C connections keeps about
+C/2 requests in each round (half wait for the round being committed while the other half
+are answered), so a series over C separates a round's fixed cost from its cost per request.
+A fresh database per run. Sign checks use tickets minted beforehand (examples/bench_prep,
+--tickets of them), each presented once; --duration is then 3 s unless given, so the
+tickets outlast the load.
 
     python3 bench/write_rounds.py --backend sqlite --connections 8,32,128
+    python3 bench/write_rounds.py --backend sqlite --path sign-checks
     python3 bench/write_rounds.py --backend postgres CPHUB__DATABASE__WRITERS=1
     BENCH_SERVE_BIN=/tmp/cphub-other python3 bench/write_rounds.py --backend postgres
 """
@@ -35,9 +42,21 @@ def stat(path):
 
 
 def thread_cpu(pid):
-    """{tid: (name, CPU seconds)} of every thread of `pid`."""
-    return {task.rsplit("/", 1)[1]: stat(f"{task}/stat")
+    """{tid: (name, CPU seconds, voluntary context switches)} of every thread of `pid`."""
+    return {task.rsplit("/", 1)[1]: (*stat(f"{task}/stat"), sleeps(f"{task}/status"))
             for task in glob.glob(f"/proc/{pid}/task/*")}
+
+
+def sleeps(path):
+    """A thread's voluntary context switches: each time it waited for something."""
+    line = next(line for line in open(path) if line.startswith("voluntary_ctxt_switches"))
+    return int(line.split()[1])
+
+
+def machine_ticks():
+    """(idle, total) clock ticks of all CPUs since boot (/proc/stat; iowait counts as idle)."""
+    fields = [int(f) for f in open("/proc/stat").readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)
 
 
 def postgres_cpu():
@@ -63,11 +82,20 @@ def written(pid):
     return int(io["write_bytes"])
 
 
-def sample(pid, base, url):
+# What each path sends and which of cphub's counters counts its requests.
+PATHS = {
+    "events": {"noun": "events", "counter": ("cphub_events_total",)},
+    "sign-checks": {"noun": "checks",
+                    "counter": ("cphub_sign_checks_total", 'result="ok"')},
+}
+
+
+def sample(pid, base, url, path):
     """The counters a run is the difference of; the database's own where it has them."""
     counters = {
         "threads": thread_cpu(pid),
-        "events": run.metric(base, "cphub_events_total"),
+        "machine": machine_ticks(),
+        "requests": run.metric(base, *PATHS[path]["counter"]),
         "rounds": run.metric(base, "cphub_write_rounds_total"),
     }
     if url.startswith("postgres"):
@@ -77,44 +105,77 @@ def sample(pid, base, url):
     return counters
 
 
-def one_run(args, url):
+def load(args, base):
+    """Sends the path's requests for --duration seconds; wrk's result."""
     wrk_args = argparse.Namespace(threads=2, connections=args.c, duration=args.duration)
+    if args.path == "events":
+        return run.wrk(wrk_args, "events.lua", f"{base}/cph/events",
+                       {"BENCH_RUN": secrets.token_hex(3)})
+    return run.wrk(wrk_args, "sign_check.lua", f"{base}/cph/sign-check",
+                   {"BENCH_SIGN_BODIES": str(args.bodies)})
+
+
+def one_run(args, url):
     with open(run.OUT / "cphub-write-rounds.log", "w") as logfile:
         proc, base = run.serve(url, logfile)
         try:
-            before = sample(proc.pid, base, url)
-            result = run.wrk(wrk_args, "events.lua", f"{base}/cph/events",
-                             {"BENCH_RUN": secrets.token_hex(3)})
-            after = sample(proc.pid, base, url)
+            if args.path == "sign-checks":
+                args.bodies = run.OUT / "write-rounds-bodies.jsonl"
+                subprocess.run([run.RELEASE / "examples" / "bench_prep", base, run.TOKEN,
+                                str(args.tickets), args.bodies], check=True)
+            before = sample(proc.pid, base, url, args.path)
+            result = load(args, base)
+            after = sample(proc.pid, base, url, args.path)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+    report(args, result, before, after)
+
+
+def report(args, result, before, after):
+    noun = PATHS[args.path]["noun"]
     rounds = after["rounds"] - before["rounds"]
+    requests = after["requests"] - before["requests"]
     per = lambda key: (after[key] - before[key]) / rounds
-    print(f"c{args.c}: {result['rps']:,.0f} events/s, p50 {result['p50_us'] / 1000:.2f} ms, "
-          f"p99 {result['p99_us'] / 1000:.2f} ms; {per('events'):.1f} events a round, "
-          f"{1000 * args.duration / rounds:.2f} ms a round (wall)")
+    idle, total = (a - b for a, b in zip(after["machine"], before["machine"]))
+    # From cphub's count: wrk's includes the identical retries past the last ticket.
+    rate = requests / args.duration
+    print(f"c{args.c}: {rate:,.0f} {noun}/s, p50 {result['p50_us'] / 1000:.2f} ms, "
+          f"p99 {result['p99_us'] / 1000:.2f} ms; {requests / rounds:.1f} {noun} a round, "
+          f"{1000 * args.duration / rounds:.2f} ms a round (wall); "
+          f"the machine {100 * (1 - idle / total):.0f} % busy")
+    if args.path == "sign-checks" and requests >= args.tickets:
+        print("  every ticket was used before the end: raise --tickets")
     if "written" in after:
         print(f"  {per('written') / 1024:.0f} KiB written to disk a round")
     else:
         print(f"  postgres: {1000 * per('pg_cpu'):.2f} ms CPU a round, "
               f"WAL {per('wal') / 1024:.0f} KiB a round")
-    threads = after["threads"]
-    spent = {tid: cpu - before["threads"].get(tid, ("", 0.0))[1]
-             for tid, (_, cpu) in threads.items()}
+    threads, earlier = after["threads"], before["threads"]
+    spent = {tid: cpu - earlier.get(tid, ("", 0.0, 0))[1]
+             for tid, (_, cpu, _) in threads.items()}
+    print(f"  cphub: {1e6 * sum(spent.values()) / requests:.1f} µs CPU per {noun[:-1]}")
     for tid in sorted(spent, key=spent.get, reverse=True):
         if spent[tid] >= 0.01 * args.duration:  # 1 % of a core or more
+            slept = threads[tid][2] - earlier.get(tid, ("", 0.0, 0))[2]
             print(f"  {threads[tid][0]:<16} {spent[tid]:5.2f} s CPU, "
-                  f"{1000 * spent[tid] / rounds:.3f} ms a round")
+                  f"{1000 * spent[tid] / rounds:.3f} ms a round, "
+                  f"{1e6 * spent[tid] / requests:.1f} µs per {noun[:-1]}, "
+                  f"slept {slept / rounds:.2f} times a round")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument("--connections", default="32", help="comma-separated wrk connections")
-    p.add_argument("--duration", type=int, default=10, help="seconds of load per run")
+    p.add_argument("--path", choices=list(PATHS), default="events")
+    p.add_argument("--duration", type=int,
+                   help="seconds of load per run (10; 3 for sign checks)")
+    p.add_argument("--tickets", type=int, default=90_000,
+                   help="tickets minted before a sign-check run")
     p.add_argument("settings", nargs="*", help="KEY=VALUE for cphub's environment")
     args = p.parse_args()
+    args.duration = args.duration or (3 if args.path == "sign-checks" else 10)
     os.environ.update(dict(s.split("=", 1) for s in args.settings))
     for c in (int(c) for c in args.connections.split(",")):
         args.c = c
