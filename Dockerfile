@@ -2,6 +2,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# How the bundled SQLite is compiled (.cargo/config.toml's [env]).
+COPY .cargo .cargo
 # sqlx-core, patched (vendor/sqlx-core/PATCHED.md): Cargo.toml's [patch.crates-io] needs it.
 COPY vendor vendor
 COPY src src

@@ -597,6 +597,21 @@ mod tests {
         }
     }
 
+    /// The bundled SQLite is compiled as `.cargo/config.toml` says: without the memory
+    /// statistics whose global mutex every allocation took (docs/benchmarks.md, 2026-12-06).
+    #[tokio::test]
+    async fn sqlite_is_compiled_without_memory_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let sql = "SELECT compile_options FROM pragma_compile_options \
+                   WHERE compile_options LIKE 'DEFAULT_MEMSTATUS=%'";
+        let found: Option<String> = sqlx::query_scalar(sql)
+            .fetch_optional(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(found.as_deref(), Some("DEFAULT_MEMSTATUS=0"));
+    }
+
     /// 0 off, 1 normal, 2 full.
     async fn synchronous(conn: &mut sqlx::SqliteConnection) -> i64 {
         let sql = "PRAGMA synchronous";
