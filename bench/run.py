@@ -179,8 +179,7 @@ def backend(args, name, database_url):
             # it is quickest while only the phones it needs exist.
             log(f"{name}: minting {args.sessions} sessions for sign checks")
             bodies = OUT / f"sign-check-{name}.jsonl"
-            subprocess.run([RELEASE / "examples" / "bench_prep", base, TOKEN,
-                            str(args.sessions), bodies], check=True)
+            mint_tickets(base, args.sessions, bodies)
             log(f"{name}: sign checks")
             rows["sign checks"] = first_uses(args, base, bodies)
 
@@ -204,6 +203,13 @@ def backend(args, name, database_url):
 
 
 SAMPLE_SECS = 0.5
+
+
+def mint_tickets(base, sessions, bodies):
+    """Mints `sessions` sessions through cphub's API (examples/bench_prep) and writes one
+    sign-check body per ticket to the file `bodies`, for bench/sign_check.lua."""
+    subprocess.run([RELEASE / "examples" / "bench_prep", base, TOKEN, str(sessions), bodies],
+                   check=True)
 
 
 def first_uses(args, base, bodies):

@@ -84,8 +84,8 @@ def written(pid):
 
 # What each path sends and which of cphub's counters counts its requests.
 PATHS = {
-    "events": {"noun": "events", "counter": ("cphub_events_total",)},
-    "sign-checks": {"noun": "checks",
+    "events": {"one": "event", "many": "events", "counter": ("cphub_events_total",)},
+    "sign-checks": {"one": "check", "many": "checks",
                     "counter": ("cphub_sign_checks_total", 'result="ok"')},
 }
 
@@ -121,8 +121,7 @@ def one_run(args, url):
         try:
             if args.path == "sign-checks":
                 args.bodies = run.OUT / "write-rounds-bodies.jsonl"
-                subprocess.run([run.RELEASE / "examples" / "bench_prep", base, run.TOKEN,
-                                str(args.tickets), args.bodies], check=True)
+                run.mint_tickets(base, args.tickets, args.bodies)
             before = sample(proc.pid, base, url, args.path)
             result = load(args, base)
             after = sample(proc.pid, base, url, args.path)
@@ -133,15 +132,15 @@ def one_run(args, url):
 
 
 def report(args, result, before, after):
-    noun = PATHS[args.path]["noun"]
+    one, many = PATHS[args.path]["one"], PATHS[args.path]["many"]
     rounds = after["rounds"] - before["rounds"]
     requests = after["requests"] - before["requests"]
     per = lambda key: (after[key] - before[key]) / rounds
     idle, total = (a - b for a, b in zip(after["machine"], before["machine"]))
     # From cphub's count: wrk's includes the identical retries past the last ticket.
     rate = requests / args.duration
-    print(f"c{args.c}: {rate:,.0f} {noun}/s, p50 {result['p50_us'] / 1000:.2f} ms, "
-          f"p99 {result['p99_us'] / 1000:.2f} ms; {requests / rounds:.1f} {noun} a round, "
+    print(f"c{args.c}: {rate:,.0f} {many}/s, p50 {result['p50_us'] / 1000:.2f} ms, "
+          f"p99 {result['p99_us'] / 1000:.2f} ms; {requests / rounds:.1f} {many} a round, "
           f"{1000 * args.duration / rounds:.2f} ms a round (wall); "
           f"the machine {100 * (1 - idle / total):.0f} % busy")
     if args.path == "sign-checks" and requests >= args.tickets:
@@ -151,16 +150,16 @@ def report(args, result, before, after):
     else:
         print(f"  postgres: {1000 * per('pg_cpu'):.2f} ms CPU a round, "
               f"WAL {per('wal') / 1024:.0f} KiB a round")
-    threads, earlier = after["threads"], before["threads"]
-    spent = {tid: cpu - earlier.get(tid, ("", 0.0, 0))[1]
-             for tid, (_, cpu, _) in threads.items()}
-    print(f"  cphub: {1e6 * sum(spent.values()) / requests:.1f} µs CPU per {noun[:-1]}")
-    for tid in sorted(spent, key=spent.get, reverse=True):
-        if spent[tid] >= 0.01 * args.duration:  # 1 % of a core or more
-            slept = threads[tid][2] - earlier.get(tid, ("", 0.0, 0))[2]
-            print(f"  {threads[tid][0]:<16} {spent[tid]:5.2f} s CPU, "
-                  f"{1000 * spent[tid] / rounds:.3f} ms a round, "
-                  f"{1e6 * spent[tid] / requests:.1f} µs per {noun[:-1]}, "
+    # {tid: (name, CPU seconds, sleeps)} over the run; a thread started meanwhile from 0.
+    threads = {tid: (name, cpu - before["threads"].get(tid, ("", 0.0, 0))[1],
+                     slept - before["threads"].get(tid, ("", 0.0, 0))[2])
+               for tid, (name, cpu, slept) in after["threads"].items()}
+    total = sum(cpu for _, cpu, _ in threads.values())
+    print(f"  cphub: {1e6 * total / requests:.1f} µs CPU per {one}")
+    for name, cpu, slept in sorted(threads.values(), key=lambda t: t[1], reverse=True):
+        if cpu >= 0.01 * args.duration:  # 1 % of a core or more
+            print(f"  {name:<16} {cpu:5.2f} s CPU, {1000 * cpu / rounds:.3f} ms a round, "
+                  f"{1e6 * cpu / requests:.1f} µs per {one}, "
                   f"slept {slept / rounds:.2f} times a round")
 
 
