@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::book::{self, free_phone_sql};
 use super::codec::{StoredMint, connect};
-use super::sql::{Sql, args};
+use super::sql::{Sql, args, json_list};
 use super::{Allocation, MintRequest, StoreError};
 use crate::domain::{PhoneId, UtcTime};
 
@@ -106,12 +106,6 @@ impl Reads {
             limit,
         })
     }
-}
-
-/// A list as the one JSON parameter a statement reads (`json_each`,
-/// `json_array_elements`).
-fn json_list<T: Serialize>(list: &[T]) -> Result<String, StoreError> {
-    serde_json::to_string(list).map_err(|e| StoreError::Corrupt(format!("mint batch: {e}")))
 }
 
 async fn read_earlier<D: Sql>(

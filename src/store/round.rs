@@ -3,7 +3,7 @@
 //! SQLite every durable write then costs the round's one fsync instead of one per kind.
 
 use super::event_batch::{self, BatchTx};
-use super::sql::{Sql, args};
+use super::sql::{Sql, args, json_list};
 use super::{
     Allocation, Applied, ApplyRules, MintRequest, PresentedSignCheck, ReceivedEvent,
     SignCheckOutcome, StoreError, queue, sign_check_batch,
@@ -72,17 +72,13 @@ async fn lock_in_order<S: Sql>(tx: &mut S, round: &Round<'_>) -> Result<(), Stor
     }
     let sessions = round.checks.iter().map(|c| c.session_id.as_str());
     let sessions = sessions.chain(round.events.iter().map(|r| r.event.session_id.as_str()));
-    let sessions = json_list(sessions)?;
-    let phones = json_list(round.events.iter().map(|r| r.event.phone_id.as_str()))?;
+    let sessions = json_list(&sessions.collect::<Vec<_>>())?;
+    let phones: Vec<_> = round.events.iter().map(|r| r.event.phone_id.as_str()).collect();
+    let phones = json_list(&phones)?;
     let _: Vec<(String,)> = tx.fetch_all(LOCK_SESSIONS, &args![sessions.as_str()]).await?;
     let args = args![sessions.as_str(), phones.as_str()];
     let _: Vec<(String,)> = tx.fetch_all(LOCK_PHONES, &args).await?;
     Ok(())
-}
-
-fn json_list<'a>(ids: impl Iterator<Item = &'a str>) -> Result<String, StoreError> {
-    let ids: Vec<&str> = ids.collect();
-    serde_json::to_string(&ids).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// `$1`: a JSON array of session ids.

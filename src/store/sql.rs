@@ -15,7 +15,15 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Arguments, Database, Encode, FromRow, PgPool, Postgres, Sqlite, SqlitePool, Type};
 
+use super::StoreError;
 use crate::domain::UtcTime;
+
+/// A list as the one JSON parameter a set-wise statement reads (`json_each` on SQLite,
+/// `json_array_elements` on PostgreSQL): one round trip for a batch
+/// of any size.
+pub(crate) fn json_list<T: serde::Serialize>(list: &[T]) -> Result<String, StoreError> {
+    serde_json::to_string(list).map_err(|e| StoreError::Corrupt(format!("a batch's JSON: {e}")))
+}
 
 /// One statement parameter, borrowed from the caller's domain values.
 #[derive(Debug, Clone, Copy)]
