@@ -10,17 +10,21 @@ bench/run.py's events and sign-check figures are one number each, requests a sec
 connections; this says what bounds them. A closed-loop load of C connections keeps about
 C/2 requests in each round (half wait for the round being committed while the other half
 are answered), so a series over C separates a round's fixed cost from its cost per request.
-A fresh database per run. Sign checks use tickets minted beforehand (examples/bench_prep,
+--webhook turns billing on, as an operator would: one webhook endpoint for every event
+type, answered 204 at once by examples/bench_ceiling's sink, and the report adds the
+deliveries a second and what was still pending at the end. A fresh database per run. Sign checks use tickets minted beforehand (examples/bench_prep,
 --tickets of them), each presented once; --duration is then 3 s unless given, so the
 tickets outlast the load.
 
     python3 bench/write_rounds.py --backend sqlite --connections 8,32,128
     python3 bench/write_rounds.py --backend sqlite --path sign-checks
     python3 bench/write_rounds.py --backend postgres CPHUB__DATABASE__WRITERS=1
+    python3 bench/write_rounds.py --backend sqlite --webhook
     BENCH_SERVE_BIN=/tmp/cphub-other python3 bench/write_rounds.py --backend postgres
 """
 
 import argparse
+import base64
 import glob
 import os
 import secrets
@@ -97,6 +101,8 @@ def sample(pid, base, url, path):
         "machine": machine_ticks(),
         "requests": run.metric(base, *PATHS[path]["counter"]),
         "rounds": run.metric(base, "cphub_write_rounds_total"),
+        "delivered": run.metric(base, "cphub_webhook_deliveries_total", 'result="delivered"'),
+        "undelivered_s": run.metric(base, "cphub_webhook_oldest_undelivered_seconds"),
     }
     if url.startswith("postgres"):
         counters.update(pg_cpu=postgres_cpu(), wal=wal_bytes(url))
@@ -145,6 +151,10 @@ def report(args, result, before, after):
           f"the machine {100 * (1 - idle / total):.0f} % busy")
     if args.path == "sign-checks" and requests >= args.tickets:
         print("  every ticket was used before the end: raise --tickets")
+    if args.webhook:
+        delivered = after["delivered"] - before["delivered"]
+        print(f"  webhooks: {delivered / args.duration:,.0f} deliveries/s; the oldest "
+              f"undelivered event {after['undelivered_s']:.1f} s old at the end")
     if "written" in after:
         print(f"  {per('written') / 1024:.0f} KiB written to disk a round")
     else:
@@ -172,10 +182,35 @@ def main():
                    help="seconds of load per run (10; 3 for sign checks)")
     p.add_argument("--tickets", type=int, default=90_000,
                    help="tickets minted before a sign-check run")
+    p.add_argument("--webhook", action="store_true",
+                   help="billing on: one webhook endpoint, a sink answering 204")
     p.add_argument("settings", nargs="*", help="KEY=VALUE for cphub's environment")
     args = p.parse_args()
     args.duration = args.duration or (3 if args.path == "sign-checks" else 10)
     os.environ.update(dict(s.split("=", 1) for s in args.settings))
+    sink = webhook_sink() if args.webhook else None
+    try:
+        runs(args)
+    finally:
+        if sink:
+            sink.terminate()
+            sink.wait()
+
+
+def webhook_sink():
+    """examples/bench_ceiling as the billing endpoint, configured for cphub through the
+    environment (every event type, a fresh secret)."""
+    port = run.free_port()
+    proc = subprocess.Popen([run.RELEASE / "examples" / "bench_ceiling", f"127.0.0.1:{port}"])
+    run.wait_for(f"http://127.0.0.1:{port}/webhook")
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    url = f"http://127.0.0.1:{port}/webhook"
+    os.environ["CPHUB__WEBHOOKS__ENDPOINTS"] = (
+        f'[{{name="billing",url="{url}",secrets=["{secret}"]}}]')
+    return proc
+
+
+def runs(args):
     for c in (int(c) for c in args.connections.split(",")):
         args.c = c
         if args.backend == "sqlite":
