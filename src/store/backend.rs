@@ -488,9 +488,9 @@ impl<B: Backend> Store for B {
         claimed.map_err(during("claim_webhook_deliveries"))
     }
 
-    async fn record_webhook_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
-        let recorded = in_transaction!(self, outbox::record_attempt(attempt));
-        recorded.map_err(during("record_webhook_attempt"))
+    async fn record_webhook_attempts(&self, attempts: &[AttemptRecord]) -> Result<(), StoreError> {
+        let recorded = in_transaction!(self, outbox::record_attempts(attempts));
+        recorded.map_err(during("record_webhook_attempts"))
     }
 
     async fn write_webhook_ticks(

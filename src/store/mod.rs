@@ -727,7 +727,8 @@ pub trait Store: Send + Sync + 'static {
         claim: &Claim<'_>,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
-    async fn record_webhook_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError>;
+    /// Records a claim's attempts together, each moving its delivery on.
+    async fn record_webhook_attempts(&self, attempts: &[AttemptRecord]) -> Result<(), StoreError>;
 
     /// Writes the `session.tick` due by `now` of each playing session; how many.
     async fn write_webhook_ticks(

@@ -3,7 +3,7 @@
 //! that is what keeps each in the transaction of the change it reports.
 
 use super::StoreError;
-use super::sql::{Sql, args};
+use super::sql::{Sql, args, json_list};
 use crate::domain::{DeliveryState, UtcTime, WebhookEventId, WebhookEventType};
 
 /// One fact of the outbox, as the triggers recorded it.
@@ -88,9 +88,11 @@ struct Unfanned {
 /// Gives up to `limit` outbox rows not yet fanned out a pending delivery per endpoint that
 /// wants their type. Each row by its own `seq`: a row of a transaction that commits while
 /// this runs is left for the next pass, never marked without its deliveries. Two replicas
-/// fanning out the same row insert the same keys, which `ON CONFLICT` makes one.
-pub(super) async fn fan_out(
-    tx: &mut impl Sql,
+/// fanning out the same row insert the same keys, which `ON CONFLICT` makes one. Three
+/// statements whatever the pass holds: a statement per row and endpoint held SQLite's one
+/// writer for thousands of round trips a second once billing was on (docs/benchmarks.md).
+pub(super) async fn fan_out<D: Sql>(
+    tx: &mut D,
     endpoints: &[EndpointFilter],
     now: UtcTime,
     first_attempt_at: UtcTime,
@@ -99,22 +101,82 @@ pub(super) async fn fan_out(
     let sql = "SELECT seq, type, subject FROM webhook_events WHERE fanned_out = $1 \
                ORDER BY seq LIMIT $2";
     let rows: Vec<Unfanned> = tx.fetch_all(sql, &args![false, limit]).await?;
-    for row in &rows {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let deliveries = new_deliveries(&rows, endpoints)?;
+    if !deliveries.is_empty() {
+        let (list, insert) = (json_list(&deliveries)?, insert_deliveries_sql::<D>());
+        let args = args![list.as_str(), now, first_attempt_at];
+        tx.execute(insert, &args).await?;
+    }
+    let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+    let seqs = json_list(&seqs)?;
+    tx.execute(mark_fanned_out_sql::<D>(), &args![seqs.as_str(), true])
+        .await?;
+    Ok(rows.len() as u64)
+}
+
+/// A delivery the fan-out creates.
+#[derive(serde::Serialize)]
+struct NewDelivery<'a> {
+    endpoint: &'a str,
+    event_seq: i64,
+    subject: &'a str,
+}
+
+/// The deliveries of `rows`, in `seq` order, then the endpoints' order.
+fn new_deliveries<'a>(
+    rows: &'a [Unfanned],
+    endpoints: &'a [EndpointFilter],
+) -> Result<Vec<NewDelivery<'a>>, StoreError> {
+    let mut deliveries = Vec::new();
+    for row in rows {
         let event_type = WebhookEventType::try_from(row.r#type.clone())
             .map_err(|e| StoreError::Corrupt(format!("webhook event {}: {e}", row.seq)))?;
-        for endpoint in endpoints.iter().filter(|e| e.wants(event_type)) {
-            let insert = "INSERT INTO webhook_deliveries \
-                 (endpoint, event_seq, subject, state, attempts, next_attempt_at, created_at, \
-                  updated_at) VALUES ($1, $2, $3, 'pending', 0, $5, $4, $4) \
-                 ON CONFLICT (endpoint, event_seq) DO NOTHING";
-            let (name, subject) = (endpoint.name.as_str(), row.subject.as_str());
-            let args = args![name, row.seq, subject, now, first_attempt_at];
-            tx.execute(insert, &args).await?;
-        }
-        let mark = "UPDATE webhook_events SET fanned_out = $2 WHERE seq = $1";
-        tx.execute(mark, &args![row.seq, true]).await?;
+        let wanting = endpoints.iter().filter(|e| e.wants(event_type));
+        deliveries.extend(wanting.map(|endpoint| NewDelivery {
+            endpoint: &endpoint.name,
+            event_seq: row.seq,
+            subject: &row.subject,
+        }));
     }
-    Ok(rows.len() as u64)
+    Ok(deliveries)
+}
+
+/// `$1`: the [`NewDelivery`] list; `$2`: now; `$3`: when the first attempt is due. In
+/// `seq` order, so two replicas inserting the same keys wait for each other in one order.
+fn insert_deliveries_sql<D: Sql>() -> &'static str {
+    match D::MULTI_STATEMENT {
+        // `WHERE true`: SQLite's parser would take `ON` for a join's.
+        true => {
+            "INSERT INTO webhook_deliveries (endpoint, event_seq, subject, state, attempts, \
+               next_attempt_at, created_at, updated_at) \
+             SELECT value ->> 'endpoint', value ->> 'event_seq', value ->> 'subject', \
+               'pending', 0, $3, $2, $2 \
+             FROM json_each($1) WHERE true ORDER BY key \
+             ON CONFLICT (endpoint, event_seq) DO NOTHING"
+        }
+        false => {
+            "INSERT INTO webhook_deliveries (endpoint, event_seq, subject, state, attempts, \
+               next_attempt_at, created_at, updated_at) \
+             SELECT e.value ->> 'endpoint', (e.value ->> 'event_seq')::bigint, \
+               e.value ->> 'subject', 'pending', 0, $3, $2, $2 \
+             FROM json_array_elements($1::json) WITH ORDINALITY AS e(value, n) \
+             ORDER BY e.n \
+             ON CONFLICT (endpoint, event_seq) DO NOTHING"
+        }
+    }
+}
+
+/// `$1`: the rows' `seq`s; `$2`: true.
+fn mark_fanned_out_sql<D: Sql>() -> &'static str {
+    match D::MULTI_STATEMENT {
+        true => "UPDATE webhook_events SET fanned_out = $2 \
+                 WHERE seq IN (SELECT value FROM json_each($1))",
+        false => "UPDATE webhook_events SET fanned_out = $2 \
+                  WHERE seq = ANY(ARRAY(SELECT json_array_elements_text($1::json)::bigint))",
+    }
 }
 
 /// A delivery a worker holds: the event and how many attempts came before.
@@ -142,14 +204,18 @@ pub struct Claim<'a> {
 }
 
 /// Due deliveries, the earliest pending one of each subject only (so a subject's events
-/// reach the endpoint in order), not held by a live lease. On PostgreSQL the candidates are
-/// locked `SKIP LOCKED`, and the outer `WHERE` re-checked on rows another replica changed
-/// meanwhile: two replicas never claim one delivery. The candidates are MATERIALIZED: as a
-/// plain subquery PostgreSQL may run them again per row, each run skipping other rows, and
-/// claim more than the limit.
+/// reach the endpoint in order), not held by a live lease; the `event_seq`s claimed. The
+/// candidates are read in outbox order through `webhook_deliveries_pending` (migration
+/// 0028), so a claim reads about as many as it takes, however long the backlog. On
+/// PostgreSQL the candidates are locked `SKIP LOCKED`, and the outer `WHERE` re-checked on
+/// rows another replica changed meanwhile: two replicas never claim one delivery. The
+/// candidates are MATERIALIZED: as a plain subquery PostgreSQL may run them again per row,
+/// each run skipping other rows, and claim more than the limit. SQLite's one writer changes
+/// nothing between the two; there `+state` keeps the update on the primary key (SQLite's
+/// planner took the index on `(endpoint, state)` and read every pending delivery).
 fn claim_sql<D: Sql>() -> &'static str {
     macro_rules! claim {
-        ($lock:literal) => {
+        ($lock:literal, $state:literal) => {
             concat!(
                 "WITH picked AS MATERIALIZED (SELECT d.event_seq FROM webhook_deliveries d \
                    WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_attempt_at <= $2 \
@@ -160,15 +226,37 @@ fn claim_sql<D: Sql>() -> &'static str {
                    ORDER BY d.event_seq LIMIT $5",
                 $lock,
                 ") UPDATE webhook_deliveries SET leased_until = $3, leased_by = $4 \
-                 WHERE endpoint = $1 AND state = 'pending' \
-                   AND (leased_until IS NULL OR leased_until <= $2) \
-                   AND event_seq IN (SELECT event_seq FROM picked)"
+                 WHERE endpoint = $1 AND event_seq IN (SELECT event_seq FROM picked) \
+                   AND ",
+                $state,
+                " = 'pending' AND (leased_until IS NULL OR leased_until <= $2) \
+                 RETURNING event_seq"
             )
         };
     }
     match D::LOCKS_ROWS {
-        true => claim!(" FOR UPDATE SKIP LOCKED"),
-        false => claim!(""),
+        true => claim!(" FOR UPDATE SKIP LOCKED", "state"),
+        false => claim!("", "+state"),
+    }
+}
+
+/// The claimed deliveries with their events, by primary key: `$2` the claimed `event_seq`s.
+fn claimed_sql<D: Sql>() -> &'static str {
+    macro_rules! claimed {
+        ($seqs:literal) => {
+            concat!(
+                "SELECT e.seq, e.event_id, e.type, e.subject, e.occurred_at, e.recorded_at, \
+                   e.data, d.attempts \
+                 FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq \
+                 WHERE d.endpoint = $1 AND d.event_seq IN (",
+                $seqs,
+                ") ORDER BY e.seq"
+            )
+        };
+    }
+    match D::MULTI_STATEMENT {
+        true => claimed!("SELECT value FROM json_each($2)"),
+        false => claimed!("SELECT json_array_elements_text($2::json)::bigint"),
     }
 }
 
@@ -177,13 +265,14 @@ pub(super) async fn claim<D: Sql>(
     c: &Claim<'_>,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
     let args = args![c.endpoint, c.now, c.lease_until, c.by, c.limit];
-    tx.execute(claim_sql::<D>(), &args).await?;
-    let sql = "SELECT e.seq, e.event_id, e.type, e.subject, e.occurred_at, e.recorded_at, \
-                      e.data, d.attempts \
-               FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq \
-               WHERE d.endpoint = $1 AND d.leased_by = $2 AND d.state = 'pending' \
-               ORDER BY e.seq";
-    let rows: Vec<ClaimedRow> = tx.fetch_all(sql, &args![c.endpoint, c.by]).await?;
+    let picked: Vec<(i64,)> = tx.fetch_all(claim_sql::<D>(), &args).await?;
+    if picked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let seqs: Vec<i64> = picked.into_iter().map(|(seq,)| seq).collect();
+    let seqs = json_list(&seqs)?;
+    let args = args![c.endpoint, seqs.as_str()];
+    let rows: Vec<ClaimedRow> = tx.fetch_all(claimed_sql::<D>(), &args).await?;
     rows.into_iter().map(ClaimedDelivery::try_from).collect()
 }
 
@@ -221,42 +310,98 @@ pub enum NextStep {
     Failed,
 }
 
-/// Records the attempt and moves the delivery on, releasing its lease.
-pub(super) async fn record_attempt(tx: &mut impl Sql, a: &AttemptRecord) -> Result<(), StoreError> {
-    let insert = "INSERT INTO webhook_attempts \
-         (endpoint, event_seq, attempted_at, status, latency_ms, response, error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)";
-    let status = a.status.map(i64::from);
-    let args = args![
-        a.endpoint.as_str(),
-        a.event_seq,
-        a.attempted_at,
-        status,
-        a.latency_ms,
-        a.response.as_deref(),
-        a.error.as_deref()
-    ];
-    tx.execute(insert, &args).await?;
-    let (state, next_at) = match a.next {
-        NextStep::Delivered => ("delivered", a.attempted_at),
-        NextStep::RetryAt(at) => ("pending", at),
-        NextStep::Failed => ("failed", a.attempted_at),
+/// Records the attempts and moves each delivery on, releasing its lease: a claim's
+/// attempts together, in two statements (SQLite's one writer took a transaction per
+/// attempt, and delivered under 300 a second, docs/benchmarks.md).
+pub(super) async fn record_attempts<D: Sql>(
+    tx: &mut D,
+    attempts: &[AttemptRecord],
+) -> Result<(), StoreError> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<AttemptRow> = attempts.iter().map(AttemptRow::of::<D>).collect();
+    let rows = json_list(&rows)?;
+    match D::MULTI_STATEMENT {
+        true => tx.execute(RECORD_ATTEMPTS_SQLITE, &args![rows.as_str()]).await?,
+        false => tx.execute(RECORD_ATTEMPTS_POSTGRES, &args![rows.as_str()]).await?,
     };
-    let update = "UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1, \
-                    next_attempt_at = $4, last_error = $5, leased_until = NULL, \
-                    leased_by = NULL, updated_at = $6 \
-                  WHERE endpoint = $1 AND event_seq = $2";
-    let args = args![
-        a.endpoint.as_str(),
-        a.event_seq,
-        state,
-        next_at,
-        a.error.as_deref(),
-        a.attempted_at
-    ];
-    tx.execute(update, &args).await?;
     Ok(())
 }
+
+/// An attempt as the statements read it, and the delivery's next state; times as the
+/// backend reads them from JSON ([`Sql::json_time`]).
+#[derive(serde::Serialize)]
+struct AttemptRow<'a> {
+    endpoint: &'a str,
+    event_seq: i64,
+    attempted_at: i64,
+    status: Option<i32>,
+    latency_ms: i64,
+    response: Option<&'a str>,
+    error: Option<&'a str>,
+    state: &'static str,
+    next_attempt_at: i64,
+}
+
+impl<'a> AttemptRow<'a> {
+    fn of<D: Sql>(a: &'a AttemptRecord) -> Self {
+        let (state, next_at) = match a.next {
+            NextStep::Delivered => ("delivered", a.attempted_at),
+            NextStep::RetryAt(at) => ("pending", at),
+            NextStep::Failed => ("failed", a.attempted_at),
+        };
+        AttemptRow {
+            endpoint: &a.endpoint,
+            event_seq: a.event_seq,
+            attempted_at: D::json_time(a.attempted_at),
+            status: a.status,
+            latency_ms: a.latency_ms,
+            response: a.response.as_deref(),
+            error: a.error.as_deref(),
+            state,
+            next_attempt_at: D::json_time(next_at),
+        }
+    }
+}
+
+/// `$1`: the [`AttemptRow`] list, times in epoch milliseconds.
+const RECORD_ATTEMPTS_SQLITE: &str = "\
+    INSERT INTO webhook_attempts \
+      (endpoint, event_seq, attempted_at, status, latency_ms, response, error) \
+    SELECT value ->> 'endpoint', value ->> 'event_seq', value ->> 'attempted_at', \
+      value ->> 'status', value ->> 'latency_ms', value ->> 'response', value ->> 'error' \
+    FROM json_each($1) ORDER BY key; \
+    UPDATE webhook_deliveries SET state = a.state, attempts = attempts + 1, \
+      next_attempt_at = a.next_attempt_at, last_error = a.error, leased_until = NULL, \
+      leased_by = NULL, updated_at = a.attempted_at \
+    FROM (SELECT value ->> 'endpoint' AS endpoint, value ->> 'event_seq' AS event_seq, \
+        value ->> 'state' AS state, value ->> 'next_attempt_at' AS next_attempt_at, \
+        value ->> 'error' AS error, value ->> 'attempted_at' AS attempted_at \
+      FROM json_each($1)) AS a \
+    WHERE webhook_deliveries.endpoint = a.endpoint \
+      AND webhook_deliveries.event_seq = a.event_seq";
+
+/// As [`RECORD_ATTEMPTS_SQLITE`], times in epoch microseconds, as a data-modifying CTE.
+const RECORD_ATTEMPTS_POSTGRES: &str = "\
+    WITH a AS (SELECT r.value ->> 'endpoint' AS endpoint, \
+        (r.value ->> 'event_seq')::bigint AS event_seq, \
+        to_timestamp(0) + (r.value ->> 'attempted_at')::bigint * interval '1 microsecond' \
+          AS attempted_at, \
+        (r.value ->> 'status')::bigint AS status, (r.value ->> 'latency_ms')::bigint AS latency_ms, \
+        r.value ->> 'response' AS response, r.value ->> 'error' AS error, \
+        r.value ->> 'state' AS state, \
+        to_timestamp(0) + (r.value ->> 'next_attempt_at')::bigint * interval '1 microsecond' \
+          AS next_attempt_at, r.n \
+      FROM json_array_elements($1::json) WITH ORDINALITY AS r(value, n)), \
+    recorded AS (INSERT INTO webhook_attempts \
+        (endpoint, event_seq, attempted_at, status, latency_ms, response, error) \
+      SELECT endpoint, event_seq, attempted_at, status, latency_ms, response, error \
+      FROM a ORDER BY n) \
+    UPDATE webhook_deliveries d SET state = a.state, attempts = d.attempts + 1, \
+      next_attempt_at = a.next_attempt_at, last_error = a.error, leased_until = NULL, \
+      leased_by = NULL, updated_at = a.attempted_at \
+    FROM a WHERE d.endpoint = a.endpoint AND d.event_seq = a.event_seq";
 
 #[derive(sqlx::FromRow)]
 struct Playing {

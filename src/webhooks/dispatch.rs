@@ -163,7 +163,19 @@ impl WebhookDispatcher {
                 continue;
             }
             let sends = claimed.into_iter().map(|d| self.deliver(&endpoint, d));
-            futures_util::future::join_all(sends).await;
+            let attempts = futures_util::future::join_all(sends).await;
+            self.record(&endpoint, &attempts).await;
+        }
+    }
+
+    /// A claim's attempts, recorded together once its sends have ended: one transaction
+    /// instead of one per delivery. Each send ends within `webhooks.timeout_ms`, so all are
+    /// recorded within the claim's lease.
+    async fn record(&self, endpoint: &WebhookEndpoint, attempts: &[AttemptRecord]) {
+        if let Err(e) = self.store.record_webhook_attempts(attempts).await {
+            // The leases lapse and the deliveries are sent again: at least once.
+            tracing::warn!(endpoint = %endpoint.name, attempts = attempts.len(),
+                error = %ErrorChain(&e), "webhook attempts not recorded");
         }
     }
 
@@ -187,7 +199,8 @@ impl WebhookDispatcher {
         }
     }
 
-    async fn deliver(&self, endpoint: &WebhookEndpoint, delivery: ClaimedDelivery) {
+    /// Sends one delivery; the attempt, to be recorded with the claim's others.
+    async fn deliver(&self, endpoint: &WebhookEndpoint, delivery: ClaimedDelivery) -> AttemptRecord {
         let rendered = render(&delivery.event, self.rounding);
         let attempted_at = self.clock.now();
         let started = Instant::now();
@@ -211,11 +224,7 @@ impl WebhookDispatcher {
             error: answer.error,
         };
         self.observe_attempt(&endpoint.name, &record);
-        if let Err(e) = self.store.record_webhook_attempt(&record).await {
-            // The lease lapses and the delivery is sent again: at least once.
-            tracing::warn!(endpoint = %endpoint.name, error = %ErrorChain(&e),
-                "webhook attempt not recorded");
-        }
+        record
     }
 
     fn observe_attempt(&self, endpoint: &str, record: &AttemptRecord) {

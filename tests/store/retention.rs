@@ -219,7 +219,7 @@ async fn attempt(store: &impl Book, seq: i64, now: &str, next: NextStep) {
         error: None,
         next,
     };
-    store.record_webhook_attempt(&record).await.unwrap();
+    store.record_webhook_attempts(&[record]).await.unwrap();
 }
 
 async fn removal_goes_a_batch_per_call(backend: Backend) {

@@ -22,6 +22,7 @@ backend_tests!(
     a_queue_assignment_is_reported_before_its_session_starts,
     ticks_are_written_once_each_while_playing_and_stop_when_the_session_ends,
     a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_again,
+    a_claims_attempts_recorded_together_each_move_their_own_delivery_on,
     an_account_pause_7_2_opens_and_closes_once_however_many_replicas_record_it,
 );
 
@@ -372,18 +373,16 @@ async fn a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_
         .claim_webhook_deliveries(&claim("b", "19:06:01"))
         .await
         .unwrap();
-    for d in &first {
-        store
-            .record_webhook_attempt(&delivered(d.event.seq, "19:06:02"))
-            .await
-            .unwrap();
-    }
+    let attempts: Vec<_> = (first.iter())
+        .map(|d| delivered(d.event.seq, "19:06:02"))
+        .collect();
+    store.record_webhook_attempts(&attempts).await.unwrap();
     let next = store
         .claim_webhook_deliveries(&claim("b", "19:06:03"))
         .await
         .unwrap();
     store
-        .record_webhook_attempt(&delivered(next[0].event.seq, "19:06:04"))
+        .record_webhook_attempts(&[delivered(next[0].event.seq, "19:06:04")])
         .await
         .unwrap();
     let crm = store
@@ -416,6 +415,108 @@ async fn a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_
     assert_eq!(crm.len(), 1, "the crm endpoint wants ends only");
     assert_eq!(replayed.unwrap(), 1, "only s-1's end happened since 19:04");
     assert_eq!(ids(&again), ["evt_session.ended_s-1"], "the same id again");
+}
+
+/// One fan-out pass gives every row its deliveries and marks them all, so the next pass
+/// finds nothing; a claim's attempts, recorded in one call, each move their own delivery on:
+/// delivered, due again later with its error, failed; every lease is released, and each
+/// attempt is kept with its status and latency.
+async fn a_claims_attempts_recorded_together_each_move_their_own_delivery_on(backend: Backend) {
+    let store = open(backend).await;
+    let entered = [("s-1", "p-1"), ("s-2", "p-2"), ("s-3", "p-3")];
+    let events: Vec<_> = (entered.iter())
+        .map(|(s, p)| enter(s, p, "19:00:00"))
+        .collect();
+    apply(&store, &events).await;
+    let billing = [EndpointFilter {
+        name: "billing".to_owned(),
+        events: vec![],
+    }];
+    let fan_out = |now| store.fan_out_webhooks(&billing, at(now), at(now), 100);
+    assert_eq!(fan_out("19:06:00").await.unwrap(), 3);
+    assert_eq!(
+        fan_out("19:06:00").await.unwrap(),
+        0,
+        "all marked fanned out"
+    );
+
+    let claimed = store
+        .claim_webhook_deliveries(&claim("a", "19:06:00"))
+        .await
+        .unwrap();
+    let seq = |session: &str| {
+        let found = claimed.iter().find(|d| d.event.subject == session);
+        found.expect("claimed").event.seq
+    };
+    let failed = |seq, next, status, error: &str| AttemptRecord {
+        status,
+        latency_ms: 10_000,
+        response: None,
+        error: Some(error.to_owned()),
+        next,
+        ..delivered(seq, "19:06:01")
+    };
+    let retry_at = at("19:06:30");
+    let attempts = [
+        delivered(seq("s-1"), "19:06:01"),
+        failed(
+            seq("s-2"),
+            NextStep::RetryAt(retry_at),
+            Some(503),
+            "HTTP 503",
+        ),
+        failed(seq("s-3"), NextStep::Failed, None, "timed out"),
+    ];
+    store.record_webhook_attempts(&attempts).await.unwrap();
+
+    let shown = |session: &str| {
+        let id = format!("evt_session.started_{session}");
+        let id = cphub::domain::WebhookEventId::parse("event_id", id).unwrap();
+        let store = &store;
+        async move {
+            store
+                .webhook_delivery("billing", &id)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let (one, one_attempts) = shown("s-1").await;
+    assert_eq!(
+        (one.state.as_str(), one.attempts, one.last_error),
+        ("delivered", 1, None)
+    );
+    assert_eq!(one_attempts[0].status, Some(204));
+    let (two, two_attempts) = shown("s-2").await;
+    assert_eq!((two.state.as_str(), two.attempts), ("pending", 1));
+    assert_eq!(two.next_attempt_at, retry_at);
+    assert_eq!(two.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(
+        (
+            two_attempts.len(),
+            two_attempts[0].status,
+            two_attempts[0].latency_ms
+        ),
+        (1, Some(503), 10_000)
+    );
+    let (three, three_attempts) = shown("s-3").await;
+    assert_eq!((three.state.as_str(), three.attempts), ("failed", 1));
+    assert_eq!(three_attempts[0].status, None);
+    assert_eq!(three_attempts[0].error.as_deref(), Some("timed out"));
+
+    // The leases are released: s-2's delivery is claimed again once due, by anyone.
+    let early = store
+        .claim_webhook_deliveries(&claim("b", "19:06:29"))
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "not due before its retry");
+    let again = store
+        .claim_webhook_deliveries(&claim("b", "19:06:30"))
+        .await
+        .unwrap();
+    let subjects: Vec<_> = again.iter().map(|d| d.event.subject.as_str()).collect();
+    assert_eq!(subjects, ["s-2"]);
+    assert_eq!(again[0].attempts, 1);
 }
 
 /// 7.2 (CPS.0006 arrears): each replica whose call is refused records the pause; one pause
