@@ -126,7 +126,8 @@ impl WebhookDispatcher {
 
     /// Ticks first, so the fan-out right after gives them their deliveries; then the
     /// retention, at most every [`PRUNE_EVERY_SECS`] of cphub's clock since `pruned_at`.
-    /// Failures are logged and tried again on the next pass.
+    /// Failures are logged; the ticks are tried again on the next pass, the retention when
+    /// it is next due.
     async fn housekeeping(&self, pruned_at: &mut Option<UtcTime>) {
         let now = self.clock.now();
         let interval = self.settings.tick_interval_secs as i64;
