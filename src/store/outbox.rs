@@ -210,12 +210,11 @@ pub struct Claim<'a> {
 /// PostgreSQL the candidates are locked `SKIP LOCKED`, and the outer `WHERE` re-checked on
 /// rows another replica changed meanwhile: two replicas never claim one delivery. The
 /// candidates are MATERIALIZED: as a plain subquery PostgreSQL may run them again per row,
-/// each run skipping other rows, and claim more than the limit. SQLite's one writer changes
-/// nothing between the two; there `+state` keeps the update on the primary key (SQLite's
-/// planner took the index on `(endpoint, state)` and read every pending delivery).
+/// each run skipping other rows, and claim more than the limit. The update and the read-back
+/// find the claimed rows by key.
 fn claim_sql<D: Sql>() -> &'static str {
     macro_rules! claim {
-        ($lock:literal, $state:literal) => {
+        ($lock:literal) => {
             concat!(
                 "WITH picked AS MATERIALIZED (SELECT d.event_seq FROM webhook_deliveries d \
                    WHERE d.endpoint = $1 AND d.state = 'pending' AND d.next_attempt_at <= $2 \
@@ -227,16 +226,14 @@ fn claim_sql<D: Sql>() -> &'static str {
                 $lock,
                 ") UPDATE webhook_deliveries SET leased_until = $3, leased_by = $4 \
                  WHERE endpoint = $1 AND event_seq IN (SELECT event_seq FROM picked) \
-                   AND ",
-                $state,
-                " = 'pending' AND (leased_until IS NULL OR leased_until <= $2) \
+                   AND state = 'pending' AND (leased_until IS NULL OR leased_until <= $2) \
                  RETURNING event_seq"
             )
         };
     }
     match D::LOCKS_ROWS {
-        true => claim!(" FOR UPDATE SKIP LOCKED", "state"),
-        false => claim!("", "+state"),
+        true => claim!(" FOR UPDATE SKIP LOCKED"),
+        false => claim!(""),
     }
 }
 
@@ -322,10 +319,11 @@ pub(super) async fn record_attempts<D: Sql>(
     }
     let rows: Vec<AttemptRow> = attempts.iter().map(AttemptRow::of::<D>).collect();
     let rows = json_list(&rows)?;
-    match D::MULTI_STATEMENT {
-        true => tx.execute(RECORD_ATTEMPTS_SQLITE, &args![rows.as_str()]).await?,
-        false => tx.execute(RECORD_ATTEMPTS_POSTGRES, &args![rows.as_str()]).await?,
+    let sql = match D::MULTI_STATEMENT {
+        true => RECORD_ATTEMPTS_SQLITE,
+        false => RECORD_ATTEMPTS_POSTGRES,
     };
+    tx.execute(sql, &args![rows.as_str()]).await?;
     Ok(())
 }
 
