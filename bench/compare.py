@@ -6,7 +6,8 @@ slowest mint) and the machine drifts over minutes, so a before/after of a settin
 worth something when its windows alternate: round 1 runs every setting once, in the order
 given, then round 2, and so on. Each window is `bench/run.py`'s `load_run`: a fresh cphub
 on a fresh database, the fleet ramped to its busy share, then measured by
-`cphub simulate --load`. A setting is a space-separated list of `NAME=VALUE` environment
+`cphub simulate --load`, with billing on (one webhook endpoint for every fact, answered
+204 at once by a sink) unless --no-billing. A setting is a space-separated list of `NAME=VALUE` environment
 assignments (cphub reads `CPHUB__SECTION__KEY`), or `-` for the defaults. Two builds compare
 the same way: `BENCH_SERVE_BIN=/path/to/other/cphub` has that binary serve the window (the
 load generator stays this tree's `target/release/cphub`).
@@ -93,8 +94,10 @@ def row(label, round_no, report):
         cells.append(f"{f['p99_ms']:.1f} / {f['p999_ms']:.1f}" if f else "—")
     ok, why = run.carried(report)
     hb = kinds.get("heartbeat")
+    billing = report.get("billing")
+    behind = f"{billing['behind_secs']:.0f} s" if billing else "off"
     return (f"| {label} | {round_no} | {' | '.join(cells)} | "
-            f"{hb['p99_ms']:.1f} | {'yes' if ok else 'no: ' + why} |"), ok
+            f"{hb['p99_ms']:.1f} | {behind} | {'yes' if ok else 'no: ' + why} |"), ok
 
 
 def main():
@@ -107,6 +110,9 @@ def main():
     p.add_argument("--window", type=int, default=20, help="seconds measured per window")
     p.add_argument("--busy-share", type=float, default=0.5)
     p.add_argument("--ramp-rate", type=int, default=500)
+    p.add_argument("--no-billing", dest="billing", action="store_false",
+                   help="no webhook endpoint (by default one billing endpoint, a sink "
+                        "answering 204, takes every fact, as bench/run.py's capacity runs)")
     p.add_argument("--pg-statements", action="store_true",
                    help="log PostgreSQL's statements and summarise each window's transactions")
     args = p.parse_args()
@@ -118,10 +124,10 @@ def main():
     run.OUT.mkdir(parents=True, exist_ok=True)
 
     print(f"{args.backend}, {args.phones:,} phones, {args.busy_share:.0%} busy, "
-          f"{args.window} s windows, alternated\n")
+          f"{args.window} s windows, billing {'on' if args.billing else 'off'}, alternated\n")
     print("| setting | round | mint p99 / p99.9 ms | sign check | enter | quit "
-          "| heartbeat p99 ms | carried |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+          "| heartbeat p99 ms | billing behind | carried |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     tally = {label: 0 for label, _ in settings}
     for round_no in range(1, args.rounds + 1):
         for label, setting in settings:

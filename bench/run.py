@@ -8,6 +8,8 @@ Prints a Markdown table and writes it, with the raw numbers, under target/bench/
 """
 
 import argparse
+import atexit
+import base64
 import json
 import math
 import os
@@ -143,10 +145,11 @@ def ceiling(args):
         proc.wait()
 
 
-def serve(database_url, logfile, binary=None):
+def serve(database_url, logfile, binary=None, extra_env=None):
     port = free_port()
     env = dict(
         os.environ,
+        **(extra_env or {}),
         CPHUB_CONFIG_DIR="/nonexistent",  # defaults only: what a fresh install runs
         DATABASE_URL=database_url,
         CPHUB__SERVER__LISTEN=f"127.0.0.1:{port}",
@@ -263,9 +266,15 @@ def usage_figure(args, name, database_url):
 
 # ---------------------------------------------------------------- capacity (open loop)
 
-# A fleet is carried when, over the window, every request kind meets these (issue #17).
+# A fleet is carried when, over the window, every request kind meets these (issue #17),
+# and, with billing on, its webhooks are not behind by more than BILLING_BEHIND_SECS at the
+# window's end. That one is cphub's own: billing that falls further behind every minute is
+# not carried, however fast the callbacks are answered. A fact waits for the dispatcher's
+# next pass (500 ms), so a dispatcher keeping up is a second or two behind.
 CAPACITY_P99_MS = 25
 CAPACITY_P999_MS = 100
+BILLING_BEHIND_SECS = 10
+ENDPOINTS_VAR = "CPHUB__WEBHOOKS__ENDPOINTS"
 
 
 def fresh_database(name):
@@ -322,18 +331,53 @@ def bare_run(args, phones):
 
 def load_run(args, name, phones, extra=()):
     """One open-loop run (`cphub simulate --load --json`) of `phones` phones against a
-    fresh cphub on a fresh database; returns the generator's JSON report."""
+    fresh cphub on a fresh database; returns the generator's JSON report, with how billing
+    kept up under `billing` unless args.billing is off."""
     url, drop = fresh_database(name)
+    billing = args.billing and {ENDPOINTS_VAR: os.environ.get(ENDPOINTS_VAR) or billing_sink()}
     try:
         with open(OUT / f"cphub-load-{name}.log", "w") as logfile:
-            proc, base = serve(url, logfile)
+            proc, base = serve(url, logfile, extra_env=billing or None)
             try:
-                return generator(args, base, phones, args.busy_share, extra)
+                report = generator(args, base, phones, args.busy_share, extra)
+                if billing:
+                    report["billing"] = billing_figures(base)
+                return report
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=60)
     finally:
         drop()
+
+
+_sink = {}
+
+
+def billing_sink():
+    """The billing endpoint of every load run, as `webhooks.endpoints` TOML: one endpoint for
+    every event type, examples/bench_ceiling's `POST /webhook` answering 204 at once, with
+    a fresh secret. Started at the first call, stopped when the bench exits."""
+    if not _sink:
+        port = free_port()
+        proc = subprocess.Popen([RELEASE / "examples" / "bench_ceiling", f"127.0.0.1:{port}"])
+        atexit.register(lambda: (proc.terminate(), proc.wait()))
+        url = f"http://127.0.0.1:{port}/webhook"
+        wait_for(url)
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        _sink["toml"] = f'[{{name="billing",url="{url}",secrets=["{secret}"]}}]'
+    return _sink["toml"]
+
+
+def billing_figures(base):
+    """How billing stood at the end of a load run: deliveries made, retried (the sink answers
+    at once, so a retry is an attempt that outlived `webhooks.timeout_ms` inside cphub) and
+    given up (every kind of event, the whole run), and the age of the oldest fact not yet
+    delivered."""
+    def deliveries(result):
+        return metric(base, "cphub_webhook_deliveries_total", f'result="{result}"')
+    return {"delivered": deliveries("delivered"), "retried": deliveries("retried"),
+            "failed": deliveries("failed"),
+            "behind_secs": metric(base, "cphub_webhook_oldest_undelivered_seconds")}
 
 
 def carried(report):
@@ -345,7 +389,13 @@ def carried(report):
             return False, f"{kind}: {f['non_2xx']} non-2xx {f['statuses']}, {f['transport_errors']} transport"
         if f["p99_ms"] > CAPACITY_P99_MS or f["p999_ms"] > CAPACITY_P999_MS:
             return False, f"{kind}: p99 {f['p99_ms']:.1f} ms, p99.9 {f['p999_ms']:.1f} ms"
-    return True, "all kinds within p99 ≤ 25 ms, p99.9 ≤ 100 ms, no errors"
+    billing = report.get("billing")
+    if billing and billing["behind_secs"] > BILLING_BEHIND_SECS:
+        return False, f"billing {billing['behind_secs']:.0f} s behind"
+    if billing and billing["failed"]:
+        return False, f"billing: {billing['failed']:.0f} deliveries failed"
+    return True, "all kinds within p99 ≤ 25 ms, p99.9 ≤ 100 ms, no errors" + (
+        f"; billing {billing['behind_secs']:.0f} s behind" if billing else "")
 
 
 def judged(args, name, phones, run=None):
@@ -520,7 +570,10 @@ def capacity_report(args, ceil, rig, results):
         f"{args.busy_share:.0%} of the phones busy, sessions of 20 min on average; "
         f"window {args.capacity_window} s, the majority of up to {args.capacity_windows} windows "
         f"per size decides; carried = every kind p99 ≤ {CAPACITY_P99_MS} ms, "
-        f"p99.9 ≤ {CAPACITY_P999_MS} ms, no errors, generator on schedule.",
+        f"p99.9 ≤ {CAPACITY_P999_MS} ms, no errors, generator on schedule"
+        + (f"; billing on (one webhook endpoint for every fact, a sink answering 204), "
+           f"at most {BILLING_BEHIND_SECS} s behind and no delivery given up at the window's end."
+           if args.billing else "; billing off (no webhook endpoint)."),
         "",
         "| backend | phones carried | not carried at | ceiling in phones | × ceiling | target | |",
         "|---|---:|---:|---:|---:|---|---|",
@@ -580,6 +633,9 @@ def main():
                         "share (warm-up, not measured)")
     p.add_argument("--heartbeat-interval", type=int, default=5,
                    help="cphub's fleet.heartbeat_interval_secs, for the ceiling in phones")
+    p.add_argument("--no-billing", dest="billing", action="store_false",
+                   help="no webhook endpoint in the capacity and flash runs (by default one "
+                        "billing endpoint takes every fact, as at an operator)")
     p.add_argument("--only-capacity", action="store_true",
                    help="the ceiling, the capacity search and the flash crowd only")
     p.add_argument("--quick", action="store_true",

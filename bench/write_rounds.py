@@ -24,7 +24,6 @@ tickets outlast the load.
 """
 
 import argparse
-import base64
 import glob
 import os
 import secrets
@@ -188,26 +187,9 @@ def main():
     args = p.parse_args()
     args.duration = args.duration or (3 if args.path == "sign-checks" else 10)
     os.environ.update(dict(s.split("=", 1) for s in args.settings))
-    sink = webhook_sink() if args.webhook else None
-    try:
-        runs(args)
-    finally:
-        if sink:
-            sink.terminate()
-            sink.wait()
-
-
-def webhook_sink():
-    """examples/bench_ceiling as the billing endpoint, configured for cphub through the
-    environment (every event type, a fresh secret)."""
-    port = run.free_port()
-    proc = subprocess.Popen([run.RELEASE / "examples" / "bench_ceiling", f"127.0.0.1:{port}"])
-    run.wait_for(f"http://127.0.0.1:{port}/webhook")
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    url = f"http://127.0.0.1:{port}/webhook"
-    os.environ["CPHUB__WEBHOOKS__ENDPOINTS"] = (
-        f'[{{name="billing",url="{url}",secrets=["{secret}"]}}]')
-    return proc
+    if args.webhook:  # bench/run.py's sink, stopped when this exits
+        os.environ[run.ENDPOINTS_VAR] = run.billing_sink()
+    runs(args)
 
 
 def runs(args):
