@@ -16,7 +16,7 @@ use super::{
     Retention, Role, SessionFilter, Store, StoreError, Verification, book, outbox, pause, queue,
     retention,
 };
-use super::{AttemptRecord, AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryView};
+use super::{AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryView};
 use super::{AuditFilter, AuditRecord, NewAuditEntry, audit};
 use super::Durable;
 use super::{ControlPlaneEncodeServer, EncodeServer, encode};
@@ -486,11 +486,6 @@ impl<B: Backend> Store for B {
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let claimed = in_transaction!(self, outbox::claim(claim));
         claimed.map_err(during("claim_webhook_deliveries"))
-    }
-
-    async fn record_webhook_attempts(&self, attempts: &[AttemptRecord]) -> Result<(), StoreError> {
-        let recorded = in_transaction!(self, outbox::record_attempts(attempts));
-        recorded.map_err(during("record_webhook_attempts"))
     }
 
     async fn write_webhook_ticks(

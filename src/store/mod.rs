@@ -721,14 +721,12 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<u64, StoreError>;
 
-    /// Leases an endpoint's due deliveries, at most one per subject (docs/webhooks.md).
+    /// Records `claim.recording`, then leases an endpoint's due deliveries, at most one per
+    /// subject (docs/webhooks.md), in one transaction.
     async fn claim_webhook_deliveries(
         &self,
         claim: &Claim<'_>,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
-
-    /// Records a claim's attempts together, each moving its delivery on.
-    async fn record_webhook_attempts(&self, attempts: &[AttemptRecord]) -> Result<(), StoreError>;
 
     /// Writes the `session.tick` due by `now` of each playing session; how many.
     async fn write_webhook_ticks(

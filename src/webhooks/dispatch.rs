@@ -1,7 +1,7 @@
 //! The dispatcher: a fan-out task, and one worker per enabled endpoint, so a slow or dead
 //! endpoint only ever holds its own worker. A worker claims up to `webhooks.concurrency`
 //! due deliveries (at most one per subject, the earliest: a session's events go in order),
-//! sends them side by side, records each attempt and claims again.
+//! sends them side by side, then records the attempts and claims again in one transaction.
 //!
 //! Replicas share the work through the claim's lease (`store::outbox`): a delivery is sent
 //! by the one worker that holds it; one whose sender died is taken again once the lease
@@ -164,30 +164,29 @@ impl WebhookDispatcher {
     }
 
     async fn work_forever(self, endpoint: WebhookEndpoint) {
+        let mut attempts = Vec::new();
         loop {
-            let claimed = self.claim(&endpoint).await;
+            // Taken: recorded by this claim (or lost with it), never recorded twice.
+            let claimed = self.claim(&endpoint, &std::mem::take(&mut attempts)).await;
             if claimed.is_empty() {
                 tokio::time::sleep(self.settings.poll_interval()).await;
                 continue;
             }
             let sends = claimed.into_iter().map(|d| self.deliver(&endpoint, d));
-            let attempts = futures_util::future::join_all(sends).await;
-            self.record(&endpoint, &attempts).await;
+            attempts = futures_util::future::join_all(sends).await;
         }
     }
 
-    /// A claim's attempts, recorded together once its sends have ended: one transaction
-    /// instead of one per delivery. Each send ends within `webhooks.timeout_ms`, so all are
-    /// recorded within the claim's lease.
-    async fn record(&self, endpoint: &WebhookEndpoint, attempts: &[AttemptRecord]) {
-        if let Err(e) = self.store.record_webhook_attempts(attempts).await {
-            // The leases lapse and the deliveries are sent again: at least once.
-            tracing::warn!(endpoint = %endpoint.name, attempts = attempts.len(),
-                error = %ErrorChain(&e), "webhook attempts not recorded");
-        }
-    }
-
-    async fn claim(&self, endpoint: &WebhookEndpoint) -> Vec<ClaimedDelivery> {
+    /// Records the previous claim's `attempts` and claims again, in one transaction. The
+    /// attempts are recorded together once their sends have ended; each send ends within
+    /// `webhooks.timeout_ms`, so all are recorded within their claim's lease. Either way
+    /// the attempts are spent: if the transaction fails, their leases lapse and the
+    /// deliveries are sent again (at least once).
+    async fn claim(
+        &self,
+        endpoint: &WebhookEndpoint,
+        attempts: &[AttemptRecord],
+    ) -> Vec<ClaimedDelivery> {
         let now = self.clock.now();
         let by = format!("{}-{}", self.replica, uuid::Uuid::new_v4().simple());
         let claim = Claim {
@@ -196,12 +195,13 @@ impl WebhookDispatcher {
             lease_until: now.plus(self.settings.timeout() + LEASE_MARGIN),
             by: &by,
             limit: self.settings.concurrency as i64,
+            recording: attempts,
         };
         match self.store.claim_webhook_deliveries(&claim).await {
             Ok(claimed) => claimed,
             Err(e) => {
-                let name = &endpoint.name;
-                tracing::warn!(endpoint = %name, error = %ErrorChain(&e), "webhook claim failed");
+                tracing::warn!(endpoint = %endpoint.name, attempts = attempts.len(),
+                    error = %ErrorChain(&e), "webhook claim failed, attempts not recorded");
                 Vec::new()
             }
         }

@@ -23,8 +23,9 @@ use cphub::domain::{
 };
 use cphub::store::MintTimes;
 use cphub::store::{
-    Admission, Allocation, Applied, ApplyRules, ControlPlanePhone, EventOutcome, MintRequest,
-    NewRecovery, Phone, PresentedSignCheck, ReceivedEvent, SignCheckOutcome, Store, Verification,
+    Admission, Allocation, Applied, ApplyRules, AttemptRecord, Claim, ControlPlanePhone,
+    EventOutcome, MintRequest, NewRecovery, Phone, PresentedSignCheck, ReceivedEvent,
+    SignCheckOutcome, Store, Verification,
 };
 
 #[path = "../common/db.rs"]
@@ -259,6 +260,24 @@ pub async fn record(store: &impl Book, heartbeats: &[Heartbeat]) {
         .record_heartbeats(heartbeats)
         .await
         .expect("heartbeats record");
+}
+
+/// Records webhook attempts the way the dispatcher does, in a claim's transaction, with a
+/// claim that takes nothing (`limit` 0), so a test chooses when deliveries are claimed.
+pub async fn record_attempts(store: &impl Book, attempts: &[AttemptRecord], now: &str) {
+    let claim = Claim {
+        endpoint: "billing",
+        now: at(now),
+        lease_until: at(now),
+        by: "recorder",
+        limit: 0,
+        recording: attempts,
+    };
+    let claimed = store.claim_webhook_deliveries(&claim).await;
+    assert!(
+        claimed.expect("attempts record").is_empty(),
+        "limit 0 claims nothing"
+    );
 }
 
 /// Makes the phones known and idle: one idle heartbeat each, sent and received at `time`.

@@ -171,6 +171,7 @@ async fn a_session_stays_until_its_webhook_events_are_delivered(backend: Backend
         lease_until: at(now).plus(std::time::Duration::from_secs(60)),
         by: "test",
         limit: 10,
+        recording: &[],
     };
     // One delivered, one failed for good: still not delivered, so still kept.
     let first = store
@@ -219,7 +220,7 @@ async fn attempt(store: &impl Book, seq: i64, now: &str, next: NextStep) {
         error: None,
         next,
     };
-    store.record_webhook_attempts(&[record]).await.unwrap();
+    record_attempts(store, &[record], now).await;
 }
 
 async fn removal_goes_a_batch_per_call(backend: Backend) {

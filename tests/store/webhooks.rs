@@ -23,6 +23,7 @@ backend_tests!(
     ticks_are_written_once_each_while_playing_and_stop_when_the_session_ends,
     a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_again,
     a_claims_attempts_recorded_together_each_move_their_own_delivery_on,
+    the_next_claim_records_the_last_claims_attempts_first_in_its_transaction,
     an_account_pause_7_2_opens_and_closes_once_however_many_replicas_record_it,
 );
 
@@ -324,6 +325,7 @@ fn claim<'a>(by: &'a str, now: &str) -> Claim<'a> {
         lease_until: at(now).plus(std::time::Duration::from_secs(60)),
         by,
         limit: 10,
+        recording: &[],
     }
 }
 
@@ -376,15 +378,17 @@ async fn a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_
     let attempts: Vec<_> = (first.iter())
         .map(|d| delivered(d.event.seq, "19:06:02"))
         .collect();
-    store.record_webhook_attempts(&attempts).await.unwrap();
+    record_attempts(&store, &attempts, "19:06:02").await;
     let next = store
         .claim_webhook_deliveries(&claim("b", "19:06:03"))
         .await
         .unwrap();
-    store
-        .record_webhook_attempts(&[delivered(next[0].event.seq, "19:06:04")])
-        .await
-        .unwrap();
+    record_attempts(
+        &store,
+        &[delivered(next[0].event.seq, "19:06:04")],
+        "19:06:04",
+    )
+    .await;
     let crm = store
         .webhook_deliveries(&cphub::store::DeliveryFilter {
             endpoint: Some("crm".into()),
@@ -467,7 +471,7 @@ async fn a_claims_attempts_recorded_together_each_move_their_own_delivery_on(bac
         ),
         failed(seq("s-3"), NextStep::Failed, None, "timed out"),
     ];
-    store.record_webhook_attempts(&attempts).await.unwrap();
+    record_attempts(&store, &attempts, "19:06:01").await;
 
     let shown = |session: &str| {
         let id = format!("evt_session.started_{session}");
@@ -582,4 +586,51 @@ async fn an_account_pause_7_2_opens_and_closes_once_however_many_replicas_record
                "started_at": ms("19:00:00"), "ended_at": ms("19:05:00")})
     );
     assert_eq!(events[1].occurred_at, at("19:05:00"));
+}
+
+/// A worker records its last claim's attempts in its next claim's transaction, before it
+/// claims: a session's end, held back while its start was pending, is claimed by the very
+/// call that records the start delivered; the start's attempt is kept.
+async fn the_next_claim_records_the_last_claims_attempts_first_in_its_transaction(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    apply(&store, &[enter("s-1", "p-1", "19:00:00")]).await;
+    apply(&store, &[quit("s-1", "p-1", "19:05:00", 300)]).await;
+    let billing = [EndpointFilter {
+        name: "billing".to_owned(),
+        events: vec![],
+    }];
+    let fanned = store.fan_out_webhooks(&billing, at("19:06:00"), at("19:06:00"), 100);
+    assert_eq!(fanned.await.unwrap(), 2);
+    let first = store
+        .claim_webhook_deliveries(&claim("a", "19:06:00"))
+        .await
+        .unwrap();
+    let attempts = [delivered(first[0].event.seq, "19:06:01")];
+
+    let next = store
+        .claim_webhook_deliveries(&Claim {
+            recording: &attempts,
+            ..claim("a", "19:06:01")
+        })
+        .await
+        .unwrap();
+
+    let ids = |claimed: &[cphub::store::ClaimedDelivery]| -> Vec<String> {
+        claimed.iter().map(|d| d.event.id.clone()).collect()
+    };
+    assert_eq!(ids(&first), ["evt_session.started_s-1"]);
+    assert_eq!(
+        ids(&next),
+        ["evt_session.ended_s-1"],
+        "claimed once its start is recorded"
+    );
+    let id = cphub::domain::WebhookEventId::parse("event_id", "evt_session.started_s-1".to_owned());
+    let (start, start_attempts) = (store.webhook_delivery("billing", &id.unwrap()).await)
+        .unwrap()
+        .expect("the start's delivery");
+    assert_eq!((start.state.as_str(), start.attempts), ("delivered", 1));
+    assert_eq!(start_attempts.len(), 1);
+    assert_eq!(start_attempts[0].status, Some(204));
 }
