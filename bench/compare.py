@@ -102,11 +102,7 @@ def flash_row(label, round_no, report):
     flash table judges them."""
     f, hb = report["flash"], dict(report["kinds"])["heartbeat"]
     errors = f["non_2xx"] + f["transport_errors"]
-    billing = report.get("billing")
-    behind = f"{billing['behind_secs']:.0f} s" if billing else "off"
-    ok = f["p99_ms"] <= 100 and errors == 0 and report["schedule_kept"] and (
-        not billing or (billing["behind_secs"] <= run.BILLING_BEHIND_SECS
-                        and not billing["failed"]))
+    behind, ok = run.billing_kept_up(report)[1], run.flash_met(report)
     return (f"| {label} | {round_no} | {f['p99_ms']:.1f} / {f['p999_ms']:.1f} / "
             f"{f['max_ms']:.1f} | {errors} | {hb['p99_ms']:.1f} | {behind} "
             f"| {'yes' if ok else 'no'} |"), ok
@@ -120,8 +116,7 @@ def row(label, round_no, report):
         cells.append(f"{f['p99_ms']:.1f} / {f['p999_ms']:.1f}" if f else "—")
     ok, why = run.carried(report)
     hb = kinds.get("heartbeat")
-    billing = report.get("billing")
-    behind = f"{billing['behind_secs']:.0f} s" if billing else "off"
+    behind = run.billing_kept_up(report)[1]
     return (f"| {label} | {round_no} | {' | '.join(cells)} | "
             f"{hb['p99_ms']:.1f} | {behind} | {'yes' if ok else 'no: ' + why} |"), ok
 
