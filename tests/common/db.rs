@@ -111,25 +111,30 @@ pub fn run_scenario_on(
 /// Prints every thread's stack (gdb attached to this process, when there is one) before a
 /// hung scenario fails: whether its threads wait on a lock or sit idle under a future that
 /// is never woken tells the two kinds of hang apart, which the timeout alone cannot.
+///
+/// gdb writes to a file, never to a pipe this process reads: attached, gdb stops every
+/// thread here, the reader included, and a dump larger than the pipe's buffer then blocked
+/// gdb's write forever, froze the test process and stalled the whole suite into CI's limit
+/// (a SIGTERM does not interrupt that write, hence `--kill-after`).
 fn print_thread_stacks(name: &str) {
     let pid = std::process::id().to_string();
-    let dump = std::process::Command::new("timeout")
-        .args([
-            "60",
-            "gdb",
-            "-p",
-            &pid,
-            "-batch",
-            "-nx",
-            "-ex",
-            "thread apply all bt",
-        ])
+    let Ok(file) = tempfile::NamedTempFile::new() else {
+        println!("{name} hangs; no thread stacks (no temporary file for gdb's output)");
+        return;
+    };
+    let ran = std::process::Command::new("timeout")
+        .args(["--kill-after=5", "60", "gdb", "-p", &pid, "-batch", "-nx"])
+        .args(["-ex", "thread apply all bt"])
         .stdin(std::process::Stdio::null())
-        .output();
-    match dump {
-        Ok(out) => println!(
+        .stdout(std::process::Stdio::from(
+            file.reopen().expect("gdb's output file"),
+        ))
+        .stderr(std::process::Stdio::null())
+        .status();
+    match ran {
+        Ok(_) => println!(
             "{name} hangs; the threads of this test process:\n{}",
-            String::from_utf8_lossy(&out.stdout)
+            std::fs::read_to_string(file.path()).unwrap_or_default()
         ),
         Err(error) => println!("{name} hangs; no thread stacks (gdb: {error})"),
     }
