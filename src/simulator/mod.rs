@@ -33,6 +33,9 @@ pub struct Simulator {
     pub faults: ControlPlaneFaults,
     cph_port: u16,
     control_plane: ServerHandle,
+    /// The control plane's server, run to its end.
+    control_plane_task: JoinHandle<()>,
+    /// The phones, the players and the faults.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -55,9 +58,10 @@ impl Simulator {
         let faults = settings.faults.clone();
         let server = control_plane::start(listener, settings, fleet.clone())?;
         let control_plane = server.handle();
-        let mut tasks = vec![tokio::spawn(async move {
+        let control_plane_task = tokio::spawn(async move {
             let _ = server.await;
-        })];
+        });
+        let mut tasks = Vec::new();
         let options = Arc::new(options);
         let stats = Arc::new(Stats::default());
         let http = reqwest::Client::builder()
@@ -95,6 +99,7 @@ impl Simulator {
             faults,
             cph_port,
             control_plane,
+            control_plane_task,
             tasks,
         })
     }
@@ -118,9 +123,17 @@ impl Simulator {
         self.control_plane.stop(false).await;
     }
 
+    /// Stops the phones, the players and the control plane.
     pub async fn stop(self) {
         self.tasks.iter().for_each(JoinHandle::abort);
+        // The control plane stops through its own loop, which answers once it has. Its task
+        // was aborted here too, which raced the stop command against the task dropping the
+        // command's receiver on another worker: a command sent in that instant stayed in a
+        // channel nobody read, kept open by the handle awaiting its answer, and the stop
+        // waited forever (a test scenario hung on it). After `stop_control_plane` the loop
+        // is long gone, the command is refused and this returns at once.
         self.control_plane.stop(false).await;
+        let _ = self.control_plane_task.await;
     }
 }
 
