@@ -73,6 +73,8 @@ pub struct CphClient {
     auth: Auth,
     backoff: Backoff,
     max_attempts: u32,
+    /// `cph.request_timeout_ms`, for [`CphClient::longest_call`].
+    request_timeout: Duration,
     breaker: CircuitBreaker,
     page_limit: u32,
     job_poll: Duration,
@@ -123,6 +125,15 @@ enum Repeatable {
 }
 
 impl CphClient {
+    /// About the longest one call can take, its retries included: every attempt running
+    /// into `cph.request_timeout_ms`, one more for a fresh IAM token, and the longest wait
+    /// between attempts. (A control plane's `Retry-After` beyond `cph.retry_max_ms` can
+    /// stretch it.)
+    pub fn longest_call(&self) -> Duration {
+        let attempts = self.max_attempts + 1;
+        self.request_timeout * attempts + self.backoff.max * self.max_attempts
+    }
+
     pub fn new(settings: &CphSettings) -> Result<CphClient, CphError> {
         let endpoint = settings
             .endpoint
@@ -151,6 +162,7 @@ impl CphClient {
                 max: Duration::from_millis(settings.retry_max_ms),
             },
             max_attempts: settings.max_attempts.max(1),
+            request_timeout: Duration::from_millis(settings.request_timeout_ms),
             breaker: CircuitBreaker::new(
                 settings.breaker_failures,
                 Duration::from_secs(settings.breaker_open_secs),
@@ -831,5 +843,25 @@ fn api_error(
         retry_after: retry_after
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(60))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    /// What a pending recovery waits out before it is reconciled (`watchdog`): every
+    /// attempt and a fresh token's fetch timing out, with the longest wait between attempts.
+    #[test]
+    fn the_longest_call_is_every_attempt_timing_out_after_the_longest_waits() {
+        let settings = Settings::with_overrides(
+            "[cph]\nendpoint = \"http://127.0.0.1:1\"\nproject_id = \"p\"\n\
+             request_timeout_ms = 1000\nmax_attempts = 3\nretry_max_ms = 200\n\
+             [cph.auth]\nak = \"a\"\nsk = \"s\"\n",
+        )
+        .unwrap();
+        let client = CphClient::new(&settings.cph).unwrap();
+        assert_eq!(client.longest_call(), Duration::from_millis(4 * 1000 + 3 * 200));
     }
 }

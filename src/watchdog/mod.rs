@@ -43,6 +43,10 @@ use crate::store::{
 };
 use crate::telemetry::ErrorChain;
 
+/// Beyond the sends themselves, for [`Watchdog::sending_bound`]: the sender's own steps
+/// between logging a recovery and noting its job (a store write or two).
+const SENDING_MARGIN: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum WatchdogError {
     #[error(transparent)]
@@ -200,7 +204,7 @@ impl Watchdog {
         let now = self.clock.now();
         let fresh_since = now.minus(self.stale_after);
         let pending = self.store.pending_recoveries().await?;
-        self.follow_pending(&pending);
+        self.follow_pending(&pending, now);
         self.store.clear_recovered(fresh_since).await?;
         // Monotonic: a wall-clock jump cannot end the grace early.
         if self.started.elapsed() < Duration::from_secs(self.settings.startup_grace_secs) {
@@ -826,7 +830,14 @@ impl Watchdog {
 
     /// Follows pending recoveries this process is not following yet (after a restart of
     /// cphub or a change of leader), so each ends up with an outcome.
-    fn follow_pending(self: &Arc<Self>, pending: &[Recovery]) {
+    ///
+    /// One with neither a job nor a request id yet may still be being sent, by this process
+    /// or another (a replica, a `cphub phones reset`): it is reconciled only once its send
+    /// would have ended ([`Watchdog::sending_bound`]). Reconciled earlier, the phone re-read
+    /// was still running, its reset not yet accepted, and the recovery was closed as
+    /// succeeded before its reset had even been sent.
+    fn follow_pending(self: &Arc<Self>, pending: &[Recovery], now: UtcTime) {
+        let sending_since = now.minus(self.sending_bound());
         for recovery in pending {
             let action = match recovery.action {
                 Action::Reset => Action::Reset,
@@ -837,9 +848,17 @@ impl Watchdog {
                 Some(job_id) => {
                     self.follow(recovery.id, &recovery.phone_id, action, job_id.clone())
                 }
+                None if recovery.request_id.is_none() && recovery.started_at > sending_since => {}
                 None => self.reconcile(recovery.clone(), action),
             }
         }
+    }
+
+    /// How long after its recovery is logged a recovery's POST may still be under way: a
+    /// reset is sent twice when it is refused for a property (`reset.rs`), each send with
+    /// its retries ([`CphClient::longest_call`]).
+    fn sending_bound(&self) -> Duration {
+        self.client.longest_call() * 2 + SENDING_MARGIN
     }
 
     /// A pending recovery without a job: its POST's answer was lost (chapter 7.1.2), or

@@ -920,6 +920,33 @@ async fn a_lost_restart_answer_7_1_2_is_reconciled_not_resent(backend: Backend) 
     fleet.simulator.stop().await;
 }
 
+/// 7.1.2's reconciliation is for a recovery whose answer was lost, not for one still being
+/// sent: a manual reset whose POST takes 3 s to be answered, while the watchdog passes
+/// every 100 ms, ends with its own job's outcome. Reconciled during the send, it was closed
+/// as succeeded ("outcome unknown … no job found") from the phone re-read still running,
+/// before its reset was even accepted; `cphub phones reset --wait` then returned while the
+/// reset had not happened yet.
+async fn a_recovery_still_being_sent_is_not_reconciled_7_1_2(backend: Backend) {
+    let fleet = start(backend, 2, "", |_| {}).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    let slow = Some(Duration::from_secs(3));
+    fleet.simulator.faults.slow_answers(Operation::Reset, slow);
+
+    let res = manual(&fleet.app, &phone_id, "reset").await;
+
+    assert_eq!(res.status(), 202);
+    let log = wait_for_recoveries(&fleet.app, &phone_id, |log| {
+        log.iter().any(|r| r["outcome"] != "pending")
+    })
+    .await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["outcome"], "succeeded", "{log:?}");
+    assert_eq!(log[0]["error"], Value::Null, "{log:?}");
+    assert!(log[0]["job_id"].is_string(), "{log:?}");
+    assert_eq!(jobs_of(&fleet.simulator, &phone_id, JobKind::Reset), 1);
+    fleet.simulator.stop().await;
+}
+
 /// Restart and reset jobs the simulated control plane started for each of `phone_ids`.
 fn recovery_jobs(simulator: &Simulator, phone_ids: &[String]) -> Vec<usize> {
     (phone_ids.iter())
@@ -1174,6 +1201,7 @@ backend_tests!(
     a_manual_reset_refused_for_arrears_7_2_pauses_recoveries,
     a_dead_server_produces_one_incident_and_no_per_phone_restarts,
     a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
+    a_recovery_still_being_sent_is_not_reconciled_7_1_2,
     arrears_7_2_pause_recoveries_until_the_account_is_served_again,
     status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alone,
     status_change_between_sync_and_decision_4_3_2_leaves_the_phone_alone,

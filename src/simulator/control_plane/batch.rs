@@ -170,7 +170,9 @@ pub(super) async fn update_property(
             operation,
         }
     });
-    cp.run_batch(Api::UpdateProperty, orders.collect())
+    let orders = orders.collect();
+    cp.settings.faults.slow_answer(Api::UpdateProperty).await;
+    cp.run_batch(Api::UpdateProperty, orders)
 }
 
 pub(super) async fn restart(
@@ -184,7 +186,9 @@ pub(super) async fn restart(
         operation: optional_property(item.property).map(Operation::Restart),
         phone_id: item.phone_id,
     });
-    cp.run_batch(Api::Restart, orders.collect())
+    let orders = orders.collect();
+    cp.settings.faults.slow_answer(Api::Restart).await;
+    cp.run_batch(Api::Restart, orders)
 }
 
 pub(super) async fn reset(
@@ -199,7 +203,9 @@ pub(super) async fn reset(
             .map(|properties| Operation::Reset(properties.unwrap_or_default())),
         phone_id: item.phone_id,
     });
-    cp.run_batch(Api::Reset, orders.collect())
+    let orders = orders.collect();
+    cp.settings.faults.slow_answer(Api::Reset).await;
+    cp.run_batch(Api::Reset, orders)
 }
 
 pub(super) async fn stop(
@@ -213,7 +219,9 @@ pub(super) async fn stop(
         phone_id,
         operation: Ok(Operation::Stop),
     });
-    cp.run_batch(Api::Stop, orders.collect())
+    let orders = orders.collect();
+    cp.settings.faults.slow_answer(Api::Stop).await;
+    cp.run_batch(Api::Stop, orders)
 }
 
 fn optional_property(property: Option<Value>) -> Result<Option<Properties>, ItemError> {

@@ -10,7 +10,9 @@
 //! * the account in arrears: every authenticated call answered 400 CPS.0006 (7.2);
 //! * synchronous commands (4.7.5) that fail on every phone (status -1, `CPS.0191` "Run
 //!   command failed.", as the reference's example fails one), or whose answer does not come
-//!   for a while (a control plane that hangs: the reference only bounds the call at 30 s).
+//!   for a while (a control plane that hangs: the reference only bounds the call at 30 s);
+//! * batch POSTs of an operation answered only after a while, nothing done until then (a
+//!   slow control plane or network: the reference bounds no such call).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -102,6 +104,7 @@ struct FaultState {
     arrears: bool,
     commands_fail: bool,
     commands_hang: Option<Duration>,
+    slow_answers: HashMap<Operation, Duration>,
 }
 
 impl ControlPlaneFaults {
@@ -128,6 +131,24 @@ impl ControlPlaneFaults {
     /// While set, every synchronous command (4.7.5) is answered only after `delay`.
     pub fn hang_commands(&self, delay: Option<Duration>) {
         self.state().commands_hang = delay;
+    }
+
+    /// While set, each batch POST of `operation` waits `delay` before it is performed and
+    /// answered.
+    pub fn slow_answers(&self, operation: Operation, delay: Option<Duration>) {
+        let mut state = self.state();
+        match delay {
+            Some(delay) => state.slow_answers.insert(operation, delay),
+            None => state.slow_answers.remove(&operation),
+        };
+    }
+
+    /// Waits out the slowness set for `operation`, if any.
+    pub(super) async fn slow_answer(&self, operation: Operation) {
+        let delay = self.state().slow_answers.get(&operation).copied();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
     }
 
     pub(super) fn commands_fail(&self) -> bool {
