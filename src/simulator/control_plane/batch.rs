@@ -170,9 +170,7 @@ pub(super) async fn update_property(
             operation,
         }
     });
-    let orders = orders.collect();
-    cp.settings.faults.slow_answer(Api::UpdateProperty).await;
-    cp.run_batch(Api::UpdateProperty, orders)
+    cp.run_batch(Api::UpdateProperty, orders.collect()).await
 }
 
 pub(super) async fn restart(
@@ -186,9 +184,7 @@ pub(super) async fn restart(
         operation: optional_property(item.property).map(Operation::Restart),
         phone_id: item.phone_id,
     });
-    let orders = orders.collect();
-    cp.settings.faults.slow_answer(Api::Restart).await;
-    cp.run_batch(Api::Restart, orders)
+    cp.run_batch(Api::Restart, orders.collect()).await
 }
 
 pub(super) async fn reset(
@@ -203,9 +199,7 @@ pub(super) async fn reset(
             .map(|properties| Operation::Reset(properties.unwrap_or_default())),
         phone_id: item.phone_id,
     });
-    let orders = orders.collect();
-    cp.settings.faults.slow_answer(Api::Reset).await;
-    cp.run_batch(Api::Reset, orders)
+    cp.run_batch(Api::Reset, orders.collect()).await
 }
 
 pub(super) async fn stop(
@@ -219,9 +213,7 @@ pub(super) async fn stop(
         phone_id,
         operation: Ok(Operation::Stop),
     });
-    let orders = orders.collect();
-    cp.settings.faults.slow_answer(Api::Stop).await;
-    cp.run_batch(Api::Stop, orders)
+    cp.run_batch(Api::Stop, orders.collect()).await
 }
 
 fn optional_property(property: Option<Value>) -> Result<Option<Properties>, ItemError> {
@@ -272,11 +264,17 @@ impl ControlPlane {
     /// Starts a job per acceptable phone and answers `{"request_id", "jobs": [...]}`, one
     /// entry per phone in the order given. Each job ends `job_delay` later in its own task.
     /// With a lost answer asked for (`faults.rs`), the jobs start all the same and the
-    /// answer is the gateway's 502/504 naming the request.
-    fn run_batch(&self, api: Api, orders: Vec<Order>) -> Result<HttpResponse, ControlPlaneError> {
+    /// answer is the gateway's 502/504 naming the request. With slow answers asked for, the
+    /// batch waits first, nothing done until then.
+    async fn run_batch(
+        &self,
+        api: Api,
+        orders: Vec<Order>,
+    ) -> Result<HttpResponse, ControlPlaneError> {
         if orders.is_empty() {
             return Err(ControlPlaneError::NoPhones);
         }
+        self.settings.faults.slow_answer(api).await;
         let request_id = request_id::current();
         let mut started = Vec::new();
         let mut answers = Vec::new();
