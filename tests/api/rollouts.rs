@@ -242,9 +242,13 @@ async fn a_rollout_updates_every_phone_once_and_interrupts_no_session_5_3_7(back
         assert_eq!(rig.updates_of(phone_id), 1, "updated once: {phone_id}");
         let installed = rig.simulator.fleet.lock().phone(phone_id).unwrap().versions[APP].clone();
         assert_eq!(installed, version);
-        // None allocated while drained: no session of the phone was minted between its
-        // drain and its return to the pool.
-        let (drained, back) = (time(&phone["drained_at"]), time(&phone["finished_at"]));
+        // None allocated while drained: no session of the phone was minted while its
+        // update ran. A session's `created_at` is its request's arrival, which precedes its
+        // allocation by the mint's queue wait, so the drain's own edges are no proof: a
+        // request that came just before `finished_at` may rightly take the phone just after
+        // it. The update window is: `submitted_at` is taken a tick after the drain
+        // committed, and the phone stays drained until a tick after `job_ended_at`.
+        let (drained, back) = (time(&phone["submitted_at"]), time(&phone["job_ended_at"]));
         let list = rig
             .get(&format!("/api/v1/sessions?phone_id={phone_id}&limit=100"))
             .await;
@@ -252,7 +256,7 @@ async fn a_rollout_updates_every_phone_once_and_interrupts_no_session_5_3_7(back
             let created = time(&session["created_at"]).unwrap();
             assert!(
                 !(drained.unwrap() < created && created < back.unwrap()),
-                "{session} minted on {phone_id} while drained ({phone})"
+                "{session} minted on {phone_id} while it was updated ({phone})"
             );
         }
     }
