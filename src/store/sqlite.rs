@@ -612,6 +612,29 @@ mod tests {
         assert_eq!(found.as_deref(), Some("DEFAULT_MEMSTATUS=0"));
     }
 
+    /// The fan-out's reads of the outbox go through its partial index, not a scan of every
+    /// row already fanned out (the index's `fanned_out = 0` is matched as written).
+    #[tokio::test]
+    async fn the_outbox_is_read_through_its_partial_index() {
+        use crate::store::outbox::{oldest_unfanned_sql, to_fan_out_sql};
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let limit = to_fan_out_sql::<SqlitePool>().replace("$1", "500");
+        for sql in [limit.as_str(), oldest_unfanned_sql::<SqlitePool>()] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(&store.reader)
+                    .await
+                    .unwrap();
+            let plan: Vec<String> = plan.into_iter().map(|(.., detail)| detail).collect();
+            assert_eq!(
+                plan,
+                ["SCAN webhook_events USING INDEX webhook_events_to_fan_out"],
+                "{sql}"
+            );
+        }
+    }
+
     /// 0 off, 1 normal, 2 full.
     async fn synchronous(conn: &mut sqlx::SqliteConnection) -> i64 {
         let sql = "PRAGMA synchronous";

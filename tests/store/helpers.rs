@@ -31,7 +31,8 @@ use cphub::store::{
 #[path = "../common/db.rs"]
 mod db;
 pub use db::{
-    Backend, TestDb, lock_waiters, postgres_available, run_scenario, wait_for_lock_waiters, within,
+    Backend, TestDb, lock_waiters, postgres_available, run_scenario, sqlx_connect,
+    wait_for_lock_waiters, within,
 };
 
 /// A migrated store on a fresh database; derefs to the `Store` under test.
@@ -66,7 +67,11 @@ pub trait Book: Deref<Target = dyn Store> + Send + Sync {}
 impl<T: Deref<Target = dyn Store> + Send + Sync> Book for T {}
 
 pub async fn open(backend: Backend) -> TestStore {
-    let db = TestDb::new(backend).await;
+    open_on(TestDb::new(backend).await).await
+}
+
+/// A store on `db`, migrated: for a database set up before cphub first connects to it.
+pub async fn open_on(db: TestDb) -> TestStore {
     let settings = Settings::with_overrides(&format!("[database]\nurl = \"{}\"\n", db.url))
         .expect("test settings");
     let store = cphub::store::connect(&settings.database)

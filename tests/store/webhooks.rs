@@ -57,6 +57,64 @@ async fn payload_functions_are_inlined() {
     assert!(plan.contains("jsonb_build_object"), "{plan}");
 }
 
+/// PostgreSQL may plan a prepared statement generically (after five runs, when that looks
+/// no dearer), and a generic plan cannot use a partial index for `fanned_out = $1`: the
+/// fan-out's read walked the primary key past every outbox row already fanned out, a scan
+/// that grew with the outbox under a flash crowd. With generic plans forced for every
+/// connection, the fan-out and the backlog's read still go through the partial index
+/// `webhook_events_to_fan_out`, as PostgreSQL's own index statistics count.
+#[test]
+fn the_outbox_is_fanned_out_through_its_partial_index_on_postgres() {
+    crate::helpers::run_scenario(
+        "the_outbox_is_fanned_out_through_its_partial_index_on_postgres",
+        async {
+            if postgres_available() {
+                fan_out_reads_the_partial_index().await
+            }
+        },
+    )
+}
+
+async fn fan_out_reads_the_partial_index() {
+    use sqlx::Executor;
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut admin = sqlx_connect(&db.url).await;
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    let generic = format!("ALTER DATABASE \"{name}\" SET plan_cache_mode = force_generic_plan");
+    admin.execute(sqlx::AssertSqlSafe(generic)).await.unwrap();
+    let store = open_on(db).await;
+    let enters: Vec<_> = (0..6)
+        .map(|n| enter(&format!("s-{n}"), &format!("p-{n}"), "19:00:00"))
+        .collect();
+    apply(&store, &enters).await;
+    let billing = [EndpointFilter {
+        name: "billing".to_owned(),
+        events: vec![],
+    }];
+    // Two rows a pass, then one finding none: four reads, and one of the backlog.
+    for expected in [2, 2, 2, 0] {
+        let fanned = store.fan_out_webhooks(&billing, at("19:01:00"), at("19:01:00"), 2);
+        assert_eq!(fanned.await.unwrap(), expected);
+    }
+    store.webhook_backlog().await.unwrap();
+
+    // Each backend sends its counts some seconds after going idle (ten here).
+    let sql = "SELECT idx_scan FROM pg_stat_user_indexes \
+               WHERE indexrelname = 'webhook_events_to_fan_out'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (scans,): (i64,) = sqlx::query_as(sql).fetch_one(&mut admin).await.unwrap();
+        if scans >= 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox was read {scans} times through its partial index, not 5"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 async fn outbox(store: &impl Book) -> Vec<OutboxEvent> {
     store.outbox(0, 1000).await.expect("outbox reads")
 }
