@@ -502,6 +502,14 @@ impl<B: Backend> Store for B {
         found.map_err(during("webhook_backlog"))
     }
 
+    async fn webhook_oldest_undelivered(
+        &self,
+        endpoints: &[String],
+    ) -> Result<Vec<Option<UtcTime>>, StoreError> {
+        let found = outbox::oldest_undelivered(&mut self.reader(), endpoints).await;
+        found.map_err(during("webhook_oldest_undelivered"))
+    }
+
     async fn webhook_deliveries(
         &self,
         filter: &DeliveryFilter,

@@ -735,8 +735,17 @@ pub trait Store: Send + Sync + 'static {
         now: UtcTime,
     ) -> Result<u64, StoreError>;
 
-    /// The oldest event each endpoint has still to take (`cphub_webhook_oldest_undelivered_seconds`).
+    /// Each endpoint's pending deliveries, counted, and the oldest event not fanned out
+    /// (the console's webhook list).
     async fn webhook_backlog(&self) -> Result<WebhookBacklog, StoreError>;
+
+    /// For each of `endpoints`, the commit time of the oldest event it has still to take
+    /// (`cphub_webhook_oldest_undelivered_seconds`); `None` when it has none. Reads a row
+    /// or two per endpoint, however long the backlog.
+    async fn webhook_oldest_undelivered(
+        &self,
+        endpoints: &[String],
+    ) -> Result<Vec<Option<UtcTime>>, StoreError>;
 
     /// Webhook deliveries, newest first (`cphub webhooks list`, `GET /api/v1/webhooks/deliveries`).
     async fn webhook_deliveries(

@@ -105,6 +105,7 @@ impl WebhookDispatcher {
                 events: e.events.clone(),
             })
             .collect();
+        let names: Vec<String> = filters.iter().map(|f| f.name.clone()).collect();
         let mut pruned_at = None;
         loop {
             self.housekeeping(&mut pruned_at).await;
@@ -119,7 +120,7 @@ impl WebhookDispatcher {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %ErrorChain(&e), "webhook fan-out failed"),
             }
-            self.observe_backlog().await;
+            self.observe_backlog(&names).await;
             tokio::time::sleep(self.settings.poll_interval()).await;
         }
     }
@@ -148,18 +149,16 @@ impl WebhookDispatcher {
 
     /// Sets each endpoint's oldest-undelivered age: its oldest pending delivery, or an
     /// event not fanned out yet, whichever is older.
-    async fn observe_backlog(&self) {
-        let backlog = match self.store.webhook_backlog().await {
-            Ok(backlog) => backlog,
+    async fn observe_backlog(&self, endpoints: &[String]) {
+        let oldest = match self.store.webhook_oldest_undelivered(endpoints).await {
+            Ok(oldest) => oldest,
             Err(e) => return tracing::warn!(error = %ErrorChain(&e), "webhook backlog unread"),
         };
         let now = self.clock.now();
-        for endpoint in &self.settings.endpoints {
-            let pending = backlog.of(&endpoint.name).map(|b| b.oldest);
-            let oldest = pending.into_iter().chain(backlog.not_fanned_out).min();
+        for (endpoint, oldest) in endpoints.iter().zip(oldest) {
             let age = oldest.map_or(0, |t| now.seconds_since(t).max(0));
             let gauge = &self.metrics.webhook_oldest_undelivered;
-            gauge.with_label_values(&[&endpoint.name]).set(age);
+            gauge.with_label_values(&[endpoint]).set(age);
         }
     }
 

@@ -22,6 +22,7 @@ backend_tests!(
     a_queue_assignment_is_reported_before_its_session_starts,
     ticks_are_written_once_each_while_playing_and_stop_when_the_session_ends,
     a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_again,
+    the_oldest_undelivered_is_per_endpoint_and_counts_what_is_not_fanned_out,
     a_claims_attempts_recorded_together_each_move_their_own_delivery_on,
     the_next_claim_records_the_last_claims_attempts_first_in_its_transaction,
     an_account_pause_7_2_opens_and_closes_once_however_many_replicas_record_it,
@@ -91,12 +92,15 @@ async fn fan_out_reads_the_partial_index() {
         name: "billing".to_owned(),
         events: vec![],
     }];
-    // Two rows a pass, then one finding none: four reads, and one of the backlog.
+    // Two rows a pass, then one finding none: four reads, then one each for the console's
+    // backlog and the gauge's oldest.
     for expected in [2, 2, 2, 0] {
         let fanned = store.fan_out_webhooks(&billing, at("19:01:00"), at("19:01:00"), 2);
         assert_eq!(fanned.await.unwrap(), expected);
     }
     store.webhook_backlog().await.unwrap();
+    let names = ["billing".to_owned()];
+    store.webhook_oldest_undelivered(&names).await.unwrap();
 
     // Each backend sends its counts some seconds after going idle (ten here).
     let sql = "SELECT idx_scan FROM pg_stat_user_indexes \
@@ -104,12 +108,12 @@ async fn fan_out_reads_the_partial_index() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let (scans,): (i64,) = sqlx::query_as(sql).fetch_one(&mut admin).await.unwrap();
-        if scans >= 5 {
+        if scans >= 6 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the outbox was read {scans} times through its partial index, not 5"
+            "the outbox was read {scans} times through its partial index, not 6"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
@@ -483,6 +487,67 @@ async fn a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_
 /// finds nothing; a claim's attempts, recorded in one call, each move their own delivery on:
 /// delivered, due again later with its error, failed; every lease is released, and each
 /// attempt is kept with its status and latency.
+/// What `cphub_webhook_oldest_undelivered_seconds` reads: per endpoint, the commit time of
+/// its oldest pending delivery or of the oldest event not fanned out, whichever is older;
+/// nothing once the endpoint has taken everything.
+async fn the_oldest_undelivered_is_per_endpoint_and_counts_what_is_not_fanned_out(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    let names = ["billing".to_owned(), "crm".to_owned()];
+    let oldest = || store.webhook_oldest_undelivered(&names);
+    assert_eq!(oldest().await.unwrap(), [None, None], "an empty outbox");
+    let endpoints = [
+        EndpointFilter {
+            name: "billing".to_owned(),
+            events: vec![],
+        },
+        EndpointFilter {
+            name: "crm".to_owned(),
+            events: vec![WebhookEventType::SessionEnded],
+        },
+    ];
+    let fan_out = |now| store.fan_out_webhooks(&endpoints, at(now), at(now), 100);
+
+    apply(&store, &[enter("s-1", "p-1", "19:00:00")]).await;
+    let started = outbox(&store).await[0].clone();
+    let not_fanned = Some(started.recorded_at);
+    assert_eq!(
+        oldest().await.unwrap(),
+        [not_fanned, not_fanned],
+        "both still to take it"
+    );
+
+    assert_eq!(fan_out("19:01:00").await.unwrap(), 1);
+    let pending = Some(started.recorded_at);
+    assert_eq!(
+        oldest().await.unwrap(),
+        [pending, None],
+        "crm wants ends only"
+    );
+
+    apply(&store, &[quit("s-1", "p-1", "19:05:00", 300)]).await;
+    let ended = outbox(&store).await[1].clone();
+    assert_eq!(
+        oldest().await.unwrap(),
+        [pending, Some(ended.recorded_at)],
+        "billing's own pending start is older than the end not fanned out"
+    );
+
+    assert_eq!(fan_out("19:06:00").await.unwrap(), 1);
+    let first = store
+        .claim_webhook_deliveries(&claim("a", "19:06:00"))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1, "the end waits behind the start");
+    record_attempts(&store, &[delivered(started.seq, "19:06:01")], "19:06:01").await;
+    assert_eq!(
+        oldest().await.unwrap(),
+        [Some(ended.recorded_at), Some(ended.recorded_at)],
+        "the start delivered: the end is what both have left"
+    );
+}
+
 async fn a_claims_attempts_recorded_together_each_move_their_own_delivery_on(backend: Backend) {
     let store = open(backend).await;
     let entered = [("s-1", "p-1"), ("s-2", "p-2"), ("s-3", "p-3")];
