@@ -550,10 +550,10 @@ pub(super) async fn backlog<D: Sql>(db: &mut D) -> Result<WebhookBacklog, StoreE
 }
 
 /// The commit time of the oldest event `$1` has pending, read in outbox order through
-/// `webhook_deliveries_pending`: one index entry, however long the backlog. (The count
-/// [`backlog`] also takes read every pending row, every fan-out pass, and cost a flash crowd
-/// its latency once an endpoint was disabled and its deliveries piled up.) Outbox order
-/// and commit time agree to within concurrent commits' microseconds.
+/// `webhook_deliveries_pending`: one index entry, however long the backlog. The gauge used
+/// to read [`backlog`], whose count reads every pending row: every fan-out pass, it cost a
+/// flash crowd its latency once an endpoint was disabled and its deliveries piled up. Outbox
+/// order and commit time agree to within concurrent commits' microseconds.
 const OLDEST_PENDING: &str = "SELECT e.recorded_at FROM webhook_deliveries d \
     JOIN webhook_events e ON e.seq = d.event_seq \
     WHERE d.endpoint = $1 AND d.state = 'pending' ORDER BY d.event_seq LIMIT 1";
