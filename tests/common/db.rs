@@ -11,6 +11,22 @@ pub enum Backend {
     Postgres,
 }
 
+/// A test of what PostgreSQL alone has (row locks, plans, partitions): `name` runs the
+/// scenario `body()` by [`run_scenario`] when the suite has a PostgreSQL, as the
+/// `postgres` half of [`backend_tests!`] does.
+#[macro_export]
+macro_rules! postgres_test {
+    ($(#[$meta:meta])* $name:ident => $body:path) => {
+        #[test]
+        $(#[$meta])*
+        fn $name() {
+            if $crate::helpers::postgres_available() {
+                $crate::helpers::run_scenario(stringify!($name), $body())
+            }
+        }
+    };
+}
+
 /// Generates one test per backend for each `async fn name(backend: Backend)`, run by
 /// [`run_scenario`] (a runtime of two workers, as `#[tokio::test]` gave, and a time bound).
 /// Attributes before a name (`#[ignore = "bug: …"]`) go on both of its tests.

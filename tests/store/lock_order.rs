@@ -15,17 +15,7 @@ use sqlx::{Connection, Executor, PgConnection};
 
 use crate::helpers::*;
 
-#[test]
-fn phone_sync_of_a_4_3_1_list_and_a_heartbeat_flush_never_deadlock() {
-    crate::helpers::run_scenario(
-        "phone_sync_of_a_4_3_1_list_and_a_heartbeat_flush_never_deadlock",
-        async {
-            if postgres_available() {
-                sync_and_flush_wait_in_line().await
-            }
-        },
-    )
-}
+crate::postgres_test!(phone_sync_of_a_4_3_1_list_and_a_heartbeat_flush_never_deadlock => sync_and_flush_wait_in_line);
 
 /// The flush's order: one transaction writing p-1 then p-3 (key order), as
 /// `record_heartbeats` does. Made by hand so the test can stop it after its first row.
@@ -69,21 +59,13 @@ async fn sync_and_flush_wait_in_line() {
     );
 }
 
-/// The hold sweep (`release_lapsed_holds`, run by every mint and by the hold sweeper) against
-/// a flush: the sweep's `UPDATE … WHERE allocated_until < now` took the lapsed phones in
-/// scan order, so with p-3's hold written after p-1's it could hold p-3 while waiting for p-1,
-/// which a flush held while waiting for p-3. The sweep now locks them in key order.
-#[test]
-fn the_hold_sweep_and_a_heartbeat_flush_never_deadlock() {
-    crate::helpers::run_scenario(
-        "the_hold_sweep_and_a_heartbeat_flush_never_deadlock",
-        async {
-            if postgres_available() {
-                sweep_and_flush_wait_in_line().await
-            }
-        },
-    )
-}
+crate::postgres_test!(
+    /// The hold sweep (`release_lapsed_holds`, run by every mint and by the hold sweeper) against
+    /// a flush: the sweep's `UPDATE … WHERE allocated_until < now` took the lapsed phones in
+    /// scan order, so with p-3's hold written after p-1's it could hold p-3 while waiting for p-1,
+    /// which a flush held while waiting for p-3. The sweep now locks them in key order.
+    the_hold_sweep_and_a_heartbeat_flush_never_deadlock => sweep_and_flush_wait_in_line
+);
 
 async fn sweep_and_flush_wait_in_line() {
     let store = open(Backend::Postgres).await;
@@ -130,21 +112,13 @@ async fn sweep_and_flush_wait_in_line() {
     );
 }
 
-/// A batch of mints (`Store::mint_sessions`) pinning p-3, then p-1, against a flush: minted
-/// one after the other in one transaction, the batch held p-3 while waiting for p-1, which
-/// the flush held while waiting for p-3. The batch locks its pinned phones in key order
-/// first, with the lapsed holds, and waits for no phone row after that.
-#[test]
-fn a_mint_batch_pinning_phones_and_a_heartbeat_flush_never_deadlock() {
-    crate::helpers::run_scenario(
-        "a_mint_batch_pinning_phones_and_a_heartbeat_flush_never_deadlock",
-        async {
-            if postgres_available() {
-                mint_batch_and_flush_wait_in_line().await
-            }
-        },
-    )
-}
+crate::postgres_test!(
+    /// A batch of mints (`Store::mint_sessions`) pinning p-3, then p-1, against a flush: minted
+    /// one after the other in one transaction, the batch held p-3 while waiting for p-1, which
+    /// the flush held while waiting for p-3. The batch locks its pinned phones in key order
+    /// first, with the lapsed holds, and waits for no phone row after that.
+    a_mint_batch_pinning_phones_and_a_heartbeat_flush_never_deadlock => mint_batch_and_flush_wait_in_line
+);
 
 async fn mint_batch_and_flush_wait_in_line() {
     let store = open(Backend::Postgres).await;
@@ -181,21 +155,13 @@ async fn mint_batch_and_flush_wait_in_line() {
     assert_eq!(phones, [Some("p-3".into()), Some("p-1".into())]);
 }
 
-/// The only free phone held by another transaction (a heartbeat flush writing it, phone
-/// sync) when a mint comes: the pick skips locked rows, so the mint was refused
-/// `NO_FREE_PHONE` for a phone that was free, as a CI run minting the last of four phones
-/// saw. The mint now looks again, without waiting for the row, and gets it once it is let go.
-#[test]
-fn a_mint_gets_the_only_free_phone_a_flush_holds_for_a_moment() {
-    crate::helpers::run_scenario(
-        "a_mint_gets_the_only_free_phone_a_flush_holds_for_a_moment",
-        async {
-            if postgres_available() {
-                mint_beside_a_held_free_phone().await
-            }
-        },
-    )
-}
+crate::postgres_test!(
+    /// The only free phone held by another transaction (a heartbeat flush writing it, phone
+    /// sync) when a mint comes: the pick skips locked rows, so the mint was refused
+    /// `NO_FREE_PHONE` for a phone that was free, as a CI run minting the last of four phones
+    /// saw. The mint now looks again, without waiting for the row, and gets it once it is let go.
+    a_mint_gets_the_only_free_phone_a_flush_holds_for_a_moment => mint_beside_a_held_free_phone
+);
 
 async fn mint_beside_a_held_free_phone() {
     let store = open(Backend::Postgres).await;
@@ -248,21 +214,13 @@ async fn looking_again(watch: &mut PgConnection) {
     }
 }
 
-/// A flush chunk never waits for a row another writer holds (an event batch, a sign check,
-/// a mint committing): it writes the rest and hands the held rows' heartbeats back to the
-/// buffer, and the next flush writes them. Waiting for each in turn, in key order, took
-/// 40-146 ms per chunk under the fleet benchmark while the chunk's own locks held events up.
-#[test]
-fn a_flush_defers_the_rows_another_writer_holds_and_writes_them_next() {
-    crate::helpers::run_scenario(
-        "a_flush_defers_the_rows_another_writer_holds_and_writes_them_next",
-        async {
-            if postgres_available() {
-                flush_skips_held_rows().await
-            }
-        },
-    )
-}
+crate::postgres_test!(
+    /// A flush chunk never waits for a row another writer holds (an event batch, a sign check,
+    /// a mint committing): it writes the rest and hands the held rows' heartbeats back to the
+    /// buffer, and the next flush writes them. Waiting for each in turn, in key order, took
+    /// 40-146 ms per chunk under the fleet benchmark while the chunk's own locks held events up.
+    a_flush_defers_the_rows_another_writer_holds_and_writes_them_next => flush_skips_held_rows
+);
 
 async fn flush_skips_held_rows() {
     let store = open(Backend::Postgres).await;

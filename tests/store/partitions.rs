@@ -10,17 +10,7 @@ use sqlx::{Executor, PgPool};
 
 use crate::helpers::*;
 
-#[test]
-fn the_partitioning_migration_keeps_an_existing_book_usable() {
-    crate::helpers::run_scenario(
-        "the_partitioning_migration_keeps_an_existing_book_usable",
-        async {
-            if postgres_available() {
-                an_existing_book_is_partitioned_and_stays_usable().await
-            }
-        },
-    )
-}
+crate::postgres_test!(the_partitioning_migration_keeps_an_existing_book_usable => an_existing_book_is_partitioned_and_stays_usable);
 
 /// Two sessions as cphub wrote them before 0014: s-old-1 played and quit, s-old-2 playing.
 const OLD_BOOK: &str = "\

@@ -25,17 +25,7 @@ backend_tests!(
     a_session_of_years_is_counted_from_the_sessions,
 );
 
-#[test]
-fn sessions_inserted_whole_are_rolled_up_and_announced() {
-    crate::helpers::run_scenario(
-        "sessions_inserted_whole_are_rolled_up_and_announced",
-        async {
-            if postgres_available() {
-                a_session_inserted_whole_is_rolled_up_and_announced().await
-            }
-        },
-    )
-}
+crate::postgres_test!(sessions_inserted_whole_are_rolled_up_and_announced => a_session_inserted_whole_is_rolled_up_and_announced);
 
 /// A seeded SplitMix64: the same seed builds the same book, so a failure can be replayed.
 struct Dice(u64);

@@ -28,18 +28,13 @@ backend_tests!(
     an_account_pause_7_2_opens_and_closes_once_however_many_replicas_record_it,
 );
 
-/// PostgreSQL inlines the outbox's payload functions into the session trigger's statement
-/// (migration 0026): declared IMMUTABLE while calling STABLE functions, each call had gone
-/// through the SQL function executor, parsing and planning its body again for every session
-/// started or ended. What they write is the test above's, on both backends.
-#[test]
-fn the_session_payloads_are_inlined_on_postgres() {
-    crate::helpers::run_scenario("the_session_payloads_are_inlined_on_postgres", async {
-        if postgres_available() {
-            payload_functions_are_inlined().await
-        }
-    })
-}
+crate::postgres_test!(
+    /// PostgreSQL inlines the outbox's payload functions into the session trigger's statement
+    /// (migration 0026): declared IMMUTABLE while calling STABLE functions, each call had gone
+    /// through the SQL function executor, parsing and planning its body again for every session
+    /// started or ended. What they write is the test above's, on both backends.
+    the_session_payloads_are_inlined_on_postgres => payload_functions_are_inlined
+);
 
 async fn payload_functions_are_inlined() {
     let store = open(Backend::Postgres).await;
@@ -58,23 +53,15 @@ async fn payload_functions_are_inlined() {
     assert!(plan.contains("jsonb_build_object"), "{plan}");
 }
 
-/// PostgreSQL may plan a prepared statement generically (after five runs, when that looks
-/// no dearer), and a generic plan cannot use a partial index for `fanned_out = $1`: the
-/// fan-out's read walked the primary key past every outbox row already fanned out, a scan
-/// that grew with the outbox under a flash crowd. With generic plans forced for every
-/// connection, the fan-out and the backlog's read still go through the partial index
-/// `webhook_events_to_fan_out`, as PostgreSQL's own index statistics count.
-#[test]
-fn the_outbox_is_fanned_out_through_its_partial_index_on_postgres() {
-    crate::helpers::run_scenario(
-        "the_outbox_is_fanned_out_through_its_partial_index_on_postgres",
-        async {
-            if postgres_available() {
-                fan_out_reads_the_partial_index().await
-            }
-        },
-    )
-}
+crate::postgres_test!(
+    /// PostgreSQL may plan a prepared statement generically (after five runs, when that looks
+    /// no dearer), and a generic plan cannot use a partial index for `fanned_out = $1`: the
+    /// fan-out's read walked the primary key past every outbox row already fanned out, a scan
+    /// that grew with the outbox under a flash crowd. With generic plans forced for every
+    /// connection, the fan-out and the backlog's read still go through the partial index
+    /// `webhook_events_to_fan_out`, as PostgreSQL's own index statistics count.
+    the_outbox_is_fanned_out_through_its_partial_index_on_postgres => fan_out_reads_the_partial_index
+);
 
 async fn fan_out_reads_the_partial_index() {
     use sqlx::Executor;

@@ -16,22 +16,14 @@ use sqlx::{Connection, Executor, PgConnection};
 
 use crate::helpers::*;
 
-/// Round `i` (0, 1) checks the ticket of `s-i`, minted on `p-i`, and applies the quit of
-/// `t-i`, playing on `q-i`, reported from the other round's phone `p-(1-i)`. Another
-/// client holds `t-0` and `t-1` until both rounds wait for them: each round has then done
-/// all it does before its quit. Taking the locks part by part, each had locked its own
-/// `p-i` in its sign check and went on to wait for the other's: a deadlock, every time.
-#[test]
-fn two_rounds_whose_phones_cross_never_deadlock_6_1_6_3() {
-    crate::helpers::run_scenario(
-        "two_rounds_whose_phones_cross_never_deadlock_6_1_6_3",
-        async {
-            if postgres_available() {
-                rounds_whose_phones_cross_wait_in_line().await
-            }
-        },
-    )
-}
+crate::postgres_test!(
+    /// Round `i` (0, 1) checks the ticket of `s-i`, minted on `p-i`, and applies the quit of
+    /// `t-i`, playing on `q-i`, reported from the other round's phone `p-(1-i)`. Another
+    /// client holds `t-0` and `t-1` until both rounds wait for them: each round has then done
+    /// all it does before its quit. Taking the locks part by part, each had locked its own
+    /// `p-i` in its sign check and went on to wait for the other's: a deadlock, every time.
+    two_rounds_whose_phones_cross_never_deadlock_6_1_6_3 => rounds_whose_phones_cross_wait_in_line
+);
 
 async fn rounds_whose_phones_cross_wait_in_line() {
     let store = open(Backend::Postgres).await;
