@@ -318,7 +318,10 @@ fn bind_phones<'q>(statement: WriteStatement<'q>, write: &'q BatchWrite<'q>) -> 
 /// The sessions it creates are locked by their insert and returned by it: the statement's
 /// snapshot, which the locking read sees, predates them. The phones' ids are gathered into
 /// one array first: `= ANY($6) OR IN (subquery)` made PostgreSQL scan every phone (283
-/// events/s with 100k phones), an array probes the primary key.
+/// events/s with 100k phones), an array probes the primary key. The sessions' accepted
+/// events are read by `session_events_accepted` (migration 0030), which plans its statement
+/// with the sessions' creation times as constants, so that only their day partitions of
+/// the event log are opened, not every day's since the book began.
 const BATCH_READ: &str = concat!(
     "WITH created AS (INSERT INTO sessions \
        (session_id, phone_id, app_id, state, created_at, updated_at) \
@@ -330,10 +333,9 @@ const BATCH_READ: &str = concat!(
     crate::store::book::session_columns!(),
     " FROM sessions WHERE session_id = ANY($5) ORDER BY session_id FOR UPDATE), \
      batch_sessions AS MATERIALIZED (SELECT * FROM created UNION ALL SELECT * FROM locked), \
-     batch_events AS (SELECT session_id, status, phone_id, app_id, event_time, run_time \
-       FROM session_events WHERE outcome = 'accepted' AND session_id = ANY($5) \
-         AND (session_created_at = '-infinity' OR (session_id, session_created_at) IN \
-           (SELECT session_id, created_at FROM batch_sessions))), \
+     batch_events AS (SELECT * FROM session_events_accepted( \
+       ARRAY(SELECT session_id FROM batch_sessions ORDER BY session_id), \
+       ARRAY(SELECT created_at FROM batch_sessions ORDER BY session_id))), \
      batch_phones AS MATERIALIZED (SELECT ",
     event_batch::phone_link_columns!(),
     " FROM phones WHERE phone_id = ANY(ARRAY( \

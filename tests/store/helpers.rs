@@ -508,7 +508,8 @@ pub async fn migrate_before(backend: Backend, url: &str, version: i64) {
 /// Today's code writes each event with its session's creation time, the event log's
 /// partition key on PostgreSQL (0014), and names it in its conflict target: an event log
 /// older than 0014 is given the column and that key, as 0014 would, so that today's code
-/// can play an old book.
+/// can play an old book; and the function its event batch reads accepted events through
+/// (0030, which replaces it when the book's own migrations reach it).
 pub async fn given_todays_event_key(backend: Backend, url: &str) {
     use sqlx::Executor;
     if backend == Backend::Sqlite {
@@ -524,6 +525,11 @@ pub async fn given_todays_event_key(backend: Backend, url: &str) {
     )
     .await
     .expect("the event key");
+    pool.execute(include_str!(
+        "../../migrations/postgres/0030_accepted_events_read_from_their_partitions.sql"
+    ))
+    .await
+    .expect("the accepted events' read");
 }
 
 /// Today's code writes a quit's phone with `heartbeat_ended_session_id` (0023): an old book

@@ -6,11 +6,12 @@
 
 use cphub::config::Settings;
 use cphub::store::{EventOutcome, Retention};
-use sqlx::{Executor, PgPool};
+use sqlx::{Connection, Executor, PgPool};
 
 use crate::helpers::*;
 
 crate::postgres_test!(the_partitioning_migration_keeps_an_existing_book_usable => an_existing_book_is_partitioned_and_stays_usable);
+crate::postgres_test!(an_event_batch_opens_only_its_sessions_partitions_0030 => a_batch_opens_only_its_sessions_partitions);
 
 /// Two sessions as cphub wrote them before 0014: s-old-1 played and quit, s-old-2 playing.
 const OLD_BOOK: &str = "\
@@ -104,6 +105,50 @@ async fn an_existing_book_is_partitioned_and_stays_usable() {
     assert_eq!(outcomes(&again), [EventOutcome::Duplicate]);
     assert_eq!(event_log(&store, "s-kept").await.len(), 1);
     assert!(session(&store, "s-new").await.is_none());
+}
+
+/// An event batch reads its sessions' accepted events from their days' partitions alone
+/// (migration 0030). With retention off a partition is added every day and none dropped,
+/// and a read that opened every partition cost each round more as the book aged. Seen
+/// through PostgreSQL's locks: a day partition another transaction holds exclusively stops
+/// any statement that opens it, so a batch of other days' sessions must not wait for it.
+async fn a_batch_opens_only_its_sessions_partitions() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let url = db.url.clone();
+    let store = open_on(db).await;
+    store
+        .maintain_event_log(at("2030-01-02T12:00:00Z"), None)
+        .await
+        .unwrap();
+    let first = enter("s-a", "p-1", "2030-01-02T12:00:00Z");
+    apply(&store, std::slice::from_ref(&first)).await;
+    assert_eq!(
+        partition_of(&PgPool::connect(&url).await.unwrap(), "s-a", 0).await,
+        "session_events_20300102"
+    );
+
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    holder
+        .execute("BEGIN; LOCK TABLE session_events_20300105 IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let batch = [
+        redelivered(&first, "2030-01-02T12:00:30Z"),
+        quit("s-a", "p-1", "2030-01-02T12:20:00Z", 1200),
+        enter("s-b", "p-2", "2030-01-02T12:21:00Z"),
+    ];
+    let applied = tokio::time::timeout(std::time::Duration::from_secs(10), apply(&store, &batch))
+        .await
+        .expect("the batch opened a partition none of its sessions is in");
+    assert_eq!(
+        outcomes(&applied),
+        [
+            EventOutcome::Duplicate,
+            EventOutcome::Accepted,
+            EventOutcome::Accepted
+        ]
+    );
+    holder.execute("ROLLBACK").await.unwrap();
 }
 
 /// The partition holding a session's accepted event of `status`.
