@@ -227,7 +227,7 @@ pub(super) async fn show(
         .session(&id)
         .await?
         .ok_or(ApiError::NotFound("session"))?;
-    let events = store.session_events(&id).await?;
+    let events = store.session_events(&session).await?;
     Ok(HttpResponse::Ok().json(SessionView {
         missing_start: session.missing_start(),
         session,

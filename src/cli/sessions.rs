@@ -69,7 +69,7 @@ pub async fn run(settings: &Settings, command: SessionsCommand) -> Result<Outcom
                 .session(&id)
                 .await?
                 .ok_or_else(|| SessionsError::NotFound(id.to_string()))?;
-            let events = store.session_events(&id).await?;
+            let events = store.session_events(&session).await?;
             let mut view = serde_json::to_value(&session)?;
             view["events"] = serde_json::to_value(events)?;
             println!("{}", serde_json::to_string_pretty(&view)?);

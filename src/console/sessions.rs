@@ -125,7 +125,7 @@ pub(super) async fn show(
     let store = book.store();
     let session = store.session(&id).await?;
     let session = session.ok_or(ConsoleError::NotFound("session"))?;
-    let events = store.session_events(&id).await?;
+    let events = store.session_events(&session).await?;
     let body = html! {
         h1 { "Session " (session.session_id) }
         (table(std::slice::from_ref(&session), book.now))

@@ -165,8 +165,8 @@ impl<B: Backend> Store for B {
         found.map_err(during("sessions"))
     }
 
-    async fn session_events(&self, session_id: &SessionId) -> Result<Vec<EventRecord>, StoreError> {
-        let found = book::session_events(&mut self.reader(), session_id).await;
+    async fn session_events(&self, session: &Session) -> Result<Vec<EventRecord>, StoreError> {
+        let found = book::session_events(&mut self.reader(), session).await;
         found.map_err(during("session_events"))
     }
 

@@ -214,19 +214,21 @@ pub(super) async fn sessions(
 
 pub(super) async fn session_events<D: Sql>(
     db: &mut D,
-    session_id: &SessionId,
+    session: &Session,
 ) -> Result<Vec<EventRecord>, StoreError> {
     // An event naming another app than the session was minted for is flagged, not refused:
     // the phone ran what it ran, and the session is still billed. A reconnect line carries
     // the session's own app.
-    Ok(db
-        .fetch_all(session_events_sql::<D>(), &args![session_id.as_str()])
-        .await?)
+    let args = args![session.session_id.as_str(), session.created_at];
+    Ok(db.fetch_all(session_events_sql::<D>(), &args).await?)
 }
 
-/// On PostgreSQL an event belongs to its session by id and creation time (the event log's
-/// partition key, 0014; `-infinity` on rows older than it): rows of a removed session
-/// wait in their day's partition until it is dropped, and must not be read as another's.
+/// `$1`, `$2`: the session's id and creation time, as read. On PostgreSQL an event belongs
+/// to its session by id and creation time (the event log's partition key, 0014;
+/// `-infinity` on rows older than it): rows of a removed session wait in their day's
+/// partition until it is dropped, and must not be read as another's. The time as a
+/// parameter, not the joined row's, lets PostgreSQL open only that day's partition (and the
+/// legacy and default ones) when the executor starts, not every day's since the book began.
 fn session_events_sql<D: Sql>() -> &'static str {
     macro_rules! session_events {
         ($same_session:literal) => {
@@ -236,14 +238,15 @@ fn session_events_sql<D: Sql>() -> &'static str {
                    e.run_time, e.error_msg, e.truncated, e.outcome, e.received_at, \
                    (s.issued AND e.app_id <> s.app_id) AS app_mismatch \
                  FROM session_events e JOIN sessions s ON s.session_id = e.session_id",
+                " WHERE e.session_id = $1 AND s.created_at = $2",
                 $same_session,
-                " WHERE e.session_id = $1 ORDER BY e.id"
+                " ORDER BY e.id"
             )
         };
     }
     match D::LOCKS_ROWS {
         true => {
-            session_events!(" AND e.session_created_at IN (s.created_at, '-infinity'::timestamptz)")
+            session_events!(" AND e.session_created_at IN ($2, '-infinity'::timestamptz)")
         }
         false => session_events!(""),
     }

@@ -488,8 +488,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<Session>, StoreError>;
 
-    /// The session's event log, oldest first.
-    async fn session_events(&self, session_id: &SessionId) -> Result<Vec<EventRecord>, StoreError>;
+    /// The event log of `session` (as [`Store::session`] read it), oldest first. Its
+    /// creation time finds its events on PostgreSQL, whose log is partitioned by it.
+    async fn session_events(&self, session: &Session) -> Result<Vec<EventRecord>, StoreError>;
 
     /// The phone with its state; phones unheard-of since `fresh_since` are stale.
     async fn phone(

@@ -201,9 +201,13 @@ pub struct LogLine {
     pub received_at: UtcTime,
 }
 
+/// The session's event log; empty when the session is not in the book.
 pub async fn event_log(store: &impl Book, id: &str) -> Vec<LogLine> {
+    let Some(session) = session(store, id).await else {
+        return Vec::new();
+    };
     let records = store
-        .session_events(&sid(id))
+        .session_events(&session)
         .await
         .expect("event log reads");
     records

@@ -536,7 +536,8 @@ async fn a_reconnect_is_logged_only_while_the_session_is_live(backend: Backend) 
         "ended"
     );
 
-    let log = store.session_events(&sid("s-1")).await.unwrap();
+    let s1 = session(&store, "s-1").await.expect("s-1 is in the book");
+    let log = store.session_events(&s1).await.unwrap();
     let kinds: Vec<&str> = log.iter().map(|line| line.kind.as_str()).collect();
     assert_eq!(kinds, ["reconnect", "enter", "reconnect", "quit"]);
     let first_reconnect = &log[0];

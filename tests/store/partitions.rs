@@ -11,7 +11,7 @@ use sqlx::{Connection, Executor, PgPool};
 use crate::helpers::*;
 
 crate::postgres_test!(the_partitioning_migration_keeps_an_existing_book_usable => an_existing_book_is_partitioned_and_stays_usable);
-crate::postgres_test!(an_event_batch_opens_only_its_sessions_partitions_0030 => a_batch_opens_only_its_sessions_partitions);
+crate::postgres_test!(an_event_batch_and_a_sessions_read_open_only_its_partitions_0030 => a_batch_opens_only_its_sessions_partitions);
 
 /// Two sessions as cphub wrote them before 0014: s-old-1 played and quit, s-old-2 playing.
 const OLD_BOOK: &str = "\
@@ -108,7 +108,7 @@ async fn an_existing_book_is_partitioned_and_stays_usable() {
 }
 
 /// An event batch reads its sessions' accepted events from their days' partitions alone
-/// (migration 0030). With retention off a partition is added every day and none dropped,
+/// (migration 0030), and an operator's read of a session its own day's. With retention off a partition is added every day and none dropped,
 /// and a read that opened every partition cost each round more as the book aged. Seen
 /// through PostgreSQL's locks: a day partition another transaction holds exclusively stops
 /// any statement that opens it, so a batch of other days' sessions must not wait for it.
@@ -148,6 +148,11 @@ async fn a_batch_opens_only_its_sessions_partitions() {
             EventOutcome::Accepted
         ]
     );
+    // And so must an operator's read of a session's events (`GET /api/v1/sessions/{id}`).
+    let log = tokio::time::timeout(std::time::Duration::from_secs(10), event_log(&store, "s-a"))
+        .await
+        .expect("the session's read opened a partition it is not in");
+    assert_eq!(log.len(), 2, "its enter and its quit: {log:?}");
     holder.execute("ROLLBACK").await.unwrap();
 }
 
