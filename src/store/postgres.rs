@@ -319,9 +319,10 @@ fn bind_phones<'q>(statement: WriteStatement<'q>, write: &'q BatchWrite<'q>) -> 
 /// snapshot, which the locking read sees, predates them. The phones' ids are gathered into
 /// one array first: `= ANY($6) OR IN (subquery)` made PostgreSQL scan every phone (283
 /// events/s with 100k phones), an array probes the primary key. The sessions' accepted
-/// events are read by `session_events_accepted` (migration 0030), which plans its statement
+/// events are found by `session_events_accepted` (migration 0030), which plans its lookup
 /// with the sessions' creation times as constants, so that only their day partitions of
-/// the event log are opened, not every day's since the book began.
+/// the event log are opened, not every day's since the book began; each is matched to its
+/// session by id and creation time here.
 const BATCH_READ: &str = concat!(
     "WITH created AS (INSERT INTO sessions \
        (session_id, phone_id, app_id, state, created_at, updated_at) \
@@ -333,9 +334,12 @@ const BATCH_READ: &str = concat!(
     crate::store::book::session_columns!(),
     " FROM sessions WHERE session_id = ANY($5) ORDER BY session_id FOR UPDATE), \
      batch_sessions AS MATERIALIZED (SELECT * FROM created UNION ALL SELECT * FROM locked), \
-     batch_events AS (SELECT * FROM session_events_accepted( \
-       ARRAY(SELECT session_id FROM batch_sessions ORDER BY session_id), \
-       ARRAY(SELECT created_at FROM batch_sessions ORDER BY session_id))), \
+     batch_events AS (SELECT e.session_id, e.status, e.phone_id, e.app_id, e.event_time, \
+         e.run_time \
+       FROM session_events_accepted(ARRAY(SELECT session_id FROM batch_sessions), \
+         ARRAY(SELECT created_at FROM batch_sessions)) AS e \
+       JOIN batch_sessions AS b ON b.session_id = e.session_id \
+         AND e.session_created_at IN (b.created_at, '-infinity')), \
      batch_phones AS MATERIALIZED (SELECT ",
     event_batch::phone_link_columns!(),
     " FROM phones WHERE phone_id = ANY(ARRAY( \
