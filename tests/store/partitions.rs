@@ -107,11 +107,15 @@ async fn an_existing_book_is_partitioned_and_stays_usable() {
     assert!(session(&store, "s-new").await.is_none());
 }
 
+/// How long a read may wait before it is taken to wait for the locked partition.
+const NOT_WAITING: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An event batch reads its sessions' accepted events from their days' partitions alone
-/// (migration 0030), and an operator's read of a session its own day's. With retention off a partition is added every day and none dropped,
-/// and a read that opened every partition cost each round more as the book aged. Seen
-/// through PostgreSQL's locks: a day partition another transaction holds exclusively stops
-/// any statement that opens it, so a batch of other days' sessions must not wait for it.
+/// (migration 0030), and an operator's read of a session its own day's. With retention off
+/// a partition is added every day and none dropped, and a read that opened every partition
+/// cost each round more as the book aged. Seen through PostgreSQL's locks: a day partition
+/// another transaction holds exclusively stops any statement that opens it, so reads of
+/// other days' sessions must not wait for it.
 async fn a_batch_opens_only_its_sessions_partitions() {
     let db = TestDb::new(Backend::Postgres).await;
     let url = db.url.clone();
@@ -137,7 +141,7 @@ async fn a_batch_opens_only_its_sessions_partitions() {
         quit("s-a", "p-1", "2030-01-02T12:20:00Z", 1200),
         enter("s-b", "p-2", "2030-01-02T12:21:00Z"),
     ];
-    let applied = tokio::time::timeout(std::time::Duration::from_secs(10), apply(&store, &batch))
+    let applied = tokio::time::timeout(NOT_WAITING, apply(&store, &batch))
         .await
         .expect("the batch opened a partition none of its sessions is in");
     assert_eq!(
@@ -149,7 +153,7 @@ async fn a_batch_opens_only_its_sessions_partitions() {
         ]
     );
     // And so must an operator's read of a session's events (`GET /api/v1/sessions/{id}`).
-    let log = tokio::time::timeout(std::time::Duration::from_secs(10), event_log(&store, "s-a"))
+    let log = tokio::time::timeout(NOT_WAITING, event_log(&store, "s-a"))
         .await
         .expect("the session's read opened a partition it is not in");
     assert_eq!(log.len(), 2, "its enter and its quit: {log:?}");
