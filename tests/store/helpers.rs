@@ -540,22 +540,32 @@ pub async fn given_todays_event_key(backend: Backend, url: &str) {
 /// is lent the column while today's code plays it (`lent` true), and gives it back before
 /// its own migrations run (`lent` false), which add it as 0023 would.
 pub async fn lend_todays_phone_column(backend: Backend, url: &str, lent: bool) {
-    use sqlx::Executor;
     let sql = match lent {
         true => "ALTER TABLE phones ADD COLUMN heartbeat_ended_session_id TEXT",
         false => "ALTER TABLE phones DROP COLUMN heartbeat_ended_session_id",
     };
-    let done = match backend {
+    let done = raw_execute(backend, url, sql).await;
+    done.unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Runs `sql` on the book at `url` from a connection of its own, past the store: what the
+/// database itself accepts or refuses.
+pub async fn raw_execute(backend: Backend, url: &str, sql: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    match backend {
         Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect(url).await.expect("test database");
-            pool.execute(sql).await.map(drop)
+            pool.execute(sqlx::AssertSqlSafe(sql.to_owned()))
+                .await
+                .map(drop)
         }
         Backend::Postgres => {
             let pool = sqlx::PgPool::connect(url).await.expect("test database");
-            pool.execute(sql).await.map(drop)
+            pool.execute(sqlx::AssertSqlSafe(sql.to_owned()))
+                .await
+                .map(drop)
         }
-    };
-    done.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
 }
 
 /// Numbers drawn from `seed`: `next(n)` is one below `n`. Xorshift: the suite needs no

@@ -26,6 +26,7 @@ backend_tests!(
     a_claims_attempts_recorded_together_each_move_their_own_delivery_on,
     the_next_claim_records_the_last_claims_attempts_first_in_its_transaction,
     an_account_pause_7_2_opens_and_closes_once_however_many_replicas_record_it,
+    the_outbox_takes_every_event_type_cphub_sends_and_refuses_another,
 );
 
 crate::postgres_test!(
@@ -743,4 +744,30 @@ async fn the_next_claim_records_the_last_claims_attempts_first_in_its_transactio
     assert_eq!((start.state.as_str(), start.attempts), ("delivered", 1));
     assert_eq!(start_attempts.len(), 1);
     assert_eq!(start_attempts[0].status, Some(204));
+}
+
+/// The outbox's `type` is checked by the database (a table CHECK on SQLite; on PostgreSQL a
+/// domain since migration 0031, which the session trigger's one-row inserts no longer
+/// re-parse per row): every type cphub sends goes in, and one it does not is refused.
+async fn the_outbox_takes_every_event_type_cphub_sends_and_refuses_another(backend: Backend) {
+    let store = open(backend).await;
+    // SQLite keeps times as epoch milliseconds and has no default for `recorded_at`.
+    let (columns, time) = match backend {
+        Backend::Sqlite => ("occurred_at, recorded_at", "1767225600000, 1767225600000"),
+        Backend::Postgres => ("occurred_at", "'2026-01-01T00:00:00Z'"),
+    };
+    let insert = |n: usize, kind: &str| {
+        format!(
+            "INSERT INTO webhook_events (event_id, type, subject, data, {columns}) \
+             VALUES ('evt_{n}', '{kind}', 's', '{{}}', {time})"
+        )
+    };
+    let types = WebhookEventType::ALL.iter().map(|t| t.as_str());
+    for (n, kind) in types.chain(["session.unknown"]).enumerate() {
+        let done = raw_execute(backend, store.url(), &insert(n, kind)).await;
+        match kind {
+            "session.unknown" => assert!(done.is_err(), "an unknown type went in"),
+            _ => assert!(done.is_ok(), "{kind} was refused: {done:?}"),
+        }
+    }
 }
