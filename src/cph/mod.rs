@@ -127,8 +127,8 @@ enum Repeatable {
 impl CphClient {
     /// About the longest one call can take, its retries included: every attempt running
     /// into `cph.request_timeout_ms`, one more for a fresh IAM token, and the longest wait
-    /// between attempts. (A control plane's `Retry-After` beyond `cph.retry_max_ms` can
-    /// stretch it.)
+    /// between attempts (a control plane's `Retry-After` beyond `cph.retry_max_ms` ends the
+    /// retries instead of stretching the wait).
     pub fn longest_call(&self) -> Duration {
         let attempts = self.max_attempts + 1;
         self.request_timeout * attempts + self.backoff.max * self.max_attempts
@@ -632,6 +632,16 @@ impl CphClient {
                 CphError::Api { retry_after, .. } => retry_after.unwrap_or_default(),
                 _ => Duration::ZERO,
             };
+            // A pause longer than `cph.retry_max_ms` would stretch the call past
+            // `longest_call`, which the watchdog waits out before it re-reads a phone whose
+            // reset may still be on its way: give up now, and the caller's next pass asks
+            // again after the server's pause.
+            if server_wait > self.backoff.max {
+                return Err(CphError::RetriesExhausted {
+                    attempts: attempt,
+                    last: Box::new(error),
+                });
+            }
             let wait = self.backoff.delay(attempt).max(server_wait);
             tracing::debug!(%path, attempt, ?wait, error = %error, "retrying CPH API call");
             tokio::time::sleep(wait).await;

@@ -19,7 +19,7 @@ use super::verifier::assert_signed;
 use super::{
     AKSK_AUTH, JOB_ID, REFERENCE_BATCH_ANSWER, REFERENCE_JOB, REFERENCE_JOB_LIST,
     REFERENCE_STOP_ANSWER, api, client, client_from, cph_toml_for, cps_code, cps_error,
-    json_answer, received,
+    json_answer, received, tweaked_client,
 };
 
 /// The client call a row makes.
@@ -119,6 +119,8 @@ struct Case {
     outcome: Outcome,
     /// The call takes at least this long (a `Retry-After` honoured).
     waits_at_least: Duration,
+    /// `[cph]` keys the client has besides the tests' tiny backoffs (`cph_toml`).
+    tweaks: &'static [(&'static str, &'static str)],
 }
 
 impl Case {
@@ -139,13 +141,16 @@ impl Case {
                     };
                     mock.expect(times).mount(&server).await;
                 }
-                (client(&server), Some(server))
+                (tweaked_client(&server, self.tweaks), Some(server))
             }
             ControlPlane::Refusing => {
                 let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
                 let endpoint = format!("http://{}", listener.local_addr().unwrap());
                 drop(listener);
-                (client_from(&cph_toml_for(&endpoint, &[], AKSK_AUTH)), None)
+                (
+                    client_from(&cph_toml_for(&endpoint, self.tweaks, AKSK_AUTH)),
+                    None,
+                )
             }
         };
         let started = Instant::now();
@@ -244,6 +249,7 @@ retry_cases! {
         requests: 3,
         outcome: Outcome::Job,
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_429_with_retry_after_zero_is_retried: Case {
         control_plane: Replies(vec![
@@ -254,6 +260,7 @@ retry_cases! {
         requests: 2,
         outcome: Outcome::Job,
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_post_answering_429_is_resent_after_its_retry_after: Case {
         control_plane: Replies(vec![
@@ -264,6 +271,18 @@ retry_cases! {
         requests: 2,
         outcome: Outcome::Batch { items: 2, jobs: 2 },
         waits_at_least: Duration::from_secs(1),
+        tweaks: &[("retry_max_ms", "1000")],
+    };
+    /// A pause beyond `cph.retry_max_ms` (5 ms here) is not waited for: it would stretch the
+    /// call past `CphClient::longest_call`, the bound the watchdog waits out before it
+    /// re-reads a phone whose reset may still be on its way (docs/operations.md).
+    a_retry_after_beyond_retry_max_ends_the_retries_at_once: Case {
+        control_plane: Replies(vec![(cps_error(429).insert_header("Retry-After", "1"), 1)]),
+        call: Call::Stop,
+        requests: 1,
+        outcome: Outcome::Exhausted { attempts: 1, last: Last::Api(429) },
+        waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_post_answering_503_is_resent_because_it_was_not_processed: Case {
         control_plane: Replies(vec![
@@ -274,6 +293,7 @@ retry_cases! {
         requests: 2,
         outcome: Outcome::Batch { items: 2, jobs: 1 },
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_get_answering_cps_0003_is_retried_7_2: Case {
         control_plane: Replies(vec![
@@ -284,6 +304,7 @@ retry_cases! {
         requests: 3,
         outcome: Outcome::Job,
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_post_answering_cps_0003_is_resent_because_nothing_was_done_7_2: Case {
         control_plane: Replies(vec![
@@ -294,6 +315,7 @@ retry_cases! {
         requests: 3,
         outcome: Outcome::Batch { items: 2, jobs: 1 },
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_post_that_keeps_answering_cps_0003_gives_up_after_max_attempts_7_2: Case {
         control_plane: Replies(vec![(cps_code(400, "CPS.0003"), 4)]),
@@ -301,6 +323,7 @@ retry_cases! {
         requests: 4,
         outcome: Outcome::Exhausted { attempts: 4, last: Last::Api(400) },
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_post_answering_cps_0006_is_not_resent_7_2: Case {
         control_plane: Replies(vec![(cps_code(400, "CPS.0006"), 1)]),
@@ -308,6 +331,7 @@ retry_cases! {
         requests: 1,
         outcome: Outcome::Api(400),
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_post_answering_502_without_a_request_id_is_not_resent_7_1_2: Case {
         control_plane: Replies(vec![(cps_error(502), 1)]),
@@ -315,6 +339,7 @@ retry_cases! {
         requests: 1,
         outcome: Outcome::Lost(502),
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_post_answering_504_without_a_request_id_is_not_resent_7_1_2: Case {
         control_plane: Replies(vec![(cps_error(504), 1)]),
@@ -322,6 +347,7 @@ retry_cases! {
         requests: 1,
         outcome: Outcome::Lost(504),
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_post_answering_500_is_not_resent: Case {
         control_plane: Replies(vec![(cps_error(500), 1)]),
@@ -329,6 +355,7 @@ retry_cases! {
         requests: 1,
         outcome: Outcome::Api(500),
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_get_that_keeps_failing_gives_up_after_max_attempts: Case {
         control_plane: Replies(vec![(cps_error(503), 4)]),
@@ -336,6 +363,7 @@ retry_cases! {
         requests: 4,
         outcome: Outcome::Exhausted { attempts: 4, last: Last::Api(503) },
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_post_that_could_not_be_sent_is_retried: Case {
         control_plane: Refusing,
@@ -343,6 +371,7 @@ retry_cases! {
         requests: 0,
         outcome: Outcome::Exhausted { attempts: 4, last: Last::Unreachable },
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_post_that_timed_out_is_not_resent: Case {
         control_plane: Replies(vec![(
@@ -353,6 +382,7 @@ retry_cases! {
         requests: 1,
         outcome: Outcome::TimedOut,
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
     a_get_that_timed_out_is_repeated: Case {
         control_plane: Replies(vec![
@@ -363,6 +393,7 @@ retry_cases! {
         requests: 2,
         outcome: Outcome::Job,
         waits_at_least: Duration::ZERO,
+        tweaks: &[],
     };
 }
 
