@@ -530,6 +530,7 @@ pub struct CphSettings {
     pub retry_max_ms: u64,
     pub breaker_failures: u32,
     pub breaker_open_secs: u64,
+    #[serde(deserialize_with = "page_size")]
     pub page_limit: u32,
     #[serde(deserialize_with = "positive")]
     pub job_poll_interval_ms: u64,
@@ -678,13 +679,37 @@ where
 /// `database.writers`: at least one, or nothing would commit; at most 64, as each writer
 /// holds a pool connection while it commits and more than a pool's worth only queue for one.
 fn writer_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let n = usize::deserialize(d)?;
-    if !(1..=64).contains(&n) {
-        return Err(serde::de::Error::custom(format!(
-            "must be between 1 and 64 (group-commit writers on PostgreSQL), not {n}"
-        )));
+    between(
+        usize::deserialize(d)?,
+        1..=64,
+        "group-commit writers on PostgreSQL",
+    )
+}
+
+/// `n` when `range` holds it; else an error naming the range and what it bounds.
+fn between<N, E>(n: N, range: std::ops::RangeInclusive<N>, what: &str) -> Result<N, E>
+where
+    N: PartialOrd + std::fmt::Display,
+    E: serde::de::Error,
+{
+    match range.contains(&n) {
+        true => Ok(n),
+        false => Err(E::custom(format!(
+            "must be between {} and {} ({what}), not {n}",
+            range.start(),
+            range.end()
+        ))),
     }
-    Ok(n)
+}
+
+/// `cph.page_limit`: the reference's lists take 1 to 100 a page (4.3.1, 5.1.2, 5.1.3; 4.4.2
+/// by Huawei's SDK). 0 would also never end a listing: every page would look full.
+fn page_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    between(
+        u32::deserialize(d)?,
+        1..=100,
+        "the control plane's page sizes",
+    )
 }
 
 impl Settings {
@@ -763,7 +788,10 @@ impl Settings {
 }
 
 /// Phone property URLs (appendix A.1): `http`/`https`, at most 256 characters, letters,
-/// digits and `_.,/:-` only. None when `url` obeys; else what it breaks.
+/// digits and `_.,/:-` only. None when `url` obeys; else what it breaks. The appendix lists
+/// `.` for `heartbeat_url` only and `_,/:-` for `sign_check_url` and `event_notify_url`;
+/// read literally no host name with a dot could be set there, which no deployment could
+/// obey, so the three are held to the heartbeat URL's set.
 pub fn property_url_problem(url: &str) -> Option<&'static str> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "_.,/:-".contains(c);
     if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -790,16 +818,21 @@ pub fn default_config_dir() -> PathBuf {
 mod tests {
     use super::*;
 
+    /// Each of `values` for `key` of `table` fails the load, naming the key and `range`.
+    fn assert_out_of_range(table: &str, key: &str, values: [&str; 2], range: &str) {
+        for bad in values {
+            let toml = format!("{table}\n{key} = {bad}");
+            let error = Settings::with_overrides(&toml).unwrap_err().to_string();
+            assert!(error.contains(key), "{bad}: {error}");
+            assert!(error.contains(range), "{bad}: {error}");
+        }
+    }
+
     /// `database.writers` outside 1..=64 fails the start naming the key and the range; on
     /// SQLite the setting is ignored (one writer), on PostgreSQL it is the count.
     #[test]
     fn database_writers_is_checked_at_load_and_counts_on_postgres_only() {
-        for bad in ["0", "65"] {
-            let toml = format!("[database]\nwriters = {bad}");
-            let error = Settings::with_overrides(&toml).unwrap_err().to_string();
-            assert!(error.contains("writers"), "{bad}: {error}");
-            assert!(error.contains("between 1 and 64"), "{bad}: {error}");
-        }
+        assert_out_of_range("[database]", "writers", ["0", "65"], "between 1 and 64");
         let count = |toml: &str| {
             let settings = Settings::with_overrides(toml).unwrap();
             settings.database.writer_count()
@@ -812,6 +845,16 @@ mod tests {
         let postgres = "[database]\nurl = \"postgres://u@h/db\"\n";
         assert_eq!(count(postgres), 4, "the default");
         assert_eq!(count(&format!("{postgres}writers = 64")), 64);
+    }
+
+    /// `cph.page_limit` outside the control plane's 1..=100 fails the start (0 made every
+    /// page look full, so a listing never ended), naming the key.
+    #[test]
+    fn cph_page_limit_is_a_page_the_control_plane_serves() {
+        assert_out_of_range("[cph]", "page_limit", ["0", "101"], "between 1 and 100");
+        let limit = |toml: &str| Settings::with_overrides(toml).unwrap().cph.page_limit;
+        assert_eq!(limit(""), 100, "the default");
+        assert_eq!(limit("[cph]\npage_limit = 1"), 1);
     }
 
     /// `database.writer_room` 0 would let no job wait for any writer: refused at load,

@@ -352,8 +352,8 @@ impl CphClient {
         }
     }
 
-    /// Reads `offset`/`limit` pages (4.3.1, 5.1.2, 5.1.3: at most 100 each) until one comes
-    /// back short.
+    /// Reads `offset`/`limit` pages (4.3.1, 5.1.2, 5.1.3; 4.4.2 by Huawei's SDK: at most 100
+    /// each) until one comes back short.
     async fn all_pages<P: DeserializeOwned, T>(
         &self,
         operation: &'static str,
@@ -447,17 +447,17 @@ impl CphClient {
             .await
     }
 
-    /// Chapter 4.4.2: the jobs one batch request started. Also how an unknown outcome is
-    /// reconciled: the request id of a batch that timed out shows what it did.
+    /// Chapter 4.4.2: the jobs one batch request started, all pages. Also how an unknown
+    /// outcome is reconciled: the request id of a batch that timed out shows what it did.
+    /// The reference shows only `request_id`; Huawei's SDK pages the list by `offset` and
+    /// `limit` (at most 100, 100 by default), so a request with more jobs than a page (an
+    /// app version pushed to many servers, 5.3.4) is read page by page.
     pub async fn jobs_by_request(&self, request_id: &str) -> Result<Vec<Job>, CphError> {
-        let list: JobList = self
-            .get(
-                "list_jobs",
-                "cloud-phone/jobs",
-                &[("request_id".into(), request_id.into())],
-            )
-            .await?;
-        Ok(list.jobs)
+        let filter = [("request_id".to_owned(), request_id.to_owned())];
+        self.all_pages("list_jobs", "cloud-phone/jobs", &filter, |page: JobList| {
+            page.jobs
+        })
+        .await
     }
 
     /// Polls a job until it succeeds (2) or fails (-1), up to `cph.job_deadline_secs`. A

@@ -272,9 +272,11 @@ async fn jobs_by_request_queries_the_request_id_and_reads_the_reference_example(
         .unwrap();
 
     let request = only_request(&server).await;
+    // The reference shows `request_id` alone; the paging is Huawei's SDK's (its vector
+    // `list_jobs_by_request_id_paged`), the query in the signer's sorted order.
     assert_eq!(
         request.url.query(),
-        Some("request_id=6837531fd3f54550927b930180a706bf")
+        Some("limit=100&offset=0&request_id=6837531fd3f54550927b930180a706bf")
     );
     assert_signed(&request, &server);
     assert_eq!(jobs.len(), 2);
@@ -288,4 +290,39 @@ async fn jobs_by_request_queries_the_request_id_and_reads_the_reference_example(
     assert_eq!(jobs[0].error_msg.as_deref(), Some("Phone not found."));
     assert_eq!(jobs[1].status, 2);
     assert_eq!(jobs[1].end_time.as_deref(), Some("2017-10-25T00:00:32Z"));
+}
+
+/// 4.4.2 by Huawei's SDK: at most `limit` (100) jobs a page. A request with more jobs (an app
+/// version pushed to many servers, 5.3.4) is read page by page until a page comes back short;
+/// before, the first page was taken for the whole request.
+#[tokio::test]
+async fn jobs_by_request_reads_every_page_of_a_large_request() {
+    const JOBS: usize = 230;
+    let server = MockServer::start().await;
+    for offset in [0, 100, 200] {
+        let jobs: Vec<_> = (offset..JOBS.min(offset + 100))
+            .map(|n| {
+                json!({"job_id": format!("job-{n:03}"), "status": 2,
+                            "error_code": "", "error_msg": ""})
+            })
+            .collect();
+        Mock::given(method("GET"))
+            .and(path(api("jobs")))
+            .and(query_param("request_id", "r-1"))
+            .and(query_param("offset", offset.to_string()))
+            .and(query_param("limit", "100"))
+            .respond_with(json_answer(
+                200,
+                &json!({"request_id": "x", "jobs": jobs}).to_string(),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+
+    let jobs = client(&server).jobs_by_request("r-1").await.unwrap();
+
+    let ids: Vec<String> = jobs.into_iter().map(|job| job.job_id).collect();
+    let expected: Vec<String> = (0..JOBS).map(|n| format!("job-{n:03}")).collect();
+    assert_eq!(ids, expected);
 }
