@@ -99,17 +99,43 @@ pub struct SimJob {
     pub error_msg: Option<String>,
 }
 
+/// Why a job failed: its `error_code` and `error_msg`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl JobFailure {
+    /// 7.2's "System error" (`CPS.0003`): what an operation that failed on its phone
+    /// carries here (the reference shows no code for a restart or reset that failed).
+    pub fn system(message: impl Into<String>) -> Self {
+        JobFailure {
+            code: "CPS.0003",
+            message: message.into(),
+        }
+    }
+
+    /// A job whose phone is gone, exactly as 4.4.2's example shows it: `CPS0005` (7.2 spells
+    /// the code `CPS.0005`) and "Phone not found.".
+    pub fn phone_gone() -> Self {
+        JobFailure {
+            code: "CPS0005",
+            message: "Phone not found.".to_owned(),
+        }
+    }
+}
+
 impl SimJob {
-    /// Ends the job at `end_time`: succeeded, or failed with 7.2's "System error"
-    /// (`CPS.0003`, the code every failed job carries here) and `message`.
-    pub fn end(&mut self, end_time: String, outcome: Result<(), String>) {
+    /// Ends the job at `end_time`: succeeded, or failed with the failure's code and message.
+    pub fn end(&mut self, end_time: String, outcome: Result<(), JobFailure>) {
         self.end_time = Some(end_time);
         match outcome {
             Ok(()) => self.status = job_status::SUCCEEDED,
-            Err(message) => {
+            Err(failure) => {
                 self.status = job_status::FAILED;
-                self.error_code = Some("CPS.0003".to_owned());
-                self.error_msg = Some(message);
+                self.error_code = Some(failure.code.to_owned());
+                self.error_msg = Some(failure.message);
             }
         }
     }

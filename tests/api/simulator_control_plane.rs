@@ -917,9 +917,9 @@ async fn a_reset_with_a_key_outside_appendix_a_1_is_refused_naming_it() {
     fake.stop().await;
 }
 
-/// 7.2: an unknown phone is 400 CPS.0005 (not 404); an unknown job (4.4.1 is silent) the
-/// closest documented answer, 400 CPS.0200; malformed requests CPS.0200, never CPS.0001
-/// ("no permission").
+/// 7.2: an unknown phone is 400 CPS.0005 (not 404), a malformed id CPS.0004; an unknown job
+/// (4.4.1 is silent) the closest documented answer, 400 CPS.0200; malformed requests
+/// CPS.0200, never CPS.0001 ("no permission").
 #[tokio::test]
 async fn unknown_phones_jobs_and_malformed_bodies_get_the_7_2_error_bodies() {
     let fake = FakeCph::start(1).await;
@@ -940,6 +940,19 @@ async fn unknown_phones_jobs_and_malformed_bodies_get_the_7_2_error_bodies() {
             assert_eq!(request_id.map(|id| id.len()), Some(32));
         }
         other => panic!("expected a 400 CPS.0005, got {other:?}"),
+    }
+    // An id that cannot be a phone's is 7.2's CPS.0004, as the batch operations answer it.
+    match client.phone("not-a-phone").await {
+        Err(CphError::Api {
+            status: 400,
+            code,
+            message,
+            ..
+        }) => assert_eq!(
+            (code.as_str(), message.as_str()),
+            ("CPS.0004", "Parameter: phone_id is invalid.")
+        ),
+        other => panic!("expected a 400 CPS.0004, got {other:?}"),
     }
     assert!(matches!(
         client.job("nope").await,

@@ -16,11 +16,11 @@ use uuid::Uuid;
 use super::auth::ControlPlane;
 use super::error::{ControlPlaneError, ItemError};
 use super::faults::Operation as Api;
-use super::wire::{created_json, parse_json, timestamp};
+use super::wire::{created_json, is_phone_id, parse_json, timestamp};
 use crate::cph::model::{job_status, status};
 use crate::cph::properties::is_attribute;
 use crate::http::request_id;
-use crate::simulator::fleet::{Fleet, JobKind, PhoneFaults, SimJob, SimPhone};
+use crate::simulator::fleet::{Fleet, JobFailure, JobKind, PhoneFaults, SimJob, SimPhone};
 
 /// Chapter 4.3.1 statuses that `cph::model::status` has no name for.
 const STOPPING: i32 = 7;
@@ -30,6 +30,8 @@ type Properties = BTreeMap<String, String>;
 
 /// `{"phones": [{"phone_id", "property"?}]}` of update-property, restart and reset. The
 /// property is kept raw so that a bad one fails only its own phone.
+/// A restart's optional `image_id` (4.3.6, "the image to be updated") is not read: the fake
+/// has one image, and cphub never sends it.
 #[derive(Deserialize)]
 struct PhonesBody {
     phones: Vec<PhoneItem>,
@@ -231,6 +233,12 @@ fn optional_property(property: Option<Value>) -> Result<Option<Properties>, Item
 /// and has no per-key refusal code, so the phone is refused with 7.2's parameter error
 /// (`CPS.0200`, as every bad property here), its message naming the unknown keys. The
 /// reference does not say a refusal names them either; cphub copes when it does not.
+///
+/// Values are not checked against appendix A.1's limits (`com.cph.mainkeys` 0 or 1, a
+/// callback URL's 256 characters and character set, …): the reference states the limits
+/// but is silent on how a value beyond them is refused, so the fake takes it. cphub checks
+/// the callback URLs it sets against those limits before it sends them
+/// (`config::property_url_problem`).
 fn parse_property(property: &Value) -> Result<Properties, ItemError> {
     let invalid = |why: &str| ItemError::InvalidProperty(why.to_owned());
     let Value::String(text) = property else {
@@ -349,13 +357,10 @@ fn accept(fleet: &mut Fleet, request_id: &str, order: &Order) -> Result<String, 
     Ok(job_id)
 }
 
-/// Ids are 32 lowercase hex characters; anything else is not even a possible phone.
+/// CPS.0005 for a phone id that could be one, CPS.0004 for one that could not
+/// ([`is_phone_id`]).
 fn unknown_phone(phone_id: &str) -> ItemError {
-    let well_formed = phone_id.len() == 32
-        && phone_id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if well_formed {
+    if is_phone_id(phone_id) {
         ItemError::PhoneNotFound
     } else {
         ItemError::InvalidPhoneId
@@ -366,8 +371,8 @@ fn unknown_phone(phone_id: &str) -> ItemError {
 fn finish(fleet: &mut Fleet, job_id: &str, phone_id: &str, operation: Operation, rate: f64) {
     let rate = if fleet.job_failures_on { rate } else { 0.0 };
     let outcome = match fleet.phone_mut(phone_id) {
-        None => Err(ItemError::PhoneNotFound.to_string()),
-        Some(phone) if operation.fails(phone, rate) => Err(operation.fail(phone).to_owned()),
+        None => Err(JobFailure::phone_gone()),
+        Some(phone) if operation.fails(phone, rate) => Err(JobFailure::system(operation.fail(phone))),
         Some(phone) => {
             operation.succeed(phone);
             Ok(())
@@ -403,6 +408,36 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// 4.4.2's example: the job of a phone that is gone fails with `CPS0005`, "Phone not
+    /// found."; one whose phone failed the operation with 7.2's `CPS.0003`.
+    #[test]
+    fn a_job_whose_phone_is_gone_fails_as_the_reference_shows() {
+        let mut fleet = Fleet::new(2, 7);
+        let gone = fleet.phones[1].phone_id.clone();
+        let order = |phone: &SimPhone| Order {
+            phone_id: phone.phone_id.clone(),
+            operation: Ok(Operation::Reset(Properties::new())),
+        };
+        let first = order(&fleet.phones[0]);
+        let second = order(&fleet.phones[1]);
+        let kept = accept(&mut fleet, "r", &first).unwrap();
+        let lost = accept(&mut fleet, "r", &second).unwrap();
+        fleet.phones.retain(|p| p.phone_id != gone);
+
+        finish(&mut fleet, &lost, &gone, Operation::Reset(Properties::new()), 0.0);
+        fleet.job_failures_on = true;
+        let first_phone = first.phone_id.clone();
+        finish(&mut fleet, &kept, &first_phone, Operation::Reset(Properties::new()), 1.0);
+
+        let ended = |id: &str| {
+            let job = &fleet.jobs[id];
+            (job.status, job.error_code.clone(), job.error_msg.clone())
+        };
+        let phone_gone = (job_status::FAILED, Some("CPS0005".into()), Some("Phone not found.".into()));
+        assert_eq!(ended(&lost), phone_gone);
+        assert_eq!(ended(&kept).1.as_deref(), Some("CPS.0003"));
     }
 
     #[test]

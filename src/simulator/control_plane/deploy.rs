@@ -21,7 +21,7 @@ use super::faults::Operation;
 use super::wire::{created_json, ok_json, page, parse_json, query_pairs, timestamp};
 use crate::cph::model::job_status;
 use crate::http::request_id;
-use crate::simulator::fleet::{Fleet, JobKind, SimApp, SimJob, SimVersion};
+use crate::simulator::fleet::{Fleet, JobFailure, JobKind, SimApp, SimJob, SimVersion};
 
 /// 5.3.1 and 5.3.6: "A maximum of 100 records can be returned for each request".
 const MAX_PAGE: usize = 100;
@@ -97,7 +97,7 @@ pub(super) async fn phone_apps(
     let fleet = cp.fleet.lock();
     let phone = fleet
         .phone(phone_id)
-        .ok_or(ControlPlaneError::PhoneNotFound)?;
+        .ok_or_else(|| ControlPlaneError::unknown_phone(phone_id))?;
     let apps: Vec<Value> = (phone.apps.iter())
         .filter_map(|app_id| {
             let app = fleet.app(app_id)?;
@@ -191,7 +191,7 @@ pub(super) async fn update_app_version(
     {
         let mut fleet = cp.fleet.lock();
         let server_id = (fleet.phone(phone_id).map(|p| p.server_id.clone()))
-            .ok_or(ControlPlaneError::PhoneNotFound)?;
+            .ok_or_else(|| ControlPlaneError::unknown_phone(phone_id))?;
         known_versions(&fleet, &versions)?;
         for version in &versions {
             let job = new_job(
@@ -288,7 +288,7 @@ fn finish(fleet: &mut Fleet, job_id: &str, version: &str, unlucky: bool) {
         }
     };
     if let Some(job) = fleet.jobs.get_mut(job_id) {
-        job.end(timestamp(Utc::now()), outcome.map_err(str::to_owned));
+        job.end(timestamp(Utc::now()), outcome.map_err(JobFailure::system));
     }
 }
 

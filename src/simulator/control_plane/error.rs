@@ -58,6 +58,9 @@ pub enum ControlPlaneError {
     NoPhones,
     #[error("Phone is not found.")]
     PhoneNotFound,
+    /// 7.2 CPS.0004, in the words of 4.3.5's example.
+    #[error("Parameter: phone_id is invalid.")]
+    InvalidPhoneId,
     #[error("Parameter: job_id is invalid.")]
     JobNotFound,
     /// 7.2 CPS.0003, on demand (`faults.rs`).
@@ -72,6 +75,15 @@ pub enum ControlPlaneError {
 }
 
 impl ControlPlaneError {
+    /// A phone the path names that the fleet does not have: CPS.0005 when the id could be a
+    /// phone's, CPS.0004 when it could not (as the batch operations answer per phone).
+    pub(super) fn unknown_phone(phone_id: &str) -> Self {
+        match super::wire::is_phone_id(phone_id) {
+            true => ControlPlaneError::PhoneNotFound,
+            false => ControlPlaneError::InvalidPhoneId,
+        }
+    }
+
     /// Codes of chapter 7.2 where it has one; `APIGW.*` are the API gateway's (not in the
     /// reference). The reference is silent on two refusals:
     ///
@@ -93,6 +105,7 @@ impl ControlPlaneError {
             ControlPlaneError::BadPage => "CPS.0002",
             ControlPlaneError::SystemError => "CPS.0003",
             ControlPlaneError::PhoneNotFound => "CPS.0005",
+            ControlPlaneError::InvalidPhoneId => "CPS.0004",
             ControlPlaneError::Arrears => "CPS.0006",
             ControlPlaneError::NoPhones => "CPS.0009",
             ControlPlaneError::BadStatus => "CPS.0010",
@@ -118,6 +131,7 @@ impl ResponseError for ControlPlaneError {
             | ControlPlaneError::BadStatus
             | ControlPlaneError::NoPhones
             | ControlPlaneError::PhoneNotFound
+            | ControlPlaneError::InvalidPhoneId
             | ControlPlaneError::JobNotFound
             | ControlPlaneError::SystemError
             | ControlPlaneError::Arrears => StatusCode::BAD_REQUEST,

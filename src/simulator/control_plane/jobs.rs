@@ -38,7 +38,10 @@ pub(super) async fn show_job(
 }
 
 /// The jobs of one or more batch requests (`request_ids`, comma-separated, wins over
-/// `request_id`), in fleet order of their phones.
+/// `request_id`), in fleet order of their phones. The reference (4.4.2) shows only
+/// `request_id`; `request_ids`, `offset` and `limit` (1 to 100, 100 by default) are Huawei's
+/// SDK's. It is silent on the order of the list and on an unknown `request_id` (here: an
+/// empty list, 200).
 pub(super) async fn list_jobs(
     req: HttpRequest,
     body: web::Bytes,

@@ -98,6 +98,8 @@ pub(super) async fn list_phones(
         .take(query.limit)
         .map(|(index, phone)| phone_summary(phone, *index, created(cp.started, *index, count)))
         .collect();
+    // `count` (every matching phone, not the page's) is in Huawei's SDK's answer, not in the
+    // reference's (4.3.1 shows `request_id` and `phones`); cphub does not read it.
     Ok(ok_json(json!({
         "request_id": request_id::current(),
         "count": matching.len(),
@@ -118,7 +120,7 @@ pub(super) async fn show_phone(
         .iter()
         .enumerate()
         .find(|(_, phone)| phone.phone_id == phone_id)
-        .ok_or(ControlPlaneError::PhoneNotFound)?;
+        .ok_or_else(|| ControlPlaneError::unknown_phone(phone_id))?;
     let created = created(cp.started, index, fleet.phones.len());
     let mut detail = phone_summary(phone, index, created);
     if let Value::Object(fields) = &mut detail {

@@ -1,6 +1,7 @@
 //! What the handlers share to read requests and write answers: query pairs decoded as the
-//! signer needs them, JSON bodies, `offset`/`limit` paging (chapters 4.3.1 and 4.4.2), the
-//! reference's timestamps, and the `200`/`201` JSON answers (7.1.2).
+//! signer needs them, JSON bodies, `offset`/`limit` paging (chapter 4.3.1; 4.4.2's is Huawei's
+//! SDK's, the reference shows only `request_id` there), the reference's timestamps, and the
+//! `200`/`201` JSON answers (7.1.2).
 
 use actix_web::HttpResponse;
 use actix_web::http::header::{CacheControl, CacheDirective};
@@ -24,6 +25,16 @@ pub(super) fn query_pairs(query: &str) -> Vec<(String, String)> {
             (decode(key), decode(value))
         })
         .collect()
+}
+
+/// Phone ids are 32 lowercase hex characters (every example of the reference); anything else
+/// is not even a possible phone: 7.2's CPS.0004 "Invalid cloud phone ID", where a possible
+/// one that does not exist is CPS.0005.
+pub(super) fn is_phone_id(phone_id: &str) -> bool {
+    phone_id.len() == 32
+        && phone_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 pub(super) fn query_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
