@@ -112,7 +112,6 @@ impl VirtualPhone {
 
     async fn play(&self, callbacks: &Callbacks, session: Assignment) {
         if !self.sign_check(callbacks, &session).await {
-            Stats::count(&self.stats.sign_checks_refused);
             return;
         }
         Stats::count(&self.stats.sessions_started);
@@ -124,7 +123,7 @@ impl VirtualPhone {
         let reorder = rand::random_bool(self.options.reorder_rate.clamp(0.0, 1.0));
         let enter = self.event(&session, 0, entered, None);
         if !reorder {
-            self.deliver(&callbacks.events, &enter, Acked::Enter, &session)
+            self.deliver(callbacks, &enter, Acked::Enter, &session)
                 .await;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(length);
@@ -137,10 +136,9 @@ impl VirtualPhone {
             self.heartbeat(callbacks, Some(&session)).await;
         }
         let quit = self.event(&session, 1, quit_at, Some(length));
-        self.deliver(&callbacks.events, &quit, Acked::Quit, &session)
-            .await;
+        self.deliver(callbacks, &quit, Acked::Quit, &session).await;
         if reorder {
-            self.deliver(&callbacks.events, &enter, Acked::Enter, &session)
+            self.deliver(callbacks, &enter, Acked::Enter, &session)
                 .await;
         }
         self.stats.record_played(PlayedSession {
@@ -150,23 +148,28 @@ impl VirtualPhone {
         });
     }
 
+    /// Sent again, the same body, while the attempt fails (dropped, no answer, a 5xx or
+    /// 429): cphub answers an identical retry of an admitted check as it did the first.
     async fn sign_check(&self, callbacks: &Callbacks, session: &Assignment) -> bool {
         let Some(body) = sign_check_body(session) else {
+            Stats::count(&self.stats.sign_checks_refused);
             return false;
         };
-        let answer = self.post(&callbacks.sign_check, &body).await;
-        let admitted = answer.is_some_and(|a| a["aes_key"] == session.aes_key_hex.as_str());
+        let answer = self.send(callbacks, &callbacks.sign_check, &body).await;
+        let admitted = matches!(&answer, Some(a) if a["aes_key"] == session.aes_key_hex.as_str());
         if admitted {
             let phone_id = self.phone_id();
             self.stats
                 .record_acknowledged(Acked::SignCheck, &session.session_id, &phone_id);
+        } else {
+            Stats::count(&self.stats.sign_checks_refused);
         }
         admitted
     }
 
     async fn heartbeat(&self, callbacks: &Callbacks, session: Option<&Assignment>) {
         let body = heartbeat_body(&self.phone_id(), session);
-        if self.post(&callbacks.heartbeat, &body).await.is_some() {
+        if let Attempt::Answered(_) = self.post(&callbacks.heartbeat, &body).await {
             Stats::count(&self.stats.heartbeats);
             self.fleet.lock().phones[self.index].heard = true;
         }
@@ -182,39 +185,86 @@ impl VirtualPhone {
         event_body(&self.phone_id(), session, status, time, run_time)
     }
 
-    /// At-least-once, like the engine: retried until acknowledged; sometimes twice.
-    async fn deliver(&self, url: &str, body: &Value, what: Acked, session: &Assignment) {
-        for _ in 0..20 {
-            if self.post(url, body).await.is_some() {
-                let phone_id = self.phone_id();
-                self.stats
-                    .record_acknowledged(what, &session.session_id, &phone_id);
-                if rand::random_bool(self.options.duplicate_rate.clamp(0.0, 1.0)) {
-                    self.post(url, body).await;
-                }
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    /// At-least-once, like the engine: sent until acknowledged (sometimes twice), refused,
+    /// or given up (counted in the summary).
+    async fn deliver(&self, callbacks: &Callbacks, body: &Value, what: Acked, session: &Assignment) {
+        let Some(_) = self.send(callbacks, &callbacks.events, body).await else {
+            Stats::count(&self.stats.events_undelivered);
+            return;
+        };
+        let phone_id = self.phone_id();
+        self.stats
+            .record_acknowledged(what, &session.session_id, &phone_id);
+        if rand::random_bool(self.options.duplicate_rate.clamp(0.0, 1.0)) {
+            self.post(&callbacks.events, body).await;
         }
     }
 
-    /// One callback; None (and a counted error) unless cphub answered 200.
-    async fn post(&self, url: &str, body: &Value) -> Option<Value> {
+    /// The answer to `body`, sent again while an attempt fails and the phone runs, waiting
+    /// what a 503 or 429 asks (`Retry-After`) or [`RETRY_WAIT`]; None once refused (a 4xx
+    /// other than 429: the same body would be refused again), after [`PATIENCE`], or when
+    /// the phone reboots or goes silent (its engine with it). The reference is silent on
+    /// how an engine retries.
+    async fn send(&self, callbacks: &Callbacks, url: &str, body: &Value) -> Option<Value> {
+        let give_up = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let wait = match self.post(url, body).await {
+                Attempt::Answered(answer) => return Some(answer),
+                Attempt::Refused => return None,
+                Attempt::Failed(wait) => wait,
+            };
+            if tokio::time::Instant::now() + wait > give_up || !self.still_running(callbacks.boots)
+            {
+                return None;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One callback attempt; a failure is counted in `callback_errors`.
+    async fn post(&self, url: &str, body: &Value) -> Attempt {
         if self.options.callback_delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.options.callback_delay_ms)).await;
         }
         if rand::random_bool(self.options.drop_rate.clamp(0.0, 1.0)) {
             Stats::count(&self.stats.callback_errors);
-            return None;
+            return Attempt::Failed(RETRY_WAIT);
         }
-        match self.http.post(url).json(body).send().await {
-            Ok(res) if res.status().is_success() => res.json().await.ok(),
-            Ok(_) | Err(_) => {
-                Stats::count(&self.stats.callback_errors);
-                None
+        let attempt = match self.http.post(url).json(body).send().await {
+            Ok(res) if res.status().is_success() => {
+                return Attempt::Answered(res.json().await.unwrap_or(Value::Null));
             }
-        }
+            Ok(res) if res.status().is_server_error() || res.status().as_u16() == 429 => {
+                Attempt::Failed(retry_after(&res).unwrap_or(RETRY_WAIT))
+            }
+            Ok(_) => Attempt::Refused,
+            Err(_) => Attempt::Failed(RETRY_WAIT),
+        };
+        Stats::count(&self.stats.callback_errors);
+        attempt
     }
+}
+
+/// How long a phone keeps sending one callback that fails.
+const PATIENCE: Duration = Duration::from_secs(60);
+/// The wait before sending a failed callback again when cphub named none.
+const RETRY_WAIT: Duration = Duration::from_millis(200);
+
+/// What one callback attempt came to.
+enum Attempt {
+    /// A 2xx, with its body (null if it was not JSON).
+    Answered(Value),
+    /// A 4xx other than 429: this body will not be taken.
+    Refused,
+    /// Dropped, unanswered, a 5xx or a 429: worth sending again after the wait.
+    Failed(Duration),
+}
+
+/// `Retry-After` in whole seconds, as cphub sends it (docs/errors.md).
+fn retry_after(res: &reqwest::Response) -> Option<Duration> {
+    let header = res.headers().get(reqwest::header::RETRY_AFTER)?;
+    let secs = header.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
 }
 
 /// A heartbeat callback (6.4): `app_id` and `session_id` blank when no game is running.

@@ -44,6 +44,8 @@ pub struct Stats {
     pub no_free_phone: AtomicU64,
     pub sign_checks_refused: AtomicU64,
     pub callback_errors: AtomicU64,
+    /// Enter or quit events never acknowledged: refused, or given up on (`phone.rs`).
+    pub events_undelivered: AtomicU64,
     played: Mutex<Vec<PlayedSession>>,
     acknowledged: Mutex<Vec<Acknowledged>>,
 }
@@ -109,11 +111,13 @@ impl Stats {
             .len() as u64;
         format!(
             "phones: {alive} alive, {down} down, {configured} configured | sessions: {played} played, \
-             {} playing, {} refused (no free phone) | heartbeats: {} | sign checks refused: {} | callback errors: {}",
+             {} playing, {} refused (no free phone) | heartbeats: {} | sign checks refused: {} | \
+             events undelivered: {} | callback errors: {}",
             load(&self.sessions_started).saturating_sub(played),
             load(&self.no_free_phone),
             load(&self.heartbeats),
             load(&self.sign_checks_refused),
+            load(&self.events_undelivered),
             load(&self.callback_errors),
         )
     }

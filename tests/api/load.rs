@@ -44,8 +44,12 @@ async fn metric(app: &TestApp, name: &str) -> f64 {
         .sum()
 }
 
+/// A base path of the operator's own (`callbacks.base_path`), as the generator is told it.
+const CALLBACKS_PATH: &str = "/hooks-load";
+
 async fn load_generator_keeps_its_schedule_for_a_small_fleet(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let config = format!("[callbacks]\nbase_path = \"{CALLBACKS_PATH}\"\n");
+    let app = TestApp::spawn_with(backend, &config).await;
     let target = Target {
         cphub: app.address.clone(),
         token: Some(TOKEN.to_owned()),
@@ -53,7 +57,11 @@ async fn load_generator_keeps_its_schedule_for_a_small_fleet(backend: Backend) {
         phones: PHONES,
         seed: 17,
     };
-    let report = load::run(small_fleet(), target).await.unwrap();
+    let options = LoadOptions {
+        callbacks_path: CALLBACKS_PATH.to_owned(),
+        ..small_fleet()
+    };
+    let report = load::run(options, target).await.unwrap();
 
     // The schedule fixes the heartbeats exactly: every phone once a second for 12 s.
     let beats = report.kind(Kind::Heartbeat);

@@ -99,8 +99,9 @@ async fn kill_9_during_delivery_loses_no_webhook_event_and_invents_none(backend:
     served.child.wait().unwrap();
     let served = serve();
 
-    // A session whose sign check (6.1) met the dead process is refused and never played,
-    // as a real client's connection would be; every minted session ends one way or the other.
+    // A session whose sign check (6.1) met the dead process is sent again until the new one
+    // answers: played, or refused (its ticket replayed past the grace); every minted session
+    // ends one way or the other.
     wait_for("every session played or refused", || async {
         let refused = simulator.stats.sign_checks_refused.load(Ordering::Relaxed);
         simulator.stats.played().len() as u64 + refused >= SESSIONS

@@ -77,6 +77,11 @@ pub struct LoadOptions {
     /// The schedule counts as kept while the generator's lag p99.9 stays within this.
     #[arg(long, default_value_t = 20)]
     pub max_lag_ms: u64,
+    /// cphub's `callbacks.base_path`: where the phones' sign checks, events and heartbeats
+    /// go. A real phone reads the three URLs from its properties (appendix A.1), which cphub
+    /// sets through the control plane; the load generator has none to read.
+    #[arg(long, default_value = "/cph")]
+    pub callbacks_path: String,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -176,7 +181,7 @@ pub async fn run(options: LoadOptions, target: Target) -> std::io::Result<LoadRe
     let start = Instant::now();
     let from = start + Duration::from_secs_f64(options.warmup_secs);
     let end = from + Duration::from_secs_f64(options.window_secs);
-    let endpoint = Endpoint::parse(&target.cphub)?;
+    let endpoint = Endpoint::parse(&target.cphub, &options.callbacks_path)?;
     let phone_ids: Vec<String> = Fleet::new(target.phones, target.seed)
         .phones
         .into_iter()
@@ -303,6 +308,12 @@ impl Run {
         self.target.cphub.trim_end_matches('/')
     }
 
+    /// `{cphub}{callbacks_path}/{callback}`.
+    fn callback_url(&self, callback: &str) -> String {
+        let path = self.options.callbacks_path.trim_end_matches('/');
+        format!("{}{path}/{callback}", self.base())
+    }
+
     /// One request, timed from `intended`: what it came to.
     async fn send(
         &self,
@@ -412,7 +423,7 @@ impl Run {
         let Some(body) = sign_check_body(&session) else {
             return released;
         };
-        let url = format!("{}/cph/sign-check", self.base());
+        let url = self.callback_url("sign-check");
         let check = || self.http.post(&url).json(&body);
         let now = Instant::now();
         if (self.send_until_answered(Kind::SignCheck, flash, now, 200, check).await).is_none() {
@@ -486,7 +497,7 @@ impl Run {
         intended: Instant,
         body: &Value,
     ) -> Option<Value> {
-        let url = format!("{}/cph/events", self.base());
+        let url = self.callback_url("events");
         let event = || self.http.post(&url).json(body);
         self.send_until_answered(kind, flash, intended, 200, event)
             .await

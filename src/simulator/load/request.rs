@@ -13,7 +13,8 @@ use super::super::phone::{Assignment, heartbeat_body};
 /// `2026-12-01T17:10:36Z`: the length of every time the body carries (years 1000–9999).
 const TIME_LEN: usize = 20;
 
-/// Where heartbeats go: the `Host` header and the path, from `--cphub`.
+/// Where heartbeats go: the `Host` header and the path, from `--cphub` and
+/// `--callbacks-path`.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     /// `host:port`, to connect to and to name in `Host`.
@@ -23,7 +24,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Raw TCP carries plain HTTP only: an `https://` cphub is refused, not half-served.
-    pub fn parse(cphub: &str) -> io::Result<Endpoint> {
+    pub fn parse(cphub: &str, callbacks_path: &str) -> io::Result<Endpoint> {
         let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
         let url = reqwest::Url::parse(cphub).map_err(|e| invalid(format!("--cphub: {e}")))?;
         if url.scheme() != "http" {
@@ -37,7 +38,11 @@ impl Endpoint {
         let port = url.port_or_known_default().unwrap_or(80);
         Ok(Endpoint {
             authority: format!("{host}:{port}"),
-            path: format!("{}/cph/heartbeat", url.path().trim_end_matches('/')),
+            path: format!(
+                "{}{}/heartbeat",
+                url.path().trim_end_matches('/'),
+                callbacks_path.trim_end_matches('/')
+            ),
         })
     }
 }
@@ -123,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_prebuilt_beat_is_the_phones_heartbeat_with_the_time_of_its_sending() {
-        let endpoint = Endpoint::parse("http://127.0.0.1:8080/").unwrap();
+        let endpoint = Endpoint::parse("http://127.0.0.1:8080/", "/cph").unwrap();
         let session = Assignment {
             session_id: "s-1".into(),
             ticket: "t".into(),
@@ -146,11 +151,13 @@ mod tests {
     }
 
     #[test]
-    fn a_path_prefix_is_kept_and_https_is_refused() {
-        let endpoint = Endpoint::parse("http://cphub.local/base").unwrap();
+    fn a_path_prefix_and_the_callbacks_path_are_kept_and_https_is_refused() {
+        let endpoint = Endpoint::parse("http://cphub.local/base", "/cph").unwrap();
         assert_eq!(endpoint.authority, "cphub.local:80");
         assert_eq!(endpoint.path, "/base/cph/heartbeat");
-        let refused = Endpoint::parse("https://cphub.local").unwrap_err();
+        let secret = Endpoint::parse("http://cphub.local", "/hooks-7f3a/").unwrap();
+        assert_eq!(secret.path, "/hooks-7f3a/heartbeat");
+        let refused = Endpoint::parse("https://cphub.local", "/cph").unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::InvalidInput);
     }
 }
