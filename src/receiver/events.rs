@@ -1,7 +1,8 @@
 //! `POST {base_path}/events`: enter (status 0) and quit (status 1). The answer is sent only
 //! after the event is committed; a re-delivery is answered 200 and changes nothing. Only
-//! the identity fields, `time` and `status` may refuse an event: a description over its
-//! bound is cut and flagged, never refused (a refused event is a lost billing event).
+//! the identity fields, `event_type`, `time`, `status` and a quit's `run_time` (mandatory in
+//! 6.3) may refuse an event: a description over its bound is cut and flagged, never refused
+//! (a refused event is a lost billing event).
 
 use actix_web::{HttpResponse, web};
 

@@ -202,8 +202,9 @@ impl HeartbeatEnvelope {
     }
 }
 
-/// `POST {base_path}/sign-check` (chapter 6.1). The reference's example spells
-/// `encypted_data`; both spellings are read (both at once is a 400).
+/// `POST {base_path}/sign-check` (chapter 6.1). The reference spells `encrypted_data`; the
+/// misspelling `encypted_data` is read too (the reference is silent on it: an engine that
+/// misspells the field would otherwise have its data read as absent). Both at once is a 400.
 #[derive(Deserialize, ToSchema)]
 pub struct SignCheckBody {
     #[schema(value_type = SessionId)]
@@ -211,10 +212,10 @@ pub struct SignCheckBody {
     ticket: String,
     /// Epoch milliseconds as minted, as a string (a JSON integer is read the same way).
     #[serde(deserialize_with = "string_or_integer")]
-    #[schema(pattern = "^[0-9]{1,20}$")]
+    #[schema(pattern = "^[0-9]{1,19}$")]
     auth_ts: String,
     /// In `access.data_encoding`, under `access.cipher` (by default AES-256-GCM: ciphertext
-    /// followed by the 16-byte tag). Also read as `encypted_data`, the reference's spelling.
+    /// followed by the 16-byte tag). Also read as `encypted_data` (not the reference's).
     #[serde(default, alias = "encypted_data")]
     encrypted_data: Option<String>,
     /// `access.cipher.iv_bytes` (12 by default) in `access.iv_encoding`; required with
