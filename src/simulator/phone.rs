@@ -151,10 +151,7 @@ impl VirtualPhone {
     /// Sent again, the same body, while the attempt fails (dropped, no answer, a 5xx or
     /// 429): cphub answers an identical retry of an admitted check as it did the first.
     async fn sign_check(&self, callbacks: &Callbacks, session: &Assignment) -> bool {
-        let Some(body) = sign_check_body(session) else {
-            Stats::count(&self.stats.sign_checks_refused);
-            return false;
-        };
+        let body = sign_check_body(session);
         let answer = self.send(callbacks, &callbacks.sign_check, &body).await;
         let admitted = matches!(&answer, Some(a) if a["aes_key"] == session.aes_key_hex.as_str());
         if admitted {
@@ -298,13 +295,16 @@ pub(super) fn event_body(
 }
 
 /// The access verification the phone sends when the player's client connects (6.1),
-/// carrying what the client sealed under the session key; None if the key is not AES-256.
-pub(super) fn sign_check_body(session: &Assignment) -> Option<Value> {
-    let (data, iv) = seal(&session.aes_key_hex)?;
-    Some(json!({
+/// carrying what the client sealed under the session key; when the key is not cphub's
+/// default (a hex AES-256 key) the client seals nothing and the phone sends 6.1's example's
+/// empty `encrypted_data` and `aes_iv`, which cphub admits unless it enforces and requires
+/// the data.
+pub(super) fn sign_check_body(session: &Assignment) -> Value {
+    let (data, iv) = seal(&session.aes_key_hex).unwrap_or_default();
+    json!({
         "session_id": session.session_id, "ticket": session.ticket, "auth_ts": session.auth_ts,
         "encrypted_data": data, "aes_iv": iv,
-    }))
+    })
 }
 
 /// The client SDK's side of the sign check: something sealed under the session key with a

@@ -170,6 +170,40 @@ async fn cphub_records_what_the_simulator_played(backend: Backend) {
     simulator.stop().await;
 }
 
+/// The simulated phones send a dropped sign check or event again (docs/simulator.md), so a
+/// third of the attempts lost costs no session; and against a cphub whose keys are base64
+/// (not the simulated client's hex) they send 6.1's example's empty `encrypted_data`, which
+/// cphub admits by default. Before, each dropped sign check and every sign check under the
+/// other encoding lost its session.
+async fn dropped_callbacks_are_sent_again_and_any_key_encoding_plays(backend: Backend) {
+    let settings = "[fleet]\nheartbeat_interval_secs = 1\n[access]\nkey_encoding = \"base64\"";
+    let app = TestApp::spawn_with(backend, settings).await;
+    let mut options = simulator_options(&app.address, 3);
+    options.token = Some(TOKEN.to_owned());
+    options.sessions = 5;
+    options.player_interval_ms = 100;
+    options.session_min_secs = 1;
+    options.session_max_secs = 2;
+    options.drop_rate = 0.3;
+    let simulator = Simulator::start(options.clone()).await.unwrap();
+    configure_callbacks(&app.address, &simulator, &options).await;
+
+    let played = wait_for_played(&simulator, 5).await;
+
+    for session in &played {
+        let recorded = app
+            .wait_for_session(&session.session_id, |s| s["state"] == "ended")
+            .await;
+        assert!(recorded["verified_at"].is_string(), "{recorded}");
+    }
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let stats = &simulator.stats;
+    assert_eq!(count(&stats.sign_checks_refused), 0);
+    assert_eq!(count(&stats.events_undelivered), 0);
+    assert!(count(&stats.callback_errors) > 0, "no attempt was dropped");
+    simulator.stop().await;
+}
+
 async fn wait_for_played(
     simulator: &Simulator,
     count: usize,
@@ -190,5 +224,6 @@ async fn wait_for_played(
 
 backend_tests!(
     configured_phones_heartbeat_to_cphub,
-    cphub_records_what_the_simulator_played
+    cphub_records_what_the_simulator_played,
+    dropped_callbacks_are_sent_again_and_any_key_encoding_plays
 );
