@@ -36,7 +36,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::binary::{Served, cphub, start_serve, stop};
 use crate::helpers::{Backend, TOKEN, TestDb, postgres_available};
-use crate::simulation::{configure_callbacks, simulator_options};
+use crate::simulation::{configure_callbacks, players};
 use crate::watchdog::free_port;
 
 const REPLICAS: usize = 3;
@@ -362,12 +362,7 @@ fn three_replicas_behind_haproxy_survive_kill_9_and_sigterm() {
 /// haproxy from the start (answered 503 until phones heartbeat), then the replicas.
 async fn start_cluster(ports: &[u16], proxy: &str, phones: usize, sessions: u64) -> Cluster {
     let db = TestDb::new(Backend::Postgres).await;
-    let mut options = simulator_options(proxy, phones);
-    options.token = Some(TOKEN.to_owned());
-    options.sessions = sessions;
-    options.player_interval_ms = 100;
-    options.session_min_secs = 1;
-    options.session_max_secs = 3;
+    let mut options = players(proxy, phones, sessions, 3);
     // The engine's habits: re-deliveries, a quit overtaking its enter.
     options.duplicate_rate = 0.2;
     options.reorder_rate = 0.1;

@@ -23,6 +23,18 @@ pub(crate) fn simulator_options(cphub: &str, phones: usize) -> SimOptions {
     options
 }
 
+/// [`simulator_options`] whose players mint `sessions` sessions, one every 100 ms, each
+/// played for 1 to `longest_secs` seconds.
+pub(crate) fn players(cphub: &str, phones: usize, sessions: u64, longest_secs: u64) -> SimOptions {
+    let mut options = simulator_options(cphub, phones);
+    options.token = Some(TOKEN.to_owned());
+    options.sessions = sessions;
+    options.player_interval_ms = 100;
+    options.session_min_secs = 1;
+    options.session_max_secs = longest_secs;
+    options
+}
+
 /// cphub's settings for talking to the simulator's control plane.
 pub(crate) fn cph_settings(simulator: &Simulator, options: &SimOptions) -> Settings {
     Settings::with_overrides(&format!(
@@ -129,12 +141,7 @@ async fn configured_phones_heartbeat_to_cphub(backend: Backend) {
 
 async fn cphub_records_what_the_simulator_played(backend: Backend) {
     let app = TestApp::spawn_with(backend, "[fleet]\nheartbeat_interval_secs = 1").await;
-    let mut options = simulator_options(&app.address, 3);
-    options.token = Some(TOKEN.to_owned());
-    options.sessions = 5;
-    options.player_interval_ms = 100;
-    options.session_min_secs = 1;
-    options.session_max_secs = 2;
+    let mut options = players(&app.address, 3, 5, 2);
     // The engine's habits: re-deliveries and a quit overtaking its enter.
     options.duplicate_rate = 0.5;
     options.reorder_rate = 0.3;
@@ -178,12 +185,7 @@ async fn cphub_records_what_the_simulator_played(backend: Backend) {
 async fn dropped_callbacks_are_sent_again_and_any_key_encoding_plays(backend: Backend) {
     let settings = "[fleet]\nheartbeat_interval_secs = 1\n[access]\nkey_encoding = \"base64\"";
     let app = TestApp::spawn_with(backend, settings).await;
-    let mut options = simulator_options(&app.address, 3);
-    options.token = Some(TOKEN.to_owned());
-    options.sessions = 5;
-    options.player_interval_ms = 100;
-    options.session_min_secs = 1;
-    options.session_max_secs = 2;
+    let mut options = players(&app.address, 3, 5, 2);
     options.drop_rate = 0.3;
     let simulator = Simulator::start(options.clone()).await.unwrap();
     configure_callbacks(&app.address, &simulator, &options).await;
