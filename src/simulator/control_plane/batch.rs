@@ -31,7 +31,9 @@ type Properties = BTreeMap<String, String>;
 /// `{"phones": [{"phone_id", "property"?}]}` of update-property, restart and reset. The
 /// property is kept raw so that a bad one fails only its own phone.
 /// A restart's optional `image_id` (4.3.6, "the image to be updated") is not read: the fake
-/// has one image, and cphub never sends it.
+/// has one image, and cphub never sends it. A body without `phones` (or `phone_ids`), or
+/// an item without `phone_id`, is refused whole with 7.2's parameter error (`CPS.0200`, by
+/// [`parse_json`]); an empty list is `CPS.0009`. The reference is silent on both.
 #[derive(Deserialize)]
 struct PhonesBody {
     phones: Vec<PhoneItem>,

@@ -40,7 +40,9 @@ pub(super) async fn list_encode_servers(
     let server_type = number(&pairs, "type")?;
     let server_id = query_param(&pairs, "server_id");
     let fleet = cp.fleet.lock();
-    // Every simulated encoding server is a server (type 0), not a container.
+    // Every simulated encoding server is a server (type 0), not a container. Any integer
+    // `status` or `type` is taken as a filter (one no server has lists none): 4.6.1 names
+    // their values but is silent on what an unknown one is answered.
     let servers: Vec<Value> = (fleet.encode_servers.iter())
         .filter(|e| status.is_none_or(|s| s == e.status))
         .filter(|_| server_type.is_none_or(|t| t == 0))
