@@ -29,7 +29,7 @@ pub struct WebhookSettings {
     pub tick_interval_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookEndpoint {
     pub name: String,
@@ -44,6 +44,20 @@ pub struct WebhookEndpoint {
 
 fn enabled() -> bool {
     true
+}
+
+// The URL may carry a credential (userinfo, a token in the query): never printed, as the
+// secrets are not; the name says which endpoint it is.
+impl std::fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpoint")
+            .field("name", &self.name)
+            .field("url", &"[REDACTED]")
+            .field("secrets", &self.secrets)
+            .field("events", &self.events)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
 }
 
 /// A `whsec_…` signing secret: its key bytes. `env:NAME` in the configuration reads the
@@ -164,6 +178,22 @@ mod tests {
             Err(ConfigError::Inconsistent { key, .. }) => key.to_owned(),
             Err(other) => other.to_string(),
             Ok(_) => panic!("accepted: {endpoint}"),
+        }
+    }
+
+    /// Neither the URL (it may carry a credential) nor the secret shows in `Debug`.
+    #[test]
+    fn an_endpoints_debug_shows_neither_its_url_nor_its_secret() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let toml = format!(
+            "[webhooks]\nendpoints = [{{ name = \"billing\", \
+             url = \"http://user:pw-1@billing.local/hook?token=tok-1\", secrets = [\"{secret}\"] }}]\n"
+        );
+        let settings = Settings::with_overrides(&toml).unwrap();
+        let printed = format!("{:?}", settings.webhooks.endpoints[0]);
+        assert!(printed.contains("billing"), "{printed}");
+        for hidden in ["pw-1", "tok-1", "billing.local", "MfKQ9r8G"] {
+            assert!(!printed.contains(hidden), "{hidden} in {printed}");
         }
     }
 

@@ -284,7 +284,9 @@ impl WebhookDispatcher {
             .body(rendered.body.clone());
         match request.send().await {
             Ok(response) => Answer::from_response(response).await,
-            Err(e) => Answer::failed(format!("no answer: {}", ErrorChain(&e))),
+            // Without the URL reqwest names in its errors: the reason is kept in the book and
+            // shown to operators, and an endpoint's URL may carry a credential.
+            Err(e) => Answer::failed(format!("no answer: {}", ErrorChain(&e.without_url()))),
         }
     }
 }
@@ -342,7 +344,9 @@ impl Answer {
         };
         Answer {
             status: Some(i32::from(status.as_u16())),
-            excerpt: Some(String::from_utf8_lossy(&body).into_owned()),
+            // NUL out: PostgreSQL's text cannot hold it, and an attempt it refuses to record
+            // would fail its whole claim, to be sent again and refused again for good.
+            excerpt: Some(String::from_utf8_lossy(&body).replace('\0', "\u{FFFD}")),
             error: error.or(read.filter(|_| !status.is_success())),
             final_: false,
         }

@@ -360,21 +360,27 @@ async fn faulty_endpoints_end_failed_with_their_reason_and_no_worker_sticks(back
     let redirect =
         receiver(ResponseTemplate::new(302).insert_header("location", "http://elsewhere/")).await;
     let slow = receiver(ResponseTemplate::new(200).set_delay(Duration::from_secs(30))).await;
+    // An answer with NUL bytes (a binary or compressed body): PostgreSQL's text refused the
+    // attempt's excerpt, and the claim was sent again for good, never recorded.
+    let binary =
+        receiver(ResponseTemplate::new(500).set_body_bytes(b"\x1f\x8b\x00\x00 gz".to_vec())).await;
     let endpoints = [
         ("redirect", hook_url(&redirect)),
         ("garbage", garbage_server().await),
         (
             "unresolvable",
-            "http://cphub-webhook-test.invalid/hook".to_owned(),
+            // A credential in the URL never reaches the recorded reason.
+            "http://cphub-webhook-test.invalid/hook?token=hook-credential".to_owned(),
         ),
         ("slow", hook_url(&slow)),
+        ("binary", hook_url(&binary)),
     ];
     // One attempt each: every fault ends the delivery failed at once.
     let config = webhooks(&endpoints, "retry_schedule_secs = [0]\ntimeout_ms = 300\n");
     let app = TestApp::spawn_with(backend, &config).await;
 
     play(&app, &["s-1"]).await;
-    let failed = wait_for_failed(&app, 8).await;
+    let failed = wait_for_failed(&app, 10).await;
 
     let reason = |endpoint: &str| -> Vec<String> {
         (failed.iter())
@@ -387,11 +393,16 @@ async fn faulty_endpoints_end_failed_with_their_reason_and_no_worker_sticks(back
         ("garbage", "no answer"),
         ("unresolvable", "no answer"),
         ("slow", "no answer"),
+        ("binary", "HTTP 500"),
     ] {
         let reasons = reason(endpoint);
         assert_eq!(reasons.len(), 2, "{endpoint}: started and ended both tried");
         assert!(
             reasons.iter().all(|r| r.contains(expected)),
+            "{endpoint}: {reasons:?}"
+        );
+        assert!(
+            reasons.iter().all(|r| !r.contains("hook-credential")),
             "{endpoint}: {reasons:?}"
         );
     }
