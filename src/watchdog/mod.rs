@@ -47,6 +47,13 @@ use crate::telemetry::ErrorChain;
 /// between logging a recovery and noting its job (a store write or two).
 const SENDING_MARGIN: Duration = Duration::from_secs(10);
 
+/// The CPH calls one recovery's send can make, for [`Watchdog::sending_bound`]: a reset,
+/// its one resend without the properties it was refused for (`reset.rs`), and, when the
+/// resend's answer is lost (502/504), the lookup of its jobs by request id (4.4.2) that
+/// reconciles it (`CphClient::batch`). It was two, and a recovery whose resend was being
+/// reconciled could be re-read, and closed as succeeded, before its reset was accepted.
+const CALLS_PER_SEND: u32 = 3;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WatchdogError {
     #[error(transparent)]
@@ -854,11 +861,10 @@ impl Watchdog {
         }
     }
 
-    /// How long after its recovery is logged a recovery's POST may still be under way: a
-    /// reset is sent twice when it is refused for a property (`reset.rs`), each send with
-    /// its retries ([`CphClient::longest_call`]).
+    /// How long after its recovery is logged a recovery's POST may still be under way:
+    /// [`CALLS_PER_SEND`] calls, each with its retries ([`CphClient::longest_call`]).
     fn sending_bound(&self) -> Duration {
-        self.client.longest_call() * 2 + SENDING_MARGIN
+        self.client.longest_call() * CALLS_PER_SEND + SENDING_MARGIN
     }
 
     /// A pending recovery without a job: its POST's answer was lost (chapter 7.1.2), or
