@@ -154,7 +154,9 @@ pub(super) async fn run(
 
 /// Restarts, with the properties, the waiting phones the book shows idle, in batches of
 /// `watchdog.max_in_flight`, each batch's jobs followed before the next; the others are
-/// reported busy.
+/// reported busy. Each batch is read from the book just before it is sent: following a
+/// batch's jobs takes up to `cph.job_deadline_secs`, and a phone idle when the command
+/// began may have been given to a player since.
 async fn restart_the_idle(
     settings: &Settings,
     client: &CphClient,
@@ -174,30 +176,14 @@ async fn restart_the_idle(
             None
         }
     };
-    let fresh_since = UtcTime::now().minus(settings.fleet.stale_after());
-    let mut idle = Vec::new();
-    for (phone, job) in waiting {
-        let state = match &book {
-            Some(book) => book_state(book.as_ref(), &phone, fresh_since).await,
-            None => "unreadable".to_owned(),
-        };
-        if state == "idle" {
-            idle.push((phone, job));
-        } else {
-            reports.insert(
-                phone,
-                Report::Waiting {
-                    job,
-                    busy: Some(state),
-                },
-            );
+    let update_jobs: HashMap<String, String> = waiting.iter().cloned().collect();
+    for chunk in waiting.chunks(settings.watchdog.max_in_flight.max(1)) {
+        let fresh_since = UtcTime::now().minus(settings.fleet.stale_after());
+        let chunk = still_idle(book.as_deref(), chunk, fresh_since, reports).await;
+        if chunk.is_empty() {
+            continue;
         }
-    }
-
-    let update_jobs: HashMap<String, String> = idle.iter().cloned().collect();
-    let ids: Vec<String> = idle.into_iter().map(|(phone, _)| phone).collect();
-    for chunk in ids.chunks(settings.watchdog.max_in_flight.max(1)) {
-        let restarted = submit_and_follow(client, items(chunk, property), true).await?;
+        let restarted = submit_and_follow(client, items(&chunk, property), true).await?;
         let mut succeeded = Vec::new();
         for (phone, ended) in restarted {
             match ended {
@@ -227,6 +213,30 @@ async fn restart_the_idle(
         }
     }
     Ok(())
+}
+
+/// The phones of `waiting` the book shows idle now; each other one is reported busy, with
+/// its state.
+async fn still_idle(
+    book: Option<&dyn Store>,
+    waiting: &[(String, String)],
+    fresh_since: UtcTime,
+    reports: &mut HashMap<String, Report>,
+) -> Vec<String> {
+    let mut idle = Vec::new();
+    for (phone, job) in waiting {
+        let state = match book {
+            Some(book) => book_state(book, phone, fresh_since).await,
+            None => "unreadable".to_owned(),
+        };
+        if state == "idle" {
+            idle.push(phone.clone());
+        } else {
+            let busy = Some(state);
+            reports.insert(phone.clone(), Report::Waiting { job: job.clone(), busy });
+        }
+    }
+    idle
 }
 
 /// The phone's state in cphub's book: `idle` only when no session is playing, minted or
