@@ -150,6 +150,7 @@ impl Application {
                     Arc::clone(&client),
                     Arc::clone(&clock),
                     settings.watchdog.max_in_flight,
+                    settings.fleet.stale_after(),
                 );
                 let watchdog = settings.watchdog.enabled.then(|| {
                     let watchdog = Watchdog::new(

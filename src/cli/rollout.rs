@@ -120,8 +120,8 @@ async fn start(
     args: StartArgs,
 ) -> Result<Rollout, RolloutCliError> {
     let client = Arc::new(CphClient::new(&settings.cph)?);
-    let max_in_flight = settings.watchdog.max_in_flight;
-    let rollouts = Rollouts::new(book, client, Arc::new(SystemClock), max_in_flight);
+    let (max_in_flight, stale_after) = (settings.watchdog.max_in_flight, settings.fleet.stale_after());
+    let rollouts = Rollouts::new(book, client, Arc::new(SystemClock), max_in_flight, stale_after);
     Ok(rollouts.start(&ask(args)?).await?)
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::Rollouts;
 use crate::cph::CphError;
-use crate::cph::model::job_status;
+use crate::cph::model::{job_status, status};
 use crate::domain::{PhoneStep, RolloutState, UtcTime};
 use crate::store::{Rollout, RolloutPhone, StepChange, StoreError};
 use crate::telemetry::ErrorChain;
@@ -81,11 +81,21 @@ impl Rollouts {
             return Ok(());
         }
         let free = !phone.in_session || (overdue && rollout.force);
-        if !free || phone.recovering || *budget == 0 {
+        if !free || phone.recovering || !self.serving(phone) || *budget == 0 {
             return Ok(());
         }
         *budget -= 1;
         self.send_update(rollout, phone).await
+    }
+
+    /// Running (4.3.1 status 2, or not synced yet) and heard from within `fleet.stale_after`.
+    /// A phone the operator stopped (8) or that is frozen (6), one being restarted (4) or
+    /// reset (3, which would wipe the update) by someone else, or a silent one the watchdog
+    /// has not taken yet, is waited on, not updated (docs/operations.md).
+    fn serving(&self, phone: &RolloutPhone) -> bool {
+        let running = phone.cph_status.is_none_or(|s| s == status::RUNNING);
+        let heard = phone.last_seen_at;
+        running && heard.is_some_and(|at| at.plus(self.stale_after) > self.clock.now())
     }
 
     /// 5.3.7. `updating` (with the attempt counted) is written first: if cphub dies during

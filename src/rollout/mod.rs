@@ -10,6 +10,7 @@ mod engine;
 mod start;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::cph::{CphClient, CphError};
@@ -51,6 +52,8 @@ pub struct Rollouts {
     clock: Arc<dyn Clock>,
     /// `watchdog.max_in_flight`: rollout updates and recoveries together never exceed it.
     max_in_flight: usize,
+    /// `fleet.stale_after`: a drained phone not heard from within it is not updated.
+    stale_after: Duration,
 }
 
 impl Rollouts {
@@ -59,12 +62,14 @@ impl Rollouts {
         client: Arc<CphClient>,
         clock: Arc<dyn Clock>,
         max_in_flight: usize,
+        stale_after: Duration,
     ) -> Arc<Rollouts> {
         Arc::new(Rollouts {
             store,
             client,
             clock,
             max_in_flight,
+            stale_after,
         })
     }
 

@@ -137,6 +137,9 @@ pub struct RolloutPhone {
     pub server_id: Option<String>,
     /// The phone's last heartbeat as cphub's clock received it.
     pub last_seen_at: Option<UtcTime>,
+    /// The phone's status (chapter 4.3.1) as phone sync last saw it; None before the first.
+    #[serde(skip)]
+    pub cph_status: Option<i32>,
     /// In a session, or held for one: a drained phone waits for it to end.
     pub in_session: bool,
     /// The watchdog is recovering it (or gave up on it): the rollout leaves it alone.
@@ -190,7 +193,7 @@ macro_rules! rollout_phone_select {
     () => {
         "SELECT r.rollout_id, r.phone_id, r.state, r.batch, r.attempts, r.request_id, \
            r.job_id, r.error, r.drained_at, r.submitted_at, r.job_ended_at, r.finished_at, \
-           r.updated_at, p.server_id, p.last_seen_at, \
+           r.updated_at, p.server_id, p.last_seen_at, p.cph_status, \
            (p.allocated_session_id IS NOT NULL OR p.current_session_id IS NOT NULL \
              OR p.heartbeat_session_id IS NOT NULL) AS in_session, \
            (p.recovery_state IS NOT NULL OR EXISTS (SELECT 1 FROM recoveries x \

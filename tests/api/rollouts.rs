@@ -24,6 +24,7 @@ backend_tests!(
     a_restarted_cphub_finishes_the_rollout_updating_no_phone_twice_7_1_2,
     a_phone_being_updated_is_draining_and_refuses_a_manual_restart_or_reset_5_3_7,
     idle_phones_are_updated_at_once_and_busy_ones_only_after_their_sessions_5_3_7,
+    a_phone_the_operator_stopped_is_waited_on_not_updated_4_3_1,
 );
 
 pub(crate) const APP: &str = "sim.game";
@@ -537,5 +538,54 @@ async fn a_phone_being_updated_is_draining_and_refuses_a_manual_restart_or_reset
         jobs_before,
         "no restart or reset sent"
     );
+    rig.simulator.stop().await;
+}
+
+/// Chapter 4.3.1: a phone the operator stopped (8) after it joined the fleet is drained
+/// with the others but never sent the update (5.3.7) while it is stopped; the others are
+/// updated. The engine sent it the update, as to any idle phone, before it read the phone's
+/// status and freshness.
+async fn a_phone_the_operator_stopped_is_waited_on_not_updated_4_3_1(backend: Backend) {
+    // Stopped once every phone has been heard from (the rig waits for that first).
+    let rig = start(backend, 3, |o| {
+        o.stopped = 1;
+        o.faults_after_secs = 10;
+    })
+    .await;
+    let ids = rig.simulator.phone_ids();
+    let stopped = ids[0].clone();
+    (rig.app)
+        .wait_for_phone(&stopped, |p| p["state"] == "out_of_service")
+        .await;
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 3,
+            "drain_deadline_secs": 120,
+        }))
+        .await;
+    let state_of = |rollout: &Value, phone_id: &str| {
+        let phones = rollout["phones"].as_array().unwrap();
+        let phone = phones.iter().find(|p| p["phone_id"] == phone_id).unwrap();
+        text(&phone["state"])
+    };
+    rig.wait(|| async {
+        let now = rig.rollout(&rollout["id"]).await;
+        ids[1..].iter().all(|id| state_of(&now, id) == "done")
+    })
+    .await;
+
+    let now = rig.rollout(&rollout["id"]).await;
+    assert_eq!(state_of(&now, &stopped), "draining", "{now}");
+    assert_eq!(
+        rig.updates_of(&stopped),
+        0,
+        "the stopped phone was sent the update"
+    );
+    for other in &ids[1..] {
+        assert_eq!(rig.updates_of(other), 1, "{other}");
+    }
     rig.simulator.stop().await;
 }
