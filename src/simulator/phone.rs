@@ -258,7 +258,7 @@ enum Attempt {
 }
 
 /// `Retry-After` in whole seconds, as cphub sends it (docs/errors.md).
-fn retry_after(res: &reqwest::Response) -> Option<Duration> {
+pub(super) fn retry_after(res: &reqwest::Response) -> Option<Duration> {
     let header = res.headers().get(reqwest::header::RETRY_AFTER)?;
     let secs = header.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs))

@@ -139,16 +139,30 @@ async fn configured_phones_heartbeat_to_cphub(backend: Backend) {
     simulator.stop().await;
 }
 
-async fn cphub_records_what_the_simulator_played(backend: Backend) {
-    let app = TestApp::spawn_with(backend, "[fleet]\nheartbeat_interval_secs = 1").await;
+/// A cphub with 1 s heartbeats and `settings`, and 3 phones whose players play 5 sessions
+/// of 1 to 2 s, `tune`d: the app, the simulator and the sessions once all 5 are played.
+async fn five_sessions_played(
+    backend: Backend,
+    settings: &str,
+    tune: impl FnOnce(&mut SimOptions),
+) -> (TestApp, Simulator, Vec<cphub::simulator::PlayedSession>) {
+    let settings = format!("[fleet]\nheartbeat_interval_secs = 1\n{settings}");
+    let app = TestApp::spawn_with(backend, &settings).await;
     let mut options = players(&app.address, 3, 5, 2);
-    // The engine's habits: re-deliveries and a quit overtaking its enter.
-    options.duplicate_rate = 0.5;
-    options.reorder_rate = 0.3;
+    tune(&mut options);
     let simulator = Simulator::start(options.clone()).await.unwrap();
     configure_callbacks(&app.address, &simulator, &options).await;
-
     let played = wait_for_played(&simulator, 5).await;
+    (app, simulator, played)
+}
+
+async fn cphub_records_what_the_simulator_played(backend: Backend) {
+    let (app, simulator, played) = five_sessions_played(backend, "", |options| {
+        // The engine's habits: re-deliveries and a quit overtaking its enter.
+        options.duplicate_rate = 0.5;
+        options.reorder_rate = 0.3;
+    })
+    .await;
 
     for session in &played {
         let recorded = app
@@ -183,14 +197,9 @@ async fn cphub_records_what_the_simulator_played(backend: Backend) {
 /// cphub admits by default. Before, each dropped sign check and every sign check under the
 /// other encoding lost its session.
 async fn dropped_callbacks_are_sent_again_and_any_key_encoding_plays(backend: Backend) {
-    let settings = "[fleet]\nheartbeat_interval_secs = 1\n[access]\nkey_encoding = \"base64\"";
-    let app = TestApp::spawn_with(backend, settings).await;
-    let mut options = players(&app.address, 3, 5, 2);
-    options.drop_rate = 0.3;
-    let simulator = Simulator::start(options.clone()).await.unwrap();
-    configure_callbacks(&app.address, &simulator, &options).await;
-
-    let played = wait_for_played(&simulator, 5).await;
+    let base64_keys = "[access]\nkey_encoding = \"base64\"";
+    let (app, simulator, played) =
+        five_sessions_played(backend, base64_keys, |options| options.drop_rate = 0.3).await;
 
     for session in &played {
         let recorded = app

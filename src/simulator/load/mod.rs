@@ -24,7 +24,7 @@ pub use plan::{FleetPlan, PhonePlan, plan};
 pub use record::{Figures, Kind, LoadReport};
 
 use super::fleet::Fleet;
-use super::phone::{Assignment, WholeSeconds, event_body, sign_check_body};
+use super::phone::{Assignment, WholeSeconds, event_body, retry_after, sign_check_body};
 use beats::{Connection, Lane, Measured, Schedule};
 use record::{Outcome, Recorder, ReportHeader, Tally, Timing};
 use request::{BeatRequest, Endpoint};
@@ -231,13 +231,6 @@ pub async fn run(options: LoadOptions, target: Target) -> std::io::Result<LoadRe
     Ok(report)
 }
 
-/// The wait a 503 asks for (`Retry-After` in seconds), or [`RETRY_AFTER`].
-fn retry_after(res: &reqwest::Response) -> Duration {
-    let header = res.headers().get(reqwest::header::RETRY_AFTER);
-    let secs = header.and_then(|v| v.to_str().ok()?.trim().parse().ok());
-    secs.map_or(RETRY_AFTER, Duration::from_secs)
-}
-
 /// `cphub simulate --load`: runs and prints the report.
 pub async fn run_and_print(options: LoadOptions, target: Target) -> std::io::Result<()> {
     let json = options.json;
@@ -335,7 +328,7 @@ impl Run {
             Ok(res) => {
                 let status = res.status().as_u16();
                 let answered = match status {
-                    503 => Answered::Retry(retry_after(&res)),
+                    503 => Answered::Retry(retry_after(&res).unwrap_or(RETRY_AFTER)),
                     _ => Answered::Refused,
                 };
                 let _ = res.bytes().await; // read it, so the connection is reused
