@@ -134,6 +134,11 @@ impl CphClient {
         self.request_timeout * attempts + self.backoff.max * self.max_attempts
     }
 
+    /// `cph.job_deadline_secs`: how long a started job is followed before cphub gives up on it.
+    pub fn job_deadline(&self) -> Duration {
+        self.job_deadline
+    }
+
     pub fn new(settings: &CphSettings) -> Result<CphClient, CphError> {
         let endpoint = settings
             .endpoint

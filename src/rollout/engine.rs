@@ -157,27 +157,57 @@ impl Rollouts {
         let Some(job_ids) = phone.job_id.as_deref() else {
             return self.reconcile(rollout, phone).await;
         };
-        let mut all_succeeded = true;
+        let mut unsettled = None;
         for job_id in job_ids.split(JOB_SEPARATOR) {
-            let job = match self.client.job(job_id).await {
-                Ok(job) => job,
+            match self.client.job(job_id).await {
+                Ok(job) if job.status == job_status::FAILED => {
+                    let code = job.error_code.unwrap_or_default();
+                    let message = job.error_msg.unwrap_or_default();
+                    let error = format!("job {job_id} failed (4.4.1): {code}: {message}");
+                    return self.fail(phone, &error).await;
+                }
+                Ok(job) if job.status == job_status::SUCCEEDED => {}
+                Ok(job) => {
+                    let status = job.status;
+                    unsettled.get_or_insert(format!("job {job_id} still at status {status}"));
+                }
                 Err(error) => {
                     tracing::debug!(job_id, error = %ErrorChain(&error), "rollout job not read; will ask again");
-                    return Ok(());
+                    let error = ErrorChain(&error);
+                    unsettled.get_or_insert(format!("job {job_id} not read (4.4.1): {error}"));
                 }
-            };
-            if job.status == job_status::FAILED {
-                let code = job.error_code.unwrap_or_default();
-                let message = job.error_msg.unwrap_or_default();
-                let error = format!("job {job_id} failed (4.4.1): {code}: {message}");
-                return self.fail(phone, &error).await;
             }
-            all_succeeded &= job.status == job_status::SUCCEEDED;
         }
-        if all_succeeded {
-            let verifying = self.change(phone, PhoneStep::Verifying);
-            self.store.step_rollout_phone(&verifying).await?;
+        match unsettled {
+            None => self.verifying(phone).await,
+            Some(why) => self.overdue(rollout, phone, &why).await,
         }
+    }
+
+    /// An update whose jobs have not all ended. Past `cph.job_deadline_secs` from its
+    /// sending (a job that never ends, or one the control plane no longer knows), the
+    /// phone's versions (5.3.6) decide: listed, it is verified; not, it fails, and goes back
+    /// to the pool instead of holding a `max_in_flight` slot and the phone for good.
+    async fn overdue(
+        &self,
+        rollout: &Rollout,
+        phone: &RolloutPhone,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let since = phone.submitted_at.unwrap_or(phone.updated_at);
+        if since.plus(self.client.job_deadline()) > self.clock.now() {
+            return Ok(());
+        }
+        if self.runs_versions(rollout, phone).await {
+            return self.verifying(phone).await;
+        }
+        let why = format!("{why} after cph.job_deadline_secs, and the version is not on the phone (5.3.6)");
+        self.fail(phone, &why).await
+    }
+
+    async fn verifying(&self, phone: &RolloutPhone) -> Result<(), StoreError> {
+        let verifying = self.change(phone, PhoneStep::Verifying);
+        self.store.step_rollout_phone(&verifying).await?;
         Ok(())
     }
 
@@ -198,9 +228,7 @@ impl Rollouts {
             }
         }
         if self.runs_versions(rollout, phone).await {
-            let verifying = self.change(phone, PhoneStep::Verifying);
-            self.store.step_rollout_phone(&verifying).await?;
-            return Ok(());
+            return self.verifying(phone).await;
         }
         let deadline = Duration::from_secs(rollout.drain_deadline_secs.max(1) as u64);
         let since = phone.submitted_at.unwrap_or(phone.updated_at);

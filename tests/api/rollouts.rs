@@ -25,6 +25,7 @@ backend_tests!(
     a_phone_being_updated_is_draining_and_refuses_a_manual_restart_or_reset_5_3_7,
     idle_phones_are_updated_at_once_and_busy_ones_only_after_their_sessions_5_3_7,
     a_phone_the_operator_stopped_is_waited_on_not_updated_4_3_1,
+    an_update_job_that_never_ends_frees_its_phone_at_the_job_deadline_4_4_1,
 );
 
 pub(crate) const APP: &str = "sim.game";
@@ -50,6 +51,14 @@ async fn start(backend: Backend, phones: usize, tune: impl FnOnce(&mut SimOption
     start_with(backend, phones, "", tune).await
 }
 
+/// Phones count as silent after ten missed heartbeats here, not the watchdog tests' two: no
+/// rollout scenario silences a phone, and on a loaded machine two seconds without a
+/// heartbeat stored is enough for the watchdog to end a healthy phone's session.
+const PACE: Pace = Pace {
+    miss_threshold: 10,
+    ..Pace::EAGER
+};
+
 /// With `extra` appended to cphub's settings (after its `[watchdog]` section).
 pub(crate) async fn start_with(
     backend: Backend,
@@ -57,16 +66,19 @@ pub(crate) async fn start_with(
     extra: &str,
     tune: impl FnOnce(&mut SimOptions),
 ) -> Rig {
+    start_paced(backend, phones, extra, PACE, tune).await
+}
+
+async fn start_paced(
+    backend: Backend,
+    phones: usize,
+    extra: &str,
+    pace: Pace,
+    tune: impl FnOnce(&mut SimOptions),
+) -> Rig {
     let port = free_port();
     let options = simulator_options(port, phones, tune);
     let simulator = start_simulator(&options).await;
-    // Phones count as silent after ten missed heartbeats here, not the watchdog tests' two:
-    // no rollout scenario silences a phone, and on a loaded machine two seconds without a
-    // heartbeat stored is enough for the watchdog to end a healthy phone's session.
-    let pace = Pace {
-        miss_threshold: 10,
-        ..Pace::EAGER
-    };
     let settings = cphub_settings_paced(port, &simulator, &options, extra, pace);
     let db = TestDb::new(backend).await;
     let app = start_cphub(db, &settings).await;
@@ -586,6 +598,76 @@ async fn a_phone_the_operator_stopped_is_waited_on_not_updated_4_3_1(backend: Ba
     );
     for other in &ids[1..] {
         assert_eq!(rig.updates_of(other), 1, "{other}");
+    }
+    rig.simulator.stop().await;
+}
+
+/// Chapter 4.4.1: a job stays at status 1 (running) until it ends, and one the control plane
+/// no longer knows cannot be read at all. Past `cph.job_deadline_secs` (3 s here) an update
+/// whose job has not ended is judged by the phone's versions (5.3.6): the phone whose job
+/// never ends fails and goes back to the pool, the one whose job vanished after installing
+/// the version is verified and done; neither is sent its update again. Before, both stayed
+/// `updating` for good: out of the pool and holding a `max_in_flight` slot each.
+async fn an_update_job_that_never_ends_frees_its_phone_at_the_job_deadline_4_4_1(backend: Backend) {
+    let pace = Pace {
+        job_deadline_secs: 3,
+        ..PACE
+    };
+    let rig = start_paced(backend, 2, "", pace, |_| {}).await;
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+    rig.slow_jobs_from_now(Duration::from_secs(3600));
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 2,
+            "max_failures": 1,
+        }))
+        .await;
+    let ids = rig.simulator.phone_ids();
+    let (stuck, purged) = (&ids[0], &ids[1]);
+    rig.wait(|| async {
+        let now = rig.rollout(&rollout["id"]).await;
+        let phones = now["phones"].as_array().unwrap().clone();
+        phones
+            .iter()
+            .all(|p| p["state"] == "updating" && p["job_id"].is_string())
+    })
+    .await;
+    {
+        // The purged phone's job ran and was then forgotten by the control plane.
+        let mut fleet = rig.simulator.fleet.lock();
+        fleet
+            .jobs
+            .retain(|_, job| job.phone_id.as_deref() != Some(purged.as_str()));
+        let phone = fleet.phone_mut(purged).unwrap();
+        phone.versions.insert(APP.to_owned(), version.clone());
+    }
+
+    let done = rig.wait_for_rollout(&rollout["id"], "done").await;
+    let phone = |id: &str| {
+        let phones = done["phones"].as_array().unwrap();
+        phones.iter().find(|p| p["phone_id"] == id).unwrap().clone()
+    };
+    let failed = phone(stuck);
+    assert_eq!(failed["state"], "failed", "{done}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("status 1") && error.contains("job_deadline_secs"),
+        "{error}"
+    );
+    assert_eq!(phone(purged)["state"], "done", "{done}");
+    assert_eq!(phone(stuck)["attempts"], 1);
+    assert_eq!(phone(purged)["attempts"], 1);
+    assert_eq!(
+        rig.updates_of(stuck),
+        1,
+        "the stuck phone was sent its update again"
+    );
+    // Both are in the pool again.
+    for user in ["u-1", "u-2"] {
+        rig.app
+            .mint_ok(&json!({"app_id": APP, "user_id": user}))
+            .await;
     }
     rig.simulator.stop().await;
 }

@@ -81,6 +81,8 @@ pub(crate) struct Pace {
     pub miss_threshold: u32,
     /// The watchdog looks this often.
     pub watchdog_interval_ms: u64,
+    /// `cph.job_deadline_secs`: a started job is followed this long.
+    pub job_deadline_secs: u64,
 }
 
 impl Pace {
@@ -90,6 +92,7 @@ impl Pace {
         sync_secs: 1,
         miss_threshold: 2,
         watchdog_interval_ms: 100,
+        job_deadline_secs: 600,
     };
 }
 
@@ -113,12 +116,14 @@ pub(crate) fn cphub_settings_paced(
         sync_secs,
         miss_threshold,
         watchdog_interval_ms,
+        job_deadline_secs,
     } = pace;
     format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n\
          [callbacks]\npublic_url = \"http://127.0.0.1:{port}\"\n\
          [fleet]\nheartbeat_interval_secs = 1\nmiss_threshold = {miss_threshold}\n\
          [cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 50\nsync_interval_secs = {sync_secs}\n\
+         job_deadline_secs = {job_deadline_secs}\n\
          [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n\
          [watchdog]\ninterval_ms = {watchdog_interval_ms}\n{recovery_grace}\
          cooldown_secs = 2\nhourly_cap = 3\n{grace}{watchdog}",
