@@ -20,7 +20,7 @@ use super::{
     NewRecovery, PhoneApp, SessionFilter, StoreError, Verification,
 };
 use crate::access::{AesKey, Issued, MintedAccess, Ticket};
-use crate::domain::{AppId, Connect, PhoneId, Session, SessionId, UtcTime};
+use crate::domain::{AppId, Connect, Outcome, PhoneId, Session, SessionId, UtcTime};
 
 /// How a heartbeat updates a phone that already has a row. `last_seen_at` is cphub's clock
 /// and moves on any heartbeat: a phone whose own clock stepped back is still alive and must
@@ -445,11 +445,22 @@ pub(super) async fn pending_recoveries(db: &mut impl Sql) -> Result<Vec<Recovery
     Ok(db.fetch_all(sql, &[]).await?)
 }
 
-/// Logs a decision and marks the phone `recovering` (or `broken`) in one transaction.
-pub(super) async fn start_recovery(
-    tx: &mut impl Sql,
+/// Logs a decision and marks the phone `recovering` (or `broken`) in one transaction. A
+/// pending one (a job about to be sent) is refused with [`StoreError::PhoneBusy`] while the
+/// phone has another pending or a rollout update: checked here, under the phone's lock,
+/// because the callers' own checks come before reads of the control plane that take
+/// seconds, and a second actor may have decided meanwhile.
+pub(super) async fn start_recovery<D: Sql>(
+    tx: &mut D,
     r: &NewRecovery,
 ) -> Result<Recovery, StoreError> {
+    if r.outcome == Outcome::Pending {
+        let (pending, rollout) = phone_claims(tx, &r.phone_id).await?;
+        if pending || rollout.is_some() {
+            let phone = r.phone_id.to_string();
+            return Err(StoreError::PhoneBusy { phone, rollout });
+        }
+    }
     let sql = concat!(
         "INSERT INTO recoveries \
            (phone_id, reason, action, dry_run, outcome, error, started_at, ended_at, detail, \
@@ -481,6 +492,28 @@ pub(super) async fn start_recovery(
         .await?;
     }
     Ok(recovery)
+}
+
+/// Whether the phone has a pending recovery, and the rollout updating it if one is (its
+/// phone `updating` or `verifying`). On PostgreSQL the phone's row is locked first, in a
+/// statement of its own so that the check's snapshot is taken after the lock: the other
+/// writer of a claim (a recovery or [`super::rollout::step`]) takes the same lock, and the
+/// second sees what the first committed.
+pub(super) async fn phone_claims<D: Sql>(
+    tx: &mut D,
+    phone_id: &PhoneId,
+) -> Result<(bool, Option<i64>), StoreError> {
+    if D::LOCKS_ROWS {
+        let lock = "SELECT 1 FROM phones WHERE phone_id = $1 FOR UPDATE";
+        let _: Option<(i32,)> = tx.fetch_optional(lock, &args![phone_id.as_str()]).await?;
+    }
+    let sql = "SELECT EXISTS (SELECT 1 FROM recoveries \
+                 WHERE phone_id = $1 AND outcome = 'pending'), \
+               (SELECT rollout_id FROM rollout_phones \
+                 WHERE phone_id = $1 AND state IN ('updating', 'verifying') \
+                 ORDER BY rollout_id DESC LIMIT 1)";
+    let row: Option<(bool, Option<i64>)> = tx.fetch_optional(sql, &args![phone_id.as_str()]).await?;
+    Ok(row.unwrap_or_default())
 }
 
 pub(super) async fn finish_recovery(

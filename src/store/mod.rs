@@ -120,6 +120,11 @@ pub enum StoreError {
     /// until cphub is restarted.
     #[error("the write-ahead log could not be synced to disk: {0}")]
     LogNotSynced(String),
+    /// A recovery or a rollout update was about to be written for a phone that already has
+    /// one under way (another replica's request, the watchdog's pass, the rollout engine):
+    /// nothing was written, and nothing may be sent. `rollout` names the rollout updating it.
+    #[error("phone {phone} already has a recovery or an update under way")]
+    PhoneBusy { phone: String, rollout: Option<i64> },
 }
 
 /// What a database error carries until the store names the operation it happened in.
@@ -845,7 +850,8 @@ pub trait Store: Send + Sync + 'static {
         now: UtcTime,
     ) -> Result<u64, StoreError>;
 
-    /// Moves one rollout phone on; false when it was no longer at `change.from`.
+    /// Moves one rollout phone on; false when it was no longer at `change.from`, or (an
+    /// update about to be sent, `change.attempt`) when a recovery is pending on it.
     async fn step_rollout_phone(&self, change: &StepChange<'_>) -> Result<bool, StoreError>;
 
     /// Ends a running rollout whose phones are all done or failed; whether it did.

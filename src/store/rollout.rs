@@ -403,6 +403,11 @@ async fn mark_drained(tx: &mut impl Sql, mut phones: Vec<String>) -> Result<(), 
 
 /// Moves one phone on; false when it was no longer at `change.from`.
 pub(super) async fn step<D: Sql>(tx: &mut D, c: &StepChange<'_>) -> Result<bool, StoreError> {
+    // About to be sent its update: not while a recovery (written meanwhile by an operator's
+    // request or another replica) is pending on it.
+    if c.attempt && super::book::phone_claims(tx, c.phone_id).await?.0 {
+        return Ok(false);
+    }
     if c.only_if_free && !phone_is_free(tx, c.phone_id).await? {
         return Ok(false);
     }

@@ -452,9 +452,14 @@ impl Watchdog {
                 // failed): decided again on the fresh one.
                 match decide(reason, &history, now, &self.budgets()) {
                     Decision::Act(action @ (Action::Restart | Action::Reset)) => {
-                        self.recover(&phone.phone_id, reason, action, Some(detail))
-                            .await?;
-                        Ok(!self.settings.dry_run)
+                        match self.recover(&phone.phone_id, reason, action, Some(detail)).await {
+                            Ok(_) => Ok(!self.settings.dry_run),
+                            // An operator's recovery or a rollout update came first.
+                            Err(WatchdogError::InProgress(_) | WatchdogError::InRollout { .. }) => {
+                                Ok(false)
+                            }
+                            Err(error) => Err(error),
+                        }
                     }
                     _ => Ok(false),
                 }
@@ -633,7 +638,17 @@ impl Watchdog {
             phone_state: (!dry_run).then_some(RecoveryMark::Recovering),
             diagnostics,
         };
-        let recovery = self.store.start_recovery(&record).await?;
+        let recovery = match self.store.start_recovery(&record).await {
+            Ok(recovery) => recovery,
+            Err(StoreError::PhoneBusy { phone, rollout }) => {
+                tracing::info!(%phone_id, action = action.as_str(), "recovery not sent: another one, or a rollout update, was decided for the phone meanwhile");
+                return Err(match rollout {
+                    Some(rollout) => WatchdogError::InRollout { phone, rollout },
+                    None => WatchdogError::InProgress(phone),
+                });
+            }
+            Err(error) => return Err(error.into()),
+        };
         tracing::info!(
             %phone_id,
             reason = reason.as_str(),

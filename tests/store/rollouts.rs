@@ -7,7 +7,7 @@ use cphub::domain::WebhookEventType;
 use cphub::domain::{Action, Outcome, PhoneStep, Priority, QueueId, Reason, RecoveryMark};
 use cphub::domain::{PhoneId, RolloutPlan, RolloutState, UserId};
 use cphub::store::{Allocation, NewQueueEntry, NewRecovery, NewRollout};
-use cphub::store::{StateChange, StepChange};
+use cphub::store::{StateChange, StepChange, StoreError};
 use serde_json::json;
 
 use crate::backend_tests;
@@ -25,6 +25,7 @@ backend_tests!(
     a_phone_held_by_two_rollouts_is_returned_only_when_both_let_go,
     an_abort_returns_draining_phones_and_updating_ones_once_their_job_ends,
     each_state_change_writes_one_fleet_rollout_event_with_the_phones_per_step,
+    a_phone_takes_one_recovery_or_update_at_a_time_however_they_interleave,
 );
 
 /// A drained phone about to be sent its update (5.3.7), at 19:00.
@@ -241,8 +242,18 @@ async fn the_rollout_sees_a_phone_the_watchdog_is_recovering(backend: Backend) {
     let store = open(backend).await;
     idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
     let id = drain_all(&store, &["p-1", "p-2"]).await;
-    let recovery = NewRecovery {
-        phone_id: pid("p-1"),
+    store.start_recovery(&pending_restart("p-1")).await.unwrap();
+
+    let phones = store.rollout_phones(id).await.unwrap();
+    let recovering: Vec<bool> = phones.iter().map(|p| p.recovering).collect();
+    assert_eq!(recovering, [true, false]);
+    assert!(phones.iter().all(|p| !p.in_session));
+}
+
+/// A restart of `phone` about to be sent, logged at 18:59:45.
+fn pending_restart(phone: &str) -> NewRecovery {
+    NewRecovery {
+        phone_id: pid(phone),
         reason: Reason::Stale,
         action: Action::Restart,
         dry_run: false,
@@ -253,14 +264,64 @@ async fn the_rollout_sees_a_phone_the_watchdog_is_recovering(backend: Backend) {
         detail: None,
         phone_state: Some(RecoveryMark::Recovering),
         diagnostics: Default::default(),
+    }
+}
+
+/// An operator's recovery, the watchdog's pass and the rollout engine each check a phone
+/// before reads of the control plane that take seconds, then write their claim: the book
+/// takes one claim a phone. Of eight recoveries written at once one is pending, the others
+/// refused; an update is not sent to the recovered phone, and a recovery is refused on the
+/// phone being updated, naming the rollout. A recovery that sends nothing (skipped) is
+/// logged whatever is under way.
+async fn a_phone_takes_one_recovery_or_update_at_a_time_however_they_interleave(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    let id = drain_all(&store, &["p-1", "p-2"]).await;
+    let restart = pending_restart("p-1");
+
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (shared, restart) = (store.shared(), restart.clone());
+        racers.spawn(async move { shared.start_recovery(&restart).await });
+    }
+    let tries = racers.join_all().await;
+
+    let pending = tries.iter().filter(|t| t.is_ok()).count();
+    assert_eq!(pending, 1, "{tries:?}");
+    for refused in tries.iter().filter_map(|t| t.as_ref().err()) {
+        assert!(
+            matches!(refused, StoreError::PhoneBusy { rollout: None, .. }),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(store.pending_recoveries().await.unwrap().len(), 1);
+    let (p1, p2) = (pid("p-1"), pid("p-2"));
+    assert!(
+        !store
+            .step_rollout_phone(&send_update(id, &p1))
+            .await
+            .unwrap(),
+        "an update sent to a phone being restarted"
+    );
+    assert!(
+        store
+            .step_rollout_phone(&send_update(id, &p2))
+            .await
+            .unwrap()
+    );
+    let refused = store.start_recovery(&pending_restart("p-2")).await;
+    assert!(
+        matches!(&refused, Err(StoreError::PhoneBusy { rollout: Some(r), .. }) if *r == id),
+        "{refused:?}"
+    );
+    let skipped = NewRecovery {
+        outcome: Outcome::Skipped,
+        ended_at: Some(at("18:59:45")),
+        phone_state: None,
+        ..pending_restart("p-2")
     };
-
-    store.start_recovery(&recovery).await.unwrap();
-
-    let phones = store.rollout_phones(id).await.unwrap();
-    let recovering: Vec<bool> = phones.iter().map(|p| p.recovering).collect();
-    assert_eq!(recovering, [true, false]);
-    assert!(phones.iter().all(|p| !p.in_session));
+    store.start_recovery(&skipped).await.unwrap();
+    assert_eq!(store.pending_recoveries().await.unwrap().len(), 1);
 }
 
 /// Moves p-1 of rollout `id` from `from` to `to` at 19:00.
