@@ -202,11 +202,13 @@ fn mark_fanned_out_sql<D: Sql>() -> &'static str {
     }
 }
 
-/// A delivery a worker holds: the event and how many attempts came before.
+/// A delivery a worker holds: the event, how many attempts came before, and the claim
+/// (`Claim::by`) it is held under, which its attempt names when recorded.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub event: OutboxEvent,
     pub attempts: i64,
+    pub lease: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -299,18 +301,15 @@ pub(super) async fn claim<D: Sql>(
     let seqs = json_list(&seqs)?;
     let args = args![c.endpoint, seqs.as_str()];
     let rows: Vec<ClaimedRow> = tx.fetch_all(claimed_sql::<D>(), &args).await?;
-    rows.into_iter().map(ClaimedDelivery::try_from).collect()
-}
-
-impl TryFrom<ClaimedRow> for ClaimedDelivery {
-    type Error = StoreError;
-
-    fn try_from(row: ClaimedRow) -> Result<Self, StoreError> {
-        Ok(ClaimedDelivery {
-            event: OutboxEvent::try_from(row.event)?,
-            attempts: row.attempts,
+    (rows.into_iter())
+        .map(|row| {
+            Ok(ClaimedDelivery {
+                event: OutboxEvent::try_from(row.event)?,
+                attempts: row.attempts,
+                lease: c.by.to_owned(),
+            })
         })
-    }
+        .collect()
 }
 
 /// One attempt to send a delivery, and what becomes of the delivery after it.
@@ -327,6 +326,11 @@ pub struct AttemptRecord {
     /// Why the attempt did not count (`None` for a 2xx).
     pub error: Option<String>,
     pub next: NextStep,
+    /// The claim the delivery was sent under ([`ClaimedDelivery::lease`]). An operator's
+    /// retry or replay while the attempt was in flight took the delivery from that claim:
+    /// the attempt is kept in its history but does not move the delivery, or a failure
+    /// would undo the retry.
+    pub lease: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,7 +340,9 @@ pub enum NextStep {
     Failed,
 }
 
-/// Records the attempts and moves each delivery on, releasing its lease: a claim's
+/// Records the attempts and moves each delivery still held under its attempt's claim on,
+/// releasing its lease; one retried or replayed meanwhile only has its lease released (it
+/// is due again as the operator set it). A claim's
 /// attempts together, in two statements, in the next claim's transaction (SQLite's one
 /// writer took a transaction per attempt, and delivered under 300 a second,
 /// docs/benchmarks.md).
@@ -370,6 +376,7 @@ struct AttemptRow<'a> {
     error: Option<&'a str>,
     state: &'static str,
     next_attempt_at: i64,
+    lease: &'a str,
 }
 
 impl<'a> AttemptRow<'a> {
@@ -389,6 +396,7 @@ impl<'a> AttemptRow<'a> {
             error: a.error.as_deref(),
             state,
             next_attempt_at: D::json_time(next_at),
+            lease: &a.lease,
         }
     }
 }
@@ -400,15 +408,21 @@ const RECORD_ATTEMPTS_SQLITE: &str = "\
     SELECT value ->> 'endpoint', value ->> 'event_seq', value ->> 'attempted_at', \
       value ->> 'status', value ->> 'latency_ms', value ->> 'response', value ->> 'error' \
     FROM json_each($1) ORDER BY key; \
+    UPDATE webhook_deliveries SET leased_until = NULL \
+    FROM (SELECT value ->> 'endpoint' AS endpoint, value ->> 'event_seq' AS event_seq \
+      FROM json_each($1)) AS a \
+    WHERE webhook_deliveries.endpoint = a.endpoint \
+      AND webhook_deliveries.event_seq = a.event_seq AND webhook_deliveries.leased_by IS NULL; \
     UPDATE webhook_deliveries SET state = a.state, attempts = attempts + 1, \
       next_attempt_at = a.next_attempt_at, last_error = a.error, leased_until = NULL, \
       leased_by = NULL, updated_at = a.attempted_at \
     FROM (SELECT value ->> 'endpoint' AS endpoint, value ->> 'event_seq' AS event_seq, \
         value ->> 'state' AS state, value ->> 'next_attempt_at' AS next_attempt_at, \
-        value ->> 'error' AS error, value ->> 'attempted_at' AS attempted_at \
+        value ->> 'error' AS error, value ->> 'attempted_at' AS attempted_at, \
+        value ->> 'lease' AS lease \
       FROM json_each($1)) AS a \
     WHERE webhook_deliveries.endpoint = a.endpoint \
-      AND webhook_deliveries.event_seq = a.event_seq";
+      AND webhook_deliveries.event_seq = a.event_seq AND webhook_deliveries.leased_by = a.lease";
 
 /// As [`RECORD_ATTEMPTS_SQLITE`], times in epoch microseconds, as a data-modifying CTE.
 const RECORD_ATTEMPTS_POSTGRES: &str = "\
@@ -420,16 +434,20 @@ const RECORD_ATTEMPTS_POSTGRES: &str = "\
         r.value ->> 'response' AS response, r.value ->> 'error' AS error, \
         r.value ->> 'state' AS state, \
         to_timestamp(0) + (r.value ->> 'next_attempt_at')::bigint * interval '1 microsecond' \
-          AS next_attempt_at, r.n \
+          AS next_attempt_at, r.value ->> 'lease' AS lease, r.n \
       FROM json_array_elements($1::json) WITH ORDINALITY AS r(value, n)), \
     recorded AS (INSERT INTO webhook_attempts \
         (endpoint, event_seq, attempted_at, status, latency_ms, response, error) \
       SELECT endpoint, event_seq, attempted_at, status, latency_ms, response, error \
-      FROM a ORDER BY n) \
+      FROM a ORDER BY n), \
+    released AS (UPDATE webhook_deliveries d SET leased_until = NULL \
+      FROM a WHERE d.endpoint = a.endpoint AND d.event_seq = a.event_seq \
+        AND d.leased_by IS NULL) \
     UPDATE webhook_deliveries d SET state = a.state, attempts = d.attempts + 1, \
       next_attempt_at = a.next_attempt_at, last_error = a.error, leased_until = NULL, \
       leased_by = NULL, updated_at = a.attempted_at \
-    FROM a WHERE d.endpoint = a.endpoint AND d.event_seq = a.event_seq";
+    FROM a WHERE d.endpoint = a.endpoint AND d.event_seq = a.event_seq \
+      AND d.leased_by = a.lease";
 
 #[derive(sqlx::FromRow)]
 struct Playing {
@@ -673,7 +691,9 @@ pub(super) async fn delivery(
 }
 
 /// Puts a delivery back to pending, due now, with a fresh schedule; false when unknown.
-/// A delivery being sent keeps its lease: the attempt in flight settles it first.
+/// A delivery being sent is taken from its claim (`leased_by` cleared) but stays leased
+/// until the attempt in flight is recorded: that attempt then moves nothing (its failure
+/// would undo the retry), and no second send starts while it is under way.
 pub(super) async fn retry(
     tx: &mut impl Sql,
     endpoint: &str,
@@ -681,7 +701,7 @@ pub(super) async fn retry(
     now: UtcTime,
 ) -> Result<bool, StoreError> {
     let sql = "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, \
-                 next_attempt_at = $3, updated_at = $3 \
+                 next_attempt_at = $3, updated_at = $3, leased_by = NULL \
                WHERE endpoint = $1 \
                  AND event_seq = (SELECT seq FROM webhook_events WHERE event_id = $2)";
     Ok(tx
@@ -691,7 +711,8 @@ pub(super) async fn retry(
 }
 
 /// Sends `filter`'s endpoint again every event of its types that happened since `since`,
-/// under the same ids: new deliveries, or delivered/failed ones put back to pending.
+/// under the same ids: new deliveries, or delivered/failed ones put back to pending (taken
+/// from an attempt in flight as [`retry`] does).
 pub(super) async fn replay(
     tx: &mut impl Sql,
     filter: &EndpointFilter,
@@ -707,7 +728,7 @@ pub(super) async fn replay(
                  AND ($4 = '' OR (',' || $4 || ',') LIKE ('%,' || type || ',%')) \
                ON CONFLICT (endpoint, event_seq) DO UPDATE SET state = 'pending', \
                  attempts = 0, next_attempt_at = excluded.next_attempt_at, \
-                 updated_at = excluded.updated_at";
+                 updated_at = excluded.updated_at, leased_by = NULL";
     let args = args![filter.name.as_str(), since, now, types.as_str()];
     Ok(tx.execute(sql, &args).await?)
 }

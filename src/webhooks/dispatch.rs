@@ -229,6 +229,7 @@ impl WebhookDispatcher {
             next: self.next_step(&answer, attempts, attempted_at),
             response: answer.excerpt,
             error: answer.error,
+            lease: delivery.lease,
         };
         self.observe_attempt(&endpoint.name, &record);
         record

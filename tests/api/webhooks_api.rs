@@ -23,6 +23,7 @@ backend_tests!(
     a_replay_sends_the_events_since_a_time_again,
     bad_filters_ids_and_times_get_their_codes,
     delivered_rows_past_the_retention_are_pruned_and_nothing_else,
+    a_retry_while_an_attempt_is_in_flight_is_not_undone_by_its_failure,
 );
 
 /// Two receivers answering 204, `billing` and `crm`, each with every event of two played
@@ -382,4 +383,38 @@ async fn wait_for(app: &TestApp, endpoint: &str, check: impl Fn(&[Value]) -> boo
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{endpoint} never got there: {last}");
+}
+
+/// One attempt allowed, and the endpoint answers 500 after a second and a half: the
+/// operator retries a's start while its first attempt is on its way. That attempt's failure
+/// (final, by the schedule it was made under) is kept in the history but does not undo the
+/// retry: the delivery is sent again, and only its own failure ends it. Before, the
+/// in-flight attempt wrote `failed` over the retry and nothing was sent again.
+async fn a_retry_while_an_attempt_is_in_flight_is_not_undone_by_its_failure(backend: Backend) {
+    let slow = receiver(ResponseTemplate::new(500).set_delay(Duration::from_millis(1500))).await;
+    let config = webhooks(
+        &[("slow", hook_url(&slow))],
+        "retry_schedule_secs = [0]\ntimeout_ms = 5000\n",
+    );
+    let app = TestApp::spawn_with(backend, &config).await;
+    play(&app, &["a"]).await;
+    wait_for_requests(&slow, 1).await;
+
+    let path = "/webhooks/slow/deliveries/evt_session.started_a/retry";
+    let res = post(&app, path, &json!({})).await;
+    assert_eq!(res.status(), 200);
+
+    let sent = wait_for_requests(&slow, 2).await;
+    let ids: Vec<Value> = sent.iter().map(|r| envelope(r)["id"].clone()).collect();
+    assert_eq!(ids, ["evt_session.started_a", "evt_session.started_a"]);
+    // The second failure ends it; then a's end, which waited behind its start, is tried.
+    wait_for_requests(&slow, 3).await;
+    let shown = "/api/v1/webhooks/slow/deliveries/evt_session.started_a";
+    let shown: Value = app.get(shown, Some(TOKEN)).await.json().await.unwrap();
+    assert_eq!(shown["delivery"]["state"], "failed", "{shown}");
+    assert_eq!(
+        shown["delivery"]["attempts"], 1,
+        "counted from the retry: {shown}"
+    );
+    assert_eq!(shown["attempts"].as_array().unwrap().len(), 2, "{shown}");
 }

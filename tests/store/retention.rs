@@ -219,6 +219,7 @@ async fn attempt(store: &impl Book, seq: i64, now: &str, next: NextStep) {
         response: Some(String::new()),
         error: None,
         next,
+        lease: "test".to_owned(),
     };
     record_attempts(store, &[record], now).await;
 }

@@ -389,6 +389,7 @@ fn delivered(seq: i64, now: &str) -> AttemptRecord {
         response: Some(String::new()),
         error: None,
         next: NextStep::Delivered,
+        lease: "a".to_owned(),
     }
 }
 
@@ -435,7 +436,10 @@ async fn a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_
         .unwrap();
     record_attempts(
         &store,
-        &[delivered(next[0].event.seq, "19:06:04")],
+        &[AttemptRecord {
+            lease: "b".to_owned(),
+            ..delivered(next[0].event.seq, "19:06:04")
+        }],
         "19:06:04",
     )
     .await;
