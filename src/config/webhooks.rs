@@ -70,12 +70,18 @@ impl WebhookSecret {
         self.0.expose_secret()
     }
 
-    /// `whsec_` and the base64 of the key, as Standard Webhooks gives them out.
+    /// `whsec_` and the base64 of the key, as Standard Webhooks gives them out: padded or
+    /// not, as the reference library takes either (it pads what it is given).
     pub fn parse(text: &str) -> Result<WebhookSecret, String> {
+        use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+        const PADDED_OR_NOT: GeneralPurpose = GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+        );
         let encoded = text
             .strip_prefix("whsec_")
             .ok_or("a secret must start with whsec_")?;
-        let key = base64::engine::general_purpose::STANDARD
+        let key = PADDED_OR_NOT
             .decode(encoded)
             .map_err(|_| "the part after whsec_ is not base64")?;
         if key.len() < 24 {
@@ -179,6 +185,19 @@ mod tests {
             Err(other) => other.to_string(),
             Ok(_) => panic!("accepted: {endpoint}"),
         }
+    }
+
+    /// Standard Webhooks' reference library pads a secret it is given: one handed out
+    /// without its `=` is the same key.
+    #[test]
+    fn a_secret_without_its_padding_is_the_same_key() {
+        let padded =
+            super::WebhookSecret::parse("whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24=").unwrap();
+        let bare =
+            super::WebhookSecret::parse("whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24").unwrap();
+        assert_eq!(padded.key(), b"second-secret-for-rotation");
+        assert_eq!(bare.key(), padded.key());
+        assert!(super::WebhookSecret::parse("whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb2=").is_err());
     }
 
     /// Neither the URL (it may carry a credential) nor the secret shows in `Debug`.
