@@ -486,14 +486,22 @@ async fn configure_callbacks_without_wait_says_nothing_was_confirmed() {
     simulator.stop().await;
 }
 
-/// `--restart-idle` restarts (4.3.6, with the properties) the phones waiting for a restart
-/// that cphub's book shows idle, and leaves a phone with a minted session alone.
-async fn restart_idle_restarts_idle_phones_and_leaves_a_busy_one_4_3_6(
+/// cphub and three simulated phones pointed at it, all idle in its book; the simulator's
+/// jobs take `job_delay_ms` when given.
+async fn idle_fleet(
     backend: crate::helpers::Backend,
+    job_delay_ms: Option<u64>,
+) -> (
+    crate::helpers::TestApp,
+    cphub::simulator::Simulator,
+    cphub::simulator::SimOptions,
 ) {
-    use crate::helpers::TestApp;
-    let app = TestApp::spawn_with(backend, "[fleet]\nheartbeat_interval_secs = 1").await;
-    let options = crate::simulation::simulator_options(&app.address, 3);
+    let app =
+        crate::helpers::TestApp::spawn_with(backend, "[fleet]\nheartbeat_interval_secs = 1").await;
+    let mut options = crate::simulation::simulator_options(&app.address, 3);
+    if let Some(delay) = job_delay_ms {
+        options.job_delay_ms = delay;
+    }
     let simulator = cphub::simulator::Simulator::start(options.clone())
         .await
         .unwrap();
@@ -501,6 +509,31 @@ async fn restart_idle_restarts_idle_phones_and_leaves_a_busy_one_4_3_6(
     for phone in simulator.phone_ids() {
         app.wait_for_phone(&phone, |p| p["state"] == "idle").await;
     }
+    (app, simulator, options)
+}
+
+/// `configure-callbacks --restart-idle` with a new heartbeat interval: every phone must take
+/// a new value, so each waits for a restart.
+fn restart_idle(app: &crate::helpers::TestApp) -> Vec<&str> {
+    vec![
+        "phones",
+        "configure-callbacks",
+        "--public-url",
+        &app.address,
+        "--heartbeat-interval",
+        "2",
+        "--all",
+        "--wait",
+        "--restart-idle",
+    ]
+}
+
+/// `--restart-idle` restarts (4.3.6, with the properties) the phones waiting for a restart
+/// that cphub's book shows idle, and leaves a phone with a minted session alone.
+async fn restart_idle_restarts_idle_phones_and_leaves_a_busy_one_4_3_6(
+    backend: crate::helpers::Backend,
+) {
+    let (app, simulator, options) = idle_fleet(backend, None).await;
     let minted = app
         .mint_ok(&json!({"app_id": "com.example.game", "user_id": "u-1"}))
         .await;
@@ -515,24 +548,7 @@ async fn restart_idle_restarts_idle_phones_and_leaves_a_busy_one_4_3_6(
     };
     let busy_boots = boots(&busy);
 
-    // A new heartbeat interval: every phone must take a new value.
-    let out = cphub_on_simulator(
-        &simulator,
-        &options,
-        &app.db.url,
-        &[
-            "phones",
-            "configure-callbacks",
-            "--public-url",
-            &app.address,
-            "--heartbeat-interval",
-            "2",
-            "--all",
-            "--wait",
-            "--restart-idle",
-        ],
-    )
-    .await;
+    let out = cphub_on_simulator(&simulator, &options, &app.db.url, &restart_idle(&app)).await;
 
     let printed = stdout(&out);
     assert!(out.status.success(), "{out:?}");
@@ -552,4 +568,68 @@ async fn restart_idle_restarts_idle_phones_and_leaves_a_busy_one_4_3_6(
     simulator.stop().await;
 }
 
-crate::backend_tests!(restart_idle_restarts_idle_phones_and_leaves_a_busy_one_4_3_6);
+/// `--restart-idle` restarts one batch (`watchdog.max_in_flight`, 1 here) at a time and
+/// follows its jobs (4.4.1, a second each here) before the next: a phone given to a player
+/// while an earlier batch runs is read busy when its batch comes, and not restarted. It was
+/// restarted mid-session when idleness was read once, before the first batch.
+async fn restart_idle_leaves_a_phone_minted_while_an_earlier_batch_restarts_4_3_6(
+    backend: crate::helpers::Backend,
+) {
+    use cphub::simulator::fleet::JobKind;
+    let (app, simulator, options) = idle_fleet(backend, Some(1000)).await;
+    let restarts = |phone: &str| {
+        let fleet = simulator.fleet.lock();
+        (fleet.jobs.values())
+            .filter(|j| j.kind == JobKind::Restart && j.phone_id.as_deref() == Some(phone))
+            .count()
+    };
+    // The set-up restarted each phone once to point it at cphub.
+    let before: Vec<usize> = simulator.phone_ids().iter().map(|p| restarts(p)).collect();
+    let restarted = |phone: &str| {
+        let at = simulator
+            .phone_ids()
+            .iter()
+            .position(|p| p == phone)
+            .unwrap();
+        restarts(phone) > before[at]
+    };
+    let args = restart_idle(&app);
+    let command = cphub_on_simulator(&simulator, &options, &app.db.url, &args);
+    let player = async {
+        // Once the first batch's restart is under way, a player gets a phone not yet restarted.
+        loop {
+            let ids = simulator.phone_ids();
+            if ids.iter().any(|p| restarted(p)) {
+                let later = ids.iter().rev().find(|p| !restarted(p)).unwrap().clone();
+                let body =
+                    json!({"app_id": "com.example.game", "user_id": "u-1", "phone_id": later});
+                app.mint_ok(&body).await;
+                return later;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    let (out, minted) = tokio::join!(command, player);
+
+    let printed = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        line_of(&printed, &minted)[1],
+        "waiting for a restart (busy, not restarted)",
+        "{printed}"
+    );
+    assert!(
+        !restarted(&minted),
+        "the phone given to a player was restarted"
+    );
+    let applied = (simulator.phone_ids().iter())
+        .filter(|p| line_of(&printed, p)[1] == "applied")
+        .count();
+    assert_eq!(applied, 2, "{printed}");
+    simulator.stop().await;
+}
+
+crate::backend_tests!(
+    restart_idle_restarts_idle_phones_and_leaves_a_busy_one_4_3_6,
+    restart_idle_leaves_a_phone_minted_while_an_earlier_batch_restarts_4_3_6,
+);
