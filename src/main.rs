@@ -82,10 +82,14 @@ async fn main() -> ExitCode {
         Command::Webhooks(command) => cli::webhooks::run(&settings, command)
             .await
             .map_err(Into::into),
-        Command::Simulate(options) => cphub::simulator::run(*options)
-            .await
-            .map(|()| Outcome::AllSucceeded)
-            .map_err(Into::into),
+        Command::Simulate(mut options) => {
+            // The simulated clients seal as the cphub they play against is configured to
+            // check: the same configuration file and environment.
+            options.client = cphub::simulator::ClientSeal::from(&settings.access);
+            cphub::simulator::run(*options).await
+        }
+        .map(|()| Outcome::AllSucceeded)
+        .map_err(Into::into),
         Command::Demo(options) => cli::demo::run(options).await.map_err(Into::into),
         Command::Token(command) => cli::token::run(command).map_err(Into::into),
         Command::Audit(command) => cli::audit::run(&settings, command)

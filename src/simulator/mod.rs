@@ -1,6 +1,7 @@
 //! The simulator: a fake CPH control plane and a fleet of virtual phones, so the whole loop
 //! (properties, callbacks, sessions, recovery) runs on one machine without a Huawei account.
 
+mod client;
 pub mod control_plane;
 pub mod fleet;
 pub mod load;
@@ -18,6 +19,7 @@ use actix_web::dev::ServerHandle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use client::ClientSeal;
 pub use options::{DEFAULT_APP, SimOptions};
 pub use stats::{Acked, Acknowledged, PlayedSession, Stats};
 

@@ -135,6 +135,11 @@ pub struct SimOptions {
     #[arg(long, default_value_t = 0)]
     pub duration_secs: u64,
 
+    /// How the simulated clients seal a sign check's `encrypted_data` (6.1): as `[access]`
+    /// of the configuration `cphub simulate` is given, cphub's defaults otherwise.
+    #[arg(skip)]
+    pub client: super::ClientSeal,
+
     /// `--load`: the open-loop load generator instead (it plays `--phones` phones and
     /// their players against `--cphub`; see docs/benchmarks.md).
     #[command(flatten)]
@@ -230,6 +235,7 @@ impl SimOptions {
             app_id: self.deployments()[0].0.clone(),
             phones: self.phones,
             seed: self.seed,
+            client: self.client,
         }
     }
 

@@ -7,14 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aes_gcm::aead::Aead;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
-use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::SimOptions;
+use super::{ClientSeal, SimOptions};
 use super::fleet::SharedFleet;
 use super::stats::{Acked, PlayedSession, Stats};
 use crate::cph::properties::{EVENT_NOTIFY_URL, HEARTBEAT_INTERVAL, HEARTBEAT_URL, SIGN_CHECK_URL};
@@ -24,7 +21,8 @@ use crate::cph::properties::{EVENT_NOTIFY_URL, HEARTBEAT_INTERVAL, HEARTBEAT_URL
 pub struct Assignment {
     pub session_id: String,
     pub ticket: String,
-    pub aes_key_hex: String,
+    /// As minted, in `access.key_encoding`.
+    pub aes_key: String,
     pub auth_ts: String,
     pub app_id: String,
 }
@@ -36,7 +34,7 @@ impl Assignment {
         Assignment {
             session_id: text("session_id"),
             ticket: text("ticket"),
-            aes_key_hex: text("aes_key"),
+            aes_key: text("aes_key"),
             auth_ts: text("auth_ts"),
             app_id: app_id.to_owned(),
         }
@@ -151,9 +149,9 @@ impl VirtualPhone {
     /// Sent again, the same body, while the attempt fails (dropped, no answer, a 5xx or
     /// 429): cphub answers an identical retry of an admitted check as it did the first.
     async fn sign_check(&self, callbacks: &Callbacks, session: &Assignment) -> bool {
-        let body = sign_check_body(session);
+        let body = sign_check_body(session, &self.options.client);
         let answer = self.send(callbacks, &callbacks.sign_check, &body).await;
-        let admitted = matches!(&answer, Some(a) if a["aes_key"] == session.aes_key_hex.as_str());
+        let admitted = matches!(&answer, Some(a) if a["aes_key"] == session.aes_key.as_str());
         if admitted {
             let phone_id = self.phone_id();
             self.stats
@@ -295,31 +293,16 @@ pub(super) fn event_body(
 }
 
 /// The access verification the phone sends when the player's client connects (6.1),
-/// carrying what the client sealed under the session key; when the key is not cphub's
-/// default (a hex AES-256 key) the client seals nothing and the phone sends 6.1's example's
+/// carrying what the client sealed under the session key; when the key is not one of the
+/// client's configuration (`client`) it seals nothing and the phone sends 6.1's example's
 /// empty `encrypted_data` and `aes_iv`, which cphub admits unless it enforces and requires
 /// the data.
-pub(super) fn sign_check_body(session: &Assignment) -> Value {
-    let (data, iv) = seal(&session.aes_key_hex).unwrap_or_default();
+pub(super) fn sign_check_body(session: &Assignment, client: &ClientSeal) -> Value {
+    let (data, iv) = client.seal(&session.aes_key).unwrap_or_default();
     json!({
         "session_id": session.session_id, "ticket": session.ticket, "auth_ts": session.auth_ts,
         "encrypted_data": data, "aes_iv": iv,
     })
-}
-
-/// The client SDK's side of the sign check: something sealed under the session key with a
-/// fresh IV, in cphub's default encodings (base64 data + tag, hex IV).
-fn seal(key_hex: &str) -> Option<(String, String)> {
-    let key = hex::decode(key_hex).ok()?;
-    let cipher = Aes256Gcm::new_from_slice(&key).ok()?;
-    let iv: [u8; 12] = rand::random();
-    let sealed = cipher
-        .encrypt(&Nonce::from(iv), b"cphub simulator client hello".as_ref())
-        .ok()?;
-    Some((
-        base64::engine::general_purpose::STANDARD.encode(sealed),
-        hex::encode(iv),
-    ))
 }
 
 pub(super) trait WholeSeconds {

@@ -56,6 +56,7 @@ async fn load_generator_keeps_its_schedule_for_a_small_fleet(backend: Backend) {
         app_id: "load.game".to_owned(),
         phones: PHONES,
         seed: 17,
+        client: Default::default(),
     };
     let options = LoadOptions {
         callbacks_path: CALLBACKS_PATH.to_owned(),
@@ -136,6 +137,7 @@ async fn pipelined_heartbeats_arrive_on_schedule(backend: Backend) {
         app_id: "load.game".to_owned(),
         phones: 1000,
         seed: 5,
+        client: Default::default(),
     };
     let report = load::run(options, target).await.unwrap();
 
@@ -277,6 +279,7 @@ async fn after_a_503_the_generator_retries_and_never_pins_a_phone_cphub_holds(ba
         app_id: "load.game".to_owned(),
         phones: PHONES,
         seed: 23,
+        client: Default::default(),
     };
     let report = load::run(options, target).await.unwrap();
 

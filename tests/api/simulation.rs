@@ -192,14 +192,30 @@ async fn cphub_records_what_the_simulator_played(backend: Backend) {
 }
 
 /// The simulated phones send a dropped sign check or event again (docs/simulator.md), so a
-/// third of the attempts lost costs no session; and against a cphub whose keys are base64
-/// (not the simulated client's hex) they send 6.1's example's empty `encrypted_data`, which
-/// cphub admits by default. Before, each dropped sign check and every sign check under the
-/// other encoding lost its session.
-async fn dropped_callbacks_are_sent_again_and_any_key_encoding_plays(backend: Backend) {
-    let base64_keys = "[access]\nkey_encoding = \"base64\"";
-    let (app, simulator, played) =
-        five_sessions_played(backend, base64_keys, |options| options.drop_rate = 0.3).await;
+/// third of the attempts lost costs no session; and against a cphub that enforces a cipher
+/// other than its default (AES-128-CBC, base64 keys, data required, 6.1's `encrypted_data`
+/// checked), clients configured as `cphub simulate` configures them from `[access]` seal
+/// what it opens. Before, each dropped sign check lost its session, and every sign check
+/// under another cipher or key encoding was sent empty, refused under enforcement.
+async fn dropped_callbacks_are_sent_again_and_a_configured_cipher_plays(backend: Backend) {
+    use cphub::config::{Cipher, Encoding, KeySize};
+    let cbc = "[access]\nkey_encoding = \"base64\"\nencrypted_data = \"enforce\"\n\
+               require_encrypted_data = true\n\
+               [access.cipher]\nalgorithm = \"aes-128-cbc\"\niv_bytes = 16\n";
+    let settings = Settings::with_overrides(cbc).unwrap();
+    let client = cphub::simulator::ClientSeal::from(&settings.access);
+    assert_eq!(
+        client.cipher,
+        Cipher::Cbc {
+            key: KeySize::Aes128
+        }
+    );
+    assert_eq!(client.key_encoding, Encoding::Base64);
+    let (app, simulator, played) = five_sessions_played(backend, cbc, |options| {
+        options.drop_rate = 0.3;
+        options.client = client;
+    })
+    .await;
 
     for session in &played {
         let recorded = app
@@ -236,5 +252,5 @@ async fn wait_for_played(
 backend_tests!(
     configured_phones_heartbeat_to_cphub,
     cphub_records_what_the_simulator_played,
-    dropped_callbacks_are_sent_again_and_any_key_encoding_plays
+    dropped_callbacks_are_sent_again_and_a_configured_cipher_plays
 );

@@ -133,6 +133,8 @@ pub struct Target {
     pub app_id: String,
     pub phones: usize,
     pub seed: u64,
+    /// How the players' clients seal their sign checks.
+    pub client: super::ClientSeal,
 }
 
 /// Everything the pacer and the players' tasks share.
@@ -413,7 +415,7 @@ impl Run {
         // until the run ends, so only a session cut short by the end gets there.
         let released = self.hold_lapses(&minted);
         let session = Assignment::from_mint(&minted, &self.target.app_id);
-        let body = sign_check_body(&session);
+        let body = sign_check_body(&session, &self.target.client);
         let url = self.callback_url("sign-check");
         let check = || self.http.post(&url).json(&body);
         let now = Instant::now();

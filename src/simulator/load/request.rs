@@ -132,7 +132,7 @@ mod tests {
         let session = Assignment {
             session_id: "s-1".into(),
             ticket: "t".into(),
-            aes_key_hex: String::new(),
+            aes_key: String::new(),
             auth_ts: "0".into(),
             app_id: "com.game".into(),
         };
