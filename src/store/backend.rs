@@ -220,13 +220,23 @@ impl<B: Backend> Store for B {
         closed.map_err(during("close_incident"))
     }
 
-    async fn abandon_sessions_on_stale_phones(
+    async fn abandon_sessions(
         &self,
         fresh_since: UtcTime,
+        game_gone_after: std::time::Duration,
         now: UtcTime,
     ) -> Result<Vec<Session>, StoreError> {
-        let abandoned = in_transaction!(self, abandon_sessions_on_stale_phones(fresh_since, now));
-        abandoned.map_err(during("abandon_sessions_on_stale_phones"))
+        let mut reader = self.reader();
+        let found = book::sessions_to_abandon(&mut reader, fresh_since, game_gone_after).await;
+        let candidates = found.map_err(during("sessions_to_abandon"))?;
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let abandoned = in_transaction!(
+            self,
+            abandon_sessions(&candidates, fresh_since, game_gone_after, now)
+        );
+        abandoned.map_err(during("abandon_sessions"))
     }
 
     async fn recoveries(

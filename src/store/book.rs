@@ -14,7 +14,7 @@ use super::codec::{
     EventRecord, IssuedAccessRow, Phone, PhoneAppRow, PhoneHealth, PickedPhone, Recovery,
     SessionRow, StoredMint, SyncedProperty, access_infos_json, connect,
 };
-use super::sql::{Sql, args};
+use super::sql::{Sql, args, json_list};
 use super::{
     Admission, Allocation, ControlPlanePhone, FinishedRecovery, MintAnswer, MintKey, MintRequest,
     NewRecovery, PhoneApp, SessionFilter, StoreError, Verification,
@@ -364,14 +364,33 @@ pub(super) async fn close_incident(
     Ok(())
 }
 
-/// Closes playing sessions whose phone went silent, at their last heartbeat.
-pub(super) async fn abandon_sessions_on_stale_phones<D: Sql>(
-    tx: &mut D,
+/// The playing sessions the watchdog closes as abandoned (see [`abandoned_sql`]), read
+/// without the writer: most passes find none, and the write is then not taken at all.
+pub(super) async fn sessions_to_abandon<D: Sql>(
+    db: &mut D,
     fresh_since: UtcTime,
+    game_gone_after: Duration,
+) -> Result<Vec<String>, StoreError> {
+    let grace = game_gone_after.as_millis() as i64;
+    let rows: Vec<(String,)> = db
+        .fetch_all(abandoned_sql::<D>(false), &args![fresh_since, grace])
+        .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Closes `candidates` (from [`sessions_to_abandon`]) that still are to be abandoned, at
+/// their last heartbeat, and frees their phones.
+pub(super) async fn abandon_sessions<D: Sql>(
+    tx: &mut D,
+    candidates: &[String],
+    fresh_since: UtcTime,
+    game_gone_after: Duration,
     now: UtcTime,
 ) -> Result<Vec<Session>, StoreError> {
-    let sql = stale_playing_sql::<D>();
-    let rows: Vec<SessionRow> = tx.fetch_all(sql, &args![fresh_since]).await?;
+    let grace = game_gone_after.as_millis() as i64;
+    let ids = json_list(candidates)?;
+    let args = args![fresh_since, grace, ids.as_str()];
+    let rows: Vec<SessionRow> = tx.fetch_all(abandoned_sql::<D>(true), &args).await?;
     let mut abandoned = Vec::with_capacity(rows.len());
     for row in rows {
         let session = Session::try_from(row)?.abandon();
@@ -386,27 +405,50 @@ pub(super) async fn abandon_sessions_on_stale_phones<D: Sql>(
     Ok(abandoned)
 }
 
-/// The playing sessions of stale phones. On PostgreSQL they are locked, in key order as
-/// every writer takes sessions, and read again once free: a quit that another replica's
-/// event batch commits meanwhile ends the session, which is then no longer playing and is
-/// left as it ended. Unlocked, the abandonment wrote its older copy back over the quit
-/// (found by `scripts/scale-out`: an acknowledged quit lost, its run_time gone).
-fn stale_playing_sql<D: Sql>() -> &'static str {
-    macro_rules! stale_playing {
-        ($lock:literal) => {
+/// Playing sessions whose game is gone without a quit: their phone is silent since `$1`, or
+/// it is heard from but its heartbeats have named no session, or another, for `$2` ms of
+/// its own clock since the session's last heartbeat (or its enter) — chapter 6.4: "After
+/// you exit a cloud game, the value of session_id is left blank." The grace (`fleet`'s
+/// stale time) lets a quit still being retried arrive first; the times compared are all
+/// the phone's. `write`: the full rows of the candidates `$3`, locked on PostgreSQL in key
+/// order as every writer takes sessions and read again once free, so a quit another
+/// replica commits meanwhile ends the session and it is left as it ended (unlocked, the
+/// abandonment wrote its older copy back over the quit, found by `scripts/scale-out`).
+fn abandoned_sql<D: Sql>(write: bool) -> &'static str {
+    macro_rules! abandoned {
+        ($columns:expr, $grace:literal, $ids:literal, $lock:literal) => {
             concat!(
                 "SELECT ",
-                session_columns!(),
-                " FROM sessions WHERE state = 'playing' AND phone_id IN \
-                   (SELECT phone_id FROM phones WHERE last_seen_at < $1) \
-                 ORDER BY session_id",
+                $columns,
+                " FROM sessions WHERE state = 'playing'",
+                $ids,
+                " AND EXISTS (SELECT 1 FROM phones p WHERE p.phone_id = sessions.phone_id \
+                   AND (p.last_seen_at < $1 \
+                     OR ((p.heartbeat_session_id IS NULL \
+                         OR p.heartbeat_session_id <> sessions.session_id) \
+                       AND p.last_heartbeat_at >= \
+                         COALESCE(sessions.last_heartbeat_at, sessions.started_at) + ",
+                $grace,
+                "))) ORDER BY session_id",
                 $lock
             )
         };
     }
-    match D::LOCKS_ROWS {
-        true => stale_playing!(" FOR UPDATE"),
-        false => stale_playing!(""),
+    match (D::LOCKS_ROWS, write) {
+        (true, true) => abandoned!(
+            session_columns!(),
+            "$2::bigint * interval '1 millisecond'",
+            " AND session_id IN (SELECT json_array_elements_text($3::json))",
+            " FOR UPDATE"
+        ),
+        (true, false) => abandoned!("session_id", "$2::bigint * interval '1 millisecond'", "", ""),
+        (false, true) => abandoned!(
+            session_columns!(),
+            "$2",
+            " AND session_id IN (SELECT value FROM json_each($3))",
+            ""
+        ),
+        (false, false) => abandoned!("session_id", "$2", "", ""),
     }
 }
 

@@ -535,10 +535,14 @@ pub trait Store: Send + Sync + 'static {
         note: &str,
     ) -> Result<(), StoreError>;
 
-    /// Closes, at their last heartbeat, playing sessions of phones silent since `fresh_since`.
-    async fn abandon_sessions_on_stale_phones(
+    /// Closes, at their last heartbeat, playing sessions whose game is gone without a quit:
+    /// their phone silent since `fresh_since`, or heard from but naming no session (or
+    /// another) in its heartbeats for `game_gone_after` since the session's last one
+    /// (chapter 6.4). Their phones are free again.
+    async fn abandon_sessions(
         &self,
         fresh_since: UtcTime,
+        game_gone_after: std::time::Duration,
         now: UtcTime,
     ) -> Result<Vec<Session>, StoreError>;
 

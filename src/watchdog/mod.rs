@@ -396,7 +396,7 @@ impl Watchdog {
     ) -> Result<(), WatchdogError> {
         for session in self
             .store
-            .abandon_sessions_on_stale_phones(fresh_since, now)
+            .abandon_sessions(fresh_since, self.stale_after, now)
             .await?
         {
             tracing::info!(session_id = %session.session_id, phone_id = %session.phone_id, "session abandoned: its phone went silent");

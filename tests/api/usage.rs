@@ -23,9 +23,15 @@ fn event(session: &str, phone: &str, app: &str, status: i64, time: &str, run_tim
     })
 }
 
-/// Mints a session for `user` on `phone` (so it has a user), returns its id.
+/// Mints a session for `user` on `phone` (so it has a user), returns its id. The phone is
+/// made known by an idle heartbeat sent, by its clock, before the fixture's sessions: a
+/// later one would say (chapter 6.4) that none of them is running, and the watchdog would
+/// close them as abandoned.
 async fn minted(app: &TestApp, app_id: &str, user: &str, phone: &str) -> String {
-    app.idle_phones(&[phone]).await;
+    let idle = crate::helpers::heartbeat(phone, None, "2026-10-31T00:00:00Z");
+    app.send_heartbeat(&idle).await;
+    app.wait_for_phone(phone, |p| !p["last_seen_at"].is_null())
+        .await;
     let body = json!({"app_id": app_id, "user_id": user, "phone_id": phone});
     app.mint_ok(&body).await["session_id"]
         .as_str()

@@ -317,6 +317,57 @@ async fn a_session_on_a_silent_phone_ends_abandoned_at_its_last_heartbeat(backen
     fleet.simulator.stop().await;
 }
 
+/// Chapter 6.4: "After you exit a cloud game, the value of session_id is left blank." A
+/// session whose quit is refused (6.3: `run_time` is mandatory) on a phone that goes on
+/// heartbeating with blank ids is closed as abandoned once the phone has said so for the
+/// stale time (2 s here), and the phone is given out again. The simulated phone plays no
+/// session of its own here: the test enters one on it, as its engine would, and the
+/// phone's heartbeats never name it. Before, the session stayed `playing` and the phone
+/// `occupied` for as long as it heartbeat.
+async fn a_game_gone_without_a_quit_6_4_ends_abandoned_and_frees_its_phone(backend: Backend) {
+    use chrono::{SecondsFormat, Utc};
+    use serde_json::json;
+    let fleet = start(backend, 1, "", |_| {}).await;
+    let app = &fleet.app;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    app.wait_for_phone(&phone_id, |p| p["state"] == "idle")
+        .await;
+    let game = json!({"app_id": "sim.game", "user_id": "u-1"});
+    let minted = app.mint_ok(&game).await;
+    assert_eq!(minted["phone_id"], phone_id.as_str());
+    let session_id = minted["session_id"].as_str().unwrap().to_owned();
+    let check = json!({
+        "session_id": session_id, "ticket": minted["ticket"], "auth_ts": minted["auth_ts"],
+        "encrypted_data": "", "aes_iv": "",
+    });
+    assert_eq!(app.sign_check(&check).await.status(), 200);
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let mut entered = crate::helpers::enter(&session_id, &phone_id, &now);
+    entered["event"]["app_id"] = json!("sim.game");
+    app.send_event(&entered).await;
+    let mut quit = crate::helpers::quit(&session_id, &phone_id, &now, 0);
+    quit["event"]["app_id"] = json!("sim.game");
+    quit["event"].as_object_mut().unwrap().remove("run_time");
+    assert_eq!(app.post_event(&quit).await.status(), 400);
+
+    let session = app
+        .wait_for_session(&session_id, |s| s["state"] == "abandoned")
+        .await;
+
+    assert_eq!(session["end_reason"], "abandoned");
+    assert_eq!(
+        session["ended_at"], session["started_at"],
+        "no heartbeat named it: {session}"
+    );
+    app.wait_for_phone(&phone_id, |p| p["state"] == "idle")
+        .await;
+    let again = app
+        .mint_ok(&json!({"app_id": "sim.game", "user_id": "u-2"}))
+        .await;
+    assert_eq!(again["phone_id"], phone_id.as_str());
+    fleet.simulator.stop().await;
+}
+
 async fn dry_run_records_decisions_and_calls_nothing(backend: Backend) {
     let fleet = start(backend, 2, "dry_run = true\n", |o| o.silent = 1).await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
@@ -1220,6 +1271,7 @@ backend_tests!(
     a_silent_phone_is_restarted_and_comes_back,
     a_phone_whose_restart_fails_is_reset_with_its_callbacks,
     a_session_on_a_silent_phone_ends_abandoned_at_its_last_heartbeat,
+    a_game_gone_without_a_quit_6_4_ends_abandoned_and_frees_its_phone,
     dry_run_records_decisions_and_calls_nothing,
     a_phone_that_keeps_failing_is_marked_broken_and_left_alone,
     an_operator_can_restart_a_phone_through_the_same_log,

@@ -17,7 +17,60 @@ backend_tests!(
     a_sessions_last_heartbeat_only_moves_forward,
     an_event_is_written_between_the_chunks_of_a_large_flush,
     a_chunked_flush_writes_every_phone_once,
+    a_session_ends_abandoned_once_its_phones_heartbeats_leave_it_for_the_grace_6_4,
 );
+
+/// Chapter 6.4: a running game's heartbeats name its session, and "after you exit a cloud
+/// game, the value of session_id is left blank". Judged on the phone's clock, from the
+/// session's last heartbeat (or its enter), with `GAME_GONE_AFTER` (15 s) of grace for a
+/// quit still on its way: blank heartbeats within the grace, or sent before the enter, end
+/// nothing; one past it ends the session at its last heartbeat and frees the phone.
+async fn a_session_ends_abandoned_once_its_phones_heartbeats_leave_it_for_the_grace_6_4(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    let fresh_since = at("18:59:00");
+    let abandon = |now: &'static str| store.abandon_sessions(fresh_since, GAME_GONE_AFTER, at(now));
+    idle_phones(&store, &["p-1", "p-2"], "19:00:00").await;
+    apply(&store, &[enter("s-1", "p-1", "19:00:00")]).await;
+    apply(&store, &[enter("s-2", "p-2", "19:00:00")]).await;
+    record(
+        &store,
+        &[heartbeat("p-1", "19:00:05", Some("s-1"), "19:00:05")],
+    )
+    .await;
+    record(&store, &[heartbeat("p-2", "19:00:14", None, "19:00:14")]).await;
+
+    assert!(
+        abandon("19:00:14").await.unwrap().is_empty(),
+        "within the grace"
+    );
+    // p-1 says no session 15 s after its last heartbeat named s-1; p-2 a delayed blank
+    // heartbeat from before its enter, then one at 19:00:15.
+    record(&store, &[heartbeat("p-1", "19:00:20", None, "19:00:20")]).await;
+    record(&store, &[heartbeat("p-2", "18:59:50", None, "19:00:20")]).await;
+    let ended: Vec<String> = (abandon("19:00:20").await.unwrap().iter())
+        .map(|s| s.session_id.to_string())
+        .collect();
+    assert_eq!(ended, ["s-1"]);
+    record(&store, &[heartbeat("p-2", "19:00:15", None, "19:00:21")]).await;
+    let ended = abandon("19:00:21").await.unwrap();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].session_id.as_str(), "s-2");
+
+    let s1 = session(&store, "s-1").await.unwrap();
+    assert_eq!(s1.state, SessionState::Abandoned);
+    assert_eq!(s1.ended_at, Some(at("19:00:05")), "at its last heartbeat");
+    let s2 = session(&store, "s-2").await.unwrap();
+    assert_eq!(
+        s2.ended_at,
+        Some(at("19:00:00")),
+        "at its enter: no heartbeat named it"
+    );
+    for p in ["p-1", "p-2"] {
+        assert_eq!(phone_state(&store, p, fresh_since).await, "idle", "{p}");
+    }
+}
 
 async fn a_heartbeat_makes_a_phone_known_and_idle(backend: Backend) {
     let store = open(backend).await;

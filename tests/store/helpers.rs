@@ -97,6 +97,10 @@ pub fn at(time: &str) -> UtcTime {
 
 pub const APP: &str = "com.example.game";
 
+/// How long a phone's heartbeats may name no session before its playing session counts as
+/// gone (chapter 6.4): the watchdog passes `fleet`'s stale time, 15 s by default.
+pub const GAME_GONE_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub fn sid(id: &str) -> SessionId {
     SessionId::parse("session_id", id.to_owned()).expect("valid session id")
 }

@@ -78,7 +78,7 @@ async fn the_quit(store: Arc<dyn Store>) {
 }
 
 async fn the_abandonment(store: Arc<dyn Store>) -> Vec<Session> {
-    let abandon = store.abandon_sessions_on_stale_phones(at("19:05:00"), at("19:05:00"));
+    let abandon = store.abandon_sessions(at("19:05:00"), GAME_GONE_AFTER, at("19:05:00"));
     abandon.await.expect("watchdog pass")
 }
 

@@ -59,7 +59,7 @@ async fn closed_sessions_go_with_their_events_and_the_usage_report_stays(backend
     play(&store, "s-2", "p-2", "19:05:00", "19:35:30", 1830).await;
     idle_phones(&store, &["p-3"], "19:00:00").await;
     apply(&store, &[enter("s-3", "p-3", "19:00:00")]).await;
-    let abandoned = store.abandon_sessions_on_stale_phones(at("20:00:00"), at("20:00:00"));
+    let abandoned = store.abandon_sessions(at("20:00:00"), GAME_GONE_AFTER, at("20:00:00"));
     assert_eq!(abandoned.await.unwrap().len(), 1, "s-3 abandoned");
     let before = report(&store).await;
 

@@ -283,7 +283,7 @@ async fn a_late_quit_changes_an_abandoned_sessions_usage(backend: Backend) {
     let fresh_since = UtcTime::from_datetime(played.start + Duration::minutes(30));
     let now = UtcTime::from_datetime(played.start + Duration::minutes(31));
     store
-        .abandon_sessions_on_stale_phones(fresh_since, now)
+        .abandon_sessions(fresh_since, GAME_GONE_AFTER, now)
         .await
         .expect("abandon");
     let abandoned = session(&store, &played.id).await.expect("session");
@@ -397,7 +397,7 @@ async fn abandon_some(store: &TestStore, dice: &mut Dice, played: &[Played]) {
     let fresh_since = UtcTime::from_datetime(at_millis(dice.below(SPAN_MILLIS)));
     let now = UtcTime::from_datetime(at_millis(SPAN_MILLIS + 86_400_000));
     store
-        .abandon_sessions_on_stale_phones(fresh_since, now)
+        .abandon_sessions(fresh_since, GAME_GONE_AFTER, now)
         .await
         .expect("abandon");
 }

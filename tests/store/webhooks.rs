@@ -193,7 +193,7 @@ async fn an_abandoned_session_ends_once_and_a_late_quit_adds_nothing(backend: Ba
     )
     .await;
     let abandoned = store
-        .abandon_sessions_on_stale_phones(at("19:08:00"), at("19:08:00"))
+        .abandon_sessions(at("19:08:00"), GAME_GONE_AFTER, at("19:08:00"))
         .await
         .unwrap();
     apply(&store, &[quit("s-1", "p-1", "19:09:00", 540)]).await;
