@@ -415,7 +415,13 @@ fn settle_phone<T: BatchTx>(
                 (Some(current), Some(started)) => current <= started,
                 (Some(_), None) => false,
             };
-            if later {
+            // A phone held for a newer session (given out after this one's hold lapsed,
+            // its enter late) stays that session's: this one is recorded playing but takes
+            // no phone cphub has promised to another player (docs/api.md).
+            let held_for_other = (p.allocated_session_id.as_deref())
+                .is_some_and(|a| a != s.session_id.as_str())
+                && p.allocated_until.is_some_and(|until| until > now);
+            if later && !held_for_other {
                 p.current_session_id = Some(s.session_id.to_string());
                 p.current_app_id = Some(s.app_id.to_string());
                 p.current_session_started_at = started;

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use cphub::access::{Refusal, Verdict};
 use cphub::domain::{AccessInfo, AppId, IdempotencyKey};
 use cphub::domain::{Action, Outcome, Reason, RecoveryMark, SessionState};
-use cphub::store::{Allocation, ControlPlanePhone, MintKey, NewRecovery, PhoneApp};
+use cphub::store::{Allocation, ControlPlanePhone, EventOutcome, MintKey, NewRecovery, PhoneApp};
 
 use crate::backend_tests;
 use crate::helpers::*;
@@ -25,6 +25,7 @@ backend_tests!(
     a_phone_in_a_session_is_not_allocated,
     a_ticket_is_consumed_once,
     a_lapsed_hold_is_released_and_the_phone_is_idle_again,
+    a_late_enter_of_an_expired_session_takes_no_phone_held_for_a_newer_one,
     a_mint_releases_lapsed_holds_before_it_picks,
     a_verified_sessions_hold_is_extended_to_its_hold_until,
     a_mint_matching_the_app_takes_only_a_phone_that_has_it_5_1_2,
@@ -647,4 +648,37 @@ async fn one_batch_of_sign_checks_is_decided_in_arrival_order_6_1(backend: Backe
     let untouched = issued(&store, "s-2").await.unwrap();
     assert_eq!(untouched.state, SessionState::Minted);
     assert_eq!(untouched.ticket_hash, second.ticket.hash_hex());
+}
+
+/// A's hold lapsed without its enter, and its phone was given to B; A's enter then comes
+/// late (a game slow to start, or an enter retried after a database outage). A is
+/// recorded playing — the phone said so, and it is billed — but the phone stays B's, as
+/// minted: B's sign check still finds it held. Before, A became the phone's current
+/// session beside B's hold, and B was sent to a phone running A's game.
+async fn a_late_enter_of_an_expired_session_takes_no_phone_held_for_a_newer_one(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    assert_eq!(
+        allocated(&mint(&store, at_seven("s-a")).await).as_deref(),
+        Some("p-1")
+    );
+    release_lapsed_holds(&store, "19:01:30").await;
+    let b = Mint {
+        now: "19:01:40",
+        hold_until: "19:02:40",
+        ..at_seven("s-b")
+    };
+    assert_eq!(allocated(&mint(&store, b).await).as_deref(), Some("p-1"));
+
+    let applied = apply(&store, &[enter("s-a", "p-1", "19:01:50")]).await;
+
+    assert_eq!(outcomes(&applied), [EventOutcome::Accepted]);
+    assert_eq!(
+        session(&store, "s-a").await.unwrap().state,
+        SessionState::Playing
+    );
+    let p1 = phone(&store, "p-1", at("18:58:00")).await.unwrap();
+    assert_eq!(p1.allocated_session_id.as_deref(), Some("s-b"), "{p1:?}");
+    assert_eq!(p1.current_session_id, None, "{p1:?}");
+    assert_eq!(p1.state, "allocated");
 }
