@@ -13,7 +13,7 @@
 use super::book;
 use super::mint_batch;
 use super::codec::connect;
-use super::sql::{Sql, args};
+use super::sql::{Sql, args, json_list};
 use super::{Allocation, MintRequest, StoreError};
 use crate::access::MintedAccess;
 use crate::config::{AccessSettings, Cipher, FleetSettings, GcmIv, KeySize};
@@ -305,17 +305,28 @@ pub(super) async fn serve<D: Sql>(
     assign(tx, times).await
 }
 
-/// Gives free phones to the heads of the queues, app by app, until an app's head finds no
-/// phone. The number of entries assigned.
+/// Gives free phones to the waiting entries, the highest priority and the longest waiting
+/// first whatever their app (the design's fairness: taken app by app, the first app in
+/// name order took every freed phone its players could use, and another app's urgent
+/// player waited behind them), until no app's head finds a phone: an app whose head finds
+/// none is passed over for the rest of the pass. The number of entries assigned.
 async fn assign<D: Sql>(tx: &mut D, times: &MintTimes) -> Result<u64, StoreError> {
-    let sql = "SELECT DISTINCT app_id FROM queue_entries \
-               WHERE session_id IS NULL AND expires_at >= $1 ORDER BY app_id";
-    let apps: Vec<(String,)> = tx.fetch_all(sql, &args![times.now]).await?;
+    let mut passed_over: Vec<String> = Vec::new();
     let mut assigned = 0;
-    for (app_id,) in apps {
-        assigned += assign_app(tx, &app_id, times).await?;
+    loop {
+        let skip = json_list(&passed_over)?;
+        let head: Option<Head> = tx
+            .fetch_optional(head_sql::<D>(), &args![times.now, skip.as_str()])
+            .await?;
+        let Some(head) = head else {
+            return Ok(assigned);
+        };
+        let app_id = head.app_id.clone();
+        match assign_head(tx, head, times).await? {
+            true => assigned += 1,
+            false => passed_over.push(app_id),
+        }
     }
-    Ok(assigned)
 }
 
 #[derive(sqlx::FromRow)]
@@ -325,58 +336,53 @@ struct Head {
     user_id: String,
 }
 
-/// The head of `app_id`'s queue, locked on PostgreSQL until the transaction ends.
+/// The next entry to serve, of an app not in `$2` (a JSON list), locked on PostgreSQL until
+/// the transaction ends. Every pass and mint takes heads in this one order, so two never
+/// wait for each other's.
 fn head_sql<D: Sql>() -> &'static str {
     macro_rules! head {
-        ($lock:literal) => {
+        ($skip:literal, $lock:literal) => {
             concat!(
                 "SELECT seq, app_id, user_id FROM queue_entries \
-                 WHERE app_id = $1 AND session_id IS NULL AND expires_at >= $2 \
-                 ORDER BY priority DESC, seq LIMIT 1",
+                 WHERE session_id IS NULL AND expires_at >= $1 AND app_id NOT IN (",
+                $skip,
+                ") ORDER BY priority DESC, seq LIMIT 1",
                 $lock
             )
         };
     }
     match D::LOCKS_ROWS {
-        true => head!(" FOR UPDATE"),
-        false => head!(""),
+        true => head!("SELECT json_array_elements_text($2::json)", " FOR UPDATE"),
+        false => head!("SELECT value FROM json_each($2)", ""),
     }
 }
 
-async fn assign_app<D: Sql>(tx: &mut D, app_id: &str, t: &MintTimes) -> Result<u64, StoreError> {
-    let mut assigned = 0;
-    loop {
-        let head: Option<Head> = tx
-            .fetch_optional(head_sql::<D>(), &args![app_id, t.now])
-            .await?;
-        let Some(head) = head else {
-            return Ok(assigned);
-        };
-        // A ticket and key nobody will ever see: the session needs them to exist, and the
-        // poll replaces both with the ones it hands out (the key of `access.cipher`'s size).
-        let request = MintRequest {
-            access: MintedAccess::mint(PLACEHOLDER_CIPHER),
-            app_id: AppId::try_from(head.app_id).map_err(corrupt_head)?,
-            user_id: UserId::try_from(head.user_id).map_err(corrupt_head)?,
-            pinned_phone: None,
-            auth_ts: t.auth_ts,
-            hold_until: t.hold_until,
-            now: t.now,
-            fresh_since: t.fresh_since,
-            match_app: t.match_app,
-            key: None,
-        };
-        let Allocation::Allocated { phone_id, .. } = book::mint_released(tx, &request).await?
-        else {
-            return Ok(assigned);
-        };
-        let sql = "UPDATE queue_entries SET session_id = $2, phone_id = $3, assigned_at = $4 \
-                   WHERE seq = $1";
-        let session_id = request.access.session_id.as_str();
-        let args = args![head.seq, session_id, phone_id.as_str(), t.now];
-        tx.execute(sql, &args).await?;
-        assigned += 1;
-    }
+/// Mints for `head` on a free phone of its app and records the assignment; false when no
+/// phone is free for the app.
+async fn assign_head<D: Sql>(tx: &mut D, head: Head, t: &MintTimes) -> Result<bool, StoreError> {
+    // A ticket and key nobody will ever see: the session needs them to exist, and the poll
+    // replaces both with the ones it hands out (the key of `access.cipher`'s size).
+    let request = MintRequest {
+        access: MintedAccess::mint(PLACEHOLDER_CIPHER),
+        app_id: AppId::try_from(head.app_id).map_err(corrupt_head)?,
+        user_id: UserId::try_from(head.user_id).map_err(corrupt_head)?,
+        pinned_phone: None,
+        auth_ts: t.auth_ts,
+        hold_until: t.hold_until,
+        now: t.now,
+        fresh_since: t.fresh_since,
+        match_app: t.match_app,
+        key: None,
+    };
+    let Allocation::Allocated { phone_id, .. } = book::mint_released(tx, &request).await? else {
+        return Ok(false);
+    };
+    let sql = "UPDATE queue_entries SET session_id = $2, phone_id = $3, assigned_at = $4 \
+               WHERE seq = $1";
+    let session_id = request.access.session_id.as_str();
+    let args = args![head.seq, session_id, phone_id.as_str(), t.now];
+    tx.execute(sql, &args).await?;
+    Ok(true)
 }
 
 fn corrupt_head(e: crate::domain::ParseError) -> StoreError {

@@ -105,4 +105,40 @@ async fn racing_passes_and_mints_serve_the_queue_in_order_once(backend: Backend)
     assert_eq!(waiting, in_order, "the rest keep their order");
 }
 
-backend_tests!(racing_passes_and_mints_serve_the_queue_in_order_once);
+/// The queue is served across apps, the highest priority and the longest waiting first:
+/// players of `com.b` and `com.a` join in turn, then an urgent one of `com.b`; three phones
+/// that take either app come up. Taken app by app in name order, all three went to
+/// `com.a`'s first players and the urgent player waited behind them.
+async fn the_queue_is_served_across_apps_by_priority_then_waiting_time(backend: Backend) {
+    let store = open(backend).await;
+    let joined = mint_times();
+    let apps = ["com.b", "com.a", "com.b", "com.a", "com.b", "com.a"];
+    for (i, app) in apps.iter().enumerate() {
+        let entry = NewQueueEntry {
+            app_id: aid(app),
+            ..entry(i, 0)
+        };
+        store.join_queue(&entry, &joined).await.unwrap();
+    }
+    let urgent = NewQueueEntry {
+        app_id: aid("com.b"),
+        ..entry(6, 5)
+    };
+    store.join_queue(&urgent, &joined).await.unwrap();
+    idle_phones(&store, &["p-1", "p-2", "p-3"], "18:59:00").await;
+
+    store.serve_queue(&mint_times()).await.unwrap();
+
+    let listed = store.queue_entries(at("19:00:00"), 100).await.unwrap();
+    let mut assigned: Vec<&str> = (listed.iter())
+        .filter(|e| e.session_id.is_some())
+        .map(|e| e.queue_id.as_str())
+        .collect();
+    assigned.sort();
+    assert_eq!(assigned, ["q-00", "q-01", "q-06"], "{listed:?}");
+}
+
+backend_tests!(
+    racing_passes_and_mints_serve_the_queue_in_order_once,
+    the_queue_is_served_across_apps_by_priority_then_waiting_time,
+);
