@@ -306,10 +306,14 @@ pub(super) async fn list(
     }))
 }
 
+/// The last row's `created_at` in microseconds (`…us`), as PostgreSQL keeps it: in
+/// milliseconds, a session created earlier in the same millisecond as the page's last one
+/// was skipped by the next page. A cursor of the older form (milliseconds, no `us`) is still
+/// read, as SQLite's times are whole milliseconds.
 fn encode_cursor(created_at: UtcTime, session_id: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{}.{session_id}", created_at.epoch_millis()))
+    let micros = created_at.datetime().timestamp_micros();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{micros}us.{session_id}"))
 }
 
 fn decode_cursor(cursor: &str) -> Result<(UtcTime, SessionId), ParseError> {
@@ -319,12 +323,14 @@ fn decode_cursor(cursor: &str) -> Result<(UtcTime, SessionId), ParseError> {
         .decode(cursor)
         .map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let (millis, session_id) = text.split_once('.').ok_or_else(invalid)?;
-    let at = millis
-        .parse()
-        .ok()
-        .and_then(UtcTime::from_epoch_millis)
-        .ok_or_else(invalid)?;
+    let (time, session_id) = text.split_once('.').ok_or_else(invalid)?;
+    let at = match time.strip_suffix("us") {
+        Some(micros) => (micros.parse().ok())
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .map(UtcTime::from_datetime),
+        None => time.parse().ok().and_then(UtcTime::from_epoch_millis),
+    };
+    let at = at.ok_or_else(invalid)?;
     let session_id = SessionId::parse("cursor", session_id.to_owned()).map_err(|_| invalid())?;
     Ok((at, session_id))
 }

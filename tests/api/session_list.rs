@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+use cphub::clock::ManualClock;
+use cphub::domain::UtcTime;
 use serde_json::Value;
 
 use crate::backend_tests;
@@ -59,6 +61,28 @@ async fn paging_returns_every_session_once_while_new_ones_arrive(backend: Backen
         "exactly the sessions that existed"
     );
     assert_eq!(seen.first().unwrap(), "old-6", "newest first");
+}
+
+/// Two sessions created within one millisecond, half a millisecond apart (PostgreSQL keeps
+/// microseconds): a page of one, then the next page from its cursor, returns both. The
+/// cursor held milliseconds, and the next page skipped the earlier one for good.
+async fn sessions_created_within_one_millisecond_are_each_paged_once(backend: Backend) {
+    use std::sync::Arc;
+    let start = "2026-11-28T12:00:00.123400Z";
+    let clock = Arc::new(ManualClock::new(UtcTime::parse("start", start).unwrap()));
+    let app = TestApp::spawn_with_clock(backend, "", Arc::clone(&clock)).await;
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T12:00:00Z"))
+        .await;
+    clock.advance(std::time::Duration::from_micros(500));
+    app.send_event(&enter("s-2", "p-2", "2026-11-28T12:00:00Z"))
+        .await;
+
+    let first = page(&app, "limit=1").await;
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let second = page(&app, &format!("limit=1&cursor={cursor}")).await;
+
+    assert_eq!(ids(&first), ["s-2"]);
+    assert_eq!(ids(&second), ["s-1"], "{second}");
 }
 
 async fn filters_narrow_the_list(backend: Backend) {
@@ -149,6 +173,7 @@ async fn the_cli_lists_what_the_api_lists(backend: Backend) {
 backend_tests!(
     the_cli_lists_what_the_api_lists,
     paging_returns_every_session_once_while_new_ones_arrive,
+    sessions_created_within_one_millisecond_are_each_paged_once,
     filters_narrow_the_list,
     bad_queries_are_refused,
 );
