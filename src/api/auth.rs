@@ -105,9 +105,11 @@ async fn guard(
     let Some(Caller(caller)) = caller else {
         return Ok(req.into_response(unauthorized()));
     };
-    // Players' traffic (mints and the queue) is bounded by the fleet, not by this limit.
-    if scope != Scope::SessionsMint
-        && let Some(refused) = rate_limit::check(&req, &caller.name)
+    // Players' traffic (mints and the queue) is bounded by the fleet, not by this limit;
+    // a token without the scope calling those routes is not players' traffic, and each of
+    // its refusals writes an audit line: it is limited like any other call.
+    let players = scope == Scope::SessionsMint && caller.allows(scope);
+    if !players && let Some(refused) = rate_limit::check(&req, &caller.name)
     {
         return Ok(req.into_response(refused));
     }

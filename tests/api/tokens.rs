@@ -224,8 +224,12 @@ async fn a_token_beyond_its_rate_is_answered_429_and_other_tokens_are_not(backen
             sha256_hex(&format!("token-{name}"))
         )
     };
+    let reader = format!(
+        "[[api.tokens]]\nname = \"c\"\nsha256 = \"{}\"\nscopes = [\"phones:read\"]\n",
+        sha256_hex("token-c")
+    );
     let config = format!(
-        "[api]\nrate_limit_per_second = 1\nrate_limit_burst = 2\n{}{}",
+        "[api]\nrate_limit_per_second = 1\nrate_limit_burst = 2\n{}{}{reader}",
         table("a"),
         table("b")
     );
@@ -263,4 +267,19 @@ async fn a_token_beyond_its_rate_is_answered_429_and_other_tokens_are_not(backen
         .await
         .unwrap();
     assert_eq!(mint.status(), 400);
+    // Players' routes called by a token without their scope are not players' traffic: each
+    // refusal (403, and an audit line) counts, and the bucket runs out.
+    let statuses: Vec<u16> = futures_util::future::join_all((0..6).map(|_| {
+        (app.client)
+            .post(format!("{}/api/v1/queue", app.address))
+            .bearer_auth("token-c")
+            .json(&json!({}))
+            .send()
+    }))
+    .await
+    .into_iter()
+    .map(|res| res.unwrap().status().as_u16())
+    .collect();
+    assert!(statuses.contains(&403), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
 }
