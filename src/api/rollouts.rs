@@ -10,6 +10,7 @@ use super::ApiError;
 use crate::clock::Clock;
 use crate::domain::{AppId, ParseError, PhoneId, Problem, RolloutPlan, RolloutTarget};
 use crate::http::error::ErrorBody;
+use crate::http::json::OptionalJson;
 use crate::rollout::{Change, Rollouts, StartRollout, change_state};
 use crate::store::{Rollout, RolloutPhone, Store};
 
@@ -290,12 +291,12 @@ pub(super) enum ChangeRefusal {
 )]
 pub(super) async fn pause(
     path: web::Path<String>,
-    body: Option<web::Json<PauseBody>>,
+    body: OptionalJson<PauseBody>,
     store: web::Data<dyn Store>,
     clock: web::Data<dyn Clock>,
 ) -> Result<HttpResponse, ApiError> {
     let id = rollout_id(&path)?;
-    let reason = body.and_then(|b| b.into_inner().reason).unwrap_or_default();
+    let reason = body.0.and_then(|b| b.reason).unwrap_or_default();
     if reason.chars().count() > 500 {
         let problem = Problem::TooLong(500);
         return Err(ParseError::new("reason", problem).into());

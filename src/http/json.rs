@@ -32,6 +32,35 @@ fn classify(err: &JsonPayloadError) -> (ErrorCode, String) {
     }
 }
 
+/// A JSON body that may be left out: no body at all is `None`; any body must parse, under
+/// the route's limit and with the same error bodies as `web::Json`. (actix's
+/// `Option<Json<T>>` turns every failure into `None`: a misspelt field, a wrong type or an
+/// oversized body was taken as no body and the call succeeded.)
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for OptionalJson<T> {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(
+        req: &actix_web::HttpRequest,
+        payload: &mut actix_web::dev::Payload,
+    ) -> Self::Future {
+        use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+        let headers = req.headers();
+        let length = headers.get(CONTENT_LENGTH);
+        let empty = match length {
+            Some(length) => length.as_bytes() == b"0",
+            None => !headers.contains_key(TRANSFER_ENCODING),
+        };
+        if empty {
+            return Box::pin(std::future::ready(Ok(OptionalJson(None))));
+        }
+        let body = actix_web::web::Json::<T>::from_request(req, payload);
+        Box::pin(async move { Ok(OptionalJson(Some(body.await?.into_inner()))) })
+    }
+}
+
 /// Query strings that do not parse (e.g. `limit=ten`) get an error body too.
 pub fn query_config() -> QueryConfig {
     QueryConfig::default().error_handler(|err, _req| {

@@ -339,6 +339,16 @@ async fn a_failing_canary_pauses_the_rollout_and_an_abort_returns_the_phones_4_4
         phones[0]["error"].as_str().unwrap().contains("4.4.1"),
         "{paused}"
     );
+    // A pause body that does not parse is refused as such, not taken as none (a good one
+    // is told the rollout is paused already).
+    let pause = format!("/api/v1/rollouts/{}/pause", rollout["id"]);
+    for bad in [json!({"reason": 5}), json!({"reasn": "misspelt"})] {
+        assert_error(rig.post(&pause, &bad).await, 400, "CPHUB.INVALID_FIELD").await;
+    }
+    let big = json!({"reason": "x".repeat(2 << 20)});
+    assert_error(rig.post(&pause, &big).await, 413, "CPHUB.PAYLOAD_TOO_LARGE").await;
+    let good = json!({"reason": "again"});
+    assert_error(rig.post(&pause, &good).await, 409, "CPHUB.ROLLOUT_CONFLICT").await;
     for phone in &phones[1..] {
         assert_eq!(
             phone["state"], "pending",
