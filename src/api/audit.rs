@@ -51,7 +51,9 @@ impl Pending {
             token_name: token_name.to_owned(),
             request_id: request_id.map_or_else(request_id::current, |id| id.to_string()),
             action: format!("{} {route}", req.method()),
-            target: values.join("/"),
+            // A path value may carry a NUL (`%00`), which PostgreSQL's text refuses: the
+            // line would not be written. Kept as U+FFFD, as what the operator sent.
+            target: values.join("/").replace('\0', "\u{FFFD}"),
             detail: detail.to_string(),
         }
     }
@@ -128,9 +130,9 @@ pub(super) async fn list(
     let q = query.into_inner();
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let filter = AuditFilter {
-        token_name: q.token,
-        action: q.action,
-        target: q.target,
+        token_name: no_nul("token", q.token)?,
+        action: no_nul("action", q.action)?,
+        target: no_nul("target", q.target)?,
         since: q.since.map(|s| UtcTime::parse("since", &s)).transpose()?,
         before: q.cursor.as_deref().map(decode_cursor).transpose()?,
         limit,
@@ -146,4 +148,15 @@ pub(super) async fn list(
 fn decode_cursor(cursor: &str) -> Result<i64, ParseError> {
     let invalid = || ParseError::new("cursor", Problem::Invalid("not a cursor this API returned"));
     cursor.parse().ok().filter(|id| *id > 0).ok_or_else(invalid)
+}
+
+/// A filter holding a NUL matches no line (a NUL is never stored) and PostgreSQL's text
+/// refuses it outright: a 400 naming the filter rather than a 500.
+fn no_nul(field: &'static str, value: Option<String>) -> Result<Option<String>, ParseError> {
+    match value {
+        Some(text) if text.contains('\0') => {
+            Err(ParseError::new(field, Problem::Invalid("holds a NUL character")))
+        }
+        other => Ok(other),
+    }
 }

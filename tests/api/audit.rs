@@ -13,7 +13,33 @@ use crate::helpers::{Backend, TOKEN, assert_error, cli_on};
 use crate::rollouts::{Rig, start_with};
 use crate::webhooks::{hook_url, receiver, webhooks};
 
-backend_tests!(restart_pause_and_replay_each_leave_one_audit_line_with_their_outcome,);
+backend_tests!(
+    restart_pause_and_replay_each_leave_one_audit_line_with_their_outcome,
+    a_nul_in_a_path_is_audited_and_one_in_a_filter_is_refused,
+);
+
+/// A path value holding a NUL (`%00`) refused for its scope still leaves its line, the NUL
+/// kept as U+FFFD; a filter holding one is a 400. On PostgreSQL, whose text refuses NUL,
+/// the line was lost and the filter answered 500.
+async fn a_nul_in_a_path_is_audited_and_one_in_a_filter_is_refused(backend: Backend) {
+    let app = crate::helpers::TestApp::spawn_with(backend, &tokens()).await;
+    let res = (app.client)
+        .post(format!("{}/api/v1/phones/p%00x/restart", app.address))
+        .bearer_auth(READER)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+
+    let lines: Value = (app.get("/api/v1/audit?token=reader", Some(TOKEN)).await)
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lines["entries"][0]["target"], "p\u{FFFD}x", "{lines}");
+    let filtered = app.get("/api/v1/audit?target=p%00x", Some(TOKEN)).await;
+    crate::helpers::assert_error(filtered, 400, "CPHUB.INVALID_FIELD").await;
+}
 
 const OPS: &str = "ops-token-0123456789abcdef0123456789";
 const READER: &str = "reader-token-0123456789abcdef01234567";
