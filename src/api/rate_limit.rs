@@ -15,6 +15,9 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use crate::config::ApiSettings;
 use crate::http::{ErrorCode, error_response};
 
+/// How many buckets are kept before the full ones are dropped.
+const MAX_KEYS: usize = 10_000;
+
 /// The buckets; `None` when the limit is off (`rate_limit_per_second = 0`).
 pub struct RateLimit(Option<DefaultKeyedRateLimiter<String>>);
 
@@ -39,7 +42,14 @@ impl RateLimit {
     /// A 429 answer if `key` (a token's name, or the console's sign-in key of a client) has
     /// spent its bucket, None if the call may go on.
     pub fn check_key(&self, key: &str) -> Option<HttpResponse> {
-        let refused = self.0.as_ref()?.check_key(&key.to_owned()).err()?;
+        let limiter = self.0.as_ref()?;
+        // Keys are token names, and the console's sign-in keys of client addresses, which
+        // anyone can make more of: past this many, the buckets back to full are dropped.
+        if limiter.len() > MAX_KEYS {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        let refused = limiter.check_key(&key.to_owned()).err()?;
         let wait = refused.wait_time_from(DefaultClock::default().now());
         // Whole seconds (RFC 9110), rounded up so a client that obeys is let through.
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

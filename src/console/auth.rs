@@ -238,13 +238,15 @@ pub(super) async fn login(
         .finish()
 }
 
+/// Per client address: behind a trusted proxy (`server.trusted_proxies`) the address it
+/// forwarded, as the request's log line has it. By the peer, every sign-in through the
+/// proxy shared one bucket, and a stranger's wrong guesses locked the operators out.
 fn login_rate_limit(req: &HttpRequest) -> Option<HttpResponse> {
     let limit = req.app_data::<web::Data<crate::api::RateLimit>>()?;
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    limit.check_key(&format!("console sign-in from {peer}"))
+    let client = (req.extensions().get::<crate::http::source::ClientAddress>()).map(|c| c.0);
+    let client = client.or_else(|| req.peer_addr().map(|a| a.ip()));
+    let client = client.map(|ip| ip.to_string()).unwrap_or_default();
+    limit.check_key(&format!("console sign-in from {client}"))
 }
 
 /// The body of a form that acts: only its CSRF token.

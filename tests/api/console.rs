@@ -381,6 +381,33 @@ async fn sign_in_attempts_are_rate_limited_like_api_calls(backend: Backend) {
         statuses.iter().all(|s| [401, 429].contains(s)),
         "{statuses:?}"
     );
+
+    // Behind a trusted proxy each client has its own bucket: one's guesses spend only its
+    // own. Keyed by the peer (the proxy), every sign-in shared one bucket.
+    let behind = spawn(
+        backend,
+        "[api]\nrate_limit_per_second = 1\nrate_limit_burst = 2\n\
+         [server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+    )
+    .await;
+    let from = |address: &'static str| {
+        client()
+            .post(format!("{}/console/login", behind.address))
+            .header("content-type", FORM)
+            .header("x-forwarded-for", address)
+            .body(form(&[("token", "a-guess"), ("next", "/console/usage")]))
+            .send()
+    };
+    let mut guesser = Vec::new();
+    for _ in 0..6 {
+        guesser.push(from("203.0.113.7").await.unwrap().status().as_u16());
+    }
+    assert!(guesser.contains(&429), "{guesser:?}");
+    assert_eq!(
+        from("203.0.113.8").await.unwrap().status(),
+        401,
+        "another client"
+    );
 }
 
 async fn the_console_can_be_turned_off_or_served_on_its_own_address(backend: Backend) {
