@@ -217,7 +217,14 @@ pub(super) async fn login(
     settings: web::Data<ConsoleSettings>,
 ) -> HttpResponse {
     if let Some(refused) = login_rate_limit(&req) {
-        return refused;
+        // The limiter's answer is the API's JSON: the console answers with its page, and
+        // the same Retry-After.
+        let code = crate::http::ErrorCode::RateLimited;
+        let mut page = layout::error_page(code, "too many sign-in attempts; try again shortly");
+        if let Some(retry) = refused.headers().get(header::RETRY_AFTER) {
+            page.headers_mut().insert(header::RETRY_AFTER, retry.clone());
+        }
+        return page;
     }
     let form = form.into_inner();
     if tokens.identify(form.token.as_bytes()).is_none() {

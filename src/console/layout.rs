@@ -101,18 +101,36 @@ fn error_body(code: ErrorCode, message: &str) -> Markup {
 
 /// An error page, with the code in the response for the audit trail, as the API's errors.
 pub(super) fn error_page(code: ErrorCode, message: &str) -> HttpResponse {
-    let mut res = html(code.status(), bare("Error", error_body(code, message)));
-    res.extensions_mut().insert(code);
-    res
+    coded(code, html(code.status(), bare("Error", error_body(code, message))))
 }
 
 /// An error page with the signed-in operator's navigation.
 pub(super) fn error_page_for(operator: &Operator, error: ConsoleError) -> HttpResponse {
     let code = error.code();
     let body = error_body(code, &error.to_string());
-    let mut res = html(code.status(), page(operator, "Error", body));
+    coded(code, html(code.status(), page(operator, "Error", body)))
+}
+
+/// The code in the response's extensions (the audit trail records it), and a 503's
+/// `Retry-After`, as every 503 of cphub carries (docs/errors.md).
+fn coded(code: ErrorCode, mut res: HttpResponse) -> HttpResponse {
+    if code.status() == StatusCode::SERVICE_UNAVAILABLE {
+        let retry = crate::http::error::RETRY_AFTER_SECS;
+        let value = actix_web::http::header::HeaderValue::from_static(retry);
+        res.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, value);
+    }
     res.extensions_mut().insert(code);
     res
+}
+
+/// A path value the route cannot take (a rollout id that is not a number): the error page
+/// with its code, not actix's plain-text 404.
+pub(super) fn path_config() -> actix_web::web::PathConfig {
+    actix_web::web::PathConfig::default().error_handler(|err, _req| {
+        let page = error_page(ErrorCode::NotFound, &format!("no such page: {err}"));
+        actix_web::error::InternalError::from_response(err, page).into()
+    })
 }
 
 /// A time as people read it in a table.

@@ -41,6 +41,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope(PREFIX)
+            .app_data(layout::path_config())
             .wrap(from_fn(security_headers))
             .configure(|cfg| {
                 let guarded = endpoints().into_iter().map(auth::guarded).collect();

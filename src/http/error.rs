@@ -192,7 +192,7 @@ fn error_code_schema() -> utoipa::openapi::Object {
 }
 
 /// Seconds a client should wait before retrying a 503.
-const RETRY_AFTER_SECS: &str = "1";
+pub const RETRY_AFTER_SECS: &str = "1";
 
 /// The response for `code`, with `message` for people. 503s carry `Retry-After`.
 pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {

@@ -330,6 +330,8 @@ async fn an_action_without_the_right_csrf_token_is_refused_and_audited(backend: 
     );
     let sent = post_form(&app, path, &admin, &[("csrf", &csrf)]).await;
     assert_eq!(sent.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Every 503 carries Retry-After (docs/errors.md), the console's pages too.
+    assert_eq!(sent.headers()["retry-after"], "1");
     assert!(
         sent.text()
             .await
@@ -399,10 +401,24 @@ async fn sign_in_attempts_are_rate_limited_like_api_calls(backend: Backend) {
             .send()
     };
     let mut guesser = Vec::new();
+    let mut limited = None;
     for _ in 0..6 {
-        guesser.push(from("203.0.113.7").await.unwrap().status().as_u16());
+        let res = from("203.0.113.7").await.unwrap();
+        guesser.push(res.status().as_u16());
+        if res.status() == 429 {
+            limited = Some(res);
+        }
     }
     assert!(guesser.contains(&429), "{guesser:?}");
+    // The console answers with its page, not the API's JSON, and says when to come back.
+    let limited = limited.unwrap();
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_console_headers(limited.headers(), "a limited sign-in");
+    let page = limited.text().await.unwrap();
+    assert!(
+        page.contains("CPHUB.RATE_LIMITED") && page.contains("<html"),
+        "{page}"
+    );
     assert_eq!(
         from("203.0.113.8").await.unwrap().status(),
         401,
@@ -448,6 +464,13 @@ async fn a_rollout_is_paused_resumed_and_aborted_from_the_console_5_3_7(backend:
     let id = rollout["id"].to_string();
     let page_path = format!("/console/rollouts/{id}");
     let app = &rig.app;
+    // An id that cannot be one is the console's 404 page with its code, as any other.
+    let admin_cookie = cookie_of(app, ADMIN).await;
+    let bad = get(app, "/console/rollouts/abc", Some(&admin_cookie)).await;
+    assert_eq!(bad.status(), StatusCode::NOT_FOUND);
+    assert_console_headers(bad.headers(), "a bad rollout id");
+    let page = bad.text().await.unwrap();
+    assert!(page.contains("CPHUB.NOT_FOUND"), "{page}");
 
     let reader = cookie_of(app, READER).await;
     let page = get(app, &page_path, Some(&reader))
