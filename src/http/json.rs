@@ -32,7 +32,7 @@ fn classify(err: &JsonPayloadError) -> (ErrorCode, String) {
     }
 }
 
-/// A JSON body that may be left out: no body at all is `None`; any body must parse, under
+/// A JSON body that may be left out: no body at all, or `null`, is `None`; any other must parse, under
 /// the route's limit and with the same error bodies as `web::Json`. (actix's
 /// `Option<Json<T>>` turns every failure into `None`: a misspelt field, a wrong type or an
 /// oversized body was taken as no body and the call succeeded.)
@@ -56,8 +56,9 @@ impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Option
         if empty {
             return Box::pin(std::future::ready(Ok(OptionalJson(None))));
         }
-        let body = actix_web::web::Json::<T>::from_request(req, payload);
-        Box::pin(async move { Ok(OptionalJson(Some(body.await?.into_inner()))) })
+        // `null` is no body too, as the document's optional (nullable) body allows.
+        let body = actix_web::web::Json::<Option<T>>::from_request(req, payload);
+        Box::pin(async move { Ok(OptionalJson(body.await?.into_inner())) })
     }
 }
 
