@@ -187,7 +187,9 @@ impl Rollouts {
     /// An update whose jobs have not all ended. Past `cph.job_deadline_secs` from its
     /// sending (a job that never ends, or one the control plane no longer knows), the
     /// phone's versions (5.3.6) decide: listed, it is verified; not, it fails, and goes back
-    /// to the pool instead of holding a `max_in_flight` slot and the phone for good.
+    /// to the pool instead of holding a `max_in_flight` slot and the phone for good. While
+    /// they cannot be read (an outage says nothing of the update) it is asked again, for
+    /// one more deadline; then it fails, saying neither could be read.
     async fn overdue(
         &self,
         rollout: &Rollout,
@@ -195,13 +197,17 @@ impl Rollouts {
         why: &str,
     ) -> Result<(), StoreError> {
         let since = phone.submitted_at.unwrap_or(phone.updated_at);
-        if since.plus(self.client.job_deadline()) > self.clock.now() {
+        let (deadline, now) = (self.client.job_deadline(), self.clock.now());
+        if since.plus(deadline) > now {
             return Ok(());
         }
-        if self.runs_versions(rollout, phone).await {
-            return self.verifying(phone).await;
-        }
-        let why = format!("{why} after cph.job_deadline_secs, and the version is not on the phone (5.3.6)");
+        let versions = match self.versions_listed(rollout, phone).await {
+            Some(true) => return self.verifying(phone).await,
+            Some(false) => "the version is not on the phone (5.3.6)",
+            None if since.plus(deadline * 2) > now => return Ok(()),
+            None => "the phone's versions could not be read either (5.3.6)",
+        };
+        let why = format!("{why} after cph.job_deadline_secs, and {versions}");
         self.fail(phone, &why).await
     }
 
@@ -261,15 +267,22 @@ impl Rollouts {
         Ok(())
     }
 
-    /// Whether 5.3.6 lists every version of the rollout on the phone.
+    /// Whether 5.3.6 lists every version of the rollout on the phone; false when it cannot
+    /// be read.
     async fn runs_versions(&self, rollout: &Rollout, phone: &RolloutPhone) -> bool {
+        self.versions_listed(rollout, phone).await.unwrap_or(false)
+    }
+
+    /// Whether 5.3.6 lists every version of the rollout on the phone; None when it cannot
+    /// be read.
+    async fn versions_listed(&self, rollout: &Rollout, phone: &RolloutPhone) -> Option<bool> {
         match self.client.phone_apps(phone.phone_id.as_str()).await {
-            Ok(apps) => rollout.app_version_ids.iter().all(|version| {
+            Ok(apps) => Some(rollout.app_version_ids.iter().all(|version| {
                 (apps.iter()).any(|app| app.app_version_id.as_deref() == Some(version.as_str()))
-            }),
+            })),
             Err(error) => {
                 tracing::debug!(phone_id = %phone.phone_id, error = %ErrorChain(&error), "phone apps not read (5.3.6); will ask again");
-                false
+                None
             }
         }
     }
