@@ -18,17 +18,29 @@ use crate::http::{ErrorCode, error_response};
 /// How many buckets are kept before the full ones are dropped.
 const MAX_KEYS: usize = 10_000;
 
-/// The buckets; `None` when the limit is off (`rate_limit_per_second = 0`).
-pub struct RateLimit(Option<DefaultKeyedRateLimiter<String>>);
+/// Checks between two looks at the number of buckets.
+const CLEAN_EVERY: u64 = 1024;
+
+/// The buckets, `None` when the limit is off (`rate_limit_per_second = 0`), and how many
+/// checks were made.
+pub struct RateLimit {
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    checks: std::sync::atomic::AtomicU64,
+}
 
 impl RateLimit {
     pub fn new(settings: &ApiSettings) -> RateLimit {
         let Some(rate) = NonZeroU32::new(settings.rate_limit_per_second) else {
-            return RateLimit(None);
+            return RateLimit::of(None);
         };
         let burst = NonZeroU32::new(settings.rate_limit_burst).unwrap_or(rate);
         let quota = Quota::per_second(rate).allow_burst(burst);
-        RateLimit(Some(DefaultKeyedRateLimiter::keyed(quota)))
+        RateLimit::of(Some(DefaultKeyedRateLimiter::keyed(quota)))
+    }
+
+    fn of(limiter: Option<DefaultKeyedRateLimiter<String>>) -> RateLimit {
+        let checks = std::sync::atomic::AtomicU64::new(0);
+        RateLimit { limiter, checks }
     }
 }
 
@@ -42,10 +54,13 @@ impl RateLimit {
     /// A 429 answer if `key` (a token's name, or the console's sign-in key of a client) has
     /// spent its bucket, None if the call may go on.
     pub fn check_key(&self, key: &str) -> Option<HttpResponse> {
-        let limiter = self.0.as_ref()?;
+        let limiter = self.limiter.as_ref()?;
         // Keys are token names, and the console's sign-in keys of client addresses, which
         // anyone can make more of: past this many, the buckets back to full are dropped.
-        if limiter.len() > MAX_KEYS {
+        // Looked at once every so many checks: `retain_recent` walks every key, and with
+        // more than MAX_KEYS busy ones it would otherwise run on every request.
+        let checks = self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if checks.is_multiple_of(CLEAN_EVERY) && limiter.len() > MAX_KEYS {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }

@@ -395,12 +395,17 @@ pub(super) async fn abandon_sessions<D: Sql>(
     for row in rows {
         let session = Session::try_from(row)?.abandon();
         save_session(tx, &session, now).await?;
-        let free = "UPDATE phones SET current_session_id = NULL, current_app_id = NULL, \
-                      current_session_started_at = NULL, updated_at = $2 \
-                    WHERE current_session_id = $1";
+        abandoned.push(session);
+    }
+    // Their phones in key order, as phone sync and the other writers of many phones lock
+    // them: in session order, two such writers could each wait for the other.
+    abandoned.sort_by(|a, b| a.phone_id.as_str().cmp(b.phone_id.as_str()));
+    let free = "UPDATE phones SET current_session_id = NULL, current_app_id = NULL, \
+                  current_session_started_at = NULL, updated_at = $2 \
+                WHERE current_session_id = $1";
+    for session in &abandoned {
         tx.execute(free, &args![session.session_id.as_str(), now])
             .await?;
-        abandoned.push(session);
     }
     Ok(abandoned)
 }
