@@ -7,7 +7,7 @@ mod encoding;
 mod secrets;
 mod verify;
 
-pub use cipher::decrypts;
+pub use cipher::{decrypts, encrypt};
 pub use encoding::{decode, encode};
 pub use secrets::{AesKey, MintedAccess, Ticket};
 pub use verify::{

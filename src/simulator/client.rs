@@ -5,14 +5,7 @@
 //! says, so a fleet simulated against a cphub that enforces a non-default cipher still
 //! plays.
 
-use aes::{Aes128 as Aes128Block, Aes256 as Aes256Block};
-use aes_gcm::AesGcm;
-use aes_gcm::aead::consts::{U12, U16};
-use aes_gcm::aead::{Aead, KeyInit, Nonce};
-use cbc::cipher::block_padding::Pkcs7;
-use cbc::cipher::{BlockModeEncrypt, KeyIvInit};
-
-use crate::access::{decode, encode};
+use crate::access::{decode, encode, encrypt};
 use crate::config::{AccessSettings, Cipher, Encoding, GcmIv, KeySize};
 
 /// What the client seals with, and how it writes what it sealed.
@@ -66,47 +59,6 @@ impl ClientSeal {
             encode(self.iv_encoding, &iv),
         ))
     }
-}
-
-/// The counterpart of `access::decrypts`, one arm per cipher it accepts.
-fn encrypt(cipher: Cipher, key: &[u8], iv: &[u8], plain: &[u8]) -> Option<Vec<u8>> {
-    use {GcmIv::*, KeySize::*};
-    match cipher {
-        Cipher::Gcm {
-            key: Aes128,
-            iv: Twelve,
-        } => gcm::<AesGcm<Aes128Block, U12>>(key, iv, plain),
-        Cipher::Gcm {
-            key: Aes128,
-            iv: Sixteen,
-        } => gcm::<AesGcm<Aes128Block, U16>>(key, iv, plain),
-        Cipher::Gcm {
-            key: Aes256,
-            iv: Twelve,
-        } => gcm::<AesGcm<Aes256Block, U12>>(key, iv, plain),
-        Cipher::Gcm {
-            key: Aes256,
-            iv: Sixteen,
-        } => gcm::<AesGcm<Aes256Block, U16>>(key, iv, plain),
-        Cipher::Cbc { key: Aes128 } => cbc::<cbc::Encryptor<Aes128Block>>(key, iv, plain),
-        Cipher::Cbc { key: Aes256 } => cbc::<cbc::Encryptor<Aes256Block>>(key, iv, plain),
-    }
-}
-
-/// Ciphertext followed by the 16-byte tag.
-fn gcm<A: KeyInit + Aead>(key: &[u8], iv: &[u8], plain: &[u8]) -> Option<Vec<u8>> {
-    let cipher = A::new_from_slice(key).ok()?;
-    let nonce = Nonce::<A>::try_from(iv).ok()?;
-    cipher.encrypt(&nonce, plain).ok()
-}
-
-/// PKCS#7-padded to whole 16-byte blocks.
-fn cbc<E: KeyIvInit + BlockModeEncrypt>(key: &[u8], iv: &[u8], plain: &[u8]) -> Option<Vec<u8>> {
-    let encryptor = E::new_from_slices(key, iv).ok()?;
-    let mut buffer = plain.to_vec();
-    buffer.resize(plain.len() / 16 * 16 + 16, 0);
-    let sealed = encryptor.encrypt_padded::<Pkcs7>(&mut buffer, plain.len()).ok()?;
-    Some(sealed.to_vec())
 }
 
 #[cfg(test)]
