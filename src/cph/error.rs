@@ -18,8 +18,9 @@ pub enum CphError {
     /// Never resent blindly; reconcile (list jobs, look at the phone) instead.
     #[error("CPH API call timed out after it was sent; outcome unknown")]
     OutcomeUnknown(#[source] reqwest::Error),
-    /// A POST answered 502 or 504 (7.1.2: the gateway got no valid answer, or none in time):
-    /// the operation may or may not have happened. Never resent; when the answer names the
+    /// A POST answered 500, 502, 503 or 504: the operation may or may not have happened
+    /// (7.1.2 says only that the request could not be completed, by an internal error, an
+    /// invalid answer behind the gateway, or a gateway timeout). Never resent; when the answer names the
     /// request (`request_id`, from 7.1.1's body or the `X-Request-Id` header), the client has
     /// already asked 4.4.2 for its jobs and found none yet.
     #[error("CPH API answered {status} to a POST; outcome unknown (request {request_id:?})")]
@@ -61,9 +62,11 @@ pub const ACCOUNT_CODES: [&str; 3] = ["CPS.0006", "CPS.0007", "CPS.0008"];
 
 impl CphError {
     /// Worth another try (after a backoff) if the request is safe to repeat. CPS.0003 (7.2)
-    /// is transient although it comes with a 400.
+    /// is transient although it comes with a 400; 501 (7.1.2: "the server does not support
+    /// the requested function") is not, however often it is asked.
     pub fn is_transient(&self) -> bool {
         match self {
+            CphError::Api { status: 501, .. } => false,
             CphError::Api { status, .. } if *status == 429 || *status >= 500 => true,
             CphError::Api { .. } => self.code() == Some(SYSTEM_ERROR),
             CphError::Unreachable(_) => true,
@@ -72,10 +75,13 @@ impl CphError {
     }
 
     /// The control plane refused the request without doing anything, so even a POST may be
-    /// sent again: 429, 503, CPS.0003 (7.2), or a connection that never opened.
+    /// sent again: CPS.0003 (7.2: "Try again later"), a 429, or a connection that never
+    /// opened. The reference is silent on 429; it is a gateway's throttle, answered before
+    /// the request reaches the service. A 503 is not here: 7.1.2 gives it the same "internal
+    /// service error" as a 500, so a reset answered 503 may be running.
     pub fn was_not_processed(&self) -> bool {
         match self {
-            CphError::Api { status, .. } if *status == 429 || *status == 503 => true,
+            CphError::Api { status: 429, .. } => true,
             CphError::Api { .. } => self.code() == Some(SYSTEM_ERROR),
             CphError::Unreachable(e) => e.is_connect(),
             _ => false,
@@ -94,7 +100,7 @@ impl CphError {
         }
     }
 
-    /// Sent, but whether it was done is not known (a POST timed out or answered 502/504):
+    /// Sent, but whether it was done is not known (a POST timed out or answered 5xx):
     /// reconcile (4.4.2 by request id, or the phone's status in 4.3.2), never resend blindly.
     pub fn is_outcome_unknown(&self) -> bool {
         matches!(
@@ -112,9 +118,12 @@ impl CphError {
         }
     }
 
-    /// Counts against the circuit breaker: the control plane itself looks unwell.
+    /// Counts against the circuit breaker: the control plane itself looks unwell. A 501 says
+    /// one function is missing, not that the service is down: it never opens the breaker,
+    /// which would stop the recoveries too.
     pub fn is_control_plane_failure(&self) -> bool {
         match self {
+            CphError::Api { status: 501, .. } => false,
             CphError::Api { status, .. } => *status >= 500 || self.code() == Some(SYSTEM_ERROR),
             CphError::Unreachable(_)
             | CphError::OutcomeUnknown(_)
@@ -148,6 +157,19 @@ mod tests {
         for other in ["CPS.0001", "CPS.0004", "CPS.0005", "CPS.0006"] {
             assert!(!api(400, other).is_transient(), "{other}");
         }
+    }
+
+    /// 7.1.2: 500 and 503 are both "an internal service error": a POST answered either may
+    /// have been done, so neither is resent; 501 is no passing failure at all.
+    #[test]
+    fn a_503_is_not_taken_for_a_refusal_and_a_501_is_not_transient_7_1_2() {
+        for status in [500, 503] {
+            assert!(!api(status, "").was_not_processed(), "{status}");
+            assert!(api(status, "").is_transient(), "{status}: a GET may be repeated");
+        }
+        assert!(api(429, "").was_not_processed());
+        let missing = api(501, "");
+        assert!(!missing.is_transient() && !missing.is_control_plane_failure());
     }
 
     /// 7.2: CPS.0006 (arrears), CPS.0007 (frozen), CPS.0008 (unverified) are the account's.

@@ -2,8 +2,8 @@
 //! stop, and the asynchronous jobs they start.
 //!
 //! Retries only where repeating is safe: reads, requests that never left (connection
-//! failures), and 429/503/CPS.0003 answers (the control plane did not act, 7.2). A POST
-//! that timed out or was answered 502/504 (7.1.2) after it was sent has an unknown outcome:
+//! failures), and 429/CPS.0003 answers (the control plane did not act, 7.2). A POST that
+//! timed out or was answered 500/502/503/504 (7.1.2) after it was sent has an unknown outcome:
 //! it is never resent. When the answer names the request, its jobs are asked for (4.4.2)
 //! and returned as the batch's answer; otherwise the outcome is reported as unknown.
 //! docs/cph.md ("How cphub reads CPH answers") has the whole story.
@@ -538,7 +538,7 @@ impl CphClient {
         })
     }
 
-    /// A batch POST whose answer was lost (502/504) but whose request id is known: the jobs
+    /// A batch POST whose answer was lost (5xx) but whose request id is known: the jobs
     /// it started (4.4.2) are its answer. None found (or the query failing) leaves the
     /// outcome unknown; the POST is never sent again, so one decision never acts twice.
     async fn reconcile(
@@ -812,13 +812,14 @@ fn classify_send_error(error: reqwest::Error, method: &Method) -> CphError {
     }
 }
 
-/// A POST answered 502 or 504 (7.1.2: "invalid response" from behind the gateway, or the
-/// gateway timing out): it may have been done. 500 and 503 say the service failed or was
-/// unavailable, so they stay plain API errors.
+/// A POST answered 500, 502, 503 or 504: it may have been done. 7.1.2 says each "failed to
+/// complete the request" (an internal service error, an invalid response from behind the
+/// gateway, the gateway timing out) and none says the request was not started, so a reset
+/// answered any of them is looked for (4.4.2), never sent again.
 fn answer_lost(error: CphError) -> CphError {
     match error {
         CphError::Api {
-            status: status @ (502 | 504),
+            status: status @ (500 | 502 | 503 | 504),
             code,
             request_id,
             ..

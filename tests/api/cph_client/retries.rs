@@ -1,6 +1,6 @@
 //! Retries and timeouts: a GET is repeated while repeating is safe; a POST is resent only
-//! when the control plane cannot have processed it (429, 503, 400 CPS.0003 of 7.2, or
-//! nothing sent at all), never after a 500, a 502/504 (7.1.2) or a timeout, whose outcome is
+//! when the control plane cannot have processed it (429, 400 CPS.0003 of 7.2, or nothing
+//! sent at all), never after a 500/502/503/504 (7.1.2) or a timeout, whose outcome is
 //! unknown: a lost answer that names its request is reconciled from its jobs (4.4.2).
 //! Chapter 7.1.1's error bodies, `Retry-After`, and `cph.max_attempts`.
 //!
@@ -284,14 +284,21 @@ retry_cases! {
         waits_at_least: Duration::ZERO,
         tweaks: &[],
     };
-    a_post_answering_503_is_resent_because_it_was_not_processed: Case {
-        control_plane: Replies(vec![
-            (cps_error(503), 1),
-            (json_answer(200, REFERENCE_BATCH_ANSWER), 1),
-        ]),
+    /// 7.1.2 gives 503 the same "internal service error" as 500: the restart may be running.
+    a_post_answering_503_is_not_resent_its_outcome_is_unknown_7_1_2: Case {
+        control_plane: Replies(vec![(cps_error(503), 1)]),
         call: Call::Restart,
-        requests: 2,
-        outcome: Outcome::Batch { items: 2, jobs: 1 },
+        requests: 1,
+        outcome: Outcome::Lost(503),
+        waits_at_least: Duration::ZERO,
+        tweaks: &[],
+    };
+    /// 7.1.2: "the server does not support the requested function" — asking again cannot help.
+    a_get_answering_501_is_not_repeated_7_1_2: Case {
+        control_plane: Replies(vec![(cps_error(501), 1)]),
+        call: Call::Job,
+        requests: 1,
+        outcome: Outcome::Api(501),
         waits_at_least: Duration::ZERO,
         tweaks: &[],
     };
@@ -349,11 +356,11 @@ retry_cases! {
         waits_at_least: Duration::ZERO,
         tweaks: &[],
     };
-    a_post_answering_500_is_not_resent: Case {
+    a_post_answering_500_is_not_resent_its_outcome_is_unknown_7_1_2: Case {
         control_plane: Replies(vec![(cps_error(500), 1)]),
         call: Call::Reset,
         requests: 1,
-        outcome: Outcome::Api(500),
+        outcome: Outcome::Lost(500),
         waits_at_least: Duration::ZERO,
         tweaks: &[],
     };
