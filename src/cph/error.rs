@@ -56,6 +56,9 @@ pub enum CphError {
 /// 7.2: "System error. … Try again later." A 400 that refused the request: nothing was done.
 pub const SYSTEM_ERROR: &str = "CPS.0003";
 
+/// 7.2: "Parameter error: Invalid pagination parameter." (`offset or limit is invalid`).
+pub const BAD_PAGE: &str = "CPS.0002";
+
 /// 7.2: the account is in arrears (CPS.0006), frozen (CPS.0007) or not verified (CPS.0008).
 /// Every call fails until a person acts; retrying or recovering other phones cannot help.
 pub const ACCOUNT_CODES: [&str; 3] = ["CPS.0006", "CPS.0007", "CPS.0008"];

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use auth::Auth;
-pub use error::{ACCOUNT_CODES, CphError, SYSTEM_ERROR};
+pub use error::{ACCOUNT_CODES, BAD_PAGE, CphError, SYSTEM_ERROR};
 pub use model::{
     App, AppPhone, BatchItem, DeployedApp, EncodeServer, Job, Phone, PhoneDetail, PhoneItem,
 };
@@ -358,7 +358,10 @@ impl CphClient {
     }
 
     /// Reads `offset`/`limit` pages (4.3.1, 5.1.2, 5.1.3; 4.4.2 by Huawei's SDK: at most 100
-    /// each) until one comes back short.
+    /// each) until one comes back short. After a full page the next offset may be the list's
+    /// end, which the reference does not define ("greater than 0 but less than the number of
+    /// resources"): a 400 CPS.0002 (7.2, "offset or limit is invalid") answered to it ends the
+    /// list like an empty page would. `limit` is always in range, so the offset is what it refused.
     async fn all_pages<P: DeserializeOwned, T>(
         &self,
         operation: &'static str,
@@ -373,7 +376,13 @@ impl CphClient {
                 ("limit".to_owned(), self.page_limit.to_string()),
             ];
             query.extend_from_slice(filters);
-            let page = items(self.get(operation, path, &query).await?);
+            let page = match self.get(operation, path, &query).await {
+                Ok(page) => items(page),
+                Err(error) if !all.is_empty() && error.code() == Some(BAD_PAGE) => {
+                    return Ok(all);
+                }
+                Err(error) => return Err(error),
+            };
             let full_page = page.len() >= self.page_limit as usize;
             all.extend(page);
             if !full_page {

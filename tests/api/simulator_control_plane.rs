@@ -281,7 +281,9 @@ async fn cphub_lists_every_phone_over_pages_newest_first_4_3_1_and_reads_details
 }
 
 /// 4.3.1's filters and paging; `limit` 1–100 and the listed statuses only (7.2: CPS.0002,
-/// CPS.0010).
+/// CPS.0010). `offset` is defined only "greater than 0 but less than the number of
+/// resources": the simulator refuses the list's end, and cphub, whose page after a full one
+/// asks for exactly that, still reads a fleet of whole pages to its end.
 #[tokio::test]
 async fn the_list_answers_the_count_and_filters_by_name_4_3_1() {
     let fake = FakeCph::start(30).await;
@@ -343,6 +345,20 @@ async fn the_list_answers_the_count_and_filters_by_name_4_3_1() {
         assert_error(list(&[("limit", bad)]).await.unwrap(), 400, "CPS.0002").await;
     }
     assert_error(list(&[("offset", "-1")]).await.unwrap(), 400, "CPS.0002").await;
+    assert_error(list(&[("offset", "30")]).await.unwrap(), 400, "CPS.0002").await;
+    let last: Value = list(&[("offset", "29")])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(last["phones"].as_array().unwrap().len(), 1);
+    let three_pages = fake.tuned_client(
+        "max_attempts = 1\npage_limit = 10\n",
+        &format!("[cph.auth]\nak = \"{AK}\"\nsk = \"{SK}\"\n"),
+    );
+    let phones = three_pages.list_phones(&PhoneFilter::default()).await;
+    assert_eq!(phones.unwrap().len(), 30);
     for bad in ["running", "5", "9", "-1", "-10"] {
         assert_error(list(&[("status", bad)]).await.unwrap(), 400, "CPS.0010").await;
     }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::auth::ControlPlane;
 use super::error::ControlPlaneError;
 use super::faults::Operation;
-use super::wire::{ok_json, page, query_pairs, query_param, timestamp};
+use super::wire::{ok_json, page, page_of, query_pairs, query_param, timestamp};
 use crate::http::request_id;
 use crate::simulator::fleet::{SimApp, SimPhone};
 
@@ -33,10 +33,9 @@ pub(super) async fn list_apps(
     let name = query_param(&pairs, "name").unwrap_or_default();
     let fleet = cp.fleet.lock();
     let count = fleet.apps.len();
-    let apps: Vec<Value> = (fleet.apps.iter().enumerate().rev())
-        .filter(|(_, app)| app.name.contains(name))
-        .skip(offset)
-        .take(limit)
+    let matching = (fleet.apps.iter().enumerate().rev()).filter(|(_, app)| app.name.contains(name));
+    let apps: Vec<Value> = page_of(matching, offset, limit)?
+        .into_iter()
         .map(|(index, app)| {
             let created = cp.started - TimeDelta::minutes((count - index) as i64);
             app_summary(app, timestamp(created))
@@ -79,10 +78,9 @@ pub(super) async fn app_phones(
     let Some(app) = fleet.apps.iter().find(|app| app.app_id == app_id) else {
         return Ok(phone_page(Vec::new()));
     };
-    let phones = (fleet.phones.iter())
-        .filter(|phone| phone.apps.iter().any(|a| a == app_id))
-        .skip(offset)
-        .take(limit)
+    let deployed = (fleet.phones.iter()).filter(|phone| phone.apps.iter().any(|a| a == app_id));
+    let phones = page_of(deployed, offset, limit)?
+        .into_iter()
         .map(|phone| deployment(phone, app))
         .collect();
     Ok(phone_page(phones))

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::auth::ControlPlane;
 use super::error::ControlPlaneError;
 use super::faults::Operation;
-use super::wire::{created_json, ok_json, page, parse_json, query_pairs, query_param, timestamp};
+use super::wire::{created_json, ok_json, page, page_of, parse_json, query_pairs, query_param, timestamp};
 use crate::cph::model::job_status;
 use crate::http::request_id;
 use crate::simulator::fleet::{
@@ -43,12 +43,12 @@ pub(super) async fn list_encode_servers(
     // Every simulated encoding server is a server (type 0), not a container. Any integer
     // `status` or `type` is taken as a filter (one no server has lists none): 4.6.1 names
     // their values but is silent on what an unknown one is answered.
-    let servers: Vec<Value> = (fleet.encode_servers.iter())
+    let matching = (fleet.encode_servers.iter())
         .filter(|e| status.is_none_or(|s| s == e.status))
         .filter(|_| server_type.is_none_or(|t| t == 0))
-        .filter(|e| server_id.is_none_or(|s| s == e.server_id))
-        .skip(offset)
-        .take(limit)
+        .filter(|e| server_id.is_none_or(|s| s == e.server_id));
+    let servers: Vec<Value> = page_of(matching, offset, limit)?
+        .into_iter()
         .map(encode_server_json)
         .collect();
     Ok(ok_json(

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::auth::ControlPlane;
 use super::error::ControlPlaneError;
 use super::faults::Operation;
-use super::wire::{ok_json, page, query_pairs, query_param};
+use super::wire::{ok_json, page, page_of, query_pairs, query_param};
 use crate::http::request_id;
 use crate::simulator::fleet::{Fleet, JobKind, SimJob};
 
@@ -71,10 +71,8 @@ pub(super) async fn list_jobs(
             job.job_id.clone(),
         )
     });
-    let jobs: Vec<Value> = jobs
+    let jobs: Vec<Value> = page_of(jobs.into_iter(), offset, limit)?
         .into_iter()
-        .skip(offset)
-        .take(limit)
         .map(|job| {
             let mut answer = job_json(&fleet, job);
             if let Value::Object(fields) = &mut answer {

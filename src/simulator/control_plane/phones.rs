@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use super::auth::ControlPlane;
 use super::error::ControlPlaneError;
 use super::faults::Operation;
-use super::wire::{ok_json, page, query_pairs, query_param, timestamp};
+use super::wire::{ok_json, page, page_of, query_pairs, query_param, timestamp};
 use crate::http::request_id;
 use crate::simulator::fleet::SimPhone;
 
@@ -92,10 +92,8 @@ pub(super) async fn list_phones(
         .filter(|(_, phone)| query.matches(phone))
         .collect();
     let count = fleet.phones.len();
-    let phones: Vec<Value> = matching
-        .iter()
-        .skip(query.offset)
-        .take(query.limit)
+    let phones: Vec<Value> = page_of(matching.iter(), query.offset, query.limit)?
+        .into_iter()
         .map(|(index, phone)| phone_summary(phone, *index, created(cp.started, *index, count)))
         .collect();
     // `count` (every matching phone, not the page's) is in Huawei's SDK's answer, not in the
