@@ -5,7 +5,7 @@
 //! `chrono-tz` (a day may last 23 or 25 hours), and handed to the store as a list of UTC
 //! intervals; the store only clips sessions to intervals, the same way on both backends.
 
-use chrono::{Days, NaiveDate, TimeZone};
+use chrono::{Days, NaiveDate, SubsecRound, TimeZone};
 use chrono_tz::Tz;
 
 use crate::domain::{ParseError, Problem, UtcTime};
@@ -22,7 +22,11 @@ pub struct Window {
 
 impl Window {
     /// Each bound is an RFC 3339 time, or a date meaning midnight in `zone`, so
-    /// `from=2026-11-01&to=2026-12-01` is November as the operator's calendar has it.
+    /// `from=2026-11-01&to=2026-12-01` is November as the operator's calendar has it. A
+    /// bound inside a millisecond is cut to it: SQLite keeps times to the millisecond,
+    /// PostgreSQL to the microsecond, and the rollups' edges are cut in milliseconds; one
+    /// precision for every bound makes both backends, and rollups and sessions, agree, and
+    /// adjacent windows still split the sessions between them.
     pub fn parse(from: &str, to: &str, zone: Tz) -> Result<Window, ParseError> {
         let window = Window {
             from: parse_bound("from", from, zone)?,
@@ -39,7 +43,7 @@ impl Window {
 }
 
 fn parse_bound(field: &'static str, raw: &str, zone: Tz) -> Result<UtcTime, ParseError> {
-    match NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d") {
+    let bound = match NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d") {
         // A date is checked like a time: `0002-11-01` must not reach the store.
         Ok(date) => UtcTime::in_range(field, midnight(date, zone).datetime()),
         Err(_) => UtcTime::parse(field, raw).map_err(|e| match e.problem {
@@ -49,7 +53,8 @@ fn parse_bound(field: &'static str, raw: &str, zone: Tz) -> Result<UtcTime, Pars
             ),
             _ => e,
         }),
-    }
+    };
+    Ok(UtcTime::from_datetime(bound?.datetime().trunc_subsecs(3)))
 }
 
 /// A stretch of the window whose usage is reported together: the whole window, or the

@@ -23,6 +23,7 @@ backend_tests!(
     a_late_quit_changes_an_abandoned_sessions_usage,
     sessions_closed_before_the_rollups_are_rolled_up_by_their_migration,
     a_session_of_years_is_counted_from_the_sessions,
+    a_window_bound_inside_a_millisecond_is_cut_to_it_on_both_backends,
 );
 
 crate::postgres_test!(sessions_inserted_whole_are_rolled_up_and_announced => a_session_inserted_whole_is_rolled_up_and_announced);
@@ -323,6 +324,46 @@ async fn a_late_quit_changes_an_abandoned_sessions_usage(backend: Backend) {
     assert_eq!(counts, (1, 1, 20 * 60, 1), "{after:?}");
     let mut dice = Dice(5);
     compare_windows(&store, &mut dice, 5).await;
+}
+
+/// RFC 3339 lets a window's bound fall inside a millisecond, and PostgreSQL keeps session
+/// times to the microsecond: sessions entering 200 µs after a quarter hour, and adjacent
+/// windows meeting 500 µs after one. Bounds are cut to the millisecond, so the rollups and
+/// the sessions, and both backends, answer alike, and each session is in one window.
+async fn a_window_bound_inside_a_millisecond_is_cut_to_it_on_both_backends(backend: Backend) {
+    let store = open(backend).await;
+    let micros = |at: &str| at.parse::<DateTime<Utc>>().unwrap();
+    let played = |id: &str, start: &str| Played {
+        id: id.to_owned(),
+        phone: format!("p-{id}"),
+        app: APPS[0],
+        start: micros(start),
+        end: micros(start) + Duration::minutes(5),
+        run_time: 300,
+    };
+    for session in [
+        played("s-on", "2026-03-27T10:00:00.000200Z"),
+        played("s-end", "2026-03-27T11:00:00.000200Z"),
+    ] {
+        let enter = delivery(EventKind::Enter, &session, session.start);
+        apply(
+            &store,
+            &[enter, delivery(EventKind::Quit, &session, session.end)],
+        )
+        .await;
+    }
+    let mut sessions = Vec::new();
+    for (from, to) in [
+        ("2026-03-27T10:00:00.000500Z", "2026-03-27T11:00:00.000500Z"),
+        ("2026-03-27T11:00:00.000500Z", "2026-03-27T12:00:00Z"),
+    ] {
+        let query = by_app(from, to);
+        let rolled = store.usage(&query).await.expect("usage");
+        let raw = store.usage_raw(&query).await.expect("raw usage");
+        assert_eq!(sorted(rolled), sorted(raw.clone()), "{from} to {to}");
+        sessions.push(raw.iter().map(|row| row.counts.sessions).sum::<i64>());
+    }
+    assert_eq!(sessions, [1, 1], "each session counted once, by its start");
 }
 
 /// The rollups' and the raw answer over the whole span by app, compared; the raw totals.
