@@ -691,10 +691,7 @@ impl<B: Backend> Store for B {
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
-        let longest = book::longest_session_secs(&mut self.reader()).await;
-        let rolled_up = longest.map_err(during("usage"))? < usage::LONGEST_ROLLED_UP_SECS;
-        let split = query.split_for_rollups().filter(|_| rolled_up);
-        let Some(split) = split else {
+        let Some(split) = query.split_for_rollups() else {
             return Store::usage_raw(self, query).await;
         };
         let mut rows = Vec::new();

@@ -1307,11 +1307,3 @@ fn reconnect_sql<D: Sql>() -> &'static str {
         false => reconnect!("", ""),
     }
 }
-
-/// The longest session's measured seconds (the `sessions_by_duration` index): whether the
-/// usage rollups hold every closed session.
-pub(super) async fn longest_session_secs(db: &mut impl Sql) -> Result<i64, StoreError> {
-    let sql = "SELECT coalesce(max(duration_seconds), 0) FROM sessions";
-    let row: Option<(i64,)> = db.fetch_optional(sql, &args![]).await?;
-    Ok(row.map_or(0, |(secs,)| secs))
-}

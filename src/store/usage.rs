@@ -124,12 +124,14 @@ pub(super) fn day_labels(query: &UsageQuery) -> Vec<Option<String>> {
 }
 
 /// The rollups' part of a query (see `crate::usage::Split`): its pieces are whole buckets
-/// of `usage_rollups`, read through the table's primary key, plus the sessions still open
-/// that started in them (the `sessions_open` index), which the rollups do not hold. A
-/// group is reported when a session overlaps it (`touching`), as the raw query does.
-/// `$2` groups by app, `$3` is the rounding offset, which picks the minutes column.
+/// of `usage_rollups`, read through the table's primary key, plus what the rollups do not
+/// hold: the sessions still open that started in them (the `sessions_open` index), and the
+/// closed sessions longer than 31 days that overlap them (0011 leaves those out; the
+/// `sessions_by_duration` index finds the few there are), measured as the raw query
+/// measures them. A group is reported when a session overlaps it (`touching`), as the raw
+/// query does. `$2` groups by app, `$3` is the rounding offset, which picks the minutes column.
 macro_rules! rollup_sql {
-    (with = $with:expr, cast = $cast:literal, null = $null:literal) => {
+    (with = $with:expr, cast = $cast:literal, null = $null:literal, long = $long:expr) => {
         concat!(
             $with,
             "SELECT day, app_id, ",
@@ -159,15 +161,55 @@ macro_rules! rollup_sql {
             $cast,
             " THEN s.app_id END, 1, 0, 0, 0, 0, 0, 1 \
                FROM p CROSS JOIN sessions AS s \
-               WHERE s.ended_at IS NULL AND s.started_at >= p.d0 AND s.started_at < p.d1\
+               WHERE s.ended_at IS NULL AND s.started_at >= p.d0 AND s.started_at < p.d1 \
+               UNION ALL \
+               SELECT day, app_id, 1, CASE WHEN starts_here THEN 1 ELSE 0 END, sb - sa, \
+                 (sb + $3) / 60 - (sa + $3) / 60, \
+                 CASE WHEN starts_here AND abandoned THEN 1 ELSE 0 END, \
+                 CASE WHEN starts_here AND mismatch THEN 1 ELSE 0 END, 0 \
+               FROM (SELECT p.day AS day, CASE WHEN $2",
+            $cast,
+            " THEN s.app_id END AS app_id, \
+                   s.started_at >= p.d0 AS starts_here, \
+                   s.end_reason IS NOT NULL AND s.end_reason = 'abandoned' AS abandoned, \
+                   s.run_time_mismatch AS mismatch, ",
+            $long,
+            ") AS long\
              ) AS parts GROUP BY day, app_id HAVING sum(touching) > 0"
+        )
+    };
+}
+
+/// Closed sessions the rollups leave out (0011's trigger: longer than 31 days), as
+/// `(sa, sb)` pairs with each piece they overlap, computed as the raw query computes them.
+/// `duration_seconds` (whole seconds of the same difference) narrows them through its
+/// index; the difference itself is the trigger's exact test.
+macro_rules! long_pairs {
+    (sa = $sa:literal, sb = $sb:literal, longer = $longer:literal) => {
+        concat!(
+            $sa,
+            " AS sa, ",
+            $sb,
+            " AS sb FROM p CROSS JOIN sessions AS s \
+             WHERE s.duration_seconds >= 2678400 AND ",
+            $longer,
+            " AND s.started_at < p.d1 AND (s.started_at >= p.d0 OR s.ended_at > p.d0)"
         )
     };
 }
 
 macro_rules! sqlite_rollup_sql {
     () => {
-        rollup_sql!(with = sqlite_pieces!(), cast = "", null = "NULL")
+        rollup_sql!(
+            with = sqlite_pieces!(),
+            cast = "",
+            null = "NULL",
+            long = long_pairs!(
+                sa = "(max(s.started_at, p.d0) - s.started_at) / 1000",
+                sb = "(min(max(s.ended_at, s.started_at), p.d1) - s.started_at) / 1000",
+                longer = "s.ended_at - s.started_at > 2678400000"
+            )
+        )
     };
 }
 pub(super) const SQLITE_ROLLUPS: &str = sqlite_rollup_sql!();
@@ -180,7 +222,13 @@ macro_rules! postgres_rollup_sql {
             with = "WITH p AS (SELECT * FROM unnest($1::text[], $4::timestamptz[], \
        $5::timestamptz[]) AS p(day, d0, d1)) ",
             cast = "::boolean",
-            null = "NULL::text"
+            null = "NULL::text",
+            long = long_pairs!(
+                sa = "floor(extract(epoch FROM greatest(s.started_at, p.d0) - s.started_at))::bigint",
+                sb = "floor(extract(epoch FROM least(greatest(s.ended_at, s.started_at), p.d1) \
+                      - s.started_at))::bigint",
+                longer = "s.ended_at - s.started_at > interval '31 days'"
+            )
         )
     };
 }

@@ -18,7 +18,8 @@ use crate::domain::UtcTime;
 pub const BUCKET_MILLIS: i64 = 15 * 60 * 1000;
 
 /// Longer sessions are not rolled up (migration 0011: one quit must not write a bucket per
-/// quarter hour of years); while the book holds one, reports read the sessions.
+/// quarter hour of years); the rollups' query reads them from the sessions, and retention
+/// keeps them.
 pub const LONGEST_ROLLED_UP_SECS: i64 = 31 * 86_400;
 
 /// A usage query cut in two: what the rollups answer and what the sessions answer.

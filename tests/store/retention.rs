@@ -80,6 +80,33 @@ async fn closed_sessions_go_with_their_events_and_the_usage_report_stays(backend
         0,
         "nothing left"
     );
+
+    // A session of 61 days ends (the rollups leave it out, 0011): it is read from the book,
+    // and the removed sessions stay in every report beside it.
+    play(
+        &store,
+        "long",
+        "p-4",
+        "2024-03-01T00:00:00Z",
+        "19:00:00",
+        60,
+    )
+    .await;
+    let after = report(&store).await;
+    let total = |rows: &[UsageRow]| {
+        let mut sum = usage::Counts::default();
+        rows.iter().for_each(|r| sum.add(&r.counts));
+        sum
+    };
+    let (before, after) = (total(&before), total(&after));
+    assert_eq!(
+        (after.sessions, after.abandoned),
+        (before.sessions, before.abandoned),
+        "the long session started before the window: {after:?}"
+    );
+    let long_in_window =
+        (at("19:00:00").epoch_millis() - at("2024-04-01T00:00:00Z").epoch_millis()) / 1000;
+    assert_eq!(after.seconds, before.seconds + long_in_window, "{after:?}");
 }
 
 async fn live_quit_only_and_unrolled_sessions_stay(backend: Backend) {
