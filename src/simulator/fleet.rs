@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::cph::model::{job_status, status};
 
 /// Faults a phone can be given (docs/simulator.md; the watchdog must recover them).
@@ -56,9 +58,18 @@ pub struct SimPhone {
     /// Whether a heartbeat of this phone has been answered: cphub knows it. The faults wait
     /// for it (see `break_phones_later`).
     pub heard: bool,
+    /// 4.3.1's `update_time`, "the time when the cloud phone is updated": set by every
+    /// change of its status or properties (the reference names no other); None until the
+    /// first, when it is the creation time.
+    pub updated: Option<DateTime<Utc>>,
 }
 
 impl SimPhone {
+    /// Its status or properties changed now (`update_time`).
+    pub fn touch(&mut self) {
+        self.updated = Some(Utc::now());
+    }
+
     /// Up and sending callbacks.
     pub fn is_alive(&self) -> bool {
         let faults = self.faults;
@@ -268,6 +279,7 @@ impl Fleet {
                 apps: Vec::new(),
                 versions: BTreeMap::new(),
                 heard: false,
+                updated: None,
             })
             .collect();
         let mut fleet = Fleet {
@@ -369,6 +381,7 @@ impl Fleet {
     pub fn set_status(&mut self, index: usize, status: i32) {
         if let Some(phone) = self.phones.get_mut(index) {
             phone.status = status;
+            phone.touch();
         }
     }
 
@@ -395,6 +408,7 @@ impl Fleet {
     pub fn set_operator_properties(&mut self, properties: &[(String, String)]) {
         for phone in &mut self.phones {
             phone.properties.extend(properties.iter().cloned());
+            phone.touch();
         }
     }
 }

@@ -651,12 +651,21 @@ async fn update_property_takes_effect_at_the_next_restart_4_3_9() {
     fake.stop().await;
 }
 
+/// 4.3.6, and 4.3.1's `update_time` ("the time when the cloud phone is updated"): it moves
+/// with the restart, which phone sync watches to read the phone's detail again.
 #[tokio::test]
 async fn restart_reboots_the_phone_and_wakes_a_silent_one() {
     let fake = FakeCph::start(2).await;
     let client = fake.client();
     let phone = fake.phone_id(0);
     fake.fleet.lock().phones[0].faults.silent = true;
+    let listed = client.list_phones(&PhoneFilter::default()).await.unwrap();
+    let update_time = |phones: &[cphub::cph::Phone], id: &str| {
+        let phone = phones.iter().find(|p| p.phone_id == id).unwrap();
+        (phone.create_time.clone(), phone.update_time.clone())
+    };
+    let (created, before) = update_time(&listed, &phone);
+    assert_eq!(before, created, "never updated: its creation");
 
     let batch = client.restart(std::slice::from_ref(&phone)).await.unwrap();
     assert_eq!(fake.phone(0).status, status::RESTARTING);
@@ -670,6 +679,11 @@ async fn restart_reboots_the_phone_and_wakes_a_silent_one() {
     assert_eq!((sim.status, sim.boots), (status::RUNNING, 1));
     assert!(sim.is_alive());
     assert_eq!(fake.phone(1).boots, 0);
+    let listed = client.list_phones(&PhoneFilter::default()).await.unwrap();
+    let (_, after) = update_time(&listed, &phone);
+    assert!(after > before, "{after:?} after {before:?}");
+    let (created, untouched) = update_time(&listed, &fake.phone_id(1));
+    assert_eq!(untouched, created, "the other phone was not updated");
     fake.stop().await;
 }
 

@@ -815,17 +815,19 @@ async fn reset_4_3_5_falls_back_to_the_properties_phone_sync_read(backend: Backe
     let mut synced = None;
     for _ in 0..300 {
         synced = book.synced_property(&id).await.unwrap();
-        if synced
-            .as_ref()
-            .is_some_and(|s| s.property.contains("ro.horizontal.screen"))
-        {
+        let updated = fleet.simulator.fleet.lock().phones[0].updated;
+        if synced.as_ref().is_some_and(|s| {
+            s.property.contains("ro.horizontal.screen")
+                && updated.is_none_or(|updated| s.read_at.datetime() > updated)
+        }) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(synced.is_some(), "phone sync never read the phone's detail");
-    // The simulator's update_time never moves, so sync read each detail once, already:
-    // these errors meet the reset's read alone, each of its attempts (cph.max_attempts).
+    // Sync has read the detail since the phone's last change (4.3.1 `update_time`), and reads
+    // it again only when that moves: these errors meet the reset's read alone, each of its
+    // attempts (cph.max_attempts).
     (fleet.simulator.faults).system_errors(Operation::ShowPhone, 4);
 
     let res = manual(&fleet.app, &phone_id, "reset").await;

@@ -17,14 +17,12 @@ use super::auth::ControlPlane;
 use super::error::{ControlPlaneError, ItemError};
 use super::faults::Operation as Api;
 use super::wire::{created_json, is_phone_id, parse_json, timestamp};
+use crate::cph::model::status::{STOPPED, STOPPING};
 use crate::cph::model::{job_status, status};
 use crate::cph::properties::is_attribute;
 use crate::http::request_id;
 use crate::simulator::fleet::{Fleet, JobFailure, JobKind, PhoneFaults, SimJob, SimPhone};
 
-/// Chapter 4.3.1 statuses that `cph::model::status` has no name for.
-const STOPPING: i32 = 7;
-const STOPPED: i32 = 8;
 
 type Properties = BTreeMap<String, String>;
 
@@ -341,6 +339,7 @@ fn accept(fleet: &mut Fleet, request_id: &str, order: &Order) -> Result<String, 
     }
     if let Some(running) = operation.running_status() {
         phone.status = running;
+        phone.touch();
     }
     let job = SimJob {
         job_id: new_id(),
@@ -374,10 +373,15 @@ fn finish(fleet: &mut Fleet, job_id: &str, phone_id: &str, operation: Operation,
     let rate = if fleet.job_failures_on { rate } else { 0.0 };
     let outcome = match fleet.phone_mut(phone_id) {
         None => Err(JobFailure::phone_gone()),
-        Some(phone) if operation.fails(phone, rate) => Err(JobFailure::system(operation.fail(phone))),
         Some(phone) => {
-            operation.succeed(phone);
-            Ok(())
+            let outcome = if operation.fails(phone, rate) {
+                Err(JobFailure::system(operation.fail(phone)))
+            } else {
+                operation.succeed(phone);
+                Ok(())
+            };
+            phone.touch();
+            outcome
         }
     };
     if let Some(job) = fleet.jobs.get_mut(job_id) {

@@ -53,8 +53,9 @@ struct UpdateVersions {
 }
 
 /// `GET /v1/{project_id}/cloud-phone/servers/{server_id}/apps` (5.3.1): the versions pushed
-/// to the server, in push order. The reference names no error for an unknown server (7.2
-/// has no server code): it is answered as a server with nothing deployed, an empty list.
+/// to the server, in version id order (the reference is silent on the order). The reference
+/// names no error for an unknown server (7.2 has no server code): it is answered as a server
+/// with nothing deployed, an empty list.
 pub(super) async fn server_apps(
     req: HttpRequest,
     body: web::Bytes,

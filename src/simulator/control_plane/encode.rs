@@ -92,6 +92,8 @@ pub(super) async fn restart_encode_servers(
 ) -> Result<HttpResponse, ControlPlaneError> {
     cp.admit(&req, &body, Operation::RestartEncodeServers)?;
     let body: RestartBody = parse_json(&body)?;
+    // Silent in the reference too: CPS.0009 names an empty phone list only, so an empty
+    // server list gets the generic parameter error.
     if body.encode_server_ids.is_empty() {
         let why = "encode_server_ids is empty.".to_owned();
         return Err(ControlPlaneError::InvalidParameter(why));

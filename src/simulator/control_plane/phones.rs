@@ -149,8 +149,8 @@ fn phone_summary(phone: &SimPhone, index: usize, created: String) -> Value {
         "status": phone.status,
         "type": 0,
         "metadata": {"order_id": format!("CS{:015}", index + 1), "product_id": "00301-25217-0--0"},
+        "update_time": phone.updated.map_or_else(|| created.clone(), timestamp),
         "create_time": created,
-        "update_time": created,
     })
 }
 
