@@ -9,7 +9,8 @@
 //! simply written by the next flush. So the flush locks with `SKIP LOCKED` and hands the
 //! heartbeats of busy rows back to the buffer (`HeartbeatBuffer`), which writes them in
 //! the next interval unless newer ones arrived. It never waits for a row another writer
-//! holds, so it is never part of a lock cycle either.
+//! holds, so it is never part of a lock cycle either: the sessions it touches are open
+//! ones, which have no rollup rows (0025's trigger adds only sessions with both ends).
 
 use std::collections::HashSet;
 
@@ -78,7 +79,10 @@ async fn busy(
     Ok(rows.into_iter().collect())
 }
 
-/// `last_heartbeat_at` of the sessions the heartbeats name, never moved back.
+/// `last_heartbeat_at` of the sessions the heartbeats name, never moved back, while they are
+/// open. An ended session is left alone: a heartbeat sent just before its quit changes
+/// nothing billed, and its update would run the rollups' trigger (0025) over every bucket
+/// the session counts in, locking rows a quit of the same quarter hour may hold.
 async fn touch_sessions<'h>(
     tx: &mut Transaction<'_, Postgres>,
     heartbeats: impl Iterator<Item = &'h Heartbeat>,
@@ -92,7 +96,7 @@ async fn touch_sessions<'h>(
     sqlx::query(
         "UPDATE sessions SET last_heartbeat_at = u.t \
          FROM UNNEST($1::text[], $2::timestamptz[]) AS u(s, t) \
-         WHERE sessions.session_id = u.s \
+         WHERE sessions.session_id = u.s AND sessions.ended_at IS NULL \
            AND (sessions.last_heartbeat_at IS NULL OR sessions.last_heartbeat_at < u.t)",
     )
     .bind(&sessions)

@@ -259,7 +259,7 @@ impl Backend for SqliteStore {
         sqlx::query(
             "UPDATE sessions SET last_heartbeat_at = hb.t \
              FROM (SELECT value ->> 3 AS s, value ->> 1 AS t FROM json_each($1)) AS hb \
-             WHERE sessions.session_id = hb.s \
+             WHERE sessions.session_id = hb.s AND sessions.ended_at IS NULL \
                AND (sessions.last_heartbeat_at IS NULL OR sessions.last_heartbeat_at < hb.t)",
         )
         .bind(&batch)

@@ -172,6 +172,19 @@ async fn a_sessions_last_heartbeat_only_moves_forward(backend: Backend) {
         session(&store, "s-1").await.unwrap().last_heartbeat_at,
         Some(at("19:07:00"))
     );
+
+    // A heartbeat sent before the quit, received after it: the ended session is left as its
+    // quit closed it (on PostgreSQL its update would run the rollups' trigger over every
+    // bucket it counts in).
+    apply(&store, &[quit("s-1", "p-1", "19:08:00", 480)]).await;
+    record(
+        &store,
+        &[heartbeat("p-1", "19:07:59", Some("s-1"), "19:08:02")],
+    )
+    .await;
+    let ended = session(&store, "s-1").await.unwrap();
+    assert_eq!(ended.state, SessionState::Ended);
+    assert_eq!(ended.last_heartbeat_at, Some(at("19:07:00")));
 }
 
 /// The flush and the events share SQLite's one writer. A whole fleet's flush written as one
