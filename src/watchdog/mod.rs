@@ -33,7 +33,7 @@ use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
 use crate::cph::properties::merge_for_reset;
 use crate::cph::{
-    ACCOUNT_CODES, CphClient, CphError, PhoneDetail, PhoneItem, model::job_status, model::status,
+    ACCOUNT_CODES, CphClient, CphError, PhoneDetail, model::job_status, model::status,
 };
 use crate::domain::{ParseError, PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
@@ -802,12 +802,11 @@ impl Watchdog {
         let batch = match (action, reset) {
             (Action::Restart, _) => self.client.restart(&[phone_id.to_string()]).await,
             (Action::Reset, Some(reset)) => self.send_reset(phone_id, reset).await,
+            // A reset without properties restores factory settings (4.3.5), the callback
+            // URLs among them: the phone would never call back. Never sent.
             (Action::Reset, None) => {
-                let item = PhoneItem {
-                    phone_id: phone_id.to_string(),
-                    property: None,
-                };
-                self.client.reset(vec![item]).await
+                let why = "a reset needs the properties to re-apply; none were prepared";
+                return Err((Outcome::Error, why.into()));
             }
             (Action::MarkBroken | Action::Hold, _) => {
                 unreachable!("marking broken or holding starts no job")
@@ -866,12 +865,13 @@ impl Watchdog {
                 // Marking broken or holding starts no job: nothing pending to follow.
                 Action::Restart | Action::MarkBroken | Action::Hold => Action::Restart,
             };
+            let sending = recovery.started_at > sending_since;
             match &recovery.job_id {
                 Some(job_id) => {
                     self.follow(recovery.id, &recovery.phone_id, action, job_id.clone())
                 }
-                None if recovery.request_id.is_none() && recovery.started_at > sending_since => {}
-                None => self.reconcile(recovery.clone(), action),
+                None if recovery.request_id.is_none() && sending => {}
+                None => self.reconcile(recovery.clone(), action, !sending),
             }
         }
     }
@@ -885,8 +885,11 @@ impl Watchdog {
     /// A pending recovery without a job: its POST's answer was lost (chapter 7.1.2), or
     /// cphub stopped before it noted the job. Never sent again: its jobs are looked up by
     /// request id (chapter 4.4.2) when one is known, else the phone is re-read (chapter
-    /// 4.3.2). Left pending, for the next pass, while neither tells.
-    fn reconcile(self: &Arc<Self>, recovery: Recovery, action: Action) {
+    /// 4.3.2). Left pending, for the next pass, while neither tells. The phone is re-read
+    /// only once the send would have ended (`may_read_phone`), even when the request is
+    /// known: a 504 (7.1.2, the gateway timing out) does not say the backend will not
+    /// start the job later, and a phone read before then still shows its old status.
+    fn reconcile(self: &Arc<Self>, recovery: Recovery, action: Action, may_read_phone: bool) {
         if !self
             .following
             .lock()
@@ -897,7 +900,7 @@ impl Watchdog {
         }
         let watchdog = Arc::clone(self);
         tokio::spawn(async move {
-            let settled = watchdog.settle(&recovery, action).await;
+            let settled = watchdog.settle(&recovery, action, may_read_phone).await;
             watchdog
                 .following
                 .lock()
@@ -921,6 +924,7 @@ impl Watchdog {
         &self,
         recovery: &Recovery,
         action: Action,
+        may_read_phone: bool,
     ) -> Result<Option<String>, WatchdogError> {
         if let Some(request_id) = &recovery.request_id {
             match self.client.jobs_by_request(request_id).await {
@@ -940,6 +944,9 @@ impl Watchdog {
                     return Ok(None);
                 }
             }
+        }
+        if !may_read_phone {
+            return Ok(None);
         }
         if recovery.reason == Reason::EncodeServerAbnormal {
             if let Some((outcome, note)) = self.settle_encode_server(&recovery.phone_id).await {

@@ -1,6 +1,9 @@
 //! What to do about one unhealthy phone, as a pure function of what the book knows: its
 //! health, its recent recoveries, the time and the budgets. Restart first; reset when the
-//! restart failed or did not bring the phone back; broken when it keeps failing.
+//! restart failed or did not bring the phone back; broken when it keeps failing. A restart
+//! that ended in an error (refused "try again later", the control plane unreachable, its
+//! job not followed to its end) is no evidence against the phone: after the grace it is
+//! tried again, never answered with a reset, which restores factory settings (4.3.5).
 
 use std::time::Duration;
 
@@ -108,10 +111,16 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
     }
     let ended = last.ended_at.unwrap_or(last.started_at);
     let went_well = matches!(last.outcome, Outcome::Succeeded | Outcome::DryRun);
+    let errored = last.outcome == Outcome::Error;
     if went_well && now < ended.plus(budgets.grace_after_recovery) {
         return Decision::Wait("giving the phone time to come back");
     }
+    if errored && now < ended.plus(budgets.grace_after_recovery) {
+        return Decision::Wait("the last recovery did not go through; trying again later");
+    }
     match last.action {
+        // Not known to have reached the phone: the gentle action again.
+        Action::Restart if errored => Decision::Act(Action::Restart),
         // The restart failed, or it ended well and the phone is still unhealthy: escalate.
         Action::Restart => Decision::Act(Action::Reset),
         Action::Reset if now < last.started_at.plus(budgets.cooldown) => {
@@ -187,6 +196,30 @@ mod tests {
         let history = [past(Action::Restart, Outcome::Failed, 0, Some(10))];
         assert_eq!(
             decide(Reason::Stale, &history, at(11), &budgets()),
+            Decision::Act(Action::Reset)
+        );
+    }
+
+    /// 7.2 CPS.0003 "Try again later", an unreachable control plane, a job not followed
+    /// to its end: the restart is tried again after the grace, and a reset (4.3.5: factory
+    /// settings) waits for a restart that failed or did not help.
+    #[test]
+    fn a_restart_that_errored_is_tried_again_after_the_grace_not_escalated() {
+        let history = [past(Action::Restart, Outcome::Error, 0, Some(10))];
+        assert!(matches!(
+            decide(Reason::Stale, &history, at(100), &budgets()),
+            Decision::Wait(_)
+        ));
+        assert_eq!(
+            decide(Reason::Stale, &history, at(131), &budgets()),
+            Decision::Act(Action::Restart)
+        );
+        let then_failed = [
+            past(Action::Restart, Outcome::Failed, 200, Some(210)),
+            past(Action::Restart, Outcome::Error, 0, Some(10)),
+        ];
+        assert_eq!(
+            decide(Reason::Stale, &then_failed, at(211), &budgets()),
             Decision::Act(Action::Reset)
         );
     }

@@ -978,6 +978,70 @@ async fn a_lost_restart_answer_7_1_2_is_reconciled_not_resent(backend: Backend) 
     fleet.simulator.stop().await;
 }
 
+/// 7.1.2: a 504 is the gateway timing out, not the backend refusing: the restart it
+/// answered starts 3 s later here, its job appearing to 4.4.2 only then. The recovery waits
+/// for that job and ends with its outcome; closed from the phone's status at once, it was
+/// "succeeded" (status 2, the restart not begun) with no job, seconds before the restart.
+async fn a_restart_answered_504_before_it_starts_7_1_2_waits_for_its_job_4_4_2(backend: Backend) {
+    let fleet = start(backend, 2, "", |o| o.silent = 1).await;
+    let silent = fleet.simulator.phone_ids()[0].clone();
+    let setup_restarts = jobs_of(&fleet.simulator, &silent, JobKind::Restart);
+    let late = Duration::from_secs(3);
+    (fleet.simulator.faults).late_starts(Operation::Restart, 1, late);
+
+    let log = wait_for_recoveries(&fleet.app, &silent, |log| {
+        log.iter()
+            .any(|r| r["action"] == "restart" && r["outcome"] != "pending")
+    })
+    .await;
+
+    let restart = log.iter().find(|r| r["action"] == "restart").unwrap();
+    assert_eq!(restart["outcome"], "succeeded", "{log:?}");
+    assert!(
+        restart["job_id"].is_string(),
+        "closed without its job: {log:?}"
+    );
+    assert!(restart["request_id"].is_string(), "{log:?}");
+    assert_eq!(
+        jobs_of(&fleet.simulator, &silent, JobKind::Restart),
+        setup_restarts + 1
+    );
+    fleet.simulator.stop().await;
+}
+
+/// 7.2 CPS.0003 ("System error … Try again later"): the restart was not done, on each of its
+/// `cph.max_attempts` (4) attempts. The recovery ends in an error, and the next one, after
+/// the grace, is a restart again: the reset (4.3.5, factory settings) is for a restart that
+/// failed or did not help, and this one never reached the phone.
+async fn a_restart_refused_try_again_later_7_2_is_tried_again_not_answered_with_a_reset(
+    backend: Backend,
+) {
+    let fleet = start(backend, 2, "", |o| o.silent = 1).await;
+    let silent = fleet.simulator.phone_ids()[0].clone();
+    let setup_restarts = jobs_of(&fleet.simulator, &silent, JobKind::Restart);
+    (fleet.simulator.faults).system_errors(Operation::Restart, 4);
+
+    let log = wait_for_recoveries(&fleet.app, &silent, |log| {
+        has(log, "restart", "error") && has(log, "restart", "succeeded")
+    })
+    .await;
+    fleet
+        .app
+        .wait_for_phone(&silent, |p| p["state"] == "idle")
+        .await;
+
+    assert!(
+        log.iter().all(|r| r["action"] == "restart"),
+        "no reset: {log:?}"
+    );
+    assert_eq!(jobs_of(&fleet.simulator, &silent, JobKind::Reset), 0);
+    assert_eq!(
+        jobs_of(&fleet.simulator, &silent, JobKind::Restart),
+        setup_restarts + 1
+    );
+    fleet.simulator.stop().await;
+}
+
 /// 7.1.2's reconciliation is for a recovery whose answer was lost, not for one still being
 /// sent: a manual reset whose POST takes 3 s to be answered, while the watchdog passes
 /// every 100 ms, ends with its own job's outcome. Reconciled during the send, it was closed
@@ -1259,6 +1323,8 @@ backend_tests!(
     a_manual_reset_refused_for_arrears_7_2_pauses_recoveries,
     a_dead_server_produces_one_incident_and_no_per_phone_restarts,
     a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
+    a_restart_refused_try_again_later_7_2_is_tried_again_not_answered_with_a_reset,
+    a_restart_answered_504_before_it_starts_7_1_2_waits_for_its_job_4_4_2,
     a_recovery_still_being_sent_is_not_reconciled_7_1_2,
     arrears_7_2_pause_recoveries_until_the_account_is_served_again,
     status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alone,

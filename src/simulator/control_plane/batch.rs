@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::ControlPlaneSettings;
 use super::auth::ControlPlane;
 use super::error::{ControlPlaneError, ItemError};
 use super::faults::Operation as Api;
@@ -21,7 +22,9 @@ use crate::cph::model::status::{STOPPED, STOPPING};
 use crate::cph::model::{job_status, status};
 use crate::cph::properties::is_attribute;
 use crate::http::request_id;
-use crate::simulator::fleet::{Fleet, JobFailure, JobKind, PhoneFaults, SimJob, SimPhone};
+use crate::simulator::fleet::{
+    Fleet, JobFailure, JobKind, PhoneFaults, SharedFleet, SimJob, SimPhone,
+};
 
 
 type Properties = BTreeMap<String, String>;
@@ -273,7 +276,8 @@ impl ControlPlane {
     /// entry per phone in the order given. Each job ends `job_delay` later in its own task.
     /// With a lost answer asked for (`faults.rs`), the jobs start all the same and the
     /// answer is the gateway's 502/504 naming the request. With slow answers asked for, the
-    /// batch waits first, nothing done until then.
+    /// batch waits first, nothing done until then. With a late start asked for, the answer
+    /// is a 504 at once and the batch is performed only afterwards.
     async fn run_batch(
         &self,
         api: Api,
@@ -284,25 +288,16 @@ impl ControlPlane {
         }
         self.settings.faults.slow_answer(api).await;
         let request_id = request_id::current();
-        let mut started = Vec::new();
-        let mut answers = Vec::new();
-        {
-            let mut fleet = self.fleet.lock();
-            for order in orders {
-                match accept(&mut fleet, &request_id, &order) {
-                    Ok(job_id) => {
-                        answers.push(json!({"phone_id": order.phone_id, "job_id": job_id}));
-                        if let Ok(operation) = order.operation {
-                            started.push((job_id, order.phone_id, operation));
-                        }
-                    }
-                    Err(error) => answers.push(error.answer(&order.phone_id)),
-                }
-            }
+        if let Some(delay) = self.settings.faults.take_late_start(api) {
+            let (fleet, settings) = (self.fleet.clone(), self.settings.clone());
+            let request_id = request_id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                perform(&fleet, &settings, &request_id, orders);
+            });
+            return Err(ControlPlaneError::AnswerLost(504));
         }
-        for (job_id, phone_id, operation) in started {
-            self.finish_later(job_id, phone_id, operation);
-        }
+        let answers = perform(&self.fleet, &self.settings, &request_id, orders);
         if let Some(lost) = self.settings.faults.take_lost_answer(api) {
             return Err(ControlPlaneError::AnswerLost(lost.status()));
         }
@@ -310,22 +305,53 @@ impl ControlPlane {
             json!({"request_id": request_id, "jobs": answers}),
         ))
     }
+}
 
-    fn finish_later(&self, job_id: String, phone_id: String, operation: Operation) {
-        let fleet = self.fleet.clone();
-        let delay = fleet.lock().job_delay(self.settings.job_delay);
-        let failure_rate = self.settings.job_failure_rate;
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            finish(
-                &mut fleet.lock(),
-                &job_id,
-                &phone_id,
-                operation,
-                failure_rate,
-            );
-        });
+/// Starts a job per acceptable phone, each ending in its own task; the answer's entries,
+/// one per phone in the order given.
+fn perform(
+    fleet: &SharedFleet,
+    settings: &ControlPlaneSettings,
+    request_id: &str,
+    orders: Vec<Order>,
+) -> Vec<Value> {
+    let mut started = Vec::new();
+    let mut answers = Vec::new();
+    {
+        let mut fleet = fleet.lock();
+        for order in orders {
+            match accept(&mut fleet, request_id, &order) {
+                Ok(job_id) => {
+                    answers.push(json!({"phone_id": order.phone_id, "job_id": job_id}));
+                    if let Ok(operation) = order.operation {
+                        started.push((job_id, order.phone_id, operation));
+                    }
+                }
+                Err(error) => answers.push(error.answer(&order.phone_id)),
+            }
+        }
     }
+    for (job_id, phone_id, operation) in started {
+        finish_later(fleet, settings, job_id, phone_id, operation);
+    }
+    answers
+}
+
+fn finish_later(
+    fleet: &SharedFleet,
+    settings: &ControlPlaneSettings,
+    job_id: String,
+    phone_id: String,
+    operation: Operation,
+) {
+    let fleet = fleet.clone();
+    let delay = fleet.lock().job_delay(settings.job_delay);
+    let failure_rate = settings.job_failure_rate;
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut fleet = fleet.lock();
+        finish(&mut fleet, &job_id, &phone_id, operation, failure_rate);
+    });
 }
 
 /// Records a running job for the order's phone and puts the phone in the job's status.

@@ -12,7 +12,11 @@
 //!   command failed.", as the reference's example fails one), or whose answer does not come
 //!   for a while (a control plane that hangs: the reference only bounds the call at 30 s);
 //! * batch POSTs of an operation answered only after a while, nothing done until then (a
-//!   slow control plane or network: the reference bounds no such call).
+//!   slow control plane or network: the reference bounds no such call);
+//! * the next N batch POSTs of an operation answered 504 at once (7.1.2 "the gateway times
+//!   out") and performed only a while later, their jobs appearing to 4.4.2 then: a gateway
+//!   that gave up on a request its backend had queued (the reference is silent on when a
+//!   job may appear; this is the hardest case for reconciling a lost answer).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -105,6 +109,7 @@ struct FaultState {
     commands_fail: bool,
     commands_hang: Option<Duration>,
     slow_answers: HashMap<Operation, Duration>,
+    late_starts: HashMap<Operation, (u32, Duration)>,
 }
 
 impl ControlPlaneFaults {
@@ -116,6 +121,12 @@ impl ControlPlaneFaults {
     /// The next `calls` batch POSTs of `operation` are performed, then answered `how`.
     pub fn lose_answers(&self, operation: Operation, calls: u32, how: LostAnswer) {
         self.state().lost_answers.insert(operation, (calls, how));
+    }
+
+    /// The next `calls` batch POSTs of `operation` are answered 504 at once and performed
+    /// `after` that.
+    pub fn late_starts(&self, operation: Operation, calls: u32, after: Duration) {
+        self.state().late_starts.insert(operation, (calls, after));
     }
 
     /// While on, every authenticated call is answered 400 CPS.0006 (arrears).
@@ -177,18 +188,27 @@ impl ControlPlaneFaults {
 
     /// Uses up one of the operation's lost answers, if any is left.
     pub(super) fn take_lost_answer(&self, operation: Operation) -> Option<LostAnswer> {
-        let mut state = self.state();
-        match state.lost_answers.get_mut(&operation) {
-            Some((left, how)) if *left > 0 => {
-                *left -= 1;
-                Some(*how)
-            }
-            _ => None,
-        }
+        take_one(&mut self.state().lost_answers, operation)
+    }
+
+    /// Uses up one of the operation's late starts, if any is left: how late it starts.
+    pub(super) fn take_late_start(&self, operation: Operation) -> Option<Duration> {
+        take_one(&mut self.state().late_starts, operation)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, FaultState> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One of the `(calls left, how)` of `operation`, used up.
+fn take_one<T: Copy>(faults: &mut HashMap<Operation, (u32, T)>, operation: Operation) -> Option<T> {
+    match faults.get_mut(&operation) {
+        Some((left, how)) if *left > 0 => {
+            *left -= 1;
+            Some(*how)
+        }
+        _ => None,
     }
 }
 
