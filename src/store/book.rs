@@ -507,6 +507,11 @@ pub(super) async fn start_recovery<D: Sql>(
             let phone = r.phone_id.to_string();
             return Err(StoreError::PhoneBusy { phone, rollout });
         }
+        if let Some(since) = r.unheard_since
+            && heard_since(tx, &r.phone_id, since).await?
+        {
+            return Err(StoreError::PhoneHeard(r.phone_id.to_string()));
+        }
     }
     let sql = concat!(
         "INSERT INTO recoveries \
@@ -539,6 +544,15 @@ pub(super) async fn start_recovery<D: Sql>(
         .await?;
     }
     Ok(recovery)
+}
+
+/// Whether cphub heard the phone (a heartbeat or an event received) at or after `since`,
+/// read after [`phone_claims`] locked its row: a heartbeat flush committed after the lock
+/// waits for this transaction, and the phone it names is heard on the next pass.
+async fn heard_since<D: Sql>(tx: &mut D, phone: &PhoneId, since: UtcTime) -> Result<bool, StoreError> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM phones WHERE phone_id = $1 AND last_seen_at >= $2)";
+    let row: Option<(bool,)> = tx.fetch_optional(sql, &args![phone.as_str(), since]).await?;
+    Ok(row.is_some_and(|(heard,)| heard))
 }
 
 /// Whether the phone has a pending recovery, and the rollout updating it if one is (its

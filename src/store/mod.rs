@@ -125,6 +125,11 @@ pub enum StoreError {
     /// nothing was written, and nothing may be sent. `rollout` names the rollout updating it.
     #[error("phone {phone} already has a recovery or an update under way")]
     PhoneBusy { phone: String, rollout: Option<i64> },
+    /// A recovery of a silent phone was about to be written, but the phone has been heard
+    /// since (`NewRecovery::unheard_since`): it came back, and may be serving a player.
+    /// Nothing was written, and nothing may be sent.
+    #[error("phone {0} was heard again; not recovering it")]
+    PhoneHeard(String),
 }
 
 /// What a database error carries until the store names the operation it happened in.
@@ -382,6 +387,10 @@ pub struct NewRecovery {
     pub phone_state: Option<RecoveryMark>,
     /// What the diagnostic commands gave, run right before a reset (chapter 4.7.5).
     pub diagnostics: Diagnostics,
+    /// A pending recovery of a phone because it fell silent: refused
+    /// ([`StoreError::PhoneHeard`]) when the phone was heard at or after this, i.e. it came
+    /// back while the recovery was being prepared (the re-read, a reset's diagnostics).
+    pub unheard_since: Option<UtcTime>,
 }
 
 /// An encoding server as the control plane lists it (chapter 4.6.1), to store.

@@ -133,6 +133,7 @@ impl Watchdog {
             )),
             phone_state: None,
             diagnostics: Default::default(),
+            unheard_since: None,
         };
         let recovery = self.store.start_recovery(&record).await?;
         tracing::warn!(encode_server_id = %id, server_id = server.server_id, dry_run, "watchdog restarts an abnormal encoding server");

@@ -184,6 +184,7 @@ impl Watchdog {
             detail: Some(detail),
             phone_state: None,
             diagnostics: Default::default(),
+            unheard_since: None,
         };
         self.store.start_recovery(&record).await?;
         self.metrics.server_incidents.inc();

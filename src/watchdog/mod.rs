@@ -66,6 +66,9 @@ pub enum WatchdogError {
     HourlyCap(String),
     #[error("watchdog.max_in_flight recovery jobs are already running")]
     InFlightCap,
+    /// A silent phone came back while its recovery was being prepared: nothing sent.
+    #[error("phone {0} was heard again; nothing sent")]
+    Heard(String),
     /// An update restarts the game and the rollout follows it to its end: a restart would
     /// cut it short, a reset undo it (docs/operations.md, "Rolling out a game version").
     #[error("rollout {rollout} is updating phone {phone}; retry once its update ended")]
@@ -454,10 +457,13 @@ impl Watchdog {
                     Decision::Act(action @ (Action::Restart | Action::Reset)) => {
                         match self.recover(&phone.phone_id, reason, action, Some(detail)).await {
                             Ok(_) => Ok(!self.settings.dry_run),
-                            // An operator's recovery or a rollout update came first.
-                            Err(WatchdogError::InProgress(_) | WatchdogError::InRollout { .. }) => {
-                                Ok(false)
-                            }
+                            // An operator's recovery or a rollout update came first, or the
+                            // phone came back while the recovery was being prepared.
+                            Err(
+                                WatchdogError::InProgress(_)
+                                | WatchdogError::InRollout { .. }
+                                | WatchdogError::Heard(_),
+                            ) => Ok(false),
                             Err(error) => Err(error),
                         }
                     }
@@ -497,6 +503,7 @@ impl Watchdog {
             detail: Some(detail),
             phone_state: None,
             diagnostics: Default::default(),
+            unheard_since: None,
         };
         self.store.start_recovery(&record).await?;
         self.metrics
@@ -589,6 +596,7 @@ impl Watchdog {
             detail: None,
             phone_state: (!self.settings.dry_run).then_some(RecoveryMark::Broken),
             diagnostics: Default::default(),
+            unheard_since: None,
         };
         self.store.start_recovery(&record).await?;
         self.metrics
@@ -637,9 +645,16 @@ impl Watchdog {
             detail: reset.as_ref().map(|r| r.note.clone()),
             phone_state: (!dry_run).then_some(RecoveryMark::Recovering),
             diagnostics,
+            // Decided on the pass's snapshot, then seconds of reads and diagnostics: a phone
+            // heard meanwhile may have a player again, whom a reset would cut off.
+            unheard_since: (reason == Reason::Stale).then(|| now.minus(self.stale_after)),
         };
         let recovery = match self.store.start_recovery(&record).await {
             Ok(recovery) => recovery,
+            Err(StoreError::PhoneHeard(phone)) => {
+                tracing::info!(%phone_id, action = action.as_str(), "recovery not sent: the phone was heard again while it was being prepared");
+                return Err(WatchdogError::Heard(phone));
+            }
             Err(StoreError::PhoneBusy { phone, rollout }) => {
                 tracing::info!(%phone_id, action = action.as_str(), "recovery not sent: another one, or a rollout update, was decided for the phone meanwhile");
                 return Err(match rollout {
@@ -712,6 +727,7 @@ impl Watchdog {
             detail: None,
             phone_state: None,
             diagnostics: Default::default(),
+            unheard_since: None,
         };
         let recovery = self.store.start_recovery(&record).await?;
         self.metrics

@@ -10,13 +10,16 @@ use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TOKEN, TestApp, assert_error};
-use crate::watchdog::{Fleet, has, manual, start, wait_for_recoveries};
+use cphub::simulator::fleet::JobKind;
+
+use crate::watchdog::{Fleet, has, jobs_of, manual, start, wait_for_recoveries};
 
 backend_tests!(
     a_manual_reset_keeps_each_diagnostics_output_and_a_failing_one_does_not_stop_it_4_7_5,
     a_diagnostic_that_times_out_does_not_hold_the_reset_back_4_7_5,
     an_automatic_reset_runs_the_diagnostics_first_4_7_5,
     commands_beyond_the_limits_of_4_7_5_are_refused_before_any_call,
+    a_phone_heard_again_while_its_reset_is_prepared_is_not_reset_4_3_5,
 );
 
 const BOOTED: &str = "getprop sys.boot_completed";
@@ -124,6 +127,57 @@ async fn an_automatic_reset_runs_the_diagnostics_first_4_7_5(backend: Backend) {
     let restart = log.iter().find(|r| r["action"] == "restart").unwrap();
     let shown = recovery(&fleet.app, &restart["id"]).await;
     assert_eq!(shown["diagnostics"], json!([]), "a restart wipes nothing");
+    fleet.simulator.stop().await;
+}
+
+/// Diagnostic commands (4.7.5) the client has finished, whatever their outcome.
+async fn commands_run(app: &TestApp) -> f64 {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    (text.lines())
+        .filter(|line| line.starts_with("cphub_cph_requests_total{operation=\"run_sync_command\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The watchdog decides on its pass's snapshot, then prepares a reset for seconds (three
+/// diagnostics, 4.7.5, each answered after 3 s here). A stuck phone its restart did
+/// not help comes back during the first: it may be serving a player again, and the reset
+/// (4.3.5, factory settings) is not sent.
+async fn a_phone_heard_again_while_its_reset_is_prepared_is_not_reset_4_3_5(backend: Backend) {
+    let slow = format!(
+        "diagnostics = [\"{BOOTED}\", \"{NOT_CANNED}\", \"uptime\"]\ndiagnostics_timeout_ms = 5000\n"
+    );
+    let fleet = start(backend, 2, &slow, |o| o.stuck = 1).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    wait_for_recoveries(&fleet.app, &phone_id, |log| {
+        has(log, "restart", "succeeded")
+    })
+    .await;
+    (fleet.simulator.faults).hang_commands(Some(Duration::from_secs(3)));
+    for _ in 0..200 {
+        if commands_run(&fleet.app).await >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(commands_run(&fleet.app).await >= 1.0, "no diagnostics ran");
+
+    fleet.simulator.fleet.lock().phones[0].faults.stuck = false;
+
+    for _ in 0..200 {
+        if commands_run(&fleet.app).await >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = crate::watchdog::recoveries(&fleet.app, &phone_id).await;
+    assert!(log.iter().all(|r| r["action"] == "restart"), "{log:?}");
+    assert_eq!(
+        jobs_of(&fleet.simulator, &phone_id, JobKind::Reset),
+        0,
+        "no reset sent"
+    );
     fleet.simulator.stop().await;
 }
 

@@ -896,7 +896,7 @@ pub(crate) async fn wait_for_metric(app: &TestApp, name: &str, value: f64) {
 }
 
 /// The jobs of `kind` the simulated control plane started for `phone_id`.
-fn jobs_of(simulator: &Simulator, phone_id: &str, kind: JobKind) -> usize {
+pub(crate) fn jobs_of(simulator: &Simulator, phone_id: &str, kind: JobKind) -> usize {
     simulator
         .fleet
         .lock()

@@ -483,6 +483,7 @@ pub fn server_incident(server: &str, time: &str) -> NewRecovery {
         detail: Some(format!("{server} went dark")),
         phone_state: None,
         diagnostics: Default::default(),
+        unheard_since: None,
     }
 }
 

@@ -155,6 +155,7 @@ async fn a_phone_being_recovered_or_broken_is_not_allocated(backend: Backend) {
             detail: None,
             phone_state: Some(mark),
             diagnostics: Default::default(),
+            unheard_since: None,
         };
         store.start_recovery(&recovery).await.unwrap();
     }

@@ -26,6 +26,7 @@ backend_tests!(
     an_abort_returns_draining_phones_and_updating_ones_once_their_job_ends,
     each_state_change_writes_one_fleet_rollout_event_with_the_phones_per_step,
     a_phone_takes_one_recovery_or_update_at_a_time_however_they_interleave,
+    a_silent_phones_recovery_is_refused_once_it_is_heard_again,
 );
 
 /// A drained phone about to be sent its update (5.3.7), at 19:00.
@@ -264,7 +265,37 @@ fn pending_restart(phone: &str) -> NewRecovery {
         detail: None,
         phone_state: Some(RecoveryMark::Recovering),
         diagnostics: Default::default(),
+        unheard_since: None,
     }
+}
+
+/// The watchdog decides on its pass's snapshot, then prepares for seconds (the re-read, a
+/// reset's diagnostics): a phone heard at or after `unheard_since` came back meanwhile, and
+/// its recovery is refused, nothing written. Heard before, it is recorded.
+async fn a_silent_phones_recovery_is_refused_once_it_is_heard_again(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    idle_phones(&store, &["p-1"], "18:59:40").await;
+    let silent_since = |phone| NewRecovery {
+        unheard_since: Some(at("18:59:30")),
+        ..pending_restart(phone)
+    };
+
+    let came_back = store.start_recovery(&silent_since("p-1")).await;
+    let still_silent = store.start_recovery(&silent_since("p-2")).await;
+
+    assert!(
+        matches!(&came_back, Err(StoreError::PhoneHeard(phone)) if phone == "p-1"),
+        "{came_back:?}"
+    );
+    assert!(
+        store
+            .recoveries(Some(&pid("p-1")), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(still_silent.unwrap().outcome, Outcome::Pending);
 }
 
 /// An operator's recovery, the watchdog's pass and the rollout engine each check a phone
