@@ -546,7 +546,7 @@ pub(super) async fn start_recovery<D: Sql>(
     Ok(recovery)
 }
 
-/// Whether cphub heard the phone (a heartbeat or an event received) at or after `since`,
+/// Whether cphub heard the phone (a heartbeat received: `last_seen_at`) at or after `since`,
 /// read after [`phone_claims`] locked its row: a heartbeat flush committed after the lock
 /// waits for this transaction, and the phone it names is heard on the next pass.
 async fn heard_since<D: Sql>(tx: &mut D, phone: &PhoneId, since: UtcTime) -> Result<bool, StoreError> {

@@ -985,9 +985,10 @@ impl Watchdog {
         let outcome = match Standing::of(fresh) {
             // Restarting or resetting: the job is under way; ask again next pass.
             Standing::Transitional => return Ok(None),
-            // Running again: as good as a succeeded job; the grace after a recovery tells
-            // whether it came back.
-            Standing::Running => Outcome::Succeeded,
+            // Running, with no job found: whether it ran is not known (a 500 or 503 may have
+            // started nothing). An error, so a restart is tried again rather than taken for
+            // one that did not help and answered with a reset (`policy::decide`).
+            Standing::Running => Outcome::Error,
             Standing::Failed(_) => Outcome::Failed,
             Standing::OutOfService => Outcome::Error,
         };

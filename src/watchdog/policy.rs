@@ -119,8 +119,11 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
         return Decision::Wait("the last recovery did not go through; trying again later");
     }
     match last.action {
-        // Not known to have reached the phone: the gentle action again.
-        Action::Restart if errored => Decision::Act(Action::Restart),
+        // Not known to have reached the phone: the gentle action again, unless the control
+        // plane says restarts fail on it (4.3.1 -6, -5).
+        Action::Restart if errored && first_action(reason) == Action::Restart => {
+            Decision::Act(Action::Restart)
+        }
         // The restart failed, or it ended well and the phone is still unhealthy: escalate.
         Action::Restart => Decision::Act(Action::Reset),
         Action::Reset if now < last.started_at.plus(budgets.cooldown) => {
@@ -213,6 +216,11 @@ mod tests {
         assert_eq!(
             decide(Reason::Stale, &history, at(131), &budgets()),
             Decision::Act(Action::Restart)
+        );
+        assert_eq!(
+            decide(Reason::RestartFailed, &history, at(131), &budgets()),
+            Decision::Act(Action::Reset),
+            "4.3.1 -6: the control plane says the restart failed"
         );
         let then_failed = [
             past(Action::Restart, Outcome::Failed, 200, Some(210)),

@@ -170,7 +170,12 @@ async fn a_phone_heard_again_while_its_reset_is_prepared_is_not_reset_4_3_5(back
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    fleet
+        .app
+        .wait_for_phone(&phone_id, |p| p["state"] == "idle")
+        .await;
+    // The reset, had it been decided, goes out within milliseconds of the last diagnostic.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let log = crate::watchdog::recoveries(&fleet.app, &phone_id).await;
     assert!(log.iter().all(|r| r["action"] == "restart"), "{log:?}");
     assert_eq!(

@@ -83,6 +83,8 @@ pub(crate) struct Pace {
     pub watchdog_interval_ms: u64,
     /// `cph.job_deadline_secs`: a started job is followed this long.
     pub job_deadline_secs: u64,
+    /// More `[cph]` keys, one per line.
+    pub cph: &'static str,
 }
 
 impl Pace {
@@ -93,6 +95,7 @@ impl Pace {
         miss_threshold: 2,
         watchdog_interval_ms: 100,
         job_deadline_secs: 600,
+        cph: "",
     };
 }
 
@@ -117,13 +120,14 @@ pub(crate) fn cphub_settings_paced(
         miss_threshold,
         watchdog_interval_ms,
         job_deadline_secs,
+        cph,
     } = pace;
     format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n\
          [callbacks]\npublic_url = \"http://127.0.0.1:{port}\"\n\
          [fleet]\nheartbeat_interval_secs = 1\nmiss_threshold = {miss_threshold}\n\
          [cph]\nendpoint = \"{}\"\nproject_id = \"{}\"\njob_poll_interval_ms = 50\nsync_interval_secs = {sync_secs}\n\
-         job_deadline_secs = {job_deadline_secs}\n\
+         job_deadline_secs = {job_deadline_secs}\n{cph}\
          [cph.auth]\nak = \"{}\"\nsk = \"{}\"\n\
          [watchdog]\ninterval_ms = {watchdog_interval_ms}\n{recovery_grace}\
          cooldown_secs = 2\nhourly_cap = 3\n{grace}{watchdog}",
@@ -159,23 +163,19 @@ async fn start_on(
     watchdog: &str,
     tune: impl FnOnce(&mut SimOptions),
 ) -> Fleet {
-    start_synced(db, phones, watchdog, 1, tune).await
+    start_synced(db, phones, watchdog, Pace::EAGER, tune).await
 }
 
 async fn start_synced(
     db: TestDb,
     phones: usize,
     watchdog: &str,
-    sync_secs: u64,
+    pace: Pace,
     tune: impl FnOnce(&mut SimOptions),
 ) -> Fleet {
     let port = free_port();
     let options = simulator_options(port, phones, tune);
     let simulator = start_simulator(&options).await;
-    let pace = Pace {
-        sync_secs,
-        ..Pace::EAGER
-    };
     let settings = cphub_settings_paced(port, &simulator, &options, watchdog, pace);
     let app = start_cphub(db, &settings).await;
     configure_callbacks(&app.address, &simulator, &options).await;
@@ -656,7 +656,11 @@ async fn status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alon
 /// Two phones synced once at start (the next sync an hour away), the first running and idle:
 /// what the book then says of it is a sync old.
 async fn two_phones_synced_once(backend: Backend) -> (Fleet, String) {
-    let fleet = start_synced(TestDb::new(backend).await, 2, "", 3600, |_| {}).await;
+    let pace = Pace {
+        sync_secs: 3600,
+        ..Pace::EAGER
+    };
+    let fleet = start_synced(TestDb::new(backend).await, 2, "", pace, |_| {}).await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
     fleet
         .app
@@ -1009,6 +1013,45 @@ async fn a_restart_answered_504_before_it_starts_7_1_2_waits_for_its_job_4_4_2(b
     fleet.simulator.stop().await;
 }
 
+/// 7.1.2: a POST answered 500, 503 or 504 may have started nothing, and 4.4.2 then never
+/// shows a job. Once the send's bound has passed (about 15 s with these timeouts), the phone
+/// still reads running (4.3.2): whether the restart ran is not known, so the recovery ends
+/// in an error and the next one is a restart again. Closed as `succeeded`, it was followed
+/// by a reset (4.3.5, factory settings) with no restart ever done.
+async fn a_restart_whose_job_never_shows_ends_in_an_error_and_is_tried_again_7_1_2(
+    backend: Backend,
+) {
+    let pace = Pace {
+        cph: "request_timeout_ms = 300\nretry_max_ms = 10\n",
+        ..Pace::EAGER
+    };
+    let db = TestDb::new(backend).await;
+    let fleet = start_synced(db, 2, "", pace, |o| o.silent = 1).await;
+    let silent = fleet.simulator.phone_ids()[0].clone();
+    let setup_restarts = jobs_of(&fleet.simulator, &silent, JobKind::Restart);
+    let never = Duration::from_secs(600);
+    (fleet.simulator.faults).late_starts(Operation::Restart, 1, never);
+
+    let log = wait_for_recoveries(&fleet.app, &silent, |log| {
+        has(log, "restart", "error") && has(log, "restart", "succeeded")
+    })
+    .await;
+
+    assert!(
+        log.iter().all(|r| r["action"] == "restart"),
+        "no reset: {log:?}"
+    );
+    let unknown = log.iter().find(|r| r["outcome"] == "error").unwrap();
+    assert!(unknown["job_id"].is_null(), "{unknown}");
+    assert_eq!(jobs_of(&fleet.simulator, &silent, JobKind::Reset), 0);
+    assert_eq!(
+        jobs_of(&fleet.simulator, &silent, JobKind::Restart),
+        setup_restarts + 1,
+        "the retried restart; the first never started"
+    );
+    fleet.simulator.stop().await;
+}
+
 /// 7.2 CPS.0003 ("System error … Try again later"): the restart was not done, on each of its
 /// `cph.max_attempts` (4) attempts. The recovery ends in an error, and the next one, after
 /// the grace, is a restart again: the reset (4.3.5, factory settings) is for a restart that
@@ -1325,6 +1368,7 @@ backend_tests!(
     a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
     a_restart_refused_try_again_later_7_2_is_tried_again_not_answered_with_a_reset,
     a_restart_answered_504_before_it_starts_7_1_2_waits_for_its_job_4_4_2,
+    a_restart_whose_job_never_shows_ends_in_an_error_and_is_tried_again_7_1_2,
     a_recovery_still_being_sent_is_not_reconciled_7_1_2,
     arrears_7_2_pause_recoveries_until_the_account_is_served_again,
     status_4_3_1_stopped_frozen_stopping_or_restarting_phones_are_left_alone,
