@@ -1014,7 +1014,7 @@ async fn a_restart_answered_504_before_it_starts_7_1_2_waits_for_its_job_4_4_2(b
 }
 
 /// 7.1.2: a POST answered 500, 503 or 504 may have started nothing, and 4.4.2 then never
-/// shows a job. Once the send's bound has passed (about 15 s with these timeouts), the phone
+/// shows a job. Once the send's bound has passed (about 12 s with these timeouts), the phone
 /// still reads running (4.3.2): whether the restart ran is not known, so the recovery ends
 /// in an error and the next one is a restart again. Closed as `succeeded`, it was followed
 /// by a reset (4.3.5, factory settings) with no restart ever done.
@@ -1022,7 +1022,7 @@ async fn a_restart_whose_job_never_shows_ends_in_an_error_and_is_tried_again_7_1
     backend: Backend,
 ) {
     let pace = Pace {
-        cph: "request_timeout_ms = 300\nretry_max_ms = 10\n",
+        cph: "request_timeout_ms = 100\nretry_max_ms = 10\n",
         ..Pace::EAGER
     };
     let db = TestDb::new(backend).await;

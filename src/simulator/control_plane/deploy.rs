@@ -18,7 +18,7 @@ use super::apps::launch_activity;
 use super::auth::ControlPlane;
 use super::error::ControlPlaneError;
 use super::faults::Operation;
-use super::wire::{created_json, ok_json, page, parse_json, query_pairs, timestamp};
+use super::wire::{created_json, ok_json, page, page_of, parse_json, query_pairs, timestamp};
 use crate::cph::model::job_status;
 use crate::http::request_id;
 use crate::simulator::fleet::{Fleet, JobFailure, JobKind, SimApp, SimJob, SimVersion};
@@ -69,10 +69,9 @@ pub(super) async fn server_apps(
     let server_id = req.match_info().get("server_id").unwrap_or_default();
     let fleet = cp.fleet.lock();
     let pushed = fleet.pushed.get(server_id).cloned().unwrap_or_default();
-    let apps: Vec<Value> = (pushed.iter())
-        .filter_map(|id| fleet.find_version(id))
-        .skip(offset)
-        .take(limit)
+    let versions = (pushed.iter()).filter_map(|id| fleet.find_version(id));
+    let apps: Vec<Value> = page_of(versions, offset, limit)?
+        .into_iter()
         // 5.3.1's example spells the version id `app_verison_id` (Table 5-15 says
         // `app_version_id`), as 5.1.2's does; cphub reads both.
         .map(|(app, version)| app_json(app, version, "app_verison_id"))
@@ -99,18 +98,13 @@ pub(super) async fn phone_apps(
     let phone = fleet
         .phone(phone_id)
         .ok_or_else(|| ControlPlaneError::unknown_phone(phone_id))?;
-    let apps: Vec<Value> = (phone.apps.iter())
-        .filter_map(|app_id| {
-            let app = fleet.app(app_id)?;
-            let version = phone.versions.get(app_id).and_then(|id| app.version(id));
-            Some(app_json(
-                app,
-                version.unwrap_or(app.latest()),
-                "app_version_id",
-            ))
+    let installed = (phone.apps.iter()).filter_map(|app_id| fleet.app(app_id));
+    let apps: Vec<Value> = page_of(installed, offset, limit)?
+        .into_iter()
+        .map(|app| {
+            let version = phone.versions.get(&app.app_id).and_then(|id| app.version(id));
+            app_json(app, version.unwrap_or(app.latest()), "app_version_id")
         })
-        .skip(offset)
-        .take(limit)
         .collect();
     Ok(ok_json(
         json!({"request_id": request_id::current(), "apps": apps}),

@@ -86,10 +86,11 @@ pub(super) fn page(
 }
 
 /// `limit` items from `offset`. The reference defines `offset` only as "an integer greater
-/// than 0 but less than the number of resources" (4.3.1, 4.4.2, 4.6.1, 5.1.2, 5.1.3) and is
-/// silent on what one at or past the end is answered: the simulator takes the strict
-/// reading, 400 CPS.0002 ("offset or limit is invalid", 7.2), so cphub is tested against
-/// the less forgiving control plane. Offset 0 (the default) of an empty list is an empty page.
+/// than 0 but less than the number of resources" (4.3.1, 4.4.2, 4.6.1, 5.1.2, 5.1.3, 5.3.1,
+/// 5.3.6) and is silent on what one at or past the end is answered: the simulator takes the
+/// strict reading, 400 CPS.0002 ("offset or limit is invalid", 7.2), so cphub is tested
+/// against the less forgiving control plane. Offset 0 (the default) of an empty list is an
+/// empty page.
 pub(super) fn page_of<T>(
     items: impl Iterator<Item = T>,
     offset: usize,
