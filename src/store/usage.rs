@@ -18,7 +18,7 @@ use crate::usage::{GroupKey, UsageQuery};
 /// The aggregation over the (piece, session) pairs, common to both backends.
 /// `$5` is the rounding offset in seconds.
 macro_rules! usage_sql {
-    (with = $with:expr, pairs = $pairs:literal) => {
+    (with = $with:expr, pairs = $pairs:expr) => {
         concat!(
             $with,
             "SELECT day, app_id, phone_id, user_id, \
@@ -54,25 +54,36 @@ macro_rules! sqlite_pieces {
 /// for every session row, which cost more than the rest of the query. `CROSS JOIN` keeps
 /// the pieces as the outer loop (SQLite's rule for CROSS JOIN), so each piece is one index
 /// range scan.
+/// `sa`, `sb`: whole seconds from a session's start to where piece `p` clips its start and
+/// its end (never before its start). The raw query and the rollups' long sessions both
+/// measure with these, so the two cannot drift apart.
+macro_rules! sqlite_clip {
+    () => {
+        "(max(s.started_at, p.d0) - s.started_at) / 1000 AS sa, \
+         (min(max(s.ended_at, s.started_at), p.d1) - s.started_at) / 1000 AS sb"
+    };
+}
+
 macro_rules! sqlite_sql {
     () => {
         usage_sql!(
             with = sqlite_pieces!(),
-            pairs = "SELECT p.day AS day, \
+            pairs = concat!(
+                "SELECT p.day AS day, \
        CASE WHEN $2 THEN s.app_id END AS app_id, \
        CASE WHEN $3 THEN s.phone_id END AS phone_id, \
        CASE WHEN $4 THEN s.user_id END AS user_id, \
        s.ended_at IS NOT NULL AS closed, \
        s.started_at >= p.d0 AS starts_here, \
        coalesce(s.end_reason = 'abandoned', 0) AS abandoned, \
-       s.run_time_mismatch AS mismatch, \
-       (max(s.started_at, p.d0) - s.started_at) / 1000 AS sa, \
-       (min(max(s.ended_at, s.started_at), p.d1) - s.started_at) / 1000 AS sb \
-     FROM p CROSS JOIN sessions AS s \
+       s.run_time_mismatch AS mismatch, ",
+                sqlite_clip!(),
+                " FROM p CROSS JOIN sessions AS s \
      WHERE s.started_at >= p.d0 - \
              (SELECT coalesce(max(duration_seconds), 0) + 1 FROM sessions) * 1000 \
        AND s.started_at < p.d1 \
        AND (s.started_at >= p.d0 OR s.ended_at > p.d0)"
+            )
         )
     };
 }
@@ -80,28 +91,37 @@ pub(super) const SQLITE: &str = sqlite_sql!();
 /// The plan, as `cphub usage --explain` shows it.
 pub(super) const SQLITE_EXPLAIN: &str = concat!("EXPLAIN QUERY PLAN ", sqlite_sql!());
 
+/// As [`sqlite_clip`], on TIMESTAMPTZ.
+macro_rules! postgres_clip {
+    () => {
+        "floor(extract(epoch FROM greatest(s.started_at, p.d0) - s.started_at))::bigint AS sa, \
+         floor(extract(epoch FROM least(greatest(s.ended_at, s.started_at), p.d1) \
+         - s.started_at))::bigint AS sb"
+    };
+}
+
 /// PostgreSQL: TIMESTAMPTZ; the pieces arrive as three arrays.
 macro_rules! postgres_sql {
     () => {
         usage_sql!(
             with = "",
-            pairs = "SELECT p.day AS day, \
+            pairs = concat!(
+                "SELECT p.day AS day, \
        CASE WHEN $2::boolean THEN s.app_id END AS app_id, \
        CASE WHEN $3::boolean THEN s.phone_id END AS phone_id, \
        CASE WHEN $4::boolean THEN s.user_id END AS user_id, \
        s.ended_at IS NOT NULL AS closed, \
        s.started_at >= p.d0 AS starts_here, \
        coalesce(s.end_reason = 'abandoned', false) AS abandoned, \
-       s.run_time_mismatch AS mismatch, \
-       floor(extract(epoch FROM greatest(s.started_at, p.d0) - s.started_at))::bigint AS sa, \
-       floor(extract(epoch FROM least(greatest(s.ended_at, s.started_at), p.d1) \
-         - s.started_at))::bigint AS sb \
-     FROM unnest($1::text[], $6::timestamptz[], $7::timestamptz[]) AS p(day, d0, d1) \
+       s.run_time_mismatch AS mismatch, ",
+                postgres_clip!(),
+                " FROM unnest($1::text[], $6::timestamptz[], $7::timestamptz[]) AS p(day, d0, d1) \
      JOIN sessions AS s \
        ON s.started_at >= p.d0 - make_interval(secs => \
             (SELECT coalesce(max(duration_seconds), 0) + 1 FROM sessions)) \
       AND s.started_at < p.d1 \
      WHERE s.started_at >= p.d0 OR s.ended_at > p.d0"
+            )
         )
     };
 }
@@ -185,12 +205,10 @@ macro_rules! rollup_sql {
 /// `duration_seconds` (whole seconds of the same difference) narrows them through its
 /// index; the difference itself is the trigger's exact test.
 macro_rules! long_pairs {
-    (sa = $sa:literal, sb = $sb:literal, longer = $longer:literal) => {
+    (clip = $clip:expr, longer = $longer:literal) => {
         concat!(
-            $sa,
-            " AS sa, ",
-            $sb,
-            " AS sb FROM p CROSS JOIN sessions AS s \
+            $clip,
+            " FROM p CROSS JOIN sessions AS s \
              WHERE s.duration_seconds >= 2678400 AND ",
             $longer,
             " AND s.started_at < p.d1 AND (s.started_at >= p.d0 OR s.ended_at > p.d0)"
@@ -205,8 +223,7 @@ macro_rules! sqlite_rollup_sql {
             cast = "",
             null = "NULL",
             long = long_pairs!(
-                sa = "(max(s.started_at, p.d0) - s.started_at) / 1000",
-                sb = "(min(max(s.ended_at, s.started_at), p.d1) - s.started_at) / 1000",
+                clip = sqlite_clip!(),
                 longer = "s.ended_at - s.started_at > 2678400000"
             )
         )
@@ -224,9 +241,7 @@ macro_rules! postgres_rollup_sql {
             cast = "::boolean",
             null = "NULL::text",
             long = long_pairs!(
-                sa = "floor(extract(epoch FROM greatest(s.started_at, p.d0) - s.started_at))::bigint",
-                sb = "floor(extract(epoch FROM least(greatest(s.ended_at, s.started_at), p.d1) \
-                      - s.started_at))::bigint",
+                clip = postgres_clip!(),
                 longer = "s.ended_at - s.started_at > interval '31 days'"
             )
         )
