@@ -59,6 +59,9 @@ pub const SYSTEM_ERROR: &str = "CPS.0003";
 /// 7.2: "Parameter error: Invalid pagination parameter." (`offset or limit is invalid`).
 pub const BAD_PAGE: &str = "CPS.0002";
 
+/// 7.2: "The cloud phone you queried does not exist." (`Phone is not found`).
+pub const PHONE_NOT_FOUND: &str = "CPS.0005";
+
 /// 7.2: the account is in arrears (CPS.0006), frozen (CPS.0007) or not verified (CPS.0008).
 /// Every call fails until a person acts; retrying or recovering other phones cannot help.
 pub const ACCOUNT_CODES: [&str; 3] = ["CPS.0006", "CPS.0007", "CPS.0008"];

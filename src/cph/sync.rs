@@ -14,6 +14,10 @@
 //! again when the list's `update_time` moves; at most `cph.detail_reads_per_sync` a sync.
 //! The same read keeps the phone's properties (`property`), which a reset falls back to
 //! when it cannot read the phone right before (chapter 4.3.5 restores factory settings).
+//!
+//! Which phones are gone: a phone the complete listing leaves out twice in a row (its
+//! server released, or the phone deleted, outside cphub) is marked `unlisted`, and cphub
+//! stops allocating and recovering it; listed again, it is back (store, migration 0033).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -75,6 +79,9 @@ async fn sync_once(
     limits: SyncLimits,
 ) -> Result<(), SyncError> {
     let listed = client.list_phones(&PhoneFilter::default()).await?;
+    if listed.is_empty() {
+        tracing::warn!("the control plane lists no phone: is `cph.project_id` the fleet's project? Phones it listed before are kept as they were");
+    }
     let phones = with_access(client, store, listed, limits).await?;
     store.sync_phones(&phones, clock.now()).await?;
     let apps = deployed_apps(client).await?;

@@ -62,6 +62,10 @@ pub struct SimPhone {
     /// change of its status or properties (the reference names no other); None until the
     /// first, when it is the creation time.
     pub updated: Option<DateTime<Utc>>,
+    /// Its server was released (or the phone deleted) outside the API, which has no call for
+    /// it: the control plane no longer lists or knows it (4.3.1, 4.3.2 `CPS.0005`) and it
+    /// calls back no more. Kept in `phones` so the phone tasks' places stay put.
+    pub released: bool,
 }
 
 impl SimPhone {
@@ -73,7 +77,11 @@ impl SimPhone {
     /// Up and sending callbacks.
     pub fn is_alive(&self) -> bool {
         let faults = self.faults;
-        self.status == status::RUNNING && !faults.silent && !faults.stuck && !faults.dark
+        self.status == status::RUNNING
+            && !self.released
+            && !faults.silent
+            && !faults.stuck
+            && !faults.dark
     }
 }
 
@@ -280,6 +288,7 @@ impl Fleet {
                 versions: BTreeMap::new(),
                 heard: false,
                 updated: None,
+                released: false,
             })
             .collect();
         let mut fleet = Fleet {
@@ -367,12 +376,26 @@ impl Fleet {
             .find_map(|app| app.version(app_version_id).map(|v| (app, v)))
     }
 
+    /// The phone the control plane knows by `phone_id` (not one released).
     pub fn phone(&self, phone_id: &str) -> Option<&SimPhone> {
-        self.phones.iter().find(|p| p.phone_id == phone_id)
+        self.listed().find(|p| p.phone_id == phone_id)
     }
 
     pub fn phone_mut(&mut self, phone_id: &str) -> Option<&mut SimPhone> {
-        self.phones.iter_mut().find(|p| p.phone_id == phone_id)
+        (self.phones.iter_mut()).find(|p| p.phone_id == phone_id && !p.released)
+    }
+
+    /// The phones the control plane knows, in creation order.
+    pub fn listed(&self) -> impl DoubleEndedIterator<Item = &SimPhone> {
+        self.phones.iter().filter(|p| !p.released)
+    }
+
+    /// The server is released outside the API (the reference has no call for it): its
+    /// phones are gone from the control plane and stop calling back.
+    pub fn release_server(&mut self, server_id: &str) {
+        for phone in self.phones.iter_mut().filter(|p| p.server_id == server_id) {
+            phone.released = true;
+        }
     }
 
     /// Someone other than cphub changes the phone's status (chapter 4.3.1): stops, freezes

@@ -77,8 +77,8 @@ macro_rules! session_columns {
 /// A phone that may be given to a new session: in no session, held for none (the part
 /// the `phones_free` index covers, so the pick never walks busy phones), heard from since
 /// `$at`, running as far as the control plane knows (chapter 4.3.1: 2; every other status is
-/// in transition, failed or out of service), not being recovered or given up on, and not
-/// drained by a rollout (the row's own mark, migration 0018, which `phones_free` also
+/// in transition, failed or out of service) and still listed by it (migration 0033), not
+/// being recovered or given up on, and not drained by a rollout (the row's own mark, migration 0018, which `phones_free` also
 /// leaves out: the drain writes the row a mint locks, so the two cannot cross).
 macro_rules! free_phone_sql {
     ($at:literal) => {
@@ -86,7 +86,7 @@ macro_rules! free_phone_sql {
             "allocated_session_id IS NULL AND current_session_id IS NULL \
                AND heartbeat_session_id IS NULL AND last_seen_at >= ",
             $at,
-            " AND (cph_status IS NULL OR cph_status = 2) \
+            " AND (cph_status IS NULL OR cph_status = 2) AND unlisted_at IS NULL \
                AND drained_by_rollout IS NULL AND recovery_state IS NULL"
         )
     };
@@ -94,8 +94,9 @@ macro_rules! free_phone_sql {
 pub(super) use free_phone_sql;
 
 /// A phone's state as the operator sees it, from its row; `$1` is the freshness cut-off.
-/// One expression, so the gauge and the phone views can never disagree. The control plane's
-/// status (chapter 4.3.1) comes first: frozen (6), stopped (8), creation failed (-8) and
+/// One expression, so the gauge and the phone views can never disagree. A phone the control
+/// plane no longer lists (migration 0033) is `unlisted`, whatever else the row says: cphub
+/// can neither allocate nor recover it. The control plane's status (chapter 4.3.1) comes next: frozen (6), stopped (8), creation failed (-8) and
 /// stopping failed (-9) are `out_of_service`, whatever else the row says; any other status
 /// but running (2) — creating, resetting, restarting, stopping, or failed and awaiting the
 /// watchdog — is `unavailable`. A phone a rollout drained (draining, updating, verifying:
@@ -108,6 +109,7 @@ pub(super) use free_phone_sql;
 macro_rules! phone_state_sql {
     () => {
         "CASE \
+           WHEN unlisted_at IS NOT NULL THEN 'unlisted' \
            WHEN cph_status IN (6, 8, -8, -9) THEN 'out_of_service' \
            WHEN recovery_state IS NOT NULL THEN recovery_state \
            WHEN cph_status IS NOT NULL AND cph_status <> 2 THEN 'unavailable' \
@@ -311,7 +313,8 @@ pub(super) async fn phone_apps(
 /// transition (creating, resetting, restarting, stopping) or out of service (frozen,
 /// stopped, creation or stopping failed): it is silent for a reason, and left alone. A
 /// phone a rollout is updating or verifying is left to the rollout: an update restarts the
-/// game, and the rollout follows it to its end (migration 0016).
+/// game, and the rollout follows it to its end (migration 0016). A phone the control plane
+/// no longer lists (migration 0033) is not one cphub can restart or reset.
 pub(super) async fn unhealthy_phones(
     db: &mut impl Sql,
     fresh_since: UtcTime,
@@ -320,6 +323,7 @@ pub(super) async fn unhealthy_phones(
                WHERE ((last_seen_at IS NOT NULL AND last_seen_at < $1 \
                    AND (cph_status IS NULL OR cph_status = 2)) \
                  OR cph_status IN (-5, -6, -7)) \
+                 AND unlisted_at IS NULL \
                  AND NOT EXISTS (SELECT 1 FROM rollout_phones u \
                    WHERE u.phone_id = phones.phone_id AND u.state IN ('updating', 'verifying')) \
                ORDER BY phone_id";
@@ -332,10 +336,12 @@ pub(super) async fn unhealthy_phones(
 /// reported yet — as only those are counted silent: a phone stopped on purpose (8), frozen
 /// or in transition never heartbeats, and counted here it would dilute the share until a
 /// server with many stopped phones could die without an incident, its running phones
-/// restarted one by one.
+/// restarted one by one. Nor do phones the control plane no longer lists, which are not
+/// candidates either.
 pub(super) async fn phones_per_server(db: &mut impl Sql) -> Result<Vec<(String, i64)>, StoreError> {
     let sql = "SELECT server_id, COUNT(*) FROM phones WHERE server_id IS NOT NULL \
                  AND (cph_status IS NULL OR cph_status IN (2, -5, -6, -7)) \
+                 AND unlisted_at IS NULL \
                GROUP BY server_id";
     Ok(db.fetch_all(sql, &[]).await?)
 }
@@ -973,7 +979,8 @@ pub(super) async fn sync_phones(
                  cph_update_time = CASE WHEN excluded.access_infos IS NULL \
                    THEN phones.cph_update_time ELSE excluded.cph_update_time END, \
                  cph_property = COALESCE(excluded.cph_property, phones.cph_property), \
-                 cph_property_at = COALESCE(excluded.cph_property_at, phones.cph_property_at)";
+                 cph_property_at = COALESCE(excluded.cph_property_at, phones.cph_property_at), \
+                 missed_listings = 0, unlisted_at = NULL";
     let mut in_key_order: Vec<&ControlPlanePhone> = phones.iter().collect();
     in_key_order.sort_unstable_by(|a, b| a.phone_id.cmp(&b.phone_id));
     for phone in in_key_order {
@@ -993,6 +1000,24 @@ pub(super) async fn sync_phones(
         ];
         tx.execute(sql, &args).await?;
     }
+    // An empty listing is more likely the wrong project than a fleet released whole; it
+    // unlists nothing (phone sync warns).
+    if !phones.is_empty() {
+        count_missed_listings(tx, now).await?;
+    }
+    Ok(())
+}
+
+/// Counts a complete listing (the one just written, at `now`) against every phone it left
+/// out that an earlier one listed, and marks those left out twice in a row `unlisted`
+/// (migration 0033). Each listed phone's `cph_synced_at` is `now` by then; a phone never
+/// listed (known only from its callbacks) has none and is left as it is. The `CASE` reads
+/// the count from before this listing.
+async fn count_missed_listings(tx: &mut impl Sql, now: UtcTime) -> Result<(), StoreError> {
+    let sql = "UPDATE phones SET missed_listings = missed_listings + 1, \
+                 unlisted_at = CASE WHEN missed_listings >= 1 THEN $1 END \
+               WHERE cph_synced_at < $1 AND unlisted_at IS NULL";
+    tx.execute(sql, &args![now]).await?;
     Ok(())
 }
 

@@ -212,7 +212,8 @@ pub struct Phone {
     pub phone_id: String,
     /// idle, allocated, occupied, stale, unavailable (in transition or failed, chapter
     /// 4.3.1), out_of_service (frozen, stopped, creation or stopping failed), recovering,
-    /// broken, draining (a rollout drained, is updating or verifying it).
+    /// broken, draining (a rollout drained, is updating or verifying it), unlisted (the
+    /// control plane no longer lists it, migration 0033).
     pub state: String,
     pub phone_name: Option<String>,
     pub server_id: Option<String>,

@@ -357,8 +357,9 @@ pub struct Applied {
 /// The states a phone can be in as the operator sees it (see `book::phone_state_sql!`):
 /// `unavailable` is a control-plane status in transition or failed, `out_of_service` one
 /// the phone is out of service in (chapter 4.3.1; docs/operations.md has the table),
-/// `draining` one a rollout took from allocation.
-pub const PHONE_STATES: [&str; 9] = [
+/// `draining` one a rollout took from allocation, `unlisted` one the control plane no longer
+/// lists (migration 0033).
+pub const PHONE_STATES: [&str; 10] = [
     "idle",
     "allocated",
     "occupied",
@@ -368,6 +369,7 @@ pub const PHONE_STATES: [&str; 9] = [
     "recovering",
     "broken",
     "draining",
+    "unlisted",
 ];
 
 /// A decision to log (see `recoveries` in the migration).
@@ -689,7 +691,9 @@ pub trait Store: Send + Sync + 'static {
     async fn phones_by_state(&self, fresh_since: UtcTime)
     -> Result<Vec<(String, i64)>, StoreError>;
 
-    /// Records the control plane's view of the phones (one transaction).
+    /// Records the control plane's view of the phones (one transaction): `phones` is a
+    /// complete listing (4.3.1), so a phone listed before and left out of it twice in a row
+    /// is marked unlisted (migration 0033); an empty listing unlists nothing.
     async fn sync_phones(
         &self,
         phones: &[ControlPlanePhone],

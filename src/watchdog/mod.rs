@@ -33,7 +33,7 @@ use crate::clock::Clock;
 use crate::config::{FleetSettings, WatchdogSettings};
 use crate::cph::properties::merge_for_reset;
 use crate::cph::{
-    ACCOUNT_CODES, CphClient, CphError, PhoneDetail, model::job_status, model::status,
+    ACCOUNT_CODES, CphClient, CphError, PHONE_NOT_FOUND, PhoneDetail, model::job_status, model::status,
 };
 use crate::domain::{ParseError, PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
@@ -973,6 +973,14 @@ impl Watchdog {
         }
         let fresh = match self.client.phone(&recovery.phone_id).await {
             Ok(detail) => detail.phone.status,
+            // The phone is gone (its server released elsewhere): no job will tell more, and
+            // re-reading it every pass would only repeat the answer.
+            Err(error) if error.code() == Some(PHONE_NOT_FOUND) => {
+                let note = "outcome unknown (chapter 7.1.2), no job found; re-read: the control plane does not know the phone (CPS.0005)";
+                self.finish(recovery.id, action, Outcome::Error, None, Some(note.to_owned()))
+                    .await?;
+                return Ok(None);
+            }
             Err(error) => {
                 self.pause_if_account_level(&error, &recovery.phone_id);
                 return Ok(None);

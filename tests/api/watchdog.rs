@@ -1232,6 +1232,57 @@ async fn a_dead_server_produces_one_incident_and_no_per_phone_restarts(backend: 
     fleet.simulator.stop().await;
 }
 
+/// Chapter 4.3.1 lists the phones the control plane has, and 4.3.2 answers `CPS.0005` (7.2)
+/// for one it does not: a server released outside cphub (the reference has no call for it)
+/// takes its phones away. They fall silent, and without the listing they would be stale for
+/// good, candidates every pass, and their server one open incident. Left out of two
+/// listings in a row, they are `unlisted`: not allocated, not recovered, and their server
+/// holds nothing; the other server's phones play on.
+async fn a_released_servers_phones_are_unlisted_and_left_alone_4_3_1(backend: Backend) {
+    let fleet = start(backend, 8, "", |o| o.phones_per_server = 4).await;
+    let ids = fleet.simulator.phone_ids();
+    let server = fleet.simulator.fleet.lock().server_ids()[1].clone();
+    let released = &ids[4..];
+    for phone_id in &ids {
+        fleet
+            .app
+            .wait_for_phone(phone_id, |p| p["state"] == "idle")
+            .await;
+    }
+    let setup_jobs = recovery_jobs(&fleet.simulator, released);
+
+    fleet.simulator.fleet.lock().release_server(&server);
+
+    for phone_id in released {
+        fleet
+            .app
+            .wait_for_phone(phone_id, |p| p["state"] == "unlisted")
+            .await;
+    }
+    // Silent well past the threshold (2 s), with a sync and twenty watchdog passes a second.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_for_metric(&fleet.app, "cphub_server_incidents_open", 0.0).await;
+
+    for phone_id in released {
+        let phone = fleet.app.phone(phone_id).await.unwrap();
+        assert_eq!(phone["state"], "unlisted", "{phone}");
+        let log = recoveries(&fleet.app, phone_id).await;
+        assert!(acted_on(&log).is_empty(), "{phone_id}: {log:?}");
+        assert_not_allocated(&fleet.app, phone_id).await;
+    }
+    assert_eq!(recovery_jobs(&fleet.simulator, released), setup_jobs);
+    for phone_id in &ids[..4] {
+        let phone = fleet.app.phone(phone_id).await.unwrap();
+        assert_eq!(phone["state"], "idle", "{phone}");
+    }
+    let metrics = fleet.app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("cphub_phones{state=\"unlisted\"} 4"),
+        "{metrics}"
+    );
+    fleet.simulator.stop().await;
+}
+
 /// `cphub phones reset PHONE ARGS` against the fleet's control plane and book.
 async fn cli_reset(fleet: &Fleet, phone_id: &str, args: &[&str]) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
@@ -1365,6 +1416,7 @@ backend_tests!(
     reset_4_3_5_refused_for_one_property_drops_it_and_says_so,
     a_manual_reset_refused_for_arrears_7_2_pauses_recoveries,
     a_dead_server_produces_one_incident_and_no_per_phone_restarts,
+    a_released_servers_phones_are_unlisted_and_left_alone_4_3_1,
     a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
     a_restart_refused_try_again_later_7_2_is_tried_again_not_answered_with_a_reset,
     a_restart_answered_504_before_it_starts_7_1_2_waits_for_its_job_4_4_2,

@@ -2,6 +2,8 @@
 //! phones (chapter 4.3.1 `server_id`), hands the watchdog each unhealthy phone's server,
 //! keeps an incident `open` apart from the `pending` jobs, and closes it once.
 
+use cphub::store::Allocation;
+
 use crate::backend_tests;
 use crate::helpers::*;
 
@@ -9,6 +11,7 @@ backend_tests!(
     phones_are_counted_per_server_and_unhealthy_ones_carry_theirs,
     only_phones_in_service_count_towards_a_server_4_3_1,
     an_incident_stays_open_apart_from_pending_jobs_until_closed_once,
+    a_phone_left_out_of_two_complete_listings_in_a_row_is_unlisted_4_3_1,
 );
 
 async fn phones_are_counted_per_server_and_unhealthy_ones_carry_theirs(backend: Backend) {
@@ -98,4 +101,57 @@ async fn an_incident_stays_open_apart_from_pending_jobs_until_closed_once(backen
         log[0].detail.as_deref(),
         Some("s-1 went dark; closed: 0 of 4 phones silent")
     );
+}
+
+/// Chapter 4.3.1 lists the phones the control plane has; a server released outside cphub
+/// takes its phones off the list. One listing that leaves a phone out does not unlist it
+/// (offset paging can skip a phone while another is deleted), nor does an empty listing
+/// (more likely the wrong project); the second in a row does, and the phone is then
+/// neither a recovery candidate, nor counted in its server, nor allocated. Listed again,
+/// it is back.
+async fn a_phone_left_out_of_two_complete_listings_in_a_row_is_unlisted_4_3_1(backend: Backend) {
+    let store = open(backend).await;
+    let all = [("p-1", "s-1"), ("p-2", "s-1"), ("p-3", "s-2")];
+    sync(&store, &all, "19:00:00").await;
+    let heard = ["p-1", "p-2", "p-3"].map(|p| heartbeat(p, "19:00:00", None, "19:00:00"));
+    record(&store, &heard).await;
+    let state = |phone| phone_state(&store, phone, at("18:59:00"));
+    let silent_ones = async || {
+        let unhealthy = store.unhealthy_phones(at("19:10:00")).await.unwrap();
+        unhealthy
+            .into_iter()
+            .map(|p| p.phone_id.to_string())
+            .collect::<Vec<_>>()
+    };
+
+    sync(&store, &all[..2], "19:01:00").await;
+    sync(&store, &[], "19:01:30").await;
+
+    assert_eq!(
+        state("p-3").await,
+        "idle",
+        "left out once, and an empty listing"
+    );
+    assert_eq!(silent_ones().await, ["p-1", "p-2", "p-3"]);
+
+    sync(&store, &all[..2], "19:02:00").await;
+
+    assert_eq!(state("p-3").await, "unlisted");
+    assert_eq!(state("p-1").await, "idle");
+    assert_eq!(silent_ones().await, ["p-1", "p-2"]);
+    let counts = store.phones_per_server().await.unwrap();
+    assert_eq!(counts, [("s-1".to_owned(), 2)], "s-2 has no phone left");
+    let pinned = Mint {
+        session: "s-1",
+        pinned: Some("p-3"),
+        now: "19:02:01",
+        hold_until: "19:03:00",
+        fresh_since: "18:59:00",
+    };
+    assert_eq!(mint(&store, pinned).await, Allocation::PhoneBusy);
+
+    sync(&store, &all, "19:03:00").await;
+
+    assert_eq!(state("p-3").await, "idle", "listed again");
+    assert_eq!(silent_ones().await, ["p-1", "p-2", "p-3"]);
 }

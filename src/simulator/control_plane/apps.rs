@@ -78,7 +78,7 @@ pub(super) async fn app_phones(
     let Some(app) = fleet.apps.iter().find(|app| app.app_id == app_id) else {
         return Ok(phone_page(Vec::new()));
     };
-    let deployed = (fleet.phones.iter()).filter(|phone| phone.apps.iter().any(|a| a == app_id));
+    let deployed = (fleet.listed()).filter(|phone| phone.apps.iter().any(|a| a == app_id));
     let phones = page_of(deployed, offset, limit)?
         .into_iter()
         .map(|phone| deployment(phone, app))

@@ -79,7 +79,7 @@ fn phones_of(fleet: &Fleet, phone_ids: &[String], server_ids: &[String]) -> Vec<
     if !phone_ids.is_empty() {
         return phone_ids.to_vec();
     }
-    (fleet.phones.iter())
+    (fleet.listed())
         .filter(|p| server_ids.contains(&p.server_id))
         .map(|p| p.phone_id.clone())
         .collect()

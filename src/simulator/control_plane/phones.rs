@@ -89,7 +89,7 @@ pub(super) async fn list_phones(
         .iter()
         .enumerate()
         .rev()
-        .filter(|(_, phone)| query.matches(phone))
+        .filter(|(_, phone)| !phone.released && query.matches(phone))
         .collect();
     let count = fleet.phones.len();
     let phones: Vec<Value> = page_of(matching.iter(), query.offset, query.limit)?
@@ -117,7 +117,7 @@ pub(super) async fn show_phone(
         .phones
         .iter()
         .enumerate()
-        .find(|(_, phone)| phone.phone_id == phone_id)
+        .find(|(_, phone)| phone.phone_id == phone_id && !phone.released)
         .ok_or_else(|| ControlPlaneError::unknown_phone(phone_id))?;
     let created = created(cp.started, index, fleet.phones.len());
     let mut detail = phone_summary(phone, index, created);
