@@ -99,6 +99,7 @@ pub enum Decision {
 /// neither counts against the budgets nor starts a restart-then-reset escalation.
 pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets) -> Decision {
     let acted = acted(history);
+    let errors = errors_in_a_row(history);
     let mut history = history.iter().filter(|p| p.counts());
     let Some(last) = history.next() else {
         return Decision::Act(first_action(reason));
@@ -115,7 +116,7 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
     if went_well && now < ended.plus(budgets.grace_after_recovery) {
         return Decision::Wait("giving the phone time to come back");
     }
-    if errored && now < ended.plus(budgets.grace_after_recovery) {
+    if errored && now < ended.plus(error_backoff(errors, budgets)) {
         return Decision::Wait("the last recovery did not go through; trying again later");
     }
     match last.action {
@@ -134,12 +135,32 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
 }
 
 /// Restarts and resets in `history` that reached (or, in dry run, would have reached) the
-/// control plane: what the hourly cap counts.
+/// phone: what the hourly cap counts. One that ended in an error is not known to have (7.2
+/// `CPS.0003` "try again later", the control plane unreachable or answering 5xx, a job not
+/// followed to its end): it backs off instead ([`error_backoff`]), so that a control-plane
+/// outage does not mark every silent phone `broken`, to be left alone once it is over.
 pub fn acted(history: &[Past]) -> usize {
     history
         .iter()
-        .filter(|p| p.action != Action::MarkBroken && p.counts())
+        .filter(|p| p.action != Action::MarkBroken && p.counts() && p.outcome != Outcome::Error)
         .count()
+}
+
+/// The recoveries at the head of `history` (newest first) that ended in an error, skips and
+/// account refusals passed over.
+fn errors_in_a_row(history: &[Past]) -> u32 {
+    let errors = (history.iter().filter(|p| p.counts())).take_while(|p| p.outcome == Outcome::Error);
+    u32::try_from(errors.count()).unwrap_or(u32::MAX)
+}
+
+/// How long after the last of `errors` errors in a row the recovery is tried again: the
+/// grace, doubled for each error before it, at most the hour the history covers. A long
+/// control-plane outage so costs a silent phone a handful of attempts an hour, not one per
+/// grace; once it is over, the next attempt comes within the hour.
+fn error_backoff(errors: u32, budgets: &Budgets) -> Duration {
+    let doublings = errors.saturating_sub(1).min(16);
+    let backoff = budgets.grace_after_recovery.saturating_mul(1 << doublings);
+    backoff.min(Duration::from_secs(3600))
 }
 
 /// A restart, unless the control plane says the last restart failed: then a reset.
@@ -229,6 +250,46 @@ mod tests {
         assert_eq!(
             decide(Reason::Stale, &then_failed, at(211), &budgets()),
             Decision::Act(Action::Reset)
+        );
+    }
+
+    /// A control-plane outage (every restart ends in an error) never marks the phone
+    /// broken: the attempts back off, twice the grace after two errors in a row, four
+    /// times after three, and a restart is tried again after each wait.
+    #[test]
+    fn errors_in_a_row_back_off_and_never_count_against_the_cap() {
+        let errored = |started| past(Action::Restart, Outcome::Error, started, Some(started));
+        let history = [errored(400), errored(200), errored(0), errored(-200)];
+        assert_eq!(acted(&history), 0);
+        assert!(matches!(
+            decide(Reason::Stale, &history, at(400 + 959), &budgets()),
+            Decision::Wait(_)
+        ));
+        assert_eq!(
+            decide(Reason::Stale, &history, at(400 + 960), &budgets()),
+            Decision::Act(Action::Restart),
+            "four errors in a row: 120 s × 8"
+        );
+        let two = [errored(200), errored(0)];
+        assert!(matches!(
+            decide(Reason::Stale, &two, at(200 + 239), &budgets()),
+            Decision::Wait(_)
+        ));
+        assert_eq!(
+            decide(Reason::Stale, &two, at(200 + 240), &budgets()),
+            Decision::Act(Action::Restart)
+        );
+        let after_a_failure = [errored(200), past(Action::Restart, Outcome::Failed, 0, Some(10))];
+        assert_eq!(
+            decide(Reason::Stale, &after_a_failure, at(200 + 120), &budgets()),
+            Decision::Act(Action::Restart),
+            "one error in a row: the grace alone"
+        );
+        let many: Vec<Past> = (0..20).map(|i| errored(3000 - i * 100)).collect();
+        assert_eq!(
+            decide(Reason::Stale, &many, at(3000 + 3600), &budgets()),
+            Decision::Act(Action::Restart),
+            "never more than the hour"
         );
     }
 
