@@ -178,6 +178,13 @@ fn used_again(
     let live = matches!(issued.state, SessionState::Verified | SessionState::Playing);
     match rules.reconnect {
         _ if same_request && within_grace => Ok(Verdict::Retry),
+        // Under `enforce` the data proves the caller holds the session key only if it is not
+        // a copy: the SDK seals each sign check under a fresh `aes_iv`, so the first request
+        // sent again word for word after the grace is someone replaying it (from a log, a
+        // proxy), not the player reconnecting.
+        _ if same_request && rules.encrypted_data == EncryptedDataMode::Enforce => {
+            Err(Refusal::Replayed)
+        }
         Reconnect::WhileLive if live => Ok(Verdict::Reconnect),
         Reconnect::WhileLive => Err(Refusal::SessionEnded),
         Reconnect::Never => Err(Refusal::Replayed),
@@ -389,8 +396,18 @@ mod tests {
                 verify(&issued, &again, later, &rules),
                 Ok(Verdict::Reconnect)
             );
+            // The first request word for word, long after: a copy under `enforce`, whose
+            // data proves nothing; a reconnect when the data is not held to account.
             assert_eq!(
                 verify(&issued, &first, later, &rules),
+                Err(Refusal::Replayed)
+            );
+            let observe = Rules {
+                encrypted_data: EncryptedDataMode::Observe,
+                ..self::rules(Reconnect::WhileLive)
+            };
+            assert_eq!(
+                verify(&issued, &first, later, &observe),
                 Ok(Verdict::Reconnect)
             );
         }

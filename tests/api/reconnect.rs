@@ -26,6 +26,8 @@ struct Game {
     app: TestApp,
     clock: Arc<ManualClock>,
     minted: Value,
+    /// The first sign check, as the phone sent it.
+    first: Value,
 }
 
 impl Game {
@@ -38,8 +40,14 @@ impl Game {
         let minted = app
             .mint_ok(&json!({"app_id": "com.example.game", "user_id": "u-1"}))
             .await;
-        let game = Game { app, clock, minted };
-        game.admitted(&game.sign_check(b"first")).await;
+        let mut game = Game {
+            app,
+            clock,
+            minted,
+            first: Value::Null,
+        };
+        game.first = game.sign_check(b"first");
+        game.admitted(&game.first).await;
         game.app.send_event(&enter(game.id(), "p-1", T0)).await;
         game
     }
@@ -159,7 +167,26 @@ async fn under_enforce_a_reconnect_must_prove_the_session_key(backend: Backend) 
     assert_eq!(game.log_kinds().await, ["enter", "reconnect"]);
 }
 
+/// Under `enforce`, the first sign check sent again word for word after the retry grace is
+/// a copy (from a log, a proxy), not the SDK reconnecting, which seals every sign check under
+/// a fresh IV: refused as a replay, whose `encrypted_data` would otherwise decrypt and hand
+/// out the key. Within the grace it is the engine's retry, answered again; and the player's
+/// own reconnect is admitted.
+async fn under_enforce_a_copy_of_the_first_sign_check_is_refused_as_a_replay(backend: Backend) {
+    let game = Game::started(backend, "encrypted_data = \"enforce\"\n").await;
+    game.clock.advance(Duration::from_secs(5));
+    game.admitted(&game.first).await;
+    game.clock.advance(Duration::from_secs(25));
+
+    let res = game.app.sign_check(&game.first).await;
+
+    assert_error(res, 403, "CPHUB.TICKET_REPLAYED").await;
+    game.admitted(&game.sign_check(b"reconnect")).await;
+    assert_eq!(game.log_kinds().await, ["enter", "reconnect"]);
+}
+
 backend_tests!(
+    under_enforce_a_copy_of_the_first_sign_check_is_refused_as_a_replay,
     a_reconnect_30_s_into_a_game_is_admitted_with_the_same_key_and_logged,
     after_quit_the_ticket_is_refused_with_its_own_code,
     with_reconnect_never_the_ticket_is_single_use,
