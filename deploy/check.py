@@ -114,9 +114,10 @@ KNOWN_VALUES = {
         # "recovering" and "broken" come with the fleet watchdog; "unavailable" is a
         # control-plane status in transition or failed, "out_of_service" frozen, stopped,
         # creation or stopping failed (docs/operations.md, the phone status table);
-        # "draining" a phone a rollout took from allocation.
+        # "draining" a phone a rollout took from allocation, "unlisted" one the control
+        # plane no longer lists.
         "idle", "allocated", "occupied", "stale", "unavailable", "out_of_service",
-        "recovering", "broken", "draining",
+        "recovering", "broken", "draining", "unlisted",
     },
     # Chapter 4.6.1's statuses as cphub names them (src/domain/encode_server.rs).
     ("cphub_encode_servers", "state"): {

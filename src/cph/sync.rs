@@ -15,9 +15,10 @@
 //! The same read keeps the phone's properties (`property`), which a reset falls back to
 //! when it cannot read the phone right before (chapter 4.3.5 restores factory settings).
 //!
-//! Which phones are gone: a phone the complete listing leaves out twice in a row (its
-//! server released, or the phone deleted, outside cphub) is marked `unlisted`, and cphub
-//! stops allocating and recovering it; listed again, it is back (store, migration 0033).
+//! Which phones are gone: a phone left out of two complete listings that did not overlap
+//! in time (its server released, or the phone deleted, outside cphub) is marked
+//! `unlisted`, and cphub stops allocating and recovering it; listed again, it is back
+//! (store, migration 0033). Every replica syncs; a listing of one counts as any other's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,12 +79,13 @@ async fn sync_once(
     clock: &dyn Clock,
     limits: SyncLimits,
 ) -> Result<(), SyncError> {
+    let began = clock.now();
     let listed = client.list_phones(&PhoneFilter::default()).await?;
     if listed.is_empty() {
         tracing::warn!("the control plane lists no phone: is `cph.project_id` the fleet's project? Phones it listed before are kept as they were");
     }
     let phones = with_access(client, store, listed, limits).await?;
-    store.sync_phones(&phones, clock.now()).await?;
+    store.sync_phones(&phones, began, clock.now()).await?;
     let apps = deployed_apps(client).await?;
     store.sync_phone_apps(&apps, clock.now()).await?;
     tracing::debug!(

@@ -63,13 +63,18 @@ impl Rollouts {
     }
 
     /// A drained phone: skipped when its session outlives the deadline (unless `force`),
-    /// updated once it is free, left while the watchdog recovers it or the budget is spent.
+    /// updated once it is free, left while the watchdog recovers it or the budget is spent;
+    /// failed at once when the control plane no longer lists it, which nothing will change.
     async fn drain(
         &self,
         rollout: &Rollout,
         phone: &RolloutPhone,
         budget: &mut usize,
     ) -> Result<(), StoreError> {
+        if phone.unlisted {
+            let why = "the control plane no longer lists the phone (4.3.1); not updated";
+            return self.fail(phone, why).await;
+        }
         let now = self.clock.now();
         let deadline = Duration::from_secs(rollout.drain_deadline_secs.max(1) as u64);
         let overdue = phone.drained_at.is_none_or(|at| at.plus(deadline) <= now);
@@ -294,8 +299,10 @@ impl Rollouts {
         if phones.iter().any(|p| p.state.is_drained()) {
             return Ok(());
         }
+        // A phone gone from the control plane says nothing of the version.
         let failed = (phones.iter())
             .filter(|p| p.state == PhoneStep::Failed && p.batch == Some(rollout.batch))
+            .filter(|p| !p.unlisted)
             .count() as i64;
         if rollout.batch > 0 && failed > rollout.max_failures {
             let why = format!(

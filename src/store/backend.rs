@@ -427,10 +427,23 @@ impl<B: Backend> Store for B {
     async fn sync_phones(
         &self,
         phones: &[ControlPlanePhone],
+        began: UtcTime,
         now: UtcTime,
     ) -> Result<(), StoreError> {
         let synced = in_transaction!(self, sync_phones(phones, now));
-        synced.map_err(during("sync_phones"))
+        synced.map_err(during("sync_phones"))?;
+        // An empty listing is more likely the wrong project than a fleet released whole: it
+        // unlists nothing (phone sync warns).
+        if phones.is_empty() {
+            return Ok(());
+        }
+        let noted = in_transaction!(self, note_missed_listing(phones, began, now));
+        noted.map_err(during("note_missed_listing"))
+    }
+
+    async fn record_unlisted(&self, phone_id: &PhoneId, now: UtcTime) -> Result<(), StoreError> {
+        let recorded = in_transaction!(self, record_unlisted(phone_id, now));
+        recorded.map(drop).map_err(during("record_unlisted"))
     }
 
     async fn sync_phone_apps(&self, apps: &[PhoneApp], now: UtcTime) -> Result<(), StoreError> {

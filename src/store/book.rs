@@ -980,7 +980,7 @@ pub(super) async fn sync_phones(
                    THEN phones.cph_update_time ELSE excluded.cph_update_time END, \
                  cph_property = COALESCE(excluded.cph_property, phones.cph_property), \
                  cph_property_at = COALESCE(excluded.cph_property_at, phones.cph_property_at), \
-                 missed_listings = 0, unlisted_at = NULL";
+                 missed_at = NULL, unlisted_at = NULL";
     let mut in_key_order: Vec<&ControlPlanePhone> = phones.iter().collect();
     in_key_order.sort_unstable_by(|a, b| a.phone_id.cmp(&b.phone_id));
     for phone in in_key_order {
@@ -1000,25 +1000,73 @@ pub(super) async fn sync_phones(
         ];
         tx.execute(sql, &args).await?;
     }
-    // An empty listing is more likely the wrong project than a fleet released whole; it
-    // unlists nothing (phone sync warns).
-    if !phones.is_empty() {
-        count_missed_listings(tx, now).await?;
-    }
     Ok(())
 }
 
-/// Counts a complete listing (the one just written, at `now`) against every phone it left
-/// out that an earlier one listed, and marks those left out twice in a row `unlisted`
-/// (migration 0033). Each listed phone's `cph_synced_at` is `now` by then; a phone never
-/// listed (known only from its callbacks) has none and is left as it is. The `CASE` reads
-/// the count from before this listing.
-async fn count_missed_listings(tx: &mut impl Sql, now: UtcTime) -> Result<(), StoreError> {
-    let sql = "UPDATE phones SET missed_listings = missed_listings + 1, \
-                 unlisted_at = CASE WHEN missed_listings >= 1 THEN $1 END \
-               WHERE cph_synced_at < $1 AND unlisted_at IS NULL";
-    tx.execute(sql, &args![now]).await?;
+/// Notes a complete listing, begun at `began` and written at `now`, against every phone an
+/// earlier one listed and this one left out (`missed_at`), and marks `unlisted` those a
+/// listing begun after that note left out too (migration 0033). A phone never listed (known
+/// only from its callbacks) has no `cph_synced_at` and is left as it is. The `CASE` reads
+/// `missed_at` from before this listing.
+///
+/// A transaction of its own, after the listing's: on PostgreSQL it locks the rows it
+/// changes in key order, as every writer of `phones` does; after the listing's upserts in
+/// the same transaction, the two key orders one after the other could cross a heartbeat
+/// flush of a phone missed once (the paging race) that still calls back.
+pub(super) async fn note_missed_listing<S: Sql>(
+    tx: &mut S,
+    phones: &[ControlPlanePhone],
+    began: UtcTime,
+    now: UtcTime,
+) -> Result<(), StoreError> {
+    let listed: Vec<&str> = phones.iter().map(|p| p.phone_id.as_str()).collect();
+    let listed = json_list(&listed)?;
+    let sql = match S::LOCKS_ROWS {
+        true => NOTE_MISSED_POSTGRES,
+        false => NOTE_MISSED_SQLITE,
+    };
+    tx.execute(sql, &args![listed.as_str(), now, began]).await?;
     Ok(())
+}
+
+/// `$1`: the listed phone ids (a JSON array), `$2` now, `$3` when the listing began.
+macro_rules! note_missed {
+    ($missed:literal) => {
+        concat!(
+            "UPDATE phones SET missed_at = COALESCE(missed_at, $2), \
+               unlisted_at = CASE WHEN missed_at < $3 THEN $2 END \
+             WHERE ",
+            $missed
+        )
+    };
+}
+
+const NOTE_MISSED_SQLITE: &str = note_missed!(
+    "cph_synced_at IS NOT NULL AND unlisted_at IS NULL \
+     AND phone_id NOT IN (SELECT value FROM json_each($1))"
+);
+
+/// An anti-join: `<> ALL` of 100,000 ids would compare each phone with every one.
+const NOTE_MISSED_POSTGRES: &str = note_missed!(
+    "phone_id IN (SELECT phone_id FROM phones \
+       WHERE cph_synced_at IS NOT NULL AND unlisted_at IS NULL \
+         AND NOT EXISTS (SELECT 1 FROM json_array_elements_text($1::json) AS l(id) \
+           WHERE l.id = phones.phone_id) \
+       ORDER BY phone_id FOR UPDATE)"
+);
+
+/// The control plane said it does not know a phone it listed before (4.3.2 answered
+/// `CPS.0005`, 7.2): unlisted at once, as the next listings would mark it. A phone it never
+/// listed (known from its callbacks only) is left as it is, as a listing leaves it.
+pub(super) async fn record_unlisted(
+    db: &mut impl Sql,
+    phone_id: &PhoneId,
+    now: UtcTime,
+) -> Result<u64, StoreError> {
+    let sql = "UPDATE phones SET missed_at = COALESCE(missed_at, $2), unlisted_at = $2, \
+                 updated_at = $2 \
+               WHERE phone_id = $1 AND cph_synced_at IS NOT NULL AND unlisted_at IS NULL";
+    Ok(db.execute(sql, &args![phone_id.as_str(), now]).await?)
 }
 
 /// Replaces the whole of `phone_apps`: a sync lists every app's phones, so what it did not

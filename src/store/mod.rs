@@ -692,13 +692,19 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Records the control plane's view of the phones (one transaction): `phones` is a
-    /// complete listing (4.3.1), so a phone listed before and left out of it twice in a row
-    /// is marked unlisted (migration 0033); an empty listing unlists nothing.
+    /// complete listing (4.3.1), begun at `began`. Then (a second transaction) a phone
+    /// listed before and left out of it is noted missed, and one left out by two listings
+    /// that did not overlap in time is marked unlisted (migration 0033); an empty listing
+    /// notes nothing.
     async fn sync_phones(
         &self,
         phones: &[ControlPlanePhone],
+        began: UtcTime,
         now: UtcTime,
     ) -> Result<(), StoreError>;
+
+    /// 4.3.2 answered `CPS.0005` for a phone the control plane listed before: unlisted now.
+    async fn record_unlisted(&self, phone_id: &PhoneId, now: UtcTime) -> Result<(), StoreError>;
 
     /// Replaces the book's knowledge of which apps are on which phones (one transaction).
     async fn sync_phone_apps(&self, apps: &[PhoneApp], now: UtcTime) -> Result<(), StoreError>;

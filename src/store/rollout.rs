@@ -144,6 +144,9 @@ pub struct RolloutPhone {
     pub in_session: bool,
     /// The watchdog is recovering it (or gave up on it): the rollout leaves it alone.
     pub recovering: bool,
+    /// The control plane no longer lists it (migration 0033): it cannot be updated.
+    #[serde(skip)]
+    pub unlisted: bool,
 }
 
 /// A phone moving from one step to the next; only a phone still at `from` moves, so two
@@ -197,7 +200,8 @@ macro_rules! rollout_phone_select {
            (p.allocated_session_id IS NOT NULL OR p.current_session_id IS NOT NULL \
              OR p.heartbeat_session_id IS NOT NULL) AS in_session, \
            (p.recovery_state IS NOT NULL OR EXISTS (SELECT 1 FROM recoveries x \
-             WHERE x.phone_id = r.phone_id AND x.outcome = 'pending')) AS recovering \
+             WHERE x.phone_id = r.phone_id AND x.outcome = 'pending')) AS recovering, \
+           (p.unlisted_at IS NOT NULL) AS unlisted \
          FROM rollout_phones r LEFT JOIN phones p ON p.phone_id = r.phone_id "
     };
 }

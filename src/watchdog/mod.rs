@@ -439,6 +439,10 @@ impl Watchdog {
             Decision::Act(action) => {
                 let detail = match self.client.phone(phone.phone_id.as_str()).await {
                     Ok(detail) => detail,
+                    Err(error) if error.code() == Some(PHONE_NOT_FOUND) => {
+                        self.gone(phone.phone_id.as_str(), now).await?;
+                        return Ok(false);
+                    }
                     Err(error) => {
                         if !self.pause_if_account_level(&error, phone.phone_id.as_str()) {
                             tracing::warn!(phone_id = %phone.phone_id, error = %ErrorChain(&error), "watchdog waits: the phone cannot be re-read before acting");
@@ -471,6 +475,18 @@ impl Watchdog {
                 }
             }
         }
+    }
+
+    /// 4.3.2 answered `CPS.0005` (7.2, "the cloud phone you queried does not exist"): the
+    /// phone is gone, its server released outside cphub. Unlisted at once, as the next phone
+    /// syncs would mark it, rather than re-read every pass until they do.
+    async fn gone(&self, phone_id: &str, now: UtcTime) -> Result<(), WatchdogError> {
+        let Ok(phone_id) = PhoneId::parse("phone_id", phone_id.to_owned()) else {
+            return Ok(());
+        };
+        tracing::info!(%phone_id, "the control plane does not know the phone (CPS.0005): unlisted, left alone");
+        self.store.record_unlisted(&phone_id, now).await?;
+        Ok(())
     }
 
     /// The phone was re-read right before acting and is no longer a candidate: nothing is
@@ -979,6 +995,7 @@ impl Watchdog {
                 let note = "outcome unknown (chapter 7.1.2), no job found; re-read: the control plane does not know the phone (CPS.0005)";
                 self.finish(recovery.id, action, Outcome::Error, None, Some(note.to_owned()))
                     .await?;
+                self.gone(&recovery.phone_id, self.clock.now()).await?;
                 return Ok(None);
             }
             Err(error) => {

@@ -26,6 +26,7 @@ backend_tests!(
     a_phone_being_updated_is_draining_and_refuses_a_manual_restart_or_reset_5_3_7,
     idle_phones_are_updated_at_once_and_busy_ones_only_after_their_sessions_5_3_7,
     a_phone_the_operator_stopped_is_waited_on_not_updated_4_3_1,
+    a_phone_whose_server_is_released_mid_rollout_fails_and_the_rollout_ends_4_3_1,
     an_update_job_that_never_ends_frees_its_phone_at_the_job_deadline_4_4_1,
 );
 
@@ -569,47 +570,93 @@ async fn a_phone_being_updated_is_draining_and_refuses_a_manual_restart_or_reset
 /// updated. The engine sent it the update, as to any idle phone, before it read the phone's
 /// status and freshness.
 async fn a_phone_the_operator_stopped_is_waited_on_not_updated_4_3_1(backend: Backend) {
-    // Stopped once every phone has been heard from (the rig waits for that first).
-    let rig = start(backend, 3, |o| {
-        o.stopped = 1;
-        o.faults_after_secs = 10;
-    })
-    .await;
-    let ids = rig.simulator.phone_ids();
-    let stopped = ids[0].clone();
-    (rig.app)
-        .wait_for_phone(&stopped, |p| p["state"] == "out_of_service")
-        .await;
-    let version = rig.new_version();
-    rig.push_by_hand(&version);
-
-    let rollout = rig
-        .start_rollout(&json!({
-            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 3,
-            "drain_deadline_secs": 120,
-        }))
-        .await;
-    let state_of = |rollout: &Value, phone_id: &str| {
-        let phones = rollout["phones"].as_array().unwrap();
-        let phone = phones.iter().find(|p| p["phone_id"] == phone_id).unwrap();
-        text(&phone["state"])
-    };
-    rig.wait(|| async {
-        let now = rig.rollout(&rollout["id"]).await;
-        ids[1..].iter().all(|id| state_of(&now, id) == "done")
-    })
-    .await;
+    let (rig, ids, rollout) = a_rollout_past_a_stopped_phone(backend, 1).await;
+    let stopped = &ids[0];
 
     let now = rig.rollout(&rollout["id"]).await;
-    assert_eq!(state_of(&now, &stopped), "draining", "{now}");
+    assert_eq!(text(&phone_of(&now, stopped)["state"]), "draining", "{now}");
     assert_eq!(
-        rig.updates_of(&stopped),
+        rig.updates_of(stopped),
         0,
         "the stopped phone was sent the update"
     );
     for other in &ids[1..] {
         assert_eq!(rig.updates_of(other), 1, "{other}");
     }
+    rig.simulator.stop().await;
+}
+
+/// Three phones, each on a server of its own, the first stopped (4.3.1 status 8) once every
+/// phone has been heard from (the rig waits for that first), in a rollout of one batch of
+/// all three allowing `max_failures`; returns once the two running phones are done, with
+/// the phone ids and the rollout.
+async fn a_rollout_past_a_stopped_phone(
+    backend: Backend,
+    max_failures: i64,
+) -> (Rig, Vec<String>, Value) {
+    let rig = start(backend, 3, |o| {
+        o.stopped = 1;
+        o.faults_after_secs = 10;
+        o.phones_per_server = 1;
+    })
+    .await;
+    let ids = rig.simulator.phone_ids();
+    (rig.app)
+        .wait_for_phone(&ids[0], |p| p["state"] == "out_of_service")
+        .await;
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 3,
+            "drain_deadline_secs": 120, "max_failures": max_failures,
+        }))
+        .await;
+    rig.wait(|| async {
+        let now = rig.rollout(&rollout["id"]).await;
+        ids[1..]
+            .iter()
+            .all(|id| text(&phone_of(&now, id)["state"]) == "done")
+    })
+    .await;
+    (rig, ids, rollout)
+}
+
+/// The rollout's entry for `phone_id`.
+fn phone_of(rollout: &Value, phone_id: &str) -> Value {
+    let phones = rollout["phones"].as_array().unwrap();
+    let phone = phones.iter().find(|p| p["phone_id"] == phone_id);
+    phone.expect("the phone is in the rollout").clone()
+}
+
+/// A server released outside cphub (the reference has no call for it) takes its phones off
+/// the 4.3.1 list. A drained phone waited on (stopped here, so not updated) whose server is
+/// then released fails, "no longer lists", and the rollout ends `done`: the gone phone says
+/// nothing of the version, so it does not count against `max_failures` (0). Before, it
+/// stayed `draining` and the rollout never moved on.
+async fn a_phone_whose_server_is_released_mid_rollout_fails_and_the_rollout_ends_4_3_1(
+    backend: Backend,
+) {
+    let (rig, ids, rollout) = a_rollout_past_a_stopped_phone(backend, 0).await;
+    let stopped = &ids[0];
+    let server = rig
+        .simulator
+        .fleet
+        .lock()
+        .phone(stopped)
+        .unwrap()
+        .server_id
+        .clone();
+
+    rig.simulator.fleet.lock().release_server(&server);
+
+    rig.wait(|| async { text(&rig.rollout(&rollout["id"]).await["state"]) == "done" })
+        .await;
+    let now = rig.rollout(&rollout["id"]).await;
+    let gone = phone_of(&now, stopped);
+    assert_eq!(text(&gone["state"]), "failed", "{now}");
+    assert!(text(&gone["error"]).contains("no longer lists"), "{gone}");
+    assert_eq!(rig.updates_of(stopped), 0);
     rig.simulator.stop().await;
 }
 

@@ -455,8 +455,14 @@ pub async fn release_lapsed_holds(store: &impl Book, now: &str) -> u64 {
 
 // ---- the fleet and the recovery log ------------------------------------------------------
 
-/// Phone sync (chapter 4.3.1) of `phones` as `(phone, server)`, all running, at `time`.
+/// Phone sync (chapter 4.3.1) of `phones` as `(phone, server)`, all running, listed and
+/// written at `time`.
 pub async fn sync(store: &impl Book, phones: &[(&str, &str)], time: &str) {
+    sync_begun(store, phones, time, time).await;
+}
+
+/// As [`sync`], for a listing begun at `began` and written at `time`.
+pub async fn sync_begun(store: &impl Book, phones: &[(&str, &str)], began: &str, time: &str) {
     let listed: Vec<ControlPlanePhone> = (phones.iter())
         .map(|(phone, server)| ControlPlanePhone {
             phone_id: phone.to_string(),
@@ -466,7 +472,8 @@ pub async fn sync(store: &impl Book, phones: &[(&str, &str)], time: &str) {
             ..ControlPlanePhone::default()
         })
         .collect();
-    store.sync_phones(&listed, at(time)).await.expect("sync");
+    let synced = store.sync_phones(&listed, at(began), at(time)).await;
+    synced.expect("sync");
 }
 
 /// A server incident (reason `server_incident`, action `hold`, outcome `open`) of `server`.

@@ -12,6 +12,7 @@ backend_tests!(
     only_phones_in_service_count_towards_a_server_4_3_1,
     an_incident_stays_open_apart_from_pending_jobs_until_closed_once,
     a_phone_left_out_of_two_complete_listings_in_a_row_is_unlisted_4_3_1,
+    a_phone_the_control_plane_does_not_know_is_unlisted_at_once_4_3_2,
 );
 
 async fn phones_are_counted_per_server_and_unhealthy_ones_carry_theirs(backend: Backend) {
@@ -105,15 +106,18 @@ async fn an_incident_stays_open_apart_from_pending_jobs_until_closed_once(backen
 
 /// Chapter 4.3.1 lists the phones the control plane has; a server released outside cphub
 /// takes its phones off the list. One listing that leaves a phone out does not unlist it
-/// (offset paging can skip a phone while another is deleted), nor does an empty listing
-/// (more likely the wrong project); the second in a row does, and the phone is then
-/// neither a recovery candidate, nor counted in its server, nor allocated. Listed again,
-/// it is back.
+/// (offset paging can skip a phone while another is deleted), nor does a second that began
+/// before the first was written (two replicas' listings overlap), nor an empty listing (more
+/// likely the wrong project), nor two misses with a listing between them. A second listing
+/// begun after the first miss does: the phone is then neither a recovery candidate, nor
+/// counted in its server, nor allocated. Listed again, it is back. A phone known only from
+/// its callbacks (never listed) is never unlisted.
 async fn a_phone_left_out_of_two_complete_listings_in_a_row_is_unlisted_4_3_1(backend: Backend) {
     let store = open(backend).await;
     let all = [("p-1", "s-1"), ("p-2", "s-1"), ("p-3", "s-2")];
+    let without_p3 = &all[..2];
     sync(&store, &all, "19:00:00").await;
-    let heard = ["p-1", "p-2", "p-3"].map(|p| heartbeat(p, "19:00:00", None, "19:00:00"));
+    let heard = ["p-1", "p-2", "p-3", "p-cb"].map(|p| heartbeat(p, "19:00:00", None, "19:00:00"));
     record(&store, &heard).await;
     let state = |phone| phone_state(&store, phone, at("18:59:00"));
     let silent_ones = async || {
@@ -124,21 +128,29 @@ async fn a_phone_left_out_of_two_complete_listings_in_a_row_is_unlisted_4_3_1(ba
             .collect::<Vec<_>>()
     };
 
-    sync(&store, &all[..2], "19:01:00").await;
-    sync(&store, &[], "19:01:30").await;
+    sync(&store, without_p3, "19:01:00").await;
+    sync(&store, &all, "19:01:10").await;
+    sync(&store, without_p3, "19:01:20").await;
+    sync_begun(&store, without_p3, "19:01:15", "19:01:30").await;
+    sync(&store, &[], "19:01:40").await;
 
     assert_eq!(
         state("p-3").await,
         "idle",
-        "left out once, and an empty listing"
+        "missed, listed, missed; an overlapping listing; an empty one"
     );
-    assert_eq!(silent_ones().await, ["p-1", "p-2", "p-3"]);
+    assert_eq!(silent_ones().await, ["p-1", "p-2", "p-3", "p-cb"]);
 
-    sync(&store, &all[..2], "19:02:00").await;
+    sync(&store, without_p3, "19:02:00").await;
 
     assert_eq!(state("p-3").await, "unlisted");
     assert_eq!(state("p-1").await, "idle");
-    assert_eq!(silent_ones().await, ["p-1", "p-2"]);
+    assert_eq!(
+        state("p-cb").await,
+        "idle",
+        "never listed, so never unlisted"
+    );
+    assert_eq!(silent_ones().await, ["p-1", "p-2", "p-cb"]);
     let counts = store.phones_per_server().await.unwrap();
     assert_eq!(counts, [("s-1".to_owned(), 2)], "s-2 has no phone left");
     let pinned = Mint {
@@ -153,5 +165,23 @@ async fn a_phone_left_out_of_two_complete_listings_in_a_row_is_unlisted_4_3_1(ba
     sync(&store, &all, "19:03:00").await;
 
     assert_eq!(state("p-3").await, "idle", "listed again");
-    assert_eq!(silent_ones().await, ["p-1", "p-2", "p-3"]);
+    assert_eq!(silent_ones().await, ["p-1", "p-2", "p-3", "p-cb"]);
+}
+
+/// 4.3.2 answered `CPS.0005` (7.2) for a phone the control plane listed before: the
+/// watchdog unlists it at once. One it never listed is left as it is.
+async fn a_phone_the_control_plane_does_not_know_is_unlisted_at_once_4_3_2(backend: Backend) {
+    let store = open(backend).await;
+    sync(&store, &[("p-1", "s-1")], "19:00:00").await;
+    idle_phones(&store, &["p-1", "p-cb"], "19:00:00").await;
+
+    for phone in ["p-1", "p-cb"] {
+        store
+            .record_unlisted(&pid(phone), at("19:00:30"))
+            .await
+            .unwrap();
+    }
+
+    assert_eq!(phone_state(&store, "p-1", at("18:59:00")).await, "unlisted");
+    assert_eq!(phone_state(&store, "p-cb", at("18:59:00")).await, "idle");
 }

@@ -190,7 +190,10 @@ async fn a_phone_out_of_service_4_3_1_is_not_allocated_and_reads_out_of_service(
             ..ControlPlanePhone::default()
         })
         .collect();
-    store.sync_phones(&synced, at("18:59:10")).await.unwrap();
+    store
+        .sync_phones(&synced, at("18:59:10"), at("18:59:10"))
+        .await
+        .unwrap();
     // p-7 was running at the sync; cphub then saw it stopping.
     let written = store
         .record_cph_status(&pid("p-7"), 7, at("18:59:20"))
@@ -448,7 +451,7 @@ async fn sync_access(store: &impl Book, access_port: i64, now: &str) {
         }]),
         ..ControlPlanePhone::default()
     };
-    store.sync_phones(&[phone], at(now)).await.unwrap();
+    store.sync_phones(&[phone], at(now), at(now)).await.unwrap();
 }
 
 /// 4.3.2: the console's phone page shows where a client connects to the phone, as phone
@@ -572,11 +575,11 @@ async fn phone_sync_keeps_the_properties_it_read_for_a_reset_4_3_2(backend: Back
 
     let first = r#"{"ro.horizontal.screen":"1"}"#;
     store
-        .sync_phones(&[synced(Some(first))], at("19:00:00"))
+        .sync_phones(&[synced(Some(first))], at("19:00:00"), at("19:00:00"))
         .await
         .unwrap();
     store
-        .sync_phones(&[synced(None)], at("19:01:00"))
+        .sync_phones(&[synced(None)], at("19:01:00"), at("19:01:00"))
         .await
         .unwrap();
 
@@ -587,7 +590,7 @@ async fn phone_sync_keeps_the_properties_it_read_for_a_reset_4_3_2(backend: Back
     );
     let second = r#"{"ro.horizontal.screen":"0"}"#;
     store
-        .sync_phones(&[synced(Some(second))], at("19:02:00"))
+        .sync_phones(&[synced(Some(second))], at("19:02:00"), at("19:02:00"))
         .await
         .unwrap();
     let kept = store.synced_property(&pid("p-1")).await.unwrap().unwrap();
