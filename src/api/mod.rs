@@ -172,6 +172,11 @@ pub enum ApiError {
          the queue: POST /api/v1/queue"
     )]
     NoFreePhone,
+    #[error(
+        "no phone has this app deployed (chapter 5.1.2, as phone sync last read it): no phone \
+         will free up for it; check app_id, or deploy the app"
+    )]
+    AppNotDeployed,
     #[error("the queue entry was served and its session has moved on; join again to play")]
     QueueEntryClosed,
     #[error("the phone is not free (in a session, held for one, or stale)")]
@@ -219,6 +224,7 @@ impl From<crate::queue::QueueError> for ApiError {
         match error {
             QueueError::Unknown => ApiError::NotFound("queue entry"),
             QueueError::Closed => ApiError::QueueEntryClosed,
+            QueueError::AppNotDeployed => ApiError::AppNotDeployed,
             QueueError::Store(e) => ApiError::Store(e),
         }
     }
@@ -231,6 +237,7 @@ impl ApiError {
             ApiError::InvalidTime(_) => ErrorCode::InvalidTime,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::NoFreePhone => ErrorCode::NoFreePhone,
+            ApiError::AppNotDeployed => ErrorCode::AppNotDeployed,
             ApiError::PhoneBusy => ErrorCode::PhoneBusy,
             ApiError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             ApiError::QueueEntryClosed => ErrorCode::QueueEntryClosed,

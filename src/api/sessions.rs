@@ -73,7 +73,7 @@ const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
         (status = 201, description = "Minted; the phone is held for the session", body = MintedSession),
         (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD` (also a bad `Idempotency-Key`)", body = ErrorBody),
         (status = 404, description = "`CPHUB.NOT_FOUND`: the pinned `phone_id` is unknown", body = ErrorBody),
-        (status = 409, description = "`CPHUB.PHONE_BUSY`: the pinned phone is not free", body = ErrorBody),
+        (status = 409, description = "`CPHUB.PHONE_BUSY`: the pinned phone is not free; `CPHUB.APP_NOT_DEPLOYED`: phone sync found the app on no phone (5.1.2)", body = ErrorBody),
         (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 422, description = "`CPHUB.IDEMPOTENCY_KEY_REUSED`: the key came with another body", body = ErrorBody),
         (status = 503, description = "`CPHUB.NO_FREE_PHONE` (none free, or none free with the app, or players waiting in the queue for the app come first) or `CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
@@ -102,7 +102,7 @@ pub(super) async fn mint(
             MintedSession::of(fresh, phone_id, connect, encoding)
         }
         Allocation::Replayed(earlier) => MintedSession::new(*earlier, encoding),
-        Allocation::NoFreePhone => return Ok(refusal(ApiError::NoFreePhone)),
+        Allocation::NoFreePhone => return Ok(refusal(no_free_phone(&request, &req).await)),
         Allocation::PhoneBusy => return Ok(refusal(ApiError::PhoneBusy)),
         Allocation::UnknownPhone => return Err(ApiError::NotFound("phone")),
         Allocation::KeyReused => return Err(ApiError::IdempotencyKeyReused),
@@ -112,6 +112,25 @@ pub(super) async fn mint(
         span.record("phone_id", minted.phone_id.as_str());
     }
     Ok(HttpResponse::Created().json(minted))
+}
+
+/// Why no phone was free: an app no phone has (a mistyped `app_id`, or a game not deployed
+/// yet) is told apart from a full fleet, which is worth a retry or the queue. Asked only
+/// when a mint finds no phone, off the minting path; the book is the app's, as the other
+/// handlers' `web::Data<dyn Store>`.
+async fn no_free_phone(request: &MintRequest, req: &HttpRequest) -> ApiError {
+    let store = req.app_data::<web::Data<dyn Store>>();
+    let Some(store) = store.filter(|_| request.pinned_phone.is_none() && request.match_app) else {
+        return ApiError::NoFreePhone;
+    };
+    match store.app_deployed(&request.app_id).await {
+        Ok(Some(false)) => ApiError::AppNotDeployed,
+        Ok(_) => ApiError::NoFreePhone,
+        Err(error) => {
+            tracing::warn!(error = %crate::telemetry::ErrorChain(&error), "could not tell whether the app is deployed; answered as a full fleet");
+            ApiError::NoFreePhone
+        }
+    }
 }
 
 /// The `Idempotency-Key` header, parsed like an id: bounded, printable, no separators.

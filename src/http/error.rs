@@ -32,6 +32,7 @@ pub enum ErrorCode {
     TicketSessionEnded,
     PhoneBusy,
     NoFreePhone,
+    AppNotDeployed,
     IdempotencyKeyReused,
     QueueEntryClosed,
     RecoveryRefused,
@@ -47,7 +48,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 34] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::InvalidTime,
@@ -69,6 +70,7 @@ impl ErrorCode {
         ErrorCode::TicketSessionEnded,
         ErrorCode::PhoneBusy,
         ErrorCode::NoFreePhone,
+        ErrorCode::AppNotDeployed,
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::QueueEntryClosed,
         ErrorCode::RecoveryRefused,
@@ -106,6 +108,7 @@ impl ErrorCode {
             ErrorCode::TicketSessionEnded => "CPHUB.TICKET_SESSION_ENDED",
             ErrorCode::PhoneBusy => "CPHUB.PHONE_BUSY",
             ErrorCode::NoFreePhone => "CPHUB.NO_FREE_PHONE",
+            ErrorCode::AppNotDeployed => "CPHUB.APP_NOT_DEPLOYED",
             ErrorCode::IdempotencyKeyReused => "CPHUB.IDEMPOTENCY_KEY_REUSED",
             ErrorCode::QueueEntryClosed => "CPHUB.QUEUE_ENTRY_CLOSED",
             ErrorCode::RecoveryRefused => "CPHUB.RECOVERY_REFUSED",
@@ -156,6 +159,7 @@ impl ErrorCode {
             | ErrorCode::TicketSessionEnded
             | ErrorCode::SourceRefused => StatusCode::FORBIDDEN,
             ErrorCode::PhoneBusy
+            | ErrorCode::AppNotDeployed
             | ErrorCode::RecoveryRefused
             | ErrorCode::QueueEntryClosed
             | ErrorCode::RolloutConflict

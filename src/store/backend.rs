@@ -464,6 +464,11 @@ impl<B: Backend> Store for B {
         found.map_err(during("phone_connect"))
     }
 
+    async fn app_deployed(&self, app_id: &AppId) -> Result<Option<bool>, StoreError> {
+        let found = book::app_deployed(&mut self.reader(), app_id).await;
+        found.map_err(during("app_deployed"))
+    }
+
     async fn access_read(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
         let found = book::access_read(&mut self.reader()).await;
         found.map_err(during("access_read"))

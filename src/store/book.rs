@@ -1118,6 +1118,18 @@ pub(super) async fn phone_connect(
         .transpose()
 }
 
+/// Whether any phone has `app_id` deployed (5.1.2, as phone sync last read it); None while
+/// the book knows of no deployment at all (no sync yet, or no control plane).
+pub(super) async fn app_deployed(
+    db: &mut impl Sql,
+    app_id: &AppId,
+) -> Result<Option<bool>, StoreError> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM phone_apps WHERE app_id = $1), \
+                 EXISTS (SELECT 1 FROM phone_apps)";
+    let row: Option<(bool, bool)> = db.fetch_optional(sql, &args![app_id.as_str()]).await?;
+    Ok(row.and_then(|(this, any)| any.then_some(this)))
+}
+
 pub(super) async fn access_read(
     db: &mut impl Sql,
 ) -> Result<Vec<(String, Option<String>)>, StoreError> {

@@ -713,6 +713,10 @@ pub trait Store: Send + Sync + 'static {
     /// phone sync last read it; None for a phone the book does not know.
     async fn phone_connect(&self, phone_id: &PhoneId) -> Result<Option<Connect>, StoreError>;
 
+    /// Whether any phone has the app deployed (5.1.2, as phone sync last read it); None while
+    /// the book knows of no deployment at all.
+    async fn app_deployed(&self, app_id: &AppId) -> Result<Option<bool>, StoreError>;
+
     /// Phones whose access information the book has, with the list's `update_time` when it
     /// was read: phone sync reads a phone's detail again only when that moved.
     async fn access_read(&self) -> Result<Vec<(String, Option<String>)>, StoreError>;
