@@ -1278,7 +1278,7 @@ pub(super) async fn mark_verified<S: Sql>(
             // reconnect's sign check read its session verified or playing, so no first use
             // in the batch can consume that session's ticket, and what they leave is the
             // same in either order.
-            Admission::Reconnect => log_reconnect(tx, v).await?,
+            Admission::Reconnect { hold_until } => log_reconnect(tx, v, hold_until).await?,
         });
     }
     Ok(recorded)
@@ -1311,7 +1311,7 @@ fn first_uses<S: Sql>(verifications: &[Verification]) -> Vec<FirstUse<'_>> {
                 digest: v.digest.as_str(),
                 hold_until: S::json_time(hold_until),
             }),
-            Admission::Reconnect => None,
+            Admission::Reconnect { .. } => None,
         });
     firsts.filter(|f| seen.insert(f.session_id)).collect()
 }
@@ -1378,12 +1378,26 @@ const CONSUME_TICKETS_POSTGRES: &str = "\
 
 /// Status 2 and outcome `admitted` (migration 0006): a sign check, not a chapter 6 event.
 /// Inserted only while the session is live, so a quit committed since the sign check read
-/// it wins.
-async fn log_reconnect<D: Sql>(tx: &mut D, v: &Verification) -> Result<bool, StoreError> {
-    Ok(tx
-        .execute(reconnect_sql::<D>(), &args![v.session_id.as_str(), v.now])
-        .await?
-        == 1)
+/// it wins. A reconnect before the enter (the session still `verified`) moves the enter's
+/// deadline as the first use set it: the player is connected again, and the hold lapsing
+/// under them would expire the session and give the phone to the next player.
+async fn log_reconnect<D: Sql>(
+    tx: &mut D,
+    v: &Verification,
+    hold_until: UtcTime,
+) -> Result<bool, StoreError> {
+    let session_id = v.session_id.as_str();
+    let logged = tx.execute(reconnect_sql::<D>(), &args![session_id, v.now]).await? == 1;
+    if logged {
+        let args = args![session_id, hold_until];
+        let session = "UPDATE sessions SET hold_until = $2 \
+                       WHERE session_id = $1 AND state = 'verified' AND hold_until < $2";
+        tx.execute(session, &args).await?;
+        let phone = "UPDATE phones SET allocated_until = $2 \
+                     WHERE allocated_session_id = $1 AND allocated_until < $2";
+        tx.execute(phone, &args).await?;
+    }
+    Ok(logged)
 }
 
 /// On PostgreSQL the line carries its session's creation time, the event log's partition

@@ -463,8 +463,9 @@ pub enum Admission {
     /// The first: the ticket is consumed and the phone held until `hold_until`.
     FirstUse { hold_until: UtcTime },
     /// The ticket again while the session is live (a client reconnecting): a `reconnect`
-    /// line in the session's event log.
-    Reconnect,
+    /// line in the session's event log; before the enter, the phone is held until
+    /// `hold_until` again, as after the first use.
+    Reconnect { hold_until: UtcTime },
 }
 
 /// An event with the time cphub received it.

@@ -103,7 +103,9 @@ fn to_record(check: &PresentedSignCheck, verdict: Verdict) -> Option<Verificatio
         Verdict::FirstUse => Admission::FirstUse {
             hold_until: check.hold_until,
         },
-        Verdict::Reconnect => Admission::Reconnect,
+        Verdict::Reconnect => Admission::Reconnect {
+            hold_until: check.hold_until,
+        },
         Verdict::Retry => return None,
     };
     Some(Verification {
@@ -120,6 +122,6 @@ fn to_record(check: &PresentedSignCheck, verdict: Verdict) -> Option<Verificatio
 fn lost(admission: Admission) -> Refusal {
     match admission {
         Admission::FirstUse { .. } => Refusal::Replayed,
-        Admission::Reconnect => Refusal::SessionEnded,
+        Admission::Reconnect { .. } => Refusal::SessionEnded,
     }
 }

@@ -390,13 +390,21 @@ pub fn verification(session: &str, digest: &str, now: &str, hold_until: &str) ->
     }
 }
 
-/// The ticket of `session` presented again at `now` (a client reconnecting).
+/// The ticket of `session` presented again at `now` (a client reconnecting), asking for no
+/// longer hold than the session has.
 pub fn reconnect(session: &str, now: &str) -> Verification {
+    reconnect_holding(session, now, now)
+}
+
+/// As [`reconnect`], holding the phone of a session not entered yet until `hold_until`.
+pub fn reconnect_holding(session: &str, now: &str, hold_until: &str) -> Verification {
     Verification {
         session_id: sid(session),
         digest: format!("reconnect at {now}"),
         now: at(now),
-        admission: Admission::Reconnect,
+        admission: Admission::Reconnect {
+            hold_until: at(hold_until),
+        },
     }
 }
 

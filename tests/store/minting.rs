@@ -31,6 +31,7 @@ backend_tests!(
     a_mint_matching_the_app_takes_only_a_phone_that_has_it_5_1_2,
     a_mint_with_a_key_is_answered_again_and_another_request_refused,
     a_reconnect_is_logged_only_while_the_session_is_live,
+    a_reconnect_before_the_enter_holds_the_phone_again,
     one_batch_of_sign_checks_is_decided_in_arrival_order_6_1,
 );
 
@@ -505,6 +506,34 @@ async fn a_mint_with_a_key_is_answered_again_and_another_request_refused(backend
     assert_eq!(other, Allocation::KeyReused);
     assert!(session(&store, "s-2").await.is_none());
     assert!(session(&store, "s-3").await.is_none());
+}
+
+/// A player who reconnects before the game is entered (chapter 6.1's sign check again,
+/// 6.2's enter not yet sent) is connected again: the enter's deadline moves as the first
+/// use set it, so the hold does not lapse under them and give the phone to the next player.
+async fn a_reconnect_before_the_enter_holds_the_phone_again(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    mint(&store, at_seven("s-1")).await;
+    let first = verification("s-1", "digest-a", "19:00:20", "19:02:20");
+    assert_eq!(mark_verified(&store, &[first]).await, [true]);
+    let again = reconnect_holding("s-1", "19:02:00", "19:04:00");
+    assert_eq!(mark_verified(&store, &[again]).await, [true]);
+
+    assert_eq!(release_lapsed_holds(&store, "19:03:00").await, 0);
+
+    let s1 = session(&store, "s-1").await.expect("s-1 is in the book");
+    assert_eq!(s1.state, SessionState::Verified);
+    assert_eq!(
+        phone_state(&store, "p-1", at("18:58:00")).await,
+        "allocated"
+    );
+    assert_eq!(
+        release_lapsed_holds(&store, "19:04:01").await,
+        1,
+        "then it lapses"
+    );
+    assert_eq!(phone_state(&store, "p-1", at("18:58:00")).await, "idle");
 }
 
 /// A reconnect (`access.reconnect`) is a line of the session's event log, written only
