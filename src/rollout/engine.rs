@@ -17,6 +17,10 @@ use crate::domain::{PhoneStep, RolloutState, UtcTime};
 use crate::store::{Rollout, RolloutPhone, StepChange, StoreError};
 use crate::telemetry::ErrorChain;
 
+/// Why a drained phone failed that the control plane no longer lists (migration 0033):
+/// recorded on its row, and not counted against `max_failures`.
+const GONE: &str = "the control plane no longer lists the phone (4.3.1); not updated";
+
 /// Who a pause for failures is recorded as.
 const ENGINE: &str = "cphub";
 
@@ -72,8 +76,7 @@ impl Rollouts {
         budget: &mut usize,
     ) -> Result<(), StoreError> {
         if phone.unlisted {
-            let why = "the control plane no longer lists the phone (4.3.1); not updated";
-            return self.fail(phone, why).await;
+            return self.fail(phone, GONE).await;
         }
         let now = self.clock.now();
         let deadline = Duration::from_secs(rollout.drain_deadline_secs.max(1) as u64);
@@ -299,10 +302,10 @@ impl Rollouts {
         if phones.iter().any(|p| p.state.is_drained()) {
             return Ok(());
         }
-        // A phone gone from the control plane says nothing of the version.
+        // A phone failed for being gone from the control plane says nothing of the version.
         let failed = (phones.iter())
             .filter(|p| p.state == PhoneStep::Failed && p.batch == Some(rollout.batch))
-            .filter(|p| !p.unlisted)
+            .filter(|p| p.error.as_deref() != Some(GONE))
             .count() as i64;
         if rollout.batch > 0 && failed > rollout.max_failures {
             let why = format!(

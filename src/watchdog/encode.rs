@@ -260,6 +260,7 @@ mod tests {
             started_at: at(started),
             ended_at: Some(at(started + 5)),
             account_blocked: false,
+            job_started: true,
         }
     }
 

@@ -66,6 +66,10 @@ pub enum WatchdogError {
     HourlyCap(String),
     #[error("watchdog.max_in_flight recovery jobs are already running")]
     InFlightCap,
+    /// Left out of the control plane's listings (4.3.1) or unknown to it (4.3.2 `CPS.0005`):
+    /// a restart or reset would be refused for a phone it does not have.
+    #[error("the control plane no longer lists phone {0}")]
+    Unlisted(String),
     /// A silent phone came back while its recovery was being prepared: nothing sent.
     #[error("phone {0} was heard again; nothing sent")]
     Heard(String),
@@ -539,6 +543,11 @@ impl Watchdog {
         let now = self.clock.now();
         if self.excluded(phone_id) {
             return Err(WatchdogError::Excluded(phone_id.to_string()));
+        }
+        let fresh_since = now.minus(self.stale_after);
+        let phone = self.store.phone(phone_id, fresh_since).await?;
+        if phone.is_some_and(|p| p.state == "unlisted") {
+            return Err(WatchdogError::Unlisted(phone_id.to_string()));
         }
         if let Some(rollout) = self.store.rollout_updating(phone_id).await? {
             let phone = phone_id.to_string();
@@ -1120,6 +1129,7 @@ fn past(recovery: &Recovery) -> Past {
         outcome: recovery.outcome,
         started_at: recovery.started_at,
         ended_at: recovery.ended_at,
+        job_started: recovery.job_id.is_some(),
         account_blocked: recovery.outcome == Outcome::Error
             && recovery
                 .error

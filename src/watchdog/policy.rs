@@ -66,6 +66,9 @@ pub struct Past {
     /// Refused for the account, not the phone (7.2 CPS.0006/0007/0008): recorded as an
     /// `error`, but like a skip it neither escalates nor counts against the cap.
     pub account_blocked: bool,
+    /// The control plane took the request and started a job (4.4): whatever came of it, it
+    /// reached the phone, even when it ended in an error (not followed to its end).
+    pub job_started: bool,
 }
 
 impl Past {
@@ -135,14 +138,17 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
 }
 
 /// Restarts and resets in `history` that reached (or, in dry run, would have reached) the
-/// phone: what the hourly cap counts. One that ended in an error is not known to have (7.2
-/// `CPS.0003` "try again later", the control plane unreachable or answering 5xx, a job not
-/// followed to its end): it backs off instead ([`error_backoff`]), so that a control-plane
-/// outage does not mark every silent phone `broken`, to be left alone once it is over.
+/// phone: what the hourly cap counts. One that ended in an error before any job started is
+/// not known to have (7.2 `CPS.0003` "try again later", the control plane unreachable or
+/// answering 5xx): it backs off instead ([`error_backoff`]), so that a control-plane outage
+/// does not mark every silent phone `broken`, to be left alone once it is over. One whose
+/// job started and was not followed to its end did reach the phone, and counts.
 pub fn acted(history: &[Past]) -> usize {
+    let reached = |p: &&Past| p.outcome != Outcome::Error || p.job_started;
     history
         .iter()
-        .filter(|p| p.action != Action::MarkBroken && p.counts() && p.outcome != Outcome::Error)
+        .filter(|p| p.action != Action::MarkBroken && p.counts())
+        .filter(reached)
         .count()
 }
 
@@ -196,6 +202,7 @@ mod tests {
             started_at: at(started),
             ended_at: ended.map(at),
             account_blocked: false,
+            job_started: false,
         }
     }
 
@@ -290,6 +297,23 @@ mod tests {
             decide(Reason::Stale, &many, at(3000 + 3600), &budgets()),
             Decision::Act(Action::Restart),
             "never more than the hour"
+        );
+    }
+
+    /// A job the control plane started and cphub could not follow to its end (its deadline,
+    /// 4.4.1) reached the phone: such errors count, and a phone whose resets keep ending so
+    /// is marked broken rather than reset again and again.
+    #[test]
+    fn errors_of_jobs_that_started_count_against_the_cap() {
+        let reset = |started| Past {
+            job_started: true,
+            ..past(Action::Reset, Outcome::Error, started, Some(started + 600))
+        };
+        let history = [reset(3000), reset(2000), reset(1000), reset(0)];
+        assert_eq!(acted(&history), 4);
+        assert_eq!(
+            decide(Reason::RestartFailed, &history, at(3601), &budgets()),
+            Decision::Act(Action::MarkBroken)
         );
     }
 
