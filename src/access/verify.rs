@@ -179,10 +179,17 @@ fn used_again(
     match rules.reconnect {
         _ if same_request && within_grace => Ok(Verdict::Retry),
         // Under `enforce` the data proves the caller holds the session key only if it is not
-        // a copy: the SDK seals each sign check under a fresh `aes_iv`, so the first request
-        // sent again word for word after the grace is someone replaying it (from a log, a
-        // proxy), not the player reconnecting.
-        _ if same_request && rules.encrypted_data == EncryptedDataMode::Enforce => {
+        // a copy. The first request sent again word for word, its sealed data included, once
+        // the game is entered is someone replaying it (from a log, a proxy): the phone's own
+        // retry of a sign check whose answer was lost comes before the enter (the enter needs
+        // the answer), and the reference calls `aes_iv` a salt, which a client that seals its
+        // data picks anew. Empty data (6.1's example) repeats by nature, and is left to the
+        // ticket's rules, as are sessions not entered yet or ended.
+        _ if same_request
+            && rules.encrypted_data == EncryptedDataMode::Enforce
+            && issued.state == SessionState::Playing
+            && matches!(presented.sealed, Sealed::Present { .. }) =>
+        {
             Err(Refusal::Replayed)
         }
         Reconnect::WhileLive if live => Ok(Verdict::Reconnect),
@@ -396,18 +403,9 @@ mod tests {
                 verify(&issued, &again, later, &rules),
                 Ok(Verdict::Reconnect)
             );
-            // The first request word for word, long after: a copy under `enforce`, whose
-            // data proves nothing; a reconnect when the data is not held to account.
+            // Empty data repeats by nature: the same request long after is a reconnect.
             assert_eq!(
                 verify(&issued, &first, later, &rules),
-                Err(Refusal::Replayed)
-            );
-            let observe = Rules {
-                encrypted_data: EncryptedDataMode::Observe,
-                ..self::rules(Reconnect::WhileLive)
-            };
-            assert_eq!(
-                verify(&issued, &first, later, &observe),
                 Ok(Verdict::Reconnect)
             );
         }
@@ -427,6 +425,39 @@ mod tests {
             verify(&issued, &again, later, &rules),
             Err(Refusal::Expired)
         );
+    }
+
+    /// Under `enforce`, the first sign check word for word, its sealed data included, once
+    /// the game is entered is a copy: refused. Not before the enter (the phone retrying a
+    /// sign check whose answer was lost), nor after the end (the session's own refusal), nor
+    /// with empty data (which repeats by nature), nor when the data is not held to account.
+    #[test]
+    fn under_enforce_a_copy_of_sealed_data_after_the_enter_is_a_replay() {
+        let (minted, mut issued) = issue();
+        let sealed = || Sealed::Present {
+            data: vec![1; 32],
+            iv: vec![2; 12],
+        };
+        let first = presented(&minted, sealed());
+        let rules = rules(Reconnect::WhileLive);
+        let observe = Rules {
+            encrypted_data: EncryptedDataMode::Observe,
+            ..self::rules(Reconnect::WhileLive)
+        };
+        let later = at(T0 + 60_000);
+        let verdict =
+            |issued: &Issued, check: &SignCheck, rules: &Rules| verify(issued, check, later, rules);
+
+        used(&mut issued, &first, SessionState::Playing);
+        assert_eq!(verdict(&issued, &first, &rules), Err(Refusal::Replayed));
+        assert_eq!(verdict(&issued, &first, &observe), Ok(Verdict::Reconnect));
+        used(&mut issued, &first, SessionState::Verified);
+        assert_eq!(verdict(&issued, &first, &rules), Ok(Verdict::Reconnect));
+        used(&mut issued, &first, SessionState::Ended);
+        assert_eq!(verdict(&issued, &first, &rules), Err(Refusal::SessionEnded));
+        let empty = presented(&minted, Sealed::Absent);
+        used(&mut issued, &empty, SessionState::Playing);
+        assert_eq!(verdict(&issued, &empty, &rules), Ok(Verdict::Reconnect));
     }
 
     #[test]

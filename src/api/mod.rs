@@ -224,7 +224,6 @@ impl From<crate::queue::QueueError> for ApiError {
         match error {
             QueueError::Unknown => ApiError::NotFound("queue entry"),
             QueueError::Closed => ApiError::QueueEntryClosed,
-            QueueError::AppNotDeployed => ApiError::AppNotDeployed,
             QueueError::Store(e) => ApiError::Store(e),
         }
     }

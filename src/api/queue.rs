@@ -83,7 +83,6 @@ impl From<Place> for QueuePlace {
     responses(
         (status = 201, description = "In the queue", body = QueuePlace),
         (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD` (an id, or `priority` outside 0–100)", body = ErrorBody),
-        (status = 409, description = "`CPHUB.APP_NOT_DEPLOYED`: phone sync found the app on no phone (5.1.2)", body = ErrorBody),
         (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),

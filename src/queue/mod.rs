@@ -28,8 +28,6 @@ pub enum QueueError {
     Unknown,
     #[error("the entry was served and its session has moved on; join again to play")]
     Closed,
-    #[error("no phone has the app deployed (5.1.2): the entry would never be served")]
-    AppNotDeployed,
     #[error("queue operation failed")]
     Store(#[from] StoreError),
 }
@@ -91,10 +89,6 @@ impl Queue {
     ) -> Result<Place, QueueError> {
         let now = self.clock.now();
         let times = self.times(now);
-        // An app no phone has (a mistyped id, a game not deployed yet) would wait for good.
-        if times.match_app && self.store.app_deployed(&app_id).await? == Some(false) {
-            return Err(QueueError::AppNotDeployed);
-        }
         let entry = NewQueueEntry {
             queue_id: mint_queue_id(),
             app_id,

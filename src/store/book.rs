@@ -1393,8 +1393,10 @@ async fn log_reconnect<D: Sql>(
         let session = "UPDATE sessions SET hold_until = $2 \
                        WHERE session_id = $1 AND state = 'verified' AND hold_until < $2";
         tx.execute(session, &args).await?;
+        // By the session's phone: `allocated_session_id` has no index of its own.
         let phone = "UPDATE phones SET allocated_until = $2 \
-                     WHERE allocated_session_id = $1 AND allocated_until < $2";
+                     WHERE phone_id = (SELECT phone_id FROM sessions WHERE session_id = $1) \
+                       AND allocated_session_id = $1 AND allocated_until < $2";
         tx.execute(phone, &args).await?;
     }
     Ok(logged)

@@ -11,6 +11,7 @@ use super::codec::IssuedAccessRow;
 use super::sql::{Sql, args};
 use super::{Admission, PresentedSignCheck, SignCheckOutcome, StoreError, Verification};
 use crate::access::{self, Issued, Refusal, Rules, Verdict};
+use crate::domain::UtcTime;
 
 /// Decides `checks` in order and records what they admit; one outcome per check. Owned or
 /// borrowed: a writer's round lends the checks it holds among its other jobs.
@@ -23,9 +24,11 @@ pub(super) async fn check_signs<S: Sql, C: Borrow<PresentedSignCheck> + Sync>(
     let mut outcomes = Vec::with_capacity(checks.len());
     let (mut places, mut verifications) = (Vec::new(), Vec::new());
     for (place, check) in checks.iter().map(Borrow::borrow).enumerate() {
-        let outcome = decide(issued.get_mut(check.session_id.as_str()), check, rules);
+        let session = issued.get_mut(check.session_id.as_str());
+        let verified_at = session.as_ref().and_then(|s| s.verified_at);
+        let outcome = decide(session, check, rules);
         if let Ok((verdict, _)) = &outcome.verdict
-            && let Some(verification) = to_record(check, *verdict)
+            && let Some(verification) = to_record(check, *verdict, verified_at)
         {
             places.push(place);
             verifications.push(verification);
@@ -97,14 +100,19 @@ fn decide(
 }
 
 /// What an admitted check writes: a first use consumes the ticket, a reconnect logs a
-/// line; a retry writes nothing.
-fn to_record(check: &PresentedSignCheck, verdict: Verdict) -> Option<Verification> {
+/// line (and holds a phone not entered yet again); a retry writes nothing. `verified_at`:
+/// the session's first use, before this check.
+fn to_record(
+    check: &PresentedSignCheck,
+    verdict: Verdict,
+    verified_at: Option<UtcTime>,
+) -> Option<Verification> {
     let admission = match verdict {
         Verdict::FirstUse => Admission::FirstUse {
             hold_until: check.hold_until,
         },
         Verdict::Reconnect => Admission::Reconnect {
-            hold_until: check.hold_until,
+            hold_until: reconnect_hold(check, verified_at),
         },
         Verdict::Retry => return None,
     };
@@ -114,6 +122,15 @@ fn to_record(check: &PresentedSignCheck, verdict: Verdict) -> Option<Verificatio
         now: check.now,
         admission,
     })
+}
+
+/// How long a reconnect before the enter holds the phone: an enter window from now, as the
+/// first use gave, but at most one window past the first use's own, so that a client
+/// reconnecting in a loop (a game that crashes at launch) cannot hold the phone for good.
+fn reconnect_hold(check: &PresentedSignCheck, verified_at: Option<UtcTime>) -> UtcTime {
+    let window = check.hold_until.epoch_millis() - check.now.epoch_millis();
+    let cap = verified_at.and_then(|at| UtcTime::from_epoch_millis(at.epoch_millis() + 2 * window));
+    cap.map_or(check.hold_until, |cap| cap.min(check.hold_until))
 }
 
 /// What a check is told when its write found the session moved on. The read holds the

@@ -133,8 +133,9 @@ async fn minting_for_an_app_lands_only_on_phones_that_have_it_5_1_2(backend: Bac
     // Both phones with game.b are free, but do not have game.a.
     let res = synced.app.mint(&mint_body("game.a", "u-3")).await;
     assert_error(res, 503, "CPHUB.NO_FREE_PHONE").await;
+    // No phone has game.c at all: not a full fleet, an app not deployed.
     let res = synced.app.mint(&mint_body("game.c", "u-3")).await;
-    assert_error(res, 503, "CPHUB.NO_FREE_PHONE").await;
+    assert_error(res, 409, "CPHUB.APP_NOT_DEPLOYED").await;
     let minted = synced.app.mint_ok(&mint_body("game.b", "u-4")).await;
     assert!(with_b.contains(&minted["phone_id"].as_str().unwrap().to_owned()));
     synced.stop().await;

@@ -167,11 +167,11 @@ async fn under_enforce_a_reconnect_must_prove_the_session_key(backend: Backend) 
     assert_eq!(game.log_kinds().await, ["enter", "reconnect"]);
 }
 
-/// Under `enforce`, the first sign check sent again word for word after the retry grace is
-/// a copy (from a log, a proxy), not the SDK reconnecting, which seals every sign check under
-/// a fresh IV: refused as a replay, whose `encrypted_data` would otherwise decrypt and hand
-/// out the key. Within the grace it is the engine's retry, answered again; and the player's
-/// own reconnect is admitted.
+/// Under `enforce`, the first sign check sent again word for word once the game is entered
+/// is a copy (from a log, a proxy), not the SDK reconnecting, which seals anew: refused as a
+/// replay, whose `encrypted_data` would otherwise decrypt and hand out the key. Within the
+/// grace it is the engine's retry, answered again; and the player's own reconnect is
+/// admitted.
 async fn under_enforce_a_copy_of_the_first_sign_check_is_refused_as_a_replay(backend: Backend) {
     let game = Game::started(backend, "encrypted_data = \"enforce\"\n").await;
     game.clock.advance(Duration::from_secs(5));

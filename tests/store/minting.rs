@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use cphub::access::{Refusal, Verdict};
 use cphub::domain::{AccessInfo, AppId, IdempotencyKey};
 use cphub::domain::{Action, Outcome, Reason, RecoveryMark, SessionState};
-use cphub::store::{Allocation, ControlPlanePhone, EventOutcome, MintKey, NewRecovery, PhoneApp};
+use cphub::store::{
+    Allocation, ControlPlanePhone, EventOutcome, MintKey, NewRecovery, PhoneApp, PresentedSignCheck,
+};
 
 use crate::backend_tests;
 use crate::helpers::*;
@@ -32,6 +34,7 @@ backend_tests!(
     a_mint_with_a_key_is_answered_again_and_another_request_refused,
     a_reconnect_is_logged_only_while_the_session_is_live,
     a_reconnect_before_the_enter_holds_the_phone_again,
+    reconnects_before_the_enter_hold_the_phone_one_window_past_the_first_use_at_most,
     one_batch_of_sign_checks_is_decided_in_arrival_order_6_1,
 );
 
@@ -533,6 +536,42 @@ async fn a_reconnect_before_the_enter_holds_the_phone_again(backend: Backend) {
         1,
         "then it lapses"
     );
+    assert_eq!(phone_state(&store, "p-1", at("18:58:00")).await, "idle");
+}
+
+/// A client reconnecting in a loop before the enter (a game that crashes at launch) holds
+/// the phone one enter window past the first use's at most, then the hold lapses and the
+/// phone goes back to the pool.
+async fn reconnects_before_the_enter_hold_the_phone_one_window_past_the_first_use_at_most(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    let minted = minted(&store, "s-1").await;
+    // A first use at 19:00:10 holding until 19:03:00: a window of 170 s.
+    let first = [sign_check("s-1", presented(&minted, "a"))];
+    let first = check_signs(&store, &first, "while_live").await;
+    assert!(first[0].verdict.is_ok());
+    let again = |nonce, now, hold_until| PresentedSignCheck {
+        now: at(now),
+        hold_until: at(hold_until),
+        ..sign_check("s-1", presented(&minted, nonce))
+    };
+
+    for (nonce, now, hold_until) in [("b", "19:02:50", "19:05:40"), ("c", "19:05:30", "19:08:20")] {
+        let outcome = check_signs(&store, &[again(nonce, now, hold_until)], "while_live").await;
+        assert_eq!(
+            outcome[0].verdict.as_ref().map(|v| v.0),
+            Ok(Verdict::Reconnect)
+        );
+    }
+
+    assert_eq!(
+        release_lapsed_holds(&store, "19:05:49").await,
+        0,
+        "held to 19:05:50"
+    );
+    assert_eq!(release_lapsed_holds(&store, "19:05:51").await, 1);
     assert_eq!(phone_state(&store, "p-1", at("18:58:00")).await, "idle");
 }
 
