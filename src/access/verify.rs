@@ -179,18 +179,24 @@ fn used_again(
     match rules.reconnect {
         _ if same_request && within_grace => Ok(Verdict::Retry),
         // Under `enforce` the data proves the caller holds the session key only if it is not
-        // a copy. The first request sent again word for word, its sealed data included, once
-        // the game is entered is someone replaying it (from a log, a proxy): the phone's own
-        // retry of a sign check whose answer was lost comes before the enter (the enter needs
-        // the answer), and the reference calls `aes_iv` a salt, which a client that seals its
-        // data picks anew. Empty data (6.1's example) repeats by nature, and is left to the
-        // ticket's rules, as are sessions not entered yet or ended.
+        // a copy: the reference calls `aes_iv` a salt, which a client that seals its data
+        // picks anew, so the first request again word for word, its sealed data included, is
+        // someone replaying it (from a log, a proxy) — unless it is the phone retrying a sign
+        // check whose answer was lost, which comes before the enter (the enter needs the
+        // answer) and soon, though after the grace when the write outlasted it: that one is
+        // answered again and changes nothing. Empty data (6.1's example) repeats by nature
+        // and is left to the ticket's rules, as is a session that ended.
         _ if same_request
+            && live
             && rules.encrypted_data == EncryptedDataMode::Enforce
-            && issued.state == SessionState::Playing
             && matches!(presented.sealed, Sealed::Present { .. }) =>
         {
-            Err(Refusal::Replayed)
+            let late_retry = issued.state == SessionState::Verified
+                && (issued.verified_at).is_some_and(|at| now <= at.plus(rules.replay_grace * 2));
+            match late_retry {
+                true => Ok(Verdict::Retry),
+                false => Err(Refusal::Replayed),
+            }
         }
         Reconnect::WhileLive if live => Ok(Verdict::Reconnect),
         Reconnect::WhileLive => Err(Refusal::SessionEnded),
@@ -427,10 +433,12 @@ mod tests {
         );
     }
 
-    /// Under `enforce`, the first sign check word for word, its sealed data included, once
-    /// the game is entered is a copy: refused. Not before the enter (the phone retrying a
-    /// sign check whose answer was lost), nor after the end (the session's own refusal), nor
-    /// with empty data (which repeats by nature), nor when the data is not held to account.
+    /// Under `enforce`, the first sign check word for word, its sealed data included, is a
+    /// copy: refused once the game is entered, or later than twice the grace before it. Up to
+    /// then, before the enter, it is the phone retrying a sign check whose answer was lost
+    /// (the write outlasted the grace): answered again, writing nothing. After the end it is
+    /// the session's own refusal; with empty data (which repeats by nature), or with the data
+    /// not held to account, a reconnect.
     #[test]
     fn under_enforce_a_copy_of_sealed_data_after_the_enter_is_a_replay() {
         let (minted, mut issued) = issue();
@@ -452,7 +460,11 @@ mod tests {
         assert_eq!(verdict(&issued, &first, &rules), Err(Refusal::Replayed));
         assert_eq!(verdict(&issued, &first, &observe), Ok(Verdict::Reconnect));
         used(&mut issued, &first, SessionState::Verified);
-        assert_eq!(verdict(&issued, &first, &rules), Ok(Verdict::Reconnect));
+        assert_eq!(verdict(&issued, &first, &rules), Err(Refusal::Replayed));
+        let retried = |after_ms| verify(&issued, &first, at(T0 - 60_000 + after_ms), &rules);
+        assert_eq!(retried(15_000), Ok(Verdict::Retry), "past the grace (10 s)");
+        assert_eq!(retried(20_000), Ok(Verdict::Retry));
+        assert_eq!(retried(20_001), Err(Refusal::Replayed));
         used(&mut issued, &first, SessionState::Ended);
         assert_eq!(verdict(&issued, &first, &rules), Err(Refusal::SessionEnded));
         let empty = presented(&minted, Sealed::Absent);
