@@ -302,10 +302,11 @@ impl Rollouts {
         if phones.iter().any(|p| p.state.is_drained()) {
             return Ok(());
         }
-        // A phone failed for being gone from the control plane says nothing of the version.
+        // A phone gone from the control plane says nothing of the version: failed for that
+        // (GONE), or failed otherwise (its update or verification cut short) and gone since.
         let failed = (phones.iter())
             .filter(|p| p.state == PhoneStep::Failed && p.batch == Some(rollout.batch))
-            .filter(|p| p.error.as_deref() != Some(GONE))
+            .filter(|p| p.error.as_deref() != Some(GONE) && !p.unlisted)
             .count() as i64;
         if rollout.batch > 0 && failed > rollout.max_failures {
             let why = format!(

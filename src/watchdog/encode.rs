@@ -26,7 +26,10 @@ enum Wait {
 }
 
 /// The encoding server's restarts of the last hour (newest first) against its budgets. A
-/// restart refused for the account (7.2) did nothing to the server and counts for nothing.
+/// restart refused for the account (7.2) did nothing to the server and counts for nothing;
+/// one that ended in an error before any job started (refused "try again later", the
+/// control plane unreachable) waits out the cooldown but is not held against the cap, as
+/// for phones (`policy::acted`).
 fn budget(history: &[super::Past], now: UtcTime, cooldown: Duration, cap: u32) -> Option<Wait> {
     let acted: Vec<_> = (history.iter())
         .filter(|p| p.outcome != Outcome::Skipped && !p.account_blocked)
@@ -35,7 +38,8 @@ fn budget(history: &[super::Past], now: UtcTime, cooldown: Duration, cap: u32) -
     if last.outcome == Outcome::Pending {
         return Some(Wait::InProgress);
     }
-    if acted.len() as u32 >= cap {
+    let reached = acted.iter().filter(|p| p.outcome != Outcome::Error || p.job_started);
+    if reached.count() as u32 >= cap {
         return Some(Wait::HourlyCap);
     }
     (now < last.started_at.plus(cooldown)).then_some(Wait::Cooldown)
@@ -292,5 +296,16 @@ mod tests {
             None,
             "7.2: the account, not the server"
         );
+        let unsent = |started| Past {
+            job_started: false,
+            ..restart(started, Outcome::Error)
+        };
+        let outage = [unsent(1400), unsent(700), unsent(0)];
+        assert_eq!(
+            budget(&outage, at(2001), cooldown, 2),
+            None,
+            "errors that started no job: an outage, not the server"
+        );
+        assert_eq!(budget(&outage, at(1500), cooldown, 2), Some(Wait::Cooldown));
     }
 }

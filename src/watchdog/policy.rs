@@ -123,12 +123,13 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
         return Decision::Wait("the last recovery did not go through; trying again later");
     }
     match last.action {
-        // Not known to have reached the phone: the gentle action again, unless the control
-        // plane says restarts fail on it (4.3.1 -6, -5).
-        Action::Restart if errored && first_action(reason) == Action::Restart => {
+        // Not known to have reached the phone (no job started): the gentle action again,
+        // unless the control plane says restarts fail on it (4.3.1 -6, -5).
+        Action::Restart if errored && !last.job_started && first_action(reason) == Action::Restart => {
             Decision::Act(Action::Restart)
         }
-        // The restart failed, or it ended well and the phone is still unhealthy: escalate.
+        // The restart failed, or it ran (ended well, or its job was not followed to its end)
+        // and the phone is still unhealthy: escalate.
         Action::Restart => Decision::Act(Action::Reset),
         Action::Reset if now < last.started_at.plus(budgets.cooldown) => {
             Decision::Wait("cooldown after a reset")
@@ -314,6 +315,16 @@ mod tests {
         assert_eq!(
             decide(Reason::RestartFailed, &history, at(3601), &budgets()),
             Decision::Act(Action::MarkBroken)
+        );
+        // A restart that ran but was not followed to its end, the phone still silent: the
+        // next step is the reset, not the same restart again.
+        let restarted = [Past {
+            job_started: true,
+            ..past(Action::Restart, Outcome::Error, 0, Some(600))
+        }];
+        assert_eq!(
+            decide(Reason::Stale, &restarted, at(721), &budgets()),
+            Decision::Act(Action::Reset)
         );
     }
 

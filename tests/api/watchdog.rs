@@ -1272,7 +1272,8 @@ async fn a_released_servers_phones_are_unlisted_and_left_alone_4_3_1(backend: Ba
     }
     assert_eq!(recovery_jobs(&fleet.simulator, released), setup_jobs);
     let res = manual(&fleet.app, &released[0], "reset").await;
-    assert_error(res, 409, "CPHUB.RECOVERY_REFUSED").await;
+    let body = assert_error(res, 409, "CPHUB.RECOVERY_REFUSED").await;
+    assert!(body.to_string().contains("no longer lists"), "{body}");
     for phone_id in &ids[..4] {
         let phone = fleet.app.phone(phone_id).await.unwrap();
         assert_eq!(phone["state"], "idle", "{phone}");

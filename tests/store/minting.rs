@@ -571,6 +571,10 @@ async fn reconnects_before_the_enter_hold_the_phone_one_window_past_the_first_us
         0,
         "held to 19:05:50"
     );
+    assert_eq!(
+        phone_state(&store, "p-1", at("18:58:00")).await,
+        "allocated"
+    );
     assert_eq!(release_lapsed_holds(&store, "19:05:51").await, 1);
     assert_eq!(phone_state(&store, "p-1", at("18:58:00")).await, "idle");
 }
