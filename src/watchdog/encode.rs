@@ -38,8 +38,7 @@ fn budget(history: &[super::Past], now: UtcTime, cooldown: Duration, cap: u32) -
     if last.outcome == Outcome::Pending {
         return Some(Wait::InProgress);
     }
-    let reached = acted.iter().filter(|p| p.outcome != Outcome::Error || p.job_started);
-    if reached.count() as u32 >= cap {
+    if acted.iter().filter(|p| p.reached()).count() as u32 >= cap {
         return Some(Wait::HourlyCap);
     }
     (now < last.started_at.plus(cooldown)).then_some(Wait::Cooldown)

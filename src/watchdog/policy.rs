@@ -77,6 +77,13 @@ impl Past {
     fn counts(&self) -> bool {
         self.outcome != Outcome::Skipped && !self.account_blocked && self.action != Action::Hold
     }
+
+    /// Reached the phone, as far as anyone knows: anything but an error, or an error of a
+    /// job the control plane started (4.4). An error before any job (7.2 `CPS.0003`, 5xx,
+    /// unreachable) did not; the hourly caps do not hold it against the phone or server.
+    pub fn reached(&self) -> bool {
+        self.outcome != Outcome::Error || self.job_started
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -125,7 +132,7 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
     match last.action {
         // Not known to have reached the phone (no job started): the gentle action again,
         // unless the control plane says restarts fail on it (4.3.1 -6, -5).
-        Action::Restart if errored && !last.job_started && first_action(reason) == Action::Restart => {
+        Action::Restart if !last.reached() && first_action(reason) == Action::Restart => {
             Decision::Act(Action::Restart)
         }
         // The restart failed, or it ran (ended well, or its job was not followed to its end)
@@ -145,11 +152,9 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
 /// does not mark every silent phone `broken`, to be left alone once it is over. One whose
 /// job started and was not followed to its end did reach the phone, and counts.
 pub fn acted(history: &[Past]) -> usize {
-    let reached = |p: &&Past| p.outcome != Outcome::Error || p.job_started;
     history
         .iter()
-        .filter(|p| p.action != Action::MarkBroken && p.counts())
-        .filter(reached)
+        .filter(|p| p.action != Action::MarkBroken && p.counts() && p.reached())
         .count()
 }
 
