@@ -83,7 +83,9 @@ impl Servers {
     /// A phone of a watched server that fell silent less than `window` ago (before
     /// `fresh_since`) waits: phones of a server that dies stop within one heartbeat
     /// interval of each other, so until then its server-mates may not all look stale yet,
-    /// and a per-phone restart would come before the incident it belongs to.
+    /// and a per-phone restart would come before the incident it belongs to. The window is
+    /// two intervals: a phone whose last heartbeat before the end was lost or late (a
+    /// starved machine, a congested link) fell silent one interval before its mates.
     pub fn waits(&self, phone: &PhoneHealth, fresh_since: UtcTime, window: Duration) -> bool {
         let watched = phone
             .server_id

@@ -90,7 +90,7 @@ pub struct Watchdog {
     settings: WatchdogSettings,
     stale_after: Duration,
     /// How long a phone that fell silent on a server the incident rule watches waits for
-    /// its server-mates: one heartbeat interval (see [`Servers::waits`]).
+    /// its server-mates: two heartbeat intervals (see [`Servers::waits`]).
     incident_window: Duration,
     /// The callback properties a reset re-applies; None when callbacks.public_url is unset.
     reset_property: Option<String>,
@@ -154,7 +154,7 @@ impl Watchdog {
             metrics,
             settings,
             stale_after: fleet.stale_after(),
-            incident_window: Duration::from_secs(fleet.heartbeat_interval_secs),
+            incident_window: Duration::from_secs(2 * fleet.heartbeat_interval_secs),
             reset_property,
             started: Instant::now(),
             following: Mutex::new(HashSet::new()),
