@@ -94,6 +94,17 @@ impl CphError {
         }
     }
 
+    /// Nothing reached the control plane, or it refused without doing anything
+    /// ([`Self::was_not_processed`], also after the last retry): the operation is not done,
+    /// and may be asked for again later.
+    pub fn did_nothing(&self) -> bool {
+        match self {
+            CphError::CircuitOpen | CphError::Token(_) => true,
+            CphError::RetriesExhausted { last, .. } => last.did_nothing(),
+            _ => self.was_not_processed(),
+        }
+    }
+
     /// CPS.0006/0007/0008 (7.2): the account, not the request or the phone, is the problem
     /// (arrears, frozen, unverified). Never retried; a caller acting on many phones should
     /// pause them all until a person has fixed the account.

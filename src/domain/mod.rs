@@ -21,7 +21,9 @@ pub use ids::{
 };
 pub use queue::{Priority, WaitSecs};
 pub use recovery::{Action, Outcome, Reason, RecoveryMark};
-pub use rollout::{PhoneStep, RolloutPlan, RolloutState, RolloutTarget, RolloutTransition};
+pub use rollout::{
+    PAUSED_BY_CPHUB, PhoneStep, RolloutPlan, RolloutState, RolloutTarget, RolloutTransition,
+};
 pub use session::{EndReason, Session, SessionState};
 pub use shell::{
     CommandOutcome, CommandRun, MAX_COMMAND_BYTES, MAX_OUTPUT_BYTES, ShellCommand,

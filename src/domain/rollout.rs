@@ -117,6 +117,11 @@ impl RolloutTarget {
     }
 }
 
+/// Who a pause cphub makes itself (a batch failed too many phones, the account refused)
+/// is recorded as; an operator's is `operator`. A resume after such a pause opens a new
+/// batch, so the batch that paused the rollout is not judged again.
+pub const PAUSED_BY_CPHUB: &str = "cphub";
+
 /// How the phones are taken: a canary, then batches; when to pause; how long to wait for
 /// a session to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,10 +183,14 @@ impl RolloutPlan {
         self.force
     }
 
-    /// How many phones batch `n` (1-based) takes: the canary first, when there is one.
-    pub fn size_of_batch(&self, n: i64) -> u32 {
-        match (n, self.canary) {
-            (1, 1..) => self.canary,
+    /// How many phones the next batch takes: the canary's size until a phone of the rollout
+    /// runs the version (`proven`), when there is a canary. Not by the batch's number: a
+    /// canary paused and resumed, or whose phone was skipped (its session outlived the
+    /// drain) or failed within `max_failures`, proved nothing, and the next batch must not
+    /// take `batch_size` phones on its word.
+    pub fn next_batch_size(&self, proven: bool) -> u32 {
+        match (proven, self.canary) {
+            (false, 1..) => self.canary,
             _ => self.batch_size,
         }
     }
@@ -202,12 +211,12 @@ mod tests {
     }
 
     #[test]
-    fn the_canary_is_the_first_batch_only_when_there_is_one() {
+    fn the_canary_size_holds_until_a_phone_runs_the_version_when_there_is_one() {
         let plan = RolloutPlan::new(2, 5, 0, 60, false).unwrap();
-        assert_eq!(plan.size_of_batch(1), 2);
-        assert_eq!(plan.size_of_batch(2), 5);
+        assert_eq!(plan.next_batch_size(false), 2);
+        assert_eq!(plan.next_batch_size(true), 5);
         let plan = RolloutPlan::new(0, 5, 0, 60, false).unwrap();
-        assert_eq!(plan.size_of_batch(1), 5);
+        assert_eq!(plan.next_batch_size(false), 5);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::Rollouts;
 use crate::cph::CphError;
 use crate::cph::model::{job_status, status};
-use crate::domain::{PhoneStep, RolloutState, UtcTime};
+use crate::domain::{PAUSED_BY_CPHUB, PhoneStep, RolloutState, UtcTime};
 use crate::store::{Rollout, RolloutPhone, StepChange, StoreError};
 use crate::telemetry::ErrorChain;
 
@@ -21,8 +21,6 @@ use crate::telemetry::ErrorChain;
 /// recorded on its row, and not counted against `max_failures`.
 const GONE: &str = "the control plane no longer lists the phone (4.3.1); not updated";
 
-/// Who a pause for failures is recorded as.
-const ENGINE: &str = "cphub";
 
 /// Between the job ids of one phone's update in `rollout_phones.job_id`: 5.3.7 starts one
 /// job per version (Table 5-36). Job ids are hex (4.4.1), so a comma cannot be in one.
@@ -131,17 +129,29 @@ impl Rollouts {
         };
         match sent {
             Ok(batch) => {
-                if let Some(item) = batch.failures().next() {
-                    let code = item.error_code.as_deref().unwrap_or_default();
-                    let message = item.error_msg.as_deref().unwrap_or_default();
-                    let error = format!("refused (5.3.7): {code}: {message}");
-                    return self.fail(&updating, &error).await;
-                }
                 // One job per version (Table 5-36), all followed.
                 let jobs: Vec<&str> = batch.jobs().map(|(_, job)| job).collect();
-                let jobs = (!jobs.is_empty()).then(|| jobs.join(JOB_SEPARATOR));
-                self.note_job(&updating, batch.request_id.as_deref(), jobs.as_deref())
-                    .await
+                let refused = batch.failures().next().map(|item| {
+                    let code = item.error_code.as_deref().unwrap_or_default();
+                    let message = item.error_msg.as_deref().unwrap_or_default();
+                    format!("refused (5.3.7): {code}: {message}")
+                });
+                match (refused, jobs.is_empty()) {
+                    (Some(refused), true) => self.fail(&updating, &refused).await,
+                    // A version refused, others' jobs started: failing now would return the
+                    // phone to the pool while they install, and restart the game under the
+                    // next player. Followed to their end; the verification then fails it,
+                    // the refused version missing from the phone.
+                    (refused, _) => {
+                        let jobs = (!jobs.is_empty()).then(|| jobs.join(JOB_SEPARATOR));
+                        let mut change = self.change(&updating, PhoneStep::Updating);
+                        change.request_id = batch.request_id.as_deref();
+                        change.job_id = jobs.as_deref();
+                        change.error = refused.as_deref();
+                        self.store.step_rollout_phone(&change).await?;
+                        Ok(())
+                    }
+                }
             }
             Err(error @ (CphError::OutcomeUnknown(_) | CphError::AnswerLost { .. })) => {
                 let request_id = match &error {
@@ -150,6 +160,23 @@ impl Rollouts {
                 };
                 tracing::warn!(phone_id, error = %ErrorChain(&error), "update sent, its answer lost (7.1.2): followed, never sent again");
                 self.note_job(&updating, request_id.as_deref(), None).await
+            }
+            Err(error) if error.is_account_level() => {
+                // 7.2: the account, not the phone, is refused: every phone would fail
+                // alike. Nothing was done; the rollout waits for a person.
+                let why = format!("not sent (5.3.7): {}", ErrorChain(&error));
+                self.move_phone(&updating, PhoneStep::Draining, Some(&why)).await?;
+                let why = format!("the control plane refuses the account: {why}");
+                tracing::warn!(rollout = rollout.id, "rollout paused: {why}");
+                self.pause(rollout.id, PAUSED_BY_CPHUB, &why).await.ok();
+                Ok(())
+            }
+            Err(error) if error.did_nothing() => {
+                // An outage (unreachable, CPS.0003 or 429 to the last retry, the breaker
+                // open) says nothing of the phone: drained again, sent at a later tick.
+                let why = format!("not sent (5.3.7), tried again: {}", ErrorChain(&error));
+                tracing::warn!(rollout = rollout.id, phone_id, "{why}");
+                self.move_phone(&updating, PhoneStep::Draining, Some(&why)).await
             }
             Err(error) => {
                 let error = format!("not sent (5.3.7): {}", ErrorChain(&error));
@@ -226,8 +253,10 @@ impl Rollouts {
     }
 
     /// An update whose job is not known. Never sent again: its request's jobs (4.4.2) or
-    /// the phone's versions (5.3.6) tell; when neither has by the drain deadline, it fails
-    /// with why, for the operator to look at.
+    /// the phone's versions (5.3.6) tell; when neither has by `cph.job_deadline_secs` from
+    /// the sending, it fails with why, for the operator to look at. Not the drain deadline
+    /// (as short as a second): a job that appears late may still be installing, and a phone
+    /// failed back into the pool then would have its game restarted under a player.
     async fn reconcile(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
         if let Some(request_id) = phone.request_id.as_deref()
             && let Ok(jobs) = self.client.jobs_by_request(request_id).await
@@ -244,11 +273,10 @@ impl Rollouts {
         if self.runs_versions(rollout, phone).await {
             return self.verifying(phone).await;
         }
-        let deadline = Duration::from_secs(rollout.drain_deadline_secs.max(1) as u64);
         let since = phone.submitted_at.unwrap_or(phone.updated_at);
-        if since.plus(deadline) <= self.clock.now() {
-            let why = "outcome unknown (7.1.2): no job found and the version is not on the \
-                       phone; not sent again";
+        if since.plus(self.client.job_deadline()) <= self.clock.now() {
+            let why = "outcome unknown (7.1.2): no job found by cph.job_deadline_secs and the \
+                       version is not on the phone; not sent again";
             return self.fail(phone, why).await;
         }
         Ok(())
@@ -314,12 +342,13 @@ impl Rollouts {
                 rollout.batch, rollout.max_failures
             );
             tracing::warn!(rollout = rollout.id, "rollout paused: {why}");
-            self.pause(rollout.id, ENGINE, &why).await.ok();
+            self.pause(rollout.id, PAUSED_BY_CPHUB, &why).await.ok();
             return Ok(());
         }
         let now = self.clock.now();
         let next = rollout.batch + 1;
-        let size = i64::from(rollout.plan().size_of_batch(next));
+        let proven = phones.iter().any(|p| p.state == PhoneStep::Done);
+        let size = i64::from(rollout.plan().next_batch_size(proven));
         let taken = (self.store)
             .take_rollout_batch(rollout.id, next, size, now)
             .await?;

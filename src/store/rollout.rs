@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::StoreError;
 use super::sql::{Sql, args};
 use crate::domain::{
-    AppId, PhoneId, PhoneStep, RolloutPlan, RolloutState, RolloutTransition, UtcTime,
+    AppId, PAUSED_BY_CPHUB, PhoneId, PhoneStep, RolloutPlan, RolloutState, RolloutTransition, UtcTime,
 };
 
 /// A rollout to record, its target already resolved to phones.
@@ -312,9 +312,11 @@ pub(super) async fn phones(db: &mut impl Sql, id: i64) -> Result<Vec<RolloutPhon
 
 /// Moves a rollout to `to` if it is in one of `from`. A pause or an abort returns the
 /// phones still only draining to the pool (pending: a resume takes them again); phones
-/// being updated are left to the engine to follow. A resume opens a new batch, so the one
-/// that paused the rollout is not counted against it again. The change's `fleet.rollout`
-/// is written with it.
+/// being updated are left to the engine to follow. A resume after cphub's own pause opens
+/// a new batch, so the one that paused the rollout is not counted against it again; after
+/// an operator's, the batch under way is judged as if nothing had happened (its failures,
+/// some perhaps ended during the pause, still count). The change's `fleet.rollout` is
+/// written with it.
 pub(super) async fn set_state(
     tx: &mut impl Sql,
     change: &StateChange<'_>,
@@ -330,7 +332,8 @@ pub(super) async fn set_state(
     let paused = change.to == RolloutState::Paused;
     let resumed = i64::from(change.to == RolloutState::Running);
     let sql = concat!(
-        "UPDATE rollouts SET state = $2, updated_at = $3, batch = batch + $7, \
+        "UPDATE rollouts SET state = $2, updated_at = $3, \
+           batch = batch + CASE WHEN $7 = 1 AND paused_by = $11 THEN 1 ELSE 0 END, \
            transitions = transitions + 1, \
            paused_by = CASE WHEN $4 THEN $5 ELSE paused_by END, \
            pause_reason = CASE WHEN $4 THEN $6 ELSE pause_reason END \
@@ -348,6 +351,7 @@ pub(super) async fn set_state(
         from(0),
         from(1),
         from(2),
+        PAUSED_BY_CPHUB,
     ];
     let row: Option<RolloutRow> = tx.fetch_optional(sql, &args).await?;
     let Some(rollout) = row.map(Rollout::try_from).transpose()? else {
@@ -364,14 +368,26 @@ pub(super) async fn set_state(
 }
 
 /// Drains up to `size` phones as batch `batch`: pending ones first, then those skipped
-/// before, each in phone id order. How many it took.
-pub(super) async fn take_batch(
-    tx: &mut impl Sql,
+/// before, each in phone id order. How many it took: none unless the rollout is running,
+/// read under its row's lock. The engine decided to take a batch on a read of the rollout
+/// made before its calls to the control plane; an abort or pause committed since (which
+/// returned the drained phones to the pool) must not be followed by a batch drained for a
+/// rollout that will never update it.
+pub(super) async fn take_batch<D: Sql>(
+    tx: &mut D,
     id: i64,
     batch: i64,
     size: i64,
     now: UtcTime,
 ) -> Result<u64, StoreError> {
+    let running = match D::LOCKS_ROWS {
+        true => "SELECT id FROM rollouts WHERE id = $1 AND state = 'running' FOR UPDATE",
+        false => "SELECT id FROM rollouts WHERE id = $1 AND state = 'running'",
+    };
+    let running: Option<(i64,)> = tx.fetch_optional(running, &args![id]).await?;
+    if running.is_none() {
+        return Ok(0);
+    }
     let sql = "UPDATE rollout_phones SET state = 'draining', batch = $2, drained_at = $3, \
                  updated_at = $3, error = NULL \
                WHERE rollout_id = $1 AND phone_id IN (SELECT phone_id FROM rollout_phones \
@@ -408,9 +424,13 @@ async fn mark_drained(tx: &mut impl Sql, mut phones: Vec<String>) -> Result<(), 
 /// Moves one phone on; false when it was no longer at `change.from`.
 pub(super) async fn step<D: Sql>(tx: &mut D, c: &StepChange<'_>) -> Result<bool, StoreError> {
     // About to be sent its update: not while a recovery (written meanwhile by an operator's
-    // request or another replica) is pending on it.
-    if c.attempt && super::book::phone_claims(tx, c.phone_id).await?.0 {
-        return Ok(false);
+    // request or another replica) is pending on it, nor while the rollout of another of
+    // its apps is updating it (both drain it, so it looks free to each).
+    if c.attempt {
+        let (recovering, updating) = super::book::phone_claims(tx, c.phone_id).await?;
+        if recovering || updating.is_some_and(|other| other != c.rollout_id) {
+            return Ok(false);
+        }
     }
     if c.only_if_free && !phone_is_free(tx, c.phone_id).await? {
         return Ok(false);

@@ -28,6 +28,9 @@ backend_tests!(
     a_phone_the_operator_stopped_is_waited_on_not_updated_4_3_1,
     a_phone_whose_server_is_released_mid_rollout_fails_and_the_rollout_ends_4_3_1,
     an_update_job_that_never_ends_frees_its_phone_at_the_job_deadline_4_4_1,
+    an_outage_fails_no_phone_and_a_refused_account_pauses_the_rollout_7_2,
+    an_update_whose_job_starts_late_is_waited_for_not_failed_at_the_drain_deadline_7_1_2,
+    a_canary_paused_and_resumed_before_it_ran_is_a_canary_again,
 );
 
 pub(crate) const APP: &str = "sim.game";
@@ -730,6 +733,141 @@ async fn an_update_job_that_never_ends_frees_its_phone_at_the_job_deadline_4_4_1
         rig.app
             .mint_ok(&json!({"app_id": APP, "user_id": user}))
             .await;
+    }
+    rig.simulator.stop().await;
+}
+
+/// 7.2: an update refused without anything done (`CPS.0003` to the last retry, then the
+/// breaker open) says nothing of the phone: it is drained again and sent later, not failed
+/// (with `max_failures` 0 that would also have paused the rollout). The account refused
+/// (`CPS.0006`, arrears) says nothing of any phone either: the rollout pauses itself naming
+/// the code, fails no phone, and a resume once the account is paid finishes it, every phone
+/// updated once.
+async fn an_outage_fails_no_phone_and_a_refused_account_pauses_the_rollout_7_2(backend: Backend) {
+    let pace = Pace {
+        cph: "breaker_open_secs = 1\n",
+        ..PACE
+    };
+    let rig = start_paced(backend, 4, "", pace, |_| {}).await;
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+    (rig.simulator.faults).system_errors(Operation::UpdateAppVersion, 10_000);
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 4,
+            "max_failures": 0,
+        }))
+        .await;
+    let id = &rollout["id"];
+    rig.wait(|| async {
+        let now = rig.rollout(id).await;
+        let phones = now["phones"].as_array().cloned().unwrap_or_default();
+        phones.iter().all(|p| {
+            p["state"] == "draining"
+                && (p["error"].as_str()).is_some_and(|e| e.contains("tried again"))
+        })
+    })
+    .await;
+    assert_eq!(rig.rollout(id).await["state"], "running");
+
+    rig.simulator.faults.set_arrears(true);
+    (rig.simulator.faults).system_errors(Operation::UpdateAppVersion, 0);
+    let paused = rig.wait_for_rollout(id, "paused").await;
+
+    assert_eq!(paused["paused_by"], "cphub", "{paused}");
+    let reason = paused["pause_reason"].as_str().unwrap();
+    assert!(reason.contains("CPS.0006"), "{reason}");
+    for phone in paused["phones"].as_array().unwrap() {
+        assert_eq!(phone["state"], "pending", "returned to the pool: {phone}");
+        assert_eq!(rig.updates_of(&text(&phone["phone_id"])), 0);
+    }
+
+    rig.simulator.faults.set_arrears(false);
+    let res = rig
+        .post(&format!("/api/v1/rollouts/{id}/resume"), &json!({}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let done = rig.wait_for_rollout(id, "done").await;
+    for phone in done["phones"].as_array().unwrap() {
+        assert_eq!(phone["state"], "done", "{phone}");
+        assert_eq!(rig.updates_of(&text(&phone["phone_id"])), 1, "{phone}");
+    }
+    rig.simulator.stop().await;
+}
+
+/// 7.1.2: the update's answer is a 504 at once and the control plane starts its job only
+/// 6 s later; the drain deadline is 3 s (which also bounds the wait for the phone's
+/// heartbeat after the job). No job is found by request (4.4.2) and the version
+/// is not on the phone until then, and that is not a failure before `cph.job_deadline_secs`:
+/// failed at the drain deadline, the phone would go back to the pool while its job was
+/// still to install, and the game would restart under the next player.
+async fn an_update_whose_job_starts_late_is_waited_for_not_failed_at_the_drain_deadline_7_1_2(
+    backend: Backend,
+) {
+    let rig = start(backend, 1, |_| {}).await;
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+    (rig.simulator.faults).late_starts(Operation::UpdateAppVersion, 1, Duration::from_secs(6));
+
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 1,
+            "drain_deadline_secs": 3,
+        }))
+        .await;
+    let done = rig.wait_for_rollout(&rollout["id"], "done").await;
+
+    let phone = &done["phones"][0];
+    assert_eq!(phone["state"], "done", "{done}");
+    assert_eq!(phone["attempts"], 1, "{done}");
+    assert_eq!(rig.updates_of(&text(&phone["phone_id"])), 1);
+    rig.simulator.stop().await;
+}
+
+/// The canary's phone is held for a player when the rollout drains it; the operator
+/// pauses (the phone goes back to the pool) and resumes. The next batch is the canary
+/// again, one phone, not `batch_size`: nothing has run the version yet.
+async fn a_canary_paused_and_resumed_before_it_ran_is_a_canary_again(backend: Backend) {
+    let rig = start(backend, 4, |_| {}).await;
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+    let ids = rig.simulator.phone_ids();
+    let canary = &ids[0];
+    rig.app
+        .mint_ok(&json!({"app_id": APP, "user_id": "u-1", "phone_id": canary}))
+        .await;
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 1, "batch_size": 3,
+            "drain_deadline_secs": 600,
+        }))
+        .await;
+    let id = &rollout["id"];
+    let draining = |rollout: Value| {
+        let phones = rollout["phones"].as_array().cloned().unwrap_or_default();
+        (phones.into_iter())
+            .filter(|p| p["state"] != "pending")
+            .map(|p| (text(&p["phone_id"]), text(&p["state"])))
+            .collect::<Vec<_>>()
+    };
+    let canary_drained = vec![(canary.clone(), "draining".to_owned())];
+    rig.wait(|| async { draining(rig.rollout(id).await) == canary_drained })
+        .await;
+    for action in ["pause", "resume"] {
+        let res = rig
+            .post(&format!("/api/v1/rollouts/{id}/{action}"), &json!({}))
+            .await;
+        assert_eq!(res.status(), 200, "{action}");
+    }
+    rig.wait(|| async { !draining(rig.rollout(id).await).is_empty() })
+        .await;
+    // Ten ticks: a batch of three would have drained and updated two idle phones by then.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let now = rig.rollout(id).await;
+    assert_eq!(draining(now.clone()), canary_drained, "{now}");
+    for phone in &ids[1..] {
+        assert_eq!(rig.updates_of(phone), 0, "{phone}");
     }
     rig.simulator.stop().await;
 }

@@ -23,6 +23,7 @@ backend_tests!(
     an_update_is_not_sent_to_a_phone_given_out_before_its_drain_unless_forced_5_3_7,
     a_phone_returned_done_failed_or_skipped_is_allocatable_again_never_while_drained,
     a_phone_held_by_two_rollouts_is_returned_only_when_both_let_go,
+    a_phone_in_two_rollouts_is_updated_by_one_at_a_time_5_3_7,
     an_abort_returns_draining_phones_and_updating_ones_once_their_job_ends,
     each_state_change_writes_one_fleet_rollout_event_with_the_phones_per_step,
     a_phone_takes_one_recovery_or_update_at_a_time_however_they_interleave,
@@ -147,6 +148,14 @@ async fn a_pause_or_an_abort_returns_draining_phones_to_the_pool(backend: Backen
         assert_eq!(allocated(&minted).as_deref(), Some("p-1"), "{to}");
         // Only from the states it names.
         assert!(store.set_rollout_state(&change).await.unwrap().is_none());
+        // The engine, on a read of the rollout from before the change, takes its next
+        // batch: nothing is drained for a rollout no longer running.
+        let taken = store.take_rollout_batch(id, 2, 10, at("18:59:55")).await;
+        assert_eq!(taken.unwrap(), 0, "{to}");
+        assert_eq!(
+            store.rollout_phones(id).await.unwrap()[0].state,
+            PhoneStep::Pending
+        );
     }
 }
 
@@ -414,9 +423,8 @@ async fn a_phone_returned_done_failed_or_skipped_is_allocatable_again_never_whil
     }
 }
 
-/// A phone with two games may be in a rollout of each: it stays out of the pool until
-/// neither drains it.
-async fn a_phone_held_by_two_rollouts_is_returned_only_when_both_let_go(backend: Backend) {
+/// p-1, a phone with two games, drained by a rollout of each: the store and the two ids.
+async fn drained_by_two_rollouts(backend: Backend) -> (TestStore, i64, i64) {
     let store = open(backend).await;
     idle_phones(&store, &["p-1"], "18:59:00").await;
     let first = drain_all(&store, &["p-1"]).await;
@@ -429,6 +437,43 @@ async fn a_phone_held_by_two_rollouts_is_returned_only_when_both_let_go(backend:
         .take_rollout_batch(second, 1, 10, at("18:59:45"))
         .await;
     assert_eq!(taken.unwrap(), 1);
+    (store, first, second)
+}
+
+/// A phone drained by the rollouts of two of its games is sent one update at a time: the
+/// second rollout's step to `updating` waits while the first is updating or verifying it
+/// (two 5.3.7 jobs at once on one phone), and goes once the first is done.
+async fn a_phone_in_two_rollouts_is_updated_by_one_at_a_time_5_3_7(backend: Backend) {
+    let (store, first, second) = drained_by_two_rollouts(backend).await;
+    let phone = pid("p-1");
+    assert!(
+        store
+            .step_rollout_phone(&send_update(first, &phone))
+            .await
+            .unwrap()
+    );
+
+    for busy in [PhoneStep::Updating, PhoneStep::Verifying] {
+        if busy == PhoneStep::Verifying {
+            step(&store, first, PhoneStep::Updating, PhoneStep::Verifying).await;
+        }
+        let sent = store.step_rollout_phone(&send_update(second, &phone)).await;
+        assert!(!sent.unwrap(), "the first rollout is {busy} the phone");
+    }
+    step(&store, first, PhoneStep::Verifying, PhoneStep::Done).await;
+
+    assert!(
+        store
+            .step_rollout_phone(&send_update(second, &phone))
+            .await
+            .unwrap()
+    );
+}
+
+/// A phone with two games may be in a rollout of each: it stays out of the pool until
+/// neither drains it.
+async fn a_phone_held_by_two_rollouts_is_returned_only_when_both_let_go(backend: Backend) {
+    let (store, first, second) = drained_by_two_rollouts(backend).await;
 
     step(&store, first, PhoneStep::Draining, PhoneStep::Skipped).await;
     assert!(

@@ -180,28 +180,19 @@ pub(super) async fn update_app_version(
     if versions.is_empty() {
         return Err(invalid("app_version_ids must not be empty"));
     }
-    let phone_id = req.match_info().get("phone_id").unwrap_or_default();
+    let phone_id = req.match_info().get("phone_id").unwrap_or_default().to_owned();
     let request_id = request_id::current();
-    let mut jobs = Vec::new();
-    {
-        let mut fleet = cp.fleet.lock();
-        let server_id = (fleet.phone(phone_id).map(|p| p.server_id.clone()))
-            .ok_or_else(|| ControlPlaneError::unknown_phone(phone_id))?;
-        known_versions(&fleet, &versions)?;
-        for version in &versions {
-            let job = new_job(
-                &request_id,
-                JobKind::UpdateAppVersion,
-                Some(phone_id),
-                &server_id,
-            );
-            jobs.push(json!({
-                "job_type": UPDATE_JOB, "job_id": job.job_id,
-                "phone_id": phone_id, "app_version_id": version,
-            }));
-            cp.finish_deployment_later(&mut fleet, job, version.clone());
-        }
+    // As the batch operations: a 504 at once, the jobs started later (the reference is
+    // silent on when a job may appear).
+    if let Some(delay) = cp.settings.faults.take_late_start(Operation::UpdateAppVersion) {
+        let cp = cp.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            start_updates(&cp, &phone_id, &request_id, &versions).ok();
+        });
+        return Err(ControlPlaneError::AnswerLost(504));
     }
+    let jobs = start_updates(&cp, &phone_id, &request_id, &versions)?;
     // As the batch operations: the jobs run, the answer is lost (7.1.2), and 4.4.2 finds
     // them by the request id the error names.
     if let Some(lost) = cp
@@ -214,6 +205,34 @@ pub(super) async fn update_app_version(
     Ok(created_json(
         json!({"request_id": request_id, "jobs": jobs}),
     ))
+}
+
+/// One 5.3.7 job per version on the phone; the answer's `jobs`.
+fn start_updates(
+    cp: &ControlPlane,
+    phone_id: &str,
+    request_id: &str,
+    versions: &[String],
+) -> Result<Vec<Value>, ControlPlaneError> {
+    let mut fleet = cp.fleet.lock();
+    let server_id = (fleet.phone(phone_id).map(|p| p.server_id.clone()))
+        .ok_or_else(|| ControlPlaneError::unknown_phone(phone_id))?;
+    known_versions(&fleet, versions)?;
+    let mut jobs = Vec::new();
+    for version in versions {
+        let job = new_job(
+            request_id,
+            JobKind::UpdateAppVersion,
+            Some(phone_id),
+            &server_id,
+        );
+        jobs.push(json!({
+            "job_type": UPDATE_JOB, "job_id": job.job_id,
+            "phone_id": phone_id, "app_version_id": version,
+        }));
+        cp.finish_deployment_later(&mut fleet, job, version.clone());
+    }
+    Ok(jobs)
 }
 
 fn known_versions(fleet: &Fleet, ids: &[String]) -> Result<(), ControlPlaneError> {

@@ -123,8 +123,8 @@ impl ControlPlaneFaults {
         self.state().lost_answers.insert(operation, (calls, how));
     }
 
-    /// The next `calls` batch POSTs of `operation` are answered 504 at once and performed
-    /// `after` that.
+    /// The next `calls` batch POSTs of `operation` (or 5.3.7 updates) are answered 504 at
+    /// once and performed `after` that.
     pub fn late_starts(&self, operation: Operation, calls: u32, after: Duration) {
         self.state().late_starts.insert(operation, (calls, after));
     }
