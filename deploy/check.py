@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Validates cphub's deployment monitoring artifacts. Standard library only.
 
-    python3 deploy/check.py [--no-pyyaml] [--no-promtool]
+    python3 deploy/check.py [--no-pyyaml] [--no-promtool | --require-promtool]
 
 Checks deploy/grafana/cphub.json, deploy/prometheus/prometheus.yml,
 deploy/prometheus/alerts.yml, deploy/systemd/cphub.service (required hardening, and
@@ -803,9 +803,10 @@ def check_kubernetes(c, use_pyyaml):
             "cphub.yaml: the Service does not target the http port")
 
 
-def run_promtool(c, dashboard_exprs):
+def run_promtool(c, dashboard_exprs, required):
     promtool = shutil.which("promtool")
     if not promtool:
+        c.check(not required, "promtool not found and --require-promtool given")
         c.notes.append("promtool not found: skipped promtool checks")
         return
 
@@ -862,7 +863,7 @@ def main(argv):
     else:
         c.notes.append("PyYAML not used: read the YAML files with the built-in reader")
     if "--no-promtool" not in argv:
-        run_promtool(c, exprs)
+        run_promtool(c, exprs, "--require-promtool" in argv)
     for note in c.notes:
         print(f"note: {note}")
     if c.problems:

@@ -126,6 +126,11 @@ impl WebhookSettings {
         self.endpoints.iter().filter(|e| e.enabled)
     }
 
+    /// Whether the endpoint named `name` is configured and on.
+    pub fn is_enabled(&self, name: &str) -> bool {
+        self.enabled_endpoints().any(|e| e.name == name)
+    }
+
     pub(super) fn check(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Inconsistent { key, reason });
         if self.retry_schedule_secs.is_empty() {

@@ -149,6 +149,10 @@ impl WebhookDispatcher {
 
     /// Sets each endpoint's oldest-undelivered age: its oldest pending delivery, or an
     /// event not fanned out yet, whichever is older.
+    /// The age of each enabled endpoint's oldest undelivered event. A disabled endpoint's
+    /// deliveries wait by the operator's choice (the runbook's advice for a receiver away
+    /// for long): its gauge stays 0, so `WebhookBacklog` does not fire for it until it is
+    /// enabled again; the API's `backlog` still shows it.
     async fn observe_backlog(&self, endpoints: &[String]) {
         let oldest = match self.store.webhook_oldest_undelivered(endpoints).await {
             Ok(oldest) => oldest,
@@ -156,7 +160,10 @@ impl WebhookDispatcher {
         };
         let now = self.clock.now();
         for (endpoint, oldest) in endpoints.iter().zip(oldest) {
-            let age = oldest.map_or(0, |t| now.seconds_since(t).max(0));
+            let age = match self.settings.is_enabled(endpoint) {
+                true => oldest.map_or(0, |t| now.seconds_since(t).max(0)),
+                false => 0,
+            };
             let gauge = &self.metrics.webhook_oldest_undelivered;
             gauge.with_label_values(&[endpoint]).set(age);
         }
@@ -232,6 +239,13 @@ impl WebhookDispatcher {
             lease: delivery.lease,
         };
         self.observe_attempt(&endpoint.name, &record);
+        if record.next == NextStep::Failed {
+            // The schedule is spent (or the payload can never go): nothing sends it again
+            // but a person (`cphub webhooks retry`), so it is said where they look.
+            tracing::warn!(endpoint = %endpoint.name, webhook_id = %rendered.id, attempts,
+                error = record.error.as_deref().unwrap_or_default(),
+                "webhook delivery failed for good; retry it by hand once the receiver is fixed");
+        }
         record
     }
 

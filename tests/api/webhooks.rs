@@ -22,6 +22,7 @@ backend_tests!(
     a_dead_endpoint_does_not_delay_a_live_one,
     faulty_endpoints_end_failed_with_their_reason_and_no_worker_sticks,
     a_payload_over_the_bound_fails_at_once_unsent,
+    a_disabled_endpoint_keeps_its_deliveries_without_a_backlog_to_alert_on,
 );
 
 // Replicas share one database on PostgreSQL only (SQLite serves one process).
@@ -469,4 +470,34 @@ async fn two_replicas_deliver_each_event_once(backend: Backend) {
     ids.dedup();
     assert_eq!(ids.len(), 24, "every event");
     assert_eq!(requests.len(), 24, "each once");
+}
+
+/// The runbook's advice for a receiver away for long is `enabled = false`: its deliveries
+/// wait, kept, and `WebhookBacklog` must not fire for them meanwhile (its gauge reads 0),
+/// while an enabled endpoint that does not answer is behind as before.
+async fn a_disabled_endpoint_keeps_its_deliveries_without_a_backlog_to_alert_on(backend: Backend) {
+    let silent = receiver(ResponseTemplate::new(200).set_delay(Duration::from_secs(600))).await;
+    let config = format!(
+        "[webhooks]\npoll_interval_ms = 50\ntimeout_ms = 600000\nendpoints = [\
+         {{ name = \"away\", url = \"{url}\", secrets = [\"{OLD_SECRET}\"], enabled = false }}, \
+         {{ name = \"stuck\", url = \"{url}\", secrets = [\"{OLD_SECRET}\"] }}]\n",
+        url = hook_url(&silent)
+    );
+    let app = TestApp::spawn_with(backend, &config).await;
+
+    play(&app, &["s-1"]).await;
+    let behind = "cphub_webhook_oldest_undelivered_seconds{endpoint=\"stuck\"}";
+    let samples = wait_for_metric(&app, behind, 2.0).await;
+
+    let away = "cphub_webhook_oldest_undelivered_seconds{endpoint=\"away\"}";
+    assert_eq!(samples.get(away), Some(&0.0), "{samples:?}");
+    let pending = app
+        .get(
+            "/api/v1/webhooks/deliveries?endpoint=away&state=pending",
+            Some(TOKEN),
+        )
+        .await;
+    let pending: Value = pending.json().await.unwrap();
+    let pending = pending["deliveries"].as_array().unwrap();
+    assert_eq!(pending.len(), 2, "both events kept for it: {pending:?}");
 }
