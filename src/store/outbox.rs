@@ -460,8 +460,13 @@ struct Playing {
 
 /// For each playing session, its latest `session.tick` due by `now`: tick n at n times
 /// `interval_secs` after its start, id `evt_session.tick_<session>_<n>`, so a second pass or
-/// a second replica writes nothing new. The insert reads the session again, row-locked on
-/// PostgreSQL: a session ending meanwhile gets no tick after its `session.ended`.
+/// a second replica writes nothing new. One statement for the whole pass: it leaves out the
+/// ticks already written before it reads a session again, so only sessions due a new tick
+/// are read under a row lock on PostgreSQL (a session ending meanwhile gets no tick after
+/// its `session.ended`), taken in key order as every writer of sessions takes them. The
+/// pass used to run one locking insert per playing session in one transaction, a no-op for
+/// nearly all: thousands of share locks in heap order held to its commit, which quits
+/// queued behind and which could close a lock cycle with an events batch.
 pub(super) async fn write_ticks<D: Sql>(
     tx: &mut D,
     interval_secs: i64,
@@ -470,47 +475,72 @@ pub(super) async fn write_ticks<D: Sql>(
     let sql = "SELECT session_id, phone_id, app_id, user_id, started_at FROM sessions \
                WHERE state = 'playing' AND started_at IS NOT NULL";
     let playing: Vec<Playing> = tx.fetch_all(sql, &args![]).await?;
-    let mut written = 0;
-    for s in playing {
+    let ticks: Vec<Tick> = (playing.into_iter())
+        .filter_map(|s| Tick::due::<D>(s, interval_secs, now))
+        .collect();
+    if ticks.is_empty() {
+        return Ok(0);
+    }
+    let ticks = json_list(&ticks)?;
+    Ok(tx.execute(tick_sql::<D>(), &args![ticks.as_str(), now]).await?)
+}
+
+/// One session's latest tick, as the insert reads it from its JSON list.
+#[derive(serde::Serialize)]
+struct Tick {
+    event_id: String,
+    session_id: String,
+    /// [`Sql::json_time`].
+    at: i64,
+    data: String,
+}
+
+impl Tick {
+    fn due<D: Sql>(s: Playing, interval_secs: i64, now: UtcTime) -> Option<Tick> {
         let tick = now.seconds_since(s.started_at) / interval_secs;
         if tick < 1 {
-            continue;
+            return None;
         }
         let played = tick * interval_secs;
-        let at = s
-            .started_at
-            .plus(std::time::Duration::from_secs(played as u64));
+        let at = s.started_at.plus(std::time::Duration::from_secs(played as u64));
         let data = serde_json::json!({
             "session_id": s.session_id, "phone_id": s.phone_id, "app_id": s.app_id,
             "user_id": s.user_id, "started_at": s.started_at.epoch_millis(),
             "tick": tick, "seconds_played": played,
         });
-        let (id, data) = (
-            format!("evt_session.tick_{}_{tick}", s.session_id),
-            data.to_string(),
-        );
-        let args = args![id.as_str(), s.session_id.as_str(), at, now, data.as_str()];
-        written += tx.execute(tick_sql::<D>(), &args).await?;
+        Some(Tick {
+            event_id: format!("evt_session.tick_{}_{tick}", s.session_id),
+            session_id: s.session_id,
+            at: D::json_time(at),
+            data: data.to_string(),
+        })
     }
-    Ok(written)
 }
 
+/// `$1`: the ticks due (a JSON list of [`Tick`]), `$2` now.
 fn tick_sql<D: Sql>() -> &'static str {
-    macro_rules! tick {
-        ($lock:literal) => {
-            concat!(
-                "INSERT INTO webhook_events \
-                   (event_id, type, subject, occurred_at, recorded_at, data) \
-                 SELECT $1, 'session.tick', session_id, $3, $4, $5 FROM sessions \
-                 WHERE session_id = $2 AND state = 'playing'",
-                $lock,
-                " ON CONFLICT (event_id) DO NOTHING"
-            )
-        };
-    }
     match D::LOCKS_ROWS {
-        true => tick!(" FOR SHARE"),
-        false => tick!(""),
+        true => {
+            "INSERT INTO webhook_events (event_id, type, subject, occurred_at, recorded_at, data) \
+             SELECT t.event_id, 'session.tick', s.session_id, \
+               to_timestamp(0) + t.at * interval '1 microsecond', $2, t.data \
+             FROM json_to_recordset($1::json) \
+               AS t(event_id text, session_id text, at bigint, data text) \
+             JOIN sessions s ON s.session_id = t.session_id AND s.state = 'playing' \
+             WHERE NOT EXISTS (SELECT 1 FROM webhook_events w WHERE w.event_id = t.event_id) \
+             ORDER BY s.session_id FOR SHARE OF s \
+             ON CONFLICT (event_id) DO NOTHING"
+        }
+        false => {
+            "INSERT INTO webhook_events (event_id, type, subject, occurred_at, recorded_at, data) \
+             SELECT t.value ->> 'event_id', 'session.tick', s.session_id, t.value ->> 'at', \
+               $2, t.value ->> 'data' \
+             FROM json_each($1) AS t \
+             JOIN sessions s ON s.session_id = t.value ->> 'session_id' AND s.state = 'playing' \
+             WHERE NOT EXISTS (SELECT 1 FROM webhook_events w \
+               WHERE w.event_id = t.value ->> 'event_id') \
+             ON CONFLICT (event_id) DO NOTHING"
+        }
     }
 }
 

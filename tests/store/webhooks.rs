@@ -346,26 +346,34 @@ async fn ticks_are_written_once_each_while_playing_and_stop_when_the_session_end
     let store = open(backend).await;
     apply(&store, &[enter("s-1", "p-1", "19:00:00")]).await;
     let before_first = store.write_webhook_ticks(60, at("19:00:59")).await.unwrap();
+    apply(&store, &[enter("s-2", "p-2", "19:01:45")]).await;
     let first = store.write_webhook_ticks(60, at("19:02:30")).await.unwrap();
+    // s-1's tick is written already, s-2's first is due: one pass, one new tick.
     let again = store.write_webhook_ticks(60, at("19:02:59")).await.unwrap();
     apply(&store, &[quit("s-1", "p-1", "19:03:10", 190)]).await;
+    apply(&store, &[quit("s-2", "p-2", "19:03:10", 85)]).await;
     let after_end = store.write_webhook_ticks(60, at("19:05:00")).await.unwrap();
 
     let events = outbox(&store).await;
 
-    assert_eq!((before_first, first, again, after_end), (0, 1, 0, 0));
+    assert_eq!((before_first, first, again, after_end), (0, 1, 1, 0));
     let ids: Vec<_> = events.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(
         ids,
         [
             "evt_session.started_s-1",
+            "evt_session.started_s-2",
             "evt_session.tick_s-1_2",
-            "evt_session.ended_s-1"
+            "evt_session.tick_s-2_1",
+            "evt_session.ended_s-1",
+            "evt_session.ended_s-2",
         ]
     );
-    assert_eq!(events[1].event_type, WebhookEventType::SessionTick);
-    assert_eq!(events[1].data["seconds_played"], 120);
-    assert_eq!(events[1].occurred_at, at("19:02:00"));
+    assert_eq!(events[2].event_type, WebhookEventType::SessionTick);
+    assert_eq!(events[2].data["seconds_played"], 120);
+    assert_eq!(events[2].occurred_at, at("19:02:00"));
+    assert_eq!(events[3].data["seconds_played"], 60);
+    assert_eq!(events[3].occurred_at, at("19:02:45"));
 }
 
 fn claim<'a>(by: &'a str, now: &str) -> Claim<'a> {
