@@ -100,7 +100,10 @@ macro_rules! postgres_clip {
     };
 }
 
-/// PostgreSQL: TIMESTAMPTZ; the pieces arrive as three arrays.
+/// PostgreSQL: TIMESTAMPTZ; the pieces arrive as three arrays. The look back from each
+/// piece (as far as the longest session) is taken in epoch seconds and held at 4685 BC,
+/// inside PostgreSQL's timestamps: a quit stamped 9999 by a phone with a wrong clock made
+/// `d0 - interval` overflow, and every report failed while that session was in the book.
 macro_rules! postgres_sql {
     () => {
         usage_sql!(
@@ -117,8 +120,8 @@ macro_rules! postgres_sql {
                 postgres_clip!(),
                 " FROM unnest($1::text[], $6::timestamptz[], $7::timestamptz[]) AS p(day, d0, d1) \
      JOIN sessions AS s \
-       ON s.started_at >= p.d0 - make_interval(secs => \
-            (SELECT coalesce(max(duration_seconds), 0) + 1 FROM sessions)) \
+       ON s.started_at >= to_timestamp(greatest(extract(epoch FROM p.d0) - \
+            (SELECT coalesce(max(duration_seconds), 0) + 1 FROM sessions), -210000000000)) \
       AND s.started_at < p.d1 \
      WHERE s.started_at >= p.d0 OR s.ended_at > p.d0"
             )

@@ -19,6 +19,7 @@ use crate::backend_tests;
 use crate::helpers::*;
 
 backend_tests!(
+    a_session_ending_in_the_year_9999_leaves_the_reports_answering,
     rollups_answer_exactly_what_the_sessions_answer,
     a_late_quit_changes_an_abandoned_sessions_usage,
     sessions_closed_before_the_rollups_are_rolled_up_by_their_migration,
@@ -256,6 +257,36 @@ async fn a_session_of_years_is_counted_from_the_sessions(backend: Backend) {
     let alpha = rows.iter().find(|r| r.app_id.as_deref() == Some(APPS[0]));
     let wild_secs = (wild.end - wild.start).num_seconds();
     assert!(alpha.unwrap().counts.seconds >= wild_secs, "{rows:?}");
+}
+
+/// A quit stamped 9999-12-31 by a phone whose clock is wrong (nothing refuses a time the
+/// reference's format allows): the raw computation looks back from each window as far as
+/// the longest session, and on PostgreSQL that bound fell before the earliest timestamp it
+/// has, so every report failed ("timestamp out of range") while the session was in the
+/// book. It counts the session's part inside the window, as the other backend does.
+async fn a_session_ending_in_the_year_9999_leaves_the_reports_answering(backend: Backend) {
+    let store = open(backend).await;
+    let far = Played {
+        id: "s-far".to_owned(),
+        phone: "p-far".to_owned(),
+        app: APPS[0],
+        start: "2026-11-30T10:00:00Z".parse().unwrap(),
+        end: "9999-12-31T00:00:00Z".parse().unwrap(),
+        run_time: 60,
+    };
+    let events = [
+        delivery(EventKind::Enter, &far, far.start),
+        delivery(EventKind::Quit, &far, far.end),
+    ];
+    apply(&store, &events).await;
+
+    let window = by_app("2026-11-30T12:00:00Z", "2026-12-01T00:00:00Z");
+    let rows = (store.usage(&window).await).expect("usage");
+    let raw = (store.usage_raw(&window).await).expect("usage from the sessions alone");
+
+    let alpha = rows.iter().find(|r| r.app_id.as_deref() == Some(APPS[0]));
+    assert_eq!(alpha.unwrap().counts.seconds, 12 * 3600, "{rows:?}");
+    assert_eq!(sorted(raw), sorted(rows));
 }
 
 /// The watchdog abandons a session at its last heartbeat; its quit (6.3) arrives later,
