@@ -258,6 +258,7 @@ fn rollout_code(error: &crate::rollout::RolloutError) -> ErrorCode {
         RolloutError::AppBusy(_) | RolloutError::WrongState(..) => ErrorCode::RolloutConflict,
         RolloutError::NoPhones(_) | RolloutError::PhonesWithoutApp(_) => ErrorCode::NoTargetPhones,
         RolloutError::NotPushed(_) => ErrorCode::VersionNotPushed,
+        RolloutError::VersionRefused(_) => ErrorCode::InvalidField,
         RolloutError::PushFailed(_) | RolloutError::Cph(_) => ErrorCode::CphFailed,
         RolloutError::Store(e) if e.is_retryable() => ErrorCode::Unavailable,
         RolloutError::Store(_) => ErrorCode::Internal,

@@ -153,7 +153,8 @@ fn target(body: TargetBody) -> Result<RolloutTarget, ParseError> {
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub(super) enum StartRefusal {
-    /// `CPHUB.MALFORMED_JSON` or `CPHUB.INVALID_FIELD`
+    /// `CPHUB.MALFORMED_JSON` or `CPHUB.INVALID_FIELD` (also `app_version_ids` the
+    /// control plane refused to push, 7.2 `CPS.0200`)
     #[response(status = 400)]
     Invalid(ErrorBody<'static>),
     /// `CPHUB.ROLLOUT_CONFLICT`: the app has a running or paused rollout;

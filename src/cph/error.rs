@@ -59,6 +59,10 @@ pub const SYSTEM_ERROR: &str = "CPS.0003";
 /// 7.2: "Parameter error: Invalid pagination parameter." (`offset or limit is invalid`).
 pub const BAD_PAGE: &str = "CPS.0002";
 
+/// 7.2: "Invalid parameters." (the reference's example names `peering_id`): a value the
+/// control plane does not know, such as an application version id.
+pub const INVALID_PARAMETERS: &str = "CPS.0200";
+
 /// 7.2: "The cloud phone you queried does not exist." (`Phone is not found`).
 pub const PHONE_NOT_FOUND: &str = "CPS.0005";
 

@@ -25,7 +25,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use auth::Auth;
-pub use error::{ACCOUNT_CODES, BAD_PAGE, CphError, PHONE_NOT_FOUND, SYSTEM_ERROR};
+pub use error::{
+    ACCOUNT_CODES, BAD_PAGE, CphError, INVALID_PARAMETERS, PHONE_NOT_FOUND, SYSTEM_ERROR,
+};
 pub use model::{
     App, AppPhone, BatchItem, DeployedApp, EncodeServer, Job, Phone, PhoneDetail, PhoneItem,
 };

@@ -39,6 +39,13 @@ pub enum RolloutError {
     NotPushed(Vec<String>),
     #[error("pushing the version to the servers failed (chapter 5.3.4): {0}")]
     PushFailed(String),
+    /// 5.3.4 refused the push's parameters (7.2 `CPS.0200`): the servers were read, so the
+    /// operator's `app_version_ids` are what the control plane does not know.
+    #[error(
+        "app_version_ids: the control plane refused them (chapter 5.3.4, {0}); is each an \
+         uploaded version of the app (chapter 5.2)?"
+    )]
+    VersionRefused(String),
     #[error("the rollout is {0}: it cannot be {1}")]
     WrongState(RolloutState, &'static str),
     #[error("the CPH management API call failed: {0}")]

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{RolloutError, Rollouts, ids};
+use crate::cph::INVALID_PARAMETERS;
 use crate::cph::model::job_status;
 use crate::domain::{AppId, PhoneId, RolloutPlan, RolloutTarget};
 use crate::store::{NewRollout, Rollout};
@@ -99,11 +100,20 @@ impl Rollouts {
 
     /// 5.3.4: one job (type 31) per server and version, each followed to its end (4.4.1).
     async fn push(&self, versions: &[String], servers: &[String]) -> Result<(), RolloutError> {
-        let batch = self.client.push_app_version(versions, servers).await?;
+        let batch = match self.client.push_app_version(versions, servers).await {
+            Err(error) if error.code() == Some(INVALID_PARAMETERS) => {
+                return Err(RolloutError::VersionRefused(error.to_string()));
+            }
+            pushed => pushed?,
+        };
         if let Some(item) = batch.failures().next() {
             let code = item.error_code.clone().unwrap_or_default();
             let message = item.error_msg.clone().unwrap_or_default();
-            return Err(RolloutError::PushFailed(format!("{code}: {message}")));
+            let refused = format!("{code}: {message}");
+            return Err(match code == INVALID_PARAMETERS {
+                true => RolloutError::VersionRefused(refused),
+                false => RolloutError::PushFailed(refused),
+            });
         }
         for (_, job_id) in batch.jobs() {
             let job = self.client.follow_job(job_id).await?;

@@ -312,6 +312,20 @@ async fn a_version_not_on_the_servers_is_refused_naming_them_5_3_1(backend: Back
             "{body}"
         );
     }
+    // A mistyped version: pushing it is refused (7.2 `CPS.0200`), which is the operator's
+    // field, not a failure of the control plane.
+    let typo = json!({"app_id": APP, "app_version_ids": ["0123abcd"], "push_first": true});
+    let body = assert_error(
+        rig.post("/api/v1/rollouts", &typo).await,
+        400,
+        "CPHUB.INVALID_FIELD",
+    )
+    .await;
+    let message = body["error_msg"].as_str().unwrap();
+    assert!(
+        message.starts_with("app_version_ids") && message.contains("CPS.0200"),
+        "{body}"
+    );
     assert_eq!(rig.get("/api/v1/rollouts").await["rollouts"], json!([]));
     rig.simulator.stop().await;
 }
