@@ -297,11 +297,7 @@ pub(super) async fn pause(
     clock: web::Data<dyn Clock>,
 ) -> Result<HttpResponse, ApiError> {
     let id = rollout_id(&path)?;
-    let reason = body.0.and_then(|b| b.reason).unwrap_or_default();
-    if reason.chars().count() > 500 {
-        let problem = Problem::TooLong(500);
-        return Err(ParseError::new("reason", problem).into());
-    }
+    let reason = crate::domain::pause_reason(body.0.and_then(|b| b.reason).unwrap_or_default())?;
     let pause = Change::Pause {
         by: "operator",
         why: &reason,

@@ -99,6 +99,7 @@ pub async fn run(settings: &Settings, command: RolloutCommand) -> Result<Outcome
             format,
         } => return status(book.as_ref(), id, format).await,
         RolloutCommand::Pause { id, reason } => {
+            let reason = crate::domain::pause_reason(reason)?;
             let pause = Change::Pause {
                 by: "operator",
                 why: &reason,

@@ -23,6 +23,7 @@ pub use queue::{Priority, WaitSecs};
 pub use recovery::{Action, Outcome, Reason, RecoveryMark};
 pub use rollout::{
     PAUSED_BY_CPHUB, PhoneStep, RolloutPlan, RolloutState, RolloutTarget, RolloutTransition,
+    pause_reason,
 };
 pub use session::{EndReason, Session, SessionState};
 pub use shell::{

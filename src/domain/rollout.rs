@@ -122,6 +122,20 @@ impl RolloutTarget {
 /// batch, so the batch that paused the rollout is not judged again.
 pub const PAUSED_BY_CPHUB: &str = "cphub";
 
+/// Why an operator paused a rollout, as stored (`rollouts.pause_reason`) and sent in its
+/// `fleet.rollout` webhook: at most 500 characters, and no NUL, which PostgreSQL's text
+/// refuses (a 500 instead of the operator's 400).
+pub fn pause_reason(raw: String) -> Result<String, ParseError> {
+    if raw.chars().count() > 500 {
+        return Err(ParseError::new("reason", Problem::TooLong(500)));
+    }
+    if raw.contains('\0') {
+        let problem = Problem::Invalid("holds a NUL character");
+        return Err(ParseError::new("reason", problem));
+    }
+    Ok(raw)
+}
+
 /// How the phones are taken: a canary, then batches; when to pause; how long to wait for
 /// a session to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -283,24 +283,34 @@ impl Rollouts {
     }
 
     /// Done once the phone heartbeat after its job and lists the versions (5.3.6); failed
-    /// when that has not happened by the drain deadline.
+    /// when that has not happened by the drain deadline, or `fleet.stale_after` if longer:
+    /// a heartbeat that changes nothing reaches the phone's row only every few beats (the
+    /// heartbeat flush holds the others back), so a phone is known silent only once it is
+    /// stale. A 5.3.6 that cannot be read (an outage) says nothing of the phone: asked
+    /// again for one more deadline, then failed saying so.
     async fn verify(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
         let ended = phone.job_ended_at.unwrap_or(phone.updated_at);
         let heard = phone.last_seen_at.is_some_and(|seen| seen > ended);
-        if heard && self.runs_versions(rollout, phone).await {
+        let listed = match heard {
+            true => self.versions_listed(rollout, phone).await,
+            false => Some(false),
+        };
+        if listed == Some(true) {
             tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "phone updated and back in the pool");
             self.move_phone(phone, PhoneStep::Done, None).await?;
             return Ok(());
         }
         let deadline = Duration::from_secs(rollout.drain_deadline_secs.max(1) as u64);
-        if ended.plus(deadline) <= self.clock.now() {
-            let why = match heard {
-                true => "the phone does not list the new version (5.3.6) after its job",
-                false => "no heartbeat after the update job",
-            };
-            return self.fail(phone, why).await;
-        }
-        Ok(())
+        let deadline = deadline.max(self.stale_after);
+        let now = self.clock.now();
+        let why = match (heard, listed) {
+            _ if ended.plus(deadline) > now => return Ok(()),
+            (true, None) if ended.plus(deadline * 2) > now => return Ok(()),
+            (true, None) => "the phone's versions (5.3.6) could not be read after its job",
+            (true, _) => "the phone does not list the new version (5.3.6) after its job",
+            (false, _) => "no heartbeat after the update job",
+        };
+        self.fail(phone, why).await
     }
 
     /// Whether 5.3.6 lists every version of the rollout on the phone; false when it cannot
