@@ -844,10 +844,13 @@ fn answer_lost(error: CphError) -> CphError {
 }
 
 /// A poll of a job that failed for reasons that say nothing about the job.
+/// A poll that failed on the way (after its own retries) or was never sent: the circuit
+/// breaker refusing calls for a while, the IAM token not renewed. Neither says anything of
+/// the job (4.4.1: it ends at status 2 or -1), so following it goes on to the deadline.
 fn transient_poll_failure(error: &CphError) -> bool {
     match error {
-        CphError::RetriesExhausted { last, .. } => last.is_transient(),
-        other => other.is_transient(),
+        CphError::RetriesExhausted { last, .. } => transient_poll_failure(last),
+        other => other.is_transient() || other.did_nothing(),
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use super::{JOB_ID, api, client, cps_code, job_answer, received, tweaked_client};
+use super::{JOB_ID, api, client, cps_code, cps_error, job_answer, received, tweaked_client};
 
 #[tokio::test]
 async fn follow_job_polls_until_the_job_succeeds() {
@@ -57,6 +57,42 @@ async fn follow_job_polls_on_through_cps_0003_7_2() {
         &[("max_attempts", "2"), ("breaker_failures", "100")],
     );
     let job = client.follow_job(JOB_ID).await.unwrap();
+
+    assert_eq!(job.status, 2);
+}
+
+/// 5xx answers while polling open the circuit breaker, which then refuses calls locally
+/// for `breaker_open_secs`: a poll never sent says nothing of the job either (4.4.1), so the
+/// follow goes on until the breaker lets a poll through and the job is read done. It used
+/// to end at the first refusal, and a recovery whose job went on running was logged as an
+/// error.
+#[tokio::test]
+async fn follow_job_polls_on_while_the_circuit_breaker_is_open_4_4_1() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .respond_with(cps_error(500))
+        .up_to_n_times(2)
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .respond_with(job_answer(2))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let tweaks = [
+        ("max_attempts", "1"),
+        ("breaker_failures", "2"),
+        ("breaker_open_secs", "1"),
+        ("job_deadline_secs", "10"),
+    ];
+
+    let job = tweaked_client(&server, &tweaks)
+        .follow_job(JOB_ID)
+        .await
+        .unwrap();
 
     assert_eq!(job.status, 2);
 }
