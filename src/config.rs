@@ -267,8 +267,11 @@ pub enum SqliteSynchronous {
 pub struct CallbackSettings {
     pub base_path: BasePath,
     pub public_url: Option<String>,
+    #[serde(deserialize_with = "positive")]
     pub events_body_limit: usize,
+    #[serde(deserialize_with = "positive")]
     pub heartbeat_body_limit: usize,
+    #[serde(deserialize_with = "positive")]
     pub sign_check_body_limit: usize,
     pub event_batch_max: usize,
     pub run_time_tolerance_secs: u32,
@@ -331,7 +334,12 @@ impl HeartbeatSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessSettings {
+    /// 0 would mint tickets already expired (with no clock skew allowed).
+    #[serde(deserialize_with = "positive")]
     pub ticket_ttl_secs: u64,
+    /// 0 would end a first use's hold at once: the sweeper would free the phone while its
+    /// player connects, and the next mint would put a second player on it.
+    #[serde(deserialize_with = "positive")]
     pub enter_timeout_secs: u64,
     pub clock_skew_secs: u64,
     pub replay_grace_secs: u64,
@@ -572,6 +580,9 @@ pub struct WatchdogSettings {
     pub grace_after_recovery_secs: u64,
     pub cooldown_secs: u64,
     pub hourly_cap: u32,
+    /// 0 would leave a rollout's drained phones out of allocation for good, never updated
+    /// (its budget of updates is this); `enabled = false` or `dry_run` stop the watchdog.
+    #[serde(deserialize_with = "positive")]
     pub max_in_flight: usize,
     #[serde(deserialize_with = "plain_list_or_comma_separated")]
     pub exclude: Vec<String>,
@@ -634,6 +645,7 @@ fn plain_list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<
 pub struct ApiSettings {
     #[serde(deserialize_with = "tokens::api_tokens")]
     pub tokens: Vec<ApiToken>,
+    #[serde(deserialize_with = "positive")]
     pub body_limit: usize,
     /// Requests per second each token may make (0: no limit); mints are not counted.
     pub rate_limit_per_second: u32,

@@ -89,7 +89,7 @@ pub(super) async fn mint(
     fleet: web::Data<FleetSettings>,
     root: tracing_actix_web::RootSpan,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency_key(&req)?;
+    let key = idempotency_key(&req)?.map(|key| (key, caller_name(&req)));
     let request = mint_request(body.into_inner(), key, clock.now(), &access, &fleet)?;
     // A full fleet is an everyday answer, not a failure: sent as a plain response so it is
     // not logged as an error.
@@ -133,6 +133,14 @@ async fn no_free_phone(request: &MintRequest, req: &HttpRequest) -> ApiError {
     }
 }
 
+/// The name of the token the mint was made with (the scope's middleware put it there).
+fn caller_name(req: &HttpRequest) -> String {
+    let caller = actix_web::HttpMessage::extensions(req)
+        .get::<super::auth::Caller>()
+        .cloned();
+    caller.map(|super::auth::Caller(token)| token.name.clone()).unwrap_or_default()
+}
+
 /// The `Idempotency-Key` header, parsed like an id: bounded, printable, no separators.
 fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ParseError> {
     let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
@@ -148,7 +156,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ParseErr
 /// it, so every way of minting allocates by the same rules (`access.match_app`).
 fn mint_request(
     body: MintBody,
-    key: Option<IdempotencyKey>,
+    key: Option<(IdempotencyKey, String)>,
     now: UtcTime,
     access: &AccessSettings,
     fleet: &FleetSettings,
@@ -160,8 +168,8 @@ fn mint_request(
         .map(|p| PhoneId::parse("phone_id", p))
         .transpose()?;
     let times = MintTimes::new(now, access, fleet);
-    let key = key.map(|key| MintKey {
-        request_hash: request_hash(&app_id, &user_id, pinned.as_ref()),
+    let key = key.map(|(key, caller)| MintKey {
+        request_hash: request_hash(&caller, &app_id, &user_id, pinned.as_ref()),
         expires_at: now.plus(access.idempotency_ttl()),
         key,
     });
@@ -181,11 +189,19 @@ fn mint_request(
 }
 
 /// What makes two mints the same request: the parsed fields, not the bytes, so a retry
-/// whose JSON is spaced or ordered differently is still the same. Ids hold no newline.
-fn request_hash(app_id: &AppId, user_id: &UserId, pinned: Option<&PhoneId>) -> String {
+/// whose JSON is spaced or ordered differently is still the same; and the token that made
+/// it, so another platform's token reusing a key is refused (`IDEMPOTENCY_KEY_REUSED`)
+/// rather than handed the first caller's session, ticket and key. Ids and token names hold
+/// no newline.
+fn request_hash(
+    caller: &str,
+    app_id: &AppId,
+    user_id: &UserId,
+    pinned: Option<&PhoneId>,
+) -> String {
     use sha2::{Digest, Sha256};
     let pinned = pinned.map_or("", |p| p.as_str());
-    let text = format!("{app_id}\n{user_id}\n{pinned}");
+    let text = format!("{caller}\n{app_id}\n{user_id}\n{pinned}");
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 

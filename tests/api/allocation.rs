@@ -286,9 +286,18 @@ async fn an_enter_for_the_minted_app_is_not_flagged(backend: Backend) {
 // ---- Idempotency-Key ----------------------------------------------------------------------
 
 async fn mint_with_key(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    mint_with_key_as(app, TOKEN, key, body).await
+}
+
+async fn mint_with_key_as(
+    app: &TestApp,
+    token: &str,
+    key: &str,
+    body: &Value,
+) -> reqwest::Response {
     app.client
         .post(format!("{}/api/v1/sessions", app.address))
-        .bearer_auth(TOKEN)
+        .bearer_auth(token)
         .header("Idempotency-Key", key)
         .json(body)
         .send()
@@ -368,6 +377,29 @@ async fn the_same_key_with_another_body_is_refused_422(backend: Backend) {
         let error = assert_error(res, 422, "CPHUB.IDEMPOTENCY_KEY_REUSED").await;
         assert!(error["error_msg"].is_string(), "{why}");
     }
+    assert_eq!(held_and_minted(&app).await, (1, 1));
+}
+
+/// Two platforms' tokens: the same key and body from the second is not the first's
+/// retry, and must not be answered with the first caller's session, ticket and key.
+async fn a_key_reused_by_another_token_is_refused_not_answered_with_the_first_session(
+    backend: Backend,
+) {
+    const OTHER: &str = "another-platform-token-0123456789";
+    let config = format!("[api]\ntokens = [\"{TOKEN}\", \"{OTHER}\"]\nrate_limit_per_second = 0\n");
+    let app = TestApp::spawn_with(backend, &config).await;
+    app.idle_phones(&["p-1", "p-2"]).await;
+    let body = mint_body("a1", "u-1");
+    let first = created(mint_with_key(&app, "k-1", &body).await).await;
+
+    let res = mint_with_key_as(&app, OTHER, "k-1", &body).await;
+
+    let error = assert_error(res, 422, "CPHUB.IDEMPOTENCY_KEY_REUSED").await;
+    assert!(
+        !error
+            .to_string()
+            .contains(first["ticket"].as_str().unwrap())
+    );
     assert_eq!(held_and_minted(&app).await, (1, 1));
 }
 
@@ -513,6 +545,7 @@ backend_tests!(
     an_enter_for_the_minted_app_is_not_flagged,
     a_retried_mint_with_one_key_holds_one_phone_and_answers_the_same,
     the_same_key_with_another_body_is_refused_422,
+    a_key_reused_by_another_token_is_refused_not_answered_with_the_first_session,
     concurrent_duplicates_mint_one_session,
     a_refused_mint_is_not_replayed,
     a_key_is_forgotten_after_its_ttl,

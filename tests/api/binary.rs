@@ -540,6 +540,30 @@ async fn a_bad_setting_stops_startup_naming_its_key() {
             "0",
             "database.write_queue_timeout_ms",
         ),
+        // 0 broke the service rather than turning anything off: every ticket born expired,
+        // a first use's hold ended at once (the phone given to a second player), a rollout's
+        // drained phones never updated, every request refused as too large.
+        (
+            "CPHUB__ACCESS__TICKET_TTL_SECS",
+            "0",
+            "access.ticket_ttl_secs",
+        ),
+        (
+            "CPHUB__ACCESS__ENTER_TIMEOUT_SECS",
+            "0",
+            "access.enter_timeout_secs",
+        ),
+        (
+            "CPHUB__WATCHDOG__MAX_IN_FLIGHT",
+            "0",
+            "watchdog.max_in_flight",
+        ),
+        ("CPHUB__API__BODY_LIMIT", "0", "api.body_limit"),
+        (
+            "CPHUB__CALLBACKS__EVENTS_BODY_LIMIT",
+            "0",
+            "callbacks.events_body_limit",
+        ),
         // A misspelt key was silently ignored, leaving the default in force.
         ("CPHUB__HEARTBEATS__FLUSH_INTERVAL", "500", "flush_interval"),
         ("CPHUB__SERVR__LISTEN", "127.0.0.1:0", "servr"),
