@@ -74,7 +74,9 @@ impl From<Place> for QueuePlace {
 }
 
 /// Joins the app's queue. Always an entry, never a session: a phone free right now is
-/// assigned at once (`status` `assigned`), and the first poll answers the session.
+/// assigned at once (`status` `assigned`), and the first poll answers the session. One
+/// entry per player and app: a join while the player's entry is still in play (waiting, or
+/// assigned a session not used yet) answers that entry again, `200`.
 #[utoipa::path(
     post,
     path = "/queue",
@@ -82,6 +84,7 @@ impl From<Place> for QueuePlace {
     request_body = JoinBody,
     responses(
         (status = 201, description = "In the queue", body = QueuePlace),
+        (status = 200, description = "The player was in the app's queue already (a retried join): that entry, its place and priority kept", body = QueuePlace),
         (status = 400, description = "`CPHUB.MALFORMED_JSON`, `CPHUB.INVALID_FIELD` (an id, or `priority` outside 0–100)", body = ErrorBody),
         (status = 413, description = "`CPHUB.PAYLOAD_TOO_LARGE`", body = ErrorBody),
         (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
@@ -96,9 +99,13 @@ pub(super) async fn join(
     let app_id = AppId::parse("app_id", body.app_id)?;
     let user_id = UserId::parse("user_id", body.user_id)?;
     let priority = Priority::parse("priority", body.priority.unwrap_or(0))?;
-    let place = queue.join(app_id, user_id, priority).await?;
+    let (place, new) = queue.join(app_id, user_id, priority).await?;
     tracing::Span::current().record("queue_id", place.entry.queue_id.as_str());
-    Ok(HttpResponse::Created().json(QueuePlace::from(place)))
+    let mut answer = match new {
+        true => HttpResponse::Created(),
+        false => HttpResponse::Ok(),
+    };
+    Ok(answer.json(QueuePlace::from(place)))
 }
 
 #[derive(Deserialize, IntoParams)]

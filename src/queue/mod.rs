@@ -80,13 +80,14 @@ impl Queue {
 
     /// Adds the player at the back of the app's queue (within its priority). A phone free
     /// right now is assigned at once: the answer then says `assigned` and the first poll
-    /// gets the session.
+    /// gets the session. A player already in the app's queue (a retried join) gets that
+    /// entry back, its place kept: the flag says whether the entry is new.
     pub async fn join(
         &self,
         app_id: AppId,
         user_id: UserId,
         priority: Priority,
-    ) -> Result<Place, QueueError> {
+    ) -> Result<(Place, bool), QueueError> {
         let now = self.clock.now();
         let times = self.times(now);
         let entry = NewQueueEntry {
@@ -97,9 +98,10 @@ impl Queue {
             now,
             expires_at: now.plus(self.access.queue_ttl()),
         };
-        self.store.join_queue(&entry, &times).await?;
-        let found = self.store.queue_entry(&entry.queue_id, now).await?;
-        self.place(found.ok_or(QueueError::Unknown)?, now).await
+        let joined = self.store.join_queue(&entry, &times).await?;
+        let found = self.store.queue_entry(&joined.queue_id, now).await?;
+        let place = self.place(found.ok_or(QueueError::Unknown)?, now).await?;
+        Ok((place, joined.new))
     }
 
     /// The entry's place, or its session once a phone is assigned; waits up to `wait` for

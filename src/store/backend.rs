@@ -20,7 +20,7 @@ use super::{AttemptView, Claim, ClaimedDelivery, DeliveryFilter, DeliveryView};
 use super::{AuditFilter, AuditRecord, NewAuditEntry, audit};
 use super::Durable;
 use super::{ControlPlaneEncodeServer, EncodeServer, encode};
-use super::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
+use super::{Issue, Joined, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, SyncedProperty};
 use super::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange, rollout};
 use super::{PhoneMarks, phone_marks};
 use super::{PresentedSignCheck, SignCheckOutcome, sign_check_batch};
@@ -318,12 +318,17 @@ impl<B: Backend> Store for B {
         written.map_err(during("write_round"))
     }
 
-    async fn join_queue(&self, entry: &NewQueueEntry, times: &MintTimes) -> Result<(), StoreError> {
+    async fn join_queue(
+        &self,
+        entry: &NewQueueEntry,
+        times: &MintTimes,
+    ) -> Result<Joined, StoreError> {
         let joined = async {
             let mut tx = self.begin_write().await?;
-            queue::join(&mut tx, entry).await?;
+            let joined = queue::join(&mut tx, entry).await?;
             queue::serve(&mut tx, times, &[]).await?;
-            self.commit(tx).await?.wait().await
+            self.commit(tx).await?.wait().await?;
+            Ok(joined)
         };
         joined.await.map_err(during("join_queue"))
     }

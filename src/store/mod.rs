@@ -65,7 +65,7 @@ pub use outbox::{
 pub use pause::AccountPause;
 pub use phone_marks::{OutOfServiceMark, PausePeriod, PhoneMarks};
 pub use postgres::PostgresStore;
-pub use queue::{Issue, MintTimes, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
+pub use queue::{Issue, MintTimes, Joined, NewQueueEntry, QueueEntry, QueueIssue, QueuePass, Seat};
 pub use retention::Retention;
 pub use round::{Round, RoundDone};
 pub use rollout::{NewRollout, Rollout, RolloutPhone, StateChange, StepChange};
@@ -625,9 +625,11 @@ pub trait Store: Send + Sync + 'static {
     /// is durable: its writes must not be answered before.
     async fn write_round(&self, round: &Round<'_>) -> Result<(RoundDone, Durable), StoreError>;
 
-    /// Adds the entry at the back of its app's queue and serves the queue in the same
-    /// transaction, so an entry that finds a free phone is assigned at once.
-    async fn join_queue(&self, entry: &NewQueueEntry, times: &MintTimes) -> Result<(), StoreError>;
+    /// Adds the entry at the back of its app's queue, unless the player already has one
+    /// there still in play (then that one, `new` false: a retried join), and serves the
+    /// queue in the same transaction, so an entry that finds a free phone is assigned at once.
+    async fn join_queue(&self, entry: &NewQueueEntry, times: &MintTimes)
+    -> Result<Joined, StoreError>;
 
     /// The live entry with its place; None once it left, expired or never was.
     async fn queue_entry(

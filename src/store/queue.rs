@@ -194,7 +194,48 @@ macro_rules! entry_columns {
     };
 }
 
-pub(super) async fn join(tx: &mut impl Sql, e: &NewQueueEntry) -> Result<(), StoreError> {
+/// The entry a join stands for, and whether the join made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub queue_id: QueueId,
+    pub new: bool,
+}
+
+/// Queues the player, or finds the entry an earlier join of theirs made for the app that is
+/// still in play: live (not past its expiry) and waiting, or assigned a session not used
+/// yet. A platform whose join timed out joins again; a second entry would hold a place, and
+/// then a phone, for a `queue_id` nobody polls. The entry found keeps its place and
+/// priority, and lives at least as long as a new one would. On PostgreSQL two joins of one
+/// player at once (a retry racing its first attempt) take turns on a transaction lock of
+/// the player's own, so the second finds the first's entry.
+pub(super) async fn join<D: Sql>(tx: &mut D, e: &NewQueueEntry) -> Result<Joined, StoreError> {
+    let (app, user) = (e.app_id.as_str(), e.user_id.as_str());
+    if D::LOCKS_ROWS {
+        let lock = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))::text";
+        let _: Option<(String,)> = tx.fetch_optional(lock, &args![app, user]).await?;
+    }
+    let mine = "SELECT q.queue_id FROM queue_entries q \
+                WHERE q.app_id = $1 AND q.user_id = $2 AND q.expires_at >= $3 \
+                  AND (q.session_id IS NULL OR EXISTS (SELECT 1 FROM sessions s \
+                    WHERE s.session_id = q.session_id AND s.state = 'minted')) \
+                ORDER BY q.seq LIMIT 1";
+    let found: Option<(String,)> = tx.fetch_optional(mine, &args![app, user, e.now]).await?;
+    if let Some((queue_id,)) = found {
+        let queue_id =
+            QueueId::try_from(queue_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let later = "UPDATE queue_entries SET expires_at = $2 \
+                     WHERE queue_id = $1 AND expires_at < $2";
+        tx.execute(later, &args![queue_id.as_str(), e.expires_at]).await?;
+        return Ok(Joined { queue_id, new: false });
+    }
+    insert(tx, e).await?;
+    Ok(Joined {
+        queue_id: e.queue_id.clone(),
+        new: true,
+    })
+}
+
+async fn insert(tx: &mut impl Sql, e: &NewQueueEntry) -> Result<(), StoreError> {
     let sql = "INSERT INTO queue_entries (queue_id, app_id, user_id, priority, joined_at, \
                  expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
     let args = args![

@@ -296,6 +296,28 @@ async fn leaving_frees_the_place(backend: Backend) {
     assert_eq!(session["phone_id"], "p-1");
 }
 
+/// A platform whose join timed out joins again: the player's entry is answered again
+/// (`200`), its place and priority kept, not a second place that nobody polls and that
+/// would hold a phone for nobody. After leaving, a join is a new entry at the back.
+async fn a_retried_join_answers_the_same_entry_and_takes_no_second_place(backend: Backend) {
+    let app = TestApp::spawn_with(backend, PATIENT_FLEET).await;
+    full_fleet(&app, 1).await;
+    let first = join(&app, "first", None).await;
+    let second = join(&app, "second", None).await;
+
+    let res = post_queue(&app, &queue_entry("first", Some(50))).await;
+
+    assert_eq!(res.status(), 200);
+    let again: Value = res.json().await.unwrap();
+    assert_eq!(again["queue_id"], first["queue_id"], "{again}");
+    assert_eq!(again["position"], 1, "{again}");
+    assert_eq!(waiting(&app, queue_id(&second)).await["position"], 2);
+    assert_eq!(leave(&app, queue_id(&first)).await.status(), 204);
+    let back = join(&app, "first", None).await;
+    assert_ne!(back["queue_id"], first["queue_id"]);
+    assert_eq!(back["position"], 2, "{back}");
+}
+
 /// An entry nobody polls for `access.queue_ttl_secs` leaves the queue and is counted; a
 /// polled one stays (each poll moves its expiry on).
 async fn an_unpolled_entry_expires_and_is_counted(backend: Backend) {
@@ -491,6 +513,7 @@ backend_tests!(
     a_queue_is_served_in_order_as_sessions_end,
     a_higher_priority_is_served_first,
     leaving_frees_the_place,
+    a_retried_join_answers_the_same_entry_and_takes_no_second_place,
     an_unpolled_entry_expires_and_is_counted,
     a_free_phone_goes_to_the_queue_before_a_new_mint,
     a_long_poll_returns_the_session_once_assigned,

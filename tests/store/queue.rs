@@ -138,7 +138,53 @@ async fn the_queue_is_served_across_apps_by_priority_then_waiting_time(backend: 
     assert_eq!(assigned, ["q-00", "q-01", "q-06"], "{listed:?}");
 }
 
+/// A player's join while their entry is still in play — waiting, or assigned a session not
+/// used yet — is that entry (a retried join), its place and priority kept; once the entry's
+/// session is gone (its hold lapsed) or the entry expired, a join is a new entry.
+async fn a_player_joining_again_gets_their_entry_while_it_is_in_play(backend: Backend) {
+    let store = open(backend).await;
+    let times = mint_times();
+    let first = store.join_queue(&entry(0, 0), &times).await.unwrap();
+    let retried = NewQueueEntry {
+        queue_id: QueueId::parse("queue_id", "q-retry".to_owned()).unwrap(),
+        priority: Priority::parse("priority", 9).unwrap(),
+        expires_at: at("19:20:00"),
+        ..entry(0, 0)
+    };
+
+    let again = store.join_queue(&retried, &times).await.unwrap();
+    let other = store.join_queue(&entry(1, 0), &times).await.unwrap();
+
+    assert!(first.new && !again.new && other.new);
+    assert_eq!(again.queue_id.as_str(), "q-00");
+    let kept = store
+        .queue_entry(&again.queue_id, at("19:15:00"))
+        .await
+        .unwrap();
+    let kept = kept.expect("alive past its first expiry: the join moved it on");
+    assert_eq!(
+        (kept.priority.value(), kept.position),
+        (0, 1),
+        "its place and priority"
+    );
+
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    store.serve_queue(&times).await.unwrap();
+    let assigned = store.join_queue(&retried, &times).await.unwrap();
+    assert_eq!(
+        (assigned.queue_id.as_str(), assigned.new),
+        ("q-00", false),
+        "assigned"
+    );
+
+    // The assigned session's hold lapses unused: the entry is over, a join is new.
+    store.release_lapsed_holds(at("19:05:00")).await.unwrap();
+    let after = store.join_queue(&retried, &times).await.unwrap();
+    assert_eq!((after.queue_id.as_str(), after.new), ("q-retry", true));
+}
+
 backend_tests!(
     racing_passes_and_mints_serve_the_queue_in_order_once,
     the_queue_is_served_across_apps_by_priority_then_waiting_time,
+    a_player_joining_again_gets_their_entry_while_it_is_in_play,
 );
