@@ -18,7 +18,9 @@ use crate::queue::{Place, Polled, Queue};
 /// client sending more is broken or hostile, so it is refused before parsing.
 pub(super) const BODY_LIMIT: usize = 1024;
 
+/// A misspelt field is refused, not ignored (`prority` would join at priority 0).
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(super) struct JoinBody {
     #[schema(value_type = AppId)]
     app_id: String,

@@ -22,7 +22,10 @@ fn refusal(error: ApiError) -> HttpResponse {
     error.error_response()
 }
 
+/// A misspelt field is refused, not ignored: `phoneId` for `phone_id` would mint on any
+/// free phone instead of the one asked for.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(super) struct MintBody {
     #[schema(value_type = AppId)]
     app_id: String,

@@ -357,6 +357,15 @@ async fn bad_input_is_refused_with_a_code_and_stores_nothing(backend: Backend) {
 async fn the_error_message_names_the_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;
 
+    // A misspelt mint field is refused, naming it: ignored, `phoneId` minted on any phone.
+    let misspelt = json!({"app_id": "a1", "user_id": "u-1", "phoneId": "p-7"});
+    let res = app.mint(&misspelt).await;
+    let body = assert_error(res, 400, "CPHUB.INVALID_FIELD").await;
+    assert!(
+        body["error_msg"].as_str().unwrap().contains("phoneId"),
+        "{body}"
+    );
+
     let res = app
         .post(
             "/cph/events",

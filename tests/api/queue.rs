@@ -440,6 +440,10 @@ async fn bad_queue_input_is_refused_with_a_code(backend: Backend) {
         ),
         (json!({"app_id": "", "user_id": "u"}), "empty app id"),
         (json!({"app_id": GAME}), "no user"),
+        (
+            json!({"app_id": GAME, "user_id": "u", "prority": 90}),
+            "a misspelt field, which would join at priority 0",
+        ),
     ];
     for (body, case) in bodies {
         let res = post_queue(&app, &body).await;
