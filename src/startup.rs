@@ -152,24 +152,27 @@ impl Application {
                     settings.watchdog.max_in_flight,
                     settings.fleet.stale_after(),
                 );
-                let watchdog = settings.watchdog.enabled.then(|| {
-                    let watchdog = Watchdog::new(
-                        Arc::clone(&store),
-                        client,
-                        Arc::clone(&clock),
-                        Arc::clone(&metrics),
-                        settings.watchdog.clone(),
-                        &settings.fleet,
-                        reset_property,
-                    );
-                    watchdog.drive_rollouts(Arc::clone(&rollouts));
-                    watchdog
-                });
-                (Some(sync), watchdog, Some(rollouts))
+                // Built with the control plane even when `watchdog.enabled` is off: the
+                // operator's commands go through it (exec, and a manual restart or reset
+                // refused as such, not as a control plane that is not configured); only
+                // its loop is left unstarted.
+                let watchdog = Watchdog::new(
+                    Arc::clone(&store),
+                    client,
+                    Arc::clone(&clock),
+                    Arc::clone(&metrics),
+                    settings.watchdog.clone(),
+                    &settings.fleet,
+                    reset_property,
+                );
+                watchdog.drive_rollouts(Arc::clone(&rollouts));
+                (Some(sync), Some(watchdog), Some(rollouts))
             }
             false => (None, None, None),
         };
-        let watchdog_task = watchdog.as_ref().map(Watchdog::spawn);
+        let watchdog_task = (watchdog.as_ref())
+            .filter(|_| settings.watchdog.enabled)
+            .map(Watchdog::spawn);
         let queue = Arc::new(Queue::new(
             Arc::clone(&store),
             Arc::clone(&clock),

@@ -174,8 +174,8 @@ pub(super) enum ManualRefusal {
     /// `CPHUB.INVALID_FIELD`: not a valid id
     #[response(status = 400)]
     InvalidId(ErrorBody<'static>),
-    /// `CPHUB.RECOVERY_REFUSED`: excluded, already recovering, updated by a rollout, or at
-    /// a cap
+    /// `CPHUB.RECOVERY_REFUSED`: the watchdog is off on this replica, or the phone is
+    /// excluded, already recovering, updated by a rollout, or at a cap
     #[response(status = 409)]
     Refused(ErrorBody<'static>),
     /// `CPHUB.CPH_NOT_CONFIGURED` or `CPHUB.UNAVAILABLE`, with `Retry-After`
@@ -191,6 +191,7 @@ async fn manual(
 ) -> Result<HttpResponse, ApiError> {
     let id = PhoneId::parse("phone_id", path.into_inner())?;
     let watchdog = watchdog.ok_or(ApiError::CphNotConfigured)?;
+    watchdog.check_followed()?;
     let recovery = watchdog.manual(&id, action).await?;
     Ok(HttpResponse::Accepted().json(recovery))
 }

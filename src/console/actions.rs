@@ -87,6 +87,7 @@ pub(super) async fn phone(
     let id = PhoneId::parse("phone_id", phone)?;
     let action = phone_action(&action)?;
     let watchdog = watchdog.ok_or(ApiError::CphNotConfigured)?;
+    watchdog.check_followed().map_err(ApiError::from)?;
     let recovery = watchdog.manual(&id, action).await.map_err(ApiError::from)?;
     let body = html! {
         h1 { (action) " of phone " (id) " started" }

@@ -77,6 +77,13 @@ pub enum WatchdogError {
     /// cut it short, a reset undo it (docs/operations.md, "Rolling out a game version").
     #[error("rollout {rollout} is updating phone {phone}; retry once its update ended")]
     InRollout { phone: String, rollout: i64 },
+    /// `watchdog.enabled = false` on this replica: a job sent from here would be followed
+    /// by nobody, its recovery `pending` for good (and counted against the in-flight cap).
+    #[error(
+        "the watchdog is off on this replica (watchdog.enabled = false): nothing would follow \
+         the job; use `cphub phones restart|reset --wait`, which follows it itself"
+    )]
+    Off,
     /// A phone id the control plane gave that cphub cannot take: a bug, not a refusal.
     #[error(transparent)]
     Invalid(#[from] ParseError),
@@ -531,6 +538,16 @@ impl Watchdog {
             .with_label_values(&[action.as_str(), Outcome::Skipped.as_str()])
             .inc();
         Ok(())
+    }
+
+    /// Whether a job sent from this replica is followed: refused with
+    /// [`WatchdogError::Off`] when its loop does not run, as a job sent by a request (the
+    /// API, the console) would be followed by nobody. The CLI's `--wait` follows its own.
+    pub fn check_followed(&self) -> Result<(), WatchdogError> {
+        match self.settings.enabled {
+            true => Ok(()),
+            false => Err(WatchdogError::Off),
+        }
     }
 
     /// A restart or reset asked for by an operator (`POST /api/v1/phones/{id}/restart`):

@@ -420,6 +420,37 @@ pub(crate) async fn manual(app: &TestApp, phone_id: &str, action: &str) -> reqwe
         .unwrap()
 }
 
+/// With `watchdog.enabled = false` the control plane is still configured: a restart or
+/// reset through the API is refused as such (409 naming the setting and the CLI's
+/// `--wait`; nothing would follow its job), not as a control plane that is not configured
+/// (a 503 with `Retry-After` for a condition that does not pass); a command (4.7.5) still
+/// runs, being answered at once.
+async fn with_the_watchdog_off_a_manual_recovery_is_refused_naming_it_and_exec_runs(
+    backend: Backend,
+) {
+    let fleet = start(backend, 1, "enabled = false\n", |_| {}).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+
+    for action in ["restart", "reset"] {
+        let res = manual(&fleet.app, &phone_id, action).await;
+        let body = assert_error(res, 409, "CPHUB.RECOVERY_REFUSED").await;
+        let message = body["error_msg"].as_str().unwrap();
+        assert!(
+            message.contains("watchdog.enabled = false") && message.contains("--wait"),
+            "{body}"
+        );
+    }
+    assert_eq!(recoveries(&fleet.app, &phone_id).await, Vec::<Value>::new());
+    let url = format!("{}/api/v1/phones/{phone_id}/exec", fleet.app.address);
+    let res = (fleet.app.client.post(&url).bearer_auth(TOKEN))
+        .json(&serde_json::json!({"command": "getprop ro.product.model"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    fleet.simulator.stop().await;
+}
+
 async fn an_operator_can_restart_a_phone_through_the_same_log(backend: Backend) {
     let fleet = start(backend, 1, "", |_| {}).await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
@@ -1442,6 +1473,7 @@ backend_tests!(
     dry_run_records_decisions_and_calls_nothing,
     a_phone_that_keeps_failing_is_marked_broken_and_left_alone,
     an_operator_can_restart_a_phone_through_the_same_log,
+    with_the_watchdog_off_a_manual_recovery_is_refused_naming_it_and_exec_runs,
     without_a_control_plane_manual_recovery_is_unavailable,
 );
 
