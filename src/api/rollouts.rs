@@ -8,15 +8,12 @@ use utoipa::{IntoResponses, ToSchema};
 
 use super::ApiError;
 use crate::clock::Clock;
+use crate::domain::{MAX_PLAN_COUNT, rollout_versions};
 use crate::domain::{AppId, ParseError, PhoneId, Problem, RolloutPlan, RolloutTarget};
 use crate::http::error::ErrorBody;
 use crate::http::json::OptionalJson;
 use crate::rollout::{Change, Rollouts, StartRollout, change_state};
 use crate::store::{Rollout, RolloutPhone, Store};
-
-/// At most this many phones listed in a target, versions in a rollout.
-const MAX_LISTED: usize = 1_000;
-const MAX_VERSIONS: usize = 16;
 
 /// Which phones with the app: one of `server_id`, `phones`, `percent`; none of them means
 /// every phone with the app.
@@ -92,7 +89,7 @@ impl TryFrom<RolloutBody> for StartRollout {
     type Error = ParseError;
 
     fn try_from(body: RolloutBody) -> Result<Self, ParseError> {
-        const MANY: u32 = 1_000_000;
+        const MANY: u32 = MAX_PLAN_COUNT;
         let plan = RolloutPlan::new(
             count("canary", body.canary, 1, 0..=MANY)?,
             count("batch_size", body.batch_size, 10, 1..=MANY)?,
@@ -107,23 +104,12 @@ impl TryFrom<RolloutBody> for StartRollout {
         )?;
         Ok(StartRollout {
             app_id: AppId::parse("app_id", body.app_id)?,
-            app_version_ids: versions(body.app_version_ids)?,
+            app_version_ids: rollout_versions("app_version_ids", body.app_version_ids)?,
             target: target(body.target)?,
             plan,
             push_first: body.push_first,
         })
     }
-}
-
-/// Version ids are ids of chapter 5.2: the same characters as any other id.
-fn versions(raw: Vec<String>) -> Result<Vec<String>, ParseError> {
-    if raw.is_empty() || raw.len() > MAX_VERSIONS {
-        let problem = Problem::Invalid("1 to 16 version ids");
-        return Err(ParseError::new("app_version_ids", problem));
-    }
-    raw.into_iter()
-        .map(|v| PhoneId::parse("app_version_ids", v).map(|id| id.to_string()))
-        .collect()
 }
 
 fn target(body: TargetBody) -> Result<RolloutTarget, ParseError> {
@@ -134,16 +120,7 @@ fn target(body: TargetBody) -> Result<RolloutTarget, ParseError> {
             let server = PhoneId::parse("target.server_id", server)?;
             Ok(RolloutTarget::ServerId(server.to_string()))
         }
-        (None, Some(phones), None) => {
-            if phones.is_empty() || phones.len() > MAX_LISTED {
-                let problem = Problem::Invalid("1 to 1000 phones");
-                return Err(ParseError::new("target.phones", problem));
-            }
-            let phones = phones
-                .into_iter()
-                .map(|p| PhoneId::parse("target.phones", p));
-            Ok(RolloutTarget::Phones(phones.collect::<Result<_, _>>()?))
-        }
+        (None, Some(phones), None) => RolloutTarget::phones("target.phones", phones),
         (None, None, Some(percent)) => RolloutTarget::percent(percent),
         _ => Err(ParseError::new("target", only_one)),
     }

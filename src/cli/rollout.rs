@@ -11,6 +11,7 @@ use super::{Format, Outcome};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::cph::{CphClient, CphError};
+use crate::domain::rollout_versions;
 use crate::domain::{AppId, ParseError, PhoneId, RolloutPlan, RolloutTarget};
 use crate::rollout::{Change, RolloutError, Rollouts, StartRollout, change_state};
 use crate::store::{self, Rollout, RolloutPhone, Store, StoreError};
@@ -131,17 +132,11 @@ fn ask(args: StartArgs) -> Result<StartRollout, ParseError> {
         (Some(server), _, _) => {
             RolloutTarget::ServerId(PhoneId::parse("--server-id", server)?.to_string())
         }
-        (None, false, _) => RolloutTarget::Phones(
-            (args.phone_ids.into_iter())
-                .map(|p| PhoneId::parse("--phone-id", p))
-                .collect::<Result<_, _>>()?,
-        ),
+        (None, false, _) => RolloutTarget::phones("--phone-id", args.phone_ids)?,
         (None, true, Some(percent)) => RolloutTarget::percent(percent)?,
         (None, true, None) => RolloutTarget::All,
     };
-    let versions = (args.versions.into_iter())
-        .map(|v| PhoneId::parse("--version", v).map(|id| id.to_string()))
-        .collect::<Result<_, _>>()?;
+    let versions = rollout_versions("--version", args.versions)?;
     Ok(StartRollout {
         app_id: AppId::parse("--app-id", args.app_id)?,
         app_version_ids: versions,

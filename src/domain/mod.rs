@@ -22,8 +22,8 @@ pub use ids::{
 pub use queue::{Priority, WaitSecs};
 pub use recovery::{Action, Outcome, Reason, RecoveryMark};
 pub use rollout::{
-    PAUSED_BY_CPHUB, PhoneStep, RolloutPlan, RolloutState, RolloutTarget, RolloutTransition,
-    pause_reason,
+    MAX_PLAN_COUNT, PAUSED_BY_CPHUB, PhoneStep, RolloutPlan, RolloutState, RolloutTarget,
+    RolloutTransition, pause_reason, rollout_versions,
 };
 pub use session::{EndReason, Session, SessionState};
 pub use shell::{

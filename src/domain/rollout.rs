@@ -105,7 +105,37 @@ pub enum RolloutTarget {
     Percent(u8),
 }
 
+/// At most this many phones listed as a rollout's target.
+pub const MAX_LISTED_PHONES: usize = 1_000;
+/// At most this many versions in one rollout.
+pub const MAX_VERSIONS: usize = 16;
+/// The plan's counts above this are refused: no fleet is that large, and a typo is likelier.
+pub const MAX_PLAN_COUNT: u32 = 1_000_000;
+
+/// A rollout's version ids (chapter 5.2), from the API (`field` `app_version_ids`) or the
+/// CLI (`--version`): 1 to 16, each with the characters of any other id.
+pub fn rollout_versions(field: &'static str, raw: Vec<String>) -> Result<Vec<String>, ParseError> {
+    if raw.is_empty() || raw.len() > MAX_VERSIONS {
+        return Err(ParseError::new(
+            field,
+            Problem::Invalid("1 to 16 version ids"),
+        ));
+    }
+    (raw.into_iter())
+        .map(|v| PhoneId::parse(field, v).map(|id| id.to_string()))
+        .collect()
+}
+
 impl RolloutTarget {
+    /// Listed phones, 1 to 1,000 of them.
+    pub fn phones(field: &'static str, raw: Vec<String>) -> Result<RolloutTarget, ParseError> {
+        if raw.is_empty() || raw.len() > MAX_LISTED_PHONES {
+            return Err(ParseError::new(field, Problem::Invalid("1 to 1000 phones")));
+        }
+        let phones = raw.into_iter().map(|p| PhoneId::parse(field, p));
+        Ok(RolloutTarget::Phones(phones.collect::<Result<_, _>>()?))
+    }
+
     pub fn percent(raw: i64) -> Result<RolloutTarget, ParseError> {
         match u8::try_from(raw) {
             Ok(p @ 1..=100) => Ok(RolloutTarget::Percent(p)),
@@ -161,6 +191,11 @@ impl RolloutPlan {
                 "batch_size",
                 Problem::Invalid("must be at least 1"),
             ));
+        }
+        let counts = [("canary", canary), ("batch_size", batch_size)];
+        let counts = counts.into_iter().chain([("max_failures", max_failures)]);
+        if let Some((field, _)) = counts.into_iter().find(|(_, n)| *n > MAX_PLAN_COUNT) {
+            return Err(ParseError::new(field, Problem::Invalid("out of range")));
         }
         if !(1..=86_400).contains(&drain_deadline_secs) {
             return Err(ParseError::new(
@@ -231,6 +266,32 @@ mod tests {
         assert_eq!(plan.next_batch_size(true), 5);
         let plan = RolloutPlan::new(0, 5, 0, 60, false).unwrap();
         assert_eq!(plan.next_batch_size(false), 5);
+    }
+
+    /// The API and the CLI take the same bounds from here: the CLI used to start what the
+    /// API refused (17 versions, 1,001 listed phones, a canary of ten million).
+    #[test]
+    fn versions_listed_phones_and_counts_are_bounded_for_every_caller() {
+        let many = |n: usize| (0..n).map(|i| format!("v{i}")).collect::<Vec<_>>();
+        assert_eq!(rollout_versions("--version", many(16)).unwrap().len(), 16);
+        for n in [0, 17] {
+            let refused = rollout_versions("--version", many(n)).unwrap_err();
+            assert_eq!(refused.field, "--version", "{n}");
+        }
+        assert!(RolloutTarget::phones("--phone-id", many(1_000)).is_ok());
+        assert!(RolloutTarget::phones("--phone-id", many(1_001)).is_err());
+        assert!(RolloutTarget::phones("--phone-id", vec!["a b".into()]).is_err());
+        let over = MAX_PLAN_COUNT + 1;
+        assert!(
+            RolloutPlan::new(MAX_PLAN_COUNT, MAX_PLAN_COUNT, MAX_PLAN_COUNT, 60, false).is_ok()
+        );
+        for (plan, field) in [
+            (RolloutPlan::new(over, 5, 0, 60, false), "canary"),
+            (RolloutPlan::new(1, over, 0, 60, false), "batch_size"),
+            (RolloutPlan::new(1, 5, over, 60, false), "max_failures"),
+        ] {
+            assert_eq!(plan.unwrap_err().field, field);
+        }
     }
 
     #[test]

@@ -313,6 +313,46 @@ async fn a_version_not_on_the_servers_is_refused_naming_them_5_3_1(backend: Back
             "{body}"
         );
     }
+    // Plans and targets out of bounds are the operator's 400, naming the field; the CLI
+    // takes the same bounds (the domain's unit tests).
+    let many = |n: usize| (0..n).map(|i| format!("x{i}")).collect::<Vec<_>>();
+    for (bad, field) in [
+        (
+            json!({"app_id": APP, "app_version_ids": []}),
+            "app_version_ids",
+        ),
+        (
+            json!({"app_id": APP, "app_version_ids": many(17)}),
+            "app_version_ids",
+        ),
+        (
+            json!({"app_id": APP, "app_version_ids": [version], "batch_size": 0}),
+            "batch_size",
+        ),
+        (
+            json!({"app_id": APP, "app_version_ids": [version], "canary": 2_000_000}),
+            "canary",
+        ),
+        (
+            json!({"app_id": APP, "app_version_ids": [version], "target": {"percent": 0}}),
+            "target.percent",
+        ),
+        (
+            json!({"app_id": APP, "app_version_ids": [version], "target": {"phones": many(1_001)}}),
+            "target.phones",
+        ),
+    ] {
+        let body = assert_error(
+            rig.post("/api/v1/rollouts", &bad).await,
+            400,
+            "CPHUB.INVALID_FIELD",
+        )
+        .await;
+        assert!(
+            body["error_msg"].as_str().unwrap().starts_with(field),
+            "{field}: {body}"
+        );
+    }
     // A mistyped version: pushing it is refused (7.2 `CPS.0200`), which is the operator's
     // field, not a failure of the control plane.
     let typo = json!({"app_id": APP, "app_version_ids": ["0123abcd"], "push_first": true});
