@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::Outcome;
 use super::phones::CliError;
 use crate::config::Settings;
-use crate::cph::{CphClient, CphError, PhoneItem, model};
+use crate::cph::{CphClient, PhoneItem, model};
 use crate::domain::{PhoneId, UtcTime};
 use crate::store::{self, Store};
 use crate::telemetry::ErrorChain;
@@ -101,7 +101,7 @@ pub(super) async fn run(
     let mut reports: HashMap<String, Report> = HashMap::new();
     let mut succeeded = Vec::new();
     for chunk in items.chunks(BATCH) {
-        for (phone, ended) in submit_and_follow(client, chunk.to_vec(), false).await? {
+        for (phone, ended) in submit_and_follow(client, chunk.to_vec(), false).await {
             match ended {
                 Ok(job) => succeeded.push((phone, job)),
                 Err(failure) => {
@@ -183,7 +183,7 @@ async fn restart_the_idle(
         if chunk.is_empty() {
             continue;
         }
-        let restarted = submit_and_follow(client, items(&chunk, property), true).await?;
+        let restarted = submit_and_follow(client, items(&chunk, property), true).await;
         let mut succeeded = Vec::new();
         for (phone, ended) in restarted {
             match ended {
@@ -274,7 +274,7 @@ async fn submit_and_follow(
     client: &CphClient,
     items: Vec<PhoneItem>,
     restart: bool,
-) -> Result<Vec<(String, Result<String, Failure>)>, CphError> {
+) -> Vec<(String, Result<String, Failure>)> {
     let requested: Vec<String> = items.iter().map(|i| i.phone_id.clone()).collect();
     // A restart with a property (4.3.6, Table 4-40) sends only cphub's callback keys. The
     // reference is silent on whether a restart's property replaces the phone's others or
@@ -282,10 +282,24 @@ async fn submit_and_follow(
     // update of "some attributes" leaves the rest alone. Read so, sending cphub's keys
     // alone keeps the phone's own, as the simulator models it; were a service to replace
     // them, the read-back would still show cphub's values and not the loss.
-    let answer = if restart {
-        client.restart_with_property(items).await?
-    } else {
-        client.update_property(items).await?
+    let sent = match restart {
+        true => client.restart_with_property(items).await,
+        false => client.update_property(items).await,
+    };
+    // A batch refused whole, or whose answer was lost, is each of its phones' line: the
+    // command goes on with the next batch and prints what the earlier ones did, rather
+    // than ending with the error alone after updating (or restarting) hundreds of phones.
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(error) => {
+            let code = match error.is_outcome_unknown() {
+                true => "OUTCOME_UNKNOWN",
+                false => error.code().unwrap_or("NOT_SENT"),
+            };
+            let why = ErrorChain(&error).to_string();
+            let each = |phone| (phone, Err(Failure::new(code, why.clone())));
+            return requested.into_iter().map(each).collect();
+        }
     };
     let mut refused: HashMap<String, Failure> = HashMap::new();
     for item in answer.failures() {
@@ -319,7 +333,7 @@ async fn submit_and_follow(
         .collect()
         .await;
     let mut followed = followed;
-    Ok(requested
+    requested
         .into_iter()
         .map(|phone| {
             let ended = followed
@@ -333,7 +347,7 @@ async fn submit_and_follow(
                 });
             (phone, ended)
         })
-        .collect())
+        .collect()
 }
 
 /// Reads each phone (4.3.2): whether its property holds every wanted value.

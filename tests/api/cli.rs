@@ -212,6 +212,68 @@ async fn all_phones_are_listed_then_configured_and_followed_to_their_end() {
     );
 }
 
+/// 101 phones are two batches of 4.3.9; the first is refused whole (7.2 `CPS.0200`). The
+/// command goes on with the second and prints a line for every phone — the refused ones
+/// with the code — instead of ending with the error alone and nothing said of the others.
+#[tokio::test]
+async fn a_batch_refused_whole_is_each_of_its_phones_line_and_the_next_batch_goes_4_3_9() {
+    let server = MockServer::start().await;
+    let phones: Vec<String> = (0..=100).map(|i| format!("p-{i:03}")).collect();
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-update-property")))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(
+                json!({"error_code": "CPS.0200", "error_msg": "Invalid parameters."}),
+            ),
+        )
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-update-property")))
+        .respond_with(jobs_answer(
+            json!([{"phone_id": "p-100", "job_id": "j-100"}]),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api("jobs/j-100")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "job_id": "j-100", "status": 2, "error_code": null, "error_msg": null})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api("phones/p-100")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "phone_id": "p-100", "status": 2, "property": expected_property("5")})))
+        .mount(&server)
+        .await;
+    let mut args = vec![
+        "phones",
+        "configure-callbacks",
+        "--public-url",
+        "http://cphub.test:8080",
+    ];
+    for phone in &phones {
+        args.extend(["--phone-id", phone.as_str()]);
+    }
+    args.push("--wait");
+
+    let out = cphub(&server, &args).await;
+
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let printed = stdout(&out);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), 101, "{printed}");
+    assert!(
+        lines[0].starts_with("p-000\tfailed\tCPS.0200\t"),
+        "{printed}"
+    );
+    assert_eq!(lines[100], "p-100\tapplied\tjob=j-100", "{printed}");
+}
+
 #[tokio::test]
 async fn dry_run_shows_the_property_and_calls_nothing_that_writes() {
     let server = MockServer::start().await;
