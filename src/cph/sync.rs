@@ -18,10 +18,7 @@
 //! Which phones are gone: a phone left out of two complete listings that did not overlap
 //! in time (its server released, or the phone deleted, outside cphub) is marked
 //! `unlisted`, and cphub stops allocating and recovering it; listed again, it is back
-//! (store, migration 0033). Every replica syncs; a listing of one counts as any other's, so
-//! a listing is taken as begun `REPLICA_CLOCK_SKEW` before its own clock says: another
-//! replica's clock running ahead cannot pass two overlapping listings (one paging race)
-//! for two that did not overlap.
+//! (store, migration 0033). Every replica syncs; a listing of one counts as any other's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,17 +36,7 @@ use crate::store::{ControlPlanePhone, PhoneApp, Store};
 /// few enough not to look like a burst to the API gateway.
 const DETAIL_READS_IN_FLIGHT: usize = 8;
 
-/// How far apart two replicas' clocks may be for unlisting to stay sound: far more than NTP
-/// leaves between servers. At most half the sync interval, so one replica still unlists a
-/// phone on the second listing that leaves it out.
-const REPLICA_CLOCK_SKEW: Duration = Duration::from_secs(10);
-
 type SyncError = Box<dyn std::error::Error + Send + Sync>;
-
-/// How much earlier than its own clock says a listing is taken to have begun.
-fn skew_allowed(every: Duration) -> Duration {
-    REPLICA_CLOCK_SKEW.min(every / 2)
-}
 
 pub struct PhoneSync(JoinHandle<()>);
 
@@ -69,13 +56,11 @@ impl PhoneSync {
         limits: SyncLimits,
     ) -> Self {
         PhoneSync(tokio::spawn(async move {
-            let every = every.max(Duration::from_secs(1));
-            let skew = skew_allowed(every);
-            let mut ticks = tokio::time::interval(every);
+            let mut ticks = tokio::time::interval(every.max(Duration::from_secs(1)));
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                if let Err(error) = sync_once(&client, &*store, &*clock, limits, skew).await {
+                if let Err(error) = sync_once(&client, &*store, &*clock, limits).await {
                     tracing::warn!(error = %crate::telemetry::ErrorChain(&*error), "phone sync failed; will retry");
                 }
             }
@@ -93,9 +78,8 @@ async fn sync_once(
     store: &dyn Store,
     clock: &dyn Clock,
     limits: SyncLimits,
-    skew: Duration,
 ) -> Result<(), SyncError> {
-    let began = clock.now().minus(skew);
+    let began = clock.now();
     let listed = client.list_phones(&PhoneFilter::default()).await?;
     if listed.is_empty() {
         tracing::warn!("the control plane lists no phone: is `cph.project_id` the fleet's project? Phones it listed before are kept as they were");
@@ -190,19 +174,4 @@ async fn deployed_apps(client: &CphClient) -> Result<Vec<PhoneApp>, SyncError> {
         }
     }
     Ok(deployed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_listing_is_taken_as_begun_the_clock_skew_earlier_but_never_a_whole_interval() {
-        assert_eq!(skew_allowed(Duration::from_secs(60)), REPLICA_CLOCK_SKEW);
-        assert_eq!(
-            skew_allowed(Duration::from_secs(1)),
-            Duration::from_millis(500),
-            "a second listing one interval later still counts as begun after the first"
-        );
-    }
 }
