@@ -232,13 +232,16 @@ impl RolloutPlan {
         self.force
     }
 
-    /// How many phones the next batch takes: the canary's size until a phone of the rollout
-    /// runs the version (`proven`), when there is a canary. Not by the batch's number: a
-    /// canary paused and resumed, or whose phone was skipped (its session outlived the
-    /// drain) or failed within `max_failures`, proved nothing, and the next batch must not
-    /// take `batch_size` phones on its word.
-    pub fn next_batch_size(&self, proven: bool) -> u32 {
-        match (proven, self.canary) {
+    /// How many phones the next batch takes: the canary's size until the canary has ended
+    /// (`ended`: a phone of the rollout ran its update to the end, done or failed), when
+    /// there is a canary. Not by the batch's number: a canary paused and resumed before it
+    /// ran, or whose phone was skipped (its session outlived the drain), proved nothing, and
+    /// the next batch must not take `batch_size` phones on its word. A failure within
+    /// `max_failures` is the operator's allowance: the batches go on at `batch_size`, as a
+    /// canary repeated after each failure would take the whole fleet one failing phone at
+    /// a time without ever pausing.
+    pub fn next_batch_size(&self, ended: bool) -> u32 {
+        match (ended, self.canary) {
             (false, 1..) => self.canary,
             _ => self.batch_size,
         }

@@ -48,17 +48,24 @@ impl Rollouts {
     }
 
     async fn drive(&self, rollout: &Rollout, budget: &mut usize) -> Result<(), StoreError> {
+        let running = rollout.state == RolloutState::Running;
+        let mut stray = false;
         for phone in self.store.rollout_phones(rollout.id).await? {
             match phone.state {
-                PhoneStep::Draining if rollout.state == RolloutState::Running => {
-                    self.drain(rollout, &phone, budget).await?
-                }
+                PhoneStep::Draining if running => self.drain(rollout, &phone, budget).await?,
+                // A send that failed without anything done put it back after a pause or
+                // an abort had returned the rollout's draining phones: returned now.
+                PhoneStep::Draining => stray = true,
                 PhoneStep::Updating => self.follow(rollout, &phone).await?,
                 PhoneStep::Verifying => self.verify(rollout, &phone).await?,
                 _ => {}
             }
         }
-        if rollout.state == RolloutState::Running {
+        if stray {
+            let now = self.clock.now();
+            self.store.return_drained_rollout_phones(rollout.id, now).await?;
+        }
+        if running {
             self.advance(rollout).await?;
         }
         Ok(())
@@ -174,9 +181,21 @@ impl Rollouts {
             Err(error) if error.did_nothing() => {
                 // An outage (unreachable, CPS.0003 or 429 to the last retry, the breaker
                 // open) says nothing of the phone: drained again, sent at a later tick.
+                // Not for ever: after `cph.job_deadline_secs` drained the rollout pauses,
+                // which returns its drained phones to the pool.
                 let why = format!("not sent (5.3.7), tried again: {}", ErrorChain(&error));
                 tracing::warn!(rollout = rollout.id, phone_id, "{why}");
-                self.move_phone(&updating, PhoneStep::Draining, Some(&why)).await
+                self.move_phone(&updating, PhoneStep::Draining, Some(&why)).await?;
+                let drained = phone.drained_at.unwrap_or(phone.updated_at);
+                if drained.plus(self.client.job_deadline()) <= self.clock.now() {
+                    let why = format!(
+                        "the control plane has not taken an update for cph.job_deadline_secs: {}",
+                        ErrorChain(&error)
+                    );
+                    tracing::warn!(rollout = rollout.id, "rollout paused: {why}");
+                    self.pause(rollout.id, PAUSED_BY_CPHUB, &why).await.ok();
+                }
+                Ok(())
             }
             Err(error) => {
                 let error = format!("not sent (5.3.7): {}", ErrorChain(&error));
@@ -357,8 +376,14 @@ impl Rollouts {
         }
         let now = self.clock.now();
         let next = rollout.batch + 1;
-        let proven = phones.iter().any(|p| p.state == PhoneStep::Done);
-        let size = i64::from(rollout.plan().next_batch_size(proven));
+        // The canary has ended once a phone ran its update to the end: done, or failed
+        // (within `max_failures`, or the rollout would have paused above). Skipped or
+        // returned by a pause, it proved nothing: the next batch is a canary again.
+        let ended = (phones.iter()).any(|p| {
+            p.state == PhoneStep::Done
+                || (p.state == PhoneStep::Failed && p.error.as_deref() != Some(GONE) && !p.unlisted)
+        });
+        let size = i64::from(rollout.plan().next_batch_size(ended));
         let taken = (self.store)
             .take_rollout_batch(rollout.id, next, size, now)
             .await?;

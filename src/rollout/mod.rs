@@ -93,7 +93,7 @@ pub enum Change<'a> {
     /// Takes no new phones; updates already sent are followed to their end, phones only
     /// drained go back to the pool.
     Pause { by: &'a str, why: &'a str },
-    /// Running again, from a new batch.
+    /// Running again: from a new batch after cphub's own pause, else the batch under way.
     Resume,
     /// No new updates; drained phones go back to the pool (those being updated once their
     /// job ended: a job cannot be called back).

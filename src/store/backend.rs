@@ -499,6 +499,15 @@ impl<B: Backend> Store for B {
         found.map_err(during("outbox"))
     }
 
+    async fn register_webhook_endpoints(
+        &self,
+        names: &[String],
+        now: UtcTime,
+    ) -> Result<(), StoreError> {
+        let registered = in_transaction!(self, outbox::register_endpoints(names, now));
+        registered.map_err(during("register_webhook_endpoints"))
+    }
+
     async fn fan_out_webhooks(
         &self,
         endpoints: &[EndpointFilter],
@@ -661,6 +670,15 @@ impl<B: Backend> Store for B {
     ) -> Result<Option<Rollout>, StoreError> {
         let set = in_transaction!(self, rollout::set_state(change));
         set.map_err(during("set_rollout_state"))
+    }
+
+    async fn return_drained_rollout_phones(
+        &self,
+        id: i64,
+        now: UtcTime,
+    ) -> Result<u64, StoreError> {
+        let returned = in_transaction!(self, rollout::return_drained(id, now));
+        returned.map_err(during("return_drained_rollout_phones"))
     }
 
     async fn take_rollout_batch(

@@ -747,6 +747,14 @@ pub trait Store: Send + Sync + 'static {
     /// The webhook outbox after `after_seq`, in commit order per subject (migration 0013).
     async fn outbox(&self, after_seq: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError>;
 
+    /// Notes where the feed of each endpoint not seen before starts (migration 0035), so
+    /// that a new endpoint is not sent the outbox's history.
+    async fn register_webhook_endpoints(
+        &self,
+        names: &[String],
+        now: UtcTime,
+    ) -> Result<(), StoreError>;
+
     /// Gives outbox rows their deliveries, one per endpoint that wants the type; how many
     /// rows were fanned out.
     async fn fan_out_webhooks(
@@ -870,6 +878,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         change: &StateChange<'_>,
     ) -> Result<Option<Rollout>, StoreError>;
+
+    /// Returns to the pool the draining phones of a rollout no longer running: a send that
+    /// failed without anything done puts its phone back to draining, and a pause or abort
+    /// may have landed during the call. How many went back.
+    async fn return_drained_rollout_phones(&self, id: i64, now: UtcTime)
+    -> Result<u64, StoreError>;
 
     /// Drains the next batch's phones; how many it took.
     async fn take_rollout_batch(

@@ -148,6 +148,30 @@ struct NewDelivery<'a> {
     subject: &'a str,
 }
 
+/// How far back a newly seen endpoint's feed starts: rows recorded this long before its
+/// first dispatcher are its history (migration 0035); later ones, which a restart may have
+/// left unfanned, are its feed.
+pub const NEW_ENDPOINT_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Writes where the feed of each endpoint of `names` not seen before starts: after the last
+/// row recorded before `now` less [`NEW_ENDPOINT_LOOKBACK`] (migration 0035). Endpoints
+/// seen before keep theirs.
+pub(super) async fn register_endpoints<D: Sql>(
+    tx: &mut D,
+    names: &[String],
+    now: UtcTime,
+) -> Result<(), StoreError> {
+    let before = now.minus(NEW_ENDPOINT_LOOKBACK);
+    // `WHERE true` before `ON CONFLICT`: SQLite's parser would take `ON` for a join's.
+    let sql = "INSERT INTO webhook_endpoints (name, first_seq) \
+               SELECT $1, coalesce(max(seq), 0) FROM webhook_events WHERE recorded_at < $2 \
+               ON CONFLICT (name) DO NOTHING";
+    for name in names {
+        tx.execute(sql, &args![name.as_str(), before]).await?;
+    }
+    Ok(())
+}
+
 /// The deliveries of `rows`, in `seq` order, then the endpoints' order.
 fn new_deliveries<'a>(
     rows: &'a [Unfanned],
@@ -169,15 +193,19 @@ fn new_deliveries<'a>(
 
 /// `$1`: the [`NewDelivery`] list; `$2`: now; `$3`: when the first attempt is due. In
 /// `seq` order, so two replicas inserting the same keys wait for each other in one order.
+/// An event at or before where its endpoint's feed starts ([`register_endpoints`]) is its
+/// history: no delivery.
 fn insert_deliveries_sql<D: Sql>() -> &'static str {
     match D::MULTI_STATEMENT {
-        // `WHERE true`: SQLite's parser would take `ON` for a join's.
         true => {
             "INSERT INTO webhook_deliveries (endpoint, event_seq, subject, state, attempts, \
                next_attempt_at, created_at, updated_at) \
              SELECT value ->> 'endpoint', value ->> 'event_seq', value ->> 'subject', \
                'pending', 0, $3, $2, $2 \
-             FROM json_each($1) WHERE true ORDER BY key \
+             FROM json_each($1) \
+             WHERE NOT EXISTS (SELECT 1 FROM webhook_endpoints w \
+               WHERE w.name = value ->> 'endpoint' AND w.first_seq >= value ->> 'event_seq') \
+             ORDER BY key \
              ON CONFLICT (endpoint, event_seq) DO NOTHING"
         }
         false => {
@@ -186,6 +214,9 @@ fn insert_deliveries_sql<D: Sql>() -> &'static str {
              SELECT e.value ->> 'endpoint', (e.value ->> 'event_seq')::bigint, \
                e.value ->> 'subject', 'pending', 0, $3, $2, $2 \
              FROM json_array_elements($1::json) WITH ORDINALITY AS e(value, n) \
+             WHERE NOT EXISTS (SELECT 1 FROM webhook_endpoints w \
+               WHERE w.name = e.value ->> 'endpoint' \
+                 AND w.first_seq >= (e.value ->> 'event_seq')::bigint) \
              ORDER BY e.n \
              ON CONFLICT (endpoint, event_seq) DO NOTHING"
         }

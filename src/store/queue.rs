@@ -217,7 +217,8 @@ pub(super) async fn join<D: Sql>(tx: &mut D, e: &NewQueueEntry) -> Result<Joined
     let mine = "SELECT q.queue_id FROM queue_entries q \
                 WHERE q.app_id = $1 AND q.user_id = $2 AND q.expires_at >= $3 \
                   AND (q.session_id IS NULL OR EXISTS (SELECT 1 FROM sessions s \
-                    WHERE s.session_id = q.session_id AND s.state = 'minted')) \
+                    WHERE s.session_id = q.session_id AND s.state = 'minted' \
+                      AND s.hold_until >= $3)) \
                 ORDER BY q.seq LIMIT 1";
     let found: Option<(String,)> = tx.fetch_optional(mine, &args![app, user, e.now]).await?;
     if let Some((queue_id,)) = found {

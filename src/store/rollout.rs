@@ -358,13 +358,38 @@ pub(super) async fn set_state(
         return Ok(None);
     };
     if matches!(change.to, RolloutState::Paused | RolloutState::Aborted) {
-        let undrain = "UPDATE rollout_phones SET state = 'pending', updated_at = $2 \
-                       WHERE rollout_id = $1 AND state = 'draining' RETURNING phone_id";
-        let returned: Vec<(String,)> = tx.fetch_all(undrain, &args![change.id, change.now]).await?;
-        mark_drained(tx, returned.into_iter().map(|(p,)| p).collect()).await?;
+        undrain(tx, change.id, change.now).await?;
     }
     record(tx, &rollout, RolloutTransition::entering(change.to)).await?;
     Ok(Some(rollout))
+}
+
+/// The rollout's draining phones back to the pool (pending: a resume takes them again).
+async fn undrain(tx: &mut impl Sql, id: i64, now: UtcTime) -> Result<u64, StoreError> {
+    let sql = "UPDATE rollout_phones SET state = 'pending', updated_at = $2 \
+               WHERE rollout_id = $1 AND state = 'draining' RETURNING phone_id";
+    let returned: Vec<(String,)> = tx.fetch_all(sql, &args![id, now]).await?;
+    let count = returned.len() as u64;
+    mark_drained(tx, returned.into_iter().map(|(p,)| p).collect()).await?;
+    Ok(count)
+}
+
+/// As a pause or abort does, for a rollout no longer running (read under its row's lock, as
+/// [`take_batch`] reads it): the draining phones a send put back after the change landed.
+pub(super) async fn return_drained<D: Sql>(
+    tx: &mut D,
+    id: i64,
+    now: UtcTime,
+) -> Result<u64, StoreError> {
+    let stopped = match D::LOCKS_ROWS {
+        true => "SELECT id FROM rollouts WHERE id = $1 AND state <> 'running' FOR UPDATE",
+        false => "SELECT id FROM rollouts WHERE id = $1 AND state <> 'running'",
+    };
+    let stopped: Option<(i64,)> = tx.fetch_optional(stopped, &args![id]).await?;
+    match stopped {
+        Some(_) => undrain(tx, id, now).await,
+        None => Ok(0),
+    }
 }
 
 /// Drains up to `size` phones as batch `batch`: pending ones first, then those skipped

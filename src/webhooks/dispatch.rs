@@ -106,6 +106,15 @@ impl WebhookDispatcher {
             })
             .collect();
         let names: Vec<String> = filters.iter().map(|f| f.name.clone()).collect();
+        // Before the first fan-out: an endpoint seen for the first time starts from now
+        // (its history goes to it only on request, `cphub webhooks replay`).
+        while let Err(e) = (self.store)
+            .register_webhook_endpoints(&names, self.clock.now())
+            .await
+        {
+            tracing::warn!(error = %ErrorChain(&e), "webhook endpoints not registered; will retry");
+            tokio::time::sleep(self.settings.poll_interval()).await;
+        }
         let mut pruned_at = None;
         loop {
             self.housekeeping(&mut pruned_at).await;

@@ -32,6 +32,8 @@ backend_tests!(
     an_update_whose_job_starts_late_is_waited_for_not_failed_at_the_drain_deadline_7_1_2,
     a_canary_paused_and_resumed_before_it_ran_is_a_canary_again,
     a_phone_whose_versions_cannot_be_read_after_its_job_is_not_failed_for_it_5_3_6,
+    an_outage_longer_than_the_job_deadline_pauses_the_rollout_and_returns_its_phones_7_2,
+    a_canary_failing_within_max_failures_lets_the_next_batch_take_batch_size,
 );
 
 pub(crate) const APP: &str = "sim.game";
@@ -962,5 +964,77 @@ async fn a_phone_whose_versions_cannot_be_read_after_its_job_is_not_failed_for_i
     let done = rig.wait_for_rollout(id, "done").await;
 
     assert_eq!(done["phones"][0]["state"], "done", "{done}");
+    rig.simulator.stop().await;
+}
+
+/// 7.2: 5.3.7 refused without anything done (`CPS.0003`) for longer than
+/// `cph.job_deadline_secs` (5 s here): the drained phones are not held out of the pool for
+/// as long as the outage lasts; the rollout pauses itself, saying so, and returns them.
+async fn an_outage_longer_than_the_job_deadline_pauses_the_rollout_and_returns_its_phones_7_2(
+    backend: Backend,
+) {
+    let pace = Pace {
+        cph: "breaker_open_secs = 1\n",
+        job_deadline_secs: 5,
+        ..PACE
+    };
+    let rig = start_paced(backend, 2, "", pace, |_| {}).await;
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+    (rig.simulator.faults).system_errors(Operation::UpdateAppVersion, 1_000_000);
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 2,
+        }))
+        .await;
+
+    let paused = rig.wait_for_rollout(&rollout["id"], "paused").await;
+
+    assert_eq!(paused["paused_by"], "cphub", "{paused}");
+    let reason = paused["pause_reason"].as_str().unwrap();
+    assert!(reason.contains("cph.job_deadline_secs"), "{reason}");
+    for phone in paused["phones"].as_array().unwrap() {
+        assert_eq!(phone["state"], "pending", "back in the pool: {phone}");
+    }
+    for user in ["u-1", "u-2"] {
+        rig.app
+            .mint_ok(&json!({"app_id": APP, "user_id": user}))
+            .await;
+    }
+    rig.simulator.stop().await;
+}
+
+/// The canary's update fails (4.4.1) with `max_failures` 1: within the operator's
+/// allowance, so the next batch takes `batch_size` phones, as before the canary size was
+/// held for a canary that proved nothing. Repeating the canary after each failure would
+/// take the fleet one failing phone at a time and never pause.
+async fn a_canary_failing_within_max_failures_lets_the_next_batch_take_batch_size(
+    backend: Backend,
+) {
+    let rig = start(backend, 4, |_| {}).await;
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+    rig.simulator.fleet.lock().phones[0].faults.update_fails = true;
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 1, "batch_size": 3,
+            "max_failures": 1,
+        }))
+        .await;
+
+    let done = rig.wait_for_rollout(&rollout["id"], "done").await;
+
+    assert_eq!(
+        done["batch"], 2,
+        "the canary, then one batch of three: {done}"
+    );
+    let phones = done["phones"].as_array().unwrap();
+    assert_eq!(phones[0]["state"], "failed", "{done}");
+    assert!(
+        phones[1..]
+            .iter()
+            .all(|p| p["state"] == "done" && p["batch"] == 2),
+        "{done}"
+    );
     rig.simulator.stop().await;
 }

@@ -24,6 +24,7 @@ backend_tests!(
     a_phone_returned_done_failed_or_skipped_is_allocatable_again_never_while_drained,
     a_phone_held_by_two_rollouts_is_returned_only_when_both_let_go,
     a_phone_in_two_rollouts_is_updated_by_one_at_a_time_5_3_7,
+    a_phone_drained_again_after_an_abort_goes_back_to_the_pool,
     an_abort_returns_draining_phones_and_updating_ones_once_their_job_ends,
     each_state_change_writes_one_fleet_rollout_event_with_the_phones_per_step,
     a_phone_takes_one_recovery_or_update_at_a_time_however_they_interleave,
@@ -421,6 +422,56 @@ async fn a_phone_returned_done_failed_or_skipped_is_allocatable_again_never_whil
         }
         assert!(p1_allocatable(&store, "s-back").await, "{way:?}: returned");
     }
+}
+
+/// A send of 5.3.7 that fails without anything done (an outage) puts its phone back to
+/// draining; an abort that landed during the call had returned only the phones draining
+/// then. The engine returns such a stray phone of a rollout no longer running to the pool;
+/// a running rollout's draining phones stay drained.
+async fn a_phone_drained_again_after_an_abort_goes_back_to_the_pool(backend: Backend) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    let id = drain_all(&store, &["p-1"]).await;
+    let phone = pid("p-1");
+    assert!(
+        store
+            .step_rollout_phone(&send_update(id, &phone))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .return_drained_rollout_phones(id, at("19:00:01"))
+            .await
+            .unwrap(),
+        0
+    );
+    let abort = StateChange {
+        id,
+        from: &[RolloutState::Running],
+        to: RolloutState::Aborted,
+        by: None,
+        why: None,
+        now: at("19:00:02"),
+    };
+    store
+        .set_rollout_state(&abort)
+        .await
+        .unwrap()
+        .expect("aborted");
+    step(&store, id, PhoneStep::Updating, PhoneStep::Draining).await;
+    assert!(!p1_allocatable(&store, "s-1").await, "stray: still drained");
+
+    let returned = store
+        .return_drained_rollout_phones(id, at("19:00:03"))
+        .await;
+
+    assert_eq!(returned.unwrap(), 1);
+    assert_eq!(
+        store.rollout_phones(id).await.unwrap()[0].state,
+        PhoneStep::Pending
+    );
+    assert!(p1_allocatable(&store, "s-2").await);
 }
 
 /// p-1, a phone with two games, drained by a rollout of each: the store and the two ids.

@@ -14,6 +14,7 @@ use crate::backend_tests;
 use crate::helpers::*;
 
 backend_tests!(
+    a_new_endpoint_is_sent_what_comes_after_it_not_the_outbox_history,
     a_session_played_6_2_6_3_writes_started_then_ended_once,
     a_quit_before_its_enter_writes_ended_only_after_started,
     an_abandoned_session_ends_once_and_a_late_quit_adds_nothing,
@@ -782,4 +783,49 @@ async fn the_outbox_takes_every_event_type_cphub_sends_and_refuses_another(backe
             _ => assert!(done.is_ok(), "{kind} was refused: {done:?}"),
         }
     }
+}
+
+/// Migration 0035: the outbox is written with or without endpoints, so an endpoint first
+/// configured on a book kept for months would be sent those months. Registered when first
+/// seen, it gets the rows recorded after ten minutes before that, and its start does not
+/// move when seen again; an endpoint never registered (a test's fan-out alone) gets all.
+async fn a_new_endpoint_is_sent_what_comes_after_it_not_the_outbox_history(backend: Backend) {
+    let store = open(backend).await;
+    apply(&store, &[enter("s-old", "p-1", "19:00:00")]).await;
+    let names = ["billing".to_owned()];
+    // First seen twenty minutes after s-old's row was recorded (the outbox's times are the
+    // database's clock): that row is history.
+    let first_seen = cphub::domain::UtcTime::now().plus(std::time::Duration::from_secs(1200));
+    store
+        .register_webhook_endpoints(&names, first_seen)
+        .await
+        .unwrap();
+    apply(&store, &[enter("s-new", "p-2", "19:00:00")]).await;
+    let later = first_seen.plus(std::time::Duration::from_secs(3600));
+    store
+        .register_webhook_endpoints(&names, later)
+        .await
+        .unwrap();
+    let endpoints = ["billing", "crm"].map(|name| EndpointFilter {
+        name: name.to_owned(),
+        events: vec![],
+    });
+
+    let fanned = store.fan_out_webhooks(&endpoints, at("19:06:00"), at("19:06:00"), 100);
+    assert_eq!(fanned.await.unwrap(), 2, "both rows fanned out");
+
+    let subjects = async |endpoint: &str| {
+        let filter = cphub::store::DeliveryFilter {
+            endpoint: Some(endpoint.into()),
+            state: None,
+            before: None,
+            limit: 10,
+        };
+        let listed = store.webhook_deliveries(&filter).await.unwrap();
+        let mut subjects: Vec<String> = listed.into_iter().map(|d| d.subject).collect();
+        subjects.sort();
+        subjects
+    };
+    assert_eq!(subjects("billing").await, ["s-new"]);
+    assert_eq!(subjects("crm").await, ["s-new", "s-old"]);
 }
