@@ -9,3 +9,7 @@ CREATE TABLE webhook_endpoints (
     name      TEXT PRIMARY KEY,
     first_seq INTEGER NOT NULL
 ) STRICT;
+-- Endpoints that were sent anything before this migration keep their whole feed: rows
+-- left unfanned by the restart of the upgrade are theirs, however long it took.
+INSERT INTO webhook_endpoints (name, first_seq)
+    SELECT DISTINCT endpoint, 0 FROM webhook_deliveries;

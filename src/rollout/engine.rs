@@ -26,6 +26,28 @@ const GONE: &str = "the control plane no longer lists the phone (4.3.1); not upd
 /// job per version (Table 5-36). Job ids are hex (4.4.1), so a comma cannot be in one.
 const JOB_SEPARATOR: &str = ",";
 
+/// The failures batch `batch` counts against `max_failures`: a phone gone from the control
+/// plane says nothing of the version, failed for that (GONE), or failed otherwise (its
+/// update or verification cut short) and gone since.
+fn failures_of(phones: &[RolloutPhone], batch: i64) -> i64 {
+    (phones.iter())
+        .filter(|p| p.state == PhoneStep::Failed && p.batch == Some(batch))
+        .filter(|p| p.error.as_deref() != Some(GONE) && !p.unlisted)
+        .count() as i64
+}
+
+/// Whether the canary has ended: a phone ran its update to the end, done, or failed in a
+/// batch that stayed within `max_failures` (the operator's allowance). A canary skipped,
+/// returned by a pause before it ran, or failed past the allowance (the rollout paused; a
+/// resume tries a canary again) proved nothing: the next batch is a canary again.
+fn canary_ended(rollout: &Rollout, phones: &[RolloutPhone]) -> bool {
+    let within = |batch| (1..=rollout.max_failures).contains(&failures_of(phones, batch));
+    (phones.iter()).any(|p| {
+        p.state == PhoneStep::Done
+            || (p.state == PhoneStep::Failed && p.batch.is_some_and(within))
+    })
+}
+
 impl Rollouts {
     /// Drives every rollout under way one step. Errors of one rollout are logged and
     /// retried at the next tick; they do not stop the others.
@@ -180,22 +202,12 @@ impl Rollouts {
             }
             Err(error) if error.did_nothing() => {
                 // An outage (unreachable, CPS.0003 or 429 to the last retry, the breaker
-                // open) says nothing of the phone: drained again, sent at a later tick.
-                // Not for ever: after `cph.job_deadline_secs` drained the rollout pauses,
-                // which returns its drained phones to the pool.
+                // open) says nothing of the phone: pending again, back in the pool until a
+                // later batch takes it (pending phones first), so an outage of any length
+                // holds no phone out of allocation for longer than a tick.
                 let why = format!("not sent (5.3.7), tried again: {}", ErrorChain(&error));
                 tracing::warn!(rollout = rollout.id, phone_id, "{why}");
-                self.move_phone(&updating, PhoneStep::Draining, Some(&why)).await?;
-                let drained = phone.drained_at.unwrap_or(phone.updated_at);
-                if drained.plus(self.client.job_deadline()) <= self.clock.now() {
-                    let why = format!(
-                        "the control plane has not taken an update for cph.job_deadline_secs: {}",
-                        ErrorChain(&error)
-                    );
-                    tracing::warn!(rollout = rollout.id, "rollout paused: {why}");
-                    self.pause(rollout.id, PAUSED_BY_CPHUB, &why).await.ok();
-                }
-                Ok(())
+                self.move_phone(&updating, PhoneStep::Pending, Some(&why)).await
             }
             Err(error) => {
                 let error = format!("not sent (5.3.7): {}", ErrorChain(&error));
@@ -359,12 +371,7 @@ impl Rollouts {
         if phones.iter().any(|p| p.state.is_drained()) {
             return Ok(());
         }
-        // A phone gone from the control plane says nothing of the version: failed for that
-        // (GONE), or failed otherwise (its update or verification cut short) and gone since.
-        let failed = (phones.iter())
-            .filter(|p| p.state == PhoneStep::Failed && p.batch == Some(rollout.batch))
-            .filter(|p| p.error.as_deref() != Some(GONE) && !p.unlisted)
-            .count() as i64;
+        let failed = failures_of(&phones, rollout.batch);
         if rollout.batch > 0 && failed > rollout.max_failures {
             let why = format!(
                 "batch {} had {failed} failed phones, more than max_failures {}",
@@ -376,14 +383,7 @@ impl Rollouts {
         }
         let now = self.clock.now();
         let next = rollout.batch + 1;
-        // The canary has ended once a phone ran its update to the end: done, or failed
-        // (within `max_failures`, or the rollout would have paused above). Skipped or
-        // returned by a pause, it proved nothing: the next batch is a canary again.
-        let ended = (phones.iter()).any(|p| {
-            p.state == PhoneStep::Done
-                || (p.state == PhoneStep::Failed && p.error.as_deref() != Some(GONE) && !p.unlisted)
-        });
-        let size = i64::from(rollout.plan().next_batch_size(ended));
+        let size = i64::from(rollout.plan().next_batch_size(canary_ended(rollout, &phones)));
         let taken = (self.store)
             .take_rollout_batch(rollout.id, next, size, now)
             .await?;

@@ -162,9 +162,13 @@ pub(super) async fn register_endpoints<D: Sql>(
     now: UtcTime,
 ) -> Result<(), StoreError> {
     let before = now.minus(NEW_ENDPOINT_LOOKBACK);
-    // `WHERE true` before `ON CONFLICT`: SQLite's parser would take `ON` for a join's.
+    // A name seen before reads nothing; a new one reads the outbox backwards from its
+    // newest row through the last ten minutes only (the outbox is never pruned: a
+    // `max(seq)` over the older rows scanned all of it, on SQLite inside the one writer).
     let sql = "INSERT INTO webhook_endpoints (name, first_seq) \
-               SELECT $1, coalesce(max(seq), 0) FROM webhook_events WHERE recorded_at < $2 \
+               SELECT $1, coalesce((SELECT seq FROM webhook_events WHERE recorded_at < $2 \
+                 ORDER BY seq DESC LIMIT 1), 0) \
+               WHERE NOT EXISTS (SELECT 1 FROM webhook_endpoints WHERE name = $1) \
                ON CONFLICT (name) DO NOTHING";
     for name in names {
         tx.execute(sql, &args![name.as_str(), before]).await?;
