@@ -151,6 +151,7 @@ impl Application {
                     Arc::clone(&clock),
                     settings.watchdog.max_in_flight,
                     settings.fleet.stale_after(),
+                    std::time::Duration::from_millis(settings.watchdog.interval_ms),
                 );
                 // Built with the control plane even when `watchdog.enabled` is off: the
                 // operator's commands go through it (exec, and a manual restart or reset

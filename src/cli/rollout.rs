@@ -123,7 +123,10 @@ async fn start(
 ) -> Result<Rollout, RolloutCliError> {
     let client = Arc::new(CphClient::new(&settings.cph)?);
     let (max_in_flight, stale_after) = (settings.watchdog.max_in_flight, settings.fleet.stale_after());
-    let rollouts = Rollouts::new(book, client, Arc::new(SystemClock), max_in_flight, stale_after);
+    // The CLI starts a rollout; the serving replicas' engines drive it (their own tick).
+    let tick = std::time::Duration::from_millis(settings.watchdog.interval_ms);
+    let clock = Arc::new(SystemClock);
+    let rollouts = Rollouts::new(book, client, clock, max_in_flight, stale_after, tick);
     Ok(rollouts.start(&ask(args)?).await?)
 }
 

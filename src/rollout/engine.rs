@@ -202,9 +202,9 @@ impl Rollouts {
             }
             Err(error) if error.did_nothing() => {
                 // An outage (unreachable, CPS.0003 or 429 to the last retry, the breaker
-                // open) says nothing of the phone: pending again, back in the pool until a
-                // later batch takes it (pending phones first), so an outage of any length
-                // holds no phone out of allocation for longer than a tick.
+                // open, an IAM token not renewed) says nothing of the phone: pending again,
+                // back in the pool, where it rests thirty ticks (`Rollouts::rest`, a
+                // minute by default) before a later batch takes it and tries again.
                 let why = format!("not sent (5.3.7), tried again: {}", ErrorChain(&error));
                 tracing::warn!(rollout = rollout.id, phone_id, "{why}");
                 self.move_phone(&updating, PhoneStep::Pending, Some(&why)).await
@@ -385,7 +385,7 @@ impl Rollouts {
         let next = rollout.batch + 1;
         let size = i64::from(rollout.plan().next_batch_size(canary_ended(rollout, &phones)));
         let taken = (self.store)
-            .take_rollout_batch(rollout.id, next, size, now)
+            .take_rollout_batch(rollout.id, next, size, now, now.minus(self.rest))
             .await?;
         if taken > 0 {
             tracing::info!(

@@ -61,7 +61,15 @@ pub struct Rollouts {
     max_in_flight: usize,
     /// `fleet.stale_after`: a drained phone not heard from within it is not updated.
     stale_after: Duration,
+    /// How long a phone refused its update without anything done (an outage) rests in the
+    /// pool before a batch takes it again: [`REST_TICKS`] of the engine's ticks. Taken at
+    /// once, every batch drained it straight back and held it out of allocation for as long
+    /// as the outage lasted; resting, it is out for one tick in thirty-one at most.
+    rest: Duration,
 }
+
+/// See [`Rollouts::rest`]: a minute at the default tick (`watchdog.interval_ms`, 2 s).
+const REST_TICKS: u32 = 30;
 
 impl Rollouts {
     pub fn new(
@@ -70,6 +78,7 @@ impl Rollouts {
         clock: Arc<dyn Clock>,
         max_in_flight: usize,
         stale_after: Duration,
+        tick: Duration,
     ) -> Arc<Rollouts> {
         Arc::new(Rollouts {
             store,
@@ -77,6 +86,7 @@ impl Rollouts {
             clock,
             max_in_flight,
             stale_after,
+            rest: tick * REST_TICKS,
         })
     }
 

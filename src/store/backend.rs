@@ -687,8 +687,9 @@ impl<B: Backend> Store for B {
         batch: i64,
         size: i64,
         now: UtcTime,
+        rested: UtcTime,
     ) -> Result<u64, StoreError> {
-        let taken = in_transaction!(self, rollout::take_batch(id, batch, size, now));
+        let taken = in_transaction!(self, rollout::take_batch(id, batch, size, now, rested));
         taken.map_err(during("take_rollout_batch"))
     }
 

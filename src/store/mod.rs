@@ -885,13 +885,15 @@ pub trait Store: Send + Sync + 'static {
     async fn return_drained_rollout_phones(&self, id: i64, now: UtcTime)
     -> Result<u64, StoreError>;
 
-    /// Drains the next batch's phones; how many it took.
+    /// Drains the next batch's phones; how many it took. A phone refused its send without
+    /// anything done is taken only if that was before `rested`.
     async fn take_rollout_batch(
         &self,
         id: i64,
         batch: i64,
         size: i64,
         now: UtcTime,
+        rested: UtcTime,
     ) -> Result<u64, StoreError>;
 
     /// Moves one rollout phone on; false when it was no longer at `change.from`, or (an

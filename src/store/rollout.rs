@@ -360,6 +360,13 @@ pub(super) async fn set_state(
     if matches!(change.to, RolloutState::Paused | RolloutState::Aborted) {
         undrain(tx, change.id, change.now).await?;
     }
+    if change.to == RolloutState::Running {
+        // A resume is a person saying the control plane is back: phones refused their
+        // send before are taken again at once, without their rest.
+        let rest_over = "UPDATE rollout_phones SET error = NULL \
+                         WHERE rollout_id = $1 AND state = 'pending' AND error IS NOT NULL";
+        tx.execute(rest_over, &args![change.id]).await?;
+    }
     record(tx, &rollout, RolloutTransition::entering(change.to)).await?;
     Ok(Some(rollout))
 }
@@ -392,7 +399,8 @@ pub(super) async fn return_drained<D: Sql>(
     }
 }
 
-/// Drains up to `size` phones as batch `batch`: pending ones first, then those skipped
+/// Drains up to `size` phones as batch `batch`: pending ones first (those refused their send
+/// only once they rested in the pool since `rested`), then those skipped
 /// before, each in phone id order. How many it took: none unless the rollout is running,
 /// read under its row's lock. The engine decided to take a batch on a read of the rollout
 /// made before its calls to the control plane; an abort or pause committed since (which
@@ -404,6 +412,7 @@ pub(super) async fn take_batch<D: Sql>(
     batch: i64,
     size: i64,
     now: UtcTime,
+    rested: UtcTime,
 ) -> Result<u64, StoreError> {
     let running = match D::LOCKS_ROWS {
         true => "SELECT id FROM rollouts WHERE id = $1 AND state = 'running' FOR UPDATE",
@@ -413,12 +422,17 @@ pub(super) async fn take_batch<D: Sql>(
     if running.is_none() {
         return Ok(0);
     }
+    // A pending phone with an error was refused its send without anything done (an
+    // outage; the engine put it back in the pool): it rests there before a batch takes it
+    // again, or every batch would drain it straight back and hold it out of allocation for
+    // as long as the outage lasts.
     let sql = "UPDATE rollout_phones SET state = 'draining', batch = $2, drained_at = $3, \
                  updated_at = $3, error = NULL \
                WHERE rollout_id = $1 AND phone_id IN (SELECT phone_id FROM rollout_phones \
                  WHERE rollout_id = $1 AND state IN ('pending', 'skipped') \
+                   AND NOT (state = 'pending' AND error IS NOT NULL AND updated_at > $5) \
                  ORDER BY state = 'skipped', phone_id LIMIT $4) RETURNING phone_id";
-    let taken: Vec<(String,)> = tx.fetch_all(sql, &args![id, batch, now, size]).await?;
+    let taken: Vec<(String,)> = tx.fetch_all(sql, &args![id, batch, now, size, rested]).await?;
     let count = taken.len() as u64;
     mark_drained(tx, taken.into_iter().map(|(p,)| p).collect()).await?;
     // Only a batch that took phones counts: the last look, finding none, is not a batch

@@ -25,6 +25,7 @@ backend_tests!(
     a_phone_held_by_two_rollouts_is_returned_only_when_both_let_go,
     a_phone_in_two_rollouts_is_updated_by_one_at_a_time_5_3_7,
     a_phone_drained_again_after_an_abort_goes_back_to_the_pool,
+    a_phone_refused_its_send_rests_in_the_pool_before_a_batch_takes_it_again,
     an_abort_returns_draining_phones_and_updating_ones_once_their_job_ends,
     each_state_change_writes_one_fleet_rollout_event_with_the_phones_per_step,
     a_phone_takes_one_recovery_or_update_at_a_time_however_they_interleave,
@@ -66,7 +67,7 @@ async fn drain_all(store: &TestStore, phones: &[&str]) -> i64 {
         .unwrap()
         .expect("created");
     let taken = store
-        .take_rollout_batch(rollout.id, 1, 10, at("18:59:40"))
+        .take_rollout_batch(rollout.id, 1, 10, at("18:59:40"), at("18:59:40"))
         .await
         .unwrap();
     assert_eq!(taken, phones.len() as u64);
@@ -151,7 +152,9 @@ async fn a_pause_or_an_abort_returns_draining_phones_to_the_pool(backend: Backen
         assert!(store.set_rollout_state(&change).await.unwrap().is_none());
         // The engine, on a read of the rollout from before the change, takes its next
         // batch: nothing is drained for a rollout no longer running.
-        let taken = store.take_rollout_batch(id, 2, 10, at("18:59:55")).await;
+        let taken = store
+            .take_rollout_batch(id, 2, 10, at("18:59:55"), at("18:59:55"))
+            .await;
         assert_eq!(taken.unwrap(), 0, "{to}");
         assert_eq!(
             store.rollout_phones(id).await.unwrap()[0].state,
@@ -474,6 +477,58 @@ async fn a_phone_drained_again_after_an_abort_goes_back_to_the_pool(backend: Bac
     assert!(p1_allocatable(&store, "s-2").await);
 }
 
+/// A phone refused its update without anything done (an outage) is pending again with the
+/// refusal as its error, and rests in the pool (a minute here) before a batch
+/// takes it again; a skipped phone is taken as before. Taken at once, every batch drained
+/// it straight back and held it out of allocation for the whole outage.
+async fn a_phone_refused_its_send_rests_in_the_pool_before_a_batch_takes_it_again(
+    backend: Backend,
+) {
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1", "p-2"], "18:59:00").await;
+    let id = drain_all(&store, &["p-1", "p-2"]).await;
+    let (p1, p2) = (pid("p-1"), pid("p-2"));
+    assert!(
+        store
+            .step_rollout_phone(&send_update(id, &p1))
+            .await
+            .unwrap()
+    );
+    let refused = StepChange {
+        from: PhoneStep::Updating,
+        to: PhoneStep::Pending,
+        attempt: false,
+        only_if_free: false,
+        error: Some("not sent (5.3.7), tried again: CPS.0003"),
+        ..send_update(id, &p1)
+    };
+    assert!(store.step_rollout_phone(&refused).await.unwrap());
+    let skipped = StepChange {
+        from: PhoneStep::Draining,
+        to: PhoneStep::Skipped,
+        attempt: false,
+        only_if_free: false,
+        ..send_update(id, &p2)
+    };
+    assert!(store.step_rollout_phone(&skipped).await.unwrap());
+
+    let resting = store.take_rollout_batch(id, 2, 10, at("19:00:30"), at("18:59:30"));
+    let resting = resting.await.unwrap();
+    let rested = store.take_rollout_batch(id, 3, 10, at("19:01:01"), at("19:00:01"));
+    let rested = rested.await.unwrap();
+
+    assert_eq!((resting, rested), (1, 1), "p-2 at once, p-1 once it rested");
+    let phones = store.rollout_phones(id).await.unwrap();
+    let batches: Vec<_> = phones
+        .iter()
+        .map(|p| (p.phone_id.to_string(), p.batch))
+        .collect();
+    assert_eq!(
+        batches,
+        [("p-1".to_owned(), Some(3)), ("p-2".to_owned(), Some(2))]
+    );
+}
+
 /// p-1, a phone with two games, drained by a rollout of each: the store and the two ids.
 async fn drained_by_two_rollouts(backend: Backend) -> (TestStore, i64, i64) {
     let store = open(backend).await;
@@ -485,7 +540,7 @@ async fn drained_by_two_rollouts(backend: Backend) -> (TestStore, i64, i64) {
     };
     let second = store.create_rollout(&other).await.unwrap().unwrap().id;
     let taken = store
-        .take_rollout_batch(second, 1, 10, at("18:59:45"))
+        .take_rollout_batch(second, 1, 10, at("18:59:45"), at("18:59:45"))
         .await;
     assert_eq!(taken.unwrap(), 1);
     (store, first, second)
