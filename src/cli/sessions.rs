@@ -70,7 +70,11 @@ pub async fn run(settings: &Settings, command: SessionsCommand) -> Result<Outcom
                 .await?
                 .ok_or_else(|| SessionsError::NotFound(id.to_string()))?;
             let events = store.session_events(&session).await?;
+            // As `GET /api/v1/sessions/{id}` answers it (docs/api.md: the two print the
+            // same), `missing_start` included.
+            let missing_start = session.missing_start();
             let mut view = serde_json::to_value(&session)?;
+            view["missing_start"] = missing_start.into();
             view["events"] = serde_json::to_value(events)?;
             println!("{}", serde_json::to_string_pretty(&view)?);
         }

@@ -164,6 +164,12 @@ async fn the_cli_lists_what_the_api_lists(backend: Backend) {
     let shown = cli_json(&["sessions", "show", "s-4"]).await;
     assert_eq!(shown["duration_seconds"], 100);
     assert_eq!(shown["events"].as_array().unwrap().len(), 2);
+    let res = app.get("/api/v1/sessions/s-4", Some(TOKEN)).await;
+    let answered: Value = res.json().await.unwrap();
+    assert_eq!(
+        shown, answered,
+        "the CLI shows what the API answers (missing_start too)"
+    );
 
     let out = app.cli(&["sessions", "list", "--state", "sleeping"]).await;
     assert!(!out.status.success());
