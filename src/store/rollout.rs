@@ -388,15 +388,22 @@ pub(super) async fn return_drained<D: Sql>(
     id: i64,
     now: UtcTime,
 ) -> Result<u64, StoreError> {
-    let stopped = match D::LOCKS_ROWS {
-        true => "SELECT id FROM rollouts WHERE id = $1 AND state <> 'running' FOR UPDATE",
-        false => "SELECT id FROM rollouts WHERE id = $1 AND state <> 'running'",
-    };
-    let stopped: Option<(i64,)> = tx.fetch_optional(stopped, &args![id]).await?;
-    match stopped {
-        Some(_) => undrain(tx, id, now).await,
-        None => Ok(0),
+    match locked_running(tx, id).await? {
+        Some(false) => undrain(tx, id, now).await,
+        _ => Ok(0),
     }
+}
+
+/// Whether the rollout is running, read under its row's lock on PostgreSQL (rollouts, then
+/// rollout_phones, then phones: the order every rollout write takes); None when there is no
+/// such rollout.
+async fn locked_running<D: Sql>(tx: &mut D, id: i64) -> Result<Option<bool>, StoreError> {
+    let sql = match D::LOCKS_ROWS {
+        true => "SELECT state = 'running' FROM rollouts WHERE id = $1 FOR UPDATE",
+        false => "SELECT state = 'running' FROM rollouts WHERE id = $1",
+    };
+    let row: Option<(bool,)> = tx.fetch_optional(sql, &args![id]).await?;
+    Ok(row.map(|(running,)| running))
 }
 
 /// Drains up to `size` phones as batch `batch`: pending ones first (those refused their send
@@ -414,12 +421,7 @@ pub(super) async fn take_batch<D: Sql>(
     now: UtcTime,
     rested: UtcTime,
 ) -> Result<u64, StoreError> {
-    let running = match D::LOCKS_ROWS {
-        true => "SELECT id FROM rollouts WHERE id = $1 AND state = 'running' FOR UPDATE",
-        false => "SELECT id FROM rollouts WHERE id = $1 AND state = 'running'",
-    };
-    let running: Option<(i64,)> = tx.fetch_optional(running, &args![id]).await?;
-    if running.is_none() {
+    if locked_running(tx, id).await? != Some(true) {
         return Ok(0);
     }
     // A pending phone with an error was refused its send without anything done (an
