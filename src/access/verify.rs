@@ -36,6 +36,17 @@ pub enum Sealed {
     },
 }
 
+/// Ends the digest of a sign check that carried sealed data: kept with the first use, it
+/// tells what a reconnect without data is held to under `enforce`.
+const SEALED: &str = ".sealed";
+
+impl Issued {
+    /// Whether the sign check that used the ticket first carried sealed data.
+    fn first_use_sealed(&self) -> bool {
+        (self.sign_check_digest.as_deref()).is_some_and(|digest| digest.ends_with(SEALED))
+    }
+}
+
 /// A sign check as presented, already decoded.
 pub struct SignCheck {
     pub ticket: Ticket,
@@ -54,11 +65,15 @@ impl SignCheck {
             hash.update((field.len() as u64).to_be_bytes());
             hash.update(field.as_bytes());
         }
+        let mut digest = hex::encode(hash.finalize());
+        if matches!(sealed, Sealed::Present { .. }) {
+            digest.push_str(SEALED);
+        }
         SignCheck {
             ticket,
             auth_ts,
             sealed,
-            digest: hex::encode(hash.finalize()),
+            digest,
         }
     }
 
@@ -197,6 +212,18 @@ fn used_again(
                 true => Ok(Verdict::Retry),
                 false => Err(Refusal::Replayed),
             }
+        }
+        // Under `enforce` a reconnect proves the caller holds the key by its data; one
+        // without any, after a first use that carried some, proves nothing: whoever learnt
+        // the ticket would get the key by leaving the data out. (A client whose first sign
+        // check had none, 6.1's example, is left to the ticket's rules.)
+        Reconnect::WhileLive
+            if live
+                && rules.encrypted_data == EncryptedDataMode::Enforce
+                && matches!(presented.sealed, Sealed::Absent)
+                && issued.first_use_sealed() =>
+        {
+            Err(Refusal::EncryptedDataRequired)
         }
         Reconnect::WhileLive if live => Ok(Verdict::Reconnect),
         Reconnect::WhileLive => Err(Refusal::SessionEnded),
@@ -470,6 +497,37 @@ mod tests {
         let empty = presented(&minted, Sealed::Absent);
         used(&mut issued, &empty, SessionState::Playing);
         assert_eq!(verdict(&issued, &empty, &rules), Ok(Verdict::Reconnect));
+    }
+
+    /// Under `enforce`, a reconnect that leaves the data out after a first use that sealed
+    /// some proves nothing of the key: refused (else whoever learnt the ticket gets the key
+    /// by leaving the field out). Not held to account (`observe`), it is a reconnect.
+    #[test]
+    fn under_enforce_a_reconnect_without_data_after_sealed_data_is_refused() {
+        let (minted, mut issued) = issue();
+        let sealed = Sealed::Present {
+            data: vec![1; 32],
+            iv: vec![2; 12],
+        };
+        let first = presented(&minted, sealed);
+        let bare = presented(&minted, Sealed::Absent);
+        let rules = rules(Reconnect::WhileLive);
+        let observe = Rules {
+            encrypted_data: EncryptedDataMode::Observe,
+            ..self::rules(Reconnect::WhileLive)
+        };
+        let later = at(T0 + 60_000);
+        for state in [SessionState::Verified, SessionState::Playing] {
+            used(&mut issued, &first, state);
+            assert_eq!(
+                verify(&issued, &bare, later, &rules),
+                Err(Refusal::EncryptedDataRequired)
+            );
+            assert_eq!(
+                verify(&issued, &bare, later, &observe),
+                Ok(Verdict::Reconnect)
+            );
+        }
     }
 
     #[test]

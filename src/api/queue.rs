@@ -11,7 +11,7 @@ use super::ApiError;
 use super::sessions::MintedSession;
 use crate::config::AccessSettings;
 use crate::domain::{AppId, Priority, QueueId, UserId, UtcTime, WaitSecs};
-use crate::http::error::ErrorBody;
+use crate::http::error::{ErrorBody, no_store};
 use crate::queue::{Place, Polled, Queue};
 
 /// A join is two ids of at most 128 characters and a number: 1 KiB is plenty, and a
@@ -151,7 +151,8 @@ pub(super) async fn poll(
         Polled::Seated(minted) => {
             tracing::Span::current().record("session_id", minted.access.session_id.as_str());
             let body = MintedSession::new(minted, access.key_encoding);
-            Ok(HttpResponse::Created().json(body))
+            // Ticket and session key: no cache on the way keeps them.
+            Ok(HttpResponse::Created().insert_header(no_store()).json(body))
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::config::{AccessSettings, Encoding, FleetSettings};
 use crate::domain::{AppId, Connect, IdempotencyKey, PhoneId, Session, SessionId, UserId, UtcTime};
 use crate::domain::{ParseError, Problem, SessionState};
-use crate::http::error::ErrorBody;
+use crate::http::error::{ErrorBody, no_store};
 use crate::store::{
     Allocation, EventRecord, MintAnswer, MintKey, MintRequest, MintTimes, Minter, SessionFilter,
     SessionFilterArgs, Store,
@@ -114,7 +114,8 @@ pub(super) async fn mint(
         span.record("session_id", minted.session_id.as_str());
         span.record("phone_id", minted.phone_id.as_str());
     }
-    Ok(HttpResponse::Created().json(minted))
+    // Ticket and session key: no cache on the way keeps them.
+    Ok(HttpResponse::Created().insert_header(no_store()).json(minted))
 }
 
 /// Why no phone was free: an app no phone has (a mistyped `app_id`, or a game not deployed

@@ -1,6 +1,6 @@
 //! What the phones tell cphub, after parsing.
 
-use super::{AppId, ErrorMsg, PhoneId, SessionId, UtcTime};
+use super::{AppId, ErrorMsg, ParseError, PhoneId, SessionId, UtcTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,6 +44,13 @@ impl GameEvent {
     /// Whether `error_msg` was cut to its bound (flagged in the event log, counted).
     pub fn error_msg_truncated(&self) -> bool {
         self.error_msg.as_ref().is_some_and(ErrorMsg::truncated)
+    }
+
+    /// The event as received at `received_at`: refused if its time is a day or more ahead
+    /// ([`UtcTime::not_far_ahead`]).
+    pub fn received(self, received_at: UtcTime) -> Result<Self, ParseError> {
+        self.time.not_far_ahead("event.time", received_at)?;
+        Ok(self)
     }
 }
 

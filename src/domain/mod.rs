@@ -53,6 +53,8 @@ pub enum Problem {
     BadTime,
     #[error("time out of range (years 1970 to 9999)")]
     TimeOutOfRange,
+    #[error("more than a day ahead of cphub's clock: the phone's clock is wrong")]
+    TimeAhead,
     #[error("unknown event_type {0:?}")]
     UnknownEventType(String),
     #[error("unknown status {0} (0 = enter, 1 = quit)")]

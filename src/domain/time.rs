@@ -30,6 +30,24 @@ impl UtcTime {
         Ok(UtcTime(time))
     }
 
+    /// A callback's time (chapter 6), refused when more than [`UtcTime::MAX_AHEAD`] ahead
+    /// of `received_at`. A phone's clock may be off by hours (a local time sent as UTC is
+    /// up to 14 h ahead) and cphub orders a phone's news by it; a day ahead is a clock gone
+    /// wrong, and kept, one heartbeat would outrank the phone's every later one, freezing
+    /// what it says it plays, and a session would end (and be billed) in that future.
+    pub fn not_far_ahead(
+        self,
+        field: &'static str,
+        received_at: UtcTime,
+    ) -> Result<Self, ParseError> {
+        match self > received_at.plus(Self::MAX_AHEAD) {
+            true => Err(ParseError::new(field, Problem::TimeAhead)),
+            false => Ok(self),
+        }
+    }
+
+    pub const MAX_AHEAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
     pub fn now() -> Self {
         UtcTime(Utc::now())
     }

@@ -195,13 +195,19 @@ fn error_code_schema() -> utoipa::openapi::Object {
         .build()
 }
 
+/// `Cache-Control: no-store`, for answers that carry a secret (a ticket, a session key) or
+/// an error.
+pub fn no_store() -> CacheControl {
+    CacheControl(vec![CacheDirective::NoStore])
+}
+
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECS: &str = "1";
 
 /// The response for `code`, with `message` for people. 503s carry `Retry-After`.
 pub fn error_response(code: ErrorCode, message: &str) -> HttpResponse {
     let mut res = HttpResponse::build(code.status());
-    res.insert_header(CacheControl(vec![CacheDirective::NoStore]));
+    res.insert_header(no_store());
     if code.status() == StatusCode::SERVICE_UNAVAILABLE {
         res.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
     }

@@ -41,8 +41,9 @@ pub(super) async fn receive(
     root: tracing_actix_web::RootSpan,
 ) -> Result<HttpResponse, ReceiverError> {
     let received_at = clock.now();
-    let event =
-        GameEvent::try_from(body.into_inner()).inspect_err(|_| metrics.record_rejected_event())?;
+    let event = (GameEvent::try_from(body.into_inner()))
+        .and_then(|event| event.received(received_at))
+        .inspect_err(|_| metrics.record_rejected_event())?;
     if event.error_msg_truncated() {
         metrics
             .event_fields_truncated

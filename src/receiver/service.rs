@@ -56,7 +56,9 @@ impl ReceiverError {
     pub(crate) fn code(&self) -> ErrorCode {
         match self {
             ReceiverError::Invalid(e) => match e.problem {
-                Problem::BadTime | Problem::TimeOutOfRange => ErrorCode::InvalidTime,
+                Problem::BadTime | Problem::TimeOutOfRange | Problem::TimeAhead => {
+                    ErrorCode::InvalidTime
+                }
                 Problem::UnknownEventType(_) => ErrorCode::UnknownEventType,
                 Problem::UnknownStatus(_) => ErrorCode::UnknownStatus,
                 _ => ErrorCode::InvalidField,

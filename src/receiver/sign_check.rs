@@ -13,7 +13,8 @@ use crate::access::{self, AesKey, DataCheck, Verdict};
 use crate::clock::Clock;
 use crate::config::AccessSettings;
 use crate::domain::UtcTime;
-use crate::http::{error::ErrorBody, request_id};
+use crate::http::error::{ErrorBody, no_store};
+use crate::http::request_id;
 use crate::metrics::Metrics;
 use crate::store::{PresentedSignCheck, TicketWriter};
 
@@ -123,9 +124,12 @@ fn count_data(data: Option<DataCheck>, admitted: bool, metrics: &Metrics) {
     }
 }
 
+/// The session key goes to the phone alone: no cache on the way keeps it.
 fn answer(settings: &AccessSettings, aes_key: &AesKey) -> HttpResponse {
-    HttpResponse::Ok().json(SignCheckAnswer {
-        request_id: request_id::current_id(),
-        aes_key: access::encode(settings.key_encoding, aes_key.bytes()),
-    })
+    HttpResponse::Ok()
+        .insert_header(no_store())
+        .json(SignCheckAnswer {
+            request_id: request_id::current_id(),
+            aes_key: access::encode(settings.key_encoding, aes_key.bytes()),
+        })
 }

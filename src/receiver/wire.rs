@@ -188,7 +188,8 @@ impl HeartbeatEnvelope {
         let e = self.event;
         Ok(Heartbeat {
             phone_id: PhoneId::parse("event.phone_id", e.phone_id)?,
-            time: UtcTime::parse("event.time", &e.time)?,
+            time: UtcTime::parse("event.time", &e.time)?
+                .not_far_ahead("event.time", received_at)?,
             session_id: e
                 .session_id
                 .map(|s| SessionId::parse("event.session_id", s))

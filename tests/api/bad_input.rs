@@ -427,11 +427,21 @@ async fn sign_check_and_operator_bodies_are_bounded_too(backend: Backend) {
     };
     let cases = [
         (
-            "sign check over 4096 bytes",
+            "sign check over 12288 bytes",
             "/cph/sign-check",
-            sign_check(json!({"padding": "x".repeat(5000)})),
+            sign_check(json!({"padding": "x".repeat(13_000)})),
             413,
             "CPHUB.PAYLOAD_TOO_LARGE",
+        ),
+        // The longest `encrypted_data` taken (8192 characters) fits the default limit:
+        // read, not refused as too large (under 4096 bytes, every SDK blob over about
+        // 3.9 KB was a 413, even under `observe`).
+        (
+            "sign check with 8192 characters of encrypted_data",
+            "/cph/sign-check",
+            sign_check(json!({"encrypted_data": "A".repeat(8192), "aes_iv": "0".repeat(24)})),
+            403,
+            "CPHUB.UNKNOWN_SESSION",
         ),
         (
             "sign check nested 2000 deep",

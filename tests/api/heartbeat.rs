@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::backend_tests;
 use futures_util::StreamExt;
 
-use crate::helpers::{Backend, TestApp, enter, heartbeat};
+use crate::helpers::{Backend, TestApp, assert_error, enter, heartbeat, quit};
 use crate::metrics::scrape;
 
 async fn reference_heartbeat_example_reaches_phone_and_session(backend: Backend) {
@@ -119,6 +119,41 @@ async fn a_phone_whose_clock_steps_back_stays_fresh(backend: Backend) {
     assert_eq!(phone["state"], "idle");
 }
 
+/// A phone's clock may be hours off (a local time sent as UTC, chapter 6.4's `time`), and
+/// cphub orders a phone's news by it; a day ahead of cphub's clock is a clock gone wrong.
+/// Such a heartbeat, enter or quit is refused (400 `CPHUB.INVALID_TIME`): stored, one
+/// heartbeat dated 9999 outranked every later one (the phone's session frozen for good), and
+/// a session ended by it would be billed until 9999. Half a day ahead is still taken.
+async fn a_callback_time_a_day_ahead_of_cphubs_clock_is_refused_6_4(backend: Backend) {
+    let clock = Arc::new(ManualClock::new(
+        UtcTime::parse("t", "2026-11-28T12:00:00Z").unwrap(),
+    ));
+    let app = TestApp::spawn_with_clock(backend, "", Arc::clone(&clock)).await;
+
+    let far = "2026-11-29T12:00:01Z";
+    for res in [
+        app.post_heartbeat(&heartbeat("p-1", Some("s-1"), far))
+            .await,
+        app.post_heartbeat(&heartbeat("p-1", None, "9999-01-01T00:00:00Z"))
+            .await,
+        app.post_event(&enter("s-1", "p-1", far)).await,
+        app.post_event(&quit("s-1", "p-1", far, 60)).await,
+    ] {
+        let body = assert_error(res, 400, "CPHUB.INVALID_TIME").await;
+        assert!(
+            body["error_msg"].as_str().unwrap().contains("event.time"),
+            "{body}"
+        );
+    }
+    app.send_heartbeat(&heartbeat("p-1", None, "2026-11-28T23:59:00Z"))
+        .await;
+    let phone = app
+        .wait_for_phone("p-1", |p| !p["last_heartbeat_at"].is_null())
+        .await;
+    assert_eq!(phone["last_heartbeat_at"], "2026-11-28T23:59:00Z");
+    assert!(app.session("s-1").await.is_none());
+}
+
 async fn many_heartbeats_coalesce_to_the_newest_per_phone(backend: Backend) {
     // A long flush interval: everything below lands in one batch.
     let app = TestApp::spawn_with(backend, "[heartbeats]\nflush_interval_ms = 400").await;
@@ -173,6 +208,7 @@ backend_tests!(
     missing_ids_read_as_idle_too,
     an_older_heartbeat_never_replaces_a_newer_one,
     a_phone_whose_clock_steps_back_stays_fresh,
+    a_callback_time_a_day_ahead_of_cphubs_clock_is_refused_6_4,
     many_heartbeats_coalesce_to_the_newest_per_phone,
     a_flood_of_new_phones_is_stored_chunk_by_chunk,
 );

@@ -167,8 +167,11 @@ impl TestApp {
     pub async fn mint_ok(&self, body: &Value) -> Value {
         let res = self.mint(body).await;
         let status = res.status();
+        // Ticket and session key: kept by no cache on the way.
+        let cache = res.headers().get("cache-control").cloned();
         let answer: Value = res.json().await.unwrap();
         assert_eq!(status, 201, "{answer}");
+        assert_eq!(cache.as_ref().map(|v| v.as_bytes()), Some(&b"no-store"[..]));
         answer
     }
 

@@ -63,8 +63,10 @@ pub(crate) async fn waiting(app: &TestApp, id: &str) -> Value {
 pub(crate) async fn seated(app: &TestApp, id: &str) -> Value {
     let res = poll(app, id, 20).await;
     let status = res.status();
+    let cache = res.headers().get("cache-control").cloned();
     let session: Value = res.json().await.unwrap();
     assert_eq!(status, 201, "entry {id} was not served: {session}");
+    assert_eq!(cache.as_ref().map(|v| v.as_bytes()), Some(&b"no-store"[..]));
     assert_eq!(session["state"], "minted", "{session}");
     for field in ["session_id", "ticket", "aes_key", "auth_ts", "phone_id"] {
         assert!(session[field].is_string(), "{field}: {session}");

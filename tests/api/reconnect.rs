@@ -76,6 +76,8 @@ impl Game {
     async fn admitted(&self, body: &Value) {
         let res = self.app.sign_check(body).await;
         let status = res.status();
+        // The session key: kept by no cache on the way.
+        assert_eq!(res.headers()["cache-control"], "no-store");
         let answer: Value = res.json().await.unwrap();
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["aes_key"], self.minted["aes_key"], "{answer}");
@@ -150,7 +152,8 @@ async fn with_reconnect_never_the_ticket_is_single_use(backend: Backend) {
 }
 
 /// With reconnects allowed, `encrypted_data` under `enforce` is what proves the caller holds
-/// the session key: the ticket alone, seen once, does not let someone else in.
+/// the session key (6.1): the ticket alone, seen once, does not let someone else in, with
+/// data that does not decrypt or with none.
 async fn under_enforce_a_reconnect_must_prove_the_session_key(backend: Backend) {
     let game = Game::started(backend, "encrypted_data = \"enforce\"\n").await;
     game.clock.advance(Duration::from_secs(30));
@@ -163,6 +166,14 @@ async fn under_enforce_a_reconnect_must_prove_the_session_key(backend: Backend) 
     let res = game.app.sign_check(&forged).await;
 
     assert_error(res, 403, "CPHUB.DECRYPT_FAILED").await;
+    // Nor does leaving the data out (the first sign check sealed some): before, that was
+    // admitted, the key in its answer.
+    let mut stripped = game.sign_check(b"reconnect");
+    stripped["encrypted_data"] = json!("");
+    stripped["aes_iv"] = json!("");
+    let res = game.app.sign_check(&stripped).await;
+    let body = assert_error(res, 403, "CPHUB.ENCRYPTED_DATA_REQUIRED").await;
+    assert!(body.get("aes_key").is_none(), "{body}");
     game.admitted(&game.sign_check(b"reconnect")).await;
     assert_eq!(game.log_kinds().await, ["enter", "reconnect"]);
 }
