@@ -16,6 +16,7 @@ mod retry;
 pub mod signer;
 pub mod sync;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ use crate::telemetry;
 use model::job_status;
 use model::{
     AppList, AppPhoneList, BatchAnswer, DeployedAppList, EncodeServerIdsBody, EncodeServerList,
-    ErrorBody, JobList, PhoneIdsBody, PhoneList, PhonesBody, PushBody, PushVersions,
+    ErrorBody, JobList, Listed, PhoneIdsBody, PhoneList, PhonesBody, PushBody, PushVersions,
     SyncCommandAnswer, SyncCommandBody, SyncCommandJob, UpdateBody, UpdateVersions,
 };
 
@@ -364,7 +365,11 @@ impl CphClient {
     /// end, which the reference does not define ("greater than 0 but less than the number of
     /// resources"): a 400 CPS.0002 (7.2, "offset or limit is invalid") answered to it ends the
     /// list like an empty page would. `limit` is always in range, so the offset is what it refused.
-    async fn all_pages<P: DeserializeOwned, T>(
+    ///
+    /// An item listed again (same [`Listed::key`]) is dropped, and a full page that adds
+    /// nothing new ends the list: 4.4.2 documents no paging at all, and a service that
+    /// ignores `offset` would answer the same full page for ever.
+    async fn all_pages<P: DeserializeOwned, T: Listed>(
         &self,
         operation: &'static str,
         path: &str,
@@ -372,22 +377,27 @@ impl CphClient {
         items: impl Fn(P) -> Vec<T>,
     ) -> Result<Vec<T>, CphError> {
         let mut all = Vec::new();
+        let mut seen = HashSet::new();
+        let mut read = 0;
         loop {
             let mut query = vec![
-                ("offset".to_owned(), all.len().to_string()),
+                ("offset".to_owned(), read.to_string()),
                 ("limit".to_owned(), self.page_limit.to_string()),
             ];
             query.extend_from_slice(filters);
             let page = match self.get(operation, path, &query).await {
                 Ok(page) => items(page),
-                Err(error) if !all.is_empty() && error.code() == Some(BAD_PAGE) => {
+                Err(error) if read > 0 && error.code() == Some(BAD_PAGE) => {
                     return Ok(all);
                 }
                 Err(error) => return Err(error),
             };
+            read += page.len();
             let full_page = page.len() >= self.page_limit as usize;
-            all.extend(page);
-            if !full_page {
+            let before = all.len();
+            let new = page.into_iter();
+            all.extend(new.filter(|item| item.key().is_none_or(|key| seen.insert(key.to_owned()))));
+            if !full_page || all.len() == before {
                 return Ok(all);
             }
         }

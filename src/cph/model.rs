@@ -118,6 +118,49 @@ fn access_info(entry: &serde_json::Value) -> Option<crate::domain::AccessInfo> {
     })
 }
 
+/// An item of a paged list, and what names it uniquely there: a page that lists only items
+/// read already ends the list (`CphClient::all_pages`). None for lists whose entries may
+/// repeat a key (a server lists every version of an app, 5.3.1).
+pub trait Listed {
+    fn key(&self) -> Option<&str>;
+}
+
+impl Listed for Phone {
+    fn key(&self) -> Option<&str> {
+        Some(&self.phone_id)
+    }
+}
+
+impl Listed for App {
+    fn key(&self) -> Option<&str> {
+        Some(&self.app_id)
+    }
+}
+
+impl Listed for AppPhone {
+    fn key(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Listed for DeployedApp {
+    fn key(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Listed for Job {
+    fn key(&self) -> Option<&str> {
+        Some(&self.job_id)
+    }
+}
+
+impl Listed for EncodeServer {
+    fn key(&self) -> Option<&str> {
+        Some(&self.encode_server_id)
+    }
+}
+
 /// An application (chapter 5.1.3, Table 5-6); only the id is needed.
 #[derive(Debug, Clone, Deserialize)]
 pub struct App {

@@ -292,6 +292,33 @@ async fn jobs_by_request_queries_the_request_id_and_reads_the_reference_example(
     assert_eq!(jobs[1].end_time.as_deref(), Some("2017-10-25T00:00:32Z"));
 }
 
+/// 4.4.2 documents `request_id` and no paging: a service that ignores `offset` answers the
+/// same full page again. The list ends there, each job once; before, the client asked for
+/// the next page for ever.
+#[tokio::test]
+async fn jobs_by_request_ends_when_the_service_ignores_offset_4_4_2() {
+    let server = MockServer::start().await;
+    let jobs: Vec<_> = (0..100)
+        .map(|n| json!({"job_id": format!("job-{n:03}"), "status": 2}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(api("jobs")))
+        .and(query_param("request_id", "r-1"))
+        .respond_with(json_answer(
+            200,
+            &json!({"request_id": "x", "jobs": jobs}).to_string(),
+        ))
+        .expect(2)
+        .mount(&server)
+        .await;
+
+    let jobs = client(&server).jobs_by_request("r-1").await.unwrap();
+
+    let ids: Vec<String> = jobs.into_iter().map(|job| job.job_id).collect();
+    let expected: Vec<String> = (0..100).map(|n| format!("job-{n:03}")).collect();
+    assert_eq!(ids, expected);
+}
+
 /// 4.4.2 by Huawei's SDK: at most `limit` (100) jobs a page. A request with more jobs (an app
 /// version pushed to many servers, 5.3.4) is read page by page until a page comes back short;
 /// before, the first page was taken for the whole request.
