@@ -14,7 +14,7 @@ use super::auth::{CsrfForm, Operator, csrf_field};
 use super::{ConsoleError, PREFIX, layout};
 use crate::api::ApiError;
 use crate::clock::Clock;
-use crate::domain::{Action, PhoneId};
+use crate::domain::{Action, Outcome, PhoneId};
 use crate::rollout::{Change, change_state};
 use crate::store::Store;
 use crate::watchdog::Watchdog;
@@ -89,14 +89,21 @@ pub(super) async fn phone(
     let watchdog = watchdog.ok_or(ApiError::CphNotConfigured)?;
     watchdog.check_followed().map_err(ApiError::from)?;
     let recovery = watchdog.manual(&id, action).await.map_err(ApiError::from)?;
+    // Refused by the control plane at once (7.2): said so, with its reason.
+    let refused = matches!(recovery.outcome, Outcome::Error | Outcome::Failed);
+    let title = if refused { "Not started" } else { "Started" };
     let body = html! {
-        h1 { (action) " of phone " (id) " started" }
-        p { "Recovery " (recovery.id) ", job " (recovery.job_id.as_deref().unwrap_or("—")) "." }
+        h1 { (action) " of phone " (id) " " (title.to_lowercase()) }
+        @if refused {
+            p { "Recovery " (recovery.id) ": " (recovery.error.as_deref().unwrap_or("refused")) }
+        } @else {
+            p { "Recovery " (recovery.id) ", job " (recovery.job_id.as_deref().unwrap_or("—")) "." }
+        }
         p { a href={ (PREFIX) "/phones/" (id) "#recoveries" } { "Back to the phone" } }
     };
     Ok(layout::html(
         actix_web::http::StatusCode::ACCEPTED,
-        layout::page(&operator, "Started", body),
+        layout::page(&operator, title, body),
     ))
 }
 

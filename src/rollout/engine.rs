@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::Rollouts;
 use crate::cph::CphError;
+use crate::cph::DeployedApp;
 use crate::cph::model::{job_status, status};
 use crate::domain::{PAUSED_BY_CPHUB, PhoneStep, RolloutState, UtcTime};
 use crate::store::{Rollout, RolloutPhone, StepChange, StoreError};
@@ -322,10 +323,16 @@ impl Rollouts {
     async fn verify(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
         let ended = phone.job_ended_at.unwrap_or(phone.updated_at);
         let heard = phone.last_seen_at.is_some_and(|seen| seen > ended);
-        let listed = match heard {
-            true => self.versions_listed(rollout, phone).await,
-            false => Some(false),
+        let listing = match heard {
+            true => self.listing(rollout, phone).await,
+            false => Some(Listing::Missing),
         };
+        // 5.3.6's example answers `""` for every version id: a phone listing the app with
+        // none says nothing against the job that succeeded (4.4.1), which then stands.
+        if let Some(Listing::Unnamed) = listing {
+            tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "the phone's versions (5.3.6) carry no id; its update job succeeded");
+        }
+        let listed = listing.map(|l| l != Listing::Missing);
         if listed == Some(true) {
             tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "phone updated and back in the pool");
             self.move_phone(phone, PhoneStep::Done, None).await?;
@@ -351,12 +358,16 @@ impl Rollouts {
     }
 
     /// Whether 5.3.6 lists every version of the rollout on the phone; None when it cannot
-    /// be read.
+    /// be read. Without an update job that succeeded, a listing without ids proves nothing.
     async fn versions_listed(&self, rollout: &Rollout, phone: &RolloutPhone) -> Option<bool> {
+        let listing = self.listing(rollout, phone).await?;
+        Some(listing == Listing::All)
+    }
+
+    /// What 5.3.6 says of the rollout's versions on the phone; None when it cannot be read.
+    async fn listing(&self, rollout: &Rollout, phone: &RolloutPhone) -> Option<Listing> {
         match self.client.phone_apps(phone.phone_id.as_str()).await {
-            Ok(apps) => Some(rollout.app_version_ids.iter().all(|version| {
-                (apps.iter()).any(|app| app.app_version_id.as_deref() == Some(version.as_str()))
-            })),
+            Ok(apps) => Some(Listing::of(&apps, rollout)),
             Err(error) => {
                 tracing::debug!(phone_id = %phone.phone_id, error = %ErrorChain(&error), "phone apps not read (5.3.6); will ask again");
                 None
@@ -448,5 +459,36 @@ impl Rollouts {
 
     fn now(&self) -> UtcTime {
         self.clock.now()
+    }
+}
+
+/// What a phone's applications (5.3.6) say of a rollout's versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// Every version of the rollout is listed.
+    All,
+    /// The app is listed, but no version of it has an id (`""`, as 5.3.6's example answers):
+    /// nothing can be compared.
+    Unnamed,
+    /// A version is missing.
+    Missing,
+}
+
+impl Listing {
+    fn of(apps: &[DeployedApp], rollout: &Rollout) -> Listing {
+        let listed = |version: &String| {
+            (apps.iter()).any(|app| app.app_version_id.as_deref() == Some(version.as_str()))
+        };
+        if rollout.app_version_ids.iter().all(listed) {
+            return Listing::All;
+        }
+        let mut ours = (apps.iter()).filter(|app| app.app_id == rollout.app_id.as_str());
+        let first = ours.next();
+        match first {
+            Some(app) if app.app_version_id.is_none() && ours.all(|a| a.app_version_id.is_none()) => {
+                Listing::Unnamed
+            }
+            _ => Listing::Missing,
+        }
     }
 }

@@ -235,8 +235,10 @@ fn started(answer: Result<BatchOutcome, CphError>, id: &str) -> Result<Started, 
             request_id: batch.request_id.clone(),
             job_id: item.job_id.clone().unwrap_or_default(),
         }),
+        // Refused in its entry: no job started, nothing known against the server (the
+        // same rule as a phone's refused entry).
         Some(item) => Err((
-            Outcome::Failed,
+            Outcome::Error,
             format!(
                 "{}: {}",
                 item.error_code.clone().unwrap_or_default(),

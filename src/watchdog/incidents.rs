@@ -47,13 +47,21 @@ impl IncidentRule {
 }
 
 /// The silent recovery candidates of `phones`, counted per server. A phone stopped, frozen
-/// or in transition is silent for a reason of its own and does not count.
-pub fn silent_per_server(phones: &[PhoneHealth], fresh_since: UtcTime) -> HashMap<&str, usize> {
+/// or in transition is silent for a reason of its own and does not count; nor does one
+/// `set_aside` (broken, or on `watchdog.exclude`): it may have been silent for days, and
+/// counted it would make one more silent phone of a healthy server an incident, held (and
+/// never recovered) for as long as the broken one stays silent.
+pub fn silent_per_server(
+    phones: &[PhoneHealth],
+    fresh_since: UtcTime,
+    set_aside: impl Fn(&PhoneHealth) -> bool,
+) -> HashMap<&str, usize> {
     let mut silent = HashMap::new();
     for phone in phones {
         let quiet = phone.last_seen_at.is_some_and(|seen| seen < fresh_since);
         if let (Some(server), true) = (&phone.server_id, quiet)
             && candidate(phone.cph_status, true).is_some()
+            && !set_aside(phone)
         {
             *silent.entry(server.as_str()).or_default() += 1;
         }
@@ -112,7 +120,7 @@ impl Watchdog {
             .into_iter()
             .map(|(server, count)| (server, usize::try_from(count).unwrap_or(0)))
             .collect();
-        let silent = silent_per_server(phones, fresh_since);
+        let silent = silent_per_server(phones, fresh_since, |p| self.set_aside(p));
         let counts = |server: &str| {
             let total = totals.get(server).copied().unwrap_or(0);
             (silent.get(server).copied().unwrap_or(0), total)
@@ -278,9 +286,23 @@ mod tests {
             phone("p4", "s1", 20, 2),
             phone("p5", "s2", 0, -7),
         ];
-        let silent = silent_per_server(&phones, at(10));
+        let silent = silent_per_server(&phones, at(10), |_| false);
         assert_eq!(silent.get("s1"), Some(&1));
         assert_eq!(silent.get("s2"), Some(&1));
+    }
+
+    /// A broken or excluded phone, silent maybe for days, does not make one more silent
+    /// phone of its server an incident.
+    #[test]
+    fn a_phone_set_aside_does_not_count_as_silent() {
+        let broken = PhoneHealth {
+            recovery_state: Some("broken".to_owned()),
+            ..phone("p1", "s1", 0, 2)
+        };
+        let phones = [broken, phone("p2", "s1", 0, 2), phone("p3", "s1", 20, 2)];
+        let set_aside = |p: &PhoneHealth| p.recovery_state.as_deref() == Some("broken");
+        let silent = silent_per_server(&phones, at(10), set_aside);
+        assert_eq!(silent.get("s1"), Some(&1));
     }
 
     #[test]

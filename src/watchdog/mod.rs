@@ -259,7 +259,7 @@ impl Watchdog {
     /// incident, and phones that just fell silent on a server the incident rule watches are
     /// not considered.
     fn left_alone(&self, phone: &PhoneHealth, servers: &Servers, fresh_since: UtcTime) -> bool {
-        if self.excluded(&phone.phone_id) || phone.recovery_state.as_deref() == Some("broken") {
+        if self.set_aside(phone) {
             return true;
         }
         if servers.holds(phone) {
@@ -589,6 +589,12 @@ impl Watchdog {
         recovered
     }
 
+    /// Excluded, or marked broken: never acted on automatically, nor counted towards a
+    /// server incident.
+    fn set_aside(&self, phone: &PhoneHealth) -> bool {
+        self.excluded(&phone.phone_id) || phone.recovery_state.as_deref() == Some("broken")
+    }
+
     /// On `watchdog.exclude`: never acted on, automatically or by hand.
     fn excluded(&self, phone_id: &PhoneId) -> bool {
         self.settings.exclude.iter().any(|p| p == phone_id.as_str())
@@ -744,7 +750,9 @@ impl Watchdog {
                     .await?
             }
         }
-        Ok(recovery)
+        // As it stands now, its job or its refusal recorded: a manual restart's answer says
+        // what became of it, not the row as first inserted (`pending`, no job).
+        Ok(self.store.recovery(recovery.id).await?.unwrap_or(recovery))
     }
 
     /// A recovery that cannot be sent safely: logged as an error, nothing called.
@@ -897,7 +905,12 @@ impl Watchdog {
                 self.pause_for_account(&code, phone_id.as_str());
                 return Err((Outcome::Error, account_refusal(&code, &message)));
             }
-            return Err((Outcome::Failed, format!("{code}: {message}")));
+            // Refused in its entry: no job started, so nothing is known against the phone
+            // (7.2 `CPS.0003` "try again later", `CPS.0010` a phone busy with another job,
+            // `CPS.0004`/`CPS.0005` a phone the control plane does not know, which the
+            // next pass's re-read (4.3.2) unlists). An error, backed off and tried again
+            // gently; a failure would be answered with a factory reset at once.
+            return Err((Outcome::Error, format!("{code}: {message}")));
         }
         let job = batch.jobs().next().map(|(_, job)| job.to_owned());
         job.map(|job_id| Started::Job {
@@ -997,9 +1010,14 @@ impl Watchdog {
                         return Ok(Some(job.job_id));
                     }
                 }
-                Err(error) => {
-                    self.pause_if_account_level(&error, &recovery.phone_id);
+                // The account refused: nothing can be read. Otherwise the list cannot be
+                // had (4.4.2 refusing the request id for good would leave the recovery
+                // pending, its phone `recovering`, for ever): the phone's status tells.
+                Err(error) if self.pause_if_account_level(&error, &recovery.phone_id) => {
                     return Ok(None);
+                }
+                Err(error) => {
+                    tracing::debug!(recovery = recovery.id, error = %ErrorChain(&error), "jobs of a lost answer not listed (4.4.2); the phone's status decides");
                 }
             }
         }

@@ -117,6 +117,11 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
     if last.outcome == Outcome::Pending {
         return Decision::Wait("a recovery is in progress");
     }
+    // In dry run nothing marks the phone, so it stays a candidate: marked (on paper) once,
+    // not again every pass (the log would fill with it and push the real decisions out).
+    if last.action == Action::MarkBroken && last.outcome == Outcome::DryRun {
+        return Decision::Wait("marked broken in dry run");
+    }
     if acted as u32 >= budgets.hourly_cap {
         return Decision::Act(Action::MarkBroken);
     }
@@ -225,6 +230,27 @@ mod tests {
         assert_eq!(
             decide(Reason::RestartFailed, &[], at(0), &budgets()),
             Decision::Act(Action::Reset)
+        );
+    }
+
+    /// Dry run: the phone at its cap is marked broken on paper once, then left; live, a
+    /// phone marked broken is left alone before it is decided on at all.
+    #[test]
+    fn in_dry_run_a_phone_is_marked_broken_once() {
+        let restarts = [
+            past(Action::Restart, Outcome::DryRun, 20, Some(20)),
+            past(Action::Restart, Outcome::DryRun, 10, Some(10)),
+            past(Action::Restart, Outcome::DryRun, 0, Some(0)),
+        ];
+        assert_eq!(
+            decide(Reason::Stale, &restarts, at(500), &budgets()),
+            Decision::Act(Action::MarkBroken)
+        );
+        let marked = past(Action::MarkBroken, Outcome::DryRun, 500, Some(500));
+        let history: Vec<Past> = std::iter::once(marked).chain(restarts).collect();
+        assert_eq!(
+            decide(Reason::Stale, &history, at(501), &budgets()),
+            Decision::Wait("marked broken in dry run")
         );
     }
 

@@ -34,6 +34,7 @@ backend_tests!(
     a_phone_whose_versions_cannot_be_read_after_its_job_is_not_failed_for_it_5_3_6,
     an_outage_holds_no_phone_out_of_the_pool_7_2,
     a_canary_failing_within_max_failures_lets_the_next_batch_take_batch_size,
+    phones_listing_versions_without_ids_as_5_3_6_shows_are_done_after_their_jobs,
 );
 
 pub(crate) const APP: &str = "sim.game";
@@ -187,6 +188,18 @@ impl Rig {
             "the rollout never became {state}: {}",
             self.rollout(id).await
         );
+    }
+
+    /// Waits for the rollout to leave `running`: done, paused or aborted.
+    pub(crate) async fn wait_for_end(&self, id: &Value) -> Value {
+        for _ in 0..600 {
+            let rollout = self.rollout(id).await;
+            if rollout["state"] != "running" {
+                return rollout;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the rollout never ended: {}", self.rollout(id).await);
     }
 
     pub(crate) async fn wait<F, Fut>(&self, check: F)
@@ -480,6 +493,35 @@ async fn a_restarted_cphub_finishes_the_rollout_updating_no_phone_twice_7_1_2(ba
         assert_eq!(phone["state"], "done", "{phone}");
         assert_eq!(phone["attempts"], 1, "{phone}");
         assert_eq!(rig.updates_of(phone_id), 1, "updated once: {phone_id}");
+    }
+    rig.simulator.stop().await;
+}
+
+/// 5.3.6's (and 5.3.1's) example answers `""` for every version id. A control plane that
+/// does leaves nothing to compare: a phone that listed the app after its update job
+/// succeeded (4.4.1) and heartbeat is done, not failed "the phone does not list the new
+/// version" (which failed every phone and paused the rollout).
+async fn phones_listing_versions_without_ids_as_5_3_6_shows_are_done_after_their_jobs(
+    backend: Backend,
+) {
+    let rig = start(backend, 3, |_| {}).await;
+    let version = rig.new_version();
+    rig.simulator.faults.set_blank_versions(true);
+
+    // 5.3.1 names no version either: pushed (5.3.4), as it cannot be seen to be there.
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 3,
+            "push_first": true,
+        }))
+        .await;
+    let ended = rig.wait_for_end(&rollout["id"]).await;
+
+    assert_eq!(ended["state"], "done", "{ended}");
+    for phone in ended["phones"].as_array().unwrap() {
+        let phone_id = text(&phone["phone_id"]);
+        assert_eq!(phone["state"], "done", "{phone}");
+        assert_eq!(rig.updates_of(&phone_id), 1, "updated once: {phone_id}");
     }
     rig.simulator.stop().await;
 }

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use cphub::cph::properties::HEARTBEAT_URL;
-use cphub::simulator::control_plane::{LostAnswer, Operation};
+use cphub::simulator::control_plane::{ControlPlaneFaults, LostAnswer, Operation};
 use cphub::simulator::fleet::JobKind;
 use cphub::simulator::{SimOptions, Simulator};
 use serde_json::Value;
@@ -535,6 +535,32 @@ async fn an_excluded_phone_is_never_touched(backend: Backend) {
     fleet.simulator.stop().await;
 }
 
+/// An excluded phone, silent for good, is not one of its server's silent phones: with it
+/// counted, one more silent phone of a server of four made half of it silent, an incident
+/// held (and the second phone never recovered) for as long as the excluded phone stayed
+/// silent. The same holds for a phone marked broken.
+async fn an_excluded_silent_phone_does_not_make_its_server_an_incident(backend: Backend) {
+    let seed = SimOptions::defaults().seed;
+    let excluded = format!("{seed:08x}{:024x}", 0);
+    let fleet = start(backend, 4, &format!("exclude = [\"{excluded}\"]\n"), |o| {
+        o.phones_per_server = 4;
+        o.silent = 2;
+    })
+    .await;
+    let other = fleet.simulator.phone_ids()[1].clone();
+    assert_eq!(fleet.simulator.phone_ids()[0], excluded);
+
+    wait_for_recoveries(&fleet.app, &other, |log| has(log, "restart", "succeeded")).await;
+
+    let server = fleet.simulator.fleet.lock().server_ids()[0].clone();
+    assert_eq!(recoveries(&fleet.app, &server).await, Vec::<Value>::new());
+    assert_eq!(
+        metric_value(&fleet.app, "cphub_server_incidents_total").await,
+        Some(0.0)
+    );
+    fleet.simulator.stop().await;
+}
+
 async fn assert_no_recoveries(fleet: &Fleet, app: &TestApp) {
     for phone in fleet.simulator.phone_ids() {
         assert_eq!(
@@ -1013,6 +1039,54 @@ async fn a_lost_restart_answer_7_1_2_is_reconciled_not_resent(backend: Backend) 
     fleet.simulator.stop().await;
 }
 
+/// 7.1.2 with 4.4.2 refused for good (every listing of the request's jobs answered
+/// `CPS.0200`, as for a request id the control plane does not know): the phone's status
+/// settles the recovery once the send would have ended. It stayed pending for ever, the
+/// phone `recovering` and never recovered again.
+async fn a_lost_restart_answer_whose_jobs_cannot_be_listed_is_settled_by_the_phone_7_1_2(
+    backend: Backend,
+) {
+    let fleet = one_silent_with_quick_calls(backend).await;
+    let silent = fleet.simulator.phone_ids()[0].clone();
+    let setup_restarts = jobs_of(&fleet.simulator, &silent, JobKind::Restart);
+    (fleet.simulator.faults).lose_answers(Operation::Restart, 1, LostAnswer::BadGateway);
+    (fleet.simulator.faults).invalid_requests(Operation::ListJobs, u32::MAX);
+
+    let log = wait_for_recoveries(&fleet.app, &silent, |log| {
+        log.iter()
+            .any(|r| r["action"] == "restart" && r["outcome"] != "pending")
+    })
+    .await;
+
+    // Running again (2) after a restart whose job cannot be seen: the restart may not have
+    // run, so it is an error (no reset follows it), settled, never sent again.
+    let settled = &log[0];
+    assert_eq!(settled["outcome"], "error", "{log:?}");
+    assert!(
+        settled["error"]
+            .as_str()
+            .unwrap()
+            .contains("re-read: status 2"),
+        "{settled}"
+    );
+    assert_eq!(
+        jobs_of(&fleet.simulator, &silent, JobKind::Restart),
+        setup_restarts + 1
+    );
+    fleet.simulator.stop().await;
+}
+
+/// Two phones, the first silent, and calls to the control plane that give up quickly: the
+/// bound on a send (after which a lost answer's phone may be read) is short.
+async fn one_silent_with_quick_calls(backend: Backend) -> Fleet {
+    let pace = Pace {
+        cph: "request_timeout_ms = 100\nretry_max_ms = 10\n",
+        ..Pace::EAGER
+    };
+    let db = TestDb::new(backend).await;
+    start_synced(db, 2, "", pace, |o| o.silent = 1).await
+}
+
 /// 7.1.2: a 504 is the gateway timing out, not the backend refusing: the restart it
 /// answered starts 3 s later here, its job appearing to 4.4.2 only then. The recovery waits
 /// for that job and ends with its outcome; closed from the phone's status at once, it was
@@ -1052,12 +1126,7 @@ async fn a_restart_answered_504_before_it_starts_7_1_2_waits_for_its_job_4_4_2(b
 async fn a_restart_whose_job_never_shows_ends_in_an_error_and_is_tried_again_7_1_2(
     backend: Backend,
 ) {
-    let pace = Pace {
-        cph: "request_timeout_ms = 100\nretry_max_ms = 10\n",
-        ..Pace::EAGER
-    };
-    let db = TestDb::new(backend).await;
-    let fleet = start_synced(db, 2, "", pace, |o| o.silent = 1).await;
+    let fleet = one_silent_with_quick_calls(backend).await;
     let silent = fleet.simulator.phone_ids()[0].clone();
     let setup_restarts = jobs_of(&fleet.simulator, &silent, JobKind::Restart);
     let never = Duration::from_secs(600);
@@ -1090,10 +1159,39 @@ async fn a_restart_whose_job_never_shows_ends_in_an_error_and_is_tried_again_7_1
 async fn a_restart_refused_try_again_later_7_2_is_tried_again_not_answered_with_a_reset(
     backend: Backend,
 ) {
+    refused_then_restarted(backend, |faults| {
+        faults.system_errors(Operation::Restart, 4)
+    })
+    .await;
+}
+
+/// A restart the control plane refuses in the phone's entry of its 201 answer (4.3.6's
+/// answer refuses a phone beside the others' jobs; here with 7.2's `CPS.0003`) started no
+/// job: nothing is known against the phone, so it is an `error`, backed off and tried
+/// again as a restart. Recorded as `failed`, it was answered with a factory reset (4.3.5)
+/// at the next pass.
+async fn a_restart_refused_in_its_entry_4_3_6_is_an_error_tried_again_not_a_reset(
+    backend: Backend,
+) {
+    let log = refused_then_restarted(backend, |f| f.item_errors(Operation::Restart, 1)).await;
+
+    let refused = (log.iter().find(|r| r["outcome"] == "error")).unwrap();
+    assert!(
+        refused["error"].as_str().unwrap().starts_with("CPS.0003"),
+        "{refused}"
+    );
+}
+
+/// A silent phone whose first restart `refuse` makes the control plane refuse: its log
+/// once it has an error and then a restart that succeeded, no reset sent, one restart job.
+async fn refused_then_restarted(
+    backend: Backend,
+    refuse: impl FnOnce(&ControlPlaneFaults),
+) -> Vec<Value> {
     let fleet = start(backend, 2, "", |o| o.silent = 1).await;
     let silent = fleet.simulator.phone_ids()[0].clone();
     let setup_restarts = jobs_of(&fleet.simulator, &silent, JobKind::Restart);
-    (fleet.simulator.faults).system_errors(Operation::Restart, 4);
+    refuse(&fleet.simulator.faults);
 
     let log = wait_for_recoveries(&fleet.app, &silent, |log| {
         has(log, "restart", "error") && has(log, "restart", "succeeded")
@@ -1114,6 +1212,7 @@ async fn a_restart_refused_try_again_later_7_2_is_tried_again_not_answered_with_
         setup_restarts + 1
     );
     fleet.simulator.stop().await;
+    log
 }
 
 /// 7.1.2's reconciliation is for a recovery whose answer was lost, not for one still being
@@ -1342,16 +1441,20 @@ async fn a_manual_reset_refused_for_arrears_7_2_pauses_recoveries(backend: Backe
     let phone_id = fleet.simulator.phone_ids()[0].clone();
     fleet.simulator.faults.set_arrears(true);
 
-    let res = manual(&fleet.app, &phone_id, "reset").await;
+    // A restart (no property read first) is refused the same way: the answer is the record
+    // as it stands, its refusal in it (it said `pending`, no job, as first inserted).
+    for action in ["reset", "restart"] {
+        let res = manual(&fleet.app, &phone_id, action).await;
 
-    assert_eq!(res.status(), 202);
-    let recovery: Value = res.json().await.unwrap();
-    assert_eq!(recovery["outcome"], "error", "{recovery}");
-    assert!(
-        recovery["error"].as_str().unwrap().starts_with("CPS.0006"),
-        "{recovery}"
-    );
-    wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 1.0).await;
+        assert_eq!(res.status(), 202);
+        let recovery: Value = res.json().await.unwrap();
+        assert_eq!(recovery["outcome"], "error", "{recovery}");
+        assert!(
+            recovery["error"].as_str().unwrap().starts_with("CPS.0006"),
+            "{recovery}"
+        );
+        wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 1.0).await;
+    }
     fleet.simulator.faults.set_arrears(false);
     wait_for_metric(&fleet.app, "cphub_cph_account_blocked", 0.0).await;
 
@@ -1453,6 +1556,8 @@ backend_tests!(
     a_released_servers_phones_are_unlisted_and_left_alone_4_3_1,
     a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
     a_restart_refused_try_again_later_7_2_is_tried_again_not_answered_with_a_reset,
+    a_restart_refused_in_its_entry_4_3_6_is_an_error_tried_again_not_a_reset,
+    a_lost_restart_answer_whose_jobs_cannot_be_listed_is_settled_by_the_phone_7_1_2,
     a_restart_answered_504_before_it_starts_7_1_2_waits_for_its_job_4_4_2,
     a_restart_whose_job_never_shows_ends_in_an_error_and_is_tried_again_7_1_2,
     a_recovery_still_being_sent_is_not_reconciled_7_1_2,
@@ -1465,6 +1570,7 @@ backend_tests!(
     restarting_cphub_mid_run_recovers_nothing,
     a_control_plane_outage_recovers_nothing,
     an_excluded_phone_is_never_touched,
+    an_excluded_silent_phone_does_not_make_its_server_an_incident,
     the_in_flight_cap_holds_when_many_phones_go_silent_at_once,
     a_silent_phone_is_restarted_and_comes_back,
     a_phone_whose_restart_fails_is_reset_with_its_callbacks,

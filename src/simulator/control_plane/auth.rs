@@ -60,6 +60,10 @@ impl ControlPlane {
         if faults.take_system_error(operation) {
             return Err(ControlPlaneError::SystemError);
         }
+        if faults.take_invalid_request(operation) {
+            let what = "the request is refused (a fault asked for).";
+            return Err(ControlPlaneError::InvalidParameter(what.to_owned()));
+        }
         Ok(())
     }
 

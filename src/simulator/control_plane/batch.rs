@@ -274,7 +274,8 @@ fn parse_property(property: &Value) -> Result<Properties, ItemError> {
 impl ControlPlane {
     /// Starts a job per acceptable phone and answers `{"request_id", "jobs": [...]}`, one
     /// entry per phone in the order given. Each job ends `job_delay` later in its own task.
-    /// With a lost answer asked for (`faults.rs`), the jobs start all the same and the
+    /// With refused entries asked for (`faults.rs`), nothing is done and every phone's entry
+    /// is a CPS.0003. With a lost answer asked for, the jobs start all the same and the
     /// answer is the gateway's 502/504 naming the request. With slow answers asked for, the
     /// batch waits first, nothing done until then. With a late start asked for, the answer
     /// is a 504 at once and the batch is performed only afterwards.
@@ -297,7 +298,12 @@ impl ControlPlane {
             });
             return Err(ControlPlaneError::AnswerLost(504));
         }
-        let answers = perform(&self.fleet, &self.settings, &request_id, orders);
+        let answers = if self.settings.faults.take_item_errors(api) {
+            let refused = orders.iter().map(|o| ItemError::SystemError.answer(&o.phone_id));
+            refused.collect()
+        } else {
+            perform(&self.fleet, &self.settings, &request_id, orders)
+        };
         if let Some(lost) = self.settings.faults.take_lost_answer(api) {
             return Err(ControlPlaneError::AnswerLost(lost.status()));
         }

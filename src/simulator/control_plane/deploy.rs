@@ -75,6 +75,7 @@ pub(super) async fn server_apps(
         // 5.3.1's example spells the version id `app_verison_id` (Table 5-15 says
         // `app_version_id`), as 5.1.2's does; cphub reads both.
         .map(|(app, version)| app_json(app, version, "app_verison_id"))
+        .map(|app| blanked(app, &cp))
         .collect();
     Ok(ok_json(
         json!({"request_id": request_id::current(), "apps": apps}),
@@ -105,10 +106,24 @@ pub(super) async fn phone_apps(
             let version = phone.versions.get(&app.app_id).and_then(|id| app.version(id));
             app_json(app, version.unwrap_or(app.latest()), "app_version_id")
         })
+        .map(|app| blanked(app, &cp))
         .collect();
     Ok(ok_json(
         json!({"request_id": request_id::current(), "apps": apps}),
     ))
+}
+
+/// With the version fields `""`, as 5.3.1's and 5.3.6's examples answer, when asked for
+/// (`faults.rs`).
+fn blanked(mut app: Value, cp: &ControlPlane) -> Value {
+    if cp.settings.faults.blank_versions() {
+        for field in ["app_version_id", "app_verison_id", "version_code", "version_name"] {
+            if let Some(value) = app.get_mut(field) {
+                *value = json!("");
+            }
+        }
+    }
+    app
 }
 
 /// Table 5-15 / Table 5-33, with the version id under `id_field`.

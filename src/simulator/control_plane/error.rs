@@ -178,6 +178,9 @@ pub(super) enum ItemError {
     /// invalid"), the closest documented code.
     #[error("Parameter: status is invalid. The phone is busy with another job.")]
     Busy,
+    /// 7.2 CPS.0003, on demand (`faults.rs`).
+    #[error("Service internal error.")]
+    SystemError,
 }
 
 impl ItemError {
@@ -187,6 +190,7 @@ impl ItemError {
             ItemError::PhoneNotFound => "CPS.0005",
             ItemError::MissingProperty | ItemError::InvalidProperty(_) => INVALID_PARAMETERS,
             ItemError::Busy => "CPS.0010",
+            ItemError::SystemError => "CPS.0003",
         }
     }
 

@@ -4,6 +4,12 @@
 //!
 //! * the next N calls of an operation answered 400 CPS.0003 (7.2 "System error … Try again
 //!   later"): nothing is done;
+//! * the next N calls of an operation answered 400 CPS.0200 (7.2 "Invalid parameters"):
+//!   refused for good as far as the caller can tell, nothing done;
+//! * the next N batch POSTs of an operation answered 201 with every phone refused in its
+//!   entry with CPS.0003: nothing is done. The reference shows batch answers refusing a
+//!   phone in its entry (the 4.3.5 and 4.3.6 examples, CPS.0004) and is silent on which
+//!   other 7.2 codes an entry may carry; CPS.0003 is the one that says nothing of the phone;
 //! * the next N batch POSTs of an operation performed, then answered 502 or 504 (7.1.2): the
 //!   jobs exist, the answer is lost. The error body and `X-Request-Id` name the request, as
 //!   every answer of the fake does (7.1.1), so 4.4.2 can find its jobs;
@@ -17,6 +23,12 @@
 //!   out") and performed only a while later, their jobs appearing to 4.4.2 then: a gateway
 //!   that gave up on a request its backend had queued (the reference is silent on when a
 //!   job may appear; this is the hardest case for reconciling a lost answer).
+//!
+//! And one way of answering the reference shows but the simulator does not use by default:
+//! 5.3.1 and 5.3.6 with `""` for every version field (`app_version_id`, `version_code`,
+//! `version_name`), exactly as their examples answer. The tables call the field "the
+//! application version ID"; whether a real service leaves it blank the reference does not
+//! say, so by default the simulator fills it in.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -104,18 +116,32 @@ pub struct ControlPlaneFaults(Arc<Mutex<FaultState>>);
 #[derive(Debug, Default)]
 struct FaultState {
     system_errors: HashMap<Operation, u32>,
+    invalid_requests: HashMap<Operation, (u32, ())>,
+    item_errors: HashMap<Operation, (u32, ())>,
     lost_answers: HashMap<Operation, (u32, LostAnswer)>,
     arrears: bool,
     commands_fail: bool,
     commands_hang: Option<Duration>,
     slow_answers: HashMap<Operation, Duration>,
     late_starts: HashMap<Operation, (u32, Duration)>,
+    blank_versions: bool,
 }
 
 impl ControlPlaneFaults {
     /// The next `calls` calls of `operation` are answered 400 CPS.0003, doing nothing.
     pub fn system_errors(&self, operation: Operation, calls: u32) {
         self.state().system_errors.insert(operation, calls);
+    }
+
+    /// The next `calls` calls of `operation` are answered 400 CPS.0200, doing nothing.
+    pub fn invalid_requests(&self, operation: Operation, calls: u32) {
+        self.state().invalid_requests.insert(operation, (calls, ()));
+    }
+
+    /// The next `calls` batch POSTs of `operation` refuse each phone in its entry with
+    /// CPS.0003, doing nothing.
+    pub fn item_errors(&self, operation: Operation, calls: u32) {
+        self.state().item_errors.insert(operation, (calls, ()));
     }
 
     /// The next `calls` batch POSTs of `operation` are performed, then answered `how`.
@@ -127,6 +153,15 @@ impl ControlPlaneFaults {
     /// once and performed `after` that.
     pub fn late_starts(&self, operation: Operation, calls: u32, after: Duration) {
         self.state().late_starts.insert(operation, (calls, after));
+    }
+
+    /// While on, 5.3.1 and 5.3.6 answer `""` for every version field, as their examples do.
+    pub fn set_blank_versions(&self, on: bool) {
+        self.state().blank_versions = on;
+    }
+
+    pub(super) fn blank_versions(&self) -> bool {
+        self.state().blank_versions
     }
 
     /// While on, every authenticated call is answered 400 CPS.0006 (arrears).
@@ -186,6 +221,16 @@ impl ControlPlaneFaults {
         }
     }
 
+    /// Uses up one of the operation's CPS.0200 refusals, if any is left.
+    pub(super) fn take_invalid_request(&self, operation: Operation) -> bool {
+        take_one(&mut self.state().invalid_requests, operation).is_some()
+    }
+
+    /// Uses up one of the operation's refusals of every entry, if any is left.
+    pub(super) fn take_item_errors(&self, operation: Operation) -> bool {
+        take_one(&mut self.state().item_errors, operation).is_some()
+    }
+
     /// Uses up one of the operation's lost answers, if any is left.
     pub(super) fn take_lost_answer(&self, operation: Operation) -> Option<LostAnswer> {
         take_one(&mut self.state().lost_answers, operation)
@@ -233,6 +278,9 @@ mod tests {
             Some(LostAnswer::GatewayTimeout)
         );
         assert_eq!(faults.take_lost_answer(Operation::Reset), None);
+        faults.item_errors(Operation::Restart, 1);
+        assert!(faults.take_item_errors(Operation::Restart));
+        assert!(!faults.take_item_errors(Operation::Restart));
         assert_eq!("list_jobs".parse(), Ok(Operation::ListJobs));
         assert!("nope".parse::<Operation>().is_err());
     }
