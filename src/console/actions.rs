@@ -90,7 +90,8 @@ pub(super) async fn phone(
     watchdog.check_followed().map_err(ApiError::from)?;
     let recovery = watchdog.manual(&id, action).await.map_err(ApiError::from)?;
     // Refused by the control plane at once (7.2): said so, with its reason.
-    let refused = matches!(recovery.outcome, Outcome::Error | Outcome::Failed);
+    let refused =
+        matches!(recovery.outcome, Outcome::Error | Outcome::Failed) && recovery.job_id.is_none();
     let title = if refused { "Not started" } else { "Started" };
     let body = html! {
         h1 { (action) " of phone " (id) " " (title.to_lowercase()) }

@@ -46,7 +46,7 @@ impl GameEvent {
         self.error_msg.as_ref().is_some_and(ErrorMsg::truncated)
     }
 
-    /// The event as received at `received_at`: refused if its time is a day or more ahead
+    /// The event as received at `received_at`: refused if its time is more than a day ahead
     /// ([`UtcTime::not_far_ahead`]).
     pub fn received(self, received_at: UtcTime) -> Result<Self, ParseError> {
         self.time.not_far_ahead("event.time", received_at)?;

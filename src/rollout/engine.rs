@@ -328,11 +328,13 @@ impl Rollouts {
             false => Some(Listing::Missing),
         };
         // 5.3.6's example answers `""` for every version id: a phone listing the app with
-        // none says nothing against the job that succeeded (4.4.1), which then stands.
-        if let Some(Listing::Unnamed) = listing {
-            tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "the phone's versions (5.3.6) carry no id; its update job succeeded");
+        // none says nothing against the jobs that succeeded (4.4.1), which then stand —
+        // unless a version was refused outright (5.3.7's answer, noted in `error`).
+        let trusted = phone.error.is_none();
+        if listing == Some(Listing::Unnamed) && trusted {
+            tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "the phone's versions (5.3.6) carry no id; its update jobs succeeded");
         }
-        let listed = listing.map(|l| l != Listing::Missing);
+        let listed = listing.map(|l| l == Listing::All || (l == Listing::Unnamed && trusted));
         if listed == Some(true) {
             tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "phone updated and back in the pool");
             self.move_phone(phone, PhoneStep::Done, None).await?;

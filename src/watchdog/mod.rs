@@ -605,6 +605,7 @@ impl Watchdog {
             grace_after_recovery: Duration::from_secs(self.settings.grace_after_recovery_secs),
             cooldown: Duration::from_secs(self.settings.cooldown_secs),
             hourly_cap: self.settings.hourly_cap,
+            dry_run: self.settings.dry_run,
         }
     }
 
@@ -752,7 +753,9 @@ impl Watchdog {
         }
         // As it stands now, its job or its refusal recorded: a manual restart's answer says
         // what became of it, not the row as first inserted (`pending`, no job).
-        Ok(self.store.recovery(recovery.id).await?.unwrap_or(recovery))
+        // A failed read changes nothing of what was sent: the row as first inserted then.
+        let now = self.store.recovery(recovery.id).await.ok().flatten();
+        Ok(now.unwrap_or(recovery))
     }
 
     /// A recovery that cannot be sent safely: logged as an error, nothing called.
@@ -917,7 +920,8 @@ impl Watchdog {
             request_id: batch.request_id.clone(),
             job_id,
         })
-        .ok_or((Outcome::Failed, "no job in the answer".into()))
+        // Neither a job nor a refusal for the phone: nothing is known to have started.
+        .ok_or((Outcome::Error, "no job in the answer".into()))
     }
 
     /// Follows pending recoveries this process is not following yet (after a restart of
@@ -1010,12 +1014,15 @@ impl Watchdog {
                         return Ok(Some(job.job_id));
                     }
                 }
-                // The account refused: nothing can be read. Otherwise the list cannot be
-                // had (4.4.2 refusing the request id for good would leave the recovery
-                // pending, its phone `recovering`, for ever): the phone's status tells.
+                // The account refused: nothing can be read.
                 Err(error) if self.pause_if_account_level(&error, &recovery.phone_id) => {
                     return Ok(None);
                 }
+                // A passing failure (5xx, a timeout, CPS.0003, the breaker open): the jobs
+                // may yet be listed, and a late-starting job (a 504) found and followed.
+                Err(error) if passing(&error) => return Ok(None),
+                // Refused for good (4.4.2 not knowing the request id would leave the
+                // recovery pending, its phone `recovering`, for ever): the phone tells.
                 Err(error) => {
                     tracing::debug!(recovery = recovery.id, error = %ErrorChain(&error), "jobs of a lost answer not listed (4.4.2); the phone's status decides");
                 }
@@ -1177,4 +1184,12 @@ fn past(recovery: &Recovery) -> Past {
 /// starts with the code, which is how the policy tells it from a failure of the phone.
 pub fn account_refusal(code: &str, message: &str) -> String {
     format!("{code}: account-level, recoveries paused: {message}")
+}
+
+/// A failure that may pass: worth asking again rather than concluding from.
+fn passing(error: &CphError) -> bool {
+    match error {
+        CphError::RetriesExhausted { last, .. } => passing(last),
+        error => error.is_transient() || error.did_nothing(),
+    }
 }

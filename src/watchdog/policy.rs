@@ -95,6 +95,8 @@ pub struct Budgets {
     pub cooldown: Duration,
     /// Most restart/reset actions per phone in an hour; one more marks it broken.
     pub hourly_cap: u32,
+    /// `watchdog.dry_run`: nothing is sent, nor is a phone marked.
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +121,8 @@ pub fn decide(reason: Reason, history: &[Past], now: UtcTime, budgets: &Budgets)
     }
     // In dry run nothing marks the phone, so it stays a candidate: marked (on paper) once,
     // not again every pass (the log would fill with it and push the real decisions out).
-    if last.action == Action::MarkBroken && last.outcome == Outcome::DryRun {
+    // Live again, it is marked for real.
+    if budgets.dry_run && last.action == Action::MarkBroken && last.outcome == Outcome::DryRun {
         return Decision::Wait("marked broken in dry run");
     }
     if acted as u32 >= budgets.hourly_cap {
@@ -203,6 +206,7 @@ mod tests {
             grace_after_recovery: Duration::from_secs(120),
             cooldown: Duration::from_secs(600),
             hourly_cap: 3,
+            dry_run: false,
         }
     }
 
@@ -233,8 +237,8 @@ mod tests {
         );
     }
 
-    /// Dry run: the phone at its cap is marked broken on paper once, then left; live, a
-    /// phone marked broken is left alone before it is decided on at all.
+    /// Dry run: the phone at its cap is marked broken on paper once, then left; once the
+    /// watchdog is live again, it is marked for real.
     #[test]
     fn in_dry_run_a_phone_is_marked_broken_once() {
         let restarts = [
@@ -248,9 +252,18 @@ mod tests {
         );
         let marked = past(Action::MarkBroken, Outcome::DryRun, 500, Some(500));
         let history: Vec<Past> = std::iter::once(marked).chain(restarts).collect();
+        let dry_run = Budgets {
+            dry_run: true,
+            ..budgets()
+        };
+        assert_eq!(
+            decide(Reason::Stale, &history, at(501), &dry_run),
+            Decision::Wait("marked broken in dry run")
+        );
         assert_eq!(
             decide(Reason::Stale, &history, at(501), &budgets()),
-            Decision::Wait("marked broken in dry run")
+            Decision::Act(Action::MarkBroken),
+            "live again: marked for real"
         );
     }
 

@@ -538,7 +538,7 @@ async fn an_excluded_phone_is_never_touched(backend: Backend) {
 /// An excluded phone, silent for good, is not one of its server's silent phones: with it
 /// counted, one more silent phone of a server of four made half of it silent, an incident
 /// held (and the second phone never recovered) for as long as the excluded phone stayed
-/// silent. The same holds for a phone marked broken.
+/// silent. (A phone marked broken is set aside the same way: `incidents.rs`'s unit test.)
 async fn an_excluded_silent_phone_does_not_make_its_server_an_incident(backend: Backend) {
     let seed = SimOptions::defaults().seed;
     let excluded = format!("{seed:08x}{:024x}", 0);

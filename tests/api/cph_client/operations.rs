@@ -2,6 +2,8 @@
 //! and the reference's example answer read (chapters 4.3.1, 4.3.2, 4.3.5–4.3.7, 4.3.9,
 //! 4.4.1 and 4.4.2).
 
+use std::time::Duration;
+
 use cphub::cph::{PhoneFilter, PhoneItem};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path, query_param};
@@ -312,7 +314,11 @@ async fn jobs_by_request_ends_when_the_service_ignores_offset_4_4_2() {
         .mount(&server)
         .await;
 
-    let jobs = client(&server).jobs_by_request("r-1").await.unwrap();
+    // Bounded: paging for ever is the failure.
+    let client = client(&server);
+    let read = client.jobs_by_request("r-1");
+    let jobs = tokio::time::timeout(Duration::from_secs(10), read).await;
+    let jobs = jobs.expect("the list ends").unwrap();
 
     let ids: Vec<String> = jobs.into_iter().map(|job| job.job_id).collect();
     let expected: Vec<String> = (0..100).map(|n| format!("job-{n:03}")).collect();
