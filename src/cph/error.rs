@@ -109,6 +109,15 @@ impl CphError {
         }
     }
 
+    /// A failure that may pass, also after the last retry (5xx, a timeout, CPS.0003, 429,
+    /// the breaker open, no IAM token): worth asking again rather than concluding from.
+    pub fn may_pass(&self) -> bool {
+        match self {
+            CphError::RetriesExhausted { last, .. } => last.may_pass(),
+            _ => self.is_transient() || self.did_nothing(),
+        }
+    }
+
     /// CPS.0006/0007/0008 (7.2): the account, not the request or the phone, is the problem
     /// (arrears, frozen, unverified). Never retried; a caller acting on many phones should
     /// pause them all until a person has fixed the account.

@@ -484,13 +484,12 @@ impl Listing {
         if rollout.app_version_ids.iter().all(listed) {
             return Listing::All;
         }
-        let mut ours = (apps.iter()).filter(|app| app.app_id == rollout.app_id.as_str());
-        let first = ours.next();
-        match first {
-            Some(app) if app.app_version_id.is_none() && ours.all(|a| a.app_version_id.is_none()) => {
-                Listing::Unnamed
-            }
-            _ => Listing::Missing,
+        let ours: Vec<&DeployedApp> = (apps.iter())
+            .filter(|app| app.app_id == rollout.app_id.as_str())
+            .collect();
+        match !ours.is_empty() && ours.iter().all(|app| app.app_version_id.is_none()) {
+            true => Listing::Unnamed,
+            false => Listing::Missing,
         }
     }
 }

@@ -1020,7 +1020,7 @@ impl Watchdog {
                 }
                 // A passing failure (5xx, a timeout, CPS.0003, the breaker open): the jobs
                 // may yet be listed, and a late-starting job (a 504) found and followed.
-                Err(error) if passing(&error) => return Ok(None),
+                Err(error) if error.may_pass() => return Ok(None),
                 // Refused for good (4.4.2 not knowing the request id would leave the
                 // recovery pending, its phone `recovering`, for ever): the phone tells.
                 Err(error) => {
@@ -1184,12 +1184,4 @@ fn past(recovery: &Recovery) -> Past {
 /// starts with the code, which is how the policy tells it from a failure of the phone.
 pub fn account_refusal(code: &str, message: &str) -> String {
     format!("{code}: account-level, recoveries paused: {message}")
-}
-
-/// A failure that may pass: worth asking again rather than concluding from.
-fn passing(error: &CphError) -> bool {
-    match error {
-        CphError::RetriesExhausted { last, .. } => passing(last),
-        error => error.is_transient() || error.did_nothing(),
-    }
 }
