@@ -368,8 +368,10 @@ impl CphClient {
     ///
     /// An item listed again (same [`Listed::key`]) is dropped, and a full page that adds
     /// nothing new ends the list: 4.4.2 documents no paging at all, and a service that
-    /// ignores `offset` would answer the same full page for ever.
-    async fn all_pages<P: DeserializeOwned, T: Listed>(
+    /// ignores `offset` would answer the same full page for ever. Lists without a key (5.1.2,
+    /// 5.3.1, 5.3.6 may repeat an entry: 5.1.2's example lists one phone twice) end on a full
+    /// page equal to the one before it, which only such a service answers.
+    async fn all_pages<P: DeserializeOwned, T: Listed + PartialEq>(
         &self,
         operation: &'static str,
         path: &str,
@@ -394,6 +396,11 @@ impl CphClient {
             };
             read += page.len();
             let full_page = page.len() >= self.page_limit as usize;
+            // Keyless items were all kept: the tail of `all` is the page before this one.
+            let repeated = full_page && all.ends_with(&page);
+            if repeated {
+                return Ok(all);
+            }
             let before = all.len();
             let new = page.into_iter();
             all.extend(new.filter(|item| item.key().is_none_or(|key| seen.insert(key.to_owned()))));

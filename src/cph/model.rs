@@ -162,7 +162,7 @@ impl Listed for EncodeServer {
 }
 
 /// An application (chapter 5.1.3, Table 5-6); only the id is needed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct App {
     pub app_id: String,
     #[serde(default)]
@@ -178,7 +178,7 @@ pub struct AppList {
 /// A phone an application is deployed on (chapter 5.1.2, Table 5-4). The table names the
 /// version field `app_version_id`, the example spells it `app_verison_id`: both are read.
 /// The example sends `""` for unknown values; they are read as None.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct AppPhone {
     pub phone_id: String,
     #[serde(default, alias = "app_verison_id", deserialize_with = "non_empty")]

@@ -1,8 +1,10 @@
 //! Chapter 5.3's calls, against the reference's own example requests and answers: what a
 //! rollout sends (5.3.4, 5.3.7) and reads (5.3.1, 5.3.6).
 
-use serde_json::json;
-use wiremock::matchers::{method, path};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer};
 
 use super::verifier::assert_signed;
@@ -129,4 +131,73 @@ async fn update_app_version_sends_5_3_7s_body_and_reads_a_job_per_version() {
         outcome.items[1].app_version_id.as_deref(),
         Some("1564567b8bab40f34711234cb80d0124")
     );
+}
+
+/// A 5.3.6 entry for `app`, blanks as the example answers them.
+fn installed(app: &str) -> Value {
+    json!({"app_id": app, "package_name": "com.game.package", "app_version_id": "",
+           "version_code": "", "version_name": "", "launch_activity": "xxx"})
+}
+
+/// 5.3.6 lists without a key (an app may be listed once per version), so the rule that ends
+/// a keyed list on a page of items already read cannot apply. A service that ignores
+/// `offset` answers the same full page for ever: the second time it is the end.
+#[tokio::test]
+async fn a_keyless_list_ends_when_the_service_ignores_offset_5_3_6() {
+    let server = MockServer::start().await;
+    let phone_id = "1564567b8bab40f34711234cb80d0124";
+    let apps: Vec<Value> = (0..100)
+        .map(|n| installed(&format!("app-{}", n / 2)))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(api(&format!("phones/{phone_id}/apps"))))
+        .respond_with(json_answer(
+            200,
+            &json!({"request_id": "x", "apps": apps}).to_string(),
+        ))
+        .expect(2)
+        .mount(&server)
+        .await;
+
+    // Bounded: paging for ever is the failure.
+    let client = client(&server);
+    let read = client.phone_apps(phone_id);
+    let listed = tokio::time::timeout(Duration::from_secs(10), read).await;
+    let listed = listed.expect("the list ends").unwrap();
+
+    assert_eq!(listed.len(), 100, "the page once, its repeats kept");
+    assert_eq!(listed[99].app_id, "app-49");
+}
+
+/// 5.1.2's example lists one phone twice: a keyless list keeps what repeats, also across
+/// pages, and reads on after a full page that differs from the one before it.
+#[tokio::test]
+async fn a_keyless_list_keeps_its_repeated_entries_across_pages_5_1_2() {
+    let server = MockServer::start().await;
+    let phone = |id: &str| {
+        json!({"phone_id": id, "app_verison_id": "", "version_code": "", "version_name": "",
+               "launch_activity": "xxx"})
+    };
+    let same: Vec<Value> = (0..100).map(|_| phone("p-a")).collect();
+    let mixed: Vec<Value> = (0..100)
+        .map(|n| phone(if n < 50 { "p-a" } else { "p-b" }))
+        .collect();
+    let last = vec![phone("p-c"); 3];
+    for (offset, phones) in [(0, same), (100, mixed), (200, last)] {
+        Mock::given(method("GET"))
+            .and(path(api("apps/app-1/phones")))
+            .and(query_param("offset", offset.to_string()))
+            .respond_with(json_answer(
+                200,
+                &json!({"request_id": "x", "phones": phones}).to_string(),
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+
+    let listed = client(&server).app_phones("app-1").await.unwrap();
+
+    let count = |id: &str| listed.iter().filter(|p| p.phone_id == id).count();
+    assert_eq!((count("p-a"), count("p-b"), count("p-c")), (150, 50, 3));
 }
