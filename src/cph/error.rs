@@ -20,7 +20,8 @@ pub enum CphError {
     OutcomeUnknown(#[source] reqwest::Error),
     /// A POST answered 500, 502, 503 or 504: the operation may or may not have happened
     /// (7.1.2 says only that the request could not be completed, by an internal error, an
-    /// invalid answer behind the gateway, or a gateway timeout). Never resent; when the answer names the
+    /// invalid answer behind the gateway, or a gateway timeout); or answered 2xx with a body
+    /// that could not be read (`code` empty). Never resent; when the answer names the
     /// request (`request_id`, from 7.1.1's body or the `X-Request-Id` header), the client has
     /// already asked 4.4.2 for its jobs and found none yet.
     #[error("CPH API answered {status} to a POST; outcome unknown (request {request_id:?})")]

@@ -632,7 +632,12 @@ impl CphClient {
             let result = self.attempt(&method, &path, query, body.as_deref()).await;
             self.count(operation, &status_label(&result), Some(started.elapsed()));
             // Parsed before the breaker hears of it: a 200 with garbage is a failure too.
-            let result = result.and_then(|answer| parse::<T>(&answer));
+            let result = result.and_then(|answer| match parse::<T>(&answer.body) {
+                Err(error) if repeatable == Repeatable::OnlyIfNotProcessed => {
+                    Err(unread_answer(answer, error))
+                }
+                parsed => parsed,
+            });
             match &result {
                 Err(e) if e.is_control_plane_failure() => self.breaker.record_failure(),
                 _ => self.breaker.record_success(),
@@ -702,7 +707,7 @@ impl CphClient {
         path: &str,
         query: &[(String, String)],
         body: Option<&[u8]>,
-    ) -> Result<Vec<u8>, CphError> {
+    ) -> Result<Answer, CphError> {
         let wire_query = signer::canonical_query(query);
         let mut url = self.endpoint.clone();
         url.set_path(path);
@@ -763,7 +768,11 @@ impl CphClient {
             .await
             .map_err(|e| classify_send_error(e, method))?;
         if status.is_success() {
-            return Ok(bytes.to_vec());
+            return Ok(Answer {
+                status: status.as_u16(),
+                body: bytes.to_vec(),
+                request_id: header_request_id,
+            });
         }
         Err(api_error(status, &bytes, retry_after, header_request_id))
     }
@@ -805,8 +814,36 @@ struct Call<'a> {
     repeatable: Repeatable,
 }
 
+/// A 2xx answer: its status, its body, and the request it names in `X-Request-Id`.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    request_id: Option<String>,
+}
+
+/// A POST accepted (2xx) whose body cannot be read — cut short on the way, or not what the
+/// reference describes: whatever it asked for was started (7.1.2: 201 is "the normal
+/// response code for the POST operation"), so its outcome is unknown, never "not done":
+/// followed by the request id (the header's, or the body's if that much can be read) as
+/// a lost answer is. Taken for "not sent", a rollout returned a phone to the pool while its
+/// update installed.
+fn unread_answer(answer: Answer, error: CphError) -> CphError {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        request_id: Option<String>,
+    }
+    let named = serde_json::from_slice::<Named>(&answer.body).ok();
+    let request_id = (answer.request_id).or_else(|| named.and_then(|n| n.request_id));
+    tracing::warn!(status = answer.status, error = %crate::telemetry::ErrorChain(&error), "a CPH POST was accepted but its answer could not be read; outcome unknown");
+    CphError::AnswerLost {
+        status: answer.status,
+        code: String::new(),
+        request_id,
+    }
+}
+
 /// The status label of one attempt: the HTTP status, or what kept it from having one.
-fn status_label(result: &Result<Vec<u8>, CphError>) -> String {
+fn status_label(result: &Result<Answer, CphError>) -> String {
     match result {
         Ok(_) => "200".into(),
         Err(CphError::Api { status, .. }) => status.to_string(),

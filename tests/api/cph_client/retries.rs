@@ -409,19 +409,39 @@ retry_cases! {
 /// never restarts a phone twice.
 #[tokio::test]
 async fn a_post_answering_502_is_reconciled_from_its_request_jobs_4_4_2() {
+    let answer = ResponseTemplate::new(502).set_body_json(serde_json::json!({
+        "request_id": REQUEST_ID, "error_code": "APIGW.0202", "error_msg": "Backend unavailable"
+    }));
+    restart_reconciled_from_its_request(answer).await;
+}
+
+/// 7.1.2: 201 is "the normal response code for the POST operation" — the request was
+/// accepted. A body not as the reference shows it (`"jobs": null`) says nothing against
+/// that: the POST is not "not done" (a rollout took it so, and returned a phone to the pool
+/// while its update installed) but an answer lost, followed by the request id the body
+/// still names (4.4.2).
+#[tokio::test]
+async fn a_post_accepted_with_an_unreadable_body_is_followed_by_its_request_4_4_2() {
+    let body = format!(r#"{{"request_id": "{REQUEST_ID}", "jobs": null}}"#);
+    let answer = ResponseTemplate::new(201).set_body_raw(body, "application/json");
+    restart_reconciled_from_its_request(answer).await;
+}
+
+const REQUEST_ID: &str = "6a63a18b8bab40ffb71ebd9cb80d0085";
+
+/// A restart answered `answer`, naming [`REQUEST_ID`]: sent once, and answered by that
+/// request's jobs (4.4.2, the reference's example list).
+async fn restart_reconciled_from_its_request(answer: ResponseTemplate) {
     let server = MockServer::start().await;
-    let request_id = "6a63a18b8bab40ffb71ebd9cb80d0085";
     Mock::given(method("POST"))
         .and(path(api("phones/batch-restart")))
-        .respond_with(ResponseTemplate::new(502).set_body_json(serde_json::json!({
-            "request_id": request_id, "error_code": "APIGW.0202", "error_msg": "Backend unavailable"
-        })))
+        .respond_with(answer)
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path(api("jobs")))
-        .and(query_param("request_id", request_id))
+        .and(query_param("request_id", REQUEST_ID))
         .respond_with(json_answer(200, REFERENCE_JOB_LIST))
         .expect(1)
         .mount(&server)
@@ -432,7 +452,7 @@ async fn a_post_answering_502_is_reconciled_from_its_request_jobs_4_4_2() {
         .await
         .unwrap();
 
-    assert_eq!(outcome.request_id.as_deref(), Some(request_id));
+    assert_eq!(outcome.request_id.as_deref(), Some(REQUEST_ID));
     assert_eq!(
         outcome.jobs().collect::<Vec<_>>(),
         [(
@@ -464,13 +484,7 @@ async fn a_post_answering_504_whose_request_shows_no_job_stays_unknown_7_1_2() {
         .mount(&server)
         .await;
 
-    let error = client(&server)
-        .reset(vec![PhoneItem {
-            phone_id: "p-1".into(),
-            property: None,
-        }])
-        .await
-        .unwrap_err();
+    let error = reset_refused(&server).await;
 
     assert!(
         matches!(&error, CphError::AnswerLost { status: 504, request_id: Some(id), .. } if id == "abc123"),
@@ -478,4 +492,42 @@ async fn a_post_answering_504_whose_request_shows_no_job_stays_unknown_7_1_2() {
     );
     assert!(error.is_outcome_unknown());
     server.verify().await;
+}
+
+/// 7.1.2: a reset accepted (201) with a body cut short to nothing, and nothing to name the
+/// request: the outcome is unknown (never "not done"), and the POST is not sent again.
+#[tokio::test]
+async fn a_post_accepted_with_an_empty_body_has_an_unknown_outcome_7_1_2() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-reset")))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let error = reset_refused(&server).await;
+
+    assert!(
+        matches!(
+            &error,
+            CphError::AnswerLost {
+                status: 201,
+                request_id: None,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_outcome_unknown() && !error.did_nothing());
+    server.verify().await;
+}
+
+/// The error of a reset of `p-1`.
+async fn reset_refused(server: &MockServer) -> CphError {
+    let phone = PhoneItem {
+        phone_id: "p-1".into(),
+        property: None,
+    };
+    client(server).reset(vec![phone]).await.unwrap_err()
 }
