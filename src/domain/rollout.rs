@@ -113,7 +113,9 @@ pub const MAX_VERSIONS: usize = 16;
 pub const MAX_PLAN_COUNT: u32 = 1_000_000;
 
 /// A rollout's version ids (chapter 5.2), from the API (`field` `app_version_ids`) or the
-/// CLI (`--version`): 1 to 16, each with the characters of any other id.
+/// CLI (`--version`): 1 to 16, each with the characters of any other id, none twice — 5.3.7
+/// starts a job per id listed (Table 5-36), so a repeated one installed its version twice,
+/// restarting the game each time.
 pub fn rollout_versions(field: &'static str, raw: Vec<String>) -> Result<Vec<String>, ParseError> {
     if raw.is_empty() || raw.len() > MAX_VERSIONS {
         return Err(ParseError::new(
@@ -121,9 +123,17 @@ pub fn rollout_versions(field: &'static str, raw: Vec<String>) -> Result<Vec<Str
             Problem::Invalid("1 to 16 version ids"),
         ));
     }
-    (raw.into_iter())
+    let versions = (raw.into_iter())
         .map(|v| PhoneId::parse(field, v).map(|id| id.to_string()))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let distinct: std::collections::HashSet<&String> = versions.iter().collect();
+    if distinct.len() < versions.len() {
+        return Err(ParseError::new(
+            field,
+            Problem::Invalid("distinct version ids: one is listed twice"),
+        ));
+    }
+    Ok(versions)
 }
 
 impl RolloutTarget {
@@ -281,6 +291,11 @@ mod tests {
             let refused = rollout_versions("--version", many(n)).unwrap_err();
             assert_eq!(refused.field, "--version", "{n}");
         }
+        let twice = vec!["v1".to_owned(), "v2".to_owned(), "v1".to_owned()];
+        assert!(
+            rollout_versions("--version", twice).is_err(),
+            "5.3.7: a job per id"
+        );
         assert!(RolloutTarget::phones("--phone-id", many(1_000)).is_ok());
         assert!(RolloutTarget::phones("--phone-id", many(1_001)).is_err());
         assert!(RolloutTarget::phones("--phone-id", vec!["a b".into()]).is_err());

@@ -217,21 +217,22 @@ impl Rollouts {
         }
     }
 
-    /// The jobs (4.4.1) of an updating phone, one per version: all succeeded → verifying,
-    /// one failed → failed. A phone without a job id (its answer lost, or cphub died during
-    /// the call) is looked up by request id (4.4.2), or by the versions on the phone (5.3.6).
+    /// The jobs (4.4.1) of an updating phone, one per version: all succeeded → verifying;
+    /// one failed → failed, once the others have ended too (failed at once, the phone went
+    /// back to the pool while they installed, and restarted the game under the next
+    /// player). A phone without a job id (its answer lost, or cphub died during the call) is
+    /// looked up by request id (4.4.2), or by the versions on the phone (5.3.6).
     async fn follow(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
         let Some(job_ids) = phone.job_id.as_deref() else {
             return self.reconcile(rollout, phone).await;
         };
-        let mut unsettled = None;
+        let (mut failed, mut unsettled) = (None, None);
         for job_id in job_ids.split(JOB_SEPARATOR) {
             match self.client.job(job_id).await {
                 Ok(job) if job.status == job_status::FAILED => {
                     let code = job.error_code.unwrap_or_default();
                     let message = job.error_msg.unwrap_or_default();
-                    let error = format!("job {job_id} failed (4.4.1): {code}: {message}");
-                    return self.fail(phone, &error).await;
+                    failed.get_or_insert(format!("job {job_id} failed (4.4.1): {code}: {message}"));
                 }
                 Ok(job) if job.status == job_status::SUCCEEDED => {}
                 Ok(job) => {
@@ -245,10 +246,23 @@ impl Rollouts {
                 }
             }
         }
-        match unsettled {
-            None => self.verifying(phone).await,
-            Some(why) => self.overdue(rollout, phone, &why).await,
+        match (failed, unsettled) {
+            (None, None) => self.verifying(phone).await,
+            (Some(error), None) => self.fail(phone, &error).await,
+            (None, Some(why)) => self.overdue(rollout, phone, &why).await,
+            // No listing can make up for the failed job: at the deadline it fails as is.
+            (Some(error), Some(why)) if self.job_deadline_passed(phone) => {
+                let why = format!("{error}; {why} after cph.job_deadline_secs");
+                self.fail(phone, &why).await
+            }
+            (Some(_), Some(_)) => Ok(()),
         }
+    }
+
+    /// Whether `cph.job_deadline_secs` has passed since the phone's update was sent.
+    fn job_deadline_passed(&self, phone: &RolloutPhone) -> bool {
+        let since = phone.submitted_at.unwrap_or(phone.updated_at);
+        since.plus(self.client.job_deadline()) <= self.clock.now()
     }
 
     /// An update whose jobs have not all ended. Past `cph.job_deadline_secs` from its
@@ -263,11 +277,11 @@ impl Rollouts {
         phone: &RolloutPhone,
         why: &str,
     ) -> Result<(), StoreError> {
-        let since = phone.submitted_at.unwrap_or(phone.updated_at);
-        let (deadline, now) = (self.client.job_deadline(), self.clock.now());
-        if since.plus(deadline) > now {
+        if !self.job_deadline_passed(phone) {
             return Ok(());
         }
+        let since = phone.submitted_at.unwrap_or(phone.updated_at);
+        let (deadline, now) = (self.client.job_deadline(), self.clock.now());
         let versions = match self.versions_listed(rollout, phone).await {
             Some(true) => return self.verifying(phone).await,
             Some(false) => "the version is not on the phone (5.3.6)",
@@ -278,8 +292,11 @@ impl Rollouts {
         self.fail(phone, &why).await
     }
 
+    /// Verifying, the refusal of a version by 5.3.7's answer (`error`) kept: the
+    /// verification reads it, and a listing without ids (5.3.6) cannot outweigh it.
     async fn verifying(&self, phone: &RolloutPhone) -> Result<(), StoreError> {
-        let verifying = self.change(phone, PhoneStep::Verifying);
+        let mut verifying = self.change(phone, PhoneStep::Verifying);
+        verifying.error = phone.error.as_deref();
         self.store.step_rollout_phone(&verifying).await?;
         Ok(())
     }
@@ -305,8 +322,7 @@ impl Rollouts {
         if self.runs_versions(rollout, phone).await {
             return self.verifying(phone).await;
         }
-        let since = phone.submitted_at.unwrap_or(phone.updated_at);
-        if since.plus(self.client.job_deadline()) <= self.clock.now() {
+        if self.job_deadline_passed(phone) {
             let why = "outcome unknown (7.1.2): no job found by cph.job_deadline_secs and the \
                        version is not on the phone; not sent again";
             return self.fail(phone, why).await;
@@ -321,6 +337,11 @@ impl Rollouts {
     /// stale. A 5.3.6 that cannot be read (an outage) says nothing of the phone: asked
     /// again for one more deadline, then failed saying so.
     async fn verify(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
+        // A version refused outright by 5.3.7's answer: its jobs have all ended, so the
+        // phone may go back to the pool, and no listing can make up for the version.
+        if let Some(refused) = phone.error.as_deref() {
+            return self.fail(phone, refused).await;
+        }
         let ended = phone.job_ended_at.unwrap_or(phone.updated_at);
         let heard = phone.last_seen_at.is_some_and(|seen| seen > ended);
         let listing = match heard {
@@ -328,13 +349,11 @@ impl Rollouts {
             false => Some(Listing::Missing),
         };
         // 5.3.6's example answers `""` for every version id: a phone listing the app with
-        // none says nothing against the jobs that succeeded (4.4.1), which then stand —
-        // unless a version was refused outright (5.3.7's answer, noted in `error`).
-        let trusted = phone.error.is_none();
-        if listing == Some(Listing::Unnamed) && trusted {
+        // none says nothing against the jobs that succeeded (4.4.1), which then stand.
+        if listing == Some(Listing::Unnamed) {
             tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "the phone's versions (5.3.6) carry no id; its update jobs succeeded");
         }
-        let listed = listing.map(|l| l == Listing::All || (l == Listing::Unnamed && trusted));
+        let listed = listing.map(|l| l == Listing::All || l == Listing::Unnamed);
         if listed == Some(true) {
             tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "phone updated and back in the pool");
             self.move_phone(phone, PhoneStep::Done, None).await?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cphub::simulator::control_plane::Operation;
-use cphub::simulator::fleet::JobKind;
+use cphub::simulator::fleet::{JobFailure, JobKind};
 use cphub::simulator::{SimOptions, Simulator};
 use serde_json::{Value, json};
 
@@ -35,6 +35,8 @@ backend_tests!(
     an_outage_holds_no_phone_out_of_the_pool_7_2,
     a_canary_failing_within_max_failures_lets_the_next_batch_take_batch_size,
     phones_listing_versions_without_ids_as_5_3_6_shows_are_done_after_their_jobs,
+    a_version_refused_in_5_3_7s_answer_fails_the_phone_even_when_5_3_6_names_no_version,
+    a_phone_whose_first_job_failed_stays_out_of_the_pool_until_its_others_end_5_3_7,
 );
 
 pub(crate) const APP: &str = "sim.game";
@@ -338,6 +340,11 @@ async fn a_version_not_on_the_servers_is_refused_naming_them_5_3_1(backend: Back
         ),
         (
             json!({"app_id": APP, "app_version_ids": many(17)}),
+            "app_version_ids",
+        ),
+        // 5.3.7 starts a job per id: one listed twice would install twice.
+        (
+            json!({"app_id": APP, "app_version_ids": [version, version]}),
             "app_version_ids",
         ),
         (
@@ -1075,4 +1082,110 @@ async fn every_phone_tried_again(rig: &Rig, id: &Value) {
         (phones.iter()).all(|p| (p["error"].as_str()).is_some_and(|e| e.contains("tried again")))
     })
     .await;
+}
+
+/// 5.3.7 answers one entry per version (Table 5-36); one refused in its entry, the other's
+/// job succeeding (the reference is silent on refusing one version of several: the
+/// simulator writes it as 4.3.5 writes a refused phone). With 5.3.6 naming no version, as
+/// its example answers, only the refusal tells the phone lacks one: it fails, saying so.
+/// Before, the move to verifying wiped the refusal, and the phone was done.
+async fn a_version_refused_in_5_3_7s_answer_fails_the_phone_even_when_5_3_6_names_no_version(
+    backend: Backend,
+) {
+    let rig = start(backend, 1, |_| {}).await;
+    let (refused, installed) = (rig.new_version(), rig.new_version());
+    rig.push_by_hand(&refused);
+    rig.push_by_hand(&installed);
+    rig.simulator
+        .faults
+        .item_errors(Operation::UpdateAppVersion, 1);
+
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [refused, installed], "canary": 0,
+            "batch_size": 1, "max_failures": 1,
+        }))
+        .await;
+    // 5.3.1 and 5.3.6 blank from here on: the start checked the versions on the servers.
+    rig.simulator.faults.set_blank_versions(true);
+    let ended = rig.wait_for_end(&rollout["id"]).await;
+
+    let phone = &ended["phones"][0];
+    assert_eq!(phone["state"], "failed", "{ended}");
+    assert!(text(&phone["error"]).contains("refused (5.3.7)"), "{phone}");
+    rig.simulator.stop().await;
+}
+
+/// 5.3.7 starts a job per version (Table 5-36). The first failing (4.4.1: -1) while the
+/// second still runs (1) does not fail the phone yet: failed, it went back to the pool while
+/// the second installed, and the install restarted the game under the next player. It fails
+/// once the second has ended too, naming the job that failed.
+async fn a_phone_whose_first_job_failed_stays_out_of_the_pool_until_its_others_end_5_3_7(
+    backend: Backend,
+) {
+    let rig = start(backend, 1, |_| {}).await;
+    let (first, second) = (rig.new_version(), rig.new_version());
+    rig.push_by_hand(&first);
+    rig.push_by_hand(&second);
+    rig.slow_jobs_from_now(Duration::from_secs(3600));
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [first, second], "canary": 0,
+            "batch_size": 1, "max_failures": 1,
+        }))
+        .await;
+    let id = &rollout["id"];
+    rig.wait(|| async {
+        let rollout = rig.rollout(id).await;
+        (rollout["phones"][0]["job_id"].as_str()).is_some_and(|jobs| jobs.contains(','))
+    })
+    .await;
+    // In the order of 5.3.7's answer: a job per version, in the order asked.
+    let jobs = text(&rig.rollout(id).await["phones"][0]["job_id"]);
+    let (failing, running) = jobs.split_once(',').unwrap();
+
+    end_job(
+        &rig,
+        failing,
+        Err(JobFailure::system(
+            "The application version failed to install.",
+        )),
+    );
+    // Read by the engine at least twice since (each tick reads both jobs).
+    let reads = show_job_reads(&rig).await;
+    rig.wait(|| async { show_job_reads(&rig).await >= reads + 4.0 })
+        .await;
+
+    let now = rig.rollout(id).await;
+    assert_eq!(now["phones"][0]["state"], "updating", "{now}");
+    let refused = rig
+        .app
+        .mint(&json!({"app_id": APP, "user_id": "u-1"}))
+        .await;
+    assert_error(refused, 503, "CPHUB.NO_FREE_PHONE").await;
+
+    end_job(&rig, running, Ok(()));
+    rig.wait(|| async { rig.rollout(id).await["phones"][0]["state"] == "failed" })
+        .await;
+    let failed = rig.rollout(id).await;
+    let error = text(&failed["phones"][0]["error"]);
+    assert!(
+        error.contains(&format!("job {failing} failed (4.4.1)")),
+        "{error}"
+    );
+    rig.simulator.stop().await;
+}
+
+/// Ends the simulator's job `job_id` now, as the control plane would.
+fn end_job(rig: &Rig, job_id: &str, outcome: Result<(), JobFailure>) {
+    let mut fleet = rig.simulator.fleet.lock();
+    let job = fleet.jobs.get_mut(job_id).expect("the job");
+    job.end(Utc::now().to_rfc3339(), outcome);
+}
+
+/// 4.4.1 reads cphub made that the control plane answered.
+async fn show_job_reads(rig: &Rig) -> f64 {
+    let samples = crate::metrics::scrape(&rig.app).await;
+    let series = r#"cphub_cph_requests_total{operation="show_job",status="200"}"#;
+    crate::metrics::value(&samples, series)
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::apps::launch_activity;
 use super::auth::ControlPlane;
-use super::error::ControlPlaneError;
+use super::error::{ControlPlaneError, ItemError};
 use super::faults::Operation;
 use super::wire::{created_json, ok_json, page, page_of, parse_json, query_pairs, timestamp};
 use crate::cph::model::job_status;
@@ -234,6 +234,17 @@ fn start_updates(
         .ok_or_else(|| ControlPlaneError::unknown_phone(phone_id))?;
     known_versions(&fleet, versions)?;
     let mut jobs = Vec::new();
+    let mut versions = versions.iter();
+    // On demand (`faults.rs`): the first version refused in its entry, the others started.
+    // Table 5-36 shows no error fields; the reference is silent on refusing one version of
+    // several, so the entry is written as 4.3.5's batch answer writes a refused phone.
+    if cp.settings.faults.take_item_errors(Operation::UpdateAppVersion)
+        && let Some(refused) = versions.next()
+    {
+        let mut entry = ItemError::SystemError.answer(phone_id);
+        entry["app_version_id"] = json!(refused);
+        jobs.push(entry);
+    }
     for version in versions {
         let job = new_job(
             request_id,

@@ -139,7 +139,8 @@ impl ControlPlaneFaults {
     }
 
     /// The next `calls` batch POSTs of `operation` refuse each phone in its entry with
-    /// CPS.0003, doing nothing.
+    /// CPS.0003, doing nothing. Of 5.3.7 (`UpdateAppVersion`), the first version is refused
+    /// in its entry and the others' jobs started.
     pub fn item_errors(&self, operation: Operation, calls: u32) {
         self.state().item_errors.insert(operation, (calls, ()));
     }
