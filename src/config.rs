@@ -35,6 +35,46 @@ pub enum ConfigError {
     Inconsistent { key: &'static str, reason: String },
 }
 
+/// Keys whose values are secret wherever they sit: the CPH key pair and IAM password, the
+/// webhook signing secrets, the API tokens.
+const SECRET_KEYS: [&str; 5] = ["ak", "sk", "password", "secrets", "tokens"];
+
+/// `error` with the value it found hidden where the key is secret. A value of the wrong
+/// type is quoted in figment's message ("found string \"whsec_…\", expected a
+/// sequence"), which goes to stderr and from there to the journal or the container log.
+fn hide_secret_values(error: figment::Error) -> figment::Error {
+    use figment::error::{Actual, Kind};
+    let hidden = |found: &Actual| {
+        let kind = match found {
+            Actual::Str(_) | Actual::Char(_) | Actual::Bytes(_) => "string",
+            Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "number",
+            Actual::Bool(_) => "bool",
+            other => return other.clone(),
+        };
+        Actual::Other(format!("a {kind} (not shown: the key is secret)"))
+    };
+    let errors = error.into_iter().map(|mut error| {
+        let secret =
+            (error.path.iter()).any(|key| SECRET_KEYS.iter().any(|s| key.eq_ignore_ascii_case(s)));
+        match &mut error.kind {
+            Kind::InvalidType(found, _)
+            | Kind::InvalidValue(found, _)
+            | Kind::Unsupported(found)
+                if secret =>
+            {
+                *found = hidden(found);
+            }
+            _ => {}
+        }
+        error
+    });
+    // Chained back in the order read: the first error read is the one displayed.
+    let errors: Vec<figment::Error> = errors.collect();
+    (errors.into_iter().rev())
+        .reduce(|earlier, error| earlier.chain(error))
+        .expect("an error holds at least itself")
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -769,7 +809,7 @@ impl Settings {
     fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
         let settings: Settings = figment
             .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+            .map_err(|e| ConfigError::Invalid(Box::new(hide_secret_values(e))))?;
         settings.check_callback_urls()?;
         settings.watchdog.check_server_incident()?;
         settings.webhooks.check()?;

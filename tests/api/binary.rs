@@ -590,3 +590,47 @@ async fn a_bad_setting_stops_startup_naming_its_key() {
         );
     }
 }
+
+/// A secret of the wrong type (a webhook secret written as a string, not a list; a numeric
+/// IAM password or SK) still stops start-up naming its key, but the message no longer
+/// quotes the value: it went to stderr, and from there to the journal or the container log.
+#[tokio::test]
+async fn a_secret_of_the_wrong_type_stops_startup_without_printing_it() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cphub.toml");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    std::fs::write(
+        &file,
+        format!(
+            "[[webhooks.endpoints]]\nname = \"billing\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+             secrets = \"{secret}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = cphub(&db)
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("secrets"), "{stderr}");
+    assert!(!stderr.contains("MfKQ9r8G"), "{stderr}");
+
+    for (var, key) in [
+        ("CPHUB__CPH__AUTH__SK", "sk"),
+        ("CPHUB__CPH__AUTH__PASSWORD", "password"),
+    ] {
+        let out = cphub(&db)
+            .arg("serve")
+            .env(var, "73915604")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        assert!(stderr.contains(key), "{var}: {stderr}");
+        assert!(!stderr.contains("73915604"), "{var}: {stderr}");
+    }
+}
