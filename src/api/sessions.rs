@@ -364,11 +364,14 @@ fn decode_cursor(cursor: &str) -> Result<(UtcTime, SessionId), ParseError> {
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (time, session_id) = text.split_once('.').ok_or_else(invalid)?;
     let at = match time.strip_suffix("us") {
-        Some(micros) => (micros.parse().ok())
-            .and_then(chrono::DateTime::from_timestamp_micros)
-            .map(UtcTime::from_datetime),
-        None => time.parse().ok().and_then(UtcTime::from_epoch_millis),
+        Some(micros) => (micros.parse().ok()).and_then(chrono::DateTime::from_timestamp_micros),
+        None => (time.parse().ok())
+            .and_then(UtcTime::from_epoch_millis)
+            .map(UtcTime::datetime),
     };
+    // Within the years every time cphub stores lies in: a forged cursor far outside them
+    // was a 500 on PostgreSQL, whose timestamps end at 4713 BC.
+    let at = at.and_then(|at| UtcTime::in_range("cursor", at).ok());
     let at = at.ok_or_else(invalid)?;
     let session_id = SessionId::parse("cursor", session_id.to_owned()).map_err(|_| invalid())?;
     Ok((at, session_id))
