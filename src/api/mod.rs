@@ -68,7 +68,9 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(Method::POST, "/phones/{phone_id}/reset", phones::reset).scope(PhonesOperate),
         Endpoint::new(Method::POST, "/phones/{phone_id}/exec", encode::exec).scope(PhonesOperate),
         Endpoint::new(Method::GET, "/recoveries", phones::recoveries).scope(PhonesRead),
-        Endpoint::new(Method::POST, "/rollouts", rollouts::create).scope(RolloutsWrite),
+        Endpoint::new(Method::POST, "/rollouts", rollouts::create)
+            .with_body_limit(rollouts::BODY_LIMIT)
+            .scope(RolloutsWrite),
         Endpoint::new(Method::GET, "/rollouts", rollouts::list).scope(PhonesRead),
         Endpoint::new(Method::GET, "/rollouts/{rollout_id}", rollouts::show).scope(PhonesRead),
         Endpoint::new(

@@ -15,6 +15,11 @@ use crate::http::json::OptionalJson;
 use crate::rollout::{Change, Rollouts, StartRollout, change_state};
 use crate::store::{Rollout, RolloutPhone, Store};
 
+/// The largest rollout the schema allows (1,000 listed phones and 16 versions, ids of up to
+/// 64 characters, pretty-printed) is some 80 KB: over `api.body_limit`'s default 64 KiB, it
+/// was refused as too large instead of being read. Its own limit, whatever that setting.
+pub(super) const BODY_LIMIT: usize = 128 * 1024;
+
 /// Which phones with the app: one of `server_id`, `phones`, `percent`; none of them means
 /// every phone with the app.
 #[derive(Deserialize, ToSchema, Default)]
@@ -139,7 +144,7 @@ pub(super) enum StartRefusal {
     /// `CPHUB.NO_TARGET_PHONES`: no phone of the target has the app, or listed phones lack it
     #[response(status = 409)]
     Conflict(ErrorBody<'static>),
-    /// `CPHUB.PAYLOAD_TOO_LARGE`: over `api.body_limit`
+    /// `CPHUB.PAYLOAD_TOO_LARGE`: over 128 KiB
     #[response(status = 413)]
     TooLarge(ErrorBody<'static>),
     /// `CPHUB.CPH_FAILED`: the CPH management API refused or failed a call

@@ -375,6 +375,16 @@ async fn a_version_not_on_the_servers_is_refused_naming_them_5_3_1(backend: Back
             "{field}: {body}"
         );
     }
+    // The longest list of phones the schema allows is read, not refused as too large (413:
+    // 67 KB, over `api.body_limit`'s 64 KiB): none of them has the app.
+    let longest: Vec<String> = (0..1_000).map(|i| format!("{i:064}")).collect();
+    let res = (rig.post(
+        "/api/v1/rollouts",
+        &json!({"app_id": APP, "app_version_ids": [version],
+        "target": {"phones": longest}}),
+    ))
+    .await;
+    assert_error(res, 409, "CPHUB.NO_TARGET_PHONES").await;
     // A mistyped version: pushing it is refused (7.2 `CPS.0200`), which is the operator's
     // field, not a failure of the control plane.
     let typo = json!({"app_id": APP, "app_version_ids": ["0123abcd"], "push_first": true});
