@@ -1,6 +1,7 @@
 //! The documentation cannot drift from the repository: every configuration key is documented
 //! and every documented key exists, every relative link in README.md and docs/*.md leads to
-//! a file (and heading) of the repository, and the README stays a short front door.
+//! a file (and heading) of the repository, every operator route they name is served, and
+//! the README stays a short front door.
 //! Plain file reads: no application, no database.
 
 use std::collections::BTreeSet;
@@ -257,5 +258,91 @@ fn the_anchor_rules_match_github() {
     assert_eq!(
         links("see [a](docs/a.md#x) and `[b](c)` and [d](https://e)"),
         ["docs/a.md#x", "https://e"]
+    );
+}
+
+/// A path the docs name under `/api/v1/`, with the method written before it if any.
+struct NamedRoute {
+    page: PathBuf,
+    method: Option<String>,
+    path: String,
+}
+
+fn named_routes() -> Vec<NamedRoute> {
+    const PREFIX: &str = "/api/v1/";
+    let mut named = Vec::new();
+    for (page, text) in pages() {
+        for (at, _) in text.match_indices(PREFIX) {
+            let rest = &text[at..];
+            let end = rest
+                .find(|c: char| c.is_whitespace() || "`)?,\"*|<>'".contains(c))
+                .unwrap_or(rest.len());
+            let path = rest[..end].trim_end_matches(['.', ':', ';']).to_owned();
+            let before = text[..at].trim_end_matches('`');
+            let method = ["GET", "POST", "DELETE", "PUT", "PATCH"]
+                .into_iter()
+                .find(|m| before.ends_with(&format!("{m} ")));
+            if !path.ends_with('…') {
+                let method = method.map(str::to_owned);
+                named.push(NamedRoute {
+                    page: page.clone(),
+                    method,
+                    path,
+                });
+            }
+        }
+    }
+    named
+}
+
+/// Whether the documented `path` is the route `template`: a `{…}` segment of the route
+/// takes any segment (`{id}`, `NAME`, `7`); with `prefix`, `path` may stop short of it.
+fn names(path: &str, template: &str, prefix: bool) -> bool {
+    let (mut doc, mut route) = (path.split('/'), template.split('/'));
+    loop {
+        match (doc.next(), route.next()) {
+            (None, None) => return true,
+            (None, Some(_)) => return prefix,
+            (Some(_), None) => return false,
+            (Some(d), Some(r)) if d == r || r.starts_with('{') => {}
+            _ => return false,
+        }
+    }
+}
+
+/// An operator route the docs name is one cphub serves: with its method, exactly (the
+/// runbook sent operators to a `GET /api/v1/webhooks` that was a 404); without, as a
+/// route or the start of one (`/api/v1/webhooks` for the webhook routes).
+#[test]
+fn every_operator_route_the_docs_name_is_served() {
+    let routes: Vec<(String, String)> = (cphub::api::endpoints().into_iter())
+        .map(|e| {
+            (
+                e.method.to_string(),
+                format!("{}{}", cphub::api::PREFIX, e.path),
+            )
+        })
+        .collect();
+    let named = named_routes();
+    assert!(
+        named.len() > 50,
+        "the docs name the routes: {}",
+        named.len()
+    );
+    let unserved: Vec<String> = (named.iter())
+        .filter(|n| {
+            !routes.iter().any(|(method, template)| match &n.method {
+                Some(m) => m == method && names(&n.path, template, false),
+                None => names(&n.path, template, true),
+            })
+        })
+        .map(|n| {
+            let method = n.method.as_deref().unwrap_or("");
+            format!("{}: {method} {}", n.page.display(), n.path)
+        })
+        .collect();
+    assert!(
+        unserved.is_empty(),
+        "named in the docs, not served: {unserved:#?}"
     );
 }
