@@ -94,9 +94,10 @@ impl Rollouts {
         Ok(())
     }
 
-    /// A drained phone: skipped when its session outlives the deadline (unless `force`),
-    /// updated once it is free, left while the watchdog recovers it or the budget is spent;
-    /// failed at once when the control plane no longer lists it, which nothing will change.
+    /// A drained phone: skipped when its session outlives the deadline (unless `force`), or
+    /// when it is still not serving then (stopped, frozen, silent, being recovered);
+    /// updated once it is free, left while the budget is spent; failed at once when the
+    /// control plane no longer lists it, which nothing will change.
     async fn drain(
         &self,
         rollout: &Rollout,
@@ -117,11 +118,29 @@ impl Rollouts {
             return Ok(());
         }
         let free = !phone.in_session || (overdue && rollout.force);
-        if !free || phone.recovering || !self.serving(phone) || *budget == 0 {
+        let not_serving = self.not_serving(phone);
+        if let Some(why) = not_serving.as_ref().filter(|_| overdue) {
+            // Waited on for good, it held its batch, and every later one, for ever.
+            let why = format!("{why} at the drain deadline; a later batch takes it again");
+            tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "rollout skips a phone: {why}");
+            return self.move_phone(phone, PhoneStep::Skipped, Some(&why)).await;
+        }
+        if !free || not_serving.is_some() || *budget == 0 {
             return Ok(());
         }
         *budget -= 1;
         self.send_update(rollout, phone).await
+    }
+
+    /// Why a drained phone is not to be updated now, whoever's doing that is: being
+    /// recovered, not running (4.3.1), or not heard from (never, or not lately).
+    fn not_serving(&self, phone: &RolloutPhone) -> Option<String> {
+        match phone.cph_status {
+            _ if phone.recovering => Some("the watchdog was recovering it".into()),
+            Some(s) if s != status::RUNNING => Some(format!("not running (4.3.1 status {s})")),
+            _ if !self.serving(phone) => Some("not heard from within fleet.stale_after".into()),
+            _ => None,
+        }
     }
 
     /// Running (4.3.1 status 2, or not synced yet) and heard from within `fleet.stale_after`.

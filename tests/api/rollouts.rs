@@ -37,6 +37,7 @@ backend_tests!(
     phones_listing_versions_without_ids_as_5_3_6_shows_are_done_after_their_jobs,
     a_version_refused_in_5_3_7s_answer_fails_the_phone_even_when_5_3_6_names_no_version,
     a_phone_whose_first_job_failed_stays_out_of_the_pool_until_its_others_end_5_3_7,
+    a_drained_phone_still_stopped_at_the_drain_deadline_is_skipped_and_the_rollout_goes_on_4_3_1,
 );
 
 pub(crate) const APP: &str = "sim.game";
@@ -711,13 +712,8 @@ async fn a_phone_the_operator_stopped_is_waited_on_not_updated_4_3_1(backend: Ba
 }
 
 /// Three phones, each on a server of its own, the first stopped (4.3.1 status 8) once every
-/// phone has been heard from (the rig waits for that first), in a rollout of one batch of
-/// all three allowing `max_failures`; returns once the two running phones are done, with
-/// the phone ids and the rollout.
-async fn a_rollout_past_a_stopped_phone(
-    backend: Backend,
-    max_failures: i64,
-) -> (Rig, Vec<String>, Value) {
+/// phone has been heard from (the rig waits for that first); with the phone ids.
+async fn three_phones_the_first_stopped(backend: Backend) -> (Rig, Vec<String>) {
     let rig = start(backend, 3, |o| {
         o.stopped = 1;
         o.faults_after_secs = 10;
@@ -728,6 +724,17 @@ async fn a_rollout_past_a_stopped_phone(
     (rig.app)
         .wait_for_phone(&ids[0], |p| p["state"] == "out_of_service")
         .await;
+    (rig, ids)
+}
+
+/// [`three_phones_the_first_stopped`], in a rollout of one batch of all three allowing
+/// `max_failures`; returns once the two running phones are done, with the phone ids and
+/// the rollout.
+async fn a_rollout_past_a_stopped_phone(
+    backend: Backend,
+    max_failures: i64,
+) -> (Rig, Vec<String>, Value) {
+    let (rig, ids) = three_phones_the_first_stopped(backend).await;
     let version = rig.new_version();
     rig.push_by_hand(&version);
     let rollout = rig
@@ -1198,4 +1205,49 @@ async fn show_job_reads(rig: &Rig) -> f64 {
     let samples = crate::metrics::scrape(&rig.app).await;
     let series = r#"cphub_cph_requests_total{operation="show_job",status="200"}"#;
     crate::metrics::value(&samples, series)
+}
+
+/// Chapter 4.3.1: a phone the operator stopped (8), drained alone in the first batch, is not
+/// updated; at the drain deadline it is skipped, saying why, and the batches after it go on.
+/// Before, it was waited on for good: its batch never ended, and no other phone was updated.
+async fn a_drained_phone_still_stopped_at_the_drain_deadline_is_skipped_and_the_rollout_goes_on_4_3_1(
+    backend: Backend,
+) {
+    let (rig, ids) = three_phones_the_first_stopped(backend).await;
+    let stopped = &ids[0];
+    assert_eq!(
+        ids.iter().min(),
+        Some(stopped),
+        "batches take phones in id order"
+    );
+    let version = rig.new_version();
+    rig.push_by_hand(&version);
+    let rollout = rig
+        .start_rollout(&json!({
+            "app_id": APP, "app_version_ids": [version], "canary": 0, "batch_size": 1,
+            "drain_deadline_secs": 2,
+        }))
+        .await;
+    let id = &rollout["id"];
+
+    rig.wait(|| async { text(&phone_of(&rig.rollout(id).await, stopped)["state"]) == "skipped" })
+        .await;
+    let skipped = phone_of(&rig.rollout(id).await, stopped);
+    assert!(
+        text(&skipped["error"]).contains("4.3.1 status 8"),
+        "{skipped}"
+    );
+    rig.wait(|| async {
+        let now = rig.rollout(id).await;
+        ids[1..]
+            .iter()
+            .all(|id| text(&phone_of(&now, id)["state"]) == "done")
+    })
+    .await;
+    assert_eq!(
+        rig.updates_of(stopped),
+        0,
+        "the stopped phone was sent the update"
+    );
+    rig.simulator.stop().await;
 }
