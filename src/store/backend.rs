@@ -501,10 +501,10 @@ impl<B: Backend> Store for B {
 
     async fn register_webhook_endpoints(
         &self,
-        names: &[String],
+        endpoints: &[EndpointFilter],
         now: UtcTime,
     ) -> Result<(), StoreError> {
-        let registered = in_transaction!(self, outbox::register_endpoints(names, now));
+        let registered = in_transaction!(self, outbox::register_endpoints(endpoints, now));
         registered.map_err(during("register_webhook_endpoints"))
     }
 

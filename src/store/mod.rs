@@ -748,10 +748,11 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox(&self, after_seq: i64, limit: i64) -> Result<Vec<OutboxEvent>, StoreError>;
 
     /// Notes where the feed of each endpoint not seen before starts (migration 0035), so
-    /// that a new endpoint is not sent the outbox's history.
+    /// that a new endpoint is not sent the outbox's history; and each one's event filter,
+    /// seen `now`, for every replica's fan-out (migration 0036).
     async fn register_webhook_endpoints(
         &self,
-        names: &[String],
+        endpoints: &[EndpointFilter],
         now: UtcTime,
     ) -> Result<(), StoreError>;
 

@@ -102,7 +102,8 @@ pub(super) async fn fan_out<D: Sql>(
     if rows.is_empty() {
         return Ok(0);
     }
-    let deliveries = new_deliveries(&rows, endpoints)?;
+    let endpoints = every_replicas_endpoints(tx, endpoints, now).await?;
+    let deliveries = new_deliveries(&rows, &endpoints)?;
     if !deliveries.is_empty() {
         let (list, insert) = (json_list(&deliveries)?, insert_deliveries_sql::<D>());
         let args = args![list.as_str(), now, first_attempt_at];
@@ -153,14 +154,34 @@ struct NewDelivery<'a> {
 /// left unfanned, are its feed.
 pub const NEW_ENDPOINT_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Writes where the feed of each endpoint of `names` not seen before starts: after the last
-/// row recorded before `now` less [`NEW_ENDPOINT_LOOKBACK`] (migration 0035). Endpoints
-/// seen before keep theirs.
+/// How long after a dispatcher last ran with an endpoint every replica's fan-out still
+/// gives it deliveries (migration 0036). A dispatcher writes its endpoints again well within
+/// it (`webhooks::dispatch`); an endpoint removed from every replica stops getting
+/// deliveries this long after.
+pub const ENDPOINT_SEEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Writes where the feed of each endpoint of `endpoints` not seen before starts: after the
+/// last row recorded before `now` less [`NEW_ENDPOINT_LOOKBACK`] (migration 0035); endpoints
+/// seen before keep theirs. Then each one's event filter and that it was seen `now`
+/// (migration 0036), for the other replicas' fan-outs.
 pub(super) async fn register_endpoints<D: Sql>(
     tx: &mut D,
-    names: &[String],
+    endpoints: &[EndpointFilter],
     now: UtcTime,
 ) -> Result<(), StoreError> {
+    let names: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
+    start_feeds(tx, &names, now).await?;
+    let sql = "UPDATE webhook_endpoints SET events = $2, seen_at = $3 WHERE name = $1";
+    for endpoint in endpoints {
+        let events = json_list(&endpoint.events)?;
+        tx.execute(sql, &args![endpoint.name.as_str(), events.as_str(), now])
+            .await?;
+    }
+    Ok(())
+}
+
+/// Migration 0035's start of each new endpoint's feed.
+async fn start_feeds<D: Sql>(tx: &mut D, names: &[String], now: UtcTime) -> Result<(), StoreError> {
     let before = now.minus(NEW_ENDPOINT_LOOKBACK);
     // A name seen before reads nothing; a new one reads the outbox backwards from its
     // newest row through the last ten minutes only (the outbox is never pruned: a
@@ -174,6 +195,47 @@ pub(super) async fn register_endpoints<D: Sql>(
         tx.execute(sql, &args![name.as_str(), before]).await?;
     }
     Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct SeenEndpoint {
+    name: String,
+    events: String,
+}
+
+/// `endpoints` (this replica's) and those another replica ran with within
+/// [`ENDPOINT_SEEN_WITHIN`] of `now`, with the filters it wrote (migration 0036): a row is
+/// fanned out once for all of them, so an endpoint this replica lacks (a rolling deploy
+/// adding one) still gets it. A filter naming only types this binary does not know is
+/// left out: read as empty, it would want every type.
+async fn every_replicas_endpoints<D: Sql>(
+    tx: &mut D,
+    endpoints: &[EndpointFilter],
+    now: UtcTime,
+) -> Result<Vec<EndpointFilter>, StoreError> {
+    let sql = "SELECT name, events FROM webhook_endpoints \
+               WHERE seen_at > $1 AND events IS NOT NULL ORDER BY name";
+    let since = now.minus(ENDPOINT_SEEN_WITHIN);
+    let seen: Vec<SeenEndpoint> = tx.fetch_all(sql, &args![since]).await?;
+    let mut all = endpoints.to_vec();
+    for row in seen {
+        if all.iter().any(|e| e.name == row.name) {
+            continue;
+        }
+        let named: Vec<String> = serde_json::from_str(&row.events)
+            .map_err(|e| StoreError::Corrupt(format!("webhook endpoint {}: {e}", row.name)))?;
+        let events: Vec<WebhookEventType> = (named.iter().cloned())
+            .filter_map(|t| WebhookEventType::try_from(t).ok())
+            .collect();
+        if events.is_empty() && !named.is_empty() {
+            continue;
+        }
+        all.push(EndpointFilter {
+            name: row.name,
+            events,
+        });
+    }
+    Ok(all)
 }
 
 /// The deliveries of `rows`, in `seq` order, then the endpoints' order.

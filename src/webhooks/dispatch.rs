@@ -33,6 +33,10 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// the book (every fan-out pass, every 500 ms, was a write for nothing).
 const PRUNE_EVERY_SECS: i64 = 60;
 
+/// How often a dispatcher writes again the endpoints it runs with: well within the ten
+/// minutes (`store::ENDPOINT_SEEN_WITHIN`) the other replicas' fan-outs count them.
+const REREGISTER_EVERY_SECS: i64 = 60;
+
 #[derive(Clone)]
 pub struct WebhookDispatcher {
     store: Arc<dyn Store>,
@@ -109,14 +113,15 @@ impl WebhookDispatcher {
         // Before the first fan-out: an endpoint seen for the first time starts from now
         // (its history goes to it only on request, `cphub webhooks replay`).
         while let Err(e) = (self.store)
-            .register_webhook_endpoints(&names, self.clock.now())
+            .register_webhook_endpoints(&filters, self.clock.now())
             .await
         {
             tracing::warn!(error = %ErrorChain(&e), "webhook endpoints not registered; will retry");
             tokio::time::sleep(self.settings.poll_interval()).await;
         }
-        let mut pruned_at = None;
+        let (mut pruned_at, mut registered_at) = (None, self.clock.now());
         loop {
+            self.reregister(&filters, &mut registered_at).await;
             self.housekeeping(&mut pruned_at).await;
             let now = self.clock.now();
             let first = now.plus(self.wait_before(0));
@@ -131,6 +136,21 @@ impl WebhookDispatcher {
             }
             self.observe_backlog(&names).await;
             tokio::time::sleep(self.settings.poll_interval()).await;
+        }
+    }
+
+    /// Says again, every [`REREGISTER_EVERY_SECS`] of cphub's clock, that this replica runs
+    /// with `filters`: every replica's fan-out gives deliveries to the endpoints seen within
+    /// `store::ENDPOINT_SEEN_WITHIN` (ten minutes), not only to its own. A failure is logged
+    /// and tried again on the next pass.
+    async fn reregister(&self, filters: &[EndpointFilter], registered_at: &mut UtcTime) {
+        let now = self.clock.now();
+        if now.seconds_since(*registered_at) < REREGISTER_EVERY_SECS {
+            return;
+        }
+        match self.store.register_webhook_endpoints(filters, now).await {
+            Ok(()) => *registered_at = now,
+            Err(e) => tracing::warn!(error = %ErrorChain(&e), "webhook endpoints not registered again; will retry"),
         }
     }
 

@@ -16,8 +16,9 @@ pub const TOKEN: &str = "test-operator-token-0123456789abcdef";
 
 #[path = "../common/db.rs"]
 mod db;
+pub use db::sqlx_connect;
+use db::wait_for_lock_waiters;
 pub use db::{Backend, TestDb, postgres_available, run_scenario, run_scenario_on, within};
-use db::{sqlx_connect, wait_for_lock_waiters};
 
 static LOGGING: LazyLock<()> = LazyLock::new(|| {
     // Quiet by default; TEST_LOG=1 shows the application's logs at debug, TEST_LOG=info

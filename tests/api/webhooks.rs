@@ -35,6 +35,19 @@ fn two_replicas_on_postgres_deliver_each_event_once() {
     })
 }
 
+/// Migration 0036, through two replicas on one PostgreSQL database.
+#[test]
+fn an_endpoint_one_replica_lacks_still_gets_every_event_on_postgres() {
+    crate::helpers::run_scenario(
+        "an_endpoint_one_replica_lacks_still_gets_every_event_on_postgres",
+        async {
+            if postgres_available() {
+                an_endpoint_one_replica_lacks_still_gets_every_event().await
+            }
+        },
+    )
+}
+
 pub(crate) const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Unpadded base64 (the key is 26 bytes: `=` would end it). The reference library pads what
 /// it is given, so such secrets are handed out; cphub used to refuse to start on one.
@@ -500,4 +513,50 @@ async fn a_disabled_endpoint_keeps_its_deliveries_without_a_backlog_to_alert_on(
     let pending: Value = pending.json().await.unwrap();
     let pending = pending["deliveries"].as_array().unwrap();
     assert_eq!(pending.len(), 2, "both events kept for it: {pending:?}");
+}
+
+/// A rolling deploy adding an endpoint: the replica with the new configuration ran with
+/// `audit` (and went down, as replicas do in a rolling restart) while one still on the old
+/// configuration, without it, fans out every event played meanwhile. A fan-out marks a row
+/// done for every endpoint at once: `audit` never got those events. It now gets each of
+/// them once the replica running with it is back.
+async fn an_endpoint_one_replica_lacks_still_gets_every_event() {
+    let (billing, audit) = (
+        receiver(ResponseTemplate::new(200)).await,
+        receiver(ResponseTemplate::new(200)).await,
+    );
+    let both = webhooks(
+        &[("billing", hook_url(&billing)), ("audit", hook_url(&audit))],
+        "",
+    );
+    let old = webhooks(&[("billing", hook_url(&billing))], "");
+    let new = TestApp::spawn_with(Backend::Postgres, &both).await;
+    let mut conn = sqlx_connect(&new.db.url).await;
+    for _ in 0..300 {
+        let sql =
+            "SELECT count(*) FROM webhook_endpoints WHERE name = 'audit' AND seen_at IS NOT NULL";
+        let seen: i64 = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+        if seen == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let db = new.stop().await;
+
+    let behind = TestApp::spawn_on(db.same_database(), &old).await;
+    play(&behind, &["s-1", "s-2", "s-3"]).await;
+    wait_for_requests(&billing, 6).await;
+    let _back = TestApp::spawn_on(db, &both).await;
+
+    let received = wait_for_requests(&audit, 6).await;
+    let mut ids: Vec<String> = (received.iter())
+        .map(|r| envelope(r)["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        6,
+        "every event played while the replica was down"
+    );
 }

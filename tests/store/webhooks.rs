@@ -15,6 +15,7 @@ use crate::helpers::*;
 
 backend_tests!(
     a_new_endpoint_is_sent_what_comes_after_it_not_the_outbox_history,
+    an_endpoint_only_another_replica_runs_with_gets_what_this_one_fans_out,
     a_session_played_6_2_6_3_writes_started_then_ended_once,
     a_quit_before_its_enter_writes_ended_only_after_started,
     an_abandoned_session_ends_once_and_a_late_quit_adds_nothing,
@@ -792,7 +793,10 @@ async fn the_outbox_takes_every_event_type_cphub_sends_and_refuses_another(backe
 async fn a_new_endpoint_is_sent_what_comes_after_it_not_the_outbox_history(backend: Backend) {
     let store = open(backend).await;
     apply(&store, &[enter("s-old", "p-1", "19:00:00")]).await;
-    let names = ["billing".to_owned()];
+    let names = [EndpointFilter {
+        name: "billing".to_owned(),
+        events: vec![],
+    }];
     // First seen twenty minutes after s-old's row was recorded (the outbox's times are the
     // database's clock): that row is history.
     let first_seen = cphub::domain::UtcTime::now().plus(std::time::Duration::from_secs(1200));
@@ -815,17 +819,82 @@ async fn a_new_endpoint_is_sent_what_comes_after_it_not_the_outbox_history(backe
     assert_eq!(fanned.await.unwrap(), 2, "both rows fanned out");
 
     let subjects = async |endpoint: &str| {
-        let filter = cphub::store::DeliveryFilter {
-            endpoint: Some(endpoint.into()),
-            state: None,
-            before: None,
-            limit: 10,
-        };
-        let listed = store.webhook_deliveries(&filter).await.unwrap();
+        let listed = deliveries_to(&store, endpoint).await;
         let mut subjects: Vec<String> = listed.into_iter().map(|d| d.subject).collect();
         subjects.sort();
         subjects
     };
     assert_eq!(subjects("billing").await, ["s-new"]);
     assert_eq!(subjects("crm").await, ["s-new", "s-old"]);
+}
+
+/// Migration 0036: a fan-out marks a row done for every endpoint at once, so one run by a
+/// replica that lacks an endpoint (a rolling deploy adding it) left that endpoint without
+/// the row for good. An endpoint another replica ran with in the last ten minutes gets its
+/// deliveries of the types it wants from every fan-out; ten minutes after it was last seen,
+/// no more (removed from every replica).
+async fn an_endpoint_only_another_replica_runs_with_gets_what_this_one_fans_out(backend: Backend) {
+    let store = open(backend).await;
+    let crm = EndpointFilter {
+        name: "crm".to_owned(),
+        events: vec![WebhookEventType::SessionEnded],
+    };
+    store
+        .register_webhook_endpoints(&[crm], at("19:00:00"))
+        .await
+        .unwrap();
+    let billing = [EndpointFilter {
+        name: "billing".to_owned(),
+        events: vec![],
+    }];
+    let played = [
+        enter("s-1", "p-1", "19:00:00"),
+        quit("s-1", "p-1", "19:01:00", 60),
+    ];
+    apply(&store, &played).await;
+
+    let fanned = store.fan_out_webhooks(&billing, at("19:05:00"), at("19:05:00"), 100);
+    assert_eq!(fanned.await.unwrap(), 2);
+    let types = async |endpoint: &str| {
+        let listed = deliveries_to(&store, endpoint).await;
+        let mut types: Vec<String> = (listed.into_iter())
+            .map(|d| format!("{} {}", d.subject, d.event_type))
+            .collect();
+        types.sort();
+        types
+    };
+    assert_eq!(
+        types("billing").await,
+        ["s-1 session.ended", "s-1 session.started"]
+    );
+    assert_eq!(
+        types("crm").await,
+        ["s-1 session.ended"],
+        "its filter, as written"
+    );
+
+    let played = [
+        enter("s-2", "p-2", "19:08:00"),
+        quit("s-2", "p-2", "19:09:00", 60),
+    ];
+    apply(&store, &played).await;
+    let fanned = store.fan_out_webhooks(&billing, at("19:10:01"), at("19:10:01"), 100);
+    assert_eq!(fanned.await.unwrap(), 2);
+    assert_eq!(types("billing").await.len(), 4);
+    assert_eq!(
+        types("crm").await,
+        ["s-1 session.ended"],
+        "not seen for ten minutes"
+    );
+}
+
+/// The first ten deliveries to `endpoint`, newest first.
+async fn deliveries_to(store: &impl Book, endpoint: &str) -> Vec<cphub::store::DeliveryView> {
+    let filter = cphub::store::DeliveryFilter {
+        endpoint: Some(endpoint.into()),
+        state: None,
+        before: None,
+        limit: 10,
+    };
+    store.webhook_deliveries(&filter).await.unwrap()
 }
