@@ -369,8 +369,10 @@ impl CphClient {
     /// An item listed again (same [`Listed::key`]) is dropped, and a full page that adds
     /// nothing new ends the list: 4.4.2 documents no paging at all, and a service that
     /// ignores `offset` would answer the same full page for ever. Lists without a key (5.1.2,
-    /// 5.3.1, 5.3.6 may repeat an entry: 5.1.2's example lists one phone twice) end on a full
-    /// page equal to the one before it, which only such a service answers.
+    /// 5.3.1, 5.3.6 may repeat an entry: 5.1.2's example lists one phone twice) end once
+    /// full pages equal to the one before them have repeated [`REPEATED_ENTRIES`] entries
+    /// in a row: one such page when `cph.page_limit` is 100, a hundred when it is 1, so a
+    /// list that truly repeats an entry a few times is read whole.
     async fn all_pages<P: DeserializeOwned, T: Listed + PartialEq>(
         &self,
         operation: &'static str,
@@ -380,7 +382,7 @@ impl CphClient {
     ) -> Result<Vec<T>, CphError> {
         let mut all = Vec::new();
         let mut seen = HashSet::new();
-        let mut read = 0;
+        let (mut read, mut repeated) = (0, 0);
         loop {
             let mut query = vec![
                 ("offset".to_owned(), read.to_string()),
@@ -397,8 +399,11 @@ impl CphClient {
             read += page.len();
             let full_page = page.len() >= self.page_limit as usize;
             // Keyless items were all kept: the tail of `all` is the page before this one.
-            let repeated = full_page && all.ends_with(&page);
-            if repeated {
+            repeated = match full_page && all.ends_with(&page) {
+                true => repeated + page.len(),
+                false => 0,
+            };
+            if repeated >= REPEATED_ENTRIES {
                 return Ok(all);
             }
             let before = all.len();
@@ -777,6 +782,10 @@ impl CphClient {
         Err(api_error(status, &bytes, retry_after, header_request_id))
     }
 }
+
+/// How many entries of a keyless list, in pages each equal to the one before, end it
+/// (`CphClient::all_pages`): a service ignoring `offset` answers the same page for ever.
+const REPEATED_ENTRIES: usize = 100;
 
 /// A phone's job of 4.7.5 as a run: its output cut to the reference's 1,024 bytes.
 fn command_run(command: &ShellCommand, job: SyncCommandJob) -> CommandRun {

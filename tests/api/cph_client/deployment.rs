@@ -8,7 +8,7 @@ use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer};
 
 use super::verifier::assert_signed;
-use super::{api, body_json, client, json_answer, only_request};
+use super::{api, body_json, client, json_answer, only_request, tweaked_client};
 
 /// 5.3.1's example, as printed: the version id spelt `app_verison_id`, `""` for unknowns.
 const REFERENCE_SERVER_APPS: &str = r#"{
@@ -183,7 +183,42 @@ async fn a_keyless_list_keeps_its_repeated_entries_across_pages_5_1_2() {
         .map(|n| phone(if n < 50 { "p-a" } else { "p-b" }))
         .collect();
     let last = vec![phone("p-c"); 3];
-    for (offset, phones) in [(0, same), (100, mixed), (200, last)] {
+    app_phone_pages(&server, [(0, same), (100, mixed), (200, last)]).await;
+
+    let listed = client(&server).app_phones("app-1").await.unwrap();
+
+    let count = |id: &str| listed.iter().filter(|p| p.phone_id == id).count();
+    assert_eq!((count("p-a"), count("p-b"), count("p-c")), (150, 50, 3));
+}
+
+/// 5.1.2's example, one phone listed twice, read a page of one at a time (`cph.page_limit`
+/// takes 1): two equal pages in a row are the list, not a service ignoring `offset`, and
+/// the phone after them is read.
+#[tokio::test]
+async fn a_keyless_list_read_a_page_of_one_keeps_an_entry_listed_twice_5_1_2() {
+    let server = MockServer::start().await;
+    let phone = |id: &str| json!({"phone_id": id, "app_verison_id": "", "launch_activity": "xxx"});
+    let pages = [
+        vec![phone("p-a")],
+        vec![phone("p-a")],
+        vec![phone("p-b")],
+        vec![],
+    ];
+    app_phone_pages(&server, pages.into_iter().enumerate()).await;
+
+    let client = tweaked_client(&server, &[("page_limit", "1")]);
+    let listed = client.app_phones("app-1").await.unwrap();
+
+    let ids: Vec<&str> = listed.iter().map(|p| p.phone_id.as_str()).collect();
+    assert_eq!(ids, ["p-a", "p-a", "p-b"]);
+}
+
+/// `app-1`'s 5.1.2 list on `server`: each `(offset, phones)` answered once.
+async fn app_phone_pages(
+    server: &MockServer,
+    pages: impl IntoIterator<Item = (usize, Vec<Value>)>,
+) {
+    for (offset, phones) in pages {
         Mock::given(method("GET"))
             .and(path(api("apps/app-1/phones")))
             .and(query_param("offset", offset.to_string()))
@@ -192,12 +227,7 @@ async fn a_keyless_list_keeps_its_repeated_entries_across_pages_5_1_2() {
                 &json!({"request_id": "x", "phones": phones}).to_string(),
             ))
             .expect(1)
-            .mount(&server)
+            .mount(server)
             .await;
     }
-
-    let listed = client(&server).app_phones("app-1").await.unwrap();
-
-    let count = |id: &str| listed.iter().filter(|p| p.phone_id == id).count();
-    assert_eq!((count("p-a"), count("p-b"), count("p-c")), (150, 50, 3));
 }
