@@ -189,8 +189,8 @@ impl Rollouts {
                     (Some(refused), true) => self.fail(&updating, &refused).await,
                     // A version refused, others' jobs started: failing now would return the
                     // phone to the pool while they install, and restart the game under the
-                    // next player. Followed to their end; the verification then fails it,
-                    // the refused version missing from the phone.
+                    // next player. Followed to their end; the verification then fails it
+                    // with the refusal, unless 5.3.6 names every version on the phone.
                     (refused, _) => {
                         let jobs = (!jobs.is_empty()).then(|| jobs.join(JOB_SEPARATOR));
                         let mut change = self.change(&updating, PhoneStep::Updating);
@@ -356,17 +356,19 @@ impl Rollouts {
     /// stale. A 5.3.6 that cannot be read (an outage) says nothing of the phone: asked
     /// again for one more deadline, then failed saying so.
     async fn verify(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
-        // A version refused outright by 5.3.7's answer: its jobs have all ended, so the
-        // phone may go back to the pool, and no listing can make up for the version.
-        if let Some(refused) = phone.error.as_deref() {
-            return self.fail(phone, refused).await;
-        }
         let ended = phone.job_ended_at.unwrap_or(phone.updated_at);
         let heard = phone.last_seen_at.is_some_and(|seen| seen > ended);
         let listing = match heard {
             true => self.listing(rollout, phone).await,
             false => Some(Listing::Missing),
         };
+        // A version refused outright by 5.3.7's answer (`error`): only 5.3.6 naming every
+        // version (one the phone had already) makes up for it. Its jobs have all ended, so
+        // a listing without ids, which will not change, fails it at once.
+        let refused = phone.error.as_deref();
+        if let (Some(refused), Some(Listing::Unnamed)) = (refused, listing) {
+            return self.fail(phone, refused).await;
+        }
         // 5.3.6's example answers `""` for every version id: a phone listing the app with
         // none says nothing against the jobs that succeeded (4.4.1), which then stand.
         if listing == Some(Listing::Unnamed) {
@@ -388,7 +390,10 @@ impl Rollouts {
             (true, _) => "the phone does not list the new version (5.3.6) after its job",
             (false, _) => "no heartbeat after the update job",
         };
-        self.fail(phone, why).await
+        match refused {
+            Some(refused) => self.fail(phone, &format!("{refused}; {why}")).await,
+            None => self.fail(phone, why).await,
+        }
     }
 
     /// Whether 5.3.6 lists every version of the rollout on the phone; false when it cannot
