@@ -151,6 +151,13 @@ pub(super) fn api_tokens<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ApiToken
         let token = match item {
             Item::Plain(text) if text.trim().is_empty() => continue,
             Item::Plain(text) => legacy(tokens.len() + 1, text.trim()),
+            // Neither a token nor a table: said without the value, which may be a token
+            // written as a number (start-up errors reach the journal).
+            Item::Entry(value) if value.as_dict().is_none() => {
+                return Err(serde::de::Error::custom(
+                    "an entry is neither a token (a string) nor a table",
+                ));
+            }
             Item::Entry(value) => {
                 let entry: TokenEntry = value.deserialize().map_err(serde::de::Error::custom)?;
                 resolve(entry).map_err(serde::de::Error::custom)?

@@ -600,24 +600,28 @@ async fn a_secret_of_the_wrong_type_stops_startup_without_printing_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cphub.toml");
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    std::fs::write(
-        &file,
-        format!(
-            "[[webhooks.endpoints]]\nname = \"billing\"\nurl = \"http://127.0.0.1:9/hook\"\n\
-             secrets = \"{secret}\"\n"
-        ),
-    )
-    .unwrap();
-    let out = cphub(&db)
-        .arg("serve")
-        .arg("--config")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("secrets"), "{stderr}");
-    assert!(!stderr.contains("MfKQ9r8G"), "{stderr}");
+    let webhook = format!(
+        "[[webhooks.endpoints]]\nname = \"billing\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+         secrets = \"{secret}\"\n"
+    );
+    // A token written as a number, not a string.
+    let token = "[api]\ntokens = [739156041234]\n".to_owned();
+    for (toml, key, value) in [
+        (webhook, "secrets", "MfKQ9r8G"),
+        (token, "tokens", "739156041234"),
+    ] {
+        std::fs::write(&file, toml).unwrap();
+        let mut cmd = cphub(&db);
+        // The environment's token would take the file's place.
+        cmd.env_remove("CPHUB__API__TOKENS");
+        cmd.arg("serve").arg("--config").arg(&file);
+        // Bounded: a configuration taken would serve for ever.
+        let out = crate::helpers::child_output(cmd).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(key), "{stderr}");
+        assert!(!stderr.contains(value), "{stderr}");
+    }
 
     for (var, key) in [
         ("CPHUB__CPH__AUTH__SK", "sk"),
