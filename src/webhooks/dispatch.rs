@@ -35,7 +35,7 @@ const PRUNE_EVERY_SECS: i64 = 60;
 
 /// How often a dispatcher writes again the endpoints it runs with: well within the ten
 /// minutes (`store::ENDPOINT_SEEN_WITHIN`) the other replicas' fan-outs count them.
-const REREGISTER_EVERY_SECS: i64 = 60;
+const REREGISTER_EVERY_SECS: u64 = 60;
 
 #[derive(Clone)]
 pub struct WebhookDispatcher {
@@ -119,7 +119,7 @@ impl WebhookDispatcher {
             tracing::warn!(error = %ErrorChain(&e), "webhook endpoints not registered; will retry");
             tokio::time::sleep(self.settings.poll_interval()).await;
         }
-        let (mut pruned_at, mut registered_at) = (None, self.clock.now());
+        let (mut pruned_at, mut registered_at) = (None, Instant::now());
         loop {
             self.reregister(&filters, &mut registered_at).await;
             self.housekeeping(&mut pruned_at).await;
@@ -139,17 +139,20 @@ impl WebhookDispatcher {
         }
     }
 
-    /// Says again, every [`REREGISTER_EVERY_SECS`] of cphub's clock, that this replica runs
-    /// with `filters`: every replica's fan-out gives deliveries to the endpoints seen within
-    /// `store::ENDPOINT_SEEN_WITHIN` (ten minutes), not only to its own. A failure is logged
-    /// and tried again on the next pass.
-    async fn reregister(&self, filters: &[EndpointFilter], registered_at: &mut UtcTime) {
-        let now = self.clock.now();
-        if now.seconds_since(*registered_at) < REREGISTER_EVERY_SECS {
+    /// Says again, every [`REREGISTER_EVERY_SECS`] (a monotonic count: a clock stepped back
+    /// must not stop it), that this replica runs with `filters`: every replica's fan-out
+    /// gives deliveries to the endpoints seen within `store::ENDPOINT_SEEN_WITHIN` (ten
+    /// minutes, by the replicas' clocks, which must agree), not only to its own. A failure
+    /// is logged and tried again on the next pass.
+    async fn reregister(&self, filters: &[EndpointFilter], registered_at: &mut Instant) {
+        if registered_at.elapsed() < Duration::from_secs(REREGISTER_EVERY_SECS) {
             return;
         }
-        match self.store.register_webhook_endpoints(filters, now).await {
-            Ok(()) => *registered_at = now,
+        match (self.store)
+            .register_webhook_endpoints(filters, self.clock.now())
+            .await
+        {
+            Ok(()) => *registered_at = Instant::now(),
             Err(e) => tracing::warn!(error = %ErrorChain(&e), "webhook endpoints not registered again; will retry"),
         }
     }
