@@ -512,7 +512,7 @@ async fn configure_callbacks_wait_reports_applied_waiting_or_failed_per_phone_4_
     );
     assert_eq!(
         line_of(&printed, unknown)[1..3],
-        ["failed", "CPS.0005"],
+        ["failed", "CPS.0004"],
         "{printed}"
     );
     assert_eq!(printed.lines().count(), 3, "{printed}");

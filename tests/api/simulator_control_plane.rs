@@ -894,7 +894,9 @@ async fn a_bad_phone_in_a_batch_fails_only_its_own_item() {
     assert_eq!(
         failures,
         [
-            (unknown.to_owned(), "CPS.0005".to_owned()),
+            // 4.3.5's example: a well-formed id the control plane lacks is CPS.0004 in
+            // its entry, as a malformed one is.
+            (unknown.to_owned(), "CPS.0004".to_owned()),
             ("not-a-phone".into(), "CPS.0004".into()),
             // 7.2 has no code for a bad property: its generic "Invalid parameters.".
             (fake.phone_id(1), "CPS.0200".into()),

@@ -166,8 +166,6 @@ const INVALID_PARAMETERS: &str = "CPS.0200";
 pub(super) enum ItemError {
     #[error("Parameter: phone_id is invalid.")]
     InvalidPhoneId,
-    #[error("Phone is not found.")]
-    PhoneNotFound,
     #[error("Parameter: property is missing.")]
     MissingProperty,
     #[error("Parameter: property is invalid: {0}")]
@@ -187,7 +185,6 @@ impl ItemError {
     fn code(&self) -> &'static str {
         match self {
             ItemError::InvalidPhoneId => "CPS.0004",
-            ItemError::PhoneNotFound => "CPS.0005",
             ItemError::MissingProperty | ItemError::InvalidProperty(_) => INVALID_PARAMETERS,
             ItemError::Busy => "CPS.0010",
             ItemError::SystemError => "CPS.0003",
