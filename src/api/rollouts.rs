@@ -40,13 +40,28 @@ pub(super) struct TargetBody {
     percent: Option<i64>,
 }
 
+/// `app_version_ids`: utoipa's attributes cannot say `uniqueItems`.
+fn version_ids_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name("PhoneId"))
+        .min_items(Some(1))
+        .max_items(Some(16))
+        .unique_items(true)
+        .description(Some(
+            "Application version ids (chapter 5.2) sent to 5.3.7, 1 to 16, none twice \
+             (5.3.7 starts a job per id).",
+        ))
+        .build()
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RolloutBody {
     #[schema(value_type = AppId)]
     app_id: String,
-    /// Application version ids (chapter 5.2) sent to 5.3.7, 1 to 16.
-    #[schema(value_type = Vec<PhoneId>, min_items = 1, max_items = 16)]
+    /// Application version ids (chapter 5.2) sent to 5.3.7, 1 to 16, none twice (5.3.7
+    /// starts a job per id).
+    #[schema(schema_with = version_ids_schema)]
     app_version_ids: Vec<String>,
     #[serde(default)]
     target: TargetBody,

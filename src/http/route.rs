@@ -76,7 +76,8 @@ pub fn register(cfg: &mut web::ServiceConfig, endpoints: Vec<Endpoint>) {
         methods.sort_unstable();
         let allow = methods.join(", ");
         let mut resource = web::resource(path);
-        // Paths that set a limit have a single route (the callbacks).
+        // A path's limit is its resource's, for every method: the other routes of a path
+        // with one (`/rollouts`'s GET) take no body.
         if let Some(limit) = endpoints.iter().find_map(|e| e.body_limit) {
             resource = resource.app_data(json::config(limit));
         }
