@@ -33,6 +33,16 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// the book (every fan-out pass, every 500 ms, was a write for nothing).
 const PRUNE_EVERY_SECS: i64 = 60;
 
+/// How often the tick pass runs for ticks every `interval_secs`: a tenth of it, between
+/// half a second and five seconds. The pass reads every playing session in a write
+/// transaction (on SQLite, the callbacks' one writer): run on every fan-out pass (500 ms),
+/// it did so 120 times a minute for a tick a minute. A tick is late by a tenth of its
+/// interval at most (its time, `n × interval` after the start, does not move).
+fn tick_pass_every(interval_secs: u64) -> Duration {
+    let tenth = Duration::from_secs(interval_secs) / 10;
+    tenth.clamp(Duration::from_millis(500), Duration::from_secs(5))
+}
+
 /// How often a dispatcher writes again the endpoints it runs with: well within the ten
 /// minutes (`store::ENDPOINT_SEEN_WITHIN`) the other replicas' fan-outs count them.
 const REREGISTER_EVERY_SECS: u64 = 60;
@@ -119,10 +129,10 @@ impl WebhookDispatcher {
             tracing::warn!(error = %ErrorChain(&e), "webhook endpoints not registered; will retry");
             tokio::time::sleep(self.settings.poll_interval()).await;
         }
-        let (mut pruned_at, mut registered_at) = (None, Instant::now());
+        let (mut pruned_at, mut registered_at, mut ticked_at) = (None, Instant::now(), None);
         loop {
             self.reregister(&filters, &mut registered_at).await;
-            self.housekeeping(&mut pruned_at).await;
+            self.housekeeping(&mut pruned_at, &mut ticked_at).await;
             let now = self.clock.now();
             let first = now.plus(self.wait_before(0));
             match self
@@ -157,17 +167,19 @@ impl WebhookDispatcher {
         }
     }
 
-    /// Ticks first, so the fan-out right after gives them their deliveries; then the
-    /// retention, at most every [`PRUNE_EVERY_SECS`] of cphub's clock since `pruned_at`.
-    /// Failures are logged; the ticks are tried again on the next pass, the retention when
-    /// it is next due.
-    async fn housekeeping(&self, pruned_at: &mut Option<UtcTime>) {
+    /// Ticks first, at most every [`tick_pass_every`] since `ticked_at`, so the fan-out
+    /// right after gives them their deliveries; then the retention, at most every
+    /// [`PRUNE_EVERY_SECS`] of cphub's clock since `pruned_at`. Failures are logged; the
+    /// ticks are tried again on the next pass, the retention when it is next due.
+    async fn housekeeping(&self, pruned_at: &mut Option<UtcTime>, ticked_at: &mut Option<Instant>) {
         let now = self.clock.now();
-        let interval = self.settings.tick_interval_secs as i64;
-        if interval > 0
-            && let Err(e) = self.store.write_webhook_ticks(interval, now).await
-        {
-            tracing::warn!(error = %ErrorChain(&e), "webhook ticks not written");
+        let interval = self.settings.tick_interval_secs;
+        let due = ticked_at.is_none_or(|at| at.elapsed() >= tick_pass_every(interval));
+        if interval > 0 && due {
+            *ticked_at = Some(Instant::now());
+            if let Err(e) = self.store.write_webhook_ticks(interval as i64, now).await {
+                tracing::warn!(error = %ErrorChain(&e), "webhook ticks not written");
+            }
         }
         let due = pruned_at.is_none_or(|at| now.seconds_since(at) >= PRUNE_EVERY_SECS);
         if self.settings.retention_days > 0 && due {
@@ -397,5 +409,18 @@ impl Answer {
             error: error.or(read.filter(|_| !status.is_success())),
             final_: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tick_pass_runs_a_tenth_of_the_interval_apart_within_bounds() {
+        assert_eq!(tick_pass_every(60), Duration::from_secs(5), "6 s, bounded");
+        assert_eq!(tick_pass_every(30), Duration::from_secs(3));
+        assert_eq!(tick_pass_every(1), Duration::from_millis(500));
+        assert_eq!(tick_pass_every(3600), Duration::from_secs(5));
     }
 }

@@ -23,6 +23,7 @@ backend_tests!(
     faulty_endpoints_end_failed_with_their_reason_and_no_worker_sticks,
     a_payload_over_the_bound_fails_at_once_unsent,
     a_disabled_endpoint_keeps_its_deliveries_without_a_backlog_to_alert_on,
+    a_playing_session_sends_its_ticks_and_none_after_its_quit,
 );
 
 // Replicas share one database on PostgreSQL only (SQLite serves one process).
@@ -559,4 +560,65 @@ async fn an_endpoint_one_replica_lacks_still_gets_every_event() {
         6,
         "every event played while the replica was down"
     );
+}
+
+/// `session.tick` (docs/webhooks.md), through the dispatcher: every `tick_interval_secs`
+/// of a playing session the endpoint gets its latest tick, `n × interval` after the start,
+/// and none once the session has ended. No test sent a tick through cphub before.
+async fn a_playing_session_sends_its_ticks_and_none_after_its_quit(backend: Backend) {
+    let server = receiver(ResponseTemplate::new(200)).await;
+    let config = webhooks(
+        &[("billing", hook_url(&server))],
+        "tick_interval_secs = 1\n",
+    );
+    let app = TestApp::spawn_with(backend, &config).await;
+    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    app.send_event(&enter("s-1", "p-1", &now())).await;
+
+    let ticks = async || {
+        let received = server.received_requests().await.unwrap();
+        let envelopes = received.iter().map(envelope);
+        envelopes
+            .filter(|e| e["type"] == "session.tick")
+            .collect::<Vec<Value>>()
+    };
+    for _ in 0..300 {
+        if ticks()
+            .await
+            .iter()
+            .any(|t| t["data"]["tick"].as_i64() >= Some(2))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let playing = ticks().await;
+    let latest = playing.last().expect("a tick while playing");
+    assert_eq!(
+        latest["id"],
+        format!("evt_session.tick_s-1_{}", latest["data"]["tick"])
+    );
+    let tick = latest["data"]["tick"].as_i64().unwrap();
+    assert!(tick >= 2, "{latest}");
+    assert_eq!(latest["data"]["seconds_played"], tick);
+
+    app.send_event(&quit("s-1", "p-1", &now(), tick + 1)).await;
+    let mut ended_at = None;
+    for _ in 0..300 {
+        let received = server.received_requests().await.unwrap();
+        ended_at = received
+            .iter()
+            .position(|r| envelope(r)["type"] == "session.ended");
+        if ended_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ended_at = ended_at.expect("the session ended");
+    // Two tick passes later, nothing has followed the end.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let after = server.received_requests().await.unwrap();
+    let late = after[ended_at + 1..].iter().map(envelope);
+    let late: Vec<Value> = late.filter(|e| e["type"] == "session.tick").collect();
+    assert!(late.is_empty(), "ticks after the end: {late:?}");
 }
