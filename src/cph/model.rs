@@ -119,10 +119,12 @@ fn access_info(entry: &serde_json::Value) -> Option<crate::domain::AccessInfo> {
 }
 
 /// An item of a paged list, and what names it uniquely there: a page that lists only items
-/// read already ends the list (`CphClient::all_pages`). None for lists whose entries may
-/// repeat a key (a server lists every version of an app, 5.3.1).
+/// read already ends the list (`CphClient::all_pages`). None (the default) for lists whose
+/// entries may repeat (a server lists every version of an app, 5.3.1).
 pub trait Listed {
-    fn key(&self) -> Option<&str>;
+    fn key(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl Listed for Phone {
@@ -137,17 +139,9 @@ impl Listed for App {
     }
 }
 
-impl Listed for AppPhone {
-    fn key(&self) -> Option<&str> {
-        None
-    }
-}
+impl Listed for AppPhone {}
 
-impl Listed for DeployedApp {
-    fn key(&self) -> Option<&str> {
-        None
-    }
-}
+impl Listed for DeployedApp {}
 
 impl Listed for Job {
     fn key(&self) -> Option<&str> {

@@ -138,19 +138,21 @@ impl Rollouts {
         match phone.cph_status {
             _ if phone.recovering => Some("the watchdog was recovering it".into()),
             Some(s) if s != status::RUNNING => Some(format!("not running (4.3.1 status {s})")),
-            _ if !self.serving(phone) => Some("not heard from within fleet.stale_after".into()),
+            _ if !self.heard_lately(phone) => {
+                Some("not heard from within fleet.stale_after".into())
+            }
             _ => None,
         }
     }
 
-    /// Running (4.3.1 status 2, or not synced yet) and heard from within `fleet.stale_after`.
-    /// A phone the operator stopped (8) or that is frozen (6), one being restarted (4) or
-    /// reset (3, which would wipe the update) by someone else, or a silent one the watchdog
-    /// has not taken yet, is waited on, not updated (docs/operations.md).
-    fn serving(&self, phone: &RolloutPhone) -> bool {
-        let running = phone.cph_status.is_none_or(|s| s == status::RUNNING);
+    /// Heard from within `fleet.stale_after`. With running (4.3.1 status 2, or not synced
+    /// yet) and not being recovered, what serving means ([`Self::not_serving`]): a phone the
+    /// operator stopped (8) or that is frozen (6), one being restarted (4) or reset (3,
+    /// which would wipe the update) by someone else, or a silent one the watchdog has not
+    /// taken yet, is waited on, not updated (docs/operations.md).
+    fn heard_lately(&self, phone: &RolloutPhone) -> bool {
         let heard = phone.last_seen_at;
-        running && heard.is_some_and(|at| at.plus(self.stale_after) > self.clock.now())
+        heard.is_some_and(|at| at.plus(self.stale_after) > self.clock.now())
     }
 
     /// 5.3.7. `updating` (with the attempt counted) is written first: if cphub dies during
