@@ -314,3 +314,82 @@ async fn after_a_503_the_generator_retries_and_never_pins_a_phone_cphub_holds(ba
 }
 
 backend_tests!(after_a_503_the_generator_retries_and_never_pins_a_phone_cphub_holds);
+
+/// `--path events` at 200 a second for 3 s (6.2, 6.3): the schedule fixes 600 requests, each
+/// the first delivery of an enter or a quit, so cphub accepts each once; the quits are of
+/// sessions entered 0.2 s before, and the first 20 odd requests enter sessions of their own.
+async fn one_path_alone_sends_every_request_its_rate_fixes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut options = LoadOptions::defaults();
+    options.path = Some(load::CallbackPath::Events);
+    options.rate = 200.0;
+    options.warmup_secs = 0.0;
+    options.window_secs = 3.0;
+    options.max_in_flight = 8;
+    let report = load::run_path(&options, &app.address).await.unwrap();
+
+    let (enters, quits) = (report.kind(Kind::Enter), report.kind(Kind::Quit));
+    assert_eq!(enters.errors() + quits.errors(), 0, "{}", report.human());
+    assert_eq!((enters.ok, quits.ok), (320, 280), "{}", report.human());
+    assert_eq!(report.header.path, Some("events"));
+    let accepted = "cphub_events_total{outcome=\"accepted\",";
+    assert_eq!(metric(&app, accepted).await, 600.0);
+    assert_eq!(metric(&app, "cphub_sessions_ended_total").await, 280.0);
+
+    // Sign checks (6.1): the bodies of tickets minted before, each sent once and verified.
+    let phones: Vec<String> = (0..30).map(|i| format!("path-phone-{i}")).collect();
+    app.idle_phones(&phones.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let mut bodies = String::new();
+    for phone in &phones {
+        let minted = app
+            .mint_ok(&json!({"app_id": "load.game", "user_id": phone, "phone_id": phone}))
+            .await;
+        let body = json!({
+            "session_id": minted["session_id"], "ticket": minted["ticket"],
+            "auth_ts": minted["auth_ts"], "encrypted_data": "", "aes_iv": "",
+        });
+        bodies += &format!("{body}\n");
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bodies).unwrap();
+    options.path = Some(load::CallbackPath::SignChecks);
+    options.rate = 20.0;
+    options.window_secs = 1.0;
+    options.bodies = Some(file.path().to_owned());
+    let report = load::run_path(&options, &app.address).await.unwrap();
+    let checks = report.kind(Kind::SignCheck);
+    assert_eq!((checks.ok, checks.errors()), (20, 0), "{}", report.human());
+    let verified = "cphub_sign_checks_total{result=\"ok\"}";
+    assert_eq!(metric(&app, verified).await, 20.0);
+
+    // More than the file holds is refused before anything is sent.
+    options.rate = 100.0;
+    let refused = load::run_path(&options, &app.address).await;
+    let error = refused.unwrap_err().to_string();
+    assert!(
+        error.contains("holds 30 sign checks") && error.contains("needs 100"),
+        "{error}"
+    );
+    app.stop().await;
+}
+
+#[test]
+fn one_path_alone_sends_every_request_its_rate_fixes_on_postgres() {
+    crate::helpers::run_scenario(
+        "one_path_alone_sends_every_request_its_rate_fixes_on_postgres",
+        async {
+            if crate::helpers::postgres_available() {
+                one_path_alone_sends_every_request_its_rate_fixes(Backend::Postgres).await
+            }
+        },
+    )
+}
+
+#[test]
+fn one_path_alone_sends_every_request_its_rate_fixes_on_sqlite() {
+    crate::helpers::run_scenario(
+        "one_path_alone_sends_every_request_its_rate_fixes_on_sqlite",
+        async { one_path_alone_sends_every_request_its_rate_fixes(Backend::Sqlite).await },
+    )
+}

@@ -4,6 +4,7 @@
 //! latency from that intended time.
 
 mod beats;
+mod paths;
 mod plan;
 mod record;
 mod request;
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
+pub use paths::CallbackPath;
 pub use plan::{FleetPlan, PhonePlan, plan};
 pub use record::{Figures, Kind, LoadReport};
 
@@ -82,6 +84,21 @@ pub struct LoadOptions {
     /// sets through the control plane; the load generator has none to read.
     #[arg(long, default_value = "/cph")]
     pub callbacks_path: String,
+    /// Play one callback path alone at `--rate` a second instead of the fleet: what the
+    /// durable paths' targets ask (a rate with its p99), which wrk's closed loop cannot
+    /// measure (docs/benchmarks.md).
+    #[arg(long, value_enum)]
+    pub path: Option<CallbackPath>,
+    /// `--path`: requests a second, evenly spaced.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// `--path sign-checks`: the sign-check bodies to send, one JSON a line, each once
+    /// (examples/bench_prep writes them); at least `--rate` × the run's seconds.
+    #[arg(long)]
+    pub bodies: Option<std::path::PathBuf>,
+    /// `--path`: the most requests in flight, each on a keep-alive connection of its own.
+    #[arg(long, default_value_t = 1024)]
+    pub max_in_flight: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -225,6 +242,8 @@ pub async fn run(options: LoadOptions, target: Target) -> std::io::Result<LoadRe
         busy_at_start: plan.busy_at_start,
         flash_phones: plan.flash_phones,
         connections: connections.len(),
+        path: None,
+        rate: None,
     };
     let reconnects = run.merge_heartbeats(connections).await;
     let max_lag = Duration::from_millis(run.options.max_lag_ms);
@@ -233,10 +252,24 @@ pub async fn run(options: LoadOptions, target: Target) -> std::io::Result<LoadRe
     Ok(report)
 }
 
+/// `--path`: plays the callback path `options.path` alone against `cphub` at `--rate` a
+/// second, for the warm-up and the window (paths.rs).
+pub async fn run_path(options: &LoadOptions, cphub: &str) -> std::io::Result<LoadReport> {
+    let Some(path) = options.path else {
+        let why = "one path alone needs --path events or --path sign-checks";
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+    };
+    let endpoint = Endpoint::parse(cphub, &options.callbacks_path)?;
+    Ok(paths::run(options, path, endpoint).await?)
+}
+
 /// `cphub simulate --load`: runs and prints the report.
 pub async fn run_and_print(options: LoadOptions, target: Target) -> std::io::Result<()> {
     let json = options.json;
-    let report = run(options, target).await?;
+    let report = match options.path {
+        Some(_) => run_path(&options, &target.cphub).await?,
+        None => run(options, target).await?,
+    };
     if json {
         println!(
             "{}",

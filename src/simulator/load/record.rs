@@ -200,8 +200,15 @@ pub struct ReportHeader {
     pub heartbeat_interval_secs: f64,
     pub busy_at_start: usize,
     pub flash_phones: usize,
-    /// Keep-alive connections the heartbeats were pipelined over.
+    /// Keep-alive connections the heartbeats were pipelined over (`--path`: the most
+    /// requests in flight, one a connection).
     pub connections: usize,
+    /// `--path`: the one callback path played, instead of the fleet…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'static str>,
+    /// …at this many requests a second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -291,14 +298,27 @@ impl LoadReport {
     /// The table `cphub simulate --load` prints.
     pub fn human(&self) -> String {
         let h = &self.header;
-        let mut out = format!(
-            "load: {} phones, heartbeat every {} s, {} busy from the ramp, {} in the flash crowd; \
-             window {:.0} s\n",
-            h.phones, h.heartbeat_interval_secs, h.busy_at_start, h.flash_phones, self.window_secs
-        );
+        let mut out = match (h.path, h.rate) {
+            (Some(path), Some(rate)) => format!(
+                "load: {path} alone at {rate} a second, open loop; window {:.0} s\n",
+                self.window_secs
+            ),
+            _ => format!(
+                "load: {} phones, heartbeat every {} s, {} busy from the ramp, {} in the flash \
+                 crowd; window {:.0} s\n",
+                h.phones,
+                h.heartbeat_interval_secs,
+                h.busy_at_start,
+                h.flash_phones,
+                self.window_secs
+            ),
+        };
         out += "kind         rate/s      p50 ms   p99 ms   p99.9 ms  max ms    ok  non-2xx  transport\n";
         let rows = self.kinds.iter().map(|(n, f)| (*n, f));
-        for (name, f) in rows.chain([("flash crowd", &self.flash)]) {
+        let rows = rows.chain([("flash crowd", &self.flash)]);
+        // One path alone: only the kinds it sent.
+        let played = |f: &Figures| h.path.is_none() || f.ok + f.errors() > 0;
+        for (name, f) in rows.filter(|(_, f)| played(f)) {
             let _ = writeln!(
                 out,
                 "{name:<12} {:>9.1} {:>9.2} {:>8.2} {:>10.2} {:>7.1} {:>6} {:>8} {:>10}",
@@ -315,11 +335,14 @@ impl LoadReport {
                 let _ = writeln!(out, "{:<12} non-2xx by status: {:?}", "", f.statuses);
             }
         }
-        let _ = writeln!(
-            out,
-            "heartbeats pipelined over {} connections, {} reconnects",
-            h.connections, self.reconnects
-        );
+        let _ = match h.path {
+            Some(_) => writeln!(out, "at most {} requests in flight", h.connections),
+            None => writeln!(
+                out,
+                "heartbeats pipelined over {} connections, {} reconnects",
+                h.connections, self.reconnects
+            ),
+        };
         let l = &self.lag;
         let _ = write!(
             out,

@@ -19,7 +19,8 @@ const TIME_LEN: usize = 20;
 pub struct Endpoint {
     /// `host:port`, to connect to and to name in `Host`.
     pub authority: String,
-    path: String,
+    /// The path before each callback's name: `--cphub`'s own path, then `--callbacks-path`.
+    prefix: String,
 }
 
 impl Endpoint {
@@ -38,12 +39,22 @@ impl Endpoint {
         let port = url.port_or_known_default().unwrap_or(80);
         Ok(Endpoint {
             authority: format!("{host}:{port}"),
-            path: format!(
-                "{}{}/heartbeat",
+            prefix: format!(
+                "{}{}",
                 url.path().trim_end_matches('/'),
                 callbacks_path.trim_end_matches('/')
             ),
         })
+    }
+
+    /// The head of a JSON `POST` to `callback` (`heartbeat`, `events`, `sign-check`) whose
+    /// body is `length` bytes.
+    pub fn head(&self, callback: &str, length: usize) -> String {
+        format!(
+            "POST {}/{callback} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\n\r\n",
+            self.prefix, self.authority
+        )
     }
 }
 
@@ -58,13 +69,7 @@ pub struct BeatRequest {
 impl BeatRequest {
     pub fn new(endpoint: &Endpoint, phone_id: &str, session: Option<&Assignment>) -> BeatRequest {
         let body = body_bytes(&heartbeat_body(phone_id, session));
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n",
-            endpoint.path,
-            endpoint.authority,
-            body.len()
-        );
+        let head = endpoint.head("heartbeat", body.len());
         let time_at = head.len() + time_offset(&body);
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(&body);
@@ -154,9 +159,11 @@ mod tests {
     fn a_path_prefix_and_the_callbacks_path_are_kept_and_https_is_refused() {
         let endpoint = Endpoint::parse("http://cphub.local/base", "/cph").unwrap();
         assert_eq!(endpoint.authority, "cphub.local:80");
-        assert_eq!(endpoint.path, "/base/cph/heartbeat");
+        assert!(endpoint.head("heartbeat", 2).starts_with("POST /base/cph/heartbeat HTTP/1.1\r\n"));
         let secret = Endpoint::parse("http://cphub.local", "/hooks-7f3a/").unwrap();
-        assert_eq!(secret.path, "/hooks-7f3a/heartbeat");
+        let head = secret.head("events", 17);
+        assert!(head.starts_with("POST /hooks-7f3a/events HTTP/1.1\r\nHost: cphub.local:80\r\n"));
+        assert!(head.ends_with("Content-Length: 17\r\n\r\n"), "{head}");
         let refused = Endpoint::parse("https://cphub.local", "/cph").unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::InvalidInput);
     }
