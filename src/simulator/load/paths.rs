@@ -55,8 +55,12 @@ impl CallbackPath {
 /// Why a `--path` run does not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
-    #[error("--rate {0}: requests a second, from {MIN_RATE} to {MAX_RATE}")]
+    #[error("--rate {0}: requests a second, from one a minute to {MAX_RATE}")]
     Rate(f64),
+    #[error("--warmup-secs {0} and --window-secs {1}: seconds, 0 or more, a year at most")]
+    Seconds(f64, f64),
+    #[error("--max-in-flight {0}: from 1 to {MAX_IN_FLIGHT}")]
+    InFlight(usize),
     #[error("--path sign-checks needs --bodies FILE (one sign-check body a line)")]
     NoBodies,
     #[error("--bodies {file}: {source}")]
@@ -85,6 +89,10 @@ impl From<PathError> for io::Error {
 /// arithmetic (and any machine) gives out.
 const MIN_RATE: f64 = 1.0 / 60.0;
 const MAX_RATE: f64 = 1e7;
+/// A run's warm-up and window, each (the arithmetic of due times past it is not worth it).
+const MAX_SECS: f64 = 365.0 * 86_400.0;
+/// More connections than one machine's ports.
+const MAX_IN_FLIGHT: usize = 65_536;
 
 /// The phone ids events are spread over: bench/events.lua's `bench-p-0000000` to
 /// `bench-p-0099999`, the ids the bench's heartbeat flood stored before.
@@ -188,10 +196,8 @@ pub async fn run(
     path: CallbackPath,
     endpoint: Endpoint,
 ) -> Result<LoadReport, PathError> {
+    check(options)?;
     let rate = options.rate;
-    if !(MIN_RATE..=MAX_RATE).contains(&rate) {
-        return Err(PathError::Rate(rate));
-    }
     let secs = options.warmup_secs + options.window_secs;
     let count = request_count(rate, secs);
     let bodies = match path {
@@ -204,7 +210,7 @@ pub async fn run(
     let start = Instant::now();
     let from = start + Duration::from_secs_f64(options.warmup_secs);
     let end = start + Duration::from_secs_f64(secs);
-    let connections = options.max_in_flight.max(1);
+    let connections = options.max_in_flight;
     let run = Arc::new(PathRun {
         endpoint,
         bodies,
@@ -221,16 +227,15 @@ pub async fn run(
         }
         tasks.spawn(Arc::clone(&run).request(n, intended, Instant::now()));
         // Reap as it goes, so a long run does not hold every finished task.
-        while tasks.try_join_next().is_some() {}
-    }
-    while let Ok(Some(joined)) = timeout_at(run.grace, tasks.join_next()).await {
-        if let Err(error) = joined
-            && error.is_panic()
-        {
-            std::panic::resume_unwind(error.into_panic());
+        while let Some(joined) = tasks.try_join_next() {
+            reraise(joined);
         }
     }
-    tasks.abort_all();
+    // Every task ends by the grace (its send is bounded by it) after recording its request,
+    // a transport error if unanswered: none is cut off unrecorded.
+    while let Some(joined) = tasks.join_next().await {
+        reraise(joined);
+    }
     let header = ReportHeader {
         phones: 0,
         heartbeat_interval_secs: 0.0,
@@ -242,6 +247,31 @@ pub async fn run(
     };
     let max_lag = Duration::from_millis(options.max_lag_ms);
     Ok(run.recorder.report(header, max_lag))
+}
+
+/// The flags a run's arithmetic rests on, refused before anything is sent.
+fn check(options: &LoadOptions) -> Result<(), PathError> {
+    if !(MIN_RATE..=MAX_RATE).contains(&options.rate) {
+        return Err(PathError::Rate(options.rate));
+    }
+    let (warmup, window) = (options.warmup_secs, options.window_secs);
+    if ![warmup, window].iter().all(|s| (0.0..=MAX_SECS).contains(s)) {
+        return Err(PathError::Seconds(warmup, window));
+    }
+    if !(1..=MAX_IN_FLIGHT).contains(&options.max_in_flight) {
+        return Err(PathError::InFlight(options.max_in_flight));
+    }
+    Ok(())
+}
+
+/// A request task's panic is the generator's bug: it stops the run rather than leave a
+/// request uncounted.
+fn reraise(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = joined
+        && error.is_panic()
+    {
+        std::panic::resume_unwind(error.into_panic());
+    }
 }
 
 /// `--bodies`' lines; refused up front if they are fewer than the run sends, since a run
@@ -391,6 +421,22 @@ mod tests {
         let phones: std::collections::HashSet<u64> =
             (0..EVENT_PHONES).map(|s| s * 7919 % EVENT_PHONES).collect();
         assert_eq!(phones.len() as u64, EVENT_PHONES);
+    }
+
+    #[test]
+    fn rates_seconds_and_in_flight_out_of_range_are_refused_before_a_run() {
+        let valid = LoadOptions::defaults();
+        assert!(check(&valid).is_ok());
+        let with = |change: fn(&mut LoadOptions)| {
+            let mut options = valid.clone();
+            change(&mut options);
+            check(&options).unwrap_err().to_string()
+        };
+        assert!(with(|o| o.rate = 0.0).starts_with("--rate 0"));
+        assert!(with(|o| o.rate = f64::NAN).starts_with("--rate NaN"));
+        assert!(with(|o| o.window_secs = -1.0).contains("--window-secs -1"));
+        assert!(with(|o| o.warmup_secs = f64::INFINITY).contains("--warmup-secs inf"));
+        assert!(with(|o| o.max_in_flight = 0).starts_with("--max-in-flight 0"));
     }
 
     #[test]
