@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,6 +16,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use super::lock;
 use super::record::{Outcome, Tally};
 use super::request::{BeatRequest, BeatTime};
 use super::response::{Answer, ReadError, ResponseReader};
@@ -78,10 +79,6 @@ pub async fn pace(schedule: Schedule, phones: &[Mutex<BeatRequest>], lanes: Vec<
 
 /// The pacer's end of one connection.
 pub type Lane = UnboundedSender<Batch>;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Why a connection was given up (and a new one opened for the next batch).
 #[derive(Debug, thiserror::Error)]

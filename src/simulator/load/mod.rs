@@ -252,6 +252,12 @@ pub async fn run(options: LoadOptions, target: Target) -> std::io::Result<LoadRe
     Ok(report)
 }
 
+/// A mutex's value even if a holder panicked: the load generator's shared state (counts,
+/// prebuilt requests, idle connections) stays usable, and a panic is reported on its own.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// `--path`: plays the callback path `options.path` alone against `cphub` at `--rate` a
 /// second, for the warm-up and the window (paths.rs).
 pub async fn run_path(options: &LoadOptions, cphub: &str) -> std::io::Result<LoadReport> {
@@ -533,8 +539,6 @@ impl Run {
     /// built here, once, not at each beat.
     fn play(&self, index: usize, session: Option<&Assignment>) {
         let request = BeatRequest::new(&self.endpoint, &self.phone_ids[index], session);
-        *self.beats[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = request;
+        *lock(&self.beats[index]) = request;
     }
 }

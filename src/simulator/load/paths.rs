@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use super::lock;
 use super::LoadOptions;
 use super::record::{Kind, LoadReport, Outcome, Recorder, ReportHeader, Timing};
 use super::request::Endpoint;
@@ -361,10 +362,6 @@ impl PathRun {
             since: Instant::now(),
         })
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn read_answer(tcp: &mut TcpStream, reader: &mut ResponseReader) -> io::Result<Answer> {

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::time::Instant;
+
+use super::lock;
 
 /// The requests a fleet makes: the phones' callbacks (heartbeat 6.4, sign check 6.1, enter
 /// 6.2, quit 6.3) and the game platform's mint.
@@ -187,10 +189,6 @@ impl Recorder {
             header,
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What the run was asked to play.
