@@ -23,17 +23,25 @@ use crate::telemetry::ErrorChain;
 const GONE: &str = "the control plane no longer lists the phone (4.3.1); not updated";
 
 
+/// At the third drain deadline a phone meets still not serving, it is given up: failed,
+/// not counted against `max_failures` (it says nothing of the version). Taken again by every
+/// later batch, a phone the operator keeps stopped would otherwise be drained and skipped
+/// for good, and the rollout never end (migration 0037).
+const NOT_SERVING_SKIPS: i64 = 3;
+
 /// Between the job ids of one phone's update in `rollout_phones.job_id`: 5.3.7 starts one
 /// job per version (Table 5-36). Job ids are hex (4.4.1), so a comma cannot be in one.
 const JOB_SEPARATOR: &str = ",";
 
-/// The failures batch `batch` counts against `max_failures`: a phone gone from the control
-/// plane says nothing of the version, failed for that (GONE), or failed otherwise (its
-/// update or verification cut short) and gone since.
+/// The failures batch `batch` counts against `max_failures`. Not those that say nothing of
+/// the version: a phone gone from the control plane, failed for that (GONE) or failed
+/// otherwise (its update or verification cut short) and gone since; one given up for not
+/// serving ([`NOT_SERVING_SKIPS`]).
 fn failures_of(phones: &[RolloutPhone], batch: i64) -> i64 {
     (phones.iter())
         .filter(|p| p.state == PhoneStep::Failed && p.batch == Some(batch))
         .filter(|p| p.error.as_deref() != Some(GONE) && !p.unlisted)
+        .filter(|p| p.not_serving_skips < NOT_SERVING_SKIPS)
         .count() as i64
 }
 
@@ -121,15 +129,43 @@ impl Rollouts {
         let not_serving = self.not_serving(phone);
         if let Some(why) = not_serving.as_ref().filter(|_| overdue) {
             // Waited on for good, it held its batch, and every later one, for ever.
-            let why = format!("{why} at the drain deadline; a later batch takes it again");
-            tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "rollout skips a phone: {why}");
-            return self.move_phone(phone, PhoneStep::Skipped, Some(&why)).await;
+            return self.skip_not_serving(rollout, phone, why).await;
         }
         if !free || not_serving.is_some() || *budget == 0 {
             return Ok(());
         }
         *budget -= 1;
         self.send_update(rollout, phone).await
+    }
+
+    /// A drained phone still not serving at the drain deadline: skipped, for a later batch
+    /// to take again; given up (failed, uncounted) the [`NOT_SERVING_SKIPS`]th time.
+    async fn skip_not_serving(
+        &self,
+        rollout: &Rollout,
+        phone: &RolloutPhone,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let skips = phone.not_serving_skips + 1;
+        let (to, why) = match skips >= NOT_SERVING_SKIPS {
+            true => (
+                PhoneStep::Failed,
+                format!(
+                    "{why} at the drain deadline, {skips} times: given up, not updated \
+                     (not counted against max_failures)"
+                ),
+            ),
+            false => (
+                PhoneStep::Skipped,
+                format!("{why} at the drain deadline; a later batch takes it again"),
+            ),
+        };
+        tracing::info!(rollout = rollout.id, phone_id = %phone.phone_id, "rollout {} a phone: {why}", to.as_str());
+        let mut change = self.change(phone, to);
+        change.not_serving = true;
+        change.error = Some(&why);
+        self.store.step_rollout_phone(&change).await?;
+        Ok(())
     }
 
     /// Why a drained phone is not to be updated now, whoever's doing that is: being
@@ -496,6 +532,7 @@ impl Rollouts {
             from: phone.state,
             to,
             attempt: false,
+            not_serving: false,
             only_if_free: false,
             request_id: None,
             job_id: None,

@@ -125,6 +125,8 @@ pub struct RolloutPhone {
     pub batch: Option<i64>,
     /// Updates sent (or maybe sent: the count goes up before the call).
     pub attempts: i64,
+    /// Times skipped for not serving at the drain deadline (migration 0037).
+    pub not_serving_skips: i64,
     pub request_id: Option<String>,
     pub job_id: Option<String>,
     pub error: Option<String>,
@@ -159,6 +161,9 @@ pub struct StepChange<'a> {
     pub to: PhoneStep,
     /// Adds one to `attempts`: set when an update is about to be sent.
     pub attempt: bool,
+    /// Adds one to `not_serving_skips`: set when the phone is skipped (or given up) for
+    /// not serving at the drain deadline.
+    pub not_serving: bool,
     /// Moves only a phone in no session and held for none, read under its row's lock: an
     /// update is never sent to a phone a mint has just given out (see [`phone_is_free`]).
     pub only_if_free: bool,
@@ -194,8 +199,9 @@ macro_rules! rollout_columns {
 /// ways the book knows one), being recovered (marked, or a recovery still pending).
 macro_rules! rollout_phone_select {
     () => {
-        "SELECT r.rollout_id, r.phone_id, r.state, r.batch, r.attempts, r.request_id, \
-           r.job_id, r.error, r.drained_at, r.submitted_at, r.job_ended_at, r.finished_at, \
+        "SELECT r.rollout_id, r.phone_id, r.state, r.batch, r.attempts, r.not_serving_skips, \
+           r.request_id, r.job_id, r.error, r.drained_at, r.submitted_at, r.job_ended_at, \
+           r.finished_at, \
            r.updated_at, p.server_id, p.last_seen_at, p.cph_status, \
            (p.allocated_session_id IS NOT NULL OR p.current_session_id IS NOT NULL \
              OR p.heartbeat_session_id IS NOT NULL) AS in_session, \
@@ -481,6 +487,7 @@ pub(super) async fn step<D: Sql>(tx: &mut D, c: &StepChange<'_>) -> Result<bool,
         PhoneStep::Done | PhoneStep::Failed | PhoneStep::Skipped
     );
     let sql = "UPDATE rollout_phones SET state = $3, attempts = attempts + $4, \
+                 not_serving_skips = not_serving_skips + $11, \
                  request_id = COALESCE($5, request_id), job_id = COALESCE($6, job_id), \
                  error = $7, updated_at = $8, \
                  submitted_at = CASE WHEN $3 = 'updating' AND $4 = 1 THEN $8 \
@@ -499,6 +506,7 @@ pub(super) async fn step<D: Sql>(tx: &mut D, c: &StepChange<'_>) -> Result<bool,
         c.now,
         finished,
         c.from.as_str(),
+        i64::from(c.not_serving),
     ];
     let moved = tx.execute(sql, &args).await? == 1;
     if moved && c.from.is_drained() != c.to.is_drained() {

@@ -37,7 +37,7 @@ backend_tests!(
     phones_listing_versions_without_ids_as_5_3_6_shows_are_done_after_their_jobs,
     a_version_refused_in_5_3_7s_answer_fails_the_phone_even_when_5_3_6_names_no_version,
     a_phone_whose_first_job_failed_stays_out_of_the_pool_until_its_others_end_5_3_7,
-    a_drained_phone_still_stopped_at_the_drain_deadline_is_skipped_and_the_rollout_goes_on_4_3_1,
+    a_drained_phone_still_stopped_at_the_drain_deadline_is_skipped_then_given_up_and_the_rollout_ends_4_3_1,
 );
 
 pub(crate) const APP: &str = "sim.game";
@@ -1210,7 +1210,12 @@ async fn show_job_reads(rig: &Rig) -> f64 {
 /// Chapter 4.3.1: a phone the operator stopped (8), drained alone in the first batch, is not
 /// updated; at the drain deadline it is skipped, saying why, and the batches after it go on.
 /// Before, it was waited on for good: its batch never ended, and no other phone was updated.
-async fn a_drained_phone_still_stopped_at_the_drain_deadline_is_skipped_and_the_rollout_goes_on_4_3_1(
+/// Taken again by the later batches and still stopped, it is given up at the third drain
+/// deadline (migration 0037): failed, not counted against `max_failures` (0 here, so a
+/// counted failure would pause the rollout), and the rollout ends. Before, it went drained
+/// → skipped → drained for as long as the operator kept it stopped, and the rollout never
+/// ended.
+async fn a_drained_phone_still_stopped_at_the_drain_deadline_is_skipped_then_given_up_and_the_rollout_ends_4_3_1(
     backend: Backend,
 ) {
     let (rig, ids) = three_phones_the_first_stopped(backend).await;
@@ -1244,6 +1249,19 @@ async fn a_drained_phone_still_stopped_at_the_drain_deadline_is_skipped_and_the_
             .all(|id| text(&phone_of(&now, id)["state"]) == "done")
     })
     .await;
+
+    rig.wait(|| async { rig.rollout(id).await["state"] != "running" })
+        .await;
+    let ended = rig.rollout(id).await;
+    assert_eq!(ended["state"], "done", "{ended}");
+    let given_up = phone_of(&ended, stopped);
+    assert_eq!(given_up["state"], "failed", "{given_up}");
+    assert_eq!(given_up["not_serving_skips"], 3, "{given_up}");
+    let why = text(&given_up["error"]);
+    assert!(
+        why.contains("4.3.1 status 8") && why.contains("3 times: given up"),
+        "{given_up}"
+    );
     assert_eq!(
         rig.updates_of(stopped),
         0,

@@ -40,6 +40,7 @@ fn send_update(rollout_id: i64, phone_id: &PhoneId) -> StepChange<'_> {
         from: PhoneStep::Draining,
         to: PhoneStep::Updating,
         attempt: true,
+        not_serving: false,
         only_if_free: true,
         request_id: None,
         job_id: None,
@@ -202,6 +203,7 @@ async fn a_phone_moves_only_from_the_step_it_is_at_so_its_update_is_sent_once_5_
         from: PhoneStep::Updating,
         to: PhoneStep::Updating,
         attempt: false,
+        not_serving: false,
         only_if_free: false,
         job_id: Some("job-1"),
         ..send.clone()
@@ -217,6 +219,7 @@ async fn a_phone_moves_only_from_the_step_it_is_at_so_its_update_is_sent_once_5_
         from: PhoneStep::Updating,
         to: PhoneStep::Done,
         attempt: false,
+        not_serving: false,
         only_if_free: false,
         job_id: None,
         ..send
@@ -375,6 +378,7 @@ async fn step(store: &TestStore, id: i64, from: PhoneStep, to: PhoneStep) {
         from,
         to,
         attempt: false,
+        not_serving: false,
         only_if_free: false,
         ..send_update(id, &phone)
     };
@@ -498,6 +502,7 @@ async fn a_phone_refused_its_send_rests_in_the_pool_before_a_batch_takes_it_agai
         from: PhoneStep::Updating,
         to: PhoneStep::Pending,
         attempt: false,
+        not_serving: false,
         only_if_free: false,
         error: Some("not sent (5.3.7), tried again: CPS.0003"),
         ..send_update(id, &p1)
@@ -507,6 +512,7 @@ async fn a_phone_refused_its_send_rests_in_the_pool_before_a_batch_takes_it_agai
         from: PhoneStep::Draining,
         to: PhoneStep::Skipped,
         attempt: false,
+        not_serving: false,
         only_if_free: false,
         ..send_update(id, &p2)
     };
