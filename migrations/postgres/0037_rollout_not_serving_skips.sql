@@ -4,4 +4,4 @@
 -- to go drained → skipped → drained for good and the rollout never ended. At the third
 -- such skip the phone fails instead, saying why; the failure says nothing of the version,
 -- so it is not counted against the rollout's `max_failures`.
-ALTER TABLE rollout_phones ADD COLUMN not_serving_skips INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE rollout_phones ADD COLUMN not_serving_skips BIGINT NOT NULL DEFAULT 0;
