@@ -221,6 +221,7 @@ async fn note_account_refusal(
         phone_state: None,
         diagnostics: Default::default(),
         unheard_since: None,
+        in_flight_cap: None,
     };
     let recorded = match store::connect(&settings.database).await {
         Ok(book) => book.start_recovery(&record).await.map(drop),

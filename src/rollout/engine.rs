@@ -196,6 +196,9 @@ impl Rollouts {
     async fn send_update(&self, rollout: &Rollout, phone: &RolloutPhone) -> Result<(), StoreError> {
         let mut change = self.change(phone, PhoneStep::Updating);
         change.attempt = true;
+        // The budget was read at the tick's start; an operator's reset or another
+        // replica's job may have taken the last place since.
+        change.in_flight_cap = Some(self.max_in_flight);
         // Free as read: checked again under the phone's lock. Busy: a forced update.
         change.only_if_free = !phone.in_session;
         if !self.store.step_rollout_phone(&change).await? {
@@ -533,6 +536,7 @@ impl Rollouts {
             to,
             attempt: false,
             not_serving: false,
+            in_flight_cap: None,
             only_if_free: false,
             request_id: None,
             job_id: None,

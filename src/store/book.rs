@@ -518,6 +518,11 @@ pub(super) async fn start_recovery<D: Sql>(
         {
             return Err(StoreError::PhoneHeard(r.phone_id.to_string()));
         }
+        if let Some(cap) = r.in_flight_cap
+            && !room_for_a_job(tx, cap).await?
+        {
+            return Err(StoreError::InFlightCap(cap));
+        }
     }
     let sql = concat!(
         "INSERT INTO recoveries \
@@ -550,6 +555,26 @@ pub(super) async fn start_recovery<D: Sql>(
         .await?;
     }
     Ok(recovery)
+}
+
+/// Advisory lock key (PostgreSQL) of the count of jobs in flight: "cphubjob" in ASCII.
+const JOBS_IN_FLIGHT_LOCK: i64 = 0x6370_6875_626a_6f62;
+
+/// Whether fewer than `cap` recovery and rollout update jobs run, counted under one lock
+/// held to the end of the transaction, which writes the new job's row: two writers (two
+/// replicas, the watchdog's pass and an operator's request, a rollout) cannot both take the
+/// last place. SQLite's one writer serializes them already. Taken after the phone's row
+/// lock, in every writer.
+pub(super) async fn room_for_a_job<D: Sql>(tx: &mut D, cap: usize) -> Result<bool, StoreError> {
+    if D::LOCKS_ROWS {
+        let lock = "SELECT pg_advisory_xact_lock($1)";
+        tx.execute(lock, &args![JOBS_IN_FLIGHT_LOCK]).await?;
+    }
+    let sql = "SELECT (SELECT COUNT(*) FROM recoveries WHERE outcome = 'pending') \
+                 + (SELECT COUNT(*) FROM rollout_phones WHERE state = 'updating')";
+    let row: Option<(i64,)> = tx.fetch_optional(sql, &[]).await?;
+    let running = row.map_or(0, |(n,)| n);
+    Ok(running < i64::try_from(cap).unwrap_or(i64::MAX))
 }
 
 /// Whether cphub heard the phone (a heartbeat received: `last_seen_at`) at or after `since`,

@@ -130,6 +130,12 @@ pub enum StoreError {
     /// Nothing was written, and nothing may be sent.
     #[error("phone {0} was heard again; not recovering it")]
     PhoneHeard(String),
+    /// A recovery or a rollout update was about to be written while `watchdog.max_in_flight`
+    /// (the number given) jobs already run, counted under one lock across replicas: a
+    /// watchdog pass, an operator's request and the rollout engine each checked the cap on
+    /// their own read, seconds earlier. Nothing was written, and nothing may be sent.
+    #[error("{0} recovery and update jobs are already running (watchdog.max_in_flight)")]
+    InFlightCap(usize),
 }
 
 /// What a database error carries until the store names the operation it happened in.
@@ -393,6 +399,9 @@ pub struct NewRecovery {
     /// ([`StoreError::PhoneHeard`]) when the phone was heard at or after this, i.e. it came
     /// back while the recovery was being prepared (the re-read, a reset's diagnostics).
     pub unheard_since: Option<UtcTime>,
+    /// A pending recovery: refused ([`StoreError::InFlightCap`]) when this many recovery
+    /// and rollout update jobs already run (`watchdog.max_in_flight`).
+    pub in_flight_cap: Option<usize>,
 }
 
 /// An encoding server as the control plane lists it (chapter 4.6.1), to store.

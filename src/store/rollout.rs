@@ -161,6 +161,9 @@ pub struct StepChange<'a> {
     pub to: PhoneStep,
     /// Adds one to `attempts`: set when an update is about to be sent.
     pub attempt: bool,
+    /// With `attempt`: moves only while fewer than this many recovery and update jobs run
+    /// (`watchdog.max_in_flight`), counted under the lock a recovery takes too.
+    pub in_flight_cap: Option<usize>,
     /// Adds one to `not_serving_skips`: set when the phone is skipped (or given up) for
     /// not serving at the drain deadline.
     pub not_serving: bool,
@@ -476,6 +479,11 @@ pub(super) async fn step<D: Sql>(tx: &mut D, c: &StepChange<'_>) -> Result<bool,
     if c.attempt {
         let (recovering, updating) = super::book::phone_claims(tx, c.phone_id).await?;
         if recovering || updating.is_some_and(|other| other != c.rollout_id) {
+            return Ok(false);
+        }
+        if let Some(cap) = c.in_flight_cap
+            && !super::book::room_for_a_job(tx, cap).await?
+        {
             return Ok(false);
         }
     }

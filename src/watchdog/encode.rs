@@ -137,8 +137,16 @@ impl Watchdog {
             phone_state: None,
             diagnostics: Default::default(),
             unheard_since: None,
+            in_flight_cap: Some(self.settings.max_in_flight),
         };
-        let recovery = self.store.start_recovery(&record).await?;
+        let recovery = match self.store.start_recovery(&record).await {
+            Ok(recovery) => recovery,
+            Err(StoreError::InFlightCap(cap)) => {
+                tracing::info!(encode_server_id = %id, cap, "encoding server not restarted now: watchdog.max_in_flight jobs were started meanwhile");
+                return Ok(false);
+            }
+            Err(error) => return Err(error.into()),
+        };
         tracing::warn!(encode_server_id = %id, server_id = server.server_id, dry_run, "watchdog restarts an abnormal encoding server");
         if dry_run {
             return Ok(false);

@@ -195,6 +195,7 @@ impl Watchdog {
             phone_state: None,
             diagnostics: Default::default(),
             unheard_since: None,
+            in_flight_cap: None,
         };
         self.store.start_recovery(&record).await?;
         self.metrics.server_incidents.inc();

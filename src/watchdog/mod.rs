@@ -477,7 +477,8 @@ impl Watchdog {
                             Err(
                                 WatchdogError::InProgress(_)
                                 | WatchdogError::InRollout { .. }
-                                | WatchdogError::Heard(_),
+                                | WatchdogError::Heard(_)
+                                | WatchdogError::InFlightCap,
                             ) => Ok(false),
                             Err(error) => Err(error),
                         }
@@ -531,6 +532,7 @@ impl Watchdog {
             phone_state: None,
             diagnostics: Default::default(),
             unheard_since: None,
+            in_flight_cap: None,
         };
         self.store.start_recovery(&record).await?;
         self.metrics
@@ -646,6 +648,7 @@ impl Watchdog {
             phone_state: (!self.settings.dry_run).then_some(RecoveryMark::Broken),
             diagnostics: Default::default(),
             unheard_since: None,
+            in_flight_cap: None,
         };
         self.store.start_recovery(&record).await?;
         self.metrics
@@ -697,12 +700,17 @@ impl Watchdog {
             // Decided on the pass's snapshot, then seconds of reads and diagnostics: a phone
             // heard meanwhile may have a player again, whom a reset would cut off.
             unheard_since: (reason == Reason::Stale).then(|| now.minus(self.stale_after)),
+            in_flight_cap: Some(self.settings.max_in_flight),
         };
         let recovery = match self.store.start_recovery(&record).await {
             Ok(recovery) => recovery,
             Err(StoreError::PhoneHeard(phone)) => {
                 tracing::info!(%phone_id, action = action.as_str(), "recovery not sent: the phone was heard again while it was being prepared");
                 return Err(WatchdogError::Heard(phone));
+            }
+            Err(StoreError::InFlightCap(cap)) => {
+                tracing::info!(%phone_id, action = action.as_str(), cap, "recovery not sent: watchdog.max_in_flight jobs were started meanwhile (another replica, an operator, a rollout)");
+                return Err(WatchdogError::InFlightCap);
             }
             Err(StoreError::PhoneBusy { phone, rollout }) => {
                 tracing::info!(%phone_id, action = action.as_str(), "recovery not sent: another one, or a rollout update, was decided for the phone meanwhile");
@@ -781,6 +789,7 @@ impl Watchdog {
             phone_state: None,
             diagnostics: Default::default(),
             unheard_since: None,
+            in_flight_cap: None,
         };
         let recovery = self.store.start_recovery(&record).await?;
         self.metrics

@@ -20,6 +20,7 @@ backend_tests!(
     an_automatic_reset_runs_the_diagnostics_first_4_7_5,
     commands_beyond_the_limits_of_4_7_5_are_refused_before_any_call,
     a_phone_heard_again_while_its_reset_is_prepared_is_not_reset_4_3_5,
+    two_resets_prepared_at_once_never_run_more_jobs_than_max_in_flight_4_3_5,
 );
 
 const BOOTED: &str = "getprop sys.boot_completed";
@@ -183,6 +184,45 @@ async fn a_phone_heard_again_while_its_reset_is_prepared_is_not_reset_4_3_5(back
         0,
         "no reset sent"
     );
+    fleet.simulator.stop().await;
+}
+
+/// `watchdog.max_in_flight` is 1. Two manual resets (4.3.5) of two phones asked at once
+/// both find no job in flight, then spend 2 s preparing (a diagnostic, 4.7.5, answered
+/// after 2 s here). Only one may be sent: the cap is counted again as each recovery is
+/// logged, under one lock. Before, both were sent, two jobs against a cap of one; the
+/// same held for a watchdog pass, another replica or a rollout deciding meanwhile.
+async fn two_resets_prepared_at_once_never_run_more_jobs_than_max_in_flight_4_3_5(
+    backend: Backend,
+) {
+    let config = format!("max_in_flight = 1\n{}", watchdog(5000));
+    let fleet = start(backend, 2, &config, |_| {}).await;
+    can(&fleet, BOOTED, "1");
+    let ids = fleet.simulator.phone_ids();
+    (fleet.simulator.faults).hang_commands(Some(Duration::from_secs(2)));
+
+    let (first, second) = tokio::join!(
+        manual(&fleet.app, &ids[0], "reset"),
+        manual(&fleet.app, &ids[1], "reset")
+    );
+    let mut statuses = [first.status().as_u16(), second.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 409], "one reset sent, one refused");
+    let refused = match first.status().as_u16() {
+        409 => first,
+        _ => second,
+    };
+    let body = assert_error(refused, 409, "CPHUB.RECOVERY_REFUSED").await;
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_in_flight")),
+        "{body}"
+    );
+    let resets: usize = (ids.iter())
+        .map(|id| jobs_of(&fleet.simulator, id, JobKind::Reset))
+        .sum();
+    assert_eq!(resets, 1, "resets sent against a cap of one");
     fleet.simulator.stop().await;
 }
 

@@ -499,6 +499,7 @@ pub fn server_incident(server: &str, time: &str) -> NewRecovery {
         phone_state: None,
         diagnostics: Default::default(),
         unheard_since: None,
+        in_flight_cap: None,
     }
 }
 

@@ -160,6 +160,7 @@ async fn a_phone_being_recovered_or_broken_is_not_allocated(backend: Backend) {
             phone_state: Some(mark),
             diagnostics: Default::default(),
             unheard_since: None,
+            in_flight_cap: None,
         };
         store.start_recovery(&recovery).await.unwrap();
     }

@@ -30,6 +30,7 @@ backend_tests!(
     each_state_change_writes_one_fleet_rollout_event_with_the_phones_per_step,
     a_phone_takes_one_recovery_or_update_at_a_time_however_they_interleave,
     a_silent_phones_recovery_is_refused_once_it_is_heard_again,
+    recoveries_and_updates_written_at_once_never_run_more_jobs_than_the_cap,
 );
 
 /// A drained phone about to be sent its update (5.3.7), at 19:00.
@@ -41,6 +42,7 @@ fn send_update(rollout_id: i64, phone_id: &PhoneId) -> StepChange<'_> {
         to: PhoneStep::Updating,
         attempt: true,
         not_serving: false,
+        in_flight_cap: None,
         only_if_free: true,
         request_id: None,
         job_id: None,
@@ -204,6 +206,7 @@ async fn a_phone_moves_only_from_the_step_it_is_at_so_its_update_is_sent_once_5_
         to: PhoneStep::Updating,
         attempt: false,
         not_serving: false,
+        in_flight_cap: None,
         only_if_free: false,
         job_id: Some("job-1"),
         ..send.clone()
@@ -220,6 +223,7 @@ async fn a_phone_moves_only_from_the_step_it_is_at_so_its_update_is_sent_once_5_
         to: PhoneStep::Done,
         attempt: false,
         not_serving: false,
+        in_flight_cap: None,
         only_if_free: false,
         job_id: None,
         ..send
@@ -282,6 +286,7 @@ fn pending_restart(phone: &str) -> NewRecovery {
         phone_state: Some(RecoveryMark::Recovering),
         diagnostics: Default::default(),
         unheard_since: None,
+        in_flight_cap: None,
     }
 }
 
@@ -371,6 +376,54 @@ async fn a_phone_takes_one_recovery_or_update_at_a_time_however_they_interleave(
     assert_eq!(store.pending_recoveries().await.unwrap().len(), 1);
 }
 
+/// `watchdog.max_in_flight` counted where the jobs are written: each writer (replicas, the
+/// watchdog's pass, an operator's request, the rollout engine) read the count seconds
+/// before, so eight recoveries of eight phones written at once under a cap of 3 leave 3
+/// pending and refuse 5, and an update is sent only once a place is free again.
+async fn recoveries_and_updates_written_at_once_never_run_more_jobs_than_the_cap(backend: Backend) {
+    let store = open(backend).await;
+    let phones: Vec<String> = (1..=10).map(|n| format!("p-{n}")).collect();
+    let names: Vec<&str> = phones.iter().map(String::as_str).collect();
+    idle_phones(&store, &names, "18:59:00").await;
+    let id = drain_all(&store, &["p-9"]).await;
+
+    let mut racers = tokio::task::JoinSet::new();
+    for phone in &names[..8] {
+        let shared = store.shared();
+        let restart = NewRecovery {
+            in_flight_cap: Some(3),
+            ..pending_restart(phone)
+        };
+        racers.spawn(async move { shared.start_recovery(&restart).await });
+    }
+    let tries = racers.join_all().await;
+
+    let pending = tries.iter().filter(|t| t.is_ok()).count();
+    assert_eq!(pending, 3, "{tries:?}");
+    for refused in tries.iter().filter_map(|t| t.as_ref().err()) {
+        assert!(matches!(refused, StoreError::InFlightCap(3)), "{refused:?}");
+    }
+    assert_eq!(store.pending_recoveries().await.unwrap().len(), 3);
+
+    let last = pid("p-9");
+    let capped = |cap| StepChange {
+        in_flight_cap: Some(cap),
+        ..send_update(id, &last)
+    };
+    let sent = store.step_rollout_phone(&capped(3)).await.unwrap();
+    assert!(!sent, "an update sent with 3 jobs running under a cap of 3");
+    assert!(store.step_rollout_phone(&capped(4)).await.unwrap());
+    let fifth = NewRecovery {
+        in_flight_cap: Some(4),
+        ..pending_restart("p-10")
+    };
+    let refused = store.start_recovery(&fifth).await;
+    assert!(
+        matches!(refused, Err(StoreError::InFlightCap(4))),
+        "the update counts: {refused:?}"
+    );
+}
+
 /// Moves p-1 of rollout `id` from `from` to `to` at 19:00.
 async fn step(store: &TestStore, id: i64, from: PhoneStep, to: PhoneStep) {
     let phone = pid("p-1");
@@ -379,6 +432,7 @@ async fn step(store: &TestStore, id: i64, from: PhoneStep, to: PhoneStep) {
         to,
         attempt: false,
         not_serving: false,
+        in_flight_cap: None,
         only_if_free: false,
         ..send_update(id, &phone)
     };
@@ -503,6 +557,7 @@ async fn a_phone_refused_its_send_rests_in_the_pool_before_a_batch_takes_it_agai
         to: PhoneStep::Pending,
         attempt: false,
         not_serving: false,
+        in_flight_cap: None,
         only_if_free: false,
         error: Some("not sent (5.3.7), tried again: CPS.0003"),
         ..send_update(id, &p1)
@@ -513,6 +568,7 @@ async fn a_phone_refused_its_send_rests_in_the_pool_before_a_batch_takes_it_agai
         to: PhoneStep::Skipped,
         attempt: false,
         not_serving: false,
+        in_flight_cap: None,
         only_if_free: false,
         ..send_update(id, &p2)
     };
