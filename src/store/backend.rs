@@ -585,8 +585,21 @@ impl<B: Backend> Store for B {
         since: UtcTime,
         now: UtcTime,
     ) -> Result<u64, StoreError> {
-        let replayed = in_transaction!(self, outbox::replay(endpoint, since, now));
-        replayed.map_err(during("replay_webhooks"))
+        // Chunk by chunk, each its own write, in outbox order: the endpoint gets each
+        // subject's events in order as ever, and the writer is never held for long. A
+        // replay that fails part-way has put back the chunks before the failure; asked
+        // again, it puts them back again and goes on (docs/webhooks.md).
+        let range = outbox::replay_range(&mut self.reader(), since).await;
+        let Some((first, last)) = range.map_err(during("replay_webhooks"))? else {
+            return Ok(0);
+        };
+        let mut replayed = 0;
+        for start in (first..=last).step_by(outbox::REPLAY_CHUNK as usize) {
+            let seqs = start..start.saturating_add(outbox::REPLAY_CHUNK);
+            let chunk = in_transaction!(self, outbox::replay(endpoint, since, seqs, now));
+            replayed += chunk.map_err(during("replay_webhooks"))?;
+        }
+        Ok(replayed)
     }
 
     async fn open_account_pause(

@@ -837,13 +837,34 @@ pub(super) async fn retry(
         > 0)
 }
 
-/// Sends `filter`'s endpoint again every event of its types that happened since `since`,
-/// under the same ids: new deliveries, or delivered/failed ones put back to pending (taken
-/// from an attempt in flight as [`retry`] does).
+/// How many outbox rows (by `seq`) one write of a replay covers. A replay is as large as
+/// the operator's window (a busy day is tens of millions of events), and SQLite has one
+/// writer: a single statement held it, and every callback behind it, for seconds a
+/// million rows (2.6 s to create a million deliveries, 4.4 s to put them back to pending,
+/// measured with the `sqlite3` shell on a book of a million events). 5,000 rows took 12 to
+/// 40 ms there; 2,000 keep a callback's wait behind one chunk within its p99 target.
+pub(super) const REPLAY_CHUNK: i64 = 2_000;
+
+/// The first and last `seq` of the events that happened since `since`; None when none
+/// did. Read before a replay's chunks: events recorded after it are fanned out anyway.
+pub(super) async fn replay_range(
+    db: &mut impl Sql,
+    since: UtcTime,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    let sql = "SELECT min(seq), max(seq) FROM webhook_events WHERE occurred_at >= $1";
+    let row: Option<(Option<i64>, Option<i64>)> = db.fetch_optional(sql, &args![since]).await?;
+    Ok(row.and_then(|(first, last)| first.zip(last)))
+}
+
+/// Sends `filter`'s endpoint again every event of its types that happened since `since`
+/// among the outbox rows `seqs` (a chunk of [`replay_range`]), under the same ids: new
+/// deliveries, or delivered/failed ones put back to pending (taken from an attempt in
+/// flight as [`retry`] does).
 pub(super) async fn replay(
     tx: &mut impl Sql,
     filter: &EndpointFilter,
     since: UtcTime,
+    seqs: std::ops::Range<i64>,
     now: UtcTime,
 ) -> Result<u64, StoreError> {
     let types: Vec<&str> = filter.events.iter().map(|t| t.as_str()).collect();
@@ -851,11 +872,18 @@ pub(super) async fn replay(
     let sql = "INSERT INTO webhook_deliveries (endpoint, event_seq, subject, state, \
                  attempts, next_attempt_at, created_at, updated_at) \
                SELECT $1, seq, subject, 'pending', 0, $3, $3, $3 FROM webhook_events \
-               WHERE occurred_at >= $2 \
+               WHERE seq >= $5 AND seq < $6 AND occurred_at >= $2 \
                  AND ($4 = '' OR (',' || $4 || ',') LIKE ('%,' || type || ',%')) \
                ON CONFLICT (endpoint, event_seq) DO UPDATE SET state = 'pending', \
                  attempts = 0, next_attempt_at = excluded.next_attempt_at, \
                  updated_at = excluded.updated_at, leased_by = NULL";
-    let args = args![filter.name.as_str(), since, now, types.as_str()];
+    let args = args![
+        filter.name.as_str(),
+        since,
+        now,
+        types.as_str(),
+        seqs.start,
+        seqs.end
+    ];
     Ok(tx.execute(sql, &args).await?)
 }

@@ -24,6 +24,7 @@ backend_tests!(
     a_queue_assignment_is_reported_before_its_session_starts,
     ticks_are_written_once_each_while_playing_and_stop_when_the_session_ends,
     a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_again,
+    a_replay_over_many_chunks_puts_back_each_event_since_its_time_once,
     the_oldest_undelivered_is_per_endpoint_and_counts_what_is_not_fanned_out,
     a_claims_attempts_recorded_together_each_move_their_own_delivery_on,
     the_next_claim_records_the_last_claims_attempts_first_in_its_transaction,
@@ -401,6 +402,52 @@ fn delivered(seq: i64, now: &str) -> AttemptRecord {
         next: NextStep::Delivered,
         lease: "a".to_owned(),
     }
+}
+
+/// A replay is written chunk by chunk (2,000 outbox rows each) so that SQLite's one writer
+/// is never held for long. 6,000 sessions started, alternately at 19:00 and 19:10, span
+/// three chunks: a replay since 19:05 makes exactly the 3,000 later ones' deliveries, each
+/// once, and asked again puts the same 3,000 back; one since 19:20 makes none.
+async fn a_replay_over_many_chunks_puts_back_each_event_since_its_time_once(backend: Backend) {
+    let store = open(backend).await;
+    let starts: Vec<_> = (0..6_000)
+        .map(|n| {
+            let time = if n % 2 == 0 { "19:00:00" } else { "19:10:00" };
+            enter(&format!("s-{n}"), &format!("p-{n}"), time)
+        })
+        .collect();
+    for batch in starts.chunks(500) {
+        apply(&store, batch).await;
+    }
+    let billing = EndpointFilter {
+        name: "billing".to_owned(),
+        events: vec![WebhookEventType::SessionStarted],
+    };
+
+    let first = store.replay_webhooks(&billing, at("19:05:00"), at("19:20:00"));
+    assert_eq!(first.await.unwrap(), 3_000);
+    let again = store.replay_webhooks(&billing, at("19:05:00"), at("19:21:00"));
+    assert_eq!(again.await.unwrap(), 3_000);
+    let none = store.replay_webhooks(&billing, at("19:20:00"), at("19:21:00"));
+    assert_eq!(none.await.unwrap(), 0);
+    let claimed = store
+        .claim_webhook_deliveries(&Claim {
+            limit: 5_000,
+            ..claim("a", "19:21:00")
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3_000, "one delivery per event since 19:05");
+    let started_at_1910 = |id: &str| {
+        let n = id.strip_prefix("evt_session.started_s-");
+        n.and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n % 2 == 1)
+    };
+    let strays: Vec<_> = (claimed.iter())
+        .map(|d| d.event.id.as_str())
+        .filter(|id| !started_at_1910(id))
+        .collect();
+    assert!(strays.is_empty(), "not a start of 19:10: {strays:?}");
 }
 
 async fn a_claim_holds_one_delivery_per_subject_and_a_replay_sends_the_same_ids_again(
