@@ -35,18 +35,56 @@ impl Auth {
 }
 
 /// A project-scoped IAM token, fetched once and reused until shortly before it expires
-/// (tokens live 24 h; fetching one per call would hammer IAM).
+/// (tokens live 24 h; fetching one per call would hammer IAM, chapter 3's note). After a
+/// failed fetch IAM is not asked again for a while: every CPH call (phone sync, the
+/// watchdog, rollouts, job polls) needs a token, and asking once each with a wrong
+/// password would lock the IAM user out (the reference is silent on IAM's lockout; Huawei
+/// IAM locks a user after a few wrong passwords in a row).
 pub struct IamTokens {
     http: reqwest::Client,
     url: String,
     request_body: SecretString,
     refresh_margin: Duration,
-    cached: Mutex<Option<CachedToken>>,
+    state: Mutex<TokenState>,
+}
+
+#[derive(Default)]
+struct TokenState {
+    cached: Option<CachedToken>,
+    refused: Option<Refused>,
 }
 
 struct CachedToken {
     token: SecretString,
     expires_at: DateTime<Utc>,
+}
+
+/// The last fetches failed: calls answer the failure without asking IAM before `until`.
+struct Refused {
+    until: tokio::time::Instant,
+    failures: u32,
+    why: String,
+}
+
+/// Why a fetch failed, and whether IAM itself refused it (a 4xx: the credentials, the
+/// user or the project), which only a person can change.
+struct FetchFailure {
+    why: String,
+    refused: bool,
+}
+
+impl FetchFailure {
+    /// How long IAM is left alone after `failures` failed fetches in a row: a refusal
+    /// 5 min, doubling to 1 h (a handful of tries an hour, never a lockout's worth); an
+    /// outage (no answer, a 5xx) 5 s, doubling to 5 min.
+    fn pause(&self, failures: u32) -> Duration {
+        let (first, most) = match self.refused {
+            true => (Duration::from_secs(300), Duration::from_secs(3600)),
+            false => (Duration::from_secs(5), Duration::from_secs(300)),
+        };
+        let doubled = first.saturating_mul(1 << failures.saturating_sub(1).min(16));
+        doubled.min(most)
+    }
 }
 
 impl IamTokens {
@@ -74,32 +112,61 @@ impl IamTokens {
             url: format!("{}/v3/auth/tokens", endpoint.trim_end_matches('/')),
             request_body: body.to_string().into(),
             refresh_margin: Duration::from_secs(settings.token_refresh_margin_secs),
-            cached: Mutex::new(None),
+            state: Mutex::new(TokenState::default()),
         })
     }
 
-    /// The cached token, or a new one if none is cached or it expires within the margin.
+    /// The cached token, or a new one if none is cached or it expires within the margin;
+    /// while IAM is left alone after failed fetches, the last failure, without asking.
     pub async fn token(&self) -> Result<SecretString, CphError> {
-        let mut cached = self.cached.lock().await;
+        let mut state = self.state.lock().await;
         let margin = chrono::TimeDelta::from_std(self.refresh_margin).unwrap_or_default();
-        if let Some(token) = cached
-            .as_ref()
-            .filter(|t| t.expires_at - margin > Utc::now())
+        if let Some(token) = (state.cached.as_ref()).filter(|t| t.expires_at - margin > Utc::now())
         {
             return Ok(token.token.clone());
         }
-        let fresh = self.fetch().await?;
-        let token = fresh.token.clone();
-        *cached = Some(fresh);
-        Ok(token)
+        if let Some(refused) = (state.refused.as_ref()).filter(|r| r.until > tokio::time::Instant::now()) {
+            let left = refused.until - tokio::time::Instant::now();
+            return Err(CphError::Token(format!(
+                "{}; IAM not asked again for {} s (failed fetches in a row: {})",
+                refused.why,
+                left.as_secs_f64().ceil(),
+                refused.failures
+            )));
+        }
+        match self.fetch().await {
+            Ok(fresh) => {
+                let token = fresh.token.clone();
+                *state = TokenState {
+                    cached: Some(fresh),
+                    refused: None,
+                };
+                Ok(token)
+            }
+            Err(failure) => {
+                let failures = state.refused.as_ref().map_or(0, |r| r.failures) + 1;
+                let pause = failure.pause(failures);
+                tracing::warn!(failures, pause_secs = pause.as_secs(), why = %failure.why, "no IAM token; IAM is left alone for a while");
+                state.refused = Some(Refused {
+                    until: tokio::time::Instant::now() + pause,
+                    failures,
+                    why: failure.why.clone(),
+                });
+                Err(CphError::Token(failure.why))
+            }
+        }
     }
 
     /// Forgets the cached token (after a 401), so the next call fetches a new one.
     pub async fn invalidate(&self) {
-        *self.cached.lock().await = None;
+        self.state.lock().await.cached = None;
     }
 
-    async fn fetch(&self) -> Result<CachedToken, CphError> {
+    async fn fetch(&self) -> Result<CachedToken, FetchFailure> {
+        let outage = |why: String| FetchFailure {
+            why,
+            refused: false,
+        };
         let res = self
             .http
             .post(&self.url)
@@ -107,7 +174,7 @@ impl IamTokens {
             .body(self.request_body.expose_secret().to_owned())
             .send()
             .await
-            .map_err(|e| CphError::Token(format!("request failed: {e}")))?;
+            .map_err(|e| outage(format!("request failed: {e}")))?;
         let status = res.status();
         let token = res
             .headers()
@@ -116,15 +183,16 @@ impl IamTokens {
             .map(|v| SecretString::from(v.to_owned()));
         let body: serde_json::Value = res.json().await.unwrap_or_default();
         let (Some(token), true) = (token, status.is_success()) else {
-            return Err(CphError::Token(format!(
-                "IAM answered {status} without X-Subject-Token"
-            )));
+            return Err(FetchFailure {
+                why: format!("IAM answered {status} without X-Subject-Token"),
+                refused: status.is_client_error(),
+            });
         };
         let expires_at = body["token"]["expires_at"]
             .as_str()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc))
-            .ok_or_else(|| CphError::Token("IAM answer lacks token.expires_at".into()))?;
+            .ok_or_else(|| outage("IAM answer lacks token.expires_at".into()))?;
         Ok(CachedToken { token, expires_at })
     }
 }
