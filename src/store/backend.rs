@@ -585,21 +585,24 @@ impl<B: Backend> Store for B {
         since: UtcTime,
         now: UtcTime,
     ) -> Result<u64, StoreError> {
-        // Chunk by chunk, each its own write, in outbox order: the endpoint gets each
-        // subject's events in order as ever, and the writer is never held for long. A
-        // replay that fails part-way has put back the chunks before the failure; asked
-        // again, it puts them back again and goes on (docs/webhooks.md).
+        // Chunk by chunk, each its own write, in outbox order, so the writer is never held
+        // for long: a subject's replayed events still go out in their order (an earlier
+        // chunk's before a later one's), though an event recorded meanwhile may go out
+        // between two of them. A replay that fails part-way has put back the chunks before
+        // the failure; asked again, it puts them back again and goes on (docs/webhooks.md).
         let range = outbox::replay_range(&mut self.reader(), since).await;
         let Some((first, last)) = range.map_err(during("replay_webhooks"))? else {
             return Ok(0);
         };
-        let mut replayed = 0;
-        for start in (first..=last).step_by(outbox::REPLAY_CHUNK as usize) {
-            let seqs = start..start.saturating_add(outbox::REPLAY_CHUNK);
-            let chunk = in_transaction!(self, outbox::replay(endpoint, since, seqs, now));
-            replayed += chunk.map_err(during("replay_webhooks"))?;
+        let (mut after, mut replayed) = (first - 1, 0);
+        loop {
+            let chunk = in_transaction!(self, outbox::replay(endpoint, since, (after, last), now));
+            let seqs = chunk.map_err(during("replay_webhooks"))?;
+            let Some(&newest) = seqs.last() else {
+                return Ok(replayed);
+            };
+            (after, replayed) = (newest, replayed + seqs.len() as u64);
         }
-        Ok(replayed)
     }
 
     async fn open_account_pause(

@@ -837,7 +837,7 @@ pub(super) async fn retry(
         > 0)
 }
 
-/// How many outbox rows (by `seq`) one write of a replay covers. A replay is as large as
+/// How many deliveries one write of a replay makes or puts back. A replay is as large as
 /// the operator's window (a busy day is tens of millions of events), and SQLite has one
 /// writer: a single statement held it, and every callback behind it, for seconds a
 /// million rows (2.6 s to create a million deliveries, 4.4 s to put them back to pending,
@@ -846,7 +846,8 @@ pub(super) async fn retry(
 pub(super) const REPLAY_CHUNK: i64 = 2_000;
 
 /// The first and last `seq` of the events that happened since `since`; None when none
-/// did. Read before a replay's chunks: events recorded after it are fanned out anyway.
+/// did. Read before a replay's chunks, which go no further than the last: events recorded
+/// after it are the fan-out's.
 pub(super) async fn replay_range(
     db: &mut impl Sql,
     since: UtcTime,
@@ -856,34 +857,42 @@ pub(super) async fn replay_range(
     Ok(row.and_then(|(first, last)| first.zip(last)))
 }
 
-/// Sends `filter`'s endpoint again every event of its types that happened since `since`
-/// among the outbox rows `seqs` (a chunk of [`replay_range`]), under the same ids: new
-/// deliveries, or delivered/failed ones put back to pending (taken from an attempt in
-/// flight as [`retry`] does).
+/// One chunk of a replay: sends `filter`'s endpoint again the next [`REPLAY_CHUNK`] events
+/// of its types that happened since `since`, after `after` and up to `last` in outbox
+/// order, under the same ids: new deliveries, or delivered/failed ones put back to pending
+/// (taken from an attempt in flight as [`retry`] does). The seqs it covered, in order;
+/// none when the replay is done. Paged by key on the outbox's primary key, so an endpoint
+/// of rare types is not replayed through thousands of empty chunks.
 pub(super) async fn replay(
     tx: &mut impl Sql,
     filter: &EndpointFilter,
     since: UtcTime,
-    seqs: std::ops::Range<i64>,
+    (after, last): (i64, i64),
     now: UtcTime,
-) -> Result<u64, StoreError> {
+) -> Result<Vec<i64>, StoreError> {
     let types: Vec<&str> = filter.events.iter().map(|t| t.as_str()).collect();
     let types = types.join(",");
     let sql = "INSERT INTO webhook_deliveries (endpoint, event_seq, subject, state, \
                  attempts, next_attempt_at, created_at, updated_at) \
                SELECT $1, seq, subject, 'pending', 0, $3, $3, $3 FROM webhook_events \
-               WHERE seq >= $5 AND seq < $6 AND occurred_at >= $2 \
+               WHERE seq > $5 AND seq <= $6 AND occurred_at >= $2 \
                  AND ($4 = '' OR (',' || $4 || ',') LIKE ('%,' || type || ',%')) \
+               ORDER BY seq LIMIT $7 \
                ON CONFLICT (endpoint, event_seq) DO UPDATE SET state = 'pending', \
                  attempts = 0, next_attempt_at = excluded.next_attempt_at, \
-                 updated_at = excluded.updated_at, leased_by = NULL";
+                 updated_at = excluded.updated_at, leased_by = NULL \
+               RETURNING event_seq";
     let args = args![
         filter.name.as_str(),
         since,
         now,
         types.as_str(),
-        seqs.start,
-        seqs.end
+        after,
+        last,
+        REPLAY_CHUNK
     ];
-    Ok(tx.execute(sql, &args).await?)
+    let rows: Vec<(i64,)> = tx.fetch_all(sql, &args).await?;
+    let mut seqs: Vec<i64> = rows.into_iter().map(|(seq,)| seq).collect();
+    seqs.sort_unstable();
+    Ok(seqs)
 }

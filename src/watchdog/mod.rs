@@ -250,7 +250,13 @@ impl Watchdog {
                 continue;
             }
             let silent = phone.last_seen_at.is_some_and(|seen| seen < fresh_since);
-            in_flight += self.consider(&phone, silent, now, in_flight).await? as usize;
+            match self.consider(&phone, silent, now, in_flight).await {
+                Ok(started) => in_flight += started as usize,
+                // The book counted the cap reached (jobs started elsewhere since the pass
+                // read it): the rest of the pass prepares no more jobs it could not send.
+                Err(WatchdogError::InFlightCap) => in_flight = self.settings.max_in_flight,
+                Err(error) => return Err(error),
+            }
         }
         self.record_pause().await
     }
@@ -419,9 +425,11 @@ impl Watchdog {
         Ok(())
     }
 
-    /// Decides for one phone; true when a job was started. Only a candidate of chapter
-    /// 4.3.1 is considered, and it is re-read from the control plane (chapter 4.3.2) right
-    /// before a restart or reset: the book's status may be a phone sync old.
+    /// Decides for one phone; true when a job was started, [`WatchdogError::InFlightCap`]
+    /// when the book found `watchdog.max_in_flight` jobs running as it was logged. Only a
+    /// candidate of chapter 4.3.1 is considered, and it is re-read from the control plane
+    /// (chapter 4.3.2) right before a restart or reset: the book's status may be a phone
+    /// sync old.
     async fn consider(
         self: &Arc<Self>,
         phone: &PhoneHealth,
@@ -477,8 +485,7 @@ impl Watchdog {
                             Err(
                                 WatchdogError::InProgress(_)
                                 | WatchdogError::InRollout { .. }
-                                | WatchdogError::Heard(_)
-                                | WatchdogError::InFlightCap,
+                                | WatchdogError::Heard(_),
                             ) => Ok(false),
                             Err(error) => Err(error),
                         }

@@ -404,9 +404,10 @@ fn delivered(seq: i64, now: &str) -> AttemptRecord {
     }
 }
 
-/// A replay is written chunk by chunk (2,000 outbox rows each) so that SQLite's one writer
-/// is never held for long. 6,000 sessions started, alternately at 19:00 and 19:10, span
-/// three chunks: a replay since 19:05 makes exactly the 3,000 later ones' deliveries, each
+/// A replay is written chunk by chunk (2,000 deliveries each, paged by outbox seq) so that
+/// SQLite's one writer is never held for long. 6,000 sessions started, alternately at 19:00
+/// and 19:10, the later ones ended at 19:15: a replay of starts since 19:05 makes exactly
+/// the 3,000 later starts' deliveries (two chunks, past 3,000 ends of other types), each
 /// once, and asked again puts the same 3,000 back; one since 19:20 makes none.
 async fn a_replay_over_many_chunks_puts_back_each_event_since_its_time_once(backend: Backend) {
     let store = open(backend).await;
@@ -416,7 +417,11 @@ async fn a_replay_over_many_chunks_puts_back_each_event_since_its_time_once(back
             enter(&format!("s-{n}"), &format!("p-{n}"), time)
         })
         .collect();
-    for batch in starts.chunks(500) {
+    let ends: Vec<_> = (1..6_000)
+        .step_by(2)
+        .map(|n| quit(&format!("s-{n}"), &format!("p-{n}"), "19:15:00", 300))
+        .collect();
+    for batch in starts.chunks(500).chain(ends.chunks(500)) {
         apply(&store, batch).await;
     }
     let billing = EndpointFilter {
