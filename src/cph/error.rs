@@ -54,7 +54,12 @@ pub enum CphError {
     Config(String),
 }
 
-/// 7.2: "System error. … Try again later." A 400 that refused the request: nothing was done.
+/// 7.2: "System error. … Try again later." Taken as a 400 that refused the request, with
+/// nothing done, so that even a POST is sent again. The reference does not say so in as
+/// many words (its message, "Service internal error", is close to 7.1.2's 500, whose POSTs
+/// cphub never resends): the reading rests on the 400 class (7.1.2: "The request parameter
+/// is incorrect", a refusal before acting) and on the handling measure, "Try again later".
+/// The simulator's CPS.0003 fault does nothing, as this reading assumes.
 pub const SYSTEM_ERROR: &str = "CPS.0003";
 
 /// 7.2: "Parameter error: Invalid pagination parameter." (`offset or limit is invalid`).

@@ -173,30 +173,90 @@ pub struct AppList {
 /// version field `app_version_id`, the example spells it `app_verison_id`: both are read.
 /// The example sends `""` for unknown values; they are read as None.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "AppPhoneWire")]
 pub struct AppPhone {
     pub phone_id: String,
-    #[serde(default, alias = "app_verison_id", deserialize_with = "non_empty")]
     pub app_version_id: Option<String>,
-    #[serde(default, deserialize_with = "non_empty")]
     pub version_code: Option<String>,
-    #[serde(default, deserialize_with = "non_empty")]
     pub version_name: Option<String>,
+}
+
+/// The version id under either spelling. Read as two fields, not as a serde alias: the
+/// reference sends renamed fields under both names at once elsewhere (Table 4-30's
+/// `access_ip` beside `public_ip`), and an alias refuses an object carrying both as a
+/// duplicate field, failing the whole listing. The first non-empty one is kept.
+#[derive(Deserialize)]
+struct VersionId {
+    #[serde(default, deserialize_with = "non_empty")]
+    app_version_id: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    app_verison_id: Option<String>,
+}
+
+impl VersionId {
+    fn either(self) -> Option<String> {
+        self.app_version_id.or(self.app_verison_id)
+    }
+}
+
+#[derive(Deserialize)]
+struct AppPhoneWire {
+    phone_id: String,
+    #[serde(flatten)]
+    version_id: VersionId,
+    #[serde(default, deserialize_with = "non_empty")]
+    version_code: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    version_name: Option<String>,
+}
+
+impl From<AppPhoneWire> for AppPhone {
+    fn from(wire: AppPhoneWire) -> Self {
+        AppPhone {
+            phone_id: wire.phone_id,
+            app_version_id: wire.version_id.either(),
+            version_code: wire.version_code,
+            version_name: wire.version_name,
+        }
+    }
 }
 
 /// An application version deployed on a server (chapter 5.3.1, Table 5-15) or installed on a
 /// phone (5.3.6, Table 5-33). 5.3.1's example spells the id `app_verison_id`, 5.3.6's
-/// `app_version_id`: both are read, and `""` as none.
+/// `app_version_id`: both are read ([`VersionId`]), and `""` as none.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "DeployedAppWire")]
 pub struct DeployedApp {
     pub app_id: String,
-    #[serde(default, alias = "app_verison_id", deserialize_with = "non_empty")]
     pub app_version_id: Option<String>,
-    #[serde(default, deserialize_with = "non_empty")]
     pub package_name: Option<String>,
-    #[serde(default, deserialize_with = "non_empty")]
     pub version_code: Option<String>,
-    #[serde(default, deserialize_with = "non_empty")]
     pub version_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DeployedAppWire {
+    app_id: String,
+    #[serde(flatten)]
+    version_id: VersionId,
+    #[serde(default, deserialize_with = "non_empty")]
+    package_name: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    version_code: Option<String>,
+    #[serde(default, deserialize_with = "non_empty")]
+    version_name: Option<String>,
+}
+
+impl From<DeployedAppWire> for DeployedApp {
+    fn from(wire: DeployedAppWire) -> Self {
+        DeployedApp {
+            app_id: wire.app_id,
+            app_version_id: wire.version_id.either(),
+            package_name: wire.package_name,
+            version_code: wire.version_code,
+            version_name: wire.version_name,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -417,6 +477,28 @@ pub struct ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 5.1.2/5.3.1 spell the version id `app_verison_id` in their examples, the tables and
+    /// 5.3.6 `app_version_id`. An answer carrying both (as Table 4-30 carries old and new
+    /// names side by side) is read, keeping the first non-empty one; `""` is none.
+    #[test]
+    fn a_version_id_is_read_under_either_spelling_or_both_5_1_2_5_3_1() {
+        let app = |json: &str| serde_json::from_str::<DeployedApp>(json).unwrap();
+        let both = app(r#"{"app_id": "a", "app_version_id": "v1", "app_verison_id": "v1"}"#);
+        assert_eq!(both.app_version_id.as_deref(), Some("v1"));
+        let misspelt = app(r#"{"app_id": "a", "app_version_id": "", "app_verison_id": "v2"}"#);
+        assert_eq!(misspelt.app_version_id.as_deref(), Some("v2"));
+        let blank = app(r#"{"app_id": "a", "app_verison_id": "", "version_code": ""}"#);
+        assert_eq!((blank.app_version_id, blank.version_code), (None, None));
+
+        let phones: Vec<AppPhone> = serde_json::from_str(
+            r#"[{"phone_id": "p", "app_verison_id": "v3", "app_version_id": null},
+                {"phone_id": "q", "app_version_id": "v4"}]"#,
+        )
+        .unwrap();
+        let ids: Vec<_> = phones.iter().map(|p| p.app_version_id.as_deref()).collect();
+        assert_eq!(ids, [Some("v3"), Some("v4")]);
+    }
 
     #[test]
     fn parses_the_reference_examples() {
