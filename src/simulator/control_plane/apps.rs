@@ -91,7 +91,10 @@ fn phone_page(phones: Vec<Value>) -> HttpResponse {
 }
 
 /// Table 5-4, spelt as the reference's example spells it: `app_verison_id` (the table says
-/// `app_version_id`; cphub reads both), `""` for the version id, as in the example.
+/// `app_version_id`; cphub reads both), `""` for the version id, as in the example. The
+/// example also answers `""` for `version_code` and `version_name`; the table gives them
+/// as the version's code and name, which the simulator fills in so that what phone sync
+/// stores of them can be checked (the `blank_versions` fault blanks 5.3.1's and 5.3.6's).
 fn deployment(phone: &SimPhone, app: &SimApp) -> Value {
     let installed = phone.versions.get(&app.app_id);
     let version = installed

@@ -40,6 +40,9 @@ struct PhonesBody {
     phones: Vec<PhoneItem>,
 }
 
+/// One entry of `phones`. Table 4-40 types `phone_id` as a "String array"; its example
+/// (and Huawei's SDK) sends one string per entry, which is what is read here: an array is
+/// refused as a malformed body.
 #[derive(Deserialize)]
 struct PhoneItem {
     phone_id: String,
@@ -166,6 +169,9 @@ pub(super) async fn update_property(
     cp.admit(&req, &body, Api::UpdateProperty)?;
     let body: PhonesBody = parse_json(&body)?;
     let orders = body.phones.into_iter().map(|item| {
+        // 4.3.9 marks `property` mandatory but does not say how an entry without one is
+        // answered: refused in its entry with 7.2's CPS.0200 "Invalid parameters.", the
+        // rest of the batch going on, as the reference answers other per-phone refusals.
         let operation = match item.property {
             None | Some(Value::Null) => Err(ItemError::MissingProperty),
             Some(property) => parse_property(&property).map(Operation::UpdateProperty),
@@ -376,11 +382,14 @@ fn accept(fleet: &mut Fleet, request_id: &str, order: &Order) -> Result<String, 
         phone.status = running;
         phone.touch();
     }
+    // The phone's server is kept with the job: 4.4.2's example answers a job whose phone
+    // is gone (CPS0005) with its `server_id` and `node_id` still filled in.
+    let server_id = phone.server_id.clone();
     let job = SimJob {
         job_id: new_id(),
         request_id: request_id.to_owned(),
         phone_id: Some(order.phone_id.clone()),
-        server_id: None,
+        server_id: Some(server_id),
         kind: operation.kind(),
         status: job_status::RUNNING,
         begin_time: timestamp(Utc::now()),
@@ -443,11 +452,13 @@ mod tests {
     }
 
     /// 4.4.2's example: the job of a phone that is gone fails with `CPS0005`, "Phone not
-    /// found."; one whose phone failed the operation with 7.2's `CPS.0003`.
+    /// found.", its `server_id` still the phone's server; one whose phone failed the
+    /// operation with 7.2's `CPS.0003`.
     #[test]
     fn a_job_whose_phone_is_gone_fails_as_the_reference_shows() {
         let mut fleet = Fleet::new(2, 7);
         let gone = fleet.phones[1].phone_id.clone();
+        let its_server = fleet.phones[1].server_id.clone();
         let order = |phone: &SimPhone| Order {
             phone_id: phone.phone_id.clone(),
             operation: Ok(Operation::Reset(Properties::new())),
@@ -470,6 +481,7 @@ mod tests {
         let phone_gone = (job_status::FAILED, Some("CPS0005".into()), Some("Phone not found.".into()));
         assert_eq!(ended(&lost), phone_gone);
         assert_eq!(ended(&kept).1.as_deref(), Some("CPS.0003"));
+        assert_eq!(fleet.jobs[&lost].server_id.as_deref(), Some(its_server.as_str()));
     }
 
     #[test]

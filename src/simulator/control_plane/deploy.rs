@@ -83,7 +83,7 @@ pub(super) async fn server_apps(
 }
 
 /// `GET /v1/{project_id}/cloud-phone/phones/{phone_id}/apps` (5.3.6): the phone's apps, each
-/// at its installed version, in deployment order.
+/// at its installed version, in deployment order (5.3.6 states no order).
 pub(super) async fn phone_apps(
     req: HttpRequest,
     body: web::Bytes,

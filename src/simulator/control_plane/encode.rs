@@ -40,7 +40,8 @@ pub(super) async fn list_encode_servers(
     let server_type = number(&pairs, "type")?;
     let server_id = query_param(&pairs, "server_id");
     let fleet = cp.fleet.lock();
-    // Every simulated encoding server is a server (type 0), not a container. Any integer
+    // Listed in the fleet's order: 4.6.1 states no order. Every simulated encoding server
+    // is a server (type 0), not a container. Any integer
     // `status` or `type` is taken as a filter (one no server has lists none): 4.6.1 names
     // their values but is silent on what an unknown one is answered.
     let matching = (fleet.encode_servers.iter())

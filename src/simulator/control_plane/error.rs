@@ -119,6 +119,9 @@ impl ControlPlaneError {
 impl ResponseError for ControlPlaneError {
     fn status_code(&self) -> StatusCode {
         match self {
+            // 7.1.2 lists no 401; an unsigned or wrongly signed request is refused by the API
+            // gateway before the service, and Huawei's gateway answers 401 (its `APIGW.*`
+            // codes, see `code`). The reference is silent on it.
             ControlPlaneError::Unauthenticated(_) | ControlPlaneError::IamRefused(_) => {
                 StatusCode::UNAUTHORIZED
             }

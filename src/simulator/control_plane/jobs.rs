@@ -94,7 +94,7 @@ pub(super) async fn list_jobs(
 }
 
 /// A server job (5.3.4) has no `phone_id` (Table 4-50: it is "contained in tasks related to
-/// cloud phones"); a phone job's server is its phone's. An encoding server's restart (4.6.2)
+/// cloud phones"); a phone job's server is its phone's, as it was when the job started. An encoding server's restart (4.6.2)
 /// names only its `encode_server_id` ("contained in tasks related to the encoding server").
 /// A running job's `end_time` is `null`: both of the reference's examples show finished
 /// jobs only. Table 4-50 lists `execute_msg` for 4.4.2 but its example has none, so the
