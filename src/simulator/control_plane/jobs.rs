@@ -82,8 +82,10 @@ pub(super) async fn list_jobs(
                         fields.insert(field.into(), "".into());
                     }
                 }
-                let node = fields.get("server_id").cloned().unwrap_or(Value::Null);
-                fields.insert("node_id".into(), node);
+                // An encoding server's job has no `server_id` (Table 4-50), so no `node_id`.
+                if let Some(node) = fields.get("server_id").cloned() {
+                    fields.insert("node_id".into(), node);
+                }
             }
             answer
         })
