@@ -210,6 +210,11 @@ impl<B: Backend> Store for B {
         found.map_err(during("open_incidents"))
     }
 
+    async fn incidents_closed_since(&self, since: UtcTime) -> Result<Vec<Recovery>, StoreError> {
+        let found = book::incidents_closed_since(&mut self.reader(), since).await;
+        found.map_err(during("incidents_closed_since"))
+    }
+
     async fn close_incident(
         &self,
         id: i64,

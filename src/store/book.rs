@@ -356,6 +356,20 @@ pub(super) async fn open_incidents(db: &mut impl Sql) -> Result<Vec<Recovery>, S
     Ok(db.fetch_all(sql, &[]).await?)
 }
 
+/// The server incidents closed at or after `since` (the grace after them): read from the
+/// book, so that a replica that takes the watchdog over, or cphub restarted, knows them too.
+pub(super) async fn incidents_closed_since(
+    db: &mut impl Sql,
+    since: UtcTime,
+) -> Result<Vec<Recovery>, StoreError> {
+    let sql = concat!(
+        "SELECT ",
+        recovery_columns!(),
+        " FROM recoveries WHERE outcome = 'closed' AND ended_at >= $1 ORDER BY id"
+    );
+    Ok(db.fetch_all(sql, &args![since]).await?)
+}
+
 /// Ends an open server incident; `note` is added to what its detail already says.
 pub(super) async fn close_incident(
     tx: &mut impl Sql,

@@ -548,6 +548,9 @@ pub trait Store: Send + Sync + 'static {
     /// Server incidents (reason `server_incident`) still open, oldest first.
     async fn open_incidents(&self) -> Result<Vec<Recovery>, StoreError>;
 
+    /// Server incidents closed at or after `since`, oldest first.
+    async fn incidents_closed_since(&self, since: UtcTime) -> Result<Vec<Recovery>, StoreError>;
+
     /// Ends an open server incident at `ended_at`, adding `note` to its detail.
     async fn close_incident(
         &self,

@@ -12,7 +12,6 @@
 //! cphub does not restart servers (chapter 4.1.5): an operator does, see the runbook.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::PoisonError;
 use std::time::Duration;
 
 use super::{Watchdog, WatchdogError, candidate};
@@ -145,7 +144,7 @@ impl Watchdog {
         self.metrics
             .server_incidents_open
             .set(servers.held.len() as i64);
-        servers.settling = self.settling(now);
+        servers.settling = self.settling(now).await?;
         servers.watched = (totals.into_iter())
             .filter(|(_, total)| rule.watches(*total))
             .map(|(server, _)| server)
@@ -217,23 +216,16 @@ impl Watchdog {
         );
         let note = format!("closed: {silent} of {total} phones silent");
         self.store.close_incident(incident.id, now, &note).await?;
-        self.closed_incidents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(incident.phone_id.clone(), now);
         Ok(())
     }
 
-    /// Servers whose incident this replica closed less than the grace after a recovery ago
-    /// (older ones are forgotten).
-    fn settling(&self, now: UtcTime) -> HashSet<String> {
+    /// Servers whose incident closed less than the grace after a recovery ago, as the
+    /// recovery log says: before, each replica kept its own in memory, and one taking the
+    /// watchdog over (or cphub restarted) restarted the phones still booting at once.
+    async fn settling(&self, now: UtcTime) -> Result<HashSet<String>, WatchdogError> {
         let grace = Duration::from_secs(self.settings.grace_after_recovery_secs);
-        let mut closed = self
-            .closed_incidents
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        closed.retain(|_, at| now < at.plus(grace));
-        closed.keys().cloned().collect()
+        let closed = self.store.incidents_closed_since(now.minus(grace)).await?;
+        Ok(closed.into_iter().map(|incident| incident.phone_id).collect())
     }
 }
 

@@ -14,7 +14,7 @@ mod policy;
 mod reset;
 mod retention;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -111,8 +111,6 @@ pub struct Watchdog {
     /// account refusals recorded by others ([`Watchdog::notice_account_refusals`]).
     created_at: UtcTime,
     account_log_seen: Mutex<i64>,
-    /// Servers whose incident this replica closed, and when (see `incidents.rs`).
-    closed_incidents: Mutex<HashMap<String, UtcTime>>,
     /// The rollout engine, run after each pass on the same lease: one replica acts on the
     /// fleet, and a recovery and an update are never decided at the same time.
     rollouts: OnceLock<Arc<Rollouts>>,
@@ -166,7 +164,6 @@ impl Watchdog {
             started: Instant::now(),
             following: Mutex::new(HashSet::new()),
             paused: Mutex::new(None),
-            closed_incidents: Mutex::new(HashMap::new()),
             encode_servers_listed: Mutex::new(None),
             created_at,
             account_log_seen: Mutex::new(0),

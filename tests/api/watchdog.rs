@@ -29,6 +29,18 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
+    /// cphub stopped as on SIGTERM, left down for `down`, and started again on the same
+    /// database and port with `watchdog`; the simulated fleet runs on throughout.
+    async fn restart_cphub(self, watchdog: &str, down: Duration) -> Fleet {
+        let settings = cphub_settings(self.port, &self.simulator, &self.options, watchdog);
+        let db = self.app.stop().await;
+        tokio::time::sleep(down).await;
+        Fleet {
+            app: TestApp::spawn_on(db, &settings).await,
+            ..self
+        }
+    }
+
     /// Restarts and resets phone `i` went through since the fleet was set up.
     fn boots(&self, i: usize) -> u64 {
         self.simulator.fleet.lock().phones[i].boots - self.setup_boots[i]
@@ -589,33 +601,11 @@ async fn restarting_cphub_mid_run_recovers_nothing(backend: Backend) {
             .wait_for_phone(&phone, |p| !p["last_seen_at"].is_null())
             .await;
     }
-    let settings = cphub_settings(
-        fleet.port,
-        &fleet.simulator,
-        &fleet.options,
-        "startup_grace_secs = 4\n",
-    );
-    let Fleet {
-        app,
-        simulator,
-        options,
-        port,
-        setup_boots,
-    } = fleet;
-
-    let db = app.stop().await;
     // Down longer than the stale threshold: every phone looks silent when cphub returns.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let app = TestApp::spawn_on(db, &settings).await;
+    let down = Duration::from_secs(3);
+    let fleet = fleet.restart_cphub("startup_grace_secs = 4\n", down).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
 
-    let fleet = Fleet {
-        port,
-        app,
-        simulator,
-        options,
-        setup_boots,
-    };
     for phone in fleet.simulator.phone_ids() {
         fleet
             .app
@@ -1362,6 +1352,60 @@ async fn a_dead_server_produces_one_incident_and_no_per_phone_restarts(backend: 
     fleet.simulator.stop().await;
 }
 
+/// A server's incident closes while one of its phones is still silent (booting, say): that
+/// phone gets the grace after a recovery (20 s here) before it is restarted. The grace
+/// was kept in the memory of the replica that closed the incident; cphub restarted right
+/// after (or another replica taking the watchdog over) restarted the phone at once. It is
+/// now read from the recovery log: the phone is left alone through the restart and is
+/// restarted only once the grace has passed.
+async fn the_grace_after_a_closed_incident_outlives_a_restart_of_cphub(backend: Backend) {
+    const WATCHDOG: &str = "grace_after_recovery_secs = 20\nstartup_grace_secs = 0\n";
+    let fleet = start(backend, 8, WATCHDOG, |o| {
+        o.phones_per_server = 4;
+        o.dark_servers = 1;
+        o.faults_after_secs = 4;
+    })
+    .await;
+    let ids = fleet.simulator.phone_ids();
+    let server = fleet.simulator.fleet.lock().server_ids()[1].clone();
+    let booting = ids[7].clone();
+    wait_for_recoveries(&fleet.app, &server, |log| !log.is_empty()).await;
+    let setup_jobs = recovery_jobs(&fleet.simulator, std::slice::from_ref(&booting));
+    {
+        let mut sim = fleet.simulator.fleet.lock();
+        sim.set_server_dark(&server, false);
+        let phone = sim.phone_mut(&booting).unwrap();
+        assert_eq!(phone.server_id, server);
+        phone.faults.silent = true;
+    }
+    wait_for_recoveries(&fleet.app, &server, |log| {
+        log.iter().any(|r| r["outcome"] == "closed")
+    })
+    .await;
+    let closed_at = std::time::Instant::now();
+
+    let fleet = fleet.restart_cphub(WATCHDOG, Duration::ZERO).await;
+    // Well past the stale threshold (2 s) and several passes, well within the grace.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        closed_at.elapsed() < Duration::from_secs(18),
+        "the machine was too slow"
+    );
+    assert_eq!(
+        recoveries(&fleet.app, &booting).await,
+        Vec::<Value>::new(),
+        "restarted within the grace after its server's incident"
+    );
+
+    wait_for_recoveries(&fleet.app, &booting, |log| has(log, "restart", "succeeded")).await;
+    assert!(closed_at.elapsed() >= Duration::from_secs(20));
+    assert_eq!(
+        recovery_jobs(&fleet.simulator, std::slice::from_ref(&booting)),
+        [setup_jobs[0] + 1]
+    );
+    fleet.simulator.stop().await;
+}
+
 /// Chapter 4.3.1 lists the phones the control plane has, and 4.3.2 answers `CPS.0005` (7.2)
 /// for one it does not: a server released outside cphub (the reference has no call for it)
 /// takes its phones away. They fall silent, and without the listing they would be stale for
@@ -1553,6 +1597,7 @@ backend_tests!(
     reset_4_3_5_refused_for_one_property_drops_it_and_says_so,
     a_manual_reset_refused_for_arrears_7_2_pauses_recoveries,
     a_dead_server_produces_one_incident_and_no_per_phone_restarts,
+    the_grace_after_a_closed_incident_outlives_a_restart_of_cphub,
     a_released_servers_phones_are_unlisted_and_left_alone_4_3_1,
     a_lost_restart_answer_7_1_2_is_reconciled_not_resent,
     a_restart_refused_try_again_later_7_2_is_tried_again_not_answered_with_a_reset,
