@@ -127,7 +127,12 @@ impl Session {
                 }
             }
         }
-        if let Some(msg) = &event.error_msg {
+        // Order-independent too: a quit's message (why the game ended) wins over an
+        // enter's whichever came first, and an empty one clears nothing. Each event keeps
+        // its own in the event log.
+        let quit_seen = self.reported_run_time.is_some();
+        let kept = event.kind == EventKind::Enter && quit_seen && self.error_msg.is_some();
+        if let Some(msg) = (event.error_msg.as_ref()).filter(|m| !m.as_str().is_empty() && !kept) {
             self.error_msg = Some(msg.as_str().to_owned());
         }
         self.measure(tolerance_secs);
@@ -167,7 +172,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{AppId, PhoneId, SessionId};
+    use crate::domain::{AppId, ErrorMsg, PhoneId, SessionId};
 
     fn event(kind: EventKind, time: &str, run_time: Option<i64>) -> GameEvent {
         GameEvent {
@@ -218,6 +223,37 @@ mod tests {
         assert_eq!(forward.state, SessionState::Ended);
         assert_eq!(forward.duration_seconds, Some(600));
         assert!(!forward.run_time_mismatch);
+    }
+
+    /// 6.2 and 6.3 both carry `error_msg`: the quit's (why the game ended) is kept in
+    /// either order, the enter's only without one, and an empty one clears nothing.
+    #[test]
+    fn the_quits_error_msg_wins_in_either_order_and_an_empty_one_clears_nothing() {
+        let with = |mut event: GameEvent, msg: &str| {
+            event.error_msg = Some(ErrorMsg::bounded(msg.to_owned()));
+            event
+        };
+        let enter = with(
+            event(EventKind::Enter, "2019-11-14T19:00:00Z", None),
+            "slow start",
+        );
+        let quit = with(
+            event(EventKind::Quit, "2019-11-14T19:10:00Z", Some(600)),
+            "crashed",
+        );
+        let forward = first_heard(&enter, 60).apply(&quit, 60);
+        let backward = first_heard(&quit, 60).apply(&enter, 60);
+        assert_eq!(forward.error_msg.as_deref(), Some("crashed"));
+        assert_eq!(backward.error_msg.as_deref(), Some("crashed"));
+
+        let quiet_quit = with(
+            event(EventKind::Quit, "2019-11-14T19:10:00Z", Some(600)),
+            "",
+        );
+        let kept = first_heard(&enter, 60).apply(&quiet_quit, 60);
+        let kept_backward = first_heard(&quiet_quit, 60).apply(&enter, 60);
+        assert_eq!(kept.error_msg.as_deref(), Some("slow start"));
+        assert_eq!(kept_backward.error_msg.as_deref(), Some("slow start"));
     }
 
     #[test]

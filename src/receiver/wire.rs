@@ -33,8 +33,10 @@ struct WireGameEvent {
     app_id: String,
     session_id: String,
     time: String,
-    #[serde(default, deserialize_with = "optional_integer")]
-    run_time: Option<i64>,
+    /// Read only for a quit (6.3): 6.2 has no `run_time`, so whatever an enter carries in
+    /// it (an engine sending one shape for both, `"0"`) is ignored, not refused.
+    #[serde(default)]
+    run_time: Option<serde_json::Value>,
     #[serde(default)]
     error_msg: Option<String>,
 }
@@ -153,7 +155,15 @@ impl TryFrom<EventEnvelope> for GameEvent {
         let e = wire.event;
         let kind = EventKind::from_status(e.status)
             .ok_or_else(|| ParseError::new("event.status", Problem::UnknownStatus(e.status)))?;
-        let run_time = match (kind, e.run_time) {
+        let run_time = match kind {
+            EventKind::Enter => Ok(None),
+            EventKind::Quit => optional_integer(e.run_time.unwrap_or_default()),
+        };
+        let not_seconds = |_| {
+            let problem = Problem::Invalid("expected an integer number of seconds");
+            ParseError::new("event.run_time", problem)
+        };
+        let run_time = match (kind, run_time.map_err(not_seconds)?) {
             (EventKind::Enter, _) => None,
             (EventKind::Quit, None) => {
                 return Err(ParseError::new("event.run_time", Problem::Required));

@@ -273,7 +273,7 @@ fn cases() -> Vec<Case> {
         case(
             "body over the limit",
             E,
-            event_with(json!({"event": {"padding": "x".repeat(17_000)}})),
+            event_with(json!({"event": {"padding": "x".repeat(66_000)}})),
             413,
             "CPHUB.PAYLOAD_TOO_LARGE",
         ),

@@ -110,6 +110,27 @@ async fn a_played_session_measures_its_duration(backend: Backend) {
     assert_eq!(session["ended_at"], "2026-11-28T10:20:30.500Z");
 }
 
+/// Chapter 6.2's enter has no `run_time` (6.3's quit does). An engine sending one shape for
+/// both may put one in an enter, as a string or a fraction: it is ignored, not a reason to
+/// refuse the enter (which the phone would retry for ever, and the session never start).
+async fn an_enter_6_2_has_no_run_time_so_one_it_carries_is_ignored_whatever_its_type(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    for (n, run_time) in [json!("0"), json!(1.5), json!(-3), json!({"s": 1})]
+        .into_iter()
+        .enumerate()
+    {
+        let session = format!("s-{n}");
+        let mut enter = enter(&session, "p-1", "2026-11-28T10:00:00Z");
+        enter["event"]["run_time"] = run_time;
+        app.send_event(&enter).await;
+        let recorded = app.session(&session).await.unwrap();
+        assert_eq!(recorded["state"], "playing", "{recorded}");
+        assert_eq!(recorded["reported_run_time"], Value::Null, "{recorded}");
+    }
+}
+
 /// JSON has one number type: `1230.0` is the integer 1230 (schemathesis sends such). A
 /// fraction is not.
 async fn integers_written_with_a_zero_fraction_are_integers(backend: Backend) {
@@ -534,6 +555,7 @@ async fn a_short_error_msg_is_kept_whole(backend: Backend) {
 }
 
 backend_tests!(
+    an_enter_6_2_has_no_run_time_so_one_it_carries_is_ignored_whatever_its_type,
     a_5000_character_error_msg_is_recorded_truncated,
     a_short_error_msg_is_kept_whole,
     one_batch_decides_each_event_by_those_before_it,
