@@ -20,6 +20,19 @@ impl UtcTime {
         Self::in_range(field, time)
     }
 
+    /// A callback's time (chapter 6: "The value is a UTC time"): RFC 3339 as [`Self::parse`]
+    /// reads it, or the same without a zone (`2019-11-14T19:38:49`, fractions allowed),
+    /// which is UTC by the reference's word. A phone's engine cannot be corrected as an
+    /// operator's request can, and its every enter, quit and heartbeat refused for a
+    /// missing `Z` would be lost for good.
+    pub fn parse_callback(field: &'static str, raw: &str) -> Result<Self, ParseError> {
+        Self::parse(field, raw).or_else(|refused| {
+            let naive = chrono::NaiveDateTime::parse_from_str(raw.trim(), "%Y-%m-%dT%H:%M:%S%.f");
+            let naive = naive.map_err(|_| refused)?;
+            Self::in_range(field, naive.and_utc())
+        })
+    }
+
     /// Both backends store and compare these; keep them inside four-digit years after the
     /// epoch so every backend orders them the same way. Every time taken from input passes
     /// here.
@@ -94,6 +107,35 @@ mod tests {
         let fraction = UtcTime::parse("t", "2019-11-14T19:38:49.250Z").unwrap();
         assert_eq!(z, offset);
         assert_eq!(fraction.epoch_millis() - z.epoch_millis(), 250);
+    }
+
+    /// Chapter 6's times are "a UTC time": without a zone they are read as UTC there, and
+    /// only there; a date alone, a space, a number or nonsense are still refused.
+    #[test]
+    fn a_callback_time_without_a_zone_is_utc() {
+        let zoned = UtcTime::parse("t", "2019-11-14T19:38:49.5Z").unwrap();
+        let bare = UtcTime::parse_callback("t", "2019-11-14T19:38:49.5").unwrap();
+        assert_eq!(bare, zoned);
+        assert_eq!(
+            UtcTime::parse_callback("t", "2019-11-14T19:38:49Z")
+                .unwrap()
+                .epoch_millis(),
+            zoned.epoch_millis() - 500
+        );
+        for raw in [
+            "2019-11-14",
+            "2019-11-14 19:38:49",
+            "1573760329",
+            "yesterday",
+        ] {
+            assert_eq!(
+                UtcTime::parse_callback("t", raw).unwrap_err().problem,
+                Problem::BadTime,
+                "{raw:?}"
+            );
+        }
+        let early = UtcTime::parse_callback("t", "1969-12-31T23:59:59");
+        assert_eq!(early.unwrap_err().problem, Problem::TimeOutOfRange);
     }
 
     #[test]

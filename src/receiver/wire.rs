@@ -85,8 +85,11 @@ struct EventAboutDoc {
     phone_id: PhoneId,
     app_id: AppId,
     session_id: SessionId,
-    /// RFC 3339, e.g. `2019-11-14T19:38:49Z`; years 1970 to 9999.
-    #[schema(format = DateTime, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
+    /// RFC 3339, e.g. `2019-11-14T19:38:49Z`, or the same without a zone, read as UTC
+    /// (chapter 6: "The value is a UTC time"); years 1970 to 9999.
+    #[schema(
+        pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+    )]
     time: String,
     error_msg: Option<ErrorMsg>,
 }
@@ -104,8 +107,11 @@ pub struct HeartbeatEnvelope {
 struct WireHeartbeat {
     #[schema(value_type = PhoneId)]
     phone_id: String,
-    /// RFC 3339, e.g. `2019-11-14T19:38:49Z`; years 1970 to 9999.
-    #[schema(format = DateTime, pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
+    /// RFC 3339, e.g. `2019-11-14T19:38:49Z`, or the same without a zone, read as UTC
+    /// (chapter 6: "The value is a UTC time"); years 1970 to 9999.
+    #[schema(
+        pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+    )]
     time: String,
     /// Blank while no game runs; missing or null is read the same way.
     #[serde(default, deserialize_with = "blank_as_none")]
@@ -178,7 +184,7 @@ impl TryFrom<EventEnvelope> for GameEvent {
             session_id: SessionId::parse("event.session_id", e.session_id)?,
             phone_id: PhoneId::parse("event.phone_id", e.phone_id)?,
             app_id: AppId::parse("event.app_id", e.app_id)?,
-            time: UtcTime::parse("event.time", &e.time)?,
+            time: UtcTime::parse_callback("event.time", &e.time)?,
             run_time,
             error_msg: e.error_msg.map(ErrorMsg::bounded),
         })
@@ -198,7 +204,7 @@ impl HeartbeatEnvelope {
         let e = self.event;
         Ok(Heartbeat {
             phone_id: PhoneId::parse("event.phone_id", e.phone_id)?,
-            time: UtcTime::parse("event.time", &e.time)?
+            time: UtcTime::parse_callback("event.time", &e.time)?
                 .not_far_ahead("event.time", received_at)?,
             session_id: e
                 .session_id

@@ -187,13 +187,6 @@ fn cases() -> Vec<Case> {
             "CPHUB.UNKNOWN_EVENT_TYPE",
         ),
         case(
-            "time without zone",
-            E,
-            event_with(json!({"event": {"time": "2026-11-28T10:00:00"}})),
-            400,
-            "CPHUB.INVALID_TIME",
-        ),
-        case(
             "time as date",
             E,
             event_with(json!({"event": {"time": "2026-11-28"}})),

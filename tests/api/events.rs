@@ -110,6 +110,22 @@ async fn a_played_session_measures_its_duration(backend: Backend) {
     assert_eq!(session["ended_at"], "2026-11-28T10:20:30.500Z");
 }
 
+/// 6.2 and 6.3: "The value is a UTC time". An engine sending it without the `Z` is read
+/// as UTC, not refused at every retry (its sessions never billed); a date alone is still
+/// a 400 (tests/api/bad_input.rs).
+async fn times_without_a_zone_are_utc_as_6_2_and_6_3_say(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.send_event(&enter("s-1", "p-1", "2026-11-28T10:00:00"))
+        .await;
+    app.send_event(&quit("s-1", "p-1", "2026-11-28T10:20:30.5", 1230))
+        .await;
+
+    let session = app.session("s-1").await.unwrap();
+    assert_eq!(session["started_at"], "2026-11-28T10:00:00Z");
+    assert_eq!(session["ended_at"], "2026-11-28T10:20:30.500Z");
+    assert_eq!(session["duration_seconds"], 1230);
+}
+
 /// Chapter 6.2's enter has no `run_time` (6.3's quit does). An engine sending one shape for
 /// both may put one in an enter, as a string or a fraction: it is ignored, not a reason to
 /// refuse the enter (which the phone would retry for ever, and the session never start).
@@ -555,6 +571,7 @@ async fn a_short_error_msg_is_kept_whole(backend: Backend) {
 }
 
 backend_tests!(
+    times_without_a_zone_are_utc_as_6_2_and_6_3_say,
     an_enter_6_2_has_no_run_time_so_one_it_carries_is_ignored_whatever_its_type,
     a_5000_character_error_msg_is_recorded_truncated,
     a_short_error_msg_is_kept_whole,
