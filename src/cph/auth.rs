@@ -51,7 +51,7 @@ pub struct IamTokens {
 #[derive(Default)]
 struct TokenState {
     cached: Option<CachedToken>,
-    refused: Option<Refused>,
+    paused: Option<Paused>,
 }
 
 struct CachedToken {
@@ -60,14 +60,21 @@ struct CachedToken {
 }
 
 /// The last fetches failed: calls answer the failure without asking IAM before `until`.
-struct Refused {
+struct Paused {
     until: tokio::time::Instant,
+    /// Failed fetches in a row of this kind (a refusal, or an outage): a change of kind
+    /// counts from one again.
     failures: u32,
+    refusal: bool,
     why: String,
 }
 
-/// Why a fetch failed, and whether IAM itself refused it (a 4xx: the credentials, the
-/// user or the project), which only a person can change.
+/// How long before its expiry a token is still used while IAM cannot renew it (the renewal
+/// starts `cph.auth.token_refresh_margin_secs` before, an hour by default).
+const STILL_VALID: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// Why a fetch failed, and whether IAM itself refused it (a 4xx but 429: the credentials,
+/// the user or the project), which only a person can change.
 struct FetchFailure {
     why: String,
     refused: bool,
@@ -116,22 +123,28 @@ impl IamTokens {
         })
     }
 
-    /// The cached token, or a new one if none is cached or it expires within the margin;
-    /// while IAM is left alone after failed fetches, the last failure, without asking.
+    /// The cached token, or a new one if none is cached or it expires within the margin.
+    /// While IAM is left alone after failed fetches, and when a renewal fails, a token still
+    /// valid for [`STILL_VALID`] is used; without one, the last failure, without asking.
     pub async fn token(&self) -> Result<SecretString, CphError> {
         let mut state = self.state.lock().await;
         let margin = chrono::TimeDelta::from_std(self.refresh_margin).unwrap_or_default();
-        if let Some(token) = (state.cached.as_ref()).filter(|t| t.expires_at - margin > Utc::now())
-        {
+        let now = Utc::now();
+        let valid_for = |within| (state.cached.as_ref()).filter(|t| t.expires_at - within > now);
+        if let Some(token) = valid_for(margin) {
             return Ok(token.token.clone());
         }
-        if let Some(refused) = (state.refused.as_ref()).filter(|r| r.until > tokio::time::Instant::now()) {
-            let left = refused.until - tokio::time::Instant::now();
+        let still_valid = valid_for(STILL_VALID).map(|t| t.token.clone());
+        if let Some(paused) = (state.paused.as_ref()).filter(|p| p.until > tokio::time::Instant::now()) {
+            if let Some(token) = still_valid {
+                return Ok(token);
+            }
+            let left = paused.until - tokio::time::Instant::now();
             return Err(CphError::Token(format!(
                 "{}; IAM not asked again for {} s (failed fetches in a row: {})",
-                refused.why,
+                paused.why,
                 left.as_secs_f64().ceil(),
-                refused.failures
+                paused.failures
             )));
         }
         match self.fetch().await {
@@ -139,20 +152,24 @@ impl IamTokens {
                 let token = fresh.token.clone();
                 *state = TokenState {
                     cached: Some(fresh),
-                    refused: None,
+                    paused: None,
                 };
                 Ok(token)
             }
             Err(failure) => {
-                let failures = state.refused.as_ref().map_or(0, |r| r.failures) + 1;
+                let failures = match &state.paused {
+                    Some(paused) if paused.refusal == failure.refused => paused.failures + 1,
+                    _ => 1,
+                };
                 let pause = failure.pause(failures);
-                tracing::warn!(failures, pause_secs = pause.as_secs(), why = %failure.why, "no IAM token; IAM is left alone for a while");
-                state.refused = Some(Refused {
+                tracing::warn!(failures, pause_secs = pause.as_secs(), why = %failure.why, renewing = still_valid.is_some(), "no IAM token; IAM is left alone for a while");
+                state.paused = Some(Paused {
                     until: tokio::time::Instant::now() + pause,
                     failures,
+                    refusal: failure.refused,
                     why: failure.why.clone(),
                 });
-                Err(CphError::Token(failure.why))
+                still_valid.ok_or(CphError::Token(failure.why))
             }
         }
     }
@@ -185,7 +202,8 @@ impl IamTokens {
         let (Some(token), true) = (token, status.is_success()) else {
             return Err(FetchFailure {
                 why: format!("IAM answered {status} without X-Subject-Token"),
-                refused: status.is_client_error(),
+                // A 429 is IAM's throttle, not a verdict on the login: an outage.
+                refused: status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS,
             });
         };
         let expires_at = body["token"]["expires_at"]

@@ -268,3 +268,36 @@ async fn an_iam_outage_is_asked_again_after_seconds() {
     );
     assert_eq!(after.unwrap().job_id, JOB_ID);
 }
+
+/// A renewal starts `token_refresh_margin_secs` (an hour) before the token expires. When
+/// IAM cannot give a new one then, the current token, still valid, is used: calls go on,
+/// and IAM is not asked again at each of them.
+#[tokio::test]
+async fn a_failed_renewal_keeps_using_the_token_still_valid() {
+    let (cph, iam) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(path("/v3/auth/tokens"))
+        .respond_with(iam_token_answer("tok-1", TimeDelta::minutes(30)))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&iam)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v3/auth/tokens"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(1)
+        .mount(&iam)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .and(header("X-Auth-Token", "tok-1"))
+        .respond_with(json_answer(200, REFERENCE_JOB))
+        .expect(3)
+        .mount(&cph)
+        .await;
+    let client = iam_client(&cph, &iam);
+
+    for _ in 0..3 {
+        assert_eq!(client.job(JOB_ID).await.unwrap().job_id, JOB_ID);
+    }
+}
