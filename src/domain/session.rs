@@ -131,7 +131,8 @@ impl Session {
         // enter's whichever came first, and an empty one clears nothing. Each event keeps
         // its own in the event log.
         let quit_seen = self.reported_run_time.is_some();
-        let kept = event.kind == EventKind::Enter && quit_seen && self.error_msg.is_some();
+        let recorded = self.error_msg.as_deref().is_some_and(|m| !m.is_empty());
+        let kept = event.kind == EventKind::Enter && quit_seen && recorded;
         if let Some(msg) = (event.error_msg.as_ref()).filter(|m| !m.as_str().is_empty() && !kept) {
             self.error_msg = Some(msg.as_str().to_owned());
         }

@@ -24,12 +24,15 @@ impl UtcTime {
     /// reads it, or the same without a zone (`2019-11-14T19:38:49`, fractions allowed),
     /// which is UTC by the reference's word. A phone's engine cannot be corrected as an
     /// operator's request can, and its every enter, quit and heartbeat refused for a
-    /// missing `Z` would be lost for good.
+    /// missing `Z` would be lost for good. The zone-less time is read as RFC 3339 with `Z`
+    /// added, so both forms take exactly the same digits and separators.
     pub fn parse_callback(field: &'static str, raw: &str) -> Result<Self, ParseError> {
         Self::parse(field, raw).or_else(|refused| {
-            let naive = chrono::NaiveDateTime::parse_from_str(raw.trim(), "%Y-%m-%dT%H:%M:%S%.f");
-            let naive = naive.map_err(|_| refused)?;
-            Self::in_range(field, naive.and_utc())
+            let as_utc = format!("{}Z", raw.trim());
+            Self::parse(field, &as_utc).map_err(|second| match second.problem {
+                Problem::TimeOutOfRange => second,
+                _ => refused,
+            })
         })
     }
 
@@ -110,7 +113,8 @@ mod tests {
     }
 
     /// Chapter 6's times are "a UTC time": without a zone they are read as UTC there, and
-    /// only there; a date alone, a space, a number or nonsense are still refused.
+    /// only there, with RFC 3339's separators (`T`, `t`, a space) and nothing looser; a
+    /// date alone, a number, short fields, a signed year or nonsense are still refused.
     #[test]
     fn a_callback_time_without_a_zone_is_utc() {
         let zoned = UtcTime::parse("t", "2019-11-14T19:38:49.5Z").unwrap();
@@ -122,11 +126,16 @@ mod tests {
                 .epoch_millis(),
             zoned.epoch_millis() - 500
         );
+        let spaced = UtcTime::parse_callback("t", " 2019-11-14 19:38:49.5 ").unwrap();
+        assert_eq!(spaced, zoned);
         for raw in [
             "2019-11-14",
-            "2019-11-14 19:38:49",
             "1573760329",
             "yesterday",
+            "2019-1-4T1:2:3",
+            "2019-11-14T 19:38:49",
+            "+2019-11-14T19:38:49",
+            "2019-11-14T19:38:49+0100",
         ] {
             assert_eq!(
                 UtcTime::parse_callback("t", raw).unwrap_err().problem,

@@ -88,7 +88,7 @@ struct EventAboutDoc {
     /// RFC 3339, e.g. `2019-11-14T19:38:49Z`, or the same without a zone, read as UTC
     /// (chapter 6: "The value is a UTC time"); years 1970 to 9999.
     #[schema(
-        pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+        pattern = "^\\s*(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?\\s*$"
     )]
     time: String,
     error_msg: Option<ErrorMsg>,
@@ -110,7 +110,7 @@ struct WireHeartbeat {
     /// RFC 3339, e.g. `2019-11-14T19:38:49Z`, or the same without a zone, read as UTC
     /// (chapter 6: "The value is a UTC time"); years 1970 to 9999.
     #[schema(
-        pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?$"
+        pattern = "^\\s*(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?\\s*$"
     )]
     time: String,
     /// Blank while no game runs; missing or null is read the same way.

@@ -1398,7 +1398,8 @@ async fn the_grace_after_a_closed_incident_outlives_a_restart_of_cphub(backend: 
     );
 
     wait_for_recoveries(&fleet.app, &booting, |log| has(log, "restart", "succeeded")).await;
-    assert!(closed_at.elapsed() >= Duration::from_secs(20));
+    // `closed_at` was taken once the close was seen, a pass or so after it was logged.
+    assert!(closed_at.elapsed() >= Duration::from_secs(19));
     assert_eq!(
         recovery_jobs(&fleet.simulator, std::slice::from_ref(&booting)),
         [setup_jobs[0] + 1]
