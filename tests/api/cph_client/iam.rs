@@ -29,6 +29,31 @@ fn iam_token_answer(token: &str, expires_in: TimeDelta) -> ResponseTemplate {
         .set_body_json(json!({"token": {"expires_at": expires_at, "methods": ["password"]}}))
 }
 
+/// IAM answers `answer` to token requests (the next `up_to` of them only, when given),
+/// and is asked `expect` times.
+async fn iam_answers(
+    iam: &MockServer,
+    answer: ResponseTemplate,
+    up_to: Option<u64>,
+    expect: impl Into<wiremock::Times>,
+) {
+    let mock = Mock::given(method("POST"))
+        .and(path("/v3/auth/tokens"))
+        .respond_with(answer);
+    let mock = match up_to {
+        Some(n) => mock.up_to_n_times(n),
+        None => mock,
+    };
+    mock.expect(expect).mount(iam).await;
+}
+
+/// IAM's refusal of a wrong password.
+fn wrong_password() -> ResponseTemplate {
+    ResponseTemplate::new(401).set_body_json(
+        json!({"error": {"code": 401, "message": "The username or password is wrong."}}),
+    )
+}
+
 fn iam_client(cph: &MockServer, iam: &MockServer) -> CphClient {
     client_from(&cph_toml(cph, &[], &iam_auth(iam)))
 }
@@ -36,12 +61,13 @@ fn iam_client(cph: &MockServer, iam: &MockServer) -> CphClient {
 #[tokio::test]
 async fn an_iam_token_is_fetched_once_and_sent_on_every_call() {
     let (cph, iam) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(method("POST"))
-        .and(path("/v3/auth/tokens"))
-        .respond_with(iam_token_answer("tok-1", TimeDelta::hours(24)))
-        .expect(1)
-        .mount(&iam)
-        .await;
+    iam_answers(
+        &iam,
+        iam_token_answer("tok-1", TimeDelta::hours(24)),
+        None,
+        1,
+    )
+    .await;
     Mock::given(method("GET"))
         .and(path(api(&format!("jobs/{JOB_ID}"))))
         .respond_with(json_answer(200, REFERENCE_JOB))
@@ -79,19 +105,20 @@ async fn an_iam_token_is_fetched_once_and_sent_on_every_call() {
 #[tokio::test]
 async fn a_401_fetches_a_new_token_and_repeats_the_call_once() {
     let (cph, iam) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(method("POST"))
-        .and(path("/v3/auth/tokens"))
-        .respond_with(iam_token_answer("tok-1", TimeDelta::hours(24)))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&iam)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v3/auth/tokens"))
-        .respond_with(iam_token_answer("tok-2", TimeDelta::hours(24)))
-        .expect(1)
-        .mount(&iam)
-        .await;
+    iam_answers(
+        &iam,
+        iam_token_answer("tok-1", TimeDelta::hours(24)),
+        Some(1),
+        1,
+    )
+    .await;
+    iam_answers(
+        &iam,
+        iam_token_answer("tok-2", TimeDelta::hours(24)),
+        None,
+        1,
+    )
+    .await;
     Mock::given(method("GET"))
         .and(path(api(&format!("jobs/{JOB_ID}"))))
         .respond_with(ResponseTemplate::new(401).set_body_json(
@@ -122,12 +149,13 @@ async fn a_401_fetches_a_new_token_and_repeats_the_call_once() {
 #[tokio::test]
 async fn a_second_401_is_reported_not_retried_forever() {
     let (cph, iam) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(method("POST"))
-        .and(path("/v3/auth/tokens"))
-        .respond_with(iam_token_answer("tok-1", TimeDelta::hours(24)))
-        .expect(2)
-        .mount(&iam)
-        .await;
+    iam_answers(
+        &iam,
+        iam_token_answer("tok-1", TimeDelta::hours(24)),
+        None,
+        2,
+    )
+    .await;
     Mock::given(method("GET"))
         .and(path(api(&format!("jobs/{JOB_ID}"))))
         .respond_with(ResponseTemplate::new(401))
@@ -148,12 +176,13 @@ async fn a_second_401_is_reported_not_retried_forever() {
 async fn a_token_expiring_within_the_margin_is_fetched_again() {
     let (cph, iam) = (MockServer::start().await, MockServer::start().await);
     // Default margin: 3600 s; this token has 30 minutes left.
-    Mock::given(method("POST"))
-        .and(path("/v3/auth/tokens"))
-        .respond_with(iam_token_answer("tok-short", TimeDelta::minutes(30)))
-        .expect(2)
-        .mount(&iam)
-        .await;
+    iam_answers(
+        &iam,
+        iam_token_answer("tok-short", TimeDelta::minutes(30)),
+        None,
+        2,
+    )
+    .await;
     Mock::given(method("GET"))
         .and(path(api(&format!("jobs/{JOB_ID}"))))
         .and(header("X-Auth-Token", "tok-short"))
@@ -170,13 +199,7 @@ async fn a_token_expiring_within_the_margin_is_fetched_again() {
 #[tokio::test]
 async fn an_iam_answer_without_a_token_is_a_token_error() {
     let (cph, iam) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(method("POST"))
-        .and(path("/v3/auth/tokens"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(
-            json!({"error": {"code": 401, "message": "The username or password is wrong."}}),
-        ))
-        .mount(&iam)
-        .await;
+    iam_answers(&iam, wrong_password(), None, 0..).await;
     Mock::given(method("GET"))
         .respond_with(json_answer(200, REFERENCE_JOB))
         .expect(0)
@@ -196,14 +219,7 @@ async fn an_iam_answer_without_a_token_is_a_token_error() {
 #[tokio::test]
 async fn a_refused_iam_login_is_not_asked_again_by_every_call() {
     let (cph, iam) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(method("POST"))
-        .and(path("/v3/auth/tokens"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(
-            json!({"error": {"code": 401, "message": "The username or password is wrong."}}),
-        ))
-        .expect(1)
-        .mount(&iam)
-        .await;
+    iam_answers(&iam, wrong_password(), None, 1).await;
     Mock::given(method("GET"))
         .respond_with(json_answer(200, REFERENCE_JOB))
         .expect(0)
@@ -234,19 +250,14 @@ async fn a_refused_iam_login_is_not_asked_again_by_every_call() {
 #[tokio::test]
 async fn an_iam_outage_is_asked_again_after_seconds() {
     let (cph, iam) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(method("POST"))
-        .and(path("/v3/auth/tokens"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&iam)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v3/auth/tokens"))
-        .respond_with(iam_token_answer("tok-1", TimeDelta::hours(24)))
-        .expect(1)
-        .mount(&iam)
-        .await;
+    iam_answers(&iam, ResponseTemplate::new(503), Some(1), 1).await;
+    iam_answers(
+        &iam,
+        iam_token_answer("tok-1", TimeDelta::hours(24)),
+        None,
+        1,
+    )
+    .await;
     Mock::given(method("GET"))
         .and(path(api(&format!("jobs/{JOB_ID}"))))
         .and(header("X-Auth-Token", "tok-1"))
@@ -275,19 +286,14 @@ async fn an_iam_outage_is_asked_again_after_seconds() {
 #[tokio::test]
 async fn a_failed_renewal_keeps_using_the_token_still_valid() {
     let (cph, iam) = (MockServer::start().await, MockServer::start().await);
-    Mock::given(method("POST"))
-        .and(path("/v3/auth/tokens"))
-        .respond_with(iam_token_answer("tok-1", TimeDelta::minutes(30)))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&iam)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v3/auth/tokens"))
-        .respond_with(ResponseTemplate::new(503))
-        .expect(1)
-        .mount(&iam)
-        .await;
+    iam_answers(
+        &iam,
+        iam_token_answer("tok-1", TimeDelta::minutes(30)),
+        Some(1),
+        1,
+    )
+    .await;
+    iam_answers(&iam, ResponseTemplate::new(503), None, 1).await;
     Mock::given(method("GET"))
         .and(path(api(&format!("jobs/{JOB_ID}"))))
         .and(header("X-Auth-Token", "tok-1"))
