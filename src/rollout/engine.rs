@@ -73,9 +73,8 @@ impl Rollouts {
     /// Jobs that may still start: `watchdog.max_in_flight` less the recoveries pending and
     /// the rollout updates not yet ended.
     async fn budget(&self) -> Result<usize, StoreError> {
-        let recoveries = self.store.pending_recoveries().await?.len();
-        let updates = self.store.rollout_jobs_in_flight().await? as usize;
-        Ok(self.max_in_flight.saturating_sub(recoveries + updates))
+        let running = usize::try_from(self.store.jobs_in_flight().await?).unwrap_or(0);
+        Ok(self.max_in_flight.saturating_sub(running))
     }
 
     async fn drive(&self, rollout: &Rollout, budget: &mut usize) -> Result<(), StoreError> {

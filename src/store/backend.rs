@@ -602,11 +602,10 @@ impl<B: Backend> Store for B {
         let (mut after, mut replayed) = (first - 1, 0);
         loop {
             let chunk = in_transaction!(self, outbox::replay(endpoint, since, (after, last), now));
-            let seqs = chunk.map_err(during("replay_webhooks"))?;
-            let Some(&newest) = seqs.last() else {
+            let Some((count, newest)) = chunk.map_err(during("replay_webhooks"))? else {
                 return Ok(replayed);
             };
-            (after, replayed) = (newest, replayed + seqs.len() as u64);
+            (after, replayed) = (newest, replayed + count);
         }
     }
 
@@ -727,6 +726,11 @@ impl<B: Backend> Store for B {
     async fn rollout_jobs_in_flight(&self) -> Result<i64, StoreError> {
         let found = rollout::jobs_in_flight(&mut self.reader()).await;
         found.map_err(during("rollout_jobs_in_flight"))
+    }
+
+    async fn jobs_in_flight(&self) -> Result<i64, StoreError> {
+        let found = book::jobs_in_flight(&mut self.reader()).await;
+        found.map_err(during("jobs_in_flight"))
     }
 
     async fn rollout_updating(&self, phone: &PhoneId) -> Result<Option<i64>, StoreError> {

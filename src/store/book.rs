@@ -584,11 +584,17 @@ pub(super) async fn room_for_a_job<D: Sql>(tx: &mut D, cap: usize) -> Result<boo
         let lock = "SELECT pg_advisory_xact_lock($1)";
         tx.execute(lock, &args![JOBS_IN_FLIGHT_LOCK]).await?;
     }
+    let running = jobs_in_flight(tx).await?;
+    Ok(running < i64::try_from(cap).unwrap_or(i64::MAX))
+}
+
+/// The jobs `watchdog.max_in_flight` bounds: recoveries pending and rollout updates sent
+/// and not ended.
+pub(super) async fn jobs_in_flight(db: &mut impl Sql) -> Result<i64, StoreError> {
     let sql = "SELECT (SELECT COUNT(*) FROM recoveries WHERE outcome = 'pending') \
                  + (SELECT COUNT(*) FROM rollout_phones WHERE state = 'updating')";
-    let row: Option<(i64,)> = tx.fetch_optional(sql, &[]).await?;
-    let running = row.map_or(0, |(n,)| n);
-    Ok(running < i64::try_from(cap).unwrap_or(i64::MAX))
+    let row: Option<(i64,)> = db.fetch_optional(sql, &[]).await?;
+    Ok(row.map_or(0, |(n,)| n))
 }
 
 /// Whether cphub heard the phone (a heartbeat received: `last_seen_at`) at or after `since`,

@@ -919,6 +919,10 @@ pub trait Store: Send + Sync + 'static {
     /// Rollout updates sent and not ended yet, over all rollouts.
     async fn rollout_jobs_in_flight(&self) -> Result<i64, StoreError>;
 
+    /// The jobs `watchdog.max_in_flight` bounds: recoveries pending and rollout updates
+    /// sent and not ended, counted in one read.
+    async fn jobs_in_flight(&self) -> Result<i64, StoreError>;
+
     /// The rollout updating or verifying the phone, if one is.
     async fn rollout_updating(&self, phone: &PhoneId) -> Result<Option<i64>, StoreError>;
 

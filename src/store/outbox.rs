@@ -860,8 +860,8 @@ pub(super) async fn replay_range(
 /// One chunk of a replay: sends `filter`'s endpoint again the next [`REPLAY_CHUNK`] events
 /// of its types that happened since `since`, after `after` and up to `last` in outbox
 /// order, under the same ids: new deliveries, or delivered/failed ones put back to pending
-/// (taken from an attempt in flight as [`retry`] does). The seqs it covered, in order;
-/// none when the replay is done. Paged by key on the outbox's primary key, so an endpoint
+/// (taken from an attempt in flight as [`retry`] does). How many it covered and the newest
+/// seq among them; None when the replay is done. Paged by key on the outbox's primary key, so an endpoint
 /// of rare types is not replayed through thousands of empty chunks.
 pub(super) async fn replay(
     tx: &mut impl Sql,
@@ -869,7 +869,7 @@ pub(super) async fn replay(
     since: UtcTime,
     (after, last): (i64, i64),
     now: UtcTime,
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<Option<(u64, i64)>, StoreError> {
     let types: Vec<&str> = filter.events.iter().map(|t| t.as_str()).collect();
     let types = types.join(",");
     let sql = "INSERT INTO webhook_deliveries (endpoint, event_seq, subject, state, \
@@ -892,7 +892,6 @@ pub(super) async fn replay(
         REPLAY_CHUNK
     ];
     let rows: Vec<(i64,)> = tx.fetch_all(sql, &args).await?;
-    let mut seqs: Vec<i64> = rows.into_iter().map(|(seq,)| seq).collect();
-    seqs.sort_unstable();
-    Ok(seqs)
+    let newest = rows.iter().map(|&(seq,)| seq).max();
+    Ok(newest.map(|newest| (rows.len() as u64, newest)))
 }

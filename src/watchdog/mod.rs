@@ -586,8 +586,8 @@ impl Watchdog {
         if acted(&history) as u32 >= self.settings.hourly_cap {
             return Err(WatchdogError::HourlyCap(phone_id.to_string()));
         }
-        let updates = self.store.rollout_jobs_in_flight().await? as usize;
-        if self.store.pending_recoveries().await?.len() + updates >= self.settings.max_in_flight {
+        let running = usize::try_from(self.store.jobs_in_flight().await?).unwrap_or(0);
+        if running >= self.settings.max_in_flight {
             return Err(WatchdogError::InFlightCap);
         }
         let recovered = self.recover(phone_id, Reason::Manual, action, None).await;

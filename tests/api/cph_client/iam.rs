@@ -47,6 +47,27 @@ async fn iam_answers(
     mock.expect(expect).mount(iam).await;
 }
 
+/// The control plane answers 4.4.1's example to reads of the job sent with `token`, and
+/// is read `expect` times.
+async fn job_read_with(cph: &MockServer, token: &str, expect: u64) {
+    Mock::given(method("GET"))
+        .and(path(api(&format!("jobs/{JOB_ID}"))))
+        .and(header("X-Auth-Token", token))
+        .respond_with(json_answer(200, REFERENCE_JOB))
+        .expect(expect)
+        .mount(cph)
+        .await;
+}
+
+/// No call reaches the control plane: no token, no call.
+async fn never_called(cph: &MockServer) {
+    Mock::given(method("GET"))
+        .respond_with(json_answer(200, REFERENCE_JOB))
+        .expect(0)
+        .mount(cph)
+        .await;
+}
+
 /// IAM's refusal of a wrong password.
 fn wrong_password() -> ResponseTemplate {
     ResponseTemplate::new(401).set_body_json(
@@ -128,13 +149,7 @@ async fn a_401_fetches_a_new_token_and_repeats_the_call_once() {
         .expect(1)
         .mount(&cph)
         .await;
-    Mock::given(method("GET"))
-        .and(path(api(&format!("jobs/{JOB_ID}"))))
-        .and(header("X-Auth-Token", "tok-2"))
-        .respond_with(json_answer(200, REFERENCE_JOB))
-        .expect(1)
-        .mount(&cph)
-        .await;
+    job_read_with(&cph, "tok-2", 1).await;
     let client = iam_client(&cph, &iam);
 
     let job = client.job(JOB_ID).await.unwrap();
@@ -183,13 +198,7 @@ async fn a_token_expiring_within_the_margin_is_fetched_again() {
         2,
     )
     .await;
-    Mock::given(method("GET"))
-        .and(path(api(&format!("jobs/{JOB_ID}"))))
-        .and(header("X-Auth-Token", "tok-short"))
-        .respond_with(json_answer(200, REFERENCE_JOB))
-        .expect(2)
-        .mount(&cph)
-        .await;
+    job_read_with(&cph, "tok-short", 2).await;
     let client = iam_client(&cph, &iam);
 
     client.job(JOB_ID).await.unwrap();
@@ -200,11 +209,7 @@ async fn a_token_expiring_within_the_margin_is_fetched_again() {
 async fn an_iam_answer_without_a_token_is_a_token_error() {
     let (cph, iam) = (MockServer::start().await, MockServer::start().await);
     iam_answers(&iam, wrong_password(), None, 0..).await;
-    Mock::given(method("GET"))
-        .respond_with(json_answer(200, REFERENCE_JOB))
-        .expect(0)
-        .mount(&cph)
-        .await;
+    never_called(&cph).await;
     let client = iam_client(&cph, &iam);
 
     let error = client.job(JOB_ID).await.unwrap_err();
@@ -220,11 +225,7 @@ async fn an_iam_answer_without_a_token_is_a_token_error() {
 async fn a_refused_iam_login_is_not_asked_again_by_every_call() {
     let (cph, iam) = (MockServer::start().await, MockServer::start().await);
     iam_answers(&iam, wrong_password(), None, 1).await;
-    Mock::given(method("GET"))
-        .respond_with(json_answer(200, REFERENCE_JOB))
-        .expect(0)
-        .mount(&cph)
-        .await;
+    never_called(&cph).await;
     let client = iam_client(&cph, &iam);
 
     let first = client.job(JOB_ID).await.unwrap_err();
@@ -258,13 +259,7 @@ async fn an_iam_outage_is_asked_again_after_seconds() {
         1,
     )
     .await;
-    Mock::given(method("GET"))
-        .and(path(api(&format!("jobs/{JOB_ID}"))))
-        .and(header("X-Auth-Token", "tok-1"))
-        .respond_with(json_answer(200, REFERENCE_JOB))
-        .expect(1)
-        .mount(&cph)
-        .await;
+    job_read_with(&cph, "tok-1", 1).await;
     let client = iam_client(&cph, &iam);
 
     let outage = client.job(JOB_ID).await.unwrap_err();
@@ -294,13 +289,7 @@ async fn a_failed_renewal_keeps_using_the_token_still_valid() {
     )
     .await;
     iam_answers(&iam, ResponseTemplate::new(503), None, 1).await;
-    Mock::given(method("GET"))
-        .and(path(api(&format!("jobs/{JOB_ID}"))))
-        .and(header("X-Auth-Token", "tok-1"))
-        .respond_with(json_answer(200, REFERENCE_JOB))
-        .expect(3)
-        .mount(&cph)
-        .await;
+    job_read_with(&cph, "tok-1", 3).await;
     let client = iam_client(&cph, &iam);
 
     for _ in 0..3 {
