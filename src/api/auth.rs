@@ -28,6 +28,13 @@ pub struct BearerTokens(Vec<Arc<ApiToken>>);
 #[derive(Clone)]
 pub(super) struct Caller(pub Arc<ApiToken>);
 
+/// The name of the token the request was made with (the scope's middleware put it there):
+/// a platform's own namespace for idempotency keys and queue entries.
+pub(super) fn caller_name(req: &actix_web::HttpRequest) -> String {
+    let caller = req.extensions().get::<Caller>().cloned();
+    caller.map(|Caller(token)| token.name.clone()).unwrap_or_default()
+}
+
 impl BearerTokens {
     pub fn new(tokens: Vec<ApiToken>) -> Self {
         BearerTokens(tokens.into_iter().map(Arc::new).collect())

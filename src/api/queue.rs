@@ -3,7 +3,7 @@
 //! `wait_secs`) for the place or, once a phone is assigned, the session;
 //! `DELETE /api/v1/queue/{queue_id}` leaves.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -94,6 +94,7 @@ impl From<Place> for QueuePlace {
 )]
 #[tracing::instrument(name = "join queue", skip_all, fields(queue_id))]
 pub(super) async fn join(
+    req: HttpRequest,
     body: web::Json<JoinBody>,
     queue: web::Data<Queue>,
 ) -> Result<HttpResponse, ApiError> {
@@ -101,7 +102,8 @@ pub(super) async fn join(
     let app_id = AppId::parse("app_id", body.app_id)?;
     let user_id = UserId::parse("user_id", body.user_id)?;
     let priority = Priority::parse("priority", body.priority.unwrap_or(0))?;
-    let (place, new) = queue.join(app_id, user_id, priority).await?;
+    let token_name = super::auth::caller_name(&req);
+    let (place, new) = queue.join(app_id, user_id, token_name, priority).await?;
     tracing::Span::current().record("queue_id", place.entry.queue_id.as_str());
     let mut answer = match new {
         true => HttpResponse::Created(),
@@ -131,13 +133,14 @@ pub(super) struct PollQuery {
         (status = 200, description = "Still waiting", body = QueuePlace),
         (status = 201, description = "A phone is held for the player: the session, as `POST /sessions` answers it", body = MintedSession),
         (status = 400, description = "`CPHUB.INVALID_FIELD`: a bad id, or `wait_secs` over 30", body = ErrorBody),
-        (status = 404, description = "`CPHUB.NOT_FOUND`: never joined, left, or expired", body = ErrorBody),
+        (status = 404, description = "`CPHUB.NOT_FOUND`: never joined, left, expired, or joined with another token", body = ErrorBody),
         (status = 409, description = "`CPHUB.QUEUE_ENTRY_CLOSED`: served, and the session has moved on", body = ErrorBody),
         (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),
 )]
 #[tracing::instrument(name = "poll queue", skip_all, fields(queue_id, session_id))]
 pub(super) async fn poll(
+    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<PollQuery>,
     queue: web::Data<Queue>,
@@ -146,7 +149,7 @@ pub(super) async fn poll(
     let queue_id = QueueId::parse("queue_id", path.into_inner())?;
     let wait = WaitSecs::parse("wait_secs", query.wait_secs.unwrap_or(0))?;
     tracing::Span::current().record("queue_id", queue_id.as_str());
-    match queue.poll(&queue_id, wait).await? {
+    match queue.poll(&queue_id, &super::auth::caller_name(&req), wait).await? {
         Polled::Waiting(place) => Ok(HttpResponse::Ok().json(QueuePlace::from(place))),
         Polled::Seated(minted) => {
             tracing::Span::current().record("session_id", minted.access.session_id.as_str());
@@ -167,15 +170,16 @@ pub(super) async fn poll(
     responses(
         (status = 204, description = "Left the queue"),
         (status = 400, description = "`CPHUB.INVALID_FIELD`: not a valid id", body = ErrorBody),
-        (status = 404, description = "`CPHUB.NOT_FOUND`: never joined, left, or expired", body = ErrorBody),
+        (status = 404, description = "`CPHUB.NOT_FOUND`: never joined, left, expired, or joined with another token", body = ErrorBody),
         (status = 503, description = "`CPHUB.UNAVAILABLE`, with `Retry-After`", body = ErrorBody),
     ),
 )]
 pub(super) async fn leave(
+    req: HttpRequest,
     path: web::Path<String>,
     queue: web::Data<Queue>,
 ) -> Result<HttpResponse, ApiError> {
     let queue_id = QueueId::parse("queue_id", path.into_inner())?;
-    queue.leave(&queue_id).await?;
+    queue.leave(&queue_id, &super::auth::caller_name(&req)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

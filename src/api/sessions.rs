@@ -92,7 +92,7 @@ pub(super) async fn mint(
     fleet: web::Data<FleetSettings>,
     root: tracing_actix_web::RootSpan,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency_key(&req)?.map(|key| (key, caller_name(&req)));
+    let key = idempotency_key(&req)?.map(|key| (key, super::auth::caller_name(&req)));
     let request = mint_request(body.into_inner(), key, clock.now(), &access, &fleet)?;
     // A full fleet is an everyday answer, not a failure: sent as a plain response so it is
     // not logged as an error.
@@ -135,14 +135,6 @@ async fn no_free_phone(request: &MintRequest, req: &HttpRequest) -> ApiError {
             ApiError::NoFreePhone
         }
     }
-}
-
-/// The name of the token the mint was made with (the scope's middleware put it there).
-fn caller_name(req: &HttpRequest) -> String {
-    let caller = actix_web::HttpMessage::extensions(req)
-        .get::<super::auth::Caller>()
-        .cloned();
-    caller.map(|super::auth::Caller(token)| token.name.clone()).unwrap_or_default()
 }
 
 /// The `Idempotency-Key` header, parsed like an id: bounded, printable, no separators.

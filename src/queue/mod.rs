@@ -81,11 +81,13 @@ impl Queue {
     /// Adds the player at the back of the app's queue (within its priority). A phone free
     /// right now is assigned at once: the answer then says `assigned` and the first poll
     /// gets the session. A player already in the app's queue (a retried join) gets that
-    /// entry back, its place kept: the flag says whether the entry is new.
+    /// entry back, its place kept: the flag says whether the entry is new. The entry is
+    /// `token_name`'s: another token's join, poll or leave never finds it.
     pub async fn join(
         &self,
         app_id: AppId,
         user_id: UserId,
+        token_name: String,
         priority: Priority,
     ) -> Result<(Place, bool), QueueError> {
         let now = self.clock.now();
@@ -94,6 +96,7 @@ impl Queue {
             queue_id: mint_queue_id(),
             app_id,
             user_id,
+            token_name,
             priority,
             now,
             expires_at: now.plus(self.access.queue_ttl()),
@@ -106,12 +109,17 @@ impl Queue {
 
     /// The entry's place, or its session once a phone is assigned; waits up to `wait` for
     /// the assignment. The poll moves the entry's expiry past the wait.
-    pub async fn poll(&self, queue_id: &QueueId, wait: WaitSecs) -> Result<Polled, QueueError> {
+    pub async fn poll(
+        &self,
+        queue_id: &QueueId,
+        token_name: &str,
+        wait: WaitSecs,
+    ) -> Result<Polled, QueueError> {
         let now = self.clock.now();
         let expires_at = now.plus(wait.duration() + self.access.queue_ttl());
         if !self
             .store
-            .extend_queue_entry(queue_id, now, expires_at)
+            .extend_queue_entry(queue_id, token_name, now, expires_at)
             .await?
         {
             return Err(QueueError::Unknown);
@@ -159,8 +167,11 @@ impl Queue {
     }
 
     /// Leaves the queue; a phone assigned but not yet handed out goes to the next in line.
-    pub async fn leave(&self, queue_id: &QueueId) -> Result<(), QueueError> {
-        match self.store.leave_queue(queue_id, self.clock.now()).await? {
+    pub async fn leave(&self, queue_id: &QueueId, token_name: &str) -> Result<(), QueueError> {
+        match (self.store)
+            .leave_queue(queue_id, token_name, self.clock.now())
+            .await?
+        {
             true => Ok(()),
             false => Err(QueueError::Unknown),
         }

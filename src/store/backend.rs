@@ -355,10 +355,12 @@ impl<B: Backend> Store for B {
     async fn extend_queue_entry(
         &self,
         queue_id: &QueueId,
+        token_name: &str,
         now: UtcTime,
         expires_at: UtcTime,
     ) -> Result<bool, StoreError> {
-        let extended = in_transaction!(self, queue::extend(queue_id, now, expires_at));
+        let extended =
+            in_transaction!(self, queue::extend(queue_id, token_name, now, expires_at));
         extended.map_err(during("extend_queue_entry"))
     }
 
@@ -367,8 +369,13 @@ impl<B: Backend> Store for B {
         issued.map_err(during("issue_queued_session"))
     }
 
-    async fn leave_queue(&self, queue_id: &QueueId, now: UtcTime) -> Result<bool, StoreError> {
-        let left = in_transaction!(self, queue::leave(queue_id, now));
+    async fn leave_queue(
+        &self,
+        queue_id: &QueueId,
+        token_name: &str,
+        now: UtcTime,
+    ) -> Result<bool, StoreError> {
+        let left = in_transaction!(self, queue::leave(queue_id, token_name, now));
         left.map_err(during("leave_queue"))
     }
 

@@ -653,10 +653,11 @@ pub trait Store: Send + Sync + 'static {
     /// Live entries per app in serving order (assigned ones first).
     async fn queue_entries(&self, now: UtcTime, limit: i64) -> Result<Vec<QueueEntry>, StoreError>;
 
-    /// Moves a live entry's expiry on; false when it is gone.
+    /// Moves a live entry's expiry on; false when it is gone or another token's.
     async fn extend_queue_entry(
         &self,
         queue_id: &QueueId,
+        token_name: &str,
         now: UtcTime,
         expires_at: UtcTime,
     ) -> Result<bool, StoreError>;
@@ -664,8 +665,13 @@ pub trait Store: Send + Sync + 'static {
     /// Issues the ticket of an assigned entry's session (see `store/queue.rs`).
     async fn issue_queued_session(&self, issue: &QueueIssue) -> Result<Issue, StoreError>;
 
-    /// Takes the entry out of the queue; false when there was none.
-    async fn leave_queue(&self, queue_id: &QueueId, now: UtcTime) -> Result<bool, StoreError>;
+    /// Takes the entry out of the queue; false when there was none, or it is another token's.
+    async fn leave_queue(
+        &self,
+        queue_id: &QueueId,
+        token_name: &str,
+        now: UtcTime,
+    ) -> Result<bool, StoreError>;
 
     /// One pass of the queue: drops expired entries, then gives free phones to the heads.
     async fn serve_queue(&self, times: &MintTimes) -> Result<QueuePass, StoreError>;

@@ -31,6 +31,8 @@ pub struct NewQueueEntry {
     pub queue_id: QueueId,
     pub app_id: AppId,
     pub user_id: UserId,
+    /// The token that queues the player (its name): the entry is that platform's alone.
+    pub token_name: String,
     pub priority: Priority,
     pub now: UtcTime,
     pub expires_at: UtcTime,
@@ -42,6 +44,8 @@ pub struct QueueEntry {
     pub queue_id: QueueId,
     pub app_id: AppId,
     pub user_id: UserId,
+    /// The token that queued the player: only it may poll or leave the entry.
+    pub token_name: String,
     pub priority: Priority,
     pub joined_at: UtcTime,
     pub expires_at: UtcTime,
@@ -147,6 +151,7 @@ struct EntryRow {
     queue_id: String,
     app_id: String,
     user_id: String,
+    token_name: String,
     priority: i64,
     joined_at: UtcTime,
     expires_at: UtcTime,
@@ -172,6 +177,7 @@ impl TryFrom<EntryRow> for QueueEntry {
                 .map_err(|_| corrupt("phone_id"))?,
             queue_id: QueueId::try_from(row.queue_id)
                 .map_err(|e| StoreError::Corrupt(format!("queue entry: queue_id: {e}")))?,
+            token_name: row.token_name,
             joined_at: row.joined_at,
             expires_at: row.expires_at,
             position: row.position,
@@ -184,7 +190,7 @@ impl TryFrom<EntryRow> for QueueEntry {
 /// waiting entries of the same app served before this one.
 macro_rules! entry_columns {
     () => {
-        "q.queue_id, q.app_id, q.user_id, q.priority, q.joined_at, q.expires_at, \
+        "q.queue_id, q.app_id, q.user_id, q.token_name, q.priority, q.joined_at, q.expires_at, \
          q.session_id, q.phone_id, q.assigned_at, \
          CASE WHEN q.session_id IS NOT NULL THEN 0 ELSE 1 + (SELECT COUNT(*) \
            FROM queue_entries a WHERE a.app_id = q.app_id AND a.session_id IS NULL \
@@ -204,23 +210,26 @@ pub struct Joined {
 /// Queues the player, or finds the entry an earlier join of theirs made for the app that is
 /// still in play: live (not past its expiry) and waiting, or assigned a session not used
 /// yet. A platform whose join timed out joins again; a second entry would hold a place, and
-/// then a phone, for a `queue_id` nobody polls. The entry found keeps its place and
+/// then a phone, for a `queue_id` nobody polls. Only the same token's entries count: two
+/// platforms' player ids may be equal, and each player is its own platform's. The entry
+/// found keeps its place and
 /// priority, and lives at least as long as a new one would. On PostgreSQL two joins of one
 /// player at once (a retry racing its first attempt) take turns on a transaction lock of
 /// the player's own, so the second finds the first's entry.
 pub(super) async fn join<D: Sql>(tx: &mut D, e: &NewQueueEntry) -> Result<Joined, StoreError> {
-    let (app, user) = (e.app_id.as_str(), e.user_id.as_str());
+    let (app, user, token) = (e.app_id.as_str(), e.user_id.as_str(), e.token_name.as_str());
     if D::LOCKS_ROWS {
         let lock = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))::text";
         let _: Option<(String,)> = tx.fetch_optional(lock, &args![app, user]).await?;
     }
     let mine = "SELECT q.queue_id FROM queue_entries q \
-                WHERE q.app_id = $1 AND q.user_id = $2 AND q.expires_at >= $3 \
+                WHERE q.app_id = $1 AND q.user_id = $2 AND q.token_name = $4 \
+                  AND q.expires_at >= $3 \
                   AND (q.session_id IS NULL OR EXISTS (SELECT 1 FROM sessions s \
                     WHERE s.session_id = q.session_id AND s.state = 'minted' \
                       AND s.hold_until >= $3)) \
                 ORDER BY q.seq LIMIT 1";
-    let found: Option<(String,)> = tx.fetch_optional(mine, &args![app, user, e.now]).await?;
+    let found: Option<(String,)> = tx.fetch_optional(mine, &args![app, user, e.now, token]).await?;
     if let Some((queue_id,)) = found {
         let queue_id =
             QueueId::try_from(queue_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -238,7 +247,7 @@ pub(super) async fn join<D: Sql>(tx: &mut D, e: &NewQueueEntry) -> Result<Joined
 
 async fn insert(tx: &mut impl Sql, e: &NewQueueEntry) -> Result<(), StoreError> {
     let sql = "INSERT INTO queue_entries (queue_id, app_id, user_id, priority, joined_at, \
-                 expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+                 expires_at, token_name) VALUES ($1, $2, $3, $4, $5, $6, $7)";
     let args = args![
         e.queue_id.as_str(),
         e.app_id.as_str(),
@@ -246,6 +255,7 @@ async fn insert(tx: &mut impl Sql, e: &NewQueueEntry) -> Result<(), StoreError> 
         e.priority.value(),
         e.now,
         e.expires_at,
+        e.token_name.as_str(),
     ];
     tx.execute(sql, &args).await?;
     Ok(())
@@ -284,22 +294,26 @@ pub(super) async fn entries(
     rows.into_iter().map(QueueEntry::try_from).collect()
 }
 
-/// Moves a live entry's expiry on (a poll); false when it is gone or already expired, so a
-/// late poll cannot bring back an entry whose place was freed.
+/// Moves a live entry of `token_name`'s expiry on (a poll); false when it is gone, already
+/// expired (so a late poll cannot bring back an entry whose place was freed), or another
+/// token's.
 pub(super) async fn extend(
     tx: &mut impl Sql,
     queue_id: &QueueId,
+    token_name: &str,
     now: UtcTime,
     expires_at: UtcTime,
 ) -> Result<bool, StoreError> {
     let sql = "UPDATE queue_entries SET expires_at = $3 \
-               WHERE queue_id = $1 AND expires_at >= $2 AND expires_at < $3";
-    let args = args![queue_id.as_str(), now, expires_at];
+               WHERE queue_id = $1 AND token_name = $4 AND expires_at >= $2 \
+                 AND expires_at < $3";
+    let args = args![queue_id.as_str(), now, expires_at, token_name];
     if tx.execute(sql, &args).await? == 1 {
         return Ok(true);
     }
     // Already extended further (a concurrent poll): still live.
-    Ok(entry(tx, queue_id, now).await?.is_some())
+    let found = entry(tx, queue_id, now).await?;
+    Ok(found.is_some_and(|entry| entry.token_name == token_name))
 }
 
 /// Whether the table has no rows at all (live, expired or served): then a pass has nothing
@@ -606,17 +620,19 @@ struct Removed {
     issued_at: Option<UtcTime>,
 }
 
-/// Takes the entry out of the queue; false when there was none. A session assigned to it
-/// but never issued is expired and its phone freed at once for the next in line.
+/// Takes `token_name`'s entry out of the queue; false when it had none by that id. A
+/// session assigned to it but never issued is expired and its phone freed at once for the
+/// next in line.
 pub(super) async fn leave(
     tx: &mut impl Sql,
     queue_id: &QueueId,
+    token_name: &str,
     now: UtcTime,
 ) -> Result<bool, StoreError> {
-    let sql = "DELETE FROM queue_entries WHERE queue_id = $1 AND expires_at >= $2 \
-               RETURNING session_id, issued_at";
+    let sql = "DELETE FROM queue_entries WHERE queue_id = $1 AND token_name = $3 \
+                 AND expires_at >= $2 RETURNING session_id, issued_at";
     let removed: Option<Removed> = tx
-        .fetch_optional(sql, &args![queue_id.as_str(), now])
+        .fetch_optional(sql, &args![queue_id.as_str(), now, token_name])
         .await?;
     let Some(removed) = removed else {
         return Ok(false);

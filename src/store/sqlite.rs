@@ -674,7 +674,7 @@ mod tests {
         assert_eq!(syncs.load(Ordering::SeqCst), 0, "a flush waits for no sync");
 
         let queue_id = crate::domain::QueueId::parse("queue_id", "0".repeat(32)).unwrap();
-        let left = crate::store::Store::leave_queue(&store, &queue_id, now);
+        let left = crate::store::Store::leave_queue(&store, &queue_id, "", now);
         assert!(!left.await.unwrap(), "no such entry; the transaction commits all the same");
         assert_eq!(syncs.load(Ordering::SeqCst), 1, "the write waited for one sync");
     }
@@ -688,7 +688,7 @@ mod tests {
         store.log = Some(LogSync::with(|| Err(std::io::Error::other("EIO"))));
         let now = UtcTime::now();
         let queue_id = crate::domain::QueueId::parse("queue_id", "0".repeat(32)).unwrap();
-        let left = crate::store::Store::leave_queue(&store, &queue_id, now).await;
+        let left = crate::store::Store::leave_queue(&store, &queue_id, "", now).await;
         assert!(matches!(left, Err(StoreError::LogNotSynced(_))), "{left:?}");
 
         let beat = heartbeat("p-1", now);

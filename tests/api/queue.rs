@@ -10,6 +10,7 @@ use std::time::Duration;
 use cphub::clock::ManualClock;
 use cphub::domain::UtcTime;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use crate::backend_tests;
 use crate::helpers::{Backend, TOKEN, TestApp, assert_error, enter, quit};
@@ -320,6 +321,69 @@ async fn a_retried_join_answers_the_same_entry_and_takes_no_second_place(backend
     assert_eq!(back["position"], 2, "{back}");
 }
 
+/// Two platforms, each with its own token, both call a player `1001`: each platform's join
+/// is its own entry. Found by `(app_id, user_id)` alone, the second platform's join was
+/// answered the first's entry, and its poll then took the first player's session, ticket
+/// and key. Another token's poll or leave is answered as if there were no such entry.
+async fn a_player_id_two_platforms_share_is_two_entries_each_its_own_platforms(backend: Backend) {
+    let digest = |token: &str| hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let (a, b) = ("platform-a-token-0123456789", "platform-b-token-0123456789");
+    let tokens = format!(
+        "{PATIENT_FLEET}[[api.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n\
+         [[api.tokens]]\nname = \"platform-a\"\nsha256 = \"{}\"\nscopes = [\"sessions:mint\"]\n\
+         [[api.tokens]]\nname = \"platform-b\"\nsha256 = \"{}\"\nscopes = [\"sessions:mint\"]\n",
+        digest(TOKEN),
+        digest(a),
+        digest(b),
+    );
+    let app = TestApp::spawn_with(backend, &tokens).await;
+    let playing = full_fleet(&app, 1).await;
+    let queue = format!("{}/api/v1/queue", app.address);
+    let join_as = |token: &'static str| {
+        let req = app.client.post(&queue).bearer_auth(token);
+        req.json(&queue_entry("1001", None)).send()
+    };
+
+    let first = join_as(a).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let second = join_as(b).await.unwrap();
+    assert_eq!(second.status(), 201, "a new entry, not platform A's");
+    let second: Value = second.json().await.unwrap();
+    assert_ne!(second["queue_id"], first["queue_id"]);
+    assert_eq!(second["position"], 2, "{second}");
+
+    let theirs = format!("{queue}/{}", queue_id(&first));
+    let peek = app.client.get(&theirs).bearer_auth(b).send().await.unwrap();
+    assert_error(peek, 404, "CPHUB.NOT_FOUND").await;
+    let taken = app
+        .client
+        .delete(&theirs)
+        .bearer_auth(b)
+        .send()
+        .await
+        .unwrap();
+    assert_error(taken, 404, "CPHUB.NOT_FOUND").await;
+
+    end(&app, &playing[0]).await;
+    let mine = format!("{theirs}?wait_secs=20");
+    let seated = app.client.get(&mine).bearer_auth(a).send().await.unwrap();
+    assert_eq!(
+        seated.status(),
+        201,
+        "platform A's player is still first in line"
+    );
+    let again = join_as(b).await.unwrap();
+    assert_eq!(
+        again.status(),
+        200,
+        "platform B's retried join finds its own entry"
+    );
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["queue_id"], second["queue_id"]);
+    assert_eq!(again["position"], 1, "{again}");
+}
+
 /// An entry nobody polls for `access.queue_ttl_secs` leaves the queue and is counted; a
 /// polled one stays (each poll moves its expiry on).
 async fn an_unpolled_entry_expires_and_is_counted(backend: Backend) {
@@ -520,6 +584,7 @@ backend_tests!(
     a_higher_priority_is_served_first,
     leaving_frees_the_place,
     a_retried_join_answers_the_same_entry_and_takes_no_second_place,
+    a_player_id_two_platforms_share_is_two_entries_each_its_own_platforms,
     an_unpolled_entry_expires_and_is_counted,
     a_free_phone_goes_to_the_queue_before_a_new_mint,
     a_long_poll_returns_the_session_once_assigned,

@@ -171,6 +171,7 @@ fn waiting(i: usize) -> NewQueueEntry {
         queue_id: QueueId::parse("queue_id", format!("q-{i:02}")).unwrap(),
         app_id: aid(APP),
         user_id: UserId::parse("user_id", format!("u-{i:02}")).unwrap(),
+        token_name: "platform".to_owned(),
         priority: Priority::parse("priority", 0).unwrap(),
         now: at("18:59:30"),
         expires_at: at("19:10:00"),

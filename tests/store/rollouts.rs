@@ -91,6 +91,7 @@ async fn a_drained_phone_is_neither_minted_nor_given_to_the_queue(backend: Backe
         queue_id: QueueId::parse("queue_id", "q-1".to_owned()).unwrap(),
         app_id: aid(APP),
         user_id: UserId::parse("user_id", "u-1".to_owned()).unwrap(),
+        token_name: "platform".to_owned(),
         priority: Priority::parse("priority", 0).unwrap(),
         now: at("19:00:00"),
         expires_at: at("19:10:00"),

@@ -308,6 +308,7 @@ async fn a_queue_assignment_is_reported_before_its_session_starts(backend: Backe
         queue_id: QueueId::parse("queue_id", "q-1".to_owned()).unwrap(),
         app_id: aid(APP),
         user_id: UserId::parse("user_id", "u-1".to_owned()).unwrap(),
+        token_name: "platform".to_owned(),
         priority: Priority::parse("priority", 0).unwrap(),
         now: at("18:59:30"),
         expires_at: at("19:10:00"),
