@@ -61,7 +61,9 @@ pub(super) async fn recovery(
     Ok(HttpResponse::Ok().json(recovery))
 }
 
+/// A misspelt or unknown field is refused, not ignored, as on every operator body.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ExecRequest {
     /// An ADB shell command: at most 1,024 bytes of letters, digits, spaces and `_ . / : -`
     /// (chapter 4.7.5).

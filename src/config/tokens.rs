@@ -203,14 +203,7 @@ fn resolve(entry: TokenEntry) -> Result<ApiToken, String> {
     let sha256 = match (entry.sha256, entry.token_env) {
         (Some(hex), None) => parse_digest(&hex)
             .ok_or_else(|| format!("token {name:?}: sha256 must be 64 hexadecimal digits"))?,
-        (None, Some(var)) => match std::env::var(&var) {
-            Ok(token) if !token.is_empty() => token_digest(token.as_bytes()),
-            _ => {
-                return Err(format!(
-                    "token {name:?}: environment variable {var} is not set"
-                ));
-            }
-        },
+        (None, Some(var)) => env_token_digest(&name, &var)?,
         _ => {
             return Err(format!(
                 "token {name:?}: give exactly one of sha256 and token_env"
@@ -223,6 +216,27 @@ fn resolve(entry: TokenEntry) -> Result<ApiToken, String> {
         scopes: entry.scopes,
         legacy: false,
     })
+}
+
+/// The digest of the token in `var`. A secret mounted from a file usually ends in a newline
+/// no `Authorization` header can carry: the value is trimmed, and one with whitespace or a
+/// control character left inside (which no client could send either) is refused, naming
+/// the variable, rather than loaded as a token that can never match.
+fn env_token_digest(name: &str, var: &str) -> Result<[u8; 32], String> {
+    let value = std::env::var(var).unwrap_or_default();
+    let token = value.trim();
+    if token.is_empty() {
+        return Err(format!(
+            "token {name:?}: environment variable {var} is not set"
+        ));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "token {name:?}: environment variable {var} holds whitespace or a control character \
+             inside the token"
+        ));
+    }
+    Ok(token_digest(token.as_bytes()))
 }
 
 fn parse_digest(text: &str) -> Option<[u8; 32]> {

@@ -638,3 +638,46 @@ async fn a_secret_of_the_wrong_type_stops_startup_without_printing_it() {
         assert!(!stderr.contains("73915604"), "{var}: {stderr}");
     }
 }
+
+/// A token read from the environment (`token_env`) as a mounted secret file gives it, with
+/// a trailing newline no `Authorization` header can carry: trimmed, it authenticates. One
+/// with whitespace inside could never match either: start-up stops, naming the variable,
+/// and without printing the value.
+#[tokio::test]
+async fn a_token_env_value_is_trimmed_and_one_with_whitespace_inside_stops_startup() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cphub.toml");
+    let table = "[[api.tokens]]\nname = \"platform\"\ntoken_env = \"PLATFORM_TOKEN\"\n\
+                 scopes = [\"phones:read\"]\n";
+    std::fs::write(&file, table).unwrap();
+    let token = "pl4tform-t0ken-from-a-secret-file";
+
+    let mut cmd = cphub(&db);
+    cmd.env_remove("CPHUB__API__TOKENS")
+        .env("PLATFORM_TOKEN", format!("{token}\n"))
+        .args(["--config"])
+        .arg(&file);
+    let served = start_serve(&mut cmd);
+    let client = reqwest::Client::new();
+    let phones = client
+        .get(format!("{}/api/v1/phones", served.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(phones.status(), 200);
+    assert_eq!(stop(served.child).await.code(), Some(0));
+
+    let mut cmd = cphub(&db);
+    cmd.env_remove("CPHUB__API__TOKENS")
+        .env("PLATFORM_TOKEN", "two words")
+        .arg("serve")
+        .arg("--config")
+        .arg(&file);
+    let out = crate::helpers::child_output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("PLATFORM_TOKEN"), "{stderr}");
+    assert!(!stderr.contains("two words"), "{stderr}");
+}

@@ -281,6 +281,24 @@ async fn commands_beyond_the_limits_of_4_7_5_are_refused_before_any_call(backend
         let res = exec(&fleet.app, &phone_id, bad).await;
         assert_error(res, 400, "CPHUB.INVALID_COMMAND").await;
     }
+    // A field the API does not have (a timeout the caller thinks it set) is refused, not
+    // ignored, as on every operator body.
+    let url = format!("{}/api/v1/phones/{phone_id}/exec", fleet.app.address);
+    let body = json!({"command": BOOTED, "timeout_ms": 60000});
+    let res = (fleet
+        .app
+        .client
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await)
+        .unwrap();
+    let error = assert_error(res, 400, "CPHUB.INVALID_FIELD").await;
+    assert!(
+        error["error_msg"].as_str().unwrap().contains("timeout_ms"),
+        "{error}"
+    );
     assert_eq!(command_calls(&fleet.app).await, 0, "nothing was sent");
     let res = exec(&fleet.app, &phone_id, BOOTED).await;
     assert_eq!(res.status(), 200);
