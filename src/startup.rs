@@ -29,7 +29,9 @@ use crate::store::{
     self, ApplyRules, CommitRounds, HeartbeatBuffer, HeartbeatFlusher, Minter, Store, Unchanged,
     StoreError, WriteMeters, WriterLimits, Writers,
 };
-use crate::watchdog::{BookRetention, HoldSweeper, RetentionTask, Watchdog, WatchdogTask};
+use crate::watchdog::{
+    Abandonment, AbandonmentTask, BookRetention, HoldSweeper, RetentionTask, Watchdog, WatchdogTask,
+};
 use crate::webhooks::{WebhookDispatcher, WebhookTasks};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,7 @@ pub struct Application {
     console_server: Option<Server>,
     flusher: HeartbeatFlusher,
     sweeper: HoldSweeper,
+    abandonment: AbandonmentTask,
     retention_task: RetentionTask,
     phone_sync: Option<PhoneSync>,
     watchdog_task: Option<WatchdogTask>,
@@ -129,6 +132,17 @@ impl Application {
             Arc::clone(&clock),
             std::time::Duration::from_millis(settings.access.sweep_interval_ms),
         );
+        // Without a control plane, and with the watchdog off, too: a session whose quit was
+        // lost would otherwise hold its phone for good.
+        let abandonment = Abandonment::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            Arc::clone(&buffer),
+            &settings.watchdog,
+            &settings.fleet,
+        )
+        .spawn();
         let (phone_sync, watchdog, rollouts) = match settings.cph.is_configured() {
             true => {
                 let client =
@@ -167,6 +181,7 @@ impl Application {
                     reset_property,
                 );
                 watchdog.drive_rollouts(Arc::clone(&rollouts));
+                watchdog.judge_silence_by(Arc::clone(&buffer));
                 (Some(sync), Some(watchdog), Some(rollouts))
             }
             false => (None, None, None),
@@ -231,6 +246,7 @@ impl Application {
             console_server,
             flusher,
             sweeper,
+            abandonment,
             retention_task,
             phone_sync,
             watchdog_task,
@@ -264,6 +280,7 @@ impl Application {
             let _ = task.await;
         }
         self.sweeper.stop();
+        self.abandonment.stop();
         self.retention_task.stop();
         self.queue_task.stop();
         self.webhook_tasks.stop();

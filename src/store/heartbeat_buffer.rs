@@ -21,6 +21,7 @@
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -201,6 +202,9 @@ pub struct HeartbeatBuffer {
     /// Held by a flush for its whole length: one flush at a time decides what is due.
     marks: Option<tokio::sync::Mutex<Marks>>,
     meter: Option<FlushMeter>,
+    /// A flush failed, and none has written everything it took since: heartbeats received
+    /// wait here, and the book's `last_seen_at` is behind them.
+    behind: AtomicBool,
 }
 
 impl HeartbeatBuffer {
@@ -212,6 +216,7 @@ impl HeartbeatBuffer {
             chunk: chunk.max(1),
             marks: None,
             meter: None,
+            behind: AtomicBool::new(false),
         }
     }
 
@@ -246,6 +251,13 @@ impl HeartbeatBuffer {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether every heartbeat this buffer was given has reached the book, but those of
+    /// the last flush interval: false from a failed flush until one writes all it took.
+    /// Silence read from the book before then is cphub's outage, not the phones'.
+    pub fn caught_up(&self) -> bool {
+        !self.behind.load(Ordering::Acquire)
     }
 
     /// Heartbeats a flush held back because they changed nothing yet.
@@ -296,12 +308,15 @@ impl HeartbeatBuffer {
             meter.held_back.set(held_back as i64);
         }
         if due.is_empty() {
+            // Nothing waits: what a failed flush gave back has been written since.
+            self.behind.store(false, Ordering::Release);
             return Ok(0);
         }
         // Key order: each chunk then touches a run of neighbouring rows (index pages), and on
         // PostgreSQL every writer locks rows in key order.
         due.sort_unstable_by(|a, b| a.phone_id.as_str().cmp(b.phone_id.as_str()));
         let flushed = self.write(store, limit, due, marks.as_deref_mut()).await;
+        self.behind.store(flushed.is_err(), Ordering::Release);
         if let Some(meter) = &self.meter {
             meter.duration.observe(started.elapsed().as_secs_f64());
             if flushed.is_err() {

@@ -430,6 +430,8 @@ pub struct FinishedRecovery {
 pub enum Role {
     Watchdog,
     Retention,
+    /// Closing abandoned sessions (`watchdog::Abandonment`).
+    Abandonment,
 }
 
 /// Being the one replica that acts in a [`Role`]. Held until dropped or until the

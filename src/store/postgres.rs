@@ -167,6 +167,7 @@ impl Backend for PostgresStore {
         let key = match role {
             Role::Watchdog => WATCHDOG_LOCK,
             Role::Retention => RETENTION_LOCK,
+            Role::Abandonment => ABANDONMENT_LOCK,
         };
         let mut conn = self.pool.acquire().await?.detach();
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -415,6 +416,8 @@ const PARTITIONS_AHEAD_DAYS: i32 = 7;
 const WATCHDOG_LOCK: i64 = 0x6370_6877;
 /// Key of the advisory lock the replica removing old sessions holds ("cphr").
 const RETENTION_LOCK: i64 = 0x6370_6872;
+/// Key of the advisory lock the replica closing abandoned sessions holds ("cpha").
+const ABANDONMENT_LOCK: i64 = 0x6370_6861;
 
 struct AdvisoryLease(sqlx::PgConnection);
 

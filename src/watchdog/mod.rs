@@ -1,15 +1,17 @@
 //! The fleet watchdog (docs/operations.md). Each pass, on the one replica that
-//! holds the lease: sessions of silent phones are closed as abandoned; unhealthy phones are
+//! holds the lease: unhealthy phones are
 //! restarted, then reset (after the operator's diagnostics, `diagnostics.rs`), then marked
 //! broken, within budgets; abnormal encoding servers are restarted within their own
 //! (`encode.rs`); every decision goes to the recovery log, and the jobs are followed to
-//! their end. The hold sweeper, the other loop
-//! that frees phones, lives here too ([`HoldSweeper`]).
+//! their end. The loops that free phones without a control plane live here too: the hold
+//! sweeper ([`HoldSweeper`]) and the closing of abandoned sessions ([`Abandonment`]).
 
+mod abandon;
 mod diagnostics;
 mod encode;
 mod holds;
 mod incidents;
+mod lease;
 mod policy;
 mod reset;
 mod retention;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use chrono::SecondsFormat;
 use tokio::task::JoinHandle;
 
+pub use abandon::{Abandonment, AbandonmentTask};
 pub use holds::HoldSweeper;
 use incidents::Servers;
 pub use policy::{
@@ -39,7 +42,8 @@ use crate::domain::{ParseError, PhoneId, RecoveryMark, UtcTime};
 use crate::metrics::Metrics;
 use crate::rollout::Rollouts;
 use crate::store::{
-    Diagnostics, FinishedRecovery, NewRecovery, PhoneHealth, Recovery, Role, Store, StoreError,
+    Diagnostics, FinishedRecovery, HeartbeatBuffer, NewRecovery, PhoneHealth, Recovery, Role,
+    Store, StoreError,
 };
 use crate::telemetry::ErrorChain;
 
@@ -114,6 +118,8 @@ pub struct Watchdog {
     /// The rollout engine, run after each pass on the same lease: one replica acts on the
     /// fleet, and a recovery and an update are never decided at the same time.
     rollouts: OnceLock<Arc<Rollouts>>,
+    /// This replica's heartbeat buffer: silence is not judged while it is behind.
+    heartbeats: OnceLock<Arc<HeartbeatBuffer>>,
     /// When the encoding servers were last listed (see `encode.rs`).
     encode_servers_listed: Mutex<Option<Instant>>,
 }
@@ -168,12 +174,27 @@ impl Watchdog {
             created_at,
             account_log_seen: Mutex::new(0),
             rollouts: OnceLock::new(),
+            heartbeats: OnceLock::new(),
         })
     }
 
     /// Drives the rollouts after each pass (see the field).
     pub fn drive_rollouts(&self, rollouts: Arc<Rollouts>) {
         let _ = self.rollouts.set(rollouts);
+    }
+
+    /// The buffer this replica's heartbeats wait in: while it has not caught up with a
+    /// failed flush, no phone is judged silent.
+    pub fn judge_silence_by(&self, heartbeats: Arc<HeartbeatBuffer>) {
+        let _ = self.heartbeats.set(heartbeats);
+    }
+
+    /// Whether the book's `last_seen_at` can be trusted: no heartbeat flush has failed
+    /// since the last that wrote everything it took. After a database outage every phone
+    /// looks silent until the backlog is written, and restarting the fleet for cphub's
+    /// outage is the wave `startup_grace_secs` keeps a restart of cphub from causing.
+    fn heartbeats_caught_up(&self) -> bool {
+        self.heartbeats.get().is_none_or(|buffer| buffer.caught_up())
     }
 
     /// Runs passes every `watchdog.interval_ms` while this replica holds the lease.
@@ -228,7 +249,10 @@ impl Watchdog {
         if self.started.elapsed() < Duration::from_secs(self.settings.startup_grace_secs) {
             return Ok(());
         }
-        self.abandon_sessions(fresh_since, now).await?;
+        if !self.heartbeats_caught_up() {
+            tracing::debug!("heartbeats not all in the book since a failed flush; no phone judged silent");
+            return Ok(());
+        }
         let phones = self.store.unhealthy_phones(fresh_since).await?;
         let servers = self.server_incidents(&phones, fresh_since, now).await?;
         self.notice_account_refusals().await?;
@@ -404,22 +428,6 @@ impl Watchdog {
         *self.paused.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.metrics.cph_account_blocked.set(0);
         Ok(true)
-    }
-
-    async fn abandon_sessions(
-        &self,
-        fresh_since: UtcTime,
-        now: UtcTime,
-    ) -> Result<(), WatchdogError> {
-        for session in self
-            .store
-            .abandon_sessions(fresh_since, self.stale_after, now)
-            .await?
-        {
-            tracing::info!(session_id = %session.session_id, phone_id = %session.phone_id, "session abandoned: its phone went silent");
-            self.metrics.record_abandoned(&session);
-        }
-        Ok(())
     }
 
     /// Decides for one phone; true when a job was started, [`WatchdogError::InFlightCap`]

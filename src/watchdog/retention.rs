@@ -72,21 +72,10 @@ impl BookRetention {
 
     /// Whether this replica holds the retention lease, asking for it when it does not.
     async fn leads(&self, lease: &mut Option<Box<dyn Lease>>) -> bool {
-        if let Some(held) = lease.as_mut() {
-            if held.held().await {
-                return true;
-            }
-            tracing::warn!("book retention lease lost");
-            *lease = None;
-        }
-        *lease = self.store.try_lead(Role::Retention).await.unwrap_or_else(|error| {
-            tracing::warn!(error = %ErrorChain(&error), "book retention cannot ask for the lease");
-            None
-        });
-        self.metrics
-            .book_retention_leader
-            .set(lease.is_some().into());
-        lease.is_some()
+        let leads = super::lease::leads(&*self.store, Role::Retention, lease, "book retention");
+        let leads = leads.await;
+        self.metrics.book_retention_leader.set(leads.into());
+        leads
     }
 
     /// Batches until one comes back short (the book holds nothing more to remove now),

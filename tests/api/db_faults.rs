@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::backend_tests;
 use crate::helpers::{
     Backend, TOKEN, TestApp, TestDb, WriteLock, assert_applied_once, assert_error, enter,
-    played_session, quit,
+    heartbeat, played_session, quit,
 };
 
 /// The state of the [`Proxy`]'s link to PostgreSQL.
@@ -222,7 +222,63 @@ async fn an_exhausted_pool_means_503_with_retry_after(backend: Backend) {
     assert_eq!(accepted.filter(|e| e["outcome"] == "accepted").count(), 1);
 }
 
-backend_tests!(an_exhausted_pool_means_503_with_retry_after);
+/// The database away longer than the stale time (here its write lock held 6 s; phones are
+/// stale after 4 s): the phone heartbeats throughout, answered from memory, and its
+/// session is still playing once the backlog is written. Before, the first pass after the
+/// outage (every 100 ms here) read the phone's `last_seen_at` from before it and closed
+/// the session as abandoned (its player's reconnects refused, billing told it ended)
+/// before the flush (every 500 ms) had written what the phone said meanwhile. No control
+/// plane is configured: abandonment does not need one.
+async fn a_database_outage_longer_than_the_stale_time_abandons_no_session(backend: Backend) {
+    let overrides = "[fleet]\nheartbeat_interval_secs = 1\nmiss_threshold = 4\n\
+        [heartbeats]\nflush_interval_ms = 500\n[database]\nwrite_timeout_ms = 300\n\
+        [watchdog]\ninterval_ms = 100\nstartup_grace_secs = 0\n";
+    let app = Arc::new(TestApp::spawn_with(backend, overrides).await);
+    app.idle_phones(&["p-1"]).await;
+    let minted = app
+        .mint_ok(&json!({"app_id": "com.example.game", "user_id": "u-1"}))
+        .await;
+    let session = minted["session_id"].as_str().unwrap().to_owned();
+    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    app.send_event(&enter(&session, "p-1", &now())).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let beating = tokio::spawn({
+        let (app, stop, session) = (Arc::clone(&app), Arc::clone(&stop), session.clone());
+        async move {
+            while !stop.load(Ordering::SeqCst) {
+                app.send_heartbeat(&heartbeat("p-1", Some(&session), &now()))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    });
+    app.wait_for_phone("p-1", |p| p["current_session_id"] == session.as_str())
+        .await;
+
+    let lock = WriteLock::take_phones_letting_reads(&app.db).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    lock.release().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    beating.await.unwrap();
+
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    let failed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cphub_heartbeat_flush_failures_total "))
+        .map(|v| v.parse::<f64>().unwrap());
+    assert!(
+        failed.is_some_and(|n| n >= 1.0),
+        "the outage failed a flush: {failed:?}"
+    );
+    let after = app.session(&session).await.unwrap();
+    assert_eq!(after["state"], "playing", "{after}");
+}
+
+backend_tests!(
+    an_exhausted_pool_means_503_with_retry_after,
+    a_database_outage_longer_than_the_stale_time_abandons_no_session,
+);
 
 /// The players of an outage test: told when to stop, counting the 503s they get.
 #[derive(Default)]

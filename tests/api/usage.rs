@@ -50,12 +50,9 @@ async fn fixture(backend: Backend) -> (TestApp, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(
         UtcTime::parse("t", "2026-11-28T00:00:00Z").unwrap(),
     ));
-    // The watchdog closes sessions of silent phones (abandoned); it needs a control plane
-    // configured, which is never reached in dry-run with nothing to recover.
-    let overrides = "[cph]\nendpoint = \"http://127.0.0.1:9\"\n\
-        project_id = \"0a1b2c3d4e5f60718293a4b5c6d7e8f9\"\n\
-        [cph.auth]\nak = \"TESTAK\"\nsk = \"TESTSK\"\n\
-        [watchdog]\ndry_run = true\ninterval_ms = 100\nstartup_grace_secs = 0\n";
+    // Sessions of silent phones are closed as abandoned with no control plane configured
+    // (before, only the watchdog closed them, and it needed one).
+    let overrides = "[watchdog]\ninterval_ms = 100\nstartup_grace_secs = 0\n";
     let app = TestApp::spawn_with_clock(backend, overrides, Arc::clone(&clock)).await;
 
     // s1: 20 min on day 1.
