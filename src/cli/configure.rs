@@ -292,11 +292,7 @@ async fn submit_and_follow(
     let answer = match sent {
         Ok(answer) => answer,
         Err(error) => {
-            let code = match error.is_outcome_unknown() {
-                true => "OUTCOME_UNKNOWN",
-                false => error.code().unwrap_or("NOT_SENT"),
-            };
-            let why = ErrorChain(&error).to_string();
+            let (code, why) = super::phones::batch_refusal(&error);
             let each = |phone| (phone, Err(Failure::new(code, why.clone())));
             return requested.into_iter().map(each).collect();
         }

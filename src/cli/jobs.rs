@@ -9,6 +9,9 @@ use crate::cph::{CphClient, Job, model};
 
 pub async fn run(settings: &Settings, command: JobsCommand) -> Result<Outcome, CliError> {
     let client = CphClient::new(&settings.cph)?;
+    let command_waited = match &command {
+        JobsCommand::Show { wait, .. } | JobsCommand::List { wait, .. } => wait.wait,
+    };
     let jobs = match command {
         JobsCommand::Show { job_id, wait } if wait.wait => vec![client.follow_job(&job_id).await?],
         JobsCommand::Show { job_id, .. } => vec![client.job(&job_id).await?],
@@ -21,11 +24,17 @@ pub async fn run(settings: &Settings, command: JobsCommand) -> Result<Outcome, C
             }
         }
     };
+    let waited = command_waited;
     let mut outcome = Outcome::AllSucceeded;
     for job in &jobs {
         let phone = job.phone_id.as_deref().unwrap_or("-");
         if !job.is_finished() {
             println!("{phone}\trunning\tjob={}", job.job_id);
+            // Asked to wait for the end and it did not come (`cph.job_deadline_secs`, or
+            // the job could not be read): a script must not take that for a success.
+            if waited {
+                outcome = Outcome::SomeFailed;
+            }
         } else if !print_job_end(phone, &job.job_id, &Ok(job.clone())) {
             outcome = Outcome::SomeFailed;
         }

@@ -295,7 +295,20 @@ async fn run_batches(
     let mut outcome = Outcome::AllSucceeded;
     for chunk in items.chunks(BATCH) {
         let requested: Vec<String> = chunk.iter().map(|i| i.phone_id.clone()).collect();
-        let answer = send(client, op, chunk.to_vec()).await?;
+        // A batch refused whole, or whose answer was lost, is each of its phones' line, and
+        // the command goes on: ending with the error alone hid what the earlier batches
+        // did, and that this one may have been done (a lost answer).
+        let answer = match send(client, op, chunk.to_vec()).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                let (code, why) = batch_refusal(&error);
+                for phone in &requested {
+                    println!("{phone}\tfailed\t{code}\t{why}");
+                }
+                outcome = Outcome::SomeFailed;
+                continue;
+            }
+        };
         if let (BatchOp::Stop, Some(book)) = (op, book) {
             record_stopped(book, &answer).await;
         }
@@ -304,6 +317,16 @@ async fn run_batches(
         }
     }
     Ok(outcome)
+}
+
+/// The code and why of a batch call that failed whole: `OUTCOME_UNKNOWN` when it may have
+/// been done (7.1.2: its answer lost), else the control plane's code, or `NOT_SENT`.
+pub(super) fn batch_refusal(error: &CphError) -> (&str, String) {
+    let code = match error.is_outcome_unknown() {
+        true => "OUTCOME_UNKNOWN",
+        false => error.code().unwrap_or("NOT_SENT"),
+    };
+    (code, ErrorChain(error).to_string())
 }
 
 /// Writes "stopped" (chapter 4.3.1: 8) for every phone whose stop was accepted: stopped on

@@ -46,7 +46,7 @@ pub(super) async fn run(
     for phone in phone_ids {
         let line = match reset_one(settings, &watchdog, book.as_ref(), &phone, wait).await {
             Ok(recovery) => {
-                outcome = worse(outcome, recovery.outcome);
+                outcome = worse(outcome, recovery.outcome, wait);
                 note_account_refusal(&recovery);
                 recovery_line(&phone, &recovery)
             }
@@ -105,9 +105,12 @@ async fn recovery(
         .unwrap_or_else(|| started.clone()))
 }
 
-fn worse(outcome: Outcome, recovery: RecoveryOutcome) -> Outcome {
+/// With `--wait`, a recovery still pending at `cph.job_deadline_secs` is not a success: a
+/// script reading the exit code asked for the end, and did not get it.
+fn worse(outcome: Outcome, recovery: RecoveryOutcome, waited: bool) -> Outcome {
     match recovery {
         RecoveryOutcome::Failed | RecoveryOutcome::Error => Outcome::SomeFailed,
+        RecoveryOutcome::Pending if waited => Outcome::SomeFailed,
         _ => outcome,
     }
 }

@@ -154,6 +154,86 @@ async fn a_phone_refused_inside_a_200_batch_fails_the_command() {
     assert!(printed.contains("p-1\tsubmitted\tjob=j-1"), "{printed}");
 }
 
+/// 101 phones are two batches; the first batch's answer is lost (500: 7.1.2, the restart
+/// may have been done). Each of its phones gets its line saying so, the second batch is
+/// still sent, and the command fails. Before, it ended at the first batch with the error
+/// alone: nothing said which phones were touched, and the rest were never sent.
+#[tokio::test]
+async fn a_batch_whose_answer_is_lost_is_each_phones_line_and_the_next_batch_goes_on_7_1_2() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-restart")))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+            "error_code": "CPS.0001", "error_msg": "System error."})))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(api("phones/batch-restart")))
+        .and(body_json(json!({"phones": [{"phone_id": "p-100"}]})))
+        .respond_with(jobs_answer(
+            json!([{"phone_id": "p-100", "job_id": "j-100"}]),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let phones: Vec<String> = (0..101).map(|i| format!("p-{i:03}")).collect();
+    let mut args = vec!["phones", "restart"];
+    args.extend(phones.iter().map(String::as_str));
+
+    let out = cphub(&server, &args).await;
+
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let printed = stdout(&out);
+    for phone in &phones[..100] {
+        assert!(
+            printed.contains(&format!("{phone}\tfailed\tOUTCOME_UNKNOWN\t")),
+            "{phone}: {printed}"
+        );
+    }
+    assert!(printed.contains("p-100\tsubmitted\tjob=j-100"), "{printed}");
+}
+
+/// `jobs list --wait` whose job is still running at `cph.job_deadline_secs` prints it
+/// `running` and fails: a script asked for the end and did not get it. It exited 0.
+#[tokio::test]
+async fn jobs_list_wait_fails_when_a_job_has_not_ended_by_the_deadline_4_4_1() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(api("jobs")))
+        .and(query_param("request_id", "req-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"jobs": [
+            {"job_id": "j-1", "phone_id": "p-1", "status": 2},
+            {"job_id": "j-2", "phone_id": "p-2", "status": 1}]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(api("jobs/j-2")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "job_id": "j-2", "phone_id": "p-2", "status": 1})))
+        .mount(&server)
+        .await;
+
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
+    cmd.env_clear()
+        .env("CPHUB_CONFIG_DIR", "/nonexistent")
+        .env("CPHUB__CPH__ENDPOINT", server.uri())
+        .env("CPHUB__CPH__PROJECT_ID", PROJECT)
+        .env("CPHUB__CPH__AUTH__AK", "CLITESTAK")
+        .env("CPHUB__CPH__AUTH__SK", "CLITESTSK")
+        .env("CPHUB__CPH__JOB_POLL_INTERVAL_MS", "100")
+        .env("CPHUB__CPH__JOB_DEADLINE_SECS", "1")
+        .args(["jobs", "list", "--request-id", "req-1", "--wait"]);
+    let out = crate::helpers::child_output(cmd).await;
+
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "p-1\tsucceeded\tjob=j-1\np-2\trunning\tjob=j-2\n"
+    );
+}
+
 #[tokio::test]
 async fn all_phones_are_listed_then_configured_and_followed_to_their_end() {
     let server = MockServer::start().await;

@@ -1463,6 +1463,10 @@ async fn a_released_servers_phones_are_unlisted_and_left_alone_4_3_1(backend: Ba
 
 /// `cphub phones reset PHONE ARGS` against the fleet's control plane and book.
 async fn cli_reset(fleet: &Fleet, phone_id: &str, args: &[&str]) -> std::process::Output {
+    crate::helpers::child_output(cli_reset_command(fleet, phone_id, args)).await
+}
+
+fn cli_reset_command(fleet: &Fleet, phone_id: &str, args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
     cmd.env_clear()
         .env("CPHUB_CONFIG_DIR", "/nonexistent")
@@ -1474,7 +1478,7 @@ async fn cli_reset(fleet: &Fleet, phone_id: &str, args: &[&str]) -> std::process
         .env("CPHUB__CPH__AUTH__SK", &fleet.options.sk)
         .args(["phones", "reset", phone_id])
         .args(args);
-    crate::helpers::child_output(cmd).await
+    cmd
 }
 
 /// 7.2 CPS.0006 (arrears): a manual reset that hits it, through the operator API or
@@ -1545,6 +1549,30 @@ async fn cli_reset_carrying(
     (fleet, line, after)
 }
 
+/// `cphub phones reset --wait` whose job (4.4.1) has not ended by `cph.job_deadline_secs`
+/// fails: the script asked for the end and did not get it. The command's own watchdog
+/// follows the job and records it `error`, saying it was still running.
+async fn cli_reset_wait_fails_when_the_job_has_not_ended_by_the_deadline_4_3_5(backend: Backend) {
+    let fleet = start_carrying(backend, &APP_PORT_AND_SCREEN, |o| o.job_delay_ms = 8000).await;
+    let phone_id = fleet.simulator.phone_ids()[0].clone();
+    let mut cmd = cli_reset_command(&fleet, &phone_id, &["--wait"]);
+    cmd.env("CPHUB__CPH__JOB_DEADLINE_SECS", "1")
+        .env("CPHUB__CPH__JOB_POLL_INTERVAL_MS", "200");
+
+    let out = crate::helpers::child_output(cmd).await;
+
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line: Vec<&str> = printed.trim_end().split('\t').collect();
+    assert_eq!(
+        (line[0], line[1]),
+        (phone_id.as_str(), "error"),
+        "{printed}"
+    );
+    assert!(line[5].contains("still running after"), "{printed}");
+    fleet.simulator.stop().await;
+}
+
 /// Chapters 4.3.5, 4.3.2 and appendix A.1, through the CLI: `cphub phones reset` takes the
 /// watchdog's path, so the reset carries the phone's own properties and the callback ones,
 /// says which it re-applied, and is in the recovery log as a manual reset.
@@ -1595,6 +1623,7 @@ backend_tests!(
     reset_4_3_5_falls_back_to_the_properties_phone_sync_read,
     cli_reset_4_3_5_keeps_the_phones_own_properties_and_is_logged,
     cli_reset_4_3_5_reports_a_refused_key,
+    cli_reset_wait_fails_when_the_job_has_not_ended_by_the_deadline_4_3_5,
     reset_4_3_5_refused_for_one_property_drops_it_and_says_so,
     a_manual_reset_refused_for_arrears_7_2_pauses_recoveries,
     a_dead_server_produces_one_incident_and_no_per_phone_restarts,
