@@ -12,6 +12,11 @@ const PROJECT: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
 /// Runs `cphub ARGS` configured against `server`, off the async runtime.
 async fn cphub(server: &MockServer, args: &[&str]) -> Output {
+    cphub_with(server, args, &[]).await
+}
+
+/// [`cphub`], with `settings` (environment variables) over the test's own.
+async fn cphub_with(server: &MockServer, args: &[&str], settings: &[(&str, &str)]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
     cmd.env_clear()
         .env("CPHUB_CONFIG_DIR", "/nonexistent")
@@ -24,6 +29,7 @@ async fn cphub(server: &MockServer, args: &[&str]) -> Output {
         // No book here: `phones stop` warns that it cannot record the stop, and creates
         // no database file in the working directory.
         .env("DATABASE_URL", "sqlite:///nonexistent/cphub.db")
+        .envs(settings.iter().copied())
         .args(args);
     crate::helpers::child_output(cmd).await
 }
@@ -215,17 +221,9 @@ async fn jobs_list_wait_fails_when_a_job_has_not_ended_by_the_deadline_4_4_1() {
         .mount(&server)
         .await;
 
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cphub"));
-    cmd.env_clear()
-        .env("CPHUB_CONFIG_DIR", "/nonexistent")
-        .env("CPHUB__CPH__ENDPOINT", server.uri())
-        .env("CPHUB__CPH__PROJECT_ID", PROJECT)
-        .env("CPHUB__CPH__AUTH__AK", "CLITESTAK")
-        .env("CPHUB__CPH__AUTH__SK", "CLITESTSK")
-        .env("CPHUB__CPH__JOB_POLL_INTERVAL_MS", "100")
-        .env("CPHUB__CPH__JOB_DEADLINE_SECS", "1")
-        .args(["jobs", "list", "--request-id", "req-1", "--wait"]);
-    let out = crate::helpers::child_output(cmd).await;
+    let deadline = [("CPHUB__CPH__JOB_DEADLINE_SECS", "1")];
+    let args = ["jobs", "list", "--request-id", "req-1", "--wait"];
+    let out = cphub_with(&server, &args, &deadline).await;
 
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(
