@@ -127,10 +127,13 @@ impl Queue {
         let deadline = tokio::time::Instant::now() + wait.duration();
         loop {
             let now = self.clock.now();
-            let entry = self.store.queue_entry(queue_id, now).await?;
-            let entry = entry.ok_or(QueueError::Unknown)?;
+            let mut entry = self.live_entry(queue_id, now).await?;
             if entry.session_id.is_some() {
-                return self.issue(queue_id, now).await;
+                match self.issue(queue_id, now).await? {
+                    Some(seated) => return Ok(seated),
+                    // Its phone no longer served: waiting again, at its place.
+                    None => entry = self.live_entry(queue_id, now).await?,
+                }
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -140,7 +143,14 @@ impl Queue {
         }
     }
 
-    async fn issue(&self, queue_id: &QueueId, now: UtcTime) -> Result<Polled, QueueError> {
+    async fn live_entry(&self, queue_id: &QueueId, now: UtcTime) -> Result<QueueEntry, QueueError> {
+        let entry = self.store.queue_entry(queue_id, now).await?;
+        entry.ok_or(QueueError::Unknown)
+    }
+
+    /// The session of an assigned entry; None when its phone no longer served and the entry
+    /// waits again (`store::queue::issue`).
+    async fn issue(&self, queue_id: &QueueId, now: UtcTime) -> Result<Option<Polled>, QueueError> {
         let issue = QueueIssue {
             queue_id: queue_id.clone(),
             access: MintedAccess::mint(self.access.cipher),
@@ -149,8 +159,9 @@ impl Queue {
         let seat = match self.store.issue_queued_session(&issue).await? {
             Issue::Issued(seat) => seat,
             Issue::Closed => return Err(QueueError::Closed),
+            Issue::Waiting => return Ok(None),
             // The entry was assigned a moment ago: only a concurrent leave or expiry took it.
-            Issue::Unknown | Issue::Waiting => return Err(QueueError::Unknown),
+            Issue::Unknown => return Err(QueueError::Unknown),
         };
         if let Some(ms) = seat.first_wait_ms {
             self.metrics.queue_wait.observe(ms.max(0) as f64 / 1000.0);
@@ -158,12 +169,12 @@ impl Queue {
         let mut access = issue.access;
         access.session_id = seat.session_id.as_str().to_owned();
         // A repeated issue keeps the first one's expiry.
-        Ok(Polled::Seated(MintAnswer {
+        Ok(Some(Polled::Seated(MintAnswer {
             access,
             auth_ts: seat.auth_ts,
             phone_id: seat.phone_id,
             connect: seat.connect,
-        }))
+        })))
     }
 
     /// Leaves the queue; a phone assigned but not yet handed out goes to the next in line.

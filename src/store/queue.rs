@@ -532,6 +532,14 @@ pub(super) async fn issue<D: Sql>(tx: &mut D, req: &QueueIssue) -> Result<Issue,
         return Ok(Issue::Waiting);
     };
     let first = entry.issued_at.is_none();
+    // Not handed out yet: a phone that stopped serving since it was assigned (silent,
+    // recovering, out of service, drained by a rollout) or a hold that lapsed first left the
+    // player a phone they could not reach, then their place gone (`Closed`). The entry goes
+    // back to waiting, at its place, and the next pass gives it a phone that serves.
+    if first && !still_serves(tx, session_id, phone_id, req.times.fresh_since).await? {
+        requeue(tx, &req.queue_id, session_id, req.times.now).await?;
+        return Ok(Issue::Waiting);
+    }
     let Some(auth_ts) = reissue(tx, session_id, req, first).await? else {
         return Ok(Issue::Closed);
     };
@@ -540,6 +548,46 @@ pub(super) async fn issue<D: Sql>(tx: &mut D, req: &QueueIssue) -> Result<Issue,
     }
     let connect = phone_connect(tx, phone_id).await?;
     seat(entry, auth_ts, first, connect)
+}
+
+/// Whether the assigned phone would still be given out (as `book::free_phone_sql` judges,
+/// held for this session) and the session still waits for its ticket.
+async fn still_serves(
+    tx: &mut impl Sql,
+    session_id: &str,
+    phone_id: &str,
+    fresh_since: UtcTime,
+) -> Result<bool, StoreError> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM phones p JOIN sessions s \
+                 ON s.session_id = p.allocated_session_id AND s.state = 'minted' \
+               WHERE p.phone_id = $2 AND p.allocated_session_id = $1 \
+                 AND p.current_session_id IS NULL AND p.last_seen_at >= $3 \
+                 AND (p.cph_status IS NULL OR p.cph_status = 2) AND p.unlisted_at IS NULL \
+                 AND p.drained_by_rollout IS NULL AND p.recovery_state IS NULL)";
+    let row: Option<(bool,)> = tx
+        .fetch_optional(sql, &args![session_id, phone_id, fresh_since])
+        .await?;
+    Ok(row.is_some_and(|(serves,)| serves))
+}
+
+/// An assignment never handed out, undone: its session expired and its phone freed (as a
+/// leave does), the entry waiting again with its `seq`, so its place and priority.
+async fn requeue(
+    tx: &mut impl Sql,
+    queue_id: &QueueId,
+    session_id: &str,
+    now: UtcTime,
+) -> Result<(), StoreError> {
+    let unissued = Removed {
+        session_id: Some(session_id.to_owned()),
+        issued_at: None,
+    };
+    release_unissued(tx, &unissued, now).await?;
+    let sql = "UPDATE queue_entries SET session_id = NULL, phone_id = NULL, assigned_at = NULL \
+               WHERE queue_id = $1 AND session_id = $2 AND issued_at IS NULL";
+    tx.execute(sql, &args![queue_id.as_str(), session_id]).await?;
+    tracing::info!(queue_id = %queue_id, session_id, "assigned phone no longer serves before the first poll: the entry waits again at its place");
+    Ok(())
 }
 
 /// Where to connect to the phone, as a plain mint answers it.

@@ -184,7 +184,91 @@ async fn a_player_joining_again_gets_their_entry_while_it_is_in_play(backend: Ba
     assert_eq!((after.queue_id.as_str(), after.new), ("q-retry", true));
 }
 
+/// An entry's phone goes silent between its assignment and the first poll (p-1, last heard
+/// 18:59, stale by the poll at 19:03). The poll hands out nothing: the assignment is
+/// undone (its session expired, p-1's hold freed) and the entry waits again at its place,
+/// first in line. The next pass gives it p-2, which serves, and the poll after that hands
+/// it out. Before, the poll handed out p-1, which the player could not reach; once its
+/// hold lapsed the entry was closed, and the player had to join again at the back. Each
+/// assignment is its own `queue.assigned`.
+async fn an_assigned_phone_silent_before_the_first_poll_is_replaced_and_the_place_kept(
+    backend: Backend,
+) {
+    use cphub::access::MintedAccess;
+    use cphub::config::{Cipher, GcmIv, KeySize};
+    use cphub::store::{Issue, MintTimes, QueueIssue};
+    let store = open(backend).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    let assigned_at = MintTimes {
+        hold_until: at("19:10:00"),
+        ..mint_times()
+    };
+    store.join_queue(&entry(0, 0), &assigned_at).await.unwrap();
+    store.join_queue(&entry(1, 0), &assigned_at).await.unwrap();
+    let first = store
+        .queue_entry(&entry(0, 0).queue_id, at("19:00:00"))
+        .await
+        .unwrap();
+    let first_session = first.unwrap().session_id.expect("p-1 was free").to_string();
+    idle_phones(&store, &["p-2"], "19:02:30").await;
+    let poll_at = MintTimes {
+        now: at("19:03:00"),
+        fresh_since: at("19:01:00"),
+        auth_ts: at("19:05:00").epoch_millis(),
+        hold_until: at("19:05:05"),
+        match_app: false,
+    };
+    let cipher = Cipher::Gcm {
+        key: KeySize::Aes256,
+        iv: GcmIv::Twelve,
+    };
+    let poll = |times: MintTimes| QueueIssue {
+        queue_id: entry(0, 0).queue_id,
+        access: MintedAccess::mint(cipher),
+        times,
+    };
+
+    let issued = store.issue_queued_session(&poll(poll_at)).await.unwrap();
+
+    assert_eq!(issued, Issue::Waiting);
+    let back = store
+        .queue_entry(&entry(0, 0).queue_id, at("19:03:00"))
+        .await
+        .unwrap();
+    let back = back.unwrap();
+    assert_eq!(
+        (back.session_id.as_ref(), back.position),
+        (None, 1),
+        "{back:?}"
+    );
+    let undone = session(&store, &first_session).await.unwrap();
+    assert_eq!(undone.state.as_str(), "expired");
+    store.serve_queue(&poll_at).await.unwrap();
+    let Issue::Issued(seat) = store.issue_queued_session(&poll(poll_at)).await.unwrap() else {
+        panic!("the entry's next phone is handed out");
+    };
+    assert_eq!(seat.phone_id.as_str(), "p-2");
+    let second = store
+        .queue_entry(&entry(1, 0).queue_id, at("19:03:00"))
+        .await
+        .unwrap();
+    assert_eq!(second.unwrap().position, 1, "still behind the first");
+    let assigned: Vec<String> = (store.outbox(0, 1000).await.unwrap().into_iter())
+        .filter(|e| e.event_type == cphub::domain::WebhookEventType::QueueAssigned)
+        .map(|e| e.id)
+        .collect();
+    let second_session = seat.session_id.as_str();
+    assert_eq!(
+        assigned,
+        [
+            format!("evt_queue.assigned_q-00_{first_session}"),
+            format!("evt_queue.assigned_q-00_{second_session}")
+        ]
+    );
+}
+
 backend_tests!(
+    an_assigned_phone_silent_before_the_first_poll_is_replaced_and_the_place_kept,
     racing_passes_and_mints_serve_the_queue_in_order_once,
     the_queue_is_served_across_apps_by_priority_then_waiting_time,
     a_player_joining_again_gets_their_entry_while_it_is_in_play,

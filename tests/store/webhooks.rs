@@ -335,7 +335,7 @@ async fn a_queue_assignment_is_reported_before_its_session_starts(backend: Backe
             WebhookEventType::SessionStarted
         ]
     );
-    assert_eq!(events[0].id, "evt_queue.assigned_q-1");
+    assert_eq!(events[0].id, format!("evt_queue.assigned_q-1_{session}"));
     assert_eq!(
         events[0].subject, session,
         "ordered with its session's events"
