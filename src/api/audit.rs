@@ -1,10 +1,10 @@
 //! The audit trail: a line per state-changing operator call, written by the route's guard
-//! (`auth::guard`) once the call has its answer, and `GET /api/v1/audit`.
+//! (`auth::guard`) as the call begins and settled with its answer, and `GET /api/v1/audit`.
 //!
-//! Lines are written after the action, with its outcome, not inside its transaction: an
-//! answer the caller got is what the line records, whether the action wrote the book, called
-//! the control plane, or was refused. A line that cannot be written is logged as an error;
-//! the action's answer stands.
+//! Lines are not written inside the action's transaction: the answer the caller got is what
+//! the line records, whether the action wrote the book, called the control plane, or was
+//! refused; a call cut short keeps the status 499 it was written with. A line that cannot be
+//! written is logged as an error; the action's answer stands.
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -21,19 +21,27 @@ use crate::http::request_id::{self, RequestId};
 use crate::store::{AuditFilter, AuditRecord, NewAuditEntry, Store};
 use crate::telemetry::ErrorChain;
 
-/// What is known of a call before it runs; [`Pending::record`] adds its outcome.
+/// The status of a line whose call has not answered (yet): a call cut short — its future
+/// dropped by shutdown's timeout — keeps it, as nginx logs a request whose answer never
+/// went out.
+pub(crate) const CUT_SHORT: i64 = 499;
+
+/// A call's line, written as the call begins (status [`CUT_SHORT`]) and settled with its
+/// outcome by [`Pending::record`]: a call that never gets that far (the action may have
+/// gone as far as restarting a phone) is still in the trail. A line that could not be
+/// written at the start is written whole at the end.
 pub(crate) struct Pending {
-    store: Option<web::Data<dyn Store>>,
-    clock: Option<web::Data<dyn Clock>>,
-    token_name: String,
-    request_id: String,
-    action: String,
-    target: String,
-    detail: String,
+    store: web::Data<dyn Store>,
+    clock: web::Data<dyn Clock>,
+    entry: NewAuditEntry,
+    /// The line written at the start, to settle.
+    written: Option<i64>,
 }
 
 impl Pending {
-    pub(crate) fn of(req: &ServiceRequest, token_name: &str) -> Pending {
+    pub(crate) async fn start(req: &ServiceRequest, token_name: &str) -> Option<Pending> {
+        let store = req.app_data::<web::Data<dyn Store>>().cloned()?;
+        let clock = req.app_data::<web::Data<dyn Clock>>().cloned()?;
         let pattern = req.match_pattern().unwrap_or_default();
         let route = pattern.strip_prefix(PREFIX).unwrap_or(&pattern);
         let values: Vec<&str> = req.match_info().iter().map(|(_, value)| value).collect();
@@ -45,38 +53,52 @@ impl Pending {
             detail["query"] = req.query_string().into();
         }
         let request_id = req.extensions().get::<RequestId>().copied();
-        Pending {
-            store: req.app_data::<web::Data<dyn Store>>().cloned(),
-            clock: req.app_data::<web::Data<dyn Clock>>().cloned(),
+        let entry = NewAuditEntry {
+            at: clock.now(),
             token_name: token_name.to_owned(),
             request_id: request_id.map_or_else(request_id::current, |id| id.to_string()),
             action: format!("{} {route}", req.method()),
             // A path value may carry a NUL (`%00`), which PostgreSQL's text refuses: the
             // line would not be written. Kept as U+FFFD, as what the operator sent.
             target: values.join("/").replace('\0', "\u{FFFD}"),
+            status: CUT_SHORT,
+            error_code: None,
             detail: detail.to_string(),
-        }
+        };
+        let written = match store.record_audit(&entry).await {
+            Ok(id) => Some(id),
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), action = %entry.action, "the audit line of this call was not written before it; tried again after");
+                None
+            }
+        };
+        Some(Pending {
+            store,
+            clock,
+            entry,
+            written,
+        })
     }
 
     pub(crate) async fn record(self, res: &ServiceResponse<BoxBody>) {
-        let (Some(store), Some(clock)) = (self.store, self.clock) else {
-            return;
-        };
         let code = res.response().extensions().get::<ErrorCode>().copied();
-        let entry = NewAuditEntry {
-            at: clock.now(),
-            token_name: self.token_name,
-            request_id: self.request_id,
-            action: self.action,
-            target: self.target,
-            status: res.status().as_u16().into(),
-            error_code: code.map(|c| c.as_str().to_owned()),
-            detail: self.detail,
+        let (status, code) = (res.status().as_u16().into(), code.map(|c| c.as_str()));
+        let written = match self.written {
+            Some(id) => self.store.settle_audit(id, status, code).await,
+            None => {
+                let entry = NewAuditEntry {
+                    at: self.clock.now(),
+                    status,
+                    error_code: code.map(str::to_owned),
+                    ..self.entry.clone()
+                };
+                self.store.record_audit(&entry).await.map(|_| ())
+            }
         };
-        if let Err(error) = store.record_audit(&entry).await {
+        if let Err(error) = written {
             tracing::error!(
                 error = %ErrorChain(&error),
-                action = %entry.action,
+                action = %self.entry.action,
                 "the audit line of this call was not written"
             );
         }

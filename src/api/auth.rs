@@ -120,7 +120,10 @@ async fn guard(
     {
         return Ok(req.into_response(refused));
     }
-    let pending = audited.then(|| audit::Pending::of(&req, &caller.name));
+    let pending = match audited {
+        true => audit::Pending::start(&req, &caller.name).await,
+        false => None,
+    };
     let res = match caller.allows(scope) {
         true => next.call(req).await?,
         false => req.into_response(forbidden(scope)),

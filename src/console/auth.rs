@@ -129,7 +129,10 @@ async fn guard(
     if let Some(span) = req.extensions().get::<tracing_actix_web::RootSpan>() {
         span.record("token_name", operator.name());
     }
-    let pending = audited.then(|| audit::Pending::of(&req, operator.name()));
+    let pending = match audited {
+        true => audit::Pending::start(&req, operator.name()).await,
+        false => None,
+    };
     let res = match scope.is_none_or(|s| operator.allows(s)) {
         true => {
             req.extensions_mut().insert(operator);

@@ -57,10 +57,11 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-pub(super) async fn record(tx: &mut impl Sql, e: &NewAuditEntry) -> Result<(), StoreError> {
+/// Adds the line; its id.
+pub(super) async fn record(tx: &mut impl Sql, e: &NewAuditEntry) -> Result<i64, StoreError> {
     let sql = "INSERT INTO audit_log \
                  (at, token_name, request_id, action, target, status, error_code, detail) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
     let args = args![
         e.at,
         e.token_name.as_str(),
@@ -71,7 +72,22 @@ pub(super) async fn record(tx: &mut impl Sql, e: &NewAuditEntry) -> Result<(), S
         e.error_code.as_deref(),
         e.detail.as_str(),
     ];
-    tx.execute(sql, &args).await?;
+    let (id,): (i64,) = tx
+        .fetch_optional(sql, &args)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("an audit line inserted returned no id".into()))?;
+    Ok(id)
+}
+
+/// The outcome of a call whose line was written as it began.
+pub(super) async fn settle(
+    tx: &mut impl Sql,
+    id: i64,
+    status: i64,
+    error_code: Option<&str>,
+) -> Result<(), StoreError> {
+    let sql = "UPDATE audit_log SET status = $2, error_code = $3 WHERE id = $1";
+    tx.execute(sql, &args![id, status, error_code]).await?;
     Ok(())
 }
 

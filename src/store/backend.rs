@@ -636,9 +636,19 @@ impl<B: Backend> Store for B {
         found.map_err(during("account_pause"))
     }
 
-    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError> {
+    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<i64, StoreError> {
         let recorded = in_transaction!(self, audit::record(entry));
         recorded.map_err(during("record_audit"))
+    }
+
+    async fn settle_audit(
+        &self,
+        id: i64,
+        status: i64,
+        error_code: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let settled = in_transaction!(self, audit::settle(id, status, error_code));
+        settled.map_err(during("settle_audit"))
     }
 
     async fn audit_log(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {

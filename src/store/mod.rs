@@ -857,8 +857,17 @@ pub trait Store: Send + Sync + 'static {
     /// The open pause, if any.
     async fn account_pause(&self) -> Result<Option<AccountPause>, StoreError>;
 
-    /// Adds a line to the audit trail.
-    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<(), StoreError>;
+    /// Adds a line to the audit trail; its id.
+    async fn record_audit(&self, entry: &NewAuditEntry) -> Result<i64, StoreError>;
+
+    /// Writes the outcome (`status`, `error_code`) of the line `id`, written as its call
+    /// began.
+    async fn settle_audit(
+        &self,
+        id: i64,
+        status: i64,
+        error_code: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// The audit trail, newest first.
     async fn audit_log(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;

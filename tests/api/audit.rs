@@ -16,7 +16,41 @@ use crate::webhooks::{hook_url, receiver, webhooks};
 backend_tests!(
     restart_pause_and_replay_each_leave_one_audit_line_with_their_outcome,
     a_nul_in_a_path_is_audited_and_one_in_a_filter_is_refused,
+    a_call_cut_short_by_a_stop_is_still_in_the_audit_trail,
 );
+
+/// Stopping cphub ends a call still running past `server.shutdown_timeout_secs` (here a
+/// restart whose control plane accepts the connection and never answers): the call's
+/// future is dropped. Its line, written after the answer, was lost with it; it is now
+/// written as the call begins, status 499 (cut short) until the answer settles it. The
+/// restart may have reached the control plane, and who asked must stay in the trail.
+async fn a_call_cut_short_by_a_stop_is_still_in_the_audit_trail(backend: Backend) {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let overrides = format!(
+        "[server]\nshutdown_timeout_secs = 1\n\
+         [cph]\nendpoint = \"http://{}\"\nproject_id = \"0a1b2c3d4e5f60718293a4b5c6d7e8f9\"\n\
+         [cph.auth]\nak = \"TESTAK\"\nsk = \"TESTSK\"\n",
+        silent.local_addr().unwrap()
+    );
+    let app = crate::helpers::TestApp::spawn_with(backend, &overrides).await;
+    app.idle_phones(&["p-1"]).await;
+    let client = app.client.clone();
+    let url = format!("{}/api/v1/phones/p-1/restart", app.address);
+    let call = tokio::spawn(async move { client.post(url).bearer_auth(TOKEN).send().await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let db = app.stop().await;
+
+    assert!(call.await.unwrap().is_err(), "the call got no answer");
+    let again = crate::helpers::TestApp::spawn_on(db, "").await;
+    let page = again.get("/api/v1/audit?target=p-1", Some(TOKEN)).await;
+    let page: Value = page.json().await.unwrap();
+    let line = &page["entries"][0];
+    assert_eq!(line["action"], "POST /phones/{phone_id}/restart", "{page}");
+    assert_eq!(line["status"], 499, "{page}");
+    assert_eq!(line["error_code"], Value::Null, "{page}");
+    drop(silent);
+}
 
 /// A path value holding a NUL (`%00`) refused for its scope still leaves its line, the NUL
 /// kept as U+FFFD; a filter holding one is a 400. On PostgreSQL, whose text refuses NUL,
