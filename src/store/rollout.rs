@@ -471,8 +471,18 @@ async fn mark_drained(tx: &mut impl Sql, mut phones: Vec<String>) -> Result<(), 
     Ok(())
 }
 
-/// Moves one phone on; false when it was no longer at `change.from`.
+/// Moves one phone on; false when it was no longer at `change.from`. On PostgreSQL the
+/// phone's `rollout_phones` row is locked first, then its `phones` row: the order a pause,
+/// an abort and a batch take (rollouts, then rollout_phones, then phones). Locking the
+/// phone first, a step met a pause that held the row it wanted and waited for the phone,
+/// and PostgreSQL failed one of them as a deadlock.
 pub(super) async fn step<D: Sql>(tx: &mut D, c: &StepChange<'_>) -> Result<bool, StoreError> {
+    if D::LOCKS_ROWS {
+        let lock = "SELECT 1 FROM rollout_phones WHERE rollout_id = $1 AND phone_id = $2 \
+                    FOR UPDATE";
+        let args = args![c.rollout_id, c.phone_id.as_str()];
+        let _: Option<(i32,)> = tx.fetch_optional(lock, &args).await?;
+    }
     // About to be sent its update: not while a recovery (written meanwhile by an operator's
     // request or another replica) is pending on it, nor while the rollout of another of
     // its apps is updating it (both drain it, so it looks free to each).

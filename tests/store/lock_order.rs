@@ -275,3 +275,77 @@ async fn flush_skips_held_rows() {
     let p3 = phone(&store, "p-3", at("18:00:00")).await.unwrap();
     assert_eq!(p3.last_heartbeat_at, Some(at("19:00:05")));
 }
+
+crate::postgres_test!(
+    /// A rollout's step (sending a drained phone its update) against a pause of the rollout.
+    /// The step locked the phone's row, then its `rollout_phones` row; the pause locks
+    /// `rollout_phones` (undrain), then the phones. Here a heartbeat flush holds p-1 while
+    /// both start: the step waited for p-1 holding nothing, the pause took p-1's rollout row
+    /// and waited for p-1 too, and once the flush committed the step got p-1 and waited for
+    /// the pause's row: PostgreSQL failed one as a deadlock. The step now locks the rollout
+    /// row first, so the pause waits for the step in line.
+    a_rollout_step_and_a_pause_never_deadlock => step_and_pause_wait_in_line
+);
+
+async fn step_and_pause_wait_in_line() {
+    use cphub::domain::{PhoneStep, RolloutState};
+    use cphub::store::StateChange;
+    let store = open(Backend::Postgres).await;
+    idle_phones(&store, &["p-1"], "18:59:00").await;
+    let new = crate::rollouts::new_rollout(&["p-1"]);
+    let id = store
+        .create_rollout(&new)
+        .await
+        .unwrap()
+        .expect("created")
+        .id;
+    let taken = store.take_rollout_batch(id, 1, 10, at("18:59:40"), at("18:59:40"));
+    assert_eq!(taken.await.unwrap(), 1);
+    let mut flush = PgConnection::connect(store.url()).await.unwrap();
+    flush.execute("BEGIN").await.unwrap();
+    flush
+        .execute("SELECT 1 FROM phones WHERE phone_id = 'p-1' FOR UPDATE")
+        .await
+        .unwrap();
+
+    let shared = store.shared();
+    let stepped = tokio::spawn(async move {
+        let phone = pid("p-1");
+        let change = crate::rollouts::send_update(id, &phone);
+        shared.step_rollout_phone(&change).await
+    });
+    wait_for_lock_waiters(&mut flush, 1).await;
+    let shared = store.shared();
+    let paused = tokio::spawn(async move {
+        let change = StateChange {
+            id,
+            from: &[RolloutState::Running],
+            to: RolloutState::Paused,
+            by: Some("operator"),
+            why: Some("looks wrong"),
+            now: at("19:00:01"),
+        };
+        shared.set_rollout_state(&change).await
+    });
+    wait_for_lock_waiters(&mut flush, 2).await;
+    flush.execute("COMMIT").await.unwrap();
+
+    let stepped = within("the step", Duration::from_secs(10), stepped)
+        .await
+        .unwrap();
+    let paused = within("the pause", Duration::from_secs(10), paused)
+        .await
+        .unwrap();
+    assert!(stepped.is_ok(), "{stepped:?}");
+    assert!(paused.is_ok(), "{paused:?}");
+    assert!(
+        stepped.unwrap(),
+        "the step went first: the phone is updating"
+    );
+    let phones = store.rollout_phones(id).await.unwrap();
+    assert_eq!(
+        phones[0].state,
+        PhoneStep::Updating,
+        "a pause leaves an update sent"
+    );
+}

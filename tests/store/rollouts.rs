@@ -34,7 +34,7 @@ backend_tests!(
 );
 
 /// A drained phone about to be sent its update (5.3.7), at 19:00.
-fn send_update(rollout_id: i64, phone_id: &PhoneId) -> StepChange<'_> {
+pub(crate) fn send_update(rollout_id: i64, phone_id: &PhoneId) -> StepChange<'_> {
     StepChange {
         rollout_id,
         phone_id,
@@ -51,7 +51,7 @@ fn send_update(rollout_id: i64, phone_id: &PhoneId) -> StepChange<'_> {
     }
 }
 
-fn new_rollout(phones: &[&str]) -> NewRollout {
+pub(crate) fn new_rollout(phones: &[&str]) -> NewRollout {
     NewRollout {
         app_id: aid(APP),
         app_version_ids: vec!["v2".to_owned()],
