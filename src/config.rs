@@ -691,6 +691,9 @@ pub struct ApiSettings {
     pub rate_limit_per_second: u32,
     /// Requests a token may make at once before the rate applies.
     pub rate_limit_burst: u32,
+    /// Wrong tokens a client address may present in a minute before every authentication
+    /// from it is refused for the rest of the minute (0: not counted).
+    pub auth_failures_per_minute: u32,
 }
 
 /// Environment variables carry lists as `a,b,c`; files carry real arrays. Accept both.

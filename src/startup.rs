@@ -445,7 +445,10 @@ impl AppData {
             clock: web::Data::from(shared.clock),
             writers: web::Data::new(shared.writers),
             mints: web::Data::new(shared.mints),
-            tokens: web::Data::new(BearerTokens::new(settings.api.tokens.clone())),
+            tokens: web::Data::new(BearerTokens::new(
+                settings.api.tokens.clone(),
+                settings.api.auth_failures_per_minute,
+            )),
             // One set of buckets for every worker: a token's limit is per process, not per
             // worker.
             rate_limit: web::Data::new(RateLimit::new(&settings.api)),

@@ -29,7 +29,9 @@ pub(crate) const CUT_SHORT: i64 = 499;
 /// A call's line, written as the call begins (status [`CUT_SHORT`]) and settled with its
 /// outcome by [`Pending::record`]: a call that never gets that far (the action may have
 /// gone as far as restarting a phone) is still in the trail. A line that could not be
-/// written at the start is written whole at the end.
+/// written at the start is written whole at the end, as are the lines of players' traffic
+/// (joining and leaving the wait queue): a commit more on the players' path for a call
+/// whose every effect is in the book it answers from.
 pub(crate) struct Pending {
     store: web::Data<dyn Store>,
     clock: web::Data<dyn Clock>,
@@ -39,7 +41,11 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    pub(crate) async fn start(req: &ServiceRequest, token_name: &str) -> Option<Pending> {
+    pub(crate) async fn start(
+        req: &ServiceRequest,
+        token_name: &str,
+        players: bool,
+    ) -> Option<Pending> {
         let store = req.app_data::<web::Data<dyn Store>>().cloned()?;
         let clock = req.app_data::<web::Data<dyn Clock>>().cloned()?;
         let pattern = req.match_pattern().unwrap_or_default();
@@ -65,8 +71,12 @@ impl Pending {
             error_code: None,
             detail: detail.to_string(),
         };
-        let written = match store.record_audit(&entry).await {
-            Ok(id) => Some(id),
+        let written = match players {
+            true => Ok(None),
+            false => store.record_audit(&entry).await.map(Some),
+        };
+        let written = match written {
+            Ok(id) => id,
             Err(error) => {
                 tracing::warn!(error = %ErrorChain(&error), action = %entry.action, "the audit line of this call was not written before it; tried again after");
                 None
@@ -96,11 +106,11 @@ impl Pending {
             }
         };
         if let Err(error) = written {
-            tracing::error!(
-                error = %ErrorChain(&error),
-                action = %self.entry.action,
-                "the audit line of this call was not written"
-            );
+            let what = match self.written {
+                Some(_) => "the audit line of this call keeps status 499: its answer was not written",
+                None => "the audit line of this call was not written",
+            };
+            tracing::error!(error = %ErrorChain(&error), action = %self.entry.action, "{what}");
         }
     }
 }

@@ -6,15 +6,18 @@
 //! declared once in the route table ([`super::endpoints`]), in [`guard`]: rate limit, scope,
 //! the call itself, and its line in the audit trail.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use actix_web::http::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{Error, HttpMessage, web};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
+use super::auth_failures::AuthFailures;
 use super::{audit, rate_limit};
 use crate::config::{ApiToken, Scope, token_digest};
 use crate::http::route::Endpoint;
@@ -22,7 +25,20 @@ use crate::http::{ErrorCode, error_response};
 
 /// The accepted tokens (`api.tokens`), as digests.
 #[derive(Clone)]
-pub struct BearerTokens(Vec<Arc<ApiToken>>);
+pub struct BearerTokens {
+    tokens: Vec<Arc<ApiToken>>,
+    /// Shared by every clone (every worker's copy of the app data).
+    failures: Arc<AuthFailures>,
+}
+
+/// What a presented token turned out to be.
+pub(crate) enum Presented<'a> {
+    Known(&'a Arc<ApiToken>),
+    Wrong,
+    /// The client address spent its wrong tokens (`api.auth_failures_per_minute`): not
+    /// looked at, for this long.
+    Refused(Duration),
+}
 
 /// The caller of an operator request, put in the request's extensions once identified.
 #[derive(Clone)]
@@ -36,8 +52,25 @@ pub(super) fn caller_name(req: &actix_web::HttpRequest) -> String {
 }
 
 impl BearerTokens {
-    pub fn new(tokens: Vec<ApiToken>) -> Self {
-        BearerTokens(tokens.into_iter().map(Arc::new).collect())
+    pub fn new(tokens: Vec<ApiToken>, failures_per_minute: u32) -> Self {
+        BearerTokens {
+            tokens: tokens.into_iter().map(Arc::new).collect(),
+            failures: Arc::new(AuthFailures::new(failures_per_minute)),
+        }
+    }
+
+    /// The token `client` presented, counting a wrong one against the address.
+    pub(crate) fn identify_from(&self, client: IpAddr, presented: &[u8]) -> Presented<'_> {
+        if let Some(left) = self.failures.refused(client) {
+            return Presented::Refused(left);
+        }
+        match self.identify(presented) {
+            Some(token) => Presented::Known(token),
+            None => {
+                self.failures.failed(client);
+                Presented::Wrong
+            }
+        }
     }
 
     /// The token whose digest matches, comparing with every one whatever matched.
@@ -45,12 +78,12 @@ impl BearerTokens {
         let digest = token_digest(presented);
         let mut index = 0u32;
         let mut found = subtle::Choice::from(0);
-        for (i, token) in self.0.iter().enumerate() {
+        for (i, token) in self.tokens.iter().enumerate() {
             let matches = token.sha256.ct_eq(&digest);
             index.conditional_assign(&(i as u32), matches);
             found |= matches;
         }
-        bool::from(found).then(|| &self.0[index as usize])
+        bool::from(found).then(|| &self.tokens[index as usize])
     }
 }
 
@@ -70,7 +103,13 @@ pub(super) async fn require_bearer_token(
         req.app_data::<web::Data<BearerTokens>>(),
         presented_token(req.headers().get(AUTHORIZATION)),
     ) {
-        (Some(tokens), Some(token)) => tokens.identify(token).cloned(),
+        (Some(tokens), Some(token)) => match tokens.identify_from(client_ip(req.request()), token) {
+            Presented::Known(token) => Some(Arc::clone(token)),
+            Presented::Wrong => None,
+            Presented::Refused(left) => {
+                return Ok(req.into_response(too_many_failures(left)).map_into_right_body());
+            }
+        },
         _ => None,
     };
     let Some(caller) = caller else {
@@ -81,6 +120,24 @@ pub(super) async fn require_bearer_token(
     }
     req.extensions_mut().insert(Caller(caller));
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// The client's address: behind a trusted proxy (`server.trusted_proxies`) the one it
+/// forwarded, as the request's log line has it; else the peer's.
+pub(crate) fn client_ip(req: &actix_web::HttpRequest) -> IpAddr {
+    let forwarded = req.extensions().get::<crate::http::source::ClientAddress>().map(|c| c.0);
+    let peer = || req.peer_addr().map(|a| a.ip());
+    (forwarded.or_else(peer)).unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
+/// 429 for an address that spent its wrong tokens, with the seconds left (RFC 9110: whole,
+/// rounded up).
+pub(crate) fn too_many_failures(left: Duration) -> actix_web::HttpResponse {
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    let message = "too many wrong tokens from this address; retry after the Retry-After seconds";
+    let mut res = error_response(ErrorCode::RateLimited, message);
+    res.headers_mut().insert(RETRY_AFTER, secs.max(1).into());
+    res
 }
 
 fn unauthorized() -> actix_web::HttpResponse {
@@ -121,7 +178,7 @@ async fn guard(
         return Ok(req.into_response(refused));
     }
     let pending = match audited {
-        true => audit::Pending::start(&req, &caller.name).await,
+        true => audit::Pending::start(&req, &caller.name, players).await,
         false => None,
     };
     let res = match caller.allows(scope) {
@@ -154,13 +211,13 @@ mod tests {
 
     #[test]
     fn identifies_only_configured_tokens() {
-        let tokens = BearerTokens::new(vec![token("a", "alpha"), token("b", "bravo")]);
+        let tokens = BearerTokens::new(vec![token("a", "alpha"), token("b", "bravo")], 0);
         assert_eq!(tokens.identify(b"alpha").unwrap().name, "a");
         assert_eq!(tokens.identify(b"bravo").unwrap().name, "b");
         assert!(tokens.identify(b"alph").is_none());
         assert!(tokens.identify(b"alphaa").is_none());
         assert!(tokens.identify(b"").is_none());
-        assert!(BearerTokens::new(vec![]).identify(b"").is_none());
+        assert!(BearerTokens::new(vec![], 0).identify(b"").is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod auth;
 mod encode;
 mod phones;
 mod queue;
+mod auth_failures;
 pub(crate) mod rate_limit;
 mod rollouts;
 mod sessions;
@@ -18,6 +19,7 @@ use actix_web::{HttpResponse, ResponseError, web};
 use utoipa::OpenApi;
 
 pub use auth::BearerTokens;
+pub(crate) use auth::{Presented, client_ip, too_many_failures};
 pub use rate_limit::RateLimit;
 
 use crate::config::{ApiSettings, Scope};

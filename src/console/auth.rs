@@ -130,7 +130,7 @@ async fn guard(
         span.record("token_name", operator.name());
     }
     let pending = match audited {
-        true => audit::Pending::start(&req, operator.name()).await,
+        true => audit::Pending::start(&req, operator.name(), false).await,
         false => None,
     };
     let res = match scope.is_none_or(|s| operator.allows(s)) {
@@ -230,7 +230,18 @@ pub(super) async fn login(
         return page;
     }
     let form = form.into_inner();
-    if tokens.identify(form.token.as_bytes()).is_none() {
+    let client = crate::api::client_ip(&req);
+    let presented = tokens.identify_from(client, form.token.as_bytes());
+    if let crate::api::Presented::Refused(left) = presented {
+        let code = crate::http::ErrorCode::RateLimited;
+        let mut page = layout::error_page(code, "too many wrong tokens from this address");
+        let retry = crate::api::too_many_failures(left);
+        if let Some(retry) = retry.headers().get(header::RETRY_AFTER) {
+            page.headers_mut().insert(header::RETRY_AFTER, retry.clone());
+        }
+        return page;
+    }
+    if matches!(presented, crate::api::Presented::Wrong) {
         let page = login_page(
             form.next.as_deref(),
             Some(&ConsoleError::BadToken.to_string()),

@@ -205,6 +205,8 @@ pub struct HeartbeatBuffer {
     /// A flush failed, and none has written everything it took since: heartbeats received
     /// wait here, and the book's `last_seen_at` is behind them.
     behind: AtomicBool,
+    /// When a flush last wrote everything after one had failed.
+    caught_up_at: Mutex<Option<Instant>>,
 }
 
 impl HeartbeatBuffer {
@@ -217,6 +219,7 @@ impl HeartbeatBuffer {
             marks: None,
             meter: None,
             behind: AtomicBool::new(false),
+            caught_up_at: Mutex::default(),
         }
     }
 
@@ -253,11 +256,26 @@ impl HeartbeatBuffer {
         self.len() == 0
     }
 
-    /// Whether every heartbeat this buffer was given has reached the book, but those of
-    /// the last flush interval: false from a failed flush until one writes all it took.
-    /// Silence read from the book before then is cphub's outage, not the phones'.
-    pub fn caught_up(&self) -> bool {
-        !self.behind.load(Ordering::Acquire)
+    /// Whether silence read from the book is the phones': every heartbeat this buffer was
+    /// given has reached it (but those of the last flush interval), and `settle` has passed
+    /// since it caught up after a failed flush. False from a failed flush until then: the
+    /// outage was most likely the database's, seen by every replica, and the others'
+    /// buffers may catch up a little later than this one.
+    pub fn caught_up(&self, settle: Duration) -> bool {
+        if self.behind.load(Ordering::Acquire) {
+            return false;
+        }
+        let at = *self.caught_up_at.lock().unwrap_or_else(PoisonError::into_inner);
+        at.is_none_or(|at| at.elapsed() >= settle)
+    }
+
+    /// Notes how a flush ended.
+    fn settle(&self, failed: bool) {
+        let was_behind = self.behind.swap(failed, Ordering::AcqRel);
+        if was_behind && !failed {
+            let mut at = self.caught_up_at.lock().unwrap_or_else(PoisonError::into_inner);
+            *at = Some(Instant::now());
+        }
     }
 
     /// Heartbeats a flush held back because they changed nothing yet.
@@ -309,14 +327,14 @@ impl HeartbeatBuffer {
         }
         if due.is_empty() {
             // Nothing waits: what a failed flush gave back has been written since.
-            self.behind.store(false, Ordering::Release);
+            self.settle(false);
             return Ok(0);
         }
         // Key order: each chunk then touches a run of neighbouring rows (index pages), and on
         // PostgreSQL every writer locks rows in key order.
         due.sort_unstable_by(|a, b| a.phone_id.as_str().cmp(b.phone_id.as_str()));
         let flushed = self.write(store, limit, due, marks.as_deref_mut()).await;
-        self.behind.store(flushed.is_err(), Ordering::Release);
+        self.settle(flushed.is_err());
         if let Some(meter) = &self.meter {
             meter.duration.observe(started.elapsed().as_secs_f64());
             if flushed.is_err() {

@@ -169,12 +169,15 @@ impl Backend for PostgresStore {
             Role::Retention => RETENTION_LOCK,
             Role::Abandonment => ABANDONMENT_LOCK,
         };
-        let mut conn = self.pool.acquire().await?.detach();
+        // Detached from the pool only once the lock is held: a replica that is refused the
+        // lease every tick gives the connection back rather than closing it (and the pool
+        // opening another).
+        let mut conn = self.pool.acquire().await?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(key)
-            .fetch_one(&mut conn)
+            .fetch_one(&mut *conn)
             .await?;
-        Ok(got.then(|| Box::new(AdvisoryLease(conn)) as Box<dyn Lease>))
+        Ok(got.then(|| Box::new(AdvisoryLease(conn.detach())) as Box<dyn Lease>))
     }
 }
 

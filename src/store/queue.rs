@@ -223,7 +223,7 @@ pub(super) async fn join<D: Sql>(tx: &mut D, e: &NewQueueEntry) -> Result<Joined
         let _: Option<(String,)> = tx.fetch_optional(lock, &args![app, user]).await?;
     }
     let mine = "SELECT q.queue_id FROM queue_entries q \
-                WHERE q.app_id = $1 AND q.user_id = $2 AND q.token_name = $4 \
+                WHERE q.app_id = $1 AND q.user_id = $2 AND q.token_name IN ($4, '') \
                   AND q.expires_at >= $3 \
                   AND (q.session_id IS NULL OR EXISTS (SELECT 1 FROM sessions s \
                     WHERE s.session_id = q.session_id AND s.state = 'minted' \
@@ -233,9 +233,11 @@ pub(super) async fn join<D: Sql>(tx: &mut D, e: &NewQueueEntry) -> Result<Joined
     if let Some((queue_id,)) = found {
         let queue_id =
             QueueId::try_from(queue_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let later = "UPDATE queue_entries SET expires_at = $2 \
-                     WHERE queue_id = $1 AND expires_at < $2";
-        tx.execute(later, &args![queue_id.as_str(), e.expires_at]).await?;
+        let later = "UPDATE queue_entries SET token_name = $3, \
+                       expires_at = CASE WHEN expires_at < $2 THEN $2 ELSE expires_at END \
+                     WHERE queue_id = $1";
+        tx.execute(later, &args![queue_id.as_str(), e.expires_at, token])
+            .await?;
         return Ok(Joined { queue_id, new: false });
     }
     insert(tx, e).await?;
@@ -304,8 +306,8 @@ pub(super) async fn extend(
     now: UtcTime,
     expires_at: UtcTime,
 ) -> Result<bool, StoreError> {
-    let sql = "UPDATE queue_entries SET expires_at = $3 \
-               WHERE queue_id = $1 AND token_name = $4 AND expires_at >= $2 \
+    let sql = "UPDATE queue_entries SET expires_at = $3, token_name = $4 \
+               WHERE queue_id = $1 AND token_name IN ($4, '') AND expires_at >= $2 \
                  AND expires_at < $3";
     let args = args![queue_id.as_str(), now, expires_at, token_name];
     if tx.execute(sql, &args).await? == 1 {
@@ -313,7 +315,7 @@ pub(super) async fn extend(
     }
     // Already extended further (a concurrent poll): still live.
     let found = entry(tx, queue_id, now).await?;
-    Ok(found.is_some_and(|entry| entry.token_name == token_name))
+    Ok(found.is_some_and(|entry| [token_name, ""].contains(&entry.token_name.as_str())))
 }
 
 /// Whether the table has no rows at all (live, expired or served): then a pass has nothing
@@ -541,6 +543,12 @@ pub(super) async fn issue<D: Sql>(tx: &mut D, req: &QueueIssue) -> Result<Issue,
         return Ok(Issue::Waiting);
     }
     let Some(auth_ts) = reissue(tx, session_id, req, first).await? else {
+        // Its hold lapsed between the check and here (a sweep committed meanwhile): never
+        // handed out, so the entry waits again too.
+        if first {
+            requeue(tx, &req.queue_id, session_id, req.times.now).await?;
+            return Ok(Issue::Waiting);
+        }
         return Ok(Issue::Closed);
     };
     if first {
@@ -677,7 +685,7 @@ pub(super) async fn leave(
     token_name: &str,
     now: UtcTime,
 ) -> Result<bool, StoreError> {
-    let sql = "DELETE FROM queue_entries WHERE queue_id = $1 AND token_name = $3 \
+    let sql = "DELETE FROM queue_entries WHERE queue_id = $1 AND token_name IN ($3, '') \
                  AND expires_at >= $2 RETURNING session_id, issued_at";
     let removed: Option<Removed> = tx
         .fetch_optional(sql, &args![queue_id.as_str(), now, token_name])

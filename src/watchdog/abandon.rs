@@ -83,9 +83,10 @@ impl Abandonment {
     /// One pass. While a heartbeat flush has failed and none has written everything since
     /// (the database was away, or its write lock held), the book's `last_seen_at` is as old
     /// as the outage: every phone would look silent, and every session on one would be
-    /// closed, its player's reconnects refused, for cphub's outage, not the phones'.
+    /// closed, its player's reconnects refused, for cphub's outage, not the phones'. Nor for
+    /// the stale time after: other replicas' buffers catch up on their own flushes.
     pub async fn pass(&self) -> Result<(), StoreError> {
-        if !self.heartbeats.caught_up() {
+        if !self.heartbeats.caught_up(self.stale_after) {
             tracing::debug!("heartbeats not all in the book since a failed flush; no session judged silent");
             return Ok(());
         }

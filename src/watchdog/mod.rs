@@ -194,7 +194,7 @@ impl Watchdog {
     /// looks silent until the backlog is written, and restarting the fleet for cphub's
     /// outage is the wave `startup_grace_secs` keeps a restart of cphub from causing.
     fn heartbeats_caught_up(&self) -> bool {
-        self.heartbeats.get().is_none_or(|buffer| buffer.caught_up())
+        (self.heartbeats.get()).is_none_or(|buffer| buffer.caught_up(self.stale_after))
     }
 
     /// Runs passes every `watchdog.interval_ms` while this replica holds the lease.

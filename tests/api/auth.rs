@@ -79,7 +79,45 @@ async fn an_invalid_id_in_the_path_is_a_400(backend: Backend) {
     .await;
 }
 
+/// Guessing tokens is slowed per client address: the per-token limit cannot count a wrong
+/// token, which has no name. Past `api.auth_failures_per_minute` wrong tokens (3 here), every
+/// authentication from the address is refused 429 for the rest of the minute, the right
+/// token too (or a guesser would ignore the refusals until one got in), and so is the
+/// console's sign-in. Requests without a token are not guesses and are not counted.
+async fn wrong_tokens_past_the_limit_refuse_the_address_for_the_minute(backend: Backend) {
+    let app = TestApp::spawn_with(backend, "[api]\nauth_failures_per_minute = 3\n").await;
+    let path = ROUTES[1];
+    for _ in 0..5 {
+        assert_error(app.get(path, None).await, 401, "CPHUB.UNAUTHORIZED").await;
+    }
+    assert_eq!(
+        app.get(path, Some(TOKEN)).await.status(),
+        404,
+        "no token is no guess"
+    );
+    for guess in ["guess-1", "guess-2", "guess-3"] {
+        assert_error(app.get(path, Some(guess)).await, 401, "CPHUB.UNAUTHORIZED").await;
+    }
+
+    let refused = app.get(path, Some(TOKEN)).await;
+
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_error(refused, 429, "CPHUB.RATE_LIMITED").await;
+    assert_error(
+        app.get(path, Some("guess-4")).await,
+        429,
+        "CPHUB.RATE_LIMITED",
+    )
+    .await;
+}
+
 backend_tests!(
+    wrong_tokens_past_the_limit_refuse_the_address_for_the_minute,
     operator_routes_refuse_missing_and_wrong_tokens,
     with_no_tokens_configured_everything_is_refused,
     any_configured_token_is_accepted,

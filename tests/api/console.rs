@@ -358,6 +358,29 @@ async fn an_action_without_the_right_csrf_token_is_refused_and_audited(backend: 
     );
 }
 
+/// Wrong tokens at the sign-in count against the client address as they do against the
+/// API (`api.auth_failures_per_minute`), with the per-token limit off: the sign-in's limit
+/// was the API's, and `rate_limit_per_second = 0` turned it off too. Past the limit the
+/// right token is refused as well, with the console's page and Retry-After.
+async fn wrong_tokens_at_the_sign_in_refuse_the_address_with_the_rate_limit_off(backend: Backend) {
+    let app = spawn(
+        backend,
+        "[api]\nrate_limit_per_second = 0\nauth_failures_per_minute = 2\n",
+    )
+    .await;
+    for guess in ["guess-1", "guess-2"] {
+        assert_eq!(sign_in(&app, guess).await.status(), 401);
+    }
+
+    let refused = sign_in(&app, ADMIN).await;
+
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_console_headers(refused.headers(), "a refused sign-in");
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("CPHUB.RATE_LIMITED"), "{page}");
+}
+
 async fn sign_in_attempts_are_rate_limited_like_api_calls(backend: Backend) {
     let app = spawn(
         backend,
@@ -613,6 +636,7 @@ async fn a_phone_stopped_elsewhere_is_out_of_service_in_its_history_4_3_1(backen
 }
 
 backend_tests!(
+    wrong_tokens_at_the_sign_in_refuse_the_address_with_the_rate_limit_off,
     a_phone_stopped_elsewhere_is_out_of_service_in_its_history_4_3_1,
     a_phone_history_shows_its_session_recovery_and_rollout_in_order_5_3_7,
     a_page_asked_for_without_signing_in_leads_to_the_sign_in_form,

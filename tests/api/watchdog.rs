@@ -1551,7 +1551,9 @@ async fn cli_reset_carrying(
 
 /// `cphub phones reset --wait` whose job (4.4.1) has not ended by `cph.job_deadline_secs`
 /// fails: the script asked for the end and did not get it. The command's own watchdog
-/// follows the job and records it `error`, saying it was still running.
+/// follows the job and records it `error`, saying it was still running; read just before
+/// that, the recovery is still `pending`, which with `--wait` fails the command as well
+/// (it exited 0 then).
 async fn cli_reset_wait_fails_when_the_job_has_not_ended_by_the_deadline_4_3_5(backend: Backend) {
     let fleet = start_carrying(backend, &APP_PORT_AND_SCREEN, |o| o.job_delay_ms = 8000).await;
     let phone_id = fleet.simulator.phone_ids()[0].clone();
@@ -1564,12 +1566,11 @@ async fn cli_reset_wait_fails_when_the_job_has_not_ended_by_the_deadline_4_3_5(b
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
     let line: Vec<&str> = printed.trim_end().split('\t').collect();
-    assert_eq!(
-        (line[0], line[1]),
-        (phone_id.as_str(), "error"),
-        "{printed}"
-    );
-    assert!(line[5].contains("still running after"), "{printed}");
+    assert_eq!(line[0], phone_id.as_str(), "{printed}");
+    match line[1] {
+        "error" => assert!(line[5].contains("still running after"), "{printed}"),
+        outcome => assert_eq!(outcome, "pending", "{printed}"),
+    }
     fleet.simulator.stop().await;
 }
 

@@ -267,7 +267,32 @@ async fn an_assigned_phone_silent_before_the_first_poll_is_replaced_and_the_plac
     );
 }
 
+/// An entry made before entries had an owner (migration 0039), or by a replica not upgraded
+/// yet, has the empty token name: the first token to join as its player adopts it, its
+/// place kept, and from then on it is that token's alone.
+async fn an_entry_from_before_owners_is_adopted_by_the_first_token_to_claim_it(backend: Backend) {
+    let store = open(backend).await;
+    let times = mint_times();
+    let unowned = NewQueueEntry {
+        token_name: String::new(),
+        ..entry(0, 0)
+    };
+    store.join_queue(&unowned, &times).await.unwrap();
+
+    let claimed = store.join_queue(&entry(0, 0), &times).await.unwrap();
+
+    assert_eq!((claimed.queue_id.as_str(), claimed.new), ("q-00", false));
+    let queue_id = &claimed.queue_id;
+    let now = at("19:00:00");
+    assert!(
+        !store.leave_queue(queue_id, "another", now).await.unwrap(),
+        "adopted"
+    );
+    assert!(store.leave_queue(queue_id, "platform", now).await.unwrap());
+}
+
 backend_tests!(
+    an_entry_from_before_owners_is_adopted_by_the_first_token_to_claim_it,
     an_assigned_phone_silent_before_the_first_poll_is_replaced_and_the_place_kept,
     racing_passes_and_mints_serve_the_queue_in_order_once,
     the_queue_is_served_across_apps_by_priority_then_waiting_time,
