@@ -101,6 +101,7 @@ pub struct Metrics {
     pub run_time_mismatches: IntCounter,
     /// Accepted enters naming another app than the session was minted for.
     pub app_mismatches: IntCounter,
+    pub phone_mismatches: IntCounter,
     pub sign_checks: IntCounterVec,
     /// What decrypting `encrypted_data` showed (`access.encrypted_data` not `off`).
     pub sign_check_decrypts: IntCounterVec,
@@ -295,6 +296,10 @@ impl Metrics {
             app_mismatches: single(
                 "cphub_enter_app_mismatches_total",
                 "Accepted enters whose app_id is not the one the session was minted for",
+            ),
+            phone_mismatches: single(
+                "cphub_enter_phone_mismatches_total",
+                "Accepted enters whose phone_id is not the phone the session was minted on",
             ),
             heartbeats: single("cphub_heartbeats_total", "Heartbeats accepted"),
             heartbeat_flush: flush_meter(&r),

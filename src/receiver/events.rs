@@ -57,7 +57,7 @@ pub(super) async fn receive(
     }
     span.record("kind", tracing::field::debug(kind));
 
-    let app_id = event.app_id.clone();
+    let (app_id, phone_id) = (event.app_id.clone(), event.phone_id.clone());
     let applied = writer
         .submit(ReceivedEvent { event, received_at })
         .await
@@ -70,6 +70,18 @@ pub(super) async fn receive(
     {
         metrics.app_mismatches.inc();
         tracing::warn!(minted_for = %session.app_id, entered = %app_id, "enter names another app than the session was minted for");
+    }
+    // The player reached another phone than the one minted (a gateway routing by stale
+    // access information, say): that phone is the session's current one (its heartbeats
+    // and quit name it), the minted one's hold is released; flagged for the operator.
+    if kind == EventKind::Enter
+        && let Some(session) = applied
+            .session
+            .as_ref()
+            .filter(|s| s.issued && s.phone_id != phone_id)
+    {
+        metrics.phone_mismatches.inc();
+        tracing::warn!(minted_on = %session.phone_id, entered = %phone_id, "enter names another phone than the session was minted on");
     }
     if applied.outcome == EventOutcome::Conflict {
         tracing::warn!("event contradicts the one already accepted; recorded, not applied");

@@ -218,9 +218,9 @@ pub(super) async fn session_events<D: Sql>(
     db: &mut D,
     session: &Session,
 ) -> Result<Vec<EventRecord>, StoreError> {
-    // An event naming another app than the session was minted for is flagged, not refused:
-    // the phone ran what it ran, and the session is still billed. A reconnect line carries
-    // the session's own app.
+    // An event naming another app, or another phone, than the session was minted for is
+    // flagged, not refused: the phone ran what it ran, and the session is still billed. A
+    // reconnect line carries the session's own app and phone.
     let args = args![session.session_id.as_str(), session.created_at];
     Ok(db.fetch_all(session_events_sql::<D>(), &args).await?)
 }
@@ -238,7 +238,8 @@ fn session_events_sql<D: Sql>() -> &'static str {
                 "SELECT e.id, CASE e.status WHEN 0 THEN 'enter' WHEN 1 THEN 'quit' \
                    ELSE 'reconnect' END AS kind, e.phone_id, e.app_id, e.event_time AS time, \
                    e.run_time, e.error_msg, e.truncated, e.outcome, e.received_at, \
-                   (s.issued AND e.app_id <> s.app_id) AS app_mismatch \
+                   (s.issued AND e.app_id <> s.app_id) AS app_mismatch, \
+                   (s.issued AND e.phone_id <> s.phone_id) AS phone_mismatch \
                  FROM session_events e JOIN sessions s ON s.session_id = e.session_id",
                 " WHERE e.session_id = $1 AND s.created_at = $2",
                 $same_session,

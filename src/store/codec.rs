@@ -204,6 +204,9 @@ pub struct EventRecord {
     pub received_at: UtcTime,
     /// The event names another app than the one the session was minted for.
     pub app_mismatch: bool,
+    /// The event names another phone than the one the session was minted on (the player
+    /// reached another phone than the one cphub told the client to connect to).
+    pub phone_mismatch: bool,
 }
 
 /// A phone as the book knows it.

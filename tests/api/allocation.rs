@@ -276,9 +276,45 @@ async fn an_enter_for_the_minted_app_is_not_flagged(backend: Backend) {
         .wait_for_session(session_id, |s| s["state"] == "playing")
         .await;
     assert_eq!(session["events"][0]["app_mismatch"], false);
+    assert_eq!(session["events"][0]["phone_mismatch"], false);
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
     assert!(
         metrics.contains("cphub_enter_app_mismatches_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cphub_enter_phone_mismatches_total 0"),
+        "{metrics}"
+    );
+}
+
+/// 6.2: the enter names the phone the game runs on. The player reached p-2, not the p-1
+/// minted (a client sent to stale access information): accepted, p-2 is the session's
+/// current phone and p-1 is free again, and the event is flagged `phone_mismatch`. Before,
+/// nothing told the operator.
+async fn an_enter_on_another_phone_than_minted_is_accepted_and_flagged_6_2(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.idle_phones(&["p-1", "p-2"]).await;
+    let body = json!({"app_id": "com.example.game", "user_id": "u-1", "phone_id": "p-1"});
+    let minted = app.mint_ok(&body).await;
+    let session_id = minted["session_id"].as_str().unwrap();
+
+    app.send_event(&enter(session_id, "p-2", "2026-11-28T10:00:00Z"))
+        .await;
+
+    let session = app
+        .wait_for_session(session_id, |s| s["state"] == "playing")
+        .await;
+    assert_eq!(session["events"][0]["phone_mismatch"], true, "{session}");
+    assert_eq!(session["events"][0]["phone_id"], "p-2", "{session}");
+    let p2 = app
+        .wait_for_phone("p-2", |p| p["state"] == "occupied")
+        .await;
+    assert_eq!(p2["current_session_id"], session_id, "{p2}");
+    app.wait_for_phone("p-1", |p| p["state"] == "idle").await;
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("cphub_enter_phone_mismatches_total 1"),
         "{metrics}"
     );
 }
@@ -543,6 +579,7 @@ backend_tests!(
     without_a_control_plane_connect_is_empty,
     an_enter_for_another_app_is_accepted_and_flagged_6_2,
     an_enter_for_the_minted_app_is_not_flagged,
+    an_enter_on_another_phone_than_minted_is_accepted_and_flagged_6_2,
     a_retried_mint_with_one_key_holds_one_phone_and_answers_the_same,
     the_same_key_with_another_body_is_refused_422,
     a_key_reused_by_another_token_is_refused_not_answered_with_the_first_session,
