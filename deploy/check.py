@@ -56,6 +56,7 @@ KNOWN_METRICS = {
     "cphub_sessions_active": ("gauge", {"app_id"}),
     "cphub_sessions_started_total": ("counter", {"app_id"}),
     "cphub_enter_app_mismatches_total": ("counter", set()),
+    "cphub_enter_phone_mismatches_total": ("counter", set()),
     "cphub_sessions_ended_total": ("counter", {"app_id", "reason"}),
     "cphub_session_duration_seconds": ("histogram", {"app_id"}),
     "cphub_run_time_mismatches_total": ("counter", set()),
