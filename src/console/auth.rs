@@ -264,9 +264,7 @@ pub(super) async fn login(
 /// proxy shared one bucket, and a stranger's wrong guesses locked the operators out.
 fn login_rate_limit(req: &HttpRequest) -> Option<HttpResponse> {
     let limit = req.app_data::<web::Data<crate::api::RateLimit>>()?;
-    let client = (req.extensions().get::<crate::http::source::ClientAddress>()).map(|c| c.0);
-    let client = client.or_else(|| req.peer_addr().map(|a| a.ip()));
-    let client = client.map(|ip| ip.to_string()).unwrap_or_default();
+    let client = crate::api::client_ip(req);
     limit.check_key(&format!("console sign-in from {client}"))
 }
 

@@ -74,6 +74,20 @@ macro_rules! session_columns {
     };
 }
 
+/// The half of [`free_phone_sql`] that says the phone serves, whoever holds it: what a
+/// queued entry's first poll checks again of the phone assigned to it (`queue::issue`).
+macro_rules! serving_phone_sql {
+    ($at:literal) => {
+        concat!(
+            "last_seen_at >= ",
+            $at,
+            " AND (cph_status IS NULL OR cph_status = 2) AND unlisted_at IS NULL \
+               AND drained_by_rollout IS NULL AND recovery_state IS NULL"
+        )
+    };
+}
+pub(super) use serving_phone_sql;
+
 /// A phone that may be given to a new session: in no session, held for none (the part
 /// the `phones_free` index covers, so the pick never walks busy phones), heard from since
 /// `$at`, running as far as the control plane knows (chapter 4.3.1: 2; every other status is
@@ -84,10 +98,8 @@ macro_rules! free_phone_sql {
     ($at:literal) => {
         concat!(
             "allocated_session_id IS NULL AND current_session_id IS NULL \
-               AND heartbeat_session_id IS NULL AND last_seen_at >= ",
-            $at,
-            " AND (cph_status IS NULL OR cph_status = 2) AND unlisted_at IS NULL \
-               AND drained_by_rollout IS NULL AND recovery_state IS NULL"
+               AND heartbeat_session_id IS NULL AND ",
+            serving_phone_sql!($at)
         )
     };
 }

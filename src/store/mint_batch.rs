@@ -23,7 +23,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::book::{self, free_phone_sql};
+use super::book::{self, free_phone_sql, serving_phone_sql};
 use super::codec::{StoredMint, connect};
 use super::sql::{Sql, args, json_list};
 use super::{Allocation, MintRequest, StoreError};

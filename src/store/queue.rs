@@ -566,12 +566,13 @@ async fn still_serves(
     phone_id: &str,
     fresh_since: UtcTime,
 ) -> Result<bool, StoreError> {
-    let sql = "SELECT EXISTS (SELECT 1 FROM phones p JOIN sessions s \
-                 ON s.session_id = p.allocated_session_id AND s.state = 'minted' \
-               WHERE p.phone_id = $2 AND p.allocated_session_id = $1 \
-                 AND p.current_session_id IS NULL AND p.last_seen_at >= $3 \
-                 AND (p.cph_status IS NULL OR p.cph_status = 2) AND p.unlisted_at IS NULL \
-                 AND p.drained_by_rollout IS NULL AND p.recovery_state IS NULL)";
+    let sql = concat!(
+        "SELECT EXISTS (SELECT 1 FROM phones WHERE phone_id = $2 \
+           AND allocated_session_id = $1 AND current_session_id IS NULL AND ",
+        book::serving_phone_sql!("$3"),
+        " AND EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = $1 \
+           AND s.state = 'minted'))"
+    );
     let row: Option<(bool,)> = tx
         .fetch_optional(sql, &args![session_id, phone_id, fresh_since])
         .await?;
